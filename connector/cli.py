@@ -1,0 +1,19 @@
+"""The `connector` command: one entry point for every role."""
+
+from __future__ import annotations
+
+import click
+
+from connector.identity.cli import authority, init
+from connector.odrl.cli import policy
+
+
+@click.group()
+@click.version_option(package_name="dataspace-connector")
+def main() -> None:
+    """Trusted data space connector."""
+
+
+main.add_command(policy)
+main.add_command(authority)
+main.add_command(init)

@@ -1,0 +1,1 @@
+"""Data-space identity: the authority, participant certificates, DATs and transfer tokens."""

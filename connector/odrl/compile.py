@@ -1,0 +1,317 @@
+"""``compile_policy(policy) -> Decider``: the hot-path form of a policy.
+
+All RDF and JSON-LD work, operand coercion, action-hierarchy closure and conflict analysis are
+done once, at compile time. A decision is then a few closure calls over plain Python values.
+The decisions are the same as ``evaluate``'s (a property-based test holds the two together);
+only the explanation is shorter: the first reason that denies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from connector.odrl import terms as T
+from connector.odrl.evaluate import VIOLATED, _overlap
+from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, Policy, Rule
+from connector.odrl.operators import SYMBOL, Incomparable, compare, member
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    """Everything one decision needs, as plain values (no RDF)."""
+
+    action: str
+    now: datetime
+    assignee: str | None = None
+    target: str | None = None
+    count: int = 0  # executions already completed (the requested one not counted)
+    started_at: datetime | None = None  # start of the usage period, for elapsedTime
+    context: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # operand -> values
+    duties: Mapping[str, str] = field(default_factory=dict)  # duty id -> deontic state IRI
+    part_of: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    types: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    permit: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.permit
+
+
+Check = Callable[[DecisionRequest], "str | None"]  # None = satisfied, else the reason
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, datetime):
+        return v.isoformat().replace("+00:00", "Z")
+    if isinstance(v, str):
+        return T.short(v)
+    return str(v)
+
+
+def _values(c: Constraint) -> list[Any]:
+    return [v.py if v.py is not None else v.lexical for v in c.right]
+
+
+def _compile_constraint(c: AnyConstraint, vocab: T.Vocabulary) -> Check:
+    if isinstance(c, LogicalConstraint):
+        return _compile_logical(c, vocab)
+    name = T.short(c.written_left_operand or c.left_operand)
+    if not vocab.known_left_operand(c.left_operand):
+        msg = f"unknown left operand {name}: not understood, so denied"
+        return lambda req: msg
+    if c.operator not in T.OPERATORS:
+        msg = f"unknown operator {T.short(c.written_operator)}: denied"
+        return lambda req: msg
+    rights = _values(c)
+    if not rights:
+        msg = f"{name}: right operand is a reference the connector does not dereference"
+        return lambda req: msg
+    op = c.operator
+    sym = SYMBOL.get(op, T.short(op))
+    shown = ", ".join(_fmt(r) for r in rights)
+    left = c.left_operand
+    scalar = op in SYMBOL and len(rights) == 1
+    r0 = rights[0]
+
+    if left == T.DATE_TIME and scalar and isinstance(r0, datetime):
+        test = _order_test(op, r0)
+        fail = f"{name} {{}} {sym} {shown} does not hold"
+        return lambda req: None if test(req.now) else fail.format(_fmt(req.now))
+    if left == T.COUNT and scalar and isinstance(r0, Decimal):
+        test = _order_test(op, r0)
+        return lambda req: None if test(req.count + 1) else (
+            f"count: this would be use number {req.count + 1} ({req.count} completed); "
+            f"{sym} {shown} does not hold")
+    if left == T.ELAPSED_TIME and scalar and isinstance(r0, timedelta):
+        test = _order_test(op, r0)
+
+        def elapsed(req: DecisionRequest) -> str | None:
+            if req.started_at is None:
+                return f"{name}: the start of the usage period is not known"
+            return None if test(req.now - req.started_at) else (
+                f"{name} {req.now - req.started_at} {sym} {shown} does not hold")
+        return elapsed
+
+    def generic(req: DecisionRequest) -> str | None:
+        if left == T.DATE_TIME:
+            lefts: Any = (req.now,)
+        elif left == T.COUNT:
+            lefts = (Decimal(req.count + 1),)
+        elif left == T.ELAPSED_TIME:
+            if req.started_at is None:
+                return f"{name}: the start of the usage period is not known"
+            lefts = (req.now - req.started_at,)
+        else:
+            lefts = req.context.get(left)
+            if not lefts:
+                return f"{name}: the request states no {T.short(left)}"
+        try:
+            ok = compare(op, lefts, rights, req.types, req.part_of)
+        except (Incomparable, ValueError) as exc:
+            return f"{name}: {exc}"
+        if ok:
+            return None
+        return f"{name} {', '.join(_fmt(v) for v in lefts)} {sym} {shown} does not hold"
+    return generic
+
+
+def _order_test(op: str, r: Any) -> Callable[[Any], bool]:
+    if op == T.EQ:
+        return lambda v: v == r
+    if op == T.NEQ:
+        return lambda v: v != r
+    if op == T.LT:
+        return lambda v: v < r
+    if op == T.LTEQ:
+        return lambda v: v <= r
+    if op == T.GT:
+        return lambda v: v > r
+    return lambda v: v >= r
+
+
+def _compile_logical(c: LogicalConstraint, vocab: T.Vocabulary) -> Check:
+    checks = [_compile_constraint(o, vocab) for o in c.operands]
+    op, name, n = c.operator, T.short(c.operator), len(checks)
+    if op in (T.AND, T.AND_SEQUENCE):
+        def all_of(req: DecisionRequest) -> str | None:
+            if not checks:
+                return f"{name}: no operands"
+            for ch in checks:
+                r = ch(req)
+                if r is not None:
+                    return r
+            return None
+        return all_of
+    if op == T.OR:
+        def any_of(req: DecisionRequest) -> str | None:
+            reasons = []
+            for ch in checks:
+                r = ch(req)
+                if r is None:
+                    return None
+                reasons.append(r)
+            return f"{name}: none of {n} operands holds ({'; '.join(reasons[:3])})"
+        return any_of
+
+    def exactly_one(req: DecisionRequest) -> str | None:
+        k = sum(ch(req) is None for ch in checks)
+        return None if k == 1 else f"{name}: {k} of {n} operands satisfied (exactly one required)"
+    return exactly_one
+
+
+def _compile_rule(rule: Rule, vocab: T.Vocabulary) -> Callable[[DecisionRequest], str | None]:
+    checks: list[Check] = []
+    if rule.targets:
+        targets = tuple(a.iri for a in rule.targets)
+        t_refs = [_compile_constraint(r, vocab) for a in rule.targets for r in a.refinements]
+
+        def target_check(req: DecisionRequest) -> str | None:
+            t = req.target
+            if t is None:
+                return "the request names no target"
+            if t not in targets and not any(member(t, x, req.part_of) for x in targets):
+                return f"target {_fmt(t)} is not {', '.join(map(_fmt, targets))}"
+            for ch in t_refs:
+                r = ch(req)
+                if r is not None:
+                    return r
+            return None
+        checks.append(target_check)
+    if rule.assignees:
+        parties = tuple(p.iri for p in rule.assignees)
+        p_refs = [_compile_constraint(r, vocab) for p in rule.assignees for r in p.refinements]
+
+        def party_check(req: DecisionRequest) -> str | None:
+            a = req.assignee
+            if a is None:
+                return "the request names no party"
+            if a not in parties and not any(member(a, x, req.part_of) for x in parties):
+                return f"{_fmt(a)} is not {', '.join(map(_fmt, parties))}"
+            for ch in p_refs:
+                r = ch(req)
+                if r is not None:
+                    return r
+            return None
+        checks.append(party_check)
+    if rule.actions:
+        options = []
+        for action in rule.actions:
+            if action.iri not in vocab.actions:
+                options.append((frozenset(), [], f"unknown action {T.short(action.written)}"))
+                continue
+            covered = frozenset(a for a, sup in vocab.included_in.items() if action.iri in sup)
+            covered |= {action.iri}
+            refs = [_compile_constraint(r, vocab) for r in action.refinements]
+            options.append((covered, refs, T.short(action.iri)))
+
+        def action_check(req: DecisionRequest) -> str | None:
+            reason = None
+            for covered, refs, label in options:
+                if req.action not in covered:
+                    reason = reason or (label if label.startswith("unknown") else
+                                        f"action {_fmt(req.action)} is not {label} nor "
+                                        "included in it")
+                    continue
+                failed = next((r for r in (ch(req) for ch in refs) if r is not None), None)
+                if failed is None:
+                    return None
+                reason = failed
+            return reason
+        checks.append(action_check)
+    checks.extend(_compile_constraint(c, vocab) for c in rule.constraints)
+    duties = [(d.id, tuple(c.id for c in d.consequences)) for d in rule.duties] if (
+        rule.kind == "permission") else []
+    kind, rid = rule.kind, T.short(rule.id)
+
+    def rule_check(req: DecisionRequest) -> str | None:
+        for ch in checks:
+            r = ch(req)
+            if r is not None:
+                return f"{kind} {rid} does not apply: {r}"
+        for duty_id, consequences in duties:
+            if req.duties.get(duty_id) == VIOLATED and not (
+                consequences and all(req.duties.get(c) == _FULFILLED for c in consequences)
+            ):
+                return f"{kind} {rid} does not apply: duty {T.short(duty_id)} is violated"
+        return None
+    return rule_check
+
+
+_FULFILLED = "https://w3id.org/force/compliance-report#Fulfilled"
+
+
+class Decider:
+    """A compiled policy: ``decider(request) -> Decision``. Thread-safe, no I/O."""
+
+    __slots__ = ("_conflict", "_permissions", "_policy_id", "_prohibitions", "_strategy",
+                 "_vocab_equiv", "policy_id")
+
+    def __init__(self, policy: Policy) -> None:
+        vocab = T.vocabulary()
+        self.policy_id = policy.id
+        self._permissions = [(_compile_rule(r, vocab), r.id) for r in policy.permissions]
+        self._prohibitions = [(_compile_rule(r, vocab), r.id) for r in policy.prohibitions]
+        self._strategy = policy.conflict_strategy
+        static = next(((p.id, q.id) for p in policy.permissions for q in policy.prohibitions
+                       if _overlap(p, q, vocab)), None)
+        self._conflict = static
+        self._vocab_equiv = {**T.IDS_ACTIONS, **vocab.equivalent}
+
+    def __call__(self, req: DecisionRequest) -> Decision:
+        action = self._vocab_equiv.get(req.action)
+        if action is not None:
+            req = _with_action(req, action)
+        reasons: list[str] = []
+        permitted = None
+        for check, rid in self._permissions:
+            r = check(req)
+            if r is None:
+                permitted = rid
+                if not self._prohibitions:
+                    return Decision(True, f"permission {T.short(rid)} applies")
+                break
+            reasons.append(r)
+        prohibited = None
+        for check, rid in self._prohibitions:
+            if check(req) is None:
+                prohibited = rid
+                break
+        strategy = self._strategy
+        if strategy == T.INVALID and (self._conflict or (permitted and prohibited)):
+            p, q = self._conflict or (permitted, prohibited)
+            return Decision(False, f"permission {T.short(str(p))} and prohibition "
+                                   f"{T.short(str(q))} conflict; the policy is void "
+                                   "(conflict strategy odrl:invalid)")
+        if permitted and prohibited:
+            if strategy == T.PERM:
+                return Decision(True, f"permission {T.short(permitted)} applies and overrides "
+                                      f"prohibition {T.short(prohibited)} (odrl:perm)")
+            return Decision(False, f"prohibition {T.short(prohibited)} applies and overrides "
+                                   f"permission {T.short(permitted)} (odrl:prohibit)")
+        if permitted:
+            return Decision(True, f"permission {T.short(permitted)} applies")
+        if prohibited:
+            reasons.insert(0, f"prohibition {T.short(prohibited)} applies")
+        if not self._permissions:
+            reasons.append("the policy grants no permission")
+        return Decision(False, "; ".join(reasons))
+
+
+def _with_action(req: DecisionRequest, action: str) -> DecisionRequest:
+    return DecisionRequest(
+        action=action, now=req.now, assignee=req.assignee, target=req.target, count=req.count,
+        started_at=req.started_at, context=req.context, duties=req.duties,
+        part_of=req.part_of, types=req.types)
+
+
+def compile_policy(policy: Policy) -> Decider:
+    """Compile ``policy`` once; decide many requests with no RDF or JSON-LD work."""
+    return Decider(policy)

@@ -1,0 +1,204 @@
+"""The ODRL 2.2 vocabulary as the engine needs it: actions and their hierarchy, operators,
+left operands, conflict terms, and the IDS Information Model terms mapped onto them.
+
+Read once from the shipped ``vocab/odrl/ODRL22.ttl``; nothing is hard-coded that the vocabulary
+already says (the action hierarchy comes from ``odrl:includedIn``, deprecated terms from
+``skos:exactMatch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from rdflib import RDF, URIRef
+from rdflib.namespace import SKOS
+
+from connector.vocab import IDS, IDSC, ODRL, ontology_graph
+
+O = str(ODRL)
+IDSC_NS = str(IDSC)
+IDS_NS = str(IDS)
+
+EQ, NEQ, LT, LTEQ, GT, GTEQ = (O + x for x in ("eq", "neq", "lt", "lteq", "gt", "gteq"))
+IS_A, HAS_PART, IS_PART_OF = O + "isA", O + "hasPart", O + "isPartOf"
+IS_ALL_OF, IS_ANY_OF, IS_NONE_OF = O + "isAllOf", O + "isAnyOf", O + "isNoneOf"
+OPERATORS = frozenset(
+    {EQ, NEQ, LT, LTEQ, GT, GTEQ, IS_A, HAS_PART, IS_PART_OF, IS_ALL_OF, IS_ANY_OF, IS_NONE_OF}
+)
+ORDERING_OPERATORS = frozenset({LT, LTEQ, GT, GTEQ})
+SET_OPERATORS = frozenset({IS_ALL_OF, IS_ANY_OF, IS_NONE_OF})
+
+OR, XONE, AND, AND_SEQUENCE = O + "or", O + "xone", O + "and", O + "andSequence"
+LOGICAL_OPERATORS = (OR, XONE, AND, AND_SEQUENCE)
+
+PERM, PROHIBIT, INVALID = O + "perm", O + "prohibit", O + "invalid"
+CONFLICT_TERMS = frozenset({PERM, PROHIBIT, INVALID})
+
+USE, TRANSFER = O + "use", O + "transfer"
+
+# Left operands whose value the engine derives itself rather than reading from the request.
+DATE_TIME, ELAPSED_TIME, COUNT = O + "dateTime", O + "elapsedTime", O + "count"
+PURPOSE, RECIPIENT, SPATIAL = O + "purpose", O + "recipient", O + "spatial"
+
+# IDS operands without an ODRL counterpart: evaluated against facts about the requester
+# (its DAT attributes, the connector it runs, the endpoint it calls).
+SECURITY_LEVEL = IDSC_NS + "SECURITY_LEVEL"
+ENDPOINT = IDSC_NS + "ENDPOINT"
+IDS_STATE = IDSC_NS + "STATE"
+IDS_USER = IDSC_NS + "USER"
+IDS_PATH = IDSC_NS + "PATH"
+IDS_QUANTITY = IDSC_NS + "QUANTITY"
+
+IDS_LEFT_OPERANDS: dict[str, str] = {
+    IDSC_NS + "POLICY_EVALUATION_TIME": DATE_TIME,
+    IDSC_NS + "ELAPSED_TIME": ELAPSED_TIME,
+    IDSC_NS + "COUNT": COUNT,
+    IDSC_NS + "PURPOSE": PURPOSE,
+    IDSC_NS + "ABSOLUTE_SPATIAL_POSITION": SPATIAL,
+    IDSC_NS + "SYSTEM": O + "systemDevice",
+    IDSC_NS + "EVENT": O + "event",
+    IDSC_NS + "PAY_AMOUNT": O + "payAmount",
+    IDSC_NS + "DELAY": O + "delayPeriod",
+    IDSC_NS + "RECURRENCE_RATE": O + "timeInterval",
+    SECURITY_LEVEL: SECURITY_LEVEL,
+    ENDPOINT: ENDPOINT,
+    IDS_STATE: IDS_STATE,
+    IDS_USER: IDS_USER,
+    IDS_PATH: IDS_PATH,
+    IDS_QUANTITY: IDS_QUANTITY,
+}
+
+IDS_OPERATORS: dict[str, str] = {
+    IDSC_NS + "EQ": EQ,
+    IDSC_NS + "EQUALS": EQ,
+    IDSC_NS + "SAME_AS": EQ,
+    IDSC_NS + "STRING_EQ": EQ,
+    IDSC_NS + "TEMPORAL_EQUALS": EQ,
+    IDSC_NS + "DURATION_EQ": EQ,
+    IDSC_NS + "HAS_STATE": EQ,
+    IDSC_NS + "NOT": NEQ,
+    IDSC_NS + "LT": LT,
+    IDSC_NS + "LTEQ": LTEQ,
+    IDSC_NS + "GT": GT,
+    IDSC_NS + "GTEQ": GTEQ,
+    IDSC_NS + "BEFORE": LT,
+    IDSC_NS + "AFTER": GT,
+    IDSC_NS + "SHORTER": LT,
+    IDSC_NS + "SHORTER_EQ": LTEQ,
+    IDSC_NS + "LONGER": GT,
+    IDSC_NS + "LONGER_EQ": GTEQ,
+    IDSC_NS + "IN": IS_ANY_OF,
+    IDSC_NS + "INSIDE": IS_PART_OF,
+    IDSC_NS + "MEMBER_OF": IS_PART_OF,
+    IDSC_NS + "CONTAINS": HAS_PART,
+    IDSC_NS + "SPATIAL_CONTAINS": HAS_PART,
+}
+
+# IDS actions (idsc:READ, ...) map onto the ODRL action of the same name where there is one.
+_IDS_ACTION_NAMES = {
+    "USE": "use", "READ": "read", "DISTRIBUTE": "distribute", "DELETE": "delete",
+    "PRINT": "print", "DISPLAY": "display", "MODIFY": "modify", "ANONYMIZE": "anonymize",
+    "AGGREGATE": "aggregate", "COMPENSATE": "compensate", "INFORM": "inform",
+    "NOTIFY": "inform", "TRANSFER": "transfer", "SELL": "sell", "GIVE": "give",
+    "REPRODUCE": "reproduce", "ARCHIVE": "archive", "INDEX": "index", "TRANSLATE": "translate",
+    "WATERMARK": "watermark", "DERIVE": "derive", "EXECUTE": "execute",
+    "GRANT_USE": "grantUse", "NEXT_POLICY": "nextPolicy", "WRITE": "modify",
+}
+IDS_ACTIONS: dict[str, str] = {IDSC_NS + k: O + v for k, v in _IDS_ACTION_NAMES.items()}
+# IDS usage actions with no ODRL counterpart: known terms, included in odrl:use.
+IDS_ONLY_ACTIONS = frozenset(
+    IDSC_NS + k
+    for k in ("LOG", "ENCRYPT", "TRACK_PROVENANCE", "AGGREGATE_BY_CONSUMER",
+              "AGGREGATE_BY_PROVIDER")
+)
+
+# Left operands of this connector's data space, for facts the authority vouches for in a
+# participant's token (roles such as provider/consumer, memberships, the application in use).
+DSC_NS = "https://w3id.org/dataspace-connector/ns#"
+ROLE, MEMBERSHIP, APPLICATION = DSC_NS + "role", DSC_NS + "membership", DSC_NS + "application"
+DSC_LEFT_OPERANDS = frozenset({ROLE, MEMBERSHIP, APPLICATION})
+
+# Rule and policy terms of the IDS Information Model, mapped onto ODRL.
+IDS_POLICY_TYPES = {
+    IDS_NS + "ContractOffer": O + "Offer",
+    IDS_NS + "ContractAgreement": O + "Agreement",
+    IDS_NS + "ContractRequest": O + "Request",
+    IDS_NS + "Contract": O + "Policy",
+}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    actions: frozenset[str]
+    # action -> every action it is included in, itself included (reflexive-transitive closure)
+    included_in: dict[str, frozenset[str]]
+    left_operands: frozenset[str]
+    equivalent: dict[str, str]  # deprecated term -> current term (skos:exactMatch)
+
+    def canonical_action(self, iri: str) -> str:
+        iri = IDS_ACTIONS.get(iri, iri)
+        return self.equivalent.get(iri, iri)
+
+    def action_covers(self, rule_action: str, requested: str) -> bool:
+        """True if ``requested`` is ``rule_action`` or (transitively) included in it."""
+        rule_action = self.canonical_action(rule_action)
+        requested = self.canonical_action(requested)
+        if rule_action == requested:
+            return True
+        return rule_action in self.included_in.get(requested, ())
+
+    def known_left_operand(self, iri: str) -> bool:
+        return iri in self.left_operands
+
+
+@cache
+def vocabulary() -> Vocabulary:
+    g = ontology_graph("http://www.w3.org/ns/odrl/2/")
+    actions = {str(s) for s in g.subjects(RDF.type, ODRL.Action)}
+    direct: dict[str, set[str]] = {}
+    for s, o in g.subject_objects(ODRL.includedIn):
+        direct.setdefault(str(s), set()).add(str(o))
+        actions.update((str(s), str(o)))
+    equivalent: dict[str, str] = {}
+    for s, o in g.subject_objects(SKOS.exactMatch):
+        s_, o_ = str(s), str(o)
+        # Map a deprecated term onto the current one (the one that is not deprecated).
+        if (URIRef(s_), ODRL.includedIn, None) not in g and s_ in actions:
+            equivalent.setdefault(s_, o_)
+    for ids_action in IDS_ONLY_ACTIONS:
+        actions.add(ids_action)
+        direct.setdefault(ids_action, set()).add(USE)
+    closure: dict[str, frozenset[str]] = {}
+    for action in actions:
+        seen: set[str] = set()
+        stack = [action]
+        while stack:
+            a = stack.pop()
+            if a in seen:
+                continue
+            seen.add(a)
+            stack.extend(direct.get(a, ()))
+            if a in equivalent:
+                stack.append(equivalent[a])
+        closure[action] = frozenset(seen)
+    left = {str(s) for s in g.subjects(RDF.type, ODRL.LeftOperand)}
+    left.update(IDS_LEFT_OPERANDS.values())
+    left.update(DSC_LEFT_OPERANDS)
+    # system / device are deprecated spellings of systemDevice
+    for old in ("system", "device"):
+        equivalent[O + old] = O + "systemDevice"
+    return Vocabulary(
+        actions=frozenset(actions),
+        included_in=closure,
+        left_operands=frozenset(left),
+        equivalent=equivalent,
+    )
+
+
+def short(iri: str) -> str:
+    """A readable short form of an IRI for explanations (odrl:read, idsc:PURPOSE, ...)."""
+    for ns, prefix in ((O, "odrl:"), (IDSC_NS, "idsc:"), (IDS_NS, "ids:"), (DSC_NS, "dsc:")):
+        if iri.startswith(ns):
+            return prefix + iri[len(ns):]
+    return iri
