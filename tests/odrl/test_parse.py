@@ -33,8 +33,9 @@ def test_dsp_compacted_offer_bare_words_resolve_to_odrl() -> None:
     (perm,) = pol.permissions
     assert perm.actions[0].iri == O + "use"
     assert perm.targets[0].iri == "urn:asset:x"
-    c1, c2 = perm.constraints
-    assert isinstance(c1, Constraint) and c1.left_operand == O + "dateTime"
+    # RDF does not order a rule's constraints: look them up by operand
+    by_left = {c.left_operand: c for c in perm.constraints if isinstance(c, Constraint)}
+    c1, c2 = by_left[O + "dateTime"], by_left[O + "purpose"]
     assert c1.right[0].py.year == 2023  # coerced to a datetime for the dateTime operand
     assert isinstance(c2, Constraint) and c2.operator == O + "neq"  # not the erratum's neg
     assert c2.right[0].is_iri
