@@ -2,7 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import click
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from connector.identity.client import CERT_FILE, init_participant
+from connector.identity.errors import IdentityError
+from connector.identity.keys import ALGORITHMS
+from connector.identity.store import AuthorityStore, ParticipantAttributes, StoreError
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=1, sort_keys=True))
+
+
+def _store(directory: str) -> AuthorityStore:
+    try:
+        return AuthorityStore(directory)
+    except (StoreError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Identity errors become a one-line CLI error (exit 1), not a traceback."""
+    try:
+        yield
+    except IdentityError as exc:
+        raise click.ClickException(f"{exc.error}: {exc.description}") from exc
+    except (ValueError, OSError) as exc:  # pydantic ValidationError, bad key files
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(name="authority")
@@ -10,9 +49,229 @@ def authority() -> None:
     """Run the data-space authority: CA, participant registry, DAT issuance."""
 
 
+@authority.command(name="init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", default="dataspace", show_default=True, help="The data space's name.")
+@click.option("--alg", type=click.Choice(ALGORITHMS), default="EdDSA", show_default=True)
+@click.option("--issuer", default=None, help="Public base URL (default: http://HOST:PORT).")
+@click.option("--dat-lifetime", type=int, default=3600, show_default=True, help="Seconds.")
+def authority_init(
+    directory: str, name: str, alg: str, issuer: str | None, dat_lifetime: int
+) -> None:
+    """Create the data-space CA, the token-signing key and the admin token in DIRECTORY."""
+    with _errors():
+        try:
+            store = AuthorityStore.initialize(
+                directory,
+                name=name,
+                alg=alg,  # type: ignore[arg-type]
+                now=time.time(),
+                admin_token=secrets.token_urlsafe(32),
+                issuer=issuer,
+                dat_lifetime=dat_lifetime,
+            )
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+    state = store.state()
+    _echo_json(
+        {
+            "directory": str(store.directory),
+            "ca_certificate": str(store.directory / store.CA_CERT),
+            "signing_kid": state.keys[0].kid,
+            "admin_token_file": str(store.directory / store.ADMIN_TOKEN),
+        }
+    )
+
+
+@authority.command(name="serve")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--port", type=int, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--issuer", default=None, help="Public base URL (overrides authority.json).")
+def authority_serve(directory: str, port: int, host: str, issuer: str | None) -> None:
+    """Run the authority service (token endpoint, JWKS, metadata, admin API)."""
+    from aiohttp import web
+
+    from connector.identity.authority import Authority, create_app
+
+    store = _store(directory)
+    issuer = issuer or store.config.issuer or f"http://{host}:{port}"
+    app = create_app(Authority(store, issuer=issuer))
+
+    def ready(_: str) -> None:
+        click.echo(f"authority {issuer} listening on http://{host}:{port}")
+        sys.stdout.flush()
+
+    web.run_app(app, host=host, port=port, print=ready, access_log=None)
+
+
+def _sha256_of_cert(path: str) -> str:
+    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@authority.command(name="register")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("csr_or_cert", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--role", "roles", multiple=True, type=click.Choice(["provider", "consumer", "broker"])
+)
+@click.option(
+    "--security-profile",
+    type=click.Choice(
+        [
+            "idsc:BASE_SECURITY_PROFILE",
+            "idsc:TRUST_SECURITY_PROFILE",
+            "idsc:TRUST_PLUS_SECURITY_PROFILE",
+        ]
+    ),
+    default="idsc:BASE_SECURITY_PROFILE",
+    show_default=True,
+)
+@click.option("--membership/--no-membership", default=True, show_default=True)
+@click.option(
+    "--connector-url", default=None, help="The participant's connector (referringConnector)."
+)
+@click.option("--transport-cert", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the certificate (default: participant.crt beside the CSR).",
+)
+def authority_register(
+    directory: str,
+    csr_or_cert: str,
+    roles: tuple[str, ...],
+    security_profile: str,
+    membership: bool,
+    connector_url: str | None,
+    transport_cert: tuple[str, ...],
+    out: str | None,
+) -> None:
+    """Register a participant from its CSR (or a certificate of this CA); write its certificate."""
+    from connector.identity.registry import register_participant
+
+    store = _store(directory)
+    with _errors():
+        attributes = ParticipantAttributes.model_validate(
+            {
+                "securityProfile": security_profile,
+                "membership": membership,
+                "roles": roles or ("provider", "consumer"),
+                "referringConnector": connector_url,
+                "transportCertsSha256": [_sha256_of_cert(p) for p in transport_cert],
+            }
+        )
+        record = register_participant(
+            store, Path(csr_or_cert).read_bytes(), now=time.time(), attributes=attributes
+        )
+    target = Path(out) if out else Path(csr_or_cert).with_name(CERT_FILE)
+    if not target.exists() or target.read_text() != record.certificate:
+        target.write_text(record.certificate)
+    _echo_json(
+        {"participant_id": record.participant_id, "name": record.name, "certificate": str(target)}
+    )
+
+
+@authority.command(name="revoke")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("participant_id")
+@click.option("--reason", default="")
+def authority_revoke(directory: str, participant_id: str, reason: str) -> None:
+    """Revoke a participant: no new DATs at once; connectors refuse it within their poll."""
+    from connector.identity.registry import revoke_participant
+
+    store = _store(directory)
+    with _errors():
+        record = revoke_participant(store, participant_id, now=time.time(), reason=reason)
+    _echo_json({"participant_id": record.participant_id, "revoked_at": record.revoked_at})
+
+
+@authority.command(name="rotate-key")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    help="Seconds the old key stays published (default: the DAT lifetime).",
+)
+def authority_rotate_key(directory: str, overlap: int | None) -> None:
+    """Roll the token-signing key; the old one is published until the overlap ends."""
+    from connector.identity.registry import rotate_signing_key
+
+    store = _store(directory)
+    with _errors():
+        _echo_json(rotate_signing_key(store, now=time.time(), overlap=overlap))
+
+
+@authority.command(name="retire-keys")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def authority_retire_keys(directory: str) -> None:
+    """End the rotation overlap now: tokens signed by previous keys stop verifying."""
+    from connector.identity.registry import retire_previous_keys
+
+    store = _store(directory)
+    _echo_json({"retired": retire_previous_keys(store, now=time.time())})
+
+
+@authority.command(name="participants")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def authority_participants(directory: str) -> None:
+    """List registered participants."""
+    store = _store(directory)
+    _echo_json(
+        [
+            {
+                "participant_id": p.participant_id,
+                "name": p.name,
+                "roles": list(p.attributes.roles),
+                "revoked_at": p.revoked_at,
+            }
+            for p in store.state().participants.values()
+        ]
+    )
+
+
+@authority.command(name="revocations")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def authority_revocations(directory: str) -> None:
+    """List revoked participants."""
+    store = _store(directory)
+    state = store.state()
+    _echo_json(
+        {
+            "seq": state.revocation_seq,
+            "revoked": [
+                {"participant_id": pid, "revoked_at": p.revoked_at, "reason": p.revocation_reason}
+                for pid, p in state.participants.items()
+                if p.revoked_at is not None
+            ],
+        }
+    )
+
+
 @click.command(name="init")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--name", required=True, help="The participant's human-readable name.")
-def init(directory: str, name: str) -> None:
+@click.option("--alg", type=click.Choice(ALGORITHMS), default="EdDSA", show_default=True)
+def init(directory: str, name: str, alg: str) -> None:
     """Create a participant's key pair and certificate signing request in DIRECTORY."""
-    raise click.ClickException("participant initialisation is not available in this build yet")
+    with _errors():
+        csr = init_participant(directory, name, alg=alg)  # type: ignore[arg-type]
+    _echo_json(
+        {
+            "csr": str(csr),
+            "next": "have the operator run `connector authority register AUTHORITY_DIR "
+            f"{csr}`; the certificate goes to {Path(directory) / CERT_FILE}",
+        }
+    )
+
+
+@click.group()
+def standalone() -> None:
+    """Identity commands alone (`python -m connector.identity ...`)."""
+
+
+standalone.add_command(authority)
+standalone.add_command(init)

@@ -8,10 +8,12 @@ only the explanation is shorter: the first reason that denies.
 
 from __future__ import annotations
 
+import operator as _op
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from connector.odrl import terms as T
@@ -207,8 +209,7 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary) -> Callable[[DecisionRequest]
             if action.iri not in vocab.actions:
                 options.append((frozenset(), [], f"unknown action {T.short(action.written)}"))
                 continue
-            covered = frozenset(a for a, sup in vocab.included_in.items() if action.iri in sup)
-            covered |= {action.iri}
+            covered = covered_actions(action.iri)
             refs = [_compile_constraint(r, vocab) for r in action.refinements]
             options.append((covered, refs, T.short(action.iri)))
 
@@ -248,21 +249,185 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary) -> Callable[[DecisionRequest]
 _FULFILLED = "https://w3id.org/force/compliance-report#Fulfilled"
 
 
+@cache
+def covered_actions(action: str) -> frozenset[str]:
+    """Every requested action a rule action covers, with deprecated and IDS spellings."""
+    vocab = T.vocabulary()
+    covered = {a for a, sup in vocab.included_in.items() if action in sup} | {action}
+    aliases = {**T.IDS_ACTIONS, **vocab.equivalent}
+    covered |= {alias for alias, canonical in aliases.items() if canonical in covered}
+    return frozenset(covered)
+
+
+# ------------------------------------------------------------------ the fast path
+# A rule whose constraints are conjunctions of plain comparisons compiles to a flat tuple of
+# tests run in one loop: no closure per constraint, C-level comparison functions, and no
+# allocation on a permit. Anything else (refinements, or/xone, isA, isPartOf, ...) goes
+# through the closures above. Both give the same answers; the closures also explain.
+
+_NOW, _COUNT, _ELAPSED, _IN, _NOT_IN = range(5)
+_ORDER_FN = {T.EQ: _op.eq, T.NEQ: _op.ne, T.LT: _op.lt, T.LTEQ: _op.le, T.GT: _op.gt,
+             T.GTEQ: _op.ge}
+FastTest = tuple[int, Any, Any]
+
+
+def _fast_tests(constraints: tuple[AnyConstraint, ...], vocab: T.Vocabulary) -> list[FastTest] | None:
+    tests: list[FastTest] = []
+    for c in constraints:
+        if isinstance(c, LogicalConstraint):
+            if c.operator not in (T.AND, T.AND_SEQUENCE) or not c.operands:
+                return None
+            inner = _fast_tests(c.operands, vocab)
+            if inner is None:
+                return None
+            tests.extend(inner)
+            continue
+        if not vocab.known_left_operand(c.left_operand) or c.operator not in T.OPERATORS:
+            return None
+        rights = _values(c)
+        if not rights:
+            return None
+        left, op, r0 = c.left_operand, c.operator, rights[0]
+        if left in (T.DATE_TIME, T.COUNT, T.ELAPSED_TIME):
+            if op not in _ORDER_FN or len(rights) != 1:
+                return None
+            if left == T.DATE_TIME and isinstance(r0, datetime):
+                tests.append((_NOW, _ORDER_FN[op], r0))
+            elif left == T.COUNT and isinstance(r0, Decimal):
+                tests.append((_COUNT, _ORDER_FN[op], int(r0) if r0 == int(r0) else r0))
+            elif left == T.ELAPSED_TIME and isinstance(r0, timedelta):
+                tests.append((_ELAPSED, _ORDER_FN[op], r0))
+            else:
+                return None
+        elif all(isinstance(r, str) for r in rights) and (
+            op in (T.IS_ANY_OF, T.IS_NONE_OF) or (op in (T.EQ, T.NEQ))
+        ):
+            kind = _IN if op in (T.EQ, T.IS_ANY_OF) else _NOT_IN
+            tests.append((kind, left, frozenset(rights)))
+        else:
+            return None
+    return tests
+
+
+FastSpec = tuple[Any, Any, Any, tuple[FastTest, ...], bool]
+_INTERNED: dict[Any, Any] = {}
+_INTERN_LIMIT = 1_000_000
+
+
+def _intern(x: Any) -> Any:
+    """Share equal compiled parts between deciders: 100,000 agreements made from a handful of
+    offers then hold one copy of each test, set and spec, which keeps decisions cache-friendly."""
+    if len(_INTERNED) > _INTERN_LIMIT:
+        _INTERNED.clear()
+    return _INTERNED.setdefault(x, x)
+
+
+def _fast_rule(rule: Rule, vocab: T.Vocabulary) -> FastSpec | None:
+    if any(x.refinements for x in (*rule.actions, *rule.targets, *rule.assignees)):
+        return None
+    if any(a.iri not in vocab.actions for a in rule.actions):
+        return None
+    tests = _fast_tests(rule.constraints, vocab)
+    if tests is None:
+        return None
+    targets = _intern(frozenset(a.iri for a in rule.targets)) or None
+    parties = _intern(frozenset(p.iri for p in rule.assignees)) or None
+    covered: frozenset[str] | None = None
+    if rule.actions:
+        covered = _intern(frozenset().union(*(covered_actions(a.iri) for a in rule.actions)))
+    has_duties = bool(rule.duties) and rule.kind == "permission"
+    return _intern((covered, targets, parties, _intern(tuple(_intern(t) for t in tests)),
+                    has_duties))
+
+
+def _run_fast(spec: FastSpec, req: DecisionRequest) -> bool:
+    covered, targets, parties, tests, has_duties = spec
+    if covered is not None and req.action not in covered:
+        return False
+    if targets is not None:
+        t = req.target
+        if t not in targets and (t is None or not req.part_of or
+                                 not any(member(t, x, req.part_of) for x in targets)):
+            return False
+    if parties is not None:
+        a = req.assignee
+        if a not in parties and (a is None or not req.part_of or
+                                 not any(member(a, x, req.part_of) for x in parties)):
+            return False
+    for kind, fn, r in tests:
+        if kind == _NOW:
+            if not fn(req.now, r):
+                return False
+        elif kind == _COUNT:
+            if not fn(req.count + 1, r):
+                return False
+        elif kind == _ELAPSED:
+            if req.started_at is None or not fn(req.now - req.started_at, r):
+                return False
+        else:
+            values = req.context.get(fn)
+            if not values:
+                return False
+            for v in values:
+                if type(v) is not str:
+                    # a typed value: the general comparison decides
+                    op = T.IS_ANY_OF if kind == _IN else T.IS_NONE_OF
+                    try:
+                        if not compare(op, values, tuple(r), req.types, req.part_of):
+                            return False
+                    except (Incomparable, ValueError):
+                        return False
+                    break
+                if (v in r) != (kind == _IN):
+                    return False
+    return not has_duties or not req.duties
+
+
 class Decider:
     """A compiled policy: ``decider(request) -> Decision``. Thread-safe, no I/O."""
 
-    __slots__ = ("_conflict", "_permissions", "_policy_id", "_prohibitions", "_strategy",
-                 "_vocab_equiv", "policy_id")
+    __slots__ = ("_explainer", "_fast", "_policy", "policy_id")
 
     def __init__(self, policy: Policy) -> None:
         vocab = T.vocabulary()
         self.policy_id = policy.id
+        self._policy = policy
+        self._explainer: _Explainer | None = None
+        # The common shape (permissions only, each a conjunction of plain comparisons) decides
+        # on the fast path; the explaining closures are built on the first deny.
+        self._fast = None
+        if policy.permissions and not policy.prohibitions:
+            fast = [_fast_rule(r, vocab) for r in policy.permissions]
+            if all(f is not None for f in fast):
+                self._fast = tuple(
+                    (f, Decision(True, f"permission {T.short(r.id)} applies"))
+                    for f, r in zip(fast, policy.permissions, strict=True))
+        if self._fast is None:
+            self._explainer = _Explainer(policy)
+
+    def __call__(self, req: DecisionRequest) -> Decision:
+        if self._fast is not None:
+            for spec, permit in self._fast:
+                if _run_fast(spec, req):
+                    return permit
+        explainer = self._explainer
+        if explainer is None:
+            explainer = self._explainer = _Explainer(self._policy)
+        return explainer(req)
+
+
+class _Explainer:
+    """The closure form of a policy: decides any shape, and says why it denies."""
+
+    __slots__ = ("_conflict", "_permissions", "_prohibitions", "_strategy", "_vocab_equiv")
+
+    def __init__(self, policy: Policy) -> None:
+        vocab = T.vocabulary()
         self._permissions = [(_compile_rule(r, vocab), r.id) for r in policy.permissions]
         self._prohibitions = [(_compile_rule(r, vocab), r.id) for r in policy.prohibitions]
         self._strategy = policy.conflict_strategy
-        static = next(((p.id, q.id) for p in policy.permissions for q in policy.prohibitions
-                       if _overlap(p, q, vocab)), None)
-        self._conflict = static
+        self._conflict = next(((p.id, q.id) for p in policy.permissions
+                               for q in policy.prohibitions if _overlap(p, q, vocab)), None)
         self._vocab_equiv = {**T.IDS_ACTIONS, **vocab.equivalent}
 
     def __call__(self, req: DecisionRequest) -> Decision:

@@ -34,7 +34,15 @@ from connector.odrl.model import (
     RuleKind,
     Value,
 )
-from connector.vocab import IDS, ODRL, RemoteDocumentRefused, document_loader
+from connector.vocab import (
+    IDS,
+    ODRL,
+    ODRL_CONTEXT_URL,
+    RemoteDocumentRefused,
+    document_loader,
+)
+
+DSP_ODRL_PROFILE_URL = "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_NESTING = 32
@@ -123,6 +131,13 @@ def jsonld_to_graph(document: Any, what: str = "document") -> Graph:
     g = Graph()
     for s, p, o, _ in ds.quads((None, None, None, None)):
         g.add((s, p, o))
+    if not any(str(p).startswith(_O) for p in g.predicates()) and any(
+        f'"{key}"' in json.dumps(document) for key in ("permission", "prohibition", "obligation")
+    ):
+        raise PolicyError(
+            f"{what}: the ODRL terms (permission, action, ...) are not defined by the "
+            "document's @context, so JSON-LD drops them; a policy outside a DSP message needs "
+            f"the ODRL profile context ({DSP_ODRL_PROFILE_URL}) or {ODRL_CONTEXT_URL}")
     return g
 
 

@@ -53,6 +53,12 @@ def expand_term(term: str) -> str:
     return T.O + term
 
 
+def canonical_operand(iri: str) -> str:
+    """The left operand a policy constraint uses for ``iri`` (IDS codes, deprecated terms)."""
+    iri = T.IDS_LEFT_OPERANDS.get(iri, iri)
+    return T.vocabulary().equivalent.get(iri, iri)
+
+
 def _looks_like_term(s: str) -> bool:
     if "://" in s or s.startswith(("urn:", "did:")):
         return True
@@ -132,7 +138,7 @@ def world_from_json(data: Mapping[str, Any] | None, now: datetime | None = None)
         raise PolicyError(f"world: not a valid xsd:dateTime: {exc}") from exc
     facts = {}
     for k, v in w.facts.items():
-        operand = expand_term(k)
+        operand = canonical_operand(expand_term(k))
         facts[operand] = tuple(to_value(x, operand) for x in _as_list(v))
     duties = {}
     for duty, state in w.duties.items():
@@ -166,8 +172,7 @@ def request_from_json(data: Mapping[str, Any], now: datetime | None = None) -> t
             operand = T.O + name
             context[operand] = tuple(to_value(x, operand) for x in _as_list(v))
     for k, v in r.context.items():
-        operand = expand_term(k)
-        operand = T.IDS_LEFT_OPERANDS.get(operand, operand)
+        operand = canonical_operand(expand_term(k))
         context[operand] = tuple(to_value(x, operand) for x in _as_list(v))
     request = Request(
         action=T.vocabulary().canonical_action(expand_term(r.action)),

@@ -265,3 +265,12 @@ def test_report_graph_uses_the_compliance_report_vocabulary() -> None:
     # the count left value is where readings differ, so it is not stated (CONVENTIONS.md)
     assert not list(g.objects(cr, REPORT.constraintLeftOperand))
     assert T.O.startswith("http")
+
+
+def test_facts_accept_ids_and_deprecated_operand_names() -> None:
+    doc = {"@context": ODRL_CTX, "@type": "Offer", "uid": "urn:p", "permission": [
+        {"action": "use", "constraint": [c("systemDevice", "eq", iri("urn:connector:1"))]}]}
+    pol = load_policy(doc)
+    for key in ("idsc:SYSTEM", "odrl:system", "systemDevice"):
+        assert run(pol, world={"facts": {key: "urn:connector:1"}}).permit, key
+    assert not run(pol, world={"facts": {"idsc:SYSTEM": "urn:connector:2"}}).permit

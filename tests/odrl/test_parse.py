@@ -243,3 +243,10 @@ def test_bad_datetime_right_operand_is_located() -> None:
                     'odrl:rightOperand "next tuesday" .')
     with pytest.raises(PolicyError, match=r"constraint urn:c: right operand 'next tuesday'"):
         load_policy(ttl, strict=True)
+
+
+def test_dsp_context_alone_gives_a_helpful_error() -> None:
+    doc = {"@context": [DSP], "@type": "Offer", "@id": "urn:o",
+           "permission": [{"action": "use"}]}
+    with pytest.raises(PolicyError, match="not defined by the document's @context"):
+        load_policy(doc)

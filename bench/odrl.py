@@ -1,0 +1,182 @@
+"""Benchmarks of the ODRL engine (issue 2).
+
+1. Decisions per second of a compiled agreement with three constraints (count, a dateTime
+   window, purpose) on one core; then the same with 100,000 compiled agreements loaded, each
+   decision picking its agreement by id. Baseline in the same run: a hand-written Python
+   function making the same three checks with no engine at all.
+2. Evaluation time (explaining evaluator, report included, parsing excluded) of every case of
+   the shared conformance suite, the large "weekdays 9-17" case separately; parse time shown
+   alongside as the reference.
+
+Run: python bench/odrl.py [--agreements 100000] [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from connector.odrl import terms as T
+from connector.odrl.casefiles import request_from_graph, world_from_graph
+from connector.odrl.compile import DecisionRequest, compile_policy
+from connector.odrl.evaluate import evaluate
+from connector.odrl.parse import load_policy, parse_file, policy_from_graph
+from connector.odrl.report import report_graph
+
+CASES = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "odrl" / "cases"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+END = datetime(2027, 1, 1, tzinfo=UTC)
+PURPOSE = "https://w3id.org/dpv#ResearchAndDevelopment"
+
+
+def agreement(i: int) -> dict:
+    return {
+        "@context": ["http://www.w3.org/ns/odrl.jsonld", {"dpv": "https://w3id.org/dpv#"}],
+        "@type": "Agreement", "uid": f"urn:agreement:{i}", "target": f"urn:asset:{i % 1000}",
+        "assigner": "urn:participant:provider", "assignee": f"urn:participant:c{i % 50}",
+        "permission": [{"action": "use", "constraint": [
+            {"leftOperand": "count", "operator": "lteq", "rightOperand": 1_000_000},
+            {"and": [
+                {"leftOperand": "dateTime", "operator": "gteq",
+                 "rightOperand": {"@value": START.isoformat(), "@type": "xsd:dateTime"}},
+                {"leftOperand": "dateTime", "operator": "lt",
+                 "rightOperand": {"@value": END.isoformat(), "@type": "xsd:dateTime"}}]},
+            {"leftOperand": "purpose", "operator": "eq", "rightOperand": {"@id": PURPOSE}},
+        ]}],
+    }
+
+
+def rate(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]
+    """Calls per second of fn(), measured over about ``seconds``."""
+    n, batch = 0, 1000
+    gc.collect()
+    t0 = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            fn()
+        n += batch
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            return n / dt
+
+
+def bench_decisions(n_agreements: int, seconds: float) -> dict[str, float]:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    ctx = {T.PURPOSE: (PURPOSE,)}
+    use = T.O + "use"
+
+    # Baseline: the same three checks hand-written, no engine.
+    def bare(count: int = 17) -> bool:
+        purposes = ctx.get(T.PURPOSE)
+        return (count + 1 <= 1_000_000 and START <= now < END
+                and bool(purposes) and all(p == PURPOSE for p in purposes))
+
+    decider = compile_policy(load_policy(agreement(0)))
+    req = DecisionRequest(action=use, now=now, assignee="urn:participant:c0",
+                          target="urn:asset:0", count=17, context=ctx)
+    assert decider(req).permit, decider(req).reason
+    one = rate(lambda: decider(req), seconds)
+    # With a fresh request object per decision, as the data plane builds one per call.
+    one_fresh = rate(lambda: decider(DecisionRequest(
+        action=use, now=now, assignee="urn:participant:c0", target="urn:asset:0", count=17,
+        context=ctx)), seconds)
+    base = rate(bare, seconds)
+
+    def load(n: int) -> tuple[dict, float]:
+        t0 = time.perf_counter()
+        template = load_policy(agreement(0))
+        deciders = {}
+        for i in range(n):
+            # Each agreement compiled on its own, as it would be when loaded from the store.
+            pol = replace(template, id=f"urn:agreement:{i}")
+            deciders[pol.id] = compile_policy(pol)
+        return deciders, time.perf_counter() - t0
+
+    def picker(deciders: dict, n: int):  # type: ignore[no-untyped-def]
+        # 4,096 prepared requests, each for a random agreement (the same harness for 1 and N).
+        ids = [f"urn:agreement:{random.randrange(n)}" for _ in range(4096)]
+        reqs = [DecisionRequest(action=use, now=now, assignee="urn:participant:c0",
+                                target="urn:asset:0", count=17, context=ctx) for _ in ids]
+        k = 0
+
+        def pick() -> bool:
+            nonlocal k
+            k = (k + 1) & 4095
+            return deciders[ids[k]](reqs[k]).permit
+        assert pick()
+        return pick
+
+    one_table, _ = load(1)
+    one_pick = rate(picker(one_table, 1), seconds)
+    deciders, load_s = load(n_agreements)
+    many = rate(picker(deciders, n_agreements), seconds)
+    return {"bare": base, "one": one, "one_fresh_request": one_fresh, "one_pick": one_pick,
+            "many": many, "load_s": load_s}
+
+
+def bench_cases() -> tuple[list[tuple[str, float, float, float]], float]:
+    with open(CASES / "manifest.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    out = []
+    for row in rows:
+        t0 = time.perf_counter()
+        pg = parse_file(CASES / row["policy"])
+        policy = policy_from_graph(pg, exclude_types=(T.O + "Request",))
+        request = request_from_graph(parse_file(CASES / row["request"]))
+        world = world_from_graph(parse_file(CASES / row["sotw"]))
+        parse_ms = (time.perf_counter() - t0) * 1000
+        evaluate(policy, request, world)  # warm
+        runs = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            evaluate(policy, request, world)
+            runs.append(time.perf_counter() - t0)
+        eval_ms = statistics.median(runs) * 1000
+        t0 = time.perf_counter()
+        report_graph(evaluate(policy, request, world))
+        with_rdf_ms = (time.perf_counter() - t0) * 1000
+        out.append((Path(row["test_case"]).stem, eval_ms, with_rdf_ms, parse_ms))
+    mean = statistics.mean(r[1] for r in out)
+    return out, mean
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agreements", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    args = ap.parse_args()
+    print(f"# bench/odrl.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  python "
+          f"{platform.python_version()}  {platform.machine()}  cores={os.cpu_count()}")
+    d = bench_decisions(args.agreements, args.seconds)
+    print("\n## Compiled decisions (one core)")
+    print(f"baseline, hand-written checks:                 {d['bare']:>12,.0f} /s")
+    print(f"compiled agreement, prepared request:          {d['one']:>12,.0f} /s  "
+          f"({d['one'] / d['bare']:.0%} of baseline)")
+    print(f"compiled agreement, new request each call:     {d['one_fresh_request']:>12,.0f} /s")
+    print(f"1 agreement loaded, looked up by id:            {d['one_pick']:>12,.0f} /s")
+    print(f"{args.agreements:,} agreements loaded, random pick:  {d['many']:>12,.0f} /s  "
+          f"({d['many'] / d['one_pick']:.0%} of 1 loaded); compiled in {d['load_s']:.1f} s")
+    rows, mean = bench_cases()
+    print("\n## Shared conformance cases: evaluation (report object), parsing excluded")
+    print(f"{'case':40} {'eval ms':>8} {'+RDF ms':>8} {'parse ms':>9}")
+    for name, e, r, p in rows:
+        print(f"{name:40} {e:8.3f} {r:8.2f} {p:9.2f}")
+    big = next(r for r in rows if "063" in r[0])
+    print(f"\nmean evaluation: {mean:.3f} ms over {len(rows)} cases (target < 2 ms)")
+    print(f"large case 063 (787 constraint reports): {big[1]:.2f} ms (target < 20 ms); "
+          f"with the RDF report {big[2]:.1f} ms; parsing it {big[3]:.0f} ms")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""The data-space authority (DAPS-like): DAT issuance, JWKS, metadata, admin API.
+
+`Authority` is the core (no sockets): it turns a token request into a DAT or a typed error.
+`create_app` is the thin aiohttp edge around it. Every refusal is an OAuth error body with a
+4xx status; a request that fails changes nothing (the client assertion's jti is recorded only
+once every check has passed).
+
+Client assertions are one-time: their jti is remembered until they expire (at most
+`assertion_max_lifetime` = 5 min). The memory is not persisted; instead an assertion issued
+before this process started is refused, so a restart cannot reopen a replay window.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connector.identity import jose
+from connector.identity.errors import (
+    IdentityError,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    InvalidToken,
+    Unauthorized,
+    UnsupportedGrantType,
+)
+from connector.identity.jose import TokenRules
+from connector.identity.keys import SigningKey
+from connector.identity.registry import (
+    participant_view,
+    prepare_next_key,
+    register_participant,
+    retire_previous_keys,
+    revoke_participant,
+    rotate_signing_key,
+)
+from connector.identity.store import AuthorityStore, ParticipantAttributes, admin_token_hash
+from connector.identity.tokens import DEFAULT_SCOPE, Clock, IdFactory, build_dat_payload, new_jti
+from connector.identity.verify import ReplayCache
+
+log = logging.getLogger(__name__)
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+SCOPES = frozenset({DEFAULT_SCOPE})
+MAX_BODY_BYTES = 64 * 1024
+
+
+# --- boundary models -----------------------------------------------------------------------
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    grant_type: str | None = None
+    client_assertion_type: str | None = None
+    client_assertion: str | None = None
+    client_id: str | None = None
+    scope: str | None = None
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    scope: str
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    csr: str | None = Field(default=None, max_length=32_768)
+    certificate: str | None = Field(default=None, max_length=32_768)
+    attributes: ParticipantAttributes = ParticipantAttributes()  # frozen: safe to share
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    participant_id: str = Field(min_length=1, max_length=512)
+    reason: str = Field(default="", max_length=500)
+
+
+class RotateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_seconds: int | None = Field(default=None, ge=0, le=30 * 86400)
+
+
+# --- core ----------------------------------------------------------------------------------
+
+
+class Authority:
+    def __init__(
+        self,
+        store: AuthorityStore,
+        *,
+        issuer: str,
+        clock: Clock = time.time,
+        new_id: IdFactory = new_jti,
+        replay_cache_size: int = 250_000,
+    ):
+        self.store = store
+        self.issuer = issuer.rstrip("/")
+        self.token_endpoint = f"{self.issuer}/token"
+        self._clock = clock
+        self._new_id = new_id
+        self.started_at = clock()
+        self.replay = ReplayCache(replay_cache_size)
+        self.issued = 0
+        cfg = store.config
+        self._assertion_rules = TokenRules(
+            label="client assertion",
+            typ=frozenset({None, "JWT"}),
+            issuer=None,  # iss = sub = the client; checked against the registry
+            audience=frozenset({self.issuer, self.token_endpoint}),
+            leeway=cfg.leeway,
+            max_lifetime=cfg.assertion_max_lifetime,
+            required=("iss", "sub", "aud", "iat", "exp", "jti"),
+            require_kid=False,
+        )
+
+    # -- public documents -------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        """RFC 8414 authorization server metadata."""
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_endpoint,
+            "jwks_uri": f"{self.issuer}/.well-known/jwks.json",
+            "revocation_list_uri": f"{self.issuer}/revocations",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": sorted(jose.ALLOWED_ALGORITHMS),
+            "response_types_supported": ["token"],
+            "scopes_supported": sorted(SCOPES),
+            "dat_audience": self.store.config.audience,
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        now = self._clock()
+        return {"keys": [k.jwk for k in self.store.state().published_keys(now)]}
+
+    def revocation_list(self) -> str:
+        """The revoked participant ids, signed, so connectors can fetch them over any channel."""
+        state = self.store.state()
+        now = int(self._clock())
+        payload = {
+            "iss": self.issuer,
+            "iat": now,
+            "exp": now + 3600,
+            "jti": self._new_id(),
+            "seq": state.revocation_seq,
+            "revoked": sorted(
+                pid for pid, p in state.participants.items() if p.revoked_at is not None
+            ),
+        }
+        return jose.encode(payload, self._current_key(), typ=jose.REVOCATION_LIST_TYP)
+
+    def _current_key(self) -> SigningKey:
+        record = self.store.state().key_with("current")
+        if record is None:
+            raise IdentityError("authority has no current signing key", status=500)
+        return self.store.signing_key(record.kid)
+
+    # -- token endpoint ---------------------------------------------------------------------
+
+    def issue_token(self, request: TokenRequest) -> TokenResponse:
+        now = self._clock()
+        if request.grant_type is None:
+            raise InvalidRequest("missing grant_type")
+        if request.grant_type != "client_credentials":
+            raise UnsupportedGrantType(
+                f"grant_type {request.grant_type[:60]!r} is not supported; use client_credentials"
+            )
+        if request.client_assertion_type != JWT_BEARER:
+            raise InvalidClient(f"client_assertion_type must be {JWT_BEARER}")
+        if not request.client_assertion:
+            raise InvalidClient("missing client_assertion")
+        scopes = (request.scope or DEFAULT_SCOPE).split()
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown or not scopes:
+            raise InvalidScope(f"unknown scope {unknown[:3]!r}; supported: {sorted(SCOPES)}")
+
+        token, rules = request.client_assertion, self._assertion_rules
+        try:
+            header = jose.parse_header(token, rules)
+            claimed = jose.unverified_payload(token, rules.label)
+            iss, sub = claimed.get("iss"), claimed.get("sub")
+            if not isinstance(iss, str) or iss != sub:
+                raise InvalidToken("client assertion: iss and sub must both be the participant id")
+            if request.client_id is not None and request.client_id != iss:
+                raise InvalidToken("client assertion: client_id does not match iss")
+            state = self.store.state()
+            record = state.participants.get(iss)
+            if record is None:
+                raise InvalidToken(f"client assertion: unknown client {iss[:200]!r}")
+            if record.revoked_at is not None:
+                raise InvalidToken(f"client assertion: participant {iss!r} is revoked")
+            entry = self.store.participant_key(iss)
+            if entry is None:  # removed by a concurrent state reload
+                raise InvalidToken(f"client assertion: unknown client {iss[:200]!r}")
+            key, cert = entry
+            payload = jose.verify_signature(token, header, key, rules.label)
+            if payload.get("iss") != iss or payload.get("sub") != iss:
+                raise InvalidToken("client assertion: iss and sub must both be the participant id")
+            jose.check_claims(payload, rules, now)
+            if payload["iat"] < int(self.started_at):
+                raise InvalidToken(
+                    "client assertion: issued before the authority started; send a fresh one"
+                )
+            if payload["exp"] - now > rules.max_lifetime + rules.leeway:
+                raise InvalidToken("client assertion: exp is more than 5 minutes away")
+            if not (
+                cert.not_valid_before_utc.timestamp() <= now < cert.not_valid_after_utc.timestamp()
+            ):
+                raise InvalidToken(
+                    "client assertion: the participant's certificate is not valid now"
+                )
+            replay_key = ReplayCache.key(iss, payload["jti"])
+            self.replay.check(replay_key, now)
+        except InvalidToken as exc:
+            raise InvalidClient(exc.description) from exc
+        # every check passed: from here on, state changes (a full cache refuses with 503)
+        self.replay.add(replay_key, payload["exp"] + rules.leeway, now)
+
+        cfg = self.store.config
+        dat = build_dat_payload(
+            issuer=self.issuer,
+            participant_id=iss,
+            attributes=record.attributes.claims(record.name),
+            audience=cfg.audience,
+            scopes=scopes,
+            now=now,
+            lifetime=cfg.dat_lifetime,
+            jti=self._new_id(),
+        )
+        access = jose.encode(dat, self._current_key(), typ=jose.DAT_TYP)
+        self.issued += 1
+        return TokenResponse(
+            access_token=access, expires_in=cfg.dat_lifetime, scope=" ".join(scopes)
+        )
+
+    # -- admin ------------------------------------------------------------------------------
+
+    def check_admin(self, authorization: str | None) -> None:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("admin API requires 'Authorization: Bearer <admin token>'")
+        expected = self.store.config.admin_token_sha256
+        if not hmac.compare_digest(admin_token_hash(token.strip()), expected):
+            raise Unauthorized("invalid admin token")
+
+    def register(self, request: RegisterRequest) -> dict[str, Any]:
+        if (request.csr is None) == (request.certificate is None):
+            raise InvalidRequest("give exactly one of 'csr' or 'certificate' (PEM)")
+        pem = (request.csr or request.certificate or "").encode()
+        record = register_participant(
+            self.store, pem, now=self._clock(), attributes=request.attributes
+        )
+        return participant_view(record)
+
+    def revoke(self, request: RevokeRequest) -> dict[str, Any]:
+        record = revoke_participant(
+            self.store, request.participant_id, now=self._clock(), reason=request.reason
+        )
+        return participant_view(record)
+
+    def participants(self) -> list[dict[str, Any]]:
+        return [participant_view(p) for p in self.store.state().participants.values()]
+
+    def revocations(self) -> dict[str, Any]:
+        state = self.store.state()
+        return {
+            "seq": state.revocation_seq,
+            "revoked": [
+                {
+                    "participant_id": p.participant_id,
+                    "name": p.name,
+                    "revoked_at": p.revoked_at,
+                    "reason": p.revocation_reason,
+                }
+                for p in state.participants.values()
+                if p.revoked_at is not None
+            ],
+        }
+
+    def rotate(self, request: RotateRequest) -> dict[str, Any]:
+        return rotate_signing_key(self.store, now=self._clock(), overlap=request.overlap_seconds)
+
+    def prepare_next(self) -> dict[str, Any]:
+        record = prepare_next_key(self.store, now=self._clock())
+        return {"next": record.kid}
+
+    def retire(self) -> dict[str, Any]:
+        return {"retired": retire_previous_keys(self.store, now=self._clock())}
+
+
+# --- HTTP edge -----------------------------------------------------------------------------
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _error_response(exc: IdentityError) -> web.Response:
+    headers = dict(_NO_STORE)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
+    return web.json_response(exc.to_oauth(), status=exc.status, headers=headers)
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except IdentityError as exc:
+        return _error_response(exc)
+    except ValidationError as exc:
+        return _error_response(InvalidRequest(f"invalid request: {_validation_summary(exc)}"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = "invalid_request" if exc.status < 500 else "server_error"
+        text = exc.text or ""
+        description = exc.reason if not text or text.startswith(str(exc.status)) else text
+        return web.json_response(
+            {"error": error, "error_description": description}, status=exc.status
+        )
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return web.json_response(
+            {"error": "server_error", "error_description": "internal error"}, status=500
+        )
+
+
+def _parse_form(body: bytes) -> dict[str, str]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("request body is not UTF-8") from exc
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=20)
+    except ValueError as exc:
+        raise InvalidRequest("too many form parameters") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise InvalidRequest(f"parameter {name[:40]!r} is repeated")
+        form[name] = value
+    return form
+
+
+def create_app(authority: Authority) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+
+    async def token(request: web.Request) -> web.Response:
+        if request.content_type != "application/x-www-form-urlencoded":
+            raise InvalidRequest("token requests must be application/x-www-form-urlencoded")
+        form = _parse_form(await request.read())
+        response = authority.issue_token(TokenRequest.model_validate(form))
+        return web.json_response(response.model_dump(), headers=_NO_STORE)
+
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response(authority.jwks(), headers={"Cache-Control": "max-age=60"})
+
+    async def metadata(request: web.Request) -> web.Response:
+        return web.json_response(authority.metadata())
+
+    async def revocations_public(request: web.Request) -> web.Response:
+        return web.Response(
+            text=authority.revocation_list(), content_type="application/jwt", headers=_NO_STORE
+        )
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "issuer": authority.issuer})
+
+    async def admin_body(request: web.Request, model: type[BaseModel]) -> Any:
+        authority.check_admin(request.headers.get("Authorization"))
+        if request.content_type != "application/json":
+            raise InvalidRequest("admin requests must be application/json")
+        return model.model_validate_json(await request.read() or b"{}")
+
+    async def register(request: web.Request) -> web.Response:
+        body = await admin_body(request, RegisterRequest)
+        return web.json_response(authority.register(body), status=201)
+
+    async def list_participants(request: web.Request) -> web.Response:
+        authority.check_admin(request.headers.get("Authorization"))
+        return web.json_response({"participants": authority.participants()})
+
+    async def revoke(request: web.Request) -> web.Response:
+        body = await admin_body(request, RevokeRequest)
+        return web.json_response(authority.revoke(body))
+
+    async def list_revocations(request: web.Request) -> web.Response:
+        authority.check_admin(request.headers.get("Authorization"))
+        return web.json_response(authority.revocations())
+
+    async def rotate(request: web.Request) -> web.Response:
+        body = await admin_body(request, RotateRequest)
+        return web.json_response(authority.rotate(body))
+
+    async def next_key(request: web.Request) -> web.Response:
+        authority.check_admin(request.headers.get("Authorization"))
+        return web.json_response(authority.prepare_next())
+
+    async def retire(request: web.Request) -> web.Response:
+        authority.check_admin(request.headers.get("Authorization"))
+        return web.json_response(authority.retire())
+
+    app.add_routes(
+        [
+            web.post("/token", token),
+            web.get("/.well-known/jwks.json", jwks),
+            web.get("/.well-known/oauth-authorization-server", metadata),
+            web.get("/revocations", revocations_public),
+            web.get("/health", health),
+            web.post("/admin/participants", register),
+            web.get("/admin/participants", list_participants),
+            web.post("/admin/revocations", revoke),
+            web.get("/admin/revocations", list_revocations),
+            web.post("/admin/keys/rotate", rotate),
+            web.post("/admin/keys/next", next_key),
+            web.post("/admin/keys/retire", retire),
+        ]
+    )
+    return app
