@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from connector.demo import demo
 from connector.identity.cli import authority, init
 from connector.odrl.cli import policy
 
@@ -17,3 +18,4 @@ def main() -> None:
 main.add_command(policy)
 main.add_command(authority)
 main.add_command(init)
+main.add_command(demo)

@@ -7,7 +7,10 @@ package as ``connector/_data/vocab``). The loader serves exactly the URLs listed
 
 from __future__ import annotations
 
+import copy
 import json
+import threading
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -82,9 +85,31 @@ def load_json_document(url: str) -> Any:
 
 
 def document_loader(url: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A pyld document loader that serves shipped files and refuses everything else."""
-    document = load_json_document(url)
+    """A pyld document loader that serves shipped files and refuses everything else.
+
+    Each call gets its own copy: pyld normalises context documents in place, and a shared
+    cached copy would carry one expansion's changes into the next.
+    """
+    document = copy.deepcopy(load_json_document(url))
     return {"contextUrl": None, "documentUrl": url, "document": document}
+
+
+_PYLD_LOCK = threading.Lock()
+
+
+def jsonld_call(fn: Callable[..., Any], *args: Any, options: dict[str, Any] | None = None) -> Any:
+    """Run a pyld operation with the offline loader and a fresh context cache.
+
+    pyld keeps resolved contexts in a module-wide cache, and processing a scoped context with
+    ``@import`` (as the DSP context does) alters cached entries in place: a later, unrelated
+    document then fails with "a term definition must not contain ...". Clearing the cache per
+    call costs about a millisecond and makes every expansion independent of the ones before.
+    """
+    from pyld import jsonld
+
+    with _PYLD_LOCK:
+        jsonld._resolved_context_cache.clear()
+        return fn(*args, {**(options or {}), "documentLoader": document_loader})
 
 
 @cache

@@ -51,7 +51,7 @@ def test_loader_serves_dsp_context_without_network(no_network: list[Any]) -> Non
                   "permission": [{"action": "use", "constraint": [
                       {"leftOperand": "purpose", "operator": "neq", "rightOperand": "x"}]}]},
     }
-    expanded = jsonld.expand(doc, {"documentLoader": vocab.document_loader})
+    expanded = vocab.jsonld_call(jsonld.expand, doc)
     assert expanded[0]["@type"] == ["https://w3id.org/dspace/2025/1/ContractRequestMessage"]
     assert no_network == []
 
@@ -76,3 +76,18 @@ def test_unknown_remote_context_is_refused_without_network(
 def test_loader_refuses_directly() -> None:
     with pytest.raises(vocab.RemoteDocumentRefused):
         vocab.document_loader("https://example.com/other.jsonld")
+
+
+def test_expansions_do_not_leak_into_each_other() -> None:
+    """pyld's context cache is altered by @import processing; jsonld_call isolates calls."""
+    standalone = {"@context": [vocab.DSP_CONTEXT_URL,
+                               "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
+                               {"idsc": "https://w3id.org/idsa/code/"}],
+                  "@type": "Offer", "@id": "urn:o", "target": "urn:t",
+                  "permission": [{"action": "use"}]}
+    message = {"@context": [vocab.DSP_CONTEXT_URL], "@type": "ContractRequestMessage",
+               "consumerPid": "urn:uuid:1",
+               "offer": {"@id": "urn:o", "@type": "Offer", "target": "urn:t",
+                         "permission": [{"action": "use"}]}}
+    for doc in (standalone, message, standalone, message):
+        assert vocab.jsonld_call(jsonld.expand, doc)

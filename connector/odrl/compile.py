@@ -386,7 +386,7 @@ def _run_fast(spec: FastSpec, req: DecisionRequest) -> bool:
 class Decider:
     """A compiled policy: ``decider(request) -> Decision``. Thread-safe, no I/O."""
 
-    __slots__ = ("_explainer", "_fast", "_policy", "policy_id")
+    __slots__ = ("_explainer", "_fast", "_permit", "_policy", "_single", "policy_id")
 
     def __init__(self, policy: Policy) -> None:
         vocab = T.vocabulary()
@@ -404,9 +404,19 @@ class Decider:
                     for f, r in zip(fast, policy.permissions, strict=True))
         if self._fast is None:
             self._explainer = _Explainer(policy)
+        # One permission (an agreement's usual shape): keep its spec and permit on the decider
+        # itself, two fewer objects to reach per decision.
+        self._single: FastSpec | None = None
+        self._permit: Decision | None = None
+        if self._fast is not None and len(self._fast) == 1:
+            self._single, self._permit = self._fast[0]
 
     def __call__(self, req: DecisionRequest) -> Decision:
-        if self._fast is not None:
+        single = self._single
+        if single is not None:
+            if _run_fast(single, req):
+                return self._permit  # type: ignore[return-value]
+        elif self._fast is not None:
             for spec, permit in self._fast:
                 if _run_fast(spec, req):
                     return permit

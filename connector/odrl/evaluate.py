@@ -99,7 +99,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, Value):
         return _fmt(v.py) if v.py is not None and not v.is_iri else T.short(v.lexical)
     if isinstance(v, str):
-        return T.short(v) if "://" in v or v.startswith("urn:") else repr(v)
+        return T.short(v) if "://" in v or v.startswith(("urn:", "_:", "did:")) else repr(v)
     return str(v)
 
 

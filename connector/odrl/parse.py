@@ -39,7 +39,7 @@ from connector.vocab import (
     ODRL,
     ODRL_CONTEXT_URL,
     RemoteDocumentRefused,
-    document_loader,
+    jsonld_call,
 )
 
 DSP_ODRL_PROFILE_URL = "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"
@@ -112,11 +112,8 @@ def _remote_refusal(exc: BaseException) -> RemoteDocumentRefused | None:
 def jsonld_to_graph(document: Any, what: str = "document") -> Graph:
     """Expand a JSON-LD document with the offline loader and return its RDF graph."""
     try:
-        nquads = jsonld.to_rdf(
-            document,
-            {"documentLoader": document_loader, "base": JSONLD_BASE,
-             "format": "application/n-quads"},
-        )
+        nquads = jsonld_call(jsonld.to_rdf, document,
+                             options={"base": JSONLD_BASE, "format": "application/n-quads"})
     except RecursionError as exc:
         raise PolicyError(f"{what}: JSON-LD nested too deeply") from exc
     except Exception as exc:
@@ -480,9 +477,13 @@ def coerce_literal(lit: Literal, left_operand: str | None = None) -> tuple[Any, 
                 return False, None
             raise ValueError(lexical)
     except (ValueError, InvalidOperation):
-        dt = str(lit.datatype).replace(XSD, "xsd:") if lit.datatype else kind
+        dt = str(lit.datatype).replace(XSD, "xsd:") if lit.datatype else _KIND_NAMES[kind]
         return lexical, f"right operand {lexical!r} is not a valid {dt}"
     return lexical, None
+
+
+_KIND_NAMES = {"datetime": "xsd:dateTime", "duration": "xsd:duration", "number": "number",
+               "boolean": "xsd:boolean", "string": "string"}
 
 
 def _expected_kind(left_operand: str | None, datatype: URIRef | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -33,11 +34,20 @@ def _literal(v: Any) -> Literal:
     return Literal(v)
 
 
+class _TripleList(list[tuple[Node, Node, Node]]):
+    """A write-only triple sink: building an rdflib Graph costs ~20 us a triple."""
+
+    def add(self, triple: tuple[Node, Node, Node]) -> None:
+        self.append(triple)
+
+
 class _Writer:
-    def __init__(self, new_id: Callable[[], str]) -> None:
-        self.g = Graph()
-        for prefix, ns in CONTEXT.items():
-            self.g.bind(prefix, ns)
+    def __init__(self, new_id: Callable[[], str], sink: Any = None) -> None:
+        if sink is None:
+            sink = Graph()
+            for prefix, ns in CONTEXT.items():
+                sink.bind(prefix, ns)
+        self.g = sink
         self.new_id = new_id
 
     def node(self) -> URIRef:
@@ -139,8 +149,39 @@ def report_graph(report: Report, new_id: Callable[[], str] | None = None) -> Gra
     return w.g
 
 
-def report_turtle(report: Report) -> str:
-    return report_graph(report).serialize(format="turtle")
+_PREFIXES = sorted(((ns, prefix) for prefix, ns in CONTEXT.items()), key=lambda x: -len(x[0]))
+_PN_LOCAL = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _n3(term: Node) -> str:
+    if isinstance(term, URIRef):
+        for ns, prefix in _PREFIXES:
+            if term.startswith(ns) and _PN_LOCAL.fullmatch(term[len(ns):]):
+                return f"{prefix}:{term[len(ns):]}"
+    return term.n3()
+
+
+def report_turtle(report: Report, new_id: Callable[[], str] | None = None) -> str:
+    """The report as Turtle, written directly (rdflib's serializer takes ~0.4 s for the
+    787-constraint case; this takes a few milliseconds). Same triples as ``report_graph``."""
+    sink = _TripleList()
+    _Writer(new_id or (lambda: uuid.uuid4().urn), sink).report(report)
+    lines = [f"@prefix {prefix}: <{ns}> ." for prefix, ns in CONTEXT.items()]
+    lines.append("@prefix rdf: <http://www.w3.org/1999/02/22-rdf-syntax-ns#> .")
+    lines.append("")
+    current: Node | None = None
+    for s_, p_, o_ in sink:
+        pred = "a" if p_ == RDF.type else _n3(p_)
+        if s_ != current:
+            if current is not None:
+                lines[-1] += " ."
+            lines.append(f"{_n3(s_)} {pred} {_n3(o_)}")
+            current = s_
+        else:
+            lines[-1] += f" ;\n    {pred} {_n3(o_)}"
+    if current is not None:
+        lines[-1] += " ."
+    return "\n".join(lines) + "\n"
 
 
 def report_jsonld(report: Report) -> str:

@@ -274,3 +274,26 @@ def test_facts_accept_ids_and_deprecated_operand_names() -> None:
     for key in ("idsc:SYSTEM", "odrl:system", "systemDevice"):
         assert run(pol, world={"facts": {key: "urn:connector:1"}}).permit, key
     assert not run(pol, world={"facts": {"idsc:SYSTEM": "urn:connector:2"}}).permit
+
+
+def test_direct_turtle_writer_gives_the_same_triples_as_the_graph() -> None:
+    import itertools
+
+    from rdflib import Graph
+    from rdflib.compare import isomorphic
+
+    from connector.odrl.report import report_turtle
+
+    pol = policy({"uid": "urn:perm:1", "action": [{"rdf:value": iri("odrl:use"), "refinement": [
+        c("purpose", "eq", iri("urn:p:a"), uid="urn:ref:1")]}],
+                  "duty": [{"uid": "urn:duty:1", "action": "compensate"}],
+                  "constraint": [{"or": [c("count", "lt", 3, uid="urn:c:1"),
+                                         c("dateTime", "lt", {"@value": "2030-01-01T00:00:00Z",
+                                                              "@type": "xsd:dateTime"})]}]})
+    rep = run(pol, purpose="urn:p:a", world={"count": 7})
+    ids_a, ids_b = itertools.count(), itertools.count()
+    text = report_turtle(rep, lambda: f"urn:r:{next(ids_a)}")
+    direct = Graph().parse(data=text, format="turtle")
+    via_graph = report_graph(rep, lambda: f"urn:r:{next(ids_b)}")
+    assert isomorphic(direct, via_graph)  # equal up to blank-node labels
+    assert len(direct) > 20
