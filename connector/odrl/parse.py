@@ -576,8 +576,11 @@ def read_policy(
     reader = _Reader(g)
     if node is None:
         excluded = {URIRef(t) for t in exclude_types}
-        candidates = [n for n in find_policy_nodes(g)
-                      if not any((n, RDF.type, t) in g for t in excluded)]
+        every = find_policy_nodes(g)
+        # Excluded types (a Request beside the policy it asks about) step aside only when
+        # something else is left: a lone Request is itself a policy to read.
+        candidates = [n for n in every if not any((n, RDF.type, t) in g for t in excluded)]
+        candidates = candidates or every
         if not candidates:
             raise PolicyError("no ODRL policy found (expected a node typed odrl:Set, "
                               "odrl:Offer, odrl:Agreement, odrl:Policy or an IDS contract)")

@@ -297,3 +297,26 @@ def test_direct_turtle_writer_gives_the_same_triples_as_the_graph() -> None:
     via_graph = report_graph(rep, lambda: f"urn:r:{next(ids_b)}")
     assert isomorphic(direct, via_graph)  # equal up to blank-node labels
     assert len(direct) > 20
+
+
+def test_party_and_asset_collection_refinements_are_nested_and_evaluated() -> None:
+    doc = {"@context": [ODRL_CTX], "@type": "Set", "uid": "urn:p", "permission": [{
+        "action": "use",
+        "assignee": {"@type": "PartyCollection", "source": "urn:group:partners",
+                     "refinement": [c("recipient", "eq", iri("urn:party:carol"), uid="urn:r:1")]},
+        "target": {"@type": "AssetCollection", "source": "urn:set:weather",
+                   "refinement": [c("spatial", "isPartOf", iri("urn:geo:EU"), uid="urn:r:2")]},
+    }]}
+    pol = load_policy(doc)
+    world = {"partOf": {"urn:party:bob": ["urn:group:partners"],
+                        "urn:asset:x": ["urn:set:weather"], "urn:geo:BE": ["urn:geo:EU"]}}
+    ok = run(pol, recipient="urn:party:carol", spatial="urn:geo:BE", world=world)
+    assert ok.permit, ok.explanation
+    party = next(p for p in ok.rules[0].premises if p.kind == "Party")
+    target = next(p for p in ok.rules[0].premises if p.kind == "Target")
+    assert [ch.constraint for ch in party.children] == ["urn:r:1"]
+    assert [ch.constraint for ch in target.children] == ["urn:r:2"]
+    assert not run(pol, recipient="urn:party:dave", spatial="urn:geo:BE", world=world).permit
+    assert not run(pol, recipient="urn:party:carol", spatial="urn:geo:US", world=world).permit
+    outsider = dict(world, partOf={**world["partOf"], "urn:party:bob": []})
+    assert not run(pol, recipient="urn:party:carol", spatial="urn:geo:BE", world=outsider).permit

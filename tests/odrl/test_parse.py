@@ -250,3 +250,10 @@ def test_dsp_context_alone_gives_a_helpful_error() -> None:
            "permission": [{"action": "use"}]}
     with pytest.raises(PolicyError, match="not defined by the document's @context"):
         load_policy(doc)
+
+
+def test_a_lone_request_parses_as_a_policy() -> None:
+    ttl = PREFIX + ("<urn:req> a odrl:Request ; odrl:permission [ odrl:assignee <urn:alice> ; "
+                    "odrl:action odrl:read ; odrl:target <urn:x> ] .")
+    pol = load_policy(ttl)
+    assert pol.type == O + "Request" and pol.permissions[0].assignees[0].iri == "urn:alice"
