@@ -8,6 +8,7 @@ bound both to the participant's key and to the CA that certified it.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -84,6 +85,22 @@ def create_csr(key: PrivateKey, name: str) -> x509.CertificateSigningRequest:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     return (
         x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, _signing_hash(key))
+    )
+
+
+def create_tls_csr(key: PrivateKey, name: str, hosts: list[str]) -> x509.CertificateSigningRequest:
+    """A CSR for a TLS certificate naming ``hosts`` (DNS names or IP addresses)."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, _signing_hash(key))
     )
 
 
@@ -222,6 +239,66 @@ class CertificateAuthority:
             .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                    x509.SubjectKeyIdentifier(self.key_identifier)
+                ),
+                critical=False,
+            )
+            .sign(self.key, _signing_hash(self.key))
+        )
+
+    def sign_tls_csr(
+        self,
+        csr: x509.CertificateSigningRequest,
+        *,
+        now: float,
+        validity_days: int = 365,
+    ) -> x509.Certificate:
+        """Issue a TLS certificate (server and client auth) for the hosts named in the CSR.
+
+        The CSR must carry a subjectAltName with DNS names and/or IP addresses only; they are
+        copied as they are, so peers can check the host name against the certificate.
+        """
+        if not csr.is_signature_valid:
+            raise RegistrationError("TLS CSR signature is invalid (the request was altered)")
+        try:
+            public: PublicKey = csr.public_key()  # type: ignore[assignment]
+            algorithm_of(public)
+        except KeyFormatError as exc:
+            raise RegistrationError(f"TLS CSR key not accepted: {exc}") from exc
+        name = common_name(csr.subject)
+        if name is None:
+            raise RegistrationError("TLS CSR subject must carry exactly one common name (CN)")
+        validate_name(name)
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound as exc:
+            raise RegistrationError("TLS CSR names no host (subjectAltName missing)") from exc
+        hosts = list(san)
+        if not hosts or len(hosts) > 16 or any(
+            not isinstance(h, (x509.DNSName, x509.IPAddress)) for h in hosts
+        ):
+            raise RegistrationError("TLS CSR subjectAltName must hold 1-16 DNS names or IP addresses")
+        ca_not_after = self.certificate.not_valid_after_utc.timestamp()
+        not_after = min(now + validity_days * 86400, ca_not_after)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self.certificate.subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_as_datetime(now - 60))
+            .not_valid_after(_as_datetime(not_after))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(hosts), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
                 ),
                 critical=False,
             )

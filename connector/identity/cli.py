@@ -16,7 +16,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from connector.identity.client import CERT_FILE, init_participant
+from connector.identity.client import CERT_FILE, TLS_CERT_FILE, TLS_CSR_FILE, init_participant
 from connector.identity.errors import IdentityError
 from connector.identity.keys import ALGORITHMS
 from connector.identity.store import AuthorityStore, ParticipantAttributes, StoreError
@@ -108,6 +108,25 @@ def authority_serve(directory: str, port: int, host: str, issuer: str | None) ->
 def _sha256_of_cert(path: str) -> str:
     cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@authority.command(name="issue-tls")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("tls_csr", type=click.Path(exists=True, dir_okay=False))
+@click.option("--participant", "pid", required=True, help="The participant id (SKI:keyid:AKI).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the certificate (default: tls.crt beside the CSR).")
+def authority_issue_tls(directory: str, tls_csr: str, pid: str, out: str | None) -> None:
+    """Certify a participant's TLS key for the hosts in its CSR; DATs then carry its hash."""
+    from connector.identity.registry import issue_tls_certificate
+
+    store = _store(directory)
+    with _errors():
+        pem, digest = issue_tls_certificate(store, pid, Path(tls_csr).read_bytes(),
+                                            now=time.time())
+    target = Path(out) if out else Path(tls_csr).with_name(TLS_CERT_FILE)
+    target.write_text(pem)
+    _echo_json({"participant_id": pid, "certificate": str(target), "sha256": digest})
 
 
 @authority.command(name="register")
@@ -255,17 +274,21 @@ def authority_revocations(directory: str) -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--name", required=True, help="The participant's human-readable name.")
 @click.option("--alg", type=click.Choice(ALGORITHMS), default="EdDSA", show_default=True)
-def init(directory: str, name: str, alg: str) -> None:
+@click.option("--tls-host", "tls_hosts", multiple=True,
+              help="A host name or IP address the connector serves DSP on (repeatable): also "
+                   "create a TLS key and CSR (tls.key, tls.csr).")
+def init(directory: str, name: str, alg: str, tls_hosts: tuple[str, ...]) -> None:
     """Create a participant's key pair and certificate signing request in DIRECTORY."""
     with _errors():
-        csr = init_participant(directory, name, alg=alg)  # type: ignore[arg-type]
-    _echo_json(
-        {
-            "csr": str(csr),
-            "next": "have the operator run `connector authority register AUTHORITY_DIR "
-            f"{csr}`; the certificate goes to {Path(directory) / CERT_FILE}",
-        }
-    )
+        csr = init_participant(directory, name, alg=alg, tls_hosts=tls_hosts)  # type: ignore[arg-type]
+    out = {
+        "csr": str(csr),
+        "next": "have the operator run `connector authority register AUTHORITY_DIR "
+        f"{csr}`; the certificate goes to {Path(directory) / CERT_FILE}",
+    }
+    if tls_hosts:
+        out["tls_csr"] = str(Path(directory) / TLS_CSR_FILE)
+    _echo_json(out)
 
 
 @click.group()

@@ -27,7 +27,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from connector.identity import jose
-from connector.identity.ca import common_name, create_csr, participant_id, validate_name
+from connector.identity.ca import (
+    common_name,
+    create_csr,
+    create_tls_csr,
+    participant_id,
+    validate_name,
+)
 from connector.identity.errors import IdentityError, TokenUnavailable
 from connector.identity.keys import (
     Algorithm,
@@ -46,10 +52,19 @@ KEY_FILE = "participant.key"
 CSR_FILE = "participant.csr"
 CERT_FILE = "participant.crt"
 INFO_FILE = "participant.json"
+TLS_KEY_FILE = "tls.key"
+TLS_CSR_FILE = "tls.csr"
+TLS_CERT_FILE = "tls.crt"
 
 
-def init_participant(directory: Path | str, name: str, *, alg: Algorithm = "EdDSA") -> Path:
-    """Create a participant's key pair and CSR; refuses to overwrite an existing key."""
+def init_participant(
+    directory: Path | str, name: str, *, alg: Algorithm = "EdDSA", tls_hosts: tuple[str, ...] = ()
+) -> Path:
+    """Create a participant's key pair and CSR; refuses to overwrite an existing key.
+
+    With ``tls_hosts``, also a TLS key (ECDSA P-256, what every TLS stack speaks) and a CSR
+    naming those hosts, for the certificate the connector serves DSP with.
+    """
     root = Path(directory)
     validate_name(name)
     if (root / KEY_FILE).exists():
@@ -58,6 +73,11 @@ def init_participant(directory: Path | str, name: str, *, alg: Algorithm = "EdDS
     csr = create_csr(key, name)
     atomic_write(root / KEY_FILE, private_key_to_pem(key), mode=0o600)
     atomic_write(root / CSR_FILE, csr.public_bytes(serialization.Encoding.PEM))
+    if tls_hosts:
+        tls_key = generate_private_key("ES256")
+        tls_csr = create_tls_csr(tls_key, name, list(tls_hosts))
+        atomic_write(root / TLS_KEY_FILE, private_key_to_pem(tls_key), mode=0o600)
+        atomic_write(root / TLS_CSR_FILE, tls_csr.public_bytes(serialization.Encoding.PEM))
     atomic_write(root / INFO_FILE, json.dumps({"name": name, "alg": alg}, indent=1).encode())
     return root / CSR_FILE
 

@@ -6,9 +6,11 @@ so a refused action (taken name, foreign CA, unknown participant) leaves the fil
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from connector.identity.ca import (
     certificate_pem,
@@ -172,3 +174,34 @@ def participant_view(record: ParticipantRecord) -> dict[str, Any]:
         "revoked_at": record.revoked_at,
         "revocation_reason": record.revocation_reason,
     }
+
+
+def issue_tls_certificate(
+    store: AuthorityStore, pid: str, pem: bytes, *, now: float
+) -> tuple[str, str]:
+    """Certify a participant's TLS key for the hosts its CSR names; returns (certificate PEM,
+    SHA-256 of its DER). The hash joins the participant's transportCertsSha256, so DATs bind
+    the participant to the certificate its connector presents."""
+    record = store.state().participants.get(pid)
+    if record is None:
+        raise NotFound(f"no participant {pid[:200]!r}")
+    if record.revoked_at is not None:
+        raise Conflict(f"participant {pid} is revoked")
+    parsed = load_csr_or_certificate(pem)
+    if not isinstance(parsed, x509.CertificateSigningRequest):
+        raise RegistrationError("expected a TLS certificate signing request")
+    if common_name(parsed.subject) != record.name:
+        raise RegistrationError(
+            f"TLS CSR common name must be the participant's name {record.name!r}")
+    cert = store.ca.sign_tls_csr(parsed, now=now,
+                                 validity_days=store.config.certificate_validity_days)
+    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    def change(state: AuthorityState) -> None:
+        current = state.participants[pid]
+        hashes = (*current.attributes.transport_certs_sha256, digest)[-8:]
+        current.attributes = current.attributes.model_copy(
+            update={"transport_certs_sha256": hashes})
+
+    store.mutate(change)
+    return certificate_pem(cert), digest

@@ -1,0 +1,1 @@
+"""aiohttp edges: DSP routes, management API, outbound client, auth and error middleware."""
