@@ -188,8 +188,14 @@ def authority_register(
     target = Path(out) if out else Path(csr_or_cert).with_name(CERT_FILE)
     if not target.exists() or target.read_text() != record.certificate:
         target.write_text(record.certificate)
+    # The participant also needs the data-space CA certificate, to verify its peers' TLS.
+    ca_target = target.with_name(AuthorityStore.CA_CERT)
+    ca_pem = (Path(directory) / AuthorityStore.CA_CERT).read_text()
+    if not ca_target.exists() or ca_target.read_text() != ca_pem:
+        ca_target.write_text(ca_pem)
     _echo_json(
-        {"participant_id": record.participant_id, "name": record.name, "certificate": str(target)}
+        {"participant_id": record.participant_id, "name": record.name, "certificate": str(target),
+         "ca_certificate": str(ca_target)}
     )
 
 

@@ -1,0 +1,162 @@
+"""The connector's configuration: one TOML file, validated with pydantic at the boundary.
+
+```toml
+[connector]
+participant_dir = "provider"            # from `connector init` (key, certificate, TLS files)
+authority_url = "http://127.0.0.1:8700"
+public_url = "https://127.0.0.1:8801"   # where peers reach this connector's DSP endpoints
+title = "Provider connector"
+curator = "https://provider.example/"
+maintainer = "https://provider.example/"
+
+[dsp]
+host = "127.0.0.1"
+port = 8801
+plain_http = false                      # true only for loopback tests: no TLS at all
+mutual_tls = true                       # ask peers for their data-space certificate
+
+[management]
+host = "127.0.0.1"
+port = 8802
+api_key_file = "provider/management.key"   # or api_key = "..."
+
+[store]
+url = "sqlite:///provider/connector.db"    # default: connector.db in the participant dir;
+                                           # "postgresql://..." for PostgreSQL
+```
+Relative paths are relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConnectorSection(_Section):
+    participant_dir: Path
+    authority_url: str
+    public_url: str
+    title: str = "Data space connector"
+    description: str | None = None
+    curator: str = "https://example.org/"
+    maintainer: str = "https://example.org/"
+
+    @field_validator("authority_url", "public_url", "curator", "maintainer")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/")
+
+
+class DspSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8801, ge=0, le=65535)
+    plain_http: bool = False
+    mutual_tls: bool = True
+
+
+class ManagementSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8802, ge=0, le=65535)
+    api_key: str | None = None
+    api_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ManagementSection:
+        if (self.api_key is None) == (self.api_key_file is None):
+            raise ValueError("set exactly one of api_key and api_key_file")
+        if self.api_key is not None and len(self.api_key) < 16:
+            raise ValueError("api_key must be at least 16 characters")
+        return self
+
+
+class StoreSection(_Section):
+    url: str | None = None
+
+
+class NegotiationSection(_Section):
+    # How the provider answers a counter-offer: accept one at least as strict as an offer.
+    counter_offers: Literal["stricter", "reject"] = "stricter"
+
+
+class Config(_Section):
+    connector: ConnectorSection
+    dsp: DspSection = DspSection()
+    management: ManagementSection
+    store: StoreSection = StoreSection()
+    negotiation: NegotiationSection = NegotiationSection()
+    base_dir: Path = Path(".")
+
+    def path(self, p: Path) -> Path:
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def participant_dir(self) -> Path:
+        return self.path(self.connector.participant_dir)
+
+    @property
+    def store_url(self) -> str:
+        if self.store.url:
+            url = self.store.url
+            if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+                rel = Path(url[len("sqlite:///"):])
+                return f"sqlite:///{self.path(rel)}"
+            return url
+        return f"sqlite:///{self.participant_dir / 'connector.db'}"
+
+    def management_api_key(self) -> str:
+        if self.management.api_key is not None:
+            return self.management.api_key
+        assert self.management.api_key_file is not None
+        path = self.path(self.management.api_key_file)
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"management.api_key_file: cannot read {path}: {exc.strerror}") from exc
+        if len(key) < 16:
+            raise ConfigError(f"management.api_key_file: the key in {path} is shorter than 16 characters")
+        return key
+
+    @property
+    def tls_files(self) -> tuple[Path, Path, Path]:
+        """(certificate, key, data-space CA certificate) for DSP over TLS."""
+        d = self.participant_dir
+        return d / "tls.crt", d / "tls.key", d / "ca.crt"
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    try:
+        config = Config.model_validate({**data, "base_dir": p.resolve().parent})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{p}: {problems}") from exc
+    if not config.dsp.plain_http:
+        missing = [str(f) for f in config.tls_files if not f.is_file()]
+        if missing:
+            raise ConfigError(
+                f"{p}: DSP is served over TLS but {', '.join(missing)} is missing (create the "
+                "TLS key with `connector init --tls-host`, have it certified with `connector "
+                "authority issue-tls`, and copy the data-space CA certificate as ca.crt), or "
+                "set dsp.plain_http = true for a loopback test")
+    return config

@@ -1,0 +1,405 @@
+"""`Store`: the connection pool, the unit of work, and the migrations entry point.
+
+One code path for both databases. SQLite (embedded default) runs in WAL mode with foreign keys
+on and a busy timeout; every write transaction starts with BEGIN IMMEDIATE, so it holds the
+database's single writer lock from its first statement (no deadlock-prone lock upgrades), and
+within one process writers queue on an asyncio lock instead of polling the busy handler.
+PostgreSQL runs at READ COMMITTED; concurrency comes from row locks, `SKIP LOCKED`, atomic
+upserts and optimistic versions, never from a process-local lock, so replicas can share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import UpdateBase
+
+from connector.store import migrations
+from connector.store.errors import DuplicateKey, NestedTransaction, ReferenceViolation, StoreError
+from connector.store.repositories import (
+    AgreementRepository,
+    AssetRepository,
+    LeaseRepository,
+    NegotiationRepository,
+    OfferRepository,
+    OutboxRepository,
+    ParticipantRepository,
+    PolicyRepository,
+    ProcessedMessageRepository,
+    TransferRepository,
+    Upsert,
+    UsageRepository,
+)
+from connector.store.rows import AssetRow, CatalogOffer, OutboxMessage, ProcessKind, UseResult
+
+Dialect = Literal["sqlite", "postgresql"]
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_READONLY = "connector_readonly"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _translate_integrity_error(error: sa.exc.IntegrityError) -> StoreError:
+    code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    text = str(error.orig)
+    if code == "23505" or "UNIQUE constraint failed" in text:
+        return DuplicateKey(text)
+    if code == "23503" or "FOREIGN KEY constraint failed" in text:
+        return ReferenceViolation(text)
+    return StoreError(text)
+
+
+class Transaction:
+    """One unit of work: the repositories, all on one connection inside one transaction."""
+
+    def __init__(self, connection: AsyncConnection, dialect: Dialect, *, readonly: bool = False) -> None:
+        self.connection = connection
+        self.dialect: Dialect = dialect
+        self.readonly = readonly
+
+    def insert(self, table: sa.Table) -> Upsert:
+        """An INSERT that supports `on_conflict_do_nothing/update` on either database."""
+        return postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
+
+    async def execute(self, stmt: sa.Executable) -> sa.CursorResult[Any]:
+        if self.readonly and isinstance(stmt, UpdateBase):
+            # PostgreSQL would refuse too; on SQLite a write here would bypass the writer lock.
+            raise StoreError("write in a read-only transaction")
+        try:
+            return await self.connection.execute(stmt)
+        except sa.exc.IntegrityError as error:
+            raise _translate_integrity_error(error) from error
+        except sa.exc.StatementError as error:
+            # A value our column types refused (a naive datetime): the caller's bug, say so plainly.
+            if not isinstance(error, sa.exc.DBAPIError) and isinstance(error.orig, ValueError | TypeError):
+                raise error.orig from error
+            raise
+
+    @cached_property
+    def participants(self) -> ParticipantRepository:
+        return ParticipantRepository(self)
+
+    @cached_property
+    def assets(self) -> AssetRepository:
+        return AssetRepository(self)
+
+    @cached_property
+    def policies(self) -> PolicyRepository:
+        return PolicyRepository(self)
+
+    @cached_property
+    def offers(self) -> OfferRepository:
+        return OfferRepository(self)
+
+    @cached_property
+    def negotiations(self) -> NegotiationRepository:
+        return NegotiationRepository(self)
+
+    @cached_property
+    def agreements(self) -> AgreementRepository:
+        return AgreementRepository(self)
+
+    @cached_property
+    def transfers(self) -> TransferRepository:
+        return TransferRepository(self)
+
+    @cached_property
+    def leases(self) -> LeaseRepository:
+        return LeaseRepository(self)
+
+    @cached_property
+    def usage(self) -> UsageRepository:
+        return UsageRepository(self)
+
+    @cached_property
+    def processed(self) -> ProcessedMessageRepository:
+        return ProcessedMessageRepository(self)
+
+    @cached_property
+    def outbox(self) -> OutboxRepository:
+        return OutboxRepository(self)
+
+
+def _parse_url(url: str, schema: str | None) -> tuple[sa.URL, Dialect, str | None]:
+    if "://" not in url:
+        if url in ("", ":memory:"):
+            raise ValueError("the store needs a database file (an in-memory SQLite is one per connection)")
+        parsed = sa.URL.create("sqlite+aiosqlite", database=str(Path(url).expanduser()))
+    else:
+        parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ValueError("the store needs a database file (an in-memory SQLite is one per connection)")
+        if schema is not None:
+            raise ValueError("schemas are a PostgreSQL feature")
+        return parsed.set(drivername="sqlite+aiosqlite"), "sqlite", None
+    if backend in ("postgresql", "postgres"):
+        query = dict(parsed.query)
+        url_schema = query.pop("schema", None)
+        if isinstance(url_schema, tuple):
+            raise ValueError("schema= given more than once")
+        if url_schema is not None and schema is not None and url_schema != schema:
+            raise ValueError(f"conflicting schemas: {url_schema!r} in the URL, {schema!r} as argument")
+        schema = schema or url_schema
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"not a plain schema name: {schema!r}")
+        return parsed.set(drivername="postgresql+asyncpg", query=query), "postgresql", schema
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} (sqlite:// or postgresql://)")
+
+
+class Store:
+    """The connector's database. Open with `await Store.open(url)`, then `await store.migrate()`."""
+
+    def __init__(self, engine: AsyncEngine, dialect: Dialect, schema: str | None) -> None:
+        self.engine = engine
+        self.dialect: Dialect = dialect
+        self.schema = schema
+        self._write_lock = asyncio.Lock()  # SQLite only: one writer per process at a time
+        self._tasks_in_transaction: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        busy_timeout_seconds: float = 30.0,
+        sqlite_synchronous: str = "FULL",
+        echo: bool = False,
+    ) -> Store:
+        """Connect (and check the connection works).
+
+        `url`: `sqlite:///path/file.db`, a plain file path, or `postgresql://user@host/db`
+        (optionally `?schema=NAME`, or `schema=`: every connection's search_path). SQLite's
+        `sqlite_synchronous` defaults to FULL: a commit survives a power cut, not only a crash.
+        """
+        sa_url, dialect, schema = _parse_url(url, schema)
+        if dialect == "sqlite":
+            synchronous = sqlite_synchronous.upper()
+            if synchronous not in _SYNCHRONOUS:
+                raise ValueError(f"sqlite_synchronous must be one of {sorted(_SYNCHRONOUS)}")
+            assert sa_url.database is not None
+            Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(
+                sa_url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                echo=echo,
+                json_serializer=_dumps,
+                connect_args={"timeout": busy_timeout_seconds},
+            )
+            _configure_sqlite(engine, int(busy_timeout_seconds * 1000), synchronous)
+        else:
+            connect_args: dict[str, Any] = {}
+            if schema is not None:
+                connect_args["server_settings"] = {"search_path": f'"{schema}"'}
+            engine = create_async_engine(
+                sa_url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                echo=echo,
+                json_serializer=_dumps,
+                connect_args=connect_args,
+            )
+        store = cls(engine, dialect, schema)
+        try:
+            async with store.transaction(readonly=True) as tx:
+                await tx.execute(sa.text("SELECT 1"))
+        except BaseException:
+            await engine.dispose()
+            raise
+        return store
+
+    @property
+    def url(self) -> str:
+        """The database URL without its password, for logs."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[Transaction]:
+        """`async with store.transaction() as tx:` commits on normal exit, rolls back on an exception.
+
+        `readonly=True` for reads only: no writer lock on SQLite (WAL readers run alongside the
+        writer), a READ ONLY transaction on PostgreSQL; writes are refused on both. A task must
+        not open a transaction on the same store while it holds one (`NestedTransaction`: on
+        SQLite it would wait forever for its own writer lock): pass `tx` down instead.
+        """
+        task = asyncio.current_task()
+        if task is not None:
+            if task in self._tasks_in_transaction:
+                raise NestedTransaction("this task already holds a transaction on this store")
+            self._tasks_in_transaction.add(task)
+        try:
+            if self.dialect == "sqlite" and not readonly:
+                async with self._write_lock, self._begin(readonly) as tx:
+                    yield tx
+            else:
+                async with self._begin(readonly) as tx:
+                    yield tx
+        finally:
+            if task is not None:
+                self._tasks_in_transaction.discard(task)
+
+    @asynccontextmanager
+    async def _begin(self, readonly: bool) -> AsyncIterator[Transaction]:
+        async with self.engine.connect() as connection:
+            if readonly:
+                option = _READONLY if self.dialect == "sqlite" else "postgresql_readonly"
+                await connection.execution_options(**{option: True})
+            async with connection.begin():
+                yield Transaction(connection, self.dialect, readonly=readonly)
+
+    # ---------------------------------------------------------------- migrations
+
+    async def migrate(self) -> int:
+        """Create or upgrade the schema; returns the version. Idempotent, and safe when several
+        processes start at once: PostgreSQL serialises on an advisory lock, SQLite on its
+        writer lock. DDL is transactional on both, so a failed migration leaves nothing behind."""
+        async with self.transaction() as tx:
+            if self.dialect == "postgresql":
+                await tx.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_advisory_key(self.schema))
+                )
+                if self.schema is not None:
+                    exists = await tx.execute(
+                        sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name").bindparams(
+                            name=self.schema
+                        )
+                    )
+                    if exists.first() is None:  # CREATE needs a privilege a pre-made schema spares us
+                        await tx.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
+            now = datetime.now(UTC)
+
+            def apply(connection: Connection) -> int:
+                return migrations.apply(connection, now)
+
+            return await tx.connection.run_sync(apply)
+
+    async def schema_version(self) -> int:
+        """The applied schema version; 0 for an empty database."""
+        async with self.transaction(readonly=True) as tx:
+            return await tx.connection.run_sync(migrations.current_version)
+
+    # ---------------------------------------------------------------- one-statement conveniences
+    # Each runs in a transaction of its own; inside a unit of work use the `tx.` repositories.
+
+    async def claim_due(
+        self, worker_id: str, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxMessage]:
+        async with self.transaction() as tx:
+            return await tx.outbox.claim_due(worker_id, now, limit, lease_seconds)
+
+    async def mark_sent(self, message_id: str, worker_id: str, now: datetime) -> bool:
+        async with self.transaction() as tx:
+            return await tx.outbox.mark_sent(message_id, worker_id, now)
+
+    async def mark_failed(
+        self, message_id: str, worker_id: str, error: str, next_attempt_at: datetime | None
+    ) -> bool:
+        async with self.transaction() as tx:
+            return await tx.outbox.mark_failed(message_id, worker_id, error, next_attempt_at)
+
+    async def consume_use(
+        self, agreement_id: str, consumer_id: str, target: str, limit: int | None
+    ) -> UseResult:
+        async with self.transaction() as tx:
+            return await tx.usage.consume(agreement_id, consumer_id, target, limit)
+
+    async def get_use_count(self, agreement_id: str, consumer_id: str, target: str) -> int:
+        async with self.transaction(readonly=True) as tx:
+            return await tx.usage.get(agreement_id, consumer_id, target)
+
+    async def acquire_lease(
+        self, kind: ProcessKind, process_id: str, owner: str, now: datetime, seconds: float
+    ) -> bool:
+        async with self.transaction() as tx:
+            return await tx.leases.acquire(kind, process_id, owner, now, seconds)
+
+    async def release_lease(self, kind: ProcessKind, process_id: str, owner: str) -> bool:
+        async with self.transaction() as tx:
+            return await tx.leases.release(kind, process_id, owner)
+
+    async def get_asset(self, asset_id: str) -> AssetRow | None:
+        """The asset with its data address's secrets masked."""
+        async with self.transaction(readonly=True) as tx:
+            return await tx.assets.get(asset_id)
+
+    async def get_asset_secret_address(self, asset_id: str) -> dict[str, Any] | None:
+        """The full data address, secrets included: for the data plane only."""
+        async with self.transaction(readonly=True) as tx:
+            return await tx.assets.get_secret_address(asset_id)
+
+    async def load_catalog_offers(self) -> list[CatalogOffer]:
+        async with self.transaction(readonly=True) as tx:
+            return await tx.offers.load_catalog_offers()
+
+    async def load_catalog(self) -> tuple[list[CatalogOffer], list[AssetRow]]:
+        """Everything a catalog build reads, in two queries on one snapshot."""
+        async with self.transaction(readonly=True) as tx:
+            offers = await tx.offers.load_catalog_offers()
+            assets = await tx.assets.list(limit=None)
+            return offers, assets
+
+
+def _advisory_key(schema: str | None) -> int:
+    digest = hashlib.sha256(f"connector.store.migrate:{schema or ''}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver: the "begin" hook below issues it, so every
+        # transaction (reads and DDL included) really is one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in (
+                f"PRAGMA busy_timeout = {busy_timeout_ms}",
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA foreign_keys = ON",
+                f"PRAGMA synchronous = {synchronous}",
+            ):
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        readonly = connection.get_execution_options().get(_READONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
+
+
+__all__: Sequence[str] = ("Store", "Transaction")

@@ -1,0 +1,45 @@
+"""Typed store errors, so the runtime and the HTTP edge never parse driver messages."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises on purpose."""
+
+
+class NotFound(StoreError, LookupError):
+    """The row to change does not exist."""
+
+
+class DuplicateKey(StoreError):
+    """An insert collided with an existing id or unique key (HTTP edge: 409)."""
+
+
+class ReferenceViolation(StoreError):
+    """A foreign key failed: the row refers to a missing row, or is still referred to (409)."""
+
+
+class ConcurrentUpdate(StoreError):
+    """Optimistic concurrency: the row changed since it was read (expected version is stale).
+
+    The caller reloads the row and re-applies its event, or gives up; nothing was written.
+    """
+
+    def __init__(self, kind: str, row_id: str, expected_version: int | None, detail: str = "") -> None:
+        message = detail or f"{kind} {row_id!r} is not at version {expected_version} (changed or missing)"
+        super().__init__(message)
+        self.kind = kind
+        self.row_id = row_id
+        self.expected_version = expected_version
+
+
+class NestedTransaction(StoreError):
+    """A transaction was opened while this task already holds one on the same store.
+
+    On SQLite that would wait forever for the write lock the outer transaction holds; on
+    PostgreSQL it would escape the outer transaction's atomicity. Pass the outer `tx` down.
+    """
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer connector than this one."""

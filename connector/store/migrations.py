@@ -1,0 +1,52 @@
+"""Schema migrations: an ordered list of functions, applied in one transaction, recorded in
+`schema_version`.
+
+To change the schema, append a migration (never edit an applied one) and change `schema.py` to
+match. Migration 1 creates the tables from `schema.metadata`; the first migration that alters a
+table must therefore also freeze version 1's definitions here (a fresh database would otherwise
+get the new shape from migration 1 and then fail in the new migration; the tests catch that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from connector.store import schema
+from connector.store.errors import SchemaTooNew
+
+Migration = tuple[str, Callable[[Connection], None]]
+
+
+def _create_tables(connection: Connection) -> None:
+    schema.metadata.create_all(connection, tables=list(schema.APPLICATION_TABLES), checkfirst=False)
+
+
+MIGRATIONS: tuple[Migration, ...] = (("create the tables", _create_tables),)
+LATEST = len(MIGRATIONS)
+
+
+def current_version(connection: Connection) -> int:
+    if not sa.inspect(connection).has_table(schema.schema_version.name):
+        return 0
+    version = connection.execute(sa.select(sa.func.max(schema.schema_version.c.version))).scalar()
+    return int(version or 0)
+
+
+def apply(connection: Connection, now: datetime) -> int:
+    """Bring the schema to `LATEST` (the caller holds the migration lock and the transaction)."""
+    schema.schema_version.create(connection, checkfirst=True)
+    current = current_version(connection)
+    if current > LATEST:
+        raise SchemaTooNew(f"database schema version {current} is newer than this connector's ({LATEST})")
+    for number, (description, migrate) in enumerate(MIGRATIONS, start=1):
+        if number <= current:
+            continue
+        migrate(connection)
+        connection.execute(
+            sa.insert(schema.schema_version).values(version=number, description=description, applied_at=now)
+        )
+    return LATEST

@@ -1,0 +1,875 @@
+"""Repositories: the queries, one class per table, all bound to one open transaction.
+
+Every method runs inside the caller's transaction (`async with store.transaction() as tx:
+tx.negotiations...`), so a state change and the outbox messages it causes commit together. The
+SQL is the same on both databases; where they differ in syntax (upserts) SQLAlchemy's
+dialect-specific `insert` renders the common `ON CONFLICT` form, and `FOR UPDATE SKIP LOCKED`
+renders on PostgreSQL only (SQLite serialises writers with BEGIN IMMEDIATE instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from connector.store import schema as t
+from connector.store.errors import ConcurrentUpdate, DuplicateKey, NotFound
+from connector.store.rows import (
+    OUTBOX_STATUSES,
+    AgreementRow,
+    AssetRow,
+    CatalogOffer,
+    NegotiationRow,
+    OfferRow,
+    OutboxMessage,
+    OutboxStatus,
+    ParticipantSeen,
+    PolicyRow,
+    ProcessedMessage,
+    ProcessKind,
+    Role,
+    TransferRow,
+    UseResult,
+)
+from connector.store.secrets import mask_secrets, restore_masked
+
+if TYPE_CHECKING:
+    from connector.store.database import Transaction
+
+Upsert = postgresql.Insert | sqlite.Insert
+P = TypeVar("P", NegotiationRow, TransferRow)
+MAX_ERROR_LENGTH = 4000
+
+
+def _values(row: Any) -> dict[str, Any]:
+    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
+
+
+def _page(stmt: sa.Select[Any], limit: int | None, offset: int) -> sa.Select[Any]:
+    if offset < 0 or (limit is not None and limit < 0):
+        raise ValueError("limit and offset must not be negative")
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return stmt.offset(offset) if offset else stmt
+
+
+def _match(column: sa.ColumnElement[Any], value: str | Sequence[str]) -> sa.ColumnElement[bool]:
+    if isinstance(value, str):
+        return column == value
+    return column.in_(list(value))
+
+
+class _Repository:
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    def _insert(self, table: sa.Table) -> Upsert:
+        return self._tx.insert(table)
+
+    async def _execute(self, stmt: sa.Executable) -> sa.CursorResult[Any]:
+        return await self._tx.execute(stmt)
+
+    async def _count(self, table: sa.Table, where: Sequence[sa.ColumnElement[bool]] = ()) -> int:
+        result = await self._execute(sa.select(sa.func.count()).select_from(table).where(*where))
+        return int(result.scalar_one())
+
+
+# --------------------------------------------------------------------------- participants
+
+
+class ParticipantRepository(_Repository):
+    async def touch(
+        self,
+        participant_id: str,
+        now: datetime,
+        *,
+        address: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record contact with a counter-party (insert, or update last_seen and what is known)."""
+        p = t.participants_seen
+        stmt = self._insert(p).values(
+            id=participant_id,
+            address=address,
+            attributes=dict(attributes or {}),
+            first_seen=now,
+            last_seen=now,
+        )
+        update: dict[str, Any] = {
+            "last_seen": now,
+            "address": sa.func.coalesce(stmt.excluded.address, p.c.address),
+        }
+        if attributes is not None:
+            update["attributes"] = stmt.excluded.attributes
+        await self._execute(stmt.on_conflict_do_update(index_elements=[p.c.id], set_=update))
+
+    async def get(self, participant_id: str) -> ParticipantSeen | None:
+        p = t.participants_seen
+        row = (await self._execute(sa.select(p).where(p.c.id == participant_id))).first()
+        return None if row is None else ParticipantSeen(**row._mapping)
+
+    async def list(self, *, limit: int | None = 50, offset: int = 0) -> list[ParticipantSeen]:
+        p = t.participants_seen
+        stmt = _page(sa.select(p).order_by(p.c.last_seen.desc(), p.c.id), limit, offset)
+        return [ParticipantSeen(**row._mapping) for row in await self._execute(stmt)]
+
+
+# --------------------------------------------------------------------------- assets
+
+_ASSET_PUBLIC = [c for c in t.assets.c if c.name != "data_address_secret"]
+
+
+def _asset(row: sa.Row[Any]) -> AssetRow:
+    values = dict(row._mapping)
+    values["keywords"] = tuple(values["keywords"])
+    return AssetRow(**values)
+
+
+class AssetRepository(_Repository):
+    """Assets. Reads return the data address with secrets masked; see `get_secret_address`."""
+
+    async def add(self, asset: AssetRow) -> AssetRow:
+        """Insert; `DuplicateKey` if the id exists. Returns the asset as reads will show it."""
+        a = t.assets
+        values = self._columns(asset, asset.data_address)
+        result = await self._execute(
+            self._insert(a).values(values).on_conflict_do_nothing(index_elements=[a.c.id]).returning(a.c.id)
+        )
+        if result.first() is None:
+            raise DuplicateKey(f"asset {asset.id!r} exists")
+        return dataclasses.replace(asset, data_address=values["data_address"])
+
+    async def update(self, asset: AssetRow) -> AssetRow:
+        """Replace the asset's fields. Values equal to `MASK` keep the stored secret."""
+        a = t.assets
+        previous = await self.get_secret_address(asset.id)
+        if previous is None:
+            raise NotFound(f"asset {asset.id!r}")
+        full = restore_masked(asset.data_address, previous)
+        values = self._columns(asset, full)
+        del values["id"], values["created_at"]
+        await self._execute(sa.update(a).where(a.c.id == asset.id).values(values))
+        return dataclasses.replace(asset, data_address=values["data_address"])
+
+    @staticmethod
+    def _columns(asset: AssetRow, full_address: dict[str, Any]) -> dict[str, Any]:
+        values = _values(asset)
+        values["keywords"] = list(asset.keywords)
+        values["data_address"] = mask_secrets(full_address)
+        values["data_address_secret"] = full_address
+        return values
+
+    async def delete(self, asset_id: str) -> bool:
+        a = t.assets
+        return (await self._execute(sa.delete(a).where(a.c.id == asset_id))).rowcount == 1
+
+    async def get(self, asset_id: str) -> AssetRow | None:
+        a = t.assets
+        row = (await self._execute(sa.select(*_ASSET_PUBLIC).where(a.c.id == asset_id))).first()
+        return None if row is None else _asset(row)
+
+    async def get_secret_address(self, asset_id: str) -> dict[str, Any] | None:
+        """The unmasked data address, for the data plane only; None if the asset is unknown."""
+        a = t.assets
+        result = await self._execute(sa.select(a.c.data_address_secret).where(a.c.id == asset_id))
+        address: dict[str, Any] | None = result.scalar_one_or_none()
+        return address
+
+    async def list(
+        self, *, ids: Sequence[str] | None = None, limit: int | None = 50, offset: int = 0
+    ) -> list[AssetRow]:
+        a = t.assets
+        stmt = sa.select(*_ASSET_PUBLIC).order_by(a.c.created_at, a.c.id)
+        if ids is not None:
+            stmt = stmt.where(a.c.id.in_(list(ids)))
+        return [_asset(row) for row in await self._execute(_page(stmt, limit, offset))]
+
+    async def count(self) -> int:
+        return await self._count(t.assets)
+
+
+# --------------------------------------------------------------------------- policies and offers
+
+
+def _policy(row: sa.Row[Any]) -> PolicyRow:
+    return PolicyRow(**row._mapping)
+
+
+class PolicyRepository(_Repository):
+    async def add(self, policy: PolicyRow) -> PolicyRow:
+        p = t.policies
+        result = await self._execute(
+            self._insert(p)
+            .values(_values(policy))
+            .on_conflict_do_nothing(index_elements=[p.c.id])
+            .returning(p.c.id)
+        )
+        if result.first() is None:
+            raise DuplicateKey(f"policy {policy.id!r} exists")
+        return policy
+
+    async def update(self, policy: PolicyRow) -> PolicyRow:
+        p = t.policies
+        result = await self._execute(sa.update(p).where(p.c.id == policy.id).values(body=policy.body))
+        if result.rowcount != 1:
+            raise NotFound(f"policy {policy.id!r}")
+        return policy
+
+    async def delete(self, policy_id: str) -> bool:
+        """Delete; `ReferenceViolation` while an offer uses the policy."""
+        p = t.policies
+        return (await self._execute(sa.delete(p).where(p.c.id == policy_id))).rowcount == 1
+
+    async def get(self, policy_id: str) -> PolicyRow | None:
+        p = t.policies
+        row = (await self._execute(sa.select(p).where(p.c.id == policy_id))).first()
+        return None if row is None else _policy(row)
+
+    async def list(
+        self, *, ids: Sequence[str] | None = None, limit: int | None = 50, offset: int = 0
+    ) -> list[PolicyRow]:
+        p = t.policies
+        stmt = sa.select(p).order_by(p.c.created_at, p.c.id)
+        if ids is not None:
+            stmt = stmt.where(p.c.id.in_(list(ids)))
+        return [_policy(row) for row in await self._execute(_page(stmt, limit, offset))]
+
+    async def count(self) -> int:
+        return await self._count(t.policies)
+
+
+class OfferRepository(_Repository):
+    async def add(self, offer: OfferRow) -> OfferRow:
+        """Insert; `DuplicateKey` if the id exists, `ReferenceViolation` if a policy is missing."""
+        o = t.offers
+        result = await self._execute(
+            self._insert(o)
+            .values(_values(offer))
+            .on_conflict_do_nothing(index_elements=[o.c.id])
+            .returning(o.c.id)
+        )
+        if result.first() is None:
+            raise DuplicateKey(f"offer {offer.id!r} exists")
+        return offer
+
+    async def update(self, offer: OfferRow) -> OfferRow:
+        o = t.offers
+        values = _values(offer)
+        del values["id"], values["created_at"]
+        result = await self._execute(sa.update(o).where(o.c.id == offer.id).values(values))
+        if result.rowcount != 1:
+            raise NotFound(f"offer {offer.id!r}")
+        return offer
+
+    async def delete(self, offer_id: str) -> bool:
+        o = t.offers
+        return (await self._execute(sa.delete(o).where(o.c.id == offer_id))).rowcount == 1
+
+    async def get(self, offer_id: str) -> OfferRow | None:
+        o = t.offers
+        row = (await self._execute(sa.select(o).where(o.c.id == offer_id))).first()
+        return None if row is None else OfferRow(**row._mapping)
+
+    async def load_catalog_offers(self, *, limit: int | None = None, offset: int = 0) -> list[CatalogOffer]:
+        """Every offer with its access and contract policies, in one query."""
+        o = t.offers
+        access = t.policies.alias("access_policy")
+        contract = t.policies.alias("contract_policy")
+        stmt = (
+            sa.select(
+                o,
+                access.c.body.label("access_body"),
+                access.c.created_at.label("access_created_at"),
+                contract.c.body.label("contract_body"),
+                contract.c.created_at.label("contract_created_at"),
+            )
+            .join(access, access.c.id == o.c.access_policy_id)
+            .join(contract, contract.c.id == o.c.contract_policy_id)
+            .order_by(o.c.created_at, o.c.id)
+        )
+        offers: list[CatalogOffer] = []
+        for row in await self._execute(_page(stmt, limit, offset)):
+            m = row._mapping
+            offer = OfferRow(**{c.name: m[c] for c in o.c})
+            offers.append(
+                CatalogOffer(
+                    offer=offer,
+                    access_policy=PolicyRow(
+                        id=offer.access_policy_id, body=m["access_body"], created_at=m["access_created_at"]
+                    ),
+                    contract_policy=PolicyRow(
+                        id=offer.contract_policy_id,
+                        body=m["contract_body"],
+                        created_at=m["contract_created_at"],
+                    ),
+                )
+            )
+        return offers
+
+    async def list(self, *, limit: int | None = 50, offset: int = 0) -> list[OfferRow]:
+        o = t.offers
+        stmt = _page(sa.select(o).order_by(o.c.created_at, o.c.id), limit, offset)
+        return [OfferRow(**row._mapping) for row in await self._execute(stmt)]
+
+    async def count(self) -> int:
+        return await self._count(t.offers)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class _ProcessRepository(_Repository, Generic[P]):
+    """Negotiations and transfers: optimistic versions, role-scoped process ids, leases."""
+
+    _table: sa.Table
+    _row: type[P]
+    _kind: str
+    # Written by the lease methods only, never by `save`; `created_at` never changes.
+    _NOT_SAVED = frozenset({"id", "version", "lease_owner", "lease_until", "created_at"})
+
+    def _from(self, row: sa.Row[Any]) -> P:
+        return self._row(**row._mapping)
+
+    async def add(self, row: P) -> P:
+        """Insert at version 1; `DuplicateKey` if the id or (role, pid) exists."""
+        stored = dataclasses.replace(row, version=1)
+        c = self._table.c
+        result = await self._execute(
+            self._insert(self._table).values(_values(stored)).on_conflict_do_nothing().returning(c.id)
+        )
+        if result.first() is None:
+            raise DuplicateKey(f"{self._kind} {row.id!r} or its process id exists")
+        return stored
+
+    async def save(self, row: P, expected_version: int | None = None) -> P:
+        """Write `row` if the stored version is `expected_version` (default: `row.version`).
+
+        Returns the row at its new version; raises `ConcurrentUpdate` if the row changed (or is
+        gone) since it was read. Lease fields are not written.
+        """
+        expected = row.version if expected_version is None else expected_version
+        c = self._table.c
+        values = {k: v for k, v in _values(row).items() if k not in self._NOT_SAVED}
+        values["version"] = expected + 1
+        result = await self._execute(
+            sa.update(self._table).where(c.id == row.id, c.version == expected).values(values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(self._kind, row.id, expected)
+        return dataclasses.replace(row, version=expected + 1)
+
+    async def _get_where(self, where: sa.ColumnElement[bool], for_update: bool) -> P | None:
+        stmt = sa.select(self._table).where(where)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._execute(stmt)).first()
+        return None if row is None else self._from(row)
+
+    async def get(self, process_id: str, *, for_update: bool = False) -> P | None:
+        """By internal id. `for_update` row-locks on PostgreSQL (SQLite's writer lock covers it)."""
+        return await self._get_where(self._table.c.id == process_id, for_update)
+
+    async def get_by_provider_pid(
+        self, provider_pid: str, *, role: Role, for_update: bool = False
+    ) -> P | None:
+        c = self._table.c
+        return await self._get_where(sa.and_(c.role == role, c.provider_pid == provider_pid), for_update)
+
+    async def get_by_consumer_pid(
+        self, consumer_pid: str, *, role: Role, for_update: bool = False
+    ) -> P | None:
+        c = self._table.c
+        return await self._get_where(sa.and_(c.role == role, c.consumer_pid == consumer_pid), for_update)
+
+    def _filters(
+        self,
+        state: str | Sequence[str] | None,
+        role: Role | None,
+        counter_party_id: str | None,
+        lease_free_at: datetime | None,
+    ) -> list[sa.ColumnElement[bool]]:
+        c = self._table.c
+        where: list[sa.ColumnElement[bool]] = []
+        if state is not None:
+            where.append(_match(c.state, state))
+        if role is not None:
+            where.append(c.role == role)
+        if counter_party_id is not None:
+            where.append(c.counter_party_id == counter_party_id)
+        if lease_free_at is not None:
+            where.append(sa.or_(c.lease_owner.is_(None), c.lease_until <= lease_free_at))
+        return where
+
+    async def _list(self, where: list[sa.ColumnElement[bool]], limit: int | None, offset: int) -> list[P]:
+        c = self._table.c
+        stmt = _page(sa.select(self._table).where(*where).order_by(c.created_at, c.id), limit, offset)
+        return [self._from(row) for row in await self._execute(stmt)]
+
+    async def acquire_lease(self, process_id: str, owner: str, now: datetime, seconds: float) -> bool:
+        """Compare-and-set: take (or renew) the lease if it is free, expired or already `owner`'s."""
+        c = self._table.c
+        result = await self._execute(
+            sa.update(self._table)
+            .where(
+                c.id == process_id,
+                sa.or_(c.lease_owner.is_(None), c.lease_owner == owner, c.lease_until <= now),
+            )
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+        )
+        return result.rowcount == 1
+
+    async def release_lease(self, process_id: str, owner: str) -> bool:
+        """Give the lease back; False if `owner` does not hold it (any more)."""
+        c = self._table.c
+        result = await self._execute(
+            sa.update(self._table)
+            .where(c.id == process_id, c.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+        return result.rowcount == 1
+
+
+class NegotiationRepository(_ProcessRepository[NegotiationRow]):
+    _table = t.negotiations
+    _row = NegotiationRow
+    _kind = "negotiation"
+
+    async def list(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        role: Role | None = None,
+        counter_party_id: str | None = None,
+        lease_free_at: datetime | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> list[NegotiationRow]:
+        """Oldest first. `lease_free_at=now` keeps those nobody holds a live lease on."""
+        return await self._list(self._filters(state, role, counter_party_id, lease_free_at), limit, offset)
+
+    async def count(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        role: Role | None = None,
+        counter_party_id: str | None = None,
+    ) -> int:
+        return await self._count(self._table, self._filters(state, role, counter_party_id, None))
+
+
+class TransferRepository(_ProcessRepository[TransferRow]):
+    _table = t.transfers
+    _row = TransferRow
+    _kind = "transfer"
+
+    async def list(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        role: Role | None = None,
+        counter_party_id: str | None = None,
+        agreement_id: str | None = None,
+        lease_free_at: datetime | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> list[TransferRow]:
+        where = self._filters(state, role, counter_party_id, lease_free_at)
+        if agreement_id is not None:
+            where.append(self._table.c.agreement_id == agreement_id)
+        return await self._list(where, limit, offset)
+
+    async def count(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        role: Role | None = None,
+        counter_party_id: str | None = None,
+        agreement_id: str | None = None,
+    ) -> int:
+        where = self._filters(state, role, counter_party_id, None)
+        if agreement_id is not None:
+            where.append(self._table.c.agreement_id == agreement_id)
+        return await self._count(self._table, where)
+
+
+class LeaseRepository(_Repository):
+    """Leases by process kind, for code that handles negotiations and transfers alike."""
+
+    def _repo(self, kind: ProcessKind) -> _ProcessRepository[Any]:
+        if kind == "negotiation":
+            return self._tx.negotiations
+        if kind == "transfer":
+            return self._tx.transfers
+        raise ValueError(f"unknown process kind {kind!r}")
+
+    async def acquire(
+        self, kind: ProcessKind, process_id: str, owner: str, now: datetime, seconds: float
+    ) -> bool:
+        return await self._repo(kind).acquire_lease(process_id, owner, now, seconds)
+
+    async def release(self, kind: ProcessKind, process_id: str, owner: str) -> bool:
+        return await self._repo(kind).release_lease(process_id, owner)
+
+
+# --------------------------------------------------------------------------- agreements
+
+
+class AgreementRepository(_Repository):
+    async def add(self, agreement: AgreementRow) -> AgreementRow:
+        """Insert; `DuplicateKey` if the id exists. Agreements are never changed."""
+        a = t.agreements
+        result = await self._execute(
+            self._insert(a)
+            .values(_values(agreement))
+            .on_conflict_do_nothing(index_elements=[a.c.id])
+            .returning(a.c.id)
+        )
+        if result.first() is None:
+            raise DuplicateKey(f"agreement {agreement.id!r} exists")
+        return agreement
+
+    async def get(self, agreement_id: str) -> AgreementRow | None:
+        a = t.agreements
+        row = (await self._execute(sa.select(a).where(a.c.id == agreement_id))).first()
+        return None if row is None else AgreementRow(**row._mapping)
+
+    @staticmethod
+    def _filters(
+        consumer_id: str | None, provider_id: str | None, target: str | None, negotiation_id: str | None
+    ) -> list[sa.ColumnElement[bool]]:
+        c = t.agreements.c
+        pairs = (
+            (c.consumer_id, consumer_id),
+            (c.provider_id, provider_id),
+            (c.target, target),
+            (c.negotiation_id, negotiation_id),
+        )
+        return [column == value for column, value in pairs if value is not None]
+
+    async def list(
+        self,
+        *,
+        consumer_id: str | None = None,
+        provider_id: str | None = None,
+        target: str | None = None,
+        negotiation_id: str | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> list[AgreementRow]:
+        a = t.agreements
+        stmt = sa.select(a).where(*self._filters(consumer_id, provider_id, target, negotiation_id))
+        stmt = _page(stmt.order_by(a.c.signed_at, a.c.id), limit, offset)
+        return [AgreementRow(**row._mapping) for row in await self._execute(stmt)]
+
+    async def count(
+        self,
+        *,
+        consumer_id: str | None = None,
+        provider_id: str | None = None,
+        target: str | None = None,
+        negotiation_id: str | None = None,
+    ) -> int:
+        return await self._count(
+            t.agreements, self._filters(consumer_id, provider_id, target, negotiation_id)
+        )
+
+
+# --------------------------------------------------------------------------- usage counting
+
+
+class UsageRepository(_Repository):
+    async def consume(self, agreement_id: str, consumer_id: str, target: str, limit: int | None) -> UseResult:
+        """Count one use if that stays within `limit` (None: unlimited), in one atomic statement.
+
+        `INSERT ... ON CONFLICT DO UPDATE SET count = count + 1 WHERE count < :limit RETURNING
+        count`: the row lock (PostgreSQL) or the writer lock (SQLite) makes concurrent callers,
+        in any process, see each other's increments, so exactly `limit` uses are allowed.
+        """
+        if limit is not None and limit <= 0:
+            return UseResult(False, await self.get(agreement_id, consumer_id, target))
+        u = t.usage_counters
+        count = u.c["count"]
+        stmt = self._insert(u).values(
+            agreement_id=agreement_id, consumer_id=consumer_id, target=target, count=1
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[u.c.agreement_id, u.c.consumer_id, u.c.target],
+            set_={"count": count + 1},
+            where=None if limit is None else count < limit,
+        ).returning(count)
+        after = (await self._execute(upsert)).scalar_one_or_none()
+        if after is None:
+            return UseResult(False, await self.get(agreement_id, consumer_id, target))
+        return UseResult(True, int(after))
+
+    async def get(self, agreement_id: str, consumer_id: str, target: str) -> int:
+        u = t.usage_counters
+        result = await self._execute(
+            sa.select(u.c["count"]).where(
+                u.c.agreement_id == agreement_id, u.c.consumer_id == consumer_id, u.c.target == target
+            )
+        )
+        value = result.scalar_one_or_none()
+        return 0 if value is None else int(value)
+
+
+# --------------------------------------------------------------------------- receiver de-duplication
+
+
+class ProcessedMessageRepository(_Repository):
+    """The receiver's side of idempotent delivery.
+
+    In the transaction that handles a message: `earlier = await reserve(key, now)`; if `earlier`
+    is not None the message is a duplicate (answer with `earlier.response`); otherwise handle it
+    and `complete(key, response)`. A concurrent duplicate waits on the key's unique index until
+    the first transaction ends, then sees its record: never handled twice.
+    """
+
+    async def reserve(self, message_key: str, now: datetime) -> ProcessedMessage | None:
+        pm = t.processed_messages
+        result = await self._execute(
+            self._insert(pm)
+            .values(message_key=message_key, response=None, created_at=now)
+            .on_conflict_do_nothing(index_elements=[pm.c.message_key])
+            .returning(pm.c.message_key)
+        )
+        if result.first() is not None:
+            return None
+        earlier = await self.get(message_key)
+        if earlier is None:  # pragma: no cover - the conflicting row cannot vanish in between
+            raise DuplicateKey(f"processed message {message_key!r} conflicted but is gone")
+        return earlier
+
+    async def complete(self, message_key: str, response: Any) -> None:
+        pm = t.processed_messages
+        result = await self._execute(
+            sa.update(pm).where(pm.c.message_key == message_key).values(response=response)
+        )
+        if result.rowcount != 1:
+            raise NotFound(f"processed message {message_key!r} was not reserved")
+
+    async def record(self, message_key: str, response: Any, now: datetime) -> bool:
+        """Reserve and complete at once; False if the key was already recorded."""
+        pm = t.processed_messages
+        result = await self._execute(
+            self._insert(pm)
+            .values(message_key=message_key, response=response, created_at=now)
+            .on_conflict_do_nothing(index_elements=[pm.c.message_key])
+            .returning(pm.c.message_key)
+        )
+        return result.first() is not None
+
+    async def get(self, message_key: str) -> ProcessedMessage | None:
+        pm = t.processed_messages
+        row = (await self._execute(sa.select(pm).where(pm.c.message_key == message_key))).first()
+        return None if row is None else ProcessedMessage(**row._mapping)
+
+    async def purge(self, older_than: datetime) -> int:
+        """Forget records created before `older_than` (past any sender's retry horizon)."""
+        pm = t.processed_messages
+        return (await self._execute(sa.delete(pm).where(pm.c.created_at < older_than))).rowcount
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+def _outbox(row: sa.Row[Any]) -> OutboxMessage:
+    return OutboxMessage(**row._mapping)
+
+
+class OutboxRepository(_Repository):
+    """The transactional outbox.
+
+    Lifecycle: pending -> (claim_due) in_flight -> (mark_sent) sent, or (mark_failed) pending
+    again at a later time, or dead. An in_flight row whose claim expired is due again, so a
+    crashed worker's messages are retried by another (at-least-once; receivers de-duplicate
+    by `message_key`).
+    """
+
+    async def add(self, message: OutboxMessage) -> bool:
+        """Queue a message; False (and nothing written) if its `message_key` is already queued."""
+        o = t.outbox
+        earlier = o.alias("earlier")
+        values = _values(message)
+        if message.process_kind is not None and message.process_id is not None:
+            values["seq"] = (
+                sa.select(sa.func.coalesce(sa.func.max(earlier.c.seq), 0) + 1)
+                .where(
+                    earlier.c.process_kind == message.process_kind, earlier.c.process_id == message.process_id
+                )
+                .scalar_subquery()
+            )
+        else:
+            values["seq"] = 0
+        stmt = (
+            self._insert(o)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=[o.c.message_key])
+            .returning(o.c.id)
+        )
+        try:
+            result = await self._execute(stmt)
+        except DuplicateKey as error:
+            # Two transactions queued for one process at once and drew the same seq.
+            raise ConcurrentUpdate(
+                message.process_kind or "process",
+                message.process_id or "",
+                None,
+                f"concurrent outbox writes for {message.process_kind} {message.process_id!r}; retry",
+            ) from error
+        return result.first() is not None
+
+    async def claim_due(
+        self, worker_id: str, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxMessage]:
+        """Atomically move up to `limit` due messages to in_flight, claimed by `worker_id`.
+
+        Due: pending with next_attempt_at <= now, or in_flight with an expired claim. Skipped:
+        messages with an earlier unfinished message of the same process (per-process order).
+        On PostgreSQL `FOR UPDATE SKIP LOCKED` keeps concurrent claimers apart without waiting;
+        on SQLite the transaction holds the database's write lock. Attempts count claims.
+        """
+        if limit <= 0:
+            return []
+        o = t.outbox
+        earlier = o.alias("earlier")
+        unfinished_before = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.process_kind == o.c.process_kind,
+                earlier.c.process_id == o.c.process_id,
+                earlier.c.seq < o.c.seq,
+                earlier.c.status.in_(("pending", "in_flight")),
+            )
+            .exists()
+        )
+        due = sa.or_(
+            sa.and_(o.c.status == "pending", o.c.next_attempt_at <= now),
+            sa.and_(o.c.status == "in_flight", o.c.claimed_until <= now),
+        )
+        candidates = (
+            sa.select(o.c.id)
+            .where(due, ~unfinished_before)
+            .order_by(o.c.next_attempt_at, o.c.created_at, o.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=o)
+        )
+        stmt = (
+            sa.update(o)
+            .where(o.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                status="in_flight",
+                claimed_by=worker_id,
+                claimed_until=now + timedelta(seconds=lease_seconds),
+                attempts=o.c.attempts + 1,
+            )
+            .returning(*o.c)
+        )
+        claimed = [_outbox(row) for row in await self._execute(stmt)]
+        claimed.sort(key=lambda m: (m.next_attempt_at, m.created_at, m.id))
+        return claimed
+
+    def _claimed_by(self, message_id: str, worker_id: str) -> sa.ColumnElement[bool]:
+        o = t.outbox
+        return sa.and_(o.c.id == message_id, o.c.status == "in_flight", o.c.claimed_by == worker_id)
+
+    async def mark_sent(self, message_id: str, worker_id: str, now: datetime) -> bool:
+        """Record delivery. False if `worker_id` is not the current claimant (another worker
+        re-claimed the message after this one's claim expired); nothing is changed then."""
+        o = t.outbox
+        result = await self._execute(
+            sa.update(o)
+            .where(self._claimed_by(message_id, worker_id))
+            .values(status="sent", sent_at=now, claimed_until=None, last_error=None)
+        )
+        return result.rowcount == 1
+
+    async def mark_failed(
+        self, message_id: str, worker_id: str, error: str, next_attempt_at: datetime | None
+    ) -> bool:
+        """Record a failed attempt: retry at `next_attempt_at`, or dead-letter it when None.
+
+        False if `worker_id` is not the current claimant; nothing is changed then.
+        """
+        o = t.outbox
+        values: dict[str, Any] = {
+            "status": "dead" if next_attempt_at is None else "pending",
+            "claimed_by": None,
+            "claimed_until": None,
+            "last_error": error[:MAX_ERROR_LENGTH],
+        }
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        result = await self._execute(
+            sa.update(o).where(self._claimed_by(message_id, worker_id)).values(values)
+        )
+        return result.rowcount == 1
+
+    async def requeue(self, message_id: str, now: datetime) -> bool:
+        """Give a dead message another chance (operator action); attempts restart at 0."""
+        o = t.outbox
+        result = await self._execute(
+            sa.update(o)
+            .where(o.c.id == message_id, o.c.status == "dead")
+            .values(status="pending", next_attempt_at=now, attempts=0)
+        )
+        return result.rowcount == 1
+
+    async def get(self, message_id: str) -> OutboxMessage | None:
+        o = t.outbox
+        row = (await self._execute(sa.select(o).where(o.c.id == message_id))).first()
+        return None if row is None else _outbox(row)
+
+    async def get_by_key(self, message_key: str) -> OutboxMessage | None:
+        o = t.outbox
+        row = (await self._execute(sa.select(o).where(o.c.message_key == message_key))).first()
+        return None if row is None else _outbox(row)
+
+    async def list(
+        self,
+        *,
+        status: OutboxStatus | Sequence[OutboxStatus] | None = None,
+        process_kind: str | None = None,
+        process_id: str | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> list[OutboxMessage]:
+        o = t.outbox
+        stmt = sa.select(o)
+        if status is not None:
+            stmt = stmt.where(_match(o.c.status, status))
+        if process_kind is not None:
+            stmt = stmt.where(o.c.process_kind == process_kind)
+        if process_id is not None:
+            stmt = stmt.where(o.c.process_id == process_id)
+        stmt = _page(stmt.order_by(o.c.created_at, o.c.seq, o.c.id), limit, offset)
+        return [_outbox(row) for row in await self._execute(stmt)]
+
+    async def count_by_status(self) -> dict[OutboxStatus, int]:
+        o = t.outbox
+        result = await self._execute(sa.select(o.c.status, sa.func.count().label("n")).group_by(o.c.status))
+        counts: dict[OutboxStatus, int] = dict.fromkeys(OUTBOX_STATUSES, 0)
+        for row in result:
+            counts[row._mapping["status"]] = int(row._mapping["n"])
+        return counts
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest message becomes due (pending or claim expiry), for a sleeping dispatcher."""
+        o = t.outbox
+        pending = sa.select(sa.func.min(o.c.next_attempt_at)).where(o.c.status == "pending").scalar_subquery()
+        expiring = (
+            sa.select(sa.func.min(o.c.claimed_until)).where(o.c.status == "in_flight").scalar_subquery()
+        )
+        row = (await self._execute(sa.select(pending.label("p"), expiring.label("e")))).one()
+        times = [time for time in (row.p, row.e) if time is not None]
+        return min(times) if times else None
+
+    async def purge_sent(self, older_than: datetime) -> int:
+        o = t.outbox
+        result = await self._execute(sa.delete(o).where(o.c.status == "sent", o.c.sent_at < older_than))
+        return result.rowcount
