@@ -6,6 +6,7 @@ import click
 
 from connector.demo import demo
 from connector.identity.cli import authority, init
+from connector.mgmtcli import asset, catalog, negotiate, offer, serve
 from connector.odrl.cli import policy
 
 
@@ -19,3 +20,5 @@ main.add_command(policy)
 main.add_command(authority)
 main.add_command(init)
 main.add_command(demo)
+for command in (serve, asset, offer, catalog, negotiate):
+    main.add_command(command)

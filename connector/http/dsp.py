@@ -1,0 +1,195 @@
+"""The DSP HTTPS binding (2025-1): thin aiohttp handlers around the control plane.
+
+Every DSP call but the version document and the self-description must carry a DAT in
+``Authorization``; an unauthenticated or unauthorised call gets 404, as the DSP bindings ask
+(the reason is logged, never told). A DAT bound to a TLS certificate must arrive over a
+connection whose peer presented that certificate. Protocol errors become the DSP error body of
+the area (CatalogError, ContractNegotiationError) with their status; malformed JSON is a 400.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from connector.http.tls import check_transport_binding, peer_certificate_sha256
+from connector.identity.errors import IdentityError
+from connector.identity.tokens import Claims
+from connector.identity.verify import Verifier
+from connector.odrl.facts import fact_values
+from connector.protocol import messages as M
+from connector.protocol import wirecheck
+from connector.protocol.decide import Requester
+from connector.protocol.errors import ProtocolError
+from connector.protocol.negotiation import negotiation_error
+from connector.runtime import ControlPlane
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CLAIMS = web.AppKey("claims", dict)
+MAX_BODY = 2 * 1024 * 1024
+PUBLIC = {"/.well-known/dspace-version", "/"}
+
+
+def _error_body(request: web.Request, err: ProtocolError) -> dict[str, Any]:
+    path = request.path
+    if path.startswith("/catalog"):
+        return M.CatalogError(code=err.code, reason=list(err.reasons)).to_wire()
+    if path.startswith("/negotiations"):
+        pp = request.match_info.get("pid")
+        return negotiation_error(err, pp, None).to_wire()
+    return {"code": err.code, "reason": list(err.reasons)}
+
+
+def _not_found(request: web.Request) -> web.Response:
+    err = ProtocolError(404, "404", ["not found"])
+    return web.json_response(_error_body(request, err), status=404)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        resp = await handler(request)
+        if (wirecheck.enabled() and isinstance(resp, web.Response)
+                and resp.content_type == "application/json" and resp.body):
+            wirecheck.check(json.loads(resp.body), "returned")  # only with CONNECTOR_DSP_SCHEMAS
+        return resp
+    except ProtocolError as err:
+        status = err.status if 400 <= err.status < 600 else 400
+        body = _error_body(request, err)
+        wirecheck.check(body, "returned")
+        return web.json_response(body, status=status)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("DSP handler failed: %s %s", request.method, request.path)
+        err = ProtocolError(500, "500", ["internal error"])
+        return web.json_response(_error_body(request, err), status=500)
+
+
+def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PUBLIC:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+        if not token:
+            log.info("DSP %s %s: no DAT", request.method, request.path)
+            return _not_found(request)
+        try:
+            claims: Claims = await verifier.verify(token)
+        except IdentityError as exc:
+            log.info("DSP %s %s: DAT refused: %s", request.method, request.path, exc)
+            return _not_found(request)
+        if require_tls_binding:
+            bound = claims.attributes.get("transportCertsSha256") or ()
+            why = check_transport_binding(list(bound), peer_certificate_sha256(request))
+            if why:
+                log.info("DSP %s %s: %s", request.method, request.path, why)
+                return _not_found(request)
+        request["claims"] = claims
+        return await handler(request)
+    return authenticate
+
+
+async def _json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ProtocolError(413, "413", [f"body larger than {MAX_BODY} bytes"])
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(400, "400", [f"the body is not JSON: {exc}"[:200]]) from exc
+
+
+def _sender(request: web.Request) -> tuple[str, Any]:
+    claims: Claims = request["claims"]
+    return claims.subject, claims.attributes
+
+
+def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
+            version_document: dict[str, Any],
+            self_description: Callable[[str | None], Awaitable[tuple[bytes, str] | None]]
+            ) -> web.Application:
+    app = web.Application(middlewares=[errors, auth_middleware(
+        verifier, require_tls_binding=require_tls_binding)], client_max_size=MAX_BODY)
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response(version_document)
+
+    async def root(request: web.Request) -> web.Response:
+        found = await self_description(request.headers.get("Accept"))
+        if found is None:
+            return web.Response(status=406, text="supported: text/turtle, application/ld+json, "
+                                                 "application/n-triples")
+        body, media_type = found
+        return web.Response(body=body, content_type=media_type, headers={"Vary": "Accept"})
+
+    async def catalog_request(request: web.Request) -> web.StreamResponse:
+        msg = M.CatalogRequestMessage.parse(await _json(request))
+        if msg.filter:
+            raise ProtocolError(400, "400", ["catalog filters are not supported"])
+        sender, attrs = _sender(request)
+        snap = await cp.catalog()
+        page_size = _int(request.query.get("pageSize"), 50)
+        page = snap.builder.catalog(Requester.of(sender, fact_values(attrs)), cp.clock(),
+                                    page_size=page_size, cursor=request.query.get("cursor"),
+                                    base_url=f"{cp.dsp_url}/catalog/request")
+        resp = web.json_response(page.catalog.to_wire())
+        if page.links:
+            resp.headers["Link"] = ", ".join(page.links)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            resp.enable_compression()
+        return resp
+
+    async def dataset(request: web.Request) -> web.Response:
+        sender, attrs = _sender(request)
+        snap = await cp.catalog()
+        ds = snap.builder.dataset(request.match_info["id"], Requester.of(sender, fact_values(attrs)),
+                                  cp.clock())
+        return web.json_response(ds.to_wire())
+
+    def message(expected: tuple[type, ...], with_pid: bool) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            body = await _json(request)
+            sender, attrs = _sender(request)
+            pid = request.match_info.get("pid") if with_pid else None
+            status, out = await cp.negotiation_message(body, sender, attrs, pid, expected)
+            return web.json_response(out, status=status)
+        return handle
+
+    async def get_negotiation(request: web.Request) -> web.Response:
+        sender, _ = _sender(request)
+        return web.json_response(await cp.get_negotiation(request.match_info["pid"], sender))
+
+    r = app.router
+    r.add_get("/.well-known/dspace-version", version)
+    r.add_get("/", root)
+    r.add_post("/catalog/request", catalog_request)
+    r.add_get("/catalog/datasets/{id}", dataset)
+    r.add_post("/negotiations/request", message((M.ContractRequestMessage,), False))
+    r.add_post("/negotiations/offers", message((M.ContractOfferMessage,), False))
+    r.add_get("/negotiations/{pid}", get_negotiation)
+    r.add_post("/negotiations/{pid}/request", message((M.ContractRequestMessage,), True))
+    r.add_post("/negotiations/{pid}/offers", message((M.ContractOfferMessage,), True))
+    r.add_post("/negotiations/{pid}/events", message((M.ContractNegotiationEventMessage,), True))
+    r.add_post("/negotiations/{pid}/agreement", message((M.ContractAgreementMessage,), True))
+    r.add_post("/negotiations/{pid}/agreement/verification",
+               message((M.ContractAgreementVerificationMessage,), True))
+    r.add_post("/negotiations/{pid}/termination",
+               message((M.ContractNegotiationTerminationMessage,), True))
+    return app
+
+
+def _int(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ProtocolError(400, "400", [f"not an integer: {value[:20]!r}"]) from exc

@@ -1,0 +1,564 @@
+"""The management API: plain JSON over HTTP on its own port, for the provider's and consumer's
+own systems. API-key protected (``X-Api-Key``); OpenAPI 3.1 at ``/api/openapi.json``.
+
+Callers never write JSON-LD: a policy is a template name with parameters, or plain ODRL rules
+(``{"permission": [{"action": "use", "constraint": [...]}]}``) that the connector wraps in the
+DSP profile context; full JSON-LD is accepted too. Every policy is validated strictly on input,
+so an invalid one is refused here and can never break the catalog later. Data-address secrets
+are stored but never echoed back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from connector.odrl.plain import PREFIXES, expand_term
+from connector.odrl.templates import TemplateError, fill
+from connector.protocol.errors import ProtocolError
+from connector.protocol.messages import CatalogRequestMessage
+from connector.protocol.negotiation import NegotiationState
+from connector.runtime import ControlPlane, policy_problems, row_to_negotiation
+from connector.store import DuplicateKey, ReferenceViolation
+from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
+                  "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
+                  {k: v for k, v in PREFIXES.items() if k in ("idsc", "dsc", "dpv", "xsd")}]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.details = status, message, details or []
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DataAddressIn(_In):
+    type: Literal["file", "http"]
+    path: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shape(self) -> DataAddressIn:
+        if self.type == "file" and not self.path:
+            raise ValueError("a file data address needs 'path'")
+        if self.type == "http" and not (self.url and self.url.startswith(("http://", "https://"))):
+            raise ValueError("an http data address needs an http(s) 'url'")
+        return self
+
+
+class AssetIn(_In):
+    id: str | None = None
+    title: str | None = None
+    description: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+    content_type: str | None = Field(default=None, alias="contentType")
+    data_address: DataAddressIn = Field(alias="dataAddress")
+
+
+class PolicyIn(_In):
+    id: str | None = None
+    template: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PolicyIn:
+        if (self.template is None) == (self.policy is None):
+            raise ValueError("give either 'template' (with 'params') or 'policy'")
+        return self
+
+
+class OfferIn(_In):
+    id: str | None = None
+    asset_ids: list[str] | None = Field(default=None, alias="assetIds")
+    all_assets: bool = Field(default=False, alias="allAssets")
+    access_policy_id: str = Field(alias="accessPolicyId")
+    contract_policy_id: str = Field(alias="contractPolicyId")
+
+    @model_validator(mode="after")
+    def _selector(self) -> OfferIn:
+        if bool(self.asset_ids) == self.all_assets:
+            raise ValueError("give either 'assetIds' (non-empty) or 'allAssets': true")
+        return self
+
+
+class CatalogIn(_In):
+    peer_url: str = Field(alias="peerUrl")
+
+
+class NegotiationIn(_In):
+    """Negotiate an offer of the peer's catalog (``offerId``), or ask for terms of one's own
+    (``terms``: plain ODRL rules, a counter-offer, for dataset ``datasetId``)."""
+
+    peer_url: str = Field(alias="peerUrl")
+    offer_id: str = Field(alias="offerId")
+    dataset_id: str | None = Field(default=None, alias="datasetId")
+    terms: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _terms(self) -> NegotiationIn:
+        if self.terms is not None:
+            if not self.dataset_id:
+                raise ValueError("'terms' need the 'datasetId' they are for")
+            if not any(k in self.terms for k in ("permission", "prohibition", "obligation")):
+                raise ValueError("'terms' need a permission, prohibition or obligation")
+        return self
+
+
+class TerminateIn(_In):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+MODELS: dict[str, type[BaseModel]] = {
+    "Asset": AssetIn, "Policy": PolicyIn, "Offer": OfferIn, "CatalogRequest": CatalogIn,
+    "NegotiationRequest": NegotiationIn, "Termination": TerminateIn,
+}
+
+
+def _parse(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+        raise ApiError(400, f"invalid {model.__name__.removesuffix('In').lower()}", details) from exc
+
+
+def _new_id(given: str | None, kind: str) -> str:
+    if given is None:
+        return f"urn:{kind}:{uuid.uuid4()}"
+    if not (0 < len(given) <= 200) or any(c.isspace() for c in given):
+        raise ApiError(400, f"invalid {kind} id: 1-200 characters, no spaces")
+    return given
+
+
+# ------------------------------------------------------------------ policies in plain JSON
+
+
+def _jsonld_rules(node: Any) -> Any:
+    """Plain rules -> DSP-profile JSON-LD: IRI-looking right operands become {"@id": ...}."""
+    if isinstance(node, list):
+        return [_jsonld_rules(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if k == "rightOperand":
+            out[k] = _right(v)
+        else:
+            out[k] = _jsonld_rules(v)
+    return out
+
+
+def _right(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_right(x) for x in v]
+    if isinstance(v, str):
+        iri = expand_term(v) if ":" in v else v
+        if iri.startswith(("http://", "https://", "urn:")):
+            return {"@id": iri}
+    return v
+
+
+def policy_document(p: PolicyIn, policy_id: str) -> dict[str, Any]:
+    if p.template is not None:
+        try:
+            return fill(p.template, p.params, policy_id=policy_id)
+        except TemplateError as exc:
+            raise ApiError(400, str(exc)) from exc
+    assert p.policy is not None
+    doc = dict(p.policy)
+    if "@context" not in doc:
+        doc = {"@context": POLICY_CONTEXT, "@type": doc.pop("@type", "Set"),
+               **_jsonld_rules(doc)}
+    doc["@id"] = policy_id
+    return doc
+
+
+# ------------------------------------------------------------------ views
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t else None
+
+
+def asset_view(a: AssetRow) -> dict[str, Any]:
+    return {"id": a.id, "title": a.title, "description": a.description,
+            "keywords": list(a.keywords), "contentType": a.content_type,
+            "dataAddress": a.data_address, "createdAt": _iso(a.created_at)}
+
+
+def policy_view(p: PolicyRow) -> dict[str, Any]:
+    return {"id": p.id, "policy": p.document(), "createdAt": _iso(p.created_at)}
+
+
+def offer_view(o: OfferRow) -> dict[str, Any]:
+    sel = o.asset_selector if isinstance(o.asset_selector, dict) else {}
+    return {"id": o.id, "assetIds": sel.get("assetIds"), "allAssets": bool(sel.get("all")),
+            "accessPolicyId": o.access_policy_id, "contractPolicyId": o.contract_policy_id,
+            "createdAt": _iso(o.created_at)}
+
+
+def negotiation_view(row: NegotiationRow) -> dict[str, Any]:
+    n = row_to_negotiation(row)
+    return {"id": n.id, "role": row.role, "state": n.wire_state.value, "internalState": n.state.value,
+            "providerPid": n.provider_pid, "consumerPid": n.consumer_pid,
+            "counterPartyId": n.counter_party_id, "counterPartyAddress": n.counter_party_address,
+            "offer": dict(n.offer), "agreementId": row.agreement_id,
+            "terminationReason": list(n.termination_reason) or None,
+            "errorDetail": n.delivery_error,
+            "createdAt": _iso(row.created_at), "updatedAt": _iso(row.updated_at)}
+
+
+def agreement_view(a: AgreementRow) -> dict[str, Any]:
+    return {"id": a.id, "providerId": a.provider_id, "consumerId": a.consumer_id,
+            "target": a.target, "policy": a.policy, "signedAt": _iso(a.signed_at),
+            "negotiationId": a.negotiation_id}
+
+
+def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
+    datasets = []
+    for d in dsp.get("dataset", []) or []:
+        offers = []
+        for o in d.get("hasPolicy", []) or []:
+            offers.append({"id": o.get("@id"), "permission": o.get("permission"),
+                           "prohibition": o.get("prohibition"), "obligation": o.get("obligation")})
+        datasets.append({"id": d.get("@id"), "title": d.get("title"),
+                         "description": d.get("description"),
+                         "formats": [x.get("format") for x in d.get("distribution", []) or []],
+                         "offers": offers})
+    return {"participantId": dsp.get("participantId"), "datasets": datasets}
+
+
+# ------------------------------------------------------------------ the app
+
+
+def management_app(cp: ControlPlane, api_key: str) -> web.Application:
+    key = api_key.encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if request.path != "/api/openapi.json":
+                given = request.headers.get("X-Api-Key", "").encode()
+                if not given or not hmac.compare_digest(given, key):
+                    raise ApiError(401, "missing or wrong X-Api-Key")
+            return await handler(request)
+        except ApiError as exc:
+            return web.json_response({"error": exc.message, "details": exc.details}, status=exc.status)
+        except ProtocolError as exc:
+            status = exc.status if 400 <= exc.status < 600 else 400
+            return web.json_response({"error": "; ".join(exc.reasons) or exc.code}, status=status)
+
+    app = web.Application(middlewares=[guard], client_max_size=4 * 1024 * 1024)
+    store = cp.store
+
+    async def body(request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the body is not JSON: {exc}"[:200]) from exc
+
+    def paging(request: web.Request) -> tuple[int, int]:
+        try:
+            limit = min(max(int(request.query.get("limit", "50")), 1), 500)
+            offset = max(int(request.query.get("offset", "0")), 0)
+        except ValueError as exc:
+            raise ApiError(400, "limit and offset must be integers") from exc
+        return limit, offset
+
+    # -- assets
+    async def add_asset(request: web.Request) -> web.Response:
+        a = _parse(AssetIn, await body(request))
+        row = AssetRow(id=_new_id(a.id, "asset"), created_at=cp.clock(), title=a.title,
+                       description=a.description, keywords=tuple(a.keywords),
+                       content_type=a.content_type,
+                       data_address=a.data_address.model_dump(exclude_none=True))
+        try:
+            async with store.transaction() as tx:
+                await tx.assets.add(row)
+                saved = await tx.assets.get(row.id)
+        except DuplicateKey as exc:
+            raise ApiError(409, f"asset {row.id} exists") from exc
+        cp.catalog_changed()
+        assert saved is not None
+        return web.json_response(asset_view(saved), status=201)
+
+    async def list_assets(request: web.Request) -> web.Response:
+        limit, offset = paging(request)
+        async with store.transaction(readonly=True) as tx:
+            rows = await tx.assets.list(limit=limit, offset=offset)
+        return web.json_response([asset_view(a) for a in rows])
+
+    async def get_asset(request: web.Request) -> web.Response:
+        async with store.transaction(readonly=True) as tx:
+            a = await tx.assets.get(request.match_info["id"])
+        if a is None:
+            raise ApiError(404, "no such asset")
+        return web.json_response(asset_view(a))
+
+    async def delete_asset(request: web.Request) -> web.Response:
+        try:
+            async with store.transaction() as tx:
+                found = await tx.assets.delete(request.match_info["id"])
+        except ReferenceViolation as exc:
+            raise ApiError(409, str(exc)) from exc
+        if not found:
+            raise ApiError(404, "no such asset")
+        cp.catalog_changed()
+        return web.Response(status=204)
+
+    # -- policies
+    async def add_policy(request: web.Request) -> web.Response:
+        p = _parse(PolicyIn, await body(request))
+        pid = _new_id(p.id, "policy")
+        doc = policy_document(p, pid)
+        problems = policy_problems(doc)
+        if problems:
+            raise ApiError(400, "invalid policy", problems)
+        row = PolicyRow(id=pid, body=json.dumps(doc), created_at=cp.clock())
+        try:
+            async with store.transaction() as tx:
+                await tx.policies.add(row)
+        except DuplicateKey as exc:
+            raise ApiError(409, f"policy {pid} exists") from exc
+        return web.json_response(policy_view(row), status=201)
+
+    async def list_policies(request: web.Request) -> web.Response:
+        limit, offset = paging(request)
+        async with store.transaction(readonly=True) as tx:
+            rows = await tx.policies.list(limit=limit, offset=offset)
+        return web.json_response([policy_view(p) for p in rows])
+
+    async def get_policy(request: web.Request) -> web.Response:
+        async with store.transaction(readonly=True) as tx:
+            p = await tx.policies.get(request.match_info["id"])
+        if p is None:
+            raise ApiError(404, "no such policy")
+        return web.json_response(policy_view(p))
+
+    async def delete_policy(request: web.Request) -> web.Response:
+        try:
+            async with store.transaction() as tx:
+                found = await tx.policies.delete(request.match_info["id"])
+        except ReferenceViolation as exc:
+            raise ApiError(409, "an offer still uses this policy") from exc
+        if not found:
+            raise ApiError(404, "no such policy")
+        return web.Response(status=204)
+
+    # -- offers
+    async def add_offer(request: web.Request) -> web.Response:
+        o = _parse(OfferIn, await body(request))
+        selector = {"all": True} if o.all_assets else {"assetIds": o.asset_ids}
+        row = OfferRow(id=_new_id(o.id, "offer"), access_policy_id=o.access_policy_id,
+                       contract_policy_id=o.contract_policy_id, created_at=cp.clock(),
+                       asset_selector=selector)
+        async with store.transaction() as tx:
+            for pid in (o.access_policy_id, o.contract_policy_id):
+                if await tx.policies.get(pid) is None:
+                    raise ApiError(400, f"no policy {pid}")
+            if o.asset_ids:
+                known = {a.id for a in await tx.assets.list(ids=o.asset_ids, limit=None)}
+                missing = [a for a in o.asset_ids if a not in known]
+                if missing:
+                    raise ApiError(400, f"no asset {', '.join(missing)}")
+            try:
+                await tx.offers.add(row)
+            except DuplicateKey as exc:
+                raise ApiError(409, f"offer {row.id} exists") from exc
+        cp.catalog_changed()
+        return web.json_response(offer_view(row), status=201)
+
+    async def list_offers(request: web.Request) -> web.Response:
+        limit, offset = paging(request)
+        async with store.transaction(readonly=True) as tx:
+            rows = await tx.offers.list(limit=limit, offset=offset)
+        return web.json_response([offer_view(o) for o in rows])
+
+    async def get_offer(request: web.Request) -> web.Response:
+        async with store.transaction(readonly=True) as tx:
+            o = await tx.offers.get(request.match_info["id"])
+        if o is None:
+            raise ApiError(404, "no such offer")
+        return web.json_response(offer_view(o))
+
+    async def delete_offer(request: web.Request) -> web.Response:
+        async with store.transaction() as tx:
+            found = await tx.offers.delete(request.match_info["id"])
+        if not found:
+            raise ApiError(404, "no such offer")
+        cp.catalog_changed()
+        return web.Response(status=204)
+
+    # -- a peer's catalog
+    async def fetch_catalog(peer_url: str) -> dict[str, Any]:
+        d = await cp.client.post(peer_url.rstrip("/") + "/catalog/request",
+                                 CatalogRequestMessage().to_wire())
+        if not d.ok or not isinstance(d.body, dict):
+            raise ApiError(502, f"the peer's catalog could not be read: {d.reason}")
+        return d.body
+
+    async def peer_catalog(request: web.Request) -> web.Response:
+        c = _parse(CatalogIn, await body(request))
+        dsp = await fetch_catalog(c.peer_url)
+        return web.json_response({**catalog_view(dsp), "dsp": dsp})
+
+    # -- negotiations
+    async def start_negotiation(request: web.Request) -> web.Response:
+        n = _parse(NegotiationIn, await body(request))
+        dsp = await fetch_catalog(n.peer_url)
+        provider_id = dsp.get("participantId")
+        if n.terms is not None:
+            rules = _jsonld_rules({k: v for k, v in n.terms.items()
+                                   if k in ("permission", "prohibition", "obligation")})
+            offer = {"@id": n.offer_id, "@type": "Offer", "target": n.dataset_id, **rules}
+            started = await cp.request_offer(provider_url=n.peer_url.rstrip("/"),
+                                             provider_id=str(provider_id), offer=offer)
+            async with store.transaction(readonly=True) as tx:
+                row = await tx.negotiations.get(started.id)
+            assert row is not None
+            return web.json_response(negotiation_view(row), status=201)
+        for d in dsp.get("dataset", []) or []:
+            if n.dataset_id and d.get("@id") != n.dataset_id:
+                continue
+            for o in d.get("hasPolicy", []) or []:
+                if o.get("@id") == n.offer_id:
+                    offer = {**o, "target": d.get("@id")}
+                    started = await cp.request_offer(provider_url=n.peer_url.rstrip("/"),
+                                                     provider_id=str(provider_id), offer=offer)
+                    async with store.transaction(readonly=True) as tx:
+                        row = await tx.negotiations.get(started.id)
+                    assert row is not None
+                    return web.json_response(negotiation_view(row), status=201)
+        raise ApiError(404, f"the peer offers no {n.offer_id} to this connector")
+
+    async def list_negotiations(request: web.Request) -> web.Response:
+        limit, offset = paging(request)
+        state = request.query.get("state")
+        async with store.transaction(readonly=True) as tx:
+            rows = await tx.negotiations.list(limit=limit, offset=offset)
+        views = [negotiation_view(r) for r in rows]
+        if state:
+            views = [v for v in views if v["state"] == state]
+        return web.json_response(views)
+
+    async def get_negotiation(request: web.Request) -> web.Response:
+        nid = request.match_info["id"]
+        wait = request.query.get("waitFor")
+        if wait:
+            states = {s.value for s in NegotiationState if s.value in wait.split(",")}
+            timeout = min(float(request.query.get("timeout", "10")), 60.0)
+            row = await cp.wait_for(nid, states, timeout)
+        else:
+            async with store.transaction(readonly=True) as tx:
+                row = await tx.negotiations.get(nid)
+        if row is None:
+            raise ApiError(404, "no such negotiation")
+        return web.json_response(negotiation_view(row))
+
+    async def terminate_negotiation(request: web.Request) -> web.Response:
+        t = _parse(TerminateIn, await body(request))
+        n = await cp.terminate(request.match_info["id"], t.reason)
+        async with store.transaction(readonly=True) as tx:
+            row = await tx.negotiations.get(n.id)
+        assert row is not None
+        return web.json_response(negotiation_view(row))
+
+    # -- agreements
+    async def list_agreements(request: web.Request) -> web.Response:
+        limit, offset = paging(request)
+        async with store.transaction(readonly=True) as tx:
+            rows = await tx.agreements.list(limit=limit, offset=offset)
+        return web.json_response([agreement_view(a) for a in rows])
+
+    async def get_agreement(request: web.Request) -> web.Response:
+        async with store.transaction(readonly=True) as tx:
+            a = await tx.agreements.get(request.match_info["id"])
+        if a is None:
+            raise ApiError(404, "no such agreement")
+        return web.json_response(agreement_view(a))
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    r = app.router
+    r.add_get("/api/openapi.json", openapi)
+    r.add_post("/api/assets", add_asset)
+    r.add_get("/api/assets", list_assets)
+    r.add_get("/api/assets/{id}", get_asset)
+    r.add_delete("/api/assets/{id}", delete_asset)
+    r.add_post("/api/policies", add_policy)
+    r.add_get("/api/policies", list_policies)
+    r.add_get("/api/policies/{id}", get_policy)
+    r.add_delete("/api/policies/{id}", delete_policy)
+    r.add_post("/api/offers", add_offer)
+    r.add_get("/api/offers", list_offers)
+    r.add_get("/api/offers/{id}", get_offer)
+    r.add_delete("/api/offers/{id}", delete_offer)
+    r.add_post("/api/catalog", peer_catalog)
+    r.add_post("/api/negotiations", start_negotiation)
+    r.add_get("/api/negotiations", list_negotiations)
+    r.add_get("/api/negotiations/{id}", get_negotiation)
+    r.add_post("/api/negotiations/{id}/terminate", terminate_negotiation)
+    r.add_get("/api/agreements", list_agreements)
+    r.add_get("/api/agreements/{id}", get_agreement)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    schemas = {name: m.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+               for name, m in MODELS.items()}
+    for s in list(schemas.values()):
+        schemas.update(s.pop("$defs", {}))
+
+    def op(summary: str, body: str | None = None, ok: int = 200) -> dict[str, Any]:
+        o: dict[str, Any] = {"summary": summary, "responses": {
+            str(ok): {"description": "OK"}, "400": {"description": "invalid input, with reasons"},
+            "401": {"description": "missing or wrong X-Api-Key"}}}
+        if body:
+            o["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{body}"}}}}
+        return o
+
+    idp = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    paths = {
+        "/api/assets": {"post": op("Add an asset", "Asset", 201), "get": op("List assets")},
+        "/api/assets/{id}": {"parameters": idp, "get": op("Get an asset (secrets masked)"),
+                             "delete": op("Delete an asset", ok=204)},
+        "/api/policies": {"post": op("Add a policy (template, plain rules or JSON-LD)", "Policy", 201),
+                          "get": op("List policies")},
+        "/api/policies/{id}": {"parameters": idp, "get": op("Get a policy"),
+                               "delete": op("Delete a policy", ok=204)},
+        "/api/offers": {"post": op("Offer assets under an access and a contract policy", "Offer", 201),
+                        "get": op("List offers")},
+        "/api/offers/{id}": {"parameters": idp, "get": op("Get an offer"),
+                             "delete": op("Withdraw an offer", ok=204)},
+        "/api/catalog": {"post": op("A peer's catalog, as this connector may see it", "CatalogRequest")},
+        "/api/negotiations": {"post": op("Negotiate a peer's offer", "NegotiationRequest", 201),
+                              "get": op("List negotiations")},
+        "/api/negotiations/{id}": {"parameters": idp, "get": op(
+            "Get a negotiation (waitFor=FINALIZED,TERMINATED&timeout=s to wait)")},
+        "/api/negotiations/{id}/terminate": {"parameters": idp,
+                                             "post": op("Terminate a negotiation", "Termination")},
+        "/api/agreements": {"get": op("List agreements")},
+        "/api/agreements/{id}": {"parameters": idp, "get": op("Get an agreement")},
+    }
+    return {"openapi": "3.1.0",
+            "info": {"title": "Connector management API", "version": "0.1.0"},
+            "components": {"schemas": schemas, "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}}},
+            "security": [{"apiKey": []}], "paths": paths}

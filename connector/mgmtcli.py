@@ -1,0 +1,182 @@
+"""CLI commands of a running connector: `serve`, and wrappers over its management API
+(`asset add`, `offer add`, `catalog`, `negotiate`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connector.config import ConfigError, load_config
+
+
+def _config(path: str) -> Any:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command(name="serve")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+def serve(config: str) -> None:
+    """Run a connector from its TOML CONFIG (DSP endpoints and the management API)."""
+    from connector.serve import serve as run
+
+    run(_config(config))
+
+
+class Api:
+    def __init__(self, base: str, key: str) -> None:
+        self.base, self.key = base.rstrip("/"), key
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
+            "X-Api-Key": self.key, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                err = json.loads(exc.read())
+                msg = err.get("error", "") + "".join(f"\n  {d}" for d in err.get("details", []))
+            except ValueError:
+                msg = exc.reason
+            raise click.ClickException(f"{exc.code}: {msg}") from exc
+        except OSError as exc:
+            raise click.ClickException(f"cannot reach the management API at {self.base}: {exc}") from exc
+        return json.loads(raw) if raw else None
+
+
+def _api(config: str | None, api: str | None, api_key: str | None) -> Api:
+    if config:
+        c = _config(config)
+        return Api(api or f"http://{c.management.host}:{c.management.port}",
+                   api_key or c.management_api_key())
+    if not api or not api_key:
+        raise click.ClickException("give --config, or --api and --api-key "
+                                   "(or CONNECTOR_API and CONNECTOR_API_KEY)")
+    return Api(api, api_key)
+
+
+def _api_options(f: Any) -> Any:
+    f = click.option("--api-key", envvar="CONNECTOR_API_KEY", help="Management API key.")(f)
+    f = click.option("--api", envvar="CONNECTOR_API", help="Management API base URL.")(f)
+    return click.option("--config", type=click.Path(exists=True, dir_okay=False),
+                        help="The connector's config (API URL and key from it).")(f)
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@click.group(name="asset")
+def asset() -> None:
+    """Assets of this connector."""
+
+
+@asset.command(name="add")
+@_api_options
+@click.option("--id", "asset_id")
+@click.option("--title")
+@click.option("--description")
+@click.option("--file", "file_path", type=click.Path(exists=True, dir_okay=False),
+              help="Serve this local file.")
+@click.option("--url", help="Serve this HTTP upstream (the provider's internal API).")
+@click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
+              help="A header for the upstream (kept provider-side, never shown).")
+def asset_add(config: str | None, api: str | None, api_key: str | None, asset_id: str | None,
+              title: str | None, description: str | None, file_path: str | None, url: str | None,
+              headers: tuple[str, ...]) -> None:
+    """Add an asset backed by a local file or an HTTP upstream."""
+    if bool(file_path) == bool(url):
+        raise click.ClickException("give exactly one of --file and --url")
+    address: dict[str, Any] = ({"type": "file", "path": str(Path(file_path).resolve())}
+                               if file_path else {"type": "http", "url": url})
+    if headers:
+        address["headers"] = dict(h.split(":", 1) for h in headers)
+    body = {k: v for k, v in {"id": asset_id, "title": title, "description": description,
+                              "dataAddress": address}.items() if v is not None}
+    _print(_api(config, api, api_key).call("POST", "/api/assets", body))
+
+
+@click.group(name="offer")
+def offer() -> None:
+    """Offers of this connector (assets under an access and a contract policy)."""
+
+
+@offer.command(name="add")
+@_api_options
+@click.option("--id", "offer_id")
+@click.option("--asset", "assets", multiple=True, required=True, help="An asset id (repeatable).")
+@click.option("--access-template", default="allow-usage", show_default=True,
+              help="Who may see the offer: a policy template.")
+@click.option("--access-set", multiple=True, metavar="KEY=VALUE")
+@click.option("--contract-template", required=True, help="The usage terms: a policy template.")
+@click.option("--contract-set", multiple=True, metavar="KEY=VALUE")
+def offer_add(config: str | None, api: str | None, api_key: str | None, offer_id: str | None,
+              assets: tuple[str, ...], access_template: str, access_set: tuple[str, ...],
+              contract_template: str, contract_set: tuple[str, ...]) -> None:
+    """Offer assets: policies from templates (see `connector policy templates`)."""
+    client = _api(config, api, api_key)
+
+    def params(pairs: tuple[str, ...]) -> dict[str, str]:
+        out = {}
+        for p in pairs:
+            k, sep, v = p.partition("=")
+            if not sep:
+                raise click.ClickException(f"{p!r}: expected KEY=VALUE")
+            out[k] = v
+        return out
+
+    access = client.call("POST", "/api/policies", {"template": access_template,
+                                                   "params": params(access_set)})
+    contract = client.call("POST", "/api/policies", {"template": contract_template,
+                                                     "params": params(contract_set)})
+    body = {"assetIds": list(assets), "accessPolicyId": access["id"],
+            "contractPolicyId": contract["id"]}
+    if offer_id:
+        body["id"] = offer_id
+    _print(client.call("POST", "/api/offers", body))
+
+
+@click.command(name="catalog")
+@click.argument("peer_url")
+@_api_options
+def catalog(peer_url: str, config: str | None, api: str | None, api_key: str | None) -> None:
+    """Show PEER_URL's catalog as this connector may see it."""
+    data = _api(config, api, api_key).call("POST", "/api/catalog", {"peerUrl": peer_url})
+    data.pop("dsp", None)
+    _print(data)
+
+
+@click.command(name="negotiate")
+@click.argument("peer_url")
+@click.argument("offer_id")
+@_api_options
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
+def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
+              api_key: str | None, timeout: float) -> None:
+    """Negotiate OFFER_ID of PEER_URL; wait for the end and print the state and the reason."""
+    client = _api(config, api, api_key)
+    n = client.call("POST", "/api/negotiations", {"peerUrl": peer_url, "offerId": offer_id})
+    deadline = time.monotonic() + timeout
+    while n["state"] not in ("FINALIZED", "TERMINATED") and time.monotonic() < deadline:
+        n = client.call("GET", f"/api/negotiations/{n['id']}?waitFor=FINALIZED,TERMINATED"
+                               f"&timeout={min(10.0, max(0.1, deadline - time.monotonic())):.1f}")
+    click.echo(f"{n['state']}: negotiation {n['id']}")
+    if n["state"] == "FINALIZED":
+        click.echo(f"agreement {n['agreementId']}")
+    elif n.get("terminationReason"):
+        click.echo("reason: " + "; ".join(n["terminationReason"]))
+    else:
+        click.echo("still running (timeout)")
+    sys.exit(0 if n["state"] == "FINALIZED" else 1)

@@ -1,0 +1,440 @@
+"""The runtime: drives the pure protocol machines, persists each state change together with the
+messages it causes (one transaction: the transactional outbox), and delivers those messages
+with retries and exponential backoff.
+
+* No polling delay on the happy path: a committed state change wakes the dispatcher at once.
+* Safe with several replicas on one PostgreSQL: outbox rows are claimed with ``FOR UPDATE SKIP
+  LOCKED``, process rows carry optimistic versions (a conflicting write is retried on fresh
+  state), and a crash between commit and delivery only delays the message: another dispatcher
+  (or this one after restart) claims it when its lease runs out.
+* Provider decisions (agree / terminate), the consumer's check of the agreement it gets, and the
+  provider's finalization are taken in the same transaction as the message that calls for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from connector.http.client import DspClient
+from connector.odrl.compile import compile_policy
+from connector.odrl.facts import fact_values
+from connector.odrl.parse import PolicyError, load_policy
+from connector.protocol import negotiation as neg
+from connector.protocol.catalog import CatalogBuilder, CatalogDataset, CatalogDistribution
+from connector.protocol.common import Acknowledged, DeliveryFailed, Received, Role
+from connector.protocol.decide import KnownOffer, Requester, decide_request, verify_agreement
+from connector.protocol.errors import ProtocolError
+from connector.protocol.messages import (
+    PULL,
+    PUSH,
+    ContractNegotiation,
+    ContractRequestMessage,
+    DataService,
+    parse_message,
+)
+from connector.store import ConcurrentUpdate, OutboxMessage, Store
+from connector.store.rows import AgreementRow, NegotiationRow
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+MAX_ATTEMPTS = 12  # deliveries of one message before it is dead-lettered
+BACKOFF_BASE, BACKOFF_CAP = 0.2, 60.0
+LEASE_SECONDS = 30.0
+CATALOG_TTL = 10.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ------------------------------------------------------------------ rows <-> machine state
+
+
+def negotiation_to_row(n: neg.Negotiation, version: int = 0) -> NegotiationRow:
+    agreement_id = n.agreement.get("@id") if n.agreement else None
+    return NegotiationRow(
+        id=n.id, role="provider" if n.role is Role.PROVIDER else "consumer",
+        state=n.state.value, created_at=n.created_at, updated_at=n.updated_at,
+        provider_pid=n.provider_pid, consumer_pid=n.consumer_pid,
+        counter_party_id=n.counter_party_id, counter_party_address=n.counter_party_address,
+        offer=dict(n.offer), agreement_id=str(agreement_id) if agreement_id else None,
+        data={
+            "agreement": dict(n.agreement) if n.agreement else None,
+            "termination_reason": list(n.termination_reason),
+            "termination_code": n.termination_code,
+            "processed": list(n.processed),
+            "origin": n.origin,
+            "pending_message_id": n.pending_message_id,
+            "acked_state": n.acked_state.value if n.acked_state else None,
+            "in_doubt": n.in_doubt,
+            "delivery_error": n.delivery_error,
+        },
+        version=version,
+    )
+
+
+def row_to_negotiation(row: NegotiationRow) -> neg.Negotiation:
+    d = row.data
+    return neg.Negotiation(
+        id=row.id, role=Role.PROVIDER if row.role == "provider" else Role.CONSUMER,
+        provider_pid=row.provider_pid, consumer_pid=row.consumer_pid,
+        state=neg.NegotiationState(row.state), counter_party_id=row.counter_party_id or "",
+        counter_party_address=row.counter_party_address or "", offer=row.offer or {},
+        created_at=row.created_at, updated_at=row.updated_at,
+        agreement=d.get("agreement"),
+        termination_reason=tuple(d.get("termination_reason") or ()),
+        termination_code=d.get("termination_code"),
+        processed=tuple(d.get("processed") or ()),
+        origin=d.get("origin"),
+        pending_message_id=d.get("pending_message_id"),
+        acked_state=neg.NegotiationState(d["acked_state"]) if d.get("acked_state") else None,
+        in_doubt=bool(d.get("in_doubt")),
+        delivery_error=d.get("delivery_error"),
+    )
+
+
+# ------------------------------------------------------------------ the catalog
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    builder: CatalogBuilder
+    offers: tuple[KnownOffer, ...]
+
+
+def offer_for_catalog(offer_id: str, contract_policy: Mapping[str, Any], target: str) -> dict[str, Any]:
+    """The DSP-form ODRL Offer a consumer sees: the contract policy's rules under the offer id."""
+    keep = ("permission", "prohibition", "obligation", "profile")
+    body = {k: v for k, v in contract_policy.items() if k in keep}
+    return {"@id": offer_id, "@type": "Offer", "target": target, **body}
+
+
+async def build_catalog(store: Store, *, participant_id: str, dsp_url: str) -> CatalogSnapshot:
+    """Every dataset with its offers and compiled access policies: two queries, compiled once."""
+    offers, assets = await store.load_catalog()
+    by_asset: dict[str, list[KnownOffer]] = {}
+    compiled: dict[str, Any] = {}
+    for co in offers:
+        access_id = co.access_policy.id
+        if access_id not in compiled:
+            compiled[access_id] = compile_policy(load_policy(co.access_policy.document()))
+        contract = co.contract_policy.document()
+        for asset_id in _selected(co.offer.asset_selector, assets):
+            known = KnownOffer(offer_for_catalog(f"{co.offer.id}:{asset_id}", contract, asset_id),
+                               asset_id, compiled[access_id])
+            by_asset.setdefault(asset_id, []).append(known)
+    datasets = []
+    for asset in assets:
+        if asset.id not in by_asset:
+            continue
+        fmt = [PUSH] if asset.properties.get("push_only") else [PULL, PUSH]
+        datasets.append(CatalogDataset(
+            id=asset.id, offers=tuple(by_asset[asset.id]),
+            distributions=tuple(CatalogDistribution(f) for f in fmt),
+            title=asset.title, description=asset.description, keywords=tuple(asset.keywords)))
+    service = DataService.model_validate({"@id": f"{dsp_url}#dsp", "endpointURL": dsp_url})
+    builder = CatalogBuilder(catalog_id=f"{dsp_url}#catalog", participant_id=participant_id,
+                             service=service, datasets=datasets)
+    return CatalogSnapshot(builder, tuple(o for d in datasets for o in d.offers))
+
+
+def _selected(selector: Any, assets: Any) -> list[str]:
+    ids = {a.id for a in assets}
+    if isinstance(selector, dict) and isinstance(selector.get("assetIds"), list):
+        return [a for a in selector["assetIds"] if a in ids]
+    if isinstance(selector, dict) and selector.get("all") is True:
+        return sorted(ids)
+    return []
+
+
+# ------------------------------------------------------------------ the control plane
+
+
+class ControlPlane:
+    def __init__(self, store: Store, client: DspClient, *, participant_id: str, dsp_url: str,
+                 clock: Clock = utcnow, rng: random.Random | None = None,
+                 worker_id: str | None = None) -> None:
+        self.store = store
+        self.client = client
+        self.participant_id = participant_id
+        self.dsp_url = dsp_url.rstrip("/")
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.worker_id = worker_id or f"worker-{uuid.uuid4()}"
+        self._wake = asyncio.Event()
+        self._catalog: CatalogSnapshot | None = None
+        self._catalog_at = 0.0
+        self._catalog_lock = asyncio.Lock()
+        self._stopping = False
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._changed: dict[str, asyncio.Event] = {}
+
+    # -------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="outbox-dispatcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        for t in list(self._inflight):
+            t.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    # -------------------------------------------------------------- catalog
+
+    async def catalog(self) -> CatalogSnapshot:
+        """The compiled catalog; rebuilt after a local change, and at least every
+        ``CATALOG_TTL`` seconds so changes made through another replica show up."""
+        snap = self._catalog
+        loop = asyncio.get_running_loop()
+        if snap is not None and loop.time() - self._catalog_at < CATALOG_TTL:
+            return snap
+        async with self._catalog_lock:
+            if self._catalog is None or loop.time() - self._catalog_at >= CATALOG_TTL:
+                self._catalog = await build_catalog(self.store, participant_id=self.participant_id,
+                                                    dsp_url=self.dsp_url)
+                self._catalog_at = loop.time()
+            return self._catalog
+
+    def catalog_changed(self) -> None:
+        self._catalog = None
+
+    # -------------------------------------------------------------- inbound negotiation messages
+
+    async def negotiation_message(self, body: Any, sender: str, attributes: Mapping[str, Any],
+                                  pid: str | None,
+                                  expected: tuple[type, ...] | None = None) -> tuple[int, dict[str, Any]]:
+        """Take in a DSP negotiation message; return (status, response body)."""
+        msg = parse_message(body, expected)
+        requester = Requester.of(sender, fact_values(attributes))
+        await self.catalog()  # the provider decides from its current offers
+
+        async def find(tx: Any) -> NegotiationRow | None:
+            if pid is not None:
+                row = await tx.negotiations.get_by_provider_pid(pid, role="provider")
+                if row is None:
+                    row = await tx.negotiations.get_by_consumer_pid(pid, role="consumer")
+                if row is None or row.counter_party_id != sender:
+                    raise ProtocolError(404, "404", [f"no negotiation {pid}"])
+                return row
+            # an initial message: a retry is recognised by the sender's own process id
+            if isinstance(msg, ContractRequestMessage):
+                row = await tx.negotiations.get_by_consumer_pid(msg.consumer_pid, role="provider")
+            else:
+                row = await tx.negotiations.get_by_provider_pid(
+                    getattr(msg, "provider_pid", None) or "", role="consumer")
+            if row is not None and row.counter_party_id != sender:
+                raise ProtocolError(400, "400", ["that process id is already in use"])
+            return row
+
+        t = await self._transition(find, Received(msg, sender), follow=requester)
+        assert t.response is not None
+        return t.response.status, t.response.body.to_wire()
+
+    async def get_negotiation(self, pid: str, sender: str) -> dict[str, Any]:
+        async with self.store.transaction(readonly=True) as tx:
+            row = await tx.negotiations.get_by_provider_pid(pid, role="provider")
+            if row is None:
+                row = await tx.negotiations.get_by_consumer_pid(pid, role="consumer")
+        if row is None or row.counter_party_id != sender:
+            raise ProtocolError(404, "404", [f"no negotiation {pid}"])
+        return row_to_negotiation(row).to_dsp().to_wire()
+
+    # -------------------------------------------------------------- local commands
+
+    async def request_offer(self, *, provider_url: str, provider_id: str,
+                            offer: Mapping[str, Any]) -> neg.Negotiation:
+        """Consumer: open a negotiation for ``offer`` (as the provider's catalog shows it)."""
+        cmd = neg.Request(offer=offer, provider_address=provider_url,
+                          callback_address=self.dsp_url, provider_id=provider_id)
+
+        async def find(tx: Any) -> None:
+            return None
+
+        t = await self._transition(find, cmd)
+        return t.negotiation
+
+    async def terminate(self, negotiation_id: str, reason: str) -> neg.Negotiation:
+        async def find(tx: Any) -> NegotiationRow | None:
+            row = await tx.negotiations.get(negotiation_id)
+            if row is None:
+                raise ProtocolError(404, "404", [f"no negotiation {negotiation_id}"])
+            return row
+
+        t = await self._transition(find, neg.Terminate(reason))
+        return t.negotiation
+
+    async def wait_for(self, negotiation_id: str, states: set[str], timeout: float) -> NegotiationRow | None:
+        """Wait until the negotiation's state is one of ``states`` (or the timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            async with self.store.transaction(readonly=True) as tx:
+                row = await tx.negotiations.get(negotiation_id)
+            if row is None or row.state in states or loop.time() >= deadline:
+                return row
+            ev = self._changed.setdefault(negotiation_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), min(0.5, max(0.01, deadline - loop.time())))
+            ev.clear()
+
+    # -------------------------------------------------------------- one transition, persisted
+
+    async def _transition(self, find: Callable[[Any], Awaitable[NegotiationRow | None]],
+                          event: Any, follow: Requester | None = None) -> neg.Transition:
+        for attempt in range(8):
+            now = self.clock()
+            try:
+                async with self.store.transaction() as tx:
+                    row = await find(tx)
+                    current = row_to_negotiation(row) if row is not None else None
+                    t = neg.apply(current, event, now)
+                    if t.duplicate:
+                        return t
+                    final = t.negotiation
+                    outgoing = list(t.outgoing)
+                    for cmd in self._follow_ups(final, follow, now):
+                        try:
+                            nxt = neg.apply(final, cmd, now)
+                        except ProtocolError as exc:  # the follow-up does not fit: leave it
+                            log.info("follow-up %s refused: %s", type(cmd).__name__, exc)
+                            break
+                        final = nxt.negotiation
+                        outgoing.extend(nxt.outgoing)
+                    new_row = negotiation_to_row(final, row.version if row else 0)
+                    if row is None:
+                        await tx.negotiations.add(new_row)
+                    else:
+                        await tx.negotiations.save(new_row, expected_version=row.version)
+                    await self._keep_agreement(tx, final, row)
+                    for out in outgoing:
+                        await tx.outbox.add(OutboxMessage.new(
+                            message_key=out.message_id, destination=out.url,
+                            payload=out.message.to_wire(), now=now,
+                            process_kind="negotiation", process_id=final.id))
+                self._after_commit(final.id, bool(outgoing))
+                return replace(t, negotiation=final)
+            except ConcurrentUpdate:
+                await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
+        raise ProtocolError(503, "503", ["the negotiation is busy; try again"])
+
+    def _follow_ups(self, n: neg.Negotiation, requester: Requester | None,
+                    now: datetime) -> list[Any]:
+        """What this side does next on its own, decided from the state just reached."""
+        s = neg.NegotiationState
+        if n.role is Role.PROVIDER and n.state is s.REQUESTED and requester is not None:
+            snap = self._catalog
+            offers = snap.offers if snap is not None else ()
+            d = decide_request(offers, n.offer, requester, now, provider_id=self.participant_id)
+            return [neg.Agree(d.agreement)] if d.agree and d.agreement else [neg.Terminate(d.reason)]
+        if n.role is Role.CONSUMER and n.state is s.AGREED and n.agreement is not None:
+            problems = verify_agreement(n.offer, n.agreement, consumer_id=self.participant_id,
+                                        provider_id=n.counter_party_id)
+            return [neg.Terminate("; ".join(problems))] if problems else [neg.Verify()]
+        if n.role is Role.PROVIDER and n.state is s.VERIFIED:
+            return [neg.Finalize()]
+        return []
+
+    async def _keep_agreement(self, tx: Any, n: neg.Negotiation, before: NegotiationRow | None) -> None:
+        if n.agreement is None or (before is not None and before.agreement_id):
+            return
+        a = n.agreement
+        await tx.agreements.add(AgreementRow(
+            id=str(a["@id"]), provider_id=str(a.get("assigner", "")),
+            consumer_id=str(a.get("assignee", "")), target=str(a.get("target", "")),
+            policy=dict(a), signed_at=self.clock(), negotiation_id=n.id))
+
+    def _after_commit(self, negotiation_id: str, wake: bool) -> None:
+        ev = self._changed.get(negotiation_id)
+        if ev is not None:
+            ev.set()
+        if wake:
+            self._wake.set()
+
+    # -------------------------------------------------------------- the outbox dispatcher
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            try:
+                sent = await self.dispatch_once()
+            except Exception:  # a broken round must not stop delivery for good
+                log.exception("outbox round failed")
+                sent = 0
+            if sent:
+                continue
+            self._wake.clear()
+            timeout = await self._next_due_in()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _next_due_in(self) -> float:
+        async with self.store.transaction(readonly=True) as tx:
+            due = await tx.outbox.next_due_at()
+        if due is None:
+            return 5.0  # another replica may add work; look again now and then
+        return min(5.0, max(0.0, (due - self.clock()).total_seconds()))
+
+    async def dispatch_once(self, limit: int = 32) -> int:
+        batch = await self.store.claim_due(self.worker_id, self.clock(), limit, LEASE_SECONDS)
+        if not batch:
+            return 0
+        await asyncio.gather(*(self._deliver(m) for m in batch))
+        return len(batch)
+
+    async def _deliver(self, m: OutboxMessage) -> None:
+        d = await self.client.request(m.method, m.destination, m.payload)
+        now = self.clock()
+        if d.ok:
+            await self.store.mark_sent(m.id, self.worker_id, now)
+            body = None
+            if isinstance(d.body, dict):
+                with contextlib.suppress(ProtocolError):
+                    body = ContractNegotiation.parse(d.body)
+            await self._outcome(m, Acknowledged(m.message_key, body))
+            return
+        exhausted = m.attempts + 1 >= MAX_ATTEMPTS
+        if d.permanent or exhausted:
+            await self.store.mark_failed(m.id, self.worker_id, d.reason, None)
+            await self._outcome(m, DeliveryFailed(m.message_key, True, d.reason))
+            return
+        from connector.store import next_backoff
+
+        delay = next_backoff(m.attempts + 1, BACKOFF_BASE, BACKOFF_CAP, self.rng)
+        await self.store.mark_failed(m.id, self.worker_id, d.reason, now + timedelta(seconds=delay))
+
+    async def _outcome(self, m: OutboxMessage, event: Any) -> None:
+        if m.process_kind != "negotiation" or m.process_id is None:
+            return
+        pid = m.process_id
+
+        async def find(tx: Any) -> NegotiationRow | None:
+            return await tx.negotiations.get(pid)
+
+        try:
+            await self._transition(find, event)
+        except ProtocolError as exc:
+            log.warning("outcome of %s for %s not applied: %s", m.message_key, pid, exc)
+
+
+def policy_problems(document: Any) -> list[str]:
+    """Every problem of a policy document (strict: unknown terms included); empty if valid."""
+    try:
+        load_policy(document, strict=True)
+    except PolicyError as exc:
+        return [str(p) for p in exc.problems]
+    return []

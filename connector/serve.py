@@ -1,0 +1,155 @@
+"""`connector serve CONFIG`: one connector process (control plane: DSP + management API)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+
+from connector.config import Config
+from connector.http.client import DspClient
+from connector.http.dsp import dsp_app
+from connector.http.management import management_app
+from connector.http.tls import client_context, server_context
+from connector.identity.client import DatClient, ParticipantIdentity
+from connector.identity.verify import DatVerifier
+from connector.runtime import CatalogSnapshot, ControlPlane
+from connector.store import Store
+
+log = logging.getLogger("connector")
+
+
+async def _retry(what: str, fn: Callable[[], Awaitable[Any]], seconds: float = 30.0) -> Any:
+    """Start-up calls to the authority: wait for it a while rather than fail at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        try:
+            return await fn()
+        except Exception as exc:
+            if loop.time() >= deadline:
+                raise SystemExit(f"connector: {what} failed: {exc}") from exc
+            await asyncio.sleep(0.5)
+
+
+Describe = Callable[[str | None], Awaitable[tuple[bytes, str] | None]]
+
+
+def self_description_source(cp: ControlPlane, config: Config, identity: ParticipantIdentity,
+                            security_profile: str) -> Describe:
+    from connector.selfdescription import (
+        ConnectorInfo,
+        DatasetInfo,
+        DistributionInfo,
+        negotiate,
+        self_description_graph,
+        serialize,
+    )
+
+    cache: dict[tuple[int, str], bytes] = {}
+    public_pem = identity.certificate.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    base = config.connector.public_url
+
+    def info() -> ConnectorInfo:
+        return ConnectorInfo(
+            id=f"{base}/", participant_id=identity.participant_id, title=config.connector.title,
+            description=config.connector.description, curator=config.connector.curator,
+            maintainer=config.connector.maintainer, security_profile=security_profile,
+            dsp_base_url=base, self_description_url=f"{base}/", public_key_pem=public_pem,
+            catalog_id=f"{base}#catalog", dsp_service_id=f"{base}#dsp")
+
+    def datasets(snap: CatalogSnapshot) -> list[DatasetInfo]:
+        out = []
+        for p in snap.builder._datasets:  # the same datasets the DSP catalog shows
+            d = p.dataset
+            out.append(DatasetInfo(
+                id=d.id, title=d.title or d.id, description=d.description, keywords=d.keywords,
+                distributions=[DistributionInfo(x.format, base) for x in d.distributions],
+                offers=[{k: v for k, v in o.offer.items() if k != "target"} for o in d.offers]))
+        return out
+
+    async def describe(accept: str | None) -> tuple[bytes, str] | None:
+        media_type = negotiate(accept)
+        if media_type is None:
+            return None
+        snap = await cp.catalog()
+        key = (id(snap), media_type)
+        if key not in cache:
+            cache.clear()
+            cache[key] = serialize(self_description_graph(info(), datasets(snap)), media_type)
+        return cache[key], media_type
+
+    return describe
+
+
+async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> None:
+    store = await Store.open(config.store_url)
+    await store.migrate()
+    identity = ParticipantIdentity.load(config.participant_dir)
+    timeout = aiohttp.ClientTimeout(total=15)
+    session = aiohttp.ClientSession(timeout=timeout)
+    authority = config.connector.authority_url
+    try:
+        dat = await _retry("authority discovery",
+                           lambda: DatClient.discover(session, authority, identity))
+        verifier = await _retry("authority JWKS", lambda: DatVerifier.from_authority(
+            session, authority))
+        own = await _retry("obtaining a DAT", dat.token)
+        claims = await verifier.verify(own)
+        cert, key, ca = config.tls_files
+        client_ssl = None if config.dsp.plain_http else client_context(ca, cert, key)
+        client = DspClient(session, dat.token, ssl_context=client_ssl)
+        cp = ControlPlane(store, client, participant_id=identity.participant_id,
+                          dsp_url=config.connector.public_url)
+        cp.start()
+        describe = self_description_source(
+            cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")
+            .replace("idsc:", "https://w3id.org/idsa/code/"))
+        version = {"protocolVersions": [{"version": "2025-1", "path": "/", "binding": "HTTPS"}]}
+        dsp = dsp_app(cp, verifier, require_tls_binding=not config.dsp.plain_http,
+                      version_document=version, self_description=describe)
+        mgmt = management_app(cp, config.management_api_key())
+        runners = []
+        urls = []
+        server_ssl = None if config.dsp.plain_http else server_context(
+            cert, key, ca, require_client_cert=config.dsp.mutual_tls)
+        for app, host, port, ssl_ctx in ((dsp, config.dsp.host, config.dsp.port, server_ssl),
+                                         (mgmt, config.management.host, config.management.port,
+                                          None)):
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+            await site.start()
+            runners.append(runner)
+            actual = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            urls.append(f"{'https' if ssl_ctx else 'http'}://{host}:{actual}")
+        line = f"connector {identity.participant_id} ready dsp={urls[0]} management={urls[1]}"
+        (ready or (lambda s: print(s, flush=True)))(line)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await cp.stop()
+        for runner in runners:
+            await runner.cleanup()
+    finally:
+        await session.close()
+        await store.close()
+
+
+def serve(config: Config) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    asyncio.run(run(config))
