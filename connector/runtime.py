@@ -181,7 +181,11 @@ class ControlPlane:
 
     # -------------------------------------------------------------- lifecycle
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        async with self.store.transaction() as tx:
+            released = await tx.outbox.release_claims(self.worker_id, self.clock())
+        if released:
+            log.info("took back %d message(s) in flight before a restart", released)
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="outbox-dispatcher")
 
     async def stop(self) -> None:
@@ -305,6 +309,8 @@ class ControlPlane:
                     current = row_to_negotiation(row) if row is not None else None
                     t = neg.apply(current, event, now)
                     if t.duplicate:
+                        log.info("duplicate DSP message ignored for negotiation %s",
+                                 current.id if current else "(new)")
                         return t
                     final = t.negotiation
                     outgoing = list(t.outgoing)

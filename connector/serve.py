@@ -108,9 +108,12 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         cert, key, ca = config.tls_files
         client_ssl = None if config.dsp.plain_http else client_context(ca, cert, key)
         client = DspClient(session, dat.token, ssl_context=client_ssl)
+        # One worker id per replica (its DSP address): a restarted replica takes back the
+        # outbox messages it had in flight when it stopped.
         cp = ControlPlane(store, client, participant_id=identity.participant_id,
-                          dsp_url=config.connector.public_url)
-        cp.start()
+                          dsp_url=config.connector.public_url,
+                          worker_id=f"{config.connector.public_url}")
+        await cp.start()
         describe = self_description_source(
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")
             .replace("idsc:", "https://w3id.org/idsa/code/"))

@@ -163,9 +163,19 @@ def _jsonld_rules(node: Any) -> Any:
     return out
 
 
+XSD = "http://www.w3.org/2001/XMLSchema#"
+
+
 def _right(v: Any) -> Any:
     if isinstance(v, list):
         return [_right(x) for x in v]
+    # DSP wants a right operand as a string, an object or an array: numbers become typed values
+    if isinstance(v, bool):
+        return {"@value": "true" if v else "false", "@type": XSD + "boolean"}
+    if isinstance(v, int):
+        return {"@value": str(v), "@type": XSD + "integer"}
+    if isinstance(v, float):
+        return {"@value": repr(v), "@type": XSD + "decimal"}
     if isinstance(v, str):
         iri = expand_term(v) if ":" in v else v
         if iri.startswith(("http://", "https://", "urn:")):

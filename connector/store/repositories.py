@@ -810,6 +810,18 @@ class OutboxRepository(_Repository):
         )
         return result.rowcount == 1
 
+    async def release_claims(self, worker_id: str, now: datetime) -> int:
+        """A restarted worker takes back what it had in flight when it stopped (a crash): those
+        messages are due again at once instead of after their lease. The receiver
+        de-duplicates, so one that was delivered before the crash does no harm."""
+        o = t.outbox
+        result = await self._execute(
+            sa.update(o)
+            .where(o.c.status == "in_flight", o.c.claimed_by == worker_id)
+            .values(status="pending", claimed_by=None, claimed_until=None, next_attempt_at=now)
+        )
+        return int(result.rowcount or 0)
+
     async def requeue(self, message_id: str, now: datetime) -> bool:
         """Give a dead message another chance (operator action); attempts restart at 0."""
         o = t.outbox

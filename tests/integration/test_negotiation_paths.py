@@ -1,0 +1,193 @@
+"""Negotiation paths between real processes: eligibility, counter-offers, crashes, replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dataspace_testlib import DataSpace, negotiate, offer_asset, wait_final
+
+pytestmark = pytest.mark.integration
+N_TIMES_10 = {"template": "n-times-usage", "params": {"max": "10"}}
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
+    """Plain HTTP on loopback (the explicit test mode); the TLS path has its own test module."""
+    ds = DataSpace(tmp_path_factory.mktemp("plain"), tls=False)
+    try:
+        yield ds
+        ds.assert_wire_valid()
+    finally:
+        ds.close()
+
+
+@pytest.fixture(scope="module")
+def pair(plain: DataSpace) -> tuple:
+    provider = plain.connector("prov", roles=("provider",), profile="idsc:TRUST_SECURITY_PROFILE")
+    consumer = plain.connector("cons", roles=("consumer",))
+    return provider, consumer
+
+
+def test_plain_http_negotiation_finalizes(pair: tuple) -> None:
+    provider, consumer = pair
+    offer = offer_asset(provider, asset_id="urn:asset:open", contract=N_TIMES_10)
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", (n, provider.log[-10:])
+
+
+def test_ineligible_consumer_sees_nothing_and_is_terminated_with_a_reason(pair: tuple) -> None:
+    provider, consumer = pair
+    offer_asset(provider, asset_id="urn:asset:secret", contract=N_TIMES_10,
+                access={"template": "security-level-restricted",
+                        "params": {"securityLevel": "idsc:TRUST_SECURITY_PROFILE"}},
+                offer_id="urn:offer:trusted-only")
+    status, cat = consumer.api("POST", "/api/catalog", {"peerUrl": provider.dsp_url})
+    assert status == 200
+    assert "urn:asset:secret" not in [d["id"] for d in cat["datasets"]]
+    # asking directly for the hidden offer's terms
+    status, n = consumer.api("POST", "/api/negotiations", {
+        "peerUrl": provider.dsp_url, "offerId": "urn:offer:trusted-only:urn:asset:secret",
+        "datasetId": "urn:asset:secret",
+        "terms": {"permission": [{"action": "use", "constraint": [
+            {"leftOperand": "count", "operator": "lteq", "rightOperand": 10}]}]}})
+    assert status == 201, n
+    final = wait_final(consumer, n["id"])
+    assert final["state"] == "TERMINATED"
+    reason = " ".join(final["terminationReason"] or [])
+    assert "not available to" in reason and "SECURITY_LEVEL" in reason, reason
+
+
+@pytest.mark.parametrize(("limit", "state", "why"), [
+    (5, "FINALIZED", None),
+    (20, "TERMINATED", "not at least as strict"),
+])
+def test_consumer_counter_offer(pair: tuple, limit: int, state: str, why: str | None) -> None:
+    provider, consumer = pair
+    asset = f"urn:asset:counter-{limit}"
+    offer_asset(provider, asset_id=asset, contract=N_TIMES_10, offer_id=f"urn:offer:c{limit}")
+    status, n = consumer.api("POST", "/api/negotiations", {
+        "peerUrl": provider.dsp_url, "offerId": f"urn:offer:c{limit}:{asset}", "datasetId": asset,
+        "terms": {"permission": [{"action": "use", "constraint": [
+            {"leftOperand": "count", "operator": "lteq", "rightOperand": limit}]}]}})
+    assert status == 201, n
+    final = wait_final(consumer, n["id"])
+    assert final["state"] == state, final
+    if why:
+        assert why in " ".join(final["terminationReason"] or [])
+    else:
+        status, agreement = consumer.api("GET", f"/api/agreements/{final['agreementId']}")
+        constraint = agreement["policy"]["permission"][0]["constraint"][0]
+        assert constraint["rightOperand"]["@value"] == str(limit)
+
+
+def test_unauthenticated_dsp_calls_get_404(pair: tuple) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    provider, _ = pair
+    body = json.dumps({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+                       "@type": "CatalogRequestMessage"}).encode()
+    for headers in ({}, {"Authorization": "Bearer not.a.token"},
+                    {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}):
+        req = urllib.request.Request(provider.dsp_url + "/catalog/request", data=body,
+                                     headers={"Content-Type": "application/json", **headers})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 404
+    with urllib.request.urlopen(provider.dsp_url + "/.well-known/dspace-version",
+                                timeout=5) as resp:
+        assert json.loads(resp.read())["protocolVersions"][0]["version"] == "2025-1"
+
+
+def test_kill_9_and_restart_completes_every_negotiation(plain: DataSpace) -> None:
+    provider = plain.connector("crashprov", roles=("provider",))
+    consumer = plain.connector("crashcons", roles=("consumer",))
+    offer = offer_asset(provider, asset_id="urn:asset:crash", contract=N_TIMES_10)
+    rng = random.Random(7)
+    started = []
+    for round_ in range(4):
+        victim = provider if round_ % 2 == 0 else consumer
+        status, n = consumer.api("POST", "/api/negotiations",
+                                 {"peerUrl": provider.dsp_url, "offerId": offer})
+        assert status == 201, n
+        started.append(n["id"])
+        time.sleep(rng.uniform(0.0, 0.05))
+        victim.kill9()
+        time.sleep(0.3)
+        victim.start()
+    for nid in started:
+        assert wait_final(consumer, nid, timeout=60)["state"] == "FINALIZED", nid
+    deadline = time.monotonic() + 60
+    while True:  # the provider's last message may still await its acknowledgement
+        status, provider_side = provider.api("GET", "/api/negotiations?limit=500")
+        if all(n["state"] == "FINALIZED" for n in provider_side) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(provider_side) == len(started)  # nothing duplicated
+    assert [n["state"] for n in provider_side] == ["FINALIZED"] * len(started)
+    for c in (provider, consumer):
+        status, agreements = c.api("GET", "/api/agreements?limit=500")
+        assert len(agreements) == len(started)
+
+
+PG = os.environ.get("CONNECTOR_TEST_PG")
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG, reason="CONNECTOR_TEST_PG not set: PostgreSQL tests need a server")
+def test_two_replicas_on_postgresql_never_send_a_message_twice(plain: DataSpace) -> None:
+    schema = f"it_{uuid.uuid4().hex[:10]}"
+    url = f"{PG}?schema={schema}"
+    a = plain.connector("replicaA", roles=("provider",), store=url)
+    b = plain.connector("replicaB", roles=("provider",), store=url, participant_dir=a.directory)
+    consumer = plain.connector("replcons", roles=("consumer",))
+    try:
+        offer = offer_asset(a, asset_id="urn:asset:replicated", contract=N_TIMES_10)
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(
+                lambda i: negotiate(consumer, a if i % 2 else b, offer, timeout=60), range(16)))
+        assert all(r["state"] == "FINALIZED" for r in results), results
+        # each message went out once: the consumer never saw a duplicate, and every outbox row of
+        # the shared store was claimed and sent by exactly one replica, on the first attempt
+        dupes = [line for line in consumer.log if "duplicate DSP message" in line]
+        assert dupes == []
+        rows = asyncio.run(_outbox_rows(PG, schema))
+        assert rows and all(r["status"] == "sent" and r["attempts"] == 1 for r in rows), rows
+        assert len({r["claimed_by"] for r in rows}) == 2  # both replicas delivered
+    finally:
+        a.stop()
+        b.stop()
+        asyncio.run(_drop_schema(PG, schema))
+
+
+async def _outbox_rows(url: str, schema: str) -> list[dict]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(f'SELECT status, attempts, claimed_by FROM "{schema}".outbox')
+        return [dict(r) for r in rows]
+    finally:
+        await conn.close()
+
+
+async def _drop_schema(url: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
