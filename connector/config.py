@@ -23,6 +23,7 @@ api_key_file = "provider/management.key"   # or api_key = "..."
 [store]
 url = "sqlite:///provider/connector.db"    # default: connector.db in the participant dir;
                                            # "postgresql://..." for PostgreSQL
+sqlite_synchronous = "NORMAL"              # "FULL": also durable across a power cut
 ```
 Relative paths are relative to the config file's folder.
 """
@@ -85,6 +86,9 @@ class ManagementSection(_Section):
 
 class StoreSection(_Section):
     url: str | None = None
+    # SQLite in WAL mode with synchronous=NORMAL survives a process crash (kill -9) with every
+    # committed transaction; FULL also survives a power cut, at an fsync per commit.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
 
 
 class NegotiationSection(_Section):

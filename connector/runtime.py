@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,6 +51,9 @@ MAX_ATTEMPTS = 12  # deliveries of one message before it is dead-lettered
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 60.0
 LEASE_SECONDS = 30.0
 CATALOG_TTL = 10.0
+BATCH = 32
+POLL = 1.0  # seconds between outbox polls when nothing wakes the dispatcher
+TIMING = bool(os.environ.get("CONNECTOR_TIMING"))
 
 
 def utcnow() -> datetime:
@@ -178,6 +182,7 @@ class ControlPlane:
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._changed: dict[str, asyncio.Event] = {}
+        self._queued_behind: set[str] = set()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -300,11 +305,14 @@ class ControlPlane:
     # -------------------------------------------------------------- one transition, persisted
 
     async def _transition(self, find: Callable[[Any], Awaitable[NegotiationRow | None]],
-                          event: Any, follow: Requester | None = None) -> neg.Transition:
+                          event: Any, follow: Requester | None = None,
+                          also: Callable[[Any], Awaitable[Any]] | None = None) -> neg.Transition:
         for attempt in range(8):
             now = self.clock()
             try:
                 async with self.store.transaction() as tx:
+                    if also is not None:  # e.g. mark the outbox row sent, in the same commit
+                        await also(tx)
                     row = await find(tx)
                     current = row_to_negotiation(row) if row is not None else None
                     t = neg.apply(current, event, now)
@@ -328,12 +336,34 @@ class ControlPlane:
                     else:
                         await tx.negotiations.save(new_row, expected_version=row.version)
                     await self._keep_agreement(tx, final, row)
-                    for out in outgoing:
-                        await tx.outbox.add(OutboxMessage.new(
+                    direct: list[OutboxMessage] = []
+                    for i, out in enumerate(outgoing):
+                        m = OutboxMessage.new(
                             message_key=out.message_id, destination=out.url,
                             payload=out.message.to_wire(), now=now,
-                            process_kind="negotiation", process_id=final.id))
-                self._after_commit(final.id, bool(outgoing))
+                            process_kind="negotiation", process_id=final.id)
+                        if i == 0 and not await tx.outbox.list(
+                                status=("pending", "in_flight"), process_kind="negotiation",
+                                process_id=final.id, limit=1):
+                            # Nothing of this process ahead of it: claim it in this commit and
+                            # deliver it right after (no dispatcher round trip). A crash before
+                            # delivery leaves it claimed; the lease or a restart recovers it.
+                            m = replace(m, status="in_flight", claimed_by=self.worker_id,
+                                        claimed_until=now + timedelta(seconds=LEASE_SECONDS),
+                                        attempts=1)
+                            direct.append(m)
+                        await tx.outbox.add(m)
+                for m in direct:
+                    self._spawn(self._deliver(m))
+                if len(outgoing) > len(direct):
+                    # queued behind a message of the process still in flight: its delivery
+                    # outcome wakes the dispatcher (see _deliver)
+                    self._queued_behind.add(final.id)
+                self._after_commit(final.id, len(outgoing) > len(direct))
+                if TIMING:
+                    log.info("TIMING %s %s -> %s in %.1f ms", type(event).__name__,
+                             current.state.value if current else "-", final.state.value,
+                             (self.clock() - now).total_seconds() * 1000)
                 return replace(t, negotiation=final)
             except ConcurrentUpdate:
                 await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
@@ -365,6 +395,11 @@ class ControlPlane:
             consumer_id=str(a.get("assignee", "")), target=str(a.get("target", "")),
             policy=dict(a), signed_at=self.clock(), negotiation_id=n.id))
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
     def _after_commit(self, negotiation_id: str, wake: bool) -> None:
         ev = self._changed.get(negotiation_id)
         if ev is not None:
@@ -375,66 +410,83 @@ class ControlPlane:
     # -------------------------------------------------------------- the outbox dispatcher
 
     async def _dispatch_loop(self) -> None:
+        """Deliver what is due: woken by this process's commits; polls every POLL seconds for
+        retries that come due and for work other replicas left (a crashed one's leases)."""
         while not self._stopping:
+            self._wake.clear()
             try:
-                sent = await self.dispatch_once()
+                sent = await self.dispatch_once(BATCH)
             except Exception:  # a broken round must not stop delivery for good
                 log.exception("outbox round failed")
                 sent = 0
-            if sent:
+            if sent >= BATCH:
                 continue
-            self._wake.clear()
-            timeout = await self._next_due_in()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), POLL)
 
-    async def _next_due_in(self) -> float:
-        async with self.store.transaction(readonly=True) as tx:
-            due = await tx.outbox.next_due_at()
-        if due is None:
-            return 5.0  # another replica may add work; look again now and then
-        return min(5.0, max(0.0, (due - self.clock()).total_seconds()))
-
-    async def dispatch_once(self, limit: int = 32) -> int:
+    async def dispatch_once(self, limit: int = BATCH) -> int:
         batch = await self.store.claim_due(self.worker_id, self.clock(), limit, LEASE_SECONDS)
-        if not batch:
-            return 0
-        await asyncio.gather(*(self._deliver(m) for m in batch))
+        for m in batch:
+            self._spawn(self._deliver(m))
         return len(batch)
 
     async def _deliver(self, m: OutboxMessage) -> None:
+        try:
+            await self._deliver_once(m)
+        finally:
+            if m.process_id in self._queued_behind:
+                self._queued_behind.discard(m.process_id)
+                self._wake.set()  # the next message of this process may go now
+
+    async def _deliver_once(self, m: OutboxMessage) -> None:
+        t0 = self.clock()
         d = await self.client.request(m.method, m.destination, m.payload)
         now = self.clock()
+        if TIMING:
+            log.info("TIMING deliver %s %s in %.1f ms (queued %.1f ms before)",
+                     m.destination.rsplit("/", 2)[-2:], d.status,
+                     (now - t0).total_seconds() * 1000, (t0 - m.created_at).total_seconds() * 1000)
         if d.ok:
-            await self.store.mark_sent(m.id, self.worker_id, now)
             body = None
             if isinstance(d.body, dict):
                 with contextlib.suppress(ProtocolError):
                     body = ContractNegotiation.parse(d.body)
-            await self._outcome(m, Acknowledged(m.message_key, body))
+
+            async def sent(tx: Any) -> None:
+                await tx.outbox.mark_sent(m.id, self.worker_id, now)
+
+            if not await self._outcome(m, Acknowledged(m.message_key, body), also=sent):
+                await self.store.mark_sent(m.id, self.worker_id, now)
             return
-        exhausted = m.attempts + 1 >= MAX_ATTEMPTS
+        exhausted = m.attempts >= MAX_ATTEMPTS  # attempts counts this one (set by the claim)
         if d.permanent or exhausted:
             await self.store.mark_failed(m.id, self.worker_id, d.reason, None)
             await self._outcome(m, DeliveryFailed(m.message_key, True, d.reason))
             return
         from connector.store import next_backoff
 
-        delay = next_backoff(m.attempts + 1, BACKOFF_BASE, BACKOFF_CAP, self.rng)
+        delay = next_backoff(m.attempts, BACKOFF_BASE, BACKOFF_CAP, self.rng)
         await self.store.mark_failed(m.id, self.worker_id, d.reason, now + timedelta(seconds=delay))
+        if delay < POLL:  # come back for it sooner than the next poll
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
 
-    async def _outcome(self, m: OutboxMessage, event: Any) -> None:
+    async def _outcome(self, m: OutboxMessage, event: Any,
+                       also: Callable[[Any], Awaitable[Any]] | None = None) -> bool:
+        """Apply a delivery outcome to its process (with ``also`` in the same transaction);
+        False if it could not be applied (then ``also`` did not run either)."""
         if m.process_kind != "negotiation" or m.process_id is None:
-            return
+            return False
         pid = m.process_id
 
         async def find(tx: Any) -> NegotiationRow | None:
             return await tx.negotiations.get(pid)
 
         try:
-            await self._transition(find, event)
+            await self._transition(find, event, also=also)
+            return True
         except ProtocolError as exc:
             log.warning("outcome of %s for %s not applied: %s", m.message_key, pid, exc)
+            return False
 
 
 def policy_problems(document: Any) -> list[str]:

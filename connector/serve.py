@@ -92,7 +92,8 @@ def self_description_source(cp: ControlPlane, config: Config, identity: Particip
 
 
 async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> None:
-    store = await Store.open(config.store_url)
+    store = await Store.open(config.store_url,
+                             sqlite_synchronous=config.store.sqlite_synchronous)
     await store.migrate()
     identity = ParticipantIdentity.load(config.participant_dir)
     timeout = aiohttp.ClientTimeout(total=15)

@@ -140,7 +140,7 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
         page = snap.builder.catalog(Requester.of(sender, fact_values(attrs)), cp.clock(),
                                     page_size=page_size, cursor=request.query.get("cursor"),
                                     base_url=f"{cp.dsp_url}/catalog/request")
-        resp = web.json_response(page.catalog.to_wire())
+        resp = web.json_response(page.wire)
         if page.links:
             resp.headers["Link"] = ", ".join(page.links)
         if "gzip" in request.headers.get("Accept-Encoding", ""):

@@ -27,7 +27,7 @@ from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PULL, Catalog, DataService, Dataset, Distribution
 
 DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
+MAX_PAGE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,15 @@ class CatalogDataset:
 
 @dataclass(frozen=True)
 class CatalogPage:
-    catalog: Catalog
+    wire: dict[str, Any]  # the response body, compacted JSON-LD, valid against catalog-schema
     next_cursor: str | None = None
     previous_cursor: str | None = None
     links: list[str] = field(default_factory=list)  # Link header values
+
+    @property
+    def catalog(self) -> Catalog:
+        """The body as a model (parsed on demand: the edge sends ``wire`` as it is)."""
+        return Catalog.parse(self.wire)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,9 @@ class _Prepared:
     dataset: CatalogDataset
     offers: tuple[tuple[KnownOffer, dict[str, Any]], ...]  # with the catalog form of the offer
     distributions: tuple[tuple[str, str], ...]  # (format, service id)
+    # the dataset's JSON when every offer is visible, rendered once: a catalog of 10,000
+    # datasets then costs one compiled decision per offer, not a model per dataset
+    rendered: dict[str, Any]
 
 
 class CatalogBuilder:
@@ -82,7 +90,7 @@ class CatalogBuilder:
                     raise ValueError(f"dataset {d.id}: distribution {fmt} names unknown service {sid}")
             if not dists:
                 raise ValueError(f"dataset {d.id} has no distribution")
-            prepared.append(_Prepared(d, offers, dists))
+            prepared.append(_Prepared(d, offers, dists, {}))
         ids = [p.dataset.id for p in prepared]
         if len(set(ids)) != len(ids):
             raise ValueError("dataset ids must be unique")
@@ -112,12 +120,14 @@ class CatalogBuilder:
             page = found[:page_size]
             has_previous = direction == "after" and any(
                 True for _ in self._visible(range(start - 1, -1, -1), requester, now, 1))
-        datasets = [self._dataset_json(p, offers, inline=False) for p, offers in page]
+        datasets = [self._dataset_wire(p, offers) for p, offers in page]
         used = {sid for p, _ in page for _, sid in p.distributions} | {self.service.id}
-        catalog = Catalog(
+        wire = Catalog(
             id=self.catalog_id, participant_id=self.participant_id,
             service=[self.services[s] for s in sorted(used, key=lambda s: s != self.service.id)],
-            dataset=datasets or None)
+            dataset=None).to_wire()
+        if datasets:
+            wire["dataset"] = datasets
         next_cursor = _encode("after", page[-1][0].dataset.id) if has_next and page else None
         previous_cursor = _encode("before", page[0][0].dataset.id) if has_previous and page else None
         if direction == "before" and not page and has_next:
@@ -128,7 +138,7 @@ class CatalogBuilder:
                 links.append(f'<{_with_cursor(base_url, next_cursor)}>; rel="next"')
             if previous_cursor:
                 links.append(f'<{_with_cursor(base_url, previous_cursor)}>; rel="previous"')
-        return CatalogPage(catalog, next_cursor, previous_cursor, links)
+        return CatalogPage(wire, next_cursor, previous_cursor, links)
 
     def dataset(self, dataset_id: str, requester: Requester, now: datetime) -> Dataset:
         """The single-dataset response; 404 when unknown or when no offer is for ``requester``
@@ -155,6 +165,13 @@ class CatalogBuilder:
                 n += 1
                 if n >= limit:
                     return
+
+    def _dataset_wire(self, p: _Prepared, offers: list[dict[str, Any]]) -> dict[str, Any]:
+        if len(offers) == len(p.offers):
+            if not p.rendered:
+                p.rendered.update(self._dataset_json(p, offers, inline=False).to_json())
+            return p.rendered
+        return self._dataset_json(p, offers, inline=False).to_json()
 
     def _dataset_json(self, p: _Prepared, offers: list[dict[str, Any]], *, inline: bool) -> Dataset:
         d = p.dataset
