@@ -25,6 +25,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -43,7 +44,7 @@ dataspace_testlib.ENV.pop("CONNECTOR_DSP_SCHEMAS", None)
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def negotiations(consumer: Connector, provider: Connector, offer: str, total: int,
