@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 import uuid
@@ -29,17 +28,13 @@ from typing import Any
 
 import aiohttp
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-import dataspace_testlib  # noqa: E402
-from dataspace_testlib import Connector, DataSpace, offer_asset  # noqa: E402
+from connector.devspace import Connector, DataSpace, offer_asset
+from connector.identity.client import DatClient, ParticipantIdentity
+from connector.store import Store
+from connector.store.rows import AssetRow, OfferRow, PolicyRow
 
-from connector.identity.client import DatClient, ParticipantIdentity  # noqa: E402
-from connector.store import Store  # noqa: E402
-from connector.store.rows import AssetRow, OfferRow, PolicyRow  # noqa: E402
-
-# The connector processes run as in production: no schema checks on the measured path.
-dataspace_testlib.ENV.pop("CONNECTOR_DSP_SCHEMAS", None)
+# The connector processes run as in production: no schema checks on the measured path
+# (DataSpace without wire_schemas).
 
 
 def pct(values: list[float], p: float) -> float:

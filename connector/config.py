@@ -53,6 +53,9 @@ class ConnectorSection(_Section):
     description: str | None = None
     curator: str = "https://example.org/"
     maintainer: str = "https://example.org/"
+    # how often the authority's revocation list is fetched: a revoked participant's tokens are
+    # refused no later than this after the revocation
+    revocation_poll_interval: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("authority_url", "public_url", "curator", "maintainer")
     @classmethod

@@ -103,7 +103,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         dat = await _retry("authority discovery",
                            lambda: DatClient.discover(session, authority, identity))
         verifier = await _retry("authority JWKS", lambda: DatVerifier.from_authority(
-            session, authority))
+            session, authority,
+            revocation_poll_interval=config.connector.revocation_poll_interval))
         own = await _retry("obtaining a DAT", dat.token)
         claims = await verifier.verify(own)
         cert, key, ca = config.tls_files

@@ -16,7 +16,11 @@ def test_demo_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Demo complete." in out
-    # the engine's reasons reach the user
-    assert "idsc:BASE_SECURITY_PROFILE = idsc:TRUST_SECURITY_PROFILE does not hold" in out
+    # a negotiation between real connector processes, and the engine's reasons reach the user
+    assert "FINALIZED: agreement" in out
+    assert "the consumer sees: ['urn:asset:weather-2026']" in out
+    assert "asking for urn:asset:grid-load directly: TERMINATED" in out
+    assert "SECURITY_LEVEL" in out
     assert "use number 4 (3 completed)" in out
     assert "is revoked" in out
+    assert "the consumer's catalog request now gets: 502" in out

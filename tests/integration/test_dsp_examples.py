@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataspace_testlib import DataSpace, cli  # noqa: E402
-from dsp_schema import EXAMPLES, assert_valid  # noqa: E402
+from dataspace_testlib import DataSpace, cli
+from dsp_schema import EXAMPLES, assert_valid
 
-from connector.identity.client import DatClient, ParticipantIdentity  # noqa: E402
+from connector.identity.client import DatClient, ParticipantIdentity
 
 pytestmark = pytest.mark.integration
 NOWHERE = "http://127.0.0.1:9/callback"  # loopback, nothing listens: never the example's host
