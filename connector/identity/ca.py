@@ -185,24 +185,19 @@ class CertificateAuthority:
     def key_identifier(self) -> bytes:
         return _ski(self.certificate)
 
-    def sign_csr(
-        self,
-        csr: x509.CertificateSigningRequest,
-        *,
-        now: float,
-        validity_days: int = 365,
-    ) -> x509.Certificate:
-        """Issue a participant certificate for a CSR whose self-signature verifies."""
+    def _checked_request(self, csr: x509.CertificateSigningRequest, what: str
+                         ) -> tuple[PublicKey, str]:
+        """The CSR's key and common name, after the checks every issued certificate needs."""
         if not csr.is_signature_valid:
-            raise RegistrationError("CSR signature is invalid (the request was altered)")
+            raise RegistrationError(f"{what} signature is invalid (the request was altered)")
         try:
             public: PublicKey = csr.public_key()  # type: ignore[assignment]
             algorithm_of(public)
         except KeyFormatError as exc:
-            raise RegistrationError(f"CSR key not accepted: {exc}") from exc
+            raise RegistrationError(f"{what} key not accepted: {exc}") from exc
         name = common_name(csr.subject)
         if name is None:
-            raise RegistrationError("CSR subject must carry exactly one common name (CN)")
+            raise RegistrationError(f"{what} subject must carry exactly one common name (CN)")
         validate_name(name)
         ca_public = self.certificate.public_key()
         if public.public_bytes(
@@ -210,10 +205,14 @@ class CertificateAuthority:
         ) == ca_public.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         ):
-            raise RegistrationError("CSR uses the CA's own key")
+            raise RegistrationError(f"{what} uses the CA's own key")
+        return public, name
+
+    def _issue(self, public: PublicKey, name: str, *, now: float, validity_days: int,
+               extensions: list[tuple[x509.ExtensionType, bool]]) -> x509.Certificate:
         ca_not_after = self.certificate.not_valid_after_utc.timestamp()
         not_after = min(now + validity_days * 86400, ca_not_after)
-        return (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
             .issuer_name(self.certificate.subject)
@@ -222,21 +221,11 @@ class CertificateAuthority:
             .not_valid_before(_as_datetime(now - 60))
             .not_valid_after(_as_datetime(not_after))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return (
+            builder.add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
                 ),
@@ -252,6 +241,23 @@ class CertificateAuthority:
             .sign(self.key, _signing_hash(self.key))
         )
 
+    def sign_csr(
+        self,
+        csr: x509.CertificateSigningRequest,
+        *,
+        now: float,
+        validity_days: int = 365,
+    ) -> x509.Certificate:
+        """Issue a participant certificate for a CSR whose self-signature verifies."""
+        public, name = self._checked_request(csr, "CSR")
+        usage = x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False,
+        )
+        return self._issue(public, name, now=now, validity_days=validity_days,
+                           extensions=[(usage, True)])
+
     def sign_tls_csr(
         self,
         csr: x509.CertificateSigningRequest,
@@ -264,17 +270,7 @@ class CertificateAuthority:
         The CSR must carry a subjectAltName with DNS names and/or IP addresses only; they are
         copied as they are, so peers can check the host name against the certificate.
         """
-        if not csr.is_signature_valid:
-            raise RegistrationError("TLS CSR signature is invalid (the request was altered)")
-        try:
-            public: PublicKey = csr.public_key()  # type: ignore[assignment]
-            algorithm_of(public)
-        except KeyFormatError as exc:
-            raise RegistrationError(f"TLS CSR key not accepted: {exc}") from exc
-        name = common_name(csr.subject)
-        if name is None:
-            raise RegistrationError("TLS CSR subject must carry exactly one common name (CN)")
-        validate_name(name)
+        public, name = self._checked_request(csr, "TLS CSR")
         try:
             san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound as exc:
@@ -284,33 +280,8 @@ class CertificateAuthority:
             not isinstance(h, (x509.DNSName, x509.IPAddress)) for h in hosts
         ):
             raise RegistrationError("TLS CSR subjectAltName must hold 1-16 DNS names or IP addresses")
-        ca_not_after = self.certificate.not_valid_after_utc.timestamp()
-        not_after = min(now + validity_days * 86400, ca_not_after)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(self.certificate.subject)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_as_datetime(now - 60))
-            .not_valid_after(_as_datetime(not_after))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(hosts), critical=False)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                    x509.SubjectKeyIdentifier(self.key_identifier)
-                ),
-                critical=False,
-            )
-            .sign(self.key, _signing_hash(self.key))
-        )
+        return self._issue(public, name, now=now, validity_days=validity_days,
+                           extensions=[(x509.SubjectAlternativeName(hosts), False)])
 
     def check_issued(self, cert: x509.Certificate, *, now: float) -> None:
         """Raise CertificateError unless `cert` is a valid participant certificate of this CA."""
