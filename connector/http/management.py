@@ -290,6 +290,41 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
             raise ApiError(400, "limit and offset must be integers") from exc
         return limit, offset
 
+    def crud(repo: str, view: Callable[[Any], dict[str, Any]], noun: str, *,
+             changes_catalog: bool = False, in_use: str = "it is still in use") -> tuple[Handler, ...]:
+        """list, get and delete handlers of one resource."""
+        async def list_(request: web.Request) -> web.Response:
+            limit, offset = paging(request)
+            async with store.transaction(readonly=True) as tx:
+                rows = await getattr(tx, repo).list(limit=limit, offset=offset)
+            return web.json_response([view(r) for r in rows])
+
+        async def get_(request: web.Request) -> web.Response:
+            async with store.transaction(readonly=True) as tx:
+                row = await getattr(tx, repo).get(request.match_info["id"])
+            if row is None:
+                raise ApiError(404, f"no such {noun}")
+            return web.json_response(view(row))
+
+        async def delete_(request: web.Request) -> web.Response:
+            try:
+                async with store.transaction() as tx:
+                    found = await getattr(tx, repo).delete(request.match_info["id"])
+            except ReferenceViolation as exc:
+                raise ApiError(409, f"cannot delete the {noun}: {in_use}") from exc
+            if not found:
+                raise ApiError(404, f"no such {noun}")
+            if changes_catalog:
+                cp.catalog_changed()
+            return web.Response(status=204)
+        return list_, get_, delete_
+
+    list_assets, get_asset, delete_asset = crud("assets", asset_view, "asset", changes_catalog=True)
+    list_policies, get_policy, delete_policy = crud("policies", policy_view, "policy",
+                                                    in_use="an offer still uses this policy")
+    list_offers, get_offer, delete_offer = crud("offers", offer_view, "offer", changes_catalog=True)
+    list_agreements, get_agreement, _ = crud("agreements", agreement_view, "agreement")
+
     # -- assets
     async def add_asset(request: web.Request) -> web.Response:
         a = _parse(AssetIn, await body(request))
@@ -307,30 +342,6 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
         assert saved is not None
         return web.json_response(asset_view(saved), status=201)
 
-    async def list_assets(request: web.Request) -> web.Response:
-        limit, offset = paging(request)
-        async with store.transaction(readonly=True) as tx:
-            rows = await tx.assets.list(limit=limit, offset=offset)
-        return web.json_response([asset_view(a) for a in rows])
-
-    async def get_asset(request: web.Request) -> web.Response:
-        async with store.transaction(readonly=True) as tx:
-            a = await tx.assets.get(request.match_info["id"])
-        if a is None:
-            raise ApiError(404, "no such asset")
-        return web.json_response(asset_view(a))
-
-    async def delete_asset(request: web.Request) -> web.Response:
-        try:
-            async with store.transaction() as tx:
-                found = await tx.assets.delete(request.match_info["id"])
-        except ReferenceViolation as exc:
-            raise ApiError(409, str(exc)) from exc
-        if not found:
-            raise ApiError(404, "no such asset")
-        cp.catalog_changed()
-        return web.Response(status=204)
-
     # -- policies
     async def add_policy(request: web.Request) -> web.Response:
         p = _parse(PolicyIn, await body(request))
@@ -346,29 +357,6 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
         except DuplicateKey as exc:
             raise ApiError(409, f"policy {pid} exists") from exc
         return web.json_response(policy_view(row), status=201)
-
-    async def list_policies(request: web.Request) -> web.Response:
-        limit, offset = paging(request)
-        async with store.transaction(readonly=True) as tx:
-            rows = await tx.policies.list(limit=limit, offset=offset)
-        return web.json_response([policy_view(p) for p in rows])
-
-    async def get_policy(request: web.Request) -> web.Response:
-        async with store.transaction(readonly=True) as tx:
-            p = await tx.policies.get(request.match_info["id"])
-        if p is None:
-            raise ApiError(404, "no such policy")
-        return web.json_response(policy_view(p))
-
-    async def delete_policy(request: web.Request) -> web.Response:
-        try:
-            async with store.transaction() as tx:
-                found = await tx.policies.delete(request.match_info["id"])
-        except ReferenceViolation as exc:
-            raise ApiError(409, "an offer still uses this policy") from exc
-        if not found:
-            raise ApiError(404, "no such policy")
-        return web.Response(status=204)
 
     # -- offers
     async def add_offer(request: web.Request) -> web.Response:
@@ -392,27 +380,6 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
                 raise ApiError(409, f"offer {row.id} exists") from exc
         cp.catalog_changed()
         return web.json_response(offer_view(row), status=201)
-
-    async def list_offers(request: web.Request) -> web.Response:
-        limit, offset = paging(request)
-        async with store.transaction(readonly=True) as tx:
-            rows = await tx.offers.list(limit=limit, offset=offset)
-        return web.json_response([offer_view(o) for o in rows])
-
-    async def get_offer(request: web.Request) -> web.Response:
-        async with store.transaction(readonly=True) as tx:
-            o = await tx.offers.get(request.match_info["id"])
-        if o is None:
-            raise ApiError(404, "no such offer")
-        return web.json_response(offer_view(o))
-
-    async def delete_offer(request: web.Request) -> web.Response:
-        async with store.transaction() as tx:
-            found = await tx.offers.delete(request.match_info["id"])
-        if not found:
-            raise ApiError(404, "no such offer")
-        cp.catalog_changed()
-        return web.Response(status=204)
 
     # -- a peer's catalog
     async def fetch_catalog(peer_url: str) -> dict[str, Any]:
@@ -487,20 +454,6 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
             row = await tx.negotiations.get(n.id)
         assert row is not None
         return web.json_response(negotiation_view(row))
-
-    # -- agreements
-    async def list_agreements(request: web.Request) -> web.Response:
-        limit, offset = paging(request)
-        async with store.transaction(readonly=True) as tx:
-            rows = await tx.agreements.list(limit=limit, offset=offset)
-        return web.json_response([agreement_view(a) for a in rows])
-
-    async def get_agreement(request: web.Request) -> web.Response:
-        async with store.transaction(readonly=True) as tx:
-            a = await tx.agreements.get(request.match_info["id"])
-        if a is None:
-            raise ApiError(404, "no such agreement")
-        return web.json_response(agreement_view(a))
 
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
