@@ -131,4 +131,4 @@ async def test_malformed_json_and_unknown_ids(api: TestClient) -> None:
     for path in ("/api/negotiations/urn:x", "/api/agreements/urn:x", "/api/offers/urn:x"):
         assert (await call(api, "GET", path))[0] == 404
     status, err = await call(api, "POST", "/api/negotiations/urn:x/terminate", {"reason": "stop"})
-    assert status == 404
+    assert status == 404 and "urn:x" in err["error"]
