@@ -39,3 +39,60 @@ def test_negotiate_to_finalized_over_tls(space: DataSpace) -> None:
     assert agreements[0]["consumerId"] == consumer.participant_id
     status, mine = consumer.api("GET", f"/api/agreements/{n['agreementId']}")
     assert status == 200 and mine["providerId"] == provider.participant_id
+
+
+def test_cli_wrappers_and_self_description(space: DataSpace, tmp_path: Path) -> None:
+    import asyncio
+    import json
+    import subprocess
+
+    import aiohttp
+    from rdflib import Graph
+
+    from connector.devspace import process_env
+    from connector.http.tls import client_context
+
+    provider = space.connector("cliprov", roles=("provider",))
+    consumer = space.connector("clicons", roles=("consumer",))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "connector", *args], capture_output=True,
+                              text=True, timeout=120, check=False, env=process_env())
+
+    data = tmp_path / "weather.csv"
+    data.write_text("day,temp\n1,12\n")
+    r = run("asset", "add", "--config", str(provider.config), "--id", "urn:asset:cli",
+            "--file", str(data), "--title", "CLI weather")
+    assert r.returncode == 0, r.stderr
+    r = run("offer", "add", "--config", str(provider.config), "--id", "urn:offer:cli",
+            "--asset", "urn:asset:cli", "--contract-template", "n-times-usage",
+            "--contract-set", "max=5")
+    assert r.returncode == 0, r.stderr
+    r = run("catalog", provider.dsp_url, "--config", str(consumer.config))
+    assert r.returncode == 0, r.stderr
+    offers = json.loads(r.stdout)["datasets"][0]["offers"]
+    assert [o["id"] for o in offers] == ["urn:offer:cli:urn:asset:cli"]
+    r = run("negotiate", provider.dsp_url, "urn:offer:cli:urn:asset:cli", "--config",
+            str(consumer.config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("FINALIZED") and "agreement urn:uuid:" in r.stdout
+    r = run("negotiate", provider.dsp_url, "urn:offer:none", "--config", str(consumer.config))
+    assert r.returncode != 0 and "offers no urn:offer:none" in r.stderr
+
+    # the self-description, over mutual TLS with the consumer's certificate, by Accept
+    d = consumer.directory
+    ssl = client_context(d / "ca.crt", d / "tls.crt", d / "tls.key")
+
+    async def get(accept: str) -> tuple[int, str, str]:
+        async with aiohttp.ClientSession() as http, http.get(
+                provider.dsp_url + "/", headers={"Accept": accept}, ssl=ssl) as resp:
+            return resp.status, resp.content_type, await resp.text()
+
+    for accept, fmt in (("text/turtle", "turtle"), ("application/ld+json", None),
+                        ("application/n-triples", "nt")):
+        status, ctype, body = asyncio.run(get(accept))
+        assert status == 200 and ctype == accept
+        if fmt:
+            g = Graph().parse(data=body, format=fmt)
+            assert any("urn:asset:cli" in str(s) for s in g.subjects())
+    assert asyncio.run(get("image/png"))[0] == 406
