@@ -95,8 +95,10 @@ class StoreSection(_Section):
 
 
 class NegotiationSection(_Section):
-    # How the provider answers a counter-offer: accept one at least as strict as an offer.
-    counter_offers: Literal["stricter", "reject"] = "stricter"
+    # How the provider answers a request that differs from its offers: "stricter" agrees if it
+    # is provably at least as strict as an offer, else terminates with the reason; "offer" answers
+    # a looser one with a counter-offer of its own offer; "reject" agrees to exact offers only.
+    counter_offers: Literal["stricter", "offer", "reject"] = "stricter"
 
 
 class Config(_Section):

@@ -175,7 +175,7 @@ class DataSpace:
     def connector(self, name: str, *, roles: tuple[str, ...] = ("provider", "consumer"),
                   profile: str = "idsc:BASE_SECURITY_PROFILE", store: str | None = None,
                   start: bool = True, participant_dir: Path | None = None,
-                  mutual_tls: bool = True) -> Connector:
+                  mutual_tls: bool = True, counter_offers: str = "stricter") -> Connector:
         d = participant_dir or self.root / name
         if participant_dir is None:
             cli("init", d, "--name", name, "--tls-host", "127.0.0.1")
@@ -214,6 +214,9 @@ api_key = "{key}"
 
 [store]
 {store_line}
+
+[negotiation]
+counter_offers = "{counter_offers}"
 """)
         c = Connector(name, d, config, key, dsp, mgmt, pid, self.tls, self.env)
         self.connectors.append(c)

@@ -31,7 +31,14 @@ from connector.odrl.parse import PolicyError, load_policy
 from connector.protocol import negotiation as neg
 from connector.protocol.catalog import CatalogBuilder, CatalogDataset, CatalogDistribution
 from connector.protocol.common import Acknowledged, DeliveryFailed, Received, Role
-from connector.protocol.decide import KnownOffer, Requester, decide_request, verify_agreement
+from connector.protocol.decide import (
+    KnownOffer,
+    Requester,
+    access_decision,
+    decide_request,
+    same_terms,
+    verify_agreement,
+)
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import (
     PULL,
@@ -166,7 +173,7 @@ def _selected(selector: Any, assets: Any) -> list[str]:
 class ControlPlane:
     def __init__(self, store: Store, client: DspClient, *, participant_id: str, dsp_url: str,
                  clock: Clock = utcnow, rng: random.Random | None = None,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, counter_offers: str = "stricter") -> None:
         self.store = store
         self.client = client
         self.participant_id = participant_id
@@ -174,6 +181,12 @@ class ControlPlane:
         self.clock = clock
         self.rng = rng or random.Random()
         self.worker_id = worker_id or f"worker-{uuid.uuid4()}"
+        # the provider's rule for a request that differs from its offers: "stricter" agrees if
+        # provably at least as strict as an offer, else terminates; "offer" answers a looser
+        # one with a counter-offer of the offer instead; "reject" agrees to exact offers only
+        if counter_offers not in ("stricter", "offer", "reject"):
+            raise ValueError(f"unknown counter-offer rule {counter_offers!r}")
+        self.counter_offers = counter_offers
         self._wake = asyncio.Event()
         self._catalog: CatalogSnapshot | None = None
         self._catalog_at = 0.0
@@ -278,15 +291,19 @@ class ControlPlane:
         t = await self._transition(find, cmd)
         return t.negotiation
 
-    async def terminate(self, negotiation_id: str, reason: str) -> neg.Negotiation:
+    async def command(self, negotiation_id: str, command: Any) -> neg.Negotiation:
+        """A local command on one negotiation (Terminate, Accept, CounterOffer, ...)."""
         async def find(tx: Any) -> NegotiationRow | None:
             row = await tx.negotiations.get(negotiation_id)
             if row is None:
                 raise ProtocolError(404, "404", [f"no negotiation {negotiation_id}"])
             return row
 
-        t = await self._transition(find, neg.Terminate(reason))
+        t = await self._transition(find, command)
         return t.negotiation
+
+    async def terminate(self, negotiation_id: str, reason: str) -> neg.Negotiation:
+        return await self.command(negotiation_id, neg.Terminate(reason))
 
     async def wait_for(self, negotiation_id: str, states: set[str], timeout: float) -> NegotiationRow | None:
         """Wait until the negotiation's state is one of ``states`` (or the timeout)."""
@@ -373,11 +390,22 @@ class ControlPlane:
                     now: datetime) -> list[Any]:
         """What this side does next on its own, decided from the state just reached."""
         s = neg.NegotiationState
-        if n.role is Role.PROVIDER and n.state is s.REQUESTED and requester is not None:
+        if n.role is Role.PROVIDER and n.state in (s.REQUESTED, s.ACCEPTED) and requester is not None:
             snap = self._catalog
             offers = snap.offers if snap is not None else ()
             d = decide_request(offers, n.offer, requester, now, provider_id=self.participant_id)
-            return [neg.Agree(d.agreement)] if d.agree and d.agreement else [neg.Terminate(d.reason)]
+            exact = next((o for o in offers if o.id == d.offer_id), None)
+            if d.agree and d.agreement:
+                if (self.counter_offers == "reject" and n.state is s.REQUESTED
+                        and not (exact is not None and same_terms(n.offer, exact.offer))):
+                    return [neg.Terminate("this provider agrees to its offers as they are; "
+                                          "counter-offers are not accepted")]
+                return [neg.Agree(d.agreement)]
+            if (self.counter_offers == "offer" and n.state is s.REQUESTED and exact is not None
+                    and access_decision(exact, requester, now).permit):
+                # eligible, but the terms asked for are looser: offer ours instead
+                return [neg.Offer({**exact.offer, "@id": f"{exact.id}#counter-{uuid.uuid4()}"})]
+            return [neg.Terminate(d.reason)]
         if n.role is Role.CONSUMER and n.state is s.AGREED and n.agreement is not None:
             problems = verify_agreement(n.offer, n.agreement, consumer_id=self.participant_id,
                                         provider_id=n.counter_party_id)

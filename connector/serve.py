@@ -114,7 +114,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         # outbox messages it had in flight when it stopped.
         cp = ControlPlane(store, client, participant_id=identity.participant_id,
                           dsp_url=config.connector.public_url,
-                          worker_id=f"{config.connector.public_url}")
+                          worker_id=f"{config.connector.public_url}",
+                          counter_offers=config.negotiation.counter_offers)
         await cp.start()
         describe = self_description_source(
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")

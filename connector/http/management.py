@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from connector.odrl.plain import PREFIXES, expand_term
 from connector.odrl.templates import TemplateError, fill
+from connector.protocol import negotiation as neg
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import CatalogRequestMessage
 from connector.protocol.negotiation import NegotiationState
@@ -123,9 +124,16 @@ class TerminateIn(_In):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class CounterOfferIn(_In):
+    """The consumer's answer to a provider's offer: other terms (plain ODRL rules)."""
+
+    terms: dict[str, Any]
+
+
 MODELS: dict[str, type[BaseModel]] = {
     "Asset": AssetIn, "Policy": PolicyIn, "Offer": OfferIn, "CatalogRequest": CatalogIn,
     "NegotiationRequest": NegotiationIn, "Termination": TerminateIn,
+    "CounterOffer": CounterOfferIn,
 }
 
 
@@ -447,13 +455,33 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
             raise ApiError(404, "no such negotiation")
         return web.json_response(negotiation_view(row))
 
-    async def terminate_negotiation(request: web.Request) -> web.Response:
-        t = _parse(TerminateIn, await body(request))
-        n = await cp.terminate(request.match_info["id"], t.reason)
+    async def after(command: Any, nid: str) -> web.Response:
+        n = await cp.command(nid, command)
         async with store.transaction(readonly=True) as tx:
             row = await tx.negotiations.get(n.id)
         assert row is not None
         return web.json_response(negotiation_view(row))
+
+    async def terminate_negotiation(request: web.Request) -> web.Response:
+        t = _parse(TerminateIn, await body(request))
+        return await after(neg.Terminate(t.reason), request.match_info["id"])
+
+    async def accept_offer(request: web.Request) -> web.Response:
+        return await after(neg.Accept(), request.match_info["id"])
+
+    async def counter_offer(request: web.Request) -> web.Response:
+        c = _parse(CounterOfferIn, await body(request))
+        nid = request.match_info["id"]
+        async with store.transaction(readonly=True) as tx:
+            row = await tx.negotiations.get(nid)
+        if row is None:
+            raise ApiError(404, "no such negotiation")
+        current = row.offer or {}
+        rules = _jsonld_rules({k: v for k, v in c.terms.items()
+                               if k in ("permission", "prohibition", "obligation")})
+        offer = {"@id": f"urn:uuid:{uuid.uuid4()}", "@type": "Offer",
+                 "target": current.get("target"), **rules}
+        return await after(neg.CounterOffer(offer), nid)
 
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
@@ -477,6 +505,8 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
     r.add_get("/api/negotiations", list_negotiations)
     r.add_get("/api/negotiations/{id}", get_negotiation)
     r.add_post("/api/negotiations/{id}/terminate", terminate_negotiation)
+    r.add_post("/api/negotiations/{id}/accept", accept_offer)
+    r.add_post("/api/negotiations/{id}/counter-offer", counter_offer)
     r.add_get("/api/agreements", list_agreements)
     r.add_get("/api/agreements/{id}", get_agreement)
     return app
@@ -517,6 +547,10 @@ def openapi_document() -> dict[str, Any]:
             "Get a negotiation (waitFor=FINALIZED,TERMINATED&timeout=s to wait)")},
         "/api/negotiations/{id}/terminate": {"parameters": idp,
                                              "post": op("Terminate a negotiation", "Termination")},
+        "/api/negotiations/{id}/accept": {"parameters": idp,
+                                          "post": op("Consumer: accept the provider's offer")},
+        "/api/negotiations/{id}/counter-offer": {"parameters": idp, "post": op(
+            "Consumer: answer the provider's offer with other terms", "CounterOffer")},
         "/api/agreements": {"get": op("List agreements")},
         "/api/agreements/{id}": {"parameters": idp, "get": op("Get an agreement")},
     }

@@ -191,3 +191,70 @@ async def _drop_schema(url: str, schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+def _wait_state(c: object, nid: str, states: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, n = c.api("GET", f"/api/negotiations/{nid}?waitFor={states}&timeout=5")  # type: ignore[attr-defined]
+        assert status == 200, n
+        if n["state"] in states.split(",") or time.monotonic() > deadline:
+            return n
+
+
+def test_provider_counter_offer_accepted_by_the_consumer(plain: DataSpace) -> None:
+    provider = plain.connector("offerprov", roles=("provider",), counter_offers="offer")
+    consumer = plain.connector("offercons", roles=("consumer",))
+    offer_asset(provider, asset_id="urn:asset:co", contract=N_TIMES_10, offer_id="urn:offer:co")
+    looser = {"permission": [{"action": "use", "constraint": [
+        {"leftOperand": "count", "operator": "lteq", "rightOperand": 50}]}]}
+    status, n = consumer.api("POST", "/api/negotiations", {
+        "peerUrl": provider.dsp_url, "offerId": "urn:offer:co:urn:asset:co",
+        "datasetId": "urn:asset:co", "terms": looser})
+    assert status == 201, n
+    offered = _wait_state(consumer, n["id"], "OFFERED,TERMINATED")
+    assert offered["state"] == "OFFERED", offered
+    limit = offered["offer"]["permission"][0]["constraint"][0]["rightOperand"]
+    assert limit["@value"] == "10"  # the provider's own terms came back
+    status, accepted = consumer.api("POST", f"/api/negotiations/{n['id']}/accept")
+    assert status == 200, accepted
+    final = wait_final(consumer, n["id"])
+    assert final["state"] == "FINALIZED", final
+    status, agreement = consumer.api("GET", f"/api/agreements/{final['agreementId']}")
+    constraint = agreement["policy"]["permission"][0]["constraint"][0]
+    assert constraint["rightOperand"]["@value"] == "10"
+
+
+def test_consumer_answers_a_provider_offer_with_other_terms(plain: DataSpace) -> None:
+    provider = plain.connector("offerprov2", roles=("provider",), counter_offers="offer")
+    consumer = plain.connector("offercons2", roles=("consumer",))
+    offer_asset(provider, asset_id="urn:asset:co2", contract=N_TIMES_10, offer_id="urn:offer:co2")
+    status, n = consumer.api("POST", "/api/negotiations", {
+        "peerUrl": provider.dsp_url, "offerId": "urn:offer:co2:urn:asset:co2",
+        "datasetId": "urn:asset:co2", "terms": {"permission": [{"action": "use", "constraint": [
+            {"leftOperand": "count", "operator": "lteq", "rightOperand": 99}]}]}})
+    assert status == 201, n
+    assert _wait_state(consumer, n["id"], "OFFERED,TERMINATED")["state"] == "OFFERED"
+    stricter = {"permission": [{"action": "use", "constraint": [
+        {"leftOperand": "count", "operator": "lteq", "rightOperand": 4}]}]}
+    status, answered = consumer.api("POST", f"/api/negotiations/{n['id']}/counter-offer",
+                                    {"terms": stricter})
+    assert status == 200, answered
+    final = wait_final(consumer, n["id"])
+    assert final["state"] == "FINALIZED", final  # 4 uses is at least as strict as 10
+
+
+def test_reject_rule_agrees_to_exact_offers_only(plain: DataSpace) -> None:
+    provider = plain.connector("rejprov", roles=("provider",), counter_offers="reject")
+    consumer = plain.connector("rejcons", roles=("consumer",))
+    offer = offer_asset(provider, asset_id="urn:asset:rej", contract=N_TIMES_10,
+                        offer_id="urn:offer:rej")
+    assert negotiate(consumer, provider, offer)["state"] == "FINALIZED"
+    status, n = consumer.api("POST", "/api/negotiations", {
+        "peerUrl": provider.dsp_url, "offerId": offer, "datasetId": "urn:asset:rej",
+        "terms": {"permission": [{"action": "use", "constraint": [
+            {"leftOperand": "count", "operator": "lteq", "rightOperand": 2}]}]}})
+    assert status == 201, n
+    final = wait_final(consumer, n["id"])
+    assert final["state"] == "TERMINATED"
+    assert "counter-offers are not accepted" in " ".join(final["terminationReason"])

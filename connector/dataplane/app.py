@@ -1,0 +1,164 @@
+"""The provider's data plane as an aiohttp app: GET /data/{transfer_id} and its receipts.
+
+    Authorization: Bearer <transfer token>
+      -> TokenCache (one signature check per token)      401 if invalid
+      -> lookup(transfer_id) -> TransferView               404 if unknown
+      -> pep.decide (state, agreement, purpose, count)     403 {"error": reason}
+      -> source.open(Range) -> streamed body               200/206/416/502
+      -> the response's SHA-256 folded into the transfer's receipt chain (X-Receipt-Seq)
+
+GET /data/{transfer_id}/receipts returns the transfer's signed receipts (pending responses are
+receipted first), for the same token. Every response sent for a transfer under a valid token,
+denies included, gets a sequence number and is covered by the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from connector.dataplane.pep import ConsumeUse, TransferView, decide
+from connector.dataplane.receipts import BodyHasher, ReceiptBook, ReceiptChain
+from connector.dataplane.sources import SourceResponse
+from connector.identity.errors import InvalidToken
+from connector.identity.tokens import Claims
+from connector.identity.verify import Verifier
+
+log = logging.getLogger(__name__)
+
+Lookup = Callable[[str], Awaitable[TransferView | None]]
+PURPOSE_HEADER = "X-Purpose"
+SEQ_HEADER = "X-Receipt-Seq"
+MAX_TOKEN_LENGTH = 4096
+
+_SETTINGS = web.AppKey("dataplane_settings", dict)
+RECEIPTS = web.AppKey("dataplane_receipts", ReceiptBook)
+
+
+def _json_bytes(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _unauthorized(reason: str, status: int = 401) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else {}
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+def create_app(
+    *,
+    verifier: Verifier,
+    lookup: Lookup,
+    consume: ConsumeUse,
+    receipts: ReceiptBook,
+    clock: Callable[[], float] = time.time,
+    purpose_header: str = PURPOSE_HEADER,
+    run_ticker: bool = True,
+) -> web.Application:
+    """The data plane app. `verifier` should be a `TokenCache` (the hot path verifies once).
+
+    `lookup` maps a transfer id to its live view (state, compiled agreement, source); `consume`
+    is `Store.consume_use`. With `run_ticker`, receipts are signed at least every
+    `receipts.interval` seconds while responses flow.
+    """
+
+    async def authenticate(request: web.Request) -> Claims | web.Response:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return _unauthorized("missing bearer transfer token")
+        if len(token) > MAX_TOKEN_LENGTH:
+            return _unauthorized("transfer token too long")
+        try:
+            claims = await verifier.verify(token)
+        except InvalidToken as exc:
+            return _unauthorized(exc.description, exc.status if exc.status in (401, 503) else 401)
+        if claims.attributes.get("transferId") != request.match_info["transfer_id"]:
+            return web.json_response({"error": "the token is for another transfer"}, status=403)
+        return claims
+
+    async def send_json(
+        request: web.Request, chain: ReceiptChain, status: int, body: dict[str, str],
+        headers: dict[str, str] | None = None,
+    ) -> web.StreamResponse:
+        data = _json_bytes(body)
+        seq = chain.begin()
+        try:
+            return web.Response(body=data, status=status, content_type="application/json",
+                                headers={**(headers or {}), SEQ_HEADER: str(seq)})
+        finally:
+            hasher = BodyHasher()
+            hasher.update(data)
+            chain.complete(seq, hasher.nbytes, hasher.digest(), clock())
+
+    async def stream(request: web.Request, chain: ReceiptChain, src: SourceResponse) -> web.StreamResponse:
+        seq = chain.begin()
+        hasher = BodyHasher()
+        try:
+            response = web.StreamResponse(status=src.status, headers={**src.headers, SEQ_HEADER: str(seq)})
+            await response.prepare(request)
+            async for chunk in src.chunks:
+                await response.write(chunk)
+                hasher.update(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            chain.complete(seq, hasher.nbytes, hasher.digest(), clock())
+            await src.close()
+
+    async def get_data(request: web.Request) -> web.StreamResponse:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        transfer_id = request.match_info["transfer_id"]
+        transfer = await lookup(transfer_id)
+        if transfer is None:
+            return web.json_response({"error": "unknown transfer"}, status=404)
+        if claims.attributes.get("agreementId") != transfer.agreement_id:
+            return web.json_response({"error": "the token is for another agreement"}, status=403)
+        chain = receipts.chain(transfer_id, transfer.agreement_id)
+        now = clock()
+        purpose = request.headers.get(purpose_header) or None
+        decision = await decide(claims, transfer, now=datetime.fromtimestamp(now, UTC),
+                                purpose=purpose, consume=consume)
+        if not decision.permit:
+            return await send_json(request, chain, 403, {"error": decision.reason})
+        src: SourceResponse = await transfer.source.open(request.headers.get("Range"))
+        if src.status >= 400:
+            await src.close()
+            extra = {k: v for k, v in src.headers.items() if k == "Content-Range"}
+            return await send_json(request, chain, src.status,
+                                   {"error": src.reason or "the data is not available"}, extra)
+        return await stream(request, chain, src)
+
+    async def get_receipts(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        chain = receipts.chains.get(request.match_info["transfer_id"])
+        if chain is None or claims.attributes.get("agreementId") != chain.agreement_id:
+            return web.json_response({"receipts": [], "seq_to": 0})
+        chain.flush(clock())
+        return web.json_response({"receipts": chain.receipts, "seq_to": chain.receipted_to})
+
+    async def ticker(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(receipts.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app = web.Application()
+    app[RECEIPTS] = receipts
+    app.router.add_get("/data/{transfer_id}", get_data)
+    app.router.add_get("/data/{transfer_id}/receipts", get_receipts)
+    if run_ticker:
+        app.cleanup_ctx.append(ticker)
+    return app

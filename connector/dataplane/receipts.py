@@ -1,0 +1,277 @@
+"""Usage receipts: a per-transfer hash chain over every response, signed in batches.
+
+For response n (seq 1, 2, ...) carrying `bytes` bytes whose SHA-256 is `digest`:
+
+    head_0 = sha256("usage-receipt-chain/1" 0x00 transfer_id 0x00 agreement_id)
+    head_n = sha256(head_{n-1} || u64be(seq) || u64be(bytes) || digest)
+
+A receipt is a compact JWS (typ `usage-receipt+jwt`) by the provider key over
+{transfer_id, agreement_id, seq_from, seq_to, bytes, chain_head, time}: it commits to every
+response up to seq_to, so one signature (~70 us) covers a whole batch. A receipt is signed when
+the oldest unreceipted response is `interval` seconds old (checked as responses complete and by
+`ReceiptBook.run`), and on `flush`/`finish`. The consumer's `ReceiptVerifier` recomputes the
+chain from the responses it received and checks each receipt's signature and head.
+
+Responses may finish out of order (concurrent requests of one transfer); the chain advances
+over completed sequence numbers in order, so a receipt never skips a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from connector.identity import jose
+from connector.identity.jose import VerificationKey
+from connector.identity.keys import SigningKey
+
+RECEIPT_TYP = "usage-receipt+jwt"
+_U64 = struct.Struct(">QQ")
+Clock = Callable[[], float]
+
+
+class ReceiptError(Exception):
+    """A receipt is missing, forged, or does not match the responses received."""
+
+
+def genesis(transfer_id: str, agreement_id: str) -> bytes:
+    return hashlib.sha256(
+        b"usage-receipt-chain/1\x00" + transfer_id.encode() + b"\x00" + agreement_id.encode()
+    ).digest()
+
+
+def chain_step(head: bytes, seq: int, nbytes: int, digest: bytes) -> bytes:
+    return hashlib.sha256(head + _U64.pack(seq, nbytes) + digest).digest()
+
+
+class BodyHasher:
+    """SHA-256 and length of the bytes actually sent, fed chunk by chunk."""
+
+    __slots__ = ("_h", "nbytes")
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.nbytes = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._h.update(chunk)
+        self.nbytes += len(chunk)
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+
+@dataclass(slots=True)
+class ReceiptChain:
+    """The provider's chain for one transfer."""
+
+    transfer_id: str
+    agreement_id: str
+    signer: SigningKey
+    issuer: str
+    interval: float = 1.0
+    head: bytes = b""
+    next_seq: int = 1  # next sequence number to hand out
+    chained_to: int = 0  # responses folded into `head`
+    receipted_to: int = 0  # responses covered by a signed receipt
+    pending_bytes: int = 0  # bytes chained but not yet receipted
+    oldest_pending: float | None = None  # when the oldest unreceipted response completed
+    receipts: list[str] = field(default_factory=list)
+    _done: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.head:
+            self.head = genesis(self.transfer_id, self.agreement_id)
+
+    def begin(self) -> int:
+        """Reserve the sequence number of a response about to be sent (for X-Receipt-Seq)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+    def complete(self, seq: int, nbytes: int, digest: bytes, now: float) -> str | None:
+        """Record what response `seq` actually sent; returns a receipt if one became due.
+
+        Every begun response must be completed (with what was sent, even if the send failed
+        half-way), or the chain stops advancing at it.
+        """
+        if not 0 < seq < self.next_seq or seq <= self.chained_to or seq in self._done:
+            raise ValueError(f"response {seq} was not begun or is already complete")
+        self._done[seq] = (nbytes, digest)
+        if self.oldest_pending is None:
+            self.oldest_pending = now
+        while self.chained_to + 1 in self._done:
+            n = self.chained_to + 1
+            size, d = self._done.pop(n)
+            self.head = chain_step(self.head, n, size, d)
+            self.pending_bytes += size
+            self.chained_to = n
+        return self.flush(now) if self.due(now) else None
+
+    def due(self, now: float) -> bool:
+        return self.oldest_pending is not None and now - self.oldest_pending >= self.interval
+
+    def flush(self, now: float) -> str | None:
+        """Sign a receipt over every chained, unreceipted response (None if there is none)."""
+        if self.chained_to == self.receipted_to:
+            return None
+        claims = {
+            "iss": self.issuer,
+            "transfer_id": self.transfer_id,
+            "agreement_id": self.agreement_id,
+            "seq_from": self.receipted_to + 1,
+            "seq_to": self.chained_to,
+            "bytes": self.pending_bytes,
+            "chain_head": self.head.hex(),
+            "time": round(now, 3),
+        }
+        token = jose.encode(claims, self.signer, typ=RECEIPT_TYP)
+        self.receipts.append(token)
+        self.receipted_to = self.chained_to
+        self.pending_bytes = 0
+        # responses still out of order stay pending; their age restarts now (bounded delay)
+        self.oldest_pending = now if self._done else None
+        return token
+
+
+class ReceiptBook:
+    """The data plane's chains, one per transfer, and the ticker that keeps receipts flowing."""
+
+    def __init__(
+        self, signer: SigningKey, issuer: str, *, interval: float = 1.0, clock: Clock = time.time
+    ) -> None:
+        self.signer = signer
+        self.issuer = issuer
+        self.interval = interval
+        self.clock = clock
+        self.chains: dict[str, ReceiptChain] = {}
+
+    def chain(self, transfer_id: str, agreement_id: str) -> ReceiptChain:
+        chain = self.chains.get(transfer_id)
+        if chain is None:
+            chain = self.chains[transfer_id] = ReceiptChain(
+                transfer_id, agreement_id, self.signer, self.issuer, self.interval)
+        elif chain.agreement_id != agreement_id:
+            raise ValueError("transfer is bound to another agreement")
+        return chain
+
+    def flush_due(self, now: float) -> int:
+        """Sign receipts for every chain whose oldest unreceipted response is due."""
+        n = 0
+        for chain in self.chains.values():
+            if chain.due(now) and chain.flush(now) is not None:
+                n += 1
+        return n
+
+    def finish(self, transfer_id: str, now: float) -> list[str]:
+        """End of the transfer: a final receipt, and the transfer's receipts (chain dropped)."""
+        chain = self.chains.pop(transfer_id, None)
+        if chain is None:
+            return []
+        chain.flush(now)
+        return chain.receipts
+
+    async def run(self) -> None:
+        """Flush due receipts every `interval / 4` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval / 4)
+            self.flush_due(self.clock())
+
+
+# --- consumer side ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What a verified set of receipts proves: responses 1..seq_to, `bytes` bytes in all."""
+
+    seq_to: int
+    bytes: int
+    receipts: int
+
+
+class ReceiptVerifier:
+    """The consumer's check that the provider's receipts cover every response it received."""
+
+    def __init__(
+        self, key: VerificationKey, *, transfer_id: str, agreement_id: str, issuer: str | None = None
+    ) -> None:
+        self.key = key
+        self.transfer_id = transfer_id
+        self.agreement_id = agreement_id
+        self.issuer = issuer
+        self._responses: dict[int, tuple[int, bytes]] = {}
+
+    def add(self, seq: int, nbytes: int, digest: bytes) -> None:
+        if seq in self._responses:
+            raise ReceiptError(f"response {seq} received twice")
+        self._responses[seq] = (nbytes, digest)
+
+    def add_body(self, seq: int, body: bytes) -> None:
+        self.add(seq, len(body), hashlib.sha256(body).digest())
+
+    def decode(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("typ") != RECEIPT_TYP or header.get("alg") != self.key.alg:
+                raise ReceiptError("receipt: wrong typ or alg")
+            if header.get("kid") not in (None, self.key.kid):
+                raise ReceiptError("receipt: signed by another key")
+            claims: dict[str, Any] = jwt.decode(
+                token, self.key.key, algorithms=[self.key.alg], options={"verify_aud": False})
+        except jwt.PyJWTError as exc:
+            raise ReceiptError(f"receipt: invalid signature or format ({exc})") from None
+        if self.issuer is not None and claims.get("iss") != self.issuer:
+            raise ReceiptError("receipt: wrong issuer")
+        if claims.get("transfer_id") != self.transfer_id or claims.get("agreement_id") != self.agreement_id:
+            raise ReceiptError("receipt: for another transfer or agreement")
+        for name in ("seq_from", "seq_to", "bytes"):
+            if type(claims.get(name)) is not int:
+                raise ReceiptError(f"receipt: claim {name!r} must be an integer")
+        if not isinstance(claims.get("chain_head"), str):
+            raise ReceiptError("receipt: missing chain_head")
+        return claims
+
+    def verify(self, receipts: Sequence[str], *, require_all: bool = True) -> Coverage:
+        """Check `receipts` (in issue order) against the responses added.
+
+        The chain is recomputed from the responses received; every receipt must continue the
+        previous one, carry the recomputed head and byte count, and (with `require_all`) the
+        receipts must cover every response received. A response the consumer did not receive
+        but a receipt claims makes the head unverifiable, and is reported as such.
+        """
+        head = genesis(self.transfer_id, self.agreement_id)
+        seq = 0
+        total = 0
+        for token in receipts:
+            claims = self.decode(token)
+            if claims["seq_from"] != seq + 1 or claims["seq_to"] < claims["seq_from"]:
+                raise ReceiptError(f"receipt for {claims['seq_from']}..{claims['seq_to']} "
+                                   f"does not continue at {seq + 1}")
+            batch = 0
+            for n in range(claims["seq_from"], claims["seq_to"] + 1):
+                got = self._responses.get(n)
+                if got is None:
+                    raise ReceiptError(f"receipt covers response {n}, which was not received")
+                head = chain_step(head, n, got[0], got[1])
+                batch += got[0]
+            if claims["chain_head"] != head.hex():
+                raise ReceiptError(
+                    f"chain head mismatch at response {claims['seq_to']}: a response differs "
+                    "from what the provider sent")
+            if claims["bytes"] != batch:
+                raise ReceiptError(f"byte count mismatch in receipt up to {claims['seq_to']}")
+            seq = claims["seq_to"]
+            total += batch
+        if require_all:
+            missing = sorted(n for n in self._responses if n > seq)
+            if missing:
+                raise ReceiptError(f"responses {missing[:5]} are not covered by any receipt")
+        return Coverage(seq, total, len(receipts))
