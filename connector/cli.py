@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from connector.audit.cli import audit
 from connector.demo import demo
 from connector.identity.cli import authority, init
 from connector.mgmtcli import asset, catalog, negotiate, offer, serve
@@ -20,5 +21,5 @@ main.add_command(policy)
 main.add_command(authority)
 main.add_command(init)
 main.add_command(demo)
-for command in (serve, asset, offer, catalog, negotiate):
+for command in (serve, asset, offer, catalog, negotiate, audit):
     main.add_command(command)

@@ -121,6 +121,8 @@ def verify_detached(token: object, payload: bytes, public_key: PublicKey, typ: s
         signature = b64url_decode(parts[2])
     except (binascii.Error, ValueError):
         return False
+    if b64url(signature) != parts[2]:
+        return False  # non-canonical base64url: spare bits set, so the text was altered
     signing_input = f"{header}.{b64url(payload)}".encode("ascii")
     try:
         return bool(_ALGORITHMS[alg].verify(signing_input, public_key, signature))

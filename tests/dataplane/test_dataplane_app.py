@@ -1,0 +1,218 @@
+"""The data plane app end to end: token -> PEP -> source -> streamed response -> receipts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import resource
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from dataplane_testlib import PROVIDER, Provider, agreement_doc, count_lteq, transfer
+
+from connector.dataplane.app import create_app
+from connector.dataplane.pep import TransferView
+from connector.dataplane.receipts import ReceiptBook, ReceiptError, ReceiptVerifier
+from connector.dataplane.sources import FileSource
+from connector.identity.jose import VerificationKey
+from connector.store import Store
+
+
+class Plane:
+    def __init__(self, provider: Provider, views: dict[str, TransferView], consume: Any) -> None:
+        self.p = provider
+        self.views = views
+        self.book = ReceiptBook(provider.key, PROVIDER, clock=provider.clock)
+
+        async def lookup(transfer_id: str) -> TransferView | None:
+            return self.views.get(transfer_id)
+
+        self.app = create_app(verifier=provider.cache, lookup=lookup, consume=consume,
+                              receipts=self.book, clock=provider.clock, run_ticker=False)
+
+    def verifier(self, transfer_id: str = "t1") -> ReceiptVerifier:
+        k = self.p.key
+        return ReceiptVerifier(VerificationKey(kid=k.kid, alg=k.alg, key=k.public_key),
+                               transfer_id=transfer_id, agreement_id="urn:agreement:1", issuer=PROVIDER)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(f"sqlite:///{tmp_path / 'plane.db'}")
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def client_for(plane: Plane) -> TestClient:
+    client = TestClient(TestServer(plane.app, host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+async def test_streams_and_receipts_cover_every_response(tmp_path: Path, store: Store) -> None:
+    path = tmp_path / "d.bin"
+    data = os.urandom(300_000)
+    path.write_bytes(data)
+    p = Provider()
+    plane = Plane(p, {"t1": transfer(agreement_doc([count_lteq(5)]), source=FileSource(path))},
+                  store.consume_use)
+    client = await client_for(plane)
+    try:
+        auth = {"Authorization": "Bearer " + p.token()}
+        v = plane.verifier()
+        r = await client.get("/data/t1", headers=auth)
+        body = await r.read()
+        assert r.status == 200 and body == data
+        v.add_body(int(r.headers["X-Receipt-Seq"]), body)
+        r = await client.get("/data/t1", headers={**auth, "Range": "bytes=-10"})
+        body = await r.read()
+        assert r.status == 206 and body == data[-10:]
+        assert r.headers["Content-Range"] == "bytes 299990-299999/300000"
+        v.add_body(int(r.headers["X-Receipt-Seq"]), body)
+        r = await client.get("/data/t1", headers={**auth, "Range": "bytes=300000-"})
+        body = await r.read()
+        assert r.status == 416 and r.headers["Content-Range"] == "bytes */300000"
+        v.add_body(int(r.headers["X-Receipt-Seq"]), body)
+        for _ in range(3):  # uses 4 and 5, then a deny: denies are receipted too
+            r = await client.get("/data/t1", headers=auth)
+            v.add_body(int(r.headers["X-Receipt-Seq"]), await r.read())
+        assert r.status == 403 and "use number 6" in (await r.json())["error"]
+        p.clock.advance(0.5)
+        rr = await client.get("/data/t1/receipts", headers=auth)
+        receipts = (await rr.json())["receipts"]
+        assert len(receipts) == 1
+        assert v.verify(receipts).seq_to == 6
+        # a consumer claiming it got something else is caught
+        v2 = plane.verifier()
+        v2.add_body(1, data[:-1] + b"?")
+        for seq in range(2, 7):
+            v2.add(seq, *v._responses[seq])
+        with pytest.raises(ReceiptError):
+            v2.verify(receipts)
+    finally:
+        await client.close()
+
+
+async def test_auth_errors_and_denies(tmp_path: Path) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"hello")
+    p = Provider()
+    views = {"t1": transfer(agreement_doc([]), source=FileSource(path)),
+             "t3": transfer(agreement_doc([]), source=FileSource(path), state="SUSPENDED", transfer_id="t3")}
+    plane = Plane(p, views, _no_count)
+    client = await client_for(plane)
+    try:
+        for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"},
+                        {"Authorization": "Bearer not.a.token"}, {"Authorization": "Bearer " + "a" * 5000},
+                        {"Authorization": "Bearer ..."}, {"Authorization": "Bearer \u00e9.\u00e9.\u00e9"}):
+            r = await client.get("/data/t1", headers=headers)
+            assert r.status == 401, headers
+            assert "error" in await r.json()
+        r = await client.get("/data/t1", headers={"Authorization": "Bearer " + p.token("t2")})
+        assert r.status == 403  # a token for another transfer
+        r = await client.get("/data/t9", headers={"Authorization": "Bearer " + p.token("t9")})
+        assert r.status == 404
+        r = await client.get("/data/t3", headers={"Authorization": "Bearer " + p.token("t3")})
+        assert r.status == 403 and (await r.json()) == {"error": "the transfer is SUSPENDED, not STARTED"}
+        auth = {"Authorization": "Bearer " + p.token()}
+        for headers in ({"Range": "bytes=zz"}, {"Range": "bytes=99999999999999999999-"}, {"X-Purpose": "é"}):
+            r = await client.get("/data/t1", headers={**auth, **headers})
+            assert r.status in (200, 206, 416), (headers, r.status)
+        p.clock.advance(3600)  # the token expired
+        r = await client.get("/data/t1", headers=auth)
+        assert r.status == 401
+    finally:
+        await client.close()
+
+
+async def _no_count(*args: Any) -> tuple[bool, int]:
+    raise AssertionError("no count constraint: the counter is not touched")
+
+
+async def test_concurrent_requests_through_the_app_count_exactly(tmp_path: Path, store: Store) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"payload")
+    p = Provider()
+    plane = Plane(p, {"t1": transfer(agreement_doc([count_lteq(10)]), source=FileSource(path))},
+                  store.consume_use)
+    client = await client_for(plane)
+    try:
+        auth = {"Authorization": "Bearer " + p.token()}
+        rs = await asyncio.gather(*(client.get("/data/t1", headers=auth) for _ in range(40)))
+        statuses = sorted(r.status for r in rs)
+        assert statuses == [200] * 10 + [403] * 30
+        for r in rs:
+            r.release()
+    finally:
+        await client.close()
+
+
+async def test_64_mib_streamed_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    size = 64 * 1024 * 1024
+    h = hashlib.sha256()
+    with path.open("wb") as f:
+        block = os.urandom(1024 * 1024)
+        for i in range(64):
+            chunk = block[i:] + block[:i]
+            h.update(chunk)
+            f.write(chunk)
+    p = Provider()
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=FileSource(path))}, _no_count)
+    client = await client_for(plane)
+    try:
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
+        r = await client.get("/data/t1", headers={"Authorization": "Bearer " + p.token()})
+        got = hashlib.sha256()
+        n = 0
+        async for chunk in r.content.iter_chunked(256 * 1024):
+            got.update(chunk)
+            n += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rss_delta_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+        print(f"64 MiB streamed: tracemalloc peak {peak / 2**20:.2f} MiB, "
+              f"maxrss delta {rss_delta_kib / 1024:.1f} MiB")
+        assert r.status == 200 and n == size and got.digest() == h.digest()
+        assert peak < 16 * 1024 * 1024
+        assert rss_delta_kib < 16 * 1024
+        v = plane.verifier()
+        v.add(int(r.headers["X-Receipt-Seq"]), n, got.digest())
+        rr = await client.get("/data/t1/receipts", headers={"Authorization": "Bearer " + p.token()})
+        assert v.verify((await rr.json())["receipts"]).bytes == size
+    finally:
+        await client.close()
+
+
+async def test_ticker_issues_receipts_without_a_request(tmp_path: Path) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"x")
+    p = Provider()
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=FileSource(path))}, _no_count)
+    book = ReceiptBook(p.key, PROVIDER, interval=0.05, clock=p.clock)
+
+    async def lookup(transfer_id: str) -> TransferView | None:
+        return plane.views.get(transfer_id)
+
+    app = create_app(verifier=p.cache, lookup=lookup, consume=_no_count, receipts=book, clock=p.clock)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        r = await client.get("/data/t1", headers={"Authorization": "Bearer " + p.token()})
+        assert r.status == 200 and await r.read() == b"x"
+        await asyncio.sleep(0.02)  # the handler finishes after the client has the body
+        assert book.chains["t1"].chained_to == 1 and not book.chains["t1"].receipts
+        p.clock.advance(1)
+        await asyncio.sleep(0.1)
+        assert len(book.chains["t1"].receipts) == 1
+    finally:
+        await client.close()
