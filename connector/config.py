@@ -94,6 +94,18 @@ class StoreSection(_Section):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
 
 
+class DataplaneSection(_Section):
+    """The provider's data plane (pull transfers): where it listens and how consumers reach it."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8803, ge=0, le=65535)
+    public_url: str | None = None  # default: http(s)://host:port (TLS as for DSP)
+    # HTTP upstreams the data plane may fetch from although they are private or loopback
+    # addresses (CIDRs or host names); everything else private is refused (SSRF guard)
+    upstream_allow: list[str] = Field(default_factory=list)
+
+
 class NegotiationSection(_Section):
     # How the provider answers a request that differs from its offers: "stricter" agrees if it
     # is provably at least as strict as an offer, else terminates with the reason; "offer" answers
@@ -107,6 +119,7 @@ class Config(_Section):
     management: ManagementSection
     store: StoreSection = StoreSection()
     negotiation: NegotiationSection = NegotiationSection()
+    dataplane: DataplaneSection = DataplaneSection()
     base_dir: Path = Path(".")
 
     def path(self, p: Path) -> Path:

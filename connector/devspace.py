@@ -97,6 +97,7 @@ class Connector:
     participant_id: str
     tls: bool
     env: dict[str, str] = field(default_factory=process_env)
+    data_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: list[str] = field(default_factory=list)
 
@@ -189,7 +190,7 @@ class DataSpace:
             pid = json.loads((d / "participant.id").read_text())["id"]
         (d / "participant.id").write_text(json.dumps({"id": pid}))
         key = secrets.token_urlsafe(24)
-        dsp, mgmt = free_port(), free_port()
+        dsp, mgmt, data = free_port(), free_port(), free_port()
         scheme = "https" if self.tls else "http"
         config = self.root / f"{name}-{dsp}.toml"
         store_line = f'url = "{store}"' if store else ""
@@ -217,8 +218,12 @@ api_key = "{key}"
 
 [negotiation]
 counter_offers = "{counter_offers}"
+
+[dataplane]
+host = "127.0.0.1"
+port = {data}
 """)
-        c = Connector(name, d, config, key, dsp, mgmt, pid, self.tls, self.env)
+        c = Connector(name, d, config, key, dsp, mgmt, pid, self.tls, self.env, data)
         self.connectors.append(c)
         if start:
             c.start()

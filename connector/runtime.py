@@ -29,6 +29,7 @@ from connector.odrl.compile import compile_policy
 from connector.odrl.facts import fact_values
 from connector.odrl.parse import PolicyError, load_policy
 from connector.protocol import negotiation as neg
+from connector.protocol import transfer as xfer
 from connector.protocol.catalog import CatalogBuilder, CatalogDataset, CatalogDistribution
 from connector.protocol.common import Acknowledged, DeliveryFailed, Received, Role
 from connector.protocol.decide import (
@@ -45,11 +46,14 @@ from connector.protocol.messages import (
     PUSH,
     ContractNegotiation,
     ContractRequestMessage,
+    DataAddress,
     DataService,
+    TransferProcess,
+    TransferRequestMessage,
     parse_message,
 )
 from connector.store import ConcurrentUpdate, OutboxMessage, Store
-from connector.store.rows import AgreementRow, NegotiationRow
+from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +117,77 @@ def row_to_negotiation(row: NegotiationRow) -> neg.Negotiation:
     )
 
 
+def transfer_to_row(t: xfer.Transfer, version: int = 0) -> TransferRow:
+    return TransferRow(
+        id=t.id, role="provider" if t.role is Role.PROVIDER else "consumer", state=t.state.value,
+        created_at=t.created_at, updated_at=t.updated_at, agreement_id=t.agreement_id,
+        provider_pid=t.provider_pid, consumer_pid=t.consumer_pid, format=t.format,
+        counter_party_id=t.counter_party_id, counter_party_address=t.counter_party_address,
+        data={
+            "data_address": t.data_address.to_json() if t.data_address else None,
+            "suspended_by": sorted(r.value for r in t.suspended_by),
+            "suspension_reason": list(t.suspension_reason),
+            "suspension_code": t.suspension_code,
+            "termination_reason": list(t.termination_reason),
+            "termination_code": t.termination_code,
+            "processed": list(t.processed),
+            "origin": t.origin,
+            "pending_message_id": t.pending_message_id,
+            "acked_state": t.acked_state.value if t.acked_state else None,
+            "in_doubt": t.in_doubt,
+            "delivery_error": t.delivery_error,
+        },
+        version=version,
+    )
+
+
+def row_to_transfer(row: TransferRow) -> xfer.Transfer:
+    d = row.data
+    return xfer.Transfer(
+        id=row.id, role=Role.PROVIDER if row.role == "provider" else Role.CONSUMER,
+        provider_pid=row.provider_pid, consumer_pid=row.consumer_pid,
+        state=xfer.TransferState(row.state), counter_party_id=row.counter_party_id or "",
+        counter_party_address=row.counter_party_address or "", agreement_id=row.agreement_id,
+        format=row.format or "", created_at=row.created_at, updated_at=row.updated_at,
+        data_address=DataAddress.parse(d["data_address"]) if d.get("data_address") else None,
+        suspended_by=frozenset(Role(r) for r in d.get("suspended_by") or ()),
+        suspension_reason=tuple(d.get("suspension_reason") or ()),
+        suspension_code=d.get("suspension_code"),
+        termination_reason=tuple(d.get("termination_reason") or ()),
+        termination_code=d.get("termination_code"),
+        processed=tuple(d.get("processed") or ()),
+        origin=d.get("origin"),
+        pending_message_id=d.get("pending_message_id"),
+        acked_state=xfer.TransferState(d["acked_state"]) if d.get("acked_state") else None,
+        in_doubt=bool(d.get("in_doubt")),
+        delivery_error=d.get("delivery_error"),
+    )
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of DSP process: its machine, its rows, its repository."""
+
+    name: str
+    repo: str
+    apply: Callable[..., Any]
+    to_row: Callable[[Any, int], Any]
+    from_row: Callable[[Any], Any]
+    attribute: str  # the process's attribute on the machine's Transition
+
+    def process(self, t: Any) -> Any:
+        return getattr(t, self.attribute)
+
+    def with_process(self, t: Any, process: Any) -> Any:
+        return replace(t, **{self.attribute: process})
+
+
+NEGOTIATION = Kind("negotiation", "negotiations", neg.apply, negotiation_to_row,
+                   row_to_negotiation, "negotiation")
+TRANSFER = Kind("transfer", "transfers", xfer.apply, transfer_to_row, row_to_transfer, "transfer")
+KINDS = {k.name: k for k in (NEGOTIATION, TRANSFER)}
+
+
 # ------------------------------------------------------------------ the catalog
 
 
@@ -173,7 +248,8 @@ def _selected(selector: Any, assets: Any) -> list[str]:
 class ControlPlane:
     def __init__(self, store: Store, client: DspClient, *, participant_id: str, dsp_url: str,
                  clock: Clock = utcnow, rng: random.Random | None = None,
-                 worker_id: str | None = None, counter_offers: str = "stricter") -> None:
+                 worker_id: str | None = None, counter_offers: str = "stricter",
+                 transfer_tokens: Any = None, dataplane_url: str | None = None) -> None:
         self.store = store
         self.client = client
         self.participant_id = participant_id
@@ -187,6 +263,10 @@ class ControlPlane:
         if counter_offers not in ("stricter", "offer", "reject"):
             raise ValueError(f"unknown counter-offer rule {counter_offers!r}")
         self.counter_offers = counter_offers
+        # provider side of transfers: who signs the transfer tokens handed out in a pull's
+        # dataAddress, and where the data plane serves them (None: no pull transfers)
+        self.transfer_tokens = transfer_tokens
+        self.dataplane_url = dataplane_url.rstrip("/") if dataplane_url else None
         self._wake = asyncio.Event()
         self._catalog: CatalogSnapshot | None = None
         self._catalog_at = 0.0
@@ -319,11 +399,121 @@ class ControlPlane:
                 await asyncio.wait_for(ev.wait(), min(0.5, max(0.01, deadline - loop.time())))
             ev.clear()
 
+    # -------------------------------------------------------------- transfers
+
+    async def _find_transfer(self, tx: Any, pid: str, sender: str) -> TransferRow:
+        row = await tx.transfers.get_by_provider_pid(pid, role="provider")
+        if row is None:
+            row = await tx.transfers.get_by_consumer_pid(pid, role="consumer")
+        if row is None or row.counter_party_id != sender:
+            raise ProtocolError(404, "404", [f"no transfer process {pid}"])
+        return row
+
+    async def transfer_message(self, body: Any, sender: str, pid: str | None,
+                               expected: tuple[type, ...] | None = None) -> tuple[int, dict[str, Any]]:
+        """Take in a DSP transfer message; return (status, response body)."""
+        msg = parse_message(body, expected)
+        check = None
+        if isinstance(msg, TransferRequestMessage):
+            # The agreement and its FINALIZED negotiation never change again: check them first.
+            async with self.store.transaction(readonly=True) as tx:
+                agreement = await tx.agreements.get(msg.agreement_id)
+                negotiation = (await tx.negotiations.get(agreement.negotiation_id)
+                               if agreement is not None and agreement.negotiation_id else None)
+            check = xfer.check_agreement(
+                row_to_negotiation(negotiation) if negotiation is not None else None,
+                agreement_id=msg.agreement_id, caller=sender)
+
+        async def find(tx: Any) -> TransferRow | None:
+            if pid is not None:
+                return await self._find_transfer(tx, pid, sender)
+            if isinstance(msg, TransferRequestMessage):
+                row = await tx.transfers.get_by_consumer_pid(msg.consumer_pid, role="provider")
+                if row is not None and row.counter_party_id != sender:
+                    raise ProtocolError(400, "400", ["that process id is already in use"])
+                return row
+            raise ProtocolError(404, "404", ["no transfer process named"])
+
+        t = await self._transition(find, Received(msg, sender, agreement=check), kind=TRANSFER)
+        assert t.response is not None
+        return t.response.status, t.response.body.to_wire()
+
+    async def get_transfer(self, pid: str, sender: str) -> dict[str, Any]:
+        async with self.store.transaction(readonly=True) as tx:
+            row = await self._find_transfer(tx, pid, sender)
+        return row_to_transfer(row).to_dsp().to_wire()
+
+    async def request_transfer(self, agreement_id: str, fmt: str,
+                               data_address: DataAddress | None = None) -> xfer.Transfer:
+        """Consumer: ask the provider of ``agreement_id`` for a transfer."""
+        async with self.store.transaction(readonly=True) as tx:
+            agreement = await tx.agreements.get(agreement_id)
+            negotiation = (await tx.negotiations.get(agreement.negotiation_id)
+                           if agreement is not None and agreement.negotiation_id else None)
+        if (agreement is None or negotiation is None or negotiation.role != "consumer"
+                or agreement.consumer_id != self.participant_id):
+            raise ProtocolError(404, "404", [f"no agreement {agreement_id} of this consumer"])
+        if negotiation.state != neg.NegotiationState.FINALIZED.value:
+            raise ProtocolError(409, "409", [f"agreement {agreement_id} is not finalized"])
+        cmd = xfer.Request(agreement_id=agreement_id, format=fmt,
+                           provider_address=negotiation.counter_party_address or "",
+                           callback_address=self.dsp_url,
+                           provider_id=negotiation.counter_party_id or "",
+                           data_address=data_address)
+
+        async def find(tx: Any) -> None:
+            return None
+
+        t = await self._transition(find, cmd, kind=TRANSFER)
+        return t.transfer
+
+    async def transfer_command(self, transfer_id: str, command: Any) -> xfer.Transfer:
+        async def find(tx: Any) -> TransferRow:
+            row = await tx.transfers.get(transfer_id)
+            if row is None:
+                raise ProtocolError(404, "404", [f"no transfer {transfer_id}"])
+            return row
+
+        t = await self._transition(find, command, kind=TRANSFER)
+        return t.transfer
+
+    def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime) -> list[Any]:
+        s = xfer.TransferState
+        if t.role is Role.PROVIDER and t.state is s.REQUESTED:
+            if t.format == PULL:
+                if self.transfer_tokens is None or self.dataplane_url is None:
+                    return [xfer.Terminate("this connector runs no data plane for pull transfers")]
+                return [xfer.Start(self._pull_address(t))]
+            return [xfer.Terminate("push transfers are not offered by this connector yet")]
+        return []
+
+    def _pull_address(self, t: xfer.Transfer) -> DataAddress:
+        """The endpoint data reference: the data plane URL and a transfer token bound to the
+        agreement, the transfer and the consumer, with a refresh token."""
+        assert self.dataplane_url is not None
+        tokens = self.transfer_tokens.issue(agreement_id=t.agreement_id, transfer_id=t.id,
+                                            consumer_id=t.counter_party_id,
+                                            audience=self.dataplane_url)
+        return DataAddress.model_validate({
+            "@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+            "endpoint": f"{self.dataplane_url}/data/{t.id}",
+            "endpointProperties": [
+                {"@type": "EndpointProperty", "name": "authorization",
+                 "value": tokens.access_token},
+                {"@type": "EndpointProperty", "name": "authType", "value": "bearer"},
+                {"@type": "EndpointProperty", "name": "expiresIn", "value": str(tokens.expires_in)},
+                {"@type": "EndpointProperty", "name": "refreshToken", "value": tokens.refresh_token},
+            ]})
+
     # -------------------------------------------------------------- one transition, persisted
 
-    async def _transition(self, find: Callable[[Any], Awaitable[NegotiationRow | None]],
-                          event: Any, follow: Requester | None = None,
-                          also: Callable[[Any], Awaitable[Any]] | None = None) -> neg.Transition:
+    async def _transition(self, find: Callable[[Any], Awaitable[Any]], event: Any,
+                          follow: Requester | None = None,
+                          also: Callable[[Any], Awaitable[Any]] | None = None,
+                          kind: Kind | None = None) -> Any:
+        """Apply ``event`` to the process ``find`` loads, with the follow-ups this side takes on
+        its own, and persist the result with the messages it causes in one transaction."""
+        k = kind or NEGOTIATION
         for attempt in range(8):
             now = self.clock()
             try:
@@ -331,36 +521,38 @@ class ControlPlane:
                     if also is not None:  # e.g. mark the outbox row sent, in the same commit
                         await also(tx)
                     row = await find(tx)
-                    current = row_to_negotiation(row) if row is not None else None
-                    t = neg.apply(current, event, now)
+                    current = k.from_row(row) if row is not None else None
+                    t = k.apply(current, event, now)
                     if t.duplicate:
-                        log.info("duplicate DSP message ignored for negotiation %s",
+                        log.info("duplicate DSP message ignored for %s %s", k.name,
                                  current.id if current else "(new)")
                         return t
-                    final = t.negotiation
+                    final = k.process(t)
                     outgoing = list(t.outgoing)
-                    for cmd in self._follow_ups(final, follow, now):
+                    for cmd in await self._follow_ups(k, tx, final, follow, now):
                         try:
-                            nxt = neg.apply(final, cmd, now)
+                            nxt = k.apply(final, cmd, now)
                         except ProtocolError as exc:  # the follow-up does not fit: leave it
                             log.info("follow-up %s refused: %s", type(cmd).__name__, exc)
                             break
-                        final = nxt.negotiation
+                        final = k.process(nxt)
                         outgoing.extend(nxt.outgoing)
-                    new_row = negotiation_to_row(final, row.version if row else 0)
+                    new_row = k.to_row(final, row.version if row else 0)
+                    repo = getattr(tx, k.repo)
                     if row is None:
-                        await tx.negotiations.add(new_row)
+                        await repo.add(new_row)
                     else:
-                        await tx.negotiations.save(new_row, expected_version=row.version)
-                    await self._keep_agreement(tx, final, row)
+                        await repo.save(new_row, expected_version=row.version)
+                    if k is NEGOTIATION:
+                        await self._keep_agreement(tx, final, row)
                     direct: list[OutboxMessage] = []
                     for i, out in enumerate(outgoing):
                         m = OutboxMessage.new(
                             message_key=out.message_id, destination=out.url,
                             payload=out.message.to_wire(), now=now,
-                            process_kind="negotiation", process_id=final.id)
+                            process_kind=k.name, process_id=final.id)
                         if i == 0 and not await tx.outbox.list(
-                                status=("pending", "in_flight"), process_kind="negotiation",
+                                status=("pending", "in_flight"), process_kind=k.name,
                                 process_id=final.id, limit=1):
                             # Nothing of this process ahead of it: claim it in this commit and
                             # deliver it right after (no dispatcher round trip). A crash before
@@ -381,14 +573,17 @@ class ControlPlane:
                     log.info("TIMING %s %s -> %s in %.1f ms", type(event).__name__,
                              current.state.value if current else "-", final.state.value,
                              (self.clock() - now).total_seconds() * 1000)
-                return replace(t, negotiation=final)
+                return k.with_process(t, final)
             except ConcurrentUpdate:
                 await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
-        raise ProtocolError(503, "503", ["the negotiation is busy; try again"])
+        raise ProtocolError(503, "503", [f"the {k.name} is busy; try again"])
 
-    def _follow_ups(self, n: neg.Negotiation, requester: Requester | None,
-                    now: datetime) -> list[Any]:
+    async def _follow_ups(self, k: Kind, tx: Any, process: Any, requester: Requester | None,
+                          now: datetime) -> list[Any]:
         """What this side does next on its own, decided from the state just reached."""
+        if k is TRANSFER:
+            return self._transfer_follow_ups(process, now)
+        n: neg.Negotiation = process
         s = neg.NegotiationState
         if n.role is Role.PROVIDER and n.state in (s.REQUESTED, s.ACCEPTED) and requester is not None:
             snap = self._catalog
@@ -478,7 +673,8 @@ class ControlPlane:
             body = None
             if isinstance(d.body, dict):
                 with contextlib.suppress(ProtocolError):
-                    body = ContractNegotiation.parse(d.body)
+                    body = (TransferProcess.parse(d.body) if m.process_kind == "transfer"
+                            else ContractNegotiation.parse(d.body))
 
             async def sent(tx: Any) -> None:
                 await tx.outbox.mark_sent(m.id, self.worker_id, now)
@@ -502,15 +698,16 @@ class ControlPlane:
                        also: Callable[[Any], Awaitable[Any]] | None = None) -> bool:
         """Apply a delivery outcome to its process (with ``also`` in the same transaction);
         False if it could not be applied (then ``also`` did not run either)."""
-        if m.process_kind != "negotiation" or m.process_id is None:
+        k = KINDS.get(m.process_kind or "")
+        if k is None or m.process_id is None:
             return False
         pid = m.process_id
 
-        async def find(tx: Any) -> NegotiationRow | None:
-            return await tx.negotiations.get(pid)
+        async def find(tx: Any) -> Any:
+            return await getattr(tx, k.repo).get(pid)
 
         try:
-            await self._transition(find, event, also=also)
+            await self._transition(find, event, also=also, kind=k)
             return True
         except ProtocolError as exc:
             log.warning("outcome of %s for %s not applied: %s", m.message_key, pid, exc)

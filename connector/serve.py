@@ -15,6 +15,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from connector.config import Config
+from connector.dataplane.wiring import dataplane_app, transfer_tokens
 from connector.http.client import DspClient
 from connector.http.dsp import dsp_app
 from connector.http.management import management_app
@@ -110,12 +111,18 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         cert, key, ca = config.tls_files
         client_ssl = None if config.dsp.plain_http else client_context(ca, cert, key)
         client = DspClient(session, dat.token, ssl_context=client_ssl)
+        dp = config.dataplane
+        tls_scheme = "http" if config.dsp.plain_http else "https"
+        dataplane_url = (dp.public_url or f"{tls_scheme}://{dp.host}:{dp.port}").rstrip("/")
+        issuer = transfer_tokens(identity.key, identity.participant_id) if dp.enabled else None
         # One worker id per replica (its DSP address): a restarted replica takes back the
         # outbox messages it had in flight when it stopped.
         cp = ControlPlane(store, client, participant_id=identity.participant_id,
                           dsp_url=config.connector.public_url,
                           worker_id=f"{config.connector.public_url}",
-                          counter_offers=config.negotiation.counter_offers)
+                          counter_offers=config.negotiation.counter_offers,
+                          transfer_tokens=issuer,
+                          dataplane_url=dataplane_url if dp.enabled else None)
         await cp.start()
         describe = self_description_source(
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")
@@ -128,9 +135,17 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         urls = []
         server_ssl = None if config.dsp.plain_http else server_context(
             cert, key, ca, require_client_cert=config.dsp.mutual_tls)
-        for app, host, port, ssl_ctx in ((dsp, config.dsp.host, config.dsp.port, server_ssl),
-                                         (mgmt, config.management.host, config.management.port,
-                                          None)):
+        sites = [(dsp, config.dsp.host, config.dsp.port, server_ssl),
+                 (mgmt, config.management.host, config.management.port, None)]
+        if issuer is not None:
+            # consumers present transfer tokens here, not DATs: TLS without a client certificate
+            data_ssl = None if config.dsp.plain_http else server_context(
+                cert, key, ca, require_client_cert=False)
+            sites.append((dataplane_app(store, issuer, participant_id=identity.participant_id,
+                                        public_url=dataplane_url, signer=identity.key,
+                                        upstream_allow=dp.upstream_allow),
+                          dp.host, dp.port, data_ssl))
+        for app, host, port, ssl_ctx in sites:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
@@ -139,6 +154,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             actual = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             urls.append(f"{'https' if ssl_ctx else 'http'}://{host}:{actual}")
         line = f"connector {identity.participant_id} ready dsp={urls[0]} management={urls[1]}"
+        if len(urls) > 2:
+            line += f" dataplane={urls[2]}"
         (ready or (lambda s: print(s, flush=True)))(line)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -26,6 +26,7 @@ from connector.protocol import wirecheck
 from connector.protocol.decide import Requester
 from connector.protocol.errors import ProtocolError
 from connector.protocol.negotiation import negotiation_error
+from connector.protocol.transfer import transfer_error
 from connector.runtime import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def _error_body(request: web.Request, err: ProtocolError) -> dict[str, Any]:
     if path.startswith("/negotiations"):
         pp = request.match_info.get("pid")
         return negotiation_error(err, pp, None).to_wire()
+    if path.startswith("/transfers"):
+        return transfer_error(err, request.match_info.get("pid"), None).to_wire()
     return {"code": err.code, "reason": list(err.reasons)}
 
 
@@ -163,6 +166,19 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
             return web.json_response(out, status=status)
         return handle
 
+    def transfer(expected: tuple[type, ...], with_pid: bool) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            body = await _json(request)
+            sender, _ = _sender(request)
+            pid = request.match_info.get("pid") if with_pid else None
+            status, out = await cp.transfer_message(body, sender, pid, expected)
+            return web.json_response(out, status=status)
+        return handle
+
+    async def get_transfer(request: web.Request) -> web.Response:
+        sender, _ = _sender(request)
+        return web.json_response(await cp.get_transfer(request.match_info["pid"], sender))
+
     async def get_negotiation(request: web.Request) -> web.Response:
         sender, _ = _sender(request)
         return web.json_response(await cp.get_negotiation(request.match_info["pid"], sender))
@@ -183,6 +199,12 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
                message((M.ContractAgreementVerificationMessage,), True))
     r.add_post("/negotiations/{pid}/termination",
                message((M.ContractNegotiationTerminationMessage,), True))
+    r.add_post("/transfers/request", transfer((M.TransferRequestMessage,), False))
+    r.add_get("/transfers/{pid}", get_transfer)
+    r.add_post("/transfers/{pid}/start", transfer((M.TransferStartMessage,), True))
+    r.add_post("/transfers/{pid}/completion", transfer((M.TransferCompletionMessage,), True))
+    r.add_post("/transfers/{pid}/termination", transfer((M.TransferTerminationMessage,), True))
+    r.add_post("/transfers/{pid}/suspension", transfer((M.TransferSuspensionMessage,), True))
     return app
 
 

@@ -23,12 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from connector.odrl.plain import PREFIXES, expand_term
 from connector.odrl.templates import TemplateError, fill
 from connector.protocol import negotiation as neg
+from connector.protocol import transfer as xfer
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import CatalogRequestMessage
 from connector.protocol.negotiation import NegotiationState
-from connector.runtime import ControlPlane, policy_problems, row_to_negotiation
+from connector.runtime import ControlPlane, policy_problems, row_to_negotiation, row_to_transfer
 from connector.store import DuplicateKey, ReferenceViolation
-from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow
+from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow, TransferRow
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
@@ -124,6 +125,15 @@ class TerminateIn(_In):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class TransferIn(_In):
+    agreement_id: str = Field(alias="agreementId")
+    format: Literal["HttpData-PULL", "HttpData-PUSH"] = "HttpData-PULL"
+
+
+class ReasonIn(_In):
+    reason: str = Field(default="", max_length=2000)
+
+
 class CounterOfferIn(_In):
     """The consumer's answer to a provider's offer: other terms (plain ODRL rules)."""
 
@@ -133,7 +143,7 @@ class CounterOfferIn(_In):
 MODELS: dict[str, type[BaseModel]] = {
     "Asset": AssetIn, "Policy": PolicyIn, "Offer": OfferIn, "CatalogRequest": CatalogIn,
     "NegotiationRequest": NegotiationIn, "Termination": TerminateIn,
-    "CounterOffer": CounterOfferIn,
+    "CounterOffer": CounterOfferIn, "TransferRequest": TransferIn, "Reason": ReasonIn,
 }
 
 
@@ -241,6 +251,22 @@ def negotiation_view(row: NegotiationRow) -> dict[str, Any]:
             "createdAt": _iso(row.created_at), "updatedAt": _iso(row.updated_at)}
 
 
+def transfer_view(row: TransferRow) -> dict[str, Any]:
+    t = row_to_transfer(row)
+    view: dict[str, Any] = {
+        "id": t.id, "role": row.role, "state": t.wire_state.value, "internalState": t.state.value,
+        "providerPid": t.provider_pid, "consumerPid": t.consumer_pid, "format": t.format,
+        "agreementId": t.agreement_id, "counterPartyId": t.counter_party_id,
+        "suspendedBy": sorted(r.value for r in t.suspended_by) or None,
+        "terminationReason": list(t.termination_reason) or None,
+        "createdAt": _iso(row.created_at), "updatedAt": _iso(row.updated_at)}
+    if row.role == "consumer" and t.data_address is not None:
+        # the endpoint data reference the provider handed over: where to pull, with which token
+        view["endpoint"] = t.data_address.endpoint
+        view["endpointProperties"] = {p.name: p.value for p in t.data_address.endpoint_properties or ()}
+    return view
+
+
 def agreement_view(a: AgreementRow) -> dict[str, Any]:
     return {"id": a.id, "providerId": a.provider_id, "consumerId": a.consumer_id,
             "target": a.target, "policy": a.policy, "signedAt": _iso(a.signed_at),
@@ -332,6 +358,26 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
                                                     in_use="an offer still uses this policy")
     list_offers, get_offer, delete_offer = crud("offers", offer_view, "offer", changes_catalog=True)
     list_agreements, get_agreement, _ = crud("agreements", agreement_view, "agreement")
+    list_transfers, get_transfer, _ = crud("transfers", transfer_view, "transfer")
+
+    async def start_transfer(request: web.Request) -> web.Response:
+        t = _parse(TransferIn, await body(request))
+        started = await cp.request_transfer(t.agreement_id, t.format)
+        async with store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(started.id)
+        assert row is not None
+        return web.json_response(transfer_view(row), status=201)
+
+    def transfer_action(make: Callable[[str], Any]) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            raw = await request.read()
+            r = _parse(ReasonIn, await body(request)) if raw.strip() else ReasonIn()
+            t = await cp.transfer_command(request.match_info["id"], make(r.reason or "by operator"))
+            async with store.transaction(readonly=True) as tx:
+                row = await tx.transfers.get(t.id)
+            assert row is not None
+            return web.json_response(transfer_view(row))
+        return handle
 
     # -- assets
     async def add_asset(request: web.Request) -> web.Response:
@@ -507,6 +553,13 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
     r.add_post("/api/negotiations/{id}/terminate", terminate_negotiation)
     r.add_post("/api/negotiations/{id}/accept", accept_offer)
     r.add_post("/api/negotiations/{id}/counter-offer", counter_offer)
+    r.add_post("/api/transfers", start_transfer)
+    r.add_get("/api/transfers", list_transfers)
+    r.add_get("/api/transfers/{id}", get_transfer)
+    r.add_post("/api/transfers/{id}/suspend", transfer_action(lambda why: xfer.Suspend(why)))
+    r.add_post("/api/transfers/{id}/resume", transfer_action(lambda why: xfer.Resume()))
+    r.add_post("/api/transfers/{id}/complete", transfer_action(lambda why: xfer.Complete()))
+    r.add_post("/api/transfers/{id}/terminate", transfer_action(lambda why: xfer.Terminate(why)))
     r.add_get("/api/agreements", list_agreements)
     r.add_get("/api/agreements/{id}", get_agreement)
     return app
@@ -551,6 +604,13 @@ def openapi_document() -> dict[str, Any]:
                                           "post": op("Consumer: accept the provider's offer")},
         "/api/negotiations/{id}/counter-offer": {"parameters": idp, "post": op(
             "Consumer: answer the provider's offer with other terms", "CounterOffer")},
+        "/api/transfers": {"post": op("Request a transfer under an agreement", "TransferRequest", 201),
+                           "get": op("List transfers")},
+        "/api/transfers/{id}": {"parameters": idp, "get": op(
+            "Get a transfer (the consumer sees the endpoint and token to pull from)")},
+        **{f"/api/transfers/{{id}}/{action}": {"parameters": idp, "post": op(
+            f"{action.capitalize()} a transfer", "Reason")}
+           for action in ("suspend", "resume", "complete", "terminate")},
         "/api/agreements": {"get": op("List agreements")},
         "/api/agreements/{id}": {"parameters": idp, "get": op("Get an agreement")},
     }

@@ -1,0 +1,80 @@
+"""The data plane on top of the connector's store: the transfer lookup, compiled agreements,
+sources from asset data addresses, and the app with its token verifier and receipts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from connector.dataplane.app import create_app
+from connector.dataplane.pep import AgreementPolicy, TransferView
+from connector.dataplane.receipts import ReceiptBook
+from connector.dataplane.sources import FileSource, HttpSource
+from connector.dataplane.ssrf import SsrfPolicy
+from connector.dataplane.tokencache import TokenCache
+from connector.identity.keys import SigningKey
+from connector.identity.tokens import TransferTokenIssuer
+from connector.identity.verify import ReplayCache, TransferTokenVerifier
+from connector.store import Store
+
+POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
+                  "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"]
+# The provider has sent its start message: the consumer can hold the token only if it got it.
+SERVING = {"STARTED": "STARTED", "STARTING": "STARTED"}
+
+
+def transfer_lookup(store: Store, upstream: SsrfPolicy) -> Callable[[str], Awaitable[TransferView | None]]:
+    compiled: dict[str, AgreementPolicy] = {}
+
+    async def lookup(transfer_id: str) -> TransferView | None:
+        async with store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(transfer_id)
+            if row is None or row.role != "provider":
+                return None
+            agreement = await tx.agreements.get(row.agreement_id)
+            if agreement is None:
+                return None
+            address = await tx.assets.get_secret_address(agreement.target)
+        policy = compiled.get(agreement.id)
+        if policy is None:
+            policy = AgreementPolicy.compile(agreement.id, agreement.target,
+                                             {"@context": POLICY_CONTEXT, **agreement.policy})
+            compiled[agreement.id] = policy
+        return TransferView(
+            transfer_id=row.id, agreement_id=agreement.id, consumer_id=agreement.consumer_id,
+            state=SERVING.get(row.state, row.state), agreement=policy,
+            source=_source(address or {}, upstream), started_at=agreement.signed_at)
+    return lookup
+
+
+def _source(address: dict[str, Any], upstream: SsrfPolicy) -> Any:
+    kind = address.get("type")
+    if kind == "file" and address.get("path"):
+        return FileSource(Path(address["path"]))
+    if kind == "http" and address.get("url"):
+        return HttpSource(address["url"], upstream, headers=dict(address.get("headers") or {}))
+    return None
+
+
+def transfer_tokens(key: SigningKey, participant_id: str) -> TransferTokenIssuer:
+    """Transfer tokens signed by the participant key under its JWK thumbprint as kid (the
+    participant's own key carries no kid: client assertions are matched by their issuer)."""
+    signing = SigningKey.from_private_key(key.private_key)
+    return TransferTokenIssuer(signing, participant_id, replay=ReplayCache())
+
+
+def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: str,
+                  public_url: str, signer: SigningKey, upstream_allow: list[str]) -> web.Application:
+    verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
+                                     provider_id=participant_id, audience=public_url,
+                                     cache_claims=False)
+    return create_app(
+        verifier=TokenCache(verifier),
+        lookup=transfer_lookup(store, SsrfPolicy.from_config(upstream_allow)),
+        consume=store.consume_use,
+        receipts=ReceiptBook(signer, participant_id),
+        clock=time.time)

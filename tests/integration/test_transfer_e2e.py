@@ -1,0 +1,138 @@
+"""Pull transfers between real processes: DSP transfer process, the EDR, the data plane
+enforcing the agreement on every request, suspend/resume/terminate by either side."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset
+
+pytestmark = pytest.mark.integration
+CONTENT = b"day,temp\n" + b"".join(f"{i},{i % 30}\n".encode() for i in range(5000))
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
+    ds = DataSpace(tmp_path_factory.mktemp("transfers"), tls=True)
+    try:
+        yield ds
+        ds.assert_wire_valid()
+    finally:
+        ds.close()
+
+
+@pytest.fixture(scope="module")
+def pair(space: DataSpace) -> tuple[Connector, Connector]:
+    return (space.connector("tprov", roles=("provider",)),
+            space.connector("tcons", roles=("consumer",)))
+
+
+def wait_transfer(c: Connector, tid: str, states: set[str], timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, t = c.api("GET", f"/api/transfers/{tid}")
+        assert status == 200, t
+        if t["state"] in states or time.monotonic() > deadline:
+            return t
+        time.sleep(0.05)
+
+
+def pull(consumer: Connector, t: dict[str, Any], headers: dict[str, str] | None = None
+         ) -> tuple[int, bytes, dict[str, str]]:
+    d = consumer.directory
+    from connector.http.tls import client_context
+
+    ssl = client_context(d / "ca.crt")  # the data plane's certificate is from the data-space CA
+
+    async def go() -> tuple[int, bytes, dict[str, str]]:
+        token = t["endpointProperties"]["authorization"]
+        async with aiohttp.ClientSession() as http, http.get(
+                t["endpoint"], ssl=ssl,
+                headers={"Authorization": f"Bearer {token}", **(headers or {})}) as r:
+            return r.status, await r.read(), dict(r.headers)
+    return asyncio.run(go())
+
+
+def start(consumer: Connector, agreement_id: str) -> dict[str, Any]:
+    status, t = consumer.api("POST", "/api/transfers", {"agreementId": agreement_id})
+    assert status == 201, t
+    t = wait_transfer(consumer, t["id"], {"STARTED", "TERMINATED"})
+    assert t["state"] == "STARTED", t
+    return t
+
+
+def test_pull_with_the_token_counts_every_use(pair: tuple[Connector, Connector]) -> None:
+    provider, consumer = pair
+    offer = offer_asset(provider, asset_id="urn:asset:t1", content=CONTENT,
+                        contract={"template": "n-times-usage", "params": {"max": "3"}})
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", n
+    t = start(consumer, n["agreementId"])
+    assert t["endpoint"].endswith(f"/data/{t['providerPid']}")
+    for _ in range(3):
+        status, body, headers = pull(consumer, t)
+        assert status == 200 and body == CONTENT, (status, body[:300])
+        assert "X-Receipt-Seq" in headers
+    status, body, _ = pull(consumer, t)
+    assert status == 403 and b"use number 4 (3 completed)" in body
+    status, body, _ = pull(consumer, t, {"Range": "bytes=0-8"})  # still the 4th use: denied
+    assert status == 403
+
+
+def test_range_suspend_resume_terminate(pair: tuple[Connector, Connector]) -> None:
+    provider, consumer = pair
+    offer = offer_asset(provider, asset_id="urn:asset:t2", content=CONTENT,
+                        contract={"template": "n-times-usage", "params": {"max": "100"}})
+    n = negotiate(consumer, provider, offer)
+    t = start(consumer, n["agreementId"])
+    status, body, _ = pull(consumer, t, {"Range": "bytes=0-8"})
+    assert status == 206 and body == CONTENT[:9]
+    # the provider suspends: the next request is denied, whatever the token says
+    status, pt = provider.api("POST", f"/api/transfers/{t['providerPid']}/suspend",
+                              {"reason": "maintenance"})
+    assert status == 200, pt
+    assert wait_transfer(consumer, t["id"], {"SUSPENDED"})["state"] == "SUSPENDED"
+    status, body, _ = pull(consumer, t)
+    assert status == 403 and b"SUSPENDED" in body
+    # the provider resumes; a consumer could not lift the provider's suspension
+    status, pt = provider.api("POST", f"/api/transfers/{t['providerPid']}/resume")
+    assert status == 200, pt
+    t2 = wait_transfer(consumer, t["id"], {"STARTED"})
+    assert t2["state"] == "STARTED"
+    assert pull(consumer, t2)[0] == 200
+    # the consumer terminates: the provider stops serving
+    status, ct = consumer.api("POST", f"/api/transfers/{t['id']}/terminate", {"reason": "done"})
+    assert status == 200, ct
+    deadline = time.monotonic() + 10
+    while pull(consumer, t2)[0] == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pull(consumer, t2)[0] == 403
+
+
+def test_a_transfer_needs_a_finalized_agreement_of_the_caller(pair: tuple[Connector, Connector]) -> None:
+    _, consumer = pair
+    status, err = consumer.api("POST", "/api/transfers", {"agreementId": "urn:uuid:not-mine"})
+    assert status == 404 and "no agreement" in err["error"]
+
+
+def test_a_bad_token_is_401_and_a_token_for_another_transfer_is_refused(
+        pair: tuple[Connector, Connector]) -> None:
+    provider, consumer = pair
+    offer = offer_asset(provider, asset_id="urn:asset:t3", content=CONTENT,
+                        contract={"template": "n-times-usage", "params": {"max": "5"}})
+    a = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
+    b = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
+    forged = {**a, "endpointProperties": {**a["endpointProperties"], "authorization": "x.y.z"}}
+    assert pull(consumer, forged)[0] == 401
+    crossed = {**a, "endpointProperties": b["endpointProperties"]}
+    status, body, _ = pull(consumer, crossed)
+    assert status in (401, 403), body
