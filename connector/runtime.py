@@ -276,6 +276,8 @@ class ControlPlane:
         self._inflight: set[asyncio.Task[None]] = set()
         self._changed: dict[str, asyncio.Event] = {}
         self._queued_behind: set[str] = set()
+        # told the id of every transfer whose state changed here (the data plane's cache)
+        self.transfer_listeners: list[Callable[[str], None]] = []
 
     # -------------------------------------------------------------- lifecycle
 
@@ -569,6 +571,9 @@ class ControlPlane:
                     # outcome wakes the dispatcher (see _deliver)
                     self._queued_behind.add(final.id)
                 self._after_commit(final.id, len(outgoing) > len(direct))
+                if k is TRANSFER:
+                    for listener in self.transfer_listeners:
+                        listener(final.id)
                 if TIMING:
                     log.info("TIMING %s %s -> %s in %.1f ms", type(event).__name__,
                              current.state.value if current else "-", final.state.value,

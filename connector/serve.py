@@ -15,7 +15,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from connector.config import Config
-from connector.dataplane.wiring import dataplane_app, transfer_tokens
+from connector.dataplane.ssrf import SsrfPolicy
+from connector.dataplane.wiring import TransferLookup, dataplane_app, transfer_tokens
 from connector.http.client import DspClient
 from connector.http.dsp import dsp_app
 from connector.http.management import management_app
@@ -141,9 +142,11 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             # consumers present transfer tokens here, not DATs: TLS without a client certificate
             data_ssl = None if config.dsp.plain_http else server_context(
                 cert, key, ca, require_client_cert=False)
+            lookup = TransferLookup(store, SsrfPolicy.from_config(dp.upstream_allow))
+            cp.transfer_listeners.append(lookup.invalidate)
             sites.append((dataplane_app(store, issuer, participant_id=identity.participant_id,
                                         public_url=dataplane_url, signer=identity.key,
-                                        upstream_allow=dp.upstream_allow),
+                                        upstream_allow=dp.upstream_allow, lookup=lookup),
                           dp.host, dp.port, data_ssl))
         for app, host, port, ssl_ctx in sites:
             runner = web.AppRunner(app, access_log=None)

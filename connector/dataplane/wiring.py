@@ -27,7 +27,33 @@ POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
 SERVING = {"STARTED": "STARTED", "STARTING": "STARTED"}
 
 
-def transfer_lookup(store: Store, upstream: SsrfPolicy) -> Callable[[str], Awaitable[TransferView | None]]:
+class TransferLookup:
+    """The data plane's view of a transfer, cached for ``ttl`` seconds: the control plane in
+    this process invalidates an entry the moment the transfer's state changes (suspend,
+    terminate, complete); the TTL bounds how long a change made through another replica takes
+    to reach this one."""
+
+    def __init__(self, store: Store, upstream: SsrfPolicy, ttl: float = 1.0) -> None:
+        self._load = _loader(store, upstream)
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, TransferView | None]] = {}
+
+    def invalidate(self, transfer_id: str) -> None:
+        self._cache.pop(transfer_id, None)
+
+    async def __call__(self, transfer_id: str) -> TransferView | None:
+        now = time.monotonic()
+        hit = self._cache.get(transfer_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        view = await self._load(transfer_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[transfer_id] = (now + self._ttl, view)
+        return view
+
+
+def _loader(store: Store, upstream: SsrfPolicy) -> Callable[[str], Awaitable[TransferView | None]]:
     compiled: dict[str, AgreementPolicy] = {}
 
     async def lookup(transfer_id: str) -> TransferView | None:
@@ -54,7 +80,7 @@ def transfer_lookup(store: Store, upstream: SsrfPolicy) -> Callable[[str], Await
 def _source(address: dict[str, Any], upstream: SsrfPolicy) -> Any:
     kind = address.get("type")
     if kind == "file" and address.get("path"):
-        return FileSource(Path(address["path"]))
+        return FileSource(Path(address["path"]), chunk_size=4 << 20)
     if kind == "http" and address.get("url"):
         return HttpSource(address["url"], upstream, headers=dict(address.get("headers") or {}))
     return None
@@ -68,13 +94,14 @@ def transfer_tokens(key: SigningKey, participant_id: str) -> TransferTokenIssuer
 
 
 def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: str,
-                  public_url: str, signer: SigningKey, upstream_allow: list[str]) -> web.Application:
+                  public_url: str, signer: SigningKey, upstream_allow: list[str],
+                  lookup: TransferLookup | None = None) -> web.Application:
     verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
                                      provider_id=participant_id, audience=public_url,
                                      cache_claims=False)
     return create_app(
         verifier=TokenCache(verifier),
-        lookup=transfer_lookup(store, SsrfPolicy.from_config(upstream_allow)),
+        lookup=lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow)),
         consume=store.consume_use,
         receipts=ReceiptBook(signer, participant_id),
         clock=time.time)

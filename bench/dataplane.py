@@ -1,0 +1,167 @@
+"""Benchmarks of the data plane (issue 5), real processes on loopback, plain HTTP for both sides
+so the governed path and the baseline pay the same transport.
+
+1. Governed pull of a large file (default 1 GiB) through the provider's data plane (transfer
+   token, live policy decision, use counted, streamed, receipt chain) vs a bare aiohttp
+   `FileResponse` server of the same file in the same run; peak RSS of the provider process.
+2. 1 KiB governed requests per second vs a bare aiohttp handler returning the same bytes,
+   with the same client (aiohttp, 32 concurrent connections), and the p99 latency of each.
+
+Run: python bench/dataplane.py [--size-mib 1024] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from connector.devspace import DataSpace, free_port, negotiate, offer_asset
+
+BARE_SERVER = """
+import sys
+from aiohttp import web
+path, port = sys.argv[1], int(sys.argv[2])
+small = b"x" * 1024
+async def big(request): return web.FileResponse(path)
+async def kib(request): return web.Response(body=small, content_type="application/octet-stream")
+app = web.Application()
+app.router.add_get("/big", big)
+app.router.add_get("/kib", kib)
+web.run_app(app, host="127.0.0.1", port=port, print=lambda *_: print("ready", flush=True),
+            access_log=None)
+"""
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def download(url: str, headers: dict[str, str]) -> tuple[int, float]:
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        t0 = time.perf_counter()
+        n = 0
+        async with http.get(url, headers=headers) as r:
+            assert r.status == 200, await r.text()
+            async for chunk in r.content.iter_chunked(1 << 20):
+                n += len(chunk)
+        return n, time.perf_counter() - t0
+
+
+async def hammer(url: str, headers: dict[str, str], seconds: float, conns: int) -> dict[str, float]:
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=conns)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                async with http.get(url, headers=headers) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                lat.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conns)))
+        wall = time.perf_counter() - t0
+    lat.sort()
+    return {"rps": len(lat) / wall, "p50": statistics.median(lat) * 1000,
+            "p99": lat[int(0.99 * (len(lat) - 1))] * 1000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    print(f"# bench/dataplane.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  python "
+          f"{platform.python_version()}  cores={os.cpu_count()}  file={args.size_mib} MiB")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        big = root / "big.bin"
+        with big.open("wb") as f:
+            block = os.urandom(1 << 20)
+            for _ in range(args.size_mib):
+                f.write(block)
+        kib = root / "kib.bin"
+        kib.write_bytes(b"x" * 1024)
+
+        port = free_port()
+        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(big), str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert bare.stdout is not None and b"ready" in bare.stdout.readline()
+        ds = DataSpace(root / "space", tls=False)
+        try:
+            provider = ds.connector("provider", roles=("provider",))
+            consumer = ds.connector("consumer", roles=("consumer",))
+            edrs: dict[str, Any] = {}
+            for asset, path in (("urn:asset:big", big), ("urn:asset:kib", kib)):
+                offer = offer_asset(provider, asset_id=asset, content=path.read_bytes()
+                                    if path == kib else b"", contract={
+                                        "template": "n-times-usage", "params": {"max": "100000000"}})
+                # the big asset: point it at the big file instead of the written copy
+                if path == big:
+                    target = provider.directory / f"{asset.replace(':', '_')}.bin"
+                    target.unlink()
+                    target.symlink_to(big)
+                n = negotiate(consumer, provider, offer)
+                status, t = consumer.api("POST", "/api/transfers", {"agreementId": n["agreementId"]})
+                assert status == 201, t
+                deadline = time.monotonic() + 20
+                while t["state"] != "STARTED" and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    _, t = consumer.api("GET", f"/api/transfers/{t['id']}")
+                edrs[asset] = t
+            auth = {a: {"Authorization": f"Bearer {t['endpointProperties']['authorization']}"}
+                    for a, t in edrs.items()}
+            assert provider.proc is not None
+            pid = provider.proc.pid
+
+            print("\n## Large pull")
+            base_n, base_s = asyncio.run(download(f"http://127.0.0.1:{port}/big", {}))
+            rss_before = rss_mib(pid)
+            gov_n, gov_s = asyncio.run(download(edrs["urn:asset:big"]["endpoint"],
+                                                auth["urn:asset:big"]))
+            assert base_n == gov_n == args.size_mib << 20
+            base_rate, gov_rate = base_n / base_s / 1e6, gov_n / gov_s / 1e6
+            print(f"bare aiohttp FileResponse: {base_rate:8.1f} MB/s")
+            print(f"governed pull:             {gov_rate:8.1f} MB/s  ({gov_rate / base_rate:.0%} of bare)")
+            print(f"provider RSS before the pull {rss_before:.0f} MiB, peak (VmHWM, whole life) "
+                  f"{peak_rss_mib(pid):.0f} MiB")
+
+            print("\n## 1 KiB requests, 32 connections")
+            b = asyncio.run(hammer(f"http://127.0.0.1:{port}/kib", {}, args.seconds, 32))
+            g = asyncio.run(hammer(edrs["urn:asset:kib"]["endpoint"], auth["urn:asset:kib"],
+                                   args.seconds, 32))
+            print(f"bare handler:   {b['rps']:8.0f} req/s  p50 {b['p50']:6.2f} ms  p99 {b['p99']:6.2f} ms")
+            print(f"governed:       {g['rps']:8.0f} req/s  p50 {g['p50']:6.2f} ms  p99 {g['p99']:6.2f} ms"
+                  f"  ({g['rps'] / b['rps']:.0%} of bare; added p99 {g['p99'] - b['p99']:.2f} ms)")
+        finally:
+            ds.close()
+            bare.terminate()
+            bare.wait(5)
+
+
+if __name__ == "__main__":
+    main()
