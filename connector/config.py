@@ -56,6 +56,8 @@ class ConnectorSection(_Section):
     # how often the authority's revocation list is fetched: a revoked participant's tokens are
     # refused no later than this after the revocation
     revocation_poll_interval: float = Field(default=60.0, gt=0, le=3600)
+    # the hash-chained, signed audit log; one per process (replicas each keep their own)
+    audit_log: Path | None = None
 
     @field_validator("authority_url", "public_url", "curator", "maintainer")
     @classmethod
@@ -151,6 +153,12 @@ class Config(_Section):
         if len(key) < 16:
             raise ConfigError(f"management.api_key_file: the key in {path} is shorter than 16 characters")
         return key
+
+    @property
+    def audit_log_path(self) -> Path:
+        if self.connector.audit_log is not None:
+            return self.path(self.connector.audit_log)
+        return self.participant_dir / "audit.log"
 
     @property
     def tls_files(self) -> tuple[Path, Path, Path]:

@@ -201,6 +201,7 @@ authority_url = "{self.authority.url}"
 public_url = "{scheme}://127.0.0.1:{dsp}"
 title = "{name} connector"
 revocation_poll_interval = 2
+audit_log = "{d}/audit-{name}.log"
 
 [dsp]
 host = "127.0.0.1"

@@ -249,7 +249,8 @@ class ControlPlane:
     def __init__(self, store: Store, client: DspClient, *, participant_id: str, dsp_url: str,
                  clock: Clock = utcnow, rng: random.Random | None = None,
                  worker_id: str | None = None, counter_offers: str = "stricter",
-                 transfer_tokens: Any = None, dataplane_url: str | None = None) -> None:
+                 transfer_tokens: Any = None, dataplane_url: str | None = None,
+                 audit: Any = None) -> None:
         self.store = store
         self.client = client
         self.participant_id = participant_id
@@ -267,6 +268,8 @@ class ControlPlane:
         # dataAddress, and where the data plane serves them (None: no pull transfers)
         self.transfer_tokens = transfer_tokens
         self.dataplane_url = dataplane_url.rstrip("/") if dataplane_url else None
+        # the hash-chained, signed audit log (connector.audit): every state a process reaches
+        self.audit = audit
         self._wake = asyncio.Event()
         self._catalog: CatalogSnapshot | None = None
         self._catalog_at = 0.0
@@ -574,6 +577,8 @@ class ControlPlane:
                 if k is TRANSFER:
                     for listener in self.transfer_listeners:
                         listener(final.id)
+                if self.audit is not None and (current is None or current.state != final.state):
+                    self._spawn(self._audit(k, final))
                 if TIMING:
                     log.info("TIMING %s %s -> %s in %.1f ms", type(event).__name__,
                              current.state.value if current else "-", final.state.value,
@@ -622,6 +627,25 @@ class ControlPlane:
             id=str(a["@id"]), provider_id=str(a.get("assigner", "")),
             consumer_id=str(a.get("assignee", "")), target=str(a.get("target", "")),
             policy=dict(a), signed_at=self.clock(), negotiation_id=n.id))
+
+    async def _audit(self, k: Kind, p: Any) -> None:
+        """One audit entry per state a process reaches (after its commit: a crash in between
+        loses the entry, never the state)."""
+        reasons = list(getattr(p, "termination_reason", ()) or ())
+        data: dict[str, Any] = {"role": p.role.value, "state": p.wire_state.value,
+                                "internalState": p.state.value}
+        if reasons:
+            data["reason"] = reasons
+        ids: dict[str, Any] = {"process_id": p.id, "participant_id": p.counter_party_id}
+        if k is TRANSFER:
+            ids["transfer_id"] = p.id
+            ids["agreement_id"] = p.agreement_id
+        elif p.agreement is not None:
+            ids["agreement_id"] = str(p.agreement.get("@id"))
+        try:
+            await self.audit.aappend(f"{k.name}.{p.state.value.lower()}", data, **ids)
+        except Exception:  # the audit trail must not take the protocol down with it
+            log.exception("audit append failed for %s %s", k.name, p.id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from connector.audit.log import AuditLog
 from connector.config import Config
 from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.wiring import TransferLookup, dataplane_app, transfer_tokens
@@ -116,6 +118,9 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         tls_scheme = "http" if config.dsp.plain_http else "https"
         dataplane_url = (dp.public_url or f"{tls_scheme}://{dp.host}:{dp.port}").rstrip("/")
         issuer = transfer_tokens(identity.key, identity.participant_id) if dp.enabled else None
+        # fsync off: entries reach the OS at once (a kill -9 loses none), as the SQLite store
+        audit = AuditLog.open(config.audit_log_path, identity.key,
+                              identity.certificate.public_key(), time.time, fsync=False)
         # One worker id per replica (its DSP address): a restarted replica takes back the
         # outbox messages it had in flight when it stopped.
         cp = ControlPlane(store, client, participant_id=identity.participant_id,
@@ -123,7 +128,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
                           worker_id=f"{config.connector.public_url}",
                           counter_offers=config.negotiation.counter_offers,
                           transfer_tokens=issuer,
-                          dataplane_url=dataplane_url if dp.enabled else None)
+                          dataplane_url=dataplane_url if dp.enabled else None,
+                          audit=audit)
         await cp.start()
         describe = self_description_source(
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")
@@ -131,7 +137,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         version = {"protocolVersions": [{"version": "2025-1", "path": "/", "binding": "HTTPS"}]}
         dsp = dsp_app(cp, verifier, require_tls_binding=not config.dsp.plain_http,
                       version_document=version, self_description=describe)
-        mgmt = management_app(cp, config.management_api_key())
+        mgmt = management_app(cp, config.management_api_key(), audit=audit)
         runners = []
         urls = []
         server_ssl = None if config.dsp.plain_http else server_context(
@@ -172,6 +178,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
     finally:
         await session.close()
         await store.close()
+        if "audit" in locals():
+            audit.close()
 
 
 def serve(config: Config) -> None:

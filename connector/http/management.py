@@ -290,7 +290,7 @@ def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ the app
 
 
-def management_app(cp: ControlPlane, api_key: str) -> web.Application:
+def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None) -> web.Application:
     key = api_key.encode()
 
     @web.middleware
@@ -532,6 +532,23 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
 
+    async def audit_timeline(request: web.Request) -> web.Response:
+        """The connector's audit trail, oldest first (``kind`` prefix, ``since`` ISO time)."""
+        from connector.audit.timeline import select, to_view
+
+        if audit is None:
+            raise ApiError(404, "this connector keeps no audit log")
+        since = None
+        if request.query.get("since"):
+            try:
+                since = datetime.fromisoformat(request.query["since"].replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ApiError(400, "since must be an ISO 8601 time") from exc
+        kinds = [k for k in request.query.getall("kind", []) if k]
+        limit, offset = paging(request)
+        rows = list(select(audit.entries(), kinds=kinds, since=since))[offset:offset + limit]
+        return web.json_response([to_view(e) for e in rows])
+
     r = app.router
     r.add_get("/api/openapi.json", openapi)
     r.add_post("/api/assets", add_asset)
@@ -560,6 +577,7 @@ def management_app(cp: ControlPlane, api_key: str) -> web.Application:
     r.add_post("/api/transfers/{id}/resume", transfer_action(lambda why: xfer.Resume()))
     r.add_post("/api/transfers/{id}/complete", transfer_action(lambda why: xfer.Complete()))
     r.add_post("/api/transfers/{id}/terminate", transfer_action(lambda why: xfer.Terminate(why)))
+    r.add_get("/api/audit", audit_timeline)
     r.add_get("/api/agreements", list_agreements)
     r.add_get("/api/agreements/{id}", get_agreement)
     return app
@@ -611,6 +629,7 @@ def openapi_document() -> dict[str, Any]:
         **{f"/api/transfers/{{id}}/{action}": {"parameters": idp, "post": op(
             f"{action.capitalize()} a transfer", "Reason")}
            for action in ("suspend", "resume", "complete", "terminate")},
+        "/api/audit": {"get": op("The audit trail (kind=prefix, since=ISO time, limit, offset)")},
         "/api/agreements": {"get": op("List agreements")},
         "/api/agreements/{id}": {"parameters": idp, "get": op("Get an agreement")},
     }

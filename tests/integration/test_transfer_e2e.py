@@ -136,3 +136,37 @@ def test_a_bad_token_is_401_and_a_token_for_another_transfer_is_refused(
     crossed = {**a, "endpointProperties": b["endpointProperties"]}
     status, body, _ = pull(consumer, crossed)
     assert status in (401, 403), body
+
+
+def test_audit_trail_of_both_parties_verifies_and_tampering_is_located(
+        pair: tuple[Connector, Connector], tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from connector.devspace import process_env
+
+    provider, consumer = pair
+    status, rows = provider.api("GET", "/api/audit?kind=transfer")
+    assert status == 200 and rows
+    kinds = {r["kind"] for r in rows}
+    assert "transfer.started" in kinds and "transfer.suspended" in kinds
+    status, rows = consumer.api("GET", "/api/audit?kind=negotiation.finalized")
+    assert status == 200 and rows and all(r["kind"] == "negotiation.finalized" for r in rows)
+    for c in (provider, consumer):
+        log = c.directory / f"audit-{c.name}.log"
+        r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify", str(log),
+                            "--cert", str(c.directory / "participant.crt")],
+                           capture_output=True, text=True, timeout=60, env=process_env())
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
+    # a tampered copy: one entry's state rewritten
+    log = provider.directory / f"audit-{provider.name}.log"
+    lines = log.read_text().splitlines()
+    entry = json.loads(lines[2])
+    entry["data"]["state"] = "FINALIZED" if entry["data"]["state"] != "FINALIZED" else "TERMINATED"
+    lines[2] = json.dumps(entry)
+    copy = tmp_path / "tampered.log"
+    copy.write_text("\n".join(lines) + "\n")
+    r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify", str(copy),
+                        "--cert", str(provider.directory / "participant.crt"), "--no-head"],
+                       capture_output=True, text=True, timeout=60, env=process_env())
+    assert r.returncode == 1 and "line 3" in (r.stdout + r.stderr), r.stdout + r.stderr
