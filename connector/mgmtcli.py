@@ -180,3 +180,102 @@ def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
     else:
         click.echo("still running (timeout)")
     sys.exit(0 if n["state"] == "FINALIZED" else 1)
+
+
+@click.command(name="pull")
+@click.argument("peer_url")
+@click.argument("agreement_id")
+@_api_options
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write the data here (default: the consumer's vault in its participant dir).")
+@click.option("--purpose", help="The purpose of this use, sent to the provider (an IRI).")
+@click.option("--timeout", default=60.0, show_default=True)
+def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
+         api_key: str | None, out: str | None, purpose: str | None, timeout: float) -> None:
+    """Pull the data of AGREEMENT_ID from PEER_URL: start a transfer, download with the
+    transfer token (refreshed when it expires), verify the provider's signed receipts."""
+    import asyncio
+
+    client = _api(config, api, api_key)
+    if config is None and out is None:
+        raise click.ClickException("give --out (or --config, for the vault)")
+    c = _config(config) if config else None
+    agreement = client.call("GET", f"/api/agreements/{agreement_id}")
+    t = client.call("POST", "/api/transfers", {"agreementId": agreement_id})
+    deadline = time.monotonic() + timeout
+    while t["state"] not in ("STARTED", "TERMINATED") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        t = client.call("GET", f"/api/transfers/{t['id']}")
+    if t["state"] != "STARTED":
+        raise click.ClickException(f"transfer {t['state']}: {'; '.join(t.get('terminationReason') or [])}")
+    if not t["endpoint"].startswith(peer_url.split("://")[0]):
+        raise click.ClickException(f"the provider's data plane {t['endpoint']} does not match {peer_url}")
+    target = Path(out) if out else (c.participant_dir / "vault" / agreement_id.replace(":", "_")
+                                    / t["id"].replace(":", "_"))  # type: ignore[union-attr]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ca = (c.participant_dir / "ca.crt") if c else None
+    result = asyncio.run(_download(client, t, target, ca, purpose, agreement))
+    client.call("POST", f"/api/transfers/{t['id']}/complete", {"reason": "pulled"})
+    click.echo(f"{result['bytes']} bytes -> {target}")
+    click.echo(f"sha256 {result['sha256']}")
+    click.echo(f"receipts verified: {result['receipts']} signed receipt(s) cover "
+               f"{result['responses']} response(s)")
+
+
+async def _download(client: Api, t: dict[str, Any], target: Path, ca: Path | None,
+                    purpose: str | None, agreement: dict[str, Any]) -> dict[str, Any]:
+    import hashlib
+
+    import aiohttp
+
+    from connector.dataplane.receipts import ReceiptVerifier
+    from connector.http.tls import client_context
+    from connector.identity.jose import VerificationKey
+    from connector.identity.keys import public_key_from_jwk
+
+    ssl: Any = client_context(ca) if ca is not None and t["endpoint"].startswith("https") else None
+    endpoint = t["endpoint"]
+    sha = hashlib.sha256()
+    size = 0
+    seqs: list[tuple[int, int, bytes]] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+        for attempt in range(2):
+            headers = {"Authorization": f"Bearer {t['endpointProperties']['authorization']}"}
+            if purpose:
+                headers["X-Purpose"] = purpose
+            async with http.get(endpoint, headers=headers, ssl=ssl) as r:
+                if r.status == 401 and attempt == 0:  # expired: refresh once and retry
+                    t = client.call("POST", f"/api/transfers/{t['id']}/refresh")
+                    continue
+                if r.status != 200:
+                    raise click.ClickException(f"{r.status}: {(await r.text())[:500]}")
+                length = int(r.headers.get("Content-Length", "0") or 0)
+                seq = int(r.headers.get("X-Receipt-Seq", "0"))
+                with target.open("wb") as f, click.progressbar(
+                        length=length or None, label="pulling", file=sys.stderr,
+                        show_pos=True) as bar:
+                    async for chunk in r.content.iter_chunked(1 << 20):
+                        f.write(chunk)
+                        sha.update(chunk)
+                        size += len(chunk)
+                        bar.update(len(chunk))
+                seqs.append((seq, size, sha.digest()))
+                break
+        base = endpoint.split("/data/")[0]
+        async with http.get(f"{base}/keys", ssl=ssl) as r:
+            keys = await r.json()
+        async with http.get(f"{endpoint}/receipts", ssl=ssl, headers=headers) as r:
+            receipts = (await r.json())["receipts"]
+    jwk = keys["keys"][0]
+    alg, public = public_key_from_jwk(jwk)
+    key = VerificationKey(kid=jwk.get("kid"), alg=alg, key=public)
+    verifier = ReceiptVerifier(key, transfer_id=t["providerPid"], agreement_id=agreement["id"],
+                               issuer=keys.get("issuer"))
+    for seq, nbytes, digest in seqs:
+        verifier.add(seq, nbytes, digest)
+    try:
+        verifier.verify(receipts)
+    except Exception as exc:
+        raise click.ClickException(f"the provider's receipts do not cover the data: {exc}") from exc
+    return {"bytes": size, "sha256": sha.hexdigest(), "receipts": len(receipts),
+            "responses": len(seqs)}

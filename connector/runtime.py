@@ -482,6 +482,52 @@ class ControlPlane:
         t = await self._transition(find, command, kind=TRANSFER)
         return t.transfer
 
+    async def refresh_transfer_token(self, pid: str, refresh_token: str, sender: str) -> dict[str, Any]:
+        """Provider: a new access token (and a new one-time refresh token) for a pull."""
+        if self.transfer_tokens is None:
+            raise ProtocolError(404, "404", ["this connector runs no data plane"])
+        async with self.store.transaction(readonly=True) as tx:
+            row = await self._find_transfer(tx, pid, sender)
+        if row.role != "provider" or row.state not in ("STARTED", "STARTING", "SUSPENDED"):
+            raise ProtocolError(400, "400", [f"transfer {pid} is not running"])
+        from connector.identity.errors import IdentityError
+
+        try:
+            tokens = self.transfer_tokens.refresh(refresh_token, consumer_id=sender)
+        except IdentityError as exc:
+            raise ProtocolError(400, "400", [str(exc)]) from exc
+        return {"authorization": tokens.access_token, "refreshToken": tokens.refresh_token,
+                "expiresIn": tokens.expires_in}
+
+    async def refresh_pull_token(self, transfer_id: str) -> xfer.Transfer:
+        """Consumer: exchange the pull's refresh token at the provider; keep the new tokens."""
+        async with self.store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(transfer_id)
+        if row is None or row.role != "consumer":
+            raise ProtocolError(404, "404", [f"no transfer {transfer_id} of this consumer"])
+        t = row_to_transfer(row)
+        refresh = t.data_address.property("refreshToken") if t.data_address else None
+        if not refresh or not t.provider_pid:
+            raise ProtocolError(409, "409", ["this transfer has no refresh token"])
+        d = await self.client.post(f"{t.counter_party_address.rstrip('/')}/transfers/"
+                                   f"{t.provider_pid}/token", {"refreshToken": refresh})
+        if not d.ok or not isinstance(d.body, dict):
+            raise ProtocolError(502, "502", [f"the provider refused the refresh: {d.reason}"])
+        props = {p.name: p.value for p in t.data_address.endpoint_properties or ()}  # type: ignore[union-attr]
+        props.update(authorization=str(d.body.get("authorization", "")),
+                     refreshToken=str(d.body.get("refreshToken", "")),
+                     expiresIn=str(d.body.get("expiresIn", "")))
+        address = DataAddress.model_validate({
+            **t.data_address.to_json(),  # type: ignore[union-attr]
+            "endpointProperties": [{"@type": "EndpointProperty", "name": k, "value": v}
+                                   for k, v in props.items()]})
+        async with self.store.transaction() as tx:
+            fresh = await tx.transfers.get(transfer_id)
+            assert fresh is not None
+            data = {**fresh.data, "data_address": address.to_json()}
+            await tx.transfers.save(replace(fresh, data=data), expected_version=fresh.version)
+        return replace(t, data_address=address)
+
     def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime) -> list[Any]:
         s = xfer.TransferState
         if t.role is Role.PROVIDER and t.state is s.REQUESTED:

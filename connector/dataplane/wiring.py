@@ -86,11 +86,14 @@ def _source(address: dict[str, Any], upstream: SsrfPolicy) -> Any:
     return None
 
 
+def dataplane_key(key: SigningKey) -> SigningKey:
+    """The participant key under its JWK thumbprint as kid (the participant's own key carries
+    none: client assertions are matched by their issuer). Signs transfer tokens and receipts."""
+    return SigningKey.from_private_key(key.private_key)
+
+
 def transfer_tokens(key: SigningKey, participant_id: str) -> TransferTokenIssuer:
-    """Transfer tokens signed by the participant key under its JWK thumbprint as kid (the
-    participant's own key carries no kid: client assertions are matched by their issuer)."""
-    signing = SigningKey.from_private_key(key.private_key)
-    return TransferTokenIssuer(signing, participant_id, replay=ReplayCache())
+    return TransferTokenIssuer(dataplane_key(key), participant_id, replay=ReplayCache())
 
 
 def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: str,
@@ -99,9 +102,17 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
     verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
                                      provider_id=participant_id, audience=public_url,
                                      cache_claims=False)
-    return create_app(
+    signing = dataplane_key(signer)
+    app = create_app(
         verifier=TokenCache(verifier),
         lookup=lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow)),
         consume=store.consume_use,
-        receipts=ReceiptBook(signer, participant_id),
+        receipts=ReceiptBook(signing, participant_id),
         clock=time.time)
+
+    async def keys(request: web.Request) -> web.Response:
+        """The key receipts and transfer tokens are signed with, for consumers to verify."""
+        return web.json_response({"keys": [signing.jwk()], "issuer": participant_id})
+
+    app.router.add_get("/keys", keys)
+    return app

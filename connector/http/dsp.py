@@ -175,6 +175,14 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
             return web.json_response(out, status=status)
         return handle
 
+    async def refresh_token(request: web.Request) -> web.Response:
+        body = await _json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("refreshToken"), str):
+            raise ProtocolError(400, "400", ["give the refreshToken of the transfer"])
+        sender, _ = _sender(request)
+        return web.json_response(await cp.refresh_transfer_token(
+            request.match_info["pid"], body["refreshToken"], sender))
+
     async def get_transfer(request: web.Request) -> web.Response:
         sender, _ = _sender(request)
         return web.json_response(await cp.get_transfer(request.match_info["pid"], sender))
@@ -201,6 +209,8 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
                message((M.ContractNegotiationTerminationMessage,), True))
     r.add_post("/transfers/request", transfer((M.TransferRequestMessage,), False))
     r.add_get("/transfers/{pid}", get_transfer)
+    # not DSP: the pull's token refresh, authenticated like DSP (the consumer's DAT)
+    r.add_post("/transfers/{pid}/token", refresh_token)
     r.add_post("/transfers/{pid}/start", transfer((M.TransferStartMessage,), True))
     r.add_post("/transfers/{pid}/completion", transfer((M.TransferCompletionMessage,), True))
     r.add_post("/transfers/{pid}/termination", transfer((M.TransferTerminationMessage,), True))

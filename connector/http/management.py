@@ -573,6 +573,14 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None) -> web.
     r.add_post("/api/transfers", start_transfer)
     r.add_get("/api/transfers", list_transfers)
     r.add_get("/api/transfers/{id}", get_transfer)
+    async def refresh_transfer(request: web.Request) -> web.Response:
+        t = await cp.refresh_pull_token(request.match_info["id"])
+        async with store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(t.id)
+        assert row is not None
+        return web.json_response(transfer_view(row))
+
+    r.add_post("/api/transfers/{id}/refresh", refresh_transfer)
     r.add_post("/api/transfers/{id}/suspend", transfer_action(lambda why: xfer.Suspend(why)))
     r.add_post("/api/transfers/{id}/resume", transfer_action(lambda why: xfer.Resume()))
     r.add_post("/api/transfers/{id}/complete", transfer_action(lambda why: xfer.Complete()))
@@ -629,6 +637,8 @@ def openapi_document() -> dict[str, Any]:
         **{f"/api/transfers/{{id}}/{action}": {"parameters": idp, "post": op(
             f"{action.capitalize()} a transfer", "Reason")}
            for action in ("suspend", "resume", "complete", "terminate")},
+        "/api/transfers/{id}/refresh": {"parameters": idp, "post": op(
+            "Consumer: exchange the pull's refresh token for a new access token")},
         "/api/audit": {"get": op("The audit trail (kind=prefix, since=ISO time, limit, offset)")},
         "/api/agreements": {"get": op("List agreements")},
         "/api/agreements/{id}": {"parameters": idp, "get": op("Get an agreement")},

@@ -170,3 +170,30 @@ def test_audit_trail_of_both_parties_verifies_and_tampering_is_located(
                         "--cert", str(provider.directory / "participant.crt"), "--no-head"],
                        capture_output=True, text=True, timeout=60, env=process_env())
     assert r.returncode == 1 and "line 3" in (r.stdout + r.stderr), r.stdout + r.stderr
+
+
+def test_connector_pull_downloads_verifies_receipts_and_refreshes(
+        pair: tuple[Connector, Connector], tmp_path: Path) -> None:
+    import subprocess
+
+    from connector.devspace import process_env
+
+    provider, consumer = pair
+    offer = offer_asset(provider, asset_id="urn:asset:cli-pull", content=CONTENT,
+                        contract={"template": "n-times-usage", "params": {"max": "10"}})
+    n = negotiate(consumer, provider, offer)
+    out = tmp_path / "pulled.csv"
+    r = subprocess.run([sys.executable, "-m", "connector", "pull", provider.dsp_url,
+                        n["agreementId"], "--config", str(consumer.config), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, env=process_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert out.read_bytes() == CONTENT
+    assert "receipts verified: 1 signed receipt(s) cover 1 response(s)" in r.stdout
+    # the refresh: a new access token from the one-time refresh token, and it works
+    t = start(consumer, n["agreementId"])
+    status, refreshed = consumer.api("POST", f"/api/transfers/{t['id']}/refresh")
+    assert status == 200, refreshed
+    new = refreshed["endpointProperties"]
+    assert new["authorization"] != t["endpointProperties"]["authorization"]
+    assert new["refreshToken"] != t["endpointProperties"]["refreshToken"]
+    assert pull(consumer, refreshed)[0] == 200
