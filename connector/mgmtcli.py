@@ -216,7 +216,11 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
     ca = (c.participant_dir / "ca.crt") if c else None
     result = asyncio.run(_download(client, t, target, ca, purpose, agreement))
     client.call("POST", f"/api/transfers/{t['id']}/complete", {"reason": "pulled"})
+    # the local copy is under the agreement's duties (delete after ...): the connector keeps them
+    held = client.call("POST", "/api/vault", {"path": str(target.resolve()), "transferId": t["id"]})
     click.echo(f"{result['bytes']} bytes -> {target}")
+    if held.get("deleteAt"):
+        click.echo(f"the agreement's delete duty: the connector deletes it at {held['deleteAt']}")
     click.echo(f"sha256 {result['sha256']}")
     click.echo(f"receipts verified: {result['receipts']} signed receipt(s) cover "
                f"{result['responses']} response(s)")

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from connector.http.client import DspClient
@@ -62,6 +63,7 @@ MAX_ATTEMPTS = 12  # deliveries of one message before it is dead-lettered
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 60.0
 LEASE_SECONDS = 30.0
 CATALOG_TTL = 10.0
+DUTY_INTERVAL = 1.0  # seconds between checks of the delete duties on local copies
 BATCH = 32
 POLL = 1.0  # seconds between outbox polls when nothing wakes the dispatcher
 TIMING = bool(os.environ.get("CONNECTOR_TIMING"))
@@ -250,7 +252,7 @@ class ControlPlane:
                  clock: Clock = utcnow, rng: random.Random | None = None,
                  worker_id: str | None = None, counter_offers: str = "stricter",
                  transfer_tokens: Any = None, dataplane_url: str | None = None,
-                 audit: Any = None) -> None:
+                 audit: Any = None, duties: Any = None) -> None:
         self.store = store
         self.client = client
         self.participant_id = participant_id
@@ -270,6 +272,9 @@ class ControlPlane:
         self.dataplane_url = dataplane_url.rstrip("/") if dataplane_url else None
         # the hash-chained, signed audit log (connector.audit): every state a process reaches
         self.audit = audit
+        # consumer duties on local copies (connector.duties): (vault, key, certificate, ca)
+        self.duties = duties
+        self._duty_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._catalog: CatalogSnapshot | None = None
         self._catalog_at = 0.0
@@ -290,14 +295,17 @@ class ControlPlane:
         if released:
             log.info("took back %d message(s) in flight before a restart", released)
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="outbox-dispatcher")
+        if self.duties is not None:
+            self._duty_task = asyncio.create_task(self._duty_loop(), name="duties")
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        for task in (self._dispatcher, self._duty_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for t in list(self._inflight):
             t.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
@@ -527,6 +535,88 @@ class ControlPlane:
             data = {**fresh.data, "data_address": address.to_json()}
             await tx.transfers.save(replace(fresh, data=data), expected_version=fresh.version)
         return replace(t, data_address=address)
+
+    # -------------------------------------------------------------- duties on local copies
+
+    async def _duty_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.run_duties()
+            except Exception:
+                log.exception("duty round failed")
+            await asyncio.sleep(DUTY_INTERVAL)
+
+    async def run_duties(self) -> int:
+        """Delete the local copies whose delete duty fell due, and tell their providers."""
+        from connector.duties import sign_notice
+
+        vault, key, certificate, _ = self.duties
+        done = 0
+        for item in vault.due(self.clock()):
+            path = Path(item.path)
+            if item.deleted_at is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                item.deleted_at = self.clock().isoformat()
+                vault.save(item)
+                if self.audit is not None:
+                    await self.audit.aappend("duty.deleted", {"path": item.path, "sha256": item.sha256},
+                                             agreement_id=item.agreement_id,
+                                             transfer_id=item.transfer_id)
+            notice = sign_notice(key, certificate, item, self.clock())
+            d = await self.client.post(f"{item.provider_address.rstrip('/')}/notices",
+                                       {"notice": notice})
+            if d.ok:
+                item.notice_sent = True
+                vault.save(item)
+                done += 1
+                if self.audit is not None:
+                    await self.audit.aappend("deletion-notice.sent", {"notice": notice},
+                                             agreement_id=item.agreement_id,
+                                             transfer_id=item.transfer_id,
+                                             participant_id=item.provider_id)
+            else:
+                log.warning("deletion notice for %s not delivered: %s", item.path, d.reason)
+        return done
+
+    async def register_local_copy(self, path: Path, transfer_id: str) -> Any:
+        """Consumer: a pulled file now held locally under the transfer's agreement."""
+        if self.duties is None:
+            raise ProtocolError(404, "404", ["this connector keeps no vault"])
+        async with self.store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(transfer_id)
+            agreement = await tx.agreements.get(row.agreement_id) if row is not None else None
+        if row is None or agreement is None or row.role != "consumer":
+            raise ProtocolError(404, "404", [f"no transfer {transfer_id} of this consumer"])
+        vault = self.duties[0]
+        return vault.register(path, agreement=agreement.policy, agreement_id=agreement.id,
+                              signed_at=agreement.signed_at, transfer_id=transfer_id,
+                              provider_id=row.counter_party_id or "",
+                              provider_address=row.counter_party_address or "",
+                              now=self.clock())
+
+    async def deletion_notice(self, body: Any, sender: str) -> dict[str, Any]:
+        """Provider: a consumer reports it deleted its copy; verify and keep the notice."""
+        from connector.duties import NoticeError, verify_notice
+
+        if self.duties is None:
+            raise ProtocolError(404, "404", ["this connector takes no notices"])
+        token = body.get("notice") if isinstance(body, dict) else None
+        try:
+            claims = verify_notice(token, ca=self.duties[3], sender=sender,  # type: ignore[arg-type]
+                                   audience=self.participant_id, now=self.clock())
+        except NoticeError as exc:
+            raise ProtocolError(400, "400", [str(exc)]) from exc
+        async with self.store.transaction(readonly=True) as tx:
+            agreement = await tx.agreements.get(claims["agreementId"])
+        if agreement is None or agreement.consumer_id != sender:
+            raise ProtocolError(404, "404", [f"no agreement {claims['agreementId']}"])
+        if self.audit is not None:
+            await self.audit.aappend("deletion-notice", {"notice": token, "sha256": claims["sha256"],
+                                                         "deletedAt": claims["deletedAt"]},
+                                     agreement_id=claims["agreementId"],
+                                     transfer_id=claims["transferId"], participant_id=sender)
+        return {"received": True, "agreementId": claims["agreementId"]}
 
     def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime) -> list[Any]:
         s = xfer.TransferState

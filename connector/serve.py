@@ -13,12 +13,19 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from connector.audit.log import AuditLog
 from connector.config import Config
 from connector.dataplane.ssrf import SsrfPolicy
-from connector.dataplane.wiring import TransferLookup, dataplane_app, transfer_tokens
+from connector.dataplane.wiring import (
+    TransferLookup,
+    dataplane_app,
+    dataplane_key,
+    transfer_tokens,
+)
+from connector.duties import Vault
 from connector.http.client import DspClient
 from connector.http.dsp import dsp_app
 from connector.http.management import management_app
@@ -121,6 +128,14 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         # fsync off: entries reach the OS at once (a kill -9 loses none), as the SQLite store
         audit = AuditLog.open(config.audit_log_path, identity.key,
                               identity.certificate.public_key(), time.time, fsync=False)
+        # duties on local copies, and deletion notices from consumers (checked against the CA)
+        ca_file = config.participant_dir / "ca.crt"
+        duties = None
+        if ca_file.is_file():
+            duties = (Vault(config.participant_dir / "vault-records"), dataplane_key(identity.key),
+                      identity.certificate, x509.load_pem_x509_certificate(ca_file.read_bytes()))
+        else:
+            log.warning("no %s: local-copy duties and deletion notices are off", ca_file)
         # One worker id per replica (its DSP address): a restarted replica takes back the
         # outbox messages it had in flight when it stopped.
         cp = ControlPlane(store, client, participant_id=identity.participant_id,
@@ -129,7 +144,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
                           counter_offers=config.negotiation.counter_offers,
                           transfer_tokens=issuer,
                           dataplane_url=dataplane_url if dp.enabled else None,
-                          audit=audit)
+                          audit=audit, duties=duties)
         await cp.start()
         describe = self_description_source(
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")

@@ -183,6 +183,10 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
         return web.json_response(await cp.refresh_transfer_token(
             request.match_info["pid"], body["refreshToken"], sender))
 
+    async def notice(request: web.Request) -> web.Response:
+        sender, _ = _sender(request)
+        return web.json_response(await cp.deletion_notice(await _json(request), sender))
+
     async def get_transfer(request: web.Request) -> web.Response:
         sender, _ = _sender(request)
         return web.json_response(await cp.get_transfer(request.match_info["pid"], sender))
@@ -211,6 +215,8 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
     r.add_get("/transfers/{pid}", get_transfer)
     # not DSP: the pull's token refresh, authenticated like DSP (the consumer's DAT)
     r.add_post("/transfers/{pid}/token", refresh_token)
+    # not DSP: a consumer's signed deletion notice (duty evidence), DAT-authenticated
+    r.add_post("/notices", notice)
     r.add_post("/transfers/{pid}/start", transfer((M.TransferStartMessage,), True))
     r.add_post("/transfers/{pid}/completion", transfer((M.TransferCompletionMessage,), True))
     r.add_post("/transfers/{pid}/termination", transfer((M.TransferTerminationMessage,), True))

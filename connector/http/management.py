@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
@@ -580,6 +581,19 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None) -> web.
         assert row is not None
         return web.json_response(transfer_view(row))
 
+    async def register_copy(request: web.Request) -> web.Response:
+        data = await body(request)
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not isinstance(
+                data.get("transferId"), str):
+            raise ApiError(400, "give 'path' (the local copy) and 'transferId'")
+        try:
+            item = await cp.register_local_copy(Path(data["path"]), data["transferId"])
+        except FileNotFoundError as exc:
+            raise ApiError(400, str(exc)) from exc
+        return web.json_response({"path": item.path, "agreementId": item.agreement_id,
+                                  "deleteAt": item.delete_at, "sha256": item.sha256}, status=201)
+
+    r.add_post("/api/vault", register_copy)
     r.add_post("/api/transfers/{id}/refresh", refresh_transfer)
     r.add_post("/api/transfers/{id}/suspend", transfer_action(lambda why: xfer.Suspend(why)))
     r.add_post("/api/transfers/{id}/resume", transfer_action(lambda why: xfer.Resume()))
@@ -639,6 +653,7 @@ def openapi_document() -> dict[str, Any]:
            for action in ("suspend", "resume", "complete", "terminate")},
         "/api/transfers/{id}/refresh": {"parameters": idp, "post": op(
             "Consumer: exchange the pull's refresh token for a new access token")},
+        "/api/vault": {"post": op("Consumer: register a local copy (its delete duty is enforced)")},
         "/api/audit": {"get": op("The audit trail (kind=prefix, since=ISO time, limit, offset)")},
         "/api/agreements": {"get": op("List agreements")},
         "/api/agreements/{id}": {"parameters": idp, "get": op("Get an agreement")},

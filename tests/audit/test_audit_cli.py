@@ -95,8 +95,8 @@ def test_show(make_log: MakeLog, ed_key: PrivateKey) -> None:
     rows = out.splitlines()
     assert len(rows) == 3
     assert rows[0].startswith("2026-09-21T14:13:20.000000Z  #0      negotiation.finalized")
-    assert "process=p1 agreement=a1" in rows[0] and "offer=o1" in rows[0]
-    assert "transfer=t1" in rows[1] and "format=HttpData-PULL" in rows[1]
+    assert "processId=p1 agreementId=a1" in rows[0] and "offer=o1" in rows[0]
+    assert "transferId=t1" in rows[1] and "format=HttpData-PULL" in rows[1]
     code, out, _ = run("show", log.path, "--kind", "transfer")
     assert out.splitlines() == [rows[1]]
     code, out, _ = run("show", log.path, "--since", "2026-09-21T14:13:22Z", "--kind", "deletion-notice")
@@ -128,7 +128,7 @@ def test_timeline_view_for_the_management_api(make_log: MakeLog, ed_key: Private
             "seq": 1,
             "time": "2026-09-21T14:13:21.000000Z",
             "kind": "receipt",
-            "transfer": "t1",
+            "transferId": "t1",
             "summary": "bytes=3",
             "data": {"bytes": 3},
             "hash": views[0]["hash"],

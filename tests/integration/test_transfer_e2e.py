@@ -197,3 +197,34 @@ def test_connector_pull_downloads_verifies_receipts_and_refreshes(
     assert new["authorization"] != t["endpointProperties"]["authorization"]
     assert new["refreshToken"] != t["endpointProperties"]["refreshToken"]
     assert pull(consumer, refreshed)[0] == 200
+
+
+def test_delete_after_duty_deletes_the_copy_and_the_provider_gets_the_signed_notice(
+        pair: tuple[Connector, Connector], tmp_path: Path) -> None:
+    import subprocess
+    from datetime import UTC, datetime, timedelta
+
+    from connector.devspace import process_env
+
+    provider, consumer = pair
+    delete_at = (datetime.now(UTC) + timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    offer = offer_asset(provider, asset_id="urn:asset:ephemeral", content=CONTENT,
+                        contract={"template": "use-and-delete-after",
+                                  "params": {"deleteAt": delete_at}})
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", n
+    out = tmp_path / "ephemeral.csv"
+    r = subprocess.run([sys.executable, "-m", "connector", "pull", provider.dsp_url,
+                        n["agreementId"], "--config", str(consumer.config), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, env=process_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "delete duty" in r.stdout and out.read_bytes() == CONTENT
+    deadline = time.monotonic() + 20
+    notices: list = []
+    while time.monotonic() < deadline and not (notices and not out.exists()):
+        time.sleep(0.5)
+        _, notices = provider.api("GET", "/api/audit?kind=deletion-notice")
+        notices = [x for x in notices if x.get("agreementId") == n["agreementId"]]
+    assert not out.exists(), "the consumer's connector did not delete the copy"
+    assert notices, "the provider got no deletion notice"
+    assert notices[0]["participantId"] == consumer.participant_id
