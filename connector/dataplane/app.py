@@ -98,13 +98,30 @@ def create_app(
             hasher.update(data)
             chain.complete(seq, hasher.nbytes, hasher.digest(), clock())
 
-    async def stream(request: web.Request, chain: ReceiptChain, src: SourceResponse) -> web.StreamResponse:
+    async def still_allowed(transfer_id: str) -> str | None:
+        """Between chunks: the transfer is still STARTED. The lookup is cached and the control
+        plane invalidates it on a state change, so a suspension or termination cuts a running
+        stream off (a closing time window is checked per request, not mid-stream)."""
+        view = await lookup(transfer_id)
+        if view is None or view.state != "STARTED":
+            return f"the transfer is {view.state if view else 'gone'}"
+        return None
+
+    async def stream(request: web.Request, chain: ReceiptChain, src: SourceResponse,
+                     transfer_id: str) -> web.StreamResponse:
         seq = chain.begin()
         hasher = BodyHasher()
         try:
             response = web.StreamResponse(status=src.status, headers={**src.headers, SEQ_HEADER: str(seq)})
             await response.prepare(request)
             async for chunk in src.chunks:
+                stop = await still_allowed(transfer_id)
+                if stop is not None:
+                    # cut off: the consumer sees a truncated body (Content-Length unmet)
+                    log.info("stream of %s cut off: %s", transfer_id, stop)
+                    if request.transport is not None:
+                        request.transport.close()
+                    return response
                 await response.write(chunk)
                 hasher.update(chunk)
             await response.write_eof()
@@ -136,7 +153,7 @@ def create_app(
             extra = {k: v for k, v in src.headers.items() if k == "Content-Range"}
             return await send_json(request, chain, src.status,
                                    {"error": src.reason or "the data is not available"}, extra)
-        return await stream(request, chain, src)
+        return await stream(request, chain, src, transfer_id)
 
     async def get_receipts(request: web.Request) -> web.Response:
         claims = await authenticate(request)

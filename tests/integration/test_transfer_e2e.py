@@ -228,3 +228,37 @@ def test_delete_after_duty_deletes_the_copy_and_the_provider_gets_the_signed_not
     assert not out.exists(), "the consumer's connector did not delete the copy"
     assert notices, "the provider got no deletion notice"
     assert notices[0]["participantId"] == consumer.participant_id
+
+
+def test_a_suspension_cuts_a_running_stream_off(pair: tuple[Connector, Connector], tmp_path: Path) -> None:
+    provider, consumer = pair
+    big = b"z" * (48 << 20)
+    offer = offer_asset(provider, asset_id="urn:asset:long", content=big,
+                        contract={"template": "n-times-usage", "params": {"max": "5"}})
+    t = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
+    from connector.http.tls import client_context
+
+    ssl = client_context(consumer.directory / "ca.crt")
+
+    async def slow_read() -> int:
+        got = 0
+        headers = {"Authorization": f"Bearer {t['endpointProperties']['authorization']}"}
+        async with aiohttp.ClientSession() as http, http.get(t["endpoint"], ssl=ssl,
+                                                             headers=headers) as r:
+            assert r.status == 200
+            # the provider suspends while the body is still being sent
+            status, _ = await asyncio.to_thread(
+                provider.api, "POST", f"/api/transfers/{t['providerPid']}/suspend",
+                {"reason": "stop now"})
+            assert status == 200
+            try:
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    got += len(chunk)
+                    await asyncio.sleep(0.05)  # a slow reader: the provider waits on it
+            except aiohttp.ClientPayloadError:
+                pass  # the cut: the body ends before its Content-Length
+        return got
+
+    got = asyncio.run(slow_read())
+    assert got < len(big), "the stream ran to its end despite the suspension"
+    assert any("cut off" in line for line in provider.log)
