@@ -176,7 +176,8 @@ class DataSpace:
     def connector(self, name: str, *, roles: tuple[str, ...] = ("provider", "consumer"),
                   profile: str = "idsc:BASE_SECURITY_PROFILE", store: str | None = None,
                   start: bool = True, participant_dir: Path | None = None,
-                  mutual_tls: bool = True, counter_offers: str = "stricter") -> Connector:
+                  mutual_tls: bool = True, counter_offers: str = "stricter",
+                  token_lifetime: int = 300) -> Connector:
         d = participant_dir or self.root / name
         if participant_dir is None:
             cli("init", d, "--name", name, "--tls-host", "127.0.0.1")
@@ -223,6 +224,7 @@ counter_offers = "{counter_offers}"
 [dataplane]
 host = "127.0.0.1"
 port = {data}
+token_lifetime = {token_lifetime}
 """)
         c = Connector(name, d, config, key, dsp, mgmt, pid, self.tls, self.env, data)
         self.connectors.append(c)

@@ -124,7 +124,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         dp = config.dataplane
         tls_scheme = "http" if config.dsp.plain_http else "https"
         dataplane_url = (dp.public_url or f"{tls_scheme}://{dp.host}:{dp.port}").rstrip("/")
-        issuer = transfer_tokens(identity.key, identity.participant_id) if dp.enabled else None
+        issuer = transfer_tokens(identity.key, identity.participant_id,
+                                 lifetime=dp.token_lifetime) if dp.enabled else None
         # fsync off: entries reach the OS at once (a kill -9 loses none), as the SQLite store
         audit = AuditLog.open(config.audit_log_path, identity.key,
                               identity.certificate.public_key(), time.time, fsync=False)
@@ -167,7 +168,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             cp.transfer_listeners.append(lookup.invalidate)
             sites.append((dataplane_app(store, issuer, participant_id=identity.participant_id,
                                         public_url=dataplane_url, signer=identity.key,
-                                        upstream_allow=dp.upstream_allow, lookup=lookup),
+                                        upstream_allow=dp.upstream_allow, lookup=lookup,
+                                        revocations=verifier.revocations),
                           dp.host, dp.port, data_ssl))
         for app, host, port, ssl_ctx in sites:
             runner = web.AppRunner(app, access_log=None)

@@ -3,6 +3,8 @@ sources from asset data addresses, and the app with its token verifier and recei
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,13 +20,14 @@ from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.tokencache import TokenCache
 from connector.identity.keys import SigningKey
 from connector.identity.tokens import TransferTokenIssuer
-from connector.identity.verify import ReplayCache, TransferTokenVerifier
+from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
 from connector.store import Store
 
 POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
                   "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"]
 # The provider has sent its start message: the consumer can hold the token only if it got it.
 SERVING = {"STARTED": "STARTED", "STARTING": "STARTED"}
+TOKEN_LEEWAY = 2.0  # seconds
 
 
 class TransferLookup:
@@ -92,19 +95,29 @@ def dataplane_key(key: SigningKey) -> SigningKey:
     return SigningKey.from_private_key(key.private_key)
 
 
-def transfer_tokens(key: SigningKey, participant_id: str) -> TransferTokenIssuer:
-    return TransferTokenIssuer(dataplane_key(key), participant_id, replay=ReplayCache())
+def transfer_tokens(key: SigningKey, participant_id: str, *,
+                    lifetime: int = 300) -> TransferTokenIssuer:
+    return TransferTokenIssuer(dataplane_key(key), participant_id, replay=ReplayCache(),
+                               access_lifetime=lifetime)
 
 
 def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: str,
                   public_url: str, signer: SigningKey, upstream_allow: list[str],
-                  lookup: TransferLookup | None = None) -> web.Application:
+                  lookup: TransferLookup | None = None,
+                  revocations: RevocationStatus | None = None) -> web.Application:
+    """``revocations``: the authority's revocation list (the DAT verifier's): a revoked
+    consumer's transfer tokens stop working within its poll interval, cached ones included."""
     verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
                                      provider_id=participant_id, audience=public_url,
-                                     cache_claims=False)
+                                     cache_claims=False, revocations=revocations,
+                                     # issuer and verifier share this process's clock
+                                     leeway=TOKEN_LEEWAY)
     signing = dataplane_key(signer)
+    def revoked(claims: Any) -> bool:
+        return revocations is not None and claims.subject in revocations.revoked
+
     app = create_app(
-        verifier=TokenCache(verifier),
+        verifier=TokenCache(verifier, is_revoked=revoked),
         lookup=lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow)),
         consume=store.consume_use,
         receipts=ReceiptBook(signing, participant_id),
@@ -115,4 +128,21 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
         return web.json_response({"keys": [signing.jwk()], "issuer": participant_id})
 
     app.router.add_get("/keys", keys)
+
+    async def poll_revocations(app: web.Application) -> Any:
+        """Keep the revocation list fresh even when only data requests arrive (cache hits do
+        not fetch it)."""
+        async def loop() -> None:
+            while True:
+                with contextlib.suppress(Exception):
+                    await revocations.ensure_fresh(time.time())  # type: ignore[union-attr]
+                await asyncio.sleep(1.0)
+        task = asyncio.create_task(loop()) if revocations is not None else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.cleanup_ctx.append(poll_revocations)
     return app

@@ -262,3 +262,59 @@ def test_a_suspension_cuts_a_running_stream_off(pair: tuple[Connector, Connector
     got = asyncio.run(slow_read())
     assert got < len(big), "the stream ran to its end despite the suspension"
     assert any("cut off" in line for line in provider.log)
+
+
+def test_expired_token_is_refreshed_by_pull_and_a_closed_window_denies(
+        space: DataSpace, tmp_path: Path) -> None:
+    import subprocess
+    from datetime import UTC, datetime, timedelta
+
+    from connector.devspace import process_env
+
+    provider = space.connector("shortprov", roles=("provider",), token_lifetime=2)
+    consumer = space.connector("shortcons", roles=("consumer",))
+    end = (datetime.now(UTC) + timedelta(seconds=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    start_at = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    offer = offer_asset(provider, asset_id="urn:asset:window", content=CONTENT,
+                        contract={"template": "interval-restricted",
+                                  "params": {"start": start_at, "end": end}})
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", n
+    t = start(consumer, n["agreementId"])
+    time.sleep(5)  # past the 2 s token lifetime and the data plane's 2 s leeway
+    status, body, _ = pull(consumer, t)
+    assert status == 401 and b"expired" in body, body
+    # connector pull refreshes on the 401 and gets the data
+    out = tmp_path / "refreshed.csv"
+    r = subprocess.run([sys.executable, "-m", "connector", "pull", provider.dsp_url,
+                        n["agreementId"], "--config", str(consumer.config), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, env=process_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert out.read_bytes() == CONTENT
+    # when the agreement's window closes, access stops without anyone acting
+    t2 = start(consumer, n["agreementId"])
+    deadline = time.monotonic() + 30
+    status, body = 200, b""
+    while status == 200 and time.monotonic() < deadline:
+        time.sleep(1)
+        _, t2 = consumer.api("POST", f"/api/transfers/{t2['id']}/refresh")  # a live token
+        status, body, _ = pull(consumer, t2)
+    assert status == 403 and b"dateTime" in body, body
+
+
+def test_a_revoked_consumer_can_no_longer_pull(space: DataSpace) -> None:
+    from dataspace_testlib import cli
+
+    provider = space.connector("revprov", roles=("provider",))
+    consumer = space.connector("revcons", roles=("consumer",))
+    offer = offer_asset(provider, asset_id="urn:asset:rev", content=CONTENT,
+                        contract={"template": "n-times-usage", "params": {"max": "50"}})
+    t = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
+    assert pull(consumer, t)[0] == 200  # the token is now in the data plane's cache
+    cli("authority", "revoke", space.authority.directory, consumer.participant_id)
+    deadline = time.monotonic() + 15
+    status = 200
+    while status == 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status, body, _ = pull(consumer, t)
+    assert status == 401 and b"revoked" in body, (status, body)
