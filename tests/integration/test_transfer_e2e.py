@@ -146,7 +146,20 @@ def test_audit_trail_of_both_parties_verifies_and_tampering_is_located(
     from connector.devspace import process_env
 
     provider, consumer = pair
-    status, rows = provider.api("GET", "/api/audit?kind=transfer")
+    # this test's own transfer, started and suspended (tests may run apart, in other workers)
+    offer = offer_asset(provider, asset_id="urn:asset:audited", content=CONTENT,
+                        contract={"template": "n-times-usage", "params": {"max": "5"}})
+    t = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
+    status, _ = provider.api("POST", f"/api/transfers/{t['providerPid']}/suspend", {"reason": "x"})
+    assert status == 200
+    assert wait_transfer(consumer, t["id"], {"SUSPENDED"})["state"] == "SUSPENDED"
+    deadline = time.monotonic() + 10
+    while True:  # entries are appended right after each commit
+        status, rows = provider.api("GET", "/api/audit?kind=transfer")
+        kinds = {r["kind"] for r in rows} if status == 200 else set()
+        if {"transfer.started", "transfer.suspended"} <= kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert status == 200 and rows
     kinds = {r["kind"] for r in rows}
     assert "transfer.started" in kinds and "transfer.suspended" in kinds
