@@ -12,11 +12,12 @@ subject, verifies the signature, and keeps the notice in its audit log.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,6 @@ class Vault:
 def sign_notice(key: SigningKey, certificate: x509.Certificate, item: VaultItem,
                 now: datetime) -> str:
     der = certificate.public_bytes(serialization.Encoding.DER)
-    import base64
-
     claims = {"iss": participant_id(certificate), "aud": item.provider_id,
               "iat": int(now.timestamp()), "agreementId": item.agreement_id,
               "transferId": item.transfer_id, "sha256": item.sha256,
@@ -138,8 +137,6 @@ def verify_notice(token: str, *, ca: x509.Certificate, sender: str, audience: st
                   now: datetime) -> dict[str, Any]:
     """The notice's claims, after checking its certificate (issued by the data-space CA, valid,
     naming the sender) and its signature; NoticeError with the reason otherwise."""
-    import base64
-
     if not isinstance(token, str) or len(token) > MAX_NOTICE_BYTES:
         raise NoticeError("the notice must be a compact JWS of at most 16 KiB")
     try:
@@ -169,10 +166,6 @@ def verify_notice(token: str, *, ca: x509.Certificate, sender: str, audience: st
         if not isinstance(claims.get(name), str):
             raise NoticeError(f"the notice lacks {name}")
     return claims
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 __all__ = ["NoticeError", "Vault", "VaultItem", "delete_after", "sign_notice", "verify_notice"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -66,7 +65,6 @@ CATALOG_TTL = 10.0
 DUTY_INTERVAL = 1.0  # seconds between checks of the delete duties on local copies
 BATCH = 32
 POLL = 1.0  # seconds between outbox polls when nothing wakes the dispatcher
-TIMING = bool(os.environ.get("CONNECTOR_TIMING"))
 
 
 def utcnow() -> datetime:
@@ -715,10 +713,6 @@ class ControlPlane:
                         listener(final.id)
                 if self.audit is not None and (current is None or current.state != final.state):
                     self._spawn(self._audit(k, final))
-                if TIMING:
-                    log.info("TIMING %s %s -> %s in %.1f ms", type(event).__name__,
-                             current.state.value if current else "-", final.state.value,
-                             (self.clock() - now).total_seconds() * 1000)
                 return k.with_process(t, final)
             except ConcurrentUpdate:
                 await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
@@ -827,13 +821,8 @@ class ControlPlane:
                 self._wake.set()  # the next message of this process may go now
 
     async def _deliver_once(self, m: OutboxMessage) -> None:
-        t0 = self.clock()
         d = await self.client.request(m.method, m.destination, m.payload)
         now = self.clock()
-        if TIMING:
-            log.info("TIMING deliver %s %s in %.1f ms (queued %.1f ms before)",
-                     m.destination.rsplit("/", 2)[-2:], d.status,
-                     (now - t0).total_seconds() * 1000, (t0 - m.created_at).total_seconds() * 1000)
         if d.ok:
             body = None
             if isinstance(d.body, dict):

@@ -110,6 +110,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
     timeout = aiohttp.ClientTimeout(total=15)
     session = aiohttp.ClientSession(timeout=timeout)
     authority = config.connector.authority_url
+    audit: AuditLog | None = None
     try:
         dat = await _retry("authority discovery",
                            lambda: DatClient.discover(session, authority, identity))
@@ -195,7 +196,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
     finally:
         await session.close()
         await store.close()
-        if "audit" in locals():
+        if audit is not None:
             audit.close()
 
 

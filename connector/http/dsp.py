@@ -31,7 +31,6 @@ from connector.runtime import ControlPlane
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-CLAIMS = web.AppKey("claims", dict)
 MAX_BODY = 2 * 1024 * 1024
 PUBLIC = {"/.well-known/dspace-version", "/"}
 
