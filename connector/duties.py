@@ -1,5 +1,6 @@
 """Duties the consumer's connector enforces on its local copy: delete after a time, with a signed
-deletion notice to the provider.
+deletion notice to the provider; log every local use; inform the provider (or another party) of
+every use with a signed use notice.
 
 A pulled file is registered in the consumer's vault with the agreement it came under. The
 agreement's `delete` duty (a permission duty whose `dateTime` constraint says from when, or
@@ -31,6 +32,8 @@ from connector.odrl import terms as T
 from connector.odrl.parse import parse_datetime, parse_duration
 
 NOTICE_TYP = "deletion-notice+jwt"
+USE_NOTICE_TYP = "use-notice+jwt"
+NOTICE_TYPS = frozenset({NOTICE_TYP, USE_NOTICE_TYP})
 MAX_NOTICE_BYTES = 16 * 1024
 
 
@@ -72,6 +75,15 @@ class VaultItem:
     registered_at: str
     deleted_at: str | None = None
     notice_sent: bool = False
+    uses: int = 0  # local uses counted by the connector (reads through the management API)
+    id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "agreementId": self.agreement_id,
+                "transferId": self.transfer_id, "providerId": self.provider_id,
+                "sha256": self.sha256, "deleteAt": self.delete_at,
+                "registeredAt": self.registered_at, "deletedAt": self.deleted_at,
+                "noticeSent": self.notice_sent, "uses": self.uses}
 
 
 class Vault:
@@ -81,9 +93,23 @@ class Vault:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def item_id(agreement_id: str, path: str) -> str:
+        return hashlib.sha256(f"{agreement_id}|{path}".encode()).hexdigest()[:24]
+
     def _record(self, item: VaultItem) -> Path:
-        key = hashlib.sha256(f"{item.agreement_id}|{item.path}".encode()).hexdigest()[:24]
-        return self.root / f"{key}.json"
+        return self.root / f"{self.item_id(item.agreement_id, item.path)}.json"
+
+    def get(self, item_id: str) -> VaultItem | None:
+        if not (len(item_id) == 24 and all(c in "0123456789abcdef" for c in item_id)):
+            return None
+        f = self.root / f"{item_id}.json"
+        try:
+            item = VaultItem(**json.loads(f.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        item.id = item_id
+        return item
 
     def save(self, item: VaultItem) -> None:
         tmp = self._record(item).with_suffix(".tmp")
@@ -105,6 +131,7 @@ class Vault:
                          provider_address=provider_address, sha256=digest.hexdigest(),
                          delete_at=due.isoformat() if due else None,
                          registered_at=now.isoformat())
+        item.id = self.item_id(agreement_id, item.path)
         self.save(item)
         return item
 
@@ -112,7 +139,9 @@ class Vault:
         out = []
         for f in sorted(self.root.glob("*.json")):
             try:
-                out.append(VaultItem(**json.loads(f.read_text())))
+                item = VaultItem(**json.loads(f.read_text()))
+                item.id = f.stem
+                out.append(item)
             except (ValueError, TypeError):
                 continue  # a damaged record is skipped, never a crash of the scheduler
         return out
@@ -133,16 +162,31 @@ def sign_notice(key: SigningKey, certificate: x509.Certificate, item: VaultItem,
                       headers={"typ": NOTICE_TYP, "x5c": [base64.b64encode(der).decode()]})
 
 
+def sign_use_notice(key: SigningKey, certificate: x509.Certificate, item: VaultItem, *,
+                    audience: str, use_number: int, purpose: str | None, now: datetime) -> str:
+    """A use notice (the agreement's `inform` duty): the consumer used its copy, the n-th time."""
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    claims: dict[str, Any] = {
+        "iss": participant_id(certificate), "aud": audience, "iat": int(now.timestamp()),
+        "agreementId": item.agreement_id, "transferId": item.transfer_id, "sha256": item.sha256,
+        "usedAt": now.isoformat(), "useNumber": use_number}
+    if purpose:
+        claims["purpose"] = purpose
+    return jwt.encode(claims, key.private_key, algorithm=key.alg,
+                      headers={"typ": USE_NOTICE_TYP, "x5c": [base64.b64encode(der).decode()]})
+
+
 def verify_notice(token: str, *, ca: x509.Certificate, sender: str, audience: str,
                   now: datetime) -> dict[str, Any]:
-    """The notice's claims, after checking its certificate (issued by the data-space CA, valid,
-    naming the sender) and its signature; NoticeError with the reason otherwise."""
+    """The notice's claims (with its ``typ``), after checking its certificate (issued by the
+    data-space CA, valid, naming the sender) and its signature; NoticeError with the reason
+    otherwise. A deletion notice carries ``deletedAt``, a use notice ``usedAt``/``useNumber``."""
     if not isinstance(token, str) or len(token) > MAX_NOTICE_BYTES:
         raise NoticeError("the notice must be a compact JWS of at most 16 KiB")
     try:
         header = jwt.get_unverified_header(token)
-        if header.get("typ") != NOTICE_TYP or header.get("alg") not in ("EdDSA", "ES256"):
-            raise NoticeError("not a deletion notice (typ/alg)")
+        if header.get("typ") not in NOTICE_TYPS or header.get("alg") not in ("EdDSA", "ES256"):
+            raise NoticeError("not a deletion or use notice (typ/alg)")
         chain = header.get("x5c")
         if not isinstance(chain, list) or len(chain) != 1:
             raise NoticeError("the notice must carry the sender's certificate in x5c")
@@ -162,10 +206,15 @@ def verify_notice(token: str, *, ca: x509.Certificate, sender: str, audience: st
                             audience=audience, issuer=sender)
     except jwt.PyJWTError as exc:
         raise NoticeError(f"the notice does not verify: {exc}") from exc
-    for name in ("agreementId", "transferId", "sha256", "deletedAt"):
+    when = "deletedAt" if header["typ"] == NOTICE_TYP else "usedAt"
+    for name in ("agreementId", "transferId", "sha256", when):
         if not isinstance(claims.get(name), str):
             raise NoticeError(f"the notice lacks {name}")
+    if header["typ"] == USE_NOTICE_TYP and type(claims.get("useNumber")) is not int:
+        raise NoticeError("the use notice lacks useNumber")
+    claims["typ"] = header["typ"]
     return claims
 
 
-__all__ = ["NoticeError", "Vault", "VaultItem", "delete_after", "sign_notice", "verify_notice"]
+__all__ = ["NoticeError", "Vault", "VaultItem", "delete_after", "sign_notice", "sign_use_notice",
+           "verify_notice"]

@@ -189,17 +189,15 @@ def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write the data here (default: the consumer's vault in its participant dir).")
 @click.option("--purpose", help="The purpose of this use, sent to the provider (an IRI).")
-@click.option("--timeout", default=60.0, show_default=True)
+@click.option("--timeout", default=60.0, show_default=True,
+              help="Seconds to wait for the transfer to start.")
 def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
          api_key: str | None, out: str | None, purpose: str | None, timeout: float) -> None:
-    """Pull the data of AGREEMENT_ID from PEER_URL: start a transfer, download with the
-    transfer token (refreshed when it expires), verify the provider's signed receipts."""
-    import asyncio
-
+    """Pull the data of AGREEMENT_ID from PEER_URL through this connector: it starts a
+    transfer, downloads with the transfer token (refreshed when it expires), verifies the
+    provider's signed receipts, logs them, and keeps the copy in its vault under the
+    agreement's duties."""
     client = _api(config, api, api_key)
-    if config is None and out is None:
-        raise click.ClickException("give --out (or --config, for the vault)")
-    c = _config(config) if config else None
     agreement = client.call("GET", f"/api/agreements/{agreement_id}")
     t = client.call("POST", "/api/transfers", {"agreementId": agreement_id})
     deadline = time.monotonic() + timeout
@@ -210,76 +208,75 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
         raise click.ClickException(f"transfer {t['state']}: {'; '.join(t.get('terminationReason') or [])}")
     if not t["endpoint"].startswith(peer_url.split("://")[0]):
         raise click.ClickException(f"the provider's data plane {t['endpoint']} does not match {peer_url}")
-    target = Path(out) if out else (c.participant_dir / "vault" / agreement_id.replace(":", "_")
-                                    / t["id"].replace(":", "_"))  # type: ignore[union-attr]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ca = (c.participant_dir / "ca.crt") if c else None
-    result = asyncio.run(_download(client, t, target, ca, purpose, agreement))
-    client.call("POST", f"/api/transfers/{t['id']}/complete", {"reason": "pulled"})
-    # the local copy is under the agreement's duties (delete after ...): the connector keeps them
-    held = client.call("POST", "/api/vault", {"path": str(target.resolve()), "transferId": t["id"]})
-    click.echo(f"{result['bytes']} bytes -> {target}")
-    if held.get("deleteAt"):
-        click.echo(f"the agreement's delete duty: the connector deletes it at {held['deleteAt']}")
-    click.echo(f"sha256 {result['sha256']}")
-    click.echo(f"receipts verified: {result['receipts']} signed receipt(s) cover "
-               f"{result['responses']} response(s)")
+    body: dict[str, Any] = {}
+    if out:
+        body["out"] = str(Path(out).resolve())
+    if purpose:
+        body["purpose"] = purpose
+    job = client.call("POST", f"/api/transfers/{t['id']}/pull", body)
+    with click.progressbar(length=job.get("total") or 0, label="pulling", file=sys.stderr,
+                           show_pos=True) as bar:
+        done = 0
+        while job["state"] == "running":
+            job = client.call("GET", f"/api/transfers/{t['id']}/pull?wait=0.5")
+            if job.get("total") and not bar.length:
+                bar.length = job["total"]
+            bar.update(job["bytes"] - done)
+            done = job["bytes"]
+    if job["state"] != "done":
+        raise click.ClickException(f"the pull failed: {job['error']}")
+    click.echo(f"{job['bytes']} bytes -> {job['path']}")
+    if job.get("deleteAt"):
+        click.echo(f"the agreement's delete duty: the connector deletes it at {job['deleteAt']}")
+    click.echo(f"sha256 {job['sha256']}")
+    click.echo(f"receipts verified: {job['receipts']} signed receipt(s) cover "
+               f"{job['responses']} response(s)")
+    click.echo(f"vault item {job['vaultId']} (agreement {agreement['id']})")
 
 
-async def _download(client: Api, t: dict[str, Any], target: Path, ca: Path | None,
-                    purpose: str | None, agreement: dict[str, Any]) -> dict[str, Any]:
-    import hashlib
+@click.group(name="vault")
+def vault() -> None:
+    """The consumer's local copies held under agreements, and their governed use."""
 
-    import aiohttp
 
-    from connector.dataplane.receipts import ReceiptVerifier
-    from connector.http.tls import client_context
-    from connector.identity.jose import VerificationKey
-    from connector.identity.keys import public_key_from_jwk
+@vault.command(name="list")
+@_api_options
+def vault_list(config: str | None, api: str | None, api_key: str | None) -> None:
+    """The local copies, with their agreements, delete dates and local use counts."""
+    _print(_api(config, api, api_key).call("GET", "/api/vault"))
 
-    ssl: Any = client_context(ca) if ca is not None and t["endpoint"].startswith("https") else None
-    endpoint = t["endpoint"]
-    sha = hashlib.sha256()
-    size = 0
-    seqs: list[tuple[int, int, bytes]] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
-        for attempt in range(2):
-            headers = {"Authorization": f"Bearer {t['endpointProperties']['authorization']}"}
-            if purpose:
-                headers["X-Purpose"] = purpose
-            async with http.get(endpoint, headers=headers, ssl=ssl) as r:
-                if r.status == 401 and attempt == 0:  # expired: refresh once and retry
-                    t = client.call("POST", f"/api/transfers/{t['id']}/refresh")
-                    continue
-                if r.status != 200:
-                    raise click.ClickException(f"{r.status}: {(await r.text())[:500]}")
-                length = int(r.headers.get("Content-Length", "0") or 0)
-                seq = int(r.headers.get("X-Receipt-Seq", "0"))
-                with target.open("wb") as f, click.progressbar(
-                        length=length or None, label="pulling", file=sys.stderr,
-                        show_pos=True) as bar:
-                    async for chunk in r.content.iter_chunked(1 << 20):
-                        f.write(chunk)
-                        sha.update(chunk)
-                        size += len(chunk)
-                        bar.update(len(chunk))
-                seqs.append((seq, size, sha.digest()))
-                break
-        base = endpoint.split("/data/")[0]
-        async with http.get(f"{base}/keys", ssl=ssl) as r:
-            keys = await r.json()
-        async with http.get(f"{endpoint}/receipts", ssl=ssl, headers=headers) as r:
-            receipts = (await r.json())["receipts"]
-    jwk = keys["keys"][0]
-    alg, public = public_key_from_jwk(jwk)
-    key = VerificationKey(kid=jwk.get("kid"), alg=alg, key=public)
-    verifier = ReceiptVerifier(key, transfer_id=t["providerPid"], agreement_id=agreement["id"],
-                               issuer=keys.get("issuer"))
-    for seq, nbytes, digest in seqs:
-        verifier.add(seq, nbytes, digest)
+
+@vault.command(name="read")
+@click.argument("item_id")
+@_api_options
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the data here (default: stdout).")
+@click.option("--purpose", help="The purpose of this use (an IRI), decided on by the agreement.")
+def vault_read(item_id: str, config: str | None, api: str | None, api_key: str | None,
+               out: str | None, purpose: str | None) -> None:
+    """One governed use of the local copy ITEM_ID: the connector decides it on the agreement,
+    fulfils its duties (logs the use, informs the provider) and counts it, or says why not."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    client = _api(config, api, api_key)
+    query = "?" + urllib.parse.urlencode({"purpose": purpose}) if purpose else ""
+    req = urllib.request.Request(f"{client.base}/api/vault/{item_id}/data{query}",
+                                 headers={"X-Api-Key": client.key})
     try:
-        verifier.verify(receipts)
-    except Exception as exc:
-        raise click.ClickException(f"the provider's receipts do not cover the data: {exc}") from exc
-    return {"bytes": size, "sha256": sha.hexdigest(), "receipts": len(receipts),
-            "responses": len(seqs)}
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            number = resp.headers.get("X-Use-Number")
+            sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
+            try:
+                while block := resp.read(1 << 20):
+                    sink.write(block)
+            finally:
+                if out:
+                    sink.close()
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = json.loads(exc.read()).get("error", "")
+        except ValueError:
+            msg = exc.reason
+        raise click.ClickException(f"{exc.code}: {msg}") from exc
+    click.echo(f"local use {number} of {item_id}", err=True)

@@ -595,7 +595,7 @@ class ControlPlane:
 
     async def deletion_notice(self, body: Any, sender: str) -> dict[str, Any]:
         """Provider: a consumer reports it deleted its copy; verify and keep the notice."""
-        from connector.duties import NoticeError, verify_notice
+        from connector.duties import NOTICE_TYP, NoticeError, verify_notice
 
         if self.duties is None:
             raise ProtocolError(404, "404", ["this connector takes no notices"])
@@ -610,10 +610,17 @@ class ControlPlane:
         if agreement is None or agreement.consumer_id != sender:
             raise ProtocolError(404, "404", [f"no agreement {claims['agreementId']}"])
         if self.audit is not None:
-            await self.audit.aappend("deletion-notice", {"notice": token, "sha256": claims["sha256"],
-                                                         "deletedAt": claims["deletedAt"]},
-                                     agreement_id=claims["agreementId"],
-                                     transfer_id=claims["transferId"], participant_id=sender)
+            if claims["typ"] == NOTICE_TYP:
+                await self.audit.aappend("deletion-notice", {
+                    "notice": token, "sha256": claims["sha256"], "deletedAt": claims["deletedAt"]},
+                    agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
+                    participant_id=sender)
+            else:
+                await self.audit.aappend("use-notice", {
+                    "notice": token, "sha256": claims["sha256"], "usedAt": claims["usedAt"],
+                    "useNumber": claims["useNumber"], "purpose": claims.get("purpose")},
+                    agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
+                    participant_id=sender)
         return {"received": True, "agreementId": claims["agreementId"]}
 
     def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime) -> list[Any]:

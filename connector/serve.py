@@ -154,7 +154,14 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         version = {"protocolVersions": [{"version": "2025-1", "path": "/", "binding": "HTTPS"}]}
         dsp = dsp_app(cp, verifier, require_tls_binding=not config.dsp.plain_http,
                       version_document=version, self_description=describe)
-        mgmt = management_app(cp, config.management_api_key(), audit=audit)
+        downloads = local = None
+        if duties is not None:
+            from connector.consumer import Downloads, LocalUse
+
+            downloads = Downloads(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
+            local = LocalUse(cp)
+        mgmt = management_app(cp, config.management_api_key(), audit=audit,
+                              downloads=downloads, local=local)
         runners = []
         urls = []
         server_ssl = None if config.dsp.plain_http else server_context(
@@ -170,7 +177,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             sites.append((dataplane_app(store, issuer, participant_id=identity.participant_id,
                                         public_url=dataplane_url, signer=identity.key,
                                         upstream_allow=dp.upstream_allow, lookup=lookup,
-                                        revocations=verifier.revocations),
+                                        revocations=verifier.revocations,
+                                        certificate=identity.certificate, audit=audit),
                           dp.host, dp.port, data_ssl))
         for app, host, port, ssl_ctx in sites:
             runner = web.AppRunner(app, access_log=None)
@@ -190,6 +198,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if downloads is not None:
+            await downloads.close()
         await cp.stop()
         for runner in runners:
             await runner.cleanup()

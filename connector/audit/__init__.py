@@ -14,19 +14,20 @@ from connector.audit.log import (
     read_head,
     verify_file,
 )
-from connector.audit.receipts import Receipt, cross_check, receipts_from_entries, sign_receipt, verify_receipt
+from connector.audit.receipts import RECEIPT_KIND, LoggedReceipt, cross_check, read_receipts, receipt_data
 from connector.audit.signing import KeySigner, Signer, canonical
 
 __all__ = [
     "GENESIS",
     "ID_FIELDS",
+    "RECEIPT_KIND",
     "AuditError",
     "AuditLog",
     "Entry",
     "Head",
     "KeySigner",
+    "LoggedReceipt",
     "Problem",
-    "Receipt",
     "Signer",
     "VerifyReport",
     "canonical",
@@ -34,8 +35,7 @@ __all__ = [
     "head_path_for",
     "read_entries",
     "read_head",
-    "receipts_from_entries",
-    "sign_receipt",
+    "read_receipts",
+    "receipt_data",
     "verify_file",
-    "verify_receipt",
 ]

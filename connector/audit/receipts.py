@@ -1,212 +1,244 @@
-"""Usage receipts and the cross-check of both parties' records.
+"""Usage receipts in both parties' audit logs, and the cross-check of the two records.
 
-The provider's data plane signs a receipt for each response (or for a batch, with ``chain_head``
-the head of the hash chain over the batch's responses). The signature is a detached compact JWS
-(typ ``usage-receipt+jws``, format in `connector.audit.signing`) over the canonical JSON of every
-other field. Both parties log the receipt as an audit entry of kind ``receipt`` whose ``data`` is
-`Receipt.to_dict()` and whose ``transfer_id`` / ``agreement_id`` are the receipt's.
+The provider's data plane covers every response with a receipt: a compact JWS (typ
+``usage-receipt+jwt``, `connector.dataplane.receipts`) over the head of a per-transfer hash
+chain of the responses ``seq_from..seq_to``. Both parties log each receipt as an audit entry of
+kind ``receipt``:
 
-Receipt sequence numbers count per transfer from `FIRST_SEQ`, without gaps.
+- the provider, when it signs one: ``data = {"token": <jws>}``, with the transfer and agreement
+  ids and the consumer as ``participant_id``;
+- the consumer, when it has verified one against what it received:
+  ``data = {"token": <jws>, "responses": [[seq, bytes, sha256 hex], ...]}`` (the responses the
+  receipt covers), with the provider as ``participant_id``.
+
+`cross_check` takes the consumer's log and the provider's: every receipt on either side must
+verify with the provider's key; per transfer the receipts must run from response 1 without gaps
+or overlaps on each side; the two sides must hold the same receipts; and the consumer's logged
+responses must recompute every receipt's chain head and byte count, so the consumer can prove
+each response it received (its size and SHA-256) was the one the provider signed for.
 """
 
 from __future__ import annotations
 
-import builtins
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import jwt
+
 from connector.audit.log import Entry
-from connector.audit.signing import RECEIPT_TYP, Signer, canonical, sign_detached, verify_detached
-from connector.identity.keys import PublicKey
+from connector.identity.keys import PublicKey, algorithm_of
 
 RECEIPT_KIND = "receipt"
-FIRST_SEQ = 0
+RECEIPT_TYP = "usage-receipt+jwt"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+Response = tuple[int, int, str]  # (seq, bytes, sha256 hex)
 
 
 @dataclass(frozen=True, slots=True)
-class Receipt:
+class LoggedReceipt:
+    """A receipt found in a log, with what its signature covers."""
+
+    token: str
     transfer_id: str
     agreement_id: str
-    seq: int
+    seq_from: int
+    seq_to: int
     bytes: int
-    sha256: str
-    time: str
-    chain_head: str | None = None
-    signature: str = ""
-
-    def signed_fields(self) -> dict[str, Any]:
-        fields = asdict(self)
-        del fields["signature"]
-        if self.chain_head is None:
-            del fields["chain_head"]
-        return fields
-
-    def payload(self) -> builtins.bytes:
-        return canonical(self.signed_fields())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.signed_fields(), "signature": self.signature}
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Receipt:
-        try:
-            receipt = cls(
-                transfer_id=raw["transfer_id"],
-                agreement_id=raw["agreement_id"],
-                seq=raw["seq"],
-                bytes=raw["bytes"],
-                sha256=raw["sha256"],
-                time=raw["time"],
-                chain_head=raw.get("chain_head"),
-                signature=raw.get("signature", ""),
-            )
-        except KeyError as exc:
-            raise ValueError(f"not a receipt: missing {exc.args[0]}") from exc
-        for name in ("transfer_id", "agreement_id", "sha256", "time", "signature"):
-            if not isinstance(getattr(receipt, name), str):
-                raise ValueError(f"not a receipt: {name} is not a string")
-        for name in ("seq", "bytes"):
-            value = getattr(receipt, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"not a receipt: {name} is not a non-negative integer")
-        if not _HEX64.fullmatch(receipt.sha256):
-            raise ValueError("not a receipt: sha256 is not 64 lowercase hex digits")
-        if receipt.chain_head is not None and not (
-            isinstance(receipt.chain_head, str) and _HEX64.fullmatch(receipt.chain_head)
-        ):
-            raise ValueError("not a receipt: chain_head is not 64 lowercase hex digits")
-        return receipt
+    chain_head: str
+    line: int  # the entry's seq in its log
+    participant_id: str | None
+    responses: tuple[Response, ...] = ()
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.transfer_id, self.seq)
+    def span(self) -> str:
+        return (f"response {self.seq_from}" if self.seq_from == self.seq_to
+                else f"responses {self.seq_from}..{self.seq_to}")
 
 
-def sign_receipt(
-    signer: Signer,
-    *,
-    transfer_id: str,
-    agreement_id: str,
-    seq: int,
-    bytes: int,
-    sha256: str,
-    time: str,
-    chain_head: str | None = None,
-) -> Receipt:
-    unsigned = Receipt(transfer_id, agreement_id, seq, bytes, sha256, time, chain_head)
-    Receipt.from_dict(unsigned.to_dict())  # the same shape rules a verifier applies
-    return Receipt(
-        transfer_id, agreement_id, seq, bytes, sha256, time, chain_head,
-        signature=sign_detached(signer, unsigned.payload(), RECEIPT_TYP),
-    )
+def receipt_data(token: str, responses: Sequence[tuple[int, int, bytes | str]] | None = None
+                 ) -> dict[str, Any]:
+    """The ``data`` of a ``receipt`` audit entry (``responses`` on the consumer's side)."""
+    data: dict[str, Any] = {"token": token}
+    if responses is not None:
+        data["responses"] = [[seq, n, d.hex() if isinstance(d, bytes) else d]
+                             for seq, n, d in responses]
+    return data
 
 
-def verify_receipt(receipt: Receipt, public_key: PublicKey) -> bool:
-    return verify_detached(receipt.signature, receipt.payload(), public_key, RECEIPT_TYP)
+def _claims(token: object, key: PublicKey) -> dict[str, Any]:
+    if not isinstance(token, str) or len(token) > 64 * 1024:
+        raise ValueError("not a compact JWS")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise ValueError(f"malformed receipt ({exc})") from None
+    if header.get("typ") != RECEIPT_TYP:
+        raise ValueError("not a usage receipt (typ)")
+    alg = algorithm_of(key)
+    if header.get("alg") != alg:
+        raise ValueError(f"signed with {header.get('alg')!r}, the provider's key is {alg}")
+    try:
+        claims: dict[str, Any] = jwt.decode(token, key, algorithms=[alg],  # type: ignore[arg-type]
+                                            options={"verify_aud": False, "verify_exp": False})
+    except jwt.PyJWTError:
+        raise ValueError("the signature does not verify with the provider's key") from None
+    for name in ("seq_from", "seq_to", "bytes"):
+        if type(claims.get(name)) is not int or claims[name] < 0:
+            raise ValueError(f"claim {name!r} is not a non-negative integer")
+    for name in ("transfer_id", "agreement_id"):
+        if not isinstance(claims.get(name), str):
+            raise ValueError(f"claim {name!r} is missing")
+    if not isinstance(claims.get("chain_head"), str) or not _HEX64.fullmatch(claims["chain_head"]):
+        raise ValueError("claim 'chain_head' is not 64 lowercase hex digits")
+    if not 1 <= claims["seq_from"] <= claims["seq_to"]:
+        raise ValueError("the receipt's response range is empty")
+    return claims
 
 
-def receipts_from_entries(entries: Iterable[Entry]) -> list[tuple[Entry, Receipt | str]]:
-    """Each ``receipt`` entry with its parsed receipt, or the reason it is not one."""
-    found: list[tuple[Entry, Receipt | str]] = []
+def _responses(raw: object) -> tuple[Response, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError("'responses' is not a list")
+    out: list[Response] = []
+    for item in raw:
+        if (not isinstance(item, list) or len(item) != 3 or type(item[0]) is not int
+                or type(item[1]) is not int or not isinstance(item[2], str)
+                or not _HEX64.fullmatch(item[2])):
+            raise ValueError("a response must be [seq, bytes, sha256 hex]")
+        out.append((item[0], item[1], item[2]))
+    return tuple(out)
+
+
+def read_receipts(entries: Iterable[Entry], key: PublicKey, side: str
+                  ) -> tuple[list[LoggedReceipt], list[str]]:
+    """The ``receipt`` entries of a log, verified with the provider's ``key``; the problems."""
+    found: list[LoggedReceipt] = []
+    problems: list[str] = []
     for entry in entries:
         if entry.kind != RECEIPT_KIND:
             continue
+        data = entry.data if isinstance(entry.data, Mapping) else {}
         try:
-            found.append((entry, Receipt.from_dict(entry.data)))
+            claims = _claims(data.get("token"), key)
+            responses = _responses(data.get("responses"))
         except ValueError as exc:
-            found.append((entry, str(exc)))
-    return found
+            problems.append(f"{side} log seq {entry.seq}: {exc}")
+            continue
+        if entry.agreement_id is not None and entry.agreement_id != claims["agreement_id"]:
+            problems.append(f"{side} log seq {entry.seq}: logged under agreement {entry.agreement_id}, "
+                            f"the receipt is for {claims['agreement_id']}")
+        found.append(LoggedReceipt(
+            token=data["token"], transfer_id=claims["transfer_id"],
+            agreement_id=claims["agreement_id"], seq_from=claims["seq_from"],
+            seq_to=claims["seq_to"], bytes=claims["bytes"], chain_head=claims["chain_head"],
+            line=entry.seq, participant_id=entry.ids.get("participant_id"), responses=responses))
+    return found, problems
 
 
-def _where(transfer_id: str, seq: int) -> str:
-    return f"transfer {transfer_id} seq {seq}"
-
-
-def _gaps(side: str, by_transfer: Mapping[str, list[int]]) -> list[str]:
+def _sequence(side: str, receipts: list[LoggedReceipt]) -> tuple[dict[int, LoggedReceipt], list[str]]:
+    """One side's receipts of one transfer by seq_from; gaps, overlaps and duplicates."""
     problems: list[str] = []
-    for transfer_id, seqs in sorted(by_transfer.items()):
-        present = sorted(set(seqs))
-        missing = sorted(set(range(FIRST_SEQ, present[-1] + 1)) - set(present))
-        for seq in missing:
-            problems.append(f"{_where(transfer_id, seq)}: missing from the {side} (a gap in the sequence)")
+    by_start: dict[int, LoggedReceipt] = {}
+    expected = 1
+    for r in sorted(receipts, key=lambda r: (r.seq_from, r.line)):
+        where = f"transfer {r.transfer_id} {r.span}"
+        if r.seq_from in by_start:
+            if by_start[r.seq_from].token != r.token:
+                problems.append(f"{where}: two different receipts in the {side}'s log")
+            else:
+                problems.append(f"{where}: logged more than once by the {side}")
+            continue
+        if r.seq_from > expected:
+            gap = (f"response {expected} is" if expected == r.seq_from - 1
+                   else f"responses {expected}..{r.seq_from - 1} are")
+            problems.append(f"transfer {r.transfer_id}: {gap} covered by no receipt in the "
+                            f"{side}'s log (a gap)")
+        elif r.seq_from < expected:
+            problems.append(f"{where}: overlaps an earlier receipt in the {side}'s log")
+        by_start[r.seq_from] = r
+        expected = max(expected, r.seq_to + 1)
+    return by_start, problems
+
+
+def _recompute(receipts: list[LoggedReceipt]) -> list[str]:
+    """The consumer's responses against the chain heads the provider signed."""
+    from connector.dataplane.receipts import chain_step, genesis
+
+    problems: list[str] = []
+    if not receipts:
+        return problems
+    first = receipts[0]
+    head = genesis(first.transfer_id, first.agreement_id)
+    responses: dict[int, tuple[int, str]] = {}
+    for r in receipts:
+        for seq, n, d in r.responses:
+            responses[seq] = (n, d)
+    expected = 1
+    for r in sorted(receipts, key=lambda r: r.seq_from):
+        where = f"transfer {r.transfer_id} {r.span}"
+        # the chain runs through every response from the first: a gap breaks it
+        missing = [n for n in range(expected, r.seq_to + 1) if n not in responses]
+        if missing:
+            problems.append(f"{where}: the consumer recorded no response {missing[0]}, so it cannot "
+                            "prove what the receipt covers")
+            return problems  # the chain cannot be followed past a missing response
+        total = 0
+        for n in range(expected, r.seq_to + 1):
+            size, digest = responses[n]
+            head = chain_step(head, n, size, bytes.fromhex(digest))
+            total += size if n >= r.seq_from else 0
+        expected = r.seq_to + 1
+        if head.hex() != r.chain_head or total != r.bytes:
+            problems.append(f"{where}: the consumer's record of the responses does not match the "
+                            "chain head and byte count the provider signed")
+            return problems
     return problems
-
-
-def _differences(mine: Receipt, theirs: Receipt) -> str:
-    names = [n for n in ("agreement_id", "bytes", "sha256", "time", "chain_head", "signature")
-             if getattr(mine, n) != getattr(theirs, n)]
-    return ", ".join(
-        f"{n} {getattr(theirs, n)!r} (provider) vs {getattr(mine, n)!r} (consumer)"
-        if n != "signature" else "signature"
-        for n in names
-    )
 
 
 def cross_check(
-    consumer_log_entries: Iterable[Entry],
-    provider_receipts: Iterable[Receipt],
-    provider_public_key: PublicKey,
-) -> list[str]:
-    """Every disagreement between the consumer's log and the provider's receipts.
+    consumer_entries: Iterable[Entry],
+    provider_entries: Iterable[Entry],
+    provider_key: PublicKey,
+    *,
+    consumer_id: str | None = None,
+) -> tuple[list[str], int]:
+    """Every disagreement between the consumer's log and the provider's receipts, and the
+    number of provider receipts checked. With ``consumer_id``, only the provider's receipts
+    for that consumer are compared (the provider's log holds every consumer's)."""
+    mine, problems = read_receipts(consumer_entries, provider_key, "consumer")
+    theirs, theirs_problems = read_receipts(provider_entries, provider_key, "provider")
+    problems += theirs_problems
+    if consumer_id is not None:
+        theirs = [r for r in theirs if r.participant_id in (None, consumer_id)]
+    consumer_by: dict[str, list[LoggedReceipt]] = defaultdict(list)
+    provider_by: dict[str, list[LoggedReceipt]] = defaultdict(list)
+    for r in mine:
+        consumer_by[r.transfer_id].append(r)
+    for r in theirs:
+        provider_by[r.transfer_id].append(r)
+    for transfer_id in sorted(consumer_by.keys() | provider_by.keys()):
+        cons, cons_problems = _sequence("consumer", consumer_by.get(transfer_id, []))
+        prov, prov_problems = _sequence("provider", provider_by.get(transfer_id, []))
+        problems += prov_problems + cons_problems
+        for start in sorted(cons.keys() | prov.keys()):
+            c, p = cons.get(start), prov.get(start)
+            if c is None:
+                assert p is not None
+                problems.append(f"transfer {transfer_id} {p.span}: the provider issued a receipt "
+                                "the consumer did not log")
+            elif p is None:
+                problems.append(f"transfer {transfer_id} {c.span}: the consumer logged a receipt "
+                                "the provider has no record of")
+            elif c.token != p.token:
+                problems.append(f"transfer {transfer_id} {c.span}: the two logs hold different "
+                                "receipts")
+        problems += _recompute(list(cons.values()))
+    return problems, len(theirs)
 
-    Checks: each receipt the consumer logged is well-formed, matches its entry's ids and verifies
-    with the provider's key; each provider receipt verifies too; per transfer, sequence numbers
-    on each side run from `FIRST_SEQ` without gaps or duplicates; every provider receipt is in the
-    consumer's log, identical, and vice versa.
-    """
-    problems: list[str] = []
-    consumer: dict[tuple[str, int], Receipt] = {}
-    consumer_seqs: dict[str, list[int]] = defaultdict(list)
-    for entry, parsed in receipts_from_entries(consumer_log_entries):
-        if isinstance(parsed, str):
-            problems.append(f"consumer log seq {entry.seq}: {parsed}")
-            continue
-        where = _where(parsed.transfer_id, parsed.seq)
-        if entry.transfer_id is not None and entry.transfer_id != parsed.transfer_id:
-            problems.append(
-                f"{where}: logged under transfer {entry.transfer_id} (consumer log seq {entry.seq})"
-            )
-        if entry.agreement_id is not None and entry.agreement_id != parsed.agreement_id:
-            problems.append(
-                f"{where}: logged under agreement {entry.agreement_id} (consumer log seq {entry.seq})"
-            )
-        if not verify_receipt(parsed, provider_public_key):
-            problems.append(
-                f"{where}: receipt signature does not verify with the provider's key "
-                f"(consumer log seq {entry.seq})"
-            )
-        if parsed.key in consumer:
-            problems.append(f"{where}: logged more than once by the consumer (consumer log seq {entry.seq})")
-            continue
-        consumer[parsed.key] = parsed
-        consumer_seqs[parsed.transfer_id].append(parsed.seq)
 
-    provider: dict[tuple[str, int], Receipt] = {}
-    provider_seqs: dict[str, list[int]] = defaultdict(list)
-    for receipt in provider_receipts:
-        where = _where(receipt.transfer_id, receipt.seq)
-        if not verify_receipt(receipt, provider_public_key):
-            problems.append(f"{where}: the provider's own receipt does not verify with its key")
-        if receipt.key in provider:
-            problems.append(f"{where}: issued more than once by the provider")
-            continue
-        provider[receipt.key] = receipt
-        provider_seqs[receipt.transfer_id].append(receipt.seq)
-
-    problems += _gaps("consumer's log", consumer_seqs)
-    problems += _gaps("provider's receipts", provider_seqs)
-
-    for key in sorted(provider.keys() | consumer.keys()):
-        where = _where(*key)
-        theirs, mine = provider.get(key), consumer.get(key)
-        if mine is None:
-            problems.append(f"{where}: the provider issued a receipt the consumer did not log")
-        elif theirs is None:
-            problems.append(f"{where}: the consumer logged a receipt the provider has no record of")
-        elif mine != theirs:
-            problems.append(f"{where}: the receipts differ: {_differences(mine, theirs)}")
-    return problems
+__all__ = ["RECEIPT_KIND", "LoggedReceipt", "cross_check", "read_receipts", "receipt_data"]

@@ -19,19 +19,24 @@ over completed sequence numbers in order, so a receipt never skips a response.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import logging
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from connector.identity import jose
 from connector.identity.jose import VerificationKey
 from connector.identity.keys import SigningKey
 
+log = logging.getLogger(__name__)
 RECEIPT_TYP = "usage-receipt+jwt"
 _U64 = struct.Struct(">QQ")
 Clock = Callable[[], float]
@@ -85,6 +90,9 @@ class ReceiptChain:
     oldest_pending: float | None = None  # when the oldest unreceipted response completed
     receipts: list[str] = field(default_factory=list)
     _done: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    consumer_id: str = ""
+    x5c: tuple[str, ...] = ()  # the provider's certificate, so a consumer can tie the key to it
+    on_signed: Callable[[ReceiptChain, str], None] | None = None  # e.g. the provider's audit log
 
     def __post_init__(self) -> None:
         if not self.head:
@@ -132,8 +140,16 @@ class ReceiptChain:
             "chain_head": self.head.hex(),
             "time": round(now, 3),
         }
-        token = jose.encode(claims, self.signer, typ=RECEIPT_TYP)
+        headers: dict[str, Any] = {"kid": self.signer.kid, "typ": RECEIPT_TYP}
+        if self.x5c:
+            headers["x5c"] = list(self.x5c)
+        token = jwt.encode(claims, self.signer.private_key, algorithm=self.signer.alg, headers=headers)
         self.receipts.append(token)
+        if self.on_signed is not None:
+            try:
+                self.on_signed(self, token)
+            except Exception:  # the receipt stands; a failing log must not break the data path
+                log.exception("recording receipt of %s failed", self.transfer_id)
         self.receipted_to = self.chained_to
         self.pending_bytes = 0
         # responses still out of order stay pending; their age restarts now (bounded delay)
@@ -145,19 +161,30 @@ class ReceiptBook:
     """The data plane's chains, one per transfer, and the ticker that keeps receipts flowing."""
 
     def __init__(
-        self, signer: SigningKey, issuer: str, *, interval: float = 1.0, clock: Clock = time.time
+        self, signer: SigningKey, issuer: str, *, interval: float = 1.0, clock: Clock = time.time,
+        certificate: x509.Certificate | None = None,
+        on_signed: Callable[[ReceiptChain, str], None] | None = None,
+        consumer_of: Callable[[str], str] | None = None,
     ) -> None:
+        self.consumer_of = consumer_of
         self.signer = signer
         self.issuer = issuer
+        self.x5c: tuple[str, ...] = (
+            (base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode(),)
+            if certificate is not None else ())
+        self.on_signed = on_signed
         self.interval = interval
         self.clock = clock
         self.chains: dict[str, ReceiptChain] = {}
 
-    def chain(self, transfer_id: str, agreement_id: str) -> ReceiptChain:
+    def chain(self, transfer_id: str, agreement_id: str, consumer_id: str = "") -> ReceiptChain:
         chain = self.chains.get(transfer_id)
         if chain is None:
+            if not consumer_id and self.consumer_of is not None:
+                consumer_id = self.consumer_of(transfer_id)
             chain = self.chains[transfer_id] = ReceiptChain(
-                transfer_id, agreement_id, self.signer, self.issuer, self.interval)
+                transfer_id, agreement_id, self.signer, self.issuer, self.interval,
+                consumer_id=consumer_id, x5c=self.x5c, on_signed=self.on_signed)
         elif chain.agreement_id != agreement_id:
             raise ValueError("transfer is bound to another agreement")
         return chain
@@ -195,6 +222,42 @@ class Coverage:
     seq_to: int
     bytes: int
     receipts: int
+
+
+def certified_key(token: str, *, ca: x509.Certificate, provider_id: str, now: float) -> VerificationKey:
+    """The key a receipt is signed with, taken from the certificate in its `x5c` header once that
+    certificate is shown to be the provider's: issued by the data-space CA, valid now, naming
+    ``provider_id``. So the consumer trusts receipts by the provider's identity, not by where it
+    fetched a key from."""
+    from connector.identity.ca import participant_id
+    from connector.identity.keys import algorithm_of
+
+    try:
+        header = jwt.get_unverified_header(token)
+        chain = header.get("x5c")
+        if not isinstance(chain, list) or not chain or not isinstance(chain[0], str):
+            raise ReceiptError("receipt: no certificate (x5c) to tie its key to the provider")
+        cert = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
+    except (jwt.PyJWTError, ValueError) as exc:
+        raise ReceiptError(f"receipt: malformed header ({exc})") from None
+    try:
+        cert.verify_directly_issued_by(ca)
+    except Exception:
+        raise ReceiptError("receipt: the certificate is not issued by this data space's CA") from None
+    moment = datetime.fromtimestamp(now, UTC)
+    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+        raise ReceiptError("receipt: the provider's certificate is not valid now")
+    try:
+        who = participant_id(cert)
+    except Exception:
+        raise ReceiptError("receipt: the certificate names no participant") from None
+    if who != provider_id:
+        raise ReceiptError("receipt: signed by another participant than the provider")
+    key = cert.public_key()
+    alg = algorithm_of(key)
+    if header.get("alg") != alg:
+        raise ReceiptError("receipt: its alg does not match the certificate's key")
+    return VerificationKey(kid=header.get("kid"), alg=alg, key=key)  # type: ignore[arg-type]
 
 
 class ReceiptVerifier:

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 
+from connector.audit.log import AuditLog
+from connector.audit.receipts import RECEIPT_KIND, receipt_data
 from connector.dataplane.app import create_app
 from connector.dataplane.pep import AgreementPolicy, TransferView
-from connector.dataplane.receipts import ReceiptBook
+from connector.dataplane.receipts import ReceiptBook, ReceiptChain
 from connector.dataplane.sources import FileSource, HttpSource
 from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.tokencache import TokenCache
@@ -40,6 +43,10 @@ class TransferLookup:
         self._load = _loader(store, upstream)
         self._ttl = ttl
         self._cache: dict[str, tuple[float, TransferView | None]] = {}
+        self._consumers: dict[str, str] = {}  # transfer -> consumer, for receipts' audit entries
+
+    def consumer_of(self, transfer_id: str) -> str:
+        return self._consumers.get(transfer_id, "")
 
     def invalidate(self, transfer_id: str) -> None:
         self._cache.pop(transfer_id, None)
@@ -52,7 +59,10 @@ class TransferLookup:
         view = await self._load(transfer_id)
         if len(self._cache) > 10_000:
             self._cache.clear()
+            self._consumers.clear()
         self._cache[transfer_id] = (now + self._ttl, view)
+        if view is not None:
+            self._consumers[transfer_id] = view.consumer_id
         return view
 
 
@@ -89,6 +99,17 @@ def _source(address: dict[str, Any], upstream: SsrfPolicy) -> Any:
     return None
 
 
+def receipt_book(signing: SigningKey, participant_id: str, certificate: x509.Certificate | None,
+                 audit: AuditLog | None, consumer_of: Callable[[str], str] | None = None) -> ReceiptBook:
+    """The provider's receipts: each one signed goes into its audit log (kind ``receipt``)."""
+    def record(chain: ReceiptChain, token: str) -> None:
+        if audit is not None:
+            audit.append(RECEIPT_KIND, receipt_data(token), transfer_id=chain.transfer_id,
+                         agreement_id=chain.agreement_id, participant_id=chain.consumer_id or None)
+    return ReceiptBook(signing, participant_id, certificate=certificate, on_signed=record,
+                       consumer_of=consumer_of)
+
+
 def dataplane_key(key: SigningKey) -> SigningKey:
     """The participant key under its JWK thumbprint as kid (the participant's own key carries
     none: client assertions are matched by their issuer). Signs transfer tokens and receipts."""
@@ -104,9 +125,13 @@ def transfer_tokens(key: SigningKey, participant_id: str, *,
 def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: str,
                   public_url: str, signer: SigningKey, upstream_allow: list[str],
                   lookup: TransferLookup | None = None,
-                  revocations: RevocationStatus | None = None) -> web.Application:
+                  revocations: RevocationStatus | None = None,
+                  certificate: x509.Certificate | None = None,
+                  audit: AuditLog | None = None) -> web.Application:
     """``revocations``: the authority's revocation list (the DAT verifier's): a revoked
-    consumer's transfer tokens stop working within its poll interval, cached ones included."""
+    consumer's transfer tokens stop working within its poll interval, cached ones included.
+    ``certificate`` goes into every receipt (x5c) so consumers tie its key to this participant;
+    every receipt signed is appended to ``audit``."""
     verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
                                      provider_id=participant_id, audience=public_url,
                                      cache_claims=False, revocations=revocations,
@@ -116,11 +141,12 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
     def revoked(claims: Any) -> bool:
         return revocations is not None and claims.subject in revocations.revoked
 
+    lookup = lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow))
     app = create_app(
         verifier=TokenCache(verifier, is_revoked=revoked),
-        lookup=lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow)),
+        lookup=lookup,
         consume=store.consume_use,
-        receipts=ReceiptBook(signing, participant_id),
+        receipts=receipt_book(signing, participant_id, certificate, audit, lookup.consumer_of),
         clock=time.time)
 
     async def keys(request: web.Request) -> web.Response:

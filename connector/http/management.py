@@ -131,6 +131,12 @@ class TransferIn(_In):
     format: Literal["HttpData-PULL", "HttpData-PUSH"] = "HttpData-PULL"
 
 
+class PullIn(_In):
+    out: str | None = Field(default=None, max_length=4096)
+    purpose: str | None = Field(default=None, max_length=2000)
+    complete: bool = True
+
+
 class ReasonIn(_In):
     reason: str = Field(default="", max_length=2000)
 
@@ -145,6 +151,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "Asset": AssetIn, "Policy": PolicyIn, "Offer": OfferIn, "CatalogRequest": CatalogIn,
     "NegotiationRequest": NegotiationIn, "Termination": TerminateIn,
     "CounterOffer": CounterOfferIn, "TransferRequest": TransferIn, "Reason": ReasonIn,
+    "PullRequest": PullIn,
 }
 
 
@@ -291,7 +298,10 @@ def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ the app
 
 
-def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None) -> web.Application:
+def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
+                   downloads: Any = None, local: Any = None) -> web.Application:
+    """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
+    (connector.consumer.LocalUse): governed reads of the vault's copies."""
     key = api_key.encode()
 
     @web.middleware
@@ -593,7 +603,58 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None) -> web.
         return web.json_response({"path": item.path, "agreementId": item.agreement_id,
                                   "deleteAt": item.delete_at, "sha256": item.sha256}, status=201)
 
+    async def start_pull(request: web.Request) -> web.Response:
+        if downloads is None:
+            raise ApiError(404, "this connector runs no pulls (no data-space CA)")
+        raw = await request.read()
+        p = _parse(PullIn, await body(request)) if raw.strip() else PullIn()
+        job = await downloads.start(request.match_info["id"], out=p.out, purpose=p.purpose,
+                                    complete=p.complete)
+        return web.json_response(job.to_json(), status=202)
+
+    async def pull_status(request: web.Request) -> web.Response:
+        if downloads is None:
+            raise ApiError(404, "this connector runs no pulls (no data-space CA)")
+        try:
+            wait = min(30.0, max(0.0, float(request.query.get("wait", "0"))))
+        except ValueError as exc:
+            raise ApiError(400, "wait must be a number of seconds") from exc
+        job = await downloads.wait(request.match_info["id"], wait)
+        if job is None:
+            raise ApiError(404, "no pull of this transfer")
+        return web.json_response(job.to_json())
+
+    def vault_guard(fn: Handler) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            from connector.consumer import Denied
+
+            if local is None:
+                raise ApiError(404, "this connector keeps no vault")
+            try:
+                return await fn(request)
+            except Denied as exc:
+                raise ApiError(exc.status, exc.reason) from exc
+        return handle
+
+    async def list_vault(request: web.Request) -> web.StreamResponse:
+        return web.json_response(local.items())
+
+    async def get_vault_item(request: web.Request) -> web.StreamResponse:
+        return web.json_response(local.get(request.match_info["vid"]).to_json())
+
+    async def read_vault_item(request: web.Request) -> web.StreamResponse:
+        """One governed local use of a copy: decided on the agreement, duties fulfilled first."""
+        purpose = request.headers.get("X-Purpose") or request.query.get("purpose") or None
+        item, path = await local.use(request.match_info["vid"], purpose)
+        return web.FileResponse(path, headers={"X-Use-Number": str(item.uses),
+                                               "Content-Type": "application/octet-stream"})
+
     r.add_post("/api/vault", register_copy)
+    r.add_get("/api/vault", vault_guard(list_vault))
+    r.add_get("/api/vault/{vid}", vault_guard(get_vault_item))
+    r.add_get("/api/vault/{vid}/data", vault_guard(read_vault_item))
+    r.add_post("/api/transfers/{id}/pull", start_pull)
+    r.add_get("/api/transfers/{id}/pull", pull_status)
     r.add_post("/api/transfers/{id}/refresh", refresh_transfer)
     r.add_post("/api/transfers/{id}/suspend", transfer_action(lambda why: xfer.Suspend(why)))
     r.add_post("/api/transfers/{id}/resume", transfer_action(lambda why: xfer.Resume()))
@@ -621,6 +682,7 @@ def openapi_document() -> dict[str, Any]:
         return o
 
     idp = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    vid = {"name": "vid", "in": "path", "required": True, "schema": {"type": "string"}}
     paths = {
         "/api/assets": {"post": op("Add an asset", "Asset", 201), "get": op("List assets")},
         "/api/assets/{id}": {"parameters": idp, "get": op("Get an asset (secrets masked)"),
@@ -653,7 +715,17 @@ def openapi_document() -> dict[str, Any]:
            for action in ("suspend", "resume", "complete", "terminate")},
         "/api/transfers/{id}/refresh": {"parameters": idp, "post": op(
             "Consumer: exchange the pull's refresh token for a new access token")},
-        "/api/vault": {"post": op("Consumer: register a local copy (its delete duty is enforced)")},
+        "/api/vault": {"post": op("Consumer: register a local copy (its delete duty is enforced)"),
+                       "get": op("Consumer: the local copies held under agreements")},
+        "/api/vault/{vid}": {"parameters": [vid], "get": op("One local copy: its agreement, "
+                                                            "duties and local use count")},
+        "/api/vault/{vid}/data": {"parameters": [vid], "get": op(
+            "Consumer: one governed local use of a copy (X-Purpose header): the agreement "
+            "decides, its duties (log, inform the provider) are fulfilled first, the use counts")},
+        "/api/transfers/{id}/pull": {"parameters": idp, "post": op(
+            "Consumer: pull a STARTED transfer's data into the vault (or `out`), verify the "
+            "provider's receipts and log them", "PullRequest", 202),
+            "get": op("Consumer: the pull's progress and outcome (`wait` seconds for its end)")},
         "/api/audit": {"get": op("The audit trail (kind=prefix, since=ISO time, limit, offset)")},
         "/api/agreements": {"get": op("List agreements")},
         "/api/agreements/{id}": {"parameters": idp, "get": op("Get an agreement")},

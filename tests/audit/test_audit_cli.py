@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from click.testing import CliRunner
 from conftest import MakeLog, write_cert
 
-from connector.audit import KeySigner, sign_receipt
 from connector.audit.cli import audit
 from connector.identity.keys import PrivateKey, generate_private_key
 
@@ -52,18 +50,19 @@ def test_verify_wrong_cert_and_tail_removal(make_log: MakeLog, ed_key: PrivateKe
 
 
 def test_verify_peer_receipts(make_log: MakeLog, tmp_path: Path) -> None:
+    from test_audit_receipts import bodies, issue
+
+    from connector.audit import receipt_data
+
     consumer_key, provider_key = generate_private_key("EdDSA"), generate_private_key("ES256")
     consumer = make_log(consumer_key, name="consumer.jsonl")
     provider = make_log(provider_key, name="provider.jsonl")
-    signer = KeySigner(provider_key)
-    for seq in range(3):
-        r = sign_receipt(
-            signer, transfer_id="t1", agreement_id="a1", seq=seq, bytes=10,
-            sha256=hashlib.sha256(bytes([seq])).hexdigest(), time="2026-01-01T00:00:00Z",
-        )
-        provider.append("receipt", r.to_dict(), transfer_id="t1", agreement_id="a1")
-        if seq != 1:
-            consumer.append("receipt", r.to_dict(), transfer_id="t1", agreement_id="a1")
+    issued = issue(provider_key, bodies(3), [1, 1, 1])
+    for i, r in enumerate(issued):
+        provider.append("receipt", receipt_data(r.token), transfer_id="t1", agreement_id="a1")
+        if i != 1:
+            consumer.append("receipt", receipt_data(r.token, r.responses), transfer_id="t1",
+                            agreement_id="a1")
     ccert = write_cert(tmp_path / "consumer.crt", consumer_key, "consumer")
     pcert = write_cert(tmp_path / "provider.crt", provider_key, "provider")
     args = ("verify", consumer.path, "--cert", ccert, "--peer-receipts", provider.path, "--peer-cert", pcert)
@@ -71,15 +70,17 @@ def test_verify_peer_receipts(make_log: MakeLog, tmp_path: Path) -> None:
     assert code == 1
     assert out.splitlines() == [
         "OK: 2 entries, chain intact",
-        "receipts: 2 problem(s)",
-        "  transfer t1 seq 1: missing from the consumer's log (a gap in the sequence)",
-        "  transfer t1 seq 1: the provider issued a receipt the consumer did not log",
+        "receipts: 3 problem(s)",
+        "  transfer t1: response 2 is covered by no receipt in the consumer's log (a gap)",
+        "  transfer t1 response 2: the provider issued a receipt the consumer did not log",
+        "  transfer t1 response 3: the consumer recorded no response 2, so it cannot prove what "
+        "the receipt covers",
     ]
     code, out, _ = run("verify", consumer.path, "--cert", ccert, "--peer-receipts", provider.path)
     assert code == 2 and "needs --peer-cert" in out + _
     # complete the consumer's log (late, out of order in time but a valid chain)
-    provider_entries = [json.loads(line) for line in provider.path.read_text().splitlines()]
-    consumer.append("receipt", provider_entries[1]["data"], transfer_id="t1", agreement_id="a1")
+    consumer.append("receipt", receipt_data(issued[1].token, issued[1].responses), transfer_id="t1",
+                    agreement_id="a1")
     code, out, _ = run(*args)
     assert code == 0 and out.splitlines()[-1] == "OK: 3 provider receipts match the consumer's log"
 

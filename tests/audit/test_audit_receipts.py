@@ -1,126 +1,132 @@
-"""Provider receipts against the consumer's log: missing, forged, gaps, differences."""
+"""The data plane's receipts in both parties' logs: cross-checked, every disagreement named."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+from dataclasses import dataclass
 
-import pytest
 from conftest import MakeLog
 
-from connector.audit import AuditLog, KeySigner, Receipt, cross_check, sign_receipt, verify_receipt
-from connector.identity.keys import PrivateKey, generate_private_key
+from connector.audit import AuditLog, cross_check, receipt_data
+from connector.dataplane.receipts import ReceiptChain
+from connector.identity.keys import PrivateKey, SigningKey, generate_private_key
 
 
-def receipts(provider: PrivateKey, transfer_id: str = "t1", n: int = 4) -> list[Receipt]:
-    signer = KeySigner(provider)
-    return [
-        sign_receipt(
-            signer,
-            transfer_id=transfer_id,
-            agreement_id="a1",
-            seq=seq,
-            bytes=1000 + seq,
-            sha256=hashlib.sha256(f"{transfer_id}-{seq}".encode()).hexdigest(),
-            time=f"2026-01-01T00:00:0{seq}.000000Z",
-            chain_head=hashlib.sha256(b"batch").hexdigest() if seq == 0 else None,
-        )
-        for seq in range(n)
-    ]
+@dataclass
+class Issued:
+    token: str
+    responses: list[tuple[int, int, bytes]]
 
 
-def log_receipts(log: AuditLog, items: list[Receipt]) -> None:
-    log.append("transfer.started", {"note": "not a receipt"}, transfer_id="t1")
-    for r in items:
-        log.append("receipt", r.to_dict(), transfer_id=r.transfer_id, agreement_id=r.agreement_id)
+def issue(provider: PrivateKey, bodies: list[bytes], batches: list[int], transfer_id: str = "t1"
+          ) -> list[Issued]:
+    """Receipts as the provider's data plane signs them: ``batches`` responses per receipt."""
+    chain = ReceiptChain(transfer_id, "a1", SigningKey.from_private_key(provider), "provider")
+    out: list[Issued] = []
+    it = iter(bodies)
+    for size in batches:
+        batch = []
+        for _ in range(size):
+            body = next(it)
+            seq = chain.begin()
+            digest = hashlib.sha256(body).digest()
+            chain.complete(seq, len(body), digest, 0.0)
+            batch.append((seq, len(body), digest))
+        token = chain.flush(0.0)
+        assert token is not None
+        out.append(Issued(token, batch))
+    return out
 
 
-@pytest.fixture
-def provider(key: PrivateKey) -> PrivateKey:
-    return key
+def bodies(n: int) -> list[bytes]:
+    return [f"response {i}".encode() * (i + 1) for i in range(n)]
 
 
-def test_receipt_round_trip(provider: PrivateKey) -> None:
-    r = receipts(provider, n=1)[0]
-    assert verify_receipt(r, provider.public_key())
-    assert Receipt.from_dict(r.to_dict()) == r
-    assert not verify_receipt(dataclasses.replace(r, bytes=1), provider.public_key())
-    assert not verify_receipt(r, generate_private_key("EdDSA").public_key())
-    with pytest.raises(ValueError, match="sha256"):
-        Receipt.from_dict({**r.to_dict(), "sha256": "xyz"})
-    with pytest.raises(ValueError, match="missing seq"):
-        Receipt.from_dict({k: v for k, v in r.to_dict().items() if k != "seq"})
+def logs(make_log: MakeLog, provider: PrivateKey, consumer: PrivateKey,
+         prov: list[Issued], cons: list[Issued]) -> tuple[AuditLog, AuditLog]:
+    p = make_log(provider, name="provider.jsonl")
+    c = make_log(consumer, name="consumer.jsonl")
+    p.append("transfer.started", {"state": "STARTED"}, transfer_id="t1")
+    for r in prov:
+        p.append("receipt", receipt_data(r.token), transfer_id="t1", agreement_id="a1",
+                 participant_id="consumer")
+    for r in cons:
+        c.append("receipt", receipt_data(r.token, r.responses), transfer_id="c1", agreement_id="a1",
+                 participant_id="provider")
+    return p, c
 
 
-def test_all_match(make_log: MakeLog, provider: PrivateKey, ed_key: PrivateKey) -> None:
-    issued = receipts(provider) + receipts(provider, "t2", 2)
-    log = make_log(ed_key)
-    log_receipts(log, issued)
-    assert cross_check(log.entries(), issued, provider.public_key()) == []
+def test_all_match(make_log: MakeLog, key: PrivateKey, ed_key: PrivateKey) -> None:
+    issued = issue(key, bodies(6), [1, 3, 2])
+    p, c = logs(make_log, key, ed_key, issued, issued)
+    assert cross_check(c.entries(), p.entries(), key.public_key()) == ([], 3)
 
 
-def test_missing_receipt_in_consumer_log(make_log: MakeLog, provider: PrivateKey, ed_key: PrivateKey) -> None:
-    issued = receipts(provider)
-    log = make_log(ed_key)
-    log_receipts(log, [issued[0], issued[1], issued[3]])
-    problems = cross_check(log.entries(), issued, provider.public_key())
+def test_missing_receipt_in_consumer_log(make_log: MakeLog, key: PrivateKey, ed_key: PrivateKey) -> None:
+    issued = issue(key, bodies(4), [1, 1, 2])
+    p, c = logs(make_log, key, ed_key, issued, [issued[0], issued[2]])
+    problems, _ = cross_check(c.entries(), p.entries(), key.public_key())
     assert problems == [
-        "transfer t1 seq 2: missing from the consumer's log (a gap in the sequence)",
-        "transfer t1 seq 2: the provider issued a receipt the consumer did not log",
+        "transfer t1: response 2 is covered by no receipt in the consumer's log (a gap)",
+        "transfer t1 response 2: the provider issued a receipt the consumer did not log",
+        "transfer t1 responses 3..4: the consumer recorded no response 2, so it cannot prove "
+        "what the receipt covers",
     ]
 
 
-def test_receipt_unknown_to_provider(make_log: MakeLog, provider: PrivateKey, ed_key: PrivateKey) -> None:
-    issued = receipts(provider)
-    log = make_log(ed_key)
-    log_receipts(log, issued)
-    problems = cross_check(log.entries(), issued[:3], provider.public_key())
-    assert problems == ["transfer t1 seq 3: the consumer logged a receipt the provider has no record of"]
+def test_receipt_unknown_to_provider(make_log: MakeLog, key: PrivateKey, ed_key: PrivateKey) -> None:
+    issued = issue(key, bodies(3), [1, 2])
+    p, c = logs(make_log, key, ed_key, issued[:1], issued)
+    problems, checked = cross_check(c.entries(), p.entries(), key.public_key())
+    assert checked == 1
+    assert problems == ["transfer t1 responses 2..3: the consumer logged a receipt the provider "
+                        "has no record of"]
 
 
-def test_wrong_signature(make_log: MakeLog, provider: PrivateKey, ed_key: PrivateKey) -> None:
-    issued = receipts(provider)
-    forged = receipts(generate_private_key("ES256"))
-    log = make_log(ed_key)
-    log_receipts(log, [issued[0], forged[1], issued[2], issued[3]])
-    problems = cross_check(log.entries(), issued, provider.public_key())
-    assert problems[0] == (
-        "transfer t1 seq 1: receipt signature does not verify with the provider's key (consumer log seq 2)"
-    )
-    assert problems[1] == "transfer t1 seq 1: the receipts differ: signature"
+def test_forged_receipt(make_log: MakeLog, key: PrivateKey, ed_key: PrivateKey) -> None:
+    issued = issue(key, bodies(2), [1, 1])
+    forged = issue(generate_private_key("ES256"), bodies(2), [1, 1])
+    p, c = logs(make_log, key, ed_key, issued, [issued[0], forged[1]])
+    problems, _ = cross_check(c.entries(), p.entries(), key.public_key())
+    assert problems[0].startswith("consumer log seq 1: ")
+    assert "provider's key" in problems[0] or "signed with" in problems[0]
+    assert "transfer t1 response 2: the provider issued a receipt the consumer did not log" in problems
 
 
-def test_altered_receipt(make_log: MakeLog, provider: PrivateKey, ed_key: PrivateKey) -> None:
-    issued = receipts(provider)
-    log = make_log(ed_key)
-    log_receipts(log, [issued[0], dataclasses.replace(issued[1], bytes=5), issued[2], issued[3]])
-    problems = cross_check(log.entries(), issued, provider.public_key())
-    assert "transfer t1 seq 1: receipt signature does not verify" in problems[0]
-    assert problems[1] == "transfer t1 seq 1: the receipts differ: bytes 1001 (provider) vs 5 (consumer)"
+def test_a_response_the_consumer_recorded_differently(make_log: MakeLog, key: PrivateKey,
+                                                      ed_key: PrivateKey) -> None:
+    issued = issue(key, bodies(3), [3])
+    seq, n, _ = issued[0].responses[1]
+    altered = [Issued(issued[0].token, [issued[0].responses[0], (seq, n, b"\0" * 32),
+                                        issued[0].responses[2]])]
+    p, c = logs(make_log, key, ed_key, issued, altered)
+    problems, _ = cross_check(c.entries(), p.entries(), key.public_key())
+    assert problems == ["transfer t1 responses 1..3: the consumer's record of the responses does "
+                        "not match the chain head and byte count the provider signed"]
 
 
-def test_gap_in_seq_on_both_sides(make_log: MakeLog, provider: PrivateKey, ed_key: PrivateKey) -> None:
-    issued = receipts(provider, n=6)
-    kept = [r for r in issued if r.seq not in (2, 3)]
-    log = make_log(ed_key)
-    log_receipts(log, kept)
-    problems = cross_check(log.entries(), kept, provider.public_key())
-    assert problems == [
-        "transfer t1 seq 2: missing from the consumer's log (a gap in the sequence)",
-        "transfer t1 seq 3: missing from the consumer's log (a gap in the sequence)",
-        "transfer t1 seq 2: missing from the provider's receipts (a gap in the sequence)",
-        "transfer t1 seq 3: missing from the provider's receipts (a gap in the sequence)",
-    ]
+def test_other_consumers_receipts_are_left_out(make_log: MakeLog, key: PrivateKey,
+                                               ed_key: PrivateKey) -> None:
+    mine = issue(key, bodies(2), [2])
+    theirs = issue(key, bodies(1), [1], transfer_id="t2")
+    p, c = logs(make_log, key, ed_key, mine, mine)
+    p.append("receipt", receipt_data(theirs[0].token), transfer_id="t2", agreement_id="a1",
+             participant_id="someone else")
+    assert cross_check(c.entries(), p.entries(), key.public_key(), consumer_id="consumer") == ([], 1)
+    problems, _ = cross_check(c.entries(), p.entries(), key.public_key())
+    assert problems == ["transfer t2 response 1: the provider issued a receipt the consumer did not log"]
 
 
-def test_duplicates_and_mislabelled(make_log: MakeLog, provider: PrivateKey, ed_key: PrivateKey) -> None:
-    issued = receipts(provider, n=2)
-    log = make_log(ed_key)
-    log_receipts(log, issued)
-    log.append("receipt", issued[1].to_dict(), transfer_id="t1")
-    log.append("receipt", issued[0].to_dict(), transfer_id="t9")
-    log.append("receipt", {"transfer_id": "t1"}, transfer_id="t1")
-    problems = cross_check(log.entries(), issued, provider.public_key())
-    assert "transfer t1 seq 1: logged more than once by the consumer (consumer log seq 3)" in problems
-    assert "transfer t1 seq 0: logged under transfer t9 (consumer log seq 4)" in problems
-    assert "consumer log seq 5: not a receipt: missing agreement_id" in problems
+def test_duplicates_malformed_and_mislabelled(make_log: MakeLog, key: PrivateKey, ed_key: PrivateKey) -> None:
+    issued = issue(key, bodies(2), [1, 1])
+    p, c = logs(make_log, key, ed_key, issued, issued)
+    c.append("receipt", receipt_data(issued[1].token, issued[1].responses), transfer_id="c1",
+             agreement_id="a1")
+    c.append("receipt", {"token": "not a jws"}, transfer_id="c1")
+    c.append("receipt", receipt_data(issued[0].token, [(1, 2, "xyz")]), transfer_id="c1")
+    c.append("receipt", receipt_data(issued[0].token, issued[0].responses), agreement_id="a9")
+    problems, _ = cross_check(c.entries(), p.entries(), key.public_key())
+    assert "transfer t1 response 2: logged more than once by the consumer" in problems
+    assert "consumer log seq 3: malformed receipt (Not enough segments)" in problems
+    assert "consumer log seq 4: a response must be [seq, bytes, sha256 hex]" in problems
+    assert ("consumer log seq 5: logged under agreement a9, the receipt is for a1" in problems)

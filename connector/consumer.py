@@ -1,0 +1,434 @@
+"""The consumer's side of the data: pulls run by its connector, and local use of the copies.
+
+`Downloads` pulls a STARTED transfer's data with the endpoint data reference the provider sent:
+streamed to disk, the transfer token refreshed when the data plane answers 401, every response
+(denials included) recorded by its receipt sequence number, size and SHA-256, then the
+provider's signed receipts fetched and verified against them. The key a receipt is checked with
+comes from the certificate in the receipt (x5c), which must be the provider's, issued by the
+data-space CA. Each verified receipt goes into the consumer's audit log with the responses it
+covers, so `connector audit verify --peer-receipts` can cross-check the two parties' logs. The
+copy is registered in the vault, under the agreement's duties.
+
+`LocalUse` is the only way the connector hands a vault copy out again: each read is decided on
+the agreement (time window, purpose, count: local reads count against the agreement's use
+limit), the agreement's duties are fulfilled before a byte is served (every use logged; the
+informed party notified with a signed use notice, and no notice means no read), and the read is
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import ssl
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from connector.audit.receipts import RECEIPT_KIND, receipt_data
+from connector.dataplane.pep import USE, AgreementPolicy
+from connector.dataplane.receipts import ReceiptError, ReceiptVerifier, certified_key
+from connector.dataplane.wiring import POLICY_CONTEXT
+from connector.odrl import terms as T
+from connector.odrl.compile import DecisionRequest
+from connector.protocol.errors import ProtocolError
+from connector.protocol.messages import PULL
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+RECEIPT_WAIT = 3.0  # seconds to wait for the receipt of the last response
+
+
+@dataclass
+class PullJob:
+    transfer_id: str
+    agreement_id: str
+    path: str
+    state: str = "running"  # running | done | failed
+    bytes: int = 0
+    total: int | None = None
+    sha256: str = ""
+    receipts: int = 0
+    responses: int = 0
+    error: str = ""
+    vault_id: str | None = None
+    delete_at: str | None = None
+    started: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"transferId": self.transfer_id, "agreementId": self.agreement_id,
+                "path": self.path, "state": self.state, "bytes": self.bytes, "total": self.total,
+                "sha256": self.sha256, "receipts": self.receipts, "responses": self.responses,
+                "error": self.error or None, "vaultId": self.vault_id, "deleteAt": self.delete_at}
+
+
+class PullFailed(Exception):
+    pass
+
+
+@dataclass
+class _Responses:
+    """What this consumer received in one transfer, for the receipts."""
+
+    received: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    logged: int = 0  # receipts already in the audit log
+
+
+class Downloads:
+    def __init__(self, cp: Any, *, ca_file: Path, vault_dir: Path) -> None:
+        from cryptography import x509
+
+        self.cp = cp
+        self.ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+        self.ssl = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+        self.vault_dir = vault_dir
+        self.jobs: dict[str, PullJob] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._responses: dict[str, _Responses] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+                trust_env=False, auto_decompress=False)
+        return self._session
+
+    async def start(self, transfer_id: str, *, out: str | None, purpose: str | None,
+                    complete: bool = True) -> PullJob:
+        async with self.cp.store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(transfer_id)
+        if row is None or row.role != "consumer":
+            raise ProtocolError(404, "404", [f"no transfer {transfer_id} of this consumer"])
+        if row.format != PULL:
+            raise ProtocolError(409, "409", [f"transfer {transfer_id} is {row.format}, not a pull"])
+        if row.state != "STARTED" or not row.data.get("data_address"):
+            raise ProtocolError(409, "409", [f"transfer {transfer_id} is {row.state}, not STARTED"])
+        running = self.jobs.get(transfer_id)
+        if running is not None and running.state == "running":
+            raise ProtocolError(409, "409", [f"transfer {transfer_id} is being pulled already"])
+        if out:
+            path = Path(out)
+            if not path.is_absolute():
+                raise ProtocolError(400, "400", ["out must be an absolute path"])
+        else:
+            path = (self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id))
+        job = PullJob(transfer_id, row.agreement_id, str(path))
+        self.jobs[transfer_id] = job
+        self._tasks[transfer_id] = asyncio.create_task(self._run(job, purpose, complete))
+        return job
+
+    async def wait(self, transfer_id: str, timeout: float) -> PullJob | None:
+        task = self._tasks.get(transfer_id)
+        if task is not None and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+        return self.jobs.get(transfer_id)
+
+    async def _run(self, job: PullJob, purpose: str | None, complete: bool) -> None:
+        try:
+            await self._pull(job, purpose)
+            if complete:
+                from connector.protocol import transfer as xfer
+                with contextlib.suppress(ProtocolError):
+                    await self.cp.transfer_command(job.transfer_id, xfer.Complete())
+            job.state = "done"
+        except asyncio.CancelledError:
+            job.state, job.error = "failed", "cancelled"
+            raise
+        except PullFailed as exc:
+            job.state, job.error = "failed", str(exc)
+        except Exception as exc:
+            log.exception("pull of %s failed", job.transfer_id)
+            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._tasks.pop(job.transfer_id, None)
+            if self.cp.audit is not None:
+                with contextlib.suppress(Exception):
+                    await self.cp.audit.aappend(
+                        "pull." + ("done" if job.state == "done" else "failed"),
+                        {"bytes": job.bytes, "sha256": job.sha256, "receipts": job.receipts,
+                         "error": job.error or None},
+                        transfer_id=job.transfer_id, agreement_id=job.agreement_id)
+
+    async def _pull(self, job: PullJob, purpose: str | None) -> None:
+        from connector.runtime import row_to_transfer
+
+        async with self.cp.store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(job.transfer_id)
+        assert row is not None
+        t = row_to_transfer(row)
+        seen = self._responses.setdefault(job.transfer_id, _Responses())
+        path = Path(job.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        http = self._http()
+        headers: dict[str, str] = {}
+        try:
+            for attempt in range(2):
+                assert t.data_address is not None
+                endpoint = t.data_address.endpoint or ""
+                headers = {"Authorization": f"Bearer {t.data_address.property('authorization')}"}
+                if purpose:
+                    headers["X-Purpose"] = purpose
+                async with http.get(endpoint, headers=headers, ssl=self._ssl_for(endpoint),
+                                    allow_redirects=False) as r:
+                    if r.status == 401 and attempt == 0:  # expired: refresh once, retry
+                        t = await self.cp.refresh_pull_token(job.transfer_id)
+                        continue
+                    seq = _seq(r.headers.get("X-Receipt-Seq"))
+                    if r.status != 200:
+                        body = await r.content.read(64 * 1024)
+                        if seq:
+                            seen.received[seq] = (len(body), hashlib.sha256(body).digest())
+                        raise PullFailed(f"the provider's data plane answered {r.status}: "
+                                         f"{_reason(body)}")
+                    length = r.headers.get("Content-Length")
+                    job.total = int(length) if length and length.isdigit() else None
+                    sha = hashlib.sha256()
+                    size = 0
+                    with tmp.open("wb") as f:
+                        try:
+                            async for chunk in r.content.iter_chunked(CHUNK):
+                                f.write(chunk)
+                                sha.update(chunk)
+                                size += len(chunk)
+                                job.bytes = size
+                        except aiohttp.ClientPayloadError as exc:
+                            if seq:
+                                seen.received[seq] = (size, sha.digest())
+                            raise PullFailed(f"the data stopped after {size} bytes ({exc}); "
+                                             "the provider may have suspended the transfer") from None
+                    if seq:
+                        seen.received[seq] = (size, sha.digest())
+                    job.responses = len(seen.received)
+                    if job.total is not None and size != job.total:
+                        raise PullFailed(f"got {size} of {job.total} bytes")
+                    job.sha256 = sha.hexdigest()
+                    break
+            else:
+                raise PullFailed("the refreshed transfer token was refused too")
+            await self._receipts(job, t, endpoint, headers, seen)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        item = await self.cp.register_local_copy(path, job.transfer_id)
+        job.vault_id, job.delete_at = item.id, item.delete_at
+
+    def _ssl_for(self, endpoint: str) -> ssl.SSLContext | bool:
+        return self.ssl if endpoint.startswith("https:") else False
+
+    async def _receipts(self, job: PullJob, t: Any, endpoint: str, headers: dict[str, str],
+                        seen: _Responses) -> None:
+        """Fetch the provider's receipts; verify they cover every response received; log them."""
+        deadline = time.monotonic() + RECEIPT_WAIT
+        while True:
+            async with self._http().get(f"{endpoint}/receipts", headers=headers,
+                                        ssl=self._ssl_for(endpoint), allow_redirects=False) as r:
+                if r.status != 200:
+                    raise PullFailed(f"the provider gave no receipts ({r.status})")
+                receipts = (await r.json()).get("receipts")
+            if not isinstance(receipts, list) or not all(isinstance(x, str) for x in receipts):
+                raise PullFailed("the provider's receipts are malformed")
+            try:
+                if not receipts:
+                    raise ReceiptError("no receipt covers the data")
+                key = certified_key(receipts[0], ca=self.ca, provider_id=t.counter_party_id,
+                                    now=time.time())
+                verifier = ReceiptVerifier(key, transfer_id=t.provider_pid or "",
+                                           agreement_id=t.agreement_id, issuer=t.counter_party_id)
+                for seq, (n, d) in seen.received.items():
+                    verifier.add(seq, n, d)
+                coverage = verifier.verify(receipts)
+                break
+            except ReceiptError as exc:
+                # the last response's receipt may be a moment behind its bytes
+                if "not covered" not in str(exc) or time.monotonic() > deadline:
+                    raise PullFailed(f"the provider's receipts do not cover the data: {exc}") from None
+                await asyncio.sleep(0.1)
+        job.receipts = coverage.receipts
+        if self.cp.audit is not None:
+            import jwt
+
+            events = []
+            for token in receipts[seen.logged:]:
+                claims = jwt.decode(token, options={"verify_signature": False})  # verified above
+                covered = [(s, *seen.received[s]) for s in range(claims["seq_from"],
+                                                                 claims["seq_to"] + 1)]
+                events.append((RECEIPT_KIND, receipt_data(token, covered),
+                               {"transfer_id": job.transfer_id, "agreement_id": job.agreement_id,
+                                "participant_id": t.counter_party_id}))
+            if events:
+                await self.cp.audit.aappend_many(events)
+            seen.logged = len(receipts)
+
+
+def _seq(value: str | None) -> int:
+    return int(value) if value and value.isdigit() else 0
+
+
+def _reason(body: bytes) -> str:
+    import json
+
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            return doc["error"]
+    except ValueError:
+        pass
+    return body[:300].decode("utf-8", "replace")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# ------------------------------------------------------------------ local use of vault copies
+
+
+class Denied(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Duties:
+    log: bool  # idsc:LOG: every use in the consumer's audit log
+    inform: tuple[str, ...]  # parties to inform of every use (odrl:inform, informedParty)
+
+
+def agreement_duties(policy: dict[str, Any]) -> Duties:
+    """The use duties of an agreement's permissions (compact JSON-LD as stored)."""
+    logs = False
+    inform: list[str] = []
+    for rule in policy.get("permission") or []:
+        for duty in rule.get("duty") or []:
+            action = duty.get("action")
+            name = action if isinstance(action, str) else (action or {}).get("@id", "")
+            short = name.rsplit("/", 1)[-1].rsplit("#", 1)[-1].rsplit(":", 1)[-1]
+            if short in ("LOG", "log"):
+                logs = True
+            elif short in ("inform", "INFORM", "NOTIFY"):
+                party = None
+                for k, v in duty.items():
+                    if k.rsplit(":", 1)[-1].rsplit("#", 1)[-1] == "informedParty":
+                        party = v.get("@id") if isinstance(v, dict) else v
+                inform.append(str(party or ""))
+    return Duties(logs, tuple(inform))
+
+
+class LocalUse:
+    def __init__(self, cp: Any) -> None:
+        self.cp = cp
+        self._compiled: dict[str, AgreementPolicy] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def vault(self) -> Any:
+        if self.cp.duties is None:
+            raise Denied(404, "this connector keeps no vault")
+        return self.cp.duties[0]
+
+    def items(self) -> list[dict[str, Any]]:
+        return [i.to_json() for i in self.vault.items()]
+
+    def get(self, item_id: str) -> Any:
+        item = self.vault.get(item_id)
+        if item is None:
+            raise Denied(404, f"no vault item {item_id}")
+        return item
+
+    async def use(self, item_id: str, purpose: str | None) -> tuple[Any, Path]:
+        """Decide one local use of a vault copy; fulfil its duties; count it. Returns the item
+        and the file to serve, or raises Denied with the reason."""
+        lock = self._locks.setdefault(item_id, asyncio.Lock())
+        async with lock:
+            item = self.get(item_id)
+            if item.deleted_at:
+                raise Denied(410, f"the copy was deleted at {item.deleted_at} under the "
+                                  "agreement's delete duty")
+            path = Path(item.path)
+            if not path.is_file():
+                raise Denied(410, "the copy is no longer on disk")
+            async with self.cp.store.transaction(readonly=True) as tx:
+                agreement = await tx.agreements.get(item.agreement_id)
+            if agreement is None:
+                raise Denied(404, f"the agreement {item.agreement_id} is unknown here")
+            policy = self._compiled.get(agreement.id)
+            if policy is None:
+                policy = AgreementPolicy.compile(agreement.id, agreement.target,
+                                                 {"@context": POLICY_CONTEXT, **agreement.policy})
+                self._compiled[agreement.id] = policy
+            now: datetime = self.cp.clock()
+            if policy.uses is None:
+                raise Denied(403, f"the agreement cannot be enforced: {policy.unenforceable}")
+            decision = policy.decider(DecisionRequest(
+                action=USE, now=now, assignee=self.cp.participant_id, target=policy.target,
+                count=item.uses, started_at=agreement.signed_at,
+                context={T.PURPOSE: (purpose,)} if purpose else {}))
+            if not decision.permit:
+                await self._log("vault.denied", item, {"reason": decision.reason,
+                                                       "purpose": purpose})
+                raise Denied(403, decision.reason)
+            if policy.uses.limit is not None and item.uses >= policy.uses.limit:
+                raise Denied(403, f"the agreement's {policy.uses.limit} uses are used up")
+            duties = agreement_duties(agreement.policy)
+            if duties.log and self.cp.audit is None:
+                raise Denied(403, "the agreement requires every use to be logged and this "
+                                  "connector keeps no audit log")
+            for party in duties.inform:
+                await self._inform(party, item, item.uses + 1, purpose, agreement)
+            item.uses += 1
+            self.vault.save(item)
+            await self._log("vault.used", item, {"use": item.uses, "purpose": purpose,
+                                                 "informed": list(duties.inform) or None,
+                                                 "logDuty": duties.log})
+            return item, path
+
+    async def _log(self, kind: str, item: Any, data: dict[str, Any]) -> None:
+        if self.cp.audit is not None:
+            await self.cp.audit.aappend(kind, {"vaultId": item.id, "sha256": item.sha256, **data},
+                                        agreement_id=item.agreement_id,
+                                        transfer_id=item.transfer_id,
+                                        participant_id=item.provider_id)
+
+    async def _inform(self, party: str, item: Any, number: int, purpose: str | None,
+                      agreement: Any) -> None:
+        """Deliver a signed use notice to ``party`` before the use; Denied if it cannot be."""
+        from connector.duties import sign_use_notice
+
+        _, key, certificate, _ = self.cp.duties
+        provider = {item.provider_id, item.provider_address.rstrip("/"), agreement.provider_id}
+        if party and party.rstrip("/") not in provider:
+            raise Denied(403, f"the agreement requires informing {party} of every use; this "
+                              "connector delivers use notices to the provider only")
+        notice = sign_use_notice(key, certificate, item, audience=item.provider_id,
+                                 use_number=number, purpose=purpose, now=self.cp.clock())
+        d = await self.cp.client.post(f"{item.provider_address.rstrip('/')}/notices",
+                                      {"notice": notice})
+        if not d.ok:
+            await self._log("vault.denied", item, {"reason": f"use notice not delivered: {d.reason}"})
+            raise Denied(403, "the agreement requires informing the provider of every use, and "
+                              f"the use notice could not be delivered: {d.reason}")
+        await self._log("use-notice.sent", item, {"notice": notice, "use": number})
+
+
+__all__ = ["Denied", "Downloads", "LocalUse", "PullJob", "agreement_duties"]

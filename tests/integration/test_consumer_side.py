@@ -1,0 +1,165 @@
+"""The consumer's side between real processes: pulls run by its connector with receipts in both
+audit logs and cross-checked; purpose bound at the data plane; governed local use of the vault
+copy (local use limit, every use logged, the provider informed of each use)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset
+from test_transfer_e2e import pull, start
+
+from connector.devspace import process_env
+
+pytestmark = pytest.mark.integration
+CONTENT = b"id,value\n" + b"".join(f"{i},{i * 7 % 101}\n".encode() for i in range(20000))
+PURPOSE = "https://w3id.org/dpv#AcademicResearch"
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
+    ds = DataSpace(tmp_path_factory.mktemp("consumerside"), tls=True)
+    try:
+        yield ds
+        ds.assert_wire_valid()
+    finally:
+        ds.close()
+
+
+def connector_cli(*args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "connector", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=process_env())
+
+
+def audit_kinds(c: Connector, kind: str) -> list[dict[str, Any]]:
+    status, rows = c.api("GET", f"/api/audit?kind={kind}")
+    assert status == 200, rows
+    return rows
+
+
+def verify_receipts(consumer: Connector, provider: Connector) -> subprocess.CompletedProcess[str]:
+    return connector_cli(
+        "audit", "verify", consumer.directory / f"audit-{consumer.name}.log",
+        "--cert", consumer.directory / "participant.crt",
+        "--peer-receipts", provider.directory / f"audit-{provider.name}.log",
+        "--peer-cert", provider.directory / "participant.crt")
+
+
+def test_pull_receipts_are_in_both_logs_and_cross_check(space: DataSpace, tmp_path: Path) -> None:
+    provider = space.connector("rprov", roles=("provider",))
+    consumer = space.connector("rcons", roles=("consumer",))
+    offer = offer_asset(provider, asset_id="urn:asset:receipted", content=CONTENT,
+                        contract={"template": "n-times-usage", "params": {"max": "5"}})
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", n
+    for i in range(2):
+        out = tmp_path / f"copy{i}.csv"
+        r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config,
+                          "--out", out)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert out.read_bytes() == CONTENT
+        assert "receipts verified: 1 signed receipt(s) cover 1 response(s)" in r.stdout, r.stdout
+    assert len(audit_kinds(consumer, "receipt")) == 2
+    assert len(audit_kinds(provider, "receipt")) == 2
+    r = verify_receipts(consumer, provider)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK: 2 provider receipts match the consumer's log" in r.stdout
+    # a response the consumer's connector never saw (the token used behind its back): the
+    # provider's receipt for it is in no consumer record, and the cross-check says so
+    t = start(consumer, n["agreementId"])
+    assert pull(consumer, t)[0] == 200
+    deadline = time.monotonic() + 10
+    while len(audit_kinds(provider, "receipt")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    r = verify_receipts(consumer, provider)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "the provider issued a receipt the consumer did not log" in r.stdout, r.stdout
+
+
+def test_purpose_is_decided_at_the_data_plane(space: DataSpace, tmp_path: Path) -> None:
+    provider = space.connector("pprov", roles=("provider",))
+    consumer = space.connector("pcons", roles=("consumer",))
+    offer = offer_asset(provider, asset_id="urn:asset:research", content=CONTENT,
+                        contract={"template": "purpose-restricted", "params": {"purpose": PURPOSE}})
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", n
+    t = start(consumer, n["agreementId"])
+    status, body, _ = pull(consumer, t, {"X-Purpose": "https://w3id.org/dpv#Marketing"})
+    assert status == 403 and b"purpose" in body, body
+    status, body, _ = pull(consumer, t)  # no purpose stated: denied too
+    assert status == 403 and b"purpose" in body, body
+    status, body, _ = pull(consumer, t, {"X-Purpose": PURPOSE})
+    assert status == 200 and body == CONTENT
+    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config,
+                      "--out", tmp_path / "wrong.csv", "--purpose", "https://w3id.org/dpv#Marketing")
+    assert r.returncode == 1 and "403" in r.stderr and "purpose" in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "wrong.csv").exists()
+    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config,
+                      "--out", tmp_path / "right.csv", "--purpose", PURPOSE)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "right.csv").read_bytes() == CONTENT
+
+
+def test_local_use_is_governed_logged_and_reported_to_the_provider(space: DataSpace) -> None:
+    provider = space.connector("lprov", roles=("provider",))
+    consumer = space.connector("lcons", roles=("consumer",))
+    policy = {"policy": {"permission": [{
+        "action": "use",
+        "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 3}],
+        "duty": [{"action": "inform", "informedParty": {"@id": provider.dsp_url}},
+                 {"action": "idsc:LOG"}]}]}}
+    offer = offer_asset(provider, asset_id="urn:asset:local", content=CONTENT, contract=policy)
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", n
+    # into the vault (no --out): the connector keeps the copy
+    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config)
+    assert r.returncode == 0, r.stdout + r.stderr
+    status, items = consumer.api("GET", "/api/vault")
+    assert status == 200
+    item = next(i for i in items if i["agreementId"] == n["agreementId"])
+    assert item["uses"] == 0 and Path(item["path"]).read_bytes() == CONTENT
+    for number in (1, 2, 3):
+        r = connector_cli("vault", "read", item["id"], "--config", consumer.config)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.encode() == CONTENT and f"local use {number} of" in r.stderr
+    r = connector_cli("vault", "read", item["id"], "--config", consumer.config)
+    assert r.returncode == 1 and "403" in r.stderr and "use number 4 (3 completed)" in r.stderr, r.stderr
+    # every use in the consumer's log; every use reported to the provider with a signed notice
+    used = [e for e in audit_kinds(consumer, "vault.used") if e.get("agreementId") == n["agreementId"]]
+    assert [e["data"]["use"] for e in used] == [1, 2, 3]
+    notices = [e for e in audit_kinds(provider, "use-notice") if e.get("agreementId") == n["agreementId"]]
+    assert [e["data"]["useNumber"] for e in notices] == [1, 2, 3]
+    assert all(e["participantId"] == consumer.participant_id for e in notices)
+    status, shown = consumer.api("GET", f"/api/vault/{item['id']}")
+    assert status == 200 and shown["uses"] == 3
+
+
+def test_no_use_notice_no_local_use(space: DataSpace) -> None:
+    provider = space.connector("nprov", roles=("provider",))
+    consumer = space.connector("ncons", roles=("consumer",))
+    offer = offer_asset(provider, asset_id="urn:asset:informed", content=CONTENT,
+                        contract={"template": "remote-notification",
+                                  "params": {"informedParty": provider.dsp_url}})
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", n
+    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config)
+    assert r.returncode == 0, r.stdout + r.stderr
+    item = next(i for i in consumer.api("GET", "/api/vault")[1] if i["agreementId"] == n["agreementId"])
+    r = connector_cli("vault", "read", item["id"], "--config", consumer.config)
+    assert r.returncode == 0 and r.stdout.encode() == CONTENT, r.stderr
+    provider.stop()  # the provider is unreachable: the duty cannot be fulfilled, so no use
+    r = connector_cli("vault", "read", item["id"], "--config", consumer.config)
+    assert r.returncode == 1 and "could not be delivered" in r.stderr, r.stderr
+    status, shown = consumer.api("GET", f"/api/vault/{item['id']}")
+    assert status == 200 and shown["uses"] == 1
+    denied = [e for e in audit_kinds(consumer, "vault.denied") if e.get("agreementId") == n["agreementId"]]
+    assert denied and "not delivered" in json.dumps(denied[-1]["data"])
