@@ -106,6 +106,9 @@ class DataplaneSection(_Section):
     # HTTP upstreams the data plane may fetch from although they are private or loopback
     # addresses (CIDRs or host names); everything else private is refused (SSRF guard)
     upstream_allow: list[str] = Field(default_factory=list)
+    # consumers' push endpoints the provider may connect to although they are private or
+    # loopback addresses; by default a push to such an address is refused (SSRF guard)
+    push_allow: list[str] = Field(default_factory=list)
     # seconds a transfer token lives; the consumer refreshes it with its one-time refresh token
     token_lifetime: int = Field(default=300, ge=1, le=3600)
 

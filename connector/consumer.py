@@ -299,6 +299,91 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+# ------------------------------------------------------------------ pushes into the vault
+
+
+class PushInbox:
+    """The consumer's push endpoint's view of its transfers (connector.dataplane.receiver):
+    which transfer a push is for, with the secret this connector put in its push address, and
+    the check of the provider's receipts once the data is in. Verified receipts go into the
+    audit log as for a pull (responses the provider declares broke off are logged as its claim,
+    under ``unreceived``), and the copy into the vault."""
+
+    def __init__(self, cp: Any, *, ca_file: Path, vault_dir: Path) -> None:
+        from cryptography import x509
+
+        self.cp = cp
+        self.ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+        self.vault_dir = vault_dir
+        self._logged: dict[str, int] = {}
+
+    async def resolve(self, transfer_id: str) -> Any:
+        from connector.dataplane.receiver import PushTarget
+        from connector.protocol.messages import PUSH, DataAddress
+
+        async with self.cp.store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(transfer_id)
+        if (row is None or row.role != "consumer" or row.format != PUSH
+                or row.state not in ("REQUESTED", "STARTED") or not row.data.get("data_address")):
+            return None
+        secret = DataAddress.parse(row.data["data_address"]).property("authorization")
+        if not secret:
+            return None
+        return PushTarget(transfer_id, hashlib.sha256(secret.encode()).hexdigest(),
+                          self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id))
+
+    async def on_receipts(self, target: Any, receipts: list[str], received: list[tuple[int, int, bytes]],
+                          failed: list[tuple[int, int, bytes]]) -> str | None:
+        from connector.runtime import row_to_transfer
+
+        t = None
+        for _ in range(50):  # the provider's pid arrives with the answer to our request
+            async with self.cp.store.transaction(readonly=True) as tx:
+                row = await tx.transfers.get(target.transfer_id)
+            if row is None:
+                return "unknown transfer"
+            t = row_to_transfer(row)
+            if t.provider_pid:
+                break
+            await asyncio.sleep(0.05)
+        if t is None or not t.provider_pid:
+            return "the provider's process id is not known here yet"
+        if not receipts:
+            return "no receipt covers the data"
+        try:
+            key = certified_key(receipts[0], ca=self.ca, provider_id=t.counter_party_id, now=time.time())
+            verifier = ReceiptVerifier(key, transfer_id=t.provider_pid, agreement_id=t.agreement_id,
+                                       issuer=t.counter_party_id)
+            for seq, n, d in [*received, *failed]:
+                verifier.add(seq, n, d)
+            verifier.verify(receipts)
+        except ReceiptError as exc:
+            return str(exc)
+        if self.cp.audit is not None:
+            import jwt
+
+            responses = {seq: (n, d) for seq, n, d in [*received, *failed]}
+            broke_off = {seq for seq, _, _ in failed}
+            events = []
+            for token in receipts[self._logged.get(t.id, 0):]:
+                claims = jwt.decode(token, options={"verify_signature": False})  # verified above
+                span = range(claims["seq_from"], claims["seq_to"] + 1)
+                data = receipt_data(token, [(s, *responses[s]) for s in span])
+                if broke_off.intersection(span):
+                    data["unreceived"] = sorted(broke_off.intersection(span))
+                events.append((RECEIPT_KIND, data, {"transfer_id": t.id,
+                                                    "agreement_id": t.agreement_id,
+                                                    "participant_id": t.counter_party_id}))
+            if events:
+                await self.cp.audit.aappend_many(events)
+            self._logged[t.id] = len(receipts)
+        try:
+            await self.cp.register_local_copy(target.path, t.id)
+        except ProtocolError as exc:
+            return "; ".join(exc.reasons)
+        return None
+
+
 # ------------------------------------------------------------------ local use of vault copies
 
 
@@ -431,4 +516,4 @@ class LocalUse:
         await self._log("use-notice.sent", item, {"notice": notice, "use": number})
 
 
-__all__ = ["Denied", "Downloads", "LocalUse", "PullJob", "agreement_duties"]
+__all__ = ["Denied", "Downloads", "LocalUse", "PullJob", "PushInbox", "agreement_duties"]

@@ -250,7 +250,8 @@ class ControlPlane:
                  clock: Clock = utcnow, rng: random.Random | None = None,
                  worker_id: str | None = None, counter_offers: str = "stricter",
                  transfer_tokens: Any = None, dataplane_url: str | None = None,
-                 audit: Any = None, duties: Any = None) -> None:
+                 audit: Any = None, duties: Any = None, push_url: str | None = None,
+                 push_enabled: bool = False) -> None:
         self.store = store
         self.client = client
         self.participant_id = participant_id
@@ -268,6 +269,10 @@ class ControlPlane:
         # dataAddress, and where the data plane serves them (None: no pull transfers)
         self.transfer_tokens = transfer_tokens
         self.dataplane_url = dataplane_url.rstrip("/") if dataplane_url else None
+        # consumer side of push transfers: where providers push to (connector.dataplane.receiver)
+        self.push_url = push_url.rstrip("/") if push_url else None
+        # provider side: a PushRunner listens for STARTED push transfers and streams them
+        self.push_enabled = push_enabled
         # the hash-chained, signed audit log (connector.audit): every state a process reaches
         self.audit = audit
         # consumer duties on local copies (connector.duties): (vault, key, certificate, ca)
@@ -455,8 +460,11 @@ class ControlPlane:
         return row_to_transfer(row).to_dsp().to_wire()
 
     async def request_transfer(self, agreement_id: str, fmt: str,
-                               data_address: DataAddress | None = None) -> xfer.Transfer:
-        """Consumer: ask the provider of ``agreement_id`` for a transfer."""
+                               data_address: DataAddress | None = None,
+                               purpose: str | None = None) -> xfer.Transfer:
+        """Consumer: ask the provider of ``agreement_id`` for a transfer. A push without a
+        ``data_address`` goes to this connector's own push endpoint, under a secret made for
+        this transfer (and ``purpose``, the purpose of the use, when given)."""
         async with self.store.transaction(readonly=True) as tx:
             agreement = await tx.agreements.get(agreement_id)
             negotiation = (await tx.negotiations.get(agreement.negotiation_id)
@@ -466,11 +474,26 @@ class ControlPlane:
             raise ProtocolError(404, "404", [f"no agreement {agreement_id} of this consumer"])
         if negotiation.state != neg.NegotiationState.FINALIZED.value:
             raise ProtocolError(409, "409", [f"agreement {agreement_id} is not finalized"])
+        process_id = None
+        if fmt == PUSH and data_address is None:
+            if self.push_url is None:
+                raise ProtocolError(409, "409", ["this connector takes no push transfers"])
+            from connector.dataplane.receiver import new_push_secret
+
+            process_id = f"urn:uuid:{uuid.uuid4()}"
+            secret, _ = new_push_secret()
+            props = [{"@type": "EndpointProperty", "name": "authorization", "value": secret},
+                     {"@type": "EndpointProperty", "name": "authType", "value": "bearer"}]
+            if purpose:
+                props.append({"@type": "EndpointProperty", "name": "purpose", "value": purpose})
+            data_address = DataAddress.model_validate({
+                "@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+                "endpoint": f"{self.push_url}/{process_id}", "endpointProperties": props})
         cmd = xfer.Request(agreement_id=agreement_id, format=fmt,
                            provider_address=negotiation.counter_party_address or "",
                            callback_address=self.dsp_url,
                            provider_id=negotiation.counter_party_id or "",
-                           data_address=data_address)
+                           data_address=data_address, process_id=process_id)
 
         async def find(tx: Any) -> None:
             return None
@@ -630,7 +653,9 @@ class ControlPlane:
                 if self.transfer_tokens is None or self.dataplane_url is None:
                     return [xfer.Terminate("this connector runs no data plane for pull transfers")]
                 return [xfer.Start(self._pull_address(t))]
-            return [xfer.Terminate("push transfers are not offered by this connector yet")]
+            if not self.push_enabled:
+                return [xfer.Terminate("this connector runs no data plane for push transfers")]
+            return [xfer.Start()]  # the PushRunner streams once the consumer has the start
         return []
 
     def _pull_address(self, t: xfer.Transfer) -> DataAddress:

@@ -18,11 +18,13 @@ from cryptography.hazmat.primitives import serialization
 
 from connector.audit.log import AuditLog
 from connector.config import Config
+from connector.dataplane.pushing import PushRunner
 from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.wiring import (
     TransferLookup,
     dataplane_app,
     dataplane_key,
+    receipt_book,
     transfer_tokens,
 )
 from connector.duties import Vault
@@ -146,7 +148,12 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
                           counter_offers=config.negotiation.counter_offers,
                           transfer_tokens=issuer,
                           dataplane_url=dataplane_url if dp.enabled else None,
-                          audit=audit, duties=duties)
+                          audit=audit, duties=duties,
+                          # providers push to <public url>/push/<consumerPid> (needs the CA: the
+                          # provider's receipts are checked against it)
+                          push_url=f"{config.connector.public_url.rstrip('/')}/push"
+                          if duties is not None else None,
+                          push_enabled=dp.enabled)
         await cp.start()
         describe = self_description_source(
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")
@@ -156,14 +163,18 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
                       version_document=version, self_description=describe)
         downloads = local = None
         if duties is not None:
-            from connector.consumer import Downloads, LocalUse
+            from connector.consumer import Downloads, LocalUse, PushInbox
+            from connector.dataplane.receiver import push_receiver
 
             downloads = Downloads(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
             local = LocalUse(cp)
+            inbox = PushInbox(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
+            dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts))
         mgmt = management_app(cp, config.management_api_key(), audit=audit,
                               downloads=downloads, local=local)
         runners = []
         urls = []
+        pusher: PushRunner | None = None
         server_ssl = None if config.dsp.plain_http else server_context(
             cert, key, ca, require_client_cert=config.dsp.mutual_tls)
         sites = [(dsp, config.dsp.host, config.dsp.port, server_ssl),
@@ -174,11 +185,17 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
                 cert, key, ca, require_client_cert=False)
             lookup = TransferLookup(store, SsrfPolicy.from_config(dp.upstream_allow))
             cp.transfer_listeners.append(lookup.invalidate)
+            book = receipt_book(dataplane_key(identity.key), identity.participant_id,
+                                identity.certificate, audit, lookup.consumer_of)
+            pusher = PushRunner(cp, lookup=lookup, receipts=book,
+                                policy=SsrfPolicy.from_config(dp.push_allow), ssl_context=client_ssl)
+            cp.transfer_listeners.append(pusher.notify)
+            if await pusher.resume_after_restart():
+                log.info("pushing again the transfers started before a restart")
             sites.append((dataplane_app(store, issuer, participant_id=identity.participant_id,
                                         public_url=dataplane_url, signer=identity.key,
                                         upstream_allow=dp.upstream_allow, lookup=lookup,
-                                        revocations=verifier.revocations,
-                                        certificate=identity.certificate, audit=audit),
+                                        revocations=verifier.revocations, receipts=book),
                           dp.host, dp.port, data_ssl))
         for app, host, port, ssl_ctx in sites:
             runner = web.AppRunner(app, access_log=None)
@@ -200,6 +217,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         await stop.wait()
         if downloads is not None:
             await downloads.close()
+        if pusher is not None:
+            await pusher.close()
         await cp.stop()
         for runner in runners:
             await runner.cleanup()

@@ -127,7 +127,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
                   lookup: TransferLookup | None = None,
                   revocations: RevocationStatus | None = None,
                   certificate: x509.Certificate | None = None,
-                  audit: AuditLog | None = None) -> web.Application:
+                  audit: AuditLog | None = None,
+                  receipts: ReceiptBook | None = None) -> web.Application:
     """``revocations``: the authority's revocation list (the DAT verifier's): a revoked
     consumer's transfer tokens stop working within its poll interval, cached ones included.
     ``certificate`` goes into every receipt (x5c) so consumers tie its key to this participant;
@@ -146,7 +147,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
         verifier=TokenCache(verifier, is_revoked=revoked),
         lookup=lookup,
         consume=store.consume_use,
-        receipts=receipt_book(signing, participant_id, certificate, audit, lookup.consumer_of),
+        receipts=receipts or receipt_book(signing, participant_id, certificate, audit,
+                                          lookup.consumer_of),
         clock=time.time)
 
     async def keys(request: web.Request) -> web.Response:

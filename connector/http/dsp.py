@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 2 * 1024 * 1024
 PUBLIC = {"/.well-known/dspace-version", "/"}
+PUSH_PREFIX = "/push/"  # a consumer's endpoint for HttpData-PUSH (connector.dataplane.receiver)
 
 
 def _error_body(request: web.Request, err: ProtocolError) -> dict[str, Any]:
@@ -76,7 +77,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC:
+        if request.path in PUBLIC or request.path.startswith(PUSH_PREFIX):
+            # the push endpoint: the provider authenticates with the transfer's own secret
             return await handler(request)
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()

@@ -129,6 +129,8 @@ class TerminateIn(_In):
 class TransferIn(_In):
     agreement_id: str = Field(alias="agreementId")
     format: Literal["HttpData-PULL", "HttpData-PUSH"] = "HttpData-PULL"
+    # push: the purpose of the use, stated in the push address for the provider's decision
+    purpose: str | None = Field(default=None, max_length=2000)
 
 
 class PullIn(_In):
@@ -373,7 +375,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     async def start_transfer(request: web.Request) -> web.Response:
         t = _parse(TransferIn, await body(request))
-        started = await cp.request_transfer(t.agreement_id, t.format)
+        started = await cp.request_transfer(t.agreement_id, t.format, purpose=t.purpose)
         async with store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(started.id)
         assert row is not None

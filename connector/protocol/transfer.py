@@ -210,6 +210,7 @@ class Request:
     callback_address: str
     provider_id: str
     data_address: DataAddress | None = None  # push: where the provider sends the data
+    process_id: str | None = None  # the consumerPid to use (push: it names the data address)
 
 
 @dataclass(frozen=True)
@@ -434,7 +435,7 @@ def _request(t: Transfer | None, cmd: Request, now: datetime, new_id: Callable[[
     if cmd.format not in SUPPORTED_FORMATS:
         raise _bad(f"format {cmd.format!r} is not supported", status=409)
     _check_address(cmd.format, cmd.data_address, who="consumer", required=cmd.format == PUSH, status=409)
-    pid = new_id()
+    pid = cmd.process_id or new_id()
     msg = TransferRequestMessage(consumer_pid=pid, agreement_id=cmd.agreement_id, format=cmd.format,
                                  data_address=cmd.data_address, callback_address=cmd.callback_address)
     out = Outgoing(msg, cmd.provider_address, _PATHS[REQUEST_INITIAL], new_id())

@@ -1,0 +1,149 @@
+"""Provider side of HttpData-PUSH on top of the control plane.
+
+The control plane starts a requested push transfer (its start message carries no data address);
+once the consumer has taken the start in (the transfer is STARTED here), the `PushRunner` is
+told through the control plane's transfer listeners and streams the data:
+
+1. the live policy decision, exactly as for a pull request (state, time window, purpose as the
+   consumer's push address states it, the consumer, one use counted): a deny terminates the
+   transfer with the engine's reason;
+2. `connector.dataplane.push.push` to the consumer's endpoint, SSRF-checked against the
+   operator's `push_allow`, cut off if the transfer is suspended or terminated meanwhile;
+3. success completes the transfer; a suspension leaves it to a resume, which pushes again and
+   declares the response that broke off (so the consumer can follow the receipt chain over it);
+   any other failure terminates the transfer with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from connector.dataplane.pep import decide
+from connector.dataplane.push import push
+from connector.dataplane.receipts import ReceiptBook
+from connector.dataplane.ssrf import SsrfPolicy
+from connector.dataplane.wiring import TransferLookup
+from connector.identity.tokens import Claims
+from connector.protocol.errors import ProtocolError
+from connector.protocol.messages import PUSH
+
+log = logging.getLogger(__name__)
+
+
+class PushRunner:
+    def __init__(self, cp: Any, *, lookup: TransferLookup, receipts: ReceiptBook,
+                 policy: SsrfPolicy, ssl_context: ssl.SSLContext | None) -> None:
+        self.cp = cp
+        self.lookup = lookup
+        self.receipts = receipts
+        self.policy = policy
+        self.ssl = ssl_context
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[str, list[tuple[int, int, str]]] = {}
+
+    def notify(self, transfer_id: str) -> None:
+        """A transfer's state changed (a control-plane transfer listener)."""
+        if transfer_id in self._running:
+            return
+        task = asyncio.get_running_loop().create_task(self._maybe_push(transfer_id))
+        self._running[transfer_id] = task
+        task.add_done_callback(lambda _: self._running.pop(transfer_id, None))
+
+    async def resume_after_restart(self) -> int:
+        """Push again what was STARTED when this process stopped (the stream it ran then is
+        gone with it; the consumer kept nothing of a push that broke off)."""
+        async with self.cp.store.transaction(readonly=True) as tx:
+            rows = await tx.transfers.list(state="STARTED", role="provider", limit=None)
+        started = [r.id for r in rows if r.format == PUSH]
+        for transfer_id in started:
+            self.notify(transfer_id)
+        return len(started)
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def wait_idle(self) -> None:
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _maybe_push(self, transfer_id: str) -> None:
+        async with self.cp.store.transaction(readonly=True) as tx:
+            row = await tx.transfers.get(transfer_id)
+        if row is None or row.role != "provider" or row.format != PUSH or row.state != "STARTED":
+            return
+        try:
+            await self._push(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("push of %s failed", transfer_id)
+            await self._end(transfer_id, f"the push failed: {type(exc).__name__}")
+
+    async def _end(self, transfer_id: str, reason: str | None) -> None:
+        from connector.protocol import transfer as xfer
+
+        command = xfer.Complete() if reason is None else xfer.Terminate(reason)
+        with contextlib.suppress(ProtocolError):
+            await self.cp.transfer_command(transfer_id, command)
+        self._failed.pop(transfer_id, None)
+        self.receipts.finish(transfer_id, time.time())
+
+    async def _push(self, row: Any) -> None:
+        from connector.runtime import row_to_transfer
+
+        t = row_to_transfer(row)
+        self.lookup.invalidate(t.id)
+        view = await self.lookup(t.id)
+        address = t.data_address
+        if view is None or address is None or not address.endpoint:
+            await self._end(t.id, "the push transfer has no destination or agreement")
+            return
+        if view.source is None:
+            await self._end(t.id, "the asset has no data address to push from")
+            return
+        # the same decision a pull request gets; the consumer states its purpose in its address
+        now = time.time()
+        claims = Claims(scheme="push", issuer=self.cp.participant_id, subject=view.consumer_id,
+                        audience=(), issued_at=now, not_before=now, expires_at=now, token_id=t.id,
+                        key_id=None, attributes={"transferId": t.id, "agreementId": view.agreement_id})
+        decision = await decide(claims, view, now=datetime.fromtimestamp(now, UTC),
+                                purpose=address.property("purpose") or None,
+                                consume=self.cp.store.consume_use)
+        if not decision.permit:
+            await self._end(t.id, decision.reason)
+            return
+        secret = address.property("authorization")
+
+        async def still_allowed() -> str | None:
+            current = await self.lookup(t.id)
+            if current is None or current.state != "STARTED":
+                return f"the transfer is {current.state if current else 'gone'}"
+            return None
+
+        result = await push(
+            view.source, destination=address.endpoint,
+            authorization=f"Bearer {secret}" if secret else None, policy=self.policy,
+            chain=self.receipts.chain(t.id, view.agreement_id, view.consumer_id),
+            still_allowed=still_allowed, ssl=self.ssl, failed=self._failed.get(t.id, ()))
+        if result.ok:
+            log.info("pushed %d bytes of %s", result.bytes, t.id)
+            await self._end(t.id, None)
+            return
+        if result.seq:
+            self._failed.setdefault(t.id, []).append((result.seq, result.bytes, result.sha256))
+        if await still_allowed() is not None:
+            log.info("push of %s stopped: %s", t.id, result.reason)  # a resume pushes again
+            return
+        await self._end(t.id, f"the push failed: {result.reason}")
+
+
+__all__ = ["PushRunner"]
