@@ -193,11 +193,18 @@ class Downloads:
                         continue
                     seq = _seq(r.headers.get("X-Receipt-Seq"))
                     if r.status != 200:
-                        body = await r.content.read(64 * 1024)
-                        if seq:
+                        body = await r.read() if (r.content_length or 0) <= 64 * 1024 else b""
+                        denied = (f"the provider's data plane answered {r.status}: "
+                                  f"{_reason(body)}")
+                        if seq and body:
+                            # a denial is a response too: its receipt goes into the log
                             seen.received[seq] = (len(body), hashlib.sha256(body).digest())
-                        raise PullFailed(f"the provider's data plane answered {r.status}: "
-                                         f"{_reason(body)}")
+                            job.responses = len(seen.received)
+                            try:
+                                await self._receipts(job, t, endpoint, headers, seen)
+                            except PullFailed as exc:
+                                denied += f" ({exc})"
+                        raise PullFailed(denied)
                     length = r.headers.get("Content-Length")
                     job.total = int(length) if length and length.isdigit() else None
                     sha = hashlib.sha256()

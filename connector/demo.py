@@ -8,7 +8,12 @@
 5. The consumer reads the catalog (it sees one dataset), negotiates it to FINALIZED, and asks
    for the hidden one directly: TERMINATED, with the policy engine's reason.
 6. The engine decides uses under the agreement, with its reason for every deny.
-7. The operator revokes the consumer: no new token, and the provider refuses its calls.
+7. The data moves under the agreement: the consumer's connector pulls (transfer token, live
+   decision, signed receipts verified and logged), the provider pushes into the consumer's
+   vault, a local read goes through the connector, and the request past the agreement's uses
+   is denied at the data plane with the engine's reason.
+8. Both audit logs verify, and the provider's receipts match the consumer's log.
+9. The operator revokes the consumer: no new token, and the provider refuses its calls.
 """
 
 from __future__ import annotations
@@ -140,6 +145,9 @@ def _run(root: Path) -> None:
             _decision(f"purpose-restricted, consumer states {T.short(p)}", rep.permit,
                       rep.explanation)
 
+        _transfers(provider, consumer, n["agreementId"])
+        _audits(provider, consumer)
+
         _step("The operator revokes the consumer")
         cli("authority", "revoke", space.authority.directory, consumer.participant_id,
             "--reason", "demo")
@@ -149,6 +157,80 @@ def _run(root: Path) -> None:
         click.echo(f"  the consumer's catalog request now gets: {status}")
     finally:
         space.close()
+
+
+def _wait_transfer(c: Connector, tid: str, states: set[str], timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, t = c.api("GET", f"/api/transfers/{tid}")
+        if t["state"] in states or time.monotonic() > deadline:
+            return t
+        time.sleep(0.05)
+
+
+def _pull(consumer: Connector, agreement_id: str) -> dict:
+    _, t = consumer.api("POST", "/api/transfers", {"agreementId": agreement_id})
+    t = _wait_transfer(consumer, t["id"], {"STARTED", "TERMINATED"})
+    _, job = consumer.api("POST", f"/api/transfers/{t['id']}/pull", {})
+    while job["state"] == "running":
+        _, job = consumer.api("GET", f"/api/transfers/{t['id']}/pull?wait=5")
+    return job
+
+
+def _transfers(provider: Connector, consumer: Connector, agreement_id: str) -> None:
+    _step("The consumer's connector pulls the data (HttpData-PULL)")
+    job = _pull(consumer, agreement_id)
+    click.echo(f"  {job['state']}: {job['bytes']} bytes, sha256 {job['sha256'][:16]}..., "
+               f"{job['receipts']} signed receipt(s) verified against the provider's certificate")
+    _, item = consumer.api("GET", f"/api/vault/{job['vaultId']}")
+    click.echo(f"  kept in the consumer's vault as {item['id']} under agreement {agreement_id}")
+
+    _step("The provider pushes the data into the consumer's vault (HttpData-PUSH)")
+    _, t = consumer.api("POST", "/api/transfers", {"agreementId": agreement_id,
+                                                   "format": "HttpData-PUSH"})
+    t = _wait_transfer(consumer, t["id"], {"COMPLETED", "TERMINATED"})
+    click.echo(f"  {t['state']}: transfer {t['id']}")
+
+    _step("A third data request, then one past the agreement's 3 uses")
+    job = _pull(consumer, agreement_id)
+    _decision("pull number 3 at the provider's data plane", job["state"] == "done",
+              f"{job['bytes']} bytes" if job["state"] == "done" else job["error"])
+    job = _pull(consumer, agreement_id)
+    _decision("pull number 4 at the provider's data plane", job["state"] == "done",
+              job["error"] or "")
+
+    _step("Local use of the vault copy goes through the consumer's connector")
+    _, items = consumer.api("GET", "/api/vault")
+    vid = items[0]["id"]
+    import urllib.request
+
+    req = urllib.request.Request(f"{consumer.api_url}/api/vault/{vid}/data",
+                                 headers={"X-Api-Key": consumer.api_key})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        size = len(resp.read())
+        click.echo(f"  local use {resp.headers['X-Use-Number']} of {vid}: {size} bytes, "
+                   "decided on the agreement and logged")
+
+
+def _audits(provider: Connector, consumer: Connector) -> None:
+    import subprocess
+    import sys
+
+    from connector.devspace import process_env
+
+    _step("Both parties' audit logs verify; the provider's receipts match the consumer's log")
+    log = {c.name: c.directory / f"audit-{c.name}.log" for c in (provider, consumer)}
+    for c in (provider, consumer):
+        r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify", str(log[c.name]),
+                            "--cert", str(c.directory / "participant.crt")],
+                           capture_output=True, text=True, timeout=60, env=process_env())
+        click.echo(f"  {c.name}: {r.stdout.strip() or r.stderr.strip()}")
+    r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify", str(log[consumer.name]),
+                        "--cert", str(consumer.directory / "participant.crt"),
+                        "--peer-receipts", str(log[provider.name]),
+                        "--peer-cert", str(provider.directory / "participant.crt")],
+                       capture_output=True, text=True, timeout=60, env=process_env())
+    click.echo("  " + r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr)
 
 
 def _refused_catalog(consumer: Connector, provider_url: str) -> str:

@@ -22,5 +22,11 @@ def test_demo_runs_end_to_end() -> None:
     assert "asking for urn:asset:grid-load directly: TERMINATED" in out
     assert "SECURITY_LEVEL" in out
     assert "use number 4 (3 completed)" in out
+    # the data moves under the agreement: pull, push, the 4th request denied at the data plane
+    assert "done: 17 bytes" in out and "signed receipt(s) verified" in out
+    assert "COMPLETED: transfer" in out
+    assert "DENY   pull number 4 at the provider's data plane" in out
+    assert "local use 1 of" in out
+    assert "OK: 4 provider receipts match the consumer's log" in out
     assert "is revoked" in out
     assert "the consumer's catalog request now gets: 502" in out
