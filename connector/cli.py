@@ -7,7 +7,7 @@ import click
 from connector.audit.cli import audit
 from connector.demo import demo
 from connector.identity.cli import authority, init
-from connector.mgmtcli import asset, catalog, negotiate, offer, pull, serve, vault
+from connector.mgmtcli import asset, catalog, negotiate, offer, pull, serve, transfer, vault
 from connector.odrl.cli import policy
 
 
@@ -21,5 +21,5 @@ main.add_command(policy)
 main.add_command(authority)
 main.add_command(init)
 main.add_command(demo)
-for command in (serve, asset, offer, catalog, negotiate, pull, vault, audit):
+for command in (serve, asset, offer, catalog, negotiate, pull, transfer, vault, audit):
     main.add_command(command)

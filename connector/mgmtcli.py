@@ -234,6 +234,80 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
     click.echo(f"vault item {job['vaultId']} (agreement {agreement['id']})")
 
 
+@click.group(name="transfer")
+def transfer() -> None:
+    """Transfer processes of this connector, either role: list, show, push, and the actions
+    either side may take at any time (suspend, resume, complete, terminate)."""
+
+
+@transfer.command(name="list")
+@_api_options
+@click.option("--state", help="Only transfers in this state.")
+def transfer_list(config: str | None, api: str | None, api_key: str | None, state: str | None) -> None:
+    """Transfers, newest first."""
+    rows = _api(config, api, api_key).call("GET", "/api/transfers?limit=200")
+    _print([r for r in rows if state is None or r["state"] == state])
+
+
+@transfer.command(name="show")
+@click.argument("transfer_id")
+@_api_options
+def transfer_show(transfer_id: str, config: str | None, api: str | None, api_key: str | None) -> None:
+    """One transfer (a consumer's shows the endpoint data reference it pulls with)."""
+    _print(_api(config, api, api_key).call("GET", f"/api/transfers/{transfer_id}"))
+
+
+@transfer.command(name="push")
+@click.argument("agreement_id")
+@_api_options
+@click.option("--purpose", help="The purpose of this use (an IRI), for the provider's decision.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the end.")
+def transfer_push(agreement_id: str, config: str | None, api: str | None, api_key: str | None,
+                  purpose: str | None, timeout: float) -> None:
+    """Ask the provider of AGREEMENT_ID to push the data into this connector's vault; wait for
+    the transfer's end and say how it ended."""
+    client = _api(config, api, api_key)
+    body: dict[str, Any] = {"agreementId": agreement_id, "format": "HttpData-PUSH"}
+    if purpose:
+        body["purpose"] = purpose
+    t = client.call("POST", "/api/transfers", body)
+    deadline = time.monotonic() + timeout
+    while t["state"] not in ("COMPLETED", "TERMINATED") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        t = client.call("GET", f"/api/transfers/{t['id']}")
+    click.echo(f"{t['state']}: transfer {t['id']}")
+    if t.get("terminationReason"):
+        click.echo("reason: " + "; ".join(t["terminationReason"]))
+    if t["state"] == "COMPLETED":
+        held = [i for i in client.call("GET", "/api/vault") if i["transferId"] == t["id"]]
+        for item in held:
+            click.echo(f"vault item {item['id']}: {item['path']} (sha256 {item['sha256']})")
+    sys.exit(0 if t["state"] == "COMPLETED" else 1)
+
+
+def _transfer_action(action: str, doc: str) -> click.Command:
+    @click.command(name=action, help=doc)
+    @click.argument("transfer_id")
+    @_api_options
+    @click.option("--reason", default="", help="Why (sent to the other side).")
+    def command(transfer_id: str, config: str | None, api: str | None, api_key: str | None,
+                reason: str) -> None:
+        t = _api(config, api, api_key).call("POST", f"/api/transfers/{transfer_id}/{action}",
+                                            {"reason": reason} if reason else None)
+        sending = t["internalState"] != t["state"]
+        click.echo(f"{t['internalState']}: transfer {t['id']}"
+                   + (" (telling the other side)" if sending else ""))
+    return command
+
+
+for _action, _doc in (
+        ("suspend", "Suspend TRANSFER_ID: running streams are cut off, requests denied."),
+        ("resume", "Resume TRANSFER_ID (a side lifts only its own suspension)."),
+        ("complete", "Complete TRANSFER_ID."),
+        ("terminate", "Terminate TRANSFER_ID for good: its token stops working at once.")):
+    transfer.add_command(_transfer_action(_action, _doc))
+
+
 @click.group(name="vault")
 def vault() -> None:
     """The consumer's local copies held under agreements, and their governed use."""

@@ -173,3 +173,32 @@ def test_a_consumer_suspension_cuts_the_push_off_and_its_resume_pushes_again(spa
         assert any(r["data"].get("unreceived") == [1] for r in mine), mine
     finally:
         upstream.stop()
+
+
+def cli_run(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "connector", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, env=process_env())
+
+
+def test_push_from_the_cli_states_the_purpose_and_either_side_ends_transfers(space: DataSpace) -> None:
+    from test_transfer_e2e import pull, start
+
+    provider = space.connector("cliprov", roles=("provider",))
+    consumer = space.connector("clicons", roles=("consumer",))
+    purpose = "https://w3id.org/dpv#AcademicResearch"
+    offer = offer_asset(provider, asset_id="urn:asset:purposeful", content=CONTENT,
+                        contract={"template": "purpose-restricted", "params": {"purpose": purpose}})
+    n = negotiate(consumer, provider, offer)
+    assert n["state"] == "FINALIZED", n
+    r = cli_run("transfer", "push", n["agreementId"], "--config", consumer.config)
+    assert r.returncode == 1 and "TERMINATED" in r.stdout and "purpose" in r.stdout, r.stdout + r.stderr
+    r = cli_run("transfer", "push", n["agreementId"], "--config", consumer.config, "--purpose", purpose)
+    assert r.returncode == 0 and "COMPLETED" in r.stdout and "vault item" in r.stdout, r.stdout + r.stderr
+    # the provider terminates a pull from its CLI: the consumer's token stops working
+    t = start(consumer, n["agreementId"])
+    assert pull(consumer, t, {"X-Purpose": purpose})[0] == 200
+    r = cli_run("transfer", "terminate", t["providerPid"], "--config", provider.config,
+                "--reason", "contract ended")
+    assert r.returncode == 0 and r.stdout.startswith("TERMINAT"), r.stdout + r.stderr
+    assert pull(consumer, t, {"X-Purpose": purpose})[0] == 403
+    assert wait_transfer(consumer, t["id"], {"TERMINATED"})["terminationReason"] == ["contract ended"]
