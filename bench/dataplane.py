@@ -6,8 +6,11 @@ so the governed path and the baseline pay the same transport.
    `FileResponse` server of the same file in the same run; peak RSS of the provider process.
 2. 1 KiB governed requests per second vs a bare aiohttp handler returning the same bytes,
    with the same client (aiohttp, 32 concurrent connections), and the p99 latency of each.
+   With 32 connections the p99 is mostly queueing, so:
+3. the latency of 1 KiB requests sent one at a time on one connection (no queueing), governed
+   vs bare: p50, p99 and the added latency the data plane costs.
 
-Run: python bench/dataplane.py [--size-mib 1024] [--seconds 10]
+Run: python bench/dataplane.py [--size-mib 1024] [--seconds 10] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -58,6 +61,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def download(url: str, headers: dict[str, str]) -> tuple[int, float]:
     timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -70,7 +79,11 @@ async def download(url: str, headers: dict[str, str]) -> tuple[int, float]:
         return n, time.perf_counter() - t0
 
 
-async def hammer(url: str, headers: dict[str, str], seconds: float, conns: int) -> dict[str, float]:
+async def hammer(url: str, headers: dict[str, str], seconds: float, conns: int,
+                 server_pid: int) -> tuple[list[float], float, float]:
+    """`conns` workers, each sending its next request when the previous one completed (with
+    `conns=1`: sequential requests on one kept-alive connection). Returns the latencies, the
+    wall time and the server process's CPU time."""
     lat: list[float] = []
     stop = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=conns)
@@ -83,17 +96,43 @@ async def hammer(url: str, headers: dict[str, str], seconds: float, conns: int) 
                     assert r.status == 200, r.status
                 lat.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
+        cpu0 = cpu_seconds(server_pid)
         await asyncio.gather(*(worker() for _ in range(conns)))
         wall = time.perf_counter() - t0
-    lat.sort()
-    return {"rps": len(lat) / wall, "p50": statistics.median(lat) * 1000,
-            "p99": lat[int(0.99 * (len(lat) - 1))] * 1000}
+        cpu = cpu_seconds(server_pid) - cpu0
+    return lat, wall, cpu
+
+
+Target = tuple[str, dict[str, str], int]  # url, headers, server pid
+
+
+def compare(bare: Target, governed: Target, seconds: float, conns: int,
+            rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Both servers under the same client, in `rounds` alternating rounds (bare first, then
+    governed first, ...) of `seconds / rounds` each, so a change in the machine's load during
+    the run hits both alike. Returns each side's totals over all rounds."""
+    runs: dict[str, list[tuple[list[float], float, float]]] = {"bare": [], "governed": []}
+    for i in range(rounds):
+        order = [("bare", bare), ("governed", governed)]
+        for name, (url, headers, pid) in order if i % 2 == 0 else order[::-1]:
+            runs[name].append(asyncio.run(hammer(url, headers, seconds / rounds, conns, pid)))
+
+    def totals(rs: list[tuple[list[float], float, float]]) -> dict[str, float]:
+        lat = sorted(x for r in rs for x in r[0])
+        wall, cpu = sum(r[1] for r in rs), sum(r[2] for r in rs)
+        return {"rps": len(lat) / wall, "cpu_us": cpu / len(lat) * 1e6,
+                "p50": statistics.median(lat) * 1000, "p99": lat[int(0.99 * (len(lat) - 1))] * 1000,
+                "p999": lat[int(0.999 * (len(lat) - 1))] * 1000, "n": len(lat)}
+    return totals(runs["bare"]), totals(runs["governed"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="per side and measurement, split over the rounds")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternating bare/governed rounds per measurement")
     args = ap.parse_args()
     print(f"# bench/dataplane.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  python "
           f"{platform.python_version()}  cores={os.cpu_count()}  file={args.size_mib} MiB")
@@ -110,9 +149,10 @@ def main() -> None:
         port = free_port()
         bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(big), str(port)],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert bare.stdout is not None and b"ready" in bare.stdout.readline()
-        ds = DataSpace(root / "space", tls=False)
-        try:
+        ds: DataSpace | None = None
+        try:  # the bare server goes whatever fails from here on
+            assert bare.stdout is not None and b"ready" in bare.stdout.readline()
+            ds = DataSpace(root / "space", tls=False)
             provider = ds.connector("provider", roles=("provider",))
             consumer = ds.connector("consumer", roles=("consumer",))
             edrs: dict[str, Any] = {}
@@ -150,15 +190,29 @@ def main() -> None:
             print(f"provider RSS before the pull {rss_before:.0f} MiB, peak (VmHWM, whole life) "
                   f"{peak_rss_mib(pid):.0f} MiB")
 
-            print("\n## 1 KiB requests, 32 connections")
-            b = asyncio.run(hammer(f"http://127.0.0.1:{port}/kib", {}, args.seconds, 32))
-            g = asyncio.run(hammer(edrs["urn:asset:kib"]["endpoint"], auth["urn:asset:kib"],
-                                   args.seconds, 32))
-            print(f"bare handler:   {b['rps']:8.0f} req/s  p50 {b['p50']:6.2f} ms  p99 {b['p99']:6.2f} ms")
+            print(f"\n## 1 KiB requests, 32 connections ({args.rounds} alternating rounds)")
+            bare_kib: Target = (f"http://127.0.0.1:{port}/kib", {}, bare.pid)
+            gov_kib: Target = (edrs["urn:asset:kib"]["endpoint"], auth["urn:asset:kib"], pid)
+            b, g = compare(bare_kib, gov_kib, args.seconds, 32, args.rounds)
+            print(f"bare handler:   {b['rps']:8.0f} req/s  p50 {b['p50']:6.2f} ms  p99 {b['p99']:6.2f} ms"
+                  f"  server CPU {b['cpu_us']:5.0f} us/request")
             print(f"governed:       {g['rps']:8.0f} req/s  p50 {g['p50']:6.2f} ms  p99 {g['p99']:6.2f} ms"
-                  f"  ({g['rps'] / b['rps']:.0%} of bare; added p99 {g['p99'] - b['p99']:.2f} ms)")
+                  f"  server CPU {g['cpu_us']:5.0f} us/request")
+            print(f"governed/bare:  {g['rps'] / b['rps']:.0%} of the requests/s; added p99 "
+                  f"{g['p99'] - b['p99']:.2f} ms")
+
+            print(f"\n## 1 KiB requests, 1 connection, sequential: latency without queueing "
+                  f"({args.rounds} alternating rounds)")
+            b, g = compare(bare_kib, gov_kib, args.seconds, 1, args.rounds)
+            for name, r in (("bare handler:", b), ("governed:", g)):
+                print(f"{name:15} {r['rps']:8.0f} req/s  p50 {r['p50']:6.3f} ms  p99 {r['p99']:6.3f} ms"
+                      f"  p99.9 {r['p999']:6.3f} ms  server CPU {r['cpu_us']:4.0f} us/request"
+                      f"  ({r['n']:.0f} requests)")
+            print(f"added by the data plane: p50 {g['p50'] - b['p50']:+.3f} ms  "
+                  f"p99 {g['p99'] - b['p99']:+.3f} ms  p99.9 {g['p999'] - b['p999']:+.3f} ms")
         finally:
-            ds.close()
+            if ds is not None:
+                ds.close()
             bare.terminate()
             bare.wait(5)
 

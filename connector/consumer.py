@@ -77,8 +77,8 @@ class PullFailed(Exception):
 class _Responses:
     """What this consumer received in one transfer, for the receipts."""
 
-    received: dict[int, tuple[int, bytes]] = field(default_factory=dict)
-    logged: int = 0  # receipts already in the audit log
+    received: dict[tuple[str, int], tuple[int, bytes]] = field(default_factory=dict)  # (chain, seq)
+    logged: set[str] = field(default_factory=set)  # receipts already in the audit log
 
 
 class Downloads:
@@ -192,13 +192,14 @@ class Downloads:
                         t = await self.cp.refresh_pull_token(job.transfer_id)
                         continue
                     seq = _seq(r.headers.get("X-Receipt-Seq"))
+                    chain = r.headers.get("X-Receipt-Chain", "")[:128]
                     if r.status != 200:
                         body = await r.read() if (r.content_length or 0) <= 64 * 1024 else b""
                         denied = (f"the provider's data plane answered {r.status}: "
                                   f"{_reason(body)}")
                         if seq and body:
                             # a denial is a response too: its receipt goes into the log
-                            seen.received[seq] = (len(body), hashlib.sha256(body).digest())
+                            seen.received[(chain, seq)] = (len(body), hashlib.sha256(body).digest())
                             job.responses = len(seen.received)
                             try:
                                 await self._receipts(job, t, endpoint, headers, seen)
@@ -218,11 +219,11 @@ class Downloads:
                                 job.bytes = size
                         except aiohttp.ClientPayloadError as exc:
                             if seq:
-                                seen.received[seq] = (size, sha.digest())
+                                seen.received[(chain, seq)] = (size, sha.digest())
                             raise PullFailed(f"the data stopped after {size} bytes ({exc}); "
                                              "the provider may have suspended the transfer") from None
                     if seq:
-                        seen.received[seq] = (size, sha.digest())
+                        seen.received[(chain, seq)] = (size, sha.digest())
                     job.responses = len(seen.received)
                     if job.total is not None and size != job.total:
                         raise PullFailed(f"got {size} of {job.total} bytes")
@@ -260,8 +261,8 @@ class Downloads:
                                     now=time.time())
                 verifier = ReceiptVerifier(key, transfer_id=t.provider_pid or "",
                                            agreement_id=t.agreement_id, issuer=t.counter_party_id)
-                for seq, (n, d) in seen.received.items():
-                    verifier.add(seq, n, d)
+                for (chain, seq), (n, d) in seen.received.items():
+                    verifier.add(seq, n, d, chain)
                 coverage = verifier.verify(receipts)
                 break
             except ReceiptError as exc:
@@ -274,16 +275,19 @@ class Downloads:
             import jwt
 
             events = []
-            for token in receipts[seen.logged:]:
+            for token in receipts:
+                if token in seen.logged:
+                    continue
                 claims = jwt.decode(token, options={"verify_signature": False})  # verified above
-                covered = [(s, *seen.received[s]) for s in range(claims["seq_from"],
-                                                                 claims["seq_to"] + 1)]
+                chain = claims.get("chain", "")
+                covered = [(s, *seen.received[(chain, s)])
+                           for s in range(claims["seq_from"], claims["seq_to"] + 1)]
                 events.append((RECEIPT_KIND, receipt_data(token, covered),
                                {"transfer_id": job.transfer_id, "agreement_id": job.agreement_id,
                                 "participant_id": t.counter_party_id}))
             if events:
                 await self.cp.audit.aappend_many(events)
-            seen.logged = len(receipts)
+            seen.logged.update(receipts)
 
 
 def _seq(value: str | None) -> int:
@@ -322,7 +326,7 @@ class PushInbox:
         self.cp = cp
         self.ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
         self.vault_dir = vault_dir
-        self._logged: dict[str, int] = {}
+        self._logged: dict[str, set[str]] = {}
 
     async def resolve(self, transfer_id: str) -> Any:
         from connector.dataplane.receiver import PushTarget
@@ -357,22 +361,27 @@ class PushInbox:
             return "the provider's process id is not known here yet"
         if not receipts:
             return "no receipt covers the data"
+        import jwt
+
         try:
             key = certified_key(receipts[0], ca=self.ca, provider_id=t.counter_party_id, now=time.time())
             verifier = ReceiptVerifier(key, transfer_id=t.provider_pid, agreement_id=t.agreement_id,
                                        issuer=t.counter_party_id)
+            # one push comes from one provider process: its chain is the receipts' chain
+            chain = jwt.decode(receipts[0], options={"verify_signature": False}).get("chain", "")
             for seq, n, d in [*received, *failed]:
-                verifier.add(seq, n, d)
+                verifier.add(seq, n, d, chain if isinstance(chain, str) else "")
             verifier.verify(receipts)
-        except ReceiptError as exc:
+        except (ReceiptError, jwt.PyJWTError) as exc:
             return str(exc)
         if self.cp.audit is not None:
-            import jwt
-
             responses = {seq: (n, d) for seq, n, d in [*received, *failed]}
             broke_off = {seq for seq, _, _ in failed}
+            logged = self._logged.setdefault(t.id, set())
             events = []
-            for token in receipts[self._logged.get(t.id, 0):]:
+            for token in receipts:
+                if token in logged:
+                    continue
                 claims = jwt.decode(token, options={"verify_signature": False})  # verified above
                 span = range(claims["seq_from"], claims["seq_to"] + 1)
                 data = receipt_data(token, [(s, *responses[s]) for s in span])
@@ -383,7 +392,7 @@ class PushInbox:
                                                     "participant_id": t.counter_party_id}))
             if events:
                 await self.cp.audit.aappend_many(events)
-            self._logged[t.id] = len(receipts)
+            logged.update(receipts)
         try:
             await self.cp.register_local_copy(target.path, t.id)
         except ProtocolError as exc:

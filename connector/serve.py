@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ from connector.audit.log import AuditLog
 from connector.config import Config
 from connector.dataplane.pushing import PushRunner
 from connector.dataplane.ssrf import SsrfPolicy
+from connector.dataplane.uses import UseReservations
 from connector.dataplane.wiring import (
     TransferLookup,
     dataplane_app,
@@ -186,16 +188,20 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             lookup = TransferLookup(store, SsrfPolicy.from_config(dp.upstream_allow))
             cp.transfer_listeners.append(lookup.invalidate)
             book = receipt_book(dataplane_key(identity.key), identity.participant_id,
-                                identity.certificate, audit, lookup.consumer_of)
+                                identity.certificate, audit, lookup.consumer_of,
+                                chain_id=secrets.token_urlsafe(6))
+            uses = UseReservations(store)
             pusher = PushRunner(cp, lookup=lookup, receipts=book,
-                                policy=SsrfPolicy.from_config(dp.push_allow), ssl_context=client_ssl)
+                                policy=SsrfPolicy.from_config(dp.push_allow), ssl_context=client_ssl,
+                                consume=uses)
             cp.transfer_listeners.append(pusher.notify)
             if await pusher.resume_after_restart():
                 log.info("pushing again the transfers started before a restart")
             sites.append((dataplane_app(store, issuer, participant_id=identity.participant_id,
                                         public_url=dataplane_url, signer=identity.key,
                                         upstream_allow=dp.upstream_allow, lookup=lookup,
-                                        revocations=verifier.revocations, receipts=book),
+                                        revocations=verifier.revocations, receipts=book,
+                                        uses=uses),
                           dp.host, dp.port, data_ssl))
         for app, host, port, ssl_ctx in sites:
             runner = web.AppRunner(app, access_log=None)

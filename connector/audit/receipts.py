@@ -52,11 +52,20 @@ class LoggedReceipt:
     line: int  # the entry's seq in its log
     participant_id: str | None
     responses: tuple[Response, ...] = ()
+    chain: str = ""  # the provider process's chain of the transfer ("" for a lone process)
+
+    @property
+    def where(self) -> str:
+        return _where(self.transfer_id, self.chain)
 
     @property
     def span(self) -> str:
         return (f"response {self.seq_from}" if self.seq_from == self.seq_to
                 else f"responses {self.seq_from}..{self.seq_to}")
+
+
+def _where(transfer_id: str, chain: str) -> str:
+    return f"transfer {transfer_id}" + (f" chain {chain}" if chain else "")
 
 
 def receipt_data(token: str, responses: Sequence[tuple[int, int, bytes | str]] | None = None
@@ -96,6 +105,8 @@ def _claims(token: object, key: PublicKey) -> dict[str, Any]:
         raise ValueError("claim 'chain_head' is not 64 lowercase hex digits")
     if not 1 <= claims["seq_from"] <= claims["seq_to"]:
         raise ValueError("the receipt's response range is empty")
+    if not isinstance(claims.get("chain", ""), str):
+        raise ValueError("claim 'chain' is not a string")
     return claims
 
 
@@ -136,7 +147,8 @@ def read_receipts(entries: Iterable[Entry], key: PublicKey, side: str
             token=data["token"], transfer_id=claims["transfer_id"],
             agreement_id=claims["agreement_id"], seq_from=claims["seq_from"],
             seq_to=claims["seq_to"], bytes=claims["bytes"], chain_head=claims["chain_head"],
-            line=entry.seq, participant_id=entry.ids.get("participant_id"), responses=responses))
+            line=entry.seq, participant_id=entry.ids.get("participant_id"), responses=responses,
+            chain=claims.get("chain", "")))
     return found, problems
 
 
@@ -146,7 +158,7 @@ def _sequence(side: str, receipts: list[LoggedReceipt]) -> tuple[dict[int, Logge
     by_start: dict[int, LoggedReceipt] = {}
     expected = 1
     for r in sorted(receipts, key=lambda r: (r.seq_from, r.line)):
-        where = f"transfer {r.transfer_id} {r.span}"
+        where = f"{r.where} {r.span}"
         if r.seq_from in by_start:
             if by_start[r.seq_from].token != r.token:
                 problems.append(f"{where}: two different receipts in the {side}'s log")
@@ -156,8 +168,7 @@ def _sequence(side: str, receipts: list[LoggedReceipt]) -> tuple[dict[int, Logge
         if r.seq_from > expected:
             gap = (f"response {expected} is" if expected == r.seq_from - 1
                    else f"responses {expected}..{r.seq_from - 1} are")
-            problems.append(f"transfer {r.transfer_id}: {gap} covered by no receipt in the "
-                            f"{side}'s log (a gap)")
+            problems.append(f"{r.where}: {gap} covered by no receipt in the {side}'s log (a gap)")
         elif r.seq_from < expected:
             problems.append(f"{where}: overlaps an earlier receipt in the {side}'s log")
         by_start[r.seq_from] = r
@@ -173,14 +184,14 @@ def _recompute(receipts: list[LoggedReceipt]) -> list[str]:
     if not receipts:
         return problems
     first = receipts[0]
-    head = genesis(first.transfer_id, first.agreement_id)
+    head = genesis(first.transfer_id, first.agreement_id, first.chain)
     responses: dict[int, tuple[int, str]] = {}
     for r in receipts:
         for seq, n, d in r.responses:
             responses[seq] = (n, d)
     expected = 1
     for r in sorted(receipts, key=lambda r: r.seq_from):
-        where = f"transfer {r.transfer_id} {r.span}"
+        where = f"{r.where} {r.span}"
         # the chain runs through every response from the first: a gap breaks it
         missing = [n for n in range(expected, r.seq_to + 1) if n not in responses]
         if missing:
@@ -215,28 +226,28 @@ def cross_check(
     problems += theirs_problems
     if consumer_id is not None:
         theirs = [r for r in theirs if r.participant_id in (None, consumer_id)]
-    consumer_by: dict[str, list[LoggedReceipt]] = defaultdict(list)
-    provider_by: dict[str, list[LoggedReceipt]] = defaultdict(list)
+    consumer_by: dict[tuple[str, str], list[LoggedReceipt]] = defaultdict(list)
+    provider_by: dict[tuple[str, str], list[LoggedReceipt]] = defaultdict(list)
     for r in mine:
-        consumer_by[r.transfer_id].append(r)
+        consumer_by[(r.transfer_id, r.chain)].append(r)
     for r in theirs:
-        provider_by[r.transfer_id].append(r)
-    for transfer_id in sorted(consumer_by.keys() | provider_by.keys()):
-        cons, cons_problems = _sequence("consumer", consumer_by.get(transfer_id, []))
-        prov, prov_problems = _sequence("provider", provider_by.get(transfer_id, []))
+        provider_by[(r.transfer_id, r.chain)].append(r)
+    for key in sorted(consumer_by.keys() | provider_by.keys()):
+        where = _where(*key)
+        cons, cons_problems = _sequence("consumer", consumer_by.get(key, []))
+        prov, prov_problems = _sequence("provider", provider_by.get(key, []))
         problems += prov_problems + cons_problems
         for start in sorted(cons.keys() | prov.keys()):
             c, p = cons.get(start), prov.get(start)
             if c is None:
                 assert p is not None
-                problems.append(f"transfer {transfer_id} {p.span}: the provider issued a receipt "
+                problems.append(f"{where} {p.span}: the provider issued a receipt "
                                 "the consumer did not log")
             elif p is None:
-                problems.append(f"transfer {transfer_id} {c.span}: the consumer logged a receipt "
+                problems.append(f"{where} {c.span}: the consumer logged a receipt "
                                 "the provider has no record of")
             elif c.token != p.token:
-                problems.append(f"transfer {transfer_id} {c.span}: the two logs hold different "
-                                "receipts")
+                problems.append(f"{where} {c.span}: the two logs hold different receipts")
         problems += _recompute(list(cons.values()))
     return problems, len(theirs)
 

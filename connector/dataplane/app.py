@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from aiohttp import web
 from connector.dataplane.pep import ConsumeUse, TransferView, decide
 from connector.dataplane.receipts import BodyHasher, ReceiptBook, ReceiptChain
 from connector.dataplane.sources import SourceResponse
+from connector.dataplane.uses import UseReservations
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
@@ -36,10 +38,17 @@ log = logging.getLogger(__name__)
 Lookup = Callable[[str], Awaitable[TransferView | None]]
 PURPOSE_HEADER = "X-Purpose"
 SEQ_HEADER = "X-Receipt-Seq"
+CHAIN_HEADER = "X-Receipt-Chain"  # the provider process's chain (several may serve one transfer)
 MAX_TOKEN_LENGTH = 4096
 
 _SETTINGS = web.AppKey("dataplane_settings", dict)
 RECEIPTS = web.AppKey("dataplane_receipts", ReceiptBook)
+
+
+def _seq_headers(chain: ReceiptChain, seq: int) -> dict[str, str]:
+    if chain.chain_id:
+        return {SEQ_HEADER: str(seq), CHAIN_HEADER: chain.chain_id}
+    return {SEQ_HEADER: str(seq)}
 
 
 def _json_bytes(obj: object) -> bytes:
@@ -64,8 +73,10 @@ def create_app(
     """The data plane app. `verifier` should be a `TokenCache` (the hot path verifies once).
 
     `lookup` maps a transfer id to its live view (state, compiled agreement, source); `consume`
-    is `Store.consume_use`. With `run_ticker`, receipts are signed at least every
-    `receipts.interval` seconds while responses flow.
+    counts a use: `UseReservations(store)` (blocks of uses per replica, given back when idle and
+    on shutdown: the app runs that), or `Store.consume_use` (one write per use). With
+    `run_ticker`, receipts are signed at least every `receipts.interval` seconds while responses
+    flow.
     """
 
     async def authenticate(request: web.Request) -> Claims | web.Response:
@@ -92,11 +103,20 @@ def create_app(
         seq = chain.begin()
         try:
             return web.Response(body=data, status=status, content_type="application/json",
-                                headers={**(headers or {}), SEQ_HEADER: str(seq)})
+                                headers={**(headers or {}), **_seq_headers(chain, seq)})
         finally:
             hasher = BodyHasher()
             hasher.update(data)
             chain.complete(seq, hasher.nbytes, hasher.digest(), clock())
+
+    def send_body(chain: ReceiptChain, src: SourceResponse, body: bytes) -> web.Response:
+        """A body the source holds in memory: one response, one write."""
+        seq = chain.begin()
+        try:
+            return web.Response(body=body, status=src.status,
+                                headers={**src.headers, **_seq_headers(chain, seq)})
+        finally:
+            chain.complete(seq, len(body), hashlib.sha256(body).digest(), clock())
 
     async def still_allowed(transfer_id: str) -> str | None:
         """Between chunks: the transfer is still STARTED. The lookup is cached and the control
@@ -112,7 +132,8 @@ def create_app(
         seq = chain.begin()
         hasher = BodyHasher()
         try:
-            response = web.StreamResponse(status=src.status, headers={**src.headers, SEQ_HEADER: str(seq)})
+            response = web.StreamResponse(status=src.status,
+                                          headers={**src.headers, **_seq_headers(chain, seq)})
             await response.prepare(request)
             async for chunk in src.chunks:
                 stop = await still_allowed(transfer_id)
@@ -153,6 +174,15 @@ def create_app(
             extra = {k: v for k, v in src.headers.items() if k == "Content-Range"}
             return await send_json(request, chain, src.status,
                                    {"error": src.reason or "the data is not available"}, extra)
+        # the state again, now that the source is open: a suspension or termination meanwhile
+        # (the control plane invalidates the lookup) is a deny while no byte has left
+        stop = await still_allowed(transfer_id)
+        if stop is not None:
+            await src.close()
+            return await send_json(request, chain, 403, {"error": stop})
+        if src.body is not None:
+            await src.close()
+            return send_body(chain, src, src.body)
         return await stream(request, chain, src, transfer_id)
 
     async def get_receipts(request: web.Request) -> web.Response:
@@ -172,10 +202,24 @@ def create_app(
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def reservations(app: web.Application) -> AsyncIterator[None]:
+        assert isinstance(consume, UseReservations)
+        task = asyncio.create_task(consume.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            await consume.close()
+        except Exception:  # the store is gone: the held uses stay counted (never over-granted)
+            log.exception("giving reserved uses back on shutdown failed")
+
     app = web.Application()
     app[RECEIPTS] = receipts
     app.router.add_get("/data/{transfer_id}", get_data)
     app.router.add_get("/data/{transfer_id}/receipts", get_receipts)
     if run_ticker:
         app.cleanup_ctx.append(ticker)
+    if isinstance(consume, UseReservations):
+        app.cleanup_ctx.append(reservations)
     return app

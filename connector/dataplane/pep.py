@@ -3,8 +3,10 @@
 Pure apart from the use counter it is given: token binding, transfer state, the compiled
 agreement (time window, purpose, ...) are checked first; only when all of them permit is one use
 counted, atomically, against the limit taken from the agreement's count constraint. So a denied
-request never burns a use, and N concurrent requests against an N-use agreement, in any number
-of processes sharing the store, get exactly N permits.
+request never burns a use, and N concurrent requests against an N-use agreement get exactly N
+permits; in any number of processes sharing the store, never more than N (with
+`uses.UseReservations`, another replica's unused reserved uses may deny a request for about a
+second: see that module).
 
 One data request (one GET, ranged or not) is one use.
 """
@@ -27,7 +29,8 @@ from connector.odrl.parse import load_policy
 USE = T.O + "use"
 SERVING_STATES = frozenset({"STARTED"})
 
-# (agreement_id, consumer_id, target, limit) -> (allowed, count_after); Store.consume_use
+# (agreement_id, consumer_id, target, limit) -> (allowed, count_after): a UseReservations, or
+# Store.consume_use. Called only for a counted policy whose other checks all permitted.
 ConsumeUse = Callable[[str, str, str, "int | None"], Awaitable[tuple[bool, int]]]
 
 

@@ -45,6 +45,7 @@ from connector.dataplane.ssrf import (
 log = logging.getLogger(__name__)
 
 SEQ_HEADER = "X-Receipt-Seq"
+CHAIN_HEADER = "X-Receipt-Chain"
 MAX_REASON_BODY = 200  # characters of a refusing destination's body quoted in the reason
 _DRAIN_GRACE = 5.0  # seconds to wait for aiohttp's cancelled body writer to let go of the body
 
@@ -206,6 +207,8 @@ async def _transfer(
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
     auth = {"Authorization": authorization} if authorization else {}
     headers = {**auth, "Content-Type": content_type, SEQ_HEADER: str(seq)}
+    if chain.chain_id:
+        headers[CHAIN_HEADER] = chain.chain_id
     if expected is not None:
         headers["Content-Length"] = str(expected)
 
@@ -290,7 +293,8 @@ async def _transfer(
         chain.flush(clock())
         try:
             async with session.post(_receipts_url(target.url), json={"receipts": list(chain.receipts),
-                                          "failed": [list(f) for f in failed]},
+                                          "failed": [list(f) for f in failed],
+                                          "chain": chain.chain_id},
                                     headers=auth, allow_redirects=False,
                                     ssl=ssl if ssl is not None else True) as response:
                 if not 200 <= response.status < 300:

@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.dataplane.pep import decide
+from connector.dataplane.pep import ConsumeUse, decide
 from connector.dataplane.push import push
 from connector.dataplane.receipts import ReceiptBook
 from connector.dataplane.ssrf import SsrfPolicy
@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 
 class PushRunner:
     def __init__(self, cp: Any, *, lookup: TransferLookup, receipts: ReceiptBook,
-                 policy: SsrfPolicy, ssl_context: ssl.SSLContext | None) -> None:
+                 policy: SsrfPolicy, ssl_context: ssl.SSLContext | None,
+                 consume: ConsumeUse | None = None) -> None:
         self.cp = cp
+        # the data plane's use reservations, so pulls and pushes draw on the same blocks
+        self.consume: ConsumeUse = consume or cp.store.consume_use
         self.lookup = lookup
         self.receipts = receipts
         self.policy = policy
@@ -117,7 +120,7 @@ class PushRunner:
                         key_id=None, attributes={"transferId": t.id, "agreementId": view.agreement_id})
         decision = await decide(claims, view, now=datetime.fromtimestamp(now, UTC),
                                 purpose=address.property("purpose") or None,
-                                consume=self.cp.store.consume_use)
+                                consume=self.consume)
         if not decision.permit:
             await self._end(t.id, decision.reason)
             return

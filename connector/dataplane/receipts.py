@@ -46,9 +46,12 @@ class ReceiptError(Exception):
     """A receipt is missing, forged, or does not match the responses received."""
 
 
-def genesis(transfer_id: str, agreement_id: str) -> bytes:
+def genesis(transfer_id: str, agreement_id: str, chain_id: str = "") -> bytes:
+    """The head before the first response. ``chain_id`` names one replica's chain of a transfer
+    (each provider process keeps its own chain; "" for the single chain of a lone process)."""
     return hashlib.sha256(
         b"usage-receipt-chain/1\x00" + transfer_id.encode() + b"\x00" + agreement_id.encode()
+        + (b"\x00" + chain_id.encode() if chain_id else b"")
     ).digest()
 
 
@@ -92,11 +95,12 @@ class ReceiptChain:
     _done: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     consumer_id: str = ""
     x5c: tuple[str, ...] = ()  # the provider's certificate, so a consumer can tie the key to it
+    chain_id: str = ""  # this process's chain of the transfer (X-Receipt-Chain; claim "chain")
     on_signed: Callable[[ReceiptChain, str], None] | None = None  # e.g. the provider's audit log
 
     def __post_init__(self) -> None:
         if not self.head:
-            self.head = genesis(self.transfer_id, self.agreement_id)
+            self.head = genesis(self.transfer_id, self.agreement_id, self.chain_id)
 
     def begin(self) -> int:
         """Reserve the sequence number of a response about to be sent (for X-Receipt-Seq)."""
@@ -140,6 +144,8 @@ class ReceiptChain:
             "chain_head": self.head.hex(),
             "time": round(now, 3),
         }
+        if self.chain_id:
+            claims["chain"] = self.chain_id
         headers: dict[str, Any] = {"kid": self.signer.kid, "typ": RECEIPT_TYP}
         if self.x5c:
             headers["x5c"] = list(self.x5c)
@@ -165,8 +171,11 @@ class ReceiptBook:
         certificate: x509.Certificate | None = None,
         on_signed: Callable[[ReceiptChain, str], None] | None = None,
         consumer_of: Callable[[str], str] | None = None,
+        chain_id: str = "",
     ) -> None:
         self.consumer_of = consumer_of
+        # several provider processes serve one transfer: each signs its own chain, named so
+        self.chain_id = chain_id
         self.signer = signer
         self.issuer = issuer
         self.x5c: tuple[str, ...] = (
@@ -184,7 +193,8 @@ class ReceiptBook:
                 consumer_id = self.consumer_of(transfer_id)
             chain = self.chains[transfer_id] = ReceiptChain(
                 transfer_id, agreement_id, self.signer, self.issuer, self.interval,
-                consumer_id=consumer_id, x5c=self.x5c, on_signed=self.on_signed)
+                consumer_id=consumer_id, x5c=self.x5c, on_signed=self.on_signed,
+                chain_id=self.chain_id)
         elif chain.agreement_id != agreement_id:
             raise ValueError("transfer is bound to another agreement")
         return chain
@@ -270,15 +280,15 @@ class ReceiptVerifier:
         self.transfer_id = transfer_id
         self.agreement_id = agreement_id
         self.issuer = issuer
-        self._responses: dict[int, tuple[int, bytes]] = {}
+        self._responses: dict[tuple[str, int], tuple[int, bytes]] = {}
 
-    def add(self, seq: int, nbytes: int, digest: bytes) -> None:
-        if seq in self._responses:
+    def add(self, seq: int, nbytes: int, digest: bytes, chain: str = "") -> None:
+        if (chain, seq) in self._responses:
             raise ReceiptError(f"response {seq} received twice")
-        self._responses[seq] = (nbytes, digest)
+        self._responses[(chain, seq)] = (nbytes, digest)
 
-    def add_body(self, seq: int, body: bytes) -> None:
-        self.add(seq, len(body), hashlib.sha256(body).digest())
+    def add_body(self, seq: int, body: bytes, chain: str = "") -> None:
+        self.add(seq, len(body), hashlib.sha256(body).digest(), chain)
 
     def decode(self, token: str) -> dict[str, Any]:
         try:
@@ -300,6 +310,8 @@ class ReceiptVerifier:
                 raise ReceiptError(f"receipt: claim {name!r} must be an integer")
         if not isinstance(claims.get("chain_head"), str):
             raise ReceiptError("receipt: missing chain_head")
+        if not isinstance(claims.get("chain", ""), str):
+            raise ReceiptError("receipt: claim 'chain' must be a string")
         return claims
 
     def verify(self, receipts: Sequence[str], *, require_all: bool = True) -> Coverage:
@@ -310,17 +322,18 @@ class ReceiptVerifier:
         receipts must cover every response received. A response the consumer did not receive
         but a receipt claims makes the head unverifiable, and is reported as such.
         """
-        head = genesis(self.transfer_id, self.agreement_id)
-        seq = 0
+        chains: dict[str, tuple[bytes, int]] = {}  # chain -> (head, last seq)
         total = 0
         for token in receipts:
             claims = self.decode(token)
+            chain = claims.get("chain", "")
+            head, seq = chains.get(chain) or (genesis(self.transfer_id, self.agreement_id, chain), 0)
             if claims["seq_from"] != seq + 1 or claims["seq_to"] < claims["seq_from"]:
                 raise ReceiptError(f"receipt for {claims['seq_from']}..{claims['seq_to']} "
                                    f"does not continue at {seq + 1}")
             batch = 0
             for n in range(claims["seq_from"], claims["seq_to"] + 1):
-                got = self._responses.get(n)
+                got = self._responses.get((chain, n))
                 if got is None:
                     raise ReceiptError(f"receipt covers response {n}, which was not received")
                 head = chain_step(head, n, got[0], got[1])
@@ -331,10 +344,11 @@ class ReceiptVerifier:
                     "from what the provider sent")
             if claims["bytes"] != batch:
                 raise ReceiptError(f"byte count mismatch in receipt up to {claims['seq_to']}")
-            seq = claims["seq_to"]
+            chains[chain] = (head, claims["seq_to"])
             total += batch
         if require_all:
-            missing = sorted(n for n in self._responses if n > seq)
+            missing = sorted(n for c, n in self._responses if n > chains.get(c, (b"", 0))[1])
             if missing:
                 raise ReceiptError(f"responses {missing[:5]} are not covered by any receipt")
+        seq = max((last for _, last in chains.values()), default=0)
         return Coverage(seq, total, len(receipts))

@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -55,7 +56,7 @@ Resolve = Callable[[str], Awaitable[PushTarget | None]]
 OnReceipts = Callable[[PushTarget, list[str], list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]],
                       Awaitable[str | None]]
 
-# transfer id -> {seq: (nbytes, digest)} of the complete uploads received (for the control plane:
+# transfer id -> {(chain, seq): (nbytes, digest)} of the complete uploads received (for the control plane:
 # read it, and drop a transfer's entry once it is finished)
 RESPONSES = web.AppKey("push_responses", dict)
 
@@ -69,6 +70,10 @@ def new_push_secret() -> tuple[str, str]:
 def _error(status: int, reason: str) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else {}
     return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+CHAIN_HEADER = "X-Receipt-Chain"
+_CHAIN = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 
 def _parse_seq(value: str | None) -> int | None:
@@ -154,7 +159,8 @@ def push_receiver(
     the provider's receipts against the uploads recorded for the transfer. `max_bytes` caps one
     upload (413).
     """
-    responses: dict[str, dict[int, tuple[int, bytes]]] = {}
+    # transfer -> {(chain, seq): (nbytes, digest)}: each provider process signs its own chain
+    responses: dict[str, dict[tuple[str, int], tuple[int, bytes]]] = {}
     in_flight: set[tuple[str, int]] = set()
 
     async def authorize(request: web.Request) -> PushTarget | web.Response:
@@ -172,7 +178,7 @@ def push_receiver(
         return target
 
     async def receive(
-        request: web.Request, target: PushTarget, seq: int, length: int | None
+        request: web.Request, target: PushTarget, seq: tuple[str, int], length: int | None
     ) -> tuple[int, bytes]:
         """Stream the body to a temp file, rename it into place and record it; (bytes, digest).
 
@@ -254,12 +260,15 @@ def push_receiver(
         length = request.content_length
         if max_bytes is not None and length is not None and length > max_bytes:
             return _error(413, f"the data exceeds the limit of {max_bytes} bytes")
-        key = (target.transfer_id, seq)
-        if seq in responses.get(target.transfer_id, {}) or key in in_flight:
+        chain = request.headers.get(CHAIN_HEADER, "")
+        if not _CHAIN.fullmatch(chain):
+            return _error(400, f"{CHAIN_HEADER} must be at most 64 letters, digits, - or _")
+        key = (target.transfer_id, chain, seq)
+        if (chain, seq) in responses.get(target.transfer_id, {}) or key in in_flight:
             return _error(409, f"response {seq} was already received")
         in_flight.add(key)
         try:
-            nbytes, digest = await receive(request, target, seq, length)
+            nbytes, digest = await receive(request, target, (chain, seq), length)
         except _TooLarge:
             return _error(413, f"the data exceeds the limit of {max_bytes} bytes")
         except _Broken as exc:
@@ -297,7 +306,10 @@ def push_receiver(
             return _error(400, 'the body must be {"receipts": [<receipt>, ...]}')
         if len(receipts) > MAX_RECEIPTS or any(len(r) > MAX_RECEIPT_LENGTH for r in receipts):
             return _error(400, "too many or too long receipts")
-        got = responses.get(target.transfer_id, {})
+        chain = doc.get("chain", "")
+        if not isinstance(chain, str) or not _CHAIN.fullmatch(chain):
+            return _error(400, "'chain' must be at most 64 letters, digits, - or _")
+        got = {seq: v for (c, seq), v in responses.get(target.transfer_id, {}).items() if c == chain}
         received = [(seq, n, d) for seq, (n, d) in sorted(got.items())]
         failed = _failed(doc.get("failed"), got)
         if isinstance(failed, str):

@@ -5,6 +5,10 @@ the consumer, and an async iterator of body chunks. Nothing is read ahead: a chu
 when the caller asks for the next one, and the data plane asks only after the consumer took the
 previous one (aiohttp's `StreamResponse.write` waits for the socket to drain), so memory stays
 at about one chunk per response whatever the size of the data.
+
+Small files (<= 64 KiB) are the exception: they are served from `SMALL_FILES`, an in-memory
+cache revalidated with one `stat` per file at most every second (see `SmallFileCache`), because
+opening a file in a worker thread costs more than the rest of a small response.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +62,7 @@ class SourceResponse:
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]] = _no_close
     reason: str | None = None  # for an error status: why (safe to show the consumer)
+    body: bytes | None = None  # the whole body, when the source has it in memory (= `chunks`)
 
 
 class DataSource(Protocol):
@@ -64,6 +72,11 @@ class DataSource(Protocol):
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover
+
+
+async def _one(body: bytes) -> AsyncIterator[bytes]:
+    if body:
+        yield body
 
 
 def error_response(status: int, reason: str, headers: Mapping[str, str] | None = None) -> SourceResponse:
@@ -124,15 +137,173 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 # --- local file ---------------------------------------------------------------------------
 
 
+def _etag(mtime_ns: int, size: int) -> str:
+    return f'"{mtime_ns:x}-{size:x}"'
+
+
+@dataclass(slots=True)
+class CachedFile:
+    """What `SmallFileCache` knows of a file: its identity and, if small, its bytes."""
+
+    ino: int
+    mtime_ns: int
+    size: int
+    data: bytes | None  # None: too large to keep (streamed from disk)
+    checked: float  # when its identity was last compared with the file's (cache clock)
+    etag: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.etag = _etag(self.mtime_ns, self.size)
+
+    def same_file(self, st: os.stat_result) -> bool:
+        return (st.st_ino, st.st_mtime_ns, st.st_size) == (self.ino, self.mtime_ns, self.size)
+
+
+def _read_small(path: str, limit: int) -> tuple[os.stat_result, bytes, os.stat_result]:
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        data = f.read(limit + 1)
+        after = os.fstat(f.fileno())
+    return before, data, after
+
+
+class SmallFileCache:
+    """Small files in memory, keyed by path and checked against the file's (inode, mtime, size).
+
+    A hit within `revalidate` seconds of the last check costs a dict lookup; after that, one
+    `stat` (in a worker thread, shared by concurrent requests) confirms the entry or reloads it.
+    So a changed file is served fresh at most `revalidate` seconds after the change. A file
+    modified less than `racy` seconds ago is read but not kept: a second write within the same
+    mtime tick and of the same size would be invisible to the check (as git's "racily clean").
+    Files over `max_file` bytes are only remembered as large (their requests stream from disk);
+    kept bytes are bounded by `max_bytes`, least recently used first out.
+    """
+
+    def __init__(self, *, max_file: int = 64 * 1024, max_bytes: int = 64 << 20,
+                 revalidate: float = 1.0, racy: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.max_file = max_file
+        self.max_bytes = max_bytes
+        self.revalidate = revalidate
+        self.racy = racy
+        self._clock = clock
+        self._wall = wall_clock
+        # keyed by the path's string: hashing and comparing a str is a C call, a Path's is not
+        self._entries: OrderedDict[str, CachedFile] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[CachedFile]] = {}
+        self.bytes = 0
+        self.loads = 0  # stats and reads done (for tests and metrics)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+    async def get(self, path: str | os.PathLike[str]) -> CachedFile:
+        """The file as it is now (give or take `revalidate` seconds); raises OSError if it
+        cannot be read."""
+        path = os.fspath(path)
+        entry = self._entries.get(path)
+        if entry is not None and self._clock() - entry.checked < self.revalidate:
+            if entry.data is not None:
+                self._entries.move_to_end(path)
+            return entry
+        loop = asyncio.get_running_loop()
+        task = self._loading.get(path)
+        if task is None or task.get_loop() is not loop:  # (a load of a loop since closed)
+            task = self._loading[path] = loop.create_task(self._load(path, entry))
+            task.add_done_callback(lambda t: self._loading.pop(path, None) if self._loading.get(path) is t
+                                   else None)
+        # shielded: a cancelled request must not cancel a load other requests wait for
+        return await asyncio.shield(task)
+
+    async def _load(self, path: str, old: CachedFile | None) -> CachedFile:
+        loop = asyncio.get_running_loop()
+        self.loads += 1
+        checked = self._clock()
+        try:
+            st = await loop.run_in_executor(None, os.stat, path)
+        except OSError:
+            self._forget(path)
+            raise
+        if old is not None and old.same_file(st):
+            old.checked = checked
+            return old
+        self._forget(path)
+        if st.st_size > self.max_file or not stat.S_ISREG(st.st_mode):
+            return self._keep(path, CachedFile(st.st_ino, st.st_mtime_ns, st.st_size, None, checked))
+        before, data, after = await loop.run_in_executor(None, _read_small, path, self.max_file)
+        entry = CachedFile(before.st_ino, before.st_mtime_ns, before.st_size, data, checked)
+        if len(data) > self.max_file:  # grew past the limit meanwhile: stream it
+            entry.data = None
+            return self._keep(path, entry)
+        stable = entry.same_file(after) and len(data) == before.st_size
+        if not stable or self._wall() - before.st_mtime_ns / 1e9 < self.racy:
+            entry.checked = float("-inf")  # served this once, not kept: the next request looks again
+            return entry
+        return self._keep(path, entry)
+
+    def _forget(self, path: str) -> None:
+        old = self._entries.pop(path, None)
+        if old is not None and old.data is not None:
+            self.bytes -= len(old.data)
+
+    def _keep(self, path: str, entry: CachedFile) -> CachedFile:
+        self._entries[path] = entry
+        if entry.data is not None:
+            self.bytes += len(entry.data)
+            while self.bytes > self.max_bytes and self._entries:
+                _, evicted = self._entries.popitem(last=False)
+                if evicted.data is not None:
+                    self.bytes -= len(evicted.data)
+        if len(self._entries) > 100_000:  # paths of large files are cheap, but not unbounded
+            self.clear()
+        return entry
+
+
+SMALL_FILES = SmallFileCache()
+
+
 @dataclass(frozen=True, slots=True)
 class FileSource:
-    """A local file, read in `chunk_size` pieces in a worker thread (the loop never blocks)."""
+    """A local file, read in `chunk_size` pieces in a worker thread (the loop never blocks);
+    a small one from `cache` (None: always from disk)."""
 
     path: Path
     content_type: str = "application/octet-stream"
     chunk_size: int = CHUNK_SIZE
+    cache: SmallFileCache | None = SMALL_FILES
 
     async def open(self, range_header: str | None = None) -> SourceResponse:
+        if self.cache is not None:
+            try:
+                cached = await self.cache.get(self.path)
+            except OSError:
+                return error_response(404, "the data is not available")
+            if cached.data is not None:
+                return self._from_memory(cached.data, cached.etag, range_header)
+        return await self._from_disk(range_header)
+
+    def _from_memory(self, data: bytes, etag: str, range_header: str | None) -> SourceResponse:
+        size = len(data)
+        headers = {"Content-Type": self.content_type, "Accept-Ranges": "bytes", "ETag": etag}
+        try:
+            rng = parse_range(range_header, size)
+        except RangeNotSatisfiable:
+            return error_response(416, "range not satisfiable",
+                                  {**headers, "Content-Range": f"bytes */{size}"})
+        if rng is None:
+            body, status = data, 200
+        else:
+            body, status = data[rng.start:rng.end + 1], 206
+            headers["Content-Range"] = rng.content_range(size)
+        headers["Content-Length"] = str(len(body))
+        return SourceResponse(status, headers, _one(body), body=body)
+
+    async def _from_disk(self, range_header: str | None) -> SourceResponse:
         loop = asyncio.get_running_loop()
         try:
             f: BinaryIO = await loop.run_in_executor(None, open, self.path, "rb")
@@ -141,7 +312,7 @@ class FileSource:
         try:
             st = os.fstat(f.fileno())
             size = st.st_size
-            etag = f'"{st.st_mtime_ns:x}-{size:x}"'
+            etag = _etag(st.st_mtime_ns, size)
             headers = {"Content-Type": self.content_type, "Accept-Ranges": "bytes", "ETag": etag}
             try:
                 rng = parse_range(range_header, size)

@@ -21,6 +21,7 @@ from connector.dataplane.receipts import ReceiptBook, ReceiptChain
 from connector.dataplane.sources import FileSource, HttpSource
 from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.tokencache import TokenCache
+from connector.dataplane.uses import UseReservations
 from connector.identity.keys import SigningKey
 from connector.identity.tokens import TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
@@ -100,14 +101,17 @@ def _source(address: dict[str, Any], upstream: SsrfPolicy) -> Any:
 
 
 def receipt_book(signing: SigningKey, participant_id: str, certificate: x509.Certificate | None,
-                 audit: AuditLog | None, consumer_of: Callable[[str], str] | None = None) -> ReceiptBook:
-    """The provider's receipts: each one signed goes into its audit log (kind ``receipt``)."""
+                 audit: AuditLog | None, consumer_of: Callable[[str], str] | None = None,
+                 chain_id: str = "") -> ReceiptBook:
+    """The provider's receipts: each one signed goes into its audit log (kind ``receipt``).
+    ``chain_id`` names this process's chains (one per process: replicas, and a restarted
+    process, never continue each other's chain)."""
     def record(chain: ReceiptChain, token: str) -> None:
         if audit is not None:
             audit.append(RECEIPT_KIND, receipt_data(token), transfer_id=chain.transfer_id,
                          agreement_id=chain.agreement_id, participant_id=chain.consumer_id or None)
     return ReceiptBook(signing, participant_id, certificate=certificate, on_signed=record,
-                       consumer_of=consumer_of)
+                       consumer_of=consumer_of, chain_id=chain_id)
 
 
 def dataplane_key(key: SigningKey) -> SigningKey:
@@ -128,7 +132,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
                   revocations: RevocationStatus | None = None,
                   certificate: x509.Certificate | None = None,
                   audit: AuditLog | None = None,
-                  receipts: ReceiptBook | None = None) -> web.Application:
+                  receipts: ReceiptBook | None = None,
+                  uses: UseReservations | None = None) -> web.Application:
     """``revocations``: the authority's revocation list (the DAT verifier's): a revoked
     consumer's transfer tokens stop working within its poll interval, cached ones included.
     ``certificate`` goes into every receipt (x5c) so consumers tie its key to this participant;
@@ -146,7 +151,7 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
     app = create_app(
         verifier=TokenCache(verifier, is_revoked=revoked),
         lookup=lookup,
-        consume=store.consume_use,
+        consume=uses or UseReservations(store),
         receipts=receipts or receipt_book(signing, participant_id, certificate, audit,
                                           lookup.consumer_of),
         clock=time.time)

@@ -34,6 +34,7 @@ from connector.store.rows import (
     ProcessKind,
     Role,
     TransferRow,
+    UseReservation,
     UseResult,
 )
 from connector.store.secrets import MASK, mask_secrets
@@ -62,6 +63,7 @@ __all__ = [
     "StoreError",
     "Transaction",
     "TransferRow",
+    "UseReservation",
     "UseResult",
     "backoff_ceiling",
     "mask_secrets",

@@ -45,7 +45,14 @@ from connector.store.repositories import (
     Upsert,
     UsageRepository,
 )
-from connector.store.rows import AssetRow, CatalogOffer, OutboxMessage, ProcessKind, UseResult
+from connector.store.rows import (
+    AssetRow,
+    CatalogOffer,
+    OutboxMessage,
+    ProcessKind,
+    UseReservation,
+    UseResult,
+)
 
 Dialect = Literal["sqlite", "postgresql"]
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -397,6 +404,21 @@ class Store:
     ) -> UseResult:
         async with self.transaction() as tx:
             return await tx.usage.consume(agreement_id, consumer_id, target, limit)
+
+    async def reserve_uses(
+        self, agreement_id: str, consumer_id: str, target: str, limit: int, want: int,
+        *, divisor: int = 1,
+    ) -> UseReservation:
+        """Reserve up to `want` uses (at most `1/divisor` of those left, at least one) for a data
+        plane replica to hand out; see `UsageRepository.reserve`."""
+        async with self.transaction() as tx:
+            return await tx.usage.reserve(agreement_id, consumer_id, target, limit, want,
+                                          divisor=divisor)
+
+    async def release_uses(self, agreement_id: str, consumer_id: str, target: str, n: int) -> int:
+        """Give back `n` reserved uses that were never handed out; returns the counter after."""
+        async with self.transaction() as tx:
+            return await tx.usage.release(agreement_id, consumer_id, target, n)
 
     async def get_use_count(self, agreement_id: str, consumer_id: str, target: str) -> int:
         async with self.transaction(readonly=True) as tx:

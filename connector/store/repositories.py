@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.store import schema as t
-from connector.store.errors import ConcurrentUpdate, DuplicateKey, NotFound
+from connector.store.errors import ConcurrentUpdate, DuplicateKey, NotFound, StoreError
 from connector.store.rows import (
     OUTBOX_STATUSES,
     AgreementRow,
@@ -34,6 +34,7 @@ from connector.store.rows import (
     ProcessKind,
     Role,
     TransferRow,
+    UseReservation,
     UseResult,
 )
 from connector.store.secrets import mask_secrets, restore_masked
@@ -606,6 +607,74 @@ class UsageRepository(_Repository):
         if after is None:
             return UseResult(False, await self.get(agreement_id, consumer_id, target))
         return UseResult(True, int(after))
+
+    async def reserve(
+        self, agreement_id: str, consumer_id: str, target: str, limit: int, want: int,
+        *, divisor: int = 1,
+    ) -> UseReservation:
+        """Reserve a block of uses for one replica to hand out: the counter goes up by the number
+        granted, never above `limit`.
+
+        Of the `left = limit - count` uses still free, grants `min(want, max(1, left // divisor))`
+        (none if none is left), so a large `divisor` shrinks blocks to single uses near the limit.
+        The counter row is locked before it is read (`FOR UPDATE` on PostgreSQL; on SQLite the
+        writer lock is held from BEGIN IMMEDIATE), so the grant is computed from a count nobody
+        else can change before the update, which re-checks `count + granted <= limit` anyway.
+        """
+        if want <= 0 or divisor <= 0:
+            raise ValueError("want and divisor must be positive")
+        u = t.usage_counters
+        count = u.c["count"]
+        key = (u.c.agreement_id == agreement_id, u.c.consumer_id == consumer_id, u.c.target == target)
+        for _ in range(3):
+            current = (
+                await self._execute(sa.select(count).where(*key).with_for_update())
+            ).scalar_one_or_none()
+            if current is None:
+                if limit <= 0:
+                    return UseReservation(0, 0)
+                granted = min(want, max(1, limit // divisor))
+                created = await self._execute(
+                    self._insert(u)
+                    .values(agreement_id=agreement_id, consumer_id=consumer_id, target=target,
+                            count=granted)
+                    .on_conflict_do_nothing(index_elements=[u.c.agreement_id, u.c.consumer_id, u.c.target])
+                    .returning(count)
+                )
+                if created.first() is not None:
+                    return UseReservation(granted, granted)
+                continue  # a concurrent first use created the row: lock it and read it
+            current = int(current)
+            if current >= limit:
+                return UseReservation(0, current)
+            granted = min(want, max(1, (limit - current) // divisor))
+            after = (
+                await self._execute(
+                    sa.update(u).where(*key, count + granted <= limit)
+                    .values(count=count + granted).returning(count)
+                )
+            ).scalar_one_or_none()
+            if after is None:  # pragma: no cover - the row is locked since it was read
+                raise StoreError("the use counter changed under its row lock")
+            return UseReservation(granted, int(after))
+        raise StoreError("the use counter row kept appearing and vanishing")  # pragma: no cover
+
+    async def release(self, agreement_id: str, consumer_id: str, target: str, n: int) -> int:
+        """Give back `n` reserved uses that were never handed out; returns the counter after."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        u = t.usage_counters
+        count = u.c["count"]
+        after = (
+            await self._execute(
+                sa.update(u)
+                .where(u.c.agreement_id == agreement_id, u.c.consumer_id == consumer_id,
+                       u.c.target == target)
+                .values(count=sa.case((count >= n, count - n), else_=0))
+                .returning(count)
+            )
+        ).scalar_one_or_none()
+        return 0 if after is None else int(after)
 
     async def get(self, agreement_id: str, consumer_id: str, target: str) -> int:
         u = t.usage_counters

@@ -215,3 +215,11 @@ class UseResult(NamedTuple):
 
     allowed: bool
     count_after: int
+
+
+class UseReservation(NamedTuple):
+    """What `reserve_uses` granted: `granted` uses, numbered `count_after - granted + 1` to
+    `count_after` (the counter after the call; 0 granted: none are left under the limit)."""
+
+    granted: int
+    count_after: int

@@ -18,10 +18,11 @@ class Issued:
     responses: list[tuple[int, int, bytes]]
 
 
-def issue(provider: PrivateKey, bodies: list[bytes], batches: list[int], transfer_id: str = "t1"
-          ) -> list[Issued]:
+def issue(provider: PrivateKey, bodies: list[bytes], batches: list[int], transfer_id: str = "t1",
+          chain_id: str = "") -> list[Issued]:
     """Receipts as the provider's data plane signs them: ``batches`` responses per receipt."""
-    chain = ReceiptChain(transfer_id, "a1", SigningKey.from_private_key(provider), "provider")
+    chain = ReceiptChain(transfer_id, "a1", SigningKey.from_private_key(provider), "provider",
+                         chain_id=chain_id)
     out: list[Issued] = []
     it = iter(bodies)
     for size in batches:
@@ -44,8 +45,10 @@ def bodies(n: int) -> list[bytes]:
 
 def logs(make_log: MakeLog, provider: PrivateKey, consumer: PrivateKey,
          prov: list[Issued], cons: list[Issued]) -> tuple[AuditLog, AuditLog]:
-    p = make_log(provider, name="provider.jsonl")
-    c = make_log(consumer, name="consumer.jsonl")
+    import uuid
+
+    p = make_log(provider, name=f"provider-{uuid.uuid4().hex[:6]}.jsonl")
+    c = make_log(consumer, name=f"consumer-{uuid.uuid4().hex[:6]}.jsonl")
     p.append("transfer.started", {"state": "STARTED"}, transfer_id="t1")
     for r in prov:
         p.append("receipt", receipt_data(r.token), transfer_id="t1", agreement_id="a1",
@@ -130,3 +133,15 @@ def test_duplicates_malformed_and_mislabelled(make_log: MakeLog, key: PrivateKey
     assert "consumer log seq 3: malformed receipt (Not enough segments)" in problems
     assert "consumer log seq 4: a response must be [seq, bytes, sha256 hex]" in problems
     assert ("consumer log seq 5: logged under agreement a9, the receipt is for a1" in problems)
+
+
+def test_one_chain_per_provider_replica(make_log: MakeLog, key: PrivateKey, ed_key: PrivateKey) -> None:
+    """Two provider processes served the transfer: each signed its own chain from response 1."""
+    a = issue(key, bodies(3), [1, 2], chain_id="replica-a")
+    b = issue(key, bodies(2), [2], chain_id="replica-b")
+    p, c = logs(make_log, key, ed_key, a + b, a + b)
+    assert cross_check(c.entries(), p.entries(), key.public_key()) == ([], 3)
+    p2, c2 = logs(make_log, key, ed_key, a + b, a)
+    problems, _ = cross_check(c2.entries(), p2.entries(), key.public_key())
+    assert problems == ["transfer t1 chain replica-b responses 1..2: the provider issued a receipt "
+                        "the consumer did not log"]

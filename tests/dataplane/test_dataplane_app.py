@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import resource
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,12 +14,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from dataplane_testlib import PROVIDER, Provider, agreement_doc, count_lteq, transfer
+from dataplane_testlib import CONSUMER, PROVIDER, Provider, agreement_doc, count_lteq, transfer
 
 from connector.dataplane.app import create_app
 from connector.dataplane.pep import TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptError, ReceiptVerifier
-from connector.dataplane.sources import FileSource
+from connector.dataplane.sources import FileSource, SmallFileCache
+from connector.dataplane.uses import UseReservations
 from connector.identity.jose import VerificationKey
 from connector.store import Store
 
@@ -94,7 +96,7 @@ async def test_streams_and_receipts_cover_every_response(tmp_path: Path, store: 
         v2 = plane.verifier()
         v2.add_body(1, data[:-1] + b"?")
         for seq in range(2, 7):
-            v2.add(seq, *v._responses[seq])
+            v2.add(seq, *v._responses[("", seq)])
         with pytest.raises(ReceiptError):
             v2.verify(receipts)
     finally:
@@ -151,6 +153,90 @@ async def test_concurrent_requests_through_the_app_count_exactly(tmp_path: Path,
         assert statuses == [200] * 10 + [403] * 30
         for r in rs:
             r.release()
+    finally:
+        await client.close()
+
+
+async def test_reserved_uses_through_the_app_count_exactly_and_go_back_on_shutdown(
+        tmp_path: Path, store: Store) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"payload")
+    p = Provider()
+    views = {"t1": transfer(agreement_doc([count_lteq(10)]), source=FileSource(path)),
+             "t2": transfer(agreement_doc([count_lteq(1000)], uid="urn:agreement:2"),
+                            source=FileSource(path), transfer_id="t2", agreement_id="urn:agreement:2")}
+    uses = UseReservations(store)
+    plane = Plane(p, views, uses)
+    client = await client_for(plane)
+    try:
+        auth = {"Authorization": "Bearer " + p.token()}
+        rs = await asyncio.gather(*(client.get("/data/t1", headers=auth) for _ in range(40)))
+        assert sorted(r.status for r in rs) == [200] * 10 + [403] * 30
+        for r in rs:
+            r.release()
+        auth2 = {"Authorization": "Bearer " + p.token("t2", "urn:agreement:2")}
+        for _ in range(3):
+            r = await client.get("/data/t2", headers=auth2)
+            assert r.status == 200 and await r.read() == b"payload"
+        assert await store.get_use_count("urn:agreement:2", CONSUMER, "urn:asset:weather") > 3
+    finally:
+        await client.close()  # the app's cleanup gives the unused reservations back
+    assert await store.get_use_count("urn:agreement:1", CONSUMER, "urn:asset:weather") == 10
+    assert await store.get_use_count("urn:agreement:2", CONSUMER, "urn:asset:weather") == 3
+
+
+async def test_small_file_from_memory_with_ranges_and_receipts(tmp_path: Path) -> None:
+    path = tmp_path / "small.bin"
+    data = os.urandom(1024)
+    path.write_bytes(data)
+    old = time.time() - 60  # settled: kept in memory
+    os.utime(path, (old, old))
+    cache = SmallFileCache()
+    p = Provider()
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=FileSource(path, cache=cache))}, _no_count)
+    client = await client_for(plane)
+    try:
+        auth = {"Authorization": "Bearer " + p.token()}
+        v = plane.verifier()
+        for headers, status, body in (({}, 200, data), ({"Range": "bytes=100-199"}, 206, data[100:200]),
+                                      ({"Range": "bytes=-1"}, 206, data[-1:]), ({}, 200, data)):
+            r = await client.get("/data/t1", headers={**auth, **headers})
+            assert r.status == status and await r.read() == body
+            assert r.headers["Content-Length"] == str(len(body)) and r.headers["Accept-Ranges"] == "bytes"
+            assert r.headers["ETag"] and r.headers["Content-Type"] == "application/octet-stream"
+            v.add_body(int(r.headers["X-Receipt-Seq"]), body)
+        r = await client.get("/data/t1", headers={**auth, "Range": "bytes=5000-"})
+        assert r.status == 416 and r.headers["Content-Range"] == "bytes */1024"
+        v.add_body(int(r.headers["X-Receipt-Seq"]), await r.read())
+        assert cache.loads == 1  # one read for all of them
+        rr = await client.get("/data/t1/receipts", headers=auth)
+        assert v.verify((await rr.json())["receipts"]).seq_to == 5
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("size", [6, 300_000])  # from memory, streamed
+async def test_suspended_while_the_source_opens_is_a_deny(tmp_path: Path, size: int) -> None:
+    """The state is checked again after the source opened (and between the chunks of a
+    stream): a suspension meanwhile is a 403 while no byte of the body has left."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"s" * size)
+    p = Provider()
+    views = {"t1": transfer(agreement_doc([]), source=FileSource(path))}
+    plane = Plane(p, views, _no_count)
+    suspended = transfer(agreement_doc([]), source=FileSource(path), state="SUSPENDED")
+
+    class Suspending:
+        async def open(self, range_header: str | None = None) -> Any:
+            plane.views["t1"] = suspended  # suspended while the source opens
+            return await FileSource(path).open(range_header)
+
+    views["t1"] = transfer(agreement_doc([]), source=Suspending())
+    client = await client_for(plane)
+    try:
+        r = await client.get("/data/t1", headers={"Authorization": "Bearer " + p.token()})
+        assert r.status == 403 and await r.json() == {"error": "the transfer is SUSPENDED"}
+        assert r.headers["X-Receipt-Seq"] == "1"
     finally:
         await client.close()
 

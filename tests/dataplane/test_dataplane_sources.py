@@ -1,8 +1,11 @@
-"""Streaming sources: Range on local files; the HTTP upstream behind the SSRF guard."""
+"""Streaming sources: Range on local files; small files from memory, fresh within a second of
+a change; the HTTP upstream behind the SSRF guard."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from connector.dataplane.sources import (
     FileSource,
     HttpSource,
     RangeNotSatisfiable,
+    SmallFileCache,
     SourceResponse,
     UpstreamSettings,
     parse_range,
@@ -85,6 +89,111 @@ async def test_file_source_whole_and_ranges(data_file: Path) -> None:
     assert await body_of(bad) == b""
     missing = await FileSource(data_file.with_name("nope")).open(None)
     assert missing.status == 404
+
+
+# --- small files from memory ----------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write_at(path: Path, data: bytes, mtime: float) -> None:
+    """Write `data` and set the file's mtime (seconds ago: older than the racy window)."""
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(clock: Clock) -> SmallFileCache:
+    return SmallFileCache(max_file=1000, max_bytes=2500, clock=clock)
+
+
+async def test_small_file_served_from_memory_with_ranges(tmp_path: Path, cache: SmallFileCache) -> None:
+    path = tmp_path / "small.bin"
+    data = bytes(range(200))
+    write_at(path, data, time.time() - 60)
+    src = FileSource(path, "text/plain", cache=cache)
+    whole = await src.open(None)
+    assert (whole.status, whole.body, await body_of(whole)) == (200, data, data)
+    st = path.stat()
+    assert whole.headers == {"Content-Type": "text/plain", "Accept-Ranges": "bytes",
+                             "ETag": f'"{st.st_mtime_ns:x}-{st.st_size:x}"', "Content-Length": "200"}
+    # the same headers as the streaming path gives
+    assert (await FileSource(path, "text/plain", cache=None).open(None)).headers == whole.headers
+    part = await src.open("bytes=10-19")
+    assert (part.status, part.body, part.headers["Content-Range"]) == (206, data[10:20], "bytes 10-19/200")
+    assert part.headers["Content-Length"] == "10" and await body_of(part) == data[10:20]
+    bad = await src.open("bytes=500-")
+    assert bad.status == 416 and bad.headers["Content-Range"] == "bytes */200" and bad.body is None
+    assert cache.loads == 1 and len(cache) == 1 and cache.bytes == 200
+
+
+async def test_changed_file_is_served_fresh_after_revalidation(tmp_path: Path, cache: SmallFileCache,
+                                                               clock: Clock) -> None:
+    path = tmp_path / "small.bin"
+    write_at(path, b"a" * 100, time.time() - 60)
+    src = FileSource(path, cache=cache)
+    first = await src.open(None)
+    assert first.body == b"a" * 100
+    write_at(path, b"b" * 100, time.time() - 30)  # same size, another mtime
+    clock.now += 0.5
+    assert (await src.open(None)).body == b"a" * 100  # within a second of the last check
+    clock.now += 0.6
+    fresh = await src.open(None)
+    assert fresh.body == b"b" * 100 and fresh.headers["ETag"] != first.headers["ETag"]
+    assert cache.loads == 2
+    clock.now += 1.1
+    assert (await src.open(None)).body == b"b" * 100  # unchanged: one stat, no read
+    assert cache.loads == 3 and cache.bytes == 100
+    # replaced by a larger file: streamed from disk from then on
+    write_at(path, b"c" * 5000, time.time() - 20)
+    clock.now += 1.1
+    big = await src.open(None)
+    assert big.body is None and await body_of(big) == b"c" * 5000
+    assert cache.bytes == 0
+    # deleted: 404 after the next check
+    path.unlink()
+    clock.now += 1.1
+    assert (await src.open(None)).status == 404
+    assert len(cache) == 0
+
+
+async def test_recently_modified_file_is_not_kept(tmp_path: Path, cache: SmallFileCache) -> None:
+    """A file written within the last second could change again within the same mtime tick and
+    with the same size, invisibly to the check: it is read afresh until it has settled."""
+    path = tmp_path / "small.bin"
+    path.write_bytes(b"x" * 10)
+    src = FileSource(path, cache=cache)
+    assert (await src.open(None)).body == b"x" * 10
+    path.write_bytes(b"y" * 10)
+    assert (await src.open(None)).body == b"y" * 10
+    assert cache.loads == 2 and cache.bytes == 0
+
+
+async def test_concurrent_misses_share_one_load(tmp_path: Path, cache: SmallFileCache) -> None:
+    path = tmp_path / "small.bin"
+    write_at(path, b"z" * 300, time.time() - 60)
+    rs = await asyncio.gather(*(FileSource(path, cache=cache).open(None) for _ in range(20)))
+    assert all(r.body == b"z" * 300 for r in rs)
+    assert cache.loads == 1
+
+
+async def test_cache_memory_is_bounded(tmp_path: Path, cache: SmallFileCache) -> None:
+    for i in range(5):
+        write_at(tmp_path / f"{i}.bin", bytes([i]) * 1000, time.time() - 60)
+        assert (await FileSource(tmp_path / f"{i}.bin", cache=cache).open(None)).body == bytes([i]) * 1000
+    assert cache.bytes <= 2500 and len(cache) == 2  # least recently used out
+    assert (await FileSource(tmp_path / "0.bin", cache=cache).open(None)).body == bytes([0]) * 1000
 
 
 # --- HTTP upstream ------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Exact use counting under concurrency (one process and two), and the receiver's
-de-duplication of processed messages."""
+"""Exact use counting under concurrency (one process and two), reservations of blocks of uses,
+and the receiver's de-duplication of processed messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from store_testlib import NOW, OpenStore
 
-from connector.store import ProcessedMessage, Store, UseResult
+from connector.store import ProcessedMessage, Store, UseReservation, UseResult
 
 
 async def test_consume_use_counts_and_stops_at_the_limit(store: Store) -> None:
@@ -48,6 +48,44 @@ async def test_concurrent_uses_across_two_stores_are_exact(open_store: OpenStore
     assert sorted(result.count_after for result in unlimited) == list(range(1, 61))
     assert await stores[1].get_use_count("ag", "c", "t") == 10
     assert await stores[0].get_use_count("ag", "c", "u") == 60
+
+
+async def test_reserve_uses_grants_blocks_within_the_limit(store: Store) -> None:
+    assert await store.reserve_uses("ag", "c", "t", 100, 10) == UseReservation(10, 10)
+    assert await store.reserve_uses("ag", "c", "t", 100, 1000) == UseReservation(90, 100)
+    assert await store.reserve_uses("ag", "c", "t", 100, 5) == UseReservation(0, 100)
+    assert await store.release_uses("ag", "c", "t", 30) == 70
+    # with a divisor: at most 1/divisor of what is left, at least one
+    assert await store.reserve_uses("ag", "c", "t", 100, 1000, divisor=16) == UseReservation(1, 71)
+    assert await store.reserve_uses("ag", "c", "t", 200, 1000, divisor=16) == UseReservation(8, 79)
+    assert await store.reserve_uses("ag", "c", "t", 200, 3, divisor=16) == UseReservation(3, 82)
+    # a first reservation creates the counter
+    assert await store.reserve_uses("ag", "c", "new", 1600, 1000, divisor=16) == UseReservation(100, 100)
+    assert await store.reserve_uses("ag", "c", "none", 0, 5) == UseReservation(0, 0)
+    assert await store.reserve_uses("ag", "c", "t", 50, 5) == UseReservation(0, 82)  # lower limit
+    assert await store.get_use_count("ag", "c", "t") == 82
+    # releases never take the counter below zero, nor create one
+    assert await store.release_uses("ag", "c", "t", 1000) == 0
+    assert await store.release_uses("ag", "c", "absent", 3) == 0
+    assert await store.get_use_count("ag", "c", "absent") == 0
+    # plain consumption and reservations share the counter
+    assert await store.consume_use("ag", "c", "new", 101) == UseResult(True, 101)
+    assert await store.consume_use("ag", "c", "new", 101) == UseResult(False, 101)
+
+
+async def test_concurrent_reservations_across_two_stores_are_exact(open_store: OpenStore) -> None:
+    """Two replicas (separate pools) reserving at once: the grants add up to the limit exactly."""
+    stores = [await open_store(), await open_store()]
+    await stores[0].migrate()
+    results = await asyncio.gather(*(
+        stores[i % 2].reserve_uses("ag", "c", "t", 500, 1 + i % 7, divisor=1 + i % 3)
+        for i in range(300)))
+    assert sum(r.granted for r in results) == 500
+    assert all(0 <= r.count_after <= 500 for r in results)
+    # each grant is a distinct range of use numbers: together exactly 1..500
+    numbers = sorted(n for r in results for n in range(r.count_after - r.granted + 1, r.count_after + 1))
+    assert numbers == list(range(1, 501))
+    assert await stores[1].get_use_count("ag", "c", "t") == 500
 
 
 async def test_processed_messages_deduplicate(store: Store) -> None:
