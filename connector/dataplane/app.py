@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from connector.dataplane.pep import ConsumeUse, TransferView, decide
+from connector.dataplane.pep import ConsumeUse, TransferView, decide, still_permitted
 from connector.dataplane.receipts import BodyHasher, ReceiptBook, ReceiptChain
 from connector.dataplane.sources import SourceResponse
 from connector.dataplane.uses import UseReservations
@@ -118,17 +118,18 @@ def create_app(
         finally:
             chain.complete(seq, len(body), hashlib.sha256(body).digest(), clock())
 
-    async def still_allowed(transfer_id: str) -> str | None:
-        """Between chunks: the transfer is still STARTED. The lookup is cached and the control
-        plane invalidates it on a state change, so a suspension or termination cuts a running
-        stream off (a closing time window is checked per request, not mid-stream)."""
+    async def still_allowed(transfer_id: str, purpose: str | None) -> str | None:
+        """Between chunks: the transfer is still STARTED and the agreement still permits as of
+        now (a time window closing mid-stream ends the stream). The lookup is cached and the
+        control plane invalidates it on a state change, so a suspension or termination cuts a
+        running stream off."""
         view = await lookup(transfer_id)
-        if view is None or view.state != "STARTED":
-            return f"the transfer is {view.state if view else 'gone'}"
-        return None
+        if view is None:
+            return "the transfer is gone"
+        return still_permitted(view, now=datetime.fromtimestamp(clock(), UTC), purpose=purpose)
 
     async def stream(request: web.Request, chain: ReceiptChain, src: SourceResponse,
-                     transfer_id: str) -> web.StreamResponse:
+                     transfer_id: str, purpose: str | None) -> web.StreamResponse:
         seq = chain.begin()
         hasher = BodyHasher()
         try:
@@ -136,7 +137,7 @@ def create_app(
                                           headers={**src.headers, **_seq_headers(chain, seq)})
             await response.prepare(request)
             async for chunk in src.chunks:
-                stop = await still_allowed(transfer_id)
+                stop = await still_allowed(transfer_id, purpose)
                 if stop is not None:
                     # cut off: the consumer sees a truncated body (Content-Length unmet)
                     log.info("stream of %s cut off: %s", transfer_id, stop)
@@ -176,14 +177,14 @@ def create_app(
                                    {"error": src.reason or "the data is not available"}, extra)
         # the state again, now that the source is open: a suspension or termination meanwhile
         # (the control plane invalidates the lookup) is a deny while no byte has left
-        stop = await still_allowed(transfer_id)
+        stop = await still_allowed(transfer_id, purpose)
         if stop is not None:
             await src.close()
             return await send_json(request, chain, 403, {"error": stop})
         if src.body is not None:
             await src.close()
             return send_body(chain, src, src.body)
-        return await stream(request, chain, src, transfer_id)
+        return await stream(request, chain, src, transfer_id, purpose)
 
     async def get_receipts(request: web.Request) -> web.Response:
         claims = await authenticate(request)

@@ -184,3 +184,19 @@ async def decide(
     if exhausted.permit:  # the limit is stricter than the engine's reading: say so plainly
         return _deny(f"the agreement's {policy.uses.limit} uses are used up")
     return _deny(exhausted.reason)
+
+
+def still_permitted(transfer: TransferView, *, now: datetime, purpose: str | None) -> str | None:
+    """While data flows: None if the transfer is still STARTED and the agreement, decided as of
+    ``now`` on everything but the count (the use was counted when the response began), still
+    permits; else why not. A time window or an elapsed time that ends mid-stream cuts the
+    stream off, as a suspension does."""
+    if str(transfer.state) not in SERVING_STATES:
+        return f"the transfer is {transfer.state}"
+    policy = transfer.agreement
+    if policy.uses is None:
+        return f"the agreement cannot be enforced: {policy.unenforceable}"
+    decision = policy.decider(DecisionRequest(
+        action=USE, now=now, assignee=transfer.consumer_id, target=policy.target, count=0,
+        started_at=transfer.started_at, context={T.PURPOSE: (purpose,)} if purpose else {}))
+    return None if decision.permit else decision.reason

@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.dataplane.pep import ConsumeUse, decide
+from connector.dataplane.pep import ConsumeUse, decide, still_permitted
 from connector.dataplane.push import push
 from connector.dataplane.receipts import ReceiptBook
 from connector.dataplane.ssrf import SsrfPolicy
@@ -126,11 +126,14 @@ class PushRunner:
             return
         secret = address.property("authorization")
 
+        purpose = address.property("purpose") or None
+
         async def still_allowed() -> str | None:
+            """Between chunks: still STARTED, and the agreement still permits as of now."""
             current = await self.lookup(t.id)
-            if current is None or current.state != "STARTED":
-                return f"the transfer is {current.state if current else 'gone'}"
-            return None
+            if current is None:
+                return "the transfer is gone"
+            return still_permitted(current, now=datetime.now(UTC), purpose=purpose)
 
         result = await push(
             view.source, destination=address.endpoint,
@@ -143,7 +146,8 @@ class PushRunner:
             return
         if result.seq:
             self._failed.setdefault(t.id, []).append((result.seq, result.bytes, result.sha256))
-        if await still_allowed() is not None:
+        current = await self.lookup(t.id)
+        if current is not None and current.state != "STARTED":
             log.info("push of %s stopped: %s", t.id, result.reason)  # a resume pushes again
             return
         await self._end(t.id, f"the push failed: {result.reason}")

@@ -302,3 +302,46 @@ async def test_ticker_issues_receipts_without_a_request(tmp_path: Path) -> None:
         assert len(book.chains["t1"].receipts) == 1
     finally:
         await client.close()
+
+
+async def test_a_window_closing_mid_stream_cuts_the_stream_off(tmp_path: Path) -> None:
+    """The agreement is decided again between chunks: when its time window ends while data
+    flows, the stream stops there, without anyone acting."""
+    from dataplane_testlib import iso
+
+    from connector.dataplane.sources import SourceResponse
+
+    p = Provider()
+    window = agreement_doc([{"leftOperand": "dateTime", "operator": "lt",
+                             "rightOperand": iso(p.clock() + 10)}])
+    chunk = b"w" * 65536
+    sent = 0
+
+    class Ticking:
+        """Ten chunks; the clock passes the window's end after the third."""
+
+        async def open(self, range_header: str | None = None) -> Any:
+            async def chunks() -> AsyncIterator[bytes]:
+                nonlocal sent
+                for i in range(10):
+                    if i == 3:
+                        p.clock.advance(30)
+                    sent += 1
+                    yield chunk
+            return SourceResponse(200, {"Content-Length": str(10 * len(chunk))}, chunks())
+
+    plane = Plane(p, {"t1": transfer(window, source=Ticking())}, _no_count)
+    client = await client_for(plane)
+    try:
+        r = await client.get("/data/t1", headers={"Authorization": "Bearer " + p.token()})
+        assert r.status == 200
+        with pytest.raises(Exception):  # noqa: B017 - the body is cut off (payload error)
+            await r.read()
+        assert sent <= 4
+        chain = plane.book.chains["t1"]
+        assert chain.chained_to == 1  # the cut-off response is still covered, with what left
+        # the next request is a deny with the engine's reason
+        r = await client.get("/data/t1", headers={"Authorization": "Bearer " + p.token()})
+        assert r.status == 403 and "dateTime" in (await r.json())["error"]
+    finally:
+        await client.close()
