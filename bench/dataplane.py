@@ -178,13 +178,19 @@ def main() -> None:
             assert provider.proc is not None
             pid = provider.proc.pid
 
-            print("\n## Large pull")
-            base_n, base_s = asyncio.run(download(f"http://127.0.0.1:{port}/big", {}))
+            print(f"\n## Large pull ({args.rounds} alternating rounds per side)")
             rss_before = rss_mib(pid)
-            gov_n, gov_s = asyncio.run(download(edrs["urn:asset:big"]["endpoint"],
-                                                auth["urn:asset:big"]))
-            assert base_n == gov_n == args.size_mib << 20
-            base_rate, gov_rate = base_n / base_s / 1e6, gov_n / gov_s / 1e6
+            pulls: dict[str, list[tuple[int, float]]] = {"bare": [], "governed": []}
+            sides = {"bare": (f"http://127.0.0.1:{port}/big", {}),
+                     "governed": (edrs["urn:asset:big"]["endpoint"], auth["urn:asset:big"])}
+            for i in range(args.rounds):
+                for name in (("bare", "governed") if i % 2 == 0 else ("governed", "bare")):
+                    pulls[name].append(asyncio.run(download(*sides[name])))
+            assert all(n == args.size_mib << 20 for side in pulls.values() for n, _ in side)
+            for name, side in pulls.items():
+                print(f"  {name:8} rounds: " + ", ".join(f"{n / s / 1e6:.0f}" for n, s in side) + " MB/s")
+            base_rate = sum(n for n, _ in pulls["bare"]) / sum(s for _, s in pulls["bare"]) / 1e6
+            gov_rate = sum(n for n, _ in pulls["governed"]) / sum(s for _, s in pulls["governed"]) / 1e6
             print(f"bare aiohttp FileResponse: {base_rate:8.1f} MB/s")
             print(f"governed pull:             {gov_rate:8.1f} MB/s  ({gov_rate / base_rate:.0%} of bare)")
             print(f"provider RSS before the pull {rss_before:.0f} MiB, peak (VmHWM, whole life) "

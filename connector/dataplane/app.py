@@ -27,7 +27,7 @@ from aiohttp import web
 
 from connector.dataplane.pep import ConsumeUse, TransferView, decide, still_permitted
 from connector.dataplane.receipts import BodyHasher, ReceiptBook, ReceiptChain
-from connector.dataplane.sources import SourceResponse
+from connector.dataplane.sources import FILE_DIGESTS, FileRegion, SourceResponse, hash_region
 from connector.dataplane.uses import UseReservations
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 Lookup = Callable[[str], Awaitable[TransferView | None]]
 PURPOSE_HEADER = "X-Purpose"
 SEQ_HEADER = "X-Receipt-Seq"
+SENDFILE_SEGMENT = 32 << 20  # bytes sent between two checks of the transfer and the agreement
 CHAIN_HEADER = "X-Receipt-Chain"  # the provider process's chain (several may serve one transfer)
 MAX_TOKEN_LENGTH = 4096
 
@@ -118,7 +119,8 @@ def create_app(
         finally:
             chain.complete(seq, len(body), hashlib.sha256(body).digest(), clock())
 
-    async def still_allowed(transfer_id: str, purpose: str | None) -> str | None:
+    async def still_allowed(transfer_id: str, purpose: str | None, *, decide_again: bool = True
+                            ) -> str | None:
         """Between chunks: the transfer is still STARTED and the agreement still permits as of
         now (a time window closing mid-stream ends the stream). The lookup is cached and the
         control plane invalidates it on a state change, so a suspension or termination cuts a
@@ -126,6 +128,8 @@ def create_app(
         view = await lookup(transfer_id)
         if view is None:
             return "the transfer is gone"
+        if not decide_again:  # just decided: only the state can have changed since
+            return None if view.state == "STARTED" else f"the transfer is {view.state}"
         return still_permitted(view, now=datetime.fromtimestamp(clock(), UTC), purpose=purpose)
 
     async def stream(request: web.Request, chain: ReceiptChain, src: SourceResponse,
@@ -150,6 +154,53 @@ def create_app(
             return response
         finally:
             chain.complete(seq, hasher.nbytes, hasher.digest(), clock())
+            await src.close()
+
+    async def send_region(request: web.Request, chain: ReceiptChain, src: SourceResponse,
+                          region: FileRegion, transfer_id: str, purpose: str | None
+                          ) -> web.StreamResponse:
+        """A large file region with sendfile (zero copy; over TLS asyncio copies it), in
+        segments with the same checks between them as a stream. The receipt's SHA-256: known
+        for a whole file already hashed (same version), else hashed in a worker thread while
+        the bytes go out; for a response cut off, the hash of what left."""
+        seq = chain.begin()
+        loop = asyncio.get_running_loop()
+        fd = region.file.fileno()
+        known = FILE_DIGESTS.get(region.key) if region.whole else None
+        hashing = (None if known is not None else
+                   loop.run_in_executor(None, hash_region, fd, region.offset, region.count))
+        sent = 0
+        try:
+            response = web.StreamResponse(status=src.status,
+                                          headers={**src.headers, **_seq_headers(chain, seq)})
+            await response.prepare(request)
+            while sent < region.count:
+                stop = await still_allowed(transfer_id, purpose)
+                transport = request.transport
+                if stop is not None or transport is None or transport.is_closing():
+                    log.info("stream of %s cut off: %s", transfer_id, stop or "the client left")
+                    if transport is not None:
+                        transport.close()
+                    return response
+                n = min(SENDFILE_SEGMENT, region.count - sent)
+                await loop.sendfile(transport, region.file, region.offset + sent, n)
+                sent += n
+            await response.write_eof()
+            return response
+        finally:
+            digest: bytes | None = None
+            if hashing is not None:
+                with contextlib.suppress(Exception):
+                    digest = await asyncio.shield(hashing)
+            if sent == region.count:
+                digest = known or digest
+                if digest is not None and region.whole and region.unchanged():
+                    FILE_DIGESTS.put(region.key, digest)
+            else:
+                digest = None
+            if digest is None:  # cut off (or the hash failed): the bytes that left
+                digest = await loop.run_in_executor(None, hash_region, fd, region.offset, sent)
+            chain.complete(seq, sent, digest, clock())
             await src.close()
 
     async def get_data(request: web.Request) -> web.StreamResponse:
@@ -177,13 +228,15 @@ def create_app(
                                    {"error": src.reason or "the data is not available"}, extra)
         # the state again, now that the source is open: a suspension or termination meanwhile
         # (the control plane invalidates the lookup) is a deny while no byte has left
-        stop = await still_allowed(transfer_id, purpose)
+        stop = await still_allowed(transfer_id, purpose, decide_again=False)
         if stop is not None:
             await src.close()
             return await send_json(request, chain, 403, {"error": stop})
         if src.body is not None:
             await src.close()
             return send_body(chain, src, src.body)
+        if src.region is not None:
+            return await send_region(request, chain, src, src.region, transfer_id, purpose)
         return await stream(request, chain, src, transfer_id, purpose)
 
     async def get_receipts(request: web.Request) -> web.Response:

@@ -63,6 +63,7 @@ class SourceResponse:
     close: Callable[[], Awaitable[None]] = _no_close
     reason: str | None = None  # for an error status: why (safe to show the consumer)
     body: bytes | None = None  # the whole body, when the source has it in memory (= `chunks`)
+    region: FileRegion | None = None  # a file region the server may send with sendfile (= `chunks`)
 
 
 class DataSource(Protocol):
@@ -333,7 +334,9 @@ class FileSource:
         async def close() -> None:
             f.close()
 
-        return SourceResponse(status, headers, self._chunks(f, start, length), close)
+        region = (FileRegion(f, start, length, _version(st), rng is None)
+                  if length >= SENDFILE_MIN else None)
+        return SourceResponse(status, headers, self._chunks(f, start, length), close, region=region)
 
     async def _chunks(self, f: BinaryIO, start: int, length: int) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
@@ -351,6 +354,74 @@ class FileSource:
                 yield chunk
         finally:
             f.close()
+
+
+# --- large files: sendfile and known digests -------------------------------------------------
+
+SENDFILE_MIN = 1 << 20  # regions from this size go out with sendfile (zero copy)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRegion:
+    """Bytes ``offset .. offset+count`` of an open file; ``key`` names the file's version
+    (device, inode, mtime_ns, size), ``whole`` says the region is the whole file."""
+
+    file: BinaryIO
+    offset: int
+    count: int
+    key: tuple[int, int, int, int]
+    whole: bool
+
+    def unchanged(self) -> bool:
+        """The file is still the version ``key`` names (checked after a send)."""
+        try:
+            return _version(os.fstat(self.file.fileno())) == self.key
+        except OSError:
+            return False
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def hash_region(fd: int, offset: int, count: int, block: int = 4 << 20) -> bytes:
+    """SHA-256 of ``count`` bytes of ``fd`` from ``offset`` (blocking: run it in a thread;
+    hashlib releases the GIL, so it runs beside the event loop)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    while count > 0:
+        chunk = os.pread(fd, min(block, count), offset)
+        if not chunk:
+            break
+        h.update(chunk)
+        offset += len(chunk)
+        count -= len(chunk)
+    return h.digest()
+
+
+class FileDigests:
+    """SHA-256 of whole files by version, so a file served again is not hashed again (its
+    receipt still covers exactly its bytes: a changed file is another version)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._digests: OrderedDict[tuple[int, int, int, int], bytes] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, key: tuple[int, int, int, int]) -> bytes | None:
+        digest = self._digests.get(key)
+        if digest is not None:
+            self._digests.move_to_end(key)
+        return digest
+
+    def put(self, key: tuple[int, int, int, int], digest: bytes) -> None:
+        self._digests[key] = digest
+        self._digests.move_to_end(key)
+        while len(self._digests) > self._max:
+            self._digests.popitem(last=False)
+
+
+FILE_DIGESTS = FileDigests()
 
 
 # --- HTTP upstream ------------------------------------------------------------------------
