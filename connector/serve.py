@@ -189,7 +189,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             cp.transfer_listeners.append(lookup.invalidate)
             book = receipt_book(dataplane_key(identity.key), identity.participant_id,
                                 identity.certificate, audit, lookup.consumer_of,
-                                chain_id=secrets.token_urlsafe(6))
+                                chain_id=secrets.token_urlsafe(6), store=store)
             uses = UseReservations(store)
             pusher = PushRunner(cp, lookup=lookup, receipts=book,
                                 policy=SsrfPolicy.from_config(dp.push_allow), ssl_context=client_ssl,

@@ -70,6 +70,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     purpose_header: str = PURPOSE_HEADER,
     run_ticker: bool = True,
+    shared_receipts: Callable[[str], Awaitable[list[str]]] | None = None,
 ) -> web.Application:
     """The data plane app. `verifier` should be a `TokenCache` (the hot path verifies once).
 
@@ -243,7 +244,17 @@ def create_app(
         claims = await authenticate(request)
         if isinstance(claims, web.Response):
             return claims
-        chain = receipts.chains.get(request.match_info["transfer_id"])
+        transfer_id = request.match_info["transfer_id"]
+        chain = receipts.chains.get(transfer_id)
+        if shared_receipts is not None:
+            # every replica's chains of the transfer, from the store (this one's flushed first)
+            view = await lookup(transfer_id)
+            if view is None or claims.attributes.get("agreementId") != view.agreement_id:
+                return web.json_response({"receipts": [], "seq_to": 0})
+            if chain is not None:
+                chain.flush(clock())
+            return web.json_response({"receipts": await shared_receipts(transfer_id),
+                                      "seq_to": chain.receipted_to if chain else 0})
         if chain is None or claims.attributes.get("agreementId") != chain.agreement_id:
             return web.json_response({"receipts": [], "seq_to": 0})
         chain.flush(clock())

@@ -174,6 +174,7 @@ class ReceiptBook:
         chain_id: str = "",
     ) -> None:
         self.consumer_of = consumer_of
+        self.shared: Any = None  # where the wiring keeps every replica's receipts (SharedReceipts)
         # several provider processes serve one transfer: each signs its own chain, named so
         self.chain_id = chain_id
         self.signer = signer

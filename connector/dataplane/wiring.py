@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jwt
 from aiohttp import web
 from cryptography import x509
 
@@ -27,6 +30,7 @@ from connector.identity.tokens import TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
 from connector.store import Store
 
+log = logging.getLogger(__name__)
 POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
                   "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"]
 # The provider has sent its start message: the consumer can hold the token only if it got it.
@@ -100,18 +104,62 @@ def _source(address: dict[str, Any], upstream: SsrfPolicy) -> Any:
     return None
 
 
+class SharedReceipts:
+    """Every receipt this process signs goes into the store (and its audit log), so any replica
+    can hand a consumer all of a transfer's receipts, whichever process served the data."""
+
+    def __init__(self, store: Store | None, audit: AuditLog | None) -> None:
+        self.store = store
+        self.audit = audit
+        self._writes: dict[str, set[asyncio.Task[Any]]] = {}
+
+    def record(self, chain: ReceiptChain, token: str) -> None:
+        if self.audit is not None:
+            self.audit.append(RECEIPT_KIND, receipt_data(token), transfer_id=chain.transfer_id,
+                              agreement_id=chain.agreement_id,
+                              participant_id=chain.consumer_id or None)
+        if self.store is None:
+            return
+        claims = jwt.decode(token, options={"verify_signature": False})  # just signed here
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.store.add_receipt(
+            chain.transfer_id, chain.chain_id, claims["seq_from"], claims["seq_to"], token,
+            datetime.now(UTC)))
+        pending = self._writes.setdefault(chain.transfer_id, set())
+        pending.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            pending.discard(t)
+            if not pending:
+                self._writes.pop(chain.transfer_id, None)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("keeping the receipt of %s failed: %s", chain.transfer_id, t.exception())
+        task.add_done_callback(done)
+
+    async def collect(self, transfer_id: str) -> list[str]:
+        """The transfer's receipts of every replica (this one's pending writes awaited)."""
+        pending = list(self._writes.get(transfer_id, ()))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        assert self.store is not None
+        return await self.store.list_receipts(transfer_id)
+
+
 def receipt_book(signing: SigningKey, participant_id: str, certificate: x509.Certificate | None,
                  audit: AuditLog | None, consumer_of: Callable[[str], str] | None = None,
-                 chain_id: str = "") -> ReceiptBook:
-    """The provider's receipts: each one signed goes into its audit log (kind ``receipt``).
-    ``chain_id`` names this process's chains (one per process: replicas, and a restarted
-    process, never continue each other's chain)."""
-    def record(chain: ReceiptChain, token: str) -> None:
-        if audit is not None:
-            audit.append(RECEIPT_KIND, receipt_data(token), transfer_id=chain.transfer_id,
-                         agreement_id=chain.agreement_id, participant_id=chain.consumer_id or None)
-    return ReceiptBook(signing, participant_id, certificate=certificate, on_signed=record,
+                 chain_id: str = "", store: Store | None = None) -> ReceiptBook:
+    """The provider's receipts: each one signed goes into its audit log (kind ``receipt``) and,
+    with ``store``, into the store for every replica to hand out. ``chain_id`` names this
+    process's chains (one per process: replicas, and a restarted process, never continue each
+    other's chain)."""
+    shared = SharedReceipts(store, audit)
+    book = ReceiptBook(signing, participant_id, certificate=certificate, on_signed=shared.record,
                        consumer_of=consumer_of, chain_id=chain_id)
+    book.shared = shared
+    return book
 
 
 def dataplane_key(key: SigningKey) -> SigningKey:
@@ -148,13 +196,16 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
         return revocations is not None and claims.subject in revocations.revoked
 
     lookup = lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow))
+    book = receipts or receipt_book(signing, participant_id, certificate, audit, lookup.consumer_of,
+                                    store=store)
+    shared: SharedReceipts | None = book.shared
     app = create_app(
         verifier=TokenCache(verifier, is_revoked=revoked),
         lookup=lookup,
         consume=uses or UseReservations(store),
-        receipts=receipts or receipt_book(signing, participant_id, certificate, audit,
-                                          lookup.consumer_of),
-        clock=time.time)
+        receipts=book,
+        clock=time.time,
+        shared_receipts=shared.collect if shared is not None and shared.store is not None else None)
 
     async def keys(request: web.Request) -> web.Response:
         """The key receipts and transfer tokens are signed with, for consumers to verify."""

@@ -41,6 +41,7 @@ from connector.store.repositories import (
     ParticipantRepository,
     PolicyRepository,
     ProcessedMessageRepository,
+    ReceiptRepository,
     TransferRepository,
     Upsert,
     UsageRepository,
@@ -129,6 +130,10 @@ class Transaction:
     @cached_property
     def participants(self) -> ParticipantRepository:
         return ParticipantRepository(self)
+
+    @cached_property
+    def receipts(self) -> ReceiptRepository:
+        return ReceiptRepository(self)
 
     @cached_property
     def assets(self) -> AssetRepository:
@@ -419,6 +424,15 @@ class Store:
         """Give back `n` reserved uses that were never handed out; returns the counter after."""
         async with self.transaction() as tx:
             return await tx.usage.release(agreement_id, consumer_id, target, n)
+
+    async def add_receipt(self, transfer_id: str, chain: str, seq_from: int, seq_to: int,
+                          token: str, now: datetime) -> bool:
+        async with self.transaction() as tx:
+            return await tx.receipts.add(transfer_id, chain, seq_from, seq_to, token, now)
+
+    async def list_receipts(self, transfer_id: str) -> list[str]:
+        async with self.transaction(readonly=True) as tx:
+            return await tx.receipts.list(transfer_id)
 
     async def get_use_count(self, agreement_id: str, consumer_id: str, target: str) -> int:
         async with self.transaction(readonly=True) as tx:

@@ -22,10 +22,17 @@ Migration = tuple[str, Callable[[Connection], None]]
 
 
 def _create_tables(connection: Connection) -> None:
-    schema.metadata.create_all(connection, tables=list(schema.APPLICATION_TABLES), checkfirst=False)
+    schema.metadata.create_all(connection, tables=list(schema.V1_TABLES), checkfirst=False)
 
 
-MIGRATIONS: tuple[Migration, ...] = (("create the tables", _create_tables),)
+def _create_receipts(connection: Connection) -> None:
+    schema.metadata.create_all(connection, tables=[schema.receipts], checkfirst=False)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("create the tables", _create_tables),
+    ("usage receipts, shared by the data plane's replicas", _create_receipts),
+)
 LATEST = len(MIGRATIONS)
 
 

@@ -954,3 +954,30 @@ class OutboxRepository(_Repository):
         o = t.outbox
         result = await self._execute(sa.delete(o).where(o.c.status == "sent", o.c.sent_at < older_than))
         return result.rowcount
+
+
+# --------------------------------------------------------------------------- usage receipts
+
+
+class ReceiptRepository(_Repository):
+    """Signed usage receipts by transfer and chain (one chain per provider process)."""
+
+    async def add(self, transfer_id: str, chain: str, seq_from: int, seq_to: int, token: str,
+                  now: datetime) -> bool:
+        """Keep one receipt; False if that chain's receipt from ``seq_from`` is already kept."""
+        r = t.receipts
+        result = await self._execute(
+            self._insert(r)
+            .values(transfer_id=transfer_id, chain=chain, seq_from=seq_from, seq_to=seq_to,
+                    token=token, created_at=now)
+            .on_conflict_do_nothing(index_elements=[r.c.transfer_id, r.c.chain, r.c.seq_from])
+            .returning(r.c.seq_from)
+        )
+        return result.first() is not None
+
+    async def list(self, transfer_id: str, limit: int = 10_000) -> list[str]:
+        """A transfer's receipts, each chain's in order."""
+        r = t.receipts
+        stmt = (sa.select(r.c.token).where(r.c.transfer_id == transfer_id)
+                .order_by(r.c.chain, r.c.seq_from).limit(limit))
+        return [row[0] for row in await self._execute(stmt)]

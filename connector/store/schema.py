@@ -227,7 +227,21 @@ outbox = sa.Table(
     sa.UniqueConstraint("process_kind", "process_id", "seq"),
 )
 
-APPLICATION_TABLES: tuple[sa.Table, ...] = (
+# Signed usage receipts of the data plane (connector.dataplane.receipts): every provider process
+# keeps its chains' receipts here, so any replica can hand a consumer all of a transfer's.
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("transfer_id", ID, primary_key=True),
+    sa.Column("chain", sa.Text, primary_key=True),
+    sa.Column("seq_from", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq_to", sa.Integer, nullable=False),
+    sa.Column("token", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The tables migration 1 creates (frozen: later tables come with their own migration).
+V1_TABLES: tuple[sa.Table, ...] = (
     participants_seen,
     assets,
     policies,
@@ -239,3 +253,5 @@ APPLICATION_TABLES: tuple[sa.Table, ...] = (
     processed_messages,
     outbox,
 )
+
+APPLICATION_TABLES: tuple[sa.Table, ...] = (*V1_TABLES, receipts)
