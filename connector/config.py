@@ -109,6 +109,9 @@ class DataplaneSection(_Section):
     # consumers' push endpoints the provider may connect to although they are private or
     # loopback addresses; by default a push to such an address is refused (SSRF guard)
     push_allow: list[str] = Field(default_factory=list)
+    # providers' data planes this consumer may pull from although they are private or loopback
+    # addresses (the endpoint comes from the provider): refused otherwise
+    pull_allow: list[str] = Field(default_factory=list)
     # seconds a transfer token lives; the consumer refreshes it with its one-time refresh token
     token_lifetime: int = Field(default=300, ge=1, le=3600)
 

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import ssl
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +35,8 @@ import aiohttp
 
 from connector.audit.receipts import RECEIPT_KIND, receipt_data
 from connector.dataplane.pep import USE, AgreementPolicy
-from connector.dataplane.receipts import ReceiptError, ReceiptVerifier, certified_key
+from connector.dataplane.receipts import ReceiptError, ReceiptVerifier, certified_keys
+from connector.dataplane.ssrf import GuardedResolver, SsrfPolicy, SsrfRefused, check_url, guarded_connector
 from connector.dataplane.wiring import POLICY_CONTEXT
 from connector.odrl import terms as T
 from connector.odrl.compile import DecisionRequest
@@ -82,12 +84,15 @@ class _Responses:
 
 
 class Downloads:
-    def __init__(self, cp: Any, *, ca_file: Path, vault_dir: Path) -> None:
+    def __init__(self, cp: Any, *, ca_file: Path, vault_dir: Path,
+                 policy: SsrfPolicy | None = None) -> None:
         from cryptography import x509
 
         self.cp = cp
         self.ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
         self.ssl = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+        # the endpoint comes from the provider: no pulls from private addresses unless allowed
+        self.policy = policy or SsrfPolicy()
         self.vault_dir = vault_dir
         self.jobs: dict[str, PullJob] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -105,6 +110,7 @@ class Downloads:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                connector=guarded_connector(GuardedResolver(self.policy)),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
                 trust_env=False, auto_decompress=False)
         return self._session
@@ -173,16 +179,23 @@ class Downloads:
             row = await tx.transfers.get(job.transfer_id)
         assert row is not None
         t = row_to_transfer(row)
-        seen = self._responses.setdefault(job.transfer_id, _Responses())
+        seen = self._seen(job.transfer_id)
+        must: set[tuple[str, int]] = set()  # this pull's responses: their receipts must prove them
         path = Path(job.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         http = self._http()
         headers: dict[str, str] = {}
         try:
             for attempt in range(2):
                 assert t.data_address is not None
                 endpoint = t.data_address.endpoint or ""
+                try:
+                    await check_url(endpoint, self.policy)
+                except SsrfRefused as exc:
+                    raise PullFailed(f"the provider's data address is refused: {exc.reason}") from None
                 headers = {"Authorization": f"Bearer {t.data_address.property('authorization')}"}
                 if purpose:
                     headers["X-Purpose"] = purpose
@@ -194,15 +207,17 @@ class Downloads:
                     seq = _seq(r.headers.get("X-Receipt-Seq"))
                     chain = r.headers.get("X-Receipt-Chain", "")[:128]
                     if r.status != 200:
-                        body = await r.read() if (r.content_length or 0) <= 64 * 1024 else b""
+                        body = await r.content.read(64 * 1024 + 1)
+                        body = b"" if len(body) > 64 * 1024 else body
                         denied = (f"the provider's data plane answered {r.status}: "
                                   f"{_reason(body)}")
                         if seq and body:
                             # a denial is a response too: its receipt goes into the log
                             seen.received[(chain, seq)] = (len(body), hashlib.sha256(body).digest())
-                            job.responses = len(seen.received)
+                            must.add((chain, seq))
+                            job.responses = len(must)
                             try:
-                                await self._receipts(job, t, endpoint, headers, seen)
+                                await self._receipts(job, t, endpoint, headers, seen, must)
                             except PullFailed as exc:
                                 denied += f" ({exc})"
                         raise PullFailed(denied)
@@ -218,12 +233,13 @@ class Downloads:
                                 size += len(chunk)
                                 job.bytes = size
                         except aiohttp.ClientPayloadError as exc:
-                            if seq:
+                            if seq:  # what arrived; its batch is logged as unproven later
                                 seen.received[(chain, seq)] = (size, sha.digest())
                             raise PullFailed(f"the data stopped after {size} bytes ({exc}); "
                                              "the provider may have suspended the transfer") from None
                     if seq:
                         seen.received[(chain, seq)] = (size, sha.digest())
+                        must.add((chain, seq))
                     job.responses = len(seen.received)
                     if job.total is not None and size != job.total:
                         raise PullFailed(f"got {size} of {job.total} bytes")
@@ -231,7 +247,7 @@ class Downloads:
                     break
             else:
                 raise PullFailed("the refreshed transfer token was refused too")
-            await self._receipts(job, t, endpoint, headers, seen)
+            await self._receipts(job, t, endpoint, headers, seen, must)
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -242,13 +258,48 @@ class Downloads:
     def _ssl_for(self, endpoint: str) -> ssl.SSLContext | bool:
         return self.ssl if endpoint.startswith("https:") else False
 
+    def _seen(self, transfer_id: str) -> _Responses:
+        """What this connector received and logged of a transfer; after a restart, rebuilt from
+        its audit log (the receipts logged there, with the responses they cover)."""
+        seen = self._responses.get(transfer_id)
+        if seen is not None:
+            return seen
+        seen = self._responses[transfer_id] = _Responses()
+        if self.cp.audit is not None:
+            import jwt
+
+            for entry in self.cp.audit.entries():
+                if entry.kind != RECEIPT_KIND or entry.transfer_id != transfer_id:
+                    continue
+                token = entry.data.get("token") if isinstance(entry.data, dict) else None
+                if not isinstance(token, str):
+                    continue
+                seen.logged.add(token)
+                try:
+                    chain = jwt.decode(token, options={"verify_signature": False}).get("chain", "")
+                    for s, n, d in entry.data.get("responses") or []:
+                        if s not in (entry.data.get("unreceived") or []):
+                            seen.received[(str(chain), int(s))] = (int(n), bytes.fromhex(d))
+                except (jwt.PyJWTError, ValueError, TypeError):
+                    continue
+        return seen
+
     async def _receipts(self, job: PullJob, t: Any, endpoint: str, headers: dict[str, str],
-                        seen: _Responses) -> None:
-        """Fetch the provider's receipts; verify they cover every response received; log them."""
+                        seen: _Responses, must: set[tuple[str, int]]) -> None:
+        """Fetch the provider's receipts (every replica's chains); verify they prove this pull's
+        responses; log the new ones (a batch this consumer cannot prove, e.g. one with an
+        earlier response that broke off, is logged as unproven)."""
         deadline = time.monotonic() + RECEIPT_WAIT
+        refreshed = False
         while True:
             async with self._http().get(f"{endpoint}/receipts", headers=headers,
                                         ssl=self._ssl_for(endpoint), allow_redirects=False) as r:
+                if r.status == 401 and not refreshed:  # the token expired during the pull
+                    t = await self.cp.refresh_pull_token(job.transfer_id)
+                    headers = {**headers, "Authorization":
+                               f"Bearer {t.data_address.property('authorization')}"}
+                    refreshed = True
+                    continue
                 if r.status != 200:
                     raise PullFailed(f"the provider gave no receipts ({r.status})")
                 receipts = (await r.json()).get("receipts")
@@ -257,13 +308,13 @@ class Downloads:
             try:
                 if not receipts:
                     raise ReceiptError("no receipt covers the data")
-                key = certified_key(receipts[0], ca=self.ca, provider_id=t.counter_party_id,
-                                    now=time.time())
-                verifier = ReceiptVerifier(key, transfer_id=t.provider_pid or "",
+                keys = certified_keys(ca=self.ca, provider_id=t.counter_party_id, now=time.time())
+                verifier = ReceiptVerifier(keys, transfer_id=t.provider_pid or "",
                                            agreement_id=t.agreement_id, issuer=t.counter_party_id)
                 for (chain, seq), (n, d) in seen.received.items():
                     verifier.add(seq, n, d, chain)
-                coverage = verifier.verify(receipts)
+                verified = verifier.verify_lenient(receipts, must)
+                coverage = verified.coverage
                 break
             except ReceiptError as exc:
                 # the last response's receipt may be a moment behind its bytes
@@ -280,9 +331,14 @@ class Downloads:
                     continue
                 claims = jwt.decode(token, options={"verify_signature": False})  # verified above
                 chain = claims.get("chain", "")
-                covered = [(s, *seen.received[(chain, s)])
-                           for s in range(claims["seq_from"], claims["seq_to"] + 1)]
-                events.append((RECEIPT_KIND, receipt_data(token, covered),
+                span = range(claims["seq_from"], claims["seq_to"] + 1)
+                covered = [(s, *seen.received[(chain, s)]) for s in span
+                           if (chain, s) in seen.received]
+                data = receipt_data(token, covered)
+                if token in verified.unproven:
+                    data["unproven"] = True  # what the consumer got differs from what was signed
+                    data["unreceived"] = [s for s in span if (chain, s) not in seen.received]
+                events.append((RECEIPT_KIND, data,
                                {"transfer_id": job.transfer_id, "agreement_id": job.agreement_id,
                                 "participant_id": t.counter_party_id}))
             if events:
@@ -307,7 +363,10 @@ def _reason(body: bytes) -> str:
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """A file name for an id the counter-party may have chosen: never "." or "..", never a
+    path, and distinct ids never collide."""
+    readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 # ------------------------------------------------------------------ pushes into the vault
@@ -335,13 +394,17 @@ class PushInbox:
         async with self.cp.store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(transfer_id)
         if (row is None or row.role != "consumer" or row.format != PUSH
-                or row.state not in ("REQUESTED", "STARTED") or not row.data.get("data_address")):
+                # STARTING: this consumer resumed, the provider's answer may trail its push
+                or row.state not in ("REQUESTED", "STARTED", "STARTING")
+                or not row.data.get("data_address")):
             return None
         secret = DataAddress.parse(row.data["data_address"]).property("authorization")
         if not secret:
             return None
+        # the upload lands beside the copy; it becomes the copy once its receipts verify
+        final = self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id)
         return PushTarget(transfer_id, hashlib.sha256(secret.encode()).hexdigest(),
-                          self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id))
+                          final.with_name(final.name + ".unverified"))
 
     async def on_receipts(self, target: Any, receipts: list[str], received: list[tuple[int, int, bytes]],
                           failed: list[tuple[int, int, bytes]]) -> str | None:
@@ -364,8 +427,8 @@ class PushInbox:
         import jwt
 
         try:
-            key = certified_key(receipts[0], ca=self.ca, provider_id=t.counter_party_id, now=time.time())
-            verifier = ReceiptVerifier(key, transfer_id=t.provider_pid, agreement_id=t.agreement_id,
+            keys = certified_keys(ca=self.ca, provider_id=t.counter_party_id, now=time.time())
+            verifier = ReceiptVerifier(keys, transfer_id=t.provider_pid, agreement_id=t.agreement_id,
                                        issuer=t.counter_party_id)
             # one push comes from one provider process: its chain is the receipts' chain
             chain = jwt.decode(receipts[0], options={"verify_signature": False}).get("chain", "")
@@ -373,6 +436,8 @@ class PushInbox:
                 verifier.add(seq, n, d, chain if isinstance(chain, str) else "")
             verifier.verify(receipts)
         except (ReceiptError, jwt.PyJWTError) as exc:
+            with contextlib.suppress(FileNotFoundError):
+                target.path.unlink()  # unverified data is not kept
             return str(exc)
         if self.cp.audit is not None:
             responses = {seq: (n, d) for seq, n, d in [*received, *failed]}
@@ -393,8 +458,12 @@ class PushInbox:
             if events:
                 await self.cp.audit.aappend_many(events)
             logged.update(receipts)
+        final = target.path.with_name(target.path.name.removesuffix(".unverified"))
         try:
-            await self.cp.register_local_copy(target.path, t.id)
+            os.replace(target.path, final)
+            await self.cp.register_local_copy(final, t.id)
+        except FileNotFoundError:
+            return "the pushed data is no longer here"
         except ProtocolError as exc:
             return "; ".join(exc.reasons)
         return None
@@ -414,17 +483,25 @@ class Denied(Exception):
 class Duties:
     log: bool  # idsc:LOG: every use in the consumer's audit log
     inform: tuple[str, ...]  # parties to inform of every use (odrl:inform, informedParty)
+    unhandled: tuple[str, ...] = ()  # duties this connector cannot fulfil: no local use
 
 
 def agreement_duties(policy: dict[str, Any]) -> Duties:
     """The use duties of an agreement's permissions (compact JSON-LD as stored)."""
     logs = False
     inform: list[str] = []
-    for rule in policy.get("permission") or []:
-        for duty in rule.get("duty") or []:
+    unhandled: list[str] = []
+    duties = [d for rule in policy.get("permission") or [] for d in rule.get("duty") or []]
+    duties += list(policy.get("obligation") or [])
+    for duty in duties:
+        if isinstance(duty, dict):
             action = duty.get("action")
             name = action if isinstance(action, str) else (action or {}).get("@id", "")
+            if isinstance(action, list):
+                name = str(action[0] if action else "")
             short = name.rsplit("/", 1)[-1].rsplit("#", 1)[-1].rsplit(":", 1)[-1]
+            if short in ("delete", "DELETE"):
+                continue  # the duty scheduler deletes the copy when it falls due
             if short in ("LOG", "log"):
                 logs = True
             elif short in ("inform", "INFORM", "NOTIFY"):
@@ -433,7 +510,11 @@ def agreement_duties(policy: dict[str, Any]) -> Duties:
                     if k.rsplit(":", 1)[-1].rsplit("#", 1)[-1] == "informedParty":
                         party = v.get("@id") if isinstance(v, dict) else v
                 inform.append(str(party or ""))
-    return Duties(logs, tuple(inform))
+            else:
+                unhandled.append(name or "(no action)")
+        else:
+            unhandled.append(str(duty)[:100])  # a duty by reference: not understood, fail closed
+    return Duties(logs, tuple(inform), tuple(unhandled))
 
 
 class LocalUse:
@@ -460,11 +541,14 @@ class LocalUse:
     async def use(self, item_id: str, purpose: str | None) -> tuple[Any, Path]:
         """Decide one local use of a vault copy; fulfil its duties; count it. Returns the item
         and the file to serve, or raises Denied with the reason."""
-        lock = self._locks.setdefault(item_id, asyncio.Lock())
+        first = self.get(item_id)
+        # one lock per agreement: its copies share the agreement's local use count
+        lock = self._locks.setdefault(first.agreement_id, asyncio.Lock())
         async with lock:
             item = self.get(item_id)
-            if item.deleted_at:
-                raise Denied(410, f"the copy was deleted at {item.deleted_at} under the "
+            now: datetime = self.cp.clock()
+            if item.deleted_at or (item.delete_at and datetime.fromisoformat(item.delete_at) <= now):
+                raise Denied(410, f"the copy is deleted (due {item.delete_at}) under the "
                                   "agreement's delete duty")
             path = Path(item.path)
             if not path.is_file():
@@ -478,28 +562,37 @@ class LocalUse:
                 policy = AgreementPolicy.compile(agreement.id, agreement.target,
                                                  {"@context": POLICY_CONTEXT, **agreement.policy})
                 self._compiled[agreement.id] = policy
-            now: datetime = self.cp.clock()
             if policy.uses is None:
                 raise Denied(403, f"the agreement cannot be enforced: {policy.unenforceable}")
+            # local uses of every copy under the agreement count against its limit
+            used = sum(i.uses for i in self.vault.items() if i.agreement_id == item.agreement_id)
             decision = policy.decider(DecisionRequest(
                 action=USE, now=now, assignee=self.cp.participant_id, target=policy.target,
-                count=item.uses, started_at=agreement.signed_at,
+                count=used, started_at=agreement.signed_at,
                 context={T.PURPOSE: (purpose,)} if purpose else {}))
             if not decision.permit:
                 await self._log("vault.denied", item, {"reason": decision.reason,
                                                        "purpose": purpose})
                 raise Denied(403, decision.reason)
-            if policy.uses.limit is not None and item.uses >= policy.uses.limit:
+            if policy.uses.limit is not None and used >= policy.uses.limit:
                 raise Denied(403, f"the agreement's {policy.uses.limit} uses are used up")
             duties = agreement_duties(agreement.policy)
+            if duties.unhandled:
+                raise Denied(403, f"the agreement's duty {duties.unhandled[0]} cannot be fulfilled "
+                                  "by this connector, so the copy is not used")
             if duties.log and self.cp.audit is None:
                 raise Denied(403, "the agreement requires every use to be logged and this "
                                   "connector keeps no audit log")
             for party in duties.inform:
-                await self._inform(party, item, item.uses + 1, purpose, agreement)
+                await self._inform(party, item, used + 1, purpose, agreement)
+            # read again after the awaits: the duty scheduler may have deleted it meanwhile
+            item = self.get(item_id)
+            if item.deleted_at:
+                raise Denied(410, f"the copy was deleted at {item.deleted_at} under the "
+                                  "agreement's delete duty")
             item.uses += 1
             self.vault.save(item)
-            await self._log("vault.used", item, {"use": item.uses, "purpose": purpose,
+            await self._log("vault.used", item, {"use": used + 1, "purpose": purpose,
                                                  "informed": list(duties.inform) or None,
                                                  "logDuty": duties.log})
             return item, path

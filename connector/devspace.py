@@ -179,7 +179,7 @@ class DataSpace:
                   mutual_tls: bool = True, counter_offers: str = "stricter",
                   token_lifetime: int = 300, push_allow: bool = True,
                   upstream_allow: tuple[str, ...] = (),
-                  dataplane_public_url: str | None = None) -> Connector:
+                  dataplane_public_url: str | None = None, pull_allow: bool = True) -> Connector:
         d = participant_dir or self.root / name
         if participant_dir is None:
             cli("init", d, "--name", name, "--tls-host", "127.0.0.1")
@@ -229,6 +229,7 @@ port = {data}
 token_lifetime = {token_lifetime}
 # every participant of this loopback data space is on 127.0.0.1: allow pushes there
 push_allow = {'["127.0.0.0/8"]' if push_allow else "[]"}
+pull_allow = {'["127.0.0.0/8"]' if pull_allow else "[]"}
 upstream_allow = {json.dumps(list(upstream_allow))}
 {f'public_url = "{dataplane_public_url}"' if dataplane_public_url else ""}
 """)

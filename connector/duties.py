@@ -132,6 +132,9 @@ class Vault:
                          delete_at=due.isoformat() if due else None,
                          registered_at=now.isoformat())
         item.id = self.item_id(agreement_id, item.path)
+        earlier = self.get(item.id)
+        if earlier is not None:  # the same copy again: its local uses still count
+            item.uses = earlier.uses
         self.save(item)
         return item
 

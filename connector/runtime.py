@@ -610,11 +610,12 @@ class ControlPlane:
         if row is None or agreement is None or row.role != "consumer":
             raise ProtocolError(404, "404", [f"no transfer {transfer_id} of this consumer"])
         vault = self.duties[0]
-        return vault.register(path, agreement=agreement.policy, agreement_id=agreement.id,
-                              signed_at=agreement.signed_at, transfer_id=transfer_id,
-                              provider_id=row.counter_party_id or "",
-                              provider_address=row.counter_party_address or "",
-                              now=self.clock())
+        # hashing a large copy takes a while: off the event loop
+        return await asyncio.to_thread(
+            vault.register, path, agreement=agreement.policy, agreement_id=agreement.id,
+            signed_at=agreement.signed_at, transfer_id=transfer_id,
+            provider_id=row.counter_party_id or "", provider_address=row.counter_party_address or "",
+            now=self.clock())
 
     async def deletion_notice(self, body: Any, sender: str) -> dict[str, Any]:
         """Provider: a consumer reports it deleted its copy; verify and keep the notice."""

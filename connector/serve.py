@@ -168,7 +168,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             from connector.consumer import Downloads, LocalUse, PushInbox
             from connector.dataplane.receiver import push_receiver
 
-            downloads = Downloads(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
+            downloads = Downloads(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault",
+                                  policy=SsrfPolicy.from_config(dp.pull_allow))
             local = LocalUse(cp)
             inbox = PushInbox(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
             dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts))

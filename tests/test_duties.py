@@ -84,3 +84,16 @@ def test_forged_or_misdirected_notices_are_refused(space: dict) -> None:
     later = NOW + timedelta(days=4000)
     with pytest.raises(NoticeError, match="not valid now"):
         verify_notice(token, ca=ca, sender=space["pid"], audience="PROVIDER", now=later)
+
+
+def test_use_duties_of_an_agreement() -> None:
+    from connector.consumer import agreement_duties
+
+    d = agreement_duties({"permission": [{"action": "use", "duty": [
+        {"action": "idsc:LOG"}, {"action": "inform", "informedParty": {"@id": "https://p.example"}},
+        {"action": "delete", "constraint": []}]}]})
+    assert d.log and d.inform == ("https://p.example",) and d.unhandled == ()
+    # what the connector cannot fulfil stops local use (fail closed), obligations included
+    d = agreement_duties({"permission": [{"action": "use", "duty": [{"action": "anonymize"}]}],
+                          "obligation": [{"action": "compensate"}]})
+    assert d.unhandled == ("anonymize", "compensate")

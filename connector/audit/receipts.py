@@ -53,6 +53,7 @@ class LoggedReceipt:
     participant_id: str | None
     responses: tuple[Response, ...] = ()
     chain: str = ""  # the provider process's chain of the transfer ("" for a lone process)
+    unproven: bool = False  # the consumer logged that what it got differs from what was signed
 
     @property
     def where(self) -> str:
@@ -148,7 +149,7 @@ def read_receipts(entries: Iterable[Entry], key: PublicKey, side: str
             agreement_id=claims["agreement_id"], seq_from=claims["seq_from"],
             seq_to=claims["seq_to"], bytes=claims["bytes"], chain_head=claims["chain_head"],
             line=entry.seq, participant_id=entry.ids.get("participant_id"), responses=responses,
-            chain=claims.get("chain", "")))
+            chain=claims.get("chain", ""), unproven=data.get("unproven") is True))
     return found, problems
 
 
@@ -193,21 +194,25 @@ def _recompute(receipts: list[LoggedReceipt]) -> list[str]:
     for r in sorted(receipts, key=lambda r: r.seq_from):
         where = f"{r.where} {r.span}"
         # the chain runs through every response from the first: a gap breaks it
+        admitted = " (the consumer logged the batch as unproven)" if r.unproven else ""
         missing = [n for n in range(expected, r.seq_to + 1) if n not in responses]
         if missing:
             problems.append(f"{where}: the consumer recorded no response {missing[0]}, so it cannot "
-                            "prove what the receipt covers")
-            return problems  # the chain cannot be followed past a missing response
-        total = 0
-        for n in range(expected, r.seq_to + 1):
-            size, digest = responses[n]
-            head = chain_step(head, n, size, bytes.fromhex(digest))
-            total += size if n >= r.seq_from else 0
-        expected = r.seq_to + 1
-        if head.hex() != r.chain_head or total != r.bytes:
-            problems.append(f"{where}: the consumer's record of the responses does not match the "
-                            "chain head and byte count the provider signed")
-            return problems
+                            f"prove what the receipt covers{admitted}")
+        else:
+            total = 0
+            for n in range(expected, r.seq_to + 1):
+                size, digest = responses[n]
+                head = chain_step(head, n, size, bytes.fromhex(digest))
+                total += size if n >= r.seq_from else 0
+            if head.hex() != r.chain_head or total != r.bytes:
+                problems.append(f"{where}: the consumer's record of the responses does not match the "
+                                f"chain head and byte count the provider signed{admitted}")
+            else:
+                expected = r.seq_to + 1
+                continue
+        # the chain goes on from the head the provider signed (its signature is checked)
+        head, expected = bytes.fromhex(r.chain_head), r.seq_to + 1
     return problems
 
 

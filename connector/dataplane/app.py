@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -137,6 +138,7 @@ def create_app(
                      transfer_id: str, purpose: str | None) -> web.StreamResponse:
         seq = chain.begin()
         hasher = BodyHasher()
+        finished = False
         try:
             response = web.StreamResponse(status=src.status,
                                           headers={**src.headers, **_seq_headers(chain, seq)})
@@ -152,9 +154,10 @@ def create_app(
                 await response.write(chunk)
                 hasher.update(chunk)
             await response.write_eof()
+            finished = True
             return response
         finally:
-            chain.complete(seq, hasher.nbytes, hasher.digest(), clock())
+            chain.complete(seq, hasher.nbytes, hasher.digest(), clock(), broken=not finished)
             await src.close()
 
     async def send_region(request: web.Request, chain: ReceiptChain, src: SourceResponse,
@@ -168,8 +171,10 @@ def create_app(
         loop = asyncio.get_running_loop()
         fd = region.file.fileno()
         known = FILE_DIGESTS.get(region.key) if region.whole else None
+        stop_hashing = threading.Event()
         hashing = (None if known is not None else
-                   loop.run_in_executor(None, hash_region, fd, region.offset, region.count))
+                   loop.run_in_executor(None, hash_region, fd, region.offset, region.count,
+                                        4 << 20, stop_hashing))
         sent = 0
         try:
             response = web.StreamResponse(status=src.status,
@@ -190,6 +195,8 @@ def create_app(
             return response
         finally:
             digest: bytes | None = None
+            if sent < region.count:
+                stop_hashing.set()  # cut off: only the bytes that left are hashed, below
             if hashing is not None:
                 with contextlib.suppress(Exception):
                     digest = await asyncio.shield(hashing)
@@ -201,7 +208,7 @@ def create_app(
                 digest = None
             if digest is None:  # cut off (or the hash failed): the bytes that left
                 digest = await loop.run_in_executor(None, hash_region, fd, region.offset, sent)
-            chain.complete(seq, sent, digest, clock())
+            chain.complete(seq, sent, digest or b"", clock(), broken=sent < region.count)
             await src.close()
 
     async def get_data(request: web.Request) -> web.StreamResponse:

@@ -34,6 +34,7 @@ from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PUSH
 
 log = logging.getLogger(__name__)
+LEASE_SECONDS = 30.0  # a replica's hold on a push; renewed while it runs, free after a crash
 
 
 class PushRunner:
@@ -49,14 +50,24 @@ class PushRunner:
         self.ssl = ssl_context
         self._running: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, list[tuple[int, int, str]]] = {}
+        self._again: set[str] = set()
+        self._closing = False
 
     def notify(self, transfer_id: str) -> None:
-        """A transfer's state changed (a control-plane transfer listener)."""
+        """A transfer's state changed (a control-plane transfer listener). A change while its
+        push runs is looked at again when the push ends (a quick suspend and resume)."""
         if transfer_id in self._running:
+            self._again.add(transfer_id)
             return
         task = asyncio.get_running_loop().create_task(self._maybe_push(transfer_id))
         self._running[transfer_id] = task
-        task.add_done_callback(lambda _: self._running.pop(transfer_id, None))
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self._running.pop(transfer_id, None)
+            if transfer_id in self._again and not self._closing:
+                self._again.discard(transfer_id)
+                self.notify(transfer_id)
+        task.add_done_callback(ended)
 
     async def resume_after_restart(self) -> int:
         """Push again what was STARTED when this process stopped (the stream it ran then is
@@ -69,6 +80,7 @@ class PushRunner:
         return len(started)
 
     async def close(self) -> None:
+        self._closing = True
         for task in list(self._running.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -83,6 +95,10 @@ class PushRunner:
             row = await tx.transfers.get(transfer_id)
         if row is None or row.role != "provider" or row.format != PUSH or row.state != "STARTED":
             return
+        # one replica pushes a transfer: the one holding its lease (renewed while it pushes)
+        if not await self._lease(transfer_id):
+            log.info("push of %s: another replica holds it", transfer_id)
+            return
         try:
             await self._push(row)
         except asyncio.CancelledError:
@@ -90,6 +106,13 @@ class PushRunner:
         except Exception as exc:
             log.exception("push of %s failed", transfer_id)
             await self._end(transfer_id, f"the push failed: {type(exc).__name__}")
+        finally:
+            with contextlib.suppress(Exception):
+                await self.cp.store.release_lease("transfer", transfer_id, self.cp.worker_id)
+
+    async def _lease(self, transfer_id: str) -> bool:
+        return bool(await self.cp.store.acquire_lease(
+            "transfer", transfer_id, self.cp.worker_id, datetime.now(UTC), LEASE_SECONDS))
 
     async def _end(self, transfer_id: str, reason: str | None) -> None:
         from connector.protocol import transfer as xfer
@@ -128,11 +151,22 @@ class PushRunner:
 
         purpose = address.property("purpose") or None
 
+        state_changed = False
+        renewed = time.monotonic()
+
         async def still_allowed() -> str | None:
             """Between chunks: still STARTED, and the agreement still permits as of now."""
+            nonlocal state_changed, renewed
+            if time.monotonic() - renewed > LEASE_SECONDS / 3:
+                if not await self._lease(t.id):
+                    state_changed = True
+                    return "another replica took the push over"
+                renewed = time.monotonic()
             current = await self.lookup(t.id)
             if current is None:
                 return "the transfer is gone"
+            if current.state != "STARTED":
+                state_changed = True  # suspended or ended: not this push's failure
             return still_permitted(current, now=datetime.now(UTC), purpose=purpose)
 
         result = await push(
@@ -144,10 +178,10 @@ class PushRunner:
             log.info("pushed %d bytes of %s", result.bytes, t.id)
             await self._end(t.id, None)
             return
-        if result.seq:
+        accepted = result.status is not None and 200 <= result.status < 300
+        if result.seq and not accepted:  # the consumer kept nothing of it: declare it next time
             self._failed.setdefault(t.id, []).append((result.seq, result.bytes, result.sha256))
-        current = await self.lookup(t.id)
-        if current is not None and current.state != "STARTED":
+        if state_changed:
             log.info("push of %s stopped: %s", t.id, result.reason)  # a resume pushes again
             return
         await self._end(t.id, f"the push failed: {result.reason}")

@@ -108,7 +108,8 @@ class ReceiptChain:
         self.next_seq += 1
         return seq
 
-    def complete(self, seq: int, nbytes: int, digest: bytes, now: float) -> str | None:
+    def complete(self, seq: int, nbytes: int, digest: bytes, now: float, *,
+                 broken: bool = False) -> str | None:
         """Record what response `seq` actually sent; returns a receipt if one became due.
 
         Every begun response must be completed (with what was sent, even if the send failed
@@ -125,7 +126,9 @@ class ReceiptChain:
             self.head = chain_step(self.head, n, size, d)
             self.pending_bytes += size
             self.chained_to = n
-        return self.flush(now) if self.due(now) else None
+        # a response that broke off (cut off, client gone) ends its batch at once: the consumer
+        # cannot prove that batch, and no response after it should share it
+        return self.flush(now) if broken or self.due(now) else None
 
     def due(self, now: float) -> bool:
         return self.oldest_pending is not None and now - self.oldest_pending >= self.interval
@@ -271,13 +274,44 @@ def certified_key(token: str, *, ca: x509.Certificate, provider_id: str, now: fl
     return VerificationKey(kid=header.get("kid"), alg=alg, key=key)  # type: ignore[arg-type]
 
 
+def certified_keys(*, ca: x509.Certificate, provider_id: str, now: float
+                   ) -> Callable[[str], VerificationKey]:
+    """`certified_key` per receipt (a provider may have renewed its key or certificate between
+    two chains), each certificate checked once."""
+    cache: dict[str, VerificationKey] = {}
+
+    def key_for(token: str) -> VerificationKey:
+        try:
+            x5c = jwt.get_unverified_header(token).get("x5c")
+            marker = str(x5c[0]) if isinstance(x5c, list) and x5c else ""
+        except jwt.PyJWTError:
+            marker = ""
+        found = cache.get(marker) if marker else None
+        if found is None:
+            found = certified_key(token, ca=ca, provider_id=provider_id, now=now)
+            if marker:
+                cache[marker] = found
+        return found
+    return key_for
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What `ReceiptVerifier.verify_lenient` established."""
+
+    coverage: Coverage
+    unproven: frozenset[str]  # receipts whose batch the consumer cannot prove (logged as such)
+
+
 class ReceiptVerifier:
     """The consumer's check that the provider's receipts cover every response it received."""
 
     def __init__(
-        self, key: VerificationKey, *, transfer_id: str, agreement_id: str, issuer: str | None = None
+        self, key: VerificationKey | Callable[[str], VerificationKey], *, transfer_id: str,
+        agreement_id: str, issuer: str | None = None
     ) -> None:
-        self.key = key
+        self._key_for = key if callable(key) else None
+        self.key = key if not callable(key) else None
         self.transfer_id = transfer_id
         self.agreement_id = agreement_id
         self.issuer = issuer
@@ -292,14 +326,16 @@ class ReceiptVerifier:
         self.add(seq, len(body), hashlib.sha256(body).digest(), chain)
 
     def decode(self, token: str) -> dict[str, Any]:
+        key = self._key_for(token) if self._key_for is not None else self.key
+        assert key is not None
         try:
             header = jwt.get_unverified_header(token)
-            if header.get("typ") != RECEIPT_TYP or header.get("alg") != self.key.alg:
+            if header.get("typ") != RECEIPT_TYP or header.get("alg") != key.alg:
                 raise ReceiptError("receipt: wrong typ or alg")
-            if header.get("kid") not in (None, self.key.kid):
+            if header.get("kid") not in (None, key.kid):
                 raise ReceiptError("receipt: signed by another key")
             claims: dict[str, Any] = jwt.decode(
-                token, self.key.key, algorithms=[self.key.alg], options={"verify_aud": False})
+                token, key.key, algorithms=[key.alg], options={"verify_aud": False})
         except jwt.PyJWTError as exc:
             raise ReceiptError(f"receipt: invalid signature or format ({exc})") from None
         if self.issuer is not None and claims.get("iss") != self.issuer:
@@ -353,3 +389,50 @@ class ReceiptVerifier:
                 raise ReceiptError(f"responses {missing[:5]} are not covered by any receipt")
         seq = max((last for _, last in chains.values()), default=0)
         return Coverage(seq, total, len(receipts))
+
+    def verify_lenient(self, receipts: Sequence[str], must: set[tuple[str, int]]) -> Verified:
+        """Check `receipts` proving at least the responses in `must` ((chain, seq)).
+
+        A batch the consumer cannot recompute (a response it never got, or got cut off, as the
+        provider recorded it sent) is *unproven*: its signature is checked, and the chain goes
+        on from the head it signs; every response in `must` has to be in a proven batch, and
+        covered (else ReceiptError, "not covered" when a receipt may still be on its way)."""
+        chains: dict[str, tuple[bytes, int]] = {}
+        total = 0
+        unproven: set[str] = set()
+        proven: set[tuple[str, int]] = set()
+        for token in receipts:
+            claims = self.decode(token)
+            chain = claims.get("chain", "")
+            head, seq = chains.get(chain) or (genesis(self.transfer_id, self.agreement_id, chain), 0)
+            if claims["seq_from"] != seq + 1 or claims["seq_to"] < claims["seq_from"]:
+                raise ReceiptError(f"receipt for {claims['seq_from']}..{claims['seq_to']} "
+                                   f"does not continue at {seq + 1}")
+            span = range(claims["seq_from"], claims["seq_to"] + 1)
+            batch = 0
+            ok = True
+            for n in span:
+                got = self._responses.get((chain, n))
+                if got is None:
+                    ok = False
+                    break
+                head = chain_step(head, n, got[0], got[1])
+                batch += got[0]
+            ok = ok and claims["chain_head"] == head.hex() and claims["bytes"] == batch
+            if ok:
+                proven.update((chain, n) for n in span)
+                total += batch
+            else:
+                needed = [n for n in span if (chain, n) in must]
+                if needed:
+                    raise ReceiptError(
+                        f"response {needed[0]} differs from what the provider signed for (or a "
+                        "response batched with it was not received as sent)")
+                unproven.add(token)
+                head = bytes.fromhex(claims["chain_head"])
+            chains[chain] = (head, claims["seq_to"])
+        missing = sorted(n for c, n in must if (c, n) not in proven)
+        if missing:
+            raise ReceiptError(f"responses {missing[:5]} are not covered by any receipt")
+        seq = max((last for _, last in chains.values()), default=0)
+        return Verified(Coverage(seq, total, len(receipts) - len(unproven)), frozenset(unproven))

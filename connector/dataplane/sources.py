@@ -17,6 +17,7 @@ import asyncio
 import os
 import re
 import stat
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -384,13 +385,17 @@ def _version(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def hash_region(fd: int, offset: int, count: int, block: int = 4 << 20) -> bytes:
+def hash_region(fd: int, offset: int, count: int, block: int = 4 << 20,
+                stop: threading.Event | None = None) -> bytes | None:
     """SHA-256 of ``count`` bytes of ``fd`` from ``offset`` (blocking: run it in a thread;
-    hashlib releases the GIL, so it runs beside the event loop)."""
+    hashlib releases the GIL, so it runs beside the event loop). None if ``stop`` was set
+    before the end (the send it was for broke off)."""
     import hashlib
 
     h = hashlib.sha256()
     while count > 0:
+        if stop is not None and stop.is_set():
+            return None
         chunk = os.pread(fd, min(block, count), offset)
         if not chunk:
             break

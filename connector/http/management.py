@@ -654,7 +654,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     r.add_post("/api/vault", register_copy)
     r.add_get("/api/vault", vault_guard(list_vault))
     r.add_get("/api/vault/{vid}", vault_guard(get_vault_item))
-    r.add_get("/api/vault/{vid}/data", vault_guard(read_vault_item))
+    # no HEAD: a use is counted and reported only when the data is served
+    r.add_get("/api/vault/{vid}/data", vault_guard(read_vault_item), allow_head=False)
     r.add_post("/api/transfers/{id}/pull", start_pull)
     r.add_get("/api/transfers/{id}/pull", pull_status)
     r.add_post("/api/transfers/{id}/refresh", refresh_transfer)

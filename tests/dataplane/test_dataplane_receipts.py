@@ -146,3 +146,32 @@ def test_book_flushes_due_chains_and_finishes() -> None:
     with pytest.raises(ValueError):
         book.chain("t2", "a1")
         book.chain("t2", "a2")
+
+
+def test_a_broken_response_ends_its_batch_and_later_responses_are_still_proven() -> None:
+    """A response that broke off is receipted at once, alone; the consumer, which got only part
+    of it, cannot prove that batch, logs it as unproven and still proves what came after."""
+    c = chain()
+    seq1, _ = send(c, b"complete one", 0.0)
+    seq2 = c.begin()
+    sent = b"partial bytes the provider wrote"
+    token = c.complete(seq2, len(sent), hashlib.sha256(sent).digest(), 0.1, broken=True)
+    assert token is not None  # signed at once, not after the interval
+    seq3, _ = send(c, b"the retry", 0.2)
+    c.flush(0.3)
+    v = verifier()
+    v.add_body(seq1, b"complete one")
+    v.add_body(seq2, b"partial")  # what arrived before the connection broke
+    v.add_body(seq3, b"the retry")
+    with pytest.raises(ReceiptError):
+        v.verify(c.receipts)
+    done = v.verify_lenient(c.receipts, {("", seq3)})
+    assert done.unproven == {c.receipts[0]} and done.coverage.seq_to == 3
+    # the response this pull is about must be proven
+    with pytest.raises(ReceiptError, match="response 2 differs"):
+        v.verify_lenient(c.receipts, {("", seq2)})
+    # and must be covered: a receipt still on its way is "not covered"
+    seq4, _ = send(c, b"not yet receipted", 0.4)
+    v.add_body(seq4, b"not yet receipted")
+    with pytest.raises(ReceiptError, match="not covered"):
+        v.verify_lenient(c.receipts, {("", seq4)})

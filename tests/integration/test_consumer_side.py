@@ -141,6 +141,13 @@ def test_local_use_is_governed_logged_and_reported_to_the_provider(space: DataSp
     assert all(e["participantId"] == consumer.participant_id for e in notices)
     status, shown = consumer.api("GET", f"/api/vault/{item['id']}")
     assert status == 200 and shown["uses"] == 3
+    # a second copy under the same agreement shares its local use count
+    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config)
+    assert r.returncode == 0, r.stdout + r.stderr
+    second = next(i for i in consumer.api("GET", "/api/vault")[1]
+                  if i["agreementId"] == n["agreementId"] and i["id"] != item["id"])
+    r = connector_cli("vault", "read", second["id"], "--config", consumer.config)
+    assert r.returncode == 1 and "use number 4 (3 completed)" in r.stderr, r.stderr
 
 
 def test_no_use_notice_no_local_use(space: DataSpace) -> None:
@@ -163,3 +170,75 @@ def test_no_use_notice_no_local_use(space: DataSpace) -> None:
     assert status == 200 and shown["uses"] == 1
     denied = [e for e in audit_kinds(consumer, "vault.denied") if e.get("agreementId") == n["agreementId"]]
     assert denied and "not delivered" in json.dumps(denied[-1]["data"])
+
+
+def test_a_pull_cut_off_mid_stream_and_pulled_again(space: DataSpace, tmp_path: Path) -> None:
+    """The provider suspends while the consumer's connector pulls: the pull fails saying so, and
+    nothing half-received is kept. After the resume the next pull is proven by its receipts, and
+    the broken response's receipt (signed at once, alone) is proven too."""
+    from test_push_e2e import CONTENT as SLOW_CONTENT
+    from test_push_e2e import SlowUpstream
+
+    upstream = SlowUpstream()
+    try:
+        provider = space.connector("cutprov", roles=("provider",), upstream_allow=("127.0.0.1",))
+        consumer = space.connector("cutcons", roles=("consumer",))
+        status, _ = provider.api("POST", "/api/assets", {
+            "id": "urn:asset:slowpull", "title": "slow readings",
+            "dataAddress": {"type": "http", "url": f"http://127.0.0.1:{upstream.port}/readings"}})
+        assert status == 201
+        _, acc = provider.api("POST", "/api/policies", {"template": "allow-usage", "params": {}})
+        _, con = provider.api("POST", "/api/policies", {"template": "n-times-usage",
+                                                          "params": {"max": "5"}})
+        _, off = provider.api("POST", "/api/offers", {"assetIds": ["urn:asset:slowpull"],
+                                                      "accessPolicyId": acc["id"],
+                                                      "contractPolicyId": con["id"]})
+        n = negotiate(consumer, provider, f"{off['id']}:urn:asset:slowpull")
+        t = start(consumer, n["agreementId"])
+        out = tmp_path / "slow.csv"
+        status, job = consumer.api("POST", f"/api/transfers/{t['id']}/pull",
+                                   {"out": str(out), "complete": False})
+        assert status == 202, job
+        deadline = time.monotonic() + 10
+        while job["bytes"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            _, job = consumer.api("GET", f"/api/transfers/{t['id']}/pull")
+        status, _ = provider.api("POST", f"/api/transfers/{t['providerPid']}/suspend",
+                                 {"reason": "maintenance"})
+        assert status == 200
+        _, job = consumer.api("GET", f"/api/transfers/{t['id']}/pull?wait=20")
+        assert job["state"] == "failed" and "stopped after" in job["error"], job
+        assert not out.exists() and not list(tmp_path.glob("*.part"))
+        status, _ = provider.api("POST", f"/api/transfers/{t['providerPid']}/resume")
+        assert status == 200
+        from test_transfer_e2e import wait_transfer
+
+        assert wait_transfer(consumer, t["id"], {"STARTED"})["state"] == "STARTED"
+        status, job = consumer.api("POST", f"/api/transfers/{t['id']}/pull", {"out": str(out)})
+        assert status == 202, job
+        _, job = consumer.api("GET", f"/api/transfers/{t['id']}/pull?wait=30")
+        assert job["state"] == "done", job
+        assert out.read_bytes() == SLOW_CONTENT
+        # the cut-off response was receipted on its own, with the bytes that left; the consumer
+        # recorded those same bytes, so both pulls are proven and the two logs agree
+        logged = [e for e in audit_kinds(consumer, "receipt") if e.get("transferId") == t["id"]]
+        sizes = [r[1] for e in logged for r in e["data"]["responses"]]
+        assert len(logged) == 2 and 0 < sizes[0] < len(SLOW_CONTENT) and sizes[1] == len(SLOW_CONTENT)
+        assert not any(e["data"].get("unproven") for e in logged)
+        r = verify_receipts(consumer, provider)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        upstream.stop()
+
+
+def test_a_consumer_pulls_from_no_private_address_it_has_not_allowed(space: DataSpace,
+                                                                     tmp_path: Path) -> None:
+    provider = space.connector("ssrfprov", roles=("provider",))
+    consumer = space.connector("ssrfcons", roles=("consumer",), pull_allow=False)
+    offer = offer_asset(provider, asset_id="urn:asset:elsewhere", content=CONTENT,
+                        contract={"template": "allow-usage", "params": {}})
+    n = negotiate(consumer, provider, offer)
+    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config,
+                      "--out", tmp_path / "x.csv")
+    assert r.returncode == 1 and "refused" in r.stderr and "loopback" in r.stderr, r.stderr
+    assert not (tmp_path / "x.csv").exists()
