@@ -31,11 +31,12 @@ from connector.odrl.parse import PolicyError, load_policy
 from connector.protocol import negotiation as neg
 from connector.protocol import transfer as xfer
 from connector.protocol.catalog import CatalogBuilder, CatalogDataset, CatalogDistribution
-from connector.protocol.common import Acknowledged, DeliveryFailed, Received, Role
+from connector.protocol.common import Acknowledged, DeliveryFailed, Received, Role, StateTable
 from connector.protocol.decide import (
     KnownOffer,
     Requester,
     access_decision,
+    check_offer,
     decide_request,
     same_terms,
     verify_agreement,
@@ -48,6 +49,7 @@ from connector.protocol.messages import (
     ContractRequestMessage,
     DataAddress,
     DataService,
+    DspModel,
     TransferProcess,
     TransferRequestMessage,
     parse_message,
@@ -69,6 +71,15 @@ POLL = 1.0  # seconds between outbox polls when nothing wakes the dispatcher
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PeerProbe:
+    """What the counter-party says of a process after it refused one of our messages."""
+
+    state: str | None = None  # its DSP state of the process (None: not asked, or no answer)
+    taken: bool = False  # it is in the state our message leads to: it took the message before
+    retry: bool = False  # it could not be asked now: keep the message and retry it later
 
 
 # ------------------------------------------------------------------ rows <-> machine state
@@ -174,6 +185,9 @@ class Kind:
     to_row: Callable[[Any, int], Any]
     from_row: Callable[[Any], Any]
     attribute: str  # the process's attribute on the machine's Transition
+    table: StateTable
+    message_kind: Callable[[DspModel], str]
+    ack: type[ContractNegotiation] | type[TransferProcess]  # the ACK / GET body of a process
 
     def process(self, t: Any) -> Any:
         return getattr(t, self.attribute)
@@ -183,8 +197,9 @@ class Kind:
 
 
 NEGOTIATION = Kind("negotiation", "negotiations", neg.apply, negotiation_to_row,
-                   row_to_negotiation, "negotiation")
-TRANSFER = Kind("transfer", "transfers", xfer.apply, transfer_to_row, row_to_transfer, "transfer")
+                   row_to_negotiation, "negotiation", neg.TABLE, neg.message_kind, ContractNegotiation)
+TRANSFER = Kind("transfer", "transfers", xfer.apply, transfer_to_row, row_to_transfer, "transfer",
+                xfer.TABLE, xfer.message_kind, TransferProcess)
 KINDS = {k.name: k for k in (NEGOTIATION, TRANSFER)}
 
 
@@ -340,7 +355,9 @@ class ControlPlane:
         """Take in a DSP negotiation message; return (status, response body)."""
         msg = parse_message(body, expected)
         requester = Requester.of(sender, fact_values(attributes))
-        await self.catalog()  # the provider decides from its current offers
+        snap = await self.catalog()  # the provider decides from its current offers
+        offer = (check_offer(snap.offers, msg.offer)
+                 if isinstance(msg, ContractRequestMessage) and msg.is_initial else None)
 
         async def find(tx: Any) -> NegotiationRow | None:
             if pid is not None:
@@ -360,7 +377,7 @@ class ControlPlane:
                 raise ProtocolError(400, "400", ["that process id is already in use"])
             return row
 
-        t = await self._transition(find, Received(msg, sender), follow=requester)
+        t = await self._transition(find, Received(msg, sender, offer=offer), follow=requester)
         assert t.response is not None
         return t.response.status, t.response.body.to_wire()
 
@@ -535,6 +552,9 @@ class ControlPlane:
         if row is None or row.role != "consumer":
             raise ProtocolError(404, "404", [f"no transfer {transfer_id} of this consumer"])
         t = row_to_transfer(row)
+        if t.state.is_ended:  # the provider would refuse it: say so here, without asking
+            raise ProtocolError(409, "409", [f"transfer {transfer_id} is {t.state.value}: its token is "
+                                             "no longer refreshed"])
         refresh = t.data_address.property("refreshToken") if t.data_address else None
         if not refresh or not t.provider_pid:
             raise ProtocolError(409, "409", ["this transfer has no refresh token"])
@@ -856,12 +876,12 @@ class ControlPlane:
     async def _deliver_once(self, m: OutboxMessage) -> None:
         d = await self.client.request(m.method, m.destination, m.payload)
         now = self.clock()
+        k = KINDS.get(m.process_kind or "")
         if d.ok:
             body = None
-            if isinstance(d.body, dict):
+            if isinstance(d.body, dict) and k is not None:
                 with contextlib.suppress(ProtocolError):
-                    body = (TransferProcess.parse(d.body) if m.process_kind == "transfer"
-                            else ContractNegotiation.parse(d.body))
+                    body = k.ack.parse(d.body)
 
             async def sent(tx: Any) -> None:
                 await tx.outbox.mark_sent(m.id, self.worker_id, now)
@@ -870,9 +890,13 @@ class ControlPlane:
                 await self.store.mark_sent(m.id, self.worker_id, now)
             return
         exhausted = m.attempts >= MAX_ATTEMPTS  # attempts counts this one (set by the claim)
-        if d.permanent or exhausted:
-            await self.store.mark_failed(m.id, self.worker_id, d.reason, None)
-            await self._outcome(m, DeliveryFailed(m.message_key, True, d.reason))
+        probe = await self._probe_peer(m, k) if d.permanent and k is not None else PeerProbe()
+        if (d.permanent and not probe.retry) or exhausted:
+            if probe.taken:  # refused as a re-delivery of what the counter-party has taken
+                await self.store.mark_sent(m.id, self.worker_id, now)
+            else:
+                await self.store.mark_failed(m.id, self.worker_id, d.reason, None)
+            await self._outcome(m, DeliveryFailed(m.message_key, True, d.reason, probe.state))
             return
         from connector.store import next_backoff
 
@@ -880,6 +904,29 @@ class ControlPlane:
         await self.store.mark_failed(m.id, self.worker_id, d.reason, now + timedelta(seconds=delay))
         if delay < POLL:  # come back for it sooner than the next poll
             asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def _probe_peer(self, m: OutboxMessage, k: Kind) -> PeerProbe:
+        """After a refusal (4xx): the counter-party's own state of the process, which tells whether
+        it refused a message it had taken already (a terminal process refuses re-deliveries)."""
+        async with self.store.transaction(readonly=True) as tx:
+            row = await getattr(tx, k.repo).get(m.process_id) if m.process_id else None
+        process = k.from_row(row) if row is not None else None
+        path = process.peer_status_path if process is not None else None
+        if process is None or path is None or not process.counter_party_address:
+            return PeerProbe()  # an initial message: the counter-party has no process we could name
+        d = await self.client.get(process.counter_party_address.rstrip("/") + path)
+        if not d.ok:
+            # it could not be asked now: the message is retried (4xx: it has no such process)
+            return PeerProbe(retry=not d.permanent)
+        try:
+            body = k.ack.parse(d.body)
+            sent = k.message_kind(parse_message(m.payload))
+        except ProtocolError as exc:
+            log.warning("%s %s: the counter-party's state is unreadable: %s", k.name, process.id, exc)
+            return PeerProbe()
+        if (body.provider_pid, body.consumer_pid) != (process.provider_pid, process.consumer_pid):
+            return PeerProbe()
+        return PeerProbe(body.state, taken=body.state == k.table.leads_to(sent))
 
     async def _outcome(self, m: OutboxMessage, event: Any,
                        also: Callable[[Any], Awaitable[Any]] | None = None) -> bool:

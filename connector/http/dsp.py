@@ -80,7 +80,14 @@ def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
         if request.path in PUBLIC or request.path.startswith(PUSH_PREFIX):
             # the push endpoint: the provider authenticates with the transfer's own secret
             return await handler(request)
-        header = request.headers.get("Authorization", "")
+        headers = request.headers.getall("Authorization", [])
+        if len(headers) > 1:
+            # Exactly one: with two, which one a proxy, a log or this edge reads decides who the
+            # caller is. Refused as unauthenticated (404, as DSP has it for a client that is not
+            # authorized), so the caller learns no more than with no token at all.
+            log.info("DSP %s %s: %d Authorization headers", request.method, request.path, len(headers))
+            return _not_found(request)
+        header = headers[0] if headers else ""
         token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
         if not token:
             log.info("DSP %s %s: no DAT", request.method, request.path)

@@ -310,7 +310,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if request.path != "/api/openapi.json":
-                given = request.headers.get("X-Api-Key", "").encode()
+                keys = request.headers.getall("X-Api-Key", [])  # two keys: ambiguous, refused
+                given = keys[0].encode() if len(keys) == 1 else b""
                 if not given or not hmac.compare_digest(given, key):
                     raise ApiError(401, "missing or wrong X-Api-Key")
             return await handler(request)

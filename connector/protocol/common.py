@@ -17,7 +17,14 @@ the message that causes it):
   the process is terminated (DSP: "in case the states differ, the CN is terminated"). A process
   never claims TERMINATED on its own when its last message may have finalized or completed it at
   the counter-party: it then stays TERMINATING (``in_doubt``) until the counter-party answers.
-* A message already taken in is recognized by its fingerprint and answered again with no effect.
+* A message already taken in is recognized by its fingerprint and answered again with no effect,
+  as long as the process is not terminal. A terminal process (FINALIZED, TERMINATED, COMPLETED)
+  refuses every further message with 400, a re-delivered one too (DSP: "Terminal states are
+  final"). So a sender whose acknowledgement was lost may get a 400 for a message the
+  counter-party did take: on a refusal the runtime asks the counter-party for its process state
+  (``GET .../{pid}``) and reports it in ``DeliveryFailed.peer_state``; when the counter-party is
+  already in the state our message leads to, the refusal counts as the acknowledgement
+  (``StateTable.settled``).
 """
 
 from __future__ import annotations
@@ -74,16 +81,26 @@ class Response:
 @dataclass(frozen=True)
 class Received:
     """An inbound DSP message. ``sender`` is the participant id the edge authenticated (DAT);
-    ``agreement`` is the edge's check of the agreement a TransferRequestMessage names."""
+    ``agreement`` is the edge's check of the agreement a TransferRequestMessage names; ``offer``
+    its check that the offer of an initial ContractRequestMessage is one the provider knows."""
 
     message: DspModel
     sender: str
     agreement: AgreementCheck | None = None
+    offer: OfferCheck | None = None
 
 
 @dataclass(frozen=True)
 class AgreementCheck:
     """Whether a transfer may be started under the named agreement, and why not."""
+
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class OfferCheck:
+    """Whether the provider knows the offer a consumer asks for by its ``@id``, and why not."""
 
     ok: bool
     reason: str = ""
@@ -100,11 +117,14 @@ class Acknowledged:
 @dataclass(frozen=True)
 class DeliveryFailed:
     """An outbox message failed: ``permanent`` when the counter-party refused it (4xx) or the
-    retries are exhausted; a transient failure changes nothing (the outbox retries)."""
+    retries are exhausted; a transient failure changes nothing (the outbox retries).
+    ``peer_state`` is the DSP state the counter-party reported for the process after refusing
+    it (None: not asked, or it has no such process)."""
 
     message_id: str
     permanent: bool
     reason: str = ""
+    peer_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,28 @@ class StateTable:
             to = self.allowed(wire, kind, sender)
             if to is not None and self.rank(to) >= self.rank(target):
                 return wire, to  # crossed ours on the wire and wins
+        return None
+
+    def leads_to(self, kind: str) -> Any:
+        """The DSP state a message of ``kind`` puts the process in where it is taken."""
+        return next(to for (_, k), (to, _) in self.transitions.items() if k == kind)
+
+    def settled(self, state: Any, peer_state: str | None, *, in_doubt: bool) -> Any | None:
+        """The DSP state a refused message of ours leaves us in when the counter-party reports
+        ``peer_state``, or None when the refusal stands.
+
+        The counter-party is already where our message leads (it took the message and refused
+        only a re-delivery of it, its acknowledgement having been lost): that state. A
+        termination sent while our finalization or completion was in doubt, refused by a
+        counter-party that reports FINALIZED / COMPLETED: the finalization was taken, that state.
+        """
+        target = self.sending.get(state)
+        if peer_state is None or target is None:
+            return None
+        if peer_state == target:
+            return target
+        if in_doubt and target == self.terminated:
+            return next((s for s in self.success if s == peer_state), None)
         return None
 
 

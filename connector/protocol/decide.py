@@ -37,7 +37,7 @@ from connector.odrl.model import (
     Policy,
     Rule,
 )
-from connector.protocol.common import new_uuid
+from connector.protocol.common import OfferCheck, new_uuid
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import standalone_policy
 
@@ -94,6 +94,22 @@ def access_decision(offer: KnownOffer, requester: Requester, now: datetime) -> E
         return EngineDecision(True, "the offer has no access policy")
     return offer.access(DecisionRequest(action=T.USE, now=now, assignee=requester.participant_id,
                                         target=offer.target, context=requester.attributes))
+
+
+def check_offer(offers: Sequence[KnownOffer], requested: Mapping[str, Any]) -> OfferCheck:
+    """Whether the offer of an initial ContractRequestMessage names, by its ``@id``, an offer of
+    the provider for the dataset it names (DSP: "If the Provider is not aware of the offer.@id
+    value, it must respond with an error message"). Its terms may differ (a counter-offer, which
+    ``decide_request`` judges), and whether the requester may have it is ``decide_request``'s
+    question too: a known offer opens a negotiation, which then terminates with the reason."""
+    req_id, target = requested.get("@id"), requested.get("target")
+    named = [o for o in offers if o.id == req_id]
+    if not named:
+        return OfferCheck(False, f"offer {req_id} is not an offer of this provider (offer.@id must "
+                                 "name an offer of its catalog)")
+    if not any(o.target == target for o in named):
+        return OfferCheck(False, f"offer {req_id} is not for dataset {target}")
+    return OfferCheck(True, f"offer {req_id} is for dataset {target}")
 
 
 def decide_request(

@@ -36,6 +36,7 @@ from connector.odrl.parse import (
     policy_from_graph,
 )
 from connector.protocol.errors import ProtocolError
+from connector.protocol.ids import message_id_problems
 from connector.vocab import DSP_CONTEXT_URL, ODRL
 
 CONTEXT: list[str] = [DSP_CONTEXT_URL]
@@ -166,6 +167,7 @@ class DspModel(BaseModel):
                               extra="ignore")
     TYPE: ClassVar[str] = ""
     WITH_CONTEXT: ClassVar[bool] = True  # a top-level JSON-LD body carries the DSP @context
+    EMPTY_PIDS: ClassVar[bool] = False  # an error body names the processes it knows, others ""
 
     @field_validator("type_", mode="before", check_fields=False)
     @classmethod
@@ -191,9 +193,13 @@ class DspModel(BaseModel):
                     f"got {json.dumps(ctx)[:200]}"])
         try:
             # the wire uses the DSP names only (Python code may construct with field names)
-            return cls.model_validate(data, by_alias=True, by_name=False)
+            message = cls.model_validate(data, by_alias=True, by_name=False)
         except ValidationError as exc:
             raise ProtocolError(400, "400", _format_errors(name, exc)) from exc
+        problems = message_id_problems(name, message, empty_pids=cls.EMPTY_PIDS)
+        if problems:
+            raise ProtocolError(400, "400", problems)
+        return message
 
     def to_json(self) -> dict[str, Any]:
         """The compacted JSON of this node, without @context (for nesting)."""
@@ -475,6 +481,7 @@ class ContractNegotiation(DspModel):
 
 class ContractNegotiationError(DspModel):
     TYPE: ClassVar[str] = "ContractNegotiationError"
+    EMPTY_PIDS: ClassVar[bool] = True
     type_: Literal["ContractNegotiationError"] = Field(
         default="ContractNegotiationError", validation_alias="@type", serialization_alias="@type")
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
@@ -597,6 +604,7 @@ class TransferProcess(DspModel):
 
 class TransferError(DspModel):
     TYPE: ClassVar[str] = "TransferError"
+    EMPTY_PIDS: ClassVar[bool] = True
     type_: Literal["TransferError"] = Field(
         default="TransferError", validation_alias="@type", serialization_alias="@type")
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")

@@ -33,6 +33,7 @@ from typing import Any, Literal, cast
 from connector.protocol.common import (
     Acknowledged,
     DeliveryFailed,
+    OfferCheck,
     Outgoing,
     Received,
     Response,
@@ -180,6 +181,11 @@ class Negotiation:
     @property
     def peer_pid(self) -> str | None:
         return self.consumer_pid if self.role is Role.PROVIDER else self.provider_pid
+
+    @property
+    def peer_status_path(self) -> str | None:
+        """Where the counter-party tells its state of this negotiation (GET, under its address)."""
+        return f"/negotiations/{self.peer_pid}" if self.peer_pid is not None else None
 
     @property
     def dataset_id(self) -> str | None:
@@ -338,7 +344,7 @@ def _receive(n: Negotiation | None, ev: Received, now: datetime, new_id: Callabl
     kind = message_kind(msg)
     fp = msg.fingerprint()
     if n is None:
-        return _create(msg, kind, fp, ev.sender, now, new_id)
+        return _create(msg, kind, fp, ev.sender, ev.offer, now, new_id)
     if ev.sender != n.counter_party_id:
         # DSP: a client that is not authorized gets 404, as for an unknown process
         raise ProtocolError(404, "404", [f"no contract negotiation {n.id} for {ev.sender}"])
@@ -347,6 +353,12 @@ def _receive(n: Negotiation | None, ev: Received, now: datetime, new_id: Callabl
         raise ProtocolError(400, "400", [
             f"a {n.role.value.lower()} does not receive {_describe(kind)} (it is sent by the "
             f"{n.role.value.lower()})"], n)
+    if n.state.is_terminal:
+        # DSP: "Terminal states are final". A re-delivery too: its sender resolves that from our
+        # state (common.StateTable.settled), never from a 2xx that would hide the refusal.
+        raise ProtocolError(400, "400", [
+            f"negotiation {n.id} is {n.state.value}, a terminal state: {_describe(kind)} is not "
+            "taken any more"], n)
     if kind in (REQUEST_INITIAL, OFFER_INITIAL):
         if fp in n.processed:
             return _duplicate(n, fp)
@@ -356,7 +368,7 @@ def _receive(n: Negotiation | None, ev: Received, now: datetime, new_id: Callabl
     checked = _check_pids(n, msg)
     resolved = TABLE.resolve(n.state, n.acked_state, kind, sender)
     if resolved is None:
-        if fp in n.processed or (n.state is S.TERMINATED and kind == TERMINATION):
+        if fp in n.processed:
             return _duplicate(n, fp)
         state = n.wire_state.value + (f" (our {n.state.value} is in flight)" if n.state.is_sending else "")
         raise ProtocolError(400, "400", [f"{_describe(kind)} is not allowed in state {state}"], n)
@@ -366,6 +378,10 @@ def _receive(n: Negotiation | None, ev: Received, now: datetime, new_id: Callabl
         "processed": remember(n.processed, fp), "updated_at": now,
     }
     if isinstance(msg, (ContractRequestMessage, ContractOfferMessage)):
+        if msg.offer.get("target") != n.offer.get("target"):
+            raise ProtocolError(400, "400", [
+                f"the offer is for dataset {msg.offer.get('target')}; negotiation {n.id} is for "
+                f"{n.offer.get('target')}"], n)
         changes["offer"] = msg.offer
     elif isinstance(msg, ContractAgreementMessage):
         changes["agreement"] = msg.agreement
@@ -376,10 +392,15 @@ def _receive(n: Negotiation | None, ev: Received, now: datetime, new_id: Callabl
     return Transition(n, [], Response(200, n.to_dsp()))
 
 
-def _create(msg: DspModel, kind: str, fp: str, sender: str, now: datetime,
+def _create(msg: DspModel, kind: str, fp: str, sender: str, offer: OfferCheck | None, now: datetime,
             new_id: Callable[[], str]) -> Transition:
     if kind == REQUEST_INITIAL:
         assert isinstance(msg, ContractRequestMessage) and msg.callback_address is not None
+        # DSP: "If the Provider is not aware of the offer.@id value, it must respond with an
+        # error message" (and so create nothing); no check made is no offer known (fail closed)
+        if offer is None or not offer.ok:
+            raise ProtocolError(400, "400", [offer.reason if offer is not None else
+                                             f"offer {msg.offer.get('@id')} was not checked"])
         pid = new_id()
         n = Negotiation(
             id=pid, role=Role.PROVIDER, provider_pid=pid, consumer_pid=msg.consumer_pid,
@@ -447,6 +468,13 @@ def _acknowledged(n: Negotiation, ev: Acknowledged, now: datetime) -> Transition
 def _failed(n: Negotiation, ev: DeliveryFailed, now: datetime, new_id: Callable[[], str]) -> Transition:
     if ev.message_id != n.pending_message_id or not ev.permanent:
         return Transition(n)
+    settled = TABLE.settled(n.state, ev.peer_state, in_doubt=n.in_doubt)
+    if settled is SENDING[n.state]:  # the counter-party is there already: it took ours before
+        return _acknowledged(n, Acknowledged(ev.message_id), now)
+    if settled is not None:  # our in-doubt finalization was taken after all
+        return Transition(replace(n, state=settled, acked_state=settled, pending_message_id=None,
+                                  updated_at=now, delivery_error=None, in_doubt=False,
+                                  termination_reason=(), termination_code=None))
     why = ev.reason or "the counter-party did not accept it"
     if n.state is S.TERMINATING:
         if n.in_doubt:  # the counter-party may have finalized: never claim TERMINATED alone

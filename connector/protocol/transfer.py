@@ -82,6 +82,12 @@ class TransferState(StrEnum):
     def is_terminal(self) -> bool:
         return self in (S.COMPLETED, S.TERMINATED)
 
+    @property
+    def is_ended(self) -> bool:
+        """Completed or terminated, or our completion / termination is out (it may already be
+        taken): no data is served for it any more, so its tokens are not refreshed either."""
+        return self in ENDED
+
 
 S = TransferState
 SENDING: dict[TransferState, TransferState] = {
@@ -89,6 +95,7 @@ SENDING: dict[TransferState, TransferState] = {
     S.TERMINATING: S.TERMINATED,
 }
 WIRE_STATES = (S.REQUESTED, S.STARTED, S.SUSPENDED, S.COMPLETED, S.TERMINATED)
+ENDED = frozenset({S.COMPLETED, S.TERMINATED, S.COMPLETING, S.TERMINATING})
 NON_TERMINAL = (S.REQUESTED, S.STARTED, S.SUSPENDED)
 
 REQUEST_INITIAL, START, SUSPENSION = "request-initial", "start", "suspension"
@@ -166,6 +173,11 @@ class Transfer:
     @property
     def peer_pid(self) -> str | None:
         return self.consumer_pid if self.role is Role.PROVIDER else self.provider_pid
+
+    @property
+    def peer_status_path(self) -> str | None:
+        """Where the counter-party tells its state of this transfer (GET, under its address)."""
+        return f"/transfers/{self.peer_pid}" if self.peer_pid is not None else None
 
     def to_dsp(self) -> TransferProcess:
         return TransferProcess(provider_pid=self.provider_pid or "", consumer_pid=self.consumer_pid or "",
@@ -316,6 +328,11 @@ def _receive(t: Transfer | None, ev: Received, now: datetime, new_id: Callable[[
     sender = t.role.other
     if sender not in SENDER_OF[kind]:
         raise _bad(f"a {t.role.value.lower()} does not receive {_DESCRIBE[kind]}", t)
+    if t.state.is_terminal:
+        # DSP: terminal states are final. A re-delivery too: its sender resolves that from our
+        # state (common.StateTable.settled), never from a 2xx that would hide the refusal.
+        raise _bad(f"transfer process {t.id} is {t.state.value}, a terminal state: {_DESCRIBE[kind]} is "
+                   "not taken any more", t)
     if kind == REQUEST_INITIAL:
         if fp in t.processed:
             return _duplicate(t, fp)
@@ -324,7 +341,7 @@ def _receive(t: Transfer | None, ev: Received, now: datetime, new_id: Callable[[
     checked = _check_pids(t, msg)
     resolved = TABLE.resolve(t.state, t.acked_state, kind, sender)
     if resolved is None:
-        if fp in t.processed or (t.state is S.TERMINATED and kind == TERMINATION):
+        if fp in t.processed:
             return _duplicate(t, fp)
         state = t.wire_state.value + (f" (our {t.state.value} is in flight)" if t.state.is_sending else "")
         raise _bad(f"{_DESCRIBE[kind]} is not allowed in state {state}", t)
@@ -407,6 +424,13 @@ def _acknowledged(t: Transfer, ev: Acknowledged, now: datetime) -> Transition:
 def _failed(t: Transfer, ev: DeliveryFailed, now: datetime, new_id: Callable[[], str]) -> Transition:
     if ev.message_id != t.pending_message_id or not ev.permanent:
         return Transition(t)
+    settled = TABLE.settled(t.state, ev.peer_state, in_doubt=t.in_doubt)
+    if settled is SENDING[t.state]:  # the counter-party is there already: it took ours before
+        return _acknowledged(t, Acknowledged(ev.message_id), now)
+    if settled is not None:  # our in-doubt completion was taken after all
+        return Transition(replace(t, state=settled, acked_state=settled, pending_message_id=None,
+                                  updated_at=now, delivery_error=None, in_doubt=False,
+                                  termination_reason=(), termination_code=None))
     why = ev.reason or "the counter-party did not accept it"
     if t.state is S.TERMINATING:
         if t.in_doubt:  # the counter-party may have completed: never claim TERMINATED alone

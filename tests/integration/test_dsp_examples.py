@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataspace_testlib import DataSpace, cli
+from dataspace_testlib import DataSpace, cli, offer_asset
 from dsp_schema import EXAMPLES, assert_valid
 
 from connector.identity.client import DatClient, ParticipantIdentity
@@ -72,9 +72,26 @@ def test_catalog_examples(setup: tuple) -> None:
     assert_valid(body, "catalog-error-schema")
 
 
+def test_initial_request_for_an_offer_the_provider_does_not_know_is_refused(setup: tuple) -> None:
+    # DSP: "If the Provider is not aware of the offer.@id value, it must respond with an error
+    # message": the example's offer is none of this provider's, so no negotiation is opened
+    _, connector, _ = setup
+    before = connector.api("GET", "/api/negotiations?limit=500")[1]
+    status, err = call(setup, "POST", "/negotiations/request",
+                       example("negotiation", "contract-request-message_initial"))
+    assert status == 400, err
+    assert_valid(err, "contract-negotiation-error-schema")
+    assert "is not an offer of this provider" in " ".join(err["reason"])
+    assert connector.api("GET", "/api/negotiations?limit=500")[1] == before
+
+
 def test_initial_request_is_taken_idempotently_then_the_state_refuses_a_verification(
         setup: tuple) -> None:
+    _, connector, _ = setup
+    offer_id = offer_asset(connector, asset_id="urn:asset:examples",
+                           contract={"template": "n-times-usage", "params": {"max": "3"}})
     initial = example("negotiation", "contract-request-message_initial")
+    initial["offer"].update({"@id": offer_id, "target": "urn:asset:examples"})
     status, first = call(setup, "POST", "/negotiations/request", initial)
     assert status == 201, first
     assert_valid(first, "contract-negotiation-schema")
@@ -85,7 +102,7 @@ def test_initial_request_is_taken_idempotently_then_the_state_refuses_a_verifica
     status, got = call(setup, "GET", f"/negotiations/{pid}")
     assert status == 200
     assert_valid(got, "contract-negotiation-schema")
-    # the provider cannot agree to an unknown dataset: terminated; a verification is refused
+    # the example's terms are looser than the offer's: terminated; a verification is refused
     verification = example("negotiation", "contract-agreement-verification-message")
     verification.update(providerPid=pid, consumerPid=initial["consumerPid"])
     status, err = call(setup, "POST", f"/negotiations/{pid}/agreement/verification", verification)

@@ -84,6 +84,7 @@ class Flight:
     sender: Role
     ok_bodies: list[Any] = field(default_factory=list)  # responses of deliveries answered 2xx
     resolved: bool = False
+    refused: bool = False  # its latest delivery was refused (4xx): the sender asks for the state
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Machine:
     terminal: tuple[Any, ...]
     commands: Callable[[Network, Role, int], list[Any]]
     agreement: Any = None  # passed with every Received (the transfer's agreement check)
+    offer: Any = None  # passed with every Received (the negotiation's check of the offer id)
     guard: Callable[[Any, str, Role], bool] = lambda before, kind, sender: True
 
 
@@ -154,12 +156,14 @@ class Network:
             kind.endswith("initial") or own_pid == before.id) else None
         sender_id = PROVIDER if f.sender is Role.PROVIDER else CONSUMER
         try:
-            t = self.m.apply(found, Received(msg, sender_id, self.m.agreement), NOW,
+            t = self.m.apply(found, Received(msg, sender_id, self.m.agreement, self.m.offer), NOW,
                              new_id=self.new_id[receiver])
         except ProtocolError as e:
             assert e.status in (400, 404)
             self.trace.append(f"{receiver.value} refuses {kind}: {e.reasons[0]}")
+            f.refused = True
             return
+        f.refused = False
         assert t.response is not None and t.response.status in (200, 201) and not t.outgoing
         assert_wire_valid(t.response.body)
         f.ok_bodies.append(t.response.body)
@@ -185,8 +189,13 @@ class Network:
         if ack and not f.ok_bodies:
             return  # an acknowledgement needs a delivery the receiver answered 2xx
         f.resolved = True
+        # after a refusal the runtime asks the counter-party for its state of the process (GET)
+        peer = self.sides[f.sender.other]
+        mine = self.sides[f.sender]
+        named = f.refused and peer is not None and mine is not None and mine.peer_pid == peer.id
         ev = Acknowledged(f.out.message_id, f.ok_bodies[0]) if ack else DeliveryFailed(
-            f.out.message_id, True, "refused or undeliverable")
+            f.out.message_id, True, "refused or undeliverable",
+            peer_state=peer.wire_state.value if named else None)
         self.apply(f.sender, ev)
         self.trace.append(f"{f.sender.value} {'ack' if ack else 'failed'} -> {self.sides[f.sender].state}")
 

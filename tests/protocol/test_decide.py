@@ -19,6 +19,7 @@ from connector.protocol.decide import (
     KnownOffer,
     Requester,
     at_least_as_strict,
+    check_offer,
     decide_request,
     narrower,
     same_terms,
@@ -237,3 +238,14 @@ def test_consumer_verifies_the_agreement() -> None:
     assert len(problems) == 2 and "rules differ" in problems[1]
     assert same_terms({"permission": [{"action": "use", "constraint": [{"a": 1}, {"b": 2}]}]},
                       {"permission": [{"constraint": [{"b": 2}, {"a": 1}], "action": "use"}]})
+
+
+def test_check_offer_knows_the_catalog_offers_by_id_and_dataset() -> None:
+    # issue 9: an unknown offer.@id was matched by content and agreed
+    assert check_offer(KNOWN, request()).ok
+    assert check_offer(KNOWN, request(constraints=[])).ok  # other terms: decide_request judges them
+    unknown = check_offer(KNOWN, request("urn:uuid:made-up"))
+    assert not unknown.ok and "urn:uuid:made-up is not an offer of this provider" in unknown.reason
+    elsewhere = check_offer(KNOWN, offer("urn:uuid:offer-open"))  # that id, another dataset
+    assert not elsewhere.ok and f"not for dataset {DATASET}" in elsewhere.reason
+    assert not check_offer([], request()).ok

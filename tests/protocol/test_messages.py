@@ -14,6 +14,7 @@ from protocol_testlib import SCHEMA_OF, assert_wire_valid
 from connector.odrl import terms as T
 from connector.protocol import messages as m
 from connector.protocol.errors import ProtocolError
+from connector.protocol.ids import MAX_IRI_LENGTH, MAX_PROCESS_ID_LENGTH
 
 EXAMPLE_MODELS: dict[str, type[m.DspModel]] = {
     "catalog/catalog-error": m.CatalogError, "catalog/catalog-request-message": m.CatalogRequestMessage,
@@ -196,3 +197,61 @@ def test_version_response_and_nested_models() -> None:
     da = m.DataAddress(endpoint_type="https://w3id.org/idsa/v4.1/HTTP", endpoint="https://x.example")
     assert "@context" not in da.to_wire()
     assert_valid(da.to_wire(), "data-address")
+
+
+# ----------------------------------------------------------------------------- identifiers (issue 9)
+
+PIDS = {"providerPid": "urn:uuid:pp", "consumerPid": "urn:uuid:cp"}
+
+
+def _verification(**pids: str) -> dict[str, Any]:
+    return {"@context": list(m.CONTEXT), "@type": "ContractAgreementVerificationMessage", **PIDS, **pids}
+
+
+@pytest.mark.parametrize("pid", [
+    "x" * (MAX_PROCESS_ID_LENGTH + 1), "x" * 1_000_000, "", "a/b", "a?b", "a#b", "a%2Fb", "a b", "a{b}",
+    "é", "..", ".", "a\nb", "a\\b"])
+def test_a_process_id_is_short_and_safe_in_a_url_path(pid: str) -> None:
+    for name in ("consumerPid", "providerPid"):
+        with pytest.raises(ProtocolError) as exc:
+            m.ContractAgreementVerificationMessage.parse(_verification(**{name: pid}))
+        assert exc.value.status == 400 and exc.value.reasons[0].startswith(
+            f"ContractAgreementVerificationMessage.{name}: ")
+        assert len(exc.value.reasons[0]) < 300  # the reason does not echo a huge id
+    request = {"@context": list(m.CONTEXT), "@type": "TransferRequestMessage", "consumerPid": pid,
+               "agreementId": "urn:uuid:a", "format": m.PULL, "callbackAddress": "https://c.example/cb"}
+    with pytest.raises(ProtocolError, match="consumerPid"):
+        m.TransferRequestMessage.parse(request)
+
+
+def test_process_ids_of_the_path_segment_alphabet_are_taken() -> None:
+    longest = "urn:" + "a" * (MAX_PROCESS_ID_LENGTH - 4)
+    for pid in (longest, "urn:uuid:3f9e-AZ_az.09~!$&'()*+,;=:@", "..."):
+        msg = m.ContractAgreementVerificationMessage.parse(_verification(consumerPid=pid))
+        assert msg.consumer_pid == pid
+
+
+def test_other_identifiers_are_bounded() -> None:
+    huge = "urn:x:" + "y" * MAX_IRI_LENGTH
+    body = {"@context": list(m.CONTEXT), "@type": "TransferRequestMessage", "consumerPid": "urn:uuid:c",
+            "agreementId": huge, "format": m.PULL, "callbackAddress": "https://c.example/cb"}
+    with pytest.raises(ProtocolError, match=r"TransferRequestMessage\.agreementId: longer than"):
+        m.TransferRequestMessage.parse(body)
+    for key in ("@id", "target"):
+        req = example("contract-request-message_initial")
+        req["offer"][key] = huge
+        with pytest.raises(ProtocolError, match=rf"ContractRequestMessage\.offer\.{key}: longer than"):
+            m.ContractRequestMessage.parse(req)
+    with pytest.raises(ProtocolError, match=r"DatasetRequestMessage\.dataset"):
+        m.DatasetRequestMessage.parse({"@context": list(m.CONTEXT), "@type": "DatasetRequestMessage",
+                                       "dataset": huge})
+
+
+def test_an_error_body_may_leave_a_process_id_empty() -> None:
+    body = {"@context": list(m.CONTEXT), "@type": "ContractNegotiationError", "providerPid": "",
+            "consumerPid": "urn:uuid:cp", "code": "400", "reason": ["x"]}
+    assert m.ContractNegotiationError.parse(body).provider_pid == ""
+    with pytest.raises(ProtocolError):
+        m.ContractNegotiationError.parse({**body, "consumerPid": "a/b"})
+    with pytest.raises(ProtocolError):
+        m.ContractNegotiation.parse({**body, "@type": "ContractNegotiation", "state": "REQUESTED"})

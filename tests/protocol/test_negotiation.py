@@ -22,11 +22,12 @@ from protocol_testlib import (
 
 from connector.protocol import messages as m
 from connector.protocol import negotiation as N
-from connector.protocol.common import Acknowledged, DeliveryFailed, Received, Role
+from connector.protocol.common import Acknowledged, DeliveryFailed, OfferCheck, Received, Role
 from connector.protocol.errors import ProtocolError
 from connector.protocol.negotiation import NegotiationState as S
 
 P, C = Role.PROVIDER, Role.CONSUMER
+KNOWN = OfferCheck(True, "a catalog offer")  # the edge's check of an initial request's offer.@id
 
 # The DSP 2025-1 table, written out independently of the module: (from, kind) -> to.
 SPEC: dict[tuple[S | None, str], S] = {
@@ -118,10 +119,8 @@ def expected_inbound(role: Role, state: S, acked: S | None, kind: str) -> S | in
     """The state an inbound message leads to, or the error status (the rules of common.py)."""
     if role.other not in SENT_BY[kind] or kind.endswith("initial"):
         return 400
-    if state is S.TERMINATED and kind == "termination":
-        return S.TERMINATED  # a termination of a terminated process changes nothing
     if state in (S.FINALIZED, S.TERMINATED):
-        return 400
+        return 400  # terminal: every message refused, a re-delivery of one taken before too
     if state not in TARGET:
         return SPEC.get((state, kind), 400)
     target = TARGET[state]
@@ -266,7 +265,8 @@ class Pair:
         t = step(self.side(role), cmd, self.new_id)
         self.set(role, t.negotiation)
         for out in t.outgoing:
-            r = step(self.side(role.other), Received(out.message, PROVIDER if role is P else CONSUMER),
+            r = step(self.side(role.other), Received(out.message, PROVIDER if role is P else CONSUMER,
+                                                     offer=KNOWN),
                      self.new_id)
             self.set(role.other, r.negotiation)
             assert r.response is not None
@@ -337,7 +337,7 @@ def test_wire_state_stays_until_acknowledged() -> None:
 
 def test_retried_initial_request_returns_the_same_201_and_creates_nothing() -> None:
     msg = inbound("request-initial")
-    first = step(None, Received(msg, CONSUMER), ids("p"))
+    first = step(None, Received(msg, CONSUMER, offer=KNOWN), ids("p"))
     assert first.response is not None and first.response.status == 201
     again = step(first.negotiation, Received(m.ContractRequestMessage.parse(msg.to_wire()), CONSUMER))
     assert again.duplicate and again.negotiation == first.negotiation and not again.outgoing
@@ -365,13 +365,24 @@ def test_retried_message_has_no_new_effect_even_after_moving_on() -> None:
         step(make(C, S.VERIFIED, S.VERIFIED), Received(msg, PROVIDER))
 
 
-def test_termination_of_a_terminated_negotiation_is_acknowledged() -> None:
-    n = make(P, S.TERMINATED, S.TERMINATED)
-    t = step(n, Received(inbound("termination"), CONSUMER))
-    assert t.duplicate and t.negotiation == n and t.response is not None and t.response.status == 200
-    with pytest.raises(ProtocolError) as exc:
-        step(make(P, S.FINALIZED, S.FINALIZED), Received(inbound("termination"), CONSUMER))
-    assert exc.value.status == 400
+def test_a_terminal_negotiation_refuses_every_message_even_one_it_took_before() -> None:
+    # issue 9: a verification repeated after FINALIZED was acknowledged with 200
+    verification = inbound("verification")
+    verified = step(make(P, S.AGREED, S.AGREED), Received(verification, CONSUMER)).negotiation
+    assert step(verified, Received(verification, CONSUMER)).duplicate  # not terminal: 200 again
+    finalized = replace(verified, state=S.FINALIZED, acked_state=S.FINALIZED)
+    for n in (finalized, make(P, S.TERMINATED, S.TERMINATED), make(C, S.TERMINATED, S.TERMINATED),
+              make(C, S.FINALIZED, S.FINALIZED)):
+        sender = CONSUMER if n.role is P else PROVIDER
+        for kind in SENT_BY:
+            if n.role.other not in SENT_BY[kind]:
+                continue
+            with pytest.raises(ProtocolError) as exc:
+                step(n, Received(inbound(kind), sender, offer=KNOWN))
+            assert exc.value.status == 400, (n.role, n.state, kind)
+            assert "a terminal state" in exc.value.reasons[0], exc.value.reasons
+            assert exc.value.negotiation == n  # unchanged
+            assert_wire_valid(n.error_body(exc.value))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -431,7 +442,7 @@ def test_agreement_must_name_the_consumer() -> None:
 def test_agreement_before_the_201_acknowledges_the_request() -> None:
     c = step(None, N.Request(offer(), PROVIDER_URL, CALLBACK_URL, PROVIDER), ids("c"))
     req = c.outgoing[0]
-    p = step(None, Received(req.message, CONSUMER), ids("p")).negotiation
+    p = step(None, Received(req.message, CONSUMER, offer=KNOWN), ids("p")).negotiation
     agreeing = step(p, N.Agree(agreement_for(offer())), ids("p2"))
     got = step(c.negotiation, Received(agreeing.outgoing[0].message, PROVIDER))
     assert got.negotiation.state is S.AGREED and got.negotiation.provider_pid == p.id
@@ -504,3 +515,75 @@ def test_refused_message_terminates_the_negotiation() -> None:
 def test_dataset_id_and_offer_are_kept() -> None:
     n = replace(make(P, S.REQUESTED, S.REQUESTED), agreement=None)
     assert n.dataset_id == DATASET
+
+
+# ----------------------------------------------------------------------------- issue 9
+
+
+def test_an_initial_request_for_an_offer_the_provider_does_not_know_creates_nothing() -> None:
+    # DSP: "If the Provider is not aware of the offer.@id value, it must respond with an error"
+    msg = inbound("request-initial")
+    for check in (None, OfferCheck(False, "offer urn:uuid:counter-offer is not an offer of this provider")):
+        with pytest.raises(ProtocolError) as exc:
+            step(None, Received(msg, CONSUMER, offer=check))
+        assert exc.value.status == 400 and exc.value.negotiation is None
+        assert "offer" in exc.value.reasons[0]
+        assert_wire_valid(N.negotiation_error(exc.value, None, "urn:uuid:cp"))
+    created = step(None, Received(msg, CONSUMER, offer=KNOWN)).response
+    assert created is not None and created.status == 201
+
+
+def test_an_offer_in_a_negotiation_is_for_its_dataset() -> None:
+    other = offer("urn:uuid:c9", target="urn:uuid:another-dataset")
+    with pytest.raises(ProtocolError) as exc:
+        step(make(P, S.OFFERED, S.OFFERED), Received(
+            m.ContractRequestMessage(provider_pid="urn:uuid:pp", consumer_pid="urn:uuid:cp", offer=other),
+            CONSUMER))
+    assert exc.value.status == 400 and "is for" in exc.value.reasons[0]
+    with pytest.raises(ProtocolError):
+        step(make(C, S.REQUESTED, S.REQUESTED), Received(
+            m.ContractOfferMessage(provider_pid="urn:uuid:pp", consumer_pid="urn:uuid:cp", offer=other),
+            PROVIDER))
+    # a counter-request with a new offer id of the consumer's (a Consumer Offer) is taken
+    mine = offer("urn:uuid:consumer-offer-1", constraints=[
+        {"leftOperand": "count", "operator": "lteq", "rightOperand": "3"}])
+    counter = m.ContractRequestMessage(provider_pid="urn:uuid:pp", consumer_pid="urn:uuid:cp", offer=mine)
+    t = step(make(P, S.OFFERED, S.OFFERED), Received(counter, CONSUMER))
+    assert t.negotiation.state is S.REQUESTED and t.negotiation.offer["@id"] == "urn:uuid:consumer-offer-1"
+
+
+@pytest.mark.parametrize(("role", "state", "acked"), [
+    (C, S.VERIFYING, S.AGREED), (P, S.FINALIZING, S.VERIFIED), (C, S.TERMINATING, S.AGREED),
+    (P, S.AGREEING, S.REQUESTED), (C, S.ACCEPTING, S.OFFERED)])
+def test_a_refusal_from_a_counter_party_already_there_is_the_acknowledgement(
+        role: Role, state: S, acked: S) -> None:
+    n = make(role, state, acked)
+    refused = DeliveryFailed("urn:uuid:pending", True, "400 terminal", peer_state=TARGET[state].value)
+    t = step(n, refused)
+    assert t.negotiation.state is TARGET[state] and t.negotiation.wire_state is TARGET[state]
+    assert t.negotiation.pending_message_id is None and not t.outgoing
+    # a counter-party elsewhere: the refusal stands (terminate, as before)
+    other = DeliveryFailed("urn:uuid:pending", True, "400", peer_state=acked.value)
+    assert step(n, other).negotiation.state is (S.TERMINATED if state is S.TERMINATING else S.TERMINATING)
+
+
+def test_a_termination_in_doubt_refused_by_a_finalized_consumer_ends_finalized() -> None:
+    prov = step(make(P, S.VERIFIED, S.VERIFIED), N.Finalize(), ids("p"))
+    doubt = step(prov.negotiation, DeliveryFailed(prov.outgoing[0].message_id, True, "timeout"), ids("q"))
+    (term,) = doubt.outgoing
+    done = step(doubt.negotiation, DeliveryFailed(term.message_id, True, "400", peer_state="FINALIZED"))
+    n = done.negotiation
+    assert (n.state, n.wire_state, n.in_doubt) == (S.FINALIZED, S.FINALIZED, False)
+    assert n.pending_message_id is None
+    assert n.termination_reason == () and n.agreement is not None
+    # not in doubt: a FINALIZED counter-party does not make a termination a finalization
+    plain = step(make(P, S.VERIFIED, S.VERIFIED), N.Terminate("stop"), ids("r"))
+    after = step(plain.negotiation, DeliveryFailed(plain.outgoing[0].message_id, True, "400",
+                                                    peer_state="FINALIZED")).negotiation
+    assert after.state is S.TERMINATED
+
+
+def test_status_path_names_the_counter_partys_process() -> None:
+    assert make(C, S.REQUESTED, S.REQUESTED).peer_status_path == "/negotiations/urn:uuid:pp"
+    assert make(P, S.REQUESTED, S.REQUESTED).peer_status_path == "/negotiations/urn:uuid:cp"
+    assert make(C, S.REQUESTING, None).peer_status_path is None

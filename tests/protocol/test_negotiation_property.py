@@ -21,7 +21,7 @@ from protocol_testlib import (
 )
 
 from connector.protocol import negotiation as N
-from connector.protocol.common import Role
+from connector.protocol.common import OfferCheck, Role
 from connector.protocol.negotiation import NegotiationState as S
 
 P, C = Role.PROVIDER, Role.CONSUMER
@@ -63,7 +63,7 @@ def commands(net: Network, role: Role, pick: int) -> list[Any]:
 
 
 MACHINE = Machine(apply=N.apply, kind_of=N.message_kind, spec=SPEC, target=TARGET, terminal=TERMINAL,
-                  commands=commands)
+                  commands=commands, offer=OfferCheck(True, "a catalog offer"))
 ACTIONS = st.lists(st.tuples(st.sampled_from("ppccddddddaaaf"), st.integers(0, 255)), max_size=60)
 
 

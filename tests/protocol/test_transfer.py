@@ -101,10 +101,8 @@ def inbound(kind: str, receiver: Role, pp: str = "urn:uuid:pp", cp: str = "urn:u
 def expected_inbound(role: Role, state: S, acked: S | None, kind: str) -> S | int:
     if role.other not in SENT_BY[kind] or kind == "request-initial":
         return 400
-    if state is S.TERMINATED and kind == "termination":
-        return S.TERMINATED
     if state in (S.COMPLETED, S.TERMINATED):
-        return 400
+        return 400  # terminal: every message refused, a re-delivery of one taken before too
     if role is P and kind == "start" and state is S.REQUESTED:
         return 400  # only the provider starts a requested transfer
     if state not in TARGET:
@@ -406,3 +404,51 @@ def test_check_agreement() -> None:
         check = X.check_agreement(neg, agreement_id=AGREEMENT_ID, caller=caller)
         assert not check.ok and text in check.reason
     assert not X.check_agreement(finalized(), agreement_id="urn:uuid:x", caller=CONSUMER).ok
+
+
+# ----------------------------------------------------------------------------- issue 9
+
+
+def test_a_terminal_transfer_refuses_every_message_even_one_it_took_before() -> None:
+    completion = inbound("completion", P)
+    completed = step(make(P, S.STARTED, S.STARTED), Received(completion, CONSUMER)).transfer
+    assert completed.state is S.COMPLETED
+    for t in (completed, make(P, S.TERMINATED, S.TERMINATED), make(C, S.COMPLETED, S.COMPLETED),
+              make(C, S.TERMINATED, S.TERMINATED)):
+        sender = CONSUMER if t.role is P else PROVIDER
+        for kind in ("start", "suspension", "completion", "termination"):
+            with pytest.raises(ProtocolError) as exc:
+                step(t, Received(inbound(kind, t.role), sender))
+            assert exc.value.status == 400 and "a terminal state" in exc.value.reasons[0], (t.state, kind)
+            assert exc.value.transfer == t
+            assert_wire_valid(t.error_body(exc.value))
+
+
+@pytest.mark.parametrize(("role", "state", "acked"), [
+    (C, S.COMPLETING, S.STARTED), (P, S.COMPLETING, S.STARTED), (C, S.TERMINATING, S.STARTED),
+    (P, S.STARTING, S.REQUESTED), (C, S.SUSPENDING, S.STARTED), (C, S.STARTING, S.SUSPENDED)])
+def test_a_refusal_from_a_counter_party_already_there_is_the_acknowledgement(
+        role: Role, state: S, acked: S) -> None:
+    t = make(role, state, acked)
+    done = step(t, DeliveryFailed("urn:uuid:pending", True, "400 terminal", peer_state=TARGET[state].value))
+    assert done.transfer.state is TARGET[state] and done.transfer.pending_message_id is None
+    assert not done.outgoing
+    # not there: the refusal stands
+    stands = step(t, DeliveryFailed("urn:uuid:pending", True, "400", peer_state=acked.value)).transfer
+    assert stands.state is not TARGET[state] or state is S.TERMINATING
+
+
+def test_a_termination_in_doubt_refused_by_a_completed_counter_party_ends_completed() -> None:
+    p = step(make(P, S.STARTED, S.STARTED), X.Complete(), ids("p"))
+    doubt = step(p.transfer, DeliveryFailed(p.outgoing[0].message_id, True), ids("q"))
+    done = step(doubt.transfer, DeliveryFailed(doubt.outgoing[0].message_id, True, "400",
+                                               peer_state="COMPLETED")).transfer
+    assert (done.state, done.wire_state, done.in_doubt, done.termination_reason) == (
+        S.COMPLETED, S.COMPLETED, False, ())
+
+
+def test_ended_transfers() -> None:
+    assert {s for s in S if s.is_ended} == {S.COMPLETED, S.TERMINATED, S.COMPLETING, S.TERMINATING}
+    assert make(C, S.STARTED, S.STARTED).peer_status_path == "/transfers/urn:uuid:pp"
+    assert make(P, S.STARTED, S.STARTED).peer_status_path == "/transfers/urn:uuid:cp"
+    assert make(C, S.REQUESTING, None).peer_status_path is None
