@@ -19,6 +19,7 @@ from typing import Any
 
 from pyld import jsonld
 from rdflib import RDF, BNode, Dataset, Graph, Literal, URIRef
+from rdflib.exceptions import ParserError
 from rdflib.term import Node
 
 from connector.odrl import terms as T
@@ -124,7 +125,10 @@ def jsonld_to_graph(document: Any, what: str = "document") -> Graph:
     ds = Dataset()
     with warnings.catch_warnings():  # rdflib's nquads parser uses a deprecated Dataset alias
         warnings.simplefilter("ignore", DeprecationWarning)
-        ds.parse(data=nquads, format="nquads")
+        try:
+            ds.parse(data=nquads, format="nquads")
+        except ParserError as exc:  # e.g. an action or @id that expands to an IRI with spaces
+            raise PolicyError(f"{what}: not a valid IRI in the document: {_first_line(exc)}") from exc
     g = Graph()
     for s, p, o, _ in ds.quads((None, None, None, None)):
         g.add((s, p, o))
