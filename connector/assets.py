@@ -185,6 +185,20 @@ class DataRoots:
         os.close(fd)
         return path
 
+    @staticmethod
+    def _open_below(dir_fd: int, name: str, flags: int, real: str) -> int:
+        """``name`` in ``dir_fd``, never through a symlink (``PathChanged`` if it is one)."""
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            # O_NOFOLLOW refuses a symlink with ELOOP, or ENOTDIR along with O_DIRECTORY
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
+                    os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                raise PathChanged("the asset's file changed while it was opened",
+                                  f"a component of {real} became a symlink while it was "
+                                  "opened") from exc
+            raise
+
     def open(self, path: str) -> int:
         """A read-only descriptor of the regular file ``path`` names, inside a data root
         (blocking: run it in a worker thread). Raises ``PathRefused``, or ``OSError`` (e.g.
@@ -194,23 +208,17 @@ class DataRoots:
         dir_fd = os.open(root, _DIR_FLAGS)
         try:
             for part in parts[:-1]:
-                inner = os.open(part, _DIR_FLAGS, dir_fd=dir_fd)
+                inner = self._open_below(dir_fd, part, _DIR_FLAGS, real)
                 os.close(dir_fd)
                 dir_fd = inner
             before = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISLNK(before.st_mode):
+                raise PathChanged("the asset's file changed while it was opened",
+                                  f"{real} became a symlink while it was opened")
             if not stat.S_ISREG(before.st_mode):
-                if stat.S_ISLNK(before.st_mode):
-                    raise PathChanged("the asset's file changed while it was opened",
-                                      f"{real} became a symlink while it was opened")
                 raise NotARegularFile("the asset's file is not a regular file",
                                       f"{real} is not a regular file")
-            fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise PathChanged("the asset's file changed while it was opened",
-                                  f"a component of {real} became a symlink while it was "
-                                  "opened") from exc
-            raise
+            fd = self._open_below(dir_fd, parts[-1], _FILE_FLAGS, real)
         finally:
             os.close(dir_fd)
         try:

@@ -99,6 +99,9 @@ def test_malformed_paths_are_refused(layout: dict[str, Path]) -> None:
         assert refusal(roots, path) is BadPath, path
     assert refusal(roots, str(layout["root"])) is NotARegularFile
     assert refusal(roots, str(layout["root"] / "sub")) is NotARegularFile
+    assert refusal(roots, str(layout["root"] / "ok.txt" / "x")) is PathRefused  # cannot be read
+    with pytest.raises(NotADirectoryError):
+        roots.open(str(layout["root"] / "ok.txt" / "x"))
     fifo = layout["root"] / "pipe"
     os.mkfifo(fifo)
     assert refusal(roots, str(fifo)) is NotARegularFile  # and it did not hang opening it
