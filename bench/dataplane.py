@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from connector.devspace import DataSpace, free_port, negotiate, offer_asset
+from connector.devspace import DataSpace, asset_file, free_port, negotiate, offer_asset
 
 BARE_SERVER = """
 import sys
@@ -160,11 +160,12 @@ def main() -> None:
                 offer = offer_asset(provider, asset_id=asset, content=path.read_bytes()
                                     if path == kib else b"", contract={
                                         "template": "n-times-usage", "params": {"max": "100000000"}})
-                # the big asset: point it at the big file instead of the written copy
+                # the big asset: the big file itself, linked into the provider's data root (a
+                # symlink out of the root would be refused)
                 if path == big:
-                    target = provider.directory / f"{asset.replace(':', '_')}.bin"
+                    target = asset_file(provider, asset)
                     target.unlink()
-                    target.symlink_to(big)
+                    os.link(big, target)
                 n = negotiate(consumer, provider, offer)
                 status, t = consumer.api("POST", "/api/transfers", {"agreementId": n["agreementId"]})
                 assert status == 201, t

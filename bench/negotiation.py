@@ -110,8 +110,9 @@ async def catalog_latency(url: str, token: str, rounds: int, page_size: int | No
     return {"p50": pct(times, 50) * 1000, "p99": pct(times, 99) * 1000, "datasets": size}
 
 
-async def seed_offers(store_url: str, count: int) -> None:
-    """Assets and one offer over all of them, written straight into the provider's store."""
+async def seed_offers(store_url: str, count: int, data_file: Path) -> None:
+    """Assets (all on ``data_file``, in the provider's data root) and one offer over all of
+    them, written straight into the provider's store."""
     store = await Store.open(store_url)
     await store.migrate()
     now = datetime.now(UTC)
@@ -122,7 +123,7 @@ async def seed_offers(store_url: str, count: int) -> None:
         await tx.policies.add(PolicyRow(id="urn:policy:open", body=json.dumps(policy), created_at=now))
         for i in range(count):
             await tx.assets.add(AssetRow(id=f"urn:asset:{i:05d}", created_at=now, title=f"Dataset {i}",
-                                         data_address={"type": "file", "path": "/dev/null"}))
+                                         data_address={"type": "file", "path": str(data_file)}))
         await tx.offers.add(OfferRow(id="urn:offer:all", access_policy_id="urn:policy:open",
                                      contract_policy_id="urn:policy:open", created_at=now,
                                      asset_selector={"all": True}))
@@ -168,7 +169,10 @@ def main() -> None:
                 schema_dir = Path(tmp) / f"cat{count}"
                 schema_dir.mkdir()
                 provider = ds.connector(f"cat{count}", roles=("provider",), start=False)
-                asyncio.run(seed_offers(f"sqlite:///{provider.directory / 'connector.db'}", count))
+                data_file = provider.data_dir / "dataset.bin"
+                data_file.write_bytes(b"")
+                asyncio.run(seed_offers(f"sqlite:///{provider.directory / 'connector.db'}", count,
+                                        data_file))
                 provider.start()
                 full = asyncio.run(catalog_latency(provider.dsp_url, token, 20, count, ssl))
                 page = asyncio.run(catalog_latency(provider.dsp_url, token, 50, 50, ssl))

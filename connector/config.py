@@ -24,8 +24,18 @@ api_key_file = "provider/management.key"   # or api_key = "..."
 url = "sqlite:///provider/connector.db"    # default: connector.db in the participant dir;
                                            # "postgresql://..." for PostgreSQL
 sqlite_synchronous = "NORMAL"              # "FULL": also durable across a power cut
+
+[assets]
+roots = ["data"]                           # folders whose files may be file assets
 ```
 Relative paths are relative to the config file's folder.
+
+``[assets] roots``: a file asset must lie inside one of these folders once ``..`` and symlinks
+are resolved (checked when it is created, and again at every serve: see ``connector.assets``).
+Default: none, and file assets are refused with a 400 that says to set this. A root must be an
+existing directory; it may not equal, contain or lie inside the participant directory, contain
+the store's SQLite file, the audit log, the management API key file or this config file, or
+overlap ``/proc``, ``/sys`` or ``/dev``: such a root is refused when the config is loaded.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connector.assets import DataRoots, RootRefused
 
 
 class ConfigError(ValueError):
@@ -123,6 +135,12 @@ class NegotiationSection(_Section):
     counter_offers: Literal["stricter", "offer", "reject"] = "stricter"
 
 
+class AssetsSection(_Section):
+    # folders whose files may be served as file assets (relative to the config file's folder);
+    # empty: no file assets (refused with a 400 that says to set this)
+    roots: list[Path] = Field(default_factory=list, max_length=64)
+
+
 class Config(_Section):
     connector: ConnectorSection
     dsp: DspSection = DspSection()
@@ -130,7 +148,9 @@ class Config(_Section):
     store: StoreSection = StoreSection()
     negotiation: NegotiationSection = NegotiationSection()
     dataplane: DataplaneSection = DataplaneSection()
+    assets: AssetsSection = AssetsSection()
     base_dir: Path = Path(".")
+    config_file: Path | None = None  # set by load_config: never servable (it may hold the API key)
 
     def path(self, p: Path) -> Path:
         return p if p.is_absolute() else (self.base_dir / p)
@@ -168,6 +188,27 @@ class Config(_Section):
             return self.path(self.connector.audit_log)
         return self.participant_dir / "audit.log"
 
+    def data_roots(self) -> DataRoots:
+        """The file assets' data roots, checked against what must never be served (the
+        participant directory, the store's files, the audit log, the API key file, this file)."""
+        files: dict[str, Path] = {"the audit log": self.audit_log_path}
+        url = self.store_url
+        if url.startswith("sqlite:///"):
+            db = Path(url[len("sqlite:///"):].split("?", 1)[0])
+            files |= {"the store": db, **{f"the store's {suffix} file": Path(f"{db}-{suffix}")
+                                         for suffix in ("wal", "shm", "journal")}}
+        if self.management.api_key_file is not None:
+            files["the management API key file"] = self.path(self.management.api_key_file)
+        if self.config_file is not None:
+            files["the config file"] = self.config_file
+        try:
+            return DataRoots.build(
+                [self.path(r) for r in self.assets.roots],
+                protected_dirs={"the participant directory": self.participant_dir},
+                protected_files=files)
+        except RootRefused as exc:
+            raise ConfigError(f"assets.roots: {exc}") from exc
+
     @property
     def tls_files(self) -> tuple[Path, Path, Path]:
         """(certificate, key, data-space CA certificate) for DSP over TLS."""
@@ -184,7 +225,8 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
     try:
-        config = Config.model_validate({**data, "base_dir": p.resolve().parent})
+        config = Config.model_validate({**data, "base_dir": p.resolve().parent,
+                                        "config_file": p.resolve()})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -197,4 +239,8 @@ def load_config(path: str | Path) -> Config:
                 "TLS key with `connector init --tls-host`, have it certified with `connector "
                 "authority issue-tls`, and copy the data-space CA certificate as ca.crt), or "
                 "set dsp.plain_http = true for a loopback test")
+    try:
+        config.data_roots()
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
     return config

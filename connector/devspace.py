@@ -4,8 +4,10 @@ integration tests and the benchmarks run on it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -102,6 +104,12 @@ class Connector:
     log: list[str] = field(default_factory=list)
 
     @property
+    def data_dir(self) -> Path:
+        """Its data root (``[assets] roots``): file assets lie here, beside the participant
+        directory (replicas sharing a participant directory share it too)."""
+        return self.directory.parent / f"{self.directory.name}-data"
+
+    @property
     def dsp_url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.dsp_port}"
 
@@ -192,6 +200,8 @@ class DataSpace:
         else:
             pid = json.loads((d / "participant.id").read_text())["id"]
         (d / "participant.id").write_text(json.dumps({"id": pid}))
+        data_dir = d.parent / f"{d.name}-data"
+        data_dir.mkdir(exist_ok=True)
         key = secrets.token_urlsafe(24)
         dsp, mgmt, data = free_port(), free_port(), free_port()
         scheme = "https" if self.tls else "http"
@@ -223,6 +233,9 @@ api_key = "{key}"
 [negotiation]
 counter_offers = "{counter_offers}"
 
+[assets]
+roots = ["{data_dir}"]
+
 [dataplane]
 host = "127.0.0.1"
 port = {data}
@@ -253,9 +266,9 @@ upstream_allow = {json.dumps(list(upstream_allow))}
 def offer_asset(provider: Connector, *, asset_id: str, contract: dict[str, Any],
                 access: dict[str, Any] | None = None, content: bytes = b"hello data space\n",
                 offer_id: str | None = None) -> str:
-    """Create an asset (a file), an access and a contract policy, and an offer; return the
-    catalog offer id the consumer negotiates (``<offer id>:<asset id>``)."""
-    path = provider.directory / f"{asset_id.replace(':', '_')}.bin"
+    """Create an asset (a file in the provider's data root), an access and a contract policy,
+    and an offer; return the catalog offer id the consumer negotiates (``<offer id>:<asset id>``)."""
+    path = asset_file(provider, asset_id)
     path.write_bytes(content)
     status, _ = provider.api("POST", "/api/assets", {"id": asset_id, "title": asset_id,
                                                      "dataAddress": {"type": "file", "path": str(path)}})
@@ -271,6 +284,12 @@ def offer_asset(provider: Connector, *, asset_id: str, contract: dict[str, Any],
     status, off = provider.api("POST", "/api/offers", body)
     assert status == 201, off
     return f"{off['id']}:{asset_id}"
+
+
+def asset_file(provider: Connector, asset_id: str) -> Path:
+    """Where ``offer_asset`` keeps an asset's file: in the provider's data root."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", asset_id)[:80]
+    return provider.data_dir / f"{name}-{hashlib.sha256(asset_id.encode()).hexdigest()[:8]}.bin"
 
 
 def negotiate(consumer: Connector, provider: Connector, offer_id: str,

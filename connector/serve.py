@@ -173,8 +173,11 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             local = LocalUse(cp)
             inbox = PushInbox(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
             dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts))
+        # where file assets may lie (checked when the config loaded; built now that the store
+        # and the audit log exist, so links to them are recognised too)
+        roots = config.data_roots()
         mgmt = management_app(cp, config.management_api_key(), audit=audit,
-                              downloads=downloads, local=local)
+                              downloads=downloads, local=local, data_roots=roots)
         runners = []
         urls = []
         pusher: PushRunner | None = None
@@ -186,7 +189,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             # consumers present transfer tokens here, not DATs: TLS without a client certificate
             data_ssl = None if config.dsp.plain_http else server_context(
                 cert, key, ca, require_client_cert=False)
-            lookup = TransferLookup(store, SsrfPolicy.from_config(dp.upstream_allow))
+            lookup = TransferLookup(store, SsrfPolicy.from_config(dp.upstream_allow), roots)
             cp.transfer_listeners.append(lookup.invalidate)
             book = receipt_book(dataplane_key(identity.key), identity.participant_id,
                                 identity.certificate, audit, lookup.consumer_of,

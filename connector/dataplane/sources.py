@@ -7,13 +7,19 @@ previous one (aiohttp's `StreamResponse.write` waits for the socket to drain), s
 at about one chunk per response whatever the size of the data.
 
 Small files (<= 64 KiB) are the exception: they are served from `SMALL_FILES`, an in-memory
-cache revalidated with one `stat` per file at most every second (see `SmallFileCache`), because
-opening a file in a worker thread costs more than the rest of a small response.
+cache revalidated at most every second (see `SmallFileCache`), because opening a file in a
+worker thread costs more than the rest of a small response.
+
+A file is opened only through its `DataRoots` (connector.assets): inside a data root, never a
+protected file, no symlink followed out of the root. That check runs at every open from disk and
+at every revalidation of a cached file, so a file replaced by a symlink out of its root is
+refused (403) at most one revalidation interval after the change, and its bytes were never read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import stat
@@ -27,6 +33,7 @@ from typing import BinaryIO, Protocol
 
 import aiohttp
 
+from connector.assets import DataRoots, PathRefused
 from connector.dataplane.ssrf import (
     GuardedResolver,
     Resolve,
@@ -38,6 +45,7 @@ from connector.dataplane.ssrf import (
     guarded_connector,
 )
 
+log = logging.getLogger(__name__)
 CHUNK_SIZE = 256 * 1024
 
 # Upstream response headers the consumer may see; everything else (Set-Cookie, auth challenges,
@@ -161,12 +169,31 @@ class CachedFile:
         return (st.st_ino, st.st_mtime_ns, st.st_size) == (self.ino, self.mtime_ns, self.size)
 
 
-def _read_small(path: str, limit: int) -> tuple[os.stat_result, bytes, os.stat_result]:
-    with open(path, "rb") as f:
-        before = os.fstat(f.fileno())
-        data = f.read(limit + 1)
-        after = os.fstat(f.fileno())
-    return before, data, after
+Opener = Callable[[str], int]  # path -> a read-only descriptor (DataRoots.open)
+
+
+def _probe(opener: Opener, path: str, known: CachedFile | None, limit: int
+           ) -> tuple[os.stat_result, bytes | None, os.stat_result | None]:
+    """Open ``path`` with ``opener`` (blocking): its identity, and if it is not the ``known``
+    file and at most ``limit`` bytes, its content (read up to ``limit + 1`` bytes) and its
+    identity after the read."""
+    fd = opener(path)
+    try:
+        before = os.fstat(fd)
+        if (known is not None and known.same_file(before)) or before.st_size > limit \
+                or not stat.S_ISREG(before.st_mode):
+            return before, None, None
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return before, b"".join(chunks), os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 class SmallFileCache:
@@ -204,9 +231,10 @@ class SmallFileCache:
         self._entries.clear()
         self.bytes = 0
 
-    async def get(self, path: str | os.PathLike[str]) -> CachedFile:
-        """The file as it is now (give or take `revalidate` seconds); raises OSError if it
-        cannot be read."""
+    async def get(self, path: str | os.PathLike[str], opener: Opener) -> CachedFile:
+        """The file as it is now (give or take `revalidate` seconds), opened with ``opener``
+        (which confines it to its data roots; one process serves under one set of roots).
+        Raises OSError if it cannot be read, PathRefused if it may not be."""
         path = os.fspath(path)
         entry = self._entries.get(path)
         if entry is not None and self._clock() - entry.checked < self.revalidate:
@@ -216,34 +244,34 @@ class SmallFileCache:
         loop = asyncio.get_running_loop()
         task = self._loading.get(path)
         if task is None or task.get_loop() is not loop:  # (a load of a loop since closed)
-            task = self._loading[path] = loop.create_task(self._load(path, entry))
+            task = self._loading[path] = loop.create_task(self._load(path, entry, opener))
             task.add_done_callback(lambda t: self._loading.pop(path, None) if self._loading.get(path) is t
                                    else None)
         # shielded: a cancelled request must not cancel a load other requests wait for
         return await asyncio.shield(task)
 
-    async def _load(self, path: str, old: CachedFile | None) -> CachedFile:
+    async def _load(self, path: str, old: CachedFile | None, opener: Opener) -> CachedFile:
         loop = asyncio.get_running_loop()
         self.loads += 1
         checked = self._clock()
         try:
-            st = await loop.run_in_executor(None, os.stat, path)
-        except OSError:
+            st, data, after = await loop.run_in_executor(
+                None, _probe, opener, path, old, self.max_file)
+        except (OSError, PathRefused):
             self._forget(path)
             raise
         if old is not None and old.same_file(st):
             old.checked = checked
             return old
         self._forget(path)
-        if st.st_size > self.max_file or not stat.S_ISREG(st.st_mode):
+        if data is None or after is None:  # large, or not a regular file: streamed from disk
             return self._keep(path, CachedFile(st.st_ino, st.st_mtime_ns, st.st_size, None, checked))
-        before, data, after = await loop.run_in_executor(None, _read_small, path, self.max_file)
-        entry = CachedFile(before.st_ino, before.st_mtime_ns, before.st_size, data, checked)
+        entry = CachedFile(st.st_ino, st.st_mtime_ns, st.st_size, data, checked)
         if len(data) > self.max_file:  # grew past the limit meanwhile: stream it
             entry.data = None
             return self._keep(path, entry)
-        stable = entry.same_file(after) and len(data) == before.st_size
-        if not stable or self._wall() - before.st_mtime_ns / 1e9 < self.racy:
+        stable = entry.same_file(after) and len(data) == st.st_size
+        if not stable or self._wall() - st.st_mtime_ns / 1e9 < self.racy:
             entry.checked = float("-inf")  # served this once, not kept: the next request looks again
             return entry
         return self._keep(path, entry)
@@ -269,22 +297,46 @@ class SmallFileCache:
 SMALL_FILES = SmallFileCache()
 
 
+NOT_AVAILABLE = "the data is not available"
+ASSET_GONE = "the asset of this agreement no longer exists"
+
+
+@dataclass(frozen=True, slots=True)
+class UnavailableSource:
+    """Answers every request with one refusal: the agreement's asset is gone, or its data
+    address cannot be served (the data plane then refuses with a reason, not a 500)."""
+
+    status: int
+    reason: str
+
+    async def open(self, range_header: str | None = None) -> SourceResponse:
+        return error_response(self.status, self.reason)
+
+
+def _refused(exc: PathRefused) -> SourceResponse:
+    log.warning("file asset refused: %s", exc)  # the operator's detail, with the paths
+    return error_response(403, exc.reason)
+
+
 @dataclass(frozen=True, slots=True)
 class FileSource:
-    """A local file, read in `chunk_size` pieces in a worker thread (the loop never blocks);
-    a small one from `cache` (None: always from disk)."""
+    """A local file inside the data roots `roots`, read in `chunk_size` pieces in a worker
+    thread (the loop never blocks); a small one from `cache` (None: always from disk)."""
 
     path: Path
     content_type: str = "application/octet-stream"
     chunk_size: int = CHUNK_SIZE
     cache: SmallFileCache | None = SMALL_FILES
+    roots: DataRoots = field(kw_only=True)
 
     async def open(self, range_header: str | None = None) -> SourceResponse:
         if self.cache is not None:
             try:
-                cached = await self.cache.get(self.path)
+                cached = await self.cache.get(self.path, self.roots.open)
+            except PathRefused as exc:
+                return _refused(exc)
             except OSError:
-                return error_response(404, "the data is not available")
+                return error_response(404, NOT_AVAILABLE)
             if cached.data is not None:
                 return self._from_memory(cached.data, cached.etag, range_header)
         return await self._from_disk(range_header)
@@ -308,9 +360,12 @@ class FileSource:
     async def _from_disk(self, range_header: str | None) -> SourceResponse:
         loop = asyncio.get_running_loop()
         try:
-            f: BinaryIO = await loop.run_in_executor(None, open, self.path, "rb")
+            fd = await loop.run_in_executor(None, self.roots.open, os.fspath(self.path))
+        except PathRefused as exc:
+            return _refused(exc)
         except OSError:
-            return error_response(404, "the data is not available")
+            return error_response(404, NOT_AVAILABLE)
+        f: BinaryIO = os.fdopen(fd, "rb")
         try:
             st = os.fstat(f.fileno())
             size = st.st_size

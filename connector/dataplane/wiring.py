@@ -16,12 +16,13 @@ import jwt
 from aiohttp import web
 from cryptography import x509
 
+from connector.assets import DataRoots
 from connector.audit.log import AuditLog
 from connector.audit.receipts import RECEIPT_KIND, receipt_data
 from connector.dataplane.app import create_app
 from connector.dataplane.pep import AgreementPolicy, TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptChain
-from connector.dataplane.sources import FileSource, HttpSource
+from connector.dataplane.sources import ASSET_GONE, FileSource, HttpSource, UnavailableSource
 from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.tokencache import TokenCache
 from connector.dataplane.uses import UseReservations
@@ -44,8 +45,9 @@ class TransferLookup:
     terminate, complete); the TTL bounds how long a change made through another replica takes
     to reach this one."""
 
-    def __init__(self, store: Store, upstream: SsrfPolicy, ttl: float = 1.0) -> None:
-        self._load = _loader(store, upstream)
+    def __init__(self, store: Store, upstream: SsrfPolicy, roots: DataRoots,
+                 ttl: float = 1.0) -> None:
+        self._load = _loader(store, upstream, roots)
         self._ttl = ttl
         self._cache: dict[str, tuple[float, TransferView | None]] = {}
         self._consumers: dict[str, str] = {}  # transfer -> consumer, for receipts' audit entries
@@ -71,7 +73,8 @@ class TransferLookup:
         return view
 
 
-def _loader(store: Store, upstream: SsrfPolicy) -> Callable[[str], Awaitable[TransferView | None]]:
+def _loader(store: Store, upstream: SsrfPolicy, roots: DataRoots
+            ) -> Callable[[str], Awaitable[TransferView | None]]:
     compiled: dict[str, AgreementPolicy] = {}
 
     async def lookup(transfer_id: str) -> TransferView | None:
@@ -91,17 +94,22 @@ def _loader(store: Store, upstream: SsrfPolicy) -> Callable[[str], Awaitable[Tra
         return TransferView(
             transfer_id=row.id, agreement_id=agreement.id, consumer_id=agreement.consumer_id,
             state=SERVING.get(row.state, row.state), agreement=policy,
-            source=_source(address or {}, upstream), started_at=agreement.signed_at)
+            source=_source(address, upstream, roots), started_at=agreement.signed_at)
     return lookup
 
 
-def _source(address: dict[str, Any], upstream: SsrfPolicy) -> Any:
+def _source(address: dict[str, Any] | None, upstream: SsrfPolicy, roots: DataRoots) -> Any:
+    """The source of an asset's data address; a refusing one when the asset is gone (deleted
+    behind the store's back: the store refuses to delete an asset under an agreement) or its
+    address is unusable."""
+    if address is None:
+        return UnavailableSource(410, ASSET_GONE)
     kind = address.get("type")
-    if kind == "file" and address.get("path"):
-        return FileSource(Path(address["path"]), chunk_size=4 << 20)
+    if kind == "file" and isinstance(address.get("path"), str) and address["path"]:
+        return FileSource(Path(address["path"]), chunk_size=4 << 20, roots=roots)
     if kind == "http" and address.get("url"):
         return HttpSource(address["url"], upstream, headers=dict(address.get("headers") or {}))
-    return None
+    return UnavailableSource(403, "the asset has no data address this data plane can serve")
 
 
 class SharedReceipts:
@@ -177,6 +185,7 @@ def transfer_tokens(key: SigningKey, participant_id: str, *,
 def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: str,
                   public_url: str, signer: SigningKey, upstream_allow: list[str],
                   lookup: TransferLookup | None = None,
+                  roots: DataRoots | None = None,
                   revocations: RevocationStatus | None = None,
                   certificate: x509.Certificate | None = None,
                   audit: AuditLog | None = None,
@@ -185,7 +194,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
     """``revocations``: the authority's revocation list (the DAT verifier's): a revoked
     consumer's transfer tokens stop working within its poll interval, cached ones included.
     ``certificate`` goes into every receipt (x5c) so consumers tie its key to this participant;
-    every receipt signed is appended to ``audit``."""
+    every receipt signed is appended to ``audit``. ``roots``: where file assets may lie (none:
+    every file asset is refused), for the lookup made here when ``lookup`` is not given."""
     verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
                                      provider_id=participant_id, audience=public_url,
                                      cache_claims=False, revocations=revocations,
@@ -195,7 +205,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
     def revoked(claims: Any) -> bool:
         return revocations is not None and claims.subject in revocations.revoked
 
-    lookup = lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow))
+    lookup = lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow),
+                                      roots or DataRoots())
     book = receipts or receipt_book(signing, participant_id, certificate, audit, lookup.consumer_of,
                                     store=store)
     shared: SharedReceipts | None = book.shared

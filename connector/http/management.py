@@ -10,6 +10,7 @@ are stored but never echoed back.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import uuid
@@ -21,6 +22,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from connector.assets import DataRoots, PathRefused, path_problem
+from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
 from connector.odrl.plain import PREFIXES, expand_term
 from connector.odrl.templates import TemplateError, fill
 from connector.protocol import negotiation as neg
@@ -29,7 +32,7 @@ from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import CatalogRequestMessage
 from connector.protocol.negotiation import NegotiationState
 from connector.runtime import ControlPlane, policy_problems, row_to_negotiation, row_to_transfer
-from connector.store import DuplicateKey, ReferenceViolation
+from connector.store import DuplicateKey, ReferenceViolation, StillReferenced
 from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow, TransferRow
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,7 +53,9 @@ class _In(BaseModel):
 
 class DataAddressIn(_In):
     type: Literal["file", "http"]
-    path: str | None = None
+    path: str | None = Field(default=None, description=(
+        "file: an absolute path inside one of the connector's data roots ([assets] roots); "
+        "'..' and symlinks are resolved before the check"))
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
 
@@ -58,13 +63,20 @@ class DataAddressIn(_In):
     def _shape(self) -> DataAddressIn:
         if self.type == "file" and not self.path:
             raise ValueError("a file data address needs 'path'")
+        if self.type == "file" and self.path:
+            problem = path_problem(self.path)
+            if problem is not None:
+                raise ValueError(problem)
         if self.type == "http" and not (self.url and self.url.startswith(("http://", "https://"))):
             raise ValueError("an http data address needs an http(s) 'url'")
         return self
 
 
+ID_DESCRIPTION = f"optional; {ID_RULE}; none: urn:<kind>:<uuid>"
+
+
 class AssetIn(_In):
-    id: str | None = None
+    id: str | None = Field(default=None, description=ID_DESCRIPTION)
     title: str | None = None
     description: str | None = None
     keywords: list[str] = Field(default_factory=list)
@@ -73,7 +85,7 @@ class AssetIn(_In):
 
 
 class PolicyIn(_In):
-    id: str | None = None
+    id: str | None = Field(default=None, description=ID_DESCRIPTION)
     template: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     policy: dict[str, Any] | None = None
@@ -86,7 +98,7 @@ class PolicyIn(_In):
 
 
 class OfferIn(_In):
-    id: str | None = None
+    id: str | None = Field(default=None, description=ID_DESCRIPTION)
     asset_ids: list[str] | None = Field(default=None, alias="assetIds")
     all_assets: bool = Field(default=False, alias="allAssets")
     access_policy_id: str = Field(alias="accessPolicyId")
@@ -165,12 +177,20 @@ def _parse(model: type[BaseModel], data: Any) -> Any:
         raise ApiError(400, f"invalid {model.__name__.removesuffix('In').lower()}", details) from exc
 
 
-def _new_id(given: str | None, kind: str) -> str:
-    if given is None:
-        return f"urn:{kind}:{uuid.uuid4()}"
-    if not (0 < len(given) <= 200) or any(c.isspace() for c in given):
-        raise ApiError(400, f"invalid {kind} id: 1-200 characters, no spaces")
-    return given
+def _new_id(given: str | None, kind: IdKind) -> str:
+    try:
+        return new_id(given, kind)
+    except InvalidId as exc:
+        raise ApiError(400, str(exc)) from exc
+
+
+def _ref(given: str, kind: IdKind) -> str:
+    """A reference to an asset or policy, by the same rule as its id (``weather`` ->
+    ``urn:asset:weather``)."""
+    try:
+        return resolve_id(given, kind)
+    except InvalidId as exc:
+        raise ApiError(400, str(exc)) from exc
 
 
 # ------------------------------------------------------------------ policies in plain JSON
@@ -301,9 +321,12 @@ def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
 
 
 def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
-                   downloads: Any = None, local: Any = None) -> web.Application:
+                   downloads: Any = None, local: Any = None,
+                   data_roots: DataRoots | None = None) -> web.Application:
     """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
-    (connector.consumer.LocalUse): governed reads of the vault's copies."""
+    (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
+    file assets may lie (none: file assets are refused)."""
+    roots = data_roots or DataRoots()
     key = api_key.encode()
 
     @web.middleware
@@ -358,6 +381,9 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
             try:
                 async with store.transaction() as tx:
                     found = await getattr(tx, repo).delete(request.match_info["id"])
+            except StillReferenced as exc:
+                raise ApiError(409, f"cannot delete the {noun}: {exc}", [
+                    f"{kind}: {i}" for kind, ids in exc.referrers.items() for i in ids]) from exc
             except ReferenceViolation as exc:
                 raise ApiError(409, f"cannot delete the {noun}: {in_use}") from exc
             if not found:
@@ -396,7 +422,14 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     # -- assets
     async def add_asset(request: web.Request) -> web.Response:
         a = _parse(AssetIn, await body(request))
-        row = AssetRow(id=_new_id(a.id, "asset"), created_at=cp.clock(), title=a.title,
+        asset_id = _new_id(a.id, "asset")
+        if a.data_address.type == "file" and a.data_address.path is not None:
+            try:  # resolves symlinks and opens the file: blocking, off the loop
+                await asyncio.get_running_loop().run_in_executor(
+                    None, roots.admit, a.data_address.path)
+            except PathRefused as exc:
+                raise ApiError(400, f"invalid file data address: {exc}") from exc
+        row = AssetRow(id=asset_id, created_at=cp.clock(), title=a.title,
                        description=a.description, keywords=tuple(a.keywords),
                        content_type=a.content_type,
                        data_address=a.data_address.model_dump(exclude_none=True))
@@ -429,17 +462,20 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     # -- offers
     async def add_offer(request: web.Request) -> web.Response:
         o = _parse(OfferIn, await body(request))
-        selector = {"all": True} if o.all_assets else {"assetIds": o.asset_ids}
-        row = OfferRow(id=_new_id(o.id, "offer"), access_policy_id=o.access_policy_id,
-                       contract_policy_id=o.contract_policy_id, created_at=cp.clock(),
+        asset_ids = list(dict.fromkeys(_ref(a, "asset") for a in o.asset_ids or ()))
+        access, contract = _ref(o.access_policy_id, "policy"), _ref(o.contract_policy_id, "policy")
+        selector = {"all": True} if o.all_assets else {"assetIds": asset_ids}
+        row = OfferRow(id=_new_id(o.id, "offer"), access_policy_id=access,
+                       contract_policy_id=contract, created_at=cp.clock(),
                        asset_selector=selector)
         async with store.transaction() as tx:
-            for pid in (o.access_policy_id, o.contract_policy_id):
+            for pid in (access, contract):
                 if await tx.policies.get(pid) is None:
                     raise ApiError(400, f"no policy {pid}")
-            if o.asset_ids:
-                known = {a.id for a in await tx.assets.list(ids=o.asset_ids, limit=None)}
-                missing = [a for a in o.asset_ids if a not in known]
+            if asset_ids:
+                # share-locked: an asset cannot be deleted while this offer is being added
+                known = set(await tx.assets.lock(asset_ids))
+                missing = [a for a in asset_ids if a not in known]
                 if missing:
                     raise ApiError(400, f"no asset {', '.join(missing)}")
             try:

@@ -18,6 +18,7 @@ from connector.store.errors import (
     NotFound,
     ReferenceViolation,
     SchemaTooNew,
+    StillReferenced,
     StoreError,
 )
 from connector.store.rows import (
@@ -59,6 +60,7 @@ __all__ = [
     "ReferenceViolation",
     "Role",
     "SchemaTooNew",
+    "StillReferenced",
     "Store",
     "StoreError",
     "Transaction",

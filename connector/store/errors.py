@@ -19,6 +19,23 @@ class ReferenceViolation(StoreError):
     """A foreign key failed: the row refers to a missing row, or is still referred to (409)."""
 
 
+class StillReferenced(ReferenceViolation):
+    """A row cannot be deleted while other rows refer to it: an asset listed by an offer or
+    targeted by an agreement, a policy used by an offer. ``referrers`` maps the kind of each
+    referring row ("offer", "agreement") to (some of) their ids; ``more`` is True when there
+    are more than listed."""
+
+    def __init__(self, kind: str, row_id: str, referrers: dict[str, tuple[str, ...]],
+                 more: bool = False) -> None:
+        named = "; ".join(f"{k}s {', '.join(ids)}" for k, ids in referrers.items() if ids)
+        super().__init__(f"{kind} {row_id!r} is still referred to by {named}"
+                         f"{' and more' if more else ''}")
+        self.kind = kind
+        self.row_id = row_id
+        self.referrers = referrers
+        self.more = more
+
+
 class ConcurrentUpdate(StoreError):
     """Optimistic concurrency: the row changed since it was read (expected version is stale).
 

@@ -18,7 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.store import schema as t
-from connector.store.errors import ConcurrentUpdate, DuplicateKey, NotFound, StoreError
+from connector.store.errors import (
+    ConcurrentUpdate,
+    DuplicateKey,
+    NotFound,
+    StillReferenced,
+    StoreError,
+)
 from connector.store.rows import (
     OUTBOX_STATUSES,
     AgreementRow,
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
 Upsert = postgresql.Insert | sqlite.Insert
 P = TypeVar("P", NegotiationRow, TransferRow)
 MAX_ERROR_LENGTH = 4000
+REFERRERS_NAMED = 10  # ids of referring rows a StillReferenced names, per kind
 
 
 def _values(row: Any) -> dict[str, Any]:
@@ -78,6 +85,24 @@ class _Repository:
     async def _count(self, table: sa.Table, where: Sequence[sa.ColumnElement[bool]] = ()) -> int:
         result = await self._execute(sa.select(sa.func.count()).select_from(table).where(*where))
         return int(result.scalar_one())
+
+    async def _referrers(self, id_column: sa.ColumnElement[Any], where: sa.ColumnElement[bool]
+                         ) -> tuple[tuple[str, ...], bool]:
+        """Up to REFERRERS_NAMED ids of the rows ``where`` selects, and whether there are more."""
+        stmt = sa.select(id_column).where(where).order_by(id_column).limit(REFERRERS_NAMED + 1)
+        ids = tuple(row[0] for row in await self._execute(stmt))
+        return ids[:REFERRERS_NAMED], len(ids) > REFERRERS_NAMED
+
+    def _offer_lists(self, asset_id: str) -> sa.ColumnElement[bool]:
+        """An offer's selector lists ``asset_id`` in its assetIds (``allAssets`` offers do not
+        refer to any asset in particular: a deleted asset just leaves their datasets)."""
+        selector = t.offers.c.asset_selector
+        if self._tx.dialect == "postgresql":
+            listed = selector.op("->", return_type=postgresql.JSONB)("assetIds")
+            return listed.op("@>", return_type=sa.Boolean)(
+                sa.func.jsonb_build_array(sa.cast(asset_id, sa.Text)))
+        each = sa.func.json_each(selector, "$.assetIds").table_valued("value")
+        return sa.select(sa.literal(1)).select_from(each).where(each.c.value == asset_id).exists()
 
 
 # --------------------------------------------------------------------------- participants
@@ -166,8 +191,30 @@ class AssetRepository(_Repository):
         return values
 
     async def delete(self, asset_id: str) -> bool:
+        """Delete; False if unknown. `StillReferenced` (and nothing deleted: the caller's
+        transaction rolls back) while an offer lists the asset or an agreement targets it.
+
+        The row is deleted first and the referrers looked up after: the delete holds the row's
+        lock, so on PostgreSQL an offer or agreement being added for the asset meanwhile (they
+        share-lock it: `lock`, `AgreementRepository.add`) either committed before and is seen
+        here, or waits and then finds the asset gone."""
         a = t.assets
-        return (await self._execute(sa.delete(a).where(a.c.id == asset_id))).rowcount == 1
+        if (await self._execute(sa.delete(a).where(a.c.id == asset_id))).rowcount != 1:
+            return False
+        offers, more_offers = await self._referrers(t.offers.c.id, self._offer_lists(asset_id))
+        agreements, more_agreements = await self._referrers(
+            t.agreements.c.id, t.agreements.c.target == asset_id)
+        if offers or agreements:
+            raise StillReferenced("asset", asset_id, {"offer": offers, "agreement": agreements},
+                                  more_offers or more_agreements)
+        return True
+
+    async def lock(self, asset_ids: Sequence[str]) -> list[str]:
+        """Those of ``asset_ids`` that exist, share-locked until the transaction ends (on
+        PostgreSQL; SQLite's writer lock covers it): they cannot be deleted meanwhile."""
+        a = t.assets
+        stmt = sa.select(a.c.id).where(a.c.id.in_(list(asset_ids))).with_for_update(read=True)
+        return [row[0] for row in await self._execute(stmt)]
 
     async def get(self, asset_id: str) -> AssetRow | None:
         a = t.assets
@@ -222,8 +269,13 @@ class PolicyRepository(_Repository):
         return policy
 
     async def delete(self, policy_id: str) -> bool:
-        """Delete; `ReferenceViolation` while an offer uses the policy."""
-        p = t.policies
+        """Delete; False if unknown. `StillReferenced` while an offer uses the policy (its
+        foreign keys keep a concurrent offer from slipping in between: `ReferenceViolation`)."""
+        o, p = t.offers, t.policies
+        offers, more = await self._referrers(
+            o.c.id, sa.or_(o.c.access_policy_id == policy_id, o.c.contract_policy_id == policy_id))
+        if offers:
+            raise StillReferenced("policy", policy_id, {"offer": offers}, more)
         return (await self._execute(sa.delete(p).where(p.c.id == policy_id))).rowcount == 1
 
     async def get(self, policy_id: str) -> PolicyRow | None:
@@ -522,7 +574,10 @@ class LeaseRepository(_Repository):
 
 class AgreementRepository(_Repository):
     async def add(self, agreement: AgreementRow) -> AgreementRow:
-        """Insert; `DuplicateKey` if the id exists. Agreements are never changed."""
+        """Insert; `DuplicateKey` if the id exists. Agreements are never changed. The target
+        asset, if this store has it (a provider's agreement), is share-locked first, so it
+        cannot be deleted under the new agreement (see `AssetRepository.delete`)."""
+        await AssetRepository(self._tx).lock([agreement.target])
         a = t.agreements
         result = await self._execute(
             self._insert(a)

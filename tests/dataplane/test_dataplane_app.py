@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from dataplane_testlib import CONSUMER, PROVIDER, Provider, agreement_doc, count_lteq, transfer
 
+from connector.assets import DataRoots
 from connector.dataplane.app import create_app
 from connector.dataplane.pep import TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptError, ReceiptVerifier
@@ -23,6 +24,11 @@ from connector.dataplane.sources import FileSource, SmallFileCache
 from connector.dataplane.uses import UseReservations
 from connector.identity.jose import VerificationKey
 from connector.store import Store
+
+
+def file_source(path: Path, *args: Any, **kwargs: Any) -> FileSource:
+    """A file source confined to the file's own folder (its data root)."""
+    return FileSource(path, *args, roots=DataRoots.build([path.parent]), **kwargs)
 
 
 class Plane:
@@ -64,7 +70,7 @@ async def test_streams_and_receipts_cover_every_response(tmp_path: Path, store: 
     data = os.urandom(300_000)
     path.write_bytes(data)
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([count_lteq(5)]), source=FileSource(path))},
+    plane = Plane(p, {"t1": transfer(agreement_doc([count_lteq(5)]), source=file_source(path))},
                   store.consume_use)
     client = await client_for(plane)
     try:
@@ -107,8 +113,8 @@ async def test_auth_errors_and_denies(tmp_path: Path) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"hello")
     p = Provider()
-    views = {"t1": transfer(agreement_doc([]), source=FileSource(path)),
-             "t3": transfer(agreement_doc([]), source=FileSource(path), state="SUSPENDED", transfer_id="t3")}
+    views = {"t1": transfer(agreement_doc([]), source=file_source(path)),
+             "t3": transfer(agreement_doc([]), source=file_source(path), state="SUSPENDED", transfer_id="t3")}
     plane = Plane(p, views, _no_count)
     client = await client_for(plane)
     try:
@@ -143,7 +149,7 @@ async def test_concurrent_requests_through_the_app_count_exactly(tmp_path: Path,
     path = tmp_path / "d.bin"
     path.write_bytes(b"payload")
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([count_lteq(10)]), source=FileSource(path))},
+    plane = Plane(p, {"t1": transfer(agreement_doc([count_lteq(10)]), source=file_source(path))},
                   store.consume_use)
     client = await client_for(plane)
     try:
@@ -162,9 +168,9 @@ async def test_reserved_uses_through_the_app_count_exactly_and_go_back_on_shutdo
     path = tmp_path / "d.bin"
     path.write_bytes(b"payload")
     p = Provider()
-    views = {"t1": transfer(agreement_doc([count_lteq(10)]), source=FileSource(path)),
+    views = {"t1": transfer(agreement_doc([count_lteq(10)]), source=file_source(path)),
              "t2": transfer(agreement_doc([count_lteq(1000)], uid="urn:agreement:2"),
-                            source=FileSource(path), transfer_id="t2", agreement_id="urn:agreement:2")}
+                            source=file_source(path), transfer_id="t2", agreement_id="urn:agreement:2")}
     uses = UseReservations(store)
     plane = Plane(p, views, uses)
     client = await client_for(plane)
@@ -193,7 +199,7 @@ async def test_small_file_from_memory_with_ranges_and_receipts(tmp_path: Path) -
     os.utime(path, (old, old))
     cache = SmallFileCache()
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=FileSource(path, cache=cache))}, _no_count)
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=file_source(path, cache=cache))}, _no_count)
     client = await client_for(plane)
     try:
         auth = {"Authorization": "Bearer " + p.token()}
@@ -222,14 +228,14 @@ async def test_suspended_while_the_source_opens_is_a_deny(tmp_path: Path, size: 
     path = tmp_path / "data.bin"
     path.write_bytes(b"s" * size)
     p = Provider()
-    views = {"t1": transfer(agreement_doc([]), source=FileSource(path))}
+    views = {"t1": transfer(agreement_doc([]), source=file_source(path))}
     plane = Plane(p, views, _no_count)
-    suspended = transfer(agreement_doc([]), source=FileSource(path), state="SUSPENDED")
+    suspended = transfer(agreement_doc([]), source=file_source(path), state="SUSPENDED")
 
     class Suspending:
         async def open(self, range_header: str | None = None) -> Any:
             plane.views["t1"] = suspended  # suspended while the source opens
-            return await FileSource(path).open(range_header)
+            return await file_source(path).open(range_header)
 
     views["t1"] = transfer(agreement_doc([]), source=Suspending())
     client = await client_for(plane)
@@ -252,7 +258,7 @@ async def test_64_mib_streamed_in_bounded_memory(tmp_path: Path) -> None:
             h.update(chunk)
             f.write(chunk)
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=FileSource(path))}, _no_count)
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=file_source(path))}, _no_count)
     client = await client_for(plane)
     try:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -283,7 +289,7 @@ async def test_ticker_issues_receipts_without_a_request(tmp_path: Path) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"x")
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=FileSource(path))}, _no_count)
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=file_source(path))}, _no_count)
     book = ReceiptBook(p.key, PROVIDER, interval=0.05, clock=p.clock)
 
     async def lookup(transfer_id: str) -> TransferView | None:
@@ -357,7 +363,7 @@ async def test_large_files_go_out_with_sendfile_and_their_receipts_hold(tmp_path
     first = os.urandom(3 * SENDFILE_MIN)
     path.write_bytes(first)
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=FileSource(path))}, _no_count)
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=file_source(path))}, _no_count)
     client = await client_for(plane)
     auth = {"Authorization": "Bearer " + p.token()}
     try:

@@ -8,11 +8,13 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from connector.assets import DataRoots
 from connector.dataplane.sources import (
     ByteRange,
     FileSource,
@@ -27,6 +29,11 @@ from connector.dataplane.ssrf import SsrfPolicy
 
 LOOPBACK_OK = SsrfPolicy.from_config(["127.0.0.1/32"])
 SECRET = "upstream-api-key-s3cr3t"
+
+
+def file_source(path: Path, *args: Any, **kwargs: Any) -> FileSource:
+    """A file source confined to the file's own folder (its data root)."""
+    return FileSource(path, *args, roots=DataRoots.build([path.parent]), **kwargs)
 
 
 @pytest.mark.parametrize(("header", "expected"), [
@@ -72,7 +79,7 @@ def data_file(tmp_path: Path) -> Path:
 async def test_file_source_whole_and_ranges(data_file: Path) -> None:
     data = data_file.read_bytes()
     size = len(data)
-    src = FileSource(data_file, "application/x-test", chunk_size=100_000)
+    src = file_source(data_file, "application/x-test", chunk_size=100_000)
     whole = await src.open(None)
     assert whole.status == 200 and whole.headers["Content-Length"] == str(size)
     assert whole.headers["Accept-Ranges"] == "bytes" and "ETag" in whole.headers
@@ -87,7 +94,7 @@ async def test_file_source_whole_and_ranges(data_file: Path) -> None:
     bad = await src.open(f"bytes={size}-")
     assert bad.status == 416 and bad.headers["Content-Range"] == f"bytes */{size}"
     assert await body_of(bad) == b""
-    missing = await FileSource(data_file.with_name("nope")).open(None)
+    missing = await file_source(data_file.with_name("nope")).open(None)
     assert missing.status == 404
 
 
@@ -122,14 +129,14 @@ async def test_small_file_served_from_memory_with_ranges(tmp_path: Path, cache: 
     path = tmp_path / "small.bin"
     data = bytes(range(200))
     write_at(path, data, time.time() - 60)
-    src = FileSource(path, "text/plain", cache=cache)
+    src = file_source(path, "text/plain", cache=cache)
     whole = await src.open(None)
     assert (whole.status, whole.body, await body_of(whole)) == (200, data, data)
     st = path.stat()
     assert whole.headers == {"Content-Type": "text/plain", "Accept-Ranges": "bytes",
                              "ETag": f'"{st.st_mtime_ns:x}-{st.st_size:x}"', "Content-Length": "200"}
     # the same headers as the streaming path gives
-    assert (await FileSource(path, "text/plain", cache=None).open(None)).headers == whole.headers
+    assert (await file_source(path, "text/plain", cache=None).open(None)).headers == whole.headers
     part = await src.open("bytes=10-19")
     assert (part.status, part.body, part.headers["Content-Range"]) == (206, data[10:20], "bytes 10-19/200")
     assert part.headers["Content-Length"] == "10" and await body_of(part) == data[10:20]
@@ -142,7 +149,7 @@ async def test_changed_file_is_served_fresh_after_revalidation(tmp_path: Path, c
                                                                clock: Clock) -> None:
     path = tmp_path / "small.bin"
     write_at(path, b"a" * 100, time.time() - 60)
-    src = FileSource(path, cache=cache)
+    src = file_source(path, cache=cache)
     first = await src.open(None)
     assert first.body == b"a" * 100
     write_at(path, b"b" * 100, time.time() - 30)  # same size, another mtime
@@ -173,7 +180,7 @@ async def test_recently_modified_file_is_not_kept(tmp_path: Path, cache: SmallFi
     with the same size, invisibly to the check: it is read afresh until it has settled."""
     path = tmp_path / "small.bin"
     path.write_bytes(b"x" * 10)
-    src = FileSource(path, cache=cache)
+    src = file_source(path, cache=cache)
     assert (await src.open(None)).body == b"x" * 10
     path.write_bytes(b"y" * 10)
     assert (await src.open(None)).body == b"y" * 10
@@ -183,7 +190,7 @@ async def test_recently_modified_file_is_not_kept(tmp_path: Path, cache: SmallFi
 async def test_concurrent_misses_share_one_load(tmp_path: Path, cache: SmallFileCache) -> None:
     path = tmp_path / "small.bin"
     write_at(path, b"z" * 300, time.time() - 60)
-    rs = await asyncio.gather(*(FileSource(path, cache=cache).open(None) for _ in range(20)))
+    rs = await asyncio.gather(*(file_source(path, cache=cache).open(None) for _ in range(20)))
     assert all(r.body == b"z" * 300 for r in rs)
     assert cache.loads == 1
 
@@ -191,9 +198,9 @@ async def test_concurrent_misses_share_one_load(tmp_path: Path, cache: SmallFile
 async def test_cache_memory_is_bounded(tmp_path: Path, cache: SmallFileCache) -> None:
     for i in range(5):
         write_at(tmp_path / f"{i}.bin", bytes([i]) * 1000, time.time() - 60)
-        assert (await FileSource(tmp_path / f"{i}.bin", cache=cache).open(None)).body == bytes([i]) * 1000
+        assert (await file_source(tmp_path / f"{i}.bin", cache=cache).open(None)).body == bytes([i]) * 1000
     assert cache.bytes <= 2500 and len(cache) == 2  # least recently used out
-    assert (await FileSource(tmp_path / "0.bin", cache=cache).open(None)).body == bytes([0]) * 1000
+    assert (await file_source(tmp_path / "0.bin", cache=cache).open(None)).body == bytes([0]) * 1000
 
 
 # --- HTTP upstream ------------------------------------------------------------------------

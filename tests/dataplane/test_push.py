@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from dataplane_testlib import PROVIDER, FakeClock
 
+from connector.assets import DataRoots
 from connector.dataplane.push import PushResult, push
 from connector.dataplane.receipts import Coverage, ReceiptChain, ReceiptError, ReceiptVerifier
 from connector.dataplane.receiver import RESPONSES, PushTarget, new_push_secret, push_receiver
@@ -31,6 +32,11 @@ LOOPBACK_OK = SsrfPolicy.from_config(["127.0.0.1/32"])
 PROVIDER_PID = "urn:uuid:provider-process-1"  # the chain is the provider's: its transfer id
 CONSUMER_PID = "consumer-process-1"  # the receiver's path segment: the consumer's transfer id
 AGREEMENT = "urn:agreement:1"
+
+
+def file_source(path: Path, *args: Any, **kwargs: Any) -> FileSource:
+    """A file source confined to the file's own folder (its data root)."""
+    return FileSource(path, *args, roots=DataRoots.build([path.parent]), **kwargs)
 
 
 async def allowed() -> str | None:
@@ -250,7 +256,7 @@ async def start_app(handler: Callable[[web.Request], Awaitable[web.StreamRespons
 async def test_push_file_delivers_and_receipts_verify(tmp_path: Path, consumer: Consumer,
                                                       chain: ReceiptChain, clock: FakeClock) -> None:
     data = write_random(tmp_path / "src.bin", 3 * 1024 * 1024 + 17)
-    r = await run_push(FileSource(tmp_path / "src.bin"), consumer, chain, clock, content_type="text/csv")
+    r = await run_push(file_source(tmp_path / "src.bin"), consumer, chain, clock, content_type="text/csv")
     assert r.ok, r.reason
     assert (r.status, r.bytes, r.sha256, r.seq, r.reason) == (
         200, len(data), hashlib.sha256(data).hexdigest(), 1, "")
@@ -268,7 +274,7 @@ async def test_push_file_delivers_and_receipts_verify(tmp_path: Path, consumer: 
     # a second push in the same transfer: the chain continues, the receipts cover both
     clock.advance(5)
     data2 = write_random(tmp_path / "src.bin", 1000)
-    r2 = await run_push(FileSource(tmp_path / "src.bin"), consumer, chain, clock)
+    r2 = await run_push(file_source(tmp_path / "src.bin"), consumer, chain, clock)
     assert r2.ok and r2.seq == 2 and len(r2.receipts) == 2
     assert consumer.target.path.read_bytes() == data2
     assert consumer.coverage[-1] == Coverage(seq_to=2, bytes=len(data) + len(data2), receipts=2)
@@ -299,7 +305,7 @@ async def test_push_64_mib_in_bounded_memory(tmp_path: Path, consumer: Consumer,
             f.write(chunk)
     tracemalloc.start()
     try:
-        r = await run_push(FileSource(path), consumer, chain, clock)
+        r = await run_push(file_source(path), consumer, chain, clock)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -396,7 +402,7 @@ async def test_still_allowed_cuts_the_upload_off(tmp_path: Path, consumer_either
         return "the transfer is SUSPENDED"
 
     chunk = 64 * 1024
-    source: Any = FileSource(tmp_path / "src.bin", chunk_size=chunk)
+    source: Any = file_source(tmp_path / "src.bin", chunk_size=chunk)
     if not announce:  # the chunked case: the destination must not see a complete body either
         source = MemorySource([data[i:i + chunk] for i in range(0, len(data), chunk)], length=None)
     r = await run_push(source, consumer, chain, clock, still_allowed=still_allowed)
@@ -410,9 +416,9 @@ async def test_still_allowed_cuts_the_upload_off(tmp_path: Path, consumer_either
     assert consumer.recorded == {}
     # resumed: the next push declares the response that broke off, so the consumer can follow
     # the chain over it (without it, the receipts cannot be verified)
-    again = await run_push(FileSource(tmp_path / "src.bin", chunk_size=chunk), consumer, chain, clock)
+    again = await run_push(file_source(tmp_path / "src.bin", chunk_size=chunk), consumer, chain, clock)
     assert not again.ok and "refused the receipts" in again.reason and "not received" in again.reason
-    third = await run_push(FileSource(tmp_path / "src.bin", chunk_size=chunk), consumer, chain, clock,
+    third = await run_push(file_source(tmp_path / "src.bin", chunk_size=chunk), consumer, chain, clock,
                            failed=[(r.seq, r.bytes, r.sha256)])
     assert third.ok, third.reason
     assert consumer.target.path.read_bytes() == data and consumer.coverage[-1].seq_to == 3
@@ -461,7 +467,7 @@ async def test_destination_refusing_early(tmp_path: Path, key: SigningKey, chain
     await c.server.start()
     try:
         write_random(tmp_path / "src.bin", 8 * 1024 * 1024)
-        r = await run_push(FileSource(tmp_path / "src.bin"), c, chain, clock)
+        r = await run_push(file_source(tmp_path / "src.bin"), c, chain, clock)
         await c.idle()
     finally:
         await c.server.close()
@@ -543,7 +549,7 @@ async def test_source_failing_midway(consumer: Consumer, chain: ReceiptChain, cl
 async def test_empty_source_and_bad_authorization(tmp_path: Path, consumer: Consumer, chain: ReceiptChain,
                                                   clock: FakeClock) -> None:
     (tmp_path / "empty.bin").write_bytes(b"")
-    r = await run_push(FileSource(tmp_path / "empty.bin"), consumer, chain, clock)
+    r = await run_push(file_source(tmp_path / "empty.bin"), consumer, chain, clock)
     assert r.ok, r.reason
     assert r.bytes == 0 and r.sha256 == hashlib.sha256(b"").hexdigest()
     assert consumer.target.path.read_bytes() == b"" and consumer.coverage[0].seq_to == 1
@@ -718,7 +724,7 @@ async def test_each_provider_process_pushes_on_its_own_chain(tmp_path: Path, con
     data = write_random(tmp_path / "src.bin", 200_000)
     for name in ("replica-a", "replica-b"):
         chain = ReceiptChain(PROVIDER_PID, AGREEMENT, key, PROVIDER, interval=3600, chain_id=name)
-        r = await run_push(FileSource(tmp_path / "src.bin"), consumer, chain, clock)
+        r = await run_push(file_source(tmp_path / "src.bin"), consumer, chain, clock)
         assert r.ok and r.seq == 1, r.reason
         assert consumer.coverage[-1].seq_to == 1
     got = consumer.sub[RESPONSES][CONSUMER_PID]

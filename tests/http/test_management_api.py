@@ -64,7 +64,7 @@ async def test_asset_secrets_are_stored_but_never_echoed(api: TestClient) -> Non
     status, got = await call(api, "GET", "/api/assets/urn:asset:1")
     assert status == 200 and "s3cr3t" not in str(got)
     status, _ = await call(api, "POST", "/api/assets", {"id": "urn:asset:1", "dataAddress": {
-        "type": "file", "path": "/tmp/x"}})
+        "type": "http", "url": "https://internal.example/other"}})
     assert status == 409
     status, listed = await call(api, "GET", "/api/assets")
     assert [x["id"] for x in listed] == ["urn:asset:1"]

@@ -59,7 +59,7 @@ def test_cli_wrappers_and_self_description(space: DataSpace, tmp_path: Path) -> 
         return subprocess.run([sys.executable, "-m", "connector", *args], capture_output=True,
                               text=True, timeout=120, check=False, env=process_env())
 
-    data = tmp_path / "weather.csv"
+    data = provider.data_dir / "weather.csv"  # inside its data root ([assets] roots)
     data.write_text("day,temp\n1,12\n")
     r = run("asset", "add", "--config", str(provider.config), "--id", "urn:asset:cli",
             "--file", str(data), "--title", "CLI weather")
