@@ -458,6 +458,20 @@ def _write_all(fd: int, data: bytes) -> None:
         raise
 
 
+def _checked(kind: str, data: Mapping[str, Any], ids: Mapping[str, Any]
+             ) -> tuple[dict[str, str], dict[str, Any]]:
+    """An entry's ids and data as they will be hashed; ValueError if it cannot be one."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("kind must be a non-empty string")
+    unknown = sorted(set(ids) - set(ID_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown id field(s) {', '.join(unknown)}; use {', '.join(ID_FIELDS)}")
+    present = {name: str(ids[name]) for name in ID_FIELDS if ids.get(name) is not None}
+    # A round trip through JSON freezes the data exactly as it will be read back and hashed.
+    frozen = json.loads(canonical(dict(data)))
+    return present, frozen
+
+
 class AuditLog:
     """An open audit log; appends are serialized by a lock, so threads and tasks may share it.
 
@@ -494,6 +508,7 @@ class AuditLog:
         # entries deferred after a storage fault, oldest first, with the time they happened
         self._pending: list[tuple[float | datetime, str, Mapping[str, Any], Mapping[str, Any]]] = []
         self._lost = 0  # deferred entries dropped beyond MAX_PENDING since the last write
+        self._pending_built: list[Entry] = []  # the first deferred entries, built for writing
 
     @classmethod
     def open(
@@ -605,17 +620,11 @@ class AuditLog:
         self, seq: int, prev: str, kind: str, data: Mapping[str, Any], ids: Mapping[str, Any],
         at: float | datetime | None = None,
     ) -> Entry:
-        if not isinstance(kind, str) or not kind:
-            raise ValueError("kind must be a non-empty string")
-        unknown = sorted(set(ids) - set(ID_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown id field(s) {', '.join(unknown)}; use {', '.join(ID_FIELDS)}")
-        present = {name: str(ids[name]) for name in ID_FIELDS if ids.get(name) is not None}
-        # A round trip through JSON freezes the data exactly as it will be read back and hashed.
-        frozen = json.loads(canonical(dict(data)))
-        body = {
+        present, frozen = _checked(kind, data, ids)
+        moment = iso_time(self._clock() if at is None else at)
+        body: dict[str, Any] = {
             "seq": seq,
-            "time": iso_time(self._clock() if at is None else at),
+            "time": moment,
             "kind": kind,
             **present,
             "data": frozen,
@@ -624,7 +633,7 @@ class AuditLog:
         digest = sha256_hex(canonical(body))
         return Entry(
             seq=seq,
-            time=body["time"],
+            time=moment,
             kind=kind,
             data=frozen,
             prev=prev,
@@ -654,7 +663,7 @@ class AuditLog:
         with self._lock:
             now = self._clock()
             for kind, data, ids in events:
-                self._build(0, GENESIS, kind, data, ids, now)  # refuse now what could never be written
+                _checked(kind, data, ids)  # refuse now what could never be written
                 if len(self._pending) >= MAX_PENDING:
                     self._lost += 1
                 else:
@@ -676,10 +685,16 @@ class AuditLog:
         if self._lost:
             lost = [(self._clock(), LOST_KIND, {"entries": self._lost,
                                                 "why": "the storage refused them"}, {})]
-        waiting = [*self._pending, *lost]
+        # The deferred entries go first and nothing is written until they are, so their seq and
+        # prev do not change between attempts: built (signed) once, not at every retry.
         seq, prev = self._next_seq, self._last_hash
-        built: list[Entry] = []
-        for at, kind, data, ids in [*waiting, *batch]:
+        if self._pending_built:
+            seq, prev = self._pending_built[-1].seq + 1, self._pending_built[-1].hash
+        for at, kind, data, ids in self._pending[len(self._pending_built):]:
+            self._pending_built.append(self._build(seq, prev, kind, data, ids, at))
+            seq, prev = seq + 1, self._pending_built[-1].hash
+        built = list(self._pending_built)
+        for at, kind, data, ids in [*lost, *batch]:
             entry = self._build(seq, prev, kind, data, ids, at)
             built.append(entry)
             seq, prev = seq + 1, entry.hash
@@ -692,7 +707,8 @@ class AuditLog:
             if fault is None:
                 raise
             raise fault from exc
-        self._pending, self._lost = [], 0
+        waiting = len(self._pending_built) + len(lost)
+        self._pending, self._pending_built, self._lost = [], [], 0
         self._next_seq, self._last_hash = seq, prev
         if self.fsync:
             try:
@@ -704,7 +720,7 @@ class AuditLog:
                 self._write_head(built[-1])
             except OSError as exc:  # the anchor stays behind (a note in verify) until the next append
                 log.warning("%s: the head anchor could not be updated: %s", self.head_path, exc)
-        return built[len(waiting):]
+        return built[waiting:]
 
     async def aappend(self, kind: str, data: Mapping[str, Any] | None = None, **ids: Any) -> Entry:
         return await asyncio.to_thread(self.append, kind, data, **ids)
