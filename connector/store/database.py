@@ -173,7 +173,7 @@ def classify(error: BaseException, *, url: sa.URL, readonly: bool = False) -> St
     `readonly`: the transaction was declared read-only, so a read-only refusal is our bug."""
     if isinstance(error, sa.exc.TimeoutError):  # the pool's checkout timeout
         return StoreBusy("every database connection of this process is in use",
-                         check="long transactions, and [store] pool size against the load")
+                         check="long-running transactions and the load on this process")
     orig = _unwrap(error)
     if url.get_backend_name() == "sqlite":
         path = Path(url.database or "")
