@@ -7,7 +7,9 @@ provider's signed receipts fetched and verified against them. The key a receipt 
 comes from the certificate in the receipt (x5c), which must be the provider's, issued by the
 data-space CA. Each verified receipt goes into the consumer's audit log with the responses it
 covers, so `connector audit verify --peer-receipts` can cross-check the two parties' logs. The
-copy is registered in the vault, under the agreement's duties.
+copy is registered in the vault, under the agreement's duties. A pull whose copy the vault cannot
+hold (a full disk, a read-only file system, the store or the audit log unavailable) fails with
+that reason and leaves no file: only a complete, verified, registered copy stays.
 
 `LocalUse` is the only way the connector hands a vault copy out again: each read is decided on
 the agreement (time window, purpose, count: local reads count against the agreement's use
@@ -26,6 +28,7 @@ import os
 import ssl
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +41,7 @@ from connector.dataplane.pep import USE, AgreementPolicy
 from connector.dataplane.receipts import ReceiptError, ReceiptVerifier, certified_keys
 from connector.dataplane.ssrf import GuardedResolver, SsrfPolicy, SsrfRefused, check_url, guarded_connector
 from connector.dataplane.wiring import POLICY_CONTEXT
+from connector.faults import StoreUnavailable, from_os_error
 from connector.odrl import terms as T
 from connector.odrl.compile import DecisionRequest
 from connector.protocol.errors import ProtocolError
@@ -159,6 +163,8 @@ class Downloads:
             raise
         except PullFailed as exc:
             job.state, job.error = "failed", str(exc)
+        except StoreUnavailable as exc:  # the store or the audit log: nothing was kept
+            job.state, job.error = "failed", f"{exc.reason}; the copy was not kept"
         except Exception as exc:
             log.exception("pull of %s failed", job.transfer_id)
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -182,9 +188,11 @@ class Downloads:
         seen = self._seen(job.transfer_id)
         must: set[tuple[str, int]] = set()  # this pull's responses: their receipts must prove them
         path = Path(job.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
-        os.close(fd)
+        with _vault_writes(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part",
+                                            dir=path.parent)
+            os.close(fd)
         tmp = Path(tmp_name)
         http = self._http()
         headers: dict[str, str] = {}
@@ -225,22 +233,26 @@ class Downloads:
                     job.total = int(length) if length and length.isdigit() else None
                     sha = hashlib.sha256()
                     size = 0
-                    with tmp.open("wb") as f:
-                        try:
-                            async for chunk in r.content.iter_chunked(CHUNK):
-                                f.write(chunk)
-                                sha.update(chunk)
-                                size += len(chunk)
-                                job.bytes = size
-                        except aiohttp.ClientPayloadError as exc:
-                            if seq:  # what arrived; its batch is logged as unproven later
-                                seen.received[(chain, seq)] = (size, sha.digest())
-                            raise PullFailed(f"the data stopped after {size} bytes ({exc}); "
-                                             "the provider may have suspended the transfer") from None
+                    out = _VaultFile(tmp)
+                    try:
+                        async for chunk in r.content.iter_chunked(CHUNK):
+                            out.write(chunk)
+                            sha.update(chunk)
+                            size += len(chunk)
+                            job.bytes = size
+                    except aiohttp.ClientPayloadError as exc:
+                        if seq:  # what arrived; its batch is logged as unproven later
+                            seen.received[(chain, seq)] = (size, sha.digest())
+                        raise PullFailed(f"the data stopped after {size} bytes ({exc}); "
+                                         "the provider may have suspended the transfer") from None
+                    finally:
+                        out.close()
                     if seq:
                         seen.received[(chain, seq)] = (size, sha.digest())
                         must.add((chain, seq))
                     job.responses = len(seen.received)
+                    if out.fault is not None:  # received in full, but not kept
+                        raise out.fault
                     if job.total is not None and size != job.total:
                         raise PullFailed(f"got {size} of {job.total} bytes")
                     job.sha256 = sha.hexdigest()
@@ -248,11 +260,19 @@ class Downloads:
             else:
                 raise PullFailed("the refreshed transfer token was refused too")
             await self._receipts(job, t, endpoint, headers, seen, must)
-            os.replace(tmp, path)
+            with _vault_writes(path.parent):
+                os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        item = await self.cp.register_local_copy(path, job.transfer_id)
+        try:
+            with _vault_writes(path.parent):
+                item = await self.cp.register_local_copy(path, job.transfer_id)
+        except (PullFailed, StoreUnavailable):
+            # a copy the vault does not hold under its agreement is not kept
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise
         job.vault_id, job.delete_at = item.id, item.delete_at
 
     def _ssl_for(self, endpoint: str) -> ssl.SSLContext | bool:
@@ -344,6 +364,47 @@ class Downloads:
             if events:
                 await self.cp.audit.aappend_many(events)
             seen.logged.update(receipts)
+
+
+class _VaultFile:
+    """The file a pull streams into. A storage fault (a full disk) is kept, not raised: the rest
+    of the response is still read and hashed, so the provider's receipt for it stays provable,
+    and the pull then fails with the fault."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fault: PullFailed | None = None
+        with _vault_writes(path.parent):
+            self._file = path.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        if self.fault is None:
+            try:
+                with _vault_writes(self.path.parent):
+                    self._file.write(chunk)
+            except PullFailed as exc:
+                self.fault = exc
+
+    def close(self) -> None:
+        """Flush and close; a fault here is kept too (the descriptor is closed either way)."""
+        try:
+            with _vault_writes(self.path.parent):
+                self._file.close()
+        except PullFailed as exc:
+            self.fault = self.fault or exc
+
+
+@contextlib.contextmanager
+def _vault_writes(directory: Path) -> Iterator[None]:
+    """A storage fault writing the vault (a full disk, a read-only file system) fails the pull
+    with its reason; the caller removes what it wrote."""
+    try:
+        yield
+    except OSError as exc:
+        fault = from_os_error(exc, "the vault", directory)
+        if fault is None:
+            raise
+        raise PullFailed(f"{fault.reason}; the copy was not kept (check {fault.check})") from exc
 
 
 def _seq(value: str | None) -> int:

@@ -54,7 +54,7 @@ from connector.protocol.messages import (
     TransferRequestMessage,
     parse_message,
 )
-from connector.store import ConcurrentUpdate, OutboxMessage, Store
+from connector.store import ConcurrentUpdate, OutboxMessage, Store, StoreUnavailable
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
 
 log = logging.getLogger(__name__)
@@ -581,11 +581,15 @@ class ControlPlane:
 
     async def _duty_loop(self) -> None:
         while not self._stopping:
+            pause = DUTY_INTERVAL
             try:
                 await self.run_duties()
+            except StoreUnavailable as exc:  # a storage fault: wait for the operator, go on
+                pause = max(DUTY_INTERVAL, float(exc.retry_after))
+                log.warning("duty round: %s; next round in %.0f s", exc.reason, pause)
             except Exception:
                 log.exception("duty round failed")
-            await asyncio.sleep(DUTY_INTERVAL)
+            await asyncio.sleep(pause)
 
     async def run_duties(self) -> int:
         """Delete the local copies whose delete duty fell due, and tell their providers."""
@@ -825,8 +829,12 @@ class ControlPlane:
             ids["agreement_id"] = p.agreement_id
         elif p.agreement is not None:
             ids["agreement_id"] = str(p.agreement.get("@id"))
+        event = (f"{k.name}.{p.state.value.lower()}", data, ids)
         try:
-            await self.audit.aappend(f"{k.name}.{p.state.value.lower()}", data, **ids)
+            await self.audit.aappend_many([event])
+        except StoreUnavailable as exc:  # written once the storage takes it (data waits till then)
+            log.warning("audit entry for %s %s deferred: %s", k.name, p.id, exc.reason)
+            self.audit.defer([event])
         except Exception:  # the audit trail must not take the protocol down with it
             log.exception("audit append failed for %s %s", k.name, p.id)
 
@@ -847,17 +855,25 @@ class ControlPlane:
     async def _dispatch_loop(self) -> None:
         """Deliver what is due: woken by this process's commits; polls every POLL seconds for
         retries that come due and for work other replicas left (a crashed one's leases)."""
+        faults = 0  # storage faults in a row: the next round waits longer (up to Retry-After)
         while not self._stopping:
             self._wake.clear()
+            pause = POLL
             try:
                 sent = await self.dispatch_once(BATCH)
+                faults = 0
+            except StoreUnavailable as exc:  # wait for the storage; commits still wake us
+                faults += 1
+                pause = min(float(exc.retry_after), POLL * 2 ** min(faults, 6))
+                log.warning("outbox round: %s; next round in %.0f s", exc.reason, pause)
+                sent = 0
             except Exception:  # a broken round must not stop delivery for good
                 log.exception("outbox round failed")
                 sent = 0
             if sent >= BATCH:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL)
+                await asyncio.wait_for(self._wake.wait(), pause)
 
     async def dispatch_once(self, limit: int = BATCH) -> int:
         batch = await self.store.claim_due(self.worker_id, self.clock(), limit, LEASE_SECONDS)
@@ -868,6 +884,11 @@ class ControlPlane:
     async def _deliver(self, m: OutboxMessage) -> None:
         try:
             await self._deliver_once(m)
+        except StoreUnavailable as exc:
+            # the outcome could not be kept: the message stays claimed and goes again when its
+            # lease runs out (receivers de-duplicate)
+            log.warning("delivery of %s: %s; it goes again after its lease", m.message_key,
+                        exc.reason)
         finally:
             if m.process_id in self._queued_behind:
                 self._queued_behind.discard(m.process_id)

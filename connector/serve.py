@@ -37,7 +37,7 @@ from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.verify import DatVerifier
 from connector.runtime import CatalogSnapshot, ControlPlane
-from connector.store import Store
+from connector.store import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("connector")
 
@@ -106,10 +106,34 @@ def self_description_source(cp: ControlPlane, config: Config, identity: Particip
     return describe
 
 
+def _cannot_open(url: str, exc: Exception) -> SystemExit:
+    """The one line `connector serve` ends with when its store cannot be used: why, and what
+    to check (no traceback: nothing is wrong with the connector)."""
+    where = f"connector: cannot open the store {Store.shown_url(url)}"
+    if isinstance(exc, StoreUnavailable):
+        return SystemExit(f"{where}: {exc.reason}" + (f" (check {exc.check})" if exc.check else ""))
+    if isinstance(exc, ValueError):
+        return SystemExit(f"{where}: {exc} (check [store] url in the configuration)")
+    return SystemExit(f"{where}: {exc}")
+
+
+async def open_store(config: Config) -> Store:
+    """The store, opened and migrated; one that cannot be ends the process with one line."""
+    try:
+        store = await Store.open(config.store_url,
+                                 sqlite_synchronous=config.store.sqlite_synchronous)
+    except (StoreUnavailable, StoreError, ValueError) as exc:
+        raise _cannot_open(config.store_url, exc) from None
+    try:
+        await store.migrate()
+    except (StoreUnavailable, StoreError) as exc:
+        await store.close()
+        raise _cannot_open(config.store_url, exc) from None
+    return store
+
+
 async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> None:
-    store = await Store.open(config.store_url,
-                             sqlite_synchronous=config.store.sqlite_synchronous)
-    await store.migrate()
+    store = await open_store(config)
     identity = ParticipantIdentity.load(config.participant_dir)
     timeout = aiohttp.ClientTimeout(total=15)
     session = aiohttp.ClientSession(timeout=timeout)
@@ -243,4 +267,10 @@ def serve(config: Config) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    asyncio.run(run(config))
+    try:
+        asyncio.run(run(config))
+    except StoreUnavailable as exc:
+        # start-up: the store opened but refused its first write (read-only), or the audit log
+        # cannot be opened: one line, as for a store that cannot be opened
+        raise SystemExit(f"connector: cannot start: {exc.reason}"
+                         + (f" (check {exc.check})" if exc.check else "")) from None

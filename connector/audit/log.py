@@ -29,6 +29,15 @@ can only damage the slot being written, never the other one. The newest slot wit
 signature counts. A crash between appending an entry and updating the anchor leaves the anchor one
 batch behind: `verify` reports that as a note, not a failure. A crash in the middle of a line leaves a torn
 last line: `verify` fails on it and `AuditLog.open` refuses to append after it.
+
+Storage faults (a full disk, a read-only or failing file system): an append either writes all its
+entries or raises `StoreUnavailable` (connector.faults) having written none; a line the file
+system took only part of is cut off again, so a full disk never tears the chain. A caller that must
+not lose an entry `defer`s it: deferred entries (at most `MAX_PENDING`; beyond, one
+``audit.lost`` entry counts the dropped ones) are written, in order, before the next append, or by
+`flush_pending`. The data plane serves nothing while entries are pending and cannot be written.
+A failed update of the head anchor only leaves it behind (a note in `verify`); the next append
+rewrites it.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -54,14 +64,20 @@ from connector.audit.signing import (
     sign_detached,
     verify_detached,
 )
+from connector.faults import from_os_error
 from connector.identity.keys import PrivateKey, PublicKey, SigningKey, algorithm_of
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 ID_FIELDS: tuple[str, ...] = ("process_id", "agreement_id", "transfer_id", "participant_id")
 _REQUIRED: tuple[str, ...] = ("seq", "time", "kind", "data", "prev", "hash", "sig")
 _ALLOWED = frozenset(_REQUIRED + ID_FIELDS)
+MAX_PENDING = 10_000  # deferred entries kept in memory while the storage refuses them
+LOST_KIND = "audit.lost"  # written after a fault: how many deferred entries were dropped
 
 Clock = Callable[[], "float | datetime"]
+Event = tuple[str, Mapping[str, Any], Mapping[str, Any]]  # (kind, data, ids)
 
 
 class AuditError(Exception):
@@ -427,10 +443,33 @@ def _tail(path: Path) -> tuple[int, str]:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """Append `data` whole or not at all: a write the file system took only part of (a full
+    disk) is cut off again, so no torn line is left behind. One writer per log (flock)."""
     view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    done = 0
+    try:
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+            done += written
+    except OSError:
+        if done:
+            os.ftruncate(fd, os.fstat(fd).st_size - done)
+        raise
+
+
+def _checked(kind: str, data: Mapping[str, Any], ids: Mapping[str, Any]
+             ) -> tuple[dict[str, str], dict[str, Any]]:
+    """An entry's ids and data as they will be hashed; ValueError if it cannot be one."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("kind must be a non-empty string")
+    unknown = sorted(set(ids) - set(ID_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown id field(s) {', '.join(unknown)}; use {', '.join(ID_FIELDS)}")
+    present = {name: str(ids[name]) for name in ID_FIELDS if ids.get(name) is not None}
+    # A round trip through JSON freezes the data exactly as it will be read back and hashed.
+    frozen = json.loads(canonical(dict(data)))
+    return present, frozen
 
 
 class AuditLog:
@@ -466,6 +505,10 @@ class AuditLog:
         self._head_fd = head_fd
         self._head_slot = head_slot
         self._lock = threading.Lock()
+        # entries deferred after a storage fault, oldest first, with the time they happened
+        self._pending: list[tuple[float | datetime, str, Mapping[str, Any], Mapping[str, Any]]] = []
+        self._lost = 0  # deferred entries dropped beyond MAX_PENDING since the last write
+        self._pending_built: list[Entry] = []  # the first deferred entries, built for writing
 
     @classmethod
     def open(
@@ -491,8 +534,14 @@ class AuditLog:
             sign_detached(sig, b"probe", ENTRY_TYP), b"probe", verifier_key, ENTRY_TYP
         ):
             raise AuditError("the signer's key does not match the verification key")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except OSError as exc:
+            fault = from_os_error(exc, "the audit log", p)
+            if fault is None:
+                raise
+            raise fault from exc
         head_fd = -1
         try:
             try:
@@ -544,8 +593,16 @@ class AuditLog:
     def last_hash(self) -> str:
         return self._last_hash
 
+    @property
+    def pending(self) -> int:
+        """Entries deferred after a storage fault and not written yet."""
+        return len(self._pending) + (1 if self._lost else 0)
+
     def close(self) -> None:
         with self._lock:
+            if self._pending or self._lost:
+                log.error("%s: closed with %d entries unwritten (the storage refused them)",
+                          self.path, len(self._pending) + self._lost)
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
@@ -560,19 +617,14 @@ class AuditLog:
         self.close()
 
     def _build(
-        self, seq: int, prev: str, kind: str, data: Mapping[str, Any], ids: Mapping[str, Any]
+        self, seq: int, prev: str, kind: str, data: Mapping[str, Any], ids: Mapping[str, Any],
+        at: float | datetime | None = None,
     ) -> Entry:
-        if not isinstance(kind, str) or not kind:
-            raise ValueError("kind must be a non-empty string")
-        unknown = sorted(set(ids) - set(ID_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown id field(s) {', '.join(unknown)}; use {', '.join(ID_FIELDS)}")
-        present = {name: str(ids[name]) for name in ID_FIELDS if ids.get(name) is not None}
-        # A round trip through JSON freezes the data exactly as it will be read back and hashed.
-        frozen = json.loads(canonical(dict(data)))
-        body = {
+        present, frozen = _checked(kind, data, ids)
+        moment = iso_time(self._clock() if at is None else at)
+        body: dict[str, Any] = {
             "seq": seq,
-            "time": iso_time(self._clock()),
+            "time": moment,
             "kind": kind,
             **present,
             "data": frozen,
@@ -581,7 +633,7 @@ class AuditLog:
         digest = sha256_hex(canonical(body))
         return Entry(
             seq=seq,
-            time=body["time"],
+            time=moment,
             kind=kind,
             data=frozen,
             prev=prev,
@@ -595,35 +647,85 @@ class AuditLog:
         ``participant_id``."""
         return self.append_many([(kind, data or {}, ids)])[0]
 
-    def append_many(
-        self, events: Iterable[tuple[str, Mapping[str, Any], Mapping[str, Any]]]
-    ) -> list[Entry]:
-        """Append a batch as consecutive entries with one write and one anchor update."""
+    def append_many(self, events: Iterable[Event]) -> list[Entry]:
+        """Append a batch as consecutive entries with one write and one anchor update, after
+        the deferred ones. Raises `StoreUnavailable` (a full disk, a read-only file system)
+        having written nothing: the deferred entries stay deferred, these are not kept."""
         with self._lock:
             if self._fd < 0:
                 raise AuditError("the audit log is closed")
-            seq, prev = self._next_seq, self._last_hash
-            built: list[Entry] = []
+            now = self._clock()
+            return self._write([(now, kind, data, ids) for kind, data, ids in events])
+
+    def defer(self, events: Iterable[Event]) -> None:
+        """Keep entries the storage refused, to be written (in order, with the time given now)
+        before the next append or by `flush_pending`."""
+        with self._lock:
+            now = self._clock()
             for kind, data, ids in events:
-                entry = self._build(seq, prev, kind, data, ids)
-                built.append(entry)
-                seq, prev = seq + 1, entry.hash
-            if not built:
-                return built
-            _write_all(self._fd, b"".join(entry.to_line() for entry in built))
-            if self.fsync:
-                os.fsync(self._fd)
-            self._next_seq, self._last_hash = seq, prev
-            if self._head_fd >= 0:
-                self._write_head(built[-1])
+                _checked(kind, data, ids)  # refuse now what could never be written
+                if len(self._pending) >= MAX_PENDING:
+                    self._lost += 1
+                else:
+                    self._pending.append((now, kind, data, ids))
+
+    def flush_pending(self) -> None:
+        """Write the deferred entries; raises `StoreUnavailable` while the storage refuses."""
+        with self._lock:
+            if self._fd < 0:
+                raise AuditError("the audit log is closed")
+            if self._pending or self._lost:
+                self._write([])
+
+    def _write(
+        self, batch: list[tuple[float | datetime, str, Mapping[str, Any], Mapping[str, Any]]]
+    ) -> list[Entry]:
+        """Build and write the deferred entries, then `batch`; returns `batch`'s entries."""
+        lost: list[tuple[float | datetime, str, Mapping[str, Any], Mapping[str, Any]]] = []
+        if self._lost:
+            lost = [(self._clock(), LOST_KIND, {"entries": self._lost,
+                                                "why": "the storage refused them"}, {})]
+        # The deferred entries go first and nothing is written until they are, so their seq and
+        # prev do not change between attempts: built (signed) once, not at every retry.
+        seq, prev = self._next_seq, self._last_hash
+        if self._pending_built:
+            seq, prev = self._pending_built[-1].seq + 1, self._pending_built[-1].hash
+        for at, kind, data, ids in self._pending[len(self._pending_built):]:
+            self._pending_built.append(self._build(seq, prev, kind, data, ids, at))
+            seq, prev = seq + 1, self._pending_built[-1].hash
+        built = list(self._pending_built)
+        for at, kind, data, ids in [*lost, *batch]:
+            entry = self._build(seq, prev, kind, data, ids, at)
+            built.append(entry)
+            seq, prev = seq + 1, entry.hash
+        if not built:
             return built
+        try:
+            _write_all(self._fd, b"".join(entry.to_line() for entry in built))
+        except OSError as exc:
+            fault = from_os_error(exc, "the audit log", self.path)
+            if fault is None:
+                raise
+            raise fault from exc
+        waiting = len(self._pending_built) + len(lost)
+        self._pending, self._pending_built, self._lost = [], [], 0
+        self._next_seq, self._last_hash = seq, prev
+        if self.fsync:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:  # the lines are in the file; only their durability is in doubt
+                log.warning("%s: fsync failed: %s", self.path, exc)
+        if self._head_fd >= 0:
+            try:
+                self._write_head(built[-1])
+            except OSError as exc:  # the anchor stays behind (a note in verify) until the next append
+                log.warning("%s: the head anchor could not be updated: %s", self.head_path, exc)
+        return built[waiting:]
 
     async def aappend(self, kind: str, data: Mapping[str, Any] | None = None, **ids: Any) -> Entry:
         return await asyncio.to_thread(self.append, kind, data, **ids)
 
-    async def aappend_many(
-        self, events: Iterable[tuple[str, Mapping[str, Any], Mapping[str, Any]]]
-    ) -> list[Entry]:
+    async def aappend_many(self, events: Iterable[Event]) -> list[Entry]:
         batch = list(events)
         return await asyncio.to_thread(self.append_many, batch)
 

@@ -10,6 +10,11 @@
 GET /data/{transfer_id}/receipts returns the transfer's signed receipts (pending responses are
 receipted first), for the same token. Every response sent for a transfer under a valid token,
 denies included, gets a sequence number and is covered by the chain.
+
+Fail closed on storage faults: a use that cannot be counted, or a receipt of an earlier response
+that could not be recorded (audit log or store) and still cannot, answers 503 with a
+``Retry-After`` before any byte of data leaves (connector.http.errors); a stream whose transfer
+can no longer be checked is cut off.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from connector.dataplane.pep import ConsumeUse, TransferView, decide, still_perm
 from connector.dataplane.receipts import BodyHasher, ReceiptBook, ReceiptChain
 from connector.dataplane.sources import FILE_DIGESTS, FileRegion, SourceResponse, hash_region
 from connector.dataplane.uses import UseReservations
+from connector.faults import StoreUnavailable
+from connector.http.errors import storage_fault
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
@@ -37,6 +44,9 @@ from connector.identity.verify import Verifier
 log = logging.getLogger(__name__)
 
 Lookup = Callable[[str], Awaitable[TransferView | None]]
+# raises StoreUnavailable while what the data plane must record cannot be recorded
+Ready = Callable[[], Awaitable[None]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PURPOSE_HEADER = "X-Purpose"
 SEQ_HEADER = "X-Receipt-Seq"
 SENDFILE_SEGMENT = 32 << 20  # bytes sent between two checks of the transfer and the agreement
@@ -72,6 +82,7 @@ def create_app(
     purpose_header: str = PURPOSE_HEADER,
     run_ticker: bool = True,
     shared_receipts: Callable[[str], Awaitable[list[str]]] | None = None,
+    ready: Ready | None = None,
 ) -> web.Application:
     """The data plane app. `verifier` should be a `TokenCache` (the hot path verifies once).
 
@@ -79,7 +90,8 @@ def create_app(
     counts a use: `UseReservations(store)` (blocks of uses per replica, given back when idle and
     on shutdown: the app runs that), or `Store.consume_use` (one write per use). With
     `run_ticker`, receipts are signed at least every `receipts.interval` seconds while responses
-    flow.
+    flow. `ready` is awaited before each data request is decided: it raises `StoreUnavailable`
+    while an earlier receipt still cannot be recorded (503, no data).
     """
 
     async def authenticate(request: web.Request) -> Claims | web.Response:
@@ -134,6 +146,14 @@ def create_app(
             return None if view.state == "STARTED" else f"the transfer is {view.state}"
         return still_permitted(view, now=datetime.fromtimestamp(clock(), UTC), purpose=purpose)
 
+    async def may_go_on(transfer_id: str, purpose: str | None) -> str | None:
+        """`still_allowed` between chunks; a transfer that can no longer be checked (a storage
+        fault) is cut off: fail closed."""
+        try:
+            return await still_allowed(transfer_id, purpose)
+        except StoreUnavailable as exc:
+            return f"the transfer cannot be checked: {exc.reason}"
+
     async def stream(request: web.Request, chain: ReceiptChain, src: SourceResponse,
                      transfer_id: str, purpose: str | None) -> web.StreamResponse:
         seq = chain.begin()
@@ -144,7 +164,7 @@ def create_app(
                                           headers={**src.headers, **_seq_headers(chain, seq)})
             await response.prepare(request)
             async for chunk in src.chunks:
-                stop = await still_allowed(transfer_id, purpose)
+                stop = await may_go_on(transfer_id, purpose)
                 if stop is not None:
                     # cut off: the consumer sees a truncated body (Content-Length unmet)
                     log.info("stream of %s cut off: %s", transfer_id, stop)
@@ -181,7 +201,7 @@ def create_app(
                                           headers={**src.headers, **_seq_headers(chain, seq)})
             await response.prepare(request)
             while sent < region.count:
-                stop = await still_allowed(transfer_id, purpose)
+                stop = await may_go_on(transfer_id, purpose)
                 transport = request.transport
                 if stop is not None or transport is None or transport.is_closing():
                     log.info("stream of %s cut off: %s", transfer_id, stop or "the client left")
@@ -221,6 +241,8 @@ def create_app(
             return web.json_response({"error": "unknown transfer"}, status=404)
         if claims.attributes.get("agreementId") != transfer.agreement_id:
             return web.json_response({"error": "the token is for another agreement"}, status=403)
+        if ready is not None:
+            await ready()
         chain = receipts.chain(transfer_id, transfer.agreement_id)
         now = clock()
         purpose = request.headers.get(purpose_header) or None
@@ -236,7 +258,11 @@ def create_app(
                                    {"error": src.reason or "the data is not available"}, extra)
         # the state again, now that the source is open: a suspension or termination meanwhile
         # (the control plane invalidates the lookup) is a deny while no byte has left
-        stop = await still_allowed(transfer_id, purpose, decide_again=False)
+        try:
+            stop = await still_allowed(transfer_id, purpose, decide_again=False)
+        except StoreUnavailable:
+            await src.close()
+            raise
         if stop is not None:
             await src.close()
             return await send_json(request, chain, 403, {"error": stop})
@@ -286,7 +312,17 @@ def create_app(
         except Exception:  # the store is gone: the held uses stay counted (never over-granted)
             log.exception("giving reserved uses back on shutdown failed")
 
-    app = web.Application()
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreUnavailable as exc:
+            # raised before a response began: no byte of data left
+            fault = storage_fault(exc, where=f"data plane {request.method} {request.path}")
+            return web.json_response({"error": fault.reason}, status=fault.status,
+                                     headers=fault.headers)
+
+    app = web.Application(middlewares=[errors])
     app[RECEIPTS] = receipts
     app.router.add_get("/data/{transfer_id}", get_data)
     app.router.add_get("/data/{transfer_id}/receipts", get_receipts)

@@ -11,7 +11,9 @@ told through the control plane's transfer listeners and streams the data:
    operator's `push_allow`, cut off if the transfer is suspended or terminated meanwhile;
 3. success completes the transfer; a suspension leaves it to a resume, which pushes again and
    declares the response that broke off (so the consumer can follow the receipt chain over it);
-   any other failure terminates the transfer with the reason.
+   a storage fault (the use cannot be counted, an earlier receipt not recorded: no data leaves)
+   leaves the transfer STARTED and pushes again after its Retry-After; any other failure
+   terminates the transfer with the reason.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from connector.dataplane.push import push
 from connector.dataplane.receipts import ReceiptBook
 from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.wiring import TransferLookup
+from connector.faults import StoreUnavailable
 from connector.identity.tokens import Claims
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PUSH
@@ -56,6 +59,8 @@ class PushRunner:
     def notify(self, transfer_id: str) -> None:
         """A transfer's state changed (a control-plane transfer listener). A change while its
         push runs is looked at again when the push ends (a quick suspend and resume)."""
+        if self._closing:
+            return
         if transfer_id in self._running:
             self._again.add(transfer_id)
             return
@@ -91,6 +96,14 @@ class PushRunner:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     async def _maybe_push(self, transfer_id: str) -> None:
+        try:
+            await self._push_if_started(transfer_id)
+        except StoreUnavailable as exc:  # not the push's fault: the transfer stays STARTED
+            log.warning("push of %s: %s; again in %d s", transfer_id, exc.reason, exc.retry_after)
+            if not self._closing:
+                asyncio.get_running_loop().call_later(exc.retry_after, self.notify, transfer_id)
+
+    async def _push_if_started(self, transfer_id: str) -> None:
         async with self.cp.store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(transfer_id)
         if row is None or row.role != "provider" or row.format != PUSH or row.state != "STARTED":
@@ -101,7 +114,7 @@ class PushRunner:
             return
         try:
             await self._push(row)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StoreUnavailable):
             raise
         except Exception as exc:
             log.exception("push of %s failed", transfer_id)
@@ -136,6 +149,8 @@ class PushRunner:
         if view.source is None:
             await self._end(t.id, "the asset has no data address to push from")
             return
+        if self.receipts.shared is not None:  # fail closed, as a pull: earlier receipts first
+            await self.receipts.shared.ready()
         # the same decision a pull request gets; the consumer states its purpose in its address
         now = time.time()
         claims = Claims(scheme="push", issuer=self.cp.participant_id, subject=view.consumer_id,

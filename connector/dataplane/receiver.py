@@ -11,6 +11,9 @@ The consumer puts a fresh secret in the DataAddress it sends (`new_push_secret`)
 its SHA-256. An unknown transfer and a wrong or missing secret both answer 401, so a caller
 without the secret cannot tell which transfers exist. A body that does not arrive complete
 (connection lost, Content-Length unmet, over `max_bytes`) leaves no file and is not recorded.
+A storage fault (a full disk or vault, a read-only file system, the store unavailable) answers
+503 with a ``Retry-After`` (connector.http.errors), leaves no file and records nothing: the
+provider pushes again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ from typing import BinaryIO
 
 from aiohttp import web
 
+from connector.faults import StoreUnavailable, from_os_error
+from connector.http.errors import storage_fault
+
 log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SEQ_HEADER = "X-Receipt-Seq"
 WRITE_SIZE = 256 * 1024  # bytes gathered before one write (in a worker thread)
@@ -161,7 +168,7 @@ def push_receiver(
     """
     # transfer -> {(chain, seq): (nbytes, digest)}: each provider process signs its own chain
     responses: dict[str, dict[tuple[str, int], tuple[int, bytes]]] = {}
-    in_flight: set[tuple[str, int]] = set()
+    in_flight: set[tuple[str, str, int]] = set()  # (transfer, chain, seq)
 
     async def authorize(request: web.Request) -> PushTarget | web.Response:
         transfer_id = request.match_info["transfer_id"]
@@ -274,7 +281,10 @@ def push_receiver(
         except _Broken as exc:
             log.info("push to %s: %s", target.transfer_id, exc)
             return _error(400, str(exc))
-        except OSError:
+        except OSError as exc:
+            fault = from_os_error(exc, "the vault", target.path.parent)
+            if fault is not None:
+                raise fault from exc
             log.exception("push to %s: the data could not be stored", target.transfer_id)
             return _error(500, "the data could not be stored")
         finally:
@@ -316,6 +326,8 @@ def push_receiver(
             return _error(400, failed)
         try:
             reason = await on_receipts(target, receipts, received, failed)
+        except StoreUnavailable:
+            raise
         except Exception:
             log.exception("push to %s: checking the receipts failed", target.transfer_id)
             return _error(500, "the receipts could not be checked")
@@ -324,7 +336,17 @@ def push_receiver(
             return _error(400, reason)
         return web.json_response({"verified": True})
 
-    app = web.Application()
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreUnavailable as exc:
+            fault = storage_fault(exc, where=f"push {request.method} {request.path}")
+            response = _error(fault.status, fault.reason)
+            response.headers.update(fault.headers)
+            return response
+
+    app = web.Application(middlewares=[errors])
     app[RESPONSES] = responses
     app.router.add_put("/{transfer_id}", put_data)
     app.router.add_post("/{transfer_id}/receipts", post_receipts)

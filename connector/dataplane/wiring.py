@@ -26,6 +26,7 @@ from connector.dataplane.sources import ASSET_GONE, FileSource, HttpSource, Unav
 from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.tokencache import TokenCache
 from connector.dataplane.uses import UseReservations
+from connector.faults import StoreUnavailable
 from connector.identity.keys import SigningKey
 from connector.identity.tokens import TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
@@ -112,20 +113,36 @@ def _source(address: dict[str, Any] | None, upstream: SsrfPolicy, roots: DataRoo
     return UnavailableSource(403, "the asset has no data address this data plane can serve")
 
 
+# a receipt as the store keeps it: (transfer, chain, seq_from, seq_to, token, signed at)
+_ReceiptRow = tuple[str, str, int, int, str, datetime]
+
+
 class SharedReceipts:
     """Every receipt this process signs goes into the store (and its audit log), so any replica
-    can hand a consumer all of a transfer's receipts, whichever process served the data."""
+    can hand a consumer all of a transfer's receipts, whichever process served the data.
+
+    A receipt the audit log or the store refused (a storage fault) is kept and written again by
+    `ready`, which the data plane awaits before each data request: no data leaves while an
+    earlier receipt cannot be recorded."""
 
     def __init__(self, store: Store | None, audit: AuditLog | None) -> None:
         self.store = store
         self.audit = audit
         self._writes: dict[str, set[asyncio.Task[Any]]] = {}
+        self._unstored: list[_ReceiptRow] = []  # refused by the store, oldest first
+        self._retrying = asyncio.Lock()
 
     def record(self, chain: ReceiptChain, token: str) -> None:
         if self.audit is not None:
-            self.audit.append(RECEIPT_KIND, receipt_data(token), transfer_id=chain.transfer_id,
-                              agreement_id=chain.agreement_id,
-                              participant_id=chain.consumer_id or None)
+            event = (RECEIPT_KIND, receipt_data(token),
+                     {"transfer_id": chain.transfer_id, "agreement_id": chain.agreement_id,
+                      "participant_id": chain.consumer_id or None})
+            try:
+                self.audit.append_many([event])
+            except StoreUnavailable as exc:
+                log.warning("the receipt of %s waits for the audit log: %s", chain.transfer_id,
+                            exc.reason)
+                self.audit.defer([event])
         if self.store is None:
             return
         claims = jwt.decode(token, options={"verify_signature": False})  # just signed here
@@ -133,9 +150,9 @@ class SharedReceipts:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self.store.add_receipt(
-            chain.transfer_id, chain.chain_id, claims["seq_from"], claims["seq_to"], token,
-            datetime.now(UTC)))
+        row: _ReceiptRow = (chain.transfer_id, chain.chain_id, claims["seq_from"],
+                            claims["seq_to"], token, datetime.now(UTC))
+        task = loop.create_task(self.store.add_receipt(*row))
         pending = self._writes.setdefault(chain.transfer_id, set())
         pending.add(task)
 
@@ -143,15 +160,35 @@ class SharedReceipts:
             pending.discard(t)
             if not pending:
                 self._writes.pop(chain.transfer_id, None)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("keeping the receipt of %s failed: %s", chain.transfer_id, t.exception())
+            if t.cancelled():
+                return
+            error = t.exception()
+            if isinstance(error, StoreUnavailable):
+                log.warning("the receipt of %s waits for the store: %s", chain.transfer_id,
+                            error.reason)
+                self._unstored.append(row)
+            elif error is not None:
+                log.error("keeping the receipt of %s failed: %s", chain.transfer_id, error)
         task.add_done_callback(done)
+
+    async def ready(self) -> None:
+        """Write what the audit log and the store refused earlier; raises `StoreUnavailable`
+        while they still refuse. Costs nothing while nothing waits."""
+        if self.audit is not None and self.audit.pending:
+            await asyncio.to_thread(self.audit.flush_pending)
+        if self._unstored:
+            assert self.store is not None
+            async with self._retrying:
+                while self._unstored:
+                    await self.store.add_receipt(*self._unstored[0])  # idempotent
+                    self._unstored.pop(0)
 
     async def collect(self, transfer_id: str) -> list[str]:
         """The transfer's receipts of every replica (this one's pending writes awaited)."""
         pending = list(self._writes.get(transfer_id, ()))
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.ready()
         assert self.store is not None
         return await self.store.list_receipts(transfer_id)
 
@@ -216,7 +253,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
         consume=uses or UseReservations(store),
         receipts=book,
         clock=time.time,
-        shared_receipts=shared.collect if shared is not None and shared.store is not None else None)
+        shared_receipts=shared.collect if shared is not None and shared.store is not None else None,
+        ready=shared.ready if shared is not None else None)
 
     async def keys(request: web.Request) -> web.Response:
         """The key receipts and transfer tokens are signed with, for consumers to verify."""

@@ -5,6 +5,7 @@ Every DSP call but the version document and the self-description must carry a DA
 (the reason is logged, never told). A DAT bound to a TLS certificate must arrive over a
 connection whose peer presented that certificate. Protocol errors become the DSP error body of
 the area (CatalogError, ContractNegotiationError) with their status; malformed JSON is a 400.
+A storage fault is 503 with a ``Retry-After`` and the error body of the area (connector.http.errors).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from connector.faults import StoreUnavailable
+from connector.http.errors import storage_fault
 from connector.http.tls import check_transport_binding, peer_certificate_sha256
 from connector.identity.errors import IdentityError
 from connector.identity.tokens import Claims
@@ -58,7 +61,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         resp = await handler(request)
         if (wirecheck.enabled() and isinstance(resp, web.Response)
-                and resp.content_type == "application/json" and resp.body):
+                and resp.content_type == "application/json"
+                and isinstance(resp.body, bytes | bytearray) and resp.body):
             wirecheck.check(json.loads(resp.body), "returned")  # only with CONNECTOR_DSP_SCHEMAS
         return resp
     except ProtocolError as err:
@@ -66,12 +70,17 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         body = _error_body(request, err)
         wirecheck.check(body, "returned")
         return web.json_response(body, status=status)
+    except StoreUnavailable as exc:
+        fault = storage_fault(exc, where=f"DSP {request.method} {request.path}")
+        body = _error_body(request, ProtocolError(fault.status, str(fault.status), [fault.reason]))
+        wirecheck.check(body, "returned")
+        return web.json_response(body, status=fault.status, headers=fault.headers)
     except web.HTTPException:
         raise
     except Exception:
         log.exception("DSP handler failed: %s %s", request.method, request.path)
-        err = ProtocolError(500, "500", ["internal error"])
-        return web.json_response(_error_body(request, err), status=500)
+        internal = ProtocolError(500, "500", ["internal error"])
+        return web.json_response(_error_body(request, internal), status=500)
 
 
 def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:

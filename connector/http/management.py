@@ -23,6 +23,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from connector.assets import DataRoots, PathRefused, path_problem
+from connector.faults import StoreUnavailable
+from connector.http.errors import storage_fault
 from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
 from connector.odrl.plain import PREFIXES, expand_term
 from connector.odrl.templates import TemplateError, fill
@@ -343,6 +345,10 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         except ProtocolError as exc:
             status = exc.status if 400 <= exc.status < 600 else 400
             return web.json_response({"error": "; ".join(exc.reasons) or exc.code}, status=status)
+        except StoreUnavailable as exc:
+            fault = storage_fault(exc, where=f"{request.method} {request.path}")
+            return web.json_response({"error": fault.reason, "details": []}, status=fault.status,
+                                     headers=fault.headers)
 
     app = web.Application(middlewares=[guard], client_max_size=4 * 1024 * 1024)
     store = cp.store

@@ -3,7 +3,9 @@
 `Authority` is the core (no sockets): it turns a token request into a DAT or a typed error.
 `create_app` is the thin aiohttp edge around it. Every refusal is an OAuth error body with a
 4xx status; a request that fails changes nothing (the client assertion's jti is recorded only
-once every check has passed).
+once every check has passed). The authority's state is files (`AuthorityStore`): a write they
+cannot take (a full disk, a read-only file system) is 503 ``temporarily_unavailable`` with a
+``Retry-After`` (connector.http.errors); the atomic writes leave the old state in place.
 
 Client assertions are one-time: their jti is remembered until they expire (at most
 `assertion_max_lifetime` = 5 min). The memory is not persisted; instead an assertion issued
@@ -21,6 +23,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from connector.faults import StoreUnavailable, from_os_error
+from connector.http.errors import storage_fault
 from connector.identity import jose
 from connector.identity.errors import (
     IdentityError,
@@ -330,6 +334,18 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return _error_response(exc)
     except ValidationError as exc:
         return _error_response(InvalidRequest(f"invalid request: {_validation_summary(exc)}"))
+    except (StoreUnavailable, OSError) as exc:
+        fault = exc if isinstance(exc, StoreUnavailable) else from_os_error(exc, "the authority's files")
+        if fault is None:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return web.json_response(
+                {"error": "server_error", "error_description": "internal error"}, status=500
+            )
+        answer = storage_fault(fault, where=f"authority {request.method} {request.path}")
+        return web.json_response(
+            {"error": "temporarily_unavailable", "error_description": answer.reason},
+            status=answer.status, headers={**_NO_STORE, **answer.headers},
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

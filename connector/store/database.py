@@ -6,14 +6,24 @@ database's single writer lock from its first statement (no deadlock-prone lock u
 within one process writers queue on an asyncio lock instead of polling the busy handler.
 PostgreSQL runs at READ COMMITTED; concurrency comes from row locks, `SKIP LOCKED`, atomic
 upserts and optimistic versions, never from a process-local lock, so replicas can share it.
+
+Storage faults (a full disk, a read-only file or database, a database that cannot be opened or
+reached, a lock held too long) leave every transaction as `StoreUnavailable` (connector.faults),
+classified from SQLite result codes and PostgreSQL SQLSTATEs, never from message text; the
+transaction is rolled back. A fault that may live in the connection itself (read-only, cannot
+open, connection lost, I/O error) is treated as a disconnect: SQLAlchemy drops the connection and
+every pooled one opened before it, so the next transaction opens fresh ones and succeeds as soon
+as the cause is fixed (a file made writable, a server back, a role no longer read-only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -29,8 +39,20 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import UpdateBase
 
+from connector.faults import from_os_error
 from connector.store import migrations
-from connector.store.errors import DuplicateKey, NestedTransaction, ReferenceViolation, StoreError
+from connector.store.errors import (
+    DuplicateKey,
+    NestedTransaction,
+    ReferenceViolation,
+    StoreBusy,
+    StoreError,
+    StoreFull,
+    StoreIOError,
+    StoreReadOnly,
+    StoreUnavailable,
+    StoreUnreachable,
+)
 from connector.store.repositories import (
     AgreementRepository,
     AssetRepository,
@@ -54,6 +76,7 @@ from connector.store.rows import (
     UseReservation,
     UseResult,
 )
+from connector.store.schema import schema_version
 
 Dialect = Literal["sqlite", "postgresql"]
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -66,14 +89,129 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+_SQLITE_DUPLICATE = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
+# SQLite reports ON DELETE RESTRICT as a trigger's constraint (the schema has no triggers of its own)
+_SQLITE_REFERENCE = frozenset({sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY, sqlite3.SQLITE_CONSTRAINT_TRIGGER})
+
+
 def _translate_integrity_error(error: sa.exc.IntegrityError) -> StoreError:
     code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    sqlite_code = getattr(error.orig, "sqlite_errorcode", None)
     text = str(error.orig)
-    if code == "23505" or "UNIQUE constraint failed" in text:
+    if code == "23505" or sqlite_code in _SQLITE_DUPLICATE:
         return DuplicateKey(text)
-    if code == "23503" or "FOREIGN KEY constraint failed" in text:
+    if code == "23503" or sqlite_code in _SQLITE_REFERENCE:
         return ReferenceViolation(text)
     return StoreError(text)
+
+
+# ------------------------------------------------------------------ storage faults
+
+_SQLITE_WRITABLE = ("that {path}, its -wal and -shm files and {dir} are writable by this user and "
+                    "the file system is mounted read-write")
+# SQLite primary result code -> (fault, what happened, what the operator checks)
+_SQLITE_FAULTS: dict[int, tuple[type[StoreUnavailable], str, str]] = {
+    sqlite3.SQLITE_FULL: (StoreFull, "the disk holding the database is full",
+                          "free space on the file system of {path}"),
+    sqlite3.SQLITE_READONLY: (StoreReadOnly, "the database is read-only", _SQLITE_WRITABLE),
+    sqlite3.SQLITE_PERM: (StoreReadOnly, "access to the database is denied", _SQLITE_WRITABLE),
+    sqlite3.SQLITE_CANTOPEN: (StoreUnreachable, "the database file cannot be opened",
+                              "that {dir} exists and is writable by this user (SQLite keeps -wal "
+                              "and -shm files beside the database) and the file system is "
+                              "mounted read-write"),
+    sqlite3.SQLITE_IOERR: (StoreIOError, "a disk I/O error",
+                           "the disk and file system of {path} (kernel log)"),
+    sqlite3.SQLITE_BUSY: (StoreBusy, "the database is locked by another process",
+                          "which other process holds the write lock of {path}"),
+    sqlite3.SQLITE_LOCKED: (StoreBusy, "the database is locked",
+                            "which other process holds the write lock of {path}"),
+    sqlite3.SQLITE_NOMEM: (StoreBusy, "SQLite is out of memory", "the memory of this host"),
+}
+_PG_FULL = "free disk space on the database server"
+_PG_READONLY = ("default_transaction_read_only, whether the server is a standby, and the "
+                "database user's privileges on the schema")
+_PG_REACH = "that PostgreSQL runs there and accepts connections, and that the database and user exist"
+_PG_LOAD = "the database server's load and max_connections"
+# PostgreSQL SQLSTATE -> (fault, what happened, what the operator checks)
+_PG_FAULTS: dict[str, tuple[type[StoreUnavailable], str, str]] = {
+    "53000": (StoreBusy, "the database server is out of resources", _PG_LOAD),
+    "53100": (StoreFull, "the database server's disk is full", _PG_FULL),
+    "53200": (StoreBusy, "the database server is out of memory", _PG_LOAD),
+    "53300": (StoreBusy, "the database server has no connection slot left", _PG_LOAD),
+    "53400": (StoreBusy, "a limit of the database server is exceeded", _PG_LOAD),
+    "25006": (StoreReadOnly, "the database is read-only", _PG_READONLY),
+    "42501": (StoreReadOnly, "the database user lacks a privilege", _PG_READONLY),
+    "57014": (StoreBusy, "a statement was cancelled by the server (a timeout)", _PG_LOAD),
+    "55P03": (StoreBusy, "a lock was not available in time", _PG_LOAD),
+    "57P01": (StoreUnreachable, "the database server is shutting down", _PG_REACH),
+    "57P02": (StoreUnreachable, "the database server crashed", _PG_REACH),
+    "57P03": (StoreUnreachable, "the database server does not accept connections now", _PG_REACH),
+    "57P04": (StoreUnreachable, "the database was dropped", _PG_REACH),
+    "3D000": (StoreUnreachable, "the database does not exist", _PG_REACH),
+    "28000": (StoreUnreachable, "the database server refused the login", _PG_REACH),
+    "28P01": (StoreUnreachable, "the database server refused the password", _PG_REACH),
+    "58030": (StoreIOError, "the database server had an I/O error", "the database server's disks"),
+}
+# faults that may live in the connection itself: drop it (and older pooled ones), reconnect
+_STALE_CONNECTION = (StoreReadOnly, StoreUnreachable, StoreIOError)
+_DRIVER_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError, sqlite3.Error)
+
+
+def _sqlite_code(error: BaseException) -> int:
+    """SQLite's primary result code of a driver error (0: none)."""
+    return int(getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    orig = getattr(error, "orig", None) if isinstance(error, sa.exc.DBAPIError) else None
+    return orig if isinstance(orig, BaseException) else error
+
+
+def classify(error: BaseException, *, url: sa.URL, readonly: bool = False) -> StoreUnavailable | None:
+    """The storage fault a driver error means (None: not a fault of the storage), by SQLite
+    result code or PostgreSQL SQLSTATE. `url` names the database in what the operator checks;
+    `readonly`: the transaction was declared read-only, so a read-only refusal is our bug."""
+    if isinstance(error, sa.exc.TimeoutError):  # the pool's checkout timeout
+        return StoreBusy("every database connection of this process is in use",
+                         check="long-running transactions and the load on this process")
+    orig = _unwrap(error)
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "")
+        found = _SQLITE_FAULTS.get(_sqlite_code(orig))
+        if found is None:
+            return None
+        kind, happened, check = found
+        name = getattr(orig, "sqlite_errorname", "") or ""
+        return kind(f"{happened} ({name})" if name else happened,
+                    check=check.format(path=path, dir=path.parent))
+    server = f"the PostgreSQL server {_shown(url)}"
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(state, str):
+        if state == "25006" and readonly:
+            return None
+        found_pg = _PG_FAULTS.get(state)
+        if found_pg is not None:
+            kind, happened, check = found_pg
+            return kind(f"{happened} (SQLSTATE {state})", check=f"{server}: {check}")
+        if state.startswith("08"):  # connection exception
+            return StoreUnreachable(f"the connection to the database failed (SQLSTATE {state})",
+                                    check=f"{server}: {_PG_REACH}")
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return StoreUnreachable("the connection to the database was lost",
+                                check=f"{server}: {_PG_REACH}")
+    return None
+
+
+def _unreachable(error: OSError, url: sa.URL) -> StoreUnavailable:
+    """A socket error connecting to PostgreSQL (refused, unresolvable host, timeout)."""
+    what = errno.errorcode.get(error.errno or 0, type(error).__name__)
+    return StoreUnreachable(f"the database server cannot be reached ({what})",
+                            check=f"the PostgreSQL server {_shown(url)}: {_PG_REACH}")
+
+
+def _shown(url: sa.URL) -> str:
+    """The URL as the operator wrote it: no driver name, no password."""
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
 class InlineConnection:
@@ -182,7 +320,10 @@ def _parse_url(url: str, schema: str | None) -> tuple[sa.URL, Dialect, str | Non
             raise ValueError("the store needs a database file (an in-memory SQLite is one per connection)")
         parsed = sa.URL.create("sqlite+pysqlite", database=str(Path(url).expanduser()))
     else:
-        parsed = sa.make_url(url)
+        try:
+            parsed = sa.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise ValueError("not a database URL (sqlite:///PATH or postgresql://USER@HOST/DB)") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
@@ -239,7 +380,14 @@ class Store:
             if synchronous not in _SYNCHRONOUS:
                 raise ValueError(f"sqlite_synchronous must be one of {sorted(_SYNCHRONOUS)}")
             assert sa_url.database is not None
-            Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(sa_url.database).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                fault = from_os_error(error, "the store's directory", directory) or StoreUnreachable(
+                    f"the store's directory cannot be made ({errno.errorcode.get(error.errno or 0, error)})",
+                    check=f"the path {directory}")
+                raise fault from error
             engine: Any = sa.create_engine(
                 sa_url.set(drivername="sqlite+pysqlite"),
                 pool_size=pool_size,
@@ -262,11 +410,15 @@ class Store:
                 json_serializer=_dumps,
                 connect_args=connect_args,
             )
+        _drop_stale_connections(engine.sync_engine if isinstance(engine, AsyncEngine) else engine)
         store = cls(engine, dialect, schema)
         store._busy_timeout = busy_timeout_seconds
         try:
             async with store.transaction(readonly=True) as tx:
                 await tx.execute(sa.text("SELECT 1"))
+        except _DRIVER_ERRORS as error:  # not a storage fault (those are StoreUnavailable)
+            await store.close()
+            raise StoreError(f"the database cannot be used: {_unwrap(error)}") from error
         except BaseException:
             await store.close()
             raise
@@ -276,6 +428,18 @@ class Store:
     def url(self) -> str:
         """The database URL without its password, for logs."""
         return self.engine.url.render_as_string(hide_password=True)
+
+    @staticmethod
+    def shown_url(url: str) -> str:
+        """`url` as an operator may see it in a log: no password, no driver name."""
+        try:
+            return _shown(_parse_url(url, None)[0])
+        except ValueError:
+            pass
+        try:  # a URL, but not one of a database the store supports
+            return sa.make_url(url).render_as_string(hide_password=True)
+        except (sa.exc.ArgumentError, ValueError):
+            return "(an unusable URL)"
 
     async def close(self) -> None:
         if isinstance(self.engine, AsyncEngine):
@@ -312,6 +476,12 @@ class Store:
             else:
                 async with self._begin(readonly) as tx:
                     yield tx
+        except _DRIVER_ERRORS as error:
+            # rolled back already (the context managers above); say why in the store's terms
+            fault = classify(error, url=self.engine.url, readonly=readonly)
+            if fault is None:
+                raise
+            raise fault from error
         finally:
             if task is not None:
                 self._tasks_in_transaction.discard(task)
@@ -327,12 +497,19 @@ class Store:
                     yield Transaction(InlineConnection(sync_connection), self.dialect,
                                       readonly=readonly)
             return
-        async with self.engine.connect() as connection:
-            if readonly:
-                option = _READONLY if self.dialect == "sqlite" else "postgresql_readonly"
-                await connection.execution_options(**{option: True})
-            async with connection.begin():
-                yield Transaction(connection, self.dialect, readonly=readonly)
+        connected = False
+        try:
+            async with self.engine.connect() as connection:
+                connected = True
+                if readonly:
+                    option = _READONLY if self.dialect == "sqlite" else "postgresql_readonly"
+                    await connection.execution_options(**{option: True})
+                async with connection.begin():
+                    yield Transaction(connection, self.dialect, readonly=readonly)
+        except OSError as error:
+            if connected:  # not ours to classify: the caller's own I/O inside the transaction
+                raise
+            raise _unreachable(error, self.engine.url) from error
 
     async def _begin_inline(self, connection: Connection) -> Any:
         """BEGIN (IMMEDIATE for writers) without blocking the event loop while another process
@@ -345,12 +522,15 @@ class Store:
             try:
                 return connection.begin()
             except sa.exc.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error):
+                if _sqlite_code(_unwrap(error)) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise
                 connection.rollback()
                 if loop.time() >= deadline:
-                    raise StoreError(f"the database stayed locked for {self._busy_timeout:.0f} s "
-                                     "(another process holds its write lock)") from error
+                    raise StoreBusy(
+                        f"the database stayed locked for {self._busy_timeout:.0f} s "
+                        "(another process holds its write lock)",
+                        check=f"which other process holds the write lock of {self.engine.url.database}",
+                    ) from error
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
@@ -359,7 +539,9 @@ class Store:
     async def migrate(self) -> int:
         """Create or upgrade the schema; returns the version. Idempotent, and safe when several
         processes start at once: PostgreSQL serialises on an advisory lock, SQLite on its
-        writer lock. DDL is transactional on both, so a failed migration leaves nothing behind."""
+        writer lock. DDL is transactional on both, so a failed migration leaves nothing behind.
+        An up-to-date schema writes nothing, so a write that touches no row then proves the
+        database takes writes: a read-only one fails here (`StoreReadOnly`), at start-up."""
         async with self.transaction() as tx:
             if self.dialect == "postgresql":
                 await tx.execute(
@@ -378,7 +560,16 @@ class Store:
             def apply(connection: Connection) -> int:
                 return migrations.apply(connection, now)
 
-            return await tx.connection.run_sync(apply)
+            try:
+                version = int(await tx.connection.run_sync(apply))
+                await tx.execute(sa.update(schema_version).where(sa.false())
+                                 .values(version=schema_version.c.version))
+                return version
+            except _DRIVER_ERRORS as error:
+                fault = classify(error, url=self.engine.url)
+                if fault is not None:
+                    raise fault from error
+                raise StoreError(f"migrating the schema failed: {_unwrap(error)}") from error
 
     async def schema_version(self) -> int:
         """The applied schema version; 0 for an empty database."""
@@ -473,6 +664,20 @@ class Store:
 def _advisory_key(schema: str | None) -> int:
     digest = hashlib.sha256(f"connector.store.migrate:{schema or ''}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _drop_stale_connections(engine: sa.Engine) -> None:
+    """A fault that may live in the connection (read-only, cannot open, lost, I/O error) counts
+    as a disconnect: SQLAlchemy then drops that connection and every pooled one opened before
+    it, so the pool reconnects once the cause is fixed instead of keeping a broken session."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        if context.is_disconnect:
+            return
+        fault = classify(context.original_exception, url=engine.url)
+        if isinstance(fault, _STALE_CONNECTION):
+            context.is_disconnect = True
 
 
 def _configure_sqlite(engine: Any, busy_timeout_ms: int, synchronous: str) -> None:

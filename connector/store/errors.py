@@ -1,6 +1,22 @@
-"""Typed store errors, so the runtime and the HTTP edge never parse driver messages."""
+"""Typed store errors, so the runtime and the HTTP edge never parse driver messages.
+
+`StoreError` and its subclasses: something about this request or this database (a duplicate key,
+a stale version, a schema from a newer connector). `StoreUnavailable` and its subclasses
+(defined in `connector.faults`, shared with the audit log and the vault, re-exported here): the
+storage cannot take this now (full, read-only, unreachable, busy, I/O error); nothing was
+changed and the same request succeeds once the cause is fixed.
+"""
 
 from __future__ import annotations
+
+from connector.faults import (
+    StoreBusy,
+    StoreFull,
+    StoreIOError,
+    StoreReadOnly,
+    StoreUnavailable,
+    StoreUnreachable,
+)
 
 
 class StoreError(Exception):
@@ -60,3 +76,20 @@ class NestedTransaction(StoreError):
 
 class SchemaTooNew(StoreError):
     """The database was migrated by a newer connector than this one."""
+
+
+__all__ = [
+    "ConcurrentUpdate",
+    "DuplicateKey",
+    "NestedTransaction",
+    "NotFound",
+    "ReferenceViolation",
+    "SchemaTooNew",
+    "StoreBusy",
+    "StoreError",
+    "StoreFull",
+    "StoreIOError",
+    "StoreReadOnly",
+    "StoreUnavailable",
+    "StoreUnreachable",
+]
