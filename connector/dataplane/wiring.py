@@ -22,9 +22,9 @@ from connector.dataplane.app import create_app
 from connector.dataplane.pep import AgreementPolicy, TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptChain
 from connector.dataplane.sources import FileSource, HttpSource
-from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.tokencache import TokenCache
 from connector.dataplane.uses import UseReservations
+from connector.http.outbound import OutboundPolicy
 from connector.identity.keys import SigningKey
 from connector.identity.tokens import TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
@@ -44,7 +44,7 @@ class TransferLookup:
     terminate, complete); the TTL bounds how long a change made through another replica takes
     to reach this one."""
 
-    def __init__(self, store: Store, upstream: SsrfPolicy, ttl: float = 1.0) -> None:
+    def __init__(self, store: Store, upstream: OutboundPolicy, ttl: float = 1.0) -> None:
         self._load = _loader(store, upstream)
         self._ttl = ttl
         self._cache: dict[str, tuple[float, TransferView | None]] = {}
@@ -71,7 +71,7 @@ class TransferLookup:
         return view
 
 
-def _loader(store: Store, upstream: SsrfPolicy) -> Callable[[str], Awaitable[TransferView | None]]:
+def _loader(store: Store, upstream: OutboundPolicy) -> Callable[[str], Awaitable[TransferView | None]]:
     compiled: dict[str, AgreementPolicy] = {}
 
     async def lookup(transfer_id: str) -> TransferView | None:
@@ -95,7 +95,7 @@ def _loader(store: Store, upstream: SsrfPolicy) -> Callable[[str], Awaitable[Tra
     return lookup
 
 
-def _source(address: dict[str, Any], upstream: SsrfPolicy) -> Any:
+def _source(address: dict[str, Any], upstream: OutboundPolicy) -> Any:
     kind = address.get("type")
     if kind == "file" and address.get("path"):
         return FileSource(Path(address["path"]), chunk_size=4 << 20)
@@ -195,7 +195,7 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
     def revoked(claims: Any) -> bool:
         return revocations is not None and claims.subject in revocations.revoked
 
-    lookup = lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow))
+    lookup = lookup or TransferLookup(store, OutboundPolicy.from_config(upstream_allow))
     book = receipts or receipt_book(signing, participant_id, certificate, audit, lookup.consumer_of,
                                     store=store)
     shared: SharedReceipts | None = book.shared
