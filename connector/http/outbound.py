@@ -34,6 +34,7 @@ the caller) and `permanent` (False only for a name that does not resolve now: DN
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -57,6 +58,7 @@ MAX_URL_LENGTH = 2048
 MAX_HOST_LENGTH = 253  # RFC 1035, without the trailing dot
 MAX_LABEL_LENGTH = 63
 MAX_PINS = 1024  # hosts a GuardedResolver remembers; a forgotten one is checked again
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 _NUMERIC_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)")
@@ -230,7 +232,7 @@ def parse_url(url: str | URL, *, schemes: Iterable[str] = HTTP_SCHEMES,
         raise SchemeRefused(f"scheme {scheme!r} is not allowed (only {', '.join(allowed)})")
     if not text[start.end():].startswith("//"):
         raise InvalidUrl("not an absolute URL (scheme://host/...)")
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in text):
+    if _CONTROL.search(text):
         raise InvalidUrl("the URL contains spaces or control characters")
     try:
         u = url if isinstance(url, URL) else URL(url)
@@ -270,6 +272,7 @@ def parse_url(url: str | URL, *, schemes: Iterable[str] = HTTP_SCHEMES,
 # ---------------------------------------------------------------------------------- addresses
 
 
+@functools.lru_cache(maxsize=4096)
 def address_category(address: IPAddress) -> str | None:
     """Why `address` is not a public destination, or None if it is globally routable."""
     if isinstance(address, ipaddress.IPv6Address):
