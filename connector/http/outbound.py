@@ -110,7 +110,8 @@ def _host_name(entry: str) -> str:
     try:
         host = host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError as exc:
-        raise ValueError(f"{entry!r} is not a valid host name ({exc})") from None
+        raise ValueError(f"{entry!r} is neither an address, a CIDR nor a host name ({exc})"
+                         ) from None
     problem = _name_problem(host)
     if problem:
         raise ValueError(f"{entry!r} is neither an address, a CIDR nor a host name: {problem}")
