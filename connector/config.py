@@ -14,6 +14,8 @@ host = "127.0.0.1"
 port = 8801
 plain_http = false                      # true only for loopback tests: no TLS at all
 mutual_tls = true                       # ask peers for their data-space certificate
+peer_allow = []                         # private/loopback peers DSP calls may reach (CIDRs,
+                                        # host names): callbackAddress, peerUrl; see below
 
 [management]
 host = "127.0.0.1"
@@ -36,6 +38,14 @@ Default: none, and file assets are refused with a 400 that says to set this. A r
 existing directory; it may not equal, contain or lie inside the participant directory, contain
 the store's SQLite file, the audit log, the management API key file or this config file, or
 overlap ``/proc``, ``/sys`` or ``/dev``: such a root is refused when the config is loaded.
+
+Outbound addresses (connector.http.outbound): every call made on someone else's word goes only to
+public addresses unless its path's allow-list names the private, loopback or link-local address
+(a CIDR or an IP address) or the host name:
+`[dsp] peer_allow` for DSP calls (a peer's callbackAddress, a peerUrl given to the management
+API), `[dataplane] push_allow` (push destinations), `upstream_allow` (HTTP upstreams of assets)
+and `pull_allow` (the endpoints providers give for pulls). Entries that are neither an address,
+a CIDR nor a host name are a configuration error.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connector.assets import DataRoots, RootRefused
+from connector.http.outbound import validate_allow_list
 
 
 class ConfigError(ValueError):
@@ -84,6 +95,15 @@ class DspSection(_Section):
     port: int = Field(default=8801, ge=0, le=65535)
     plain_http: bool = False
     mutual_tls: bool = True
+    # peers DSP calls may reach although they are private, loopback or link-local addresses
+    # (CIDRs or host names): callbackAddresses, peerUrls, the processes' counter-parties. Empty:
+    # public addresses only; DSP calls use https only unless plain_http
+    peer_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("peer_allow")
+    @classmethod
+    def _allow_list(cls, v: list[str]) -> list[str]:
+        return validate_allow_list(v)
 
 
 class ManagementSection(_Section):
@@ -126,6 +146,11 @@ class DataplaneSection(_Section):
     pull_allow: list[str] = Field(default_factory=list)
     # seconds a transfer token lives; the consumer refreshes it with its one-time refresh token
     token_lifetime: int = Field(default=300, ge=1, le=3600)
+
+    @field_validator("upstream_allow", "push_allow", "pull_allow")
+    @classmethod
+    def _allow_lists(cls, v: list[str]) -> list[str]:
+        return validate_allow_list(v)
 
 
 class NegotiationSection(_Section):

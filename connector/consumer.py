@@ -39,9 +39,15 @@ import aiohttp
 from connector.audit.receipts import RECEIPT_KIND, receipt_data
 from connector.dataplane.pep import USE, AgreementPolicy
 from connector.dataplane.receipts import ReceiptError, ReceiptVerifier, certified_keys
-from connector.dataplane.ssrf import GuardedResolver, SsrfPolicy, SsrfRefused, check_url, guarded_connector
 from connector.dataplane.wiring import POLICY_CONTEXT
 from connector.faults import StoreUnavailable, from_os_error
+from connector.http.outbound import (
+    GuardedResolver,
+    OutboundPolicy,
+    OutboundRefused,
+    check_url,
+    guarded_connector,
+)
 from connector.odrl import terms as T
 from connector.odrl.compile import DecisionRequest
 from connector.protocol.errors import ProtocolError
@@ -89,14 +95,15 @@ class _Responses:
 
 class Downloads:
     def __init__(self, cp: Any, *, ca_file: Path, vault_dir: Path,
-                 policy: SsrfPolicy | None = None) -> None:
+                 policy: OutboundPolicy | None = None) -> None:
         from cryptography import x509
 
         self.cp = cp
         self.ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
         self.ssl = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
         # the endpoint comes from the provider: no pulls from private addresses unless allowed
-        self.policy = policy or SsrfPolicy()
+        self.policy = policy or OutboundPolicy()
+        self._resolver = GuardedResolver(self.policy)  # connects only to what check_url vetted
         self.vault_dir = vault_dir
         self.jobs: dict[str, PullJob] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -114,7 +121,7 @@ class Downloads:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=guarded_connector(GuardedResolver(self.policy)),
+                connector=guarded_connector(self._resolver),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
                 trust_env=False, auto_decompress=False)
         return self._session
@@ -201,8 +208,8 @@ class Downloads:
                 assert t.data_address is not None
                 endpoint = t.data_address.endpoint or ""
                 try:
-                    await check_url(endpoint, self.policy)
-                except SsrfRefused as exc:
+                    self._resolver.pin(await check_url(endpoint, self.policy))
+                except OutboundRefused as exc:
                     raise PullFailed(f"the provider's data address is refused: {exc.reason}") from None
                 headers = {"Authorization": f"Bearer {t.data_address.property('authorization')}"}
                 if purpose:

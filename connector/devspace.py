@@ -169,6 +169,12 @@ class Connector:
                 return exc.code, raw.decode(errors="replace")
 
 
+def _allow(allow: bool | tuple[str, ...]) -> list[str]:
+    if isinstance(allow, bool):
+        return ["127.0.0.0/8"] if allow else []
+    return list(allow)
+
+
 class DataSpace:
     """An authority and any number of connectors under one folder."""
 
@@ -185,9 +191,13 @@ class DataSpace:
                   profile: str = "idsc:BASE_SECURITY_PROFILE", store: str | None = None,
                   start: bool = True, participant_dir: Path | None = None,
                   mutual_tls: bool = True, counter_offers: str = "stricter",
-                  token_lifetime: int = 300, push_allow: bool = True,
+                  token_lifetime: int = 300, push_allow: bool | tuple[str, ...] = True,
                   upstream_allow: tuple[str, ...] = (),
-                  dataplane_public_url: str | None = None, pull_allow: bool = True) -> Connector:
+                  dataplane_public_url: str | None = None,
+                  pull_allow: bool | tuple[str, ...] = True,
+                  peer_allow: tuple[str, ...] = ("127.0.0.1",)) -> Connector:
+        """A connector of this data space. The allow-lists of its outbound addresses: True is
+        the whole loopback range, False nothing, or the entries given."""
         d = participant_dir or self.root / name
         if participant_dir is None:
             cli("init", d, "--name", name, "--tls-host", "127.0.0.1")
@@ -221,6 +231,8 @@ host = "127.0.0.1"
 port = {dsp}
 plain_http = {"false" if self.tls else "true"}
 mutual_tls = {"true" if mutual_tls else "false"}
+# every participant of this loopback data space is on 127.0.0.1: DSP calls may go there
+peer_allow = {json.dumps(list(peer_allow))}
 
 [management]
 host = "127.0.0.1"
@@ -241,8 +253,8 @@ host = "127.0.0.1"
 port = {data}
 token_lifetime = {token_lifetime}
 # every participant of this loopback data space is on 127.0.0.1: allow pushes there
-push_allow = {'["127.0.0.0/8"]' if push_allow else "[]"}
-pull_allow = {'["127.0.0.0/8"]' if pull_allow else "[]"}
+push_allow = {json.dumps(_allow(push_allow))}
+pull_allow = {json.dumps(_allow(pull_allow))}
 upstream_allow = {json.dumps(list(upstream_allow))}
 {f'public_url = "{dataplane_public_url}"' if dataplane_public_url else ""}
 """)

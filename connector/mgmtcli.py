@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from connector.config import ConfigError, load_config
+from connector.http.outbound import OutboundRefused, parse_url
 
 
 def _config(path: str) -> Any:
@@ -148,8 +149,18 @@ def offer_add(config: str | None, api: str | None, api_key: str | None, offer_id
     _print(client.call("POST", "/api/offers", body))
 
 
+def _peer_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A peer's DSP base URL, its syntax checked here; whether this connector may call its
+    address (`[dsp] peer_allow`) the connector decides (a refusal is a 400 with the reason)."""
+    try:
+        parse_url(value, base=True)
+    except OutboundRefused as exc:
+        raise click.BadParameter(exc.reason) from None
+    return value
+
+
 @click.command(name="catalog")
-@click.argument("peer_url")
+@click.argument("peer_url", callback=_peer_url)
 @_api_options
 def catalog(peer_url: str, config: str | None, api: str | None, api_key: str | None) -> None:
     """Show PEER_URL's catalog as this connector may see it."""
@@ -159,7 +170,7 @@ def catalog(peer_url: str, config: str | None, api: str | None, api_key: str | N
 
 
 @click.command(name="negotiate")
-@click.argument("peer_url")
+@click.argument("peer_url", callback=_peer_url)
 @click.argument("offer_id")
 @_api_options
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
@@ -183,7 +194,7 @@ def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
 
 
 @click.command(name="pull")
-@click.argument("peer_url")
+@click.argument("peer_url", callback=_peer_url)
 @click.argument("agreement_id")
 @_api_options
 @click.option("--out", type=click.Path(dir_okay=False),

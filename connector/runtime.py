@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.http.client import DspClient
+from connector.http.outbound import OutboundRefused
 from connector.odrl.compile import compile_policy
 from connector.odrl.facts import fact_values
 from connector.odrl.parse import PolicyError, load_policy
@@ -46,6 +47,7 @@ from connector.protocol.messages import (
     PULL,
     PUSH,
     ContractNegotiation,
+    ContractOfferMessage,
     ContractRequestMessage,
     DataAddress,
     DataService,
@@ -349,11 +351,25 @@ class ControlPlane:
 
     # -------------------------------------------------------------- inbound negotiation messages
 
+    async def _check_callback(self, msg: DspModel) -> None:
+        """An initial message's callbackAddress must be one this connector may call (the DSP
+        outbound policy: scheme and addresses); else 400 with the reason, before any process
+        exists. Deliveries check it again when they are sent."""
+        if not isinstance(msg, ContractRequestMessage | ContractOfferMessage | TransferRequestMessage):
+            return
+        if msg.callback_address is None:
+            return
+        try:
+            await self.client.check(msg.callback_address)
+        except OutboundRefused as exc:
+            raise ProtocolError(400, "400", [f"callbackAddress refused: {exc.reason}"]) from None
+
     async def negotiation_message(self, body: Any, sender: str, attributes: Mapping[str, Any],
                                   pid: str | None,
                                   expected: tuple[type, ...] | None = None) -> tuple[int, dict[str, Any]]:
         """Take in a DSP negotiation message; return (status, response body)."""
         msg = parse_message(body, expected)
+        await self._check_callback(msg)
         requester = Requester.of(sender, fact_values(attributes))
         snap = await self.catalog()  # the provider decides from its current offers
         offer = (check_offer(snap.offers, msg.offer)
@@ -446,6 +462,7 @@ class ControlPlane:
                                expected: tuple[type, ...] | None = None) -> tuple[int, dict[str, Any]]:
         """Take in a DSP transfer message; return (status, response body)."""
         msg = parse_message(body, expected)
+        await self._check_callback(msg)
         check = None
         if isinstance(msg, TransferRequestMessage):
             # The agreement and its FINALIZED negotiation never change again: check them first.

@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives import serialization
 from connector.audit.log import AuditLog
 from connector.config import Config
 from connector.dataplane.pushing import PushRunner
-from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.uses import UseReservations
 from connector.dataplane.wiring import (
     TransferLookup,
@@ -33,6 +32,7 @@ from connector.duties import Vault
 from connector.http.client import DspClient
 from connector.http.dsp import dsp_app
 from connector.http.management import management_app
+from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.verify import DatVerifier
@@ -139,6 +139,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
     session = aiohttp.ClientSession(timeout=timeout)
     authority = config.connector.authority_url
     audit: AuditLog | None = None
+    client: DspClient | None = None
     try:
         dat = await _retry("authority discovery",
                            lambda: DatClient.discover(session, authority, identity))
@@ -149,7 +150,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         claims = await verifier.verify(own)
         cert, key, ca = config.tls_files
         client_ssl = None if config.dsp.plain_http else client_context(ca, cert, key)
-        client = DspClient(session, dat.token, ssl_context=client_ssl)
+        client = DspClient(dat.token, ssl_context=client_ssl, policy=OutboundPolicy.from_config(
+            config.dsp.peer_allow, schemes=("http", "https") if config.dsp.plain_http else ("https",)))
         dp = config.dataplane
         tls_scheme = "http" if config.dsp.plain_http else "https"
         dataplane_url = (dp.public_url or f"{tls_scheme}://{dp.host}:{dp.port}").rstrip("/")
@@ -193,7 +195,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             from connector.dataplane.receiver import push_receiver
 
             downloads = Downloads(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault",
-                                  policy=SsrfPolicy.from_config(dp.pull_allow))
+                                  policy=OutboundPolicy.from_config(dp.pull_allow))
             local = LocalUse(cp)
             inbox = PushInbox(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
             dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts))
@@ -213,14 +215,14 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             # consumers present transfer tokens here, not DATs: TLS without a client certificate
             data_ssl = None if config.dsp.plain_http else server_context(
                 cert, key, ca, require_client_cert=False)
-            lookup = TransferLookup(store, SsrfPolicy.from_config(dp.upstream_allow), roots)
+            lookup = TransferLookup(store, OutboundPolicy.from_config(dp.upstream_allow), roots)
             cp.transfer_listeners.append(lookup.invalidate)
             book = receipt_book(dataplane_key(identity.key), identity.participant_id,
                                 identity.certificate, audit, lookup.consumer_of,
                                 chain_id=secrets.token_urlsafe(6), store=store)
             uses = UseReservations(store)
             pusher = PushRunner(cp, lookup=lookup, receipts=book,
-                                policy=SsrfPolicy.from_config(dp.push_allow), ssl_context=client_ssl,
+                                policy=OutboundPolicy.from_config(dp.push_allow), ssl_context=client_ssl,
                                 consume=uses)
             cp.transfer_listeners.append(pusher.notify)
             if await pusher.resume_after_restart():
@@ -257,6 +259,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
         for runner in runners:
             await runner.cleanup()
     finally:
+        if client is not None:
+            await client.close()
         await session.close()
         await store.close()
         if audit is not None:

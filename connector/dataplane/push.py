@@ -32,12 +32,12 @@ from yarl import URL
 
 from connector.dataplane.receipts import BodyHasher, ReceiptChain
 from connector.dataplane.sources import DataSource, SourceResponse
-from connector.dataplane.ssrf import (
+from connector.http.outbound import (
     GuardedResolver,
+    OutboundPolicy,
+    OutboundRefused,
     Resolve,
     ResolvedTarget,
-    SsrfPolicy,
-    SsrfRefused,
     check_url,
     guarded_connector,
 )
@@ -115,7 +115,7 @@ async def push(
     *,
     destination: str,
     authorization: str | None,
-    policy: SsrfPolicy,
+    policy: OutboundPolicy,
     chain: ReceiptChain,
     still_allowed: Callable[[], Awaitable[str | None]],
     ssl: ssl_module.SSLContext | None = None,
@@ -144,7 +144,7 @@ async def push(
                           "the authorization value is not a valid header value")
     try:
         target = await check_url(destination, policy, resolve=resolve)
-    except SsrfRefused as exc:
+    except OutboundRefused as exc:
         return PushResult(False, None, 0, empty, 0, list(chain.receipts),
                           f"destination refused: {exc.reason}")
     try:
@@ -190,7 +190,7 @@ async def push(
 
 async def _transfer(
     src: SourceResponse, upload: _Upload, target: ResolvedTarget, *, seq: int,
-    authorization: str | None, policy: SsrfPolicy, chain: ReceiptChain,
+    authorization: str | None, policy: OutboundPolicy, chain: ReceiptChain,
     still_allowed: Callable[[], Awaitable[str | None]], ssl: ssl_module.SSLContext | None,
     clock: Callable[[], float], resolve: Resolve | None, connect_timeout: float, read_timeout: float,
     content_type: str, failed: Sequence[tuple[int, int, str]] = (),

@@ -29,9 +29,9 @@ from typing import Any
 from connector.dataplane.pep import ConsumeUse, decide, still_permitted
 from connector.dataplane.push import push
 from connector.dataplane.receipts import ReceiptBook
-from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.wiring import TransferLookup
 from connector.faults import StoreUnavailable
+from connector.http.outbound import OutboundPolicy
 from connector.identity.tokens import Claims
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PUSH
@@ -42,7 +42,7 @@ LEASE_SECONDS = 30.0  # a replica's hold on a push; renewed while it runs, free 
 
 class PushRunner:
     def __init__(self, cp: Any, *, lookup: TransferLookup, receipts: ReceiptBook,
-                 policy: SsrfPolicy, ssl_context: ssl.SSLContext | None,
+                 policy: OutboundPolicy, ssl_context: ssl.SSLContext | None,
                  consume: ConsumeUse | None = None) -> None:
         self.cp = cp
         # the data plane's use reservations, so pulls and pushes draw on the same blocks

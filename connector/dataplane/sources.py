@@ -34,12 +34,12 @@ from typing import BinaryIO, Protocol
 import aiohttp
 
 from connector.assets import DataRoots, PathRefused
-from connector.dataplane.ssrf import (
+from connector.http.outbound import (
     GuardedResolver,
+    OutboundPolicy,
+    OutboundRefused,
     Resolve,
     ResolvedTarget,
-    SsrfPolicy,
-    SsrfRefused,
     check_redirect,
     check_url,
     guarded_connector,
@@ -505,7 +505,7 @@ class HttpSource:
     """
 
     url: str
-    policy: SsrfPolicy
+    policy: OutboundPolicy
     headers: Mapping[str, str] = field(default_factory=dict)
     settings: UpstreamSettings = field(default_factory=UpstreamSettings)
     resolve: Resolve | None = None  # for tests; default: loop.getaddrinfo
@@ -513,7 +513,7 @@ class HttpSource:
     async def open(self, range_header: str | None = None) -> SourceResponse:
         try:
             target = await check_url(self.url, self.policy, resolve=self.resolve)
-        except SsrfRefused as exc:
+        except OutboundRefused as exc:
             return error_response(502, f"upstream refused: {exc.reason}")
         resolver = GuardedResolver(self.policy, resolve=self.resolve)
         resolver.pin(target)
@@ -574,7 +574,7 @@ class HttpSource:
             try:
                 current = await check_redirect(current, location, hops, self.policy,
                                                resolve=self.resolve)
-            except SsrfRefused as exc:
+            except OutboundRefused as exc:
                 return error_response(502, f"upstream {exc.reason}")
             resolver.pin(current)
 

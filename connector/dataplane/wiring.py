@@ -23,10 +23,10 @@ from connector.dataplane.app import create_app
 from connector.dataplane.pep import AgreementPolicy, TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptChain
 from connector.dataplane.sources import ASSET_GONE, FileSource, HttpSource, UnavailableSource
-from connector.dataplane.ssrf import SsrfPolicy
 from connector.dataplane.tokencache import TokenCache
 from connector.dataplane.uses import UseReservations
 from connector.faults import StoreUnavailable
+from connector.http.outbound import OutboundPolicy
 from connector.identity.keys import SigningKey
 from connector.identity.tokens import TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
@@ -46,7 +46,7 @@ class TransferLookup:
     terminate, complete); the TTL bounds how long a change made through another replica takes
     to reach this one."""
 
-    def __init__(self, store: Store, upstream: SsrfPolicy, roots: DataRoots,
+    def __init__(self, store: Store, upstream: OutboundPolicy, roots: DataRoots,
                  ttl: float = 1.0) -> None:
         self._load = _loader(store, upstream, roots)
         self._ttl = ttl
@@ -74,7 +74,7 @@ class TransferLookup:
         return view
 
 
-def _loader(store: Store, upstream: SsrfPolicy, roots: DataRoots
+def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
             ) -> Callable[[str], Awaitable[TransferView | None]]:
     compiled: dict[str, AgreementPolicy] = {}
 
@@ -99,7 +99,7 @@ def _loader(store: Store, upstream: SsrfPolicy, roots: DataRoots
     return lookup
 
 
-def _source(address: dict[str, Any] | None, upstream: SsrfPolicy, roots: DataRoots) -> Any:
+def _source(address: dict[str, Any] | None, upstream: OutboundPolicy, roots: DataRoots) -> Any:
     """The source of an asset's data address; a refusing one when the asset is gone (deleted
     behind the store's back: the store refuses to delete an asset under an agreement) or its
     address is unusable."""
@@ -242,7 +242,7 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
     def revoked(claims: Any) -> bool:
         return revocations is not None and claims.subject in revocations.revoked
 
-    lookup = lookup or TransferLookup(store, SsrfPolicy.from_config(upstream_allow),
+    lookup = lookup or TransferLookup(store, OutboundPolicy.from_config(upstream_allow),
                                       roots or DataRoots())
     book = receipts or receipt_book(signing, participant_id, certificate, audit, lookup.consumer_of,
                                     store=store)

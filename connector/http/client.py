@@ -1,9 +1,14 @@
 """The outbound DSP client: every call carries the sender's DAT, over TLS that trusts only the
 data-space CA (plain HTTP only when the configuration says so, for loopback tests).
 
-Outcomes are classified for the outbox: 2xx delivered; 4xx refused (permanent: the
-counter-party will not take this message, retrying cannot help); 5xx, timeouts and connection
-errors transient (retry with backoff). Redirects are never followed.
+Every destination is someone else's word (a peer URL, a callbackAddress), so every call goes
+through the control plane's `OutboundPolicy` (`[dsp] peer_allow`, see
+`connector.http.outbound`): the URL is checked and its addresses pinned right before the call,
+and the connection can reach no other address. A refused destination is never contacted.
+
+Outcomes are classified for the outbox: 2xx delivered; a refused destination, a redirect (never
+followed) and 4xx refused (permanent: retrying cannot help); 5xx, timeouts, connection errors and
+a name that does not resolve transient (retry with backoff).
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ from typing import Any
 
 import aiohttp
 
+from connector.http.outbound import (
+    GuardedResolver,
+    OutboundPolicy,
+    OutboundRefused,
+    Resolve,
+    ResolvedTarget,
+    check_url,
+    guarded_connector,
+)
 from connector.protocol import wirecheck
 
 TokenSource = Callable[[], Awaitable[str]]
@@ -29,15 +43,38 @@ class Delivery:
     status: int | None
     body: Any
     reason: str
+    refused: bool = False  # the outbound policy refused the destination: nothing was sent
 
 
 class DspClient:
-    def __init__(self, session: aiohttp.ClientSession, token: TokenSource, *,
-                 ssl_context: ssl.SSLContext | None, timeout: float = 10.0) -> None:
-        self._session = session
+    def __init__(self, token: TokenSource, *, ssl_context: ssl.SSLContext | None,
+                 policy: OutboundPolicy, timeout: float = 10.0,
+                 resolve: Resolve | None = None) -> None:
         self._token = token
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else False
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._policy = policy
+        self._resolve = resolve
+        self._resolver = GuardedResolver(policy, resolve=resolve)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on first use: a session belongs to a running loop
+            self._session = aiohttp.ClientSession(
+                connector=guarded_connector(self._resolver), trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def check(self, url: str) -> ResolvedTarget:
+        """The destination as the policy allows it (its addresses pinned for the call that
+        follows); the OutboundRefused of the reason otherwise."""
+        target = await check_url(url, self._policy, resolve=self._resolve)
+        self._resolver.pin(target)
+        return target
 
     async def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self._token()}",
@@ -45,15 +82,26 @@ class DspClient:
 
     async def request(self, method: str, url: str, payload: Any = None) -> Delivery:
         try:
+            target = await self.check(url)
+        except OutboundRefused as exc:
+            if not exc.permanent:  # a name that does not resolve now: worth another try
+                return Delivery(False, False, None, None, exc.reason)
+            return Delivery(False, True, None, None, f"destination refused: {exc.reason}",
+                            refused=True)
+        try:
             headers = await self._headers()
         except Exception as exc:  # no DAT: transient, the authority may come back
             return Delivery(False, False, None, None, f"no DAT to send with: {exc}")
         wirecheck.check(payload, "sent")
         data = None if payload is None else json.dumps(payload).encode()
         try:
-            async with self._session.request(method, url, data=data, headers=headers,
-                                             ssl=self._ssl, timeout=self._timeout,
-                                             allow_redirects=False) as resp:
+            async with self._http().request(method, target.url, data=data, headers=headers,
+                                            ssl=self._ssl, timeout=self._timeout,
+                                            allow_redirects=False) as resp:
+                if 300 <= resp.status < 400:
+                    return Delivery(False, True, resp.status, None,
+                                    f"{resp.status}: the peer redirects, and redirects are not "
+                                    "followed")
                 raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 if len(raw) > MAX_RESPONSE_BYTES:
                     return Delivery(False, False, resp.status, None, "response too large")

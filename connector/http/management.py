@@ -17,14 +17,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from connector.assets import DataRoots, PathRefused, path_problem
 from connector.faults import StoreUnavailable
 from connector.http.errors import storage_fault
+from connector.http.outbound import OutboundRefused, parse_url
 from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
 from connector.odrl.plain import PREFIXES, expand_term
 from connector.odrl.templates import TemplateError, fill
@@ -113,15 +114,28 @@ class OfferIn(_In):
         return self
 
 
+def _peer_url(v: str) -> str:
+    """A peer's DSP base URL: its syntax here (400 with the reason); its address is checked
+    against `[dsp] peer_allow` when it is called (a refusal is a 400 too)."""
+    try:
+        parse_url(v, base=True)
+    except OutboundRefused as exc:
+        raise ValueError(exc.reason) from None
+    return v
+
+
+PeerUrl = Annotated[str, AfterValidator(_peer_url)]
+
+
 class CatalogIn(_In):
-    peer_url: str = Field(alias="peerUrl")
+    peer_url: PeerUrl = Field(alias="peerUrl")
 
 
 class NegotiationIn(_In):
     """Negotiate an offer of the peer's catalog (``offerId``), or ask for terms of one's own
     (``terms``: plain ODRL rules, a counter-offer, for dataset ``datasetId``)."""
 
-    peer_url: str = Field(alias="peerUrl")
+    peer_url: PeerUrl = Field(alias="peerUrl")
     offer_id: str = Field(alias="offerId")
     dataset_id: str | None = Field(default=None, alias="datasetId")
     terms: dict[str, Any] | None = None
@@ -495,6 +509,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     async def fetch_catalog(peer_url: str) -> dict[str, Any]:
         d = await cp.client.post(peer_url.rstrip("/") + "/catalog/request",
                                  CatalogRequestMessage().to_wire())
+        if d.refused:
+            raise ApiError(400, f"peerUrl: {d.reason}")
         if not d.ok or not isinstance(d.body, dict):
             raise ApiError(502, f"the peer's catalog could not be read: {d.reason}")
         return d.body

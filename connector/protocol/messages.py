@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rdflib import RDF, URIRef
 from rdflib.term import Node
 
+from connector.http.outbound import OutboundRefused, parse_url
 from connector.odrl.model import Policy
 from connector.odrl.parse import (
     DSP_ODRL_PROFILE_URL,
@@ -216,6 +217,17 @@ class DspModel(BaseModel):
         return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:32]
 
 
+def _callback_address(v: str) -> str:
+    """An absolute http(s) base URL with a host, without credentials, query or fragment, of
+    bounded length; whether this connector may call it is decided on receipt (the outbound
+    policy: addresses, and https unless plain HTTP is allowed)."""
+    try:
+        parse_url(v, base=True)
+    except OutboundRefused as exc:
+        raise ValueError(exc.reason) from None
+    return v
+
+
 def _reasons(v: Any) -> Any:
     if v is not None and (not isinstance(v, list) or not v):
         raise ValueError("must be a non-empty array")
@@ -368,6 +380,11 @@ class ContractRequestMessage(DspModel):
     callback_address: str | None = Field(
         default=None, validation_alias="callbackAddress", serialization_alias="callbackAddress")
 
+    @field_validator("callback_address")
+    @classmethod
+    def _callback(cls, v: str | None) -> str | None:
+        return None if v is None else _callback_address(v)
+
     @field_validator("offer")
     @classmethod
     def _offer(cls, v: Any) -> Any:
@@ -398,6 +415,11 @@ class ContractOfferMessage(DspModel):
     offer: dict[str, Any]
     callback_address: str | None = Field(
         default=None, validation_alias="callbackAddress", serialization_alias="callbackAddress")
+
+    @field_validator("callback_address")
+    @classmethod
+    def _callback(cls, v: str | None) -> str | None:
+        return None if v is None else _callback_address(v)
 
     @field_validator("offer")
     @classmethod
@@ -540,6 +562,11 @@ class TransferRequestMessage(DspModel):
     data_address: DataAddress | None = Field(
         default=None, validation_alias="dataAddress", serialization_alias="dataAddress")
     callback_address: str = Field(validation_alias="callbackAddress", serialization_alias="callbackAddress")
+
+    @field_validator("callback_address")
+    @classmethod
+    def _callback(cls, v: str) -> str:
+        return _callback_address(v)
 
 
 class TransferStartMessage(DspModel):

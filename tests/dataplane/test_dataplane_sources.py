@@ -25,9 +25,9 @@ from connector.dataplane.sources import (
     UpstreamSettings,
     parse_range,
 )
-from connector.dataplane.ssrf import SsrfPolicy
+from connector.http.outbound import OutboundPolicy
 
-LOOPBACK_OK = SsrfPolicy.from_config(["127.0.0.1/32"])
+LOOPBACK_OK = OutboundPolicy.from_config(["127.0.0.1/32"])
 SECRET = "upstream-api-key-s3cr3t"
 
 
@@ -259,7 +259,7 @@ async def upstream() -> AsyncIterator[TestServer]:
         await server.close()
 
 
-def source(server: TestServer, path: str, policy: SsrfPolicy = LOOPBACK_OK, **kw: object) -> HttpSource:
+def source(server: TestServer, path: str, policy: OutboundPolicy = LOOPBACK_OK, **kw: object) -> HttpSource:
     return HttpSource(str(server.make_url(path)), policy, headers={"X-Api-Key": SECRET}, **kw)  # type: ignore[arg-type]
 
 
@@ -275,7 +275,7 @@ async def test_upstream_allowed_by_allow_list_credentials_stay_provider_side(ups
 
 
 async def test_upstream_loopback_refused_by_default(upstream: TestServer) -> None:
-    r = await source(upstream, "/data", SsrfPolicy()).open(None)
+    r = await source(upstream, "/data", OutboundPolicy()).open(None)
     assert r.status == 502 and r.reason is not None and "loopback" in r.reason
     assert upstream.state["seen_headers"] == []  # type: ignore[attr-defined]
 
@@ -311,7 +311,7 @@ async def test_upstream_redirect_to_other_origin_drops_credentials(upstream: Tes
     front = TestServer(app, host="127.0.0.1")
     await front.start_server()
     try:
-        policy = SsrfPolicy.from_config(["localhost", "127.0.0.1"])
+        policy = OutboundPolicy.from_config(["localhost", "127.0.0.1"])
         src = HttpSource(f"http://localhost:{front.port}/hop", policy, headers={"X-Api-Key": SECRET})
         r = await src.open(None)
         assert r.status == 502 and r.reason == "upstream answered 401"

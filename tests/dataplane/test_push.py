@@ -24,11 +24,11 @@ from connector.dataplane.push import PushResult, push
 from connector.dataplane.receipts import Coverage, ReceiptChain, ReceiptError, ReceiptVerifier
 from connector.dataplane.receiver import RESPONSES, PushTarget, new_push_secret, push_receiver
 from connector.dataplane.sources import FileSource, SourceResponse, error_response
-from connector.dataplane.ssrf import SsrfPolicy
+from connector.http.outbound import OutboundPolicy
 from connector.identity.jose import VerificationKey
 from connector.identity.keys import SigningKey
 
-LOOPBACK_OK = SsrfPolicy.from_config(["127.0.0.1/32"])
+LOOPBACK_OK = OutboundPolicy.from_config(["127.0.0.1/32"])
 PROVIDER_PID = "urn:uuid:provider-process-1"  # the chain is the provider's: its transfer id
 CONSUMER_PID = "consumer-process-1"  # the receiver's path segment: the consumer's transfer id
 AGREEMENT = "urn:agreement:1"
@@ -323,7 +323,7 @@ async def test_push_64_mib_in_bounded_memory(tmp_path: Path, consumer: Consumer,
 async def test_loopback_destination_refused_without_allow_list(consumer: Consumer, chain: ReceiptChain,
                                                                clock: FakeClock) -> None:
     src = MemorySource([b"x"])
-    r = await run_push(src, consumer, chain, clock, policy=SsrfPolicy())
+    r = await run_push(src, consumer, chain, clock, policy=OutboundPolicy())
     assert not r.ok and r.status is None and r.reason.startswith("destination refused")
     assert "loopback" in r.reason
     assert consumer.requests == [] and src.opened == 0
@@ -354,12 +354,12 @@ async def test_names_are_checked_and_pinned(consumer: Consumer, chain: ReceiptCh
     port = consumer.server.port
     destination = f"http://consumer.test:{port}/push/{CONSUMER_PID}"
     r = await run_push(MemorySource([b"data"]), consumer, chain, clock, destination=destination,
-                       policy=SsrfPolicy(), resolve=resolve)
+                       policy=OutboundPolicy(), resolve=resolve)
     assert not r.ok and "consumer.test resolves to 127.0.0.1, a loopback address" in r.reason
     assert consumer.requests == []
     lookups.clear()
     r = await run_push(MemorySource([b"data"]), consumer, chain, clock, destination=destination,
-                       policy=SsrfPolicy.from_config(["consumer.test"]), resolve=resolve)
+                       policy=OutboundPolicy.from_config(["consumer.test"]), resolve=resolve)
     assert r.ok, r.reason
     assert lookups == ["consumer.test"]  # checked once; the PUT and the receipts went to the pinned address
     assert [m for m, _, _ in consumer.requests] == ["PUT", "POST"]

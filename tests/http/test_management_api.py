@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from connector.http.client import DspClient
 from connector.http.management import management_app
+from connector.http.outbound import OutboundPolicy
 from connector.runtime import ControlPlane
 from connector.store import Store
 
@@ -26,17 +26,17 @@ async def api(tmp_path: Path) -> AsyncIterator[TestClient]:
     async def no_token() -> str:
         raise RuntimeError("no peers in this test")
 
-    async with aiohttp.ClientSession() as session:
-        cp = ControlPlane(store, DspClient(session, no_token, ssl_context=None),
-                          participant_id="urn:test:provider", dsp_url="http://127.0.0.1:9")
-        client = TestClient(TestServer(management_app(cp, KEY)))
-        await client.start_server()
-        client.session.headers["X-Api-Key"] = KEY
-        try:
-            yield client
-        finally:
-            await client.close()
-            await store.close()
+    dsp = DspClient(no_token, ssl_context=None, policy=OutboundPolicy())
+    cp = ControlPlane(store, dsp, participant_id="urn:test:provider", dsp_url="http://127.0.0.1:9")
+    client = TestClient(TestServer(management_app(cp, KEY)))
+    await client.start_server()
+    client.session.headers["X-Api-Key"] = KEY
+    try:
+        yield client
+    finally:
+        await client.close()
+        await dsp.close()
+        await store.close()
 
 
 async def call(api: TestClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:
