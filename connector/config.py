@@ -29,7 +29,26 @@ sqlite_synchronous = "NORMAL"              # "FULL": also durable across a power
 
 [assets]
 roots = ["data"]                           # folders whose files may be file assets
+
+[limits]                         # request limits on every port; defaults shown
+dsp_body_bytes = 2097152         # one DSP request body (and a push's receipts)       -> 413
+management_body_bytes = 4194304  # one management API request body                    -> 413
+authority_body_bytes = 65536     # one authority request body (`authority serve --limits FILE`)
+json_depth = 64                  # nested arrays/objects in a JSON body               -> 400
+json_string_chars = 65536        # characters in one JSON string (keys too)           -> 400
+json_items = 10000               # entries in one JSON array or object                -> 400
+header_line_bytes = 8190         # the request line and each header line              -> 400
+header_field_bytes = 8190        # one header value                                   -> 400
+header_count = 100               # headers in one request                             -> 400
+header_timeout = 10.0            # s from connecting (or a request's first byte) to complete
+                                 # headers, and for the TLS handshake   -> connection closed
+body_timeout = 30.0              # s to receive a JSON body; longest pause in an upload -> 408
+idle_timeout = 60.0              # s a keep-alive connection may idle between requests -> closed
+shutdown_grace = 10.0            # s from SIGTERM to exit: requests in flight finish or are cancelled
 ```
+JSON bodies with `NaN`, `Infinity` or a number beyond the double range are refused (400) whatever
+the limits. The authority reads the same `[limits]` section from the file given to
+`connector authority serve --limits`.
 Relative paths are relative to the config file's folder.
 
 ``[assets] roots``: a file asset must lie inside one of these folders once ``..`` and symlinks
@@ -57,6 +76,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connector.assets import DataRoots, RootRefused
+from connector.http.limits import DEFAULT_LIMITS, Limits
 from connector.http.outbound import validate_allow_list
 
 
@@ -166,6 +186,38 @@ class AssetsSection(_Section):
     roots: list[Path] = Field(default_factory=list, max_length=64)
 
 
+class LimitsSection(_Section):
+    """Request limits on every listening port (connector.http.limits; defaults there)."""
+
+    # request body bytes: a DSP message (and a push's receipts), a management API request, a
+    # token or admin request at the authority; larger bodies get 413
+    dsp_body_bytes: int = Field(default=DEFAULT_LIMITS.dsp_body_bytes, ge=1024, le=1 << 30)
+    management_body_bytes: int = Field(default=DEFAULT_LIMITS.management_body_bytes, ge=1024,
+                                       le=1 << 30)
+    authority_body_bytes: int = Field(default=DEFAULT_LIMITS.authority_body_bytes, ge=1024,
+                                      le=1 << 30)
+    # JSON bodies: nesting (beyond ~200 the parsers' recursion is at risk), one string's
+    # characters, one array's or object's entries; beyond any of them: 400
+    json_depth: int = Field(default=DEFAULT_LIMITS.json_depth, ge=8, le=200)
+    json_string_chars: int = Field(default=DEFAULT_LIMITS.json_string_chars, ge=256, le=1 << 30)
+    json_items: int = Field(default=DEFAULT_LIMITS.json_items, ge=16, le=10_000_000)
+    # request line / header line bytes, one header value's bytes, headers per request: 400
+    header_line_bytes: int = Field(default=DEFAULT_LIMITS.header_line_bytes, ge=1024, le=1 << 20)
+    header_field_bytes: int = Field(default=DEFAULT_LIMITS.header_field_bytes, ge=1024, le=1 << 20)
+    header_count: int = Field(default=DEFAULT_LIMITS.header_count, ge=16, le=10_000)
+    # seconds: to complete request headers from connecting or from a request's first byte
+    # (and the TLS handshake), else the connection is closed; to receive a JSON body, or the
+    # longest pause in a streamed upload, else 408; a keep-alive connection's idle time between
+    # requests; from SIGTERM to the process's exit, requests in flight finished or cancelled
+    header_timeout: float = Field(default=DEFAULT_LIMITS.header_timeout, gt=0, le=3600)
+    body_timeout: float = Field(default=DEFAULT_LIMITS.body_timeout, gt=0, le=3600)
+    idle_timeout: float = Field(default=DEFAULT_LIMITS.idle_timeout, gt=0, le=3600)
+    shutdown_grace: float = Field(default=DEFAULT_LIMITS.shutdown_grace, gt=0, le=600)
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
 class Config(_Section):
     connector: ConnectorSection
     dsp: DspSection = DspSection()
@@ -174,6 +226,7 @@ class Config(_Section):
     negotiation: NegotiationSection = NegotiationSection()
     dataplane: DataplaneSection = DataplaneSection()
     assets: AssetsSection = AssetsSection()
+    limits: LimitsSection = LimitsSection()
     base_dir: Path = Path(".")
     config_file: Path | None = None  # set by load_config: never servable (it may hold the API key)
 
@@ -269,3 +322,23 @@ def load_config(path: str | Path) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from exc
     return config
+
+
+def load_limits(path: str | Path | None) -> Limits:
+    """The ``[limits]`` section of a TOML file (the authority's ``--limits``); the defaults
+    without one."""
+    if path is None:
+        return DEFAULT_LIMITS
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    try:
+        return LimitsSection.model_validate(data.get("limits", {})).limits()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"limits.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{p}: {problems}") from exc

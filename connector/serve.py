@@ -31,6 +31,7 @@ from connector.dataplane.wiring import (
 from connector.duties import Vault
 from connector.http.client import DspClient
 from connector.http.dsp import dsp_app
+from connector.http.limits import WATCHDOG_MARGIN, Limits, ShutdownWatchdog, start_site, stop_sites
 from connector.http.management import management_app
 from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
@@ -132,7 +133,32 @@ async def open_store(config: Config) -> Store:
     return store
 
 
-async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> None:
+async def _stop_within(what: str, work: Awaitable[Any], deadline: float) -> None:
+    """Await ``work`` until ``deadline`` (loop time); past it, give up on it with a warning."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(deadline):
+            await work
+    except TimeoutError:
+        log.warning("shutdown: %s did not stop within %.1f s", what,
+                    max(0.0, deadline - loop.time()))
+
+
+async def _shutdown(limits: Limits, runners: list[web.AppRunner], background: list[tuple[str, Awaitable[Any]]]
+                    ) -> None:
+    """Stop serving and stop the background work, all at once, within the shutdown grace.
+
+    Requests in flight get half the grace to finish, then are cancelled (long waits, streams);
+    pulls, pushes and the outbox stop at once. Nothing is lost: every state change is one
+    transaction, and messages not yet delivered stay in the outbox for the next start."""
+    deadline = asyncio.get_running_loop().time() + limits.shutdown_grace
+    await asyncio.gather(stop_sites(runners, limits),
+                         *(_stop_within(what, work, deadline) for what, work in background))
+
+
+async def run(config: Config, *, ready: Callable[[str], None] | None = None,
+              stopping: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; ``stopping`` is called when the signal arrives."""
     store = await open_store(config)
     identity = ParticipantIdentity.load(config.participant_dir)
     timeout = aiohttp.ClientTimeout(total=15)
@@ -187,8 +213,9 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")
             .replace("idsc:", "https://w3id.org/idsa/code/"))
         version = {"protocolVersions": [{"version": "2025-1", "path": "/", "binding": "HTTPS"}]}
+        limits = config.limits.limits()
         dsp = dsp_app(cp, verifier, require_tls_binding=not config.dsp.plain_http,
-                      version_document=version, self_description=describe)
+                      version_document=version, self_description=describe, limits=limits)
         downloads = local = None
         if duties is not None:
             from connector.consumer import Downloads, LocalUse, PushInbox
@@ -198,13 +225,14 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
                                   policy=OutboundPolicy.from_config(dp.pull_allow))
             local = LocalUse(cp)
             inbox = PushInbox(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
-            dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts))
+            dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts, limits=limits))
         # where file assets may lie (checked when the config loaded; built now that the store
         # and the audit log exist, so links to them are recognised too)
         roots = config.data_roots()
         mgmt = management_app(cp, config.management_api_key(), audit=audit,
-                              downloads=downloads, local=local, data_roots=roots)
-        runners = []
+                              downloads=downloads, local=local, data_roots=roots,
+                              limits=limits)
+        runners: list[web.AppRunner] = []
         urls = []
         pusher: PushRunner | None = None
         server_ssl = None if config.dsp.plain_http else server_context(
@@ -234,13 +262,9 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
                                         uses=uses),
                           dp.host, dp.port, data_ssl))
         for app, host, port, ssl_ctx in sites:
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
-            await site.start()
-            runners.append(runner)
-            actual = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            urls.append(f"{'https' if ssl_ctx else 'http'}://{host}:{actual}")
+            listening = await start_site(app, host, port, limits=limits, ssl_context=ssl_ctx)
+            runners.append(listening.runner)
+            urls.append(listening.url)
         line = f"connector {identity.participant_id} ready dsp={urls[0]} management={urls[1]}"
         if len(urls) > 2:
             line += f" dataplane={urls[2]}"
@@ -251,13 +275,14 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None) -> 
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if stopping is not None:
+            stopping()
+        background: list[tuple[str, Awaitable[Any]]] = [("the control plane", cp.stop())]
         if downloads is not None:
-            await downloads.close()
+            background.append(("pulls", downloads.close()))
         if pusher is not None:
-            await pusher.close()
-        await cp.stop()
-        for runner in runners:
-            await runner.cleanup()
+            background.append(("pushes", pusher.close()))
+        await _shutdown(limits, runners, background)
     finally:
         if client is not None:
             await client.close()
@@ -271,8 +296,14 @@ def serve(config: Config) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    grace = config.limits.shutdown_grace
+
+    def watchdog() -> None:
+        # the process ends even if an orderly stop hangs (armed for the rest of its life)
+        ShutdownWatchdog(grace + WATCHDOG_MARGIN).start()
+
     try:
-        asyncio.run(run(config))
+        asyncio.run(run(config, stopping=watchdog))
     except StoreUnavailable as exc:
         # start-up: the store opened but refused its first write (read-only), or the audit log
         # cannot be opened: one line, as for a store that cannot be opened

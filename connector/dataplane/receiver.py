@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import os
 import re
@@ -37,6 +36,7 @@ from aiohttp import web
 
 from connector.faults import StoreUnavailable, from_os_error
 from connector.http.errors import storage_fault
+from connector.http.limits import DEFAULT_LIMITS, BodyTooSlow, LimitError, Limits, read_chunk, read_json
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -158,13 +158,15 @@ def _failed(raw: object, got: dict[int, tuple[int, bytes]]) -> list[tuple[int, i
 
 
 def push_receiver(
-    resolve: Resolve, on_receipts: OnReceipts, *, max_bytes: int | None = None
+    resolve: Resolve, on_receipts: OnReceipts, *, max_bytes: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> web.Application:
     """The push endpoint as an aiohttp (sub-)application; mount it with `add_subapp`.
 
     `resolve(transfer_id)` finds the transfer's target (None: unknown); `on_receipts` verifies
     the provider's receipts against the uploads recorded for the transfer. `max_bytes` caps one
-    upload (413).
+    upload (413). `limits` bound the receipts' JSON body; an upload that pauses longer than the
+    body timeout is refused (408).
     """
     # transfer -> {(chain, seq): (nbytes, digest)}: each provider process signs its own chain
     responses: dict[str, dict[tuple[str, int], tuple[int, bytes]]] = {}
@@ -215,8 +217,8 @@ def push_receiver(
             buf = bytearray()
             while True:
                 try:
-                    chunk = await request.content.readany()
-                except asyncio.CancelledError:
+                    chunk = await read_chunk(request.content, limits)
+                except (asyncio.CancelledError, BodyTooSlow):
                     raise
                 except Exception as exc:  # connection lost, bad chunked framing, ...
                     raise _Broken(f"the upload broke off ({type(exc).__name__})") from None
@@ -278,6 +280,9 @@ def push_receiver(
             nbytes, digest = await receive(request, target, (chain, seq), length)
         except _TooLarge:
             return _error(413, f"the data exceeds the limit of {max_bytes} bytes")
+        except BodyTooSlow as exc:
+            log.info("push to %s: %s", target.transfer_id, exc.reason)
+            return _error(exc.status, exc.reason)
         except _Broken as exc:
             log.info("push to %s: %s", target.transfer_id, exc)
             return _error(400, str(exc))
@@ -295,22 +300,10 @@ def push_receiver(
         target = await authorize(request)
         if isinstance(target, web.Response):
             return target
-        if request.content_length is not None and request.content_length > MAX_RECEIPTS_BODY:
-            return _error(413, f"the receipts exceed {MAX_RECEIPTS_BODY} bytes")
-        raw = bytearray()
         try:
-            while chunk := await request.content.readany():
-                raw += chunk
-                if len(raw) > MAX_RECEIPTS_BODY:
-                    return _error(413, f"the receipts exceed {MAX_RECEIPTS_BODY} bytes")
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            return _error(400, "the request body broke off")
-        try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError):
-            return _error(400, "the body is not JSON")
+            doc = await read_json(request, max_bytes=MAX_RECEIPTS_BODY, limits=limits)
+        except LimitError as exc:
+            return _error(exc.status, exc.reason)
         receipts = doc.get("receipts") if isinstance(doc, dict) else None
         if not isinstance(receipts, list) or not all(isinstance(r, str) and r for r in receipts):
             return _error(400, 'the body must be {"receipts": [<receipt>, ...]}')

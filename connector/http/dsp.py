@@ -19,6 +19,7 @@ from aiohttp import web
 
 from connector.faults import StoreUnavailable
 from connector.http.errors import storage_fault
+from connector.http.limits import DEFAULT_LIMITS, LIMITS, LimitError, Limits, limits_of, query_int, read_json
 from connector.http.tls import check_transport_binding, peer_certificate_sha256
 from connector.identity.errors import IdentityError
 from connector.identity.tokens import Claims
@@ -26,6 +27,7 @@ from connector.identity.verify import Verifier
 from connector.odrl.facts import fact_values
 from connector.protocol import messages as M
 from connector.protocol import wirecheck
+from connector.protocol.catalog import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from connector.protocol.decide import Requester
 from connector.protocol.errors import ProtocolError
 from connector.protocol.negotiation import negotiation_error
@@ -34,7 +36,6 @@ from connector.runtime import ControlPlane
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_BODY = 2 * 1024 * 1024
 PUBLIC = {"/.well-known/dspace-version", "/"}
 PUSH_PREFIX = "/push/"  # a consumer's endpoint for HttpData-PUSH (connector.dataplane.receiver)
 
@@ -117,14 +118,18 @@ def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
     return authenticate
 
 
+def _refused(exc: LimitError) -> ProtocolError:
+    return ProtocolError(exc.status, str(exc.status), [exc.reason])
+
+
 async def _json(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ProtocolError(413, "413", [f"body larger than {MAX_BODY} bytes"])
-    raw = await request.read()
+    """The body as JSON within the limits (connector.http.limits); a DSP error otherwise."""
+    limits = limits_of(request)
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(400, "400", [f"the body is not JSON: {exc}"[:200]]) from exc
+        return await read_json(request, max_bytes=limits.dsp_body_bytes, limits=limits,
+                               key="limits.dsp_body_bytes")
+    except LimitError as exc:
+        raise _refused(exc) from exc
 
 
 def _sender(request: web.Request) -> tuple[str, Any]:
@@ -134,10 +139,11 @@ def _sender(request: web.Request) -> tuple[str, Any]:
 
 def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
             version_document: dict[str, Any],
-            self_description: Callable[[str | None], Awaitable[tuple[bytes, str] | None]]
-            ) -> web.Application:
+            self_description: Callable[[str | None], Awaitable[tuple[bytes, str] | None]],
+            limits: Limits = DEFAULT_LIMITS) -> web.Application:
     app = web.Application(middlewares=[errors, auth_middleware(
-        verifier, require_tls_binding=require_tls_binding)], client_max_size=MAX_BODY)
+        verifier, require_tls_binding=require_tls_binding)], client_max_size=limits.dsp_body_bytes)
+    app[LIMITS] = limits
 
     async def version(request: web.Request) -> web.Response:
         return web.json_response(version_document)
@@ -156,7 +162,11 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
             raise ProtocolError(400, "400", ["catalog filters are not supported"])
         sender, attrs = _sender(request)
         snap = await cp.catalog()
-        page_size = _int(request.query.get("pageSize"), 50)
+        try:
+            page_size = query_int(request.query, "pageSize", DEFAULT_PAGE_SIZE, minimum=1,
+                                  maximum=MAX_PAGE_SIZE)
+        except LimitError as exc:
+            raise _refused(exc) from exc
         page = snap.builder.catalog(Requester.of(sender, fact_values(attrs)), cp.clock(),
                                     page_size=page_size, cursor=request.query.get("cursor"),
                                     base_url=f"{cp.dsp_url}/catalog/request")
@@ -240,11 +250,3 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
     r.add_post("/transfers/{pid}/suspension", transfer((M.TransferSuspensionMessage,), True))
     return app
 
-
-def _int(value: str | None, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise ProtocolError(400, "400", [f"not an integer: {value[:20]!r}"]) from exc

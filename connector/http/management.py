@@ -25,6 +25,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from connector.assets import DataRoots, PathRefused, path_problem
 from connector.faults import StoreUnavailable
 from connector.http.errors import storage_fault
+from connector.http.limits import (
+    DEFAULT_LIMITS,
+    LIMITS,
+    LimitError,
+    Limits,
+    load_json,
+    query_int,
+    query_number,
+    read_body,
+)
 from connector.http.outbound import OutboundRefused, parse_url
 from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
 from connector.odrl.plain import PREFIXES, expand_term
@@ -39,6 +49,9 @@ from connector.store import DuplicateKey, ReferenceViolation, StillReferenced
 from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow, TransferRow
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DEFAULT_PAGE, MAX_PAGE, MAX_OFFSET = 50, 500, 10**12  # list paging (limit, offset)
+MAX_NEGOTIATION_WAIT = 60.0  # seconds a GET of a negotiation may wait (waitFor, timeout)
+MAX_PULL_WAIT = 30.0  # seconds a GET of a pull may wait for its end (wait)
 POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
                   "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
                   {k: v for k, v in PREFIXES.items() if k in ("idsc", "dsc", "dpv", "xsd")}]
@@ -338,7 +351,8 @@ def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
 
 def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                    downloads: Any = None, local: Any = None,
-                   data_roots: DataRoots | None = None) -> web.Application:
+                   data_roots: DataRoots | None = None,
+                   limits: Limits = DEFAULT_LIMITS) -> web.Application:
     """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
     file assets may lie (none: file assets are refused)."""
@@ -364,21 +378,38 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
             return web.json_response({"error": fault.reason, "details": []}, status=fault.status,
                                      headers=fault.headers)
 
-    app = web.Application(middlewares=[guard], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[guard], client_max_size=limits.management_body_bytes)
+    app[LIMITS] = limits
     store = cp.store
 
-    async def body(request: web.Request) -> Any:
+    async def optional_body(request: web.Request) -> Any | None:
+        """The JSON body within the limits (connector.http.limits); None if it is blank."""
         try:
-            return json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"the body is not JSON: {exc}"[:200]) from exc
+            raw = await read_body(request, max_bytes=limits.management_body_bytes,
+                                  timeout=limits.body_timeout, key="limits.management_body_bytes")
+            return load_json(raw, limits) if raw.strip() else None
+        except LimitError as exc:
+            raise ApiError(exc.status, exc.reason) from exc
+
+    async def body(request: web.Request) -> Any:
+        data = await optional_body(request)
+        if data is None:
+            raise ApiError(400, "the body is empty: send a JSON object")
+        return data
+
+    def number(request: web.Request, name: str, default: float, maximum: float) -> float:
+        """A number of seconds from the query: finite, 0..maximum."""
+        try:
+            return query_number(request.query, name, default, minimum=0.0, maximum=maximum)
+        except LimitError as exc:
+            raise ApiError(exc.status, exc.reason) from exc
 
     def paging(request: web.Request) -> tuple[int, int]:
         try:
-            limit = min(max(int(request.query.get("limit", "50")), 1), 500)
-            offset = max(int(request.query.get("offset", "0")), 0)
-        except ValueError as exc:
-            raise ApiError(400, "limit and offset must be integers") from exc
+            limit = query_int(request.query, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
+            offset = query_int(request.query, "offset", 0, minimum=0, maximum=MAX_OFFSET)
+        except LimitError as exc:
+            raise ApiError(exc.status, exc.reason) from exc
         return limit, offset
 
     def crud(repo: str, view: Callable[[Any], dict[str, Any]], noun: str, *,
@@ -430,8 +461,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     def transfer_action(make: Callable[[str], Any]) -> Handler:
         async def handle(request: web.Request) -> web.Response:
-            raw = await request.read()
-            r = _parse(ReasonIn, await body(request)) if raw.strip() else ReasonIn()
+            data = await optional_body(request)
+            r = _parse(ReasonIn, data) if data is not None else ReasonIn()
             t = await cp.transfer_command(request.match_info["id"], make(r.reason or "by operator"))
             async with store.transaction(readonly=True) as tx:
                 row = await tx.transfers.get(t.id)
@@ -564,7 +595,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         wait = request.query.get("waitFor")
         if wait:
             states = {s.value for s in NegotiationState if s.value in wait.split(",")}
-            timeout = min(float(request.query.get("timeout", "10")), 60.0)
+            timeout = number(request, "timeout", 10.0, MAX_NEGOTIATION_WAIT)
             row = await cp.wait_for(nid, states, timeout)
         else:
             async with store.transaction(readonly=True) as tx:
@@ -667,8 +698,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     async def start_pull(request: web.Request) -> web.Response:
         if downloads is None:
             raise ApiError(404, "this connector runs no pulls (no data-space CA)")
-        raw = await request.read()
-        p = _parse(PullIn, await body(request)) if raw.strip() else PullIn()
+        data = await optional_body(request)
+        p = _parse(PullIn, data) if data is not None else PullIn()
         job = await downloads.start(request.match_info["id"], out=p.out, purpose=p.purpose,
                                     complete=p.complete)
         return web.json_response(job.to_json(), status=202)
@@ -676,10 +707,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     async def pull_status(request: web.Request) -> web.Response:
         if downloads is None:
             raise ApiError(404, "this connector runs no pulls (no data-space CA)")
-        try:
-            wait = min(30.0, max(0.0, float(request.query.get("wait", "0"))))
-        except ValueError as exc:
-            raise ApiError(400, "wait must be a number of seconds") from exc
+        wait = number(request, "wait", 0.0, MAX_PULL_WAIT)
         job = await downloads.wait(request.match_info["id"], wait)
         if job is None:
             raise ApiError(404, "no pull of this transfer")

@@ -14,9 +14,13 @@ before this process started is refused, so a restart cannot reopen a replay wind
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,6 +29,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector.faults import StoreUnavailable, from_os_error
 from connector.http.errors import storage_fault
+from connector.http.limits import (
+    DEFAULT_LIMITS,
+    WATCHDOG_MARGIN,
+    LimitError,
+    Limits,
+    ShutdownWatchdog,
+    load_json,
+    read_body,
+    start_site,
+    stop_sites,
+)
 from connector.identity import jose
 from connector.identity.errors import (
     IdentityError,
@@ -53,7 +68,6 @@ log = logging.getLogger(__name__)
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPES = frozenset({DEFAULT_SCOPE})
-MAX_BODY_BYTES = 64 * 1024
 
 
 # --- boundary models -----------------------------------------------------------------------
@@ -379,13 +393,21 @@ def _parse_form(body: bytes) -> dict[str, str]:
     return form
 
 
-def create_app(authority: Authority) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.Application:
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=limits.authority_body_bytes)
+
+    async def body(request: web.Request) -> bytes:
+        try:
+            return await read_body(request, max_bytes=limits.authority_body_bytes,
+                                   timeout=limits.body_timeout, key="limits.authority_body_bytes")
+        except LimitError as exc:
+            raise InvalidRequest(exc.reason, status=exc.status) from exc
 
     async def token(request: web.Request) -> web.Response:
         if request.content_type != "application/x-www-form-urlencoded":
             raise InvalidRequest("token requests must be application/x-www-form-urlencoded")
-        form = _parse_form(await request.read())
+        form = _parse_form(await body(request))
         response = authority.issue_token(TokenRequest.model_validate(form))
         return web.json_response(response.model_dump(), headers=_NO_STORE)
 
@@ -407,7 +429,12 @@ def create_app(authority: Authority) -> web.Application:
         authority.check_admin(request.headers.get("Authorization"))
         if request.content_type != "application/json":
             raise InvalidRequest("admin requests must be application/json")
-        return model.model_validate_json(await request.read() or b"{}")
+        raw = await body(request)
+        try:
+            data = load_json(raw, limits) if raw.strip() else {}
+        except LimitError as exc:
+            raise InvalidRequest(f"invalid request: {exc.reason}", status=exc.status) from exc
+        return model.model_validate(data)
 
     async def register(request: web.Request) -> web.Response:
         body = await admin_body(request, RegisterRequest)
@@ -454,3 +481,22 @@ def create_app(authority: Authority) -> web.Application:
         ]
     )
     return app
+
+
+async def serve(app: web.Application, host: str, port: int, *, limits: Limits = DEFAULT_LIMITS,
+                ready: Callable[[str], None] | None = None) -> None:
+    """Serve the authority until SIGTERM or SIGINT, then stop within the shutdown grace."""
+    listening = await start_site(app, host, port, limits=limits)
+    if ready is not None:
+        ready(listening.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    watchdog = ShutdownWatchdog(limits.shutdown_grace + WATCHDOG_MARGIN).start()
+    try:
+        await stop_sites([listening.runner], limits)
+    finally:
+        watchdog.cancel()

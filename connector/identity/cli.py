@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -88,21 +89,27 @@ def authority_init(
 @click.option("--port", type=int, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--issuer", default=None, help="Public base URL (overrides authority.json).")
-def authority_serve(directory: str, port: int, host: str, issuer: str | None) -> None:
+@click.option("--limits", "limits_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A TOML file whose [limits] section bounds requests (default: safe defaults).")
+def authority_serve(directory: str, port: int, host: str, issuer: str | None,
+                    limits_file: str | None) -> None:
     """Run the authority service (token endpoint, JWKS, metadata, admin API)."""
-    from aiohttp import web
+    from connector.config import ConfigError, load_limits
+    from connector.identity.authority import Authority, create_app, serve
 
-    from connector.identity.authority import Authority, create_app
-
+    try:
+        limits = load_limits(limits_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     store = _store(directory)
     issuer = issuer or store.config.issuer or f"http://{host}:{port}"
-    app = create_app(Authority(store, issuer=issuer))
+    app = create_app(Authority(store, issuer=issuer), limits)
 
-    def ready(_: str) -> None:
-        click.echo(f"authority {issuer} listening on http://{host}:{port}")
+    def ready(url: str) -> None:
+        click.echo(f"authority {issuer} listening on {url}")
         sys.stdout.flush()
 
-    web.run_app(app, host=host, port=port, print=ready, access_log=None)
+    asyncio.run(serve(app, host, port, limits=limits, ready=ready))
 
 
 def _sha256_of_cert(path: str) -> str:
