@@ -87,6 +87,12 @@ class Authority:
             self.proc.terminate()
             self.proc.wait(10)
 
+    def kill9(self) -> None:
+        """SIGKILL, as a crash: no shutdown code runs. `start` brings it back on its port."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
 
 @dataclass
 class Connector:

@@ -466,13 +466,10 @@ class ControlPlane:
         check = None
         if isinstance(msg, TransferRequestMessage):
             # The agreement and its FINALIZED negotiation never change again: check them first.
-            async with self.store.transaction(readonly=True) as tx:
-                agreement = await tx.agreements.get(msg.agreement_id)
-                negotiation = (await tx.negotiations.get(agreement.negotiation_id)
-                               if agreement is not None and agreement.negotiation_id else None)
-            check = xfer.check_agreement(
-                row_to_negotiation(negotiation) if negotiation is not None else None,
-                agreement_id=msg.agreement_id, caller=sender)
+            negotiation = await self._negotiation_of(msg.agreement_id)
+            if negotiation is not None and _finalized_unacknowledged(negotiation, sender):
+                negotiation = await self._taken_as_finalized(negotiation, msg.agreement_id)
+            check = xfer.check_agreement(negotiation, agreement_id=msg.agreement_id, caller=sender)
 
         async def find(tx: Any) -> TransferRow | None:
             if pid is not None:
@@ -487,6 +484,31 @@ class ControlPlane:
         t = await self._transition(find, Received(msg, sender, agreement=check), kind=TRANSFER)
         assert t.response is not None
         return t.response.status, t.response.body.to_wire()
+
+    async def _negotiation_of(self, agreement_id: str) -> neg.Negotiation | None:
+        async with self.store.transaction(readonly=True) as tx:
+            agreement = await tx.agreements.get(agreement_id)
+            row = (await tx.negotiations.get(agreement.negotiation_id)
+                   if agreement is not None and agreement.negotiation_id else None)
+        return row_to_negotiation(row) if row is not None else None
+
+    async def _taken_as_finalized(self, n: neg.Negotiation, agreement_id: str) -> neg.Negotiation | None:
+        """Provider: our FINALIZED event is out and unacknowledged, and the consumer already
+        asks for a transfer under the agreement, which it does only once it is FINALIZED: its
+        request acknowledges the event (the answer to the event was lost, e.g. the consumer
+        crashed after taking it in, and our retry is still waiting for its backoff). Refusing
+        the request instead would be final for the consumer (a 4xx): its transfer would die
+        although both sides hold the agreement as finalized."""
+        pending = n.pending_message_id
+        assert pending is not None
+
+        async def find(tx: Any) -> NegotiationRow | None:
+            return await tx.negotiations.get(n.id)
+
+        await self._transition(find, Acknowledged(pending))
+        log.info("transfer request under %s taken as the acknowledgement of FINALIZED for %s",
+                 agreement_id, n.id)
+        return await self._negotiation_of(agreement_id)
 
     async def get_transfer(self, pid: str, sender: str) -> dict[str, Any]:
         async with self.store.transaction(readonly=True) as tx:
@@ -984,6 +1006,12 @@ class ControlPlane:
         except ProtocolError as exc:
             log.warning("outcome of %s for %s not applied: %s", m.message_key, pid, exc)
             return False
+
+
+def _finalized_unacknowledged(n: neg.Negotiation, sender: str) -> bool:
+    """A provider's negotiation whose FINALIZED event awaits the consumer ``sender``'s answer."""
+    return (n.role is Role.PROVIDER and n.state is neg.NegotiationState.FINALIZING
+            and n.pending_message_id is not None and n.counter_party_id == sender)
 
 
 def policy_problems(document: Any) -> list[str]:

@@ -2,7 +2,9 @@
 
 Every DSP call but the version document and the self-description must carry a DAT in
 ``Authorization``; an unauthenticated or unauthorised call gets 404, as the DSP bindings ask
-(the reason is logged, never told). A DAT bound to a TLS certificate must arrive over a
+(the reason is logged, never told), except when no DAT can be checked at all for a while (the
+authority's revocation list cannot be refreshed): that is a 503 with ``Retry-After``, which a
+sender retries, not a refusal it would take as final. A DAT bound to a TLS certificate must arrive over a
 connection whose peer presented that certificate. Protocol errors become the DSP error body of
 the area (CatalogError, ContractNegotiationError) with their status; malformed JSON is a 400.
 A storage fault is 503 with a ``Retry-After`` and the error body of the area (connector.http.errors).
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = {"/.well-known/dspace-version", "/"}
 PUSH_PREFIX = "/push/"  # a consumer's endpoint for HttpData-PUSH (connector.dataplane.receiver)
+RETRY_AFTER = "5"  # seconds, when DATs cannot be checked for now (the verifier's retry pace)
 
 
 def _error_body(request: web.Request, err: ProtocolError) -> dict[str, Any]:
@@ -55,6 +58,12 @@ def _error_body(request: web.Request, err: ProtocolError) -> dict[str, Any]:
 def _not_found(request: web.Request) -> web.Response:
     err = ProtocolError(404, "404", ["not found"])
     return web.json_response(_error_body(request, err), status=404)
+
+
+def _unavailable(request: web.Request) -> web.Response:
+    err = ProtocolError(503, "503", ["credentials cannot be checked now; try again later"])
+    return web.json_response(_error_body(request, err), status=503,
+                             headers={"Retry-After": RETRY_AFTER})
 
 
 @web.middleware
@@ -106,7 +115,8 @@ def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
             claims: Claims = await verifier.verify(token)
         except IdentityError as exc:
             log.info("DSP %s %s: DAT refused: %s", request.method, request.path, exc)
-            return _not_found(request)
+            # transient (e.g. the revocation list cannot be refreshed): the sender retries
+            return _unavailable(request) if exc.status == 503 else _not_found(request)
         if require_tls_binding:
             bound = claims.attributes.get("transportCertsSha256") or ()
             why = check_transport_binding(list(bound), peer_certificate_sha256(request))

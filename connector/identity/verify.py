@@ -65,6 +65,15 @@ class ReplayCacheFull(InvalidToken):
     status = 503
 
 
+class RevocationUnavailable(InvalidToken):
+    """The revocation list is older than its poll interval and cannot be refreshed (the
+    authority is unreachable): no token can be checked now. Transient: answer 503, not a
+    refusal the caller would take as final."""
+
+    error = "temporarily_unavailable"
+    status = 503
+
+
 class ReplayCache:
     """Seen token ids until their expiry; bounded, and full means refuse (never forget early).
 
@@ -293,7 +302,7 @@ class RevocationStatus:
             except Exception as exc:
                 self._last_error = str(exc) or type(exc).__name__
         if self._clock() - self.fetched_at >= self.poll_interval:
-            raise InvalidToken(
+            raise RevocationUnavailable(
                 "revocation status unavailable: the revocation list could not be refreshed "
                 f"within the poll interval ({self.poll_interval:g}s): {self._last_error}"
             )
