@@ -4,6 +4,7 @@ sources the deciders read, and reasons that name rules by position and id."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from connector.odrl import terms as T
 from connector.odrl.compile import DecisionRequest, compile_policy
 from connector.odrl.evaluate import evaluate
 from connector.odrl.facts import context_facts, fact_values, stated_facts
-from connector.odrl.parse import PolicyError, load_policy, read_policy
+from connector.odrl.parse import PolicyError, load_policy, parse_text, read_policy
 from connector.odrl.plain import (
     POLICY_CONTEXT,
     PREFIXES,
@@ -195,12 +196,11 @@ def test_deny_and_permit_reasons_name_policy_and_rule_by_position() -> None:
 
 
 def test_problems_are_located_by_position_and_carry_their_kind() -> None:
-    from connector.odrl.parse import parse_text
-
-    problems, _ = read_policy(parse_text(
-        '{"@context": ["%s", "%s"], "@type": "Offer", "permission": [{"action": "use"}, '
-        '{"action": "idsc:FLY", "constraint": [{"leftOperand": "count", "operator": "lteq", '
-        '"rightOperand": "many"}]}]}' % (DSP, PROFILE)))
+    problems, _ = read_policy(parse_text(json.dumps({
+        "@context": [DSP, PROFILE], "@type": "Offer", "permission": [
+            {"action": "use"},
+            {"action": "idsc:FLY", "constraint": [
+                {"leftOperand": "count", "operator": "lteq", "rightOperand": "many"}]}]})))
     assert [(str(p), p.kind) for p in problems] == [
         ("policy / permission 2: unknown action idsc:FLY", "unknown"),
         ("policy / permission 2 / constraint 1: odrl:count: right operand 'many' is not a valid "
