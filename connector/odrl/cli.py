@@ -93,11 +93,21 @@ def _load_world(path: str, now: datetime | None) -> World:
 
 
 def _policy_graph(path: str) -> Graph:
-    """A policy file as RDF: Turtle, JSON-LD, or the plain-JSON rules of the management API."""
+    """A policy file as RDF: Turtle, JSON-LD, or what the management API accepts (plain-JSON
+    rules, or a ``POST /api/policies`` body: ``{"policy": ...}`` or ``{"template": ...,
+    "params": {...}}``)."""
     data = _read_json(Path(path), "policy")
-    if is_plain_policy(data):
-        assert isinstance(data, dict)
-        return jsonld_to_graph(policy_document(data), "policy")
+    if isinstance(data, dict) and "@context" not in data:
+        pid = data.get("id") if isinstance(data.get("id"), str) else None
+        if isinstance(data.get("template"), str):
+            params = data.get("params") or {}
+            if not isinstance(params, dict):
+                raise PolicyError("policy: params must map parameter names to values")
+            return jsonld_to_graph(fill(data["template"], params, policy_id=pid), "policy")
+        if isinstance(data.get("policy"), dict):
+            return jsonld_to_graph(policy_document(data["policy"], pid), "policy")
+        if is_plain_policy(data):
+            return jsonld_to_graph(policy_document(data), "policy")
     return parse_file(path, "policy")
 
 
@@ -141,8 +151,9 @@ def evaluate_cmd(policy_path: str, request_path: str, sotw: str | None, fmt: str
 def check_cmd(file: str) -> None:
     """Validate a policy and list every problem with its location, one line each.
 
-    FILE is Turtle, JSON-LD (ODRL, DSP or IDS form), or the plain-JSON rules the management API
-    accepts ({"permission": [...]}). Exit status: 0 usable (warnings allowed), 2 not usable.
+    FILE is Turtle, JSON-LD (ODRL, DSP or IDS form), or what the management API accepts: plain
+    rules ({"permission": [...]}) or a POST /api/policies body ({"policy": ...} or
+    {"template": NAME, "params": {...}}). Exit status: 0 usable (warnings allowed), 2 not usable.
     """
     pol: Policy | None
     try:

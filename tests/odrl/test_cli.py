@@ -180,3 +180,19 @@ def test_templates_json_lists_class_parameters_and_enforcement(runner: CliRunner
     assert listed["prohibit-access"]["idsClass"] is None
     points = {"catalog", "negotiation", "dataPlane", "consumerLocalUse"}
     assert all(t["enforcedAt"] and set(t["enforcedAt"]) <= points for t in listed.values())
+
+
+@pytest.mark.parametrize(("body", "ok"), [
+    ({"template": "n-times-usage", "params": {"max": "3"}}, True),
+    ({"id": "urn:policy:7", "policy": {"permission": [{"action": "use"}]}}, True),
+    ({"template": "n-times-usage", "params": {"max": "lots"}}, False),
+    ({"template": "no-such-template"}, False),
+    ({"policy": {"permission": [{"action": "idsc:FLY"}]}}, False),
+])
+def test_check_accepts_a_management_api_policy_body(runner: CliRunner, tmp_path: Path,
+                                                    body: dict, ok: bool) -> None:
+    f = tmp_path / "body.json"
+    f.write_text(json.dumps(body))
+    res = runner.invoke(main, ["policy", "check", str(f)])
+    assert res.exit_code == (0 if ok else 2), res.output
+    assert len(res.stdout.splitlines()) == 1 and "Traceback" not in res.output
