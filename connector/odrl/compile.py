@@ -169,7 +169,8 @@ def _compile_logical(c: LogicalConstraint, vocab: T.Vocabulary) -> Check:
     return exactly_one
 
 
-def _compile_rule(rule: Rule, vocab: T.Vocabulary) -> Callable[[DecisionRequest], str | None]:
+def _compile_rule(rule: Rule, vocab: T.Vocabulary,
+                  of_policy: str = "") -> Callable[[DecisionRequest], str | None]:
     checks: list[Check] = []
     if rule.targets:
         targets = tuple(a.iri for a in rule.targets)
@@ -204,7 +205,7 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary) -> Callable[[DecisionRequest]
             return None
         checks.append(party_check)
     if rule.actions:
-        options = []
+        options: list[tuple[frozenset[str], list[Check], str]] = []
         for action in rule.actions:
             if action.iri not in vocab.actions:
                 options.append((frozenset(), [], f"unknown action {T.short(action.written)}"))
@@ -228,20 +229,20 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary) -> Callable[[DecisionRequest]
             return reason
         checks.append(action_check)
     checks.extend(_compile_constraint(c, vocab) for c in rule.constraints)
-    duties = [(d.id, tuple(c.id for c in d.consequences)) for d in rule.duties] if (
+    duties = [(d.id, d.label, tuple(c.id for c in d.consequences)) for d in rule.duties] if (
         rule.kind == "permission") else []
-    kind, rid = rule.kind, T.short(rule.id)
+    name = rule.label + of_policy
 
     def rule_check(req: DecisionRequest) -> str | None:
         for ch in checks:
             r = ch(req)
             if r is not None:
-                return f"{kind} {rid} does not apply: {r}"
-        for duty_id, consequences in duties:
+                return f"{name} does not apply: {r}"
+        for duty_id, duty_label, consequences in duties:
             if req.duties.get(duty_id) == VIOLATED and not (
                 consequences and all(req.duties.get(c) == _FULFILLED for c in consequences)
             ):
-                return f"{kind} {rid} does not apply: duty {T.short(duty_id)} is violated"
+                return f"{name} does not apply: {duty_label} is violated"
         return None
     return rule_check
 
@@ -323,7 +324,7 @@ def _intern(x: Any) -> Any:
 
 
 def _fast_rule(rule: Rule, vocab: T.Vocabulary) -> FastSpec | None:
-    if any(x.refinements for x in (*rule.actions, *rule.targets, *rule.assignees)):
+    if any(x.refinements for xs in (rule.actions, rule.targets, rule.assignees) for x in xs):
         return None
     if any(a.iri not in vocab.actions for a in rule.actions):
         return None
@@ -395,13 +396,14 @@ class Decider:
         self._explainer: _Explainer | None = None
         # The common shape (permissions only, each a conjunction of plain comparisons) decides
         # on the fast path; the explaining closures are built on the first deny.
-        self._fast = None
+        self._fast: tuple[tuple[FastSpec, Decision], ...] | None = None
         if policy.permissions and not policy.prohibitions:
             fast = [_fast_rule(r, vocab) for r in policy.permissions]
-            if all(f is not None for f in fast):
+            specs = [f for f in fast if f is not None]
+            if len(specs) == len(fast):
                 self._fast = tuple(
-                    (f, Decision(True, f"permission {T.short(r.id)} applies"))
-                    for f, r in zip(fast, policy.permissions, strict=True))
+                    (f, Decision(True, f"{r.label} of {policy.label} applies"))
+                    for f, r in zip(specs, policy.permissions, strict=True))
         if self._fast is None:
             self._explainer = _Explainer(policy)
         # One permission (an agreement's usual shape): keep its spec and permit on the decider
@@ -429,14 +431,20 @@ class Decider:
 class _Explainer:
     """The closure form of a policy: decides any shape, and says why it denies."""
 
-    __slots__ = ("_conflict", "_permissions", "_prohibitions", "_strategy", "_vocab_equiv")
+    __slots__ = ("_conflict", "_label", "_permissions", "_prohibitions", "_strategy",
+                 "_vocab_equiv")
 
     def __init__(self, policy: Policy) -> None:
         vocab = T.vocabulary()
-        self._permissions = [(_compile_rule(r, vocab), r.id) for r in policy.permissions]
-        self._prohibitions = [(_compile_rule(r, vocab), r.id) for r in policy.prohibitions]
+        of = f" of {policy.label}"
+        self._label = policy.label
+        # (check, "permission 2 (urn:...) of offer urn:...")
+        self._permissions = [(_compile_rule(r, vocab, of), r.label + of)
+                             for r in policy.permissions]
+        self._prohibitions = [(_compile_rule(r, vocab, of), r.label + of)
+                              for r in policy.prohibitions]
         self._strategy = policy.conflict_strategy
-        self._conflict = next(((p.id, q.id) for p in policy.permissions
+        self._conflict = next(((p.label + of, q.label + of) for p in policy.permissions
                                for q in policy.prohibitions if _overlap(p, q, vocab)), None)
         self._vocab_equiv = {**T.IDS_ACTIONS, **vocab.equivalent}
 
@@ -446,37 +454,36 @@ class _Explainer:
             req = _with_action(req, action)
         reasons: list[str] = []
         permitted = None
-        for check, rid in self._permissions:
+        for check, label in self._permissions:
             r = check(req)
             if r is None:
-                permitted = rid
+                permitted = label
                 if not self._prohibitions:
-                    return Decision(True, f"permission {T.short(rid)} applies")
+                    return Decision(True, f"{label} applies")
                 break
             reasons.append(r)
         prohibited = None
-        for check, rid in self._prohibitions:
+        for check, label in self._prohibitions:
             if check(req) is None:
-                prohibited = rid
+                prohibited = label
                 break
         strategy = self._strategy
         if strategy == T.INVALID and (self._conflict or (permitted and prohibited)):
             p, q = self._conflict or (permitted, prohibited)
-            return Decision(False, f"permission {T.short(str(p))} and prohibition "
-                                   f"{T.short(str(q))} conflict; the policy is void "
+            return Decision(False, f"{p} and {q} conflict; the policy is void "
                                    "(conflict strategy odrl:invalid)")
         if permitted and prohibited:
             if strategy == T.PERM:
-                return Decision(True, f"permission {T.short(permitted)} applies and overrides "
-                                      f"prohibition {T.short(prohibited)} (odrl:perm)")
-            return Decision(False, f"prohibition {T.short(prohibited)} applies and overrides "
-                                   f"permission {T.short(permitted)} (odrl:prohibit)")
+                return Decision(True, f"{permitted} applies and overrides {prohibited} "
+                                      "(odrl:perm)")
+            return Decision(False, f"{prohibited} applies and overrides {permitted} "
+                                   "(odrl:prohibit)")
         if permitted:
-            return Decision(True, f"permission {T.short(permitted)} applies")
+            return Decision(True, f"{permitted} applies")
         if prohibited:
-            reasons.insert(0, f"prohibition {T.short(prohibited)} applies")
+            reasons.insert(0, f"{prohibited} applies")
         if not self._permissions:
-            reasons.append("the policy grants no permission")
+            reasons.append(f"{self._label} grants no permission")
         return Decision(False, "; ".join(reasons))
 
 

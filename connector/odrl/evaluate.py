@@ -69,6 +69,7 @@ class RuleReport:
     rule_request: str | None
     active: bool
     reason: str
+    label: str = ""  # "permission 2 (urn:...) of offer urn:..." (never a blank node)
     premises: list[PremiseReport] = field(default_factory=list)
     conditions: list[DutyReport] = field(default_factory=list)
     remedies: list[DutyReport] = field(default_factory=list)
@@ -119,10 +120,11 @@ def _fmt_values(vals: Sequence[Any]) -> str:
 
 
 class _Evaluation:
-    def __init__(self, request: Request, world: World) -> None:
+    def __init__(self, request: Request, world: World, policy: Policy) -> None:
         self.request = request
         self.world = world
         self.vocab = T.vocabulary()
+        self.of_policy = f" of {policy.label}"
 
     # ------------------------------------------------------------------ operand values
 
@@ -227,8 +229,9 @@ class _Evaluation:
                 ok = True
         names = _fmt_values([a.iri for a in rule.targets])
         if ok:
-            reason = f"target {_fmt(requested)} is {names}" if requested in (
-                a.iri for a in rule.targets) else f"target {_fmt(requested)} is part of {names}"
+            reason = f"target {_fmt(requested)} is {names}" if any(
+                a.iri == requested for a in rule.targets) else (
+                f"target {_fmt(requested)} is part of {names}")
         elif requested is None:
             reason = f"the request names no target; the rule is about {names}"
         else:
@@ -300,19 +303,20 @@ class _Evaluation:
         performance = (state.performance if state and state.performance else
                        (PERFORMED if deontic == FULFILLED else UNKNOWN))
         consequences = [self.duty(c) for c in duty.consequences]
-        name = _fmt_values([a.iri for a in duty.actions]) if duty.actions else "duty"
+        name = duty.label + (f" to {_fmt_values([a.iri for a in duty.actions])}"
+                             if duty.actions else "")
         blocking = False
         if deontic == VIOLATED:
             if duty.consequences and all(c.deontic == FULFILLED for c in consequences):
-                reason = f"duty {name} ({_fmt(duty.id)}) was violated; its consequences are fulfilled"
+                reason = f"{name} was violated; its consequences are fulfilled"
             else:
                 blocking = True
-                reason = f"duty {name} ({_fmt(duty.id)}) is violated" + (
+                reason = f"{name} is violated" + (
                     "; its consequences are not all fulfilled" if duty.consequences else "")
         elif deontic == FULFILLED:
-            reason = f"duty {name} ({_fmt(duty.id)}) is fulfilled"
+            reason = f"{name} is fulfilled"
         else:
-            reason = f"duty {name} ({_fmt(duty.id)}) is pending (not violated)"
+            reason = f"{name} is pending (not violated)"
         return DutyReport(rule=duty.id, active=active, deontic=deontic, performance=performance,
                           blocking=blocking, reason=reason,
                           report_id=state.report_id if state else None,
@@ -328,16 +332,16 @@ class _Evaluation:
         failed = [p for p in premises if not p.satisfied]
         blocking = [d for d in conditions if d.blocking]
         active = not failed and not blocking
-        kind = rule.kind
+        label = rule.label + self.of_policy
         if active:
-            reason = f"{kind} {_fmt(rule.id)} applies" + (
+            reason = f"{label} applies" + (
                 f": {'; '.join(p.reason for p in premises)}" if premises else
                 " (no premise: it applies to every request)")
         else:
             why = [_deepest_reason(p) for p in failed] + [d.reason for d in blocking]
-            reason = f"{kind} {_fmt(rule.id)} does not apply: {'; '.join(why)}"
-        return RuleReport(kind=kind, rule=rule.id, rule_request=self.request.rule_id,
-                          active=active, reason=reason, premises=premises,
+            reason = f"{label} does not apply: {'; '.join(why)}"
+        return RuleReport(kind=rule.kind, rule=rule.id, rule_request=self.request.rule_id,
+                          active=active, reason=reason, label=label, premises=premises,
                           conditions=conditions, remedies=remedies)
 
 
@@ -354,7 +358,7 @@ def _overlap(p: Rule, q: Rule, vocab: T.Vocabulary) -> bool:
     """Permission p and prohibition q conflict in every state of the world."""
     if not (p.is_unconstrained and q.is_unconstrained):
         return False
-    if any(x.refinements for x in (*p.targets, *q.targets, *p.assignees, *q.assignees)):
+    if any(x.refinements for xs in (p.targets, q.targets, p.assignees, q.assignees) for x in xs):
         return False
     pt, qt = {a.iri for a in p.targets}, {a.iri for a in q.targets}
     if pt and qt and not (pt & qt):
@@ -381,7 +385,7 @@ def decide(policy: Policy, rules: Sequence[RuleReport]) -> tuple[bool, bool, str
         for p in policy.permissions:
             for q in policy.prohibitions:
                 if _overlap(p, q, vocab):
-                    static = (p.id, q.id)
+                    static = (p.label, q.label)
                     break
             if static:
                 break
@@ -390,31 +394,30 @@ def decide(policy: Policy, rules: Sequence[RuleReport]) -> tuple[bool, bool, str
     sname = T.short(strategy)
     if strategy == T.INVALID and conflict:
         if static:
-            why = (f"permission {_fmt(static[0])} and prohibition {_fmt(static[1])} conflict "
+            why = (f"{static[0]} and {static[1]} of {policy.label} conflict "
                    f"in every state of the world")
         else:
-            why = (f"permission {_fmt(active_p[0].rule)} and prohibition "
-                   f"{_fmt(active_q[0].rule)} both apply")
+            why = f"{active_p[0].label} and {active_q[0].label} both apply"
         return False, True, f"DENY: {why}, and the conflict strategy {sname} voids the policy"
     if active_p and active_q:
         if strategy == T.PERM:
-            return True, True, (f"PERMIT: {active_p[0].reason}; prohibition "
-                                f"{_fmt(active_q[0].rule)} also applies but the conflict "
-                                f"strategy {sname} lets the permission override it")
-        return False, True, (f"DENY: {active_q[0].reason}; it overrides permission "
-                             f"{_fmt(active_p[0].rule)} under the conflict strategy {sname}")
+            return True, True, (f"PERMIT: {active_p[0].reason}; {active_q[0].label} also "
+                                f"applies but the conflict strategy {sname} lets the "
+                                "permission override it")
+        return False, True, (f"DENY: {active_q[0].reason}; it overrides {active_p[0].label} "
+                             f"under the conflict strategy {sname}")
     if active_p:
         return True, conflict, f"PERMIT: {active_p[0].reason}"
     reasons = [r.reason for r in rules if r.kind == "prohibition" and r.active]
     reasons += [r.reason for r in rules if r.kind == "permission"]
     if not policy.permissions:
-        reasons.append("the policy grants no permission")
+        reasons.append(f"{policy.label} grants no permission")
     return False, conflict, "DENY: " + ("; ".join(reasons) or "no permission applies")
 
 
 def evaluate(policy: Policy, request: Request, world: World) -> Report:
     """Evaluate ``request`` against ``policy`` in ``world``; deny unless a permission applies."""
-    ev = _Evaluation(request, world)
+    ev = _Evaluation(request, world, policy)
     rules = [ev.rule(r) for r in policy.rules]
     obligations = [ev.duty(o) for o in policy.obligations]
     permit, conflict, explanation = decide(policy, rules)

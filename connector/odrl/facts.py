@@ -1,23 +1,42 @@
-"""What a verified participant token says, as facts the policy engine can test.
+"""Facts the policy engine tests, and where each comes from.
 
-A DAT's attributes (security profile, roles, membership, the connector it runs) become values
-of left operands: ``idsc:SECURITY_LEVEL``, ``dsc:role``, ``dsc:membership`` and
-``odrl:systemDevice``. Both the explaining evaluator (``World.facts``) and the compiled decider
-(``DecisionRequest.context``) read them.
+A decision tests left operands against facts. Both the explaining evaluator (``World.facts``,
+``Request.context``) and the compiled decider (``DecisionRequest.context``) read them as a map
+from the operand's full IRI to its values. The sources, so that every enforcement point feeds
+the same facts the same way:
+
+- attested by the authority in the participant's token (``fact_values``): ``idsc:SECURITY_LEVEL``
+  (``securityProfile``), ``dsc:role`` (``roles``), ``dsc:membership`` and ``odrl:systemDevice``
+  (``referringConnector``; IDS-G's ``idsc:CONNECTOR`` and ``idsc:SYSTEM`` read the same fact);
+- stated with a request (``stated_facts``): ``odrl:purpose``, ``dsc:application`` (IDS-G's
+  ``idsc:APPLICATION``), ``odrl:event``, ``odrl:spatial``, ``odrl:recipient``;
+- held by the provider or the consumer's connector (``context_facts`` of what it holds):
+  ``idsc:STATE`` (provider-side state), ``odrl:event`` (active events), ``odrl:payAmount``
+  (payment received; IDS's ``idsc:PAY_AMOUNT`` and ``idsc:PAYMENT``), ``idsc:ARTIFACT_STATE``
+  (the state of the copy: encrypted, anonymized).
+
+A fact nobody states is absent, and an absent fact never satisfies a constraint (the decision
+denies and names the operand). Keys may be written in any spelling a policy may use (a CURIE,
+an IDS code, the full IRI) and values as CURIEs: both are expanded here, once, so that
+``dpv:ScientificResearch`` stated with a request meets ``dpv:ScientificResearch`` in a policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from connector.odrl import terms as T
 from connector.odrl.model import Value
-from connector.odrl.plain import expand_term
+from connector.odrl.plain import canonical_operand, expand_term, to_value
+from connector.odrl.terms import MEMBERSHIP, ROLE_TERMS
 
-ROLE_TERMS = {"provider": T.DSC_NS + "Provider", "consumer": T.DSC_NS + "Consumer",
-              "broker": T.DSC_NS + "Broker"}
 MEMBER = T.DSC_NS + "Member"
+
+# The operands each source feeds (documentation for the runtime; see the module docstring).
+ATTESTED = frozenset({T.SECURITY_LEVEL, T.ROLE, MEMBERSHIP, T.O + "systemDevice"})
+STATED = frozenset({T.PURPOSE, T.APPLICATION, T.O + "event", T.SPATIAL, T.RECIPIENT})
+HELD = frozenset({T.IDS_STATE, T.O + "event", T.O + "payAmount", T.ARTIFACT_STATE})
 
 
 def fact_values(attributes: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -40,3 +59,51 @@ def fact_values(attributes: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 def world_facts(attributes: Mapping[str, Any]) -> dict[str, tuple[Value, ...]]:
     """The same facts as typed values for ``World.facts``."""
     return {k: tuple(Value.iri(v) for v in vs) for k, vs in fact_values(attributes).items()}
+
+
+def context_facts(values: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """Facts for ``DecisionRequest.context``: operand (any spelling) -> its values, a value or
+    a list of values each (CURIEs expanded to IRIs, numbers as Decimal, times as datetime).
+
+    Raises ``PolicyError`` for a value that does not fit its operand (a payment that is not a
+    number), so a caller refuses it at its boundary."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for key, raw in values.items():
+        if raw is None:
+            continue
+        operand = canonical_operand(expand_term(key))
+        items = raw if isinstance(raw, (list, tuple, set, frozenset)) else (raw,)
+        typed = tuple(_plain(to_value(x, operand)) for x in items)
+        if typed:
+            out[operand] = out.get(operand, ()) + typed
+    return out
+
+
+def stated_facts(*, purpose: str | Iterable[str] | None = None,
+                 application: str | Iterable[str] | None = None,
+                 event: str | Iterable[str] | None = None,
+                 spatial: str | Iterable[str] | None = None,
+                 recipient: str | Iterable[str] | None = None) -> dict[str, tuple[Any, ...]]:
+    """What a request states (``--purpose dpv:ScientificResearch``, ...), as context facts."""
+    return context_facts({T.PURPOSE: _items(purpose), T.APPLICATION: _items(application),
+                          T.O + "event": _items(event), T.SPATIAL: _items(spatial),
+                          T.RECIPIENT: _items(recipient)})
+
+
+def _items(v: str | Iterable[str] | None) -> list[str] | None:
+    if v is None:
+        return None
+    items = [v] if isinstance(v, str) else list(v)
+    return [x for x in items if x] or None
+
+
+def _plain(v: Value) -> Any:
+    """A typed value as the compiled decider compares it (IRIs as strings)."""
+    if v.is_iri:
+        return v.lexical
+    return v.py if v.py is not None else v.lexical
+
+
+# ROLE_TERMS (terms.py): the roles a token states, as dsc:role values
+__all__ = ["ATTESTED", "HELD", "MEMBER", "ROLE_TERMS", "STATED", "context_facts", "fact_values",
+           "stated_facts", "world_facts"]

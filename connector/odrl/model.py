@@ -3,6 +3,11 @@
 Terms are absolute IRIs (strings); blank nodes are written ``_:id``. Right-operand values are
 kept both as written (for reports and round trips) and coerced to Python values (datetime,
 timedelta, Decimal, str) so evaluation does no parsing.
+
+Rules are atomic (one action, target, assignee and assigner at most each): a compact rule of the
+document becomes as many atomic rules as it has combinations, as ODRL 2.2 reads it. Each keeps
+its ``position`` in the document ("2"; "2.1", "2.2" for the parts of a compact rule), so
+explanations name it as "permission 2 (urn:...)" and never by a blank node.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from connector.odrl.terms import O
+from connector.odrl.terms import O, short
 
 RuleKind = Literal["permission", "prohibition", "duty", "obligation"]
 PyValue = datetime | timedelta | Decimal | bool | str
@@ -98,6 +103,13 @@ class Rule:
     duties: tuple[Rule, ...] = ()  # a permission's preconditions
     consequences: tuple[Rule, ...] = ()  # a duty's consequences when it is not fulfilled
     remedies: tuple[Rule, ...] = ()  # a prohibition's remedies when it is infringed
+    # where the document has it: "2" (the second permission), "2.1" (a part of a compact rule)
+    position: str = field(default="", compare=False)
+
+    @property
+    def label(self) -> str:
+        """How explanations name the rule: ``permission 2 (urn:...)``, ``duty 1``."""
+        return describe(self.kind, self.position, self.id)
 
     @property
     def is_unconstrained(self) -> bool:
@@ -123,6 +135,27 @@ class Policy:
     @property
     def conflict_strategy(self) -> str:
         return self.conflict or (O + "invalid")
+
+    @property
+    def label(self) -> str:
+        """How explanations name the policy: ``offer urn:...``, ``the agreement``."""
+        kind = _POLICY_KINDS.get(self.type, "policy")
+        return f"the {kind}" if is_blank(self.id) else f"{kind} {short(self.id)}"
+
+
+_POLICY_KINDS = {O + "Offer": "offer", O + "Agreement": "agreement", O + "Request": "request"}
+
+
+def is_blank(node_id: str) -> bool:
+    return node_id.startswith("_:")
+
+
+def describe(kind: str, position: str, node_id: str) -> str:
+    """``kind position (id)``; a blank node's generated id is never shown."""
+    name = f"{kind} {position}" if position else kind
+    if is_blank(node_id):
+        return name
+    return f"{name} ({short(node_id)})" if position else f"{name} {short(node_id)}"
 
 
 @dataclass(frozen=True)

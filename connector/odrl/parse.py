@@ -3,23 +3,32 @@ IDS Information Model form) into the typed model of ``connector.odrl.model``.
 
 Every document goes through one path: text -> RDF graph (pyld with the offline loader for
 JSON-LD, rdflib for Turtle) -> model. Problems are collected with their location so
-``connector policy check`` can list them all; ``PolicyError`` carries that list.
+``connector policy check`` can list them all; ``PolicyError`` carries that list, each problem
+with its kind (``Problem.kind``), so callers act on the kind, never on the wording.
+
+At the boundary, once: CURIEs with a prefix of ``terms.PREFIXES`` that a document's context
+left undefined (``idsc:SECURITY_LEVEL`` under the DSP context, ``<dpv:X>`` in Turtle,
+``"@type": "xsd:double"``) become the full IRIs they stand for, and so do right operands
+written as ``xsd:anyURI`` or CURIE strings. A compact rule (several actions, targets, assignees
+or assigners) becomes that many atomic rules, as ODRL 2.2 reads it.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
+import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import product
 from pathlib import Path
 from typing import Any
+from typing import Literal as TypingLiteral
 
 from pyld import jsonld
-from rdflib import RDF, BNode, Dataset, Graph, Literal, URIRef
-from rdflib.exceptions import ParserError
+from rdflib import RDF, BNode, Graph, Literal, URIRef
 from rdflib.term import Node
 
 from connector.odrl import terms as T
@@ -34,6 +43,7 @@ from connector.odrl.model import (
     Rule,
     RuleKind,
     Value,
+    describe,
 )
 from connector.vocab import (
     IDS,
@@ -63,13 +73,42 @@ POLICY_TYPES = frozenset(
 JSONLD_BASE = str(ODRL)
 
 
+class _IllTypedLiteralLog(logging.Filter):
+    """rdflib logs a warning with a traceback for every literal whose lexical form does not fit
+    its datatype ("five"^^xsd:double). The engine reports those itself, as an IllTypedLiteral
+    problem naming the operand and the literal, so the traceback is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.funcName != "_castLexicalToPython"
+
+
+logging.getLogger("rdflib.term").addFilter(_IllTypedLiteralLog())
+
+# What a problem means for the caller: "malformed" (the document cannot be read as a policy),
+# "unknown" (a term the engine does not know: kept, and denied at evaluation), "ill-typed" (a
+# right operand that is not of its operand's type: kept as text, and denied), "warning" (the
+# policy works, but perhaps not as meant).
+ProblemKind = TypingLiteral["malformed", "unknown", "ill-typed", "warning"]
+EVALUABLE: frozenset[ProblemKind] = frozenset({"unknown", "ill-typed"})
+
+
 @dataclass(frozen=True)
 class Problem:
     location: str
     message: str
+    kind: ProblemKind = "malformed"
 
     def __str__(self) -> str:
         return f"{self.location}: {self.message}" if self.location else self.message
+
+
+@dataclass(frozen=True)
+class IllTypedLiteral(Problem):
+    """A right operand whose literal is not of the type its left operand compares."""
+
+    operand: str = ""  # the left operand as written
+    literal: str = ""  # the lexical form
+    expected: str = ""  # what it should be (xsd:double, xsd:dateTime, ...)
 
 
 class PolicyError(ValueError):
@@ -111,10 +150,14 @@ def _remote_refusal(exc: BaseException) -> RemoteDocumentRefused | None:
 
 
 def jsonld_to_graph(document: Any, what: str = "document") -> Graph:
-    """Expand a JSON-LD document with the offline loader and return its RDF graph."""
+    """Expand a JSON-LD document with the offline loader and return its RDF graph (every named
+    graph merged into one; the objects of a subject's property in document order)."""
     try:
-        nquads = jsonld_call(jsonld.to_rdf, document,
-                             options={"base": JSONLD_BASE, "format": "application/n-quads"})
+        expanded = jsonld_call(jsonld.expand, document, options={"base": JSONLD_BASE})
+        _check_iris(expanded, what)
+        dataset = jsonld_call(jsonld.to_rdf, expanded, options={"base": JSONLD_BASE})
+    except PolicyError:
+        raise
     except RecursionError as exc:
         raise PolicyError(f"{what}: JSON-LD nested too deeply") from exc
     except Exception as exc:
@@ -122,16 +165,12 @@ def jsonld_to_graph(document: Any, what: str = "document") -> Graph:
         if refused is not None:
             raise PolicyError(f"{what}: {refused}") from exc
         raise PolicyError(f"{what}: invalid JSON-LD: {_first_line(exc)}") from exc
-    ds = Dataset()
-    with warnings.catch_warnings():  # rdflib's nquads parser uses a deprecated Dataset alias
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            ds.parse(data=nquads, format="nquads")
-        except ParserError as exc:  # e.g. an action or @id that expands to an IRI with spaces
-            raise PolicyError(f"{what}: not a valid IRI in the document: {_first_line(exc)}") from exc
     g = Graph()
-    for s, p, o, _ in ds.quads((None, None, None, None)):
-        g.add((s, p, o))
+    blank: dict[str, BNode] = {}
+    for triples in dataset.values():
+        for t in triples:
+            g.add((_term(t["subject"], blank, what), _term(t["predicate"], blank, what),
+                   _term(t["object"], blank, what)))
     if not any(str(p).startswith(_O) for p in g.predicates()) and any(
         f'"{key}"' in json.dumps(document) for key in ("permission", "prohibition", "obligation")
     ):
@@ -140,6 +179,72 @@ def jsonld_to_graph(document: Any, what: str = "document") -> Graph:
             "document's @context, so JSON-LD drops them; a policy outside a DSP message needs "
             f"the ODRL profile context ({DSP_ODRL_PROFILE_URL}) or {ODRL_CONTEXT_URL}")
     return g
+
+
+_XSD_STRING, _LANG_STRING = XSD + "string", str(RDF.langString)
+# characters no IRI holds (RFC 3987): an "IRI" with them is refused, not carried into the model
+_NOT_IN_IRI = re.compile(r"[\s<>\"{}|\\^`\x00-\x1f]")
+
+
+def _check_iris(node: Any, what: str) -> None:
+    """Refuse an identifier that is no IRI (``"target": "urn:asset x"``): JSON-LD would drop its
+    triple silently, and a rule whose target is dropped would apply to every asset."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, list):
+            stack.extend(n)
+        elif isinstance(n, dict):
+            for key, value in n.items():
+                if key in ("@id", "@type") and isinstance(value, (str, list)):
+                    for iri in [value] if isinstance(value, str) else value:
+                        if isinstance(iri, str) and _NOT_IN_IRI.search(iri):
+                            raise PolicyError(f"{what}: {iri!r} is not a valid IRI")
+                elif key != "@value":
+                    stack.append(value)
+
+
+def _term(node: Mapping[str, Any], blank: dict[str, BNode], what: str) -> Node:
+    """One term of pyld's RDF dataset as an rdflib term, with CURIEs expanded (a fresh blank
+    node per label, so no two documents share one)."""
+    value = node["value"]
+    if node["type"] == "blank node":
+        return blank.setdefault(value, BNode())
+    if node["type"] == "IRI":
+        if _NOT_IN_IRI.search(value):
+            raise PolicyError(f"{what}: {value!r} is not a valid IRI")
+        return URIRef(T.expand_curie(value))
+    datatype = node.get("datatype")
+    if datatype == _LANG_STRING and node.get("language"):
+        return Literal(value, lang=node["language"])
+    if datatype in (None, _XSD_STRING):
+        return Literal(value)
+    return Literal(value, datatype=URIRef(T.expand_curie(datatype)))
+
+
+def _expanded(term: Node) -> Node:
+    """The term with CURIEs expanded (the term itself when it has none)."""
+    if isinstance(term, URIRef):
+        full = T.expand_curie(str(term))
+        return URIRef(full) if full != str(term) else term
+    if isinstance(term, Literal) and term.datatype is not None:
+        full = T.expand_curie(str(term.datatype))
+        return Literal(str(term), datatype=URIRef(full)) if full != str(term.datatype) else term
+    return term
+
+
+def expand_curies(g: Graph) -> Graph:
+    """``g`` with every IRI (and literal datatype) written as a CURIE with a prefix of
+    ``terms.PREFIXES`` that the document did not define (``<idsc:USE>`` in Turtle) expanded:
+    the same term then means the same whatever a peer wrote. The objects of each subject's
+    property keep their order (a rule's position is its place in the document)."""
+    if not any(_expanded(t) is not t for triple in g for t in triple):
+        return g
+    out = Graph()
+    for s in {s for s, _, _ in g}:
+        for _, p, o in g.triples((s, None, None)):
+            out.add((_expanded(s), _expanded(p), _expanded(o)))
+    return out
 
 
 def _first_line(exc: BaseException) -> str:
@@ -175,7 +280,7 @@ def parse_text(text: str | bytes, fmt: str | None = None, what: str = "document"
             g.parse(data=decoded, format="turtle" if fmt in ("ttl", "n3") else fmt)
         except Exception as exc:
             raise PolicyError(f"{what}: malformed Turtle: {_first_line(exc)}") from exc
-        return g
+        return expand_curies(g)
     raise PolicyError(f"{what}: unsupported format {fmt!r} (use turtle or json-ld)")
 
 
@@ -212,15 +317,21 @@ P_PERMISSION, P_PROHIBITION, P_OBLIGATION = _p("permission"), _p("prohibition"),
 P_DUTY = (URIRef(_O + "duty"), URIRef(_I + "preDuty"), URIRef(_I + "postDuty"))
 P_ACTION, P_TARGET = _p("action"), _p("target")
 P_ASSIGNEE, P_ASSIGNER = _p("assignee"), _p("assigner")
+# An IDS contract names its parties ids:consumer / ids:provider: the rules' assignee / assigner.
+P_CONSUMER, P_PROVIDER = (URIRef(_I + "consumer"),), (URIRef(_I + "provider"),)
 P_CONSTRAINT = _p("constraint")
 P_LEFT, P_OPERATOR = _p("leftOperand"), _p("operator")
 P_RIGHT, P_RIGHT_REF = _p("rightOperand"), _p("rightOperandReference")
-P_REFINEMENT = (URIRef(_O + "refinement"), URIRef(_I + "actionRefinement"))
+P_UNIT = _p("unit")
+# IM 4.2.0 names an action's refinement ids:actionRefinement; IDS-G's examples ids:refinement.
+P_REFINEMENT = (URIRef(_O + "refinement"), URIRef(_I + "actionRefinement"),
+                URIRef(_I + "refinement"))
 P_CONSEQUENCE, P_REMEDY = _p("consequence"), _p("remedy")
 P_LOGICAL = {T.OR: _p("or"), T.XONE: _p("xone"), T.AND: _p("and"),
              T.AND_SEQUENCE: _p("andSequence")}
 ASSET_COLLECTION = URIRef(_O + "AssetCollection")
 PARTY_COLLECTION = URIRef(_O + "PartyCollection")
+ATOMIC_KINDS = ("permission", "prohibition")
 
 
 @dataclass
@@ -228,6 +339,7 @@ class _Reader:
     g: Graph
     problems: list[Problem] = field(default_factory=list)
     vocab: T.Vocabulary = field(default_factory=T.vocabulary)
+    rules: int = 0  # atomic rules read so far (bounded by MAX_RULES)
 
     def values(self, s: Node, props: Iterable[URIRef]) -> list[Node]:
         out: list[Node] = []
@@ -262,9 +374,10 @@ class _Reader:
 
     # ----------------------------------------------------------------------- constraints
 
-    def constraint(self, node: Node, where: str, depth: int = 0) -> AnyConstraint | None:
+    def constraint(self, node: Node, where: str, position: str,
+                   depth: int = 0) -> AnyConstraint | None:
         cid = node_id(node)
-        here = f"{where} / constraint {cid}"
+        here = f"{where} / {describe('constraint', position, cid)}"
         if depth > MAX_NESTING:
             self.problems.append(
                 Problem(here, f"logical constraints nested deeper than {MAX_NESTING} levels")
@@ -277,8 +390,8 @@ class _Reader:
             members = self.values(node, props)
             if members:
                 operands = []
-                for m in members:
-                    c = self.constraint(m, here, depth + 1)
+                for i, m in enumerate(members, 1):
+                    c = self.constraint(m, here, str(i), depth + 1)
                     if c is not None:
                         operands.append(c)
                 if len(operands) < 1:
@@ -297,15 +410,16 @@ class _Reader:
         if op == _O + "neg":  # the ODRL context erratum (w3c/poe#305), if a document carries it
             op = T.NEQ
         if op not in T.OPERATORS:
-            self.problems.append(Problem(here, f"unknown operator {T.short(written_op)}"))
+            self.problems.append(Problem(here, f"unknown operator {T.short(written_op)}", "unknown"))
         if not self.vocab.known_left_operand(left):
-            self.problems.append(Problem(here, f"unknown left operand {T.short(written_left)}"))
+            self.problems.append(
+                Problem(here, f"unknown left operand {T.short(written_left)}", "unknown"))
         rights = self.values(node, P_RIGHT)
         refs = [str(r) for r in self.values(node, P_RIGHT_REF)]
         if not rights and not refs:
             self.problems.append(Problem(here, "missing rightOperand"))
-        right = tuple(self.right_value(r, left, here) for r in rights)
-        unit = self.g.value(node, ODRL.unit)
+        right = tuple(self.right_value(r, left, written_left, here) for r in rights)
+        unit = self.one(node, P_UNIT, here, "unit")
         dtype = self.g.value(node, ODRL.dataType)
         return Constraint(
             id=cid, left_operand=left, operator=op, right=right, right_reference=tuple(refs),
@@ -314,18 +428,24 @@ class _Reader:
             written_left_operand=written_left, written_operator=written_op,
         )
 
-    def right_value(self, node: Node, left: str, where: str) -> Value:
+    def right_value(self, node: Node, left: str, written_left: str, where: str) -> Value:
         if isinstance(node, URIRef):
             return Value.iri(str(node))
         if isinstance(node, BNode):
             inner = self.g.value(node, RDF.value)
             if inner is not None:
-                return self.right_value(inner, left, where)
+                return self.right_value(inner, left, written_left, where)
             return Value.iri(node_id(node))
         assert isinstance(node, Literal)
         value, error = coerce_literal(node, left)
         if error:
-            self.problems.append(Problem(where, error))
+            self.problems.append(IllTypedLiteral(
+                where, f"{T.short(written_left)}: {error}", "ill-typed", operand=written_left,
+                literal=str(node), expected=expected_type(node, left)))
+        elif isinstance(value, str) and not node.language:
+            iri = value if node.datatype == _ANY_URI else _iri_value(value, left)
+            if iri is not None:
+                return Value.iri(iri)
         return Value(
             lexical=str(node), datatype=str(node.datatype) if node.datatype else None,
             language=node.language, py=value,
@@ -333,8 +453,8 @@ class _Reader:
 
     def constraints(self, node: Node, props: Iterable[URIRef], where: str) -> tuple[AnyConstraint, ...]:
         out = []
-        for c in self.values(node, props):
-            parsed = self.constraint(c, where)
+        for i, c in enumerate(self.values(node, props), 1):
+            parsed = self.constraint(c, where, str(i))
             if parsed is not None:
                 out.append(parsed)
         return tuple(out)
@@ -358,13 +478,17 @@ class _Reader:
             written = str(iri_node)
             iri = self.vocab.canonical_action(written)
             if iri not in self.vocab.actions:
-                self.problems.append(Problem(where, f"unknown action {T.short(written)}"))
+                self.problems.append(Problem(where, f"unknown action {T.short(written)}", "unknown"))
             out.append(Action(iri=iri, refinements=refinements, written=written))
         return tuple(out)
 
-    def parties(self, node: Node, props: Iterable[URIRef], where: str) -> tuple[Party, ...]:
+    def parties(self, node: Node, props: Iterable[URIRef], where: str,
+                literal_iris: bool = False) -> tuple[Party, ...]:
         out = []
         for p in self.values(node, props):
+            if literal_iris and isinstance(p, Literal) and _ABSOLUTE_IRI.fullmatch(str(p).strip()):
+                out.append(Party(iri=T.expand_curie(str(p).strip())))
+                continue
             iri, coll, refs = self._collection(p, PARTY_COLLECTION, where)
             out.append(Party(iri=iri, is_collection=coll, refinements=refs))
         return tuple(out)
@@ -387,55 +511,73 @@ class _Reader:
         iri = node_id(source) if (isinstance(n, BNode) and source is not None) else node_id(n)
         return iri, is_coll, refs
 
-    def rule(self, node: Node, kind: RuleKind, where: str) -> Rule:
+    def rule(self, node: Node, kind: RuleKind, where: str, position: str,
+             role: str | None = None) -> Rule:
+        """The rule at ``node`` as written (a compact rule stays whole; see ``atomic``)."""
         rid = node_id(node)
-        here = f"{where} / {kind} {rid}"
-        duties = tuple(self.rule(d, "duty", here) for d in self.values(node, P_DUTY))
-        consequences = tuple(
-            self.rule(d, "duty", here) for d in self.values(node, P_CONSEQUENCE)
-        )
-        remedies = tuple(self.rule(d, "duty", here) for d in self.values(node, P_REMEDY))
+        here = f"{where} / {describe(role or kind, position, rid)}"
+        duties = tuple(self.rule(d, "duty", here, str(i))
+                       for i, d in enumerate(self.values(node, P_DUTY), 1))
+        consequences = tuple(self.rule(d, "duty", here, str(i), "consequence")
+                             for i, d in enumerate(self.values(node, P_CONSEQUENCE), 1))
+        remedies = tuple(self.rule(d, "duty", here, str(i), "remedy")
+                         for i, d in enumerate(self.values(node, P_REMEDY), 1))
         if kind == "permission" and (consequences or remedies):
             self.problems.append(Problem(here, "a permission has duties, not consequences/remedies"))
         if kind != "prohibition" and remedies:
             self.problems.append(Problem(here, "only a prohibition has remedies"))
-        actions = self.actions(node, here)
-        if kind in ("permission", "prohibition") and len(actions) > 1:
-            self.problems.append(Problem(here, f"has {len(actions)} actions; ODRL allows one"))
         return Rule(
-            id=rid, kind=kind, actions=actions, targets=self.assets(node, here),
+            id=rid, kind=kind, actions=self.actions(node, here), targets=self.assets(node, here),
             assignees=self.parties(node, P_ASSIGNEE, here),
             assigners=self.parties(node, P_ASSIGNER, here),
             constraints=self.constraints(node, P_CONSTRAINT, here),
-            duties=duties, consequences=consequences, remedies=remedies,
+            duties=duties, consequences=consequences, remedies=remedies, position=position,
         )
+
+    def atomic(self, rule: Rule, where: str) -> list[Rule]:
+        """A compact permission or prohibition as its atomic rules: one per combination of its
+        actions, targets, assignees and assigners (as ODRL 2.2 reads a compact rule), each with the rule's
+        constraints and duties, numbered ``<position>.1``, ``<position>.2``, ..."""
+        parts = (rule.actions, rule.targets, rule.assignees, rule.assigners)
+        n = 1
+        for p in parts:
+            n *= max(1, len(p))
+        self.rules += n
+        if self.rules > MAX_RULES:
+            self.problems.append(Problem(where, f"more than {MAX_RULES} rules"))
+            return []
+        if n == 1 or rule.kind not in ATOMIC_KINDS:
+            return [rule]
+        return [
+            replace(rule, actions=_single(a), targets=_single(t), assignees=_single(p),
+                    assigners=_single(q), position=f"{rule.position}.{i}")
+            for i, (a, t, p, q) in enumerate(product(*(x or (None,) for x in parts)), 1)
+        ]
 
     def policy(self, node: Node) -> Policy:
         pid = node_id(node)
-        where = f"policy {pid}"
+        where = f"policy {pid}" if not isinstance(node, BNode) else "policy"
         types = self.types(node) & POLICY_TYPES
         ptype = next(iter(sorted(types)), _O + "Set")
         ptype = T.IDS_POLICY_TYPES.get(ptype, ptype)
-        rules: dict[str, list[Rule]] = {"permission": [], "prohibition": [], "obligation": []}
-        count = 0
-        for kind, props in (("permission", P_PERMISSION), ("prohibition", P_PROHIBITION),
-                            ("obligation", P_OBLIGATION)):
-            for r in self.values(node, props):
-                count += 1
-                if count > MAX_RULES:
-                    self.problems.append(Problem(where, f"more than {MAX_RULES} rules"))
-                    break
-                rules[kind].append(self.rule(r, kind, where))  # type: ignore[arg-type]
         # Compact policies: policy-level target/assignee/assigner/action apply to every rule
         # that lacks its own.
         shared: dict[str, Any] = {
             "targets": self.assets(node, where),
-            "assignees": self.parties(node, P_ASSIGNEE, where),
-            "assigners": self.parties(node, P_ASSIGNER, where),
+            "assignees": self.parties(node, P_ASSIGNEE, where)
+            or self.parties(node, P_CONSUMER, where, literal_iris=True),
+            "assigners": self.parties(node, P_ASSIGNER, where)
+            or self.parties(node, P_PROVIDER, where, literal_iris=True),
             "actions": self.actions(node, where),
         }
-        for kind in rules:
-            rules[kind] = [_inherit(r, shared) for r in rules[kind]]
+        rules: dict[str, list[Rule]] = {"permission": [], "prohibition": [], "obligation": []}
+        for kind, props in (("permission", P_PERMISSION), ("prohibition", P_PROHIBITION),
+                            ("obligation", P_OBLIGATION)):
+            for i, r in enumerate(self.values(node, props), 1):
+                if self.rules > MAX_RULES:
+                    break
+                written = _inherit(self.rule(r, kind, where, str(i)), shared)  # type: ignore[arg-type]
+                rules[kind].extend(self.atomic(written, where))
         conflict = self.one(node, _p("conflict"), where, "conflict")
         if conflict is not None and str(conflict) not in T.CONFLICT_TERMS:
             self.problems.append(Problem(where, f"unknown conflict strategy {conflict!s}"))
@@ -458,13 +600,38 @@ class _Reader:
         )
 
 
+_ANY_URI = URIRef(XSD + "anyURI")
+
+
+def _single(x: Any) -> tuple[Any, ...]:
+    return () if x is None else (x,)
+
+
+# An absolute IRI (a scheme, then no whitespace), or a CURIE with a known prefix.
+_ABSOLUTE_IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+")
+
+
+def _iri_value(text: str, left_operand: str) -> str | None:
+    """The IRI a string right operand names (a CURIE ``dpv:X``, a role name ``consumer`` of
+    ``dsc:role``), or None when it is text. Operands whose values are text are never IRIs."""
+    if left_operand in T.TEXT_OPERANDS:
+        return None
+    t = text.strip()
+    if T.is_curie(t):
+        return T.expand_curie(t)
+    if left_operand == T.ROLE and t.lower() in T.ROLE_TERMS:
+        return T.ROLE_TERMS[t.lower()]
+    return None
+
+
 def _inherit(rule: Rule, shared: Mapping[str, Any]) -> Rule:
     changes = {k: v for k, v in shared.items() if v and not getattr(rule, k)}
     return replace(rule, **changes) if changes else rule
 
 
 def coerce_literal(lit: Literal, left_operand: str | None = None) -> tuple[Any, str | None]:
-    """The Python value of a literal, coerced to what ``left_operand`` compares against."""
+    """The Python value of a literal, coerced to what ``left_operand`` compares against, and
+    what is wrong with it (None when it fits)."""
     lexical = str(lit)
     kind = _expected_kind(left_operand, lit.datatype)
     try:
@@ -480,14 +647,29 @@ def coerce_literal(lit: Literal, left_operand: str | None = None) -> tuple[Any, 
             if lexical.strip() in ("false", "0"):
                 return False, None
             raise ValueError(lexical)
+        if kind == "iri":
+            # a policy names identities: an anyURI right operand must be absolute (a
+            # placeholder such as "?connectorURI" is not)
+            if not _ABSOLUTE_IRI.fullmatch(lexical.strip()):
+                raise ValueError(lexical)
+            return T.expand_curie(lexical.strip()), None
     except (ValueError, InvalidOperation):
-        dt = str(lit.datatype).replace(XSD, "xsd:") if lit.datatype else _KIND_NAMES[kind]
-        return lexical, f"right operand {lexical!r} is not a valid {dt}"
+        return lexical, f"right operand {lexical!r} is not a valid {expected_type(lit, left_operand)}"
     return lexical, None
 
 
+def expected_type(lit: Literal, left_operand: str | None = None) -> str:
+    """The type a literal must have where it stands, as a user would write it (xsd:double)."""
+    kind = _expected_kind(left_operand, lit.datatype)
+    if kind == "iri":
+        return _KIND_NAMES[kind]
+    if lit.datatype and _expected_kind(None, lit.datatype) == kind:
+        return T.short(str(lit.datatype))
+    return _KIND_NAMES[kind]
+
+
 _KIND_NAMES = {"datetime": "xsd:dateTime", "duration": "xsd:duration", "number": "number",
-               "boolean": "xsd:boolean", "string": "string"}
+               "boolean": "xsd:boolean", "string": "string", "iri": "absolute IRI (xsd:anyURI)"}
 
 
 def _expected_kind(left_operand: str | None, datatype: URIRef | None) -> str:
@@ -509,6 +691,8 @@ def _expected_kind(left_operand: str | None, datatype: URIRef | None) -> str:
         return "number"
     if d == XSD + "boolean":
         return "boolean"
+    if d == XSD + "anyURI" and left_operand not in T.TEXT_OPERANDS:
+        return "iri"
     return "string"
 
 
@@ -566,8 +750,7 @@ def policy_from_graph(
 
 
 def _evaluable(p: Problem) -> bool:
-    return p.message.startswith(("unknown operator", "unknown left operand", "unknown action",
-                                 "right operand"))
+    return p.kind in EVALUABLE
 
 
 def read_policy(
@@ -609,7 +792,9 @@ def read_policy(
 def _resolve_inheritance(
     policy: Policy, g: Graph, reader: _Reader, known: Mapping[str, Policy], chain: list[str]
 ) -> Policy:
-    permissions, prohibitions, obligations = [], [], []
+    permissions: list[Rule] = []
+    prohibitions: list[Rule] = []
+    obligations: list[Rule] = []
     conflict = policy.conflict
     for parent_id in policy.inherit_from:
         if parent_id in chain:
@@ -629,9 +814,11 @@ def _resolve_inheritance(
             parent = reader.policy(pnode)
         if parent.inherit_from:
             parent = _resolve_inheritance(parent, g, reader, known, [*chain, parent_id])
-        permissions.extend(parent.permissions)
-        prohibitions.extend(parent.prohibitions)
-        obligations.extend(parent.obligations)
+        # an inherited rule is named by its place in the parent: "permission 1 of urn:parent"
+        of = f" of {T.short(parent_id)}" if not parent_id.startswith("_:") else " of a parent"
+        permissions.extend(replace(r, position=r.position + of) for r in parent.permissions)
+        prohibitions.extend(replace(r, position=r.position + of) for r in parent.prohibitions)
+        obligations.extend(replace(r, position=r.position + of) for r in parent.obligations)
         conflict = conflict or parent.conflict
     return replace(
         policy,

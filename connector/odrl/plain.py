@@ -12,45 +12,40 @@
 ```
 Short names: a bare word is an ODRL term (``use``, ``purpose``); ``odrl:``, ``idsc:``,
 ``ids:``, ``dsc:``, ``dpv:``, ``xsd:`` prefixes are understood.
+
+Policies in plain JSON (what the management API and ``connector policy check`` accept): rules
+without JSON-LD, ``{"permission": [{"action": "use", "constraint": [{"leftOperand": "purpose",
+"operator": "eq", "rightOperand": "dpv:ScientificResearch"}]}]}``. ``policy_document`` wraps them
+in ``POLICY_CONTEXT`` (the DSP contexts and every prefix of ``PREFIXES``); a right operand that
+names a term becomes an IRI, a number a typed literal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rdflib import Literal
 
 from connector.odrl import terms as T
 from connector.odrl.model import DutyState, Request, Value, World
-from connector.odrl.parse import PolicyError, coerce_literal, parse_datetime
+from connector.odrl.parse import DSP_ODRL_PROFILE_URL, XSD, PolicyError, coerce_literal, parse_datetime
+from connector.odrl.terms import PREFIXES, expand_term, is_curie
+from connector.vocab import DSP_CONTEXT_URL
 
-PREFIXES = {
-    "odrl": T.O,
-    "idsc": T.IDSC_NS,
-    "ids": T.IDS_NS,
-    "dsc": T.DSC_NS,
-    "dpv": "https://w3id.org/dpv#",
-    "xsd": "http://www.w3.org/2001/XMLSchema#",
-    "dct": "http://purl.org/dc/terms/",
-}
+__all__ = ["POLICY_CONTEXT", "PREFIXES", "expand_term", "is_plain_policy", "policy_document",
+           "request_from_json", "world_from_json"]
+
+# The context of a policy written in plain JSON: the DSP terms, the ODRL profile that gives
+# them outside a message, and every prefix a user may write.
+POLICY_CONTEXT: list[Any] = [DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL, dict(PREFIXES)]
+RULE_KEYS = ("permission", "prohibition", "obligation")
 _DEONTIC = {"fulfilled": "Fulfilled", "violated": "Violated", "nonset": "NonSet",
             "pending": "NonSet"}
 REPORT_NS = "https://w3id.org/force/compliance-report#"
-
-
-def expand_term(term: str) -> str:
-    """``use`` -> odrl:use IRI; ``idsc:PURPOSE`` -> full IRI; IRIs stay as they are."""
-    term = term.strip()
-    if "://" in term or term.startswith(("urn:", "_:", "did:")):
-        return term
-    prefix, sep, local = term.partition(":")
-    if sep:
-        if prefix in PREFIXES:
-            return PREFIXES[prefix] + local
-        return term
-    return T.O + term
 
 
 def canonical_operand(iri: str) -> str:
@@ -62,20 +57,64 @@ def canonical_operand(iri: str) -> str:
 def _looks_like_term(s: str) -> bool:
     if "://" in s or s.startswith(("urn:", "did:")):
         return True
-    prefix, sep, local = s.partition(":")
-    return bool(sep) and prefix in PREFIXES and bool(local) and " " not in s
+    return is_curie(s)
+
+
+# --------------------------------------------------------------------------- plain policies
+
+
+def is_plain_policy(document: Any) -> bool:
+    """A policy in plain JSON: an object with rules and no JSON-LD ``@context``."""
+    return isinstance(document, Mapping) and "@context" not in document and any(
+        k in document for k in RULE_KEYS)
+
+
+def policy_document(document: Mapping[str, Any], policy_id: str | None = None) -> dict[str, Any]:
+    """The JSON-LD policy of ``document``: plain rules wrapped in ``POLICY_CONTEXT`` (a policy
+    with its own ``@context`` is kept as it is); ``policy_id`` sets its ``@id``."""
+    doc = dict(document)
+    if "@context" not in doc:
+        doc = {"@context": POLICY_CONTEXT, "@type": doc.pop("@type", "Set"),
+               **jsonld_rules(doc)}
+    if policy_id is not None:
+        doc["@id"] = policy_id
+    return doc
+
+
+def jsonld_rules(node: Any) -> Any:
+    """Plain rules -> DSP-profile JSON-LD: right operands that name a term become
+    ``{"@id": <full IRI>}``, numbers and booleans typed literals."""
+    if isinstance(node, list):
+        return [jsonld_rules(x) for x in node]
+    if not isinstance(node, Mapping):
+        return node
+    return {k: right_operand(v) if k == "rightOperand" else jsonld_rules(v)
+            for k, v in node.items()}
+
+
+def right_operand(v: Any) -> Any:
+    """A plain right operand as JSON-LD (DSP wants a string, an object or an array)."""
+    if isinstance(v, list):
+        return [right_operand(x) for x in v]
+    if isinstance(v, bool):
+        return {"@value": "true" if v else "false", "@type": XSD + "boolean"}
+    if isinstance(v, int):
+        return {"@value": str(v), "@type": XSD + "integer"}
+    if isinstance(v, float):
+        return {"@value": repr(v), "@type": XSD + "decimal"}
+    if isinstance(v, str) and _looks_like_term(v.strip()):
+        return {"@id": expand_term(v)}
+    return v
 
 
 def to_value(raw: Any, operand: str) -> Value:
     """A JSON value as a typed Value for ``operand`` (IRIs kept; literals coerced)."""
-    from rdflib import Literal
-
     if isinstance(raw, bool):
         return Value(lexical=str(raw).lower(), py=raw)
-    if isinstance(raw, (int, float)):
+    if isinstance(raw, (int, float, Decimal)):
         lit = Literal(str(raw))
     elif isinstance(raw, str):
-        if _looks_like_term(raw):
+        if _looks_like_term(raw) and operand not in T.TEXT_OPERANDS:
             return Value.iri(expand_term(raw))
         lit = Literal(raw)
     else:
@@ -83,10 +122,8 @@ def to_value(raw: Any, operand: str) -> Value:
     py, error = coerce_literal(lit, operand)
     if error:
         raise PolicyError(f"{T.short(operand)}: {error}")
-    if isinstance(raw, (int, float)) and not isinstance(py, (datetime,)) and operand not in (
-            T.DATE_TIME, T.ELAPSED_TIME):
-        from decimal import Decimal
-
+    if isinstance(raw, (int, float, Decimal)) and not isinstance(py, (datetime,)) and (
+            operand not in (T.DATE_TIME, T.ELAPSED_TIME)):
         py = Decimal(str(raw))
     return Value(lexical=str(raw), py=py)
 

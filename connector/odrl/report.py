@@ -13,6 +13,7 @@ from rdflib.term import Node
 
 from connector.odrl import terms as T
 from connector.odrl.evaluate import DutyReport, PremiseReport, Report, RuleReport
+from connector.odrl.model import describe, is_blank
 from connector.vocab import DCT, DSC, ODRL, REPORT, XSD
 
 CONTEXT = {
@@ -198,7 +199,8 @@ def explain_text(report: Report) -> str:
              + (" (conflict detected)" if report.conflict else "")]
     for r in report.rules:
         mark = "ACTIVE" if r.active else "inactive"
-        lines.append(f"{r.kind.capitalize()} {T.short(r.rule)}: {mark}")
+        label = r.label or describe(r.kind, "", r.rule)
+        lines.append(f"{label[:1].upper()}{label[1:]}: {mark}")
         if not r.premises:
             lines.append("  (no premises: applies to every request)")
         for p in r.premises:
@@ -216,7 +218,7 @@ def _premise_lines(p: PremiseReport, lines: list[str], depth: int) -> None:
     mark = "✔" if p.satisfied else "✘"
     label = p.kind.lower() if p.kind != "Constraint" else (
         T.short(p.logical_operator) if p.logical_operator else "constraint")
-    ident = f" {T.short(p.constraint)}" if p.constraint else ""
+    ident = f" {T.short(p.constraint)}" if p.constraint and not is_blank(p.constraint) else ""
     lines.append(f"{'  ' * depth}{mark} {label}{ident}: {p.reason}")
     for c in p.children:
         _premise_lines(c, lines, depth + 1)

@@ -3,6 +3,7 @@
 Each template is one file ``policies/<name>.json`` (installed as ``connector/_data/policies``)::
 
     {"name": "n-times-usage", "title": "...", "idsClass": "idsc:...", "description": "...",
+     "enforcedAt": ["dataPlane", "consumerLocalUse"],
      "parameters": [{"name": "max", "type": "integer", "required": true, "description": "...",
                      "example": "10"}],
      "policy": {"@context": [...], "@type": "Offer", "@id": "{{policyId}}", ...},
@@ -17,6 +18,13 @@ the shape of the document. Reserved placeholders: ``{{policyId}}``, ``{{target}}
 (``<policyId>#NAME``) that a state of the world can mark as violated. A placeholder left unset
 (an optional parameter without default, or no target/assigner) removes the property it fills;
 an unset right operand removes its whole constraint.
+
+``enforcedAt`` says where the connector decides the template's terms when it is an offer's
+contract policy (``ENFORCEMENT_POINTS``): ``catalog`` (the offer is shown only to a qualifying
+requester), ``negotiation`` (only a qualifying requester gets an agreement), ``dataPlane`` (every
+pull and push of the provider's data plane) and ``consumerLocalUse`` (every local use of the
+consumer's copy, by the consumer's connector). ``template_json`` is the form
+``connector policy templates --json`` prints.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from connector.odrl.plain import PREFIXES, expand_term
 
 ParameterType = Literal["iri", "dateTime", "duration", "integer", "decimal", "string"]
 Expectation = Literal["permit", "deny"]
+EnforcementPoint = Literal["catalog", "negotiation", "dataPlane", "consumerLocalUse"]
+ENFORCEMENT_POINTS: tuple[EnforcementPoint, ...] = get_args(EnforcementPoint)
 
 XSD = "http://www.w3.org/2001/XMLSchema#"
 RESERVED = ("policyId", "target", "assigner")
@@ -101,6 +111,7 @@ class Template:
     title: str
     description: str
     ids_class: str | None  # the idsc: usage policy class; None where IDS defines none
+    enforced_at: tuple[EnforcementPoint, ...]  # in the order of ENFORCEMENT_POINTS
     parameters: tuple[TemplateParameter, ...]
     policy: dict[str, Any]  # with placeholders; shared, never mutate (fill works on a copy)
     examples: tuple[TemplateExample, ...]
@@ -138,6 +149,17 @@ def templates() -> list[Template]:
     return [t for _, t in sorted(_templates().items())]
 
 
+def template_json(t: Template) -> dict[str, Any]:
+    """A template's metadata as ``connector policy templates --json`` lists it."""
+    return {
+        "name": t.name, "title": t.title, "idsClass": t.ids_class,
+        "description": t.description, "enforcedAt": list(t.enforced_at),
+        "parameters": [{"name": p.name, "type": p.type, "required": p.required,
+                        "default": p.default, "description": p.description,
+                        "example": p.example} for p in t.parameters],
+    }
+
+
 def get_template(name: str) -> Template:
     t = _templates().get(name)
     if t is None:
@@ -154,7 +176,8 @@ def _load(path: Path) -> Template:
         raise TemplateError(f"{where}: cannot read: {exc}") from exc
     if not isinstance(data, dict):
         raise TemplateError(f"{where}: not a JSON object")
-    allowed = {"name", "title", "idsClass", "description", "parameters", "policy", "examples"}
+    allowed = {"name", "title", "idsClass", "description", "enforcedAt", "parameters", "policy",
+               "examples"}
     extra = sorted(set(data) - allowed)
     if extra:
         raise TemplateError(f"{where}: unknown keys {', '.join(extra)}")
@@ -164,6 +187,11 @@ def _load(path: Path) -> Template:
     ids_class = data.get("idsClass")
     if ids_class is not None and not isinstance(ids_class, str):
         raise TemplateError(f"{where}: idsClass must be a string or null")
+    enforced = data.get("enforcedAt")
+    if not isinstance(enforced, list) or not enforced or any(
+            e not in ENFORCEMENT_POINTS for e in enforced) or len(set(enforced)) != len(enforced):
+        raise TemplateError(f"{where}: enforcedAt must list, once each, some of "
+                            f"{', '.join(ENFORCEMENT_POINTS)}")
     raw_params = data.get("parameters", [])
     if not isinstance(raw_params, list):
         raise TemplateError(f"{where}: parameters must be a list")
@@ -186,6 +214,7 @@ def _load(path: Path) -> Template:
     return Template(
         name=name, title=_str(data, "title", where),
         description=_str(data, "description", where), ids_class=ids_class,
+        enforced_at=tuple(e for e in ENFORCEMENT_POINTS if e in enforced),
         parameters=params, policy=policy, examples=examples,
     )
 

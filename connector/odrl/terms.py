@@ -50,8 +50,44 @@ IDS_USER = IDSC_NS + "USER"
 IDS_PATH = IDSC_NS + "PATH"
 IDS_QUANTITY = IDSC_NS + "QUANTITY"
 
+# Left operands of this connector's data space, for facts the authority vouches for in a
+# participant's token (roles such as provider/consumer, memberships, the application in use).
+DSC_NS = "https://w3id.org/dataspace-connector/ns#"
+ROLE, MEMBERSHIP, APPLICATION = DSC_NS + "role", DSC_NS + "membership", DSC_NS + "application"
+DSC_LEFT_OPERANDS = frozenset({ROLE, MEMBERSHIP, APPLICATION})
+# The roles a token states (its ``roles`` claim) as the values of ``dsc:role``.
+ROLE_TERMS = {"provider": DSC_NS + "Provider", "consumer": DSC_NS + "Consumer",
+              "broker": DSC_NS + "Broker"}
+
+# Left operands that IDS connectors send beyond the Information Model 4.2.0 code list (IDS-G
+# usage-control examples). Those with a counterpart map onto it, so a policy means the same in
+# either form; the rest are refinements of duties (what to log, whom to notify, which policy to
+# pass on, what to replace) or facts about the artifact, evaluated like any other fact: a value
+# nobody states never satisfies a constraint.
+ARTIFACT_STATE = IDSC_NS + "ARTIFACT_STATE"
+LOG_LEVEL = IDSC_NS + "LOG_LEVEL"
+NOTIFICATION_LEVEL = IDSC_NS + "NOTIFICATION_LEVEL"
+TARGET_POLICY = IDSC_NS + "TARGET_POLICY"
+JSON_PATH = IDSC_NS + "JSON_PATH"
+REPLACE_WITH = IDSC_NS + "REPLACE_WITH"
+# Operands whose values are free text (a JSON path, a replacement), never read as IRIs.
+TEXT_OPERANDS = frozenset({JSON_PATH, REPLACE_WITH})
+
 IDS_LEFT_OPERANDS: dict[str, str] = {
     IDSC_NS + "POLICY_EVALUATION_TIME": DATE_TIME,
+    IDSC_NS + "DATE_TIME": DATE_TIME,
+    IDSC_NS + "CONNECTOR": O + "systemDevice",
+    IDSC_NS + "SYSTEM_DEVICE": O + "systemDevice",
+    IDSC_NS + "ROLE": ROLE,
+    IDSC_NS + "APPLICATION": APPLICATION,
+    IDSC_NS + "PAYMENT": O + "payAmount",
+    IDSC_NS + "RECIPIENT": RECIPIENT,
+    ARTIFACT_STATE: ARTIFACT_STATE,
+    LOG_LEVEL: LOG_LEVEL,
+    NOTIFICATION_LEVEL: NOTIFICATION_LEVEL,
+    TARGET_POLICY: TARGET_POLICY,
+    JSON_PATH: JSON_PATH,
+    REPLACE_WITH: REPLACE_WITH,
     IDSC_NS + "ELAPSED_TIME": ELAPSED_TIME,
     IDSC_NS + "COUNT": COUNT,
     IDSC_NS + "PURPOSE": PURPOSE,
@@ -93,6 +129,9 @@ IDS_OPERATORS: dict[str, str] = {
     IDSC_NS + "MEMBER_OF": IS_PART_OF,
     IDSC_NS + "CONTAINS": HAS_PART,
     IDSC_NS + "SPATIAL_CONTAINS": HAS_PART,
+    # A duty's refinement "defines" a parameter of the duty (the level to log at, the value to
+    # replace with); IDS-G's ODRL form of the same examples writes odrl:eq.
+    IDSC_NS + "DEFINES_AS": EQ,
 }
 
 # IDS actions (idsc:READ, ...) map onto the ODRL action of the same name where there is one.
@@ -106,18 +145,16 @@ _IDS_ACTION_NAMES = {
     "GRANT_USE": "grantUse", "NEXT_POLICY": "nextPolicy", "WRITE": "modify",
 }
 IDS_ACTIONS: dict[str, str] = {IDSC_NS + k: O + v for k, v in _IDS_ACTION_NAMES.items()}
-# IDS usage actions with no ODRL counterpart: known terms, included in odrl:use.
-IDS_ONLY_ACTIONS = frozenset(
-    IDSC_NS + k
-    for k in ("LOG", "ENCRYPT", "TRACK_PROVENANCE", "AGGREGATE_BY_CONSUMER",
-              "AGGREGATE_BY_PROVIDER")
-)
-
-# Left operands of this connector's data space, for facts the authority vouches for in a
-# participant's token (roles such as provider/consumer, memberships, the application in use).
-DSC_NS = "https://w3id.org/dataspace-connector/ns#"
-ROLE, MEMBERSHIP, APPLICATION = DSC_NS + "role", DSC_NS + "membership", DSC_NS + "application"
-DSC_LEFT_OPERANDS = frozenset({ROLE, MEMBERSHIP, APPLICATION})
+# IDS usage actions with no ODRL counterpart: known terms, each included in the ODRL action
+# named (IDS-G's idsc:REPLACE replaces values, a kind of odrl:modify; idsc:INCREMENT_COUNTER is
+# the duty of counting a use).
+REPLACE, INCREMENT_COUNTER = IDSC_NS + "REPLACE", IDSC_NS + "INCREMENT_COUNTER"
+IDS_ONLY_ACTIONS: dict[str, str] = {
+    **{IDSC_NS + k: USE for k in ("LOG", "ENCRYPT", "TRACK_PROVENANCE", "AGGREGATE_BY_CONSUMER",
+                                  "AGGREGATE_BY_PROVIDER")},
+    INCREMENT_COUNTER: USE,
+    REPLACE: O + "modify",
+}
 
 # Rule and policy terms of the IDS Information Model, mapped onto ODRL.
 IDS_POLICY_TYPES = {
@@ -166,9 +203,9 @@ def vocabulary() -> Vocabulary:
         # Map a deprecated term onto the current one (the one that is not deprecated).
         if (URIRef(s_), ODRL.includedIn, None) not in g and s_ in actions:
             equivalent.setdefault(s_, o_)
-    for ids_action in IDS_ONLY_ACTIONS:
+    for ids_action, parent in IDS_ONLY_ACTIONS.items():
         actions.add(ids_action)
-        direct.setdefault(ids_action, set()).add(USE)
+        direct.setdefault(ids_action, set()).add(parent)
     closure: dict[str, frozenset[str]] = {}
     for action in actions:
         seen: set[str] = set()
@@ -196,9 +233,50 @@ def vocabulary() -> Vocabulary:
     )
 
 
+# The one prefix table: what a user may write as a CURIE (``dpv:ScientificResearch``) wherever
+# a term is expected (policies, request facts, template parameters), and how explanations
+# shorten IRIs. No registered URI scheme has these names, so an "IRI" ``idsc:X`` is always the
+# CURIE, whatever context a document came with.
+PREFIXES = {
+    "odrl": O,
+    "idsc": IDSC_NS,
+    "ids": IDS_NS,
+    "dsc": DSC_NS,
+    "dpv": "https://w3id.org/dpv#",
+    "xsd": "http://www.w3.org/2001/XMLSchema#",
+    "dct": "http://purl.org/dc/terms/",
+}
+_BY_NAMESPACE = sorted(((ns, p) for p, ns in PREFIXES.items()), key=lambda x: -len(x[0]))
+
+
+def expand_curie(iri: str) -> str:
+    """``idsc:PURPOSE`` -> its full IRI; anything else (full IRIs, unknown schemes) unchanged."""
+    prefix, sep, local = iri.partition(":")
+    if sep and prefix in PREFIXES and not local.startswith("//"):
+        return PREFIXES[prefix] + local
+    return iri
+
+
+def is_curie(text: str) -> bool:
+    """``text`` is a CURIE with a known prefix (``dpv:X``), not a full IRI."""
+    prefix, sep, local = text.partition(":")
+    return bool(sep) and prefix in PREFIXES and bool(local) and not local.startswith("//") \
+        and not any(c.isspace() for c in text)
+
+
+def expand_term(term: str) -> str:
+    """``use`` -> odrl:use IRI; ``idsc:PURPOSE`` -> full IRI; IRIs stay as they are."""
+    term = term.strip()
+    if "://" in term or term.startswith(("urn:", "_:", "did:")):
+        return term
+    if ":" in term:
+        return expand_curie(term)
+    return O + term
+
+
 def short(iri: str) -> str:
     """A readable short form of an IRI for explanations (odrl:read, idsc:PURPOSE, ...)."""
-    for ns, prefix in ((O, "odrl:"), (IDSC_NS, "idsc:"), (IDS_NS, "ids:"), (DSC_NS, "dsc:")):
-        if iri.startswith(ns):
-            return prefix + iri[len(ns):]
+    for ns, prefix in _BY_NAMESPACE:
+        if iri.startswith(ns) and len(iri) > len(ns):
+            return f"{prefix}:{iri[len(ns):]}"
     return iri

@@ -27,7 +27,7 @@ def test_new_then_check_then_explain(runner: CliRunner, tmp_path: Path) -> None:
     req.write_text(json.dumps({"action": "read", "target": "urn:asset:x",
                                "world": {"now": "2026-01-01T00:00:00Z", "count": 3}}))
     res = runner.invoke(main, ["policy", "explain", str(pol), "--request", str(req)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # DENY
     assert res.output.startswith("Decision: DENY")
     assert "use number 4 (3 completed)" in res.output
 
@@ -41,12 +41,13 @@ def test_check_lists_every_problem_with_location(runner: CliRunner, tmp_path: Pa
 <urn:c2> odrl:leftOperand <urn:mood> ; odrl:operator odrl:eq ; odrl:rightOperand "x" .
 """)
     res = runner.invoke(main, ["policy", "check", str(bad)])
-    assert res.exit_code == 1
-    lines = res.output.splitlines()
-    assert any("permission urn:r: unknown action urn:act:zap" in x for x in lines)
-    assert any("constraint urn:c1: right operand 'soon' is not a valid xsd:dateTime" in x
-               for x in lines)
-    assert any("constraint urn:c2: unknown left operand urn:mood" in x for x in lines)
+    assert res.exit_code == 2
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3  # one line per problem
+    assert any("permission 1 (urn:r): unknown action urn:act:zap" in x for x in lines)
+    assert any("constraint 1 (urn:c1): odrl:dateTime: right operand 'soon' is not a valid "
+               "xsd:dateTime" in x for x in lines)
+    assert any("constraint 2 (urn:c2): unknown left operand urn:mood" in x for x in lines)
 
 
 @pytest.mark.parametrize(("content", "expected"), [
@@ -92,3 +93,106 @@ def test_templates_lists_all(runner: CliRunner) -> None:
     res = runner.invoke(main, ["policy", "templates"])
     assert res.exit_code == 0
     assert sum(1 for line in res.output.splitlines() if line and not line.startswith(" ")) == 22
+
+
+# ------------------------------------------------------------------ exit codes: 0 PERMIT, 1 DENY, 2 error
+
+
+@pytest.fixture
+def count_policy(tmp_path: Path) -> Path:
+    pol = tmp_path / "plain.json"  # the plain-JSON rules the management API accepts
+    pol.write_text(json.dumps({"permission": [{"action": "use", "constraint": [
+        {"leftOperand": "count", "operator": "lteq", "rightOperand": 3},
+        {"leftOperand": "purpose", "operator": "eq", "rightOperand": "dpv:ScientificResearch"}]}]}))
+    return pol
+
+
+@pytest.mark.parametrize(("count", "purpose", "code", "word"), [
+    (2, "dpv:ScientificResearch", 0, "PERMIT"),
+    (3, "dpv:ScientificResearch", 1, "DENY"),
+    (0, "dpv:Marketing", 1, "DENY"),
+])
+def test_evaluate_and_explain_exit_with_the_decision(runner: CliRunner, tmp_path: Path,
+                                                     count_policy: Path, count: int, purpose: str,
+                                                     code: int, word: str) -> None:
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"action": "use", "purpose": purpose,
+                               "world": {"now": "2026-01-01T00:00:00Z", "count": count}}))
+    res = runner.invoke(main, ["policy", "evaluate", "--policy", str(count_policy),
+                               "--request", str(req)])
+    assert res.exit_code == code, res.output
+    assert word in res.stderr and "report:PolicyReport" in res.stdout
+    res = runner.invoke(main, ["policy", "explain", str(count_policy), "--request", str(req)])
+    assert res.exit_code == code, res.output
+    assert res.stdout.startswith(f"Decision: {word}")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "explain"])
+def test_evaluate_and_explain_exit_2_on_an_error(runner: CliRunner, tmp_path: Path,
+                                                 count_policy: Path, command: str) -> None:
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"action": "use", "world": {"count": "many"}}))
+    args = (["evaluate", "--policy", str(count_policy), "--request", str(req)]
+            if command == "evaluate" else ["explain", str(count_policy), "--request", str(req)])
+    res = runner.invoke(main, ["policy", *args])
+    assert res.exit_code == 2
+    assert res.stderr.startswith("error: request.world.count") and "Traceback" not in res.output
+    help_text = runner.invoke(main, ["policy", command, "--help"]).output
+    assert "0 PERMIT, 1 DENY, 2 error" in help_text
+
+
+def test_check_accepts_plain_json_rules(runner: CliRunner, count_policy: Path, tmp_path: Path) -> None:
+    res = runner.invoke(main, ["policy", "check", str(count_policy)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("OK: odrl:Set")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"permission": [{"action": "use", "constraint": [
+        {"leftOperand": "count", "operator": "lteq", "rightOperand": "three"}]}]}))
+    res = runner.invoke(main, ["policy", "check", str(bad)])
+    assert res.exit_code == 2
+    assert res.stdout.splitlines() == [
+        "policy / permission 1 / constraint 1: odrl:count: right operand 'three' is not a valid number"]
+
+
+def test_check_refuses_an_iri_with_spaces_in_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+                               "uid": "urn:p", "permission": [{"target": "urn:asset x",
+                                                               "action": "use"}]}))
+    res = runner.invoke(main, ["policy", "check", str(bad)])
+    assert res.exit_code == 2
+    assert res.stdout == "policy: 'urn:asset x' is not a valid IRI\n"
+
+
+def test_templates_json_lists_class_parameters_and_enforcement(runner: CliRunner) -> None:
+    res = runner.invoke(main, ["policy", "templates", "--json"])
+    assert res.exit_code == 0
+    listed = {t["name"]: t for t in json.loads(res.stdout)}
+    assert len(listed) == 22
+    rental = listed["rental"]
+    assert rental["idsClass"] == "idsc:DATA_RENTAL"
+    assert rental["enforcedAt"] == ["dataPlane", "consumerLocalUse"]
+    interval = next(p for p in rental["parameters"] if p["name"] == "paymentInterval")
+    assert interval == {"name": "paymentInterval", "type": "duration", "required": False,
+                        "default": "P1M", "description": interval["description"],
+                        "example": interval["example"]}
+    assert listed["security-level-restricted"]["enforcedAt"] == ["catalog", "negotiation", "dataPlane"]
+    assert listed["prohibit-access"]["idsClass"] is None
+    points = {"catalog", "negotiation", "dataPlane", "consumerLocalUse"}
+    assert all(t["enforcedAt"] and set(t["enforcedAt"]) <= points for t in listed.values())
+
+
+@pytest.mark.parametrize(("body", "ok"), [
+    ({"template": "n-times-usage", "params": {"max": "3"}}, True),
+    ({"id": "urn:policy:7", "policy": {"permission": [{"action": "use"}]}}, True),
+    ({"template": "n-times-usage", "params": {"max": "lots"}}, False),
+    ({"template": "no-such-template"}, False),
+    ({"policy": {"permission": [{"action": "idsc:FLY"}]}}, False),
+])
+def test_check_accepts_a_management_api_policy_body(runner: CliRunner, tmp_path: Path,
+                                                    body: dict, ok: bool) -> None:
+    f = tmp_path / "body.json"
+    f.write_text(json.dumps(body))
+    res = runner.invoke(main, ["policy", "check", str(f)])
+    assert res.exit_code == (0 if ok else 2), res.output
+    assert len(res.stdout.splitlines()) == 1 and "Traceback" not in res.output

@@ -100,3 +100,43 @@ def test_deny_reason_names_the_failing_constraint() -> None:
     assert not d.permit
     assert "use number 11 (10 completed)" in d.reason
 
+
+
+compact_rule = st.builds(
+    lambda actions, cs, targets: {"action": actions if len(actions) > 1 else actions[0],
+                                  "constraint": cs, **({"target": targets} if targets else {})},
+    st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=3, unique=True),
+    st.lists(constraint, max_size=2),
+    st.lists(st.sampled_from(["ex:x", "ex:y"]), max_size=2, unique=True),
+)
+
+
+def _atomic(rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """A compact rule written out by hand: one rule per action and target."""
+    actions = rule["action"] if isinstance(rule["action"], list) else [rule["action"]]
+    targets = rule.get("target") or [None]
+    return [{**rule, "action": a, **({"target": t} if t else {})} for a in actions for t in targets]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(compact_rule, min_size=1, max_size=2), st.lists(compact_rule, max_size=2),
+       st.sampled_from([None, "perm", "prohibit"]), requests)
+def test_a_compact_rule_decides_as_its_atomic_rules(perms: list[dict[str, Any]],
+                                                    prohs: list[dict[str, Any]],
+                                                    conflict: str | None, r: dict[str, Any]) -> None:
+    """ODRL 2.2 reads a rule with several actions or targets as that many atomic rules."""
+    def doc(ps: list[dict[str, Any]], qs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"@context": CTX, "@type": "Set", "uid": "urn:p", "permission": ps,
+                "prohibition": qs, **({"conflict": conflict} if conflict else {})}
+    compact = load_policy(doc(perms, prohs))
+    written = load_policy(doc([a for p in perms for a in _atomic(p)],
+                              [a for q in prohs for a in _atomic(q)]))
+    assert len(compact.permissions) == len(written.permissions)
+    now = T0 + timedelta(days=r["days"])
+    request = DecisionRequest(action=T.O + r["action"], now=now, target=r["target"],
+                              count=r["count"])
+    a, b = compile_policy(compact)(request), compile_policy(written)(request)
+    assert a.permit == b.permit, (a.reason, b.reason)
+    report = evaluate(compact, Request(action=T.O + r["action"], target=r["target"]),
+                      World(now=now, counts={(None, None): r["count"]}))
+    assert report.permit == a.permit, (report.explanation, a.reason)

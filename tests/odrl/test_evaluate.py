@@ -92,7 +92,7 @@ def test_purpose_eq_and_mismatch_reason() -> None:
     assert run(pol, purpose="dpv:ResearchAndDevelopment").permit
     rep = run(pol, purpose="dpv:Marketing")
     assert not rep.permit
-    assert "dpv#Marketing" in rep.explanation and "does not hold" in rep.explanation
+    assert "dpv:Marketing" in rep.explanation and "does not hold" in rep.explanation
     missing = run(pol)
     assert not missing.permit and "states no odrl:purpose" in missing.explanation
 

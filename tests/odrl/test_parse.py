@@ -231,8 +231,8 @@ def test_strict_mode_reports_unknown_terms_with_locations() -> None:
     with pytest.raises(PolicyError) as err:
         load_policy(ttl, strict=True)
     text = str(err.value)
-    assert "permission urn:r: unknown action urn:act:frobnicate" in text
-    assert "constraint urn:c: unknown operator odrl:resembles" in text
+    assert "permission 1 (urn:r): unknown action urn:act:frobnicate" in text
+    assert "constraint 1 (urn:c): unknown operator odrl:resembles" in text
     assert "unknown left operand urn:op:mood" in text
 
 
@@ -241,7 +241,8 @@ def test_bad_datetime_right_operand_is_located() -> None:
                     "<urn:r> odrl:action odrl:use ; odrl:constraint <urn:c> .\n"
                     '<urn:c> odrl:leftOperand odrl:dateTime ; odrl:operator odrl:lt ; '
                     'odrl:rightOperand "next tuesday" .')
-    with pytest.raises(PolicyError, match=r"constraint urn:c: right operand 'next tuesday'"):
+    with pytest.raises(PolicyError,
+                       match=r"constraint 1 \(urn:c\): odrl:dateTime: right operand 'next tuesday'"):
         load_policy(ttl, strict=True)
 
 

@@ -330,7 +330,7 @@ def own_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 def _write(folder: Path, stem: str, changes: dict[str, Any] | None = None) -> None:
     doc: dict[str, Any] = {
         "name": stem, "title": "Path restricted", "idsClass": None,
-        "description": "Permits use of one field.",
+        "description": "Permits use of one field.", "enforcedAt": ["dataPlane"],
         "parameters": [{"name": "path", "type": "string", "required": True,
                         "description": "A JsonPath.", "example": "$.name"}],
         "policy": {
@@ -407,3 +407,23 @@ def test_unreadable_template_file(own_templates: Path) -> None:
     (own_templates / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(TemplateError, match=r"bad\.json: cannot read"):
         get_template("bad")
+
+
+def test_readme_says_where_each_template_is_enforced() -> None:
+    readme = (policies_dir() / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Where each template is enforced", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    expected = {
+        "catalog, negotiation, data plane": ("catalog", "negotiation", "dataPlane"),
+        "data plane and consumer local use": ("dataPlane", "consumerLocalUse"),
+        "data plane only": ("dataPlane",),
+        "consumer local use only": ("consumerLocalUse",),
+    }
+    seen = set()
+    for row in rows:
+        where, names = row.split("|")[1:3]
+        points = next(v for k, v in expected.items() if where.strip().startswith(k))
+        for name in re.findall(r"`([a-z-]+)`", names):
+            assert get_template(name).enforced_at == points, name
+            seen.add(name)
+    assert seen == EXPECTED_NAMES
