@@ -31,7 +31,7 @@ sqlite_synchronous = "NORMAL"              # "FULL": also durable across a power
 roots = ["data"]                           # folders whose files may be file assets
 
 [limits]                         # request limits on every port; defaults shown
-dsp_body_bytes = 2097152         # one DSP request body (and a push's receipts)       -> 413
+dsp_body_bytes = 2097152         # one DSP request body                               -> 413
 management_body_bytes = 4194304  # one management API request body                    -> 413
 authority_body_bytes = 65536     # one authority request body (`authority serve --limits FILE`)
 json_depth = 64                  # nested arrays/objects in a JSON body               -> 400
@@ -189,7 +189,7 @@ class AssetsSection(_Section):
 class LimitsSection(_Section):
     """Request limits on every listening port (connector.http.limits; defaults there)."""
 
-    # request body bytes: a DSP message (and a push's receipts), a management API request, a
+    # request body bytes: a DSP message, a management API request, a
     # token or admin request at the authority; larger bodies get 413
     dsp_body_bytes: int = Field(default=DEFAULT_LIMITS.dsp_body_bytes, ge=1024, le=1 << 30)
     management_body_bytes: int = Field(default=DEFAULT_LIMITS.management_body_bytes, ge=1024,

@@ -133,27 +133,26 @@ async def open_store(config: Config) -> Store:
     return store
 
 
-async def _stop_within(what: str, work: Awaitable[Any], deadline: float) -> None:
+async def _stop_within(what: str, work: Awaitable[Any], deadline: float, grace: float) -> None:
     """Await ``work`` until ``deadline`` (loop time); past it, give up on it with a warning."""
-    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout_at(deadline):
             await work
     except TimeoutError:
-        log.warning("shutdown: %s did not stop within %.1f s", what,
-                    max(0.0, deadline - loop.time()))
+        log.warning("shutdown: %s did not stop within %g s", what, grace)
 
 
-async def _shutdown(limits: Limits, runners: list[web.AppRunner], background: list[tuple[str, Awaitable[Any]]]
-                    ) -> None:
+async def _shutdown(limits: Limits, runners: list[web.AppRunner],
+                    background: list[tuple[str, Awaitable[Any]]]) -> None:
     """Stop serving and stop the background work, all at once, within the shutdown grace.
 
-    Requests in flight get half the grace to finish, then are cancelled (long waits, streams);
-    pulls, pushes and the outbox stop at once. Nothing is lost: every state change is one
-    transaction, and messages not yet delivered stay in the outbox for the next start."""
-    deadline = asyncio.get_running_loop().time() + limits.shutdown_grace
+    Requests in flight get a third of the grace to finish, then are cancelled (long waits,
+    streams); pulls, pushes and the outbox stop at once. Nothing is lost: every state change is
+    one transaction, and messages not yet delivered stay in the outbox for the next start."""
+    grace = limits.shutdown_grace
+    deadline = asyncio.get_running_loop().time() + grace
     await asyncio.gather(stop_sites(runners, limits),
-                         *(_stop_within(what, work, deadline) for what, work in background))
+                         *(_stop_within(what, work, deadline, grace) for what, work in background))
 
 
 async def run(config: Config, *, ready: Callable[[str], None] | None = None,

@@ -56,7 +56,7 @@ MIB = 1024 * KIB
 class Limits:
     """Request limits; the field names are the keys of the ``[limits]`` configuration section."""
 
-    dsp_body_bytes: int = 2 * MIB  # one DSP message (and the push endpoint's receipts)
+    dsp_body_bytes: int = 2 * MIB  # one DSP message
     management_body_bytes: int = 4 * MIB  # one management API request
     authority_body_bytes: int = 64 * KIB  # one token or admin request at the authority
     json_depth: int = 64  # nested arrays/objects in one JSON body
