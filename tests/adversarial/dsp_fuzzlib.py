@@ -581,6 +581,10 @@ class Fuzzer:
                     body[key] = p[key]
             if "offer" in body:
                 body["offer"] = {**body["offer"], "target": p["offer"].get("target")}
+            taken = sorted(c for c in self.accepted.get(p["id"], ())
+                           if json.loads(c).get("@type") == body.get("@type"))
+            if taken and pick % 8 == 5:  # again a message it took before (a re-delivery)
+                body = {"@context": CONTEXT, **json.loads(taken[pick % len(taken)])}
         if "callbackAddress" in body:
             body["callbackAddress"] = self.peer.url
         if m.endpoint.name == "negotiation-request-new":
@@ -588,6 +592,8 @@ class Fuzzer:
             same = pick % 3 == 0  # the offer's own terms: agreed; else the generated ones
             body["offer"] = {**(offer if same else body["offer"]), "@id": offer["@id"],
                              "target": offer["target"]}
+            if pick % 4 == 3:  # an offer id the provider does not know, for one of its datasets
+                body["offer"]["@id"] = f"urn:offer:unknown-{uuid.uuid4()}"
             body["consumerPid"] = f"urn:uuid:{uuid.uuid4()}"
         if m.endpoint.name == "negotiation-offer-new":  # the provider connector as a consumer
             offer = self.offers[pick % len(self.offers)]
@@ -676,6 +682,8 @@ class Fuzzer:
         if role not in SENT_BY.get(kind, set()):
             return f"a {role.lower()} may not send {kind}"
         internal, wire = p["internalState"], p["state"]
+        if wire in TERMINAL:  # DSP: terminal states are final; a re-delivery is refused too
+            return f"{kind} taken by a process in the terminal state {wire}"
         sources = {internal} if internal not in SENDING else {SENDING[internal], wire}
         to = answer.get("state")
         key = content(body)
@@ -793,14 +801,15 @@ def malform(m: Message) -> Message:
         fields = [k for k in ("@type", "consumerPid", "providerPid", "offer", "agreement", "agreementId",
                               "format", "eventType", "callbackAddress", "filter", "reason", "dataAddress")
                   if k in b]
-        b[fields[pick % len(fields)]] = ([], {}, 12, None, True, 1.5, "text")[pick % 7]
-        if b.get("filter") == []:
-            b["filter"] = 12
-        if b.get("@type") == "text":
-            b["@type"] = 12
+        name = fields[pick % len(fields)]
+        # a value of another JSON type; not null: in JSON-LD a null value is no value (absent)
+        others = [v for v in ([], {}, 12, True, 1.5, "text") if type(v) is not type(b[name])]
+        b[name] = others[pick % len(others)]
     elif how == "unknown-pid":
-        if "{pid}" in path:
-            path = path.replace("{pid}", f"urn:uuid:{uuid.uuid4()}")
+        if m.endpoint.target:  # the path names no process (the body still names the real one)
+            parts = path.split("/")
+            parts[2] = f"urn:uuid:{uuid.uuid4()}"
+            path = "/".join(parts)
         elif m.endpoint.name == "negotiation-request-new":  # a counter-request of no negotiation
             b.pop("callbackAddress", None)
             b["providerPid"] = f"urn:uuid:{uuid.uuid4()}"
