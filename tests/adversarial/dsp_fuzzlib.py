@@ -41,7 +41,7 @@ import jsonschema_rs
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from dsp_schema import PREFIX, SCHEMAS, _load, _registry, errors, schema_path
+from dsp_schema import PREFIX, SCHEMAS, _load, _registry, errors, example, schema_path
 from hypothesis import strategies as st
 from schemathesis.generation.jsonschema.builder import build
 from schemathesis.generation.jsonschema.context import Alphabet
@@ -587,7 +587,9 @@ class Fuzzer:
                 body = {"@context": CONTEXT, **json.loads(taken[pick % len(taken)])}
         if "callbackAddress" in body:
             body["callbackAddress"] = self.peer.url
-        if m.endpoint.name == "negotiation-request-new":
+        if m.endpoint.name == "negotiation-request-new":  # the initial form
+            body.pop("providerPid", None)
+            body["callbackAddress"] = self.peer.url
             offer = self.offers[pick % len(self.offers)]
             same = pick % 3 == 0  # the offer's own terms: agreed; else the generated ones
             body["offer"] = {**(offer if same else body["offer"]), "@id": offer["@id"],
@@ -596,6 +598,8 @@ class Fuzzer:
                 body["offer"]["@id"] = f"urn:offer:unknown-{uuid.uuid4()}"
             body["consumerPid"] = f"urn:uuid:{uuid.uuid4()}"
         if m.endpoint.name == "negotiation-offer-new":  # the provider connector as a consumer
+            body.pop("consumerPid", None)
+            body["callbackAddress"] = self.peer.url
             offer = self.offers[pick % len(self.offers)]
             if pick % 2:
                 body["offer"] = {**offer, "@id": f"urn:uuid:{uuid.uuid4()}"}
@@ -763,6 +767,31 @@ class Message:
     def malformed(endpoint: Endpoint, body: Any, how: str, pick: int) -> Message:
         """A message made malformed ``how`` once aimed at a real process (see ``malform``)."""
         return Message(endpoint, body, "aimed", pick, endpoint.path, variant=how)
+
+
+# the official example of each endpoint's message, and the pick that aims it at an accepting path
+OFFICIAL_EXAMPLES = {
+    "catalog-request": ("catalog-request-message", 1),
+    "negotiation-request-new": ("contract-request-message_initial", 0),
+    "negotiation-offer-new": ("contract-offer-message_initial", 1),
+    "negotiation-request": ("negotiation/contract-request-message", 1),
+    "negotiation-offer": ("negotiation/contract-offer-message", 1),
+    "negotiation-event": ("contract-negotiation-event-message", 1),
+    "negotiation-agreement": ("negotiation/contract-agreement-message", 1),
+    "negotiation-verification": ("contract-agreement-verification-message", 1),
+    "negotiation-termination": ("contract-negotiation-termination-message", 1),
+    "transfer-request-new": ("transfer-request-message", 0),
+    "transfer-start": ("transfer-start-message", 1),
+    "transfer-completion": ("transfer-completion-message", 1),
+    "transfer-suspension": ("transfer-suspension-message", 1),
+    "transfer-termination": ("transfer-termination-message", 1),
+}
+
+
+def official_message(endpoint: Endpoint) -> Message:
+    """The official DSP example for ``endpoint``, aimed at the examiner's processes."""
+    name, pick = OFFICIAL_EXAMPLES[endpoint.name]
+    return Message.valid(endpoint, example(name), True, pick)
 
 
 def valid_messages(endpoint: Endpoint) -> st.SearchStrategy[Message]:
