@@ -41,7 +41,7 @@ import jsonschema_rs
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from dsp_schema import PREFIX, SCHEMAS, _load, _registry, errors, schema_path
+from dsp_schema import PREFIX, SCHEMAS, _load, _registry, errors, example, schema_path
 from hypothesis import strategies as st
 from schemathesis.generation.jsonschema.builder import build
 from schemathesis.generation.jsonschema.context import Alphabet
@@ -581,15 +581,25 @@ class Fuzzer:
                     body[key] = p[key]
             if "offer" in body:
                 body["offer"] = {**body["offer"], "target": p["offer"].get("target")}
+            taken = sorted(c for c in self.accepted.get(p["id"], ())
+                           if json.loads(c).get("@type") == body.get("@type"))
+            if taken and pick % 8 == 5:  # again a message it took before (a re-delivery)
+                body = {"@context": CONTEXT, **json.loads(taken[pick % len(taken)])}
         if "callbackAddress" in body:
             body["callbackAddress"] = self.peer.url
-        if m.endpoint.name == "negotiation-request-new":
+        if m.endpoint.name == "negotiation-request-new":  # the initial form
+            body.pop("providerPid", None)
+            body["callbackAddress"] = self.peer.url
             offer = self.offers[pick % len(self.offers)]
             same = pick % 3 == 0  # the offer's own terms: agreed; else the generated ones
             body["offer"] = {**(offer if same else body["offer"]), "@id": offer["@id"],
                              "target": offer["target"]}
+            if pick % 4 == 3:  # an offer id the provider does not know, for one of its datasets
+                body["offer"]["@id"] = f"urn:offer:unknown-{uuid.uuid4()}"
             body["consumerPid"] = f"urn:uuid:{uuid.uuid4()}"
         if m.endpoint.name == "negotiation-offer-new":  # the provider connector as a consumer
+            body.pop("consumerPid", None)
+            body["callbackAddress"] = self.peer.url
             offer = self.offers[pick % len(self.offers)]
             if pick % 2:
                 body["offer"] = {**offer, "@id": f"urn:uuid:{uuid.uuid4()}"}
@@ -676,6 +686,8 @@ class Fuzzer:
         if role not in SENT_BY.get(kind, set()):
             return f"a {role.lower()} may not send {kind}"
         internal, wire = p["internalState"], p["state"]
+        if wire in TERMINAL:  # DSP: terminal states are final; a re-delivery is refused too
+            return f"{kind} taken by a process in the terminal state {wire}"
         sources = {internal} if internal not in SENDING else {SENDING[internal], wire}
         to = answer.get("state")
         key = content(body)
@@ -757,6 +769,31 @@ class Message:
         return Message(endpoint, body, "aimed", pick, endpoint.path, variant=how)
 
 
+# the official example of each endpoint's message, and the pick that aims it at an accepting path
+OFFICIAL_EXAMPLES = {
+    "catalog-request": ("catalog-request-message", 1),
+    "negotiation-request-new": ("contract-request-message_initial", 0),
+    "negotiation-offer-new": ("contract-offer-message_initial", 1),
+    "negotiation-request": ("negotiation/contract-request-message", 1),
+    "negotiation-offer": ("negotiation/contract-offer-message", 1),
+    "negotiation-event": ("contract-negotiation-event-message", 1),
+    "negotiation-agreement": ("negotiation/contract-agreement-message", 1),
+    "negotiation-verification": ("contract-agreement-verification-message", 1),
+    "negotiation-termination": ("contract-negotiation-termination-message", 1),
+    "transfer-request-new": ("transfer-request-message", 0),
+    "transfer-start": ("transfer-start-message", 1),
+    "transfer-completion": ("transfer-completion-message", 1),
+    "transfer-suspension": ("transfer-suspension-message", 1),
+    "transfer-termination": ("transfer-termination-message", 1),
+}
+
+
+def official_message(endpoint: Endpoint) -> Message:
+    """The official DSP example for ``endpoint``, aimed at the examiner's processes."""
+    name, pick = OFFICIAL_EXAMPLES[endpoint.name]
+    return Message.valid(endpoint, example(name), True, pick)
+
+
 def valid_messages(endpoint: Endpoint) -> st.SearchStrategy[Message]:
     """Schema-valid messages for ``endpoint``, sent as generated or aimed at real processes."""
     return st.builds(Message.valid, st.just(endpoint), from_schema(endpoint.schema),
@@ -793,14 +830,15 @@ def malform(m: Message) -> Message:
         fields = [k for k in ("@type", "consumerPid", "providerPid", "offer", "agreement", "agreementId",
                               "format", "eventType", "callbackAddress", "filter", "reason", "dataAddress")
                   if k in b]
-        b[fields[pick % len(fields)]] = ([], {}, 12, None, True, 1.5, "text")[pick % 7]
-        if b.get("filter") == []:
-            b["filter"] = 12
-        if b.get("@type") == "text":
-            b["@type"] = 12
+        name = fields[pick % len(fields)]
+        # a value of another JSON type; not null: in JSON-LD a null value is no value (absent)
+        others = [v for v in ([], {}, 12, True, 1.5, "text") if type(v) is not type(b[name])]
+        b[name] = others[pick % len(others)]
     elif how == "unknown-pid":
-        if "{pid}" in path:
-            path = path.replace("{pid}", f"urn:uuid:{uuid.uuid4()}")
+        if m.endpoint.target:  # the path names no process (the body still names the real one)
+            parts = path.split("/")
+            parts[2] = f"urn:uuid:{uuid.uuid4()}"
+            path = "/".join(parts)
         elif m.endpoint.name == "negotiation-request-new":  # a counter-request of no negotiation
             b.pop("callbackAddress", None)
             b["providerPid"] = f"urn:uuid:{uuid.uuid4()}"

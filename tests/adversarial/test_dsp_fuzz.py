@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,6 +25,7 @@ from dsp_fuzzlib import (
     Message,
     dsp_space,
     malformed_messages,
+    official_message,
     valid_messages,
 )
 
@@ -34,8 +35,9 @@ pytestmark = pytest.mark.integration
 FAST = settings(deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
-VALID_EXAMPLES = 6  # per endpoint, the CI budget (bench/fuzz_dsp.py runs many more)
+VALID_EXAMPLES = 5  # per endpoint, the CI budget (bench/fuzz_dsp.py runs many more)
 # endpoints where a consumer's schema-valid message, aimed at the examiner's processes, is taken
+# (the official example of each, aimed, is the explicit first case)
 REACHES_ACCEPTANCE = {"catalog-request", "negotiation-request-new", "negotiation-offer-new",
                       "transfer-request-new", "negotiation-termination", "transfer-termination"}
 
@@ -52,6 +54,7 @@ def test_generated_messages_are_answered_as_dsp_allows(fuzz: Fuzzer, endpoint: E
 
     @settings(FAST, max_examples=VALID_EXAMPLES)
     @given(valid_messages(endpoint))
+    @example(official_message(endpoint))
     def run(message: Message) -> None:
         before = fuzz.stats.accepted
         problems = fuzz.check(message)
