@@ -65,6 +65,12 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 30) -> 
     raise RuntimeError(f"{url} did not come up")
 
 
+def data_root(participant_dir: Path) -> Path:
+    """A connector's data root: file assets lie here, beside its participant directory
+    (replicas sharing a participant directory share it too)."""
+    return participant_dir.parent / f"{participant_dir.name}-data"
+
+
 @dataclass
 class Authority:
     directory: Path
@@ -111,9 +117,8 @@ class Connector:
 
     @property
     def data_dir(self) -> Path:
-        """Its data root (``[assets] roots``): file assets lie here, beside the participant
-        directory (replicas sharing a participant directory share it too)."""
-        return self.directory.parent / f"{self.directory.name}-data"
+        """Its data root (``[assets] roots``)."""
+        return data_root(self.directory)
 
     @property
     def dsp_url(self) -> str:
@@ -216,7 +221,7 @@ class DataSpace:
         else:
             pid = json.loads((d / "participant.id").read_text())["id"]
         (d / "participant.id").write_text(json.dumps({"id": pid}))
-        data_dir = d.parent / f"{d.name}-data"
+        data_dir = data_root(d)
         data_dir.mkdir(exist_ok=True)
         key = secrets.token_urlsafe(24)
         dsp, mgmt, data = free_port(), free_port(), free_port()
