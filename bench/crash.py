@@ -7,9 +7,10 @@ legitimately causes); `tests/adversarial/test_crash_*.py` runs a few of the same
 Run: python bench/crash.py [--runs 10] [--seed S] [--victims provider,consumer,authority]
                            [--lanes 6] [--store sqlite|postgresql]
 
-Each run prints its seed: `--victims V --runs 1 --seed <that seed>` draws the same kill moment
-and pause again. `--store postgresql` needs CONNECTOR_TEST_PG (each run gets fresh schemas,
-dropped afterwards). Exit status 1 if any run failed an invariant.
+Each run prints its seed: `--victims V --runs 1 --seed <that seed>` draws the same kill point
+(a step of the batch, then a delay) and pause again. `--store postgresql` needs
+CONNECTOR_TEST_PG (each run gets fresh schemas, dropped afterwards). Exit status 1 if any run
+failed an invariant.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def main() -> int:
     ap.add_argument("--victims", default=",".join(VICTIMS))
     ap.add_argument("--lanes", type=int, default=ChaosConfig.lanes)
     ap.add_argument("--limit", type=int, default=ChaosConfig.limit)
-    ap.add_argument("--max-delay", type=float, default=ChaosConfig.max_delay)
+    ap.add_argument("--max-delay", type=float, default=ChaosConfig.max_delay,
+                    help="seconds the kill may come after its step (default %(default)s)")
     ap.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--no-push", action="store_true", help="pulls only")
     ap.add_argument("--verbose", action="store_true", help="print every run's notes")

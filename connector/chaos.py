@@ -5,10 +5,12 @@ identities copied from templates made once per data space) and an authority; a b
 concurrent *lanes*, each: negotiate an offer whose contract allows `limit` uses (the
 n-times-usage template), push the data once, start a pull transfer and pull through the
 consumer's connector (`POST /api/transfers/{id}/pull`, receipts verified and logged by it) until
-the data plane denies a use, then complete the transfer. At a moment drawn from the run's seeded
-RNG the victim (provider, consumer or authority) gets SIGKILL; after a pause drawn from the same
-RNG it is restarted on the same configuration and store. The lanes ride the outage out (they
-retry what a dead process could not answer). Then everything must settle within a bound, and:
+the data plane denies a use, then complete the transfer. After a number of the lanes' steps
+drawn from the run's seeded RNG (anywhere from the first negotiation request to the last
+completion; see `ChaosConfig.max_delay`), and a short random delay, the victim (provider,
+consumer or authority) gets SIGKILL; after a pause drawn from the same RNG it is restarted on the
+same configuration and store. The lanes ride the outage out (they retry what a dead process
+could not answer). Then everything must settle within a bound, and:
 
 Negotiations
   * every negotiation in the consumer's store (the lanes' and any a lost answer left behind) is
@@ -24,23 +26,37 @@ Outbox
 Uses (per agreement, limit N; the provider's counter C read from its store)
   * C <= N; the uses the consumer received (D: completed pushes and pulls the lanes saw) <= N;
     the full-content responses the consumer's audit log proves (its receipts) <= N;
-  * a lane's final denial comes only with C == N (no use within the limit is refused, after a
-    restart included);
-  * C - D (uses counted but not received) is within what a kill may cost, as
-    `connector.dataplane.uses` promises: every data operation in flight at the kill or failing
-    while a process was down (its use may be counted, its data lost with the process), plus,
-    when the provider is killed, the two blocks of reserved uses it may hold (a block is
-    max(1, left // 16) uses: 1 at these limits); those reserved uses are never given back.
+  * a lane's final denial comes only with C == N: no use within the limit is refused, after a
+    restart included;
+  * C - D (uses counted but never received) is within what a kill may cost. The data plane
+    counts a use when it decides to serve, so a response the kill cut off (the provider died
+    streaming it, or the consumer receiving it; a push the consumer died under is terminated,
+    one the provider died under is pushed again after its restart) spends its use. And, as
+    `connector.dataplane.uses` promises, a provider that dies loses the reserved uses it held
+    and had not handed out: at most `HELD_BLOCKS` blocks of max(1, left // `DIVISOR`) uses (one
+    use each at these limits), which the counter keeps for good (they are never given back).
+    The allowance per agreement (`_may_cost_a_use`): pulls lost with the consumer, or failed
+    while under way at the kill or after data arrived; pushes that failed or were under way at
+    the kill; plus the held blocks when the provider is the victim.
 Audit
-  * `connector audit verify` passes on both logs (notes, such as a head anchor one batch behind
-    after a kill, are shown, not failed);
-  * the receipt cross-check (`connector.audit.receipts.cross_check`) reports only findings a
-    kill explains (`EXPECTED_FINDINGS`): a receipt the provider signed that the consumer never
-    logged, on a transfer with a data operation in flight at the kill or failing during the
-    outage (the consumer died before logging it, or the provider died before its store held
-    it, or the receipts could not be fetched while the victim was down); and, when the consumer
-    was the victim, a receipt the consumer logged as unproven because the responses it covers
-    were received by the process that was killed. Anything else fails the run.
+  * both logs verify as `connector audit verify` checks them (`verify_file`: chain, signatures,
+    head anchor); its notes (a head anchor one batch behind after a kill) are shown, not failed;
+  * every settled process's final state has its entry in its side's audit log; a side that was
+    not killed misses none (the victim may miss entries whose append the kill interrupted right
+    after their commit: the runtime appends after the commit; counted in the notes);
+  * the receipt cross-check (`connector.audit.receipts.cross_check`, what `connector audit verify
+    --peer-receipts` reports) finds only what a kill explains (`EXPECTED_FINDINGS`), on a
+    transfer with a data operation that was under way at the kill, failed or was lost:
+    - "the provider issued a receipt the consumer did not log": the consumer died before it
+      fetched and logged the receipt of a response it was receiving (or the provider pushed to
+      a consumer that died), or the provider died after signing a receipt (its audit log has
+      it) but before the store held it for the consumer to fetch;
+    - "the consumer recorded no response N ... (the consumer logged the batch as unproven)",
+      only when the consumer was the victim: the responses were received by the process that
+      was killed, so the restarted one cannot recompute the chain over them; it logged the
+      receipt as unproven and the chain goes on from the signed head.
+    Anything else (a receipt only the consumer has, two different receipts, gaps, overlaps, a
+    chain the consumer's record does not match) fails the run.
 
 `bench/crash.py` runs this many times per victim; `tests/adversarial/test_crash_*.py` a few
 runs with fixed seeds.
@@ -55,6 +71,7 @@ import random
 import re
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from collections import Counter
@@ -65,20 +82,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from cryptography import x509
 
+from connector.audit.cli import load_public_key
 from connector.audit.log import read_entries, verify_file
 from connector.audit.receipts import cross_check, read_receipts
+from connector.dataplane.uses import DIVISOR, HELD_BLOCKS
 from connector.devspace import Connector, DataSpace, offer_asset
-from connector.identity.keys import PublicKey
 from connector.protocol.messages import PULL, PUSH
 from connector.protocol.negotiation import NegotiationState
 from connector.protocol.transfer import TransferState
 
 VICTIMS = ("provider", "consumer", "authority")
 ASSET_ID = "urn:asset:chaos"
-BLOCK_DIVISOR = 16  # connector.dataplane.uses: a block is at most max(1, left // 16) uses
-HELD_BLOCKS = 2  # ... and a replica holds at most two
 SETTLED_NEGOTIATION = (NegotiationState.FINALIZED.value, NegotiationState.TERMINATED.value)
 SETTLED_TRANSFER = tuple(s.value for s in TransferState
                          if not s.is_sending and s is not TransferState.REQUESTED)
@@ -107,12 +122,16 @@ class Unsettled(Exception):
 class ChaosConfig:
     lanes: int = 6  # concurrent negotiations, each with a push and a pull transfer
     limit: int = 5  # the agreement's use limit (n-times-usage)
-    max_delay: float = 2.0  # the kill comes after U(0, max_delay) seconds of the batch
+    stagger: float = 0.4  # lane i starts i * stagger seconds into the batch (phases spread)
+    # The kill comes after a random number of the batch's steps (a negotiation requested or
+    # settled, a transfer requested or started, a push or a pull done, ...: `Driver.step`), then
+    # U(0, max_delay) seconds more: a point in the work, whatever the machine's speed.
+    max_delay: float = 0.3
     max_pause: float = 0.5  # the victim stays dead U(0, max_pause) seconds, plus its start-up
     bound: float = 90.0  # seconds a lane may take, outage included
     settle: float = 30.0  # seconds everything may take to settle after the lanes
     push: bool = True
-    content_size: int = 64 * 1024
+    content_size: int = 1 << 20  # large enough for a kill to land mid-stream now and then
     pg_url: str | None = None  # PostgreSQL (fresh schemas per run) instead of SQLite
 
 
@@ -149,8 +168,10 @@ class Lane:
 @dataclass
 class Kill:
     victim: str
-    delay: float
-    pause: float
+    after_step: int  # the kill comes once the lanes made this many steps ...
+    delay: float  # ... and this many seconds later
+    pause: float  # the victim stays down this long before its restart
+    steps: int = 0  # the steps actually made by the kill
     at: float = 0.0  # monotonic time of the SIGKILL
     back: float = 0.0  # monotonic time the victim answered again
     phases: dict[str, int] = field(default_factory=dict)  # what the lanes were doing then
@@ -190,7 +211,8 @@ class RunReport:
 
     def line(self) -> str:
         phases = ",".join(f"{k}={v}" for k, v in sorted(self.kill.phases.items()))
-        return (f"{self.victim:9} seed={self.seed:<6} kill@{self.kill.delay:.2f}s "
+        return (f"{self.victim:9} seed={self.seed:<6} kill@step {self.kill.steps}+"
+                f"{self.kill.delay:.2f}s "
                 f"down={self.kill.back - self.kill.at:.1f}s [{phases}] "
                 f"neg={self.negotiations} fin={self.finalized} term={len(self.terminated)} "
                 f"xfer={self.transfers} uses={self.uses_received}/{self.uses_counted} "
@@ -341,7 +363,29 @@ class Driver:
         self.content = content
         self.deadline = deadline
         self.lanes = [Lane(i) for i in range(cfg.lanes)]
-        self.outages: list[tuple[float, float]] = []  # (down, back) of the victim
+        self.steps = 0
+        self.finished = 0
+        self._progress = threading.Condition()
+
+    @staticmethod
+    def steps_per_lane(cfg: ChaosConfig) -> int:
+        """Steps of a lane with no failure: negotiation requested and settled, (push requested
+        and done,) pull transfer requested and started, one step per pull (the push takes one
+        use: limit - 1 delivered, or limit without a push, then the denial), complete requested
+        and done."""
+        return 6 + (2 if cfg.push else 0) + cfg.limit + (0 if cfg.push else 1)
+
+    def step(self) -> None:
+        with self._progress:
+            self.steps += 1
+            self._progress.notify_all()
+
+    def wait_steps(self, n: int) -> int:
+        """Wait until the lanes made ``n`` steps (or all ended); the steps made."""
+        with self._progress:
+            self._progress.wait_for(lambda: self.steps >= n or self.finished == len(self.lanes),
+                                    timeout=max(1.0, self.deadline - time.monotonic()))
+            return self.steps
 
     def call(self, c: Connector, method: str, path: str, body: Any = None,
              expect: Iterable[int] = (200,), timeout: float = 15) -> tuple[int, Any]:
@@ -400,8 +444,13 @@ class Driver:
         except Exception as exc:  # a driver bug must fail the run, not hang it
             lane.error = f"{type(exc).__name__}: {exc}"
             lane.phase = "crashed"
+        finally:
+            with self._progress:
+                self.finished += 1
+                self._progress.notify_all()
 
     def _lane(self, lane: Lane) -> None:
+        time.sleep(lane.index * self.cfg.stagger)
         lane.phase = "negotiating"
         status, n = self.call(self.consumer, "POST", "/api/negotiations",
                               {"peerUrl": self.provider.dsp_url, "offerId": self.offer},
@@ -409,7 +458,9 @@ class Driver:
         if status != 201:
             raise Unsettled(f"negotiation request: {status} {n}")
         lane.negotiation_ids.append(n["id"])
+        self.step()
         final = self.wait_negotiation(n["id"])
+        self.step()
         if final["internalState"] != NegotiationState.FINALIZED.value:
             lane.phase = "terminated"
             return
@@ -419,7 +470,9 @@ class Driver:
             self.push(lane)
         lane.phase = "transferring"
         t = self.request_transfer(lane, PULL)
+        self.step()
         t = self.wait_transfer(t["id"], {"STARTED", "TERMINATED"})
+        self.step()
         if t["internalState"] != "STARTED":
             raise Unsettled(f"pull transfer {t['id']} {t['internalState']}: {t['terminationReason']}")
         lane.phase = "pulling"
@@ -428,6 +481,7 @@ class Driver:
         while lane.delivered <= self.cfg.limit:
             op = self.pull(t)
             lane.ops.append(op)
+            self.step()
             if op.outcome == "denied":
                 lane.limit_reached = True
                 break
@@ -436,16 +490,23 @@ class Driver:
                     raise Unsettled(f"pull transfer {t['id']}: still failing: {op.detail}")
                 time.sleep(0.3)  # the victim may still be down
         lane.phase = "completing"
-        status, out = self.call(self.consumer, "POST", f"/api/transfers/{t['id']}/complete")
-        if status != 200:
-            raise Unsettled(f"complete {t['id']}: {status} {out}")
-        self.wait_transfer(t["id"], {"COMPLETED"})
+        # a 409: the command was taken by a process killed before it answered (now COMPLETING)
+        status, out = self.call(self.consumer, "POST", f"/api/transfers/{t['id']}/complete",
+                                expect=(200, 409))
+        self.step()
+        done = self.wait_transfer(t["id"], {"COMPLETED", "TERMINATED"})
+        if done["internalState"] != "COMPLETED":
+            raise Unsettled(f"complete {t['id']}: {status} {out}; the transfer is "
+                            f"{done['internalState']}")
+        self.step()
 
     def push(self, lane: Lane) -> None:
         t = self.request_transfer(lane, PUSH)
         op = DataOp("push", t["id"], time.monotonic())
         lane.ops.append(op)
+        self.step()
         done = self.wait_transfer(t["id"], {"COMPLETED", "TERMINATED"})
+        self.step()
         op.ended, op.provider_pid = time.monotonic(), done.get("providerPid")
         if done["internalState"] == "COMPLETED":
             op.outcome = "delivered"
@@ -459,15 +520,17 @@ class Driver:
         op = DataOp("pull", t["id"], time.monotonic(), provider_pid=t.get("providerPid"))
         path = f"/api/transfers/{t['id']}/pull"
         status, job = self.call(self.consumer, "POST", path, {"complete": False}, expect=(202,))
-        if status == 409:  # a job survives from before (its answer was lost): wait for it
-            job = {"state": "running"}
+        refused = status == 409  # a job runs (its answer was lost?), or the transfer is busy
+        if refused:
+            job = {"state": "running", "error": str(job)}
         elif status != 202:
             op.ended, op.outcome, op.detail = time.monotonic(), "failed", f"{status} {job}"
             return op
         while job.get("state") == "running":
             status, job = self.call(self.consumer, "GET", f"{path}?wait=10", timeout=20)
-            if status == 404:  # the consumer restarted: the job died with it
-                op.ended, op.outcome, op.detail = time.monotonic(), "lost", "no such job"
+            if status == 404:  # no job: the consumer restarted and the job died with it
+                op.ended, op.outcome = time.monotonic(), "failed" if refused else "lost"
+                op.detail = "the pull was refused (409)" if refused else "no such job"
                 return op
             if status != 200:
                 op.ended, op.outcome, op.detail = time.monotonic(), "failed", f"{status} {job}"
@@ -489,16 +552,13 @@ class Driver:
 # ------------------------------------------------------------------ one run
 
 
-def run_seed_rng(seed: int) -> random.Random:
-    return random.Random(seed)
-
-
 def run_once(chaos: ChaosSpace, victim: str, seed: int, cfg: ChaosConfig) -> RunReport:
     """One chaos run: fresh participants, the lanes, one SIGKILL of ``victim``, the checks."""
     if victim not in VICTIMS:
         raise ValueError(f"victim must be one of {', '.join(VICTIMS)}")
-    rng = run_seed_rng(seed)
-    kill = Kill(victim, rng.uniform(0, cfg.max_delay), rng.uniform(0, cfg.max_pause))
+    rng = random.Random(seed)
+    kill = Kill(victim, rng.randrange(cfg.lanes * Driver.steps_per_lane(cfg)),
+                rng.uniform(0, cfg.max_delay), rng.uniform(0, cfg.max_pause))
     report = RunReport(victim, seed, kill)
     began = time.monotonic()
     content = rng.randbytes(cfg.content_size)
@@ -512,6 +572,7 @@ def run_once(chaos: ChaosSpace, victim: str, seed: int, cfg: ChaosConfig) -> Run
                        "authority": chaos.space.authority}[victim]
 
         def killer() -> None:
+            kill.steps = driver.wait_steps(kill.after_step)
             time.sleep(kill.delay)
             kill.phases = driver.phases()
             kill.at = time.monotonic()
@@ -561,7 +622,7 @@ def check(report: RunReport, driver: Driver, provider: Connector, consumer: Conn
         if lane.error:
             report.failures.append(f"lane {lane.index} did not finish ({lane.phase}): {lane.error}")
         for op in lane.ops:
-            if op.outcome not in ("delivered", "denied"):
+            if _may_cost_a_use(op, kill):
                 report.notes.append(f"lane {lane.index} {op.kind} {op.outcome} at "
                                     f"{op.started - kill.at:+.2f}s from the kill: {op.detail}")
     prov_store = StoreReader(provider, cfg.pg_url, schemas[0] if schemas else None)
@@ -578,6 +639,7 @@ def check(report: RunReport, driver: Driver, provider: Connector, consumer: Conn
     check_outbox(report, prov, cons)
     check_uses(report, driver, prov, cfg)
     check_audit(report, driver, provider, consumer, content, cfg)
+    check_audit_trail(report, provider, prov, consumer, cons)
 
 
 def check_negotiations(report: RunReport, driver: Driver, prov: Snapshot, cons: Snapshot) -> None:
@@ -591,6 +653,9 @@ def check_negotiations(report: RunReport, driver: Driver, prov: Snapshot, cons: 
         for nid in lane.negotiation_ids:
             if nid not in known:
                 report.lost.append(f"negotiation {nid} (lane {lane.index}) is not in the consumer's store")
+    given = {nid for lane in driver.lanes for nid in lane.negotiation_ids}
+    for nid in sorted(known - given):  # a request taken whose answer the kill swallowed
+        report.notes.append(f"negotiation {nid} was started by a request whose answer was lost")
     at_provider = {n["consumer_pid"]: n for n in prov.negotiations}
     consumer_pids = {n["consumer_pid"] for n in cons.negotiations}
     for n in prov.negotiations:
@@ -708,7 +773,7 @@ def _may_cost_a_use(op: DataOp, kill: Kill) -> bool:
 
 def check_uses(report: RunReport, driver: Driver, prov: Snapshot, cfg: ChaosConfig) -> None:
     counted = {c["agreement_id"]: int(c["count"]) for c in prov.counters}
-    block = max(1, cfg.limit // BLOCK_DIVISOR)
+    block = max(1, cfg.limit // DIVISOR)
     kill = report.kill
     for lane in driver.lanes:
         if lane.agreement_id is None:
@@ -740,11 +805,11 @@ def check_audit(report: RunReport, driver: Driver, provider: Connector, consumer
     logs = {c.name: c.directory / f"audit-{c.name}.log" for c in (provider, consumer)}
     for c in (provider, consumer):
         # what `connector audit verify LOG --cert CERT` runs: the chain, signatures, head anchor
-        verified = verify_file(logs[c.name], _public_key(c.directory / "participant.crt"))
+        verified = verify_file(logs[c.name], load_public_key(c.directory / "participant.crt"))
         if not verified.ok:
             report.failures.append(f"audit verify of the {c.name} log: {verified.summary()}")
         report.notes += [f"{c.name} audit: {n}" for n in verified.notes]
-    key = _public_key(provider.directory / "participant.crt")
+    key = load_public_key(provider.directory / "participant.crt")
     consumer_entries = list(read_entries(logs[consumer.name]))
     problems, _ = cross_check(consumer_entries, read_entries(logs[provider.name]), key,
                               consumer_id=consumer.participant_id)
@@ -772,8 +837,33 @@ def check_audit(report: RunReport, driver: Driver, provider: Connector, consumer
                                            f"{len(responses)} full responses > {cfg.limit}")
 
 
-def _public_key(cert: Path) -> PublicKey:
-    return x509.load_pem_x509_certificate(cert.read_bytes()).public_key()  # type: ignore[return-value]
+def check_audit_trail(report: RunReport, provider: Connector, prov: Snapshot,
+                      consumer: Connector, cons: Snapshot) -> None:
+    """Every settled process's final state is in its side's audit log. The runtime appends the
+    entry right after the commit (connector.runtime `_audit`): a kill in between loses the entry,
+    never the state, so the victim's log may miss some (counted in the notes); a side that was
+    not killed must miss none."""
+    for c, snap in ((provider, prov), (consumer, cons)):
+        wanted = [(f"negotiation.{n['state'].lower()}", n["id"]) for n in snap.negotiations
+                  if n["state"] in SETTLED_NEGOTIATION]
+        wanted += [(f"transfer.{t['state'].lower()}", t["id"]) for t in snap.transfers
+                   if t["state"] in SETTLED_TRANSFER]
+        role = "provider" if c is provider else "consumer"
+        deadline = time.monotonic() + 5  # the last entries follow their commits closely
+        while True:
+            log = c.directory / f"audit-{c.name}.log"
+            logged = {(e.kind, e.process_id) for e in read_entries(log)}
+            missing = [w for w in wanted if w not in logged]
+            if not missing or role == report.victim or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if role == report.victim:
+            if missing:
+                report.notes.append(f"the {role}'s audit log misses {len(missing)} final state(s) "
+                                    "appended after a commit the kill interrupted")
+        else:
+            report.failures += [f"the {role}'s audit log has no {kind} for {pid}"
+                                for kind, pid in missing]
 
 
 # ------------------------------------------------------------------ a whole bench

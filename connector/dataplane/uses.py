@@ -57,6 +57,8 @@ from connector.store.rows import UseReservation, UseResult
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str, int]  # agreement, consumer, target, limit
+DIVISOR = 16  # a reservation grants at most max(1, left // DIVISOR) of the `left` free uses
+HELD_BLOCKS = 2  # blocks a replica holds at most (the current one and one fetched ahead)
 
 
 class ReservingStore(Protocol):
@@ -113,7 +115,7 @@ class UseReservations:
         *,
         min_block: int = 16,
         max_block: int = 1024,
-        divisor: int = 16,
+        divisor: int = DIVISOR,
         idle: float = 1.0,
         fast: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
