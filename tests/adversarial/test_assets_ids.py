@@ -21,6 +21,7 @@ from rdflib import Graph
 
 from connector.http.client import DspClient
 from connector.http.management import POLICY_CONTEXT, management_app
+from connector.http.outbound import OutboundPolicy
 from connector.identity.keys import generate_private_key, public_key_to_pem
 from connector.ids import MAX_ID_LENGTH, RESERVED_SCHEMES, InvalidId, is_absolute_iri, resolve_id
 from connector.odrl.plain import PREFIXES as PLAIN_PREFIXES
@@ -129,8 +130,9 @@ async def api(tmp_path: Path) -> AsyncIterator[TestClient]:
     async def no_token() -> str:
         raise RuntimeError("no peers in this test")
 
-    async with aiohttp.ClientSession() as session:
-        cp = ControlPlane(store, DspClient(session, no_token, ssl_context=None),
+    async with aiohttp.ClientSession():
+        cp = ControlPlane(store, DspClient(no_token, ssl_context=None,
+                                    policy=OutboundPolicy.from_config([])),
                           participant_id="urn:test:provider", dsp_url="http://127.0.0.1:9")
         client = TestClient(TestServer(management_app(cp, KEY)))
         await client.start_server()
@@ -164,7 +166,9 @@ async def test_the_api_refuses_bad_ids_of_every_kind(api: TestClient) -> None:
         for path, body in bodies.items():
             status, err = await call(api, "POST", path, body)
             assert status == 400, (path, bad, err)
-            assert "absolute IRI" in err["error"], err
+            # a NUL never reaches the id rule: the JSON loader refuses it (connector.http.limits)
+            assert "absolute IRI" in err["error"] or (
+                "\x00" in bad and "NUL" in err["error"]), err
         # as references too
         status, err = await call(api, "POST", "/api/offers", {
             "assetIds": [bad], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]})

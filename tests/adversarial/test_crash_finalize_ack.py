@@ -24,6 +24,7 @@ from aiohttp import web
 from connector.dataplane.wiring import transfer_tokens
 from connector.devspace import free_port
 from connector.http.client import DspClient
+from connector.http.outbound import OutboundPolicy
 from connector.identity.keys import SigningKey
 from connector.protocol.messages import (
     PULL,
@@ -106,8 +107,9 @@ async def test_a_transfer_request_before_the_finalized_ack_is_the_ack(tmp_path: 
     async def dat() -> str:
         return "a DAT the stand-in consumer does not check"
 
-    async with aiohttp.ClientSession() as session, consumer_peer() as (url, seen):
-        cp = ControlPlane(store, DspClient(session, dat, ssl_context=None),
+    async with aiohttp.ClientSession(), consumer_peer() as (url, seen):
+        cp = ControlPlane(store, DspClient(dat, ssl_context=None,
+                                    policy=OutboundPolicy.from_config(["127.0.0.1"])),
                           participant_id=PROVIDER, dsp_url="http://127.0.0.1:9",
                           transfer_tokens=transfer_tokens(SigningKey.generate("EdDSA"), PROVIDER),
                           dataplane_url="http://127.0.0.1:9/data")

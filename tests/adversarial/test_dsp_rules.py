@@ -233,7 +233,10 @@ def test_a_process_id_that_is_huge_or_unsafe_in_a_path_is_refused(space: DspSpac
     status, err = ex.post("/negotiations/request", request_for(fz.offers[0], space.peer.url, pid))
     assert status == 400, err
     assert_valid(err, "contract-negotiation-error")
-    assert err["reason"][0].startswith("ContractRequestMessage.consumerPid: ") and len(json.dumps(err)) < 2000
+    # a million characters is refused by the JSON string limit before the message is read;
+    # shorter over-long or unsafe ids by the process-id rule
+    assert err["reason"][0].startswith(("ContractRequestMessage.consumerPid: ", "a JSON string is longer"))
+    assert len(json.dumps(err)) < 2000
     status, err = ex.post("/transfers/request", {
         "@context": CONTEXT, "@type": "TransferRequestMessage", "consumerPid": pid,
         "agreementId": fz.agreement_id, "format": "HttpData-PULL", "callbackAddress": space.peer.url})

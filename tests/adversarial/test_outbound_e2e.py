@@ -161,7 +161,7 @@ def offer_http_asset(provider: Connector, asset_id: str, url: str) -> None:
 
 
 def processes(c: Connector, kind: str) -> list[dict[str, Any]]:
-    status, rows = c.api("GET", f"/api/{kind}?limit=1000")
+    status, rows = c.api("GET", f"/api/{kind}?limit=500")
     assert status == 200, rows
     return list(rows)
 
