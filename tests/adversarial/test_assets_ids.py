@@ -166,9 +166,10 @@ async def test_the_api_refuses_bad_ids_of_every_kind(api: TestClient) -> None:
         for path, body in bodies.items():
             status, err = await call(api, "POST", path, body)
             assert status == 400, (path, bad, err)
-            # a NUL never reaches the id rule: the JSON loader refuses it (connector.http.limits)
+            # a NUL or a lone surrogate never reaches the id rule: the JSON loader refuses it
+            # (connector.http.limits)
             assert "absolute IRI" in err["error"] or (
-                "\x00" in bad and "NUL" in err["error"]), err
+                err["error"].startswith("a JSON string contains")), err
         # as references too
         status, err = await call(api, "POST", "/api/offers", {
             "assetIds": [bad], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]})
