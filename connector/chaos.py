@@ -36,8 +36,8 @@ Uses (per agreement, limit N; the provider's counter C read from its store)
     and had not handed out: at most `HELD_BLOCKS` blocks of max(1, left // `DIVISOR`) uses (one
     use each at these limits), which the counter keeps for good (they are never given back).
     The allowance per agreement (`_may_cost_a_use`): pulls lost with the consumer, or failed
-    while under way at the kill or after data arrived; pushes that failed or were under way at
-    the kill; plus the held blocks when the provider is the victim.
+    after data arrived or while under way at a connector's kill; pushes that failed, or were
+    under way at the provider's kill; plus the held blocks when the provider is the victim.
 Audit
   * both logs verify as `connector audit verify` checks them (`verify_file`: chain, signatures,
     head anchor); its notes (a head anchor one batch behind after a kill) are shown, not failed;
@@ -128,6 +128,10 @@ class ChaosConfig:
     # U(0, max_delay) seconds more: a point in the work, whatever the machine's speed.
     max_delay: float = 0.3
     max_pause: float = 0.5  # the victim stays dead U(0, max_pause) seconds, plus its start-up
+    # the authority longer, U(0, authority_max_pause): in some runs its outage outlasts the
+    # connectors' revocation poll interval (2 s in the loopback data space), so no DAT can be
+    # checked for a while (DSP answers 503 and the outboxes retry)
+    authority_max_pause: float = 3.0
     bound: float = 90.0  # seconds a lane may take, outage included
     settle: float = 30.0  # seconds everything may take to settle after the lanes
     push: bool = True
@@ -557,8 +561,9 @@ def run_once(chaos: ChaosSpace, victim: str, seed: int, cfg: ChaosConfig) -> Run
     if victim not in VICTIMS:
         raise ValueError(f"victim must be one of {', '.join(VICTIMS)}")
     rng = random.Random(seed)
+    pause = cfg.authority_max_pause if victim == "authority" else cfg.max_pause
     kill = Kill(victim, rng.randrange(cfg.lanes * Driver.steps_per_lane(cfg)),
-                rng.uniform(0, cfg.max_delay), rng.uniform(0, cfg.max_pause))
+                rng.uniform(0, cfg.max_delay), rng.uniform(0, pause))
     report = RunReport(victim, seed, kill)
     began = time.monotonic()
     content = rng.randbytes(cfg.content_size)
@@ -761,14 +766,18 @@ def _in_flight(op: DataOp, kill: Kill) -> bool:
 
 def _may_cost_a_use(op: DataOp, kill: Kill) -> bool:
     """Whether a use may have been counted without the consumer receiving it: a pull the
-    consumer died with; a pull that failed after data arrived, or was under way at the kill; a
-    push that failed (its use is counted before it streams), or one under way at the kill and
-    pushed again after the restart (counted twice)."""
+    consumer died with; a pull that failed after data arrived, or that was under way when a
+    connector was killed; a push that failed (its use is counted before it streams), or one
+    under way when the provider was killed (pushed again after its restart: counted twice). An
+    authority outage stops nothing under way: its DATs only gate new requests."""
     if op.outcome in ("lost", "running"):
         return True
+    under_way = _in_flight(op, kill) and kill.victim != "authority"
     if op.kind == "push":
-        return op.outcome != "delivered" or _in_flight(op, kill)
-    return op.outcome == "failed" and (op.got_data or _in_flight(op, kill))
+        if op.outcome == "delivered":
+            return under_way and kill.victim == "provider"
+        return op.outcome == "failed"
+    return op.outcome == "failed" and (op.got_data or under_way)
 
 
 def check_uses(report: RunReport, driver: Driver, prov: Snapshot, cfg: ChaosConfig) -> None:

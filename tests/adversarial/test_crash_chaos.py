@@ -20,7 +20,7 @@ from connector.devspace import offer_asset
 
 pytestmark = pytest.mark.integration
 # small enough for CI: a run takes a few seconds plus the victim's restart
-CI = ChaosConfig(lanes=3)
+CI = ChaosConfig(lanes=2)
 
 
 @pytest.fixture(scope="module")
