@@ -694,9 +694,8 @@ class Fuzzer:
         if to == wire and key in self.accepted.get(pid, set()):
             return None  # a re-delivery of what it took before (the same content), answered again
         # only the provider starts a requested transfer; a consumer resumes only its own suspension
-        allowed = {SPEC[e.target].get((s, kind)) for s in sources
-                   if not (e.target == XFER and kind == "start" and role == C and s == "REQUESTED")}
-        allowed.discard(None)
+        allowed = {SPEC[e.target][(s, kind)] for s in sources if (s, kind) in SPEC[e.target]
+                   and not (e.target == XFER and kind == "start" and role == C and s == "REQUESTED")}
         if e.target == XFER and kind == "start" and role == C and P in (p.get("suspendedBy") or []):
             return "the consumer resumed a transfer the provider suspended"
         if to not in allowed:
@@ -832,7 +831,8 @@ def malform(m: Message) -> Message:
                   if k in b]
         name = fields[pick % len(fields)]
         # a value of another JSON type; not null: in JSON-LD a null value is no value (absent)
-        others = [v for v in ([], {}, 12, True, 1.5, "text") if type(v) is not type(b[name])]
+        values: list[Any] = [[], {}, 12, True, 1.5, "text"]
+        others = [v for v in values if type(v) is not type(b[name])]
         b[name] = others[pick % len(others)]
     elif how == "unknown-pid":
         if m.endpoint.target:  # the path names no process (the body still names the real one)
