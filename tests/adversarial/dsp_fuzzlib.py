@@ -379,10 +379,19 @@ def start_space(root: Path, *, wire_schemas: Path | None = DSP_WIRE_SCHEMAS) -> 
     return space
 
 
+_SHARED: list[DspSpace] = []  # the one data space of this test process
+
+
 @pytest.fixture(scope="session")
 def dsp_space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DspSpace]:
-    """One data space for the DSP adversarial modules of a test session (import the fixture)."""
+    """One data space for the DSP adversarial modules of a test process. Each module that imports
+    this fixture gets a definition of its own; the first starts the space and closes it at the
+    end of the session, the others share it."""
+    if _SHARED:
+        yield _SHARED[0]
+        return
     space = start_space(tmp_path_factory.mktemp("dsp"))
+    _SHARED.append(space)
     try:
         yield space
         space.ds.assert_wire_valid()
