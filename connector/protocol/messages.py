@@ -169,6 +169,7 @@ class DspModel(BaseModel):
     TYPE: ClassVar[str] = ""
     WITH_CONTEXT: ClassVar[bool] = True  # a top-level JSON-LD body carries the DSP @context
     EMPTY_PIDS: ClassVar[bool] = False  # an error body names the processes it knows, others ""
+    TYPE_REQUIRED: ClassVar[bool] = True  # its schema requires @type (all top-level bodies but Dataset)
 
     @field_validator("type_", mode="before", check_fields=False)
     @classmethod
@@ -186,6 +187,8 @@ class DspModel(BaseModel):
         if not isinstance(data, dict):
             raise ProtocolError(400, "400", [f"{name}: expected a JSON object, got {type(data).__name__}"])
         if cls.WITH_CONTEXT:
+            if cls.TYPE_REQUIRED and "@type" not in data:  # even where the endpoint implies it
+                raise ProtocolError(400, "400", [f"{name}.@type: required, {cls.TYPE!r}"])
             ctx = data.get("@context")
             if not isinstance(ctx, list) or DSP_CONTEXT_URL not in ctx or not all(
                     isinstance(c, str) for c in ctx):
@@ -293,6 +296,7 @@ class Dataset(DspModel):
     """A dataset with the offers the requester may negotiate (the single-dataset response)."""
 
     TYPE: ClassVar[str] = "Dataset"
+    TYPE_REQUIRED: ClassVar[bool] = False
     id: str = Field(validation_alias="@id", serialization_alias="@id")
     type_: Literal["Dataset"] = Field(
         default="Dataset", validation_alias="@type", serialization_alias="@type")

@@ -379,10 +379,19 @@ def start_space(root: Path, *, wire_schemas: Path | None = DSP_WIRE_SCHEMAS) -> 
     return space
 
 
+_SHARED: list[DspSpace] = []  # the one data space of this test process
+
+
 @pytest.fixture(scope="session")
 def dsp_space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DspSpace]:
-    """One data space for the DSP adversarial modules of a test session (import the fixture)."""
+    """One data space for the DSP adversarial modules of a test process. Each module that imports
+    this fixture gets a definition of its own; the first starts the space and closes it at the
+    end of the session, the others share it."""
+    if _SHARED:
+        yield _SHARED[0]
+        return
     space = start_space(tmp_path_factory.mktemp("dsp"))
+    _SHARED.append(space)
     try:
         yield space
         space.ds.assert_wire_valid()
@@ -694,9 +703,8 @@ class Fuzzer:
         if to == wire and key in self.accepted.get(pid, set()):
             return None  # a re-delivery of what it took before (the same content), answered again
         # only the provider starts a requested transfer; a consumer resumes only its own suspension
-        allowed = {SPEC[e.target].get((s, kind)) for s in sources
-                   if not (e.target == XFER and kind == "start" and role == C and s == "REQUESTED")}
-        allowed.discard(None)
+        allowed = {SPEC[e.target][(s, kind)] for s in sources if (s, kind) in SPEC[e.target]
+                   and not (e.target == XFER and kind == "start" and role == C and s == "REQUESTED")}
         if e.target == XFER and kind == "start" and role == C and P in (p.get("suspendedBy") or []):
             return "the consumer resumed a transfer the provider suspended"
         if to not in allowed:
@@ -832,7 +840,8 @@ def malform(m: Message) -> Message:
                   if k in b]
         name = fields[pick % len(fields)]
         # a value of another JSON type; not null: in JSON-LD a null value is no value (absent)
-        others = [v for v in ([], {}, 12, True, 1.5, "text") if type(v) is not type(b[name])]
+        values: list[Any] = [[], {}, 12, True, 1.5, "text"]
+        others = [v for v in values if type(v) is not type(b[name])]
         b[name] = others[pick % len(others)]
     elif how == "unknown-pid":
         if m.endpoint.target:  # the path names no process (the body still names the real one)

@@ -255,3 +255,15 @@ def test_an_error_body_may_leave_a_process_id_empty() -> None:
         m.ContractNegotiationError.parse({**body, "consumerPid": "a/b"})
     with pytest.raises(ProtocolError):
         m.ContractNegotiation.parse({**body, "@type": "ContractNegotiation", "state": "REQUESTED"})
+
+
+def test_a_top_level_body_without_its_type_is_refused_where_the_schema_requires_it() -> None:
+    # found by the DSP fuzz: a CatalogRequestMessage without @type was answered 200
+    with pytest.raises(ProtocolError, match=r"CatalogRequestMessage\.@type: required"):
+        m.CatalogRequestMessage.parse({"@context": list(m.CONTEXT)})
+    body = {k: v for k, v in example("transfer-completion-message").items() if k != "@type"}
+    with pytest.raises(ProtocolError):
+        m.TransferCompletionMessage.parse(body)
+    dataset = {k: v for k, v in example("catalog/dataset").items() if k != "@type"}
+    assert errors(dataset, "catalog/dataset-schema") == []  # the Dataset schema does not require it
+    assert m.Dataset.parse(dataset).id == dataset["@id"]
