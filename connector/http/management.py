@@ -252,7 +252,7 @@ RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:
 
 
 class AuditQuery(PageQuery):
-    kind: list[str] = Field(default_factory=list,
+    kind: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list,
                             description="only entries of these kinds (a prefix: `negotiation` "
                                         "matches `negotiation.finalized`); repeat for several")
     since: AwareDatetime | None = Field(default=None, description="only entries at or after this time")

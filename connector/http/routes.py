@@ -37,6 +37,7 @@ Method = Literal["GET", "POST", "DELETE"]
 M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"
+TEXT = "text/plain"
 REF = "#/components/schemas/{model}"
 PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SEGMENT = "[^/]+"
@@ -134,6 +135,10 @@ COMMON_ERRORS: Mapping[int, str] = {
 }
 
 
+PARSER_REFUSAL = ("; or, as text/plain, the HTTP parser's refusal of a request it cannot read "
+                  "(a request line or header over the limit, a NUL in a header)")
+
+
 def common_errors(op: Operation) -> dict[int, str]:
     """The statuses an operation answers because of its shape; see the module docstring."""
     out: dict[int, str] = {}
@@ -205,9 +210,9 @@ def _query_dict(model: type[BaseModel], request: web.Request) -> dict[str, Any]:
         if not is_list:
             data[alias] = request.query[alias]
         elif _is_csv(model, name):
-            data[alias] = [v for v in request.query[alias].split(",") if v]
+            data[alias] = request.query[alias].split(",")
         else:
-            data[alias] = [v for v in request.query.getall(alias) if v]
+            data[alias] = request.query.getall(alias)
     return data
 
 
@@ -347,6 +352,11 @@ def openapi_document(operations: Iterable[Operation], *, title: str, version: st
         responses[str(op.status)] = ok
         for status, what in sorted(statuses(op).items()):
             r: dict[str, Any] = {"description": what, "content": {JSON: {"schema": error_ref}}}
+            if status == 400:
+                # aiohttp's HTTP parser answers a request it cannot read (a request line or a
+                # header over its limit, a NUL in a header) itself, before any handler
+                r["description"] += PARSER_REFUSAL
+                r["content"][TEXT] = {"schema": {"type": "string"}}
             if status == 503:
                 r["headers"] = {"Retry-After": {"required": True, "description": "seconds",
                                                 "schema": {"type": "integer", "minimum": 0}}}

@@ -13,7 +13,7 @@ from openapi_fuzzlib import EXCLUSIONS, fuzz, seed, tracebacks
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 2  # per operation and phase; the coverage phase adds its own deterministic cases
+EXAMPLES = 3  # per operation and phase; the coverage phase adds its own deterministic cases
 SEED = 20269
 
 
@@ -39,7 +39,8 @@ def pair(space: DataSpace) -> tuple[Connector, Connector]:
 def test_management_api_fuzz(pair: tuple[Connector, Connector], role: str) -> None:
     provider, consumer = pair
     c, peer = (provider, consumer) if role == "provider" else (consumer, provider)
-    run = fuzz(c.api_url, c.api_key, peer_url=peer.dsp_url, max_examples=EXAMPLES, seed=SEED,
+    run = fuzz(c.api_url, c.api_key, peer_url=peer.dsp_url, sandbox=c.directory / "fuzz-files",
+               max_examples=EXAMPLES, seed=SEED,
                max_steps=6, exclusions=EXCLUSIONS)
     report = run.report()
     print(report)
