@@ -1,6 +1,11 @@
 """The management API: plain JSON over HTTP on its own port, for the provider's and consumer's
 own systems. API-key protected (``X-Api-Key``); OpenAPI 3.1 at ``/api/openapi.json``.
 
+Every operation is one entry of the route table at the end of `management_app`: its path, handler,
+body and query models, and every status it answers; the router and the OpenAPI document are both
+generated from that table (`connector.http.routes`), the answers' shapes are the models of
+`connector.http.views`. An id in a path is one percent-encoded segment and may hold any character.
+
 Callers never write JSON-LD: a policy is a template name with parameters, or plain ODRL rules
 (``{"permission": [{"action": "use", "constraint": [...]}]}``) that the connector wraps in the
 DSP profile context; full JSON-LD is accepted too. Every policy is validated strictly on input,
@@ -13,16 +18,27 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from connector.assets import DataRoots, PathRefused, path_problem
+from connector.audit.timeline import select, to_view
+from connector.consumer import Denied
 from connector.faults import StoreUnavailable
 from connector.http.errors import storage_fault
 from connector.http.limits import (
@@ -31,11 +47,36 @@ from connector.http.limits import (
     LimitError,
     Limits,
     load_json,
-    query_int,
-    query_number,
     read_body,
 )
 from connector.http.outbound import OutboundRefused, parse_url
+from connector.http.routes import (
+    ApiError,
+    Csv,
+    Handler,
+    HeaderParam,
+    Operation,
+    add_routes,
+    body_of,
+    error_response,
+    openapi_document,
+    public_paths,
+    query_of,
+)
+from connector.http.views import (
+    AgreementView,
+    AssetView,
+    AuditEntryView,
+    CatalogView,
+    NegotiationView,
+    NegotiationWireState,
+    OfferView,
+    PolicyView,
+    PullJobView,
+    TransferView,
+    VaultCopyView,
+    VaultItemView,
+)
 from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
 from connector.odrl.plain import PREFIXES, expand_term
 from connector.odrl.templates import TemplateError, fill
@@ -48,44 +89,62 @@ from connector.runtime import ControlPlane, policy_problems, row_to_negotiation,
 from connector.store import DuplicateKey, ReferenceViolation, StillReferenced
 from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow, TransferRow
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-DEFAULT_PAGE, MAX_PAGE, MAX_OFFSET = 50, 500, 10**12  # list paging (limit, offset)
-MAX_NEGOTIATION_WAIT = 60.0  # seconds a GET of a negotiation may wait (waitFor, timeout)
-MAX_PULL_WAIT = 30.0  # seconds a GET of a pull may wait for its end (wait)
+API_VERSION = "0.2.0"
+API_DESCRIPTION = (
+    "The connector's management API: plain JSON, every call but this document with the "
+    "`X-Api-Key` header. An id in a path is one percent-encoded segment (an IRI with `/`, `?`, "
+    "`#`, `{`, `}` or non-ASCII characters too). Every error answers `{\"error\": ..., "
+    "\"details\": [...]}`; a 503 (the store is unavailable) carries `Retry-After`.")
 POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
                   "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
                   {k: v for k, v in PREFIXES.items() if k in ("idsc", "dsc", "dpv", "xsd")}]
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, details: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.details = status, message, details or []
+# what an operation's own error statuses mean (the common ones are in connector.http.routes)
+NO_NEGOTIATION = "No such negotiation"
+NO_TRANSFER = "No such transfer of this connector"
+NO_VAULT = "This connector keeps no vault"
+NOT_NOW = "The process's current state does not allow this command"
+IN_USE = "It is still in use (an offer or a live agreement depends on it)"
+PEER_FAILED = "The peer could not be reached or did not answer with a catalog"
+PURPOSE_HEADER = HeaderParam("X-Purpose", "the purpose of this use (or the `purpose` parameter)", 2000)
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class DataAddressIn(_In):
-    type: Literal["file", "http"]
-    path: str | None = Field(default=None, description=(
-        "file: an absolute path inside one of the connector's data roots ([assets] roots); "
+# a file path the connector opens: NUL cannot be in a path name on any system it runs on
+PATH_PATTERN = r"^[^\x00]+$"
+
+
+class FileAddressIn(_In):
+    """The data is a file the data plane reads."""
+
+    type: Literal["file"]
+    path: str = Field(min_length=1, max_length=4096, description=(
+        "an absolute path inside one of the connector's data roots ([assets] roots); "
         "'..' and symlinks are resolved before the check"))
-    url: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        problem = path_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+
+class HttpAddressIn(_In):
+    """The data is fetched from an HTTP(S) upstream, with these request headers (secrets kept,
+    never echoed)."""
+
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://[^/?#\s]+")
     headers: dict[str, str] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _shape(self) -> DataAddressIn:
-        if self.type == "file" and not self.path:
-            raise ValueError("a file data address needs 'path'")
-        if self.type == "file" and self.path:
-            problem = path_problem(self.path)
-            if problem is not None:
-                raise ValueError(problem)
-        if self.type == "http" and not (self.url and self.url.startswith(("http://", "https://"))):
-            raise ValueError("an http data address needs an http(s) 'url'")
-        return self
+
+# the address's shape follows its `type` (file: `path`, http: an http(s) `url`)
+DataAddressIn = Annotated[FileAddressIn | HttpAddressIn, Field(discriminator="type")]
 
 
 ID_DESCRIPTION = f"optional; {ID_RULE}; none: urn:<kind>:<uuid>"
@@ -175,7 +234,8 @@ class TransferIn(_In):
 
 
 class PullIn(_In):
-    out: str | None = Field(default=None, max_length=4096)
+    out: str | None = Field(default=None, max_length=4096, pattern=PATH_PATTERN,
+                            description="an absolute path to write the data to (default: the vault)")
     purpose: str | None = Field(default=None, max_length=2000)
     complete: bool = True
 
@@ -190,20 +250,73 @@ class CounterOfferIn(_In):
     terms: dict[str, Any]
 
 
-MODELS: dict[str, type[BaseModel]] = {
-    "Asset": AssetIn, "Policy": PolicyIn, "Offer": OfferIn, "CatalogRequest": CatalogIn,
-    "NegotiationRequest": NegotiationIn, "Termination": TerminateIn,
-    "CounterOffer": CounterOfferIn, "TransferRequest": TransferIn, "Reason": ReasonIn,
-    "PullRequest": PullIn,
-}
+class CopyIn(_In):
+    """A file pulled outside the connector, now held under the transfer's agreement."""
+
+    path: str = Field(min_length=1, max_length=4096, pattern=PATH_PATTERN)
+    transfer_id: str = Field(alias="transferId")
 
 
-def _parse(model: type[BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        details = [f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
-        raise ApiError(400, f"invalid {model.__name__.removesuffix('In').lower()}", details) from exc
+# ------------------------------------------------------------------ query parameters
+
+
+class _Query(BaseModel):
+    # other parameters are ignored, as HTTP APIs commonly do
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+MAX_PAGE = 500
+MAX_OFFSET = 1_000_000_000  # far beyond any store; keeps the SQL OFFSET within 64 bits
+
+
+class PageQuery(_Query):
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE, description="at most this many items")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="skip this many items first")
+
+
+class NegotiationListQuery(PageQuery):
+    state: NegotiationWireState | None = Field(  # type: ignore[valid-type]
+        default=None, description="only negotiations in this (DSP) state")
+
+
+MAX_WAIT_NEGOTIATION = 60.0
+MAX_WAIT_PULL = 30.0
+
+
+class NegotiationWaitQuery(_Query):
+    wait_for: Annotated[list[NegotiationState], Csv()] = Field(
+        default_factory=list, alias="waitFor",
+        description="wait until the negotiation is in one of these states (comma-separated)")
+    timeout: float = Field(default=10.0, ge=0, le=MAX_WAIT_NEGOTIATION, allow_inf_nan=False,
+                           description="seconds to wait at most (with waitFor)")
+
+
+class PullWaitQuery(_Query):
+    wait: float = Field(default=0.0, ge=0, le=MAX_WAIT_PULL, allow_inf_nan=False,
+                        description="seconds to wait for the pull's end")
+
+
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+class AuditQuery(PageQuery):
+    kind: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list,
+                            description="only entries of these kinds (a prefix: `negotiation` "
+                                        "matches `negotiation.finalized`); repeat for several")
+    since: AwareDatetime | None = Field(default=None, description="only entries at or after this time")
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _rfc3339(cls, v: Any) -> Any:
+        # an RFC 3339 time with its offset, as the schema's date-time says: not a Unix time
+        if isinstance(v, str) and not RFC3339.fullmatch(v):
+            raise ValueError("give an RFC 3339 time, e.g. 2025-01-31T12:00:00Z")
+        return v
+
+
+class VaultUseQuery(_Query):
+    purpose: str | None = Field(default=None, max_length=2000,
+                                description="the purpose of this use (or the X-Purpose header)")
 
 
 def _new_id(given: str | None, kind: IdKind) -> str:
@@ -345,7 +458,6 @@ def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
                          "offers": offers})
     return {"participantId": dsp.get("participantId"), "datasets": datasets}
 
-
 # ------------------------------------------------------------------ the app
 
 
@@ -357,32 +469,10 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
     file assets may lie (none: file assets are refused)."""
     roots = data_roots or DataRoots()
-    key = api_key.encode()
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            if request.path != "/api/openapi.json":
-                keys = request.headers.getall("X-Api-Key", [])  # two keys: ambiguous, refused
-                given = keys[0].encode() if len(keys) == 1 else b""
-                if not given or not hmac.compare_digest(given, key):
-                    raise ApiError(401, "missing or wrong X-Api-Key")
-            return await handler(request)
-        except ApiError as exc:
-            return web.json_response({"error": exc.message, "details": exc.details}, status=exc.status)
-        except ProtocolError as exc:
-            status = exc.status if 400 <= exc.status < 600 else 400
-            return web.json_response({"error": "; ".join(exc.reasons) or exc.code}, status=status)
-        except StoreUnavailable as exc:
-            fault = storage_fault(exc, where=f"{request.method} {request.path}")
-            return web.json_response({"error": fault.reason, "details": []}, status=fault.status,
-                                     headers=fault.headers)
-
-    app = web.Application(middlewares=[guard], client_max_size=limits.management_body_bytes)
-    app[LIMITS] = limits
     store = cp.store
+    document: dict[str, Any] = {}
 
-    async def optional_body(request: web.Request) -> Any | None:
+    async def read_json(request: web.Request) -> Any | None:
         """The JSON body within the limits (connector.http.limits); None if it is blank."""
         try:
             raw = await read_body(request, max_bytes=limits.management_body_bytes,
@@ -391,34 +481,13 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         except LimitError as exc:
             raise ApiError(exc.status, exc.reason) from exc
 
-    async def body(request: web.Request) -> Any:
-        data = await optional_body(request)
-        if data is None:
-            raise ApiError(400, "the body is empty: send a JSON object")
-        return data
-
-    def number(request: web.Request, name: str, default: float, maximum: float) -> float:
-        """A number of seconds from the query: finite, 0..maximum."""
-        try:
-            return query_number(request.query, name, default, minimum=0.0, maximum=maximum)
-        except LimitError as exc:
-            raise ApiError(exc.status, exc.reason) from exc
-
-    def paging(request: web.Request) -> tuple[int, int]:
-        try:
-            limit = query_int(request.query, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
-            offset = query_int(request.query, "offset", 0, minimum=0, maximum=MAX_OFFSET)
-        except LimitError as exc:
-            raise ApiError(exc.status, exc.reason) from exc
-        return limit, offset
-
     def crud(repo: str, view: Callable[[Any], dict[str, Any]], noun: str, *,
              changes_catalog: bool = False, in_use: str = "it is still in use") -> tuple[Handler, ...]:
         """list, get and delete handlers of one resource."""
         async def list_(request: web.Request) -> web.Response:
-            limit, offset = paging(request)
+            page = query_of(request, PageQuery)
             async with store.transaction(readonly=True) as tx:
-                rows = await getattr(tx, repo).list(limit=limit, offset=offset)
+                rows = await getattr(tx, repo).list(limit=page.limit, offset=page.offset)
             return web.json_response([view(r) for r in rows])
 
         async def get_(request: web.Request) -> web.Response:
@@ -452,7 +521,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     list_transfers, get_transfer, _ = crud("transfers", transfer_view, "transfer")
 
     async def start_transfer(request: web.Request) -> web.Response:
-        t = _parse(TransferIn, await body(request))
+        t = body_of(request, TransferIn)
         started = await cp.request_transfer(t.agreement_id, t.format, purpose=t.purpose)
         async with store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(started.id)
@@ -461,8 +530,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     def transfer_action(make: Callable[[str], Any]) -> Handler:
         async def handle(request: web.Request) -> web.Response:
-            data = await optional_body(request)
-            r = _parse(ReasonIn, data) if data is not None else ReasonIn()
+            r = body_of(request, ReasonIn)
             t = await cp.transfer_command(request.match_info["id"], make(r.reason or "by operator"))
             async with store.transaction(readonly=True) as tx:
                 row = await tx.transfers.get(t.id)
@@ -472,9 +540,9 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     # -- assets
     async def add_asset(request: web.Request) -> web.Response:
-        a = _parse(AssetIn, await body(request))
+        a = body_of(request, AssetIn)
         asset_id = _new_id(a.id, "asset")
-        if a.data_address.type == "file" and a.data_address.path is not None:
+        if isinstance(a.data_address, FileAddressIn):
             try:  # resolves symlinks and opens the file: blocking, off the loop
                 await asyncio.get_running_loop().run_in_executor(
                     None, roots.admit, a.data_address.path)
@@ -496,7 +564,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     # -- policies
     async def add_policy(request: web.Request) -> web.Response:
-        p = _parse(PolicyIn, await body(request))
+        p = body_of(request, PolicyIn)
         pid = _new_id(p.id, "policy")
         doc = policy_document(p, pid)
         problems = policy_problems(doc)
@@ -512,7 +580,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     # -- offers
     async def add_offer(request: web.Request) -> web.Response:
-        o = _parse(OfferIn, await body(request))
+        o = body_of(request, OfferIn)
         asset_ids = list(dict.fromkeys(_ref(a, "asset") for a in o.asset_ids or ()))
         access, contract = _ref(o.access_policy_id, "policy"), _ref(o.contract_policy_id, "policy")
         selector = {"all": True} if o.all_assets else {"assetIds": asset_ids}
@@ -547,13 +615,13 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         return d.body
 
     async def peer_catalog(request: web.Request) -> web.Response:
-        c = _parse(CatalogIn, await body(request))
+        c = body_of(request, CatalogIn)
         dsp = await fetch_catalog(c.peer_url)
         return web.json_response({**catalog_view(dsp), "dsp": dsp})
 
     # -- negotiations
     async def start_negotiation(request: web.Request) -> web.Response:
-        n = _parse(NegotiationIn, await body(request))
+        n = body_of(request, NegotiationIn)
         dsp = await fetch_catalog(n.peer_url)
         provider_id = dsp.get("participantId")
         if n.terms is not None:
@@ -581,22 +649,19 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         raise ApiError(404, f"the peer offers no {n.offer_id} to this connector")
 
     async def list_negotiations(request: web.Request) -> web.Response:
-        limit, offset = paging(request)
-        state = request.query.get("state")
+        q = query_of(request, NegotiationListQuery)
         async with store.transaction(readonly=True) as tx:
-            rows = await tx.negotiations.list(limit=limit, offset=offset)
+            rows = await tx.negotiations.list(limit=q.limit, offset=q.offset)
         views = [negotiation_view(r) for r in rows]
-        if state:
-            views = [v for v in views if v["state"] == state]
+        if q.state:
+            views = [v for v in views if v["state"] == q.state]
         return web.json_response(views)
 
     async def get_negotiation(request: web.Request) -> web.Response:
         nid = request.match_info["id"]
-        wait = request.query.get("waitFor")
-        if wait:
-            states = {s.value for s in NegotiationState if s.value in wait.split(",")}
-            timeout = number(request, "timeout", 10.0, MAX_NEGOTIATION_WAIT)
-            row = await cp.wait_for(nid, states, timeout)
+        q = query_of(request, NegotiationWaitQuery)
+        if q.wait_for:
+            row = await cp.wait_for(nid, {s.value for s in q.wait_for}, q.timeout)
         else:
             async with store.transaction(readonly=True) as tx:
                 row = await tx.negotiations.get(nid)
@@ -612,14 +677,14 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         return web.json_response(negotiation_view(row))
 
     async def terminate_negotiation(request: web.Request) -> web.Response:
-        t = _parse(TerminateIn, await body(request))
+        t = body_of(request, TerminateIn)
         return await after(neg.Terminate(t.reason), request.match_info["id"])
 
     async def accept_offer(request: web.Request) -> web.Response:
         return await after(neg.Accept(), request.match_info["id"])
 
     async def counter_offer(request: web.Request) -> web.Response:
-        c = _parse(CounterOfferIn, await body(request))
+        c = body_of(request, CounterOfferIn)
         nid = request.match_info["id"]
         async with store.transaction(readonly=True) as tx:
             row = await tx.negotiations.get(nid)
@@ -632,50 +697,14 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                  "target": current.get("target"), **rules}
         return await after(neg.CounterOffer(offer), nid)
 
-    async def openapi(request: web.Request) -> web.Response:
-        return web.json_response(openapi_document())
-
     async def audit_timeline(request: web.Request) -> web.Response:
         """The connector's audit trail, oldest first (``kind`` prefix, ``since`` ISO time)."""
-        from connector.audit.timeline import select, to_view
-
         if audit is None:
             raise ApiError(404, "this connector keeps no audit log")
-        since = None
-        if request.query.get("since"):
-            try:
-                since = datetime.fromisoformat(request.query["since"].replace("Z", "+00:00"))
-            except ValueError as exc:
-                raise ApiError(400, "since must be an ISO 8601 time") from exc
-        kinds = [k for k in request.query.getall("kind", []) if k]
-        limit, offset = paging(request)
-        rows = list(select(audit.entries(), kinds=kinds, since=since))[offset:offset + limit]
+        q = query_of(request, AuditQuery)
+        rows = list(select(audit.entries(), kinds=q.kind, since=q.since))[q.offset:q.offset + q.limit]
         return web.json_response([to_view(e) for e in rows])
 
-    r = app.router
-    r.add_get("/api/openapi.json", openapi)
-    r.add_post("/api/assets", add_asset)
-    r.add_get("/api/assets", list_assets)
-    r.add_get("/api/assets/{id}", get_asset)
-    r.add_delete("/api/assets/{id}", delete_asset)
-    r.add_post("/api/policies", add_policy)
-    r.add_get("/api/policies", list_policies)
-    r.add_get("/api/policies/{id}", get_policy)
-    r.add_delete("/api/policies/{id}", delete_policy)
-    r.add_post("/api/offers", add_offer)
-    r.add_get("/api/offers", list_offers)
-    r.add_get("/api/offers/{id}", get_offer)
-    r.add_delete("/api/offers/{id}", delete_offer)
-    r.add_post("/api/catalog", peer_catalog)
-    r.add_post("/api/negotiations", start_negotiation)
-    r.add_get("/api/negotiations", list_negotiations)
-    r.add_get("/api/negotiations/{id}", get_negotiation)
-    r.add_post("/api/negotiations/{id}/terminate", terminate_negotiation)
-    r.add_post("/api/negotiations/{id}/accept", accept_offer)
-    r.add_post("/api/negotiations/{id}/counter-offer", counter_offer)
-    r.add_post("/api/transfers", start_transfer)
-    r.add_get("/api/transfers", list_transfers)
-    r.add_get("/api/transfers/{id}", get_transfer)
     async def refresh_transfer(request: web.Request) -> web.Response:
         t = await cp.refresh_pull_token(request.match_info["id"])
         async with store.transaction(readonly=True) as tx:
@@ -684,22 +713,18 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         return web.json_response(transfer_view(row))
 
     async def register_copy(request: web.Request) -> web.Response:
-        data = await body(request)
-        if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not isinstance(
-                data.get("transferId"), str):
-            raise ApiError(400, "give 'path' (the local copy) and 'transferId'")
+        c = body_of(request, CopyIn)
         try:
-            item = await cp.register_local_copy(Path(data["path"]), data["transferId"])
-        except FileNotFoundError as exc:
-            raise ApiError(400, str(exc)) from exc
+            item = await cp.register_local_copy(Path(c.path), c.transfer_id)
+        except OSError as exc:  # missing, unreadable: the caller's path, not our fault
+            raise ApiError(400, f"cannot register {c.path}: {exc.strerror or exc}") from exc
         return web.json_response({"path": item.path, "agreementId": item.agreement_id,
                                   "deleteAt": item.delete_at, "sha256": item.sha256}, status=201)
 
     async def start_pull(request: web.Request) -> web.Response:
         if downloads is None:
             raise ApiError(404, "this connector runs no pulls (no data-space CA)")
-        data = await optional_body(request)
-        p = _parse(PullIn, data) if data is not None else PullIn()
+        p = body_of(request, PullIn)
         job = await downloads.start(request.match_info["id"], out=p.out, purpose=p.purpose,
                                     complete=p.complete)
         return web.json_response(job.to_json(), status=202)
@@ -707,16 +732,14 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     async def pull_status(request: web.Request) -> web.Response:
         if downloads is None:
             raise ApiError(404, "this connector runs no pulls (no data-space CA)")
-        wait = number(request, "wait", 0.0, MAX_PULL_WAIT)
-        job = await downloads.wait(request.match_info["id"], wait)
+        q = query_of(request, PullWaitQuery)
+        job = await downloads.wait(request.match_info["id"], q.wait)
         if job is None:
             raise ApiError(404, "no pull of this transfer")
         return web.json_response(job.to_json())
 
     def vault_guard(fn: Handler) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
-            from connector.consumer import Denied
-
             if local is None:
                 raise ApiError(404, "this connector keeps no vault")
             try:
@@ -733,95 +756,170 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     async def read_vault_item(request: web.Request) -> web.StreamResponse:
         """One governed local use of a copy: decided on the agreement, duties fulfilled first."""
-        purpose = request.headers.get("X-Purpose") or request.query.get("purpose") or None
-        item, path = await local.use(request.match_info["vid"], purpose)
+        purpose = request.headers.get(PURPOSE_HEADER.name) or query_of(request, VaultUseQuery).purpose
+        item, path = await local.use(request.match_info["vid"], purpose or None)
         return web.FileResponse(path, headers={"X-Use-Number": str(item.uses),
                                                "Content-Type": "application/octet-stream"})
 
-    r.add_post("/api/vault", register_copy)
-    r.add_get("/api/vault", vault_guard(list_vault))
-    r.add_get("/api/vault/{vid}", vault_guard(get_vault_item))
-    # no HEAD: a use is counted and reported only when the data is served
-    r.add_get("/api/vault/{vid}/data", vault_guard(read_vault_item), allow_head=False)
-    r.add_post("/api/transfers/{id}/pull", start_pull)
-    r.add_get("/api/transfers/{id}/pull", pull_status)
-    r.add_post("/api/transfers/{id}/refresh", refresh_transfer)
-    r.add_post("/api/transfers/{id}/suspend", transfer_action(lambda why: xfer.Suspend(why)))
-    r.add_post("/api/transfers/{id}/resume", transfer_action(lambda why: xfer.Resume()))
-    r.add_post("/api/transfers/{id}/complete", transfer_action(lambda why: xfer.Complete()))
-    r.add_post("/api/transfers/{id}/terminate", transfer_action(lambda why: xfer.Terminate(why)))
-    r.add_get("/api/audit", audit_timeline)
-    r.add_get("/api/agreements", list_agreements)
-    r.add_get("/api/agreements/{id}", get_agreement)
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    def transfer_command(action: str, make: Callable[[str], Any], what: str) -> Operation:
+        return Operation("POST", f"/api/transfers/{{id}}/{action}", transfer_action(make),
+                         f"{action}Transfer", what, "transfers", body=ReasonIn, body_optional=True,
+                         response=TransferView, errors={404: NO_TRANSFER, 409: NOT_NOW})
+
+    operations: list[Operation] = [
+        Operation("GET", "/api/openapi.json", openapi, "getOpenApi",
+                  "This document", "meta", public=True, uses_store=False),
+        # assets
+        Operation("POST", "/api/assets", add_asset, "addAsset", "Add an asset", "assets",
+                  status=201, body=AssetIn, response=AssetView,
+                  errors={409: "An asset with this id exists"}),
+        Operation("GET", "/api/assets", list_assets, "listAssets", "List assets (secrets masked)",
+                  "assets", query=PageQuery, response=list[AssetView]),
+        Operation("GET", "/api/assets/{id}", get_asset, "getAsset", "Get an asset (secrets masked)",
+                  "assets", response=AssetView, errors={404: "No such asset"}),
+        Operation("DELETE", "/api/assets/{id}", delete_asset, "deleteAsset", "Delete an asset",
+                  "assets", status=204, errors={404: "No such asset", 409: IN_USE}),
+        # policies
+        Operation("POST", "/api/policies", add_policy, "addPolicy",
+                  "Add a policy (a template, plain ODRL rules or JSON-LD)", "policies", status=201,
+                  body=PolicyIn, response=PolicyView, errors={409: "A policy with this id exists"}),
+        Operation("GET", "/api/policies", list_policies, "listPolicies", "List policies", "policies",
+                  query=PageQuery, response=list[PolicyView]),
+        Operation("GET", "/api/policies/{id}", get_policy, "getPolicy", "Get a policy", "policies",
+                  response=PolicyView, errors={404: "No such policy"}),
+        Operation("DELETE", "/api/policies/{id}", delete_policy, "deletePolicy", "Delete a policy",
+                  "policies", status=204, errors={404: "No such policy", 409: IN_USE}),
+        # offers
+        Operation("POST", "/api/offers", add_offer, "addOffer",
+                  "Offer assets under an access and a contract policy", "offers", status=201,
+                  body=OfferIn, response=OfferView, errors={409: "An offer with this id exists"}),
+        Operation("GET", "/api/offers", list_offers, "listOffers", "List offers", "offers",
+                  query=PageQuery, response=list[OfferView]),
+        Operation("GET", "/api/offers/{id}", get_offer, "getOffer", "Get an offer", "offers",
+                  response=OfferView, errors={404: "No such offer"}),
+        Operation("DELETE", "/api/offers/{id}", delete_offer, "deleteOffer", "Withdraw an offer",
+                  "offers", status=204, errors={404: "No such offer", 409: IN_USE}),
+        # a peer's catalog
+        Operation("POST", "/api/catalog", peer_catalog, "peerCatalog",
+                  "A peer's catalog, as this connector may see it", "catalog", body=CatalogIn,
+                  response=CatalogView, errors={502: PEER_FAILED}),
+        # negotiations
+        Operation("POST", "/api/negotiations", start_negotiation, "startNegotiation",
+                  "Negotiate a peer's offer", "negotiations", status=201, body=NegotiationIn,
+                  response=NegotiationView,
+                  errors={404: "The peer offers no such offer to this connector", 502: PEER_FAILED}),
+        Operation("GET", "/api/negotiations", list_negotiations, "listNegotiations",
+                  "List negotiations", "negotiations", query=NegotiationListQuery,
+                  response=list[NegotiationView]),
+        Operation("GET", "/api/negotiations/{id}", get_negotiation, "getNegotiation",
+                  "Get a negotiation; with waitFor, wait (up to timeout) for one of those states",
+                  "negotiations", query=NegotiationWaitQuery, response=NegotiationView,
+                  errors={404: NO_NEGOTIATION}),
+        Operation("POST", "/api/negotiations/{id}/terminate", terminate_negotiation,
+                  "terminateNegotiation", "Terminate a negotiation", "negotiations",
+                  body=TerminateIn, response=NegotiationView,
+                  errors={404: NO_NEGOTIATION, 409: NOT_NOW}),
+        Operation("POST", "/api/negotiations/{id}/accept", accept_offer, "acceptOffer",
+                  "Consumer: accept the provider's offer", "negotiations", response=NegotiationView,
+                  errors={404: NO_NEGOTIATION, 409: NOT_NOW}),
+        Operation("POST", "/api/negotiations/{id}/counter-offer", counter_offer, "counterOffer",
+                  "Consumer: answer the provider's offer with other terms", "negotiations",
+                  body=CounterOfferIn, response=NegotiationView,
+                  errors={404: NO_NEGOTIATION, 409: NOT_NOW}),
+        # agreements
+        Operation("GET", "/api/agreements", list_agreements, "listAgreements", "List agreements",
+                  "agreements", query=PageQuery, response=list[AgreementView]),
+        Operation("GET", "/api/agreements/{id}", get_agreement, "getAgreement", "Get an agreement",
+                  "agreements", response=AgreementView, errors={404: "No such agreement"}),
+        # transfers
+        Operation("POST", "/api/transfers", start_transfer, "startTransfer",
+                  "Request a transfer under an agreement", "transfers", status=201,
+                  body=TransferIn, response=TransferView,
+                  errors={404: "No such agreement of this consumer",
+                          409: "The agreement is not finalized, or this connector takes no pushes"}),
+        Operation("GET", "/api/transfers", list_transfers, "listTransfers", "List transfers",
+                  "transfers", query=PageQuery, response=list[TransferView]),
+        Operation("GET", "/api/transfers/{id}", get_transfer, "getTransfer",
+                  "Get a transfer (the consumer sees the endpoint and token to pull from)",
+                  "transfers", response=TransferView, errors={404: NO_TRANSFER}),
+        transfer_command("suspend", lambda why: xfer.Suspend(why), "Suspend a transfer"),
+        transfer_command("resume", lambda why: xfer.Resume(), "Resume a suspended transfer"),
+        transfer_command("complete", lambda why: xfer.Complete(), "Complete a transfer"),
+        transfer_command("terminate", lambda why: xfer.Terminate(why), "Terminate a transfer"),
+        Operation("POST", "/api/transfers/{id}/refresh", refresh_transfer, "refreshTransfer",
+                  "Consumer: exchange the pull's refresh token for a new access token",
+                  "transfers", response=TransferView,
+                  errors={404: NO_TRANSFER, 409: "The transfer has no refresh token or has ended",
+                          502: "The provider refused the refresh or could not be reached"}),
+        # pulls and the vault (consumer)
+        Operation("POST", "/api/transfers/{id}/pull", start_pull, "startPull",
+                  "Consumer: pull a STARTED transfer's data into the vault (or `out`), verify the "
+                  "provider's receipts and log them", "pulls", status=202, body=PullIn,
+                  body_optional=True, response=PullJobView,
+                  errors={404: NO_TRANSFER + ", or this connector runs no pulls",
+                          409: "The transfer is not a STARTED pull, or is being pulled already"}),
+        Operation("GET", "/api/transfers/{id}/pull", pull_status, "pullStatus",
+                  "Consumer: the pull's progress and outcome (`wait` seconds for its end)", "pulls",
+                  query=PullWaitQuery, response=PullJobView,
+                  errors={404: "No pull of this transfer, or this connector runs no pulls"}),
+        Operation("POST", "/api/vault", register_copy, "registerCopy",
+                  "Consumer: register a local copy (its delete duty is enforced)", "vault",
+                  status=201, body=CopyIn, response=VaultCopyView,
+                  errors={404: NO_TRANSFER + ", or this connector keeps no vault"}),
+        Operation("GET", "/api/vault", vault_guard(list_vault), "listVault",
+                  "Consumer: the local copies held under agreements", "vault",
+                  response=list[VaultItemView], errors={404: NO_VAULT}),
+        Operation("GET", "/api/vault/{vid}", vault_guard(get_vault_item), "getVaultItem",
+                  "One local copy: its agreement, duties and local use count", "vault",
+                  response=VaultItemView, errors={404: "No such copy, " + NO_VAULT.lower()},
+                  path_params={"vid": "the vault item's id"}),
+        # no HEAD: a use is counted and reported only when the data is served
+        Operation("GET", "/api/vault/{vid}/data", vault_guard(read_vault_item), "useVaultItem",
+                  "Consumer: one governed local use of a copy", "vault", query=VaultUseQuery,
+                  headers=(PURPOSE_HEADER,), media_type="application/octet-stream",
+                  description="The agreement decides, its duties (log, inform the provider) are "
+                              "fulfilled first, and the use counts (`X-Use-Number`).",
+                  errors={403: "The agreement denies this use", 404: "No such copy, " + NO_VAULT.lower(),
+                          410: "The copy was deleted under its agreement's duty"},
+                  path_params={"vid": "the vault item's id"}, allow_head=False),
+        # audit
+        Operation("GET", "/api/audit", audit_timeline, "auditTimeline",
+                  "The audit trail, oldest first", "audit", query=AuditQuery,
+                  response=list[AuditEntryView], errors={404: "This connector keeps no audit log"}),
+    ]
+    document.update(openapi_document(operations, title="Connector management API",
+                                     version=API_VERSION, description=API_DESCRIPTION))
+    public = public_paths(operations)
+    key = api_key.encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if request.path not in public:
+                keys = request.headers.getall("X-Api-Key", [])  # two keys: ambiguous, refused
+                given = keys[0].encode() if len(keys) == 1 else b""
+                if not given or not hmac.compare_digest(given, key):
+                    raise ApiError(401, "missing or wrong X-Api-Key")
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message, exc.details, exc.headers)
+        except ProtocolError as exc:
+            status = exc.status if 400 <= exc.status < 600 else 400
+            return error_response(status, "; ".join(exc.reasons) or exc.code)
+        except StoreUnavailable as exc:
+            fault = storage_fault(exc, where=f"{request.method} {request.path}")
+            return error_response(fault.status, fault.reason, headers=fault.headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # the router's 404 and 405 and the body limit's 413, in the API's error body
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return error_response(exc.status, exc.text or exc.reason, headers=allow)
+
+    app = web.Application(middlewares=[guard], client_max_size=limits.management_body_bytes)
+    app[LIMITS] = limits
+    add_routes(app, operations, read_json)
     return app
-
-
-def openapi_document() -> dict[str, Any]:
-    schemas = {name: m.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-               for name, m in MODELS.items()}
-    for s in list(schemas.values()):
-        schemas.update(s.pop("$defs", {}))
-
-    def op(summary: str, body: str | None = None, ok: int = 200) -> dict[str, Any]:
-        o: dict[str, Any] = {"summary": summary, "responses": {
-            str(ok): {"description": "OK"}, "400": {"description": "invalid input, with reasons"},
-            "401": {"description": "missing or wrong X-Api-Key"}}}
-        if body:
-            o["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{body}"}}}}
-        return o
-
-    idp = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    vid = {"name": "vid", "in": "path", "required": True, "schema": {"type": "string"}}
-    paths = {
-        "/api/assets": {"post": op("Add an asset", "Asset", 201), "get": op("List assets")},
-        "/api/assets/{id}": {"parameters": idp, "get": op("Get an asset (secrets masked)"),
-                             "delete": op("Delete an asset", ok=204)},
-        "/api/policies": {"post": op("Add a policy (template, plain rules or JSON-LD)", "Policy", 201),
-                          "get": op("List policies")},
-        "/api/policies/{id}": {"parameters": idp, "get": op("Get a policy"),
-                               "delete": op("Delete a policy", ok=204)},
-        "/api/offers": {"post": op("Offer assets under an access and a contract policy", "Offer", 201),
-                        "get": op("List offers")},
-        "/api/offers/{id}": {"parameters": idp, "get": op("Get an offer"),
-                             "delete": op("Withdraw an offer", ok=204)},
-        "/api/catalog": {"post": op("A peer's catalog, as this connector may see it", "CatalogRequest")},
-        "/api/negotiations": {"post": op("Negotiate a peer's offer", "NegotiationRequest", 201),
-                              "get": op("List negotiations")},
-        "/api/negotiations/{id}": {"parameters": idp, "get": op(
-            "Get a negotiation (waitFor=FINALIZED,TERMINATED&timeout=s to wait)")},
-        "/api/negotiations/{id}/terminate": {"parameters": idp,
-                                             "post": op("Terminate a negotiation", "Termination")},
-        "/api/negotiations/{id}/accept": {"parameters": idp,
-                                          "post": op("Consumer: accept the provider's offer")},
-        "/api/negotiations/{id}/counter-offer": {"parameters": idp, "post": op(
-            "Consumer: answer the provider's offer with other terms", "CounterOffer")},
-        "/api/transfers": {"post": op("Request a transfer under an agreement", "TransferRequest", 201),
-                           "get": op("List transfers")},
-        "/api/transfers/{id}": {"parameters": idp, "get": op(
-            "Get a transfer (the consumer sees the endpoint and token to pull from)")},
-        **{f"/api/transfers/{{id}}/{action}": {"parameters": idp, "post": op(
-            f"{action.capitalize()} a transfer", "Reason")}
-           for action in ("suspend", "resume", "complete", "terminate")},
-        "/api/transfers/{id}/refresh": {"parameters": idp, "post": op(
-            "Consumer: exchange the pull's refresh token for a new access token")},
-        "/api/vault": {"post": op("Consumer: register a local copy (its delete duty is enforced)"),
-                       "get": op("Consumer: the local copies held under agreements")},
-        "/api/vault/{vid}": {"parameters": [vid], "get": op("One local copy: its agreement, "
-                                                            "duties and local use count")},
-        "/api/vault/{vid}/data": {"parameters": [vid], "get": op(
-            "Consumer: one governed local use of a copy (X-Purpose header): the agreement "
-            "decides, its duties (log, inform the provider) are fulfilled first, the use counts")},
-        "/api/transfers/{id}/pull": {"parameters": idp, "post": op(
-            "Consumer: pull a STARTED transfer's data into the vault (or `out`), verify the "
-            "provider's receipts and log them", "PullRequest", 202),
-            "get": op("Consumer: the pull's progress and outcome (`wait` seconds for its end)")},
-        "/api/audit": {"get": op("The audit trail (kind=prefix, since=ISO time, limit, offset)")},
-        "/api/agreements": {"get": op("List agreements")},
-        "/api/agreements/{id}": {"parameters": idp, "get": op("Get an agreement")},
-    }
-    return {"openapi": "3.1.0",
-            "info": {"title": "Connector management API", "version": "0.1.0"},
-            "components": {"schemas": schemas, "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}}},
-            "security": [{"apiKey": []}], "paths": paths}
