@@ -51,6 +51,7 @@ from connector.http.limits import (
 )
 from connector.http.outbound import OutboundRefused, parse_url
 from connector.http.routes import (
+    BLANK,
     ApiError,
     Csv,
     Handler,
@@ -472,12 +473,12 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     store = cp.store
     document: dict[str, Any] = {}
 
-    async def read_json(request: web.Request) -> Any | None:
-        """The JSON body within the limits (connector.http.limits); None if it is blank."""
+    async def read_json(request: web.Request) -> Any:
+        """The JSON body within the limits (connector.http.limits); BLANK if it is empty."""
         try:
             raw = await read_body(request, max_bytes=limits.management_body_bytes,
                                   timeout=limits.body_timeout, key="limits.management_body_bytes")
-            return load_json(raw, limits) if raw.strip() else None
+            return load_json(raw, limits) if raw.strip() else BLANK
         except LimitError as exc:
             raise ApiError(exc.status, exc.reason) from exc
 

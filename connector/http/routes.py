@@ -33,6 +33,14 @@ from pydantic.json_schema import models_json_schema
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ReadJson = Callable[[web.Request], Awaitable[Any]]
+
+
+class _Blank:
+    """What a ``ReadJson`` returns for an empty body (JSON ``null`` is a value, and refused
+    where an object is expected)."""
+
+
+BLANK = _Blank()
 Method = Literal["GET", "POST", "DELETE"]
 M = TypeVar("M", bound=BaseModel)
 
@@ -208,7 +216,10 @@ def _query_dict(model: type[BaseModel], request: web.Request) -> dict[str, Any]:
         if alias not in request.query:
             continue
         if not is_list:
-            data[alias] = request.query[alias]
+            values = request.query.getall(alias)
+            if len(values) > 1:  # which one would count is a guess: refused
+                raise ApiError(400, "invalid query", [f"{alias}: give it once"])
+            data[alias] = values[0]
         elif _is_csv(model, name):
             data[alias] = request.query[alias].split(",")
         else:
@@ -226,10 +237,10 @@ def _endpoint(op: Operation, read_json: ReadJson) -> Handler:
         if query is not None:
             request[_QUERY] = parse_model(query, _query_dict(query, request), "query")
         if body is not None:
-            data = await read_json(request)  # None: a blank body
-            if data is None and op.body_optional:
+            data = await read_json(request)
+            if data is BLANK and op.body_optional:
                 request[_BODY] = body()
-            elif data is None:
+            elif data is BLANK:
                 raise ApiError(400, "the body is empty: send a JSON object")
             else:
                 noun = body.__name__.removesuffix("In").lower()  # "invalid asset"

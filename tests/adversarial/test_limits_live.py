@@ -286,18 +286,18 @@ def test_oversized_headers_are_refused_on_every_port(space: Space, headers: byte
 def test_a_negotiation_wait_with_a_bad_timeout_is_a_400(space: Space, value: str) -> None:
     status, body = space.consumer.api(
         "GET", f"/api/negotiations/{PID}?waitFor=FINALIZED&timeout={value}", timeout=15)
-    assert status == 400 and "timeout" in body["error"], body
+    assert status == 400 and "timeout" in json.dumps(body), body
 
 
 def test_bad_numbers_in_other_query_parameters_are_400(space: Space) -> None:
     consumer = space.consumer
     for query in ("wait=nan", "wait=abc", "wait=-1", "wait=31", "wait=1&wait=2"):
         status, body = consumer.api("GET", f"/api/transfers/{PID}/pull?{query}", timeout=15)
-        assert status == 400 and "wait" in body["error"], (query, body)
+        assert status == 400 and "wait" in json.dumps(body), (query, body)
     for query in ("limit=abc", "limit=nan", "limit=0", "limit=501", "limit=1e2", "offset=-1",
                   "offset=abc", "limit=5&limit=6"):
         status, body = consumer.api("GET", f"/api/assets?{query}")
-        assert status == 400 and query.split("=")[0] in body["error"], (query, body)
+        assert status == 400 and query.split("=")[0] in json.dumps(body), (query, body)
     catalog = json.dumps(example("catalog", "catalog-request-message", space)).encode()
     for value in ("nan", "abc", "0", "10001", "-5", "1.5"):
         status, body = dsp(space, f"/catalog/request?pageSize={value}", catalog)

@@ -228,7 +228,7 @@ async def test_answers_match_their_view_models(api: TestClient) -> None:
     _, pol = await call(api, "POST", "/api/policies", {"template": "allow-usage", "params": {}})
     PolicyView.model_validate(pol)
     _, asset = await call(api, "POST", "/api/assets", {
-        "id": "urn:asset:v", "dataAddress": {"type": "file", "path": "/srv/v"}})
+        "id": "urn:asset:v", "dataAddress": {"type": "file", "path": str(api.app["data_dir"] / "data.csv")}})
     AssetView.model_validate(asset)
     _, offer = await call(api, "POST", "/api/offers", {
         "assetIds": ["urn:asset:v"], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]})
