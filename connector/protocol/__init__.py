@@ -11,8 +11,11 @@ Modules:
   ``DeliveryFailed``), ``AgreementCheck``, and what comes out (``Outgoing``, ``Response``).
 * ``negotiation``: ``apply(negotiation | None, event, now) -> Transition`` for both roles.
 * ``transfer``: ``apply(transfer | None, event, now) -> Transition``; ``check_agreement``.
-* ``decide``: ``decide_request(...) -> Decision`` (agree or terminate, and why);
-  ``verify_agreement`` for the consumer.
+* ``decide``: ``check_offer`` (is the requested ``offer.@id`` one of the provider's?);
+  ``decide_request(...) -> Decision`` (agree or terminate, and why); ``verify_agreement`` for the
+  consumer.
 * ``catalog``: ``CatalogBuilder`` (filtered, paginated Catalog and Dataset responses).
+* ``ids``: the length and character rules of the ids in a message (``MAX_PROCESS_ID_LENGTH``),
+  checked by ``Model.parse``.
 * ``errors``: ``ProtocolError`` (status 400 / 404 / 409, code, reasons).
 """

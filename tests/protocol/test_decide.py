@@ -249,3 +249,10 @@ def test_check_offer_knows_the_catalog_offers_by_id_and_dataset() -> None:
     elsewhere = check_offer(KNOWN, offer("urn:uuid:offer-open"))  # that id, another dataset
     assert not elsewhere.ok and f"not for dataset {DATASET}" in elsewhere.reason
     assert not check_offer([], request()).ok
+
+
+def test_a_requested_offer_whose_terms_are_no_valid_iris_is_terminated_not_an_error() -> None:
+    # found by the DSP fuzz: an action such as "u\n" expanded to an IRI N-Quads cannot hold (500)
+    for action in ("u\n", "<x>"):
+        d = decide(request(constraints=[], permission=[{"action": action}]))
+        assert d.outcome == "TERMINATE" and "cannot be read" in d.reason, d
