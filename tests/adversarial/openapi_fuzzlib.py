@@ -43,12 +43,7 @@ CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conform
 Exclusion = tuple[str, Callable[[Any, int | None], bool], str]
 
 
-EXCLUSIONS: list[Exclusion] = [
-    # a refresh of a transfer that has ended: the provider's 400 is forwarded as a 502; the DSP
-    # fix (a local 409 without calling the provider) owns it
-    ("POST /api/transfers/{id}/refresh", lambda case, status: status == 502,
-     "refresh of an ended transfer -> 502 (DSP fix: local 409)"),
-]
+EXCLUSIONS: list[Exclusion] = []  # none left: every answer must be documented and no 5xx
 
 
 def tracebacks(log: Iterable[str]) -> list[str]:
