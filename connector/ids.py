@@ -42,7 +42,7 @@ _UCS_RANGES = ((0xA0, 0xD7FF), (0xF900, 0xFDCF), (0xFDF0, 0xFFEF), *(
     (plane << 16, (plane << 16) + 0xFFFD) for plane in range(1, 15)))
 _BIDI_FORMATTING = frozenset({0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E})
 # The prefixes of the JSON-LD contexts ids appear in: the DSP context (catalog, agreements),
-# the policies' context (connector.http.management.POLICY_CONTEXT, connector.odrl.plain) and
+# the policies' context (connector.odrl.plain.POLICY_CONTEXT) and
 # the self-description's (connector.selfdescription.PREFIXES); a test keeps this in step.
 RESERVED_SCHEMES = frozenset({"dcat", "dct", "dpv", "dsc", "dspace", "ids", "idsc", "odrl",
                               "rdf", "rdfs", "xsd"})

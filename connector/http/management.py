@@ -79,7 +79,8 @@ from connector.http.views import (
     VaultItemView,
 )
 from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
-from connector.odrl.plain import PREFIXES, expand_term
+from connector.odrl.plain import jsonld_rules
+from connector.odrl.plain import policy_document as plain_policy_document
 from connector.odrl.templates import TemplateError, fill
 from connector.protocol import negotiation as neg
 from connector.protocol import transfer as xfer
@@ -96,9 +97,6 @@ API_DESCRIPTION = (
     "`X-Api-Key` header. An id in a path is one percent-encoded segment (an IRI with `/`, `?`, "
     "`#`, `{`, `}` or non-ASCII characters too). Every error answers `{\"error\": ..., "
     "\"details\": [...]}`; a 503 (the store is unavailable) carries `Retry-After`.")
-POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
-                  "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
-                  {k: v for k, v in PREFIXES.items() if k in ("idsc", "dsc", "dpv", "xsd")}]
 
 # what an operation's own error statuses mean (the common ones are in connector.http.routes)
 NO_NEGOTIATION = "No such negotiation"
@@ -339,54 +337,16 @@ def _ref(given: str, kind: IdKind) -> str:
 # ------------------------------------------------------------------ policies in plain JSON
 
 
-def _jsonld_rules(node: Any) -> Any:
-    """Plain rules -> DSP-profile JSON-LD: IRI-looking right operands become {"@id": ...}."""
-    if isinstance(node, list):
-        return [_jsonld_rules(x) for x in node]
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for k, v in node.items():
-        if k == "rightOperand":
-            out[k] = _right(v)
-        else:
-            out[k] = _jsonld_rules(v)
-    return out
-
-
-XSD = "http://www.w3.org/2001/XMLSchema#"
-
-
-def _right(v: Any) -> Any:
-    if isinstance(v, list):
-        return [_right(x) for x in v]
-    # DSP wants a right operand as a string, an object or an array: numbers become typed values
-    if isinstance(v, bool):
-        return {"@value": "true" if v else "false", "@type": XSD + "boolean"}
-    if isinstance(v, int):
-        return {"@value": str(v), "@type": XSD + "integer"}
-    if isinstance(v, float):
-        return {"@value": repr(v), "@type": XSD + "decimal"}
-    if isinstance(v, str):
-        iri = expand_term(v) if ":" in v else v
-        if iri.startswith(("http://", "https://", "urn:")):
-            return {"@id": iri}
-    return v
-
-
 def policy_document(p: PolicyIn, policy_id: str) -> dict[str, Any]:
+    """A template filled, or plain rules / JSON-LD as the policy engine reads them
+    (connector.odrl.plain: the one conversion, shared with `connector policy check`)."""
     if p.template is not None:
         try:
             return fill(p.template, p.params, policy_id=policy_id)
         except TemplateError as exc:
             raise ApiError(400, str(exc)) from exc
     assert p.policy is not None
-    doc = dict(p.policy)
-    if "@context" not in doc:
-        doc = {"@context": POLICY_CONTEXT, "@type": doc.pop("@type", "Set"),
-               **_jsonld_rules(doc)}
-    doc["@id"] = policy_id
-    return doc
+    return plain_policy_document(p.policy, policy_id)
 
 
 # ------------------------------------------------------------------ views
@@ -626,7 +586,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         dsp = await fetch_catalog(n.peer_url)
         provider_id = dsp.get("participantId")
         if n.terms is not None:
-            rules = _jsonld_rules({k: v for k, v in n.terms.items()
+            rules = jsonld_rules({k: v for k, v in n.terms.items()
                                    if k in ("permission", "prohibition", "obligation")})
             offer = {"@id": n.offer_id, "@type": "Offer", "target": n.dataset_id, **rules}
             started = await cp.request_offer(provider_url=n.peer_url.rstrip("/"),
@@ -692,7 +652,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         if row is None:
             raise ApiError(404, "no such negotiation")
         current = row.offer or {}
-        rules = _jsonld_rules({k: v for k, v in c.terms.items()
+        rules = jsonld_rules({k: v for k, v in c.terms.items()
                                if k in ("permission", "prohibition", "obligation")})
         offer = {"@id": f"urn:uuid:{uuid.uuid4()}", "@type": "Offer",
                  "target": current.get("target"), **rules}
