@@ -37,6 +37,7 @@ from connector.dataplane.sources import FILE_DIGESTS, FileRegion, SourceResponse
 from connector.dataplane.uses import UseReservations
 from connector.faults import StoreUnavailable
 from connector.http.errors import storage_fault
+from connector.http.limits import one_header
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
@@ -95,7 +96,7 @@ def create_app(
     """
 
     async def authenticate(request: web.Request) -> Claims | web.Response:
-        auth = request.headers.get("Authorization", "")
+        auth = one_header(request, "Authorization")  # two: none (connector.http.limits)
         scheme, _, token = auth.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:

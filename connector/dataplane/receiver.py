@@ -36,7 +36,15 @@ from aiohttp import web
 
 from connector.faults import StoreUnavailable, from_os_error
 from connector.http.errors import storage_fault
-from connector.http.limits import DEFAULT_LIMITS, BodyTooSlow, LimitError, Limits, read_chunk, read_json
+from connector.http.limits import (
+    DEFAULT_LIMITS,
+    BodyTooSlow,
+    LimitError,
+    Limits,
+    one_header,
+    read_chunk,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -174,7 +182,7 @@ def push_receiver(
 
     async def authorize(request: web.Request) -> PushTarget | web.Response:
         transfer_id = request.match_info["transfer_id"]
-        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        scheme, _, secret = one_header(request, "Authorization").partition(" ")
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             return _error(401, "missing bearer token")

@@ -21,7 +21,16 @@ from aiohttp import web
 
 from connector.faults import StoreUnavailable
 from connector.http.errors import storage_fault
-from connector.http.limits import DEFAULT_LIMITS, LIMITS, LimitError, Limits, limits_of, query_int, read_json
+from connector.http.limits import (
+    DEFAULT_LIMITS,
+    LIMITS,
+    LimitError,
+    Limits,
+    limits_of,
+    one_header,
+    query_int,
+    read_json,
+)
 from connector.http.tls import check_transport_binding, peer_certificate_sha256
 from connector.identity.errors import IdentityError
 from connector.identity.tokens import Claims
@@ -99,17 +108,13 @@ def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
         if request.path in PUBLIC or request.path.startswith(PUSH_PREFIX):
             # the push endpoint: the provider authenticates with the transfer's own secret
             return await handler(request)
-        headers = request.headers.getall("Authorization", [])
-        if len(headers) > 1:
-            # Exactly one: with two, which one a proxy, a log or this edge reads decides who the
-            # caller is. Refused as unauthenticated (404, as DSP has it for a client that is not
-            # authorized), so the caller learns no more than with no token at all.
-            log.info("DSP %s %s: %d Authorization headers", request.method, request.path, len(headers))
-            return _not_found(request)
-        header = headers[0] if headers else ""
+        # Exactly one (connector.http.limits.one_header): two count as none, refused as
+        # unauthenticated (404, as DSP has it), so the caller learns no more than with no token.
+        header = one_header(request, "Authorization")
         token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
         if not token:
-            log.info("DSP %s %s: no DAT", request.method, request.path)
+            log.info("DSP %s %s: no DAT (or more than one Authorization header)",
+                     request.method, request.path)
             return _not_found(request)
         try:
             claims: Claims = await verifier.verify(token)

@@ -484,3 +484,14 @@ class ShutdownWatchdog:
 
 
 WATCHDOG_MARGIN = 3.0  # seconds beyond the grace before the watchdog ends the process
+
+
+# ------------------------------------------------------------------ credentials
+
+
+def one_header(request: web.Request, name: str) -> str:
+    """The value of a header that must come once (a credential): "" when it is absent or
+    repeated. With two ``Authorization`` or ``X-Api-Key`` headers, which one a proxy, a log or
+    this edge reads would decide who the caller is, so the request counts as carrying none."""
+    values = request.headers.getall(name, [])
+    return values[0] if len(values) == 1 else ""

@@ -47,6 +47,7 @@ from connector.http.limits import (
     LimitError,
     Limits,
     load_json,
+    one_header,
     read_body,
 )
 from connector.http.outbound import OutboundRefused, parse_url
@@ -860,8 +861,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if request.path not in public:
-                keys = request.headers.getall("X-Api-Key", [])  # two keys: ambiguous, refused
-                given = keys[0].encode() if len(keys) == 1 else b""
+                given = one_header(request, "X-Api-Key").encode()  # two keys: refused
                 if not given or not hmac.compare_digest(given, key):
                     raise ApiError(401, "missing or wrong X-Api-Key")
             return await handler(request)

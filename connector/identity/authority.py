@@ -36,6 +36,7 @@ from connector.http.limits import (
     Limits,
     ShutdownWatchdog,
     load_json,
+    one_header,
     read_body,
     start_site,
     stop_sites,
@@ -426,7 +427,7 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
         return web.json_response({"status": "ok", "issuer": authority.issuer})
 
     async def admin_body(request: web.Request, model: type[BaseModel]) -> Any:
-        authority.check_admin(request.headers.get("Authorization"))
+        authority.check_admin(one_header(request, "Authorization") or None)
         if request.content_type != "application/json":
             raise InvalidRequest("admin requests must be application/json")
         raw = await body(request)
@@ -441,7 +442,7 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
         return web.json_response(authority.register(body), status=201)
 
     async def list_participants(request: web.Request) -> web.Response:
-        authority.check_admin(request.headers.get("Authorization"))
+        authority.check_admin(one_header(request, "Authorization") or None)
         return web.json_response({"participants": authority.participants()})
 
     async def revoke(request: web.Request) -> web.Response:
@@ -449,7 +450,7 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
         return web.json_response(authority.revoke(body))
 
     async def list_revocations(request: web.Request) -> web.Response:
-        authority.check_admin(request.headers.get("Authorization"))
+        authority.check_admin(one_header(request, "Authorization") or None)
         return web.json_response(authority.revocations())
 
     async def rotate(request: web.Request) -> web.Response:
@@ -457,11 +458,11 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
         return web.json_response(authority.rotate(body))
 
     async def next_key(request: web.Request) -> web.Response:
-        authority.check_admin(request.headers.get("Authorization"))
+        authority.check_admin(one_header(request, "Authorization") or None)
         return web.json_response(authority.prepare_next())
 
     async def retire(request: web.Request) -> web.Response:
-        authority.check_admin(request.headers.get("Authorization"))
+        authority.check_admin(one_header(request, "Authorization") or None)
         return web.json_response(authority.retire())
 
     app.add_routes(
