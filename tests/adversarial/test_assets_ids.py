@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from rdflib import Graph
 
 from connector.http.client import DspClient
-from connector.http.management import POLICY_CONTEXT, management_app
+from connector.http.management import management_app
 from connector.http.outbound import OutboundPolicy
 from connector.identity.keys import generate_private_key, public_key_to_pem
 from connector.ids import MAX_ID_LENGTH, RESERVED_SCHEMES, InvalidId, is_absolute_iri, resolve_id
+from connector.odrl.plain import POLICY_CONTEXT
 from connector.odrl.plain import PREFIXES as PLAIN_PREFIXES
 from connector.runtime import ControlPlane
 from connector.selfdescription import (

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from multidict import MultiDict
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict, MultiDict
 
 from connector.config import ConfigError, LimitsSection, load_limits
 from connector.http.limits import (
@@ -23,6 +25,7 @@ from connector.http.limits import (
     StringTooLong,
     TooManyItems,
     load_json,
+    one_header,
     query_int,
     query_number,
 )
@@ -166,3 +169,15 @@ def test_limits_file(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_limits(f)
         assert "limits." in str(err.value)
+
+
+def test_a_credential_header_counts_only_when_it_comes_once() -> None:
+    # issue 9: with two Authorization headers only the first was read (the data plane, the push
+    # endpoint and the authority's admin API read credentials through this one rule)
+    def req(*values: str) -> web.Request:
+        return make_mocked_request("GET", "/", headers=CIMultiDict(
+            [("Authorization", v) for v in values]))
+
+    assert one_header(req("Bearer a"), "Authorization") == "Bearer a"
+    assert one_header(req(), "Authorization") == ""
+    assert one_header(req("Bearer a", "Bearer b"), "Authorization") == ""
