@@ -159,12 +159,16 @@ def test_two_replicas_on_postgresql_never_send_a_message_twice(plain: DataSpace)
             results = list(pool.map(
                 lambda i: negotiate(consumer, a if i % 2 else b, offer, timeout=60), range(16)))
         assert all(r["state"] == "FINALIZED" for r in results), results
-        # each message went out once: the consumer never saw a duplicate, and every outbox row of
-        # the shared store was claimed and sent by exactly one replica, on the first attempt
-        dupes = [line for line in consumer.log if "duplicate DSP message" in line]
+        # each message went out once: no side saw a duplicate, and every outbox row of the shared
+        # store was claimed and sent by exactly one replica
+        dupes = [line for line in consumer.log + a.log + b.log if "duplicate DSP message" in line]
         assert dupes == []
         rows = asyncio.run(_outbox_rows(PG, schema))
-        assert rows and all(r["status"] == "sent" and r["attempts"] == 1 for r in rows), rows
+        assert rows and all(r["status"] == "sent" for r in rows), rows
+        # Under a loaded machine an attempt can fail for a transient reason (a 503 while the peer
+        # cannot refresh its revocation list, a timeout) and be retried; that is no second
+        # delivery: the de-duplication logs above prove nothing arrived twice.
+        # The code before issue 9 answered such a moment with a 404 that failed the message.
         assert len({r["claimed_by"] for r in rows}) == 2  # both replicas delivered
     finally:
         a.stop()
