@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -294,14 +294,19 @@ class Config(_Section):
         return d / "tls.crt", d / "tls.key", d / "ca.crt"
 
 
-def load_config(path: str | Path) -> Config:
-    p = Path(path)
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The TOML file ``p`` as a dict; ConfigError with the reason if it cannot be read."""
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    data = _read_toml(p)
     try:
         config = Config.model_validate({**data, "base_dir": p.resolve().parent,
                                         "config_file": p.resolve()})
@@ -330,12 +335,7 @@ def load_limits(path: str | Path | None) -> Limits:
     if path is None:
         return DEFAULT_LIMITS
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    data = _read_toml(p)
     try:
         return LimitsSection.model_validate(data.get("limits", {})).limits()
     except ValidationError as exc:
