@@ -24,11 +24,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from connector.dataplane.pep import ConsumeUse
 from connector.http.client import DspClient
 from connector.http.outbound import OutboundRefused
 from connector.odrl.compile import compile_policy
 from connector.odrl.facts import fact_values
 from connector.odrl.parse import PolicyError, load_policy
+from connector.odrl.wire import wire_rules
 from connector.protocol import negotiation as neg
 from connector.protocol import transfer as xfer
 from connector.protocol.catalog import CatalogBuilder, CatalogDataset, CatalogDistribution
@@ -58,6 +60,7 @@ from connector.protocol.messages import (
 )
 from connector.store import ConcurrentUpdate, OutboxMessage, Store, StoreUnavailable
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
+from connector.usage.pipeline import both, catalog_decider, compiled_agreement
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +219,7 @@ class CatalogSnapshot:
 
 def offer_for_catalog(offer_id: str, contract_policy: Mapping[str, Any], target: str) -> dict[str, Any]:
     """The DSP-form ODRL Offer a consumer sees: the contract policy's rules under the offer id."""
-    keep = ("permission", "prohibition", "obligation", "profile")
-    body = {k: v for k, v in contract_policy.items() if k in keep}
-    return {"@id": offer_id, "@type": "Offer", "target": target, **body}
+    return {"@id": offer_id, "@type": "Offer", "target": target, **wire_rules(contract_policy)}
 
 
 async def build_catalog(store: Store, *, participant_id: str, dsp_url: str) -> CatalogSnapshot:
@@ -231,9 +232,12 @@ async def build_catalog(store: Store, *, participant_id: str, dsp_url: str) -> C
         if access_id not in compiled:
             compiled[access_id] = compile_policy(load_policy(co.access_policy.document()))
         contract = co.contract_policy.document()
+        # who may see and negotiate the offer: its access policy, and its contract policy as
+        # far as the requester's attested attributes decide it (connector.odrl.stage)
+        access = both(compiled[access_id], catalog_decider(contract))
         for asset_id in _selected(co.offer.asset_selector, assets):
             known = KnownOffer(offer_for_catalog(f"{co.offer.id}:{asset_id}", contract, asset_id),
-                               asset_id, compiled[access_id])
+                               asset_id, access)
             by_asset.setdefault(asset_id, []).append(known)
     datasets = []
     for asset in assets:
@@ -306,6 +310,9 @@ class ControlPlane:
         self._queued_behind: set[str] = set()
         # told the id of every transfer whose state changed here (the data plane's cache)
         self.transfer_listeners: list[Callable[[str], None]] = []
+        # the counter the data plane draws on (its use reservations), so a consumer's local
+        # uses and the pulls and pushes share one limit; the store's own when no data plane runs
+        self.consume_use: ConsumeUse | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -702,13 +709,33 @@ class ControlPlane:
                     "notice": token, "sha256": claims["sha256"], "deletedAt": claims["deletedAt"]},
                     agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
                     participant_id=sender)
-            else:
-                await self.audit.aappend("use-notice", {
-                    "notice": token, "sha256": claims["sha256"], "usedAt": claims["usedAt"],
-                    "useNumber": claims["useNumber"], "purpose": claims.get("purpose")},
-                    agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
-                    participant_id=sender)
-        return {"received": True, "agreementId": claims["agreementId"]}
+        counted: int | None = None
+        if claims["typ"] != NOTICE_TYP:
+            counted = await self._count_local_use(agreement)
+        if self.audit is not None and claims["typ"] != NOTICE_TYP:
+            await self.audit.aappend("use-notice", {
+                "notice": token, "sha256": claims["sha256"], "usedAt": claims["usedAt"],
+                "useNumber": claims["useNumber"], "purpose": claims.get("purpose"),
+                "agreementUse": counted},
+                agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
+                participant_id=sender)
+        return {"received": True, "agreementId": claims["agreementId"], "agreementUse": counted}
+
+    async def _count_local_use(self, agreement: AgreementRow) -> int | None:
+        """A consumer's local use of its copy, counted against the agreement's one limit (the
+        same counter its pulls and pushes draw on): the use number, or None when the agreement
+        counts no uses; a 403 with the reason when its uses are used up."""
+        policy = compiled_agreement(agreement.id, agreement.target, agreement.policy)
+        if policy.uses is None:
+            raise ProtocolError(403, "403", [f"the agreement cannot be enforced: {policy.unenforceable}"])
+        if not policy.uses.counted:
+            return None
+        consume = self.consume_use or self.store.consume_use
+        allowed, count = await consume(agreement.id, agreement.consumer_id,
+                                                      agreement.target, policy.uses.limit)
+        if not allowed:
+            raise ProtocolError(403, "403", [f"the agreement's {policy.uses.limit} uses are used up"])
+        return count
 
     def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime) -> list[Any]:
         s = xfer.TransferState
