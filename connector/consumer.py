@@ -681,7 +681,7 @@ class LocalUse:
         """This connector's attributes as the authority attests them in its own DAT."""
         try:
             return await self.cp.client.attested()
-        except Exception as exc:  # noqa: BLE001 - any failure to get the DAT: fail closed
+        except Exception as exc:  # any failure to get the DAT: fail closed
             raise Denied(503, f"this connector's attested attributes are not available: {exc}"
                          ) from exc
 

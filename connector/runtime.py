@@ -703,12 +703,11 @@ class ControlPlane:
             agreement = await tx.agreements.get(claims["agreementId"])
         if agreement is None or agreement.consumer_id != sender:
             raise ProtocolError(404, "404", [f"no agreement {claims['agreementId']}"])
-        if self.audit is not None:
-            if claims["typ"] == NOTICE_TYP:
-                await self.audit.aappend("deletion-notice", {
-                    "notice": token, "sha256": claims["sha256"], "deletedAt": claims["deletedAt"]},
-                    agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
-                    participant_id=sender)
+        if self.audit is not None and claims["typ"] == NOTICE_TYP:
+            await self.audit.aappend("deletion-notice", {
+                "notice": token, "sha256": claims["sha256"], "deletedAt": claims["deletedAt"]},
+                agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
+                participant_id=sender)
         counted: int | None = None
         if claims["typ"] != NOTICE_TYP:
             counted = await self._count_local_use(agreement)
