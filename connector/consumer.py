@@ -126,7 +126,9 @@ class Downloads:
         return self._session
 
     async def start(self, transfer_id: str, *, out: str | None, purpose: str | None,
-                    complete: bool = True) -> PullJob:
+                    complete: bool = True, stated: Mapping[str, str] | None = None) -> PullJob:
+        """Pull a STARTED transfer's data; the request states ``purpose`` and ``stated``
+        (application, event, location) to the provider's data plane as headers."""
         async with self.cp.store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(transfer_id)
         if row is None or row.role != "consumer":
@@ -146,7 +148,8 @@ class Downloads:
             path = (self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id))
         job = PullJob(transfer_id, row.agreement_id, str(path))
         self.jobs[transfer_id] = job
-        self._tasks[transfer_id] = asyncio.create_task(self._run(job, purpose, complete))
+        headers = pipeline.headers_for({**(stated or {}), "purpose": purpose})
+        self._tasks[transfer_id] = asyncio.create_task(self._run(job, headers, complete))
         return job
 
     async def wait(self, transfer_id: str, timeout: float) -> PullJob | None:
@@ -156,9 +159,9 @@ class Downloads:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
         return self.jobs.get(transfer_id)
 
-    async def _run(self, job: PullJob, purpose: str | None, complete: bool) -> None:
+    async def _run(self, job: PullJob, stating: Mapping[str, str], complete: bool) -> None:
         try:
-            await self._pull(job, purpose)
+            await self._pull(job, stating)
             if complete:
                 from connector.protocol import transfer as xfer
                 with contextlib.suppress(ProtocolError):
@@ -184,7 +187,7 @@ class Downloads:
                          "error": job.error or None},
                         transfer_id=job.transfer_id, agreement_id=job.agreement_id)
 
-    async def _pull(self, job: PullJob, purpose: str | None) -> None:
+    async def _pull(self, job: PullJob, stating: Mapping[str, str]) -> None:
         from connector.runtime import row_to_transfer
 
         async with self.cp.store.transaction(readonly=True) as tx:
@@ -210,9 +213,8 @@ class Downloads:
                     self._resolver.pin(await check_url(endpoint, self.policy))
                 except OutboundRefused as exc:
                     raise PullFailed(f"the provider's data address is refused: {exc.reason}") from None
-                headers = {"Authorization": f"Bearer {t.data_address.property('authorization')}"}
-                if purpose:
-                    headers["X-Purpose"] = purpose
+                headers = {"Authorization": f"Bearer {t.data_address.property('authorization')}",
+                           **stating}
                 async with http.get(endpoint, headers=headers, ssl=self._ssl_for(endpoint),
                                     allow_redirects=False) as r:
                     if r.status == 401 and attempt == 0:  # expired: refresh once, retry
@@ -713,8 +715,9 @@ class LocalUse:
         d = await self.cp.client.post(f"{item.provider_address.rstrip('/')}/notices",
                                       {"notice": notice})
         if d.status == 403:  # delivered, and the provider refuses the use: its reason
-            await self._log("vault.denied", item, {"reason": d.reason})
-            raise Denied(403, d.reason)
+            reason = d.reason.removeprefix("403").strip()
+            await self._log("vault.denied", item, {"reason": reason})
+            raise Denied(403, reason)
         if not d.ok:
             await self._log("vault.denied", item, {"reason": f"use notice not delivered: {d.reason}"})
             raise Denied(403, "the agreement's use must be reported to the provider, and "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,17 +194,33 @@ def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
     sys.exit(0 if n["state"] == "FINALIZED" else 1)
 
 
+def _stated_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--purpose, --application, --event, --location: the facts a use states (IRIs or CURIEs
+    such as dpv:ScientificResearch), decided on by the agreement."""
+    for name, what in reversed((("purpose", "The purpose of this use"),
+                                ("application", "The registered application that uses the data"),
+                                ("event", "An event under way that the use is for"),
+                                ("location", "The place of use (odrl:spatial)"))):
+        fn = click.option(f"--{name}", help=f"{what} (an IRI or a CURIE).")(fn)
+    return fn
+
+
+def _stated(**given: str | None) -> dict[str, str]:
+    return {k: v for k, v in given.items() if v}
+
+
 @click.command(name="pull")
 @click.argument("peer_url", callback=_peer_url)
 @click.argument("agreement_id")
 @_api_options
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write the data here (default: the consumer's vault in its participant dir).")
-@click.option("--purpose", help="The purpose of this use, sent to the provider (an IRI).")
+@_stated_options
 @click.option("--timeout", default=60.0, show_default=True,
               help="Seconds to wait for the transfer to start.")
 def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
-         api_key: str | None, out: str | None, purpose: str | None, timeout: float) -> None:
+         api_key: str | None, out: str | None, purpose: str | None, application: str | None,
+         event: str | None, location: str | None, timeout: float) -> None:
     """Pull the data of AGREEMENT_ID from PEER_URL through this connector: it starts a
     transfer, downloads with the transfer token (refreshed when it expires), verifies the
     provider's signed receipts, logs them, and keeps the copy in its vault under the
@@ -222,8 +239,7 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
     body: dict[str, Any] = {}
     if out:
         body["out"] = str(Path(out).resolve())
-    if purpose:
-        body["purpose"] = purpose
+    body.update(_stated(purpose=purpose, application=application, event=event, location=location))
     job = client.call("POST", f"/api/transfers/{t['id']}/pull", body)
     with click.progressbar(length=job.get("total") or 0, label="pulling", file=sys.stderr,
                            show_pos=True) as bar:
@@ -271,16 +287,17 @@ def transfer_show(transfer_id: str, config: str | None, api: str | None, api_key
 @transfer.command(name="push")
 @click.argument("agreement_id")
 @_api_options
-@click.option("--purpose", help="The purpose of this use (an IRI), for the provider's decision.")
+@_stated_options
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the end.")
 def transfer_push(agreement_id: str, config: str | None, api: str | None, api_key: str | None,
-                  purpose: str | None, timeout: float) -> None:
+                  purpose: str | None, application: str | None, event: str | None,
+                  location: str | None, timeout: float) -> None:
     """Ask the provider of AGREEMENT_ID to push the data into this connector's vault; wait for
     the transfer's end and say how it ended."""
     client = _api(config, api, api_key)
-    body: dict[str, Any] = {"agreementId": agreement_id, "format": "HttpData-PUSH"}
-    if purpose:
-        body["purpose"] = purpose
+    body: dict[str, Any] = {"agreementId": agreement_id, "format": "HttpData-PUSH",
+                            **_stated(purpose=purpose, application=application, event=event,
+                                      location=location)}
     t = client.call("POST", "/api/transfers", body)
     deadline = time.monotonic() + timeout
     while t["state"] not in ("COMPLETED", "TERMINATED") and time.monotonic() < deadline:
@@ -335,9 +352,10 @@ def vault_list(config: str | None, api: str | None, api_key: str | None) -> None
 @click.argument("item_id")
 @_api_options
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the data here (default: stdout).")
-@click.option("--purpose", help="The purpose of this use (an IRI), decided on by the agreement.")
+@_stated_options
 def vault_read(item_id: str, config: str | None, api: str | None, api_key: str | None,
-               out: str | None, purpose: str | None) -> None:
+               out: str | None, purpose: str | None, application: str | None, event: str | None,
+               location: str | None) -> None:
     """One governed use of the local copy ITEM_ID: the connector decides it on the agreement,
     fulfils its duties (logs the use, informs the provider) and counts it, or says why not."""
     import urllib.error
@@ -345,7 +363,8 @@ def vault_read(item_id: str, config: str | None, api: str | None, api_key: str |
     import urllib.request
 
     client = _api(config, api, api_key)
-    query = "?" + urllib.parse.urlencode({"purpose": purpose}) if purpose else ""
+    stated = _stated(purpose=purpose, application=application, event=event, location=location)
+    query = "?" + urllib.parse.urlencode(stated) if stated else ""
     req = urllib.request.Request(f"{client.base}/api/vault/{item_id}/data{query}",
                                  headers={"X-Api-Key": client.key})
     try:

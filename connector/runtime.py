@@ -27,7 +27,7 @@ from typing import Any
 from connector.dataplane.pep import ConsumeUse
 from connector.http.client import DspClient
 from connector.http.outbound import OutboundRefused
-from connector.odrl.compile import compile_policy
+from connector.odrl.compile import DecisionRequest, compile_policy
 from connector.odrl.facts import fact_values
 from connector.odrl.parse import PolicyError, load_policy
 from connector.odrl.wire import wire_rules
@@ -60,7 +60,7 @@ from connector.protocol.messages import (
 )
 from connector.store import ConcurrentUpdate, OutboxMessage, Store, StoreUnavailable
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
-from connector.usage.pipeline import both, catalog_decider, compiled_agreement
+from connector.usage.pipeline import DATA_ACTION, both, catalog_decider, compiled_agreement
 
 log = logging.getLogger(__name__)
 
@@ -524,10 +524,12 @@ class ControlPlane:
 
     async def request_transfer(self, agreement_id: str, fmt: str,
                                data_address: DataAddress | None = None,
-                               purpose: str | None = None) -> xfer.Transfer:
+                               purpose: str | None = None,
+                               stated: Mapping[str, str] | None = None) -> xfer.Transfer:
         """Consumer: ask the provider of ``agreement_id`` for a transfer. A push without a
         ``data_address`` goes to this connector's own push endpoint, under a secret made for
-        this transfer (and ``purpose``, the purpose of the use, when given)."""
+        this transfer, with the facts the use states (``purpose``; ``stated``: application,
+        event, location) for the provider's decision."""
         async with self.store.transaction(readonly=True) as tx:
             agreement = await tx.agreements.get(agreement_id)
             negotiation = (await tx.negotiations.get(agreement.negotiation_id)
@@ -547,8 +549,9 @@ class ControlPlane:
             secret, _ = new_push_secret()
             props = [{"@type": "EndpointProperty", "name": "authorization", "value": secret},
                      {"@type": "EndpointProperty", "name": "authType", "value": "bearer"}]
-            if purpose:
-                props.append({"@type": "EndpointProperty", "name": "purpose", "value": purpose})
+            facts = {**(stated or {}), **({"purpose": purpose} if purpose else {})}
+            props.extend({"@type": "EndpointProperty", "name": name, "value": value}
+                         for name, value in sorted(facts.items()) if value)
             data_address = DataAddress.model_validate({
                 "@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
                 "endpoint": f"{self.push_url}/{process_id}", "endpointProperties": props})
@@ -732,8 +735,12 @@ class ControlPlane:
         consume = self.consume_use or self.store.consume_use
         allowed, count = await consume(agreement.id, agreement.consumer_id,
                                                       agreement.target, policy.uses.limit)
-        if not allowed:
-            raise ProtocolError(403, "403", [f"the agreement's {policy.uses.limit} uses are used up"])
+        if not allowed:  # the engine's own words for the count that is exhausted
+            said = policy.decider(DecisionRequest(
+                action=DATA_ACTION, now=self.clock(), assignee=agreement.consumer_id,
+                target=agreement.target, count=count, started_at=agreement.signed_at))
+            raise ProtocolError(403, "403", [said.reason if not said.permit else
+                                             f"the agreement's {policy.uses.limit} uses are used up"])
         return count
 
     def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime) -> list[Any]:

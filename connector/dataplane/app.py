@@ -49,6 +49,7 @@ from connector.http.limits import one_header
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
+from connector.odrl.parse import PolicyError
 from connector.usage.pipeline import request_facts, stated_from_headers
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,10 @@ def create_app(
         chain = receipts.chain(transfer_id, transfer.agreement_id)
         now = clock()
         at = datetime.fromtimestamp(now, UTC)
-        circ = await circumstances_of(claims, transfer, request.headers, at)
+        try:
+            circ = await circumstances_of(claims, transfer, request.headers, at)
+        except PolicyError as exc:  # a stated fact that is not a term or a value
+            return await send_json(request, chain, 400, {"error": f"a stated fact cannot be read: {exc}"})
         decision = await decide(claims, transfer, now=at, circumstances=circ, consume=consume)
         if not decision.permit:
             return await send_json(request, chain, 403, {"error": decision.reason})

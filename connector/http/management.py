@@ -80,6 +80,7 @@ from connector.http.views import (
     VaultItemView,
 )
 from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
+from connector.odrl.parse import PolicyError
 from connector.odrl.plain import jsonld_rules
 from connector.odrl.plain import policy_document as plain_policy_document
 from connector.odrl.templates import TemplateError, fill
@@ -91,6 +92,7 @@ from connector.protocol.negotiation import NegotiationState
 from connector.runtime import ControlPlane, policy_problems, row_to_negotiation, row_to_transfer
 from connector.store import DuplicateKey, ReferenceViolation, StillReferenced
 from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow, TransferRow
+from connector.usage import pipeline
 
 API_VERSION = "0.2.0"
 API_DESCRIPTION = (
@@ -107,6 +109,14 @@ NOT_NOW = "The process's current state does not allow this command"
 IN_USE = "It is still in use (an offer or a live agreement depends on it)"
 PEER_FAILED = "The peer could not be reached or did not answer with a catalog"
 PURPOSE_HEADER = HeaderParam("X-Purpose", "the purpose of this use (or the `purpose` parameter)", 2000)
+# the facts a local use states, by header (or the query parameter of the same name)
+STATED_HEADERS = {
+    "purpose": PURPOSE_HEADER,
+    "application": HeaderParam("X-Application", "the application that uses the copy "
+                               "(or the `application` parameter)", 2000),
+    "event": HeaderParam("X-Event", "an event under way (or the `event` parameter)", 2000),
+    "location": HeaderParam("X-Location", "the place of use (or the `location` parameter)", 2000),
+}
 
 
 class _In(BaseModel):
@@ -226,17 +236,31 @@ class TerminateIn(_In):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class TransferIn(_In):
+class StatedIn(_In):
+    """The facts a use states for the provider's (or this connector's) decision: each an IRI
+    or a CURIE (``dpv:ScientificResearch``), expanded as the policy's are."""
+
+    purpose: str | None = Field(default=None, max_length=2000)
+    application: str | None = Field(default=None, max_length=2000,
+                                    description="the registered application that uses the data")
+    event: str | None = Field(default=None, max_length=2000, description="an event under way")
+    location: str | None = Field(default=None, max_length=2000,
+                                 description="the place of use (odrl:spatial)")
+
+    def stated(self) -> dict[str, str]:
+        return {k: v for k, v in (("application", self.application), ("event", self.event),
+                                  ("location", self.location)) if v}
+
+
+class TransferIn(StatedIn):
     agreement_id: str = Field(alias="agreementId")
     format: Literal["HttpData-PULL", "HttpData-PUSH"] = "HttpData-PULL"
-    # push: the purpose of the use, stated in the push address for the provider's decision
-    purpose: str | None = Field(default=None, max_length=2000)
+    # push: the stated facts go in the push address, for the provider's decision
 
 
-class PullIn(_In):
+class PullIn(StatedIn):
     out: str | None = Field(default=None, max_length=4096, pattern=PATH_PATTERN,
                             description="an absolute path to write the data to (default: the vault)")
-    purpose: str | None = Field(default=None, max_length=2000)
     complete: bool = True
 
 
@@ -317,6 +341,12 @@ class AuditQuery(PageQuery):
 class VaultUseQuery(_Query):
     purpose: str | None = Field(default=None, max_length=2000,
                                 description="the purpose of this use (or the X-Purpose header)")
+    application: str | None = Field(default=None, max_length=2000,
+                                    description="the application that uses the copy (or X-Application)")
+    event: str | None = Field(default=None, max_length=2000,
+                              description="an event under way (or the X-Event header)")
+    location: str | None = Field(default=None, max_length=2000,
+                                 description="the place of use (or the X-Location header)")
 
 
 def _new_id(given: str | None, kind: IdKind) -> str:
@@ -484,7 +514,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     async def start_transfer(request: web.Request) -> web.Response:
         t = body_of(request, TransferIn)
-        started = await cp.request_transfer(t.agreement_id, t.format, purpose=t.purpose)
+        started = await cp.request_transfer(t.agreement_id, t.format, purpose=t.purpose,
+                                            stated=t.stated())
         async with store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(started.id)
         assert row is not None
@@ -688,7 +719,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
             raise ApiError(404, "this connector runs no pulls (no data-space CA)")
         p = body_of(request, PullIn)
         job = await downloads.start(request.match_info["id"], out=p.out, purpose=p.purpose,
-                                    complete=p.complete)
+                                    complete=p.complete, stated=p.stated())
         return web.json_response(job.to_json(), status=202)
 
     async def pull_status(request: web.Request) -> web.Response:
@@ -718,8 +749,14 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     async def read_vault_item(request: web.Request) -> web.StreamResponse:
         """One governed local use of a copy: decided on the agreement, duties fulfilled first."""
-        purpose = request.headers.get(PURPOSE_HEADER.name) or query_of(request, VaultUseQuery).purpose
-        item, path = await local.use(request.match_info["vid"], purpose or None)
+        q = query_of(request, VaultUseQuery)
+        given = {name: request.headers.get(h.name) or getattr(q, name)
+                 for name, h in STATED_HEADERS.items()}
+        try:
+            stated = pipeline.stated(**given)
+        except PolicyError as exc:
+            raise ApiError(400, f"a stated fact cannot be read: {exc}") from exc
+        item, path = await local.use(request.match_info["vid"], stated=stated)
         return web.FileResponse(path, headers={"X-Use-Number": str(item.uses),
                                                "Content-Type": "application/octet-stream"})
 
@@ -841,7 +878,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         # no HEAD: a use is counted and reported only when the data is served
         Operation("GET", "/api/vault/{vid}/data", vault_guard(read_vault_item), "useVaultItem",
                   "Consumer: one governed local use of a copy", "vault", query=VaultUseQuery,
-                  headers=(PURPOSE_HEADER,), media_type="application/octet-stream",
+                  headers=tuple(STATED_HEADERS.values()), media_type="application/octet-stream",
                   description="The agreement decides, its duties (log, inform the provider) are "
                               "fulfilled first, and the use counts (`X-Use-Number`).",
                   errors={403: "The agreement denies this use", 404: "No such copy, " + NO_VAULT.lower(),
