@@ -21,10 +21,23 @@ from typing import Any
 
 from connector.odrl.facts import context_facts
 from connector.odrl.parse import PolicyError
+from connector.odrl.terms import short, vocabulary
 from connector.odrl.plain import canonical_operand, expand_term, to_value
 from connector.store import HeldFact, Payment, Store
 
 MAX_VALUES = 100
+
+
+class UnknownOperand(PolicyError):
+    """A fact named by an operand no policy can test: setting it would change nothing."""
+
+
+def _hint(operand: str) -> str:
+    local = operand.rsplit("/", 1)[-1].rsplit("#", 1)[-1]
+    candidate = canonical_operand(expand_term("idsc:" + local.upper()))
+    if candidate != operand and vocabulary().known_left_operand(candidate):
+        return f" (did you mean {short(candidate)}?)"
+    return ""
 
 
 def fact_name(name: str) -> str:
@@ -42,6 +55,8 @@ def fact_values(name: str, values: Sequence[Any]) -> tuple[Any, ...]:
     if len(values) > MAX_VALUES:
         raise PolicyError(f"a fact holds at most {MAX_VALUES} values")
     operand = fact_name(name)
+    if not vocabulary().known_left_operand(operand):
+        raise UnknownOperand(f"{short(operand)} is not an operand a policy can test{_hint(operand)}")
     out = []
     for raw in values:
         value = to_value(raw, operand)

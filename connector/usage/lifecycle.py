@@ -14,6 +14,8 @@ from typing import Literal
 from connector.odrl.model import Policy
 from connector.usage.window import rule_window
 
+# the DSP termination code of a transfer ended because its agreement was retired
+AGREEMENT_RETIRED = "agreement-retired"
 AgreementStatus = Literal["active", "retired", "expired"]
 STATUSES: tuple[AgreementStatus, ...] = ("active", "retired", "expired")
 
