@@ -21,8 +21,8 @@ from typing import Any
 
 from connector.odrl.facts import context_facts
 from connector.odrl.parse import PolicyError
-from connector.odrl.terms import short, vocabulary
 from connector.odrl.plain import canonical_operand, expand_term, to_value
+from connector.odrl.terms import short, vocabulary
 from connector.store import HeldFact, Payment, Store
 
 MAX_VALUES = 100
