@@ -21,7 +21,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +32,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -338,7 +340,7 @@ def _rfc3339_time(v: Any) -> Any:
     return v
 
 
-FactValue = Annotated[str, Field(min_length=1, max_length=2000)] | int | float
+FactValue = Annotated[str, Field(min_length=1, max_length=2000)] | StrictInt | StrictFloat
 
 
 class FactIn(_In):
@@ -354,7 +356,7 @@ class PaymentIn(_In):
     """A payment received under an agreement of this provider."""
 
     agreement: str = Field(min_length=1, max_length=2000, description="the agreement's id")
-    amount: Annotated[str, Field(min_length=1, max_length=64)] | int | float = Field(
+    amount: Annotated[str, Field(min_length=1, max_length=64)] | StrictInt | StrictFloat = Field(
         description="the exact decimal amount (a string keeps every digit)")
     currency: str = Field(min_length=1, max_length=2000,
                           description="an ISO 4217 code (EUR, USD, ...) or the currency's IRI")
@@ -632,7 +634,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         agreement = await provider_agreement(p.agreement)
         now = cp.clock()
         payment = Payment(id=f"urn:payment:{uuid.uuid4()}", agreement_id=agreement.id,
-                          amount=amount, currency=currency, paid_at=p.paid_at or now,
+                          amount=amount, currency=currency,
+                          paid_at=p.paid_at.astimezone(UTC) if p.paid_at else now,
                           recorded_at=now, reference=p.reference, receipt=p.receipt)
         try:
             await facts.record(payment)
