@@ -17,8 +17,8 @@ from connector.store import (
     Payment,
     ReferenceViolation,
     Store,
+    migrations,
 )
-from connector.store import migrations
 from connector.store import schema as tables
 
 EUR = "http://dbpedia.org/resource/Euro"

@@ -177,7 +177,7 @@ def test_rental_periods_are_paid_one_by_one() -> None:
     both = [*jan, paid("200", when="2027-02-01T08:00:00Z")]
     assert check(policy, both, "2027-02-01T00:00:00Z")[1] is not None  # paid later that day
     assert check(policy, both, "2027-02-10T00:00:00Z")[1] is None
-    assert check(policy, both, "2027-03-01T00:00:00Z")[1].startswith(
+    assert str(check(policy, both, "2027-03-01T00:00:00Z")[1]).startswith(
         "payment for the period from 2027-03-01 not yet received")
 
 
