@@ -20,10 +20,12 @@ from datetime import datetime
 from typing import Any
 
 from connector.odrl.facts import context_facts
+from connector.odrl.model import Policy
 from connector.odrl.parse import PolicyError
 from connector.odrl.plain import canonical_operand, expand_term, to_value
 from connector.odrl.terms import short, vocabulary
 from connector.store import HeldFact, Payment, Store
+from connector.usage.payments import PaymentCheck, check_payments
 
 MAX_VALUES = 100
 
@@ -104,6 +106,15 @@ class HeldFacts:
             self._payments.clear()
         self._payments[agreement_id] = (self.clock() + self.ttl, rows)
         return rows
+
+    async def payment_check(self, agreement_id: str, policy: Policy, *, signed_at: datetime,
+                            now: datetime) -> PaymentCheck:
+        """The agreement's compensate duties at ``now`` against its recorded payments.
+        ``policy`` must be the very ``Policy`` the decider was compiled from: a duty without an
+        ``@id`` is a blank node, named anew by every parse. ``.duties`` goes to
+        ``DecisionRequest.duties``; ``.reason`` is what a denial says."""
+        return check_payments(policy, await self.payments(agreement_id), now=now,
+                              agreement_start=signed_at)
 
     # -- writes (through the store, invalidating this cache)
 

@@ -11,6 +11,7 @@ import pytest
 
 from connector.odrl import terms as T
 from connector.odrl.compile import DecisionRequest, compile_policy
+from connector.odrl.evaluate import FULFILLED
 from connector.odrl.model import XSD_NS, Policy
 from connector.odrl.parse import PolicyError, load_policy
 from connector.odrl.plain import policy_document
@@ -134,6 +135,22 @@ async def test_payments_are_cached_per_agreement(store: Store) -> None:
     assert await other.payments("urn:agreement:1") == ()
     ticks.t += 1.5
     assert await other.payments("urn:agreement:1") == (p,)
+
+
+async def test_payment_check_reads_the_recorded_payments(store: Store) -> None:
+    held = HeldFacts(store)
+    policy = load_policy(fill("perpetual-sale", {"price": "10"}, policy_id="urn:agreement:1",
+                              target="urn:asset:x", assigner="urn:participant:p"))
+    async with store.transaction() as tx:
+        await tx.agreements.add(AgreementRow(id="urn:agreement:1", provider_id="p", consumer_id="c",
+                                             target="urn:asset:x", policy={}, signed_at=NOW))
+    check = await held.payment_check("urn:agreement:1", policy, signed_at=NOW, now=NOW)
+    assert check.reason == "payment of 10 EUR not yet received"
+    await held.record(Payment(id="urn:payment:1", agreement_id="urn:agreement:1",
+                              amount=Decimal("10"), currency="http://dbpedia.org/resource/Euro",
+                              paid_at=NOW, recorded_at=NOW))
+    check = await held.payment_check("urn:agreement:1", policy, signed_at=NOW, now=NOW)
+    assert check.duties == {"urn:agreement:1#payment": FULFILLED} and check.reason is None
 
 
 # ------------------------------------------------------------------ agreement status
