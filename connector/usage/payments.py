@@ -97,8 +97,7 @@ def parse_amount(raw: Any) -> Decimal:
 
 def format_amount(amount: Decimal) -> str:
     """``10.00`` -> ``10``, ``200.50`` -> ``200.5``, ``1E+3`` -> ``1000``."""
-    text = format(amount.normalize(), "f")
-    return text
+    return format(amount.normalize(), "f")
 
 
 def money(amount: Decimal, currency: str) -> str:

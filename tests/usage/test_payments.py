@@ -295,6 +295,18 @@ def test_a_duty_without_a_currency_fails_closed() -> None:
     assert reason is not None and "names no currency (odrl:unit)" in reason
 
 
+@pytest.mark.parametrize(("interval", "says"), [
+    ("P0D", "is not a positive duration"), ("-P1M", "is not a positive duration"),
+])
+def test_a_bad_interval_fails_closed(interval: str, says: str) -> None:
+    duty = _compensate("urn:duty:r", 10)
+    duty["constraint"].append({"leftOperand": "timeInterval", "operator": "eq", "rightOperand": {
+        "@value": interval, "@type": "http://www.w3.org/2001/XMLSchema#duration"}})
+    duties, reason = check(_plain([duty]), [paid("1000")], "2026-02-01T00:00:00Z")
+    assert duties == {"urn:duty:r": VIOLATED}
+    assert reason is not None and says in reason and reason.endswith("(fail closed)")
+
+
 def test_a_policy_without_payment_duties_has_none() -> None:
     policy = load_policy(fill("allow-usage", {}, policy_id="urn:agreement:3",
                               target="urn:asset:x", assigner="urn:participant:p"))
