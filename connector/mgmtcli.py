@@ -384,3 +384,128 @@ def vault_read(item_id: str, config: str | None, api: str | None, api_key: str |
             msg = exc.reason
         raise click.ClickException(f"{exc.code}: {msg}") from exc
     click.echo(f"local use {number} of {item_id}", err=True)
+
+
+def _path_id(value: str) -> str:
+    """An id as one URL path segment (ids may hold ``/``, ``:``, ``#``, ...)."""
+    import urllib.parse
+
+    return urllib.parse.quote(value, safe="")
+
+
+def _fact_line(f: dict[str, Any]) -> str:
+    until = f" (until {f['until']})" if f.get("until") else ""
+    return f"{f['name']} = {', '.join(str(v) for v in f['values'])}{until}"
+
+
+@click.group(name="facts")
+def facts() -> None:
+    """Facts this connector holds and states itself (provider-side state such as idsc:STATE,
+    active events as odrl:event), tested by policies at every enforcement point."""
+
+
+@facts.command(name="set")
+@click.argument("name")
+@click.argument("values", nargs=-1, required=True)
+@_api_options
+@click.option("--until", help="When the fact expires (RFC 3339, e.g. 2027-01-01T00:00:00Z).")
+@click.option("--json", "as_json", is_flag=True, help="Print the fact as JSON.")
+def facts_set(name: str, values: tuple[str, ...], config: str | None, api: str | None,
+              api_key: str | None, until: str | None, as_json: bool) -> None:
+    """Set fact NAME (an operand: idsc:STATE, odrl:event, ...) to VALUES (IRIs, CURIEs or
+    literals), replacing what it held."""
+    body: dict[str, Any] = {"values": list(values)}
+    if until:
+        body["until"] = until
+    f = _api(config, api, api_key).call("PUT", f"/api/facts/{_path_id(name)}", body)
+    if as_json:
+        _print(f)
+    else:
+        click.echo(_fact_line(f))
+
+
+@facts.command(name="unset")
+@click.argument("name")
+@_api_options
+def facts_unset(name: str, config: str | None, api: str | None, api_key: str | None) -> None:
+    """Unset fact NAME."""
+    _api(config, api, api_key).call("DELETE", f"/api/facts/{_path_id(name)}")
+    click.echo(f"unset {name}")
+
+
+@facts.command(name="list")
+@_api_options
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+def facts_list(config: str | None, api: str | None, api_key: str | None, as_json: bool) -> None:
+    """The facts held now (expired ones are absent)."""
+    rows = _api(config, api, api_key).call("GET", "/api/facts")
+    if as_json:
+        _print(rows)
+        return
+    for f in rows:
+        click.echo(_fact_line(f))
+
+
+@click.group(name="payment")
+def payment() -> None:
+    """Payments this provider received under its agreements (they fulfil compensate duties)."""
+
+
+@payment.command(name="record")
+@_api_options
+@click.option("--agreement", "agreement_id", required=True, help="The agreement paid under.")
+@click.option("--amount", required=True, help="The exact amount (a decimal number).")
+@click.option("--currency", required=True, help="An ISO 4217 code (EUR, USD, ...) or an IRI.")
+@click.option("--paid-at", help="When it was paid (RFC 3339; default: now).")
+@click.option("--reference", help="The payment's reference (an invoice or transaction number).")
+def payment_record(config: str | None, api: str | None, api_key: str | None, agreement_id: str,
+                   amount: str, currency: str, paid_at: str | None, reference: str | None) -> None:
+    """Record a payment received under an agreement of this provider."""
+    body = {k: v for k, v in {"agreement": agreement_id, "amount": amount, "currency": currency,
+                              "paidAt": paid_at, "reference": reference}.items() if v is not None}
+    _print(_api(config, api, api_key).call("POST", "/api/payments", body))
+
+
+@payment.command(name="list")
+@_api_options
+@click.option("--agreement", "agreement_id", help="Only this agreement's payments.")
+@click.option("--json", "as_json", is_flag=True, help="Print the payments as JSON.")
+def payment_list(config: str | None, api: str | None, api_key: str | None,
+                 agreement_id: str | None, as_json: bool) -> None:
+    """Payments received, oldest first."""
+    import urllib.parse
+
+    query = {"limit": "500", **({"agreement": agreement_id} if agreement_id else {})}
+    rows = _api(config, api, api_key).call("GET", "/api/payments?" + urllib.parse.urlencode(query))
+    if as_json:
+        _print(rows)
+        return
+    for p in rows:
+        ref = f" ref {p['reference']}" if p.get("reference") else ""
+        click.echo(f"{p['paidAt']}  {p['amount']} {p['currency']}  {p['agreementId']}{ref}")
+
+
+@click.group(name="agreement")
+def agreement() -> None:
+    """Agreements of this connector: show them, and retire one (provider)."""
+
+
+@agreement.command(name="show")
+@click.argument("agreement_id")
+@_api_options
+def agreement_show(agreement_id: str, config: str | None, api: str | None,
+                   api_key: str | None) -> None:
+    """One agreement, with its status (active, retired, expired)."""
+    _print(_api(config, api, api_key).call("GET", f"/api/agreements/{_path_id(agreement_id)}"))
+
+
+@agreement.command(name="retire")
+@click.argument("agreement_id")
+@_api_options
+@click.option("--reason", required=True, help="Why (told to the consumer, kept in the logs).")
+def agreement_retire(agreement_id: str, config: str | None, api: str | None,
+                     api_key: str | None, reason: str) -> None:
+    """Retire AGREEMENT_ID: its running transfers are terminated, new ones refused."""
+    a = _api(config, api, api_key).call(
+        "POST", f"/api/agreements/{_path_id(agreement_id)}/retire", {"reason": reason})
+    click.echo(f"{a['status']}: agreement {a['id']} ({a['retiredReason']})")

@@ -60,9 +60,12 @@ from connector.protocol.messages import (
 )
 from connector.store import ConcurrentUpdate, OutboxMessage, Store, StoreUnavailable
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
+from connector.usage.lifecycle import AGREEMENT_RETIRED, retirement_reason
 from connector.usage.pipeline import DATA_ACTION, both, catalog_decider, compiled_agreement
 
 log = logging.getLogger(__name__)
+# the transfers a retired agreement ends: every one not ended yet
+RUNNING_TRANSFER_STATES = tuple(s.value for s in xfer.TransferState if not s.is_ended)
 
 Clock = Callable[[], datetime]
 MAX_ATTEMPTS = 12  # deliveries of one message before it is dead-lettered
@@ -477,6 +480,10 @@ class ControlPlane:
             if negotiation is not None and _finalized_unacknowledged(negotiation, sender):
                 negotiation = await self._taken_as_finalized(negotiation, msg.agreement_id)
             check = xfer.check_agreement(negotiation, agreement_id=msg.agreement_id, caller=sender)
+            if check.ok:
+                retired = await self._retirement(msg.agreement_id)
+                if retired is not None:
+                    raise ProtocolError(403, "403", [retired])
 
         async def find(tx: Any) -> TransferRow | None:
             if pid is not None:
@@ -491,6 +498,44 @@ class ControlPlane:
         t = await self._transition(find, Received(msg, sender, agreement=check), kind=TRANSFER)
         assert t.response is not None
         return t.response.status, t.response.body.to_wire()
+
+    async def _retirement(self, agreement_id: str) -> str | None:
+        """Why no transfer may start under the agreement any more (None: it is not retired)."""
+        async with self.store.transaction(readonly=True) as tx:
+            agreement = await tx.agreements.get(agreement_id)
+        if agreement is None or agreement.retired_at is None:
+            return None
+        return retirement_reason(agreement_id, agreement.retired_reason or "")
+
+    async def retire_agreement(self, agreement_id: str, reason: str) -> AgreementRow:
+        """Provider: retire an agreement. Every transfer under it that has not ended is
+        terminated (the consumer is told why), later transfer requests are refused, and the
+        audit log records it. Retiring a retired agreement keeps the first retirement and ends
+        what still runs."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            row = await tx.agreements.get(agreement_id)
+            negotiation = (await tx.negotiations.get(row.negotiation_id)
+                           if row is not None and row.negotiation_id else None)
+            if row is None or negotiation is None or negotiation.role != "provider":
+                raise ProtocolError(404, "404", [f"no agreement {agreement_id} of this provider"])
+            retired = await tx.agreements.retire(agreement_id, reason, now)
+            running = await tx.transfers.list(agreement_id=agreement_id, role="provider",
+                                              state=RUNNING_TRANSFER_STATES, limit=None)
+        assert retired is not None and retired.retired_at is not None
+        why = retirement_reason(agreement_id, retired.retired_reason or "")
+        for t in running:
+            try:
+                await self.transfer_command(t.id, xfer.Terminate(why, code=AGREEMENT_RETIRED))
+            except ProtocolError as exc:  # it ended meanwhile
+                log.info("transfer %s under retired %s not terminated: %s", t.id, agreement_id, exc)
+        if self.audit is not None and retired.retired_at == now:
+            await self._audit_events([(
+                "agreement.retired",
+                {"reason": retired.retired_reason, "role": "provider",
+                 "terminated": [t.id for t in running]},
+                {"agreement_id": agreement_id, "participant_id": retired.consumer_id})])
+        return retired
 
     async def _negotiation_of(self, agreement_id: str) -> neg.Negotiation | None:
         async with self.store.transaction(readonly=True) as tx:
@@ -901,14 +946,22 @@ class ControlPlane:
             ids["agreement_id"] = p.agreement_id
         elif p.agreement is not None:
             ids["agreement_id"] = str(p.agreement.get("@id"))
-        event = (f"{k.name}.{p.state.value.lower()}", data, ids)
+        events: list[Any] = [(f"{k.name}.{p.state.value.lower()}", data, ids)]
+        if (k is TRANSFER and p.role is Role.CONSUMER and p.state is xfer.TransferState.TERMINATED
+                and p.termination_code == AGREEMENT_RETIRED):
+            # the provider retired the agreement: the consumer's log records that too
+            events.append(("agreement.retired", {"reason": reasons, "role": "consumer"},
+                           {"agreement_id": p.agreement_id, "participant_id": p.counter_party_id}))
+        await self._audit_events(events)
+
+    async def _audit_events(self, events: list[Any]) -> None:
         try:
-            await self.audit.aappend_many([event])
+            await self.audit.aappend_many(events)
         except StoreUnavailable as exc:  # written once the storage takes it (data waits till then)
-            log.warning("audit entry for %s %s deferred: %s", k.name, p.id, exc.reason)
-            self.audit.defer([event])
+            log.warning("audit entries %s deferred: %s", [e[0] for e in events], exc.reason)
+            self.audit.defer(events)
         except Exception:  # the audit trail must not take the protocol down with it
-            log.exception("audit append failed for %s %s", k.name, p.id)
+            log.exception("audit append failed for %s", [e[0] for e in events])
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
