@@ -107,9 +107,9 @@ from connector.store.rows import (
     PolicyRow,
     TransferRow,
 )
+from connector.usage import pipeline
 from connector.usage.held import HeldFacts, UnknownOperand
 from connector.usage.lifecycle import agreement_status
-from connector.usage import pipeline
 from connector.usage.payments import PaymentError, currency_iri, parse_amount
 
 API_VERSION = "0.2.0"
