@@ -644,10 +644,11 @@ class LocalUse:
                 raise Denied(403, f"the agreement cannot be enforced: {policy.unenforceable}")
             used = sum(i.uses for i in self.vault.items() if i.agreement_id == item.agreement_id)
             attested = await self._attested()
+            held = await self.cp.held.facts(now) if self.cp.held is not None else {}
             decision = policy.decider(DecisionRequest(
                 action=pipeline.DATA_ACTION, now=now, assignee=self.cp.participant_id,
                 target=policy.target, count=0, started_at=agreement.signed_at,
-                context=pipeline.request_facts(attested, stated=facts_stated)))
+                context=pipeline.request_facts(attested, stated=facts_stated, held=held)))
             shown = _shown(facts_stated)
             if not decision.permit:
                 await self._log("vault.denied", item, {"reason": decision.reason, **shown})

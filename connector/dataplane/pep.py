@@ -27,6 +27,7 @@ from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, P
 from connector.odrl.parse import load_policy
 
 USE = T.O + "use"
+COMPENSATE = T.O + "compensate"
 READ = T.O + "read"  # what a data request asks for (connector.usage.pipeline.DATA_ACTION)
 SERVING_STATES = frozenset({"STARTED"})
 
@@ -102,6 +103,10 @@ class AgreementPolicy:
     decider: Decider
     uses: Uses | None  # None: the count form is unenforceable (every request denied)
     unenforceable: str = ""
+    # the parsed agreement the decider was compiled from (duty ids are its own), and whether a
+    # duty must be paid before use (connector.usage.payments)
+    model: Policy | None = None
+    pays: bool = False
 
     @classmethod
     def compile(cls, agreement_id: str, target: str, policy: Policy | dict[str, Any]) -> AgreementPolicy:
@@ -112,7 +117,9 @@ class AgreementPolicy:
             why = ""
         except UnenforceableCount as exc:
             uses, why = None, str(exc)
-        return cls(agreement_id, target, compile_policy(policy), uses, why)
+        pays = any(a.iri == COMPENSATE for r in policy.permissions for d in r.duties
+                   for a in d.actions)
+        return cls(agreement_id, target, compile_policy(policy), uses, why, policy, pays)
 
 
 @dataclass(frozen=True, slots=True)
