@@ -2,8 +2,10 @@
 rest (the consumer's connector, before its copy reaches the disk).
 
 The policy form. A duty whose action is a kind of modification (``anonymize``, ``modify``,
-IDS-G's ``idsc:REPLACE``, their ``idsc:`` forms) names what to do with refinements of its
-action (operator ``eq``, IDS ``idsc:DEFINES_AS``; ``isAnyOf`` for several fields)::
+IDS-G's ``idsc:REPLACE``, their ``idsc:`` forms) names what to do with these terms (operator
+``eq``, IDS ``idsc:DEFINES_AS``; ``isAnyOf`` for several fields), as refinements of its action
+(IDS-G's form) or, where the action must be a plain string as in DSP 2025-1 messages (the
+templates' form), as the duty's constraints::
 
     dsc:drop      "$.email"    drop the field / the CSV column           (may repeat)
     dsc:hash      "$.name"     replace the value by its SHA-256 (hex)    (may repeat)
@@ -280,8 +282,13 @@ def modification(policy: Policy, stage: Stage, *, json_limit: int = JSON_LIMIT
         duty_stage: Stage = "transit" if assignees and assignees <= providers else "rest"
         if duty_stage != stage:
             continue
-        for action in actions:
-            ops.extend(_operations(action.refinements, duty.label))
+        # IDS-G writes them as refinements of the action; DSP 2025-1 allows an action only as
+        # a string, so there the same terms are the duty's constraints (the modification's
+        # parameters, never conditions: other constraints of the duty are left as they are)
+        given = [c for a in actions for c in a.refinements]
+        given += [c for c in duty.constraints
+                  if isinstance(c, Constraint) and c.left_operand in _PARAMETERS]
+        ops.extend(_operations(given, duty.label))
         duties.append(duty.id)
     if not duties:
         return None
@@ -321,12 +328,15 @@ def _texts(c: Constraint, where: str) -> list[str]:
     return [v.lexical for v in c.right]
 
 
+_PARAMETERS = frozenset({T.JSON_PATH, T.REPLACE_WITH, *T.MODIFY_OPERANDS})
+
+
 def _operations(refinements: Iterable[Any], where: str) -> list[Operation]:
     given: dict[str, list[str]] = {}
     for c in refinements:
         if not isinstance(c, Constraint):
             raise UnperformableModification(f"{where}: or/xone/and in a modification")
-        if c.left_operand not in (T.JSON_PATH, T.REPLACE_WITH, *T.MODIFY_OPERANDS):
+        if c.left_operand not in _PARAMETERS:
             raise UnperformableModification(
                 f"{where}: {T.short(c.left_operand)} is not a modification this connector "
                 "performs (dsc:drop, dsc:hash, idsc:JSON_PATH with idsc:REPLACE_WITH, "
