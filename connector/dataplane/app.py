@@ -5,6 +5,7 @@
       -> lookup(transfer_id) -> TransferView               404 if unknown
       -> pep.decide (state, agreement, purpose, count)     403 {"error": reason}
       -> source.open(Range) -> streamed body               200/206/416/502
+         (a ModifiedSource: modified in transit, whole body, 200; 403 if it cannot be)
       -> the response's SHA-256 folded into the transfer's receipt chain (X-Receipt-Seq)
 
 GET /data/{transfer_id}/receipts returns the transfer's signed receipts (pending responses are
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from connector.dataplane.modified import refusal
 from connector.dataplane.pep import ConsumeUse, TransferView, decide, still_permitted
 from connector.dataplane.receipts import BodyHasher, ReceiptBook, ReceiptChain
 from connector.dataplane.sources import FILE_DIGESTS, FileRegion, SourceResponse, hash_region
@@ -41,6 +43,7 @@ from connector.http.limits import one_header
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
+from connector.usage.modify import ModificationError
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +167,20 @@ def create_app(
             response = web.StreamResponse(status=src.status,
                                           headers={**src.headers, **_seq_headers(chain, seq)})
             await response.prepare(request)
-            async for chunk in src.chunks:
-                stop = await may_go_on(transfer_id, purpose)
+            chunks = aiter(src.chunks)
+            stop: str | None
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except ModificationError as exc:
+                    stop = refusal(exc)  # the rest of the data cannot be modified: cut off
+                else:
+                    stop = await may_go_on(transfer_id, purpose)
                 if stop is not None:
-                    # cut off: the consumer sees a truncated body (Content-Length unmet)
+                    # cut off: the consumer sees a truncated body (Content-Length unmet, or a
+                    # chunked body without its last chunk)
                     log.info("stream of %s cut off: %s", transfer_id, stop)
                     if request.transport is not None:
                         request.transport.close()

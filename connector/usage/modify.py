@@ -203,6 +203,9 @@ class Modification:
         if kind == "text":
             raise UnsupportedMediaType(
                 f"fields and columns cannot be modified in {shown} data (only CSV and JSON)")
+        if not _essence(media_type):
+            raise UnsupportedMediaType("the data's media type is not known (declare the "
+                                       "asset's contentType), so it cannot be modified")
         raise UnsupportedMediaType(f"data of media type {shown} cannot be modified")
 
     def apply(self, data: bytes, media_type: str | None) -> bytes:

@@ -236,7 +236,7 @@ def test_columns_in_plain_text_binary_and_unknown_types_are_refused() -> None:
     m = Modification((Drop(Selector.parse("a")),))
     for media_type, reason in (("text/plain", "cannot be modified in text/plain"),
                                ("application/octet-stream", "media type application/octet-stream"),
-                               (None, "media type unknown")):
+                               (None, "media type is not known")):
         with pytest.raises(UnsupportedMediaType, match=re.escape(reason)):
             m.start(media_type)
 
