@@ -55,6 +55,7 @@ from connector.odrl.model import Constraint, Policy, Rule
 
 Stage = Literal["transit", "rest"]
 JSON_LIMIT = 32 << 20  # bytes of a JSON document parsed whole
+REFUSED_AT_REST = "the agreement requires the copy to be modified at rest, and it cannot be"
 
 ANONYMIZE, MODIFY = T.O + "anonymize", T.O + "modify"
 # A duty assigned to the role names whoever is the agreement's provider (an offer written

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import socket
 import time
@@ -28,7 +29,7 @@ from connector.dataplane.sources import FileSource, SourceResponse, error_respon
 from connector.http.outbound import OutboundPolicy
 from connector.identity.jose import VerificationKey
 from connector.identity.keys import SigningKey
-from connector.usage.modify import Drop, Modification, Replace, Selector
+from connector.usage.modify import REFUSED_AT_REST, Drop, Modification, Replace, Selector
 
 LOOPBACK_OK = OutboundPolicy.from_config(["127.0.0.1/32"])
 PROVIDER_PID = "urn:uuid:provider-process-1"  # the chain is the provider's: its transfer id
@@ -756,3 +757,25 @@ async def test_push_of_data_modified_in_transit(tmp_path: Path, consumer: Consum
     refused = await run_push(ModifiedSource(file_source(tmp_path / "people.bin"), m), consumer,
                              chain, clock)
     assert not refused.ok and refused.seq == 0 and refused.reason.startswith(REFUSED)
+
+
+async def test_receiver_modifies_a_copy_at_rest_before_it_reaches_the_disk(
+        tmp_path: Path, consumer: Consumer, chain: ReceiptChain, clock: FakeClock) -> None:
+    """The consumer's duty to modify at rest: the receiver writes the modified bytes; the
+    receipts still cover the bytes as they came; what cannot be modified leaves no file."""
+    m = Modification((Replace(Selector.parse("$[*].email"), "hidden"),))
+    consumer.target = PushTarget(CONSUMER_PID, consumer.target.token_sha256,
+                                 consumer.target.path, m)
+    sent = json.dumps([{"email": f"p{i}@x.org", "n": "é"} for i in range(20_000)]).encode()
+    (tmp_path / "people.json").write_bytes(sent)
+    r = await run_push(file_source(tmp_path / "people.json"), consumer, chain, clock)
+    assert r.ok, r.reason
+    stored = ("[" + ",".join('{"email":"hidden","n":"é"}' for _ in range(20_000)) + "]").encode()
+    assert consumer.target.path.read_bytes() == stored
+    assert consumer.recorded == {1: (len(sent), hashlib.sha256(sent).digest())}
+
+    consumer.target.path.unlink()
+    (tmp_path / "people.bin").write_bytes(sent)
+    r2 = await run_push(file_source(tmp_path / "people.bin"), consumer, chain, clock)
+    assert not r2.ok and r2.status == 422 and REFUSED_AT_REST in r2.reason
+    assert leftovers(consumer.target.path.parent) == []
