@@ -75,6 +75,11 @@ class UnperformableModification(ModificationError):
     """The policy asks for a modification this connector cannot perform."""
 
 
+class UnspecifiedModification(UnperformableModification):
+    """A duty to anonymize or modify that does not say how (the IDS Information Model's bare
+    ``idsc:ANONYMIZE`` with a PXP endpoint): nothing this connector can do to the data."""
+
+
 class UnsupportedMediaType(ModificationError):
     """The data's media type is one the modification cannot be applied to."""
 
@@ -374,7 +379,7 @@ def _operations(refinements: Iterable[Any], where: str) -> list[Operation]:
                 f"{where}: dsc:replacement {replacement!r}: {exc}") from None
         ops.append(RegexReplace(compiled, replacement))
     if not ops:
-        raise UnperformableModification(
+        raise UnspecifiedModification(
             f"{where} says to modify the data but not how (give dsc:drop, dsc:hash, "
             "idsc:JSON_PATH with idsc:REPLACE_WITH, or dsc:pattern)")
     return ops

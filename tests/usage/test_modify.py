@@ -9,9 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.cli import main
 from connector.odrl.parse import load_policy
 from connector.odrl.templates import fill
 from connector.usage.modify import (
@@ -288,3 +290,16 @@ def test_text_and_json_lines_do_not_depend_on_the_chunking(lines: list[str], cut
     out = chunked(json_m, jl, "application/jsonl", cuts)
     assert out == json_m.apply(jl, "application/jsonl")
     assert [json.loads(x)["v"] for x in out.decode().split("\n") if x] == [sha(s) for s in lines]
+
+
+def test_policy_check_warns_of_a_modification_that_cannot_be_performed(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(fill("modify-in-transit", {"replace": "$.a"})))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(fill("modify-in-transit", {"drop": "email"})))
+    runner = CliRunner()
+    r = runner.invoke(main, ["policy", "check", str(broken)])
+    assert r.exit_code == 0 and "idsc:JSON_PATH and idsc:REPLACE_WITH go together" in r.output
+    assert "data plane will refuse the data" in r.output, r.output
+    r = runner.invoke(main, ["policy", "check", str(good)])
+    assert r.exit_code == 0 and r.output.startswith("OK: odrl:Offer"), r.output
