@@ -406,7 +406,7 @@ class _VaultFile:
             try:
                 self._modify = modification.start(media_type)
             except ModificationError as exc:
-                self.fault = PullFailed(f"{REFUSED_AT_REST}: {exc.reason}; the copy was not kept")
+                self.fault = _not_kept(exc)
 
     def write(self, chunk: bytes) -> None:
         if self.fault is None:
@@ -417,7 +417,7 @@ class _VaultFile:
             except PullFailed as exc:
                 self.fault = exc
             except ModificationError as exc:
-                self.fault = PullFailed(f"{REFUSED_AT_REST}: {exc.reason}; the copy was not kept")
+                self.fault = _not_kept(exc)
 
     def close(self) -> None:
         """Flush and close; a fault here is kept too (the descriptor is closed either way)."""
@@ -438,7 +438,11 @@ class _VaultFile:
         except PullFailed as exc:
             self.fault = exc
         except ModificationError as exc:
-            self.fault = PullFailed(f"{REFUSED_AT_REST}: {exc.reason}; the copy was not kept")
+            self.fault = _not_kept(exc)
+
+
+def _not_kept(exc: ModificationError) -> PullFailed:
+    return PullFailed(f"{REFUSED_AT_REST}: {exc.reason}; the copy was not kept")
 
 
 def at_rest_modification(agreement: dict[str, Any]) -> Modification | None:

@@ -129,3 +129,14 @@ def test_data_that_cannot_be_modified_is_refused(pair: tuple[Connector, Connecto
     status, body, _ = pull(consumer, t)
     assert status == 403, body
     assert b"cannot be modified" in body and b"email" not in body
+
+
+def test_a_copy_that_cannot_be_modified_at_rest_is_not_kept(
+        pair: tuple[Connector, Connector]) -> None:
+    provider, consumer = pair
+    agreement = agreed(consumer, provider, "urn:asset:opaque-rest", b"\x00\x01id,email\n",
+                       {"template": "modify-at-rest", "params": {"drop": "email"}})
+    r = connector_pull(consumer, provider, agreement)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "modified at rest, and it cannot be" in r.stderr and "not kept" in r.stderr, r.stderr
+    assert vault_item(consumer, agreement) is None
