@@ -84,13 +84,15 @@ class PullJob:
     error: str = ""
     vault_id: str | None = None
     delete_at: str | None = None
+    stored_sha256: str = ""  # of the copy as stored (modified at rest: not the bytes received)
     started: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
         return {"transferId": self.transfer_id, "agreementId": self.agreement_id,
                 "path": self.path, "state": self.state, "bytes": self.bytes, "total": self.total,
                 "sha256": self.sha256, "receipts": self.receipts, "responses": self.responses,
-                "error": self.error or None, "vaultId": self.vault_id, "deleteAt": self.delete_at}
+                "error": self.error or None, "vaultId": self.vault_id, "deleteAt": self.delete_at,
+                "storedSha256": self.stored_sha256 or None}
 
 
 class PullFailed(Exception):
@@ -194,6 +196,7 @@ class Downloads:
                     await self.cp.audit.aappend(
                         "pull." + ("done" if job.state == "done" else "failed"),
                         {"bytes": job.bytes, "sha256": job.sha256, "receipts": job.receipts,
+                         "storedSha256": job.stored_sha256 or None,
                          "error": job.error or None},
                         transfer_id=job.transfer_id, agreement_id=job.agreement_id)
 
@@ -295,7 +298,7 @@ class Downloads:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             raise
-        job.vault_id, job.delete_at = item.id, item.delete_at
+        job.vault_id, job.delete_at, job.stored_sha256 = item.id, item.delete_at, item.sha256
 
     def _ssl_for(self, endpoint: str) -> ssl.SSLContext | bool:
         return self.ssl if endpoint.startswith("https:") else False

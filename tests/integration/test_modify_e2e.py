@@ -110,6 +110,12 @@ def test_json_modified_at_rest_pulled_and_pushed(pair: tuple[Connector, Connecto
     assert item is not None
     assert Path(item["path"]).read_bytes() == JSON_STORED
     assert item["sha256"] == hashlib.sha256(JSON_STORED).hexdigest()
+    # the consumer's audit log: the bytes received (what the receipts cover) and those stored
+    status, done = consumer.api("GET", "/api/audit?kind=pull.done")
+    assert status == 200, done
+    pulled = next(e["data"] for e in done if e.get("agreementId") == agreement)
+    assert pulled["sha256"] == hashlib.sha256(JSON).hexdigest()
+    assert pulled["storedSha256"] == hashlib.sha256(JSON_STORED).hexdigest()
     Path(item["path"]).unlink()
     # pushed into the vault: the same
     pushed = request_push(consumer, agreement)
