@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from connector.dataplane.modified import refusal
+from connector.dataplane.modified import ModifiedSource, refusal
 from connector.dataplane.pep import ConsumeUse, TransferView, decide, still_permitted
 from connector.dataplane.receipts import BodyHasher, ReceiptBook, ReceiptChain
 from connector.dataplane.sources import FILE_DIGESTS, FileRegion, SourceResponse, hash_region
@@ -260,6 +260,10 @@ def create_app(
         chain = receipts.chain(transfer_id, transfer.agreement_id)
         now = clock()
         purpose = request.headers.get(purpose_header) or None
+        unperformable = (transfer.source.unperformable()
+                         if isinstance(transfer.source, ModifiedSource) else None)
+        if unperformable is not None:  # refused before a use is counted
+            return await send_json(request, chain, 403, {"error": unperformable})
         decision = await decide(claims, transfer, now=datetime.fromtimestamp(now, UTC),
                                 purpose=purpose, consume=consume)
         if not decision.permit:

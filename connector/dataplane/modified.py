@@ -63,6 +63,13 @@ class ModifiedSource:
     modification: Modification
     media_type: str | None = None  # the asset's declared content type
 
+    def unperformable(self) -> str | None:
+        """The refusal when the agreement asks for what cannot be done to any data (so the
+        data plane refuses before it counts a use); None when it depends on the data."""
+        if self.modification.refusal is None:
+            return None
+        return f"{REFUSED}: {self.modification.refusal}"
+
     async def open(self, range_header: str | None = None) -> SourceResponse:
         src = await self.source.open(None)  # the whole data: see the module docstring
         if src.status >= 400:

@@ -440,13 +440,19 @@ async def test_data_that_cannot_be_modified_is_refused_never_sent(tmp_path: Path
     p = Provider()
     (tmp_path / "blob.bin").write_bytes(b"id,email\n1,a@b\n")
     (tmp_path / "other.csv").write_bytes(b"id,phone\n1,555\n")
-    views = {"t1": transfer(agreement_doc([]), source=ModifiedSource(
+    views = {"t1": transfer(agreement_doc([count_lteq(100)]), source=ModifiedSource(
                  file_source(tmp_path / "blob.bin"), MODIFY)),
-             "t2": transfer(agreement_doc([]), transfer_id="t2", source=ModifiedSource(
+             "t2": transfer(agreement_doc([count_lteq(100)]), transfer_id="t2", source=ModifiedSource(
                  file_source(tmp_path / "other.csv"), MODIFY)),
-             "t3": transfer(agreement_doc([]), transfer_id="t3", source=ModifiedSource(
+             "t3": transfer(agreement_doc([count_lteq(100)]), transfer_id="t3", source=ModifiedSource(
                  file_source(tmp_path / "other.csv"), Modification((), refusal="no way")))}
-    plane = Plane(p, views, _no_count)
+    counted: list[str] = []
+
+    async def count(agreement_id: str, *args: Any) -> tuple[bool, int]:
+        counted.append(agreement_id)
+        return True, len(counted)
+
+    plane = Plane(p, views, count)
     client = await client_for(plane)
     try:
         for tid, reason in (("t1", "the data's media type is not known (declare the asset's "
@@ -456,6 +462,7 @@ async def test_data_that_cannot_be_modified_is_refused_never_sent(tmp_path: Path
                                  headers={"Authorization": "Bearer " + p.token(tid)})
             assert r.status == 403
             assert (await r.json())["error"] == f"{REFUSED}: {reason}"
+        assert len(counted) == 2  # a refusal that depends on no data costs no use
     finally:
         await client.close()
 
