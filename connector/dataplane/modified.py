@@ -14,7 +14,9 @@ over the modified bytes actually sent. What changes for the consumer:
   with 403 and the reason before the first byte when that is where it shows (the first chunk,
   and a whole JSON document, are transformed before the response begins); a fault further on
   raises `ModificationError` from the chunks and the data plane cuts the response off. Never
-  are the original bytes delivered instead.
+  are the original bytes delivered instead. An agreement that asks for what cannot be done to
+  any data (`unperformable`) is refused before a use is counted; a refusal that depends on the
+  data comes after the request was decided, so it has counted one.
 
 The media type: the asset's declared content type, else the one the source answers with
 (unless generic: ``application/octet-stream``), else the file name's extension.
