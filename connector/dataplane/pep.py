@@ -25,6 +25,7 @@ from connector.odrl import terms as T
 from connector.odrl.compile import Decider, DecisionRequest, compile_policy
 from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, Policy
 from connector.odrl.parse import load_policy
+from connector.usage.modify import Modification, planned
 
 USE = T.O + "use"
 COMPENSATE = T.O + "compensate"
@@ -107,6 +108,7 @@ class AgreementPolicy:
     # duty must be paid before use (connector.usage.payments)
     model: Policy | None = None
     pays: bool = False
+    transit: Modification | None = None  # what the provider's data plane does to the data
 
     @classmethod
     def compile(cls, agreement_id: str, target: str, policy: Policy | dict[str, Any]) -> AgreementPolicy:
@@ -119,7 +121,8 @@ class AgreementPolicy:
             uses, why = None, str(exc)
         pays = any(a.iri == COMPENSATE for r in policy.permissions for d in r.duties
                    for a in d.actions)
-        return cls(agreement_id, target, compile_policy(policy), uses, why, policy, pays)
+        return cls(agreement_id, target, compile_policy(policy), uses, why, policy, pays,
+                   planned(policy, "transit"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from connector.assets import DataRoots
 from connector.audit.log import AuditLog
 from connector.audit.receipts import RECEIPT_KIND, receipt_data
 from connector.dataplane.app import CircumstancesOf, create_app
+from connector.dataplane.modified import ModifiedSource
 from connector.dataplane.pep import Circumstances, TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptChain
 from connector.dataplane.sources import ASSET_GONE, FileSource, HttpSource, UnavailableSource
@@ -86,13 +87,17 @@ def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
             if agreement is None:
                 return None
             address = await tx.assets.get_secret_address(agreement.target)
+            asset = await tx.assets.get(agreement.target)
         policy = compiled_agreement(agreement.id, agreement.target, agreement.policy)
+        source = _source(address, upstream, roots)
+        if policy.transit is not None:  # the agreement's duty to modify the data on its way
+            source = ModifiedSource(source, policy.transit, asset.content_type if asset else None)
         ended = (retirement_reason(agreement.id, agreement.retired_reason or "")
                  if agreement.retired_at is not None else None)
         return TransferView(
             transfer_id=row.id, agreement_id=agreement.id, consumer_id=agreement.consumer_id,
             state=SERVING.get(row.state, row.state), agreement=policy,
-            source=_source(address, upstream, roots), started_at=agreement.signed_at,
+            source=source, started_at=agreement.signed_at,
             ended=ended, attested=row.data.get("attested"))
     return lookup
 
