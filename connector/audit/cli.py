@@ -111,3 +111,34 @@ def show_command(logfile: Path, kinds: tuple[str, ...], since: str | None, as_js
             click.echo(f"line {number}: unreadable ({exc})", err=True)
     for entry in select(entries, kinds=kinds, since=since_time):
         click.echo(json.dumps(entry.to_dict(), ensure_ascii=False) if as_json else format_entry(entry))
+
+
+@audit.command("export-report")
+@click.option("--config", "config_path", type=_FILE, required=True,
+              help="The connector's configuration (its audit log is read).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("--agreement", "agreement", default=None, help="Only transfers under this agreement.")
+def export_report_command(config_path: Path, fmt: str, agreement: str | None) -> None:
+    """List every transfer that crossed a border (the parties' attested jurisdictions are in
+    different countries), grouped by agreement, from the connector's audit log."""
+    from connector.audit.crossborder import export_report, report_csv, report_json
+    from connector.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    path = config.audit_log_path
+    entries: list[Entry] = []
+    if path.is_file():
+        for number, line in read_lines(path):
+            try:
+                entries.append(Entry.from_dict(json.loads(line)))
+            except (ValueError, AuditError) as exc:
+                click.echo(f"line {number}: unreadable ({exc})", err=True)
+    rows = [r for r in export_report(entries) if agreement is None or r["agreement_id"] == agreement]
+    if fmt == "json":
+        click.echo(json.dumps(report_json(rows), indent=1, ensure_ascii=False))
+    else:
+        click.echo(report_csv(rows), nl=False)
