@@ -196,11 +196,13 @@ def _check_groups_exist(state: AuthorityState, groups: Iterable[str]) -> None:
 
 def _set_attributes(state: AuthorityState, pid: str, attributes: ParticipantAttributes,
                     now: float) -> ParticipantRecord:
-    """Store new attributes; if what DATs attest changed, mark the time (rounded up to the
-    whole second DATs count in, so a DAT issued before it always has an earlier `iat`)."""
+    """Store new attributes; if what DATs attest changed, mark the time: the next whole second
+    (DATs count in whole seconds), so every DAT issued until now has an earlier `iat`, and
+    DATs issued from now on are dated no earlier than it (authority.issue_token)."""
     record = state.participants[pid]
     if attributes.attested != record.attributes.attested:
-        record.attributes_changed_at = max(math.ceil(now), record.attributes_changed_at or 0)
+        record.attributes_changed_at = max(math.floor(now) + 1,
+                                           record.attributes_changed_at or 0)
         state.revocation_seq += 1
     record.attributes = attributes
     return record

@@ -133,7 +133,7 @@ class ParticipantRecord(BaseModel):
     registered_at: float
     revoked_at: float | None = None
     revocation_reason: str | None = None
-    # when the attested attributes last changed (a whole second, rounded up): the authority's
+    # when the attested attributes last changed (the next whole second): the authority's
     # revocation list carries it, and connectors refuse this participant's DATs issued before
     attributes_changed_at: int | None = None
 
