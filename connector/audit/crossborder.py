@@ -40,6 +40,7 @@ def transfer_jurisdictions(role: str, own: Claims | None, peer: Claims | None) -
     """The audit data of a transfer entry written by the party in ``role``
     (``provider`` or ``consumer``): both jurisdictions where known, and whether they differ."""
     mine, theirs = _jurisdiction(own), _jurisdiction(peer)
+    role = role.lower()  # the process role (PROVIDER, CONSUMER) names a party
     other = "consumer" if role == "provider" else "provider"
     known = {k: v for k, v in ((role, mine), (other, theirs)) if v is not None}
     if not known:
@@ -61,7 +62,7 @@ def export_report(entries: Iterable[Entry]) -> list[dict[str, Any]]:
             continue
         row = rows.setdefault(e.transfer_id, {
             "agreement_id": e.agreement_id or "", "transfer_id": e.transfer_id,
-            "role": e.data.get("role", ""), "jurisdictions": {}, "crossBorder": None,
+            "role": str(e.data.get("role", "")).lower(), "jurisdictions": {}, "crossBorder": None,
             "first_seen": e.time})
         row["last_state"] = e.data.get("state", e.kind.removeprefix("transfer."))
         row["last_seen"] = e.time

@@ -34,7 +34,7 @@ DE = {"country": "DE"}
 def test_transfer_jurisdictions() -> None:
     assert transfer_jurisdictions("provider", claims(CN), claims(DE)) == {
         "jurisdictions": {"provider": CN, "consumer": DE}, "crossBorder": True}
-    assert transfer_jurisdictions("consumer", claims(DE), claims(CN)) == {
+    assert transfer_jurisdictions("CONSUMER", claims(DE), claims(CN)) == {
         "jurisdictions": {"consumer": DE, "provider": CN}, "crossBorder": True}
     same = transfer_jurisdictions("provider", claims(CN), claims({"country": "CN"}))
     assert same["crossBorder"] is False
