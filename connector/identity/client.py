@@ -292,6 +292,6 @@ class DatClient:
             iat = jose.unverified_payload(token, "DAT").get("iat")
         except IdentityError:
             iat = None
-        issued_at = float(iat) if type(iat) in (int, float) else sent_at
+        issued_at = float(iat) if isinstance(iat, (int, float)) else sent_at
         return _Cached(token=token, refresh_at=expires_at - margin, expires_at=expires_at,
                        issued_at=issued_at)

@@ -250,7 +250,7 @@ def transfer_claims(payload: dict[str, Any], kid: str | None) -> Claims:
         attested, at = payload["attested"], payload.get("attestedAt")
         if not isinstance(attested, dict):
             raise InvalidToken(f"{label}: claim 'attested' must be an object")
-        if type(at) not in (int, float) or not math.isfinite(at):
+        if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at):
             raise InvalidToken(f"{label}: claim 'attestedAt' must be a number")
         attributes["attested"] = MappingProxyType(
             _attested(attested, payload["sub"], f"{label} (attested)"))
