@@ -142,6 +142,17 @@ def test_attested_jurisdictions_changes_and_the_export_report(space: DataSpace) 
     assert access["attested"]["groups"] == ["partners"]
     assert "scopes" not in access["attested"] and isinstance(access["attestedAt"], int)
 
+    # the catalog decides access policies on the attested facts (dsf:group, dsf:jurisdiction)
+    offer_asset(provider, asset_id="urn:asset:partners", contract={"template": "allow-usage"},
+                access={"template": "group-restricted", "params": {"group": "urn:group:partners"}})
+    offer_asset(provider, asset_id="urn:asset:cn-only", contract={"template": "allow-usage"},
+                access={"template": "jurisdiction-restricted",
+                        "params": {"jurisdiction": "urn:jurisdiction:CN"}})
+    status, cat = consumer.api("POST", "/api/catalog", {"peerUrl": provider.dsp_url})
+    assert status == 200, cat
+    shown = {d["id"] for d in cat["datasets"]}
+    assert "urn:asset:partners" in shown and "urn:asset:cn-only" not in shown, shown
+
     # the old DAT works until the jurisdiction changes at the authority ...
     assert catalog_with(consumer, provider, old_dat)[0] == 200
     status, view = admin(space, "PATCH", f"/admin/participants/{consumer.participant_id}/attributes",
@@ -165,6 +176,15 @@ def test_attested_jurisdictions_changes_and_the_export_report(space: DataSpace) 
     refreshed = jose.unverified_payload(t2["endpointProperties"]["authorization"], "t")
     assert refreshed["attested"]["jurisdiction"] == {"country": "FR"}
     assert refreshed["attestedAt"] >= view["attributes_changed_at"]
+    d = consumer.directory
+    ssl = client_context(d / "ca.crt")
+
+    async def pull(token: str) -> int:
+        async with aiohttp.ClientSession() as http, http.get(
+                t2["endpoint"], ssl=ssl, headers={"Authorization": f"Bearer {token}"}) as r:
+            await r.read()
+            return r.status
+    assert asyncio.run(pull(t2["endpointProperties"]["authorization"])) == 200
 
     # both audit trails name both jurisdictions; the export report lists the transfer
     rows = list(csv.DictReader(io.StringIO(export_report(provider, "csv"))))
