@@ -27,7 +27,7 @@ from typing import Any
 from connector.audit.crossborder import transfer_jurisdictions
 from connector.http.client import DspClient
 from connector.http.outbound import OutboundRefused
-from connector.identity.tokens import Claims
+from connector.identity.tokens import Claims, attested_snapshot
 from connector.odrl.compile import compile_policy
 from connector.odrl.facts import fact_values
 from connector.odrl.parse import PolicyError, load_policy
@@ -154,6 +154,18 @@ def transfer_to_row(t: xfer.Transfer, version: int = 0) -> TransferRow:
         },
         version=version,
     )
+
+
+def with_peer_attested(new: TransferRow, old: TransferRow | None,
+                       peer: Claims | None) -> TransferRow:
+    """Keep with the transfer what the peer's latest DAT attested (``peer_attested``: the
+    ``attested`` and ``attestedAt`` of transfer tokens), so decisions without a transfer token
+    (the provider's pushes) read the same facts."""
+    if peer is not None:
+        snap: Any = {"attested": attested_snapshot(peer), "attestedAt": int(peer.issued_at)}
+    else:
+        snap = old.data.get("peer_attested") if old is not None else None
+    return replace(new, data={**new.data, "peer_attested": snap}) if snap else new
 
 
 def row_to_transfer(row: TransferRow) -> xfer.Transfer:
@@ -784,6 +796,8 @@ class ControlPlane:
                         final = k.process(nxt)
                         outgoing.extend(nxt.outgoing)
                     new_row = k.to_row(final, row.version if row else 0)
+                    if k is TRANSFER:
+                        new_row = with_peer_attested(new_row, row, peer)
                     repo = getattr(tx, k.repo)
                     if row is None:
                         await repo.add(new_row)
