@@ -10,9 +10,11 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from connector.audit.crossborder import export_report, report_csv, report_json
 from connector.audit.log import AuditError, Entry, parse_time, read_entries, read_lines, verify_file
 from connector.audit.receipts import cross_check
 from connector.audit.timeline import format_entry, select
+from connector.config import ConfigError, load_config
 from connector.identity.keys import KeyFormatError, PublicKey, algorithm_of
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -122,9 +124,6 @@ def show_command(logfile: Path, kinds: tuple[str, ...], since: str | None, as_js
 def export_report_command(config_path: Path, fmt: str, agreement: str | None) -> None:
     """List every transfer that crossed a border (the parties' attested jurisdictions are in
     different countries), grouped by agreement, from the connector's audit log."""
-    from connector.audit.crossborder import export_report, report_csv, report_json
-    from connector.config import ConfigError, load_config
-
     try:
         config = load_config(config_path)
     except ConfigError as exc:
