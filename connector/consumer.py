@@ -738,7 +738,7 @@ class LocalUse:
     async def _attested(self) -> Mapping[str, Any]:
         """This connector's attributes as the authority attests them in its own DAT."""
         try:
-            return await self.cp.client.attested()
+            return await self.cp.own_attributes()
         except Exception as exc:  # any failure to get the DAT: fail closed
             raise Denied(503, f"this connector's attested attributes are not available: {exc}"
                          ) from exc

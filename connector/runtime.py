@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -30,7 +31,6 @@ from connector.http.client import DspClient
 from connector.http.outbound import OutboundRefused
 from connector.identity.tokens import Claims, attested_snapshot
 from connector.odrl.compile import DecisionRequest, compile_policy
-from connector.odrl.facts import fact_values
 from connector.odrl.parse import PolicyError, load_policy
 from connector.odrl.wire import wire_rules
 from connector.protocol import negotiation as neg
@@ -64,7 +64,13 @@ from connector.store import ConcurrentUpdate, OutboxMessage, Store, StoreUnavail
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
 from connector.usage.held import HeldFacts
 from connector.usage.lifecycle import AGREEMENT_RETIRED, retirement_reason
-from connector.usage.pipeline import DATA_ACTION, both, catalog_decider, compiled_agreement
+from connector.usage.pipeline import (
+    DATA_ACTION,
+    both,
+    catalog_decider,
+    compiled_agreement,
+    request_facts,
+)
 
 log = logging.getLogger(__name__)
 # the transfers a retired agreement ends: every one not ended yet
@@ -317,6 +323,7 @@ class ControlPlane:
         self.audit = audit
         # this participant's own verified DAT claims (its attested jurisdiction, for the audit)
         self.own_claims = own_claims
+        self._own: tuple[float, dict[str, Any]] | None = None
         # consumer duties on local copies (connector.duties): (vault, key, certificate, ca)
         self.duties = duties
         self._duty_task: asyncio.Task[None] | None = None
@@ -400,7 +407,7 @@ class ControlPlane:
         """Take in a DSP negotiation message; return (status, response body)."""
         msg = parse_message(body, expected)
         await self._check_callback(msg)
-        requester = Requester.of(sender, fact_values(attributes))
+        requester = Requester.of(sender, await self.requester_facts(attributes))
         snap = await self.catalog()  # the provider decides from its current offers
         offer = (check_offer(snap.offers, msg.offer)
                  if isinstance(msg, ContractRequestMessage) and msg.is_initial else None)
@@ -994,6 +1001,21 @@ class ControlPlane:
             self.audit.defer(events)
         except Exception:  # the audit trail must not take the protocol down with it
             log.exception("audit append failed for %s", [e[0] for e in events])
+
+    async def requester_facts(self, attributes: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+        """The facts a requester is decided on at the catalog and in negotiation: its attested
+        attributes, with what this connector holds and attests of itself (cross-border rules:
+        its jurisdiction, the assessments it registered)."""
+        held = await self.held.facts(self.clock()) if self.held is not None else {}
+        return request_facts(attributes, held=held, own=await self.own_attributes())
+
+    async def own_attributes(self) -> Mapping[str, Any]:
+        """This connector's own attested attributes (its DAT's), kept for 30 s."""
+        now = time.monotonic()
+        if self._own is None or self._own[0] < now:
+            claims = await self._own_claims()
+            self._own = (now + 30.0, dict(claims.attributes) if claims is not None else {})
+        return self._own[1]
 
     async def _own_claims(self) -> Claims | None:
         if self.own_claims is None:

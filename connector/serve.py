@@ -265,7 +265,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
             cp.consume_use = uses  # a consumer's local uses count on the same reservations
             pusher = PushRunner(cp, lookup=lookup, receipts=book,
                                 policy=OutboundPolicy.from_config(dp.push_allow), ssl_context=client_ssl,
-                                consume=uses, circumstances=provider_circumstances(held))
+                                consume=uses, circumstances=provider_circumstances(
+                                    held, own=cp.own_attributes, revocations=verifier.revocations))
             cp.transfer_listeners.append(pusher.notify)
             if await pusher.resume_after_restart():
                 log.info("pushing again the transfers started before a restart")
@@ -273,7 +274,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
                                         public_url=dataplane_url, signer=identity.key,
                                         upstream_allow=dp.upstream_allow, lookup=lookup,
                                         revocations=verifier.revocations, receipts=book,
-                                        uses=uses, held=held),
+                                        uses=uses, held=held, own=cp.own_attributes),
                           dp.host, dp.port, data_ssl))
         for app, host, port, ssl_ctx in sites:
             listening = await start_site(app, host, port, limits=limits, ssl_context=ssl_ctx)

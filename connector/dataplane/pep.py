@@ -137,7 +137,9 @@ class TransferView:
     source: Any  # a connector.dataplane.sources.DataSource
     started_at: datetime | None = None  # start of the usage period, for elapsedTime
     ended: str | None = None  # why the agreement no longer serves (retired), None while it does
-    attested: Mapping[str, Any] | None = None  # the consumer's attested attributes (push)
+    # push: the consumer's DAT snapshot the provider keeps with the transfer
+    # ({"attested": attributes, "attestedAt": the DAT's iat})
+    attested: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

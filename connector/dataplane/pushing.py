@@ -170,8 +170,11 @@ class PushRunner:
         now = time.time()
         claims = Claims(scheme="push", issuer=self.cp.participant_id, subject=view.consumer_id,
                         audience=(), issued_at=now, not_before=now, expires_at=now, token_id=t.id,
-                        key_id=None, attributes={"transferId": t.id, "agreementId": view.agreement_id,
-                                                 "attested": view.attested or {}})
+                        key_id=None, attributes={
+                            "transferId": t.id, "agreementId": view.agreement_id,
+                            # the consumer's DAT snapshot the provider kept with the transfer
+                            "attested": (view.attested or {}).get("attested") or {},
+                            "attestedAt": (view.attested or {}).get("attestedAt")})
         stated = {h: v for h, v in ((h, address.property(n)) for h, n in PUSH_STATED.items()) if v}
         circ = await self.circumstances(claims, view, stated, datetime.fromtimestamp(now, UTC))
         decision = await decide(claims, view, now=datetime.fromtimestamp(now, UTC),

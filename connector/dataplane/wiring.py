@@ -98,7 +98,7 @@ def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
             transfer_id=row.id, agreement_id=agreement.id, consumer_id=agreement.consumer_id,
             state=SERVING.get(row.state, row.state), agreement=policy,
             source=source, started_at=agreement.signed_at,
-            ended=ended, attested=row.data.get("attested"))
+            ended=ended, attested=row.data.get("peer_attested"))
     return lookup
 
 
@@ -120,16 +120,32 @@ def _source(address: dict[str, Any] | None, upstream: OutboundPolicy, roots: Dat
 _ReceiptRow = tuple[str, str, int, int, str, datetime]
 
 
-def provider_circumstances(held: HeldFacts) -> CircumstancesOf:
+OwnAttributes = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+def provider_circumstances(held: HeldFacts, *, own: OwnAttributes | None = None,
+                           revocations: RevocationStatus | None = None) -> CircumstancesOf:
     """What a data request (pull or push) is decided on beyond its token, at the provider: the
-    consumer's attested attributes (in the token, or kept with a push transfer), the facts the
-    request states, the facts the provider holds (state, active events), and the agreement's
-    payments (a compensate duty must be paid before use)."""
+    consumer's attested attributes (the snapshot in its transfer token, or kept with a push
+    transfer), the facts the request states, the facts the provider holds (state, active
+    events, registered assessments) and attests of itself (its jurisdiction), and the
+    agreement's payments (a compensate duty must be paid before use). A snapshot older than
+    the last change of what the authority attests of the consumer decides nothing: the
+    request is denied until a fresh one is presented."""
 
     async def of(claims: Claims, transfer: TransferView, headers: Mapping[str, str],
                  now: datetime) -> Circumstances:
-        facts = request_facts(claims.attributes.get("attested"),
-                              stated=stated_from_headers(headers), held=await held.facts(now))
+        attested = claims.attributes.get("attested")
+        if revocations is not None:
+            changed = revocations.changed_at(transfer.consumer_id)
+            at = claims.attributes.get("attestedAt")
+            if changed is not None and (not isinstance(at, int | float) or at < changed):
+                return Circumstances(unmet="what the authority attests of the consumer changed "
+                                           "after the attributes this transfer holds: a fresh "
+                                           "token is needed")
+        facts = request_facts(attested, stated=stated_from_headers(headers),
+                              held=await held.facts(now),
+                              own=await own() if own is not None else None)
         policy = transfer.agreement
         if not policy.pays or policy.model is None:
             return Circumstances(facts)
@@ -250,7 +266,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
                   audit: AuditLog | None = None,
                   receipts: ReceiptBook | None = None,
                   uses: UseReservations | None = None,
-                  held: HeldFacts | None = None) -> web.Application:
+                  held: HeldFacts | None = None,
+                  own: OwnAttributes | None = None) -> web.Application:
     """``revocations``: the authority's revocation list (the DAT verifier's): a revoked
     consumer's transfer tokens stop working within its poll interval, cached ones included.
     ``certificate`` goes into every receipt (x5c) so consumers tie its key to this participant;
@@ -264,7 +281,16 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
                                      leeway=TOKEN_LEEWAY)
     signing = dataplane_key(signer)
     def revoked(claims: Any) -> bool:
-        return revocations is not None and claims.subject in revocations.revoked
+        """A cached token no longer good: its consumer revoked, or its attested snapshot older
+        than the last change of what the authority attests of the consumer (the verifier then
+        refuses it with the reason, and the consumer refreshes it with a fresh DAT)."""
+        if revocations is None:
+            return False
+        if claims.subject in revocations.revoked:
+            return True
+        changed = revocations.changed_at(claims.subject)
+        at = claims.attributes.get("attestedAt")
+        return changed is not None and (not isinstance(at, int | float) or at < changed)
 
     lookup = lookup or TransferLookup(store, OutboundPolicy.from_config(upstream_allow),
                                       roots or DataRoots())
@@ -279,7 +305,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
         clock=time.time,
         shared_receipts=shared.collect if shared is not None and shared.store is not None else None,
         ready=shared.ready if shared is not None else None,
-        circumstances=provider_circumstances(held or HeldFacts(store)))
+        circumstances=provider_circumstances(held or HeldFacts(store), own=own,
+                                             revocations=revocations))
 
     async def keys(request: web.Request) -> web.Response:
         """The key receipts and transfer tokens are signed with, for consumers to verify."""

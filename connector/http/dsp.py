@@ -35,7 +35,6 @@ from connector.http.tls import check_transport_binding, peer_certificate_sha256
 from connector.identity.errors import AttributesChanged, IdentityError
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
-from connector.odrl.facts import fact_values
 from connector.protocol import messages as M
 from connector.protocol import wirecheck
 from connector.protocol.catalog import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -192,7 +191,7 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
                                   maximum=MAX_PAGE_SIZE)
         except LimitError as exc:
             raise _refused(exc) from exc
-        page = snap.builder.catalog(Requester.of(sender, fact_values(attrs)), cp.clock(),
+        page = snap.builder.catalog(Requester.of(sender, await cp.requester_facts(attrs)), cp.clock(),
                                     page_size=page_size, cursor=request.query.get("cursor"),
                                     base_url=f"{cp.dsp_url}/catalog/request")
         resp = web.json_response(page.wire)
@@ -205,8 +204,8 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
     async def dataset(request: web.Request) -> web.Response:
         sender, attrs = _sender(request)
         snap = await cp.catalog()
-        ds = snap.builder.dataset(request.match_info["id"], Requester.of(sender, fact_values(attrs)),
-                                  cp.clock())
+        ds = snap.builder.dataset(request.match_info["id"],
+                                  Requester.of(sender, await cp.requester_facts(attrs)), cp.clock())
         return web.json_response(ds.to_wire())
 
     def message(expected: tuple[type, ...], with_pid: bool) -> Handler:

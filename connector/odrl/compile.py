@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
+from connector.identity.participants import as_participant_iri
 from connector.odrl import terms as T
 from connector.odrl.evaluate import VIOLATED, _overlap
 from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, Policy, Rule
@@ -48,6 +49,15 @@ class Decision:
 
 
 Check = Callable[[DecisionRequest], "str | None"]  # None = satisfied, else the reason
+
+
+@lru_cache(maxsize=65536)
+def party_iri(party: str) -> str:
+    """A party in the one form policies and requests are matched in: a participant id
+    (``SKI:keyid:AKI``, not an IRI) as its IRI ``urn:participant:...``; an IRI as it is. So a
+    policy naming a participant by either form matches a requester named by either form, at
+    every enforcement point."""
+    return as_participant_iri(party)
 
 
 def _fmt(v: Any) -> str:
@@ -189,11 +199,11 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary,
             return None
         checks.append(target_check)
     if rule.assignees:
-        parties = tuple(p.iri for p in rule.assignees)
+        parties = tuple(party_iri(p.iri) for p in rule.assignees)
         p_refs = [_compile_constraint(r, vocab) for p in rule.assignees for r in p.refinements]
 
         def party_check(req: DecisionRequest) -> str | None:
-            a = req.assignee
+            a = party_iri(req.assignee) if req.assignee else None
             if a is None:
                 return "the request names no party"
             if a not in parties and not any(member(a, x, req.part_of) for x in parties):
@@ -340,7 +350,7 @@ def _fast_rule(rule: Rule, vocab: T.Vocabulary) -> FastSpec | None:
     if tests is None:
         return None
     targets = _intern(frozenset(a.iri for a in rule.targets)) or None
-    parties = _intern(frozenset(p.iri for p in rule.assignees)) or None
+    parties = _intern(frozenset(party_iri(p.iri) for p in rule.assignees)) or None
     covered: frozenset[str] | None = None
     if rule.actions:
         covered = _intern(frozenset().union(*(covered_actions(a.iri) for a in rule.actions)))
@@ -359,7 +369,7 @@ def _run_fast(spec: FastSpec, req: DecisionRequest) -> bool:
                                  not any(member(t, x, req.part_of) for x in targets)):
             return False
     if parties is not None:
-        a = req.assignee
+        a = party_iri(req.assignee) if req.assignee else None
         if a not in parties and (a is None or not req.part_of or
                                  not any(member(a, x, req.part_of) for x in parties)):
             return False

@@ -27,10 +27,11 @@ from typing import Any
 from connector.dataplane.pep import AgreementPolicy
 from connector.odrl import terms as T
 from connector.odrl.compile import Decider, Decision, DecisionRequest, compile_policy
-from connector.odrl.facts import ATTESTED, context_facts, fact_values
+from connector.odrl.facts import ATTESTED, DERIVED, context_facts, fact_values
 from connector.odrl.parse import load_policy
 from connector.odrl.plain import POLICY_CONTEXT
 from connector.odrl.stage import residual
+from connector.usage.crossborder import derived_facts, provider_facts
 
 DATA_ACTION = T.O + "read"
 
@@ -68,7 +69,7 @@ def catalog_decider(contract_policy: Mapping[str, Any]) -> Decider:
 @lru_cache(maxsize=1024)
 def _catalog(_digest: str, text: str) -> Decider:
     staged = residual(load_policy(agreement_document(json.loads(text))),
-                      lambda operand: operand in ATTESTED)
+                      lambda operand: operand in ATTESTED or operand in DERIVED)
     decider = compile_policy(staged)
 
     def decide(req: DecisionRequest) -> Decision:
@@ -89,17 +90,28 @@ def both(first: Decider | None, second: Decider) -> Decider:
 
 def request_facts(attested: Mapping[str, Any] | None = None, *,
                   stated: Mapping[str, tuple[Any, ...]] | None = None,
-                  held: Mapping[str, tuple[Any, ...]] | None = None) -> dict[str, tuple[Any, ...]]:
-    """One request's facts: operand IRI -> values. ``attested`` are token attributes as the
-    authority states them (``securityProfile``, ``roles``, ...); ``stated`` and ``held`` are
-    context facts (``connector.odrl.facts.context_facts``). A held fact never stands in for an
-    attested one: attested operands come from the token only."""
+                  held: Mapping[str, tuple[Any, ...]] | None = None,
+                  own: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, ...]]:
+    """One request's facts: operand IRI -> values.
+
+    ``attested``: the requester's attributes as the authority states them (``securityProfile``,
+    ``roles``, ``jurisdiction``, ...: a DAT's, or the snapshot in a transfer token); ``stated``
+    and ``held``: context facts (``connector.odrl.facts.context_facts``); ``own``: the deciding
+    connector's own attested attributes (its jurisdiction, for cross-border rules). A held or
+    stated fact never stands in for an attested one: attested operands come from the token
+    only. Derived facts (``dsf:exportStatus``: domestic, assessed or unassessed export) come
+    from both (``connector.usage.crossborder``)."""
+    held_all: dict[str, tuple[Any, ...]] = dict(held or {})
+    if own:
+        held_all.update(provider_facts(own))
     facts: dict[str, tuple[Any, ...]] = {}
-    for source in (held or {}, stated or {}):
+    for source in (held_all, stated or {}):
         for k, v in source.items():
-            if k not in ATTESTED:
+            if k not in ATTESTED and k not in DERIVED:
                 facts[k] = facts.get(k, ()) + tuple(v)
-    facts.update(fact_values(attested or {}))
+    attested = attested or {}
+    facts.update(fact_values(attested))
+    facts.update(derived_facts(attested, held_all))
     return facts
 
 
