@@ -3,9 +3,10 @@ authority, a provider and two consumers on loopback): the permitted request succ
 forbidden one is denied with its reason, at the point where the template's IDS class is
 enforced (catalog, negotiation, data plane, the consumer's local use), and its duties are done.
 
-The consumers: ``cons`` (consumer role, BASE security profile, no connector IRI attested) and
-``trusted`` (provider and consumer roles, TRUST_PLUS, its connector attested as
-``referringConnector``)."""
+The participants, as the authority attests them: ``prov`` (provider, jurisdiction DE); ``cons``
+(consumer role, BASE security profile, jurisdiction DE, no connector attested) and ``trusted``
+(provider and consumer roles, TRUST_PLUS, jurisdiction CN, its connector attested as
+``referringConnector``, member of the group ``partners``)."""
 
 from __future__ import annotations
 
@@ -37,20 +38,57 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
         ds.close()
 
 
+def admin(space: DataSpace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """The authority's admin API, as its operator uses it."""
+    import urllib.error
+    import urllib.request
+
+    token = (space.authority.directory / "admin.token").read_text().strip()
+    req = urllib.request.Request(
+        space.authority.url + path, method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def attest(space: DataSpace, c: Connector, **attributes: Any) -> None:
+    status, view = admin(space, "PATCH", f"/admin/participants/{c.participant_id}/attributes",
+                         attributes)
+    assert status == 200, view
+
+
 @pytest.fixture(scope="module")
 def prov(space: DataSpace) -> Connector:
-    return space.connector("prov", roles=("provider",))
+    c = space.connector("prov", roles=("provider",), start=False)
+    attest(space, c, jurisdiction={"country": "DE"})
+    c.start()
+    return c
 
 
 @pytest.fixture(scope="module")
 def cons(space: DataSpace) -> Connector:
-    return space.connector("cons", roles=("consumer",))
+    c = space.connector("cons", roles=("consumer",), start=False)
+    attest(space, c, jurisdiction={"country": "DE"})
+    c.start()
+    return c
 
 
 @pytest.fixture(scope="module")
 def trusted(space: DataSpace) -> Connector:
-    return space.connector("trusted", roles=("provider", "consumer"),
-                           profile="idsc:TRUST_PLUS_SECURITY_PROFILE")
+    c = space.connector("trusted", roles=("provider", "consumer"),
+                        profile="idsc:TRUST_PLUS_SECURITY_PROFILE", start=False)
+    assert admin(space, "POST", "/admin/groups", {"name": "partners"})[0] == 201
+    status, view = admin(space, "POST", "/admin/groups/partners/members",
+                         {"participant_id": c.participant_id})
+    assert status == 200, view
+    attest(space, c, jurisdiction={"country": "CN", "subdivision": "CN-SH"},
+           referringConnector=c.dsp_url)
+    c.start()
+    return c
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -188,6 +226,53 @@ def test_prohibit_access_leaves_the_catalog_and_a_direct_request_is_terminated(
         prov: Connector, cons: Connector) -> None:
     o = offer(prov, "prohibit-access")
     refused(cons, prov, o, "prohibit")
+
+
+def test_connector_restricted_to_the_attested_connector(
+        prov: Connector, cons: Connector, trusted: Connector) -> None:
+    o = offer(prov, "connector-restricted", connector=trusted.dsp_url)
+    refused(cons, prov, o, "systemDevice")
+    pulled(trusted, agreed(trusted, prov, o))
+
+
+def test_group_restricted(prov: Connector, cons: Connector, trusted: Connector) -> None:
+    o = offer(prov, "group-restricted", group="urn:group:partners")
+    refused(cons, prov, o, "group")
+    pulled(trusted, agreed(trusted, prov, o))
+
+
+def test_only_within_jurisdictions(prov: Connector, cons: Connector, trusted: Connector) -> None:
+    o = offer(prov, "jurisdiction-restricted", jurisdiction="urn:jurisdiction:DE")
+    refused(trusted, prov, o, "jurisdiction")
+    pulled(cons, agreed(cons, prov, o))
+    # a country covers its subdivisions: CN admits the participant attested in CN-SH
+    pulled(trusted, agreed(trusted, prov, offer(prov, "jurisdiction-restricted",
+                                                jurisdiction="urn:jurisdiction:CN")))
+
+
+def test_never_to_a_jurisdiction(prov: Connector, cons: Connector, trusted: Connector) -> None:
+    o = offer(prov, "jurisdiction-excluded", jurisdiction="urn:jurisdiction:CN")
+    refused(trusted, prov, o, "jurisdiction")
+    pulled(cons, agreed(cons, prov, o))
+
+
+def test_export_needs_a_registered_assessment(
+        space: DataSpace, prov: Connector, cons: Connector, trusted: Connector) -> None:
+    o = offer(prov, "export-assessment")
+    pulled(cons, agreed(cons, prov, o))  # domestic: DE to DE
+    refused(trusted, prov, o, "exportStatus")  # CN: an export, not assessed
+    # the consumer carries an assessment reference; the provider registers it
+    attest(space, trusted, certifications=["urn:assessment:cn-2026-7"])
+    status, fact = prov.api("PUT", "/api/facts/dsf:registeredAssessment",
+                            {"values": ["urn:assessment:cn-2026-7"]})
+    assert status in (200, 201), fact
+    try:
+        deadline = time.monotonic() + 20  # the change reaches the connectors within their poll
+        while o not in catalog_ids(trusted, prov) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        pulled(trusted, agreed(trusted, prov, o))
+    finally:
+        prov.api("DELETE", "/api/facts/dsf:registeredAssessment")
 
 
 # ----------------------------------------------------------------------------- stated facts
