@@ -20,7 +20,7 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -91,6 +91,7 @@ from connector.protocol.negotiation import NegotiationState
 from connector.runtime import ControlPlane, policy_problems, row_to_negotiation, row_to_transfer
 from connector.store import DuplicateKey, ReferenceViolation, StillReferenced
 from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow, TransferRow
+from connector.usage.export import VaultExport
 
 API_VERSION = "0.2.0"
 API_DESCRIPTION = (
@@ -257,6 +258,17 @@ class CopyIn(_In):
     transfer_id: str = Field(alias="transferId")
 
 
+class VaultExportIn(_In):
+    """Where a vault copy goes: the recipient's certificate (issued by the data-space CA); the
+    copy leaves encrypted to its key. ``plain`` only where the agreement permits it."""
+
+    recipient_certificate: str | None = Field(
+        default=None, alias="recipientCertificate", max_length=64 * 1024,
+        description="the recipient's X.509 certificate (PEM), issued by the data-space CA")
+    plain: bool = Field(default=False, description=(
+        "export the copy unencrypted: refused when the agreement requires encryption"))
+
+
 # ------------------------------------------------------------------ query parameters
 
 
@@ -317,6 +329,16 @@ class AuditQuery(PageQuery):
 class VaultUseQuery(_Query):
     purpose: str | None = Field(default=None, max_length=2000,
                                 description="the purpose of this use (or the X-Purpose header)")
+
+
+def _take(pieces: Iterator[bytes], limit: int) -> bytes:
+    """The next pieces of a blocking stream, up to about ``limit`` bytes (b"" at its end)."""
+    out = bytearray()
+    for piece in pieces:
+        out += piece
+        if len(out) >= limit:
+            break
+    return bytes(out)
 
 
 def _new_id(given: str | None, kind: IdKind) -> str:
@@ -426,10 +448,12 @@ def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
 def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                    downloads: Any = None, local: Any = None,
                    data_roots: DataRoots | None = None,
-                   limits: Limits = DEFAULT_LIMITS) -> web.Application:
+                   limits: Limits = DEFAULT_LIMITS,
+                   export: VaultExport | None = None) -> web.Application:
     """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
-    file assets may lie (none: file assets are refused)."""
+    file assets may lie (none: file assets are refused); ``export``: copies leaving the vault
+    (connector.usage.export)."""
     roots = data_roots or DataRoots()
     store = cp.store
     document: dict[str, Any] = {}
@@ -723,6 +747,30 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         return web.FileResponse(path, headers={"X-Use-Number": str(item.uses),
                                                "Content-Type": "application/octet-stream"})
 
+    async def export_vault_item(request: web.Request) -> web.StreamResponse:
+        """A copy leaves the vault as the agreement says: encrypted to the named recipient."""
+        if export is None:
+            raise ApiError(404, "this connector keeps no vault")
+        e = body_of(request, VaultExportIn)
+        try:
+            decided = await export.prepare(request.match_info["vid"],
+                                           recipient_pem=e.recipient_certificate, plain=e.plain)
+        except Denied as exc:
+            raise ApiError(exc.status, exc.reason) from exc
+        headers = {"Content-Type": "application/octet-stream",
+                   "X-Export-Encrypted": "true" if decided.encrypted else "false"}
+        if decided.next_policy is not None:
+            headers["X-Next-Policy"] = str(decided.next_policy.get("@id", "embedded"))
+        if decided.note:
+            headers["X-Export-Note"] = decided.note
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        pieces = decided.stream()
+        while block := await asyncio.to_thread(_take, pieces, 1 << 20):
+            await response.write(block)
+        await response.write_eof()
+        return response
+
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(document)
 
@@ -847,6 +895,18 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                   errors={403: "The agreement denies this use", 404: "No such copy, " + NO_VAULT.lower(),
                           410: "The copy was deleted under its agreement's duty"},
                   path_params={"vid": "the vault item's id"}, allow_head=False),
+        Operation("POST", "/api/vault/{vid}/export", export_vault_item, "exportVaultItem",
+                  "Consumer: a copy leaves the vault, as its agreement says", "vault",
+                  body=VaultExportIn, media_type="application/octet-stream",
+                  description="Decided on the agreement's `distribute` permission: the copy "
+                              "leaves encrypted to the recipient's certificate "
+                              "(connector.usage.envelope), with the next policy when the "
+                              "agreement requires one, and is logged (`vault.distributed`).",
+                  errors={403: "The agreement does not permit this distribution",
+                          404: "No such copy, " + NO_VAULT.lower(),
+                          409: "The copy on disk is not the one registered",
+                          410: "The copy was deleted under its agreement's duty"},
+                  path_params={"vid": "the vault item's id"}),
         # audit
         Operation("GET", "/api/audit", audit_timeline, "auditTimeline",
                   "The audit trail, oldest first", "audit", query=AuditQuery,
