@@ -65,10 +65,12 @@ def _action(rule: Rule) -> str:
 
 
 def _refined_target_policy(duty: Rule) -> str | None:
-    for action in duty.actions:
-        for c in _atomic(action.refinements):
-            if c.left_operand == T.TARGET_POLICY and c.right:
-                return c.right[0].lexical
+    """IDS-G names the next policy in a ``idsc:TARGET_POLICY`` refinement of the duty's action
+    (or a constraint of the duty, where actions are plain strings, as in DSP messages)."""
+    refinements = [r for action in duty.actions for r in action.refinements]
+    for c in _atomic((*refinements, *duty.constraints)):
+        if c.left_operand == T.TARGET_POLICY and c.right:
+            return c.right[0].lexical
     return None
 
 

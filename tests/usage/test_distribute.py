@@ -90,7 +90,8 @@ def test_the_recipient_key_opens_the_envelope(pair: str, request: pytest.Fixture
     assert header["agreementId"] == "urn:agreement:1"
 
 
-def test_empty_data_and_exact_chunks_round_trip(ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
+def test_empty_data_and_exact_chunks_round_trip(
+        ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
     key, recipient = ec_pair
     for data in (b"", b"x" * 64, b"y" * 128):
         assert E.decrypt(E.encrypt(data, recipient, FIELDS, chunk_size=64), key) == data
@@ -205,7 +206,7 @@ def test_only_certificates_of_the_data_space_ca_are_recipients(
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     with pytest.raises(E.RecipientRefused, match="1024 bits"):
         E.recipient_from_certificate(rsa_certificate(ca, small), ca.certificate, NOW)
-    with pytest.raises(E.RecipientRefused, match="not a PEM X.509"):
+    with pytest.raises(E.RecipientRefused, match=r"not a PEM X\.509"):
         E.load_certificate(b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
 
 
