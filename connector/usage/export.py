@@ -28,7 +28,7 @@ from cryptography import x509
 from connector.audit.log import AuditLog
 from connector.consumer import Denied
 from connector.duties import Vault, VaultItem
-from connector.odrl.parse import PolicyError, load_policy
+from connector.odrl.parse import PolicyError, jsonld_to_graph, policy_from_graph
 from connector.odrl.plain import POLICY_CONTEXT
 from connector.store import Store
 from connector.usage.distribute import NEXT_POLICY, DistributionTerms, decide, distribution_terms
@@ -143,7 +143,10 @@ class VaultExport:
         terms = self._terms.get(agreement.id)
         if terms is None:
             try:
-                policy = load_policy({"@context": POLICY_CONTEXT, **agreement.policy})
+                # the agreement's own node: a next policy it embeds is a second policy
+                graph = jsonld_to_graph({"@context": POLICY_CONTEXT, **agreement.policy},
+                                        "agreement")
+                policy = policy_from_graph(graph, agreement.id)
             except PolicyError as exc:
                 raise Denied(403, f"the agreement cannot be enforced: {exc}") from exc
             terms = self._terms[agreement.id] = distribution_terms(policy)
@@ -166,7 +169,7 @@ class VaultExport:
                           # a plain copy carries nothing with it: no policy travels along
                           next_policy_attached=encrypted and next_doc is not None,
                           now=now, assignee=self._participant_id, target=agreement.target,
-                          count=self._distributions(agreement.id),
+                          count=await asyncio.to_thread(self._distributions, agreement.id),
                           started_at=agreement.signed_at)
         if not decision.permit:
             reason = decision.reason
