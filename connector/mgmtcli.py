@@ -432,12 +432,16 @@ def vault_export(item_id: str, config: str | None, api: str | None, api_key: str
               help="The recipient's private key (PEM), e.g. its participant.key.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Write the data here (only once all of it verified).")
-def vault_decrypt(envelope: str, key_file: str, out: str) -> None:
+@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False),
+              help="The data-space CA certificate: the sender's signature must verify.")
+def vault_decrypt(envelope: str, key_file: str, out: str, ca_file: str | None) -> None:
     """Open an ENVELOPE a connector exported to this recipient: every chunk verified, the size
-    and SHA-256 checked; prints who sent it under which agreement, and the next policy the data
-    is received under."""
+    and SHA-256 checked (with --ca, the sending connector's signature too); prints who sent it
+    under which agreement, and the next policy the data is received under."""
     import os
     import tempfile
+
+    from cryptography import x509
 
     from connector.usage.envelope import EnvelopeError, load_private_key, open_envelope
 
@@ -446,19 +450,23 @@ def vault_decrypt(envelope: str, key_file: str, out: str) -> None:
                                dir=target.parent if str(target.parent) else ".")
     try:
         key = load_private_key(Path(key_file).read_bytes())
+        ca = x509.load_pem_x509_certificate(Path(ca_file).read_bytes()) if ca_file else None
         with open(envelope, "rb") as source, os.fdopen(fd, "wb") as sink:
-            header, chunks = open_envelope(source, key)
-            for chunk in chunks:
+            opened = open_envelope(source, key, ca=ca)
+            for chunk in opened.chunks:
                 sink.write(chunk)
         os.replace(tmp, target)
-    except EnvelopeError as exc:
+    except (EnvelopeError, ValueError) as exc:
         raise click.ClickException(f"the envelope is refused: {exc}") from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
+    header = opened.header
     plain = header["plaintext"]
     click.echo(f"decrypted {plain['size']} bytes (sha256 {plain['sha256']}) to {target}")
+    checked = ("signature verified against the data-space CA" if opened.sender else
+               "its signature not checked: give --ca")
     click.echo(f"agreement {header.get('agreementId')} of provider {header.get('provider')}, "
-               f"sent by {header.get('sender')}")
+               f"sent by {header.get('sender')} ({checked})")
     if header.get("nextPolicy") is not None:
         click.echo("next policy (the data is received under it):")
         click.echo(json.dumps(header["nextPolicy"], indent=2))

@@ -39,6 +39,7 @@ from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.verify import DatVerifier
 from connector.runtime import CatalogSnapshot, ControlPlane
 from connector.store import Store, StoreError, StoreUnavailable
+from connector.usage.envelope import Sender
 from connector.usage.export import VaultExport
 
 log = logging.getLogger("connector")
@@ -226,7 +227,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
                                   policy=OutboundPolicy.from_config(dp.pull_allow))
             local = LocalUse(cp)
             export = VaultExport(store=store, vault=duties[0], ca=duties[3], audit=audit,
-                                 clock=cp.clock, participant_id=identity.participant_id)
+                                 clock=cp.clock, participant_id=identity.participant_id,
+                                 sender=Sender(duties[1], duties[2]))
             inbox = PushInbox(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
             dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts, limits=limits))
         # where file assets may lie (checked when the config loaded; built now that the store

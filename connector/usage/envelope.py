@@ -6,6 +6,7 @@ that certificate's private key. Format (version 1), all integers big-endian::
 
     b"CONNECTOR-ENVELOPE/1\\n"            magic, 21 bytes
     uint32 N, then N bytes               the header: UTF-8 JSON, sorted keys, no whitespace
+    uint32 S, then S bytes               the sender's signature of the header (S = 0: unsigned)
     records, each: uint32 L, L bytes     one AES-256-GCM ciphertext of a chunk (tag included)
 
 The header says who may open it and what it holds::
@@ -26,6 +27,13 @@ X25519 form of the same key (as libsodium's ``crypto_sign_ed25519_pk_to_curve255
 ssh-ed25519 recipients do); either way HKDF-SHA256 (salt: the ephemeral public key; info: the
 format, the algorithm and the recipient key hash) gives the 256-bit key. For an RSA recipient the
 key is random and wrapped with RSA-OAEP (SHA-256, MGF1-SHA-256).
+
+The sender's signature is a JWT (typ ``envelope-header+jwt``, EdDSA or ES256) by the sending
+connector's participant key, its certificate in ``x5c``, whose one claim ``headerSha256`` is the
+SHA-256 of magic and header. As only the sender and the recipient can derive the content key,
+and every chunk is bound to that hash, the signature vouches for the whole envelope: who sent
+which data (the plaintext's hash is in the header) under which agreement, with which next
+policy. A recipient given the data-space CA checks it and that it names the header's ``sender``.
 
 Chunks (the STREAM construction): chunk i is sealed with the nonce ``i`` (11 bytes) followed by
 one byte, 1 for the last chunk and 0 otherwise, and with the SHA-256 of magic and header as
@@ -48,9 +56,10 @@ import json
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
+import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -59,6 +68,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from connector.identity.ca import CertificateError, common_name, participant_id
+from connector.identity.keys import KeyFormatError, SigningKey, algorithm_of
 
 MAGIC = b"CONNECTOR-ENVELOPE/1\n"
 FORMAT = "connector-envelope/1"
@@ -69,6 +79,8 @@ ALG_RSA = "RSA-OAEP-256"
 CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
 MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 64 * 1024
+SIGNATURE_TYP = "envelope-header+jwt"
 MIN_RSA_BITS = 2048
 TAG = 16
 _FIELDS = frozenset({"format", "enc", "alg", "chunkSize", "epk", "wrappedKey", "recipient",
@@ -120,25 +132,25 @@ def load_certificate(pem: bytes | str) -> x509.Certificate:
 
 
 def recipient_from_certificate(cert: x509.Certificate, ca: x509.Certificate,
-                               now: datetime) -> Recipient:
+                               now: datetime, *, role: str = "recipient") -> Recipient:
     """The recipient a certificate names, if the data-space CA issued it and it is valid now;
-    RecipientRefused with the reason otherwise."""
+    RecipientRefused with the reason otherwise. (``role`` names it in the reasons.)"""
     if cert.issuer != ca.subject:
-        raise RecipientRefused("the recipient certificate is not issued by this data space's CA "
+        raise RecipientRefused(f"the {role} certificate is not issued by this data space's CA "
                                f"(issuer {cert.issuer.rfc4514_string()!r})")
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as exc:
-        raise RecipientRefused("the recipient certificate is not issued by this data space's CA "
+        raise RecipientRefused(f"the {role} certificate is not issued by this data space's CA "
                                "(its signature does not verify)") from exc
     if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
-        raise RecipientRefused("the recipient certificate is not valid now (valid "
+        raise RecipientRefused(f"the {role} certificate is not valid now (valid "
                                f"{cert.not_valid_before_utc.isoformat()} to "
                                f"{cert.not_valid_after_utc.isoformat()})")
     try:
         basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if basic.ca:
-            raise RecipientRefused("the recipient certificate is a CA certificate, not a "
+            raise RecipientRefused(f"the {role} certificate is a CA certificate, not a "
                                    "participant's")
     except x509.ExtensionNotFound:
         pass
@@ -146,10 +158,10 @@ def recipient_from_certificate(cert: x509.Certificate, ca: x509.Certificate,
         pid = participant_id(cert)
         ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except (CertificateError, x509.ExtensionNotFound) as exc:
-        raise RecipientRefused(f"the recipient certificate is not a participant certificate "
+        raise RecipientRefused(f"the {role} certificate is not a participant certificate "
                                f"({exc})") from exc
     if not pid.endswith(":keyid:" + ":".join(f"{b:02X}" for b in ca_ski)):
-        raise RecipientRefused("the recipient certificate's authority key id is not the CA's")
+        raise RecipientRefused(f"the {role} certificate's authority key id is not the CA's")
     key = cert.public_key()
     if isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1):
@@ -317,13 +329,29 @@ def _rechunk(source: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool]]
         yield (pending if pending is not None else b""), True
 
 
+@dataclass(frozen=True)
+class Sender:
+    """The sending connector: its participant key and certificate sign the header."""
+
+    key: SigningKey
+    certificate: x509.Certificate
+
+    def sign(self, header_sha256: bytes) -> bytes:
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        return jwt.encode({"headerSha256": header_sha256.hex()}, self.key.private_key,
+                          algorithm=self.key.alg,
+                          headers={"typ": SIGNATURE_TYP,
+                                   "x5c": [base64.b64encode(der).decode()]}).encode()
+
+
 def seal(recipient: Recipient, source: Iterable[bytes], *, plaintext_sha256: str,
-         plaintext_size: int, fields: Mapping[str, Any],
+         plaintext_size: int, fields: Mapping[str, Any], sender: Sender | None = None,
          chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """The envelope of ``source`` for ``recipient``, as it is produced: the prefix (magic and
-    header) first, then one record per chunk. ``fields``: the sender's header fields (not the
-    format's own). The plaintext's SHA-256 and size go in the header and are checked here too:
-    input that differs raises EnvelopeError before the final chunk is sealed."""
+    """The envelope of ``source`` for ``recipient``, as it is produced: the prefix (magic,
+    header and the ``sender``'s signature) first, then one record per chunk. ``fields``: the
+    sender's header fields (not the format's own). The plaintext's SHA-256 and size go in the
+    header and are checked here too: input that differs raises EnvelopeError before the final
+    chunk is sealed."""
     clash = _FIELDS.intersection(fields)
     if clash:
         raise EnvelopeError(f"header fields {sorted(clash)} are the format's own")
@@ -334,7 +362,8 @@ def seal(recipient: Recipient, source: Iterable[bytes], *, plaintext_sha256: str
               "chunkSize": chunk_size, "recipient": recipient.to_json(), **key_fields,
               "plaintext": {"sha256": plaintext_sha256, "size": plaintext_size}}
     prefix, aad = _prefix(header)
-    yield prefix
+    signature = sender.sign(aad) if sender is not None else b""
+    yield prefix + struct.pack(">I", len(signature)) + signature
     aead = AESGCM(cek)
     digest = hashlib.sha256()
     size = 0
@@ -349,11 +378,11 @@ def seal(recipient: Recipient, source: Iterable[bytes], *, plaintext_sha256: str
 
 
 def encrypt(plaintext: bytes, recipient: Recipient, fields: Mapping[str, Any],
-            chunk_size: int = CHUNK_SIZE) -> bytes:
+            sender: Sender | None = None, chunk_size: int = CHUNK_SIZE) -> bytes:
     """The whole envelope of ``plaintext`` (for small data and tests; ``seal`` streams)."""
     return b"".join(seal(recipient, [plaintext], plaintext_sha256=hashlib.sha256(plaintext)
                          .hexdigest(), plaintext_size=len(plaintext), fields=fields,
-                         chunk_size=chunk_size))
+                         sender=sender, chunk_size=chunk_size))
 
 
 # ------------------------------------------------------------------ opening
@@ -369,8 +398,17 @@ def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
     return bytes(data)
 
 
-def read_header(stream: BinaryIO) -> tuple[dict[str, Any], bytes]:
-    """The header and the associated data of its chunks; EnvelopeError if it is no envelope."""
+@dataclass(frozen=True)
+class Head:
+    """An envelope's header, the hash its chunks are bound to, and the sender's signature."""
+
+    header: dict[str, Any]
+    sha256: bytes
+    signature: bytes
+
+
+def read_header(stream: BinaryIO) -> Head:
+    """The header, its hash and signature; EnvelopeError if it is no envelope."""
     if stream.read(len(MAGIC)) != MAGIC:
         raise EnvelopeError("not a connector envelope (magic differs)")
     (n,) = struct.unpack(">I", _read_exact(stream, 4, "the header length"))
@@ -389,15 +427,65 @@ def read_header(stream: BinaryIO) -> tuple[dict[str, Any], bytes]:
     if not (isinstance(plain, dict) and isinstance(plain.get("sha256"), str)
             and type(plain.get("size")) is int and plain["size"] >= 0):
         raise EnvelopeError("the envelope header's plaintext size and sha256 are invalid")
-    return header, hashlib.sha256(MAGIC + raw).digest()
+    (m,) = struct.unpack(">I", _read_exact(stream, 4, "the signature length"))
+    if m > MAX_SIGNATURE_BYTES:
+        raise EnvelopeError(f"the envelope's signature is {m} bytes; at most "
+                            f"{MAX_SIGNATURE_BYTES}")
+    return Head(header, hashlib.sha256(MAGIC + raw).digest(),
+                _read_exact(stream, m, "the signature"))
 
 
-def open_envelope(stream: BinaryIO, key: RecipientPrivateKey
-                  ) -> tuple[dict[str, Any], Iterator[bytes]]:
-    """The header, and the plaintext as verified chunks. The iterator raises EnvelopeError on
-    any tampering, truncation, reordering or trailing data; the plaintext is complete and
-    correct only when it ended without raising."""
-    header, aad = read_header(stream)
+def verify_sender(head: Head, ca: x509.Certificate, now: datetime) -> str:
+    """The participant id of the sender whose signature of the header verifies, issued by the
+    data-space CA and named as the header's ``sender``; EnvelopeError otherwise."""
+    if not head.signature:
+        raise EnvelopeError("the envelope is not signed by its sender")
+    try:
+        token = head.signature.decode("ascii")
+        jws = jwt.get_unverified_header(token)
+        chain = jws.get("x5c")
+        if jws.get("typ") != SIGNATURE_TYP or not isinstance(chain, list) or len(chain) != 1:
+            raise EnvelopeError("the envelope's signature is not a header signature with x5c")
+        cert = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
+    except (UnicodeDecodeError, ValueError, jwt.PyJWTError) as exc:
+        if isinstance(exc, EnvelopeError):
+            raise
+        raise EnvelopeError(f"the envelope's signature is malformed: {exc}") from exc
+    who = recipient_from_certificate(cert, ca, now, role="sender")
+    try:
+        alg = algorithm_of(cert.public_key())
+        claims = jwt.decode(token, cert.public_key(), algorithms=[alg])  # type: ignore[arg-type]
+    except (KeyFormatError, jwt.PyJWTError) as exc:
+        raise EnvelopeError(f"the sender's signature does not verify: {exc}") from exc
+    if claims.get("headerSha256") != head.sha256.hex():
+        raise EnvelopeError("the sender's signature is of another header")
+    if who.participant_id != head.header.get("sender"):
+        raise EnvelopeError(f"the envelope is signed by {who.participant_id}, not by its "
+                            f"sender {head.header.get('sender')}")
+    return who.participant_id
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An envelope being opened: its header, the verified sender (None: not checked), and the
+    plaintext as verified chunks."""
+
+    header: dict[str, Any]
+    sender: str | None
+    chunks: Iterator[bytes]
+
+
+def open_envelope(stream: BinaryIO, key: RecipientPrivateKey, *,
+                  ca: x509.Certificate | None = None, now: datetime | None = None) -> Opened:
+    """Open an envelope with the recipient's key; with the data-space ``ca``, its sender's
+    signature must verify too. The chunks' iterator raises EnvelopeError on any tampering,
+    truncation, reordering or trailing data; the plaintext is complete and correct only when
+    it ended without raising."""
+    head = read_header(stream)
+    header, aad = head.header, head.sha256
+    sender = None
+    if ca is not None:
+        sender = verify_sender(head, ca, now or datetime.now(UTC))
     aead = AESGCM(_open_key(header, key))
     chunk_size = header["chunkSize"]
     expected = header["plaintext"]
@@ -438,16 +526,17 @@ def open_envelope(stream: BinaryIO, key: RecipientPrivateKey
                 yield chunk
                 return
             yield chunk
-    return header, chunks()
+    return Opened(header, sender, chunks())
 
 
-def decrypt(envelope: bytes, key: RecipientPrivateKey) -> bytes:
+def decrypt(envelope: bytes, key: RecipientPrivateKey, *, ca: x509.Certificate | None = None,
+            now: datetime | None = None) -> bytes:
     """The plaintext of a whole envelope, verified; EnvelopeError otherwise."""
-    _, chunks = open_envelope(io.BytesIO(envelope), key)
-    return b"".join(list(chunks))
+    return b"".join(list(open_envelope(io.BytesIO(envelope), key, ca=ca, now=now).chunks))
 
 
 __all__ = ["ALG_P256", "ALG_RSA", "ALG_X25519", "CHUNK_SIZE", "FORMAT", "MAGIC", "EnvelopeError",
-           "Recipient", "RecipientRefused", "decrypt", "encrypt", "load_certificate",
-           "load_private_key", "open_envelope", "read_header", "recipient_from_certificate",
-           "seal", "x25519_private_of", "x25519_public_of"]
+           "Head", "Opened", "Recipient", "RecipientRefused", "Sender", "decrypt", "encrypt",
+           "load_certificate", "load_private_key", "open_envelope", "read_header",
+           "recipient_from_certificate", "seal", "verify_sender", "x25519_private_of",
+           "x25519_public_of"]

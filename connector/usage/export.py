@@ -36,6 +36,7 @@ from connector.usage.envelope import (
     EnvelopeError,
     Recipient,
     RecipientRefused,
+    Sender,
     load_certificate,
     recipient_from_certificate,
     seal,
@@ -58,6 +59,7 @@ class Export:
     fields: dict[str, Any]  # the envelope's header fields of the sender
     next_policy: dict[str, Any] | None
     note: str | None  # what the caller should know (only the next policy's IRI is known)
+    sender: Sender | None = None  # signs the envelope's header
 
     @property
     def encrypted(self) -> bool:
@@ -70,7 +72,7 @@ class Export:
             return
         size = self.path.stat().st_size
         yield from seal(self.recipient, _read(self.path), plaintext_sha256=self.item.sha256,
-                        plaintext_size=size, fields=self.fields)
+                        plaintext_size=size, fields=self.fields, sender=self.sender)
 
 
 def _read(path: Path) -> Iterator[bytes]:
@@ -111,13 +113,15 @@ class VaultExport:
 
     def __init__(self, *, store: Store, vault: Vault, ca: x509.Certificate,
                  audit: AuditLog | None, clock: Callable[[], datetime],
-                 participant_id: str) -> None:
+                 participant_id: str, sender: Sender | None = None) -> None:
+        """``sender``: this connector's participant key and certificate, to sign envelopes."""
         self._store = store
         self._vault = vault
         self._ca = ca
         self._audit = audit
         self._clock = clock
         self._participant_id = participant_id
+        self._sender = sender
         self._terms: dict[str, DistributionTerms] = {}
 
     async def prepare(self, item_id: str, *, recipient_pem: str | None,
@@ -196,7 +200,8 @@ class VaultExport:
             "nextPolicy": terms.next_policy if next_doc is not None else None,
             "nextPolicyDocument": next_doc is not None and note is None,
             "decision": decision.reason})
-        return Export(item, path, recipient if encrypted else None, fields, next_doc, note)
+        return Export(item, path, recipient if encrypted else None, fields, next_doc, note,
+                      self._sender)
 
     def _distributions(self, agreement_id: str) -> int:
         """Exports already made under the agreement (for a count on distribute)."""

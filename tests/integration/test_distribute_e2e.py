@@ -130,10 +130,11 @@ def test_distribute_only_if_encrypted(space: DataSpace, pair: tuple[Connector, C
         assert "exported encrypted" in r.stdout
         assert CONTENT[:4096] not in env.read_bytes()
         r = run("vault", "decrypt", env, "--key", bob / "participant.key",
-                "--out", tmp_path / f"{name}.csv")
+                "--out", tmp_path / f"{name}.csv", "--ca", bob / "ca.crt")
         assert r.returncode == 0, r.stdout + r.stderr
         assert (tmp_path / f"{name}.csv").read_bytes() == CONTENT
         assert item["agreementId"] in r.stdout and "no next policy attached" in r.stdout
+        assert f"sent by {consumer.participant_id} (signature verified" in r.stdout, r.stdout
     # another participant's key does not
     r = run("vault", "decrypt", tmp_path / f"bob-{tag}.env", "--key", consumer.directory / "participant.key",
             "--out", tmp_path / "stolen.csv")

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from connector.identity.ca import CertificateAuthority, create_csr
+from connector.identity.ca import CertificateAuthority, create_csr, participant_id
+from connector.identity.keys import SigningKey
 from connector.odrl import terms as T
 from connector.odrl.parse import load_policy
 from connector.odrl.templates import fill
@@ -82,7 +83,7 @@ def test_the_recipient_key_opens_the_envelope(pair: str, request: pytest.Fixture
     env = E.encrypt(DATA, recipient, FIELDS)
     assert DATA not in env and DATA[:4096] not in env
     assert E.decrypt(env, key) == DATA
-    header, _ = E.read_header(io.BytesIO(env))
+    header = E.read_header(io.BytesIO(env)).header
     assert header["alg"] == recipient.alg
     assert header["recipient"]["certificateSha256"] == hashlib.sha256(
         recipient.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -107,10 +108,11 @@ def test_another_key_cannot_open_it(ec_pair: tuple[ec.EllipticCurvePrivateKey, E
 
 
 def _parts(env: bytes) -> tuple[bytes, dict[str, object], list[bytes]]:
-    """prefix, header, records (each with its length field)."""
+    """prefix (magic, header, signature), header, records (each with its length field)."""
     n = struct.unpack(">I", env[len(E.MAGIC):len(E.MAGIC) + 4])[0]
     end = len(E.MAGIC) + 4 + n
     header = json.loads(env[len(E.MAGIC) + 4:end])
+    end += 4 + struct.unpack(">I", env[end:end + 4])[0]
     records, i = [], end
     while i < len(env):
         m = struct.unpack(">I", env[i:i + 4])[0]
@@ -119,9 +121,10 @@ def _parts(env: bytes) -> tuple[bytes, dict[str, object], list[bytes]]:
     return env[:end], header, records
 
 
-def _with_header(header: dict[str, object], records: list[bytes]) -> bytes:
+def _with_header(header: dict[str, object], records: list[bytes], signature: bytes = b"") -> bytes:
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    return E.MAGIC + struct.pack(">I", len(raw)) + raw + b"".join(records)
+    return (E.MAGIC + struct.pack(">I", len(raw)) + raw + struct.pack(">I", len(signature))
+            + signature + b"".join(records))
 
 
 def test_a_changed_header_is_detected(ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
@@ -170,10 +173,10 @@ def test_streamed_opening_releases_nothing_unverified(
     key, recipient = ec_pair
     env = E.encrypt(DATA, recipient, FIELDS)
     prefix, _, records = _parts(env)
-    _, chunks = E.open_envelope(io.BytesIO(prefix + b"".join(records[:-1])), key)
+    opened = E.open_envelope(io.BytesIO(prefix + b"".join(records[:-1])), key)
     got = []
     with pytest.raises(E.EnvelopeError, match="final chunk is missing"):
-        for c in chunks:
+        for c in opened.chunks:
             got.append(c)
     assert b"".join(got) == DATA[:len(got) * E.CHUNK_SIZE]  # only verified chunks came out
 
@@ -288,3 +291,32 @@ def test_duties_and_constraints_on_distribute_are_kept() -> None:
     t = distribution_terms(load_policy(state))
     assert t.requires_encryption
     assert ask(t, encrypted=True).permit and not ask(t, encrypted=False).permit
+
+
+def test_the_senders_signature_vouches_for_the_envelope(
+        ca: CertificateAuthority, ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
+    key, recipient = ec_pair
+    me = ed25519.Ed25519PrivateKey.generate()
+    my_cert = participant(ca, me, "consumer")
+    sender = E.Sender(SigningKey.from_private_key(me), my_cert)
+    me_id = participant_id(my_cert)
+    env = E.encrypt(DATA, recipient, {**FIELDS, "sender": me_id}, sender=sender)
+    opened = E.open_envelope(io.BytesIO(env), key, ca=ca.certificate, now=NOW)
+    assert opened.sender == me_id and b"".join(opened.chunks) == DATA
+    prefix, header, records = _parts(env)
+    signature = prefix[prefix.index(b"eyJ"):]
+    # unsigned, or signed for another header, or by someone who is not the header's sender
+    unsigned = E.encrypt(DATA, recipient, {**FIELDS, "sender": me_id})
+    with pytest.raises(E.EnvelopeError, match="not signed"):
+        E.decrypt(unsigned, key, ca=ca.certificate, now=NOW)
+    assert E.decrypt(unsigned, key) == DATA  # without the CA, no sender is claimed verified
+    other = _with_header({**header, "agreementId": "urn:agreement:2"}, records, signature)
+    with pytest.raises(E.EnvelopeError, match="another header"):
+        E.decrypt(other, key, ca=ca.certificate, now=NOW)
+    claimed = E.encrypt(DATA, recipient, {**FIELDS, "sender": "AA:keyid:BB"}, sender=sender)
+    with pytest.raises(E.EnvelopeError, match="not by its sender AA:keyid:BB"):
+        E.decrypt(claimed, key, ca=ca.certificate, now=NOW)
+    foreign = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
+                                          now=time.time())
+    with pytest.raises(E.EnvelopeError, match="sender certificate is not issued"):
+        E.decrypt(env, key, ca=foreign.certificate, now=NOW)

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from connector.audit.log import AuditLog
 from connector.consumer import Denied
 from connector.duties import Vault
-from connector.identity.ca import CertificateAuthority, create_csr
+from connector.identity.ca import CertificateAuthority, create_csr, participant_id
+from connector.identity.keys import SigningKey
 from connector.odrl.plain import POLICY_CONTEXT
 from connector.odrl.templates import fill
 from connector.store.rows import AgreementRow
@@ -49,10 +50,10 @@ class FakeStore:
         yield SimpleNamespace(agreements=self.agreements)
 
 
-def stored(policy: dict[str, Any], agreement_id: str) -> dict[str, Any]:
+def stored(policy: dict[str, Any], agreement_id: str, assignee: str) -> dict[str, Any]:
     """The agreement as the store keeps it (compact, without its context)."""
     doc = {k: v for k, v in policy.items() if k != "@context"}
-    return {**doc, "@id": agreement_id, "@type": "Agreement", "assignee": "urn:consumer"}
+    return {**doc, "@id": agreement_id, "@type": "Agreement", "assignee": assignee}
 
 
 @pytest.fixture
@@ -67,14 +68,16 @@ def world(tmp_path: Path) -> SimpleNamespace:
     store = FakeStore()
     vault = Vault(tmp_path / "records")
     export = VaultExport(store=store, vault=vault, ca=ca.certificate, audit=audit,  # type: ignore[arg-type]
-                         clock=lambda: NOW, participant_id="urn:consumer")
+                         clock=lambda: NOW, participant_id=participant_id(my_cert),
+                         sender=E.Sender(SigningKey.from_private_key(me), my_cert))
 
     def copy(agreement_id: str, template: str, params: dict[str, str] | None = None,
              policy: dict[str, Any] | None = None) -> str:
         doc = policy or fill(template, params or {}, target="urn:asset:x", assigner="urn:p")
         store.agreements.rows[agreement_id] = AgreementRow(
             id=agreement_id, provider_id="urn:p", consumer_id="urn:consumer",
-            target="urn:asset:x", policy=stored(doc, agreement_id), signed_at=NOW)
+            target="urn:asset:x", policy=stored(doc, agreement_id, participant_id(my_cert)),
+            signed_at=NOW)
         f = tmp_path / f"{len(store.agreements.rows)}.csv"
         f.write_bytes(DATA)
         return vault.register(f, agreement=doc, agreement_id=agreement_id, signed_at=NOW,
@@ -91,8 +94,8 @@ def kinds(w: SimpleNamespace, kind: str) -> list[dict[str, Any]]:
 
 
 def opened(export: Any, key: Any) -> tuple[dict[str, Any], bytes]:
-    header, chunks = E.open_envelope(io.BytesIO(b"".join(export.stream())), key)
-    return header, b"".join(chunks)
+    o = E.open_envelope(io.BytesIO(b"".join(export.stream())), key)
+    return o.header, b"".join(o.chunks)
 
 
 async def test_an_encrypted_only_copy_leaves_encrypted_and_logged(world: SimpleNamespace) -> None:
@@ -106,6 +109,9 @@ async def test_an_encrypted_only_copy_leaves_encrypted_and_logged(world: SimpleN
     out = await world.export.prepare(item, recipient_pem=world.bob_pem, plain=False)
     header, data = opened(out, world.bob)
     assert data == DATA
+    signed = E.open_envelope(io.BytesIO(b"".join(out.stream())), world.bob,
+                             ca=world.ca.certificate, now=NOW)
+    assert signed.sender == header["sender"] and b"".join(signed.chunks) == DATA
     assert header["agreementId"] == "urn:a:enc" and header["provider"] == "urn:p"
     assert header["nextPolicy"] is None
     [logged] = kinds(world, "vault.distributed")
