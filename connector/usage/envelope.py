@@ -61,7 +61,7 @@ from typing import Any, BinaryIO
 
 import jwt
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -126,7 +126,7 @@ def load_certificate(pem: bytes | str) -> x509.Certificate:
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         return x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise RecipientRefused(f"the recipient certificate is not a PEM X.509 certificate: "
                                f"{exc}") from exc
 
@@ -140,7 +140,7 @@ def recipient_from_certificate(cert: x509.Certificate, ca: x509.Certificate,
                                f"(issuer {cert.issuer.rfc4514_string()!r})")
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature) as exc:
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         raise RecipientRefused(f"the {role} certificate is not issued by this data space's CA "
                                "(its signature does not verify)") from exc
     if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
@@ -148,21 +148,26 @@ def recipient_from_certificate(cert: x509.Certificate, ca: x509.Certificate,
                                f"{cert.not_valid_before_utc.isoformat()} to "
                                f"{cert.not_valid_after_utc.isoformat()})")
     try:
-        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if basic.ca:
-            raise RecipientRefused(f"the {role} certificate is a CA certificate, not a "
-                                   "participant's")
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
-        pass
+        is_ca = False
+    except ValueError as exc:  # a malformed extension
+        raise RecipientRefused(f"the {role} certificate is malformed: {exc}") from exc
+    if is_ca:
+        raise RecipientRefused(f"the {role} certificate is a CA certificate, not a "
+                               "participant's")
     try:
         pid = participant_id(cert)
         ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except (CertificateError, x509.ExtensionNotFound) as exc:
+    except (CertificateError, x509.ExtensionNotFound, ValueError) as exc:
         raise RecipientRefused(f"the {role} certificate is not a participant certificate "
                                f"({exc})") from exc
     if not pid.endswith(":keyid:" + ":".join(f"{b:02X}" for b in ca_ski)):
         raise RecipientRefused(f"the {role} certificate's authority key id is not the CA's")
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise RecipientRefused(f"the {role} certificate's key cannot be read: {exc}") from exc
     if isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1):
             raise RecipientRefused(f"the recipient key's curve {key.curve.name} is not P-256")
