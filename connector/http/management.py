@@ -760,7 +760,9 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         headers = {"Content-Type": "application/octet-stream",
                    "X-Export-Encrypted": "true" if decided.encrypted else "false"}
         if decided.next_policy is not None:
-            headers["X-Next-Policy"] = str(decided.next_policy.get("@id", "embedded"))
+            named = str(decided.next_policy.get("@id", ""))
+            headers["X-Next-Policy"] = named if named.isascii() and named.isprintable() and (
+                named) else "(in the envelope)"
         if decided.note:
             headers["X-Export-Note"] = decided.note
         response = web.StreamResponse(headers=headers)

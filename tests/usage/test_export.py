@@ -172,3 +172,14 @@ async def test_a_changed_copy_does_not_leave(world: SimpleNamespace) -> None:
     with pytest.raises(Denied) as missing:
         await world.export.prepare("0" * 24, recipient_pem=world.bob_pem, plain=False)
     assert missing.value.status == 404
+
+
+async def test_a_plain_copy_leaves_where_the_agreement_permits_it(world: SimpleNamespace) -> None:
+    doc = {"@context": POLICY_CONTEXT, "@type": "Offer", "@id": "urn:offer:plain",
+           "target": "urn:asset:x", "assigner": "urn:p",
+           "permission": [{"action": "use"}, {"action": "distribute"}]}
+    item = world.copy("urn:a:plain", "", policy=doc)
+    out = await world.export.prepare(item, recipient_pem=None, plain=True)
+    assert not out.encrypted and b"".join(out.stream()) == DATA
+    [logged] = kinds(world, "vault.distributed")
+    assert logged["encrypted"] is False and logged["recipient"] is None
