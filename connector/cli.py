@@ -7,7 +7,19 @@ import click
 from connector.audit.cli import audit
 from connector.demo import demo
 from connector.identity.cli import authority, init
-from connector.mgmtcli import asset, catalog, negotiate, offer, pull, serve, transfer, vault
+from connector.mgmtcli import (
+    agreement,
+    asset,
+    catalog,
+    facts,
+    negotiate,
+    offer,
+    payment,
+    pull,
+    serve,
+    transfer,
+    vault,
+)
 from connector.odrl.cli import policy
 
 
@@ -21,5 +33,6 @@ main.add_command(policy)
 main.add_command(authority)
 main.add_command(init)
 main.add_command(demo)
-for command in (serve, asset, offer, catalog, negotiate, pull, transfer, vault, audit):
+for command in (serve, asset, offer, catalog, negotiate, pull, transfer, vault, audit, facts, payment,
+                agreement):
     main.add_command(command)

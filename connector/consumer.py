@@ -28,7 +28,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,9 +37,7 @@ from typing import Any
 import aiohttp
 
 from connector.audit.receipts import RECEIPT_KIND, receipt_data
-from connector.dataplane.pep import USE, AgreementPolicy
 from connector.dataplane.receipts import ReceiptError, ReceiptVerifier, certified_keys
-from connector.dataplane.wiring import POLICY_CONTEXT
 from connector.faults import StoreUnavailable, from_os_error
 from connector.http.outbound import (
     GuardedResolver,
@@ -52,6 +50,7 @@ from connector.odrl import terms as T
 from connector.odrl.compile import DecisionRequest
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PULL
+from connector.usage import pipeline
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -127,7 +126,9 @@ class Downloads:
         return self._session
 
     async def start(self, transfer_id: str, *, out: str | None, purpose: str | None,
-                    complete: bool = True) -> PullJob:
+                    complete: bool = True, stated: Mapping[str, str] | None = None) -> PullJob:
+        """Pull a STARTED transfer's data; the request states ``purpose`` and ``stated``
+        (application, event, location) to the provider's data plane as headers."""
         async with self.cp.store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(transfer_id)
         if row is None or row.role != "consumer":
@@ -147,7 +148,8 @@ class Downloads:
             path = (self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id))
         job = PullJob(transfer_id, row.agreement_id, str(path))
         self.jobs[transfer_id] = job
-        self._tasks[transfer_id] = asyncio.create_task(self._run(job, purpose, complete))
+        headers = pipeline.headers_for({**(stated or {}), "purpose": purpose})
+        self._tasks[transfer_id] = asyncio.create_task(self._run(job, headers, complete))
         return job
 
     async def wait(self, transfer_id: str, timeout: float) -> PullJob | None:
@@ -157,9 +159,9 @@ class Downloads:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
         return self.jobs.get(transfer_id)
 
-    async def _run(self, job: PullJob, purpose: str | None, complete: bool) -> None:
+    async def _run(self, job: PullJob, stating: Mapping[str, str], complete: bool) -> None:
         try:
-            await self._pull(job, purpose)
+            await self._pull(job, stating)
             if complete:
                 from connector.protocol import transfer as xfer
                 with contextlib.suppress(ProtocolError):
@@ -185,7 +187,7 @@ class Downloads:
                          "error": job.error or None},
                         transfer_id=job.transfer_id, agreement_id=job.agreement_id)
 
-    async def _pull(self, job: PullJob, purpose: str | None) -> None:
+    async def _pull(self, job: PullJob, stating: Mapping[str, str]) -> None:
         from connector.runtime import row_to_transfer
 
         async with self.cp.store.transaction(readonly=True) as tx:
@@ -211,9 +213,8 @@ class Downloads:
                     self._resolver.pin(await check_url(endpoint, self.policy))
                 except OutboundRefused as exc:
                     raise PullFailed(f"the provider's data address is refused: {exc.reason}") from None
-                headers = {"Authorization": f"Bearer {t.data_address.property('authorization')}"}
-                if purpose:
-                    headers["X-Purpose"] = purpose
+                headers = {"Authorization": f"Bearer {t.data_address.property('authorization')}",
+                           **stating}
                 async with http.get(endpoint, headers=headers, ssl=self._ssl_for(endpoint),
                                     allow_redirects=False) as r:
                     if r.status == 401 and attempt == 0:  # expired: refresh once, retry
@@ -585,10 +586,14 @@ def agreement_duties(policy: dict[str, Any]) -> Duties:
     return Duties(logs, tuple(inform), tuple(unhandled))
 
 
+def _shown(stated: Mapping[str, tuple[Any, ...]]) -> dict[str, Any]:
+    """The facts a local use stated, for its audit entry (short names, plain values)."""
+    return {T.short(k): [str(v) for v in vs] for k, vs in stated.items()}
+
+
 class LocalUse:
     def __init__(self, cp: Any) -> None:
         self.cp = cp
-        self._compiled: dict[str, AgreementPolicy] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     @property
@@ -606,11 +611,20 @@ class LocalUse:
             raise Denied(404, f"no vault item {item_id}")
         return item
 
-    async def use(self, item_id: str, purpose: str | None) -> tuple[Any, Path]:
-        """Decide one local use of a vault copy; fulfil its duties; count it. Returns the item
-        and the file to serve, or raises Denied with the reason."""
+    async def use(self, item_id: str, purpose: str | None = None, *,
+                  stated: Mapping[str, tuple[Any, ...]] | None = None) -> tuple[Any, Path]:
+        """Decide one local use (a read) of a vault copy with the agreement's one decider, fed
+        as the provider's data plane is (connector.usage.pipeline): this connector's attested
+        attributes, the facts the use states, and time. The use counts against the agreement's
+        one limit, which the provider keeps: under a counted agreement the provider counts the
+        use (a signed use notice) before the copy is read, so pulls, pushes and local uses
+        share it. Fulfils the duties first. Returns the item and the file to serve, or raises
+        Denied with the reason."""
+        facts_stated = dict(stated or {})
+        if purpose:
+            facts_stated = {**pipeline.stated(purpose=purpose), **facts_stated}
         first = self.get(item_id)
-        # one lock per agreement: its copies share the agreement's local use count
+        # one lock per agreement: its copies share the agreement's use count
         lock = self._locks.setdefault(first.agreement_id, asyncio.Lock())
         async with lock:
             item = self.get(item_id)
@@ -625,25 +639,19 @@ class LocalUse:
                 agreement = await tx.agreements.get(item.agreement_id)
             if agreement is None:
                 raise Denied(404, f"the agreement {item.agreement_id} is unknown here")
-            policy = self._compiled.get(agreement.id)
-            if policy is None:
-                policy = AgreementPolicy.compile(agreement.id, agreement.target,
-                                                 {"@context": POLICY_CONTEXT, **agreement.policy})
-                self._compiled[agreement.id] = policy
+            policy = pipeline.compiled_agreement(agreement.id, agreement.target, agreement.policy)
             if policy.uses is None:
                 raise Denied(403, f"the agreement cannot be enforced: {policy.unenforceable}")
-            # local uses of every copy under the agreement count against its limit
             used = sum(i.uses for i in self.vault.items() if i.agreement_id == item.agreement_id)
+            attested = await self._attested()
             decision = policy.decider(DecisionRequest(
-                action=USE, now=now, assignee=self.cp.participant_id, target=policy.target,
-                count=used, started_at=agreement.signed_at,
-                context={T.PURPOSE: (purpose,)} if purpose else {}))
+                action=pipeline.DATA_ACTION, now=now, assignee=self.cp.participant_id,
+                target=policy.target, count=0, started_at=agreement.signed_at,
+                context=pipeline.request_facts(attested, stated=facts_stated)))
+            shown = _shown(facts_stated)
             if not decision.permit:
-                await self._log("vault.denied", item, {"reason": decision.reason,
-                                                       "purpose": purpose})
+                await self._log("vault.denied", item, {"reason": decision.reason, **shown})
                 raise Denied(403, decision.reason)
-            if policy.uses.limit is not None and used >= policy.uses.limit:
-                raise Denied(403, f"the agreement's {policy.uses.limit} uses are used up")
             duties = agreement_duties(agreement.policy)
             if duties.unhandled:
                 raise Denied(403, f"the agreement's duty {duties.unhandled[0]} cannot be fulfilled "
@@ -651,8 +659,13 @@ class LocalUse:
             if duties.log and self.cp.audit is None:
                 raise Denied(403, "the agreement requires every use to be logged and this "
                                   "connector keeps no audit log")
-            for party in duties.inform:
-                await self._inform(party, item, used + 1, purpose, agreement)
+            informed = list(duties.inform)
+            counted: int | None = None
+            if policy.uses.counted and not any(self._is_provider(p, item, agreement)
+                                               for p in informed):
+                informed.append(item.provider_id)  # the provider keeps the one count
+            for party in informed:
+                counted = await self._inform(party, item, used + 1, purpose, agreement) or counted
             # read again after the awaits: the duty scheduler may have deleted it meanwhile
             item = self.get(item_id)
             if item.deleted_at:
@@ -660,10 +673,24 @@ class LocalUse:
                                   "agreement's delete duty")
             item.uses += 1
             self.vault.save(item)
-            await self._log("vault.used", item, {"use": used + 1, "purpose": purpose,
+            await self._log("vault.used", item, {"use": used + 1, **shown,
+                                                 "agreementUse": counted,
                                                  "informed": list(duties.inform) or None,
                                                  "logDuty": duties.log})
             return item, path
+
+    async def _attested(self) -> Mapping[str, Any]:
+        """This connector's attributes as the authority attests them in its own DAT."""
+        try:
+            return await self.cp.client.attested()
+        except Exception as exc:  # any failure to get the DAT: fail closed
+            raise Denied(503, f"this connector's attested attributes are not available: {exc}"
+                         ) from exc
+
+    @staticmethod
+    def _is_provider(party: str, item: Any, agreement: Any) -> bool:
+        return party.rstrip("/") in {item.provider_id, item.provider_address.rstrip("/"),
+                                     agreement.provider_id}
 
     async def _log(self, kind: str, item: Any, data: dict[str, Any]) -> None:
         if self.cp.audit is not None:
@@ -673,24 +700,32 @@ class LocalUse:
                                         participant_id=item.provider_id)
 
     async def _inform(self, party: str, item: Any, number: int, purpose: str | None,
-                      agreement: Any) -> None:
-        """Deliver a signed use notice to ``party`` before the use; Denied if it cannot be."""
+                      agreement: Any) -> int | None:
+        """Deliver a signed use notice to ``party`` before the use; Denied if it cannot be, or
+        if the provider refuses to count the use (the agreement's uses are used up). Returns
+        the agreement's use number the provider counted, when it counts uses."""
         from connector.duties import sign_use_notice
 
         _, key, certificate, _ = self.cp.duties
-        provider = {item.provider_id, item.provider_address.rstrip("/"), agreement.provider_id}
-        if party and party.rstrip("/") not in provider:
+        if party and not self._is_provider(party, item, agreement):
             raise Denied(403, f"the agreement requires informing {party} of every use; this "
                               "connector delivers use notices to the provider only")
         notice = sign_use_notice(key, certificate, item, audience=item.provider_id,
                                  use_number=number, purpose=purpose, now=self.cp.clock())
         d = await self.cp.client.post(f"{item.provider_address.rstrip('/')}/notices",
                                       {"notice": notice})
+        if d.status == 403:  # delivered, and the provider refuses the use: its reason
+            reason = d.reason.removeprefix("403").strip()
+            await self._log("vault.denied", item, {"reason": reason})
+            raise Denied(403, reason)
         if not d.ok:
             await self._log("vault.denied", item, {"reason": f"use notice not delivered: {d.reason}"})
-            raise Denied(403, "the agreement requires informing the provider of every use, and "
+            raise Denied(403, "the agreement's use must be reported to the provider, and "
                               f"the use notice could not be delivered: {d.reason}")
         await self._log("use-notice.sent", item, {"notice": notice, "use": number})
+        body = d.body if isinstance(d.body, dict) else {}
+        count = body.get("agreementUse")
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 __all__ = ["Denied", "Downloads", "LocalUse", "PullJob", "PushInbox", "agreement_duties"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,17 +194,33 @@ def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
     sys.exit(0 if n["state"] == "FINALIZED" else 1)
 
 
+def _stated_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--purpose, --application, --event, --location: the facts a use states (IRIs or CURIEs
+    such as dpv:ScientificResearch), decided on by the agreement."""
+    for name, what in reversed((("purpose", "The purpose of this use"),
+                                ("application", "The registered application that uses the data"),
+                                ("event", "An event under way that the use is for"),
+                                ("location", "The place of use (odrl:spatial)"))):
+        fn = click.option(f"--{name}", help=f"{what} (an IRI or a CURIE).")(fn)
+    return fn
+
+
+def _stated(**given: str | None) -> dict[str, str]:
+    return {k: v for k, v in given.items() if v}
+
+
 @click.command(name="pull")
 @click.argument("peer_url", callback=_peer_url)
 @click.argument("agreement_id")
 @_api_options
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write the data here (default: the consumer's vault in its participant dir).")
-@click.option("--purpose", help="The purpose of this use, sent to the provider (an IRI).")
+@_stated_options
 @click.option("--timeout", default=60.0, show_default=True,
               help="Seconds to wait for the transfer to start.")
 def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
-         api_key: str | None, out: str | None, purpose: str | None, timeout: float) -> None:
+         api_key: str | None, out: str | None, purpose: str | None, application: str | None,
+         event: str | None, location: str | None, timeout: float) -> None:
     """Pull the data of AGREEMENT_ID from PEER_URL through this connector: it starts a
     transfer, downloads with the transfer token (refreshed when it expires), verifies the
     provider's signed receipts, logs them, and keeps the copy in its vault under the
@@ -222,8 +239,7 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
     body: dict[str, Any] = {}
     if out:
         body["out"] = str(Path(out).resolve())
-    if purpose:
-        body["purpose"] = purpose
+    body.update(_stated(purpose=purpose, application=application, event=event, location=location))
     job = client.call("POST", f"/api/transfers/{t['id']}/pull", body)
     with click.progressbar(length=job.get("total") or 0, label="pulling", file=sys.stderr,
                            show_pos=True) as bar:
@@ -271,16 +287,17 @@ def transfer_show(transfer_id: str, config: str | None, api: str | None, api_key
 @transfer.command(name="push")
 @click.argument("agreement_id")
 @_api_options
-@click.option("--purpose", help="The purpose of this use (an IRI), for the provider's decision.")
+@_stated_options
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the end.")
 def transfer_push(agreement_id: str, config: str | None, api: str | None, api_key: str | None,
-                  purpose: str | None, timeout: float) -> None:
+                  purpose: str | None, application: str | None, event: str | None,
+                  location: str | None, timeout: float) -> None:
     """Ask the provider of AGREEMENT_ID to push the data into this connector's vault; wait for
     the transfer's end and say how it ended."""
     client = _api(config, api, api_key)
-    body: dict[str, Any] = {"agreementId": agreement_id, "format": "HttpData-PUSH"}
-    if purpose:
-        body["purpose"] = purpose
+    body: dict[str, Any] = {"agreementId": agreement_id, "format": "HttpData-PUSH",
+                            **_stated(purpose=purpose, application=application, event=event,
+                                      location=location)}
     t = client.call("POST", "/api/transfers", body)
     deadline = time.monotonic() + timeout
     while t["state"] not in ("COMPLETED", "TERMINATED") and time.monotonic() < deadline:
@@ -335,9 +352,10 @@ def vault_list(config: str | None, api: str | None, api_key: str | None) -> None
 @click.argument("item_id")
 @_api_options
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the data here (default: stdout).")
-@click.option("--purpose", help="The purpose of this use (an IRI), decided on by the agreement.")
+@_stated_options
 def vault_read(item_id: str, config: str | None, api: str | None, api_key: str | None,
-               out: str | None, purpose: str | None) -> None:
+               out: str | None, purpose: str | None, application: str | None, event: str | None,
+               location: str | None) -> None:
     """One governed use of the local copy ITEM_ID: the connector decides it on the agreement,
     fulfils its duties (logs the use, informs the provider) and counts it, or says why not."""
     import urllib.error
@@ -345,7 +363,8 @@ def vault_read(item_id: str, config: str | None, api: str | None, api_key: str |
     import urllib.request
 
     client = _api(config, api, api_key)
-    query = "?" + urllib.parse.urlencode({"purpose": purpose}) if purpose else ""
+    stated = _stated(purpose=purpose, application=application, event=event, location=location)
+    query = "?" + urllib.parse.urlencode(stated) if stated else ""
     req = urllib.request.Request(f"{client.base}/api/vault/{item_id}/data{query}",
                                  headers={"X-Api-Key": client.key})
     try:
@@ -474,3 +493,128 @@ def vault_decrypt(envelope: str, key_file: str, out: str, ca_file: str | None) -
             click.echo(f"note: {header['nextPolicyNote']}")
     else:
         click.echo("no next policy attached")
+
+
+def _path_id(value: str) -> str:
+    """An id as one URL path segment (ids may hold ``/``, ``:``, ``#``, ...)."""
+    import urllib.parse
+
+    return urllib.parse.quote(value, safe="")
+
+
+def _fact_line(f: dict[str, Any]) -> str:
+    until = f" (until {f['until']})" if f.get("until") else ""
+    return f"{f['name']} = {', '.join(str(v) for v in f['values'])}{until}"
+
+
+@click.group(name="facts")
+def facts() -> None:
+    """Facts this connector holds and states itself (provider-side state such as idsc:STATE,
+    active events as odrl:event), tested by policies at every enforcement point."""
+
+
+@facts.command(name="set")
+@click.argument("name")
+@click.argument("values", nargs=-1, required=True)
+@_api_options
+@click.option("--until", help="When the fact expires (RFC 3339, e.g. 2027-01-01T00:00:00Z).")
+@click.option("--json", "as_json", is_flag=True, help="Print the fact as JSON.")
+def facts_set(name: str, values: tuple[str, ...], config: str | None, api: str | None,
+              api_key: str | None, until: str | None, as_json: bool) -> None:
+    """Set fact NAME (an operand: idsc:STATE, odrl:event, ...) to VALUES (IRIs, CURIEs or
+    literals), replacing what it held."""
+    body: dict[str, Any] = {"values": list(values)}
+    if until:
+        body["until"] = until
+    f = _api(config, api, api_key).call("PUT", f"/api/facts/{_path_id(name)}", body)
+    if as_json:
+        _print(f)
+    else:
+        click.echo(_fact_line(f))
+
+
+@facts.command(name="unset")
+@click.argument("name")
+@_api_options
+def facts_unset(name: str, config: str | None, api: str | None, api_key: str | None) -> None:
+    """Unset fact NAME."""
+    _api(config, api, api_key).call("DELETE", f"/api/facts/{_path_id(name)}")
+    click.echo(f"unset {name}")
+
+
+@facts.command(name="list")
+@_api_options
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+def facts_list(config: str | None, api: str | None, api_key: str | None, as_json: bool) -> None:
+    """The facts held now (expired ones are absent)."""
+    rows = _api(config, api, api_key).call("GET", "/api/facts")
+    if as_json:
+        _print(rows)
+        return
+    for f in rows:
+        click.echo(_fact_line(f))
+
+
+@click.group(name="payment")
+def payment() -> None:
+    """Payments this provider received under its agreements (they fulfil compensate duties)."""
+
+
+@payment.command(name="record")
+@_api_options
+@click.option("--agreement", "agreement_id", required=True, help="The agreement paid under.")
+@click.option("--amount", required=True, help="The exact amount (a decimal number).")
+@click.option("--currency", required=True, help="An ISO 4217 code (EUR, USD, ...) or an IRI.")
+@click.option("--paid-at", help="When it was paid (RFC 3339; default: now).")
+@click.option("--reference", help="The payment's reference (an invoice or transaction number).")
+def payment_record(config: str | None, api: str | None, api_key: str | None, agreement_id: str,
+                   amount: str, currency: str, paid_at: str | None, reference: str | None) -> None:
+    """Record a payment received under an agreement of this provider."""
+    body = {k: v for k, v in {"agreement": agreement_id, "amount": amount, "currency": currency,
+                              "paidAt": paid_at, "reference": reference}.items() if v is not None}
+    _print(_api(config, api, api_key).call("POST", "/api/payments", body))
+
+
+@payment.command(name="list")
+@_api_options
+@click.option("--agreement", "agreement_id", help="Only this agreement's payments.")
+@click.option("--json", "as_json", is_flag=True, help="Print the payments as JSON.")
+def payment_list(config: str | None, api: str | None, api_key: str | None,
+                 agreement_id: str | None, as_json: bool) -> None:
+    """Payments received, oldest first."""
+    import urllib.parse
+
+    query = {"limit": "500", **({"agreement": agreement_id} if agreement_id else {})}
+    rows = _api(config, api, api_key).call("GET", "/api/payments?" + urllib.parse.urlencode(query))
+    if as_json:
+        _print(rows)
+        return
+    for p in rows:
+        ref = f" ref {p['reference']}" if p.get("reference") else ""
+        click.echo(f"{p['paidAt']}  {p['amount']} {p['currency']}  {p['agreementId']}{ref}")
+
+
+@click.group(name="agreement")
+def agreement() -> None:
+    """Agreements of this connector: show them, and retire one (provider)."""
+
+
+@agreement.command(name="show")
+@click.argument("agreement_id")
+@_api_options
+def agreement_show(agreement_id: str, config: str | None, api: str | None,
+                   api_key: str | None) -> None:
+    """One agreement, with its status (active, retired, expired)."""
+    _print(_api(config, api, api_key).call("GET", f"/api/agreements/{_path_id(agreement_id)}"))
+
+
+@agreement.command(name="retire")
+@click.argument("agreement_id")
+@_api_options
+@click.option("--reason", required=True, help="Why (told to the consumer, kept in the logs).")
+def agreement_retire(agreement_id: str, config: str | None, api: str | None,
+                     api_key: str | None, reason: str) -> None:
+    """Retire AGREEMENT_ID: its running transfers are terminated, new ones refused."""
+    a = _api(config, api, api_key).call(
+        "POST", f"/api/agreements/{_path_id(agreement_id)}/retire", {"reason": reason})
+    click.echo(f"{a['status']}: agreement {a['id']} ({a['retiredReason']})")

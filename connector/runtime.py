@@ -24,11 +24,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from connector.dataplane.pep import ConsumeUse
 from connector.http.client import DspClient
 from connector.http.outbound import OutboundRefused
-from connector.odrl.compile import compile_policy
+from connector.odrl.compile import DecisionRequest, compile_policy
 from connector.odrl.facts import fact_values
 from connector.odrl.parse import PolicyError, load_policy
+from connector.odrl.wire import wire_rules
 from connector.protocol import negotiation as neg
 from connector.protocol import transfer as xfer
 from connector.protocol.catalog import CatalogBuilder, CatalogDataset, CatalogDistribution
@@ -58,8 +60,12 @@ from connector.protocol.messages import (
 )
 from connector.store import ConcurrentUpdate, OutboxMessage, Store, StoreUnavailable
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
+from connector.usage.lifecycle import AGREEMENT_RETIRED, retirement_reason
+from connector.usage.pipeline import DATA_ACTION, both, catalog_decider, compiled_agreement
 
 log = logging.getLogger(__name__)
+# the transfers a retired agreement ends: every one not ended yet
+RUNNING_TRANSFER_STATES = tuple(s.value for s in xfer.TransferState if not s.is_ended)
 
 Clock = Callable[[], datetime]
 MAX_ATTEMPTS = 12  # deliveries of one message before it is dead-lettered
@@ -216,9 +222,7 @@ class CatalogSnapshot:
 
 def offer_for_catalog(offer_id: str, contract_policy: Mapping[str, Any], target: str) -> dict[str, Any]:
     """The DSP-form ODRL Offer a consumer sees: the contract policy's rules under the offer id."""
-    keep = ("permission", "prohibition", "obligation", "profile")
-    body = {k: v for k, v in contract_policy.items() if k in keep}
-    return {"@id": offer_id, "@type": "Offer", "target": target, **body}
+    return {"@id": offer_id, "@type": "Offer", "target": target, **wire_rules(contract_policy)}
 
 
 async def build_catalog(store: Store, *, participant_id: str, dsp_url: str) -> CatalogSnapshot:
@@ -231,9 +235,12 @@ async def build_catalog(store: Store, *, participant_id: str, dsp_url: str) -> C
         if access_id not in compiled:
             compiled[access_id] = compile_policy(load_policy(co.access_policy.document()))
         contract = co.contract_policy.document()
+        # who may see and negotiate the offer: its access policy, and its contract policy as
+        # far as the requester's attested attributes decide it (connector.odrl.stage)
+        access = both(compiled[access_id], catalog_decider(contract))
         for asset_id in _selected(co.offer.asset_selector, assets):
             known = KnownOffer(offer_for_catalog(f"{co.offer.id}:{asset_id}", contract, asset_id),
-                               asset_id, compiled[access_id])
+                               asset_id, access)
             by_asset.setdefault(asset_id, []).append(known)
     datasets = []
     for asset in assets:
@@ -306,6 +313,9 @@ class ControlPlane:
         self._queued_behind: set[str] = set()
         # told the id of every transfer whose state changed here (the data plane's cache)
         self.transfer_listeners: list[Callable[[str], None]] = []
+        # the counter the data plane draws on (its use reservations), so a consumer's local
+        # uses and the pulls and pushes share one limit; the store's own when no data plane runs
+        self.consume_use: ConsumeUse | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -470,6 +480,10 @@ class ControlPlane:
             if negotiation is not None and _finalized_unacknowledged(negotiation, sender):
                 negotiation = await self._taken_as_finalized(negotiation, msg.agreement_id)
             check = xfer.check_agreement(negotiation, agreement_id=msg.agreement_id, caller=sender)
+            if check.ok:
+                retired = await self._retirement(msg.agreement_id)
+                if retired is not None:
+                    raise ProtocolError(403, "403", [retired])
 
         async def find(tx: Any) -> TransferRow | None:
             if pid is not None:
@@ -484,6 +498,44 @@ class ControlPlane:
         t = await self._transition(find, Received(msg, sender, agreement=check), kind=TRANSFER)
         assert t.response is not None
         return t.response.status, t.response.body.to_wire()
+
+    async def _retirement(self, agreement_id: str) -> str | None:
+        """Why no transfer may start under the agreement any more (None: it is not retired)."""
+        async with self.store.transaction(readonly=True) as tx:
+            agreement = await tx.agreements.get(agreement_id)
+        if agreement is None or agreement.retired_at is None:
+            return None
+        return retirement_reason(agreement_id, agreement.retired_reason or "")
+
+    async def retire_agreement(self, agreement_id: str, reason: str) -> AgreementRow:
+        """Provider: retire an agreement. Every transfer under it that has not ended is
+        terminated (the consumer is told why), later transfer requests are refused, and the
+        audit log records it. Retiring a retired agreement keeps the first retirement and ends
+        what still runs."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            row = await tx.agreements.get(agreement_id)
+            negotiation = (await tx.negotiations.get(row.negotiation_id)
+                           if row is not None and row.negotiation_id else None)
+            if row is None or negotiation is None or negotiation.role != "provider":
+                raise ProtocolError(404, "404", [f"no agreement {agreement_id} of this provider"])
+            retired = await tx.agreements.retire(agreement_id, reason, now)
+            running = await tx.transfers.list(agreement_id=agreement_id, role="provider",
+                                              state=RUNNING_TRANSFER_STATES, limit=None)
+        assert retired is not None and retired.retired_at is not None
+        why = retirement_reason(agreement_id, retired.retired_reason or "")
+        for t in running:
+            try:
+                await self.transfer_command(t.id, xfer.Terminate(why, code=AGREEMENT_RETIRED))
+            except ProtocolError as exc:  # it ended meanwhile
+                log.info("transfer %s under retired %s not terminated: %s", t.id, agreement_id, exc)
+        if self.audit is not None and retired.retired_at == now:
+            await self._audit_events([(
+                "agreement.retired",
+                {"reason": retired.retired_reason, "role": "provider",
+                 "terminated": [t.id for t in running]},
+                {"agreement_id": agreement_id, "participant_id": retired.consumer_id})])
+        return retired
 
     async def _negotiation_of(self, agreement_id: str) -> neg.Negotiation | None:
         async with self.store.transaction(readonly=True) as tx:
@@ -517,10 +569,12 @@ class ControlPlane:
 
     async def request_transfer(self, agreement_id: str, fmt: str,
                                data_address: DataAddress | None = None,
-                               purpose: str | None = None) -> xfer.Transfer:
+                               purpose: str | None = None,
+                               stated: Mapping[str, str] | None = None) -> xfer.Transfer:
         """Consumer: ask the provider of ``agreement_id`` for a transfer. A push without a
         ``data_address`` goes to this connector's own push endpoint, under a secret made for
-        this transfer (and ``purpose``, the purpose of the use, when given)."""
+        this transfer, with the facts the use states (``purpose``; ``stated``: application,
+        event, location) for the provider's decision."""
         async with self.store.transaction(readonly=True) as tx:
             agreement = await tx.agreements.get(agreement_id)
             negotiation = (await tx.negotiations.get(agreement.negotiation_id)
@@ -540,8 +594,9 @@ class ControlPlane:
             secret, _ = new_push_secret()
             props = [{"@type": "EndpointProperty", "name": "authorization", "value": secret},
                      {"@type": "EndpointProperty", "name": "authType", "value": "bearer"}]
-            if purpose:
-                props.append({"@type": "EndpointProperty", "name": "purpose", "value": purpose})
+            facts = {**(stated or {}), **({"purpose": purpose} if purpose else {})}
+            props.extend({"@type": "EndpointProperty", "name": name, "value": value}
+                         for name, value in sorted(facts.items()) if value)
             data_address = DataAddress.model_validate({
                 "@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
                 "endpoint": f"{self.push_url}/{process_id}", "endpointProperties": props})
@@ -696,19 +751,42 @@ class ControlPlane:
             agreement = await tx.agreements.get(claims["agreementId"])
         if agreement is None or agreement.consumer_id != sender:
             raise ProtocolError(404, "404", [f"no agreement {claims['agreementId']}"])
-        if self.audit is not None:
-            if claims["typ"] == NOTICE_TYP:
-                await self.audit.aappend("deletion-notice", {
-                    "notice": token, "sha256": claims["sha256"], "deletedAt": claims["deletedAt"]},
-                    agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
-                    participant_id=sender)
-            else:
-                await self.audit.aappend("use-notice", {
-                    "notice": token, "sha256": claims["sha256"], "usedAt": claims["usedAt"],
-                    "useNumber": claims["useNumber"], "purpose": claims.get("purpose")},
-                    agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
-                    participant_id=sender)
-        return {"received": True, "agreementId": claims["agreementId"]}
+        if self.audit is not None and claims["typ"] == NOTICE_TYP:
+            await self.audit.aappend("deletion-notice", {
+                "notice": token, "sha256": claims["sha256"], "deletedAt": claims["deletedAt"]},
+                agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
+                participant_id=sender)
+        counted: int | None = None
+        if claims["typ"] != NOTICE_TYP:
+            counted = await self._count_local_use(agreement)
+        if self.audit is not None and claims["typ"] != NOTICE_TYP:
+            await self.audit.aappend("use-notice", {
+                "notice": token, "sha256": claims["sha256"], "usedAt": claims["usedAt"],
+                "useNumber": claims["useNumber"], "purpose": claims.get("purpose"),
+                "agreementUse": counted},
+                agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
+                participant_id=sender)
+        return {"received": True, "agreementId": claims["agreementId"], "agreementUse": counted}
+
+    async def _count_local_use(self, agreement: AgreementRow) -> int | None:
+        """A consumer's local use of its copy, counted against the agreement's one limit (the
+        same counter its pulls and pushes draw on): the use number, or None when the agreement
+        counts no uses; a 403 with the reason when its uses are used up."""
+        policy = compiled_agreement(agreement.id, agreement.target, agreement.policy)
+        if policy.uses is None:
+            raise ProtocolError(403, "403", [f"the agreement cannot be enforced: {policy.unenforceable}"])
+        if not policy.uses.counted:
+            return None
+        consume = self.consume_use or self.store.consume_use
+        allowed, count = await consume(agreement.id, agreement.consumer_id,
+                                                      agreement.target, policy.uses.limit)
+        if not allowed:  # the engine's own words for the count that is exhausted
+            said = policy.decider(DecisionRequest(
+                action=DATA_ACTION, now=self.clock(), assignee=agreement.consumer_id,
+                target=agreement.target, count=count, started_at=agreement.signed_at))
+            raise ProtocolError(403, "403", [said.reason if not said.permit else
+                                             f"the agreement's {policy.uses.limit} uses are used up"])
+        return count
 
     def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime) -> list[Any]:
         s = xfer.TransferState
@@ -868,14 +946,22 @@ class ControlPlane:
             ids["agreement_id"] = p.agreement_id
         elif p.agreement is not None:
             ids["agreement_id"] = str(p.agreement.get("@id"))
-        event = (f"{k.name}.{p.state.value.lower()}", data, ids)
+        events: list[Any] = [(f"{k.name}.{p.state.value.lower()}", data, ids)]
+        if (k is TRANSFER and p.role is Role.CONSUMER and p.state is xfer.TransferState.TERMINATED
+                and p.termination_code == AGREEMENT_RETIRED):
+            # the provider retired the agreement: the consumer's log records that too
+            events.append(("agreement.retired", {"reason": reasons, "role": "consumer"},
+                           {"agreement_id": p.agreement_id, "participant_id": p.counter_party_id}))
+        await self._audit_events(events)
+
+    async def _audit_events(self, events: list[Any]) -> None:
         try:
-            await self.audit.aappend_many([event])
+            await self.audit.aappend_many(events)
         except StoreUnavailable as exc:  # written once the storage takes it (data waits till then)
-            log.warning("audit entry for %s %s deferred: %s", k.name, p.id, exc.reason)
-            self.audit.defer([event])
+            log.warning("audit entries %s deferred: %s", [e[0] for e in events], exc.reason)
+            self.audit.defer(events)
         except Exception:  # the audit trail must not take the protocol down with it
-            log.exception("audit append failed for %s %s", k.name, p.id)
+            log.exception("audit append failed for %s", [e[0] for e in events])
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -254,6 +254,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
                                 identity.certificate, audit, lookup.consumer_of,
                                 chain_id=secrets.token_urlsafe(6), store=store)
             uses = UseReservations(store)
+            cp.consume_use = uses  # a consumer's local uses count on the same reservations
             pusher = PushRunner(cp, lookup=lookup, receipts=book,
                                 policy=OutboundPolicy.from_config(dp.push_allow), ssl_context=client_ssl,
                                 consume=uses)

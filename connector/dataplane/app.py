@@ -3,7 +3,9 @@
     Authorization: Bearer <transfer token>
       -> TokenCache (one signature check per token)      401 if invalid
       -> lookup(transfer_id) -> TransferView               404 if unknown
-      -> pep.decide (state, agreement, purpose, count)     403 {"error": reason}
+      -> circumstances (attested facts of the token, stated facts of the request headers,
+         facts the provider holds, payments)
+      -> pep.decide (state, agreement, facts, count)        403 {"error": reason}
       -> source.open(Range) -> streamed body               200/206/416/502
       -> the response's SHA-256 folded into the transfer's receipt chain (X-Receipt-Seq)
 
@@ -26,12 +28,18 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from connector.dataplane.pep import ConsumeUse, TransferView, decide, still_permitted
+from connector.dataplane.pep import (
+    Circumstances,
+    ConsumeUse,
+    TransferView,
+    decide,
+    still_permitted,
+)
 from connector.dataplane.receipts import BodyHasher, ReceiptBook, ReceiptChain
 from connector.dataplane.sources import FILE_DIGESTS, FileRegion, SourceResponse, hash_region
 from connector.dataplane.uses import UseReservations
@@ -41,6 +49,8 @@ from connector.http.limits import one_header
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
+from connector.odrl.parse import PolicyError
+from connector.usage.pipeline import request_facts, stated_from_headers
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +58,17 @@ Lookup = Callable[[str], Awaitable[TransferView | None]]
 # raises StoreUnavailable while what the data plane must record cannot be recorded
 Ready = Callable[[], Awaitable[None]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PURPOSE_HEADER = "X-Purpose"
+# what holds for a data request beyond its token: (token claims, transfer, request headers, now)
+CircumstancesOf = Callable[[Claims, TransferView, Mapping[str, str], datetime],
+                           Awaitable[Circumstances]]
+
+
+async def token_and_headers(claims: Claims, transfer: TransferView, headers: Mapping[str, str],
+                            now: datetime) -> Circumstances:
+    """The circumstances a data plane without a store knows: the consumer's attested
+    attributes in its transfer token and the facts its request states."""
+    return Circumstances(request_facts(claims.attributes.get("attested"),
+                                       stated=stated_from_headers(headers)))
 SEQ_HEADER = "X-Receipt-Seq"
 SENDFILE_SEGMENT = 32 << 20  # bytes sent between two checks of the transfer and the agreement
 CHAIN_HEADER = "X-Receipt-Chain"  # the provider process's chain (several may serve one transfer)
@@ -80,7 +100,7 @@ def create_app(
     consume: ConsumeUse,
     receipts: ReceiptBook,
     clock: Callable[[], float] = time.time,
-    purpose_header: str = PURPOSE_HEADER,
+    circumstances: CircumstancesOf | None = None,
     run_ticker: bool = True,
     shared_receipts: Callable[[str], Awaitable[list[str]]] | None = None,
     ready: Ready | None = None,
@@ -134,7 +154,9 @@ def create_app(
         finally:
             chain.complete(seq, len(body), hashlib.sha256(body).digest(), clock())
 
-    async def still_allowed(transfer_id: str, purpose: str | None, *, decide_again: bool = True
+    circumstances_of = circumstances or token_and_headers
+
+    async def still_allowed(transfer_id: str, circ: Circumstances, *, decide_again: bool = True
                             ) -> str | None:
         """Between chunks: the transfer is still STARTED and the agreement still permits as of
         now (a time window closing mid-stream ends the stream). The lookup is cached and the
@@ -145,18 +167,18 @@ def create_app(
             return "the transfer is gone"
         if not decide_again:  # just decided: only the state can have changed since
             return None if view.state == "STARTED" else f"the transfer is {view.state}"
-        return still_permitted(view, now=datetime.fromtimestamp(clock(), UTC), purpose=purpose)
+        return still_permitted(view, now=datetime.fromtimestamp(clock(), UTC), circumstances=circ)
 
-    async def may_go_on(transfer_id: str, purpose: str | None) -> str | None:
+    async def may_go_on(transfer_id: str, circ: Circumstances) -> str | None:
         """`still_allowed` between chunks; a transfer that can no longer be checked (a storage
         fault) is cut off: fail closed."""
         try:
-            return await still_allowed(transfer_id, purpose)
+            return await still_allowed(transfer_id, circ)
         except StoreUnavailable as exc:
             return f"the transfer cannot be checked: {exc.reason}"
 
     async def stream(request: web.Request, chain: ReceiptChain, src: SourceResponse,
-                     transfer_id: str, purpose: str | None) -> web.StreamResponse:
+                     transfer_id: str, circ: Circumstances) -> web.StreamResponse:
         seq = chain.begin()
         hasher = BodyHasher()
         finished = False
@@ -165,7 +187,7 @@ def create_app(
                                           headers={**src.headers, **_seq_headers(chain, seq)})
             await response.prepare(request)
             async for chunk in src.chunks:
-                stop = await may_go_on(transfer_id, purpose)
+                stop = await may_go_on(transfer_id, circ)
                 if stop is not None:
                     # cut off: the consumer sees a truncated body (Content-Length unmet)
                     log.info("stream of %s cut off: %s", transfer_id, stop)
@@ -182,7 +204,7 @@ def create_app(
             await src.close()
 
     async def send_region(request: web.Request, chain: ReceiptChain, src: SourceResponse,
-                          region: FileRegion, transfer_id: str, purpose: str | None
+                          region: FileRegion, transfer_id: str, circ: Circumstances
                           ) -> web.StreamResponse:
         """A large file region with sendfile (zero copy; over TLS asyncio copies it), in
         segments with the same checks between them as a stream. The receipt's SHA-256: known
@@ -202,7 +224,7 @@ def create_app(
                                           headers={**src.headers, **_seq_headers(chain, seq)})
             await response.prepare(request)
             while sent < region.count:
-                stop = await may_go_on(transfer_id, purpose)
+                stop = await may_go_on(transfer_id, circ)
                 transport = request.transport
                 if stop is not None or transport is None or transport.is_closing():
                     log.info("stream of %s cut off: %s", transfer_id, stop or "the client left")
@@ -246,9 +268,12 @@ def create_app(
             await ready()
         chain = receipts.chain(transfer_id, transfer.agreement_id)
         now = clock()
-        purpose = request.headers.get(purpose_header) or None
-        decision = await decide(claims, transfer, now=datetime.fromtimestamp(now, UTC),
-                                purpose=purpose, consume=consume)
+        at = datetime.fromtimestamp(now, UTC)
+        try:
+            circ = await circumstances_of(claims, transfer, request.headers, at)
+        except PolicyError as exc:  # a stated fact that is not a term or a value
+            return await send_json(request, chain, 400, {"error": f"a stated fact cannot be read: {exc}"})
+        decision = await decide(claims, transfer, now=at, circumstances=circ, consume=consume)
         if not decision.permit:
             return await send_json(request, chain, 403, {"error": decision.reason})
         src: SourceResponse = await transfer.source.open(request.headers.get("Range"))
@@ -260,7 +285,7 @@ def create_app(
         # the state again, now that the source is open: a suspension or termination meanwhile
         # (the control plane invalidates the lookup) is a deny while no byte has left
         try:
-            stop = await still_allowed(transfer_id, purpose, decide_again=False)
+            stop = await still_allowed(transfer_id, circ, decide_again=False)
         except StoreUnavailable:
             await src.close()
             raise
@@ -271,8 +296,8 @@ def create_app(
             await src.close()
             return send_body(chain, src, src.body)
         if src.region is not None:
-            return await send_region(request, chain, src, src.region, transfer_id, purpose)
-        return await stream(request, chain, src, transfer_id, purpose)
+            return await send_region(request, chain, src, src.region, transfer_id, circ)
+        return await stream(request, chain, src, transfer_id, circ)
 
     async def get_receipts(request: web.Request) -> web.Response:
         claims = await authenticate(request)

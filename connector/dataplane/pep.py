@@ -14,8 +14,8 @@ One data request (one GET, ranged or not) is one use.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -27,6 +27,7 @@ from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, P
 from connector.odrl.parse import load_policy
 
 USE = T.O + "use"
+READ = T.O + "read"  # what a data request asks for (connector.usage.pipeline.DATA_ACTION)
 SERVING_STATES = frozenset({"STARTED"})
 
 # (agreement_id, consumer_id, target, limit) -> (allowed, count_after): a UseReservations, or
@@ -125,6 +126,8 @@ class TransferView:
     agreement: AgreementPolicy
     source: Any  # a connector.dataplane.sources.DataSource
     started_at: datetime | None = None  # start of the usage period, for elapsedTime
+    ended: str | None = None  # why the agreement no longer serves (retired), None while it does
+    attested: Mapping[str, Any] | None = None  # the consumer's attested attributes (push)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +144,26 @@ def _deny(reason: str) -> PepDecision:
     return PepDecision(False, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class Circumstances:
+    """What holds for one data request beyond the token's binding: its facts (attested, stated,
+    held: ``connector.usage.pipeline.request_facts``), the states of the agreement's duties,
+    and a duty that must be fulfilled before any use and is not (a payment), with its reason."""
+
+    facts: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    duties: Mapping[str, str] = field(default_factory=dict)
+    unmet: str | None = None
+
+
+NOTHING = Circumstances()
+
+
 async def decide(
     claims: Claims,
     transfer: TransferView,
     *,
     now: datetime,
-    purpose: str | None,
+    circumstances: Circumstances = NOTHING,
     consume: ConsumeUse,
 ) -> PepDecision:
     """Permit or deny one data request; counts a use only if everything else permits."""
@@ -160,14 +177,18 @@ async def decide(
     policy = transfer.agreement
     if policy.agreement_id != transfer.agreement_id:
         return _deny("the transfer's agreement does not match its policy")
+    if transfer.ended is not None:
+        return _deny(transfer.ended)
     if policy.uses is None:
         return _deny(f"the agreement cannot be enforced: {policy.unenforceable}")
-    context = {T.PURPOSE: (purpose,)} if purpose else {}
+    if circumstances.unmet is not None:
+        return _deny(circumstances.unmet)
 
     def request(count: int) -> DecisionRequest:
         return DecisionRequest(
-            action=USE, now=now, assignee=transfer.consumer_id, target=policy.target,
-            count=count, started_at=transfer.started_at, context=context)
+            action=READ, now=now, assignee=transfer.consumer_id, target=policy.target,
+            count=count, started_at=transfer.started_at, context=circumstances.facts,
+            duties=circumstances.duties)
 
     # everything but the count, decided as if this were the first use
     decision = policy.decider(request(0))
@@ -186,17 +207,22 @@ async def decide(
     return _deny(exhausted.reason)
 
 
-def still_permitted(transfer: TransferView, *, now: datetime, purpose: str | None) -> str | None:
+def still_permitted(transfer: TransferView, *, now: datetime,
+                    circumstances: Circumstances = NOTHING) -> str | None:
     """While data flows: None if the transfer is still STARTED and the agreement, decided as of
     ``now`` on everything but the count (the use was counted when the response began), still
     permits; else why not. A time window or an elapsed time that ends mid-stream cuts the
     stream off, as a suspension does."""
     if str(transfer.state) not in SERVING_STATES:
         return f"the transfer is {transfer.state}"
+    if transfer.ended is not None:
+        return transfer.ended
+    if circumstances.unmet is not None:
+        return circumstances.unmet
     policy = transfer.agreement
     if policy.uses is None:
         return f"the agreement cannot be enforced: {policy.unenforceable}"
     decision = policy.decider(DecisionRequest(
-        action=USE, now=now, assignee=transfer.consumer_id, target=policy.target, count=0,
-        started_at=transfer.started_at, context={T.PURPOSE: (purpose,)} if purpose else {}))
+        action=READ, now=now, assignee=transfer.consumer_id, target=policy.target, count=0,
+        started_at=transfer.started_at, context=circumstances.facts, duties=circumstances.duties))
     return None if decision.permit else decision.reason

@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from connector.dataplane.app import CircumstancesOf, token_and_headers
 from connector.dataplane.pep import ConsumeUse, decide, still_permitted
 from connector.dataplane.push import push
 from connector.dataplane.receipts import ReceiptBook
@@ -37,14 +38,20 @@ from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PUSH
 
 log = logging.getLogger(__name__)
+# the data-address properties a push consumer states facts in, by the pull's header for each
+PUSH_STATED = {"X-Purpose": "purpose", "X-Application": "application", "X-Event": "event",
+               "X-Location": "location"}
 LEASE_SECONDS = 30.0  # a replica's hold on a push; renewed while it runs, free after a crash
 
 
 class PushRunner:
     def __init__(self, cp: Any, *, lookup: TransferLookup, receipts: ReceiptBook,
                  policy: OutboundPolicy, ssl_context: ssl.SSLContext | None,
-                 consume: ConsumeUse | None = None) -> None:
+                 consume: ConsumeUse | None = None,
+                 circumstances: CircumstancesOf | None = None) -> None:
         self.cp = cp
+        # the same circumstances a pull is decided on (connector.dataplane.wiring)
+        self.circumstances: CircumstancesOf = circumstances or token_and_headers
         # the data plane's use reservations, so pulls and pushes draw on the same blocks
         self.consume: ConsumeUse = consume or cp.store.consume_use
         self.lookup = lookup
@@ -151,20 +158,22 @@ class PushRunner:
             return
         if self.receipts.shared is not None:  # fail closed, as a pull: earlier receipts first
             await self.receipts.shared.ready()
-        # the same decision a pull request gets; the consumer states its purpose in its address
+        # the same decision a pull request gets: the consumer's attested attributes as the
+        # provider verified them when the transfer was requested, the facts the consumer
+        # states in its data address (purpose, application, event, location)
         now = time.time()
         claims = Claims(scheme="push", issuer=self.cp.participant_id, subject=view.consumer_id,
                         audience=(), issued_at=now, not_before=now, expires_at=now, token_id=t.id,
-                        key_id=None, attributes={"transferId": t.id, "agreementId": view.agreement_id})
+                        key_id=None, attributes={"transferId": t.id, "agreementId": view.agreement_id,
+                                                 "attested": view.attested or {}})
+        stated = {h: v for h, v in ((h, address.property(n)) for h, n in PUSH_STATED.items()) if v}
+        circ = await self.circumstances(claims, view, stated, datetime.fromtimestamp(now, UTC))
         decision = await decide(claims, view, now=datetime.fromtimestamp(now, UTC),
-                                purpose=address.property("purpose") or None,
-                                consume=self.consume)
+                                circumstances=circ, consume=self.consume)
         if not decision.permit:
             await self._end(t.id, decision.reason)
             return
         secret = address.property("authorization")
-
-        purpose = address.property("purpose") or None
 
         state_changed = False
         renewed = time.monotonic()
@@ -182,7 +191,7 @@ class PushRunner:
                 return "the transfer is gone"
             if current.state != "STARTED":
                 state_changed = True  # suspended or ended: not this push's failure
-            return still_permitted(current, now=datetime.now(UTC), purpose=purpose)
+            return still_permitted(current, now=datetime.now(UTC), circumstances=circ)
 
         result = await push(
             view.source, destination=address.endpoint,

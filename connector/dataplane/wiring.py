@@ -20,7 +20,7 @@ from connector.assets import DataRoots
 from connector.audit.log import AuditLog
 from connector.audit.receipts import RECEIPT_KIND, receipt_data
 from connector.dataplane.app import create_app
-from connector.dataplane.pep import AgreementPolicy, TransferView
+from connector.dataplane.pep import TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptChain
 from connector.dataplane.sources import ASSET_GONE, FileSource, HttpSource, UnavailableSource
 from connector.dataplane.tokencache import TokenCache
@@ -31,10 +31,9 @@ from connector.identity.keys import SigningKey
 from connector.identity.tokens import TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
 from connector.store import Store
+from connector.usage.pipeline import compiled_agreement
 
 log = logging.getLogger(__name__)
-POLICY_CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
-                  "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"]
 # The provider has sent its start message: the consumer can hold the token only if it got it.
 SERVING = {"STARTED": "STARTED", "STARTING": "STARTED"}
 TOKEN_LEEWAY = 2.0  # seconds
@@ -76,8 +75,6 @@ class TransferLookup:
 
 def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
             ) -> Callable[[str], Awaitable[TransferView | None]]:
-    compiled: dict[str, AgreementPolicy] = {}
-
     async def lookup(transfer_id: str) -> TransferView | None:
         async with store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(transfer_id)
@@ -87,11 +84,7 @@ def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
             if agreement is None:
                 return None
             address = await tx.assets.get_secret_address(agreement.target)
-        policy = compiled.get(agreement.id)
-        if policy is None:
-            policy = AgreementPolicy.compile(agreement.id, agreement.target,
-                                             {"@context": POLICY_CONTEXT, **agreement.policy})
-            compiled[agreement.id] = policy
+        policy = compiled_agreement(agreement.id, agreement.target, agreement.policy)
         return TransferView(
             transfer_id=row.id, agreement_id=agreement.id, consumer_id=agreement.consumer_id,
             state=SERVING.get(row.state, row.state), agreement=policy,

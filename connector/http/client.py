@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import jwt
 
 from connector.http.outbound import (
     GuardedResolver,
@@ -30,6 +31,7 @@ from connector.http.outbound import (
     check_url,
     guarded_connector,
 )
+from connector.identity.tokens import dat_claims
 from connector.protocol import wirecheck
 
 TokenSource = Callable[[], Awaitable[str]]
@@ -118,6 +120,12 @@ class DspClient:
                                 f"{resp.status} {reason}".strip())
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Delivery(False, False, None, None, f"{type(exc).__name__}: {exc}"[:300])
+
+    async def attested(self) -> dict[str, Any]:
+        """This connector's own attributes as the authority attests them in its DAT (its own
+        token, fetched from the authority over TLS: read, not verified again)."""
+        payload = jwt.decode(await self._token(), options={"verify_signature": False})
+        return dict(dat_claims(payload, None).attributes)
 
     async def post(self, url: str, payload: Any) -> Delivery:
         return await self.request("POST", url, payload)

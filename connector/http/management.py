@@ -21,7 +21,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +32,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -66,13 +68,16 @@ from connector.http.routes import (
     query_of,
 )
 from connector.http.views import (
+    AgreementStatus,
     AgreementView,
     AssetView,
     AuditEntryView,
     CatalogView,
+    FactView,
     NegotiationView,
     NegotiationWireState,
     OfferView,
+    PaymentView,
     PolicyView,
     PullJobView,
     TransferView,
@@ -80,18 +85,33 @@ from connector.http.views import (
     VaultItemView,
 )
 from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
+from connector.odrl.model import Policy
+from connector.odrl.parse import PolicyError
 from connector.odrl.plain import jsonld_rules
 from connector.odrl.plain import policy_document as plain_policy_document
 from connector.odrl.templates import TemplateError, fill
 from connector.protocol import negotiation as neg
 from connector.protocol import transfer as xfer
 from connector.protocol.errors import ProtocolError
-from connector.protocol.messages import CatalogRequestMessage
+from connector.protocol.messages import CatalogRequestMessage, standalone_policy
 from connector.protocol.negotiation import NegotiationState
 from connector.runtime import ControlPlane, policy_problems, row_to_negotiation, row_to_transfer
 from connector.store import DuplicateKey, ReferenceViolation, StillReferenced
-from connector.store.rows import AgreementRow, AssetRow, NegotiationRow, OfferRow, PolicyRow, TransferRow
+from connector.store.rows import (
+    AgreementRow,
+    AssetRow,
+    HeldFact,
+    NegotiationRow,
+    OfferRow,
+    Payment,
+    PolicyRow,
+    TransferRow,
+)
+from connector.usage import pipeline
 from connector.usage.export import VaultExport
+from connector.usage.held import HeldFacts, UnknownOperand
+from connector.usage.lifecycle import agreement_status
+from connector.usage.payments import PaymentError, currency_iri, parse_amount
 
 API_VERSION = "0.2.0"
 API_DESCRIPTION = (
@@ -108,6 +128,14 @@ NOT_NOW = "The process's current state does not allow this command"
 IN_USE = "It is still in use (an offer or a live agreement depends on it)"
 PEER_FAILED = "The peer could not be reached or did not answer with a catalog"
 PURPOSE_HEADER = HeaderParam("X-Purpose", "the purpose of this use (or the `purpose` parameter)", 2000)
+# the facts a local use states, by header (or the query parameter of the same name)
+STATED_HEADERS = {
+    "purpose": PURPOSE_HEADER,
+    "application": HeaderParam("X-Application", "the application that uses the copy "
+                               "(or the `application` parameter)", 2000),
+    "event": HeaderParam("X-Event", "an event under way (or the `event` parameter)", 2000),
+    "location": HeaderParam("X-Location", "the place of use (or the `location` parameter)", 2000),
+}
 
 
 class _In(BaseModel):
@@ -227,17 +255,31 @@ class TerminateIn(_In):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class TransferIn(_In):
+class StatedIn(_In):
+    """The facts a use states for the provider's (or this connector's) decision: each an IRI
+    or a CURIE (``dpv:ScientificResearch``), expanded as the policy's are."""
+
+    purpose: str | None = Field(default=None, max_length=2000)
+    application: str | None = Field(default=None, max_length=2000,
+                                    description="the registered application that uses the data")
+    event: str | None = Field(default=None, max_length=2000, description="an event under way")
+    location: str | None = Field(default=None, max_length=2000,
+                                 description="the place of use (odrl:spatial)")
+
+    def stated(self) -> dict[str, str]:
+        return {k: v for k, v in (("application", self.application), ("event", self.event),
+                                  ("location", self.location)) if v}
+
+
+class TransferIn(StatedIn):
     agreement_id: str = Field(alias="agreementId")
     format: Literal["HttpData-PULL", "HttpData-PUSH"] = "HttpData-PULL"
-    # push: the purpose of the use, stated in the push address for the provider's decision
-    purpose: str | None = Field(default=None, max_length=2000)
+    # push: the stated facts go in the push address, for the provider's decision
 
 
-class PullIn(_In):
+class PullIn(StatedIn):
     out: str | None = Field(default=None, max_length=4096, pattern=PATH_PATTERN,
                             description="an absolute path to write the data to (default: the vault)")
-    purpose: str | None = Field(default=None, max_length=2000)
     complete: bool = True
 
 
@@ -326,9 +368,60 @@ class AuditQuery(PageQuery):
         return v
 
 
+def _rfc3339_time(v: Any) -> Any:
+    # an RFC 3339 time with its offset, as the schema's date-time says: not a Unix time
+    if isinstance(v, str) and not RFC3339.fullmatch(v):
+        raise ValueError("give an RFC 3339 time, e.g. 2025-01-31T12:00:00Z")
+    return v
+
+
+FactValue = Annotated[str, Field(min_length=1, max_length=2000)] | StrictInt | StrictFloat
+
+
+class FactIn(_In):
+    """A provider-held fact: its values (IRIs, CURIEs or literals), until an optional time."""
+
+    values: list[FactValue] = Field(min_length=1, max_length=100)
+    until: AwareDatetime | None = Field(default=None, description="when the fact expires")
+
+    _until = field_validator("until", mode="before")(_rfc3339_time)
+
+
+class PaymentIn(_In):
+    """A payment received under an agreement of this provider."""
+
+    agreement: str = Field(min_length=1, max_length=2000, description="the agreement's id")
+    amount: Annotated[str, Field(min_length=1, max_length=64)] | StrictInt | StrictFloat = Field(
+        description="the exact decimal amount (a string keeps every digit)")
+    currency: str = Field(min_length=1, max_length=2000,
+                          description="an ISO 4217 code (EUR, USD, ...) or the currency's IRI")
+    paid_at: AwareDatetime | None = Field(default=None, alias="paidAt",
+                                          description="when it was paid (default: now)")
+    reference: str | None = Field(default=None, max_length=2000)
+    receipt: str | None = Field(default=None, max_length=16_000,
+                                description="a signed payment receipt (compact JWS), kept as evidence")
+
+    _paid_at = field_validator("paid_at", mode="before")(_rfc3339_time)
+
+
+class PaymentQuery(PageQuery):
+    agreement: str | None = Field(default=None, min_length=1, max_length=2000,
+                                  description="only this agreement's payments")
+
+
+class RetireIn(_In):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 class VaultUseQuery(_Query):
     purpose: str | None = Field(default=None, max_length=2000,
                                 description="the purpose of this use (or the X-Purpose header)")
+    application: str | None = Field(default=None, max_length=2000,
+                                    description="the application that uses the copy (or X-Application)")
+    event: str | None = Field(default=None, max_length=2000,
+                              description="an event under way (or the X-Event header)")
+    location: str | None = Field(default=None, max_length=2000,
+                                 description="the place of use (or the X-Location header)")
 
 
 def _take(pieces: Iterator[bytes], limit: int) -> bytes:
@@ -423,10 +516,22 @@ def transfer_view(row: TransferRow) -> dict[str, Any]:
     return view
 
 
-def agreement_view(a: AgreementRow) -> dict[str, Any]:
+def agreement_view(a: AgreementRow, status: AgreementStatus) -> dict[str, Any]:
     return {"id": a.id, "providerId": a.provider_id, "consumerId": a.consumer_id,
             "target": a.target, "policy": a.policy, "signedAt": _iso(a.signed_at),
-            "negotiationId": a.negotiation_id}
+            "negotiationId": a.negotiation_id, "status": status,
+            "retiredAt": _iso(a.retired_at), "retiredReason": a.retired_reason}
+
+
+def fact_view(f: HeldFact) -> dict[str, Any]:
+    return {"name": f.name, "values": list(f.values), "until": _iso(f.until),
+            "setAt": _iso(f.set_at)}
+
+
+def payment_view(p: Payment) -> dict[str, Any]:
+    return {"id": p.id, "agreementId": p.agreement_id, "amount": format(p.amount, "f"),
+            "currency": p.currency, "paidAt": _iso(p.paid_at), "recordedAt": _iso(p.recorded_at),
+            "reference": p.reference, "receipt": p.receipt}
 
 
 def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
@@ -449,13 +554,17 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                    downloads: Any = None, local: Any = None,
                    data_roots: DataRoots | None = None,
                    limits: Limits = DEFAULT_LIMITS,
+                   held: HeldFacts | None = None,
                    export: VaultExport | None = None) -> web.Application:
     """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
-    file assets may lie (none: file assets are refused); ``export``: copies leaving the vault
-    (connector.usage.export)."""
+    file assets may lie (none: file assets are refused); ``held``: the provider's held facts and
+    payments (shared with the data plane of this process, so a change counts there at once);
+    ``export``: copies leaving the vault (connector.usage.export)."""
     roots = data_roots or DataRoots()
     store = cp.store
+    facts = held if held is not None else HeldFacts(store)
+    terms: dict[str, Policy | None] = {}  # agreement id -> its terms (they never change)
     document: dict[str, Any] = {}
 
     async def read_json(request: web.Request) -> Any:
@@ -503,12 +612,101 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     list_policies, get_policy, delete_policy = crud("policies", policy_view, "policy",
                                                     in_use="an offer still uses this policy")
     list_offers, get_offer, delete_offer = crud("offers", offer_view, "offer", changes_catalog=True)
-    list_agreements, get_agreement, _ = crud("agreements", agreement_view, "agreement")
+    def agreement_terms(a: AgreementRow) -> Policy | None:
+        if a.id not in terms:
+            if len(terms) > 10_000:
+                terms.clear()
+            try:
+                terms[a.id] = standalone_policy(a.policy)
+            except ProtocolError:  # unreadable terms: no window to expire, shown active
+                terms[a.id] = None
+        return terms[a.id]
+
+    def agreement_now(a: AgreementRow) -> dict[str, Any]:
+        policy = agreement_terms(a)
+        now = cp.clock()
+        if policy is None:
+            status: AgreementStatus = "retired" if a.retired_at is not None else "active"
+        else:
+            status = agreement_status(policy, a.retired_at, now)
+        return agreement_view(a, status)
+
+    list_agreements, get_agreement, _ = crud("agreements", agreement_now, "agreement")
+
+    async def retire_agreement(request: web.Request) -> web.Response:
+        r = body_of(request, RetireIn)
+        row = await cp.retire_agreement(request.match_info["id"], r.reason)
+        return web.json_response(agreement_now(row))
+
+    # -- provider-held facts and payments
+    async def list_facts(request: web.Request) -> web.Response:
+        now = cp.clock()
+        return web.json_response([fact_view(f) for f in await facts.held() if f.active(now)])
+
+    async def set_fact(request: web.Request) -> web.Response:
+        f = body_of(request, FactIn)
+        try:
+            fact = await facts.set(request.match_info["name"], f.values, until=f.until,
+                                   now=cp.clock())
+        except UnknownOperand as exc:
+            raise ApiError(404, f"no such operand: {exc}") from exc
+        except PolicyError as exc:
+            raise ApiError(400, f"invalid fact: {exc}") from exc
+        return web.json_response(fact_view(fact))
+
+    async def unset_fact(request: web.Request) -> web.Response:
+        try:
+            found = await facts.unset(request.match_info["name"])
+        except PolicyError as exc:
+            raise ApiError(400, f"invalid fact: {exc}") from exc
+        if not found:
+            raise ApiError(404, "no such fact")
+        return web.Response(status=204)
+
+    async def provider_agreement(agreement_id: str) -> AgreementRow:
+        async with store.transaction(readonly=True) as tx:
+            row = await tx.agreements.get(agreement_id)
+            negotiation = (await tx.negotiations.get(row.negotiation_id)
+                           if row is not None and row.negotiation_id else None)
+        if row is None or negotiation is None or negotiation.role != "provider":
+            raise ApiError(404, f"no agreement {agreement_id} of this provider")
+        return row
+
+    async def list_payments(request: web.Request) -> web.Response:
+        q = query_of(request, PaymentQuery)
+        async with store.transaction(readonly=True) as tx:
+            rows = await tx.payments.list(agreement_id=q.agreement, limit=q.limit, offset=q.offset)
+        return web.json_response([payment_view(p) for p in rows])
+
+    async def record_payment(request: web.Request) -> web.Response:
+        p = body_of(request, PaymentIn)
+        try:
+            amount, currency = parse_amount(p.amount), currency_iri(p.currency)
+        except PaymentError as exc:
+            raise ApiError(400, str(exc)) from exc
+        agreement = await provider_agreement(p.agreement)
+        now = cp.clock()
+        payment = Payment(id=f"urn:payment:{uuid.uuid4()}", agreement_id=agreement.id,
+                          amount=amount, currency=currency,
+                          paid_at=p.paid_at.astimezone(UTC) if p.paid_at else now,
+                          recorded_at=now, reference=p.reference, receipt=p.receipt)
+        try:
+            await facts.record(payment)
+        except ReferenceViolation as exc:  # the agreement went away meanwhile
+            raise ApiError(404, f"no agreement {p.agreement} of this provider") from exc
+        if audit is not None:
+            await audit.aappend("payment.recorded", {
+                "amount": payment_view(payment)["amount"], "currency": currency,
+                "paidAt": _iso(payment.paid_at), "reference": p.reference,
+                "payment": payment.id}, agreement_id=agreement.id,
+                participant_id=agreement.consumer_id)
+        return web.json_response(payment_view(payment), status=201)
     list_transfers, get_transfer, _ = crud("transfers", transfer_view, "transfer")
 
     async def start_transfer(request: web.Request) -> web.Response:
         t = body_of(request, TransferIn)
-        started = await cp.request_transfer(t.agreement_id, t.format, purpose=t.purpose)
+        started = await cp.request_transfer(t.agreement_id, t.format, purpose=t.purpose,
+                                            stated=t.stated())
         async with store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(started.id)
         assert row is not None
@@ -712,7 +910,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
             raise ApiError(404, "this connector runs no pulls (no data-space CA)")
         p = body_of(request, PullIn)
         job = await downloads.start(request.match_info["id"], out=p.out, purpose=p.purpose,
-                                    complete=p.complete)
+                                    complete=p.complete, stated=p.stated())
         return web.json_response(job.to_json(), status=202)
 
     async def pull_status(request: web.Request) -> web.Response:
@@ -742,8 +940,14 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
 
     async def read_vault_item(request: web.Request) -> web.StreamResponse:
         """One governed local use of a copy: decided on the agreement, duties fulfilled first."""
-        purpose = request.headers.get(PURPOSE_HEADER.name) or query_of(request, VaultUseQuery).purpose
-        item, path = await local.use(request.match_info["vid"], purpose or None)
+        q = query_of(request, VaultUseQuery)
+        given = {name: request.headers.get(h.name) or getattr(q, name)
+                 for name, h in STATED_HEADERS.items()}
+        try:
+            stated = pipeline.stated(**given)
+        except PolicyError as exc:
+            raise ApiError(400, f"a stated fact cannot be read: {exc}") from exc
+        item, path = await local.use(request.match_info["vid"], stated=stated)
         return web.FileResponse(path, headers={"X-Use-Number": str(item.uses),
                                                "Content-Type": "application/octet-stream"})
 
@@ -846,6 +1050,29 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                   "agreements", query=PageQuery, response=list[AgreementView]),
         Operation("GET", "/api/agreements/{id}", get_agreement, "getAgreement", "Get an agreement",
                   "agreements", response=AgreementView, errors={404: "No such agreement"}),
+        Operation("POST", "/api/agreements/{id}/retire", retire_agreement, "retireAgreement",
+                  "Provider: retire an agreement (its running transfers are terminated, new ones "
+                  "refused)", "agreements", body=RetireIn, response=AgreementView,
+                  errors={404: "No such agreement of this provider"}),
+        # provider-held facts and payments
+        Operation("GET", "/api/facts", list_facts, "listFacts",
+                  "The facts this provider holds now (state, active events)", "facts",
+                  response=list[FactView]),
+        Operation("PUT", "/api/facts/{name}", set_fact, "setFact",
+                  "Set (replace) a held fact: an operand such as idsc:STATE or odrl:event",
+                  "facts", body=FactIn, response=FactView,
+                  errors={404: "No such operand (no policy can test it)"},
+                  path_params={"name": "the operand (a CURIE, an IDS code or the full IRI)"}),
+        Operation("DELETE", "/api/facts/{name}", unset_fact, "unsetFact", "Unset a held fact",
+                  "facts", status=204, errors={404: "No such fact"},
+                  path_params={"name": "the operand (a CURIE, an IDS code or the full IRI)"}),
+        Operation("GET", "/api/payments", list_payments, "listPayments",
+                  "Payments received, oldest first", "payments", query=PaymentQuery,
+                  response=list[PaymentView]),
+        Operation("POST", "/api/payments", record_payment, "recordPayment",
+                  "Provider: record a payment received under an agreement", "payments",
+                  status=201, body=PaymentIn, response=PaymentView,
+                  errors={404: "No such agreement of this provider"}),
         # transfers
         Operation("POST", "/api/transfers", start_transfer, "startTransfer",
                   "Request a transfer under an agreement", "transfers", status=201,
@@ -891,7 +1118,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         # no HEAD: a use is counted and reported only when the data is served
         Operation("GET", "/api/vault/{vid}/data", vault_guard(read_vault_item), "useVaultItem",
                   "Consumer: one governed local use of a copy", "vault", query=VaultUseQuery,
-                  headers=(PURPOSE_HEADER,), media_type="application/octet-stream",
+                  headers=tuple(STATED_HEADERS.values()), media_type="application/octet-stream",
                   description="The agreement decides, its duties (log, inform the provider) are "
                               "fulfilled first, and the use counts (`X-Use-Number`).",
                   errors={403: "The agreement denies this use", 404: "No such copy, " + NO_VAULT.lower(),

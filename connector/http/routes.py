@@ -41,7 +41,7 @@ class _Blank:
 
 
 BLANK = _Blank()
-Method = Literal["GET", "POST", "DELETE"]
+Method = Literal["GET", "POST", "PUT", "DELETE"]
 M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"

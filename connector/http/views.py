@@ -13,10 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connector.protocol.negotiation import NegotiationState
 from connector.protocol.transfer import TransferState
+from connector.usage.lifecycle import STATUSES
 
 Role = Literal["provider", "consumer"]
 NegotiationStateName = Literal[tuple(s.value for s in NegotiationState)]  # type: ignore[valid-type]
 TransferStateName = Literal[tuple(s.value for s in TransferState)]  # type: ignore[valid-type]
+AgreementStatus = Literal[STATUSES]  # type: ignore[valid-type]
 # the DSP states, as the wire sees a process (internal "sending" states are not among them)
 NegotiationWireState = Literal[tuple(s.value for s in NegotiationState  # type: ignore[valid-type]
                                      if not s.is_sending)]
@@ -99,6 +101,30 @@ class AgreementView(_View):
     policy: dict[str, Any]
     signed_at: str | None = Field(alias="signedAt")
     negotiation_id: str | None = Field(alias="negotiationId")
+    status: AgreementStatus = Field(  # type: ignore[valid-type]
+        description="active; retired by the provider; or expired (its time window has passed)")
+    retired_at: str | None = Field(alias="retiredAt")
+    retired_reason: str | None = Field(alias="retiredReason")
+
+
+class FactView(_View):
+    """A fact the provider holds (provider-side state, an active event)."""
+
+    name: str = Field(description="the operand's full IRI")
+    values: list[Any] = Field(description="full IRIs or literals")
+    until: str | None = Field(description="when it expires (none: when unset)")
+    set_at: str = Field(alias="setAt")
+
+
+class PaymentView(_View):
+    id: str
+    agreement_id: str = Field(alias="agreementId")
+    amount: str = Field(description="the exact decimal amount")
+    currency: str = Field(description="the currency's IRI")
+    paid_at: str = Field(alias="paidAt")
+    recorded_at: str = Field(alias="recordedAt")
+    reference: str | None
+    receipt: str | None = Field(description="a signed payment receipt (compact JWS), if given")
 
 
 class CatalogOfferView(_View):

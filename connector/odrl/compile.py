@@ -289,6 +289,8 @@ def _fast_tests(constraints: tuple[AnyConstraint, ...], vocab: T.Vocabulary) -> 
         if not rights:
             return None
         left, op, r0 = c.left_operand, c.operator, rights[0]
+        if left == T.SECURITY_LEVEL:  # levels are ordered (operators.compare): no set test
+            return None
         if left in (T.DATE_TIME, T.COUNT, T.ELAPSED_TIME):
             if op not in _ORDER_FN or len(rights) != 1:
                 return None

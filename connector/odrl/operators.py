@@ -64,6 +64,14 @@ def compare(
         return False
     if not rights:
         raise ValueError("no right operand value")
+    ranked = _security_levels(lefts, rights)
+    if ranked is not None:
+        # IDS security profiles are levels (BASE < TRUST < TRUST_PLUS): a policy that names one
+        # asks for at least that level, so `eq` reads as "at least"; the order operators
+        # compare levels, isAnyOf/isNoneOf/neq the levels themselves
+        lefts, rights = ranked
+        if op == T.EQ:
+            op = T.GTEQ
     if op == T.EQ:
         return all(any(_eq(lv, rv) for rv in rights) for lv in lefts)
     if op == T.NEQ:
@@ -97,3 +105,16 @@ def _eq(a: Any, b: Any) -> bool:
         return bool(a == b)
     # An IRI and a plain literal that spell the same thing are the same value to a user.
     return str(a) == str(b)
+
+
+SECURITY_LEVELS = {T.IDSC_NS + name: rank for rank, name in enumerate(
+    ("BASE_SECURITY_PROFILE", "TRUST_SECURITY_PROFILE", "TRUST_PLUS_SECURITY_PROFILE"))}
+
+
+def _security_levels(lefts: Sequence[Any], rights: Sequence[Any]
+                     ) -> tuple[list[int], list[int]] | None:
+    """Both sides as security levels, when every value is an IDS security profile."""
+    try:
+        return ([SECURITY_LEVELS[str(v)] for v in lefts], [SECURITY_LEVELS[str(v)] for v in rights])
+    except KeyError:
+        return None

@@ -25,16 +25,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rdflib import Literal
+from rdflib import OWL, RDF, Literal
 
 from connector.odrl import terms as T
 from connector.odrl.model import DutyState, Request, Value, World
 from connector.odrl.parse import DSP_ODRL_PROFILE_URL, XSD, PolicyError, coerce_literal, parse_datetime
 from connector.odrl.terms import PREFIXES, expand_term, is_curie
-from connector.vocab import DSP_CONTEXT_URL
+from connector.vocab import DSP_CONTEXT_URL, ontology_graph
 
 __all__ = ["POLICY_CONTEXT", "PREFIXES", "expand_term", "is_plain_policy", "policy_document",
            "request_from_json", "world_from_json"]
@@ -83,13 +84,38 @@ def policy_document(document: Mapping[str, Any], policy_id: str | None = None) -
 
 def jsonld_rules(node: Any) -> Any:
     """Plain rules -> DSP-profile JSON-LD: right operands that name a term become
-    ``{"@id": <full IRI>}``, numbers and booleans typed literals."""
+    ``{"@id": <full IRI>}``, numbers and booleans typed literals, and an ODRL property the DSP
+    contexts do not define (``informedParty``, ``unit``, ``refinement``, ...) is written
+    ``odrl:<name>``, so that JSON-LD does not drop it."""
     if isinstance(node, list):
         return [jsonld_rules(x) for x in node]
     if not isinstance(node, Mapping):
         return node
-    return {k: right_operand(v) if k == "rightOperand" else jsonld_rules(v)
-            for k, v in node.items()}
+    return {_property(k): right_operand(v) if k == "rightOperand" else
+            {"@id": expand_term(v)} if k.endswith("Party") and isinstance(v, str) else
+            jsonld_rules(v) for k, v in node.items()}
+
+
+def _property(key: str) -> str:
+    if key.startswith("@") or ":" in key or key in _DSP_TERMS or key not in _odrl_properties():
+        return key
+    return "odrl:" + key
+
+
+# the terms the DSP contexts define (vocab/dspace/*.jsonld); the rest needs a prefix
+_DSP_TERMS = frozenset({
+    "action", "and", "andSequence", "assignee", "assigner", "constraint", "duty", "hasPolicy",
+    "leftOperand", "obligation", "operator", "or", "permission", "profile", "prohibition",
+    "rightOperand", "target", "xone"})
+
+
+@cache
+def _odrl_properties() -> frozenset[str]:
+    """Local names of the ODRL vocabulary's properties (offline, from vocab/odrl)."""
+    g = ontology_graph(T.O)
+    names = {str(s)[len(T.O):] for t in (RDF.Property, OWL.ObjectProperty, OWL.DatatypeProperty)
+             for s in g.subjects(RDF.type, t) if str(s).startswith(T.O)}
+    return frozenset(names)
 
 
 def right_operand(v: Any) -> Any:

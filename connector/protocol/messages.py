@@ -94,12 +94,17 @@ def _check_constraint(c: Any, where: str, depth: int) -> None:
                                        "strings or {\"@value\": ..., \"@type\": ...})")
 
 
+# a nextPolicy duty names its target: the policy that third parties get (ODRL 2.2, 2.6.3)
+_NEXT_POLICY = frozenset({"nextPolicy", "odrl:nextPolicy", "http://www.w3.org/ns/odrl/2/nextPolicy",
+                          "idsc:NEXT_POLICY", "https://w3id.org/idsa/code/NEXT_POLICY"})
+
+
 def _check_rule(r: Any, where: str, depth: int = 0) -> None:
     if not isinstance(r, dict):
         _fail(where, "a rule must be a JSON object")
     if not isinstance(r.get("action"), str):
         _fail(_at(where, "action"), "required, a string (e.g. \"use\")")
-    if "target" in r:
+    if "target" in r and not (depth > 0 and r["action"] in _NEXT_POLICY):
         _fail(_at(where, "target"), "rules must not name a target; the policy's target applies")
     constraints = r.get("constraint", [])
     if not isinstance(constraints, list):

@@ -56,11 +56,13 @@ from connector.store.errors import (
 from connector.store.repositories import (
     AgreementRepository,
     AssetRepository,
+    HeldFactRepository,
     LeaseRepository,
     NegotiationRepository,
     OfferRepository,
     OutboxRepository,
     ParticipantRepository,
+    PaymentRepository,
     PolicyRepository,
     ProcessedMessageRepository,
     ReceiptRepository,
@@ -292,6 +294,14 @@ class Transaction:
     @cached_property
     def agreements(self) -> AgreementRepository:
         return AgreementRepository(self)
+
+    @cached_property
+    def held_facts(self) -> HeldFactRepository:
+        return HeldFactRepository(self)
+
+    @cached_property
+    def payments(self) -> PaymentRepository:
+        return PaymentRepository(self)
 
     @cached_property
     def transfers(self) -> TransferRepository:

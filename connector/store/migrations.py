@@ -21,17 +21,47 @@ from connector.store.errors import SchemaTooNew
 Migration = tuple[str, Callable[[Connection], None]]
 
 
+# Columns added to a version 1 table by a later migration: migration 1 creates the table without
+# them (frozen version 1), the later migration adds them.
+_LATER_COLUMNS: dict[str, tuple[str, ...]] = {"agreements": ("retired_at", "retired_reason")}
+
+
+def _v1_tables() -> list[sa.Table]:
+    """The version 1 tables as migration 1 created them: today's definitions less the columns
+    later migrations add (no index or constraint of version 1 names one of those)."""
+    frozen = sa.MetaData(naming_convention=schema.metadata.naming_convention)
+    tables = []
+    for table in schema.V1_TABLES:
+        copy = table.to_metadata(frozen)
+        for name in _LATER_COLUMNS.get(table.name, ()):
+            copy._columns.remove(copy.c[name])
+        tables.append(copy)
+    return tables
+
+
 def _create_tables(connection: Connection) -> None:
-    schema.metadata.create_all(connection, tables=list(schema.V1_TABLES), checkfirst=False)
+    tables = _v1_tables()
+    tables[0].metadata.create_all(connection, tables=tables, checkfirst=False)
 
 
 def _create_receipts(connection: Connection) -> None:
     schema.metadata.create_all(connection, tables=[schema.receipts], checkfirst=False)
 
 
+def _usage_control(connection: Connection) -> None:
+    schema.metadata.create_all(connection, tables=[schema.held_facts, schema.payments],
+                               checkfirst=False)
+    agreements = schema.agreements
+    for name in _LATER_COLUMNS["agreements"]:
+        column = agreements.c[name]
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.execute(sa.text(f'ALTER TABLE agreements ADD COLUMN {name} {kind}'))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("create the tables", _create_tables),
     ("usage receipts, shared by the data plane's replicas", _create_receipts),
+    ("provider-held facts, payments, retired agreements", _usage_control),
 )
 LATEST = len(MIGRATIONS)
 

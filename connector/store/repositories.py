@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -30,11 +31,13 @@ from connector.store.rows import (
     AgreementRow,
     AssetRow,
     CatalogOffer,
+    HeldFact,
     NegotiationRow,
     OfferRow,
     OutboxMessage,
     OutboxStatus,
     ParticipantSeen,
+    Payment,
     PolicyRow,
     ProcessedMessage,
     ProcessKind,
@@ -633,6 +636,73 @@ class AgreementRepository(_Repository):
         return await self._count(
             t.agreements, self._filters(consumer_id, provider_id, target, negotiation_id)
         )
+
+
+    async def retire(self, agreement_id: str, reason: str, now: datetime) -> AgreementRow | None:
+        """Mark the agreement retired at `now` with `reason`; a retired one keeps its first
+        retirement. None if there is no such agreement."""
+        a = t.agreements
+        await self._execute(sa.update(a).where(a.c.id == agreement_id, a.c.retired_at.is_(None))
+                            .values(retired_at=now, retired_reason=reason))
+        return await self.get(agreement_id)
+
+
+# --------------------------------------------------------------------------- provider-held facts
+
+
+class HeldFactRepository(_Repository):
+    async def set(self, fact: HeldFact) -> HeldFact:
+        """Set (replace) the fact named `fact.name`."""
+        h = t.held_facts
+        values = {"name": fact.name, "fact_values": list(fact.values), "until": fact.until,
+                  "set_at": fact.set_at}
+        await self._execute(self._insert(h).values(values).on_conflict_do_update(
+            index_elements=[h.c.name],
+            set_={k: v for k, v in values.items() if k != "name"}))
+        return fact
+
+    async def unset(self, name: str) -> bool:
+        """Remove the fact; False if it was not set."""
+        h = t.held_facts
+        result = await self._execute(sa.delete(h).where(h.c.name == name))
+        return result.rowcount == 1
+
+    async def list(self, now: datetime | None = None) -> list[HeldFact]:
+        """The facts by name; with `now`, only those active then (not expired)."""
+        h = t.held_facts
+        stmt = sa.select(h).order_by(h.c.name)
+        if now is not None:
+            stmt = stmt.where(sa.or_(h.c.until.is_(None), h.c.until > now))
+        return [HeldFact(name=r.name, values=tuple(r.fact_values), until=r.until, set_at=r.set_at)
+                for r in await self._execute(stmt)]
+
+
+# --------------------------------------------------------------------------- payments
+
+
+class PaymentRepository(_Repository):
+    async def add(self, payment: Payment) -> Payment:
+        """Record a payment; `DuplicateKey` if its id exists, `ReferenceViolation` for an
+        unknown agreement."""
+        p = t.payments
+        values = {**_values(payment), "amount": str(payment.amount)}
+        result = await self._execute(self._insert(p).values(values)
+                                     .on_conflict_do_nothing(index_elements=[p.c.id])
+                                     .returning(p.c.id))
+        if result.first() is None:
+            raise DuplicateKey(f"payment {payment.id!r} exists")
+        return payment
+
+    async def list(self, *, agreement_id: str | None = None, limit: int | None = 500,
+                   offset: int = 0) -> list[Payment]:
+        """Payments in the order they were paid (all agreements' without `agreement_id`)."""
+        p = t.payments
+        stmt = sa.select(p)
+        if agreement_id is not None:
+            stmt = stmt.where(p.c.agreement_id == agreement_id)
+        stmt = _page(stmt.order_by(p.c.paid_at, p.c.id), limit, offset)
+        return [Payment(**{**row._mapping, "amount": Decimal(row.amount)})
+                for row in await self._execute(stmt)]
 
 
 # --------------------------------------------------------------------------- usage counting

@@ -10,6 +10,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
 Role = Literal["provider", "consumer"]
@@ -112,7 +113,8 @@ class NegotiationRow:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgreementRow:
-    """A concluded contract agreement (immutable once written)."""
+    """A concluded contract agreement (its terms immutable once written). The provider may
+    retire it: `retired_at` and `retired_reason` are then set, once."""
 
     id: str
     provider_id: str
@@ -121,6 +123,36 @@ class AgreementRow:
     policy: dict[str, Any]
     signed_at: datetime
     negotiation_id: str | None = None
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldFact:
+    """A fact the provider holds and states itself: operand `name` (its full IRI) has `values`
+    (full IRIs or literals) until `until` (None: until unset)."""
+
+    name: str
+    values: tuple[Any, ...]
+    set_at: datetime
+    until: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Payment:
+    """A payment received under an agreement: an exact `amount` in `currency` (an IRI)."""
+
+    id: str
+    agreement_id: str
+    amount: Decimal
+    currency: str
+    paid_at: datetime
+    recorded_at: datetime
+    reference: str | None = None
+    receipt: str | None = None  # a signed payment receipt (compact JWS), when one came with it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -150,6 +150,9 @@ agreements = sa.Table(
     sa.Column("target", sa.Text, nullable=False),
     sa.Column("policy", JSON_TYPE, nullable=False),
     sa.Column("signed_at", UTCDateTime, nullable=False),
+    # set once by the provider that retires the agreement (migration 3); NULL: not retired
+    sa.Column("retired_at", UTCDateTime),
+    sa.Column("retired_reason", sa.Text),
     sa.Index(None, "signed_at", "id"),
     sa.Index(None, "consumer_id"),
     sa.Index(None, "provider_id"),
@@ -240,6 +243,33 @@ receipts = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+# Facts the provider holds and states itself (connector.usage.held): provider-side state, active
+# events. One row per operand (its full IRI); a fact whose `until` has passed is absent.
+held_facts = sa.Table(
+    "held_facts",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("fact_values", JSON_TYPE, nullable=False),
+    sa.Column("until", UTCDateTime),
+    sa.Column("set_at", UTCDateTime, nullable=False),
+)
+
+# Payments received under an agreement (connector.usage.payments). `amount` is the exact decimal
+# as text (never a float); `currency` an IRI; `receipt` an optional signed receipt (a JWS).
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("agreement_id", ID, sa.ForeignKey("agreements.id", ondelete="RESTRICT"), nullable=False),
+    sa.Column("amount", sa.Text, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("paid_at", UTCDateTime, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("reference", sa.Text),
+    sa.Column("receipt", sa.Text),
+    sa.Index(None, "agreement_id", "paid_at"),
+)
+
 # The tables migration 1 creates (frozen: later tables come with their own migration).
 V1_TABLES: tuple[sa.Table, ...] = (
     participants_seen,
@@ -254,4 +284,4 @@ V1_TABLES: tuple[sa.Table, ...] = (
     outbox,
 )
 
-APPLICATION_TABLES: tuple[sa.Table, ...] = (*V1_TABLES, receipts)
+APPLICATION_TABLES: tuple[sa.Table, ...] = (*V1_TABLES, receipts, held_facts, payments)

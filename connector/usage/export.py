@@ -29,7 +29,6 @@ from connector.audit.log import AuditLog
 from connector.consumer import Denied
 from connector.duties import Vault, VaultItem
 from connector.odrl.parse import PolicyError, jsonld_to_graph, policy_from_graph
-from connector.odrl.plain import POLICY_CONTEXT
 from connector.store import Store
 from connector.usage.distribute import NEXT_POLICY, DistributionTerms, decide, distribution_terms
 from connector.usage.envelope import (
@@ -41,6 +40,7 @@ from connector.usage.envelope import (
     recipient_from_certificate,
     seal,
 )
+from connector.usage.pipeline import agreement_document
 
 DISTRIBUTED_KIND = "vault.distributed"
 DENIED_KIND = "vault.denied"
@@ -104,7 +104,7 @@ def embedded_next_policy(agreement: dict[str, Any], duty_id: str) -> dict[str, A
                 and name.rsplit("/", 1)[-1].rsplit(":", 1)[-1] in ("nextPolicy", "NEXT_POLICY"))
             target = duty.get("target")
             if same and isinstance(target, dict) and len(target) > 1:
-                return {"@context": agreement.get("@context", POLICY_CONTEXT), **target}
+                return {"@context": agreement_document(agreement)["@context"], **target}
     return None
 
 
@@ -148,8 +148,7 @@ class VaultExport:
         if terms is None:
             try:
                 # the agreement's own node: a next policy it embeds is a second policy
-                graph = jsonld_to_graph({"@context": POLICY_CONTEXT, **agreement.policy},
-                                        "agreement")
+                graph = jsonld_to_graph(agreement_document(agreement.policy), "agreement")
                 policy = policy_from_graph(graph, agreement.id)
             except PolicyError as exc:
                 raise Denied(403, f"the agreement cannot be enforced: {exc}") from exc

@@ -14,11 +14,17 @@ import pytest
 import sqlalchemy as sa
 from dataplane_testlib import CONSUMER, T0, Provider, agreement_doc, count_lteq, iso, transfer
 
-from connector.dataplane.pep import AgreementPolicy, UnenforceableCount, decide, use_limit
+from connector.dataplane.pep import AgreementPolicy, Circumstances, UnenforceableCount, decide, use_limit
 from connector.odrl.parse import load_policy
 from connector.store import Store
+from connector.usage.pipeline import request_facts, stated
 
 NOW = datetime.fromtimestamp(T0, UTC)
+
+
+def _stating(purpose: str) -> Circumstances:
+    """A request that states its purpose (as the X-Purpose header does)."""
+    return Circumstances(request_facts(stated=stated(purpose=purpose)))
 
 
 PG = os.environ.get("CONNECTOR_TEST_PG")
@@ -53,7 +59,7 @@ async def test_100_concurrent_requests_against_10_uses(store: Store) -> None:
     claims = await _claims(p)
     view = transfer(agreement_doc([count_lteq(10)]))
     results = await asyncio.gather(*(
-        decide(claims, view, now=NOW, purpose=None, consume=store.consume_use) for _ in range(100)))
+        decide(claims, view, now=NOW, consume=store.consume_use) for _ in range(100)))
     permits = [r for r in results if r.permit]
     denies = [r for r in results if not r.permit]
     assert len(permits) == 10 and len(denies) == 90
@@ -69,13 +75,15 @@ async def test_denied_requests_do_not_burn_uses(store: Store) -> None:
                                          "rightOperand": {"@id": "ex:research"}}])
     view = transfer(doc)
     for _ in range(5):
-        d = await decide(claims, view, now=NOW, purpose="urn:ex:ads", consume=store.consume_use)
+        d = await decide(claims, view, now=NOW, circumstances=_stating("urn:ex:ads"),
+                         consume=store.consume_use)
         assert not d.permit
     suspended = transfer(doc, state="SUSPENDED")
-    assert not await decide(claims, suspended, now=NOW, purpose="urn:ex:research",
+    assert not await decide(claims, suspended, now=NOW, circumstances=_stating("urn:ex:research"),
                             consume=store.consume_use)
     assert await store.get_use_count("urn:agreement:1", CONSUMER, "urn:asset:weather") == 0
-    ok = [await decide(claims, view, now=NOW, purpose="urn:ex:research", consume=store.consume_use)
+    ok = [await decide(claims, view, now=NOW, circumstances=_stating("urn:ex:research"),
+                       consume=store.consume_use)
           for _ in range(4)]
     assert [d.permit for d in ok] == [True, True, True, False]
 
@@ -84,7 +92,7 @@ async def test_denied_requests_do_not_burn_uses(store: Store) -> None:
 async def test_transfer_not_started_denied(state: str) -> None:
     p = Provider()
     d = await decide(await _claims(p), transfer(agreement_doc([]), state=state), now=NOW,
-                     purpose=None, consume=_never)
+                     consume=_never)
     assert not d.permit and state in d.reason
 
 
@@ -100,8 +108,8 @@ async def test_time_window_closed_denied() -> None:
     ])
     claims = await _claims(p)
     view = transfer(doc)
-    assert (await decide(claims, view, now=NOW, purpose=None, consume=_never)).permit
-    late = await decide(claims, view, now=NOW + timedelta(hours=2), purpose=None, consume=_never)
+    assert (await decide(claims, view, now=NOW, consume=_never)).permit
+    late = await decide(claims, view, now=NOW + timedelta(hours=2), consume=_never)
     assert not late.permit and "dateTime" in late.reason
 
 
@@ -112,23 +120,24 @@ async def test_purpose_mismatch_denied_with_engine_reason() -> None:
     view = transfer(doc)
     claims = await _claims(p)
     engine = view.agreement.decider
-    d = await decide(claims, view, now=NOW, purpose="urn:ex:ads", consume=_never)
+    d = await decide(claims, view, now=NOW, circumstances=_stating("urn:ex:ads"), consume=_never)
     assert not d.permit
     from connector.odrl import terms as T
     from connector.odrl.compile import DecisionRequest
     expected = engine(DecisionRequest(action=T.O + "use", now=NOW, assignee=CONSUMER,
                                       target="urn:asset:weather", context={T.PURPOSE: ("urn:ex:ads",)}))
     assert d.reason == expected.reason and "purpose" in d.reason
-    none = await decide(claims, view, now=NOW, purpose=None, consume=_never)
+    none = await decide(claims, view, now=NOW, consume=_never)
     assert not none.permit
-    assert (await decide(claims, view, now=NOW, purpose="urn:ex:research", consume=_never)).permit
+    assert (await decide(claims, view, now=NOW, circumstances=_stating("urn:ex:research"),
+                         consume=_never)).permit
 
 
 async def test_token_must_be_bound_to_transfer_and_consumer() -> None:
     p = Provider()
     view = transfer(agreement_doc([]))
     for kw in ({"transfer_id": "t2"}, {"agreement_id": "urn:agreement:2"}, {"consumer": "urn:other"}):
-        d = await decide(await _claims(p, **kw), view, now=NOW, purpose=None, consume=_never)
+        d = await decide(await _claims(p, **kw), view, now=NOW, consume=_never)
         assert not d.permit and "not bound" in d.reason
 
 
@@ -155,5 +164,5 @@ async def test_unenforceable_count_fails_closed() -> None:
     doc = agreement_doc([{"leftOperand": "count", "operator": "gteq", "rightOperand": 1}])
     view = transfer(doc)
     assert isinstance(view.agreement, AgreementPolicy) and view.agreement.uses is None
-    d = await decide(await _claims(p), view, now=NOW, purpose=None, consume=_never)
+    d = await decide(await _claims(p), view, now=NOW, consume=_never)
     assert not d.permit and "cannot be enforced" in d.reason

@@ -88,7 +88,7 @@ async def test_pep_counts_exactly_through_reservations(store: Store) -> None:
     view = transfer(agreement_doc([count_lteq(10)]))
     uses = UseReservations(store)
     results = await asyncio.gather(*(
-        decide(claims, view, now=NOW, purpose=None, consume=uses) for _ in range(100)))
+        decide(claims, view, now=NOW, consume=uses) for _ in range(100)))
     permits = [r for r in results if r.permit]
     assert sorted(r.count_after for r in permits) == list(range(1, 11))  # type: ignore[type-var]
     denies = [r for r in results if not r.permit]

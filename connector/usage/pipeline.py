@@ -1,0 +1,145 @@
+"""One policy pipeline: an agreement compiled once, decided by the same decider at every point,
+fed from the same fact sources.
+
+- ``agreement_document``: the one JSON-LD reading of a stored agreement or policy (the engine's
+  ``POLICY_CONTEXT``, every prefix a policy may use), so ``idsc:SECURITY_LEVEL`` means the same
+  at the catalog, in negotiation, at the data plane and at a consumer's local use.
+- ``compiled_agreement``: the data plane's and the local use's compiled form, cached by the
+  agreement's id and text.
+- ``catalog_decider``: the contract policy as the catalog and the negotiation can decide it,
+  with the facts the authority attests (``connector.odrl.stage.residual``).
+- ``request_facts``: the facts of one request, from the three sources: attested (the token),
+  stated (the request), held (the provider's or the consumer's connector).
+- ``DATA_ACTION``: what a pull, a push and a local read ask for: ``odrl:read``. A permission to
+  ``use`` covers it (ODRL's ``read`` is included in ``use``), and so does one to ``read`` alone
+  (``distribute-only-if-encrypted``), while ``distribute`` stays a separate question.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from functools import lru_cache
+from typing import Any
+
+from connector.dataplane.pep import AgreementPolicy
+from connector.odrl import terms as T
+from connector.odrl.compile import Decider, Decision, DecisionRequest, compile_policy
+from connector.odrl.facts import ATTESTED, context_facts, fact_values
+from connector.odrl.parse import load_policy
+from connector.odrl.plain import POLICY_CONTEXT
+from connector.odrl.stage import residual
+
+DATA_ACTION = T.O + "read"
+
+# the request headers (data plane) and fields (management API) of the stated facts
+STATED_HEADERS = {"X-Purpose": T.PURPOSE, "X-Application": T.APPLICATION,
+                  "X-Event": T.O + "event", "X-Location": T.SPATIAL}
+
+
+def agreement_document(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored policy (an agreement's, an offer's contract policy) as the engine reads it."""
+    if "@context" in policy:
+        return dict(policy)
+    return {"@context": POLICY_CONTEXT, **policy}
+
+
+def compiled_agreement(agreement_id: str, target: str, policy: Mapping[str, Any]) -> AgreementPolicy:
+    """The agreement compiled once (cached by its id and text)."""
+    text = json.dumps(policy, sort_keys=True, separators=(",", ":"))
+    return _compiled(agreement_id, target, text)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(agreement_id: str, target: str, text: str) -> AgreementPolicy:
+    return AgreementPolicy.compile(agreement_id, target, agreement_document(json.loads(text)))
+
+
+def catalog_decider(contract_policy: Mapping[str, Any]) -> Decider:
+    """The contract policy decided on attested facts only (the catalog, the negotiation): a
+    requester it denies could never use the data, so the offer is not shown and a request for
+    it is terminated, with the reason."""
+    text = json.dumps(contract_policy, sort_keys=True, separators=(",", ":"))
+    return _catalog(hashlib.sha256(text.encode()).hexdigest(), text)
+
+
+@lru_cache(maxsize=1024)
+def _catalog(_digest: str, text: str) -> Decider:
+    staged = residual(load_policy(agreement_document(json.loads(text))),
+                      lambda operand: operand in ATTESTED)
+    decider = compile_policy(staged)
+
+    def decide(req: DecisionRequest) -> Decision:
+        return decider(replace(req, action=DATA_ACTION, count=0, started_at=None))
+    return decide
+
+
+def both(first: Decider | None, second: Decider) -> Decider:
+    """Permit when both permit; the first denial's reason otherwise."""
+    if first is None:
+        return second
+
+    def decide(req: DecisionRequest) -> Decision:
+        d = first(req)
+        return d if not d.permit else second(req)
+    return decide
+
+
+def request_facts(attested: Mapping[str, Any] | None = None, *,
+                  stated: Mapping[str, tuple[Any, ...]] | None = None,
+                  held: Mapping[str, tuple[Any, ...]] | None = None) -> dict[str, tuple[Any, ...]]:
+    """One request's facts: operand IRI -> values. ``attested`` are token attributes as the
+    authority states them (``securityProfile``, ``roles``, ...); ``stated`` and ``held`` are
+    context facts (``connector.odrl.facts.context_facts``). A held fact never stands in for an
+    attested one: attested operands come from the token only."""
+    facts: dict[str, tuple[Any, ...]] = {}
+    for source in (held or {}, stated or {}):
+        for k, v in source.items():
+            if k not in ATTESTED:
+                facts[k] = facts.get(k, ()) + tuple(v)
+    facts.update(fact_values(attested or {}))
+    return facts
+
+
+def stated_from_headers(headers: Mapping[str, str]) -> dict[str, tuple[Any, ...]]:
+    """The facts a data request states in its headers (a comma-separated list each)."""
+    raw: dict[str, list[str]] = {}
+    for header, operand in STATED_HEADERS.items():
+        value = headers.get(header)
+        if value:
+            raw[operand] = [v.strip() for v in value.split(",") if v.strip()]
+    return context_facts(raw)
+
+
+def stated(*, purpose: str | Iterable[str] | None = None,
+           application: str | Iterable[str] | None = None,
+           event: str | Iterable[str] | None = None,
+           location: str | Iterable[str] | None = None) -> dict[str, tuple[Any, ...]]:
+    """The facts a request states by name (``--purpose``, ``--application``, ...)."""
+    def items(v: str | Iterable[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        out = [v] if isinstance(v, str) else list(v)
+        return [x for x in out if x] or None
+    return context_facts({T.PURPOSE: items(purpose), T.APPLICATION: items(application),
+                          T.O + "event": items(event), T.SPATIAL: items(location)})
+
+
+def headers_for(facts: Mapping[str, str | Iterable[str] | None]) -> dict[str, str]:
+    """The data-plane request headers that state ``facts`` (name -> value(s)), for a client."""
+    names = {"purpose": "X-Purpose", "application": "X-Application", "event": "X-Event",
+             "location": "X-Location"}
+    out: dict[str, str] = {}
+    for name, value in facts.items():
+        if value is None or name not in names:
+            continue
+        values = [value] if isinstance(value, str) else list(value)
+        if values:
+            out[names[name]] = ",".join(values)
+    return out
+
+
+__all__ = ["DATA_ACTION", "STATED_HEADERS", "agreement_document", "both", "catalog_decider",
+           "compiled_agreement", "headers_for", "request_facts", "stated", "stated_from_headers"]
