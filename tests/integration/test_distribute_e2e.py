@@ -43,8 +43,7 @@ def consumer_(space: DataSpace) -> Connector:
 @pytest.fixture
 def pair(space: DataSpace, consumer_: Connector,
          request: pytest.FixtureRequest) -> tuple[Connector, Connector]:
-    """A provider of its own for each test (an offer one of them cannot make must not break the
-    catalog of the others), and the one consumer."""
+    """A provider of its own for each test (its offers and logs apart), and the one consumer."""
     name = "p-" + re.sub(r"[^a-z0-9]", "", request.node.name.lower())[-20:]
     return space.connector(name, roles=("provider",)), consumer_
 
@@ -63,23 +62,17 @@ def run(*args: object) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, env=process_env())
 
 
-# The templates grant read and distribute: a pull needs the data plane to decide on what the
-# agreement grants, and the attach-policy offer needs a catalog that takes a duty's target
-# (issue 10, other parts). The same terms written as plain rules beside use show the
-# distribution now.
-PULL_PENDING = "issue 10, data plane part: the pull asks for odrl:use, the template grants read"
-CATALOG_PENDING = PULL_PENDING + "; catalog part: a duty's target is refused"
+# The templates, and the same terms written as plain rules beside a plain `use` (which must not
+# let an unencrypted copy out) and in IDS-G's form of the next policy (a TARGET_POLICY constraint).
 USE = {"action": "use"}
 ENCRYPTED_ONLY = [
-    pytest.param({"template": "distribute-only-if-encrypted", "params": {}}, id="template",
-                 marks=pytest.mark.xfail(strict=True, reason=PULL_PENDING)),
+    pytest.param({"template": "distribute-only-if-encrypted", "params": {}}, id="template"),
     pytest.param({"policy": {"permission": [
         USE, {"action": "distribute", "duty": [{"action": "idsc:ENCRYPT"}]}]}}, id="rules"),
 ]
 NEXT_POLICY = [
     pytest.param({"template": "attach-policy-for-third-party",
-                  "params": {"nextPolicy": THIRD_PARTY}}, id="template",
-                 marks=pytest.mark.xfail(strict=True, reason=CATALOG_PENDING)),
+                  "params": {"nextPolicy": THIRD_PARTY}}, id="template"),
     pytest.param({"policy": {"permission": [USE, {"action": "distribute", "duty": [{
         "action": "nextPolicy", "constraint": [{"leftOperand": "idsc:TARGET_POLICY",
                                                 "operator": "eq", "rightOperand": THIRD_PARTY}]}]}]}},
