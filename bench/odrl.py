@@ -4,6 +4,11 @@
    window, purpose) on one core; then the same with 100,000 compiled agreements loaded, each
    decision picking its agreement by id. Baseline in the same run: a hand-written Python
    function making the same three checks with no engine at all.
+   With DAT facts: the same agreement shape plus two constraints on what the authority attests
+   (security level at least TRUST, the consumer role), decided with the facts the data plane
+   feeds it: the consumer's attested attributes (as the transfer token carries them) and the
+   purpose header, assembled per request by ``connector.usage.pipeline`` exactly as the data
+   plane does. Baseline in the same run: the three-constraint decision with a prepared purpose.
 2. Evaluation time (explaining evaluator, report included, parsing excluded) of every case of
    the shared conformance suite, the large "weekdays 9-17" case separately; parse time shown
    alongside as the reference.
@@ -54,6 +59,43 @@ def agreement(i: int) -> dict:
             {"leftOperand": "purpose", "operator": "eq", "rightOperand": {"@id": PURPOSE}},
         ]}],
     }
+
+
+def agreement_with_dat_facts(i: int) -> dict:
+    """The agreement of ``agreement(i)`` with two constraints on attested facts."""
+    doc = agreement(i)
+    doc["@context"] = [*doc["@context"], {"idsc": "https://w3id.org/idsa/code/",
+                                          "dsc": "https://w3id.org/dataspace-connector/ns#"}]
+    doc["permission"][0]["constraint"] += [
+        {"leftOperand": "idsc:SECURITY_LEVEL", "operator": "eq",
+         "rightOperand": {"@id": "idsc:TRUST_SECURITY_PROFILE"}},
+        {"leftOperand": "dsc:role", "operator": "isAllOf", "rightOperand": {"@id": "dsc:Consumer"}},
+    ]
+    return doc
+
+
+def bench_dat_facts(seconds: float) -> dict[str, float]:
+    """Decisions/s with the DAT's attested facts in the request, as the data plane feeds them."""
+    from connector.usage.pipeline import request_facts, stated_from_headers
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    read = T.O + "read"
+    attested = {"securityProfile": "idsc:TRUST_PLUS_SECURITY_PROFILE", "roles": ["consumer"],
+                "membership": True, "referringConnector": "https://consumer.example/"}
+    headers = {"X-Purpose": PURPOSE}
+    plain = compile_policy(load_policy(agreement(0)))
+    with_dat = compile_policy(load_policy(agreement_with_dat_facts(0)))
+    prepared = request_facts(attested, stated=stated_from_headers(headers))
+    kw = {"action": read, "now": now, "assignee": "urn:participant:c0", "target": "urn:asset:0",
+          "count": 17}
+    assert with_dat(DecisionRequest(**kw, context=prepared)).permit  # type: ignore[arg-type]
+    base = rate(lambda: plain(DecisionRequest(  # type: ignore[arg-type]
+        **kw, context={T.PURPOSE: (PURPOSE,)})), seconds)
+    facts_ready = rate(lambda: with_dat(DecisionRequest(**kw, context=prepared)),  # type: ignore[arg-type]
+                       seconds)
+    full = rate(lambda: with_dat(DecisionRequest(  # type: ignore[arg-type]
+        **kw, context=request_facts(attested, stated=stated_from_headers(headers)))), seconds)
+    return {"purpose_only": base, "dat_prepared": facts_ready, "dat_assembled": full}
 
 
 def rate(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]
@@ -185,6 +227,13 @@ def main() -> None:
     print(f"baseline at {args.agreements:,}, hand-written checks: {d['bare_many']:>12,.0f} /s  "
           f"({d['bare_many'] / d['bare']:.0%} of the baseline with one); engine at scale = "
           f"{d['many'] / d['bare_many']:.0%} of this baseline")
+    f = bench_dat_facts(args.seconds)
+    print("\n## With DAT facts in the request (one core)")
+    print(f"baseline, purpose only (3 constraints):        {f['purpose_only']:>12,.0f} /s")
+    print(f"+ security level and role, facts prepared:     {f['dat_prepared']:>12,.0f} /s  "
+          f"({f['dat_prepared'] / f['purpose_only']:.0%} of baseline)")
+    print(f"+ facts assembled per request (data plane):    {f['dat_assembled']:>12,.0f} /s  "
+          f"({f['dat_assembled'] / f['purpose_only']:.0%} of baseline)")
     rows, mean = bench_cases()
     print("\n## Shared conformance cases: evaluation (report object), parsing excluded")
     print(f"{'case':40} {'eval ms':>8} {'+Turtle':>8} {'parse ms':>9}")

@@ -9,7 +9,10 @@ data-space CA. Each verified receipt goes into the consumer's audit log with the
 covers, so `connector audit verify --peer-receipts` can cross-check the two parties' logs. The
 copy is registered in the vault, under the agreement's duties. A pull whose copy the vault cannot
 hold (a full disk, a read-only file system, the store or the audit log unavailable) fails with
-that reason and leaves no file: only a complete, verified, registered copy stays.
+that reason and leaves no file: only a complete, verified, registered copy stays. Where the
+agreement has the consumer modify the data at rest (connector.usage.modify), a pulled or pushed
+copy is modified as it streams to disk (the receipts still cover the bytes as received; the
+vault records the SHA-256 of what is stored), or not kept at all when it cannot be.
 
 `LocalUse` is the only way the connector hands a vault copy out again: each read is decided on
 the agreement (time window, purpose, count: local reads count against the agreement's use
@@ -48,9 +51,18 @@ from connector.http.outbound import (
 )
 from connector.odrl import terms as T
 from connector.odrl.compile import DecisionRequest
+from connector.odrl.parse import load_policy
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PULL
 from connector.usage import pipeline
+from connector.usage.modify import (
+    REFUSED_AT_REST,
+    Modification,
+    ModificationError,
+    Transformer,
+    choose_media_type,
+    planned,
+)
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -71,13 +83,15 @@ class PullJob:
     error: str = ""
     vault_id: str | None = None
     delete_at: str | None = None
+    stored_sha256: str = ""  # of the copy as stored (modified at rest: not the bytes received)
     started: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
         return {"transferId": self.transfer_id, "agreementId": self.agreement_id,
                 "path": self.path, "state": self.state, "bytes": self.bytes, "total": self.total,
                 "sha256": self.sha256, "receipts": self.receipts, "responses": self.responses,
-                "error": self.error or None, "vaultId": self.vault_id, "deleteAt": self.delete_at}
+                "error": self.error or None, "vaultId": self.vault_id, "deleteAt": self.delete_at,
+                "storedSha256": self.stored_sha256 or None}
 
 
 class PullFailed(Exception):
@@ -184,6 +198,7 @@ class Downloads:
                     await self.cp.audit.aappend(
                         "pull." + ("done" if job.state == "done" else "failed"),
                         {"bytes": job.bytes, "sha256": job.sha256, "receipts": job.receipts,
+                         "storedSha256": job.stored_sha256 or None,
                          "error": job.error or None},
                         transfer_id=job.transfer_id, agreement_id=job.agreement_id)
 
@@ -192,8 +207,10 @@ class Downloads:
 
         async with self.cp.store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(job.transfer_id)
+            agreement = await tx.agreements.get(job.agreement_id)
         assert row is not None
         t = row_to_transfer(row)
+        at_rest = at_rest_modification(agreement.policy) if agreement is not None else None
         seen = self._seen(job.transfer_id)
         must: set[tuple[str, int]] = set()  # this pull's responses: their receipts must prove them
         path = Path(job.path)
@@ -241,7 +258,8 @@ class Downloads:
                     job.total = int(length) if length and length.isdigit() else None
                     sha = hashlib.sha256()
                     size = 0
-                    out = _VaultFile(tmp)
+                    out = _VaultFile(tmp, at_rest, choose_media_type(
+                        r.headers.get("Content-Type"), name=path.name))
                     try:
                         async for chunk in r.content.iter_chunked(CHUNK):
                             out.write(chunk)
@@ -281,7 +299,7 @@ class Downloads:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             raise
-        job.vault_id, job.delete_at = item.id, item.delete_at
+        job.vault_id, job.delete_at, job.stored_sha256 = item.id, item.delete_at, item.sha256
 
     def _ssl_for(self, endpoint: str) -> ssl.SSLContext | bool:
         return self.ssl if endpoint.startswith("https:") else False
@@ -377,29 +395,64 @@ class Downloads:
 class _VaultFile:
     """The file a pull streams into. A storage fault (a full disk) is kept, not raised: the rest
     of the response is still read and hashed, so the provider's receipt for it stays provable,
-    and the pull then fails with the fault."""
+    and the pull then fails with the fault. With the agreement's modification at rest, the
+    bytes are modified before they are written; data that cannot be modified is such a fault
+    too (nothing of it is kept)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, modification: Modification | None = None,
+                 media_type: str | None = None) -> None:
         self.path = path
         self.fault: PullFailed | None = None
+        self._modify: Transformer | None = None
         with _vault_writes(path.parent):
             self._file = path.open("wb")
+        if modification is not None:
+            try:
+                self._modify = modification.start(media_type)
+            except ModificationError as exc:
+                self.fault = _not_kept(exc)
 
     def write(self, chunk: bytes) -> None:
         if self.fault is None:
             try:
+                data = self._modify.feed(chunk) if self._modify is not None else chunk
                 with _vault_writes(self.path.parent):
-                    self._file.write(chunk)
+                    self._file.write(data)
             except PullFailed as exc:
                 self.fault = exc
+            except ModificationError as exc:
+                self.fault = _not_kept(exc)
 
     def close(self) -> None:
         """Flush and close; a fault here is kept too (the descriptor is closed either way)."""
+        if self._modify is not None and self.fault is None:
+            self.write_tail()
         try:
             with _vault_writes(self.path.parent):
                 self._file.close()
         except PullFailed as exc:
             self.fault = self.fault or exc
+
+    def write_tail(self) -> None:
+        try:
+            assert self._modify is not None
+            tail = self._modify.finish()
+            with _vault_writes(self.path.parent):
+                self._file.write(tail)
+        except PullFailed as exc:
+            self.fault = exc
+        except ModificationError as exc:
+            self.fault = _not_kept(exc)
+
+
+def _not_kept(exc: ModificationError) -> PullFailed:
+    return PullFailed(f"{REFUSED_AT_REST}: {exc.reason}; the copy was not kept")
+
+
+def at_rest_modification(agreement: dict[str, Any]) -> Modification | None:
+    """What the agreement's duty to modify the data at rest requires of this consumer's copy
+    (an unperformable one refuses every copy, with the reason)."""
+    return planned(load_policy(pipeline.agreement_document(agreement)), "rest")
 
 
 @contextlib.contextmanager
@@ -462,6 +515,7 @@ class PushInbox:
 
         async with self.cp.store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(transfer_id)
+            agreement = await tx.agreements.get(row.agreement_id) if row is not None else None
         if (row is None or row.role != "consumer" or row.format != PUSH
                 # STARTING: this consumer resumed, the provider's answer may trail its push
                 or row.state not in ("REQUESTED", "STARTED", "STARTING")
@@ -473,7 +527,8 @@ class PushInbox:
         # the upload lands beside the copy; it becomes the copy once its receipts verify
         final = self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id)
         return PushTarget(transfer_id, hashlib.sha256(secret.encode()).hexdigest(),
-                          final.with_name(final.name + ".unverified"))
+                          final.with_name(final.name + ".unverified"),
+                          at_rest_modification(agreement.policy) if agreement is not None else None)
 
     async def on_receipts(self, target: Any, receipts: list[str], received: list[tuple[int, int, bytes]],
                           failed: list[tuple[int, int, bytes]]) -> str | None:
@@ -644,10 +699,11 @@ class LocalUse:
                 raise Denied(403, f"the agreement cannot be enforced: {policy.unenforceable}")
             used = sum(i.uses for i in self.vault.items() if i.agreement_id == item.agreement_id)
             attested = await self._attested()
+            held = await self.cp.held.facts(now) if self.cp.held is not None else {}
             decision = policy.decider(DecisionRequest(
                 action=pipeline.DATA_ACTION, now=now, assignee=self.cp.participant_id,
                 target=policy.target, count=0, started_at=agreement.signed_at,
-                context=pipeline.request_facts(attested, stated=facts_stated)))
+                context=pipeline.request_facts(attested, stated=facts_stated, held=held)))
             shown = _shown(facts_stated)
             if not decision.permit:
                 await self._log("vault.denied", item, {"reason": decision.reason, **shown})

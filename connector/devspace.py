@@ -288,13 +288,18 @@ upstream_allow = {json.dumps(list(upstream_allow))}
 
 def offer_asset(provider: Connector, *, asset_id: str, contract: dict[str, Any],
                 access: dict[str, Any] | None = None, content: bytes = b"hello data space\n",
-                offer_id: str | None = None) -> str:
-    """Create an asset (a file in the provider's data root), an access and a contract policy,
-    and an offer; return the catalog offer id the consumer negotiates (``<offer id>:<asset id>``)."""
-    path = asset_file(provider, asset_id)
+                offer_id: str | None = None, content_type: str | None = None,
+                suffix: str = ".bin") -> str:
+    """Create an asset (a file in the provider's data root, named ``...<suffix>``, of
+    ``content_type`` when given), an access and a contract policy, and an offer; return the
+    catalog offer id the consumer negotiates (``<offer id>:<asset id>``)."""
+    path = asset_file(provider, asset_id, suffix)
     path.write_bytes(content)
-    status, _ = provider.api("POST", "/api/assets", {"id": asset_id, "title": asset_id,
-                                                     "dataAddress": {"type": "file", "path": str(path)}})
+    asset: dict[str, Any] = {"id": asset_id, "title": asset_id,
+                             "dataAddress": {"type": "file", "path": str(path)}}
+    if content_type is not None:
+        asset["contentType"] = content_type
+    status, _ = provider.api("POST", "/api/assets", asset)
     assert status == 201, _
     status, acc = provider.api("POST", "/api/policies",
                                access or {"template": "allow-usage", "params": {}})
@@ -309,10 +314,10 @@ def offer_asset(provider: Connector, *, asset_id: str, contract: dict[str, Any],
     return f"{off['id']}:{asset_id}"
 
 
-def asset_file(provider: Connector, asset_id: str) -> Path:
+def asset_file(provider: Connector, asset_id: str, suffix: str = ".bin") -> Path:
     """Where ``offer_asset`` keeps an asset's file: in the provider's data root."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", asset_id)[:80]
-    return provider.data_dir / f"{name}-{hashlib.sha256(asset_id.encode()).hexdigest()[:8]}.bin"
+    return provider.data_dir / f"{name}-{hashlib.sha256(asset_id.encode()).hexdigest()[:8]}{suffix}"
 
 
 def negotiate(consumer: Connector, provider: Connector, offer_id: str,

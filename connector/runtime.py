@@ -60,6 +60,7 @@ from connector.protocol.messages import (
 )
 from connector.store import ConcurrentUpdate, OutboxMessage, Store, StoreUnavailable
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
+from connector.usage.held import HeldFacts
 from connector.usage.lifecycle import AGREEMENT_RETIRED, retirement_reason
 from connector.usage.pipeline import DATA_ACTION, both, catalog_decider, compiled_agreement
 
@@ -316,6 +317,8 @@ class ControlPlane:
         # the counter the data plane draws on (its use reservations), so a consumer's local
         # uses and the pulls and pushes share one limit; the store's own when no data plane runs
         self.consume_use: ConsumeUse | None = None
+        # the facts this connector holds (state, events, payments), for its local uses too
+        self.held: HeldFacts | None = None
 
     # -------------------------------------------------------------- lifecycle
 

@@ -25,6 +25,7 @@ from connector.dataplane.wiring import (
     TransferLookup,
     dataplane_app,
     dataplane_key,
+    provider_circumstances,
     receipt_book,
     transfer_tokens,
 )
@@ -41,6 +42,7 @@ from connector.runtime import CatalogSnapshot, ControlPlane
 from connector.store import Store, StoreError, StoreUnavailable
 from connector.usage.envelope import Sender
 from connector.usage.export import VaultExport
+from connector.usage.held import HeldFacts
 
 log = logging.getLogger("connector")
 
@@ -234,7 +236,11 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         # where file assets may lie (checked when the config loaded; built now that the store
         # and the audit log exist, so links to them are recognised too)
         roots = config.data_roots()
-        mgmt = management_app(cp, config.management_api_key(), audit=audit,
+        # the facts and payments this connector holds: one cache for its management API, its
+        # data plane (pulls and pushes) and its local uses, so a change counts at once
+        held = HeldFacts(store)
+        cp.held = held
+        mgmt = management_app(cp, config.management_api_key(), audit=audit, held=held,
                               downloads=downloads, local=local, data_roots=roots,
                               limits=limits, export=export)
         runners: list[web.AppRunner] = []
@@ -257,7 +263,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
             cp.consume_use = uses  # a consumer's local uses count on the same reservations
             pusher = PushRunner(cp, lookup=lookup, receipts=book,
                                 policy=OutboundPolicy.from_config(dp.push_allow), ssl_context=client_ssl,
-                                consume=uses)
+                                consume=uses, circumstances=provider_circumstances(held))
             cp.transfer_listeners.append(pusher.notify)
             if await pusher.resume_after_restart():
                 log.info("pushing again the transfers started before a restart")
@@ -265,7 +271,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
                                         public_url=dataplane_url, signer=identity.key,
                                         upstream_allow=dp.upstream_allow, lookup=lookup,
                                         revocations=verifier.revocations, receipts=book,
-                                        uses=uses),
+                                        uses=uses, held=held),
                           dp.host, dp.port, data_ssl))
         for app, host, port, ssl_ctx in sites:
             listening = await start_site(app, host, port, limits=limits, ssl_context=ssl_ctx)

@@ -7,6 +7,7 @@
          facts the provider holds, payments)
       -> pep.decide (state, agreement, facts, count)        403 {"error": reason}
       -> source.open(Range) -> streamed body               200/206/416/502
+         (a ModifiedSource: modified in transit, whole body, 200; 403 if it cannot be)
       -> the response's SHA-256 folded into the transfer's receipt chain (X-Receipt-Seq)
 
 GET /data/{transfer_id}/receipts returns the transfer's signed receipts (pending responses are
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from connector.dataplane.modified import ModifiedSource, refusal
 from connector.dataplane.pep import (
     Circumstances,
     ConsumeUse,
@@ -50,6 +52,7 @@ from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
 from connector.odrl.parse import PolicyError
+from connector.usage.modify import ModificationError
 from connector.usage.pipeline import request_facts, stated_from_headers
 
 log = logging.getLogger(__name__)
@@ -186,10 +189,20 @@ def create_app(
             response = web.StreamResponse(status=src.status,
                                           headers={**src.headers, **_seq_headers(chain, seq)})
             await response.prepare(request)
-            async for chunk in src.chunks:
-                stop = await may_go_on(transfer_id, circ)
+            chunks = aiter(src.chunks)
+            stop: str | None
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except ModificationError as exc:
+                    stop = refusal(exc)  # the rest of the data cannot be modified: cut off
+                else:
+                    stop = await may_go_on(transfer_id, circ)
                 if stop is not None:
-                    # cut off: the consumer sees a truncated body (Content-Length unmet)
+                    # cut off: the consumer sees a truncated body (Content-Length unmet, or a
+                    # chunked body without its last chunk)
                     log.info("stream of %s cut off: %s", transfer_id, stop)
                     if request.transport is not None:
                         request.transport.close()
@@ -268,6 +281,10 @@ def create_app(
             await ready()
         chain = receipts.chain(transfer_id, transfer.agreement_id)
         now = clock()
+        unperformable = (transfer.source.unperformable()
+                         if isinstance(transfer.source, ModifiedSource) else None)
+        if unperformable is not None:  # refused before a use is counted
+            return await send_json(request, chain, 403, {"error": unperformable})
         at = datetime.fromtimestamp(now, UTC)
         try:
             circ = await circumstances_of(claims, transfer, request.headers, at)

@@ -25,8 +25,10 @@ from connector.odrl import terms as T
 from connector.odrl.compile import Decider, DecisionRequest, compile_policy
 from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, Policy
 from connector.odrl.parse import load_policy
+from connector.usage.modify import Modification, planned
 
 USE = T.O + "use"
+COMPENSATE = T.O + "compensate"
 READ = T.O + "read"  # what a data request asks for (connector.usage.pipeline.DATA_ACTION)
 SERVING_STATES = frozenset({"STARTED"})
 
@@ -102,6 +104,11 @@ class AgreementPolicy:
     decider: Decider
     uses: Uses | None  # None: the count form is unenforceable (every request denied)
     unenforceable: str = ""
+    # the parsed agreement the decider was compiled from (duty ids are its own), and whether a
+    # duty must be paid before use (connector.usage.payments)
+    model: Policy | None = None
+    pays: bool = False
+    transit: Modification | None = None  # what the provider's data plane does to the data
 
     @classmethod
     def compile(cls, agreement_id: str, target: str, policy: Policy | dict[str, Any]) -> AgreementPolicy:
@@ -112,7 +119,10 @@ class AgreementPolicy:
             why = ""
         except UnenforceableCount as exc:
             uses, why = None, str(exc)
-        return cls(agreement_id, target, compile_policy(policy), uses, why)
+        pays = any(a.iri == COMPENSATE for r in policy.permissions for d in r.duties
+                   for a in d.actions)
+        return cls(agreement_id, target, compile_policy(policy), uses, why, policy, pays,
+                   planned(policy, "transit"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from yarl import URL
 
+from connector.dataplane.modified import refusal as modification_refused
 from connector.dataplane.receipts import BodyHasher, ReceiptChain
 from connector.dataplane.sources import DataSource, SourceResponse
 from connector.http.outbound import (
@@ -41,6 +42,7 @@ from connector.http.outbound import (
     check_url,
     guarded_connector,
 )
+from connector.usage.modify import ModificationError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ async def push(
     resolve: Resolve | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
-    content_type: str = "application/octet-stream",
+    content_type: str | None = None,
     failed: Sequence[tuple[int, int, str]] = (),
 ) -> PushResult:
     """Stream `source` to `destination` (HTTP PUT), then POST the receipts next to it.
@@ -193,7 +195,7 @@ async def _transfer(
     authorization: str | None, policy: OutboundPolicy, chain: ReceiptChain,
     still_allowed: Callable[[], Awaitable[str | None]], ssl: ssl_module.SSLContext | None,
     clock: Callable[[], float], resolve: Resolve | None, connect_timeout: float, read_timeout: float,
-    content_type: str, failed: Sequence[tuple[int, int, str]] = (),
+    content_type: str | None, failed: Sequence[tuple[int, int, str]] = (),
 ) -> tuple[int | None, str]:
     """The PUT and, after a 2xx, the receipts POST: (PUT status, reason or "")."""
     loop = asyncio.get_running_loop()
@@ -206,7 +208,9 @@ async def _transfer(
         connector=guarded_connector(resolver), timeout=timeout, trust_env=False,
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
     auth = {"Authorization": authorization} if authorization else {}
-    headers = {**auth, "Content-Type": content_type, SEQ_HEADER: str(seq)}
+    # unless given: the source's media type (a ModifiedSource's: what the data was read as)
+    media = content_type or src.headers.get("Content-Type") or "application/octet-stream"
+    headers = {**auth, "Content-Type": media, SEQ_HEADER: str(seq)}
     if chain.chain_id:
         headers[CHAIN_HEADER] = chain.chain_id
     if expected is not None:
@@ -249,6 +253,9 @@ async def _transfer(
             deadline(None)
         except _Abort:
             raise
+        except ModificationError as exc:  # modified in transit: the rest cannot be
+            upload.abort = modification_refused(exc)
+            raise _Abort(upload.abort) from None
         except Exception as exc:  # the source broke (an HttpSource's upstream, a file read)
             log.info("push of response %d: the data source failed: %r", seq, exc)
             upload.abort = f"the data source failed ({type(exc).__name__})"

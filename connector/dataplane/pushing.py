@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector.dataplane.app import CircumstancesOf, token_and_headers
+from connector.dataplane.modified import ModifiedSource
 from connector.dataplane.pep import ConsumeUse, decide, still_permitted
 from connector.dataplane.push import push
 from connector.dataplane.receipts import ReceiptBook
@@ -155,6 +156,11 @@ class PushRunner:
             return
         if view.source is None:
             await self._end(t.id, "the asset has no data address to push from")
+            return
+        unperformable = (view.source.unperformable()
+                         if isinstance(view.source, ModifiedSource) else None)
+        if unperformable is not None:  # as a pull: refused before a use is counted
+            await self._end(t.id, unperformable)
             return
         if self.receipts.shared is not None:  # fail closed, as a pull: earlier receipts first
             await self.receipts.shared.ready()

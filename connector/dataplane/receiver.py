@@ -11,6 +11,9 @@ The consumer puts a fresh secret in the DataAddress it sends (`new_push_secret`)
 its SHA-256. An unknown transfer and a wrong or missing secret both answer 401, so a caller
 without the secret cannot tell which transfers exist. A body that does not arrive complete
 (connection lost, Content-Length unmet, over `max_bytes`) leaves no file and is not recorded.
+A target with a modification (the consumer's duty to modify its copy at rest) gets the bytes
+modified before they reach the disk (the receipts still cover the bytes as they came); data that
+cannot be modified answers 422 with the reason and leaves no file.
 A storage fault (a full disk or vault, a read-only file system, the store unavailable) answers
 503 with a ``Retry-After`` (connector.http.errors), leaves no file and records nothing: the
 provider pushes again.
@@ -45,6 +48,13 @@ from connector.http.limits import (
     read_chunk,
     read_json,
 )
+from connector.usage.modify import (
+    REFUSED_AT_REST,
+    Modification,
+    ModificationError,
+    Transformer,
+    choose_media_type,
+)
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -63,6 +73,8 @@ class PushTarget:
     transfer_id: str  # the consumer's transfer id (the URL path segment)
     token_sha256: str  # hex SHA-256 of the bearer secret the consumer put in its DataAddress
     path: Path  # where to store the received bytes (parent dirs created)
+    # the consumer's duty to modify its copy at rest: done before a byte reaches the disk
+    modification: Modification | None = None
 
 
 Resolve = Callable[[str], Awaitable[PushTarget | None]]
@@ -110,12 +122,14 @@ def _open_temp(path: Path) -> tuple[BinaryIO, Path]:
     return os.fdopen(fd, "wb"), Path(name)
 
 
-def _write(f: BinaryIO, h: hashlib._Hash, data: bytes) -> None:
-    h.update(data)  # hashlib releases the GIL for large buffers
-    f.write(data)
+def _write(f: BinaryIO, h: hashlib._Hash, data: bytes, modify: Transformer | None = None) -> None:
+    h.update(data)  # hashlib releases the GIL for large buffers; the receipts cover what came
+    f.write(modify.feed(data) if modify is not None else data)
 
 
-def _commit(f: BinaryIO, tmp: Path, path: Path) -> None:
+def _commit(f: BinaryIO, tmp: Path, path: Path, modify: Transformer | None = None) -> None:
+    if modify is not None:
+        f.write(modify.finish())
     f.flush()
     os.fsync(f.fileno())
     f.close()
@@ -213,6 +227,14 @@ def push_receiver(
         h = hashlib.sha256()
         n = 0
         pending: asyncio.Future[None] | None = None  # the worker thread's current job
+        modify = None
+        if target.modification is not None:
+            try:
+                modify = target.modification.start(choose_media_type(
+                    request.headers.get("Content-Type"), name=target.path.name))
+            except ModificationError:
+                _discard(f, tmp)
+                raise
         state = "writing"  # -> "committing" -> "committed"
 
         def committed(fut: asyncio.Future[None]) -> None:
@@ -236,7 +258,7 @@ def push_receiver(
                         raise _TooLarge
                     buf += chunk
                 if buf and (len(buf) >= WRITE_SIZE or not chunk):
-                    pending = loop.run_in_executor(None, _write, f, h, bytes(buf))
+                    pending = loop.run_in_executor(None, _write, f, h, bytes(buf), modify)
                     buf.clear()
                     await asyncio.shield(pending)
                 if not chunk:
@@ -244,7 +266,7 @@ def push_receiver(
             if length is not None and n != length:
                 raise _Broken(f"the upload was truncated ({n} of {length} bytes)")
             state = "committing"
-            pending = loop.run_in_executor(None, _commit, f, tmp, target.path)
+            pending = loop.run_in_executor(None, _commit, f, tmp, target.path, modify)
             await asyncio.shield(pending)
             state = "committed"
             committed(pending)
@@ -294,6 +316,9 @@ def push_receiver(
         except _Broken as exc:
             log.info("push to %s: %s", target.transfer_id, exc)
             return _error(400, str(exc))
+        except ModificationError as exc:  # nothing kept: a copy is stored modified or not at all
+            log.info("push to %s: %s", target.transfer_id, exc.reason)
+            return _error(422, f"{REFUSED_AT_REST}: {exc.reason}")
         except OSError as exc:
             fault = from_os_error(exc, "the vault", target.path.parent)
             if fault is not None:

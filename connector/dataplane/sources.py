@@ -44,6 +44,7 @@ from connector.http.outbound import (
     check_url,
     guarded_connector,
 )
+from connector.usage.modify import media_type_of
 
 log = logging.getLogger(__name__)
 CHUNK_SIZE = 256 * 1024
@@ -324,10 +325,13 @@ class FileSource:
     thread (the loop never blocks); a small one from `cache` (None: always from disk)."""
 
     path: Path
-    content_type: str = "application/octet-stream"
+    content_type: str | None = None  # None: from the file name's extension, else octet-stream
     chunk_size: int = CHUNK_SIZE
     cache: SmallFileCache | None = SMALL_FILES
     roots: DataRoots = field(kw_only=True)
+
+    def media_type(self) -> str:
+        return self.content_type or media_type_of(self.path.name) or "application/octet-stream"
 
     async def open(self, range_header: str | None = None) -> SourceResponse:
         if self.cache is not None:
@@ -343,7 +347,7 @@ class FileSource:
 
     def _from_memory(self, data: bytes, etag: str, range_header: str | None) -> SourceResponse:
         size = len(data)
-        headers = {"Content-Type": self.content_type, "Accept-Ranges": "bytes", "ETag": etag}
+        headers = {"Content-Type": self.media_type(), "Accept-Ranges": "bytes", "ETag": etag}
         try:
             rng = parse_range(range_header, size)
         except RangeNotSatisfiable:
@@ -370,7 +374,7 @@ class FileSource:
             st = os.fstat(f.fileno())
             size = st.st_size
             etag = _etag(st.st_mtime_ns, size)
-            headers = {"Content-Type": self.content_type, "Accept-Ranges": "bytes", "ETag": etag}
+            headers = {"Content-Type": self.media_type(), "Accept-Ranges": "bytes", "ETag": etag}
             try:
                 rng = parse_range(range_header, size)
             except RangeNotSatisfiable:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ from cryptography import x509
 from connector.assets import DataRoots
 from connector.audit.log import AuditLog
 from connector.audit.receipts import RECEIPT_KIND, receipt_data
-from connector.dataplane.app import create_app
-from connector.dataplane.pep import TransferView
+from connector.dataplane.app import CircumstancesOf, create_app
+from connector.dataplane.modified import ModifiedSource
+from connector.dataplane.pep import Circumstances, TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptChain
 from connector.dataplane.sources import ASSET_GONE, FileSource, HttpSource, UnavailableSource
 from connector.dataplane.tokencache import TokenCache
@@ -28,10 +29,12 @@ from connector.dataplane.uses import UseReservations
 from connector.faults import StoreUnavailable
 from connector.http.outbound import OutboundPolicy
 from connector.identity.keys import SigningKey
-from connector.identity.tokens import TransferTokenIssuer
+from connector.identity.tokens import Claims, TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
 from connector.store import Store
-from connector.usage.pipeline import compiled_agreement
+from connector.usage.held import HeldFacts
+from connector.usage.lifecycle import retirement_reason
+from connector.usage.pipeline import compiled_agreement, request_facts, stated_from_headers
 
 log = logging.getLogger(__name__)
 # The provider has sent its start message: the consumer can hold the token only if it got it.
@@ -84,11 +87,18 @@ def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
             if agreement is None:
                 return None
             address = await tx.assets.get_secret_address(agreement.target)
+            asset = await tx.assets.get(agreement.target)
         policy = compiled_agreement(agreement.id, agreement.target, agreement.policy)
+        source = _source(address, upstream, roots)
+        if policy.transit is not None:  # the agreement's duty to modify the data on its way
+            source = ModifiedSource(source, policy.transit, asset.content_type if asset else None)
+        ended = (retirement_reason(agreement.id, agreement.retired_reason or "")
+                 if agreement.retired_at is not None else None)
         return TransferView(
             transfer_id=row.id, agreement_id=agreement.id, consumer_id=agreement.consumer_id,
             state=SERVING.get(row.state, row.state), agreement=policy,
-            source=_source(address, upstream, roots), started_at=agreement.signed_at)
+            source=source, started_at=agreement.signed_at,
+            ended=ended, attested=row.data.get("attested"))
     return lookup
 
 
@@ -108,6 +118,25 @@ def _source(address: dict[str, Any] | None, upstream: OutboundPolicy, roots: Dat
 
 # a receipt as the store keeps it: (transfer, chain, seq_from, seq_to, token, signed at)
 _ReceiptRow = tuple[str, str, int, int, str, datetime]
+
+
+def provider_circumstances(held: HeldFacts) -> CircumstancesOf:
+    """What a data request (pull or push) is decided on beyond its token, at the provider: the
+    consumer's attested attributes (in the token, or kept with a push transfer), the facts the
+    request states, the facts the provider holds (state, active events), and the agreement's
+    payments (a compensate duty must be paid before use)."""
+
+    async def of(claims: Claims, transfer: TransferView, headers: Mapping[str, str],
+                 now: datetime) -> Circumstances:
+        facts = request_facts(claims.attributes.get("attested"),
+                              stated=stated_from_headers(headers), held=await held.facts(now))
+        policy = transfer.agreement
+        if not policy.pays or policy.model is None:
+            return Circumstances(facts)
+        check = await held.payment_check(transfer.agreement_id, policy.model,
+                                         signed_at=transfer.started_at or now, now=now)
+        return Circumstances(facts, check.duties, check.reason)
+    return of
 
 
 class SharedReceipts:
@@ -220,12 +249,14 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
                   certificate: x509.Certificate | None = None,
                   audit: AuditLog | None = None,
                   receipts: ReceiptBook | None = None,
-                  uses: UseReservations | None = None) -> web.Application:
+                  uses: UseReservations | None = None,
+                  held: HeldFacts | None = None) -> web.Application:
     """``revocations``: the authority's revocation list (the DAT verifier's): a revoked
     consumer's transfer tokens stop working within its poll interval, cached ones included.
     ``certificate`` goes into every receipt (x5c) so consumers tie its key to this participant;
     every receipt signed is appended to ``audit``. ``roots``: where file assets may lie (none:
-    every file asset is refused), for the lookup made here when ``lookup`` is not given."""
+    every file asset is refused), for the lookup made here when ``lookup`` is not given.
+    ``held``: the facts and payments the provider holds (shared with its management API)."""
     verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
                                      provider_id=participant_id, audience=public_url,
                                      cache_claims=False, revocations=revocations,
@@ -247,7 +278,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
         receipts=book,
         clock=time.time,
         shared_receipts=shared.collect if shared is not None and shared.store is not None else None,
-        ready=shared.ready if shared is not None else None)
+        ready=shared.ready if shared is not None else None,
+        circumstances=provider_circumstances(held or HeldFacts(store)))
 
     async def keys(request: web.Request) -> web.Response:
         """The key receipts and transfer tokens are signed with, for consumers to verify."""

@@ -161,6 +161,10 @@ class PullJobView(_View):
     error: str | None
     vault_id: str | None = Field(alias="vaultId")
     delete_at: str | None = Field(alias="deleteAt")
+    stored_sha256: str | None = Field(
+        default=None, alias="storedSha256",
+        description="SHA-256 of the copy as stored; differs from sha256 (the bytes received, "
+                    "which the receipts cover) when the agreement has the copy modified at rest")
 
 
 class VaultCopyView(_View):

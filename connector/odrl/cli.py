@@ -36,6 +36,12 @@ from connector.odrl.parse import (
 from connector.odrl.plain import is_plain_policy, policy_document, request_from_json, world_from_json
 from connector.odrl.report import explain_text, report_jsonld, report_turtle
 from connector.odrl.templates import TemplateError, fill, template_json, templates
+from connector.usage.modify import (
+    Stage,
+    UnperformableModification,
+    UnspecifiedModification,
+    modification,
+)
 from connector.vocab import ODRL
 
 _EXISTING = click.Path(exists=True, dir_okay=False, readable=True)
@@ -186,6 +192,16 @@ def _warnings(pol: Policy) -> list[Problem]:
                                                          "M" in v.lexical.split("T")[0]):
                     out.append(Problem(rule.label, "a duration in months or years counts "
                                        "30/365 days; use days for an exact limit", "warning"))
+    stages: tuple[tuple[Stage, str], ...] = (("transit", "the provider's data plane"),
+                                             ("rest", "the consumer"))
+    for stage, where in stages:
+        try:
+            modification(pol, stage)
+        except UnspecifiedModification:
+            pass  # a bare duty to anonymize, as IDS writes it: valid, refused at enforcement
+        except UnperformableModification as exc:
+            out.append(Problem(pol.label, f"{exc.reason}: {where} will refuse the data rather "
+                               "than hand it on unmodified", "warning"))
     return out
 
 

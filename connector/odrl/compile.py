@@ -19,7 +19,7 @@ from typing import Any
 from connector.odrl import terms as T
 from connector.odrl.evaluate import VIOLATED, _overlap
 from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, Policy, Rule
-from connector.odrl.operators import SYMBOL, Incomparable, compare, member
+from connector.odrl.operators import SYMBOL, Incomparable, compare, member, satisfying_levels
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +266,7 @@ def covered_actions(action: str) -> frozenset[str]:
 # allocation on a permit. Anything else (refinements, or/xone, isA, isPartOf, ...) goes
 # through the closures above. Both give the same answers; the closures also explain.
 
-_NOW, _COUNT, _ELAPSED, _IN, _NOT_IN = range(5)
+_NOW, _COUNT, _ELAPSED, _IN, _NOT_IN, _ALL = range(6)
 _ORDER_FN = {T.EQ: _op.eq, T.NEQ: _op.ne, T.LT: _op.lt, T.LTEQ: _op.le, T.GT: _op.gt,
              T.GTEQ: _op.ge}
 FastTest = tuple[int, Any, Any]
@@ -289,8 +289,12 @@ def _fast_tests(constraints: tuple[AnyConstraint, ...], vocab: T.Vocabulary) -> 
         if not rights:
             return None
         left, op, r0 = c.left_operand, c.operator, rights[0]
-        if left == T.SECURITY_LEVEL:  # levels are ordered (operators.compare): no set test
-            return None
+        if left == T.SECURITY_LEVEL:  # ordered levels: the set of levels that satisfy it
+            levels = satisfying_levels(op, rights)
+            if levels is None:
+                return None
+            tests.append((_IN, left, levels))
+            continue
         if left in (T.DATE_TIME, T.COUNT, T.ELAPSED_TIME):
             if op not in _ORDER_FN or len(rights) != 1:
                 return None
@@ -307,6 +311,8 @@ def _fast_tests(constraints: tuple[AnyConstraint, ...], vocab: T.Vocabulary) -> 
         ):
             kind = _IN if op in (T.EQ, T.IS_ANY_OF) else _NOT_IN
             tests.append((kind, left, frozenset(rights)))
+        elif all(isinstance(r, str) for r in rights) and op == T.IS_ALL_OF:
+            tests.append((_ALL, left, frozenset(rights)))
         else:
             return None
     return tests
@@ -367,6 +373,19 @@ def _run_fast(spec: FastSpec, req: DecisionRequest) -> bool:
         elif kind == _ELAPSED:
             if req.started_at is None or not fn(req.now - req.started_at, r):
                 return False
+        elif kind == _ALL:  # every right value among the request's (roles: held, among others)
+            values = req.context.get(fn)
+            if not values:
+                return False
+            if all(type(v) is str for v in values):
+                if not r.issubset(values):
+                    return False
+            else:
+                try:
+                    if not compare(T.IS_ALL_OF, values, tuple(r), req.types, req.part_of):
+                        return False
+                except (Incomparable, ValueError):
+                    return False
         else:
             values = req.context.get(fn)
             if not values:

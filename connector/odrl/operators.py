@@ -118,3 +118,15 @@ def _security_levels(lefts: Sequence[Any], rights: Sequence[Any]
         return ([SECURITY_LEVELS[str(v)] for v in lefts], [SECURITY_LEVELS[str(v)] for v in rights])
     except KeyError:
         return None
+
+
+def satisfying_levels(op: str, rights: Sequence[Any]) -> frozenset[str] | None:
+    """The security profiles that satisfy ``<level> op rights`` as ``compare`` decides it (for
+    a compiled set test), or None when ``rights`` are not all security profiles."""
+    if not rights or any(str(r) not in SECURITY_LEVELS for r in rights):
+        return None
+    try:
+        return frozenset(level for level in SECURITY_LEVELS
+                         if compare(op, (level,), rights, {}, {}))
+    except (Incomparable, ValueError):
+        return None

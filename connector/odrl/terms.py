@@ -54,7 +54,12 @@ IDS_QUANTITY = IDSC_NS + "QUANTITY"
 # participant's token (roles such as provider/consumer, memberships, the application in use).
 DSC_NS = "https://w3id.org/dataspace-connector/ns#"
 ROLE, MEMBERSHIP, APPLICATION = DSC_NS + "role", DSC_NS + "membership", DSC_NS + "application"
-DSC_LEFT_OPERANDS = frozenset({ROLE, MEMBERSHIP, APPLICATION})
+# Refinements of a duty to modify the data (connector.usage.modify): the fields or columns to
+# drop or to hash, and a regular expression with its replacement.
+DROP, HASH = DSC_NS + "drop", DSC_NS + "hash"
+PATTERN, REPLACEMENT = DSC_NS + "pattern", DSC_NS + "replacement"
+MODIFY_OPERANDS = frozenset({DROP, HASH, PATTERN, REPLACEMENT})
+DSC_LEFT_OPERANDS = frozenset({ROLE, MEMBERSHIP, APPLICATION, *MODIFY_OPERANDS})
 # The roles a token states (its ``roles`` claim) as the values of ``dsc:role``.
 ROLE_TERMS = {"provider": DSC_NS + "Provider", "consumer": DSC_NS + "Consumer",
               "broker": DSC_NS + "Broker"}
@@ -71,7 +76,7 @@ TARGET_POLICY = IDSC_NS + "TARGET_POLICY"
 JSON_PATH = IDSC_NS + "JSON_PATH"
 REPLACE_WITH = IDSC_NS + "REPLACE_WITH"
 # Operands whose values are free text (a JSON path, a replacement), never read as IRIs.
-TEXT_OPERANDS = frozenset({JSON_PATH, REPLACE_WITH})
+TEXT_OPERANDS = frozenset({JSON_PATH, REPLACE_WITH, *MODIFY_OPERANDS})
 
 IDS_LEFT_OPERANDS: dict[str, str] = {
     IDSC_NS + "POLICY_EVALUATION_TIME": DATE_TIME,

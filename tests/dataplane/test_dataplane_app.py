@@ -12,18 +12,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from dataplane_testlib import CONSUMER, PROVIDER, Provider, agreement_doc, count_lteq, transfer
 
 from connector.assets import DataRoots
 from connector.dataplane.app import create_app
+from connector.dataplane.modified import REFUSED, ModifiedSource
 from connector.dataplane.pep import TransferView
 from connector.dataplane.receipts import ReceiptBook, ReceiptError, ReceiptVerifier
 from connector.dataplane.sources import FileSource, SmallFileCache
 from connector.dataplane.uses import UseReservations
 from connector.identity.jose import VerificationKey
 from connector.store import Store
+from connector.usage.modify import Drop, Hash, Modification, Selector
 
 
 def file_source(path: Path, *args: Any, **kwargs: Any) -> FileSource:
@@ -386,5 +389,100 @@ async def test_large_files_go_out_with_sendfile_and_their_receipts_hold(tmp_path
         rr = await client.get("/data/t1/receipts", headers=auth)
         assert v.verify((await rr.json())["receipts"]).seq_to == 4
         assert len(FILE_DIGESTS._digests) >= 2
+    finally:
+        await client.close()
+
+
+# --------------------------------------------------------------------------- modified in transit
+
+MODIFY = Modification((Drop(Selector.parse("email")), Hash(Selector.parse("name"))))
+
+
+def modified_csv(rows: int) -> tuple[bytes, bytes]:
+    """A CSV of ``rows`` rows and what MODIFY makes of it."""
+    head, out = ["id,name,email\r\n"], ["id,name\r\n"]
+    for i in range(rows):
+        name = f"Zoë {i}, the {'x' * (i % 7)}"
+        head.append(f'{i},"{name}",z{i}@example.org\r\n')
+        out.append(f"{i},{hashlib.sha256(name.encode()).hexdigest()}\r\n")
+    return "".join(head).encode(), "".join(out).encode()
+
+
+@pytest.mark.parametrize("rows", [3, 40_000])  # from memory; from disk with sendfile regions
+async def test_modified_in_transit_whole_body_no_ranges_receipt_over_the_bytes_sent(
+        tmp_path: Path, rows: int) -> None:
+    path = tmp_path / "people.csv"
+    data, expected = modified_csv(rows)
+    path.write_bytes(data)
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    p = Provider()
+    source = ModifiedSource(file_source(path, cache=SmallFileCache()), MODIFY)
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=source)}, _no_count)
+    client = await client_for(plane)
+    try:
+        auth = {"Authorization": "Bearer " + p.token()}
+        v = plane.verifier()
+        for headers in ({}, {"Range": "bytes=0-9"}, {"Range": "bytes=999999999-"}):
+            r = await client.get("/data/t1", headers={**auth, **headers})
+            body = await r.read()
+            assert r.status == 200 and body == expected  # a Range gets the whole modified body
+            assert "Content-Length" not in r.headers and "Accept-Ranges" not in r.headers
+            assert "ETag" not in r.headers and r.headers["Content-Type"] == "text/csv"
+            v.add_body(int(r.headers["X-Receipt-Seq"]), body)
+        rr = await client.get("/data/t1/receipts", headers=auth)
+        assert v.verify((await rr.json())["receipts"]).seq_to == 3
+    finally:
+        await client.close()
+
+
+async def test_data_that_cannot_be_modified_is_refused_never_sent(tmp_path: Path) -> None:
+    p = Provider()
+    (tmp_path / "blob.bin").write_bytes(b"id,email\n1,a@b\n")
+    (tmp_path / "other.csv").write_bytes(b"id,phone\n1,555\n")
+    views = {"t1": transfer(agreement_doc([count_lteq(100)]), source=ModifiedSource(
+                 file_source(tmp_path / "blob.bin"), MODIFY)),
+             "t2": transfer(agreement_doc([count_lteq(100)]), transfer_id="t2", source=ModifiedSource(
+                 file_source(tmp_path / "other.csv"), MODIFY)),
+             "t3": transfer(agreement_doc([count_lteq(100)]), transfer_id="t3", source=ModifiedSource(
+                 file_source(tmp_path / "other.csv"), Modification((), refusal="no way")))}
+    counted: list[str] = []
+
+    async def count(agreement_id: str, *args: Any) -> tuple[bool, int]:
+        counted.append(agreement_id)
+        return True, len(counted)
+
+    plane = Plane(p, views, count)
+    client = await client_for(plane)
+    try:
+        for tid, reason in (("t1", "the data's media type is not known (declare the asset's "
+                                    "contentType), so it cannot be modified"),
+                            ("t2", "the CSV has no column 'email'"), ("t3", "no way")):
+            r = await client.get(f"/data/{tid}",
+                                 headers={"Authorization": "Bearer " + p.token(tid)})
+            assert r.status == 403
+            assert (await r.json())["error"] == f"{REFUSED}: {reason}"
+        assert len(counted) == 2  # a refusal that depends on no data costs no use
+    finally:
+        await client.close()
+
+
+async def test_a_modification_failing_mid_stream_cuts_the_response_off(tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    data, expected = modified_csv(40_000)
+    path.write_bytes(data + b'1,"\xff",x\r\n')  # not UTF-8, far past the first chunk
+    p = Provider()
+    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=ModifiedSource(
+        file_source(path, chunk_size=64 * 1024), MODIFY))}, _no_count)
+    client = await client_for(plane)
+    try:
+        r = await client.get("/data/t1", headers={"Authorization": "Bearer " + p.token()})
+        assert r.status == 200
+        received = b""
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for chunk in r.content.iter_any():
+                received += chunk
+        assert received and expected.startswith(received)  # modified, then cut off
+        assert b"@example.org" not in received
     finally:
         await client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from dataplane_testlib import PROVIDER, FakeClock
 
 from connector.assets import DataRoots
+from connector.dataplane.modified import REFUSED, ModifiedSource
 from connector.dataplane.push import PushResult, push
 from connector.dataplane.receipts import Coverage, ReceiptChain, ReceiptError, ReceiptVerifier
 from connector.dataplane.receiver import RESPONSES, PushTarget, new_push_secret, push_receiver
@@ -27,6 +29,7 @@ from connector.dataplane.sources import FileSource, SourceResponse, error_respon
 from connector.http.outbound import OutboundPolicy
 from connector.identity.jose import VerificationKey
 from connector.identity.keys import SigningKey
+from connector.usage.modify import REFUSED_AT_REST, Drop, Modification, Replace, Selector
 
 LOOPBACK_OK = OutboundPolicy.from_config(["127.0.0.1/32"])
 PROVIDER_PID = "urn:uuid:provider-process-1"  # the chain is the provider's: its transfer id
@@ -730,3 +733,49 @@ async def test_each_provider_process_pushes_on_its_own_chain(tmp_path: Path, con
     got = consumer.sub[RESPONSES][CONSUMER_PID]
     assert set(got) == {("replica-a", 1), ("replica-b", 1)}
     assert consumer.target.path.read_bytes() == data
+
+
+async def test_push_of_data_modified_in_transit(tmp_path: Path, consumer: Consumer,
+                                                chain: ReceiptChain, clock: FakeClock) -> None:
+    """A push goes through the same ModifiedSource as a pull: the consumer gets the modified
+    bytes, chunked, with their media type, and the receipt covers exactly them; data that
+    cannot be modified is not pushed at all."""
+    rows = [f'{i},"Zoë\n{i}",z{i}@example.org\n' for i in range(30_000)]
+    (tmp_path / "people.csv").write_text("id,name,email\n" + "".join(rows), encoding="utf-8")
+    m = Modification((Drop(Selector.parse("email")), Replace(Selector.parse("name"), "-")))
+    expected = ("id,name\n" + "".join(f"{i},-\n" for i in range(30_000))).encode()
+    r = await run_push(ModifiedSource(file_source(tmp_path / "people.csv"), m), consumer, chain,
+                       clock)
+    assert r.ok, r.reason
+    assert consumer.target.path.read_bytes() == expected
+    assert (r.bytes, r.sha256) == (len(expected), hashlib.sha256(expected).hexdigest())
+    assert consumer.coverage == [Coverage(seq_to=1, bytes=len(expected), receipts=1)]
+    (_, _, put), _ = consumer.requests
+    assert "Content-Length" not in put and put["Content-Type"] == "text/csv"
+
+    (tmp_path / "people.bin").write_bytes(b"id,email\n1,x\n")
+    refused = await run_push(ModifiedSource(file_source(tmp_path / "people.bin"), m), consumer,
+                             chain, clock)
+    assert not refused.ok and refused.seq == 0 and refused.reason.startswith(REFUSED)
+
+
+async def test_receiver_modifies_a_copy_at_rest_before_it_reaches_the_disk(
+        tmp_path: Path, consumer: Consumer, chain: ReceiptChain, clock: FakeClock) -> None:
+    """The consumer's duty to modify at rest: the receiver writes the modified bytes; the
+    receipts still cover the bytes as they came; what cannot be modified leaves no file."""
+    m = Modification((Replace(Selector.parse("$[*].email"), "hidden"),))
+    consumer.target = PushTarget(CONSUMER_PID, consumer.target.token_sha256,
+                                 consumer.target.path, m)
+    sent = json.dumps([{"email": f"p{i}@x.org", "n": "é"} for i in range(20_000)]).encode()
+    (tmp_path / "people.json").write_bytes(sent)
+    r = await run_push(file_source(tmp_path / "people.json"), consumer, chain, clock)
+    assert r.ok, r.reason
+    stored = ("[" + ",".join('{"email":"hidden","n":"é"}' for _ in range(20_000)) + "]").encode()
+    assert consumer.target.path.read_bytes() == stored
+    assert consumer.recorded == {1: (len(sent), hashlib.sha256(sent).digest())}
+
+    consumer.target.path.unlink()
+    (tmp_path / "people.bin").write_bytes(sent)
+    r2 = await run_push(file_source(tmp_path / "people.bin"), consumer, chain, clock)
+    assert not r2.ok and r2.status == 422 and REFUSED_AT_REST in r2.reason
+    assert leftovers(consumer.target.path.parent) == []

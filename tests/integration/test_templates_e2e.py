@@ -295,6 +295,64 @@ def test_remote_notification(prov: Connector, cons: Connector) -> None:
     assert len(notices) == 1 and notices[0]["participantId"] == cons.participant_id
 
 
+# ----------------------------------------------------------------------------- provider-held facts
+
+
+def test_perpetual_sale_needs_the_payment_before_use(prov: Connector, cons: Connector) -> None:
+    a = agreed(cons, prov, offer(prov, "perpetual-sale", price="10"))
+    denied(cons, a, "payment of 10 EUR not yet received")
+    status, paid = prov.api("POST", "/api/payments", {"agreement": a, "amount": "6", "currency": "EUR"})
+    assert status == 201, paid
+    denied(cons, a, "not yet received")  # 6 of 10
+    status, paid = prov.api("POST", "/api/payments", {"agreement": a, "amount": "4", "currency": "EUR"})
+    assert status == 201, paid
+    pulled(cons, a)
+
+
+def test_rental_stops_at_the_end_of_the_paid_period(prov: Connector, cons: Connector) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    a = agreed(cons, prov, offer(prov, "rental", price="5", paymentInterval="PT4S",
+                                 start=iso(start)))
+    denied(cons, a, "not yet received")
+    status, paid = prov.api("POST", "/api/payments", {"agreement": a, "amount": "5", "currency": "EUR"})
+    assert status == 201, paid
+    pulled(cons, a)
+    time.sleep(max(0.0, (start + timedelta(seconds=4) - datetime.now(UTC)).total_seconds()) + 0.5)
+    denied(cons, a, "not yet received")  # the second period is not paid
+
+
+def test_state_restricted_on_the_state_the_provider_holds(prov: Connector, cons: Connector) -> None:
+    a = agreed(cons, prov, offer(prov, "state-restricted", state="urn:state:contract-active"))
+    denied(cons, a, "STATE")
+    status, fact = prov.api("PUT", "/api/facts/idsc:STATE", {"values": ["urn:state:contract-active"]})
+    assert status in (200, 201), fact
+    try:
+        pulled(cons, a)
+    finally:
+        prov.api("DELETE", "/api/facts/idsc:STATE")
+    denied(cons, a, "STATE")
+
+
+def test_an_event_the_provider_holds_active(prov: Connector, cons: Connector) -> None:
+    a = agreed(cons, prov, offer(prov, "event-restricted", event="urn:event:maintenance-window"))
+    denied(cons, a, "event")
+    status, fact = prov.api("PUT", "/api/facts/odrl:event", {"values": ["urn:event:maintenance-window"]})
+    assert status in (200, 201), fact
+    try:
+        pulled(cons, a)
+    finally:
+        prov.api("DELETE", "/api/facts/odrl:event")
+
+
+def test_a_retired_agreement_serves_no_more(prov: Connector, cons: Connector) -> None:
+    a = agreed(cons, prov, offer(prov, "allow-usage"))
+    pulled(cons, a)
+    status, view = prov.api("POST", f"/api/agreements/{a}/retire", {"reason": "contract ended"})
+    assert status == 200 and view["status"] == "retired", view
+    job = pull(cons, a)
+    assert job["state"] == "failed" and "retired: contract ended" in str(job["error"]), job
+
+
 # ----------------------------------------------------------------------------- all at once
 
 
