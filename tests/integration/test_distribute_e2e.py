@@ -107,6 +107,9 @@ def test_distribute_only_if_encrypted(space: DataSpace, pair: tuple[Connector, C
     tag = request.node.callspec.id
     item = pulled_item(consumer, provider, contract, f"urn:asset:encrypted-only-{tag}")
     assert Path(item["path"]).read_bytes() == CONTENT  # usable: the pull worked
+    # and so does a local read: the encrypt duty binds a copy that leaves, not a read
+    r = run("vault", "read", item["id"], "--config", consumer.config)
+    assert r.returncode == 0 and r.stdout.encode() == CONTENT, r.stderr
     # no unencrypted export
     r = run("vault", "export", item["id"], "--config", consumer.config, "--plain",
             "--out", tmp_path / "plain.csv")

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from connector.consumer import agreement_duties
 from connector.identity.ca import CertificateAuthority, create_csr, participant_id
 from connector.identity.keys import SigningKey
 from connector.odrl import terms as T
@@ -320,3 +321,12 @@ def test_the_senders_signature_vouches_for_the_envelope(
                                           now=time.time())
     with pytest.raises(E.EnvelopeError, match="sender certificate is not issued"):
         E.decrypt(env, key, ca=foreign.certificate, now=NOW)
+
+
+def test_distribute_duties_do_not_bind_local_reads() -> None:
+    for name, params in (("distribute-only-if-encrypted", {}),
+                         ("attach-policy-for-third-party", {"nextPolicy": "https://x.example/p"})):
+        doc = fill(name, params, target="urn:asset:x", assigner="urn:provider")
+        assert agreement_duties({k: v for k, v in doc.items() if k != "@context"}).unhandled == ()
+    compensate = {"permission": [{"action": "use", "duty": [{"action": "compensate"}]}]}
+    assert agreement_duties(compensate).unhandled == ("compensate",)
