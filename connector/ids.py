@@ -44,7 +44,7 @@ _BIDI_FORMATTING = frozenset({0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x
 # The prefixes of the JSON-LD contexts ids appear in: the DSP context (catalog, agreements),
 # the policies' context (connector.odrl.plain.POLICY_CONTEXT) and
 # the self-description's (connector.selfdescription.PREFIXES); a test keeps this in step.
-RESERVED_SCHEMES = frozenset({"dcat", "dct", "dpv", "dsc", "dspace", "ids", "idsc", "odrl",
+RESERVED_SCHEMES = frozenset({"dcat", "dct", "dpv", "dsc", "dsf", "dspace", "ids", "idsc", "odrl",
                               "rdf", "rdfs", "xsd"})
 
 ID_RULE = (f"an id is an absolute IRI of at most {MAX_ID_LENGTH} characters (a scheme such as "

@@ -24,9 +24,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from connector.audit.crossborder import transfer_jurisdictions
 from connector.dataplane.pep import ConsumeUse
 from connector.http.client import DspClient
 from connector.http.outbound import OutboundRefused
+from connector.identity.tokens import Claims, attested_snapshot
 from connector.odrl.compile import DecisionRequest, compile_policy
 from connector.odrl.facts import fact_values
 from connector.odrl.parse import PolicyError, load_policy
@@ -161,6 +163,18 @@ def transfer_to_row(t: xfer.Transfer, version: int = 0) -> TransferRow:
     )
 
 
+def with_peer_attested(new: TransferRow, old: TransferRow | None,
+                       peer: Claims | None) -> TransferRow:
+    """Keep with the transfer what the peer's latest DAT attested (``peer_attested``: the
+    ``attested`` and ``attestedAt`` of transfer tokens), so decisions without a transfer token
+    (the provider's pushes) read the same facts."""
+    if peer is not None:
+        snap: Any = {"attested": attested_snapshot(peer), "attestedAt": int(peer.issued_at)}
+    else:
+        snap = old.data.get("peer_attested") if old is not None else None
+    return replace(new, data={**new.data, "peer_attested": snap}) if snap else new
+
+
 def row_to_transfer(row: TransferRow) -> xfer.Transfer:
     d = row.data
     return xfer.Transfer(
@@ -276,7 +290,8 @@ class ControlPlane:
                  worker_id: str | None = None, counter_offers: str = "stricter",
                  transfer_tokens: Any = None, dataplane_url: str | None = None,
                  audit: Any = None, duties: Any = None, push_url: str | None = None,
-                 push_enabled: bool = False) -> None:
+                 push_enabled: bool = False,
+                 own_claims: Callable[[], Awaitable[Claims]] | None = None) -> None:
         self.store = store
         self.client = client
         self.participant_id = participant_id
@@ -300,6 +315,8 @@ class ControlPlane:
         self.push_enabled = push_enabled
         # the hash-chained, signed audit log (connector.audit): every state a process reaches
         self.audit = audit
+        # this participant's own verified DAT claims (its attested jurisdiction, for the audit)
+        self.own_claims = own_claims
         # consumer duties on local copies (connector.duties): (vault, key, certificate, ca)
         self.duties = duties
         self._duty_task: asyncio.Task[None] | None = None
@@ -472,8 +489,10 @@ class ControlPlane:
         return row
 
     async def transfer_message(self, body: Any, sender: str, pid: str | None,
-                               expected: tuple[type, ...] | None = None) -> tuple[int, dict[str, Any]]:
-        """Take in a DSP transfer message; return (status, response body)."""
+                               expected: tuple[type, ...] | None = None,
+                               attested: Claims | None = None) -> tuple[int, dict[str, Any]]:
+        """Take in a DSP transfer message; return (status, response body). ``attested``: the
+        sender's verified DAT claims (snapshot into transfer tokens, and audited)."""
         msg = parse_message(body, expected)
         await self._check_callback(msg)
         check = None
@@ -498,7 +517,8 @@ class ControlPlane:
                 return row
             raise ProtocolError(404, "404", ["no transfer process named"])
 
-        t = await self._transition(find, Received(msg, sender, agreement=check), kind=TRANSFER)
+        t = await self._transition(find, Received(msg, sender, agreement=check), kind=TRANSFER,
+                                   peer=attested)
         assert t.response is not None
         return t.response.status, t.response.body.to_wire()
 
@@ -625,7 +645,8 @@ class ControlPlane:
         t = await self._transition(find, command, kind=TRANSFER)
         return t.transfer
 
-    async def refresh_transfer_token(self, pid: str, refresh_token: str, sender: str) -> dict[str, Any]:
+    async def refresh_transfer_token(self, pid: str, refresh_token: str, sender: str,
+                                     attested: Claims | None = None) -> dict[str, Any]:
         """Provider: a new access token (and a new one-time refresh token) for a pull."""
         if self.transfer_tokens is None:
             raise ProtocolError(404, "404", ["this connector runs no data plane"])
@@ -636,7 +657,8 @@ class ControlPlane:
         from connector.identity.errors import IdentityError
 
         try:
-            tokens = self.transfer_tokens.refresh(refresh_token, consumer_id=sender)
+            tokens = self.transfer_tokens.refresh(refresh_token, consumer_id=sender,
+                                                  attested=attested)
         except IdentityError as exc:
             raise ProtocolError(400, "400", [str(exc)]) from exc
         return {"authorization": tokens.access_token, "refreshToken": tokens.refresh_token,
@@ -791,25 +813,26 @@ class ControlPlane:
                                              f"the agreement's {policy.uses.limit} uses are used up"])
         return count
 
-    def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime) -> list[Any]:
+    def _transfer_follow_ups(self, t: xfer.Transfer, now: datetime,
+                             peer: Claims | None = None) -> list[Any]:
         s = xfer.TransferState
         if t.role is Role.PROVIDER and t.state is s.REQUESTED:
             if t.format == PULL:
                 if self.transfer_tokens is None or self.dataplane_url is None:
                     return [xfer.Terminate("this connector runs no data plane for pull transfers")]
-                return [xfer.Start(self._pull_address(t))]
+                return [xfer.Start(self._pull_address(t, peer))]
             if not self.push_enabled:
                 return [xfer.Terminate("this connector runs no data plane for push transfers")]
             return [xfer.Start()]  # the PushRunner streams once the consumer has the start
         return []
 
-    def _pull_address(self, t: xfer.Transfer) -> DataAddress:
+    def _pull_address(self, t: xfer.Transfer, peer: Claims | None = None) -> DataAddress:
         """The endpoint data reference: the data plane URL and a transfer token bound to the
         agreement, the transfer and the consumer, with a refresh token."""
         assert self.dataplane_url is not None
         tokens = self.transfer_tokens.issue(agreement_id=t.agreement_id, transfer_id=t.id,
                                             consumer_id=t.counter_party_id,
-                                            audience=self.dataplane_url)
+                                            audience=self.dataplane_url, attested=peer)
         return DataAddress.model_validate({
             "@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
             "endpoint": f"{self.dataplane_url}/data/{t.id}",
@@ -826,7 +849,7 @@ class ControlPlane:
     async def _transition(self, find: Callable[[Any], Awaitable[Any]], event: Any,
                           follow: Requester | None = None,
                           also: Callable[[Any], Awaitable[Any]] | None = None,
-                          kind: Kind | None = None) -> Any:
+                          kind: Kind | None = None, peer: Claims | None = None) -> Any:
         """Apply ``event`` to the process ``find`` loads, with the follow-ups this side takes on
         its own, and persist the result with the messages it causes in one transaction."""
         k = kind or NEGOTIATION
@@ -845,7 +868,7 @@ class ControlPlane:
                         return t
                     final = k.process(t)
                     outgoing = list(t.outgoing)
-                    for cmd in await self._follow_ups(k, tx, final, follow, now):
+                    for cmd in await self._follow_ups(k, tx, final, follow, now, peer):
                         try:
                             nxt = k.apply(final, cmd, now)
                         except ProtocolError as exc:  # the follow-up does not fit: leave it
@@ -854,6 +877,8 @@ class ControlPlane:
                         final = k.process(nxt)
                         outgoing.extend(nxt.outgoing)
                     new_row = k.to_row(final, row.version if row else 0)
+                    if k is TRANSFER:
+                        new_row = with_peer_attested(new_row, row, peer)
                     repo = getattr(tx, k.repo)
                     if row is None:
                         await repo.add(new_row)
@@ -889,17 +914,17 @@ class ControlPlane:
                     for listener in self.transfer_listeners:
                         listener(final.id)
                 if self.audit is not None and (current is None or current.state != final.state):
-                    self._spawn(self._audit(k, final))
+                    self._spawn(self._audit(k, final, peer))
                 return k.with_process(t, final)
             except ConcurrentUpdate:
                 await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
         raise ProtocolError(503, "503", [f"the {k.name} is busy; try again"])
 
     async def _follow_ups(self, k: Kind, tx: Any, process: Any, requester: Requester | None,
-                          now: datetime) -> list[Any]:
+                          now: datetime, peer: Claims | None = None) -> list[Any]:
         """What this side does next on its own, decided from the state just reached."""
         if k is TRANSFER:
-            return self._transfer_follow_ups(process, now)
+            return self._transfer_follow_ups(process, now, peer)
         n: neg.Negotiation = process
         s = neg.NegotiationState
         if n.role is Role.PROVIDER and n.state in (s.REQUESTED, s.ACCEPTED) and requester is not None:
@@ -935,9 +960,11 @@ class ControlPlane:
             consumer_id=str(a.get("assignee", "")), target=str(a.get("target", "")),
             policy=dict(a), signed_at=self.clock(), negotiation_id=n.id))
 
-    async def _audit(self, k: Kind, p: Any) -> None:
+    async def _audit(self, k: Kind, p: Any, peer: Claims | None = None) -> None:
         """One audit entry per state a process reaches (after its commit: a crash in between
-        loses the entry, never the state)."""
+        loses the entry, never the state). Transfer entries name both parties' attested
+        jurisdictions where known (this side's from its own DAT, the peer's from the DAT its
+        message came with)."""
         reasons = list(getattr(p, "termination_reason", ()) or ())
         data: dict[str, Any] = {"role": p.role.value, "state": p.wire_state.value,
                                 "internalState": p.state.value}
@@ -947,6 +974,8 @@ class ControlPlane:
         if k is TRANSFER:
             ids["transfer_id"] = p.id
             ids["agreement_id"] = p.agreement_id
+            own = await self._own_claims()
+            data.update(transfer_jurisdictions(p.role.value, own, peer))
         elif p.agreement is not None:
             ids["agreement_id"] = str(p.agreement.get("@id"))
         events: list[Any] = [(f"{k.name}.{p.state.value.lower()}", data, ids)]
@@ -965,6 +994,15 @@ class ControlPlane:
             self.audit.defer(events)
         except Exception:  # the audit trail must not take the protocol down with it
             log.exception("audit append failed for %s", [e[0] for e in events])
+
+    async def _own_claims(self) -> Claims | None:
+        if self.own_claims is None:
+            return None
+        try:
+            return await self.own_claims()
+        except Exception as exc:  # the audit entry goes without it rather than not at all
+            log.warning("own DAT claims unavailable for the audit: %s", exc)
+            return None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

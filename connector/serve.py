@@ -37,6 +37,7 @@ from connector.http.management import management_app
 from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
+from connector.identity.tokens import Claims
 from connector.identity.verify import DatVerifier
 from connector.runtime import CatalogSnapshot, ControlPlane
 from connector.store import Store, StoreError, StoreUnavailable
@@ -175,11 +176,18 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         verifier = await _retry("authority JWKS", lambda: DatVerifier.from_authority(
             session, authority,
             revocation_poll_interval=config.connector.revocation_poll_interval))
+        # a change of what the authority attests about us makes our cached DAT stale
+        dat.changed_at = lambda: verifier.revocations.changed_at(identity.participant_id)
         own = await _retry("obtaining a DAT", dat.token)
         claims = await verifier.verify(own)
+
+        async def own_claims() -> Claims:
+            return await verifier.verify(await dat.token())
+
         cert, key, ca = config.tls_files
         client_ssl = None if config.dsp.plain_http else client_context(ca, cert, key)
-        client = DspClient(dat.token, ssl_context=client_ssl, policy=OutboundPolicy.from_config(
+        client = DspClient(dat.token, renew=dat.renew, ssl_context=client_ssl,
+                           policy=OutboundPolicy.from_config(
             config.dsp.peer_allow, schemes=("http", "https") if config.dsp.plain_http else ("https",)))
         dp = config.dataplane
         tls_scheme = "http" if config.dsp.plain_http else "https"
@@ -210,7 +218,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
                           # provider's receipts are checked against it)
                           push_url=f"{config.connector.public_url.rstrip('/')}/push"
                           if duties is not None else None,
-                          push_enabled=dp.enabled)
+                          push_enabled=dp.enabled, own_claims=own_claims)
         await cp.start()
         describe = self_description_source(
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")

@@ -10,9 +10,11 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from connector.audit.crossborder import export_report, report_csv, report_json
 from connector.audit.log import AuditError, Entry, parse_time, read_entries, read_lines, verify_file
 from connector.audit.receipts import cross_check
 from connector.audit.timeline import format_entry, select
+from connector.config import ConfigError, load_config
 from connector.identity.keys import KeyFormatError, PublicKey, algorithm_of
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -111,3 +113,31 @@ def show_command(logfile: Path, kinds: tuple[str, ...], since: str | None, as_js
             click.echo(f"line {number}: unreadable ({exc})", err=True)
     for entry in select(entries, kinds=kinds, since=since_time):
         click.echo(json.dumps(entry.to_dict(), ensure_ascii=False) if as_json else format_entry(entry))
+
+
+@audit.command("export-report")
+@click.option("--config", "config_path", type=_FILE, required=True,
+              help="The connector's configuration (its audit log is read).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("--agreement", "agreement", default=None, help="Only transfers under this agreement.")
+def export_report_command(config_path: Path, fmt: str, agreement: str | None) -> None:
+    """List every transfer that crossed a border (the parties' attested jurisdictions are in
+    different countries), grouped by agreement, from the connector's audit log."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    path = config.audit_log_path
+    entries: list[Entry] = []
+    if path.is_file():
+        for number, line in read_lines(path):
+            try:
+                entries.append(Entry.from_dict(json.loads(line)))
+            except (ValueError, AuditError) as exc:
+                click.echo(f"line {number}: unreadable ({exc})", err=True)
+    rows = [r for r in export_report(entries) if agreement is None or r["agreement_id"] == agreement]
+    if fmt == "json":
+        click.echo(json.dumps(report_json(rows), indent=1, ensure_ascii=False))
+    else:
+        click.echo(report_csv(rows), nl=False)

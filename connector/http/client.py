@@ -9,6 +9,10 @@ and the connection can reach no other address. A refused destination is never co
 Outcomes are classified for the outbox: 2xx delivered; a refused destination, a redirect (never
 followed) and 4xx refused (permanent: retrying cannot help); 5xx, timeouts, connection errors and
 a name that does not resolve transient (retry with backoff).
+
+A peer answers 401 (not 404) only when the DAT is genuine but predates a change of what the
+authority attests about this participant (connector.http.dsp): the call is repeated once, at
+once, with a fresh DAT (`renew`), so a jurisdiction or group change costs no failed message.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from connector.identity.tokens import dat_claims
 from connector.protocol import wirecheck
 
 TokenSource = Callable[[], Awaitable[str]]
+# A fresh DAT instead of the one given (which a peer refused as stale).
+TokenRenewal = Callable[[str], Awaitable[str]]
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
@@ -51,8 +57,9 @@ class Delivery:
 class DspClient:
     def __init__(self, token: TokenSource, *, ssl_context: ssl.SSLContext | None,
                  policy: OutboundPolicy, timeout: float = 10.0,
-                 resolve: Resolve | None = None) -> None:
+                 resolve: Resolve | None = None, renew: TokenRenewal | None = None) -> None:
         self._token = token
+        self._renew = renew
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else False
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._policy = policy
@@ -78,8 +85,9 @@ class DspClient:
         self._resolver.pin(target)
         return target
 
-    async def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {await self._token()}",
+    @staticmethod
+    def _headers(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}",
                 "Content-Type": "application/json", "Accept": "application/json"}
 
     async def request(self, method: str, url: str, payload: Any = None) -> Delivery:
@@ -91,11 +99,23 @@ class DspClient:
             return Delivery(False, True, None, None, f"destination refused: {exc.reason}",
                             refused=True)
         try:
-            headers = await self._headers()
+            token = await self._token()
         except Exception as exc:  # no DAT: transient, the authority may come back
             return Delivery(False, False, None, None, f"no DAT to send with: {exc}")
         wirecheck.check(payload, "sent")
         data = None if payload is None else json.dumps(payload).encode()
+        d = await self._send(method, target, data, token)
+        if d.status == 401 and self._renew is not None:
+            try:
+                token = await self._renew(token)
+            except Exception as exc:
+                return Delivery(False, False, None, None, f"no fresh DAT to send with: {exc}")
+            d = await self._send(method, target, data, token)
+        return d
+
+    async def _send(self, method: str, target: ResolvedTarget, data: bytes | None,
+                    token: str) -> Delivery:
+        headers = self._headers(token)
         try:
             async with self._http().request(method, target.url, data=data, headers=headers,
                                             ssl=self._ssl, timeout=self._timeout,

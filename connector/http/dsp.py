@@ -32,7 +32,7 @@ from connector.http.limits import (
     read_json,
 )
 from connector.http.tls import check_transport_binding, peer_certificate_sha256
-from connector.identity.errors import IdentityError
+from connector.identity.errors import AttributesChanged, IdentityError
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
 from connector.odrl.facts import fact_values
@@ -67,6 +67,14 @@ def _error_body(request: web.Request, err: ProtocolError) -> dict[str, Any]:
 def _not_found(request: web.Request) -> web.Response:
     err = ProtocolError(404, "404", ["not found"])
     return web.json_response(_error_body(request, err), status=404)
+
+
+def _stale(request: web.Request, exc: AttributesChanged) -> web.Response:
+    """The DAT is genuine but predates a change of what it attests: say so (401), so the
+    sender's connector fetches a fresh DAT and retries (connector.http.client)."""
+    err = ProtocolError(401, "401", [exc.description])
+    return web.json_response(_error_body(request, err), status=401,
+                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
 def _unavailable(request: web.Request) -> web.Response:
@@ -120,6 +128,8 @@ def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
             claims: Claims = await verifier.verify(token)
         except IdentityError as exc:
             log.info("DSP %s %s: DAT refused: %s", request.method, request.path, exc)
+            if isinstance(exc, AttributesChanged):
+                return _stale(request, exc)
             # transient (e.g. the revocation list cannot be refreshed): the sender retries
             return _unavailable(request) if exc.status == 503 else _not_found(request)
         if require_tls_binding:
@@ -213,7 +223,8 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
             body = await _json(request)
             sender, _ = _sender(request)
             pid = request.match_info.get("pid") if with_pid else None
-            status, out = await cp.transfer_message(body, sender, pid, expected)
+            status, out = await cp.transfer_message(body, sender, pid, expected,
+                                                    attested=request["claims"])
             return web.json_response(out, status=status)
         return handle
 
@@ -223,7 +234,8 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
             raise ProtocolError(400, "400", ["give the refreshToken of the transfer"])
         sender, _ = _sender(request)
         return web.json_response(await cp.refresh_transfer_token(
-            request.match_info["pid"], body["refreshToken"], sender))
+            request.match_info["pid"], body["refreshToken"], sender,
+            attested=request["claims"]))
 
     async def notice(request: web.Request) -> web.Response:
         sender, _ = _sender(request)

@@ -9,7 +9,9 @@ Modules:
                JWKS cache, revocation polling, replay and verified-token caches
     client     participant identity files and the single-flight DAT client
     store      the authority directory (atomic JSON/PEM files, reload on change)
-    registry   operator actions: register, revoke, rotate keys
+    registry   operator actions: register, revoke, rotate keys, attributes, groups
+    participants  attested facts beyond keys (jurisdiction, groups, certifications) and the
+               participant IRI form (`urn:participant:<id>`)
     authority  the authority service (aiohttp): /token, JWKS, metadata, admin API
     cli        `connector authority ...` and `connector init`
 """

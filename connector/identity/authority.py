@@ -54,12 +54,18 @@ from connector.identity.errors import (
 from connector.identity.jose import TokenRules
 from connector.identity.keys import SigningKey
 from connector.identity.registry import (
+    attribute_changes,
+    create_group,
+    delete_group,
+    group_views,
     participant_view,
     prepare_next_key,
     register_participant,
     retire_previous_keys,
     revoke_participant,
     rotate_signing_key,
+    set_membership,
+    update_attributes,
 )
 from connector.identity.store import AuthorityStore, ParticipantAttributes, admin_token_hash
 from connector.identity.tokens import DEFAULT_SCOPE, Clock, IdFactory, build_dat_payload, new_jti
@@ -104,6 +110,36 @@ class RevokeRequest(BaseModel):
 
     participant_id: str = Field(min_length=1, max_length=512)
     reason: str = Field(default="", max_length=500)
+
+
+class AttributesRequest(BaseModel):
+    """New values for some attested attributes (None: back to the default)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    security_profile: Any = Field(default=None, alias="securityProfile")
+    membership: Any = None
+    roles: Any = None
+    referring_connector: Any = Field(default=None, alias="referringConnector")
+    jurisdiction: Any = None
+    certifications: Any = None
+    groups: Any = None
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, include=self.model_fields_set)
+
+
+class GroupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63)
+    description: str = Field(default="", max_length=500)
+
+
+class MemberRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    participant_id: str = Field(min_length=1, max_length=512)
 
 
 class RotateRequest(BaseModel):
@@ -179,6 +215,10 @@ class Authority:
             "revoked": sorted(
                 pid for pid, p in state.participants.items() if p.revoked_at is not None
             ),
+            # participant id -> when its attested attributes changed: DATs issued before are
+            # stale. Older changes than a DAT's lifetime concern no live DAT and are left out.
+            "changed": attribute_changes(
+                state, since=now - self.store.config.dat_lifetime - self.store.config.leeway),
         }
         return jose.encode(payload, self._current_key(), typ=jose.REVOCATION_LIST_TYP)
 
@@ -256,7 +296,9 @@ class Authority:
             attributes=record.attributes.claims(record.name),
             audience=cfg.audience,
             scopes=scopes,
-            now=now,
+            # never older than the last change of the attributes it attests (that time is a
+            # whole second, at most one ahead of now: within every verifier's leeway)
+            now=max(now, record.attributes_changed_at or 0),
             lifetime=cfg.dat_lifetime,
             jti=self._new_id(),
         )
@@ -289,6 +331,25 @@ class Authority:
         record = revoke_participant(
             self.store, request.participant_id, now=self._clock(), reason=request.reason
         )
+        return participant_view(record)
+
+    def update_attributes(self, pid: str, request: AttributesRequest) -> dict[str, Any]:
+        record = update_attributes(self.store, pid, request.changes(), now=self._clock())
+        return participant_view(record)
+
+    def groups(self) -> list[dict[str, Any]]:
+        return group_views(self.store.state())
+
+    def create_group(self, request: GroupRequest) -> dict[str, Any]:
+        group = create_group(self.store, request.name, now=self._clock(),
+                             description=request.description)
+        return group.model_dump()
+
+    def delete_group(self, name: str) -> dict[str, Any]:
+        return {"deleted": name, "left": delete_group(self.store, name, now=self._clock())}
+
+    def set_membership(self, name: str, pid: str, *, member: bool) -> dict[str, Any]:
+        record = set_membership(self.store, name, pid, member=member, now=self._clock())
         return participant_view(record)
 
     def participants(self) -> list[dict[str, Any]]:
@@ -449,6 +510,32 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
         body = await admin_body(request, RevokeRequest)
         return web.json_response(authority.revoke(body))
 
+    async def update_attrs(request: web.Request) -> web.Response:
+        body = await admin_body(request, AttributesRequest)
+        return web.json_response(authority.update_attributes(request.match_info["pid"], body))
+
+    async def list_groups(request: web.Request) -> web.Response:
+        authority.check_admin(one_header(request, "Authorization") or None)
+        return web.json_response({"groups": authority.groups()})
+
+    async def create_grp(request: web.Request) -> web.Response:
+        body = await admin_body(request, GroupRequest)
+        return web.json_response(authority.create_group(body), status=201)
+
+    async def delete_grp(request: web.Request) -> web.Response:
+        authority.check_admin(one_header(request, "Authorization") or None)
+        return web.json_response(authority.delete_group(request.match_info["name"]))
+
+    async def add_member(request: web.Request) -> web.Response:
+        body = await admin_body(request, MemberRequest)
+        return web.json_response(authority.set_membership(
+            request.match_info["name"], body.participant_id, member=True))
+
+    async def remove_member(request: web.Request) -> web.Response:
+        authority.check_admin(one_header(request, "Authorization") or None)
+        return web.json_response(authority.set_membership(
+            request.match_info["name"], request.match_info["pid"], member=False))
+
     async def list_revocations(request: web.Request) -> web.Response:
         authority.check_admin(one_header(request, "Authorization") or None)
         return web.json_response(authority.revocations())
@@ -474,6 +561,12 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
             web.get("/health", health),
             web.post("/admin/participants", register),
             web.get("/admin/participants", list_participants),
+            web.patch("/admin/participants/{pid}/attributes", update_attrs),
+            web.get("/admin/groups", list_groups),
+            web.post("/admin/groups", create_grp),
+            web.delete("/admin/groups/{name}", delete_grp),
+            web.post("/admin/groups/{name}/members", add_member),
+            web.delete("/admin/groups/{name}/members/{pid}", remove_member),
             web.post("/admin/revocations", revoke),
             web.get("/admin/revocations", list_revocations),
             web.post("/admin/keys/rotate", rotate),

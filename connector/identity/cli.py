@@ -45,6 +45,29 @@ def _errors() -> Iterator[None]:
         raise click.ClickException(str(exc)) from exc
 
 
+def _jurisdiction_options(fn: Any) -> Any:
+    for option in reversed((
+        click.option("--country", default=None, metavar="CC",
+                     help="Attested jurisdiction: ISO 3166-1 alpha-2 country (e.g. CN)."),
+        click.option("--subdivision", default=None, metavar="CC-SUB",
+                     help="ISO 3166-2 subdivision of the country (e.g. CN-SH)."),
+        click.option("--zone", default=None,
+                     help="A zone inside it (a pilot free-trade zone): a short token or an IRI."),
+    )):
+        fn = option(fn)
+    return fn
+
+
+def _jurisdiction(country: str | None, subdivision: str | None,
+                  zone: str | None) -> dict[str, str] | None:
+    if country is None:
+        if subdivision or zone:
+            raise click.UsageError("--subdivision and --zone need --country")
+        return None
+    j = {"country": country, "subdivision": subdivision, "zone": zone}
+    return {k: v for k, v in j.items() if v is not None}
+
+
 @click.group(name="authority")
 def authority() -> None:
     """Run the data-space authority: CA, participant registry, DAT issuance."""
@@ -159,6 +182,11 @@ def authority_issue_tls(directory: str, tls_csr: str, pid: str, out: str | None)
     "--connector-url", default=None, help="The participant's connector (referringConnector)."
 )
 @click.option("--transport-cert", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@_jurisdiction_options
+@click.option("--certification", "certifications", multiple=True, metavar="IRI",
+              help="An attested certification (IRI or URN, e.g. urn:assessment:...); repeatable.")
+@click.option("--group", "groups", multiple=True, metavar="NAME",
+              help="A group (created before) the participant is in; repeatable.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -173,6 +201,11 @@ def authority_register(
     membership: bool,
     connector_url: str | None,
     transport_cert: tuple[str, ...],
+    country: str | None,
+    subdivision: str | None,
+    zone: str | None,
+    certifications: tuple[str, ...],
+    groups: tuple[str, ...],
     out: str | None,
 ) -> None:
     """Register a participant from its CSR (or a certificate of this CA); write its certificate."""
@@ -187,6 +220,9 @@ def authority_register(
                 "roles": roles or ("provider", "consumer"),
                 "referringConnector": connector_url,
                 "transportCertsSha256": [_sha256_of_cert(p) for p in transport_cert],
+                "jurisdiction": _jurisdiction(country, subdivision, zone),
+                "certifications": certifications,
+                "groups": groups,
             }
         )
         record = register_participant(
@@ -204,6 +240,113 @@ def authority_register(
         {"participant_id": record.participant_id, "name": record.name, "certificate": str(target),
          "ca_certificate": str(ca_target)}
     )
+
+
+@authority.command(name="attributes")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("participant_id")
+@_jurisdiction_options
+@click.option("--no-jurisdiction", is_flag=True, help="Attest no jurisdiction.")
+@click.option("--certification", "certifications", multiple=True, metavar="IRI",
+              help="Replace the certifications with these; repeatable.")
+@click.option("--no-certifications", is_flag=True, help="Attest no certification.")
+@click.option("--group", "groups", multiple=True, metavar="NAME",
+              help="Replace the participant's groups with these; repeatable.")
+@click.option("--no-groups", is_flag=True, help="Take the participant out of every group.")
+def authority_attributes(
+    directory: str, participant_id: str, country: str | None, subdivision: str | None,
+    zone: str | None, no_jurisdiction: bool, certifications: tuple[str, ...],
+    no_certifications: bool, groups: tuple[str, ...], no_groups: bool,
+) -> None:
+    """Show or change what DATs attest about a participant (jurisdiction, certifications,
+    groups). Connectors refuse its DATs issued before the change within their poll interval."""
+    from connector.identity.registry import participant_view, update_attributes
+
+    store = _store(directory)
+    changes: dict[str, Any] = {}
+    if no_jurisdiction or country or subdivision or zone:
+        changes["jurisdiction"] = None if no_jurisdiction else _jurisdiction(
+            country, subdivision, zone)
+    if no_certifications or certifications:
+        changes["certifications"] = [] if no_certifications else list(certifications)
+    if no_groups or groups:
+        changes["groups"] = [] if no_groups else list(groups)
+    with _errors():
+        if changes:
+            record = update_attributes(store, participant_id, changes, now=time.time())
+        else:
+            record = store.state().participants.get(participant_id)  # type: ignore[assignment]
+            if record is None:
+                raise click.ClickException(f"no participant {participant_id!r}")
+    view = participant_view(record)
+    view.pop("certificate")
+    _echo_json(view)
+
+
+@authority.group(name="group")
+def authority_group() -> None:
+    """Named groups of participants (their DATs name the groups they are in)."""
+
+
+@authority_group.command(name="create")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("name")
+@click.option("--description", default="")
+def group_create(directory: str, name: str, description: str) -> None:
+    """Create an empty group."""
+    from connector.identity.registry import create_group
+
+    store = _store(directory)
+    with _errors():
+        _echo_json(create_group(store, name, now=time.time(), description=description).model_dump())
+
+
+@authority_group.command(name="delete")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("name")
+def group_delete(directory: str, name: str) -> None:
+    """Delete a group; its members leave it."""
+    from connector.identity.registry import delete_group
+
+    store = _store(directory)
+    with _errors():
+        _echo_json({"deleted": name, "left": delete_group(store, name, now=time.time())})
+
+
+@authority_group.command(name="add")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("name")
+@click.argument("participant_id")
+def group_add(directory: str, name: str, participant_id: str) -> None:
+    """Add a participant to a group."""
+    _membership(directory, name, participant_id, member=True)
+
+
+@authority_group.command(name="remove")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("name")
+@click.argument("participant_id")
+def group_remove(directory: str, name: str, participant_id: str) -> None:
+    """Take a participant out of a group."""
+    _membership(directory, name, participant_id, member=False)
+
+
+@authority_group.command(name="list")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def group_list(directory: str) -> None:
+    """List the groups and their members."""
+    from connector.identity.registry import group_views
+
+    _echo_json(group_views(_store(directory).state()))
+
+
+def _membership(directory: str, name: str, pid: str, *, member: bool) -> None:
+    from connector.identity.registry import set_membership
+
+    store = _store(directory)
+    with _errors():
+        record = set_membership(store, name, pid, member=member, now=time.time())
+    _echo_json({"participant_id": record.participant_id, "groups": list(record.attributes.groups)})
 
 
 @authority.command(name="revoke")
@@ -258,6 +401,9 @@ def authority_participants(directory: str) -> None:
                 "participant_id": p.participant_id,
                 "name": p.name,
                 "roles": list(p.attributes.roles),
+                "jurisdiction": p.attributes.jurisdiction.claim()
+                if p.attributes.jurisdiction else None,
+                "groups": list(p.attributes.groups),
                 "revoked_at": p.revoked_at,
             }
             for p in store.state().participants.values()

@@ -8,6 +8,12 @@ many callers ask at once, one request is in flight (they all await it, shielded 
 other's cancellation). If a refresh fails or its response is lost, callers keep the still-valid
 DAT and the next attempt (after `retry_interval`) uses a fresh client assertion, so the
 authority's one-time jti rule never bites a retry.
+
+A cached DAT goes stale when the authority changes what it attests about this participant
+(its jurisdiction, groups, ...): relying connectors then refuse DATs issued before the change
+(401, connector.identity.errors.AttributesChanged). `renew()` fetches a fresh one at once; and
+with `changed_at` (this participant's change time from a revocation list this connector polls),
+`token()` drops a cached DAT issued before it without waiting to be refused.
 """
 
 from __future__ import annotations
@@ -166,6 +172,7 @@ class _Cached:
     token: str
     refresh_at: float
     expires_at: float
+    issued_at: float
 
 
 class DatClient:
@@ -180,6 +187,7 @@ class DatClient:
         refresh_margin: float = 60.0,
         retry_interval: float = 5.0,
         scope: str | None = None,
+        changed_at: Callable[[], float | None] | None = None,
     ):
         self.identity = identity
         self.audience = audience
@@ -189,6 +197,7 @@ class DatClient:
         self.refresh_margin = refresh_margin
         self.retry_interval = retry_interval
         self._scope = scope
+        self.changed_at = changed_at
         self._cached: _Cached | None = None
         self._inflight: asyncio.Future[_Cached] | None = None
         self._retry_after = -math.inf
@@ -217,6 +226,10 @@ class DatClient:
     async def token(self) -> str:
         now = self._clock()
         cached = self._cached
+        if cached is not None and self.changed_at is not None:
+            changed = self.changed_at()
+            if changed is not None and cached.issued_at < changed:
+                self._cached = cached = None  # the authority attests something new now
         if cached is not None and now < cached.refresh_at:
             return cached.token
         usable = cached is not None and now < cached.expires_at
@@ -233,6 +246,15 @@ class DatClient:
                 return cached.token
             raise TokenUnavailable(f"could not obtain a DAT: {exc}") from exc
         return fresh.token
+
+    async def renew(self, stale: str | None = None) -> str:
+        """A fresh DAT: the cached one is dropped (when it is `stale`, the token a peer just
+        refused; None: whatever is cached) and a new one fetched (single flight)."""
+        cached = self._cached
+        if cached is not None and (stale is None or cached.token == stale):
+            self._cached = None
+            self._retry_after = -math.inf
+        return await self.token()
 
     def _done(self, fut: asyncio.Future[_Cached]) -> None:
         self._inflight = None
@@ -266,4 +288,10 @@ class DatClient:
         # Measured from when the request was sent, so a slow response errs on the early side.
         expires_at = sent_at + expires_in
         margin = min(self.refresh_margin, expires_in / 2)
-        return _Cached(token=token, refresh_at=expires_at - margin, expires_at=expires_at)
+        try:  # our own token: its iat only serves to tell it stale (see `changed_at`)
+            iat = jose.unverified_payload(token, "DAT").get("iat")
+        except IdentityError:
+            iat = None
+        issued_at = float(iat) if isinstance(iat, (int, float)) else sent_at
+        return _Cached(token=token, refresh_at=expires_at - margin, expires_at=expires_at,
+                       issued_at=issued_at)

@@ -32,6 +32,15 @@ class InvalidToken(IdentityError):
     status = 401
 
 
+class AttributesChanged(InvalidToken):
+    """A DAT (or a transfer token's attested snapshot) predates the last change of what the
+    authority attests about its participant: the holder must fetch a fresh token."""
+
+    def __init__(self, description: str, *, changed_at: float):
+        super().__init__(description)
+        self.changed_at = changed_at
+
+
 class InvalidClient(IdentityError):
     """Client authentication at the authority failed (RFC 6749 section 5.2)."""
 

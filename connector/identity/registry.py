@@ -1,4 +1,5 @@
-"""Operator actions on an authority directory: register, revoke, rotate the signing key.
+"""Operator actions on an authority directory: register, revoke, rotate the signing key,
+change a participant's attested attributes, and keep named groups.
 
 Shared by the admin API and the CLI; each action is one locked read-modify-write of state.json,
 so a refused action (taken name, foreign CA, unknown participant) leaves the files untouched.
@@ -7,6 +8,8 @@ so a refused action (taken name, foreign CA, unknown participant) leaves the fil
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Iterable
 from typing import Any
 
 from cryptography import x509
@@ -21,9 +24,11 @@ from connector.identity.ca import (
 )
 from connector.identity.errors import Conflict, NotFound, RegistrationError
 from connector.identity.keys import SigningKey
+from connector.identity.participants import participant_iri
 from connector.identity.store import (
     AuthorityState,
     AuthorityStore,
+    GroupRecord,
     ParticipantAttributes,
     ParticipantRecord,
     SigningKeyRecord,
@@ -44,6 +49,7 @@ def register_participant(
 ) -> ParticipantRecord:
     """Certify a CSR (or accept a certificate this CA issued) and record the participant."""
     attributes = attributes or ParticipantAttributes()
+    _check_groups_exist(store.state(), attributes.groups)
     parsed = load_csr_or_certificate(pem)
     if isinstance(parsed, x509.CertificateSigningRequest):
         name = common_name(parsed.subject)
@@ -73,6 +79,7 @@ def register_participant(
             raise Conflict(f"participant {pid} is already registered (same key)")
         if _name_taken(state, name):
             raise Conflict(f"participant name {name!r} is already taken")
+        _check_groups_exist(state, attributes.groups)
         state.participants[pid] = record
         return record
 
@@ -167,13 +174,136 @@ def retire_previous_keys(store: AuthorityStore, *, now: float) -> list[str]:
 def participant_view(record: ParticipantRecord) -> dict[str, Any]:
     return {
         "participant_id": record.participant_id,
+        "participant_iri": participant_iri(record.participant_id),
         "name": record.name,
-        "attributes": record.attributes.model_dump(by_alias=True),
+        "attributes": record.attributes.model_dump(by_alias=True, exclude_none=True),
         "certificate": record.certificate,
         "registered_at": record.registered_at,
+        "attributes_changed_at": record.attributes_changed_at,
         "revoked_at": record.revoked_at,
         "revocation_reason": record.revocation_reason,
     }
+
+
+# --- attested attributes and groups -------------------------------------------------------------
+
+
+def _check_groups_exist(state: AuthorityState, groups: Iterable[str]) -> None:
+    unknown = sorted(set(groups) - set(state.groups))
+    if unknown:
+        raise NotFound(f"no group {', '.join(unknown)[:200]} (create it first)")
+
+
+def _set_attributes(state: AuthorityState, pid: str, attributes: ParticipantAttributes,
+                    now: float) -> ParticipantRecord:
+    """Store new attributes; if what DATs attest changed, mark the time: the next whole second
+    (DATs count in whole seconds), so every DAT issued until now has an earlier `iat`, and
+    DATs issued from now on are dated no earlier than it (authority.issue_token)."""
+    record = state.participants[pid]
+    if attributes.attested != record.attributes.attested:
+        record.attributes_changed_at = max(math.floor(now) + 1,
+                                           record.attributes_changed_at or 0)
+        state.revocation_seq += 1
+    record.attributes = attributes
+    return record
+
+
+def update_attributes(store: AuthorityStore, pid: str, changes: dict[str, Any], *,
+                      now: float) -> ParticipantRecord:
+    """Change a participant's attributes: `changes` holds attribute names (as in DATs, e.g.
+    `jurisdiction`, `certifications`, `groups`, `securityProfile`) and their new values; a
+    value of None resets the attribute to its default."""
+    if "transportCertsSha256" in changes or "transport_certs_sha256" in changes:
+        raise RegistrationError("transport certificates change through issue-tls only")
+
+    def change(state: AuthorityState) -> ParticipantRecord:
+        record = state.participants.get(pid)
+        if record is None:
+            raise NotFound(f"no participant {pid[:200]!r}")
+        if record.revoked_at is not None:
+            raise Conflict(f"participant {pid} is revoked")
+        merged = record.attributes.model_dump(by_alias=True)
+        defaults = ParticipantAttributes().model_dump(by_alias=True)
+        for key, value in changes.items():
+            if key not in merged:
+                raise RegistrationError(f"unknown attribute {key[:60]!r}")
+            merged[key] = defaults[key] if value is None else value
+        attributes = ParticipantAttributes.model_validate(merged)
+        _check_groups_exist(state, attributes.groups)
+        return _set_attributes(state, pid, attributes, now)
+
+    return store.mutate(change)
+
+
+def create_group(store: AuthorityStore, name: str, *, now: float,
+                 description: str = "") -> GroupRecord:
+    group = GroupRecord(name=name, description=description, created_at=now)
+
+    def change(state: AuthorityState) -> GroupRecord:
+        if name in state.groups:
+            raise Conflict(f"group {name!r} already exists")
+        state.groups[name] = group
+        return group
+
+    return store.mutate(change)
+
+
+def delete_group(store: AuthorityStore, name: str, *, now: float) -> list[str]:
+    """Delete a group; its members leave it (their DATs issued before now become stale)."""
+
+    def change(state: AuthorityState) -> list[str]:
+        if name not in state.groups:
+            raise NotFound(f"no group {name[:80]!r}")
+        del state.groups[name]
+        left = []
+        for pid, record in state.participants.items():
+            if name in record.attributes.groups:
+                groups = tuple(g for g in record.attributes.groups if g != name)
+                _set_attributes(state, pid, record.attributes.model_copy(
+                    update={"groups": groups}), now)
+                left.append(pid)
+        return left
+
+    return store.mutate(change)
+
+
+def set_membership(store: AuthorityStore, name: str, pid: str, *, member: bool,
+                   now: float) -> ParticipantRecord:
+    """Add `pid` to group `name` (member=True) or remove it; idempotent."""
+
+    def change(state: AuthorityState) -> ParticipantRecord:
+        if name not in state.groups:
+            raise NotFound(f"no group {name[:80]!r}")
+        record = state.participants.get(pid)
+        if record is None:
+            raise NotFound(f"no participant {pid[:200]!r}")
+        current = record.attributes.groups
+        if member and name not in current:
+            groups = (*current, name)
+        elif not member and name in current:
+            groups = tuple(g for g in current if g != name)
+        else:
+            return record
+        attributes = ParticipantAttributes.model_validate(
+            {**record.attributes.model_dump(by_alias=True), "groups": groups})
+        return _set_attributes(state, pid, attributes, now)
+
+    return store.mutate(change)
+
+
+def group_views(state: AuthorityState) -> list[dict[str, Any]]:
+    return [
+        {"name": g.name, "description": g.description, "created_at": g.created_at,
+         "members": sorted(pid for pid, p in state.participants.items()
+                           if g.name in p.attributes.groups)}
+        for g in sorted(state.groups.values(), key=lambda g: g.name)
+    ]
+
+
+def attribute_changes(state: AuthorityState, *, since: float) -> dict[str, int]:
+    """Participants whose attested attributes changed after `since`: id -> time of change."""
+    return {pid: p.attributes_changed_at for pid, p in state.participants.items()
+            if p.attributes_changed_at is not None and p.attributes_changed_at > since}
 
 
 def issue_tls_certificate(

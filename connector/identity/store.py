@@ -44,6 +44,7 @@ from connector.identity.keys import (
     load_private_key_pem,
     private_key_to_pem,
 )
+from connector.identity.participants import Jurisdiction, check_group_name, check_iri
 from connector.identity.tokens import DAT_AUDIENCE, ROLES, SECURITY_PROFILES
 
 T = TypeVar("T")
@@ -72,6 +73,28 @@ class ParticipantAttributes(BaseModel):
     transport_certs_sha256: tuple[Sha256Hex, ...] = Field(
         default=(), alias="transportCertsSha256", max_length=8
     )
+    # cross-border rules and groups (connector.identity.participants says the forms)
+    jurisdiction: Jurisdiction | None = None
+    certifications: tuple[str, ...] = Field(default=(), max_length=32)
+    groups: tuple[str, ...] = Field(default=(), max_length=64)
+
+    @field_validator("certifications")
+    @classmethod
+    def _certifications(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for v in values:
+            check_iri(v, "a certification")
+        if len(set(values)) != len(values):
+            raise ValueError("certifications must not repeat")
+        return values
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for v in values:
+            check_group_name(v)
+        if len(set(values)) != len(values):
+            raise ValueError("groups must not repeat")
+        return values
 
     @field_validator("roles")
     @classmethod
@@ -90,7 +113,14 @@ class ParticipantAttributes(BaseModel):
     def claims(self, name: str) -> dict[str, Any]:
         data = self.model_dump(by_alias=True)
         data["name"] = name
+        data["jurisdiction"] = self.jurisdiction.claim() if self.jurisdiction else None
         return data
+
+    @property
+    def attested(self) -> tuple[Any, ...]:
+        """What a relying party decides on: a change here makes earlier DATs stale."""
+        return (self.security_profile, self.membership, self.roles, self.referring_connector,
+                self.jurisdiction, self.certifications, self.groups)
 
 
 class ParticipantRecord(BaseModel):
@@ -103,6 +133,24 @@ class ParticipantRecord(BaseModel):
     registered_at: float
     revoked_at: float | None = None
     revocation_reason: str | None = None
+    # when the attested attributes last changed (the next whole second): the authority's
+    # revocation list carries it, and connectors refuse this participant's DATs issued before
+    attributes_changed_at: int | None = None
+
+
+class GroupRecord(BaseModel):
+    """A named group of participants (its members carry the name in their attributes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = Field(default="", max_length=500)
+    created_at: float
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return check_group_name(name)
 
 
 class SigningKeyRecord(BaseModel):
@@ -123,6 +171,7 @@ class AuthorityState(BaseModel):
     participants: dict[str, ParticipantRecord] = Field(default_factory=dict)
     revocation_seq: int = 0
     keys: list[SigningKeyRecord] = Field(default_factory=list)
+    groups: dict[str, GroupRecord] = Field(default_factory=dict)
 
     def key_with(self, status: str) -> SigningKeyRecord | None:
         return next((k for k in self.keys if k.status == status), None)

@@ -8,6 +8,7 @@ transfer under this agreement from this data plane". Both are short-lived JWTs.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,13 @@ from connector.identity import jose
 from connector.identity.errors import InvalidGrant, InvalidToken
 from connector.identity.jose import TokenRules, VerificationKey
 from connector.identity.keys import SigningKey
+from connector.identity.participants import (
+    AttestationError,
+    check_group_name,
+    check_iri,
+    jurisdiction_of,
+    participant_iri,
+)
 
 Clock = Callable[[], float]
 IdFactory = Callable[[], str]
@@ -111,6 +119,11 @@ def build_dat_payload(
         payload["transportCertsSha256"] = list(certs)
     if payload["referringConnector"] is None:
         del payload["referringConnector"]
+    payload["participantIri"] = participant_iri(participant_id)
+    if attributes.get("jurisdiction"):
+        payload["jurisdiction"] = dict(attributes["jurisdiction"])
+    payload["certifications"] = list(attributes.get("certifications", ()))
+    payload["groups"] = list(attributes.get("groups", ()))
     return payload
 
 
@@ -123,23 +136,51 @@ def _str_list(payload: Mapping[str, Any], name: str, label: str) -> tuple[str, .
     return tuple(value)
 
 
-def dat_claims(payload: dict[str, Any], kid: str | None) -> Claims:
-    """Claims of a DAT whose signature and registered claims were already checked."""
-    label = "DAT"
+def _attested(payload: Mapping[str, Any], subject: str, label: str) -> dict[str, Any]:
+    """The attributes the authority attests about ``subject``, validated (fail closed: a
+    malformed claim refuses the token). Claims added later are optional when reading."""
     profile = payload.get("securityProfile")
     if not isinstance(profile, str):
         raise InvalidToken(f"{label}: claim 'securityProfile' must be a string")
     membership = payload.get("membership", False)
     if not isinstance(membership, bool):
         raise InvalidToken(f"{label}: claim 'membership' must be a boolean")
-    attributes = {
+    for name in ("referringConnector", "name"):
+        if payload.get(name) is not None and not isinstance(payload[name], str):
+            raise InvalidToken(f"{label}: claim {name!r} must be a string")
+    iri = participant_iri(subject)
+    if payload.get("participantIri", iri) != iri:
+        raise InvalidToken(f"{label}: claim 'participantIri' is not the IRI of its subject")
+    try:
+        jurisdiction = jurisdiction_of(payload.get("jurisdiction"))
+        certifications = _str_list(payload, "certifications", label)
+        groups = _str_list(payload, "groups", label)
+        for c in certifications:
+            check_iri(c, "a certification")
+        for g in groups:
+            check_group_name(g)
+    except AttestationError as exc:
+        raise InvalidToken(f"{label}: {exc}") from exc
+    return {
         "securityProfile": profile,
-        "scopes": _str_list(payload, "scopes", label),
         "roles": _str_list(payload, "roles", label),
-        "transportCertsSha256": _str_list(payload, "transportCertsSha256", label),
         "membership": membership,
         "referringConnector": payload.get("referringConnector"),
         "name": payload.get("name"),
+        "participantIri": iri,
+        "jurisdiction": MappingProxyType(jurisdiction.claim()) if jurisdiction else None,
+        "certifications": certifications,
+        "groups": groups,
+    }
+
+
+def dat_claims(payload: dict[str, Any], kid: str | None) -> Claims:
+    """Claims of a DAT whose signature and registered claims were already checked."""
+    label = "DAT"
+    attributes = {
+        **_attested(payload, payload["sub"], label),
+        "scopes": _str_list(payload, "scopes", label),
+        "transportCertsSha256": _str_list(payload, "transportCertsSha256", label),
     }
     return Claims(
         scheme="dat",
@@ -154,6 +195,21 @@ def dat_claims(payload: dict[str, Any], kid: str | None) -> Claims:
         attributes=MappingProxyType(attributes),
         raw=MappingProxyType(payload),
     )
+
+
+def attested_snapshot(claims: Claims) -> dict[str, Any]:
+    """The `attested` claim a provider puts into a transfer token: what the consumer's DAT
+    attests (its attributes without scopes and transport pins), as JSON."""
+    out: dict[str, Any] = {}
+    for key, value in claims.attributes.items():
+        if key in ("scopes", "transportCertsSha256") or value is None:
+            continue
+        if isinstance(value, Mapping):
+            value = dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
 
 
 # --- transfer tokens ---------------------------------------------------------------------
@@ -188,6 +244,17 @@ def transfer_claims(payload: dict[str, Any], kid: str | None) -> Claims:
         value = payload.get(name)
         if not isinstance(value, str) or not value:
             raise InvalidToken(f"{label}: missing or invalid claim {name!r}")
+    attributes: dict[str, Any] = {"agreementId": payload["agreementId"],
+                                  "transferId": payload["transferId"]}
+    if "attested" in payload:  # absent in tokens issued before attested snapshots
+        attested, at = payload["attested"], payload.get("attestedAt")
+        if not isinstance(attested, dict):
+            raise InvalidToken(f"{label}: claim 'attested' must be an object")
+        if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at):
+            raise InvalidToken(f"{label}: claim 'attestedAt' must be a number")
+        attributes["attested"] = MappingProxyType(
+            _attested(attested, payload["sub"], f"{label} (attested)"))
+        attributes["attestedAt"] = at
     return Claims(
         scheme="transfer",
         issuer=payload["iss"],
@@ -198,9 +265,7 @@ def transfer_claims(payload: dict[str, Any], kid: str | None) -> Claims:
         expires_at=payload["exp"],
         token_id=payload["jti"],
         key_id=kid,
-        attributes=MappingProxyType(
-            {"agreementId": payload["agreementId"], "transferId": payload["transferId"]}
-        ),
+        attributes=MappingProxyType(attributes),
         raw=MappingProxyType(payload),
     )
 
@@ -250,8 +315,11 @@ class TransferTokenIssuer:
         return VerificationKey(kid=self._key.kid, alg=self._key.alg, key=self._key.public_key)
 
     def issue(
-        self, *, agreement_id: str, transfer_id: str, consumer_id: str, audience: str
+        self, *, agreement_id: str, transfer_id: str, consumer_id: str, audience: str,
+        attested: Claims | None = None,
     ) -> TransferTokens:
+        """`attested`: the consumer's verified DAT claims; a snapshot of its attested
+        attributes goes into the access token (`attested`, `attestedAt` = the DAT's iat)."""
         for name, value in (
             ("agreement_id", agreement_id),
             ("transfer_id", transfer_id),
@@ -272,6 +340,11 @@ class TransferTokenIssuer:
             "jti": self._new_id(),
             **binding,
         }
+        if attested is not None:
+            if attested.subject != consumer_id:
+                raise ValueError("the attested claims are not the consumer's")
+            access["attested"] = attested_snapshot(attested)
+            access["attestedAt"] = int(attested.issued_at)
         refresh = {
             "iss": self.provider_id,
             "sub": consumer_id,
@@ -289,8 +362,10 @@ class TransferTokenIssuer:
             expires_in=self.access_lifetime,
         )
 
-    def refresh(self, refresh_token: str, *, consumer_id: str) -> TransferTokens:
-        """Exchange a refresh token presented by `consumer_id` (from its verified DAT)."""
+    def refresh(self, refresh_token: str, *, consumer_id: str,
+                attested: Claims | None = None) -> TransferTokens:
+        """Exchange a refresh token presented by `consumer_id` (from its verified DAT, whose
+        claims `attested` are snapshot into the new access token)."""
         now = self._clock()
         rules = self._refresh_rules
         try:
@@ -321,4 +396,5 @@ class TransferTokenIssuer:
             transfer_id=payload["transferId"],
             consumer_id=consumer_id,
             audience=payload["dataPlane"],
+            attested=attested,
         )

@@ -25,13 +25,14 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from connector.identity import jose
-from connector.identity.errors import InvalidToken
+from connector.identity.errors import AttributesChanged, InvalidToken
 from connector.identity.jose import TokenRules, VerificationKey
 from connector.identity.keys import KeyFormatError, public_key_from_jwk
 from connector.identity.tokens import (
@@ -240,6 +241,10 @@ class JwksCache:
 class RevocationStatus:
     """Revoked participant ids from the authority's signed list, kept at most `poll_interval` old.
 
+    The list also says, per participant whose attested attributes (jurisdiction, groups,
+    certifications, ...) changed recently, when (`changed`: id -> epoch seconds):
+    `changed_at(pid)` gives it, and a token of that participant issued before is stale.
+
     `ensure_fresh` refreshes a stale list (one fetch in flight) and raises if it cannot: a
     connector refuses a revoked participant's tokens no later than its poll interval, even when
     an attacker blocks the way to the authority.
@@ -265,6 +270,7 @@ class RevocationStatus:
         self.poll_interval = poll_interval
         self.min_retry_interval = min_retry_interval
         self.revoked = revoked
+        self.changed: Mapping[str, float] = {}
         self.seq = -1
         self.fetched_at = -math.inf
         self.fetch_count = 0
@@ -288,6 +294,19 @@ class RevocationStatus:
 
     def is_revoked(self, participant_id: str) -> bool:
         return participant_id in self.revoked
+
+    def changed_at(self, participant_id: str) -> float | None:
+        """When the participant's attested attributes last changed (None: not recently)."""
+        return self.changed.get(participant_id)
+
+    def check_current(self, participant_id: str, issued_at: float, label: str) -> None:
+        """Refuse a token (or snapshot) of `participant_id` issued before its attributes
+        changed."""
+        changed = self.changed.get(participant_id)
+        if changed is not None and issued_at < changed:
+            raise AttributesChanged(
+                f"{label}: attested attributes of {participant_id} changed at {changed:.0f}; "
+                "a fresh token is needed", changed_at=changed)
 
     async def ensure_fresh(self, now: float) -> None:
         if self._fetch is None or now - self.fetched_at < self.poll_interval:
@@ -331,6 +350,12 @@ class RevocationStatus:
             raise InvalidToken("revocation list: sequence number missing or rolled back")
         if not isinstance(revoked, list) or not all(isinstance(r, str) for r in revoked):
             raise InvalidToken("revocation list: 'revoked' must be a list of strings")
+        changed = payload.get("changed", {})
+        if not isinstance(changed, dict) or not all(
+                isinstance(k, str) and type(v) in (int, float) and math.isfinite(v)
+                for k, v in changed.items()):
+            raise InvalidToken("revocation list: 'changed' must map participant ids to times")
+        self.changed = MappingProxyType({k: float(v) for k, v in changed.items()})
         self.revoked = frozenset(revoked)
         self.seq = seq
         self.fetched_at = now
@@ -464,6 +489,7 @@ class DatVerifier:
                 and now < hit.expires_at + self._leeway
                 and hit.key_id in jwks.keys
                 and hit.subject not in self.revocations.revoked
+                and hit.issued_at >= (self.revocations.changed.get(hit.subject) or -math.inf)
             ):
                 return hit
             # otherwise verify in full, to report why it fails now; a stale entry is
@@ -478,6 +504,7 @@ class DatVerifier:
         jose.check_claims(payload, rules, now)
         if payload["sub"] in self.revocations.revoked:
             raise InvalidToken(f"DAT: participant {payload['sub']!r} is revoked")
+        self.revocations.check_current(payload["sub"], payload["iat"], "DAT")
         claims = dat_claims(payload, kid)
         if self.replay is not None:
             replay_key = ReplayCache.key(payload["iss"], payload["jti"])
@@ -542,6 +569,9 @@ class TransferTokenVerifier:
     def _check_live(self, claims: Claims) -> None:
         if claims.subject in self.revocations.revoked:
             raise InvalidToken(f"transfer token: consumer {claims.subject!r} is revoked")
+        at = claims.attributes.get("attestedAt")
+        if at is not None:  # the snapshot of a DAT now stale: refresh the transfer token
+            self.revocations.check_current(claims.subject, at, "transfer token")
         if self._is_active is not None and not self._is_active(claims.attributes["transferId"]):
             raise InvalidToken("transfer token: the transfer is no longer active")
 

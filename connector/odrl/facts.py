@@ -7,13 +7,18 @@ the same facts the same way:
 
 - attested by the authority in the participant's token (``fact_values``): ``idsc:SECURITY_LEVEL``
   (``securityProfile``), ``dsc:role`` (``roles``), ``dsc:membership`` and ``odrl:systemDevice``
-  (``referringConnector``; IDS-G's ``idsc:CONNECTOR`` and ``idsc:SYSTEM`` read the same fact);
+  (``referringConnector``; IDS-G's ``idsc:CONNECTOR`` and ``idsc:SYSTEM`` read the same fact),
+  ``dsf:jurisdiction`` (``jurisdiction``: every level containing the participant),
+  ``dsf:certification`` (``certifications``), ``dsf:group`` (``groups``, as ``urn:group:N``)
+  and ``dsf:participant`` (``participantIri``); the forms are connector.identity.participants';
 - stated with a request (``stated_facts``): ``odrl:purpose``, ``dsc:application`` (IDS-G's
   ``idsc:APPLICATION``), ``odrl:event``, ``odrl:spatial``, ``odrl:recipient``;
 - held by the provider or the consumer's connector (``context_facts`` of what it holds):
   ``idsc:STATE`` (provider-side state), ``odrl:event`` (active events), ``odrl:payAmount``
   (payment received; IDS's ``idsc:PAY_AMOUNT`` and ``idsc:PAYMENT``), ``idsc:ARTIFACT_STATE``
-  (the state of the copy: encrypted, anonymized).
+  (the state of the copy: encrypted, anonymized), ``dsf:registeredAssessment`` (assessment
+  references the provider accepts);
+- derived from attested and held facts (connector.usage.crossborder): ``dsf:exportStatus``.
 
 A fact nobody states is absent, and an absent fact never satisfies a constraint (the decision
 denies and names the operand). Keys may be written in any spelling a policy may use (a CURIE,
@@ -26,6 +31,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from connector.identity.participants import (
+    AttestationError,
+    group_iri,
+    jurisdiction_of,
+)
 from connector.odrl import terms as T
 from connector.odrl.model import Value
 from connector.odrl.plain import canonical_operand, expand_term, to_value
@@ -34,9 +44,12 @@ from connector.odrl.terms import MEMBERSHIP, ROLE_TERMS
 MEMBER = T.DSC_NS + "Member"
 
 # The operands each source feeds (documentation for the runtime; see the module docstring).
-ATTESTED = frozenset({T.SECURITY_LEVEL, T.ROLE, MEMBERSHIP, T.O + "systemDevice"})
+ATTESTED = frozenset({T.SECURITY_LEVEL, T.ROLE, MEMBERSHIP, T.O + "systemDevice",
+                      T.JURISDICTION, T.CERTIFICATION, T.GROUP, T.PARTICIPANT})
 STATED = frozenset({T.PURPOSE, T.APPLICATION, T.O + "event", T.SPATIAL, T.RECIPIENT})
-HELD = frozenset({T.IDS_STATE, T.O + "event", T.O + "payAmount", T.ARTIFACT_STATE})
+HELD = frozenset({T.IDS_STATE, T.O + "event", T.O + "payAmount", T.ARTIFACT_STATE,
+                  T.REGISTERED_ASSESSMENT})
+DERIVED = frozenset({T.EXPORT_STATUS})
 
 
 def fact_values(attributes: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -53,7 +66,39 @@ def fact_values(attributes: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     connector = attributes.get("referringConnector")
     if isinstance(connector, str) and connector:
         facts[T.O + "systemDevice"] = (connector,)
+    facts.update(_participant_facts(attributes))
     return {k: v for k, v in facts.items() if v}
+
+
+def _participant_facts(attributes: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Jurisdiction, certifications, groups, participant IRI. The verifiers validated them; a
+    value that is not of its form anyway is left out (an absent fact denies)."""
+    facts: dict[str, tuple[str, ...]] = {}
+    try:
+        jurisdiction = jurisdiction_of(attributes.get("jurisdiction"))
+    except AttestationError:
+        jurisdiction = None
+    if jurisdiction is not None:
+        facts[T.JURISDICTION] = jurisdiction.iris()
+    facts[T.CERTIFICATION] = tuple(expand_term(c) for c in _strings(attributes, "certifications"))
+    groups = []
+    for name in _strings(attributes, "groups"):
+        try:
+            groups.append(group_iri(name))
+        except AttestationError:
+            continue
+    facts[T.GROUP] = tuple(groups)
+    iri = attributes.get("participantIri")
+    if isinstance(iri, str) and iri:
+        facts[T.PARTICIPANT] = (iri,)
+    return facts
+
+
+def _strings(attributes: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    values = attributes.get(name) or ()
+    if not isinstance(values, (list, tuple)):
+        return ()
+    return tuple(v for v in values if isinstance(v, str) and v)
 
 
 def world_facts(attributes: Mapping[str, Any]) -> dict[str, tuple[Value, ...]]:
@@ -105,5 +150,5 @@ def _plain(v: Value) -> Any:
 
 
 # ROLE_TERMS (terms.py): the roles a token states, as dsc:role values
-__all__ = ["ATTESTED", "HELD", "MEMBER", "ROLE_TERMS", "STATED", "context_facts", "fact_values",
+__all__ = ["ATTESTED", "DERIVED", "HELD", "MEMBER", "ROLE_TERMS", "STATED", "context_facts", "fact_values",
            "stated_facts", "world_facts"]

@@ -42,6 +42,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from connector.identity.participants import as_participant_iri
 from connector.odrl.parse import parse_datetime, parse_duration
 from connector.odrl.plain import PREFIXES, expand_term
 
@@ -423,6 +424,9 @@ def fill(
     lexical: dict[str, tuple[str, str]] = {}
     for p in t.parameters:
         raw = values.get(p.name, p.default)
+        if p.type == "iri" and isinstance(raw, str):
+            # a participant id (SKI:keyid:AKI) is not an IRI: a party is named by its IRI form
+            raw = as_participant_iri(raw.strip())
         if raw is not None:
             lexical[p.name] = (p.type, _convert(p, raw))
     for key, raw_value in reserved.items():

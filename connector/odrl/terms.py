@@ -64,6 +64,17 @@ DSC_LEFT_OPERANDS = frozenset({ROLE, MEMBERSHIP, APPLICATION, *MODIFY_OPERANDS})
 ROLE_TERMS = {"provider": DSC_NS + "Provider", "consumer": DSC_NS + "Consumer",
               "broker": DSC_NS + "Broker"}
 
+# Left operands of facts about participants that IDS has no term for (vocab/facts/facts.ttl):
+# attested by the authority in the DAT, held by a provider, or derived from both
+# (connector.usage.crossborder). Values are IRIs (connector.identity.participants).
+DSF_NS = "https://w3id.org/dataspace-connector/facts#"
+JURISDICTION, CERTIFICATION, GROUP, PARTICIPANT = (
+    DSF_NS + x for x in ("jurisdiction", "certification", "group", "participant"))
+REGISTERED_ASSESSMENT, PROVIDER_JURISDICTION, EXPORT_STATUS = (
+    DSF_NS + x for x in ("registeredAssessment", "providerJurisdiction", "exportStatus"))
+DSF_LEFT_OPERANDS = frozenset({JURISDICTION, CERTIFICATION, GROUP, PARTICIPANT,
+                               REGISTERED_ASSESSMENT, PROVIDER_JURISDICTION, EXPORT_STATUS})
+
 # Left operands that IDS connectors send beyond the Information Model 4.2.0 code list (IDS-G
 # usage-control examples). Those with a counterpart map onto it, so a policy means the same in
 # either form; the rest are refinements of duties (what to log, whom to notify, which policy to
@@ -227,6 +238,7 @@ def vocabulary() -> Vocabulary:
     left = {str(s) for s in g.subjects(RDF.type, ODRL.LeftOperand)}
     left.update(IDS_LEFT_OPERANDS.values())
     left.update(DSC_LEFT_OPERANDS)
+    left.update(DSF_LEFT_OPERANDS)
     # system / device are deprecated spellings of systemDevice
     for old in ("system", "device"):
         equivalent[O + old] = O + "systemDevice"
@@ -247,6 +259,7 @@ PREFIXES = {
     "idsc": IDSC_NS,
     "ids": IDS_NS,
     "dsc": DSC_NS,
+    "dsf": DSF_NS,
     "dpv": "https://w3id.org/dpv#",
     "xsd": "http://www.w3.org/2001/XMLSchema#",
     "dct": "http://purl.org/dc/terms/",
