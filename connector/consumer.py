@@ -615,7 +615,9 @@ def agreement_duties(policy: dict[str, Any]) -> Duties:
     logs = False
     inform: list[str] = []
     unhandled: list[str] = []
-    duties = [d for rule in policy.get("permission") or [] for d in rule.get("duty") or []]
+    # a distribute permission's duties bind a copy leaving the vault (connector.usage.export)
+    duties = [d for rule in policy.get("permission") or [] if not _distributes(rule)
+              for d in rule.get("duty") or []]
     duties += list(policy.get("obligation") or [])
     for duty in duties:
         if isinstance(duty, dict):
@@ -639,6 +641,12 @@ def agreement_duties(policy: dict[str, Any]) -> Duties:
         else:
             unhandled.append(str(duty)[:100])  # a duty by reference: not understood, fail closed
     return Duties(logs, tuple(inform), tuple(unhandled))
+
+
+def _distributes(rule: Any) -> bool:
+    action = rule.get("action") if isinstance(rule, dict) else None
+    name = action.get("@id", "") if isinstance(action, dict) else str(action or "")
+    return name.rsplit("/", 1)[-1].rsplit(":", 1)[-1] in ("distribute", "DISTRIBUTE")
 
 
 def _shown(stated: Mapping[str, tuple[Any, ...]]) -> dict[str, Any]:

@@ -386,6 +386,115 @@ def vault_read(item_id: str, config: str | None, api: str | None, api_key: str |
     click.echo(f"local use {number} of {item_id}", err=True)
 
 
+@vault.command(name="export")
+@click.argument("item_id")
+@_api_options
+@click.option("--recipient-cert", type=click.Path(exists=True, dir_okay=False),
+              help="The recipient's certificate (PEM, issued by the data-space CA): the copy "
+                   "leaves encrypted to its key.")
+@click.option("--plain", is_flag=True,
+              help="Export unencrypted (refused when the agreement requires encryption).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Write the envelope (or the plain copy) here.")
+def vault_export(item_id: str, config: str | None, api: str | None, api_key: str | None,
+                 recipient_cert: str | None, plain: bool, out: str) -> None:
+    """Let the local copy ITEM_ID leave the vault as its agreement says: decided on its
+    `distribute` permission, encrypted to the recipient's certificate, the next policy attached
+    when the agreement requires one, and logged in the audit log (`vault.distributed`)."""
+    import os
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    if not recipient_cert and not plain:
+        raise click.UsageError("name the recipient with --recipient-cert (or --plain, where the "
+                               "agreement permits an unencrypted export)")
+    client = _api(config, api, api_key)
+    body: dict[str, Any] = {"plain": plain}
+    if recipient_cert:
+        body["recipientCertificate"] = Path(recipient_cert).read_text()
+    req = urllib.request.Request(f"{client.base}/api/vault/{item_id}/export", method="POST",
+                                 data=json.dumps(body).encode(),
+                                 headers={"X-Api-Key": client.key,
+                                          "Content-Type": "application/json"})
+    target = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
+                               dir=target.parent if str(target.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as sink, urllib.request.urlopen(req, timeout=120) as resp:
+            while block := resp.read(1 << 20):
+                sink.write(block)
+            encrypted = resp.headers.get("X-Export-Encrypted") == "true"
+            next_policy, note = resp.headers.get("X-Next-Policy"), resp.headers.get("X-Export-Note")
+        os.replace(tmp, target)
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = json.loads(exc.read()).get("error", "")
+        except ValueError:
+            msg = exc.reason
+        raise click.ClickException(f"{exc.code}: {msg}") from exc
+    except OSError as exc:  # the stream broke off: no partial envelope is kept
+        raise click.ClickException(f"the export did not complete: {exc}") from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    how = "encrypted to the recipient's key" if encrypted else "unencrypted"
+    click.echo(f"vault item {item_id} exported {how}: {target}")
+    if next_policy:
+        click.echo(f"next policy attached: {next_policy}")
+    if note:
+        click.echo(f"note: {note}")
+
+
+@vault.command(name="decrypt")
+@click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The recipient's private key (PEM), e.g. its participant.key.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Write the data here (only once all of it verified).")
+@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False),
+              help="The data-space CA certificate: the sender's signature must verify.")
+def vault_decrypt(envelope: str, key_file: str, out: str, ca_file: str | None) -> None:
+    """Open an ENVELOPE a connector exported to this recipient: every chunk verified, the size
+    and SHA-256 checked (with --ca, the sending connector's signature too); prints who sent it
+    under which agreement, and the next policy the data is received under."""
+    import os
+    import tempfile
+
+    from cryptography import x509
+
+    from connector.usage.envelope import EnvelopeError, load_private_key, open_envelope
+
+    target = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
+                               dir=target.parent if str(target.parent) else ".")
+    try:
+        key = load_private_key(Path(key_file).read_bytes())
+        ca = x509.load_pem_x509_certificate(Path(ca_file).read_bytes()) if ca_file else None
+        with open(envelope, "rb") as source, os.fdopen(fd, "wb") as sink:
+            opened = open_envelope(source, key, ca=ca)
+            for chunk in opened.chunks:
+                sink.write(chunk)
+        os.replace(tmp, target)
+    except (EnvelopeError, ValueError) as exc:
+        raise click.ClickException(f"the envelope is refused: {exc}") from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    header = opened.header
+    plain = header["plaintext"]
+    click.echo(f"decrypted {plain['size']} bytes (sha256 {plain['sha256']}) to {target}")
+    checked = ("signature verified against the data-space CA" if opened.sender else
+               "its signature not checked: give --ca")
+    click.echo(f"agreement {header.get('agreementId')} of provider {header.get('provider')}, "
+               f"sent by {header.get('sender')} ({checked})")
+    if header.get("nextPolicy") is not None:
+        click.echo("next policy (the data is received under it):")
+        click.echo(json.dumps(header["nextPolicy"], indent=2))
+        if header.get("nextPolicyNote"):
+            click.echo(f"note: {header['nextPolicyNote']}")
+    else:
+        click.echo("no next policy attached")
+
+
 def _path_id(value: str) -> str:
     """An id as one URL path segment (ids may hold ``/``, ``:``, ``#``, ...)."""
     import urllib.parse

@@ -41,6 +41,8 @@ from connector.identity.tokens import Claims
 from connector.identity.verify import DatVerifier
 from connector.runtime import CatalogSnapshot, ControlPlane
 from connector.store import Store, StoreError, StoreUnavailable
+from connector.usage.envelope import Sender
+from connector.usage.export import VaultExport
 from connector.usage.held import HeldFacts
 
 log = logging.getLogger("connector")
@@ -226,6 +228,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         dsp = dsp_app(cp, verifier, require_tls_binding=not config.dsp.plain_http,
                       version_document=version, self_description=describe, limits=limits)
         downloads = local = None
+        export: VaultExport | None = None
         if duties is not None:
             from connector.consumer import Downloads, LocalUse, PushInbox
             from connector.dataplane.receiver import push_receiver
@@ -233,6 +236,9 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
             downloads = Downloads(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault",
                                   policy=OutboundPolicy.from_config(dp.pull_allow))
             local = LocalUse(cp)
+            export = VaultExport(store=store, vault=duties[0], ca=duties[3], audit=audit,
+                                 clock=cp.clock, participant_id=identity.participant_id,
+                                 sender=Sender(duties[1], duties[2]))
             inbox = PushInbox(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
             dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts, limits=limits))
         # where file assets may lie (checked when the config loaded; built now that the store
@@ -244,7 +250,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         cp.held = held
         mgmt = management_app(cp, config.management_api_key(), audit=audit, held=held,
                               downloads=downloads, local=local, data_roots=roots,
-                              limits=limits)
+                              limits=limits, export=export)
         runners: list[web.AppRunner] = []
         urls = []
         pusher: PushRunner | None = None

@@ -20,7 +20,7 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -108,6 +108,7 @@ from connector.store.rows import (
     TransferRow,
 )
 from connector.usage import pipeline
+from connector.usage.export import VaultExport
 from connector.usage.held import HeldFacts, UnknownOperand
 from connector.usage.lifecycle import agreement_status
 from connector.usage.payments import PaymentError, currency_iri, parse_amount
@@ -299,6 +300,17 @@ class CopyIn(_In):
     transfer_id: str = Field(alias="transferId")
 
 
+class VaultExportIn(_In):
+    """Where a vault copy goes: the recipient's certificate (issued by the data-space CA); the
+    copy leaves encrypted to its key. ``plain`` only where the agreement permits it."""
+
+    recipient_certificate: str | None = Field(
+        default=None, alias="recipientCertificate", max_length=64 * 1024,
+        description="the recipient's X.509 certificate (PEM), issued by the data-space CA")
+    plain: bool = Field(default=False, description=(
+        "export the copy unencrypted: refused when the agreement requires encryption"))
+
+
 # ------------------------------------------------------------------ query parameters
 
 
@@ -410,6 +422,16 @@ class VaultUseQuery(_Query):
                               description="an event under way (or the X-Event header)")
     location: str | None = Field(default=None, max_length=2000,
                                  description="the place of use (or the X-Location header)")
+
+
+def _take(pieces: Iterator[bytes], limit: int) -> bytes:
+    """The next pieces of a blocking stream, up to about ``limit`` bytes (b"" at its end)."""
+    out = bytearray()
+    for piece in pieces:
+        out += piece
+        if len(out) >= limit:
+            break
+    return bytes(out)
 
 
 def _new_id(given: str | None, kind: IdKind) -> str:
@@ -532,11 +554,13 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                    downloads: Any = None, local: Any = None,
                    data_roots: DataRoots | None = None,
                    limits: Limits = DEFAULT_LIMITS,
-                   held: HeldFacts | None = None) -> web.Application:
+                   held: HeldFacts | None = None,
+                   export: VaultExport | None = None) -> web.Application:
     """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
     file assets may lie (none: file assets are refused); ``held``: the provider's held facts and
-    payments (shared with the data plane of this process, so a change counts there at once)."""
+    payments (shared with the data plane of this process, so a change counts there at once);
+    ``export``: copies leaving the vault (connector.usage.export)."""
     roots = data_roots or DataRoots()
     store = cp.store
     facts = held if held is not None else HeldFacts(store)
@@ -927,6 +951,32 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         return web.FileResponse(path, headers={"X-Use-Number": str(item.uses),
                                                "Content-Type": "application/octet-stream"})
 
+    async def export_vault_item(request: web.Request) -> web.StreamResponse:
+        """A copy leaves the vault as the agreement says: encrypted to the named recipient."""
+        if export is None:
+            raise ApiError(404, "this connector keeps no vault")
+        e = body_of(request, VaultExportIn)
+        try:
+            decided = await export.prepare(request.match_info["vid"],
+                                           recipient_pem=e.recipient_certificate, plain=e.plain)
+        except Denied as exc:
+            raise ApiError(exc.status, exc.reason) from exc
+        headers = {"Content-Type": "application/octet-stream",
+                   "X-Export-Encrypted": "true" if decided.encrypted else "false"}
+        if decided.next_policy is not None:
+            named = str(decided.next_policy.get("@id", ""))
+            headers["X-Next-Policy"] = named if named.isascii() and named.isprintable() and (
+                named) else "(in the envelope)"
+        if decided.note:
+            headers["X-Export-Note"] = decided.note
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        pieces = decided.stream()
+        while block := await asyncio.to_thread(_take, pieces, 1 << 20):
+            await response.write(block)
+        await response.write_eof()
+        return response
+
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(document)
 
@@ -1074,6 +1124,18 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                   errors={403: "The agreement denies this use", 404: "No such copy, " + NO_VAULT.lower(),
                           410: "The copy was deleted under its agreement's duty"},
                   path_params={"vid": "the vault item's id"}, allow_head=False),
+        Operation("POST", "/api/vault/{vid}/export", export_vault_item, "exportVaultItem",
+                  "Consumer: a copy leaves the vault, as its agreement says", "vault",
+                  body=VaultExportIn, media_type="application/octet-stream",
+                  description="Decided on the agreement's `distribute` permission: the copy "
+                              "leaves encrypted to the recipient's certificate "
+                              "(connector.usage.envelope), with the next policy when the "
+                              "agreement requires one, and is logged (`vault.distributed`).",
+                  errors={403: "The agreement does not permit this distribution",
+                          404: "No such copy, " + NO_VAULT.lower(),
+                          409: "The copy on disk is not the one registered",
+                          410: "The copy was deleted under its agreement's duty"},
+                  path_params={"vid": "the vault item's id"}),
         # audit
         Operation("GET", "/api/audit", audit_timeline, "auditTimeline",
                   "The audit trail, oldest first", "audit", query=AuditQuery,

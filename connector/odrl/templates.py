@@ -22,8 +22,10 @@ an unset right operand removes its whole constraint.
 ``enforcedAt`` says where the connector decides the template's terms when it is an offer's
 contract policy (``ENFORCEMENT_POINTS``): ``catalog`` (the offer is shown only to a qualifying
 requester), ``negotiation`` (only a qualifying requester gets an agreement), ``dataPlane`` (every
-pull and push of the provider's data plane) and ``consumerLocalUse`` (every local use of the
-consumer's copy, by the consumer's connector). ``template_json`` is the form
+pull and push of the provider's data plane), ``consumerLocalUse`` (every local use of the
+consumer's copy, by the consumer's connector) and ``consumerDistribution`` (every copy that
+leaves the consumer's vault, by the consumer's connector: ``connector.usage.export``).
+``template_json`` is the form
 ``connector policy templates --json`` prints.
 """
 
@@ -46,7 +48,8 @@ from connector.odrl.plain import PREFIXES, expand_term
 
 ParameterType = Literal["iri", "dateTime", "duration", "integer", "decimal", "string"]
 Expectation = Literal["permit", "deny"]
-EnforcementPoint = Literal["catalog", "negotiation", "dataPlane", "consumerLocalUse"]
+EnforcementPoint = Literal["catalog", "negotiation", "dataPlane", "consumerLocalUse",
+                           "consumerDistribution"]
 ENFORCEMENT_POINTS: tuple[EnforcementPoint, ...] = get_args(EnforcementPoint)
 
 XSD = "http://www.w3.org/2001/XMLSchema#"

@@ -181,8 +181,9 @@ def test_templates_json_lists_class_parameters_and_enforcement(runner: CliRunner
                         "example": interval["example"]}
     assert listed["security-level-restricted"]["enforcedAt"] == ["catalog", "negotiation", "dataPlane"]
     assert listed["prohibit-access"]["idsClass"] is None
-    points = {"catalog", "negotiation", "dataPlane", "consumerLocalUse"}
+    points = {"catalog", "negotiation", "dataPlane", "consumerLocalUse", "consumerDistribution"}
     assert all(t["enforcedAt"] and set(t["enforcedAt"]) <= points for t in listed.values())
+    assert listed["distribute-only-if-encrypted"]["enforcedAt"][-1] == "consumerDistribution"
 
 
 @pytest.mark.parametrize(("body", "ok"), [

@@ -425,6 +425,8 @@ def test_readme_says_where_each_template_is_enforced() -> None:
         "data plane and consumer local use": ("dataPlane", "consumerLocalUse"),
         "data plane only": ("dataPlane",),
         "consumer local use only": ("consumerLocalUse",),
+        "data plane, consumer local use and distribution": (
+            "dataPlane", "consumerLocalUse", "consumerDistribution"),
     }
     seen = set()
     for row in rows:
