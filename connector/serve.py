@@ -16,6 +16,8 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from connector.audit.log import AuditLog
 from connector.config import Config
@@ -195,8 +197,11 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         issuer = transfer_tokens(identity.key, identity.participant_id,
                                  lifetime=dp.token_lifetime) if dp.enabled else None
         # fsync off: entries reach the OS at once (a kill -9 loses none), as the SQLite store
-        audit = AuditLog.open(config.audit_log_path, identity.key,
-                              identity.certificate.public_key(), time.time, fsync=False)
+        public = identity.certificate.public_key()
+        if not isinstance(public, Ed25519PublicKey | EllipticCurvePublicKey):
+            raise SystemExit("connector: the participant key must be Ed25519 or EC to sign the "
+                             "audit log")
+        audit = AuditLog.open(config.audit_log_path, identity.key, public, time.time, fsync=False)
         # duties on local copies, and deletion notices from consumers (checked against the CA)
         ca_file = config.participant_dir / "ca.crt"
         duties = None

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
 from connector.dataplane.pep import AgreementPolicy
 from connector.odrl import terms as T
-from connector.odrl.compile import Decider, Decision, DecisionRequest, compile_policy
+from connector.odrl.compile import Decision, DecisionRequest, compile_policy
 from connector.odrl.facts import ATTESTED, DERIVED, context_facts, fact_values
 from connector.odrl.parse import load_policy
 from connector.odrl.plain import POLICY_CONTEXT
@@ -34,6 +34,7 @@ from connector.odrl.stage import residual
 from connector.usage.crossborder import derived_facts, provider_facts
 
 DATA_ACTION = T.O + "read"
+DecideFn = Callable[[DecisionRequest], Decision]  # a compiled policy, or a composition of them
 
 # the request headers (data plane) and fields (management API) of the stated facts
 STATED_HEADERS = {"X-Purpose": T.PURPOSE, "X-Application": T.APPLICATION,
@@ -58,7 +59,7 @@ def _compiled(agreement_id: str, target: str, text: str) -> AgreementPolicy:
     return AgreementPolicy.compile(agreement_id, target, agreement_document(json.loads(text)))
 
 
-def catalog_decider(contract_policy: Mapping[str, Any]) -> Decider:
+def catalog_decider(contract_policy: Mapping[str, Any]) -> DecideFn:
     """The contract policy decided on attested facts only (the catalog, the negotiation): a
     requester it denies could never use the data, so the offer is not shown and a request for
     it is terminated, with the reason."""
@@ -67,7 +68,7 @@ def catalog_decider(contract_policy: Mapping[str, Any]) -> Decider:
 
 
 @lru_cache(maxsize=1024)
-def _catalog(_digest: str, text: str) -> Decider:
+def _catalog(_digest: str, text: str) -> DecideFn:
     staged = residual(load_policy(agreement_document(json.loads(text))),
                       lambda operand: operand in ATTESTED or operand in DERIVED)
     decider = compile_policy(staged)
@@ -77,7 +78,7 @@ def _catalog(_digest: str, text: str) -> Decider:
     return decide
 
 
-def both(first: Decider | None, second: Decider) -> Decider:
+def both(first: DecideFn | None, second: DecideFn) -> DecideFn:
     """Permit when both permit; the first denial's reason otherwise."""
     if first is None:
         return second
