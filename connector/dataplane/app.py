@@ -70,6 +70,8 @@ async def token_and_headers(claims: Claims, transfer: TransferView, headers: Map
                             now: datetime) -> Circumstances:
     """The circumstances a data plane without a store knows: the consumer's attested
     attributes in its transfer token and the facts its request states."""
+    if not transfer.agreement.operands:  # nothing to decide on beyond time and count
+        return Circumstances()
     return Circumstances(request_facts(claims.attributes.get("attested"),
                                        stated=stated_from_headers(headers)))
 SEQ_HEADER = "X-Receipt-Seq"

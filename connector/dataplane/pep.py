@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from connector.identity.tokens import Claims
 from connector.odrl import terms as T
 from connector.odrl.compile import Decider, DecisionRequest, compile_policy
-from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, Policy
+from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, Policy, Rule
 from connector.odrl.parse import load_policy
 from connector.usage.modify import Modification, planned
 
@@ -95,6 +95,37 @@ def use_limit(policy: Policy | dict[str, Any]) -> Uses:
     return Uses(bool(limits), min(limits) if limits else None)
 
 
+# operands decided from the request itself (its time, its use number), never from facts
+_NO_FACTS = frozenset({T.DATE_TIME, T.COUNT, T.ELAPSED_TIME})
+
+
+def _fact_operands(policy: Policy) -> frozenset[str]:
+    """Every left operand the policy tests that a fact decides."""
+    found: set[str] = set()
+
+    def walk(cs: Iterable[AnyConstraint]) -> None:
+        for c in cs:
+            if isinstance(c, LogicalConstraint):
+                walk(c.operands)
+            else:
+                found.add(c.left_operand)
+
+    def rule(r: Rule) -> None:
+        walk(r.constraints)
+        for a in r.actions:
+            walk(a.refinements)
+        for t in r.targets:
+            walk(t.refinements)
+        for p in r.assignees:
+            walk(p.refinements)
+        for d in (*r.duties, *r.consequences, *r.remedies):
+            rule(d)
+
+    for r in (*policy.permissions, *policy.prohibitions, *policy.obligations):
+        rule(r)
+    return frozenset(found - _NO_FACTS)
+
+
 @dataclass(frozen=True, slots=True)
 class AgreementPolicy:
     """An agreement's compiled form for the data plane."""
@@ -109,6 +140,9 @@ class AgreementPolicy:
     model: Policy | None = None
     pays: bool = False
     transit: Modification | None = None  # what the provider's data plane does to the data
+    # the operands its constraints test beyond time and count: none, and a request needs no
+    # facts gathered (the common case costs nothing)
+    operands: frozenset[str] = frozenset()
 
     @classmethod
     def compile(cls, agreement_id: str, target: str, policy: Policy | dict[str, Any]) -> AgreementPolicy:
@@ -122,7 +156,7 @@ class AgreementPolicy:
         pays = any(a.iri == COMPENSATE for r in policy.permissions for d in r.duties
                    for a in d.actions)
         return cls(agreement_id, target, compile_policy(policy), uses, why, policy, pays,
-                   planned(policy, "transit"))
+                   planned(policy, "transit"), _fact_operands(policy))
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,10 +143,11 @@ def provider_circumstances(held: HeldFacts, *, own: OwnAttributes | None = None,
                 return Circumstances(unmet="what the authority attests of the consumer changed "
                                            "after the attributes this transfer holds: a fresh "
                                            "token is needed")
+        policy = transfer.agreement
         facts = request_facts(attested, stated=stated_from_headers(headers),
                               held=await held.facts(now),
-                              own=await own() if own is not None else None)
-        policy = transfer.agreement
+                              own=await own() if own is not None else None
+                              ) if policy.operands else {}
         if not policy.pays or policy.model is None:
             return Circumstances(facts)
         check = await held.payment_check(transfer.agreement_id, policy.model,

@@ -207,6 +207,15 @@ def test_allow_usage_to_everyone(prov: Connector, cons: Connector) -> None:
     pulled(cons, a)
 
 
+def test_allow_usage_to_a_participant_named_by_its_id(
+        prov: Connector, cons: Connector, trusted: Connector) -> None:
+    # a participant id (SKI:keyid:AKI) is not an IRI: the template writes its urn:participant:
+    # form, and every point matches the requester in that form
+    o = offer(prov, "allow-usage", assignee=cons.participant_id)
+    refused(trusted, prov, o, "is not")
+    pulled(cons, agreed(cons, prov, o))
+
+
 def test_role_restricted_at_catalog_negotiation_and_data_plane(
         prov: Connector, cons: Connector, trusted: Connector) -> None:
     o = offer(prov, "role-restricted", role="dsc:Provider")
@@ -436,6 +445,22 @@ def test_a_retired_agreement_serves_no_more(prov: Connector, cons: Connector) ->
     assert status == 200 and view["status"] == "retired", view
     job = pull(cons, a)
     assert job["state"] == "failed" and "retired: contract ended" in str(job["error"]), job
+
+
+def test_a_changed_jurisdiction_loses_access_within_the_poll_interval(
+        space: DataSpace, prov: Connector, cons: Connector) -> None:
+    a = agreed(cons, prov, offer(prov, "jurisdiction-restricted", jurisdiction="urn:jurisdiction:DE"))
+    pulled(cons, a)
+    attest(space, cons, jurisdiction={"country": "FR"})
+    try:
+        deadline = time.monotonic() + 30  # poll interval 2 s, and the pull's own retries
+        job = pull(cons, a)
+        while job["state"] == "done" and time.monotonic() < deadline:
+            time.sleep(1)
+            job = pull(cons, a)
+        assert job["state"] == "failed" and "jurisdiction" in str(job["error"]), job
+    finally:
+        attest(space, cons, jurisdiction={"country": "DE"})
 
 
 # ----------------------------------------------------------------------------- all at once
