@@ -87,13 +87,13 @@ from connector.http.views import (
 from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
 from connector.odrl.model import Policy
 from connector.odrl.parse import PolicyError
-from connector.odrl.plain import jsonld_rules
 from connector.odrl.plain import policy_document as plain_policy_document
 from connector.odrl.templates import TemplateError, fill
+from connector.odrl.wire import wire_rules
 from connector.protocol import negotiation as neg
 from connector.protocol import transfer as xfer
 from connector.protocol.errors import ProtocolError
-from connector.protocol.messages import CatalogRequestMessage, standalone_policy
+from connector.protocol.messages import CatalogRequestMessage, check_policy, standalone_policy
 from connector.protocol.negotiation import NegotiationState
 from connector.runtime import ControlPlane, policy_problems, row_to_negotiation, row_to_transfer
 from connector.store import DuplicateKey, ReferenceViolation, StillReferenced
@@ -453,6 +453,24 @@ def _ref(given: str, kind: IdKind) -> str:
 # ------------------------------------------------------------------ policies in plain JSON
 
 
+def terms_on_the_wire(terms: dict[str, Any]) -> dict[str, Any]:
+    """Plain rules a consumer asks for, as they go in a DSP message: full IRIs for every term
+    the DSP contexts do not define (connector.odrl.wire), so the provider reads
+    ``idsc:SECURITY_LEVEL`` as the IDS operand."""
+    rules = {k: v for k, v in terms.items() if k in ("permission", "prohibition", "obligation")}
+    doc = plain_policy_document(rules, "urn:uuid:terms")
+    problems = policy_problems(doc)
+    if problems:
+        raise ApiError(400, "the terms cannot be read", problems)
+    try:
+        wire = wire_rules(doc)
+        check_policy({"@id": "urn:uuid:terms", "@type": "Offer", **wire}, "Offer", target=False,
+                     where="terms")
+    except (PolicyError, ValueError) as exc:
+        raise ApiError(400, f"the terms cannot be read: {exc}") from exc
+    return wire
+
+
 def policy_document(p: PolicyIn, policy_id: str) -> dict[str, Any]:
     """A template filled, or plain rules / JSON-LD as the policy engine reads them
     (connector.odrl.plain: the one conversion, shared with `connector policy check`)."""
@@ -809,8 +827,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         dsp = await fetch_catalog(n.peer_url)
         provider_id = dsp.get("participantId")
         if n.terms is not None:
-            rules = jsonld_rules({k: v for k, v in n.terms.items()
-                                   if k in ("permission", "prohibition", "obligation")})
+            rules = terms_on_the_wire(n.terms)
             offer = {"@id": n.offer_id, "@type": "Offer", "target": n.dataset_id, **rules}
             started = await cp.request_offer(provider_url=n.peer_url.rstrip("/"),
                                              provider_id=str(provider_id), offer=offer)
@@ -875,8 +892,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         if row is None:
             raise ApiError(404, "no such negotiation")
         current = row.offer or {}
-        rules = jsonld_rules({k: v for k, v in c.terms.items()
-                               if k in ("permission", "prohibition", "obligation")})
+        rules = terms_on_the_wire(c.terms)
         offer = {"@id": f"urn:uuid:{uuid.uuid4()}", "@type": "Offer",
                  "target": current.get("target"), **rules}
         return await after(neg.CounterOffer(offer), nid)
