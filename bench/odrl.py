@@ -76,7 +76,7 @@ def agreement_with_dat_facts(i: int) -> dict:
 
 def bench_dat_facts(seconds: float) -> dict[str, float]:
     """Decisions/s with the DAT's attested facts in the request, as the data plane feeds them."""
-    from connector.usage.pipeline import request_facts, stated_from_headers
+    from connector.usage.pipeline import AttestedFacts, request_facts, stated_from_headers
 
     now = datetime(2026, 6, 1, tzinfo=UTC)
     read = T.O + "read"
@@ -93,8 +93,12 @@ def bench_dat_facts(seconds: float) -> dict[str, float]:
         **kw, context={T.PURPOSE: (PURPOSE,)})), seconds)
     facts_ready = rate(lambda: with_dat(DecisionRequest(**kw, context=prepared)),  # type: ignore[arg-type]
                        seconds)
+    # as the data plane: the token's attested facts mapped once per token, the stated facts from
+    # the request's headers each time; no derived cross-border facts (the policy tests none)
+    per_token = AttestedFacts()
     full = rate(lambda: with_dat(DecisionRequest(  # type: ignore[arg-type]
-        **kw, context=request_facts(attested, stated=stated_from_headers(headers)))), seconds)
+        **kw, context=request_facts(attested, stated=stated_from_headers(headers), derive=False,
+                                    attested_facts=per_token("jti-1", 1, attested)))), seconds)
     return {"purpose_only": base, "dat_prepared": facts_ready, "dat_assembled": full}
 
 

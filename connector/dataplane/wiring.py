@@ -31,10 +31,16 @@ from connector.http.outbound import OutboundPolicy
 from connector.identity.keys import SigningKey
 from connector.identity.tokens import Claims, TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
+from connector.odrl.terms import EXPORT_STATUS
 from connector.store import Store
 from connector.usage.held import HeldFacts
 from connector.usage.lifecycle import retirement_reason
-from connector.usage.pipeline import compiled_agreement, request_facts, stated_from_headers
+from connector.usage.pipeline import (
+    AttestedFacts,
+    compiled_agreement,
+    request_facts,
+    stated_from_headers,
+)
 
 log = logging.getLogger(__name__)
 # The provider has sent its start message: the consumer can hold the token only if it got it.
@@ -133,6 +139,8 @@ def provider_circumstances(held: HeldFacts, *, own: OwnAttributes | None = None,
     the last change of what the authority attests of the consumer decides nothing: the
     request is denied until a fresh one is presented."""
 
+    per_token = AttestedFacts()
+
     async def of(claims: Claims, transfer: TransferView, headers: Mapping[str, str],
                  now: datetime) -> Circumstances:
         attested = claims.attributes.get("attested")
@@ -144,10 +152,11 @@ def provider_circumstances(held: HeldFacts, *, own: OwnAttributes | None = None,
                                            "after the attributes this transfer holds: a fresh "
                                            "token is needed")
         policy = transfer.agreement
-        facts = request_facts(attested, stated=stated_from_headers(headers),
-                              held=await held.facts(now),
-                              own=await own() if own is not None else None
-                              ) if policy.operands else {}
+        facts = request_facts(
+            attested, stated=stated_from_headers(headers), held=await held.facts(now),
+            own=await own() if own is not None else None,
+            attested_facts=per_token(claims.token_id, claims.attributes.get("attestedAt"), attested),
+            derive=EXPORT_STATUS in policy.operands) if policy.operands else {}
         if not policy.pays or policy.model is None:
             return Circumstances(facts)
         check = await held.payment_check(transfer.agreement_id, policy.model,

@@ -92,16 +92,20 @@ def both(first: DecideFn | None, second: DecideFn) -> DecideFn:
 def request_facts(attested: Mapping[str, Any] | None = None, *,
                   stated: Mapping[str, tuple[Any, ...]] | None = None,
                   held: Mapping[str, tuple[Any, ...]] | None = None,
-                  own: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, ...]]:
+                  own: Mapping[str, Any] | None = None,
+                  attested_facts: Mapping[str, tuple[Any, ...]] | None = None,
+                  derive: bool = True) -> dict[str, tuple[Any, ...]]:
     """One request's facts: operand IRI -> values.
 
     ``attested``: the requester's attributes as the authority states them (``securityProfile``,
-    ``roles``, ``jurisdiction``, ...: a DAT's, or the snapshot in a transfer token); ``stated``
-    and ``held``: context facts (``connector.odrl.facts.context_facts``); ``own``: the deciding
-    connector's own attested attributes (its jurisdiction, for cross-border rules). A held or
-    stated fact never stands in for an attested one: attested operands come from the token
-    only. Derived facts (``dsf:exportStatus``: domestic, assessed or unassessed export) come
-    from both (``connector.usage.crossborder``)."""
+    ``roles``, ``jurisdiction``, ...: a DAT's, or the snapshot in a transfer token), or
+    ``attested_facts``, the same already mapped by ``fact_values`` (a caller that caches them
+    per token); ``stated`` and ``held``: context facts (``connector.odrl.facts.context_facts``);
+    ``own``: the deciding connector's own attested attributes (its jurisdiction, for
+    cross-border rules). A held or stated fact never stands in for an attested one: attested
+    operands come from the token only. Derived facts (``dsf:exportStatus``: domestic, assessed
+    or unassessed export) come from both (``connector.usage.crossborder``); ``derive=False``
+    skips them for a policy that does not test them."""
     held_all: dict[str, tuple[Any, ...]] = dict(held or {})
     if own:
         held_all.update(provider_facts(own))
@@ -111,9 +115,29 @@ def request_facts(attested: Mapping[str, Any] | None = None, *,
             if k not in ATTESTED and k not in DERIVED:
                 facts[k] = facts.get(k, ()) + tuple(v)
     attested = attested or {}
-    facts.update(fact_values(attested))
-    facts.update(derived_facts(attested, held_all))
+    facts.update(attested_facts if attested_facts is not None else fact_values(attested))
+    if derive:
+        facts.update(derived_facts(attested, held_all))
     return facts
+
+
+class AttestedFacts:
+    """``fact_values`` of a token's attested attributes, kept per token (its id and the time
+    of its snapshot): a token is verified once and then used for many requests."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: dict[tuple[str, Any], dict[str, tuple[Any, ...]]] = {}
+        self._max = max_entries
+
+    def __call__(self, token_id: str, attested_at: Any,
+                 attested: Mapping[str, Any] | None) -> dict[str, tuple[Any, ...]]:
+        key = (token_id, attested_at)
+        hit = self._entries.get(key)
+        if hit is None:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            hit = self._entries[key] = fact_values(attested or {})
+        return hit
 
 
 def stated_from_headers(headers: Mapping[str, str]) -> dict[str, tuple[Any, ...]]:
@@ -154,5 +178,16 @@ def headers_for(facts: Mapping[str, str | Iterable[str] | None]) -> dict[str, st
     return out
 
 
-__all__ = ["DATA_ACTION", "STATED_HEADERS", "agreement_document", "both", "catalog_decider",
-           "compiled_agreement", "headers_for", "request_facts", "stated", "stated_from_headers"]
+__all__ = [
+    "DATA_ACTION",
+    "STATED_HEADERS",
+    "AttestedFacts",
+    "agreement_document",
+    "both",
+    "catalog_decider",
+    "compiled_agreement",
+    "headers_for",
+    "request_facts",
+    "stated",
+    "stated_from_headers",
+]
