@@ -199,17 +199,24 @@ def _transfers(provider: Connector, consumer: Connector, agreement_id: str) -> N
     _decision("pull number 4 at the provider's data plane", job["state"] == "done",
               job["error"] or "")
 
-    _step("Local use of the vault copy goes through the consumer's connector")
+    _step("Local use of the vault copy goes through the consumer's connector, on the same limit")
     _, items = consumer.api("GET", "/api/vault")
     vid = items[0]["id"]
+    import json
+    import urllib.error
     import urllib.request
 
     req = urllib.request.Request(f"{consumer.api_url}/api/vault/{vid}/data",
                                  headers={"X-Api-Key": consumer.api_key})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        size = len(resp.read())
-        click.echo(f"  local use {resp.headers['X-Use-Number']} of {vid}: {size} bytes, "
-                   "decided on the agreement and logged")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            size = len(resp.read())
+            _decision(f"local read of {vid}", True,
+                      f"{size} bytes, use {resp.headers['X-Use-Number']}, logged")
+    except urllib.error.HTTPError as exc:  # the agreement's 3 uses: pulls, pushes, local reads
+        body = json.loads(exc.read() or b"{}")
+        _decision(f"local read of {vid} (one limit for pulls, pushes and local reads)", False,
+                  str(body.get("error") or body))
 
 
 def _audits(provider: Connector, consumer: Connector) -> None:

@@ -26,7 +26,8 @@ def test_demo_runs_end_to_end() -> None:
     assert "done: 17 bytes" in out and "signed receipt(s) verified" in out
     assert "COMPLETED: transfer" in out
     assert "DENY   pull number 4 at the provider's data plane" in out
-    assert "local use 1 of" in out
+    # the local read shares the agreement's one limit, used up by the three pulls
+    assert "DENY   local read of" in out and "one limit for pulls, pushes and local reads" in out
     assert "OK: 4 provider receipts match the consumer's log" in out
     assert "is revoked" in out
     assert "the consumer's catalog request now gets: 502" in out

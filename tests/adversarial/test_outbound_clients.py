@@ -140,7 +140,10 @@ async def test_pulls_refuse_forbidden_endpoints_and_redirects(
     async with store.transaction() as tx:
         await tx.agreements.add(AgreementRow(
             id="urn:agreement:1", provider_id="urn:test:provider", consumer_id="urn:test:consumer",
-            target="urn:asset:1", policy={}, signed_at=datetime.now(UTC)))
+            target="urn:asset:1", signed_at=datetime.now(UTC),
+            policy={"@id": "urn:agreement:1", "@type": "Agreement", "target": "urn:asset:1",
+                    "assigner": "urn:test:provider", "assignee": "urn:test:consumer",
+                    "permission": [{"action": "use"}]}))
     try:
         for name, endpoint, why in cases:
             transfer_id = f"urn:uuid:{uuid.uuid4()}"

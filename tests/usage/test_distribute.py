@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import struct
-import time
 
 import pytest
 from cryptography import x509
@@ -24,7 +23,9 @@ from connector.odrl.templates import fill
 from connector.usage import envelope as E
 from connector.usage.distribute import decide, distribution_terms
 
+# certificates are issued as of the collection, however late the suite reaches this module
 NOW = dt.datetime.now(dt.UTC)
+ISSUED = NOW.timestamp() - 3600
 DATA = bytes(range(256)) * 1000 + b"tail"  # 256,004 bytes: several chunks and a short last one
 FIELDS = {"agreementId": "urn:agreement:1", "provider": "AA:keyid:BB"}
 
@@ -32,12 +33,12 @@ FIELDS = {"agreementId": "urn:agreement:1", "provider": "AA:keyid:BB"}
 @pytest.fixture(scope="module")
 def ca() -> CertificateAuthority:
     return CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                       now=time.time())
+                                       now=ISSUED)
 
 
 def participant(ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
                 name: str = "recipient") -> x509.Certificate:
-    return ca.sign_csr(create_csr(key, name), now=time.time())
+    return ca.sign_csr(create_csr(key, name), now=ISSUED)
 
 
 def rsa_certificate(ca: CertificateAuthority, key: rsa.RSAPrivateKey) -> x509.Certificate:
@@ -195,11 +196,11 @@ def test_only_certificates_of_the_data_space_ca_are_recipients(
         ca: CertificateAuthority) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     foreign = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                          now=time.time())  # same name, another key
+                                          now=ISSUED)  # same name, another key
     with pytest.raises(E.RecipientRefused, match="not issued by this data space's CA"):
         E.recipient_from_certificate(participant(foreign, key), ca.certificate, NOW)
     other = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Elsewhere",
-                                        now=time.time())
+                                        now=ISSUED)
     with pytest.raises(E.RecipientRefused, match="not issued by this data space's CA"):
         E.recipient_from_certificate(participant(other, key), ca.certificate, NOW)
     with pytest.raises(E.RecipientRefused, match="CA certificate"):
@@ -318,7 +319,7 @@ def test_the_senders_signature_vouches_for_the_envelope(
     with pytest.raises(E.EnvelopeError, match="not by its sender AA:keyid:BB"):
         E.decrypt(claimed, key, ca=ca.certificate, now=NOW)
     foreign = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                          now=time.time())
+                                          now=ISSUED)
     with pytest.raises(E.EnvelopeError, match="sender certificate is not issued"):
         E.decrypt(env, key, ca=foreign.certificate, now=NOW)
 

@@ -26,7 +26,9 @@ from connector.store.rows import AgreementRow
 from connector.usage import envelope as E
 from connector.usage.export import IRI_ONLY, VaultExport
 
+# certificates are issued as of the collection, however late the suite reaches this module
 NOW = dt.datetime.now(dt.UTC)
+ISSUED = NOW.timestamp() - 3600
 DATA = b"a,b\n" + b"1,2\n" * 50000
 THIRD = "https://provider.example/policies/third-party-use"
 
@@ -59,11 +61,11 @@ def stored(policy: dict[str, Any], agreement_id: str, assignee: str) -> dict[str
 @pytest.fixture
 def world(tmp_path: Path) -> SimpleNamespace:
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = CertificateAuthority.create(ca_key, "Test", now=time.time())
+    ca = CertificateAuthority.create(ca_key, "Test", now=ISSUED)
     me = ec.generate_private_key(ec.SECP256R1())
-    my_cert = ca.sign_csr(create_csr(me, "consumer"), now=time.time())
+    my_cert = ca.sign_csr(create_csr(me, "consumer"), now=ISSUED)
     bob = ec.generate_private_key(ec.SECP256R1())
-    bob_cert = ca.sign_csr(create_csr(bob, "bob"), now=time.time())
+    bob_cert = ca.sign_csr(create_csr(bob, "bob"), now=ISSUED)
     audit = AuditLog.open(tmp_path / "audit.log", me, my_cert.public_key(), time.time)  # type: ignore[arg-type]
     store = FakeStore()
     vault = Vault(tmp_path / "records")
@@ -154,9 +156,9 @@ async def test_use_grants_no_distribution_and_strangers_are_no_recipients(
     assert denied.value.reason.startswith("distribute is not granted")
     enc = world.copy("urn:a:enc2", "distribute-only-if-encrypted")
     other = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                        now=time.time())
+                                        now=ISSUED)
     stranger = other.sign_csr(create_csr(ec.generate_private_key(ec.SECP256R1()), "bob"),
-                              now=time.time()).public_bytes(serialization.Encoding.PEM).decode()
+                              now=ISSUED).public_bytes(serialization.Encoding.PEM).decode()
     with pytest.raises(Denied) as refused:
         await world.export.prepare(enc, recipient_pem=stranger, plain=False)
     assert refused.value.status == 400 and "not issued by this data space's CA" in refused.value.reason
