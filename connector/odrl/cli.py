@@ -68,7 +68,8 @@ def _read_json(p: Path, what: str) -> object | None:
     if p.suffix.lower() != ".json" or p.stat().st_size > MAX_DOCUMENT_BYTES:
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        loaded: object = json.loads(p.read_text(encoding="utf-8"))
+        return loaded
     except json.JSONDecodeError as exc:
         raise PolicyError(f"{what}: malformed JSON at line {exc.lineno}, column "
                           f"{exc.colno}: {exc.msg}") from exc

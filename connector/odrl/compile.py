@@ -355,8 +355,9 @@ def _fast_rule(rule: Rule, vocab: T.Vocabulary) -> FastSpec | None:
     if rule.actions:
         covered = _intern(frozenset().union(*(covered_actions(a.iri) for a in rule.actions)))
     has_duties = bool(rule.duties) and rule.kind == "permission"
-    return _intern((covered, targets, parties, _intern(tuple(_intern(t) for t in tests)),
-                    has_duties))
+    spec: FastSpec = _intern((covered, targets, parties, _intern(tuple(_intern(t) for t in tests)),
+                              has_duties))
+    return spec
 
 
 def _run_fast(spec: FastSpec, req: DecisionRequest) -> bool:

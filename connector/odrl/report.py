@@ -147,7 +147,8 @@ def report_graph(report: Report, new_id: Callable[[], str] | None = None) -> Gra
     """The report as an RDF graph; node IRIs are fresh ``urn:uuid:`` unless ``new_id`` says."""
     w = _Writer(new_id or (lambda: uuid.uuid4().urn))
     w.report(report)
-    return w.g
+    graph: Graph = w.g
+    return graph
 
 
 _PREFIXES = sorted(((ns, prefix) for prefix, ns in CONTEXT.items()), key=lambda x: -len(x[0]))

@@ -495,7 +495,7 @@ def example_request(example: TemplateExample, policy: Mapping[str, Any]) -> dict
                 return rule_id(pid, m.group(1)[3:])
         return node
 
-    request = resolve(example.request)
+    request: dict[str, Any] = resolve(example.request)
     target = policy.get("target")
     if "target" not in request and isinstance(target, str):
         request["target"] = target

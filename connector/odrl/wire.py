@@ -37,7 +37,8 @@ def wire_rules(policy: Mapping[str, Any]) -> dict[str, Any]:
     """The rules of ``policy`` (permission, prohibition, obligation, profile) in DSP form with
     full IRIs; no ``@context``, ``@id`` or ``target`` (the caller places the rules)."""
     text = json.dumps(policy, sort_keys=True, separators=(",", ":"))
-    return json.loads(_wire(text))
+    rules: dict[str, Any] = json.loads(_wire(text))
+    return rules
 
 
 @lru_cache(maxsize=2048)

@@ -151,7 +151,8 @@ def check_policy(p: Any, kind: Literal["Offer", "Agreement"], *, target: bool | 
         ts = p.get("timestamp")
         if not isinstance(ts, str) or not _TIMESTAMP.fullmatch(ts):
             _fail(_at(where, "timestamp"), "required, an xsd:dateTime such as 2025-01-01T00:00:00Z")
-    return p
+    checked: dict[str, Any] = p
+    return checked
 
 
 # ----------------------------------------------------------------------------- models
