@@ -54,6 +54,7 @@ from connector.odrl.compile import DecisionRequest
 from connector.odrl.parse import load_policy
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PULL
+from connector.protocol.transfer import TransferState
 from connector.usage import pipeline
 from connector.usage.modify import (
     REFUSED_AT_REST,
@@ -63,6 +64,7 @@ from connector.usage.modify import (
     choose_media_type,
     planned,
 )
+from connector.wireformat import RECEIPT_CHAIN_HEADER, RECEIPT_SEQ_HEADER
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -237,8 +239,8 @@ class Downloads:
                     if r.status == 401 and attempt == 0:  # expired: refresh once, retry
                         t = await self.cp.refresh_pull_token(job.transfer_id)
                         continue
-                    seq = _seq(r.headers.get("X-Receipt-Seq"))
-                    chain = r.headers.get("X-Receipt-Chain", "")[:128]
+                    seq = _seq(r.headers.get(RECEIPT_SEQ_HEADER))
+                    chain = r.headers.get(RECEIPT_CHAIN_HEADER, "")[:128]
                     if r.status != 200:
                         body = await r.content.read(64 * 1024 + 1)
                         body = b"" if len(body) > 64 * 1024 else body
@@ -517,8 +519,7 @@ class PushInbox:
             row = await tx.transfers.get(transfer_id)
             agreement = await tx.agreements.get(row.agreement_id) if row is not None else None
         if (row is None or row.role != "consumer" or row.format != PUSH
-                # STARTING: this consumer resumed, the provider's answer may trail its push
-                or row.state not in ("REQUESTED", "STARTED", "STARTING")
+                or not TransferState(row.state).awaits_push
                 or not row.data.get("data_address")):
             return None
         secret = DataAddress.parse(row.data["data_address"]).property("authorization")

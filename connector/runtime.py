@@ -71,12 +71,12 @@ from connector.usage.pipeline import (
     compiled_agreement,
     request_facts,
 )
+from connector.wireformat import Clock
 
 log = logging.getLogger(__name__)
 # the transfers a retired agreement ends: every one not ended yet
 RUNNING_TRANSFER_STATES = tuple(s.value for s in xfer.TransferState if not s.is_ended)
 
-Clock = Callable[[], datetime]
 MAX_ATTEMPTS = 12  # deliveries of one message before it is dead-lettered
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 60.0
 LEASE_SECONDS = 30.0
@@ -659,7 +659,7 @@ class ControlPlane:
             raise ProtocolError(404, "404", ["this connector runs no data plane"])
         async with self.store.transaction(readonly=True) as tx:
             row = await self._find_transfer(tx, pid, sender)
-        if row.role != "provider" or row.state not in ("STARTED", "STARTING", "SUSPENDED"):
+        if row.role != "provider" or not xfer.TransferState(row.state).is_running:
             raise ProtocolError(400, "400", [f"transfer {pid} is not running"])
         from connector.identity.errors import IdentityError
 

@@ -82,7 +82,6 @@ from rdflib.term import Node
 from connector.vocab import (
     DCAT,
     DCT,
-    DSP_CONTEXT_URL,
     DSPACE,
     IDS,
     IDSC,
@@ -90,6 +89,7 @@ from connector.vocab import (
     XSD,
     jsonld_call,
 )
+from connector.wireformat import DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL
 
 __all__ = [
     "IDS_MODEL_VERSION",
@@ -111,7 +111,6 @@ __all__ = [
 ]
 
 IDS_MODEL_VERSION = "4.2.0"
-DSP_ODRL_PROFILE_URL = "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"
 OFFER_CONTEXT: tuple[str, ...] = (DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL)
 
 TURTLE = "text/turtle"

@@ -30,9 +30,7 @@ SOTW = Namespace("https://w3id.org/force/sotw#")
 # Terms of this project that no public vocabulary has (report extensions such as explanations).
 DSC = Namespace("https://w3id.org/dataspace-connector/ns#")
 
-DSP_CONTEXT_URL = "https://w3id.org/dspace/2025/1/context.jsonld"
 ODRL_CONTEXT_URL = "http://www.w3.org/ns/odrl.jsonld"
-IDS_CONTEXT_URL = "https://w3id.org/idsa/contexts/context.jsonld"
 
 
 class RemoteDocumentRefused(ValueError):

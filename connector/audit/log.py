@@ -48,7 +48,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +66,8 @@ from connector.audit.signing import (
 )
 from connector.faults import from_os_error
 from connector.identity.keys import PrivateKey, PublicKey, SigningKey, algorithm_of
+from connector.wireformat import Clock as DateClock
+from connector.wireformat import WallClock
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ _ALLOWED = frozenset(_REQUIRED + ID_FIELDS)
 MAX_PENDING = 10_000  # deferred entries kept in memory while the storage refuses them
 LOST_KIND = "audit.lost"  # written after a fault: how many deferred entries were dropped
 
-Clock = Callable[[], "float | datetime"]
+Clock = WallClock | DateClock  # the log takes either (connector.wireformat)
 Event = tuple[str, Mapping[str, Any], Mapping[str, Any]]  # (kind, data, ids)
 
 

@@ -30,9 +30,9 @@ import jwt
 
 from connector.audit.log import Entry
 from connector.identity.keys import PublicKey, algorithm_of
+from connector.wireformat import RECEIPT_TYP
 
 RECEIPT_KIND = "receipt"
-RECEIPT_TYP = "usage-receipt+jwt"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 Response = tuple[int, int, str]  # (seq, bytes, sha256 hex)

@@ -27,7 +27,6 @@ from connector.identity.keys import Algorithm, PrivateKey, PublicKey, SigningKey
 
 ENTRY_TYP = "audit-entry+jws"
 HEAD_TYP = "audit-head+jws"
-RECEIPT_TYP = "usage-receipt+jws"
 
 _ALGORITHMS: dict[str, Any] = {"EdDSA": OKPAlgorithm(), "ES256": ECAlgorithm(ECAlgorithm.SHA256)}
 

@@ -54,6 +54,7 @@ from connector.identity.verify import Verifier
 from connector.odrl.parse import PolicyError
 from connector.usage.modify import ModificationError
 from connector.usage.pipeline import request_facts, stated_from_headers
+from connector.wireformat import RECEIPT_CHAIN_HEADER, RECEIPT_SEQ_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,9 @@ async def token_and_headers(claims: Claims, transfer: TransferView, headers: Map
         return Circumstances()
     return Circumstances(request_facts(claims.attributes.get("attested"),
                                        stated=stated_from_headers(headers)))
-SEQ_HEADER = "X-Receipt-Seq"
+SEQ_HEADER = RECEIPT_SEQ_HEADER
 SENDFILE_SEGMENT = 32 << 20  # bytes sent between two checks of the transfer and the agreement
-CHAIN_HEADER = "X-Receipt-Chain"  # the provider process's chain (several may serve one transfer)
+CHAIN_HEADER = RECEIPT_CHAIN_HEADER
 MAX_TOKEN_LENGTH = 4096
 
 _SETTINGS = web.AppKey("dataplane_settings", dict)

@@ -43,11 +43,11 @@ from connector.http.outbound import (
     guarded_connector,
 )
 from connector.usage.modify import ModificationError
+from connector.wireformat import RECEIPT_CHAIN_HEADER, RECEIPT_SEQ_HEADER
 
 log = logging.getLogger(__name__)
 
-SEQ_HEADER = "X-Receipt-Seq"
-CHAIN_HEADER = "X-Receipt-Chain"
+SEQ_HEADER, CHAIN_HEADER = RECEIPT_SEQ_HEADER, RECEIPT_CHAIN_HEADER
 MAX_REASON_BODY = 200  # characters of a refusing destination's body quoted in the reason
 _DRAIN_GRACE = 5.0  # seconds to wait for aiohttp's cancelled body writer to let go of the body
 

@@ -35,11 +35,11 @@ from cryptography.hazmat.primitives import serialization
 
 from connector.identity.jose import VerificationKey
 from connector.identity.keys import SigningKey
+from connector.wireformat import RECEIPT_TYP, WallClock
 
 log = logging.getLogger(__name__)
-RECEIPT_TYP = "usage-receipt+jwt"
 _U64 = struct.Struct(">QQ")
-Clock = Callable[[], float]
+Clock = WallClock  # connector.wireformat: one definition
 
 
 class ReceiptError(Exception):

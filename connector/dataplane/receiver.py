@@ -55,11 +55,12 @@ from connector.usage.modify import (
     Transformer,
     choose_media_type,
 )
+from connector.wireformat import RECEIPT_CHAIN_HEADER, RECEIPT_SEQ_HEADER
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-SEQ_HEADER = "X-Receipt-Seq"
+SEQ_HEADER = RECEIPT_SEQ_HEADER
 WRITE_SIZE = 256 * 1024  # bytes gathered before one write (in a worker thread)
 MAX_RECEIPTS_BODY = 1024 * 1024
 MAX_RECEIPTS = 10_000
@@ -99,7 +100,7 @@ def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status, headers=headers)
 
 
-CHAIN_HEADER = "X-Receipt-Chain"
+CHAIN_HEADER = RECEIPT_CHAIN_HEADER
 _CHAIN = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 

@@ -32,6 +32,7 @@ from connector.identity.keys import SigningKey
 from connector.identity.tokens import Claims, TransferTokenIssuer
 from connector.identity.verify import ReplayCache, RevocationStatus, TransferTokenVerifier
 from connector.odrl.terms import EXPORT_STATUS
+from connector.protocol.transfer import TransferState
 from connector.store import Store
 from connector.usage.held import HeldFacts
 from connector.usage.lifecycle import retirement_reason
@@ -43,8 +44,6 @@ from connector.usage.pipeline import (
 )
 
 log = logging.getLogger(__name__)
-# The provider has sent its start message: the consumer can hold the token only if it got it.
-SERVING = {"STARTED": "STARTED", "STARTING": "STARTED"}
 TOKEN_LEEWAY = 2.0  # seconds
 
 
@@ -102,7 +101,7 @@ def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
                  if agreement.retired_at is not None else None)
         return TransferView(
             transfer_id=row.id, agreement_id=agreement.id, consumer_id=agreement.consumer_id,
-            state=SERVING.get(row.state, row.state), agreement=policy,
+            state="STARTED" if TransferState(row.state).is_serving else row.state, agreement=policy,
             source=source, started_at=agreement.signed_at,
             ended=ended, attested=row.data.get("peer_attested"))
     return lookup

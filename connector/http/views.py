@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from connector.protocol.negotiation import NegotiationState
 from connector.protocol.transfer import TransferState
 from connector.usage.lifecycle import STATUSES
+from connector.wireformat import ProcessRole
 
-Role = Literal["provider", "consumer"]
+Role = ProcessRole  # connector.wireformat: one definition
 NegotiationStateName = Literal[tuple(s.value for s in NegotiationState)]  # type: ignore[valid-type]
 TransferStateName = Literal[tuple(s.value for s in TransferState)]  # type: ignore[valid-type]
 AgreementStatus = Literal[STATUSES]  # type: ignore[valid-type]

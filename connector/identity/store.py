@@ -52,10 +52,11 @@ T = TypeVar("T")
 SecurityProfile = Literal[
     "idsc:BASE_SECURITY_PROFILE", "idsc:TRUST_SECURITY_PROFILE", "idsc:TRUST_PLUS_SECURITY_PROFILE"
 ]
-Role = Literal["provider", "consumer", "broker"]
+# a participant's roles in the data space (a process's role is connector.wireformat.ProcessRole)
+ParticipantRole = Literal["provider", "consumer", "broker"]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 assert set(SecurityProfile.__args__) == set(SECURITY_PROFILES)  # type: ignore[attr-defined]
-assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]
+assert set(ParticipantRole.__args__) == set(ROLES)  # type: ignore[attr-defined]
 _URL_RE = re.compile(r"https?://[^\s\"<>\\]{1,2040}")
 
 
@@ -68,7 +69,7 @@ class ParticipantAttributes(BaseModel):
         default="idsc:BASE_SECURITY_PROFILE", alias="securityProfile"
     )
     membership: bool = True
-    roles: tuple[Role, ...] = ("provider", "consumer")
+    roles: tuple[ParticipantRole, ...] = ("provider", "consumer")
     referring_connector: str | None = Field(default=None, alias="referringConnector")
     transport_certs_sha256: tuple[Sha256Hex, ...] = Field(
         default=(), alias="transportCertsSha256", max_length=8

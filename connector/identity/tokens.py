@@ -27,11 +27,12 @@ from connector.identity.participants import (
     jurisdiction_of,
     participant_iri,
 )
+from connector.wireformat import IDS_CONTEXT_URL, WallClock
 
-Clock = Callable[[], float]
+Clock = WallClock  # connector.wireformat: one definition
 IdFactory = Callable[[], str]
 
-IDS_CONTEXT = "https://w3id.org/idsa/contexts/context.jsonld"
+IDS_CONTEXT = IDS_CONTEXT_URL
 DAT_AUDIENCE = "idsc:IDS_CONNECTORS_ALL"
 DEFAULT_SCOPE = "idsc:IDS_CONNECTOR_ATTRIBUTES_ALL"
 SECURITY_PROFILES = (

@@ -52,8 +52,7 @@ from connector.vocab import (
     RemoteDocumentRefused,
     jsonld_call,
 )
-
-DSP_ODRL_PROFILE_URL = "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"
+from connector.wireformat import DSP_ODRL_PROFILE_URL
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_NESTING = 32

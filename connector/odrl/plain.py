@@ -33,9 +33,10 @@ from rdflib import OWL, RDF, Literal
 
 from connector.odrl import terms as T
 from connector.odrl.model import DutyState, Request, Value, World
-from connector.odrl.parse import DSP_ODRL_PROFILE_URL, XSD, PolicyError, coerce_literal, parse_datetime
+from connector.odrl.parse import XSD, PolicyError, coerce_literal, parse_datetime
 from connector.odrl.terms import PREFIXES, expand_term, is_curie
-from connector.vocab import DSP_CONTEXT_URL, ontology_graph
+from connector.vocab import ontology_graph
+from connector.wireformat import DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL
 
 __all__ = ["POLICY_CONTEXT", "PREFIXES", "expand_term", "is_plain_policy", "policy_document",
            "request_from_json", "world_from_json"]

@@ -21,8 +21,8 @@ from typing import Any
 from pyld import jsonld
 
 from connector.odrl import terms as T
-from connector.odrl.parse import DSP_ODRL_PROFILE_URL
-from connector.vocab import DSP_CONTEXT_URL, jsonld_call
+from connector.vocab import jsonld_call
+from connector.wireformat import DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL
 
 WIRE_CONTEXT = [DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL]
 RULE_KEYS = ("permission", "prohibition", "obligation", "profile")

@@ -29,7 +29,6 @@ from rdflib.term import Node
 from connector.http.outbound import OutboundRefused, parse_url
 from connector.odrl.model import Policy
 from connector.odrl.parse import (
-    DSP_ODRL_PROFILE_URL,
     JSONLD_BASE,
     PolicyError,
     find_policy_nodes,
@@ -38,7 +37,8 @@ from connector.odrl.parse import (
 )
 from connector.protocol.errors import ProtocolError
 from connector.protocol.ids import message_id_problems
-from connector.vocab import DSP_CONTEXT_URL, ODRL
+from connector.vocab import ODRL
+from connector.wireformat import DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL
 
 CONTEXT: list[str] = [DSP_CONTEXT_URL]
 PULL, PUSH = "HttpData-PULL", "HttpData-PUSH"

@@ -83,6 +83,24 @@ class TransferState(StrEnum):
         return self in (S.COMPLETED, S.TERMINATED)
 
     @property
+    def is_serving(self) -> bool:
+        """The provider has sent its start (STARTED, or STARTING while the start message is
+        out): its data plane serves the transfer (the consumer can hold the token only if it
+        got the start)."""
+        return self in (S.STARTED, S.STARTING)
+
+    @property
+    def is_running(self) -> bool:
+        """Started and not ended: serving, or suspended (a pull's token may be refreshed)."""
+        return self in (S.STARTED, S.STARTING, S.SUSPENDED)
+
+    @property
+    def awaits_push(self) -> bool:
+        """Consumer of a push: the provider's data may arrive (requested or started; STARTING:
+        this consumer resumed and the provider's answer may trail its push)."""
+        return self in (S.REQUESTED, S.STARTED, S.STARTING)
+
+    @property
     def is_ended(self) -> bool:
         """Completed or terminated, or our completion / termination is out (it may already be
         taken): no data is served for it any more, so its tokens are not refreshed either."""

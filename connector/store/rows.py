@@ -13,7 +13,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
-Role = Literal["provider", "consumer"]
+from connector.wireformat import ProcessRole
+
+Role = ProcessRole  # connector.wireformat: one definition
 ProcessKind = Literal["negotiation", "transfer"]
 OutboxStatus = Literal["pending", "in_flight", "sent", "dead"]
 OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "in_flight", "sent", "dead")
