@@ -66,7 +66,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
-            return _error(exc.status, exc.reason)
+            kept = {k: v for k, v in exc.headers.items() if k.lower() == "www-authenticate"}
+            return web.json_response({"error": exc.reason}, status=exc.status, headers=kept)
         raise
     except DescriptionRefused as exc:
         return _error(400, "the description cannot be registered", problems=list(exc.problems))
