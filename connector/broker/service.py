@@ -117,8 +117,12 @@ class Broker:
         problem = owner_problem(described, subject)
         if problem is not None:
             raise NotYours(problem)
-        violations = await self._violations(g)
         ntriples = _ntriples(g)
+        same = await regstore.renew_unchanged(self.store, described.connector, subject, ntriples,
+                                              self.clock())
+        if same is not None:  # a heartbeat: validated and indexed already
+            return Registered(same, False, tuple(coerced))
+        violations = await self._violations(g)
         reg, created = await regstore.save(self.store, described, owner=subject,
                                            ntriples=ntriples, violations=violations,
                                            now=self.clock())

@@ -238,12 +238,18 @@ async def save(store: Store, described: Described, *, owner: str, ntriples: str,
     return reg, existing is None
 
 
-async def renew(store: Store, reg_id: str, owner: str, now: float) -> bool:
-    """Mark a registration renewed (a heartbeat without a changed description)."""
+async def renew_unchanged(store: Store, connector: str, owner: str, ntriples: str,
+                          now: float) -> Registration | None:
+    """A heartbeat with the description already stored: mark it renewed and return it; None if
+    there is no such registration of this owner with exactly this description."""
+    reg_id = registration_id(connector)
     async with store.transaction() as tx:
         result = await tx.execute(sa.update(registrations).where(
-            registrations.c.id == reg_id, registrations.c.owner == owner).values(renewed_at=now))
-        return bool(result.rowcount)
+            registrations.c.id == reg_id, registrations.c.owner == owner,
+            registrations.c.ntriples == ntriples).values(renewed_at=now))
+        if not result.rowcount:
+            return None
+    return await get(store, reg_id)
 
 
 async def delete(store: Store, reg_id: str, owner: str) -> None:

@@ -3,6 +3,7 @@ search with filters and paging, availability, SPARQL kept in step with the store
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -161,3 +162,51 @@ async def test_sparql_refuses_updates_service_and_big_results(broker: Broker) ->
     with pytest.raises(SparqlRefused, match="not a SPARQL query"):
         await broker.index.query("SELECT WHERE")
     assert (await broker.index.query("ASK { ?s ?p ?o }")).boolean
+
+
+async def test_a_renewal_with_the_same_description_only_renews(broker: Broker, clock: Clock) -> None:
+    first = await broker.register(ALICE, description(ALICE, A_URL, [WEATHER]), TURTLE)
+    clock.now += 10
+    again = await broker.register(ALICE, description(ALICE, A_URL, [WEATHER]), TURTLE)
+    assert not again.created
+    assert again.registration.renewed_at == clock.now
+    assert again.registration.registered_at == first.registration.registered_at
+    assert again.registration.datasets == 1
+
+
+@pytest.mark.parametrize("mode", ["lenient", "strict"])
+async def test_ids_shape_validation(broker: Broker, mode: str) -> None:
+    settings = dataclasses.replace(broker.settings, validation=mode)
+    checked = Broker(broker.store, broker.index, settings, clock=broker.clock)
+    # conforming: indexed without violations in both modes
+    done = await checked.register(ALICE, description(ALICE, A_URL, [WEATHER]), TURTLE)
+    assert done.registration.violations == ()
+    # a connector without the model versions and security profile the shapes require
+    sloppy = (b"@prefix ids: <https://w3id.org/idsa/core/> .\n"
+              b"@prefix dspace: <https://w3id.org/dspace/2025/1/> .\n"
+              b"<https://bob.example/> a ids:BaseConnector ; dspace:participantId \"" + BOB.encode()
+              + b"\" ; ids:hasDefaultEndpoint <https://bob.example/#dsp> .\n"
+              b"<https://bob.example/#dsp> a ids:ConnectorEndpoint ; "
+              b"ids:accessURL <https://bob.example/dsp> .\n")
+    if mode == "strict":
+        with pytest.raises(DescriptionRefused) as refused:
+            await checked.register(BOB, sloppy, TURTLE)
+        assert "strict mode" in refused.value.problems[0] and len(refused.value.problems) > 1
+        assert len(await checked.registrations()) == 1
+    else:
+        lenient = await checked.register(BOB, sloppy, TURTLE)
+        assert lenient.registration.violations
+        assert any("https://bob.example/" in v for v in lenient.registration.violations)
+
+
+async def test_a_plain_string_key_value_is_coerced(broker: Broker) -> None:
+    body = description(ALICE, A_URL, [WEATHER]) + (
+        b"\n<https://alice.example/dsp/> <https://w3id.org/idsa/core/publicKey> <urn:key> .\n"
+        b"<urn:key> <https://w3id.org/idsa/core/keyValue> \"QUJD\" .\n"
+        b"<urn:key2> <https://w3id.org/idsa/core/keyValue> \"not base64!\" .\n")
+    done = await broker.register(ALICE, body, TURTLE)
+    assert done.coerced == ("urn:key: ids:keyValue typed xsd:base64Binary",)
+    result = await broker.index.query(
+        "SELECT ?v WHERE { <urn:key> <https://w3id.org/idsa/core/keyValue> ?v }")
+    value = result.rows[0][0]
+    assert value is not None and value.datatype.value.endswith("#base64Binary")  # type: ignore[union-attr]
