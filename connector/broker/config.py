@@ -18,6 +18,8 @@ max_datasets = 20000             # datasets of one description             -> 40
 sparql_timeout = 10.0            # s a SPARQL query may run                -> 400
 sparql_max_rows = 10000          # rows (or triples) of one SPARQL result  -> 400
 sparql_concurrency = 2           # SPARQL queries running at once
+sync_interval = 5.0              # s between applying other replicas' registrations to this
+                                 # one's SPARQL index (0: off, one broker process only)
 infomodel_dir = "..."            # the IDS shapes (default: $CONNECTOR_IDS_INFOMODEL_DIR, else
                                  # ../shared/conformance/ids-infomodel beside the checkout)
 
@@ -56,6 +58,7 @@ class BrokerSection(_Section):
     sparql_timeout: float = Field(default=10.0, gt=0, le=600)
     sparql_max_rows: int = Field(default=10_000, ge=1, le=10_000_000)
     sparql_concurrency: int = Field(default=2, ge=1, le=64)
+    sync_interval: float = Field(default=5.0, ge=0, le=25)
     infomodel_dir: Path | None = None
 
     @field_validator("authority_url")

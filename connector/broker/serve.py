@@ -15,12 +15,29 @@ from connector.broker.app import broker_app
 from connector.broker.config import BrokerConfig
 from connector.broker.service import Broker, BrokerSettings
 from connector.broker.sparql import SparqlIndex
+from connector.broker.store import prune_changes
 from connector.http.limits import WATCHDOG_MARGIN, ShutdownWatchdog, start_site, stop_sites
 from connector.http.tls import server_context
 from connector.identity.verify import DatVerifier
 from connector.store import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("connector.broker")
+PRUNE_AFTER = 86400.0  # seconds the change rows of registrations are kept
+
+
+async def _keep_in_step(broker: Broker, every: float) -> None:
+    """Replicas: other replicas' registration changes into this one's SPARQL index."""
+    pruned_at = 0.0
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await broker.sync()
+            now = broker.clock()
+            if now - pruned_at > 3600:
+                await prune_changes(broker.store, now - PRUNE_AFTER)
+                pruned_at = now
+        except (StoreUnavailable, StoreError) as exc:
+            log.warning("the SPARQL index cannot be kept in step with the store: %s", exc)
 
 
 async def _verifier(session: aiohttp.ClientSession, authority: str) -> DatVerifier:
@@ -66,6 +83,8 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
         (ready or (lambda s: print(s, flush=True)))(
             f"broker ready url={listening.url} store={shown} registrations="
             f"{len(await broker.registrations())}")
+        sync = (asyncio.create_task(_keep_in_step(broker, b.sync_interval))
+                if b.sync_interval > 0 else None)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -74,6 +93,8 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
         await stop.wait()
         if stopping is not None:
             stopping()
+        if sync is not None:
+            sync.cancel()
         await stop_sites([listening.runner], limits)
     finally:
         await session.close()

@@ -32,6 +32,7 @@ from connector.store import Store
 
 Validation = Literal["off", "lenient", "strict"]
 MAX_VIOLATIONS = 50
+SYNC_WINDOW = 60.0  # seconds of registration changes each index sync reads back
 
 
 class NotYours(Exception):
@@ -86,15 +87,47 @@ class Broker:
     index: SparqlIndex
     settings: BrokerSettings = field(default_factory=BrokerSettings)
     clock: Callable[[], float] = time.time
+    _synced_at: float = field(default=0.0, init=False)
+    _seen: dict[int, float] = field(default_factory=dict, init=False)  # change seq -> when
 
     async def start(self) -> None:
         """Create the tables if need be and rebuild the SPARQL index from the store."""
         await regstore.create_schema(self.store)
-        await self.resync()
+        await self.rebuild()
 
-    async def resync(self) -> None:
+    async def rebuild(self) -> None:
+        self._synced_at = self.clock()
+        self._seen.clear()
         entries = await regstore.all_ntriples(self.store)
         await asyncio.to_thread(self.index.rebuild, entries)
+
+    async def sync(self) -> int:
+        """Apply the changes other replicas made since the last sync to the SPARQL index
+        (replicas share the store, each has its own index); the number applied.
+
+        Changes are read back ``SYNC_WINDOW`` seconds (a transaction commits well within it
+        after its ``at``) and applied once each (their seq remembered for the window); a replica
+        that has not synced for longer than the window rebuilds the index instead."""
+        now = self.clock()
+        if now - self._synced_at > SYNC_WINDOW / 2:
+            await self.rebuild()
+            return -1
+        found = await regstore.changes_since(self.store, self._synced_at - SYNC_WINDOW)
+        self._synced_at = now
+        applied = 0
+        for change in found:
+            if change.seq in self._seen:
+                continue
+            self._seen[change.seq] = now
+            applied += 1
+            if change.ntriples is None:
+                self.index.remove(change.registration_id)
+            else:
+                await asyncio.to_thread(self.index.replace, change.registration_id,
+                                        change.ntriples)
+        for seq in [s for s, at in self._seen.items() if at < now - 2 * SYNC_WINDOW]:
+            del self._seen[seq]
+        return applied
 
     async def _violations(self, g: Graph) -> list[str]:
         if self.settings.validation == "off":
@@ -130,7 +163,7 @@ class Broker:
         return Registered(reg, created, tuple(coerced))
 
     async def unregister(self, subject: str, reg_id: str) -> None:
-        await regstore.delete(self.store, reg_id, subject)
+        await regstore.delete(self.store, reg_id, subject, self.clock())
         self.index.remove(reg_id)
 
     async def get(self, reg_id: str) -> Registration | None:

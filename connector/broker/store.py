@@ -71,6 +71,14 @@ dataset_terms = sa.Table(
     sa.Index("broker_dataset_terms_kind_value", "kind", "value"),
 )
 
+# one row per registration change (saved or removed), for the other replicas' SPARQL indexes
+changes = sa.Table(
+    "broker_changes", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("registration_id", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+)
+
 _FTS_SQLITE = ("CREATE VIRTUAL TABLE IF NOT EXISTS broker_datasets_fts USING fts5("
                "title, description, keywords, publisher, "
                "tokenize = 'unicode61 remove_diacritics 2')")
@@ -231,6 +239,7 @@ async def save(store: Store, described: Described, *, owner: str, ntriples: str,
                     "INSERT INTO broker_datasets_fts(rowid, title, description, keywords, "
                     "publisher) VALUES (:pk, :t, :d, :k, :p)").bindparams(
                     pk=pk, t=d.title, d=d.description, k=" ".join(d.keywords), p=d.publisher))
+        await tx.execute(sa.insert(changes).values(registration_id=reg_id, at=now))
     reg = Registration(id=reg_id, connector=described.connector, owner=owner,
                        title=described.title, endpoint=described.endpoint,
                        violations=tuple(violations), registered_at=registered_at, renewed_at=now,
@@ -252,7 +261,7 @@ async def renew_unchanged(store: Store, connector: str, owner: str, ntriples: st
     return await get(store, reg_id)
 
 
-async def delete(store: Store, reg_id: str, owner: str) -> None:
+async def delete(store: Store, reg_id: str, owner: str, now: float) -> None:
     """Remove a registration; KeyError if there is none, OwnedByAnother if not the owner's."""
     async with store.transaction() as tx:
         row = (await tx.execute(sa.select(registrations.c.owner).where(
@@ -263,6 +272,29 @@ async def delete(store: Store, reg_id: str, owner: str) -> None:
             raise OwnedByAnother(row.owner)
         await _delete_datasets(tx, store.dialect, reg_id)
         await tx.execute(sa.delete(registrations).where(registrations.c.id == reg_id))
+        await tx.execute(sa.insert(changes).values(registration_id=reg_id, at=now))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    seq: int
+    registration_id: str
+    ntriples: str | None  # None: the registration is gone
+
+
+async def changes_since(store: Store, since: float) -> list[Change]:
+    """Registration changes recorded at or after ``since`` (epoch seconds), oldest first, each
+    with the registration's current description."""
+    stmt = (sa.select(changes.c.seq, changes.c.registration_id, registrations.c.ntriples)
+            .outerjoin(registrations, registrations.c.id == changes.c.registration_id)
+            .where(changes.c.at >= since).order_by(changes.c.seq))
+    async with store.transaction(readonly=True) as tx:
+        return [Change(r.seq, r.registration_id, r.ntriples) for r in await tx.execute(stmt)]
+
+
+async def prune_changes(store: Store, before: float) -> int:
+    async with store.transaction() as tx:
+        return int((await tx.execute(sa.delete(changes).where(changes.c.at < before))).rowcount)
 
 
 # --------------------------------------------------------------------------- search

@@ -15,6 +15,7 @@ from connector.broker.service import Broker, NotYours
 from connector.broker.sparql import SparqlIndex, SparqlRefused, serialize_result
 from connector.broker.store import OwnedByAnother, SearchQuery
 from connector.selfdescription import JSON_LD, TURTLE
+from connector.store import Store
 
 ALICE, BOB = "AA:keyid:01", "BB:keyid:02"
 A_URL, B_URL = "https://alice.example/dsp", "https://bob.example/dsp"
@@ -210,3 +211,34 @@ async def test_a_plain_string_key_value_is_coerced(broker: Broker) -> None:
         "SELECT ?v WHERE { <urn:key> <https://w3id.org/idsa/core/keyValue> ?v }")
     value = result.rows[0][0]
     assert value is not None and value.datatype.value.endswith("#base64Binary")  # type: ignore[union-attr]
+
+
+async def test_replicas_on_one_store_answer_the_same(broker: Broker, clock: Clock,
+                                                     db_url: str) -> None:
+    """Two brokers on one database (replicas): each sees the other's registrations in search at
+    once and in SPARQL after a sync; a removal reaches the other's index too."""
+    other_store = await Store.open(db_url)
+    try:
+        other = Broker(other_store, SparqlIndex(), broker.settings, clock=clock)
+        await other.start()
+        reg = (await broker.register(ALICE, description(ALICE, A_URL, [WEATHER]), TURTLE)).registration
+        await other.register(BOB, description(BOB, B_URL, [STATIONS]), TURTLE)
+        for b in (broker, other):
+            assert {h.dataset_id for h in (await b.search(SearchQuery(text="weather"))).hits} == {
+                "urn:ds:weather", "urn:ds:stations"}
+        ask = "ASK { <urn:ds:weather> ?p ?o }"
+        assert not (await other.index.query(ask)).boolean
+        clock.now += 1
+        assert await other.sync() >= 1
+        assert (await other.index.query(ask)).boolean
+        assert await other.sync() == 0  # each change once
+        await broker.unregister(ALICE, reg.id)
+        clock.now += 1
+        await other.sync()
+        assert not (await other.index.query(ask)).boolean
+        assert (await other.index.query("ASK { <urn:ds:stations> ?p ?o }")).boolean
+        clock.now += 3600  # a replica that missed the window rebuilds
+        assert await other.sync() == -1
+        assert (await other.index.query("ASK { <urn:ds:stations> ?p ?o }")).boolean
+    finally:
+        await other_store.close()
