@@ -7,9 +7,9 @@ Routes:
   the entry, the listed violations and what was coerced; ``Location`` names the entry;
 * ``GET /registrations``, ``GET /registrations/{id}``: the entries (public);
 * ``DELETE /registrations/{id}``: the owner's DAT only: 204;
-* ``GET /search?q=&theme=&license=&format=&publisher=&limit=&offset=&all=``: datasets of
-  available connectors (``all=true``: unavailable ones too); a filter given several times
-  matches any of its values;
+* ``GET /search?q=&theme=&license=&format=&publisher=&sort=&limit=&offset=&all=``: datasets
+  of available connectors (``all=true``: unavailable ones too); a filter given several times
+  matches any of its values; ``sort`` is ``relevance`` (default), ``title`` or ``-title``;
 * ``GET|POST /sparql``: the SPARQL 1.1 Protocol, queries only.
 
 Every refusal is ``{"error": reason}`` (registrations refused as not indexable add
@@ -28,7 +28,7 @@ from aiohttp import web
 from connector.broker.description import FILTER_KINDS, JSONLD_TYPES, DescriptionRefused
 from connector.broker.service import Broker, NotYours
 from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_result
-from connector.broker.store import OwnedByAnother, SearchQuery
+from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
 from connector.faults import StoreUnavailable
 from connector.http.errors import storage_fault
 from connector.http.limits import (
@@ -141,7 +141,7 @@ async def get_registration(request: web.Request) -> web.Response:
 
 def search_query(params: Any) -> SearchQuery:
     """The search request from query parameters; LimitError (400) for bad ones."""
-    known = {"q", "limit", "offset", "all", *FILTER_KINDS}
+    known = {"q", "limit", "offset", "all", "sort", *FILTER_KINDS}
     unknown = sorted(set(params) - known)
     if unknown:
         raise LimitError(f"unknown parameter {unknown[0][:40]!r}: use {', '.join(sorted(known))}")
@@ -158,13 +158,17 @@ def search_query(params: Any) -> SearchQuery:
             raise LimitError(f"{kind}: at most {MAX_FILTER_VALUES} values of 2000 characters")
         if values:
             filters[kind] = values
+    sorts = params.getall("sort", [])
+    if len(sorts) > 1 or (sorts and sorts[0] not in SORTS):
+        raise LimitError(f"sort must be one of {', '.join(SORTS)}")
     everything = params.getall("all", [])
     if everything not in ([], ["true"], ["false"]):
         raise LimitError("all must be true or false")
     return SearchQuery(text=text, filters=filters,
                        limit=query_int(params, "limit", 20, minimum=1, maximum=200),
                        offset=query_int(params, "offset", 0, minimum=0, maximum=100_000),
-                       include_unavailable=everything == ["true"])
+                       include_unavailable=everything == ["true"],
+                       sort=sorts[0] if sorts else "relevance")
 
 
 async def search(request: web.Request) -> web.Response:

@@ -128,12 +128,14 @@ def unregister(config: str, broker_url: str | None) -> None:
               help=f"Only datasets with this {', '.join(FILTER_KINDS)} (repeatable).")
 @click.option("--all", "include_unavailable", is_flag=True,
               help="Include connectors that have not renewed their registration.")
+@click.option("--sort", type=click.Choice(["relevance", "title", "-title"]),
+              default="relevance", show_default=True)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
 @click.option("--offset", default=0, type=click.IntRange(0, 100_000))
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False),
               help="The data-space CA certificate (for a broker served over TLS).")
 def search(broker_url: str, text: str, filters: tuple[str, ...], include_unavailable: bool,
-           limit: int, offset: int, ca: str | None) -> None:
+           sort: str, limit: int, offset: int, ca: str | None) -> None:
     """Find datasets across the data space at BROKER_URL by keywords TEXT."""
     wanted: dict[str, list[str]] = {}
     for f in filters:
@@ -144,6 +146,6 @@ def search(broker_url: str, text: str, filters: tuple[str, ...], include_unavail
         wanted.setdefault(key, []).append(value)
     context = client_context(Path(ca)) if ca else None
     found = _run(lambda session: client.search(
-        session, broker_url, text, wanted, limit=limit, offset=offset,
+        session, broker_url, text, wanted, sort=sort, limit=limit, offset=offset,
         include_unavailable=include_unavailable, ssl_context=context))
     click.echo(json.dumps(found, indent=2))

@@ -58,10 +58,12 @@ async def unregister(session: aiohttp.ClientSession, broker_url: str, dat: str,
 
 
 async def search(session: aiohttp.ClientSession, broker_url: str, text: str,
-                 filters: Mapping[str, Sequence[str]] | None = None, *, limit: int = 20,
+                 filters: Mapping[str, Sequence[str]] | None = None, *,
+                 sort: str = "relevance", limit: int = 20,
                  offset: int = 0, include_unavailable: bool = False,
                  ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
-    params: list[tuple[str, str]] = [("q", text), ("limit", str(limit)), ("offset", str(offset))]
+    params: list[tuple[str, str]] = [("q", text), ("sort", sort), ("limit", str(limit)),
+                                     ("offset", str(offset))]
     params += [(k, v) for k, values in (filters or {}).items() for v in values]
     if include_unavailable:
         params.append(("all", "true"))

@@ -307,6 +307,10 @@ class SearchQuery:
     limit: int = 20
     offset: int = 0
     include_unavailable: bool = False
+    sort: str = "relevance"  # one of SORTS
+
+
+SORTS = ("relevance", "title", "-title")
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,8 +371,13 @@ async def search(store: Store, query: SearchQuery, *, now: float, ttl: float) ->
                datasets.c.keywords, datasets.c.publisher, registrations.c.id.label("rid"),
                registrations.c.connector, registrations.c.owner, registrations.c.endpoint,
                fresh.label("fresh")]
+    order: list[Any] = [rank, datasets.c.title]
+    if query.sort == "title":
+        order = [datasets.c.title]
+    elif query.sort == "-title":
+        order = [datasets.c.title.desc()]
     stmt = (sa.select(*columns).select_from(joined).where(*where)
-            .order_by(rank, datasets.c.title, datasets.c.dataset_id, datasets.c.pk)
+            .order_by(*order, datasets.c.dataset_id, datasets.c.pk)
             .limit(query.limit).offset(query.offset))
     count = sa.select(sa.func.count()).select_from(joined).where(*where)
     async with store.transaction(readonly=True) as tx:

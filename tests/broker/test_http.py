@@ -112,7 +112,8 @@ async def test_bad_bodies_are_refused_with_a_reason(http: TestClient, body: byte
 
 async def test_bad_search_parameters_are_400(http: TestClient) -> None:
     for params in ({"limit": "0"}, {"limit": "x"}, {"offset": "-1"}, {"q": ["a", "b"]},
-                   {"sort": "x"}, {"all": "maybe"}, {"q": "x" * 2000}):
+                   {"sort": "x"}, {"sort": ["title", "title"]}, {"order": "x"},
+                   {"all": "maybe"}, {"q": "x" * 2000}):
         resp = await http.get("/search", params=params)
         assert resp.status == 400, params
         assert (await resp.json())["error"]

@@ -63,6 +63,11 @@ async def test_filters_and_paging(broker: Broker) -> None:
     assert len(rest.hits) == 1
     assert {h.dataset_id for h in everything.hits + rest.hits} == {
         "urn:ds:weather", "urn:ds:traffic", "urn:ds:stations"}
+    by_title = await broker.search(SearchQuery(sort="title"))
+    assert [h.title for h in by_title.hits] == [
+        "Traffic counts", "Weather observations", "Weather stations"]
+    reverse = await broker.search(SearchQuery(sort="-title", limit=1))
+    assert [h.title for h in reverse.hits] == ["Weather stations"]
 
 
 async def test_hostile_query_text_is_only_words(broker: Broker) -> None:
