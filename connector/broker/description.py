@@ -30,7 +30,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rdflib import RDF, Graph, Literal, URIRef
+import pyoxigraph as ox
+from rdflib import RDF, BNode, Graph, Literal, URIRef
 from rdflib.term import Node
 
 from connector.odrl.parse import PolicyError, jsonld_to_graph
@@ -109,9 +110,10 @@ def parse_description(body: bytes, content_type: str, *, max_triples: int) -> Gr
     if media in TURTLE_TYPES:
         g = Graph()
         try:
-            g.parse(data=text, format="turtle")
-        except Exception as exc:  # rdflib raises many kinds for bad Turtle
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            # pyoxigraph's parser (Rust) is ~10x rdflib's for Turtle; terms mapped to rdflib's
+            g.addN((*_triple(t), g) for t in ox.parse(body, format=ox.RdfFormat.TURTLE))
+        except SyntaxError as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "syntax error"
             raise DescriptionRefused([f"invalid Turtle: {first}"]) from None
     elif media in JSONLD_TYPES:
         try:
@@ -129,6 +131,26 @@ def parse_description(body: bytes, content_type: str, *, max_triples: int) -> Gr
         raise DescriptionRefused([f"the description has {len(g)} triples, more than the broker "
                                   f"indexes ({max_triples}, broker.max_triples)"])
     return g
+
+
+_XSD_STRING = str(XSD.string)
+
+
+def _term(t: ox.NamedNode | ox.BlankNode | ox.Literal | ox.Triple) -> Node:
+    if isinstance(t, ox.NamedNode):
+        return URIRef(t.value)
+    if isinstance(t, ox.BlankNode):
+        return BNode(t.value)
+    if isinstance(t, ox.Literal):
+        if t.language:
+            return Literal(t.value, lang=t.language)
+        dt = t.datatype.value
+        return Literal(t.value, datatype=None if dt == _XSD_STRING else URIRef(dt))
+    raise DescriptionRefused(["RDF-star quoted triples are not supported"])
+
+
+def _triple(q: ox.Quad | ox.Triple) -> tuple[Node, Node, Node]:
+    return _term(q.subject), _term(q.predicate), _term(q.object)
 
 
 def coerce(g: Graph) -> list[str]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connector.broker.description import Described
+from connector.broker.description import DatasetEntry, Described
 from connector.store import Store
 
 metadata = sa.MetaData()
@@ -224,27 +224,39 @@ async def save(store: Store, described: Described, *, owner: str, ntriples: str,
             await tx.execute(sa.update(registrations).where(registrations.c.id == reg_id)
                              .values(**values))
             registered_at = existing.registered_at
-        for d in described.datasets:
-            pk = (await tx.execute(sa.insert(datasets).values(
-                registration_id=reg_id, dataset_id=d.id, title=d.title,
-                description=d.description, keywords=list(d.keywords),
-                keyword_text=" ".join(d.keywords), publisher=d.publisher)
-                .returning(datasets.c.pk))).scalar_one()
-            terms = d.terms()
-            if terms:
-                await tx.execute(sa.insert(dataset_terms).values(
-                    [{"dataset_pk": pk, "kind": k, "value": v} for k, v in terms]))
-            if store.dialect == "sqlite":
-                await tx.execute(sa.text(
-                    "INSERT INTO broker_datasets_fts(rowid, title, description, keywords, "
-                    "publisher) VALUES (:pk, :t, :d, :k, :p)").bindparams(
-                    pk=pk, t=d.title, d=d.description, k=" ".join(d.keywords), p=d.publisher))
+        if described.datasets:
+            await tx.connection.run_sync(_insert_datasets, store.dialect, reg_id,
+                                         described.datasets)
         await tx.execute(sa.insert(changes).values(registration_id=reg_id, at=now))
     reg = Registration(id=reg_id, connector=described.connector, owner=owner,
                        title=described.title, endpoint=described.endpoint,
                        violations=tuple(violations), registered_at=registered_at, renewed_at=now,
                        datasets=len(described.datasets))
     return reg, existing is None
+
+
+_fts = sa.table("broker_datasets_fts", sa.column("rowid"), sa.column("title"),
+                sa.column("description"), sa.column("keywords"), sa.column("publisher"),
+                sa.column("broker_datasets_fts"))
+
+
+def _insert_datasets(connection: sa.Connection, dialect: str, reg_id: str,
+                     items: Sequence[DatasetEntry]) -> None:
+    """Executemany inserts (SQLAlchemy batches them into multi-row statements, compiled once);
+    pks matched back by dataset id (unique per description). Sync: run with ``run_sync``."""
+    rows = connection.execute(
+        sa.insert(datasets).returning(datasets.c.pk, datasets.c.dataset_id),
+        [{"registration_id": reg_id, "dataset_id": d.id, "title": d.title,
+          "description": d.description, "keywords": list(d.keywords),
+          "keyword_text": " ".join(d.keywords), "publisher": d.publisher} for d in items])
+    pks = {r.dataset_id: r.pk for r in rows}
+    terms = [{"dataset_pk": pks[d.id], "kind": k, "value": v} for d in items for k, v in d.terms()]
+    if terms:
+        connection.execute(sa.insert(dataset_terms), terms)
+    if dialect == "sqlite":
+        connection.execute(sa.insert(_fts), [
+            {"rowid": pks[d.id], "title": d.title, "description": d.description,
+             "keywords": " ".join(d.keywords), "publisher": d.publisher} for d in items])
 
 
 async def renew_unchanged(store: Store, connector: str, owner: str, ntriples: str,
@@ -355,10 +367,8 @@ async def search(store: Store, query: SearchQuery, *, now: float, ttl: float) ->
     if words:
         if store.dialect == "sqlite":
             match = " ".join(f'"{w}"*' for w in words)  # \w+ tokens: no FTS5 syntax inside
-            fts = sa.table("broker_datasets_fts", sa.column("rowid"),
-                           sa.column("broker_datasets_fts"))
-            joined = joined.join(fts, fts.c.rowid == datasets.c.pk)
-            where.append(fts.c.broker_datasets_fts.op("MATCH")(sa.bindparam("fts_q", match)))
+            joined = joined.join(_fts, _fts.c.rowid == datasets.c.pk)
+            where.append(_fts.c.broker_datasets_fts.op("MATCH")(sa.bindparam("fts_q", match)))
             # bm25: smaller is better; weights as PostgreSQL's A-D
             rank = sa.func.bm25(sa.literal_column("broker_datasets_fts"), 8.0, 2.0, 4.0, 1.0)
         else:
