@@ -10,7 +10,10 @@ Routes:
 * ``GET /search?q=&theme=&license=&format=&publisher=&sort=&limit=&offset=&all=``: datasets
   of available connectors (``all=true``: unavailable ones too); a filter given several times
   matches any of its values; ``sort`` is ``relevance`` (default), ``title`` or ``-title``;
-* ``GET|POST /sparql``: the SPARQL 1.1 Protocol, queries only.
+* ``GET|POST /sparql``: the SPARQL 1.1 Protocol, queries only;
+* ``POST /products`` (a DAT; ``{"datasetId", "title", "license", "contentSha256"}``): 201 with
+  the data product's signed certificate and earlier registrations of the same content by others
+  (connector.broker.products); ``GET /products/{id}``: the certificate.
 
 Every refusal is ``{"error": reason}`` (registrations refused as not indexable add
 ``"problems"``), never a 500 for bad input.
@@ -24,9 +27,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from connector.broker.description import FILTER_KINDS, JSONLD_TYPES, DescriptionRefused
-from connector.broker.service import Broker, NotYours
+from connector.broker.products import ProductIn
+from connector.broker.service import Broker, NotYours, ProductsOff
 from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_result
 from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
 from connector.faults import StoreUnavailable
@@ -71,12 +76,15 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except DescriptionRefused as exc:
         return _error(400, "the description cannot be registered", problems=list(exc.problems))
-    except (NotYours, SparqlRefused) as exc:
+    except (NotYours, SparqlRefused, ProductsOff) as exc:
         return _error(exc.status, exc.reason)
     except OwnedByAnother as exc:
         return _error(exc.status, str(exc))
     except LimitError as exc:
         return _error(exc.status, exc.reason)
+    except ValidationError as exc:
+        return _error(400, "invalid request", problems=[
+            f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()])
     except IdentityError as exc:
         return _error(exc.status if exc.status == 503 else 401, f"DAT refused: {exc.description}")
     except StoreUnavailable as exc:
@@ -223,6 +231,24 @@ async def sparql(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type=media, charset=charset)
 
 
+async def register_product(request: web.Request) -> web.Response:
+    subject = await _subject(request)
+    limits: Limits = request.app[LIMITS]
+    body = await read_body(request, max_bytes=64 * 1024, timeout=limits.body_timeout)
+    product = ProductIn.model_validate(load_json(body, limits))
+    done = await request.app[BROKER].register_product(subject, product)
+    return web.json_response({"id": done.id, "certificate": done.certificate,
+                              "duplicateOf": list(done.duplicate_of)}, status=201,
+                             headers={"Location": f"/products/{done.id}"})
+
+
+async def get_product(request: web.Request) -> web.Response:
+    certificate = await request.app[BROKER].product_certificate(request.match_info["id"])
+    if certificate is None:
+        return _error(404, "no such data product")
+    return web.json_response({"id": request.match_info["id"], "certificate": certificate})
+
+
 def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes: int,
                require_tls_binding: bool) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=body_bytes)
@@ -238,4 +264,6 @@ def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes
     app.router.add_get("/search", search)
     app.router.add_get("/sparql", sparql)
     app.router.add_post("/sparql", sparql)
+    app.router.add_post("/products", register_product)
+    app.router.add_get("/products/{id}", get_product)
     return app

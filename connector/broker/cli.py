@@ -121,6 +121,27 @@ def unregister(config: str, broker_url: str | None) -> None:
     click.echo(json.dumps({"unregistered": reg_id}))
 
 
+@broker.command(name="verify")
+@click.argument("certificate", type=click.File("r"))
+@click.option("--ca", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The data-space CA certificate (PEM).")
+def verify(certificate: Any, ca: str) -> None:
+    """Verify a data product CERTIFICATE (a file, or - for stdin) offline against the CA; print
+    its claims, or the reason it does not verify (exit status 1)."""
+    from cryptography import x509
+
+    from connector.broker.products import CertificateInvalid, verify_certificate
+
+    text = certificate.read(1 << 20).strip()
+    try:
+        if text.startswith("{"):  # the broker's answer as saved
+            text = str(json.loads(text).get("certificate", ""))
+        claims = verify_certificate(text, x509.load_pem_x509_certificate(Path(ca).read_bytes()))
+    except (CertificateInvalid, ValueError) as exc:
+        raise click.ClickException(f"the certificate does not verify: {exc}") from None
+    click.echo(json.dumps(claims, indent=2))
+
+
 @click.command(name="search")
 @click.argument("broker_url")
 @click.argument("text", default="")

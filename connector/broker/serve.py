@@ -18,6 +18,8 @@ from connector.broker.sparql import SparqlIndex
 from connector.broker.store import prune_changes
 from connector.http.limits import WATCHDOG_MARGIN, ShutdownWatchdog, start_site, stop_sites
 from connector.http.tls import server_context
+from connector.identity.client import ParticipantIdentity
+from connector.identity.errors import IdentityError
 from connector.identity.verify import DatVerifier
 from connector.store import Store, StoreError, StoreUnavailable
 
@@ -53,6 +55,16 @@ async def _verifier(session: aiohttp.ClientSession, authority: str) -> DatVerifi
             await asyncio.sleep(0.5)
 
 
+def _signer(config: BrokerConfig) -> ParticipantIdentity | None:
+    """The broker's participant identity (signs data product certificates), if it has one."""
+    try:
+        return ParticipantIdentity.load(config.participant_dir)
+    except (OSError, IdentityError, ValueError) as exc:
+        log.warning("no data product certificates: the participant key or certificate in %s "
+                    "cannot be used (%s)", config.participant_dir, exc)
+        return None
+
+
 async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = None,
               stopping: Callable[[], None] | None = None) -> None:
     shown = Store.shown_url(config.store_url)
@@ -69,6 +81,7 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
                         BrokerSettings(validation=b.validation, ttl=b.ttl,
                                        max_triples=b.max_triples, max_datasets=b.max_datasets,
                                        infomodel_dir=config.infomodel_dir))
+        broker.signer = _signer(config)
         try:
             await broker.start()
         except (StoreUnavailable, StoreError) as exc:

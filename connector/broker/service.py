@@ -18,6 +18,7 @@ from typing import Literal
 
 from rdflib import Graph
 
+from connector.broker import products
 from connector.broker import store as regstore
 from connector.broker.description import (
     DescriptionRefused,
@@ -28,11 +29,19 @@ from connector.broker.description import (
 )
 from connector.broker.sparql import SparqlIndex
 from connector.broker.store import Registration, SearchPage, SearchQuery
+from connector.identity.client import ParticipantIdentity
 from connector.store import Store
 
 Validation = Literal["off", "lenient", "strict"]
 MAX_VIOLATIONS = 50
 SYNC_WINDOW = 60.0  # seconds of registration changes each index sync reads back
+
+
+class ProductsOff(Exception):
+    """The broker has no participant key to sign data product certificates with."""
+
+    status = 503
+    reason = "this broker issues no data product certificates (it has no participant key)"
 
 
 class NotYours(Exception):
@@ -87,6 +96,7 @@ class Broker:
     index: SparqlIndex
     settings: BrokerSettings = field(default_factory=BrokerSettings)
     clock: Callable[[], float] = time.time
+    signer: ParticipantIdentity | None = None  # signs data product certificates
     _synced_at: float = field(default=0.0, init=False)
     _seen: dict[int, float] = field(default_factory=dict, init=False)  # change seq -> when
 
@@ -174,3 +184,12 @@ class Broker:
 
     async def search(self, query: SearchQuery) -> SearchPage:
         return await regstore.search(self.store, query, now=self.clock(), ttl=self.settings.ttl)
+
+    async def register_product(self, subject: str, product: products.ProductIn
+                               ) -> products.Registered:
+        if self.signer is None:
+            raise ProductsOff()
+        return await products.issue(self.store, self.signer, subject, product, self.clock())
+
+    async def product_certificate(self, product_id: str) -> str | None:
+        return await products.certificate_of(self.store, product_id)

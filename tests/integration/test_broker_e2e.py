@@ -2,7 +2,8 @@
 register at the broker on start and renew on a heartbeat; the consumer finds a dataset by
 keyword, by filter and by SPARQL, reads the provider's catalog through the link and negotiates;
 a participant trying to overwrite another's registration is refused; a stopped connector becomes
-unavailable; the CLI unregisters."""
+unavailable; a data product certificate verifies offline and a duplicate is flagged; the CLI
+unregisters."""
 
 from __future__ import annotations
 
@@ -223,6 +224,25 @@ def test_broker_in_a_data_space(space: DataSpace, broker: BrokerProcess) -> None
                          headers={"Authorization": f"Bearer {bob_dat}"})
     assert status == 401 and "bound to a TLS certificate" in body["error"], body
     assert search(broker, "rainfall")["total"] == 1
+
+    # a data product certificate verifies offline; the same content by bob is flagged
+    product = {"datasetId": "urn:asset:weather", "title": "Weather observations Hamburg",
+               "license": "https://creativecommons.org/licenses/by/4.0/",
+               "contentSha256": "0f" * 32}
+    status, first = https(broker, "POST", "/products", json=product, as_=alice,
+                          headers={"Authorization": f"Bearer {dat_of(alice, space)}"})
+    assert status == 201 and first["duplicateOf"] == [], first
+    saved = space.root / "product.cert"
+    saved.write_text(first["certificate"])
+    r = run_cli("broker", "verify", str(saved), "--ca", str(alice.directory / "ca.crt"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sub"] == alice.participant_id
+    saved.write_text(first["certificate"][:-4] + "AAAA")
+    r = run_cli("broker", "verify", str(saved), "--ca", str(alice.directory / "ca.crt"))
+    assert r.returncode != 0 and "does not verify" in r.stderr
+    status, second = https(broker, "POST", "/products", json=product, as_=bob,
+                           headers={"Authorization": f"Bearer {bob_dat}"})
+    assert status == 201 and [d["id"] for d in second["duplicateOf"]] == [first["id"]], second
 
     # a stopped connector becomes unavailable: out of default search, listed with all=true
     bob.stop()
