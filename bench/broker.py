@@ -95,7 +95,7 @@ async def main(args: argparse.Namespace) -> None:
     if store.dialect == "postgresql":  # a clean slate
         async with store.transaction() as tx:
             for table in ("broker_dataset_terms", "broker_datasets", "broker_changes",
-                          "broker_registrations"):
+                          "broker_descriptions", "broker_products", "broker_registrations"):
                 await tx.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     broker = Broker(store, SparqlIndex(max_rows=1000, timeout=30),
                     BrokerSettings(validation="off", max_datasets=100_000))

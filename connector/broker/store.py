@@ -4,9 +4,11 @@ SQLite embedded, PostgreSQL for replicas), and keyword search in the database it
 Tables (their own SQLAlchemy metadata, created by :func:`create_schema`, idempotent):
 
 * ``broker_registrations``: one row per registered connector (id derived from the connector
-  IRI), its owner (the registering DAT's subject), DSP endpoint, the description as sorted
-  N-Triples (the SPARQL index is rebuilt from these), the listed SHACL violations and the
-  registration / last renewal times (epoch seconds);
+  IRI), its owner (the registering DAT's subject), DSP endpoint, the listed SHACL violations
+  and the registration / last renewal times (epoch seconds);
+* ``broker_descriptions``: each registration's description as sorted N-Triples (the SPARQL
+  indexes are built from these);
+* ``broker_changes``: a row per registration saved or removed, for the replicas' indexes;
 * ``broker_datasets``: the datasets read from the descriptions, with the indexed text;
 * ``broker_dataset_terms``: (kind, value) filter terms of each dataset (theme, license, format,
   publisher), matched exactly.
@@ -42,10 +44,19 @@ registrations = sa.Table(
     sa.Column("owner", sa.Text, nullable=False, index=True),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("endpoint", sa.Text, nullable=False),
-    sa.Column("ntriples", sa.Text, nullable=False),
     sa.Column("violations", sa.JSON, nullable=False),
     sa.Column("registered_at", sa.Float, nullable=False),
     sa.Column("renewed_at", sa.Float, nullable=False),
+)
+
+# the description apart from the registration row: search reads registration rows for every hit,
+# and a description of 100 datasets (~100 KB) would make each such read walk its overflow pages
+descriptions = sa.Table(
+    "broker_descriptions", metadata,
+    sa.Column("registration_id", sa.String(64),
+              sa.ForeignKey("broker_registrations.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("ntriples", sa.Text, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),  # SHA-256 of ntriples: heartbeats compare it
 )
 
 datasets = sa.Table(
@@ -101,6 +112,10 @@ _WORD = re.compile(r"\w+")
 def registration_id(connector: str) -> str:
     """The registration's id: the same connector IRI always gets the same id."""
     return hashlib.sha256(connector.encode("utf-8")).hexdigest()[:32]
+
+
+def _digest(ntriples: str) -> str:
+    return hashlib.sha256(ntriples.encode("utf-8")).hexdigest()
 
 
 def tokens(text: str) -> list[str]:
@@ -174,8 +189,8 @@ async def list_registrations(store: Store) -> list[Registration]:
 async def all_ntriples(store: Store) -> list[tuple[str, str]]:
     """(registration id, N-Triples) of every registration, for the SPARQL index."""
     async with store.transaction(readonly=True) as tx:
-        rows = await tx.execute(sa.select(registrations.c.id, registrations.c.ntriples))
-        return [(r.id, r.ntriples) for r in rows]
+        rows = await tx.execute(sa.select(descriptions.c.registration_id, descriptions.c.ntriples))
+        return [(r.registration_id, r.ntriples) for r in rows]
 
 
 class OwnedByAnother(Exception):
@@ -213,16 +228,21 @@ async def save(store: Store, described: Described, *, owner: str, ntriples: str,
         if existing is not None and existing.owner != owner:
             raise OwnedByAnother(existing.owner)
         values = {"connector": described.connector, "owner": owner, "title": described.title,
-                  "endpoint": described.endpoint, "ntriples": ntriples,
+                  "endpoint": described.endpoint,
                   "violations": list(violations), "renewed_at": now}
         if existing is None:
             await tx.execute(sa.insert(registrations).values(id=reg_id, registered_at=now,
                                                              **values))
+            await tx.execute(sa.insert(descriptions).values(
+                registration_id=reg_id, ntriples=ntriples, digest=_digest(ntriples)))
             registered_at = now
         else:
             await _delete_datasets(tx, store.dialect, reg_id)
             await tx.execute(sa.update(registrations).where(registrations.c.id == reg_id)
                              .values(**values))
+            await tx.execute(sa.update(descriptions).where(
+                descriptions.c.registration_id == reg_id).values(
+                ntriples=ntriples, digest=_digest(ntriples)))
             registered_at = existing.registered_at
         if described.datasets:
             await tx.connection.run_sync(_insert_datasets, store.dialect, reg_id,
@@ -267,7 +287,8 @@ async def renew_unchanged(store: Store, connector: str, owner: str, ntriples: st
     async with store.transaction() as tx:
         result = await tx.execute(sa.update(registrations).where(
             registrations.c.id == reg_id, registrations.c.owner == owner,
-            registrations.c.ntriples == ntriples).values(renewed_at=now))
+            sa.exists().where(descriptions.c.registration_id == reg_id,
+                              descriptions.c.digest == _digest(ntriples))).values(renewed_at=now))
         if not result.rowcount:
             return None
     return await get(store, reg_id)
@@ -283,6 +304,7 @@ async def delete(store: Store, reg_id: str, owner: str, now: float) -> None:
         if row.owner != owner:
             raise OwnedByAnother(row.owner)
         await _delete_datasets(tx, store.dialect, reg_id)
+        await tx.execute(sa.delete(descriptions).where(descriptions.c.registration_id == reg_id))
         await tx.execute(sa.delete(registrations).where(registrations.c.id == reg_id))
         await tx.execute(sa.insert(changes).values(registration_id=reg_id, at=now))
 
@@ -297,8 +319,8 @@ class Change:
 async def changes_since(store: Store, since: float) -> list[Change]:
     """Registration changes recorded at or after ``since`` (epoch seconds), oldest first, each
     with the registration's current description."""
-    stmt = (sa.select(changes.c.seq, changes.c.registration_id, registrations.c.ntriples)
-            .outerjoin(registrations, registrations.c.id == changes.c.registration_id)
+    stmt = (sa.select(changes.c.seq, changes.c.registration_id, descriptions.c.ntriples)
+            .outerjoin(descriptions, descriptions.c.registration_id == changes.c.registration_id)
             .where(changes.c.at >= since).order_by(changes.c.seq))
     async with store.transaction(readonly=True) as tx:
         return [Change(r.seq, r.registration_id, r.ntriples) for r in await tx.execute(stmt)]
