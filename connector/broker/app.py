@@ -2,6 +2,8 @@
 
 Routes:
 
+* ``GET /``: the broker's self-description (``ids:Broker``; Turtle, JSON-LD, N-Triples), or for
+  ``Accept: text/html`` a page listing the connectors and, with ``?q=``, datasets found;
 * ``POST /registrations``: a self-description (``text/turtle`` or ``application/ld+json``) with
   the registering connector's DAT (``Authorization: Bearer``): 201 (new) or 200 (replaced) with
   the entry, the listed violations and what was coerced; ``Location`` names the entry;
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,6 +33,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from connector.broker.description import FILTER_KINDS, JSONLD_TYPES, DescriptionRefused
+from connector.broker.pages import broker_graph, html_page
 from connector.broker.products import ProductIn
 from connector.broker.service import Broker, NotYours, ProductsOff
 from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_result
@@ -49,13 +53,24 @@ from connector.http.tls import check_transport_binding, peer_certificate_sha256
 from connector.identity.errors import IdentityError
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
+from connector.selfdescription import MEDIA_TYPES, negotiate, serialize
 
 log = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class About:
+    """What the broker says about itself."""
+
+    title: str = "Data space broker"
+    public_url: str | None = None  # default: the scheme and Host of the request
+    participant_id: str | None = None
+
 
 BROKER = web.AppKey("broker", Broker)
 VERIFIER = web.AppKey("verifier", Verifier)
 BODY_BYTES = web.AppKey("body_bytes", int)
 TLS_BINDING = web.AppKey("tls_binding", bool)
+ABOUT = web.AppKey("about", About)
 MAX_QUERY_CHARS = 100_000
 MAX_FILTER_VALUES = 20
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -249,14 +264,48 @@ async def get_product(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["id"], "certificate": certificate})
 
 
+def _wants_html(accept: str | None) -> bool:
+    """A browser's Accept (text/html named before any RDF type)."""
+    for part in (accept or "").split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in ("text/html", "application/xhtml+xml"):
+            return True
+        if media in MEDIA_TYPES:
+            return False
+    return False
+
+
+async def root(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    about: About = request.app[ABOUT]
+    accept = request.headers.get("Accept")
+    if _wants_html(accept):
+        query = request.query.get("q", "")[:1000]
+        found = await broker.search(SearchQuery(text=query, limit=50)) if query else None
+        page = html_page(about.title, await broker.registrations(), broker.clock(),
+                         broker.settings.ttl, query, found)
+        return web.Response(text=page, content_type="text/html",
+                            headers={"Content-Security-Policy": "default-src 'none'"})
+    media = negotiate(accept)
+    if media is None:
+        return _error(406, f"the self-description is served as {', '.join(MEDIA_TYPES)} or "
+                           "text/html")
+    public = about.public_url or f"{request.scheme}://{request.host}"
+    body = serialize(broker_graph(public, about.title, about.participant_id), media)
+    return web.Response(body=body, content_type=media,
+                        charset=None if media == "application/n-triples" else "utf-8")
+
+
 def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes: int,
-               require_tls_binding: bool) -> web.Application:
+               require_tls_binding: bool, about: About | None = None) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=body_bytes)
     app[BROKER] = broker
     app[VERIFIER] = verifier
     app[LIMITS] = limits
     app[BODY_BYTES] = body_bytes
     app[TLS_BINDING] = require_tls_binding
+    app[ABOUT] = about or About()
+    app.router.add_get("/", root)
     app.router.add_post("/registrations", register)
     app.router.add_get("/registrations", list_registrations)
     app.router.add_get("/registrations/{id}", get_registration)

@@ -5,6 +5,8 @@
 participant_dir = "broker"       # tls.crt, tls.key, ca.crt (as a connector's, from
                                  # `connector init --tls-host` and `connector authority issue-tls`)
 authority_url = "http://127.0.0.1:8800"   # DATs of registering connectors are verified here
+title = "Data space broker"      # in its self-description (GET /) and its page
+public_url = "https://broker.example"   # its IRI (default: the scheme and Host of the request)
 host = "127.0.0.1"
 port = 8804
 plain_http = false               # true: no TLS (loopback tests only)
@@ -46,6 +48,8 @@ __all__ = ["BrokerConfig", "BrokerSection", "load_broker_config"]
 class BrokerSection(_Section):
     participant_dir: Path
     authority_url: str
+    title: str = Field(default="Data space broker", min_length=1, max_length=200)
+    public_url: str | None = None  # default: the scheme and Host of each request
     host: str = "127.0.0.1"
     port: int = Field(default=8804, ge=0, le=65535)
     plain_http: bool = False
@@ -61,12 +65,12 @@ class BrokerSection(_Section):
     sync_interval: float = Field(default=5.0, ge=0, le=25)
     infomodel_dir: Path | None = None
 
-    @field_validator("authority_url")
+    @field_validator("authority_url", "public_url")
     @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
-        return v.rstrip("/")
+        return v.rstrip("/") if v else v
 
 
 class BrokerConfig(_Section):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from connector.broker.app import broker_app
+from connector.broker.app import About, broker_app
 from connector.broker.config import BrokerConfig
 from connector.broker.service import Broker, BrokerSettings
 from connector.broker.sparql import SparqlIndex
@@ -87,8 +87,10 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
         except (StoreUnavailable, StoreError) as exc:
             raise SystemExit(f"broker: cannot use the store {shown}: {exc}") from None
         limits = config.limits.limits()
+        about = About(title=b.title, public_url=b.public_url,
+                      participant_id=broker.signer.participant_id if broker.signer else None)
         app = broker_app(broker, verifier, limits=limits, body_bytes=b.max_body_bytes,
-                         require_tls_binding=not b.plain_http)
+                         require_tls_binding=not b.plain_http, about=about)
         cert, key, ca = config.tls_files
         ssl_ctx = None if b.plain_http else server_context(cert, key, ca,
                                                            require_client_cert=b.mutual_tls)

@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from broker_testlib import FixedTokens, description
+from rdflib import RDF, Graph
 
 from connector.broker.app import broker_app
 from connector.broker.service import Broker
 from connector.http.limits import DEFAULT_LIMITS
+from connector.vocab import IDS
 
 ALICE, BOB = "AA:keyid:01", "BB:keyid:02"
 A_URL, B_URL = "https://alice.example/dsp", "https://bob.example/dsp"
@@ -176,3 +178,21 @@ async def test_sparql_refusals(http: TestClient, method: str, kwargs: dict, stat
     resp = await http.request(method, "/sparql", **kwargs)
     assert resp.status == status
     assert reason in (await resp.json())["error"]
+
+
+async def test_the_broker_describes_itself_and_lists_connectors(http: TestClient) -> None:
+    hostile = {"id": "urn:ds:x", "title": "<script>alert(1)</script> weather",
+               "keywords": ["climate"]}
+    await _register(http, "tok-alice", description(ALICE, A_URL, [hostile]))
+    resp = await http.get("/", headers={"Accept": "text/turtle"})
+    assert resp.status == 200 and resp.content_type == "text/turtle"
+    g = Graph().parse(data=await resp.text(), format="turtle")
+    assert (None, RDF.type, IDS.Broker) in g
+    resp = await http.get("/", params={"q": "weather"}, headers={"Accept": "text/html"})
+    page = await resp.text()
+    assert resp.status == 200 and resp.content_type == "text/html"
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "Connector of AA:keyid:01" in page and "1 datasets found" in page
+    resp = await http.get("/", params={"q": "'><script>"}, headers={"Accept": "text/html"})
+    assert "<script>" not in await resp.text()
+    assert (await http.get("/", headers={"Accept": "image/png"})).status == 406
