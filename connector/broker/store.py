@@ -15,8 +15,9 @@ Tables (their own SQLAlchemy metadata, created by :func:`create_schema`, idempot
 
 Keyword search: SQLite FTS5 (``broker_datasets_fts``, rowid = the dataset's pk, kept in step in
 the same transaction); PostgreSQL a generated ``tsvector`` column with a GIN index. Both use the
-simple configuration (no stemming) and match every word as a prefix. User text never reaches SQL:
-it is cut into word tokens (``\\w+``) and bound as a parameter.
+simple configuration (no stemming); every word must match, exactly, or as a prefix when it ends
+in ``*`` (``motor*``: prefix matching of short words costs, so it is asked for, not implied).
+User text never reaches SQL: it is cut into word tokens (``\\w+``) and bound as a parameter.
 
 Availability is computed, not swept: an entry whose ``renewed_at`` is older than the configured
 time is unavailable, the same answer on every replica without a background writer.
@@ -106,7 +107,7 @@ _PG_LOCK_KEY = 0x62726F6B6572  # "broker": serialises schema creation of concurr
 
 MAX_TOKENS = 16
 MAX_TOKEN_CHARS = 64
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"(\w+)(\*?)")
 
 
 def registration_id(connector: str) -> str:
@@ -118,9 +119,11 @@ def _digest(ntriples: str) -> str:
     return hashlib.sha256(ntriples.encode("utf-8")).hexdigest()
 
 
-def tokens(text: str) -> list[str]:
-    """The words of a keyword query (at most MAX_TOKENS, each cut to MAX_TOKEN_CHARS)."""
-    return [t[:MAX_TOKEN_CHARS].lower() for t in _WORD.findall(text)[:MAX_TOKENS]]
+def tokens(text: str) -> list[tuple[str, bool]]:
+    """The words of a keyword query, each with whether it ends in ``*`` (a prefix); at most
+    MAX_TOKENS, each cut to MAX_TOKEN_CHARS."""
+    return [(w[:MAX_TOKEN_CHARS].lower(), bool(star))
+            for w, star in _WORD.findall(text)[:MAX_TOKENS]]
 
 
 async def create_schema(store: Store) -> None:
@@ -388,14 +391,15 @@ async def search(store: Store, query: SearchQuery, *, now: float, ttl: float) ->
     rank: Any = sa.literal(0)
     if words:
         if store.dialect == "sqlite":
-            match = " ".join(f'"{w}"*' for w in words)  # \w+ tokens: no FTS5 syntax inside
+            # \w+ tokens: no FTS5 syntax inside the quotes
+            match = " ".join(f'"{w}"' + ("*" if prefix else "") for w, prefix in words)
             joined = joined.join(_fts, _fts.c.rowid == datasets.c.pk)
             where.append(_fts.c.broker_datasets_fts.op("MATCH")(sa.bindparam("fts_q", match)))
             # bm25: smaller is better; weights as PostgreSQL's A-D
             rank = sa.func.bm25(sa.literal_column("broker_datasets_fts"), 8.0, 2.0, 4.0, 1.0)
         else:
             tsq = sa.func.to_tsquery("simple", sa.bindparam(
-                "ts_q", " & ".join(f"{w}:*" for w in words)))
+                "ts_q", " & ".join(w + (":*" if prefix else "") for w, prefix in words)))
             search_col: Any = sa.literal_column("broker_datasets.search")
             where.append(search_col.op("@@")(tsq))
             rank = -sa.func.ts_rank(search_col, tsq)

@@ -36,8 +36,9 @@ async def test_register_then_find_by_keyword(broker: Broker) -> None:
     assert [h.dataset_id for h in page.hits] == ["urn:ds:weather"]
     hit = page.hits[0]
     assert (hit.endpoint, hit.participant, hit.available) == (A_URL, ALICE, True)
-    # prefix match, several words all required, case-insensitive, keywords indexed
-    assert [h.dataset_id for h in (await broker.search(SearchQuery(text="MOTORWAY"))).hits] == [
+    # whole words, or prefixes with *; several words all required; case-insensitive
+    assert (await broker.search(SearchQuery(text="MOTORWAY"))).total == 0
+    assert [h.dataset_id for h in (await broker.search(SearchQuery(text="MOTORWAY*"))).hits] == [
         "urn:ds:traffic"]
     assert (await broker.search(SearchQuery(text="weather mobility"))).total == 0
     assert [h.dataset_id for h in (await broker.search(SearchQuery(text="rain"))).hits] == [

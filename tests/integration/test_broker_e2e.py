@@ -244,6 +244,11 @@ def test_broker_in_a_data_space(space: DataSpace, broker: BrokerProcess) -> None
                            headers={"Authorization": f"Bearer {bob_dat}"})
     assert status == 201 and [d["id"] for d in second["duplicateOf"]] == [first["id"]], second
 
+    # the CLI registers a running connector by hand (its heartbeat does the same)
+    r = run_cli("broker", "register", str(bob.config))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["participant"] == bob.participant_id
+
     # a stopped connector becomes unavailable: out of default search, listed with all=true
     bob.stop()
     eventually(lambda: search(broker, "motorways")["total"] == 0, "bob unavailable")
