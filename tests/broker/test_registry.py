@@ -13,7 +13,7 @@ from conftest import Clock
 from connector.broker.description import DescriptionRefused
 from connector.broker.service import Broker, NotYours
 from connector.broker.sparql import SparqlIndex, SparqlRefused, serialize_result
-from connector.broker.store import OwnedByAnother, SearchQuery
+from connector.broker.store import OwnedByAnother, SearchQuery, prune_changes
 from connector.selfdescription import JSON_LD, TURTLE
 from connector.store import Store
 
@@ -243,6 +243,8 @@ async def test_replicas_on_one_store_answer_the_same(broker: Broker, clock: Cloc
         await other.sync()
         assert not (await other.index.query(ask)).boolean
         assert (await other.index.query("ASK { <urn:ds:stations> ?p ?o }")).boolean
+        assert await prune_changes(broker.store, clock.now + 1) >= 3  # saved twice, removed once
+        assert await prune_changes(broker.store, clock.now + 1) == 0
         clock.now += 3600  # a replica that missed the window rebuilds
         assert await other.sync() == -1
         assert (await other.index.query("ASK { <urn:ds:stations> ?p ?o }")).boolean
