@@ -35,6 +35,7 @@ Relative paths are relative to the config file's folder.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -125,6 +126,9 @@ def load_broker_config(path: str | Path) -> BrokerConfig:
     if config.broker.validation != "off":
         from connector.selfdescription import infomodel_dir
 
+        if importlib.util.find_spec("pyshacl") is None:
+            raise ConfigError(f"{p}: broker.validation = {config.broker.validation!r} needs "
+                              "pyshacl (pip install pyshacl), or set broker.validation = \"off\"")
         try:
             config.infomodel_dir or infomodel_dir()
         except FileNotFoundError as exc:
