@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from connector.audit.cli import audit
+from connector.broker.cli import broker, search
 from connector.demo import demo
 from connector.identity.cli import authority, init
 from connector.mgmtcli import (
@@ -33,6 +34,8 @@ main.add_command(policy)
 main.add_command(authority)
 main.add_command(init)
 main.add_command(demo)
+main.add_command(broker)
+main.add_command(search)
 for command in (serve, asset, offer, catalog, negotiate, pull, transfer, vault, audit, facts, payment,
                 agreement):
     main.add_command(command)

@@ -30,6 +30,10 @@ sqlite_synchronous = "NORMAL"              # "FULL": also durable across a power
 [assets]
 roots = ["data"]                           # folders whose files may be file assets
 
+[broker]
+url = "https://127.0.0.1:8804"             # register the self-description there on start
+heartbeat = 60.0                           # s between renewals (under the broker's ttl)
+
 [limits]                         # request limits on every port; defaults shown
 dsp_body_bytes = 2097152         # one DSP request body                               -> 413
 management_body_bytes = 4194304  # one management API request body                    -> 413
@@ -218,6 +222,21 @@ class LimitsSection(_Section):
         return Limits(**self.model_dump())
 
 
+class BrokerLinkSection(_Section):
+    """The broker this connector registers its self-description at (connector.broker.heartbeat)."""
+
+    url: str | None = None
+    # seconds between renewals (keep it well under the broker's ttl)
+    heartbeat: float = Field(default=60.0, gt=0, le=86400)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/") if v else v
+
+
 class Config(_Section):
     connector: ConnectorSection
     dsp: DspSection = DspSection()
@@ -227,6 +246,7 @@ class Config(_Section):
     dataplane: DataplaneSection = DataplaneSection()
     assets: AssetsSection = AssetsSection()
     limits: LimitsSection = LimitsSection()
+    broker: BrokerLinkSection = BrokerLinkSection()
     base_dir: Path = Path(".")
     config_file: Path | None = None  # set by load_config: never servable (it may hold the API key)
 

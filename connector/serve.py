@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from connector.audit.log import AuditLog
+from connector.broker.heartbeat import heartbeat
 from connector.config import Config
 from connector.dataplane.pushing import PushRunner
 from connector.dataplane.uses import UseReservations
@@ -295,6 +296,11 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         if len(urls) > 2:
             line += f" dataplane={urls[2]}"
         (ready or (lambda s: print(s, flush=True)))(line)
+        beat: asyncio.Task[None] | None = None
+        if config.broker.url is not None:
+            beat = asyncio.create_task(heartbeat(
+                session, config.broker.url, describe, dat.token, every=config.broker.heartbeat,
+                ssl_context=client_ssl))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -303,6 +309,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         await stop.wait()
         if stopping is not None:
             stopping()
+        if beat is not None:
+            beat.cancel()
         background: list[tuple[str, Awaitable[Any]]] = [("the control plane", cp.stop())]
         if downloads is not None:
             background.append(("pulls", downloads.close()))

@@ -1,0 +1,1 @@
+"""The broker node: registrations, search, SPARQL (see connector.broker.app)."""

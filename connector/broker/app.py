@@ -1,0 +1,318 @@
+"""The broker's HTTP edge: parse, authenticate, call the core (connector.broker.service), answer.
+
+Routes:
+
+* ``GET /``: the broker's self-description (``ids:Broker``; Turtle, JSON-LD, N-Triples), or for
+  ``Accept: text/html`` a page listing the connectors and, with ``?q=``, datasets found;
+* ``POST /registrations``: a self-description (``text/turtle`` or ``application/ld+json``) with
+  the registering connector's DAT (``Authorization: Bearer``): 201 (new) or 200 (replaced) with
+  the entry, the listed violations and what was coerced; ``Location`` names the entry;
+* ``GET /registrations``, ``GET /registrations/{id}``: the entries (public);
+* ``DELETE /registrations/{id}``: the owner's DAT only: 204;
+* ``GET /search?q=&theme=&license=&format=&publisher=&sort=&limit=&offset=&all=``: datasets
+  of available connectors (``all=true``: unavailable ones too); a filter given several times
+  matches any of its values; ``sort`` is ``relevance`` (default), ``title`` or ``-title``;
+* ``GET|POST /sparql``: the SPARQL 1.1 Protocol, queries only;
+* ``POST /products`` (a DAT; ``{"datasetId", "title", "license", "contentSha256"}``): 201 with
+  the data product's signed certificate and earlier registrations of the same content by others
+  (connector.broker.products); ``GET /products/{id}``: the certificate.
+
+Every refusal is ``{"error": reason}`` (registrations refused as not indexable add
+``"problems"``), never a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from connector.broker.description import FILTER_KINDS, JSONLD_TYPES, DescriptionRefused
+from connector.broker.pages import broker_graph, html_page
+from connector.broker.products import ProductIn
+from connector.broker.service import Broker, NotYours, ProductsOff
+from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_result
+from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
+from connector.faults import StoreUnavailable
+from connector.http.errors import storage_fault
+from connector.http.limits import (
+    LIMITS,
+    LimitError,
+    Limits,
+    load_json,
+    one_header,
+    query_int,
+    read_body,
+)
+from connector.http.tls import check_transport_binding, peer_certificate_sha256
+from connector.identity.errors import IdentityError
+from connector.identity.tokens import Claims
+from connector.identity.verify import Verifier
+from connector.selfdescription import MEDIA_TYPES, negotiate, serialize
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class About:
+    """What the broker says about itself."""
+
+    title: str = "Data space broker"
+    public_url: str | None = None  # default: the scheme and Host of the request
+    participant_id: str | None = None
+
+
+BROKER = web.AppKey("broker", Broker)
+VERIFIER = web.AppKey("verifier", Verifier)
+BODY_BYTES = web.AppKey("body_bytes", int)
+TLS_BINDING = web.AppKey("tls_binding", bool)
+ABOUT = web.AppKey("about", About)
+MAX_QUERY_CHARS = 100_000
+MAX_FILTER_VALUES = 20
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, reason: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": reason, **extra}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            kept = {k: v for k, v in exc.headers.items() if k.lower() == "www-authenticate"}
+            return web.json_response({"error": exc.reason}, status=exc.status, headers=kept)
+        raise
+    except DescriptionRefused as exc:
+        return _error(400, "the description cannot be registered", problems=list(exc.problems))
+    except (NotYours, SparqlRefused, ProductsOff) as exc:
+        return _error(exc.status, exc.reason)
+    except OwnedByAnother as exc:
+        return _error(exc.status, str(exc))
+    except LimitError as exc:
+        return _error(exc.status, exc.reason)
+    except ValidationError as exc:
+        return _error(400, "invalid request", problems=[
+            f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()])
+    except IdentityError as exc:
+        return _error(exc.status if exc.status == 503 else 401, f"DAT refused: {exc.description}")
+    except StoreUnavailable as exc:
+        fault = storage_fault(exc, where=f"{request.method} {request.path}")
+        return web.json_response({"error": fault.reason}, status=fault.status,
+                                 headers=fault.headers)
+
+
+async def _subject(request: web.Request) -> str:
+    header = one_header(request, "Authorization")
+    if header[:7].lower() != "bearer " or not header[7:].strip():
+        raise web.HTTPUnauthorized(reason="a DAT is required: Authorization: Bearer <DAT>",
+                                   headers={"WWW-Authenticate": "Bearer"})
+    claims: Claims = await request.app[VERIFIER].verify(header[7:].strip())
+    if request.app[TLS_BINDING]:
+        bound = claims.attributes.get("transportCertsSha256") or ()
+        why = check_transport_binding(list(bound), peer_certificate_sha256(request))
+        if why:
+            raise web.HTTPUnauthorized(reason=why)
+    return claims.subject
+
+
+async def register(request: web.Request) -> web.Response:
+    subject = await _subject(request)
+    limits: Limits = request.app[LIMITS]
+    body = await read_body(request, max_bytes=request.app[BODY_BYTES], timeout=limits.body_timeout,
+                           key="broker.max_body_bytes")
+    content_type = request.headers.get("Content-Type", "")
+    if content_type.split(";", 1)[0].strip().lower() in JSONLD_TYPES:
+        load_json(body, limits)  # depth, sizes and NaN refused before the JSON-LD processor
+    done = await request.app[BROKER].register(subject, body, content_type)
+    broker = request.app[BROKER]
+    view = done.registration.view(broker.clock(), broker.settings.ttl)
+    return web.json_response({**view, "coerced": list(done.coerced)},
+                             status=201 if done.created else 200,
+                             headers={"Location": f"/registrations/{done.registration.id}"})
+
+
+async def unregister(request: web.Request) -> web.Response:
+    subject = await _subject(request)
+    try:
+        await request.app[BROKER].unregister(subject, request.match_info["id"])
+    except KeyError:
+        return _error(404, "no such registration")
+    return web.Response(status=204)
+
+
+async def list_registrations(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    now = broker.clock()
+    return web.json_response({"registrations": [
+        r.view(now, broker.settings.ttl) for r in await broker.registrations()]})
+
+
+async def get_registration(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    reg = await broker.get(request.match_info["id"])
+    if reg is None:
+        return _error(404, "no such registration")
+    return web.json_response(reg.view(broker.clock(), broker.settings.ttl))
+
+
+def search_query(params: Any) -> SearchQuery:
+    """The search request from query parameters; LimitError (400) for bad ones."""
+    known = {"q", "limit", "offset", "all", "sort", *FILTER_KINDS}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise LimitError(f"unknown parameter {unknown[0][:40]!r}: use {', '.join(sorted(known))}")
+    texts = params.getall("q", [])
+    if len(texts) > 1:
+        raise LimitError("give q once")
+    text = texts[0] if texts else ""
+    if len(text) > 1000:
+        raise LimitError("q is longer than 1000 characters")
+    filters: dict[str, list[str]] = {}
+    for kind in FILTER_KINDS:
+        values = params.getall(kind, [])
+        if len(values) > MAX_FILTER_VALUES or any(len(v) > 2000 for v in values):
+            raise LimitError(f"{kind}: at most {MAX_FILTER_VALUES} values of 2000 characters")
+        if values:
+            filters[kind] = values
+    sorts = params.getall("sort", [])
+    if len(sorts) > 1 or (sorts and sorts[0] not in SORTS):
+        raise LimitError(f"sort must be one of {', '.join(SORTS)}")
+    everything = params.getall("all", [])
+    if everything not in ([], ["true"], ["false"]):
+        raise LimitError("all must be true or false")
+    return SearchQuery(text=text, filters=filters,
+                       limit=query_int(params, "limit", 20, minimum=1, maximum=200),
+                       offset=query_int(params, "offset", 0, minimum=0, maximum=100_000),
+                       include_unavailable=everything == ["true"],
+                       sort=sorts[0] if sorts else "relevance")
+
+
+async def search(request: web.Request) -> web.Response:
+    query = search_query(request.query)
+    page = await request.app[BROKER].search(query)
+    return web.json_response({"total": page.total, "limit": query.limit, "offset": query.offset,
+                              "results": [h.view() for h in page.hits]})
+
+
+async def _sparql_text(request: web.Request) -> str:
+    """The query of a SPARQL 1.1 Protocol request; updates and malformed requests refused."""
+    if request.method == "GET":
+        params: dict[str, list[str]] = {k: request.query.getall(k) for k in request.query}
+    else:
+        limits: Limits = request.app[LIMITS]
+        raw = await read_body(request, max_bytes=MAX_QUERY_CHARS * 4, timeout=limits.body_timeout)
+        media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise LimitError("the body is not UTF-8") from None
+        if media == "application/sparql-update":
+            raise SparqlRefused("updates are refused: this SPARQL endpoint is read-only")
+        if media == "application/sparql-query":
+            params = {"query": [text]}
+        elif media == "application/x-www-form-urlencoded":
+            params = parse_qs(text, keep_blank_values=True, max_num_fields=100)
+        else:
+            raise web.HTTPUnsupportedMediaType(
+                reason="send application/sparql-query or application/x-www-form-urlencoded")
+    if "update" in params:
+        raise SparqlRefused("updates are refused: this SPARQL endpoint is read-only")
+    queries = params.get("query", [])
+    if len(queries) != 1 or not queries[0].strip():
+        raise LimitError("give one query (the query parameter)")
+    if "default-graph-uri" in params or "named-graph-uri" in params:
+        raise LimitError("default-graph-uri and named-graph-uri are not supported: the default "
+                         "graph is the union of all registered descriptions")
+    if len(queries[0]) > MAX_QUERY_CHARS:
+        raise LimitError(f"the query is longer than {MAX_QUERY_CHARS} characters")
+    return queries[0]
+
+
+async def sparql(request: web.Request) -> web.Response:
+    text = await _sparql_text(request)
+    result = await request.app[BROKER].index.query(text)
+    media = negotiate_result(request.headers.get("Accept"), result.kind)
+    if media is None:
+        return _error(406, f"cannot answer a {result.kind} result in the accepted media types")
+    body = serialize_result(result, media)
+    charset = None if media == "application/n-triples" else "utf-8"
+    return web.Response(body=body, content_type=media, charset=charset)
+
+
+async def register_product(request: web.Request) -> web.Response:
+    subject = await _subject(request)
+    limits: Limits = request.app[LIMITS]
+    body = await read_body(request, max_bytes=64 * 1024, timeout=limits.body_timeout)
+    product = ProductIn.model_validate(load_json(body, limits))
+    done = await request.app[BROKER].register_product(subject, product)
+    return web.json_response({"id": done.id, "certificate": done.certificate,
+                              "duplicateOf": list(done.duplicate_of)}, status=201,
+                             headers={"Location": f"/products/{done.id}"})
+
+
+async def get_product(request: web.Request) -> web.Response:
+    certificate = await request.app[BROKER].product_certificate(request.match_info["id"])
+    if certificate is None:
+        return _error(404, "no such data product")
+    return web.json_response({"id": request.match_info["id"], "certificate": certificate})
+
+
+def _wants_html(accept: str | None) -> bool:
+    """A browser's Accept (text/html named before any RDF type)."""
+    for part in (accept or "").split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in ("text/html", "application/xhtml+xml"):
+            return True
+        if media in MEDIA_TYPES:
+            return False
+    return False
+
+
+async def root(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    about: About = request.app[ABOUT]
+    accept = request.headers.get("Accept")
+    if _wants_html(accept):
+        query = request.query.get("q", "")[:1000]
+        found = await broker.search(SearchQuery(text=query, limit=50)) if query else None
+        page = html_page(about.title, await broker.registrations(), broker.clock(),
+                         broker.settings.ttl, query, found)
+        return web.Response(text=page, content_type="text/html",
+                            headers={"Content-Security-Policy": "default-src 'none'"})
+    media = negotiate(accept)
+    if media is None:
+        return _error(406, f"the self-description is served as {', '.join(MEDIA_TYPES)} or "
+                           "text/html")
+    public = about.public_url or f"{request.scheme}://{request.host}"
+    body = serialize(broker_graph(public, about.title, about.participant_id), media)
+    return web.Response(body=body, content_type=media,
+                        charset=None if media == "application/n-triples" else "utf-8")
+
+
+def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes: int,
+               require_tls_binding: bool, about: About | None = None) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=body_bytes)
+    app[BROKER] = broker
+    app[VERIFIER] = verifier
+    app[LIMITS] = limits
+    app[BODY_BYTES] = body_bytes
+    app[TLS_BINDING] = require_tls_binding
+    app[ABOUT] = about or About()
+    app.router.add_get("/", root)
+    app.router.add_post("/registrations", register)
+    app.router.add_get("/registrations", list_registrations)
+    app.router.add_get("/registrations/{id}", get_registration)
+    app.router.add_delete("/registrations/{id}", unregister)
+    app.router.add_get("/search", search)
+    app.router.add_get("/sparql", sparql)
+    app.router.add_post("/sparql", sparql)
+    app.router.add_post("/products", register_product)
+    app.router.add_get("/products/{id}", get_product)
+    return app

@@ -1,0 +1,129 @@
+"""`connector broker serve CONFIG`: one broker process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+import aiohttp
+
+from connector.broker.app import About, broker_app
+from connector.broker.config import BrokerConfig
+from connector.broker.service import Broker, BrokerSettings
+from connector.broker.sparql import SparqlIndex
+from connector.broker.store import prune_changes
+from connector.http.limits import WATCHDOG_MARGIN, ShutdownWatchdog, start_site, stop_sites
+from connector.http.tls import server_context
+from connector.identity.client import ParticipantIdentity
+from connector.identity.errors import IdentityError
+from connector.identity.verify import DatVerifier
+from connector.store import Store, StoreError, StoreUnavailable
+
+log = logging.getLogger("connector.broker")
+PRUNE_AFTER = 86400.0  # seconds the change rows of registrations are kept
+
+
+async def _keep_in_step(broker: Broker, every: float) -> None:
+    """Replicas: other replicas' registration changes into this one's SPARQL index."""
+    pruned_at = 0.0
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await broker.sync()
+            now = broker.clock()
+            if now - pruned_at > 3600:
+                await prune_changes(broker.store, now - PRUNE_AFTER)
+                pruned_at = now
+        except (StoreUnavailable, StoreError) as exc:
+            log.warning("the SPARQL index cannot be kept in step with the store: %s", exc)
+
+
+async def _verifier(session: aiohttp.ClientSession, authority: str) -> DatVerifier:
+    """The authority's verifier; waits for the authority a while rather than fail at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30.0
+    while True:
+        try:
+            return await DatVerifier.from_authority(session, authority)
+        except Exception as exc:
+            if loop.time() >= deadline:
+                raise SystemExit(f"broker: the authority's JWKS cannot be read: {exc}") from exc
+            await asyncio.sleep(0.5)
+
+
+def _signer(config: BrokerConfig) -> ParticipantIdentity | None:
+    """The broker's participant identity (signs data product certificates), if it has one."""
+    try:
+        return ParticipantIdentity.load(config.participant_dir)
+    except (OSError, IdentityError, ValueError) as exc:
+        log.warning("no data product certificates: the participant key or certificate in %s "
+                    "cannot be used (%s)", config.participant_dir, exc)
+        return None
+
+
+async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = None,
+              stopping: Callable[[], None] | None = None) -> None:
+    shown = Store.shown_url(config.store_url)
+    try:
+        store = await Store.open(config.store_url, sqlite_synchronous=config.store.sqlite_synchronous)
+    except (StoreUnavailable, StoreError, ValueError) as exc:
+        raise SystemExit(f"broker: cannot open the store {shown}: {exc}") from None
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    b = config.broker
+    try:
+        verifier = await _verifier(session, b.authority_url)
+        broker = Broker(store, SparqlIndex(max_rows=b.sparql_max_rows, timeout=b.sparql_timeout,
+                                           concurrency=b.sparql_concurrency),
+                        BrokerSettings(validation=b.validation, ttl=b.ttl,
+                                       max_triples=b.max_triples, max_datasets=b.max_datasets,
+                                       infomodel_dir=config.infomodel_dir))
+        broker.signer = _signer(config)
+        try:
+            await broker.start()
+        except (StoreUnavailable, StoreError) as exc:
+            raise SystemExit(f"broker: cannot use the store {shown}: {exc}") from None
+        limits = config.limits.limits()
+        about = About(title=b.title, public_url=b.public_url,
+                      participant_id=broker.signer.participant_id if broker.signer else None)
+        app = broker_app(broker, verifier, limits=limits, body_bytes=b.max_body_bytes,
+                         require_tls_binding=not b.plain_http, about=about)
+        cert, key, ca = config.tls_files
+        ssl_ctx = None if b.plain_http else server_context(cert, key, ca,
+                                                           require_client_cert=b.mutual_tls)
+        listening = await start_site(app, b.host, b.port, limits=limits, ssl_context=ssl_ctx)
+        (ready or (lambda s: print(s, flush=True)))(
+            f"broker ready url={listening.url} store={shown} registrations="
+            f"{len(await broker.registrations())}")
+        sync = (asyncio.create_task(_keep_in_step(broker, b.sync_interval))
+                if b.sync_interval > 0 else None)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        if stopping is not None:
+            stopping()
+        if sync is not None:
+            sync.cancel()
+        await stop_sites([listening.runner], limits)
+    finally:
+        await session.close()
+        await store.close()
+
+
+def serve(config: BrokerConfig) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    grace = config.limits.shutdown_grace
+
+    def watchdog() -> None:
+        # the process ends even if an orderly stop hangs
+        ShutdownWatchdog(grace + WATCHDOG_MARGIN).start()
+
+    asyncio.run(run(config, stopping=watchdog))

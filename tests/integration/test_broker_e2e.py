@@ -1,0 +1,271 @@
+"""Authority, broker, two providers and a consumer as real processes over TLS: the providers
+register at the broker on start and renew on a heartbeat; the consumer finds a dataset by
+keyword, by filter and by SPARQL, reads the provider's catalog through the link and negotiates;
+a participant trying to overwrite another's registration is refused; a stopped connector becomes
+unavailable; a data product certificate verifies offline and a duplicate is flagged; the CLI
+unregisters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dataspace_testlib import Connector, DataSpace, cli, free_port, negotiate
+
+from connector.devspace import process_env
+from connector.http.tls import client_context
+from connector.identity.client import DatClient, ParticipantIdentity
+
+pytestmark = pytest.mark.integration
+HEARTBEAT = 1.0
+TTL = 4.0
+
+
+class BrokerProcess:
+    def __init__(self, space: DataSpace) -> None:
+        d = space.root / "broker"
+        cli("init", d, "--name", "broker", "--tls-host", "127.0.0.1")
+        reg = cli("authority", "register", space.authority.directory, d / "participant.csr",
+                  "--role", "broker")
+        cli("authority", "issue-tls", space.authority.directory, d / "tls.csr", "--participant",
+            reg["participant_id"])
+        self.directory = d
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.config = space.root / "broker.toml"
+        self.config.write_text(f"""
+[broker]
+participant_dir = "{d}"
+authority_url = "{space.authority.url}"
+port = {self.port}
+validation = "off"
+ttl = {TTL}
+sparql_max_rows = 1000
+""")
+        self.log: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "connector", "broker", "serve", str(self.config)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=process_env())
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        err = self.proc.stderr
+        threading.Thread(target=lambda: self.log.extend(
+            line.decode(errors="replace").rstrip() for line in err), daemon=True).start()
+        line = self.proc.stdout.readline().decode()
+        if "broker ready" not in line:
+            self.proc.wait(5)
+            raise RuntimeError(f"the broker did not start: {line}\n" + "\n".join(self.log))
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.crt"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
+    ds = DataSpace(tmp_path_factory.mktemp("broker"), tls=True)
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
+@pytest.fixture(scope="module")
+def broker(space: DataSpace) -> Iterator[BrokerProcess]:
+    b = BrokerProcess(space)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def provider(space: DataSpace, broker: BrokerProcess, name: str) -> Connector:
+    c = space.connector(name, roles=("provider",), start=False)
+    with c.config.open("a") as f:
+        f.write(f'\n[broker]\nurl = "{broker.url}"\nheartbeat = {HEARTBEAT}\n')
+    c.start()
+    return c
+
+
+def offer(c: Connector, asset_id: str, title: str, description: str,
+          keywords: list[str]) -> str:
+    data = c.data_dir / f"{asset_id.rsplit(':', 1)[-1]}.csv"
+    data.write_text("a,b\n1,2\n")
+    status, body = c.api("POST", "/api/assets", {
+        "id": asset_id, "title": title, "description": description, "keywords": keywords,
+        "dataAddress": {"type": "file", "path": str(data)}})
+    assert status == 201, body
+    status, access = c.api("POST", "/api/policies", {"template": "allow-usage", "params": {}})
+    assert status == 201, access
+    status, contract = c.api("POST", "/api/policies",
+                             {"template": "n-times-usage", "params": {"max": "5"}})
+    assert status == 201, contract
+    status, off = c.api("POST", "/api/offers", {"assetIds": [asset_id],
+                                                "accessPolicyId": access["id"],
+                                                "contractPolicyId": contract["id"]})
+    assert status == 201, off
+    return f"{off['id']}:{asset_id}"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "connector", *args], capture_output=True,
+                          text=True, timeout=120, check=False, env=process_env())
+
+
+def search(broker: BrokerProcess, text: str, *extra: str) -> dict[str, Any]:
+    r = run_cli("search", broker.url, text, "--ca", str(broker.ca), *extra)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def eventually(check: Callable[[], Any], what: str, seconds: float = 30.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        time.sleep(0.3)
+
+
+def https(broker: BrokerProcess, method: str, path: str, *, as_: Connector | None = None,
+          **kwargs: Any) -> tuple[int, Any]:
+    """A call to the broker; ``as_``: presenting that connector's TLS certificate (its DAT is
+    bound to it)."""
+    context = client_context(broker.ca) if as_ is None else client_context(
+        as_.directory / "ca.crt", as_.directory / "tls.crt", as_.directory / "tls.key")
+
+    async def call() -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session, session.request(
+                method, broker.url + path, ssl=context, **kwargs) as resp:
+            raw = await resp.read()
+            try:
+                return resp.status, json.loads(raw)
+            except ValueError:
+                return resp.status, raw.decode()
+    return asyncio.run(call())
+
+
+def dat_of(c: Connector, space: DataSpace) -> str:
+    async def get() -> str:
+        async with aiohttp.ClientSession() as session:
+            dat = await DatClient.discover(session, space.authority.url,
+                                           ParticipantIdentity.load(c.directory))
+            return await dat.token()
+    return asyncio.run(get())
+
+
+def test_broker_in_a_data_space(space: DataSpace, broker: BrokerProcess) -> None:
+    alice = provider(space, broker, "alice")
+    bob = provider(space, broker, "bob")
+    consumer = space.connector("consumer", roles=("consumer",))
+    weather = offer(alice, "urn:asset:weather", "Weather observations Hamburg",
+                    "Hourly temperature and rainfall", ["climate", "rain"])
+    offer(bob, "urn:asset:traffic", "Traffic counts", "Vehicles per hour on motorways",
+          ["mobility"])
+
+    # both register on start; the datasets appear with the next heartbeat
+    found = eventually(lambda: search(broker, "rainfall")["results"], "alice's dataset found")
+    assert [(r["dataset"], r["endpoint"], r["participant"]) for r in found] == [
+        ("urn:asset:weather", alice.dsp_url, alice.participant_id)]
+    eventually(lambda: search(broker, "motorways")["results"], "bob's dataset found")
+    assert search(broker, "rain", "--filter", "format=HttpData-PULL")["total"] == 1
+    assert search(broker, "rain", "--filter", "format=no-such-format")["total"] == 0
+
+    # SPARQL over all descriptions
+    query = ("PREFIX dcat: <http://www.w3.org/ns/dcat#> PREFIX dct: <http://purl.org/dc/terms/> "
+             "SELECT ?d ?t WHERE { ?d a dcat:Dataset ; dct:title ?t } ORDER BY ?d")
+    status, body = https(broker, "GET", "/sparql?" + urllib.parse.urlencode({"query": query}))
+    assert status == 200, body
+    assert [b["d"]["value"] for b in body["results"]["bindings"]] == [
+        "urn:asset:traffic", "urn:asset:weather"]
+    status, body = https(broker, "POST", "/sparql", data="CLEAR ALL",
+                         headers={"Content-Type": "application/sparql-update"})
+    assert status == 400 and "read-only" in body["error"]
+
+    # the consumer follows the link to the provider's catalog and negotiates
+    status, catalog = consumer.api("POST", "/api/catalog", {"peerUrl": found[0]["endpoint"]})
+    assert status == 200, catalog
+    assert [d["id"] for d in catalog["datasets"]] == ["urn:asset:weather"]
+    assert negotiate(consumer, alice, weather)["state"] == "FINALIZED"
+
+    # bob cannot register alice's description nor remove her entry (his own description at her
+    # connector IRI: tests/broker)
+    status, alices = https(broker, "GET", "/registrations")
+    entry = next(r for r in alices["registrations"] if r["participant"] == alice.participant_id)
+    alice_description = asyncio.run(_fetch(alice.dsp_url + "/", alice))
+    bob_dat = dat_of(bob, space)
+    status, body = https(broker, "POST", "/registrations", data=alice_description, as_=bob,
+                         headers={"Authorization": f"Bearer {bob_dat}",
+                                  "Content-Type": "text/turtle"})
+    assert status == 403 and "not about the token's subject" in body["error"], body
+    status, body = https(broker, "DELETE", f"/registrations/{entry['id']}", as_=bob,
+                         headers={"Authorization": f"Bearer {bob_dat}"})
+    assert status == 403 and "another participant" in body["error"], body
+    # the DAT without the certificate it is bound to is refused
+    status, body = https(broker, "DELETE", f"/registrations/{entry['id']}",
+                         headers={"Authorization": f"Bearer {bob_dat}"})
+    assert status == 401 and "bound to a TLS certificate" in body["error"], body
+    assert search(broker, "rainfall")["total"] == 1
+
+    # a data product certificate verifies offline; the same content by bob is flagged
+    product = {"datasetId": "urn:asset:weather", "title": "Weather observations Hamburg",
+               "license": "https://creativecommons.org/licenses/by/4.0/",
+               "contentSha256": "0f" * 32}
+    status, first = https(broker, "POST", "/products", json=product, as_=alice,
+                          headers={"Authorization": f"Bearer {dat_of(alice, space)}"})
+    assert status == 201 and first["duplicateOf"] == [], first
+    saved = space.root / "product.cert"
+    saved.write_text(first["certificate"])
+    r = run_cli("broker", "verify", str(saved), "--ca", str(alice.directory / "ca.crt"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sub"] == alice.participant_id
+    saved.write_text(first["certificate"][:-4] + "AAAA")
+    r = run_cli("broker", "verify", str(saved), "--ca", str(alice.directory / "ca.crt"))
+    assert r.returncode != 0 and "does not verify" in r.stderr
+    status, second = https(broker, "POST", "/products", json=product, as_=bob,
+                           headers={"Authorization": f"Bearer {bob_dat}"})
+    assert status == 201 and [d["id"] for d in second["duplicateOf"]] == [first["id"]], second
+
+    # the CLI registers a running connector by hand (its heartbeat does the same)
+    r = run_cli("broker", "register", str(bob.config))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["participant"] == bob.participant_id
+
+    # a stopped connector becomes unavailable: out of default search, listed with all=true
+    bob.stop()
+    eventually(lambda: search(broker, "motorways")["total"] == 0, "bob unavailable")
+    stale = search(broker, "motorways", "--all")["results"]
+    assert [(r["dataset"], r["available"]) for r in stale] == [("urn:asset:traffic", False)]
+
+    # the CLI unregisters alice (her heartbeat is stopped first, or it registers her again)
+    alice.stop()
+    r = run_cli("broker", "unregister", str(alice.config))
+    assert r.returncode == 0, r.stderr
+    assert search(broker, "rainfall", "--all")["total"] == 0
+    assert not [line for line in broker.log if "Traceback" in line], broker.log
+
+
+async def _fetch(url: str, c: Connector) -> bytes:
+    cert, key, ca = c.directory / "tls.crt", c.directory / "tls.key", c.directory / "ca.crt"
+    async with aiohttp.ClientSession() as session, session.get(
+            url, headers={"Accept": "text/turtle"}, ssl=client_context(ca, cert, key)) as resp:
+        assert resp.status == 200
+        return await resp.read()
