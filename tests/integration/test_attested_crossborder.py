@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset
+from dataspace_testlib import Connector, DataSpace, admin, negotiate, offer_asset, wait_transfer
 
 from connector.devspace import process_env
 from connector.http.tls import client_context
@@ -44,17 +43,6 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
         ds.close()
 
 
-def admin(space: DataSpace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    token = (space.authority.directory / "admin.token").read_text().strip()
-    req = urllib.request.Request(
-        space.authority.url + path, method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def fresh_dat(space: DataSpace, c: Connector) -> str:
@@ -81,14 +69,6 @@ def catalog_with(c: Connector, provider: Connector, dat: str) -> tuple[int, Any]
     return asyncio.run(go())
 
 
-def wait_transfer(c: Connector, tid: str, states: set[str], timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, t = c.api("GET", f"/api/transfers/{tid}")
-        assert status == 200, t
-        if t["state"] in states or time.monotonic() > deadline:
-            return t
-        time.sleep(0.05)
 
 
 def export_report(c: Connector, fmt: str, *extra: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset, wait_final
+from dataspace_testlib import Connector, DataSpace, admin, negotiate, offer_asset, wait_final, wait_transfer
 
 pytestmark = pytest.mark.integration
 CONTENT = b"station,temp\n" + b"".join(f"s{i},{i % 40}\n".encode() for i in range(2000))
@@ -38,21 +38,6 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
         ds.close()
 
 
-def admin(space: DataSpace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """The authority's admin API, as its operator uses it."""
-    import urllib.error
-    import urllib.request
-
-    token = (space.authority.directory / "admin.token").read_text().strip()
-    req = urllib.request.Request(
-        space.authority.url + path, method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def attest(space: DataSpace, c: Connector, **attributes: Any) -> None:
@@ -129,14 +114,6 @@ def refused(consumer: Connector, prov: Connector, offer_id: str, *words: str) ->
         assert w in reason, reason
 
 
-def wait_transfer(c: Connector, tid: str, states: set[str], timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, t = c.api("GET", f"/api/transfers/{tid}")
-        assert status == 200, t
-        if t["state"] in states or time.monotonic() > deadline:
-            return t
-        time.sleep(0.05)
 
 
 def pull(consumer: Connector, agreement_id: str, **stated: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset
+from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset, wait_transfer
 
 pytestmark = pytest.mark.integration
 CONTENT = b"day,temp\n" + b"".join(f"{i},{i % 30}\n".encode() for i in range(5000))
@@ -36,14 +36,6 @@ def pair(space: DataSpace) -> tuple[Connector, Connector]:
             space.connector("tcons", roles=("consumer",)))
 
 
-def wait_transfer(c: Connector, tid: str, states: set[str], timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, t = c.api("GET", f"/api/transfers/{tid}")
-        assert status == 200, t
-        if t["state"] in states or time.monotonic() > deadline:
-            return t
-        time.sleep(0.05)
 
 
 def pull(consumer: Connector, t: dict[str, Any], headers: dict[str, str] | None = None
