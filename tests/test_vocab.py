@@ -10,6 +10,7 @@ from pyld import jsonld
 
 from connector import vocab
 from connector.odrl.parse import PolicyError, parse_text
+from connector.wireformat import DSP_CONTEXT_URL
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_odrl_context_has_the_neq_erratum_fixed() -> None:
 
 def test_loader_serves_dsp_context_without_network(no_network: list[Any]) -> None:
     doc = {
-        "@context": [vocab.DSP_CONTEXT_URL],
+        "@context": [DSP_CONTEXT_URL],
         "@type": "ContractRequestMessage",
         "consumerPid": "urn:uuid:1",
         "offer": {"@id": "urn:o", "@type": "Offer", "target": "urn:t",
@@ -80,12 +81,12 @@ def test_loader_refuses_directly() -> None:
 
 def test_expansions_do_not_leak_into_each_other() -> None:
     """pyld's context cache is altered by @import processing; jsonld_call isolates calls."""
-    standalone = {"@context": [vocab.DSP_CONTEXT_URL,
+    standalone = {"@context": [DSP_CONTEXT_URL,
                                "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
                                {"idsc": "https://w3id.org/idsa/code/"}],
                   "@type": "Offer", "@id": "urn:o", "target": "urn:t",
                   "permission": [{"action": "use"}]}
-    message = {"@context": [vocab.DSP_CONTEXT_URL], "@type": "ContractRequestMessage",
+    message = {"@context": [DSP_CONTEXT_URL], "@type": "ContractRequestMessage",
                "consumerPid": "urn:uuid:1",
                "offer": {"@id": "urn:o", "@type": "Offer", "target": "urn:t",
                          "permission": [{"action": "use"}]}}
