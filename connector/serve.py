@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +33,14 @@ from connector.dataplane.wiring import (
 from connector.duties import Vault
 from connector.http.client import DspClient
 from connector.http.dsp import dsp_app
-from connector.http.limits import WATCHDOG_MARGIN, Limits, ShutdownWatchdog, start_site, stop_sites
+from connector.http.limits import (
+    WATCHDOG_MARGIN,
+    Limits,
+    ShutdownWatchdog,
+    start_site,
+    stop_sites,
+    until_signalled,
+)
 from connector.http.management import management_app
 from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
@@ -301,12 +306,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
             beat = asyncio.create_task(heartbeat(
                 session, config.broker.url, describe, dat.token, every=config.broker.heartbeat,
                 ssl_context=client_ssl))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         if stopping is not None:
             stopping()
         if beat is not None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Callable
 
@@ -16,7 +14,13 @@ from connector.broker.config import BrokerConfig
 from connector.broker.service import Broker, BrokerSettings
 from connector.broker.sparql import SparqlIndex
 from connector.broker.store import prune_changes
-from connector.http.limits import WATCHDOG_MARGIN, ShutdownWatchdog, start_site, stop_sites
+from connector.http.limits import (
+    WATCHDOG_MARGIN,
+    ShutdownWatchdog,
+    start_site,
+    stop_sites,
+    until_signalled,
+)
 from connector.http.tls import server_context
 from connector.identity.client import ParticipantIdentity
 from connector.identity.errors import IdentityError
@@ -100,12 +104,7 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
             f"{len(await broker.registrations())}")
         sync = (asyncio.create_task(_keep_in_step(broker, b.sync_interval))
                 if b.sync_interval > 0 else None)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         if stopping is not None:
             stopping()
         if sync is not None:

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import signal
 import ssl
 import sys
 import threading
@@ -439,6 +440,16 @@ async def start_site(app: web.Application, host: str, port: int, *, limits: Limi
         await runner.cleanup()
         raise
     return Listening(runner, f"{'https' if ssl_context else 'http'}://{host}:{site.port}")
+
+
+async def until_signalled() -> None:
+    """Return when SIGTERM or SIGINT arrives (a process serving until it is told to stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def stop_sites(runners: Sequence[web.BaseRunner], limits: Limits) -> None:

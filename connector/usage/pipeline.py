@@ -17,7 +17,6 @@ fed from the same fact sources.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -27,7 +26,7 @@ from typing import Any
 from connector.dataplane.pep import AgreementPolicy
 from connector.odrl import terms as T
 from connector.odrl.compile import Decision, DecisionRequest, compile_policy
-from connector.odrl.facts import ATTESTED, DERIVED, context_facts, fact_values
+from connector.odrl.facts import ATTESTED, DERIVED, context_facts, fact_values, stated_facts
 from connector.odrl.parse import load_policy
 from connector.odrl.plain import POLICY_CONTEXT
 from connector.odrl.stage import residual
@@ -63,12 +62,11 @@ def catalog_decider(contract_policy: Mapping[str, Any]) -> DecideFn:
     """The contract policy decided on attested facts only (the catalog, the negotiation): a
     requester it denies could never use the data, so the offer is not shown and a request for
     it is terminated, with the reason."""
-    text = json.dumps(contract_policy, sort_keys=True, separators=(",", ":"))
-    return _catalog(hashlib.sha256(text.encode()).hexdigest(), text)
+    return _catalog(json.dumps(contract_policy, sort_keys=True, separators=(",", ":")))
 
 
 @lru_cache(maxsize=1024)
-def _catalog(_digest: str, text: str) -> DecideFn:
+def _catalog(text: str) -> DecideFn:
     staged = residual(load_policy(agreement_document(json.loads(text))),
                       lambda operand: operand in ATTESTED or operand in DERIVED)
     decider = compile_policy(staged)
@@ -154,14 +152,9 @@ def stated(*, purpose: str | Iterable[str] | None = None,
            application: str | Iterable[str] | None = None,
            event: str | Iterable[str] | None = None,
            location: str | Iterable[str] | None = None) -> dict[str, tuple[Any, ...]]:
-    """The facts a request states by name (``--purpose``, ``--application``, ...)."""
-    def items(v: str | Iterable[str] | None) -> list[str] | None:
-        if v is None:
-            return None
-        out = [v] if isinstance(v, str) else list(v)
-        return [x for x in out if x] or None
-    return context_facts({T.PURPOSE: items(purpose), T.APPLICATION: items(application),
-                          T.O + "event": items(event), T.SPATIAL: items(location)})
+    """The facts a request states by name (``--purpose``, ``--application``, ...): the
+    engine's ``stated_facts``, the place of use named ``location`` as the CLI and API name it."""
+    return stated_facts(purpose=purpose, application=application, event=event, spatial=location)
 
 
 def headers_for(facts: Mapping[str, str | Iterable[str] | None]) -> dict[str, str]:
