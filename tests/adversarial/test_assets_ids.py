@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -202,14 +202,7 @@ async def test_the_api_mints_plain_names_and_resolves_references(api: TestClient
 # --------------------------------------------------------------------------- real processes
 
 
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("ids"), tls=False)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
+SPACE_TLS = False  # the shared `space` fixture (tests/conftest.py) over plain HTTP
 
 
 def self_description(provider: Connector, accept: str) -> tuple[int, bytes]:

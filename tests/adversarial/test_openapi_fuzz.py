@@ -5,8 +5,6 @@ bodies and headers, and every request the schema refuses refused (issue 9). A bo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from dataspace_testlib import Connector, DataSpace
 from openapi_fuzzlib import EXCLUSIONS, fuzz, seed, tracebacks
@@ -15,16 +13,6 @@ pytestmark = pytest.mark.integration
 
 EXAMPLES = 3  # per operation and phase; the coverage phase adds its own deterministic cases
 SEED = 20269
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("openapi-fuzz"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 @pytest.fixture(scope="module")

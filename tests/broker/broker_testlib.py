@@ -3,13 +3,7 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
-
-import asyncpg
-import sqlalchemy as sa
+from collections.abc import Mapping, Sequence
 
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
@@ -21,8 +15,6 @@ from connector.selfdescription import (
     serialize,
 )
 
-PG_ENV = "CONNECTOR_TEST_PG"
-PG_SKIP_REASON = f"{PG_ENV} not set: PostgreSQL broker tests need a server"
 OFFER = {"@id": "urn:uuid:offer-1", "@type": "Offer", "permission": [{"action": "use"}]}
 
 
@@ -56,22 +48,3 @@ class FixedTokens:
                       issued_at=0, not_before=0, expires_at=2e9, token_id=token, key_id="k")
 
 
-async def database(kind: str, tmp_path: Path) -> AsyncIterator[str | None]:
-    """A database URL (None: PostgreSQL wanted but not configured)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'broker.db'}"
-        return
-    server = os.environ.get(PG_ENV)
-    if not server:
-        yield None
-        return
-    schema = f"test_broker_{uuid.uuid4().hex[:16]}"
-    dsn = sa.make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-        yield sa.make_url(server).update_query_dict({"schema": schema}).render_as_string(
-            hide_password=False)
-    finally:
-        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await admin.close()

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from broker_testlib import PG_SKIP_REASON, database
 
 from connector.broker.service import Broker, BrokerSettings
 from connector.broker.sparql import SparqlIndex
@@ -17,14 +15,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async for url in database(request.param, tmp_path):
-        if url is None:
-            pytest.skip(PG_SKIP_REASON)
-        yield url
 
 
 @pytest.fixture

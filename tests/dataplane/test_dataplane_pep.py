@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from dataplane_testlib import CONSUMER, T0, Provider, agreement_doc, count_lteq, iso, transfer
 
 from connector.dataplane.pep import AgreementPolicy, Circumstances, UnenforceableCount, decide, use_limit
@@ -25,29 +20,6 @@ NOW = datetime.fromtimestamp(T0, UTC)
 def _stating(purpose: str) -> Circumstances:
     """A request that states its purpose (as the X-Purpose header does)."""
     return Circumstances(request_facts(stated=stated(purpose=purpose)))
-
-
-PG = os.environ.get("CONNECTOR_TEST_PG")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """Exact counting on both stores (PostgreSQL in its own schema, dropped afterwards)."""
-    if request.param == "sqlite":
-        s = await Store.open(f"sqlite:///{tmp_path / 'plane.db'}")
-    else:
-        if not PG:
-            pytest.skip("CONNECTOR_TEST_PG not set: PostgreSQL tests need a server")
-        schema = f"pep_{uuid.uuid4().hex[:10]}"
-        s = await Store.open(f"{PG}?schema={schema}")
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        if request.param == "postgresql":
-            async with s.transaction() as tx:
-                await tx.execute(sa.text(f'DROP SCHEMA IF EXISTS "{s.schema}" CASCADE'))
-        await s.close()
 
 
 async def _claims(p: Provider, **kw: Any) -> Any:

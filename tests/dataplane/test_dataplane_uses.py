@@ -6,64 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from dataplane_testlib import CONSUMER, T0, FakeClock, Provider, agreement_doc, count_lteq, transfer
+from db_testlib import OpenStore
 
 from connector.dataplane.pep import decide
 from connector.dataplane.uses import UseReservations
 from connector.store import Store, UseReservation, UseResult
 
-PG = os.environ.get("CONNECTOR_TEST_PG")
-OpenStore = Callable[[], Awaitable[Store]]
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A database for the test: a SQLite file, or a PostgreSQL schema of its own (dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'uses.db'}"
-        return
-    if not PG:
-        pytest.skip("CONNECTOR_TEST_PG not set: PostgreSQL tests need a server")
-    url = f"{PG}?schema=uses_{uuid.uuid4().hex[:10]}"
-    yield url
-    s = await Store.open(url)
-    try:
-        async with s.transaction() as tx:
-            await tx.execute(sa.text(f'DROP SCHEMA IF EXISTS "{s.schema}" CASCADE'))
-    finally:
-        await s.close()
-
-
-@pytest.fixture
-async def open_store(db_url: str) -> AsyncIterator[OpenStore]:
-    """Opens `Store`s on the test's database (each a replica: its own connection pool)."""
-    opened: list[Store] = []
-
-    async def _open() -> Store:
-        s = await Store.open(db_url)
+async def migrated(open_store: OpenStore, n: int = 2) -> list[Store]:
+    """`n` replicas (stores with their own pools) on the test's database, migrated."""
+    stores = [await open_store() for _ in range(n)]
+    for s in stores:
         await s.migrate()
-        opened.append(s)
-        return s
-
-    yield _open
-    for s in opened:
-        await s.close()
-
-
-@pytest.fixture
-async def store(open_store: OpenStore) -> Store:
-    return await open_store()
+    return stores
 
 
 KEY = ("urn:agreement:1", CONSUMER, "urn:asset:weather")
@@ -108,7 +70,7 @@ async def test_exact_with_large_blocks(store: Store) -> None:
 
 async def test_two_replicas_never_over_grant(open_store: OpenStore) -> None:
     """Two replicas (two stores, two reservation pools) racing for the same counter."""
-    stores = [await open_store(), await open_store()]
+    stores = await migrated(open_store)
     replicas = [UseReservations(s, min_block=8, max_block=64) for s in stores]
     for limit, requests, target in ((10, 100, "small"), (500, 1500, "large")):
         key = (KEY[0], KEY[1], target)
@@ -123,7 +85,7 @@ async def test_two_replicas_never_over_grant(open_store: OpenStore) -> None:
 async def test_two_replicas_with_idle_uses_never_over_grant(open_store: OpenStore) -> None:
     """A replica holding reserved uses makes the other deny (the documented window), never
     permit one too many; once it gives them back, the other replica can have them."""
-    stores = [await open_store(), await open_store()]
+    stores = await migrated(open_store)
     clock = FakeClock(0)
     a, b = (UseReservations(s, min_block=16, clock=clock) for s in stores)
     assert await a(*KEY, 1000) == (True, 1)  # a holds 15 more (1000 // 16 = 62 >= 16)

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ from connector.devspace import process_env
 pytestmark = pytest.mark.integration
 CONTENT = b"id,value\n" + b"".join(f"{i},{i * 7 % 101}\n".encode() for i in range(20000))
 PURPOSE = "https://w3id.org/dpv#AcademicResearch"
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("consumerside"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 def connector_cli(*args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:

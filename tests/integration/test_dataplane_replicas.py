@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,6 @@ from connector.http.tls import client_context
 
 pytestmark = pytest.mark.integration
 CONTENT = b"k,v\n" + b"".join(f"{i},{i * 3}\n".encode() for i in range(4000))
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("replicas"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 def test_two_replicas_count_exactly_and_share_their_receipts(space: DataSpace) -> None:

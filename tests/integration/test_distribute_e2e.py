@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ from connector.devspace import process_env
 pytestmark = pytest.mark.integration
 CONTENT = b"id,value\n" + b"".join(f"{i},{i * 13 % 97}\n".encode() for i in range(30000))
 THIRD_PARTY = "https://provider.example/policies/third-party-use"
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("distribute"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 @pytest.fixture(scope="module")

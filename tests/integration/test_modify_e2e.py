@@ -9,7 +9,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +38,6 @@ PEOPLE = [{"id": i, "email": f"p{i}@example.org", "tags": ["é", i]} for i in ra
 JSON = json.dumps(PEOPLE, indent=1, ensure_ascii=False).encode()
 JSON_STORED = json.dumps([{**p, "email": "hidden"} for p in PEOPLE], ensure_ascii=False,
                          separators=(",", ":")).encode()
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("modify"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 @pytest.fixture(scope="module")

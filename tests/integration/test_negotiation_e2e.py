@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataspace_testlib import DataSpace, negotiate, offer_asset
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("tls"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 def test_negotiate_to_finalized_over_tls(space: DataSpace) -> None:

@@ -8,11 +8,11 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from db_testlib import PG_ENV, PG_SKIP_REASON
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataspace_testlib import DataSpace, negotiate, offer_asset, wait_final
@@ -21,21 +21,15 @@ pytestmark = pytest.mark.integration
 N_TIMES_10 = {"template": "n-times-usage", "params": {"max": "10"}}
 
 
-@pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    """Plain HTTP on loopback (the explicit test mode); the TLS path has its own test module."""
-    ds = DataSpace(tmp_path_factory.mktemp("plain"), tls=False)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
+# Plain HTTP on loopback (the explicit test mode) for the shared `space` fixture
+# (tests/conftest.py); the TLS path has its own test module.
+SPACE_TLS = False
 
 
 @pytest.fixture(scope="module")
-def pair(plain: DataSpace) -> tuple:
-    provider = plain.connector("prov", roles=("provider",), profile="idsc:TRUST_SECURITY_PROFILE")
-    consumer = plain.connector("cons", roles=("consumer",))
+def pair(space: DataSpace) -> tuple:
+    provider = space.connector("prov", roles=("provider",), profile="idsc:TRUST_SECURITY_PROFILE")
+    consumer = space.connector("cons", roles=("consumer",))
     return provider, consumer
 
 
@@ -111,9 +105,9 @@ def test_unauthenticated_dsp_calls_get_404(pair: tuple) -> None:
         assert json.loads(resp.read())["protocolVersions"][0]["version"] == "2025-1"
 
 
-def test_kill_9_and_restart_completes_every_negotiation(plain: DataSpace) -> None:
-    provider = plain.connector("crashprov", roles=("provider",))
-    consumer = plain.connector("crashcons", roles=("consumer",))
+def test_kill_9_and_restart_completes_every_negotiation(space: DataSpace) -> None:
+    provider = space.connector("crashprov", roles=("provider",))
+    consumer = space.connector("crashcons", roles=("consumer",))
     offer = offer_asset(provider, asset_id="urn:asset:crash", contract=N_TIMES_10)
     rng = random.Random(7)
     started = []
@@ -142,17 +136,17 @@ def test_kill_9_and_restart_completes_every_negotiation(plain: DataSpace) -> Non
         assert len(agreements) == len(started)
 
 
-PG = os.environ.get("CONNECTOR_TEST_PG")
+PG = os.environ.get(PG_ENV)
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not PG, reason="CONNECTOR_TEST_PG not set: PostgreSQL tests need a server")
-def test_two_replicas_on_postgresql_never_send_a_message_twice(plain: DataSpace) -> None:
+@pytest.mark.skipif(not PG, reason=PG_SKIP_REASON)
+def test_two_replicas_on_postgresql_never_send_a_message_twice(space: DataSpace) -> None:
     schema = f"it_{uuid.uuid4().hex[:10]}"
     url = f"{PG}?schema={schema}"
-    a = plain.connector("replicaA", roles=("provider",), store=url)
-    b = plain.connector("replicaB", roles=("provider",), store=url, participant_dir=a.directory)
-    consumer = plain.connector("replcons", roles=("consumer",))
+    a = space.connector("replicaA", roles=("provider",), store=url)
+    b = space.connector("replicaB", roles=("provider",), store=url, participant_dir=a.directory)
+    consumer = space.connector("replcons", roles=("consumer",))
     try:
         offer = offer_asset(a, asset_id="urn:asset:replicated", contract=N_TIMES_10)
         with ThreadPoolExecutor(8) as pool:
@@ -206,9 +200,9 @@ def _wait_state(c: object, nid: str, states: str, timeout: float = 30) -> dict:
             return n
 
 
-def test_provider_counter_offer_accepted_by_the_consumer(plain: DataSpace) -> None:
-    provider = plain.connector("offerprov", roles=("provider",), counter_offers="offer")
-    consumer = plain.connector("offercons", roles=("consumer",))
+def test_provider_counter_offer_accepted_by_the_consumer(space: DataSpace) -> None:
+    provider = space.connector("offerprov", roles=("provider",), counter_offers="offer")
+    consumer = space.connector("offercons", roles=("consumer",))
     offer_asset(provider, asset_id="urn:asset:co", contract=N_TIMES_10, offer_id="urn:offer:co")
     looser = {"permission": [{"action": "use", "constraint": [
         {"leftOperand": "count", "operator": "lteq", "rightOperand": 50}]}]}
@@ -229,9 +223,9 @@ def test_provider_counter_offer_accepted_by_the_consumer(plain: DataSpace) -> No
     assert constraint["rightOperand"]["@value"] == "10"
 
 
-def test_consumer_answers_a_provider_offer_with_other_terms(plain: DataSpace) -> None:
-    provider = plain.connector("offerprov2", roles=("provider",), counter_offers="offer")
-    consumer = plain.connector("offercons2", roles=("consumer",))
+def test_consumer_answers_a_provider_offer_with_other_terms(space: DataSpace) -> None:
+    provider = space.connector("offerprov2", roles=("provider",), counter_offers="offer")
+    consumer = space.connector("offercons2", roles=("consumer",))
     offer_asset(provider, asset_id="urn:asset:co2", contract=N_TIMES_10, offer_id="urn:offer:co2")
     status, n = consumer.api("POST", "/api/negotiations", {
         "peerUrl": provider.dsp_url, "offerId": "urn:offer:co2:urn:asset:co2",
@@ -248,9 +242,9 @@ def test_consumer_answers_a_provider_offer_with_other_terms(plain: DataSpace) ->
     assert final["state"] == "FINALIZED", final  # 4 uses is at least as strict as 10
 
 
-def test_reject_rule_agrees_to_exact_offers_only(plain: DataSpace) -> None:
-    provider = plain.connector("rejprov", roles=("provider",), counter_offers="reject")
-    consumer = plain.connector("rejcons", roles=("consumer",))
+def test_reject_rule_agrees_to_exact_offers_only(space: DataSpace) -> None:
+    provider = space.connector("rejprov", roles=("provider",), counter_offers="reject")
+    consumer = space.connector("rejcons", roles=("consumer",))
     offer = offer_asset(provider, asset_id="urn:asset:rej", contract=N_TIMES_10,
                         offer_id="urn:offer:rej")
     assert negotiate(consumer, provider, offer)["state"] == "FINALIZED"

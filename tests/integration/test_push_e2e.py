@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,6 @@ from connector.devspace import free_port, process_env
 
 pytestmark = pytest.mark.integration
 CONTENT = b"ts,reading\n" + b"".join(f"{i},{i * 13 % 997}\n".encode() for i in range(50000))
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("push"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 def request_push(consumer: Connector, agreement_id: str, **extra: Any) -> dict[str, Any]:

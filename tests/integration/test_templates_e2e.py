@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,6 @@ from dataspace_testlib import Connector, DataSpace, admin, negotiate, offer_asse
 pytestmark = pytest.mark.integration
 CONTENT = b"station,temp\n" + b"".join(f"s{i},{i % 40}\n".encode() for i in range(2000))
 DPV = "https://w3id.org/dpv#"
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("templates"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 

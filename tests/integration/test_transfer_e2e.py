@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,6 @@ from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset, wait
 
 pytestmark = pytest.mark.integration
 CONTENT = b"day,temp\n" + b"".join(f"{i},{i % 30}\n".encode() for i in range(5000))
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
-    ds = DataSpace(tmp_path_factory.mktemp("transfers"), tls=True)
-    try:
-        yield ds
-        ds.assert_wire_valid()
-    finally:
-        ds.close()
 
 
 @pytest.fixture(scope="module")
