@@ -6,8 +6,9 @@ import click
 
 from connector.audit.cli import audit
 from connector.broker.cli import broker, search
+from connector.configcli import config, init
 from connector.demo import demo
-from connector.identity.cli import authority, init
+from connector.identity.cli import authority
 from connector.mgmtcli import (
     agreement,
     asset,
@@ -33,6 +34,7 @@ def main() -> None:
 main.add_command(policy)
 main.add_command(authority)
 main.add_command(init)
+main.add_command(config)
 main.add_command(demo)
 main.add_command(broker)
 main.add_command(search)

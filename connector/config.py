@@ -92,19 +92,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _d(text: str, **kw: Any) -> Any:
+    """A field with its description: the one text `connector init` writes above the key and
+    `connector config check` quotes (connector.initconfig)."""
+    return Field(description=text, **kw)
+
+
 class ConnectorSection(_Section):
-    participant_dir: Path
-    authority_url: str
-    public_url: str
-    title: str = "Data space connector"
-    description: str | None = None
-    curator: str = "https://example.org/"
-    maintainer: str = "https://example.org/"
-    # how often the authority's revocation list is fetched: a revoked participant's tokens are
-    # refused no later than this after the revocation
-    revocation_poll_interval: float = Field(default=60.0, gt=0, le=3600)
-    # the hash-chained, signed audit log; one per process (replicas each keep their own)
-    audit_log: Path | None = None
+    participant_dir: Path = _d("the participant directory from `connector init` (key, certificate, "
+                               "TLS files, ca.crt)")
+    authority_url: str = _d("the data-space authority (DATs, revocations)")
+    public_url: str = _d("where peers reach this connector's DSP endpoints")
+    title: str = _d("the connector's title in its self-description",
+                    default="Data space connector")
+    description: str | None = _d("a description for the self-description", default=None)
+    curator: str = _d("the curator named in the self-description", default="https://example.org/")
+    maintainer: str = _d("the maintainer named in the self-description",
+                         default="https://example.org/")
+    revocation_poll_interval: float = _d(
+        "s between fetches of the authority's revocation list: a revoked participant's tokens "
+        "are refused no later than this after the revocation", default=60.0, gt=0, le=3600)
+    audit_log: Path | None = _d("the hash-chained, signed audit log, one per process (replicas "
+                                "each keep their own); default: audit.log in the participant "
+                                "directory", default=None)
 
     @field_validator("authority_url", "public_url", "curator", "maintainer")
     @classmethod
@@ -115,14 +125,14 @@ class ConnectorSection(_Section):
 
 
 class DspSection(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8801, ge=0, le=65535)
-    plain_http: bool = False
-    mutual_tls: bool = True
-    # peers DSP calls may reach although they are private, loopback or link-local addresses
-    # (CIDRs or host names): callbackAddresses, peerUrls, the processes' counter-parties. Empty:
-    # public addresses only; DSP calls use https only unless plain_http
-    peer_allow: list[str] = Field(default_factory=list)
+    host: str = _d("the address the DSP endpoints listen on", default="127.0.0.1")
+    port: int = _d("the DSP port", default=8801, ge=0, le=65535)
+    plain_http: bool = _d("true only for loopback tests: DSP without TLS", default=False)
+    mutual_tls: bool = _d("ask peers for their data-space client certificate", default=True)
+    peer_allow: list[str] = _d(
+        "private, loopback or link-local peers DSP calls may reach (CIDRs, addresses, host "
+        "names): callbackAddresses, peerUrls, the processes' counter-parties; empty: public "
+        "addresses only", default_factory=list)
 
     @field_validator("peer_allow")
     @classmethod
@@ -131,10 +141,13 @@ class DspSection(_Section):
 
 
 class ManagementSection(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8802, ge=0, le=65535)
-    api_key: str | None = None
-    api_key_file: Path | None = None
+    host: str = _d("the address the management API listens on (keep it private)",
+                   default="127.0.0.1")
+    port: int = _d("the management API port", default=8802, ge=0, le=65535)
+    api_key: str | None = _d("the API key itself (at least 16 characters); or api_key_file",
+                             default=None)
+    api_key_file: Path | None = _d("a file holding the API key; set exactly one of api_key and "
+                                   "api_key_file", default=None)
 
     @model_validator(mode="after")
     def _one_key(self) -> ManagementSection:
@@ -146,30 +159,32 @@ class ManagementSection(_Section):
 
 
 class StoreSection(_Section):
-    url: str | None = None
-    # SQLite in WAL mode with synchronous=NORMAL survives a process crash (kill -9) with every
-    # committed transaction; FULL also survives a power cut, at an fsync per commit.
-    sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
+    url: str | None = _d('"sqlite:///PATH" or "postgresql://..." (replicas share one PostgreSQL); '
+                         "default: connector.db in the participant directory", default=None)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = _d(
+        "SQLite in WAL mode with NORMAL keeps every committed transaction across a process crash "
+        "(kill -9); FULL also across a power cut, at an fsync per commit", default="NORMAL")
 
 
 class DataplaneSection(_Section):
     """The provider's data plane (pull transfers): where it listens and how consumers reach it."""
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=8803, ge=0, le=65535)
-    public_url: str | None = None  # default: http(s)://host:port (TLS as for DSP)
-    # HTTP upstreams the data plane may fetch from although they are private or loopback
-    # addresses (CIDRs or host names); everything else private is refused (SSRF guard)
-    upstream_allow: list[str] = Field(default_factory=list)
-    # consumers' push endpoints the provider may connect to although they are private or
-    # loopback addresses; by default a push to such an address is refused (SSRF guard)
-    push_allow: list[str] = Field(default_factory=list)
-    # providers' data planes this consumer may pull from although they are private or loopback
-    # addresses (the endpoint comes from the provider): refused otherwise
-    pull_allow: list[str] = Field(default_factory=list)
-    # seconds a transfer token lives; the consumer refreshes it with its one-time refresh token
-    token_lifetime: int = Field(default=300, ge=1, le=3600)
+    enabled: bool = _d("serve pull transfers (a provider's data plane)", default=True)
+    host: str = _d("the address the data plane listens on", default="127.0.0.1")
+    port: int = _d("the data plane port", default=8803, ge=0, le=65535)
+    public_url: str | None = _d("where consumers reach the data plane; default: "
+                                "http(s)://host:port (TLS as for DSP)", default=None)
+    upstream_allow: list[str] = _d(
+        "private or loopback HTTP upstreams of assets the data plane may fetch from (SSRF "
+        "guard: everything else private is refused)", default_factory=list)
+    push_allow: list[str] = _d(
+        "private or loopback consumers' push endpoints this provider may connect to",
+        default_factory=list)
+    pull_allow: list[str] = _d(
+        "private or loopback providers' data planes this consumer may pull from (the endpoint "
+        "comes from the provider)", default_factory=list)
+    token_lifetime: int = _d("s a transfer token lives; the consumer refreshes it with its "
+                             "one-time refresh token", default=300, ge=1, le=3600)
 
     @field_validator("upstream_allow", "push_allow", "pull_allow")
     @classmethod
@@ -178,45 +193,52 @@ class DataplaneSection(_Section):
 
 
 class NegotiationSection(_Section):
-    # How the provider answers a request that differs from its offers: "stricter" agrees if it
-    # is provably at least as strict as an offer, else terminates with the reason; "offer" answers
-    # a looser one with a counter-offer of its own offer; "reject" agrees to exact offers only.
-    counter_offers: Literal["stricter", "offer", "reject"] = "stricter"
+    counter_offers: Literal["stricter", "offer", "reject"] = _d(
+        'a request that differs from the offers: "stricter" agrees if provably at least as '
+        'strict as an offer, else terminates with the reason; "offer" answers a looser one with '
+        'a counter-offer of the offer; "reject" agrees to exact offers only', default="stricter")
 
 
 class AssetsSection(_Section):
-    # folders whose files may be served as file assets (relative to the config file's folder);
-    # empty: no file assets (refused with a 400 that says to set this)
-    roots: list[Path] = Field(default_factory=list, max_length=64)
+    roots: list[Path] = _d(
+        "folders whose files may be file assets (relative to this file's folder; not the "
+        "participant directory); empty: file assets are refused", default_factory=list,
+        max_length=64)
 
 
 class LimitsSection(_Section):
     """Request limits on every listening port (connector.http.limits; defaults there)."""
 
-    # request body bytes: a DSP message, a management API request, a
-    # token or admin request at the authority; larger bodies get 413
-    dsp_body_bytes: int = Field(default=DEFAULT_LIMITS.dsp_body_bytes, ge=1024, le=1 << 30)
-    management_body_bytes: int = Field(default=DEFAULT_LIMITS.management_body_bytes, ge=1024,
-                                       le=1 << 30)
-    authority_body_bytes: int = Field(default=DEFAULT_LIMITS.authority_body_bytes, ge=1024,
-                                      le=1 << 30)
-    # JSON bodies: nesting (beyond ~200 the parsers' recursion is at risk), one string's
-    # characters, one array's or object's entries; beyond any of them: 400
-    json_depth: int = Field(default=DEFAULT_LIMITS.json_depth, ge=8, le=200)
-    json_string_chars: int = Field(default=DEFAULT_LIMITS.json_string_chars, ge=256, le=1 << 30)
-    json_items: int = Field(default=DEFAULT_LIMITS.json_items, ge=16, le=10_000_000)
-    # request line / header line bytes, one header value's bytes, headers per request: 400
-    header_line_bytes: int = Field(default=DEFAULT_LIMITS.header_line_bytes, ge=1024, le=1 << 20)
-    header_field_bytes: int = Field(default=DEFAULT_LIMITS.header_field_bytes, ge=1024, le=1 << 20)
-    header_count: int = Field(default=DEFAULT_LIMITS.header_count, ge=16, le=10_000)
-    # seconds: to complete request headers from connecting or from a request's first byte
-    # (and the TLS handshake), else the connection is closed; to receive a JSON body, or the
-    # longest pause in a streamed upload, else 408; a keep-alive connection's idle time between
-    # requests; from SIGTERM to the process's exit, requests in flight finished or cancelled
-    header_timeout: float = Field(default=DEFAULT_LIMITS.header_timeout, gt=0, le=3600)
-    body_timeout: float = Field(default=DEFAULT_LIMITS.body_timeout, gt=0, le=3600)
-    idle_timeout: float = Field(default=DEFAULT_LIMITS.idle_timeout, gt=0, le=3600)
-    shutdown_grace: float = Field(default=DEFAULT_LIMITS.shutdown_grace, gt=0, le=600)
+    dsp_body_bytes: int = _d("bytes of one DSP request body; larger: 413",
+                             default=DEFAULT_LIMITS.dsp_body_bytes, ge=1024, le=1 << 30)
+    management_body_bytes: int = _d("bytes of one management API request body; larger: 413",
+                                    default=DEFAULT_LIMITS.management_body_bytes, ge=1024,
+                                    le=1 << 30)
+    authority_body_bytes: int = _d("bytes of one authority request body "
+                                   "(`authority serve --limits FILE`); larger: 413",
+                                   default=DEFAULT_LIMITS.authority_body_bytes, ge=1024,
+                                   le=1 << 30)
+    json_depth: int = _d("nested arrays/objects in a JSON body; deeper: 400",
+                         default=DEFAULT_LIMITS.json_depth, ge=8, le=200)
+    json_string_chars: int = _d("characters in one JSON string (keys too); more: 400",
+                                default=DEFAULT_LIMITS.json_string_chars, ge=256, le=1 << 30)
+    json_items: int = _d("entries in one JSON array or object; more: 400",
+                         default=DEFAULT_LIMITS.json_items, ge=16, le=10_000_000)
+    header_line_bytes: int = _d("bytes of the request line and of each header line; more: 400",
+                                default=DEFAULT_LIMITS.header_line_bytes, ge=1024, le=1 << 20)
+    header_field_bytes: int = _d("bytes of one header value; more: 400",
+                                 default=DEFAULT_LIMITS.header_field_bytes, ge=1024, le=1 << 20)
+    header_count: int = _d("headers in one request; more: 400",
+                           default=DEFAULT_LIMITS.header_count, ge=16, le=10_000)
+    header_timeout: float = _d("s from connecting (or a request's first byte) to complete "
+                               "headers, and for the TLS handshake; later: connection closed",
+                               default=DEFAULT_LIMITS.header_timeout, gt=0, le=3600)
+    body_timeout: float = _d("s to receive a JSON body, and the longest pause in an upload; "
+                             "later: 408", default=DEFAULT_LIMITS.body_timeout, gt=0, le=3600)
+    idle_timeout: float = _d("s a keep-alive connection may idle between requests",
+                             default=DEFAULT_LIMITS.idle_timeout, gt=0, le=3600)
+    shutdown_grace: float = _d("s from SIGTERM to exit: requests in flight finish or are "
+                               "cancelled", default=DEFAULT_LIMITS.shutdown_grace, gt=0, le=600)
 
     def limits(self) -> Limits:
         return Limits(**self.model_dump())
@@ -225,9 +247,10 @@ class LimitsSection(_Section):
 class BrokerLinkSection(_Section):
     """The broker this connector registers its self-description at (connector.broker.heartbeat)."""
 
-    url: str | None = None
-    # seconds between renewals (keep it well under the broker's ttl)
-    heartbeat: float = Field(default=60.0, gt=0, le=86400)
+    url: str | None = _d("a broker to register this connector's self-description at on start",
+                         default=None)
+    heartbeat: float = _d("s between renewals at the broker (keep it well under the broker's "
+                          "ttl)", default=60.0, gt=0, le=86400)
 
     @field_validator("url")
     @classmethod
