@@ -130,3 +130,17 @@ def test_roles_differ_where_they_should(tmp_path: Path, role: str) -> None:
     assert values["assets"]["roots"] == (["data"] if role == "provider" else [])
     assert "peer_allow" not in values["dsp"] and not notes  # not loopback: no allow-lists
     assert values["connector"]["public_url"] == "https://10.1.2.3:1"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["asset", "--help"], ["transfer", "list", "--help"],
+                                  ["catalog", "--help"], ["vault", "list", "--help"]])
+def test_management_commands_start_without_the_heavy_libraries(args: list[str]) -> None:
+    """A command that only talks to the management API imports none of rdflib, pyld,
+    SQLAlchemy, aiohttp or pydantic (what made `connector --help` take 0.6 s)."""
+    code = ("import sys\nfrom connector.cli import main\n"
+            f"try:\n    main({args!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('rdflib', 'pyld', 'sqlalchemy', 'aiohttp', 'pydantic',"
+            " 'cryptography') if m in sys.modules)\nprint('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True, env=process_env()).stdout
+    assert "HEAVY []" in out, out
