@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
+from connector.dataplane.wiring import transfer_tokens
+from connector.identity.keys import SigningKey
 from connector.protocol.errors import ProtocolError
-from connector.protocol.messages import parse_message
-from connector.runtime import BACKOFF_BASE, BACKOFF_CAP, MAX_ATTEMPTS, ControlPlane
+from connector.protocol.messages import PULL, parse_message
+from connector.runtime import BACKOFF_BASE, BACKOFF_CAP, MAX_ATTEMPTS, ControlPlane, row_to_transfer
 from connector.store import OutboxMessage, Store, next_backoff
 from connector.store.rows import AssetRow, OfferRow, PolicyRow
 
@@ -69,6 +71,7 @@ class Network:
     sent: dict[str, int] = field(default_factory=dict)
     # hold the answer to a consumer's message until the provider has sent what it caused
     reorder: bool = False
+    overtaken: list[str] = field(default_factory=list)  # messages taken before an earlier answer
 
     def client(self, url: str) -> FakeTransport:
         return FakeTransport(self, url)
@@ -90,6 +93,10 @@ class Network:
                 get = cp.get_negotiation if parts[0] == "negotiations" else cp.get_transfer
                 return Reply(True, False, await get(parts[1], sender), "", 200)
             self.log.append((sender, url, payload))
+            async with cp.store.transaction(readonly=True) as tx:
+                if await tx.outbox.list(status=("in_flight",), limit=1):
+                    # the receiver's own message is out, unanswered: this one overtook it
+                    self.overtaken.append(type(parse_message(payload)).__name__)
             if parts[0] == "negotiations":
                 status, body = await cp.negotiation_message(payload, sender, {}, pid)
             else:
@@ -142,7 +149,7 @@ class Space:
     stores: list[Store] = field(default_factory=list)
     cps: dict[str, ControlPlane] = field(default_factory=dict)  # url -> the live control plane
 
-    async def party(self, url: str, participant_id: str) -> ControlPlane:
+    async def party(self, url: str, participant_id: str, **options: Any) -> ControlPlane:
         """A control plane on the party's store file (a new process after a crash): it takes
         back the claims of the same worker id, as a restarted replica does."""
         store = await Store.open(f"sqlite:///{self.tmp / (participant_id.rsplit(':', 1)[1] + '.db')}")
@@ -150,7 +157,7 @@ class Space:
         self.stores.append(store)
         cp = ControlPlane(store, self.net.client(url), participant_id=participant_id,  # type: ignore[arg-type]
                           dsp_url=url, clock=self.clock, rng=random.Random(SEED),
-                          worker_id=f"worker:{participant_id}")
+                          worker_id=f"worker:{participant_id}", **options)
         await cp.engine.start(dispatch=False)
         self.net.parties[url] = (participant_id, cp)
         self.net.dead.discard(url)
@@ -325,6 +332,7 @@ async def test_an_event_overtaking_the_answer_to_the_message_that_caused_it(spac
     await start_negotiation(space)
     await space.drain()
     await assert_finalized_once(space)
+    assert space.net.overtaken == ["ContractAgreementMessage", "ContractNegotiationEventMessage"]
 
 
 async def test_retries_back_off_on_the_fake_clock(space: Space) -> None:
@@ -375,3 +383,30 @@ async def test_a_message_is_dead_lettered_after_max_attempts(space: Space) -> No
         row = await tx.negotiations.get(nid)
     assert row is not None and row.state == "TERMINATED"
     assert space.net.log == []  # the provider never took anything
+
+
+async def test_a_pull_starts_with_a_data_address_minted_by_the_provider(space: Space) -> None:
+    """The transfer kind through the same engine: the provider's follow-up starts the pull with
+    a data address (its data plane URL and a transfer token); the transfer listeners hear of
+    every state change on both sides."""
+    await space.crash(P_URL)  # the provider, now with a data plane
+    provider = await space.party(P_URL, PROVIDER, dataplane_url="https://provider.test/public",
+                                 transfer_tokens=transfer_tokens(SigningKey.generate("EdDSA"), PROVIDER))
+    heard: dict[str, list[str]] = {P_URL: [], C_URL: []}
+    for url, cp in space.cps.items():
+        cp.transfer_listeners.append(heard[url].append)
+    await start_negotiation(space)
+    await space.drain()
+    (agreement,) = await agreements(space.cps[C_URL])
+    t = await space.cps[C_URL].request_transfer(agreement.id, PULL)
+    await space.drain()
+    async with space.cps[C_URL].store.transaction(readonly=True) as tx:
+        row = await tx.transfers.get(t.id)
+    assert row is not None and row.state == "STARTED"
+    address = row_to_transfer(row).data_address
+    assert address is not None and address.endpoint.startswith("https://provider.test/public/data/")
+    assert address.property("authorization") and address.property("refreshToken")
+    async with provider.store.transaction(readonly=True) as tx:
+        (p_row,) = await tx.transfers.list(limit=None)
+    assert p_row.state == "STARTED" and p_row.consumer_pid == row.consumer_pid
+    assert set(heard[C_URL]) == {t.id} and set(heard[P_URL]) == {p_row.id}
