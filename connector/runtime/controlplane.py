@@ -20,7 +20,6 @@ from cryptography import x509
 from connector.audit.log import AuditLog
 from connector.dataplane.pep import ConsumeUse
 from connector.duties import Vault, VaultItem
-from connector.http.client import DspClient
 from connector.http.outbound import OutboundRefused
 from connector.identity.keys import SigningKey
 from connector.identity.tokens import Claims, TransferTokenIssuer
@@ -61,6 +60,7 @@ from connector.runtime.engine import (
 from connector.runtime.errors import Conflict, Forbidden, Invalid, NotFound
 from connector.runtime.lookups import find_negotiation, find_transfer
 from connector.runtime.mapping import row_to_negotiation, row_to_transfer
+from connector.runtime.transport import PeerClient
 from connector.store import Store, Transaction
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
 from connector.usage.held import HeldFacts
@@ -77,7 +77,7 @@ DutiesGiven = LocalCopyDuties | tuple[Vault, SigningKey, x509.Certificate, x509.
 
 
 class ControlPlane:
-    def __init__(self, store: Store, client: DspClient, *, participant_id: str, dsp_url: str,
+    def __init__(self, store: Store, client: PeerClient, *, participant_id: str, dsp_url: str,
                  clock: Clock = utcnow, rng: random.Random | None = None,
                  worker_id: str | None = None, counter_offers: str = "stricter",
                  transfer_tokens: TransferTokenIssuer | None = None,

@@ -30,7 +30,21 @@ class Transport(Protocol):
     async def get(self, url: str) -> Reply: ...
 
 
+class PeerReply(Reply, Protocol):
+    @property
+    def refused(self) -> bool:  # the outbound policy refused the destination: nothing was sent
+        ...
+
+
 class Poster(Protocol):
     """A request of this connector's own to a counter-party (a token refresh, a notice)."""
 
-    async def post(self, url: str, payload: Any) -> Reply: ...
+    async def post(self, url: str, payload: Any) -> PeerReply: ...
+
+
+class PeerClient(Transport, Poster, Protocol):
+    """All the control plane asks of its DSP client: the engine's transport, its own requests,
+    and the outbound policy's check of an address a peer gave (raises
+    ``connector.http.outbound.OutboundRefused``)."""
+
+    async def check(self, url: str) -> object: ...

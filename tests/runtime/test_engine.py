@@ -52,6 +52,7 @@ class Reply:
     body: Any
     reason: str
     status: int | None = None
+    refused: bool = False
 
 
 class Crash(BaseException):
