@@ -322,6 +322,11 @@ class ProcessEngine:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def deliveries(self) -> tuple[asyncio.Task[None], ...]:
+        """The deliveries (and hook work) running now."""
+        return tuple(self._inflight)
+
     async def settle(self) -> None:
         """Wait until every delivery this engine started has ended (tests, shutdown)."""
         while self._inflight:

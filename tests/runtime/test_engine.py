@@ -173,7 +173,7 @@ class Space:
 
     async def settle(self) -> None:
         for _ in range(100):
-            busy = [cp for cp in self.cps.values() if cp.engine._inflight]
+            busy = [cp for cp in self.cps.values() if cp.engine.deliveries]
             if not busy:
                 return
             for cp in busy:
@@ -288,7 +288,7 @@ async def test_a_crash_at_any_delivery_loses_and_duplicates_nothing(
     with pytest.raises(Crash):
         for _ in range(20):
             for cp in list(space.cps.values()):
-                for task in list(cp.engine._inflight):
+                for task in cp.engine.deliveries:
                     await task  # the crash surfaces from the dying side's delivery
                 await cp.engine.dispatch_once()
             space.clock.advance(BACKOFF_CAP)
