@@ -43,6 +43,7 @@ from connector.runtime.catalog import CatalogCache, CatalogSnapshot
 from connector.runtime.duties_glue import LocalCopies, LocalCopyDuties
 from connector.runtime.edr import DataReferences
 from connector.runtime.engine import (
+    BATCH,
     NEGOTIATION,
     TRANSFER,
     C,
@@ -163,7 +164,7 @@ class ControlPlane:
                 await self._duty_task
         await self.engine.stop()
 
-    async def dispatch_once(self, limit: int = 32) -> int:
+    async def dispatch_once(self, limit: int = BATCH) -> int:
         return await self.engine.dispatch_once(limit)
 
     # -------------------------------------------------------------- catalog
