@@ -849,7 +849,7 @@ def check_audit(report: RunReport, driver: Driver, provider: Connector, consumer
 def check_audit_trail(report: RunReport, provider: Connector, prov: Snapshot,
                       consumer: Connector, cons: Snapshot) -> None:
     """Every settled process's final state is in its side's audit log. The runtime appends the
-    entry right after the commit (connector.runtime `_audit`): a kill in between loses the entry,
+    entry right after the commit (connector.runtime.auditing): a kill in between loses the entry,
     never the state, so the victim's log may miss some (counted in the notes); a side that was
     not killed must miss none."""
     for c, snap in ((provider, prov), (consumer, cons)):

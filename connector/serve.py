@@ -47,7 +47,7 @@ from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.tokens import Claims
 from connector.identity.verify import DatVerifier
-from connector.runtime import CatalogSnapshot, ControlPlane
+from connector.runtime import CatalogSnapshot, ControlPlane, LocalCopyDuties
 from connector.store import Store, StoreError, StoreUnavailable
 from connector.usage.envelope import Sender
 from connector.usage.export import VaultExport
@@ -212,8 +212,9 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         ca_file = config.participant_dir / "ca.crt"
         duties = None
         if ca_file.is_file():
-            duties = (Vault(config.participant_dir / "vault-records"), dataplane_key(identity.key),
-                      identity.certificate, x509.load_pem_x509_certificate(ca_file.read_bytes()))
+            duties = LocalCopyDuties(
+                Vault(config.participant_dir / "vault-records"), dataplane_key(identity.key),
+                identity.certificate, x509.load_pem_x509_certificate(ca_file.read_bytes()))
         else:
             log.warning("no %s: local-copy duties and deletion notices are off", ca_file)
         # One worker id per replica (its DSP address): a restarted replica takes back the

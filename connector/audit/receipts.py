@@ -29,6 +29,7 @@ from typing import Any
 import jwt
 
 from connector.audit.log import Entry
+from connector.dataplane.receipts import chain_step, genesis
 from connector.identity.keys import PublicKey, algorithm_of
 from connector.wireformat import RECEIPT_TYP
 
@@ -179,8 +180,6 @@ def _sequence(side: str, receipts: list[LoggedReceipt]) -> tuple[dict[int, Logge
 
 def _recompute(receipts: list[LoggedReceipt]) -> list[str]:
     """The consumer's responses against the chain heads the provider signed."""
-    from connector.dataplane.receipts import chain_step, genesis
-
     problems: list[str] = []
     if not receipts:
         return problems

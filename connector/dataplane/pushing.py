@@ -35,8 +35,11 @@ from connector.dataplane.wiring import TransferLookup
 from connector.faults import StoreUnavailable
 from connector.http.outbound import OutboundPolicy
 from connector.identity.tokens import Claims
+from connector.protocol import transfer as xfer
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PUSH
+from connector.runtime.controlplane import ControlPlane
+from connector.runtime.mapping import row_to_transfer
 
 log = logging.getLogger(__name__)
 # the data-address properties a push consumer states facts in, by the pull's header for each
@@ -46,7 +49,7 @@ LEASE_SECONDS = 30.0  # a replica's hold on a push; renewed while it runs, free 
 
 
 class PushRunner:
-    def __init__(self, cp: Any, *, lookup: TransferLookup, receipts: ReceiptBook,
+    def __init__(self, cp: ControlPlane, *, lookup: TransferLookup, receipts: ReceiptBook,
                  policy: OutboundPolicy, ssl_context: ssl.SSLContext | None,
                  consume: ConsumeUse | None = None,
                  circumstances: CircumstancesOf | None = None) -> None:
@@ -136,8 +139,6 @@ class PushRunner:
             "transfer", transfer_id, self.cp.worker_id, datetime.now(UTC), LEASE_SECONDS))
 
     async def _end(self, transfer_id: str, reason: str | None) -> None:
-        from connector.protocol import transfer as xfer
-
         command = xfer.Complete() if reason is None else xfer.Terminate(reason)
         with contextlib.suppress(ProtocolError):
             await self.cp.transfer_command(transfer_id, command)
@@ -145,8 +146,6 @@ class PushRunner:
         self.receipts.finish(transfer_id, time.time())
 
     async def _push(self, row: Any) -> None:
-        from connector.runtime import row_to_transfer
-
         t = row_to_transfer(row)
         self.lookup.invalidate(t.id)
         view = await self.lookup(t.id)
