@@ -50,6 +50,7 @@ class Delivery:
     body: Any
     reason: str
     refused: bool = False  # the outbound policy refused the destination: nothing was sent
+    next_url: str | None = None  # a 2xx answer's Link rel="next" (DSP catalog pagination)
 
 
 class DspClient:
@@ -132,7 +133,9 @@ class DspClient:
                     except ValueError:
                         body = raw.decode("utf-8", "replace")[:500]
                 if 200 <= resp.status < 300:
-                    return Delivery(True, False, resp.status, body, "")
+                    following = resp.links.get("next")
+                    return Delivery(True, False, resp.status, body, "", next_url=str(
+                        following["url"]) if following is not None else None)
                 reason = _reason(body) or resp.reason or ""
                 return Delivery(False, 400 <= resp.status < 500, resp.status, body,
                                 f"{resp.status} {reason}".strip())
