@@ -56,6 +56,8 @@ class CatalogClient(Protocol):
 
     async def post(self, url: str, payload: Any) -> Delivery: ...
 
+    async def close(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class CrawlSettings:

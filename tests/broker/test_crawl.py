@@ -11,9 +11,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from broker_testlib import description
+from aiohttp.test_utils import TestClient, TestServer
+from broker_testlib import FixedTokens, description
 from conftest import Clock
+from dsp_schema import assert_valid
 
+from connector.broker.app import broker_app
 from connector.broker.crawl import (
     Crawler,
     CrawlFailed,
@@ -25,11 +28,13 @@ from connector.broker.service import Broker
 from connector.broker.store import SearchQuery
 from connector.broker.templates import CUSTOM, offer_template
 from connector.http.client import Delivery
+from connector.http.limits import DEFAULT_LIMITS
 from connector.odrl.templates import fill, templates
 from connector.protocol.catalog import CatalogBuilder, CatalogDataset
 from connector.protocol.decide import KnownOffer, Requester
 from connector.protocol.messages import DataService
 from connector.selfdescription import TURTLE
+from connector.wireformat import DSP_CONTEXT_URL
 
 ALICE = "AA:keyid:01"
 A_URL = "https://alice.example/dsp"
@@ -65,10 +70,11 @@ def test_backoff_grows_never_below_half_a_step_and_is_capped() -> None:
     assert backoff_delay(50, 2.0, 60.0, lambda: 1.0) == 60.0
 
 
-def _builder(n: int, participant: str = ALICE) -> CatalogBuilder:
+def _builder(n: int, participant: str = ALICE, base: str = A_URL,
+             prefix: str = "urn:ds:live") -> CatalogBuilder:
     items = []
     for i in range(n):
-        did = f"urn:ds:live-{i:03d}"
+        did = f"{prefix}-{i:03d}"
         template = "n-times-usage" if i % 2 else "purpose-restricted"
         params = {"max": "5"} if i % 2 else {"purpose": "dpv:ScientificResearch"}
         offer = fill(template, params, policy_id=f"urn:uuid:offer-{i:03d}")
@@ -76,35 +82,42 @@ def _builder(n: int, participant: str = ALICE) -> CatalogBuilder:
                                     title=f"Live sensor feed {i}",
                                     description="Particulate matter per minute",
                                     keywords=("air", "sensor")))
-    return CatalogBuilder(catalog_id=f"{A_URL}#catalog", participant_id=participant,
-                          service=DataService(id=f"{A_URL}#dsp", endpoint_url=A_URL),
+    return CatalogBuilder(catalog_id=f"{base}#catalog", participant_id=participant,
+                          service=DataService(id=f"{base}#dsp", endpoint_url=base),
                           datasets=items)
 
 
 class BuilderPeer:
-    """A provider's DSP catalog endpoint without the sockets: the connector's catalog builder
-    answers each request for the broker, with its pages and Link headers."""
+    """Providers' DSP catalog endpoints without the sockets: the connector's catalog builder
+    answers each request for the broker, with its pages and Link headers (``builder``: alice's;
+    ``others``: by DSP base URL)."""
 
-    def __init__(self, builder: CatalogBuilder | None, *, next_elsewhere: bool = False) -> None:
+    def __init__(self, builder: CatalogBuilder | None, *, next_elsewhere: bool = False,
+                 others: dict[str, CatalogBuilder] | None = None) -> None:
         self.builder = builder
+        self.others = others or {}
         self.next_elsewhere = next_elsewhere
         self.calls: list[str] = []
 
     async def post(self, url: str, payload: Any) -> Delivery:
         self.calls.append(url)
         assert payload["@type"] == "CatalogRequestMessage"
-        if self.builder is None:
+        base = url.split("/catalog/request", 1)[0]
+        builder = self.builder if base == A_URL else self.others[base]
+        if builder is None:
             return Delivery(False, False, None, None, "ClientConnectorError: refused")
         query = parse_qs(urlsplit(url).query)
-        page = self.builder.catalog(
-            Requester.of(BROKER_ID), datetime.now(UTC), page_size=int(query["pageSize"][0]),
-            cursor=query.get("cursor", [None])[0],
-            base_url=f"{A_URL}/catalog/request?pageSize={query['pageSize'][0]}")
-        nxt = page.next_cursor and f"{A_URL}/catalog/request?pageSize={query['pageSize'][0]}" \
-                                   f"&cursor={page.next_cursor}"
+        here = f"{base}/catalog/request?pageSize={query['pageSize'][0]}"
+        page = builder.catalog(Requester.of(BROKER_ID), datetime.now(UTC),
+                               page_size=int(query["pageSize"][0]),
+                               cursor=query.get("cursor", [None])[0], base_url=here)
+        nxt = page.next_cursor and f"{here}&cursor={page.next_cursor}"
         if nxt and self.next_elsewhere:
             nxt = nxt.replace("alice.example", "bob.example")
         return Delivery(True, False, 200, page.wire, "", next_url=nxt or None)
+
+    async def close(self) -> None:
+        pass
 
 
 def crawler(broker: Broker, peer: BuilderPeer, clock: Clock, **settings: Any) -> Crawler:
@@ -193,3 +206,41 @@ def test_read_catalog_refuses_what_is_not_a_catalog() -> None:
     with pytest.raises(CrawlFailed, match="more than 2 datasets"):
         read_catalog([_builder(3).catalog(Requester.of(BROKER_ID), datetime.now(UTC)).wire],
                      participant=ALICE, max_datasets=2)
+
+
+async def test_the_catalog_of_catalogs_pages_through_every_crawled_catalog(
+        broker: Broker, clock: Clock) -> None:
+    bob, b_url = "BB:keyid:02", "https://bob.example/dsp"
+    await broker.register(ALICE, description(ALICE, A_URL, []), TURTLE)
+    await broker.register(bob, description(bob, b_url, []), TURTLE)
+    peer = BuilderPeer(_builder(4), others={b_url: _builder(3, bob, b_url, "urn:ds:bob")})
+    c = crawler(broker, peer, clock)
+    await c.tick()
+    await c.wait()
+    app = broker_app(broker, FixedTokens({"tok-carol": "CC:keyid:03"}), limits=DEFAULT_LIMITS,
+                     body_bytes=1 << 20, require_tls_binding=False)
+    message = {"@context": [DSP_CONTEXT_URL], "@type": "CatalogRequestMessage"}
+    found: list[tuple[str, str]] = []
+    async with TestClient(TestServer(app)) as http:
+        resp = await http.post("/catalog/request", json=message)
+        assert resp.status == 404  # no DAT: as at a connector
+        assert_valid(await resp.json(), "catalog-error")
+        url: str | None = "/catalog/request?pageSize=3"
+        pages = 0
+        while url:
+            resp = await http.post(url, json=message, headers={"Authorization": "Bearer tok-carol"})
+            assert resp.status == 200, await resp.text()
+            body = await resp.json()
+            assert_valid(body, "catalog")
+            found += [(cat["participantId"], d["@id"]) for cat in body["catalog"]
+                      for d in cat["dataset"]]
+            nxt = resp.links.get("next")
+            url = str(nxt["url"].relative()) if nxt else None
+            pages += 1
+        resp = await http.post("/catalog/request?cursor=bm9wZQ", json=message,
+                               headers={"Authorization": "Bearer tok-carol"})
+        assert resp.status == 400
+        assert_valid(await resp.json(), "catalog-error")
+    assert pages == 3
+    assert sorted(found) == sorted([(ALICE, f"urn:ds:live-{i:03d}") for i in range(4)]
+                                   + [(bob, f"urn:ds:bob-{i:03d}") for i in range(3)])
