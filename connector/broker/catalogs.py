@@ -23,14 +23,15 @@ from typing import Any
 from urllib.parse import quote
 
 from connector.broker.store import CatalogEntry
+from connector.http.management import catalog_view
 from connector.protocol.errors import ProtocolError
 from connector.wireformat import DSP_CONTEXT_URL
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "catalog_of_catalogs", "next_link",
-           "read_cursor"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "catalog_of_catalogs", "data_space",
+           "next_link", "read_cursor"]
 
 
 def catalog_of_catalogs(entries: Sequence[CatalogEntry], *, catalog_id: str,
@@ -75,3 +76,21 @@ def next_link(base_url: str, page_size: int, last: CatalogEntry) -> str:
     """The Link header value of the page after the one ending with ``last``."""
     cursor = quote(_encode((last.registration_id, last.dataset_id)))
     return f'<{base_url}?pageSize={page_size}&cursor={cursor}>; rel="next"'
+
+
+def data_space(dsp: dict[str, Any]) -> dict[str, Any] | None:
+    """A catalog of catalogs flattened as `connector catalog` shows it: each dataset (as the
+    management API shows a peer's) with its provider and the provider's DSP endpoint; None if
+    ``dsp`` holds no catalogs (a connector's own catalog)."""
+    nested = [c for c in dsp.get("catalog") or [] if isinstance(c, dict)]
+    if "catalog" not in dsp:
+        return None
+    datasets = []
+    for catalog in nested:
+        view = catalog_view(catalog)
+        services = [s for s in catalog.get("service") or [] if isinstance(s, dict)]
+        endpoint = services[0].get("endpointURL") if services else None
+        datasets += [{**d, "provider": view["participantId"], "endpoint": endpoint}
+                     for d in view["datasets"]]
+    return {"participantId": dsp.get("participantId"), "catalogs": len(nested),
+            "datasets": datasets}
