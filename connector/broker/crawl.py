@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pyoxigraph as ox
 from rdflib import RDF
@@ -332,6 +332,11 @@ class Crawler:
             started += 1
         return started
 
+    @property
+    def running(self) -> int:
+        """Crawls started and not ended yet."""
+        return len(self._tasks)
+
     def _ended(self, reg_id: str) -> Callable[[asyncio.Task[None]], None]:
         def forget(_: asyncio.Task[None]) -> None:
             self._tasks.pop(reg_id, None)
@@ -399,5 +404,8 @@ class Crawler:
             if url is not None and not _same_place(url, first):
                 raise CrawlFailed("the next page is not at the endpoint crawled "
                                   f"({url[:200]}): not followed")
+            if url is not None and "pageSize" not in parse_qs(urlsplit(url).query):
+                # a connector's next link carries only its cursor: keep asking for big pages
+                url = f"{url}{'&' if '?' in url else '?'}pageSize={self.settings.page_size}"
         return await asyncio.to_thread(read_catalog, pages, participant=participant,
                                        max_datasets=self.settings.max_datasets)

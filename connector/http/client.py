@@ -123,9 +123,15 @@ class DspClient:
                     return Delivery(False, True, resp.status, None,
                                     f"{resp.status}: the peer redirects, and redirects are not "
                                     "followed")
-                raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-                if len(raw) > MAX_RESPONSE_BYTES:
-                    return Delivery(False, False, resp.status, None, "response too large")
+                # read(n) returns what has arrived (up to n): read to the end, within the limit
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        return Delivery(False, False, resp.status, None, "response too large")
+                    chunks.append(chunk)
+                raw = b"".join(chunks)
                 body: Any = None
                 if raw:
                     try:

@@ -111,7 +111,8 @@ class BuilderPeer:
         page = builder.catalog(Requester.of(BROKER_ID), datetime.now(UTC),
                                page_size=int(query["pageSize"][0]),
                                cursor=query.get("cursor", [None])[0], base_url=here)
-        nxt = page.next_cursor and f"{here}&cursor={page.next_cursor}"
+        # as a connector links its next page: the cursor only (the crawler keeps its pageSize)
+        nxt = page.next_cursor and f"{base}/catalog/request?cursor={page.next_cursor}"
         if nxt and self.next_elsewhere:
             nxt = nxt.replace("alice.example", "bob.example")
         return Delivery(True, False, 200, page.wire, "", next_url=nxt or None)
