@@ -169,9 +169,13 @@ def catalog(peer_url: str, config: str | None, api: str | None, api_key: str | N
     # the broker's modules (SQLAlchemy, RDF) load only for this command
     from connector.broker.catalogs import data_space
 
-    data = _api(config, api, api_key).call("POST", "/api/catalog", {"peerUrl": peer_url})
+    client = _api(config, api, api_key)
+    data = client.call("POST", "/api/catalog", {"peerUrl": peer_url})
     dsp = data.pop("dsp", None)
-    _print(data_space(dsp) or data if isinstance(dsp, dict) else data)
+    if isinstance(dsp, dict) and data_space(dsp) is not None:  # a broker: every page
+        dsp = client.call("POST", "/api/catalog/all", {"peerUrl": peer_url})["dsp"]
+        data = data_space(dsp) or data
+    _print(data)
 
 
 @click.command(name="negotiate")

@@ -73,6 +73,7 @@ class About:
     title: str = "Data space broker"
     public_url: str | None = None  # default: the scheme and Host of the request
     participant_id: str | None = None
+    catalog_page_size: int = catalogs.DEFAULT_PAGE_SIZE  # of its DSP catalog of catalogs
 
 
 BROKER = web.AppKey("broker", Broker)
@@ -290,7 +291,8 @@ async def catalog_request(request: web.Request) -> web.Response:
     try:
         body = await read_json(request, max_bytes=limits.dsp_body_bytes, limits=limits,
                                key="limits.dsp_body_bytes")
-        page_size = query_int(request.query, "pageSize", catalogs.DEFAULT_PAGE_SIZE, minimum=1,
+        page_size = query_int(request.query, "pageSize",
+                              request.config_dict[ABOUT].catalog_page_size, minimum=1,
                               maximum=catalogs.MAX_PAGE_SIZE)
     except LimitError as exc:
         raise ProtocolError(exc.status, str(exc.status), [exc.reason]) from exc

@@ -29,6 +29,7 @@ crawl_page_size = 1000           # datasets asked for per catalog page
 crawl_backoff = 5                # s before retrying a failed crawl; doubles per failure ...
 crawl_backoff_cap = 900          # ... up to this (with jitter)
 crawl_max_datasets = 20000       # datasets indexed of one connector's catalog
+catalog_page_size = 100          # datasets per page of the broker's DSP catalog of catalogs
 peer_allow = ["10.0.0.0/8"]      # private addresses and host names the crawls may reach
                                  # (as a connector's [dsp] peer_allow; public ones always)
 infomodel_dir = "..."            # the IDS shapes (default: $CONNECTOR_IDS_INFOMODEL_DIR, else
@@ -81,6 +82,7 @@ class BrokerSection(_Section):
     crawl_backoff: float = Field(default=5.0, gt=0, le=3600)
     crawl_backoff_cap: float = Field(default=900.0, gt=0, le=86400)
     crawl_max_datasets: int = Field(default=20_000, ge=1, le=1_000_000)
+    catalog_page_size: int = Field(default=100, ge=1, le=1000)
     peer_allow: list[str] = Field(default_factory=list, max_length=1000)
     infomodel_dir: Path | None = None
 

@@ -40,6 +40,7 @@ from connector.broker import store as regstore
 from connector.broker.description import MAX_TEXT, DatasetEntry
 from connector.broker.templates import offer_template
 from connector.http.client import Delivery
+from connector.http.outbound import same_endpoint
 from connector.odrl.terms import expand_term
 from connector.protocol.messages import CatalogRequestMessage
 from connector.store import Store, StoreError, StoreUnavailable
@@ -287,11 +288,6 @@ def catalog_triples(crawled: Crawled, fallback_id: str) -> str:
 # --------------------------------------------------------------------------- crawling
 
 
-def _same_place(url: str, endpoint_url: str) -> bool:
-    a, b = urlsplit(url), urlsplit(endpoint_url)
-    return (a.scheme, a.netloc, a.path) == (b.scheme, b.netloc, b.path)
-
-
 @dataclass
 class Crawler:
     store: Store
@@ -401,7 +397,7 @@ class Crawler:
                 raise CrawlFailed(f"the catalog request was answered {d.reason}")
             pages.append(d.body)
             url = d.next_url
-            if url is not None and not _same_place(url, first):
+            if url is not None and not same_endpoint(url, first):
                 raise CrawlFailed("the next page is not at the endpoint crawled "
                                   f"({url[:200]}): not followed")
             if url is not None and "pageSize" not in parse_qs(urlsplit(url).query):

@@ -75,6 +75,7 @@ crawl_interval = 2
 crawl_timeout = 10
 crawl_backoff = {CRAWL_BACKOFF}
 crawl_backoff_cap = {CRAWL_BACKOFF_CAP}
+catalog_page_size = 1
 # every participant of this loopback data space is on 127.0.0.1: crawls may go there
 peer_allow = ["127.0.0.1"]
 
@@ -343,6 +344,7 @@ def test_federated_catalog(space: DataSpace, broker: BrokerProcess) -> None:
     reader = space.connector("reader", roles=("consumer",))
     offer(carol, "urn:asset:plankton", "Plankton counts North Sea",
           "Weekly plankton samples per station", ["ocean", "biology"])
+    offer(carol, "urn:asset:krill", "Krill biomass", "Acoustic surveys", ["ocean"])
     beat = Heartbeat(broker, carol, dat_of(carol, space), description_without_datasets(carol))
     try:
         # only in carol's live catalog: found once the broker has crawled it as itself
@@ -353,20 +355,24 @@ def test_federated_catalog(space: DataSpace, broker: BrokerProcess) -> None:
         # her offer's contract policy is n-times-usage
         assert search(broker, "plankton", "--filter", "template=n-times-usage")["total"] == 1
         assert search(broker, "", "--filter", "template=purpose-restricted")["total"] == 0
-        crawl = crawl_of(broker, carol.dsp_url)
-        assert crawl is not None and crawl["state"] == "crawled" and crawl["datasets"] == 1
+        eventually(lambda: (c := crawl_of(broker, carol.dsp_url)) is not None
+                   and c["state"] == "crawled" and c["datasets"] == 2, "both datasets crawled")
 
-        # the consumer's connector reads the broker's catalog of catalogs with its DSP client
+        # the consumer's connector reads the broker's catalog of catalogs with its DSP client:
+        # a page of one dataset (this broker's page size), then every page
         status, catalog = reader.api("POST", "/api/catalog", {"peerUrl": broker.url})
         assert status == 200, catalog
-        nested = {c["participantId"]: c for c in catalog["dsp"]["catalog"]}
-        assert [d["@id"] for d in nested[carol.participant_id]["dataset"]] == [
-            "urn:asset:plankton"]
+        assert [(c["participantId"], len(c["dataset"])) for c in catalog["dsp"]["catalog"]] == [
+            (carol.participant_id, 1)]
+        status, everything = reader.api("POST", "/api/catalog/all", {"peerUrl": broker.url})
+        assert status == 200 and everything["pages"] == 2, everything
         r = run_cli("catalog", broker.url, "--config", str(reader.config))
         assert r.returncode == 0, r.stderr
         listed = json.loads(r.stdout)
-        assert ("urn:asset:plankton", carol.participant_id, carol.dsp_url) in [
-            (d["id"], d["provider"], d["endpoint"]) for d in listed["datasets"]]
+        assert listed["catalogs"] == 1
+        assert sorted((d["id"], d["provider"], d["endpoint"]) for d in listed["datasets"]) == [
+            ("urn:asset:krill", carol.participant_id, carol.dsp_url),
+            ("urn:asset:plankton", carol.participant_id, carol.dsp_url)]
 
         # carol stops answering (her registration is still renewed): retried with backoff
         carol.stop()
