@@ -36,6 +36,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench import broker_crawl
 from connector.broker.service import Broker, BrokerSettings
 from connector.broker.sparql import SparqlIndex
 from connector.broker.store import SearchQuery
@@ -182,8 +183,6 @@ if __name__ == "__main__":
     parser.add_argument("--tls-dir", default="", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.serve_catalogs or parsed.crawl:
-        from bench import broker_crawl  # the crawl benchmark's own module
-
         asyncio.run(broker_crawl.serve_catalogs(parsed) if parsed.serve_catalogs
                     else broker_crawl.crawl_bench(parsed))
     else:

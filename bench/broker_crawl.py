@@ -92,9 +92,7 @@ def catalog_endpoint(b: CatalogBuilder, base: str
 
 async def serve_catalogs(args: argparse.Namespace) -> None:
     """One catalog process: connectors FIRST .. FIRST+COUNT-1 on one port."""
-    from bench.broker import vocabulary  # the same words as the index benchmark
-
-    words = vocabulary(5000, random.Random(12))
+    words = [f"term{n}" for n in range(5000)]
     root = web.Application()
     async with aiohttp.ClientSession() as session:
         verifier = await DatVerifier.from_authority(session, args.authority)
