@@ -9,9 +9,10 @@ Routes:
   the entry, the listed violations and what was coerced; ``Location`` names the entry;
 * ``GET /registrations``, ``GET /registrations/{id}``: the entries (public);
 * ``DELETE /registrations/{id}``: the owner's DAT only: 204;
-* ``GET /search?q=&theme=&license=&format=&publisher=&sort=&limit=&offset=&all=``: datasets
-  of available connectors (``all=true``: unavailable ones too); a filter given several times
-  matches any of its values; ``sort`` is ``relevance`` (default), ``title`` or ``-title``;
+* ``GET /search?q=&theme=&license=&format=&publisher=&template=&sort=&limit=&offset=&all=``:
+  datasets of available connectors, from their descriptions and crawled catalogs (``all=true``:
+  unavailable ones too); ``template`` is an offer's policy template (connector.broker.templates);
+  a filter given several times matches any of its values; ``sort`` is ``relevance`` (default), ``title`` or ``-title``;
 * ``GET|POST /sparql``: the SPARQL 1.1 Protocol, queries only;
 * ``GET /crawls``: the federated crawl of each registration (connector.broker.crawl): its state
   (``pending``, ``crawled``, ``failing``), failures in a row, the last error, when it is next due;
