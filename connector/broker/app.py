@@ -12,7 +12,8 @@ Routes:
 * ``GET /search?q=&theme=&license=&format=&publisher=&template=&sort=&limit=&offset=&all=``:
   datasets of available connectors, from their descriptions and crawled catalogs (``all=true``:
   unavailable ones too); ``template`` is an offer's policy template (connector.broker.templates);
-  a filter given several times matches any of its values; ``sort`` is ``relevance`` (default), ``title`` or ``-title``;
+  a filter given several times matches any of its values; ``sort`` is ``relevance``
+  (default), ``title`` or ``-title``;
 * ``GET|POST /sparql``: the SPARQL 1.1 Protocol, queries only;
 * ``GET /crawls``: the federated crawl of each registration (connector.broker.crawl): its state
   (``pending``, ``crawled``, ``failing``), failures in a row, the last error, when it is next due;
