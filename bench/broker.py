@@ -12,8 +12,12 @@
    LIMIT 20) over pyoxigraph: p50/p95.
 4. Memory (peak RSS of the process) and the database's size on disk (SQLite).
 
+5. ``--crawl``: the federated crawl of ``--connectors`` connectors' DSP catalogs served by
+   catalog processes over mutual TLS (bench/broker_crawl.py).
+
 Run: python bench/broker.py [--descriptions 1000] [--datasets 100] [--queries 500]
      [--store postgresql://...]   (default: a SQLite file in a temporary folder)
+     python bench/broker.py --crawl [--connectors 100] [--servers 4] [--big 10000] [--small 20]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench import broker_crawl
 from connector.broker.service import Broker, BrokerSettings
 from connector.broker.sparql import SparqlIndex
 from connector.broker.store import SearchQuery
@@ -94,7 +99,8 @@ async def main(args: argparse.Namespace) -> None:
     store = await Store.open(url, sqlite_synchronous="NORMAL")
     if store.dialect == "postgresql":  # a clean slate
         async with store.transaction() as tx:
-            for table in ("broker_dataset_terms", "broker_datasets", "broker_changes",
+            for table in ("broker_crawls", "broker_dataset_terms", "broker_datasets",
+                          "broker_changes",
                           "broker_descriptions", "broker_products", "broker_registrations"):
                 await tx.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     broker = Broker(store, SparqlIndex(max_rows=1000, timeout=30),
@@ -161,5 +167,24 @@ if __name__ == "__main__":
     parser.add_argument("--datasets", type=int, default=100)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--store", default=None)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--crawl", action="store_true", help="the federated crawl benchmark")
+    parser.add_argument("--connectors", type=int, default=100)
+    parser.add_argument("--servers", type=int, default=4, help="catalog processes")
+    parser.add_argument("--big", type=int, default=10_000)
+    parser.add_argument("--small", type=int, default=20)
+    parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    # one catalog process (started by --crawl)
+    parser.add_argument("--serve-catalogs", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--authority", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-dir", default="", help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    if parsed.serve_catalogs or parsed.crawl:
+        asyncio.run(broker_crawl.serve_catalogs(parsed) if parsed.serve_catalogs
+                    else broker_crawl.crawl_bench(parsed))
+    else:
+        asyncio.run(main(parsed))
     sys.exit(0)

@@ -192,9 +192,17 @@ def _peer_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.argument("peer_url", callback=_peer_url)
 @_api_options
 def catalog(peer_url: str, config: str | None, api: str | None, api_key: str | None) -> None:
-    """Show PEER_URL's catalog as this connector may see it."""
-    data = _api(config, api, api_key).call("POST", "/api/catalog", {"peerUrl": peer_url})
-    data.pop("dsp", None)
+    """Show PEER_URL's catalog as this connector may see it; of a broker, the whole data space
+    (every connector's catalog the broker has crawled, each dataset with its provider)."""
+    # the broker's modules (SQLAlchemy, RDF) load only for this command
+    from connector.broker.catalogs import data_space
+
+    client = _api(config, api, api_key)
+    data = client.call("POST", "/api/catalog", {"peerUrl": peer_url})
+    dsp = data.pop("dsp", None)
+    if isinstance(dsp, dict) and data_space(dsp) is not None:  # a broker: every page
+        dsp = client.call("POST", "/api/catalog/all", {"peerUrl": peer_url})["dsp"]
+        data = data_space(dsp) or data
     _print(data)
 
 

@@ -9,10 +9,16 @@ Routes:
   the entry, the listed violations and what was coerced; ``Location`` names the entry;
 * ``GET /registrations``, ``GET /registrations/{id}``: the entries (public);
 * ``DELETE /registrations/{id}``: the owner's DAT only: 204;
-* ``GET /search?q=&theme=&license=&format=&publisher=&sort=&limit=&offset=&all=``: datasets
-  of available connectors (``all=true``: unavailable ones too); a filter given several times
-  matches any of its values; ``sort`` is ``relevance`` (default), ``title`` or ``-title``;
+* ``GET /search?q=&theme=&license=&format=&publisher=&template=&sort=&limit=&offset=&all=``:
+  datasets of available connectors, from their descriptions and crawled catalogs (``all=true``:
+  unavailable ones too); ``template`` is an offer's policy template (connector.broker.templates);
+  a filter given several times matches any of its values; ``sort`` is ``relevance``
+  (default), ``title`` or ``-title``;
 * ``GET|POST /sparql``: the SPARQL 1.1 Protocol, queries only;
+* ``GET /crawls``: the federated crawl of each registration (connector.broker.crawl): its state
+  (``pending``, ``crawled``, ``failing``), failures in a row, the last error, when it is next due;
+* ``POST /catalog/request``: the DSP catalog request (DAT-authenticated as at a connector, DSP
+  errors): a catalog of the crawled catalogs, paged (connector.broker.catalogs);
 * ``POST /products`` (a DAT; ``{"datasetId", "title", "license", "contentSha256"}``): 201 with
   the data product's signed certificate and earlier registrations of the same content by others
   (connector.broker.products); ``GET /products/{id}``: the certificate.
@@ -32,6 +38,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from pydantic import ValidationError
 
+from connector.broker import catalogs
 from connector.broker.description import FILTER_KINDS, JSONLD_TYPES, DescriptionRefused
 from connector.broker.pages import broker_graph, html_page
 from connector.broker.products import ProductIn
@@ -39,6 +46,7 @@ from connector.broker.service import Broker, NotYours, ProductsOff
 from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_result
 from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
 from connector.faults import StoreUnavailable
+from connector.http import dsp
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     LIMITS,
@@ -48,11 +56,14 @@ from connector.http.limits import (
     one_header,
     query_int,
     read_body,
+    read_json,
 )
 from connector.http.tls import check_transport_binding, peer_certificate_sha256
 from connector.identity.errors import IdentityError
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
+from connector.protocol.errors import ProtocolError
+from connector.protocol.messages import CatalogRequestMessage
 from connector.selfdescription import MEDIA_TYPES, negotiate, serialize
 
 log = logging.getLogger(__name__)
@@ -64,6 +75,7 @@ class About:
     title: str = "Data space broker"
     public_url: str | None = None  # default: the scheme and Host of the request
     participant_id: str | None = None
+    catalog_page_size: int = catalogs.DEFAULT_PAGE_SIZE  # of its DSP catalog of catalogs
 
 
 BROKER = web.AppKey("broker", Broker)
@@ -264,6 +276,46 @@ async def get_product(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["id"], "certificate": certificate})
 
 
+async def list_crawls(request: web.Request) -> web.Response:
+    return web.json_response({"crawls": [c.view() for c in
+                                         await request.app[BROKER].crawls()]})
+
+
+def _public_url(request: web.Request) -> str:
+    about: About = request.config_dict[ABOUT]
+    return about.public_url or f"{request.scheme}://{request.host}"
+
+
+async def catalog_request(request: web.Request) -> web.Response:
+    """DSP: the catalog of the crawled catalogs (the sender is authenticated by the DSP
+    middleware, connector.http.dsp, as at a connector)."""
+    limits: Limits = request.config_dict[LIMITS]
+    try:
+        body = await read_json(request, max_bytes=limits.dsp_body_bytes, limits=limits,
+                               key="limits.dsp_body_bytes")
+        page_size = query_int(request.query, "pageSize",
+                              request.config_dict[ABOUT].catalog_page_size, minimum=1,
+                              maximum=catalogs.MAX_PAGE_SIZE)
+    except LimitError as exc:
+        raise ProtocolError(exc.status, str(exc.status), [exc.reason]) from exc
+    if CatalogRequestMessage.parse(body).filter:
+        raise ProtocolError(400, "400", ["catalog filters are not supported"])
+    after = catalogs.read_cursor(request.query.get("cursor"))
+    broker: Broker = request.config_dict[BROKER]
+    entries = await broker.crawled_page(after, page_size + 1)
+    public = _public_url(request)
+    about: About = request.config_dict[ABOUT]
+    wire = catalogs.catalog_of_catalogs(entries[:page_size], catalog_id=f"{public}/catalog",
+                                        participant_id=about.participant_id or public)
+    resp = web.json_response(wire)
+    if len(entries) > page_size:
+        resp.headers["Link"] = catalogs.next_link(f"{public}/catalog/request", page_size,
+                                                  entries[page_size - 1])
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        resp.enable_compression()
+    return resp
+
+
 def _wants_html(accept: str | None) -> bool:
     """A browser's Accept (text/html named before any RDF type)."""
     for part in (accept or "").split(","):
@@ -315,4 +367,11 @@ def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes
     app.router.add_post("/sparql", sparql)
     app.router.add_post("/products", register_product)
     app.router.add_get("/products/{id}", get_product)
+    app.router.add_get("/crawls", list_crawls)
+    # DSP, as a connector serves it: DAT (and its TLS binding) checked, DSP error bodies
+    catalog = web.Application(middlewares=[dsp.errors, dsp.auth_middleware(
+        verifier, require_tls_binding=require_tls_binding)], client_max_size=body_bytes)
+    catalog[LIMITS] = limits
+    catalog.router.add_post("/request", catalog_request)
+    app.add_subapp("/catalog", catalog)
     return app

@@ -22,6 +22,16 @@ sparql_max_rows = 10000          # rows (or triples) of one SPARQL result  -> 40
 sparql_concurrency = 2           # SPARQL queries running at once
 sync_interval = 5.0              # s between applying other replicas' registrations to this
                                  # one's SPARQL index (0: off, one broker process only)
+crawl_interval = 300            # s between crawls of a connector's DSP catalog (0: no crawls)
+crawl_concurrency = 8            # crawls at once
+crawl_timeout = 60               # s for one connector's crawl (every page)
+crawl_page_size = 1000           # datasets asked for per catalog page
+crawl_backoff = 5                # s before retrying a failed crawl; doubles per failure ...
+crawl_backoff_cap = 900          # ... up to this (with jitter)
+crawl_max_datasets = 20000       # datasets indexed of one connector's catalog
+catalog_page_size = 100          # datasets per page of the broker's DSP catalog of catalogs
+peer_allow = ["10.0.0.0/8"]      # private addresses and host names the crawls may reach
+                                 # (as a connector's [dsp] peer_allow; public ones always)
 infomodel_dir = "..."            # the IDS shapes (default: $CONNECTOR_IDS_INFOMODEL_DIR, else
                                  # ../shared/conformance/ids-infomodel beside the checkout)
 
@@ -42,6 +52,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 
 from connector.config import ConfigError, LimitsSection, StoreSection, _read_toml, _Section
+from connector.http.outbound import validate_allow_list
 
 __all__ = ["BrokerConfig", "BrokerSection", "load_broker_config"]
 
@@ -64,7 +75,21 @@ class BrokerSection(_Section):
     sparql_max_rows: int = Field(default=10_000, ge=1, le=10_000_000)
     sparql_concurrency: int = Field(default=2, ge=1, le=64)
     sync_interval: float = Field(default=5.0, ge=0, le=25)
+    crawl_interval: float = Field(default=300.0, ge=0, le=86400 * 30)
+    crawl_concurrency: int = Field(default=8, ge=1, le=256)
+    crawl_timeout: float = Field(default=60.0, gt=0, le=3600)
+    crawl_page_size: int = Field(default=1000, ge=1, le=10_000)
+    crawl_backoff: float = Field(default=5.0, gt=0, le=3600)
+    crawl_backoff_cap: float = Field(default=900.0, gt=0, le=86400)
+    crawl_max_datasets: int = Field(default=20_000, ge=1, le=1_000_000)
+    catalog_page_size: int = Field(default=100, ge=1, le=1000)
+    peer_allow: list[str] = Field(default_factory=list, max_length=1000)
     infomodel_dir: Path | None = None
+
+    @field_validator("peer_allow")
+    @classmethod
+    def _allow_list(cls, v: list[str]) -> list[str]:
+        return validate_allow_list(v)
 
     @field_validator("authority_url", "public_url")
     @classmethod

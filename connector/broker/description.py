@@ -51,7 +51,8 @@ __all__ = [
 CONNECTOR_TYPES = (IDS.BaseConnector, IDS.TrustedConnector, IDS.Connector)
 DATASET_TYPES = (DCAT.Dataset, IDS.Resource, IDS.DataResource)
 IANA_MEDIA_TYPES = "https://www.iana.org/assignments/media-types/"
-FILTER_KINDS = ("theme", "license", "format", "publisher")
+# template: the policy template of an offer (connector.broker.templates), from crawled catalogs
+FILTER_KINDS = ("theme", "license", "format", "publisher", "template")
 MAX_TEXT = 4096  # characters kept of one title / description for the index
 
 
@@ -75,11 +76,13 @@ class DatasetEntry:
     themes: tuple[str, ...]
     licenses: tuple[str, ...]
     formats: tuple[str, ...]
+    templates: tuple[str, ...] = ()
 
     def terms(self) -> list[tuple[str, str]]:
         """(kind, value) pairs the filters match exactly."""
         out = [("theme", t) for t in self.themes] + [("license", x) for x in self.licenses]
         out += [("format", f) for f in self.formats]
+        out += [("template", t) for t in self.templates]
         if self.publisher:
             out.append(("publisher", self.publisher))
         return sorted(set(out))

@@ -11,9 +11,11 @@ import aiohttp
 
 from connector.broker.app import About, broker_app
 from connector.broker.config import BrokerConfig
+from connector.broker.crawl import Crawler, CrawlSettings
 from connector.broker.service import Broker, BrokerSettings
 from connector.broker.sparql import SparqlIndex
 from connector.broker.store import prune_changes
+from connector.http.client import DspClient
 from connector.http.limits import (
     WATCHDOG_MARGIN,
     ShutdownWatchdog,
@@ -21,8 +23,9 @@ from connector.http.limits import (
     stop_sites,
     until_signalled,
 )
-from connector.http.tls import server_context
-from connector.identity.client import ParticipantIdentity
+from connector.http.outbound import OutboundPolicy
+from connector.http.tls import client_context, server_context
+from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.errors import IdentityError
 from connector.identity.verify import DatVerifier
 from connector.store import Store, StoreError, StoreUnavailable
@@ -69,6 +72,38 @@ def _signer(config: BrokerConfig) -> ParticipantIdentity | None:
         return None
 
 
+async def _crawler(config: BrokerConfig, broker: Broker, session: aiohttp.ClientSession
+                   ) -> Crawler | None:
+    """The federated crawl, as the broker's participant (its DAT, its TLS certificate); None
+    when crawls are off or the broker has no participant identity."""
+    b = config.broker
+    if b.crawl_interval <= 0:
+        return None
+    if broker.signer is None:
+        log.warning("no federated catalog: the broker has no participant identity to request "
+                    "catalogs with")
+        return None
+    try:
+        dat = await DatClient.discover(session, b.authority_url, broker.signer)
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
+        log.warning("no federated catalog: the authority's token endpoint cannot be found: %s",
+                    exc)
+        return None
+    cert, key, ca = config.tls_files
+    client = DspClient(dat.token, renew=dat.renew,
+                       ssl_context=None if b.plain_http else client_context(ca, cert, key),
+                       policy=OutboundPolicy.from_config(
+                           b.peer_allow,
+                           schemes=("http", "https") if b.plain_http else ("https",)),
+                       timeout=b.crawl_timeout)
+    settings = CrawlSettings(interval=b.crawl_interval, concurrency=b.crawl_concurrency,
+                             timeout=b.crawl_timeout, page_size=b.crawl_page_size,
+                             backoff=b.crawl_backoff, backoff_cap=b.crawl_backoff_cap,
+                             max_datasets=b.crawl_max_datasets)
+    return Crawler(broker.store, client, settings, ttl=b.ttl, indexed=broker.reindex,
+                   clock=broker.clock)
+
+
 async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = None,
               stopping: Callable[[], None] | None = None) -> None:
     shown = Store.shown_url(config.store_url)
@@ -92,7 +127,8 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
             raise SystemExit(f"broker: cannot use the store {shown}: {exc}") from None
         limits = config.limits.limits()
         about = About(title=b.title, public_url=b.public_url,
-                      participant_id=broker.signer.participant_id if broker.signer else None)
+                      participant_id=broker.signer.participant_id if broker.signer else None,
+                      catalog_page_size=b.catalog_page_size)
         app = broker_app(broker, verifier, limits=limits, body_bytes=b.max_body_bytes,
                          require_tls_binding=not b.plain_http, about=about)
         cert, key, ca = config.tls_files
@@ -104,11 +140,17 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
             f"{len(await broker.registrations())}")
         sync = (asyncio.create_task(_keep_in_step(broker, b.sync_interval))
                 if b.sync_interval > 0 else None)
+        crawler = await _crawler(config, broker, session)
+        crawling = asyncio.create_task(crawler.run()) if crawler is not None else None
         await until_signalled()
         if stopping is not None:
             stopping()
-        if sync is not None:
-            sync.cancel()
+        for task in (sync, crawling):
+            if task is not None:
+                task.cancel()
+        if crawling is not None and crawler is not None:
+            await asyncio.gather(crawling, return_exceptions=True)
+            await crawler.client.close()
         await stop_sites([listening.runner], limits)
     finally:
         await session.close()

@@ -169,8 +169,25 @@ class Broker:
         reg, created = await regstore.save(self.store, described, owner=subject,
                                            ntriples=ntriples, violations=violations,
                                            now=self.clock())
-        await asyncio.to_thread(self.index.replace, reg.id, ntriples)
+        await self.reindex(reg.id)
         return Registered(reg, created, tuple(coerced))
+
+    async def reindex(self, reg_id: str) -> None:
+        """The registration's graph in the SPARQL index anew (its description and its crawled
+        catalog, as the store has them)."""
+        ntriples = await regstore.ntriples_of(self.store, reg_id)
+        if ntriples is None:
+            self.index.remove(reg_id)
+        else:
+            await asyncio.to_thread(self.index.replace, reg_id, ntriples)
+
+    async def crawls(self) -> list[regstore.CrawlStatus]:
+        return await regstore.crawl_statuses(self.store)
+
+    async def crawled_page(self, after: tuple[str, str] | None, limit: int
+                           ) -> list[regstore.CatalogEntry]:
+        return await regstore.crawled_page(self.store, after=after, limit=limit,
+                                           now=self.clock(), ttl=self.settings.ttl)
 
     async def unregister(self, subject: str, reg_id: str) -> None:
         await regstore.delete(self.store, reg_id, subject, self.clock())

@@ -9,9 +9,15 @@ Tables (their own SQLAlchemy metadata, created by :func:`create_schema`, idempot
 * ``broker_descriptions``: each registration's description as sorted N-Triples (the SPARQL
   indexes are built from these);
 * ``broker_changes``: a row per registration saved or removed, for the replicas' indexes;
-* ``broker_datasets``: the datasets read from the descriptions, with the indexed text;
+* ``broker_datasets``: the datasets read from the descriptions (``source`` ``description``) and
+  from the connectors' crawled DSP catalogs (``source`` ``catalog``, with the dataset as the
+  catalog listed it in ``wire``), with the indexed text; a description's dataset that the crawled
+  catalog lists too is ``shadowed`` (left out of search: the live catalog's entry stands);
 * ``broker_dataset_terms``: (kind, value) filter terms of each dataset (theme, license, format,
-  publisher), matched exactly.
+  publisher, policy template), matched exactly;
+* ``broker_crawls``: each registration's crawl (connector.broker.crawl): when it is due (a lease
+  while it runs, so replicas never crawl one connector at once), its failures (backoff), the
+  crawled catalog's head (its id, participant and services) and triples.
 
 Keyword search: SQLite FTS5 (``broker_datasets_fts``, rowid = the dataset's pk, kept in step in
 the same transaction); PostgreSQL a generated ``tsvector`` column with a GIN index. Both use the
@@ -72,6 +78,30 @@ datasets = sa.Table(
     sa.Column("keywords", sa.JSON, nullable=False),
     sa.Column("keyword_text", sa.Text, nullable=False),
     sa.Column("publisher", sa.Text, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False, server_default="description"),
+    sa.Column("shadowed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("wire", sa.JSON, nullable=True),  # last: search never reads it
+)
+# columns added after the first broker release: (name, SQLite DDL, PostgreSQL DDL)
+_ADDED = (
+    ("source", "TEXT NOT NULL DEFAULT 'description'", "VARCHAR(16) NOT NULL DEFAULT 'description'"),
+    ("shadowed", "BOOLEAN NOT NULL DEFAULT 0", "BOOLEAN NOT NULL DEFAULT false"),
+    ("wire", "JSON", "JSON"),
+)
+
+crawls = sa.Table(
+    "broker_crawls", metadata,
+    sa.Column("registration_id", sa.String(64),
+              sa.ForeignKey("broker_registrations.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("next_at", sa.Float, nullable=False, index=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("attempted_at", sa.Float, nullable=True),
+    sa.Column("crawled_at", sa.Float, nullable=True),  # the last successful crawl
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("datasets", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("pages", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("head", sa.JSON, nullable=True),  # the catalog without its datasets
+    sa.Column("ntriples", sa.Text, nullable=True),
 )
 
 dataset_terms = sa.Table(
@@ -133,8 +163,17 @@ async def create_schema(store: Store) -> None:
                 key=_PG_LOCK_KEY))
         await tx.connection.run_sync(metadata.create_all)
         if store.dialect == "sqlite":
+            have = {r.name for r in await tx.connection.exec_driver_sql(
+                "PRAGMA table_info(broker_datasets)")}
+            for name, lite, _ in _ADDED:
+                if name not in have:
+                    await tx.connection.exec_driver_sql(
+                        f"ALTER TABLE broker_datasets ADD COLUMN {name} {lite}")
             await tx.connection.exec_driver_sql(_FTS_SQLITE)
         else:
+            for name, _, pg in _ADDED:
+                await tx.connection.exec_driver_sql(
+                    f"ALTER TABLE broker_datasets ADD COLUMN IF NOT EXISTS {name} {pg}")
             for ddl in _PG_DDL:
                 await tx.connection.exec_driver_sql(ddl)
 
@@ -190,10 +229,23 @@ async def list_registrations(store: Store) -> list[Registration]:
 
 
 async def all_ntriples(store: Store) -> list[tuple[str, str]]:
-    """(registration id, N-Triples) of every registration, for the SPARQL index."""
+    """(registration id, N-Triples) of every registration (its description and its crawled
+    catalog), for the SPARQL index."""
+    stmt = (sa.select(descriptions.c.registration_id, descriptions.c.ntriples,
+                      crawls.c.ntriples.label("crawled"))
+            .outerjoin(crawls, crawls.c.registration_id == descriptions.c.registration_id))
     async with store.transaction(readonly=True) as tx:
-        rows = await tx.execute(sa.select(descriptions.c.registration_id, descriptions.c.ntriples))
-        return [(r.registration_id, r.ntriples) for r in rows]
+        return [(r.registration_id, r.ntriples + (r.crawled or "")) for r in await tx.execute(stmt)]
+
+
+async def ntriples_of(store: Store, reg_id: str) -> str | None:
+    """The registration's triples (description and crawled catalog); None if it is gone."""
+    stmt = (sa.select(descriptions.c.ntriples, crawls.c.ntriples.label("crawled"))
+            .outerjoin(crawls, crawls.c.registration_id == descriptions.c.registration_id)
+            .where(descriptions.c.registration_id == reg_id))
+    async with store.transaction(readonly=True) as tx:
+        row = (await tx.execute(stmt)).first()
+    return None if row is None else row.ntriples + (row.crawled or "")
 
 
 class OwnedByAnother(Exception):
@@ -207,14 +259,27 @@ class OwnedByAnother(Exception):
                          "its owner may replace or remove it")
 
 
-async def _delete_datasets(tx: Any, dialect: str, reg_id: str) -> None:
+async def _delete_datasets(tx: Any, dialect: str, reg_id: str, source: str | None = None
+                           ) -> None:
+    """The registration's datasets from ``source`` (None: from both)."""
+    which = [datasets.c.registration_id == reg_id]
+    if source is not None:
+        which.append(datasets.c.source == source)
+    pks = sa.select(datasets.c.pk).where(*which)
     if dialect == "sqlite":
-        await tx.execute(sa.text(
-            "DELETE FROM broker_datasets_fts WHERE rowid IN "
-            "(SELECT pk FROM broker_datasets WHERE registration_id = :rid)").bindparams(rid=reg_id))
-    pks = sa.select(datasets.c.pk).where(datasets.c.registration_id == reg_id)
+        await tx.execute(sa.delete(_fts).where(_fts.c.rowid.in_(pks)))
     await tx.execute(sa.delete(dataset_terms).where(dataset_terms.c.dataset_pk.in_(pks)))
-    await tx.execute(sa.delete(datasets).where(datasets.c.registration_id == reg_id))
+    await tx.execute(sa.delete(datasets).where(*which))
+
+
+async def _shadow(tx: Any, reg_id: str) -> None:
+    """Mark the description's datasets that the crawled catalog lists too."""
+    crawled = datasets.alias("crawled")
+    await tx.execute(sa.update(datasets).where(
+        datasets.c.registration_id == reg_id, datasets.c.source == "description").values(
+        shadowed=sa.exists().where(crawled.c.registration_id == reg_id,
+                                   crawled.c.source == "catalog",
+                                   crawled.c.dataset_id == datasets.c.dataset_id)))
 
 
 async def save(store: Store, described: Described, *, owner: str, ntriples: str,
@@ -240,7 +305,7 @@ async def save(store: Store, described: Described, *, owner: str, ntriples: str,
                 registration_id=reg_id, ntriples=ntriples, digest=_digest(ntriples)))
             registered_at = now
         else:
-            await _delete_datasets(tx, store.dialect, reg_id)
+            await _delete_datasets(tx, store.dialect, reg_id, "description")
             await tx.execute(sa.update(registrations).where(registrations.c.id == reg_id)
                              .values(**values))
             await tx.execute(sa.update(descriptions).where(
@@ -250,6 +315,8 @@ async def save(store: Store, described: Described, *, owner: str, ntriples: str,
         if described.datasets:
             await tx.connection.run_sync(_insert_datasets, store.dialect, reg_id,
                                          described.datasets)
+            await _shadow(tx, reg_id)
+        await _crawl_soon(tx, reg_id, now)
         await tx.execute(sa.insert(changes).values(registration_id=reg_id, at=now))
     reg = Registration(id=reg_id, connector=described.connector, owner=owner,
                        title=described.title, endpoint=described.endpoint,
@@ -264,14 +331,19 @@ _fts = sa.table("broker_datasets_fts", sa.column("rowid"), sa.column("title"),
 
 
 def _insert_datasets(connection: sa.Connection, dialect: str, reg_id: str,
-                     items: Sequence[DatasetEntry]) -> None:
+                     items: Sequence[DatasetEntry],
+                     wire: Mapping[str, dict[str, Any]] | None = None) -> None:
     """Executemany inserts (SQLAlchemy batches them into multi-row statements, compiled once);
-    pks matched back by dataset id (unique per description). Sync: run with ``run_sync``."""
+    pks matched back by dataset id (unique per description or catalog). With ``wire`` (dataset
+    id -> the dataset as its catalog lists it) the rows are a crawled catalog's. Sync: run with
+    ``run_sync``."""
+    source = "description" if wire is None else "catalog"
     rows = connection.execute(
         sa.insert(datasets).returning(datasets.c.pk, datasets.c.dataset_id),
         [{"registration_id": reg_id, "dataset_id": d.id, "title": d.title,
           "description": d.description, "keywords": list(d.keywords),
-          "keyword_text": " ".join(d.keywords), "publisher": d.publisher} for d in items])
+          "keyword_text": " ".join(d.keywords), "publisher": d.publisher, "source": source,
+          "shadowed": False, "wire": None if wire is None else wire[d.id]} for d in items])
     pks = {r.dataset_id: r.pk for r in rows}
     terms = [{"dataset_pk": pks[d.id], "kind": k, "value": v} for d in items for k, v in d.terms()]
     if terms:
@@ -307,6 +379,7 @@ async def delete(store: Store, reg_id: str, owner: str, now: float) -> None:
         if row.owner != owner:
             raise OwnedByAnother(row.owner)
         await _delete_datasets(tx, store.dialect, reg_id)
+        await tx.execute(sa.delete(crawls).where(crawls.c.registration_id == reg_id))
         await tx.execute(sa.delete(descriptions).where(descriptions.c.registration_id == reg_id))
         await tx.execute(sa.delete(registrations).where(registrations.c.id == reg_id))
         await tx.execute(sa.insert(changes).values(registration_id=reg_id, at=now))
@@ -322,11 +395,15 @@ class Change:
 async def changes_since(store: Store, since: float) -> list[Change]:
     """Registration changes recorded at or after ``since`` (epoch seconds), oldest first, each
     with the registration's current description."""
-    stmt = (sa.select(changes.c.seq, changes.c.registration_id, descriptions.c.ntriples)
+    stmt = (sa.select(changes.c.seq, changes.c.registration_id, descriptions.c.ntriples,
+                      crawls.c.ntriples.label("crawled"))
             .outerjoin(descriptions, descriptions.c.registration_id == changes.c.registration_id)
+            .outerjoin(crawls, crawls.c.registration_id == changes.c.registration_id)
             .where(changes.c.at >= since).order_by(changes.c.seq))
     async with store.transaction(readonly=True) as tx:
-        return [Change(r.seq, r.registration_id, r.ntriples) for r in await tx.execute(stmt)]
+        return [Change(r.seq, r.registration_id,
+                       None if r.ntriples is None else r.ntriples + (r.crawled or ""))
+                for r in await tx.execute(stmt)]
 
 
 async def prune_changes(store: Store, before: float) -> int:
@@ -362,13 +439,14 @@ class SearchHit:
     participant: str
     endpoint: str
     available: bool
+    source: str = "description"  # or "catalog": found in the connector's crawled catalog
 
     def view(self) -> dict[str, Any]:
         return {"dataset": self.dataset_id, "title": self.title,
                 "description": self.description, "keywords": list(self.keywords),
                 "publisher": self.publisher, "registration": self.registration_id,
                 "connector": self.connector, "participant": self.participant,
-                "endpoint": self.endpoint, "available": self.available}
+                "endpoint": self.endpoint, "available": self.available, "source": self.source}
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +458,7 @@ class SearchPage:
 async def search(store: Store, query: SearchQuery, *, now: float, ttl: float) -> SearchPage:
     words = tokens(query.text)
     fresh = registrations.c.renewed_at >= now - ttl
-    where: list[Any] = []
+    where: list[Any] = [datasets.c.shadowed == sa.false()]
     if not query.include_unavailable:
         where.append(fresh)
     for kind, values in (query.filters or {}).items():
@@ -406,7 +484,7 @@ async def search(store: Store, query: SearchQuery, *, now: float, ttl: float) ->
     columns = [datasets.c.dataset_id, datasets.c.title, datasets.c.description,
                datasets.c.keywords, datasets.c.publisher, registrations.c.id.label("rid"),
                registrations.c.connector, registrations.c.owner, registrations.c.endpoint,
-               fresh.label("fresh")]
+               fresh.label("fresh"), datasets.c.source]
     order: list[Any] = [rank, datasets.c.title]
     if query.sort == "title":
         order = [datasets.c.title]
@@ -423,5 +501,140 @@ async def search(store: Store, query: SearchQuery, *, now: float, ttl: float) ->
         dataset_id=r.dataset_id, title=r.title, description=r.description,
         keywords=tuple(r.keywords or ()), publisher=r.publisher, registration_id=r.rid,
         connector=r.connector, participant=r.owner, endpoint=r.endpoint,
-        available=bool(r.fresh)) for r in rows)
+        available=bool(r.fresh), source=r.source) for r in rows)
     return SearchPage(total=int(total), hits=hits)
+
+
+# --------------------------------------------------------------------------- crawls
+
+
+async def _crawl_soon(tx: Any, reg_id: str, now: float) -> None:
+    """A (re-)registration makes the connector's crawl due now, unless it is failing (then its
+    backoff stands: re-registering never hammers a connector that cannot answer)."""
+    row = (await tx.execute(sa.select(crawls.c.failures).where(
+        crawls.c.registration_id == reg_id))).first()
+    if row is None:
+        await tx.execute(sa.insert(crawls).values(registration_id=reg_id, next_at=now))
+    elif not row.failures:
+        await tx.execute(sa.update(crawls).where(crawls.c.registration_id == reg_id)
+                         .values(next_at=now))
+
+
+@dataclass(frozen=True, slots=True)
+class DueCrawl:
+    registration_id: str
+    endpoint: str
+    owner: str
+    failures: int
+
+
+async def due_crawls(store: Store, *, now: float, ttl: float, limit: int) -> list[DueCrawl]:
+    """Crawls of available connectors due at ``now``, the longest waiting first."""
+    stmt = (sa.select(crawls.c.registration_id, crawls.c.failures, registrations.c.endpoint,
+                      registrations.c.owner)
+            .join(registrations, registrations.c.id == crawls.c.registration_id)
+            .where(crawls.c.next_at <= now, registrations.c.renewed_at >= now - ttl)
+            .order_by(crawls.c.next_at).limit(limit))
+    async with store.transaction(readonly=True) as tx:
+        return [DueCrawl(r.registration_id, r.endpoint, r.owner, r.failures)
+                for r in await tx.execute(stmt)]
+
+
+async def claim_crawl(store: Store, reg_id: str, *, now: float, lease: float) -> bool:
+    """Take the due crawl (its next_at moves past the lease); False if another replica (or an
+    earlier claim) has it."""
+    async with store.transaction() as tx:
+        result = await tx.execute(sa.update(crawls).where(
+            crawls.c.registration_id == reg_id, crawls.c.next_at <= now).values(
+            next_at=now + lease, attempted_at=now))
+        return bool(result.rowcount)
+
+
+async def save_crawl(store: Store, reg_id: str, *, head: dict[str, Any],
+                     items: Sequence[DatasetEntry], wire: Mapping[str, dict[str, Any]],
+                     ntriples: str, pages: int, now: float, next_at: float) -> bool:
+    """Replace the registration's crawled datasets; False if it is gone meanwhile."""
+    async with store.transaction() as tx:
+        if (await tx.execute(sa.select(crawls.c.registration_id).where(
+                crawls.c.registration_id == reg_id))).first() is None:
+            return False
+        await _delete_datasets(tx, store.dialect, reg_id, "catalog")
+        if items:
+            await tx.connection.run_sync(_insert_datasets, store.dialect, reg_id, items, wire)
+        await _shadow(tx, reg_id)
+        await tx.execute(sa.update(crawls).where(crawls.c.registration_id == reg_id).values(
+            next_at=next_at, failures=0, crawled_at=now, error=None, datasets=len(items),
+            pages=pages, head=head, ntriples=ntriples))
+        await tx.execute(sa.insert(changes).values(registration_id=reg_id, at=now))
+    return True
+
+
+async def crawl_failed(store: Store, reg_id: str, *, error: str, failures: int,
+                       next_at: float) -> None:
+    """Record a failed crawl; the datasets of the last good one stay indexed."""
+    async with store.transaction() as tx:
+        await tx.execute(sa.update(crawls).where(crawls.c.registration_id == reg_id).values(
+            failures=failures, error=error[:1000], next_at=next_at))
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlStatus:
+    registration_id: str
+    connector: str
+    endpoint: str
+    next_at: float
+    failures: int
+    attempted_at: float | None
+    crawled_at: float | None
+    error: str | None
+    datasets: int
+    pages: int
+
+    def view(self) -> dict[str, Any]:
+        return {"registration": self.registration_id, "connector": self.connector,
+                "endpoint": self.endpoint, "nextAt": self.next_at, "failures": self.failures,
+                "attemptedAt": self.attempted_at, "crawledAt": self.crawled_at,
+                "error": self.error, "datasets": self.datasets, "pages": self.pages,
+                "state": "failing" if self.failures else (
+                    "crawled" if self.crawled_at is not None else "pending")}
+
+
+async def crawl_statuses(store: Store) -> list[CrawlStatus]:
+    stmt = (sa.select(crawls.c.registration_id, crawls.c.next_at, crawls.c.failures,
+                      crawls.c.attempted_at, crawls.c.crawled_at, crawls.c.error,
+                      crawls.c.datasets, crawls.c.pages, registrations.c.connector,
+                      registrations.c.endpoint)
+            .join(registrations, registrations.c.id == crawls.c.registration_id)
+            .order_by(registrations.c.connector))
+    async with store.transaction(readonly=True) as tx:
+        return [CrawlStatus(r.registration_id, r.connector, r.endpoint, r.next_at, r.failures,
+                            r.attempted_at, r.crawled_at, r.error, r.datasets, r.pages)
+                for r in await tx.execute(stmt)]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One crawled dataset as its catalog listed it, with the catalog's head."""
+
+    registration_id: str
+    dataset_id: str
+    wire: dict[str, Any]
+    head: dict[str, Any]
+
+
+async def crawled_page(store: Store, *, after: tuple[str, str] | None, limit: int, now: float,
+                       ttl: float) -> list[CatalogEntry]:
+    """Crawled datasets of available connectors by (registration, dataset id), after ``after``."""
+    where: list[Any] = [datasets.c.source == "catalog", registrations.c.renewed_at >= now - ttl]
+    if after is not None:
+        where.append(sa.tuple_(datasets.c.registration_id, datasets.c.dataset_id)
+                     > sa.tuple_(sa.literal(after[0]), sa.literal(after[1])))
+    stmt = (sa.select(datasets.c.registration_id, datasets.c.dataset_id, datasets.c.wire,
+                      crawls.c.head)
+            .join(registrations, registrations.c.id == datasets.c.registration_id)
+            .join(crawls, crawls.c.registration_id == datasets.c.registration_id)
+            .where(*where).order_by(datasets.c.registration_id, datasets.c.dataset_id)
+            .limit(limit))
+    async with store.transaction(readonly=True) as tx:
+        return [CatalogEntry(r.registration_id, r.dataset_id, r.wire or {}, r.head or {})
+                for r in await tx.execute(stmt)]

@@ -50,6 +50,7 @@ class Delivery:
     body: Any
     reason: str
     refused: bool = False  # the outbound policy refused the destination: nothing was sent
+    next_url: str | None = None  # a 2xx answer's Link rel="next" (DSP catalog pagination)
 
 
 class DspClient:
@@ -122,9 +123,15 @@ class DspClient:
                     return Delivery(False, True, resp.status, None,
                                     f"{resp.status}: the peer redirects, and redirects are not "
                                     "followed")
-                raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-                if len(raw) > MAX_RESPONSE_BYTES:
-                    return Delivery(False, False, resp.status, None, "response too large")
+                # read(n) returns what has arrived (up to n): read to the end, within the limit
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        return Delivery(False, False, resp.status, None, "response too large")
+                    chunks.append(chunk)
+                raw = b"".join(chunks)
                 body: Any = None
                 if raw:
                     try:
@@ -132,7 +139,9 @@ class DspClient:
                     except ValueError:
                         body = raw.decode("utf-8", "replace")[:500]
                 if 200 <= resp.status < 300:
-                    return Delivery(True, False, resp.status, body, "")
+                    following = resp.links.get("next")
+                    return Delivery(True, False, resp.status, body, "", next_url=str(
+                        following["url"]) if following is not None else None)
                 reason = _reason(body) or resp.reason or ""
                 return Delivery(False, 400 <= resp.status < 500, resp.status, body,
                                 f"{resp.status} {reason}".strip())

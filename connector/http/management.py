@@ -42,6 +42,7 @@ from connector.assets import DataRoots, PathRefused, path_problem
 from connector.audit.timeline import select, to_view
 from connector.consumer import Denied
 from connector.faults import StoreUnavailable
+from connector.http import dataspace
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     DEFAULT_LIMITS,
@@ -1038,6 +1039,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         Operation("POST", "/api/catalog", peer_catalog, "peerCatalog",
                   "A peer's catalog, as this connector may see it", "catalog", body=CatalogIn,
                   response=CatalogView, errors={502: PEER_FAILED}),
+        dataspace.operation(cp),  # every page of a peer's catalog (connector.http.dataspace)
         # negotiations
         Operation("POST", "/api/negotiations", start_negotiation, "startNegotiation",
                   "Negotiate a peer's offer", "negotiations", status=201, body=NegotiationIn,

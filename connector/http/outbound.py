@@ -42,6 +42,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -153,6 +154,14 @@ class OutboundPolicy:
 
     def address_allowed(self, address: IPAddress) -> bool:
         return any(address.version == n.version and address in n for n in self.allow_networks)
+
+
+def same_endpoint(url: str, endpoint_url: str) -> bool:
+    """Whether ``url`` is at ``endpoint_url`` (scheme, host, port and path; the query aside): a
+    peer's next page is followed only there, or one peer could pass another's answers off as
+    its own."""
+    a, b = urlsplit(url), urlsplit(endpoint_url)
+    return (a.scheme, a.netloc, a.path) == (b.scheme, b.netloc, b.path)
 
 
 def validate_allow_list(allow: list[str]) -> list[str]:

@@ -3,23 +3,32 @@ register at the broker on start and renew on a heartbeat; the consumer finds a d
 keyword, by filter and by SPARQL, reads the provider's catalog through the link and negotiates;
 a participant trying to overwrite another's registration is refused; a stopped connector becomes
 unavailable; a data product certificate verifies offline and a duplicate is flagged; the CLI
-unregisters."""
+unregisters. The federated catalog: the broker crawls a provider's live catalog as itself (DAT,
+mutual TLS), so a dataset missing from the provider's self-description is found, by keyword and
+by policy template; a consumer's connector reads the broker's catalog of catalogs with its DSP
+client (`connector catalog BROKER_URL`); a provider that stops answering is retried with backoff.
+Two broker replicas on one PostgreSQL answer the same search (CONNECTOR_TEST_PG)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataspace_testlib import Connector, DataSpace, cli, free_port, negotiate
@@ -33,18 +42,26 @@ HEARTBEAT = 1.0
 TTL = 4.0
 
 
+CRAWL_BACKOFF, CRAWL_BACKOFF_CAP = 0.5, 8.0
+
+
 class BrokerProcess:
-    def __init__(self, space: DataSpace) -> None:
-        d = space.root / "broker"
-        cli("init", d, "--name", "broker", "--tls-host", "127.0.0.1")
-        reg = cli("authority", "register", space.authority.directory, d / "participant.csr",
-                  "--role", "broker")
-        cli("authority", "issue-tls", space.authority.directory, d / "tls.csr", "--participant",
-            reg["participant_id"])
+    """A broker process; ``directory``: the participant folder of a broker already made (a
+    replica), ``store``: its [store] url."""
+
+    def __init__(self, space: DataSpace, *, name: str = "broker", directory: Path | None = None,
+                 store: str | None = None) -> None:
+        d = directory or space.root / name
+        if directory is None:
+            cli("init", d, "--name", name, "--tls-host", "127.0.0.1")
+            reg = cli("authority", "register", space.authority.directory, d / "participant.csr",
+                      "--role", "broker")
+            cli("authority", "issue-tls", space.authority.directory, d / "tls.csr",
+                "--participant", reg["participant_id"])
         self.directory = d
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
-        self.config = space.root / "broker.toml"
+        self.config = space.root / f"{name}-{self.port}.toml"
         self.config.write_text(f"""
 [broker]
 participant_dir = "{d}"
@@ -53,6 +70,17 @@ port = {self.port}
 validation = "off"
 ttl = {TTL}
 sparql_max_rows = 1000
+sync_interval = 1
+crawl_interval = 2
+crawl_timeout = 10
+crawl_backoff = {CRAWL_BACKOFF}
+crawl_backoff_cap = {CRAWL_BACKOFF_CAP}
+catalog_page_size = 1
+# every participant of this loopback data space is on 127.0.0.1: crawls may go there
+peer_allow = ["127.0.0.1"]
+
+[store]
+{f'url = "{store}"' if store else ""}
 """)
         self.log: list[str] = []
         self.proc = subprocess.Popen(
@@ -269,3 +297,148 @@ async def _fetch(url: str, c: Connector) -> bytes:
             url, headers={"Accept": "text/turtle"}, ssl=client_context(ca, cert, key)) as resp:
         assert resp.status == 200
         return await resp.read()
+
+
+def description_without_datasets(c: Connector) -> bytes:
+    """A self-description as another IDS connector may write it: the connector and its
+    endpoint, no datasets (they are in its live catalog only)."""
+    return f"""
+@prefix ids: <https://w3id.org/idsa/core/> .
+@prefix dspace: <https://w3id.org/dspace/2025/1/> .
+<{c.dsp_url}/> a ids:BaseConnector ; ids:title "carol's connector" ;
+    dspace:participantId "{c.participant_id}" ; ids:hasDefaultEndpoint <{c.dsp_url}/#dsp> .
+<{c.dsp_url}/#dsp> a ids:ConnectorEndpoint ; ids:accessURL <{c.dsp_url}> .
+""".encode()
+
+
+class Heartbeat:
+    """Registers a description every second until stopped (another IDS connector's heartbeat)."""
+
+    def __init__(self, broker: BrokerProcess, c: Connector, dat: str, body: bytes) -> None:
+        self.stopped = threading.Event()
+        self.answers: list[int] = []
+
+        def beat() -> None:
+            while not self.stopped.is_set():
+                status, _ = https(broker, "POST", "/registrations", data=body, as_=c,
+                                  headers={"Authorization": f"Bearer {dat}",
+                                           "Content-Type": "text/turtle"})
+                self.answers.append(status)
+                self.stopped.wait(1.0)
+        self.thread = threading.Thread(target=beat, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(30)
+
+
+def crawl_of(broker: BrokerProcess, endpoint: str) -> dict[str, Any] | None:
+    status, body = https(broker, "GET", "/crawls")
+    assert status == 200, body
+    return next((c for c in body["crawls"] if c["endpoint"] == endpoint), None)
+
+
+def test_federated_catalog(space: DataSpace, broker: BrokerProcess) -> None:
+    carol = space.connector("carol", roles=("provider",))
+    reader = space.connector("reader", roles=("consumer",))
+    offer(carol, "urn:asset:plankton", "Plankton counts North Sea",
+          "Weekly plankton samples per station", ["ocean", "biology"])
+    offer(carol, "urn:asset:krill", "Krill biomass", "Acoustic surveys", ["ocean"])
+    beat = Heartbeat(broker, carol, dat_of(carol, space), description_without_datasets(carol))
+    try:
+        # only in carol's live catalog: found once the broker has crawled it as itself
+        found = eventually(lambda: search(broker, "plankton")["results"], "the crawled dataset")
+        assert [(r["dataset"], r["participant"], r["endpoint"], r["source"]) for r in found] == [
+            ("urn:asset:plankton", carol.participant_id, carol.dsp_url, "catalog")]
+        assert 201 in beat.answers or 200 in beat.answers
+        # her offer's contract policy is n-times-usage
+        assert search(broker, "plankton", "--filter", "template=n-times-usage")["total"] == 1
+        assert search(broker, "", "--filter", "template=purpose-restricted")["total"] == 0
+        eventually(lambda: (c := crawl_of(broker, carol.dsp_url)) is not None
+                   and c["state"] == "crawled" and c["datasets"] == 2, "both datasets crawled")
+
+        # the consumer's connector reads the broker's catalog of catalogs with its DSP client:
+        # a page of one dataset (this broker's page size), then every page
+        status, catalog = reader.api("POST", "/api/catalog", {"peerUrl": broker.url})
+        assert status == 200, catalog
+        assert [(c["participantId"], len(c["dataset"])) for c in catalog["dsp"]["catalog"]] == [
+            (carol.participant_id, 1)]
+        status, everything = reader.api("POST", "/api/catalog/all", {"peerUrl": broker.url})
+        assert status == 200 and everything["pages"] == 2, everything
+        r = run_cli("catalog", broker.url, "--config", str(reader.config))
+        assert r.returncode == 0, r.stderr
+        listed = json.loads(r.stdout)
+        assert listed["catalogs"] == 1
+        assert sorted((d["id"], d["provider"], d["endpoint"]) for d in listed["datasets"]) == [
+            ("urn:asset:krill", carol.participant_id, carol.dsp_url),
+            ("urn:asset:plankton", carol.participant_id, carol.dsp_url)]
+
+        # carol stops answering (her registration is still renewed): retried with backoff
+        carol.stop()
+        failing = eventually(lambda: (c := crawl_of(broker, carol.dsp_url)) is not None
+                             and c["failures"] >= 3 and c, "three failed crawls")
+        assert failing["state"] == "failing" and failing["error"]
+        # the backoff of each retry, as the broker logged it: within [step/2, step] of its
+        # exponential step, so never shorter than the one before (below the cap)
+        pattern = re.compile(rf"crawl of {re.escape(carol.dsp_url)} failed \((\d+) in a row; "
+                             r"next try in ([0-9.]+) s\)")
+        waits = {int(m.group(1)): float(m.group(2))
+                 for m in map(pattern.search, broker.log) if m}
+        assert {1, 2, 3} <= set(waits), broker.log[-20:]
+        for n in (1, 2, 3):
+            step = min(CRAWL_BACKOFF_CAP, CRAWL_BACKOFF * 2 ** (n - 1))
+            assert step / 2 - 0.05 <= waits[n] <= step + 0.05, waits
+        assert waits[1] <= waits[2] <= waits[3]
+        # the last good crawl stays searchable meanwhile
+        assert search(broker, "plankton")["total"] == 1
+    finally:
+        beat.stop()
+    assert not [line for line in broker.log if "Traceback" in line], broker.log
+
+
+PG_URL = os.environ.get("CONNECTOR_TEST_PG")
+
+
+@pytest.mark.skipif(not PG_URL, reason="CONNECTOR_TEST_PG not set: two broker replicas need a "
+                                       "PostgreSQL server")
+def test_two_replicas_on_one_postgresql_answer_the_same_search(space: DataSpace) -> None:
+    assert PG_URL is not None
+    schema = f"test_broker_e2e_{uuid.uuid4().hex[:12]}"
+    dsn = sa.make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE SCHEMA "{schema}"'))
+    store = sa.make_url(PG_URL).update_query_dict({"schema": schema}).render_as_string(
+        hide_password=False)
+    first = BrokerProcess(space, name="replica", store=store)
+    second = BrokerProcess(space, name="replica", directory=first.directory, store=store)
+    try:
+        dave = space.connector("dave", roles=("provider",), start=False)
+        with dave.config.open("a") as f:
+            f.write(f'\n[broker]\nurl = "{first.url}"\nheartbeat = {HEARTBEAT}\n')
+        dave.start()
+        offer(dave, "urn:asset:tides", "Tide gauge readings", "Sea level every ten minutes",
+              ["ocean"])
+        found = eventually(lambda: search(second, "tide*")["results"], "found at the replica")
+        answers = [search(b, "tide*", "--all") for b in (first, second)]
+        assert answers[0] == answers[1]
+        assert "urn:asset:tides" in [r["dataset"] for r in answers[0]["results"]]
+        assert found
+        # the SPARQL index of the replica that did not register it is kept in step
+        query = ("PREFIX dct: <http://purl.org/dc/terms/> SELECT ?d WHERE "
+                 "{ ?d dct:title \"Tide gauge readings\" }")
+        for b in (first, second):
+            eventually(lambda b=b: https(b, "GET", "/sparql?" + urllib.parse.urlencode(
+                {"query": query}))[1]["results"]["bindings"], f"SPARQL at {b.url}")
+        dave.stop()
+    finally:
+        first.stop()
+        second.stop()
+        asyncio.run(admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
