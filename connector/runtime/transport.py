@@ -35,6 +35,10 @@ class PeerReply(Reply, Protocol):
     def refused(self) -> bool:  # the outbound policy refused the destination: nothing was sent
         ...
 
+    @property
+    def next_url(self) -> str | None:  # the answer's next page (a paged catalog), if any
+        ...
+
 
 class Poster(Protocol):
     """A request of this connector's own to a counter-party (a token refresh, a notice)."""
