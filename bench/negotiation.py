@@ -9,7 +9,7 @@
 2. Catalog request latency with 10, 1,000 and 10,000 offers: the whole catalog in one response,
    and one page of 50.
 
-Run: python bench/negotiation.py [--tls] [--quick]
+Run: python bench/negotiation.py [--tls] [--quick] [--store sqlite|postgresql] [--no-catalog]
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tls", action="store_true", help="DSP over mutual TLS (default: plain HTTP)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--store", choices=("sqlite", "postgresql"), action="append",
+                    help="measure this store only (repeatable; default: both)")
+    ap.add_argument("--no-catalog", action="store_true", help="skip the catalog latency part")
     args = ap.parse_args()
     pg = os.environ.get("CONNECTOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
     print(f"# bench/negotiation.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  python "
@@ -141,7 +144,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ds = DataSpace(Path(tmp), tls=args.tls)
         try:
-            for store_name in ("sqlite", "postgresql"):
+            for store_name in args.store or ("sqlite", "postgresql"):
                 schema = f"bench_{uuid.uuid4().hex[:8]}"
                 store = None if store_name == "sqlite" else f"{pg}?schema={schema}"
                 provider = ds.connector(f"p{store_name}", roles=("provider",), store=store)
@@ -164,6 +167,8 @@ def main() -> None:
                 provider.stop()
                 consumer.stop()
 
+            if args.no_catalog:
+                return
             print("\n## Catalog request latency (SQLite provider, one offer per dataset)")
             for count in (10, 1000, 10000):
                 schema_dir = Path(tmp) / f"cat{count}"
