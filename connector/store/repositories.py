@@ -1073,12 +1073,13 @@ class OutboxRepository(_Repository):
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError("limit and offset must not be negative")
         # one statement per shape of the filters (the runtime asks this per outgoing message)
-        shape = (statuses, process_kind is not None, process_id is not None, limit is not None)
+        shape = (statuses is not None, process_kind is not None, process_id is not None,
+                 limit is not None)
 
         def build() -> sa.Select[Any]:
             stmt = sa.select(o)
             if statuses is not None:
-                stmt = stmt.where(o.c.status.in_(statuses))
+                stmt = stmt.where(o.c.status.in_(sa.bindparam("statuses", expanding=True)))
             if process_kind is not None:
                 stmt = stmt.where(o.c.process_kind == sa.bindparam("kind"))
             if process_id is not None:
@@ -1088,8 +1089,8 @@ class OutboxRepository(_Repository):
                 stmt = stmt.limit(sa.bindparam("page_limit", type_=sa.Integer))
             return stmt.offset(sa.bindparam("page_offset", type_=sa.Integer))
 
-        params = {"kind": process_kind, "process": process_id, "page_limit": limit,
-                  "page_offset": offset}
+        params = {"statuses": statuses, "kind": process_kind, "process": process_id,
+                  "page_limit": limit, "page_offset": offset}
         return [_outbox(row) for row in await self._execute(self._built(("list", *shape), build), params)]
 
     async def count_by_status(self) -> dict[OutboxStatus, int]:
