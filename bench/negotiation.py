@@ -9,7 +9,7 @@
 2. Catalog request latency with 10, 1,000 and 10,000 offers: the whole catalog in one response,
    and one page of 50.
 
-Run: python bench/negotiation.py [--tls] [--quick]
+Run: python bench/negotiation.py [--tls] [--quick] [--store sqlite|postgresql] [--no-catalog]
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ from connector.store.rows import AssetRow, OfferRow, PolicyRow
 
 # The connector processes run as in production: no schema checks on the measured path
 # (DataSpace without wire_schemas).
+
+
+def cpu_seconds(c: Connector) -> float:
+    """User + system CPU time the connector process has used (all its threads): a figure that
+    a loaded machine disturbs far less than the wall-clock rate."""
+    assert c.proc is not None
+    fields = Path(f"/proc/{c.proc.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -69,10 +77,13 @@ async def negotiations(consumer: Connector, provider: Connector, offer: str, tot
                 await one()
 
         t0 = time.perf_counter()
+        cpu0 = cpu_seconds(consumer), cpu_seconds(provider)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
+        cpu = cpu_seconds(consumer) - cpu0[0], cpu_seconds(provider) - cpu0[1]
     assert states.count("FINALIZED") == total, states[:5]
-    return {"rate": total / wall, "p50": pct(latencies, 50) * 1000, "p99": pct(latencies, 99) * 1000}
+    return {"rate": total / wall, "p50": pct(latencies, 50) * 1000, "p99": pct(latencies, 99) * 1000,
+            "cpu_consumer": cpu[0] / total * 1000, "cpu_provider": cpu[1] / total * 1000}
 
 
 async def dsp_token(consumer: Connector, authority_url: str) -> str:
@@ -134,6 +145,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tls", action="store_true", help="DSP over mutual TLS (default: plain HTTP)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--store", choices=("sqlite", "postgresql"), action="append",
+                    help="measure this store only (repeatable; default: both)")
+    ap.add_argument("--no-catalog", action="store_true", help="skip the catalog latency part")
     args = ap.parse_args()
     pg = os.environ.get("CONNECTOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
     print(f"# bench/negotiation.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  python "
@@ -141,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ds = DataSpace(Path(tmp), tls=args.tls)
         try:
-            for store_name in ("sqlite", "postgresql"):
+            for store_name in args.store or ("sqlite", "postgresql"):
                 schema = f"bench_{uuid.uuid4().hex[:8]}"
                 store = None if store_name == "sqlite" else f"{pg}?schema={schema}"
                 provider = ds.connector(f"p{store_name}", roles=("provider",), store=store)
@@ -160,10 +174,14 @@ def main() -> None:
                         total = max(conc, total // 5)
                     r = asyncio.run(negotiations(consumer, provider, offer, total, conc))
                     print(f"concurrency {conc:>3}: {r['rate']:7.1f} negotiations/s  "
-                          f"p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  ({total} negotiations)")
+                          f"p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  ({total} negotiations)"
+                          f"  CPU/negotiation: consumer {r['cpu_consumer']:5.1f} ms, "
+                          f"provider {r['cpu_provider']:5.1f} ms")
                 provider.stop()
                 consumer.stop()
 
+            if args.no_catalog:
+                return
             print("\n## Catalog request latency (SQLite provider, one offer per dataset)")
             for count in (10, 1000, 10000):
                 schema_dir = Path(tmp) / f"cat{count}"

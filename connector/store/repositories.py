@@ -10,7 +10,7 @@ renders on PostgreSQL only (SQLite serialises writers with BEGIN IMMEDIATE inste
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -53,8 +53,16 @@ if TYPE_CHECKING:
 
 Upsert = postgresql.Insert | sqlite.Insert
 P = TypeVar("P", NegotiationRow, TransferRow)
+S = TypeVar("S", bound=sa.Executable)
 MAX_ERROR_LENGTH = 4000
 REFERRERS_NAMED = 10  # ids of referring rows a StillReferenced names, per kind
+
+
+# The hot-path statements, built once per (dialect, shape) with bound parameters and run with
+# fresh values: SQLAlchemy then neither rebuilds them nor walks them for a cache key per call
+# (memoised on the statement object), and its compiled cache always hits. Construction and
+# cache keying were about a sixth of a connector's CPU time in a negotiation (bench/RESULTS.md).
+_BUILT: dict[tuple[Any, ...], Any] = {}
 
 
 def _values(row: Any) -> dict[str, Any]:
@@ -82,8 +90,18 @@ class _Repository:
     def _insert(self, table: sa.Table) -> Upsert:
         return self._tx.insert(table)
 
-    async def _execute(self, stmt: sa.Executable) -> sa.CursorResult[Any]:
-        return await self._tx.execute(stmt)
+    def _built(self, key: tuple[Any, ...], build: Callable[[], S]) -> S:
+        """The statement `build` makes, made once per database dialect and `key` and reused
+        (it must depend on nothing but `key`: values go in as bound parameters)."""
+        full = (self._tx.dialect, type(self).__name__, *key)
+        stmt: S | None = _BUILT.get(full)
+        if stmt is None:
+            stmt = _BUILT[full] = build()
+        return stmt
+
+    async def _execute(self, stmt: sa.Executable,
+                       params: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+        return await self._tx.execute(stmt, params)
 
     async def _count(self, table: sa.Table, where: Sequence[sa.ColumnElement[bool]] = ()) -> int:
         result = await self._execute(sa.select(sa.func.count()).select_from(table).where(*where))
@@ -122,20 +140,21 @@ class ParticipantRepository(_Repository):
     ) -> None:
         """Record contact with a counter-party (insert, or update last_seen and what is known)."""
         p = t.participants_seen
-        stmt = self._insert(p).values(
-            id=participant_id,
-            address=address,
-            attributes=dict(attributes or {}),
-            first_seen=now,
-            last_seen=now,
-        )
-        update: dict[str, Any] = {
-            "last_seen": now,
-            "address": sa.func.coalesce(stmt.excluded.address, p.c.address),
-        }
-        if attributes is not None:
-            update["attributes"] = stmt.excluded.attributes
-        await self._execute(stmt.on_conflict_do_update(index_elements=[p.c.id], set_=update))
+        with_attributes = attributes is not None
+
+        def build() -> Upsert:
+            stmt = self._insert(p)
+            update: dict[str, Any] = {
+                "last_seen": stmt.excluded.last_seen,
+                "address": sa.func.coalesce(stmt.excluded.address, p.c.address),
+            }
+            if with_attributes:
+                update["attributes"] = stmt.excluded.attributes
+            return stmt.on_conflict_do_update(index_elements=[p.c.id], set_=update)
+
+        await self._execute(self._built(("touch", with_attributes), build), {
+            "id": participant_id, "address": address, "attributes": dict(attributes or {}),
+            "first_seen": now, "last_seen": now})
 
     async def get(self, participant_id: str) -> ParticipantSeen | None:
         p = t.participants_seen
@@ -216,8 +235,9 @@ class AssetRepository(_Repository):
         """Those of ``asset_ids`` that exist, share-locked until the transaction ends (on
         PostgreSQL; SQLite's writer lock covers it): they cannot be deleted meanwhile."""
         a = t.assets
-        stmt = sa.select(a.c.id).where(a.c.id.in_(list(asset_ids))).with_for_update(read=True)
-        return [row[0] for row in await self._execute(stmt)]
+        stmt = self._built(("lock",), lambda: sa.select(a.c.id).where(
+            a.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update(read=True))
+        return [row[0] for row in await self._execute(stmt, {"ids": list(asset_ids)})]
 
     async def get(self, asset_id: str) -> AssetRow | None:
         a = t.assets
@@ -395,9 +415,9 @@ class _ProcessRepository(_Repository, Generic[P]):
         """Insert at version 1; `DuplicateKey` if the id or (role, pid) exists."""
         stored = dataclasses.replace(row, version=1)
         c = self._table.c
-        result = await self._execute(
-            self._insert(self._table).values(_values(stored)).on_conflict_do_nothing().returning(c.id)
-        )
+        stmt = self._built(("add",), lambda: self._insert(self._table).on_conflict_do_nothing()
+                           .returning(c.id))
+        result = await self._execute(stmt, _values(stored))
         if result.first() is None:
             raise DuplicateKey(f"{self._kind} {row.id!r} or its process id exists")
         return stored
@@ -412,35 +432,43 @@ class _ProcessRepository(_Repository, Generic[P]):
         c = self._table.c
         values = {k: v for k, v in _values(row).items() if k not in self._NOT_SAVED}
         values["version"] = expected + 1
-        result = await self._execute(
-            sa.update(self._table).where(c.id == row.id, c.version == expected).values(values)
-        )
+        values["match_id"] = row.id
+        values["match_version"] = expected
+        stmt = self._built(("save",), lambda: sa.update(self._table).where(
+            c.id == sa.bindparam("match_id"), c.version == sa.bindparam("match_version")))
+        result = await self._execute(stmt, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate(self._kind, row.id, expected)
         return dataclasses.replace(row, version=expected + 1)
 
-    async def _get_where(self, where: sa.ColumnElement[bool], for_update: bool) -> P | None:
-        stmt = sa.select(self._table).where(where)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self._execute(stmt)).first()
+    async def _get_where(self, by: str, params: Mapping[str, Any], for_update: bool) -> P | None:
+        """The row whose column `by` (and role, unless `by` is the id) has the values `params`
+        binds (``key``, ``role``)."""
+        c = self._table.c
+
+        def build() -> sa.Select[Any]:
+            where = [c[by] == sa.bindparam("key")]
+            if by != "id":
+                where.append(c.role == sa.bindparam("role"))
+            stmt = sa.select(self._table).where(*where)
+            return stmt.with_for_update() if for_update else stmt
+
+        row = (await self._execute(self._built(("get", by, for_update), build), params)).first()
         return None if row is None else self._from(row)
 
     async def get(self, process_id: str, *, for_update: bool = False) -> P | None:
         """By internal id. `for_update` row-locks on PostgreSQL (SQLite's writer lock covers it)."""
-        return await self._get_where(self._table.c.id == process_id, for_update)
+        return await self._get_where("id", {"key": process_id}, for_update)
 
     async def get_by_provider_pid(
         self, provider_pid: str, *, role: Role, for_update: bool = False
     ) -> P | None:
-        c = self._table.c
-        return await self._get_where(sa.and_(c.role == role, c.provider_pid == provider_pid), for_update)
+        return await self._get_where("provider_pid", {"key": provider_pid, "role": role}, for_update)
 
     async def get_by_consumer_pid(
         self, consumer_pid: str, *, role: Role, for_update: bool = False
     ) -> P | None:
-        c = self._table.c
-        return await self._get_where(sa.and_(c.role == role, c.consumer_pid == consumer_pid), for_update)
+        return await self._get_where("consumer_pid", {"key": consumer_pid, "role": role}, for_update)
 
     def _filters(
         self,
@@ -582,19 +610,17 @@ class AgreementRepository(_Repository):
         cannot be deleted under the new agreement (see `AssetRepository.delete`)."""
         await AssetRepository(self._tx).lock([agreement.target])
         a = t.agreements
-        result = await self._execute(
-            self._insert(a)
-            .values(_values(agreement))
-            .on_conflict_do_nothing(index_elements=[a.c.id])
-            .returning(a.c.id)
-        )
+        stmt = self._built(("add",), lambda: self._insert(a).on_conflict_do_nothing(
+            index_elements=[a.c.id]).returning(a.c.id))
+        result = await self._execute(stmt, _values(agreement))
         if result.first() is None:
             raise DuplicateKey(f"agreement {agreement.id!r} exists")
         return agreement
 
     async def get(self, agreement_id: str) -> AgreementRow | None:
         a = t.agreements
-        row = (await self._execute(sa.select(a).where(a.c.id == agreement_id))).first()
+        stmt = self._built(("get",), lambda: sa.select(a).where(a.c.id == sa.bindparam("key")))
+        row = (await self._execute(stmt, {"key": agreement_id})).first()
         return None if row is None else AgreementRow(**row._mapping)
 
     @staticmethod
@@ -824,14 +850,14 @@ class ProcessedMessageRepository(_Repository):
     the first transaction ends, then sees its record: never handled twice.
     """
 
-    async def reserve(self, message_key: str, now: datetime) -> ProcessedMessage | None:
+    def _insert_new(self) -> sa.Executable:
         pm = t.processed_messages
+        return self._built(("insert",), lambda: self._insert(pm).on_conflict_do_nothing(
+            index_elements=[pm.c.message_key]).returning(pm.c.message_key))
+
+    async def reserve(self, message_key: str, now: datetime) -> ProcessedMessage | None:
         result = await self._execute(
-            self._insert(pm)
-            .values(message_key=message_key, response=None, created_at=now)
-            .on_conflict_do_nothing(index_elements=[pm.c.message_key])
-            .returning(pm.c.message_key)
-        )
+            self._insert_new(), {"message_key": message_key, "response": None, "created_at": now})
         if result.first() is not None:
             return None
         earlier = await self.get(message_key)
@@ -841,26 +867,22 @@ class ProcessedMessageRepository(_Repository):
 
     async def complete(self, message_key: str, response: Any) -> None:
         pm = t.processed_messages
-        result = await self._execute(
-            sa.update(pm).where(pm.c.message_key == message_key).values(response=response)
-        )
+        stmt = self._built(("complete",), lambda: sa.update(pm).where(
+            pm.c.message_key == sa.bindparam("key")))
+        result = await self._execute(stmt, {"key": message_key, "response": response})
         if result.rowcount != 1:
             raise NotFound(f"processed message {message_key!r} was not reserved")
 
     async def record(self, message_key: str, response: Any, now: datetime) -> bool:
         """Reserve and complete at once; False if the key was already recorded."""
-        pm = t.processed_messages
         result = await self._execute(
-            self._insert(pm)
-            .values(message_key=message_key, response=response, created_at=now)
-            .on_conflict_do_nothing(index_elements=[pm.c.message_key])
-            .returning(pm.c.message_key)
-        )
+            self._insert_new(), {"message_key": message_key, "response": response, "created_at": now})
         return result.first() is not None
 
     async def get(self, message_key: str) -> ProcessedMessage | None:
         pm = t.processed_messages
-        row = (await self._execute(sa.select(pm).where(pm.c.message_key == message_key))).first()
+        stmt = self._built(("get",), lambda: sa.select(pm).where(pm.c.message_key == sa.bindparam("key")))
+        row = (await self._execute(stmt, {"key": message_key})).first()
         return None if row is None else ProcessedMessage(**row._mapping)
 
     async def purge(self, older_than: datetime) -> int:
@@ -888,26 +910,27 @@ class OutboxRepository(_Repository):
     async def add(self, message: OutboxMessage) -> bool:
         """Queue a message; False (and nothing written) if its `message_key` is already queued."""
         o = t.outbox
-        earlier = o.alias("earlier")
         values = _values(message)
-        if message.process_kind is not None and message.process_id is not None:
-            values["seq"] = (
-                sa.select(sa.func.coalesce(sa.func.max(earlier.c.seq), 0) + 1)
-                .where(
-                    earlier.c.process_kind == message.process_kind, earlier.c.process_id == message.process_id
-                )
-                .scalar_subquery()
-            )
+        ordered = message.process_kind is not None and message.process_id is not None
+
+        def build() -> sa.Executable:
+            stmt = self._insert(o)
+            if ordered:  # the next seq of the process, drawn in the INSERT itself
+                earlier = o.alias("earlier")
+                stmt = stmt.values(seq=sa.select(sa.func.coalesce(sa.func.max(earlier.c.seq), 0) + 1)
+                                   .where(earlier.c.process_kind == sa.bindparam("seq_kind"),
+                                          earlier.c.process_id == sa.bindparam("seq_process"))
+                                   .scalar_subquery())
+            return stmt.on_conflict_do_nothing(index_elements=[o.c.message_key]).returning(o.c.id)
+
+        if ordered:
+            del values["seq"]
+            values["seq_kind"] = message.process_kind
+            values["seq_process"] = message.process_id
         else:
             values["seq"] = 0
-        stmt = (
-            self._insert(o)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=[o.c.message_key])
-            .returning(o.c.id)
-        )
         try:
-            result = await self._execute(stmt)
+            result = await self._execute(self._built(("add", ordered), build), values)
         except DuplicateKey as error:
             # Two transactions queued for one process at once and drew the same seq.
             raise ConcurrentUpdate(
@@ -968,19 +991,19 @@ class OutboxRepository(_Repository):
         claimed.sort(key=lambda m: (m.next_attempt_at, m.created_at, m.id))
         return claimed
 
-    def _claimed_by(self, message_id: str, worker_id: str) -> sa.ColumnElement[bool]:
+    def _claimed(self) -> sa.Update:
+        """An UPDATE of the message ``claim_id`` if ``claim_worker`` holds its claim."""
         o = t.outbox
-        return sa.and_(o.c.id == message_id, o.c.status == "in_flight", o.c.claimed_by == worker_id)
+        return self._built(("claimed",), lambda: sa.update(o).where(
+            o.c.id == sa.bindparam("claim_id"), o.c.status == "in_flight",
+            o.c.claimed_by == sa.bindparam("claim_worker")))
 
     async def mark_sent(self, message_id: str, worker_id: str, now: datetime) -> bool:
         """Record delivery. False if `worker_id` is not the current claimant (another worker
         re-claimed the message after this one's claim expired); nothing is changed then."""
-        o = t.outbox
-        result = await self._execute(
-            sa.update(o)
-            .where(self._claimed_by(message_id, worker_id))
-            .values(status="sent", sent_at=now, claimed_until=None, last_error=None)
-        )
+        result = await self._execute(self._claimed(), {
+            "claim_id": message_id, "claim_worker": worker_id,
+            "status": "sent", "sent_at": now, "claimed_until": None, "last_error": None})
         return result.rowcount == 1
 
     async def mark_failed(
@@ -990,8 +1013,9 @@ class OutboxRepository(_Repository):
 
         False if `worker_id` is not the current claimant; nothing is changed then.
         """
-        o = t.outbox
         values: dict[str, Any] = {
+            "claim_id": message_id,
+            "claim_worker": worker_id,
             "status": "dead" if next_attempt_at is None else "pending",
             "claimed_by": None,
             "claimed_until": None,
@@ -999,9 +1023,7 @@ class OutboxRepository(_Repository):
         }
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
-        result = await self._execute(
-            sa.update(o).where(self._claimed_by(message_id, worker_id)).values(values)
-        )
+        result = await self._execute(self._claimed(), values)
         return result.rowcount == 1
 
     async def release_claims(self, worker_id: str, now: datetime) -> int:
@@ -1028,7 +1050,8 @@ class OutboxRepository(_Repository):
 
     async def get(self, message_id: str) -> OutboxMessage | None:
         o = t.outbox
-        row = (await self._execute(sa.select(o).where(o.c.id == message_id))).first()
+        stmt = self._built(("get",), lambda: sa.select(o).where(o.c.id == sa.bindparam("key")))
+        row = (await self._execute(stmt, {"key": message_id})).first()
         return None if row is None else _outbox(row)
 
     async def get_by_key(self, message_key: str) -> OutboxMessage | None:
@@ -1046,15 +1069,29 @@ class OutboxRepository(_Repository):
         offset: int = 0,
     ) -> list[OutboxMessage]:
         o = t.outbox
-        stmt = sa.select(o)
-        if status is not None:
-            stmt = stmt.where(_match(o.c.status, status))
-        if process_kind is not None:
-            stmt = stmt.where(o.c.process_kind == process_kind)
-        if process_id is not None:
-            stmt = stmt.where(o.c.process_id == process_id)
-        stmt = _page(stmt.order_by(o.c.created_at, o.c.seq, o.c.id), limit, offset)
-        return [_outbox(row) for row in await self._execute(stmt)]
+        statuses = None if status is None else (status,) if isinstance(status, str) else tuple(status)
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValueError("limit and offset must not be negative")
+        # one statement per shape of the filters (the runtime asks this per outgoing message)
+        shape = (statuses is not None, process_kind is not None, process_id is not None,
+                 limit is not None)
+
+        def build() -> sa.Select[Any]:
+            stmt = sa.select(o)
+            if statuses is not None:
+                stmt = stmt.where(o.c.status.in_(sa.bindparam("statuses", expanding=True)))
+            if process_kind is not None:
+                stmt = stmt.where(o.c.process_kind == sa.bindparam("kind"))
+            if process_id is not None:
+                stmt = stmt.where(o.c.process_id == sa.bindparam("process"))
+            stmt = stmt.order_by(o.c.created_at, o.c.seq, o.c.id)
+            if limit is not None:
+                stmt = stmt.limit(sa.bindparam("page_limit", type_=sa.Integer))
+            return stmt.offset(sa.bindparam("page_offset", type_=sa.Integer))
+
+        params = {"statuses": statuses, "kind": process_kind, "process": process_id,
+                  "page_limit": limit, "page_offset": offset}
+        return [_outbox(row) for row in await self._execute(self._built(("list", *shape), build), params)]
 
     async def count_by_status(self) -> dict[OutboxStatus, int]:
         o = t.outbox

@@ -138,6 +138,33 @@ async def test_messages_of_one_process_go_out_in_order(store: Store) -> None:
     assert third.message_key == "p1-c"
 
 
+async def test_list_filters_give_each_call_its_own_values(store: Store) -> None:
+    """The runtime's probe (unfinished messages of one process, one row) and the other filter
+    shapes: statements are built once per shape and reused, so every call must see only its
+    own values."""
+    await add(store, *(message(f"{p}-{i}", process_id=p, seconds=i) for p in ("p1", "p2") for i in range(3)))
+    claimed = await store.claim_due("w", NOW + timedelta(seconds=10), 10, 30)
+    assert [m.message_key for m in claimed] == ["p1-0", "p2-0"]
+    assert await store.mark_sent(claimed[0].id, "w", NOW)
+
+    async def keys(**filters: object) -> list[str]:
+        async with store.transaction(readonly=True) as tx:
+            return [m.message_key for m in await tx.outbox.list(**filters)]  # type: ignore[arg-type]
+
+    unfinished = ("pending", "in_flight")
+    for process, first in (("p1", "p1-1"), ("p2", "p2-0"), ("p3", None)):
+        got = await keys(status=unfinished, process_kind="negotiation", process_id=process, limit=1)
+        assert got == ([first] if first else [])
+    assert await keys(status="sent") == ["p1-0"]
+    assert await keys(status=["in_flight"]) == ["p2-0"]
+    assert await keys(status=[]) == []
+    assert await keys(process_id="p2", limit=None, offset=1) == ["p2-1", "p2-2"]
+    assert await keys(process_id="p1", limit=1, offset=2) == ["p1-2"]
+    assert await keys(process_kind="transfer") == []
+    with pytest.raises(ValueError):
+        await keys(limit=-1)
+
+
 async def test_housekeeping(store: Store) -> None:
     await add(store, *(message(f"k{index}", seconds=index) for index in range(4)))
     claimed = await store.claim_due("w", NOW + timedelta(seconds=10), 3, 30)
