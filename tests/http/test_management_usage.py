@@ -4,7 +4,7 @@ real store."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +23,7 @@ from connector.store import AgreementRow, NegotiationRow, Store
 
 KEY = "k" * 24
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+S = xfer.TransferState
 PROVIDER = "urn:test:provider"
 EUR = "http://dbpedia.org/resource/Euro"
 XSD_DATETIME = "http://www.w3.org/2001/XMLSchema#dateTime"
@@ -234,3 +235,47 @@ async def test_bad_retirements_are_refused(with_agreements: TestClient, agreemen
     assert got == status, answer
     assert (await call(with_agreements, "GET", "/api/agreements/urn:agreement:sold"))[1][
         "status"] == "active"
+
+
+# ------------------------------------------------------------------ listings
+
+
+async def test_transfer_list_by_state_pages_newest_first(api: TestClient, tmp_path: Path) -> None:
+    """250 transfers in mixed states: `?state=` finds every one in that (DSP) state across
+    pages, newest first with `order=newest`, each page full, none twice. (The store's tests run
+    the same query on PostgreSQL: tests/store/test_store_listing.py.)"""
+    states = [(S.STARTED, S.STARTED), (S.REQUESTED, S.REQUESTED), (S.COMPLETED, S.COMPLETED),
+              (S.SUSPENDING, S.STARTED), (S.STARTING, None), (S.TERMINATED, S.TERMINATED)]
+    store = await Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        await add_agreement(store, "urn:agreement:many")
+        async with store.transaction() as tx:
+            for i in range(250):
+                state, acked = states[i % len(states)]
+                created = NOW + timedelta(seconds=(i * 37) % 250)
+                await tx.transfers.add(transfer_to_row(xfer.Transfer(
+                    id=f"urn:transfer:{i:03d}", role=Role.PROVIDER, provider_pid=f"urn:transfer:{i:03d}",
+                    consumer_pid=f"c-{i}", state=state, counter_party_id="urn:test:consumer",
+                    counter_party_address="http://127.0.0.1:9", agreement_id="urn:agreement:many",
+                    format="HttpData-PULL", created_at=created, updated_at=created,
+                    acked_state=acked)))
+    finally:
+        await store.close()
+    # STARTED: settled STARTED, SUSPENDING (STARTED acknowledged last) and STARTING (none yet)
+    expected = sorted((i for i in range(250) if i % len(states) in (0, 3, 4)),
+                      key=lambda i: ((i * 37) % 250, i), reverse=True)
+    seen: list[str] = []
+    for offset in range(0, 500, 30):
+        status, page = await call(api, "GET",
+                                  f"/api/transfers?state=STARTED&order=newest&limit=30&offset={offset}")
+        assert status == 200, page
+        assert {t["state"] for t in page} <= {"STARTED"}
+        assert len(page) == min(30, max(0, len(expected) - offset))
+        seen += [t["id"] for t in page]
+    assert seen == [f"urn:transfer:{i:03d}" for i in expected]
+    status, oldest = await call(api, "GET", "/api/transfers?state=COMPLETED&limit=500")
+    assert [t["id"] for t in oldest] == sorted(
+        (t["id"] for t in oldest), key=lambda tid: ((int(tid[-3:]) * 37) % 250, tid))
+    assert len(oldest) == len(range(2, 250, len(states)))
+    status, refused = await call(api, "GET", "/api/transfers?state=STARTING")
+    assert status == 400, refused  # an internal state is not a DSP state
