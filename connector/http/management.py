@@ -5,6 +5,8 @@ Every operation is one entry of the route table at the end of `management_app`: 
 body and query models, and every status it answers; the router and the OpenAPI document are both
 generated from that table (`connector.http.routes`), the answers' shapes are the models of
 `connector.http.views`. An id in a path is one percent-encoded segment and may hold any character.
+A handler parses and validates, calls one service of `connector.services` (where the business
+logic is) and renders; a service's typed error becomes a status in `connector.http.errors`.
 
 Callers never write JSON-LD: a policy is a template name with parameters, or plain ODRL rules
 (``{"permission": [{"action": "use", "constraint": [...]}]}``) that the connector wraps in the
