@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import click
 
@@ -307,9 +308,9 @@ def transfer() -> None:
 @_api_options
 @click.option("--state", help="Only transfers in this state.")
 def transfer_list(config: str | None, api: str | None, api_key: str | None, state: str | None) -> None:
-    """Transfers, newest first."""
-    rows = _api(config, api, api_key).call("GET", "/api/transfers?limit=200")
-    _print([r for r in rows if state is None or r["state"] == state])
+    """Transfers, newest first (the 200 newest)."""
+    query = {"order": "newest", "limit": "200", **({"state": state} if state else {})}
+    _print(_api(config, api, api_key).call("GET", f"/api/transfers?{urlencode(query)}"))
 
 
 @transfer.command(name="show")

@@ -6,6 +6,9 @@ A storage fault (`connector.faults.StoreUnavailable`: a full disk, a read-only o
 store) is 503 with a ``Retry-After`` and a reason that names no path; the operator's log gets the
 reason and what to check, at most once per `LOG_EVERY` seconds per reason (a full disk under load
 would otherwise write a line per request, onto the same full disk).
+
+A service's typed error (`connector.services.errors`) gets its status here, from `SERVICE_STATUS`,
+the one table of them: the management API answers it as ``{"error": reason, "details": [...]}``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,16 @@ import time
 from dataclasses import dataclass, field
 
 from connector.faults import StoreUnavailable
+from connector.services.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    NotFound,
+    PeerFailed,
+    ServiceError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 RETRY_AFTER = "Retry-After"
@@ -29,6 +42,21 @@ class HttpFault:
     status: int
     reason: str
     headers: dict[str, str] = field(default_factory=dict)
+    details: tuple[str, ...] = ()
+
+
+SERVICE_STATUS: dict[type[ServiceError], int] = {
+    InvalidInput: 400, Forbidden: 403, NotFound: 404, Conflict: 409, Gone: 410,
+    PeerFailed: 502, Unavailable: 503,
+}
+
+
+def service_fault(exc: ServiceError) -> HttpFault:
+    """A service's refusal as an answer: the status of its class (or of the nearest base class
+    in `SERVICE_STATUS`; 400 for any other), its reason and details. (The management API's
+    error body adds the Retry-After of a 503: `connector.http.routes.error_response`.)"""
+    status = next((SERVICE_STATUS[k] for k in type(exc).__mro__ if k in SERVICE_STATUS), 400)
+    return HttpFault(status, exc.reason, details=exc.details)
 
 
 def storage_fault(exc: StoreUnavailable, *, where: str = "") -> HttpFault:
@@ -45,4 +73,4 @@ def storage_fault(exc: StoreUnavailable, *, where: str = "") -> HttpFault:
                      {RETRY_AFTER: str(exc.retry_after)})
 
 
-__all__ = ["RETRY_AFTER", "HttpFault", "storage_fault"]
+__all__ = ["RETRY_AFTER", "SERVICE_STATUS", "HttpFault", "service_fault", "storage_fault"]

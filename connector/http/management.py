@@ -5,6 +5,8 @@ Every operation is one entry of the route table at the end of `management_app`: 
 body and query models, and every status it answers; the router and the OpenAPI document are both
 generated from that table (`connector.http.routes`), the answers' shapes are the models of
 `connector.http.views`. An id in a path is one percent-encoded segment and may hold any character.
+A handler parses and validates, calls one service of `connector.services` (where the business
+logic is) and renders; a service's typed error becomes a status in `connector.http.errors`.
 
 Callers never write JSON-LD: a policy is a template name with parameters, or plain ODRL rules
 (``{"permission": [{"action": "use", "constraint": [...]}]}``) that the connector wraps in the
@@ -17,13 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import re
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import (
@@ -38,12 +36,13 @@ from pydantic import (
     model_validator,
 )
 
-from connector.assets import DataRoots, PathRefused, path_problem
-from connector.audit.timeline import select, to_view
-from connector.consumer import Denied
+from connector.assets import DataRoots, path_problem
+from connector.audit.log import AuditLog
+from connector.audit.timeline import to_view
+from connector.consumer import Downloads, LocalUse
 from connector.faults import StoreUnavailable
 from connector.http import dataspace
-from connector.http.errors import storage_fault
+from connector.http.errors import service_fault, storage_fault
 from connector.http.limits import (
     DEFAULT_LIMITS,
     LIMITS,
@@ -69,7 +68,6 @@ from connector.http.routes import (
     query_of,
 )
 from connector.http.views import (
-    AgreementStatus,
     AgreementView,
     AssetView,
     AuditEntryView,
@@ -82,24 +80,28 @@ from connector.http.views import (
     PolicyView,
     PullJobView,
     TransferView,
+    TransferWireState,
     VaultCopyView,
     VaultItemView,
 )
-from connector.ids import ID_RULE, IdKind, InvalidId, new_id, resolve_id
-from connector.odrl.model import Policy
+from connector.ids import ID_RULE
 from connector.odrl.parse import PolicyError
-from connector.odrl.plain import policy_document as plain_policy_document
-from connector.odrl.templates import TemplateError, fill
-from connector.odrl.wire import wire_rules
-from connector.protocol import negotiation as neg
-from connector.protocol import transfer as xfer
-from connector.protocol.errors import ProtocolError
-from connector.protocol.messages import CatalogRequestMessage, check_policy, standalone_policy
 from connector.protocol.negotiation import NegotiationState
-from connector.runtime import ControlPlane, policy_problems, row_to_negotiation, row_to_transfer
-from connector.store import DuplicateKey, ReferenceViolation, StillReferenced
+from connector.runtime import ControlPlane, row_to_negotiation, row_to_transfer
+from connector.services import policies
+from connector.services.agreements import AgreementNow, Agreements
+from connector.services.assets import Assets
+from connector.services.audit import Timeline
+from connector.services.catalog import PeerCatalog
+from connector.services.errors import ServiceError, translated
+from connector.services.held import Facts, NewPayment, Payments
+from connector.services.negotiations import Negotiations
+from connector.services.offers import Offers
+from connector.services.policies import Policies
+from connector.services.records import Page, RemovableRecords, iso_time
+from connector.services.transfers import Transfers
+from connector.services.vault import Pulls, Vault
 from connector.store.rows import (
-    AgreementRow,
     AssetRow,
     HeldFact,
     NegotiationRow,
@@ -110,9 +112,9 @@ from connector.store.rows import (
 )
 from connector.usage import pipeline
 from connector.usage.export import VaultExport
-from connector.usage.held import HeldFacts, UnknownOperand
-from connector.usage.lifecycle import agreement_status
-from connector.usage.payments import PaymentError, currency_iri, parse_amount
+from connector.usage.held import HeldFacts
+
+R = TypeVar("R")
 
 API_VERSION = "0.2.0"
 API_DESCRIPTION = (
@@ -329,9 +331,19 @@ class PageQuery(_Query):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="skip this many items first")
 
 
-class NegotiationListQuery(PageQuery):
+class ProcessListQuery(PageQuery):
+    order: Literal["oldest", "newest"] = Field(
+        default="oldest", description="oldest first (by creation), or newest first")
+
+
+class NegotiationListQuery(ProcessListQuery):
     state: NegotiationWireState | None = Field(  # type: ignore[valid-type]
         default=None, description="only negotiations in this (DSP) state")
+
+
+class TransferListQuery(ProcessListQuery):
+    state: TransferWireState | None = Field(  # type: ignore[valid-type]
+        default=None, description="only transfers in this (DSP) state")
 
 
 MAX_WAIT_NEGOTIATION = 60.0
@@ -435,77 +447,38 @@ def _take(pieces: Iterator[bytes], limit: int) -> bytes:
     return bytes(out)
 
 
-def _new_id(given: str | None, kind: IdKind) -> str:
-    try:
-        return new_id(given, kind)
-    except InvalidId as exc:
-        raise ApiError(400, str(exc)) from exc
-
-
-def _ref(given: str, kind: IdKind) -> str:
-    """A reference to an asset or policy, by the same rule as its id (``weather`` ->
-    ``urn:asset:weather``)."""
-    try:
-        return resolve_id(given, kind)
-    except InvalidId as exc:
-        raise ApiError(400, str(exc)) from exc
-
-
-# ------------------------------------------------------------------ policies in plain JSON
-
-
-def terms_on_the_wire(terms: dict[str, Any]) -> dict[str, Any]:
-    """Plain rules a consumer asks for, as they go in a DSP message: full IRIs for every term
-    the DSP contexts do not define (connector.odrl.wire), so the provider reads
-    ``idsc:SECURITY_LEVEL`` as the IDS operand."""
-    rules = {k: v for k, v in terms.items() if k in ("permission", "prohibition", "obligation")}
-    doc = plain_policy_document(rules, "urn:uuid:terms")
-    problems = policy_problems(doc)
-    if problems:
-        raise ApiError(400, "the terms cannot be read", problems)
-    try:
-        wire = wire_rules(doc)
-        check_policy({"@id": "urn:uuid:terms", "@type": "Offer", **wire}, "Offer", target=False,
-                     where="terms")
-    except (PolicyError, ValueError) as exc:
-        raise ApiError(400, f"the terms cannot be read: {exc}") from exc
-    return wire
-
-
 def policy_document(p: PolicyIn, policy_id: str) -> dict[str, Any]:
-    """A template filled, or plain rules / JSON-LD as the policy engine reads them
-    (connector.odrl.plain: the one conversion, shared with `connector policy check`)."""
-    if p.template is not None:
-        try:
-            return fill(p.template, p.params, policy_id=policy_id)
-        except TemplateError as exc:
-            raise ApiError(400, str(exc)) from exc
-    assert p.policy is not None
-    return plain_policy_document(p.policy, policy_id)
+    """The policy a `PolicyIn` describes (connector.services.policies.policy_document)."""
+    return policies.policy_document(policy_id, template=p.template, params=p.params,
+                                    policy=p.policy)
+
+
+def _page(q: PageQuery) -> Page:
+    return Page(limit=q.limit, offset=q.offset)
+
+
+def _process_page(q: ProcessListQuery) -> Page:
+    return Page(limit=q.limit, offset=q.offset, newest_first=q.order == "newest")
 
 
 # ------------------------------------------------------------------ views
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat().replace("+00:00", "Z") if t else None
-
-
 def asset_view(a: AssetRow) -> dict[str, Any]:
     return {"id": a.id, "title": a.title, "description": a.description,
             "keywords": list(a.keywords), "contentType": a.content_type,
-            "dataAddress": a.data_address, "createdAt": _iso(a.created_at)}
+            "dataAddress": a.data_address, "createdAt": iso_time(a.created_at)}
 
 
 def policy_view(p: PolicyRow) -> dict[str, Any]:
-    return {"id": p.id, "policy": p.document(), "createdAt": _iso(p.created_at)}
+    return {"id": p.id, "policy": p.document(), "createdAt": iso_time(p.created_at)}
 
 
 def offer_view(o: OfferRow) -> dict[str, Any]:
     sel = o.asset_selector if isinstance(o.asset_selector, dict) else {}
     return {"id": o.id, "assetIds": sel.get("assetIds"), "allAssets": bool(sel.get("all")),
             "accessPolicyId": o.access_policy_id, "contractPolicyId": o.contract_policy_id,
-            "createdAt": _iso(o.created_at)}
+            "createdAt": iso_time(o.created_at)}
 
 
 def negotiation_view(row: NegotiationRow) -> dict[str, Any]:
@@ -516,7 +489,7 @@ def negotiation_view(row: NegotiationRow) -> dict[str, Any]:
             "offer": dict(n.offer), "agreementId": row.agreement_id,
             "terminationReason": list(n.termination_reason) or None,
             "errorDetail": n.delivery_error,
-            "createdAt": _iso(row.created_at), "updatedAt": _iso(row.updated_at)}
+            "createdAt": iso_time(row.created_at), "updatedAt": iso_time(row.updated_at)}
 
 
 def transfer_view(row: TransferRow) -> dict[str, Any]:
@@ -527,7 +500,7 @@ def transfer_view(row: TransferRow) -> dict[str, Any]:
         "agreementId": t.agreement_id, "counterPartyId": t.counter_party_id,
         "suspendedBy": sorted(r.value for r in t.suspended_by) or None,
         "terminationReason": list(t.termination_reason) or None,
-        "createdAt": _iso(row.created_at), "updatedAt": _iso(row.updated_at)}
+        "createdAt": iso_time(row.created_at), "updatedAt": iso_time(row.updated_at)}
     if row.role == "consumer" and t.data_address is not None:
         # the endpoint data reference the provider handed over: where to pull, with which token
         view["endpoint"] = t.data_address.endpoint
@@ -535,22 +508,23 @@ def transfer_view(row: TransferRow) -> dict[str, Any]:
     return view
 
 
-def agreement_view(a: AgreementRow, status: AgreementStatus) -> dict[str, Any]:
-    return {"id": a.id, "providerId": a.provider_id, "consumerId": a.consumer_id,
-            "target": a.target, "policy": a.policy, "signedAt": _iso(a.signed_at),
-            "negotiationId": a.negotiation_id, "status": status,
-            "retiredAt": _iso(a.retired_at), "retiredReason": a.retired_reason}
+def agreement_view(a: AgreementNow) -> dict[str, Any]:
+    row = a.row
+    return {"id": row.id, "providerId": row.provider_id, "consumerId": row.consumer_id,
+            "target": row.target, "policy": row.policy, "signedAt": iso_time(row.signed_at),
+            "negotiationId": row.negotiation_id, "status": a.status,
+            "retiredAt": iso_time(row.retired_at), "retiredReason": row.retired_reason}
 
 
 def fact_view(f: HeldFact) -> dict[str, Any]:
-    return {"name": f.name, "values": list(f.values), "until": _iso(f.until),
-            "setAt": _iso(f.set_at)}
+    return {"name": f.name, "values": list(f.values), "until": iso_time(f.until),
+            "setAt": iso_time(f.set_at)}
 
 
 def payment_view(p: Payment) -> dict[str, Any]:
     return {"id": p.id, "agreementId": p.agreement_id, "amount": format(p.amount, "f"),
-            "currency": p.currency, "paidAt": _iso(p.paid_at), "recordedAt": _iso(p.recorded_at),
-            "reference": p.reference, "receipt": p.receipt}
+            "currency": p.currency, "paidAt": iso_time(p.paid_at),
+            "recordedAt": iso_time(p.recorded_at), "reference": p.reference, "receipt": p.receipt}
 
 
 def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
@@ -566,11 +540,16 @@ def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
                          "offers": offers})
     return {"participantId": dsp.get("participantId"), "datasets": datasets}
 
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
 # ------------------------------------------------------------------ the app
 
 
-def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
-                   downloads: Any = None, local: Any = None,
+def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = None,
+                   downloads: Downloads | None = None, local: LocalUse | None = None,
                    data_roots: DataRoots | None = None,
                    limits: Limits = DEFAULT_LIMITS,
                    held: HeldFacts | None = None,
@@ -579,11 +558,23 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
     file assets may lie (none: file assets are refused); ``held``: the provider's held facts and
     payments (shared with the data plane of this process, so a change counts there at once);
-    ``export``: copies leaving the vault (connector.usage.export)."""
-    roots = data_roots or DataRoots()
+    ``export``: copies leaving the vault (connector.usage.export).
+
+    Each handler parses the request, calls one service (connector.services) and renders."""
     store = cp.store
-    facts = held if held is not None else HeldFacts(store)
-    terms: dict[str, Policy | None] = {}  # agreement id -> its terms (they never change)
+    held_facts = held if held is not None else HeldFacts(store)
+    peer_catalog_service = PeerCatalog(cp.client)
+    asset_service = Assets(store, cp.clock, data_roots or DataRoots(), cp.catalog_changed)
+    policy_service = Policies(store, cp.clock)
+    offer_service = Offers(store, cp.clock, cp.catalog_changed)
+    negotiation_service = Negotiations(cp, peer_catalog_service)
+    agreement_service = Agreements(cp)
+    fact_service = Facts(held_facts, cp.clock)
+    payment_service = Payments(store, held_facts, agreement_service, cp.clock, audit)
+    transfer_service = Transfers(cp)
+    pull_service = Pulls(downloads)
+    vault_service = Vault(cp, local, export)
+    timeline = Timeline(audit)
     document: dict[str, Any] = {}
 
     async def read_json(request: web.Request) -> Any:
@@ -595,368 +586,175 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         except LimitError as exc:
             raise ApiError(exc.status, exc.reason) from exc
 
-    def crud(repo: str, view: Callable[[Any], dict[str, Any]], noun: str, *,
-             changes_catalog: bool = False, in_use: str = "it is still in use") -> tuple[Handler, ...]:
+    def crud(records: RemovableRecords[R], view: Callable[[R], dict[str, Any]]
+             ) -> tuple[Handler, Handler, Handler]:
         """list, get and delete handlers of one resource."""
         async def list_(request: web.Request) -> web.Response:
-            page = query_of(request, PageQuery)
-            async with store.transaction(readonly=True) as tx:
-                rows = await getattr(tx, repo).list(limit=page.limit, offset=page.offset)
-            return web.json_response([view(r) for r in rows])
+            page = _page(query_of(request, PageQuery))
+            return _json([view(r) for r in await records.list(page)])
 
         async def get_(request: web.Request) -> web.Response:
-            async with store.transaction(readonly=True) as tx:
-                row = await getattr(tx, repo).get(request.match_info["id"])
-            if row is None:
-                raise ApiError(404, f"no such {noun}")
-            return web.json_response(view(row))
+            return _json(view(await records.get(request.match_info["id"])))
 
         async def delete_(request: web.Request) -> web.Response:
-            try:
-                async with store.transaction() as tx:
-                    found = await getattr(tx, repo).delete(request.match_info["id"])
-            except StillReferenced as exc:
-                raise ApiError(409, f"cannot delete the {noun}: {exc}", [
-                    f"{kind}: {i}" for kind, ids in exc.referrers.items() for i in ids]) from exc
-            except ReferenceViolation as exc:
-                raise ApiError(409, f"cannot delete the {noun}: {in_use}") from exc
-            if not found:
-                raise ApiError(404, f"no such {noun}")
-            if changes_catalog:
-                cp.catalog_changed()
+            await records.delete(request.match_info["id"])
             return web.Response(status=204)
         return list_, get_, delete_
 
-    list_assets, get_asset, delete_asset = crud("assets", asset_view, "asset", changes_catalog=True)
-    list_policies, get_policy, delete_policy = crud("policies", policy_view, "policy",
-                                                    in_use="an offer still uses this policy")
-    list_offers, get_offer, delete_offer = crud("offers", offer_view, "offer", changes_catalog=True)
-    def agreement_terms(a: AgreementRow) -> Policy | None:
-        if a.id not in terms:
-            if len(terms) > 10_000:
-                terms.clear()
-            try:
-                terms[a.id] = standalone_policy(a.policy)
-            except ProtocolError:  # unreadable terms: no window to expire, shown active
-                terms[a.id] = None
-        return terms[a.id]
+    list_assets, get_asset, delete_asset = crud(asset_service, asset_view)
+    list_policies, get_policy, delete_policy = crud(policy_service, policy_view)
+    list_offers, get_offer, delete_offer = crud(offer_service, offer_view)
 
-    def agreement_now(a: AgreementRow) -> dict[str, Any]:
-        policy = agreement_terms(a)
-        now = cp.clock()
-        if policy is None:
-            status: AgreementStatus = "retired" if a.retired_at is not None else "active"
-        else:
-            status = agreement_status(policy, a.retired_at, now)
-        return agreement_view(a, status)
+    # -- assets, policies, offers
+    async def add_asset(request: web.Request) -> web.Response:
+        a = body_of(request, AssetIn)
+        row = await asset_service.add(
+            asset_id=a.id, title=a.title, description=a.description, keywords=a.keywords,
+            content_type=a.content_type, data_address=a.data_address.model_dump(exclude_none=True))
+        return _json(asset_view(row), 201)
 
-    list_agreements, get_agreement, _ = crud("agreements", agreement_now, "agreement")
+    async def add_policy(request: web.Request) -> web.Response:
+        p = body_of(request, PolicyIn)
+        row = await policy_service.add(policy_id=p.id, template=p.template, params=p.params,
+                                       policy=p.policy)
+        return _json(policy_view(row), 201)
+
+    async def add_offer(request: web.Request) -> web.Response:
+        o = body_of(request, OfferIn)
+        row = await offer_service.add(
+            offer_id=o.id, asset_ids=o.asset_ids or (), all_assets=o.all_assets,
+            access_policy_id=o.access_policy_id, contract_policy_id=o.contract_policy_id)
+        return _json(offer_view(row), 201)
+
+    # -- agreements
+    async def list_agreements(request: web.Request) -> web.Response:
+        page = _page(query_of(request, PageQuery))
+        return _json([agreement_view(a) for a in await agreement_service.list(page)])
+
+    async def get_agreement(request: web.Request) -> web.Response:
+        return _json(agreement_view(await agreement_service.get(request.match_info["id"])))
 
     async def retire_agreement(request: web.Request) -> web.Response:
         r = body_of(request, RetireIn)
-        row = await cp.retire_agreement(request.match_info["id"], r.reason)
-        return web.json_response(agreement_now(row))
+        return _json(agreement_view(await agreement_service.retire(request.match_info["id"],
+                                                                   r.reason)))
 
     # -- provider-held facts and payments
     async def list_facts(request: web.Request) -> web.Response:
-        now = cp.clock()
-        return web.json_response([fact_view(f) for f in await facts.held() if f.active(now)])
+        return _json([fact_view(f) for f in await fact_service.active()])
 
     async def set_fact(request: web.Request) -> web.Response:
         f = body_of(request, FactIn)
-        try:
-            fact = await facts.set(request.match_info["name"], f.values, until=f.until,
-                                   now=cp.clock())
-        except UnknownOperand as exc:
-            raise ApiError(404, f"no such operand: {exc}") from exc
-        except PolicyError as exc:
-            raise ApiError(400, f"invalid fact: {exc}") from exc
-        return web.json_response(fact_view(fact))
+        return _json(fact_view(await fact_service.set(request.match_info["name"], f.values,
+                                                      f.until)))
 
     async def unset_fact(request: web.Request) -> web.Response:
-        try:
-            found = await facts.unset(request.match_info["name"])
-        except PolicyError as exc:
-            raise ApiError(400, f"invalid fact: {exc}") from exc
-        if not found:
-            raise ApiError(404, "no such fact")
+        await fact_service.unset(request.match_info["name"])
         return web.Response(status=204)
-
-    async def provider_agreement(agreement_id: str) -> AgreementRow:
-        async with store.transaction(readonly=True) as tx:
-            row = await tx.agreements.get(agreement_id)
-            negotiation = (await tx.negotiations.get(row.negotiation_id)
-                           if row is not None and row.negotiation_id else None)
-        if row is None or negotiation is None or negotiation.role != "provider":
-            raise ApiError(404, f"no agreement {agreement_id} of this provider")
-        return row
 
     async def list_payments(request: web.Request) -> web.Response:
         q = query_of(request, PaymentQuery)
-        async with store.transaction(readonly=True) as tx:
-            rows = await tx.payments.list(agreement_id=q.agreement, limit=q.limit, offset=q.offset)
-        return web.json_response([payment_view(p) for p in rows])
+        return _json([payment_view(p) for p in await payment_service.list(q.agreement, _page(q))])
 
     async def record_payment(request: web.Request) -> web.Response:
         p = body_of(request, PaymentIn)
-        try:
-            amount, currency = parse_amount(p.amount), currency_iri(p.currency)
-        except PaymentError as exc:
-            raise ApiError(400, str(exc)) from exc
-        agreement = await provider_agreement(p.agreement)
-        now = cp.clock()
-        payment = Payment(id=f"urn:payment:{uuid.uuid4()}", agreement_id=agreement.id,
-                          amount=amount, currency=currency,
-                          paid_at=p.paid_at.astimezone(UTC) if p.paid_at else now,
-                          recorded_at=now, reference=p.reference, receipt=p.receipt)
-        try:
-            await facts.record(payment)
-        except ReferenceViolation as exc:  # the agreement went away meanwhile
-            raise ApiError(404, f"no agreement {p.agreement} of this provider") from exc
-        if audit is not None:
-            await audit.aappend("payment.recorded", {
-                "amount": payment_view(payment)["amount"], "currency": currency,
-                "paidAt": _iso(payment.paid_at), "reference": p.reference,
-                "payment": payment.id}, agreement_id=agreement.id,
-                participant_id=agreement.consumer_id)
-        return web.json_response(payment_view(payment), status=201)
-    list_transfers, get_transfer, _ = crud("transfers", transfer_view, "transfer")
+        payment = await payment_service.record(NewPayment(
+            agreement_id=p.agreement, amount=p.amount, currency=p.currency, paid_at=p.paid_at,
+            reference=p.reference, receipt=p.receipt))
+        return _json(payment_view(payment), 201)
 
-    async def start_transfer(request: web.Request) -> web.Response:
-        t = body_of(request, TransferIn)
-        started = await cp.request_transfer(t.agreement_id, t.format, purpose=t.purpose,
-                                            stated=t.stated())
-        async with store.transaction(readonly=True) as tx:
-            row = await tx.transfers.get(started.id)
-        assert row is not None
-        return web.json_response(transfer_view(row), status=201)
-
-    def transfer_action(make: Callable[[str], Any]) -> Handler:
-        async def handle(request: web.Request) -> web.Response:
-            r = body_of(request, ReasonIn)
-            t = await cp.transfer_command(request.match_info["id"], make(r.reason or "by operator"))
-            async with store.transaction(readonly=True) as tx:
-                row = await tx.transfers.get(t.id)
-            assert row is not None
-            return web.json_response(transfer_view(row))
-        return handle
-
-    # -- assets
-    async def add_asset(request: web.Request) -> web.Response:
-        a = body_of(request, AssetIn)
-        asset_id = _new_id(a.id, "asset")
-        if isinstance(a.data_address, FileAddressIn):
-            try:  # resolves symlinks and opens the file: blocking, off the loop
-                await asyncio.get_running_loop().run_in_executor(
-                    None, roots.admit, a.data_address.path)
-            except PathRefused as exc:
-                raise ApiError(400, f"invalid file data address: {exc}") from exc
-        row = AssetRow(id=asset_id, created_at=cp.clock(), title=a.title,
-                       description=a.description, keywords=tuple(a.keywords),
-                       content_type=a.content_type,
-                       data_address=a.data_address.model_dump(exclude_none=True))
-        try:
-            async with store.transaction() as tx:
-                await tx.assets.add(row)
-                saved = await tx.assets.get(row.id)
-        except DuplicateKey as exc:
-            raise ApiError(409, f"asset {row.id} exists") from exc
-        cp.catalog_changed()
-        assert saved is not None
-        return web.json_response(asset_view(saved), status=201)
-
-    # -- policies
-    async def add_policy(request: web.Request) -> web.Response:
-        p = body_of(request, PolicyIn)
-        pid = _new_id(p.id, "policy")
-        doc = policy_document(p, pid)
-        problems = policy_problems(doc)
-        if problems:
-            raise ApiError(400, "invalid policy", problems)
-        row = PolicyRow(id=pid, body=json.dumps(doc), created_at=cp.clock())
-        try:
-            async with store.transaction() as tx:
-                await tx.policies.add(row)
-        except DuplicateKey as exc:
-            raise ApiError(409, f"policy {pid} exists") from exc
-        return web.json_response(policy_view(row), status=201)
-
-    # -- offers
-    async def add_offer(request: web.Request) -> web.Response:
-        o = body_of(request, OfferIn)
-        asset_ids = list(dict.fromkeys(_ref(a, "asset") for a in o.asset_ids or ()))
-        access, contract = _ref(o.access_policy_id, "policy"), _ref(o.contract_policy_id, "policy")
-        selector = {"all": True} if o.all_assets else {"assetIds": asset_ids}
-        row = OfferRow(id=_new_id(o.id, "offer"), access_policy_id=access,
-                       contract_policy_id=contract, created_at=cp.clock(),
-                       asset_selector=selector)
-        async with store.transaction() as tx:
-            for pid in (access, contract):
-                if await tx.policies.get(pid) is None:
-                    raise ApiError(400, f"no policy {pid}")
-            if asset_ids:
-                # share-locked: an asset cannot be deleted while this offer is being added
-                known = set(await tx.assets.lock(asset_ids))
-                missing = [a for a in asset_ids if a not in known]
-                if missing:
-                    raise ApiError(400, f"no asset {', '.join(missing)}")
-            try:
-                await tx.offers.add(row)
-            except DuplicateKey as exc:
-                raise ApiError(409, f"offer {row.id} exists") from exc
-        cp.catalog_changed()
-        return web.json_response(offer_view(row), status=201)
-
-    # -- a peer's catalog
-    async def fetch_catalog(peer_url: str) -> dict[str, Any]:
-        d = await cp.client.post(peer_url.rstrip("/") + "/catalog/request",
-                                 CatalogRequestMessage().to_wire())
-        if d.refused:
-            raise ApiError(400, f"peerUrl: {d.reason}")
-        if not d.ok or not isinstance(d.body, dict):
-            raise ApiError(502, f"the peer's catalog could not be read: {d.reason}")
-        return d.body
-
+    # -- a peer's catalog, negotiations
     async def peer_catalog(request: web.Request) -> web.Response:
         c = body_of(request, CatalogIn)
-        dsp = await fetch_catalog(c.peer_url)
-        return web.json_response({**catalog_view(dsp), "dsp": dsp})
+        dsp = await peer_catalog_service.fetch(c.peer_url)
+        return _json({**catalog_view(dsp), "dsp": dsp})
 
-    # -- negotiations
     async def start_negotiation(request: web.Request) -> web.Response:
         n = body_of(request, NegotiationIn)
-        dsp = await fetch_catalog(n.peer_url)
-        provider_id = dsp.get("participantId")
-        if n.terms is not None:
-            rules = terms_on_the_wire(n.terms)
-            offer = {"@id": n.offer_id, "@type": "Offer", "target": n.dataset_id, **rules}
-            started = await cp.request_offer(provider_url=n.peer_url.rstrip("/"),
-                                             provider_id=str(provider_id), offer=offer)
-            async with store.transaction(readonly=True) as tx:
-                row = await tx.negotiations.get(started.id)
-            assert row is not None
-            return web.json_response(negotiation_view(row), status=201)
-        for d in dsp.get("dataset", []) or []:
-            if n.dataset_id and d.get("@id") != n.dataset_id:
-                continue
-            for o in d.get("hasPolicy", []) or []:
-                if o.get("@id") == n.offer_id:
-                    offer = {**o, "target": d.get("@id")}
-                    started = await cp.request_offer(provider_url=n.peer_url.rstrip("/"),
-                                                     provider_id=str(provider_id), offer=offer)
-                    async with store.transaction(readonly=True) as tx:
-                        row = await tx.negotiations.get(started.id)
-                    assert row is not None
-                    return web.json_response(negotiation_view(row), status=201)
-        raise ApiError(404, f"the peer offers no {n.offer_id} to this connector")
+        row = await negotiation_service.start(peer_url=n.peer_url, offer_id=n.offer_id,
+                                              dataset_id=n.dataset_id, terms=n.terms)
+        return _json(negotiation_view(row), 201)
 
     async def list_negotiations(request: web.Request) -> web.Response:
         q = query_of(request, NegotiationListQuery)
-        async with store.transaction(readonly=True) as tx:
-            rows = await tx.negotiations.list(limit=q.limit, offset=q.offset)
-        views = [negotiation_view(r) for r in rows]
-        if q.state:
-            views = [v for v in views if v["state"] == q.state]
-        return web.json_response(views)
+        rows = await negotiation_service.list_in(q.state, _process_page(q))
+        return _json([negotiation_view(r) for r in rows])
 
     async def get_negotiation(request: web.Request) -> web.Response:
         nid = request.match_info["id"]
         q = query_of(request, NegotiationWaitQuery)
         if q.wait_for:
-            row = await cp.wait_for(nid, {s.value for s in q.wait_for}, q.timeout)
+            row = await negotiation_service.wait(nid, q.wait_for, q.timeout)
         else:
-            async with store.transaction(readonly=True) as tx:
-                row = await tx.negotiations.get(nid)
-        if row is None:
-            raise ApiError(404, "no such negotiation")
-        return web.json_response(negotiation_view(row))
-
-    async def after(command: Any, nid: str) -> web.Response:
-        n = await cp.command(nid, command)
-        async with store.transaction(readonly=True) as tx:
-            row = await tx.negotiations.get(n.id)
-        assert row is not None
-        return web.json_response(negotiation_view(row))
+            row = await negotiation_service.get(nid)
+        return _json(negotiation_view(row))
 
     async def terminate_negotiation(request: web.Request) -> web.Response:
         t = body_of(request, TerminateIn)
-        return await after(neg.Terminate(t.reason), request.match_info["id"])
+        return _json(negotiation_view(
+            await negotiation_service.terminate(request.match_info["id"], t.reason)))
 
     async def accept_offer(request: web.Request) -> web.Response:
-        return await after(neg.Accept(), request.match_info["id"])
+        return _json(negotiation_view(await negotiation_service.accept(request.match_info["id"])))
 
     async def counter_offer(request: web.Request) -> web.Response:
         c = body_of(request, CounterOfferIn)
-        nid = request.match_info["id"]
-        async with store.transaction(readonly=True) as tx:
-            row = await tx.negotiations.get(nid)
-        if row is None:
-            raise ApiError(404, "no such negotiation")
-        current = row.offer or {}
-        rules = terms_on_the_wire(c.terms)
-        offer = {"@id": f"urn:uuid:{uuid.uuid4()}", "@type": "Offer",
-                 "target": current.get("target"), **rules}
-        return await after(neg.CounterOffer(offer), nid)
+        return _json(negotiation_view(
+            await negotiation_service.counter_offer(request.match_info["id"], c.terms)))
 
-    async def audit_timeline(request: web.Request) -> web.Response:
-        """The connector's audit trail, oldest first (``kind`` prefix, ``since`` ISO time)."""
-        if audit is None:
-            raise ApiError(404, "this connector keeps no audit log")
-        q = query_of(request, AuditQuery)
-        rows = list(select(audit.entries(), kinds=q.kind, since=q.since))[q.offset:q.offset + q.limit]
-        return web.json_response([to_view(e) for e in rows])
+    # -- transfers
+    async def list_transfers(request: web.Request) -> web.Response:
+        q = query_of(request, TransferListQuery)
+        rows = await transfer_service.list_in(q.state, _process_page(q))
+        return _json([transfer_view(r) for r in rows])
+
+    async def get_transfer(request: web.Request) -> web.Response:
+        return _json(transfer_view(await transfer_service.get(request.match_info["id"])))
+
+    async def start_transfer(request: web.Request) -> web.Response:
+        t = body_of(request, TransferIn)
+        row = await transfer_service.start(t.agreement_id, t.format, purpose=t.purpose,
+                                           stated=t.stated())
+        return _json(transfer_view(row), 201)
+
+    def transfer_action(action: str) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            r = body_of(request, ReasonIn)
+            row = await transfer_service.command(request.match_info["id"], action, r.reason)
+            return _json(transfer_view(row))
+        return handle
 
     async def refresh_transfer(request: web.Request) -> web.Response:
-        t = await cp.refresh_pull_token(request.match_info["id"])
-        async with store.transaction(readonly=True) as tx:
-            row = await tx.transfers.get(t.id)
-        assert row is not None
-        return web.json_response(transfer_view(row))
+        return _json(transfer_view(await transfer_service.refresh(request.match_info["id"])))
+
+    # -- pulls and the vault
+    async def start_pull(request: web.Request) -> web.Response:
+        pull_service.check()  # before the body: a connector without pulls has no such route
+        p = body_of(request, PullIn)
+        job = await pull_service.start(request.match_info["id"], out=p.out, purpose=p.purpose,
+                                       complete=p.complete, stated=p.stated())
+        return _json(job.to_json(), 202)
+
+    async def pull_status(request: web.Request) -> web.Response:
+        pull_service.check()  # before the query, as start_pull
+        q = query_of(request, PullWaitQuery)
+        return _json((await pull_service.status(request.match_info["id"], q.wait)).to_json())
 
     async def register_copy(request: web.Request) -> web.Response:
         c = body_of(request, CopyIn)
-        try:
-            item = await cp.register_local_copy(Path(c.path), c.transfer_id)
-        except OSError as exc:  # missing, unreadable: the caller's path, not our fault
-            raise ApiError(400, f"cannot register {c.path}: {exc.strerror or exc}") from exc
-        return web.json_response({"path": item.path, "agreementId": item.agreement_id,
-                                  "deleteAt": item.delete_at, "sha256": item.sha256}, status=201)
-
-    async def start_pull(request: web.Request) -> web.Response:
-        if downloads is None:
-            raise ApiError(404, "this connector runs no pulls (no data-space CA)")
-        p = body_of(request, PullIn)
-        job = await downloads.start(request.match_info["id"], out=p.out, purpose=p.purpose,
-                                    complete=p.complete, stated=p.stated())
-        return web.json_response(job.to_json(), status=202)
-
-    async def pull_status(request: web.Request) -> web.Response:
-        if downloads is None:
-            raise ApiError(404, "this connector runs no pulls (no data-space CA)")
-        q = query_of(request, PullWaitQuery)
-        job = await downloads.wait(request.match_info["id"], q.wait)
-        if job is None:
-            raise ApiError(404, "no pull of this transfer")
-        return web.json_response(job.to_json())
-
-    def vault_guard(fn: Handler) -> Handler:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            if local is None:
-                raise ApiError(404, "this connector keeps no vault")
-            try:
-                return await fn(request)
-            except Denied as exc:
-                raise ApiError(exc.status, exc.reason) from exc
-        return handle
+        copy = await vault_service.register(c.path, c.transfer_id)
+        return _json({"path": copy.path, "agreementId": copy.agreement_id,
+                      "deleteAt": copy.delete_at, "sha256": copy.sha256}, 201)
 
     async def list_vault(request: web.Request) -> web.StreamResponse:
-        return web.json_response(local.items())
+        return _json(vault_service.items())
 
     async def get_vault_item(request: web.Request) -> web.StreamResponse:
-        return web.json_response(local.get(request.match_info["vid"]).to_json())
+        return _json(vault_service.item(request.match_info["vid"]))
 
     async def read_vault_item(request: web.Request) -> web.StreamResponse:
         """One governed local use of a copy: decided on the agreement, duties fulfilled first."""
+        vault_service.check_uses()  # before the query, as the other vault routes
         q = query_of(request, VaultUseQuery)
         given = {name: request.headers.get(h.name) or getattr(q, name)
                  for name, h in STATED_HEADERS.items()}
@@ -964,20 +762,16 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
             stated = pipeline.stated(**given)
         except PolicyError as exc:
             raise ApiError(400, f"a stated fact cannot be read: {exc}") from exc
-        item, path = await local.use(request.match_info["vid"], stated=stated)
-        return web.FileResponse(path, headers={"X-Use-Number": str(item.uses),
-                                               "Content-Type": "application/octet-stream"})
+        use = await vault_service.use(request.match_info["vid"], stated)
+        return web.FileResponse(use.path, headers={"X-Use-Number": str(use.number),
+                                                   "Content-Type": "application/octet-stream"})
 
     async def export_vault_item(request: web.Request) -> web.StreamResponse:
         """A copy leaves the vault as the agreement says: encrypted to the named recipient."""
-        if export is None:
-            raise ApiError(404, "this connector keeps no vault")
+        vault_service.check_exports()  # before the body, as the other vault routes
         e = body_of(request, VaultExportIn)
-        try:
-            decided = await export.prepare(request.match_info["vid"],
-                                           recipient_pem=e.recipient_certificate, plain=e.plain)
-        except Denied as exc:
-            raise ApiError(exc.status, exc.reason) from exc
+        decided = await vault_service.export(request.match_info["vid"],
+                                             recipient_pem=e.recipient_certificate, plain=e.plain)
         headers = {"Content-Type": "application/octet-stream",
                    "X-Export-Encrypted": "true" if decided.encrypted else "false"}
         if decided.next_policy is not None:
@@ -994,11 +788,17 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         await response.write_eof()
         return response
 
+    async def audit_timeline(request: web.Request) -> web.Response:
+        """The connector's audit trail, oldest first (``kind`` prefix, ``since`` ISO time)."""
+        timeline.check()  # before the query: a connector without a log has no such route
+        q = query_of(request, AuditQuery)
+        return _json([to_view(e) for e in timeline.entries(q.kind, q.since, _page(q))])
+
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(document)
 
-    def transfer_command(action: str, make: Callable[[str], Any], what: str) -> Operation:
-        return Operation("POST", f"/api/transfers/{{id}}/{action}", transfer_action(make),
+    def transfer_command(action: str, what: str) -> Operation:
+        return Operation("POST", f"/api/transfers/{{id}}/{action}", transfer_action(action),
                          f"{action}Transfer", what, "transfers", body=ReasonIn, body_optional=True,
                          response=TransferView, errors={404: NO_TRANSFER, 409: NOT_NOW})
 
@@ -1039,14 +839,15 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
         Operation("POST", "/api/catalog", peer_catalog, "peerCatalog",
                   "A peer's catalog, as this connector may see it", "catalog", body=CatalogIn,
                   response=CatalogView, errors={502: PEER_FAILED}),
-        dataspace.operation(cp),  # every page of a peer's catalog (connector.http.dataspace)
+        dataspace.operation(peer_catalog_service),  # every page of a peer's catalog as one
         # negotiations
         Operation("POST", "/api/negotiations", start_negotiation, "startNegotiation",
                   "Negotiate a peer's offer", "negotiations", status=201, body=NegotiationIn,
                   response=NegotiationView,
                   errors={404: "The peer offers no such offer to this connector", 502: PEER_FAILED}),
         Operation("GET", "/api/negotiations", list_negotiations, "listNegotiations",
-                  "List negotiations", "negotiations", query=NegotiationListQuery,
+                  "List negotiations, oldest first (order=newest: newest first)", "negotiations",
+                  query=NegotiationListQuery,
                   response=list[NegotiationView]),
         Operation("GET", "/api/negotiations/{id}", get_negotiation, "getNegotiation",
                   "Get a negotiation; with waitFor, wait (up to timeout) for one of those states",
@@ -1097,15 +898,16 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                   body=TransferIn, response=TransferView,
                   errors={404: "No such agreement of this consumer",
                           409: "The agreement is not finalized, or this connector takes no pushes"}),
-        Operation("GET", "/api/transfers", list_transfers, "listTransfers", "List transfers",
-                  "transfers", query=PageQuery, response=list[TransferView]),
+        Operation("GET", "/api/transfers", list_transfers, "listTransfers",
+                  "List transfers, oldest first (order=newest: newest first)", "transfers",
+                  query=TransferListQuery, response=list[TransferView]),
         Operation("GET", "/api/transfers/{id}", get_transfer, "getTransfer",
                   "Get a transfer (the consumer sees the endpoint and token to pull from)",
                   "transfers", response=TransferView, errors={404: NO_TRANSFER}),
-        transfer_command("suspend", lambda why: xfer.Suspend(why), "Suspend a transfer"),
-        transfer_command("resume", lambda why: xfer.Resume(), "Resume a suspended transfer"),
-        transfer_command("complete", lambda why: xfer.Complete(), "Complete a transfer"),
-        transfer_command("terminate", lambda why: xfer.Terminate(why), "Terminate a transfer"),
+        transfer_command("suspend", "Suspend a transfer"),
+        transfer_command("resume", "Resume a suspended transfer"),
+        transfer_command("complete", "Complete a transfer"),
+        transfer_command("terminate", "Terminate a transfer"),
         Operation("POST", "/api/transfers/{id}/refresh", refresh_transfer, "refreshTransfer",
                   "Consumer: exchange the pull's refresh token for a new access token",
                   "transfers", response=TransferView,
@@ -1126,15 +928,15 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                   "Consumer: register a local copy (its delete duty is enforced)", "vault",
                   status=201, body=CopyIn, response=VaultCopyView,
                   errors={404: NO_TRANSFER + ", or this connector keeps no vault"}),
-        Operation("GET", "/api/vault", vault_guard(list_vault), "listVault",
+        Operation("GET", "/api/vault", list_vault, "listVault",
                   "Consumer: the local copies held under agreements", "vault",
                   response=list[VaultItemView], errors={404: NO_VAULT}),
-        Operation("GET", "/api/vault/{vid}", vault_guard(get_vault_item), "getVaultItem",
+        Operation("GET", "/api/vault/{vid}", get_vault_item, "getVaultItem",
                   "One local copy: its agreement, duties and local use count", "vault",
                   response=VaultItemView, errors={404: "No such copy, " + NO_VAULT.lower()},
                   path_params={"vid": "the vault item's id"}),
         # no HEAD: a use is counted and reported only when the data is served
-        Operation("GET", "/api/vault/{vid}/data", vault_guard(read_vault_item), "useVaultItem",
+        Operation("GET", "/api/vault/{vid}/data", read_vault_item, "useVaultItem",
                   "Consumer: one governed local use of a copy", "vault", query=VaultUseQuery,
                   headers=tuple(STATED_HEADERS.values()), media_type="application/octet-stream",
                   description="The agreement decides, its duties (log, inform the provider) are "
@@ -1171,12 +973,13 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: Any = None,
                 given = one_header(request, "X-Api-Key").encode()  # two keys: refused
                 if not given or not hmac.compare_digest(given, key):
                     raise ApiError(401, "missing or wrong X-Api-Key")
-            return await handler(request)
+            with translated():  # a control-plane ProtocolError no service translated: typed
+                return await handler(request)
         except ApiError as exc:
             return error_response(exc.status, exc.message, exc.details, exc.headers)
-        except ProtocolError as exc:
-            status = exc.status if 400 <= exc.status < 600 else 400
-            return error_response(status, "; ".join(exc.reasons) or exc.code)
+        except ServiceError as exc:
+            fault = service_fault(exc)
+            return error_response(fault.status, fault.reason, list(fault.details), fault.headers)
         except StoreUnavailable as exc:
             fault = storage_fault(exc, where=f"{request.method} {request.path}")
             return error_response(fault.status, fault.reason, headers=fault.headers)

@@ -45,6 +45,7 @@ from connector.store.rows import (
     TransferRow,
     UseReservation,
     UseResult,
+    WireStateQuery,
 )
 from connector.store.secrets import MASK, mask_secrets
 
@@ -83,6 +84,7 @@ __all__ = [
     "TransferRow",
     "UseReservation",
     "UseResult",
+    "WireStateQuery",
     "backoff_ceiling",
     "mask_secrets",
     "next_backoff",

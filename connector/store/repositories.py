@@ -45,6 +45,7 @@ from connector.store.rows import (
     TransferRow,
     UseReservation,
     UseResult,
+    WireStateQuery,
 )
 from connector.store.secrets import mask_secrets, restore_masked
 
@@ -489,9 +490,22 @@ class _ProcessRepository(_Repository, Generic[P]):
             where.append(sa.or_(c.lease_owner.is_(None), c.lease_until <= lease_free_at))
         return where
 
-    async def _list(self, where: list[sa.ColumnElement[bool]], limit: int | None, offset: int) -> list[P]:
+    def _in_wire_state(self, q: WireStateQuery) -> sa.ColumnElement[bool]:
+        """`q` in SQL: settled in the state, or sending and reporting it (see WireStateQuery)."""
         c = self._table.c
-        stmt = _page(sa.select(self._table).where(*where).order_by(c.created_at, c.id), limit, offset)
+        acked = c.data["acked_state"].as_string()
+        sending = list(q.sending)
+        return sa.or_(
+            sa.and_(c.state == q.state, c.state.not_in(sending)),
+            sa.and_(c.state.in_(sending), acked == q.state),
+            sa.and_(c.state.in_(list(q.reported_by)), acked.is_(None)),
+        )
+
+    async def _list(self, where: list[sa.ColumnElement[bool]], limit: int | None, offset: int,
+                    newest_first: bool = False) -> list[P]:
+        c = self._table.c
+        order = (c.created_at.desc(), c.id.desc()) if newest_first else (c.created_at, c.id)
+        stmt = _page(sa.select(self._table).where(*where).order_by(*order), limit, offset)
         return [self._from(row) for row in await self._execute(stmt)]
 
     async def acquire_lease(self, process_id: str, owner: str, now: datetime, seconds: float) -> bool:
@@ -530,11 +544,18 @@ class NegotiationRepository(_ProcessRepository[NegotiationRow]):
         role: Role | None = None,
         counter_party_id: str | None = None,
         lease_free_at: datetime | None = None,
+        wire_state: WireStateQuery | None = None,
+        newest_first: bool = False,
         limit: int | None = 50,
         offset: int = 0,
     ) -> list[NegotiationRow]:
-        """Oldest first. `lease_free_at=now` keeps those nobody holds a live lease on."""
-        return await self._list(self._filters(state, role, counter_party_id, lease_free_at), limit, offset)
+        """Oldest first (`newest_first`: the reverse), filtered before paging. `state` is the
+        internal state, `wire_state` the DSP one; `lease_free_at=now` keeps those nobody holds
+        a live lease on."""
+        where = self._filters(state, role, counter_party_id, lease_free_at)
+        if wire_state is not None:
+            where.append(self._in_wire_state(wire_state))
+        return await self._list(where, limit, offset, newest_first)
 
     async def count(
         self,
@@ -559,13 +580,19 @@ class TransferRepository(_ProcessRepository[TransferRow]):
         counter_party_id: str | None = None,
         agreement_id: str | None = None,
         lease_free_at: datetime | None = None,
+        wire_state: WireStateQuery | None = None,
+        newest_first: bool = False,
         limit: int | None = 50,
         offset: int = 0,
     ) -> list[TransferRow]:
+        """Oldest first (`newest_first`: the reverse), filtered before paging; as
+        `NegotiationRepository.list`."""
         where = self._filters(state, role, counter_party_id, lease_free_at)
         if agreement_id is not None:
             where.append(self._table.c.agreement_id == agreement_id)
-        return await self._list(where, limit, offset)
+        if wire_state is not None:
+            where.append(self._in_wire_state(wire_state))
+        return await self._list(where, limit, offset, newest_first)
 
     async def count(
         self,

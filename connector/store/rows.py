@@ -257,3 +257,18 @@ class UseReservation(NamedTuple):
 
     granted: int
     count_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class WireStateQuery:
+    """Selects the negotiations or transfers whose DSP (wire) state is `state`, in SQL.
+
+    A process reports its internal state unless that is a "sending" state (a message of ours
+    in flight); then it reports the state the counter-party last acknowledged (`acked_state`
+    in the row's data) or, with nothing acknowledged yet, the state its sending state leads
+    to. `sending` names every sending state, `reported_by` those that lead to `state` (the
+    protocol's tables say which: `connector.services.listing.wire_state_query`)."""
+
+    state: str
+    sending: frozenset[str]
+    reported_by: frozenset[str]

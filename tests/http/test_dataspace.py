@@ -1,10 +1,10 @@
-"""Every page of a peer's catalog as one (connector.http.dataspace.merge_pages): datasets and
+"""Every page of a peer's catalog as one (connector.services.catalog.merge_pages): datasets and
 nested catalogs joined, a nested catalog split by a page boundary joined again."""
 
 from __future__ import annotations
 
-from connector.http.dataspace import merge_pages
 from connector.http.outbound import same_endpoint
+from connector.services.catalog import merge_pages
 
 
 def test_pages_of_a_catalog_of_catalogs_are_joined() -> None:

@@ -3,19 +3,23 @@ real store."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
 
 from connector.http.client import DspClient
 from connector.http.management import management_app
 from connector.http.outbound import OutboundPolicy
 from connector.http.views import AgreementView, FactView, PaymentView
+from connector.mgmtcli import transfer
 from connector.protocol import transfer as xfer
 from connector.protocol.common import Role
 from connector.runtime import ControlPlane, transfer_to_row
@@ -23,6 +27,7 @@ from connector.store import AgreementRow, NegotiationRow, Store
 
 KEY = "k" * 24
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+S = xfer.TransferState
 PROVIDER = "urn:test:provider"
 EUR = "http://dbpedia.org/resource/Euro"
 XSD_DATETIME = "http://www.w3.org/2001/XMLSchema#dateTime"
@@ -234,3 +239,74 @@ async def test_bad_retirements_are_refused(with_agreements: TestClient, agreemen
     assert got == status, answer
     assert (await call(with_agreements, "GET", "/api/agreements/urn:agreement:sold"))[1][
         "status"] == "active"
+
+
+# ------------------------------------------------------------------ listings
+
+
+MIXED = [(S.STARTED, S.STARTED), (S.REQUESTED, S.REQUESTED), (S.COMPLETED, S.COMPLETED),
+         (S.SUSPENDING, S.STARTED), (S.STARTING, None), (S.TERMINATED, S.TERMINATED)]
+
+
+def created(i: int) -> datetime:
+    # a shuffled creation order (i * 37 mod 250 is a permutation)
+    return NOW + timedelta(seconds=(i * 37) % 250)
+
+
+async def add_many(tmp_path: Path) -> None:
+    """250 transfers in the states of MIXED, in turn, into the API's store."""
+    store = await Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        await add_agreement(store, "urn:agreement:many")
+        async with store.transaction() as tx:
+            for i in range(250):
+                state, acked = MIXED[i % len(MIXED)]
+                await tx.transfers.add(transfer_to_row(xfer.Transfer(
+                    id=f"urn:transfer:{i:03d}", role=Role.PROVIDER, provider_pid=f"urn:transfer:{i:03d}",
+                    consumer_pid=f"c-{i}", state=state, counter_party_id="urn:test:consumer",
+                    counter_party_address="http://127.0.0.1:9", agreement_id="urn:agreement:many",
+                    format="HttpData-PULL", created_at=created(i), updated_at=created(i),
+                    acked_state=acked)))
+    finally:
+        await store.close()
+
+
+async def test_transfer_list_by_state_pages_newest_first(api: TestClient, tmp_path: Path) -> None:
+    """250 transfers in mixed states: `?state=` finds every one in that (DSP) state across
+    pages, newest first with `order=newest`, each page full, none twice. (The store's tests run
+    the same query on PostgreSQL: tests/store/test_store_listing.py.)"""
+    await add_many(tmp_path)
+    # STARTED: settled STARTED, SUSPENDING (STARTED acknowledged last) and STARTING (none yet)
+    expected = sorted((i for i in range(250) if i % len(MIXED) in (0, 3, 4)),
+                      key=lambda i: (created(i), i), reverse=True)
+    seen: list[str] = []
+    for offset in range(0, 500, 30):
+        status, page = await call(api, "GET",
+                                  f"/api/transfers?state=STARTED&order=newest&limit=30&offset={offset}")
+        assert status == 200, page
+        assert {t["state"] for t in page} <= {"STARTED"}
+        assert len(page) == min(30, max(0, len(expected) - offset))
+        seen += [t["id"] for t in page]
+    assert seen == [f"urn:transfer:{i:03d}" for i in expected]
+    status, oldest = await call(api, "GET", "/api/transfers?state=COMPLETED&limit=500")
+    assert [t["id"] for t in oldest] == sorted(
+        (t["id"] for t in oldest), key=lambda tid: (created(int(tid[-3:])), tid))
+    assert len(oldest) == len(range(2, 250, len(MIXED)))
+    status, refused = await call(api, "GET", "/api/transfers?state=STARTING")
+    assert status == 400, refused  # an internal state is not a DSP state
+
+
+async def test_cli_transfer_list_shows_the_newest(api: TestClient, tmp_path: Path) -> None:
+    """`connector transfer list` says newest first: the 200 newest, filtered by the API."""
+    await add_many(tmp_path)
+    base = f"http://127.0.0.1:{api.port}"
+
+    def listed(*args: str) -> list[str]:
+        result = CliRunner().invoke(transfer, ["list", "--api", base, "--api-key", KEY, *args])
+        assert result.exit_code == 0, result.output
+        return [t["id"] for t in json.loads(result.output)]
+
+    newest = sorted(range(250), key=lambda i: (created(i), i), reverse=True)
+    assert await asyncio.to_thread(listed) == [f"urn:transfer:{i:03d}" for i in newest[:200]]
+    started = await asyncio.to_thread(listed, "--state", "STARTED")
+    assert started == [f"urn:transfer:{i:03d}" for i in newest if i % len(MIXED) in (0, 3, 4)]
