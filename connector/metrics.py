@@ -1,5 +1,6 @@
 """Prometheus metrics of one process (prometheus-client), served on the management port at
-``/metrics`` and on the broker's and authority's ports.
+``/metrics`` (connector.http.observe). Imports nothing of the connector or of aiohttp, so
+any layer (the store, the data plane) may count.
 
 One registry per process; every instrument is defined here, so the names are in one place:
 
@@ -22,12 +23,8 @@ One registry per process; every instrument is defined here, so the names are in 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Awaitable, Callable
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -79,45 +76,3 @@ def reason_class(reason: str) -> str:
 def decision(permit: bool, reason: str = "") -> None:
     DECISIONS.labels("permit" if permit else "deny",
                      "none" if permit else reason_class(reason)).inc()
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def http_middleware(app_name: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """An aiohttp middleware counting every request of ``app_name`` by route and status."""
-
-    @web.middleware
-    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            route = request.match_info.route.resource
-            HTTP_REQUESTS.labels(app_name, route.canonical if route is not None else "unmatched",
-                                 str(status)).inc()
-            HTTP_SECONDS.labels(app_name).observe(time.perf_counter() - t0)
-
-    return count
-
-
-Refresh = Callable[[], Awaitable[None]]
-
-
-def metrics_handler(refresh: Refresh | None = None) -> Handler:
-    """``GET /metrics``: the process's registry in the Prometheus text format; ``refresh`` first
-    reads the gauges that live in the store (processes and outbox by state)."""
-
-    async def handle(request: web.Request) -> web.Response:
-        if refresh is not None:
-            await refresh()
-        return web.Response(body=generate_latest(REGISTRY),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    return handle

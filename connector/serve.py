@@ -42,6 +42,7 @@ from connector.http.limits import (
     until_signalled,
 )
 from connector.http.management import management_app
+from connector.http.observe import Readiness, count_requests, operations
 from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
@@ -262,7 +263,9 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         cp.held = held
         mgmt = management_app(cp, config.management_api_key(), audit=audit, held=held,
                               downloads=downloads, local=local, data_roots=roots,
-                              limits=limits, export=export)
+                              limits=limits, export=export,
+                              observe=operations(_readiness(store, session, authority, dat),
+                                                 store))
         runners: list[web.AppRunner] = []
         urls = []
         pusher: PushRunner | None = None
@@ -294,8 +297,10 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
                                         revocations=verifier.revocations, receipts=book,
                                         uses=uses, held=held, own=cp.own_attributes),
                           dp.host, dp.port, data_ssl))
-        for app, host, port, ssl_ctx in sites:
-            listening = await start_site(app, host, port, limits=limits, ssl_context=ssl_ctx)
+        for (app, host, port, ssl_ctx), name in zip(sites, ("dsp", "management", "dataplane"),
+                                                    strict=False):
+            listening = await start_site(count_requests(app, name), host, port, limits=limits,
+                                         ssl_context=ssl_ctx)
             runners.append(listening.runner)
             urls.append(listening.url)
         line = f"connector {identity.participant_id} ready dsp={urls[0]} management={urls[1]}"
@@ -325,6 +330,26 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         await store.close()
         if audit is not None:
             audit.close()
+
+
+def _readiness(store: Store, session: aiohttp.ClientSession, authority: str,
+               dat: DatClient) -> Readiness:
+    """What `GET /ready` checks: the store answers, the authority answers, this connector holds
+    a valid DAT (its keys are loaded and the authority accepts them)."""
+
+    async def store_answers() -> None:
+        await store.ping()
+
+    async def authority_answers() -> None:
+        async with session.get(authority.rstrip("/") + "/health") as r:
+            if r.status != 200:
+                raise RuntimeError(f"the authority answers {r.status}")
+
+    async def holds_a_dat() -> None:
+        await dat.token()
+
+    return Readiness({"store": store_answers, "authority": authority_answers,
+                      "dat": holds_a_dat})
 
 
 def serve(config: Config) -> None:

@@ -51,6 +51,7 @@ from connector.http.limits import one_header
 from connector.identity.errors import InvalidToken
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
+from connector.metrics import BYTES_SERVED
 from connector.odrl.parse import PolicyError
 from connector.usage.modify import ModificationError
 from connector.usage.pipeline import request_facts, stated_from_headers
@@ -211,6 +212,7 @@ def create_app(
                         request.transport.close()
                     return response
                 await response.write(chunk)
+                BYTES_SERVED.inc(len(chunk))
                 hasher.update(chunk)
             await response.write_eof()
             finished = True
@@ -249,6 +251,7 @@ def create_app(
                     return response
                 n = min(SENDFILE_SEGMENT, region.count - sent)
                 await loop.sendfile(transport, region.file, region.offset + sent, n)
+                BYTES_SERVED.inc(n)
                 sent += n
             await response.write_eof()
             return response

@@ -20,6 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from connector import metrics
 from connector.identity.tokens import Claims
 from connector.odrl import terms as T
 from connector.odrl.compile import Decider, DecisionRequest, compile_policy
@@ -212,7 +213,17 @@ async def decide(
     circumstances: Circumstances = NOTHING,
     consume: ConsumeUse,
 ) -> PepDecision:
-    """Permit or deny one data request; counts a use only if everything else permits."""
+    """Permit or deny one data request; counts a use only if everything else permits (and
+    counts the decision in the process's metrics)."""
+    d = await _decide(claims, transfer, now=now, circumstances=circumstances, consume=consume)
+    metrics.decision(d.permit, d.reason)
+    if d.permit and d.count_after is not None:
+        metrics.USES.labels("dataplane").inc()
+    return d
+
+
+async def _decide(claims: Claims, transfer: TransferView, *, now: datetime,
+                  circumstances: Circumstances, consume: ConsumeUse) -> PepDecision:
     attrs = claims.attributes
     if (attrs.get("transferId") != transfer.transfer_id
             or attrs.get("agreementId") != transfer.agreement_id

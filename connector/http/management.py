@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
@@ -553,7 +553,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
                    data_roots: DataRoots | None = None,
                    limits: Limits = DEFAULT_LIMITS,
                    held: HeldFacts | None = None,
-                   export: VaultExport | None = None) -> web.Application:
+                   export: VaultExport | None = None,
+                   observe: Sequence[Operation] = ()) -> web.Application:
     """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
     file assets may lie (none: file assets are refused); ``held``: the provider's held facts and
@@ -960,6 +961,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
         Operation("GET", "/api/audit", audit_timeline, "auditTimeline",
                   "The audit trail, oldest first", "audit", query=AuditQuery,
                   response=list[AuditEntryView], errors={404: "This connector keeps no audit log"}),
+        # health, readiness, metrics (connector.http.observe)
+        *observe,
     ]
     document.update(openapi_document(operations, title="Connector management API",
                                      version=API_VERSION, description=API_DESCRIPTION))

@@ -51,6 +51,7 @@ from connector.identity.keys import (
     private_key_to_pem,
 )
 from connector.identity.tokens import Clock, IdFactory, new_jti
+from connector.metrics import DAT_REFRESHES
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,15 @@ class DatClient:
             self._cached = fut.result()
 
     async def _fetch(self) -> _Cached:
+        try:
+            cached = await self._fetch_once()
+        except Exception:
+            DAT_REFRESHES.labels("failed").inc()
+            raise
+        DAT_REFRESHES.labels("ok").inc()
+        return cached
+
+    async def _fetch_once(self) -> _Cached:
         self.requests += 1
         sent_at = self._clock()
         form = {

@@ -23,6 +23,7 @@ from connector.duties import Vault, VaultItem
 from connector.http.outbound import OutboundRefused
 from connector.identity.keys import SigningKey
 from connector.identity.tokens import Claims, TransferTokenIssuer
+from connector.metrics import TRANSITIONS
 from connector.protocol import negotiation as neg
 from connector.protocol import transfer as xfer
 from connector.protocol.common import Acknowledged, Received
@@ -77,6 +78,12 @@ OWN_CLAIMS_TTL = 30.0  # seconds this connector's own attested attributes are ke
 DutiesGiven = LocalCopyDuties | tuple[Vault, SigningKey, x509.Certificate, x509.Certificate]
 
 
+def count_transition(done: Committed) -> None:
+    """The metrics' count of the states processes reach (an after-commit hook)."""
+    if done.changed:
+        TRANSITIONS.labels(done.kind, done.process.state.value).inc()
+
+
 class ControlPlane:
     def __init__(self, store: Store, client: PeerClient, *, participant_id: str, dsp_url: str,
                  clock: Clock = utcnow, rng: random.Random | None = None,
@@ -118,7 +125,8 @@ class ControlPlane:
             pull_address=self.references.pull_address if self.references.serves_pulls else None,
             push_enabled=push_enabled)
         self.engine = ProcessEngine(store, client, decisions, clock=clock, rng=rng,
-                                    worker_id=worker_id, after_commit=[self._tell_listeners])
+                                    worker_id=worker_id,
+                                    after_commit=[self._tell_listeners, count_transition])
         if audit is not None:
             self._audit: ProcessAudit | None = ProcessAudit(audit, self._own_claims,
                                                             self.engine.spawn)

@@ -24,6 +24,7 @@ import hashlib
 import json
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import UpdateBase
 
 from connector.faults import from_os_error
+from connector.metrics import STORE_SECONDS
 from connector.store import migrations
 from connector.store.errors import (
     DuplicateKey,
@@ -475,6 +477,12 @@ class Store:
     ) -> None:
         await self.close()
 
+    async def ping(self) -> None:
+        """One query; raises `StoreUnavailable` (or the driver's error) if the store cannot
+        answer it (connector.http.observe's readiness)."""
+        async with self.transaction(readonly=True) as tx:
+            await tx.execute(sa.text("SELECT 1"))
+
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[Transaction]:
         """`async with store.transaction() as tx:` commits on normal exit, rolls back on an exception.
@@ -489,6 +497,7 @@ class Store:
             if task in self._tasks_in_transaction:
                 raise NestedTransaction("this task already holds a transaction on this store")
             self._tasks_in_transaction.add(task)
+        started = time.perf_counter()
         try:
             if self.dialect == "sqlite" and not readonly:
                 async with self._write_lock, self._begin(readonly) as tx:
@@ -503,6 +512,8 @@ class Store:
                 raise
             raise fault from error
         finally:
+            STORE_SECONDS.labels("read" if readonly else "write").observe(
+                time.perf_counter() - started)
             if task is not None:
                 self._tasks_in_transaction.discard(task)
 

@@ -1,5 +1,5 @@
-"""The process's metrics (connector.metrics): requests counted by route pattern and status,
-decision reasons in bounded classes, the text format served."""
+"""The process's metrics (connector.metrics, connector.http.observe): requests counted by
+route pattern and status, decision reasons in bounded classes, the text format served."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from connector import metrics
+from connector.http import observe
 
 
 def _sample(name: str, labels: dict[str, str]) -> float:
@@ -20,9 +21,10 @@ async def test_requests_are_counted_by_route_pattern_and_status() -> None:
             raise web.HTTPNotFound()
         return web.json_response({})
 
-    app = web.Application(middlewares=[metrics.http_middleware("test")])
+    app = observe.count_requests(web.Application(), "test")
     app.router.add_get("/items/{id}", item)
-    app.router.add_get("/metrics", metrics.metrics_handler())
+    app.router.add_get("/metrics", next(op for op in observe.operations(observe.Readiness({}), None)
+                                        if op.path == "/metrics").handler)
     labels = {"app": "test", "route": "/items/{id}"}
     before_ok = _sample("connector_http_requests_total", {**labels, "status": "200"})
     before_404 = _sample("connector_http_requests_total", {**labels, "status": "404"})
@@ -44,3 +46,14 @@ def test_decision_reasons_fall_into_few_classes() -> None:
     before = _sample("connector_decisions_total", {"result": "deny", "reason": "purpose"})
     metrics.decision(False, "purpose not permitted")
     assert _sample("connector_decisions_total", {"result": "deny", "reason": "purpose"}) == before + 1
+
+
+async def test_readiness_names_each_failed_check() -> None:
+    async def fine() -> None:
+        return None
+
+    async def broken() -> None:
+        raise RuntimeError("the authority answers 502")
+
+    assert await observe.Readiness({"store": fine, "authority": broken}).run() == {
+        "store": "ok", "authority": "the authority answers 502"}

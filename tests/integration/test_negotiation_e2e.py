@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataspace_testlib import DataSpace, negotiate, offer_asset
+from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +31,31 @@ def test_negotiate_to_finalized_over_tls(space: DataSpace) -> None:
     assert agreements[0]["consumerId"] == consumer.participant_id
     status, mine = consumer.api("GET", f"/api/agreements/{n['agreementId']}")
     assert status == 200 and mine["providerId"] == provider.participant_id
+    _health_ready_and_metrics(provider)
+
+
+def _health_ready_and_metrics(c: Connector) -> None:
+    """/health and /ready answer without the key; /metrics wants it and shows what happened."""
+    for path, expected in (("/health", {"status": "live"}),
+                           ("/ready", {"status": "ready", "checks": {
+                               "store": "ok", "authority": "ok", "dat": "ok"}})):
+        with urllib.request.urlopen(c.api_url + path, timeout=10) as resp:
+            assert json.loads(resp.read()) == expected
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(c.api_url + "/metrics", timeout=10)
+    assert refused.value.code == 401
+    req = urllib.request.Request(c.api_url + "/metrics", headers={"X-Api-Key": c.api_key})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    lines = text.splitlines()
+    # the provider took the consumer's request on its DSP port, by route pattern
+    assert any(line.startswith('connector_http_requests_total{app="dsp",route="/negotiations/request"'
+                               ',status="201"}') for line in lines), text
+    assert 'connector_transitions_total{kind="negotiation",state="FINALIZED"}' in text
+    assert 'connector_processes{kind="negotiation",state="FINALIZED"}' in text
+    assert "connector_store_transaction_seconds_count" in text
+    assert 'connector_dat_refreshes_total{result="ok"}' in text
 
 
 def test_cli_wrappers_and_self_description(space: DataSpace, tmp_path: Path) -> None:
