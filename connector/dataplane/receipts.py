@@ -46,6 +46,10 @@ class ReceiptError(Exception):
     """A receipt is missing, forged, or does not match the responses received."""
 
 
+class ReceiptsNotCovered(ReceiptError):
+    """Responses no receipt covers yet: the receipt of the last ones may still be on its way."""
+
+
 def genesis(transfer_id: str, agreement_id: str, chain_id: str = "") -> bytes:
     """The head before the first response. ``chain_id`` names one replica's chain of a transfer
     (each provider process keeps its own chain; "" for the single chain of a lone process)."""
@@ -386,7 +390,7 @@ class ReceiptVerifier:
         if require_all:
             missing = sorted(n for c, n in self._responses if n > chains.get(c, (b"", 0))[1])
             if missing:
-                raise ReceiptError(f"responses {missing[:5]} are not covered by any receipt")
+                raise ReceiptsNotCovered(f"responses {missing[:5]} are not covered by any receipt")
         seq = max((last for _, last in chains.values()), default=0)
         return Coverage(seq, total, len(receipts))
 
@@ -396,7 +400,7 @@ class ReceiptVerifier:
         A batch the consumer cannot recompute (a response it never got, or got cut off, as the
         provider recorded it sent) is *unproven*: its signature is checked, and the chain goes
         on from the head it signs; every response in `must` has to be in a proven batch, and
-        covered (else ReceiptError, "not covered" when a receipt may still be on its way)."""
+        covered (else ReceiptError; ReceiptsNotCovered when a receipt may still be on its way)."""
         chains: dict[str, tuple[bytes, int]] = {}
         total = 0
         unproven: set[str] = set()
@@ -433,6 +437,6 @@ class ReceiptVerifier:
             chains[chain] = (head, claims["seq_to"])
         missing = sorted(n for c, n in must if (c, n) not in proven)
         if missing:
-            raise ReceiptError(f"responses {missing[:5]} are not covered by any receipt")
+            raise ReceiptsNotCovered(f"responses {missing[:5]} are not covered by any receipt")
         seq = max((last for _, last in chains.values()), default=0)
         return Verified(Coverage(seq, total, len(receipts) - len(unproven)), frozenset(unproven))

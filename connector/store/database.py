@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import cached_property
@@ -79,6 +79,7 @@ from connector.store.rows import (
     UseResult,
 )
 from connector.store.schema import schema_version
+from connector.store.vault import VaultRepository
 
 Dialect = Literal["sqlite", "postgresql"]
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -230,8 +231,9 @@ class InlineConnection:
     def __init__(self, connection: Connection) -> None:
         self.sync_connection = connection
 
-    async def execute(self, stmt: sa.Executable) -> sa.CursorResult[Any]:
-        return self.sync_connection.execute(stmt)
+    async def execute(self, stmt: sa.Executable,
+                      params: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+        return self.sync_connection.execute(stmt, params)
 
     async def exec_driver_sql(self, sql: str) -> sa.CursorResult[Any]:
         return self.sync_connection.exec_driver_sql(sql)
@@ -253,12 +255,14 @@ class Transaction:
         """An INSERT that supports `on_conflict_do_nothing/update` on either database."""
         return postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
 
-    async def execute(self, stmt: sa.Executable) -> sa.CursorResult[Any]:
+    async def execute(self, stmt: sa.Executable,
+                      params: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+        """Run ``stmt``; ``params``: the values of its bound parameters (a statement built once)."""
         if self.readonly and isinstance(stmt, UpdateBase):
             # PostgreSQL would refuse too; on SQLite a write here would bypass the writer lock.
             raise StoreError("write in a read-only transaction")
         try:
-            return await self.connection.execute(stmt)
+            return await self.connection.execute(stmt, params)
         except sa.exc.IntegrityError as error:
             raise _translate_integrity_error(error) from error
         except sa.exc.StatementError as error:
@@ -322,6 +326,10 @@ class Transaction:
     @cached_property
     def outbox(self) -> OutboxRepository:
         return OutboxRepository(self)
+
+    @cached_property
+    def vault(self) -> VaultRepository:
+        return VaultRepository(self)
 
 
 def _parse_url(url: str, schema: str | None) -> tuple[sa.URL, Dialect, str | None]:
