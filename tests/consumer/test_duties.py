@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import pytest
 from connector.audit.log import AuditLog
 from connector.consumer import (
     ConsumerConfig,
+    ConsumerSide,
     Denied,
     DutyRunner,
     LocalUse,
@@ -27,6 +28,7 @@ from connector.consumer import (
     delete_after,
 )
 from connector.consumer.notices import NOTICE_TYP, verify_notice
+from connector.consumer.vault import item_id
 from connector.http.client import Delivery
 from connector.identity.ca import CertificateAuthority, certificate_pem, create_csr, participant_id
 from connector.identity.keys import SigningKey, generate_private_key
@@ -267,3 +269,27 @@ async def test_a_copy_registered_before_the_duty_was_read_is_not_used_when_due(
     with pytest.raises(Denied) as refused:
         await LocalUse(cp, space["config"], vault).use(item.id)
     assert refused.value.status == 410
+
+
+async def test_the_consumer_side_imports_old_records_on_start(
+        store: Store, space: dict[str, Any], tmp_path: Path) -> None:
+    records = tmp_path / "vault-records"
+    records.mkdir()
+    transfer_id = await hold(store, compact("delete", TIMES["dateTime"][0], "duty"), tmp_path)
+    path = str((tmp_path / "copy-1.csv").resolve())
+    vid = item_id("urn:agreement:1", path)
+    (records / f"{vid}.json").write_text(json.dumps({
+        "path": path, "agreement_id": "urn:agreement:1", "transfer_id": transfer_id,
+        "provider_id": PROVIDER, "provider_address": PROVIDER_URL, "sha256": "ab" * 32,
+        "delete_at": AT.isoformat(), "registered_at": NOW.isoformat(), "deleted_at": None,
+        "notice_sent": False, "uses": 0}))
+    cp = Consumer(store, space["audit"], Provider(), now=AT)
+    side = ConsumerSide(cp, replace(space["config"], records_dir=records))
+    await side.start()
+    try:
+        assert [i["id"] for i in side.local.items()] == [vid]
+        assert [i.id for i in await side.vault.due(AT)] == [vid]
+        assert await side.duties.run_duties() == 1
+        assert not (tmp_path / "copy-1.csv").exists()
+    finally:
+        await side.stop()
