@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from connector.audit.log import AuditLog
+from connector.consumer.duties import agreement_duties
 from connector.consumer.errors import Denied
 from connector.consumer.vault import VaultItem
 from connector.odrl.parse import PolicyError, jsonld_to_graph, policy_from_graph
@@ -150,6 +151,10 @@ class VaultExport:
             agreement = await tx.agreements.get(item.agreement_id)
         if agreement is None:
             raise Denied(404, f"the agreement {item.agreement_id} is unknown here")
+        duties = agreement_duties(agreement.policy, agreement.signed_at)
+        if duties.deletion_due(now):  # read as local use reads it, whatever the index says
+            raise Denied(410, f"the copy is deleted (due {duties.delete_at}) under the "
+                              "agreement's delete duty")
         terms = self._terms.get(agreement.id)
         if terms is None:
             try:

@@ -169,3 +169,17 @@ async def test_a_plain_copy_leaves_where_the_agreement_permits_it(world: SimpleN
     assert not out.encrypted and b"".join(out.stream()) == DATA
     [logged] = kinds(world, "vault.distributed")
     assert logged["encrypted"] is False and logged["recipient"] is None
+
+
+async def test_a_copy_whose_delete_obligation_is_due_does_not_leave(world: SimpleNamespace) -> None:
+    past = (NOW - dt.timedelta(minutes=1)).isoformat()
+    doc = {"@context": POLICY_CONTEXT, "@type": "Offer", "@id": "urn:offer:gone",
+           "target": "urn:asset:x", "assigner": "urn:p",
+           "permission": [{"action": "use"}, {"action": "distribute"}],
+           "obligation": [{"action": "idsc:DELETE", "assigner": "urn:p", "constraint": [
+               {"leftOperand": "dateTime", "operator": "gteq", "rightOperand": past}]}]}
+    item = await world.copy("urn:a:gone", "", policy=doc)
+    with pytest.raises(Denied) as gone:
+        await world.export.prepare(item, recipient_pem=None, plain=True)
+    assert gone.value.status == 410 and "delete duty" in gone.value.reason
+    assert kinds(world, "vault.distributed") == []
