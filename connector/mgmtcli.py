@@ -263,16 +263,25 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
     provider's signed receipts, logs them, and keeps the copy in its vault under the
     agreement's duties."""
     client = _api(config, api, api_key)
-    agreement = client.call("GET", f"/api/agreements/{agreement_id}")
+    agreement = client.call("GET", f"/api/agreements/{_path_id(agreement_id)}")
+    provider = _provider_address(client, agreement)
+    if provider is not None and provider.rstrip("/") != peer_url.rstrip("/"):
+        raise click.ClickException(f"agreement {agreement['id']} is with the provider at "
+                                   f"{provider}, not {peer_url}")
     t = client.call("POST", "/api/transfers", {"agreementId": agreement_id})
     deadline = time.monotonic() + timeout
     while t["state"] not in ("STARTED", "TERMINATED") and time.monotonic() < deadline:
         time.sleep(0.1)
-        t = client.call("GET", f"/api/transfers/{t['id']}")
+        t = client.call("GET", f"/api/transfers/{_path_id(t['id'])}")
+    if t["state"] == "TERMINATED":
+        reason = "; ".join(t.get("terminationReason") or []) or "no reason given"
+        raise click.ClickException(f"the transfer was terminated: {reason}")
     if t["state"] != "STARTED":
-        raise click.ClickException(f"transfer {t['state']}: {'; '.join(t.get('terminationReason') or [])}")
-    if not t["endpoint"].startswith(peer_url.split("://")[0]):
-        raise click.ClickException(f"the provider's data plane {t['endpoint']} does not match {peer_url}")
+        why = (f"the provider has not taken the request yet: {t['errorDetail']} (the connector "
+               "keeps retrying)" if t.get("errorDetail") else
+               "the provider took the request but has not started the transfer")
+        raise click.ClickException(f"the transfer {t['id']} is still {t['state']} after "
+                                   f"{timeout:g} s: {why}")
     body: dict[str, Any] = {}
     if out:
         body["out"] = str(Path(out).resolve())
@@ -296,6 +305,17 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
     click.echo(f"receipts verified: {job['receipts']} signed receipt(s) cover "
                f"{job['responses']} response(s)")
     click.echo(f"vault item {job['vaultId']} (agreement {agreement['id']})")
+
+
+def _provider_address(client: Api, agreement: dict[str, Any]) -> str | None:
+    """The DSP address of the provider this consumer negotiated the agreement with (None when
+    this connector did not negotiate it)."""
+    negotiation_id = agreement.get("negotiationId")
+    if not negotiation_id:
+        return None
+    n = client.call("GET", f"/api/negotiations/{_path_id(negotiation_id)}")
+    address = n.get("counterPartyAddress") if isinstance(n, dict) else None
+    return address if isinstance(address, str) else None
 
 
 @click.group(name="transfer")

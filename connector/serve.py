@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from connector.audit.log import AuditLog
 from connector.broker.heartbeat import heartbeat
 from connector.config import Config
+from connector.consumer import ConsumerConfig, ConsumerSide
 from connector.dataplane.pushing import PushRunner
+from connector.dataplane.receiver import push_receiver
 from connector.dataplane.uses import UseReservations
 from connector.dataplane.wiring import (
     TransferLookup,
@@ -30,7 +31,6 @@ from connector.dataplane.wiring import (
     receipt_book,
     transfer_tokens,
 )
-from connector.duties import Vault
 from connector.http.client import DspClient
 from connector.http.dsp import dsp_app
 from connector.http.limits import (
@@ -48,7 +48,7 @@ from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.tokens import Claims
 from connector.identity.verify import DatVerifier
-from connector.runtime import CatalogSnapshot, ControlPlane, LocalCopyDuties
+from connector.runtime import CatalogSnapshot, ControlPlane
 from connector.store import Store, StoreError, StoreUnavailable
 from connector.usage.envelope import Sender
 from connector.usage.export import VaultExport
@@ -209,15 +209,18 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
             raise SystemExit("connector: the participant key must be Ed25519 or EC to sign the "
                              "audit log")
         audit = AuditLog.open(config.audit_log_path, identity.key, public, time.time, fsync=False)
-        # duties on local copies, and deletion notices from consumers (checked against the CA)
+        # the consumer's side (its vault and duties, pulls, the push inbox, local use) and the
+        # deletion and use notices providers take in: both check peers against the CA
         ca_file = config.participant_dir / "ca.crt"
-        duties = None
+        consumer_config = None
         if ca_file.is_file():
-            duties = LocalCopyDuties(
-                Vault(config.participant_dir / "vault-records"), dataplane_key(identity.key),
-                identity.certificate, x509.load_pem_x509_certificate(ca_file.read_bytes()))
+            consumer_config = ConsumerConfig.load(
+                ca_file=ca_file, vault_dir=config.participant_dir / "vault",
+                signing_key=dataplane_key(identity.key), certificate=identity.certificate,
+                records_dir=config.participant_dir / "vault-records",
+                outbound=OutboundPolicy.from_config(dp.pull_allow))
         else:
-            log.warning("no %s: local-copy duties and deletion notices are off", ca_file)
+            log.warning("no %s: the vault, local-copy duties and notices are off", ca_file)
         # One worker id per replica (its DSP address): a restarted replica takes back the
         # outbox messages it had in flight when it stopped.
         cp = ControlPlane(store, client, participant_id=identity.participant_id,
@@ -226,11 +229,12 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
                           counter_offers=config.negotiation.counter_offers,
                           transfer_tokens=issuer,
                           dataplane_url=dataplane_url if dp.enabled else None,
-                          audit=audit, duties=duties,
+                          audit=audit,
+                          notice_ca=consumer_config.ca if consumer_config is not None else None,
                           # providers push to <public url>/push/<consumerPid> (needs the CA: the
                           # provider's receipts are checked against it)
                           push_url=f"{config.connector.public_url.rstrip('/')}/push"
-                          if duties is not None else None,
+                          if consumer_config is not None else None,
                           push_enabled=dp.enabled, own_claims=own_claims)
         await cp.start()
         describe = self_description_source(
@@ -240,20 +244,20 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         limits = config.limits.limits()
         dsp = dsp_app(cp, verifier, require_tls_binding=not config.dsp.plain_http,
                       version_document=version, self_description=describe, limits=limits)
-        downloads = local = None
+        side: ConsumerSide | None = None
         export: VaultExport | None = None
-        if duties is not None:
-            from connector.consumer import Downloads, LocalUse, PushInbox
-            from connector.dataplane.receiver import push_receiver
-
-            downloads = Downloads(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault",
-                                  policy=OutboundPolicy.from_config(dp.pull_allow))
-            local = LocalUse(cp)
-            export = VaultExport(store=store, vault=duties[0], ca=duties[3], audit=audit,
+        if consumer_config is not None:
+            side = ConsumerSide(cp, consumer_config)
+            await side.start()
+            cp.local_copies = side.duties
+            export = VaultExport(store=store, vault=side.vault, ca=consumer_config.ca, audit=audit,
                                  clock=cp.clock, participant_id=identity.participant_id,
-                                 sender=Sender(duties[1], duties[2]))
-            inbox = PushInbox(cp, ca_file=ca_file, vault_dir=config.participant_dir / "vault")
-            dsp.add_subapp("/push", push_receiver(inbox.resolve, inbox.on_receipts, limits=limits))
+                                 sender=Sender(consumer_config.signing_key,
+                                               consumer_config.certificate))
+            dsp.add_subapp("/push", push_receiver(side.inbox.resolve, side.inbox.on_receipts,
+                                                  limits=limits))
+        downloads = side.downloads if side is not None else None
+        local = side.local if side is not None else None
         # where file assets may lie (checked when the config loaded; built now that the store
         # and the audit log exist, so links to them are recognised too)
         roots = config.data_roots()
@@ -318,8 +322,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         if beat is not None:
             beat.cancel()
         background: list[tuple[str, Awaitable[Any]]] = [("the control plane", cp.stop())]
-        if downloads is not None:
-            background.append(("pulls", downloads.close()))
+        if side is not None:
+            background.append(("the consumer side", side.stop()))
         if pusher is not None:
             background.append(("pushes", pusher.close()))
         await _shutdown(limits, runners, background)

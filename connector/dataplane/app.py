@@ -76,9 +76,7 @@ async def token_and_headers(claims: Claims, transfer: TransferView, headers: Map
         return Circumstances()
     return Circumstances(request_facts(claims.attributes.get("attested"),
                                        stated=stated_from_headers(headers)))
-SEQ_HEADER = RECEIPT_SEQ_HEADER
 SENDFILE_SEGMENT = 32 << 20  # bytes sent between two checks of the transfer and the agreement
-CHAIN_HEADER = RECEIPT_CHAIN_HEADER
 MAX_TOKEN_LENGTH = 4096
 
 _SETTINGS = web.AppKey("dataplane_settings", dict)
@@ -87,8 +85,8 @@ RECEIPTS = web.AppKey("dataplane_receipts", ReceiptBook)
 
 def _seq_headers(chain: ReceiptChain, seq: int) -> dict[str, str]:
     if chain.chain_id:
-        return {SEQ_HEADER: str(seq), CHAIN_HEADER: chain.chain_id}
-    return {SEQ_HEADER: str(seq)}
+        return {RECEIPT_SEQ_HEADER: str(seq), RECEIPT_CHAIN_HEADER: chain.chain_id}
+    return {RECEIPT_SEQ_HEADER: str(seq)}
 
 
 def _json_bytes(obj: object) -> bytes:

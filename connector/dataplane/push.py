@@ -47,7 +47,6 @@ from connector.wireformat import RECEIPT_CHAIN_HEADER, RECEIPT_SEQ_HEADER
 
 log = logging.getLogger(__name__)
 
-SEQ_HEADER, CHAIN_HEADER = RECEIPT_SEQ_HEADER, RECEIPT_CHAIN_HEADER
 MAX_REASON_BODY = 200  # characters of a refusing destination's body quoted in the reason
 _DRAIN_GRACE = 5.0  # seconds to wait for aiohttp's cancelled body writer to let go of the body
 
@@ -210,9 +209,9 @@ async def _transfer(
     auth = {"Authorization": authorization} if authorization else {}
     # unless given: the source's media type (a ModifiedSource's: what the data was read as)
     media = content_type or src.headers.get("Content-Type") or "application/octet-stream"
-    headers = {**auth, "Content-Type": media, SEQ_HEADER: str(seq)}
+    headers = {**auth, "Content-Type": media, RECEIPT_SEQ_HEADER: str(seq)}
     if chain.chain_id:
-        headers[CHAIN_HEADER] = chain.chain_id
+        headers[RECEIPT_CHAIN_HEADER] = chain.chain_id
     if expected is not None:
         headers["Content-Length"] = str(expected)
 

@@ -39,11 +39,14 @@ from connector.wireformat import RECEIPT_TYP, WallClock
 
 log = logging.getLogger(__name__)
 _U64 = struct.Struct(">QQ")
-Clock = WallClock  # connector.wireformat: one definition
 
 
 class ReceiptError(Exception):
     """A receipt is missing, forged, or does not match the responses received."""
+
+
+class ReceiptsNotCovered(ReceiptError):
+    """Responses no receipt covers yet: the receipt of the last ones may still be on its way."""
 
 
 def genesis(transfer_id: str, agreement_id: str, chain_id: str = "") -> bytes:
@@ -170,7 +173,7 @@ class ReceiptBook:
     """The data plane's chains, one per transfer, and the ticker that keeps receipts flowing."""
 
     def __init__(
-        self, signer: SigningKey, issuer: str, *, interval: float = 1.0, clock: Clock = time.time,
+        self, signer: SigningKey, issuer: str, *, interval: float = 1.0, clock: WallClock = time.time,
         certificate: x509.Certificate | None = None,
         on_signed: Callable[[ReceiptChain, str], None] | None = None,
         consumer_of: Callable[[str], str] | None = None,
@@ -386,7 +389,7 @@ class ReceiptVerifier:
         if require_all:
             missing = sorted(n for c, n in self._responses if n > chains.get(c, (b"", 0))[1])
             if missing:
-                raise ReceiptError(f"responses {missing[:5]} are not covered by any receipt")
+                raise ReceiptsNotCovered(f"responses {missing[:5]} are not covered by any receipt")
         seq = max((last for _, last in chains.values()), default=0)
         return Coverage(seq, total, len(receipts))
 
@@ -396,7 +399,7 @@ class ReceiptVerifier:
         A batch the consumer cannot recompute (a response it never got, or got cut off, as the
         provider recorded it sent) is *unproven*: its signature is checked, and the chain goes
         on from the head it signs; every response in `must` has to be in a proven batch, and
-        covered (else ReceiptError, "not covered" when a receipt may still be on its way)."""
+        covered (else ReceiptError; ReceiptsNotCovered when a receipt may still be on its way)."""
         chains: dict[str, tuple[bytes, int]] = {}
         total = 0
         unproven: set[str] = set()
@@ -433,6 +436,6 @@ class ReceiptVerifier:
             chains[chain] = (head, claims["seq_to"])
         missing = sorted(n for c, n in must if (c, n) not in proven)
         if missing:
-            raise ReceiptError(f"responses {missing[:5]} are not covered by any receipt")
+            raise ReceiptsNotCovered(f"responses {missing[:5]} are not covered by any receipt")
         seq = max((last for _, last in chains.values()), default=0)
         return Verified(Coverage(seq, total, len(receipts) - len(unproven)), frozenset(unproven))

@@ -60,7 +60,6 @@ from connector.wireformat import RECEIPT_CHAIN_HEADER, RECEIPT_SEQ_HEADER
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-SEQ_HEADER = RECEIPT_SEQ_HEADER
 WRITE_SIZE = 256 * 1024  # bytes gathered before one write (in a worker thread)
 MAX_RECEIPTS_BODY = 1024 * 1024
 MAX_RECEIPTS = 10_000
@@ -100,7 +99,6 @@ def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status, headers=headers)
 
 
-CHAIN_HEADER = RECEIPT_CHAIN_HEADER
 _CHAIN = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 
@@ -290,9 +288,9 @@ def push_receiver(
         target = await authorize(request)
         if isinstance(target, web.Response):
             return target
-        seq = _parse_seq(request.headers.get(SEQ_HEADER))
+        seq = _parse_seq(request.headers.get(RECEIPT_SEQ_HEADER))
         if seq is None:
-            return _error(400, f"{SEQ_HEADER} must be a positive integer")
+            return _error(400, f"{RECEIPT_SEQ_HEADER} must be a positive integer")
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # the receipts hash the bytes on the wire: they must be stored as they came
@@ -300,9 +298,9 @@ def push_receiver(
         length = request.content_length
         if max_bytes is not None and length is not None and length > max_bytes:
             return _error(413, f"the data exceeds the limit of {max_bytes} bytes")
-        chain = request.headers.get(CHAIN_HEADER, "")
+        chain = request.headers.get(RECEIPT_CHAIN_HEADER, "")
         if not _CHAIN.fullmatch(chain):
-            return _error(400, f"{CHAIN_HEADER} must be at most 64 letters, digits, - or _")
+            return _error(400, f"{RECEIPT_CHAIN_HEADER} must be at most 64 letters, digits, - or _")
         key = (target.transfer_id, chain, seq)
         if (chain, seq) in responses.get(target.transfer_id, {}) or key in in_flight:
             return _error(409, f"response {seq} was already received")

@@ -17,8 +17,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from connector.identity.errors import InvalidToken
-from connector.identity.tokens import Claims, Clock
+from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
+from connector.wireformat import WallClock
 
 
 class TokenCache:
@@ -29,7 +30,7 @@ class TokenCache:
         verifier: Verifier,
         *,
         max_entries: int = 10_000,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
         is_revoked: Callable[[Claims], bool] | None = None,
     ) -> None:
         if max_entries <= 0:

@@ -498,8 +498,10 @@ def transfer_view(row: TransferRow) -> dict[str, Any]:
         "id": t.id, "role": row.role, "state": t.wire_state.value, "internalState": t.state.value,
         "providerPid": t.provider_pid, "consumerPid": t.consumer_pid, "format": t.format,
         "agreementId": t.agreement_id, "counterPartyId": t.counter_party_id,
+        "counterPartyAddress": t.counter_party_address,
         "suspendedBy": sorted(r.value for r in t.suspended_by) or None,
         "terminationReason": list(t.termination_reason) or None,
+        "errorDetail": t.delivery_error,
         "createdAt": iso_time(row.created_at), "updatedAt": iso_time(row.updated_at)}
     if row.role == "consumer" and t.data_address is not None:
         # the endpoint data reference the provider handed over: where to pull, with which token
@@ -748,10 +750,10 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
                       "deleteAt": copy.delete_at, "sha256": copy.sha256}, 201)
 
     async def list_vault(request: web.Request) -> web.StreamResponse:
-        return _json(vault_service.items())
+        return _json(await vault_service.items())
 
     async def get_vault_item(request: web.Request) -> web.StreamResponse:
-        return _json(vault_service.item(request.match_info["vid"]))
+        return _json(await vault_service.item(request.match_info["vid"]))
 
     async def read_vault_item(request: web.Request) -> web.StreamResponse:
         """One governed local use of a copy: decided on the agreement, duties fulfilled first."""

@@ -16,7 +16,6 @@ from connector.protocol.transfer import TransferState
 from connector.usage.lifecycle import STATUSES
 from connector.wireformat import ProcessRole
 
-Role = ProcessRole  # connector.wireformat: one definition
 NegotiationStateName = Literal[tuple(s.value for s in NegotiationState)]  # type: ignore[valid-type]
 TransferStateName = Literal[tuple(s.value for s in TransferState)]  # type: ignore[valid-type]
 AgreementStatus = Literal[STATUSES]  # type: ignore[valid-type]
@@ -59,7 +58,7 @@ class OfferView(_View):
 
 class NegotiationView(_View):
     id: str
-    role: Role
+    role: ProcessRole
     state: NegotiationWireState  # type: ignore[valid-type]
     internal_state: NegotiationStateName = Field(alias="internalState")  # type: ignore[valid-type]
     provider_pid: str | None = Field(alias="providerPid")
@@ -76,7 +75,7 @@ class NegotiationView(_View):
 
 class TransferView(_View):
     id: str
-    role: Role
+    role: ProcessRole
     state: TransferWireState  # type: ignore[valid-type]
     internal_state: TransferStateName = Field(alias="internalState")  # type: ignore[valid-type]
     provider_pid: str | None = Field(alias="providerPid")
@@ -84,8 +83,14 @@ class TransferView(_View):
     format: str
     agreement_id: str = Field(alias="agreementId")
     counter_party_id: str | None = Field(alias="counterPartyId")
+    counter_party_address: str | None = Field(
+        default=None, alias="counterPartyAddress",
+        description="the counter-party's DSP base URL (for a consumer: the provider's)")
     suspended_by: list[str] | None = Field(alias="suspendedBy")
     termination_reason: list[str] | None = Field(alias="terminationReason")
+    error_detail: str | None = Field(
+        default=None, alias="errorDetail",
+        description="why the last message to the counter-party is not delivered yet (retried)")
     created_at: str | None = Field(alias="createdAt")
     updated_at: str | None = Field(alias="updatedAt")
     endpoint: str | None = Field(default=None, description="consumer: where to pull from")

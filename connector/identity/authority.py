@@ -68,8 +68,9 @@ from connector.identity.registry import (
     update_attributes,
 )
 from connector.identity.store import AuthorityStore, ParticipantAttributes, admin_token_hash
-from connector.identity.tokens import DEFAULT_SCOPE, Clock, IdFactory, build_dat_payload, new_jti
+from connector.identity.tokens import DEFAULT_SCOPE, IdFactory, build_dat_payload, new_jti
 from connector.identity.verify import ReplayCache
+from connector.wireformat import WallClock
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class Authority:
         store: AuthorityStore,
         *,
         issuer: str,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
         new_id: IdFactory = new_jti,
         replay_cache_size: int = 250_000,
     ):

@@ -50,8 +50,9 @@ from connector.identity.keys import (
     load_private_key_pem,
     private_key_to_pem,
 )
-from connector.identity.tokens import Clock, IdFactory, new_jti
+from connector.identity.tokens import IdFactory, new_jti
 from connector.metrics import DAT_REFRESHES
+from connector.wireformat import WallClock
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class DatClient:
         *,
         audience: str,
         transport: TokenTransport,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
         new_id: IdFactory = new_jti,
         refresh_margin: float = 60.0,
         retry_interval: float = 5.0,

@@ -29,7 +29,6 @@ from connector.identity.participants import (
 )
 from connector.wireformat import IDS_CONTEXT_URL, WallClock
 
-Clock = WallClock  # connector.wireformat: one definition
 IdFactory = Callable[[], str]
 
 IDS_CONTEXT = IDS_CONTEXT_URL
@@ -285,7 +284,7 @@ class TransferTokenIssuer:
         provider_id: str,
         *,
         replay: Any,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
         new_id: IdFactory = new_jti,
         access_lifetime: int = 300,
         refresh_lifetime: int = 3600,

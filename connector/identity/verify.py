@@ -38,11 +38,11 @@ from connector.identity.keys import KeyFormatError, public_key_from_jwk
 from connector.identity.tokens import (
     DAT_AUDIENCE,
     Claims,
-    Clock,
     dat_claims,
     transfer_access_rules,
     transfer_claims,
 )
+from connector.wireformat import WallClock
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class JwksCache:
         self,
         fetch: Fetch,
         *,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
         min_refresh_interval: float = 30.0,
         max_age: float = 300.0,
     ):
@@ -256,7 +256,7 @@ class RevocationStatus:
         *,
         jwks: JwksCache | None,
         issuer: str,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
         poll_interval: float = 60.0,
         min_retry_interval: float = 5.0,
         leeway: float = 30.0,
@@ -396,7 +396,7 @@ class DatVerifier:
         *,
         jwks: JwksCache,
         revocations: RevocationStatus,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
     ):
         self.settings = settings
         self.jwks = jwks
@@ -428,7 +428,7 @@ class DatVerifier:
         *,
         fetch_jwks: Fetch,
         fetch_revocations: Fetch | None,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
     ) -> DatVerifier:
         jwks = JwksCache(
             fetch_jwks,
@@ -453,7 +453,7 @@ class DatVerifier:
         session: aiohttp.ClientSession,
         authority_url: str,
         *,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
         **settings: Any,
     ) -> DatVerifier:
         """Discover the authority (RFC 8414 metadata) and verify its DATs over HTTP."""
@@ -526,7 +526,7 @@ class TransferTokenVerifier:
         *,
         provider_id: str,
         audience: str,
-        clock: Clock = time.time,
+        clock: WallClock = time.time,
         leeway: float = 30.0,
         revocations: RevocationStatus | None = None,
         is_transfer_active: Callable[[str], bool] | None = None,

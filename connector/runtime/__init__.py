@@ -13,7 +13,7 @@ Modules, from the centre out:
                   token refresh on both sides.
 * ``auditing``    the after-commit hook writing one audit entry per state reached.
 * ``lookups``     a process as its counter-party names it (404 for anyone else).
-* ``duties_glue`` the consumer's duties on local copies and the provider's notices.
+* ``notices``     the provider's side of consumers' deletion and use notices.
 * ``errors``      the runtime's typed failures (``ProtocolError`` subclasses: mapped as today).
 * ``controlplane`` ``ControlPlane``, the facade the edges call.
 
@@ -50,7 +50,6 @@ from connector.runtime.catalog import (
     policy_problems,
 )
 from connector.runtime.controlplane import RUNNING_TRANSFER_STATES, ControlPlane
-from connector.runtime.duties_glue import LocalCopyDuties
 from connector.runtime.engine import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -91,7 +90,6 @@ __all__ = [
     "Decisions",
     "Inbound",
     "Kind",
-    "LocalCopyDuties",
     "PeerProbe",
     "ProcessEngine",
     "Transport",

@@ -1,27 +1,24 @@
 """The control plane: the one object the edges (DSP routes, management API, consumer side, data
 plane wiring) call. A thin facade: each call finds the process it is about and hands the event
 to the ``ProcessEngine``; the catalog, the data references and the duties on local copies live
-in their own modules (``catalog``, ``edr``, ``duties_glue``)."""
+in their own modules (``catalog``, ``edr``, ``notices``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
 from connector.audit.log import AuditLog
+from connector.consumer.vault import VaultItem
 from connector.dataplane.pep import ConsumeUse
-from connector.duties import Vault, VaultItem
 from connector.http.outbound import OutboundRefused
-from connector.identity.keys import SigningKey
 from connector.identity.tokens import Claims, TransferTokenIssuer
 from connector.metrics import TRANSITIONS
 from connector.protocol import negotiation as neg
@@ -41,7 +38,6 @@ from connector.protocol.messages import (
 )
 from connector.runtime.auditing import ProcessAudit
 from connector.runtime.catalog import CatalogCache, CatalogSnapshot
-from connector.runtime.duties_glue import LocalCopies, LocalCopyDuties
 from connector.runtime.edr import DataReferences
 from connector.runtime.engine import (
     BATCH,
@@ -62,6 +58,7 @@ from connector.runtime.engine import (
 from connector.runtime.errors import Conflict, Forbidden, Invalid, NotFound
 from connector.runtime.lookups import find_negotiation, find_transfer
 from connector.runtime.mapping import row_to_negotiation, row_to_transfer
+from connector.runtime.notices import Notices
 from connector.runtime.transport import PeerClient
 from connector.store import Store, Transaction
 from connector.store.rows import AgreementRow, NegotiationRow, TransferRow
@@ -75,7 +72,10 @@ log = logging.getLogger(__name__)
 RUNNING_TRANSFER_STATES = tuple(s.value for s in xfer.TransferState if not s.is_ended)
 OWN_CLAIMS_TTL = 30.0  # seconds this connector's own attested attributes are kept
 
-DutiesGiven = LocalCopyDuties | tuple[Vault, SigningKey, x509.Certificate, x509.Certificate]
+class LocalCopyRegistry(Protocol):
+    """The consumer side's vault as the control plane sees it (connector.consumer.DutyRunner)."""
+
+    async def register_local_copy(self, path: Path, transfer_id: str) -> VaultItem: ...
 
 
 def count_transition(done: Committed) -> None:
@@ -90,7 +90,7 @@ class ControlPlane:
                  worker_id: str | None = None, counter_offers: str = "stricter",
                  transfer_tokens: TransferTokenIssuer | None = None,
                  dataplane_url: str | None = None, audit: AuditLog | None = None,
-                 duties: DutiesGiven | None = None, push_url: str | None = None,
+                 notice_ca: x509.Certificate | None = None, push_url: str | None = None,
                  push_enabled: bool = False,
                  own_claims: Callable[[], Awaitable[Claims]] | None = None) -> None:
         self.store = store
@@ -111,11 +111,11 @@ class ControlPlane:
         # pushes (where providers push to: connector.dataplane.receiver)
         self.references = DataReferences(store, client, transfer_tokens=transfer_tokens,
                                          dataplane_url=dataplane_url, push_url=push_url)
-        # consumer duties on local copies (connector.duties); the notices providers take in
-        self.duties = LocalCopyDuties.of(duties) if duties is not None else None
-        self.local_copies = LocalCopies(store, client, self.duties,
-                                        participant_id=participant_id, clock=clock, audit=audit)
-        self._duty_task: asyncio.Task[None] | None = None
+        # the provider's side of consumers' deletion and use notices (checked against the CA)
+        self.notices = Notices(store, notice_ca, participant_id=participant_id, clock=clock,
+                               audit=audit)
+        # the consumer's vault (connector.consumer), where a file held locally is registered
+        self.local_copies: LocalCopyRegistry | None = None
         # told the id of every transfer whose state changed here (the data plane's cache)
         self.transfer_listeners: list[Callable[[str], None]] = []
         # the facts this connector holds (state, events, payments), for its local uses too
@@ -142,11 +142,11 @@ class ControlPlane:
     def consume_use(self) -> ConsumeUse | None:
         """The counter the data plane draws on (its use reservations), so a consumer's local
         uses and the pulls and pushes share one limit; the store's own when None."""
-        return self.local_copies.consume_use
+        return self.notices.consume_use
 
     @consume_use.setter
     def consume_use(self, consume: ConsumeUse | None) -> None:
-        self.local_copies.consume_use = consume
+        self.notices.consume_use = consume
 
     def _offers(self) -> tuple[KnownOffer, ...]:
         snap = self._catalog.current
@@ -161,15 +161,8 @@ class ControlPlane:
 
     async def start(self) -> None:
         await self.engine.start()
-        if self.duties is not None:
-            self._duty_task = asyncio.create_task(
-                self.local_copies.loop(lambda: self.engine.stopping), name="duties")
 
     async def stop(self) -> None:
-        if self._duty_task is not None:
-            self._duty_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._duty_task
         await self.engine.stop()
 
     async def dispatch_once(self, limit: int = BATCH) -> int:
@@ -403,19 +396,18 @@ class ControlPlane:
         """Consumer: exchange the pull's refresh token at the provider; keep the new tokens."""
         return await self.references.refresh_pull_token(transfer_id)
 
-    # -------------------------------------------------------------- duties on local copies
-
-    async def run_duties(self) -> int:
-        """Delete the local copies whose delete duty fell due, and tell their providers."""
-        return await self.local_copies.run_duties()
+    # -------------------------------------------------------------- local copies and notices
 
     async def register_local_copy(self, path: Path, transfer_id: str) -> VaultItem:
-        """Consumer: a pulled file now held locally under the transfer's agreement."""
+        """Consumer: a pulled file now held locally under the transfer's agreement (in the
+        consumer side's vault, under its duties)."""
+        if self.local_copies is None:
+            raise NotFound("this connector keeps no vault")
         return await self.local_copies.register_local_copy(path, transfer_id)
 
     async def deletion_notice(self, body: Any, sender: str) -> dict[str, Any]:
-        """Provider: a consumer reports it deleted its copy; verify and keep the notice."""
-        return await self.local_copies.deletion_notice(body, sender)
+        """Provider: a consumer reports it deleted (or used) its copy; verify and keep it."""
+        return await self.notices.deletion_notice(body, sender)
 
     # -------------------------------------------------------------- the requester's facts
 

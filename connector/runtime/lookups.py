@@ -8,7 +8,8 @@ from typing import Protocol, TypeVar
 
 from connector.runtime.errors import NotFound
 from connector.store import Transaction
-from connector.store.rows import NegotiationRow, Role, TransferRow
+from connector.store.rows import NegotiationRow, TransferRow
+from connector.wireformat import ProcessRole
 
 
 class _Named(Protocol):
@@ -21,9 +22,9 @@ N_co = TypeVar("N_co", bound=_Named, covariant=True)
 
 
 class _ByPid(Protocol[N_co]):
-    async def get_by_provider_pid(self, provider_pid: str, *, role: Role) -> N_co | None: ...
+    async def get_by_provider_pid(self, provider_pid: str, *, role: ProcessRole) -> N_co | None: ...
 
-    async def get_by_consumer_pid(self, consumer_pid: str, *, role: Role) -> N_co | None: ...
+    async def get_by_consumer_pid(self, consumer_pid: str, *, role: ProcessRole) -> N_co | None: ...
 
 
 async def _named(rows: _ByPid[N], pid: str, sender: str, what: str) -> N:

@@ -18,6 +18,9 @@ class Reply(Protocol):
         ...
 
     @property
+    def status(self) -> int | None: ...  # the HTTP status (None: no answer)
+
+    @property
     def body(self) -> Any: ...  # the parsed JSON body (any JSON value), or None
 
     @property

@@ -115,15 +115,15 @@ class Vault:
         return LocalCopy(path=item.path, agreement_id=item.agreement_id,
                          delete_at=item.delete_at, sha256=item.sha256)
 
-    def items(self) -> list[dict[str, Any]]:
+    async def items(self) -> list[dict[str, Any]]:
         local = self._use()
         with refusals():
-            return local.items()
+            return await local.list_items()
 
-    def item(self, item_id: str) -> dict[str, Any]:
+    async def item(self, item_id: str) -> dict[str, Any]:
         local = self._use()
         with refusals():
-            return dict(local.get(item_id).to_json())
+            return dict((await local.item(item_id)).to_json())
 
     async def use(self, item_id: str, stated: Mapping[str, tuple[Any, ...]]) -> Use:
         """One governed local use: decided on the agreement, its duties fulfilled first."""

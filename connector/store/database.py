@@ -81,6 +81,7 @@ from connector.store.rows import (
     UseResult,
 )
 from connector.store.schema import schema_version
+from connector.store.vault import VaultRepository
 
 Dialect = Literal["sqlite", "postgresql"]
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -328,6 +329,10 @@ class Transaction:
     @cached_property
     def outbox(self) -> OutboxRepository:
         return OutboxRepository(self)
+
+    @cached_property
+    def vault(self) -> VaultRepository:
+        return VaultRepository(self)
 
 
 def _parse_url(url: str, schema: str | None) -> tuple[sa.URL, Dialect, str | None]:

@@ -58,10 +58,15 @@ def _usage_control(connection: Connection) -> None:
         connection.execute(sa.text(f'ALTER TABLE agreements ADD COLUMN {name} {kind}'))
 
 
+def _create_vault_items(connection: Connection) -> None:
+    schema.metadata.create_all(connection, tables=[schema.vault_items], checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("create the tables", _create_tables),
     ("usage receipts, shared by the data plane's replicas", _create_receipts),
     ("provider-held facts, payments, retired agreements", _usage_control),
+    ("the consumer's vault index", _create_vault_items),
 )
 LATEST = len(MIGRATIONS)
 

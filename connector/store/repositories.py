@@ -41,13 +41,13 @@ from connector.store.rows import (
     PolicyRow,
     ProcessedMessage,
     ProcessKind,
-    Role,
     TransferRow,
     UseReservation,
     UseResult,
     WireStateQuery,
 )
 from connector.store.secrets import mask_secrets, restore_masked
+from connector.wireformat import ProcessRole
 
 if TYPE_CHECKING:
     from connector.store.database import Transaction
@@ -462,19 +462,19 @@ class _ProcessRepository(_Repository, Generic[P]):
         return await self._get_where("id", {"key": process_id}, for_update)
 
     async def get_by_provider_pid(
-        self, provider_pid: str, *, role: Role, for_update: bool = False
+        self, provider_pid: str, *, role: ProcessRole, for_update: bool = False
     ) -> P | None:
         return await self._get_where("provider_pid", {"key": provider_pid, "role": role}, for_update)
 
     async def get_by_consumer_pid(
-        self, consumer_pid: str, *, role: Role, for_update: bool = False
+        self, consumer_pid: str, *, role: ProcessRole, for_update: bool = False
     ) -> P | None:
         return await self._get_where("consumer_pid", {"key": consumer_pid, "role": role}, for_update)
 
     def _filters(
         self,
         state: str | Sequence[str] | None,
-        role: Role | None,
+        role: ProcessRole | None,
         counter_party_id: str | None,
         lease_free_at: datetime | None,
     ) -> list[sa.ColumnElement[bool]]:
@@ -541,7 +541,7 @@ class NegotiationRepository(_ProcessRepository[NegotiationRow]):
         self,
         *,
         state: str | Sequence[str] | None = None,
-        role: Role | None = None,
+        role: ProcessRole | None = None,
         counter_party_id: str | None = None,
         lease_free_at: datetime | None = None,
         wire_state: WireStateQuery | None = None,
@@ -561,7 +561,7 @@ class NegotiationRepository(_ProcessRepository[NegotiationRow]):
         self,
         *,
         state: str | Sequence[str] | None = None,
-        role: Role | None = None,
+        role: ProcessRole | None = None,
         counter_party_id: str | None = None,
     ) -> int:
         return await self._count(self._table, self._filters(state, role, counter_party_id, None))
@@ -576,7 +576,7 @@ class TransferRepository(_ProcessRepository[TransferRow]):
         self,
         *,
         state: str | Sequence[str] | None = None,
-        role: Role | None = None,
+        role: ProcessRole | None = None,
         counter_party_id: str | None = None,
         agreement_id: str | None = None,
         lease_free_at: datetime | None = None,
@@ -598,7 +598,7 @@ class TransferRepository(_ProcessRepository[TransferRow]):
         self,
         *,
         state: str | Sequence[str] | None = None,
-        role: Role | None = None,
+        role: ProcessRole | None = None,
         counter_party_id: str | None = None,
         agreement_id: str | None = None,
     ) -> int:

@@ -15,7 +15,6 @@ from typing import Any, Literal, NamedTuple
 
 from connector.wireformat import ProcessRole
 
-Role = ProcessRole  # connector.wireformat: one definition
 ProcessKind = Literal["negotiation", "transfer"]
 OutboxStatus = Literal["pending", "in_flight", "sent", "dead"]
 OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "in_flight", "sent", "dead")
@@ -97,7 +96,7 @@ class NegotiationRow:
     """
 
     id: str
-    role: Role
+    role: ProcessRole
     state: str
     created_at: datetime
     updated_at: datetime
@@ -162,7 +161,7 @@ class TransferRow:
     """A transfer process, provider or consumer side; same versioning and leases as negotiations."""
 
     id: str
-    role: Role
+    role: ProcessRole
     state: str
     created_at: datetime
     updated_at: datetime

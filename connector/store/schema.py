@@ -270,6 +270,28 @@ payments = sa.Table(
     sa.Index(None, "agreement_id", "paid_at"),
 )
 
+# The consumer's vault index (connector.consumer.vault): one row per local copy held under an
+# agreement; the copies themselves stay files on disk. `delete_at` is when the agreement's delete
+# duty falls due; the duty scheduler asks for the rows due and not yet reported (indexed).
+vault_items = sa.Table(
+    "vault_items",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("agreement_id", ID, nullable=False),
+    sa.Column("transfer_id", ID, nullable=False),
+    sa.Column("provider_id", sa.Text, nullable=False),
+    sa.Column("provider_address", sa.Text, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("delete_at", UTCDateTime),
+    sa.Column("registered_at", UTCDateTime, nullable=False),
+    sa.Column("deleted_at", UTCDateTime),
+    sa.Column("notice_sent", sa.Boolean, nullable=False),
+    sa.Column("uses", sa.Integer, nullable=False),
+    sa.Index(None, "notice_sent", "delete_at"),
+    sa.Index(None, "agreement_id"),
+)
+
 # The tables migration 1 creates (frozen: later tables come with their own migration).
 V1_TABLES: tuple[sa.Table, ...] = (
     participants_seen,
@@ -284,4 +306,5 @@ V1_TABLES: tuple[sa.Table, ...] = (
     outbox,
 )
 
-APPLICATION_TABLES: tuple[sa.Table, ...] = (*V1_TABLES, receipts, held_facts, payments)
+APPLICATION_TABLES: tuple[sa.Table, ...] = (*V1_TABLES, receipts, held_facts, payments,
+                                             vault_items)

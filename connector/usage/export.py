@@ -21,13 +21,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
 from connector.audit.log import AuditLog
-from connector.consumer import Denied
-from connector.duties import Vault, VaultItem
+from connector.consumer.duties import agreement_duties
+from connector.consumer.errors import Denied
+from connector.consumer.vault import VaultItem
 from connector.odrl.parse import PolicyError, jsonld_to_graph, policy_from_graph
 from connector.store import Store
 from connector.usage.distribute import NEXT_POLICY, DistributionTerms, decide, distribution_terms
@@ -108,10 +109,16 @@ def embedded_next_policy(agreement: dict[str, Any], duty_id: str) -> dict[str, A
     return None
 
 
+class VaultIndex(Protocol):
+    """Where an export finds the copy (connector.consumer.vault.Vault)."""
+
+    async def get(self, item_id: str) -> VaultItem | None: ...
+
+
 class VaultExport:
     """The consumer connector's exports of vault copies."""
 
-    def __init__(self, *, store: Store, vault: Vault, ca: x509.Certificate,
+    def __init__(self, *, store: Store, vault: VaultIndex, ca: x509.Certificate,
                  audit: AuditLog | None, clock: Callable[[], datetime],
                  participant_id: str, sender: Sender | None = None) -> None:
         """``sender``: this connector's participant key and certificate, to sign envelopes."""
@@ -127,7 +134,7 @@ class VaultExport:
     async def prepare(self, item_id: str, *, recipient_pem: str | None,
                       plain: bool) -> Export:
         """Decide one export; Denied with the status and reason when it may not happen."""
-        item = self._vault.get(item_id)
+        item = await self._vault.get(item_id)
         if item is None:
             raise Denied(404, f"no vault item {item_id}")
         now = self._clock()
@@ -144,6 +151,10 @@ class VaultExport:
             agreement = await tx.agreements.get(item.agreement_id)
         if agreement is None:
             raise Denied(404, f"the agreement {item.agreement_id} is unknown here")
+        duties = agreement_duties(agreement.policy, agreement.signed_at)
+        if duties.deletion_due(now):  # read as local use reads it, whatever the index says
+            raise Denied(410, f"the copy is deleted (due {duties.delete_at}) under the "
+                              "agreement's delete duty")
         terms = self._terms.get(agreement.id)
         if terms is None:
             try:

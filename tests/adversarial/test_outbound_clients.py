@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from outbound_testlib import ALLOWED, ALLOWED_HOST, Recorder, forbidden
 
-from connector.consumer import Downloads
+from connector.consumer import ConsumerConfig, Downloads, DutyRunner, Vault
 from connector.dataplane.push import push
 from connector.dataplane.receipts import ReceiptChain
 from connector.dataplane.sources import HttpSource
@@ -132,7 +132,10 @@ async def test_pulls_refuse_forbidden_endpoints_and_redirects(
     (tmp_path / "ca.crt").write_text(certificate_pem(ca.certificate))
     dsp = DspClient(no_token, ssl_context=None, policy=POLICY)
     cp = ControlPlane(store, dsp, participant_id="urn:test:consumer", dsp_url=f"http://{ALLOWED_HOST}:9")
-    downloads = Downloads(cp, ca_file=tmp_path / "ca.crt", vault_dir=tmp_path / "vault", policy=POLICY)
+    config = ConsumerConfig.load(ca_file=tmp_path / "ca.crt", vault_dir=tmp_path / "vault",
+                                 signing_key=SigningKey.from_private_key(generate_private_key("EdDSA")),
+                                 certificate=ca.certificate, outbound=POLICY)
+    downloads = Downloads(cp, config, DutyRunner(cp, config, Vault(store)))
     allowed.location = f"http://localhost:{r4.port}/data"
     cases = [(name, f"{url}/data/x", why) for name, url, why in forbidden(r4, r6)]
     cases.append(("redirect", f"http://{ALLOWED_HOST}:{allowed.port}/redirect",

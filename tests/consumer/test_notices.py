@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.duties import NoticeError, Vault, delete_after, sign_notice, verify_notice
+from connector.consumer.notices import NoticeError, sign_notice, verify_notice
+from connector.consumer.vault import VaultItem
 from connector.identity.ca import CertificateAuthority, create_csr, participant_id
 from connector.identity.keys import SigningKey, generate_private_key
 
@@ -25,35 +26,11 @@ def space(tmp_path: Path) -> dict:
     ca = CertificateAuthority.create(generate_private_key("ES256"), "Space", now=NOW.timestamp())
     other = CertificateAuthority.create(generate_private_key("ES256"), "Other", now=NOW.timestamp())
     key, cert, pid = member(ca, "Consumer")
-    f = tmp_path / "copy.csv"
-    f.write_text("a,b\n")
-    vault = Vault(tmp_path / "vault")
-    agreement = {"permission": [{"action": "use", "duty": [{"action": "delete", "constraint": [
-        {"leftOperand": "dateTime", "operator": "gteq",
-         "rightOperand": {"@value": "2026-11-24T00:00:00Z", "@type": "xsd:dateTime"}}]}]}]}
-    item = vault.register(f, agreement=agreement, agreement_id="urn:a", signed_at=NOW,
-                          transfer_id="urn:t", provider_id="PROVIDER", provider_address="x",
-                          now=NOW)
-    return {"ca": ca, "other": other, "key": key, "cert": cert, "pid": pid, "item": item,
-            "vault": vault}
-
-
-def test_delete_after_from_datetime_and_elapsed_time() -> None:
-    dt = {"permission": [{"duty": [{"action": "delete", "constraint": [
-        {"leftOperand": "dateTime", "operator": "gteq", "rightOperand": "2026-12-01T00:00:00Z"}]}]}]}
-    assert delete_after(dt, NOW) == datetime(2026, 12, 1, tzinfo=UTC)
-    el = {"permission": [{"duty": [{"action": "delete", "constraint": [
-        {"leftOperand": "elapsedTime", "operator": "gteq",
-         "rightOperand": {"@value": "P2D", "@type": "xsd:duration"}}]}]}]}
-    assert delete_after(el, NOW) == NOW + timedelta(days=2)
-    assert delete_after({"permission": [{"action": "use"}]}, NOW) is None
-
-
-def test_vault_knows_what_is_due(space: dict) -> None:
-    vault = space["vault"]
-    assert vault.due(NOW) == []
-    due = vault.due(datetime(2026, 11, 24, tzinfo=UTC))
-    assert [i.agreement_id for i in due] == ["urn:a"]
+    item = VaultItem(path=str(tmp_path / "copy.csv"), agreement_id="urn:a", transfer_id="urn:t",
+                     provider_id="PROVIDER", provider_address="x", sha256="ab" * 32,
+                     delete_at="2026-11-24T00:00:00+00:00", registered_at=NOW.isoformat(),
+                     id="0" * 24)
+    return {"ca": ca, "other": other, "key": key, "cert": cert, "pid": pid, "item": item}
 
 
 def test_a_genuine_notice_verifies(space: dict) -> None:
@@ -84,16 +61,3 @@ def test_forged_or_misdirected_notices_are_refused(space: dict) -> None:
     later = NOW + timedelta(days=4000)
     with pytest.raises(NoticeError, match="not valid now"):
         verify_notice(token, ca=ca, sender=space["pid"], audience="PROVIDER", now=later)
-
-
-def test_use_duties_of_an_agreement() -> None:
-    from connector.consumer import agreement_duties
-
-    d = agreement_duties({"permission": [{"action": "use", "duty": [
-        {"action": "idsc:LOG"}, {"action": "inform", "informedParty": {"@id": "https://p.example"}},
-        {"action": "delete", "constraint": []}]}]})
-    assert d.log and d.inform == ("https://p.example",) and d.unhandled == ()
-    # what the connector cannot fulfil stops local use (fail closed), obligations included
-    d = agreement_duties({"permission": [{"action": "use", "duty": [{"action": "anonymize"}]}],
-                          "obligation": [{"action": "compensate"}]})
-    assert d.unhandled == ("anonymize", "compensate")

@@ -1,4 +1,4 @@
-"""The consumer's side of the data: pulls run by its connector, and local use of the copies.
+"""Pulls run by the consumer's connector.
 
 `Downloads` pulls a STARTED transfer's data with the endpoint data reference the provider sent:
 streamed to disk, the transfer token refreshed when the data plane answers 401, every response
@@ -13,12 +13,6 @@ that reason and leaves no file: only a complete, verified, registered copy stays
 agreement has the consumer modify the data at rest (connector.usage.modify), a pulled or pushed
 copy is modified as it streams to disk (the receipts still cover the bytes as received; the
 vault records the SHA-256 of what is stored), or not kept at all when it cannot be.
-
-`LocalUse` is the only way the connector hands a vault copy out again: each read is decided on
-the agreement (time window, purpose, count: local reads count against the agreement's use
-limit), the agreement's duties are fulfilled before a byte is served (every use logged; the
-informed party notified with a signed use notice, and no notice means no read), and the read is
-counted.
 """
 
 from __future__ import annotations
@@ -26,21 +20,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 
 from connector.audit.receipts import RECEIPT_KIND, receipt_data
-from connector.dataplane.receipts import ReceiptError, ReceiptVerifier, certified_keys
+from connector.consumer.config import ConsumerConfig
+from connector.consumer.duty_rounds import DutyRunner
+from connector.consumer.errors import PullFailed
+from connector.consumer.ports import ControlPlanePort
+from connector.dataplane.receipts import (
+    ReceiptError,
+    ReceiptsNotCovered,
+    ReceiptVerifier,
+    certified_keys,
+)
 from connector.faults import StoreUnavailable, from_os_error
 from connector.http.outbound import (
     GuardedResolver,
@@ -49,12 +53,11 @@ from connector.http.outbound import (
     check_url,
     guarded_connector,
 )
-from connector.odrl import terms as T
-from connector.odrl.compile import DecisionRequest
 from connector.odrl.parse import load_policy
+from connector.protocol import transfer as xfer
 from connector.protocol.errors import ProtocolError
-from connector.protocol.messages import PULL
-from connector.protocol.transfer import TransferState
+from connector.protocol.messages import PULL, DataAddress
+from connector.store.rows import TransferRow
 from connector.usage import pipeline
 from connector.usage.modify import (
     REFUSED_AT_REST,
@@ -96,8 +99,28 @@ class PullJob:
                 "storedSha256": self.stored_sha256 or None}
 
 
-class PullFailed(Exception):
-    pass
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a pull reads from and whose receipts prove it: the transfer as stored, or as the
+    control plane returns it after a token refresh."""
+
+    transfer_id: str
+    agreement_id: str
+    provider_id: str
+    provider_pid: str
+    endpoint: str
+    authorization: str
+
+    @classmethod
+    def of(cls, t: xfer.Transfer | TransferRow) -> _Source:
+        if isinstance(t, TransferRow):
+            raw = t.data.get("data_address")
+            address = DataAddress.parse(raw) if raw else None
+        else:
+            address = t.data_address
+        return cls(t.id, t.agreement_id, t.counter_party_id or "", t.provider_pid or "",
+                   (address.endpoint or "") if address is not None else "",
+                   (address.property("authorization") or "") if address is not None else "")
 
 
 @dataclass
@@ -109,17 +132,15 @@ class _Responses:
 
 
 class Downloads:
-    def __init__(self, cp: Any, *, ca_file: Path, vault_dir: Path,
-                 policy: OutboundPolicy | None = None) -> None:
-        from cryptography import x509
-
+    def __init__(self, cp: ControlPlanePort, config: ConsumerConfig, duties: DutyRunner) -> None:
         self.cp = cp
-        self.ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
-        self.ssl = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+        self.ca = config.ca
+        self.ssl = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.ca_file))
         # the endpoint comes from the provider: no pulls from private addresses unless allowed
-        self.policy = policy or OutboundPolicy()
+        self.policy: OutboundPolicy = config.outbound
         self._resolver = GuardedResolver(self.policy)  # connects only to what check_url vetted
-        self.vault_dir = vault_dir
+        self.vault_dir = config.vault_dir
+        self.duties = duties
         self.jobs: dict[str, PullJob] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._responses: dict[str, _Responses] = {}
@@ -161,7 +182,7 @@ class Downloads:
             if not path.is_absolute():
                 raise ProtocolError(400, "400", ["out must be an absolute path"])
         else:
-            path = (self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id))
+            path = (self.vault_dir / vault_name(row.agreement_id) / vault_name(transfer_id))
         job = PullJob(transfer_id, row.agreement_id, str(path))
         self.jobs[transfer_id] = job
         headers = pipeline.headers_for({**(stated or {}), "purpose": purpose})
@@ -179,7 +200,6 @@ class Downloads:
         try:
             await self._pull(job, stating)
             if complete:
-                from connector.protocol import transfer as xfer
                 with contextlib.suppress(ProtocolError):
                     await self.cp.transfer_command(job.transfer_id, xfer.Complete())
             job.state = "done"
@@ -205,13 +225,11 @@ class Downloads:
                         transfer_id=job.transfer_id, agreement_id=job.agreement_id)
 
     async def _pull(self, job: PullJob, stating: Mapping[str, str]) -> None:
-        from connector.runtime import row_to_transfer
-
         async with self.cp.store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(job.transfer_id)
             agreement = await tx.agreements.get(job.agreement_id)
         assert row is not None
-        t = row_to_transfer(row)
+        t = _Source.of(row)
         at_rest = at_rest_modification(agreement.policy) if agreement is not None else None
         seen = self._seen(job.transfer_id)
         must: set[tuple[str, int]] = set()  # this pull's responses: their receipts must prove them
@@ -226,18 +244,16 @@ class Downloads:
         headers: dict[str, str] = {}
         try:
             for attempt in range(2):
-                assert t.data_address is not None
-                endpoint = t.data_address.endpoint or ""
+                endpoint = t.endpoint
                 try:
                     self._resolver.pin(await check_url(endpoint, self.policy))
                 except OutboundRefused as exc:
                     raise PullFailed(f"the provider's data address is refused: {exc.reason}") from None
-                headers = {"Authorization": f"Bearer {t.data_address.property('authorization')}",
-                           **stating}
+                headers = {"Authorization": f"Bearer {t.authorization}", **stating}
                 async with http.get(endpoint, headers=headers, ssl=self._ssl_for(endpoint),
                                     allow_redirects=False) as r:
                     if r.status == 401 and attempt == 0:  # expired: refresh once, retry
-                        t = await self.cp.refresh_pull_token(job.transfer_id)
+                        t = _Source.of(await self.cp.refresh_pull_token(job.transfer_id))
                         continue
                     seq = _seq(r.headers.get(RECEIPT_SEQ_HEADER))
                     chain = r.headers.get(RECEIPT_CHAIN_HEADER, "")[:128]
@@ -295,7 +311,7 @@ class Downloads:
                 tmp.unlink()
         try:
             with _vault_writes(path.parent):
-                item = await self.cp.register_local_copy(path, job.transfer_id)
+                item = await self.duties.register_local_copy(path, job.transfer_id)
         except (PullFailed, StoreUnavailable):
             # a copy the vault does not hold under its agreement is not kept
             with contextlib.suppress(FileNotFoundError):
@@ -314,8 +330,6 @@ class Downloads:
             return seen
         seen = self._responses[transfer_id] = _Responses()
         if self.cp.audit is not None:
-            import jwt
-
             for entry in self.cp.audit.entries():
                 if entry.kind != RECEIPT_KIND or entry.transfer_id != transfer_id:
                     continue
@@ -332,7 +346,7 @@ class Downloads:
                     continue
         return seen
 
-    async def _receipts(self, job: PullJob, t: Any, endpoint: str, headers: dict[str, str],
+    async def _receipts(self, job: PullJob, t: _Source, endpoint: str, headers: dict[str, str],
                         seen: _Responses, must: set[tuple[str, int]]) -> None:
         """Fetch the provider's receipts (every replica's chains); verify they prove this pull's
         responses; log the new ones (a batch this consumer cannot prove, e.g. one with an
@@ -343,9 +357,8 @@ class Downloads:
             async with self._http().get(f"{endpoint}/receipts", headers=headers,
                                         ssl=self._ssl_for(endpoint), allow_redirects=False) as r:
                 if r.status == 401 and not refreshed:  # the token expired during the pull
-                    t = await self.cp.refresh_pull_token(job.transfer_id)
-                    headers = {**headers, "Authorization":
-                               f"Bearer {t.data_address.property('authorization')}"}
+                    t = _Source.of(await self.cp.refresh_pull_token(job.transfer_id))
+                    headers = {**headers, "Authorization": f"Bearer {t.authorization}"}
                     refreshed = True
                     continue
                 if r.status != 200:
@@ -356,23 +369,23 @@ class Downloads:
             try:
                 if not receipts:
                     raise ReceiptError("no receipt covers the data")
-                keys = certified_keys(ca=self.ca, provider_id=t.counter_party_id, now=time.time())
-                verifier = ReceiptVerifier(keys, transfer_id=t.provider_pid or "",
-                                           agreement_id=t.agreement_id, issuer=t.counter_party_id)
+                keys = certified_keys(ca=self.ca, provider_id=t.provider_id, now=time.time())
+                verifier = ReceiptVerifier(keys, transfer_id=t.provider_pid,
+                                           agreement_id=t.agreement_id, issuer=t.provider_id)
                 for (chain, seq), (n, d) in seen.received.items():
                     verifier.add(seq, n, d, chain)
                 verified = verifier.verify_lenient(receipts, must)
                 coverage = verified.coverage
                 break
-            except ReceiptError as exc:
+            except ReceiptsNotCovered as exc:
                 # the last response's receipt may be a moment behind its bytes
-                if "not covered" not in str(exc) or time.monotonic() > deadline:
+                if time.monotonic() > deadline:
                     raise PullFailed(f"the provider's receipts do not cover the data: {exc}") from None
                 await asyncio.sleep(0.1)
+            except ReceiptError as exc:
+                raise PullFailed(f"the provider's receipts do not cover the data: {exc}") from None
         job.receipts = coverage.receipts
         if self.cp.audit is not None:
-            import jwt
-
             events = []
             for token in receipts:
                 if token in seen.logged:
@@ -388,7 +401,7 @@ class Downloads:
                     data["unreceived"] = [s for s in span if (chain, s) not in seen.received]
                 events.append((RECEIPT_KIND, data,
                                {"transfer_id": job.transfer_id, "agreement_id": job.agreement_id,
-                                "participant_id": t.counter_party_id}))
+                                "participant_id": t.provider_id}))
             if events:
                 await self.cp.audit.aappend_many(events)
             seen.logged.update(receipts)
@@ -416,14 +429,18 @@ class _VaultFile:
 
     def write(self, chunk: bytes) -> None:
         if self.fault is None:
-            try:
-                data = self._modify.feed(chunk) if self._modify is not None else chunk
-                with _vault_writes(self.path.parent):
-                    self._file.write(data)
-            except PullFailed as exc:
-                self.fault = exc
-            except ModificationError as exc:
-                self.fault = _not_kept(exc)
+            self._put(lambda: self._modify.feed(chunk) if self._modify is not None else chunk)
+
+    def _put(self, data: Callable[[], bytes]) -> None:
+        """Write what ``data`` gives (the modification applied); a fault is kept, not raised."""
+        try:
+            out = data()
+            with _vault_writes(self.path.parent):
+                self._file.write(out)
+        except PullFailed as exc:
+            self.fault = exc
+        except ModificationError as exc:
+            self.fault = _not_kept(exc)
 
     def close(self) -> None:
         """Flush and close; a fault here is kept too (the descriptor is closed either way)."""
@@ -436,15 +453,9 @@ class _VaultFile:
             self.fault = self.fault or exc
 
     def write_tail(self) -> None:
-        try:
-            assert self._modify is not None
-            tail = self._modify.finish()
-            with _vault_writes(self.path.parent):
-                self._file.write(tail)
-        except PullFailed as exc:
-            self.fault = exc
-        except ModificationError as exc:
-            self.fault = _not_kept(exc)
+        modify = self._modify
+        assert modify is not None
+        self._put(modify.finish)
 
 
 def _not_kept(exc: ModificationError) -> PullFailed:
@@ -475,8 +486,6 @@ def _seq(value: str | None) -> int:
 
 
 def _reason(body: bytes) -> str:
-    import json
-
     try:
         doc = json.loads(body)
         if isinstance(doc, dict) and isinstance(doc.get("error"), str):
@@ -486,311 +495,11 @@ def _reason(body: bytes) -> str:
     return body[:300].decode("utf-8", "replace")
 
 
-def _safe(name: str) -> str:
+def vault_name(name: str) -> str:
     """A file name for an id the counter-party may have chosen: never "." or "..", never a
     path, and distinct ids never collide."""
     readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
     return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
-# ------------------------------------------------------------------ pushes into the vault
-
-
-class PushInbox:
-    """The consumer's push endpoint's view of its transfers (connector.dataplane.receiver):
-    which transfer a push is for, with the secret this connector put in its push address, and
-    the check of the provider's receipts once the data is in. Verified receipts go into the
-    audit log as for a pull (responses the provider declares broke off are logged as its claim,
-    under ``unreceived``), and the copy into the vault."""
-
-    def __init__(self, cp: Any, *, ca_file: Path, vault_dir: Path) -> None:
-        from cryptography import x509
-
-        self.cp = cp
-        self.ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
-        self.vault_dir = vault_dir
-        self._logged: dict[str, set[str]] = {}
-
-    async def resolve(self, transfer_id: str) -> Any:
-        from connector.dataplane.receiver import PushTarget
-        from connector.protocol.messages import PUSH, DataAddress
-
-        async with self.cp.store.transaction(readonly=True) as tx:
-            row = await tx.transfers.get(transfer_id)
-            agreement = await tx.agreements.get(row.agreement_id) if row is not None else None
-        if (row is None or row.role != "consumer" or row.format != PUSH
-                or not TransferState(row.state).awaits_push
-                or not row.data.get("data_address")):
-            return None
-        secret = DataAddress.parse(row.data["data_address"]).property("authorization")
-        if not secret:
-            return None
-        # the upload lands beside the copy; it becomes the copy once its receipts verify
-        final = self.vault_dir / _safe(row.agreement_id) / _safe(transfer_id)
-        return PushTarget(transfer_id, hashlib.sha256(secret.encode()).hexdigest(),
-                          final.with_name(final.name + ".unverified"),
-                          at_rest_modification(agreement.policy) if agreement is not None else None)
-
-    async def on_receipts(self, target: Any, receipts: list[str], received: list[tuple[int, int, bytes]],
-                          failed: list[tuple[int, int, bytes]]) -> str | None:
-        from connector.runtime import row_to_transfer
-
-        t = None
-        for _ in range(50):  # the provider's pid arrives with the answer to our request
-            async with self.cp.store.transaction(readonly=True) as tx:
-                row = await tx.transfers.get(target.transfer_id)
-            if row is None:
-                return "unknown transfer"
-            t = row_to_transfer(row)
-            if t.provider_pid:
-                break
-            await asyncio.sleep(0.05)
-        if t is None or not t.provider_pid:
-            return "the provider's process id is not known here yet"
-        if not receipts:
-            return "no receipt covers the data"
-        import jwt
-
-        try:
-            keys = certified_keys(ca=self.ca, provider_id=t.counter_party_id, now=time.time())
-            verifier = ReceiptVerifier(keys, transfer_id=t.provider_pid, agreement_id=t.agreement_id,
-                                       issuer=t.counter_party_id)
-            # one push comes from one provider process: its chain is the receipts' chain
-            chain = jwt.decode(receipts[0], options={"verify_signature": False}).get("chain", "")
-            for seq, n, d in [*received, *failed]:
-                verifier.add(seq, n, d, chain if isinstance(chain, str) else "")
-            verifier.verify(receipts)
-        except (ReceiptError, jwt.PyJWTError) as exc:
-            with contextlib.suppress(FileNotFoundError):
-                target.path.unlink()  # unverified data is not kept
-            return str(exc)
-        if self.cp.audit is not None:
-            responses = {seq: (n, d) for seq, n, d in [*received, *failed]}
-            broke_off = {seq for seq, _, _ in failed}
-            logged = self._logged.setdefault(t.id, set())
-            events = []
-            for token in receipts:
-                if token in logged:
-                    continue
-                claims = jwt.decode(token, options={"verify_signature": False})  # verified above
-                span = range(claims["seq_from"], claims["seq_to"] + 1)
-                data = receipt_data(token, [(s, *responses[s]) for s in span])
-                if broke_off.intersection(span):
-                    data["unreceived"] = sorted(broke_off.intersection(span))
-                events.append((RECEIPT_KIND, data, {"transfer_id": t.id,
-                                                    "agreement_id": t.agreement_id,
-                                                    "participant_id": t.counter_party_id}))
-            if events:
-                await self.cp.audit.aappend_many(events)
-            logged.update(receipts)
-        final = target.path.with_name(target.path.name.removesuffix(".unverified"))
-        try:
-            os.replace(target.path, final)
-            await self.cp.register_local_copy(final, t.id)
-        except FileNotFoundError:
-            return "the pushed data is no longer here"
-        except ProtocolError as exc:
-            return "; ".join(exc.reasons)
-        return None
-
-
-# ------------------------------------------------------------------ local use of vault copies
-
-
-class Denied(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Duties:
-    log: bool  # idsc:LOG: every use in the consumer's audit log
-    inform: tuple[str, ...]  # parties to inform of every use (odrl:inform, informedParty)
-    unhandled: tuple[str, ...] = ()  # duties this connector cannot fulfil: no local use
-
-
-def agreement_duties(policy: dict[str, Any]) -> Duties:
-    """The use duties of an agreement's permissions (compact JSON-LD as stored)."""
-    logs = False
-    inform: list[str] = []
-    unhandled: list[str] = []
-    # a distribute permission's duties bind a copy leaving the vault (connector.usage.export)
-    duties = [d for rule in policy.get("permission") or [] if not _distributes(rule)
-              for d in rule.get("duty") or []]
-    duties += list(policy.get("obligation") or [])
-    for duty in duties:
-        if isinstance(duty, dict):
-            action = duty.get("action")
-            name = action if isinstance(action, str) else (action or {}).get("@id", "")
-            if isinstance(action, list):
-                name = str(action[0] if action else "")
-            short = name.rsplit("/", 1)[-1].rsplit("#", 1)[-1].rsplit(":", 1)[-1]
-            if short in ("delete", "DELETE"):
-                continue  # the duty scheduler deletes the copy when it falls due
-            if short in ("LOG", "log"):
-                logs = True
-            elif short in ("inform", "INFORM", "NOTIFY"):
-                party = None
-                for k, v in duty.items():
-                    if k.rsplit(":", 1)[-1].rsplit("#", 1)[-1] == "informedParty":
-                        party = v.get("@id") if isinstance(v, dict) else v
-                inform.append(str(party or ""))
-            else:
-                unhandled.append(name or "(no action)")
-        else:
-            unhandled.append(str(duty)[:100])  # a duty by reference: not understood, fail closed
-    return Duties(logs, tuple(inform), tuple(unhandled))
-
-
-def _distributes(rule: Any) -> bool:
-    action = rule.get("action") if isinstance(rule, dict) else None
-    name = action.get("@id", "") if isinstance(action, dict) else str(action or "")
-    return name.rsplit("/", 1)[-1].rsplit(":", 1)[-1] in ("distribute", "DISTRIBUTE")
-
-
-def _shown(stated: Mapping[str, tuple[Any, ...]]) -> dict[str, Any]:
-    """The facts a local use stated, for its audit entry (short names, plain values)."""
-    return {T.short(k): [str(v) for v in vs] for k, vs in stated.items()}
-
-
-class LocalUse:
-    def __init__(self, cp: Any) -> None:
-        self.cp = cp
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    @property
-    def vault(self) -> Any:
-        if self.cp.duties is None:
-            raise Denied(404, "this connector keeps no vault")
-        return self.cp.duties[0]
-
-    def items(self) -> list[dict[str, Any]]:
-        return [i.to_json() for i in self.vault.items()]
-
-    def get(self, item_id: str) -> Any:
-        item = self.vault.get(item_id)
-        if item is None:
-            raise Denied(404, f"no vault item {item_id}")
-        return item
-
-    async def use(self, item_id: str, purpose: str | None = None, *,
-                  stated: Mapping[str, tuple[Any, ...]] | None = None) -> tuple[Any, Path]:
-        """Decide one local use (a read) of a vault copy with the agreement's one decider, fed
-        as the provider's data plane is (connector.usage.pipeline): this connector's attested
-        attributes, the facts the use states, and time. The use counts against the agreement's
-        one limit, which the provider keeps: under a counted agreement the provider counts the
-        use (a signed use notice) before the copy is read, so pulls, pushes and local uses
-        share it. Fulfils the duties first. Returns the item and the file to serve, or raises
-        Denied with the reason."""
-        facts_stated = dict(stated or {})
-        if purpose:
-            facts_stated = {**pipeline.stated(purpose=purpose), **facts_stated}
-        first = self.get(item_id)
-        # one lock per agreement: its copies share the agreement's use count
-        lock = self._locks.setdefault(first.agreement_id, asyncio.Lock())
-        async with lock:
-            item = self.get(item_id)
-            now: datetime = self.cp.clock()
-            if item.deleted_at or (item.delete_at and datetime.fromisoformat(item.delete_at) <= now):
-                raise Denied(410, f"the copy is deleted (due {item.delete_at}) under the "
-                                  "agreement's delete duty")
-            path = Path(item.path)
-            if not path.is_file():
-                raise Denied(410, "the copy is no longer on disk")
-            async with self.cp.store.transaction(readonly=True) as tx:
-                agreement = await tx.agreements.get(item.agreement_id)
-            if agreement is None:
-                raise Denied(404, f"the agreement {item.agreement_id} is unknown here")
-            policy = pipeline.compiled_agreement(agreement.id, agreement.target, agreement.policy)
-            if policy.uses is None:
-                raise Denied(403, f"the agreement cannot be enforced: {policy.unenforceable}")
-            used = sum(i.uses for i in self.vault.items() if i.agreement_id == item.agreement_id)
-            attested = await self._attested()
-            held = await self.cp.held.facts(now) if self.cp.held is not None else {}
-            decision = policy.decider(DecisionRequest(
-                action=pipeline.DATA_ACTION, now=now, assignee=self.cp.participant_id,
-                target=policy.target, count=0, started_at=agreement.signed_at,
-                context=pipeline.request_facts(attested, stated=facts_stated, held=held)))
-            shown = _shown(facts_stated)
-            if not decision.permit:
-                await self._log("vault.denied", item, {"reason": decision.reason, **shown})
-                raise Denied(403, decision.reason)
-            duties = agreement_duties(agreement.policy)
-            if duties.unhandled:
-                raise Denied(403, f"the agreement's duty {duties.unhandled[0]} cannot be fulfilled "
-                                  "by this connector, so the copy is not used")
-            if duties.log and self.cp.audit is None:
-                raise Denied(403, "the agreement requires every use to be logged and this "
-                                  "connector keeps no audit log")
-            informed = list(duties.inform)
-            counted: int | None = None
-            if policy.uses.counted and not any(self._is_provider(p, item, agreement)
-                                               for p in informed):
-                informed.append(item.provider_id)  # the provider keeps the one count
-            for party in informed:
-                counted = await self._inform(party, item, used + 1, purpose, agreement) or counted
-            # read again after the awaits: the duty scheduler may have deleted it meanwhile
-            item = self.get(item_id)
-            if item.deleted_at:
-                raise Denied(410, f"the copy was deleted at {item.deleted_at} under the "
-                                  "agreement's delete duty")
-            item.uses += 1
-            self.vault.save(item)
-            await self._log("vault.used", item, {"use": used + 1, **shown,
-                                                 "agreementUse": counted,
-                                                 "informed": list(duties.inform) or None,
-                                                 "logDuty": duties.log})
-            return item, path
-
-    async def _attested(self) -> Mapping[str, Any]:
-        """This connector's attributes as the authority attests them in its own DAT."""
-        try:
-            return await self.cp.own_attributes()
-        except Exception as exc:  # any failure to get the DAT: fail closed
-            raise Denied(503, f"this connector's attested attributes are not available: {exc}"
-                         ) from exc
-
-    @staticmethod
-    def _is_provider(party: str, item: Any, agreement: Any) -> bool:
-        return party.rstrip("/") in {item.provider_id, item.provider_address.rstrip("/"),
-                                     agreement.provider_id}
-
-    async def _log(self, kind: str, item: Any, data: dict[str, Any]) -> None:
-        if self.cp.audit is not None:
-            await self.cp.audit.aappend(kind, {"vaultId": item.id, "sha256": item.sha256, **data},
-                                        agreement_id=item.agreement_id,
-                                        transfer_id=item.transfer_id,
-                                        participant_id=item.provider_id)
-
-    async def _inform(self, party: str, item: Any, number: int, purpose: str | None,
-                      agreement: Any) -> int | None:
-        """Deliver a signed use notice to ``party`` before the use; Denied if it cannot be, or
-        if the provider refuses to count the use (the agreement's uses are used up). Returns
-        the agreement's use number the provider counted, when it counts uses."""
-        from connector.duties import sign_use_notice
-
-        _, key, certificate, _ = self.cp.duties
-        if party and not self._is_provider(party, item, agreement):
-            raise Denied(403, f"the agreement requires informing {party} of every use; this "
-                              "connector delivers use notices to the provider only")
-        notice = sign_use_notice(key, certificate, item, audience=item.provider_id,
-                                 use_number=number, purpose=purpose, now=self.cp.clock())
-        d = await self.cp.client.post(f"{item.provider_address.rstrip('/')}/notices",
-                                      {"notice": notice})
-        if d.status == 403:  # delivered, and the provider refuses the use: its reason
-            reason = d.reason.removeprefix("403").strip()
-            await self._log("vault.denied", item, {"reason": reason})
-            raise Denied(403, reason)
-        if not d.ok:
-            await self._log("vault.denied", item, {"reason": f"use notice not delivered: {d.reason}"})
-            raise Denied(403, "the agreement's use must be reported to the provider, and "
-                              f"the use notice could not be delivered: {d.reason}")
-        await self._log("use-notice.sent", item, {"notice": notice, "use": number})
-        body = d.body if isinstance(d.body, dict) else {}
-        count = body.get("agreementUse")
-        return count if isinstance(count, int) and not isinstance(count, bool) else None
-
-
-__all__ = ["Denied", "Downloads", "LocalUse", "PullJob", "PushInbox", "agreement_duties"]
+__all__ = ["CHUNK", "RECEIPT_WAIT", "Downloads", "PullJob", "at_rest_modification", "vault_name"]
