@@ -74,6 +74,17 @@ async def store(open_store: OpenStore) -> Store:
     return store
 
 
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """One migrated SQLite store, for tests whose subject is not the database."""
+    store = await Store.open(f"sqlite:///{tmp_path / 'connector.db'}")
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture(scope="module")
 def space(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSpace]:
     tls = getattr(request.module, "SPACE_TLS", True)

@@ -113,13 +113,8 @@ def rebound(allowed: Allowed) -> Iterator[Recorder]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(f"sqlite:///{tmp_path / 'c.db'}")
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        await s.close()
+async def store(sqlite_store: Store) -> Store:
+    return sqlite_store
 
 
 # ------------------------------------------------------------------ the consumer's pulls

@@ -53,13 +53,8 @@ class Plane:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(f"sqlite:///{tmp_path / 'plane.db'}")
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        await s.close()
+async def store(sqlite_store: Store) -> Store:
+    return sqlite_store
 
 
 async def client_for(plane: Plane) -> TestClient:

@@ -4,9 +4,7 @@ they are stored, offers picked from a peer's catalog, DSP states as SQL filters.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -27,13 +25,8 @@ USE = {"permission": [{"action": "use"}]}
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(f"sqlite:///{tmp_path / 'c.db'}")
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.close()
+async def store(sqlite_store: Store) -> Store:
+    return sqlite_store
 
 
 # ------------------------------------------------------------------ errors
