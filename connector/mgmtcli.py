@@ -190,21 +190,52 @@ def _peer_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 @click.command(name="catalog")
-@click.argument("peer_url", callback=_peer_url)
+@click.argument("peer_urls", nargs=-1, required=True, callback=lambda c, p, v: tuple(
+    _peer_url(c, p, u) for u in v), metavar="PEER_URL...")
 @_api_options
-def catalog(peer_url: str, config: str | None, api: str | None, api_key: str | None) -> None:
-    """Show PEER_URL's catalog as this connector may see it; of a broker, the whole data space
-    (every connector's catalog the broker has crawled, each dataset with its provider)."""
+@click.option("--json", "as_json", is_flag=True,
+              help="The catalogs as JSON (one object; a list for several peers).")
+def catalog(peer_urls: tuple[str, ...], config: str | None, api: str | None,
+            api_key: str | None, as_json: bool) -> None:
+    """Show each PEER_URL's catalog as this connector may see it, every page: each dataset
+    with its title, description and keywords, each offer with its terms in words and the id
+    to pass to `negotiate`. Of a broker: the whole data space (every connector's catalog the
+    broker has crawled, each dataset with its provider)."""
     # the broker's modules (SQLAlchemy, RDF) load only for this command
     from connector.broker.catalogs import data_space
 
     client = _api(config, api, api_key)
-    data = client.call("POST", "/api/catalog", {"peerUrl": peer_url})
-    dsp = data.pop("dsp", None)
-    if isinstance(dsp, dict) and data_space(dsp) is not None:  # a broker: every page
-        dsp = client.call("POST", "/api/catalog/all", {"peerUrl": peer_url})["dsp"]
-        data = data_space(dsp) or data
-    _print(data)
+    shown = []
+    for peer_url in peer_urls:
+        data = client.call("POST", "/api/catalog", {"peerUrl": peer_url})
+        dsp = data.pop("dsp", None)
+        whole = data_space(dsp) if isinstance(dsp, dict) else None  # a broker's
+        shown.append({**(whole or data), "peerUrl": peer_url})
+    if as_json:
+        _print(shown[0] if len(shown) == 1 else shown)
+        return
+    for c in shown:
+        _echo_catalog(c)
+
+
+def _echo_catalog(c: dict[str, Any]) -> None:
+    datasets = c.get("datasets") or []
+    what = (f"the data space at broker {c['peerUrl']} ({c['catalogs']} connectors)"
+            if "catalogs" in c else f"{c.get('participantId')} at {c['peerUrl']}")
+    click.echo(f"{what}: {len(datasets)} dataset(s)")
+    for d in datasets:
+        title = f"  {d.get('title')}" if d.get("title") else ""
+        click.echo(f"\n{d.get('id')}{title}")
+        if d.get("provider"):
+            click.echo(f"  provider {d['provider']} at {d.get('endpoint')}")
+        if d.get("description"):
+            click.echo(f"  {d['description']}")
+        if d.get("keywords"):
+            click.echo(f"  keywords: {', '.join(d['keywords'])}")
+        for o in d.get("offers") or []:
+            click.echo(f"  offer {o.get('id')}")
+            for line in o.get("terms") or ["(no rules)"]:
+                click.echo(f"    {line}")
 
 
 @click.command(name="negotiate")
@@ -212,14 +243,20 @@ def catalog(peer_url: str, config: str | None, api: str | None, api_key: str | N
 @click.argument("offer_id")
 @_api_options
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
+@click.option("--dataset", "dataset_id", default=None,
+              help="The dataset, when OFFER_ID is the provider's offer over several assets.")
 def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
-              api_key: str | None, timeout: float) -> None:
-    """Negotiate OFFER_ID of PEER_URL; wait for the end and print the state and the reason."""
+              api_key: str | None, timeout: float, dataset_id: str | None) -> None:
+    """Negotiate OFFER_ID of PEER_URL (the catalog's offer id, or the id `offer add` printed);
+    wait for the end and print the state and the reason."""
     client = _api(config, api, api_key)
-    n = client.call("POST", "/api/negotiations", {"peerUrl": peer_url, "offerId": offer_id})
+    body = {"peerUrl": peer_url, "offerId": offer_id}
+    if dataset_id:
+        body["datasetId"] = dataset_id
+    n = client.call("POST", "/api/negotiations", body)
     deadline = time.monotonic() + timeout
     while n["state"] not in ("FINALIZED", "TERMINATED") and time.monotonic() < deadline:
-        n = client.call("GET", f"/api/negotiations/{n['id']}?waitFor=FINALIZED,TERMINATED"
+        n = client.call("GET", f"/api/negotiations/{_path_id(n['id'])}?waitFor=FINALIZED,TERMINATED"
                                f"&timeout={min(10.0, max(0.1, deadline - time.monotonic())):.1f}")
     click.echo(f"{n['state']}: negotiation {n['id']}")
     if n["state"] == "FINALIZED":

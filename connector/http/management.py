@@ -86,6 +86,7 @@ from connector.http.views import (
 )
 from connector.ids import ID_RULE
 from connector.odrl.parse import PolicyError
+from connector.odrl.words import offer_in_words
 from connector.protocol.negotiation import NegotiationState
 from connector.runtime import ControlPlane, row_to_negotiation, row_to_transfer
 from connector.services import policies
@@ -529,18 +530,39 @@ def payment_view(p: Payment) -> dict[str, Any]:
             "recordedAt": iso_time(p.recorded_at), "reference": p.reference, "receipt": p.receipt}
 
 
-def catalog_view(dsp: dict[str, Any]) -> dict[str, Any]:
+def _text(d: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` present (DSP sends ``dct:title``; a compacted catalog ``title``);
+    a language-tagged value as its text."""
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, dict):
+            v = v.get("@value")
+        if v is not None:
+            return v
+    return None
+
+
+def catalog_view(dsp: dict[str, Any], pages: int = 1) -> dict[str, Any]:
     datasets = []
     for d in dsp.get("dataset", []) or []:
+        if not isinstance(d, dict):
+            continue
         offers = []
         for o in d.get("hasPolicy", []) or []:
-            offers.append({"id": o.get("@id"), "permission": o.get("permission"),
+            if not isinstance(o, dict):
+                continue
+            offers.append({"id": o.get("@id"), "terms": offer_in_words(o),
+                           "permission": o.get("permission"),
                            "prohibition": o.get("prohibition"), "obligation": o.get("obligation")})
-        datasets.append({"id": d.get("@id"), "title": d.get("title"),
-                         "description": d.get("description"),
-                         "formats": [x.get("format") for x in d.get("distribution", []) or []],
+        keywords = d.get("dcat:keyword", d.get("keyword")) or []
+        datasets.append({"id": d.get("@id"), "title": _text(d, "dct:title", "title"),
+                         "description": _text(d, "dct:description", "description"),
+                         "keywords": [str(k) for k in (keywords if isinstance(keywords, list)
+                                                       else [keywords])],
+                         "formats": [x.get("format") for x in d.get("distribution", []) or []
+                                     if isinstance(x, dict)],
                          "offers": offers})
-    return {"participantId": dsp.get("participantId"), "datasets": datasets}
+    return {"participantId": dsp.get("participantId"), "pages": pages, "datasets": datasets}
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -669,8 +691,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
     # -- a peer's catalog, negotiations
     async def peer_catalog(request: web.Request) -> web.Response:
         c = body_of(request, CatalogIn)
-        dsp = await peer_catalog_service.fetch(c.peer_url)
-        return _json({**catalog_view(dsp), "dsp": dsp})
+        whole = await peer_catalog_service.fetch_all(c.peer_url)  # every page
+        return _json({**catalog_view(whole.catalog, whole.pages), "dsp": whole.catalog})
 
     async def start_negotiation(request: web.Request) -> web.Response:
         n = body_of(request, NegotiationIn)

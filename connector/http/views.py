@@ -134,7 +134,9 @@ class PaymentView(_View):
 
 
 class CatalogOfferView(_View):
-    id: str | None
+    id: str | None = Field(description="the id to negotiate (`connector negotiate PEER ID`)")
+    terms: list[str] = Field(default_factory=list,
+                             description="the offer's rules in words, one line per rule")
     permission: Any = None
     prohibition: Any = None
     obligation: Any = None
@@ -144,14 +146,17 @@ class CatalogDatasetView(_View):
     id: str | None
     title: Any = None
     description: Any = None
+    keywords: list[str] = Field(default_factory=list)
     formats: list[Any]
     offers: list[CatalogOfferView]
 
 
 class CatalogView(_View):
     participant_id: Any = Field(alias="participantId")
+    pages: int = Field(default=1, description="the peer's catalog pages read (all of them)")
     datasets: list[CatalogDatasetView]
-    dsp: dict[str, Any] = Field(description="the catalog as the peer sent it (DSP JSON-LD)")
+    dsp: dict[str, Any] = Field(description="the catalog as the peer sent it, its pages as one "
+                                            "(DSP JSON-LD)")
 
 
 class PullJobView(_View):

@@ -45,13 +45,30 @@ def terms_on_the_wire(terms: dict[str, Any]) -> dict[str, Any]:
 
 def pick_offer(catalog: dict[str, Any], offer_id: str, dataset_id: str | None) -> dict[str, Any]:
     """The offer `offer_id` of a DSP catalog (of dataset `dataset_id`, if given), with its
-    dataset as target; `NotFound` if the catalog has none."""
+    dataset as target. `offer_id` is the catalog's offer id, or the provider's own offer id
+    (what `offer add` printed): a connector shows an offer over several assets as one offer
+    per dataset, ``OFFER:ASSET``. `NotFound` if the catalog has none; `InvalidInput` if the
+    provider's offer id names offers on several datasets and no `dataset_id` says which."""
+    exact: list[dict[str, Any]] = []
+    by_offer: list[dict[str, Any]] = []
     for d in catalog.get("dataset", []) or []:
-        if dataset_id and d.get("@id") != dataset_id:
+        if not isinstance(d, dict) or (dataset_id and d.get("@id") != dataset_id):
             continue
         for o in d.get("hasPolicy", []) or []:
+            if not isinstance(o, dict):
+                continue
             if o.get("@id") == offer_id:
-                return {**o, "target": d.get("@id")}
+                exact.append({**o, "target": d.get("@id")})
+            elif o.get("@id") == f"{offer_id}:{d.get('@id')}":  # connector.runtime.catalog
+                by_offer.append({**o, "target": d.get("@id")})
+    if exact:
+        return exact[0]
+    if len(by_offer) == 1:
+        return by_offer[0]
+    if by_offer:
+        datasets = ", ".join(sorted(str(o["target"]) for o in by_offer))
+        raise InvalidInput(f"offer {offer_id} covers several datasets ({datasets}): say which "
+                           "one (datasetId), or give the catalog's offer id")
     raise NotFound(f"the peer offers no {offer_id} to this connector")
 
 
@@ -65,7 +82,7 @@ class Negotiations(Records[NegotiationRow]):
                     terms: dict[str, Any] | None = None) -> NegotiationRow:
         """Consumer: negotiate the peer's offer `offer_id`, or ask for `terms` (plain rules, a
         counter-offer) on its dataset `dataset_id`."""
-        dsp = await self._catalog.fetch(peer_url)
+        dsp = (await self._catalog.fetch_all(peer_url)).catalog  # the offer may be on any page
         if terms is not None:
             offer = {"@id": offer_id, "@type": "Offer", "target": dataset_id,
                      **terms_on_the_wire(terms)}

@@ -366,7 +366,7 @@ def test_federated_catalog(space: DataSpace, broker: BrokerProcess) -> None:
             (carol.participant_id, 1)]
         status, everything = reader.api("POST", "/api/catalog/all", {"peerUrl": broker.url})
         assert status == 200 and everything["pages"] == 2, everything
-        r = run_cli("catalog", broker.url, "--config", str(reader.config))
+        r = run_cli("catalog", broker.url, "--config", str(reader.config), "--json")
         assert r.returncode == 0, r.stderr
         listed = json.loads(r.stdout)
         assert listed["catalogs"] == 1

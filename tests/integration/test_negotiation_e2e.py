@@ -85,10 +85,19 @@ def test_cli_wrappers_and_self_description(space: DataSpace, tmp_path: Path) -> 
             "--asset", "urn:asset:cli", "--contract-template", "n-times-usage",
             "--contract-set", "max=5")
     assert r.returncode == 0, r.stderr
-    r = run("catalog", provider.dsp_url, "--config", str(consumer.config))
+    r = run("catalog", provider.dsp_url, "--config", str(consumer.config), "--json")
     assert r.returncode == 0, r.stderr
-    offers = json.loads(r.stdout)["datasets"][0]["offers"]
+    shown = json.loads(r.stdout)["datasets"][0]
+    assert shown["title"] == "CLI weather"
+    offers = shown["offers"]
     assert [o["id"] for o in offers] == ["urn:offer:cli:urn:asset:cli"]
+    assert offers[0]["terms"] == ["use, at most 5 times"]
+    r = run("catalog", provider.dsp_url, "--config", str(consumer.config))  # for people
+    assert r.returncode == 0 and "CLI weather" in r.stdout, r.stdout
+    assert "offer urn:offer:cli:urn:asset:cli\n    use, at most 5 times" in r.stdout, r.stdout
+    # the id `offer add` printed names the same offer (its one dataset)
+    r = run("negotiate", provider.dsp_url, "urn:offer:cli", "--config", str(consumer.config))
+    assert r.returncode == 0 and r.stdout.startswith("FINALIZED"), r.stdout + r.stderr
     r = run("negotiate", provider.dsp_url, "urn:offer:cli:urn:asset:cli", "--config",
             str(consumer.config))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -113,3 +122,33 @@ def test_cli_wrappers_and_self_description(space: DataSpace, tmp_path: Path) -> 
             g = Graph().parse(data=body, format=fmt)
             assert any("urn:asset:cli" in str(s) for s in g.subjects())
     assert asyncio.run(get("image/png"))[0] == 406
+
+
+def test_a_catalog_of_200_datasets_is_read_whole(space: DataSpace) -> None:
+    """Every page: 200 datasets at a provider, all in the consumer's view, and an offer on the
+    last page negotiable."""
+    provider = space.connector("bigprov", roles=("provider",))
+    consumer = space.connector("bigcons", roles=("consumer",))
+    data = provider.data_dir / "d.csv"
+    data.write_text("a\n1\n")
+    for i in range(200):
+        status, body = provider.api("POST", "/api/assets", {
+            "id": f"urn:asset:d{i:03d}", "title": f"Dataset {i}", "keywords": ["series", f"k{i}"],
+            "dataAddress": {"type": "file", "path": str(data)}})
+        assert status == 201, body
+    status, policy = provider.api("POST", "/api/policies", {
+        "template": "n-times-usage", "params": {"max": "3"}})
+    assert status == 201, policy
+    status, offer = provider.api("POST", "/api/offers", {
+        "id": "urn:offer:all", "allAssets": True, "accessPolicyId": policy["id"],
+        "contractPolicyId": policy["id"]})
+    assert status == 201, offer
+    status, cat = consumer.api("POST", "/api/catalog", {"peerUrl": provider.dsp_url})
+    assert status == 200, cat
+    assert cat["pages"] > 1
+    assert sorted(d["id"] for d in cat["datasets"]) == [f"urn:asset:d{i:03d}" for i in range(200)]
+    last = next(d for d in cat["datasets"] if d["id"] == "urn:asset:d199")
+    assert last["title"] == "Dataset 199" and last["keywords"] == ["series", "k199"]
+    assert last["offers"][0]["terms"] == ["use, at most 3 times"]
+    n = negotiate(consumer, provider, last["offers"][0]["id"])
+    assert n["state"] == "FINALIZED", n

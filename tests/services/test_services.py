@@ -157,3 +157,25 @@ def test_terms_go_on_the_wire_or_are_refused_with_reasons() -> None:
         terms_on_the_wire({"permission": [{"action": "use", "constraint": [
             {"leftOperand": "nonsense", "operator": "eq", "rightOperand": "x"}]}]})
     assert bad.value.reason == "the terms cannot be read" and bad.value.details
+
+
+# a connector's catalog: the provider's offer urn:offer:w over two assets, urn:offer:s over one
+SHOWN = {"participantId": "urn:test:provider", "dataset": [
+    {"@id": "urn:asset:a", "hasPolicy": [{"@id": "urn:offer:w:urn:asset:a"},
+                                         {"@id": "urn:offer:s:urn:asset:a"}]},
+    {"@id": "urn:asset:b", "hasPolicy": [{"@id": "urn:offer:w:urn:asset:b"}]}]}
+
+
+def test_the_id_offer_add_printed_picks_the_catalog_offer() -> None:
+    # one dataset under the provider's offer: that one
+    assert pick_offer(SHOWN, "urn:offer:s", None) == {"@id": "urn:offer:s:urn:asset:a",
+                                                      "target": "urn:asset:a"}
+    # several: the dataset decides, or the refusal names the choices
+    assert pick_offer(SHOWN, "urn:offer:w", "urn:asset:b")["@id"] == "urn:offer:w:urn:asset:b"
+    with pytest.raises(e.InvalidInput, match="urn:asset:a, urn:asset:b"):
+        pick_offer(SHOWN, "urn:offer:w", None)
+    # a prefix of an id is not an offer id
+    with pytest.raises(e.NotFound):
+        pick_offer(SHOWN, "urn:offer", None)
+    # the catalog's own id still works
+    assert pick_offer(SHOWN, "urn:offer:w:urn:asset:a", None)["target"] == "urn:asset:a"
