@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pull": ("connector.mgmtcli", "pull", "Pull an agreement's data through this connector."),
     "search": ("connector.broker.cli", "search", "Find datasets across the data space at a broker."),
     "serve": ("connector.mgmtcli", "serve", "Run a connector from its TOML config."),
+    "status": ("connector.mgmtcli", "status", "Whether a running connector is ready, and why not."),
     "transfer": ("connector.mgmtcli", "transfer", "Transfer processes of this connector."),
     "vault": ("connector.mgmtcli", "vault", "The consumer's local copies and their duties."),
 }

@@ -55,15 +55,13 @@ def init(ctx: click.Context, directory: str, name: str, role: str | None, host: 
         raise click.ClickException(str(exc)) from exc
     participant = Path(directory) / "participant"
     written["next"] = [
-        f"the authority's operator: `connector authority register AUTHORITY_DIR {written['csr']}` "
-        f"(the certificate goes to {participant / 'participant.crt'})",
-        f"the authority's operator: `connector authority issue-tls AUTHORITY_DIR "
-        f"{written['tls_csr']} --participant PARTICIPANT_ID` (the id register printed; the "
-        f"certificate goes to {participant / 'tls.crt'})",
-        f"the data-space CA certificate at {participant / 'ca.crt'} (register puts it there "
-        "when the authority is on this machine; else copy the authority's ca.crt)",
+        f"the authority's operator: `connector authority register AUTHORITY_DIR {written['csr']} "
+        f"--tls-csr {written['tls_csr']} --role {role}` (the certificates go to "
+        f"{participant / 'participant.crt'} and {participant / 'tls.crt'}; the data-space CA "
+        f"certificate to {participant / 'ca.crt'} when the authority is on this machine, else "
+        "copy the authority's ca.crt there)",
         f"`connector config check {written['config']}`, then "
-        f"`connector serve {written['config']}`",
+        f"`connector serve {written['config']}`, and `connector status {written['config']}`",
     ]
     click.echo(json.dumps(written, indent=1))
 

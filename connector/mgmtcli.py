@@ -107,6 +107,35 @@ def _print(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+@click.command(name="status")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--wait", "wait_s", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for the connector to be ready.")
+def status(config: str, wait_s: float) -> None:
+    """Whether the connector of CONFIG is ready (its /ready: the store, the authority, its
+    DAT). Exit 0 when ready, 1 otherwise, saying which check failed."""
+    import urllib.error
+    import urllib.request
+
+    url, _ = _management(config)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=5) as resp:
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            answer = json.loads(exc.read() or b"{}")
+        except OSError as exc:
+            answer = {"status": "not answering", "checks": {"management API": str(exc)}}
+        if answer.get("status") == "ready" or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    click.echo(f"{answer.get('status')}: {url}")
+    for name, result in (answer.get("checks") or {}).items():
+        click.echo(f"  {name}: {result}")
+    sys.exit(0 if answer.get("status") == "ready" else 1)
+
+
 @click.group(name="asset")
 def asset() -> None:
     """Assets of this connector."""

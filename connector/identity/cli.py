@@ -193,6 +193,9 @@ def authority_issue_tls(directory: str, tls_csr: str, pid: str, out: str | None)
     default=None,
     help="Where to write the certificate (default: participant.crt beside the CSR).",
 )
+@click.option("--tls-csr", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Also certify the participant's TLS key from this CSR (as `issue-tls`; "
+                   "the certificate goes to tls.crt beside it).")
 def authority_register(
     directory: str,
     csr_or_cert: str,
@@ -207,9 +210,11 @@ def authority_register(
     certifications: tuple[str, ...],
     groups: tuple[str, ...],
     out: str | None,
+    tls_csr: str | None,
 ) -> None:
-    """Register a participant from its CSR (or a certificate of this CA); write its certificate."""
-    from connector.identity.registry import register_participant
+    """Register a participant from its CSR (or a certificate of this CA); write its certificate
+    (and, with --tls-csr, its TLS certificate)."""
+    from connector.identity.registry import issue_tls_certificate, register_participant
 
     store = _store(directory)
     with _errors():
@@ -236,10 +241,16 @@ def authority_register(
     ca_pem = (Path(directory) / AuthorityStore.CA_CERT).read_text()
     if not ca_target.exists() or ca_target.read_text() != ca_pem:
         ca_target.write_text(ca_pem)
-    _echo_json(
-        {"participant_id": record.participant_id, "name": record.name, "certificate": str(target),
-         "ca_certificate": str(ca_target)}
-    )
+    shown = {"participant_id": record.participant_id, "name": record.name,
+             "certificate": str(target), "ca_certificate": str(ca_target)}
+    if tls_csr is not None:
+        with _errors():
+            pem, digest = issue_tls_certificate(store, record.participant_id,
+                                                Path(tls_csr).read_bytes(), now=time.time())
+        tls_target = Path(tls_csr).with_name(TLS_CERT_FILE)
+        tls_target.write_text(pem)
+        shown |= {"tls_certificate": str(tls_target), "tls_sha256": digest}
+    _echo_json(shown)
 
 
 @authority.command(name="attributes")
