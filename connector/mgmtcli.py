@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 
 import click
 
+from connector.logs import LogFormat, log_options
+
 # Commands that only call the management API import nothing heavy (no pydantic, aiohttp,
 # SQLAlchemy): they start in well under 150 ms. `serve` and the peer-URL check import what they
 # need when they run.
@@ -53,11 +55,12 @@ def _management(path: str) -> tuple[str, str]:
 
 @click.command(name="serve")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
-def serve(config: str) -> None:
+@log_options
+def serve(config: str, log_level: str, log_format: LogFormat) -> None:
     """Run a connector from its TOML CONFIG (DSP endpoints and the management API)."""
     from connector.serve import serve as run
 
-    run(_config(config))
+    run(_config(config), log_level=log_level, log_format=log_format)
 
 
 class Api:

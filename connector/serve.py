@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,6 +47,8 @@ from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.tokens import Claims
 from connector.identity.verify import DatVerifier
+from connector.logs import LogFormat
+from connector.logs import configure as configure_logs
 from connector.runtime import CatalogSnapshot, ControlPlane
 from connector.store import Store, StoreError, StoreUnavailable
 from connector.usage.envelope import Sender
@@ -356,10 +357,8 @@ def _readiness(store: Store, session: aiohttp.ClientSession, authority: str,
                       "dat": holds_a_dat})
 
 
-def serve(config: Config) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def serve(config: Config, *, log_level: str = "INFO", log_format: LogFormat = "text") -> None:
+    configure_logs(log_level, log_format)
     grace = config.limits.shutdown_grace
 
     def watchdog() -> None:

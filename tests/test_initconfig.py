@@ -73,7 +73,8 @@ def test_a_provider_set_up_as_printed_checks_clean_and_serves(tmp_path: Path) ->
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "connector", "authority", "serve", str(tmp_path / "auth"),
              "--port", str(auth_port)], env=process_env(), stderr=subprocess.PIPE))
-        procs.append(subprocess.Popen([sys.executable, "-m", "connector", "serve", str(config_path)],
+        procs.append(subprocess.Popen([sys.executable, "-m", "connector", "serve", str(config_path),
+                                       "--log-format", "json", "--log-level", "DEBUG"],
                                       env=process_env(), stderr=subprocess.PIPE))
         key = config.management_api_key()
         assets = _get_when_up(f"http://127.0.0.1:{config.management.port}/api/assets", key, procs)
@@ -82,6 +83,12 @@ def test_a_provider_set_up_as_printed_checks_clean_and_serves(tmp_path: Path) ->
         for p in procs:
             p.terminate()
             p.wait(10)
+    # the connector's log: one JSON event per line, at DEBUG, without its key or any token
+    assert procs[1].stderr is not None
+    lines = procs[1].stderr.read().decode().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events and all(e["level"] in ("DEBUG", "INFO", "WARNING") and "msg" in e for e in events)
+    assert not any(key in line or "eyJ" in line for line in lines)
 
 
 def _get_when_up(url: str, key: str, procs: list[subprocess.Popen[bytes]]) -> Any:

@@ -17,6 +17,7 @@ from connector.broker.description import FILTER_KINDS
 from connector.broker.store import registration_id
 from connector.config import Config, ConfigError, load_config
 from connector.http.tls import client_context
+from connector.logs import LogFormat, log_options
 
 T = TypeVar("T")
 
@@ -69,7 +70,8 @@ def broker() -> None:
 
 @broker.command(name="serve")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
-def serve(config: str) -> None:
+@log_options
+def serve(config: str, log_level: str, log_format: LogFormat) -> None:
     """Run a broker from its TOML CONFIG (see connector.broker.config)."""
     from connector.broker.config import load_broker_config
     from connector.broker.serve import serve as run
@@ -78,7 +80,7 @@ def serve(config: str) -> None:
         loaded = load_broker_config(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    run(loaded)
+    run(loaded, log_level=log_level, log_format=log_format)
 
 
 @broker.command(name="register")

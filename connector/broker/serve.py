@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable
 
 import aiohttp
@@ -28,6 +27,8 @@ from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.errors import IdentityError
 from connector.identity.verify import DatVerifier
+from connector.logs import LogFormat
+from connector.logs import configure as configure_logs
 from connector.store import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("connector.broker")
@@ -157,10 +158,8 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
         await store.close()
 
 
-def serve(config: BrokerConfig) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def serve(config: BrokerConfig, *, log_level: str = "INFO", log_format: LogFormat = "text") -> None:
+    configure_logs(log_level, log_format)
     grace = config.limits.shutdown_grace
 
     def watchdog() -> None:

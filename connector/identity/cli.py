@@ -21,6 +21,8 @@ from connector.identity.client import CERT_FILE, TLS_CERT_FILE, TLS_CSR_FILE, in
 from connector.identity.errors import IdentityError
 from connector.identity.keys import ALGORITHMS
 from connector.identity.store import AuthorityStore, ParticipantAttributes, StoreError
+from connector.logs import LogFormat, log_options
+from connector.logs import configure as configure_logs
 
 
 def _echo_json(data: Any) -> None:
@@ -114,11 +116,14 @@ def authority_init(
 @click.option("--issuer", default=None, help="Public base URL (overrides authority.json).")
 @click.option("--limits", "limits_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A TOML file whose [limits] section bounds requests (default: safe defaults).")
+@log_options
 def authority_serve(directory: str, port: int, host: str, issuer: str | None,
-                    limits_file: str | None) -> None:
+                    limits_file: str | None, log_level: str, log_format: LogFormat) -> None:
     """Run the authority service (token endpoint, JWKS, metadata, admin API)."""
     from connector.config import ConfigError, load_limits
     from connector.identity.authority import Authority, create_app, serve
+
+    configure_logs(log_level, log_format)
 
     try:
         limits = load_limits(limits_file)
