@@ -7,7 +7,7 @@ import json
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -110,6 +110,63 @@ def _print(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+PAGE = 500  # items per management API page (its maximum)
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[Column]) -> None:
+    """Rows as aligned columns for people (``--json`` gives the API's JSON)."""
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[str(get(r) if get(r) is not None else "-") for _, get in columns] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (h, _) in enumerate(columns)]
+    click.echo("  ".join(h.ljust(w) for (h, _), w in zip(columns, widths, strict=True)).rstrip())
+    for c in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+
+
+def _json_option(fn: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(fn)
+
+
+def resource_commands(group: click.Group, *, path: str, noun: str, columns: Sequence[Column],
+                      delete: str | None = None, show: bool = True) -> None:
+    """``list`` (a table, or ``--json``; every page), ``show ID`` and, where the API has it,
+    ``delete ID`` for one management API resource at ``path``."""
+
+    @group.command(name="list", help=f"Every {noun} of this connector.")
+    @_api_options
+    @_json_option
+    def list_(config: str | None, api: str | None, api_key: str | None, as_json: bool) -> None:
+        client = _api(config, api, api_key)
+        rows: list[dict[str, Any]] = []
+        while True:  # every page, oldest first
+            page = client.call("GET", f"{path}?{urlencode({'limit': PAGE, 'offset': len(rows)})}")
+            rows += page
+            if len(page) < PAGE:
+                break
+        if as_json:
+            _print(rows)
+        else:
+            _table(rows, columns)
+
+    if show:
+        @group.command(name="show", help=f"One {noun} (JSON).")
+        @click.argument("item_id")
+        @_api_options
+        def show_(item_id: str, config: str | None, api: str | None, api_key: str | None) -> None:
+            _print(_api(config, api, api_key).call("GET", f"{path}/{_path_id(item_id)}"))
+
+    if delete is not None:
+        @group.command(name="delete", help=delete)
+        @click.argument("item_id")
+        @_api_options
+        def delete_(item_id: str, config: str | None, api: str | None, api_key: str | None) -> None:
+            _api(config, api, api_key).call("DELETE", f"{path}/{_path_id(item_id)}")
+            click.echo(f"deleted {noun} {item_id}")
+
+
 @click.command(name="status")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--wait", "wait_s", type=float, default=0.0, show_default=True,
@@ -169,6 +226,13 @@ def asset_add(config: str | None, api: str | None, api_key: str | None, asset_id
     _print(_api(config, api, api_key).call("POST", "/api/assets", body))
 
 
+resource_commands(asset, path="/api/assets", noun="asset", delete="Delete an asset (409 while "
+                  "an offer lists it or an agreement is under it).",
+                  columns=[("ID", lambda r: r["id"]), ("TITLE", lambda r: r.get("title")),
+                           ("SOURCE", lambda r: (r.get("dataAddress") or {}).get("type")),
+                           ("CREATED", lambda r: r.get("createdAt"))])
+
+
 @click.group(name="offer")
 def offer() -> None:
     """Offers of this connector (assets under an access and a contract policy)."""
@@ -207,6 +271,15 @@ def offer_add(config: str | None, api: str | None, api_key: str | None, offer_id
     if offer_id:
         body["id"] = offer_id
     _print(client.call("POST", "/api/offers", body))
+
+
+resource_commands(offer, path="/api/offers", noun="offer",
+                  delete="Withdraw an offer (agreements made under it stay).",
+                  columns=[("ID", lambda r: r["id"]),
+                           ("ASSETS", lambda r: "all" if r.get("allAssets")
+                            else ", ".join(r.get("assetIds") or [])),
+                           ("CONTRACT POLICY", lambda r: r.get("contractPolicyId")),
+                           ("CREATED", lambda r: r.get("createdAt"))])
 
 
 def _peer_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -396,10 +469,19 @@ def transfer() -> None:
 @transfer.command(name="list")
 @_api_options
 @click.option("--state", help="Only transfers in this state.")
-def transfer_list(config: str | None, api: str | None, api_key: str | None, state: str | None) -> None:
+@_json_option
+def transfer_list(config: str | None, api: str | None, api_key: str | None, state: str | None,
+                  as_json: bool) -> None:
     """Transfers, newest first (the 200 newest)."""
     query = {"order": "newest", "limit": "200", **({"state": state} if state else {})}
-    _print(_api(config, api, api_key).call("GET", f"/api/transfers?{urlencode(query)}"))
+    rows = _api(config, api, api_key).call("GET", f"/api/transfers?{urlencode(query)}")
+    if as_json:
+        _print(rows)
+        return
+    _table(rows, [("ID", lambda r: r["id"]), ("ROLE", lambda r: r.get("role")),
+                  ("STATE", lambda r: r.get("state")), ("FORMAT", lambda r: r.get("format")),
+                  ("AGREEMENT", lambda r: r.get("agreementId")),
+                  ("UPDATED", lambda r: r.get("updatedAt"))])
 
 
 @transfer.command(name="show")
@@ -469,9 +551,17 @@ def vault() -> None:
 
 @vault.command(name="list")
 @_api_options
-def vault_list(config: str | None, api: str | None, api_key: str | None) -> None:
+@_json_option
+def vault_list(config: str | None, api: str | None, api_key: str | None, as_json: bool) -> None:
     """The local copies, with their agreements, delete dates and local use counts."""
-    _print(_api(config, api, api_key).call("GET", "/api/vault"))
+    rows = _api(config, api, api_key).call("GET", "/api/vault")
+    if as_json:
+        _print(rows)
+        return
+    _table(rows, [("ID", lambda r: r["id"]), ("AGREEMENT", lambda r: r.get("agreementId")),
+                  ("DELETE AT", lambda r: r.get("deleteAt")),
+                  ("DELETED", lambda r: r.get("deletedAt")), ("USES", lambda r: r.get("uses")),
+                  ("PATH", lambda r: r.get("path"))])
 
 
 @vault.command(name="read")
@@ -723,6 +813,14 @@ def payment_list(config: str | None, api: str | None, api_key: str | None,
 @click.group(name="agreement")
 def agreement() -> None:
     """Agreements of this connector: show them, and retire one (provider)."""
+
+
+resource_commands(agreement, path="/api/agreements", noun="agreement", show=False,
+                  columns=[("ID", lambda r: r["id"]), ("STATUS", lambda r: r.get("status")),
+                           ("TARGET", lambda r: r.get("target")),
+                           ("PROVIDER", lambda r: r.get("providerId")),
+                           ("CONSUMER", lambda r: r.get("consumerId")),
+                           ("SIGNED", lambda r: r.get("signedAt"))])
 
 
 @agreement.command(name="show")

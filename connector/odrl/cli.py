@@ -14,11 +14,12 @@ import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from rdflib import Graph
 
+from connector.mgmtcli import resource_commands
 from connector.odrl import terms as T
 from connector.odrl.casefiles import request_from_graph, world_from_graph
 from connector.odrl.evaluate import Report, evaluate
@@ -36,6 +37,7 @@ from connector.odrl.parse import (
 from connector.odrl.plain import is_plain_policy, policy_document, request_from_json, world_from_json
 from connector.odrl.report import explain_text, report_jsonld, report_turtle
 from connector.odrl.templates import TemplateError, fill, template_json, templates
+from connector.odrl.words import offer_in_words
 from connector.usage.modify import (
     Stage,
     UnperformableModification,
@@ -281,3 +283,15 @@ def new_cmd(template: str, settings: tuple[str, ...], policy_id: str | None,
         click.echo(f"wrote {out}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _stored_terms(row: dict[str, Any]) -> str:
+    """A stored policy's rules in words (the engine's reading), for the listing."""
+    return "; ".join(offer_in_words(row.get("policy") or {}))
+
+
+# the policies a running connector stores (its management API): list, show, delete
+resource_commands(policy, path="/api/policies", noun="stored policy",
+                  delete="Delete a stored policy (409 while an offer uses it).",
+                  columns=[("ID", lambda r: r["id"]), ("TERMS", _stored_terms),
+                           ("CREATED", lambda r: r.get("createdAt"))])

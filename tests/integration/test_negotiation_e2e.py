@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -12,6 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset
+
+from connector.devspace import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +155,50 @@ def test_a_catalog_of_200_datasets_is_read_whole(space: DataSpace) -> None:
     assert last["offers"][0]["terms"] == ["use, at most 3 times"]
     n = negotiate(consumer, provider, last["offers"][0]["id"])
     assert n["state"] == "FINALIZED", n
+
+
+def test_cli_lists_shows_and_deletes_every_resource(space: DataSpace) -> None:
+    """list (a table, or --json), show and delete for assets, offers, stored policies; list
+    for agreements, transfers and the vault; refusals exit 1 with the API's reason."""
+    provider = space.connector("crudprov", roles=("provider",))
+    consumer = space.connector("crudcons", roles=("consumer",))
+    offer_id = offer_asset(provider, asset_id="urn:asset:crud",
+                           contract={"template": "n-times-usage", "params": {"max": "2"}})
+    n = negotiate(consumer, provider, offer_id)
+    assert n["state"] == "FINALIZED", n
+
+    def run(*args: str, ok: bool = True) -> str:
+        r = subprocess.run([sys.executable, "-m", "connector", *args], capture_output=True,
+                           text=True, timeout=60, env=process_env())
+        assert (r.returncode == 0) is ok, r.stdout + r.stderr
+        return r.stdout + r.stderr
+
+    prov, cons = ("--config", str(provider.config)), ("--config", str(consumer.config))
+    table = run("asset", "list", *prov)
+    assert table.splitlines()[0].split() == ["ID", "TITLE", "SOURCE", "CREATED"]
+    assert "urn:asset:crud" in table
+    assert [a["id"] for a in json.loads(run("asset", "list", *prov, "--json"))] == ["urn:asset:crud"]
+    assert json.loads(run("asset", "show", "urn:asset:crud", *prov))["id"] == "urn:asset:crud"
+    offers = json.loads(run("offer", "list", *prov, "--json"))
+    assert [o["id"] for o in offers] == [offer_id.rsplit(":urn:asset:", 1)[0]]
+    policies = json.loads(run("policy", "list", *prov, "--json"))
+    assert policies and "use, at most 2 times" in run("policy", "list", *prov)
+    assert json.loads(run("policy", "show", policies[0]["id"], *prov))["id"] == policies[0]["id"]
+    # in use: refused with the reason, exit 1
+    assert "409" in run("asset", "delete", "urn:asset:crud", *prov, ok=False)
+    assert "409" in run("policy", "delete", policies[0]["id"], *prov, ok=False)
+    assert "FINALIZED" not in run("agreement", "list", *cons)  # a table of agreements
+    assert n["agreementId"] in run("agreement", "list", *cons)
+    assert [a["id"] for a in json.loads(run("agreement", "list", *prov, "--json"))] == [
+        n["agreementId"]]
+    assert run("transfer", "list", *cons).strip() == "(none)"
+    assert json.loads(run("vault", "list", *cons, "--json")) == []
+    # withdraw the offer: then the asset's only tie is the agreement (still 409); a new asset
+    # without offers goes
+    assert "deleted offer" in run("offer", "delete", offers[0]["id"], *prov)
+    assert json.loads(run("offer", "list", *prov, "--json")) == []
+    status, _ = provider.api("POST", "/api/assets", {
+        "id": "urn:asset:loose", "dataAddress": {"type": "http", "url": "https://example.org/x"}})
+    assert status == 201
+    assert "deleted asset urn:asset:loose" in run("asset", "delete", "urn:asset:loose", *prov)
+    assert "404" in run("asset", "show", "urn:asset:loose", *prov, ok=False)
