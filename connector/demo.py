@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,13 +38,31 @@ from connector.odrl.parse import load_policy
 from connector.odrl.templates import fill
 
 
-def _step(text: str) -> None:
-    click.secho(f"\n== {text}", bold=True)
+class Narrator:
+    """What the demo says: printed for people, or kept for ``--json``'s summary."""
+
+    def __init__(self) -> None:
+        self.quiet = False
+        self.summary: dict[str, Any] = {"decisions": [], "audit": [], "steps": []}
+
+    def step(self, text: str) -> None:
+        self.summary["steps"].append(text)
+        if not self.quiet:
+            click.secho(f"\n== {text}", bold=True)
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            click.echo(text)
+
+    def decision(self, label: str, permit: bool, reason: str) -> None:
+        self.summary["decisions"].append({"what": label, "permit": permit, "reason": reason})
+        if not self.quiet:
+            mark = click.style("PERMIT", fg="green") if permit else click.style("DENY  ", fg="red")
+            click.echo(f"  {mark} {label}\n         {reason}")
 
 
-def _decision(label: str, permit: bool, reason: str) -> None:
-    mark = click.style("PERMIT", fg="green") if permit else click.style("DENY  ", fg="red")
-    click.echo(f"  {mark} {label}\n         {reason}")
+OUT = Narrator()
+_step, _say, _decision = OUT.step, OUT.say, OUT.decision
 
 
 async def _verify_each_other(space: DataSpace, provider_dir: Path, consumer_dir: Path) -> dict:
@@ -60,9 +80,9 @@ async def _verify_each_other(space: DataSpace, provider_dir: Path, consumer_dir:
             http, url, ParticipantIdentity.load(provider_dir))).token()
         c = await verifier.verify(consumer_dat)
         p = await verifier.verify(provider_dat)
-        click.echo(f"  provider verified the consumer's DAT: roles={list(c.roles)} "
+        _say(f"  provider verified the consumer's DAT: roles={list(c.roles)} "
                    f"profile={c.security_profile}")
-        click.echo(f"  consumer verified the provider's DAT: roles={list(p.roles)} "
+        _say(f"  consumer verified the provider's DAT: roles={list(p.roles)} "
                    f"profile={p.security_profile}")
         return dict(c.attributes)
 
@@ -83,18 +103,42 @@ async def _token_refused(space: DataSpace, participant_dir: Path) -> str:
     return "unexpected: a token was issued"
 
 
-def _run(root: Path) -> None:
+def _leave_running(space: DataSpace, provider: Connector, consumer: Connector) -> None:
+    """Print where everything is and wait for Ctrl-C or SIGTERM (then stop it all)."""
+    import signal
+    import threading
+
+    urls = {"authority": space.authority.url,
+            **{c.name: {"dashboard": f"{c.api_url}/ui", "managementApi": c.api_url,
+                        "apiKey": c.api_key, "dsp": c.dsp_url, "config": str(c.config)}
+               for c in (provider, consumer)}}
+    OUT.summary["running"] = urls
+    if OUT.quiet:
+        click.echo(json.dumps(OUT.summary, indent=1), nl=True)
+    else:
+        _step("The data space stays up (Ctrl-C to stop it)")
+        for c in (provider, consumer):
+            _say(f"  {c.name}: dashboard {c.api_url}/ui  API key {c.api_key}  config {c.config}")
+        _say(f"  authority: {space.authority.url}")
+    sys.stdout.flush()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def _run(root: Path, keep_running: bool = False) -> None:
     _step("An operator creates the data space (CA, token-signing key, authority service)")
     space = DataSpace(root, tls=True)
     try:
-        click.echo(f"  authority listening on {space.authority.url}")
+        _say(f"  authority listening on {space.authority.url}")
 
         _step("A provider and a consumer join and start their connectors (DSP over mutual TLS)")
         provider = space.connector("Provider", roles=("provider",),
                                    profile="idsc:TRUST_SECURITY_PROFILE")
         consumer = space.connector("Consumer", roles=("consumer",))
         for c in (provider, consumer):
-            click.echo(f"  {c.name}: {c.participant_id[:29]}...  DSP {c.dsp_url}  "
+            _say(f"  {c.name}: {c.participant_id[:29]}...  DSP {c.dsp_url}  "
                        f"management {c.api_url}")
 
         _step("Each verifies the other's Dynamic Attribute Token")
@@ -108,22 +152,26 @@ def _run(root: Path) -> None:
                     contract={"template": "n-times-usage", "params": {"max": "3"}},
                     access={"template": "security-level-restricted",
                             "params": {"securityLevel": "idsc:TRUST_SECURITY_PROFILE"}})
-        click.echo("  urn:asset:weather-2026: N-times usage (3), open to every member")
-        click.echo("  urn:asset:grid-load:    N-times usage (3), TRUST connectors only")
+        _say("  urn:asset:weather-2026: N-times usage (3), open to every member")
+        _say("  urn:asset:grid-load:    N-times usage (3), TRUST connectors only")
 
         _step("The consumer reads the catalog and negotiates")
         _, catalog = consumer.api("POST", "/api/catalog", {"peerUrl": provider.dsp_url})
-        click.echo(f"  the consumer sees: {[d['id'] for d in catalog['datasets']]}")
+        _say(f"  the consumer sees: {[d['id'] for d in catalog['datasets']]}")
         n = negotiate(consumer, provider, open_offer)
-        click.echo(f"  {n['state']}: agreement {n['agreementId']}")
+        _say(f"  {n['state']}: agreement {n['agreementId']}")
+        OUT.summary["agreement"] = {"id": n["agreementId"], "state": n["state"],
+                                    "offer": open_offer}
         _, hidden = consumer.api("POST", "/api/negotiations", {
             "peerUrl": provider.dsp_url, "offerId": "urn:offer:grid:urn:asset:grid-load",
             "datasetId": "urn:asset:grid-load", "terms": {"permission": [
                 {"action": "use", "constraint": [
                     {"leftOperand": "count", "operator": "lteq", "rightOperand": 3}]}]}})
         hidden = wait_final(consumer, hidden["id"])
-        click.echo(f"  asking for urn:asset:grid-load directly: {hidden['state']}")
-        click.echo(f"         reason: {'; '.join(hidden['terminationReason'] or [])}")
+        _say(f"  asking for urn:asset:grid-load directly: {hidden['state']}")
+        _say(f"         reason: {'; '.join(hidden['terminationReason'] or [])}")
+        OUT.summary["refusedNegotiation"] = {"state": hidden["state"],
+                                             "reason": hidden["terminationReason"]}
 
         _step("The engine decides each use under the agreement")
         _, agreement = consumer.api("GET", f"/api/agreements/{n['agreementId']}")
@@ -148,13 +196,17 @@ def _run(root: Path) -> None:
         _transfers(provider, consumer, n["agreementId"])
         _audits(provider, consumer)
 
+        if keep_running:
+            _leave_running(space, provider, consumer)
+            return
         _step("The operator revokes the consumer")
         cli("authority", "revoke", space.authority.directory, consumer.participant_id,
             "--reason", "demo")
         refused = asyncio.run(_token_refused(space, consumer.directory))
-        click.echo(f"  the authority refuses a new DAT: {refused}")
+        _say(f"  the authority refuses a new DAT: {refused}")
         status = _refused_catalog(consumer, provider.dsp_url)
-        click.echo(f"  the consumer's catalog request now gets: {status}")
+        _say(f"  the consumer's catalog request now gets: {status}")
+        OUT.summary["revocation"] = {"newToken": refused, "catalogRequest": status}
     finally:
         space.close()
 
@@ -180,16 +232,16 @@ def _pull(consumer: Connector, agreement_id: str) -> dict:
 def _transfers(provider: Connector, consumer: Connector, agreement_id: str) -> None:
     _step("The consumer's connector pulls the data (HttpData-PULL)")
     job = _pull(consumer, agreement_id)
-    click.echo(f"  {job['state']}: {job['bytes']} bytes, sha256 {job['sha256'][:16]}..., "
+    _say(f"  {job['state']}: {job['bytes']} bytes, sha256 {job['sha256'][:16]}..., "
                f"{job['receipts']} signed receipt(s) verified against the provider's certificate")
     _, item = consumer.api("GET", f"/api/vault/{job['vaultId']}")
-    click.echo(f"  kept in the consumer's vault as {item['id']} under agreement {agreement_id}")
+    _say(f"  kept in the consumer's vault as {item['id']} under agreement {agreement_id}")
 
     _step("The provider pushes the data into the consumer's vault (HttpData-PUSH)")
     _, t = consumer.api("POST", "/api/transfers", {"agreementId": agreement_id,
                                                    "format": "HttpData-PUSH"})
     t = _wait_transfer(consumer, t["id"], {"COMPLETED", "TERMINATED"})
-    click.echo(f"  {t['state']}: transfer {t['id']}")
+    _say(f"  {t['state']}: transfer {t['id']}")
 
     _step("A third data request, then one past the agreement's 3 uses")
     job = _pull(consumer, agreement_id)
@@ -231,13 +283,17 @@ def _audits(provider: Connector, consumer: Connector) -> None:
         r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify", str(log[c.name]),
                             "--cert", str(c.directory / "participant.crt")],
                            capture_output=True, text=True, timeout=60, env=process_env())
-        click.echo(f"  {c.name}: {r.stdout.strip() or r.stderr.strip()}")
+        _say(f"  {c.name}: {r.stdout.strip() or r.stderr.strip()}")
+        OUT.summary["audit"].append({"party": c.name, "verified": r.returncode == 0,
+                                     "result": (r.stdout.strip() or r.stderr.strip())})
     r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify", str(log[consumer.name]),
                         "--cert", str(consumer.directory / "participant.crt"),
                         "--peer-receipts", str(log[provider.name]),
                         "--peer-cert", str(provider.directory / "participant.crt")],
                        capture_output=True, text=True, timeout=60, env=process_env())
-    click.echo("  " + r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr)
+    _say("  " + r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr)
+    OUT.summary["audit"].append({"party": "receipt cross-check", "verified": r.returncode == 0,
+                                 "result": (r.stdout.strip().splitlines() or [r.stderr])[-1]})
 
 
 def _refused_catalog(consumer: Connector, provider_url: str) -> str:
@@ -254,14 +310,27 @@ def _refused_catalog(consumer: Connector, provider_url: str) -> str:
 
 @click.command(name="demo")
 @click.option("--keep", type=click.Path(file_okay=False), help="Keep the data space in DIR.")
-def demo(keep: str | None) -> None:
+@click.option("--keep-running", is_flag=True,
+              help="Leave the data space up after the run (no revocation) and print the "
+                   "dashboards' URLs; Ctrl-C or SIGTERM stops it.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print only a machine-readable summary: the agreement, every decision "
+                   "(pulls permitted and denied with their reasons), the audit verification.")
+def demo(keep: str | None, keep_running: bool, as_json: bool) -> None:
     """Run a small data space on loopback: identities, tokens, connectors, a negotiation, policy
     decisions with reasons, and a revocation."""
+    OUT.quiet = as_json
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
-        _run(Path(keep))
+        _run(Path(keep), keep_running)
     else:
         with tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp:
-            _run(Path(tmp))
+            _run(Path(tmp), keep_running)
+    if as_json:
+        if not keep_running:
+            OUT.summary["ok"] = bool(OUT.summary.get("agreement")) and all(
+                a["verified"] for a in OUT.summary["audit"])
+            click.echo(json.dumps(OUT.summary, indent=1))
+        return
     click.secho("\nDemo complete.", bold=True)
 

@@ -31,3 +31,43 @@ def test_demo_runs_end_to_end() -> None:
     assert "OK: 4 provider receipts match the consumer's log" in out
     assert "is revoked" in out
     assert "the consumer's catalog request now gets: 502" in out
+
+
+def test_demo_keep_running_json_leaves_the_space_up_until_sigterm() -> None:
+    """`demo --keep-running --json`: a machine-readable summary, then the data space stays up
+    (its dashboards' URLs in the summary) until SIGTERM, which stops every process."""
+    import json
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "connector", "demo", "--keep-running", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        text = ""
+        decoder = json.JSONDecoder()
+        while True:  # the summary is printed whole, then the demo waits
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else "no output"
+            text += line
+            try:
+                summary, _ = decoder.raw_decode(text.strip())
+                break
+            except ValueError:
+                continue
+        assert summary["agreement"]["state"] == "FINALIZED"
+        denied = [d for d in summary["decisions"] if not d["permit"]]
+        assert any("pull number 4" in d["what"] and "use number 4" in d["reason"] for d in denied)
+        assert all(a["verified"] for a in summary["audit"]) and len(summary["audit"]) == 3
+        assert "TERMINATED" == summary["refusedNegotiation"]["state"]
+        running = summary["running"]
+        for name in ("Provider", "Consumer"):
+            with urllib.request.urlopen(running[name]["managementApi"] + "/health", timeout=10) as r:
+                assert json.loads(r.read()) == {"status": "live"}
+            assert running[name]["dashboard"].endswith("/ui")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    # the connectors went with it
+    with pytest.raises(OSError):
+        urllib.request.urlopen(running["Provider"]["managementApi"] + "/health", timeout=3)
