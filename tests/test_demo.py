@@ -59,7 +59,7 @@ def test_demo_keep_running_json_leaves_the_space_up_until_sigterm() -> None:
         denied = [d for d in summary["decisions"] if not d["permit"]]
         assert any("pull number 4" in d["what"] and "use number 4" in d["reason"] for d in denied)
         assert all(a["verified"] for a in summary["audit"]) and len(summary["audit"]) == 3
-        assert "TERMINATED" == summary["refusedNegotiation"]["state"]
+        assert summary["refusedNegotiation"]["state"] == "TERMINATED"
         running = summary["running"]
         for name in ("Provider", "Consumer"):
             with urllib.request.urlopen(running[name]["managementApi"] + "/health", timeout=10) as r:
