@@ -30,7 +30,14 @@ from typing import Any
 
 import aiohttp
 
-from connector.devspace import DataSpace, asset_file, free_port, negotiate, offer_asset
+from connector.devspace import (
+    Connector,
+    DataSpace,
+    asset_file,
+    free_port,
+    negotiate,
+    offer_asset,
+)
 
 BARE_SERVER = """
 import sys
@@ -126,6 +133,46 @@ def compare(bare: Target, governed: Target, seconds: float, conns: int,
     return totals(runs["bare"]), totals(runs["governed"])
 
 
+def metrics_on_off(ds: DataSpace, provider: Connector, consumer: Connector, kib: Path,
+                   on: Target, args: argparse.Namespace) -> None:
+    """The same 1 KiB governed requests against this provider (metrics on) and a second one
+    started with CONNECTOR_METRICS=off, alternating; then the first one's /metrics."""
+    off = ds.connector("provider-nometrics", roles=("provider",), start=False)
+    off.env["CONNECTOR_METRICS"] = "off"
+    off.start()
+    offer = offer_asset(off, asset_id="urn:asset:kib", content=kib.read_bytes(), contract={
+        "template": "n-times-usage", "params": {"max": "100000000"}})
+    n = negotiate(consumer, off, offer)
+    _, t = consumer.api("POST", "/api/transfers", {"agreementId": n["agreementId"]})
+    deadline = time.monotonic() + 20
+    while t["state"] != "STARTED" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        _, t = consumer.api("GET", f"/api/transfers/{t['id']}")
+    assert off.proc is not None
+    off_target: Target = (t["endpoint"], {
+        "Authorization": f"Bearer {t['endpointProperties']['authorization']}"}, off.proc.pid)
+    print(f"\n## Metrics on vs off: 1 KiB governed requests, 32 connections "
+          f"({args.rounds} alternating rounds)")
+    m_off, m_on = compare(off_target, on, args.seconds, 32, args.rounds)
+    for name, r in (("metrics off:", m_off), ("metrics on:", m_on)):
+        print(f"{name:15} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+              f"  server CPU {r['cpu_us']:5.0f} us/request")
+    print(f"on/off: {m_on['rps'] / m_off['rps']:.1%} of the requests/s, "
+          f"{m_on['cpu_us'] / m_off['cpu_us']:.1%} of the CPU per request")
+    import urllib.request
+
+    req = urllib.request.Request(provider.api_url + "/metrics", headers={"X-Api-Key": provider.api_key})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    shown = [line for line in text.splitlines()
+             if line.startswith(("connector_http_requests_total{app=\"dataplane\"",
+                                 "connector_decisions_total", "connector_uses_total",
+                                 "connector_bytes_served_total"))]
+    print("/metrics of the provider (metrics on) after the run:")
+    for line in shown:
+        print("  " + line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -133,6 +180,9 @@ def main() -> None:
                     help="per side and measurement, split over the rounds")
     ap.add_argument("--rounds", type=int, default=2,
                     help="alternating bare/governed rounds per measurement")
+    ap.add_argument("--metrics", action="store_true",
+                    help="also: 1 KiB governed requests with metrics on against a provider with "
+                         "CONNECTOR_METRICS=off (same run), and what /metrics shows after")
     args = ap.parse_args()
     print(f"# bench/dataplane.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  python "
           f"{platform.python_version()}  cores={os.cpu_count()}  file={args.size_mib} MiB")
@@ -217,6 +267,8 @@ def main() -> None:
                       f"  ({r['n']:.0f} requests)")
             print(f"added by the data plane: p50 {g['p50'] - b['p50']:+.3f} ms  "
                   f"p99 {g['p99'] - b['p99']:+.3f} ms  p99.9 {g['p999'] - b['p999']:+.3f} ms")
+            if args.metrics:
+                metrics_on_off(ds, provider, consumer, kib, gov_kib, args)
         finally:
             if ds is not None:
                 ds.close()

@@ -22,11 +22,50 @@ One registry per process; every instrument is defined here, so the names are in 
 
 from __future__ import annotations
 
+import os
 import re
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as _Counter
+from prometheus_client import Gauge as _Gauge
+from prometheus_client import Histogram as _Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# CONNECTOR_METRICS=off: every instrument a no-op (what the metrics cost is measured against
+# it: bench/dataplane.py --metrics); /metrics then answers an empty registry
+ENABLED = os.environ.get("CONNECTOR_METRICS", "on").lower() != "off"
+
+
+class _Off:
+    """An instrument that counts nothing (metrics off)."""
+
+    def labels(self, *values: str) -> _Off:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, value: float) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+def Counter(*args: Any, **kw: Any) -> Any:  # a factory standing for the class
+    return _Counter(*args, **kw) if ENABLED else _Off()
+
+
+def Gauge(*args: Any, **kw: Any) -> Any:
+    return _Gauge(*args, **kw) if ENABLED else _Off()
+
+
+def Histogram(*args: Any, **kw: Any) -> Any:
+    return _Histogram(*args, **kw) if ENABLED else _Off()
 
 HTTP_REQUESTS = Counter("connector_http_requests", "HTTP requests answered",
                         ["app", "route", "status"], registry=REGISTRY)

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 from pydantic import BaseModel
 
+from connector import metrics
 from connector.http.routes import Operation
 from connector.metrics import HTTP_REQUESTS, HTTP_SECONDS, OUTBOX, PROCESSES, REGISTRY
 from connector.store import Store, schema
@@ -60,7 +61,8 @@ def http_middleware(app_name: str) -> Middleware:
 def count_requests(app: web.Application, app_name: str) -> web.Application:
     """``app`` with the counting middleware outermost (so refusals of its own middlewares
     count too)."""
-    app.middlewares.insert(0, http_middleware(app_name))
+    if metrics.ENABLED:  # off: no middleware at all (what bench/dataplane.py --metrics compares)
+        app.middlewares.insert(0, http_middleware(app_name))
     return app
 
 
