@@ -88,6 +88,7 @@ from connector.vocab import (
     ODRL,
     XSD,
     jsonld_call,
+    vocab_dir,
 )
 from connector.wireformat import DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL
 
@@ -138,6 +139,7 @@ JSONLD_CONTEXT: dict[str, Any] = {"@version": 1.1, **PREFIXES}
 
 INFOMODEL_DIR_ENV = "CONNECTOR_IDS_INFOMODEL_DIR"
 _ONTOLOGY_PARTS = ("model", "codes", "taxonomies")
+PACKAGED_ONTOLOGY = "ids-infomodel-4.2.0.ttl"  # vocab/ids: the ontology, codes and taxonomies
 _ABSOLUTE_IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*$")
 _IANA_MEDIA_TYPES = "https://www.iana.org/assignments/media-types/"
@@ -577,29 +579,45 @@ def dsp_version_metadata(info: ConnectorInfo) -> dict[str, Any]:
 
 
 def infomodel_dir() -> Path:
-    """Where the IDS Information Model ontology and shapes are: ``$CONNECTOR_IDS_INFOMODEL_DIR``,
-    else ``../shared/conformance/ids-infomodel`` beside the checkout."""
+    """Where the IDS Information Model ontology and shapes are: ``$CONNECTOR_IDS_INFOMODEL_DIR``;
+    else ``../shared/conformance/ids-infomodel`` beside a checkout; else the copy shipped in the
+    package (``vocab/ids``: the shapes under ``shapes/``, the ontology merged in one file), so
+    an installed connector or broker (a container) validates without a checkout."""
     env = os.environ.get(INFOMODEL_DIR_ENV)
-    candidate = (Path(env) if env
-                 else Path(__file__).resolve().parents[2] / "shared" / "conformance" / "ids-infomodel")
-    if not (candidate / "testing").is_dir():
-        raise FileNotFoundError(
-            f"IDS Information Model shapes not found at {candidate} (set {INFOMODEL_DIR_ENV})"
-        )
-    return candidate
+    if env:
+        candidate = Path(env)
+        if not (candidate / "testing").is_dir() and not (candidate / "shapes").is_dir():
+            raise FileNotFoundError(
+                f"IDS Information Model shapes not found at {candidate} ({INFOMODEL_DIR_ENV})")
+        return candidate
+    checkout = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "ids-infomodel"
+    if (checkout / "testing").is_dir():
+        return checkout
+    packaged = vocab_dir() / "ids"
+    if (packaged / "shapes").is_dir():
+        return packaged
+    raise FileNotFoundError(f"IDS Information Model shapes not found at {checkout} nor "
+                            f"{packaged} (set {INFOMODEL_DIR_ENV})")
 
 
 @cache
 def _ids_graphs(root: Path) -> tuple[Graph, Graph]:
-    """(shapes = union of testing/**/*.ttl, ontology = Ontology.ttl + model + codes + taxonomies)."""
+    """(shapes, ontology): in the upstream layout the union of testing/**/*.ttl and
+    Ontology.ttl + model + codes + taxonomies; in the packaged one shapes/**/*.ttl and the
+    merged ontology file."""
     shapes = Graph()
-    for path in sorted((root / "testing").rglob("*.ttl")):
-        shapes.parse(path, format="turtle")
     ontology = Graph()
-    ontology.parse(root / "Ontology.ttl", format="turtle")
-    for part in _ONTOLOGY_PARTS:
-        for path in sorted((root / part).rglob("*.ttl")):
-            ontology.parse(path, format="turtle")
+    if (root / "testing").is_dir():
+        for path in sorted((root / "testing").rglob("*.ttl")):
+            shapes.parse(path, format="turtle")
+        ontology.parse(root / "Ontology.ttl", format="turtle")
+        for part in _ONTOLOGY_PARTS:
+            for path in sorted((root / part).rglob("*.ttl")):
+                ontology.parse(path, format="turtle")
+        return shapes, ontology
+    for path in sorted((root / "shapes").rglob("*.ttl")):
+        shapes.parse(path, format="turtle")
+    ontology.parse(root / PACKAGED_ONTOLOGY, format="turtle")
     return shapes, ontology
 
 

@@ -19,6 +19,7 @@ from rdflib import RDF, Graph, Literal, URIRef
 from rdflib.compare import isomorphic
 from rdflib.term import Node
 
+from connector.broker.service import violation_lines
 from connector.identity.keys import generate_private_key, public_jwk, public_key_to_pem
 from connector.odrl.model import Constraint
 from connector.odrl.parse import jsonld_to_graph, policy_from_graph
@@ -39,7 +40,7 @@ from connector.selfdescription import (
     serialize,
     validate_ids,
 )
-from connector.vocab import DCAT, DCT, DSPACE, IDS, IDSC, ODRL, XSD
+from connector.vocab import DCAT, DCT, DSPACE, IDS, IDSC, ODRL, XSD, vocab_dir
 
 DSP_URL = "https://provider.example/api/dsp"
 BASE = "https://w3id.org/idsa/code/"
@@ -167,6 +168,21 @@ def test_the_shapes_are_not_vacuous(graph: Graph, conformance: Path) -> None:
     assert "ids:maintainer" in report
     assert "hasDefaultEndpoint" in report
     assert "abstract class" in report
+
+
+def test_the_packaged_shapes_decide_as_the_conformance_copy(graph: Graph, conformance: Path) -> None:
+    """The IDS shapes and ontology shipped in vocab/ids (a container has no checkout) give the
+    same verdicts as the official copy, on a conforming and on a broken description."""
+    packaged = vocab_dir() / "ids"
+    assert validate_ids(graph, packaged)[0]
+    broken = Graph()
+    broken += graph
+    connector = URIRef("https://provider.example/connector")
+    broken.remove((connector, IDS.maintainer, None))
+    conforms, report = validate_ids(broken, packaged)
+    official = validate_ids(broken, conformance / "ids-infomodel")
+    assert not conforms and not official[0] and "ids:maintainer" in report
+    assert sorted(violation_lines(report)) == sorted(violation_lines(official[1]))
 
 
 def test_connector_terms(graph: Graph) -> None:

@@ -75,6 +75,9 @@ class About:
     title: str = "Data space broker"
     public_url: str | None = None  # default: the scheme and Host of the request
     participant_id: str | None = None
+    curator: str = "https://example.org/"  # the participants responsible for the broker
+    maintainer: str = "https://example.org/"
+    security_profile: str = "https://w3id.org/idsa/code/BASE_SECURITY_PROFILE"
     catalog_page_size: int = catalogs.DEFAULT_PAGE_SIZE  # of its DSP catalog of catalogs
 
 
@@ -343,7 +346,9 @@ async def root(request: web.Request) -> web.Response:
         return _error(406, f"the self-description is served as {', '.join(MEDIA_TYPES)} or "
                            "text/html")
     public = about.public_url or f"{request.scheme}://{request.host}"
-    body = serialize(broker_graph(public, about.title, about.participant_id), media)
+    body = serialize(broker_graph(public, about.title, about.participant_id,
+                                  curator=about.curator, maintainer=about.maintainer,
+                                  security_profile=about.security_profile), media)
     return web.Response(body=body, content_type=media,
                         charset=None if media == "application/n-triples" else "utf-8")
 

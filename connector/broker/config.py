@@ -6,6 +6,8 @@ participant_dir = "broker"       # tls.crt, tls.key, ca.crt (as a connector's, f
                                  # `connector init --tls-host` and `connector authority issue-tls`)
 authority_url = "http://127.0.0.1:8800"   # DATs of registering connectors are verified here
 title = "Data space broker"      # in its self-description (GET /) and its page
+curator = "https://example.org/"      # the participants responsible for it and running it,
+maintainer = "https://example.org/"   # in its self-description (IRIs)
 public_url = "https://broker.example"   # its IRI (default: the scheme and Host of the request)
 host = "127.0.0.1"
 port = 8804
@@ -33,7 +35,8 @@ catalog_page_size = 100          # datasets per page of the broker's DSP catalog
 peer_allow = ["10.0.0.0/8"]      # private addresses and host names the crawls may reach
                                  # (as a connector's [dsp] peer_allow; public ones always)
 infomodel_dir = "..."            # the IDS shapes (default: $CONNECTOR_IDS_INFOMODEL_DIR, else
-                                 # ../shared/conformance/ids-infomodel beside the checkout)
+                                 # ../shared/conformance/ids-infomodel beside a checkout, else
+                                 # the copy shipped in the package, vocab/ids)
 
 [store]                          # as a connector's: SQLite by default (broker.db in the
 url = "postgresql://..."         # participant directory), PostgreSQL for replicas
@@ -61,6 +64,8 @@ class BrokerSection(_Section):
     participant_dir: Path
     authority_url: str
     title: str = Field(default="Data space broker", min_length=1, max_length=200)
+    curator: str = "https://example.org/"  # the participant responsible for the broker (IRI)
+    maintainer: str = "https://example.org/"  # the participant running it (IRI)
     public_url: str | None = None  # default: the scheme and Host of each request
     host: str = "127.0.0.1"
     port: int = Field(default=8804, ge=0, le=65535)
@@ -91,7 +96,7 @@ class BrokerSection(_Section):
     def _allow_list(cls, v: list[str]) -> list[str]:
         return validate_allow_list(v)
 
-    @field_validator("authority_url", "public_url")
+    @field_validator("authority_url", "public_url", "curator", "maintainer")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):

@@ -17,7 +17,11 @@ from connector.vocab import DSPACE, IDS
 __all__ = ["broker_graph", "html_page"]
 
 
-def broker_graph(public_url: str, title: str, participant_id: str | None) -> Graph:
+def broker_graph(public_url: str, title: str, participant_id: str | None, *,
+                 curator: str = "https://example.org/", maintainer: str = "https://example.org/",
+                 security_profile: str = "https://w3id.org/idsa/code/BASE_SECURITY_PROFILE",
+                 ) -> Graph:
+    """The broker's ``ids:Broker`` description, valid against the IDS 4.2.0 shapes."""
     g = Graph(bind_namespaces="none")
     for prefix, ns in PREFIXES.items():
         g.bind(prefix, ns)
@@ -28,6 +32,9 @@ def broker_graph(public_url: str, title: str, participant_id: str | None) -> Gra
     g.add((broker, IDS["title"], Literal(title)))
     g.add((broker, IDS.inboundModelVersion, Literal(IDS_MODEL_VERSION)))
     g.add((broker, IDS.outboundModelVersion, Literal(IDS_MODEL_VERSION)))
+    g.add((broker, IDS.curator, URIRef(curator)))
+    g.add((broker, IDS.maintainer, URIRef(maintainer)))
+    g.add((broker, IDS.securityProfile, URIRef(security_profile)))
     if participant_id:
         g.add((broker, DSPACE.participantId, Literal(participant_id)))
     g.add((broker, IDS.hasDefaultEndpoint, endpoint))

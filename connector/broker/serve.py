@@ -127,7 +127,8 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
         except (StoreUnavailable, StoreError) as exc:
             raise SystemExit(f"broker: cannot use the store {shown}: {exc}") from None
         limits = config.limits.limits()
-        about = About(title=b.title, public_url=b.public_url,
+        about = About(title=b.title, public_url=b.public_url, curator=b.curator,
+                      maintainer=b.maintainer,
                       participant_id=broker.signer.participant_id if broker.signer else None,
                       catalog_page_size=b.catalog_page_size)
         app = broker_app(broker, verifier, limits=limits, body_bytes=b.max_body_bytes,

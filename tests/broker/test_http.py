@@ -16,6 +16,7 @@ from rdflib import RDF, Graph
 from connector.broker.app import broker_app
 from connector.broker.service import Broker
 from connector.http.limits import DEFAULT_LIMITS
+from connector.selfdescription import validate_ids
 from connector.vocab import IDS
 
 ALICE, BOB = "AA:keyid:01", "BB:keyid:02"
@@ -188,6 +189,8 @@ async def test_the_broker_describes_itself_and_lists_connectors(http: TestClient
     assert resp.status == 200 and resp.content_type == "text/turtle"
     g = Graph().parse(data=await resp.text(), format="turtle")
     assert (None, RDF.type, IDS.Broker) in g
+    conforms, report = validate_ids(g)  # its own description passes the IDS shapes
+    assert conforms, report
     resp = await http.get("/", params={"q": "weather"}, headers={"Accept": "text/html"})
     page = await resp.text()
     assert resp.status == 200 and resp.content_type == "text/html"
