@@ -485,6 +485,12 @@ async def search(store: Store, query: SearchQuery, *, now: float, ttl: float) ->
                datasets.c.keywords, datasets.c.publisher, registrations.c.id.label("rid"),
                registrations.c.connector, registrations.c.owner, registrations.c.endpoint,
                fresh.label("fresh"), datasets.c.source]
+    windowed = store.dialect == "postgresql"
+    if windowed:
+        # the total of all hits in the same scan as the page (a window over the matches,
+        # before LIMIT): one query, one pass over the index and one round trip, where a
+        # separate count read them again (SQLite's bm25 cannot sit beside a window function)
+        columns.append(sa.func.count().over().label("total"))
     order: list[Any] = [rank, datasets.c.title]
     if query.sort == "title":
         order = [datasets.c.title]
@@ -495,8 +501,10 @@ async def search(store: Store, query: SearchQuery, *, now: float, ttl: float) ->
             .limit(query.limit).offset(query.offset))
     count = sa.select(sa.func.count()).select_from(joined).where(*where)
     async with store.transaction(readonly=True) as tx:
-        total = (await tx.execute(count)).scalar_one()
         rows = (await tx.execute(stmt)).all()
+        # past the last page no row carries the total: ask for it alone
+        total = (rows[0].total if windowed and rows
+                 else (await tx.execute(count)).scalar_one())
     hits = tuple(SearchHit(
         dataset_id=r.dataset_id, title=r.title, description=r.description,
         keywords=tuple(r.keywords or ()), publisher=r.publisher, registration_id=r.rid,
