@@ -161,6 +161,7 @@ async def create_schema(store: Store) -> None:
         if store.dialect == "postgresql":
             await tx.execute(sa.text("SELECT pg_advisory_xact_lock(:key)").bindparams(
                 key=_PG_LOCK_KEY))
+            await store.ensure_schema(tx)  # a broker on its own schema (?schema=) creates it
         await tx.connection.run_sync(metadata.create_all)
         if store.dialect == "sqlite":
             have = {r.name for r in await tx.connection.exec_driver_sql(

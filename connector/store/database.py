@@ -572,6 +572,16 @@ class Store:
 
     # ---------------------------------------------------------------- migrations
 
+    async def ensure_schema(self, tx: Transaction) -> None:
+        """PostgreSQL: create the store's schema (``?schema=``) if it does not exist yet (the
+        caller holds its advisory lock); nothing on SQLite or without a schema."""
+        if self.dialect != "postgresql" or self.schema is None:
+            return
+        exists = await tx.execute(
+            sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name").bindparams(name=self.schema))
+        if exists.first() is None:  # CREATE needs a privilege a pre-made schema spares us
+            await tx.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
+
     async def migrate(self) -> int:
         """Create or upgrade the schema; returns the version. Idempotent, and safe when several
         processes start at once: PostgreSQL serialises on an advisory lock, SQLite on its
@@ -583,14 +593,7 @@ class Store:
                 await tx.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_advisory_key(self.schema))
                 )
-                if self.schema is not None:
-                    exists = await tx.execute(
-                        sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name").bindparams(
-                            name=self.schema
-                        )
-                    )
-                    if exists.first() is None:  # CREATE needs a privilege a pre-made schema spares us
-                        await tx.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
+                await self.ensure_schema(tx)
             now = datetime.now(UTC)
 
             def apply(connection: Connection) -> int:
