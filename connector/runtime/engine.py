@@ -81,6 +81,7 @@ BACKOFF_BASE, BACKOFF_CAP = 0.2, 60.0
 LEASE_SECONDS = 30.0
 BATCH = 32
 POLL = 1.0  # seconds between outbox polls when nothing wakes the dispatcher
+WAIT_POLL = 0.5  # wait_for reads the process again at least this often (seconds)
 TRANSITION_ATTEMPTS = 8  # writes of one transition that lost to a concurrent one before 503
 
 
@@ -291,7 +292,7 @@ class ProcessEngine:
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._changed: dict[str, asyncio.Event] = {}
+        self._changed: dict[str, set[asyncio.Event]] = {}  # process id -> its waiters
         self._queued_behind: set[str] = set()
 
     # -------------------------------------------------------------- lifecycle
@@ -321,6 +322,11 @@ class ProcessEngine:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def waiting(self) -> int:
+        """The processes wait_for callers wait on now."""
+        return len(self._changed)
 
     @property
     def deliveries(self) -> tuple[asyncio.Task[None], ...]:
@@ -418,8 +424,7 @@ class ProcessEngine:
         return direct
 
     def _wake_up(self, done: Committed) -> None:
-        ev = self._changed.get(done.process.id)
-        if ev is not None:
+        for ev in self._changed.get(done.process.id, ()):
             ev.set()
         if done.queued:
             self._wake.set()
@@ -429,15 +434,26 @@ class ProcessEngine:
         """Wait until the process's state is one of ``states`` (or the timeout)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            async with self.store.transaction(readonly=True) as tx:
-                row = await k.rows(tx).get(process_id)
-            if row is None or row.state in states or loop.time() >= deadline:
-                return row
-            ev = self._changed.setdefault(process_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), min(0.5, max(0.01, deadline - loop.time())))
-            ev.clear()
+        # This waiter's own event, registered before its first read and cleared before each
+        # read: a commit that lands while a read is still finishing (its COMMIT awaits) sets it,
+        # so the wait right after returns at once instead of missing the change.
+        ev = asyncio.Event()
+        waiters = self._changed.setdefault(process_id, set())
+        waiters.add(ev)
+        try:
+            while True:
+                ev.clear()
+                async with self.store.transaction(readonly=True) as tx:
+                    row = await k.rows(tx).get(process_id)
+                if row is None or row.state in states or loop.time() >= deadline:
+                    return row
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(),
+                                           min(WAIT_POLL, max(0.01, deadline - loop.time())))
+        finally:
+            waiters.discard(ev)
+            if not waiters and self._changed.get(process_id) is waiters:
+                del self._changed[process_id]  # the last waiter leaves: nothing kept per process
 
     # -------------------------------------------------------------- the outbox dispatcher
 
