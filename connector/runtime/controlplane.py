@@ -120,8 +120,7 @@ class ControlPlane:
         self.engine = ProcessEngine(store, client, decisions, clock=clock, rng=rng,
                                     worker_id=worker_id, after_commit=[self._tell_listeners])
         if audit is not None:
-            self._audit: ProcessAudit | None = ProcessAudit(audit, self._own_claims,
-                                                            self.engine.spawn)
+            self._audit: ProcessAudit | None = ProcessAudit(audit, self._own_claims)
             self.engine.after_commit.append(self._audit)
         else:
             self._audit = None
@@ -163,6 +162,8 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._duty_task
         await self.engine.stop()
+        if self._audit is not None:  # the entries of what committed until now are written
+            await self._audit.stop()
 
     async def dispatch_once(self, limit: int = BATCH) -> int:
         return await self.engine.dispatch_once(limit)
@@ -315,6 +316,7 @@ class ControlPlane:
             except ProtocolError as exc:  # it ended meanwhile
                 log.info("transfer %s under retired %s not terminated: %s", t.id, agreement_id, exc)
         if self._audit is not None and retired.retired_at == now:
+            await self._audit.drain()  # after the entries of the transfers it ended
             await self._audit.append([(
                 "agreement.retired",
                 {"reason": retired.retired_reason, "role": "provider",
