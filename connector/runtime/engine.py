@@ -382,7 +382,8 @@ class ProcessEngine:
                         await repo.save(new_row, expected_version=row.version)
                     if k.keep is not None:
                         await k.keep(tx, final, row, now)
-                    direct = await self._enqueue(tx, k.name, final.id, outgoing, now)
+                    direct = await self._enqueue(tx, k.name, final.id, outgoing, now,
+                                                 fresh=row is None)
             except ConcurrentUpdate:
                 await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
                 continue
@@ -402,18 +403,24 @@ class ProcessEngine:
         raise Busy(f"the {k.name} is busy; try again")
 
     async def _enqueue(self, tx: Transaction, kind: str, process_id: str,
-                       outgoing: Sequence[Outgoing], now: datetime) -> list[OutboxMessage]:
+                       outgoing: Sequence[Outgoing], now: datetime, *,
+                       fresh: bool) -> list[OutboxMessage]:
         """Write the messages to the outbox; the first is claimed for direct delivery when
-        nothing of the process is ahead of it."""
+        nothing of the process is ahead of it. ``fresh``: the process is created in this
+        transaction, under an id made for it, so no message of it can be in the outbox (of any
+        replica) and the store is not asked. For an existing process the store is asked: the
+        process row cannot tell (a message taken from the counter-party clears our pending
+        message while its delivery may still be in flight), nor can this replica's memory
+        (another replica may be delivering a message of the process)."""
         direct: list[OutboxMessage] = []
         for i, out in enumerate(outgoing):
             m = OutboxMessage.new(
                 message_key=out.message_id, destination=out.url,
                 payload=out.message.to_wire(), now=now,
                 process_kind=kind, process_id=process_id)
-            if i == 0 and not await tx.outbox.list(
+            if i == 0 and (fresh or not await tx.outbox.list(
                     status=("pending", "in_flight"), process_kind=kind,
-                    process_id=process_id, limit=1):
+                    process_id=process_id, limit=1)):
                 # Nothing of this process ahead of it: claim it in this commit and deliver it
                 # right after (no dispatcher round trip). A crash before delivery leaves it
                 # claimed; the lease or a restart recovers it.
