@@ -471,6 +471,22 @@ class _ProcessRepository(_Repository, Generic[P]):
     ) -> P | None:
         return await self._get_where("consumer_pid", {"key": consumer_pid, "role": role}, for_update)
 
+    async def get_by_pid(self, pid: str, *, for_update: bool = False) -> P | None:
+        """The process this connector names ``pid``: its provider process by its providerPid, else
+        its consumer process by its consumerPid (one statement for the two lookups)."""
+        c = self._table.c
+
+        def build() -> sa.Select[Any]:
+            provider = sa.and_(c.role == "provider", c.provider_pid == sa.bindparam("key"))
+            consumer = sa.and_(c.role == "consumer", c.consumer_pid == sa.bindparam("key"))
+            stmt = (sa.select(self._table).where(sa.or_(provider, consumer))
+                    .order_by(sa.case((c.role == "provider", 0), else_=1)).limit(1))
+            return stmt.with_for_update() if for_update else stmt
+
+        row = (await self._execute(self._built(("get_by_pid", for_update), build),
+                                   {"key": pid})).first()
+        return None if row is None else self._from(row)
+
     def _filters(
         self,
         state: str | Sequence[str] | None,
