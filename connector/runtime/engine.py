@@ -38,6 +38,7 @@ from connector.protocol.common import (
     Outgoing,
     Received,
     Response,
+    Role,
     StateTable,
 )
 from connector.protocol.decide import KnownOffer, Requester
@@ -220,7 +221,8 @@ async def _keep_agreement(tx: Transaction, n: neg.Negotiation, before: Negotiati
     await tx.agreements.add(AgreementRow(
         id=str(a["@id"]), provider_id=str(a.get("assigner", "")),
         consumer_id=str(a.get("assignee", "")), target=str(a.get("target", "")),
-        policy=dict(a), signed_at=now, negotiation_id=n.id))
+        policy=dict(a), signed_at=now, negotiation_id=n.id),
+        lock_target=n.role is Role.PROVIDER)  # a consumer's target is the provider's asset
 
 
 def _negotiations(tx: Transaction) -> ProcessRows[NegotiationRow]:

@@ -647,11 +647,13 @@ class LeaseRepository(_Repository):
 
 
 class AgreementRepository(_Repository):
-    async def add(self, agreement: AgreementRow) -> AgreementRow:
+    async def add(self, agreement: AgreementRow, *, lock_target: bool = True) -> AgreementRow:
         """Insert; `DuplicateKey` if the id exists. Agreements are never changed. The target
         asset, if this store has it (a provider's agreement), is share-locked first, so it
-        cannot be deleted under the new agreement (see `AssetRepository.delete`)."""
-        await AssetRepository(self._tx).lock([agreement.target])
+        cannot be deleted under the new agreement (see `AssetRepository.delete`);
+        ``lock_target=False`` for a consumer's agreement, whose target is the provider's asset."""
+        if lock_target:
+            await AssetRepository(self._tx).lock([agreement.target])
         a = t.agreements
         stmt = self._built(("add",), lambda: self._insert(a).on_conflict_do_nothing(
             index_elements=[a.c.id]).returning(a.c.id))
