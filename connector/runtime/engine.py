@@ -468,13 +468,19 @@ class ProcessEngine:
 
     async def _dispatch_loop(self) -> None:
         """Deliver what is due: woken by this process's commits; polls every POLL seconds for
-        retries that come due and for work other replicas left (a crashed one's leases)."""
+        retries that come due and for work other replicas left (a crashed one's leases). A poll
+        that nothing woke first asks (read only) when the earliest message is due, and claims
+        (a write transaction) only if one is due by now."""
         faults = 0  # storage faults in a row: the next round waits longer (up to Retry-After)
+        woken = True  # the first round claims: work may be left from before a restart
         while not self._stopping:
             self._wake.clear()
             pause = POLL
             try:
-                sent = await self.dispatch_once(BATCH)
+                due_in = 0.0 if woken else await self._due_in()
+                sent = await self.dispatch_once(BATCH) if due_in is not None and due_in <= 0 else 0
+                if due_in is not None and due_in > 0:
+                    pause = min(POLL, due_in)  # wake up when it comes due
                 faults = 0
             except StoreUnavailable as exc:  # wait for the storage; commits still wake us
                 faults += 1
@@ -485,9 +491,18 @@ class ProcessEngine:
                 log.exception("outbox round failed")
                 sent = 0
             if sent >= BATCH:
+                woken = True
                 continue
+            woken = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
+                woken = True
+
+    async def _due_in(self) -> float | None:
+        """Seconds until the earliest message is due (<= 0: due now; None: nothing waits)."""
+        async with self.store.transaction(readonly=True) as tx:
+            due = await tx.outbox.next_due_at()
+        return None if due is None else (due - self.clock()).total_seconds()
 
     async def dispatch_once(self, limit: int = BATCH) -> int:
         """Claim the messages that are due and start delivering them."""

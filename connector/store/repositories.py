@@ -1149,11 +1149,15 @@ class OutboxRepository(_Repository):
     async def next_due_at(self) -> datetime | None:
         """When the earliest message becomes due (pending or claim expiry), for a sleeping dispatcher."""
         o = t.outbox
-        pending = sa.select(sa.func.min(o.c.next_attempt_at)).where(o.c.status == "pending").scalar_subquery()
-        expiring = (
-            sa.select(sa.func.min(o.c.claimed_until)).where(o.c.status == "in_flight").scalar_subquery()
-        )
-        row = (await self._execute(sa.select(pending.label("p"), expiring.label("e")))).one()
+
+        def build() -> sa.Select[Any]:
+            pending = (sa.select(sa.func.min(o.c.next_attempt_at))
+                       .where(o.c.status == "pending").scalar_subquery())
+            expiring = (sa.select(sa.func.min(o.c.claimed_until))
+                        .where(o.c.status == "in_flight").scalar_subquery())
+            return sa.select(pending.label("p"), expiring.label("e"))
+
+        row = (await self._execute(self._built(("next_due_at",), build))).one()
         times = [time for time in (row.p, row.e) if time is not None]
         return min(times) if times else None
 

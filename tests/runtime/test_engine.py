@@ -445,3 +445,43 @@ async def test_wait_for_wakes_on_a_commit_between_its_read_and_its_wait(
     assert changed
     assert row is not None and row.state in agreed
     assert consumer.engine.waiting == 0  # the last waiter took its wake-up event with it
+
+
+async def test_an_idle_dispatcher_polls_read_only_and_claims_what_comes_due(
+        space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between commits the dispatcher asks (in a read-only transaction) when the earliest
+    message is due, and runs its claiming write transaction only once one is due."""
+    monkeypatch.setattr(engine_module, "POLL", 0.01)
+    space.net.down[P_URL] = 1
+    nid = await start_negotiation(space)
+    await space.settle()
+    consumer = space.cps[C_URL]
+    (waiting,) = await outbox(consumer, "pending")  # its retry comes due on the fake clock
+    claims: list[int] = []
+    reads = asyncio.Event()
+    counted = 0
+    real_claim, real_transaction = consumer.store.claim_due, consumer.store.transaction
+
+    async def claim_due(*args: Any) -> list[OutboxMessage]:
+        got = await real_claim(*args)
+        claims.append(len(got))
+        return got
+
+    @contextlib.asynccontextmanager
+    async def transaction(*, readonly: bool = False) -> AsyncIterator[Transaction]:
+        nonlocal counted
+        async with real_transaction(readonly=readonly) as tx:
+            yield tx
+        counted += readonly
+        if counted >= 10:
+            reads.set()
+
+    monkeypatch.setattr(consumer.store, "claim_due", claim_due)
+    monkeypatch.setattr(consumer.store, "transaction", transaction)
+    await consumer.engine.start()  # now with its dispatcher
+    await asyncio.wait_for(reads.wait(), 20)
+    assert claims == [0]  # the first round (work left from before a start), then reads only
+    space.clock.now = waiting.next_attempt_at
+    row = await asyncio.wait_for(consumer.wait_for(nid, {"AGREED", "VERIFIED", "FINALIZED"}, 3600),
+                                 20)
+    assert row is not None and claims[:2] == [0, 1]  # claimed once due, without a wake-up
