@@ -83,9 +83,6 @@ LEASE_SECONDS = 30.0
 BATCH = 32
 POLL = 1.0  # seconds between outbox polls when nothing wakes the dispatcher
 WAIT_POLL = 0.5  # wait_for reads the process again at least this often (seconds)
-# an acknowledgement waits this long (seconds) for the next transition of its process to take
-# it into its transaction, before it is written in one of its own
-ACK_FOLD_WINDOW = 0.002
 TRANSITION_ATTEMPTS = 8  # writes of one transition that lost to a concurrent one before 503
 
 
@@ -276,23 +273,6 @@ class PeerProbe:
 Find = Callable[[Transaction], Awaitable[R | None]]
 
 
-@dataclass(frozen=True)
-class PendingAck:
-    """A message the counter-party answered 2xx, whose outcome is not written yet: the next
-    transition of its process writes it (``mark_sent`` and the acknowledgement) in its own
-    transaction, or ``_flush_ack`` does after ``ACK_FOLD_WINDOW``. Until then the message stays
-    claimed (in flight): a crash re-sends it after its lease, and the receiver de-duplicates."""
-
-    message: OutboxMessage
-    event: Acknowledged
-    at: datetime  # when the answer came (the message's sent_at)
-
-
-class _Unfold(Exception):
-    """The event is a duplicate, but an acknowledgement was folded into its transaction: roll
-    back, write the acknowledgement on its own, and take the event again."""
-
-
 # ------------------------------------------------------------------ the engine
 
 
@@ -316,7 +296,6 @@ class ProcessEngine:
         self._inflight: set[asyncio.Task[None]] = set()
         self._changed: dict[str, set[asyncio.Event]] = {}  # process id -> its waiters
         self._queued_behind: set[str] = set()
-        self._acks: dict[tuple[str, str], PendingAck] = {}  # (kind, process id) -> its ack
 
     # -------------------------------------------------------------- lifecycle
 
@@ -376,28 +355,14 @@ class ProcessEngine:
         its own, and persist the result with the messages it causes in one transaction."""
         for attempt in range(TRANSITION_ATTEMPTS):
             now = self.clock()
-            folded: PendingAck | None = None
             try:
                 async with self.store.transaction() as tx:
                     if also is not None:  # e.g. mark the outbox row sent, in the same commit
                         await also(tx)
                     row = await find(tx)
                     current = k.from_row(row) if row is not None else None
-                    before = current
-                    if current is not None:
-                        folded = self._acks.get((k.name, current.id))
-                    if folded is not None and current is not None:
-                        # the answer to our last message of this process: written here, first
-                        await tx.outbox.mark_sent(folded.message.id, self.worker_id, folded.at)
-                        try:
-                            current = k.process(k.apply(current, folded.event, now))
-                        except ProtocolError as exc:
-                            log.warning("outcome of %s for %s not applied: %s",
-                                        folded.message.message_key, current.id, exc)
                     t = k.apply(current, event, now)
                     if t.duplicate:
-                        if folded is not None:
-                            raise _Unfold
                         log.info("duplicate DSP message ignored for %s %s", k.name,
                                  current.id if current else "(new)")
                         return t
@@ -424,12 +389,6 @@ class ProcessEngine:
             except ConcurrentUpdate:
                 await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
                 continue
-            except _Unfold:
-                assert folded is not None and folded.message.process_id is not None
-                await self._flush_ack((k.name, folded.message.process_id))
-                continue
-            if folded is not None:
-                self._ack_written(k.name, folded)
             for m in direct:
                 self.spawn(self._deliver(m))
             queued = len(outgoing) > len(direct)
@@ -438,12 +397,6 @@ class ProcessEngine:
                 # outcome wakes the dispatcher (see _deliver)
                 self._queued_behind.add(final.id)
             assert isinstance(final, neg.Negotiation | xfer.Transfer)
-            if folded is not None and before is not None and current is not None \
-                    and before.state != current.state:
-                # the acknowledgement's own state change: the hooks hear of it first
-                assert isinstance(current, neg.Negotiation | xfer.Transfer)
-                for hook in self.after_commit:
-                    hook(Committed(k.name, current, True, False))
             done = Committed(k.name, final, current is None or current.state != final.state,
                              queued, inbound.peer)
             for hook in self.after_commit:
@@ -572,47 +525,9 @@ class ProcessEngine:
             log.warning("delivery of %s: %s; it goes again after its lease", m.message_key,
                         exc.reason)
         finally:
-            ack = self._acks.get((m.process_kind or "", m.process_id or ""))
-            if ack is None or ack.message.id != m.id:  # else: once its outcome is written
-                self._release_queue(m.process_id)
-
-    def _release_queue(self, process_id: str | None) -> None:
-        if process_id in self._queued_behind:
-            self._queued_behind.discard(process_id)
-            self._wake.set()  # the next message of this process may go now
-
-    def _ack_written(self, kind: str, ack: PendingAck) -> None:
-        """The acknowledgement ``ack`` was committed (folded into a transition)."""
-        key = (kind, ack.message.process_id or "")
-        if self._acks.get(key) is ack:
-            del self._acks[key]
-        self._release_queue(ack.message.process_id)
-
-    async def _fold_later(self, key: tuple[str, str]) -> None:
-        await asyncio.sleep(ACK_FOLD_WINDOW)
-        try:
-            await self._flush_ack(key)
-        except StoreUnavailable as exc:
-            # not written: the message stays claimed and goes again after its lease
-            log.warning("outcome of a delivery for %s: %s; it goes again after its lease",
-                        key[1], exc.reason)
-
-    async def _flush_ack(self, key: tuple[str, str]) -> None:
-        """Write an acknowledgement no transition took, in a transaction of its own."""
-        ack = self._acks.pop(key, None)
-        if ack is None:
-            return  # a transition of the process took it
-        k: Kind[Any, Any, Any, Any] = NEGOTIATION if key[0] == NEGOTIATION.name else TRANSFER
-        m = ack.message
-
-        async def sent(tx: Transaction) -> None:
-            await tx.outbox.mark_sent(m.id, self.worker_id, ack.at)
-
-        try:
-            if not await self._outcome(k, m, ack.event, also=sent):
-                await self.store.mark_sent(m.id, self.worker_id, ack.at)
-        finally:
-            self._release_queue(m.process_id)
+            if m.process_id in self._queued_behind:
+                self._queued_behind.discard(m.process_id)
+                self._wake.set()  # the next message of this process may go now
 
     async def _deliver_once(self, k: Kind[P, R, T, C] | None, m: OutboxMessage) -> None:
         d = await self.transport.request(m.method, m.destination, m.payload)
@@ -623,13 +538,12 @@ class ProcessEngine:
                 with contextlib.suppress(ProtocolError):
                     body = k.ack.parse(d.body)
 
-            if k is None or m.process_id is None:
+            async def sent(tx: Transaction) -> None:
+                await tx.outbox.mark_sent(m.id, self.worker_id, now)
+
+            if k is None or not await self._outcome(k, m, Acknowledged(m.message_key, body),
+                                                    also=sent):
                 await self.store.mark_sent(m.id, self.worker_id, now)
-                return
-            # written by the next transition of the process, or on its own after the window
-            key = (k.name, m.process_id)
-            self._acks[key] = PendingAck(m, Acknowledged(m.message_key, body), now)
-            self.spawn(self._fold_later(key))
             return
         exhausted = m.attempts >= MAX_ATTEMPTS  # attempts counts this one (set by the claim)
         probe = await self._probe_peer(k, m) if d.permanent and k is not None else PeerProbe()
