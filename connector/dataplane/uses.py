@@ -38,7 +38,9 @@ Block sizes follow demand: a counter's first block asks for `min_block` uses; th
 twice as many when the previous one lasted less than `fast` seconds, half as many when it lasted
 more than `4 * fast`, within [min_block, max_block]. A busy counter so costs one store write per
 `max_block` uses, a quiet one holds few uses (and loses few in a crash). A refill starts in the
-background when a block of 16 or more is down to a quarter, so requests rarely wait for it.
+background when a block of 16 or more is down to half, so a request waits for a reservation only
+for a counter's first block, near the limit (single-use blocks), or when half a block went out
+faster than one reservation transaction.
 """
 
 from __future__ import annotations
@@ -153,10 +155,10 @@ class UseReservations:
         while True:
             if pool.available:
                 n = pool.take()
-                # Start the next block before this one runs dry, while blocks are large (far from
-                # the limit), so requests rarely wait for the store.
+                # Start the next block at half of this one, while blocks are large (far from the
+                # limit), so requests do not wait for the store's reservation transaction.
                 if (pool.refill is None and pool.last_grant >= 16
-                        and pool.available <= pool.last_grant // 4 and not self._closed):
+                        and pool.available <= pool.last_grant // 2 and not self._closed):
                     self._start_refill(key, pool)
                 return True, n
             if self._closed:

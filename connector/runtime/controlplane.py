@@ -128,8 +128,7 @@ class ControlPlane:
                                     worker_id=worker_id,
                                     after_commit=[self._tell_listeners, count_transition])
         if audit is not None:
-            self._audit: ProcessAudit | None = ProcessAudit(audit, self._own_claims,
-                                                            self.engine.spawn)
+            self._audit: ProcessAudit | None = ProcessAudit(audit, self._own_claims)
             self.engine.after_commit.append(self._audit)
         else:
             self._audit = None
@@ -164,6 +163,8 @@ class ControlPlane:
 
     async def stop(self) -> None:
         await self.engine.stop()
+        if self._audit is not None:  # the entries of what committed until now are written
+            await self._audit.stop()
 
     async def dispatch_once(self, limit: int = BATCH) -> int:
         return await self.engine.dispatch_once(limit)
@@ -316,6 +317,7 @@ class ControlPlane:
             except ProtocolError as exc:  # it ended meanwhile
                 log.info("transfer %s under retired %s not terminated: %s", t.id, agreement_id, exc)
         if self._audit is not None and retired.retired_at == now:
+            await self._audit.drain()  # after the entries of the transfers it ended
             await self._audit.append([(
                 "agreement.retired",
                 {"reason": retired.retired_reason, "role": "provider",

@@ -38,6 +38,7 @@ from connector.protocol.common import (
     Outgoing,
     Received,
     Response,
+    Role,
     StateTable,
 )
 from connector.protocol.decide import KnownOffer, Requester
@@ -81,6 +82,7 @@ BACKOFF_BASE, BACKOFF_CAP = 0.2, 60.0
 LEASE_SECONDS = 30.0
 BATCH = 32
 POLL = 1.0  # seconds between outbox polls when nothing wakes the dispatcher
+WAIT_POLL = 0.5  # wait_for reads the process again at least this often (seconds)
 TRANSITION_ATTEMPTS = 8  # writes of one transition that lost to a concurrent one before 503
 
 
@@ -219,7 +221,8 @@ async def _keep_agreement(tx: Transaction, n: neg.Negotiation, before: Negotiati
     await tx.agreements.add(AgreementRow(
         id=str(a["@id"]), provider_id=str(a.get("assigner", "")),
         consumer_id=str(a.get("assignee", "")), target=str(a.get("target", "")),
-        policy=dict(a), signed_at=now, negotiation_id=n.id))
+        policy=dict(a), signed_at=now, negotiation_id=n.id),
+        lock_target=n.role is Role.PROVIDER)  # a consumer's target is the provider's asset
 
 
 def _negotiations(tx: Transaction) -> ProcessRows[NegotiationRow]:
@@ -291,7 +294,7 @@ class ProcessEngine:
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._changed: dict[str, asyncio.Event] = {}
+        self._changed: dict[str, set[asyncio.Event]] = {}  # process id -> its waiters
         self._queued_behind: set[str] = set()
 
     # -------------------------------------------------------------- lifecycle
@@ -321,6 +324,11 @@ class ProcessEngine:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def waiting(self) -> int:
+        """The processes wait_for callers wait on now."""
+        return len(self._changed)
 
     @property
     def deliveries(self) -> tuple[asyncio.Task[None], ...]:
@@ -376,7 +384,8 @@ class ProcessEngine:
                         await repo.save(new_row, expected_version=row.version)
                     if k.keep is not None:
                         await k.keep(tx, final, row, now)
-                    direct = await self._enqueue(tx, k.name, final.id, outgoing, now)
+                    direct = await self._enqueue(tx, k.name, final.id, outgoing, now,
+                                                 fresh=row is None)
             except ConcurrentUpdate:
                 await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
                 continue
@@ -396,18 +405,24 @@ class ProcessEngine:
         raise Busy(f"the {k.name} is busy; try again")
 
     async def _enqueue(self, tx: Transaction, kind: str, process_id: str,
-                       outgoing: Sequence[Outgoing], now: datetime) -> list[OutboxMessage]:
+                       outgoing: Sequence[Outgoing], now: datetime, *,
+                       fresh: bool) -> list[OutboxMessage]:
         """Write the messages to the outbox; the first is claimed for direct delivery when
-        nothing of the process is ahead of it."""
+        nothing of the process is ahead of it. ``fresh``: the process is created in this
+        transaction, under an id made for it, so no message of it can be in the outbox (of any
+        replica) and the store is not asked. For an existing process the store is asked: the
+        process row cannot tell (a message taken from the counter-party clears our pending
+        message while its delivery may still be in flight), nor can this replica's memory
+        (another replica may be delivering a message of the process)."""
         direct: list[OutboxMessage] = []
         for i, out in enumerate(outgoing):
             m = OutboxMessage.new(
                 message_key=out.message_id, destination=out.url,
                 payload=out.message.to_wire(), now=now,
                 process_kind=kind, process_id=process_id)
-            if i == 0 and not await tx.outbox.list(
+            if i == 0 and (fresh or not await tx.outbox.list(
                     status=("pending", "in_flight"), process_kind=kind,
-                    process_id=process_id, limit=1):
+                    process_id=process_id, limit=1)):
                 # Nothing of this process ahead of it: claim it in this commit and deliver it
                 # right after (no dispatcher round trip). A crash before delivery leaves it
                 # claimed; the lease or a restart recovers it.
@@ -418,8 +433,7 @@ class ProcessEngine:
         return direct
 
     def _wake_up(self, done: Committed) -> None:
-        ev = self._changed.get(done.process.id)
-        if ev is not None:
+        for ev in self._changed.get(done.process.id, ()):
             ev.set()
         if done.queued:
             self._wake.set()
@@ -429,27 +443,44 @@ class ProcessEngine:
         """Wait until the process's state is one of ``states`` (or the timeout)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            async with self.store.transaction(readonly=True) as tx:
-                row = await k.rows(tx).get(process_id)
-            if row is None or row.state in states or loop.time() >= deadline:
-                return row
-            ev = self._changed.setdefault(process_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), min(0.5, max(0.01, deadline - loop.time())))
-            ev.clear()
+        # This waiter's own event, registered before its first read and cleared before each
+        # read: a commit that lands while a read is still finishing (its COMMIT awaits) sets it,
+        # so the wait right after returns at once instead of missing the change.
+        ev = asyncio.Event()
+        waiters = self._changed.setdefault(process_id, set())
+        waiters.add(ev)
+        try:
+            while True:
+                ev.clear()
+                async with self.store.transaction(readonly=True) as tx:
+                    row = await k.rows(tx).get(process_id)
+                if row is None or row.state in states or loop.time() >= deadline:
+                    return row
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(),
+                                           min(WAIT_POLL, max(0.01, deadline - loop.time())))
+        finally:
+            waiters.discard(ev)
+            if not waiters and self._changed.get(process_id) is waiters:
+                del self._changed[process_id]  # the last waiter leaves: nothing kept per process
 
     # -------------------------------------------------------------- the outbox dispatcher
 
     async def _dispatch_loop(self) -> None:
         """Deliver what is due: woken by this process's commits; polls every POLL seconds for
-        retries that come due and for work other replicas left (a crashed one's leases)."""
+        retries that come due and for work other replicas left (a crashed one's leases). A poll
+        that nothing woke first asks (read only) when the earliest message is due, and claims
+        (a write transaction) only if one is due by now."""
         faults = 0  # storage faults in a row: the next round waits longer (up to Retry-After)
+        woken = True  # the first round claims: work may be left from before a restart
         while not self._stopping:
             self._wake.clear()
             pause = POLL
             try:
-                sent = await self.dispatch_once(BATCH)
+                due_in = 0.0 if woken else await self._due_in()
+                sent = await self.dispatch_once(BATCH) if due_in is not None and due_in <= 0 else 0
+                if due_in is not None and due_in > 0:
+                    pause = min(POLL, due_in)  # wake up when it comes due
                 faults = 0
             except StoreUnavailable as exc:  # wait for the storage; commits still wake us
                 faults += 1
@@ -460,9 +491,18 @@ class ProcessEngine:
                 log.exception("outbox round failed")
                 sent = 0
             if sent >= BATCH:
+                woken = True
                 continue
+            woken = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
+                woken = True
+
+    async def _due_in(self) -> float | None:
+        """Seconds until the earliest message is due (<= 0: due now; None: nothing waits)."""
+        async with self.store.transaction(readonly=True) as tx:
+            due = await tx.outbox.next_due_at()
+        return None if due is None else (due - self.clock()).total_seconds()
 
     async def dispatch_once(self, limit: int = BATCH) -> int:
         """Claim the messages that are due and start delivering them."""

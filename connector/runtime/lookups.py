@@ -9,7 +9,6 @@ from typing import Protocol, TypeVar
 from connector.runtime.errors import NotFound
 from connector.store import Transaction
 from connector.store.rows import NegotiationRow, TransferRow
-from connector.wireformat import ProcessRole
 
 
 class _Named(Protocol):
@@ -22,16 +21,12 @@ N_co = TypeVar("N_co", bound=_Named, covariant=True)
 
 
 class _ByPid(Protocol[N_co]):
-    async def get_by_provider_pid(self, provider_pid: str, *, role: ProcessRole) -> N_co | None: ...
-
-    async def get_by_consumer_pid(self, consumer_pid: str, *, role: ProcessRole) -> N_co | None: ...
+    async def get_by_pid(self, pid: str) -> N_co | None: ...
 
 
 async def _named(rows: _ByPid[N], pid: str, sender: str, what: str) -> N:
     # our provider process is named by our providerPid; our consumer process by our consumerPid
-    row = await rows.get_by_provider_pid(pid, role="provider")
-    if row is None:
-        row = await rows.get_by_consumer_pid(pid, role="consumer")
+    row = await rows.get_by_pid(pid)
     if row is None or row.counter_party_id != sender:
         raise NotFound(f"no {what} {pid}")
     return row

@@ -471,6 +471,22 @@ class _ProcessRepository(_Repository, Generic[P]):
     ) -> P | None:
         return await self._get_where("consumer_pid", {"key": consumer_pid, "role": role}, for_update)
 
+    async def get_by_pid(self, pid: str, *, for_update: bool = False) -> P | None:
+        """The process this connector names ``pid``: its provider process by its providerPid, else
+        its consumer process by its consumerPid (one statement for the two lookups)."""
+        c = self._table.c
+
+        def build() -> sa.Select[Any]:
+            provider = sa.and_(c.role == "provider", c.provider_pid == sa.bindparam("key"))
+            consumer = sa.and_(c.role == "consumer", c.consumer_pid == sa.bindparam("key"))
+            stmt = (sa.select(self._table).where(sa.or_(provider, consumer))
+                    .order_by(sa.case((c.role == "provider", 0), else_=1)).limit(1))
+            return stmt.with_for_update() if for_update else stmt
+
+        row = (await self._execute(self._built(("get_by_pid", for_update), build),
+                                   {"key": pid})).first()
+        return None if row is None else self._from(row)
+
     def _filters(
         self,
         state: str | Sequence[str] | None,
@@ -631,11 +647,13 @@ class LeaseRepository(_Repository):
 
 
 class AgreementRepository(_Repository):
-    async def add(self, agreement: AgreementRow) -> AgreementRow:
+    async def add(self, agreement: AgreementRow, *, lock_target: bool = True) -> AgreementRow:
         """Insert; `DuplicateKey` if the id exists. Agreements are never changed. The target
         asset, if this store has it (a provider's agreement), is share-locked first, so it
-        cannot be deleted under the new agreement (see `AssetRepository.delete`)."""
-        await AssetRepository(self._tx).lock([agreement.target])
+        cannot be deleted under the new agreement (see `AssetRepository.delete`);
+        ``lock_target=False`` for a consumer's agreement, whose target is the provider's asset."""
+        if lock_target:
+            await AssetRepository(self._tx).lock([agreement.target])
         a = t.agreements
         stmt = self._built(("add",), lambda: self._insert(a).on_conflict_do_nothing(
             index_elements=[a.c.id]).returning(a.c.id))
@@ -1131,11 +1149,15 @@ class OutboxRepository(_Repository):
     async def next_due_at(self) -> datetime | None:
         """When the earliest message becomes due (pending or claim expiry), for a sleeping dispatcher."""
         o = t.outbox
-        pending = sa.select(sa.func.min(o.c.next_attempt_at)).where(o.c.status == "pending").scalar_subquery()
-        expiring = (
-            sa.select(sa.func.min(o.c.claimed_until)).where(o.c.status == "in_flight").scalar_subquery()
-        )
-        row = (await self._execute(sa.select(pending.label("p"), expiring.label("e")))).one()
+
+        def build() -> sa.Select[Any]:
+            pending = (sa.select(sa.func.min(o.c.next_attempt_at))
+                       .where(o.c.status == "pending").scalar_subquery())
+            expiring = (sa.select(sa.func.min(o.c.claimed_until))
+                        .where(o.c.status == "in_flight").scalar_subquery())
+            return sa.select(pending.label("p"), expiring.label("e"))
+
+        row = (await self._execute(self._built(("next_due_at",), build))).one()
         times = [time for time in (row.p, row.e) if time is not None]
         return min(times) if times else None
 

@@ -157,6 +157,7 @@ class SpyStore:
         self.grants: list[tuple[int, int]] = []  # (left before, granted)
         self.gate: asyncio.Event | None = None
         self.fail = 0
+        self.asked = 0  # reservations started (a gated one counts before it is granted)
 
     async def consume_use(self, agreement_id: str, consumer_id: str, target: str,
                           limit: int | None) -> UseResult:
@@ -167,6 +168,7 @@ class SpyStore:
 
     async def reserve_uses(self, agreement_id: str, consumer_id: str, target: str, limit: int,
                            want: int, *, divisor: int = 1) -> UseReservation:
+        self.asked += 1
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
@@ -214,14 +216,21 @@ async def test_next_block_is_fetched_before_the_pool_runs_dry() -> None:
     uses = UseReservations(spy, min_block=64, max_block=64, clock=clock)
     assert await uses(*KEY, 10**6) == (True, 1)
     spy.gate = asyncio.Event()  # reservations now wait until released
-    for n in range(2, 49):
+    for n in range(2, 32):
         assert await uses(*KEY, 10**6) == (True, n)
-    assert uses.held() == 16  # down to a quarter: a refill is under way, nobody waits for it
+    await asyncio.sleep(0)
+    assert spy.asked == 1 and uses.held() == 33  # not yet down to half: no refill
+    assert await uses(*KEY, 10**6) == (True, 32)
+    await asyncio.sleep(0)
+    assert spy.asked == 2 and uses.held() == 32  # down to half: a refill is under way
+    for n in range(33, 65):  # the rest of the block goes out while the reservation waits
+        assert await uses(*KEY, 10**6) == (True, n)
+    assert uses.held() == 0
     spy.gate.set()
     for _ in range(5):
         await asyncio.sleep(0)
-    assert uses.held() == 80
-    assert [await uses(*KEY, 10**6) for _ in range(3)] == [(True, 49), (True, 50), (True, 51)]
+    assert len(spy.grants) == 2 and uses.held() == 64
+    assert [await uses(*KEY, 10**6) for _ in range(3)] == [(True, 65), (True, 66), (True, 67)]
 
 
 async def test_a_cancelled_request_does_not_lose_a_reservation() -> None:

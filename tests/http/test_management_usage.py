@@ -302,7 +302,7 @@ async def test_cli_transfer_list_shows_the_newest(api: TestClient, tmp_path: Pat
     base = f"http://127.0.0.1:{api.port}"
 
     def listed(*args: str) -> list[str]:
-        result = CliRunner().invoke(transfer, ["list", "--api", base, "--api-key", KEY, *args])
+        result = CliRunner().invoke(transfer, ["list", "--api", base, "--api-key", KEY, "--json", *args])
         assert result.exit_code == 0, result.output
         return [t["id"] for t in json.loads(result.output)]
 

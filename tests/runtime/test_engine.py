@@ -10,6 +10,8 @@ dead letter after MAX_ATTEMPTS."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
 from collections.abc import AsyncIterator
@@ -25,7 +27,8 @@ from connector.identity.keys import SigningKey
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import PULL, parse_message
 from connector.runtime import BACKOFF_BASE, BACKOFF_CAP, MAX_ATTEMPTS, ControlPlane, row_to_transfer
-from connector.store import OutboxMessage, Store, next_backoff
+from connector.runtime import engine as engine_module
+from connector.store import OutboxMessage, Store, Transaction, next_backoff
 from connector.store.rows import AssetRow, OfferRow, PolicyRow
 
 PROVIDER, CONSUMER = "urn:test:provider", "urn:test:consumer"
@@ -411,3 +414,74 @@ async def test_a_pull_starts_with_a_data_address_minted_by_the_provider(space: S
         (p_row,) = await tx.transfers.list(limit=None)
     assert p_row.state == "STARTED" and p_row.consumer_pid == row.consumer_pid
     assert set(heard[C_URL]) == {t.id} and set(heard[P_URL]) == {p_row.id}
+
+
+async def test_wait_for_wakes_on_a_commit_between_its_read_and_its_wait(
+        space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state change committed while the waiter's read is still finishing (its COMMIT awaits)
+    wakes the waiter: it does not sleep out its poll interval (made an hour here, so a missed
+    wake-up shows as the waiter hanging), and it leaves no wake-up event behind."""
+    space.net.down[P_URL] = 1  # the consumer's request waits for a retry: it stays REQUESTED
+    nid = await start_negotiation(space)
+    await space.settle()
+    consumer = space.cps[C_URL]
+    monkeypatch.setattr(engine_module, "WAIT_POLL", 3600.0)
+    real = consumer.store.transaction
+    changed: list[bool] = []
+
+    @contextlib.asynccontextmanager
+    async def transaction(*, readonly: bool = False) -> AsyncIterator[Transaction]:
+        async with real(readonly=readonly) as tx:
+            yield tx
+        if readonly and not changed:  # the waiter's first read has ended, it is not waiting yet
+            changed.append(True)
+            space.clock.advance(BACKOFF_CAP)  # the retry goes, the provider agrees
+            assert await consumer.engine.dispatch_once() == 1
+            await space.settle()
+
+    monkeypatch.setattr(consumer.store, "transaction", transaction)
+    agreed = {"AGREED", "VERIFIED", "FINALIZED"}
+    row = await asyncio.wait_for(consumer.wait_for(nid, agreed, 3600), 20)
+    assert changed
+    assert row is not None and row.state in agreed
+    assert consumer.engine.waiting == 0  # the last waiter took its wake-up event with it
+
+
+async def test_an_idle_dispatcher_polls_read_only_and_claims_what_comes_due(
+        space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between commits the dispatcher asks (in a read-only transaction) when the earliest
+    message is due, and runs its claiming write transaction only once one is due."""
+    monkeypatch.setattr(engine_module, "POLL", 0.01)
+    space.net.down[P_URL] = 1
+    nid = await start_negotiation(space)
+    await space.settle()
+    consumer = space.cps[C_URL]
+    (waiting,) = await outbox(consumer, "pending")  # its retry comes due on the fake clock
+    claims: list[int] = []
+    reads = asyncio.Event()
+    counted = 0
+    real_claim, real_transaction = consumer.store.claim_due, consumer.store.transaction
+
+    async def claim_due(*args: Any) -> list[OutboxMessage]:
+        got = await real_claim(*args)
+        claims.append(len(got))
+        return got
+
+    @contextlib.asynccontextmanager
+    async def transaction(*, readonly: bool = False) -> AsyncIterator[Transaction]:
+        nonlocal counted
+        async with real_transaction(readonly=readonly) as tx:
+            yield tx
+        counted += readonly
+        if counted >= 10:
+            reads.set()
+
+    monkeypatch.setattr(consumer.store, "claim_due", claim_due)
+    monkeypatch.setattr(consumer.store, "transaction", transaction)
+    await consumer.engine.start()  # now with its dispatcher
+    await asyncio.wait_for(reads.wait(), 20)
+    assert claims == [0]  # the first round (work left from before a start), then reads only
+    space.clock.now = waiting.next_attempt_at
+    row = await asyncio.wait_for(consumer.wait_for(nid, {"AGREED", "VERIFIED", "FINALIZED"}, 3600),
+                                 20)
+    assert row is not None and claims[:2] == [0, 1]  # claimed once due, without a wake-up

@@ -266,6 +266,12 @@ async def test_negotiations_crud_lookup_and_listing(store: Store) -> None:
         assert by_consumer is not None and by_consumer.id == "n0-consumer"
         assert await tx.negotiations.get_by_provider_pid("urn:uuid:p-n0", role="consumer") is not None
         assert await tx.negotiations.get_by_consumer_pid("nope", role="provider") is None
+        # one lookup by this connector's own pid: the provider row by its providerPid, the
+        # consumer row by its consumerPid, never a row by the pid its counter-party chose
+        ours = [await tx.negotiations.get_by_pid(p) for p in ("urn:uuid:p-n0", "urn:uuid:c-n0")]
+        assert [n.id if n else None for n in ours] == ["n0", "n0-consumer"]
+        assert await tx.negotiations.get_by_pid("c-x1") is None  # a provider row's consumerPid
+        assert await tx.negotiations.get_by_pid("nope") is None
         requested = await tx.negotiations.list(state="REQUESTED", role="provider")
         assert [n.id for n in requested] == ["n0", "n2", "n4", "x1", "x2"]
         page = await tx.negotiations.list(state=["REQUESTED", "AGREED"], role="provider", limit=3, offset=2)
@@ -348,6 +354,9 @@ async def test_agreements_and_transfers(store: Store) -> None:
         assert await tx.transfers.count(role="provider") == 2
         assert await tx.transfers.count(agreement_id="ag-1", state="STARTED") == 1
         assert (await tx.transfers.get_by_provider_pid("tp2", role="provider")) is not None
+        by_pid = await tx.transfers.get_by_pid("tp2")
+        assert by_pid is not None and by_pid.id == "t2"
+        assert await tx.transfers.get_by_pid("urn:uuid:tc1") is None  # the consumer's pid
 
 
 async def test_participants_seen(store: Store) -> None:
