@@ -260,6 +260,33 @@ class BrokerLinkSection(_Section):
         return v.rstrip("/") if v else v
 
 
+class WebhookSection(_Section):
+    """A URL told of state changes (connector.runtime.webhooks), signed with an HMAC."""
+
+    url: str = _d("where events are POSTed (http(s))")
+    events: list[Literal["negotiation", "transfer", "agreement"]] = _d(
+        "which events: negotiation and transfer state changes, agreements signed",
+        default_factory=lambda: ["negotiation", "transfer", "agreement"], min_length=1)
+    secret_file: Path = _d("a file holding the HMAC-SHA256 key the events are signed with "
+                           "(X-Connector-Signature), at least 16 bytes")
+    allow: list[str] = _d(
+        "private or loopback addresses (CIDRs, host names) the webhooks may reach, as every "
+        "other outbound call (the entries of all webhooks apply to all of them)",
+        default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_list(cls, v: list[str]) -> list[str]:
+        return validate_allow_list(v)
+
+
 class Config(_Section):
     connector: ConnectorSection
     dsp: DspSection = DspSection()
@@ -270,6 +297,7 @@ class Config(_Section):
     assets: AssetsSection = AssetsSection()
     limits: LimitsSection = LimitsSection()
     broker: BrokerLinkSection = BrokerLinkSection()
+    webhooks: list[WebhookSection] = Field(default_factory=list, max_length=32)
     base_dir: Path = Path(".")
     config_file: Path | None = None  # set by load_config: never servable (it may hold the API key)
 
@@ -303,6 +331,22 @@ class Config(_Section):
             raise ConfigError(f"management.api_key_file: the key in {path} is shorter than 16 characters")
         return key
 
+    def webhook_secrets(self) -> list[bytes]:
+        """Each webhook's HMAC key, read from its file (ConfigError with the reason)."""
+        keys = []
+        for i, hook in enumerate(self.webhooks):
+            path = self.path(hook.secret_file)
+            try:
+                key = path.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(f"webhooks[{i}].secret_file: cannot read {path}: "
+                                  f"{exc.strerror}") from exc
+            if len(key) < 16:
+                raise ConfigError(f"webhooks[{i}].secret_file: the key in {path} is shorter "
+                                  "than 16 bytes")
+            keys.append(key)
+        return keys
+
     @property
     def audit_log_path(self) -> Path:
         if self.connector.audit_log is not None:
@@ -322,6 +366,8 @@ class Config(_Section):
             files["the management API key file"] = self.path(self.management.api_key_file)
         if self.config_file is not None:
             files["the config file"] = self.config_file
+        for i, hook in enumerate(self.webhooks):  # never served as a file asset
+            files[f"webhook {i}'s secret file"] = self.path(hook.secret_file)
         try:
             return DataRoots.build(
                 [self.path(r) for r in self.assets.roots],
@@ -367,6 +413,7 @@ def load_config(path: str | Path) -> Config:
                 "set dsp.plain_http = true for a loopback test")
     try:
         config.data_roots()
+        config.webhook_secrets()
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from exc
     return config

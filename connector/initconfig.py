@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from connector.config import Config, ConfigError, load_config
+from connector.config import Config, ConfigError, WebhookSection, load_config
 from connector.identity.client import init_participant
 
 Role = Literal["provider", "consumer"]
@@ -102,6 +102,15 @@ def render(values: Mapping[str, Mapping[str, Any]], notes: Mapping[str, str] | N
                 lines += _comment("here: " + notes[f"{section}.{name}"])
             value = given[name] if name in given else _default(model, name)
             lines.append(f"{name} = {_toml(value)}" if value is not None else f"# {name} =")
+    # a list of tables, none by default: an example to copy, commented out
+    lines += ["", "# Webhooks (none by default): one [[webhooks]] table per receiver."]
+    lines += _comment(" ".join((WebhookSection.__doc__ or "").split()))
+    lines.append("# [[webhooks]]")
+    for name, f in WebhookSection.model_fields.items():
+        lines += _comment(f.description or "")
+        example = {"url": "https://ops.example/connector-events", "secret_file": "webhook.key"}
+        value = example.get(name, _default(WebhookSection, name))
+        lines.append(f"# {name} = {_toml(value)}")
     return "\n".join(lines) + "\n"
 
 

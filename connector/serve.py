@@ -44,12 +44,14 @@ from connector.http.management import management_app
 from connector.http.observe import Readiness, count_requests, operations
 from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
+from connector.http.webhooks import WebhookClient
 from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.tokens import Claims
 from connector.identity.verify import DatVerifier
 from connector.logs import LogFormat
 from connector.logs import configure as configure_logs
 from connector.runtime import CatalogSnapshot, ControlPlane
+from connector.runtime.webhooks import Webhook, Webhooks
 from connector.store import Store, StoreError, StoreUnavailable
 from connector.usage.envelope import Sender
 from connector.usage.export import VaultExport
@@ -237,6 +239,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
                           push_url=f"{config.connector.public_url.rstrip('/')}/push"
                           if consumer_config is not None else None,
                           push_enabled=dp.enabled, own_claims=own_claims)
+        hooks = _webhooks(config)
+        cp.engine.webhooks = hooks
         await cp.start()
         describe = self_description_source(
             cp, config, identity, str(claims.security_profile or "idsc:BASE_SECURITY_PROFILE")
@@ -323,6 +327,8 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         if beat is not None:
             beat.cancel()
         background: list[tuple[str, Awaitable[Any]]] = [("the control plane", cp.stop())]
+        if hooks is not None and isinstance(hooks.sender, WebhookClient):
+            background.append(("webhooks", hooks.sender.close()))
         if side is not None:
             background.append(("the consumer side", side.stop()))
         if pusher is not None:
@@ -335,6 +341,21 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         await store.close()
         if audit is not None:
             audit.close()
+
+
+def _webhooks(config: Config) -> Webhooks | None:
+    """The configured webhooks (connector.runtime.webhooks), signing with their keys and
+    reaching only what the outbound policy allows (their ``allow`` entries)."""
+    if not config.webhooks:
+        return None
+    secrets = config.webhook_secrets()
+    allow = sorted({a for hook in config.webhooks for a in hook.allow})
+    client = WebhookClient(OutboundPolicy.from_config(allow),
+                           {hook.url: key for hook, key in zip(config.webhooks, secrets,
+                                                               strict=True)},
+                           clock=time.time)
+    return Webhooks([Webhook(f"h{i}", hook.url, frozenset(hook.events))
+                     for i, hook in enumerate(config.webhooks)], client)
 
 
 def _readiness(store: Store, session: aiohttp.ClientSession, authority: str,

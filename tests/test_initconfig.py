@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from connector.config import Config, load_config
+from connector.config import Config, WebhookSection, load_config
 from connector.devspace import cli, free_port, process_env
 from connector.initconfig import SECTIONS, Setup, check, render
 
@@ -31,6 +31,12 @@ def test_the_rendered_config_has_every_key_with_its_default() -> None:
                    "management": {"api_key_file": "k"}})
     data = tomllib.loads(text)
     assert set(data) == set(SECTIONS)
+    # the webhooks' example, uncommented, is a valid [[webhooks]] table with every key
+    example = "\n".join(line[2:] for line in text.split("# [[webhooks]]", 1)[1].splitlines()
+                        if line.startswith("# ") and " = " in line)
+    hook = tomllib.loads(example)
+    assert set(hook) == set(WebhookSection.model_fields)
+    WebhookSection.model_validate(hook)
     config = Config.model_validate(data)
     for section in SECTIONS:
         model = type(getattr(config, section))

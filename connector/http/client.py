@@ -32,7 +32,7 @@ from connector.http.outbound import (
     Resolve,
     ResolvedTarget,
     check_url,
-    guarded_connector,
+    guarded_session,
 )
 from connector.protocol import wirecheck
 
@@ -68,9 +68,7 @@ class DspClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # made on first use: a session belongs to a running loop
-            self._session = aiohttp.ClientSession(
-                connector=guarded_connector(self._resolver), trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar())
+            self._session = guarded_session(self._resolver)
         return self._session
 
     async def close(self) -> None:

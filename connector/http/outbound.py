@@ -448,3 +448,10 @@ class GuardedResolver(AbstractResolver):
 def guarded_connector(resolver: GuardedResolver, **kwargs: Any) -> aiohttp.TCPConnector:
     """A TCPConnector that connects only to addresses `resolver` vetted (DNS cache off)."""
     return aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, **kwargs)
+
+
+def guarded_session(resolver: GuardedResolver) -> aiohttp.ClientSession:
+    """A client session whose connections go only where ``resolver`` vetted: no proxy from the
+    environment, no cookies kept between calls."""
+    return aiohttp.ClientSession(connector=guarded_connector(resolver), trust_env=False,
+                                 cookie_jar=aiohttp.DummyCookieJar())

@@ -30,6 +30,7 @@ from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
 from connector.identity.tokens import Claims
+from connector.metrics import OUTBOX_DEAD, OUTBOX_RETRIES
 from connector.protocol import negotiation as neg
 from connector.protocol import transfer as xfer
 from connector.protocol.common import (
@@ -63,7 +64,8 @@ from connector.runtime.mapping import (
     transfer_to_row,
     with_peer_attested,
 )
-from connector.runtime.transport import Transport
+from connector.runtime.transport import Reply, Transport
+from connector.runtime.webhooks import WEBHOOK_KIND, Webhooks
 from connector.store import (
     ConcurrentUpdate,
     OutboxMessage,
@@ -296,6 +298,8 @@ class ProcessEngine:
         self._inflight: set[asyncio.Task[None]] = set()
         self._changed: dict[str, set[asyncio.Event]] = {}  # process id -> its waiters
         self._queued_behind: set[str] = set()
+        # webhook events of the state changes, written with them (connector.runtime.webhooks)
+        self.webhooks: Webhooks | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -386,12 +390,18 @@ class ProcessEngine:
                         await k.keep(tx, final, row, now)
                     direct = await self._enqueue(tx, k.name, final.id, outgoing, now,
                                                  fresh=row is None)
+                    assert isinstance(final, neg.Negotiation | xfer.Transfer)
+                    events = (self.webhooks.messages(
+                        k.name, current.state.value if current is not None else None, final,
+                        now) if self.webhooks is not None else [])
+                    for row_of_event in events:  # committed with the change, or not at all
+                        await tx.outbox.add(row_of_event)
             except ConcurrentUpdate:
                 await asyncio.sleep(0.005 * (attempt + 1) * self.rng.random())
                 continue
             for m in direct:
                 self.spawn(self._deliver(m))
-            queued = len(outgoing) > len(direct)
+            queued = len(outgoing) > len(direct) or bool(events)
             if queued:
                 # queued behind a message of the process still in flight: its delivery
                 # outcome wakes the dispatcher (see _deliver)
@@ -530,7 +540,13 @@ class ProcessEngine:
                 self._wake.set()  # the next message of this process may go now
 
     async def _deliver_once(self, k: Kind[P, R, T, C] | None, m: OutboxMessage) -> None:
-        d = await self.transport.request(m.method, m.destination, m.payload)
+        if m.process_kind == WEBHOOK_KIND:
+            if self.webhooks is None:  # events left from a configuration with hooks
+                await self.store.mark_failed(m.id, self.worker_id, "webhooks are off", None)
+                return
+            d: Reply = await self.webhooks.deliver(m)
+        else:
+            d = await self.transport.request(m.method, m.destination, m.payload)
         now = self.clock()
         if d.ok:
             body = None
@@ -552,12 +568,14 @@ class ProcessEngine:
                 await self.store.mark_sent(m.id, self.worker_id, now)
             else:
                 await self.store.mark_failed(m.id, self.worker_id, d.reason, None)
+                OUTBOX_DEAD.inc()
             if k is not None:
                 await self._outcome(k, m, DeliveryFailed(m.message_key, True, d.reason,
                                                          probe.state))
             return
         delay = next_backoff(m.attempts, BACKOFF_BASE, BACKOFF_CAP, self.rng)
         await self.store.mark_failed(m.id, self.worker_id, d.reason, now + timedelta(seconds=delay))
+        OUTBOX_RETRIES.inc()
         if delay < POLL:  # come back for it sooner than the next poll
             asyncio.get_running_loop().call_later(delay, self._wake.set)
 
