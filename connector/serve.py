@@ -267,7 +267,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         held = HeldFacts(store)
         cp.held = held
         ui = dashboard_app(cp, config.management_api_key(), audit=audit, downloads=downloads,
-                           local=local, data_roots=roots)
+                           local=local, data_roots=roots, title=config.connector.title)
         mgmt = management_app(cp, config.management_api_key(), audit=audit, held=held,
                               downloads=downloads, local=local, data_roots=roots,
                               limits=limits, export=export,

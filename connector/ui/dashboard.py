@@ -68,6 +68,9 @@ LISTED = 500  # rows a list page shows at most (newest first where the service c
 AUDIT_SHOWN = 300  # the newest audit entries shown
 START_WAIT = 30.0  # seconds a one-click pull waits for the provider to start the transfer
 FINAL = ("FINALIZED", "TERMINATED")
+# the commands a transfer page offers, by the transfer's DSP state
+TRANSFER_ACTIONS = (("suspend", ("STARTED",)), ("resume", ("SUSPENDED",)),
+                    ("terminate", ("REQUESTED", "STARTED", "SUSPENDED")))
 ACCESS_TEMPLATE = "allow-usage"  # an offer made here: anyone may see it, the template's terms apply
 NAV = (("/", "Assets & offers"), ("/catalog", "Peer catalog"), ("/negotiations", "Negotiations"),
        ("/agreements", "Agreements"), ("/transfers", "Transfers"), ("/vault", "Vault"),
@@ -105,9 +108,10 @@ def _text(posted: Any, name: str) -> str:
 
 def dashboard_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = None,
                   downloads: Downloads | None = None, local: LocalUse | None = None,
-                  data_roots: DataRoots | None = None,
+                  data_roots: DataRoots | None = None, title: str = "Connector",
                   sessions: Sessions | None = None) -> web.Application:
-    """The dashboard, to mount at ``/ui`` of the management app (`management_app(ui=...)`)."""
+    """The dashboard, to mount at ``/ui`` of the management app (`management_app(ui=...)`);
+    `title`: the connector's (its self-description's)."""
     catalog = PeerCatalog(cp.client)
     parts = Parts(cp=cp, assets=Assets(cp.store, cp.clock, data_roots or DataRoots(),
                                        cp.catalog_changed),
@@ -116,7 +120,7 @@ def dashboard_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = No
                   negotiations=Negotiations(cp, catalog), agreements=Agreements(cp),
                   transfers=Transfers(cp), pulls=Pulls(downloads), vault=Vault(cp, local, None),
                   timeline=Timeline(audit), audit=audit, pulls_run=downloads is not None)
-    site = Site(f"Connector {cp.participant_id}", BASE, NAV)
+    site = Site(title, BASE, NAV)
     return ui_app(site, sessions or Sessions(secret_checker(api_key)), _routes(site, parts),
                   secret_name="management API key")
 
@@ -156,6 +160,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                   hint="an absolute path inside one of the connector's data roots")]),
             "Add the asset", back=url("/"), legend="Add an asset from a file")
         body = join([
+            tag("p", f"Participant {parts.cp.participant_id}", class_="muted"),
             tag("h2", f"Assets ({len(assets)})"),
             table(["Id", "Title", "Keywords", "Content type", "Data", ""], asset_rows), add_asset,
             tag("h2", f"Offers ({len(offers)})"),
@@ -314,7 +319,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         ids = {n["id"], n["providerPid"], n["consumerPid"], n["agreementId"]} - {None}
         steps = [[e.time, e.kind, _summary(e.data)] for e in await _entries(parts)
                  if ids & set(e.ids.values())]
-        facts = table(["", ""], [
+        facts = table((), [
             ["State", tag("strong", n["state"])], ["Role", n["role"]],
             ["Counter-party", join([ident(n["counterPartyId"]), " at ",
                                     n["counterPartyAddress"]])],
@@ -396,8 +401,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             actions: list[object] = [
                 form(url(f"/transfers/{path_id(t['id'])}/{action}"), s, "", action.capitalize(),
                      back=back, inline=True)
-                for action in ("suspend", "resume", "terminate")
-                if t["state"] not in ("TERMINATED", "COMPLETED")]
+                for action, states in TRANSFER_ACTIONS if t["state"] in states]
             if (t["role"] == "consumer" and t["state"] == "STARTED" and parts.pulls_run
                     and t["format"] == "HttpData-PULL" and (job is None or job.state == "failed")):
                 actions.append(form(url(f"/transfers/{path_id(t['id'])}/pull"), s, "", "Pull",
@@ -446,7 +450,10 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             tag("h2", "Verification"), status,
             tag("h2", f"Entries (the newest {len(entries)}, oldest first)"),
             table(["Seq", "Time", "Event", "Ids", "Details"],
-                  [[e.seq, e.time, e.kind, ident(_summary(e.ids)), _summary(e.data)]
+                  [[e.seq, e.time, e.kind,
+                    tag("div", join(tag("div", join([k.removesuffix("_id"), " ", ident(v)]))
+                                    for k, v in sorted(e.ids.items())), class_="ids"),
+                    _summary(e.data)]
                    for e in entries])])
         return site.render(request, "Audit trail", body)
 
@@ -508,6 +515,6 @@ def _progress(job: PullJob | None) -> Html:
     return join(shown)
 
 
-def _summary(data: Any) -> str:
+def _summary(data: Any) -> Html:
     text = json.dumps(data, sort_keys=True, default=str)
-    return text if len(text) <= 300 else text[:300] + "…"
+    return tag("span", text if len(text) <= 300 else text[:300] + "…", class_="data")

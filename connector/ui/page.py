@@ -45,13 +45,16 @@ header{background:#1f3a5f;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1rem;
 header a{color:#dbe7f5;text-decoration:none}header a:hover{text-decoration:underline}
 header .who{margin-left:auto;font-size:.85rem}
 header form{display:inline}
-main{padding:1rem 1.2rem;max-width:80rem}
+main{padding:1rem 1.2rem;max-width:80rem;box-sizing:border-box}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
-th,td{border:1px solid #d5dce5;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th,td{border:1px solid #d5dce5;padding:.35rem .5rem;text-align:left;vertical-align:top;
+ overflow-wrap:break-word}
 th{background:#e8eef5}
-td.id{font-family:monospace;font-size:.8rem;word-break:break-all}
+.id{font-family:monospace;font-size:.8rem;word-break:break-all}
 form.inline{display:inline}
+div.ids{min-width:24rem}
+.data{overflow-wrap:anywhere;font-size:.85rem}
 fieldset{background:#fff;border:1px solid #d5dce5;margin:.6rem 0}
 label{display:block;margin:.3rem 0}label span{display:inline-block;min-width:11rem}
 input[type=text],input[type=password],input[type=url],select{width:28rem;max-width:95%}
@@ -105,8 +108,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *,
     body = [tag("tr", join(tag("td", c) for c in row)) for row in rows]
     if not body:
         return tag("p", empty, class_="muted")
-    head = tag("tr", join(tag("th", h) for h in headers))
-    return tag("table", join([tag("thead", head), tag("tbody", join(body))]))
+    head = tag("thead", tag("tr", join(tag("th", h) for h in headers))) if headers else ""
+    return tag("table", join([head, tag("tbody", join(body))]))
 
 
 def terms(lines: Sequence[str]) -> Html:

@@ -5,6 +5,7 @@ as it was."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,8 +16,11 @@ from connector.assets import DataRoots
 from connector.http.client import DspClient
 from connector.http.management import management_app
 from connector.http.outbound import OutboundPolicy
+from connector.identity.authority import Authority, create_app
+from connector.identity.store import AuthorityStore
 from connector.runtime import ControlPlane
 from connector.store import Store
+from connector.ui.authority import authority_ui
 from connector.ui.dashboard import dashboard_app
 from connector.ui.page import esc, tag
 from connector.ui.session import MAX_FAILURES, WINDOW, Sessions, TooManyAttempts, secret_checker
@@ -204,3 +208,25 @@ def test_markup_escapes_every_value() -> None:
     assert esc(None) == ""
     assert str(tag("a", HOSTILE, href='"><x')) == (
         '<a href="&quot;&gt;&lt;x">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</a>')
+
+
+async def test_the_authority_page_wants_the_admin_token(tmp_path: Path) -> None:
+    token = "admin-" + "t" * 30
+    store = AuthorityStore.initialize(tmp_path / "authority", name="UI space", alg="EdDSA",
+                                      now=time.time(), admin_token=token)
+    authority = Authority(store, issuer="http://127.0.0.1:9")
+    app = create_app(authority)
+    app.add_subapp("/ui", authority_ui(authority))
+    async with TestClient(TestServer(app)) as client:
+        async with client.get("/ui/", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/ui/login"
+        for wrong in ("", KEY, token + "x"):
+            async with client.post("/ui/login", data={"secret": wrong}) as r:
+                assert r.status == 401 and "Wrong admin token" in await r.text()
+        async with client.post("/ui/login", data={"secret": token}) as r:
+            assert r.status == 200
+            text = await r.text()
+        assert "Signing keys" in text and "current" in text and token not in text
+        # the admin API is as it was: the session is no bearer token
+        async with client.get("/admin/participants") as r:
+            assert r.status == 401
