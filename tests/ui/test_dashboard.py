@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from connector.assets import DataRoots
 from connector.http.client import DspClient
@@ -92,6 +93,9 @@ async def test_every_page_needs_a_session_and_the_login_sets_a_strict_cookie(ui:
         assert r.status == 401
     async with ui.get("/api/assets", headers={"X-Api-Key": KEY}) as r:
         assert r.status == 200
+    for sneaky in ("/ui/../api/assets", "/ui/%2e%2e/api/assets", "/ui/..%2fapi/assets"):
+        async with ui.get(URL(sneaky, encoded=True), allow_redirects=False) as r:
+            assert r.status in (401, 404), sneaky  # the API's guard, or no UI page
     # logging out ends the session on the server
     home = await page(ui, "/ui/")
     async with ui.post("/ui/logout", data={"csrf": csrf_of(home)}, allow_redirects=False) as r:
