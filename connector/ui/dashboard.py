@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from connector.assets import DataRoots, path_problem
-from connector.audit.log import AuditLog
+from connector.audit.log import AuditLog, VerifyReport
 from connector.consumer import Downloads, LocalUse, PullJob
 from connector.http.management import (
     agreement_view,
@@ -41,7 +43,7 @@ from connector.services.errors import InvalidInput, NotFound, ServiceError
 from connector.services.negotiations import Negotiations
 from connector.services.offers import Offers
 from connector.services.policies import Policies
-from connector.services.records import Page
+from connector.services.records import Page, iso_time
 from connector.services.transfers import COMMANDS, Transfers
 from connector.services.vault import Pulls, Vault
 from connector.ui.page import (
@@ -78,6 +80,19 @@ NAV = (("/", "Assets & offers"), ("/catalog", "Peer catalog"), ("/negotiations",
 
 
 @dataclass(frozen=True, slots=True)
+class Verified:
+    """The outcome of the audit log's last verification, and when it ran."""
+
+    report: VerifyReport
+    at: str
+
+
+@dataclass(slots=True)
+class LastVerification:
+    last: Verified | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Parts:
     """The services the dashboard calls."""
 
@@ -94,6 +109,7 @@ class Parts:
     timeline: Timeline
     audit: AuditLog | None
     pulls_run: bool
+    verified: LastVerification = dataclasses.field(default_factory=LastVerification)
 
 
 def policy_words(document: dict[str, Any]) -> list[str]:
@@ -442,12 +458,16 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
 
     async def audit_trail(request: web.Request) -> web.Response:
         parts.timeline.check()
-        assert parts.audit is not None
-        report = await asyncio.get_running_loop().run_in_executor(None, parts.audit.verify)
         entries = (await _entries(parts))[-AUDIT_SHOWN:]
-        status = tag("p", report.summary(), class_="ok" if report.ok else "bad")
+        last = parts.verified.last
+        status = (tag("p", "Not verified since the connector started.", class_="muted")
+                  if last is None else
+                  tag("p", f"{last.report.summary()} (verified at {last.at})",
+                      class_="ok" if last.report.ok else "bad"))
         body = join([
             tag("h2", "Verification"), status,
+            form(url("/audit/verify"), request[SESSION], "", "Verify the chain now",
+                 back=url("/audit")),
             tag("h2", f"Entries (the newest {len(entries)}, oldest first)"),
             table(["Seq", "Time", "Event", "Ids", "Details"],
                   [[e.seq, e.time, e.kind,
@@ -456,6 +476,14 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                     _summary(e.data)]
                    for e in entries])])
         return site.render(request, "Audit trail", body)
+
+    async def verify_audit(request: web.Request) -> web.StreamResponse:
+        """The whole chain checked (off the event loop; appends wait for it, so on demand)."""
+        parts.timeline.check()
+        assert parts.audit is not None
+        report = await asyncio.get_running_loop().run_in_executor(None, parts.audit.verify)
+        parts.verified.last = Verified(report, iso_time(datetime.now(UTC)) or "")
+        raise web.HTTPSeeOther(url("/audit"))
 
     async def top(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(url("/"))
@@ -473,6 +501,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         web.post("/transfers/{id}/pull", pull_started),
         web.post("/transfers/{id}/{action}", transfer_command),
         web.get("/vault", vault), web.get("/audit", audit_trail),
+        web.post("/audit/verify", verify_audit),
     ]
 
 

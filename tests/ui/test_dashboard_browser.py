@@ -122,6 +122,8 @@ def test_offer_negotiate_pull_and_the_denied_pull(space: DataSpace, browser: Bro
     cons.get_by_role("link", name="Vault").click()
     expect(cons.locator("tbody tr")).to_have_count(1)
     cons.get_by_role("link", name="Audit trail").click()
+    expect(cons.locator("main")).to_contain_text("Not verified since the connector started.")
+    cons.get_by_role("button", name="Verify the chain now").click()
     expect(cons.locator("p.ok")).to_contain_text("chain intact")
     shot(cons, "consumer-audit", full_page=False)
 
