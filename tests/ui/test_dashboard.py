@@ -5,12 +5,14 @@ as it was."""
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from yarl import URL
 
 from connector.assets import DataRoots
@@ -24,7 +26,15 @@ from connector.store import Store
 from connector.ui.authority import authority_ui
 from connector.ui.dashboard import dashboard_app
 from connector.ui.page import esc, tag
-from connector.ui.session import MAX_FAILURES, WINDOW, Sessions, TooManyAttempts, secret_checker
+from connector.ui.session import (
+    COOKIE,
+    MAX_FAILURES,
+    WINDOW,
+    Sessions,
+    TooManyAttempts,
+    secret_checker,
+    set_cookie,
+)
 
 KEY = "the-management-key-" + "k" * 12
 HOSTILE = '<script>alert("x")</script>'
@@ -234,3 +244,16 @@ async def test_the_authority_page_wants_the_admin_token(tmp_path: Path) -> None:
         # the admin API is as it was: the session is no bearer token
         async with client.get("/admin/participants") as r:
             assert r.status == 401
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_the_cookie_is_secure_over_tls(tls: bool) -> None:
+    session = Sessions(secret_checker("right")).login("right", "a")
+    assert session is not None
+    request = make_mocked_request("POST", "/ui/login",
+                                  sslcontext=ssl.create_default_context() if tls else None)
+    response = web.Response()
+    set_cookie(response, request, session, "/ui")
+    morsel = response.cookies[COOKIE]
+    assert morsel.value == session.sid and morsel["httponly"] and morsel["samesite"] == "Strict"
+    assert bool(morsel["secure"]) is tls
