@@ -53,6 +53,7 @@ from connector.logs import configure as configure_logs
 from connector.runtime import CatalogSnapshot, ControlPlane
 from connector.runtime.webhooks import Webhook, Webhooks
 from connector.store import Store, StoreError, StoreUnavailable
+from connector.ui.dashboard import dashboard_app
 from connector.usage.envelope import Sender
 from connector.usage.export import VaultExport
 from connector.usage.held import HeldFacts
@@ -270,11 +271,13 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         # data plane (pulls and pushes) and its local uses, so a change counts at once
         held = HeldFacts(store)
         cp.held = held
+        ui = dashboard_app(cp, config.management_api_key(), audit=audit, downloads=downloads,
+                           local=local, data_roots=roots, title=config.connector.title)
         mgmt = management_app(cp, config.management_api_key(), audit=audit, held=held,
                               downloads=downloads, local=local, data_roots=roots,
                               limits=limits, export=export,
                               observe=operations(_readiness(store, session, authority, dat),
-                                                 store))
+                                                 store), ui=ui)
         runners: list[web.AppRunner] = []
         urls = []
         pusher: PushRunner | None = None

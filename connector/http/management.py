@@ -578,12 +578,15 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
                    limits: Limits = DEFAULT_LIMITS,
                    held: HeldFacts | None = None,
                    export: VaultExport | None = None,
-                   observe: Sequence[Operation] = ()) -> web.Application:
+                   observe: Sequence[Operation] = (),
+                   ui: web.Application | None = None) -> web.Application:
     """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
     file assets may lie (none: file assets are refused); ``held``: the provider's held facts and
     payments (shared with the data plane of this process, so a change counts there at once);
-    ``export``: copies leaving the vault (connector.usage.export).
+    ``export``: copies leaving the vault (connector.usage.export); ``ui``: a dashboard mounted
+    at ``/ui`` (connector.ui.dashboard), outside the OpenAPI document, behind its own login (its
+    pages skip the key check, nothing else does).
 
     Each handler parses the request, calls one service (connector.services) and renders."""
     store = cp.store
@@ -996,6 +999,8 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            if ui is not None and ui in request.match_info.apps:
+                return await handler(request)  # the dashboard's own session check
             if request.path not in public:
                 given = one_header(request, "X-Api-Key").encode()  # two keys: refused
                 if not given or not hmac.compare_digest(given, key):
@@ -1020,4 +1025,6 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
     app = web.Application(middlewares=[guard], client_max_size=limits.management_body_bytes)
     app[LIMITS] = limits
     add_routes(app, operations, read_json)
+    if ui is not None:
+        app.add_subapp("/ui", ui)
     return app

@@ -122,6 +122,7 @@ def authority_serve(directory: str, port: int, host: str, issuer: str | None,
     """Run the authority service (token endpoint, JWKS, metadata, admin API)."""
     from connector.config import ConfigError, load_limits
     from connector.identity.authority import Authority, create_app, serve
+    from connector.ui.authority import authority_ui  # as the serving code: only serve needs it
 
     configure_logs(log_level, log_format)
 
@@ -131,7 +132,9 @@ def authority_serve(directory: str, port: int, host: str, issuer: str | None,
         raise click.ClickException(str(exc)) from exc
     store = _store(directory)
     issuer = issuer or store.config.issuer or f"http://{host}:{port}"
-    app = create_app(Authority(store, issuer=issuer), limits)
+    service = Authority(store, issuer=issuer)
+    app = create_app(service, limits)
+    app.add_subapp("/ui", authority_ui(service))  # a read-only page, behind the admin token
 
     def ready(url: str) -> None:
         click.echo(f"authority {issuer} listening on {url}")
