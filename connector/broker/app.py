@@ -47,6 +47,7 @@ from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_r
 from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
 from connector.faults import StoreUnavailable
 from connector.http import dsp
+from connector.http.clientcert import ClientCertificates
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     LIMITS,
@@ -369,8 +370,10 @@ def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes
     app.router.add_get("/products/{id}", get_product)
     app.router.add_get("/crawls", list_crawls)
     # DSP, as a connector serves it: DAT (and its TLS binding) checked, DSP error bodies
+    # (strict binding over TLS, as "mutual"; "none": plain HTTP, no certificate to check)
+    certs = ClientCertificates("mutual" if require_tls_binding else "none")
     catalog = web.Application(middlewares=[dsp.errors, dsp.auth_middleware(
-        verifier, require_tls_binding=require_tls_binding)], client_max_size=body_bytes)
+        verifier, client_certs=certs)], client_max_size=body_bytes)
     catalog[LIMITS] = limits
     catalog.router.add_post("/request", catalog_request)
     app.add_subapp("/catalog", catalog)
