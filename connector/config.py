@@ -484,7 +484,8 @@ def load_config(path: str | Path) -> Config:
         missing = [str(f) for f in config.tls_files if not f.is_file()]
         if missing:
             raise ConfigError(
-                f"{p}: DSP is served over TLS but {', '.join(missing)} is missing (create the "
+                f"{p}: dsp.tls_mode = {config.dsp.tls_mode!r} uses TLS but {', '.join(missing)} "
+                "is missing (create the "
                 "TLS key with `connector init --tls-host`, have it certified with `connector "
                 "authority issue-tls`, and copy the data-space CA certificate as ca.crt), or "
                 'set dsp.tls_mode = "none" for a loopback test')

@@ -4,6 +4,8 @@ with an https public URL; and what `connector config check` says about each mode
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from connector.config import Config
+from connector.devspace import process_env
 from connector.initconfig import Setup, check, render
 
 
@@ -134,3 +137,17 @@ def test_check_warns_about_proxy_mode_trusting_no_proxy(tmp_path: Path) -> None:
     found = _checked(tmp_path, None, tls_mode="proxy")
     empty = [text for key, text in found if key == "dsp.trusted_proxies"]
     assert len(empty) == 1 and "X-Forwarded-Client-Cert is never read" in empty[0]
+
+
+def test_serve_refuses_to_start_proxy_mode_on_a_public_address(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(render({"connector": {"participant_dir": "p", "authority_url": "http://a",
+                                          "public_url": "https://c.example"},
+                            "management": {"api_key": "k" * 16},
+                            "dsp": {"tls_mode": "proxy", "host": "8.8.4.4"}}))
+    done = subprocess.run([sys.executable, "-m", "connector", "serve", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env=process_env())
+    assert done.returncode != 0
+    assert "host must be a private or loopback address, and 8.8.4.4 is a public address" \
+        in done.stderr, done.stderr

@@ -43,7 +43,6 @@ from connector.http.tls import check_transport_binding, peer_certificate_sha256
 log = logging.getLogger(__name__)
 
 TlsMode = Literal["mutual", "server", "proxy", "none"]
-TLS_MODES: tuple[TlsMode, ...] = ("mutual", "server", "proxy", "none")
 MAX_HEADER_CHARS = 16384  # one URL-escaped certificate (a chain or garbage is larger)
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(?P<body>[A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")

@@ -16,8 +16,10 @@ import aiohttp
 import pytest
 from dataspace_testlib import Connector, DataSpace, fresh_dat, negotiate, offer_asset
 
+from connector.config import load_config
 from connector.devspace import Connector as DevConnector
 from connector.http.tls import client_context
+from connector.initconfig import attested_security_profile, check
 
 pytestmark = pytest.mark.integration
 CATALOG_REQUEST = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
@@ -123,3 +125,23 @@ def test_two_connectors_in_server_mode_negotiate(space: DataSpace) -> None:
     assert status == 200 and [a["id"] for a in agreements] == [final["agreementId"]]
     assert agreements[0]["consumerId"] == consumer.participant_id
 
+
+
+def test_config_check_holds_the_mode_against_the_attested_security_profile(
+        space: DataSpace) -> None:
+    """`connector config check` asks the authority for the connector's DAT: a TRUST profile
+    asks for mutual TLS, so "server" is weaker than the data space asks; BASE is not."""
+    trusted = space.connector("trusty", roles=("provider",), tls_mode="server", start=False,
+                              profile="idsc:TRUST_SECURITY_PROFILE")
+    assert attested_security_profile(load_config(trusted.config)) == "idsc:TRUST_SECURITY_PROFILE"
+    findings = check(trusted.config, ask_authority=True)
+    assert not [f for f in findings if f.level == "error"], findings
+    asked = [f.text for f in findings if "weaker than the data space asks" in f.text]
+    assert len(asked) == 1 and "idsc:TRUST_SECURITY_PROFILE" in asked[0]
+    base = space.connector("basic", roles=("provider",), tls_mode="server", start=False)
+    assert not [f for f in check(base.config, ask_authority=True)
+                if "weaker than the data space asks" in f.text]
+    # the authority out of reach: no DAT, the rule cannot be applied (and nothing breaks)
+    offline = load_config(base.config).model_copy(update={"connector": load_config(
+        base.config).connector.model_copy(update={"authority_url": "http://127.0.0.1:9"})})
+    assert attested_security_profile(offline, timeout=2) is None
