@@ -39,6 +39,7 @@ from connector.broker.store import SearchQuery
 from connector.devspace import Authority, cli, free_port, process_env
 from connector.http import dsp
 from connector.http.client import DspClient
+from connector.http.clientcert import ClientCertificates
 from connector.http.limits import DEFAULT_LIMITS, LIMITS
 from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
@@ -99,7 +100,7 @@ async def serve_catalogs(args: argparse.Namespace) -> None:
         for i in range(args.first, args.first + args.count):
             base = f"https://127.0.0.1:{args.port}/c{i}"
             sub = web.Application(middlewares=[dsp.errors, dsp.auth_middleware(
-                verifier, require_tls_binding=True)])
+                verifier, client_certs=ClientCertificates("mutual"))])
             sub[LIMITS] = DEFAULT_LIMITS
             sub.router.add_post("/catalog/request", catalog_endpoint(
                 builder(i, args.big if i == 0 else args.small, base, words), base))

@@ -12,8 +12,9 @@ maintainer = "https://provider.example/"
 [dsp]
 host = "127.0.0.1"
 port = 8801
-plain_http = false                      # true only for loopback tests: no TLS at all
-mutual_tls = true                       # ask peers for their data-space certificate
+tls_mode = "mutual"                     # "mutual" | "server" | "proxy" | "none": see below
+client_cert_header = "X-Forwarded-Client-Cert"  # "proxy": the proxy's certificate header
+trusted_proxies = []                    # "proxy": CIDRs whose certificate header is believed
 peer_allow = []                         # private/loopback peers DSP calls may reach (CIDRs,
                                         # host names): callbackAddress, peerUrl; see below
 
@@ -55,6 +56,18 @@ the limits. The authority reads the same `[limits]` section from the file given 
 `connector authority serve --limits`.
 Relative paths are relative to the config file's folder.
 
+``[dsp] tls_mode`` (connector.http.clientcert decides, once, where a request's client certificate
+comes from): ``"mutual"`` (default) TLS on the data-space CA with a client certificate required,
+and a DAT bound to certificates (``transportCertsSha256``) refused without one of them;
+``"server"`` TLS with an optional client certificate (peers such as EDC): the DAT is still
+required, its binding checked only where a certificate is presented (one that does not match is
+refused); ``"proxy"`` plain HTTP on a private or loopback address (a public or unspecified one is
+refused) behind a TLS-terminating proxy, the certificate taken from ``client_cert_header``
+(URL-escaped PEM, nginx's ``$ssl_client_escaped_cert``) only from ``trusted_proxies``, binding as
+``"server"``, ``connector.public_url`` the proxy's https URL; ``"none"`` plain HTTP for loopback
+tests. The older ``plain_http = true`` means ``"none"``, ``mutual_tls = false`` ``"server"``;
+setting them with a different ``tls_mode`` is a configuration error.
+
 ``[assets] roots``: a file asset must lie inside one of these folders once ``..`` and symlinks
 are resolved (checked when it is created, and again at every serve: see ``connector.assets``).
 Default: none, and file assets are refused with a 400 that says to set this. A root must be an
@@ -73,6 +86,7 @@ a CIDR nor a host name are a configuration error.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +94,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connector.assets import DataRoots, RootRefused
+from connector.http.clientcert import (
+    HEADER_NAME,
+    ClientCertificates,
+    TlsMode,
+    parse_networks,
+)
 from connector.http.limits import DEFAULT_LIMITS, Limits
 from connector.http.outbound import validate_allow_list
 
@@ -125,10 +145,30 @@ class ConnectorSection(_Section):
 
 
 class DspSection(_Section):
-    host: str = _d("the address the DSP endpoints listen on", default="127.0.0.1")
+    host: str = _d("the address the DSP endpoints listen on; with tls_mode = \"proxy\" a "
+                   "private or loopback IP address (a public one is refused)", default="127.0.0.1")
     port: int = _d("the DSP port", default=8801, ge=0, le=65535)
-    plain_http: bool = _d("true only for loopback tests: DSP without TLS", default=False)
-    mutual_tls: bool = _d("ask peers for their data-space client certificate", default=True)
+    tls_mode: TlsMode = _d(
+        'how DSP is secured. "mutual": TLS, every peer presents its data-space client '
+        "certificate and a DAT bound to a certificate must come with it. \"server\": TLS, a "
+        "client certificate is optional (peers such as EDC have none): the DAT is still "
+        "required, its certificate binding is checked only where a certificate is presented, "
+        "so a stolen DAT is usable without its holder's certificate. \"proxy\": plain HTTP on "
+        "a private address behind a TLS-terminating proxy; the client certificate comes from "
+        "client_cert_header, only from trusted_proxies; binding as \"server\"; public_url "
+        'stays https. "none": plain HTTP, loopback tests only', default="mutual")
+    client_cert_header: str = _d(
+        'tls_mode = "proxy": the header in which the proxy passes the client certificate, as '
+        "URL-escaped PEM (nginx: proxy_set_header X-Forwarded-Client-Cert "
+        "$ssl_client_escaped_cert); taken only from trusted_proxies",
+        default="X-Forwarded-Client-Cert")
+    trusted_proxies: list[str] = _d(
+        'tls_mode = "proxy": the addresses (CIDRs or IP addresses) of the proxies whose '
+        "client_cert_header is believed; from anyone else it is ignored (and logged)",
+        default_factory=list, max_length=256)
+    plain_http: bool | None = _d('deprecated: true is tls_mode = "none"', default=None)
+    mutual_tls: bool | None = _d('deprecated: false is tls_mode = "server", true "mutual"',
+                                 default=None)
     peer_allow: list[str] = _d(
         "private, loopback or link-local peers DSP calls may reach (CIDRs, addresses, host "
         "names): callbackAddresses, peerUrls, the processes' counter-parties; empty: public "
@@ -138,6 +178,82 @@ class DspSection(_Section):
     @classmethod
     def _allow_list(cls, v: list[str]) -> list[str]:
         return validate_allow_list(v)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        parse_networks(v)
+        return v
+
+    @field_validator("client_cert_header")
+    @classmethod
+    def _header_name(cls, v: str) -> str:
+        if not HEADER_NAME.fullmatch(v):
+            raise ValueError(f"{v!r} is not an HTTP header name")
+        return v
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> DspSection:
+        legacy = legacy_tls_mode(self.plain_http, self.mutual_tls)
+        if legacy is not None:
+            if "tls_mode" in self.model_fields_set and self.tls_mode != legacy:
+                raise ValueError(
+                    f"tls_mode = {self.tls_mode!r} contradicts the older plain_http = "
+                    f"{_flag(self.plain_http)}, mutual_tls = {_flag(self.mutual_tls)} (which mean "
+                    f"tls_mode = {legacy!r}): remove plain_http and mutual_tls")
+            self.tls_mode = legacy
+        if self.tls_mode == "proxy":
+            why = _not_private(self.host)
+            if why:
+                raise ValueError(f'tls_mode = "proxy" serves plain HTTP: host must be a private or '
+                                 f"loopback address, and {why}")
+        return self
+
+    @property
+    def serves_tls(self) -> bool:
+        """Whether the DSP port itself speaks TLS (not behind a proxy, not a loopback test)."""
+        return self.tls_mode in ("mutual", "server")
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the connector has TLS files: its calls to peers and its data plane use TLS
+        (every mode but "none")."""
+        return self.tls_mode != "none"
+
+    def client_certificates(self) -> ClientCertificates:
+        """Where DSP requests' client certificates come from (connector.http.clientcert)."""
+        return ClientCertificates.of(self.tls_mode, header=self.client_cert_header,
+                                     trusted_proxies=self.trusted_proxies)
+
+
+def legacy_tls_mode(plain_http: bool | None, mutual_tls: bool | None) -> TlsMode | None:
+    """The tls_mode the older keys mean; None when neither is set."""
+    if plain_http:
+        return "none"
+    if mutual_tls is False:
+        return "server"
+    if mutual_tls or plain_http is False:
+        return "mutual"
+    return None
+
+
+def _flag(v: bool | None) -> str:
+    return "(unset)" if v is None else str(v).lower()
+
+
+def _not_private(host: str) -> str | None:
+    """Why ``host`` is not an address only a private network reaches, or None."""
+    if host == "localhost":
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{host!r} is not an IP address"
+    if address.is_unspecified:
+        return f"{host} listens on every interface, public ones too"
+    if not (address.is_private or address.is_loopback or address.is_link_local):
+        return f"{host} is a public address"
+    return None
 
 
 class ManagementSection(_Section):
@@ -301,6 +417,13 @@ class Config(_Section):
     base_dir: Path = Path(".")
     config_file: Path | None = None  # set by load_config: never servable (it may hold the API key)
 
+    @model_validator(mode="after")
+    def _public_https(self) -> Config:
+        if self.dsp.tls_mode == "proxy" and not self.connector.public_url.startswith("https://"):
+            raise ValueError('dsp.tls_mode = "proxy": connector.public_url must be the proxy\'s '
+                             "https URL (peers reach this connector over TLS at the proxy)")
+        return self
+
     def path(self, p: Path) -> Path:
         return p if p.is_absolute() else (self.base_dir / p)
 
@@ -403,14 +526,15 @@ def load_config(path: str | Path) -> Config:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{p}: {problems}") from exc
-    if not config.dsp.plain_http:
+    if config.dsp.uses_tls:
         missing = [str(f) for f in config.tls_files if not f.is_file()]
         if missing:
             raise ConfigError(
-                f"{p}: DSP is served over TLS but {', '.join(missing)} is missing (create the "
+                f"{p}: dsp.tls_mode = {config.dsp.tls_mode!r} uses TLS but {', '.join(missing)} "
+                "is missing (create the "
                 "TLS key with `connector init --tls-host`, have it certified with `connector "
                 "authority issue-tls`, and copy the data-space CA certificate as ca.crt), or "
-                "set dsp.plain_http = true for a loopback test")
+                'set dsp.tls_mode = "none" for a loopback test')
     try:
         config.data_roots()
         config.webhook_secrets()

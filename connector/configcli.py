@@ -74,10 +74,14 @@ def config() -> None:
 @config.command(name="check")
 @click.argument("config_file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="The findings as a JSON array.")
-def config_check(config_file: str, as_json: bool) -> None:
+@click.option("--security-profile", default=None, metavar="PROFILE",
+              help="Hold [dsp] tls_mode against this profile (idsc:TRUST_SECURITY_PROFILE and "
+                   "idsc:TRUST_PLUS_SECURITY_PROFILE ask for mutual TLS). Default: the one the "
+                   "authority attests in this connector's DAT, when it can be reached.")
+def config_check(config_file: str, as_json: bool, security_profile: str | None) -> None:
     """Explain what is missing or wrong in CONFIG_FILE. Exit 0: it can be served (warnings
     name weaker settings); 1: errors."""
-    findings = check(Path(config_file))
+    findings = check(Path(config_file), security_profile=security_profile, ask_authority=True)
     if as_json:
         click.echo(json.dumps([f.__dict__ for f in findings], indent=1))
     else:

@@ -114,6 +114,13 @@ class Connector:
     data_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: list[str] = field(default_factory=list)
+    dsp_tls: bool | None = None  # the DSP port speaks TLS; default: as ``tls``
+
+    @property
+    def dsp_address(self) -> str:
+        """Where its DSP port listens (plain HTTP behind a proxy, where dsp_url is the proxy's)."""
+        tls = self.tls if self.dsp_tls is None else self.dsp_tls
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.dsp_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -206,9 +213,13 @@ class DataSpace:
                   upstream_allow: tuple[str, ...] = (),
                   dataplane_public_url: str | None = None,
                   pull_allow: bool | tuple[str, ...] = True,
-                  peer_allow: tuple[str, ...] = ("127.0.0.1",)) -> Connector:
+                  peer_allow: tuple[str, ...] = ("127.0.0.1",),
+                  tls_mode: str | None = None,
+                  trusted_proxies: tuple[str, ...] = ()) -> Connector:
         """A connector of this data space. The allow-lists of its outbound addresses: True is
-        the whole loopback range, False nothing, or the entries given."""
+        the whole loopback range, False nothing, or the entries given. ``tls_mode`` (with
+        ``trusted_proxies`` for "proxy") is written instead of the older plain_http and
+        mutual_tls keys."""
         d = participant_dir or self.root / name
         if participant_dir is None:
             cli("init", d, "--name", name, "--tls-host", "127.0.0.1")
@@ -227,6 +238,12 @@ class DataSpace:
         dsp, mgmt, data = free_port(), free_port(), free_port()
         scheme = "https" if self.tls else "http"
         config = self.root / f"{name}-{dsp}.toml"
+        if tls_mode is None:
+            dsp_mode = (f'plain_http = {"false" if self.tls else "true"}\n'
+                        f'mutual_tls = {"true" if mutual_tls else "false"}')
+        else:
+            dsp_mode = (f'tls_mode = "{tls_mode}"\n'
+                        f"trusted_proxies = {json.dumps(list(trusted_proxies))}")
         store_line = f'url = "{store}"' if store else ""
         config.write_text(f"""
 [connector]
@@ -240,8 +257,7 @@ audit_log = "{d}/audit-{name}.log"
 [dsp]
 host = "127.0.0.1"
 port = {dsp}
-plain_http = {"false" if self.tls else "true"}
-mutual_tls = {"true" if mutual_tls else "false"}
+{dsp_mode}
 # every participant of this loopback data space is on 127.0.0.1: DSP calls may go there
 peer_allow = {json.dumps(list(peer_allow))}
 
@@ -269,7 +285,8 @@ pull_allow = {json.dumps(_allow(pull_allow))}
 upstream_allow = {json.dumps(list(upstream_allow))}
 {f'public_url = "{dataplane_public_url}"' if dataplane_public_url else ""}
 """)
-        c = Connector(name, d, config, key, dsp, mgmt, pid, self.tls, self.env, data)
+        c = Connector(name, d, config, key, dsp, mgmt, pid, self.tls, self.env, data,
+                      dsp_tls=self.tls and tls_mode != "proxy")
         self.connectors.append(c)
         if start:
             c.start()

@@ -14,8 +14,10 @@ description and default), so it cannot drift from what `serve` reads.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import logging
 import secrets
 import socket
 import textwrap
@@ -24,12 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
+import jwt
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from connector.config import Config, ConfigError, WebhookSection, load_config
-from connector.identity.client import init_participant
+from connector.identity.client import DatClient, ParticipantIdentity, init_participant
 
+log = logging.getLogger(__name__)
 Role = Literal["provider", "consumer"]
 CONFIG_FILE = "connector.toml"
 KEY_FILE = "management.key"
@@ -144,7 +149,8 @@ class Setup:
             "connector": {"participant_dir": PARTICIPANT_DIR, "authority_url": self.authority_url,
                           "public_url": f"{scheme}://{self.host}:{ports['dsp']}",
                           "title": f"{self.name} ({self.role})"},
-            "dsp": {"host": self.host, "port": ports["dsp"], "plain_http": self.plain_http},
+            "dsp": {"host": self.host, "port": ports["dsp"],
+                    "tls_mode": "none" if self.plain_http else "mutual"},
             "management": {"port": ports["management"], "api_key_file": KEY_FILE},
             "dataplane": {"enabled": provider, "host": self.host, "port": ports["dataplane"]},
             "assets": {"roots": [DATA_DIR] if provider else []},
@@ -210,15 +216,41 @@ def _files(config: Config) -> Iterator[Finding]:
         yield Finding("error", "management.api_key_file", str(exc))
 
 
-def _security(config: Config) -> Iterator[Finding]:
-    if config.dsp.plain_http:
-        yield Finding("warning", "dsp.plain_http",
-                      "DSP without TLS: peers' identities rest on their DATs alone and the "
-                      "traffic can be read and changed on the way; for loopback tests only")
-    elif not config.dsp.mutual_tls:
-        yield Finding("warning", "dsp.mutual_tls",
-                      "peers are not asked for their data-space certificate: a stolen DAT is "
-                      "not bound to its holder's certificate")
+TRUSTED_PROFILES = ("idsc:TRUST_SECURITY_PROFILE", "idsc:TRUST_PLUS_SECURITY_PROFILE")
+WEAKER = {
+    "none": "DSP without TLS: peers' identities rest on their DATs alone and the traffic can be "
+            "read and changed on the way; for loopback tests only",
+    "server": "peers need not present their data-space certificate: a DAT bound to a "
+              "certificate is checked against it only where one is presented, so a stolen DAT "
+              "is usable without its holder's certificate",
+    "proxy": "TLS ends at the proxy: the client certificate is what the trusted proxies pass in "
+             "the certificate header, the binding is checked only where they pass one (a stolen "
+             "DAT is usable without its holder's certificate), and whoever controls a trusted "
+             "proxy address can claim any certificate",
+}
+
+
+def _tls_mode(config: Config, profile: str | None) -> Iterator[Finding]:
+    """A mode weaker than mutual TLS: its consequence; weaker than the data space asks (the
+    authority attests a TRUST profile, whose connectors authenticate mutually on the
+    transport): said so; proxy mode that trusts no proxy."""
+    dsp = config.dsp
+    key = "dsp.plain_http" if dsp.tls_mode == "none" and dsp.plain_http else "dsp.tls_mode"
+    if dsp.tls_mode in WEAKER:
+        yield Finding("warning", key, WEAKER[dsp.tls_mode])
+    if profile in TRUSTED_PROFILES and dsp.tls_mode != "mutual":
+        yield Finding("warning", "dsp.tls_mode",
+                      f"the authority attests {profile} for this connector, and that profile "
+                      f"asks for mutual TLS on the data-space CA: tls_mode = {dsp.tls_mode!r} "
+                      "is weaker than the data space asks")
+    if dsp.tls_mode == "proxy" and not dsp.trusted_proxies:
+        yield Finding("warning", "dsp.trusted_proxies",
+                      f"no proxy is trusted: {dsp.client_cert_header} is never read, every peer "
+                      "counts as presenting no certificate and no DAT's binding is checked")
+
+
+def _security(config: Config, profile: str | None = None) -> Iterator[Finding]:
+    yield from _tls_mode(config, profile)
     if not is_loopback(config.management.host):
         yield Finding("warning", "management.host",
                       f"the management API listens on {config.management.host}, not loopback: "
@@ -240,10 +272,35 @@ def _security(config: Config) -> Iterator[Finding]:
         used[port] = name
 
 
-def check(path: Path) -> list[Finding]:
-    """What is missing or wrong in the config at ``path`` (empty: it can be served)."""
+def attested_security_profile(config: Config, timeout: float = 5.0) -> str | None:
+    """The securityProfile the authority attests in this connector's DAT; None when no DAT can
+    be had now (no key or certificate yet, the authority unreachable)."""
+    async def fetch() -> str:
+        identity = ParticipantIdentity.load(config.participant_dir)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            dat = await DatClient.discover(session, config.connector.authority_url, identity)
+            token = await asyncio.wait_for(dat.token(), timeout)
+        # only read (what to warn about), never trusted: serve verifies every DAT
+        payload = jwt.decode(token, options={"verify_signature": False})
+        return str(payload.get("securityProfile") or "")
+
+    try:
+        return asyncio.run(fetch()) or None
+    except Exception as exc:  # any reason there is no DAT now: the rule is skipped, said so
+        log.info("no DAT for the security profile check: %s", exc)
+        return None
+
+
+def check(path: Path, *, security_profile: str | None = None,
+          ask_authority: bool = False) -> list[Finding]:
+    """What is missing or wrong in the config at ``path`` (empty: it can be served). The TLS
+    mode is held against ``security_profile``, or with ``ask_authority`` the one the authority
+    attests in this connector's DAT."""
     try:
         config = load_config(path)
     except ConfigError as exc:
         return [Finding("error", "file", str(exc))]
-    return [*_files(config), *_security(config)]
+    files = list(_files(config))
+    if security_profile is None and ask_authority and not files:
+        security_profile = attested_security_profile(config)
+    return [*files, *_security(config, security_profile)]

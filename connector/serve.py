@@ -198,12 +198,12 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
             return await verifier.verify(await dat.token())
 
         cert, key, ca = config.tls_files
-        client_ssl = None if config.dsp.plain_http else client_context(ca, cert, key)
+        client_ssl = client_context(ca, cert, key) if config.dsp.uses_tls else None
         client = DspClient(dat.token, renew=dat.renew, ssl_context=client_ssl,
                            policy=OutboundPolicy.from_config(
-            config.dsp.peer_allow, schemes=("http", "https") if config.dsp.plain_http else ("https",)))
+            config.dsp.peer_allow, schemes=("https",) if config.dsp.uses_tls else ("http", "https")))
         dp = config.dataplane
-        tls_scheme = "http" if config.dsp.plain_http else "https"
+        tls_scheme = "https" if config.dsp.uses_tls else "http"
         dataplane_url = (dp.public_url or f"{tls_scheme}://{dp.host}:{dp.port}").rstrip("/")
         issuer = transfer_tokens(identity.key, identity.participant_id,
                                  lifetime=dp.token_lifetime) if dp.enabled else None
@@ -248,7 +248,7 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
             .replace("idsc:", "https://w3id.org/idsa/code/"))
         version = {"protocolVersions": [{"version": "2025-1", "path": "/", "binding": "HTTPS"}]}
         limits = config.limits.limits()
-        dsp = dsp_app(cp, verifier, require_tls_binding=not config.dsp.plain_http,
+        dsp = dsp_app(cp, verifier, client_certs=config.dsp.client_certificates(),
                       version_document=version, self_description=describe, limits=limits)
         side: ConsumerSide | None = None
         export: VaultExport | None = None
@@ -281,14 +281,15 @@ async def run(config: Config, *, ready: Callable[[str], None] | None = None,
         runners: list[web.AppRunner] = []
         urls = []
         pusher: PushRunner | None = None
-        server_ssl = None if config.dsp.plain_http else server_context(
-            cert, key, ca, require_client_cert=config.dsp.mutual_tls)
+        # TLS on the DSP port in "mutual" and "server"; behind a proxy or in a loopback test none
+        server_ssl = server_context(cert, key, ca, require_client_cert=(
+            config.dsp.tls_mode == "mutual")) if config.dsp.serves_tls else None
         sites = [(dsp, config.dsp.host, config.dsp.port, server_ssl),
                  (mgmt, config.management.host, config.management.port, None)]
         if issuer is not None:
             # consumers present transfer tokens here, not DATs: TLS without a client certificate
-            data_ssl = None if config.dsp.plain_http else server_context(
-                cert, key, ca, require_client_cert=False)
+            data_ssl = server_context(cert, key, ca, require_client_cert=False) \
+                if config.dsp.uses_tls else None
             lookup = TransferLookup(store, OutboundPolicy.from_config(dp.upstream_allow), roots)
             cp.transfer_listeners.append(lookup.invalidate)
             book = receipt_book(dataplane_key(identity.key), identity.participant_id,

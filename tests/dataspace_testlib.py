@@ -3,6 +3,7 @@ against the official schemas (the integration tests fail on any violation)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -10,13 +11,26 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from connector import devspace
 from connector.devspace import Connector, cli, free_port, negotiate, offer_asset, wait_final
+from connector.identity.client import DatClient, ParticipantIdentity
 
 DSP_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "dsp" / "schemas"
 
-__all__ = ["Connector", "DataSpace", "admin", "cli", "free_port", "negotiate", "offer_asset",
-           "wait_final", "wait_transfer"]
+__all__ = [
+    "Connector",
+    "DataSpace",
+    "admin",
+    "cli",
+    "free_port",
+    "fresh_dat",
+    "negotiate",
+    "offer_asset",
+    "wait_final",
+    "wait_transfer",
+]
 
 
 class DataSpace(devspace.DataSpace):
@@ -47,3 +61,13 @@ def admin(space: devspace.DataSpace, method: str, path: str, body: Any = None) -
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def fresh_dat(space: devspace.DataSpace, c: Connector) -> str:
+    """A DAT of ``c``'s participant from the data space's authority."""
+    async def go() -> str:
+        async with aiohttp.ClientSession() as http:
+            client = await DatClient.discover(http, space.authority.url,
+                                              ParticipantIdentity.load(c.directory))
+            return await client.token()
+    return asyncio.run(go())

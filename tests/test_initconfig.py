@@ -124,7 +124,7 @@ def test_check_reports_a_broken_file_and_weak_settings(tmp_path: Path) -> None:
     (tmp_path / "c" / "connector.toml").write_text(render(values))
     findings = check(tmp_path / "c" / "connector.toml")
     keys = {(f.level, f.key) for f in findings}
-    assert ("warning", "dsp.plain_http") in keys
+    assert ("warning", "dsp.tls_mode") in keys  # init writes tls_mode = "none" for --plain-http
     assert ("error", "management.port") in keys  # the same port as DSP
     assert ("error", "connector.participant_dir") in keys  # nothing created yet
 

@@ -47,6 +47,7 @@ from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_r
 from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
 from connector.faults import StoreUnavailable
 from connector.http import dsp
+from connector.http.clientcert import ClientCertificates
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     LIMITS,
@@ -58,7 +59,6 @@ from connector.http.limits import (
     read_body,
     read_json,
 )
-from connector.http.tls import check_transport_binding, peer_certificate_sha256
 from connector.identity.errors import IdentityError
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
@@ -84,7 +84,7 @@ class About:
 BROKER = web.AppKey("broker", Broker)
 VERIFIER = web.AppKey("verifier", Verifier)
 BODY_BYTES = web.AppKey("body_bytes", int)
-TLS_BINDING = web.AppKey("tls_binding", bool)
+CLIENT_CERTS = web.AppKey("client_certs", ClientCertificates)
 ABOUT = web.AppKey("about", About)
 MAX_QUERY_CHARS = 100_000
 MAX_FILTER_VALUES = 20
@@ -129,11 +129,10 @@ async def _subject(request: web.Request) -> str:
         raise web.HTTPUnauthorized(reason="a DAT is required: Authorization: Bearer <DAT>",
                                    headers={"WWW-Authenticate": "Bearer"})
     claims: Claims = await request.app[VERIFIER].verify(header[7:].strip())
-    if request.app[TLS_BINDING]:
-        bound = claims.attributes.get("transportCertsSha256") or ()
-        why = check_transport_binding(list(bound), peer_certificate_sha256(request))
-        if why:
-            raise web.HTTPUnauthorized(reason=why)
+    bound = claims.attributes.get("transportCertsSha256") or ()
+    why = request.app[CLIENT_CERTS].binding_problem(request, list(bound))
+    if why:
+        raise web.HTTPUnauthorized(reason=why)
     return claims.subject
 
 
@@ -360,7 +359,9 @@ def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes
     app[VERIFIER] = verifier
     app[LIMITS] = limits
     app[BODY_BYTES] = body_bytes
-    app[TLS_BINDING] = require_tls_binding
+    # strict binding over TLS, as "mutual"; "none": plain HTTP, no certificate to check
+    certs = ClientCertificates("mutual" if require_tls_binding else "none")
+    app[CLIENT_CERTS] = certs
     app[ABOUT] = about or About()
     app.router.add_get("/", root)
     app.router.add_post("/registrations", register)
@@ -375,7 +376,7 @@ def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes
     app.router.add_get("/crawls", list_crawls)
     # DSP, as a connector serves it: DAT (and its TLS binding) checked, DSP error bodies
     catalog = web.Application(middlewares=[dsp.errors, dsp.auth_middleware(
-        verifier, require_tls_binding=require_tls_binding)], client_max_size=body_bytes)
+        verifier, client_certs=certs)], client_max_size=body_bytes)
     catalog[LIMITS] = limits
     catalog.router.add_post("/request", catalog_request)
     app.add_subapp("/catalog", catalog)

@@ -30,7 +30,7 @@ def _connector_config(path: str) -> Config:
 
 
 def _ssl(config: Config) -> ssl.SSLContext | None:
-    if config.dsp.plain_http:
+    if not config.dsp.uses_tls:
         return None
     cert, key, ca = config.tls_files
     return client_context(ca, cert, key)

@@ -4,8 +4,10 @@ Every DSP call but the version document and the self-description must carry a DA
 ``Authorization``; an unauthenticated or unauthorised call gets 404, as the DSP bindings ask
 (the reason is logged, never told), except when no DAT can be checked at all for a while (the
 authority's revocation list cannot be refreshed): that is a 503 with ``Retry-After``, which a
-sender retries, not a refusal it would take as final. A DAT bound to a TLS certificate must arrive over a
-connection whose peer presented that certificate. Protocol errors become the DSP error body of
+sender retries, not a refusal it would take as final. A DAT bound to a TLS certificate must arrive
+with that certificate as the TLS mode has it (connector.http.clientcert: over mutual TLS always;
+otherwise where a certificate is presented); a trusted proxy's unreadable certificate header is a
+401 with the reason. Protocol errors become the DSP error body of
 the area (CatalogError, ContractNegotiationError) with their status; malformed JSON is a 400.
 A storage fault is 503 with a ``Retry-After`` and the error body of the area (connector.http.errors).
 """
@@ -20,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from connector.faults import StoreUnavailable
+from connector.http.clientcert import CertificateHeaderError, ClientCertificates
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     DEFAULT_LIMITS,
@@ -31,7 +34,6 @@ from connector.http.limits import (
     query_int,
     read_json,
 )
-from connector.http.tls import check_transport_binding, peer_certificate_sha256
 from connector.identity.errors import AttributesChanged, IdentityError
 from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
@@ -109,7 +111,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response(_error_body(request, internal), status=500)
 
 
-def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
+def _bad_certificate_header(request: web.Request, reason: str) -> web.Response:
+    """A trusted proxy's client certificate header that cannot be read: 401 with the reason
+    (the proxy's operator must fix it), never a guess and never a 500."""
+    err = ProtocolError(401, "401", [reason])
+    return web.json_response(_error_body(request, err), status=401)
+
+
+def auth_middleware(verifier: Verifier, *, client_certs: ClientCertificates) -> Any:
+    """The DAT in ``Authorization`` on every call but the public ones; its certificate binding
+    as ``client_certs`` (connector.http.clientcert: the TLS mode) decides."""
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in PUBLIC or request.path.startswith(PUSH_PREFIX):
@@ -131,12 +142,15 @@ def auth_middleware(verifier: Verifier, *, require_tls_binding: bool) -> Any:
                 return _stale(request, exc)
             # transient (e.g. the revocation list cannot be refreshed): the sender retries
             return _unavailable(request) if exc.status == 503 else _not_found(request)
-        if require_tls_binding:
-            bound = claims.attributes.get("transportCertsSha256") or ()
-            why = check_transport_binding(list(bound), peer_certificate_sha256(request))
-            if why:
-                log.info("DSP %s %s: %s", request.method, request.path, why)
-                return _not_found(request)
+        bound = claims.attributes.get("transportCertsSha256") or ()
+        try:
+            why = client_certs.binding_problem(request, list(bound))
+        except CertificateHeaderError as exc:
+            log.warning("DSP %s %s: %s", request.method, request.path, exc)
+            return _bad_certificate_header(request, str(exc))
+        if why:
+            log.info("DSP %s %s: %s", request.method, request.path, why)
+            return _not_found(request)
         request["claims"] = claims
         return await handler(request)
     return authenticate
@@ -161,12 +175,12 @@ def _sender(request: web.Request) -> tuple[str, Any]:
     return claims.subject, claims.attributes
 
 
-def dsp_app(cp: ControlPlane, verifier: Verifier, *, require_tls_binding: bool,
+def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertificates,
             version_document: dict[str, Any],
             self_description: Callable[[str | None], Awaitable[tuple[bytes, str] | None]],
             limits: Limits = DEFAULT_LIMITS) -> web.Application:
     app = web.Application(middlewares=[errors, auth_middleware(
-        verifier, require_tls_binding=require_tls_binding)], client_max_size=limits.dsp_body_bytes)
+        verifier, client_certs=client_certs)], client_max_size=limits.dsp_body_bytes)
     app[LIMITS] = limits
 
     async def version(request: web.Request) -> web.Response:

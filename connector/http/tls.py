@@ -2,9 +2,12 @@
 
 Connectors serve DSP with a certificate the data-space CA issued for their host names
 (`connector init --tls-host`, `connector authority issue-tls`) and verify peers against that
-CA; with ``require_client_cert`` the server asks for the peer's certificate too (mutual TLS).
-When a DAT carries ``transportCertsSha256``, the certificate the peer presented must be one of
-them (`check_transport_binding`).
+CA. The server always asks for the peer's certificate: with ``require_client_cert`` (``[dsp]
+tls_mode = "mutual"``) the handshake fails without one; without it (``"server"``, the data plane)
+a peer may present none, and one it presents must still be from the data-space CA. When a DAT
+carries ``transportCertsSha256``, the certificate the peer presented must be one of them
+(`check_transport_binding`; connector.http.clientcert decides where the certificate comes from
+and when the binding is checked).
 """
 
 from __future__ import annotations

@@ -21,12 +21,19 @@ import aiohttp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataspace_testlib import Connector, DataSpace, admin, negotiate, offer_asset, wait_transfer
+from dataspace_testlib import (
+    Connector,
+    DataSpace,
+    admin,
+    fresh_dat,
+    negotiate,
+    offer_asset,
+    wait_transfer,
+)
 
 from connector.devspace import process_env
 from connector.http.tls import client_context
 from connector.identity import jose
-from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.participants import participant_iri
 
 pytestmark = pytest.mark.integration
@@ -34,13 +41,6 @@ pytestmark = pytest.mark.integration
 
 
 
-def fresh_dat(space: DataSpace, c: Connector) -> str:
-    async def go() -> str:
-        async with aiohttp.ClientSession() as http:
-            client = await DatClient.discover(http, space.authority.url,
-                                              ParticipantIdentity.load(c.directory))
-            return await client.token()
-    return asyncio.run(go())
 
 
 def catalog_with(c: Connector, provider: Connector, dat: str) -> tuple[int, Any]:

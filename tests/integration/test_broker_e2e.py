@@ -31,11 +31,10 @@ import pytest
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataspace_testlib import Connector, DataSpace, cli, free_port, negotiate
+from dataspace_testlib import Connector, DataSpace, cli, free_port, fresh_dat, negotiate
 
 from connector.devspace import process_env
 from connector.http.tls import client_context
-from connector.identity.client import DatClient, ParticipantIdentity
 
 pytestmark = pytest.mark.integration
 HEARTBEAT = 1.0
@@ -192,12 +191,7 @@ def https(broker: BrokerProcess, method: str, path: str, *, as_: Connector | Non
 
 
 def dat_of(c: Connector, space: DataSpace) -> str:
-    async def get() -> str:
-        async with aiohttp.ClientSession() as session:
-            dat = await DatClient.discover(session, space.authority.url,
-                                           ParticipantIdentity.load(c.directory))
-            return await dat.token()
-    return asyncio.run(get())
+    return fresh_dat(space, c)
 
 
 def test_broker_in_a_data_space(space: DataSpace, broker: BrokerProcess) -> None:

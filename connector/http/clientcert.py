@@ -1,0 +1,170 @@
+"""Where the DSP server takes a peer's client certificate from, and how strictly a DAT's
+certificate binding (``transportCertsSha256``) is checked: decided here, once, for every route
+(the authentication middleware in connector.http.dsp asks `ClientCertificates.binding_problem`).
+
+The modes (``[dsp] tls_mode``, connector.config):
+
+``mutual``  TLS; the handshake requires a client certificate from the data-space CA. A bound DAT
+            must come with one of its certificates.
+``server``  TLS; a client certificate is asked for but optional (peers such as EDC have none).
+            Where one is presented it must be one the DAT is bound to; where none is, the
+            binding is not checked: a stolen DAT is usable without its holder's certificate.
+``proxy``   plain HTTP on a private or loopback address behind a TLS-terminating proxy. The
+            certificate comes from the header ``client_cert_header``, taken only from a peer
+            address in ``trusted_proxies``; from anyone else the header is ignored (and logged).
+            Binding then as in ``server``.
+``none``    plain HTTP for loopback tests (the old ``plain_http = true``): no certificate.
+
+The header holds one certificate as URL-escaped PEM, as nginx's ``$ssl_client_escaped_cert``
+writes it (``-----BEGIN%20CERTIFICATE-----%0AMIIB...``); the PEM with its line breaks folded into
+spaces or tabs is accepted too. A header from a trusted proxy that is repeated, oversized or does
+not hold exactly one certificate is refused (`CertificateHeaderError`: a 401 with the reason).
+An empty or absent header means the proxy saw no client certificate.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote
+
+from aiohttp import web
+from cryptography import x509
+
+from connector.http.tls import check_transport_binding, peer_certificate_sha256
+
+log = logging.getLogger(__name__)
+
+TlsMode = Literal["mutual", "server", "proxy", "none"]
+MAX_HEADER_CHARS = 16384  # one URL-escaped certificate (a chain or garbage is larger)
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----(?P<body>[A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class CertificateHeaderError(ValueError):
+    """A trusted proxy's certificate header that cannot be read: refused (401), never guessed."""
+
+
+def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:
+    """``trusted_proxies`` as networks (CIDRs or single addresses); ValueError naming a bad one."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{entry!r} is neither an IP address nor a CIDR") from exc
+    return tuple(networks)
+
+
+def certificate_sha256_from_header(value: str) -> str | None:
+    """SHA-256 (hex) of the DER of the one certificate in a header value (URL-escaped PEM, or
+    PEM folded onto one line); None for an empty value; CertificateHeaderError otherwise."""
+    if len(value) > MAX_HEADER_CHARS:
+        raise CertificateHeaderError(
+            f"the client certificate header is longer than {MAX_HEADER_CHARS} characters")
+    try:
+        text = unquote(value.strip(), errors="strict") if "%" in value else value.strip()
+    except UnicodeDecodeError as exc:
+        raise CertificateHeaderError(
+            "the client certificate header's URL escapes are not UTF-8") from exc
+    if not text:
+        return None
+    found = list(_PEM.finditer(text))
+    if len(found) != 1:
+        raise CertificateHeaderError(
+            "the client certificate header holds no PEM certificate" if not found else
+            "the client certificate header holds more than one certificate")
+    outside = (text[:found[0].start()] + text[found[0].end():]).strip()
+    if outside:
+        raise CertificateHeaderError(
+            "the client certificate header holds text besides its PEM certificate")
+    try:
+        der = base64.b64decode("".join(found[0]["body"].split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CertificateHeaderError(
+            "the client certificate header's PEM is not valid base64") from exc
+    try:
+        x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise CertificateHeaderError(
+            "the client certificate header's PEM is not an X.509 certificate") from exc
+    return hashlib.sha256(der).hexdigest()
+
+
+def _peer_address(request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if not isinstance(peer, tuple) or not peer:
+        return None  # a Unix socket, or the connection is gone
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True)
+class Presented:
+    """The client certificate of a request as this mode sees it: its SHA-256 or None."""
+
+    sha256: str | None
+    source: Literal["tls", "header", "none"]
+
+
+@dataclass(frozen=True)
+class ClientCertificates:
+    """The one place that knows where a request's client certificate comes from."""
+
+    mode: TlsMode
+    header: str = "X-Forwarded-Client-Cert"
+    trusted_proxies: tuple[Network, ...] = ()
+
+    @classmethod
+    def of(cls, mode: TlsMode, *, header: str = "X-Forwarded-Client-Cert",
+           trusted_proxies: Sequence[str] = ()) -> ClientCertificates:
+        return cls(mode, header, parse_networks(trusted_proxies))
+
+    def trusts(self, request: web.Request) -> bool:
+        """Whether the request's peer address is one of the trusted proxies."""
+        address = _peer_address(request)
+        return address is not None and any(address in n for n in self.trusted_proxies)
+
+    def presented(self, request: web.Request) -> Presented:
+        """The request's client certificate; CertificateHeaderError if a trusted proxy's header
+        cannot be read."""
+        if self.mode in ("mutual", "server"):
+            sha = peer_certificate_sha256(request)
+            return Presented(sha, "tls" if sha else "none")
+        if self.mode == "none":
+            return Presented(None, "none")
+        values = request.headers.getall(self.header, [])
+        if not any(v.strip() for v in values):
+            return Presented(None, "none")
+        if not self.trusts(request):
+            log.warning("DSP %s %s: %s header from %s ignored: not one of [dsp] trusted_proxies",
+                        request.method, request.path, self.header, request.remote)
+            return Presented(None, "none")
+        if len(values) > 1:
+            raise CertificateHeaderError(f"the {self.header} header is given {len(values)} times")
+        sha = certificate_sha256_from_header(values[0])
+        return Presented(sha, "header" if sha else "none")
+
+    def binding_problem(self, request: web.Request, bound: Sequence[str]) -> str | None:
+        """None if a DAT bound to ``bound`` (its ``transportCertsSha256``) may be used on this
+        request, else why not. Mutual TLS: a bound DAT needs one of its certificates. The other
+        modes: checked only where a certificate is presented. CertificateHeaderError for a
+        trusted proxy's unreadable header."""
+        presented = self.presented(request)
+        if presented.sha256 is None and self.mode != "mutual":
+            return None
+        return check_transport_binding(bound, presented.sha256)
