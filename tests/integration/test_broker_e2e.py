@@ -352,12 +352,12 @@ def test_federated_catalog(space: DataSpace, broker: BrokerProcess) -> None:
         eventually(lambda: (c := crawl_of(broker, carol.dsp_url)) is not None
                    and c["state"] == "crawled" and c["datasets"] == 2, "both datasets crawled")
 
-        # the consumer's connector reads the broker's catalog of catalogs with its DSP client:
-        # a page of one dataset (this broker's page size), then every page
+        # the consumer's connector reads the broker's catalog of catalogs with its DSP client,
+        # every page (a page holds one dataset: this broker's page size), joined again
         status, catalog = reader.api("POST", "/api/catalog", {"peerUrl": broker.url})
-        assert status == 200, catalog
+        assert status == 200 and catalog["pages"] == 2, catalog
         assert [(c["participantId"], len(c["dataset"])) for c in catalog["dsp"]["catalog"]] == [
-            (carol.participant_id, 1)]
+            (carol.participant_id, 2)]
         status, everything = reader.api("POST", "/api/catalog/all", {"peerUrl": broker.url})
         assert status == 200 and everything["pages"] == 2, everything
         r = run_cli("catalog", broker.url, "--config", str(reader.config), "--json")
