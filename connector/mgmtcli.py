@@ -130,6 +130,37 @@ def _json_option(fn: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(fn)
 
 
+def _from_option(what: str) -> Callable[[Any], Any]:
+    return click.option("--from", "from_file", type=click.Path(exists=True, dir_okay=False),
+                        help=f"A JSON array (or JSON lines) of {what}: all added in one call.")
+
+
+def _add_many(client: Api, path: str, api_path: str,
+              body_of: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Every item of the file, in order; the first refusal stops with its position and reason
+    (what was added before it stays, and is printed)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+        items = data if isinstance(data, list) else [data]
+    except ValueError:
+        try:
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise click.ClickException(f"{path}: neither a JSON array nor JSON lines: {exc}") from exc
+    added: list[Any] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise click.ClickException(f"{path}: item {i} is not a JSON object")
+        try:
+            added.append(client.call("POST", api_path, body_of(item)))
+        except click.ClickException as exc:
+            _print(added)
+            raise click.ClickException(f"{path}: item {i} refused ({len(added)} added before "
+                                       f"it): {exc.message}") from exc
+    _print(added)
+
+
 def resource_commands(group: click.Group, *, path: str, noun: str, columns: Sequence[Column],
                       delete: str | None = None, show: bool = True) -> None:
     """``list`` (a table, or ``--json``; every page), ``show ID`` and, where the API has it,
@@ -211,19 +242,35 @@ def asset() -> None:
 @click.option("--url", help="Serve this HTTP upstream (the provider's internal API).")
 @click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
               help="A header for the upstream (kept provider-side, never shown).")
+@click.option("--keyword", "keywords", multiple=True, help="A keyword (repeatable).")
+@_from_option("assets: {id, title, description, keywords, file | url, headers}")
 def asset_add(config: str | None, api: str | None, api_key: str | None, asset_id: str | None,
               title: str | None, description: str | None, file_path: str | None, url: str | None,
-              headers: tuple[str, ...]) -> None:
-    """Add an asset backed by a local file or an HTTP upstream."""
-    if bool(file_path) == bool(url):
-        raise click.ClickException("give exactly one of --file and --url")
-    address: dict[str, Any] = ({"type": "file", "path": str(Path(file_path).resolve())}
-                               if file_path else {"type": "http", "url": url})
-    if headers:
-        address["headers"] = dict(h.split(":", 1) for h in headers)
-    body = {k: v for k, v in {"id": asset_id, "title": title, "description": description,
+              headers: tuple[str, ...], keywords: tuple[str, ...], from_file: str | None) -> None:
+    """Add an asset backed by a local file or an HTTP upstream; or, with --from, every asset
+    of a file in one call."""
+    client = _api(config, api, api_key)
+    if from_file is not None:
+        _add_many(client, from_file, "/api/assets", _asset_body)
+        return
+    _print(client.call("POST", "/api/assets", _asset_body({
+        "id": asset_id, "title": title, "description": description, "file": file_path,
+        "url": url, "keywords": list(keywords),
+        "headers": dict(h.split(":", 1) for h in headers)})))
+
+
+def _asset_body(item: dict[str, Any]) -> dict[str, Any]:
+    """The management API's body for one asset given as the command's options are."""
+    if bool(item.get("file")) == bool(item.get("url")):
+        raise click.ClickException("give exactly one of file (--file) and url (--url)")
+    address: dict[str, Any] = ({"type": "file", "path": str(Path(item["file"]).resolve())}
+                               if item.get("file") else {"type": "http", "url": item["url"]})
+    if item.get("headers"):
+        address["headers"] = dict(item["headers"])
+    return {k: v for k, v in {"id": item.get("id"), "title": item.get("title"),
+                              "description": item.get("description"),
+                              "keywords": item.get("keywords") or None,
                               "dataAddress": address}.items() if v is not None}
-    _print(_api(config, api, api_key).call("POST", "/api/assets", body))
 
 
 resource_commands(asset, path="/api/assets", noun="asset", delete="Delete an asset (409 while "
@@ -241,36 +288,57 @@ def offer() -> None:
 @offer.command(name="add")
 @_api_options
 @click.option("--id", "offer_id")
-@click.option("--asset", "assets", multiple=True, required=True, help="An asset id (repeatable).")
+@click.option("--asset", "assets", multiple=True, help="An asset id (repeatable).")
 @click.option("--access-template", default="allow-usage", show_default=True,
               help="Who may see the offer: a policy template.")
 @click.option("--access-set", multiple=True, metavar="KEY=VALUE")
-@click.option("--contract-template", required=True, help="The usage terms: a policy template.")
+@click.option("--contract-template", help="The usage terms: a policy template.")
 @click.option("--contract-set", multiple=True, metavar="KEY=VALUE")
+@_from_option("offers: {id, assets, accessTemplate, accessParams, contractTemplate, "
+              "contractParams}")
 def offer_add(config: str | None, api: str | None, api_key: str | None, offer_id: str | None,
               assets: tuple[str, ...], access_template: str, access_set: tuple[str, ...],
-              contract_template: str, contract_set: tuple[str, ...]) -> None:
-    """Offer assets: policies from templates (see `connector policy templates`)."""
+              contract_template: str | None, contract_set: tuple[str, ...],
+              from_file: str | None) -> None:
+    """Offer assets: policies from templates (see `connector policy templates`); or, with
+    --from, every offer of a file in one call."""
     client = _api(config, api, api_key)
+    if from_file is not None:
+        _add_many(client, from_file, "/api/offers", lambda item: _offer_body(client, item))
+        return
+    if not assets or not contract_template:
+        raise click.ClickException("give --asset and --contract-template (or --from FILE)")
+    _print(client.call("POST", "/api/offers", _offer_body(client, {
+        "id": offer_id, "assets": list(assets), "accessTemplate": access_template,
+        "accessParams": _params(access_set), "contractTemplate": contract_template,
+        "contractParams": _params(contract_set)})))
 
-    def params(pairs: tuple[str, ...]) -> dict[str, str]:
-        out = {}
-        for p in pairs:
-            k, sep, v = p.partition("=")
-            if not sep:
-                raise click.ClickException(f"{p!r}: expected KEY=VALUE")
-            out[k] = v
-        return out
 
-    access = client.call("POST", "/api/policies", {"template": access_template,
-                                                   "params": params(access_set)})
-    contract = client.call("POST", "/api/policies", {"template": contract_template,
-                                                     "params": params(contract_set)})
-    body = {"assetIds": list(assets), "accessPolicyId": access["id"],
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep:
+            raise click.ClickException(f"{p!r}: expected KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def _offer_body(client: Api, item: dict[str, Any]) -> dict[str, Any]:
+    """The offer's two policies made from their templates; the API's body for the offer."""
+    if not item.get("assets") or not item.get("contractTemplate"):
+        raise click.ClickException("an offer needs assets and a contractTemplate")
+    access = client.call("POST", "/api/policies", {
+        "template": item.get("accessTemplate") or "allow-usage",
+        "params": dict(item.get("accessParams") or {})})
+    contract = client.call("POST", "/api/policies", {
+        "template": item["contractTemplate"], "params": dict(item.get("contractParams") or {})})
+    body = {"assetIds": list(item["assets"]), "accessPolicyId": access["id"],
             "contractPolicyId": contract["id"]}
-    if offer_id:
-        body["id"] = offer_id
-    _print(client.call("POST", "/api/offers", body))
+    if item.get("id"):
+        body["id"] = item["id"]
+    return body
+
 
 
 resource_commands(offer, path="/api/offers", noun="offer",

@@ -202,3 +202,42 @@ def test_cli_lists_shows_and_deletes_every_resource(space: DataSpace) -> None:
     assert status == 201
     assert "deleted asset urn:asset:loose" in run("asset", "delete", "urn:asset:loose", *prov)
     assert "404" in run("asset", "show", "urn:asset:loose", *prov, ok=False)
+
+
+def test_assets_and_offers_from_a_file_in_one_call(space: DataSpace, tmp_path: Path) -> None:
+    """`asset add --from` and `offer add --from`: 60 assets and their offers in two commands
+    (a script that added 120 assets with offers took minutes, one process per item); a refusal
+    names the item and keeps what was added before it."""
+    provider = space.connector("bulkprov", roles=("provider",))
+    data = provider.data_dir / "bulk.csv"
+    data.write_text("a\n1\n")
+    assets = [{"id": f"urn:asset:bulk{i:02d}", "title": f"Bulk {i}", "file": str(data),
+               "keywords": ["bulk"]} for i in range(60)]
+    (tmp_path / "assets.json").write_text(json.dumps(assets))
+    offers = [{"id": f"urn:offer:bulk{i:02d}", "assets": [f"urn:asset:bulk{i:02d}"],
+               "contractTemplate": "n-times-usage", "contractParams": {"max": "2"}}
+              for i in range(60)]
+    (tmp_path / "offers.jsonl").write_text("\n".join(json.dumps(o) for o in offers))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "connector", *args, "--config",
+                               str(provider.config)], capture_output=True, text=True,
+                              timeout=120, env=process_env())
+
+    r = run("asset", "add", "--from", str(tmp_path / "assets.json"))
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)) == 60
+    r = run("offer", "add", "--from", str(tmp_path / "offers.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert [o["id"] for o in json.loads(r.stdout)] == [o["id"] for o in offers]
+    status, listed = provider.api("GET", "/api/assets?limit=500")
+    assert status == 200 and len(listed) == 60 and listed[0]["keywords"] == ["bulk"]
+    # the second item clashes with the first: stop there, say which, keep the first
+    clash = [{"id": "urn:asset:new1", "url": "https://example.org/a"},
+             {"id": "urn:asset:new1", "url": "https://example.org/b"},
+             {"id": "urn:asset:new2", "url": "https://example.org/c"}]
+    (tmp_path / "clash.json").write_text(json.dumps(clash))
+    r = run("asset", "add", "--from", str(tmp_path / "clash.json"))
+    assert r.returncode == 1 and "item 1 refused (1 added before it)" in r.stderr, r.stderr
+    assert provider.api("GET", "/api/assets/urn:asset:new1")[0] == 200
+    assert provider.api("GET", "/api/assets/urn:asset:new2")[0] == 404
