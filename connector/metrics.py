@@ -112,6 +112,13 @@ def reason_class(reason: str) -> str:
     return "other"
 
 
+_PERMITTED = DECISIONS.labels("permit", "none")
+DATAPLANE_USES = USES.labels("dataplane")
+STORE_READ, STORE_WRITE = STORE_SECONDS.labels("read"), STORE_SECONDS.labels("write")
+
+
 def decision(permit: bool, reason: str = "") -> None:
-    DECISIONS.labels("permit" if permit else "deny",
-                     "none" if permit else reason_class(reason)).inc()
+    if permit:
+        _PERMITTED.inc()
+    else:
+        DECISIONS.labels("deny", reason_class(reason)).inc()

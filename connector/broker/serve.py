@@ -22,6 +22,7 @@ from connector.http.limits import (
     stop_sites,
     until_signalled,
 )
+from connector.http.observe import Readiness, count_requests, health_routes
 from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
 from connector.identity.client import DatClient, ParticipantIdentity
@@ -133,6 +134,8 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
                       catalog_page_size=b.catalog_page_size)
         app = broker_app(broker, verifier, limits=limits, body_bytes=b.max_body_bytes,
                          require_tls_binding=not b.plain_http, about=about)
+        app.add_routes(health_routes(Readiness({"store": store.ping})))
+        count_requests(app, "broker")
         cert, key, ca = config.tls_files
         ssl_ctx = None if b.plain_http else server_context(cert, key, ca,
                                                            require_client_cert=b.mutual_tls)

@@ -218,7 +218,7 @@ async def decide(
     d = await _decide(claims, transfer, now=now, circumstances=circumstances, consume=consume)
     metrics.decision(d.permit, d.reason)
     if d.permit and d.count_after is not None:
-        metrics.USES.labels("dataplane").inc()
+        metrics.DATAPLANE_USES.inc()
     return d
 
 

@@ -121,6 +121,7 @@ def authority_serve(directory: str, port: int, host: str, issuer: str | None,
                     limits_file: str | None, log_level: str, log_format: LogFormat) -> None:
     """Run the authority service (token endpoint, JWKS, metadata, admin API)."""
     from connector.config import ConfigError, load_limits
+    from connector.http.observe import Readiness, count_requests, health_routes
     from connector.identity.authority import Authority, create_app, serve
     from connector.ui.authority import authority_ui  # as the serving code: only serve needs it
 
@@ -135,6 +136,13 @@ def authority_serve(directory: str, port: int, host: str, issuer: str | None,
     service = Authority(store, issuer=issuer)
     app = create_app(service, limits)
     app.add_subapp("/ui", authority_ui(service))  # a read-only page, behind the admin token
+
+    async def registry_readable() -> None:  # the participant registry and its signing keys
+        if not store.state().keys:
+            raise RuntimeError("no signing key")
+
+    app.add_routes(health_routes(Readiness({"registry": registry_readable}), with_health=False))
+    count_requests(app, "authority")
 
     def ready(url: str) -> None:
         click.echo(f"authority {issuer} listening on {url}")

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import UpdateBase
 
 from connector.faults import from_os_error
-from connector.metrics import STORE_SECONDS
+from connector.metrics import STORE_READ, STORE_WRITE
 from connector.store import migrations
 from connector.store.errors import (
     DuplicateKey,
@@ -517,8 +517,7 @@ class Store:
                 raise
             raise fault from error
         finally:
-            STORE_SECONDS.labels("read" if readonly else "write").observe(
-                time.perf_counter() - started)
+            (STORE_READ if readonly else STORE_WRITE).observe(time.perf_counter() - started)
             if task is not None:
                 self._tasks_in_transaction.discard(task)
 

@@ -211,3 +211,11 @@ async def test_two_participants_over_a_real_authority(
         assert [r["participant_id"] for r in revoked["revoked"]] == [bob.participant_id]
         restarted = await DatClient.discover(http, authority.url, alice)
         assert (await at_bob.verify(await restarted.token())).subject == alice.participant_id
+
+
+def test_the_authority_answers_ready_with_its_registry(authority: AuthorityProcess) -> None:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(authority.url + "/ready", timeout=10) as resp:
+        assert json.loads(resp.read()) == {"status": "ready", "checks": {"registry": "ok"}}

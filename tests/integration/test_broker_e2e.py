@@ -334,6 +334,9 @@ def crawl_of(broker: BrokerProcess, endpoint: str) -> dict[str, Any] | None:
 
 
 def test_federated_catalog(space: DataSpace, broker: BrokerProcess) -> None:
+    # the broker answers /health and /ready (its store) as a connector does, without a key
+    assert https(broker, "GET", "/health") == (200, {"status": "live"})
+    assert https(broker, "GET", "/ready") == (200, {"status": "ready", "checks": {"store": "ok"}})
     carol = space.connector("carol", roles=("provider",))
     reader = space.connector("reader", roles=("consumer",))
     offer(carol, "urn:asset:plankton", "Plankton counts North Sea",
