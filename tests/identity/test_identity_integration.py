@@ -217,5 +217,6 @@ def test_the_authority_answers_ready_with_its_registry(authority: AuthorityProce
     import json
     import urllib.request
 
+    authority.start()
     with urllib.request.urlopen(authority.url + "/ready", timeout=10) as resp:
         assert json.loads(resp.read()) == {"status": "ready", "checks": {"registry": "ok"}}
