@@ -47,14 +47,36 @@ PREFIXES = """@prefix ids: <https://w3id.org/idsa/core/> .
 @prefix dct: <http://purl.org/dc/terms/> .
 @prefix dspace: <https://w3id.org/dspace/2025/1/> .
 """
-LICENSES = ["https://creativecommons.org/licenses/by/4.0/",
-            "https://creativecommons.org/publicdomain/zero/1.0/"]
+LICENSES = [
+    "https://creativecommons.org/licenses/by/4.0/",
+    "https://creativecommons.org/publicdomain/zero/1.0/",
+]
 FORMATS = ["text/csv", "application/json", "application/parquet"]
 
 
 def vocabulary(n: int, rng: random.Random) -> list[str]:
-    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "te", "vo", "zu", "pi", "da", "fe", "go",
-                 "hu", "ji", "be", "co", "wy", "xe", "qu"]
+    syllables = [
+        "ka",
+        "lo",
+        "mi",
+        "ne",
+        "ru",
+        "sa",
+        "te",
+        "vo",
+        "zu",
+        "pi",
+        "da",
+        "fe",
+        "go",
+        "hu",
+        "ji",
+        "be",
+        "co",
+        "wy",
+        "xe",
+        "qu",
+    ]
     words: set[str] = set()
     while len(words) < n:
         words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
@@ -64,21 +86,25 @@ def vocabulary(n: int, rng: random.Random) -> list[str]:
 def description(i: int, datasets: int, words: list[str], rng: random.Random) -> tuple[str, bytes]:
     participant = f"{i:04X}:keyid:BENCH"
     base = f"https://c{i}.example/dsp"
-    out = [PREFIXES,
-           f'<{base}/> a ids:BaseConnector ; ids:title "Connector {i}" ; '
-           f'dspace:participantId "{participant}" ; ids:hasDefaultEndpoint <{base}#dsp> ; '
-           f"ids:resourceCatalog <{base}#catalog> .",
-           f"<{base}#dsp> a ids:ConnectorEndpoint ; ids:accessURL <{base}> .",
-           f"<{base}#catalog> a dcat:Catalog ."]
+    out = [
+        PREFIXES,
+        f'<{base}/> a ids:BaseConnector ; ids:title "Connector {i}" ; '
+        f'dspace:participantId "{participant}" ; ids:hasDefaultEndpoint <{base}#dsp> ; '
+        f"ids:resourceCatalog <{base}#catalog> .",
+        f"<{base}#dsp> a ids:ConnectorEndpoint ; ids:accessURL <{base}> .",
+        f"<{base}#catalog> a dcat:Catalog .",
+    ]
     for d in range(datasets):
         title = " ".join(rng.sample(words, 3))
         text = " ".join(rng.sample(words, 12))
         keywords = " , ".join(f'"{w}"' for w in rng.sample(words, 3))
         node = f"<{base}/datasets/{d}>"
-        out.append(f'<{base}#catalog> dcat:dataset {node} .\n{node} a dcat:Dataset ; '
-                   f'dct:title "{title}" ; dct:description "{text}" ; dcat:keyword {keywords} ; '
-                   f"dct:license <{rng.choice(LICENSES)}> ; dcat:distribution "
-                   f'[ a dcat:Distribution ; dct:format "{rng.choice(FORMATS)}" ] .')
+        out.append(
+            f"<{base}#catalog> dcat:dataset {node} .\n{node} a dcat:Dataset ; "
+            f'dct:title "{title}" ; dct:description "{text}" ; dcat:keyword {keywords} ; '
+            f"dct:license <{rng.choice(LICENSES)}> ; dcat:distribution "
+            f'[ a dcat:Distribution ; dct:format "{rng.choice(FORMATS)}" ] .'
+        )
     return participant, "\n".join(out).encode()
 
 
@@ -99,15 +125,24 @@ async def main(args: argparse.Namespace) -> None:
     store = await Store.open(url, sqlite_synchronous="NORMAL")
     if store.dialect == "postgresql":  # a clean slate
         async with store.transaction() as tx:
-            for table in ("broker_crawls", "broker_dataset_terms", "broker_datasets",
-                          "broker_changes",
-                          "broker_descriptions", "broker_products", "broker_registrations"):
+            for table in (
+                "broker_crawls",
+                "broker_dataset_terms",
+                "broker_datasets",
+                "broker_changes",
+                "broker_descriptions",
+                "broker_products",
+                "broker_registrations",
+            ):
                 await tx.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
-    broker = Broker(store, SparqlIndex(max_rows=1000, timeout=30),
-                    BrokerSettings(validation="off", max_datasets=100_000))
+    broker = Broker(
+        store, SparqlIndex(max_rows=1000, timeout=30), BrokerSettings(validation="off", max_datasets=100_000)
+    )
     await broker.start()
-    print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"store {store.dialect}")
+    print(
+        f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"store {store.dialect}"
+    )
 
     bodies = [description(i, args.datasets, words, rng) for i in range(args.descriptions)]
     start = time.perf_counter()
@@ -115,9 +150,11 @@ async def main(args: argparse.Namespace) -> None:
         await broker.register(participant, body, "text/turtle")
     took = time.perf_counter() - start
     total = args.descriptions * args.datasets
-    print(f"loaded {args.descriptions} descriptions, {total} datasets in {took:.1f} s: "
-          f"{args.descriptions / took:.1f} registrations/s, {total / took:.0f} datasets/s; "
-          f"SPARQL index {len(broker.index)} quads")
+    print(
+        f"loaded {args.descriptions} descriptions, {total} datasets in {took:.1f} s: "
+        f"{args.descriptions / took:.1f} registrations/s, {total / took:.0f} datasets/s; "
+        f"SPARQL index {len(broker.index)} quads"
+    )
 
     queries = [" ".join(rng.sample(words, rng.choice((1, 1, 2)))) for _ in range(args.queries)]
     fts: list[float] = []
@@ -127,14 +164,17 @@ async def main(args: argparse.Namespace) -> None:
         page = await broker.search(SearchQuery(text=q, limit=20))
         fts.append(time.perf_counter() - t)
         hits += page.total
-    print(f"keyword search (full-text index, first 20, total counted): {ms(fts)}; "
-          f"mean {hits / len(queries):.1f} hits/query")
+    print(
+        f"keyword search (full-text index, first 20, total counted): {ms(fts)}; "
+        f"mean {hits / len(queries):.1f} hits/query"
+    )
 
     like: list[float] = []
     for q in queries[: max(20, args.queries // 10)]:
         conds = " AND ".join(
             f"(title LIKE :w{n} OR description LIKE :w{n} OR keyword_text LIKE :w{n})"
-            for n in range(len(q.split())))
+            for n in range(len(q.split()))
+        )
         stmt = sa.text(f"SELECT dataset_id FROM broker_datasets WHERE {conds} LIMIT 20")
         params = {f"w{n}": f"%{w}%" for n, w in enumerate(q.split())}
         t = time.perf_counter()
@@ -145,11 +185,13 @@ async def main(args: argparse.Namespace) -> None:
 
     sparql: list[float] = []
     for w in rng.sample(words, min(len(words), max(20, args.queries // 5))):
-        query = ("PREFIX dcat: <http://www.w3.org/ns/dcat#> PREFIX dct: <http://purl.org/dc/terms/> "
-                 "PREFIX ids: <https://w3id.org/idsa/core/> SELECT ?d ?t ?url WHERE { "
-                 f'?d dcat:keyword "{w}" ; dct:title ?t . ?cat dcat:dataset ?d . '
-                 "?c ids:resourceCatalog ?cat ; ids:hasDefaultEndpoint/ids:accessURL ?url } "
-                 "LIMIT 20")
+        query = (
+            "PREFIX dcat: <http://www.w3.org/ns/dcat#> PREFIX dct: <http://purl.org/dc/terms/> "
+            "PREFIX ids: <https://w3id.org/idsa/core/> SELECT ?d ?t ?url WHERE { "
+            f'?d dcat:keyword "{w}" ; dct:title ?t . ?cat dcat:dataset ?d . '
+            "?c ids:resourceCatalog ?cat ; ids:hasDefaultEndpoint/ids:accessURL ?url } "
+            "LIMIT 20"
+        )
         t = time.perf_counter()
         await broker.index.query(query)
         sparql.append(time.perf_counter() - t)
@@ -183,8 +225,9 @@ if __name__ == "__main__":
     parser.add_argument("--tls-dir", default="", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.serve_catalogs or parsed.crawl:
-        asyncio.run(broker_crawl.serve_catalogs(parsed) if parsed.serve_catalogs
-                    else broker_crawl.crawl_bench(parsed))
+        asyncio.run(
+            broker_crawl.serve_catalogs(parsed) if parsed.serve_catalogs else broker_crawl.crawl_bench(parsed)
+        )
     else:
         asyncio.run(main(parsed))
     sys.exit(0)

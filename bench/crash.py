@@ -36,8 +36,12 @@ def main() -> int:
     ap.add_argument("--victims", default=",".join(VICTIMS))
     ap.add_argument("--lanes", type=int, default=ChaosConfig.lanes)
     ap.add_argument("--limit", type=int, default=ChaosConfig.limit)
-    ap.add_argument("--max-delay", type=float, default=ChaosConfig.max_delay,
-                    help="seconds the kill may come after its step (default %(default)s)")
+    ap.add_argument(
+        "--max-delay",
+        type=float,
+        default=ChaosConfig.max_delay,
+        help="seconds the kill may come after its step (default %(default)s)",
+    )
     ap.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--no-push", action="store_true", help="pulls only")
     ap.add_argument("--verbose", action="store_true", help="print every run's notes")
@@ -51,11 +55,15 @@ def main() -> int:
         if not pg_url:
             ap.error("--store postgresql needs CONNECTOR_TEST_PG")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
-    cfg = ChaosConfig(lanes=args.lanes, limit=args.limit, max_delay=args.max_delay,
-                      push=not args.no_push, pg_url=pg_url)
-    print(f"crash bench {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, store {args.store}, seed {seed}, "
-          f"{args.runs} run(s) per victim, {cfg.lanes} lanes, limit {cfg.limit}", flush=True)
+    cfg = ChaosConfig(
+        lanes=args.lanes, limit=args.limit, max_delay=args.max_delay, push=not args.no_push, pg_url=pg_url
+    )
+    print(
+        f"crash bench {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, store {args.store}, seed {seed}, "
+        f"{args.runs} run(s) per victim, {cfg.lanes} lanes, limit {cfg.limit}",
+        flush=True,
+    )
     began = time.monotonic()
     summary = Summary()
     with tempfile.TemporaryDirectory(prefix="crash-") as tmp:
@@ -78,8 +86,7 @@ def main() -> int:
     print()
     print("\n".join(summary.table()))
     failed = [r for r in summary.reports if not r.ok]
-    print(f"\n{len(summary.reports)} runs, {len(failed)} failed, "
-          f"{time.monotonic() - began:.0f} s in all")
+    print(f"\n{len(summary.reports)} runs, {len(failed)} failed, {time.monotonic() - began:.0f} s in all")
     return 1 if failed else 0
 
 

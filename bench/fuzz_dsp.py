@@ -41,13 +41,18 @@ from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=60, help="schema-generated messages per endpoint")
-    ap.add_argument("--malformed", type=int, default=4,
-                    help=f"bodies per endpoint sent in each of the {len(MALFORMATIONS)} malformations")
+    ap.add_argument(
+        "--malformed",
+        type=int,
+        default=4,
+        help=f"bodies per endpoint sent in each of the {len(MALFORMATIONS)} malformations",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = ap.parse_args()
-    run = settings(deadline=None, database=None, phases=[Phase.generate],
-                   suppress_health_check=list(HealthCheck))
+    run = settings(
+        deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fuzz-dsp-") as tmp:
         space = start_space(Path(tmp))
@@ -72,23 +77,30 @@ def main() -> int:
 
                 generated()
                 malformed()
-                print(f"{endpoint.name:26} {time.monotonic() - t0:6.1f} s  sent so far {fz.stats.sent}",
-                      file=sys.stderr)
+                print(
+                    f"{endpoint.name:26} {time.monotonic() - t0:6.1f} s  sent so far {fz.stats.sent}",
+                    file=sys.stderr,
+                )
             violations = space.provider.schema_violations()
         finally:
             space.close()
     s = fz.stats
     figures = {
-        "requests": s.sent, "by_class": dict(sorted(s.by_class.items())),
-        "accepted": s.accepted, "server_errors_5xx": len(s.server_errors),
+        "requests": s.sent,
+        "by_class": dict(sorted(s.by_class.items())),
+        "accepted": s.accepted,
+        "server_errors_5xx": len(s.server_errors),
         "schema_invalid_error_bodies": len(s.invalid_error_bodies),
         "state_changes_after_refusal": len(s.state_changes_after_refusal),
         "acceptances_dsp_does_not_allow": len(s.illegitimate_acceptances),
         "dsp_schema_violations_sent_or_returned": len(violations),
         "by_endpoint": dict(sorted(s.by_endpoint.items())),
-        "setup_seconds": round(setup, 1), "seconds": round(time.monotonic() - started, 1),
-        "examples_per_endpoint": args.examples, "malformed_bodies_per_endpoint": args.malformed,
-        "malformations": len(MALFORMATIONS), "seed": args.seed,
+        "setup_seconds": round(setup, 1),
+        "seconds": round(time.monotonic() - started, 1),
+        "examples_per_endpoint": args.examples,
+        "malformed_bodies_per_endpoint": args.malformed,
+        "malformations": len(MALFORMATIONS),
+        "seed": args.seed,
     }
     print(f"requests sent            {s.sent}")
     print(f"by status class          {', '.join(f'{k} {v}' for k, v in sorted(s.by_class.items()))}")

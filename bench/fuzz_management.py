@@ -34,9 +34,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--steps", type=int, default=20, help="steps of a stateful scenario")
     args = ap.parse_args()
-    print(f"# fuzz_management  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  {platform.machine()}, "
-          f"Python {platform.python_version()}; examples={args.examples} steps={args.steps} "
-          f"seed={args.seed}")
+    print(
+        f"# fuzz_management  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  {platform.machine()}, "
+        f"Python {platform.python_version()}; examples={args.examples} steps={args.steps} "
+        f"seed={args.seed}"
+    )
     total = FuzzRun()
     crashes: list[str] = []
     owned: Counter[str] = Counter()
@@ -47,9 +49,16 @@ def main() -> int:
             consumer = space.connector("consumer", roles=("consumer",))
             seed(provider, consumer)
             for role, c, peer in (("provider", provider, consumer), ("consumer", consumer, provider)):
-                run = fuzz(c.api_url, c.api_key, peer_url=peer.dsp_url, sandbox=c.directory / "fuzz-files",
-                           max_examples=args.examples,
-                           seed=args.seed, max_steps=args.steps, exclusions=EXCLUSIONS)
+                run = fuzz(
+                    c.api_url,
+                    c.api_key,
+                    peer_url=peer.dsp_url,
+                    sandbox=c.directory / "fuzz-files",
+                    max_examples=args.examples,
+                    seed=args.seed,
+                    max_steps=args.steps,
+                    exclusions=EXCLUSIONS,
+                )
                 print(f"\n## {role}\n{run.report()}")
                 total.merge(run)
             for c in (provider, consumer):
@@ -63,14 +72,20 @@ def main() -> int:
         finally:
             space.close()
     print(f"\n## both roles\n{total.report()}")
-    print(f"tracebacks in the connectors' logs (any plane): {len(crashes)}"
-          + "".join(f"\n  {line}" for line in crashes))
-    print("tracebacks another fix owns: "
-          + (", ".join(f"{why}: {n}" for why, n in sorted(owned.items())) or "none"))
+    print(
+        f"tracebacks in the connectors' logs (any plane): {len(crashes)}"
+        + "".join(f"\n  {line}" for line in crashes)
+    )
+    print(
+        "tracebacks another fix owns: "
+        + (", ".join(f"{why}: {n}" for why, n in sorted(owned.items())) or "none")
+    )
     undocumented = sum(total.undocumented.values())
-    print(f"\nrequests generated: {total.requests} (+{sum(total.method_probes.values())} method "
-          f"probes); 5xx: {total.server_errors}; undocumented statuses: {undocumented}; "
-          f"findings: {len(total.findings)}")
+    print(
+        f"\nrequests generated: {total.requests} (+{sum(total.method_probes.values())} method "
+        f"probes); 5xx: {total.server_errors}; undocumented statuses: {undocumented}; "
+        f"findings: {len(total.findings)}"
+    )
     clean = total.server_errors == 0 and undocumented == 0 and not total.findings and not crashes
     return 0 if clean else 1
 

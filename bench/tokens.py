@@ -69,9 +69,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    versions = ", ".join(
-        f"{p} {importlib.metadata.version(p)}" for p in ("PyJWT", "cryptography", "aiohttp")
-    )
+    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("PyJWT", "cryptography", "aiohttp"))
     return (
         f"{model}; {os.cpu_count()} cores; Python {platform.python_version()}; {versions}; "
         f"{platform.system()} {platform.release()}"
@@ -80,12 +78,8 @@ def machine() -> str:
 
 def new_participant(store: AuthorityStore, name: str, alg: Algorithm) -> ParticipantIdentity:
     key = generate_private_key(alg)
-    record = register_participant(
-        store, create_csr(key, name).public_bytes(Encoding.PEM), now=time.time()
-    )
-    return ParticipantIdentity.from_parts(
-        key, x509.load_pem_x509_certificate(record.certificate.encode())
-    )
+    record = register_participant(store, create_csr(key, name).public_bytes(Encoding.PEM), now=time.time())
+    return ParticipantIdentity.from_parts(key, x509.load_pem_x509_certificate(record.certificate.encode()))
 
 
 # --- verification ------------------------------------------------------------------------
@@ -128,9 +122,7 @@ async def bench_verify(alg: Algorithm, iterations: int, rounds: int) -> dict[str
             return authority.revocation_list()
 
         def verifier(cache: bool) -> DatVerifier:
-            settings = DatVerifierSettings(
-                issuer=issuer, cache_claims=cache, revocation_poll_interval=3600
-            )
+            settings = DatVerifierSettings(issuer=issuer, cache_claims=cache, revocation_poll_interval=3600)
             return DatVerifier.create(settings, fetch_jwks=jwks, fetch_revocations=revocations)
 
         full, cached = verifier(False), verifier(True)
@@ -140,17 +132,13 @@ async def bench_verify(alg: Algorithm, iterations: int, rounds: int) -> dict[str
         public_key = full.jwks.keys[kid].key
 
         def bare() -> Any:
-            return jwt.decode(
-                token, public_key, algorithms=[alg], audience=DAT_AUDIENCE, issuer=issuer
-            )
+            return jwt.decode(token, public_key, algorithms=[alg], audience=DAT_AUDIENCE, issuer=issuer)
 
         results: dict[str, list[float]] = {"bare": [], "full": [], "cached": []}
         for _ in range(rounds):
             results["bare"].append(rate_sync(bare, iterations))
             results["full"].append(await rate_async(lambda: full.verify(token), iterations))
-            results["cached"].append(
-                await rate_async(lambda: cached.verify(token), iterations * 10)
-            )
+            results["cached"].append(await rate_async(lambda: cached.verify(token), iterations * 10))
         assert full.jwks.fetch_count == 1 and cached.jwks.fetch_count == 1
         return {k: statistics.median(v) for k, v in results.items()}
 
@@ -192,9 +180,7 @@ def free_port() -> int:
 async def bench_issue(alg: Algorithm, clients: int, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "auth"
-        store = AuthorityStore.initialize(
-            root, name="Bench", alg=alg, now=time.time(), admin_token="x"
-        )
+        store = AuthorityStore.initialize(root, name="Bench", alg=alg, now=time.time(), admin_token="x")
         people = [new_participant(store, f"Client {i}", alg) for i in range(clients)]
         port = free_port()
         url = f"http://127.0.0.1:{port}"

@@ -105,8 +105,13 @@ class DataRoots:
     protected_ids: frozenset[tuple[int, int]] = frozenset()  # (device, inode) of protected files
 
     @classmethod
-    def build(cls, roots: Iterable[Path], *, protected_dirs: Mapping[str, Path] | None = None,
-              protected_files: Mapping[str, Path] | None = None) -> DataRoots:
+    def build(
+        cls,
+        roots: Iterable[Path],
+        *,
+        protected_dirs: Mapping[str, Path] | None = None,
+        protected_files: Mapping[str, Path] | None = None,
+    ) -> DataRoots:
         """Resolve and check the roots; raises ``RootRefused``. ``protected_*`` map what a path
         is ("the participant directory") to the path."""
         dirs = [(what, os.path.realpath(p)) for what, p in (protected_dirs or {}).items()]
@@ -125,12 +130,16 @@ class DataRoots:
                     raise RootRefused(f"data root {root}: overlaps {system}, which is never served")
             for what, d in dirs:
                 if _within(real, d) or _within(d, real):
-                    raise RootRefused(f"data root {root}: overlaps {what} ({d}), which holds keys "
-                                      "and state that are never served; choose a folder beside it")
+                    raise RootRefused(
+                        f"data root {root}: overlaps {what} ({d}), which holds keys "
+                        "and state that are never served; choose a folder beside it"
+                    )
             for what, f in files:
                 if _within(f, real):
-                    raise RootRefused(f"data root {root}: contains {what} ({f}), which is never "
-                                      "served; move it or choose another folder")
+                    raise RootRefused(
+                        f"data root {root}: contains {what} ({f}), which is never "
+                        "served; move it or choose another folder"
+                    )
             real_roots.append(real)
         ids: set[tuple[int, int]] = set()
         for _, f in files:
@@ -154,20 +163,28 @@ class DataRoots:
         real = os.path.realpath(path)
         for system in NEVER_SERVED:
             if _within(real, system):
-                raise ProtectedPath("the asset's file is a system file, which is never served",
-                                    f"{path} resolves to {real}, under {system}: never served")
+                raise ProtectedPath(
+                    "the asset's file is a system file, which is never served",
+                    f"{path} resolves to {real}, under {system}: never served",
+                )
         for what, p in self.protected:
             if _within(real, p):
-                raise ProtectedPath(f"the asset's file is {what}, which is never served",
-                                    f"{path} resolves to {real}, in {what} ({p}): never served")
+                raise ProtectedPath(
+                    f"the asset's file is {what}, which is never served",
+                    f"{path} resolves to {real}, in {what} ({p}): never served",
+                )
         for root in self.roots:
             if real == root:
-                raise NotARegularFile("the asset's file is not a regular file",
-                                      f"{path} is the data root {root} itself")
+                raise NotARegularFile(
+                    "the asset's file is not a regular file", f"{path} is the data root {root} itself"
+                )
             if _within(real, root):
                 return root, real
-        detail = (f"{path} resolves to {real}, which is outside the data roots "
-                  f"({self.describe()})" if self.roots else f"{path}: {NO_ROOTS_HINT}")
+        detail = (
+            f"{path} resolves to {real}, which is outside the data roots ({self.describe()})"
+            if self.roots
+            else f"{path}: {NO_ROOTS_HINT}"
+        )
         raise OutsideRoots("the asset's file is outside the provider's data roots", detail)
 
     def admit(self, path: str) -> str:
@@ -180,8 +197,10 @@ class DataRoots:
         except PathRefused:
             raise
         except OSError as exc:
-            raise PathRefused("the connector cannot read the asset's file",
-                              f"{path}: the connector cannot read it ({exc.strerror})") from exc
+            raise PathRefused(
+                "the connector cannot read the asset's file",
+                f"{path}: the connector cannot read it ({exc.strerror})",
+            ) from exc
         os.close(fd)
         return path
 
@@ -193,10 +212,12 @@ class DataRoots:
         except OSError as exc:
             # O_NOFOLLOW refuses a symlink with ELOOP, or ENOTDIR along with O_DIRECTORY
             if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
-                    os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-                raise PathChanged("the asset's file changed while it was opened",
-                                  f"a component of {real} became a symlink while it was "
-                                  "opened") from exc
+                os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            ):
+                raise PathChanged(
+                    "the asset's file changed while it was opened",
+                    f"a component of {real} became a symlink while it was opened",
+                ) from exc
             raise
 
     def open(self, path: str) -> int:
@@ -204,7 +225,7 @@ class DataRoots:
         (blocking: run it in a worker thread). Raises ``PathRefused``, or ``OSError`` (e.g.
         ``FileNotFoundError``) when the file cannot be opened."""
         root, real = self._locate(path)
-        parts = real[len(root):].strip("/").split("/")
+        parts = real[len(root) :].strip("/").split("/")
         dir_fd = os.open(root, _DIR_FLAGS)
         try:
             for part in parts[:-1]:
@@ -213,22 +234,28 @@ class DataRoots:
                 dir_fd = inner
             before = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISLNK(before.st_mode):
-                raise PathChanged("the asset's file changed while it was opened",
-                                  f"{real} became a symlink while it was opened")
+                raise PathChanged(
+                    "the asset's file changed while it was opened",
+                    f"{real} became a symlink while it was opened",
+                )
             if not stat.S_ISREG(before.st_mode):
-                raise NotARegularFile("the asset's file is not a regular file",
-                                      f"{real} is not a regular file")
+                raise NotARegularFile(
+                    "the asset's file is not a regular file", f"{real} is not a regular file"
+                )
             fd = self._open_below(dir_fd, parts[-1], _FILE_FLAGS, real)
         finally:
             os.close(dir_fd)
         try:
             after = os.fstat(fd)
             if _identity(after) != _identity(before) or not stat.S_ISREG(after.st_mode):
-                raise PathChanged("the asset's file changed while it was opened",
-                                  f"{real} was replaced while it was opened")
+                raise PathChanged(
+                    "the asset's file changed while it was opened", f"{real} was replaced while it was opened"
+                )
             if _identity(after) in self.protected_ids:
-                raise ProtectedPath("the asset's file is a protected file, which is never served",
-                                    f"{real} is a link to a protected file: never served")
+                raise ProtectedPath(
+                    "the asset's file is a protected file, which is never served",
+                    f"{real} is a link to a protected file: never served",
+                )
         except BaseException:
             os.close(fd)
             raise

@@ -95,20 +95,34 @@ from connector.protocol.transfer import TransferState
 VICTIMS = ("provider", "consumer", "authority")
 ASSET_ID = "urn:asset:chaos"
 SETTLED_NEGOTIATION = (NegotiationState.FINALIZED.value, NegotiationState.TERMINATED.value)
-SETTLED_TRANSFER = tuple(s.value for s in TransferState
-                         if not s.is_sending and s is not TransferState.REQUESTED)
-IDENTITY_FILES = ("ca.crt", "participant.crt", "participant.id", "participant.json",
-                  "participant.key", "tls.crt", "tls.key")
+SETTLED_TRANSFER = tuple(
+    s.value for s in TransferState if not s.is_sending and s is not TransferState.REQUESTED
+)
+IDENTITY_FILES = (
+    "ca.crt",
+    "participant.crt",
+    "participant.id",
+    "participant.json",
+    "participant.key",
+    "tls.crt",
+    "tls.key",
+)
 
 # The receipt cross-check's findings a kill can cause (see the module docstring); each pattern
 # names the transfer (the provider's pid) it is about.
-PROVIDER_ONLY = re.compile(r"^transfer (\S+)(?: chain \S+)? .*: the provider issued a receipt "
-                           r"the consumer did not log$")
-CONSUMER_UNPROVEN = re.compile(r"^transfer (\S+)(?: chain \S+)? .*: the consumer recorded no "
-                               r"response \d+, so it cannot prove what the receipt covers "
-                               r"\(the consumer logged the batch as unproven\)$")
-EXPECTED_FINDINGS = {"provider-only receipt": PROVIDER_ONLY,
-                     "unproven after a consumer kill": CONSUMER_UNPROVEN}
+PROVIDER_ONLY = re.compile(
+    r"^transfer (\S+)(?: chain \S+)? .*: the provider issued a receipt "
+    r"the consumer did not log$"
+)
+CONSUMER_UNPROVEN = re.compile(
+    r"^transfer (\S+)(?: chain \S+)? .*: the consumer recorded no "
+    r"response \d+, so it cannot prove what the receipt covers "
+    r"\(the consumer logged the batch as unproven\)$"
+)
+EXPECTED_FINDINGS = {
+    "provider-only receipt": PROVIDER_ONLY,
+    "unproven after a consumer kill": CONSUMER_UNPROVEN,
+}
 
 
 class Unsettled(Exception):
@@ -210,18 +224,24 @@ class RunReport:
         return not (self.lost or self.duplicated or self.limit_violations or self.failures)
 
     def problems(self) -> list[str]:
-        return ([f"lost: {x}" for x in self.lost] + [f"duplicated: {x}" for x in self.duplicated]
-                + [f"use limit: {x}" for x in self.limit_violations] + self.failures)
+        return (
+            [f"lost: {x}" for x in self.lost]
+            + [f"duplicated: {x}" for x in self.duplicated]
+            + [f"use limit: {x}" for x in self.limit_violations]
+            + self.failures
+        )
 
     def line(self) -> str:
         phases = ",".join(f"{k}={v}" for k, v in sorted(self.kill.phases.items()))
-        return (f"{self.victim:9} seed={self.seed:<6} kill@step {self.kill.steps}+"
-                f"{self.kill.delay:.2f}s "
-                f"down={self.kill.back - self.kill.at:.1f}s [{phases}] "
-                f"neg={self.negotiations} fin={self.finalized} term={len(self.terminated)} "
-                f"xfer={self.transfers} uses={self.uses_received}/{self.uses_counted} "
-                f"(kill may cost {self.uses_allowed_loss}) expected-findings={len(self.expected)} "
-                f"{self.seconds:.1f}s {'OK' if self.ok else 'FAILED'}")
+        return (
+            f"{self.victim:9} seed={self.seed:<6} kill@step {self.kill.steps}+"
+            f"{self.kill.delay:.2f}s "
+            f"down={self.kill.back - self.kill.at:.1f}s [{phases}] "
+            f"neg={self.negotiations} fin={self.finalized} term={len(self.terminated)} "
+            f"xfer={self.transfers} uses={self.uses_received}/{self.uses_counted} "
+            f"(kill may cost {self.uses_allowed_loss}) expected-findings={len(self.expected)} "
+            f"{self.seconds:.1f}s {'OK' if self.ok else 'FAILED'}"
+        )
 
 
 # ------------------------------------------------------------------ the data space
@@ -250,8 +270,7 @@ class ChaosSpace:
         run_dir = self.space.root / f"run{self.runs}"
         schemas: list[str] = []
         out = []
-        for role, template in (("provider", self.provider_template),
-                               ("consumer", self.consumer_template)):
+        for role, template in (("provider", self.provider_template), ("consumer", self.consumer_template)):
             d = run_dir / role
             d.mkdir(parents=True)
             for name in IDENTITY_FILES:
@@ -262,8 +281,11 @@ class ChaosSpace:
                 schema = f"chaos_{uuid.uuid4().hex[:10]}"
                 schemas.append(schema)
                 store = f"{cfg.pg_url}{'&' if '?' in cfg.pg_url else '?'}schema={schema}"
-            out.append(self.space.connector(f"{role[:4]}{self.runs}", roles=(role,),
-                                            participant_dir=d, store=store, start=False))
+            out.append(
+                self.space.connector(
+                    f"{role[:4]}{self.runs}", roles=(role,), participant_dir=d, store=store, start=False
+                )
+            )
         prov, cons = out
         _parallel(prov.start, cons.start)
         return prov, cons, schemas
@@ -322,14 +344,18 @@ class Snapshot:
     @classmethod
     def read(cls, store: StoreReader) -> Snapshot:
         return cls(
-            negotiations=store.rows("SELECT id, role, state, provider_pid, consumer_pid, "
-                                    "agreement_id, data FROM negotiations"),
-            agreements=[{**a, "policy": _json(a["policy"])} for a in store.rows(
-                "SELECT id, negotiation_id, policy FROM agreements")],
-            transfers=store.rows("SELECT id, role, state, provider_pid, consumer_pid, "
-                                 "agreement_id, format, data FROM transfers"),
-            outbox=store.rows("SELECT status, process_kind, process_id, attempts, last_error "
-                              "FROM outbox"),
+            negotiations=store.rows(
+                "SELECT id, role, state, provider_pid, consumer_pid, agreement_id, data FROM negotiations"
+            ),
+            agreements=[
+                {**a, "policy": _json(a["policy"])}
+                for a in store.rows("SELECT id, negotiation_id, policy FROM agreements")
+            ],
+            transfers=store.rows(
+                "SELECT id, role, state, provider_pid, consumer_pid, "
+                "agreement_id, format, data FROM transfers"
+            ),
+            outbox=store.rows("SELECT status, process_kind, process_id, attempts, last_error FROM outbox"),
             counters=store.rows("SELECT agreement_id, count FROM usage_counters"),
         )
 
@@ -358,8 +384,15 @@ def _settled(prov: Snapshot, cons: Snapshot) -> bool:
 class Driver:
     """Runs the lanes of one run against a provider and a consumer that may die under them."""
 
-    def __init__(self, provider: Connector, consumer: Connector, offer: str, cfg: ChaosConfig,
-                 content: bytes, deadline: float) -> None:
+    def __init__(
+        self,
+        provider: Connector,
+        consumer: Connector,
+        offer: str,
+        cfg: ChaosConfig,
+        content: bytes,
+        deadline: float,
+    ) -> None:
         self.provider = provider
         self.consumer = consumer
         self.offer = offer
@@ -387,12 +420,21 @@ class Driver:
     def wait_steps(self, n: int) -> int:
         """Wait until the lanes made ``n`` steps (or all ended); the steps made."""
         with self._progress:
-            self._progress.wait_for(lambda: self.steps >= n or self.finished == len(self.lanes),
-                                    timeout=max(1.0, self.deadline - time.monotonic()))
+            self._progress.wait_for(
+                lambda: self.steps >= n or self.finished == len(self.lanes),
+                timeout=max(1.0, self.deadline - time.monotonic()),
+            )
             return self.steps
 
-    def call(self, c: Connector, method: str, path: str, body: Any = None,
-             expect: Iterable[int] = (200,), timeout: float = 15) -> tuple[int, Any]:
+    def call(
+        self,
+        c: Connector,
+        method: str,
+        path: str,
+        body: Any = None,
+        expect: Iterable[int] = (200,),
+        timeout: float = 15,
+    ) -> tuple[int, Any]:
         """One management API call; while the process is down (or answers 5xx, e.g. a 502
         because its peer is down) it is retried until the lane's deadline. A POST whose answer
         was lost may have been taken: what it created is found in the stores, not here."""
@@ -410,8 +452,12 @@ class Driver:
 
     def wait_negotiation(self, nid: str) -> dict[str, Any]:
         while True:
-            status, n = self.call(self.consumer, "GET", f"/api/negotiations/{nid}"
-                                  "?waitFor=FINALIZED,TERMINATED&timeout=5", timeout=20)
+            status, n = self.call(
+                self.consumer,
+                "GET",
+                f"/api/negotiations/{nid}?waitFor=FINALIZED,TERMINATED&timeout=5",
+                timeout=20,
+            )
             if status != 200:
                 raise Unsettled(f"negotiation {nid}: {status} {n}")
             if n["internalState"] in SETTLED_NEGOTIATION:
@@ -431,8 +477,13 @@ class Driver:
             time.sleep(0.05)
 
     def request_transfer(self, lane: Lane, fmt: str) -> dict[str, Any]:
-        status, t = self.call(self.consumer, "POST", "/api/transfers",
-                              {"agreementId": lane.agreement_id, "format": fmt}, expect=(201,))
+        status, t = self.call(
+            self.consumer,
+            "POST",
+            "/api/transfers",
+            {"agreementId": lane.agreement_id, "format": fmt},
+            expect=(201,),
+        )
         if status != 201:
             raise Unsettled(f"transfer request: {status} {t}")
         lane.transfer_ids.append(t["id"])
@@ -456,9 +507,13 @@ class Driver:
     def _lane(self, lane: Lane) -> None:
         time.sleep(lane.index * self.cfg.stagger)
         lane.phase = "negotiating"
-        status, n = self.call(self.consumer, "POST", "/api/negotiations",
-                              {"peerUrl": self.provider.dsp_url, "offerId": self.offer},
-                              expect=(201,))
+        status, n = self.call(
+            self.consumer,
+            "POST",
+            "/api/negotiations",
+            {"peerUrl": self.provider.dsp_url, "offerId": self.offer},
+            expect=(201,),
+        )
         if status != 201:
             raise Unsettled(f"negotiation request: {status} {n}")
         lane.negotiation_ids.append(n["id"])
@@ -495,13 +550,13 @@ class Driver:
                 time.sleep(0.3)  # the victim may still be down
         lane.phase = "completing"
         # a 409: the command was taken by a process killed before it answered (now COMPLETING)
-        status, out = self.call(self.consumer, "POST", f"/api/transfers/{t['id']}/complete",
-                                expect=(200, 409))
+        status, out = self.call(
+            self.consumer, "POST", f"/api/transfers/{t['id']}/complete", expect=(200, 409)
+        )
         self.step()
         done = self.wait_transfer(t["id"], {"COMPLETED", "TERMINATED"})
         if done["internalState"] != "COMPLETED":
-            raise Unsettled(f"complete {t['id']}: {status} {out}; the transfer is "
-                            f"{done['internalState']}")
+            raise Unsettled(f"complete {t['id']}: {status} {out}; the transfer is {done['internalState']}")
         self.step()
 
     def push(self, lane: Lane) -> None:
@@ -562,19 +617,26 @@ def run_once(chaos: ChaosSpace, victim: str, seed: int, cfg: ChaosConfig) -> Run
         raise ValueError(f"victim must be one of {', '.join(VICTIMS)}")
     rng = random.Random(seed)
     pause = cfg.authority_max_pause if victim == "authority" else cfg.max_pause
-    kill = Kill(victim, rng.randrange(cfg.lanes * Driver.steps_per_lane(cfg)),
-                rng.uniform(0, cfg.max_delay), rng.uniform(0, pause))
+    kill = Kill(
+        victim,
+        rng.randrange(cfg.lanes * Driver.steps_per_lane(cfg)),
+        rng.uniform(0, cfg.max_delay),
+        rng.uniform(0, pause),
+    )
     report = RunReport(victim, seed, kill)
     began = time.monotonic()
     content = rng.randbytes(cfg.content_size)
     provider, consumer, schemas = chaos.participants(cfg)
     report.timings["start"] = time.monotonic() - began
     try:
-        offer = offer_asset(provider, asset_id=ASSET_ID, content=content, contract={
-            "template": "n-times-usage", "params": {"max": str(cfg.limit)}})
+        offer = offer_asset(
+            provider,
+            asset_id=ASSET_ID,
+            content=content,
+            contract={"template": "n-times-usage", "params": {"max": str(cfg.limit)}},
+        )
         driver = Driver(provider, consumer, offer, cfg, content, time.monotonic() + cfg.bound)
-        target: Any = {"provider": provider, "consumer": consumer,
-                       "authority": chaos.space.authority}[victim]
+        target: Any = {"provider": provider, "consumer": consumer, "authority": chaos.space.authority}[victim]
 
         def killer() -> None:
             kill.steps = driver.wait_steps(kill.after_step)
@@ -618,8 +680,15 @@ async def _drop_schemas(url: str, schemas: list[str]) -> None:
 # ------------------------------------------------------------------ the invariants
 
 
-def check(report: RunReport, driver: Driver, provider: Connector, consumer: Connector,
-          cfg: ChaosConfig, content: bytes, schemas: list[str]) -> None:
+def check(
+    report: RunReport,
+    driver: Driver,
+    provider: Connector,
+    consumer: Connector,
+    cfg: ChaosConfig,
+    content: bytes,
+    schemas: list[str],
+) -> None:
     kill = report.kill
     if kill.error:
         report.failures.append(f"the {kill.victim}: {kill.error}")
@@ -628,8 +697,10 @@ def check(report: RunReport, driver: Driver, provider: Connector, consumer: Conn
             report.failures.append(f"lane {lane.index} did not finish ({lane.phase}): {lane.error}")
         for op in lane.ops:
             if _may_cost_a_use(op, kill):
-                report.notes.append(f"lane {lane.index} {op.kind} {op.outcome} at "
-                                    f"{op.started - kill.at:+.2f}s from the kill: {op.detail}")
+                report.notes.append(
+                    f"lane {lane.index} {op.kind} {op.outcome} at "
+                    f"{op.started - kill.at:+.2f}s from the kill: {op.detail}"
+                )
     prov_store = StoreReader(provider, cfg.pg_url, schemas[0] if schemas else None)
     cons_store = StoreReader(consumer, cfg.pg_url, schemas[1] if schemas else None)
     deadline = time.monotonic() + cfg.settle
@@ -678,23 +749,28 @@ def check_negotiations(report: RunReport, driver: Driver, prov: Snapshot, cons: 
                 report.failures.append(f"negotiation {n['id']} never reached the provider ({state})")
             continue
         if state not in SETTLED_NEGOTIATION or p["state"] != state:
-            report.failures.append(f"negotiation {n['id']} not settled: consumer {state}, "
-                                   f"provider {p['state']}")
+            report.failures.append(
+                f"negotiation {n['id']} not settled: consumer {state}, provider {p['state']}"
+            )
             continue
         if p["provider_pid"] != n["provider_pid"]:
-            report.failures.append(f"negotiation {n['id']}: providerPid {n['provider_pid']} at the "
-                                   f"consumer, {p['provider_pid']} at the provider")
+            report.failures.append(
+                f"negotiation {n['id']}: providerPid {n['provider_pid']} at the "
+                f"consumer, {p['provider_pid']} at the provider"
+            )
         report.settled += 1
         if state == NegotiationState.TERMINATED.value:
-            report.terminated.append("; ".join(_json(n["data"]).get("termination_reason") or [])
-                                     or "(no reason)")
+            report.terminated.append(
+                "; ".join(_json(n["data"]).get("termination_reason") or []) or "(no reason)"
+            )
             continue
         report.finalized += 1
         mine, theirs = cons_agreements.get(n["id"], []), prov_agreements.get(p["id"], [])
         if len(mine) != 1 or len(theirs) != 1:
             (report.duplicated if len(mine) > 1 or len(theirs) > 1 else report.lost).append(
                 f"FINALIZED negotiation {n['id']}: {len(mine)} agreement(s) at the consumer, "
-                f"{len(theirs)} at the provider")
+                f"{len(theirs)} at the provider"
+            )
         elif mine[0]["id"] != theirs[0]["id"] or mine[0]["policy"] != theirs[0]["policy"]:
             report.failures.append(f"negotiation {n['id']}: the two sides hold different agreements")
         elif n["agreement_id"] != mine[0]["id"] or p["agreement_id"] != theirs[0]["id"]:
@@ -734,11 +810,13 @@ def check_transfers(report: RunReport, driver: Driver, prov: Snapshot, cons: Sna
         p = at_provider.get(t["consumer_pid"])
         if p is None:
             (report.lost if t["provider_pid"] else report.failures).append(
-                f"transfer {t['id']} ({t['state']}) is missing at the provider")
+                f"transfer {t['id']} ({t['state']}) is missing at the provider"
+            )
             continue
         if t["state"] not in SETTLED_TRANSFER or p["state"] != t["state"]:
-            report.failures.append(f"transfer {t['id']} not settled: consumer {t['state']}, "
-                                   f"provider {p['state']}")
+            report.failures.append(
+                f"transfer {t['id']} not settled: consumer {t['state']}, provider {p['state']}"
+            )
             continue
         if p["provider_pid"] != t["provider_pid"] or p["agreement_id"] != t["agreement_id"]:
             report.failures.append(f"transfer {t['id']}: the two sides disagree on its pids or agreement")
@@ -749,13 +827,16 @@ def check_transfers(report: RunReport, driver: Driver, prov: Snapshot, cons: Sna
 def check_outbox(report: RunReport, prov: Snapshot, cons: Snapshot) -> None:
     for side, snap in (("provider", prov), ("consumer", cons)):
         for m in snap.open_messages():
-            report.failures.append(f"{side} outbox: a {m['status']} message of {m['process_kind']} "
-                                   f"{m['process_id']} ({m['attempts']} attempts, {m['last_error']})")
+            report.failures.append(
+                f"{side} outbox: a {m['status']} message of {m['process_kind']} "
+                f"{m['process_id']} ({m['attempts']} attempts, {m['last_error']})"
+            )
         dead = [m for m in snap.outbox if m["status"] == "dead"]
         report.dead_messages += len(dead)
         for m in dead:
-            report.notes.append(f"{side} outbox: dead message of {m['process_kind']} "
-                                f"{m['process_id']}: {m['last_error']}")
+            report.notes.append(
+                f"{side} outbox: dead message of {m['process_kind']} {m['process_id']}: {m['last_error']}"
+            )
 
 
 def _in_flight(op: DataOp, kill: Kill) -> bool:
@@ -796,21 +877,29 @@ def check_uses(report: RunReport, driver: Driver, prov: Snapshot, cfg: ChaosConf
         if d > cfg.limit:
             report.limit_violations.append(f"agreement {lane.agreement_id}: {d} uses received > {cfg.limit}")
         if lane.limit_reached and c != cfg.limit:
-            report.lost.append(f"agreement {lane.agreement_id}: a use was refused at counter {c} "
-                               f"< limit {cfg.limit}")
+            report.lost.append(
+                f"agreement {lane.agreement_id}: a use was refused at counter {c} < limit {cfg.limit}"
+            )
         at_risk = sum(_may_cost_a_use(op, kill) for op in lane.ops)
         allowed = at_risk + (HELD_BLOCKS * block if kill.victim == "provider" else 0)
         report.uses_allowed_loss += min(allowed, cfg.limit)
         if c - d > allowed:
-            report.lost.append(f"agreement {lane.agreement_id}: {c - d} uses counted but not "
-                               f"received, a kill explains at most {allowed}")
+            report.lost.append(
+                f"agreement {lane.agreement_id}: {c - d} uses counted but not "
+                f"received, a kill explains at most {allowed}"
+            )
         if d > c:
-            report.failures.append(f"agreement {lane.agreement_id}: {d} uses received, "
-                                   f"the counter says {c}")
+            report.failures.append(f"agreement {lane.agreement_id}: {d} uses received, the counter says {c}")
 
 
-def check_audit(report: RunReport, driver: Driver, provider: Connector, consumer: Connector,
-                content: bytes, cfg: ChaosConfig) -> None:
+def check_audit(
+    report: RunReport,
+    driver: Driver,
+    provider: Connector,
+    consumer: Connector,
+    content: bytes,
+    cfg: ChaosConfig,
+) -> None:
     logs = {c.name: c.directory / f"audit-{c.name}.log" for c in (provider, consumer)}
     for c in (provider, consumer):
         # what `connector audit verify LOG --cert CERT` runs: the chain, signatures, head anchor
@@ -820,18 +909,27 @@ def check_audit(report: RunReport, driver: Driver, provider: Connector, consumer
         report.notes += [f"{c.name} audit: {n}" for n in verified.notes]
     key = load_public_key(provider.directory / "participant.crt")
     consumer_entries = list(read_entries(logs[consumer.name]))
-    problems, _ = cross_check(consumer_entries, read_entries(logs[provider.name]), key,
-                              consumer_id=consumer.participant_id)
+    problems, _ = cross_check(
+        consumer_entries, read_entries(logs[provider.name]), key, consumer_id=consumer.participant_id
+    )
     kill = report.kill
-    affected = {op.provider_pid for lane in driver.lanes for op in lane.ops
-                if op.provider_pid and (op.outcome in ("failed", "lost") or _in_flight(op, kill))}
+    affected = {
+        op.provider_pid
+        for lane in driver.lanes
+        for op in lane.ops
+        if op.provider_pid and (op.outcome in ("failed", "lost") or _in_flight(op, kill))
+    }
     for problem in problems:
         kind = next((k for k, rx in EXPECTED_FINDINGS.items() if rx.match(problem)), None)
         m = EXPECTED_FINDINGS[kind].match(problem) if kind else None
-        explained = (m is not None and m.group(1) in affected
-                     and (kind != "unproven after a consumer kill" or kill.victim == "consumer"))
+        explained = (
+            m is not None
+            and m.group(1) in affected
+            and (kind != "unproven after a consumer kill" or kill.victim == "consumer")
+        )
         (report.expected if explained else report.failures).append(
-            f"receipts: {problem}" if explained else f"receipt cross-check: {problem}")
+            f"receipts: {problem}" if explained else f"receipt cross-check: {problem}"
+        )
     # the responses the consumer's log proves it received in full: never more than the limit
     full = hashlib.sha256(content).hexdigest()
     receipts, _ = read_receipts(consumer_entries, key, "consumer")
@@ -842,21 +940,30 @@ def check_audit(report: RunReport, driver: Driver, provider: Connector, consumer
                 proven.setdefault(r.agreement_id, set()).add((r.transfer_id, r.chain, seq))
     for agreement, responses in proven.items():
         if len(responses) > cfg.limit:
-            report.limit_violations.append(f"agreement {agreement}: the consumer's receipts prove "
-                                           f"{len(responses)} full responses > {cfg.limit}")
+            report.limit_violations.append(
+                f"agreement {agreement}: the consumer's receipts prove "
+                f"{len(responses)} full responses > {cfg.limit}"
+            )
 
 
-def check_audit_trail(report: RunReport, provider: Connector, prov: Snapshot,
-                      consumer: Connector, cons: Snapshot) -> None:
+def check_audit_trail(
+    report: RunReport, provider: Connector, prov: Snapshot, consumer: Connector, cons: Snapshot
+) -> None:
     """Every settled process's final state is in its side's audit log. The runtime appends the
     entry right after the commit (connector.runtime.auditing): a kill in between loses the entry,
     never the state, so the victim's log may miss some (counted in the notes); a side that was
     not killed must miss none."""
     for c, snap in ((provider, prov), (consumer, cons)):
-        wanted = [(f"negotiation.{n['state'].lower()}", n["id"]) for n in snap.negotiations
-                  if n["state"] in SETTLED_NEGOTIATION]
-        wanted += [(f"transfer.{t['state'].lower()}", t["id"]) for t in snap.transfers
-                   if t["state"] in SETTLED_TRANSFER]
+        wanted = [
+            (f"negotiation.{n['state'].lower()}", n["id"])
+            for n in snap.negotiations
+            if n["state"] in SETTLED_NEGOTIATION
+        ]
+        wanted += [
+            (f"transfer.{t['state'].lower()}", t["id"])
+            for t in snap.transfers
+            if t["state"] in SETTLED_TRANSFER
+        ]
         role = "provider" if c is provider else "consumer"
         deadline = time.monotonic() + 5  # the last entries follow their commits closely
         while True:
@@ -868,11 +975,12 @@ def check_audit_trail(report: RunReport, provider: Connector, prov: Snapshot,
             time.sleep(0.2)
         if role == report.victim:
             if missing:
-                report.notes.append(f"the {role}'s audit log misses {len(missing)} final state(s) "
-                                    "appended after a commit the kill interrupted")
+                report.notes.append(
+                    f"the {role}'s audit log misses {len(missing)} final state(s) "
+                    "appended after a commit the kill interrupted"
+                )
         else:
-            report.failures += [f"the {role}'s audit log has no {kind} for {pid}"
-                                for kind, pid in missing]
+            report.failures += [f"the {role}'s audit log has no {kind} for {pid}" for kind, pid in missing]
 
 
 # ------------------------------------------------------------------ a whole bench
@@ -883,9 +991,11 @@ class Summary:
     reports: list[RunReport] = field(default_factory=list)
 
     def table(self) -> list[str]:
-        lines = [f"{'victim':9} {'runs':>4} {'faults':>6} {'settled':>7} {'lost':>4} {'dup':>4} "
-                 f"{'limit':>5} {'failed':>6} {'terminated':>10} {'uses rcvd/counted':>17} "
-                 f"{'kill cost<=':>11} {'expected':>8} {'time s':>7}"]
+        lines = [
+            f"{'victim':9} {'runs':>4} {'faults':>6} {'settled':>7} {'lost':>4} {'dup':>4} "
+            f"{'limit':>5} {'failed':>6} {'terminated':>10} {'uses rcvd/counted':>17} "
+            f"{'kill cost<=':>11} {'expected':>8} {'time s':>7}"
+        ]
         for victim in VICTIMS:
             rs = [r for r in self.reports if r.victim == victim]
             if not rs:
@@ -898,7 +1008,8 @@ class Summary:
                 f"{sum(not r.ok for r in rs):>6} {sum(len(r.terminated) for r in rs):>10} "
                 f"{sum(r.uses_received for r in rs):>8}/{sum(r.uses_counted for r in rs):<8} "
                 f"{sum(r.uses_allowed_loss for r in rs):>11} "
-                f"{sum(len(r.expected) for r in rs):>8} {sum(r.seconds for r in rs):>7.1f}")
+                f"{sum(len(r.expected) for r in rs):>8} {sum(r.seconds for r in rs):>7.1f}"
+            )
         return lines
 
 

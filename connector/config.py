@@ -119,22 +119,28 @@ def _d(text: str, **kw: Any) -> Any:
 
 
 class ConnectorSection(_Section):
-    participant_dir: Path = _d("the participant directory from `connector init` (key, certificate, "
-                               "TLS files, ca.crt)")
+    participant_dir: Path = _d(
+        "the participant directory from `connector init` (key, certificate, TLS files, ca.crt)"
+    )
     authority_url: str = _d("the data-space authority (DATs, revocations)")
     public_url: str = _d("where peers reach this connector's DSP endpoints")
-    title: str = _d("the connector's title in its self-description",
-                    default="Data space connector")
+    title: str = _d("the connector's title in its self-description", default="Data space connector")
     description: str | None = _d("a description for the self-description", default=None)
     curator: str = _d("the curator named in the self-description", default="https://example.org/")
-    maintainer: str = _d("the maintainer named in the self-description",
-                         default="https://example.org/")
+    maintainer: str = _d("the maintainer named in the self-description", default="https://example.org/")
     revocation_poll_interval: float = _d(
         "s between fetches of the authority's revocation list: a revoked participant's tokens "
-        "are refused no later than this after the revocation", default=60.0, gt=0, le=3600)
-    audit_log: Path | None = _d("the hash-chained, signed audit log, one per process (replicas "
-                                "each keep their own); default: audit.log in the participant "
-                                "directory", default=None)
+        "are refused no later than this after the revocation",
+        default=60.0,
+        gt=0,
+        le=3600,
+    )
+    audit_log: Path | None = _d(
+        "the hash-chained, signed audit log, one per process (replicas "
+        "each keep their own); default: audit.log in the participant "
+        "directory",
+        default=None,
+    )
 
     @field_validator("authority_url", "public_url", "curator", "maintainer")
     @classmethod
@@ -145,34 +151,43 @@ class ConnectorSection(_Section):
 
 
 class DspSection(_Section):
-    host: str = _d("the address the DSP endpoints listen on; with tls_mode = \"proxy\" a "
-                   "private or loopback IP address (a public one is refused)", default="127.0.0.1")
+    host: str = _d(
+        'the address the DSP endpoints listen on; with tls_mode = "proxy" a '
+        "private or loopback IP address (a public one is refused)",
+        default="127.0.0.1",
+    )
     port: int = _d("the DSP port", default=8801, ge=0, le=65535)
     tls_mode: TlsMode = _d(
         'how DSP is secured. "mutual": TLS, every peer presents its data-space client '
-        "certificate and a DAT bound to a certificate must come with it. \"server\": TLS, a "
+        'certificate and a DAT bound to a certificate must come with it. "server": TLS, a '
         "client certificate is optional (peers such as EDC have none): the DAT is still "
         "required, its certificate binding is checked only where a certificate is presented, "
-        "so a stolen DAT is usable without its holder's certificate. \"proxy\": plain HTTP on "
+        'so a stolen DAT is usable without its holder\'s certificate. "proxy": plain HTTP on '
         "a private address behind a TLS-terminating proxy; the client certificate comes from "
-        "client_cert_header, only from trusted_proxies; binding as \"server\"; public_url "
-        'stays https. "none": plain HTTP, loopback tests only', default="mutual")
+        'client_cert_header, only from trusted_proxies; binding as "server"; public_url '
+        'stays https. "none": plain HTTP, loopback tests only',
+        default="mutual",
+    )
     client_cert_header: str = _d(
         'tls_mode = "proxy": the header in which the proxy passes the client certificate, as '
         "URL-escaped PEM (nginx: proxy_set_header X-Forwarded-Client-Cert "
         "$ssl_client_escaped_cert); taken only from trusted_proxies",
-        default="X-Forwarded-Client-Cert")
+        default="X-Forwarded-Client-Cert",
+    )
     trusted_proxies: list[str] = _d(
         'tls_mode = "proxy": the addresses (CIDRs or IP addresses) of the proxies whose '
         "client_cert_header is believed; from anyone else it is ignored (and logged)",
-        default_factory=list, max_length=256)
+        default_factory=list,
+        max_length=256,
+    )
     plain_http: bool | None = _d('deprecated: true is tls_mode = "none"', default=None)
-    mutual_tls: bool | None = _d('deprecated: false is tls_mode = "server", true "mutual"',
-                                 default=None)
+    mutual_tls: bool | None = _d('deprecated: false is tls_mode = "server", true "mutual"', default=None)
     peer_allow: list[str] = _d(
         "private, loopback or link-local peers DSP calls may reach (CIDRs, addresses, host "
         "names): callbackAddresses, peerUrls, the processes' counter-parties; empty: public "
-        "addresses only", default_factory=list)
+        "addresses only",
+        default_factory=list,
+    )
 
     @field_validator("peer_allow")
     @classmethod
@@ -200,13 +215,16 @@ class DspSection(_Section):
                 raise ValueError(
                     f"tls_mode = {self.tls_mode!r} contradicts the older plain_http = "
                     f"{_flag(self.plain_http)}, mutual_tls = {_flag(self.mutual_tls)} (which mean "
-                    f"tls_mode = {legacy!r}): remove plain_http and mutual_tls")
+                    f"tls_mode = {legacy!r}): remove plain_http and mutual_tls"
+                )
             self.tls_mode = legacy
         if self.tls_mode == "proxy":
             why = _not_private(self.host)
             if why:
-                raise ValueError(f'tls_mode = "proxy" serves plain HTTP: host must be a private or '
-                                 f"loopback address, and {why}")
+                raise ValueError(
+                    f'tls_mode = "proxy" serves plain HTTP: host must be a private or '
+                    f"loopback address, and {why}"
+                )
         return self
 
     @property
@@ -222,8 +240,9 @@ class DspSection(_Section):
 
     def client_certificates(self) -> ClientCertificates:
         """Where DSP requests' client certificates come from (connector.http.clientcert)."""
-        return ClientCertificates.of(self.tls_mode, header=self.client_cert_header,
-                                     trusted_proxies=self.trusted_proxies)
+        return ClientCertificates.of(
+            self.tls_mode, header=self.client_cert_header, trusted_proxies=self.trusted_proxies
+        )
 
 
 def legacy_tls_mode(plain_http: bool | None, mutual_tls: bool | None) -> TlsMode | None:
@@ -257,13 +276,12 @@ def _not_private(host: str) -> str | None:
 
 
 class ManagementSection(_Section):
-    host: str = _d("the address the management API listens on (keep it private)",
-                   default="127.0.0.1")
+    host: str = _d("the address the management API listens on (keep it private)", default="127.0.0.1")
     port: int = _d("the management API port", default=8802, ge=0, le=65535)
-    api_key: str | None = _d("the API key itself (at least 16 characters); or api_key_file",
-                             default=None)
-    api_key_file: Path | None = _d("a file holding the API key; set exactly one of api_key and "
-                                   "api_key_file", default=None)
+    api_key: str | None = _d("the API key itself (at least 16 characters); or api_key_file", default=None)
+    api_key_file: Path | None = _d(
+        "a file holding the API key; set exactly one of api_key and api_key_file", default=None
+    )
 
     @model_validator(mode="after")
     def _one_key(self) -> ManagementSection:
@@ -275,11 +293,16 @@ class ManagementSection(_Section):
 
 
 class StoreSection(_Section):
-    url: str | None = _d('"sqlite:///PATH" or "postgresql://..." (replicas share one PostgreSQL); '
-                         "default: connector.db in the participant directory", default=None)
+    url: str | None = _d(
+        '"sqlite:///PATH" or "postgresql://..." (replicas share one PostgreSQL); '
+        "default: connector.db in the participant directory",
+        default=None,
+    )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = _d(
         "SQLite in WAL mode with NORMAL keeps every committed transaction across a process crash "
-        "(kill -9); FULL also across a power cut, at an fsync per commit", default="NORMAL")
+        "(kill -9); FULL also across a power cut, at an fsync per commit",
+        default="NORMAL",
+    )
 
 
 class DataplaneSection(_Section):
@@ -288,19 +311,28 @@ class DataplaneSection(_Section):
     enabled: bool = _d("serve pull transfers (a provider's data plane)", default=True)
     host: str = _d("the address the data plane listens on", default="127.0.0.1")
     port: int = _d("the data plane port", default=8803, ge=0, le=65535)
-    public_url: str | None = _d("where consumers reach the data plane; default: "
-                                "http(s)://host:port (TLS as for DSP)", default=None)
+    public_url: str | None = _d(
+        "where consumers reach the data plane; default: http(s)://host:port (TLS as for DSP)", default=None
+    )
     upstream_allow: list[str] = _d(
         "private or loopback HTTP upstreams of assets the data plane may fetch from (SSRF "
-        "guard: everything else private is refused)", default_factory=list)
+        "guard: everything else private is refused)",
+        default_factory=list,
+    )
     push_allow: list[str] = _d(
-        "private or loopback consumers' push endpoints this provider may connect to",
-        default_factory=list)
+        "private or loopback consumers' push endpoints this provider may connect to", default_factory=list
+    )
     pull_allow: list[str] = _d(
         "private or loopback providers' data planes this consumer may pull from (the endpoint "
-        "comes from the provider)", default_factory=list)
-    token_lifetime: int = _d("s a transfer token lives; the consumer refreshes it with its "
-                             "one-time refresh token", default=300, ge=1, le=3600)
+        "comes from the provider)",
+        default_factory=list,
+    )
+    token_lifetime: int = _d(
+        "s a transfer token lives; the consumer refreshes it with its one-time refresh token",
+        default=300,
+        ge=1,
+        le=3600,
+    )
 
     @field_validator("upstream_allow", "push_allow", "pull_allow")
     @classmethod
@@ -312,49 +344,93 @@ class NegotiationSection(_Section):
     counter_offers: Literal["stricter", "offer", "reject"] = _d(
         'a request that differs from the offers: "stricter" agrees if provably at least as '
         'strict as an offer, else terminates with the reason; "offer" answers a looser one with '
-        'a counter-offer of the offer; "reject" agrees to exact offers only', default="stricter")
+        'a counter-offer of the offer; "reject" agrees to exact offers only',
+        default="stricter",
+    )
 
 
 class AssetsSection(_Section):
     roots: list[Path] = _d(
         "folders whose files may be file assets (relative to this file's folder; not the "
-        "participant directory); empty: file assets are refused", default_factory=list,
-        max_length=64)
+        "participant directory); empty: file assets are refused",
+        default_factory=list,
+        max_length=64,
+    )
 
 
 class LimitsSection(_Section):
     """Request limits on every listening port (connector.http.limits; defaults there)."""
 
-    dsp_body_bytes: int = _d("bytes of one DSP request body; larger: 413",
-                             default=DEFAULT_LIMITS.dsp_body_bytes, ge=1024, le=1 << 30)
-    management_body_bytes: int = _d("bytes of one management API request body; larger: 413",
-                                    default=DEFAULT_LIMITS.management_body_bytes, ge=1024,
-                                    le=1 << 30)
-    authority_body_bytes: int = _d("bytes of one authority request body "
-                                   "(`authority serve --limits FILE`); larger: 413",
-                                   default=DEFAULT_LIMITS.authority_body_bytes, ge=1024,
-                                   le=1 << 30)
-    json_depth: int = _d("nested arrays/objects in a JSON body; deeper: 400",
-                         default=DEFAULT_LIMITS.json_depth, ge=8, le=200)
-    json_string_chars: int = _d("characters in one JSON string (keys too); more: 400",
-                                default=DEFAULT_LIMITS.json_string_chars, ge=256, le=1 << 30)
-    json_items: int = _d("entries in one JSON array or object; more: 400",
-                         default=DEFAULT_LIMITS.json_items, ge=16, le=10_000_000)
-    header_line_bytes: int = _d("bytes of the request line and of each header line; more: 400",
-                                default=DEFAULT_LIMITS.header_line_bytes, ge=1024, le=1 << 20)
-    header_field_bytes: int = _d("bytes of one header value; more: 400",
-                                 default=DEFAULT_LIMITS.header_field_bytes, ge=1024, le=1 << 20)
-    header_count: int = _d("headers in one request; more: 400",
-                           default=DEFAULT_LIMITS.header_count, ge=16, le=10_000)
-    header_timeout: float = _d("s from connecting (or a request's first byte) to complete "
-                               "headers, and for the TLS handshake; later: connection closed",
-                               default=DEFAULT_LIMITS.header_timeout, gt=0, le=3600)
-    body_timeout: float = _d("s to receive a JSON body, and the longest pause in an upload; "
-                             "later: 408", default=DEFAULT_LIMITS.body_timeout, gt=0, le=3600)
-    idle_timeout: float = _d("s a keep-alive connection may idle between requests",
-                             default=DEFAULT_LIMITS.idle_timeout, gt=0, le=3600)
-    shutdown_grace: float = _d("s from SIGTERM to exit: requests in flight finish or are "
-                               "cancelled", default=DEFAULT_LIMITS.shutdown_grace, gt=0, le=600)
+    dsp_body_bytes: int = _d(
+        "bytes of one DSP request body; larger: 413",
+        default=DEFAULT_LIMITS.dsp_body_bytes,
+        ge=1024,
+        le=1 << 30,
+    )
+    management_body_bytes: int = _d(
+        "bytes of one management API request body; larger: 413",
+        default=DEFAULT_LIMITS.management_body_bytes,
+        ge=1024,
+        le=1 << 30,
+    )
+    authority_body_bytes: int = _d(
+        "bytes of one authority request body (`authority serve --limits FILE`); larger: 413",
+        default=DEFAULT_LIMITS.authority_body_bytes,
+        ge=1024,
+        le=1 << 30,
+    )
+    json_depth: int = _d(
+        "nested arrays/objects in a JSON body; deeper: 400", default=DEFAULT_LIMITS.json_depth, ge=8, le=200
+    )
+    json_string_chars: int = _d(
+        "characters in one JSON string (keys too); more: 400",
+        default=DEFAULT_LIMITS.json_string_chars,
+        ge=256,
+        le=1 << 30,
+    )
+    json_items: int = _d(
+        "entries in one JSON array or object; more: 400",
+        default=DEFAULT_LIMITS.json_items,
+        ge=16,
+        le=10_000_000,
+    )
+    header_line_bytes: int = _d(
+        "bytes of the request line and of each header line; more: 400",
+        default=DEFAULT_LIMITS.header_line_bytes,
+        ge=1024,
+        le=1 << 20,
+    )
+    header_field_bytes: int = _d(
+        "bytes of one header value; more: 400", default=DEFAULT_LIMITS.header_field_bytes, ge=1024, le=1 << 20
+    )
+    header_count: int = _d(
+        "headers in one request; more: 400", default=DEFAULT_LIMITS.header_count, ge=16, le=10_000
+    )
+    header_timeout: float = _d(
+        "s from connecting (or a request's first byte) to complete "
+        "headers, and for the TLS handshake; later: connection closed",
+        default=DEFAULT_LIMITS.header_timeout,
+        gt=0,
+        le=3600,
+    )
+    body_timeout: float = _d(
+        "s to receive a JSON body, and the longest pause in an upload; later: 408",
+        default=DEFAULT_LIMITS.body_timeout,
+        gt=0,
+        le=3600,
+    )
+    idle_timeout: float = _d(
+        "s a keep-alive connection may idle between requests",
+        default=DEFAULT_LIMITS.idle_timeout,
+        gt=0,
+        le=3600,
+    )
+    shutdown_grace: float = _d(
+        "s from SIGTERM to exit: requests in flight finish or are cancelled",
+        default=DEFAULT_LIMITS.shutdown_grace,
+        gt=0,
+        le=600,
+    )
 
     def limits(self) -> Limits:
         return Limits(**self.model_dump())
@@ -363,10 +439,10 @@ class LimitsSection(_Section):
 class BrokerLinkSection(_Section):
     """The broker this connector registers its self-description at (connector.broker.heartbeat)."""
 
-    url: str | None = _d("a broker to register this connector's self-description at on start",
-                         default=None)
-    heartbeat: float = _d("s between renewals at the broker (keep it well under the broker's "
-                          "ttl)", default=60.0, gt=0, le=86400)
+    url: str | None = _d("a broker to register this connector's self-description at on start", default=None)
+    heartbeat: float = _d(
+        "s between renewals at the broker (keep it well under the broker's ttl)", default=60.0, gt=0, le=86400
+    )
 
     @field_validator("url")
     @classmethod
@@ -382,13 +458,18 @@ class WebhookSection(_Section):
     url: str = _d("where events are POSTed (http(s))")
     events: list[Literal["negotiation", "transfer", "agreement"]] = _d(
         "which events: negotiation and transfer state changes, agreements signed",
-        default_factory=lambda: ["negotiation", "transfer", "agreement"], min_length=1)
-    secret_file: Path = _d("a file holding the HMAC-SHA256 key the events are signed with "
-                           "(X-Connector-Signature), at least 16 bytes")
+        default_factory=lambda: ["negotiation", "transfer", "agreement"],
+        min_length=1,
+    )
+    secret_file: Path = _d(
+        "a file holding the HMAC-SHA256 key the events are signed with "
+        "(X-Connector-Signature), at least 16 bytes"
+    )
     allow: list[str] = _d(
         "private or loopback addresses (CIDRs, host names) the webhooks may reach, as every "
         "other outbound call (the entries of all webhooks apply to all of them)",
-        default_factory=list)
+        default_factory=list,
+    )
 
     @field_validator("url")
     @classmethod
@@ -420,8 +501,10 @@ class Config(_Section):
     @model_validator(mode="after")
     def _public_https(self) -> Config:
         if self.dsp.tls_mode == "proxy" and not self.connector.public_url.startswith("https://"):
-            raise ValueError('dsp.tls_mode = "proxy": connector.public_url must be the proxy\'s '
-                             "https URL (peers reach this connector over TLS at the proxy)")
+            raise ValueError(
+                'dsp.tls_mode = "proxy": connector.public_url must be the proxy\'s '
+                "https URL (peers reach this connector over TLS at the proxy)"
+            )
         return self
 
     def path(self, p: Path) -> Path:
@@ -436,7 +519,7 @@ class Config(_Section):
         if self.store.url:
             url = self.store.url
             if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-                rel = Path(url[len("sqlite:///"):])
+                rel = Path(url[len("sqlite:///") :])
                 return f"sqlite:///{self.path(rel)}"
             return url
         return f"sqlite:///{self.participant_dir / 'connector.db'}"
@@ -462,11 +545,9 @@ class Config(_Section):
             try:
                 key = path.read_bytes().strip()
             except OSError as exc:
-                raise ConfigError(f"webhooks[{i}].secret_file: cannot read {path}: "
-                                  f"{exc.strerror}") from exc
+                raise ConfigError(f"webhooks[{i}].secret_file: cannot read {path}: {exc.strerror}") from exc
             if len(key) < 16:
-                raise ConfigError(f"webhooks[{i}].secret_file: the key in {path} is shorter "
-                                  "than 16 bytes")
+                raise ConfigError(f"webhooks[{i}].secret_file: the key in {path} is shorter than 16 bytes")
             keys.append(key)
         return keys
 
@@ -482,9 +563,14 @@ class Config(_Section):
         files: dict[str, Path] = {"the audit log": self.audit_log_path}
         url = self.store_url
         if url.startswith("sqlite:///"):
-            db = Path(url[len("sqlite:///"):].split("?", 1)[0])
-            files |= {"the store": db, **{f"the store's {suffix} file": Path(f"{db}-{suffix}")
-                                         for suffix in ("wal", "shm", "journal")}}
+            db = Path(url[len("sqlite:///") :].split("?", 1)[0])
+            files |= {
+                "the store": db,
+                **{
+                    f"the store's {suffix} file": Path(f"{db}-{suffix}")
+                    for suffix in ("wal", "shm", "journal")
+                },
+            }
         if self.management.api_key_file is not None:
             files["the management API key file"] = self.path(self.management.api_key_file)
         if self.config_file is not None:
@@ -495,7 +581,8 @@ class Config(_Section):
             return DataRoots.build(
                 [self.path(r) for r in self.assets.roots],
                 protected_dirs={"the participant directory": self.participant_dir},
-                protected_files=files)
+                protected_files=files,
+            )
         except RootRefused as exc:
             raise ConfigError(f"assets.roots: {exc}") from exc
 
@@ -520,11 +607,9 @@ def load_config(path: str | Path) -> Config:
     p = Path(path)
     data = _read_toml(p)
     try:
-        config = Config.model_validate({**data, "base_dir": p.resolve().parent,
-                                        "config_file": p.resolve()})
+        config = Config.model_validate({**data, "base_dir": p.resolve().parent, "config_file": p.resolve()})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{p}: {problems}") from exc
     if config.dsp.uses_tls:
         missing = [str(f) for f in config.tls_files if not f.is_file()]
@@ -534,7 +619,8 @@ def load_config(path: str | Path) -> Config:
                 "is missing (create the "
                 "TLS key with `connector init --tls-host`, have it certified with `connector "
                 "authority issue-tls`, and copy the data-space CA certificate as ca.crt), or "
-                'set dsp.tls_mode = "none" for a loopback test')
+                'set dsp.tls_mode = "none" for a loopback test'
+            )
     try:
         config.data_roots()
         config.webhook_secrets()
@@ -553,6 +639,5 @@ def load_limits(path: str | Path | None) -> Limits:
     try:
         return LimitsSection.model_validate(data.get("limits", {})).limits()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"limits.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"limits.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{p}: {problems}") from exc

@@ -41,9 +41,14 @@ def free_port() -> int:
 
 
 def cli(*args: object) -> Any:
-    result = subprocess.run([sys.executable, "-m", "connector", *map(str, args)],
-                            capture_output=True, text=True, timeout=60, check=False,
-                            env=process_env())
+    result = subprocess.run(
+        [sys.executable, "-m", "connector", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=process_env(),
+    )
     if result.returncode != 0:
         raise RuntimeError(f"connector {' '.join(map(str, args))}: {result.stderr}")
     try:
@@ -83,9 +88,22 @@ class Authority:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "connector", "authority", "serve", str(self.directory),
-             "--port", str(self.port), "--host", "127.0.0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=process_env())
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "authority",
+                "serve",
+                str(self.directory),
+                "--port",
+                str(self.port),
+                "--host",
+                "127.0.0.1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=process_env(),
+        )
         _wait_http(f"{self.url}/health", self.proc)
 
     def stop(self) -> None:
@@ -138,13 +156,17 @@ class Connector:
     def start(self, timeout: float = 60) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "connector", "serve", str(self.config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         err = self.proc.stderr
 
         def drain() -> None:
             for line in err:
                 self.log.append(line.decode(errors="replace").rstrip())
+
         threading.Thread(target=drain, daemon=True).start()
         deadline = time.monotonic() + timeout
         line = self.proc.stdout.readline().decode()
@@ -173,8 +195,12 @@ class Connector:
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.api_url + path, data=data, method=method, headers={
-            "X-Api-Key": self.api_key, "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.api_url + path,
+            data=data,
+            method=method,
+            headers={"X-Api-Key": self.api_key, "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 raw = resp.read()
@@ -205,17 +231,26 @@ class DataSpace:
         self.authority.start()
         self.connectors: list[Connector] = []
 
-    def connector(self, name: str, *, roles: tuple[str, ...] = ("provider", "consumer"),
-                  profile: str = "idsc:BASE_SECURITY_PROFILE", store: str | None = None,
-                  start: bool = True, participant_dir: Path | None = None,
-                  mutual_tls: bool = True, counter_offers: str = "stricter",
-                  token_lifetime: int = 300, push_allow: bool | tuple[str, ...] = True,
-                  upstream_allow: tuple[str, ...] = (),
-                  dataplane_public_url: str | None = None,
-                  pull_allow: bool | tuple[str, ...] = True,
-                  peer_allow: tuple[str, ...] = ("127.0.0.1",),
-                  tls_mode: str | None = None,
-                  trusted_proxies: tuple[str, ...] = ()) -> Connector:
+    def connector(
+        self,
+        name: str,
+        *,
+        roles: tuple[str, ...] = ("provider", "consumer"),
+        profile: str = "idsc:BASE_SECURITY_PROFILE",
+        store: str | None = None,
+        start: bool = True,
+        participant_dir: Path | None = None,
+        mutual_tls: bool = True,
+        counter_offers: str = "stricter",
+        token_lifetime: int = 300,
+        push_allow: bool | tuple[str, ...] = True,
+        upstream_allow: tuple[str, ...] = (),
+        dataplane_public_url: str | None = None,
+        pull_allow: bool | tuple[str, ...] = True,
+        peer_allow: tuple[str, ...] = ("127.0.0.1",),
+        tls_mode: str | None = None,
+        trusted_proxies: tuple[str, ...] = (),
+    ) -> Connector:
         """A connector of this data space. The allow-lists of its outbound addresses: True is
         the whole loopback range, False nothing, or the entries given. ``tls_mode`` (with
         ``trusted_proxies`` for "proxy") is written instead of the older plain_http and
@@ -223,12 +258,18 @@ class DataSpace:
         d = participant_dir or self.root / name
         if participant_dir is None:
             cli("init", d, "--name", name, "--tls-host", "127.0.0.1")
-            reg = cli("authority", "register", self.authority.directory, d / "participant.csr",
-                      *[x for r in roles for x in ("--role", r)], "--security-profile", profile)
+            reg = cli(
+                "authority",
+                "register",
+                self.authority.directory,
+                d / "participant.csr",
+                *[x for r in roles for x in ("--role", r)],
+                "--security-profile",
+                profile,
+            )
             pid = reg["participant_id"]
             if self.tls:
-                cli("authority", "issue-tls", self.authority.directory, d / "tls.csr",
-                    "--participant", pid)
+                cli("authority", "issue-tls", self.authority.directory, d / "tls.csr", "--participant", pid)
         else:
             pid = json.loads((d / "participant.id").read_text())["id"]
         (d / "participant.id").write_text(json.dumps({"id": pid}))
@@ -239,11 +280,12 @@ class DataSpace:
         scheme = "https" if self.tls else "http"
         config = self.root / f"{name}-{dsp}.toml"
         if tls_mode is None:
-            dsp_mode = (f'plain_http = {"false" if self.tls else "true"}\n'
-                        f'mutual_tls = {"true" if mutual_tls else "false"}')
+            dsp_mode = (
+                f"plain_http = {'false' if self.tls else 'true'}\n"
+                f"mutual_tls = {'true' if mutual_tls else 'false'}"
+            )
         else:
-            dsp_mode = (f'tls_mode = "{tls_mode}"\n'
-                        f"trusted_proxies = {json.dumps(list(trusted_proxies))}")
+            dsp_mode = f'tls_mode = "{tls_mode}"\ntrusted_proxies = {json.dumps(list(trusted_proxies))}'
         store_line = f'url = "{store}"' if store else ""
         config.write_text(f"""
 [connector]
@@ -285,8 +327,19 @@ pull_allow = {json.dumps(_allow(pull_allow))}
 upstream_allow = {json.dumps(list(upstream_allow))}
 {f'public_url = "{dataplane_public_url}"' if dataplane_public_url else ""}
 """)
-        c = Connector(name, d, config, key, dsp, mgmt, pid, self.tls, self.env, data,
-                      dsp_tls=self.tls and tls_mode != "proxy")
+        c = Connector(
+            name,
+            d,
+            config,
+            key,
+            dsp,
+            mgmt,
+            pid,
+            self.tls,
+            self.env,
+            data,
+            dsp_tls=self.tls and tls_mode != "proxy",
+        )
         self.connectors.append(c)
         if start:
             c.start()
@@ -303,23 +356,32 @@ upstream_allow = {json.dumps(list(upstream_allow))}
         assert not violations, "\n".join(violations)
 
 
-def offer_asset(provider: Connector, *, asset_id: str, contract: dict[str, Any],
-                access: dict[str, Any] | None = None, content: bytes = b"hello data space\n",
-                offer_id: str | None = None, content_type: str | None = None,
-                suffix: str = ".bin") -> str:
+def offer_asset(
+    provider: Connector,
+    *,
+    asset_id: str,
+    contract: dict[str, Any],
+    access: dict[str, Any] | None = None,
+    content: bytes = b"hello data space\n",
+    offer_id: str | None = None,
+    content_type: str | None = None,
+    suffix: str = ".bin",
+) -> str:
     """Create an asset (a file in the provider's data root, named ``...<suffix>``, of
     ``content_type`` when given), an access and a contract policy, and an offer; return the
     catalog offer id the consumer negotiates (``<offer id>:<asset id>``)."""
     path = asset_file(provider, asset_id, suffix)
     path.write_bytes(content)
-    asset: dict[str, Any] = {"id": asset_id, "title": asset_id,
-                             "dataAddress": {"type": "file", "path": str(path)}}
+    asset: dict[str, Any] = {
+        "id": asset_id,
+        "title": asset_id,
+        "dataAddress": {"type": "file", "path": str(path)},
+    }
     if content_type is not None:
         asset["contentType"] = content_type
     status, _ = provider.api("POST", "/api/assets", asset)
     assert status == 201, _
-    status, acc = provider.api("POST", "/api/policies",
-                               access or {"template": "allow-usage", "params": {}})
+    status, acc = provider.api("POST", "/api/policies", access or {"template": "allow-usage", "params": {}})
     assert status == 201, acc
     status, con = provider.api("POST", "/api/policies", contract)
     assert status == 201, con
@@ -337,10 +399,8 @@ def asset_file(provider: Connector, asset_id: str, suffix: str = ".bin") -> Path
     return provider.data_dir / f"{name}-{hashlib.sha256(asset_id.encode()).hexdigest()[:8]}{suffix}"
 
 
-def negotiate(consumer: Connector, provider: Connector, offer_id: str,
-              timeout: float = 30) -> dict[str, Any]:
-    status, n = consumer.api("POST", "/api/negotiations",
-                             {"peerUrl": provider.dsp_url, "offerId": offer_id})
+def negotiate(consumer: Connector, provider: Connector, offer_id: str, timeout: float = 30) -> dict[str, Any]:
+    status, n = consumer.api("POST", "/api/negotiations", {"peerUrl": provider.dsp_url, "offerId": offer_id})
     assert status == 201, n
     return wait_final(consumer, n["id"], timeout)
 
@@ -349,8 +409,10 @@ def wait_final(c: Connector, negotiation_id: str, timeout: float = 30) -> dict[s
     deadline = time.monotonic() + timeout
     while True:
         left = max(0.1, deadline - time.monotonic())
-        status, n = c.api("GET", f"/api/negotiations/{negotiation_id}"
-                                 f"?waitFor=FINALIZED,TERMINATED&timeout={min(left, 10):.1f}")
+        status, n = c.api(
+            "GET",
+            f"/api/negotiations/{negotiation_id}?waitFor=FINALIZED,TERMINATED&timeout={min(left, 10):.1f}",
+        )
         assert status == 200, n
         if n["state"] in ("FINALIZED", "TERMINATED") or time.monotonic() >= deadline:
             return n

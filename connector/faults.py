@@ -89,8 +89,10 @@ def from_os_error(exc: OSError, what: str, path: Path | str | None = None) -> St
     if kind is StoreFull:
         check = f"free space (or quota) on the file system of {target}"
     elif kind is StoreReadOnly:
-        check = (f"that {target} and its directory are writable by this user and the file "
-                 "system is mounted read-write")
+        check = (
+            f"that {target} and its directory are writable by this user and the file "
+            "system is mounted read-write"
+        )
     else:
         check = f"the disk and file system of {target} (kernel log)"
     return kind(f"{what}: {happened}", check=check)

@@ -38,19 +38,26 @@ _LOCAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~\-]*")
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ASCII_EXCLUDED = frozenset('<>"{}|\\^`')
 # RFC 3987 ucschar, without the bidirectional formatting characters of section 4.1
-_UCS_RANGES = ((0xA0, 0xD7FF), (0xF900, 0xFDCF), (0xFDF0, 0xFFEF), *(
-    (plane << 16, (plane << 16) + 0xFFFD) for plane in range(1, 15)))
+_UCS_RANGES = (
+    (0xA0, 0xD7FF),
+    (0xF900, 0xFDCF),
+    (0xFDF0, 0xFFEF),
+    *((plane << 16, (plane << 16) + 0xFFFD) for plane in range(1, 15)),
+)
 _BIDI_FORMATTING = frozenset({0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E})
 # The prefixes of the JSON-LD contexts ids appear in: the DSP context (catalog, agreements),
 # the policies' context (connector.odrl.plain.POLICY_CONTEXT) and
 # the self-description's (connector.selfdescription.PREFIXES); a test keeps this in step.
-RESERVED_SCHEMES = frozenset({"dcat", "dct", "dpv", "dsc", "dsf", "dspace", "ids", "idsc", "odrl",
-                              "rdf", "rdfs", "xsd"})
+RESERVED_SCHEMES = frozenset(
+    {"dcat", "dct", "dpv", "dsc", "dsf", "dspace", "ids", "idsc", "odrl", "rdf", "rdfs", "xsd"}
+)
 
-ID_RULE = (f"an id is an absolute IRI of at most {MAX_ID_LENGTH} characters (a scheme such as "
-           "urn: or https:, not a JSON-LD prefix such as odrl: or dcat:, then no whitespace, "
-           "control characters or any of <>\"{}|\\^`), or a plain name (letters, digits, "
-           ". _ ~ -) that becomes urn:<kind>:<name>")
+ID_RULE = (
+    f"an id is an absolute IRI of at most {MAX_ID_LENGTH} characters (a scheme such as "
+    "urn: or https:, not a JSON-LD prefix such as odrl: or dcat:, then no whitespace, "
+    'control characters or any of <>"{}|\\^`), or a plain name (letters, digits, '
+    ". _ ~ -) that becomes urn:<kind>:<name>"
+)
 
 
 class InvalidId(ValueError):
@@ -83,8 +90,8 @@ def iri_problem(value: str) -> str | None:
         return "it has no scheme (such as urn: or https:)"
     if scheme.end() == len(value):
         return "nothing follows the scheme"
-    if value[:scheme.end() - 1].lower() in RESERVED_SCHEMES:
-        return f"{value[:scheme.end()]} is a JSON-LD prefix of the connector's contexts"
+    if value[: scheme.end() - 1].lower() in RESERVED_SCHEMES:
+        return f"{value[: scheme.end()]} is a JSON-LD prefix of the connector's contexts"
     bad = next((c for c in value if not _char_allowed(c)), None)
     if bad is not None:
         return f"the character U+{ord(bad):04X} is not allowed in an IRI"

@@ -44,8 +44,17 @@ WIDTH = 96
 
 # the sections in the order `init` writes them (Config's own fields that are not sections are
 # set by load_config)
-SECTIONS = ("connector", "dsp", "management", "store", "negotiation", "dataplane", "assets",
-            "limits", "broker")
+SECTIONS = (
+    "connector",
+    "dsp",
+    "management",
+    "store",
+    "negotiation",
+    "dataplane",
+    "assets",
+    "limits",
+    "broker",
+)
 
 
 def free_port(host: str) -> int:
@@ -91,9 +100,11 @@ def render(values: Mapping[str, Mapping[str, Any]], notes: Mapping[str, str] | N
     """The whole config: every key of every section with its description, set to ``values``
     where given, else to its default (a key without one is written commented out)."""
     notes = notes or {}
-    lines = ["# The connector's configuration (connector.config): every key with its default.",
-             "# Relative paths are relative to this file's folder. Check it with",
-             "# `connector config check connector.toml`; run it with `connector serve connector.toml`."]
+    lines = [
+        "# The connector's configuration (connector.config): every key with its default.",
+        "# Relative paths are relative to this file's folder. Check it with",
+        "# `connector config check connector.toml`; run it with `connector serve connector.toml`.",
+    ]
     for section in SECTIONS:
         model = Config.model_fields[section].annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
@@ -136,8 +147,7 @@ class Setup:
 
     def values(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """(the values set in the config, a note per key explaining a value init chose)."""
-        ports = {"dsp": self.dsp_port, "management": self.management_port,
-                 "dataplane": self.dataplane_port}
+        ports = {"dsp": self.dsp_port, "management": self.management_port, "dataplane": self.dataplane_port}
         notes: dict[str, str] = {}
         for section, port in list(ports.items()):
             if port is None:
@@ -146,11 +156,17 @@ class Setup:
         scheme = "http" if self.plain_http else "https"
         provider = self.role == "provider"
         values: dict[str, dict[str, Any]] = {
-            "connector": {"participant_dir": PARTICIPANT_DIR, "authority_url": self.authority_url,
-                          "public_url": f"{scheme}://{self.host}:{ports['dsp']}",
-                          "title": f"{self.name} ({self.role})"},
-            "dsp": {"host": self.host, "port": ports["dsp"],
-                    "tls_mode": "none" if self.plain_http else "mutual"},
+            "connector": {
+                "participant_dir": PARTICIPANT_DIR,
+                "authority_url": self.authority_url,
+                "public_url": f"{scheme}://{self.host}:{ports['dsp']}",
+                "title": f"{self.name} ({self.role})",
+            },
+            "dsp": {
+                "host": self.host,
+                "port": ports["dsp"],
+                "tls_mode": "none" if self.plain_http else "mutual",
+            },
             "management": {"port": ports["management"], "api_key_file": KEY_FILE},
             "dataplane": {"enabled": provider, "host": self.host, "port": ports["dataplane"]},
             "assets": {"roots": [DATA_DIR] if provider else []},
@@ -161,8 +177,10 @@ class Setup:
             values["dsp"]["peer_allow"] = loop
             values["dataplane"].update(push_allow=loop, pull_allow=loop, upstream_allow=[])
             for key in ("dsp.peer_allow", "dataplane.push_allow", "dataplane.pull_allow"):
-                notes[key] = ("loopback, because this connector was set up on a loopback address; "
-                              "remove it for a connector that talks to the internet")
+                notes[key] = (
+                    "loopback, because this connector was set up on a loopback address; "
+                    "remove it for a connector that talks to the internet"
+                )
         return values, notes
 
 
@@ -183,9 +201,13 @@ def write_setup(setup: Setup) -> dict[str, Any]:
     if setup.role == "provider":
         (d / DATA_DIR).mkdir(exist_ok=True)
     config_path.write_text(render(values, notes), encoding="utf-8")
-    return {"config": str(config_path), "api_key_file": str(key_path), "csr": str(csr),
-            "tls_csr": str(participant / "tls.csr"),
-            "ports": {s: values[s]["port"] for s in ("dsp", "management", "dataplane")}}
+    return {
+        "config": str(config_path),
+        "api_key_file": str(key_path),
+        "csr": str(csr),
+        "tls_csr": str(participant / "tls.csr"),
+        "ports": {s: values[s]["port"] for s in ("dsp", "management", "dataplane")},
+    }
 
 
 # ------------------------------------------------------------------ config check
@@ -201,13 +223,18 @@ class Finding:
 def _files(config: Config) -> Iterator[Finding]:
     d = config.participant_dir
     if not d.is_dir():
-        yield Finding("error", "connector.participant_dir",
-                      f"{d} does not exist: create it with `connector init`")
+        yield Finding(
+            "error", "connector.participant_dir", f"{d} does not exist: create it with `connector init`"
+        )
         return
-    for name, why in (("participant.key", "the participant's key (`connector init`)"),
-                      ("participant.crt", "the participant's certificate: have the authority's "
-                                          "operator run `connector authority register`"),
-                      ("ca.crt", "the data-space CA certificate (the authority's ca.crt)")):
+    for name, why in (
+        ("participant.key", "the participant's key (`connector init`)"),
+        (
+            "participant.crt",
+            "the participant's certificate: have the authority's operator run `connector authority register`",
+        ),
+        ("ca.crt", "the data-space CA certificate (the authority's ca.crt)"),
+    ):
         if not (d / name).is_file():
             yield Finding("error", "connector.participant_dir", f"{d / name} is missing: {why}")
     try:
@@ -219,14 +246,14 @@ def _files(config: Config) -> Iterator[Finding]:
 TRUSTED_PROFILES = ("idsc:TRUST_SECURITY_PROFILE", "idsc:TRUST_PLUS_SECURITY_PROFILE")
 WEAKER = {
     "none": "DSP without TLS: peers' identities rest on their DATs alone and the traffic can be "
-            "read and changed on the way; for loopback tests only",
+    "read and changed on the way; for loopback tests only",
     "server": "peers need not present their data-space certificate: a DAT bound to a "
-              "certificate is checked against it only where one is presented, so a stolen DAT "
-              "is usable without its holder's certificate",
+    "certificate is checked against it only where one is presented, so a stolen DAT "
+    "is usable without its holder's certificate",
     "proxy": "TLS ends at the proxy: the client certificate is what the trusted proxies pass in "
-             "the certificate header, the binding is checked only where they pass one (a stolen "
-             "DAT is usable without its holder's certificate), and whoever controls a trusted "
-             "proxy address can claim any certificate",
+    "the certificate header, the binding is checked only where they pass one (a stolen "
+    "DAT is usable without its holder's certificate), and whoever controls a trusted "
+    "proxy address can claim any certificate",
 }
 
 
@@ -239,29 +266,43 @@ def _tls_mode(config: Config, profile: str | None) -> Iterator[Finding]:
     if dsp.tls_mode in WEAKER:
         yield Finding("warning", key, WEAKER[dsp.tls_mode])
     if profile in TRUSTED_PROFILES and dsp.tls_mode != "mutual":
-        yield Finding("warning", "dsp.tls_mode",
-                      f"the authority attests {profile} for this connector, and that profile "
-                      f"asks for mutual TLS on the data-space CA: tls_mode = {dsp.tls_mode!r} "
-                      "is weaker than the data space asks")
+        yield Finding(
+            "warning",
+            "dsp.tls_mode",
+            f"the authority attests {profile} for this connector, and that profile "
+            f"asks for mutual TLS on the data-space CA: tls_mode = {dsp.tls_mode!r} "
+            "is weaker than the data space asks",
+        )
     if dsp.tls_mode == "proxy" and not dsp.trusted_proxies:
-        yield Finding("warning", "dsp.trusted_proxies",
-                      f"no proxy is trusted: {dsp.client_cert_header} is never read, every peer "
-                      "counts as presenting no certificate and no DAT's binding is checked")
+        yield Finding(
+            "warning",
+            "dsp.trusted_proxies",
+            f"no proxy is trusted: {dsp.client_cert_header} is never read, every peer "
+            "counts as presenting no certificate and no DAT's binding is checked",
+        )
 
 
 def _security(config: Config, profile: str | None = None) -> Iterator[Finding]:
     yield from _tls_mode(config, profile)
     if not is_loopback(config.management.host):
-        yield Finding("warning", "management.host",
-                      f"the management API listens on {config.management.host}, not loopback: "
-                      "anyone who reaches it and has the key controls this connector")
-    for section, key, allow in (("dsp", "peer_allow", config.dsp.peer_allow),
-                                ("dataplane", "push_allow", config.dataplane.push_allow),
-                                ("dataplane", "pull_allow", config.dataplane.pull_allow),
-                                ("dataplane", "upstream_allow", config.dataplane.upstream_allow)):
+        yield Finding(
+            "warning",
+            "management.host",
+            f"the management API listens on {config.management.host}, not loopback: "
+            "anyone who reaches it and has the key controls this connector",
+        )
+    for section, key, allow in (
+        ("dsp", "peer_allow", config.dsp.peer_allow),
+        ("dataplane", "push_allow", config.dataplane.push_allow),
+        ("dataplane", "pull_allow", config.dataplane.pull_allow),
+        ("dataplane", "upstream_allow", config.dataplane.upstream_allow),
+    ):
         if allow:
-            yield Finding("warning", f"{section}.{key}",
-                          f"calls may reach private or loopback addresses {', '.join(allow)}")
+            yield Finding(
+                "warning",
+                f"{section}.{key}",
+                f"calls may reach private or loopback addresses {', '.join(allow)}",
+            )
     ports = {"dsp": config.dsp.port, "management": config.management.port}
     if config.dataplane.enabled:
         ports["dataplane"] = config.dataplane.port
@@ -275,6 +316,7 @@ def _security(config: Config, profile: str | None = None) -> Iterator[Finding]:
 def attested_security_profile(config: Config, timeout: float = 5.0) -> str | None:
     """The securityProfile the authority attests in this connector's DAT; None when no DAT can
     be had now (no key or certificate yet, the authority unreachable)."""
+
     async def fetch() -> str:
         identity = ParticipantIdentity.load(config.participant_dir)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
@@ -291,8 +333,7 @@ def attested_security_profile(config: Config, timeout: float = 5.0) -> str | Non
         return None
 
 
-def check(path: Path, *, security_profile: str | None = None,
-          ask_authority: bool = False) -> list[Finding]:
+def check(path: Path, *, security_profile: str | None = None, ask_authority: bool = False) -> list[Finding]:
     """What is missing or wrong in the config at ``path`` (empty: it can be served). The TLS
     mode is held against ``security_profile``, or with ``ask_authority`` the one the authority
     attests in this connector's DAT."""

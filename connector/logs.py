@@ -30,11 +30,13 @@ _SECRETS = re.compile(
     r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # a JWS/JWT
     r"|(?i:x-api-key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"  # an API key given as a header/field
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
-    re.S)
+    re.S,
+)
 
 
 def redact(text: str) -> str:
     """``text`` with every secret it holds replaced (the part naming it kept: ``Bearer``)."""
+
     def one(m: re.Match[str]) -> str:
         s = m.group(0)
         low = s.lower()
@@ -67,8 +69,11 @@ class JsonLines(logging.Formatter):
         event: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
-            "pid": os.getpid()}
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pid": os.getpid(),
+        }
         for key in PROCESS_IDS:
             value = getattr(record, key, None)
             if value is not None:
@@ -84,8 +89,9 @@ class Text(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        ids = " ".join(f"{k}={getattr(record, k)}" for k in PROCESS_IDS
-                       if getattr(record, k, None) is not None)
+        ids = " ".join(
+            f"{k}={getattr(record, k)}" for k in PROCESS_IDS if getattr(record, k, None) is not None
+        )
         # one event per line: a traceback's lines joined
         return (f"{line} [{ids}]" if ids else line).replace("\n", " | ")
 
@@ -108,11 +114,26 @@ def log_options(fn: Any) -> Any:
     """``--log-level`` and ``--log-format`` of every command that runs a server."""
     import click  # the command line's own dependency; the log itself needs none
 
-    fn = click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-                      show_default=True, help="One event per line, as text or JSON.")(fn)
-    return click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False),
-                        default="INFO", show_default=True)(fn)
+    fn = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="One event per line, as text or JSON.",
+    )(fn)
+    return click.option(
+        "--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True
+    )(fn)
 
 
-__all__ = ["LEVELS", "REDACTED", "JsonLines", "LogFormat", "Redact", "Text", "configure",
-           "log_options", "redact"]
+__all__ = [
+    "LEVELS",
+    "REDACTED",
+    "JsonLines",
+    "LogFormat",
+    "Redact",
+    "Text",
+    "configure",
+    "log_options",
+    "redact",
+]

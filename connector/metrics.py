@@ -67,32 +67,43 @@ def Gauge(*args: Any, **kw: Any) -> Any:
 def Histogram(*args: Any, **kw: Any) -> Any:
     return _Histogram(*args, **kw) if ENABLED else _Off()
 
-HTTP_REQUESTS = Counter("connector_http_requests", "HTTP requests answered",
-                        ["app", "route", "status"], registry=REGISTRY)
-HTTP_SECONDS = Histogram("connector_http_request_seconds", "HTTP request handling time",
-                         ["app"], registry=REGISTRY,
-                         buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                  0.5, 1.0, 2.5, 10.0))
-DECISIONS = Counter("connector_decisions", "usage decisions of the data plane",
-                    ["result", "reason"], registry=REGISTRY)
-TRANSITIONS = Counter("connector_transitions", "process states reached", ["kind", "state"],
-                      registry=REGISTRY)
-PROCESSES = Gauge("connector_processes", "processes by state (at scrape time)",
-                  ["kind", "state"], registry=REGISTRY)
-BYTES_SERVED = Counter("connector_bytes_served", "bytes of data served by the data plane",
-                       registry=REGISTRY)
+
+HTTP_REQUESTS = Counter(
+    "connector_http_requests", "HTTP requests answered", ["app", "route", "status"], registry=REGISTRY
+)
+HTTP_SECONDS = Histogram(
+    "connector_http_request_seconds",
+    "HTTP request handling time",
+    ["app"],
+    registry=REGISTRY,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+DECISIONS = Counter(
+    "connector_decisions", "usage decisions of the data plane", ["result", "reason"], registry=REGISTRY
+)
+TRANSITIONS = Counter("connector_transitions", "process states reached", ["kind", "state"], registry=REGISTRY)
+PROCESSES = Gauge(
+    "connector_processes", "processes by state (at scrape time)", ["kind", "state"], registry=REGISTRY
+)
+BYTES_SERVED = Counter("connector_bytes_served", "bytes of data served by the data plane", registry=REGISTRY)
 USES = Counter("connector_uses", "uses counted under agreements", ["where"], registry=REGISTRY)
-OUTBOX = Gauge("connector_outbox_messages", "outbox messages by status (at scrape time)",
-               ["status"], registry=REGISTRY)
-OUTBOX_RETRIES = Counter("connector_outbox_retries", "deliveries that failed and wait for a retry",
-                         registry=REGISTRY)
+OUTBOX = Gauge(
+    "connector_outbox_messages", "outbox messages by status (at scrape time)", ["status"], registry=REGISTRY
+)
+OUTBOX_RETRIES = Counter(
+    "connector_outbox_retries", "deliveries that failed and wait for a retry", registry=REGISTRY
+)
 OUTBOX_DEAD = Counter("connector_outbox_dead", "messages given up on", registry=REGISTRY)
-DAT_REFRESHES = Counter("connector_dat_refreshes", "own DATs fetched from the authority",
-                        ["result"], registry=REGISTRY)
-STORE_SECONDS = Histogram("connector_store_transaction_seconds", "store transaction time",
-                          ["mode"], registry=REGISTRY,
-                          buckets=(0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                   0.25, 1.0, 5.0))
+DAT_REFRESHES = Counter(
+    "connector_dat_refreshes", "own DATs fetched from the authority", ["result"], registry=REGISTRY
+)
+STORE_SECONDS = Histogram(
+    "connector_store_transaction_seconds",
+    "store transaction time",
+    ["mode"],
+    registry=REGISTRY,
+    buckets=(0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
 
 _REASON_CLASSES = (
     ("expired", re.compile(r"expire|dateTime|elapsed|after|before|window", re.I)),

@@ -46,8 +46,9 @@ def _management(path: str) -> tuple[str, str]:
         try:
             key = key_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise click.ClickException(f"management.api_key_file: cannot read {key_file}: "
-                                       f"{exc.strerror}") from exc
+            raise click.ClickException(
+                f"management.api_key_file: cannot read {key_file}: {exc.strerror}"
+            ) from exc
     if not isinstance(key, str) or not key:
         raise click.ClickException(f"{p}: [management] has neither api_key nor api_key_file")
     return f"http://{host}:{port}", key
@@ -72,8 +73,12 @@ class Api:
         import urllib.request
 
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
-            "X-Api-Key": self.key, "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"X-Api-Key": self.key, "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 raw = resp.read()
@@ -94,16 +99,20 @@ def _api(config: str | None, api: str | None, api_key: str | None) -> Api:
         url, key = _management(config)
         return Api(api or url, api_key or key)
     if not api or not api_key:
-        raise click.ClickException("give --config, or --api and --api-key "
-                                   "(or CONNECTOR_API and CONNECTOR_API_KEY)")
+        raise click.ClickException(
+            "give --config, or --api and --api-key (or CONNECTOR_API and CONNECTOR_API_KEY)"
+        )
     return Api(api, api_key)
 
 
 def _api_options(f: Any) -> Any:
     f = click.option("--api-key", envvar="CONNECTOR_API_KEY", help="Management API key.")(f)
     f = click.option("--api", envvar="CONNECTOR_API", help="Management API base URL.")(f)
-    return click.option("--config", type=click.Path(exists=True, dir_okay=False),
-                        help="The connector's config (API URL and key from it).")(f)
+    return click.option(
+        "--config",
+        type=click.Path(exists=True, dir_okay=False),
+        help="The connector's config (API URL and key from it).",
+    )(f)
 
 
 def _print(data: Any) -> None:
@@ -131,12 +140,17 @@ def _json_option(fn: Any) -> Any:
 
 
 def _from_option(what: str) -> Callable[[Any], Any]:
-    return click.option("--from", "from_file", type=click.Path(exists=True, dir_okay=False),
-                        help=f"A JSON array (or JSON lines) of {what}: all added in one call.")
+    return click.option(
+        "--from",
+        "from_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help=f"A JSON array (or JSON lines) of {what}: all added in one call.",
+    )
 
 
-def _add_many(client: Api, path: str, api_path: str,
-              body_of: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+def _add_many(
+    client: Api, path: str, api_path: str, body_of: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
     """Every item of the file, in order; the first refusal stops with its position and reason
     (what was added before it stays, and is printed)."""
     text = Path(path).read_text(encoding="utf-8")
@@ -156,13 +170,21 @@ def _add_many(client: Api, path: str, api_path: str,
             added.append(client.call("POST", api_path, body_of(item)))
         except click.ClickException as exc:
             _print(added)
-            raise click.ClickException(f"{path}: item {i} refused ({len(added)} added before "
-                                       f"it): {exc.message}") from exc
+            raise click.ClickException(
+                f"{path}: item {i} refused ({len(added)} added before it): {exc.message}"
+            ) from exc
     _print(added)
 
 
-def resource_commands(group: click.Group, *, path: str, noun: str, columns: Sequence[Column],
-                      delete: str | None = None, show: bool = True) -> None:
+def resource_commands(
+    group: click.Group,
+    *,
+    path: str,
+    noun: str,
+    columns: Sequence[Column],
+    delete: str | None = None,
+    show: bool = True,
+) -> None:
     """``list`` (a table, or ``--json``; every page), ``show ID`` and, where the API has it,
     ``delete ID`` for one management API resource at ``path``."""
 
@@ -183,6 +205,7 @@ def resource_commands(group: click.Group, *, path: str, noun: str, columns: Sequ
             _table(rows, columns)
 
     if show:
+
         @group.command(name="show", help=f"One {noun} (JSON).")
         @click.argument("item_id")
         @_api_options
@@ -190,6 +213,7 @@ def resource_commands(group: click.Group, *, path: str, noun: str, columns: Sequ
             _print(_api(config, api, api_key).call("GET", f"{path}/{_path_id(item_id)}"))
 
     if delete is not None:
+
         @group.command(name="delete", help=delete)
         @click.argument("item_id")
         @_api_options
@@ -200,8 +224,14 @@ def resource_commands(group: click.Group, *, path: str, noun: str, columns: Sequ
 
 @click.command(name="status")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
-@click.option("--wait", "wait_s", type=float, default=0.0, show_default=True,
-              help="Seconds to wait for the connector to be ready.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for the connector to be ready.",
+)
 def status(config: str, wait_s: float) -> None:
     """Whether the connector of CONFIG is ready (its /ready: the store, the authority, its
     DAT). Exit 0 when ready, 1 otherwise, saying which check failed."""
@@ -237,47 +267,93 @@ def asset() -> None:
 @click.option("--id", "asset_id")
 @click.option("--title")
 @click.option("--description")
-@click.option("--file", "file_path", type=click.Path(exists=True, dir_okay=False),
-              help="Serve this local file.")
+@click.option(
+    "--file", "file_path", type=click.Path(exists=True, dir_okay=False), help="Serve this local file."
+)
 @click.option("--url", help="Serve this HTTP upstream (the provider's internal API).")
-@click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
-              help="A header for the upstream (kept provider-side, never shown).")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME:VALUE",
+    help="A header for the upstream (kept provider-side, never shown).",
+)
 @click.option("--keyword", "keywords", multiple=True, help="A keyword (repeatable).")
 @_from_option("assets: {id, title, description, keywords, file | url, headers}")
-def asset_add(config: str | None, api: str | None, api_key: str | None, asset_id: str | None,
-              title: str | None, description: str | None, file_path: str | None, url: str | None,
-              headers: tuple[str, ...], keywords: tuple[str, ...], from_file: str | None) -> None:
+def asset_add(
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    asset_id: str | None,
+    title: str | None,
+    description: str | None,
+    file_path: str | None,
+    url: str | None,
+    headers: tuple[str, ...],
+    keywords: tuple[str, ...],
+    from_file: str | None,
+) -> None:
     """Add an asset backed by a local file or an HTTP upstream; or, with --from, every asset
     of a file in one call."""
     client = _api(config, api, api_key)
     if from_file is not None:
         _add_many(client, from_file, "/api/assets", _asset_body)
         return
-    _print(client.call("POST", "/api/assets", _asset_body({
-        "id": asset_id, "title": title, "description": description, "file": file_path,
-        "url": url, "keywords": list(keywords),
-        "headers": dict(h.split(":", 1) for h in headers)})))
+    _print(
+        client.call(
+            "POST",
+            "/api/assets",
+            _asset_body(
+                {
+                    "id": asset_id,
+                    "title": title,
+                    "description": description,
+                    "file": file_path,
+                    "url": url,
+                    "keywords": list(keywords),
+                    "headers": dict(h.split(":", 1) for h in headers),
+                }
+            ),
+        )
+    )
 
 
 def _asset_body(item: dict[str, Any]) -> dict[str, Any]:
     """The management API's body for one asset given as the command's options are."""
     if bool(item.get("file")) == bool(item.get("url")):
         raise click.ClickException("give exactly one of file (--file) and url (--url)")
-    address: dict[str, Any] = ({"type": "file", "path": str(Path(item["file"]).resolve())}
-                               if item.get("file") else {"type": "http", "url": item["url"]})
+    address: dict[str, Any] = (
+        {"type": "file", "path": str(Path(item["file"]).resolve())}
+        if item.get("file")
+        else {"type": "http", "url": item["url"]}
+    )
     if item.get("headers"):
         address["headers"] = dict(item["headers"])
-    return {k: v for k, v in {"id": item.get("id"), "title": item.get("title"),
-                              "description": item.get("description"),
-                              "keywords": item.get("keywords") or None,
-                              "dataAddress": address}.items() if v is not None}
+    return {
+        k: v
+        for k, v in {
+            "id": item.get("id"),
+            "title": item.get("title"),
+            "description": item.get("description"),
+            "keywords": item.get("keywords") or None,
+            "dataAddress": address,
+        }.items()
+        if v is not None
+    }
 
 
-resource_commands(asset, path="/api/assets", noun="asset", delete="Delete an asset (409 while "
-                  "an offer lists it or an agreement is under it).",
-                  columns=[("ID", lambda r: r["id"]), ("TITLE", lambda r: r.get("title")),
-                           ("SOURCE", lambda r: (r.get("dataAddress") or {}).get("type")),
-                           ("CREATED", lambda r: r.get("createdAt"))])
+resource_commands(
+    asset,
+    path="/api/assets",
+    noun="asset",
+    delete="Delete an asset (409 while an offer lists it or an agreement is under it).",
+    columns=[
+        ("ID", lambda r: r["id"]),
+        ("TITLE", lambda r: r.get("title")),
+        ("SOURCE", lambda r: (r.get("dataAddress") or {}).get("type")),
+        ("CREATED", lambda r: r.get("createdAt")),
+    ],
+)
 
 
 @click.group(name="offer")
@@ -289,17 +365,28 @@ def offer() -> None:
 @_api_options
 @click.option("--id", "offer_id")
 @click.option("--asset", "assets", multiple=True, help="An asset id (repeatable).")
-@click.option("--access-template", default="allow-usage", show_default=True,
-              help="Who may see the offer: a policy template.")
+@click.option(
+    "--access-template",
+    default="allow-usage",
+    show_default=True,
+    help="Who may see the offer: a policy template.",
+)
 @click.option("--access-set", multiple=True, metavar="KEY=VALUE")
 @click.option("--contract-template", help="The usage terms: a policy template.")
 @click.option("--contract-set", multiple=True, metavar="KEY=VALUE")
-@_from_option("offers: {id, assets, accessTemplate, accessParams, contractTemplate, "
-              "contractParams}")
-def offer_add(config: str | None, api: str | None, api_key: str | None, offer_id: str | None,
-              assets: tuple[str, ...], access_template: str, access_set: tuple[str, ...],
-              contract_template: str | None, contract_set: tuple[str, ...],
-              from_file: str | None) -> None:
+@_from_option("offers: {id, assets, accessTemplate, accessParams, contractTemplate, contractParams}")
+def offer_add(
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    offer_id: str | None,
+    assets: tuple[str, ...],
+    access_template: str,
+    access_set: tuple[str, ...],
+    contract_template: str | None,
+    contract_set: tuple[str, ...],
+    from_file: str | None,
+) -> None:
     """Offer assets: policies from templates (see `connector policy templates`); or, with
     --from, every offer of a file in one call."""
     client = _api(config, api, api_key)
@@ -308,10 +395,23 @@ def offer_add(config: str | None, api: str | None, api_key: str | None, offer_id
         return
     if not assets or not contract_template:
         raise click.ClickException("give --asset and --contract-template (or --from FILE)")
-    _print(client.call("POST", "/api/offers", _offer_body(client, {
-        "id": offer_id, "assets": list(assets), "accessTemplate": access_template,
-        "accessParams": _params(access_set), "contractTemplate": contract_template,
-        "contractParams": _params(contract_set)})))
+    _print(
+        client.call(
+            "POST",
+            "/api/offers",
+            _offer_body(
+                client,
+                {
+                    "id": offer_id,
+                    "assets": list(assets),
+                    "accessTemplate": access_template,
+                    "accessParams": _params(access_set),
+                    "contractTemplate": contract_template,
+                    "contractParams": _params(contract_set),
+                },
+            ),
+        )
+    )
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -328,26 +428,41 @@ def _offer_body(client: Api, item: dict[str, Any]) -> dict[str, Any]:
     """The offer's two policies made from their templates; the API's body for the offer."""
     if not item.get("assets") or not item.get("contractTemplate"):
         raise click.ClickException("an offer needs assets and a contractTemplate")
-    access = client.call("POST", "/api/policies", {
-        "template": item.get("accessTemplate") or "allow-usage",
-        "params": dict(item.get("accessParams") or {})})
-    contract = client.call("POST", "/api/policies", {
-        "template": item["contractTemplate"], "params": dict(item.get("contractParams") or {})})
-    body = {"assetIds": list(item["assets"]), "accessPolicyId": access["id"],
-            "contractPolicyId": contract["id"]}
+    access = client.call(
+        "POST",
+        "/api/policies",
+        {
+            "template": item.get("accessTemplate") or "allow-usage",
+            "params": dict(item.get("accessParams") or {}),
+        },
+    )
+    contract = client.call(
+        "POST",
+        "/api/policies",
+        {"template": item["contractTemplate"], "params": dict(item.get("contractParams") or {})},
+    )
+    body = {
+        "assetIds": list(item["assets"]),
+        "accessPolicyId": access["id"],
+        "contractPolicyId": contract["id"],
+    }
     if item.get("id"):
         body["id"] = item["id"]
     return body
 
 
-
-resource_commands(offer, path="/api/offers", noun="offer",
-                  delete="Withdraw an offer (agreements made under it stay).",
-                  columns=[("ID", lambda r: r["id"]),
-                           ("ASSETS", lambda r: "all" if r.get("allAssets")
-                            else ", ".join(r.get("assetIds") or [])),
-                           ("CONTRACT POLICY", lambda r: r.get("contractPolicyId")),
-                           ("CREATED", lambda r: r.get("createdAt"))])
+resource_commands(
+    offer,
+    path="/api/offers",
+    noun="offer",
+    delete="Withdraw an offer (agreements made under it stay).",
+    columns=[
+        ("ID", lambda r: r["id"]),
+        ("ASSETS", lambda r: "all" if r.get("allAssets") else ", ".join(r.get("assetIds") or [])),
+        ("CONTRACT POLICY", lambda r: r.get("contractPolicyId")),
+        ("CREATED", lambda r: r.get("createdAt")),
+    ],
+)
 
 
 def _peer_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -363,13 +478,20 @@ def _peer_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 @click.command(name="catalog")
-@click.argument("peer_urls", nargs=-1, required=True, callback=lambda c, p, v: tuple(
-    _peer_url(c, p, u) for u in v), metavar="PEER_URL...")
+@click.argument(
+    "peer_urls",
+    nargs=-1,
+    required=True,
+    callback=lambda c, p, v: tuple(_peer_url(c, p, u) for u in v),
+    metavar="PEER_URL...",
+)
 @_api_options
-@click.option("--json", "as_json", is_flag=True,
-              help="The catalogs as JSON (one object; a list for several peers).")
-def catalog(peer_urls: tuple[str, ...], config: str | None, api: str | None,
-            api_key: str | None, as_json: bool) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="The catalogs as JSON (one object; a list for several peers)."
+)
+def catalog(
+    peer_urls: tuple[str, ...], config: str | None, api: str | None, api_key: str | None, as_json: bool
+) -> None:
     """Show each PEER_URL's catalog as this connector may see it, every page: each dataset
     with its title, description and keywords, each offer with its terms in words and the id
     to pass to `negotiate`. Of a broker: the whole data space (every connector's catalog the
@@ -393,8 +515,11 @@ def catalog(peer_urls: tuple[str, ...], config: str | None, api: str | None,
 
 def _echo_catalog(c: dict[str, Any]) -> None:
     datasets = c.get("datasets") or []
-    what = (f"the data space at broker {c['peerUrl']} ({c['catalogs']} connectors)"
-            if "catalogs" in c else f"{c.get('participantId')} at {c['peerUrl']}")
+    what = (
+        f"the data space at broker {c['peerUrl']} ({c['catalogs']} connectors)"
+        if "catalogs" in c
+        else f"{c.get('participantId')} at {c['peerUrl']}"
+    )
     click.echo(f"{what}: {len(datasets)} dataset(s)")
     for d in datasets:
         title = f"  {d.get('title')}" if d.get("title") else ""
@@ -416,10 +541,21 @@ def _echo_catalog(c: dict[str, Any]) -> None:
 @click.argument("offer_id")
 @_api_options
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
-@click.option("--dataset", "dataset_id", default=None,
-              help="The dataset, when OFFER_ID is the provider's offer over several assets.")
-def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
-              api_key: str | None, timeout: float, dataset_id: str | None) -> None:
+@click.option(
+    "--dataset",
+    "dataset_id",
+    default=None,
+    help="The dataset, when OFFER_ID is the provider's offer over several assets.",
+)
+def negotiate(
+    peer_url: str,
+    offer_id: str,
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    timeout: float,
+    dataset_id: str | None,
+) -> None:
     """Negotiate OFFER_ID of PEER_URL (the catalog's offer id, or the id `offer add` printed);
     wait for the end and print the state and the reason."""
     client = _api(config, api, api_key)
@@ -429,8 +565,11 @@ def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
     n = client.call("POST", "/api/negotiations", body)
     deadline = time.monotonic() + timeout
     while n["state"] not in ("FINALIZED", "TERMINATED") and time.monotonic() < deadline:
-        n = client.call("GET", f"/api/negotiations/{_path_id(n['id'])}?waitFor=FINALIZED,TERMINATED"
-                               f"&timeout={min(10.0, max(0.1, deadline - time.monotonic())):.1f}")
+        n = client.call(
+            "GET",
+            f"/api/negotiations/{_path_id(n['id'])}?waitFor=FINALIZED,TERMINATED"
+            f"&timeout={min(10.0, max(0.1, deadline - time.monotonic())):.1f}",
+        )
     click.echo(f"{n['state']}: negotiation {n['id']}")
     if n["state"] == "FINALIZED":
         click.echo(f"agreement {n['agreementId']}")
@@ -444,10 +583,14 @@ def negotiate(peer_url: str, offer_id: str, config: str | None, api: str | None,
 def _stated_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--purpose, --application, --event, --location: the facts a use states (IRIs or CURIEs
     such as dpv:ScientificResearch), decided on by the agreement."""
-    for name, what in reversed((("purpose", "The purpose of this use"),
-                                ("application", "The registered application that uses the data"),
-                                ("event", "An event under way that the use is for"),
-                                ("location", "The place of use (odrl:spatial)"))):
+    for name, what in reversed(
+        (
+            ("purpose", "The purpose of this use"),
+            ("application", "The registered application that uses the data"),
+            ("event", "An event under way that the use is for"),
+            ("location", "The place of use (odrl:spatial)"),
+        )
+    ):
         fn = click.option(f"--{name}", help=f"{what} (an IRI or a CURIE).")(fn)
     return fn
 
@@ -460,14 +603,26 @@ def _stated(**given: str | None) -> dict[str, str]:
 @click.argument("peer_url", callback=_peer_url)
 @click.argument("agreement_id")
 @_api_options
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="Write the data here (default: the consumer's vault in its participant dir).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Write the data here (default: the consumer's vault in its participant dir).",
+)
 @_stated_options
-@click.option("--timeout", default=60.0, show_default=True,
-              help="Seconds to wait for the transfer to start.")
-def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
-         api_key: str | None, out: str | None, purpose: str | None, application: str | None,
-         event: str | None, location: str | None, timeout: float) -> None:
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the transfer to start.")
+def pull(
+    peer_url: str,
+    agreement_id: str,
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    out: str | None,
+    purpose: str | None,
+    application: str | None,
+    event: str | None,
+    location: str | None,
+    timeout: float,
+) -> None:
     """Pull the data of AGREEMENT_ID from PEER_URL through this connector: it starts a
     transfer, downloads with the transfer token (refreshed when it expires), verifies the
     provider's signed receipts, logs them, and keeps the copy in its vault under the
@@ -476,8 +631,9 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
     agreement = client.call("GET", f"/api/agreements/{_path_id(agreement_id)}")
     provider = _provider_address(client, agreement)
     if provider is not None and provider.rstrip("/") != peer_url.rstrip("/"):
-        raise click.ClickException(f"agreement {agreement['id']} is with the provider at "
-                                   f"{provider}, not {peer_url}")
+        raise click.ClickException(
+            f"agreement {agreement['id']} is with the provider at {provider}, not {peer_url}"
+        )
     t = client.call("POST", "/api/transfers", {"agreementId": agreement_id})
     deadline = time.monotonic() + timeout
     while t["state"] not in ("STARTED", "TERMINATED") and time.monotonic() < deadline:
@@ -487,18 +643,20 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
         reason = "; ".join(t.get("terminationReason") or []) or "no reason given"
         raise click.ClickException(f"the transfer was terminated: {reason}")
     if t["state"] != "STARTED":
-        why = (f"the provider has not taken the request yet: {t['errorDetail']} (the connector "
-               "keeps retrying)" if t.get("errorDetail") else
-               "the provider took the request but has not started the transfer")
-        raise click.ClickException(f"the transfer {t['id']} is still {t['state']} after "
-                                   f"{timeout:g} s: {why}")
+        why = (
+            f"the provider has not taken the request yet: {t['errorDetail']} (the connector keeps retrying)"
+            if t.get("errorDetail")
+            else "the provider took the request but has not started the transfer"
+        )
+        raise click.ClickException(f"the transfer {t['id']} is still {t['state']} after {timeout:g} s: {why}")
     body: dict[str, Any] = {}
     if out:
         body["out"] = str(Path(out).resolve())
     body.update(_stated(purpose=purpose, application=application, event=event, location=location))
     job = client.call("POST", f"/api/transfers/{t['id']}/pull", body)
-    with click.progressbar(length=job.get("total") or 0, label="pulling", file=sys.stderr,
-                           show_pos=True) as bar:
+    with click.progressbar(
+        length=job.get("total") or 0, label="pulling", file=sys.stderr, show_pos=True
+    ) as bar:
         done = 0
         while job["state"] == "running":
             job = client.call("GET", f"/api/transfers/{t['id']}/pull?wait=0.5")
@@ -512,8 +670,7 @@ def pull(peer_url: str, agreement_id: str, config: str | None, api: str | None,
     if job.get("deleteAt"):
         click.echo(f"the agreement's delete duty: the connector deletes it at {job['deleteAt']}")
     click.echo(f"sha256 {job['sha256']}")
-    click.echo(f"receipts verified: {job['receipts']} signed receipt(s) cover "
-               f"{job['responses']} response(s)")
+    click.echo(f"receipts verified: {job['receipts']} signed receipt(s) cover {job['responses']} response(s)")
     click.echo(f"vault item {job['vaultId']} (agreement {agreement['id']})")
 
 
@@ -538,18 +695,26 @@ def transfer() -> None:
 @_api_options
 @click.option("--state", help="Only transfers in this state.")
 @_json_option
-def transfer_list(config: str | None, api: str | None, api_key: str | None, state: str | None,
-                  as_json: bool) -> None:
+def transfer_list(
+    config: str | None, api: str | None, api_key: str | None, state: str | None, as_json: bool
+) -> None:
     """Transfers, newest first (the 200 newest)."""
     query = {"order": "newest", "limit": "200", **({"state": state} if state else {})}
     rows = _api(config, api, api_key).call("GET", f"/api/transfers?{urlencode(query)}")
     if as_json:
         _print(rows)
         return
-    _table(rows, [("ID", lambda r: r["id"]), ("ROLE", lambda r: r.get("role")),
-                  ("STATE", lambda r: r.get("state")), ("FORMAT", lambda r: r.get("format")),
-                  ("AGREEMENT", lambda r: r.get("agreementId")),
-                  ("UPDATED", lambda r: r.get("updatedAt"))])
+    _table(
+        rows,
+        [
+            ("ID", lambda r: r["id"]),
+            ("ROLE", lambda r: r.get("role")),
+            ("STATE", lambda r: r.get("state")),
+            ("FORMAT", lambda r: r.get("format")),
+            ("AGREEMENT", lambda r: r.get("agreementId")),
+            ("UPDATED", lambda r: r.get("updatedAt")),
+        ],
+    )
 
 
 @transfer.command(name="show")
@@ -565,15 +730,25 @@ def transfer_show(transfer_id: str, config: str | None, api: str | None, api_key
 @_api_options
 @_stated_options
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the end.")
-def transfer_push(agreement_id: str, config: str | None, api: str | None, api_key: str | None,
-                  purpose: str | None, application: str | None, event: str | None,
-                  location: str | None, timeout: float) -> None:
+def transfer_push(
+    agreement_id: str,
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    purpose: str | None,
+    application: str | None,
+    event: str | None,
+    location: str | None,
+    timeout: float,
+) -> None:
     """Ask the provider of AGREEMENT_ID to push the data into this connector's vault; wait for
     the transfer's end and say how it ended."""
     client = _api(config, api, api_key)
-    body: dict[str, Any] = {"agreementId": agreement_id, "format": "HttpData-PUSH",
-                            **_stated(purpose=purpose, application=application, event=event,
-                                      location=location)}
+    body: dict[str, Any] = {
+        "agreementId": agreement_id,
+        "format": "HttpData-PUSH",
+        **_stated(purpose=purpose, application=application, event=event, location=location),
+    }
     t = client.call("POST", "/api/transfers", body)
     deadline = time.monotonic() + timeout
     while t["state"] not in ("COMPLETED", "TERMINATED") and time.monotonic() < deadline:
@@ -594,21 +769,26 @@ def _transfer_action(action: str, doc: str) -> click.Command:
     @click.argument("transfer_id")
     @_api_options
     @click.option("--reason", default="", help="Why (sent to the other side).")
-    def command(transfer_id: str, config: str | None, api: str | None, api_key: str | None,
-                reason: str) -> None:
-        t = _api(config, api, api_key).call("POST", f"/api/transfers/{transfer_id}/{action}",
-                                            {"reason": reason} if reason else None)
+    def command(
+        transfer_id: str, config: str | None, api: str | None, api_key: str | None, reason: str
+    ) -> None:
+        t = _api(config, api, api_key).call(
+            "POST", f"/api/transfers/{transfer_id}/{action}", {"reason": reason} if reason else None
+        )
         sending = t["internalState"] != t["state"]
-        click.echo(f"{t['internalState']}: transfer {t['id']}"
-                   + (" (telling the other side)" if sending else ""))
+        click.echo(
+            f"{t['internalState']}: transfer {t['id']}" + (" (telling the other side)" if sending else "")
+        )
+
     return command
 
 
 for _action, _doc in (
-        ("suspend", "Suspend TRANSFER_ID: running streams are cut off, requests denied."),
-        ("resume", "Resume TRANSFER_ID (a side lifts only its own suspension)."),
-        ("complete", "Complete TRANSFER_ID."),
-        ("terminate", "Terminate TRANSFER_ID for good: its token stops working at once.")):
+    ("suspend", "Suspend TRANSFER_ID: running streams are cut off, requests denied."),
+    ("resume", "Resume TRANSFER_ID (a side lifts only its own suspension)."),
+    ("complete", "Complete TRANSFER_ID."),
+    ("terminate", "Terminate TRANSFER_ID for good: its token stops working at once."),
+):
     transfer.add_command(_transfer_action(_action, _doc))
 
 
@@ -626,10 +806,17 @@ def vault_list(config: str | None, api: str | None, api_key: str | None, as_json
     if as_json:
         _print(rows)
         return
-    _table(rows, [("ID", lambda r: r["id"]), ("AGREEMENT", lambda r: r.get("agreementId")),
-                  ("DELETE AT", lambda r: r.get("deleteAt")),
-                  ("DELETED", lambda r: r.get("deletedAt")), ("USES", lambda r: r.get("uses")),
-                  ("PATH", lambda r: r.get("path"))])
+    _table(
+        rows,
+        [
+            ("ID", lambda r: r["id"]),
+            ("AGREEMENT", lambda r: r.get("agreementId")),
+            ("DELETE AT", lambda r: r.get("deleteAt")),
+            ("DELETED", lambda r: r.get("deletedAt")),
+            ("USES", lambda r: r.get("uses")),
+            ("PATH", lambda r: r.get("path")),
+        ],
+    )
 
 
 @vault.command(name="read")
@@ -637,9 +824,17 @@ def vault_list(config: str | None, api: str | None, api_key: str | None, as_json
 @_api_options
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the data here (default: stdout).")
 @_stated_options
-def vault_read(item_id: str, config: str | None, api: str | None, api_key: str | None,
-               out: str | None, purpose: str | None, application: str | None, event: str | None,
-               location: str | None) -> None:
+def vault_read(
+    item_id: str,
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    out: str | None,
+    purpose: str | None,
+    application: str | None,
+    event: str | None,
+    location: str | None,
+) -> None:
     """One governed use of the local copy ITEM_ID: the connector decides it on the agreement,
     fulfils its duties (logs the use, informs the provider) and counts it, or says why not."""
     import urllib.error
@@ -649,8 +844,9 @@ def vault_read(item_id: str, config: str | None, api: str | None, api_key: str |
     client = _api(config, api, api_key)
     stated = _stated(purpose=purpose, application=application, event=event, location=location)
     query = "?" + urllib.parse.urlencode(stated) if stated else ""
-    req = urllib.request.Request(f"{client.base}/api/vault/{item_id}/data{query}",
-                                 headers={"X-Api-Key": client.key})
+    req = urllib.request.Request(
+        f"{client.base}/api/vault/{item_id}/data{query}", headers={"X-Api-Key": client.key}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             number = resp.headers.get("X-Use-Number")
@@ -673,15 +869,30 @@ def vault_read(item_id: str, config: str | None, api: str | None, api_key: str |
 @vault.command(name="export")
 @click.argument("item_id")
 @_api_options
-@click.option("--recipient-cert", type=click.Path(exists=True, dir_okay=False),
-              help="The recipient's certificate (PEM, issued by the data-space CA): the copy "
-                   "leaves encrypted to its key.")
-@click.option("--plain", is_flag=True,
-              help="Export unencrypted (refused when the agreement requires encryption).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Write the envelope (or the plain copy) here.")
-def vault_export(item_id: str, config: str | None, api: str | None, api_key: str | None,
-                 recipient_cert: str | None, plain: bool, out: str) -> None:
+@click.option(
+    "--recipient-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The recipient's certificate (PEM, issued by the data-space CA): the copy "
+    "leaves encrypted to its key.",
+)
+@click.option(
+    "--plain", is_flag=True, help="Export unencrypted (refused when the agreement requires encryption)."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Write the envelope (or the plain copy) here.",
+)
+def vault_export(
+    item_id: str,
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    recipient_cert: str | None,
+    plain: bool,
+    out: str,
+) -> None:
     """Let the local copy ITEM_ID leave the vault as its agreement says: decided on its
     `distribute` permission, encrypted to the recipient's certificate, the next policy attached
     when the agreement requires one, and logged in the audit log (`vault.distributed`)."""
@@ -691,19 +902,24 @@ def vault_export(item_id: str, config: str | None, api: str | None, api_key: str
     import urllib.request
 
     if not recipient_cert and not plain:
-        raise click.UsageError("name the recipient with --recipient-cert (or --plain, where the "
-                               "agreement permits an unencrypted export)")
+        raise click.UsageError(
+            "name the recipient with --recipient-cert (or --plain, where the "
+            "agreement permits an unencrypted export)"
+        )
     client = _api(config, api, api_key)
     body: dict[str, Any] = {"plain": plain}
     if recipient_cert:
         body["recipientCertificate"] = Path(recipient_cert).read_text()
-    req = urllib.request.Request(f"{client.base}/api/vault/{item_id}/export", method="POST",
-                                 data=json.dumps(body).encode(),
-                                 headers={"X-Api-Key": client.key,
-                                          "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{client.base}/api/vault/{item_id}/export",
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"X-Api-Key": client.key, "Content-Type": "application/json"},
+    )
     target = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                               dir=target.parent if str(target.parent) else ".")
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".part", dir=target.parent if str(target.parent) else "."
+    )
     try:
         with os.fdopen(fd, "wb") as sink, urllib.request.urlopen(req, timeout=120) as resp:
             while block := resp.read(1 << 20):
@@ -731,12 +947,25 @@ def vault_export(item_id: str, config: str | None, api: str | None, api_key: str
 
 @vault.command(name="decrypt")
 @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
-@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The recipient's private key (PEM), e.g. its participant.key.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Write the data here (only once all of it verified).")
-@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False),
-              help="The data-space CA certificate: the sender's signature must verify.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The recipient's private key (PEM), e.g. its participant.key.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Write the data here (only once all of it verified).",
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The data-space CA certificate: the sender's signature must verify.",
+)
 def vault_decrypt(envelope: str, key_file: str, out: str, ca_file: str | None) -> None:
     """Open an ENVELOPE a connector exported to this recipient: every chunk verified, the size
     and SHA-256 checked (with --ca, the sending connector's signature too); prints who sent it
@@ -749,8 +978,9 @@ def vault_decrypt(envelope: str, key_file: str, out: str, ca_file: str | None) -
     from connector.usage.envelope import EnvelopeError, load_private_key, open_envelope
 
     target = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                               dir=target.parent if str(target.parent) else ".")
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".part", dir=target.parent if str(target.parent) else "."
+    )
     try:
         key = load_private_key(Path(key_file).read_bytes())
         ca = x509.load_pem_x509_certificate(Path(ca_file).read_bytes()) if ca_file else None
@@ -766,10 +996,15 @@ def vault_decrypt(envelope: str, key_file: str, out: str, ca_file: str | None) -
     header = opened.header
     plain = header["plaintext"]
     click.echo(f"decrypted {plain['size']} bytes (sha256 {plain['sha256']}) to {target}")
-    checked = ("signature verified against the data-space CA" if opened.sender else
-               "its signature not checked: give --ca")
-    click.echo(f"agreement {header.get('agreementId')} of provider {header.get('provider')}, "
-               f"sent by {header.get('sender')} ({checked})")
+    checked = (
+        "signature verified against the data-space CA"
+        if opened.sender
+        else "its signature not checked: give --ca"
+    )
+    click.echo(
+        f"agreement {header.get('agreementId')} of provider {header.get('provider')}, "
+        f"sent by {header.get('sender')} ({checked})"
+    )
     if header.get("nextPolicy") is not None:
         click.echo("next policy (the data is received under it):")
         click.echo(json.dumps(header["nextPolicy"], indent=2))
@@ -803,8 +1038,15 @@ def facts() -> None:
 @_api_options
 @click.option("--until", help="When the fact expires (RFC 3339, e.g. 2027-01-01T00:00:00Z).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fact as JSON.")
-def facts_set(name: str, values: tuple[str, ...], config: str | None, api: str | None,
-              api_key: str | None, until: str | None, as_json: bool) -> None:
+def facts_set(
+    name: str,
+    values: tuple[str, ...],
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    until: str | None,
+    as_json: bool,
+) -> None:
     """Set fact NAME (an operand: idsc:STATE, odrl:event, ...) to VALUES (IRIs, CURIEs or
     literals), replacing what it held."""
     body: dict[str, Any] = {"values": list(values)}
@@ -851,11 +1093,28 @@ def payment() -> None:
 @click.option("--currency", required=True, help="An ISO 4217 code (EUR, USD, ...) or an IRI.")
 @click.option("--paid-at", help="When it was paid (RFC 3339; default: now).")
 @click.option("--reference", help="The payment's reference (an invoice or transaction number).")
-def payment_record(config: str | None, api: str | None, api_key: str | None, agreement_id: str,
-                   amount: str, currency: str, paid_at: str | None, reference: str | None) -> None:
+def payment_record(
+    config: str | None,
+    api: str | None,
+    api_key: str | None,
+    agreement_id: str,
+    amount: str,
+    currency: str,
+    paid_at: str | None,
+    reference: str | None,
+) -> None:
     """Record a payment received under an agreement of this provider."""
-    body = {k: v for k, v in {"agreement": agreement_id, "amount": amount, "currency": currency,
-                              "paidAt": paid_at, "reference": reference}.items() if v is not None}
+    body = {
+        k: v
+        for k, v in {
+            "agreement": agreement_id,
+            "amount": amount,
+            "currency": currency,
+            "paidAt": paid_at,
+            "reference": reference,
+        }.items()
+        if v is not None
+    }
     _print(_api(config, api, api_key).call("POST", "/api/payments", body))
 
 
@@ -863,8 +1122,9 @@ def payment_record(config: str | None, api: str | None, api_key: str | None, agr
 @_api_options
 @click.option("--agreement", "agreement_id", help="Only this agreement's payments.")
 @click.option("--json", "as_json", is_flag=True, help="Print the payments as JSON.")
-def payment_list(config: str | None, api: str | None, api_key: str | None,
-                 agreement_id: str | None, as_json: bool) -> None:
+def payment_list(
+    config: str | None, api: str | None, api_key: str | None, agreement_id: str | None, as_json: bool
+) -> None:
     """Payments received, oldest first."""
     import urllib.parse
 
@@ -883,19 +1143,26 @@ def agreement() -> None:
     """Agreements of this connector: show them, and retire one (provider)."""
 
 
-resource_commands(agreement, path="/api/agreements", noun="agreement", show=False,
-                  columns=[("ID", lambda r: r["id"]), ("STATUS", lambda r: r.get("status")),
-                           ("TARGET", lambda r: r.get("target")),
-                           ("PROVIDER", lambda r: r.get("providerId")),
-                           ("CONSUMER", lambda r: r.get("consumerId")),
-                           ("SIGNED", lambda r: r.get("signedAt"))])
+resource_commands(
+    agreement,
+    path="/api/agreements",
+    noun="agreement",
+    show=False,
+    columns=[
+        ("ID", lambda r: r["id"]),
+        ("STATUS", lambda r: r.get("status")),
+        ("TARGET", lambda r: r.get("target")),
+        ("PROVIDER", lambda r: r.get("providerId")),
+        ("CONSUMER", lambda r: r.get("consumerId")),
+        ("SIGNED", lambda r: r.get("signedAt")),
+    ],
+)
 
 
 @agreement.command(name="show")
 @click.argument("agreement_id")
 @_api_options
-def agreement_show(agreement_id: str, config: str | None, api: str | None,
-                   api_key: str | None) -> None:
+def agreement_show(agreement_id: str, config: str | None, api: str | None, api_key: str | None) -> None:
     """One agreement, with its status (active, retired, expired)."""
     _print(_api(config, api, api_key).call("GET", f"/api/agreements/{_path_id(agreement_id)}"))
 
@@ -904,9 +1171,11 @@ def agreement_show(agreement_id: str, config: str | None, api: str | None,
 @click.argument("agreement_id")
 @_api_options
 @click.option("--reason", required=True, help="Why (told to the consumer, kept in the logs).")
-def agreement_retire(agreement_id: str, config: str | None, api: str | None,
-                     api_key: str | None, reason: str) -> None:
+def agreement_retire(
+    agreement_id: str, config: str | None, api: str | None, api_key: str | None, reason: str
+) -> None:
     """Retire AGREEMENT_ID: its running transfers are terminated, new ones refused."""
     a = _api(config, api, api_key).call(
-        "POST", f"/api/agreements/{_path_id(agreement_id)}/retire", {"reason": reason})
+        "POST", f"/api/agreements/{_path_id(agreement_id)}/retire", {"reason": reason}
+    )
     click.echo(f"{a['status']}: agreement {a['id']} ({a['retiredReason']})")

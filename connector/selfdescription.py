@@ -319,8 +319,11 @@ def self_description_graph(info: ConnectorInfo, datasets: Sequence[DatasetInfo])
         g.add((key_node, IDS.keyType, key[0]))
         g.add((key_node, IDS.keyValue, Literal(key[1], datatype=XSD.base64Binary)))
 
-    dsp = (_iri(info.dsp_service_id, "dsp_service_id") if info.dsp_service_id
-           else _child(info.id, "dsp-endpoint"))
+    dsp = (
+        _iri(info.dsp_service_id, "dsp_service_id")
+        if info.dsp_service_id
+        else _child(info.id, "dsp-endpoint")
+    )
     g.add((connector, IDS.hasDefaultEndpoint, dsp))
     g.add((connector, IDS.hasEndpoint, dsp))
     g.add((dsp, RDF.type, IDS.ConnectorEndpoint))
@@ -329,15 +332,27 @@ def self_description_graph(info: ConnectorInfo, datasets: Sequence[DatasetInfo])
     g.add((dsp, DCAT.endpointURL, dsp_url))
     for version in info.dsp_versions:
         g.add((dsp, DCT.conformsTo, dsp_spec_iri(version)))
-    g.add((dsp, IDS.endpointInformation, Literal(
-        f"Dataspace Protocol {', '.join(info.dsp_versions)}, HTTPS binding", lang="en")))
+    g.add(
+        (
+            dsp,
+            IDS.endpointInformation,
+            Literal(f"Dataspace Protocol {', '.join(info.dsp_versions)}, HTTPS binding", lang="en"),
+        )
+    )
 
     sd = _child(info.id, "self-description")
     g.add((connector, IDS.hasEndpoint, sd))
     g.add((sd, RDF.type, IDS.ConnectorEndpoint))
     g.add((sd, IDS.accessURL, _url(info.self_description_url, "self_description_url")))
-    g.add((sd, IDS.endpointInformation, Literal(
-        "This self-description (text/turtle, application/ld+json, application/n-triples)", lang="en")))
+    g.add(
+        (
+            sd,
+            IDS.endpointInformation,
+            Literal(
+                "This self-description (text/turtle, application/ld+json, application/n-triples)", lang="en"
+            ),
+        )
+    )
 
     catalog = _iri(info.catalog_id, "catalog_id") if info.catalog_id else _child(info.id, "catalog")
     g.add((connector, IDS.resourceCatalog, catalog))
@@ -360,8 +375,14 @@ def self_description_graph(info: ConnectorInfo, datasets: Sequence[DatasetInfo])
 
 
 def _add_dataset(
-    g: Graph, info: ConnectorInfo, ds: DatasetInfo, where: str, catalog: URIRef,
-    services: dict[str, URIRef], offers: dict[Node, Graph], seen: set[str],
+    g: Graph,
+    info: ConnectorInfo,
+    ds: DatasetInfo,
+    where: str,
+    catalog: URIRef,
+    services: dict[str, URIRef],
+    offers: dict[Node, Graph],
+    seen: set[str],
 ) -> None:
     node = _iri(ds.id, f"{where}.id")
     if ds.id in seen:
@@ -568,11 +589,7 @@ def _embed_blank_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def dsp_version_metadata(info: ConnectorInfo) -> dict[str, Any]:
     """The body of DSP's ``/.well-known/dspace-version`` for this connector (DSP 2025-1 4.3)."""
     path = urlsplit(info.dsp_base_url).path or "/"
-    return {
-        "protocolVersions": [
-            {"version": v, "path": path, "binding": "HTTPS"} for v in info.dsp_versions
-        ]
-    }
+    return {"protocolVersions": [{"version": v, "path": path, "binding": "HTTPS"} for v in info.dsp_versions]}
 
 
 # --------------------------------------------------------------------------- IDS SHACL validation
@@ -588,7 +605,8 @@ def infomodel_dir() -> Path:
         candidate = Path(env)
         if not (candidate / "testing").is_dir() and not (candidate / "shapes").is_dir():
             raise FileNotFoundError(
-                f"IDS Information Model shapes not found at {candidate} ({INFOMODEL_DIR_ENV})")
+                f"IDS Information Model shapes not found at {candidate} ({INFOMODEL_DIR_ENV})"
+            )
         return candidate
     checkout = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "ids-infomodel"
     if (checkout / "testing").is_dir():
@@ -596,8 +614,9 @@ def infomodel_dir() -> Path:
     packaged = vocab_dir() / "ids"
     if (packaged / "shapes").is_dir():
         return packaged
-    raise FileNotFoundError(f"IDS Information Model shapes not found at {checkout} nor "
-                            f"{packaged} (set {INFOMODEL_DIR_ENV})")
+    raise FileNotFoundError(
+        f"IDS Information Model shapes not found at {checkout} nor {packaged} (set {INFOMODEL_DIR_ENV})"
+    )
 
 
 @cache
@@ -635,6 +654,10 @@ def validate_ids(graph: Graph, root: Path | None = None) -> tuple[bool, str]:
     data += ontology
     data += graph
     conforms, _, text = pyshacl.validate(
-        data, shacl_graph=shapes, inference="none", abort_on_first=False, allow_warnings=False,
+        data,
+        shacl_graph=shapes,
+        inference="none",
+        abort_on_first=False,
+        allow_warnings=False,
     )
     return bool(conforms), str(text)

@@ -29,5 +29,14 @@ ProcessRole = Literal["provider", "consumer"]
 WallClock = Callable[[], float]
 Clock = Callable[[], datetime]
 
-__all__ = ["DSP_CONTEXT_URL", "DSP_ODRL_PROFILE_URL", "IDS_CONTEXT_URL", "RECEIPT_CHAIN_HEADER",
-           "RECEIPT_SEQ_HEADER", "RECEIPT_TYP", "Clock", "ProcessRole", "WallClock"]
+__all__ = [
+    "DSP_CONTEXT_URL",
+    "DSP_ODRL_PROFILE_URL",
+    "IDS_CONTEXT_URL",
+    "RECEIPT_CHAIN_HEADER",
+    "RECEIPT_SEQ_HEADER",
+    "RECEIPT_TYP",
+    "Clock",
+    "ProcessRole",
+    "WallClock",
+]

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CONFORMANCE = SHARED / "conformance"
 
+
 @pytest.fixture(scope="session")
 def conformance() -> Path:
     if not CONFORMANCE.is_dir():

@@ -53,9 +53,11 @@ def admin(space: devspace.DataSpace, method: str, path: str, body: Any = None) -
     """The authority's admin API, as its operator uses it."""
     token = (space.authority.directory / "admin.token").read_text().strip()
     req = urllib.request.Request(
-        space.authority.url + path, method=method,
+        space.authority.url + path,
+        method=method,
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -65,9 +67,12 @@ def admin(space: devspace.DataSpace, method: str, path: str, body: Any = None) -
 
 def fresh_dat(space: devspace.DataSpace, c: Connector) -> str:
     """A DAT of ``c``'s participant from the data space's authority."""
+
     async def go() -> str:
         async with aiohttp.ClientSession() as http:
-            client = await DatClient.discover(http, space.authority.url,
-                                              ParticipantIdentity.load(c.directory))
+            client = await DatClient.discover(
+                http, space.authority.url, ParticipantIdentity.load(c.directory)
+            )
             return await client.token()
+
     return asyncio.run(go())

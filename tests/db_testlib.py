@@ -35,8 +35,7 @@ async def pg_schema(prefix: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(asyncpg_dsn(server))
     try:
         await admin.execute(f'CREATE SCHEMA "{schema}"')
-        yield sa.make_url(server).update_query_dict({"schema": schema}).render_as_string(
-            hide_password=False)
+        yield sa.make_url(server).update_query_dict({"schema": schema}).render_as_string(hide_password=False)
     finally:
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()

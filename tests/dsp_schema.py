@@ -46,8 +46,11 @@ def schema_path(schema_name: str) -> Path:
     name = schema_name.removesuffix(".json")
     if not name.endswith("-schema"):
         name += "-schema"
-    matches = [p for p in SCHEMAS.rglob("*-schema.json")
-               if p.relative_to(SCHEMAS).as_posix().removesuffix(".json").endswith(name)]
+    matches = [
+        p
+        for p in SCHEMAS.rglob("*-schema.json")
+        if p.relative_to(SCHEMAS).as_posix().removesuffix(".json").endswith(name)
+    ]
     if len(matches) != 1:
         raise LookupError(f"no single DSP schema named {schema_name!r} (found {len(matches)})")
     return matches[0]
@@ -75,14 +78,18 @@ def assert_valid(message: Any, schema_name: str) -> None:
         where = "/".join(map(str, err.absolute_path)) or "<root>"
         raise AssertionError(
             f"not valid against {schema_path(schema_name).name} at {where}: {err.message}\n"
-            f"{json.dumps(message, indent=2)[:4000]}")
+            f"{json.dumps(message, indent=2)[:4000]}"
+        )
 
 
 def example(name: str) -> dict[str, Any]:
     """An official example message ("negotiation/contract-request-message" or just its name)."""
     name = name.removesuffix(".json")
-    matches = [p for p in EXAMPLES.rglob("*.json")
-               if p.relative_to(EXAMPLES).as_posix().removesuffix(".json").endswith(name)]
+    matches = [
+        p
+        for p in EXAMPLES.rglob("*.json")
+        if p.relative_to(EXAMPLES).as_posix().removesuffix(".json").endswith(name)
+    ]
     exact = [p for p in matches if p.stem == name.rsplit("/", 1)[-1]]
     if len(exact) != 1:
         raise LookupError(f"no single DSP example named {name!r}")

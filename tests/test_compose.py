@@ -124,8 +124,10 @@ def test_connector_configs_are_valid_and_served_as_configured(name: str) -> None
 
 
 def test_one_connector_is_on_postgresql() -> None:
-    stores = [config_of(SERVICES[n], "connector.toml")[1].get("store", {}).get("url", "sqlite")
-              for n in ("provider", "consumer")]
+    stores = [
+        config_of(SERVICES[n], "connector.toml")[1].get("store", {}).get("url", "sqlite")
+        for n in ("provider", "consumer")
+    ]
     assert any(str(s).startswith("postgresql://") for s in stores)
 
 

@@ -11,8 +11,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_runs_end_to_end() -> None:
-    result = subprocess.run([sys.executable, "-m", "connector", "demo"], capture_output=True,
-                            text=True, timeout=180, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "connector", "demo"], capture_output=True, text=True, timeout=180, check=False
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Demo complete." in out
@@ -40,8 +41,12 @@ def test_demo_keep_running_json_leaves_the_space_up_until_sigterm() -> None:
     import signal
     import urllib.request
 
-    proc = subprocess.Popen([sys.executable, "-m", "connector", "demo", "--keep-running", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "demo", "--keep-running", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         text = ""

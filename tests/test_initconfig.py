@@ -21,19 +21,31 @@ from connector.initconfig import SECTIONS, Setup, check, render
 
 
 def _run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "connector", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, check=False, env=process_env())
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=process_env(),
+    )
 
 
 def test_the_rendered_config_has_every_key_with_its_default() -> None:
-    text = render({"connector": {"participant_dir": "p", "authority_url": "http://a",
-                                 "public_url": "https://c"},
-                   "management": {"api_key_file": "k"}})
+    text = render(
+        {
+            "connector": {"participant_dir": "p", "authority_url": "http://a", "public_url": "https://c"},
+            "management": {"api_key_file": "k"},
+        }
+    )
     data = tomllib.loads(text)
     assert set(data) == set(SECTIONS)
     # the webhooks' example, uncommented, is a valid [[webhooks]] table with every key
-    example = "\n".join(line[2:] for line in text.split("# [[webhooks]]", 1)[1].splitlines()
-                        if line.startswith("# ") and " = " in line)
+    example = "\n".join(
+        line[2:]
+        for line in text.split("# [[webhooks]]", 1)[1].splitlines()
+        if line.startswith("# ") and " = " in line
+    )
     hook = tomllib.loads(example)
     assert set(hook) == set(WebhookSection.model_fields)
     WebhookSection.model_validate(hook)
@@ -60,28 +72,65 @@ def test_a_provider_set_up_as_printed_checks_clean_and_serves(tmp_path: Path) ->
     auth_port = free_port()
     cli("authority", "init", tmp_path / "auth", "--issuer", f"http://127.0.0.1:{auth_port}")
     registered = cli("authority", "register", tmp_path / "auth", written["csr"])
-    cli("authority", "issue-tls", tmp_path / "auth", written["tls_csr"],
-        "--participant", registered["participant_id"])
+    cli(
+        "authority",
+        "issue-tls",
+        tmp_path / "auth",
+        written["tls_csr"],
+        "--participant",
+        registered["participant_id"],
+    )
     after = _run("config", "check", config_path, "--json")
     findings = json.loads(after.stdout)
     assert after.returncode == 0, findings
-    assert {f["key"] for f in findings} == {"dsp.peer_allow", "dataplane.push_allow",
-                                            "dataplane.pull_allow"}  # loopback: warned
+    assert {f["key"] for f in findings} == {
+        "dsp.peer_allow",
+        "dataplane.push_allow",
+        "dataplane.pull_allow",
+    }  # loopback: warned
     assert all(f["level"] == "warning" for f in findings)
 
     # the authority URL init wrote is the default; this test's authority runs elsewhere
-    text = config_path.read_text().replace('authority_url = "http://127.0.0.1:8700"',
-                                           f'authority_url = "http://127.0.0.1:{auth_port}"')
+    text = config_path.read_text().replace(
+        'authority_url = "http://127.0.0.1:8700"', f'authority_url = "http://127.0.0.1:{auth_port}"'
+    )
     config_path.write_text(text)
     config = load_config(config_path)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "connector", "authority", "serve", str(tmp_path / "auth"),
-             "--port", str(auth_port)], env=process_env(), stderr=subprocess.PIPE))
-        procs.append(subprocess.Popen([sys.executable, "-m", "connector", "serve", str(config_path),
-                                       "--log-format", "json", "--log-level", "DEBUG"],
-                                      env=process_env(), stderr=subprocess.PIPE))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "connector",
+                    "authority",
+                    "serve",
+                    str(tmp_path / "auth"),
+                    "--port",
+                    str(auth_port),
+                ],
+                env=process_env(),
+                stderr=subprocess.PIPE,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "connector",
+                    "serve",
+                    str(config_path),
+                    "--log-format",
+                    "json",
+                    "--log-level",
+                    "DEBUG",
+                ],
+                env=process_env(),
+                stderr=subprocess.PIPE,
+            )
+        )
         key = config.management_api_key()
         assets = _get_when_up(f"http://127.0.0.1:{config.management.port}/api/assets", key, procs)
         assert assets == []
@@ -117,8 +166,7 @@ def test_check_reports_a_broken_file_and_weak_settings(tmp_path: Path) -> None:
     bad.write_text("[connector\n")
     (f,) = check(bad)
     assert f.level == "error" and "invalid TOML" in f.text
-    setup = Setup(tmp_path / "c", "Cons", "consumer", plain_http=True, dsp_port=9001,
-                  management_port=9001)
+    setup = Setup(tmp_path / "c", "Cons", "consumer", plain_http=True, dsp_port=9001, management_port=9001)
     values, _ = setup.values()
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "connector.toml").write_text(render(values))
@@ -137,23 +185,46 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("role", ["provider", "consumer"])
 def test_roles_differ_where_they_should(tmp_path: Path, role: str) -> None:
-    values, notes = Setup(tmp_path, "X", role, host="10.1.2.3", dsp_port=1,  # type: ignore[arg-type]
-                          management_port=2, dataplane_port=3).values()
+    values, notes = Setup(
+        tmp_path,
+        "X",
+        role,
+        host="10.1.2.3",
+        dsp_port=1,  # type: ignore[arg-type]
+        management_port=2,
+        dataplane_port=3,
+    ).values()
     assert values["dataplane"]["enabled"] is (role == "provider")
     assert values["assets"]["roots"] == (["data"] if role == "provider" else [])
     assert "peer_allow" not in values["dsp"] and not notes  # not loopback: no allow-lists
     assert values["connector"]["public_url"] == "https://10.1.2.3:1"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["asset", "--help"], ["transfer", "list", "--help"],
-                                  ["catalog", "--help"], ["vault", "list", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["asset", "--help"],
+        ["transfer", "list", "--help"],
+        ["catalog", "--help"],
+        ["vault", "list", "--help"],
+    ],
+)
 def test_management_commands_start_without_the_heavy_libraries(args: list[str]) -> None:
     """A command that only talks to the management API imports none of rdflib, pyld,
     SQLAlchemy, aiohttp or pydantic (what made `connector --help` take 0.6 s)."""
-    code = ("import sys\nfrom connector.cli import main\n"
-            f"try:\n    main({args!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
-            "heavy = sorted(m for m in ('rdflib', 'pyld', 'sqlalchemy', 'aiohttp', 'pydantic',"
-            " 'cryptography') if m in sys.modules)\nprint('HEAVY', heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         check=True, env=process_env()).stdout
+    code = (
+        "import sys\nfrom connector.cli import main\n"
+        f"try:\n    main({args!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('rdflib', 'pyld', 'sqlalchemy', 'aiohttp', 'pydantic',"
+        " 'cryptography') if m in sys.modules)\nprint('HEAVY', heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=process_env(),
+    ).stdout
     assert "HEAVY []" in out, out

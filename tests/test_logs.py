@@ -14,14 +14,17 @@ from connector import logs
 JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 
 
-@pytest.mark.parametrize("text", [
-    f"Authorization: Bearer {JWT}",
-    f"token {JWT} refused",
-    "X-Api-Key: 0123456789abcdef0123",
-    "{'x-api-key': 'secret-key-value-123'}",
-    "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIB\n-----END PRIVATE KEY-----",
-    "Bearer opaque-token.value",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Authorization: Bearer {JWT}",
+        f"token {JWT} refused",
+        "X-Api-Key: 0123456789abcdef0123",
+        "{'x-api-key': 'secret-key-value-123'}",
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIB\n-----END PRIVATE KEY-----",
+        "Bearer opaque-token.value",
+    ],
+)
 def test_secrets_are_redacted(text: str) -> None:
     out = logs.redact(text)
     assert logs.REDACTED in out

@@ -49,8 +49,15 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     # the blocks as one script; a failing command stops it (the denied pull is the README's
     # own `|| echo`); whatever happens, the background processes go
     script = "set -eo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + "\n".join(blocks)
-    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     out = done.stdout + done.stderr
     logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in tmp_path.glob("*.log"))
     assert done.returncode == 0, out[-6000:] + logs

@@ -91,27 +91,44 @@ def info(key_pem: str) -> ConnectorInfo:
 OFFER_RESEARCH: dict[str, Any] = {
     "@id": "urn:uuid:offer-research",
     "@type": "Offer",
-    "permission": [{"action": "use", "constraint": [
-        {"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"},
-        {"leftOperand": "dateTime", "operator": "lt",
-         "rightOperand": {"@value": "2030-01-01T00:00:00Z", "@type": "xsd:dateTime"}},
-    ]}],
+    "permission": [
+        {
+            "action": "use",
+            "constraint": [
+                {"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"},
+                {
+                    "leftOperand": "dateTime",
+                    "operator": "lt",
+                    "rightOperand": {"@value": "2030-01-01T00:00:00Z", "@type": "xsd:dateTime"},
+                },
+            ],
+        }
+    ],
 }
 OFFER_COUNT: dict[str, Any] = {
     "@id": "urn:uuid:offer-count",
     "@type": "Offer",
-    "permission": [{"action": "use", "constraint": [
-        {"leftOperand": "count", "operator": "lteq", "rightOperand": 10}]}],
+    "permission": [
+        {"action": "use", "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 10}]}
+    ],
     "prohibition": [{"action": "distribute"}],
 }
 OFFER_EU: dict[str, Any] = {
     "@id": "urn:uuid:offer-eu",
     "@type": "Offer",
-    "permission": [{"action": "use", "constraint": [
-        {"or": [
-            {"leftOperand": "spatial", "operator": "eq", "rightOperand": "http://example.org/EU"},
-            {"leftOperand": "purpose", "operator": "isAnyOf", "rightOperand": ["ads", "stats"]},
-        ]}]}],
+    "permission": [
+        {
+            "action": "use",
+            "constraint": [
+                {
+                    "or": [
+                        {"leftOperand": "spatial", "operator": "eq", "rightOperand": "http://example.org/EU"},
+                        {"leftOperand": "purpose", "operator": "isAnyOf", "rightOperand": ["ads", "stats"]},
+                    ]
+                }
+            ],
+        }
+    ],
 }
 OFFERS = {o["@id"]: o for o in (OFFER_RESEARCH, OFFER_COUNT, OFFER_EU)}
 
@@ -120,15 +137,19 @@ OFFERS = {o["@id"]: o for o in (OFFER_RESEARCH, OFFER_COUNT, OFFER_EU)}
 def datasets() -> list[DatasetInfo]:
     return [
         DatasetInfo(
-            id="urn:uuid:dataset-weather", title="Weather observations",
-            description="Hourly observations, 2010-2024.", keywords=("weather", "climate"),
+            id="urn:uuid:dataset-weather",
+            title="Weather observations",
+            description="Hourly observations, 2010-2024.",
+            keywords=("weather", "climate"),
             media_type="text/csv",
             distributions=(DistributionInfo("HttpData-PULL", DSP_URL), ("HttpData-PUSH", DSP_URL)),
             offers=(OFFER_RESEARCH, OFFER_COUNT),
         ),
         DatasetInfo(
-            id="https://provider.example/datasets/stations", title="Stations",
-            keywords=["stations"], media_type="application/json",
+            id="https://provider.example/datasets/stations",
+            title="Stations",
+            keywords=["stations"],
+            media_type="application/json",
             distributions=[("HttpData-PULL", "https://data.provider.example/pull")],
             offers=[OFFER_EU],
         ),
@@ -217,15 +238,20 @@ def test_catalog_terms(graph: Graph) -> None:
     assert graph.value(ds, DCT.title) == Literal("Weather observations")
     assert set(graph.objects(ds, DCAT.keyword)) == {Literal("weather"), Literal("climate")}
     dists = list(graph.objects(ds, DCAT.distribution))
-    assert {graph.value(d, DCT["format"]) for d in dists} == {Literal("HttpData-PULL"),
-                                                            Literal("HttpData-PUSH")}
+    assert {graph.value(d, DCT["format"]) for d in dists} == {
+        Literal("HttpData-PULL"),
+        Literal("HttpData-PUSH"),
+    }
     for d in dists:
         assert graph.value(d, DCAT.mediaType) == URIRef(
-            "https://www.iana.org/assignments/media-types/text/csv")
+            "https://www.iana.org/assignments/media-types/text/csv"
+        )
         service = graph.value(d, DCAT.accessService)
         assert graph.value(service, DCAT.endpointURL) == URIRef(DSP_URL)
-    other = graph.value(next(iter(graph.objects(URIRef("https://provider.example/datasets/stations"),
-                                                DCAT.distribution))), DCAT.accessService)
+    other = graph.value(
+        next(iter(graph.objects(URIRef("https://provider.example/datasets/stations"), DCAT.distribution))),
+        DCAT.accessService,
+    )
     assert (other, RDF.type, DCAT.DataService) in graph
     assert graph.value(other, DCAT.endpointURL) == URIRef("https://data.provider.example/pull")
 
@@ -243,7 +269,8 @@ def test_jwk_and_pem_describe_the_same_key(info: ConnectorInfo) -> None:
     pem = public_key_to_pem(key).decode()
     by_pem = self_description_graph(dataclasses.replace(info, public_key_pem=pem), [])
     by_jwk = self_description_graph(
-        dataclasses.replace(info, public_key_pem=None, public_key_jwk=public_jwk(key)), [])
+        dataclasses.replace(info, public_key_pem=None, public_key_jwk=public_jwk(key)), []
+    )
     assert isomorphic(by_pem, by_jwk)
     assert IDSC.ECDSA in set(by_pem.objects(None, IDS.keyType))
 
@@ -283,11 +310,18 @@ print(json.dumps([hashlib.sha256(serialize(g, m)).hexdigest() for m in MEDIA_TYP
 
 def test_bytes_do_not_depend_on_the_process(info: ConnectorInfo, datasets: list[DatasetInfo]) -> None:
     """Equal input, equal bytes, whatever the hash seed: the edge can use them as an ETag."""
-    args = [json.dumps(dataclasses.asdict(dataclasses.replace(info, public_key_pem=None))),
-            json.dumps([dataclasses.asdict(d) for d in datasets])]
+    args = [
+        json.dumps(dataclasses.asdict(dataclasses.replace(info, public_key_pem=None))),
+        json.dumps([dataclasses.asdict(d) for d in datasets]),
+    ]
     runs = [
-        subprocess.run([sys.executable, "-c", _DIGESTS, *args], capture_output=True, text=True,
-                       check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        subprocess.run(
+            [sys.executable, "-c", _DIGESTS, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
         for seed in ("1", "2")
     ]
     assert runs[0] == runs[1]
@@ -317,32 +351,35 @@ def test_unsupported_media_type_is_refused(graph: Graph) -> None:
 # --------------------------------------------------------------------------- negotiation
 
 
-@pytest.mark.parametrize(("accept", "expected"), [
-    (None, TURTLE),
-    ("", TURTLE),
-    ("text/turtle", TURTLE),
-    ("application/ld+json", JSON_LD),
-    ("application/n-triples", N_TRIPLES),
-    ("*/*", TURTLE),
-    ("text/*", TURTLE),
-    ("application/*", JSON_LD),
-    ("Application/LD+JSON; charset=utf-8", JSON_LD),
-    ('application/ld+json; profile="http://www.w3.org/ns/json-ld#compacted"', JSON_LD),
-    ("text/turtle;q=0.5, application/ld+json", JSON_LD),
-    ("text/turtle;q=0.5, application/ld+json;q=0.8, application/n-triples;q=0.9", N_TRIPLES),
-    ("application/n-triples;q=0.3, */*;q=0.1", N_TRIPLES),
-    ("*/*, application/ld+json", JSON_LD),  # the more specific range wins a tie
-    ("text/turtle;q=0, */*", JSON_LD),  # q=0 excludes Turtle only
-    ("text/html, application/xhtml+xml, application/xml;q=0.9, */*;q=0.8", TURTLE),  # a browser
-    ("application/ld+json;q=0.9, application/json", JSON_LD),
-    ("application/json", None),
-    ("text/html", None),
-    ("application/rdf+xml, text/html;q=0.9", None),
-    ("text/turtle;q=0", None),
-    ("*/*;q=0", None),
-    ("text/turtle;q=abc, application/n-triples", N_TRIPLES),  # a malformed range is ignored
-    ("garbage", TURTLE),  # nothing parseable: as if absent
-])
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, TURTLE),
+        ("", TURTLE),
+        ("text/turtle", TURTLE),
+        ("application/ld+json", JSON_LD),
+        ("application/n-triples", N_TRIPLES),
+        ("*/*", TURTLE),
+        ("text/*", TURTLE),
+        ("application/*", JSON_LD),
+        ("Application/LD+JSON; charset=utf-8", JSON_LD),
+        ('application/ld+json; profile="http://www.w3.org/ns/json-ld#compacted"', JSON_LD),
+        ("text/turtle;q=0.5, application/ld+json", JSON_LD),
+        ("text/turtle;q=0.5, application/ld+json;q=0.8, application/n-triples;q=0.9", N_TRIPLES),
+        ("application/n-triples;q=0.3, */*;q=0.1", N_TRIPLES),
+        ("*/*, application/ld+json", JSON_LD),  # the more specific range wins a tie
+        ("text/turtle;q=0, */*", JSON_LD),  # q=0 excludes Turtle only
+        ("text/html, application/xhtml+xml, application/xml;q=0.9, */*;q=0.8", TURTLE),  # a browser
+        ("application/ld+json;q=0.9, application/json", JSON_LD),
+        ("application/json", None),
+        ("text/html", None),
+        ("application/rdf+xml, text/html;q=0.9", None),
+        ("text/turtle;q=0", None),
+        ("*/*;q=0", None),
+        ("text/turtle;q=abc, application/n-triples", N_TRIPLES),  # a malformed range is ignored
+        ("garbage", TURTLE),  # nothing parseable: as if absent
+    ],
+)
 def test_accept_negotiation(accept: str | None, expected: str | None) -> None:
     assert negotiate(accept) == expected
 
@@ -354,7 +391,8 @@ def _shape(value: Any) -> Any:
     """A policy model without blank-node ids and without order (RDF has none)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return tuple(
-            (f.name, _shape(getattr(value, f.name))) for f in dataclasses.fields(value)
+            (f.name, _shape(getattr(value, f.name)))
+            for f in dataclasses.fields(value)
             if not (f.name == "id" and str(getattr(value, f.name)).startswith("_:"))
         )
     if isinstance(value, tuple | list):
@@ -371,7 +409,8 @@ def test_offers_parse_back_to_the_same_policies(graph: Graph, datasets: list[Dat
         for node in nodes:
             from_graph = policy_from_graph(graph, node, strict=True)
             original = policy_from_graph(
-                jsonld_to_graph({"@context": list(OFFER_CONTEXT), **OFFERS[str(node)]}), strict=True)
+                jsonld_to_graph({"@context": list(OFFER_CONTEXT), **OFFERS[str(node)]}), strict=True
+            )
             assert _shape(from_graph) == _shape(original)
             assert from_graph.permissions
             assert from_graph.type == str(ODRL.Offer)
@@ -382,8 +421,12 @@ def test_offers_parse_back_to_the_same_policies(graph: Graph, datasets: list[Dat
 
 
 def test_an_offer_shared_by_two_datasets_is_described_once(info: ConnectorInfo) -> None:
-    shared = [DatasetInfo(id=f"urn:d{i}", title=f"D{i}", distributions=[("HttpData-PULL", DSP_URL)],
-                          offers=[OFFER_COUNT]) for i in (1, 2)]
+    shared = [
+        DatasetInfo(
+            id=f"urn:d{i}", title=f"D{i}", distributions=[("HttpData-PULL", DSP_URL)], offers=[OFFER_COUNT]
+        )
+        for i in (1, 2)
+    ]
     g = self_description_graph(info, shared)
     policy = policy_from_graph(g, "urn:uuid:offer-count", strict=True)
     assert len(policy.permissions) == 1 and len(policy.prohibitions) == 1
@@ -393,34 +436,50 @@ def test_an_offer_shared_by_two_datasets_is_described_once(info: ConnectorInfo) 
 
 
 def _dataset(**changes: Any) -> DatasetInfo:
-    base = DatasetInfo(id="urn:d", title="D", distributions=[("HttpData-PULL", DSP_URL)],
-                       offers=[OFFER_RESEARCH])
+    base = DatasetInfo(
+        id="urn:d", title="D", distributions=[("HttpData-PULL", DSP_URL)], offers=[OFFER_RESEARCH]
+    )
     return dataclasses.replace(base, **changes)
 
 
-@pytest.mark.parametrize(("connector", "dataset", "message"), [
-    ({"security_profile": BASE + "NO_PROFILE"}, None, "security_profile"),
-    ({"curator": "Provider Org"}, None, "curator"),
-    ({"dsp_base_url": "ftp://provider.example/dsp"}, None, "dsp_base_url"),
-    ({"title": " "}, None, "title"),
-    ({"dsp_versions": ("v9",)}, None, "dsp_versions"),
-    ({"dsp_versions": "2025-1"}, None, "dsp_versions"),
-    ({"public_key_pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}, None,
-     "public key"),
-    ({}, {"offers": []}, "offer"),
-    ({}, {"distributions": []}, "distribution"),
-    ({}, {"id": "not an iri"}, "datasets[0].id"),
-    ({}, {"media_type": "csv"}, "media_type"),
-    ({}, {"keywords": "weather"}, "keywords"),
-    ({}, {"offers": [dict(OFFER_RESEARCH, **{"@type": "Agreement"})]}, "Offer"),
-    ({}, {"offers": [dict(OFFER_RESEARCH, **{"@id": "urn:d"})]}, "differ"),
-    ({}, {"offers": [OFFER_RESEARCH, dict(OFFER_COUNT, **{"@id": OFFER_RESEARCH["@id"]})]},
-     "different terms"),
-    ({}, {"offers": [dict(OFFER_RESEARCH, **{"@context": "https://evil.example/ctx.jsonld"})]},
-     "refusing to load remote document"),
-])
+@pytest.mark.parametrize(
+    ("connector", "dataset", "message"),
+    [
+        ({"security_profile": BASE + "NO_PROFILE"}, None, "security_profile"),
+        ({"curator": "Provider Org"}, None, "curator"),
+        ({"dsp_base_url": "ftp://provider.example/dsp"}, None, "dsp_base_url"),
+        ({"title": " "}, None, "title"),
+        ({"dsp_versions": ("v9",)}, None, "dsp_versions"),
+        ({"dsp_versions": "2025-1"}, None, "dsp_versions"),
+        (
+            {"public_key_pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"},
+            None,
+            "public key",
+        ),
+        ({}, {"offers": []}, "offer"),
+        ({}, {"distributions": []}, "distribution"),
+        ({}, {"id": "not an iri"}, "datasets[0].id"),
+        ({}, {"media_type": "csv"}, "media_type"),
+        ({}, {"keywords": "weather"}, "keywords"),
+        ({}, {"offers": [dict(OFFER_RESEARCH, **{"@type": "Agreement"})]}, "Offer"),
+        ({}, {"offers": [dict(OFFER_RESEARCH, **{"@id": "urn:d"})]}, "differ"),
+        (
+            {},
+            {"offers": [OFFER_RESEARCH, dict(OFFER_COUNT, **{"@id": OFFER_RESEARCH["@id"]})]},
+            "different terms",
+        ),
+        (
+            {},
+            {"offers": [dict(OFFER_RESEARCH, **{"@context": "https://evil.example/ctx.jsonld"})]},
+            "refusing to load remote document",
+        ),
+    ],
+)
 def test_bad_configuration_is_refused(
-    info: ConnectorInfo, connector: dict[str, Any], dataset: dict[str, Any] | None, message: str,
+    info: ConnectorInfo,
+    connector: dict[str, Any],
+    dataset: dict[str, Any] | None,
+    message: str,
     network_attempts: list[Any],
 ) -> None:
     with pytest.raises(SelfDescriptionError) as err:
@@ -440,15 +499,23 @@ def test_dsp_spec_iris() -> None:
 
 
 def test_the_dsp_catalog_ids_and_several_versions_can_be_given(info: ConnectorInfo) -> None:
-    g = self_description_graph(dataclasses.replace(
-        info, catalog_id="urn:uuid:catalog-1", dsp_service_id="urn:uuid:service-1",
-        dsp_versions=("2025-1", "2024-1")), [_dataset()])
+    g = self_description_graph(
+        dataclasses.replace(
+            info,
+            catalog_id="urn:uuid:catalog-1",
+            dsp_service_id="urn:uuid:service-1",
+            dsp_versions=("2025-1", "2024-1"),
+        ),
+        [_dataset()],
+    )
     connector = URIRef(info.id)
     assert g.value(connector, IDS.resourceCatalog) == URIRef("urn:uuid:catalog-1")
     service = URIRef("urn:uuid:service-1")
     assert g.value(connector, IDS.hasDefaultEndpoint) == service
-    assert set(g.objects(service, DCT.conformsTo)) == {URIRef("https://w3id.org/dspace/2025/1"),
-                                                       URIRef("https://w3id.org/dspace/2024/1")}
+    assert set(g.objects(service, DCT.conformsTo)) == {
+        URIRef("https://w3id.org/dspace/2025/1"),
+        URIRef("https://w3id.org/dspace/2024/1"),
+    }
     assert g.value(g.value(URIRef("urn:d"), DCAT.distribution), DCAT.accessService) == service
 
 

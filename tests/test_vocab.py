@@ -48,24 +48,33 @@ def test_loader_serves_dsp_context_without_network(no_network: list[Any]) -> Non
         "@context": [DSP_CONTEXT_URL],
         "@type": "ContractRequestMessage",
         "consumerPid": "urn:uuid:1",
-        "offer": {"@id": "urn:o", "@type": "Offer", "target": "urn:t",
-                  "permission": [{"action": "use", "constraint": [
-                      {"leftOperand": "purpose", "operator": "neq", "rightOperand": "x"}]}]},
+        "offer": {
+            "@id": "urn:o",
+            "@type": "Offer",
+            "target": "urn:t",
+            "permission": [
+                {
+                    "action": "use",
+                    "constraint": [{"leftOperand": "purpose", "operator": "neq", "rightOperand": "x"}],
+                }
+            ],
+        },
     }
     expanded = vocab.jsonld_call(jsonld.expand, doc)
     assert expanded[0]["@type"] == ["https://w3id.org/dspace/2025/1/ContractRequestMessage"]
     assert no_network == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://evil.example/context.jsonld",
-    "https://w3id.org/dspace/2024/1/context.jsonld",
-    "file:///etc/passwd",
-    "http://127.0.0.1:1/x.jsonld",
-])
-def test_unknown_remote_context_is_refused_without_network(
-    no_network: list[Any], url: str
-) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://evil.example/context.jsonld",
+        "https://w3id.org/dspace/2024/1/context.jsonld",
+        "file:///etc/passwd",
+        "http://127.0.0.1:1/x.jsonld",
+    ],
+)
+def test_unknown_remote_context_is_refused_without_network(no_network: list[Any], url: str) -> None:
     text = f'{{"@context": "{url}", "@type": "Offer", "permission": []}}'
     with pytest.raises(PolicyError) as err:
         parse_text(text, "json-ld", "policy")
@@ -81,14 +90,22 @@ def test_loader_refuses_directly() -> None:
 
 def test_expansions_do_not_leak_into_each_other() -> None:
     """pyld's context cache is altered by @import processing; jsonld_call isolates calls."""
-    standalone = {"@context": [DSP_CONTEXT_URL,
-                               "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
-                               {"idsc": "https://w3id.org/idsa/code/"}],
-                  "@type": "Offer", "@id": "urn:o", "target": "urn:t",
-                  "permission": [{"action": "use"}]}
-    message = {"@context": [DSP_CONTEXT_URL], "@type": "ContractRequestMessage",
-               "consumerPid": "urn:uuid:1",
-               "offer": {"@id": "urn:o", "@type": "Offer", "target": "urn:t",
-                         "permission": [{"action": "use"}]}}
+    standalone = {
+        "@context": [
+            DSP_CONTEXT_URL,
+            "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
+            {"idsc": "https://w3id.org/idsa/code/"},
+        ],
+        "@type": "Offer",
+        "@id": "urn:o",
+        "target": "urn:t",
+        "permission": [{"action": "use"}],
+    }
+    message = {
+        "@context": [DSP_CONTEXT_URL],
+        "@type": "ContractRequestMessage",
+        "consumerPid": "urn:uuid:1",
+        "offer": {"@id": "urn:o", "@type": "Offer", "target": "urn:t", "permission": [{"action": "use"}]},
+    }
     for doc in (standalone, message, standalone, message):
         assert vocab.jsonld_call(jsonld.expand, doc)

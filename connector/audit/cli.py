@@ -55,11 +55,21 @@ def _participant(path: Path) -> str | None:
 @audit.command("verify")
 @click.argument("logfile", type=_FILE)
 @click.option("--cert", "cert", type=_FILE, required=True, help="Certificate of the log's connector.")
-@click.option("--head", "head", type=_FILE, default=None,
-              help="Head anchor to check against (default: LOGFILE.head if it exists).")
+@click.option(
+    "--head",
+    "head",
+    type=_FILE,
+    default=None,
+    help="Head anchor to check against (default: LOGFILE.head if it exists).",
+)
 @click.option("--no-head", is_flag=True, help="Do not check the head anchor.")
-@click.option("--peer-receipts", "peer_log", type=_FILE, default=None,
-              help="The provider's audit log: cross-check its receipts against LOGFILE.")
+@click.option(
+    "--peer-receipts",
+    "peer_log",
+    type=_FILE,
+    default=None,
+    help="The provider's audit log: cross-check its receipts against LOGFILE.",
+)
 @click.option("--peer-cert", "peer_cert", type=_FILE, default=None, help="The provider's certificate.")
 def verify_command(
     logfile: Path, cert: Path, head: Path | None, no_head: bool, peer_log: Path | None, peer_cert: Path | None
@@ -82,8 +92,9 @@ def verify_command(
     if not peer_report.ok:
         click.echo(f"{peer_log}: {peer_report.summary()}")
         raise SystemExit(1)
-    problems, checked = cross_check(read_entries(logfile), read_entries(peer_log), peer_key,
-                                    consumer_id=_participant(cert))
+    problems, checked = cross_check(
+        read_entries(logfile), read_entries(peer_log), peer_key, consumer_id=_participant(cert)
+    )
     if problems:
         click.echo(f"receipts: {len(problems)} problem(s)")
         for problem in problems:
@@ -116,10 +127,14 @@ def show_command(logfile: Path, kinds: tuple[str, ...], since: str | None, as_js
 
 
 @audit.command("export-report")
-@click.option("--config", "config_path", type=_FILE, required=True,
-              help="The connector's configuration (its audit log is read).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
-              show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=_FILE,
+    required=True,
+    help="The connector's configuration (its audit log is read).",
+)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--agreement", "agreement", default=None, help="Only transfers under this agreement.")
 def export_report_command(config_path: Path, fmt: str, agreement: str | None) -> None:
     """List every transfer that crossed a border (the parties' attested jurisdictions are in

@@ -25,8 +25,16 @@ from connector.audit.log import Entry
 from connector.identity.participants import crosses_border, jurisdiction_label
 from connector.identity.tokens import Claims
 
-CSV_COLUMNS = ("agreement_id", "transfer_id", "role", "provider_jurisdiction",
-               "consumer_jurisdiction", "first_seen", "last_state", "last_seen")
+CSV_COLUMNS = (
+    "agreement_id",
+    "transfer_id",
+    "role",
+    "provider_jurisdiction",
+    "consumer_jurisdiction",
+    "first_seen",
+    "last_state",
+    "last_seen",
+)
 
 
 def _jurisdiction(claims: Claims | None) -> dict[str, Any] | None:
@@ -60,27 +68,40 @@ def export_report(entries: Iterable[Entry]) -> list[dict[str, Any]]:
     for e in entries:
         if not e.kind.startswith("transfer.") or e.transfer_id is None:
             continue
-        row = rows.setdefault(e.transfer_id, {
-            "agreement_id": e.agreement_id or "", "transfer_id": e.transfer_id,
-            "role": str(e.data.get("role", "")).lower(), "jurisdictions": {}, "crossBorder": None,
-            "first_seen": e.time})
+        row = rows.setdefault(
+            e.transfer_id,
+            {
+                "agreement_id": e.agreement_id or "",
+                "transfer_id": e.transfer_id,
+                "role": str(e.data.get("role", "")).lower(),
+                "jurisdictions": {},
+                "crossBorder": None,
+                "first_seen": e.time,
+            },
+        )
         row["last_state"] = e.data.get("state", e.kind.removeprefix("transfer."))
         row["last_seen"] = e.time
         found = e.data.get("jurisdictions")
         if isinstance(found, Mapping):
-            row["jurisdictions"].update({k: v for k, v in found.items()
-                                         if k in ("provider", "consumer")})
+            row["jurisdictions"].update({k: v for k, v in found.items() if k in ("provider", "consumer")})
         if isinstance(e.data.get("crossBorder"), bool):
             row["crossBorder"] = e.data["crossBorder"]
     crossed = [r for r in rows.values() if r["crossBorder"]]
     crossed.sort(key=lambda r: (r["agreement_id"], r["first_seen"], r["transfer_id"]))
-    return [{
-        "agreement_id": r["agreement_id"], "transfer_id": r["transfer_id"], "role": r["role"],
-        "provider_jurisdiction": jurisdiction_label(r["jurisdictions"].get("provider")),
-        "consumer_jurisdiction": jurisdiction_label(r["jurisdictions"].get("consumer")),
-        "jurisdictions": r["jurisdictions"],
-        "first_seen": r["first_seen"], "last_state": r["last_state"], "last_seen": r["last_seen"],
-    } for r in crossed]
+    return [
+        {
+            "agreement_id": r["agreement_id"],
+            "transfer_id": r["transfer_id"],
+            "role": r["role"],
+            "provider_jurisdiction": jurisdiction_label(r["jurisdictions"].get("provider")),
+            "consumer_jurisdiction": jurisdiction_label(r["jurisdictions"].get("consumer")),
+            "jurisdictions": r["jurisdictions"],
+            "first_seen": r["first_seen"],
+            "last_state": r["last_state"],
+            "last_seen": r["last_seen"],
+        }
+        for r in crossed
+    ]
 
 
 def report_json(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -93,8 +114,7 @@ def report_json(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def report_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()

@@ -460,8 +460,9 @@ def _write_all(fd: int, data: bytes) -> None:
         raise
 
 
-def _checked(kind: str, data: Mapping[str, Any], ids: Mapping[str, Any]
-             ) -> tuple[dict[str, str], dict[str, Any]]:
+def _checked(
+    kind: str, data: Mapping[str, Any], ids: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, Any]]:
     """An entry's ids and data as they will be hashed; ValueError if it cannot be one."""
     if not isinstance(kind, str) or not kind:
         raise ValueError("kind must be a non-empty string")
@@ -603,8 +604,11 @@ class AuditLog:
     def close(self) -> None:
         with self._lock:
             if self._pending or self._lost:
-                log.error("%s: closed with %d entries unwritten (the storage refused them)",
-                          self.path, len(self._pending) + self._lost)
+                log.error(
+                    "%s: closed with %d entries unwritten (the storage refused them)",
+                    self.path,
+                    len(self._pending) + self._lost,
+                )
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
@@ -619,7 +623,12 @@ class AuditLog:
         self.close()
 
     def _build(
-        self, seq: int, prev: str, kind: str, data: Mapping[str, Any], ids: Mapping[str, Any],
+        self,
+        seq: int,
+        prev: str,
+        kind: str,
+        data: Mapping[str, Any],
+        ids: Mapping[str, Any],
         at: float | datetime | None = None,
     ) -> Entry:
         present, frozen = _checked(kind, data, ids)
@@ -685,14 +694,15 @@ class AuditLog:
         """Build and write the deferred entries, then `batch`; returns `batch`'s entries."""
         lost: list[tuple[float | datetime, str, Mapping[str, Any], Mapping[str, Any]]] = []
         if self._lost:
-            lost = [(self._clock(), LOST_KIND, {"entries": self._lost,
-                                                "why": "the storage refused them"}, {})]
+            lost = [
+                (self._clock(), LOST_KIND, {"entries": self._lost, "why": "the storage refused them"}, {})
+            ]
         # The deferred entries go first and nothing is written until they are, so their seq and
         # prev do not change between attempts: built (signed) once, not at every retry.
         seq, prev = self._next_seq, self._last_hash
         if self._pending_built:
             seq, prev = self._pending_built[-1].seq + 1, self._pending_built[-1].hash
-        for at, kind, data, ids in self._pending[len(self._pending_built):]:
+        for at, kind, data, ids in self._pending[len(self._pending_built) :]:
             self._pending_built.append(self._build(seq, prev, kind, data, ids, at))
             seq, prev = seq + 1, self._pending_built[-1].hash
         built = list(self._pending_built)

@@ -62,21 +62,24 @@ class LoggedReceipt:
 
     @property
     def span(self) -> str:
-        return (f"response {self.seq_from}" if self.seq_from == self.seq_to
-                else f"responses {self.seq_from}..{self.seq_to}")
+        return (
+            f"response {self.seq_from}"
+            if self.seq_from == self.seq_to
+            else f"responses {self.seq_from}..{self.seq_to}"
+        )
 
 
 def _where(transfer_id: str, chain: str) -> str:
     return f"transfer {transfer_id}" + (f" chain {chain}" if chain else "")
 
 
-def receipt_data(token: str, responses: Sequence[tuple[int, int, bytes | str]] | None = None
-                 ) -> dict[str, Any]:
+def receipt_data(
+    token: str, responses: Sequence[tuple[int, int, bytes | str]] | None = None
+) -> dict[str, Any]:
     """The ``data`` of a ``receipt`` audit entry (``responses`` on the consumer's side)."""
     data: dict[str, Any] = {"token": token}
     if responses is not None:
-        data["responses"] = [[seq, n, d.hex() if isinstance(d, bytes) else d]
-                             for seq, n, d in responses]
+        data["responses"] = [[seq, n, d.hex() if isinstance(d, bytes) else d] for seq, n, d in responses]
     return data
 
 
@@ -93,8 +96,12 @@ def _claims(token: object, key: PublicKey) -> dict[str, Any]:
     if header.get("alg") != alg:
         raise ValueError(f"signed with {header.get('alg')!r}, the provider's key is {alg}")
     try:
-        claims: dict[str, Any] = jwt.decode(token, key, algorithms=[alg],  # type: ignore[arg-type]
-                                            options={"verify_aud": False, "verify_exp": False})
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],  # type: ignore[arg-type]
+            options={"verify_aud": False, "verify_exp": False},
+        )
     except jwt.PyJWTError:
         raise ValueError("the signature does not verify with the provider's key") from None
     for name in ("seq_from", "seq_to", "bytes"):
@@ -119,16 +126,22 @@ def _responses(raw: object) -> tuple[Response, ...]:
         raise ValueError("'responses' is not a list")
     out: list[Response] = []
     for item in raw:
-        if (not isinstance(item, list) or len(item) != 3 or type(item[0]) is not int
-                or type(item[1]) is not int or not isinstance(item[2], str)
-                or not _HEX64.fullmatch(item[2])):
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or type(item[0]) is not int
+            or type(item[1]) is not int
+            or not isinstance(item[2], str)
+            or not _HEX64.fullmatch(item[2])
+        ):
             raise ValueError("a response must be [seq, bytes, sha256 hex]")
         out.append((item[0], item[1], item[2]))
     return tuple(out)
 
 
-def read_receipts(entries: Iterable[Entry], key: PublicKey, side: str
-                  ) -> tuple[list[LoggedReceipt], list[str]]:
+def read_receipts(
+    entries: Iterable[Entry], key: PublicKey, side: str
+) -> tuple[list[LoggedReceipt], list[str]]:
     """The ``receipt`` entries of a log, verified with the provider's ``key``; the problems."""
     found: list[LoggedReceipt] = []
     problems: list[str] = []
@@ -143,14 +156,26 @@ def read_receipts(entries: Iterable[Entry], key: PublicKey, side: str
             problems.append(f"{side} log seq {entry.seq}: {exc}")
             continue
         if entry.agreement_id is not None and entry.agreement_id != claims["agreement_id"]:
-            problems.append(f"{side} log seq {entry.seq}: logged under agreement {entry.agreement_id}, "
-                            f"the receipt is for {claims['agreement_id']}")
-        found.append(LoggedReceipt(
-            token=data["token"], transfer_id=claims["transfer_id"],
-            agreement_id=claims["agreement_id"], seq_from=claims["seq_from"],
-            seq_to=claims["seq_to"], bytes=claims["bytes"], chain_head=claims["chain_head"],
-            line=entry.seq, participant_id=entry.ids.get("participant_id"), responses=responses,
-            chain=claims.get("chain", ""), unproven=data.get("unproven") is True))
+            problems.append(
+                f"{side} log seq {entry.seq}: logged under agreement {entry.agreement_id}, "
+                f"the receipt is for {claims['agreement_id']}"
+            )
+        found.append(
+            LoggedReceipt(
+                token=data["token"],
+                transfer_id=claims["transfer_id"],
+                agreement_id=claims["agreement_id"],
+                seq_from=claims["seq_from"],
+                seq_to=claims["seq_to"],
+                bytes=claims["bytes"],
+                chain_head=claims["chain_head"],
+                line=entry.seq,
+                participant_id=entry.ids.get("participant_id"),
+                responses=responses,
+                chain=claims.get("chain", ""),
+                unproven=data.get("unproven") is True,
+            )
+        )
     return found, problems
 
 
@@ -168,8 +193,11 @@ def _sequence(side: str, receipts: list[LoggedReceipt]) -> tuple[dict[int, Logge
                 problems.append(f"{where}: logged more than once by the {side}")
             continue
         if r.seq_from > expected:
-            gap = (f"response {expected} is" if expected == r.seq_from - 1
-                   else f"responses {expected}..{r.seq_from - 1} are")
+            gap = (
+                f"response {expected} is"
+                if expected == r.seq_from - 1
+                else f"responses {expected}..{r.seq_from - 1} are"
+            )
             problems.append(f"{r.where}: {gap} covered by no receipt in the {side}'s log (a gap)")
         elif r.seq_from < expected:
             problems.append(f"{where}: overlaps an earlier receipt in the {side}'s log")
@@ -196,8 +224,10 @@ def _recompute(receipts: list[LoggedReceipt]) -> list[str]:
         admitted = " (the consumer logged the batch as unproven)" if r.unproven else ""
         missing = [n for n in range(expected, r.seq_to + 1) if n not in responses]
         if missing:
-            problems.append(f"{where}: the consumer recorded no response {missing[0]}, so it cannot "
-                            f"prove what the receipt covers{admitted}")
+            problems.append(
+                f"{where}: the consumer recorded no response {missing[0]}, so it cannot "
+                f"prove what the receipt covers{admitted}"
+            )
         else:
             total = 0
             for n in range(expected, r.seq_to + 1):
@@ -205,8 +235,10 @@ def _recompute(receipts: list[LoggedReceipt]) -> list[str]:
                 head = chain_step(head, n, size, bytes.fromhex(digest))
                 total += size if n >= r.seq_from else 0
             if head.hex() != r.chain_head or total != r.bytes:
-                problems.append(f"{where}: the consumer's record of the responses does not match the "
-                                f"chain head and byte count the provider signed{admitted}")
+                problems.append(
+                    f"{where}: the consumer's record of the responses does not match the "
+                    f"chain head and byte count the provider signed{admitted}"
+                )
             else:
                 expected = r.seq_to + 1
                 continue
@@ -245,11 +277,11 @@ def cross_check(
             c, p = cons.get(start), prov.get(start)
             if c is None:
                 assert p is not None
-                problems.append(f"{where} {p.span}: the provider issued a receipt "
-                                "the consumer did not log")
+                problems.append(f"{where} {p.span}: the provider issued a receipt the consumer did not log")
             elif p is None:
-                problems.append(f"{where} {c.span}: the consumer logged a receipt "
-                                "the provider has no record of")
+                problems.append(
+                    f"{where} {c.span}: the consumer logged a receipt the provider has no record of"
+                )
             elif c.token != p.token:
                 problems.append(f"{where} {c.span}: the two logs hold different receipts")
         problems += _recompute(list(cons.values()))

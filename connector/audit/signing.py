@@ -33,9 +33,9 @@ _ALGORITHMS: dict[str, Any] = {"EdDSA": OKPAlgorithm(), "ES256": ECAlgorithm(ECA
 
 def canonical(obj: Any) -> bytes:
     """The bytes every hash and signature in the audit trail is computed over."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def sha256_hex(data: bytes) -> str:

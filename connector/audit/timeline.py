@@ -9,8 +9,12 @@ from typing import Any
 
 from connector.audit.log import ID_FIELDS, Entry, parse_time
 
-_ID_LABELS = {"process_id": "processId", "agreement_id": "agreementId", "transfer_id": "transferId",
-              "participant_id": "participantId"}
+_ID_LABELS = {
+    "process_id": "processId",
+    "agreement_id": "agreementId",
+    "transfer_id": "transferId",
+    "participant_id": "participantId",
+}
 SUMMARY_WIDTH = 80
 
 

@@ -68,6 +68,7 @@ from connector.selfdescription import MEDIA_TYPES, negotiate, serialize
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class About:
     """What the broker says about itself."""
@@ -113,21 +114,24 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except LimitError as exc:
         return _error(exc.status, exc.reason)
     except ValidationError as exc:
-        return _error(400, "invalid request", problems=[
-            f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()])
+        return _error(
+            400,
+            "invalid request",
+            problems=[f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()],
+        )
     except IdentityError as exc:
         return _error(exc.status if exc.status == 503 else 401, f"DAT refused: {exc.description}")
     except StoreUnavailable as exc:
         fault = storage_fault(exc, where=f"{request.method} {request.path}")
-        return web.json_response({"error": fault.reason}, status=fault.status,
-                                 headers=fault.headers)
+        return web.json_response({"error": fault.reason}, status=fault.status, headers=fault.headers)
 
 
 async def _subject(request: web.Request) -> str:
     header = one_header(request, "Authorization")
     if header[:7].lower() != "bearer " or not header[7:].strip():
-        raise web.HTTPUnauthorized(reason="a DAT is required: Authorization: Bearer <DAT>",
-                                   headers={"WWW-Authenticate": "Bearer"})
+        raise web.HTTPUnauthorized(
+            reason="a DAT is required: Authorization: Bearer <DAT>", headers={"WWW-Authenticate": "Bearer"}
+        )
     claims: Claims = await request.app[VERIFIER].verify(header[7:].strip())
     bound = claims.attributes.get("transportCertsSha256") or ()
     why = request.app[CLIENT_CERTS].binding_problem(request, list(bound))
@@ -139,17 +143,20 @@ async def _subject(request: web.Request) -> str:
 async def register(request: web.Request) -> web.Response:
     subject = await _subject(request)
     limits: Limits = request.app[LIMITS]
-    body = await read_body(request, max_bytes=request.app[BODY_BYTES], timeout=limits.body_timeout,
-                           key="broker.max_body_bytes")
+    body = await read_body(
+        request, max_bytes=request.app[BODY_BYTES], timeout=limits.body_timeout, key="broker.max_body_bytes"
+    )
     content_type = request.headers.get("Content-Type", "")
     if content_type.split(";", 1)[0].strip().lower() in JSONLD_TYPES:
         load_json(body, limits)  # depth, sizes and NaN refused before the JSON-LD processor
     done = await request.app[BROKER].register(subject, body, content_type)
     broker = request.app[BROKER]
     view = done.registration.view(broker.clock(), broker.settings.ttl)
-    return web.json_response({**view, "coerced": list(done.coerced)},
-                             status=201 if done.created else 200,
-                             headers={"Location": f"/registrations/{done.registration.id}"})
+    return web.json_response(
+        {**view, "coerced": list(done.coerced)},
+        status=201 if done.created else 200,
+        headers={"Location": f"/registrations/{done.registration.id}"},
+    )
 
 
 async def unregister(request: web.Request) -> web.Response:
@@ -164,8 +171,9 @@ async def unregister(request: web.Request) -> web.Response:
 async def list_registrations(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     now = broker.clock()
-    return web.json_response({"registrations": [
-        r.view(now, broker.settings.ttl) for r in await broker.registrations()]})
+    return web.json_response(
+        {"registrations": [r.view(now, broker.settings.ttl) for r in await broker.registrations()]}
+    )
 
 
 async def get_registration(request: web.Request) -> web.Response:
@@ -201,18 +209,27 @@ def search_query(params: Any) -> SearchQuery:
     everything = params.getall("all", [])
     if everything not in ([], ["true"], ["false"]):
         raise LimitError("all must be true or false")
-    return SearchQuery(text=text, filters=filters,
-                       limit=query_int(params, "limit", 20, minimum=1, maximum=200),
-                       offset=query_int(params, "offset", 0, minimum=0, maximum=100_000),
-                       include_unavailable=everything == ["true"],
-                       sort=sorts[0] if sorts else "relevance")
+    return SearchQuery(
+        text=text,
+        filters=filters,
+        limit=query_int(params, "limit", 20, minimum=1, maximum=200),
+        offset=query_int(params, "offset", 0, minimum=0, maximum=100_000),
+        include_unavailable=everything == ["true"],
+        sort=sorts[0] if sorts else "relevance",
+    )
 
 
 async def search(request: web.Request) -> web.Response:
     query = search_query(request.query)
     page = await request.app[BROKER].search(query)
-    return web.json_response({"total": page.total, "limit": query.limit, "offset": query.offset,
-                              "results": [h.view() for h in page.hits]})
+    return web.json_response(
+        {
+            "total": page.total,
+            "limit": query.limit,
+            "offset": query.offset,
+            "results": [h.view() for h in page.hits],
+        }
+    )
 
 
 async def _sparql_text(request: web.Request) -> str:
@@ -235,15 +252,18 @@ async def _sparql_text(request: web.Request) -> str:
             params = parse_qs(text, keep_blank_values=True, max_num_fields=100)
         else:
             raise web.HTTPUnsupportedMediaType(
-                reason="send application/sparql-query or application/x-www-form-urlencoded")
+                reason="send application/sparql-query or application/x-www-form-urlencoded"
+            )
     if "update" in params:
         raise SparqlRefused("updates are refused: this SPARQL endpoint is read-only")
     queries = params.get("query", [])
     if len(queries) != 1 or not queries[0].strip():
         raise LimitError("give one query (the query parameter)")
     if "default-graph-uri" in params or "named-graph-uri" in params:
-        raise LimitError("default-graph-uri and named-graph-uri are not supported: the default "
-                         "graph is the union of all registered descriptions")
+        raise LimitError(
+            "default-graph-uri and named-graph-uri are not supported: the default "
+            "graph is the union of all registered descriptions"
+        )
     if len(queries[0]) > MAX_QUERY_CHARS:
         raise LimitError(f"the query is longer than {MAX_QUERY_CHARS} characters")
     return queries[0]
@@ -266,9 +286,11 @@ async def register_product(request: web.Request) -> web.Response:
     body = await read_body(request, max_bytes=64 * 1024, timeout=limits.body_timeout)
     product = ProductIn.model_validate(load_json(body, limits))
     done = await request.app[BROKER].register_product(subject, product)
-    return web.json_response({"id": done.id, "certificate": done.certificate,
-                              "duplicateOf": list(done.duplicate_of)}, status=201,
-                             headers={"Location": f"/products/{done.id}"})
+    return web.json_response(
+        {"id": done.id, "certificate": done.certificate, "duplicateOf": list(done.duplicate_of)},
+        status=201,
+        headers={"Location": f"/products/{done.id}"},
+    )
 
 
 async def get_product(request: web.Request) -> web.Response:
@@ -279,8 +301,7 @@ async def get_product(request: web.Request) -> web.Response:
 
 
 async def list_crawls(request: web.Request) -> web.Response:
-    return web.json_response({"crawls": [c.view() for c in
-                                         await request.app[BROKER].crawls()]})
+    return web.json_response({"crawls": [c.view() for c in await request.app[BROKER].crawls()]})
 
 
 def _public_url(request: web.Request) -> str:
@@ -293,11 +314,16 @@ async def catalog_request(request: web.Request) -> web.Response:
     middleware, connector.http.dsp, as at a connector)."""
     limits: Limits = request.config_dict[LIMITS]
     try:
-        body = await read_json(request, max_bytes=limits.dsp_body_bytes, limits=limits,
-                               key="limits.dsp_body_bytes")
-        page_size = query_int(request.query, "pageSize",
-                              request.config_dict[ABOUT].catalog_page_size, minimum=1,
-                              maximum=catalogs.MAX_PAGE_SIZE)
+        body = await read_json(
+            request, max_bytes=limits.dsp_body_bytes, limits=limits, key="limits.dsp_body_bytes"
+        )
+        page_size = query_int(
+            request.query,
+            "pageSize",
+            request.config_dict[ABOUT].catalog_page_size,
+            minimum=1,
+            maximum=catalogs.MAX_PAGE_SIZE,
+        )
     except LimitError as exc:
         raise ProtocolError(exc.status, str(exc.status), [exc.reason]) from exc
     if CatalogRequestMessage.parse(body).filter:
@@ -307,12 +333,14 @@ async def catalog_request(request: web.Request) -> web.Response:
     entries = await broker.crawled_page(after, page_size + 1)
     public = _public_url(request)
     about: About = request.config_dict[ABOUT]
-    wire = catalogs.catalog_of_catalogs(entries[:page_size], catalog_id=f"{public}/catalog",
-                                        participant_id=about.participant_id or public)
+    wire = catalogs.catalog_of_catalogs(
+        entries[:page_size], catalog_id=f"{public}/catalog", participant_id=about.participant_id or public
+    )
     resp = web.json_response(wire)
     if len(entries) > page_size:
-        resp.headers["Link"] = catalogs.next_link(f"{public}/catalog/request", page_size,
-                                                  entries[page_size - 1])
+        resp.headers["Link"] = catalogs.next_link(
+            f"{public}/catalog/request", page_size, entries[page_size - 1]
+        )
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         resp.enable_compression()
     return resp
@@ -336,24 +364,41 @@ async def root(request: web.Request) -> web.Response:
     if _wants_html(accept):
         query = request.query.get("q", "")[:1000]
         found = await broker.search(SearchQuery(text=query, limit=50)) if query else None
-        page = html_page(about.title, await broker.registrations(), broker.clock(),
-                         broker.settings.ttl, query, found)
-        return web.Response(text=page, content_type="text/html",
-                            headers={"Content-Security-Policy": "default-src 'none'"})
+        page = html_page(
+            about.title, await broker.registrations(), broker.clock(), broker.settings.ttl, query, found
+        )
+        return web.Response(
+            text=page, content_type="text/html", headers={"Content-Security-Policy": "default-src 'none'"}
+        )
     media = negotiate(accept)
     if media is None:
-        return _error(406, f"the self-description is served as {', '.join(MEDIA_TYPES)} or "
-                           "text/html")
+        return _error(406, f"the self-description is served as {', '.join(MEDIA_TYPES)} or text/html")
     public = about.public_url or f"{request.scheme}://{request.host}"
-    body = serialize(broker_graph(public, about.title, about.participant_id,
-                                  curator=about.curator, maintainer=about.maintainer,
-                                  security_profile=about.security_profile), media)
-    return web.Response(body=body, content_type=media,
-                        charset=None if media == "application/n-triples" else "utf-8")
+    body = serialize(
+        broker_graph(
+            public,
+            about.title,
+            about.participant_id,
+            curator=about.curator,
+            maintainer=about.maintainer,
+            security_profile=about.security_profile,
+        ),
+        media,
+    )
+    return web.Response(
+        body=body, content_type=media, charset=None if media == "application/n-triples" else "utf-8"
+    )
 
 
-def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes: int,
-               require_tls_binding: bool, about: About | None = None) -> web.Application:
+def broker_app(
+    broker: Broker,
+    verifier: Verifier,
+    *,
+    limits: Limits,
+    body_bytes: int,
+    require_tls_binding: bool,
+    about: About | None = None,
+) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=body_bytes)
     app[BROKER] = broker
     app[VERIFIER] = verifier
@@ -375,8 +420,10 @@ def broker_app(broker: Broker, verifier: Verifier, *, limits: Limits, body_bytes
     app.router.add_get("/products/{id}", get_product)
     app.router.add_get("/crawls", list_crawls)
     # DSP, as a connector serves it: DAT (and its TLS binding) checked, DSP error bodies
-    catalog = web.Application(middlewares=[dsp.errors, dsp.auth_middleware(
-        verifier, client_certs=certs)], client_max_size=body_bytes)
+    catalog = web.Application(
+        middlewares=[dsp.errors, dsp.auth_middleware(verifier, client_certs=certs)],
+        client_max_size=body_bytes,
+    )
     catalog[LIMITS] = limits
     catalog.router.add_post("/request", catalog_request)
     app.add_subapp("/catalog", catalog)

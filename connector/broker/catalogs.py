@@ -30,12 +30,19 @@ from connector.wireformat import DSP_CONTEXT_URL
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "catalog_of_catalogs", "data_space",
-           "next_link", "read_cursor"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "catalog_of_catalogs",
+    "data_space",
+    "next_link",
+    "read_cursor",
+]
 
 
-def catalog_of_catalogs(entries: Sequence[CatalogEntry], *, catalog_id: str,
-                        participant_id: str) -> dict[str, Any]:
+def catalog_of_catalogs(
+    entries: Sequence[CatalogEntry], *, catalog_id: str, participant_id: str
+) -> dict[str, Any]:
     """The root catalog holding ``entries`` grouped into their connectors' catalogs."""
     nested: list[dict[str, Any]] = []
     current = ""
@@ -46,8 +53,12 @@ def catalog_of_catalogs(entries: Sequence[CatalogEntry], *, catalog_id: str,
             head.setdefault("@id", f"urn:connector-broker:catalog:{e.registration_id}")
             nested.append({**head, "@type": "Catalog", "dataset": []})
         nested[-1]["dataset"].append(e.wire)
-    root: dict[str, Any] = {"@context": [DSP_CONTEXT_URL], "@id": catalog_id,
-                            "@type": "Catalog", "participantId": participant_id}
+    root: dict[str, Any] = {
+        "@context": [DSP_CONTEXT_URL],
+        "@id": catalog_id,
+        "@type": "Catalog",
+        "participantId": participant_id,
+    }
     if nested:
         root["catalog"] = nested
     return root
@@ -64,8 +75,7 @@ def read_cursor(cursor: str | None) -> tuple[str, str] | None:
         return None
     try:
         found = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if (isinstance(found, list) and len(found) == 2
-                and all(isinstance(x, str) for x in found)):
+        if isinstance(found, list) and len(found) == 2 and all(isinstance(x, str) for x in found):
             return found[0], found[1]
     except (ValueError, binascii.Error):
         pass
@@ -90,7 +100,5 @@ def data_space(dsp: dict[str, Any]) -> dict[str, Any] | None:
         view = catalog_view(catalog)
         services = [s for s in catalog.get("service") or [] if isinstance(s, dict)]
         endpoint = services[0].get("endpointURL") if services else None
-        datasets += [{**d, "provider": view["participantId"], "endpoint": endpoint}
-                     for d in view["datasets"]]
-    return {"participantId": dsp.get("participantId"), "catalogs": len(nested),
-            "datasets": datasets}
+        datasets += [{**d, "provider": view["participantId"], "endpoint": endpoint} for d in view["datasets"]]
+    return {"participantId": dsp.get("participantId"), "catalogs": len(nested), "datasets": datasets}

@@ -45,6 +45,7 @@ def _run(work: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> T:
                 raise click.ClickException(str(exc)) from None
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise click.ClickException(f"the broker cannot be reached: {exc}") from None
+
     return asyncio.run(main())
 
 
@@ -94,14 +95,17 @@ def register(config: str, broker_url: str | None) -> None:
     context = _ssl(cfg)
 
     async def work(session: aiohttp.ClientSession) -> dict[str, Any]:
-        async with session.get(f"{cfg.connector.public_url}/", headers={"Accept": "text/turtle"},
-                               ssl=context if context is not None else True) as resp:
+        async with session.get(
+            f"{cfg.connector.public_url}/",
+            headers={"Accept": "text/turtle"},
+            ssl=context if context is not None else True,
+        ) as resp:
             if resp.status != 200:
-                raise click.ClickException(
-                    f"the connector's self-description cannot be read: {resp.status}")
+                raise click.ClickException(f"the connector's self-description cannot be read: {resp.status}")
             body = await resp.read()
-        return await client.register(session, url, await _dat(session, cfg), body, "text/turtle",
-                                     ssl_context=context)
+        return await client.register(
+            session, url, await _dat(session, cfg), body, "text/turtle", ssl_context=context
+        )
 
     click.echo(json.dumps(_run(work), indent=2))
 
@@ -116,8 +120,7 @@ def unregister(config: str, broker_url: str | None) -> None:
     reg_id = registration_id(f"{cfg.connector.public_url}/")  # the id its description gets
 
     async def work(session: aiohttp.ClientSession) -> None:
-        await client.unregister(session, url, await _dat(session, cfg), reg_id,
-                                ssl_context=_ssl(cfg))
+        await client.unregister(session, url, await _dat(session, cfg), reg_id, ssl_context=_ssl(cfg))
 
     _run(work)
     click.echo(json.dumps({"unregistered": reg_id}))
@@ -125,8 +128,12 @@ def unregister(config: str, broker_url: str | None) -> None:
 
 @broker.command(name="verify")
 @click.argument("certificate", type=click.File("r"))
-@click.option("--ca", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The data-space CA certificate (PEM).")
+@click.option(
+    "--ca",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The data-space CA certificate (PEM).",
+)
 def verify(certificate: Any, ca: str) -> None:
     """Verify a data product CERTIFICATE (a file, or - for stdin) offline against the CA; print
     its claims, or the reason it does not verify (exit status 1)."""
@@ -147,28 +154,60 @@ def verify(certificate: Any, ca: str) -> None:
 @click.command(name="search")
 @click.argument("broker_url")
 @click.argument("text", default="")
-@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help=f"Only datasets with this {', '.join(FILTER_KINDS)} (repeatable).")
-@click.option("--all", "include_unavailable", is_flag=True,
-              help="Include connectors that have not renewed their registration.")
-@click.option("--sort", type=click.Choice(["relevance", "title", "-title"]),
-              default="relevance", show_default=True)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=f"Only datasets with this {', '.join(FILTER_KINDS)} (repeatable).",
+)
+@click.option(
+    "--all",
+    "include_unavailable",
+    is_flag=True,
+    help="Include connectors that have not renewed their registration.",
+)
+@click.option(
+    "--sort", type=click.Choice(["relevance", "title", "-title"]), default="relevance", show_default=True
+)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
 @click.option("--offset", default=0, type=click.IntRange(0, 100_000))
-@click.option("--ca", type=click.Path(exists=True, dir_okay=False),
-              help="The data-space CA certificate (for a broker served over TLS).")
-def search(broker_url: str, text: str, filters: tuple[str, ...], include_unavailable: bool,
-           sort: str, limit: int, offset: int, ca: str | None) -> None:
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The data-space CA certificate (for a broker served over TLS).",
+)
+def search(
+    broker_url: str,
+    text: str,
+    filters: tuple[str, ...],
+    include_unavailable: bool,
+    sort: str,
+    limit: int,
+    offset: int,
+    ca: str | None,
+) -> None:
     """Find datasets across the data space at BROKER_URL by keywords TEXT."""
     wanted: dict[str, list[str]] = {}
     for f in filters:
         key, sep, value = f.partition("=")
         if not sep or key not in FILTER_KINDS or not value:
-            raise click.BadParameter(f"{f!r}: use KEY=VALUE with KEY one of "
-                                     f"{', '.join(FILTER_KINDS)}", param_hint="--filter")
+            raise click.BadParameter(
+                f"{f!r}: use KEY=VALUE with KEY one of {', '.join(FILTER_KINDS)}", param_hint="--filter"
+            )
         wanted.setdefault(key, []).append(value)
     context = client_context(Path(ca)) if ca else None
-    found = _run(lambda session: client.search(
-        session, broker_url, text, wanted, sort=sort, limit=limit, offset=offset,
-        include_unavailable=include_unavailable, ssl_context=context))
+    found = _run(
+        lambda session: client.search(
+            session,
+            broker_url,
+            text,
+            wanted,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+            include_unavailable=include_unavailable,
+            ssl_context=context,
+        )
+    )
     click.echo(json.dumps(found, indent=2))

@@ -38,36 +38,66 @@ async def _answer(resp: aiohttp.ClientResponse) -> Any:
     return body
 
 
-async def register(session: aiohttp.ClientSession, broker_url: str, dat: str,
-                   description: bytes, media_type: str, *,
-                   ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
-    async with session.post(f"{broker_url.rstrip('/')}/registrations", data=description,
-                            headers={"Authorization": f"Bearer {dat}",
-                                     "Content-Type": media_type},
-                            ssl=ssl_context if ssl_context is not None else True) as resp:
+async def register(
+    session: aiohttp.ClientSession,
+    broker_url: str,
+    dat: str,
+    description: bytes,
+    media_type: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
+    async with session.post(
+        f"{broker_url.rstrip('/')}/registrations",
+        data=description,
+        headers={"Authorization": f"Bearer {dat}", "Content-Type": media_type},
+        ssl=ssl_context if ssl_context is not None else True,
+    ) as resp:
         body = await _answer(resp)
         return body if isinstance(body, dict) else {}
 
 
-async def unregister(session: aiohttp.ClientSession, broker_url: str, dat: str,
-                     registration_id: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
-    async with session.delete(f"{broker_url.rstrip('/')}/registrations/{registration_id}",
-                              headers={"Authorization": f"Bearer {dat}"},
-                              ssl=ssl_context if ssl_context is not None else True) as resp:
+async def unregister(
+    session: aiohttp.ClientSession,
+    broker_url: str,
+    dat: str,
+    registration_id: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    async with session.delete(
+        f"{broker_url.rstrip('/')}/registrations/{registration_id}",
+        headers={"Authorization": f"Bearer {dat}"},
+        ssl=ssl_context if ssl_context is not None else True,
+    ) as resp:
         await _answer(resp)
 
 
-async def search(session: aiohttp.ClientSession, broker_url: str, text: str,
-                 filters: Mapping[str, Sequence[str]] | None = None, *,
-                 sort: str = "relevance", limit: int = 20,
-                 offset: int = 0, include_unavailable: bool = False,
-                 ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
-    params: list[tuple[str, str]] = [("q", text), ("sort", sort), ("limit", str(limit)),
-                                     ("offset", str(offset))]
+async def search(
+    session: aiohttp.ClientSession,
+    broker_url: str,
+    text: str,
+    filters: Mapping[str, Sequence[str]] | None = None,
+    *,
+    sort: str = "relevance",
+    limit: int = 20,
+    offset: int = 0,
+    include_unavailable: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
+    params: list[tuple[str, str]] = [
+        ("q", text),
+        ("sort", sort),
+        ("limit", str(limit)),
+        ("offset", str(offset)),
+    ]
     params += [(k, v) for k, values in (filters or {}).items() for v in values]
     if include_unavailable:
         params.append(("all", "true"))
-    async with session.get(f"{broker_url.rstrip('/')}/search", params=params,
-                           ssl=ssl_context if ssl_context is not None else True) as resp:
+    async with session.get(
+        f"{broker_url.rstrip('/')}/search",
+        params=params,
+        ssl=ssl_context if ssl_context is not None else True,
+    ) as resp:
         body = await _answer(resp)
         return body if isinstance(body, dict) else {}

@@ -123,7 +123,7 @@ class BrokerConfig(_Section):
         if url is None:
             return f"sqlite:///{self.participant_dir / 'broker.db'}"
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            return f"sqlite:///{self.path(Path(url[len('sqlite:///'):]))}"
+            return f"sqlite:///{self.path(Path(url[len('sqlite:///') :]))}"
         return url
 
     @property
@@ -143,25 +143,30 @@ def load_broker_config(path: str | Path) -> BrokerConfig:
     try:
         config = BrokerConfig.model_validate({**data, "base_dir": p.resolve().parent})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{p}: {problems}") from exc
     if not config.broker.plain_http:
         missing = [str(f) for f in config.tls_files if not f.is_file()]
         if missing:
-            raise ConfigError(f"{p}: the broker serves over TLS but {', '.join(missing)} is "
-                              "missing (as for a connector: `connector init --tls-host`, "
-                              "`connector authority issue-tls`, the CA as ca.crt), or set "
-                              "broker.plain_http = true for a loopback test")
+            raise ConfigError(
+                f"{p}: the broker serves over TLS but {', '.join(missing)} is "
+                "missing (as for a connector: `connector init --tls-host`, "
+                "`connector authority issue-tls`, the CA as ca.crt), or set "
+                "broker.plain_http = true for a loopback test"
+            )
     if config.broker.validation != "off":
         from connector.selfdescription import infomodel_dir
 
         if importlib.util.find_spec("pyshacl") is None:
-            raise ConfigError(f"{p}: broker.validation = {config.broker.validation!r} needs "
-                              "pyshacl (pip install pyshacl), or set broker.validation = \"off\"")
+            raise ConfigError(
+                f"{p}: broker.validation = {config.broker.validation!r} needs "
+                'pyshacl (pip install pyshacl), or set broker.validation = "off"'
+            )
         try:
             config.infomodel_dir or infomodel_dir()
         except FileNotFoundError as exc:
-            raise ConfigError(f"{p}: broker.validation = {config.broker.validation!r} needs "
-                              f"the IDS shapes: {exc}; set broker.infomodel_dir") from exc
+            raise ConfigError(
+                f"{p}: broker.validation = {config.broker.validation!r} needs "
+                f"the IDS shapes: {exc}; set broker.infomodel_dir"
+            ) from exc
     return config

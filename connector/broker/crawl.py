@@ -48,8 +48,16 @@ from connector.vocab import DCAT, DCT, DSPACE, ODRL
 
 log = logging.getLogger("connector.broker.crawl")
 
-__all__ = ["CatalogClient", "CrawlFailed", "CrawlSettings", "Crawled", "Crawler",
-           "backoff_delay", "catalog_triples", "read_catalog"]
+__all__ = [
+    "CatalogClient",
+    "CrawlFailed",
+    "CrawlSettings",
+    "Crawled",
+    "Crawler",
+    "backoff_delay",
+    "catalog_triples",
+    "read_catalog",
+]
 
 
 class CatalogClient(Protocol):
@@ -125,11 +133,17 @@ def _strings(value: Any) -> list[str]:
 
 
 # the keys of a DSP catalog's terms: the DSP context defines some, the rest come prefixed
-_KEYS = {"title": ("dct:title", "title"), "description": ("dct:description", "description"),
-         "keyword": ("dcat:keyword", "keyword"), "publisher": ("dct:publisher", "publisher"),
-         "theme": ("dcat:theme", "theme"), "license": ("dct:license", "license"),
-         "format": ("format", "dct:format"), "distribution": ("distribution", "dcat:distribution"),
-         "hasPolicy": ("hasPolicy", "odrl:hasPolicy")}
+_KEYS = {
+    "title": ("dct:title", "title"),
+    "description": ("dct:description", "description"),
+    "keyword": ("dcat:keyword", "keyword"),
+    "publisher": ("dct:publisher", "publisher"),
+    "theme": ("dcat:theme", "theme"),
+    "license": ("dct:license", "license"),
+    "format": ("format", "dct:format"),
+    "distribution": ("distribution", "dcat:distribution"),
+    "hasPolicy": ("hasPolicy", "odrl:hasPolicy"),
+}
 
 
 def _get(node: Mapping[str, Any], term: str) -> Any:
@@ -151,14 +165,16 @@ def _entry(d: Mapping[str, Any]) -> DatasetEntry:
     formats = [f for x in _distributions(d) for f in _strings(_get(x, "format"))]
     publisher = _strings(_get(d, "publisher"))
     return DatasetEntry(
-        id=str(d["@id"]), title=_text(_get(d, "title")) or str(d["@id"]),
+        id=str(d["@id"]),
+        title=_text(_get(d, "title")) or str(d["@id"]),
         description=_text(_get(d, "description")),
         keywords=tuple(sorted({k[:256] for k in _strings(_get(d, "keyword"))})),
         publisher=publisher[0] if publisher else "",
         themes=tuple(sorted(set(_strings(_get(d, "theme"))))),
         licenses=tuple(sorted(set(_strings(_get(d, "license"))))),
         formats=tuple(sorted(set(formats))),
-        templates=tuple(sorted({offer_template(o) for o in _offers(d)})))
+        templates=tuple(sorted({offer_template(o) for o in _offers(d)})),
+    )
 
 
 def read_catalog(pages: list[Any], *, participant: str, max_datasets: int) -> Crawled:
@@ -171,17 +187,19 @@ def read_catalog(pages: list[Any], *, participant: str, max_datasets: int) -> Cr
         if not isinstance(body, dict) or body.get("@type") not in ("Catalog", "dcat:Catalog"):
             raise CrawlFailed("the answer is not a DSP catalog")
         if body.get("participantId") != participant:
-            raise CrawlFailed(f"the catalog is participant {str(body.get('participantId'))[:200]}"
-                              f"'s, not the registrant's ({participant})")
+            raise CrawlFailed(
+                f"the catalog is participant {str(body.get('participantId'))[:200]}"
+                f"'s, not the registrant's ({participant})"
+            )
         if not head:
-            head = {k: v for k, v in body.items() if k in ("@id", "@type", "participantId",
-                                                             "service")}
+            head = {k: v for k, v in body.items() if k in ("@id", "@type", "participantId", "service")}
         for d in _items(body.get("dataset")):
             if not isinstance(d, dict) or not isinstance(d.get("@id"), str) or d["@id"] in wire:
                 continue
             if len(wire) >= max_datasets:
-                raise CrawlFailed(f"the catalog has more than {max_datasets} datasets "
-                                  "(broker.crawl_max_datasets)")
+                raise CrawlFailed(
+                    f"the catalog has more than {max_datasets} datasets (broker.crawl_max_datasets)"
+                )
             entries.append(_entry(d))
             wire[d["@id"]] = d
     return Crawled(head, tuple(entries), wire, len(pages))
@@ -212,8 +230,9 @@ def _nn(term: Any) -> ox.NamedNode:
     return ox.NamedNode(str(term))
 
 
-def _rule_triples(subject: ox.NamedNode | ox.BlankNode, node: Mapping[str, Any],
-                  out: list[ox.Triple]) -> None:
+def _rule_triples(
+    subject: ox.NamedNode | ox.BlankNode, node: Mapping[str, Any], out: list[ox.Triple]
+) -> None:
     for kind in ("permission", "prohibition", "obligation", "duty"):
         for rule in _items(node.get(kind)):
             if not isinstance(rule, Mapping):
@@ -227,14 +246,19 @@ def _rule_triples(subject: ox.NamedNode | ox.BlankNode, node: Mapping[str, Any],
             for c in _items(rule.get("constraint")):
                 if not isinstance(c, Mapping):
                     continue
-                left, op, right = (_node(c.get("leftOperand")), _node(c.get("operator")),
-                                   _object(c.get("rightOperand")))
+                left, op, right = (
+                    _node(c.get("leftOperand")),
+                    _node(c.get("operator")),
+                    _object(c.get("rightOperand")),
+                )
                 if left is None or op is None:
                     continue
                 b = ox.BlankNode()
-                out += [ox.Triple(r, _nn(ODRL.constraint), b),
-                        ox.Triple(b, _nn(ODRL.leftOperand), left),
-                        ox.Triple(b, _nn(ODRL.operator), op)]
+                out += [
+                    ox.Triple(r, _nn(ODRL.constraint), b),
+                    ox.Triple(b, _nn(ODRL.leftOperand), left),
+                    ox.Triple(b, _nn(ODRL.operator), op),
+                ]
                 if right is not None:
                     out.append(ox.Triple(b, _nn(ODRL.rightOperand), right))
             _rule_triples(r, rule, out)
@@ -256,29 +280,37 @@ def catalog_triples(crawled: Crawled, fallback_id: str) -> str:
         if d is None:
             continue
         wire = crawled.wire[entry.id]
-        out += [ox.Triple(catalog, _nn(DCAT.dataset), d),
-                ox.Triple(d, _nn(RDF.type), _nn(DCAT.Dataset)),
-                ox.Triple(d, _nn(DCT.title), ox.Literal(entry.title))]
+        out += [
+            ox.Triple(catalog, _nn(DCAT.dataset), d),
+            ox.Triple(d, _nn(RDF.type), _nn(DCAT.Dataset)),
+            ox.Triple(d, _nn(DCT.title), ox.Literal(entry.title)),
+        ]
         if entry.description:
             out.append(ox.Triple(d, _nn(DCT.description), ox.Literal(entry.description)))
         out += [ox.Triple(d, _nn(DCAT.keyword), ox.Literal(k)) for k in entry.keywords]
-        for predicate, values in ((DCT.publisher, [entry.publisher] if entry.publisher else []),
-                                  (DCAT.theme, entry.themes), (DCT.license, entry.licenses)):
+        for predicate, values in (
+            (DCT.publisher, [entry.publisher] if entry.publisher else []),
+            (DCAT.theme, entry.themes),
+            (DCT.license, entry.licenses),
+        ):
             for value in values:
                 term = _node(value)
                 out.append(ox.Triple(d, _nn(predicate), term or ox.Literal(value)))
         for x in _distributions(wire):
             b = ox.BlankNode()
-            out += [ox.Triple(d, _nn(DCAT.distribution), b),
-                    ox.Triple(b, _nn(RDF.type), _nn(DCAT.Distribution))]
-            out += [ox.Triple(b, _nn(DCT["format"]), ox.Literal(f))
-                    for f in _strings(_get(x, "format"))]
+            out += [
+                ox.Triple(d, _nn(DCAT.distribution), b),
+                ox.Triple(b, _nn(RDF.type), _nn(DCAT.Distribution)),
+            ]
+            out += [ox.Triple(b, _nn(DCT["format"]), ox.Literal(f)) for f in _strings(_get(x, "format"))]
         for o in _offers(wire):
             offer = _node(o.get("@id"))
             if offer is None:
                 continue
-            out += [ox.Triple(d, _nn(ODRL.hasPolicy), offer),
-                    ox.Triple(offer, _nn(RDF.type), _nn(ODRL.Offer))]
+            out += [
+                ox.Triple(d, _nn(ODRL.hasPolicy), offer),
+                ox.Triple(offer, _nn(RDF.type), _nn(ODRL.Offer)),
+            ]
             _rule_triples(offer, o, out)
     text = ox.serialize(out, format=ox.RdfFormat.N_TRIPLES)
     assert text is not None
@@ -316,8 +348,9 @@ class Crawler:
         """Start the due crawls not running yet; how many were started."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.concurrency)
-        due = await regstore.due_crawls(self.store, now=self.clock(), ttl=self.ttl,
-                                        limit=self.settings.concurrency * 2)
+        due = await regstore.due_crawls(
+            self.store, now=self.clock(), ttl=self.ttl, limit=self.settings.concurrency * 2
+        )
         started = 0
         for d in due:
             if d.registration_id in self._tasks:
@@ -336,6 +369,7 @@ class Crawler:
     def _ended(self, reg_id: str) -> Callable[[asyncio.Task[None]], None]:
         def forget(_: asyncio.Task[None]) -> None:
             self._tasks.pop(reg_id, None)
+
         return forget
 
     async def wait(self) -> None:
@@ -353,32 +387,57 @@ class Crawler:
         try:
             async with slots:
                 # the lease outlasts the crawl's own timeout: no other replica takes it meanwhile
-                if not await regstore.claim_crawl(self.store, due.registration_id,
-                                                  now=self.clock(), lease=s.timeout + 30.0):
+                if not await regstore.claim_crawl(
+                    self.store, due.registration_id, now=self.clock(), lease=s.timeout + 30.0
+                ):
                     return
                 try:
                     async with asyncio.timeout(s.timeout):
                         crawled = await self.fetch(due.endpoint, due.owner)
                 except (CrawlFailed, TimeoutError) as exc:
-                    reason = (exc.reason if isinstance(exc, CrawlFailed)
-                              else f"no complete catalog within {s.timeout:g} s")
+                    reason = (
+                        exc.reason
+                        if isinstance(exc, CrawlFailed)
+                        else f"no complete catalog within {s.timeout:g} s"
+                    )
                     failures = due.failures + 1
                     delay = backoff_delay(failures, s.backoff, s.backoff_cap, self.rand)
-                    log.warning("crawl of %s failed (%d in a row; next try in %.1f s): %s",
-                                due.endpoint, failures, delay, reason)
-                    await regstore.crawl_failed(self.store, due.registration_id, error=reason,
-                                                failures=failures, next_at=self.clock() + delay)
+                    log.warning(
+                        "crawl of %s failed (%d in a row; next try in %.1f s): %s",
+                        due.endpoint,
+                        failures,
+                        delay,
+                        reason,
+                    )
+                    await regstore.crawl_failed(
+                        self.store,
+                        due.registration_id,
+                        error=reason,
+                        failures=failures,
+                        next_at=self.clock() + delay,
+                    )
                     return
                 triples = await asyncio.to_thread(
-                    catalog_triples, crawled,
-                    f"urn:connector-broker:catalog:{due.registration_id}")
+                    catalog_triples, crawled, f"urn:connector-broker:catalog:{due.registration_id}"
+                )
                 now = self.clock()
                 if await regstore.save_crawl(
-                        self.store, due.registration_id, head=crawled.head,
-                        items=crawled.entries, wire=crawled.wire, ntriples=triples,
-                        pages=crawled.pages, now=now, next_at=now + s.interval):
-                    log.info("crawled %s: %d datasets in %d pages", due.endpoint,
-                             len(crawled.entries), crawled.pages)
+                    self.store,
+                    due.registration_id,
+                    head=crawled.head,
+                    items=crawled.entries,
+                    wire=crawled.wire,
+                    ntriples=triples,
+                    pages=crawled.pages,
+                    now=now,
+                    next_at=now + s.interval,
+                ):
+                    log.info(
+                        "crawled %s: %d datasets in %d pages",
+                        due.endpoint,
+                        len(crawled.entries),
+                        crawled.pages,
+                    )
                     await self.indexed(due.registration_id)
         except (StoreUnavailable, StoreError) as exc:
             log.warning("the crawl of %s cannot be stored: %s", due.endpoint, exc)
@@ -398,10 +457,10 @@ class Crawler:
             pages.append(d.body)
             url = d.next_url
             if url is not None and not same_endpoint(url, first):
-                raise CrawlFailed("the next page is not at the endpoint crawled "
-                                  f"({url[:200]}): not followed")
+                raise CrawlFailed(f"the next page is not at the endpoint crawled ({url[:200]}): not followed")
             if url is not None and "pageSize" not in parse_qs(urlsplit(url).query):
                 # a connector's next link carries only its cursor: keep asking for big pages
                 url = f"{url}{'&' if '?' in url else '?'}pageSize={self.settings.page_size}"
-        return await asyncio.to_thread(read_catalog, pages, participant=participant,
-                                       max_datasets=self.settings.max_datasets)
+        return await asyncio.to_thread(
+            read_catalog, pages, participant=participant, max_datasets=self.settings.max_datasets
+        )

@@ -128,11 +128,19 @@ def parse_description(body: bytes, content_type: str, *, max_triples: int) -> Gr
         except PolicyError as exc:
             raise DescriptionRefused([str(exc)]) from None
     else:
-        raise DescriptionRefused([f"Content-Type {media or '(none)'} is not a self-description: "
-                                  "send text/turtle or application/ld+json"])
+        raise DescriptionRefused(
+            [
+                f"Content-Type {media or '(none)'} is not a self-description: "
+                "send text/turtle or application/ld+json"
+            ]
+        )
     if len(g) > max_triples:
-        raise DescriptionRefused([f"the description has {len(g)} triples, more than the broker "
-                                  f"indexes ({max_triples}, broker.max_triples)"])
+        raise DescriptionRefused(
+            [
+                f"the description has {len(g)} triples, more than the broker "
+                f"indexes ({max_triples}, broker.max_triples)"
+            ]
+        )
     return g
 
 
@@ -201,7 +209,8 @@ def _first(texts: list[str]) -> str:
 
 def _endpoint(g: Graph, connector: Node) -> str | None:
     candidates = list(g.objects(connector, IDS.hasDefaultEndpoint)) + list(
-        g.objects(connector, IDS.hasEndpoint))
+        g.objects(connector, IDS.hasEndpoint)
+    )
     for endpoint in candidates:
         for url in _values(g, endpoint, IDS.accessURL, DCAT.endpointURL):
             if url.startswith(("https://", "http://")):
@@ -211,12 +220,11 @@ def _endpoint(g: Graph, connector: Node) -> str | None:
 
 def _formats(g: Graph, dataset: Node) -> list[str]:
     out: list[str] = []
-    for dist in list(g.objects(dataset, DCAT.distribution)) + list(
-            g.objects(dataset, IDS.representation)):
+    for dist in list(g.objects(dataset, DCAT.distribution)) + list(g.objects(dataset, IDS.representation)):
         for value in _values(g, dist, DCT["format"], DCAT.mediaType, IDS.mediaType):
             out.append(value)
             if value.startswith(IANA_MEDIA_TYPES):  # text/csv as well as its IANA IRI
-                out.append(value[len(IANA_MEDIA_TYPES):])
+                out.append(value[len(IANA_MEDIA_TYPES) :])
     return out
 
 
@@ -238,33 +246,42 @@ def describe(g: Graph, *, max_datasets: int) -> Described:
     """The index entry of a description, or DescriptionRefused with every problem."""
     connectors = sorted({s for t in CONNECTOR_TYPES for s in g.subjects(RDF.type, t)}, key=str)
     if not connectors:
-        raise DescriptionRefused(["no connector: nothing is typed ids:BaseConnector, "
-                                  "ids:TrustedConnector or ids:Connector"])
+        raise DescriptionRefused(
+            ["no connector: nothing is typed ids:BaseConnector, ids:TrustedConnector or ids:Connector"]
+        )
     if len(connectors) > 1:
-        raise DescriptionRefused([f"{len(connectors)} connectors in one description: register "
-                                  "each connector on its own"])
+        raise DescriptionRefused(
+            [f"{len(connectors)} connectors in one description: register each connector on its own"]
+        )
     connector = connectors[0]
     problems = []
     if not isinstance(connector, URIRef):
         problems.append("the connector is a blank node: it needs an IRI to be registered")
     endpoint = _endpoint(g, connector)
     if endpoint is None:
-        problems.append("no endpoint: the connector has no ids:hasDefaultEndpoint or "
-                        "ids:hasEndpoint with an http(s) ids:accessURL or dcat:endpointURL")
-    participants = frozenset(
-        _values(g, connector, DSPACE.participantId, IDS.curator, IDS.maintainer))
-    nodes = sorted({s for t in DATASET_TYPES for s in g.subjects(RDF.type, t)
-                    if isinstance(s, URIRef)}, key=str)
+        problems.append(
+            "no endpoint: the connector has no ids:hasDefaultEndpoint or "
+            "ids:hasEndpoint with an http(s) ids:accessURL or dcat:endpointURL"
+        )
+    participants = frozenset(_values(g, connector, DSPACE.participantId, IDS.curator, IDS.maintainer))
+    nodes = sorted(
+        {s for t in DATASET_TYPES for s in g.subjects(RDF.type, t) if isinstance(s, URIRef)}, key=str
+    )
     if len(nodes) > max_datasets:
-        problems.append(f"{len(nodes)} datasets, more than the broker indexes per connector "
-                        f"({max_datasets}, broker.max_datasets)")
+        problems.append(
+            f"{len(nodes)} datasets, more than the broker indexes per connector "
+            f"({max_datasets}, broker.max_datasets)"
+        )
     if problems:
         raise DescriptionRefused(problems)
     assert endpoint is not None
     return Described(
-        connector=str(connector), participants=participants,
+        connector=str(connector),
+        participants=participants,
         title=_first(_texts(g, connector, IDS["title"], DCT["title"])) or str(connector),
-        endpoint=endpoint.rstrip("/"), datasets=tuple(_dataset(g, n) for n in nodes))
+        endpoint=endpoint.rstrip("/"),
+        datasets=tuple(_dataset(g, n) for n in nodes),
+    )
 
 
 def owner_problem(described: Described, subject: str) -> str | None:
@@ -272,8 +289,12 @@ def owner_problem(described: Described, subject: str) -> str | None:
     if subject in described.participants:
         return None
     if not described.participants:
-        return ("the description names no participant (dspace:participantId, ids:curator or "
-                "ids:maintainer on the connector): it cannot be tied to the token's subject")
+        return (
+            "the description names no participant (dspace:participantId, ids:curator or "
+            "ids:maintainer on the connector): it cannot be tied to the token's subject"
+        )
     named = ", ".join(sorted(described.participants))
-    return (f"the description is about {named}, not about the token's subject {subject}: a "
-            "participant registers only its own connectors")
+    return (
+        f"the description is about {named}, not about the token's subject {subject}: a "
+        "participant registers only its own connectors"
+    )

@@ -20,9 +20,16 @@ Describe = Callable[[str | None], Awaitable[tuple[bytes, str] | None]]
 TURTLE = "text/turtle"
 
 
-async def heartbeat(session: aiohttp.ClientSession, broker_url: str, describe: Describe,
-                    token: Callable[[], Awaitable[str]], *, every: float, retry: float = 2.0,
-                    ssl_context: ssl.SSLContext | None = None) -> None:
+async def heartbeat(
+    session: aiohttp.ClientSession,
+    broker_url: str,
+    describe: Describe,
+    token: Callable[[], Awaitable[str]],
+    *,
+    every: float,
+    retry: float = 2.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
     """Register, then renew every ``every`` seconds, until cancelled."""
     registered = False
     while True:
@@ -32,11 +39,14 @@ async def heartbeat(session: aiohttp.ClientSession, broker_url: str, describe: D
             if found is None:  # cannot happen for Turtle; fail loudly rather than loop silently
                 raise RuntimeError("the self-description cannot be serialized as Turtle")
             body, media = found
-            entry = await register(session, broker_url, await token(), body, media,
-                                   ssl_context=ssl_context)
+            entry = await register(session, broker_url, await token(), body, media, ssl_context=ssl_context)
             if not registered:
-                log.info("registered at the broker %s as %s (%s datasets)", broker_url,
-                         entry.get("id"), entry.get("datasets"))
+                log.info(
+                    "registered at the broker %s as %s (%s datasets)",
+                    broker_url,
+                    entry.get("id"),
+                    entry.get("datasets"),
+                )
                 for violation in entry.get("violations") or ():
                     log.info("the broker lists a violation of the IDS shapes: %s", violation)
                 registered = True
@@ -44,7 +54,6 @@ async def heartbeat(session: aiohttp.ClientSession, broker_url: str, describe: D
             log.warning("the broker %s refused the registration: %s", broker_url, exc.reason)
             wait = min(every, retry * 5)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("the broker %s cannot be reached: %s", broker_url,
-                        str(exc) or type(exc).__name__)
+            log.warning("the broker %s cannot be reached: %s", broker_url, str(exc) or type(exc).__name__)
             wait = min(every, retry)
         await asyncio.sleep(wait)

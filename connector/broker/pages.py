@@ -17,10 +17,15 @@ from connector.vocab import DSPACE, IDS
 __all__ = ["broker_graph", "html_page"]
 
 
-def broker_graph(public_url: str, title: str, participant_id: str | None, *,
-                 curator: str = "https://example.org/", maintainer: str = "https://example.org/",
-                 security_profile: str = "https://w3id.org/idsa/code/BASE_SECURITY_PROFILE",
-                 ) -> Graph:
+def broker_graph(
+    public_url: str,
+    title: str,
+    participant_id: str | None,
+    *,
+    curator: str = "https://example.org/",
+    maintainer: str = "https://example.org/",
+    security_profile: str = "https://w3id.org/idsa/code/BASE_SECURITY_PROFILE",
+) -> Graph:
     """The broker's ``ids:Broker`` description, valid against the IDS 4.2.0 shapes."""
     g = Graph(bind_namespaces="none")
     for prefix, ns in PREFIXES.items():
@@ -40,29 +45,45 @@ def broker_graph(public_url: str, title: str, participant_id: str | None, *,
     g.add((broker, IDS.hasDefaultEndpoint, endpoint))
     g.add((endpoint, RDF.type, IDS.ConnectorEndpoint))
     g.add((endpoint, IDS.accessURL, URIRef(f"{base}/registrations")))
-    g.add((endpoint, IDS.endpointInformation, Literal(
-        "Registrations (POST, with a DAT), GET /search, GET|POST /sparql", lang="en")))
+    g.add(
+        (
+            endpoint,
+            IDS.endpointInformation,
+            Literal("Registrations (POST, with a DAT), GET /search, GET|POST /sparql", lang="en"),
+        )
+    )
     return g
 
 
-def html_page(title: str, registrations: Sequence[Registration], now: float, ttl: float,
-              query: str = "", found: SearchPage | None = None) -> str:
+def html_page(
+    title: str,
+    registrations: Sequence[Registration],
+    now: float,
+    ttl: float,
+    query: str = "",
+    found: SearchPage | None = None,
+) -> str:
     rows = "".join(
         f"<tr><td>{escape(r.title)}</td><td><code>{escape(r.owner)}</code></td>"
         f"<td><code>{escape(r.endpoint)}</code></td><td>{r.datasets}</td>"
-        f"<td>{'yes' if r.available(now, ttl) else 'no'}</td></tr>" for r in registrations)
+        f"<td>{'yes' if r.available(now, ttl) else 'no'}</td></tr>"
+        for r in registrations
+    )
     results = ""
     if found is not None:
         hits = "".join(
             f"<li><b>{escape(h.title)}</b> <code>{escape(h.dataset_id)}</code> at "
             f"<code>{escape(h.endpoint)}</code><br>{escape(h.description)}</li>"
-            for h in found.hits)
+            for h in found.hits
+        )
         results = f"<h2>{found.total} datasets found</h2><ol>{hits}</ol>"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            "</head><body>"
-            f"<h1>{escape(title)}</h1>"
-            f"<form method='get' action='/'><input name='q' value='{escape(query, quote=True)}'>"
-            "<button>Search datasets</button></form>"
-            f"{results}<h2>{len(registrations)} connectors</h2>"
-            "<table><tr><th>connector</th><th>participant</th><th>DSP endpoint</th>"
-            f"<th>datasets</th><th>available</th></tr>{rows}</table></body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        "</head><body>"
+        f"<h1>{escape(title)}</h1>"
+        f"<form method='get' action='/'><input name='q' value='{escape(query, quote=True)}'>"
+        "<button>Search datasets</button></form>"
+        f"{results}<h2>{len(registrations)} connectors</h2>"
+        "<table><tr><th>connector</th><th>participant</th><th>DSP endpoint</th>"
+        f"<th>datasets</th><th>available</th></tr>{rows}</table></body></html>"
+    )

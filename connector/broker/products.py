@@ -39,14 +39,14 @@ from connector.identity.keys import KeyFormatError, algorithm_of
 from connector.store import Store
 from connector.usage.envelope import RecipientRefused, recipient_from_certificate
 
-__all__ = ["CERTIFICATE_TYP", "CertificateInvalid", "ProductIn", "Registered", "issue",
-           "verify_certificate"]
+__all__ = ["CERTIFICATE_TYP", "CertificateInvalid", "ProductIn", "Registered", "issue", "verify_certificate"]
 
 CERTIFICATE_TYP = "data-product-certificate+jwt"
 MAX_CERTIFICATE_BYTES = 64 * 1024
 
 products = sa.Table(
-    "broker_products", metadata,
+    "broker_products",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("publisher", sa.Text, nullable=False),
     sa.Column("dataset_id", sa.Text, nullable=False),
@@ -78,37 +78,57 @@ class Registered:
     duplicate_of: tuple[Mapping[str, Any], ...]
 
 
-async def issue(store: Store, signer: ParticipantIdentity, publisher: str, product: ProductIn,
-                now: float) -> Registered:
+async def issue(
+    store: Store, signer: ParticipantIdentity, publisher: str, product: ProductIn, now: float
+) -> Registered:
     """Record the product and sign its certificate (earlier registrations of the same content
     by others listed in it)."""
     product_id = f"urn:uuid:{uuid.uuid4()}"
     async with store.transaction() as tx:
         earlier = await tx.execute(
             sa.select(products.c.id, products.c.publisher, products.c.registered_at)
-            .where(products.c.content_sha256 == product.content_sha256,
-                   products.c.publisher != publisher)
-            .order_by(products.c.registered_at, products.c.id).limit(20))
-        duplicates = tuple({"id": r.id, "publisher": r.publisher, "registeredAt": r.registered_at}
-                           for r in earlier)
+            .where(products.c.content_sha256 == product.content_sha256, products.c.publisher != publisher)
+            .order_by(products.c.registered_at, products.c.id)
+            .limit(20)
+        )
+        duplicates = tuple(
+            {"id": r.id, "publisher": r.publisher, "registeredAt": r.registered_at} for r in earlier
+        )
         der = signer.certificate.public_bytes(serialization.Encoding.DER)
-        token = jwt.encode({
-            "iss": signer.participant_id, "sub": publisher, "jti": product_id, "iat": int(now),
-            "product": {"datasetId": product.dataset_id, "title": product.title,
-                        "license": product.license, "contentSha256": product.content_sha256},
-            "duplicateOf": list(duplicates)},
-            signer.key.private_key, algorithm=signer.key.alg,
-            headers={"typ": CERTIFICATE_TYP, "x5c": [base64.b64encode(der).decode()]})
-        await tx.execute(sa.insert(products).values(
-            id=product_id, publisher=publisher, dataset_id=product.dataset_id,
-            content_sha256=product.content_sha256, registered_at=now, certificate=token))
+        token = jwt.encode(
+            {
+                "iss": signer.participant_id,
+                "sub": publisher,
+                "jti": product_id,
+                "iat": int(now),
+                "product": {
+                    "datasetId": product.dataset_id,
+                    "title": product.title,
+                    "license": product.license,
+                    "contentSha256": product.content_sha256,
+                },
+                "duplicateOf": list(duplicates),
+            },
+            signer.key.private_key,
+            algorithm=signer.key.alg,
+            headers={"typ": CERTIFICATE_TYP, "x5c": [base64.b64encode(der).decode()]},
+        )
+        await tx.execute(
+            sa.insert(products).values(
+                id=product_id,
+                publisher=publisher,
+                dataset_id=product.dataset_id,
+                content_sha256=product.content_sha256,
+                registered_at=now,
+                certificate=token,
+            )
+        )
     return Registered(product_id, token, duplicates)
 
 
 async def certificate_of(store: Store, product_id: str) -> str | None:
     async with store.transaction(readonly=True) as tx:
-        row = (await tx.execute(sa.select(products.c.certificate).where(
-            products.c.id == product_id))).first()
+        row = (await tx.execute(sa.select(products.c.certificate).where(products.c.id == product_id))).first()
         return None if row is None else str(row.certificate)
 
 
@@ -126,21 +146,24 @@ def verify_certificate(token: str, ca: x509.Certificate) -> dict[str, Any]:
             raise CertificateInvalid("the certificate has no broker certificate (x5c)")
         cert = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
         alg = algorithm_of(cert.public_key())
-        claims = jwt.decode(token, cert.public_key(), algorithms=[alg],  # type: ignore[arg-type]
-                            options={"verify_aud": False, "verify_iat": False,
-                                     "require": ["iss", "sub", "jti", "iat"]})
+        claims = jwt.decode(
+            token,
+            cert.public_key(),  # type: ignore[arg-type]
+            algorithms=[alg],
+            options={"verify_aud": False, "verify_iat": False, "require": ["iss", "sub", "jti", "iat"]},
+        )
     except CertificateInvalid:
         raise
     except (jwt.PyJWTError, ValueError, binascii.Error, KeyFormatError) as exc:
         raise CertificateInvalid(f"the signature does not verify: {exc}") from exc
     try:
         broker = recipient_from_certificate(
-            cert, ca, datetime.fromtimestamp(float(claims["iat"]), UTC), role="broker")
+            cert, ca, datetime.fromtimestamp(float(claims["iat"]), UTC), role="broker"
+        )
     except RecipientRefused as exc:
         raise CertificateInvalid(str(exc)) from exc
     if claims["iss"] != broker.participant_id:
-        raise CertificateInvalid(f"issued as {claims['iss']!r} but signed by "
-                                 f"{broker.participant_id}")
+        raise CertificateInvalid(f"issued as {claims['iss']!r} but signed by {broker.participant_id}")
     if not isinstance(claims.get("product"), dict):
         raise CertificateInvalid("the certificate names no product")
     return claims

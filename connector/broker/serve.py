@@ -69,45 +69,56 @@ def _signer(config: BrokerConfig) -> ParticipantIdentity | None:
     try:
         return ParticipantIdentity.load(config.participant_dir)
     except (OSError, IdentityError, ValueError) as exc:
-        log.warning("no data product certificates: the participant key or certificate in %s "
-                    "cannot be used (%s)", config.participant_dir, exc)
+        log.warning(
+            "no data product certificates: the participant key or certificate in %s cannot be used (%s)",
+            config.participant_dir,
+            exc,
+        )
         return None
 
 
-async def _crawler(config: BrokerConfig, broker: Broker, session: aiohttp.ClientSession
-                   ) -> Crawler | None:
+async def _crawler(config: BrokerConfig, broker: Broker, session: aiohttp.ClientSession) -> Crawler | None:
     """The federated crawl, as the broker's participant (its DAT, its TLS certificate); None
     when crawls are off or the broker has no participant identity."""
     b = config.broker
     if b.crawl_interval <= 0:
         return None
     if broker.signer is None:
-        log.warning("no federated catalog: the broker has no participant identity to request "
-                    "catalogs with")
+        log.warning("no federated catalog: the broker has no participant identity to request catalogs with")
         return None
     try:
         dat = await DatClient.discover(session, b.authority_url, broker.signer)
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
-        log.warning("no federated catalog: the authority's token endpoint cannot be found: %s",
-                    exc)
+        log.warning("no federated catalog: the authority's token endpoint cannot be found: %s", exc)
         return None
     cert, key, ca = config.tls_files
-    client = DspClient(dat.token, renew=dat.renew,
-                       ssl_context=None if b.plain_http else client_context(ca, cert, key),
-                       policy=OutboundPolicy.from_config(
-                           b.peer_allow,
-                           schemes=("http", "https") if b.plain_http else ("https",)),
-                       timeout=b.crawl_timeout)
-    settings = CrawlSettings(interval=b.crawl_interval, concurrency=b.crawl_concurrency,
-                             timeout=b.crawl_timeout, page_size=b.crawl_page_size,
-                             backoff=b.crawl_backoff, backoff_cap=b.crawl_backoff_cap,
-                             max_datasets=b.crawl_max_datasets)
-    return Crawler(broker.store, client, settings, ttl=b.ttl, indexed=broker.reindex,
-                   clock=broker.clock)
+    client = DspClient(
+        dat.token,
+        renew=dat.renew,
+        ssl_context=None if b.plain_http else client_context(ca, cert, key),
+        policy=OutboundPolicy.from_config(
+            b.peer_allow, schemes=("http", "https") if b.plain_http else ("https",)
+        ),
+        timeout=b.crawl_timeout,
+    )
+    settings = CrawlSettings(
+        interval=b.crawl_interval,
+        concurrency=b.crawl_concurrency,
+        timeout=b.crawl_timeout,
+        page_size=b.crawl_page_size,
+        backoff=b.crawl_backoff,
+        backoff_cap=b.crawl_backoff_cap,
+        max_datasets=b.crawl_max_datasets,
+    )
+    return Crawler(broker.store, client, settings, ttl=b.ttl, indexed=broker.reindex, clock=broker.clock)
 
 
-async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = None,
-              stopping: Callable[[], None] | None = None) -> None:
+async def run(
+    config: BrokerConfig,
+    *,
+    ready: Callable[[str], None] | None = None,
+    stopping: Callable[[], None] | None = None,
+) -> None:
     shown = Store.shown_url(config.store_url)
     try:
         store = await Store.open(config.store_url, sqlite_synchronous=config.store.sqlite_synchronous)
@@ -117,34 +128,51 @@ async def run(config: BrokerConfig, *, ready: Callable[[str], None] | None = Non
     b = config.broker
     try:
         verifier = await _verifier(session, b.authority_url)
-        broker = Broker(store, SparqlIndex(max_rows=b.sparql_max_rows, timeout=b.sparql_timeout,
-                                           concurrency=b.sparql_concurrency),
-                        BrokerSettings(validation=b.validation, ttl=b.ttl,
-                                       max_triples=b.max_triples, max_datasets=b.max_datasets,
-                                       infomodel_dir=config.infomodel_dir))
+        broker = Broker(
+            store,
+            SparqlIndex(
+                max_rows=b.sparql_max_rows, timeout=b.sparql_timeout, concurrency=b.sparql_concurrency
+            ),
+            BrokerSettings(
+                validation=b.validation,
+                ttl=b.ttl,
+                max_triples=b.max_triples,
+                max_datasets=b.max_datasets,
+                infomodel_dir=config.infomodel_dir,
+            ),
+        )
         broker.signer = _signer(config)
         try:
             await broker.start()
         except (StoreUnavailable, StoreError) as exc:
             raise SystemExit(f"broker: cannot use the store {shown}: {exc}") from None
         limits = config.limits.limits()
-        about = About(title=b.title, public_url=b.public_url, curator=b.curator,
-                      maintainer=b.maintainer,
-                      participant_id=broker.signer.participant_id if broker.signer else None,
-                      catalog_page_size=b.catalog_page_size)
-        app = broker_app(broker, verifier, limits=limits, body_bytes=b.max_body_bytes,
-                         require_tls_binding=not b.plain_http, about=about)
+        about = About(
+            title=b.title,
+            public_url=b.public_url,
+            curator=b.curator,
+            maintainer=b.maintainer,
+            participant_id=broker.signer.participant_id if broker.signer else None,
+            catalog_page_size=b.catalog_page_size,
+        )
+        app = broker_app(
+            broker,
+            verifier,
+            limits=limits,
+            body_bytes=b.max_body_bytes,
+            require_tls_binding=not b.plain_http,
+            about=about,
+        )
         app.add_routes(health_routes(Readiness({"store": store.ping})))
         count_requests(app, "broker")
         cert, key, ca = config.tls_files
-        ssl_ctx = None if b.plain_http else server_context(cert, key, ca,
-                                                           require_client_cert=b.mutual_tls)
+        ssl_ctx = None if b.plain_http else server_context(cert, key, ca, require_client_cert=b.mutual_tls)
         listening = await start_site(app, b.host, b.port, limits=limits, ssl_context=ssl_ctx)
         (ready or (lambda s: print(s, flush=True)))(
             f"broker ready url={listening.url} store={shown} registrations="
-            f"{len(await broker.registrations())}")
-        sync = (asyncio.create_task(_keep_in_step(broker, b.sync_interval))
-                if b.sync_interval > 0 else None)
+            f"{len(await broker.registrations())}"
+        )
+        sync = asyncio.create_task(_keep_in_step(broker, b.sync_interval)) if b.sync_interval > 0 else None
         crawler = await _crawler(config, broker, session)
         crawling = asyncio.create_task(crawler.run()) if crawler is not None else None
         await until_signalled()

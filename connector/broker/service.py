@@ -77,9 +77,9 @@ def violation_lines(report: str) -> list[str]:
     for line in report.splitlines():
         text = line.strip()
         if text.startswith("Focus Node:"):
-            focus = text[len("Focus Node:"):].strip()
+            focus = text[len("Focus Node:") :].strip()
         elif text.startswith("Message:"):
-            entry = f"{focus}: {text[len('Message:'):].strip()}" if focus else text
+            entry = f"{focus}: {text[len('Message:') :].strip()}" if focus else text
             if entry not in out:
                 out.append(entry)
     return out[:MAX_VIOLATIONS]
@@ -133,8 +133,7 @@ class Broker:
             if change.ntriples is None:
                 self.index.remove(change.registration_id)
             else:
-                await asyncio.to_thread(self.index.replace, change.registration_id,
-                                        change.ntriples)
+                await asyncio.to_thread(self.index.replace, change.registration_id, change.ntriples)
         for seq in [s for s, at in self._seen.items() if at < now - 2 * SYNC_WINDOW]:
             del self._seen[seq]
         return applied
@@ -148,27 +147,30 @@ class Broker:
         conforms, report = await asyncio.to_thread(validate_ids, g, self.settings.infomodel_dir)
         found = [] if conforms else (violation_lines(report) or ["does not conform (no message)"])
         if found and self.settings.validation == "strict":
-            raise DescriptionRefused(["strict mode: the description does not conform to the IDS "
-                                      "Information Model shapes", *found])
+            raise DescriptionRefused(
+                ["strict mode: the description does not conform to the IDS Information Model shapes", *found]
+            )
         return found
 
     async def register(self, subject: str, body: bytes, content_type: str) -> Registered:
-        g = await asyncio.to_thread(parse_description, body, content_type,
-                                    max_triples=self.settings.max_triples)
+        g = await asyncio.to_thread(
+            parse_description, body, content_type, max_triples=self.settings.max_triples
+        )
         coerced = coerce(g)
         described = describe(g, max_datasets=self.settings.max_datasets)
         problem = owner_problem(described, subject)
         if problem is not None:
             raise NotYours(problem)
         ntriples = _ntriples(g)
-        same = await regstore.renew_unchanged(self.store, described.connector, subject, ntriples,
-                                              self.clock())
+        same = await regstore.renew_unchanged(
+            self.store, described.connector, subject, ntriples, self.clock()
+        )
         if same is not None:  # a heartbeat: validated and indexed already
             return Registered(same, False, tuple(coerced))
         violations = await self._violations(g)
-        reg, created = await regstore.save(self.store, described, owner=subject,
-                                           ntriples=ntriples, violations=violations,
-                                           now=self.clock())
+        reg, created = await regstore.save(
+            self.store, described, owner=subject, ntriples=ntriples, violations=violations, now=self.clock()
+        )
         await self.reindex(reg.id)
         return Registered(reg, created, tuple(coerced))
 
@@ -184,10 +186,10 @@ class Broker:
     async def crawls(self) -> list[regstore.CrawlStatus]:
         return await regstore.crawl_statuses(self.store)
 
-    async def crawled_page(self, after: tuple[str, str] | None, limit: int
-                           ) -> list[regstore.CatalogEntry]:
-        return await regstore.crawled_page(self.store, after=after, limit=limit,
-                                           now=self.clock(), ttl=self.settings.ttl)
+    async def crawled_page(self, after: tuple[str, str] | None, limit: int) -> list[regstore.CatalogEntry]:
+        return await regstore.crawled_page(
+            self.store, after=after, limit=limit, now=self.clock(), ttl=self.settings.ttl
+        )
 
     async def unregister(self, subject: str, reg_id: str) -> None:
         await regstore.delete(self.store, reg_id, subject, self.clock())
@@ -202,8 +204,7 @@ class Broker:
     async def search(self, query: SearchQuery) -> SearchPage:
         return await regstore.search(self.store, query, now=self.clock(), ttl=self.settings.ttl)
 
-    async def register_product(self, subject: str, product: products.ProductIn
-                               ) -> products.Registered:
+    async def register_product(self, subject: str, product: products.ProductIn) -> products.Registered:
         if self.signer is None:
             raise ProductsOff()
         return await products.issue(self.store, self.signer, subject, product, self.clock())

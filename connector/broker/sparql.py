@@ -42,8 +42,10 @@ _XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
 _LANG_STRING = "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString"
 
 # strings, IRIs and comments blanked before looking for the SERVICE keyword
-_OPAQUE = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|'
-                     r"'(?:[^'\\\n]|\\.)*'|<[^<>\"{}|^`\\\s]*>|#[^\n]*")
+_OPAQUE = re.compile(
+    r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|'
+    r"'(?:[^'\\\n]|\\.)*'|<[^<>\"{}|^`\\\s]*>|#[^\n]*"
+)
 _SERVICE = re.compile(r"(?<![\w:?$])SERVICE\b", re.IGNORECASE)
 
 
@@ -70,8 +72,7 @@ def graph_iri(registration_id: str) -> ox.NamedNode:
 
 
 class SparqlIndex:
-    def __init__(self, *, max_rows: int = 10_000, timeout: float = 10.0,
-                 concurrency: int = 2) -> None:
+    def __init__(self, *, max_rows: int = 10_000, timeout: float = 10.0, concurrency: int = 2) -> None:
         self._store = ox.Store()
         self.max_rows = max_rows
         self.timeout = timeout
@@ -98,8 +99,12 @@ class SparqlIndex:
             result = self._store.query(text, use_default_graph_as_union=True)
         except SyntaxError as exc:
             reason = str(exc).splitlines()[0][:300] if str(exc) else "syntax error"
-            if re.match(r"\s*(?:PREFIX\s+\S*\s*<[^>]*>\s*|BASE\s*<[^>]*>\s*)*(?:INSERT|DELETE|"
-                        r"LOAD|CLEAR|CREATE|DROP|COPY|MOVE|ADD|WITH)\b", text, re.IGNORECASE):
+            if re.match(
+                r"\s*(?:PREFIX\s+\S*\s*<[^>]*>\s*|BASE\s*<[^>]*>\s*)*(?:INSERT|DELETE|"
+                r"LOAD|CLEAR|CREATE|DROP|COPY|MOVE|ADD|WITH)\b",
+                text,
+                re.IGNORECASE,
+            ):
                 reason = "updates are refused: this SPARQL endpoint is read-only"
             raise SparqlRefused(f"not a SPARQL query: {reason}") from None
         except OSError as exc:
@@ -119,12 +124,12 @@ class SparqlIndex:
             wanted = list(result.variables)
         for n, item in enumerate(result):
             if n >= self.max_rows:
-                refusal = (f"the result has more than {self.max_rows} rows "
-                           "(broker.sparql_max_rows): add a LIMIT")
+                refusal = (
+                    f"the result has more than {self.max_rows} rows (broker.sparql_max_rows): add a LIMIT"
+                )
                 break
             if time.monotonic() > deadline:
-                refusal = (f"the query did not finish within {self.timeout:g} s "
-                           "(broker.sparql_timeout)")
+                refusal = f"the query did not finish within {self.timeout:g} s (broker.sparql_timeout)"
                 break
             if isinstance(item, ox.Triple):
                 triples.append(item)
@@ -142,8 +147,9 @@ class SparqlIndex:
             raise SparqlRefused("SERVICE (federated query) is not allowed here")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        too_slow = SparqlRefused(f"the query did not finish within {self.timeout:g} s "
-                                 "(broker.sparql_timeout)")
+        too_slow = SparqlRefused(
+            f"the query did not finish within {self.timeout:g} s (broker.sparql_timeout)"
+        )
         try:
             async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
@@ -151,8 +157,7 @@ class SparqlIndex:
             raise SparqlRefused("too many SPARQL queries running, retry later", 503) from None
         try:
             # the thread may outlive an abandoned answer; the slot is held until it ends
-            work = asyncio.ensure_future(asyncio.to_thread(
-                self._run, text, time.monotonic() + self.timeout))
+            work = asyncio.ensure_future(asyncio.to_thread(self._run, text, time.monotonic() + self.timeout))
             work.add_done_callback(lambda _: self._slots.release())
         except BaseException:
             self._slots.release()
@@ -194,8 +199,7 @@ def negotiate_result(accept: str | None, kind: str) -> str | None:
     for _, _, media in ranges:
         if media in offered:
             return media
-        if media == "*/*" or (media.endswith("/*") and any(
-                o.startswith(media[:-1]) for o in offered)):
+        if media == "*/*" or (media.endswith("/*") and any(o.startswith(media[:-1]) for o in offered)):
             return next(o for o in offered if media == "*/*" or o.startswith(media[:-1]))
     if kind == "boolean" and any(m == CSV for _, _, m in ranges):
         return CSV
@@ -234,19 +238,39 @@ def serialize_result(result: SparqlResult, media: str) -> bytes:
     if media == RESULTS_JSON:
         if result.kind == "boolean":
             return json.dumps({"head": {}, "boolean": result.boolean}).encode()
-        return json.dumps({"head": {"vars": list(result.variables)}, "results": {"bindings": [
-            {v: _json_term(t) for v, t in zip(result.variables, row, strict=True) if t is not None}
-            for row in result.rows]}}, ensure_ascii=False).encode("utf-8")
+        return json.dumps(
+            {
+                "head": {"vars": list(result.variables)},
+                "results": {
+                    "bindings": [
+                        {
+                            v: _json_term(t)
+                            for v, t in zip(result.variables, row, strict=True)
+                            if t is not None
+                        }
+                        for row in result.rows
+                    ]
+                },
+            },
+            ensure_ascii=False,
+        ).encode("utf-8")
     if media == RESULTS_XML:
         head = '<?xml version="1.0"?>\n<sparql xmlns="http://www.w3.org/2005/sparql-results#">'
         if result.kind == "boolean":
             return f"{head}<head/><boolean>{str(result.boolean).lower()}</boolean></sparql>".encode()
-        parts = [head, "<head>", *(f"<variable name={quoteattr(v)}/>" for v in result.variables),
-                 "</head><results>"]
+        parts = [
+            head,
+            "<head>",
+            *(f"<variable name={quoteattr(v)}/>" for v in result.variables),
+            "</head><results>",
+        ]
         for row in result.rows:
             parts.append("<result>")
-            parts.extend(f"<binding name={quoteattr(v)}>{_xml_term(t)}</binding>"
-                         for v, t in zip(result.variables, row, strict=True) if t is not None)
+            parts.extend(
+                f"<binding name={quoteattr(v)}>{_xml_term(t)}</binding>"
+                for v, t in zip(result.variables, row, strict=True)
+                if t is not None
+            )
             parts.append("</result>")
         parts.append("</results></sparql>")
         return "".join(parts).encode("utf-8")
@@ -262,5 +286,4 @@ def serialize_result(result: SparqlResult, media: str) -> bytes:
 
 
 def _csv_row(row: Sequence[ox.NamedNode | ox.BlankNode | ox.Literal | None]) -> list[str]:
-    return ["" if t is None else (f"_:{t.value}" if isinstance(t, ox.BlankNode) else t.value)
-            for t in row]
+    return ["" if t is None else (f"_:{t.value}" if isinstance(t, ox.BlankNode) else t.value) for t in row]

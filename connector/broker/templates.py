@@ -53,8 +53,12 @@ def _operands(constraints: Any, out: set[tuple[str, str]]) -> None:
             out.add((_iri(c["leftOperand"]), _iri(c.get("operator"))))
 
 
-def _rules(node: Mapping[str, Any], where: str, kinds: tuple[str, ...],
-           out: set[tuple[str, str, tuple[tuple[str, str], ...], str]]) -> None:
+def _rules(
+    node: Mapping[str, Any],
+    where: str,
+    kinds: tuple[str, ...],
+    out: set[tuple[str, str, tuple[tuple[str, str], ...], str]],
+) -> None:
     for kind in kinds:
         for rule in _items(node.get(kind)):
             if not isinstance(rule, Mapping):
@@ -88,8 +92,15 @@ def _by_shape() -> dict[Shape, str]:
         every = {p.name: p.example for p in t.parameters if p.example is not None}
         required = {k: v for k, v in every.items() if t.parameter(k).required}
         for params in (required, every):  # an unset optional parameter drops its constraint
-            s = shape(fill(t.name, params, policy_id="urn:shape", target="urn:shape:target",
-                           assigner="urn:shape:assigner"))
+            s = shape(
+                fill(
+                    t.name,
+                    params,
+                    policy_id="urn:shape",
+                    target="urn:shape:target",
+                    assigner="urn:shape:assigner",
+                )
+            )
             if found.setdefault(s, t.name) != t.name:  # the shape would tell neither apart
                 raise ValueError(f"the templates {found[s]} and {t.name} have the same rules")
     return found

@@ -27,6 +27,21 @@ from connector.consumer.pulls import Downloads, PullJob
 from connector.consumer.side import ConsumerSide
 from connector.consumer.vault import Vault, VaultItem
 
-__all__ = ["DUTY_INTERVAL", "ConsumerConfig", "ConsumerSide", "ControlPlanePort", "Denied",
-           "Downloads", "Duties", "DutyRunner", "LocalUse", "PullFailed", "PullJob",
-           "PushInbox", "Vault", "VaultItem", "agreement_duties", "delete_after"]
+__all__ = [
+    "DUTY_INTERVAL",
+    "ConsumerConfig",
+    "ConsumerSide",
+    "ControlPlanePort",
+    "Denied",
+    "Downloads",
+    "Duties",
+    "DutyRunner",
+    "LocalUse",
+    "PullFailed",
+    "PullJob",
+    "PushInbox",
+    "Vault",
+    "VaultItem",
+    "agreement_duties",
+    "delete_after",
+]

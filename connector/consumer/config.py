@@ -28,13 +28,26 @@ class ConsumerConfig:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
     @classmethod
-    def load(cls, *, ca_file: Path, vault_dir: Path, signing_key: SigningKey,
-             certificate: x509.Certificate, records_dir: Path | None = None,
-             outbound: OutboundPolicy | None = None) -> ConsumerConfig:
+    def load(
+        cls,
+        *,
+        ca_file: Path,
+        vault_dir: Path,
+        signing_key: SigningKey,
+        certificate: x509.Certificate,
+        records_dir: Path | None = None,
+        outbound: OutboundPolicy | None = None,
+    ) -> ConsumerConfig:
         """The configuration with the CA read from ``ca_file``."""
-        return cls(ca=x509.load_pem_x509_certificate(ca_file.read_bytes()), ca_file=ca_file,
-                   vault_dir=vault_dir, signing_key=signing_key, certificate=certificate,
-                   records_dir=records_dir, outbound=outbound or OutboundPolicy())
+        return cls(
+            ca=x509.load_pem_x509_certificate(ca_file.read_bytes()),
+            ca_file=ca_file,
+            vault_dir=vault_dir,
+            signing_key=signing_key,
+            certificate=certificate,
+            records_dir=records_dir,
+            outbound=outbound or OutboundPolicy(),
+        )
 
 
 __all__ = ["ConsumerConfig"]

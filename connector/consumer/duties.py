@@ -108,8 +108,7 @@ def delete_after(policy: Mapping[str, Any], signed_at: datetime | None) -> datet
 def _parsed(policy: Mapping[str, Any]) -> tuple[Graph, Policy]:
     doc = agreement_document(policy)
     context = doc.get("@context")
-    doc["@context"] = [*(context if isinstance(context, list) else [context]),
-                       _INFORMED_PARTY_TERM]
+    doc["@context"] = [*(context if isinstance(context, list) else [context]), _INFORMED_PARTY_TERM]
     doc.setdefault("@type", T.O + "Agreement")  # a bare rule set as stored by older versions
     graph = jsonld_to_graph(doc, "agreement")
     return graph, policy_from_graph(graph, exclude_types=(T.O + "Request",))

@@ -63,10 +63,14 @@ class DutyRunner:
         if row is None or agreement is None or row.role != "consumer":
             raise ProtocolError(404, "404", [f"no transfer {transfer_id} of this consumer"])
         return await self.vault.register(
-            path, agreement_id=agreement.id,
+            path,
+            agreement_id=agreement.id,
             duties=agreement_duties(agreement.policy, agreement.signed_at),
-            transfer_id=transfer_id, provider_id=row.counter_party_id or "",
-            provider_address=row.counter_party_address or "", now=self.cp.clock())
+            transfer_id=transfer_id,
+            provider_id=row.counter_party_id or "",
+            provider_address=row.counter_party_address or "",
+            now=self.cp.clock(),
+        )
 
     async def run_duties(self) -> int:
         """Delete the copies whose delete duty fell due, and tell their providers; the number
@@ -80,22 +84,27 @@ class DutyRunner:
                     Path(item.path).unlink()
                 item = await self.vault.mark_deleted(item, self.cp.clock())
                 if audit is not None:
-                    await audit.aappend("duty.deleted", {"path": item.path, "sha256": item.sha256},
-                                        agreement_id=item.agreement_id,
-                                        transfer_id=item.transfer_id)
-            notice = sign_notice(self.config.signing_key, self.config.certificate, item,
-                                 self.cp.clock())
-            d = await self.cp.client.post(f"{item.provider_address.rstrip('/')}/notices",
-                                          {"notice": notice})
+                    await audit.aappend(
+                        "duty.deleted",
+                        {"path": item.path, "sha256": item.sha256},
+                        agreement_id=item.agreement_id,
+                        transfer_id=item.transfer_id,
+                    )
+            notice = sign_notice(self.config.signing_key, self.config.certificate, item, self.cp.clock())
+            d = await self.cp.client.post(f"{item.provider_address.rstrip('/')}/notices", {"notice": notice})
             if not d.ok:
                 log.warning("deletion notice for %s not delivered: %s", item.path, d.reason)
                 continue
             await self.vault.mark_notice_sent(item)
             done += 1
             if audit is not None:
-                await audit.aappend("deletion-notice.sent", {"notice": notice},
-                                    agreement_id=item.agreement_id, transfer_id=item.transfer_id,
-                                    participant_id=item.provider_id)
+                await audit.aappend(
+                    "deletion-notice.sent",
+                    {"notice": notice},
+                    agreement_id=item.agreement_id,
+                    transfer_id=item.transfer_id,
+                    participant_id=item.provider_id,
+                )
         return done
 
 

@@ -41,22 +41,33 @@ class PushInbox:
         async with self.cp.store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(transfer_id)
             agreement = await tx.agreements.get(row.agreement_id) if row is not None else None
-        if (row is None or row.role != "consumer" or row.format != PUSH
-                or not TransferState(row.state).awaits_push
-                or not row.data.get("data_address")):
+        if (
+            row is None
+            or row.role != "consumer"
+            or row.format != PUSH
+            or not TransferState(row.state).awaits_push
+            or not row.data.get("data_address")
+        ):
             return None
         secret = DataAddress.parse(row.data["data_address"]).property("authorization")
         if not secret:
             return None
         # the upload lands beside the copy; it becomes the copy once its receipts verify
         final = self.vault_dir / vault_name(row.agreement_id) / vault_name(transfer_id)
-        return PushTarget(transfer_id, hashlib.sha256(secret.encode()).hexdigest(),
-                          final.with_name(final.name + ".unverified"),
-                          at_rest_modification(agreement.policy) if agreement is not None else None)
+        return PushTarget(
+            transfer_id,
+            hashlib.sha256(secret.encode()).hexdigest(),
+            final.with_name(final.name + ".unverified"),
+            at_rest_modification(agreement.policy) if agreement is not None else None,
+        )
 
-    async def on_receipts(self, target: PushTarget, receipts: list[str],
-                          received: list[tuple[int, int, bytes]],
-                          failed: list[tuple[int, int, bytes]]) -> str | None:
+    async def on_receipts(
+        self,
+        target: PushTarget,
+        receipts: list[str],
+        received: list[tuple[int, int, bytes]],
+        failed: list[tuple[int, int, bytes]],
+    ) -> str | None:
         row: TransferRow | None = None
         for _ in range(PROVIDER_PID_WAIT):  # the provider's pid arrives with the answer to our request
             async with self.cp.store.transaction(readonly=True) as tx:
@@ -73,8 +84,9 @@ class PushInbox:
         provider = row.counter_party_id or ""
         try:
             keys = certified_keys(ca=self.ca, provider_id=provider, now=time.time())
-            verifier = ReceiptVerifier(keys, transfer_id=row.provider_pid,
-                                       agreement_id=row.agreement_id, issuer=provider)
+            verifier = ReceiptVerifier(
+                keys, transfer_id=row.provider_pid, agreement_id=row.agreement_id, issuer=provider
+            )
             # one push comes from one provider process: its chain is the receipts' chain
             chain = jwt.decode(receipts[0], options={"verify_signature": False}).get("chain", "")
             for seq, n, d in [*received, *failed]:
@@ -97,9 +109,13 @@ class PushInbox:
                 data = receipt_data(token, [(s, *responses[s]) for s in span])
                 if broke_off.intersection(span):
                     data["unreceived"] = sorted(broke_off.intersection(span))
-                events.append((RECEIPT_KIND, data, {"transfer_id": row.id,
-                                                    "agreement_id": row.agreement_id,
-                                                    "participant_id": provider}))
+                events.append(
+                    (
+                        RECEIPT_KIND,
+                        data,
+                        {"transfer_id": row.id, "agreement_id": row.agreement_id, "participant_id": provider},
+                    )
+                )
             if events:
                 await self.cp.audit.aappend_many(events)
             logged.update(receipts)

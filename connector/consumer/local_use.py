@@ -50,8 +50,9 @@ class LocalUse:
             raise Denied(404, f"no vault item {item_id}")
         return item
 
-    async def use(self, item_id: str, purpose: str | None = None, *,
-                  stated: Mapping[str, tuple[Any, ...]] | None = None) -> tuple[VaultItem, Path]:
+    async def use(
+        self, item_id: str, purpose: str | None = None, *, stated: Mapping[str, tuple[Any, ...]] | None = None
+    ) -> tuple[VaultItem, Path]:
         """Decide one local use (a read) of a vault copy with the agreement's one decider, fed
         as the provider's data plane is (connector.usage.pipeline): this connector's attested
         attributes, the facts the use states, and time. The use counts against the agreement's
@@ -75,10 +76,8 @@ class LocalUse:
             duties = agreement_duties(agreement.policy, agreement.signed_at)
             due = item.delete_at is not None and datetime.fromisoformat(item.delete_at) <= now
             if item.deleted_at or due or duties.deletion_due(now):
-                when = item.delete_at or (duties.delete_at.isoformat() if duties.delete_at
-                                          else "")
-                raise Denied(410, f"the copy is deleted (due {when}) under the agreement's "
-                                  "delete duty")
+                when = item.delete_at or (duties.delete_at.isoformat() if duties.delete_at else "")
+                raise Denied(410, f"the copy is deleted (due {when}) under the agreement's delete duty")
             path = Path(item.path)
             if not path.is_file():
                 raise Denied(410, "the copy is no longer on disk")
@@ -88,24 +87,34 @@ class LocalUse:
             used = await self.vault.agreement_uses(item.agreement_id)
             attested = await self._attested()
             held = await self.cp.held.facts(now) if self.cp.held is not None else {}
-            decision = policy.decider(DecisionRequest(
-                action=pipeline.DATA_ACTION, now=now, assignee=self.cp.participant_id,
-                target=policy.target, count=0, started_at=agreement.signed_at,
-                context=pipeline.request_facts(attested, stated=facts_stated, held=held)))
+            decision = policy.decider(
+                DecisionRequest(
+                    action=pipeline.DATA_ACTION,
+                    now=now,
+                    assignee=self.cp.participant_id,
+                    target=policy.target,
+                    count=0,
+                    started_at=agreement.signed_at,
+                    context=pipeline.request_facts(attested, stated=facts_stated, held=held),
+                )
+            )
             shown = _shown(facts_stated)
             if not decision.permit:
                 await self._log("vault.denied", item, {"reason": decision.reason, **shown})
                 raise Denied(403, decision.reason)
             if duties.unhandled:
-                raise Denied(403, f"the agreement's duty {duties.unhandled[0]} cannot be fulfilled "
-                                  "by this connector, so the copy is not used")
+                raise Denied(
+                    403,
+                    f"the agreement's duty {duties.unhandled[0]} cannot be fulfilled "
+                    "by this connector, so the copy is not used",
+                )
             if duties.log and self.cp.audit is None:
-                raise Denied(403, "the agreement requires every use to be logged and this "
-                                  "connector keeps no audit log")
+                raise Denied(
+                    403, "the agreement requires every use to be logged and this connector keeps no audit log"
+                )
             informed = list(duties.inform)
             counted: int | None = None
-            if policy.uses.counted and not any(self._is_provider(p, item, agreement)
-                                               for p in informed):
+            if policy.uses.counted and not any(self._is_provider(p, item, agreement) for p in informed):
                 informed.append(item.provider_id)  # the provider keeps the one count
             for party in informed:
                 counted = await self._inform(party, item, used + 1, purpose, agreement) or counted
@@ -113,10 +122,17 @@ class LocalUse:
             counted_item = await self.vault.count_use(item)
             if counted_item is None:
                 raise Denied(410, "the copy was deleted under the agreement's delete duty")
-            await self._log("vault.used", counted_item, {"use": used + 1, **shown,
-                                                         "agreementUse": counted,
-                                                         "informed": list(duties.inform) or None,
-                                                         "logDuty": duties.log})
+            await self._log(
+                "vault.used",
+                counted_item,
+                {
+                    "use": used + 1,
+                    **shown,
+                    "agreementUse": counted,
+                    "informed": list(duties.inform) or None,
+                    "logDuty": duties.log,
+                },
+            )
             return counted_item, path
 
     async def _attested(self) -> Mapping[str, Any]:
@@ -124,42 +140,59 @@ class LocalUse:
         try:
             return await self.cp.own_attributes()
         except Exception as exc:  # any failure to get the DAT: fail closed
-            raise Denied(503, f"this connector's attested attributes are not available: {exc}"
-                         ) from exc
+            raise Denied(503, f"this connector's attested attributes are not available: {exc}") from exc
 
     @staticmethod
     def _is_provider(party: str, item: VaultItem, agreement: AgreementRow) -> bool:
-        return party.rstrip("/") in {item.provider_id, item.provider_address.rstrip("/"),
-                                     agreement.provider_id}
+        return party.rstrip("/") in {
+            item.provider_id,
+            item.provider_address.rstrip("/"),
+            agreement.provider_id,
+        }
 
     async def _log(self, kind: str, item: VaultItem, data: dict[str, Any]) -> None:
         if self.cp.audit is not None:
-            await self.cp.audit.aappend(kind, {"vaultId": item.id, "sha256": item.sha256, **data},
-                                        agreement_id=item.agreement_id,
-                                        transfer_id=item.transfer_id,
-                                        participant_id=item.provider_id)
+            await self.cp.audit.aappend(
+                kind,
+                {"vaultId": item.id, "sha256": item.sha256, **data},
+                agreement_id=item.agreement_id,
+                transfer_id=item.transfer_id,
+                participant_id=item.provider_id,
+            )
 
-    async def _inform(self, party: str, item: VaultItem, number: int, purpose: str | None,
-                      agreement: AgreementRow) -> int | None:
+    async def _inform(
+        self, party: str, item: VaultItem, number: int, purpose: str | None, agreement: AgreementRow
+    ) -> int | None:
         """Deliver a signed use notice to ``party`` before the use; Denied if it cannot be, or
         if the provider refuses to count the use (the agreement's uses are used up). Returns
         the agreement's use number the provider counted, when it counts uses."""
         if party and not self._is_provider(party, item, agreement):
-            raise Denied(403, f"the agreement requires informing {party} of every use; this "
-                              "connector delivers use notices to the provider only")
-        notice = sign_use_notice(self.config.signing_key, self.config.certificate, item,
-                                 audience=item.provider_id, use_number=number, purpose=purpose,
-                                 now=self.cp.clock())
-        d = await self.cp.client.post(f"{item.provider_address.rstrip('/')}/notices",
-                                      {"notice": notice})
+            raise Denied(
+                403,
+                f"the agreement requires informing {party} of every use; this "
+                "connector delivers use notices to the provider only",
+            )
+        notice = sign_use_notice(
+            self.config.signing_key,
+            self.config.certificate,
+            item,
+            audience=item.provider_id,
+            use_number=number,
+            purpose=purpose,
+            now=self.cp.clock(),
+        )
+        d = await self.cp.client.post(f"{item.provider_address.rstrip('/')}/notices", {"notice": notice})
         if d.status == 403:  # delivered, and the provider refuses the use: its reason
             reason = d.reason.removeprefix("403").strip()
             await self._log("vault.denied", item, {"reason": reason})
             raise Denied(403, reason)
         if not d.ok:
             await self._log("vault.denied", item, {"reason": f"use notice not delivered: {d.reason}"})
-            raise Denied(403, "the agreement's use must be reported to the provider, and "
-                              f"the use notice could not be delivered: {d.reason}")
+            raise Denied(
+                403,
+                "the agreement's use must be reported to the provider, and "
+                f"the use notice could not be delivered: {d.reason}",
+            )
         await self._log("use-notice.sent", item, {"notice": notice, "use": number})
         body = d.body if isinstance(d.body, dict) else {}
         count = body.get("agreementUse")

@@ -46,33 +46,60 @@ class NoticeSubject(Protocol):
     def deleted_at(self) -> str | None: ...
 
 
-def sign_notice(key: SigningKey, certificate: x509.Certificate, item: NoticeSubject,
-                now: datetime) -> str:
+def sign_notice(key: SigningKey, certificate: x509.Certificate, item: NoticeSubject, now: datetime) -> str:
     der = certificate.public_bytes(serialization.Encoding.DER)
-    claims = {"iss": participant_id(certificate), "aud": item.provider_id,
-              "iat": int(now.timestamp()), "agreementId": item.agreement_id,
-              "transferId": item.transfer_id, "sha256": item.sha256,
-              "deletedAt": item.deleted_at or now.isoformat()}
-    return jwt.encode(claims, key.private_key, algorithm=key.alg,
-                      headers={"typ": NOTICE_TYP, "x5c": [base64.b64encode(der).decode()]})
+    claims = {
+        "iss": participant_id(certificate),
+        "aud": item.provider_id,
+        "iat": int(now.timestamp()),
+        "agreementId": item.agreement_id,
+        "transferId": item.transfer_id,
+        "sha256": item.sha256,
+        "deletedAt": item.deleted_at or now.isoformat(),
+    }
+    return jwt.encode(
+        claims,
+        key.private_key,
+        algorithm=key.alg,
+        headers={"typ": NOTICE_TYP, "x5c": [base64.b64encode(der).decode()]},
+    )
 
 
-def sign_use_notice(key: SigningKey, certificate: x509.Certificate, item: NoticeSubject, *,
-                    audience: str, use_number: int, purpose: str | None, now: datetime) -> str:
+def sign_use_notice(
+    key: SigningKey,
+    certificate: x509.Certificate,
+    item: NoticeSubject,
+    *,
+    audience: str,
+    use_number: int,
+    purpose: str | None,
+    now: datetime,
+) -> str:
     """A use notice (the agreement's `inform` duty): the consumer used its copy, the n-th time."""
     der = certificate.public_bytes(serialization.Encoding.DER)
     claims: dict[str, Any] = {
-        "iss": participant_id(certificate), "aud": audience, "iat": int(now.timestamp()),
-        "agreementId": item.agreement_id, "transferId": item.transfer_id, "sha256": item.sha256,
-        "usedAt": now.isoformat(), "useNumber": use_number}
+        "iss": participant_id(certificate),
+        "aud": audience,
+        "iat": int(now.timestamp()),
+        "agreementId": item.agreement_id,
+        "transferId": item.transfer_id,
+        "sha256": item.sha256,
+        "usedAt": now.isoformat(),
+        "useNumber": use_number,
+    }
     if purpose:
         claims["purpose"] = purpose
-    return jwt.encode(claims, key.private_key, algorithm=key.alg,
-                      headers={"typ": USE_NOTICE_TYP, "x5c": [base64.b64encode(der).decode()]})
+    return jwt.encode(
+        claims,
+        key.private_key,
+        algorithm=key.alg,
+        headers={"typ": USE_NOTICE_TYP, "x5c": [base64.b64encode(der).decode()]},
+    )
 
 
-def verify_notice(token: str, *, ca: x509.Certificate, sender: str, audience: str,
-                  now: datetime) -> dict[str, Any]:
+def verify_notice(
+    token: str, *, ca: x509.Certificate, sender: str, audience: str, now: datetime
+) -> dict[str, Any]:
     """The notice's claims (with its ``typ``), after checking its certificate (issued by the
     data-space CA, valid, naming the sender) and its signature; NoticeError with the reason
     otherwise. A deletion notice carries ``deletedAt``, a use notice ``usedAt``/``useNumber``."""
@@ -97,8 +124,13 @@ def verify_notice(token: str, *, ca: x509.Certificate, sender: str, audience: st
     if participant_id(cert) != sender:
         raise NoticeError("the notice's certificate is not the caller's")
     try:
-        claims = jwt.decode(token, cert.public_key(), algorithms=[header["alg"]],  # type: ignore[arg-type]
-                            audience=audience, issuer=sender)
+        claims = jwt.decode(
+            token,
+            cert.public_key(),  # type: ignore[arg-type]
+            algorithms=[header["alg"]],
+            audience=audience,
+            issuer=sender,
+        )
     except jwt.PyJWTError as exc:
         raise NoticeError(f"the notice does not verify: {exc}") from exc
     when = "deletedAt" if header["typ"] == NOTICE_TYP else "usedAt"
@@ -111,5 +143,14 @@ def verify_notice(token: str, *, ca: x509.Certificate, sender: str, audience: st
     return claims
 
 
-__all__ = ["MAX_NOTICE_BYTES", "NOTICE_TYP", "NOTICE_TYPS", "USE_NOTICE_TYP", "NoticeError",
-           "NoticeSubject", "sign_notice", "sign_use_notice", "verify_notice"]
+__all__ = [
+    "MAX_NOTICE_BYTES",
+    "NOTICE_TYP",
+    "NOTICE_TYPS",
+    "USE_NOTICE_TYP",
+    "NoticeError",
+    "NoticeSubject",
+    "sign_notice",
+    "sign_use_notice",
+    "verify_notice",
+]

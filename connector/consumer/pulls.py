@@ -92,11 +92,21 @@ class PullJob:
     started: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
-        return {"transferId": self.transfer_id, "agreementId": self.agreement_id,
-                "path": self.path, "state": self.state, "bytes": self.bytes, "total": self.total,
-                "sha256": self.sha256, "receipts": self.receipts, "responses": self.responses,
-                "error": self.error or None, "vaultId": self.vault_id, "deleteAt": self.delete_at,
-                "storedSha256": self.stored_sha256 or None}
+        return {
+            "transferId": self.transfer_id,
+            "agreementId": self.agreement_id,
+            "path": self.path,
+            "state": self.state,
+            "bytes": self.bytes,
+            "total": self.total,
+            "sha256": self.sha256,
+            "receipts": self.receipts,
+            "responses": self.responses,
+            "error": self.error or None,
+            "vaultId": self.vault_id,
+            "deleteAt": self.delete_at,
+            "storedSha256": self.stored_sha256 or None,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +128,14 @@ class _Source:
             address = DataAddress.parse(raw) if raw else None
         else:
             address = t.data_address
-        return cls(t.id, t.agreement_id, t.counter_party_id or "", t.provider_pid or "",
-                   (address.endpoint or "") if address is not None else "",
-                   (address.property("authorization") or "") if address is not None else "")
+        return cls(
+            t.id,
+            t.agreement_id,
+            t.counter_party_id or "",
+            t.provider_pid or "",
+            (address.endpoint or "") if address is not None else "",
+            (address.property("authorization") or "") if address is not None else "",
+        )
 
 
 @dataclass
@@ -159,11 +174,20 @@ class Downloads:
             self._session = aiohttp.ClientSession(
                 connector=guarded_connector(self._resolver),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
-                trust_env=False, auto_decompress=False)
+                trust_env=False,
+                auto_decompress=False,
+            )
         return self._session
 
-    async def start(self, transfer_id: str, *, out: str | None, purpose: str | None,
-                    complete: bool = True, stated: Mapping[str, str] | None = None) -> PullJob:
+    async def start(
+        self,
+        transfer_id: str,
+        *,
+        out: str | None,
+        purpose: str | None,
+        complete: bool = True,
+        stated: Mapping[str, str] | None = None,
+    ) -> PullJob:
         """Pull a STARTED transfer's data; the request states ``purpose`` and ``stated``
         (application, event, location) to the provider's data plane as headers."""
         async with self.cp.store.transaction(readonly=True) as tx:
@@ -182,7 +206,7 @@ class Downloads:
             if not path.is_absolute():
                 raise ProtocolError(400, "400", ["out must be an absolute path"])
         else:
-            path = (self.vault_dir / vault_name(row.agreement_id) / vault_name(transfer_id))
+            path = self.vault_dir / vault_name(row.agreement_id) / vault_name(transfer_id)
         job = PullJob(transfer_id, row.agreement_id, str(path))
         self.jobs[transfer_id] = job
         headers = pipeline.headers_for({**(stated or {}), "purpose": purpose})
@@ -219,10 +243,16 @@ class Downloads:
                 with contextlib.suppress(Exception):
                     await self.cp.audit.aappend(
                         "pull." + ("done" if job.state == "done" else "failed"),
-                        {"bytes": job.bytes, "sha256": job.sha256, "receipts": job.receipts,
-                         "storedSha256": job.stored_sha256 or None,
-                         "error": job.error or None},
-                        transfer_id=job.transfer_id, agreement_id=job.agreement_id)
+                        {
+                            "bytes": job.bytes,
+                            "sha256": job.sha256,
+                            "receipts": job.receipts,
+                            "storedSha256": job.stored_sha256 or None,
+                            "error": job.error or None,
+                        },
+                        transfer_id=job.transfer_id,
+                        agreement_id=job.agreement_id,
+                    )
 
     async def _pull(self, job: PullJob, stating: Mapping[str, str]) -> None:
         async with self.cp.store.transaction(readonly=True) as tx:
@@ -236,8 +266,7 @@ class Downloads:
         path = Path(job.path)
         with _vault_writes(path.parent):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part",
-                                            dir=path.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
             os.close(fd)
         tmp = Path(tmp_name)
         http = self._http()
@@ -250,8 +279,9 @@ class Downloads:
                 except OutboundRefused as exc:
                     raise PullFailed(f"the provider's data address is refused: {exc.reason}") from None
                 headers = {"Authorization": f"Bearer {t.authorization}", **stating}
-                async with http.get(endpoint, headers=headers, ssl=self._ssl_for(endpoint),
-                                    allow_redirects=False) as r:
+                async with http.get(
+                    endpoint, headers=headers, ssl=self._ssl_for(endpoint), allow_redirects=False
+                ) as r:
                     if r.status == 401 and attempt == 0:  # expired: refresh once, retry
                         t = _Source.of(await self.cp.refresh_pull_token(job.transfer_id))
                         continue
@@ -260,8 +290,7 @@ class Downloads:
                     if r.status != 200:
                         body = await r.content.read(64 * 1024 + 1)
                         body = b"" if len(body) > 64 * 1024 else body
-                        denied = (f"the provider's data plane answered {r.status}: "
-                                  f"{_reason(body)}")
+                        denied = f"the provider's data plane answered {r.status}: {_reason(body)}"
                         if seq and body:
                             # a denial is a response too: its receipt goes into the log
                             seen.received[(chain, seq)] = (len(body), hashlib.sha256(body).digest())
@@ -276,8 +305,9 @@ class Downloads:
                     job.total = int(length) if length and length.isdigit() else None
                     sha = hashlib.sha256()
                     size = 0
-                    out = _VaultFile(tmp, at_rest, choose_media_type(
-                        r.headers.get("Content-Type"), name=path.name))
+                    out = _VaultFile(
+                        tmp, at_rest, choose_media_type(r.headers.get("Content-Type"), name=path.name)
+                    )
                     try:
                         async for chunk in r.content.iter_chunked(CHUNK):
                             out.write(chunk)
@@ -287,8 +317,10 @@ class Downloads:
                     except aiohttp.ClientPayloadError as exc:
                         if seq:  # what arrived; its batch is logged as unproven later
                             seen.received[(chain, seq)] = (size, sha.digest())
-                        raise PullFailed(f"the data stopped after {size} bytes ({exc}); "
-                                         "the provider may have suspended the transfer") from None
+                        raise PullFailed(
+                            f"the data stopped after {size} bytes ({exc}); "
+                            "the provider may have suspended the transfer"
+                        ) from None
                     finally:
                         out.close()
                     if seq:
@@ -346,16 +378,24 @@ class Downloads:
                     continue
         return seen
 
-    async def _receipts(self, job: PullJob, t: _Source, endpoint: str, headers: dict[str, str],
-                        seen: _Responses, must: set[tuple[str, int]]) -> None:
+    async def _receipts(
+        self,
+        job: PullJob,
+        t: _Source,
+        endpoint: str,
+        headers: dict[str, str],
+        seen: _Responses,
+        must: set[tuple[str, int]],
+    ) -> None:
         """Fetch the provider's receipts (every replica's chains); verify they prove this pull's
         responses; log the new ones (a batch this consumer cannot prove, e.g. one with an
         earlier response that broke off, is logged as unproven)."""
         deadline = time.monotonic() + RECEIPT_WAIT
         refreshed = False
         while True:
-            async with self._http().get(f"{endpoint}/receipts", headers=headers,
-                                        ssl=self._ssl_for(endpoint), allow_redirects=False) as r:
+            async with self._http().get(
+                f"{endpoint}/receipts", headers=headers, ssl=self._ssl_for(endpoint), allow_redirects=False
+            ) as r:
                 if r.status == 401 and not refreshed:  # the token expired during the pull
                     t = _Source.of(await self.cp.refresh_pull_token(job.transfer_id))
                     headers = {**headers, "Authorization": f"Bearer {t.authorization}"}
@@ -370,8 +410,9 @@ class Downloads:
                 if not receipts:
                     raise ReceiptError("no receipt covers the data")
                 keys = certified_keys(ca=self.ca, provider_id=t.provider_id, now=time.time())
-                verifier = ReceiptVerifier(keys, transfer_id=t.provider_pid,
-                                           agreement_id=t.agreement_id, issuer=t.provider_id)
+                verifier = ReceiptVerifier(
+                    keys, transfer_id=t.provider_pid, agreement_id=t.agreement_id, issuer=t.provider_id
+                )
                 for (chain, seq), (n, d) in seen.received.items():
                     verifier.add(seq, n, d, chain)
                 verified = verifier.verify_lenient(receipts, must)
@@ -393,15 +434,22 @@ class Downloads:
                 claims = jwt.decode(token, options={"verify_signature": False})  # verified above
                 chain = claims.get("chain", "")
                 span = range(claims["seq_from"], claims["seq_to"] + 1)
-                covered = [(s, *seen.received[(chain, s)]) for s in span
-                           if (chain, s) in seen.received]
+                covered = [(s, *seen.received[(chain, s)]) for s in span if (chain, s) in seen.received]
                 data = receipt_data(token, covered)
                 if token in verified.unproven:
                     data["unproven"] = True  # what the consumer got differs from what was signed
                     data["unreceived"] = [s for s in span if (chain, s) not in seen.received]
-                events.append((RECEIPT_KIND, data,
-                               {"transfer_id": job.transfer_id, "agreement_id": job.agreement_id,
-                                "participant_id": t.provider_id}))
+                events.append(
+                    (
+                        RECEIPT_KIND,
+                        data,
+                        {
+                            "transfer_id": job.transfer_id,
+                            "agreement_id": job.agreement_id,
+                            "participant_id": t.provider_id,
+                        },
+                    )
+                )
             if events:
                 await self.cp.audit.aappend_many(events)
             seen.logged.update(receipts)
@@ -414,8 +462,9 @@ class _VaultFile:
     bytes are modified before they are written; data that cannot be modified is such a fault
     too (nothing of it is kept)."""
 
-    def __init__(self, path: Path, modification: Modification | None = None,
-                 media_type: str | None = None) -> None:
+    def __init__(
+        self, path: Path, modification: Modification | None = None, media_type: str | None = None
+    ) -> None:
         self.path = path
         self.fault: PullFailed | None = None
         self._modify: Transformer | None = None

@@ -48,28 +48,52 @@ class VaultItem:
     id: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "path": self.path, "agreementId": self.agreement_id,
-                "transferId": self.transfer_id, "providerId": self.provider_id,
-                "sha256": self.sha256, "deleteAt": self.delete_at,
-                "registeredAt": self.registered_at, "deletedAt": self.deleted_at,
-                "noticeSent": self.notice_sent, "uses": self.uses}
+        return {
+            "id": self.id,
+            "path": self.path,
+            "agreementId": self.agreement_id,
+            "transferId": self.transfer_id,
+            "providerId": self.provider_id,
+            "sha256": self.sha256,
+            "deleteAt": self.delete_at,
+            "registeredAt": self.registered_at,
+            "deletedAt": self.deleted_at,
+            "noticeSent": self.notice_sent,
+            "uses": self.uses,
+        }
 
     @classmethod
     def from_row(cls, row: VaultRow) -> VaultItem:
-        return cls(path=row.path, agreement_id=row.agreement_id, transfer_id=row.transfer_id,
-                   provider_id=row.provider_id, provider_address=row.provider_address,
-                   sha256=row.sha256, delete_at=_iso(row.delete_at),
-                   registered_at=row.registered_at.isoformat(), deleted_at=_iso(row.deleted_at),
-                   notice_sent=row.notice_sent, uses=row.uses, id=row.id)
+        return cls(
+            path=row.path,
+            agreement_id=row.agreement_id,
+            transfer_id=row.transfer_id,
+            provider_id=row.provider_id,
+            provider_address=row.provider_address,
+            sha256=row.sha256,
+            delete_at=_iso(row.delete_at),
+            registered_at=row.registered_at.isoformat(),
+            deleted_at=_iso(row.deleted_at),
+            notice_sent=row.notice_sent,
+            uses=row.uses,
+            id=row.id,
+        )
 
     def to_row(self) -> VaultRow:
-        return VaultRow(id=self.id, path=self.path, agreement_id=self.agreement_id,
-                        transfer_id=self.transfer_id, provider_id=self.provider_id,
-                        provider_address=self.provider_address, sha256=self.sha256,
-                        delete_at=_time(self.delete_at),
-                        registered_at=datetime.fromisoformat(self.registered_at),
-                        deleted_at=_time(self.deleted_at), notice_sent=self.notice_sent,
-                        uses=self.uses)
+        return VaultRow(
+            id=self.id,
+            path=self.path,
+            agreement_id=self.agreement_id,
+            transfer_id=self.transfer_id,
+            provider_id=self.provider_id,
+            provider_address=self.provider_address,
+            sha256=self.sha256,
+            delete_at=_time(self.delete_at),
+            registered_at=datetime.fromisoformat(self.registered_at),
+            deleted_at=_time(self.deleted_at),
+            notice_sent=self.notice_sent,
+            uses=self.uses,
+        )
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -137,22 +161,36 @@ class Vault:
                 await tx.vault.add_if_absent(item.to_row())
         for f, _ in records:
             f.rename(f.with_name(f.name + IMPORTED_SUFFIX))
-        log.info("imported %d vault record(s) from %s into the store", len(records),
-                 self.records_dir)
+        log.info("imported %d vault record(s) from %s into the store", len(records), self.records_dir)
         return len(records)
 
-    async def register(self, path: Path, *, agreement_id: str, duties: Duties,
-                       transfer_id: str, provider_id: str, provider_address: str,
-                       now: datetime) -> VaultItem:
+    async def register(
+        self,
+        path: Path,
+        *,
+        agreement_id: str,
+        duties: Duties,
+        transfer_id: str,
+        provider_id: str,
+        provider_address: str,
+        now: datetime,
+    ) -> VaultItem:
         """Hold the file at ``path`` under the agreement; its deletion time from ``duties``."""
         if not path.is_file():
             raise FileNotFoundError(f"no file {path}")
         digest = await asyncio.to_thread(_sha256_of, path)  # a large copy: off the event loop
         resolved = str(path.resolve())
-        item = VaultItem(path=resolved, agreement_id=agreement_id, transfer_id=transfer_id,
-                         provider_id=provider_id, provider_address=provider_address,
-                         sha256=digest, delete_at=_iso(duties.delete_at),
-                         registered_at=now.isoformat(), id=item_id(agreement_id, resolved))
+        item = VaultItem(
+            path=resolved,
+            agreement_id=agreement_id,
+            transfer_id=transfer_id,
+            provider_id=provider_id,
+            provider_address=provider_address,
+            sha256=digest,
+            delete_at=_iso(duties.delete_at),
+            registered_at=now.isoformat(),
+            id=item_id(agreement_id, resolved),
+        )
         async with self.store.transaction() as tx:
             await tx.vault.save(item.to_row())
             row = await tx.vault.get(item.id)
@@ -203,7 +241,6 @@ class Vault:
         """The local uses counted for all of an agreement's copies."""
         async with self.store.transaction(readonly=True) as tx:
             return await tx.vault.agreement_uses(agreement_id)
-
 
 
 __all__ = ["IMPORTED_SUFFIX", "Vault", "VaultItem", "item_id"]

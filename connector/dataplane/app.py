@@ -64,18 +64,21 @@ Lookup = Callable[[str], Awaitable[TransferView | None]]
 Ready = Callable[[], Awaitable[None]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # what holds for a data request beyond its token: (token claims, transfer, request headers, now)
-CircumstancesOf = Callable[[Claims, TransferView, Mapping[str, str], datetime],
-                           Awaitable[Circumstances]]
+CircumstancesOf = Callable[[Claims, TransferView, Mapping[str, str], datetime], Awaitable[Circumstances]]
 
 
-async def token_and_headers(claims: Claims, transfer: TransferView, headers: Mapping[str, str],
-                            now: datetime) -> Circumstances:
+async def token_and_headers(
+    claims: Claims, transfer: TransferView, headers: Mapping[str, str], now: datetime
+) -> Circumstances:
     """The circumstances a data plane without a store knows: the consumer's attested
     attributes in its transfer token and the facts its request states."""
     if not transfer.agreement.operands:  # nothing to decide on beyond time and count
         return Circumstances()
-    return Circumstances(request_facts(claims.attributes.get("attested"),
-                                       stated=stated_from_headers(headers)))
+    return Circumstances(
+        request_facts(claims.attributes.get("attested"), stated=stated_from_headers(headers))
+    )
+
+
 SENDFILE_SEGMENT = 32 << 20  # bytes sent between two checks of the transfer and the agreement
 MAX_TOKEN_LENGTH = 4096
 
@@ -137,14 +140,21 @@ def create_app(
         return claims
 
     async def send_json(
-        request: web.Request, chain: ReceiptChain, status: int, body: dict[str, str],
+        request: web.Request,
+        chain: ReceiptChain,
+        status: int,
+        body: dict[str, str],
         headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         data = _json_bytes(body)
         seq = chain.begin()
         try:
-            return web.Response(body=data, status=status, content_type="application/json",
-                                headers={**(headers or {}), **_seq_headers(chain, seq)})
+            return web.Response(
+                body=data,
+                status=status,
+                content_type="application/json",
+                headers={**(headers or {}), **_seq_headers(chain, seq)},
+            )
         finally:
             hasher = BodyHasher()
             hasher.update(data)
@@ -154,15 +164,17 @@ def create_app(
         """A body the source holds in memory: one response, one write."""
         seq = chain.begin()
         try:
-            return web.Response(body=body, status=src.status,
-                                headers={**src.headers, **_seq_headers(chain, seq)})
+            return web.Response(
+                body=body, status=src.status, headers={**src.headers, **_seq_headers(chain, seq)}
+            )
         finally:
             chain.complete(seq, len(body), hashlib.sha256(body).digest(), clock())
 
     circumstances_of = circumstances or token_and_headers
 
-    async def still_allowed(transfer_id: str, circ: Circumstances, *, decide_again: bool = True
-                            ) -> str | None:
+    async def still_allowed(
+        transfer_id: str, circ: Circumstances, *, decide_again: bool = True
+    ) -> str | None:
         """Between chunks: the transfer is still STARTED and the agreement still permits as of
         now (a time window closing mid-stream ends the stream). The lookup is cached and the
         control plane invalidates it on a state change, so a suspension or termination cuts a
@@ -182,14 +194,16 @@ def create_app(
         except StoreUnavailable as exc:
             return f"the transfer cannot be checked: {exc.reason}"
 
-    async def stream(request: web.Request, chain: ReceiptChain, src: SourceResponse,
-                     transfer_id: str, circ: Circumstances) -> web.StreamResponse:
+    async def stream(
+        request: web.Request, chain: ReceiptChain, src: SourceResponse, transfer_id: str, circ: Circumstances
+    ) -> web.StreamResponse:
         seq = chain.begin()
         hasher = BodyHasher()
         finished = False
         try:
-            response = web.StreamResponse(status=src.status,
-                                          headers={**src.headers, **_seq_headers(chain, seq)})
+            response = web.StreamResponse(
+                status=src.status, headers={**src.headers, **_seq_headers(chain, seq)}
+            )
             await response.prepare(request)
             chunks = aiter(src.chunks)
             stop: str | None
@@ -219,9 +233,14 @@ def create_app(
             chain.complete(seq, hasher.nbytes, hasher.digest(), clock(), broken=not finished)
             await src.close()
 
-    async def send_region(request: web.Request, chain: ReceiptChain, src: SourceResponse,
-                          region: FileRegion, transfer_id: str, circ: Circumstances
-                          ) -> web.StreamResponse:
+    async def send_region(
+        request: web.Request,
+        chain: ReceiptChain,
+        src: SourceResponse,
+        region: FileRegion,
+        transfer_id: str,
+        circ: Circumstances,
+    ) -> web.StreamResponse:
         """A large file region with sendfile (zero copy; over TLS asyncio copies it), in
         segments with the same checks between them as a stream. The receipt's SHA-256: known
         for a whole file already hashed (same version), else hashed in a worker thread while
@@ -231,13 +250,18 @@ def create_app(
         fd = region.file.fileno()
         known = FILE_DIGESTS.get(region.key) if region.whole else None
         stop_hashing = threading.Event()
-        hashing = (None if known is not None else
-                   loop.run_in_executor(None, hash_region, fd, region.offset, region.count,
-                                        4 << 20, stop_hashing))
+        hashing = (
+            None
+            if known is not None
+            else loop.run_in_executor(
+                None, hash_region, fd, region.offset, region.count, 4 << 20, stop_hashing
+            )
+        )
         sent = 0
         try:
-            response = web.StreamResponse(status=src.status,
-                                          headers={**src.headers, **_seq_headers(chain, seq)})
+            response = web.StreamResponse(
+                status=src.status, headers={**src.headers, **_seq_headers(chain, seq)}
+            )
             await response.prepare(request)
             while sent < region.count:
                 stop = await may_go_on(transfer_id, circ)
@@ -285,8 +309,9 @@ def create_app(
             await ready()
         chain = receipts.chain(transfer_id, transfer.agreement_id)
         now = clock()
-        unperformable = (transfer.source.unperformable()
-                         if isinstance(transfer.source, ModifiedSource) else None)
+        unperformable = (
+            transfer.source.unperformable() if isinstance(transfer.source, ModifiedSource) else None
+        )
         if unperformable is not None:  # refused before a use is counted
             return await send_json(request, chain, 403, {"error": unperformable})
         at = datetime.fromtimestamp(now, UTC)
@@ -301,8 +326,9 @@ def create_app(
         if src.status >= 400:
             await src.close()
             extra = {k: v for k, v in src.headers.items() if k == "Content-Range"}
-            return await send_json(request, chain, src.status,
-                                   {"error": src.reason or "the data is not available"}, extra)
+            return await send_json(
+                request, chain, src.status, {"error": src.reason or "the data is not available"}, extra
+            )
         # the state again, now that the source is open: a suspension or termination meanwhile
         # (the control plane invalidates the lookup) is a deny while no byte has left
         try:
@@ -333,8 +359,9 @@ def create_app(
                 return web.json_response({"receipts": [], "seq_to": 0})
             if chain is not None:
                 chain.flush(clock())
-            return web.json_response({"receipts": await shared_receipts(transfer_id),
-                                      "seq_to": chain.receipted_to if chain else 0})
+            return web.json_response(
+                {"receipts": await shared_receipts(transfer_id), "seq_to": chain.receipted_to if chain else 0}
+            )
         if chain is None or claims.attributes.get("agreementId") != chain.agreement_id:
             return web.json_response({"receipts": [], "seq_to": 0})
         chain.flush(clock())
@@ -366,8 +393,7 @@ def create_app(
         except StoreUnavailable as exc:
             # raised before a response began: no byte of data left
             fault = storage_fault(exc, where=f"data plane {request.method} {request.path}")
-            return web.json_response({"error": fault.reason}, status=fault.status,
-                                     headers=fault.headers)
+            return web.json_response({"error": fault.reason}, status=fault.status, headers=fault.headers)
 
     app = web.Application(middlewares=[errors])
     app[RECEIPTS] = receipts

@@ -77,8 +77,9 @@ class ModifiedSource:
         if src.status >= 400:
             return src
         encoding = src.headers.get("Content-Encoding", "identity").strip().lower()
-        media = choose_media_type(self.media_type, src.headers.get("Content-Type"),
-                                  name=_name_of(self.source))
+        media = choose_media_type(
+            self.media_type, src.headers.get("Content-Type"), name=_name_of(self.source)
+        )
         try:
             if encoding not in ("", "identity"):
                 raise ModificationError(f"the data comes {encoding}-encoded")
@@ -96,8 +97,9 @@ class ModifiedSource:
         return SourceResponse(200, headers, _rest(first, chunks, transformer), src.close)
 
 
-async def _first_output(t: Transformer, chunks: AsyncIterator[bytes]
-                        ) -> tuple[bytes, AsyncIterator[bytes] | None]:
+async def _first_output(
+    t: Transformer, chunks: AsyncIterator[bytes]
+) -> tuple[bytes, AsyncIterator[bytes] | None]:
     """Feed until the transformer gives its first bytes (or the data ends: then all of it), so
     what fails at the start is refused before the response begins. (out, the rest or None)"""
     async for chunk in chunks:
@@ -107,8 +109,7 @@ async def _first_output(t: Transformer, chunks: AsyncIterator[bytes]
     return t.finish(), None
 
 
-async def _rest(first: bytes, chunks: AsyncIterator[bytes] | None, t: Transformer
-                ) -> AsyncIterator[bytes]:
+async def _rest(first: bytes, chunks: AsyncIterator[bytes] | None, t: Transformer) -> AsyncIterator[bytes]:
     if first:
         yield first
     if chunks is None:

@@ -92,7 +92,8 @@ def use_limit(policy: Policy | dict[str, Any]) -> Uses:
                 limits.append(max(0, math.ceil(n) - 1))
             else:
                 raise UnenforceableCount(
-                    f"count {T.short(c.operator)} {c.right[0].lexical} is not an enforceable limit")
+                    f"count {T.short(c.operator)} {c.right[0].lexical} is not an enforceable limit"
+                )
     return Uses(bool(limits), min(limits) if limits else None)
 
 
@@ -154,10 +155,18 @@ class AgreementPolicy:
             why = ""
         except UnenforceableCount as exc:
             uses, why = None, str(exc)
-        pays = any(a.iri == COMPENSATE for r in policy.permissions for d in r.duties
-                   for a in d.actions)
-        return cls(agreement_id, target, compile_policy(policy), uses, why, policy, pays,
-                   planned(policy, "transit"), _fact_operands(policy))
+        pays = any(a.iri == COMPENSATE for r in policy.permissions for d in r.duties for a in d.actions)
+        return cls(
+            agreement_id,
+            target,
+            compile_policy(policy),
+            uses,
+            why,
+            policy,
+            pays,
+            planned(policy, "transit"),
+            _fact_operands(policy),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +231,20 @@ async def decide(
     return d
 
 
-async def _decide(claims: Claims, transfer: TransferView, *, now: datetime,
-                  circumstances: Circumstances, consume: ConsumeUse) -> PepDecision:
+async def _decide(
+    claims: Claims,
+    transfer: TransferView,
+    *,
+    now: datetime,
+    circumstances: Circumstances,
+    consume: ConsumeUse,
+) -> PepDecision:
     attrs = claims.attributes
-    if (attrs.get("transferId") != transfer.transfer_id
-            or attrs.get("agreementId") != transfer.agreement_id
-            or claims.subject != transfer.consumer_id):
+    if (
+        attrs.get("transferId") != transfer.transfer_id
+        or attrs.get("agreementId") != transfer.agreement_id
+        or claims.subject != transfer.consumer_id
+    ):
         return _deny("the token is not bound to this transfer, agreement and consumer")
     if str(transfer.state) not in SERVING_STATES:
         return _deny(f"the transfer is {transfer.state}, not STARTED")
@@ -243,9 +260,15 @@ async def _decide(claims: Claims, transfer: TransferView, *, now: datetime,
 
     def request(count: int) -> DecisionRequest:
         return DecisionRequest(
-            action=READ, now=now, assignee=transfer.consumer_id, target=policy.target,
-            count=count, started_at=transfer.started_at, context=circumstances.facts,
-            duties=circumstances.duties)
+            action=READ,
+            now=now,
+            assignee=transfer.consumer_id,
+            target=policy.target,
+            count=count,
+            started_at=transfer.started_at,
+            context=circumstances.facts,
+            duties=circumstances.duties,
+        )
 
     # everything but the count, decided as if this were the first use
     decision = policy.decider(request(0))
@@ -254,7 +277,8 @@ async def _decide(claims: Claims, transfer: TransferView, *, now: datetime,
     if not policy.uses.counted:
         return PepDecision(True, decision.reason)
     allowed, count_after = await consume(
-        transfer.agreement_id, transfer.consumer_id, policy.target, policy.uses.limit)
+        transfer.agreement_id, transfer.consumer_id, policy.target, policy.uses.limit
+    )
     if allowed:
         return PepDecision(True, decision.reason, count_after)
     # the engine's own words for the count that was exhausted
@@ -264,8 +288,9 @@ async def _decide(claims: Claims, transfer: TransferView, *, now: datetime,
     return _deny(exhausted.reason)
 
 
-def still_permitted(transfer: TransferView, *, now: datetime,
-                    circumstances: Circumstances = NOTHING) -> str | None:
+def still_permitted(
+    transfer: TransferView, *, now: datetime, circumstances: Circumstances = NOTHING
+) -> str | None:
     """While data flows: None if the transfer is still STARTED and the agreement, decided as of
     ``now`` on everything but the count (the use was counted when the response began), still
     permits; else why not. A time window or an elapsed time that ends mid-stream cuts the
@@ -279,7 +304,16 @@ def still_permitted(transfer: TransferView, *, now: datetime,
     policy = transfer.agreement
     if policy.uses is None:
         return f"the agreement cannot be enforced: {policy.unenforceable}"
-    decision = policy.decider(DecisionRequest(
-        action=READ, now=now, assignee=transfer.consumer_id, target=policy.target, count=0,
-        started_at=transfer.started_at, context=circumstances.facts, duties=circumstances.duties))
+    decision = policy.decider(
+        DecisionRequest(
+            action=READ,
+            now=now,
+            assignee=transfer.consumer_id,
+            target=policy.target,
+            count=0,
+            started_at=transfer.started_at,
+            context=circumstances.facts,
+            duties=circumstances.duties,
+        )
+    )
     return None if decision.permit else decision.reason

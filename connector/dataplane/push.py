@@ -141,13 +141,21 @@ async def push(
     """
     empty = BodyHasher().digest().hex()
     if authorization is not None and any(c in authorization for c in "\r\n\0"):
-        return PushResult(False, None, 0, empty, 0, list(chain.receipts),
-                          "the authorization value is not a valid header value")
+        return PushResult(
+            False,
+            None,
+            0,
+            empty,
+            0,
+            list(chain.receipts),
+            "the authorization value is not a valid header value",
+        )
     try:
         target = await check_url(destination, policy, resolve=resolve)
     except OutboundRefused as exc:
-        return PushResult(False, None, 0, empty, 0, list(chain.receipts),
-                          f"destination refused: {exc.reason}")
+        return PushResult(
+            False, None, 0, empty, 0, list(chain.receipts), f"destination refused: {exc.reason}"
+        )
     try:
         src = await source.open(None)
     except asyncio.CancelledError:
@@ -157,8 +165,15 @@ async def push(
         return PushResult(False, None, 0, empty, 0, list(chain.receipts), "the data source failed")
     if src.status >= 400:
         await src.close()
-        return PushResult(False, None, 0, empty, 0, list(chain.receipts),
-                          src.reason or f"the data source answered {src.status}")
+        return PushResult(
+            False,
+            None,
+            0,
+            empty,
+            0,
+            list(chain.receipts),
+            src.reason or f"the data source answered {src.status}",
+        )
 
     seq = chain.begin()
     upload = _Upload()
@@ -166,10 +181,22 @@ async def push(
     reason = ""
     try:
         status, reason = await _transfer(
-            src, upload, target, seq=seq, authorization=authorization, policy=policy, chain=chain,
-            still_allowed=still_allowed, ssl=ssl, clock=clock, resolve=resolve,
-            connect_timeout=connect_timeout, read_timeout=read_timeout, content_type=content_type,
-            failed=failed)
+            src,
+            upload,
+            target,
+            seq=seq,
+            authorization=authorization,
+            policy=policy,
+            chain=chain,
+            still_allowed=still_allowed,
+            ssl=ssl,
+            clock=clock,
+            resolve=resolve,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            content_type=content_type,
+            failed=failed,
+        )
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -185,27 +212,44 @@ async def push(
     ok = reason == ""
     if not ok:
         log.info("push of response %d to %s failed: %s", seq, target.host, reason)
-    return PushResult(ok, status, upload.hasher.nbytes, upload.hasher.digest().hex(), seq,
-                      list(chain.receipts), reason)
+    return PushResult(
+        ok, status, upload.hasher.nbytes, upload.hasher.digest().hex(), seq, list(chain.receipts), reason
+    )
 
 
 async def _transfer(
-    src: SourceResponse, upload: _Upload, target: ResolvedTarget, *, seq: int,
-    authorization: str | None, policy: OutboundPolicy, chain: ReceiptChain,
-    still_allowed: Callable[[], Awaitable[str | None]], ssl: ssl_module.SSLContext | None,
-    clock: Callable[[], float], resolve: Resolve | None, connect_timeout: float, read_timeout: float,
-    content_type: str | None, failed: Sequence[tuple[int, int, str]] = (),
+    src: SourceResponse,
+    upload: _Upload,
+    target: ResolvedTarget,
+    *,
+    seq: int,
+    authorization: str | None,
+    policy: OutboundPolicy,
+    chain: ReceiptChain,
+    still_allowed: Callable[[], Awaitable[str | None]],
+    ssl: ssl_module.SSLContext | None,
+    clock: Callable[[], float],
+    resolve: Resolve | None,
+    connect_timeout: float,
+    read_timeout: float,
+    content_type: str | None,
+    failed: Sequence[tuple[int, int, str]] = (),
 ) -> tuple[int | None, str]:
     """The PUT and, after a 2xx, the receipts POST: (PUT status, reason or "")."""
     loop = asyncio.get_running_loop()
     expected = _content_length(src)
     resolver = GuardedResolver(policy, resolve=resolve)
     resolver.pin(target)
-    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout,
-                                    sock_read=read_timeout)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+    )
     session = aiohttp.ClientSession(
-        connector=guarded_connector(resolver), timeout=timeout, trust_env=False,
-        cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+        connector=guarded_connector(resolver),
+        timeout=timeout,
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
     auth = {"Authorization": authorization} if authorization else {}
     # unless given: the source's media type (a ModifiedSource's: what the data was read as)
     media = content_type or src.headers.get("Content-Type") or "application/octet-stream"
@@ -269,8 +313,13 @@ async def _transfer(
         try:
             async with watchdog:
                 watching = True
-                async with session.put(target.url, data=gen, headers=headers, allow_redirects=False,
-                                       ssl=ssl if ssl is not None else True) as response:
+                async with session.put(
+                    target.url,
+                    data=gen,
+                    headers=headers,
+                    allow_redirects=False,
+                    ssl=ssl if ssl is not None else True,
+                ) as response:
                     status = response.status
                     refusal = "" if 200 <= status < 300 else await _refusal(response)
                 watching = False
@@ -298,11 +347,17 @@ async def _transfer(
 
         chain.flush(clock())
         try:
-            async with session.post(_receipts_url(target.url), json={"receipts": list(chain.receipts),
-                                          "failed": [list(f) for f in failed],
-                                          "chain": chain.chain_id},
-                                    headers=auth, allow_redirects=False,
-                                    ssl=ssl if ssl is not None else True) as response:
+            async with session.post(
+                _receipts_url(target.url),
+                json={
+                    "receipts": list(chain.receipts),
+                    "failed": [list(f) for f in failed],
+                    "chain": chain.chain_id,
+                },
+                headers=auth,
+                allow_redirects=False,
+                ssl=ssl if ssl is not None else True,
+            ) as response:
                 if not 200 <= response.status < 300:
                     return status, f"the destination refused the receipts: {await _refusal(response)}"
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -43,16 +43,27 @@ from connector.runtime.mapping import row_to_transfer
 
 log = logging.getLogger(__name__)
 # the data-address properties a push consumer states facts in, by the pull's header for each
-PUSH_STATED = {"X-Purpose": "purpose", "X-Application": "application", "X-Event": "event",
-               "X-Location": "location"}
+PUSH_STATED = {
+    "X-Purpose": "purpose",
+    "X-Application": "application",
+    "X-Event": "event",
+    "X-Location": "location",
+}
 LEASE_SECONDS = 30.0  # a replica's hold on a push; renewed while it runs, free after a crash
 
 
 class PushRunner:
-    def __init__(self, cp: ControlPlane, *, lookup: TransferLookup, receipts: ReceiptBook,
-                 policy: OutboundPolicy, ssl_context: ssl.SSLContext | None,
-                 consume: ConsumeUse | None = None,
-                 circumstances: CircumstancesOf | None = None) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        *,
+        lookup: TransferLookup,
+        receipts: ReceiptBook,
+        policy: OutboundPolicy,
+        ssl_context: ssl.SSLContext | None,
+        consume: ConsumeUse | None = None,
+        circumstances: CircumstancesOf | None = None,
+    ) -> None:
         self.cp = cp
         # the same circumstances a pull is decided on (connector.dataplane.wiring)
         self.circumstances: CircumstancesOf = circumstances or token_and_headers
@@ -83,6 +94,7 @@ class PushRunner:
             if transfer_id in self._again and not self._closing:
                 self._again.discard(transfer_id)
                 self.notify(transfer_id)
+
         task.add_done_callback(ended)
 
     async def resume_after_restart(self) -> int:
@@ -135,8 +147,11 @@ class PushRunner:
                 await self.cp.store.release_lease("transfer", transfer_id, self.cp.worker_id)
 
     async def _lease(self, transfer_id: str) -> bool:
-        return bool(await self.cp.store.acquire_lease(
-            "transfer", transfer_id, self.cp.worker_id, datetime.now(UTC), LEASE_SECONDS))
+        return bool(
+            await self.cp.store.acquire_lease(
+                "transfer", transfer_id, self.cp.worker_id, datetime.now(UTC), LEASE_SECONDS
+            )
+        )
 
     async def _end(self, transfer_id: str, reason: str | None) -> None:
         command = xfer.Complete() if reason is None else xfer.Terminate(reason)
@@ -156,8 +171,7 @@ class PushRunner:
         if view.source is None:
             await self._end(t.id, "the asset has no data address to push from")
             return
-        unperformable = (view.source.unperformable()
-                         if isinstance(view.source, ModifiedSource) else None)
+        unperformable = view.source.unperformable() if isinstance(view.source, ModifiedSource) else None
         if unperformable is not None:  # as a pull: refused before a use is counted
             await self._end(t.id, unperformable)
             return
@@ -167,17 +181,29 @@ class PushRunner:
         # provider verified them when the transfer was requested, the facts the consumer
         # states in its data address (purpose, application, event, location)
         now = time.time()
-        claims = Claims(scheme="push", issuer=self.cp.participant_id, subject=view.consumer_id,
-                        audience=(), issued_at=now, not_before=now, expires_at=now, token_id=t.id,
-                        key_id=None, attributes={
-                            "transferId": t.id, "agreementId": view.agreement_id,
-                            # the consumer's DAT snapshot the provider kept with the transfer
-                            "attested": (view.attested or {}).get("attested") or {},
-                            "attestedAt": (view.attested or {}).get("attestedAt")})
+        claims = Claims(
+            scheme="push",
+            issuer=self.cp.participant_id,
+            subject=view.consumer_id,
+            audience=(),
+            issued_at=now,
+            not_before=now,
+            expires_at=now,
+            token_id=t.id,
+            key_id=None,
+            attributes={
+                "transferId": t.id,
+                "agreementId": view.agreement_id,
+                # the consumer's DAT snapshot the provider kept with the transfer
+                "attested": (view.attested or {}).get("attested") or {},
+                "attestedAt": (view.attested or {}).get("attestedAt"),
+            },
+        )
         stated = {h: v for h, v in ((h, address.property(n)) for h, n in PUSH_STATED.items()) if v}
         circ = await self.circumstances(claims, view, stated, datetime.fromtimestamp(now, UTC))
-        decision = await decide(claims, view, now=datetime.fromtimestamp(now, UTC),
-                                circumstances=circ, consume=self.consume)
+        decision = await decide(
+            claims, view, now=datetime.fromtimestamp(now, UTC), circumstances=circ, consume=self.consume
+        )
         if not decision.permit:
             await self._end(t.id, decision.reason)
             return
@@ -202,10 +228,15 @@ class PushRunner:
             return still_permitted(current, now=datetime.now(UTC), circumstances=circ)
 
         result = await push(
-            view.source, destination=address.endpoint,
-            authorization=f"Bearer {secret}" if secret else None, policy=self.policy,
+            view.source,
+            destination=address.endpoint,
+            authorization=f"Bearer {secret}" if secret else None,
+            policy=self.policy,
             chain=self.receipts.chain(t.id, view.agreement_id, view.consumer_id),
-            still_allowed=still_allowed, ssl=self.ssl, failed=self._failed.get(t.id, ()))
+            still_allowed=still_allowed,
+            ssl=self.ssl,
+            failed=self._failed.get(t.id, ()),
+        )
         if result.ok:
             log.info("pushed %d bytes of %s", result.bytes, t.id)
             await self._end(t.id, None)

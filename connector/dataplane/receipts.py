@@ -53,7 +53,10 @@ def genesis(transfer_id: str, agreement_id: str, chain_id: str = "") -> bytes:
     """The head before the first response. ``chain_id`` names one replica's chain of a transfer
     (each provider process keeps its own chain; "" for the single chain of a lone process)."""
     return hashlib.sha256(
-        b"usage-receipt-chain/1\x00" + transfer_id.encode() + b"\x00" + agreement_id.encode()
+        b"usage-receipt-chain/1\x00"
+        + transfer_id.encode()
+        + b"\x00"
+        + agreement_id.encode()
         + (b"\x00" + chain_id.encode() if chain_id else b"")
     ).digest()
 
@@ -111,8 +114,9 @@ class ReceiptChain:
         self.next_seq += 1
         return seq
 
-    def complete(self, seq: int, nbytes: int, digest: bytes, now: float, *,
-                 broken: bool = False) -> str | None:
+    def complete(
+        self, seq: int, nbytes: int, digest: bytes, now: float, *, broken: bool = False
+    ) -> str | None:
         """Record what response `seq` actually sent; returns a receipt if one became due.
 
         Every begun response must be completed (with what was sent, even if the send failed
@@ -173,7 +177,12 @@ class ReceiptBook:
     """The data plane's chains, one per transfer, and the ticker that keeps receipts flowing."""
 
     def __init__(
-        self, signer: SigningKey, issuer: str, *, interval: float = 1.0, clock: WallClock = time.time,
+        self,
+        signer: SigningKey,
+        issuer: str,
+        *,
+        interval: float = 1.0,
+        clock: WallClock = time.time,
         certificate: x509.Certificate | None = None,
         on_signed: Callable[[ReceiptChain, str], None] | None = None,
         consumer_of: Callable[[str], str] | None = None,
@@ -187,7 +196,9 @@ class ReceiptBook:
         self.issuer = issuer
         self.x5c: tuple[str, ...] = (
             (base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode(),)
-            if certificate is not None else ())
+            if certificate is not None
+            else ()
+        )
         self.on_signed = on_signed
         self.interval = interval
         self.clock = clock
@@ -199,9 +210,16 @@ class ReceiptBook:
             if not consumer_id and self.consumer_of is not None:
                 consumer_id = self.consumer_of(transfer_id)
             chain = self.chains[transfer_id] = ReceiptChain(
-                transfer_id, agreement_id, self.signer, self.issuer, self.interval,
-                consumer_id=consumer_id, x5c=self.x5c, on_signed=self.on_signed,
-                chain_id=self.chain_id)
+                transfer_id,
+                agreement_id,
+                self.signer,
+                self.issuer,
+                self.interval,
+                consumer_id=consumer_id,
+                x5c=self.x5c,
+                on_signed=self.on_signed,
+                chain_id=self.chain_id,
+            )
         elif chain.agreement_id != agreement_id:
             raise ValueError("transfer is bound to another agreement")
         return chain
@@ -277,8 +295,7 @@ def certified_key(token: str, *, ca: x509.Certificate, provider_id: str, now: fl
     return VerificationKey(kid=header.get("kid"), alg=alg, key=key)  # type: ignore[arg-type]
 
 
-def certified_keys(*, ca: x509.Certificate, provider_id: str, now: float
-                   ) -> Callable[[str], VerificationKey]:
+def certified_keys(*, ca: x509.Certificate, provider_id: str, now: float) -> Callable[[str], VerificationKey]:
     """`certified_key` per receipt (a provider may have renewed its key or certificate between
     two chains), each certificate checked once."""
     cache: dict[str, VerificationKey] = {}
@@ -295,6 +312,7 @@ def certified_keys(*, ca: x509.Certificate, provider_id: str, now: float
             if marker:
                 cache[marker] = found
         return found
+
     return key_for
 
 
@@ -310,8 +328,12 @@ class ReceiptVerifier:
     """The consumer's check that the provider's receipts cover every response it received."""
 
     def __init__(
-        self, key: VerificationKey | Callable[[str], VerificationKey], *, transfer_id: str,
-        agreement_id: str, issuer: str | None = None
+        self,
+        key: VerificationKey | Callable[[str], VerificationKey],
+        *,
+        transfer_id: str,
+        agreement_id: str,
+        issuer: str | None = None,
     ) -> None:
         self._key_for = key if callable(key) else None
         self.key = key if not callable(key) else None
@@ -338,7 +360,8 @@ class ReceiptVerifier:
             if header.get("kid") not in (None, key.kid):
                 raise ReceiptError("receipt: signed by another key")
             claims: dict[str, Any] = jwt.decode(
-                token, key.key, algorithms=[key.alg], options={"verify_aud": False})
+                token, key.key, algorithms=[key.alg], options={"verify_aud": False}
+            )
         except jwt.PyJWTError as exc:
             raise ReceiptError(f"receipt: invalid signature or format ({exc})") from None
         if self.issuer is not None and claims.get("iss") != self.issuer:
@@ -369,8 +392,9 @@ class ReceiptVerifier:
             chain = claims.get("chain", "")
             head, seq = chains.get(chain) or (genesis(self.transfer_id, self.agreement_id, chain), 0)
             if claims["seq_from"] != seq + 1 or claims["seq_to"] < claims["seq_from"]:
-                raise ReceiptError(f"receipt for {claims['seq_from']}..{claims['seq_to']} "
-                                   f"does not continue at {seq + 1}")
+                raise ReceiptError(
+                    f"receipt for {claims['seq_from']}..{claims['seq_to']} does not continue at {seq + 1}"
+                )
             batch = 0
             for n in range(claims["seq_from"], claims["seq_to"] + 1):
                 got = self._responses.get((chain, n))
@@ -381,7 +405,8 @@ class ReceiptVerifier:
             if claims["chain_head"] != head.hex():
                 raise ReceiptError(
                     f"chain head mismatch at response {claims['seq_to']}: a response differs "
-                    "from what the provider sent")
+                    "from what the provider sent"
+                )
             if claims["bytes"] != batch:
                 raise ReceiptError(f"byte count mismatch in receipt up to {claims['seq_to']}")
             chains[chain] = (head, claims["seq_to"])
@@ -409,8 +434,9 @@ class ReceiptVerifier:
             chain = claims.get("chain", "")
             head, seq = chains.get(chain) or (genesis(self.transfer_id, self.agreement_id, chain), 0)
             if claims["seq_from"] != seq + 1 or claims["seq_to"] < claims["seq_from"]:
-                raise ReceiptError(f"receipt for {claims['seq_from']}..{claims['seq_to']} "
-                                   f"does not continue at {seq + 1}")
+                raise ReceiptError(
+                    f"receipt for {claims['seq_from']}..{claims['seq_to']} does not continue at {seq + 1}"
+                )
             span = range(claims["seq_from"], claims["seq_to"] + 1)
             batch = 0
             ok = True
@@ -430,7 +456,8 @@ class ReceiptVerifier:
                 if needed:
                     raise ReceiptError(
                         f"response {needed[0]} differs from what the provider signed for (or a "
-                        "response batched with it was not received as sent)")
+                        "response batched with it was not received as sent)"
+                    )
                 unproven.add(token)
                 head = bytes.fromhex(claims["chain_head"])
             chains[chain] = (head, claims["seq_to"])

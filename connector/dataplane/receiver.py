@@ -80,8 +80,9 @@ class PushTarget:
 Resolve = Callable[[str], Awaitable[PushTarget | None]]
 # (target, receipts, responses received [(seq, nbytes, digest)], responses the provider declares
 # broke off [(seq, nbytes, digest)]) -> None if verified, else the reason
-OnReceipts = Callable[[PushTarget, list[str], list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]],
-                      Awaitable[str | None]]
+OnReceipts = Callable[
+    [PushTarget, list[str], list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]], Awaitable[str | None]
+]
 
 # transfer id -> {(chain, seq): (nbytes, digest)} of the complete uploads received (for the control plane:
 # read it, and drop a transfer's entry once it is finished)
@@ -164,9 +165,16 @@ def _failed(raw: object, got: dict[int, tuple[int, bytes]]) -> list[tuple[int, i
         return "'failed' must be a list of [seq, bytes, sha256 hex]"
     out: list[tuple[int, int, bytes]] = []
     for item in raw:
-        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int
-                and type(item[1]) is int and item[0] > 0 and item[1] >= 0
-                and isinstance(item[2], str) and len(item[2]) == 64):
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and type(item[0]) is int
+            and type(item[1]) is int
+            and item[0] > 0
+            and item[1] >= 0
+            and isinstance(item[2], str)
+            and len(item[2]) == 64
+        ):
             return "'failed' must be a list of [seq, bytes, sha256 hex]"
         try:
             digest = bytes.fromhex(item[2])
@@ -179,7 +187,10 @@ def _failed(raw: object, got: dict[int, tuple[int, bytes]]) -> list[tuple[int, i
 
 
 def push_receiver(
-    resolve: Resolve, on_receipts: OnReceipts, *, max_bytes: int | None = None,
+    resolve: Resolve,
+    on_receipts: OnReceipts,
+    *,
+    max_bytes: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> web.Application:
     """The push endpoint as an aiohttp (sub-)application; mount it with `add_subapp`.
@@ -202,8 +213,11 @@ def push_receiver(
         presented = hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
         target = await resolve(transfer_id)
         expected = target.token_sha256.lower() if target is not None else _NO_TARGET
-        if not hmac.compare_digest(presented, expected) or target is None \
-                or target.transfer_id != transfer_id:
+        if (
+            not hmac.compare_digest(presented, expected)
+            or target is None
+            or target.transfer_id != transfer_id
+        ):
             return _error(401, "unknown transfer or invalid token")
         return target
 
@@ -229,8 +243,9 @@ def push_receiver(
         modify = None
         if target.modification is not None:
             try:
-                modify = target.modification.start(choose_media_type(
-                    request.headers.get("Content-Type"), name=target.path.name))
+                modify = target.modification.start(
+                    choose_media_type(request.headers.get("Content-Type"), name=target.path.name)
+                )
             except ModificationError:
                 _discard(f, tmp)
                 raise

@@ -52,8 +52,15 @@ CHUNK_SIZE = 256 * 1024
 # Upstream response headers the consumer may see; everything else (Set-Cookie, auth challenges,
 # internal routing headers, ...) stays provider-side.
 SAFE_RESPONSE_HEADERS = (
-    "Content-Type", "Content-Length", "Content-Range", "Content-Encoding", "ETag",
-    "Last-Modified", "Accept-Ranges", "Content-Language", "Content-Disposition",
+    "Content-Type",
+    "Content-Length",
+    "Content-Range",
+    "Content-Encoding",
+    "ETag",
+    "Last-Modified",
+    "Accept-Ranges",
+    "Content-Language",
+    "Content-Disposition",
 )
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -173,16 +180,20 @@ class CachedFile:
 Opener = Callable[[str], int]  # path -> a read-only descriptor (DataRoots.open)
 
 
-def _probe(opener: Opener, path: str, known: CachedFile | None, limit: int
-           ) -> tuple[os.stat_result, bytes | None, os.stat_result | None]:
+def _probe(
+    opener: Opener, path: str, known: CachedFile | None, limit: int
+) -> tuple[os.stat_result, bytes | None, os.stat_result | None]:
     """Open ``path`` with ``opener`` (blocking): its identity, and if it is not the ``known``
     file and at most ``limit`` bytes, its content (read up to ``limit + 1`` bytes) and its
     identity after the read."""
     fd = opener(path)
     try:
         before = os.fstat(fd)
-        if (known is not None and known.same_file(before)) or before.st_size > limit \
-                or not stat.S_ISREG(before.st_mode):
+        if (
+            (known is not None and known.same_file(before))
+            or before.st_size > limit
+            or not stat.S_ISREG(before.st_mode)
+        ):
             return before, None, None
         chunks = []
         left = limit + 1
@@ -209,10 +220,16 @@ class SmallFileCache:
     kept bytes are bounded by `max_bytes`, least recently used first out.
     """
 
-    def __init__(self, *, max_file: int = 64 * 1024, max_bytes: int = 64 << 20,
-                 revalidate: float = 1.0, racy: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        max_file: int = 64 * 1024,
+        max_bytes: int = 64 << 20,
+        revalidate: float = 1.0,
+        racy: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.max_file = max_file
         self.max_bytes = max_bytes
         self.revalidate = revalidate
@@ -246,8 +263,9 @@ class SmallFileCache:
         task = self._loading.get(path)
         if task is None or task.get_loop() is not loop:  # (a load of a loop since closed)
             task = self._loading[path] = loop.create_task(self._load(path, entry, opener))
-            task.add_done_callback(lambda t: self._loading.pop(path, None) if self._loading.get(path) is t
-                                   else None)
+            task.add_done_callback(
+                lambda t: self._loading.pop(path, None) if self._loading.get(path) is t else None
+            )
         # shielded: a cancelled request must not cancel a load other requests wait for
         return await asyncio.shield(task)
 
@@ -256,8 +274,7 @@ class SmallFileCache:
         self.loads += 1
         checked = self._clock()
         try:
-            st, data, after = await loop.run_in_executor(
-                None, _probe, opener, path, old, self.max_file)
+            st, data, after = await loop.run_in_executor(None, _probe, opener, path, old, self.max_file)
         except (OSError, PathRefused):
             self._forget(path)
             raise
@@ -351,12 +368,13 @@ class FileSource:
         try:
             rng = parse_range(range_header, size)
         except RangeNotSatisfiable:
-            return error_response(416, "range not satisfiable",
-                                  {**headers, "Content-Range": f"bytes */{size}"})
+            return error_response(
+                416, "range not satisfiable", {**headers, "Content-Range": f"bytes */{size}"}
+            )
         if rng is None:
             body, status = data, 200
         else:
-            body, status = data[rng.start:rng.end + 1], 206
+            body, status = data[rng.start : rng.end + 1], 206
             headers["Content-Range"] = rng.content_range(size)
         headers["Content-Length"] = str(len(body))
         return SourceResponse(status, headers, _one(body), body=body)
@@ -379,8 +397,9 @@ class FileSource:
                 rng = parse_range(range_header, size)
             except RangeNotSatisfiable:
                 f.close()
-                return error_response(416, "range not satisfiable",
-                                      {**headers, "Content-Range": f"bytes */{size}"})
+                return error_response(
+                    416, "range not satisfiable", {**headers, "Content-Range": f"bytes */{size}"}
+                )
         except BaseException:
             f.close()
             raise
@@ -394,8 +413,7 @@ class FileSource:
         async def close() -> None:
             f.close()
 
-        region = (FileRegion(f, start, length, _version(st), rng is None)
-                  if length >= SENDFILE_MIN else None)
+        region = FileRegion(f, start, length, _version(st), rng is None) if length >= SENDFILE_MIN else None
         return SourceResponse(status, headers, self._chunks(f, start, length), close, region=region)
 
     async def _chunks(self, f: BinaryIO, start: int, length: int) -> AsyncIterator[bytes]:
@@ -406,7 +424,8 @@ class FileSource:
             while remaining > 0:
                 # pread: no shared file position, so concurrent readers of one fd are safe
                 chunk = await loop.run_in_executor(
-                    None, os.pread, fd, min(self.chunk_size, remaining), offset)
+                    None, os.pread, fd, min(self.chunk_size, remaining), offset
+                )
                 if not chunk:
                     break  # the file shrank: stop short, the consumer sees a short body
                 offset += len(chunk)
@@ -444,8 +463,9 @@ def _version(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def hash_region(fd: int, offset: int, count: int, block: int = 4 << 20,
-                stop: threading.Event | None = None) -> bytes | None:
+def hash_region(
+    fd: int, offset: int, count: int, block: int = 4 << 20, stop: threading.Event | None = None
+) -> bytes | None:
     """SHA-256 of ``count`` bytes of ``fd`` from ``offset`` (blocking: run it in a thread;
     hashlib releases the GIL, so it runs beside the event loop). None if ``stop`` was set
     before the end (the send it was for broke off)."""
@@ -522,11 +542,18 @@ class HttpSource:
         resolver = GuardedResolver(self.policy, resolve=self.resolve)
         resolver.pin(target)
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.settings.connect_timeout,
-            sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout)
+            total=None,
+            connect=self.settings.connect_timeout,
+            sock_connect=self.settings.connect_timeout,
+            sock_read=self.settings.read_timeout,
+        )
         session = aiohttp.ClientSession(
-            connector=guarded_connector(resolver), timeout=timeout, trust_env=False,
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+            connector=guarded_connector(resolver),
+            timeout=timeout,
+            trust_env=False,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         try:
             response = await self._request(session, resolver, target, range_header)
         except BaseException:
@@ -545,11 +572,19 @@ class HttpSource:
             await close()
             return error_response(502, f"upstream answered {status}")
         headers = {k: response.headers[k] for k in SAFE_RESPONSE_HEADERS if k in response.headers}
-        return SourceResponse(response.status, headers, self._chunks(response, session), close,
-                              reason="range not satisfiable" if response.status == 416 else None)
+        return SourceResponse(
+            response.status,
+            headers,
+            self._chunks(response, session),
+            close,
+            reason="range not satisfiable" if response.status == 416 else None,
+        )
 
     async def _request(
-        self, session: aiohttp.ClientSession, resolver: GuardedResolver, target: ResolvedTarget,
+        self,
+        session: aiohttp.ClientSession,
+        resolver: GuardedResolver,
+        target: ResolvedTarget,
         range_header: str | None,
     ) -> aiohttp.ClientResponse | SourceResponse:
         origin = target.url.origin()
@@ -576,8 +611,7 @@ class HttpSource:
                 return error_response(502, "upstream redirect without a location")
             hops += 1
             try:
-                current = await check_redirect(current, location, hops, self.policy,
-                                               resolve=self.resolve)
+                current = await check_redirect(current, location, hops, self.policy, resolve=self.resolve)
             except OutboundRefused as exc:
                 return error_response(502, f"upstream {exc.reason}")
             resolver.pin(current)

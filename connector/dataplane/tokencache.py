@@ -53,9 +53,7 @@ class TokenCache:
         entries = self._entries
         hit = entries.get(digest)
         if hit is not None:
-            if self._clock() < hit.expires_at and (
-                self._is_revoked is None or not self._is_revoked(hit)
-            ):
+            if self._clock() < hit.expires_at and (self._is_revoked is None or not self._is_revoked(hit)):
                 entries.move_to_end(digest)
                 self.hits += 1
                 return hit

@@ -69,8 +69,14 @@ class ReservingStore(Protocol):
     ) -> UseResult: ...
 
     async def reserve_uses(
-        self, agreement_id: str, consumer_id: str, target: str, limit: int, want: int,
-        *, divisor: int = 1,
+        self,
+        agreement_id: str,
+        consumer_id: str,
+        target: str,
+        limit: int,
+        want: int,
+        *,
+        divisor: int = 1,
     ) -> UseReservation: ...
 
     async def release_uses(self, agreement_id: str, consumer_id: str, target: str, n: int) -> int: ...
@@ -157,8 +163,12 @@ class UseReservations:
                 n = pool.take()
                 # Start the next block at half of this one, while blocks are large (far from the
                 # limit), so requests do not wait for the store's reservation transaction.
-                if (pool.refill is None and pool.last_grant >= 16
-                        and pool.available <= pool.last_grant // 2 and not self._closed):
+                if (
+                    pool.refill is None
+                    and pool.last_grant >= 16
+                    and pool.available <= pool.last_grant // 2
+                    and not self._closed
+                ):
                     self._start_refill(key, pool)
                 return True, n
             if self._closed:
@@ -187,8 +197,9 @@ class UseReservations:
     async def _refill(self, key: Key, pool: _Pool) -> UseReservation:
         agreement_id, consumer_id, target, limit = key
         try:
-            result = await self._store.reserve_uses(agreement_id, consumer_id, target, limit,
-                                                    pool.want, divisor=self.divisor)
+            result = await self._store.reserve_uses(
+                agreement_id, consumer_id, target, limit, pool.want, divisor=self.divisor
+            )
         finally:
             pool.refill = None
         self.reservations += 1
@@ -214,8 +225,12 @@ class UseReservations:
                 continue
             if pool.available:
                 returned += await self._release(key, pool)
-            if (not pool.available and pool.refill is None
-                    and self._clock() - pool.last_used >= self.idle and self._pools.get(key) is pool):
+            if (
+                not pool.available
+                and pool.refill is None
+                and self._clock() - pool.last_used >= self.idle
+                and self._pools.get(key) is pool
+            ):
                 del self._pools[key]
         return returned
 
@@ -226,8 +241,9 @@ class UseReservations:
         except Exception:
             # Fail closed: whether the release committed is unknown (it may have failed at
             # COMMIT), so these uses are never handed out again; the store may keep counting them.
-            log.warning("giving %d reserved uses of %s back failed; they stay counted", n, key[0],
-                        exc_info=True)
+            log.warning(
+                "giving %d reserved uses of %s back failed; they stay counted", n, key[0], exc_info=True
+            )
             return 0
         self.releases += 1
         return n

@@ -53,8 +53,7 @@ class TransferLookup:
     terminate, complete); the TTL bounds how long a change made through another replica takes
     to reach this one."""
 
-    def __init__(self, store: Store, upstream: OutboundPolicy, roots: DataRoots,
-                 ttl: float = 1.0) -> None:
+    def __init__(self, store: Store, upstream: OutboundPolicy, roots: DataRoots, ttl: float = 1.0) -> None:
         self._load = _loader(store, upstream, roots)
         self._ttl = ttl
         self._cache: dict[str, tuple[float, TransferView | None]] = {}
@@ -81,8 +80,9 @@ class TransferLookup:
         return view
 
 
-def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
-            ) -> Callable[[str], Awaitable[TransferView | None]]:
+def _loader(
+    store: Store, upstream: OutboundPolicy, roots: DataRoots
+) -> Callable[[str], Awaitable[TransferView | None]]:
     async def lookup(transfer_id: str) -> TransferView | None:
         async with store.transaction(readonly=True) as tx:
             row = await tx.transfers.get(transfer_id)
@@ -97,13 +97,23 @@ def _loader(store: Store, upstream: OutboundPolicy, roots: DataRoots
         source = _source(address, upstream, roots)
         if policy.transit is not None:  # the agreement's duty to modify the data on its way
             source = ModifiedSource(source, policy.transit, asset.content_type if asset else None)
-        ended = (retirement_reason(agreement.id, agreement.retired_reason or "")
-                 if agreement.retired_at is not None else None)
+        ended = (
+            retirement_reason(agreement.id, agreement.retired_reason or "")
+            if agreement.retired_at is not None
+            else None
+        )
         return TransferView(
-            transfer_id=row.id, agreement_id=agreement.id, consumer_id=agreement.consumer_id,
-            state="STARTED" if TransferState(row.state).is_serving else row.state, agreement=policy,
-            source=source, started_at=agreement.signed_at,
-            ended=ended, attested=row.data.get("peer_attested"))
+            transfer_id=row.id,
+            agreement_id=agreement.id,
+            consumer_id=agreement.consumer_id,
+            state="STARTED" if TransferState(row.state).is_serving else row.state,
+            agreement=policy,
+            source=source,
+            started_at=agreement.signed_at,
+            ended=ended,
+            attested=row.data.get("peer_attested"),
+        )
+
     return lookup
 
 
@@ -128,8 +138,9 @@ _ReceiptRow = tuple[str, str, int, int, str, datetime]
 OwnAttributes = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
-def provider_circumstances(held: HeldFacts, *, own: OwnAttributes | None = None,
-                           revocations: RevocationStatus | None = None) -> CircumstancesOf:
+def provider_circumstances(
+    held: HeldFacts, *, own: OwnAttributes | None = None, revocations: RevocationStatus | None = None
+) -> CircumstancesOf:
     """What a data request (pull or push) is decided on beyond its token, at the provider: the
     consumer's attested attributes (the snapshot in its transfer token, or kept with a push
     transfer), the facts the request states, the facts the provider holds (state, active
@@ -140,27 +151,39 @@ def provider_circumstances(held: HeldFacts, *, own: OwnAttributes | None = None,
 
     per_token = AttestedFacts()
 
-    async def of(claims: Claims, transfer: TransferView, headers: Mapping[str, str],
-                 now: datetime) -> Circumstances:
+    async def of(
+        claims: Claims, transfer: TransferView, headers: Mapping[str, str], now: datetime
+    ) -> Circumstances:
         attested = claims.attributes.get("attested")
         if revocations is not None:
             changed = revocations.changed_at(transfer.consumer_id)
             at = claims.attributes.get("attestedAt")
             if changed is not None and (not isinstance(at, int | float) or at < changed):
-                return Circumstances(unmet="what the authority attests of the consumer changed "
-                                           "after the attributes this transfer holds: a fresh "
-                                           "token is needed")
+                return Circumstances(
+                    unmet="what the authority attests of the consumer changed "
+                    "after the attributes this transfer holds: a fresh "
+                    "token is needed"
+                )
         policy = transfer.agreement
-        facts = request_facts(
-            attested, stated=stated_from_headers(headers), held=await held.facts(now),
-            own=await own() if own is not None else None,
-            attested_facts=per_token(claims.token_id, claims.attributes.get("attestedAt"), attested),
-            derive=EXPORT_STATUS in policy.operands) if policy.operands else {}
+        facts = (
+            request_facts(
+                attested,
+                stated=stated_from_headers(headers),
+                held=await held.facts(now),
+                own=await own() if own is not None else None,
+                attested_facts=per_token(claims.token_id, claims.attributes.get("attestedAt"), attested),
+                derive=EXPORT_STATUS in policy.operands,
+            )
+            if policy.operands
+            else {}
+        )
         if not policy.pays or policy.model is None:
             return Circumstances(facts)
-        check = await held.payment_check(transfer.agreement_id, policy.model,
-                                         signed_at=transfer.started_at or now, now=now)
+        check = await held.payment_check(
+            transfer.agreement_id, policy.model, signed_at=transfer.started_at or now, now=now
+        )
         return Circumstances(facts, check.duties, check.reason)
+
     return of
 
 
@@ -181,14 +204,19 @@ class SharedReceipts:
 
     def record(self, chain: ReceiptChain, token: str) -> None:
         if self.audit is not None:
-            event = (RECEIPT_KIND, receipt_data(token),
-                     {"transfer_id": chain.transfer_id, "agreement_id": chain.agreement_id,
-                      "participant_id": chain.consumer_id or None})
+            event = (
+                RECEIPT_KIND,
+                receipt_data(token),
+                {
+                    "transfer_id": chain.transfer_id,
+                    "agreement_id": chain.agreement_id,
+                    "participant_id": chain.consumer_id or None,
+                },
+            )
             try:
                 self.audit.append_many([event])
             except StoreUnavailable as exc:
-                log.warning("the receipt of %s waits for the audit log: %s", chain.transfer_id,
-                            exc.reason)
+                log.warning("the receipt of %s waits for the audit log: %s", chain.transfer_id, exc.reason)
                 self.audit.defer([event])
         if self.store is None:
             return
@@ -197,8 +225,14 @@ class SharedReceipts:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        row: _ReceiptRow = (chain.transfer_id, chain.chain_id, claims["seq_from"],
-                            claims["seq_to"], token, datetime.now(UTC))
+        row: _ReceiptRow = (
+            chain.transfer_id,
+            chain.chain_id,
+            claims["seq_from"],
+            claims["seq_to"],
+            token,
+            datetime.now(UTC),
+        )
         task = loop.create_task(self.store.add_receipt(*row))
         pending = self._writes.setdefault(chain.transfer_id, set())
         pending.add(task)
@@ -211,11 +245,11 @@ class SharedReceipts:
                 return
             error = t.exception()
             if isinstance(error, StoreUnavailable):
-                log.warning("the receipt of %s waits for the store: %s", chain.transfer_id,
-                            error.reason)
+                log.warning("the receipt of %s waits for the store: %s", chain.transfer_id, error.reason)
                 self._unstored.append(row)
             elif error is not None:
                 log.error("keeping the receipt of %s failed: %s", chain.transfer_id, error)
+
         task.add_done_callback(done)
 
     async def ready(self) -> None:
@@ -240,16 +274,28 @@ class SharedReceipts:
         return await self.store.list_receipts(transfer_id)
 
 
-def receipt_book(signing: SigningKey, participant_id: str, certificate: x509.Certificate | None,
-                 audit: AuditLog | None, consumer_of: Callable[[str], str] | None = None,
-                 chain_id: str = "", store: Store | None = None) -> ReceiptBook:
+def receipt_book(
+    signing: SigningKey,
+    participant_id: str,
+    certificate: x509.Certificate | None,
+    audit: AuditLog | None,
+    consumer_of: Callable[[str], str] | None = None,
+    chain_id: str = "",
+    store: Store | None = None,
+) -> ReceiptBook:
     """The provider's receipts: each one signed goes into its audit log (kind ``receipt``) and,
     with ``store``, into the store for every replica to hand out. ``chain_id`` names this
     process's chains (one per process: replicas, and a restarted process, never continue each
     other's chain)."""
     shared = SharedReceipts(store, audit)
-    book = ReceiptBook(signing, participant_id, certificate=certificate, on_signed=shared.record,
-                       consumer_of=consumer_of, chain_id=chain_id)
+    book = ReceiptBook(
+        signing,
+        participant_id,
+        certificate=certificate,
+        on_signed=shared.record,
+        consumer_of=consumer_of,
+        chain_id=chain_id,
+    )
     book.shared = shared
     return book
 
@@ -260,35 +306,47 @@ def dataplane_key(key: SigningKey) -> SigningKey:
     return SigningKey.from_private_key(key.private_key)
 
 
-def transfer_tokens(key: SigningKey, participant_id: str, *,
-                    lifetime: int = 300) -> TransferTokenIssuer:
-    return TransferTokenIssuer(dataplane_key(key), participant_id, replay=ReplayCache(),
-                               access_lifetime=lifetime)
+def transfer_tokens(key: SigningKey, participant_id: str, *, lifetime: int = 300) -> TransferTokenIssuer:
+    return TransferTokenIssuer(
+        dataplane_key(key), participant_id, replay=ReplayCache(), access_lifetime=lifetime
+    )
 
 
-def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: str,
-                  public_url: str, signer: SigningKey, upstream_allow: list[str],
-                  lookup: TransferLookup | None = None,
-                  roots: DataRoots | None = None,
-                  revocations: RevocationStatus | None = None,
-                  certificate: x509.Certificate | None = None,
-                  audit: AuditLog | None = None,
-                  receipts: ReceiptBook | None = None,
-                  uses: UseReservations | None = None,
-                  held: HeldFacts | None = None,
-                  own: OwnAttributes | None = None) -> web.Application:
+def dataplane_app(
+    store: Store,
+    issuer: TransferTokenIssuer,
+    *,
+    participant_id: str,
+    public_url: str,
+    signer: SigningKey,
+    upstream_allow: list[str],
+    lookup: TransferLookup | None = None,
+    roots: DataRoots | None = None,
+    revocations: RevocationStatus | None = None,
+    certificate: x509.Certificate | None = None,
+    audit: AuditLog | None = None,
+    receipts: ReceiptBook | None = None,
+    uses: UseReservations | None = None,
+    held: HeldFacts | None = None,
+    own: OwnAttributes | None = None,
+) -> web.Application:
     """``revocations``: the authority's revocation list (the DAT verifier's): a revoked
     consumer's transfer tokens stop working within its poll interval, cached ones included.
     ``certificate`` goes into every receipt (x5c) so consumers tie its key to this participant;
     every receipt signed is appended to ``audit``. ``roots``: where file assets may lie (none:
     every file asset is refused), for the lookup made here when ``lookup`` is not given.
     ``held``: the facts and payments the provider holds (shared with its management API)."""
-    verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
-                                     provider_id=participant_id, audience=public_url,
-                                     cache_claims=False, revocations=revocations,
-                                     # issuer and verifier share this process's clock
-                                     leeway=TOKEN_LEEWAY)
+    verifier = TransferTokenVerifier(
+        {issuer.verification_key.kid or "": issuer.verification_key},
+        provider_id=participant_id,
+        audience=public_url,
+        cache_claims=False,
+        revocations=revocations,
+        # issuer and verifier share this process's clock
+        leeway=TOKEN_LEEWAY,
+    )
     signing = dataplane_key(signer)
+
     def revoked(claims: Any) -> bool:
         """A cached token no longer good: its consumer revoked, or its attested snapshot older
         than the last change of what the authority attests of the consumer (the verifier then
@@ -301,10 +359,10 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
         at = claims.attributes.get("attestedAt")
         return changed is not None and (not isinstance(at, int | float) or at < changed)
 
-    lookup = lookup or TransferLookup(store, OutboundPolicy.from_config(upstream_allow),
-                                      roots or DataRoots())
-    book = receipts or receipt_book(signing, participant_id, certificate, audit, lookup.consumer_of,
-                                    store=store)
+    lookup = lookup or TransferLookup(store, OutboundPolicy.from_config(upstream_allow), roots or DataRoots())
+    book = receipts or receipt_book(
+        signing, participant_id, certificate, audit, lookup.consumer_of, store=store
+    )
     shared: SharedReceipts | None = book.shared
     app = create_app(
         verifier=TokenCache(verifier, is_revoked=revoked),
@@ -314,8 +372,8 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
         clock=time.time,
         shared_receipts=shared.collect if shared is not None and shared.store is not None else None,
         ready=shared.ready if shared is not None else None,
-        circumstances=provider_circumstances(held or HeldFacts(store), own=own,
-                                             revocations=revocations))
+        circumstances=provider_circumstances(held or HeldFacts(store), own=own, revocations=revocations),
+    )
 
     async def keys(request: web.Request) -> web.Response:
         """The key receipts and transfer tokens are signed with, for consumers to verify."""
@@ -326,11 +384,13 @@ def dataplane_app(store: Store, issuer: TransferTokenIssuer, *, participant_id: 
     async def poll_revocations(app: web.Application) -> Any:
         """Keep the revocation list fresh even when only data requests arrive (cache hits do
         not fetch it)."""
+
         async def loop() -> None:
             while True:
                 with contextlib.suppress(Exception):
                     await revocations.ensure_fresh(time.time())  # type: ignore[union-attr]
                 await asyncio.sleep(1.0)
+
         task = asyncio.create_task(loop()) if revocations is not None else None
         yield
         if task is not None:

@@ -54,9 +54,16 @@ class Delivery:
 
 
 class DspClient:
-    def __init__(self, token: TokenSource, *, ssl_context: ssl.SSLContext | None,
-                 policy: OutboundPolicy, timeout: float = 10.0,
-                 resolve: Resolve | None = None, renew: TokenRenewal | None = None) -> None:
+    def __init__(
+        self,
+        token: TokenSource,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        policy: OutboundPolicy,
+        timeout: float = 10.0,
+        resolve: Resolve | None = None,
+        renew: TokenRenewal | None = None,
+    ) -> None:
         self._token = token
         self._renew = renew
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else False
@@ -84,8 +91,11 @@ class DspClient:
 
     @staticmethod
     def _headers(token: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}",
-                "Content-Type": "application/json", "Accept": "application/json"}
+        return {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
 
     async def request(self, method: str, url: str, payload: Any = None) -> Delivery:
         try:
@@ -93,8 +103,7 @@ class DspClient:
         except OutboundRefused as exc:
             if not exc.permanent:  # a name that does not resolve now: worth another try
                 return Delivery(False, False, None, None, exc.reason)
-            return Delivery(False, True, None, None, f"destination refused: {exc.reason}",
-                            refused=True)
+            return Delivery(False, True, None, None, f"destination refused: {exc.reason}", refused=True)
         try:
             token = await self._token()
         except Exception as exc:  # no DAT: transient, the authority may come back
@@ -110,17 +119,26 @@ class DspClient:
             d = await self._send(method, target, data, token)
         return d
 
-    async def _send(self, method: str, target: ResolvedTarget, data: bytes | None,
-                    token: str) -> Delivery:
+    async def _send(self, method: str, target: ResolvedTarget, data: bytes | None, token: str) -> Delivery:
         headers = self._headers(token)
         try:
-            async with self._http().request(method, target.url, data=data, headers=headers,
-                                            ssl=self._ssl, timeout=self._timeout,
-                                            allow_redirects=False) as resp:
+            async with self._http().request(
+                method,
+                target.url,
+                data=data,
+                headers=headers,
+                ssl=self._ssl,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
                 if 300 <= resp.status < 400:
-                    return Delivery(False, True, resp.status, None,
-                                    f"{resp.status}: the peer redirects, and redirects are not "
-                                    "followed")
+                    return Delivery(
+                        False,
+                        True,
+                        resp.status,
+                        None,
+                        f"{resp.status}: the peer redirects, and redirects are not followed",
+                    )
                 # read(n) returns what has arrived (up to n): read to the end, within the limit
                 chunks: list[bytes] = []
                 size = 0
@@ -138,11 +156,18 @@ class DspClient:
                         body = raw.decode("utf-8", "replace")[:500]
                 if 200 <= resp.status < 300:
                     following = resp.links.get("next")
-                    return Delivery(True, False, resp.status, body, "", next_url=str(
-                        following["url"]) if following is not None else None)
+                    return Delivery(
+                        True,
+                        False,
+                        resp.status,
+                        body,
+                        "",
+                        next_url=str(following["url"]) if following is not None else None,
+                    )
                 reason = _reason(body) or resp.reason or ""
-                return Delivery(False, 400 <= resp.status < 500, resp.status, body,
-                                f"{resp.status} {reason}".strip())
+                return Delivery(
+                    False, 400 <= resp.status < 500, resp.status, body, f"{resp.status} {reason}".strip()
+                )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Delivery(False, False, None, None, f"{type(exc).__name__}: {exc}"[:300])
 

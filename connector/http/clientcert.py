@@ -70,33 +70,34 @@ def certificate_sha256_from_header(value: str) -> str | None:
     PEM folded onto one line); None for an empty value; CertificateHeaderError otherwise."""
     if len(value) > MAX_HEADER_CHARS:
         raise CertificateHeaderError(
-            f"the client certificate header is longer than {MAX_HEADER_CHARS} characters")
+            f"the client certificate header is longer than {MAX_HEADER_CHARS} characters"
+        )
     try:
         text = unquote(value.strip(), errors="strict") if "%" in value else value.strip()
     except UnicodeDecodeError as exc:
-        raise CertificateHeaderError(
-            "the client certificate header's URL escapes are not UTF-8") from exc
+        raise CertificateHeaderError("the client certificate header's URL escapes are not UTF-8") from exc
     if not text:
         return None
     found = list(_PEM.finditer(text))
     if len(found) != 1:
         raise CertificateHeaderError(
-            "the client certificate header holds no PEM certificate" if not found else
-            "the client certificate header holds more than one certificate")
-    outside = (text[:found[0].start()] + text[found[0].end():]).strip()
+            "the client certificate header holds no PEM certificate"
+            if not found
+            else "the client certificate header holds more than one certificate"
+        )
+    outside = (text[: found[0].start()] + text[found[0].end() :]).strip()
     if outside:
-        raise CertificateHeaderError(
-            "the client certificate header holds text besides its PEM certificate")
+        raise CertificateHeaderError("the client certificate header holds text besides its PEM certificate")
     try:
         der = base64.b64decode("".join(found[0]["body"].split()), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise CertificateHeaderError(
-            "the client certificate header's PEM is not valid base64") from exc
+        raise CertificateHeaderError("the client certificate header's PEM is not valid base64") from exc
     try:
         x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise CertificateHeaderError(
-            "the client certificate header's PEM is not an X.509 certificate") from exc
+            "the client certificate header's PEM is not an X.509 certificate"
+        ) from exc
     return hashlib.sha256(der).hexdigest()
 
 
@@ -130,8 +131,9 @@ class ClientCertificates:
     trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
-    def of(cls, mode: TlsMode, *, header: str = "X-Forwarded-Client-Cert",
-           trusted_proxies: Sequence[str] = ()) -> ClientCertificates:
+    def of(
+        cls, mode: TlsMode, *, header: str = "X-Forwarded-Client-Cert", trusted_proxies: Sequence[str] = ()
+    ) -> ClientCertificates:
         return cls(mode, header, parse_networks(trusted_proxies))
 
     def trusts(self, request: web.Request) -> bool:
@@ -151,8 +153,13 @@ class ClientCertificates:
         if not any(v.strip() for v in values):
             return Presented(None, "none")
         if not self.trusts(request):
-            log.warning("DSP %s %s: %s header from %s ignored: not one of [dsp] trusted_proxies",
-                        request.method, request.path, self.header, request.remote)
+            log.warning(
+                "DSP %s %s: %s header from %s ignored: not one of [dsp] trusted_proxies",
+                request.method,
+                request.path,
+                self.header,
+                request.remote,
+            )
             return Presented(None, "none")
         if len(values) > 1:
             raise CertificateHeaderError(f"the {self.header} header is given {len(values)} times")

@@ -43,12 +43,20 @@ def whole_catalog(catalogs: PeerCatalog) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         whole = await catalogs.fetch_all(body_of(request, WholeCatalogIn).peer_url)
         return web.json_response({"pages": whole.pages, "dsp": whole.catalog})
+
     return handle
 
 
 def operation(catalogs: PeerCatalog) -> Operation:
     """The route, as the management API registers its operations."""
-    return Operation("POST", "/api/catalog/all", whole_catalog(catalogs), "peerCatalogAll",
-                     "Every page of a peer's catalog as one (of a broker: the whole data space)",
-                     "catalog", body=WholeCatalogIn, response=WholeCatalogView,
-                     errors={502: FAILED})
+    return Operation(
+        "POST",
+        "/api/catalog/all",
+        whole_catalog(catalogs),
+        "peerCatalogAll",
+        "Every page of a peer's catalog as one (of a broker: the whole data space)",
+        "catalog",
+        body=WholeCatalogIn,
+        response=WholeCatalogView,
+        errors={502: FAILED},
+    )

@@ -74,23 +74,27 @@ def _stale(request: web.Request, exc: AttributesChanged) -> web.Response:
     """The DAT is genuine but predates a change of what it attests: say so (401), so the
     sender's connector fetches a fresh DAT and retries (connector.http.client)."""
     err = ProtocolError(401, "401", [exc.description])
-    return web.json_response(_error_body(request, err), status=401,
-                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return web.json_response(
+        _error_body(request, err), status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
 
 
 def _unavailable(request: web.Request) -> web.Response:
     err = ProtocolError(503, "503", ["credentials cannot be checked now; try again later"])
-    return web.json_response(_error_body(request, err), status=503,
-                             headers={"Retry-After": RETRY_AFTER})
+    return web.json_response(_error_body(request, err), status=503, headers={"Retry-After": RETRY_AFTER})
 
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         resp = await handler(request)
-        if (wirecheck.enabled() and isinstance(resp, web.Response)
-                and resp.content_type == "application/json"
-                and isinstance(resp.body, bytes | bytearray) and resp.body):
+        if (
+            wirecheck.enabled()
+            and isinstance(resp, web.Response)
+            and resp.content_type == "application/json"
+            and isinstance(resp.body, bytes | bytearray)
+            and resp.body
+        ):
             wirecheck.check(json.loads(resp.body), "returned")  # only with CONNECTOR_DSP_SCHEMAS
         return resp
     except ProtocolError as err:
@@ -121,6 +125,7 @@ def _bad_certificate_header(request: web.Request, reason: str) -> web.Response:
 def auth_middleware(verifier: Verifier, *, client_certs: ClientCertificates) -> Any:
     """The DAT in ``Authorization`` on every call but the public ones; its certificate binding
     as ``client_certs`` (connector.http.clientcert: the TLS mode) decides."""
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in PUBLIC or request.path.startswith(PUSH_PREFIX):
@@ -131,8 +136,9 @@ def auth_middleware(verifier: Verifier, *, client_certs: ClientCertificates) -> 
         header = one_header(request, "Authorization")
         token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
         if not token:
-            log.info("DSP %s %s: no DAT (or more than one Authorization header)",
-                     request.method, request.path)
+            log.info(
+                "DSP %s %s: no DAT (or more than one Authorization header)", request.method, request.path
+            )
             return _not_found(request)
         try:
             claims: Claims = await verifier.verify(token)
@@ -153,6 +159,7 @@ def auth_middleware(verifier: Verifier, *, client_certs: ClientCertificates) -> 
             return _not_found(request)
         request["claims"] = claims
         return await handler(request)
+
     return authenticate
 
 
@@ -164,8 +171,9 @@ async def _json(request: web.Request) -> Any:
     """The body as JSON within the limits (connector.http.limits); a DSP error otherwise."""
     limits = limits_of(request)
     try:
-        return await read_json(request, max_bytes=limits.dsp_body_bytes, limits=limits,
-                               key="limits.dsp_body_bytes")
+        return await read_json(
+            request, max_bytes=limits.dsp_body_bytes, limits=limits, key="limits.dsp_body_bytes"
+        )
     except LimitError as exc:
         raise _refused(exc) from exc
 
@@ -175,12 +183,19 @@ def _sender(request: web.Request) -> tuple[str, Any]:
     return claims.subject, claims.attributes
 
 
-def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertificates,
-            version_document: dict[str, Any],
-            self_description: Callable[[str | None], Awaitable[tuple[bytes, str] | None]],
-            limits: Limits = DEFAULT_LIMITS) -> web.Application:
-    app = web.Application(middlewares=[errors, auth_middleware(
-        verifier, client_certs=client_certs)], client_max_size=limits.dsp_body_bytes)
+def dsp_app(
+    cp: ControlPlane,
+    verifier: Verifier,
+    *,
+    client_certs: ClientCertificates,
+    version_document: dict[str, Any],
+    self_description: Callable[[str | None], Awaitable[tuple[bytes, str] | None]],
+    limits: Limits = DEFAULT_LIMITS,
+) -> web.Application:
+    app = web.Application(
+        middlewares=[errors, auth_middleware(verifier, client_certs=client_certs)],
+        client_max_size=limits.dsp_body_bytes,
+    )
     app[LIMITS] = limits
 
     async def version(request: web.Request) -> web.Response:
@@ -189,8 +204,9 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertifi
     async def root(request: web.Request) -> web.Response:
         found = await self_description(request.headers.get("Accept"))
         if found is None:
-            return web.Response(status=406, text="supported: text/turtle, application/ld+json, "
-                                                 "application/n-triples")
+            return web.Response(
+                status=406, text="supported: text/turtle, application/ld+json, application/n-triples"
+            )
         body, media_type = found
         return web.Response(body=body, content_type=media_type, headers={"Vary": "Accept"})
 
@@ -201,13 +217,18 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertifi
         sender, attrs = _sender(request)
         snap = await cp.catalog()
         try:
-            page_size = query_int(request.query, "pageSize", DEFAULT_PAGE_SIZE, minimum=1,
-                                  maximum=MAX_PAGE_SIZE)
+            page_size = query_int(
+                request.query, "pageSize", DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
+            )
         except LimitError as exc:
             raise _refused(exc) from exc
-        page = snap.builder.catalog(Requester.of(sender, await cp.requester_facts(attrs)), cp.clock(),
-                                    page_size=page_size, cursor=request.query.get("cursor"),
-                                    base_url=f"{cp.dsp_url}/catalog/request")
+        page = snap.builder.catalog(
+            Requester.of(sender, await cp.requester_facts(attrs)),
+            cp.clock(),
+            page_size=page_size,
+            cursor=request.query.get("cursor"),
+            base_url=f"{cp.dsp_url}/catalog/request",
+        )
         resp = web.json_response(page.wire)
         if page.links:
             resp.headers["Link"] = ", ".join(page.links)
@@ -218,8 +239,9 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertifi
     async def dataset(request: web.Request) -> web.Response:
         sender, attrs = _sender(request)
         snap = await cp.catalog()
-        ds = snap.builder.dataset(request.match_info["id"],
-                                  Requester.of(sender, await cp.requester_facts(attrs)), cp.clock())
+        ds = snap.builder.dataset(
+            request.match_info["id"], Requester.of(sender, await cp.requester_facts(attrs)), cp.clock()
+        )
         return web.json_response(ds.to_wire())
 
     def message(expected: tuple[type, ...], with_pid: bool) -> Handler:
@@ -229,6 +251,7 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertifi
             pid = request.match_info.get("pid") if with_pid else None
             status, out = await cp.negotiation_message(body, sender, attrs, pid, expected)
             return web.json_response(out, status=status)
+
         return handle
 
     def transfer(expected: tuple[type, ...], with_pid: bool) -> Handler:
@@ -236,9 +259,9 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertifi
             body = await _json(request)
             sender, _ = _sender(request)
             pid = request.match_info.get("pid") if with_pid else None
-            status, out = await cp.transfer_message(body, sender, pid, expected,
-                                                    attested=request["claims"])
+            status, out = await cp.transfer_message(body, sender, pid, expected, attested=request["claims"])
             return web.json_response(out, status=status)
+
         return handle
 
     async def refresh_token(request: web.Request) -> web.Response:
@@ -246,9 +269,11 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertifi
         if not isinstance(body, dict) or not isinstance(body.get("refreshToken"), str):
             raise ProtocolError(400, "400", ["give the refreshToken of the transfer"])
         sender, _ = _sender(request)
-        return web.json_response(await cp.refresh_transfer_token(
-            request.match_info["pid"], body["refreshToken"], sender,
-            attested=request["claims"]))
+        return web.json_response(
+            await cp.refresh_transfer_token(
+                request.match_info["pid"], body["refreshToken"], sender, attested=request["claims"]
+            )
+        )
 
     async def notice(request: web.Request) -> web.Response:
         sender, _ = _sender(request)
@@ -274,10 +299,10 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertifi
     r.add_post("/negotiations/{pid}/offers", message((M.ContractOfferMessage,), True))
     r.add_post("/negotiations/{pid}/events", message((M.ContractNegotiationEventMessage,), True))
     r.add_post("/negotiations/{pid}/agreement", message((M.ContractAgreementMessage,), True))
-    r.add_post("/negotiations/{pid}/agreement/verification",
-               message((M.ContractAgreementVerificationMessage,), True))
-    r.add_post("/negotiations/{pid}/termination",
-               message((M.ContractNegotiationTerminationMessage,), True))
+    r.add_post(
+        "/negotiations/{pid}/agreement/verification", message((M.ContractAgreementVerificationMessage,), True)
+    )
+    r.add_post("/negotiations/{pid}/termination", message((M.ContractNegotiationTerminationMessage,), True))
     r.add_post("/transfers/request", transfer((M.TransferRequestMessage,), False))
     r.add_get("/transfers/{pid}", get_transfer)
     # not DSP: the pull's token refresh, authenticated like DSP (the consumer's DAT)
@@ -289,4 +314,3 @@ def dsp_app(cp: ControlPlane, verifier: Verifier, *, client_certs: ClientCertifi
     r.add_post("/transfers/{pid}/termination", transfer((M.TransferTerminationMessage,), True))
     r.add_post("/transfers/{pid}/suspension", transfer((M.TransferSuspensionMessage,), True))
     return app
-

@@ -46,8 +46,13 @@ class HttpFault:
 
 
 SERVICE_STATUS: dict[type[ServiceError], int] = {
-    InvalidInput: 400, Forbidden: 403, NotFound: 404, Conflict: 409, Gone: 410,
-    PeerFailed: 502, Unavailable: 503,
+    InvalidInput: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    PeerFailed: 502,
+    Unavailable: 503,
 }
 
 
@@ -66,11 +71,16 @@ def storage_fault(exc: StoreUnavailable, *, where: str = "") -> HttpFault:
     key = f"{type(exc).__name__}:{exc.reason}"
     if now - _logged.get(key, float("-inf")) >= LOG_EVERY:
         _logged[key] = now
-        log.warning("storage fault%s: %s%s (answering 503, Retry-After %d s)",
-                    f" on {where}" if where else "", exc.reason,
-                    f"; check {exc.check}" if exc.check else "", exc.retry_after)
-    return HttpFault(503, f"storage unavailable, retry later: {exc.reason}",
-                     {RETRY_AFTER: str(exc.retry_after)})
+        log.warning(
+            "storage fault%s: %s%s (answering 503, Retry-After %d s)",
+            f" on {where}" if where else "",
+            exc.reason,
+            f"; check {exc.check}" if exc.check else "",
+            exc.retry_after,
+        )
+    return HttpFault(
+        503, f"storage unavailable, retry later: {exc.reason}", {RETRY_AFTER: str(exc.retry_after)}
+    )
 
 
 __all__ = ["RETRY_AFTER", "SERVICE_STATUS", "HttpFault", "service_fault", "storage_fault"]

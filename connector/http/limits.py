@@ -155,8 +155,9 @@ def _not_finite() -> NonFiniteNumber:
 
 def _check_text(s: str, limits: Limits) -> None:
     if len(s) > limits.json_string_chars:
-        raise StringTooLong(f"a JSON string is longer than {limits.json_string_chars} characters "
-                            "(limits.json_string_chars)")
+        raise StringTooLong(
+            f"a JSON string is longer than {limits.json_string_chars} characters (limits.json_string_chars)"
+        )
     if "\x00" in s:
         raise InvalidText("a JSON string contains a NUL character")
     if not s.isascii():
@@ -202,8 +203,9 @@ def check_json(doc: Any, limits: Limits, *, texts: bool = True) -> None:
                 _check_scalar(node, limits, texts)
                 continue
             if len(node) > limits.json_items:
-                raise TooManyItems(f"a JSON array or object has more than {limits.json_items} "
-                                   "entries (limits.json_items)")
+                raise TooManyItems(
+                    f"a JSON array or object has more than {limits.json_items} entries (limits.json_items)"
+                )
             for v in values:
                 tv = type(v)
                 if tv is dict or tv is list:
@@ -228,7 +230,7 @@ def load_json(raw: bytes | str, limits: Limits) -> Any:
         raise NotJson(f"the body is not JSON: {exc}"[:200]) from None
     # A string can be too long only in a body longer than the limit; NUL and unpaired
     # surrogates only come from \u escapes (the decoder refuses them as raw bytes).
-    texts = (isinstance(raw, str) or len(raw) > limits.json_string_chars or b"\\u" in raw)
+    texts = isinstance(raw, str) or len(raw) > limits.json_string_chars or b"\\u" in raw
     check_json(doc, limits, texts=texts)
     return doc
 
@@ -236,8 +238,7 @@ def load_json(raw: bytes | str, limits: Limits) -> Any:
 # --- bodies ------------------------------------------------------------------------------------
 
 
-async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout: float,
-                    key: str = "") -> bytes:
+async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout: float, key: str = "") -> bytes:
     """The whole body, at most ``max_bytes`` of it (``key``: the limit's configuration key, for
     the reason), received within ``timeout`` seconds."""
     too_large = BodyTooLarge(f"the body size exceeds {max_bytes} bytes" + (f" ({key})" if key else ""))
@@ -251,15 +252,13 @@ async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout: float,
                 if len(raw) > max_bytes:
                     raise too_large
     except TimeoutError:
-        raise BodyTooSlow(f"the body did not arrive within {timeout:g} s "
-                          "(limits.body_timeout)") from None
+        raise BodyTooSlow(f"the body did not arrive within {timeout:g} s (limits.body_timeout)") from None
     except (web.RequestPayloadError, ConnectionError) as exc:
         raise BodyBroken(f"the body broke off ({type(exc).__name__})") from None
     return bytes(raw)
 
 
-async def read_json(request: web.BaseRequest, *, max_bytes: int, limits: Limits,
-                    key: str = "") -> Any:
+async def read_json(request: web.BaseRequest, *, max_bytes: int, limits: Limits, key: str = "") -> Any:
     raw = await read_body(request, max_bytes=max_bytes, timeout=limits.body_timeout, key=key)
     return load_json(raw, limits)
 
@@ -272,8 +271,9 @@ async def read_chunk(content: Any, limits: Limits) -> bytes:
             chunk: bytes = await content.readany()
             return chunk
     except TimeoutError:
-        raise BodyTooSlow(f"the upload paused for more than {limits.body_timeout:g} s "
-                          "(limits.body_timeout)") from None
+        raise BodyTooSlow(
+            f"the upload paused for more than {limits.body_timeout:g} s (limits.body_timeout)"
+        ) from None
 
 
 # --- query parameters --------------------------------------------------------------------------
@@ -284,37 +284,36 @@ _INTEGER = re.compile(r"[+-]?[0-9]{1,15}", re.ASCII)
 
 def _one(query: Mapping[str, str], name: str) -> str | None:
     getall = getattr(query, "getall", None)
-    values = list(getall(name, [])) if getall is not None else (
-        [query[name]] if name in query else [])
+    values = list(getall(name, [])) if getall is not None else ([query[name]] if name in query else [])
     if len(values) > 1:
         raise InvalidQueryNumber(f"give {name} once")
     return values[0] if values else None
 
 
-def query_number(query: Mapping[str, str], name: str, default: float, *,
-                 minimum: float, maximum: float) -> float:
+def query_number(
+    query: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float
+) -> float:
     """A decimal query parameter in [minimum, maximum] (``default`` when absent)."""
     text = _one(query, name)
     if text is None:
         return default
     if not _DECIMAL.fullmatch(text):
-        raise InvalidQueryNumber(f"{name} must be a number from {minimum:g} to {maximum:g}, "
-                                 f"not {text[:20]!r}")
+        raise InvalidQueryNumber(
+            f"{name} must be a number from {minimum:g} to {maximum:g}, not {text[:20]!r}"
+        )
     value = float(text)
     if not minimum <= value <= maximum:
         raise InvalidQueryNumber(f"{name} must be a number from {minimum:g} to {maximum:g}")
     return value
 
 
-def query_int(query: Mapping[str, str], name: str, default: int, *,
-              minimum: int, maximum: int) -> int:
+def query_int(query: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
     """An integer query parameter in [minimum, maximum] (``default`` when absent)."""
     text = _one(query, name)
     if text is None:
         return default
     if not _INTEGER.fullmatch(text):
-        raise InvalidQueryNumber(f"{name} must be an integer from {minimum} to {maximum}, "
-                                 f"not {text[:20]!r}")
+        raise InvalidQueryNumber(f"{name} must be an integer from {minimum} to {maximum}, not {text[:20]!r}")
     value = int(text)
     if not minimum <= value <= maximum:
         raise InvalidQueryNumber(f"{name} must be an integer from {minimum} to {maximum}")
@@ -352,8 +351,11 @@ class LimitedRequestHandler(RequestHandler):
         self._header_timer = None
         if self._request_in_progress or self._messages or self._force_close:
             return  # a request is being handled: the idle timer looks after what follows
-        log.debug("closing a connection from %s: no complete request headers within %g s",
-                  self.peername, self._header_timeout)
+        log.debug(
+            "closing a connection from %s: no complete request headers within %g s",
+            self.peername,
+            self._header_timeout,
+        )
         self.force_close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -384,9 +386,14 @@ class LimitedRequestHandler(RequestHandler):
 
 def handler_settings(limits: Limits) -> dict[str, Any]:
     """The RequestHandler settings the limits call for (aiohttp keyword arguments)."""
-    return {"keepalive_timeout": limits.idle_timeout, "max_line_size": limits.header_line_bytes,
-            "max_field_size": limits.header_field_bytes, "max_headers": limits.header_count,
-            "lingering_time": min(10.0, limits.body_timeout), "access_log": None}
+    return {
+        "keepalive_timeout": limits.idle_timeout,
+        "max_line_size": limits.header_line_bytes,
+        "max_field_size": limits.header_field_bytes,
+        "max_headers": limits.header_count,
+        "lingering_time": min(10.0, limits.body_timeout),
+        "access_log": None,
+    }
 
 
 class LimitedSite(web.TCPSite):
@@ -394,8 +401,15 @@ class LimitedSite(web.TCPSite):
 
     __slots__ = ("_limits",)
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, limits: Limits,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        limits: Limits,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=True)
         self._limits = limits
 
@@ -408,13 +422,17 @@ class LimitedSite(web.TCPSite):
         header_timeout = self._limits.header_timeout
 
         def protocol() -> LimitedRequestHandler:
-            return LimitedRequestHandler(server, loop=loop, header_timeout=header_timeout,
-                                         **settings)
+            return LimitedRequestHandler(server, loop=loop, header_timeout=header_timeout, **settings)
 
         self._server = await loop.create_server(
-            protocol, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            protocol,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
             reuse_address=self._reuse_address,
-            ssl_handshake_timeout=header_timeout if self._ssl_context is not None else None)
+            ssl_handshake_timeout=header_timeout if self._ssl_context is not None else None,
+        )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 
@@ -425,13 +443,13 @@ class Listening:
     url: str  # http(s)://host:port with the bound port
 
 
-async def start_site(app: web.Application, host: str, port: int, *, limits: Limits,
-                     ssl_context: ssl.SSLContext | None = None) -> Listening:
+async def start_site(
+    app: web.Application, host: str, port: int, *, limits: Limits, ssl_context: ssl.SSLContext | None = None
+) -> Listening:
     """Serve ``app`` on host:port with the limits (port 0: any free port)."""
     # aiohttp waits this long for in-flight requests to finish, then as long again for their
     # cancelled handlers: a third of the grace each leaves a third for the rest of the stop
-    runner = web.AppRunner(app, shutdown_timeout=limits.shutdown_grace / 3,
-                           **handler_settings(limits))
+    runner = web.AppRunner(app, shutdown_timeout=limits.shutdown_grace / 3, **handler_settings(limits))
     await runner.setup()
     site = LimitedSite(runner, host, port, limits=limits, ssl_context=ssl_context)
     try:
@@ -460,8 +478,7 @@ async def stop_sites(runners: Sequence[web.BaseRunner], limits: Limits) -> None:
         async with asyncio.timeout(limits.shutdown_grace):
             await asyncio.gather(*(r.cleanup() for r in runners))
     except TimeoutError:
-        log.warning("requests still in flight after %g s: closing their connections",
-                    limits.shutdown_grace)
+        log.warning("requests still in flight after %g s: closing their connections", limits.shutdown_grace)
         for server in servers:
             for connection in server.connections:
                 connection.force_close()

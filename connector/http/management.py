@@ -121,8 +121,9 @@ API_VERSION = "0.2.0"
 API_DESCRIPTION = (
     "The connector's management API: plain JSON, every call but this document with the "
     "`X-Api-Key` header. An id in a path is one percent-encoded segment (an IRI with `/`, `?`, "
-    "`#`, `{`, `}` or non-ASCII characters too). Every error answers `{\"error\": ..., "
-    "\"details\": [...]}`; a 503 (the store is unavailable) carries `Retry-After`.")
+    '`#`, `{`, `}` or non-ASCII characters too). Every error answers `{"error": ..., '
+    '"details": [...]}`; a 503 (the store is unavailable) carries `Retry-After`.'
+)
 
 # what an operation's own error statuses mean (the common ones are in connector.http.routes)
 NO_NEGOTIATION = "No such negotiation"
@@ -135,8 +136,9 @@ PURPOSE_HEADER = HeaderParam("X-Purpose", "the purpose of this use (or the `purp
 # the facts a local use states, by header (or the query parameter of the same name)
 STATED_HEADERS = {
     "purpose": PURPOSE_HEADER,
-    "application": HeaderParam("X-Application", "the application that uses the copy "
-                               "(or the `application` parameter)", 2000),
+    "application": HeaderParam(
+        "X-Application", "the application that uses the copy (or the `application` parameter)", 2000
+    ),
     "event": HeaderParam("X-Event", "an event under way (or the `event` parameter)", 2000),
     "location": HeaderParam("X-Location", "the place of use (or the `location` parameter)", 2000),
 }
@@ -154,9 +156,14 @@ class FileAddressIn(_In):
     """The data is a file the data plane reads."""
 
     type: Literal["file"]
-    path: str = Field(min_length=1, max_length=4096, description=(
-        "an absolute path inside one of the connector's data roots ([assets] roots); "
-        "'..' and symlinks are resolved before the check"))
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description=(
+            "an absolute path inside one of the connector's data roots ([assets] roots); "
+            "'..' and symlinks are resolved before the check"
+        ),
+    )
 
     @field_validator("path")
     @classmethod
@@ -264,15 +271,22 @@ class StatedIn(_In):
     or a CURIE (``dpv:ScientificResearch``), expanded as the policy's are."""
 
     purpose: str | None = Field(default=None, max_length=2000)
-    application: str | None = Field(default=None, max_length=2000,
-                                    description="the registered application that uses the data")
+    application: str | None = Field(
+        default=None, max_length=2000, description="the registered application that uses the data"
+    )
     event: str | None = Field(default=None, max_length=2000, description="an event under way")
-    location: str | None = Field(default=None, max_length=2000,
-                                 description="the place of use (odrl:spatial)")
+    location: str | None = Field(default=None, max_length=2000, description="the place of use (odrl:spatial)")
 
     def stated(self) -> dict[str, str]:
-        return {k: v for k, v in (("application", self.application), ("event", self.event),
-                                  ("location", self.location)) if v}
+        return {
+            k: v
+            for k, v in (
+                ("application", self.application),
+                ("event", self.event),
+                ("location", self.location),
+            )
+            if v
+        }
 
 
 class TransferIn(StatedIn):
@@ -282,8 +296,12 @@ class TransferIn(StatedIn):
 
 
 class PullIn(StatedIn):
-    out: str | None = Field(default=None, max_length=4096, pattern=PATH_PATTERN,
-                            description="an absolute path to write the data to (default: the vault)")
+    out: str | None = Field(
+        default=None,
+        max_length=4096,
+        pattern=PATH_PATTERN,
+        description="an absolute path to write the data to (default: the vault)",
+    )
     complete: bool = True
 
 
@@ -309,10 +327,15 @@ class VaultExportIn(_In):
     copy leaves encrypted to its key. ``plain`` only where the agreement permits it."""
 
     recipient_certificate: str | None = Field(
-        default=None, alias="recipientCertificate", max_length=64 * 1024,
-        description="the recipient's X.509 certificate (PEM), issued by the data-space CA")
-    plain: bool = Field(default=False, description=(
-        "export the copy unencrypted: refused when the agreement requires encryption"))
+        default=None,
+        alias="recipientCertificate",
+        max_length=64 * 1024,
+        description="the recipient's X.509 certificate (PEM), issued by the data-space CA",
+    )
+    plain: bool = Field(
+        default=False,
+        description=("export the copy unencrypted: refused when the agreement requires encryption"),
+    )
 
 
 # ------------------------------------------------------------------ query parameters
@@ -334,17 +357,20 @@ class PageQuery(_Query):
 
 class ProcessListQuery(PageQuery):
     order: Literal["oldest", "newest"] = Field(
-        default="oldest", description="oldest first (by creation), or newest first")
+        default="oldest", description="oldest first (by creation), or newest first"
+    )
 
 
 class NegotiationListQuery(ProcessListQuery):
     state: NegotiationWireState | None = Field(  # type: ignore[valid-type]
-        default=None, description="only negotiations in this (DSP) state")
+        default=None, description="only negotiations in this (DSP) state"
+    )
 
 
 class TransferListQuery(ProcessListQuery):
     state: TransferWireState | None = Field(  # type: ignore[valid-type]
-        default=None, description="only transfers in this (DSP) state")
+        default=None, description="only transfers in this (DSP) state"
+    )
 
 
 MAX_WAIT_NEGOTIATION = 60.0
@@ -353,24 +379,38 @@ MAX_WAIT_PULL = 30.0
 
 class NegotiationWaitQuery(_Query):
     wait_for: Annotated[list[NegotiationState], Csv()] = Field(
-        default_factory=list, alias="waitFor",
-        description="wait until the negotiation is in one of these states (comma-separated)")
-    timeout: float = Field(default=10.0, ge=0, le=MAX_WAIT_NEGOTIATION, allow_inf_nan=False,
-                           description="seconds to wait at most (with waitFor)")
+        default_factory=list,
+        alias="waitFor",
+        description="wait until the negotiation is in one of these states (comma-separated)",
+    )
+    timeout: float = Field(
+        default=10.0,
+        ge=0,
+        le=MAX_WAIT_NEGOTIATION,
+        allow_inf_nan=False,
+        description="seconds to wait at most (with waitFor)",
+    )
 
 
 class PullWaitQuery(_Query):
-    wait: float = Field(default=0.0, ge=0, le=MAX_WAIT_PULL, allow_inf_nan=False,
-                        description="seconds to wait for the pull's end")
+    wait: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_WAIT_PULL,
+        allow_inf_nan=False,
+        description="seconds to wait for the pull's end",
+    )
 
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 
 
 class AuditQuery(PageQuery):
-    kind: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list,
-                            description="only entries of these kinds (a prefix: `negotiation` "
-                                        "matches `negotiation.finalized`); repeat for several")
+    kind: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="only entries of these kinds (a prefix: `negotiation` "
+        "matches `negotiation.finalized`); repeat for several",
+    )
     since: AwareDatetime | None = Field(default=None, description="only entries at or after this time")
 
     @field_validator("since", mode="before")
@@ -406,21 +446,28 @@ class PaymentIn(_In):
 
     agreement: str = Field(min_length=1, max_length=2000, description="the agreement's id")
     amount: Annotated[str, Field(min_length=1, max_length=64)] | StrictInt | StrictFloat = Field(
-        description="the exact decimal amount (a string keeps every digit)")
-    currency: str = Field(min_length=1, max_length=2000,
-                          description="an ISO 4217 code (EUR, USD, ...) or the currency's IRI")
-    paid_at: AwareDatetime | None = Field(default=None, alias="paidAt",
-                                          description="when it was paid (default: now)")
+        description="the exact decimal amount (a string keeps every digit)"
+    )
+    currency: str = Field(
+        min_length=1, max_length=2000, description="an ISO 4217 code (EUR, USD, ...) or the currency's IRI"
+    )
+    paid_at: AwareDatetime | None = Field(
+        default=None, alias="paidAt", description="when it was paid (default: now)"
+    )
     reference: str | None = Field(default=None, max_length=2000)
-    receipt: str | None = Field(default=None, max_length=16_000,
-                                description="a signed payment receipt (compact JWS), kept as evidence")
+    receipt: str | None = Field(
+        default=None,
+        max_length=16_000,
+        description="a signed payment receipt (compact JWS), kept as evidence",
+    )
 
     _paid_at = field_validator("paid_at", mode="before")(_rfc3339_time)
 
 
 class PaymentQuery(PageQuery):
-    agreement: str | None = Field(default=None, min_length=1, max_length=2000,
-                                  description="only this agreement's payments")
+    agreement: str | None = Field(
+        default=None, min_length=1, max_length=2000, description="only this agreement's payments"
+    )
 
 
 class RetireIn(_In):
@@ -428,14 +475,18 @@ class RetireIn(_In):
 
 
 class VaultUseQuery(_Query):
-    purpose: str | None = Field(default=None, max_length=2000,
-                                description="the purpose of this use (or the X-Purpose header)")
-    application: str | None = Field(default=None, max_length=2000,
-                                    description="the application that uses the copy (or X-Application)")
-    event: str | None = Field(default=None, max_length=2000,
-                              description="an event under way (or the X-Event header)")
-    location: str | None = Field(default=None, max_length=2000,
-                                 description="the place of use (or the X-Location header)")
+    purpose: str | None = Field(
+        default=None, max_length=2000, description="the purpose of this use (or the X-Purpose header)"
+    )
+    application: str | None = Field(
+        default=None, max_length=2000, description="the application that uses the copy (or X-Application)"
+    )
+    event: str | None = Field(
+        default=None, max_length=2000, description="an event under way (or the X-Event header)"
+    )
+    location: str | None = Field(
+        default=None, max_length=2000, description="the place of use (or the X-Location header)"
+    )
 
 
 def _take(pieces: Iterator[bytes], limit: int) -> bytes:
@@ -450,8 +501,7 @@ def _take(pieces: Iterator[bytes], limit: int) -> bytes:
 
 def policy_document(p: PolicyIn, policy_id: str) -> dict[str, Any]:
     """The policy a `PolicyIn` describes (connector.services.policies.policy_document)."""
-    return policies.policy_document(policy_id, template=p.template, params=p.params,
-                                    policy=p.policy)
+    return policies.policy_document(policy_id, template=p.template, params=p.params, policy=p.policy)
 
 
 def _page(q: PageQuery) -> Page:
@@ -466,9 +516,15 @@ def _process_page(q: ProcessListQuery) -> Page:
 
 
 def asset_view(a: AssetRow) -> dict[str, Any]:
-    return {"id": a.id, "title": a.title, "description": a.description,
-            "keywords": list(a.keywords), "contentType": a.content_type,
-            "dataAddress": a.data_address, "createdAt": iso_time(a.created_at)}
+    return {
+        "id": a.id,
+        "title": a.title,
+        "description": a.description,
+        "keywords": list(a.keywords),
+        "contentType": a.content_type,
+        "dataAddress": a.data_address,
+        "createdAt": iso_time(a.created_at),
+    }
 
 
 def policy_view(p: PolicyRow) -> dict[str, Any]:
@@ -477,33 +533,55 @@ def policy_view(p: PolicyRow) -> dict[str, Any]:
 
 def offer_view(o: OfferRow) -> dict[str, Any]:
     sel = o.asset_selector if isinstance(o.asset_selector, dict) else {}
-    return {"id": o.id, "assetIds": sel.get("assetIds"), "allAssets": bool(sel.get("all")),
-            "accessPolicyId": o.access_policy_id, "contractPolicyId": o.contract_policy_id,
-            "createdAt": iso_time(o.created_at)}
+    return {
+        "id": o.id,
+        "assetIds": sel.get("assetIds"),
+        "allAssets": bool(sel.get("all")),
+        "accessPolicyId": o.access_policy_id,
+        "contractPolicyId": o.contract_policy_id,
+        "createdAt": iso_time(o.created_at),
+    }
 
 
 def negotiation_view(row: NegotiationRow) -> dict[str, Any]:
     n = row_to_negotiation(row)
-    return {"id": n.id, "role": row.role, "state": n.wire_state.value, "internalState": n.state.value,
-            "providerPid": n.provider_pid, "consumerPid": n.consumer_pid,
-            "counterPartyId": n.counter_party_id, "counterPartyAddress": n.counter_party_address,
-            "offer": dict(n.offer), "agreementId": row.agreement_id,
-            "terminationReason": list(n.termination_reason) or None,
-            "errorDetail": n.delivery_error,
-            "createdAt": iso_time(row.created_at), "updatedAt": iso_time(row.updated_at)}
+    return {
+        "id": n.id,
+        "role": row.role,
+        "state": n.wire_state.value,
+        "internalState": n.state.value,
+        "providerPid": n.provider_pid,
+        "consumerPid": n.consumer_pid,
+        "counterPartyId": n.counter_party_id,
+        "counterPartyAddress": n.counter_party_address,
+        "offer": dict(n.offer),
+        "agreementId": row.agreement_id,
+        "terminationReason": list(n.termination_reason) or None,
+        "errorDetail": n.delivery_error,
+        "createdAt": iso_time(row.created_at),
+        "updatedAt": iso_time(row.updated_at),
+    }
 
 
 def transfer_view(row: TransferRow) -> dict[str, Any]:
     t = row_to_transfer(row)
     view: dict[str, Any] = {
-        "id": t.id, "role": row.role, "state": t.wire_state.value, "internalState": t.state.value,
-        "providerPid": t.provider_pid, "consumerPid": t.consumer_pid, "format": t.format,
-        "agreementId": t.agreement_id, "counterPartyId": t.counter_party_id,
+        "id": t.id,
+        "role": row.role,
+        "state": t.wire_state.value,
+        "internalState": t.state.value,
+        "providerPid": t.provider_pid,
+        "consumerPid": t.consumer_pid,
+        "format": t.format,
+        "agreementId": t.agreement_id,
+        "counterPartyId": t.counter_party_id,
         "counterPartyAddress": t.counter_party_address,
         "suspendedBy": sorted(r.value for r in t.suspended_by) or None,
         "terminationReason": list(t.termination_reason) or None,
         "errorDetail": t.delivery_error,
-        "createdAt": iso_time(row.created_at), "updatedAt": iso_time(row.updated_at)}
+        "createdAt": iso_time(row.created_at),
+        "updatedAt": iso_time(row.updated_at),
+    }
     if row.role == "consumer" and t.data_address is not None:
         # the endpoint data reference the provider handed over: where to pull, with which token
         view["endpoint"] = t.data_address.endpoint
@@ -513,21 +591,35 @@ def transfer_view(row: TransferRow) -> dict[str, Any]:
 
 def agreement_view(a: AgreementNow) -> dict[str, Any]:
     row = a.row
-    return {"id": row.id, "providerId": row.provider_id, "consumerId": row.consumer_id,
-            "target": row.target, "policy": row.policy, "signedAt": iso_time(row.signed_at),
-            "negotiationId": row.negotiation_id, "status": a.status,
-            "retiredAt": iso_time(row.retired_at), "retiredReason": row.retired_reason}
+    return {
+        "id": row.id,
+        "providerId": row.provider_id,
+        "consumerId": row.consumer_id,
+        "target": row.target,
+        "policy": row.policy,
+        "signedAt": iso_time(row.signed_at),
+        "negotiationId": row.negotiation_id,
+        "status": a.status,
+        "retiredAt": iso_time(row.retired_at),
+        "retiredReason": row.retired_reason,
+    }
 
 
 def fact_view(f: HeldFact) -> dict[str, Any]:
-    return {"name": f.name, "values": list(f.values), "until": iso_time(f.until),
-            "setAt": iso_time(f.set_at)}
+    return {"name": f.name, "values": list(f.values), "until": iso_time(f.until), "setAt": iso_time(f.set_at)}
 
 
 def payment_view(p: Payment) -> dict[str, Any]:
-    return {"id": p.id, "agreementId": p.agreement_id, "amount": format(p.amount, "f"),
-            "currency": p.currency, "paidAt": iso_time(p.paid_at),
-            "recordedAt": iso_time(p.recorded_at), "reference": p.reference, "receipt": p.receipt}
+    return {
+        "id": p.id,
+        "agreementId": p.agreement_id,
+        "amount": format(p.amount, "f"),
+        "currency": p.currency,
+        "paidAt": iso_time(p.paid_at),
+        "recordedAt": iso_time(p.recorded_at),
+        "reference": p.reference,
+        "receipt": p.receipt,
+    }
 
 
 def _text(d: dict[str, Any], *keys: str) -> Any:
@@ -551,17 +643,26 @@ def catalog_view(dsp: dict[str, Any], pages: int = 1) -> dict[str, Any]:
         for o in d.get("hasPolicy", []) or []:
             if not isinstance(o, dict):
                 continue
-            offers.append({"id": o.get("@id"), "terms": offer_in_words(o),
-                           "permission": o.get("permission"),
-                           "prohibition": o.get("prohibition"), "obligation": o.get("obligation")})
+            offers.append(
+                {
+                    "id": o.get("@id"),
+                    "terms": offer_in_words(o),
+                    "permission": o.get("permission"),
+                    "prohibition": o.get("prohibition"),
+                    "obligation": o.get("obligation"),
+                }
+            )
         keywords = d.get("dcat:keyword", d.get("keyword")) or []
-        datasets.append({"id": d.get("@id"), "title": _text(d, "dct:title", "title"),
-                         "description": _text(d, "dct:description", "description"),
-                         "keywords": [str(k) for k in (keywords if isinstance(keywords, list)
-                                                       else [keywords])],
-                         "formats": [x.get("format") for x in d.get("distribution", []) or []
-                                     if isinstance(x, dict)],
-                         "offers": offers})
+        datasets.append(
+            {
+                "id": d.get("@id"),
+                "title": _text(d, "dct:title", "title"),
+                "description": _text(d, "dct:description", "description"),
+                "keywords": [str(k) for k in (keywords if isinstance(keywords, list) else [keywords])],
+                "formats": [x.get("format") for x in d.get("distribution", []) or [] if isinstance(x, dict)],
+                "offers": offers,
+            }
+        )
     return {"participantId": dsp.get("participantId"), "pages": pages, "datasets": datasets}
 
 
@@ -572,14 +673,20 @@ def _json(body: Any, status: int = 200) -> web.Response:
 # ------------------------------------------------------------------ the app
 
 
-def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = None,
-                   downloads: Downloads | None = None, local: LocalUse | None = None,
-                   data_roots: DataRoots | None = None,
-                   limits: Limits = DEFAULT_LIMITS,
-                   held: HeldFacts | None = None,
-                   export: VaultExport | None = None,
-                   observe: Sequence[Operation] = (),
-                   ui: web.Application | None = None) -> web.Application:
+def management_app(
+    cp: ControlPlane,
+    api_key: str,
+    *,
+    audit: AuditLog | None = None,
+    downloads: Downloads | None = None,
+    local: LocalUse | None = None,
+    data_roots: DataRoots | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    held: HeldFacts | None = None,
+    export: VaultExport | None = None,
+    observe: Sequence[Operation] = (),
+    ui: web.Application | None = None,
+) -> web.Application:
     """``downloads`` (connector.consumer.Downloads): pulls run by the connector; ``local``
     (connector.consumer.LocalUse): governed reads of the vault's copies; ``data_roots``: where
     file assets may lie (none: file assets are refused); ``held``: the provider's held facts and
@@ -608,15 +715,21 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
     async def read_json(request: web.Request) -> Any:
         """The JSON body within the limits (connector.http.limits); BLANK if it is empty."""
         try:
-            raw = await read_body(request, max_bytes=limits.management_body_bytes,
-                                  timeout=limits.body_timeout, key="limits.management_body_bytes")
+            raw = await read_body(
+                request,
+                max_bytes=limits.management_body_bytes,
+                timeout=limits.body_timeout,
+                key="limits.management_body_bytes",
+            )
             return load_json(raw, limits) if raw.strip() else BLANK
         except LimitError as exc:
             raise ApiError(exc.status, exc.reason) from exc
 
-    def crud(records: RemovableRecords[R], view: Callable[[R], dict[str, Any]]
-             ) -> tuple[Handler, Handler, Handler]:
+    def crud(
+        records: RemovableRecords[R], view: Callable[[R], dict[str, Any]]
+    ) -> tuple[Handler, Handler, Handler]:
         """list, get and delete handlers of one resource."""
+
         async def list_(request: web.Request) -> web.Response:
             page = _page(query_of(request, PageQuery))
             return _json([view(r) for r in await records.list(page)])
@@ -627,6 +740,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
         async def delete_(request: web.Request) -> web.Response:
             await records.delete(request.match_info["id"])
             return web.Response(status=204)
+
         return list_, get_, delete_
 
     list_assets, get_asset, delete_asset = crud(asset_service, asset_view)
@@ -637,21 +751,29 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
     async def add_asset(request: web.Request) -> web.Response:
         a = body_of(request, AssetIn)
         row = await asset_service.add(
-            asset_id=a.id, title=a.title, description=a.description, keywords=a.keywords,
-            content_type=a.content_type, data_address=a.data_address.model_dump(exclude_none=True))
+            asset_id=a.id,
+            title=a.title,
+            description=a.description,
+            keywords=a.keywords,
+            content_type=a.content_type,
+            data_address=a.data_address.model_dump(exclude_none=True),
+        )
         return _json(asset_view(row), 201)
 
     async def add_policy(request: web.Request) -> web.Response:
         p = body_of(request, PolicyIn)
-        row = await policy_service.add(policy_id=p.id, template=p.template, params=p.params,
-                                       policy=p.policy)
+        row = await policy_service.add(policy_id=p.id, template=p.template, params=p.params, policy=p.policy)
         return _json(policy_view(row), 201)
 
     async def add_offer(request: web.Request) -> web.Response:
         o = body_of(request, OfferIn)
         row = await offer_service.add(
-            offer_id=o.id, asset_ids=o.asset_ids or (), all_assets=o.all_assets,
-            access_policy_id=o.access_policy_id, contract_policy_id=o.contract_policy_id)
+            offer_id=o.id,
+            asset_ids=o.asset_ids or (),
+            all_assets=o.all_assets,
+            access_policy_id=o.access_policy_id,
+            contract_policy_id=o.contract_policy_id,
+        )
         return _json(offer_view(row), 201)
 
     # -- agreements
@@ -664,8 +786,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
 
     async def retire_agreement(request: web.Request) -> web.Response:
         r = body_of(request, RetireIn)
-        return _json(agreement_view(await agreement_service.retire(request.match_info["id"],
-                                                                   r.reason)))
+        return _json(agreement_view(await agreement_service.retire(request.match_info["id"], r.reason)))
 
     # -- provider-held facts and payments
     async def list_facts(request: web.Request) -> web.Response:
@@ -673,8 +794,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
 
     async def set_fact(request: web.Request) -> web.Response:
         f = body_of(request, FactIn)
-        return _json(fact_view(await fact_service.set(request.match_info["name"], f.values,
-                                                      f.until)))
+        return _json(fact_view(await fact_service.set(request.match_info["name"], f.values, f.until)))
 
     async def unset_fact(request: web.Request) -> web.Response:
         await fact_service.unset(request.match_info["name"])
@@ -686,9 +806,16 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
 
     async def record_payment(request: web.Request) -> web.Response:
         p = body_of(request, PaymentIn)
-        payment = await payment_service.record(NewPayment(
-            agreement_id=p.agreement, amount=p.amount, currency=p.currency, paid_at=p.paid_at,
-            reference=p.reference, receipt=p.receipt))
+        payment = await payment_service.record(
+            NewPayment(
+                agreement_id=p.agreement,
+                amount=p.amount,
+                currency=p.currency,
+                paid_at=p.paid_at,
+                reference=p.reference,
+                receipt=p.receipt,
+            )
+        )
         return _json(payment_view(payment), 201)
 
     # -- a peer's catalog, negotiations
@@ -699,8 +826,9 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
 
     async def start_negotiation(request: web.Request) -> web.Response:
         n = body_of(request, NegotiationIn)
-        row = await negotiation_service.start(peer_url=n.peer_url, offer_id=n.offer_id,
-                                              dataset_id=n.dataset_id, terms=n.terms)
+        row = await negotiation_service.start(
+            peer_url=n.peer_url, offer_id=n.offer_id, dataset_id=n.dataset_id, terms=n.terms
+        )
         return _json(negotiation_view(row), 201)
 
     async def list_negotiations(request: web.Request) -> web.Response:
@@ -719,16 +847,18 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
 
     async def terminate_negotiation(request: web.Request) -> web.Response:
         t = body_of(request, TerminateIn)
-        return _json(negotiation_view(
-            await negotiation_service.terminate(request.match_info["id"], t.reason)))
+        return _json(
+            negotiation_view(await negotiation_service.terminate(request.match_info["id"], t.reason))
+        )
 
     async def accept_offer(request: web.Request) -> web.Response:
         return _json(negotiation_view(await negotiation_service.accept(request.match_info["id"])))
 
     async def counter_offer(request: web.Request) -> web.Response:
         c = body_of(request, CounterOfferIn)
-        return _json(negotiation_view(
-            await negotiation_service.counter_offer(request.match_info["id"], c.terms)))
+        return _json(
+            negotiation_view(await negotiation_service.counter_offer(request.match_info["id"], c.terms))
+        )
 
     # -- transfers
     async def list_transfers(request: web.Request) -> web.Response:
@@ -741,8 +871,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
 
     async def start_transfer(request: web.Request) -> web.Response:
         t = body_of(request, TransferIn)
-        row = await transfer_service.start(t.agreement_id, t.format, purpose=t.purpose,
-                                           stated=t.stated())
+        row = await transfer_service.start(t.agreement_id, t.format, purpose=t.purpose, stated=t.stated())
         return _json(transfer_view(row), 201)
 
     def transfer_action(action: str) -> Handler:
@@ -750,6 +879,7 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
             r = body_of(request, ReasonIn)
             row = await transfer_service.command(request.match_info["id"], action, r.reason)
             return _json(transfer_view(row))
+
         return handle
 
     async def refresh_transfer(request: web.Request) -> web.Response:
@@ -759,8 +889,9 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
     async def start_pull(request: web.Request) -> web.Response:
         pull_service.check()  # before the body: a connector without pulls has no such route
         p = body_of(request, PullIn)
-        job = await pull_service.start(request.match_info["id"], out=p.out, purpose=p.purpose,
-                                       complete=p.complete, stated=p.stated())
+        job = await pull_service.start(
+            request.match_info["id"], out=p.out, purpose=p.purpose, complete=p.complete, stated=p.stated()
+        )
         return _json(job.to_json(), 202)
 
     async def pull_status(request: web.Request) -> web.Response:
@@ -771,8 +902,15 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
     async def register_copy(request: web.Request) -> web.Response:
         c = body_of(request, CopyIn)
         copy = await vault_service.register(c.path, c.transfer_id)
-        return _json({"path": copy.path, "agreementId": copy.agreement_id,
-                      "deleteAt": copy.delete_at, "sha256": copy.sha256}, 201)
+        return _json(
+            {
+                "path": copy.path,
+                "agreementId": copy.agreement_id,
+                "deleteAt": copy.delete_at,
+                "sha256": copy.sha256,
+            },
+            201,
+        )
 
     async def list_vault(request: web.Request) -> web.StreamResponse:
         return _json(await vault_service.items())
@@ -784,28 +922,32 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
         """One governed local use of a copy: decided on the agreement, duties fulfilled first."""
         vault_service.check_uses()  # before the query, as the other vault routes
         q = query_of(request, VaultUseQuery)
-        given = {name: request.headers.get(h.name) or getattr(q, name)
-                 for name, h in STATED_HEADERS.items()}
+        given = {name: request.headers.get(h.name) or getattr(q, name) for name, h in STATED_HEADERS.items()}
         try:
             stated = pipeline.stated(**given)
         except PolicyError as exc:
             raise ApiError(400, f"a stated fact cannot be read: {exc}") from exc
         use = await vault_service.use(request.match_info["vid"], stated)
-        return web.FileResponse(use.path, headers={"X-Use-Number": str(use.number),
-                                                   "Content-Type": "application/octet-stream"})
+        return web.FileResponse(
+            use.path, headers={"X-Use-Number": str(use.number), "Content-Type": "application/octet-stream"}
+        )
 
     async def export_vault_item(request: web.Request) -> web.StreamResponse:
         """A copy leaves the vault as the agreement says: encrypted to the named recipient."""
         vault_service.check_exports()  # before the body, as the other vault routes
         e = body_of(request, VaultExportIn)
-        decided = await vault_service.export(request.match_info["vid"],
-                                             recipient_pem=e.recipient_certificate, plain=e.plain)
-        headers = {"Content-Type": "application/octet-stream",
-                   "X-Export-Encrypted": "true" if decided.encrypted else "false"}
+        decided = await vault_service.export(
+            request.match_info["vid"], recipient_pem=e.recipient_certificate, plain=e.plain
+        )
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "X-Export-Encrypted": "true" if decided.encrypted else "false",
+        }
         if decided.next_policy is not None:
             named = str(decided.next_policy.get("@id", ""))
-            headers["X-Next-Policy"] = named if named.isascii() and named.isprintable() and (
-                named) else "(in the envelope)"
+            headers["X-Next-Policy"] = (
+                named if named.isascii() and named.isprintable() and (named) else "(in the envelope)"
+            )
         if decided.note:
             headers["X-Export-Note"] = decided.note
         response = web.StreamResponse(headers=headers)
@@ -826,173 +968,503 @@ def management_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = N
         return web.json_response(document)
 
     def transfer_command(action: str, what: str) -> Operation:
-        return Operation("POST", f"/api/transfers/{{id}}/{action}", transfer_action(action),
-                         f"{action}Transfer", what, "transfers", body=ReasonIn, body_optional=True,
-                         response=TransferView, errors={404: NO_TRANSFER, 409: NOT_NOW})
+        return Operation(
+            "POST",
+            f"/api/transfers/{{id}}/{action}",
+            transfer_action(action),
+            f"{action}Transfer",
+            what,
+            "transfers",
+            body=ReasonIn,
+            body_optional=True,
+            response=TransferView,
+            errors={404: NO_TRANSFER, 409: NOT_NOW},
+        )
 
     operations: list[Operation] = [
-        Operation("GET", "/api/openapi.json", openapi, "getOpenApi",
-                  "This document", "meta", public=True, uses_store=False),
+        Operation(
+            "GET",
+            "/api/openapi.json",
+            openapi,
+            "getOpenApi",
+            "This document",
+            "meta",
+            public=True,
+            uses_store=False,
+        ),
         # assets
-        Operation("POST", "/api/assets", add_asset, "addAsset", "Add an asset", "assets",
-                  status=201, body=AssetIn, response=AssetView,
-                  errors={409: "An asset with this id exists"}),
-        Operation("GET", "/api/assets", list_assets, "listAssets", "List assets (secrets masked)",
-                  "assets", query=PageQuery, response=list[AssetView]),
-        Operation("GET", "/api/assets/{id}", get_asset, "getAsset", "Get an asset (secrets masked)",
-                  "assets", response=AssetView, errors={404: "No such asset"}),
-        Operation("DELETE", "/api/assets/{id}", delete_asset, "deleteAsset", "Delete an asset",
-                  "assets", status=204, errors={404: "No such asset", 409: IN_USE}),
+        Operation(
+            "POST",
+            "/api/assets",
+            add_asset,
+            "addAsset",
+            "Add an asset",
+            "assets",
+            status=201,
+            body=AssetIn,
+            response=AssetView,
+            errors={409: "An asset with this id exists"},
+        ),
+        Operation(
+            "GET",
+            "/api/assets",
+            list_assets,
+            "listAssets",
+            "List assets (secrets masked)",
+            "assets",
+            query=PageQuery,
+            response=list[AssetView],
+        ),
+        Operation(
+            "GET",
+            "/api/assets/{id}",
+            get_asset,
+            "getAsset",
+            "Get an asset (secrets masked)",
+            "assets",
+            response=AssetView,
+            errors={404: "No such asset"},
+        ),
+        Operation(
+            "DELETE",
+            "/api/assets/{id}",
+            delete_asset,
+            "deleteAsset",
+            "Delete an asset",
+            "assets",
+            status=204,
+            errors={404: "No such asset", 409: IN_USE},
+        ),
         # policies
-        Operation("POST", "/api/policies", add_policy, "addPolicy",
-                  "Add a policy (a template, plain ODRL rules or JSON-LD)", "policies", status=201,
-                  body=PolicyIn, response=PolicyView, errors={409: "A policy with this id exists"}),
-        Operation("GET", "/api/policies", list_policies, "listPolicies", "List policies", "policies",
-                  query=PageQuery, response=list[PolicyView]),
-        Operation("GET", "/api/policies/{id}", get_policy, "getPolicy", "Get a policy", "policies",
-                  response=PolicyView, errors={404: "No such policy"}),
-        Operation("DELETE", "/api/policies/{id}", delete_policy, "deletePolicy", "Delete a policy",
-                  "policies", status=204, errors={404: "No such policy", 409: IN_USE}),
+        Operation(
+            "POST",
+            "/api/policies",
+            add_policy,
+            "addPolicy",
+            "Add a policy (a template, plain ODRL rules or JSON-LD)",
+            "policies",
+            status=201,
+            body=PolicyIn,
+            response=PolicyView,
+            errors={409: "A policy with this id exists"},
+        ),
+        Operation(
+            "GET",
+            "/api/policies",
+            list_policies,
+            "listPolicies",
+            "List policies",
+            "policies",
+            query=PageQuery,
+            response=list[PolicyView],
+        ),
+        Operation(
+            "GET",
+            "/api/policies/{id}",
+            get_policy,
+            "getPolicy",
+            "Get a policy",
+            "policies",
+            response=PolicyView,
+            errors={404: "No such policy"},
+        ),
+        Operation(
+            "DELETE",
+            "/api/policies/{id}",
+            delete_policy,
+            "deletePolicy",
+            "Delete a policy",
+            "policies",
+            status=204,
+            errors={404: "No such policy", 409: IN_USE},
+        ),
         # offers
-        Operation("POST", "/api/offers", add_offer, "addOffer",
-                  "Offer assets under an access and a contract policy", "offers", status=201,
-                  body=OfferIn, response=OfferView, errors={409: "An offer with this id exists"}),
-        Operation("GET", "/api/offers", list_offers, "listOffers", "List offers", "offers",
-                  query=PageQuery, response=list[OfferView]),
-        Operation("GET", "/api/offers/{id}", get_offer, "getOffer", "Get an offer", "offers",
-                  response=OfferView, errors={404: "No such offer"}),
-        Operation("DELETE", "/api/offers/{id}", delete_offer, "deleteOffer", "Withdraw an offer",
-                  "offers", status=204, errors={404: "No such offer", 409: IN_USE}),
+        Operation(
+            "POST",
+            "/api/offers",
+            add_offer,
+            "addOffer",
+            "Offer assets under an access and a contract policy",
+            "offers",
+            status=201,
+            body=OfferIn,
+            response=OfferView,
+            errors={409: "An offer with this id exists"},
+        ),
+        Operation(
+            "GET",
+            "/api/offers",
+            list_offers,
+            "listOffers",
+            "List offers",
+            "offers",
+            query=PageQuery,
+            response=list[OfferView],
+        ),
+        Operation(
+            "GET",
+            "/api/offers/{id}",
+            get_offer,
+            "getOffer",
+            "Get an offer",
+            "offers",
+            response=OfferView,
+            errors={404: "No such offer"},
+        ),
+        Operation(
+            "DELETE",
+            "/api/offers/{id}",
+            delete_offer,
+            "deleteOffer",
+            "Withdraw an offer",
+            "offers",
+            status=204,
+            errors={404: "No such offer", 409: IN_USE},
+        ),
         # a peer's catalog
-        Operation("POST", "/api/catalog", peer_catalog, "peerCatalog",
-                  "A peer's catalog, as this connector may see it", "catalog", body=CatalogIn,
-                  response=CatalogView, errors={502: PEER_FAILED}),
+        Operation(
+            "POST",
+            "/api/catalog",
+            peer_catalog,
+            "peerCatalog",
+            "A peer's catalog, as this connector may see it",
+            "catalog",
+            body=CatalogIn,
+            response=CatalogView,
+            errors={502: PEER_FAILED},
+        ),
         dataspace.operation(peer_catalog_service),  # every page of a peer's catalog as one
         # negotiations
-        Operation("POST", "/api/negotiations", start_negotiation, "startNegotiation",
-                  "Negotiate a peer's offer", "negotiations", status=201, body=NegotiationIn,
-                  response=NegotiationView,
-                  errors={404: "The peer offers no such offer to this connector", 502: PEER_FAILED}),
-        Operation("GET", "/api/negotiations", list_negotiations, "listNegotiations",
-                  "List negotiations, oldest first (order=newest: newest first)", "negotiations",
-                  query=NegotiationListQuery,
-                  response=list[NegotiationView]),
-        Operation("GET", "/api/negotiations/{id}", get_negotiation, "getNegotiation",
-                  "Get a negotiation; with waitFor, wait (up to timeout) for one of those states",
-                  "negotiations", query=NegotiationWaitQuery, response=NegotiationView,
-                  errors={404: NO_NEGOTIATION}),
-        Operation("POST", "/api/negotiations/{id}/terminate", terminate_negotiation,
-                  "terminateNegotiation", "Terminate a negotiation", "negotiations",
-                  body=TerminateIn, response=NegotiationView,
-                  errors={404: NO_NEGOTIATION, 409: NOT_NOW}),
-        Operation("POST", "/api/negotiations/{id}/accept", accept_offer, "acceptOffer",
-                  "Consumer: accept the provider's offer", "negotiations", response=NegotiationView,
-                  errors={404: NO_NEGOTIATION, 409: NOT_NOW}),
-        Operation("POST", "/api/negotiations/{id}/counter-offer", counter_offer, "counterOffer",
-                  "Consumer: answer the provider's offer with other terms", "negotiations",
-                  body=CounterOfferIn, response=NegotiationView,
-                  errors={404: NO_NEGOTIATION, 409: NOT_NOW}),
+        Operation(
+            "POST",
+            "/api/negotiations",
+            start_negotiation,
+            "startNegotiation",
+            "Negotiate a peer's offer",
+            "negotiations",
+            status=201,
+            body=NegotiationIn,
+            response=NegotiationView,
+            errors={404: "The peer offers no such offer to this connector", 502: PEER_FAILED},
+        ),
+        Operation(
+            "GET",
+            "/api/negotiations",
+            list_negotiations,
+            "listNegotiations",
+            "List negotiations, oldest first (order=newest: newest first)",
+            "negotiations",
+            query=NegotiationListQuery,
+            response=list[NegotiationView],
+        ),
+        Operation(
+            "GET",
+            "/api/negotiations/{id}",
+            get_negotiation,
+            "getNegotiation",
+            "Get a negotiation; with waitFor, wait (up to timeout) for one of those states",
+            "negotiations",
+            query=NegotiationWaitQuery,
+            response=NegotiationView,
+            errors={404: NO_NEGOTIATION},
+        ),
+        Operation(
+            "POST",
+            "/api/negotiations/{id}/terminate",
+            terminate_negotiation,
+            "terminateNegotiation",
+            "Terminate a negotiation",
+            "negotiations",
+            body=TerminateIn,
+            response=NegotiationView,
+            errors={404: NO_NEGOTIATION, 409: NOT_NOW},
+        ),
+        Operation(
+            "POST",
+            "/api/negotiations/{id}/accept",
+            accept_offer,
+            "acceptOffer",
+            "Consumer: accept the provider's offer",
+            "negotiations",
+            response=NegotiationView,
+            errors={404: NO_NEGOTIATION, 409: NOT_NOW},
+        ),
+        Operation(
+            "POST",
+            "/api/negotiations/{id}/counter-offer",
+            counter_offer,
+            "counterOffer",
+            "Consumer: answer the provider's offer with other terms",
+            "negotiations",
+            body=CounterOfferIn,
+            response=NegotiationView,
+            errors={404: NO_NEGOTIATION, 409: NOT_NOW},
+        ),
         # agreements
-        Operation("GET", "/api/agreements", list_agreements, "listAgreements", "List agreements",
-                  "agreements", query=PageQuery, response=list[AgreementView]),
-        Operation("GET", "/api/agreements/{id}", get_agreement, "getAgreement", "Get an agreement",
-                  "agreements", response=AgreementView, errors={404: "No such agreement"}),
-        Operation("POST", "/api/agreements/{id}/retire", retire_agreement, "retireAgreement",
-                  "Provider: retire an agreement (its running transfers are terminated, new ones "
-                  "refused)", "agreements", body=RetireIn, response=AgreementView,
-                  errors={404: "No such agreement of this provider"}),
+        Operation(
+            "GET",
+            "/api/agreements",
+            list_agreements,
+            "listAgreements",
+            "List agreements",
+            "agreements",
+            query=PageQuery,
+            response=list[AgreementView],
+        ),
+        Operation(
+            "GET",
+            "/api/agreements/{id}",
+            get_agreement,
+            "getAgreement",
+            "Get an agreement",
+            "agreements",
+            response=AgreementView,
+            errors={404: "No such agreement"},
+        ),
+        Operation(
+            "POST",
+            "/api/agreements/{id}/retire",
+            retire_agreement,
+            "retireAgreement",
+            "Provider: retire an agreement (its running transfers are terminated, new ones refused)",
+            "agreements",
+            body=RetireIn,
+            response=AgreementView,
+            errors={404: "No such agreement of this provider"},
+        ),
         # provider-held facts and payments
-        Operation("GET", "/api/facts", list_facts, "listFacts",
-                  "The facts this provider holds now (state, active events)", "facts",
-                  response=list[FactView]),
-        Operation("PUT", "/api/facts/{name}", set_fact, "setFact",
-                  "Set (replace) a held fact: an operand such as idsc:STATE or odrl:event",
-                  "facts", body=FactIn, response=FactView,
-                  errors={404: "No such operand (no policy can test it)"},
-                  path_params={"name": "the operand (a CURIE, an IDS code or the full IRI)"}),
-        Operation("DELETE", "/api/facts/{name}", unset_fact, "unsetFact", "Unset a held fact",
-                  "facts", status=204, errors={404: "No such fact"},
-                  path_params={"name": "the operand (a CURIE, an IDS code or the full IRI)"}),
-        Operation("GET", "/api/payments", list_payments, "listPayments",
-                  "Payments received, oldest first", "payments", query=PaymentQuery,
-                  response=list[PaymentView]),
-        Operation("POST", "/api/payments", record_payment, "recordPayment",
-                  "Provider: record a payment received under an agreement", "payments",
-                  status=201, body=PaymentIn, response=PaymentView,
-                  errors={404: "No such agreement of this provider"}),
+        Operation(
+            "GET",
+            "/api/facts",
+            list_facts,
+            "listFacts",
+            "The facts this provider holds now (state, active events)",
+            "facts",
+            response=list[FactView],
+        ),
+        Operation(
+            "PUT",
+            "/api/facts/{name}",
+            set_fact,
+            "setFact",
+            "Set (replace) a held fact: an operand such as idsc:STATE or odrl:event",
+            "facts",
+            body=FactIn,
+            response=FactView,
+            errors={404: "No such operand (no policy can test it)"},
+            path_params={"name": "the operand (a CURIE, an IDS code or the full IRI)"},
+        ),
+        Operation(
+            "DELETE",
+            "/api/facts/{name}",
+            unset_fact,
+            "unsetFact",
+            "Unset a held fact",
+            "facts",
+            status=204,
+            errors={404: "No such fact"},
+            path_params={"name": "the operand (a CURIE, an IDS code or the full IRI)"},
+        ),
+        Operation(
+            "GET",
+            "/api/payments",
+            list_payments,
+            "listPayments",
+            "Payments received, oldest first",
+            "payments",
+            query=PaymentQuery,
+            response=list[PaymentView],
+        ),
+        Operation(
+            "POST",
+            "/api/payments",
+            record_payment,
+            "recordPayment",
+            "Provider: record a payment received under an agreement",
+            "payments",
+            status=201,
+            body=PaymentIn,
+            response=PaymentView,
+            errors={404: "No such agreement of this provider"},
+        ),
         # transfers
-        Operation("POST", "/api/transfers", start_transfer, "startTransfer",
-                  "Request a transfer under an agreement", "transfers", status=201,
-                  body=TransferIn, response=TransferView,
-                  errors={404: "No such agreement of this consumer",
-                          409: "The agreement is not finalized, or this connector takes no pushes"}),
-        Operation("GET", "/api/transfers", list_transfers, "listTransfers",
-                  "List transfers, oldest first (order=newest: newest first)", "transfers",
-                  query=TransferListQuery, response=list[TransferView]),
-        Operation("GET", "/api/transfers/{id}", get_transfer, "getTransfer",
-                  "Get a transfer (the consumer sees the endpoint and token to pull from)",
-                  "transfers", response=TransferView, errors={404: NO_TRANSFER}),
+        Operation(
+            "POST",
+            "/api/transfers",
+            start_transfer,
+            "startTransfer",
+            "Request a transfer under an agreement",
+            "transfers",
+            status=201,
+            body=TransferIn,
+            response=TransferView,
+            errors={
+                404: "No such agreement of this consumer",
+                409: "The agreement is not finalized, or this connector takes no pushes",
+            },
+        ),
+        Operation(
+            "GET",
+            "/api/transfers",
+            list_transfers,
+            "listTransfers",
+            "List transfers, oldest first (order=newest: newest first)",
+            "transfers",
+            query=TransferListQuery,
+            response=list[TransferView],
+        ),
+        Operation(
+            "GET",
+            "/api/transfers/{id}",
+            get_transfer,
+            "getTransfer",
+            "Get a transfer (the consumer sees the endpoint and token to pull from)",
+            "transfers",
+            response=TransferView,
+            errors={404: NO_TRANSFER},
+        ),
         transfer_command("suspend", "Suspend a transfer"),
         transfer_command("resume", "Resume a suspended transfer"),
         transfer_command("complete", "Complete a transfer"),
         transfer_command("terminate", "Terminate a transfer"),
-        Operation("POST", "/api/transfers/{id}/refresh", refresh_transfer, "refreshTransfer",
-                  "Consumer: exchange the pull's refresh token for a new access token",
-                  "transfers", response=TransferView,
-                  errors={404: NO_TRANSFER, 409: "The transfer has no refresh token or has ended",
-                          502: "The provider refused the refresh or could not be reached"}),
+        Operation(
+            "POST",
+            "/api/transfers/{id}/refresh",
+            refresh_transfer,
+            "refreshTransfer",
+            "Consumer: exchange the pull's refresh token for a new access token",
+            "transfers",
+            response=TransferView,
+            errors={
+                404: NO_TRANSFER,
+                409: "The transfer has no refresh token or has ended",
+                502: "The provider refused the refresh or could not be reached",
+            },
+        ),
         # pulls and the vault (consumer)
-        Operation("POST", "/api/transfers/{id}/pull", start_pull, "startPull",
-                  "Consumer: pull a STARTED transfer's data into the vault (or `out`), verify the "
-                  "provider's receipts and log them", "pulls", status=202, body=PullIn,
-                  body_optional=True, response=PullJobView,
-                  errors={404: NO_TRANSFER + ", or this connector runs no pulls",
-                          409: "The transfer is not a STARTED pull, or is being pulled already"}),
-        Operation("GET", "/api/transfers/{id}/pull", pull_status, "pullStatus",
-                  "Consumer: the pull's progress and outcome (`wait` seconds for its end)", "pulls",
-                  query=PullWaitQuery, response=PullJobView,
-                  errors={404: "No pull of this transfer, or this connector runs no pulls"}),
-        Operation("POST", "/api/vault", register_copy, "registerCopy",
-                  "Consumer: register a local copy (its delete duty is enforced)", "vault",
-                  status=201, body=CopyIn, response=VaultCopyView,
-                  errors={404: NO_TRANSFER + ", or this connector keeps no vault"}),
-        Operation("GET", "/api/vault", list_vault, "listVault",
-                  "Consumer: the local copies held under agreements", "vault",
-                  response=list[VaultItemView], errors={404: NO_VAULT}),
-        Operation("GET", "/api/vault/{vid}", get_vault_item, "getVaultItem",
-                  "One local copy: its agreement, duties and local use count", "vault",
-                  response=VaultItemView, errors={404: "No such copy, " + NO_VAULT.lower()},
-                  path_params={"vid": "the vault item's id"}),
+        Operation(
+            "POST",
+            "/api/transfers/{id}/pull",
+            start_pull,
+            "startPull",
+            "Consumer: pull a STARTED transfer's data into the vault (or `out`), verify the "
+            "provider's receipts and log them",
+            "pulls",
+            status=202,
+            body=PullIn,
+            body_optional=True,
+            response=PullJobView,
+            errors={
+                404: NO_TRANSFER + ", or this connector runs no pulls",
+                409: "The transfer is not a STARTED pull, or is being pulled already",
+            },
+        ),
+        Operation(
+            "GET",
+            "/api/transfers/{id}/pull",
+            pull_status,
+            "pullStatus",
+            "Consumer: the pull's progress and outcome (`wait` seconds for its end)",
+            "pulls",
+            query=PullWaitQuery,
+            response=PullJobView,
+            errors={404: "No pull of this transfer, or this connector runs no pulls"},
+        ),
+        Operation(
+            "POST",
+            "/api/vault",
+            register_copy,
+            "registerCopy",
+            "Consumer: register a local copy (its delete duty is enforced)",
+            "vault",
+            status=201,
+            body=CopyIn,
+            response=VaultCopyView,
+            errors={404: NO_TRANSFER + ", or this connector keeps no vault"},
+        ),
+        Operation(
+            "GET",
+            "/api/vault",
+            list_vault,
+            "listVault",
+            "Consumer: the local copies held under agreements",
+            "vault",
+            response=list[VaultItemView],
+            errors={404: NO_VAULT},
+        ),
+        Operation(
+            "GET",
+            "/api/vault/{vid}",
+            get_vault_item,
+            "getVaultItem",
+            "One local copy: its agreement, duties and local use count",
+            "vault",
+            response=VaultItemView,
+            errors={404: "No such copy, " + NO_VAULT.lower()},
+            path_params={"vid": "the vault item's id"},
+        ),
         # no HEAD: a use is counted and reported only when the data is served
-        Operation("GET", "/api/vault/{vid}/data", read_vault_item, "useVaultItem",
-                  "Consumer: one governed local use of a copy", "vault", query=VaultUseQuery,
-                  headers=tuple(STATED_HEADERS.values()), media_type="application/octet-stream",
-                  description="The agreement decides, its duties (log, inform the provider) are "
-                              "fulfilled first, and the use counts (`X-Use-Number`).",
-                  errors={403: "The agreement denies this use", 404: "No such copy, " + NO_VAULT.lower(),
-                          410: "The copy was deleted under its agreement's duty"},
-                  path_params={"vid": "the vault item's id"}, allow_head=False),
-        Operation("POST", "/api/vault/{vid}/export", export_vault_item, "exportVaultItem",
-                  "Consumer: a copy leaves the vault, as its agreement says", "vault",
-                  body=VaultExportIn, media_type="application/octet-stream",
-                  description="Decided on the agreement's `distribute` permission: the copy "
-                              "leaves encrypted to the recipient's certificate "
-                              "(connector.usage.envelope), with the next policy when the "
-                              "agreement requires one, and is logged (`vault.distributed`).",
-                  errors={403: "The agreement does not permit this distribution",
-                          404: "No such copy, " + NO_VAULT.lower(),
-                          409: "The copy on disk is not the one registered",
-                          410: "The copy was deleted under its agreement's duty"},
-                  path_params={"vid": "the vault item's id"}),
+        Operation(
+            "GET",
+            "/api/vault/{vid}/data",
+            read_vault_item,
+            "useVaultItem",
+            "Consumer: one governed local use of a copy",
+            "vault",
+            query=VaultUseQuery,
+            headers=tuple(STATED_HEADERS.values()),
+            media_type="application/octet-stream",
+            description="The agreement decides, its duties (log, inform the provider) are "
+            "fulfilled first, and the use counts (`X-Use-Number`).",
+            errors={
+                403: "The agreement denies this use",
+                404: "No such copy, " + NO_VAULT.lower(),
+                410: "The copy was deleted under its agreement's duty",
+            },
+            path_params={"vid": "the vault item's id"},
+            allow_head=False,
+        ),
+        Operation(
+            "POST",
+            "/api/vault/{vid}/export",
+            export_vault_item,
+            "exportVaultItem",
+            "Consumer: a copy leaves the vault, as its agreement says",
+            "vault",
+            body=VaultExportIn,
+            media_type="application/octet-stream",
+            description="Decided on the agreement's `distribute` permission: the copy "
+            "leaves encrypted to the recipient's certificate "
+            "(connector.usage.envelope), with the next policy when the "
+            "agreement requires one, and is logged (`vault.distributed`).",
+            errors={
+                403: "The agreement does not permit this distribution",
+                404: "No such copy, " + NO_VAULT.lower(),
+                409: "The copy on disk is not the one registered",
+                410: "The copy was deleted under its agreement's duty",
+            },
+            path_params={"vid": "the vault item's id"},
+        ),
         # audit
-        Operation("GET", "/api/audit", audit_timeline, "auditTimeline",
-                  "The audit trail, oldest first", "audit", query=AuditQuery,
-                  response=list[AuditEntryView], errors={404: "This connector keeps no audit log"}),
+        Operation(
+            "GET",
+            "/api/audit",
+            audit_timeline,
+            "auditTimeline",
+            "The audit trail, oldest first",
+            "audit",
+            query=AuditQuery,
+            response=list[AuditEntryView],
+            errors={404: "This connector keeps no audit log"},
+        ),
         # health, readiness, metrics (connector.http.observe)
         *observe,
     ]
-    document.update(openapi_document(operations, title="Connector management API",
-                                     version=API_VERSION, description=API_DESCRIPTION))
+    document.update(
+        openapi_document(
+            operations, title="Connector management API", version=API_VERSION, description=API_DESCRIPTION
+        )
+    )
     public = public_paths(operations)
     key = api_key.encode()
 

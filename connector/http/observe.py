@@ -60,8 +60,7 @@ def http_middleware(app_name: str) -> Middleware:
             counter = counters.get((resource, status))
             if counter is None:
                 route = resource.canonical if resource is not None else "unmatched"
-                counter = counters[(resource, status)] = HTTP_REQUESTS.labels(
-                    app_name, route, str(status))
+                counter = counters[(resource, status)] = HTTP_REQUESTS.labels(app_name, route, str(status))
             counter.inc()
             seconds.observe(time.perf_counter() - t0)
 
@@ -79,12 +78,15 @@ def count_requests(app: web.Application, app_name: str) -> web.Application:
 async def store_gauges(store: Store) -> None:
     """Processes by kind and state and outbox messages by status, as the store holds them now."""
     async with store.transaction(readonly=True) as tx:
-        rows = {kind: (await tx.execute(sa.select(table.c.state, sa.func.count())
-                                        .group_by(table.c.state))).all()
-                for kind, table in (("negotiation", schema.negotiations),
-                                    ("transfer", schema.transfers))}
-        outbox = (await tx.execute(sa.select(schema.outbox.c.status, sa.func.count())
-                                   .group_by(schema.outbox.c.status))).all()
+        rows = {
+            kind: (await tx.execute(sa.select(table.c.state, sa.func.count()).group_by(table.c.state))).all()
+            for kind, table in (("negotiation", schema.negotiations), ("transfer", schema.transfers))
+        }
+        outbox = (
+            await tx.execute(
+                sa.select(schema.outbox.c.status, sa.func.count()).group_by(schema.outbox.c.status)
+            )
+        ).all()
     PROCESSES.clear()
     for kind, counts in rows.items():
         for state, n in map(tuple, counts):
@@ -100,6 +102,7 @@ class Readiness:
 
     async def run(self) -> dict[str, str]:
         """Each check's result: "ok" or the reason it failed (all run at once, each bounded)."""
+
         async def one(check: Check) -> str:
             try:
                 await asyncio.wait_for(check(), CHECK_TIMEOUT)
@@ -131,8 +134,9 @@ def ready_handler(readiness: Readiness) -> Handler:
     async def ready(request: web.Request) -> web.Response:
         checks = await readiness.run()
         ok = all(v == "ok" for v in checks.values())
-        return web.json_response({"status": "ready" if ok else "not ready", "checks": checks},
-                                 status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
+        )
 
     return ready
 
@@ -152,16 +156,39 @@ def operations(readiness: Readiness, store: Store | None) -> list[Operation]:
     async def metrics(request: web.Request) -> web.Response:
         if store is not None:
             await store_gauges(store)
-        return web.Response(body=generate_latest(REGISTRY),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return [
-        Operation("GET", "/health", health, "health", "Live: the process answers", "meta",
-                  response=HealthView, public=True, uses_store=False),
-        Operation("GET", "/ready", ready, "ready",
-                  "Ready: the store, the authority and the keys (503 names what is not)",
-                  "meta", response=ReadyView, public=True, uses_store=False,
-                  errors={503: "Not ready: the checks say why"}),
-        Operation("GET", "/metrics", metrics, "metrics", "Prometheus metrics of this process",
-                  "meta", media_type=CONTENT_TYPE_LATEST.split(";")[0]),
+        Operation(
+            "GET",
+            "/health",
+            health,
+            "health",
+            "Live: the process answers",
+            "meta",
+            response=HealthView,
+            public=True,
+            uses_store=False,
+        ),
+        Operation(
+            "GET",
+            "/ready",
+            ready,
+            "ready",
+            "Ready: the store, the authority and the keys (503 names what is not)",
+            "meta",
+            response=ReadyView,
+            public=True,
+            uses_store=False,
+            errors={503: "Not ready: the checks say why"},
+        ),
+        Operation(
+            "GET",
+            "/metrics",
+            metrics,
+            "metrics",
+            "Prometheus metrics of this process",
+            "meta",
+            media_type=CONTENT_TYPE_LATEST.split(";")[0],
+        ),
     ]

@@ -111,8 +111,7 @@ def _host_name(entry: str) -> str:
     try:
         host = host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError as exc:
-        raise ValueError(f"{entry!r} is neither an address, a CIDR nor a host name ({exc})"
-                         ) from None
+        raise ValueError(f"{entry!r} is neither an address, a CIDR nor a host name ({exc})") from None
     problem = _name_problem(host)
     if problem:
         raise ValueError(f"{entry!r} is neither an address, a CIDR nor a host name: {problem}")
@@ -129,8 +128,9 @@ class OutboundPolicy:
     max_redirects: int = 3
 
     @classmethod
-    def from_config(cls, allow: Iterable[str] = (), *, schemes: Iterable[str] = HTTP_SCHEMES,
-                    max_redirects: int = 3) -> OutboundPolicy:
+    def from_config(
+        cls, allow: Iterable[str] = (), *, schemes: Iterable[str] = HTTP_SCHEMES, max_redirects: int = 3
+    ) -> OutboundPolicy:
         """`allow` entries are CIDRs / IP addresses (`10.1.0.0/16`, `::1`) or host names; an
         entry that is none of them raises ValueError (a typo must not allow something else)."""
         networks: list[IPNetwork] = []
@@ -194,8 +194,7 @@ def _name_problem(host: str) -> str | None:
         if len(label) > MAX_LABEL_LENGTH:
             return f"a label of the host name is longer than {MAX_LABEL_LENGTH} characters"
         if not _LABEL.fullmatch(label):
-            return f"the host name label {label[:MAX_LABEL_LENGTH]!r} has characters a DNS name " \
-                   "cannot have"
+            return f"the host name label {label[:MAX_LABEL_LENGTH]!r} has characters a DNS name cannot have"
     return None
 
 
@@ -214,17 +213,18 @@ def _ipv4_literal(host: str) -> ipaddress.IPv4Address | None:
     except OSError:
         raise InvalidUrl(f"host {host!r} is not a valid IPv4 address") from None
     what = address_category(address)
-    raise InvalidUrl(f"host {host!r} is the IPv4 address {address}"
-                     f"{f' ({what})' if what else ''} in a non-canonical form (decimal, octal, "
-                     f"hex or short); write it as {address}")
+    raise InvalidUrl(
+        f"host {host!r} is the IPv4 address {address}"
+        f"{f' ({what})' if what else ''} in a non-canonical form (decimal, octal, "
+        f"hex or short); write it as {address}"
+    )
 
 
 def _parse_ip(text: str) -> IPAddress:
     return ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
 
 
-def parse_url(url: str | URL, *, schemes: Iterable[str] = HTTP_SCHEMES,
-              base: bool = False) -> URL:
+def parse_url(url: str | URL, *, schemes: Iterable[str] = HTTP_SCHEMES, base: bool = False) -> URL:
     """The URL, if its syntax is one this connector calls (no DNS, no address policy).
 
     `base`: a base URL that paths are appended to (a callbackAddress, a peer URL), so no query
@@ -240,15 +240,14 @@ def parse_url(url: str | URL, *, schemes: Iterable[str] = HTTP_SCHEMES,
     allowed = sorted(s.lower() for s in schemes)
     if scheme not in allowed:
         raise SchemeRefused(f"scheme {scheme!r} is not allowed (only {', '.join(allowed)})")
-    if not text[start.end():].startswith("//"):
+    if not text[start.end() :].startswith("//"):
         raise InvalidUrl("not an absolute URL (scheme://host/...)")
     if _CONTROL.search(text):
         raise InvalidUrl("the URL contains spaces or control characters")
     try:
         u = url if isinstance(url, URL) else URL(url)
     except UnicodeError as exc:  # IDNA: a label empty or longer than 63 characters, ...
-        raise InvalidUrl(f"the host is not a valid internationalized domain name: {exc}"[:300]
-                         ) from None
+        raise InvalidUrl(f"the host is not a valid internationalized domain name: {exc}"[:300]) from None
     except (ValueError, TypeError) as exc:
         raise InvalidUrl(f"not a valid URL: {exc}"[:300]) from None
     if not u.absolute or u.scheme.lower() != scheme:
@@ -333,8 +332,9 @@ async def _system_resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def _check_host(host: str, port: int, policy: OutboundPolicy,
-                      resolve: Resolve | None) -> tuple[tuple[str, ...], str]:
+async def _check_host(
+    host: str, port: int, policy: OutboundPolicy, resolve: Resolve | None
+) -> tuple[tuple[str, ...], str]:
     """The addresses `host` may be connected to, and why ("public" or "allow-list")."""
     try:
         literal: IPAddress | None = _parse_ip(host)
@@ -367,8 +367,9 @@ async def _check_host(host: str, port: int, policy: OutboundPolicy,
     return tuple(addresses), allowed_by
 
 
-async def check_url(url: str | URL, policy: OutboundPolicy, *, resolve: Resolve | None = None,
-                    base: bool = False) -> ResolvedTarget:
+async def check_url(
+    url: str | URL, policy: OutboundPolicy, *, resolve: Resolve | None = None, base: bool = False
+) -> ResolvedTarget:
     """Check `url` against `policy`; the returned target pins the vetted addresses.
 
     Raises the OutboundRefused of the reason: a syntax error, a scheme the policy does not
@@ -383,8 +384,12 @@ async def check_url(url: str | URL, policy: OutboundPolicy, *, resolve: Resolve 
 
 
 async def check_redirect(
-    current: ResolvedTarget, location: str, hops: int, policy: OutboundPolicy,
-    *, resolve: Resolve | None = None,
+    current: ResolvedTarget,
+    location: str,
+    hops: int,
+    policy: OutboundPolicy,
+    *,
+    resolve: Resolve | None = None,
 ) -> ResolvedTarget:
     """Check a redirect's `Location` (relative to `current`) as hop number `hops` (1-based)."""
     if hops > policy.max_redirects:
@@ -435,8 +440,16 @@ class GuardedResolver(AbstractResolver):
             fam = socket.AF_INET6 if address.version == 6 else socket.AF_INET
             if family not in (socket.AF_UNSPEC, fam):
                 continue
-            results.append({"hostname": host, "host": text, "port": port, "family": fam,
-                            "proto": 0, "flags": socket.AI_NUMERICHOST})
+            results.append(
+                {
+                    "hostname": host,
+                    "host": text,
+                    "port": port,
+                    "family": fam,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
         if not results:
             raise OSError(f"no vetted address for {host}")
         return results
@@ -453,5 +466,6 @@ def guarded_connector(resolver: GuardedResolver, **kwargs: Any) -> aiohttp.TCPCo
 def guarded_session(resolver: GuardedResolver) -> aiohttp.ClientSession:
     """A client session whose connections go only where ``resolver`` vetted: no proxy from the
     environment, no cookies kept between calls."""
-    return aiohttp.ClientSession(connector=guarded_connector(resolver), trust_env=False,
-                                 cookie_jar=aiohttp.DummyCookieJar())
+    return aiohttp.ClientSession(
+        connector=guarded_connector(resolver), trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+    )

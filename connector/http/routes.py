@@ -60,8 +60,13 @@ _QUERY = web.RequestKey("connector.routes.query", BaseModel)
 class ApiError(Exception):
     """An answer other than success: ``status``, a one-line ``message`` and ``details``."""
 
-    def __init__(self, status: int, message: str, details: list[str] | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.details = status, message, details or []
         self.headers = dict(headers or {})
@@ -75,8 +80,9 @@ class ErrorBody(BaseModel):
     details: list[str]
 
 
-def error_response(status: int, message: str, details: list[str] | None = None,
-                   headers: Mapping[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, details: list[str] | None = None, headers: Mapping[str, str] | None = None
+) -> web.Response:
     headers = dict(headers or {})
     if status == 503:
         headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
@@ -135,16 +141,18 @@ class Operation:
 
 COMMON_ERRORS: Mapping[int, str] = {
     400: "Invalid input: a malformed body, parameter or value, or a request this state refuses; "
-         "`details` gives the reasons",
+    "`details` gives the reasons",
     401: "Missing or wrong `X-Api-Key`",
     413: "The request body is larger than the limit",
     503: "The store is unavailable or busy (a full disk, a read-only or unreachable database); "
-         "nothing was changed, retry after `Retry-After` seconds",
+    "nothing was changed, retry after `Retry-After` seconds",
 }
 
 
-PARSER_REFUSAL = ("; or, as text/plain, the HTTP parser's refusal of a request it cannot read "
-                  "(a request line or header over the limit, a NUL in a header)")
+PARSER_REFUSAL = (
+    "; or, as text/plain, the HTTP parser's refusal of a request it cannot read "
+    "(a request line or header over the limit, a NUL in a header)"
+)
 
 
 def common_errors(op: Operation) -> dict[int, str]:
@@ -190,8 +198,10 @@ def query_of(request: web.Request, model: type[M]) -> M:
 def _typed(request: web.Request, key: web.RequestKey[BaseModel], model: type[M]) -> M:
     value = request.get(key)
     if not isinstance(value, model):
-        raise TypeError(f"{request.method} {request.path}: the handler reads {model.__name__}, "
-                        f"its operation declares {type(value).__name__}")
+        raise TypeError(
+            f"{request.method} {request.path}: the handler reads {model.__name__}, "
+            f"its operation declares {type(value).__name__}"
+        )
     return value
 
 
@@ -246,6 +256,7 @@ def _endpoint(op: Operation, read_json: ReadJson) -> Handler:
                 noun = body.__name__.removesuffix("In").lower()  # "invalid asset"
                 request[_BODY] = parse_model(body, data, noun)
         return await op.handler(request)
+
     return endpoint
 
 
@@ -285,13 +296,24 @@ def _links(op: Operation, ops: list[Operation]) -> dict[str, Any]:
     if op.method != "POST" or op.status != 201 or model is None or is_list or "id" not in model.model_fields:
         return {}
     prefix = op.path + "/{id}"
-    return {other.operation_id: {"operationId": other.operation_id,
-                                 "parameters": {"path.id": "$response.body#/id"}}
-            for other in ops if other.path == prefix or other.path.startswith(prefix + "/")}
+    return {
+        other.operation_id: {
+            "operationId": other.operation_id,
+            "parameters": {"path.id": "$response.body#/id"},
+        }
+        for other in ops
+        if other.path == prefix or other.path.startswith(prefix + "/")
+    }
 
 
-def openapi_document(operations: Iterable[Operation], *, title: str, version: str,
-                     description: str = "", api_key_header: str = "X-Api-Key") -> dict[str, Any]:
+def openapi_document(
+    operations: Iterable[Operation],
+    *,
+    title: str,
+    version: str,
+    description: str = "",
+    api_key_header: str = "X-Api-Key",
+) -> dict[str, Any]:
     ops = list(operations)
     inputs: set[type[BaseModel]] = {ErrorBody}
     outputs: set[type[BaseModel]] = {ErrorBody}
@@ -303,8 +325,9 @@ def openapi_document(operations: Iterable[Operation], *, title: str, version: st
         model, _ = _response_models(op.response)
         if model is not None:
             outputs.add(model)
-    wanted = ([(m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)]
-              + [(m, "serialization") for m in sorted(outputs, key=lambda m: m.__name__)])
+    wanted = [(m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)] + [
+        (m, "serialization") for m in sorted(outputs, key=lambda m: m.__name__)
+    ]
     refs, defs = models_json_schema(wanted, by_alias=True, ref_template=REF)  # type: ignore[arg-type]
     schemas: dict[str, Any] = defs.get("$defs", {})
 
@@ -318,24 +341,32 @@ def openapi_document(operations: Iterable[Operation], *, title: str, version: st
     error_ref = ref(ErrorBody, "serialization")
     paths: dict[str, dict[str, Any]] = {}
     for op in ops:
-        o: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
-                             "tags": [op.tag]}
+        o: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
         if op.description:
             o["description"] = op.description
         if op.public:
             o["security"] = []
         params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True,
-             "description": op.path_params.get(name, "the id, percent-encoded as one path segment"),
-             "schema": {"type": "string", "minLength": 1}}
-            for name in op.path_names]
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "description": op.path_params.get(name, "the id, percent-encoded as one path segment"),
+                "schema": {"type": "string", "minLength": 1},
+            }
+            for name in op.path_names
+        ]
         if op.query is not None:
             qs = component(op.query)
             required = set(qs.get("required", []))
             for name, alias, is_list in _query_fields(op.query):
                 p_schema = dict(qs["properties"][alias])
-                p: dict[str, Any] = {"name": alias, "in": "query", "required": alias in required,
-                                     "schema": p_schema}
+                p: dict[str, Any] = {
+                    "name": alias,
+                    "in": "query",
+                    "required": alias in required,
+                    "schema": p_schema,
+                }
                 if "description" in p_schema:
                     p["description"] = p_schema.pop("description")
                 p_schema.pop("title", None)
@@ -343,18 +374,29 @@ def openapi_document(operations: Iterable[Operation], *, title: str, version: st
                     p["style"], p["explode"] = "form", not _is_csv(op.query, name)
                 params.append(p)
         for h in op.headers:
-            params.append({"name": h.name, "in": "header", "required": False,
-                           "description": h.description,
-                           "schema": {"type": "string", "maxLength": h.max_length}})
+            params.append(
+                {
+                    "name": h.name,
+                    "in": "header",
+                    "required": False,
+                    "description": h.description,
+                    "schema": {"type": "string", "maxLength": h.max_length},
+                }
+            )
         if params:
             o["parameters"] = params
         if op.body is not None:
-            o["requestBody"] = {"required": not op.body_optional,
-                                "content": {JSON: {"schema": ref(op.body, "validation")}}}
+            o["requestBody"] = {
+                "required": not op.body_optional,
+                "content": {JSON: {"schema": ref(op.body, "validation")}},
+            }
         responses: dict[str, Any] = {}
         model, is_list = _response_models(op.response)
-        ok: dict[str, Any] = {"description": {200: "OK", 201: "Created", 202: "Accepted",
-                                              204: "Done, no content"}.get(op.status, "OK")}
+        ok: dict[str, Any] = {
+            "description": {200: "OK", 201: "Created", 202: "Accepted", 204: "Done, no content"}.get(
+                op.status, "OK"
+            )
+        }
         if model is not None:
             s = ref(model, "serialization")
             ok["content"] = {op.media_type: {"schema": {"type": "array", "items": s} if is_list else s}}
@@ -372,20 +414,44 @@ def openapi_document(operations: Iterable[Operation], *, title: str, version: st
                 r["description"] += PARSER_REFUSAL
                 r["content"][TEXT] = {"schema": {"type": "string"}}
             if status == 503:
-                r["headers"] = {"Retry-After": {"required": True, "description": "seconds",
-                                                "schema": {"type": "integer", "minimum": 0}}}
+                r["headers"] = {
+                    "Retry-After": {
+                        "required": True,
+                        "description": "seconds",
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                }
             responses[str(status)] = r
         o["responses"] = responses
         paths.setdefault(op.path, {})[op.method.lower()] = o
     for q in query_models:
         schemas.pop(ref(q, "validation")["$ref"].rsplit("/", 1)[1], None)
-    return {"openapi": "3.1.0",
-            "info": {"title": title, "version": version, "description": description},
-            "components": {"schemas": schemas, "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": api_key_header}}},
-            "security": [{"apiKey": []}], "paths": paths}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": api_key_header}},
+        },
+        "security": [{"apiKey": []}],
+        "paths": paths,
+    }
 
 
-__all__ = ["COMMON_ERRORS", "ApiError", "Csv", "ErrorBody", "HeaderParam", "Operation",
-           "add_routes", "body_of", "common_errors", "error_response", "openapi_document",
-           "parse_model", "public_paths", "query_of", "statuses"]
+__all__ = [
+    "COMMON_ERRORS",
+    "ApiError",
+    "Csv",
+    "ErrorBody",
+    "HeaderParam",
+    "Operation",
+    "add_routes",
+    "body_of",
+    "common_errors",
+    "error_response",
+    "openapi_document",
+    "parse_model",
+    "public_paths",
+    "query_of",
+    "statuses",
+]

@@ -20,8 +20,9 @@ from pathlib import Path
 from aiohttp import web
 
 
-def server_context(cert_file: Path, key_file: Path, ca_file: Path, *,
-                   require_client_cert: bool = False) -> ssl.SSLContext:
+def server_context(
+    cert_file: Path, key_file: Path, ca_file: Path, *, require_client_cert: bool = False
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca_file))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert_file), str(key_file))
@@ -29,8 +30,9 @@ def server_context(cert_file: Path, key_file: Path, ca_file: Path, *,
     return ctx
 
 
-def client_context(ca_file: Path, cert_file: Path | None = None,
-                   key_file: Path | None = None) -> ssl.SSLContext:
+def client_context(
+    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert_file is not None and key_file is not None:

@@ -20,10 +20,12 @@ NegotiationStateName = Literal[tuple(s.value for s in NegotiationState)]  # type
 TransferStateName = Literal[tuple(s.value for s in TransferState)]  # type: ignore[valid-type]
 AgreementStatus = Literal[STATUSES]  # type: ignore[valid-type]
 # the DSP states, as the wire sees a process (internal "sending" states are not among them)
-NegotiationWireState = Literal[tuple(s.value for s in NegotiationState  # type: ignore[valid-type]
-                                     if not s.is_sending)]
-TransferWireState = Literal[tuple(s.value for s in TransferState  # type: ignore[valid-type]
-                                  if not s.is_sending)]
+NegotiationWireState = Literal[  # type: ignore[valid-type]
+    tuple(s.value for s in NegotiationState if not s.is_sending)
+]
+TransferWireState = Literal[  # type: ignore[valid-type]
+    tuple(s.value for s in TransferState if not s.is_sending)
+]
 
 
 class _View(BaseModel):
@@ -37,7 +39,8 @@ class AssetView(_View):
     keywords: list[str]
     content_type: str | None = Field(alias="contentType")
     data_address: dict[str, Any] = Field(
-        alias="dataAddress", description="where the data is; secret values are masked")
+        alias="dataAddress", description="where the data is; secret values are masked"
+    )
     created_at: str | None = Field(alias="createdAt")
 
 
@@ -84,19 +87,25 @@ class TransferView(_View):
     agreement_id: str = Field(alias="agreementId")
     counter_party_id: str | None = Field(alias="counterPartyId")
     counter_party_address: str | None = Field(
-        default=None, alias="counterPartyAddress",
-        description="the counter-party's DSP base URL (for a consumer: the provider's)")
+        default=None,
+        alias="counterPartyAddress",
+        description="the counter-party's DSP base URL (for a consumer: the provider's)",
+    )
     suspended_by: list[str] | None = Field(alias="suspendedBy")
     termination_reason: list[str] | None = Field(alias="terminationReason")
     error_detail: str | None = Field(
-        default=None, alias="errorDetail",
-        description="why the last message to the counter-party is not delivered yet (retried)")
+        default=None,
+        alias="errorDetail",
+        description="why the last message to the counter-party is not delivered yet (retried)",
+    )
     created_at: str | None = Field(alias="createdAt")
     updated_at: str | None = Field(alias="updatedAt")
     endpoint: str | None = Field(default=None, description="consumer: where to pull from")
     endpoint_properties: dict[str, str] | None = Field(
-        default=None, alias="endpointProperties",
-        description="consumer: the pull's token (`authorization`) and its properties")
+        default=None,
+        alias="endpointProperties",
+        description="consumer: the pull's token (`authorization`) and its properties",
+    )
 
 
 class AgreementView(_View):
@@ -108,7 +117,8 @@ class AgreementView(_View):
     signed_at: str | None = Field(alias="signedAt")
     negotiation_id: str | None = Field(alias="negotiationId")
     status: AgreementStatus = Field(  # type: ignore[valid-type]
-        description="active; retired by the provider; or expired (its time window has passed)")
+        description="active; retired by the provider; or expired (its time window has passed)"
+    )
     retired_at: str | None = Field(alias="retiredAt")
     retired_reason: str | None = Field(alias="retiredReason")
 
@@ -135,8 +145,9 @@ class PaymentView(_View):
 
 class CatalogOfferView(_View):
     id: str | None = Field(description="the id to negotiate (`connector negotiate PEER ID`)")
-    terms: list[str] = Field(default_factory=list,
-                             description="the offer's rules in words, one line per rule")
+    terms: list[str] = Field(
+        default_factory=list, description="the offer's rules in words, one line per rule"
+    )
     permission: Any = None
     prohibition: Any = None
     obligation: Any = None
@@ -155,8 +166,7 @@ class CatalogView(_View):
     participant_id: Any = Field(alias="participantId")
     pages: int = Field(default=1, description="the peer's catalog pages read (all of them)")
     datasets: list[CatalogDatasetView]
-    dsp: dict[str, Any] = Field(description="the catalog as the peer sent it, its pages as one "
-                                            "(DSP JSON-LD)")
+    dsp: dict[str, Any] = Field(description="the catalog as the peer sent it, its pages as one (DSP JSON-LD)")
 
 
 class PullJobView(_View):
@@ -173,9 +183,11 @@ class PullJobView(_View):
     vault_id: str | None = Field(alias="vaultId")
     delete_at: str | None = Field(alias="deleteAt")
     stored_sha256: str | None = Field(
-        default=None, alias="storedSha256",
+        default=None,
+        alias="storedSha256",
         description="SHA-256 of the copy as stored; differs from sha256 (the bytes received, "
-                    "which the receipts cover) when the agreement has the copy modified at rest")
+        "which the receipts cover) when the agreement has the copy modified at rest",
+    )
 
 
 class VaultCopyView(_View):

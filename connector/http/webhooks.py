@@ -45,8 +45,9 @@ def signature(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def verify_signature(secret: bytes, header: str, body: bytes, *, now: float,
-                     tolerance: float = 300.0) -> bool:
+def verify_signature(
+    secret: bytes, header: str, body: bytes, *, now: float, tolerance: float = 300.0
+) -> bool:
     """What a receiver does: the signature over the body at its time, that time recent."""
     try:
         parts = dict(p.split("=", 1) for p in header.split(","))
@@ -61,9 +62,15 @@ def verify_signature(secret: bytes, header: str, body: bytes, *, now: float,
 class WebhookClient:
     """POSTs signed events to the hooks' URLs through one outbound policy."""
 
-    def __init__(self, policy: OutboundPolicy, secrets: Mapping[str, bytes], *,
-                 clock: Callable[[], float], timeout: float = 10.0,
-                 resolve: Resolve | None = None) -> None:
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        secrets: Mapping[str, bytes],
+        *,
+        clock: Callable[[], float],
+        timeout: float = 10.0,
+        resolve: Resolve | None = None,
+    ) -> None:
         self._policy = policy
         self._secrets = dict(secrets)  # destination URL -> its HMAC secret
         self._clock = clock
@@ -88,21 +95,25 @@ class WebhookClient:
         try:
             target = await check_url(url, self._policy, resolve=self._resolve)
         except OutboundRefused as exc:
-            return Delivery(False, exc.permanent, None, None, f"destination refused: {exc.reason}",
-                            refused=exc.permanent)
+            return Delivery(
+                False, exc.permanent, None, None, f"destination refused: {exc.reason}", refused=exc.permanent
+            )
         self._resolver.pin(target)
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
-        headers = {"Content-Type": "application/json", EVENT_HEADER: str(event.get("type")),
-                   DELIVERY_HEADER: delivery_id,
-                   SIGNATURE_HEADER: signature(secret, int(self._clock()), body)}
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_HEADER: str(event.get("type")),
+            DELIVERY_HEADER: delivery_id,
+            SIGNATURE_HEADER: signature(secret, int(self._clock()), body),
+        }
         try:
-            async with self._http().post(target.url, data=body, headers=headers,
-                                         timeout=self._timeout, allow_redirects=False) as resp:
+            async with self._http().post(
+                target.url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as resp:
                 await resp.read()
                 if 200 <= resp.status < 300:
                     return Delivery(True, False, resp.status, None, "")
                 final = 400 <= resp.status < 500 and resp.status not in (408, 429)
-                return Delivery(False, final, resp.status, None,
-                                f"{resp.status} {resp.reason or ''}".strip())
+                return Delivery(False, final, resp.status, None, f"{resp.status} {resp.reason or ''}".strip())
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Delivery(False, False, None, None, f"{type(exc).__name__}: {exc}"[:300])

@@ -213,13 +213,12 @@ class Authority:
             "exp": now + 3600,
             "jti": self._new_id(),
             "seq": state.revocation_seq,
-            "revoked": sorted(
-                pid for pid, p in state.participants.items() if p.revoked_at is not None
-            ),
+            "revoked": sorted(pid for pid, p in state.participants.items() if p.revoked_at is not None),
             # participant id -> when its attested attributes changed: DATs issued before are
             # stale. Older changes than a DAT's lifetime concern no live DAT and are left out.
             "changed": attribute_changes(
-                state, since=now - self.store.config.dat_lifetime - self.store.config.leeway),
+                state, since=now - self.store.config.dat_lifetime - self.store.config.leeway
+            ),
         }
         return jose.encode(payload, self._current_key(), typ=jose.REVOCATION_LIST_TYP)
 
@@ -272,17 +271,11 @@ class Authority:
                 raise InvalidToken("client assertion: iss and sub must both be the participant id")
             jose.check_claims(payload, rules, now)
             if payload["iat"] < int(self.started_at):
-                raise InvalidToken(
-                    "client assertion: issued before the authority started; send a fresh one"
-                )
+                raise InvalidToken("client assertion: issued before the authority started; send a fresh one")
             if payload["exp"] - now > rules.max_lifetime + rules.leeway:
                 raise InvalidToken("client assertion: exp is more than 5 minutes away")
-            if not (
-                cert.not_valid_before_utc.timestamp() <= now < cert.not_valid_after_utc.timestamp()
-            ):
-                raise InvalidToken(
-                    "client assertion: the participant's certificate is not valid now"
-                )
+            if not (cert.not_valid_before_utc.timestamp() <= now < cert.not_valid_after_utc.timestamp()):
+                raise InvalidToken("client assertion: the participant's certificate is not valid now")
             replay_key = ReplayCache.key(iss, payload["jti"])
             self.replay.check(replay_key, now)
         except InvalidToken as exc:
@@ -305,9 +298,7 @@ class Authority:
         )
         access = jose.encode(dat, self._current_key(), typ=jose.DAT_TYP)
         self.issued += 1
-        return TokenResponse(
-            access_token=access, expires_in=cfg.dat_lifetime, scope=" ".join(scopes)
-        )
+        return TokenResponse(access_token=access, expires_in=cfg.dat_lifetime, scope=" ".join(scopes))
 
     # -- admin ------------------------------------------------------------------------------
 
@@ -323,9 +314,7 @@ class Authority:
         if (request.csr is None) == (request.certificate is None):
             raise InvalidRequest("give exactly one of 'csr' or 'certificate' (PEM)")
         pem = (request.csr or request.certificate or "").encode()
-        record = register_participant(
-            self.store, pem, now=self._clock(), attributes=request.attributes
-        )
+        record = register_participant(self.store, pem, now=self._clock(), attributes=request.attributes)
         return participant_view(record)
 
     def revoke(self, request: RevokeRequest) -> dict[str, Any]:
@@ -342,8 +331,7 @@ class Authority:
         return group_views(self.store.state())
 
     def create_group(self, request: GroupRequest) -> dict[str, Any]:
-        group = create_group(self.store, request.name, now=self._clock(),
-                             description=request.description)
+        group = create_group(self.store, request.name, now=self._clock(), description=request.description)
         return group.model_dump()
 
     def delete_group(self, name: str) -> dict[str, Any]:
@@ -421,7 +409,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         answer = storage_fault(fault, where=f"authority {request.method} {request.path}")
         return web.json_response(
             {"error": "temporarily_unavailable", "error_description": answer.reason},
-            status=answer.status, headers={**_NO_STORE, **answer.headers},
+            status=answer.status,
+            headers={**_NO_STORE, **answer.headers},
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -429,14 +418,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         error = "invalid_request" if exc.status < 500 else "server_error"
         text = exc.text or ""
         description = exc.reason if not text or text.startswith(str(exc.status)) else text
-        return web.json_response(
-            {"error": error, "error_description": description}, status=exc.status
-        )
+        return web.json_response({"error": error, "error_description": description}, status=exc.status)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return web.json_response(
-            {"error": "server_error", "error_description": "internal error"}, status=500
-        )
+        return web.json_response({"error": "server_error", "error_description": "internal error"}, status=500)
 
 
 def _parse_form(body: bytes) -> dict[str, str]:
@@ -457,13 +442,16 @@ def _parse_form(body: bytes) -> dict[str, str]:
 
 
 def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
-                          client_max_size=limits.authority_body_bytes)
+    app = web.Application(middlewares=[error_middleware], client_max_size=limits.authority_body_bytes)
 
     async def body(request: web.Request) -> bytes:
         try:
-            return await read_body(request, max_bytes=limits.authority_body_bytes,
-                                   timeout=limits.body_timeout, key="limits.authority_body_bytes")
+            return await read_body(
+                request,
+                max_bytes=limits.authority_body_bytes,
+                timeout=limits.body_timeout,
+                key="limits.authority_body_bytes",
+            )
         except LimitError as exc:
             raise InvalidRequest(exc.reason, status=exc.status) from exc
 
@@ -529,13 +517,15 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
 
     async def add_member(request: web.Request) -> web.Response:
         body = await admin_body(request, MemberRequest)
-        return web.json_response(authority.set_membership(
-            request.match_info["name"], body.participant_id, member=True))
+        return web.json_response(
+            authority.set_membership(request.match_info["name"], body.participant_id, member=True)
+        )
 
     async def remove_member(request: web.Request) -> web.Response:
         authority.check_admin(one_header(request, "Authorization") or None)
-        return web.json_response(authority.set_membership(
-            request.match_info["name"], request.match_info["pid"], member=False))
+        return web.json_response(
+            authority.set_membership(request.match_info["name"], request.match_info["pid"], member=False)
+        )
 
     async def list_revocations(request: web.Request) -> web.Response:
         authority.check_admin(one_header(request, "Authorization") or None)
@@ -578,8 +568,14 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
     return app
 
 
-async def serve(app: web.Application, host: str, port: int, *, limits: Limits = DEFAULT_LIMITS,
-                ready: Callable[[str], None] | None = None) -> None:
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve the authority until SIGTERM or SIGINT, then stop within the shutdown grace."""
     listening = await start_site(app, host, port, limits=limits)
     if ready is not None:

@@ -21,9 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from connector.identity.errors import RegistrationError
 from connector.identity.keys import KeyFormatError, PrivateKey, PublicKey, algorithm_of
 
-PARTICIPANT_ID_RE = re.compile(
-    r"[0-9A-F]{2}(?::[0-9A-F]{2}){0,63}:keyid:[0-9A-F]{2}(?::[0-9A-F]{2}){0,63}"
-)
+PARTICIPANT_ID_RE = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){0,63}:keyid:[0-9A-F]{2}(?::[0-9A-F]{2}){0,63}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@()'&+-]{0,63}")
 
 
@@ -83,9 +81,7 @@ def create_csr(key: PrivateKey, name: str) -> x509.CertificateSigningRequest:
     """A participant's certificate signing request: CN = its human name."""
     validate_name(name)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    return (
-        x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, _signing_hash(key))
-    )
+    return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, _signing_hash(key))
 
 
 def create_tls_csr(key: PrivateKey, name: str, hosts: list[str]) -> x509.CertificateSigningRequest:
@@ -185,8 +181,7 @@ class CertificateAuthority:
     def key_identifier(self) -> bytes:
         return _ski(self.certificate)
 
-    def _checked_request(self, csr: x509.CertificateSigningRequest, what: str
-                         ) -> tuple[PublicKey, str]:
+    def _checked_request(self, csr: x509.CertificateSigningRequest, what: str) -> tuple[PublicKey, str]:
         """The CSR's key and common name, after the checks every issued certificate needs."""
         if not csr.is_signature_valid:
             raise RegistrationError(f"{what} signature is invalid (the request was altered)")
@@ -208,8 +203,15 @@ class CertificateAuthority:
             raise RegistrationError(f"{what} uses the CA's own key")
         return public, name
 
-    def _issue(self, public: PublicKey, name: str, *, now: float, validity_days: int,
-               extensions: list[tuple[x509.ExtensionType, bool]]) -> x509.Certificate:
+    def _issue(
+        self,
+        public: PublicKey,
+        name: str,
+        *,
+        now: float,
+        validity_days: int,
+        extensions: list[tuple[x509.ExtensionType, bool]],
+    ) -> x509.Certificate:
         ca_not_after = self.certificate.not_valid_after_utc.timestamp()
         not_after = min(now + validity_days * 86400, ca_not_after)
         builder = (
@@ -226,9 +228,7 @@ class CertificateAuthority:
             builder = builder.add_extension(extension, critical=critical)
         return (
             builder.add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
-                ),
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
                 critical=False,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
@@ -251,12 +251,17 @@ class CertificateAuthority:
         """Issue a participant certificate for a CSR whose self-signature verifies."""
         public, name = self._checked_request(csr, "CSR")
         usage = x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False,
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=False,
+            crl_sign=False,
+            encipher_only=False,
+            decipher_only=False,
         )
-        return self._issue(public, name, now=now, validity_days=validity_days,
-                           extensions=[(usage, True)])
+        return self._issue(public, name, now=now, validity_days=validity_days, extensions=[(usage, True)])
 
     def sign_tls_csr(
         self,
@@ -276,12 +281,19 @@ class CertificateAuthority:
         except x509.ExtensionNotFound as exc:
             raise RegistrationError("TLS CSR names no host (subjectAltName missing)") from exc
         hosts = list(san)
-        if not hosts or len(hosts) > 16 or any(
-            not isinstance(h, (x509.DNSName, x509.IPAddress)) for h in hosts
+        if (
+            not hosts
+            or len(hosts) > 16
+            or any(not isinstance(h, (x509.DNSName, x509.IPAddress)) for h in hosts)
         ):
             raise RegistrationError("TLS CSR subjectAltName must hold 1-16 DNS names or IP addresses")
-        return self._issue(public, name, now=now, validity_days=validity_days,
-                           extensions=[(x509.SubjectAlternativeName(hosts), False)])
+        return self._issue(
+            public,
+            name,
+            now=now,
+            validity_days=validity_days,
+            extensions=[(x509.SubjectAlternativeName(hosts), False)],
+        )
 
     def check_issued(self, cert: x509.Certificate, *, now: float) -> None:
         """Raise CertificateError unless `cert` is a valid participant certificate of this CA."""
@@ -292,9 +304,7 @@ class CertificateAuthority:
         try:
             cert.verify_directly_issued_by(self.certificate)
         except (ValueError, TypeError, InvalidSignature) as exc:
-            raise CertificateError(
-                "certificate not issued by this CA (signature does not verify)"
-            ) from exc
+            raise CertificateError("certificate not issued by this CA (signature does not verify)") from exc
         if _aki(cert) != self.key_identifier:
             raise CertificateError("certificate not issued by this CA (authority key id differs)")
         if cert.not_valid_before_utc.timestamp() > now:

@@ -48,20 +48,32 @@ def _errors() -> Iterator[None]:
 
 
 def _jurisdiction_options(fn: Any) -> Any:
-    for option in reversed((
-        click.option("--country", default=None, metavar="CC",
-                     help="Attested jurisdiction: ISO 3166-1 alpha-2 country (e.g. CN)."),
-        click.option("--subdivision", default=None, metavar="CC-SUB",
-                     help="ISO 3166-2 subdivision of the country (e.g. CN-SH)."),
-        click.option("--zone", default=None,
-                     help="A zone inside it (a pilot free-trade zone): a short token or an IRI."),
-    )):
+    for option in reversed(
+        (
+            click.option(
+                "--country",
+                default=None,
+                metavar="CC",
+                help="Attested jurisdiction: ISO 3166-1 alpha-2 country (e.g. CN).",
+            ),
+            click.option(
+                "--subdivision",
+                default=None,
+                metavar="CC-SUB",
+                help="ISO 3166-2 subdivision of the country (e.g. CN-SH).",
+            ),
+            click.option(
+                "--zone",
+                default=None,
+                help="A zone inside it (a pilot free-trade zone): a short token or an IRI.",
+            ),
+        )
+    ):
         fn = option(fn)
     return fn
 
 
-def _jurisdiction(country: str | None, subdivision: str | None,
-                  zone: str | None) -> dict[str, str] | None:
+def _jurisdiction(country: str | None, subdivision: str | None, zone: str | None) -> dict[str, str] | None:
     if country is None:
         if subdivision or zone:
             raise click.UsageError("--subdivision and --zone need --country")
@@ -81,9 +93,7 @@ def authority() -> None:
 @click.option("--alg", type=click.Choice(ALGORITHMS), default="EdDSA", show_default=True)
 @click.option("--issuer", default=None, help="Public base URL (default: http://HOST:PORT).")
 @click.option("--dat-lifetime", type=int, default=3600, show_default=True, help="Seconds.")
-def authority_init(
-    directory: str, name: str, alg: str, issuer: str | None, dat_lifetime: int
-) -> None:
+def authority_init(directory: str, name: str, alg: str, issuer: str | None, dat_lifetime: int) -> None:
     """Create the data-space CA, the token-signing key and the admin token in DIRECTORY."""
     with _errors():
         try:
@@ -114,11 +124,23 @@ def authority_init(
 @click.option("--port", type=int, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--issuer", default=None, help="Public base URL (overrides authority.json).")
-@click.option("--limits", "limits_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A TOML file whose [limits] section bounds requests (default: safe defaults).")
+@click.option(
+    "--limits",
+    "limits_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A TOML file whose [limits] section bounds requests (default: safe defaults).",
+)
 @log_options
-def authority_serve(directory: str, port: int, host: str, issuer: str | None,
-                    limits_file: str | None, log_level: str, log_format: LogFormat) -> None:
+def authority_serve(
+    directory: str,
+    port: int,
+    host: str,
+    issuer: str | None,
+    limits_file: str | None,
+    log_level: str,
+    log_format: LogFormat,
+) -> None:
     """Run the authority service (token endpoint, JWKS, metadata, admin API)."""
     from connector.config import ConfigError, load_limits
     from connector.http.observe import Readiness, count_requests, health_routes
@@ -160,16 +182,19 @@ def _sha256_of_cert(path: str) -> str:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.argument("tls_csr", type=click.Path(exists=True, dir_okay=False))
 @click.option("--participant", "pid", required=True, help="The participant id (SKI:keyid:AKI).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the certificate (default: tls.crt beside the CSR).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the certificate (default: tls.crt beside the CSR).",
+)
 def authority_issue_tls(directory: str, tls_csr: str, pid: str, out: str | None) -> None:
     """Certify a participant's TLS key for the hosts in its CSR; DATs then carry its hash."""
     from connector.identity.registry import issue_tls_certificate
 
     store = _store(directory)
     with _errors():
-        pem, digest = issue_tls_certificate(store, pid, Path(tls_csr).read_bytes(),
-                                            now=time.time())
+        pem, digest = issue_tls_certificate(store, pid, Path(tls_csr).read_bytes(), now=time.time())
     target = Path(out) if out else Path(tls_csr).with_name(TLS_CERT_FILE)
     target.write_text(pem)
     _echo_json({"participant_id": pid, "certificate": str(target), "sha256": digest})
@@ -178,9 +203,7 @@ def authority_issue_tls(directory: str, tls_csr: str, pid: str, out: str | None)
 @authority.command(name="register")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.argument("csr_or_cert", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--role", "roles", multiple=True, type=click.Choice(["provider", "consumer", "broker"])
-)
+@click.option("--role", "roles", multiple=True, type=click.Choice(["provider", "consumer", "broker"]))
 @click.option(
     "--security-profile",
     type=click.Choice(
@@ -194,24 +217,36 @@ def authority_issue_tls(directory: str, tls_csr: str, pid: str, out: str | None)
     show_default=True,
 )
 @click.option("--membership/--no-membership", default=True, show_default=True)
-@click.option(
-    "--connector-url", default=None, help="The participant's connector (referringConnector)."
-)
+@click.option("--connector-url", default=None, help="The participant's connector (referringConnector).")
 @click.option("--transport-cert", multiple=True, type=click.Path(exists=True, dir_okay=False))
 @_jurisdiction_options
-@click.option("--certification", "certifications", multiple=True, metavar="IRI",
-              help="An attested certification (IRI or URN, e.g. urn:assessment:...); repeatable.")
-@click.option("--group", "groups", multiple=True, metavar="NAME",
-              help="A group (created before) the participant is in; repeatable.")
+@click.option(
+    "--certification",
+    "certifications",
+    multiple=True,
+    metavar="IRI",
+    help="An attested certification (IRI or URN, e.g. urn:assessment:...); repeatable.",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME",
+    help="A group (created before) the participant is in; repeatable.",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
     default=None,
     help="Where to write the certificate (default: participant.crt beside the CSR).",
 )
-@click.option("--tls-csr", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Also certify the participant's TLS key from this CSR (as `issue-tls`; "
-                   "the certificate goes to tls.crt beside it).")
+@click.option(
+    "--tls-csr",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Also certify the participant's TLS key from this CSR (as `issue-tls`; "
+    "the certificate goes to tls.crt beside it).",
+)
 def authority_register(
     directory: str,
     csr_or_cert: str,
@@ -257,12 +292,17 @@ def authority_register(
     ca_pem = (Path(directory) / AuthorityStore.CA_CERT).read_text()
     if not ca_target.exists() or ca_target.read_text() != ca_pem:
         ca_target.write_text(ca_pem)
-    shown = {"participant_id": record.participant_id, "name": record.name,
-             "certificate": str(target), "ca_certificate": str(ca_target)}
+    shown = {
+        "participant_id": record.participant_id,
+        "name": record.name,
+        "certificate": str(target),
+        "ca_certificate": str(ca_target),
+    }
     if tls_csr is not None:
         with _errors():
-            pem, digest = issue_tls_certificate(store, record.participant_id,
-                                                Path(tls_csr).read_bytes(), now=time.time())
+            pem, digest = issue_tls_certificate(
+                store, record.participant_id, Path(tls_csr).read_bytes(), now=time.time()
+            )
         tls_target = Path(tls_csr).with_name(TLS_CERT_FILE)
         tls_target.write_text(pem)
         shown |= {"tls_certificate": str(tls_target), "tls_sha256": digest}
@@ -274,16 +314,33 @@ def authority_register(
 @click.argument("participant_id")
 @_jurisdiction_options
 @click.option("--no-jurisdiction", is_flag=True, help="Attest no jurisdiction.")
-@click.option("--certification", "certifications", multiple=True, metavar="IRI",
-              help="Replace the certifications with these; repeatable.")
+@click.option(
+    "--certification",
+    "certifications",
+    multiple=True,
+    metavar="IRI",
+    help="Replace the certifications with these; repeatable.",
+)
 @click.option("--no-certifications", is_flag=True, help="Attest no certification.")
-@click.option("--group", "groups", multiple=True, metavar="NAME",
-              help="Replace the participant's groups with these; repeatable.")
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME",
+    help="Replace the participant's groups with these; repeatable.",
+)
 @click.option("--no-groups", is_flag=True, help="Take the participant out of every group.")
 def authority_attributes(
-    directory: str, participant_id: str, country: str | None, subdivision: str | None,
-    zone: str | None, no_jurisdiction: bool, certifications: tuple[str, ...],
-    no_certifications: bool, groups: tuple[str, ...], no_groups: bool,
+    directory: str,
+    participant_id: str,
+    country: str | None,
+    subdivision: str | None,
+    zone: str | None,
+    no_jurisdiction: bool,
+    certifications: tuple[str, ...],
+    no_certifications: bool,
+    groups: tuple[str, ...],
+    no_groups: bool,
 ) -> None:
     """Show or change what DATs attest about a participant (jurisdiction, certifications,
     groups). Connectors refuse its DATs issued before the change within their poll interval."""
@@ -292,8 +349,7 @@ def authority_attributes(
     store = _store(directory)
     changes: dict[str, Any] = {}
     if no_jurisdiction or country or subdivision or zone:
-        changes["jurisdiction"] = None if no_jurisdiction else _jurisdiction(
-            country, subdivision, zone)
+        changes["jurisdiction"] = None if no_jurisdiction else _jurisdiction(country, subdivision, zone)
     if no_certifications or certifications:
         changes["certifications"] = [] if no_certifications else list(certifications)
     if no_groups or groups:
@@ -428,8 +484,7 @@ def authority_participants(directory: str) -> None:
                 "participant_id": p.participant_id,
                 "name": p.name,
                 "roles": list(p.attributes.roles),
-                "jurisdiction": p.attributes.jurisdiction.claim()
-                if p.attributes.jurisdiction else None,
+                "jurisdiction": p.attributes.jurisdiction.claim() if p.attributes.jurisdiction else None,
                 "groups": list(p.attributes.groups),
                 "revoked_at": p.revoked_at,
             }
@@ -460,9 +515,13 @@ def authority_revocations(directory: str) -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--name", required=True, help="The participant's human-readable name.")
 @click.option("--alg", type=click.Choice(ALGORITHMS), default="EdDSA", show_default=True)
-@click.option("--tls-host", "tls_hosts", multiple=True,
-              help="A host name or IP address the connector serves DSP on (repeatable): also "
-                   "create a TLS key and CSR (tls.key, tls.csr).")
+@click.option(
+    "--tls-host",
+    "tls_hosts",
+    multiple=True,
+    help="A host name or IP address the connector serves DSP on (repeatable): also "
+    "create a TLS key and CSR (tls.key, tls.csr).",
+)
 def init(directory: str, name: str, alg: str, tls_hosts: tuple[str, ...]) -> None:
     """Create a participant's key pair and certificate signing request in DIRECTORY."""
     with _errors():

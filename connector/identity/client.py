@@ -105,9 +105,7 @@ class ParticipantIdentity:
         private = load_private_key_pem((root / KEY_FILE).read_bytes())
         cert_path = root / CERT_FILE
         if not cert_path.is_file():
-            raise IdentityError(
-                f"{cert_path} is missing: have the operator register {root / CSR_FILE}"
-            )
+            raise IdentityError(f"{cert_path} is missing: have the operator register {root / CSR_FILE}")
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         return cls.from_parts(private, cert)
 
@@ -304,5 +302,6 @@ class DatClient:
         except IdentityError:
             iat = None
         issued_at = float(iat) if isinstance(iat, (int, float)) else sent_at
-        return _Cached(token=token, refresh_at=expires_at - margin, expires_at=expires_at,
-                       issued_at=issued_at)
+        return _Cached(
+            token=token, refresh_at=expires_at - margin, expires_at=expires_at, issued_at=issued_at
+        )

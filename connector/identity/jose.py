@@ -90,8 +90,7 @@ def parse_header(token: object, rules: TokenRules) -> dict[str, Any]:
         raise InvalidToken(f"{label}: token too large ({len(token)} > {rules.max_bytes} bytes)")
     if not _TOKEN_RE.fullmatch(token):
         raise InvalidToken(
-            f"{label}: malformed token: expected three base64url segments "
-            "(JWS compact serialization)"
+            f"{label}: malformed token: expected three base64url segments (JWS compact serialization)"
         )
     try:
         header = loads(_b64decode(token[: token.index(".")]))
@@ -197,8 +196,7 @@ def check_claims(payload: Mapping[str, Any], rules: TokenRules, now: float) -> N
         raise InvalidToken(f"{label}: token issued in the future (iat {iat:.0f}, now {now:.0f})")
     if exp is not None and iat is not None and exp - iat > rules.max_lifetime:
         raise InvalidToken(
-            f"{label}: token lifetime {exp - iat:.0f}s exceeds the maximum "
-            f"{rules.max_lifetime:.0f}s"
+            f"{label}: token lifetime {exp - iat:.0f}s exceeds the maximum {rules.max_lifetime:.0f}s"
         )
     for name in ("iss", "sub"):
         if name in payload:
@@ -212,24 +210,16 @@ def check_claims(payload: Mapping[str, Any], rules: TokenRules, now: float) -> N
     if "aud" in payload:
         aud = payload["aud"]
         auds = [aud] if isinstance(aud, str) else aud
-        if (
-            not isinstance(auds, list)
-            or not auds
-            or not all(isinstance(a, str) and a for a in auds)
-        ):
+        if not isinstance(auds, list) or not auds or not all(isinstance(a, str) and a for a in auds):
             raise InvalidToken(f"{label}: claim 'aud' must be a string or a list of strings")
         if rules.audience is not None and rules.audience.isdisjoint(auds):
-            raise InvalidToken(
-                f"{label}: wrong audience {auds!r:.120} (expected {sorted(rules.audience)!r})"
-            )
+            raise InvalidToken(f"{label}: wrong audience {auds!r:.120} (expected {sorted(rules.audience)!r})")
     elif rules.audience is not None:
         raise InvalidToken(f"{label}: missing required claim 'aud'")
     if "jti" in payload:
         jti = payload["jti"]
         if not isinstance(jti, str) or not 0 < len(jti) <= 128:
-            raise InvalidToken(
-                f"{label}: claim 'jti' must be a non-empty string of at most 128 characters"
-            )
+            raise InvalidToken(f"{label}: claim 'jti' must be a non-empty string of at most 128 characters")
 
 
 def audiences(payload: Mapping[str, Any]) -> tuple[str, ...]:
@@ -239,9 +229,7 @@ def audiences(payload: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(aud) if isinstance(aud, list) else ()
 
 
-def encode(
-    payload: Mapping[str, Any], key: SigningKey, *, typ: str | None, with_kid: bool = True
-) -> str:
+def encode(payload: Mapping[str, Any], key: SigningKey, *, typ: str | None, with_kid: bool = True) -> str:
     headers: dict[str, Any] = {}
     if with_kid:
         headers["kid"] = key.kid

@@ -69,9 +69,7 @@ def load_private_key_pem(data: bytes) -> PrivateKey:
 
 
 def public_key_to_pem(key: PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def public_jwk(key: PublicKey, *, kid: str | None = None) -> dict[str, str]:

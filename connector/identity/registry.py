@@ -58,9 +58,7 @@ def register_participant(
         validate_name(name)
         if _name_taken(store.state(), name):  # before signing anything
             raise Conflict(f"participant name {name!r} is already taken")
-        cert = store.ca.sign_csr(
-            parsed, now=now, validity_days=store.config.certificate_validity_days
-        )
+        cert = store.ca.sign_csr(parsed, now=now, validity_days=store.config.certificate_validity_days)
     else:
         store.ca.check_issued(parsed, now=now)
         cert = parsed
@@ -86,9 +84,7 @@ def register_participant(
     return store.mutate(change)
 
 
-def revoke_participant(
-    store: AuthorityStore, pid: str, *, now: float, reason: str = ""
-) -> ParticipantRecord:
+def revoke_participant(store: AuthorityStore, pid: str, *, now: float, reason: str = "") -> ParticipantRecord:
     """Revoke at once; idempotent (a second revocation changes nothing)."""
     current = store.state().participants.get(pid)
     if current is None:
@@ -123,9 +119,7 @@ def prepare_next_key(store: AuthorityStore, *, now: float) -> SigningKeyRecord:
         nxt = state.key_with("next")
         if nxt is not None:
             return nxt
-        record = SigningKeyRecord(
-            kid=key.kid, alg=key.alg, status="next", created_at=now, jwk=key.jwk()
-        )
+        record = SigningKeyRecord(kid=key.kid, alg=key.alg, status="next", created_at=now, jwk=key.jwk())
         state.keys.append(record)
         return record
 
@@ -135,9 +129,7 @@ def prepare_next_key(store: AuthorityStore, *, now: float) -> SigningKeyRecord:
     return record
 
 
-def rotate_signing_key(
-    store: AuthorityStore, *, now: float, overlap: int | None = None
-) -> dict[str, Any]:
+def rotate_signing_key(store: AuthorityStore, *, now: float, overlap: int | None = None) -> dict[str, Any]:
     """Promote the next key (made now if none) to current; the old one is published for
     `overlap` seconds (default: the DAT lifetime, so every token it signed still verifies)."""
     overlap = store.config.default_key_overlap if overlap is None else overlap
@@ -194,22 +186,23 @@ def _check_groups_exist(state: AuthorityState, groups: Iterable[str]) -> None:
         raise NotFound(f"no group {', '.join(unknown)[:200]} (create it first)")
 
 
-def _set_attributes(state: AuthorityState, pid: str, attributes: ParticipantAttributes,
-                    now: float) -> ParticipantRecord:
+def _set_attributes(
+    state: AuthorityState, pid: str, attributes: ParticipantAttributes, now: float
+) -> ParticipantRecord:
     """Store new attributes; if what DATs attest changed, mark the time: the next whole second
     (DATs count in whole seconds), so every DAT issued until now has an earlier `iat`, and
     DATs issued from now on are dated no earlier than it (authority.issue_token)."""
     record = state.participants[pid]
     if attributes.attested != record.attributes.attested:
-        record.attributes_changed_at = max(math.floor(now) + 1,
-                                           record.attributes_changed_at or 0)
+        record.attributes_changed_at = max(math.floor(now) + 1, record.attributes_changed_at or 0)
         state.revocation_seq += 1
     record.attributes = attributes
     return record
 
 
-def update_attributes(store: AuthorityStore, pid: str, changes: dict[str, Any], *,
-                      now: float) -> ParticipantRecord:
+def update_attributes(
+    store: AuthorityStore, pid: str, changes: dict[str, Any], *, now: float
+) -> ParticipantRecord:
     """Change a participant's attributes: `changes` holds attribute names (as in DATs, e.g.
     `jurisdiction`, `certifications`, `groups`, `securityProfile`) and their new values; a
     value of None resets the attribute to its default."""
@@ -235,8 +228,7 @@ def update_attributes(store: AuthorityStore, pid: str, changes: dict[str, Any], 
     return store.mutate(change)
 
 
-def create_group(store: AuthorityStore, name: str, *, now: float,
-                 description: str = "") -> GroupRecord:
+def create_group(store: AuthorityStore, name: str, *, now: float, description: str = "") -> GroupRecord:
     group = GroupRecord(name=name, description=description, created_at=now)
 
     def change(state: AuthorityState) -> GroupRecord:
@@ -259,16 +251,16 @@ def delete_group(store: AuthorityStore, name: str, *, now: float) -> list[str]:
         for pid, record in state.participants.items():
             if name in record.attributes.groups:
                 groups = tuple(g for g in record.attributes.groups if g != name)
-                _set_attributes(state, pid, record.attributes.model_copy(
-                    update={"groups": groups}), now)
+                _set_attributes(state, pid, record.attributes.model_copy(update={"groups": groups}), now)
                 left.append(pid)
         return left
 
     return store.mutate(change)
 
 
-def set_membership(store: AuthorityStore, name: str, pid: str, *, member: bool,
-                   now: float) -> ParticipantRecord:
+def set_membership(
+    store: AuthorityStore, name: str, pid: str, *, member: bool, now: float
+) -> ParticipantRecord:
     """Add `pid` to group `name` (member=True) or remove it; idempotent."""
 
     def change(state: AuthorityState) -> ParticipantRecord:
@@ -285,7 +277,8 @@ def set_membership(store: AuthorityStore, name: str, pid: str, *, member: bool,
         else:
             return record
         attributes = ParticipantAttributes.model_validate(
-            {**record.attributes.model_dump(by_alias=True), "groups": groups})
+            {**record.attributes.model_dump(by_alias=True), "groups": groups}
+        )
         return _set_attributes(state, pid, attributes, now)
 
     return store.mutate(change)
@@ -293,22 +286,26 @@ def set_membership(store: AuthorityStore, name: str, pid: str, *, member: bool,
 
 def group_views(state: AuthorityState) -> list[dict[str, Any]]:
     return [
-        {"name": g.name, "description": g.description, "created_at": g.created_at,
-         "members": sorted(pid for pid, p in state.participants.items()
-                           if g.name in p.attributes.groups)}
+        {
+            "name": g.name,
+            "description": g.description,
+            "created_at": g.created_at,
+            "members": sorted(pid for pid, p in state.participants.items() if g.name in p.attributes.groups),
+        }
         for g in sorted(state.groups.values(), key=lambda g: g.name)
     ]
 
 
 def attribute_changes(state: AuthorityState, *, since: float) -> dict[str, int]:
     """Participants whose attested attributes changed after `since`: id -> time of change."""
-    return {pid: p.attributes_changed_at for pid, p in state.participants.items()
-            if p.attributes_changed_at is not None and p.attributes_changed_at > since}
+    return {
+        pid: p.attributes_changed_at
+        for pid, p in state.participants.items()
+        if p.attributes_changed_at is not None and p.attributes_changed_at > since
+    }
 
 
-def issue_tls_certificate(
-    store: AuthorityStore, pid: str, pem: bytes, *, now: float
-) -> tuple[str, str]:
+def issue_tls_certificate(store: AuthorityStore, pid: str, pem: bytes, *, now: float) -> tuple[str, str]:
     """Certify a participant's TLS key for the hosts its CSR names; returns (certificate PEM,
     SHA-256 of its DER). The hash joins the participant's transportCertsSha256, so DATs bind
     the participant to the certificate its connector presents."""
@@ -321,17 +318,14 @@ def issue_tls_certificate(
     if not isinstance(parsed, x509.CertificateSigningRequest):
         raise RegistrationError("expected a TLS certificate signing request")
     if common_name(parsed.subject) != record.name:
-        raise RegistrationError(
-            f"TLS CSR common name must be the participant's name {record.name!r}")
-    cert = store.ca.sign_tls_csr(parsed, now=now,
-                                 validity_days=store.config.certificate_validity_days)
+        raise RegistrationError(f"TLS CSR common name must be the participant's name {record.name!r}")
+    cert = store.ca.sign_tls_csr(parsed, now=now, validity_days=store.config.certificate_validity_days)
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
     def change(state: AuthorityState) -> None:
         current = state.participants[pid]
         hashes = (*current.attributes.transport_certs_sha256, digest)[-8:]
-        current.attributes = current.attributes.model_copy(
-            update={"transport_certs_sha256": hashes})
+        current.attributes = current.attributes.model_copy(update={"transport_certs_sha256": hashes})
 
     store.mutate(change)
     return certificate_pem(cert), digest

@@ -65,9 +65,7 @@ class ParticipantAttributes(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
-    security_profile: SecurityProfile = Field(
-        default="idsc:BASE_SECURITY_PROFILE", alias="securityProfile"
-    )
+    security_profile: SecurityProfile = Field(default="idsc:BASE_SECURITY_PROFILE", alias="securityProfile")
     membership: bool = True
     roles: tuple[ParticipantRole, ...] = ("provider", "consumer")
     referring_connector: str | None = Field(default=None, alias="referringConnector")
@@ -120,8 +118,15 @@ class ParticipantAttributes(BaseModel):
     @property
     def attested(self) -> tuple[Any, ...]:
         """What a relying party decides on: a change here makes earlier DATs stale."""
-        return (self.security_profile, self.membership, self.roles, self.referring_connector,
-                self.jurisdiction, self.certifications, self.groups)
+        return (
+            self.security_profile,
+            self.membership,
+            self.roles,
+            self.referring_connector,
+            self.jurisdiction,
+            self.certifications,
+            self.groups,
+        )
 
 
 class ParticipantRecord(BaseModel):
@@ -225,9 +230,7 @@ class AuthorityStore:
         self.config = AuthorityConfig.model_validate_json(config_path.read_bytes())
         self.ca = CertificateAuthority(
             key=load_private_key_pem((self.directory / self.CA_KEY).read_bytes()),
-            certificate=x509.load_pem_x509_certificate(
-                (self.directory / self.CA_CERT).read_bytes()
-            ),
+            certificate=x509.load_pem_x509_certificate((self.directory / self.CA_CERT).read_bytes()),
         )
         self._state_path = str(self.directory / self.STATE)
         self._state: AuthorityState | None = None

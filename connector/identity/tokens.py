@@ -244,16 +244,14 @@ def transfer_claims(payload: dict[str, Any], kid: str | None) -> Claims:
         value = payload.get(name)
         if not isinstance(value, str) or not value:
             raise InvalidToken(f"{label}: missing or invalid claim {name!r}")
-    attributes: dict[str, Any] = {"agreementId": payload["agreementId"],
-                                  "transferId": payload["transferId"]}
+    attributes: dict[str, Any] = {"agreementId": payload["agreementId"], "transferId": payload["transferId"]}
     if "attested" in payload:  # absent in tokens issued before attested snapshots
         attested, at = payload["attested"], payload.get("attestedAt")
         if not isinstance(attested, dict):
             raise InvalidToken(f"{label}: claim 'attested' must be an object")
         if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at):
             raise InvalidToken(f"{label}: claim 'attestedAt' must be a number")
-        attributes["attested"] = MappingProxyType(
-            _attested(attested, payload["sub"], f"{label} (attested)"))
+        attributes["attested"] = MappingProxyType(_attested(attested, payload["sub"], f"{label} (attested)"))
         attributes["attestedAt"] = at
     return Claims(
         scheme="transfer",
@@ -315,7 +313,12 @@ class TransferTokenIssuer:
         return VerificationKey(kid=self._key.kid, alg=self._key.alg, key=self._key.public_key)
 
     def issue(
-        self, *, agreement_id: str, transfer_id: str, consumer_id: str, audience: str,
+        self,
+        *,
+        agreement_id: str,
+        transfer_id: str,
+        consumer_id: str,
+        audience: str,
         attested: Claims | None = None,
     ) -> TransferTokens:
         """`attested`: the consumer's verified DAT claims; a snapshot of its attested
@@ -362,8 +365,9 @@ class TransferTokenIssuer:
             expires_in=self.access_lifetime,
         )
 
-    def refresh(self, refresh_token: str, *, consumer_id: str,
-                attested: Claims | None = None) -> TransferTokens:
+    def refresh(
+        self, refresh_token: str, *, consumer_id: str, attested: Claims | None = None
+    ) -> TransferTokens:
         """Exchange a refresh token presented by `consumer_id` (from its verified DAT, whose
         claims `attested` are snapshot into the new access token)."""
         now = self._clock()
@@ -372,9 +376,7 @@ class TransferTokenIssuer:
             header = jose.parse_header(refresh_token, rules)
             if header.get("kid") != self._key.kid:
                 raise InvalidToken("refresh token: unknown kid (not this provider's key)")
-            payload = jose.verify_signature(
-                refresh_token, header, self.verification_key, "refresh token"
-            )
+            payload = jose.verify_signature(refresh_token, header, self.verification_key, "refresh token")
             jose.check_claims(payload, rules, now)
         except InvalidToken as exc:
             raise InvalidGrant(exc.description) from exc

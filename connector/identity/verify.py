@@ -112,9 +112,7 @@ class ReplayCache:
             if self._expiry.get(old) == exp:
                 del self._expiry[old]
         if len(self._expiry) >= self.max_entries:
-            raise ReplayCacheFull(
-                "replay cache full: refusing one-time tokens until earlier ones expire"
-            )
+            raise ReplayCacheFull("replay cache full: refusing one-time tokens until earlier ones expire")
         self._expiry[key] = expires_at
         heapq.heappush(heap, (expires_at, key))
 
@@ -204,10 +202,7 @@ class JwksCache:
         """Refresh when older than `max_age` (rate-limited), so a withdrawn key stops working
         within `max_age` even for tokens only ever served from a verified-token cache."""
         now = self._clock()
-        if (
-            now - self.fetched_at >= self.max_age
-            and now - self._last_attempt >= self.min_refresh_interval
-        ):
+        if now - self.fetched_at >= self.max_age and now - self._last_attempt >= self.min_refresh_interval:
             await self.refresh(quiet=True)
 
     async def refresh(self, *, quiet: bool = False) -> None:
@@ -306,7 +301,9 @@ class RevocationStatus:
         if changed is not None and issued_at < changed:
             raise AttributesChanged(
                 f"{label}: attested attributes of {participant_id} changed at {changed:.0f}; "
-                "a fresh token is needed", changed_at=changed)
+                "a fresh token is needed",
+                changed_at=changed,
+            )
 
     async def ensure_fresh(self, now: float) -> None:
         if self._fetch is None or now - self.fetched_at < self.poll_interval:
@@ -352,8 +349,8 @@ class RevocationStatus:
             raise InvalidToken("revocation list: 'revoked' must be a list of strings")
         changed = payload.get("changed", {})
         if not isinstance(changed, dict) or not all(
-                isinstance(k, str) and type(v) in (int, float) and math.isfinite(v)
-                for k, v in changed.items()):
+            isinstance(k, str) and type(v) in (int, float) and math.isfinite(v) for k, v in changed.items()
+        ):
             raise InvalidToken("revocation list: 'changed' must map participant ids to times")
         self.changed = MappingProxyType({k: float(v) for k, v in changed.items()})
         self.revoked = frozenset(revoked)
@@ -412,9 +409,7 @@ class DatVerifier:
             max_lifetime=settings.max_lifetime,
             max_bytes=settings.max_token_bytes,
         )
-        self.replay = (
-            ReplayCache(settings.replay_cache_size) if settings.replay_protection else None
-        )
+        self.replay = ReplayCache(settings.replay_cache_size) if settings.replay_protection else None
         self.cache = (
             ClaimsCache(settings.claims_cache_size)
             if settings.cache_claims and not settings.replay_protection
@@ -535,9 +530,7 @@ class TransferTokenVerifier:
         self._keys = dict(keys)
         self._clock = clock
         self._leeway = leeway
-        self.rules = transfer_access_rules(
-            provider_id=provider_id, audience=audience, leeway=leeway
-        )
+        self.rules = transfer_access_rules(provider_id=provider_id, audience=audience, leeway=leeway)
         self.revocations = revocations or RevocationStatus.static()
         self._is_active = is_transfer_active
         self.cache = ClaimsCache() if cache_claims else None
@@ -581,8 +574,7 @@ def check_transport_binding(claims: Claims, peer_certificate_der: bytes) -> None
     pinned = claims.attributes.get("transportCertsSha256") or ()
     if pinned and hashlib.sha256(peer_certificate_der).hexdigest() not in pinned:
         raise InvalidToken(
-            "DAT: the TLS certificate presented is not one of the participant's "
-            "transportCertsSha256"
+            "DAT: the TLS certificate presented is not one of the participant's transportCertsSha256"
         )
 
 
@@ -608,9 +600,7 @@ class HttpFetcher:
         self._max_bytes = max_bytes
 
     async def __call__(self) -> Any:
-        async with self._session.get(
-            self.url, timeout=self._timeout, allow_redirects=False
-        ) as resp:
+        async with self._session.get(self.url, timeout=self._timeout, allow_redirects=False) as resp:
             if resp.status != 200:
                 raise InvalidToken(f"GET {self.url} answered {resp.status}")
             body = await resp.content.read(self._max_bytes + 1)

@@ -33,8 +33,12 @@ REQUEST_TYPES = (ODRL.Request, IDS.ContractRequest)
 def _value(node: Node, operand: str) -> Value:
     if isinstance(node, Literal):
         py, _ = coerce_literal(node, operand)
-        return Value(lexical=str(node), datatype=str(node.datatype) if node.datatype else None,
-                     language=node.language, py=py)
+        return Value(
+            lexical=str(node),
+            datatype=str(node.datatype) if node.datatype else None,
+            language=node.language,
+            py=py,
+        )
     return Value.iri(node_id(node))
 
 
@@ -49,7 +53,8 @@ def request_from_graph(g: Graph) -> Request:
     nodes = sorted({s for t in REQUEST_TYPES for s in g.subjects(RDF.type, t)}, key=str)
     if not nodes:
         eval_nodes = [s for s in g.subjects(RDF.type, SOTW.EvaluationRequest)] + [
-            s for s in g.subjects(RDF.type, URIRef(ODRL_FS + "EvaluationRequest"))]
+            s for s in g.subjects(RDF.type, URIRef(ODRL_FS + "EvaluationRequest"))
+        ]
         if eval_nodes:
             return _evaluation_request(g, eval_nodes[0])
         raise PolicyError("request: no odrl:Request found")
@@ -57,12 +62,12 @@ def request_from_graph(g: Graph) -> Request:
         raise PolicyError(f"request: {len(nodes)} odrl:Request nodes; one only")
     req = nodes[0]
     perms = sorted(g.objects(req, ODRL.permission), key=str) or sorted(
-        g.objects(req, IDS.permission), key=str)
+        g.objects(req, IDS.permission), key=str
+    )
     if not perms:
         raise PolicyError(f"request {node_id(req)}: no permission (what is being asked for?)")
     if len(perms) > 1:
-        raise PolicyError(f"request {node_id(req)}: {len(perms)} permissions; ask for one "
-                          "action at a time")
+        raise PolicyError(f"request {node_id(req)}: {len(perms)} permissions; ask for one action at a time")
     perm = perms[0]
     action = g.value(perm, ODRL.action) or g.value(perm, IDS.action)
     if action is None:
@@ -70,8 +75,11 @@ def request_from_graph(g: Graph) -> Request:
     if isinstance(action, BNode):
         action = g.value(action, RDF.value) or action
     context: dict[str, list[Value]] = {}
-    ctx_nodes = set(g.objects(perm, ODRL.constraint)) | set(g.objects(perm, SOTW.context)) | set(
-        g.objects(perm, URIRef(ODRL_FS + "context")))
+    ctx_nodes = (
+        set(g.objects(perm, ODRL.constraint))
+        | set(g.objects(perm, SOTW.context))
+        | set(g.objects(perm, URIRef(ODRL_FS + "context")))
+    )
     for c in sorted(ctx_nodes, key=str):
         left = g.value(c, ODRL.leftOperand)
         if left is None:
@@ -81,7 +89,8 @@ def request_from_graph(g: Graph) -> Request:
             context.setdefault(operand, []).append(_value(r, operand))
     vocab = T.vocabulary()
     return Request(
-        id=node_id(req), rule_id=node_id(perm),
+        id=node_id(req),
+        rule_id=node_id(perm),
         action=vocab.canonical_action(str(action)),
         assignee=_one_iri(g, perm, ODRL.assignee) or _one_iri(g, perm, IDS.assignee),
         target=_one_iri(g, perm, ODRL.target) or _one_iri(g, perm, IDS.target),
@@ -101,10 +110,13 @@ def _evaluation_request(g: Graph, node: Node) -> Request:
     action = first("evaluatedAction", "requestedAction")
     if action is None:
         raise PolicyError("evaluation request names no action")
-    return Request(id=node_id(node), rule_id=node_id(node),
-                   action=T.vocabulary().canonical_action(action),
-                   assignee=first("evaluatedParty", "requestingParty"),
-                   target=first("evaluatedTarget", "requestedTarget"))
+    return Request(
+        id=node_id(node),
+        rule_id=node_id(node),
+        action=T.vocabulary().canonical_action(action),
+        assignee=first("evaluatedParty", "requestingParty"),
+        target=first("evaluatedTarget", "requestedTarget"),
+    )
 
 
 def world_from_graph(g: Graph, default_now: datetime | None = None) -> World:
@@ -119,8 +131,9 @@ def world_from_graph(g: Graph, default_now: datetime | None = None) -> World:
         try:
             now = parse_datetime(str(now_lit))
         except ValueError as exc:
-            raise PolicyError(f"state of the world: current time {now_lit!s} is not a "
-                              "valid xsd:dateTime") from exc
+            raise PolicyError(
+                f"state of the world: current time {now_lit!s} is not a valid xsd:dateTime"
+            ) from exc
     else:
         now = default_now or datetime.now(UTC)
     counts: dict[tuple[str | None, str | None], int] = {}
@@ -138,8 +151,9 @@ def world_from_graph(g: Graph, default_now: datetime | None = None) -> World:
             try:
                 started[key] = parse_datetime(str(t))
             except ValueError as exc:
-                raise PolicyError(f"state of the world: startedAtTime {t!s} is not a "
-                                  "valid xsd:dateTime") from exc
+                raise PolicyError(
+                    f"state of the world: startedAtTime {t!s} is not a valid xsd:dateTime"
+                ) from exc
     types: dict[str, set[str]] = {}
     for s, o in g.subject_objects(RDF.type):
         types.setdefault(node_id(s), set()).add(node_id(o))
@@ -154,28 +168,31 @@ def world_from_graph(g: Graph, default_now: datetime | None = None) -> World:
             continue
         perf = g.value(rep, REPORT.performanceState)
         duty_states[node_id(rule)] = DutyState(
-            deontic=str(deontic), performance=str(perf) if perf is not None else None,
-            report_id=node_id(rep))
+            deontic=str(deontic), performance=str(perf) if perf is not None else None, report_id=node_id(rep)
+        )
     return World(
-        now=now, counts=counts, usage_started=started,
+        now=now,
+        counts=counts,
+        usage_started=started,
         types={k: frozenset(v) for k, v in types.items()},
         part_of={k: frozenset(v) for k, v in part_of.items()},
         duty_states=duty_states,
     )
 
 
-def evaluate_files(policy_path: Path | str, request_path: Path | str,
-                   sotw_path: Path | str | None) -> Report:
+def evaluate_files(policy_path: Path | str, request_path: Path | str, sotw_path: Path | str | None) -> Report:
     policy_graph = parse_file(policy_path, "policy")
     policy = policy_from_graph(policy_graph, exclude_types=(str(ODRL.Request),))
     request = request_from_graph(parse_file(request_path, "request"))
-    world = world_from_graph(parse_file(sotw_path, "state of the world")) if sotw_path else (
-        World(now=datetime.now(UTC)))
+    world = (
+        world_from_graph(parse_file(sotw_path, "state of the world"))
+        if sotw_path
+        else (World(now=datetime.now(UTC)))
+    )
     return evaluate(policy, request, world)
 
 
-def evaluate_case_files(policy_path: Path, request_path: Path,
-                        sotw_path: Path) -> tuple[Graph, bool]:
+def evaluate_case_files(policy_path: Path, request_path: Path, sotw_path: Path) -> tuple[Graph, bool]:
     """The compliance report graph and the decision (True = permit) for one case."""
     report = evaluate_files(policy_path, request_path, sotw_path)
     return report_graph(report), report.permit

@@ -73,8 +73,9 @@ def _read_json(p: Path, what: str) -> object | None:
         loaded: object = json.loads(p.read_text(encoding="utf-8"))
         return loaded
     except json.JSONDecodeError as exc:
-        raise PolicyError(f"{what}: malformed JSON at line {exc.lineno}, column "
-                          f"{exc.colno}: {exc.msg}") from exc
+        raise PolicyError(
+            f"{what}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{what}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
@@ -134,13 +135,29 @@ def policy() -> None:
 
 
 @policy.command(name="evaluate", epilog=EXIT_CODES_HELP)
-@click.option("--policy", "policy_path", type=_EXISTING, required=True,
-              help="The ODRL policy (Turtle, JSON-LD, or plain-JSON rules).")
-@click.option("--request", "request_path", type=_EXISTING, required=True,
-              help="The request (odrl:Request in Turtle/JSON-LD, or plain JSON).")
+@click.option(
+    "--policy",
+    "policy_path",
+    type=_EXISTING,
+    required=True,
+    help="The ODRL policy (Turtle, JSON-LD, or plain-JSON rules).",
+)
+@click.option(
+    "--request",
+    "request_path",
+    type=_EXISTING,
+    required=True,
+    help="The request (odrl:Request in Turtle/JSON-LD, or plain JSON).",
+)
 @click.option("--sotw", type=_EXISTING, help="The state of the world (Turtle/JSON-LD/JSON).")
-@click.option("--format", "fmt", type=click.Choice(["turtle", "json"]), default="turtle",
-              show_default=True, help="Serialisation of the compliance report on stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["turtle", "json"]),
+    default="turtle",
+    show_default=True,
+    help="Serialisation of the compliance report on stdout.",
+)
 def evaluate_cmd(policy_path: str, request_path: str, sotw: str | None, fmt: str) -> None:
     """Print the compliance report on stdout and the decision (PERMIT/DENY) on stderr."""
     try:
@@ -181,8 +198,7 @@ def check_cmd(file: str) -> None:
     click.echo(
         f"OK: {T.short(pol.type)} {pol.id}: {len(pol.permissions)} permission(s), "
         f"{len(pol.prohibitions)} prohibition(s), {len(pol.obligations)} obligation(s), "
-        f"conflict strategy {T.short(pol.conflict_strategy)}"
-        + ("" if pol.conflict else " (default)")
+        f"conflict strategy {T.short(pol.conflict_strategy)}" + ("" if pol.conflict else " (default)")
     )
 
 
@@ -191,20 +207,33 @@ def _warnings(pol: Policy) -> list[Problem]:
     for rule in (*pol.permissions, *pol.prohibitions, *pol.obligations):
         for c in _walk(rule.constraints):
             for v in c.right:
-                if c.left_operand == T.ELAPSED_TIME and ("Y" in v.lexical.split("T")[0] or
-                                                         "M" in v.lexical.split("T")[0]):
-                    out.append(Problem(rule.label, "a duration in months or years counts "
-                                       "30/365 days; use days for an exact limit", "warning"))
-    stages: tuple[tuple[Stage, str], ...] = (("transit", "the provider's data plane"),
-                                             ("rest", "the consumer"))
+                if c.left_operand == T.ELAPSED_TIME and (
+                    "Y" in v.lexical.split("T")[0] or "M" in v.lexical.split("T")[0]
+                ):
+                    out.append(
+                        Problem(
+                            rule.label,
+                            "a duration in months or years counts 30/365 days; use days for an exact limit",
+                            "warning",
+                        )
+                    )
+    stages: tuple[tuple[Stage, str], ...] = (
+        ("transit", "the provider's data plane"),
+        ("rest", "the consumer"),
+    )
     for stage, where in stages:
         try:
             modification(pol, stage)
         except UnspecifiedModification:
             pass  # a bare duty to anonymize, as IDS writes it: valid, refused at enforcement
         except UnperformableModification as exc:
-            out.append(Problem(pol.label, f"{exc.reason}: {where} will refuse the data rather "
-                               "than hand it on unmodified", "warning"))
+            out.append(
+                Problem(
+                    pol.label,
+                    f"{exc.reason}: {where} will refuse the data rather than hand it on unmodified",
+                    "warning",
+                )
+            )
     return out
 
 
@@ -218,8 +247,13 @@ def _walk(constraints: Iterable[AnyConstraint]) -> Iterator[Constraint]:
 
 @policy.command(name="explain", epilog=EXIT_CODES_HELP)
 @click.argument("file", type=_EXISTING)
-@click.option("--request", "request_path", type=_EXISTING, required=True,
-              help="The request (plain JSON, or odrl:Request in Turtle/JSON-LD).")
+@click.option(
+    "--request",
+    "request_path",
+    type=_EXISTING,
+    required=True,
+    help="The request (plain JSON, or odrl:Request in Turtle/JSON-LD).",
+)
 @click.option("--sotw", type=_EXISTING, help="The state of the world, if not in the request.")
 @click.option("--now", help="Evaluate at this time (ISO 8601) instead of the clock.")
 def explain_cmd(file: str, request_path: str, sotw: str | None, now: str | None) -> None:
@@ -237,9 +271,13 @@ def explain_cmd(file: str, request_path: str, sotw: str | None, now: str | None)
 
 
 @policy.command(name="templates")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print each template's IDS class, parameters (name, type, default, "
-                   "description) and where it is enforced, as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print each template's IDS class, parameters (name, type, default, "
+    "description) and where it is enforced, as JSON.",
+)
 def templates_cmd(as_json: bool) -> None:
     """List the usage-policy templates and their parameters."""
     try:
@@ -250,22 +288,28 @@ def templates_cmd(as_json: bool) -> None:
         click.echo(json.dumps([template_json(t) for t in every], indent=2))
         return
     for t in every:
-        params = ", ".join(
-            f"{p.name}{'' if p.required else '?'}:{p.type}" for p in t.parameters)
+        params = ", ".join(f"{p.name}{'' if p.required else '?'}:{p.type}" for p in t.parameters)
         click.echo(f"{t.name:32} {t.title}  [{params}]")
         click.echo(f"{'':32} {t.description}")
 
 
 @policy.command(name="new")
 @click.argument("template")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A template parameter (repeatable).")
+@click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE", help="A template parameter (repeatable)."
+)
 @click.option("--id", "policy_id", help="The policy's @id (default: a fresh urn:uuid).")
 @click.option("--target", help="The asset the policy is about.")
 @click.option("--assigner", help="The provider's participant id.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
-def new_cmd(template: str, settings: tuple[str, ...], policy_id: str | None,
-            target: str | None, assigner: str | None, out: str | None) -> None:
+def new_cmd(
+    template: str,
+    settings: tuple[str, ...],
+    policy_id: str | None,
+    target: str | None,
+    assigner: str | None,
+    out: str | None,
+) -> None:
     """Write a filled policy from TEMPLATE (see `connector policy templates`)."""
     values: dict[str, str] = {}
     for s in settings:
@@ -291,7 +335,10 @@ def _stored_terms(row: dict[str, Any]) -> str:
 
 
 # the policies a running connector stores (its management API): list, show, delete
-resource_commands(policy, path="/api/policies", noun="stored policy",
-                  delete="Delete a stored policy (409 while an offer uses it).",
-                  columns=[("ID", lambda r: r["id"]), ("TERMS", _stored_terms),
-                           ("CREATED", lambda r: r.get("createdAt"))])
+resource_commands(
+    policy,
+    path="/api/policies",
+    noun="stored policy",
+    delete="Delete a stored policy (409 while an offer uses it).",
+    columns=[("ID", lambda r: r["id"]), ("TERMS", _stored_terms), ("CREATED", lambda r: r.get("createdAt"))],
+)

@@ -99,17 +99,26 @@ def _compile_constraint(c: AnyConstraint, vocab: T.Vocabulary) -> Check:
         return lambda req: None if test(req.now) else fail.format(_fmt(req.now))
     if left == T.COUNT and scalar and isinstance(r0, Decimal):
         test = _order_test(op, r0)
-        return lambda req: None if test(req.count + 1) else (
-            f"count: this would be use number {req.count + 1} ({req.count} completed); "
-            f"{sym} {shown} does not hold")
+        return lambda req: (
+            None
+            if test(req.count + 1)
+            else (
+                f"count: this would be use number {req.count + 1} ({req.count} completed); "
+                f"{sym} {shown} does not hold"
+            )
+        )
     if left == T.ELAPSED_TIME and scalar and isinstance(r0, timedelta):
         test = _order_test(op, r0)
 
         def elapsed(req: DecisionRequest) -> str | None:
             if req.started_at is None:
                 return f"{name}: the start of the usage period is not known"
-            return None if test(req.now - req.started_at) else (
-                f"{name} {req.now - req.started_at} {sym} {shown} does not hold")
+            return (
+                None
+                if test(req.now - req.started_at)
+                else (f"{name} {req.now - req.started_at} {sym} {shown} does not hold")
+            )
+
         return elapsed
 
     def generic(req: DecisionRequest) -> str | None:
@@ -132,6 +141,7 @@ def _compile_constraint(c: AnyConstraint, vocab: T.Vocabulary) -> Check:
         if ok:
             return None
         return f"{name} {', '.join(_fmt(v) for v in lefts)} {sym} {shown} does not hold"
+
     return generic
 
 
@@ -153,6 +163,7 @@ def _compile_logical(c: LogicalConstraint, vocab: T.Vocabulary) -> Check:
     checks = [_compile_constraint(o, vocab) for o in c.operands]
     op, name, n = c.operator, T.short(c.operator), len(checks)
     if op in (T.AND, T.AND_SEQUENCE):
+
         def all_of(req: DecisionRequest) -> str | None:
             if not checks:
                 return f"{name}: no operands"
@@ -161,8 +172,10 @@ def _compile_logical(c: LogicalConstraint, vocab: T.Vocabulary) -> Check:
                 if r is not None:
                     return r
             return None
+
         return all_of
     if op == T.OR:
+
         def any_of(req: DecisionRequest) -> str | None:
             reasons = []
             for ch in checks:
@@ -171,16 +184,19 @@ def _compile_logical(c: LogicalConstraint, vocab: T.Vocabulary) -> Check:
                     return None
                 reasons.append(r)
             return f"{name}: none of {n} operands holds ({'; '.join(reasons[:3])})"
+
         return any_of
 
     def exactly_one(req: DecisionRequest) -> str | None:
         k = sum(ch(req) is None for ch in checks)
         return None if k == 1 else f"{name}: {k} of {n} operands satisfied (exactly one required)"
+
     return exactly_one
 
 
-def _compile_rule(rule: Rule, vocab: T.Vocabulary,
-                  of_policy: str = "") -> Callable[[DecisionRequest], str | None]:
+def _compile_rule(
+    rule: Rule, vocab: T.Vocabulary, of_policy: str = ""
+) -> Callable[[DecisionRequest], str | None]:
     checks: list[Check] = []
     if rule.targets:
         targets = tuple(a.iri for a in rule.targets)
@@ -197,6 +213,7 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary,
                 if r is not None:
                     return r
             return None
+
         checks.append(target_check)
     if rule.assignees:
         parties = tuple(party_iri(p.iri) for p in rule.assignees)
@@ -213,6 +230,7 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary,
                 if r is not None:
                     return r
             return None
+
         checks.append(party_check)
     if rule.actions:
         options: list[tuple[frozenset[str], list[Check], str]] = []
@@ -228,19 +246,25 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary,
             reason = None
             for covered, refs, label in options:
                 if req.action not in covered:
-                    reason = reason or (label if label.startswith("unknown") else
-                                        f"action {_fmt(req.action)} is not {label} nor "
-                                        "included in it")
+                    reason = reason or (
+                        label
+                        if label.startswith("unknown")
+                        else f"action {_fmt(req.action)} is not {label} nor included in it"
+                    )
                     continue
                 failed = next((r for r in (ch(req) for ch in refs) if r is not None), None)
                 if failed is None:
                     return None
                 reason = failed
             return reason
+
         checks.append(action_check)
     checks.extend(_compile_constraint(c, vocab) for c in rule.constraints)
-    duties = [(d.id, d.label, tuple(c.id for c in d.consequences)) for d in rule.duties] if (
-        rule.kind == "permission") else []
+    duties = (
+        [(d.id, d.label, tuple(c.id for c in d.consequences)) for d in rule.duties]
+        if (rule.kind == "permission")
+        else []
+    )
     name = rule.label + of_policy
 
     def rule_check(req: DecisionRequest) -> str | None:
@@ -254,6 +278,7 @@ def _compile_rule(rule: Rule, vocab: T.Vocabulary,
             ):
                 return f"{name} does not apply: {duty_label} is violated"
         return None
+
     return rule_check
 
 
@@ -277,8 +302,7 @@ def covered_actions(action: str) -> frozenset[str]:
 # through the closures above. Both give the same answers; the closures also explain.
 
 _NOW, _COUNT, _ELAPSED, _IN, _NOT_IN, _ALL = range(6)
-_ORDER_FN = {T.EQ: _op.eq, T.NEQ: _op.ne, T.LT: _op.lt, T.LTEQ: _op.le, T.GT: _op.gt,
-             T.GTEQ: _op.ge}
+_ORDER_FN = {T.EQ: _op.eq, T.NEQ: _op.ne, T.LT: _op.lt, T.LTEQ: _op.le, T.GT: _op.gt, T.GTEQ: _op.ge}
 FastTest = tuple[int, Any, Any]
 
 
@@ -355,8 +379,9 @@ def _fast_rule(rule: Rule, vocab: T.Vocabulary) -> FastSpec | None:
     if rule.actions:
         covered = _intern(frozenset().union(*(covered_actions(a.iri) for a in rule.actions)))
     has_duties = bool(rule.duties) and rule.kind == "permission"
-    spec: FastSpec = _intern((covered, targets, parties, _intern(tuple(_intern(t) for t in tests)),
-                              has_duties))
+    spec: FastSpec = _intern(
+        (covered, targets, parties, _intern(tuple(_intern(t) for t in tests)), has_duties)
+    )
     return spec
 
 
@@ -366,13 +391,15 @@ def _run_fast(spec: FastSpec, req: DecisionRequest) -> bool:
         return False
     if targets is not None:
         t = req.target
-        if t not in targets and (t is None or not req.part_of or
-                                 not any(member(t, x, req.part_of) for x in targets)):
+        if t not in targets and (
+            t is None or not req.part_of or not any(member(t, x, req.part_of) for x in targets)
+        ):
             return False
     if parties is not None:
         a = party_iri(req.assignee) if req.assignee else None
-        if a not in parties and (a is None or not req.part_of or
-                                 not any(member(a, x, req.part_of) for x in parties)):
+        if a not in parties and (
+            a is None or not req.part_of or not any(member(a, x, req.part_of) for x in parties)
+        ):
             return False
     for kind, fn, r in tests:
         if kind == _NOW:
@@ -435,7 +462,8 @@ class Decider:
             if len(specs) == len(fast):
                 self._fast = tuple(
                     (f, Decision(True, f"{r.label} of {policy.label} applies"))
-                    for f, r in zip(specs, policy.permissions, strict=True))
+                    for f, r in zip(specs, policy.permissions, strict=True)
+                )
         if self._fast is None:
             self._explainer = _Explainer(policy)
         # One permission (an agreement's usual shape): keep its spec and permit on the decider
@@ -463,21 +491,25 @@ class Decider:
 class _Explainer:
     """The closure form of a policy: decides any shape, and says why it denies."""
 
-    __slots__ = ("_conflict", "_label", "_permissions", "_prohibitions", "_strategy",
-                 "_vocab_equiv")
+    __slots__ = ("_conflict", "_label", "_permissions", "_prohibitions", "_strategy", "_vocab_equiv")
 
     def __init__(self, policy: Policy) -> None:
         vocab = T.vocabulary()
         of = f" of {policy.label}"
         self._label = policy.label
         # (check, "permission 2 (urn:...) of offer urn:...")
-        self._permissions = [(_compile_rule(r, vocab, of), r.label + of)
-                             for r in policy.permissions]
-        self._prohibitions = [(_compile_rule(r, vocab, of), r.label + of)
-                              for r in policy.prohibitions]
+        self._permissions = [(_compile_rule(r, vocab, of), r.label + of) for r in policy.permissions]
+        self._prohibitions = [(_compile_rule(r, vocab, of), r.label + of) for r in policy.prohibitions]
         self._strategy = policy.conflict_strategy
-        self._conflict = next(((p.label + of, q.label + of) for p in policy.permissions
-                               for q in policy.prohibitions if _overlap(p, q, vocab)), None)
+        self._conflict = next(
+            (
+                (p.label + of, q.label + of)
+                for p in policy.permissions
+                for q in policy.prohibitions
+                if _overlap(p, q, vocab)
+            ),
+            None,
+        )
         self._vocab_equiv = {**T.IDS_ACTIONS, **vocab.equivalent}
 
     def __call__(self, req: DecisionRequest) -> Decision:
@@ -502,14 +534,13 @@ class _Explainer:
         strategy = self._strategy
         if strategy == T.INVALID and (self._conflict or (permitted and prohibited)):
             p, q = self._conflict or (permitted, prohibited)
-            return Decision(False, f"{p} and {q} conflict; the policy is void "
-                                   "(conflict strategy odrl:invalid)")
+            return Decision(
+                False, f"{p} and {q} conflict; the policy is void (conflict strategy odrl:invalid)"
+            )
         if permitted and prohibited:
             if strategy == T.PERM:
-                return Decision(True, f"{permitted} applies and overrides {prohibited} "
-                                      "(odrl:perm)")
-            return Decision(False, f"{prohibited} applies and overrides {permitted} "
-                                   "(odrl:prohibit)")
+                return Decision(True, f"{permitted} applies and overrides {prohibited} (odrl:perm)")
+            return Decision(False, f"{prohibited} applies and overrides {permitted} (odrl:prohibit)")
         if permitted:
             return Decision(True, f"{permitted} applies")
         if prohibited:
@@ -521,9 +552,17 @@ class _Explainer:
 
 def _with_action(req: DecisionRequest, action: str) -> DecisionRequest:
     return DecisionRequest(
-        action=action, now=req.now, assignee=req.assignee, target=req.target, count=req.count,
-        started_at=req.started_at, context=req.context, duties=req.duties,
-        part_of=req.part_of, types=req.types)
+        action=action,
+        now=req.now,
+        assignee=req.assignee,
+        target=req.target,
+        count=req.count,
+        started_at=req.started_at,
+        context=req.context,
+        duties=req.duties,
+        part_of=req.part_of,
+        types=req.types,
+    )
 
 
 def compile_policy(policy: Policy) -> Decider:

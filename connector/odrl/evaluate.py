@@ -109,9 +109,14 @@ def _fmt_duration(td: timedelta) -> str:
     days, rest = divmod(secs, 86400)
     h, rest = divmod(rest, 3600)
     m, s = divmod(rest, 60)
-    return "P" + (f"{days}D" if days else "") + (
-        "T" + (f"{h}H" if h else "") + (f"{m}M" if m else "") + (f"{s}S" if s else "")
-        if (h or m or s) else ("" if days else "T0S")
+    return (
+        "P"
+        + (f"{days}D" if days else "")
+        + (
+            "T" + (f"{h}H" if h else "") + (f"{m}M" if m else "") + (f"{s}S" if s else "")
+            if (h or m or s)
+            else ("" if days else "T0S")
+        )
     )
 
 
@@ -174,44 +179,47 @@ class _Evaluation:
         reason = f"{name}: {n} of {len(children)} operands satisfied" + (
             "" if ok else (" (exactly one required)" if op == T.XONE else "")
         )
-        return PremiseReport("Constraint", ok, reason, constraint=c.id, logical_operator=op,
-                             children=children)
+        return PremiseReport(
+            "Constraint", ok, reason, constraint=c.id, logical_operator=op, children=children
+        )
 
     def atomic(self, c: Constraint) -> PremiseReport:
         name = T.short(c.written_left_operand or c.left_operand)
-        base = dict(constraint=c.id, operator=c.operator, right=c.right)
+        base: dict[str, Any] = dict(constraint=c.id, operator=c.operator, right=c.right)
         if not self.vocab.known_left_operand(c.left_operand):
-            return PremiseReport("Constraint", False,
-                                 f"unknown left operand {name}: not understood, so denied",
-                                 **base)  # type: ignore[arg-type]
+            return PremiseReport(
+                "Constraint", False, f"unknown left operand {name}: not understood, so denied", **base
+            )
         if c.operator not in T.OPERATORS:
-            return PremiseReport("Constraint", False,
-                                 f"unknown operator {T.short(c.written_operator)}: denied",
-                                 **base)  # type: ignore[arg-type]
+            return PremiseReport(
+                "Constraint", False, f"unknown operator {T.short(c.written_operator)}: denied", **base
+            )
         if c.right_reference and not c.right:
             return PremiseReport(
-                "Constraint", False,
+                "Constraint",
+                False,
                 f"{name}: right operand is a reference ({', '.join(c.right_reference)}) that "
-                "the connector does not dereference", **base)  # type: ignore[arg-type]
+                "the connector does not dereference",
+                **base,
+            )
         lefts, missing = self.left_values(c.left_operand)
         if missing:
-            return PremiseReport("Constraint", False, f"{name}: {missing}",
-                                 **base)  # type: ignore[arg-type]
+            return PremiseReport("Constraint", False, f"{name}: {missing}", **base)
         rights = [v.py if v.py is not None else v.lexical for v in c.right]
         try:
             ok = compare(c.operator, lefts, rights, self.world.types, self.world.part_of)
         except (Incomparable, ValueError) as exc:
-            return PremiseReport("Constraint", False, f"{name}: {exc}", left_values=tuple(lefts),
-                                 **base)  # type: ignore[arg-type]
+            return PremiseReport("Constraint", False, f"{name}: {exc}", left_values=tuple(lefts), **base)
         sym = SYMBOL.get(c.operator, T.short(c.operator))
         verdict = "holds" if ok else "does not hold"
         reason = f"{name} {_fmt_values(lefts)} {sym} {_fmt_values(c.right)} {verdict}"
         if c.left_operand == T.COUNT:
             done = lefts[0] - 1
-            reason = (f"count: this would be use number {lefts[0]} ({done} completed); "
-                      f"{sym} {_fmt_values(c.right)} {verdict}")
-        return PremiseReport("Constraint", ok, reason, left_values=tuple(lefts),
-                             **base)  # type: ignore[arg-type]
+            reason = (
+                f"count: this would be use number {lefts[0]} ({done} completed); "
+                f"{sym} {_fmt_values(c.right)} {verdict}"
+            )
+        return PremiseReport("Constraint", ok, reason, left_values=tuple(lefts), **base)
 
     # ------------------------------------------------------------------ rule premises
 
@@ -229,9 +237,11 @@ class _Evaluation:
                 ok = True
         names = _fmt_values([a.iri for a in rule.targets])
         if ok:
-            reason = f"target {_fmt(requested)} is {names}" if any(
-                a.iri == requested for a in rule.targets) else (
-                f"target {_fmt(requested)} is part of {names}")
+            reason = (
+                f"target {_fmt(requested)} is {names}"
+                if any(a.iri == requested for a in rule.targets)
+                else (f"target {_fmt(requested)} is part of {names}")
+            )
         elif requested is None:
             reason = f"the request names no target; the rule is about {names}"
         else:
@@ -247,8 +257,10 @@ class _Evaluation:
         for party in rule.assignees:
             refs = [self.constraint(r) for r in party.refinements]
             children.extend(refs)
-            if requester is not None and self._member(requester, party.iri) and all(
-                r.satisfied for r in refs
+            if (
+                requester is not None
+                and self._member(requester, party.iri)
+                and all(r.satisfied for r in refs)
             ):
                 ok = True
         names = _fmt_values([p.iri for p in rule.assignees])
@@ -277,15 +289,18 @@ class _Evaluation:
                 ok = True
         names = _fmt_values([a.iri for a in rule.actions])
         if ok:
-            reason = (f"action {_fmt(requested)} is {names}"
-                      if any(a.iri == requested for a in rule.actions)
-                      else f"action {_fmt(requested)} is included in {names}")
+            reason = (
+                f"action {_fmt(requested)} is {names}"
+                if any(a.iri == requested for a in rule.actions)
+                else f"action {_fmt(requested)} is included in {names}"
+            )
         elif unknown:
             reason = f"unknown action {_fmt_values(unknown)}: not understood, so denied"
         elif any(self.vocab.action_covers(a.iri, requested) for a in rule.actions):
             failed = [c.reason for c in children if not c.satisfied]
             reason = f"action {_fmt(requested)} matches {names} but its refinement fails: " + (
-                "; ".join(failed))
+                "; ".join(failed)
+            )
         else:
             reason = f"action {_fmt(requested)} is not {names} nor included in it"
         return PremiseReport("Action", ok, reason, children=children)
@@ -300,11 +315,13 @@ class _Evaluation:
         active = all(p.satisfied for p in premises)
         state = self.world.duty_states.get(duty.id)
         deontic = state.deontic if state else NONSET
-        performance = (state.performance if state and state.performance else
-                       (PERFORMED if deontic == FULFILLED else UNKNOWN))
+        performance = (
+            state.performance
+            if state and state.performance
+            else (PERFORMED if deontic == FULFILLED else UNKNOWN)
+        )
         consequences = [self.duty(c) for c in duty.consequences]
-        name = duty.label + (f" to {_fmt_values([a.iri for a in duty.actions])}"
-                             if duty.actions else "")
+        name = duty.label + (f" to {_fmt_values([a.iri for a in duty.actions])}" if duty.actions else "")
         blocking = False
         if deontic == VIOLATED:
             if duty.consequences and all(c.deontic == FULFILLED for c in consequences):
@@ -312,15 +329,23 @@ class _Evaluation:
             else:
                 blocking = True
                 reason = f"{name} is violated" + (
-                    "; its consequences are not all fulfilled" if duty.consequences else "")
+                    "; its consequences are not all fulfilled" if duty.consequences else ""
+                )
         elif deontic == FULFILLED:
             reason = f"{name} is fulfilled"
         else:
             reason = f"{name} is pending (not violated)"
-        return DutyReport(rule=duty.id, active=active, deontic=deontic, performance=performance,
-                          blocking=blocking, reason=reason,
-                          report_id=state.report_id if state else None,
-                          premises=premises, consequences=consequences)
+        return DutyReport(
+            rule=duty.id,
+            active=active,
+            deontic=deontic,
+            performance=performance,
+            blocking=blocking,
+            reason=reason,
+            report_id=state.report_id if state else None,
+            premises=premises,
+            consequences=consequences,
+        )
 
     # ------------------------------------------------------------------ rules
 
@@ -335,14 +360,24 @@ class _Evaluation:
         label = rule.label + self.of_policy
         if active:
             reason = f"{label} applies" + (
-                f": {'; '.join(p.reason for p in premises)}" if premises else
-                " (no premise: it applies to every request)")
+                f": {'; '.join(p.reason for p in premises)}"
+                if premises
+                else " (no premise: it applies to every request)"
+            )
         else:
             why = [_deepest_reason(p) for p in failed] + [d.reason for d in blocking]
             reason = f"{label} does not apply: {'; '.join(why)}"
-        return RuleReport(kind=rule.kind, rule=rule.id, rule_request=self.request.rule_id,
-                          active=active, reason=reason, label=label, premises=premises,
-                          conditions=conditions, remedies=remedies)
+        return RuleReport(
+            kind=rule.kind,
+            rule=rule.id,
+            rule_request=self.request.rule_id,
+            active=active,
+            reason=reason,
+            label=label,
+            premises=premises,
+            conditions=conditions,
+            remedies=remedies,
+        )
 
 
 def _deepest_reason(p: PremiseReport) -> str:
@@ -369,7 +404,8 @@ def _overlap(p: Rule, q: Rule, vocab: T.Vocabulary) -> bool:
     if p.actions and q.actions:
         return any(
             vocab.action_covers(x.iri, y.iri) or vocab.action_covers(y.iri, x.iri)
-            for x in p.actions for y in q.actions
+            for x in p.actions
+            for y in q.actions
         )
     return True
 
@@ -394,18 +430,29 @@ def decide(policy: Policy, rules: Sequence[RuleReport]) -> tuple[bool, bool, str
     sname = T.short(strategy)
     if strategy == T.INVALID and conflict:
         if static:
-            why = (f"{static[0]} and {static[1]} of {policy.label} conflict "
-                   f"in every state of the world")
+            why = f"{static[0]} and {static[1]} of {policy.label} conflict in every state of the world"
         else:
             why = f"{active_p[0].label} and {active_q[0].label} both apply"
         return False, True, f"DENY: {why}, and the conflict strategy {sname} voids the policy"
     if active_p and active_q:
         if strategy == T.PERM:
-            return True, True, (f"PERMIT: {active_p[0].reason}; {active_q[0].label} also "
-                                f"applies but the conflict strategy {sname} lets the "
-                                "permission override it")
-        return False, True, (f"DENY: {active_q[0].reason}; it overrides {active_p[0].label} "
-                             f"under the conflict strategy {sname}")
+            return (
+                True,
+                True,
+                (
+                    f"PERMIT: {active_p[0].reason}; {active_q[0].label} also "
+                    f"applies but the conflict strategy {sname} lets the "
+                    "permission override it"
+                ),
+            )
+        return (
+            False,
+            True,
+            (
+                f"DENY: {active_q[0].reason}; it overrides {active_p[0].label} "
+                f"under the conflict strategy {sname}"
+            ),
+        )
     if active_p:
         return True, conflict, f"PERMIT: {active_p[0].reason}"
     reasons = [r.reason for r in rules if r.kind == "prohibition" and r.active]
@@ -424,6 +471,14 @@ def evaluate(policy: Policy, request: Request, world: World) -> Report:
     violated = [o for o in obligations if o.deontic == VIOLATED]
     if violated:
         explanation += "; note: " + "; ".join(o.reason for o in violated)
-    return Report(policy=policy.id, request=request.id, created=world.now, rules=rules,
-                  obligations=obligations, permit=permit, conflict=conflict,
-                  strategy=policy.conflict_strategy, explanation=explanation)
+    return Report(
+        policy=policy.id,
+        request=request.id,
+        created=world.now,
+        rules=rules,
+        obligations=obligations,
+        permit=permit,
+        conflict=conflict,
+        strategy=policy.conflict_strategy,
+        explanation=explanation,
+    )

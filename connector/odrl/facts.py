@@ -44,11 +44,20 @@ from connector.odrl.terms import MEMBERSHIP, ROLE_TERMS
 MEMBER = T.DSC_NS + "Member"
 
 # The operands each source feeds (documentation for the runtime; see the module docstring).
-ATTESTED = frozenset({T.SECURITY_LEVEL, T.ROLE, MEMBERSHIP, T.O + "systemDevice",
-                      T.JURISDICTION, T.CERTIFICATION, T.GROUP, T.PARTICIPANT})
+ATTESTED = frozenset(
+    {
+        T.SECURITY_LEVEL,
+        T.ROLE,
+        MEMBERSHIP,
+        T.O + "systemDevice",
+        T.JURISDICTION,
+        T.CERTIFICATION,
+        T.GROUP,
+        T.PARTICIPANT,
+    }
+)
 STATED = frozenset({T.PURPOSE, T.APPLICATION, T.O + "event", T.SPATIAL, T.RECIPIENT})
-HELD = frozenset({T.IDS_STATE, T.O + "event", T.O + "payAmount", T.ARTIFACT_STATE,
-                  T.REGISTERED_ASSESSMENT})
+HELD = frozenset({T.IDS_STATE, T.O + "event", T.O + "payAmount", T.ARTIFACT_STATE, T.REGISTERED_ASSESSMENT})
 DERIVED = frozenset({T.EXPORT_STATUS})
 
 
@@ -124,15 +133,24 @@ def context_facts(values: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
     return out
 
 
-def stated_facts(*, purpose: str | Iterable[str] | None = None,
-                 application: str | Iterable[str] | None = None,
-                 event: str | Iterable[str] | None = None,
-                 spatial: str | Iterable[str] | None = None,
-                 recipient: str | Iterable[str] | None = None) -> dict[str, tuple[Any, ...]]:
+def stated_facts(
+    *,
+    purpose: str | Iterable[str] | None = None,
+    application: str | Iterable[str] | None = None,
+    event: str | Iterable[str] | None = None,
+    spatial: str | Iterable[str] | None = None,
+    recipient: str | Iterable[str] | None = None,
+) -> dict[str, tuple[Any, ...]]:
     """What a request states (``--purpose dpv:ScientificResearch``, ...), as context facts."""
-    return context_facts({T.PURPOSE: _items(purpose), T.APPLICATION: _items(application),
-                          T.O + "event": _items(event), T.SPATIAL: _items(spatial),
-                          T.RECIPIENT: _items(recipient)})
+    return context_facts(
+        {
+            T.PURPOSE: _items(purpose),
+            T.APPLICATION: _items(application),
+            T.O + "event": _items(event),
+            T.SPATIAL: _items(spatial),
+            T.RECIPIENT: _items(recipient),
+        }
+    )
 
 
 def _items(v: str | Iterable[str] | None) -> list[str] | None:
@@ -150,5 +168,15 @@ def _plain(v: Value) -> Any:
 
 
 # ROLE_TERMS (terms.py): the roles a token states, as dsc:role values
-__all__ = ["ATTESTED", "DERIVED", "HELD", "MEMBER", "ROLE_TERMS", "STATED", "context_facts", "fact_values",
-           "stated_facts", "world_facts"]
+__all__ = [
+    "ATTESTED",
+    "DERIVED",
+    "HELD",
+    "MEMBER",
+    "ROLE_TERMS",
+    "STATED",
+    "context_facts",
+    "fact_values",
+    "stated_facts",
+    "world_facts",
+]

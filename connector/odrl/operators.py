@@ -15,7 +15,10 @@ from typing import Any
 from connector.odrl import terms as T
 
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {
-    T.LT: _op.lt, T.LTEQ: _op.le, T.GT: _op.gt, T.GTEQ: _op.ge,
+    T.LT: _op.lt,
+    T.LTEQ: _op.le,
+    T.GT: _op.gt,
+    T.GTEQ: _op.ge,
 }
 SYMBOL = {T.EQ: "=", T.NEQ: "≠", T.LT: "<", T.LTEQ: "≤", T.GT: ">", T.GTEQ: "≥"}
 
@@ -107,12 +110,15 @@ def _eq(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
-SECURITY_LEVELS = {T.IDSC_NS + name: rank for rank, name in enumerate(
-    ("BASE_SECURITY_PROFILE", "TRUST_SECURITY_PROFILE", "TRUST_PLUS_SECURITY_PROFILE"))}
+SECURITY_LEVELS = {
+    T.IDSC_NS + name: rank
+    for rank, name in enumerate(
+        ("BASE_SECURITY_PROFILE", "TRUST_SECURITY_PROFILE", "TRUST_PLUS_SECURITY_PROFILE")
+    )
+}
 
 
-def _security_levels(lefts: Sequence[Any], rights: Sequence[Any]
-                     ) -> tuple[list[int], list[int]] | None:
+def _security_levels(lefts: Sequence[Any], rights: Sequence[Any]) -> tuple[list[int], list[int]] | None:
     """Both sides as security levels, when every value is an IDS security profile."""
     try:
         return ([SECURITY_LEVELS[str(v)] for v in lefts], [SECURITY_LEVELS[str(v)] for v in rights])
@@ -126,7 +132,6 @@ def satisfying_levels(op: str, rights: Sequence[Any]) -> frozenset[str] | None:
     if not rights or any(str(r) not in SECURITY_LEVELS for r in rights):
         return None
     try:
-        return frozenset(level for level in SECURITY_LEVELS
-                         if compare(op, (level,), rights, {}, {}))
+        return frozenset(level for level in SECURITY_LEVELS if compare(op, (level,), rights, {}, {}))
     except (Incomparable, ValueError):
         return None

@@ -62,8 +62,7 @@ XSD = "http://www.w3.org/2001/XMLSchema#"
 POLICY_TYPES = frozenset(
     {
         str(ODRL[t])
-        for t in ("Policy", "Set", "Offer", "Agreement", "Request", "Privacy", "Ticket",
-                  "Assertion")
+        for t in ("Policy", "Set", "Offer", "Agreement", "Request", "Privacy", "Ticket", "Assertion")
     }
     | set(T.IDS_POLICY_TYPES)
 )
@@ -126,8 +125,7 @@ class PolicyError(ValueError):
 def _check_size(size: int, what: str) -> None:
     if size > MAX_DOCUMENT_BYTES:
         raise PolicyError(
-            f"{what} is {size / 1_048_576:.1f} MiB; the limit is "
-            f"{MAX_DOCUMENT_BYTES / 1_048_576:.0f} MiB"
+            f"{what} is {size / 1_048_576:.1f} MiB; the limit is {MAX_DOCUMENT_BYTES / 1_048_576:.0f} MiB"
         )
 
 
@@ -168,15 +166,21 @@ def jsonld_to_graph(document: Any, what: str = "document") -> Graph:
     blank: dict[str, BNode] = {}
     for triples in dataset.values():
         for t in triples:
-            g.add((_term(t["subject"], blank, what), _term(t["predicate"], blank, what),
-                   _term(t["object"], blank, what)))
+            g.add(
+                (
+                    _term(t["subject"], blank, what),
+                    _term(t["predicate"], blank, what),
+                    _term(t["object"], blank, what),
+                )
+            )
     if not any(str(p).startswith(_O) for p in g.predicates()) and any(
         f'"{key}"' in json.dumps(document) for key in ("permission", "prohibition", "obligation")
     ):
         raise PolicyError(
             f"{what}: the ODRL terms (permission, action, ...) are not defined by the "
             "document's @context, so JSON-LD drops them; a policy outside a DSP message needs "
-            f"the ODRL profile context ({DSP_ODRL_PROFILE_URL}) or {ODRL_CONTEXT_URL}")
+            f"the ODRL profile context ({DSP_ODRL_PROFILE_URL}) or {ODRL_CONTEXT_URL}"
+        )
     return g
 
 
@@ -323,11 +327,9 @@ P_LEFT, P_OPERATOR = _p("leftOperand"), _p("operator")
 P_RIGHT, P_RIGHT_REF = _p("rightOperand"), _p("rightOperandReference")
 P_UNIT = _p("unit")
 # IM 4.2.0 names an action's refinement ids:actionRefinement; IDS-G's examples ids:refinement.
-P_REFINEMENT = (URIRef(_O + "refinement"), URIRef(_I + "actionRefinement"),
-                URIRef(_I + "refinement"))
+P_REFINEMENT = (URIRef(_O + "refinement"), URIRef(_I + "actionRefinement"), URIRef(_I + "refinement"))
 P_CONSEQUENCE, P_REMEDY = _p("consequence"), _p("remedy")
-P_LOGICAL = {T.OR: _p("or"), T.XONE: _p("xone"), T.AND: _p("and"),
-             T.AND_SEQUENCE: _p("andSequence")}
+P_LOGICAL = {T.OR: _p("or"), T.XONE: _p("xone"), T.AND: _p("and"), T.AND_SEQUENCE: _p("andSequence")}
 ASSET_COLLECTION = URIRef(_O + "AssetCollection")
 PARTY_COLLECTION = URIRef(_O + "PartyCollection")
 ATOMIC_KINDS = ("permission", "prohibition")
@@ -373,8 +375,7 @@ class _Reader:
 
     # ----------------------------------------------------------------------- constraints
 
-    def constraint(self, node: Node, where: str, position: str,
-                   depth: int = 0) -> AnyConstraint | None:
+    def constraint(self, node: Node, where: str, position: str, depth: int = 0) -> AnyConstraint | None:
         cid = node_id(node)
         here = f"{where} / {describe('constraint', position, cid)}"
         if depth > MAX_NESTING:
@@ -411,8 +412,7 @@ class _Reader:
         if op not in T.OPERATORS:
             self.problems.append(Problem(here, f"unknown operator {T.short(written_op)}", "unknown"))
         if not self.vocab.known_left_operand(left):
-            self.problems.append(
-                Problem(here, f"unknown left operand {T.short(written_left)}", "unknown"))
+            self.problems.append(Problem(here, f"unknown left operand {T.short(written_left)}", "unknown"))
         rights = self.values(node, P_RIGHT)
         refs = [str(r) for r in self.values(node, P_RIGHT_REF)]
         if not rights and not refs:
@@ -421,10 +421,15 @@ class _Reader:
         unit = self.one(node, P_UNIT, here, "unit")
         dtype = self.g.value(node, ODRL.dataType)
         return Constraint(
-            id=cid, left_operand=left, operator=op, right=right, right_reference=tuple(refs),
+            id=cid,
+            left_operand=left,
+            operator=op,
+            right=right,
+            right_reference=tuple(refs),
             datatype=str(dtype) if dtype is not None else None,
             unit=str(unit) if unit is not None else None,
-            written_left_operand=written_left, written_operator=written_op,
+            written_left_operand=written_left,
+            written_operator=written_op,
         )
 
     def right_value(self, node: Node, left: str, written_left: str, where: str) -> Value:
@@ -438,16 +443,25 @@ class _Reader:
         assert isinstance(node, Literal)
         value, error = coerce_literal(node, left)
         if error:
-            self.problems.append(IllTypedLiteral(
-                where, f"{T.short(written_left)}: {error}", "ill-typed", operand=written_left,
-                literal=str(node), expected=expected_type(node, left)))
+            self.problems.append(
+                IllTypedLiteral(
+                    where,
+                    f"{T.short(written_left)}: {error}",
+                    "ill-typed",
+                    operand=written_left,
+                    literal=str(node),
+                    expected=expected_type(node, left),
+                )
+            )
         elif isinstance(value, str) and not node.language:
             iri = value if node.datatype == _ANY_URI else _iri_value(value, left)
             if iri is not None:
                 return Value.iri(iri)
         return Value(
-            lexical=str(node), datatype=str(node.datatype) if node.datatype else None,
-            language=node.language, py=value,
+            lexical=str(node),
+            datatype=str(node.datatype) if node.datatype else None,
+            language=node.language,
+            py=value,
         )
 
     def constraints(self, node: Node, props: Iterable[URIRef], where: str) -> tuple[AnyConstraint, ...]:
@@ -481,8 +495,9 @@ class _Reader:
             out.append(Action(iri=iri, refinements=refinements, written=written))
         return tuple(out)
 
-    def parties(self, node: Node, props: Iterable[URIRef], where: str,
-                literal_iris: bool = False) -> tuple[Party, ...]:
+    def parties(
+        self, node: Node, props: Iterable[URIRef], where: str, literal_iris: bool = False
+    ) -> tuple[Party, ...]:
         out = []
         for p in self.values(node, props):
             if literal_iris and isinstance(p, Literal) and _ABSOLUTE_IRI.fullmatch(str(p).strip()):
@@ -510,27 +525,34 @@ class _Reader:
         iri = node_id(source) if (isinstance(n, BNode) and source is not None) else node_id(n)
         return iri, is_coll, refs
 
-    def rule(self, node: Node, kind: RuleKind, where: str, position: str,
-             role: str | None = None) -> Rule:
+    def rule(self, node: Node, kind: RuleKind, where: str, position: str, role: str | None = None) -> Rule:
         """The rule at ``node`` as written (a compact rule stays whole; see ``atomic``)."""
         rid = node_id(node)
         here = f"{where} / {describe(role or kind, position, rid)}"
-        duties = tuple(self.rule(d, "duty", here, str(i))
-                       for i, d in enumerate(self.values(node, P_DUTY), 1))
-        consequences = tuple(self.rule(d, "duty", here, str(i), "consequence")
-                             for i, d in enumerate(self.values(node, P_CONSEQUENCE), 1))
-        remedies = tuple(self.rule(d, "duty", here, str(i), "remedy")
-                         for i, d in enumerate(self.values(node, P_REMEDY), 1))
+        duties = tuple(self.rule(d, "duty", here, str(i)) for i, d in enumerate(self.values(node, P_DUTY), 1))
+        consequences = tuple(
+            self.rule(d, "duty", here, str(i), "consequence")
+            for i, d in enumerate(self.values(node, P_CONSEQUENCE), 1)
+        )
+        remedies = tuple(
+            self.rule(d, "duty", here, str(i), "remedy") for i, d in enumerate(self.values(node, P_REMEDY), 1)
+        )
         if kind == "permission" and (consequences or remedies):
             self.problems.append(Problem(here, "a permission has duties, not consequences/remedies"))
         if kind != "prohibition" and remedies:
             self.problems.append(Problem(here, "only a prohibition has remedies"))
         return Rule(
-            id=rid, kind=kind, actions=self.actions(node, here), targets=self.assets(node, here),
+            id=rid,
+            kind=kind,
+            actions=self.actions(node, here),
+            targets=self.assets(node, here),
             assignees=self.parties(node, P_ASSIGNEE, here),
             assigners=self.parties(node, P_ASSIGNER, here),
             constraints=self.constraints(node, P_CONSTRAINT, here),
-            duties=duties, consequences=consequences, remedies=remedies, position=position,
+            duties=duties,
+            consequences=consequences,
+            remedies=remedies,
+            position=position,
         )
 
     def atomic(self, rule: Rule, where: str) -> list[Rule]:
@@ -548,8 +570,14 @@ class _Reader:
         if n == 1 or rule.kind not in ATOMIC_KINDS:
             return [rule]
         return [
-            replace(rule, actions=_single(a), targets=_single(t), assignees=_single(p),
-                    assigners=_single(q), position=f"{rule.position}.{i}")
+            replace(
+                rule,
+                actions=_single(a),
+                targets=_single(t),
+                assignees=_single(p),
+                assigners=_single(q),
+                position=f"{rule.position}.{i}",
+            )
             for i, (a, t, p, q) in enumerate(product(*(x or (None,) for x in parts)), 1)
         ]
 
@@ -570,8 +598,11 @@ class _Reader:
             "actions": self.actions(node, where),
         }
         rules: dict[str, list[Rule]] = {"permission": [], "prohibition": [], "obligation": []}
-        for kind, props in (("permission", P_PERMISSION), ("prohibition", P_PROHIBITION),
-                            ("obligation", P_OBLIGATION)):
+        for kind, props in (
+            ("permission", P_PERMISSION),
+            ("prohibition", P_PROHIBITION),
+            ("obligation", P_OBLIGATION),
+        ):
             for i, r in enumerate(self.values(node, props), 1):
                 if self.rules > MAX_RULES:
                     break
@@ -583,16 +614,20 @@ class _Reader:
         if not any(rules.values()) and not self.values(node, (ODRL.inheritFrom,)):
             self.problems.append(Problem(where, "has no permission, prohibition or obligation"))
         meta = {}
-        for p, key in ((URIRef("http://purl.org/dc/terms/description"), "description"),
-                       (URIRef("http://purl.org/dc/terms/title"), "title")):
+        for p, key in (
+            (URIRef("http://purl.org/dc/terms/description"), "description"),
+            (URIRef("http://purl.org/dc/terms/title"), "title"),
+        ):
             v = self.g.value(node, p)
             if v is not None:
                 meta[key] = str(v)
         return Policy(
-            id=pid, type=ptype,
+            id=pid,
+            type=ptype,
             profiles=tuple(str(p) for p in self.values(node, (ODRL.profile,))),
             conflict=str(conflict) if conflict is not None else None,
-            permissions=tuple(rules["permission"]), prohibitions=tuple(rules["prohibition"]),
+            permissions=tuple(rules["permission"]),
+            prohibitions=tuple(rules["prohibition"]),
             obligations=tuple(rules["obligation"]),
             inherit_from=tuple(node_id(p) for p in self.values(node, (ODRL.inheritFrom,))),
             meta=meta,
@@ -667,26 +702,49 @@ def expected_type(lit: Literal, left_operand: str | None = None) -> str:
     return _KIND_NAMES[kind]
 
 
-_KIND_NAMES = {"datetime": "xsd:dateTime", "duration": "xsd:duration", "number": "number",
-               "boolean": "xsd:boolean", "string": "string", "iri": "absolute IRI (xsd:anyURI)"}
+_KIND_NAMES = {
+    "datetime": "xsd:dateTime",
+    "duration": "xsd:duration",
+    "number": "number",
+    "boolean": "xsd:boolean",
+    "string": "string",
+    "iri": "absolute IRI (xsd:anyURI)",
+}
 
 
 def _expected_kind(left_operand: str | None, datatype: URIRef | None) -> str:
     if left_operand == T.DATE_TIME:
         return "datetime"
-    if left_operand in (T.ELAPSED_TIME, _O + "delayPeriod", _O + "timeInterval",
-                        _O + "meteredTime"):
+    if left_operand in (T.ELAPSED_TIME, _O + "delayPeriod", _O + "timeInterval", _O + "meteredTime"):
         return "duration"
-    if left_operand in (T.COUNT, _O + "payAmount", _O + "percentage", _O + "resolution",
-                        _O + "absoluteSize", _O + "relativeSize"):
+    if left_operand in (
+        T.COUNT,
+        _O + "payAmount",
+        _O + "percentage",
+        _O + "resolution",
+        _O + "absoluteSize",
+        _O + "relativeSize",
+    ):
         return "number"
     d = str(datatype) if datatype else ""
     if d in (XSD + "dateTime", XSD + "dateTimeStamp", XSD + "date"):
         return "datetime"
     if d in (XSD + "duration", XSD + "dayTimeDuration", XSD + "yearMonthDuration"):
         return "duration"
-    if d in {XSD + t for t in ("integer", "decimal", "double", "float", "int", "long",
-                               "nonNegativeInteger", "positiveInteger", "short")}:
+    if d in {
+        XSD + t
+        for t in (
+            "integer",
+            "decimal",
+            "double",
+            "float",
+            "int",
+            "long",
+            "nonNegativeInteger",
+            "positiveInteger",
+            "short",
+        )
+    }:
         return "number"
     if d == XSD + "boolean":
         return "boolean"
@@ -768,8 +826,10 @@ def read_policy(
         candidates = [n for n in every if not any((n, RDF.type, t) in g for t in excluded)]
         candidates = candidates or every
         if not candidates:
-            raise PolicyError("no ODRL policy found (expected a node typed odrl:Set, "
-                              "odrl:Offer, odrl:Agreement, odrl:Policy or an IDS contract)")
+            raise PolicyError(
+                "no ODRL policy found (expected a node typed odrl:Set, "
+                "odrl:Offer, odrl:Agreement, odrl:Policy or an IDS contract)"
+            )
         referenced = {o for o in g.objects(None, ODRL.inheritFrom)}
         roots = [n for n in candidates if n not in referenced]
         if not roots:  # every policy inherits from another: a cycle, reported when resolved
@@ -805,11 +865,15 @@ def _resolve_inheritance(
         if parent is None:
             pnode = BNode(parent_id[2:]) if parent_id.startswith("_:") else URIRef(parent_id)
             if not any(True for _ in g.triples((pnode, None, None))):
-                raise PolicyError([Problem(
-                    f"policy {policy.id}",
-                    f"inheritFrom {parent_id}: parent policy not available (policies are "
-                    "never fetched; provide it in the same document or the policy store)",
-                )])
+                raise PolicyError(
+                    [
+                        Problem(
+                            f"policy {policy.id}",
+                            f"inheritFrom {parent_id}: parent policy not available (policies are "
+                            "never fetched; provide it in the same document or the policy store)",
+                        )
+                    ]
+                )
             parent = reader.policy(pnode)
         if parent.inherit_from:
             parent = _resolve_inheritance(parent, g, reader, known, [*chain, parent_id])
@@ -832,9 +896,12 @@ def load_policy(source: str | Path | dict[str, Any], *, strict: bool = False) ->
     """A policy from a file path, JSON-LD dict, or Turtle/JSON-LD text."""
     if isinstance(source, dict):
         g = jsonld_to_graph(source, "policy")
-    elif isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                      and not source.lstrip().startswith(("{", "@", "["))
-                                      and Path(source).exists()):
+    elif isinstance(source, Path) or (
+        isinstance(source, str)
+        and "\n" not in source
+        and not source.lstrip().startswith(("{", "@", "["))
+        and Path(source).exists()
+    ):
         g = parse_file(source)
     else:
         g = parse_text(source, None, "policy")

@@ -38,15 +38,21 @@ from connector.odrl.terms import PREFIXES, expand_term, is_curie
 from connector.vocab import ontology_graph
 from connector.wireformat import DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL
 
-__all__ = ["POLICY_CONTEXT", "PREFIXES", "expand_term", "is_plain_policy", "policy_document",
-           "request_from_json", "world_from_json"]
+__all__ = [
+    "POLICY_CONTEXT",
+    "PREFIXES",
+    "expand_term",
+    "is_plain_policy",
+    "policy_document",
+    "request_from_json",
+    "world_from_json",
+]
 
 # The context of a policy written in plain JSON: the DSP terms, the ODRL profile that gives
 # them outside a message, and every prefix a user may write.
 POLICY_CONTEXT: list[Any] = [DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL, dict(PREFIXES)]
 RULE_KEYS = ("permission", "prohibition", "obligation")
-_DEONTIC = {"fulfilled": "Fulfilled", "violated": "Violated", "nonset": "NonSet",
-            "pending": "NonSet"}
+_DEONTIC = {"fulfilled": "Fulfilled", "violated": "Violated", "nonset": "NonSet", "pending": "NonSet"}
 REPORT_NS = "https://w3id.org/force/compliance-report#"
 
 
@@ -67,8 +73,9 @@ def _looks_like_term(s: str) -> bool:
 
 def is_plain_policy(document: Any) -> bool:
     """A policy in plain JSON: an object with rules and no JSON-LD ``@context``."""
-    return isinstance(document, Mapping) and "@context" not in document and any(
-        k in document for k in RULE_KEYS)
+    return (
+        isinstance(document, Mapping) and "@context" not in document and any(k in document for k in RULE_KEYS)
+    )
 
 
 def policy_document(document: Mapping[str, Any], policy_id: str | None = None) -> dict[str, Any]:
@@ -76,8 +83,7 @@ def policy_document(document: Mapping[str, Any], policy_id: str | None = None) -
     with its own ``@context`` is kept as it is); ``policy_id`` sets its ``@id``."""
     doc = dict(document)
     if "@context" not in doc:
-        doc = {"@context": POLICY_CONTEXT, "@type": doc.pop("@type", "Set"),
-               **jsonld_rules(doc)}
+        doc = {"@context": POLICY_CONTEXT, "@type": doc.pop("@type", "Set"), **jsonld_rules(doc)}
     if policy_id is not None:
         doc["@id"] = policy_id
     return doc
@@ -92,9 +98,14 @@ def jsonld_rules(node: Any) -> Any:
         return [jsonld_rules(x) for x in node]
     if not isinstance(node, Mapping):
         return node
-    return {_property(k): right_operand(v) if k == "rightOperand" else
-            {"@id": expand_term(v)} if k.endswith("Party") and isinstance(v, str) else
-            jsonld_rules(v) for k, v in node.items()}
+    return {
+        _property(k): right_operand(v)
+        if k == "rightOperand"
+        else {"@id": expand_term(v)}
+        if k.endswith("Party") and isinstance(v, str)
+        else jsonld_rules(v)
+        for k, v in node.items()
+    }
 
 
 def _property(key: str) -> str:
@@ -104,18 +115,40 @@ def _property(key: str) -> str:
 
 
 # the terms the DSP contexts define (vocab/dspace/*.jsonld); the rest needs a prefix
-_DSP_TERMS = frozenset({
-    "action", "and", "andSequence", "assignee", "assigner", "constraint", "duty", "hasPolicy",
-    "leftOperand", "obligation", "operator", "or", "permission", "profile", "prohibition",
-    "rightOperand", "target", "xone"})
+_DSP_TERMS = frozenset(
+    {
+        "action",
+        "and",
+        "andSequence",
+        "assignee",
+        "assigner",
+        "constraint",
+        "duty",
+        "hasPolicy",
+        "leftOperand",
+        "obligation",
+        "operator",
+        "or",
+        "permission",
+        "profile",
+        "prohibition",
+        "rightOperand",
+        "target",
+        "xone",
+    }
+)
 
 
 @cache
 def _odrl_properties() -> frozenset[str]:
     """Local names of the ODRL vocabulary's properties (offline, from vocab/odrl)."""
     g = ontology_graph(T.O)
-    names = {str(s)[len(T.O):] for t in (RDF.Property, OWL.ObjectProperty, OWL.DatatypeProperty)
-             for s in g.subjects(RDF.type, t) if str(s).startswith(T.O)}
+    names = {
+        str(s)[len(T.O) :]
+        for t in (RDF.Property, OWL.ObjectProperty, OWL.DatatypeProperty)
+        for s in g.subjects(RDF.type, t)
+        if str(s).startswith(T.O)
+    }
     return frozenset(names)
 
 
@@ -149,8 +182,11 @@ def to_value(raw: Any, operand: str) -> Value:
     py, error = coerce_literal(lit, operand)
     if error:
         raise PolicyError(f"{T.short(operand)}: {error}")
-    if isinstance(raw, (int, float, Decimal)) and not isinstance(py, (datetime,)) and (
-            operand not in (T.DATE_TIME, T.ELAPSED_TIME)):
+    if (
+        isinstance(raw, (int, float, Decimal))
+        and not isinstance(py, (datetime,))
+        and (operand not in (T.DATE_TIME, T.ELAPSED_TIME))
+    ):
         py = Decimal(str(raw))
     return Value(lexical=str(raw), py=py)
 
@@ -208,16 +244,14 @@ def world_from_json(data: Mapping[str, Any] | None, now: datetime | None = None)
     for duty, state in w.duties.items():
         name = _DEONTIC.get(state.strip().lower())
         if name is None:
-            raise PolicyError(f"world.duties.{duty}: state {state!r} is not Fulfilled, "
-                              "Violated or NonSet")
+            raise PolicyError(f"world.duties.{duty}: state {state!r} is not Fulfilled, Violated or NonSet")
         duties[expand_term(duty)] = DutyState(deontic=REPORT_NS + name)
     return World(
         now=current,
         counts={(None, None): w.count} if w.count is not None else {},
         usage_started={(None, None): started} if started else {},
         types={expand_term(k): frozenset(expand_term(x) for x in v) for k, v in w.types.items()},
-        part_of={expand_term(k): frozenset(expand_term(x) for x in v)
-                 for k, v in w.part_of.items()},
+        part_of={expand_term(k): frozenset(expand_term(x) for x in v) for k, v in w.part_of.items()},
         duty_states=duties,
         facts=facts,
     )

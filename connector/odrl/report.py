@@ -68,13 +68,25 @@ class _Writer:
             # The left value of count is where readings differ (CONVENTIONS.md): left out.
             if p.left_values and not p.reason.startswith("count"):
                 for v in p.left_values:
-                    g.add((n, REPORT.constraintLeftOperand,
-                           URIRef(v) if isinstance(v, str) and _looks_iri(v) else _literal(v)))
+                    g.add(
+                        (
+                            n,
+                            REPORT.constraintLeftOperand,
+                            URIRef(v) if isinstance(v, str) and _looks_iri(v) else _literal(v),
+                        )
+                    )
             for r in p.right or ():
-                g.add((n, REPORT.constraintRightOperand,
-                       _term(r.lexical) if r.is_iri else Literal(
-                           r.lexical, datatype=URIRef(r.datatype) if r.datatype else None,
-                           lang=r.language)))
+                g.add(
+                    (
+                        n,
+                        REPORT.constraintRightOperand,
+                        _term(r.lexical)
+                        if r.is_iri
+                        else Literal(
+                            r.lexical, datatype=URIRef(r.datatype) if r.datatype else None, lang=r.language
+                        ),
+                    )
+                )
         g.add((n, DSC.explanation, Literal(p.reason)))
         for c in p.children:
             g.add((n, REPORT.premiseReport, self.premise(c)))
@@ -105,8 +117,7 @@ class _Writer:
     def rule(self, r: RuleReport) -> URIRef:
         n = self.node()
         g = self.g
-        g.add((n, RDF.type, REPORT.PermissionReport if r.kind == "permission"
-               else REPORT.ProhibitionReport))
+        g.add((n, RDF.type, REPORT.PermissionReport if r.kind == "permission" else REPORT.ProhibitionReport))
         g.add((n, REPORT.rule, _term(r.rule)))
         if r.rule_request:
             g.add((n, REPORT.ruleRequest, _term(r.rule_request)))
@@ -158,8 +169,8 @@ _PN_LOCAL = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 def _n3(term: Node) -> str:
     if isinstance(term, URIRef):
         for ns, prefix in _PREFIXES:
-            if term.startswith(ns) and _PN_LOCAL.fullmatch(term[len(ns):]):
-                return f"{prefix}:{term[len(ns):]}"
+            if term.startswith(ns) and _PN_LOCAL.fullmatch(term[len(ns) :]):
+                return f"{prefix}:{term[len(ns) :]}"
     return term.n3()
 
 
@@ -195,9 +206,12 @@ def report_jsonld(report: Report) -> str:
 
 def explain_text(report: Report) -> str:
     """The decision tree in readable form: what each rule needed and what held."""
-    lines = [f"Decision: {report.decision}", f"  {report.explanation}",
-             f"Conflict strategy: {T.short(report.strategy)}"
-             + (" (conflict detected)" if report.conflict else "")]
+    lines = [
+        f"Decision: {report.decision}",
+        f"  {report.explanation}",
+        f"Conflict strategy: {T.short(report.strategy)}"
+        + (" (conflict detected)" if report.conflict else ""),
+    ]
     for r in report.rules:
         mark = "ACTIVE" if r.active else "inactive"
         label = r.label or describe(r.kind, "", r.rule)
@@ -217,8 +231,11 @@ def explain_text(report: Report) -> str:
 
 def _premise_lines(p: PremiseReport, lines: list[str], depth: int) -> None:
     mark = "✔" if p.satisfied else "✘"
-    label = p.kind.lower() if p.kind != "Constraint" else (
-        T.short(p.logical_operator) if p.logical_operator else "constraint")
+    label = (
+        p.kind.lower()
+        if p.kind != "Constraint"
+        else (T.short(p.logical_operator) if p.logical_operator else "constraint")
+    )
     ident = f" {T.short(p.constraint)}" if p.constraint and not is_blank(p.constraint) else ""
     lines.append(f"{'  ' * depth}{mark} {label}{ident}: {p.reason}")
     for c in p.children:

@@ -44,8 +44,14 @@ def _permission(rule: Rule, known: Known) -> Rule:
     actions = tuple(replace(a, refinements=_keep(a.refinements, known)) for a in rule.actions)
     assignees = tuple(replace(p, refinements=_keep(p.refinements, known)) for p in rule.assignees)
     targets = tuple(replace(t, refinements=_keep(t.refinements, known)) for t in rule.targets)
-    return replace(rule, actions=actions, assignees=assignees, targets=targets,
-                   constraints=_keep(rule.constraints, known), duties=())
+    return replace(
+        rule,
+        actions=actions,
+        assignees=assignees,
+        targets=targets,
+        constraints=_keep(rule.constraints, known),
+        duties=(),
+    )
 
 
 def _keep(constraints: tuple[AnyConstraint, ...], known: Known) -> tuple[AnyConstraint, ...]:
@@ -77,9 +83,11 @@ def _fully_known(c: AnyConstraint, known: Known) -> bool:
 
 def _decided(rule: Rule, known: Known) -> bool:
     """A prohibition every constraint of which is decided here (it applies or it does not)."""
-    refinements = (*[x for a in rule.actions for x in a.refinements],
-                   *[x for p in rule.assignees for x in p.refinements],
-                   *[x for t in rule.targets for x in t.refinements])
+    refinements = (
+        *[x for a in rule.actions for x in a.refinements],
+        *[x for p in rule.assignees for x in p.refinements],
+        *[x for t in rule.targets for x in t.refinements],
+    )
     return all(_fully_known(c, known) for c in (*rule.constraints, *refinements))
 
 

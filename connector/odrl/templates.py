@@ -48,8 +48,7 @@ from connector.odrl.plain import PREFIXES, expand_term
 
 ParameterType = Literal["iri", "dateTime", "duration", "integer", "decimal", "string"]
 Expectation = Literal["permit", "deny"]
-EnforcementPoint = Literal["catalog", "negotiation", "dataPlane", "consumerLocalUse",
-                           "consumerDistribution"]
+EnforcementPoint = Literal["catalog", "negotiation", "dataPlane", "consumerLocalUse", "consumerDistribution"]
 ENFORCEMENT_POINTS: tuple[EnforcementPoint, ...] = get_args(EnforcementPoint)
 
 XSD = "http://www.w3.org/2001/XMLSchema#"
@@ -57,8 +56,7 @@ RESERVED = ("policyId", "target", "assigner")
 # Properties whose value the DSP ODRL profile context coerces to an IRI (@id or @vocab): an IRI
 # goes there as a plain string, elsewhere as {"@id": ...} (``rightOperand`` is not coerced).
 _IRI_VALUED = frozenset(
-    {"@id", "target", "assigner", "assignee", "profile", "hasPolicy", "action", "leftOperand",
-     "operator"}
+    {"@id", "target", "assigner", "assignee", "profile", "hasPolicy", "action", "leftOperand", "operator"}
 )
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z][A-Za-z0-9]*|id:[A-Za-z][A-Za-z0-9-]*)\}\}")
 _PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -156,11 +154,22 @@ def templates() -> list[Template]:
 def template_json(t: Template) -> dict[str, Any]:
     """A template's metadata as ``connector policy templates --json`` lists it."""
     return {
-        "name": t.name, "title": t.title, "idsClass": t.ids_class,
-        "description": t.description, "enforcedAt": list(t.enforced_at),
-        "parameters": [{"name": p.name, "type": p.type, "required": p.required,
-                        "default": p.default, "description": p.description,
-                        "example": p.example} for p in t.parameters],
+        "name": t.name,
+        "title": t.title,
+        "idsClass": t.ids_class,
+        "description": t.description,
+        "enforcedAt": list(t.enforced_at),
+        "parameters": [
+            {
+                "name": p.name,
+                "type": p.type,
+                "required": p.required,
+                "default": p.default,
+                "description": p.description,
+                "example": p.example,
+            }
+            for p in t.parameters
+        ],
     }
 
 
@@ -180,8 +189,7 @@ def _load(path: Path) -> Template:
         raise TemplateError(f"{where}: cannot read: {exc}") from exc
     if not isinstance(data, dict):
         raise TemplateError(f"{where}: not a JSON object")
-    allowed = {"name", "title", "idsClass", "description", "enforcedAt", "parameters", "policy",
-               "examples"}
+    allowed = {"name", "title", "idsClass", "description", "enforcedAt", "parameters", "policy", "examples"}
     extra = sorted(set(data) - allowed)
     if extra:
         raise TemplateError(f"{where}: unknown keys {', '.join(extra)}")
@@ -192,10 +200,15 @@ def _load(path: Path) -> Template:
     if ids_class is not None and not isinstance(ids_class, str):
         raise TemplateError(f"{where}: idsClass must be a string or null")
     enforced = data.get("enforcedAt")
-    if not isinstance(enforced, list) or not enforced or any(
-            e not in ENFORCEMENT_POINTS for e in enforced) or len(set(enforced)) != len(enforced):
-        raise TemplateError(f"{where}: enforcedAt must list, once each, some of "
-                            f"{', '.join(ENFORCEMENT_POINTS)}")
+    if (
+        not isinstance(enforced, list)
+        or not enforced
+        or any(e not in ENFORCEMENT_POINTS for e in enforced)
+        or len(set(enforced)) != len(enforced)
+    ):
+        raise TemplateError(
+            f"{where}: enforcedAt must list, once each, some of {', '.join(ENFORCEMENT_POINTS)}"
+        )
     raw_params = data.get("parameters", [])
     if not isinstance(raw_params, list):
         raise TemplateError(f"{where}: parameters must be a list")
@@ -216,10 +229,14 @@ def _load(path: Path) -> Template:
         raise TemplateError(f"{where}: examples must be a list")
     examples = tuple(_example(e, by_name, where) for e in raw_examples)
     return Template(
-        name=name, title=_str(data, "title", where),
-        description=_str(data, "description", where), ids_class=ids_class,
+        name=name,
+        title=_str(data, "title", where),
+        description=_str(data, "description", where),
+        ids_class=ids_class,
         enforced_at=tuple(e for e in ENFORCEMENT_POINTS if e in enforced),
-        parameters=params, policy=policy, examples=examples,
+        parameters=params,
+        policy=policy,
+        examples=examples,
     )
 
 
@@ -250,8 +267,12 @@ def _parameter(raw: Any, where: str) -> TemplateParameter:
     if required and default is not None:
         raise TemplateError(f"{here}: a required parameter has no default")
     param = TemplateParameter(
-        name=name, description=_str(raw, "description", here), type=ptype, required=required,
-        default=default, example=_str(raw, "example", here),
+        name=name,
+        description=_str(raw, "description", here),
+        type=ptype,
+        required=required,
+        default=default,
+        example=_str(raw, "example", here),
     )
     for v in (param.example, param.default):
         if v is not None:
@@ -262,8 +283,9 @@ def _parameter(raw: Any, where: str) -> TemplateParameter:
     return param
 
 
-def _check_placeholders(node: Any, params: Mapping[str, TemplateParameter], where: str,
-                        key: str | None = None) -> set[str]:
+def _check_placeholders(
+    node: Any, params: Mapping[str, TemplateParameter], where: str, key: str | None = None
+) -> set[str]:
     """Every placeholder names a parameter, fills a whole string, and fits where it stands."""
     used: set[str] = set()
     if isinstance(node, dict):
@@ -321,8 +343,7 @@ def _example(raw: Any, params: Mapping[str, TemplateParameter], where: str) -> T
 def _convert(param: TemplateParameter, raw: Any) -> str:
     """The canonical lexical form of ``raw`` for ``param``; TemplateError when it does not fit."""
     if not isinstance(raw, str):
-        raise TemplateError(f"parameter {param.name!r}: the value must be a string, "
-                            f"not {type(raw).__name__}")
+        raise TemplateError(f"parameter {param.name!r}: the value must be a string, not {type(raw).__name__}")
     value = raw if param.type == "string" else raw.strip()
     bad = TemplateError(f"parameter {param.name!r}: {raw!r} is not {_TYPE_HINT[param.type]}")
     if param.type == "string":
@@ -404,8 +425,7 @@ def fill(
     t = get_template(name)
     params = {p.name: p for p in t.parameters}
     values = dict(values)
-    reserved: dict[str, str | None] = {"policyId": policy_id, "target": target,
-                                       "assigner": assigner}
+    reserved: dict[str, str | None] = {"policyId": policy_id, "target": target, "assigner": assigner}
     for key in RESERVED:
         if key in values:
             given = values.pop(key)
@@ -415,12 +435,16 @@ def fill(
     unknown = sorted(set(values) - set(params))
     if unknown:
         known = ", ".join(p.name for p in t.parameters) or "none"
-        raise TemplateError(f"template {name!r} has no parameter "
-                            f"{', '.join(repr(u) for u in unknown)} (its parameters: {known})")
+        raise TemplateError(
+            f"template {name!r} has no parameter "
+            f"{', '.join(repr(u) for u in unknown)} (its parameters: {known})"
+        )
     missing = [p for p in t.parameters if p.required and p.name not in values]
     if missing:
-        raise TemplateError(f"template {name!r}: missing required parameter " + "; ".join(
-            f"{p.name!r} ({p.type}: {p.description} Example: {p.example})" for p in missing))
+        raise TemplateError(
+            f"template {name!r}: missing required parameter "
+            + "; ".join(f"{p.name!r} ({p.type}: {p.description} Example: {p.example})" for p in missing)
+        )
     lexical: dict[str, tuple[str, str]] = {}
     for p in t.parameters:
         raw = values.get(p.name, p.default)
@@ -457,8 +481,11 @@ def _substitute(node: Any, value_of: Callable[[str, str | None], Any], key: str 
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for k, v in node.items():
-            new = (value_of(v, k) if isinstance(v, str) and _PLACEHOLDER.fullmatch(v)
-                   else _substitute(v, value_of, k))
+            new = (
+                value_of(v, k)
+                if isinstance(v, str) and _PLACEHOLDER.fullmatch(v)
+                else _substitute(v, value_of, k)
+            )
             if new is _UNSET:
                 if k == "rightOperand":
                     return _UNSET  # an unset right operand drops its constraint

@@ -61,19 +61,29 @@ PATTERN, REPLACEMENT = DSC_NS + "pattern", DSC_NS + "replacement"
 MODIFY_OPERANDS = frozenset({DROP, HASH, PATTERN, REPLACEMENT})
 DSC_LEFT_OPERANDS = frozenset({ROLE, MEMBERSHIP, APPLICATION, *MODIFY_OPERANDS})
 # The roles a token states (its ``roles`` claim) as the values of ``dsc:role``.
-ROLE_TERMS = {"provider": DSC_NS + "Provider", "consumer": DSC_NS + "Consumer",
-              "broker": DSC_NS + "Broker"}
+ROLE_TERMS = {"provider": DSC_NS + "Provider", "consumer": DSC_NS + "Consumer", "broker": DSC_NS + "Broker"}
 
 # Left operands of facts about participants that IDS has no term for (vocab/facts/facts.ttl):
 # attested by the authority in the DAT, held by a provider, or derived from both
 # (connector.usage.crossborder). Values are IRIs (connector.identity.participants).
 DSF_NS = "https://w3id.org/dataspace-connector/facts#"
 JURISDICTION, CERTIFICATION, GROUP, PARTICIPANT = (
-    DSF_NS + x for x in ("jurisdiction", "certification", "group", "participant"))
+    DSF_NS + x for x in ("jurisdiction", "certification", "group", "participant")
+)
 REGISTERED_ASSESSMENT, PROVIDER_JURISDICTION, EXPORT_STATUS = (
-    DSF_NS + x for x in ("registeredAssessment", "providerJurisdiction", "exportStatus"))
-DSF_LEFT_OPERANDS = frozenset({JURISDICTION, CERTIFICATION, GROUP, PARTICIPANT,
-                               REGISTERED_ASSESSMENT, PROVIDER_JURISDICTION, EXPORT_STATUS})
+    DSF_NS + x for x in ("registeredAssessment", "providerJurisdiction", "exportStatus")
+)
+DSF_LEFT_OPERANDS = frozenset(
+    {
+        JURISDICTION,
+        CERTIFICATION,
+        GROUP,
+        PARTICIPANT,
+        REGISTERED_ASSESSMENT,
+        PROVIDER_JURISDICTION,
+        EXPORT_STATUS,
+    }
+)
 
 # Left operands that IDS connectors send beyond the Information Model 4.2.0 code list (IDS-G
 # usage-control examples). Those with a counterpart map onto it, so a policy means the same in
@@ -152,13 +162,31 @@ IDS_OPERATORS: dict[str, str] = {
 
 # IDS actions (idsc:READ, ...) map onto the ODRL action of the same name where there is one.
 _IDS_ACTION_NAMES = {
-    "USE": "use", "READ": "read", "DISTRIBUTE": "distribute", "DELETE": "delete",
-    "PRINT": "print", "DISPLAY": "display", "MODIFY": "modify", "ANONYMIZE": "anonymize",
-    "AGGREGATE": "aggregate", "COMPENSATE": "compensate", "INFORM": "inform",
-    "NOTIFY": "inform", "TRANSFER": "transfer", "SELL": "sell", "GIVE": "give",
-    "REPRODUCE": "reproduce", "ARCHIVE": "archive", "INDEX": "index", "TRANSLATE": "translate",
-    "WATERMARK": "watermark", "DERIVE": "derive", "EXECUTE": "execute",
-    "GRANT_USE": "grantUse", "NEXT_POLICY": "nextPolicy", "WRITE": "modify",
+    "USE": "use",
+    "READ": "read",
+    "DISTRIBUTE": "distribute",
+    "DELETE": "delete",
+    "PRINT": "print",
+    "DISPLAY": "display",
+    "MODIFY": "modify",
+    "ANONYMIZE": "anonymize",
+    "AGGREGATE": "aggregate",
+    "COMPENSATE": "compensate",
+    "INFORM": "inform",
+    "NOTIFY": "inform",
+    "TRANSFER": "transfer",
+    "SELL": "sell",
+    "GIVE": "give",
+    "REPRODUCE": "reproduce",
+    "ARCHIVE": "archive",
+    "INDEX": "index",
+    "TRANSLATE": "translate",
+    "WATERMARK": "watermark",
+    "DERIVE": "derive",
+    "EXECUTE": "execute",
+    "GRANT_USE": "grantUse",
+    "NEXT_POLICY": "nextPolicy",
+    "WRITE": "modify",
 }
 IDS_ACTIONS: dict[str, str] = {IDSC_NS + k: O + v for k, v in _IDS_ACTION_NAMES.items()}
 # IDS usage actions with no ODRL counterpart: known terms, each included in the ODRL action
@@ -166,8 +194,10 @@ IDS_ACTIONS: dict[str, str] = {IDSC_NS + k: O + v for k, v in _IDS_ACTION_NAMES.
 # the duty of counting a use).
 REPLACE, INCREMENT_COUNTER = IDSC_NS + "REPLACE", IDSC_NS + "INCREMENT_COUNTER"
 IDS_ONLY_ACTIONS: dict[str, str] = {
-    **{IDSC_NS + k: USE for k in ("LOG", "ENCRYPT", "TRACK_PROVENANCE", "AGGREGATE_BY_CONSUMER",
-                                  "AGGREGATE_BY_PROVIDER")},
+    **{
+        IDSC_NS + k: USE
+        for k in ("LOG", "ENCRYPT", "TRACK_PROVENANCE", "AGGREGATE_BY_CONSUMER", "AGGREGATE_BY_PROVIDER")
+    },
     INCREMENT_COUNTER: USE,
     REPLACE: O + "modify",
 }
@@ -278,8 +308,13 @@ def expand_curie(iri: str) -> str:
 def is_curie(text: str) -> bool:
     """``text`` is a CURIE with a known prefix (``dpv:X``), not a full IRI."""
     prefix, sep, local = text.partition(":")
-    return bool(sep) and prefix in PREFIXES and bool(local) and not local.startswith("//") \
+    return (
+        bool(sep)
+        and prefix in PREFIXES
+        and bool(local)
+        and not local.startswith("//")
         and not any(c.isspace() for c in text)
+    )
 
 
 def expand_term(term: str) -> str:
@@ -296,5 +331,5 @@ def short(iri: str) -> str:
     """A readable short form of an IRI for explanations (odrl:read, idsc:PURPOSE, ...)."""
     for ns, prefix in _BY_NAMESPACE:
         if iri.startswith(ns) and len(iri) > len(ns):
-            return f"{prefix}:{iri[len(ns):]}"
+            return f"{prefix}:{iri[len(ns) :]}"
     return iri

@@ -29,8 +29,9 @@ RULE_KEYS = ("permission", "prohibition", "obligation", "profile")
 # where the DSP profile writes an ODRL term by its bare name
 _TERM_KEYS = frozenset({"action", "leftOperand", "operator", "@type"})
 # what the DSP schemas want as arrays (JSON-LD compaction makes a one-item array a value)
-_ARRAY_KEYS = frozenset({"permission", "prohibition", "obligation", "constraint", "duty", "and",
-                         "or", "xone", "andSequence"})
+_ARRAY_KEYS = frozenset(
+    {"permission", "prohibition", "obligation", "constraint", "duty", "and", "or", "xone", "andSequence"}
+)
 
 
 def wire_rules(policy: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,10 +49,12 @@ def _wire(text: str) -> str:
         body = {k: v for k, v in document.items() if k in RULE_KEYS}
         return json.dumps(body)
     expanded = jsonld_call(jsonld.expand, document, options={"base": T.O})
-    compacted = jsonld_call(jsonld.compact, expanded, {"@context": WIRE_CONTEXT},
-                            options={"base": T.O})
-    body = {k: _short([v] if k in _ARRAY_KEYS and not isinstance(v, list) else v, k)
-            for k, v in compacted.items() if k in RULE_KEYS}
+    compacted = jsonld_call(jsonld.compact, expanded, {"@context": WIRE_CONTEXT}, options={"base": T.O})
+    body = {
+        k: _short([v] if k in _ARRAY_KEYS and not isinstance(v, list) else v, k)
+        for k, v in compacted.items()
+        if k in RULE_KEYS
+    }
     return json.dumps(body)
 
 
@@ -59,12 +62,13 @@ def _short(node: Any, key: str = "") -> Any:
     if isinstance(node, list):
         return [_short(x, key) for x in node]
     if isinstance(node, dict):
-        return {k: _short([v] if k in _ARRAY_KEYS and not isinstance(v, list) else v, k)
-                for k, v in node.items()}
+        return {
+            k: _short([v] if k in _ARRAY_KEYS and not isinstance(v, list) else v, k) for k, v in node.items()
+        }
     if isinstance(node, str) and key in _TERM_KEYS:
         for prefix in ("odrl:", T.O):
-            if node.startswith(prefix) and ":" not in node[len(prefix):]:
-                return node[len(prefix):]
+            if node.startswith(prefix) and ":" not in node[len(prefix) :]:
+                return node[len(prefix) :]
     return node
 
 

@@ -18,10 +18,20 @@ from connector.odrl.model import AnyConstraint, Constraint, LogicalConstraint, P
 from connector.odrl.parse import PolicyError, load_policy
 from connector.odrl.plain import POLICY_CONTEXT
 
-_OPERATOR_WORDS = {T.EQ: "is", T.NEQ: "is not", T.LT: "below", T.LTEQ: "at most", T.GT: "above",
-                   T.GTEQ: "at least", T.IS_A: "is a", T.HAS_PART: "has part",
-                   T.IS_PART_OF: "is part of", T.IS_ALL_OF: "is all of",
-                   T.IS_ANY_OF: "is one of", T.IS_NONE_OF: "is none of"}
+_OPERATOR_WORDS = {
+    T.EQ: "is",
+    T.NEQ: "is not",
+    T.LT: "below",
+    T.LTEQ: "at most",
+    T.GT: "above",
+    T.GTEQ: "at least",
+    T.IS_A: "is a",
+    T.HAS_PART: "has part",
+    T.IS_PART_OF: "is part of",
+    T.IS_ALL_OF: "is all of",
+    T.IS_ANY_OF: "is one of",
+    T.IS_NONE_OF: "is none of",
+}
 _LOGICAL_WORDS = {T.OR: "or", T.XONE: "exactly one of", T.AND: "and", T.AND_SEQUENCE: "and then"}
 
 
@@ -42,7 +52,8 @@ def _values(right: tuple[Value, ...]) -> str:
 def _constraint(c: AnyConstraint) -> str:
     if isinstance(c, LogicalConstraint):
         joined = f" {_LOGICAL_WORDS.get(c.operator, short(c.operator))} ".join(
-            _constraint(o) for o in c.operands)
+            _constraint(o) for o in c.operands
+        )
         return f"({joined})"
     return _atomic(c)
 
@@ -61,18 +72,31 @@ def _atomic(c: Constraint) -> str:
     if left == T.O + "elapsedTime" and op in (T.LT, T.LTEQ, T.EQ):
         return f"within {value} of the agreement"
     if left == T.O + "purpose":
-        return f"for {value}" if op in (T.EQ, T.IS_A, T.IS_ANY_OF, T.IS_ALL_OF) else \
-            f"not for {value}" if op in (T.NEQ, T.IS_NONE_OF) else f"purpose {_OPERATOR_WORDS[op]} {value}"
+        return (
+            f"for {value}"
+            if op in (T.EQ, T.IS_A, T.IS_ANY_OF, T.IS_ALL_OF)
+            else f"not for {value}"
+            if op in (T.NEQ, T.IS_NONE_OF)
+            else f"purpose {_OPERATOR_WORDS[op]} {value}"
+        )
     if left == T.O + "spatial":
-        return f"in {value}" if op in (T.EQ, T.IS_A, T.IS_ANY_OF, T.IS_PART_OF) else \
-            f"not in {value}" if op in (T.NEQ, T.IS_NONE_OF) else f"place {_OPERATOR_WORDS[op]} {value}"
+        return (
+            f"in {value}"
+            if op in (T.EQ, T.IS_A, T.IS_ANY_OF, T.IS_PART_OF)
+            else f"not in {value}"
+            if op in (T.NEQ, T.IS_NONE_OF)
+            else f"place {_OPERATOR_WORDS[op]} {value}"
+        )
     return f"{short(left)} {_OPERATOR_WORDS.get(op, short(op))} {value}{unit}"
 
 
 def _rule(r: Rule) -> str:
     actions = " and ".join(short(a.iri) for a in r.actions) or "act"
-    said = [actions, *(_constraint(c) for a in r.actions for c in a.refinements),
-            *(_constraint(c) for c in r.constraints)]
+    said = [
+        actions,
+        *(_constraint(c) for a in r.actions for c in a.refinements),
+        *(_constraint(c) for c in r.constraints),
+    ]
     text = ", ".join(said)
     duties = [_rule(d) for d in r.duties]
     if duties:
@@ -83,16 +107,17 @@ def _rule(r: Rule) -> str:
 def in_words(policy: Policy) -> list[str]:
     """One line per rule: permissions as they are, prohibitions as "never ...", obligations as
     "must ..."."""
-    return ([_rule(r) for r in policy.permissions]
-            + [f"never {_rule(r)}" for r in policy.prohibitions]
-            + [f"must {_rule(r)}" for r in policy.obligations])
+    return (
+        [_rule(r) for r in policy.permissions]
+        + [f"never {_rule(r)}" for r in policy.prohibitions]
+        + [f"must {_rule(r)}" for r in policy.obligations]
+    )
 
 
 def offer_in_words(offer: Mapping[str, Any], context: Any = POLICY_CONTEXT) -> list[str]:
     """An offer as a catalog shows it (DSP JSON-LD), in words: its rules only, so the same
     terms on many datasets are read once. A policy the engine cannot read says so."""
-    rules = {k: offer[k] for k in ("permission", "prohibition", "obligation", "profile")
-             if k in offer}
+    rules = {k: offer[k] for k in ("permission", "prohibition", "obligation", "profile") if k in offer}
     return list(_cached(json.dumps({"@context": context, **rules}, sort_keys=True)))
 
 

@@ -75,8 +75,15 @@ class _Prepared:
 class CatalogBuilder:
     """Builds Catalog and Dataset responses from a fixed set of datasets (rebuild on change)."""
 
-    def __init__(self, *, catalog_id: str, participant_id: str, service: DataService,
-                 datasets: Sequence[CatalogDataset], services: Sequence[DataService] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        catalog_id: str,
+        participant_id: str,
+        service: DataService,
+        datasets: Sequence[CatalogDataset],
+        services: Sequence[DataService] = (),
+    ) -> None:
         self.catalog_id = catalog_id
         self.participant_id = participant_id
         self.service = service
@@ -100,8 +107,15 @@ class CatalogBuilder:
 
     # ------------------------------------------------------------------ responses
 
-    def catalog(self, requester: Requester, now: datetime, *, page_size: int = DEFAULT_PAGE_SIZE,
-                cursor: str | None = None, base_url: str | None = None) -> CatalogPage:
+    def catalog(
+        self,
+        requester: Requester,
+        now: datetime,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+        base_url: str | None = None,
+    ) -> CatalogPage:
         """One page of the catalog as ``requester`` may see it. ``base_url`` is the URL the Link
         header values point to (the cursor goes into its ``cursor`` query parameter)."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -119,13 +133,16 @@ class CatalogBuilder:
             has_next = len(found) > page_size
             page = found[:page_size]
             has_previous = direction == "after" and any(
-                True for _ in self._visible(range(start - 1, -1, -1), requester, now, 1))
+                True for _ in self._visible(range(start - 1, -1, -1), requester, now, 1)
+            )
         datasets = [self._dataset_wire(p, offers) for p, offers in page]
         used = {sid for p, _ in page for _, sid in p.distributions} | {self.service.id}
         wire = Catalog(
-            id=self.catalog_id, participant_id=self.participant_id,
+            id=self.catalog_id,
+            participant_id=self.participant_id,
             service=[self.services[s] for s in sorted(used, key=lambda s: s != self.service.id)],
-            dataset=None).to_wire()
+            dataset=None,
+        ).to_wire()
         if datasets:
             wire["dataset"] = datasets
         next_cursor = _encode("after", page[-1][0].dataset.id) if has_next and page else None
@@ -154,8 +171,9 @@ class CatalogBuilder:
     def _permitted(self, p: _Prepared, requester: Requester, now: datetime) -> list[dict[str, Any]]:
         return [rendered for o, rendered in p.offers if access_decision(o, requester, now).permit]
 
-    def _visible(self, indexes: range, requester: Requester, now: datetime, limit: int
-                 ) -> Iterator[tuple[_Prepared, list[dict[str, Any]]]]:
+    def _visible(
+        self, indexes: range, requester: Requester, now: datetime, limit: int
+    ) -> Iterator[tuple[_Prepared, list[dict[str, Any]]]]:
         n = 0
         for i in indexes:
             p = self._datasets[i]
@@ -176,10 +194,16 @@ class CatalogBuilder:
     def _dataset_json(self, p: _Prepared, offers: list[dict[str, Any]], *, inline: bool) -> Dataset:
         d = p.dataset
         return Dataset(
-            id=d.id, title=d.title, description=d.description, keyword=list(d.keywords) or None,
+            id=d.id,
+            title=d.title,
+            description=d.description,
+            keyword=list(d.keywords) or None,
             has_policy=offers,
-            distribution=[Distribution(format=fmt, access_service=self.services[sid] if inline else sid)
-                          for fmt, sid in p.distributions])
+            distribution=[
+                Distribution(format=fmt, access_service=self.services[sid] if inline else sid)
+                for fmt, sid in p.distributions
+            ],
+        )
 
 
 def _catalog_offer(o: KnownOffer) -> dict[str, Any]:
@@ -212,4 +236,3 @@ def _decode(cursor: str | None) -> tuple[str, str]:
 
 def _with_cursor(base_url: str, cursor: str) -> str:
     return f"{base_url}{'&' if '?' in base_url else '?'}cursor={quote(cursor)}"
-

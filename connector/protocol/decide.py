@@ -57,8 +57,10 @@ class Requester:
     @staticmethod
     def of(participant_id: str, attributes: Mapping[str, Any] | None = None) -> Requester:
         """Attributes as a DAT carries them: a value or a list of values per operand IRI."""
-        attrs = {k: tuple(v) if isinstance(v, (list, tuple, set, frozenset)) else (v,)
-                 for k, v in (attributes or {}).items()}
+        attrs = {
+            k: tuple(v) if isinstance(v, (list, tuple, set, frozenset)) else (v,)
+            for k, v in (attributes or {}).items()
+        }
         return Requester(participant_id, attrs)
 
 
@@ -92,8 +94,15 @@ def access_decision(offer: KnownOffer, requester: Requester, now: datetime) -> E
     """Whether ``requester`` may see and negotiate ``offer`` (no RDF work: compiled policy)."""
     if offer.access is None:
         return EngineDecision(True, "the offer has no access policy")
-    return offer.access(DecisionRequest(action=T.USE, now=now, assignee=requester.participant_id,
-                                        target=offer.target, context=requester.attributes))
+    return offer.access(
+        DecisionRequest(
+            action=T.USE,
+            now=now,
+            assignee=requester.participant_id,
+            target=offer.target,
+            context=requester.attributes,
+        )
+    )
 
 
 def check_offer(offers: Sequence[KnownOffer], requested: Mapping[str, Any]) -> OfferCheck:
@@ -105,8 +114,10 @@ def check_offer(offers: Sequence[KnownOffer], requested: Mapping[str, Any]) -> O
     req_id, target = requested.get("@id"), requested.get("target")
     named = [o for o in offers if o.id == req_id]
     if not named:
-        return OfferCheck(False, f"offer {req_id} is not an offer of this provider (offer.@id must "
-                                 "name an offer of its catalog)")
+        return OfferCheck(
+            False,
+            f"offer {req_id} is not an offer of this provider (offer.@id must name an offer of its catalog)",
+        )
     if not any(o.target == target for o in named):
         return OfferCheck(False, f"offer {req_id} is not for dataset {target}")
     return OfferCheck(True, f"offer {req_id} is for dataset {target}")
@@ -140,8 +151,12 @@ def decide_request(
         return Decision("TERMINATE", "; ".join(reasons), offer_id=candidates[0].id)
     for o in eligible:
         if same_terms(requested, o.offer):
-            return Decision("AGREE", f"the request is offer {o.id}",
-                            _agreement(o.offer, target, provider_id, requester, now, new_id), o.id)
+            return Decision(
+                "AGREE",
+                f"the request is offer {o.id}",
+                _agreement(o.offer, target, provider_id, requester, now, new_id),
+                o.id,
+            )
     try:
         wanted = standalone_policy(requested)
     except ProtocolError as exc:
@@ -149,19 +164,25 @@ def decide_request(
     for o in eligible:
         problems = at_least_as_strict(wanted, _offer_policy(_canonical(o.offer), o.target))
         if not problems:
-            return Decision("AGREE", f"the counter-offer is at least as strict as offer {o.id}",
-                            _agreement(requested, target, provider_id, requester, now, new_id), o.id)
+            return Decision(
+                "AGREE",
+                f"the counter-offer is at least as strict as offer {o.id}",
+                _agreement(requested, target, provider_id, requester, now, new_id),
+                o.id,
+            )
         reasons.append(f"the counter-offer is not at least as strict as offer {o.id}: {'; '.join(problems)}")
     return Decision("TERMINATE", "; ".join(reasons), offer_id=eligible[0].id)
 
 
-def verify_agreement(offer: Mapping[str, Any], agreement: Mapping[str, Any], *, consumer_id: str,
-                     provider_id: str) -> list[str]:
+def verify_agreement(
+    offer: Mapping[str, Any], agreement: Mapping[str, Any], *, consumer_id: str, provider_id: str
+) -> list[str]:
     """The consumer's check before it verifies: the agreement is what it asked for (empty: ok)."""
     problems = []
     if agreement.get("target") != offer.get("target"):
-        problems.append(f"the agreement is for {agreement.get('target')}, the offer for "
-                        f"{offer.get('target')}")
+        problems.append(
+            f"the agreement is for {agreement.get('target')}, the offer for {offer.get('target')}"
+        )
     if agreement.get("assignee") != consumer_id:
         problems.append(f"the agreement's assignee {agreement.get('assignee')} is not {consumer_id}")
     if agreement.get("assigner") != provider_id:
@@ -174,10 +195,19 @@ def verify_agreement(offer: Mapping[str, Any], agreement: Mapping[str, Any], *, 
 # ----------------------------------------------------------------------------- agreement
 
 
-def _agreement(source: Mapping[str, Any], target: Any, provider_id: str, requester: Requester,
-               now: datetime, new_id: Callable[[], str]) -> dict[str, Any]:
+def _agreement(
+    source: Mapping[str, Any],
+    target: Any,
+    provider_id: str,
+    requester: Requester,
+    now: datetime,
+    new_id: Callable[[], str],
+) -> dict[str, Any]:
     agreement: dict[str, Any] = {
-        "@id": new_id(), "@type": "Agreement", "target": target, "assigner": provider_id,
+        "@id": new_id(),
+        "@type": "Agreement",
+        "target": target,
+        "assigner": provider_id,
         "assignee": requester.participant_id,
         "timestamp": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -227,8 +257,10 @@ def at_least_as_strict(request: Policy, offer: Policy) -> list[str]:
     """
     problems: list[str] = []
     if request.conflict_strategy != offer.conflict_strategy:
-        problems.append(f"conflict strategy {T.short(request.conflict_strategy)} instead of "
-                        f"{T.short(offer.conflict_strategy)}")
+        problems.append(
+            f"conflict strategy {T.short(request.conflict_strategy)} instead of "
+            f"{T.short(offer.conflict_strategy)}"
+        )
     if set(request.profiles) != set(offer.profiles):
         problems.append("the profiles differ")
     for pr in request.permissions:
@@ -236,8 +268,10 @@ def at_least_as_strict(request: Policy, offer: Policy) -> list[str]:
         if all(why):
             detail = min(why, key=len) if why else ["the offer grants no permission"]
             problems.append(f"permission to {_actions(pr)} goes beyond the offer ({'; '.join(detail)})")
-    for kind, mine, theirs in (("prohibition", request.prohibitions, offer.prohibitions),
-                               ("obligation", request.obligations, offer.obligations)):
+    for kind, mine, theirs in (
+        ("prohibition", request.prohibitions, offer.prohibitions),
+        ("obligation", request.obligations, offer.obligations),
+    ):
         have = {_rule_shape(r) for r in mine}
         for r in theirs:
             if _rule_shape(r) not in have:
@@ -281,8 +315,11 @@ def narrower(mine: AnyConstraint, theirs: AnyConstraint) -> bool:
         return True
     if not (isinstance(mine, Constraint) and isinstance(theirs, Constraint)):
         return False
-    if mine.left_operand != theirs.left_operand or mine.left_operand not in (T.COUNT, T.DATE_TIME,
-                                                                             T.ELAPSED_TIME):
+    if mine.left_operand != theirs.left_operand or mine.left_operand not in (
+        T.COUNT,
+        T.DATE_TIME,
+        T.ELAPSED_TIME,
+    ):
         return False
     if mine.operator not in _ORDER or theirs.operator not in _ORDER or theirs.operator == T.EQ:
         return False
@@ -294,8 +331,9 @@ def narrower(mine: AnyConstraint, theirs: AnyConstraint) -> bool:
     kinds = (Decimal, datetime, timedelta)
     if not any(isinstance(a, k) and isinstance(b, k) for k in kinds) or isinstance(a, bool):
         return False
-    if isinstance(a, timedelta) and any(_YEAR_MONTH.match(v.lexical.strip())
-                                        for v in (mine.right[0], theirs.right[0])):
+    if isinstance(a, timedelta) and any(
+        _YEAR_MONTH.match(v.lexical.strip()) for v in (mine.right[0], theirs.right[0])
+    ):
         return False
     op, mop = theirs.operator, mine.operator
     if op == T.LTEQ:
@@ -317,8 +355,15 @@ def _shape(c: AnyConstraint) -> Any:
     """A constraint without its (blank node) identity, for comparison."""
     if isinstance(c, LogicalConstraint):
         return ("logical", c.operator, tuple(sorted(repr(_shape(o)) for o in c.operands)))
-    return ("atomic", c.left_operand, c.operator, tuple(sorted(_value(v) for v in c.right)),
-            tuple(sorted(c.right_reference)), c.unit, c.datatype)
+    return (
+        "atomic",
+        c.left_operand,
+        c.operator,
+        tuple(sorted(_value(v) for v in c.right)),
+        tuple(sorted(c.right_reference)),
+        c.unit,
+        c.datatype,
+    )
 
 
 def _shapes(cs: Iterable[AnyConstraint]) -> tuple[str, ...]:
@@ -334,10 +379,14 @@ def _party_shape(p: Party | Asset) -> Any:
 
 
 def _rule_shape(r: Rule) -> Any:
-    return (r.kind, tuple(sorted(repr(_action_shape(a)) for a in r.actions)),
-            tuple(sorted(repr(_party_shape(t)) for t in r.targets)),
-            tuple(sorted(repr(_party_shape(p)) for p in r.assignees)), _shapes(r.constraints),
-            tuple(sorted(repr(_rule_shape(d)) for d in (*r.duties, *r.consequences, *r.remedies))))
+    return (
+        r.kind,
+        tuple(sorted(repr(_action_shape(a)) for a in r.actions)),
+        tuple(sorted(repr(_party_shape(t)) for t in r.targets)),
+        tuple(sorted(repr(_party_shape(p)) for p in r.assignees)),
+        _shapes(r.constraints),
+        tuple(sorted(repr(_rule_shape(d)) for d in (*r.duties, *r.consequences, *r.remedies))),
+    )
 
 
 def _describe(c: AnyConstraint) -> str:

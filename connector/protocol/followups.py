@@ -32,10 +32,16 @@ CounterOfferRule = Literal["stricter", "offer", "reject"]
 COUNTER_OFFER_RULES: tuple[CounterOfferRule, ...] = ("stricter", "offer", "reject")
 
 
-def negotiation_follow_ups(n: neg.Negotiation, *, offers: Sequence[KnownOffer],
-                           requester: Requester | None, now: datetime, participant_id: str,
-                           counter_offers: CounterOfferRule,
-                           new_id: Callable[[], str]) -> list[neg.Command]:
+def negotiation_follow_ups(
+    n: neg.Negotiation,
+    *,
+    offers: Sequence[KnownOffer],
+    requester: Requester | None,
+    now: datetime,
+    participant_id: str,
+    counter_offers: CounterOfferRule,
+    new_id: Callable[[], str],
+) -> list[neg.Command]:
     """The commands this side applies on its own after ``n`` reached its state. ``requester``:
     who sent the message just taken in (None: not an inbound message; the provider decides only
     on those). ``new_id`` names a counter-offer."""
@@ -44,28 +50,39 @@ def negotiation_follow_ups(n: neg.Negotiation, *, offers: Sequence[KnownOffer],
         d = decide_request(offers, n.offer, requester, now, provider_id=participant_id)
         exact = next((o for o in offers if o.id == d.offer_id), None)
         if d.agree and d.agreement:
-            if (counter_offers == "reject" and n.state is s.REQUESTED
-                    and not (exact is not None and same_terms(n.offer, exact.offer))):
-                return [neg.Terminate("this provider agrees to its offers as they are; "
-                                      "counter-offers are not accepted")]
+            if (
+                counter_offers == "reject"
+                and n.state is s.REQUESTED
+                and not (exact is not None and same_terms(n.offer, exact.offer))
+            ):
+                return [
+                    neg.Terminate(
+                        "this provider agrees to its offers as they are; counter-offers are not accepted"
+                    )
+                ]
             return [neg.Agree(d.agreement)]
-        if (counter_offers == "offer" and n.state is s.REQUESTED and exact is not None
-                and access_decision(exact, requester, now).permit):
+        if (
+            counter_offers == "offer"
+            and n.state is s.REQUESTED
+            and exact is not None
+            and access_decision(exact, requester, now).permit
+        ):
             # eligible, but the terms asked for are looser: offer ours instead
             return [neg.Offer({**exact.offer, "@id": f"{exact.id}#counter-{new_id()}"})]
         return [neg.Terminate(d.reason)]
     if n.role is Role.CONSUMER and n.state is s.AGREED and n.agreement is not None:
-        problems = verify_agreement(n.offer, n.agreement, consumer_id=participant_id,
-                                    provider_id=n.counter_party_id)
+        problems = verify_agreement(
+            n.offer, n.agreement, consumer_id=participant_id, provider_id=n.counter_party_id
+        )
         return [neg.Terminate("; ".join(problems))] if problems else [neg.Verify()]
     if n.role is Role.PROVIDER and n.state is s.VERIFIED:
         return [neg.Finalize()]
     return []
 
 
-def transfer_follow_ups(t: xfer.Transfer, *,
-                        pull_address: Callable[[xfer.Transfer], DataAddress] | None,
-                        push_enabled: bool) -> list[xfer.Command]:
+def transfer_follow_ups(
+    t: xfer.Transfer, *, pull_address: Callable[[xfer.Transfer], DataAddress] | None, push_enabled: bool
+) -> list[xfer.Command]:
     """The provider starts a transfer it was asked for, or terminates it when it runs no data
     plane for the format. ``pull_address`` mints the pull's data address (None: no pulls)."""
     if t.role is Role.PROVIDER and t.state is xfer.TransferState.REQUESTED:
@@ -81,5 +98,9 @@ def transfer_follow_ups(t: xfer.Transfer, *,
 
 def finalized_unacknowledged(n: neg.Negotiation, sender: str) -> bool:
     """A provider's negotiation whose FINALIZED event awaits the consumer ``sender``'s answer."""
-    return (n.role is Role.PROVIDER and n.state is neg.NegotiationState.FINALIZING
-            and n.pending_message_id is not None and n.counter_party_id == sender)
+    return (
+        n.role is Role.PROVIDER
+        and n.state is neg.NegotiationState.FINALIZING
+        and n.pending_message_id is not None
+        and n.counter_party_id == sender
+    )

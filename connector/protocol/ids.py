@@ -31,8 +31,10 @@ def process_id_problem(value: str) -> str | None:
     if len(value) > MAX_PROCESS_ID_LENGTH:
         return f"longer than {MAX_PROCESS_ID_LENGTH} characters ({len(value)})"
     if not _PATH_SAFE.fullmatch(value) or value in (".", ".."):
-        return ("must be 1 or more of the characters a URL path segment takes as they are: "
-                "A-Z a-z 0-9 - . _ ~ ! $ & ' ( ) * + , ; = : @ (not only dots)")
+        return (
+            "must be 1 or more of the characters a URL path segment takes as they are: "
+            "A-Z a-z 0-9 - . _ ~ ! $ & ' ( ) * + , ; = : @ (not only dots)"
+        )
     return None
 
 

@@ -43,14 +43,30 @@ from connector.wireformat import DSP_CONTEXT_URL, DSP_ODRL_PROFILE_URL
 CONTEXT: list[str] = [DSP_CONTEXT_URL]
 PULL, PUSH = "HttpData-PULL", "HttpData-PUSH"
 
-OPERATORS = frozenset({"eq", "gt", "gteq", "lteq", "hasPart", "isA", "isAllOf", "isAnyOf", "isNoneOf",
-                       "isPartOf", "lt", "term-lteq", "neq"})
+OPERATORS = frozenset(
+    {
+        "eq",
+        "gt",
+        "gteq",
+        "lteq",
+        "hasPart",
+        "isA",
+        "isAllOf",
+        "isAnyOf",
+        "isNoneOf",
+        "isPartOf",
+        "lt",
+        "term-lteq",
+        "neq",
+    }
+)
 LOGICAL = ("and", "andSequence", "or", "xone")
 MAX_POLICY_DEPTH = 32
 # xsd:dateTime as the Agreement schema's timestamp pattern has it
 _TIMESTAMP = re.compile(
     r"-?([1-9][0-9]{3,}|0[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T(([01][0-9]|2[0-3]):"
-    r"[0-5][0-9]:[0-5][0-9](\.[0-9]+)?|(24:00:00(\.0+)?))(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?")
+    r"[0-5][0-9]:[0-5][0-9](\.[0-9]+)?|(24:00:00(\.0+)?))(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?"
+)
 
 
 # ----------------------------------------------------------------------------- ODRL shape
@@ -90,20 +106,30 @@ def _check_constraint(c: Any, where: str, depth: int) -> None:
     if c["operator"] not in OPERATORS:
         _fail(_at(where, "operator"), f"{c['operator']!r} is not an ODRL operator of the DSP profile")
     if not isinstance(c["rightOperand"], (str, dict, list)):
-        _fail(_at(where, "rightOperand"), "must be a string, an object or an array (write numbers as "
-                                       "strings or {\"@value\": ..., \"@type\": ...})")
+        _fail(
+            _at(where, "rightOperand"),
+            "must be a string, an object or an array (write numbers as "
+            'strings or {"@value": ..., "@type": ...})',
+        )
 
 
 # a nextPolicy duty names its target: the policy that third parties get (ODRL 2.2, 2.6.3)
-_NEXT_POLICY = frozenset({"nextPolicy", "odrl:nextPolicy", "http://www.w3.org/ns/odrl/2/nextPolicy",
-                          "idsc:NEXT_POLICY", "https://w3id.org/idsa/code/NEXT_POLICY"})
+_NEXT_POLICY = frozenset(
+    {
+        "nextPolicy",
+        "odrl:nextPolicy",
+        "http://www.w3.org/ns/odrl/2/nextPolicy",
+        "idsc:NEXT_POLICY",
+        "https://w3id.org/idsa/code/NEXT_POLICY",
+    }
+)
 
 
 def _check_rule(r: Any, where: str, depth: int = 0) -> None:
     if not isinstance(r, dict):
         _fail(where, "a rule must be a JSON object")
     if not isinstance(r.get("action"), str):
-        _fail(_at(where, "action"), "required, a string (e.g. \"use\")")
+        _fail(_at(where, "action"), 'required, a string (e.g. "use")')
     if "target" in r and not (depth > 0 and r["action"] in _NEXT_POLICY):
         _fail(_at(where, "target"), "rules must not name a target; the policy's target applies")
     constraints = r.get("constraint", [])
@@ -118,8 +144,9 @@ def _check_rule(r: Any, where: str, depth: int = 0) -> None:
         _check_rule(d, _at(where, f"duty[{i}]"), depth + 1)
 
 
-def check_policy(p: Any, kind: Literal["Offer", "Agreement"], *, target: bool | None,
-                 where: str = "policy") -> dict[str, Any]:
+def check_policy(
+    p: Any, kind: Literal["Offer", "Agreement"], *, target: bool | None, where: str = "policy"
+) -> dict[str, Any]:
     """Check an ODRL policy dict in the DSP form; ``target`` True = required, False = forbidden."""
     if not isinstance(p, dict):
         _fail(where, f"must be a JSON object (an ODRL {kind})")
@@ -132,8 +159,9 @@ def check_policy(p: Any, kind: Literal["Offer", "Agreement"], *, target: bool | 
     if target is False and "target" in p:
         _fail(_at(where, "target"), "an offer inside a dataset must not name a target")
     profile = p.get("profile")
-    if profile is not None and not (isinstance(profile, str) or (
-            isinstance(profile, list) and all(isinstance(x, str) for x in profile))):
+    if profile is not None and not (
+        isinstance(profile, str) or (isinstance(profile, list) and all(isinstance(x, str) for x in profile))
+    ):
         _fail(_at(where, "profile"), "must be a string or an array of strings")
     for key in ("permission", "prohibition", "obligation"):
         if key in p:
@@ -170,8 +198,9 @@ def _format_errors(cls_name: str, exc: ValidationError) -> list[str]:
 class DspModel(BaseModel):
     """Base of every DSP body: strict types, camelCase on the wire, immutable."""
 
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, frozen=True, strict=True,
-                              extra="ignore")
+    model_config = ConfigDict(
+        validate_by_name=True, validate_by_alias=True, frozen=True, strict=True, extra="ignore"
+    )
     TYPE: ClassVar[str] = ""
     WITH_CONTEXT: ClassVar[bool] = True  # a top-level JSON-LD body carries the DSP @context
     EMPTY_PIDS: ClassVar[bool] = False  # an error body names the processes it knows, others ""
@@ -180,10 +209,13 @@ class DspModel(BaseModel):
     @field_validator("type_", mode="before", check_fields=False)
     @classmethod
     def _compact_type(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != cls.TYPE and v.endswith(cls.TYPE) and v[:-len(cls.TYPE)][-1:] in (
-                ":", "/", "#"):
-            raise ValueError(f"expected the compacted term {cls.TYPE!r} of the DSP 2025-1 context, "
-                             f"not {v!r}")
+        if (
+            isinstance(v, str)
+            and v != cls.TYPE
+            and v.endswith(cls.TYPE)
+            and v[: -len(cls.TYPE)][-1:] in (":", "/", "#")
+        ):
+            raise ValueError(f"expected the compacted term {cls.TYPE!r} of the DSP 2025-1 context, not {v!r}")
         return v
 
     @classmethod
@@ -196,11 +228,19 @@ class DspModel(BaseModel):
             if cls.TYPE_REQUIRED and "@type" not in data:  # even where the endpoint implies it
                 raise ProtocolError(400, "400", [f"{name}.@type: required, {cls.TYPE!r}"])
             ctx = data.get("@context")
-            if not isinstance(ctx, list) or DSP_CONTEXT_URL not in ctx or not all(
-                    isinstance(c, str) for c in ctx):
-                raise ProtocolError(400, "400", [
-                    f"{name}.@context: must be an array of strings containing {DSP_CONTEXT_URL!r}, "
-                    f"got {json.dumps(ctx)[:200]}"])
+            if (
+                not isinstance(ctx, list)
+                or DSP_CONTEXT_URL not in ctx
+                or not all(isinstance(c, str) for c in ctx)
+            ):
+                raise ProtocolError(
+                    400,
+                    "400",
+                    [
+                        f"{name}.@context: must be an array of strings containing {DSP_CONTEXT_URL!r}, "
+                        f"got {json.dumps(ctx)[:200]}"
+                    ],
+                )
         try:
             # the wire uses the DSP names only (Python code may construct with field names)
             message = cls.model_validate(data, by_alias=True, by_name=False)
@@ -249,14 +289,16 @@ def _reasons(v: Any) -> Any:
 class CatalogRequestMessage(DspModel):
     TYPE: ClassVar[str] = "CatalogRequestMessage"
     type_: Literal["CatalogRequestMessage"] = Field(
-        default="CatalogRequestMessage", validation_alias="@type", serialization_alias="@type")
+        default="CatalogRequestMessage", validation_alias="@type", serialization_alias="@type"
+    )
     filter: list[Any] | None = None
 
 
 class DatasetRequestMessage(DspModel):
     TYPE: ClassVar[str] = "DatasetRequestMessage"
     type_: Literal["DatasetRequestMessage"] = Field(
-        default="DatasetRequestMessage", validation_alias="@type", serialization_alias="@type")
+        default="DatasetRequestMessage", validation_alias="@type", serialization_alias="@type"
+    )
     dataset: str
 
 
@@ -265,10 +307,12 @@ class DataService(DspModel):
     WITH_CONTEXT: ClassVar[bool] = False
     id: str = Field(validation_alias="@id", serialization_alias="@id")
     type_: Literal["DataService"] = Field(
-        default="DataService", validation_alias="@type", serialization_alias="@type")
+        default="DataService", validation_alias="@type", serialization_alias="@type"
+    )
     endpoint_url: str = Field(validation_alias="endpointURL", serialization_alias="endpointURL")
     endpoint_description: str | None = Field(
-        default=None, validation_alias="endpointDescription", serialization_alias="endpointDescription")
+        default=None, validation_alias="endpointDescription", serialization_alias="endpointDescription"
+    )
 
 
 def _offers(v: Any) -> Any:
@@ -285,12 +329,15 @@ class Distribution(DspModel):
     TYPE: ClassVar[str] = "Distribution"
     WITH_CONTEXT: ClassVar[bool] = False
     type_: Literal["Distribution"] = Field(
-        default="Distribution", validation_alias="@type", serialization_alias="@type")
+        default="Distribution", validation_alias="@type", serialization_alias="@type"
+    )
     format: str
     access_service: str | DataService = Field(
-        validation_alias="accessService", serialization_alias="accessService", union_mode="left_to_right")
+        validation_alias="accessService", serialization_alias="accessService", union_mode="left_to_right"
+    )
     has_policy: list[dict[str, Any]] | None = Field(
-        default=None, validation_alias="hasPolicy", serialization_alias="hasPolicy")
+        default=None, validation_alias="hasPolicy", serialization_alias="hasPolicy"
+    )
 
     @field_validator("has_policy")
     @classmethod
@@ -305,12 +352,15 @@ class Dataset(DspModel):
     TYPE_REQUIRED: ClassVar[bool] = False
     id: str = Field(validation_alias="@id", serialization_alias="@id")
     type_: Literal["Dataset"] = Field(
-        default="Dataset", validation_alias="@type", serialization_alias="@type")
+        default="Dataset", validation_alias="@type", serialization_alias="@type"
+    )
     title: str | None = Field(default=None, validation_alias="dct:title", serialization_alias="dct:title")
     description: str | None = Field(
-        default=None, validation_alias="dct:description", serialization_alias="dct:description")
+        default=None, validation_alias="dct:description", serialization_alias="dct:description"
+    )
     keyword: list[str] | None = Field(
-        default=None, validation_alias="dcat:keyword", serialization_alias="dcat:keyword")
+        default=None, validation_alias="dcat:keyword", serialization_alias="dcat:keyword"
+    )
     has_policy: list[dict[str, Any]] = Field(validation_alias="hasPolicy", serialization_alias="hasPolicy")
     distribution: list[Distribution]
 
@@ -333,12 +383,15 @@ class Catalog(DspModel):
     TYPE: ClassVar[str] = "Catalog"
     id: str = Field(validation_alias="@id", serialization_alias="@id")
     type_: Literal["Catalog"] = Field(
-        default="Catalog", validation_alias="@type", serialization_alias="@type")
+        default="Catalog", validation_alias="@type", serialization_alias="@type"
+    )
     participant_id: str | None = Field(
-        default=None, validation_alias="participantId", serialization_alias="participantId")
+        default=None, validation_alias="participantId", serialization_alias="participantId"
+    )
     title: str | None = Field(default=None, validation_alias="dct:title", serialization_alias="dct:title")
     description: str | None = Field(
-        default=None, validation_alias="dct:description", serialization_alias="dct:description")
+        default=None, validation_alias="dct:description", serialization_alias="dct:description"
+    )
     dataset: list[Dataset] | None = None
     catalog: list[Catalog] | None = None
     service: list[DataService] | None = None
@@ -369,7 +422,8 @@ class Catalog(DspModel):
 class CatalogError(DspModel):
     TYPE: ClassVar[str] = "CatalogError"
     type_: Literal["CatalogError"] = Field(
-        default="CatalogError", validation_alias="@type", serialization_alias="@type")
+        default="CatalogError", validation_alias="@type", serialization_alias="@type"
+    )
     code: str | None = None
     reason: list[Any] | None = None
 
@@ -382,13 +436,16 @@ class ContractRequestMessage(DspModel):
 
     TYPE: ClassVar[str] = "ContractRequestMessage"
     type_: Literal["ContractRequestMessage"] = Field(
-        default="ContractRequestMessage", validation_alias="@type", serialization_alias="@type")
+        default="ContractRequestMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str | None = Field(
-        default=None, validation_alias="providerPid", serialization_alias="providerPid")
+        default=None, validation_alias="providerPid", serialization_alias="providerPid"
+    )
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     offer: dict[str, Any]
     callback_address: str | None = Field(
-        default=None, validation_alias="callbackAddress", serialization_alias="callbackAddress")
+        default=None, validation_alias="callbackAddress", serialization_alias="callbackAddress"
+    )
 
     @field_validator("callback_address")
     @classmethod
@@ -404,8 +461,10 @@ class ContractRequestMessage(DspModel):
     def _one_of(self) -> Self:
         # the schema's oneOf: an initial request has a callbackAddress, a later one a providerPid
         if (self.provider_pid is None) == (self.callback_address is None):
-            raise ValueError("exactly one of providerPid (a request in an existing negotiation) and "
-                             "callbackAddress (the initial request) must be present")
+            raise ValueError(
+                "exactly one of providerPid (a request in an existing negotiation) and "
+                "callbackAddress (the initial request) must be present"
+            )
         return self
 
     @property
@@ -418,13 +477,16 @@ class ContractOfferMessage(DspModel):
 
     TYPE: ClassVar[str] = "ContractOfferMessage"
     type_: Literal["ContractOfferMessage"] = Field(
-        default="ContractOfferMessage", validation_alias="@type", serialization_alias="@type")
+        default="ContractOfferMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str | None = Field(
-        default=None, validation_alias="consumerPid", serialization_alias="consumerPid")
+        default=None, validation_alias="consumerPid", serialization_alias="consumerPid"
+    )
     offer: dict[str, Any]
     callback_address: str | None = Field(
-        default=None, validation_alias="callbackAddress", serialization_alias="callbackAddress")
+        default=None, validation_alias="callbackAddress", serialization_alias="callbackAddress"
+    )
 
     @field_validator("callback_address")
     @classmethod
@@ -439,8 +501,10 @@ class ContractOfferMessage(DspModel):
     @model_validator(mode="after")
     def _one_of(self) -> Self:
         if (self.consumer_pid is None) == (self.callback_address is None):
-            raise ValueError("exactly one of consumerPid (an offer in an existing negotiation) and "
-                             "callbackAddress (the initial offer) must be present")
+            raise ValueError(
+                "exactly one of consumerPid (an offer in an existing negotiation) and "
+                "callbackAddress (the initial offer) must be present"
+            )
         return self
 
     @property
@@ -451,7 +515,8 @@ class ContractOfferMessage(DspModel):
 class ContractAgreementMessage(DspModel):
     TYPE: ClassVar[str] = "ContractAgreementMessage"
     type_: Literal["ContractAgreementMessage"] = Field(
-        default="ContractAgreementMessage", validation_alias="@type", serialization_alias="@type")
+        default="ContractAgreementMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     agreement: dict[str, Any]
@@ -465,7 +530,8 @@ class ContractAgreementMessage(DspModel):
 class ContractAgreementVerificationMessage(DspModel):
     TYPE: ClassVar[str] = "ContractAgreementVerificationMessage"
     type_: Literal["ContractAgreementVerificationMessage"] = Field(
-        default="ContractAgreementVerificationMessage", validation_alias="@type", serialization_alias="@type")
+        default="ContractAgreementVerificationMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
 
@@ -473,18 +539,20 @@ class ContractAgreementVerificationMessage(DspModel):
 class ContractNegotiationEventMessage(DspModel):
     TYPE: ClassVar[str] = "ContractNegotiationEventMessage"
     type_: Literal["ContractNegotiationEventMessage"] = Field(
-        default="ContractNegotiationEventMessage", validation_alias="@type", serialization_alias="@type")
+        default="ContractNegotiationEventMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     event_type: Literal["ACCEPTED", "FINALIZED"] = Field(
-        validation_alias="eventType", serialization_alias="eventType")
+        validation_alias="eventType", serialization_alias="eventType"
+    )
 
 
 class ContractNegotiationTerminationMessage(DspModel):
     TYPE: ClassVar[str] = "ContractNegotiationTerminationMessage"
     type_: Literal["ContractNegotiationTerminationMessage"] = Field(
-        default="ContractNegotiationTerminationMessage",
-        validation_alias="@type", serialization_alias="@type")
+        default="ContractNegotiationTerminationMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     code: str | None = None
@@ -496,8 +564,9 @@ class ContractNegotiationTerminationMessage(DspModel):
         return _reasons(v)
 
 
-NegotiationStateName = Literal["REQUESTED", "OFFERED", "ACCEPTED", "AGREED", "VERIFIED", "FINALIZED",
-                               "TERMINATED"]
+NegotiationStateName = Literal[
+    "REQUESTED", "OFFERED", "ACCEPTED", "AGREED", "VERIFIED", "FINALIZED", "TERMINATED"
+]
 
 
 class ContractNegotiation(DspModel):
@@ -505,7 +574,8 @@ class ContractNegotiation(DspModel):
 
     TYPE: ClassVar[str] = "ContractNegotiation"
     type_: Literal["ContractNegotiation"] = Field(
-        default="ContractNegotiation", validation_alias="@type", serialization_alias="@type")
+        default="ContractNegotiation", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     state: NegotiationStateName
@@ -515,7 +585,8 @@ class ContractNegotiationError(DspModel):
     TYPE: ClassVar[str] = "ContractNegotiationError"
     EMPTY_PIDS: ClassVar[bool] = True
     type_: Literal["ContractNegotiationError"] = Field(
-        default="ContractNegotiationError", validation_alias="@type", serialization_alias="@type")
+        default="ContractNegotiationError", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     code: str | None = None
@@ -534,7 +605,8 @@ class EndpointProperty(DspModel):
     TYPE: ClassVar[str] = "EndpointProperty"
     WITH_CONTEXT: ClassVar[bool] = False
     type_: Literal["EndpointProperty"] = Field(
-        default="EndpointProperty", validation_alias="@type", serialization_alias="@type")
+        default="EndpointProperty", validation_alias="@type", serialization_alias="@type"
+    )
     name: str
     value: str
 
@@ -545,11 +617,13 @@ class DataAddress(DspModel):
     TYPE: ClassVar[str] = "DataAddress"
     WITH_CONTEXT: ClassVar[bool] = False
     type_: Literal["DataAddress"] = Field(
-        default="DataAddress", validation_alias="@type", serialization_alias="@type")
+        default="DataAddress", validation_alias="@type", serialization_alias="@type"
+    )
     endpoint_type: str = Field(validation_alias="endpointType", serialization_alias="endpointType")
     endpoint: str | None = None
     endpoint_properties: list[EndpointProperty] | None = Field(
-        default=None, validation_alias="endpointProperties", serialization_alias="endpointProperties")
+        default=None, validation_alias="endpointProperties", serialization_alias="endpointProperties"
+    )
 
     @field_validator("endpoint_properties")
     @classmethod
@@ -565,12 +639,14 @@ class DataAddress(DspModel):
 class TransferRequestMessage(DspModel):
     TYPE: ClassVar[str] = "TransferRequestMessage"
     type_: Literal["TransferRequestMessage"] = Field(
-        default="TransferRequestMessage", validation_alias="@type", serialization_alias="@type")
+        default="TransferRequestMessage", validation_alias="@type", serialization_alias="@type"
+    )
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     agreement_id: str = Field(validation_alias="agreementId", serialization_alias="agreementId")
     format: str
     data_address: DataAddress | None = Field(
-        default=None, validation_alias="dataAddress", serialization_alias="dataAddress")
+        default=None, validation_alias="dataAddress", serialization_alias="dataAddress"
+    )
     callback_address: str = Field(validation_alias="callbackAddress", serialization_alias="callbackAddress")
 
     @field_validator("callback_address")
@@ -582,17 +658,20 @@ class TransferRequestMessage(DspModel):
 class TransferStartMessage(DspModel):
     TYPE: ClassVar[str] = "TransferStartMessage"
     type_: Literal["TransferStartMessage"] = Field(
-        default="TransferStartMessage", validation_alias="@type", serialization_alias="@type")
+        default="TransferStartMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     data_address: DataAddress | None = Field(
-        default=None, validation_alias="dataAddress", serialization_alias="dataAddress")
+        default=None, validation_alias="dataAddress", serialization_alias="dataAddress"
+    )
 
 
 class TransferSuspensionMessage(DspModel):
     TYPE: ClassVar[str] = "TransferSuspensionMessage"
     type_: Literal["TransferSuspensionMessage"] = Field(
-        default="TransferSuspensionMessage", validation_alias="@type", serialization_alias="@type")
+        default="TransferSuspensionMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     code: str | None = None
@@ -607,7 +686,8 @@ class TransferSuspensionMessage(DspModel):
 class TransferCompletionMessage(DspModel):
     TYPE: ClassVar[str] = "TransferCompletionMessage"
     type_: Literal["TransferCompletionMessage"] = Field(
-        default="TransferCompletionMessage", validation_alias="@type", serialization_alias="@type")
+        default="TransferCompletionMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
 
@@ -615,7 +695,8 @@ class TransferCompletionMessage(DspModel):
 class TransferTerminationMessage(DspModel):
     TYPE: ClassVar[str] = "TransferTerminationMessage"
     type_: Literal["TransferTerminationMessage"] = Field(
-        default="TransferTerminationMessage", validation_alias="@type", serialization_alias="@type")
+        default="TransferTerminationMessage", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     code: str | None = None
@@ -633,7 +714,8 @@ TransferStateName = Literal["REQUESTED", "STARTED", "TERMINATED", "COMPLETED", "
 class TransferProcess(DspModel):
     TYPE: ClassVar[str] = "TransferProcess"
     type_: Literal["TransferProcess"] = Field(
-        default="TransferProcess", validation_alias="@type", serialization_alias="@type")
+        default="TransferProcess", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     state: TransferStateName
@@ -643,7 +725,8 @@ class TransferError(DspModel):
     TYPE: ClassVar[str] = "TransferError"
     EMPTY_PIDS: ClassVar[bool] = True
     type_: Literal["TransferError"] = Field(
-        default="TransferError", validation_alias="@type", serialization_alias="@type")
+        default="TransferError", validation_alias="@type", serialization_alias="@type"
+    )
     provider_pid: str = Field(validation_alias="providerPid", serialization_alias="providerPid")
     consumer_pid: str = Field(validation_alias="consumerPid", serialization_alias="consumerPid")
     code: str | None = None
@@ -671,9 +754,11 @@ class Version(DspModel):
     path: str
     binding: Literal["HTTPS"] = "HTTPS"
     identifier_type: str | None = Field(
-        default=None, validation_alias="identifierType", serialization_alias="identifierType")
+        default=None, validation_alias="identifierType", serialization_alias="identifierType"
+    )
     service_id: str | None = Field(
-        default=None, validation_alias="serviceId", serialization_alias="serviceId")
+        default=None, validation_alias="serviceId", serialization_alias="serviceId"
+    )
     auth: VersionAuth | None = None
 
 
@@ -683,7 +768,8 @@ class VersionResponse(DspModel):
     TYPE: ClassVar[str] = "VersionResponse"
     WITH_CONTEXT: ClassVar[bool] = False
     protocol_versions: list[Version] = Field(
-        validation_alias="protocolVersions", serialization_alias="protocolVersions")
+        validation_alias="protocolVersions", serialization_alias="protocolVersions"
+    )
 
     @field_validator("protocol_versions")
     @classmethod
@@ -695,20 +781,46 @@ class VersionResponse(DspModel):
 
 # ----------------------------------------------------------------------------- dispatch
 
-NegotiationMessage = (ContractRequestMessage | ContractOfferMessage | ContractAgreementMessage
-                      | ContractAgreementVerificationMessage | ContractNegotiationEventMessage
-                      | ContractNegotiationTerminationMessage)
-TransferMessage = (TransferRequestMessage | TransferStartMessage | TransferSuspensionMessage
-                   | TransferCompletionMessage | TransferTerminationMessage)
+NegotiationMessage = (
+    ContractRequestMessage
+    | ContractOfferMessage
+    | ContractAgreementMessage
+    | ContractAgreementVerificationMessage
+    | ContractNegotiationEventMessage
+    | ContractNegotiationTerminationMessage
+)
+TransferMessage = (
+    TransferRequestMessage
+    | TransferStartMessage
+    | TransferSuspensionMessage
+    | TransferCompletionMessage
+    | TransferTerminationMessage
+)
 
 MESSAGE_TYPES: dict[str, type[DspModel]] = {
-    cls.TYPE: cls for cls in (
-        CatalogRequestMessage, DatasetRequestMessage, Catalog, Dataset, CatalogError,
-        ContractRequestMessage, ContractOfferMessage, ContractAgreementMessage,
-        ContractAgreementVerificationMessage, ContractNegotiationEventMessage,
-        ContractNegotiationTerminationMessage, ContractNegotiation, ContractNegotiationError,
-        TransferRequestMessage, TransferStartMessage, TransferSuspensionMessage,
-        TransferCompletionMessage, TransferTerminationMessage, TransferProcess, TransferError)
+    cls.TYPE: cls
+    for cls in (
+        CatalogRequestMessage,
+        DatasetRequestMessage,
+        Catalog,
+        Dataset,
+        CatalogError,
+        ContractRequestMessage,
+        ContractOfferMessage,
+        ContractAgreementMessage,
+        ContractAgreementVerificationMessage,
+        ContractNegotiationEventMessage,
+        ContractNegotiationTerminationMessage,
+        ContractNegotiation,
+        ContractNegotiationError,
+        TransferRequestMessage,
+        TransferStartMessage,
+        TransferSuspensionMessage,
+        TransferCompletionMessage,
+        TransferTerminationMessage,
+        TransferProcess,
+        TransferError,
+    )
 }
 
 
@@ -718,8 +830,14 @@ def parse_message(data: Any, expected: tuple[type[DspModel], ...] | None = None)
     cls = MESSAGE_TYPES.get(t) if isinstance(t, str) else None
     if cls is None or (expected and cls not in expected):
         allowed = [c.TYPE for c in expected] if expected else sorted(MESSAGE_TYPES)
-        raise ProtocolError(400, "400", [f"@type: expected one of {', '.join(allowed)} (the compacted "
-                                         f"terms of the DSP 2025-1 context), got {t!r}"])
+        raise ProtocolError(
+            400,
+            "400",
+            [
+                f"@type: expected one of {', '.join(allowed)} (the compacted "
+                f"terms of the DSP 2025-1 context), got {t!r}"
+            ],
+        )
     return cls.parse(data)
 
 

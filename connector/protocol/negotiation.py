@@ -88,8 +88,13 @@ class NegotiationState(StrEnum):
 
 S = NegotiationState
 SENDING: dict[NegotiationState, NegotiationState] = {
-    S.REQUESTING: S.REQUESTED, S.OFFERING: S.OFFERED, S.ACCEPTING: S.ACCEPTED, S.AGREEING: S.AGREED,
-    S.VERIFYING: S.VERIFIED, S.FINALIZING: S.FINALIZED, S.TERMINATING: S.TERMINATED,
+    S.REQUESTING: S.REQUESTED,
+    S.OFFERING: S.OFFERED,
+    S.ACCEPTING: S.ACCEPTED,
+    S.AGREEING: S.AGREED,
+    S.VERIFYING: S.VERIFIED,
+    S.FINALIZING: S.FINALIZED,
+    S.TERMINATING: S.TERMINATED,
 }
 WIRE_STATES = (S.REQUESTED, S.OFFERED, S.ACCEPTED, S.AGREED, S.VERIFIED, S.FINALIZED, S.TERMINATED)
 NON_TERMINAL = (S.REQUESTED, S.OFFERED, S.ACCEPTED, S.AGREED, S.VERIFIED)
@@ -99,8 +104,17 @@ REQUEST_INITIAL, REQUEST = "request-initial", "request"
 OFFER_INITIAL, OFFER = "offer-initial", "offer"
 ACCEPTED_EVENT, AGREEMENT, VERIFICATION = "accepted", "agreement", "verification"
 FINALIZED_EVENT, TERMINATION = "finalized", "termination"
-KINDS = (REQUEST_INITIAL, REQUEST, OFFER_INITIAL, OFFER, ACCEPTED_EVENT, AGREEMENT, VERIFICATION,
-         FINALIZED_EVENT, TERMINATION)
+KINDS = (
+    REQUEST_INITIAL,
+    REQUEST,
+    OFFER_INITIAL,
+    OFFER,
+    ACCEPTED_EVENT,
+    AGREEMENT,
+    VERIFICATION,
+    FINALIZED_EVENT,
+    TERMINATION,
+)
 
 _C, _P, _BOTH = frozenset({Role.CONSUMER}), frozenset({Role.PROVIDER}), frozenset(Role)
 TRANSITIONS: dict[tuple[NegotiationState | None, str], tuple[NegotiationState, frozenset[Role]]] = {
@@ -120,10 +134,14 @@ TABLE = StateTable(TRANSITIONS, SENDING, S.TERMINATED, frozenset({S.FINALIZED}))
 SENDER_OF: dict[str, frozenset[Role]] = {k: senders for (_, k), (_, senders) in TRANSITIONS.items()}
 
 _PATHS = {  # DSP HTTPS binding: where each kind is POSTed under the recipient's base URL
-    REQUEST_INITIAL: "/negotiations/request", REQUEST: "/negotiations/{pid}/request",
-    ACCEPTED_EVENT: "/negotiations/{pid}/events", VERIFICATION: "/negotiations/{pid}/agreement/verification",
-    OFFER_INITIAL: "/negotiations/offers", OFFER: "/negotiations/{pid}/offers",
-    AGREEMENT: "/negotiations/{pid}/agreement", FINALIZED_EVENT: "/negotiations/{pid}/events",
+    REQUEST_INITIAL: "/negotiations/request",
+    REQUEST: "/negotiations/{pid}/request",
+    ACCEPTED_EVENT: "/negotiations/{pid}/events",
+    VERIFICATION: "/negotiations/{pid}/agreement/verification",
+    OFFER_INITIAL: "/negotiations/offers",
+    OFFER: "/negotiations/{pid}/offers",
+    AGREEMENT: "/negotiations/{pid}/agreement",
+    FINALIZED_EVENT: "/negotiations/{pid}/events",
 }
 
 
@@ -194,18 +212,26 @@ class Negotiation:
 
     def to_dsp(self) -> ContractNegotiation:
         """The ACK / GET body (the DSP state)."""
-        return ContractNegotiation(provider_pid=self.provider_pid or "", consumer_pid=self.consumer_pid or "",
-                                   state=cast(NegotiationStateName, self.wire_state.value))
+        return ContractNegotiation(
+            provider_pid=self.provider_pid or "",
+            consumer_pid=self.consumer_pid or "",
+            state=cast(NegotiationStateName, self.wire_state.value),
+        )
 
     def error_body(self, err: ProtocolError) -> ContractNegotiationError:
         return negotiation_error(err, self.provider_pid, self.consumer_pid)
 
 
-def negotiation_error(err: ProtocolError, provider_pid: str | None, consumer_pid: str | None
-                      ) -> ContractNegotiationError:
+def negotiation_error(
+    err: ProtocolError, provider_pid: str | None, consumer_pid: str | None
+) -> ContractNegotiationError:
     """The ContractNegotiationError body for ``err`` (pids from the process or the message)."""
-    return ContractNegotiationError(provider_pid=provider_pid or "", consumer_pid=consumer_pid or "",
-                                    code=err.code, reason=list(err.reasons))
+    return ContractNegotiationError(
+        provider_pid=provider_pid or "",
+        consumer_pid=consumer_pid or "",
+        code=err.code,
+        reason=list(err.reasons),
+    )
 
 
 # ----------------------------------------------------------------------------- events
@@ -284,8 +310,9 @@ class Transition:
 # ----------------------------------------------------------------------------- apply
 
 
-def apply(n: Negotiation | None, event: Event, now: datetime, *,
-          new_id: Callable[[], str] = new_uuid) -> Transition:
+def apply(
+    n: Negotiation | None, event: Event, now: datetime, *, new_id: Callable[[], str] = new_uuid
+) -> Transition:
     """The next state of ``n`` after ``event``; raises ``ProtocolError`` for what DSP forbids."""
     if isinstance(event, Received):
         return _receive(n, event, now, new_id)
@@ -318,7 +345,8 @@ def _message(n: Negotiation, kind: str, **fields: Any) -> DspModel:
         return ContractAgreementVerificationMessage(**pids)
     if kind in (ACCEPTED_EVENT, FINALIZED_EVENT):
         return ContractNegotiationEventMessage(
-            **pids, event_type="ACCEPTED" if kind == ACCEPTED_EVENT else "FINALIZED")
+            **pids, event_type="ACCEPTED" if kind == ACCEPTED_EVENT else "FINALIZED"
+        )
     return ContractNegotiationTerminationMessage(**pids, **fields)
 
 
@@ -350,21 +378,39 @@ def _receive(n: Negotiation | None, ev: Received, now: datetime, new_id: Callabl
         raise ProtocolError(404, "404", [f"no contract negotiation {n.id} for {ev.sender}"])
     sender = n.role.other
     if sender not in SENDER_OF[kind]:
-        raise ProtocolError(400, "400", [
-            f"a {n.role.value.lower()} does not receive {_describe(kind)} (it is sent by the "
-            f"{n.role.value.lower()})"], n)
+        raise ProtocolError(
+            400,
+            "400",
+            [
+                f"a {n.role.value.lower()} does not receive {_describe(kind)} (it is sent by the "
+                f"{n.role.value.lower()})"
+            ],
+            n,
+        )
     if n.state.is_terminal:
         # DSP: "Terminal states are final". A re-delivery too: its sender resolves that from our
         # state (common.StateTable.settled), never from a 2xx that would hide the refusal.
-        raise ProtocolError(400, "400", [
-            f"negotiation {n.id} is {n.state.value}, a terminal state: {_describe(kind)} is not "
-            "taken any more"], n)
+        raise ProtocolError(
+            400,
+            "400",
+            [
+                f"negotiation {n.id} is {n.state.value}, a terminal state: {_describe(kind)} is not "
+                "taken any more"
+            ],
+            n,
+        )
     if kind in (REQUEST_INITIAL, OFFER_INITIAL):
         if fp in n.processed:
             return _duplicate(n, fp)
-        raise ProtocolError(400, "400", [
-            f"a negotiation with {'consumerPid' if kind == REQUEST_INITIAL else 'providerPid'} "
-            f"{n.peer_pid} already exists; a new negotiation needs a new process id"], n)
+        raise ProtocolError(
+            400,
+            "400",
+            [
+                f"a negotiation with {'consumerPid' if kind == REQUEST_INITIAL else 'providerPid'} "
+                f"{n.peer_pid} already exists; a new negotiation needs a new process id"
+            ],
+            n,
+        )
     checked = _check_pids(n, msg)
     resolved = TABLE.resolve(n.state, n.acked_state, kind, sender)
     if resolved is None:
@@ -374,14 +420,24 @@ def _receive(n: Negotiation | None, ev: Received, now: datetime, new_id: Callabl
         raise ProtocolError(400, "400", [f"{_describe(kind)} is not allowed in state {state}"], n)
     _, to = resolved
     changes: dict[str, Any] = {
-        "state": to, "acked_state": to, "pending_message_id": None, "in_doubt": False,
-        "processed": remember(n.processed, fp), "updated_at": now,
+        "state": to,
+        "acked_state": to,
+        "pending_message_id": None,
+        "in_doubt": False,
+        "processed": remember(n.processed, fp),
+        "updated_at": now,
     }
     if isinstance(msg, (ContractRequestMessage, ContractOfferMessage)):
         if msg.offer.get("target") != n.offer.get("target"):
-            raise ProtocolError(400, "400", [
-                f"the offer is for dataset {msg.offer.get('target')}; negotiation {n.id} is for "
-                f"{n.offer.get('target')}"], n)
+            raise ProtocolError(
+                400,
+                "400",
+                [
+                    f"the offer is for dataset {msg.offer.get('target')}; negotiation {n.id} is for "
+                    f"{n.offer.get('target')}"
+                ],
+                n,
+            )
         changes["offer"] = msg.offer
     elif isinstance(msg, ContractAgreementMessage):
         changes["agreement"] = msg.agreement
@@ -392,29 +448,59 @@ def _receive(n: Negotiation | None, ev: Received, now: datetime, new_id: Callabl
     return Transition(n, [], Response(200, n.to_dsp()))
 
 
-def _create(msg: DspModel, kind: str, fp: str, sender: str, offer: OfferCheck | None, now: datetime,
-            new_id: Callable[[], str]) -> Transition:
+def _create(
+    msg: DspModel,
+    kind: str,
+    fp: str,
+    sender: str,
+    offer: OfferCheck | None,
+    now: datetime,
+    new_id: Callable[[], str],
+) -> Transition:
     if kind == REQUEST_INITIAL:
         assert isinstance(msg, ContractRequestMessage) and msg.callback_address is not None
         # DSP: "If the Provider is not aware of the offer.@id value, it must respond with an
         # error message" (and so create nothing); no check made is no offer known (fail closed)
         if offer is None or not offer.ok:
-            raise ProtocolError(400, "400", [offer.reason if offer is not None else
-                                             f"offer {msg.offer.get('@id')} was not checked"])
+            raise ProtocolError(
+                400,
+                "400",
+                [offer.reason if offer is not None else f"offer {msg.offer.get('@id')} was not checked"],
+            )
         pid = new_id()
         n = Negotiation(
-            id=pid, role=Role.PROVIDER, provider_pid=pid, consumer_pid=msg.consumer_pid,
-            state=S.REQUESTED, counter_party_id=sender, counter_party_address=msg.callback_address,
-            offer=msg.offer, created_at=now, updated_at=now, processed=(fp,), origin=fp,
-            acked_state=S.REQUESTED)
+            id=pid,
+            role=Role.PROVIDER,
+            provider_pid=pid,
+            consumer_pid=msg.consumer_pid,
+            state=S.REQUESTED,
+            counter_party_id=sender,
+            counter_party_address=msg.callback_address,
+            offer=msg.offer,
+            created_at=now,
+            updated_at=now,
+            processed=(fp,),
+            origin=fp,
+            acked_state=S.REQUESTED,
+        )
     elif kind == OFFER_INITIAL:
         assert isinstance(msg, ContractOfferMessage) and msg.callback_address is not None
         pid = new_id()
         n = Negotiation(
-            id=pid, role=Role.CONSUMER, provider_pid=msg.provider_pid, consumer_pid=pid,
-            state=S.OFFERED, counter_party_id=sender, counter_party_address=msg.callback_address,
-            offer=msg.offer, created_at=now, updated_at=now, processed=(fp,), origin=fp,
-            acked_state=S.OFFERED)
+            id=pid,
+            role=Role.CONSUMER,
+            provider_pid=msg.provider_pid,
+            consumer_pid=pid,
+            state=S.OFFERED,
+            counter_party_id=sender,
+            counter_party_address=msg.callback_address,
+            offer=msg.offer,
+            created_at=now,
+            updated_at=now,
+            processed=(fp,),
+            origin=fp,
+            acked_state=S.OFFERED,
+        )
     else:
         pid_name = "providerPid" if kind in (REQUEST, ACCEPTED_EVENT, VERIFICATION) else "consumerPid"
         raise ProtocolError(404, "404", [f"no contract negotiation with that {pid_name}"])
@@ -438,11 +524,14 @@ def _duplicate(n: Negotiation, fp: str) -> Transition:
 
 def _describe(kind: str) -> str:
     return {
-        REQUEST_INITIAL: "an initial ContractRequestMessage", REQUEST: "a ContractRequestMessage",
-        OFFER_INITIAL: "an initial ContractOfferMessage", OFFER: "a ContractOfferMessage",
+        REQUEST_INITIAL: "an initial ContractRequestMessage",
+        REQUEST: "a ContractRequestMessage",
+        OFFER_INITIAL: "an initial ContractOfferMessage",
+        OFFER: "a ContractOfferMessage",
         ACCEPTED_EVENT: "a ContractNegotiationEventMessage ACCEPTED",
         FINALIZED_EVENT: "a ContractNegotiationEventMessage FINALIZED",
-        AGREEMENT: "a ContractAgreementMessage", VERIFICATION: "a ContractAgreementVerificationMessage",
+        AGREEMENT: "a ContractAgreementMessage",
+        VERIFICATION: "a ContractAgreementVerificationMessage",
         TERMINATION: "a ContractNegotiationTerminationMessage",
     }[kind]
 
@@ -454,8 +543,13 @@ def _acknowledged(n: Negotiation, ev: Acknowledged, now: datetime) -> Transition
     if ev.message_id != n.pending_message_id or not n.state.is_sending:
         return Transition(n)  # superseded by a later message or an implicit acknowledgement
     to = SENDING[n.state]
-    changes: dict[str, Any] = {"state": to, "acked_state": to, "pending_message_id": None,
-                               "updated_at": now, "delivery_error": None}
+    changes: dict[str, Any] = {
+        "state": to,
+        "acked_state": to,
+        "pending_message_id": None,
+        "updated_at": now,
+        "delivery_error": None,
+    }
     body = ev.body
     if isinstance(body, ContractNegotiation):  # the 201 of an initial message names the peer's pid
         if n.provider_pid is None:
@@ -472,22 +566,49 @@ def _failed(n: Negotiation, ev: DeliveryFailed, now: datetime, new_id: Callable[
     if settled is SENDING[n.state]:  # the counter-party is there already: it took ours before
         return _acknowledged(n, Acknowledged(ev.message_id), now)
     if settled is not None:  # our in-doubt finalization was taken after all
-        return Transition(replace(n, state=settled, acked_state=settled, pending_message_id=None,
-                                  updated_at=now, delivery_error=None, in_doubt=False,
-                                  termination_reason=(), termination_code=None))
+        return Transition(
+            replace(
+                n,
+                state=settled,
+                acked_state=settled,
+                pending_message_id=None,
+                updated_at=now,
+                delivery_error=None,
+                in_doubt=False,
+                termination_reason=(),
+                termination_code=None,
+            )
+        )
     why = ev.reason or "the counter-party did not accept it"
     if n.state is S.TERMINATING:
         if n.in_doubt:  # the counter-party may have finalized: never claim TERMINATED alone
             return Transition(replace(n, pending_message_id=None, updated_at=now, delivery_error=why))
-        return Transition(replace(n, state=S.TERMINATED, acked_state=S.TERMINATED, pending_message_id=None,
-                                  updated_at=now, delivery_error=why))
+        return Transition(
+            replace(
+                n,
+                state=S.TERMINATED,
+                acked_state=S.TERMINATED,
+                pending_message_id=None,
+                updated_at=now,
+                delivery_error=why,
+            )
+        )
     if n.peer_pid is None:  # the initial message: the counter-party has no process we could name
-        return Transition(replace(
-            n, state=S.TERMINATED, acked_state=S.TERMINATED, pending_message_id=None, updated_at=now,
-            termination_reason=(f"delivery of the initial message failed: {why}",), delivery_error=why))
+        return Transition(
+            replace(
+                n,
+                state=S.TERMINATED,
+                acked_state=S.TERMINATED,
+                pending_message_id=None,
+                updated_at=now,
+                termination_reason=(f"delivery of the initial message failed: {why}",),
+                delivery_error=why,
+            )
+        )
     reason = f"delivery of our {SENDING[n.state].value} message failed: {why}"
-    return _terminate(n, Terminate(reason, "DELIVERY_FAILED"), now, new_id,
-                      in_doubt=n.state is S.FINALIZING, error=why)
+    return _terminate(
+        n, Terminate(reason, "DELIVERY_FAILED"), now, new_id, in_doubt=n.state is S.FINALIZING, error=why
+    )
 
 
 # --- local commands ---------------------------------------------------------------------------
@@ -501,24 +622,43 @@ def _request(n: Negotiation | None, cmd: Request, now: datetime, new_id: Callabl
     msg = ContractRequestMessage(consumer_pid=pid, offer=offer, callback_address=cmd.callback_address)
     out = Outgoing(msg, cmd.provider_address, _PATHS[REQUEST_INITIAL], new_id())
     neg = Negotiation(
-        id=pid, role=Role.CONSUMER, provider_pid=None, consumer_pid=pid, state=S.REQUESTING,
-        counter_party_id=cmd.provider_id, counter_party_address=cmd.provider_address, offer=offer,
-        created_at=now, updated_at=now, pending_message_id=out.message_id)
+        id=pid,
+        role=Role.CONSUMER,
+        provider_pid=None,
+        consumer_pid=pid,
+        state=S.REQUESTING,
+        counter_party_id=cmd.provider_id,
+        counter_party_address=cmd.provider_address,
+        offer=offer,
+        created_at=now,
+        updated_at=now,
+        pending_message_id=out.message_id,
+    )
     return Transition(neg, [out])
 
 
 def _initial_offer(cmd: Offer, now: datetime, new_id: Callable[[], str]) -> Transition:
     if not (cmd.consumer_address and cmd.callback_address and cmd.consumer_id):
-        raise ProtocolError(409, "409", ["an initial offer needs consumer_address, callback_address and "
-                                         "consumer_id"])
+        raise ProtocolError(
+            409, "409", ["an initial offer needs consumer_address, callback_address and consumer_id"]
+        )
     offer = _policy(cmd.offer, "Offer")
     pid = new_id()
     msg = ContractOfferMessage(provider_pid=pid, offer=offer, callback_address=cmd.callback_address)
     out = Outgoing(msg, cmd.consumer_address, _PATHS[OFFER_INITIAL], new_id())
     neg = Negotiation(
-        id=pid, role=Role.PROVIDER, provider_pid=pid, consumer_pid=None, state=S.OFFERING,
-        counter_party_id=cmd.consumer_id, counter_party_address=cmd.consumer_address, offer=offer,
-        created_at=now, updated_at=now, pending_message_id=out.message_id)
+        id=pid,
+        role=Role.PROVIDER,
+        provider_pid=pid,
+        consumer_pid=None,
+        state=S.OFFERING,
+        counter_party_id=cmd.consumer_id,
+        counter_party_address=cmd.consumer_address,
+        offer=offer,
+        created_at=now,
+        updated_at=now,
+        pending_message_id=out.message_id,
+    )
     return Transition(neg, [out])
 
 
@@ -539,12 +679,22 @@ def _command(n: Negotiation, cmd: Command, now: datetime, new_id: Callable[[], s
     role, sources, sending, kind = _COMMANDS[type(cmd)]
     name = type(cmd).__name__
     if n.role is not role:
-        raise ProtocolError(409, "409", [f"{name} is a {role.value.lower()} command; this side is the "
-                                         f"{n.role.value.lower()}"], n)
+        raise ProtocolError(
+            409,
+            "409",
+            [f"{name} is a {role.value.lower()} command; this side is the {n.role.value.lower()}"],
+            n,
+        )
     if n.state not in sources:
-        raise ProtocolError(409, "409", [
-            f"{name} is not possible in state {n.state.value} (only from "
-            f"{', '.join(s.value for s in sources)})"], n)
+        raise ProtocolError(
+            409,
+            "409",
+            [
+                f"{name} is not possible in state {n.state.value} (only from "
+                f"{', '.join(s.value for s in sources)})"
+            ],
+            n,
+        )
     fields: dict[str, Any] = {}
     changes: dict[str, Any] = {}
     if isinstance(cmd, (CounterOffer, Offer)):
@@ -552,9 +702,15 @@ def _command(n: Negotiation, cmd: Command, now: datetime, new_id: Callable[[], s
     elif isinstance(cmd, Agree):
         agreement = _policy(cmd.agreement, "Agreement")
         if agreement["assignee"] != n.counter_party_id:
-            raise ProtocolError(409, "409", [
-                f"the agreement's assignee {agreement['assignee']} is not the consumer "
-                f"{n.counter_party_id}"], n)
+            raise ProtocolError(
+                409,
+                "409",
+                [
+                    f"the agreement's assignee {agreement['assignee']} is not the consumer "
+                    f"{n.counter_party_id}"
+                ],
+                n,
+            )
         fields["agreement"] = changes["agreement"] = agreement
     msg = _message(n, kind, **fields)
     out = _send(n, kind, msg, new_id)
@@ -562,21 +718,46 @@ def _command(n: Negotiation, cmd: Command, now: datetime, new_id: Callable[[], s
     return Transition(n, [out])
 
 
-def _terminate(n: Negotiation, cmd: Terminate, now: datetime, new_id: Callable[[], str], *,
-               in_doubt: bool = False, error: str | None = None) -> Transition:
+def _terminate(
+    n: Negotiation,
+    cmd: Terminate,
+    now: datetime,
+    new_id: Callable[[], str],
+    *,
+    in_doubt: bool = False,
+    error: str | None = None,
+) -> Transition:
     if n.state.is_terminal or (n.state in (S.TERMINATING, S.FINALIZING) and error is None):
-        why = ("it is already terminal" if n.state.is_terminal else
-               "a termination is already under way" if n.state is S.TERMINATING else
-               "its finalization is in flight and may already be taken")
-        raise ProtocolError(409, "409", [f"cannot terminate negotiation {n.id} in state {n.state.value}: "
-                                         f"{why}"], n)
+        why = (
+            "it is already terminal"
+            if n.state.is_terminal
+            else "a termination is already under way"
+            if n.state is S.TERMINATING
+            else "its finalization is in flight and may already be taken"
+        )
+        raise ProtocolError(
+            409, "409", [f"cannot terminate negotiation {n.id} in state {n.state.value}: {why}"], n
+        )
     if n.peer_pid is None:
-        raise ProtocolError(409, "409", [
-            f"negotiation {n.id} is not yet acknowledged by the counter-party; it cannot be named in a "
-            "termination until it is (a failed delivery terminates it)"], n)
+        raise ProtocolError(
+            409,
+            "409",
+            [
+                f"negotiation {n.id} is not yet acknowledged by the counter-party; it cannot be named in a "
+                "termination until it is (a failed delivery terminates it)"
+            ],
+            n,
+        )
     msg = _message(n, TERMINATION, code=cmd.code, reason=[cmd.reason])
     out = _send(n, TERMINATION, msg, new_id)
-    n = replace(n, state=S.TERMINATING, pending_message_id=out.message_id, updated_at=now,
-                termination_reason=(cmd.reason,), termination_code=cmd.code, in_doubt=in_doubt,
-                delivery_error=error)
+    n = replace(
+        n,
+        state=S.TERMINATING,
+        pending_message_id=out.message_id,
+        updated_at=now,
+        termination_reason=(cmd.reason,),
+        termination_code=cmd.code,
+        in_doubt=in_doubt,
+        delivery_error=error,
+    )
     return Transition(n, [out])

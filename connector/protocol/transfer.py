@@ -109,7 +109,10 @@ class TransferState(StrEnum):
 
 S = TransferState
 SENDING: dict[TransferState, TransferState] = {
-    S.REQUESTING: S.REQUESTED, S.STARTING: S.STARTED, S.SUSPENDING: S.SUSPENDED, S.COMPLETING: S.COMPLETED,
+    S.REQUESTING: S.REQUESTED,
+    S.STARTING: S.STARTED,
+    S.SUSPENDING: S.SUSPENDED,
+    S.COMPLETING: S.COMPLETED,
     S.TERMINATING: S.TERMINATED,
 }
 WIRE_STATES = (S.REQUESTED, S.STARTED, S.SUSPENDED, S.COMPLETED, S.TERMINATED)
@@ -134,18 +137,30 @@ SENDER_OF: dict[str, frozenset[Role]] = {}
 for (_, _kind), (_, _senders) in TRANSITIONS.items():
     SENDER_OF[_kind] = SENDER_OF.get(_kind, frozenset()) | _senders
 
-_PATHS = {REQUEST_INITIAL: "/transfers/request", START: "/transfers/{pid}/start",
-          SUSPENSION: "/transfers/{pid}/suspension", COMPLETION: "/transfers/{pid}/completion",
-          TERMINATION: "/transfers/{pid}/termination"}
-_DESCRIBE = {REQUEST_INITIAL: "a TransferRequestMessage", START: "a TransferStartMessage",
-             SUSPENSION: "a TransferSuspensionMessage", COMPLETION: "a TransferCompletionMessage",
-             TERMINATION: "a TransferTerminationMessage"}
+_PATHS = {
+    REQUEST_INITIAL: "/transfers/request",
+    START: "/transfers/{pid}/start",
+    SUSPENSION: "/transfers/{pid}/suspension",
+    COMPLETION: "/transfers/{pid}/completion",
+    TERMINATION: "/transfers/{pid}/termination",
+}
+_DESCRIBE = {
+    REQUEST_INITIAL: "a TransferRequestMessage",
+    START: "a TransferStartMessage",
+    SUSPENSION: "a TransferSuspensionMessage",
+    COMPLETION: "a TransferCompletionMessage",
+    TERMINATION: "a TransferTerminationMessage",
+}
 
 
 def message_kind(msg: DspModel) -> str:
-    kind = {TransferRequestMessage: REQUEST_INITIAL, TransferStartMessage: START,
-            TransferSuspensionMessage: SUSPENSION, TransferCompletionMessage: COMPLETION,
-            TransferTerminationMessage: TERMINATION}.get(type(msg))
+    kind = {
+        TransferRequestMessage: REQUEST_INITIAL,
+        TransferStartMessage: START,
+        TransferSuspensionMessage: SUSPENSION,
+        TransferCompletionMessage: COMPLETION,
+        TransferTerminationMessage: TERMINATION,
+    }.get(type(msg))
     if kind is None:
         raise ProtocolError(400, "400", [f"{type(msg).__name__} is not a transfer process message"])
     return kind
@@ -198,16 +213,23 @@ class Transfer:
         return f"/transfers/{self.peer_pid}" if self.peer_pid is not None else None
 
     def to_dsp(self) -> TransferProcess:
-        return TransferProcess(provider_pid=self.provider_pid or "", consumer_pid=self.consumer_pid or "",
-                               state=cast(TransferStateName, self.wire_state.value))
+        return TransferProcess(
+            provider_pid=self.provider_pid or "",
+            consumer_pid=self.consumer_pid or "",
+            state=cast(TransferStateName, self.wire_state.value),
+        )
 
     def error_body(self, err: ProtocolError) -> TransferError:
         return transfer_error(err, self.provider_pid, self.consumer_pid)
 
 
 def transfer_error(err: ProtocolError, provider_pid: str | None, consumer_pid: str | None) -> TransferError:
-    return TransferError(provider_pid=provider_pid or "", consumer_pid=consumer_pid or "", code=err.code,
-                         reason=list(err.reasons))
+    return TransferError(
+        provider_pid=provider_pid or "",
+        consumer_pid=consumer_pid or "",
+        code=err.code,
+        reason=list(err.reasons),
+    )
 
 
 def check_agreement(negotiation: Negotiation | None, *, agreement_id: str, caller: str) -> AgreementCheck:
@@ -222,8 +244,9 @@ def check_agreement(negotiation: Negotiation | None, *, agreement_id: str, calle
         # the same answer as for a missing agreement: its existence is not the caller's business
         return AgreementCheck(False, f"no agreement {agreement_id}")
     if negotiation.state is not NegotiationState.FINALIZED:
-        return AgreementCheck(False, f"agreement {agreement_id} is not finalized (negotiation "
-                                     f"{negotiation.wire_state.value})")
+        return AgreementCheck(
+            False, f"agreement {agreement_id} is not finalized (negotiation {negotiation.wire_state.value})"
+        )
     return AgreementCheck(True, f"agreement {agreement_id} is finalized for {caller}")
 
 
@@ -289,8 +312,9 @@ class Transition:
 # ----------------------------------------------------------------------------- apply
 
 
-def apply(t: Transfer | None, event: Event, now: datetime, *,
-          new_id: Callable[[], str] = new_uuid) -> Transition:
+def apply(
+    t: Transfer | None, event: Event, now: datetime, *, new_id: Callable[[], str] = new_uuid
+) -> Transition:
     """The next state of ``t`` after ``event``; raises ``ProtocolError`` for what DSP forbids."""
     if isinstance(event, Received):
         return _receive(t, event, now, new_id)
@@ -318,15 +342,26 @@ def _pids(t: Transfer) -> dict[str, Any]:
     return {"provider_pid": t.provider_pid, "consumer_pid": t.consumer_pid}
 
 
-def _check_address(fmt: str, address: DataAddress | None, *, who: str, required: bool,
-                   t: Transfer | None = None, status: int = 400) -> None:
+def _check_address(
+    fmt: str,
+    address: DataAddress | None,
+    *,
+    who: str,
+    required: bool,
+    t: Transfer | None = None,
+    status: int = 400,
+) -> None:
     if fmt == PULL and who == "consumer" and address is not None:
         raise _bad("a pull transfer's request carries no dataAddress", t, status)
     if fmt == PUSH and who == "provider" and address is not None:
         raise _bad("a push transfer's start message carries no dataAddress", t, status)
     if required and address is None:
-        raise _bad(f"{'a push transfer request' if fmt == PUSH else 'the start of a pull transfer'} needs "
-                   "a dataAddress", t, status)
+        raise _bad(
+            f"{'a push transfer request' if fmt == PUSH else 'the start of a pull transfer'} needs "
+            "a dataAddress",
+            t,
+            status,
+        )
 
 
 # --- inbound ----------------------------------------------------------------------------------
@@ -349,13 +384,19 @@ def _receive(t: Transfer | None, ev: Received, now: datetime, new_id: Callable[[
     if t.state.is_terminal:
         # DSP: terminal states are final. A re-delivery too: its sender resolves that from our
         # state (common.StateTable.settled), never from a 2xx that would hide the refusal.
-        raise _bad(f"transfer process {t.id} is {t.state.value}, a terminal state: {_DESCRIBE[kind]} is "
-                   "not taken any more", t)
+        raise _bad(
+            f"transfer process {t.id} is {t.state.value}, a terminal state: {_DESCRIBE[kind]} is "
+            "not taken any more",
+            t,
+        )
     if kind == REQUEST_INITIAL:
         if fp in t.processed:
             return _duplicate(t, fp)
-        raise _bad(f"a transfer process with consumerPid {t.consumer_pid} already exists; a new transfer "
-                   "needs a new consumerPid", t)
+        raise _bad(
+            f"a transfer process with consumerPid {t.consumer_pid} already exists; a new transfer "
+            "needs a new consumerPid",
+            t,
+        )
     checked = _check_pids(t, msg)
     resolved = TABLE.resolve(t.state, t.acked_state, kind, sender)
     if resolved is None:
@@ -365,8 +406,12 @@ def _receive(t: Transfer | None, ev: Received, now: datetime, new_id: Callable[[
         raise _bad(f"{_DESCRIBE[kind]} is not allowed in state {state}", t)
     frm, to = resolved
     changes: dict[str, Any] = {
-        "state": to, "acked_state": to, "pending_message_id": None, "in_doubt": False,
-        "processed": remember(t.processed, fp), "updated_at": now,
+        "state": to,
+        "acked_state": to,
+        "pending_message_id": None,
+        "in_doubt": False,
+        "processed": remember(t.processed, fp),
+        "updated_at": now,
     }
     if isinstance(msg, TransferStartMessage):
         if t.role is Role.PROVIDER:  # a consumer's attempt to resume
@@ -375,8 +420,13 @@ def _receive(t: Transfer | None, ev: Received, now: datetime, new_id: Callable[[
             if t.format == PULL and msg.data_address is not None:
                 raise _bad("a consumer resuming a pull transfer sends no dataAddress", t)
         else:
-            _check_address(t.format, msg.data_address, who="provider",
-                           required=t.format == PULL and frm is S.REQUESTED, t=t)
+            _check_address(
+                t.format,
+                msg.data_address,
+                who="provider",
+                required=t.format == PULL and frm is S.REQUESTED,
+                t=t,
+            )
         if msg.data_address is not None:
             changes["data_address"] = msg.data_address
         changes["suspended_by"] = frozenset()
@@ -391,8 +441,9 @@ def _receive(t: Transfer | None, ev: Received, now: datetime, new_id: Callable[[
     return Transition(t, [], Response(200, t.to_dsp()))
 
 
-def _create(msg: TransferRequestMessage, fp: str, ev: Received, now: datetime,
-            new_id: Callable[[], str]) -> Transition:
+def _create(
+    msg: TransferRequestMessage, fp: str, ev: Received, now: datetime, new_id: Callable[[], str]
+) -> Transition:
     check = ev.agreement
     if check is None or not check.ok:
         raise _bad(check.reason if check is not None else "the agreement was not checked (fail closed)")
@@ -401,10 +452,22 @@ def _create(msg: TransferRequestMessage, fp: str, ev: Received, now: datetime,
     _check_address(msg.format, msg.data_address, who="consumer", required=msg.format == PUSH)
     pid = new_id()
     t = Transfer(
-        id=pid, role=Role.PROVIDER, provider_pid=pid, consumer_pid=msg.consumer_pid, state=S.REQUESTED,
-        counter_party_id=ev.sender, counter_party_address=msg.callback_address,
-        agreement_id=msg.agreement_id, format=msg.format, data_address=msg.data_address,
-        created_at=now, updated_at=now, processed=(fp,), origin=fp, acked_state=S.REQUESTED)
+        id=pid,
+        role=Role.PROVIDER,
+        provider_pid=pid,
+        consumer_pid=msg.consumer_pid,
+        state=S.REQUESTED,
+        counter_party_id=ev.sender,
+        counter_party_address=msg.callback_address,
+        agreement_id=msg.agreement_id,
+        format=msg.format,
+        data_address=msg.data_address,
+        created_at=now,
+        updated_at=now,
+        processed=(fp,),
+        origin=fp,
+        acked_state=S.REQUESTED,
+    )
     return Transition(t, [], Response(201, t.to_dsp()))
 
 
@@ -430,8 +493,13 @@ def _acknowledged(t: Transfer, ev: Acknowledged, now: datetime) -> Transition:
     if ev.message_id != t.pending_message_id or not t.state.is_sending:
         return Transition(t)
     to = SENDING[t.state]
-    changes: dict[str, Any] = {"state": to, "acked_state": to, "pending_message_id": None,
-                               "updated_at": now, "delivery_error": None}
+    changes: dict[str, Any] = {
+        "state": to,
+        "acked_state": to,
+        "pending_message_id": None,
+        "updated_at": now,
+        "delivery_error": None,
+    }
     if to is S.STARTED:
         changes["suspended_by"] = frozenset()
     if isinstance(ev.body, TransferProcess) and t.provider_pid is None:
@@ -446,26 +514,61 @@ def _failed(t: Transfer, ev: DeliveryFailed, now: datetime, new_id: Callable[[],
     if settled is SENDING[t.state]:  # the counter-party is there already: it took ours before
         return _acknowledged(t, Acknowledged(ev.message_id), now)
     if settled is not None:  # our in-doubt completion was taken after all
-        return Transition(replace(t, state=settled, acked_state=settled, pending_message_id=None,
-                                  updated_at=now, delivery_error=None, in_doubt=False,
-                                  termination_reason=(), termination_code=None))
+        return Transition(
+            replace(
+                t,
+                state=settled,
+                acked_state=settled,
+                pending_message_id=None,
+                updated_at=now,
+                delivery_error=None,
+                in_doubt=False,
+                termination_reason=(),
+                termination_code=None,
+            )
+        )
     why = ev.reason or "the counter-party did not accept it"
     if t.state is S.TERMINATING:
         if t.in_doubt:  # the counter-party may have completed: never claim TERMINATED alone
             return Transition(replace(t, pending_message_id=None, updated_at=now, delivery_error=why))
-        return Transition(replace(t, state=S.TERMINATED, acked_state=S.TERMINATED, pending_message_id=None,
-                                  updated_at=now, delivery_error=why))
+        return Transition(
+            replace(
+                t,
+                state=S.TERMINATED,
+                acked_state=S.TERMINATED,
+                pending_message_id=None,
+                updated_at=now,
+                delivery_error=why,
+            )
+        )
     if t.peer_pid is None:
-        return Transition(replace(
-            t, state=S.TERMINATED, acked_state=S.TERMINATED, pending_message_id=None, updated_at=now,
-            termination_reason=(f"delivery of the transfer request failed: {why}",), delivery_error=why))
+        return Transition(
+            replace(
+                t,
+                state=S.TERMINATED,
+                acked_state=S.TERMINATED,
+                pending_message_id=None,
+                updated_at=now,
+                termination_reason=(f"delivery of the transfer request failed: {why}",),
+                delivery_error=why,
+            )
+        )
     if t.state is S.STARTING and t.acked_state is S.SUSPENDED and t.role is Role.CONSUMER:
         # a refused attempt to resume leaves the transfer suspended (the provider may refuse it)
-        return Transition(replace(t, state=S.SUSPENDED, pending_message_id=None, updated_at=now,
-                                  suspended_by=t.suspended_by | {Role.PROVIDER}, delivery_error=why))
+        return Transition(
+            replace(
+                t,
+                state=S.SUSPENDED,
+                pending_message_id=None,
+                updated_at=now,
+                suspended_by=t.suspended_by | {Role.PROVIDER},
+                delivery_error=why,
+            )
+        )
     reason = f"delivery of our {SENDING[t.state].value} message failed: {why}"
-    return _terminate(t, Terminate(reason, "DELIVERY_FAILED"), now, new_id,
-                      in_doubt=t.state is S.COMPLETING, error=why)
+    return _terminate(
+        t, Terminate(reason, "DELIVERY_FAILED"), now, new_id, in_doubt=t.state is S.COMPLETING, error=why
+    )
 
 
 # --- local commands ---------------------------------------------------------------------------
@@ -478,14 +581,29 @@ def _request(t: Transfer | None, cmd: Request, now: datetime, new_id: Callable[[
         raise _bad(f"format {cmd.format!r} is not supported", status=409)
     _check_address(cmd.format, cmd.data_address, who="consumer", required=cmd.format == PUSH, status=409)
     pid = cmd.process_id or new_id()
-    msg = TransferRequestMessage(consumer_pid=pid, agreement_id=cmd.agreement_id, format=cmd.format,
-                                 data_address=cmd.data_address, callback_address=cmd.callback_address)
+    msg = TransferRequestMessage(
+        consumer_pid=pid,
+        agreement_id=cmd.agreement_id,
+        format=cmd.format,
+        data_address=cmd.data_address,
+        callback_address=cmd.callback_address,
+    )
     out = Outgoing(msg, cmd.provider_address, _PATHS[REQUEST_INITIAL], new_id())
     tp = Transfer(
-        id=pid, role=Role.CONSUMER, provider_pid=None, consumer_pid=pid, state=S.REQUESTING,
-        counter_party_id=cmd.provider_id, counter_party_address=cmd.provider_address,
-        agreement_id=cmd.agreement_id, format=cmd.format, data_address=cmd.data_address,
-        created_at=now, updated_at=now, pending_message_id=out.message_id)
+        id=pid,
+        role=Role.CONSUMER,
+        provider_pid=None,
+        consumer_pid=pid,
+        state=S.REQUESTING,
+        counter_party_id=cmd.provider_id,
+        counter_party_address=cmd.provider_address,
+        agreement_id=cmd.agreement_id,
+        format=cmd.format,
+        data_address=cmd.data_address,
+        created_at=now,
+        updated_at=now,
+        pending_message_id=out.message_id,
+    )
     return Transition(tp, [out])
 
 
@@ -498,8 +616,7 @@ def _command(t: Transfer, cmd: Command, now: datetime, new_id: Callable[[], str]
         if t.role is not Role.PROVIDER:
             raise _bad("Start is a provider command (a consumer resumes with Resume)", t, 409)
         _need_state(t, name, (S.REQUESTED,))
-        _check_address(t.format, cmd.data_address, who="provider", required=t.format == PULL, t=t,
-                       status=409)
+        _check_address(t.format, cmd.data_address, who="provider", required=t.format == PULL, t=t, status=409)
         msg: DspModel = TransferStartMessage(**_pids(t), data_address=cmd.data_address)
         kind, sending = START, S.STARTING
     elif isinstance(cmd, Resume):
@@ -507,8 +624,9 @@ def _command(t: Transfer, cmd: Command, now: datetime, new_id: Callable[[], str]
         if t.role is Role.CONSUMER and Role.PROVIDER in t.suspended_by:
             raise _bad("the provider suspended this transfer; only the provider resumes it", t, 409)
         if cmd.data_address is not None:
-            _check_address(t.format, cmd.data_address, who=t.role.value.lower(), required=False, t=t,
-                           status=409)
+            _check_address(
+                t.format, cmd.data_address, who=t.role.value.lower(), required=False, t=t, status=409
+            )
             if t.role is Role.CONSUMER and t.format == PULL:
                 raise _bad("a consumer resuming a pull transfer sends no dataAddress", t, 409)
         msg = TransferStartMessage(**_pids(t), data_address=cmd.data_address)
@@ -517,36 +635,66 @@ def _command(t: Transfer, cmd: Command, now: datetime, new_id: Callable[[], str]
         _need_state(t, name, (S.STARTED,))
         msg = TransferSuspensionMessage(**_pids(t), code=cmd.code, reason=[cmd.reason])
         kind, sending = SUSPENSION, S.SUSPENDING
-        changes = {"suspended_by": t.suspended_by | {t.role}, "suspension_reason": (cmd.reason,),
-                   "suspension_code": cmd.code}
+        changes = {
+            "suspended_by": t.suspended_by | {t.role},
+            "suspension_reason": (cmd.reason,),
+            "suspension_code": cmd.code,
+        }
     else:
         _need_state(t, name, (S.STARTED,))
         msg = TransferCompletionMessage(**_pids(t))
         kind, sending = COMPLETION, S.COMPLETING
     out = _send(t, kind, msg, new_id)
-    return Transition(replace(t, **changes, state=sending, pending_message_id=out.message_id, updated_at=now),
-                      [out])
+    return Transition(
+        replace(t, **changes, state=sending, pending_message_id=out.message_id, updated_at=now), [out]
+    )
 
 
 def _need_state(t: Transfer, name: str, sources: tuple[TransferState, ...]) -> None:
     if t.state not in sources:
-        raise _bad(f"{name} is not possible in state {t.state.value} (only from "
-                   f"{', '.join(s.value for s in sources)})", t, 409)
+        raise _bad(
+            f"{name} is not possible in state {t.state.value} (only from "
+            f"{', '.join(s.value for s in sources)})",
+            t,
+            409,
+        )
 
 
-def _terminate(t: Transfer, cmd: Terminate, now: datetime, new_id: Callable[[], str], *,
-               in_doubt: bool = False, error: str | None = None) -> Transition:
+def _terminate(
+    t: Transfer,
+    cmd: Terminate,
+    now: datetime,
+    new_id: Callable[[], str],
+    *,
+    in_doubt: bool = False,
+    error: str | None = None,
+) -> Transition:
     if t.state.is_terminal or (t.state in (S.TERMINATING, S.COMPLETING) and error is None):
-        why = ("it is already terminal" if t.state.is_terminal else
-               "a termination is already under way" if t.state is S.TERMINATING else
-               "its completion is in flight and may already be taken")
+        why = (
+            "it is already terminal"
+            if t.state.is_terminal
+            else "a termination is already under way"
+            if t.state is S.TERMINATING
+            else "its completion is in flight and may already be taken"
+        )
         raise _bad(f"cannot terminate transfer {t.id} in state {t.state.value}: {why}", t, 409)
     if t.peer_pid is None:
-        raise _bad(f"transfer {t.id} is not yet acknowledged by the provider; it cannot be named in a "
-                   "termination until it is (a failed delivery terminates it)", t, 409)
+        raise _bad(
+            f"transfer {t.id} is not yet acknowledged by the provider; it cannot be named in a "
+            "termination until it is (a failed delivery terminates it)",
+            t,
+            409,
+        )
     msg = TransferTerminationMessage(**_pids(t), code=cmd.code, reason=[cmd.reason])
     out = _send(t, TERMINATION, msg, new_id)
-    t = replace(t, state=S.TERMINATING, pending_message_id=out.message_id, updated_at=now,
-                termination_reason=(cmd.reason,), termination_code=cmd.code, in_doubt=in_doubt,
-                delivery_error=error)
+    t = replace(
+        t,
+        state=S.TERMINATING,
+        pending_message_id=out.message_id,
+        updated_at=now,
+        termination_reason=(cmd.reason,),
+        termination_code=cmd.code,
+        in_doubt=in_doubt,
+        delivery_error=error,
+    )
     return Transition(t, [out])

@@ -40,9 +40,12 @@ def _validators(root: str) -> dict[str, Any]:
         docs[path] = json.loads(text)
     registry = Registry().with_resources(
         (PREFIX + p.relative_to(base).as_posix(), Resource.from_contents(d, DRAFT201909))
-        for p, d in docs.items())
-    return {p.name.removesuffix("-schema.json"): Draft201909Validator(d, registry=registry)
-            for p, d in docs.items()}
+        for p, d in docs.items()
+    )
+    return {
+        p.name.removesuffix("-schema.json"): Draft201909Validator(d, registry=registry)
+        for p, d in docs.items()
+    }
 
 
 def enabled() -> bool:
@@ -57,8 +60,9 @@ def check(body: Any, direction: str) -> list[str]:
     validator = _validators(root).get(_kebab(body["@type"]))
     if validator is None:
         return []
-    problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-                for e in validator.iter_errors(body)]
+    problems = [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(body)
+    ]
     for p in problems:
         log.error("DSP SCHEMA VIOLATION (%s %s): %s", direction, body["@type"], p)
     return problems

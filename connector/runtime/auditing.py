@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class ProcessAudit:
-    def __init__(self, audit: AuditLog,
-                 own_claims: Callable[[], Awaitable[Claims | None]]) -> None:
+    def __init__(self, audit: AuditLog, own_claims: Callable[[], Awaitable[Claims | None]]) -> None:
         self.audit = audit
         self.own_claims = own_claims
         self._queue: asyncio.Queue[Committed] = asyncio.Queue()
@@ -78,8 +77,11 @@ class ProcessAudit:
         """The entries of one committed transition (``own``: this side's claims once asked)."""
         p = done.process
         reasons = list(p.termination_reason)
-        data: dict[str, Any] = {"role": p.role.value, "state": p.wire_state.value,
-                                "internalState": p.state.value}
+        data: dict[str, Any] = {
+            "role": p.role.value,
+            "state": p.wire_state.value,
+            "internalState": p.state.value,
+        }
         if reasons:
             data["reason"] = reasons
         ids: dict[str, Any] = {"process_id": p.id, "participant_id": p.counter_party_id}
@@ -92,12 +94,20 @@ class ProcessAudit:
         elif p.agreement is not None:
             ids["agreement_id"] = str(p.agreement.get("@id"))
         events: list[Event] = [(f"{done.kind}.{p.state.value.lower()}", data, ids)]
-        if (isinstance(p, xfer.Transfer) and p.role is Role.CONSUMER
-                and p.state is xfer.TransferState.TERMINATED
-                and p.termination_code == AGREEMENT_RETIRED):
+        if (
+            isinstance(p, xfer.Transfer)
+            and p.role is Role.CONSUMER
+            and p.state is xfer.TransferState.TERMINATED
+            and p.termination_code == AGREEMENT_RETIRED
+        ):
             # the provider retired the agreement: the consumer's log records that too
-            events.append(("agreement.retired", {"reason": reasons, "role": "consumer"},
-                           {"agreement_id": p.agreement_id, "participant_id": p.counter_party_id}))
+            events.append(
+                (
+                    "agreement.retired",
+                    {"reason": reasons, "role": "consumer"},
+                    {"agreement_id": p.agreement_id, "participant_id": p.counter_party_id},
+                )
+            )
         return events
 
     async def append(self, events: Sequence[Event]) -> None:

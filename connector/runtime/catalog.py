@@ -47,21 +47,29 @@ async def build_catalog(store: Store, *, participant_id: str, dsp_url: str) -> C
         # far as the requester's attested attributes decide it (connector.odrl.stage)
         access = both(compiled[access_id], catalog_decider(contract))
         for asset_id in _selected(co.offer.asset_selector, assets):
-            known = KnownOffer(offer_for_catalog(f"{co.offer.id}:{asset_id}", contract, asset_id),
-                               asset_id, access)
+            known = KnownOffer(
+                offer_for_catalog(f"{co.offer.id}:{asset_id}", contract, asset_id), asset_id, access
+            )
             by_asset.setdefault(asset_id, []).append(known)
     datasets = []
     for asset in assets:
         if asset.id not in by_asset:
             continue
         fmt = [PUSH] if asset.properties.get("push_only") else [PULL, PUSH]
-        datasets.append(CatalogDataset(
-            id=asset.id, offers=tuple(by_asset[asset.id]),
-            distributions=tuple(CatalogDistribution(f) for f in fmt),
-            title=asset.title, description=asset.description, keywords=tuple(asset.keywords)))
+        datasets.append(
+            CatalogDataset(
+                id=asset.id,
+                offers=tuple(by_asset[asset.id]),
+                distributions=tuple(CatalogDistribution(f) for f in fmt),
+                title=asset.title,
+                description=asset.description,
+                keywords=tuple(asset.keywords),
+            )
+        )
     service = DataService.model_validate({"@id": f"{dsp_url}#dsp", "endpointURL": dsp_url})
-    builder = CatalogBuilder(catalog_id=f"{dsp_url}#catalog", participant_id=participant_id,
-                             service=service, datasets=datasets)
+    builder = CatalogBuilder(
+        catalog_id=f"{dsp_url}#catalog", participant_id=participant_id, service=service, datasets=datasets
+    )
     return CatalogSnapshot(builder, tuple(o for d in datasets for o in d.offers))
 
 
@@ -98,8 +106,9 @@ class CatalogCache:
             return snap
         async with self._lock:
             if self._snapshot is None or loop.time() - self._built_at >= CATALOG_TTL:
-                self._snapshot = await build_catalog(self.store, participant_id=self.participant_id,
-                                                     dsp_url=self.dsp_url)
+                self._snapshot = await build_catalog(
+                    self.store, participant_id=self.participant_id, dsp_url=self.dsp_url
+                )
                 self._built_at = loop.time()
             return self._snapshot
 

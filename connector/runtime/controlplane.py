@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 RUNNING_TRANSFER_STATES = tuple(s.value for s in xfer.TransferState if not s.is_ended)
 OWN_CLAIMS_TTL = 30.0  # seconds this connector's own attested attributes are kept
 
+
 class LocalCopyRegistry(Protocol):
     """The consumer side's vault as the control plane sees it (connector.consumer.DutyRunner)."""
 
@@ -85,14 +86,25 @@ def count_transition(done: Committed) -> None:
 
 
 class ControlPlane:
-    def __init__(self, store: Store, client: PeerClient, *, participant_id: str, dsp_url: str,
-                 clock: Clock = utcnow, rng: random.Random | None = None,
-                 worker_id: str | None = None, counter_offers: str = "stricter",
-                 transfer_tokens: TransferTokenIssuer | None = None,
-                 dataplane_url: str | None = None, audit: AuditLog | None = None,
-                 notice_ca: x509.Certificate | None = None, push_url: str | None = None,
-                 push_enabled: bool = False,
-                 own_claims: Callable[[], Awaitable[Claims]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        client: PeerClient,
+        *,
+        participant_id: str,
+        dsp_url: str,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+        worker_id: str | None = None,
+        counter_offers: str = "stricter",
+        transfer_tokens: TransferTokenIssuer | None = None,
+        dataplane_url: str | None = None,
+        audit: AuditLog | None = None,
+        notice_ca: x509.Certificate | None = None,
+        push_url: str | None = None,
+        push_enabled: bool = False,
+        own_claims: Callable[[], Awaitable[Claims]] | None = None,
+    ) -> None:
         self.store = store
         self.client = client
         self.participant_id = participant_id
@@ -109,11 +121,11 @@ class ControlPlane:
         self._catalog = CatalogCache(store, participant_id=participant_id, dsp_url=self.dsp_url)
         # provider side of pulls (transfer tokens, the data plane's URL); consumer side of
         # pushes (where providers push to: connector.dataplane.receiver)
-        self.references = DataReferences(store, client, transfer_tokens=transfer_tokens,
-                                         dataplane_url=dataplane_url, push_url=push_url)
+        self.references = DataReferences(
+            store, client, transfer_tokens=transfer_tokens, dataplane_url=dataplane_url, push_url=push_url
+        )
         # the provider's side of consumers' deletion and use notices (checked against the CA)
-        self.notices = Notices(store, notice_ca, participant_id=participant_id, clock=clock,
-                               audit=audit)
+        self.notices = Notices(store, notice_ca, participant_id=participant_id, clock=clock, audit=audit)
         # the consumer's vault (connector.consumer), where a file held locally is registered
         self.local_copies: LocalCopyRegistry | None = None
         # told the id of every transfer whose state changed here (the data plane's cache)
@@ -121,12 +133,21 @@ class ControlPlane:
         # the facts this connector holds (state, events, payments), for its local uses too
         self.held: HeldFacts | None = None
         decisions = Decisions(
-            participant_id=participant_id, counter_offers=rule, offers=self._offers,
+            participant_id=participant_id,
+            counter_offers=rule,
+            offers=self._offers,
             pull_address=self.references.pull_address if self.references.serves_pulls else None,
-            push_enabled=push_enabled)
-        self.engine = ProcessEngine(store, client, decisions, clock=clock, rng=rng,
-                                    worker_id=worker_id,
-                                    after_commit=[self._tell_listeners, count_transition])
+            push_enabled=push_enabled,
+        )
+        self.engine = ProcessEngine(
+            store,
+            client,
+            decisions,
+            clock=clock,
+            rng=rng,
+            worker_id=worker_id,
+            after_commit=[self._tell_listeners, count_transition],
+        )
         if audit is not None:
             self._audit: ProcessAudit | None = ProcessAudit(audit, self._own_claims)
             self.engine.after_commit.append(self._audit)
@@ -193,16 +214,24 @@ class ControlPlane:
         except OutboundRefused as exc:
             raise Invalid(f"callbackAddress refused: {exc.reason}") from None
 
-    async def negotiation_message(self, body: Any, sender: str, attributes: Mapping[str, Any],
-                                  pid: str | None,
-                                  expected: tuple[type, ...] | None = None) -> tuple[int, dict[str, Any]]:
+    async def negotiation_message(
+        self,
+        body: Any,
+        sender: str,
+        attributes: Mapping[str, Any],
+        pid: str | None,
+        expected: tuple[type, ...] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         """Take in a DSP negotiation message; return (status, response body)."""
         msg = parse_message(body, expected)
         await self._check_callback(msg)
         requester = Requester.of(sender, await self.requester_facts(attributes))
         snap = await self.catalog()  # the provider decides from its current offers
-        offer = (check_offer(snap.offers, msg.offer)
-                 if isinstance(msg, ContractRequestMessage) and msg.is_initial else None)
+        offer = (
+            check_offer(snap.offers, msg.offer)
+            if isinstance(msg, ContractRequestMessage) and msg.is_initial
+            else None
+        )
 
         async def find(tx: Transaction) -> NegotiationRow | None:
             if pid is not None:
@@ -212,13 +241,15 @@ class ControlPlane:
                 row = await tx.negotiations.get_by_consumer_pid(msg.consumer_pid, role="provider")
             else:
                 row = await tx.negotiations.get_by_provider_pid(
-                    getattr(msg, "provider_pid", None) or "", role="consumer")
+                    getattr(msg, "provider_pid", None) or "", role="consumer"
+                )
             if row is not None and row.counter_party_id != sender:
                 raise Invalid("that process id is already in use")
             return row
 
-        t = await self.engine.transition(NEGOTIATION, find, Received(msg, sender, offer=offer),
-                                         Inbound(requester=requester))
+        t = await self.engine.transition(
+            NEGOTIATION, find, Received(msg, sender, offer=offer), Inbound(requester=requester)
+        )
         assert t.response is not None
         return t.response.status, t.response.body.to_wire()
 
@@ -229,18 +260,19 @@ class ControlPlane:
 
     # -------------------------------------------------------------- local commands
 
-    async def request_offer(self, *, provider_url: str, provider_id: str,
-                            offer: Mapping[str, Any]) -> neg.Negotiation:
+    async def request_offer(
+        self, *, provider_url: str, provider_id: str, offer: Mapping[str, Any]
+    ) -> neg.Negotiation:
         """Consumer: open a negotiation for ``offer`` (as the provider's catalog shows it)."""
-        cmd = neg.Request(offer=offer, provider_address=provider_url,
-                          callback_address=self.dsp_url, provider_id=provider_id)
+        cmd = neg.Request(
+            offer=offer, provider_address=provider_url, callback_address=self.dsp_url, provider_id=provider_id
+        )
         t = await self.engine.transition(NEGOTIATION, _new_process, cmd)
         return t.negotiation
 
     async def command(self, negotiation_id: str, command: neg.Command) -> neg.Negotiation:
         """A local command on one negotiation (Terminate, Accept, CounterOffer, ...)."""
-        t = await self.engine.transition(NEGOTIATION, _existing(NEGOTIATION, negotiation_id),
-                                         command)
+        t = await self.engine.transition(NEGOTIATION, _existing(NEGOTIATION, negotiation_id), command)
         return t.negotiation
 
     async def terminate(self, negotiation_id: str, reason: str) -> neg.Negotiation:
@@ -252,9 +284,14 @@ class ControlPlane:
 
     # -------------------------------------------------------------- transfers
 
-    async def transfer_message(self, body: Any, sender: str, pid: str | None,
-                               expected: tuple[type, ...] | None = None,
-                               attested: Claims | None = None) -> tuple[int, dict[str, Any]]:
+    async def transfer_message(
+        self,
+        body: Any,
+        sender: str,
+        pid: str | None,
+        expected: tuple[type, ...] | None = None,
+        attested: Claims | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         """Take in a DSP transfer message; return (status, response body). ``attested``: the
         sender's verified DAT claims (snapshot into transfer tokens, and audited)."""
         msg = parse_message(body, expected)
@@ -281,8 +318,9 @@ class ControlPlane:
                 return row
             raise NotFound("no transfer process named")
 
-        t = await self.engine.transition(TRANSFER, find, Received(msg, sender, agreement=check),
-                                         Inbound(peer=attested))
+        t = await self.engine.transition(
+            TRANSFER, find, Received(msg, sender, agreement=check), Inbound(peer=attested)
+        )
         assert t.response is not None
         return t.response.status, t.response.body.to_wire()
 
@@ -302,13 +340,17 @@ class ControlPlane:
         now = self.clock()
         async with self.store.transaction() as tx:
             row = await tx.agreements.get(agreement_id)
-            negotiation = (await tx.negotiations.get(row.negotiation_id)
-                           if row is not None and row.negotiation_id else None)
+            negotiation = (
+                await tx.negotiations.get(row.negotiation_id)
+                if row is not None and row.negotiation_id
+                else None
+            )
             if row is None or negotiation is None or negotiation.role != "provider":
                 raise NotFound(f"no agreement {agreement_id} of this provider")
             retired = await tx.agreements.retire(agreement_id, reason, now)
-            running = await tx.transfers.list(agreement_id=agreement_id, role="provider",
-                                              state=RUNNING_TRANSFER_STATES, limit=None)
+            running = await tx.transfers.list(
+                agreement_id=agreement_id, role="provider", state=RUNNING_TRANSFER_STATES, limit=None
+            )
         assert retired is not None and retired.retired_at is not None
         why = retirement_reason(agreement_id, retired.retired_reason or "")
         for t in running:
@@ -318,18 +360,29 @@ class ControlPlane:
                 log.info("transfer %s under retired %s not terminated: %s", t.id, agreement_id, exc)
         if self._audit is not None and retired.retired_at == now:
             await self._audit.drain()  # after the entries of the transfers it ended
-            await self._audit.append([(
-                "agreement.retired",
-                {"reason": retired.retired_reason, "role": "provider",
-                 "terminated": [t.id for t in running]},
-                {"agreement_id": agreement_id, "participant_id": retired.consumer_id})])
+            await self._audit.append(
+                [
+                    (
+                        "agreement.retired",
+                        {
+                            "reason": retired.retired_reason,
+                            "role": "provider",
+                            "terminated": [t.id for t in running],
+                        },
+                        {"agreement_id": agreement_id, "participant_id": retired.consumer_id},
+                    )
+                ]
+            )
         return retired
 
     async def _negotiation_of(self, agreement_id: str) -> neg.Negotiation | None:
         async with self.store.transaction(readonly=True) as tx:
             agreement = await tx.agreements.get(agreement_id)
-            row = (await tx.negotiations.get(agreement.negotiation_id)
-                   if agreement is not None and agreement.negotiation_id else None)
+            row = (
+                await tx.negotiations.get(agreement.negotiation_id)
+                if agreement is not None and agreement.negotiation_id
+                else None
+            )
         return row_to_negotiation(row) if row is not None else None
 
     async def _taken_as_finalized(self, n: neg.Negotiation, agreement_id: str) -> neg.Negotiation | None:
@@ -346,8 +399,9 @@ class ControlPlane:
             return await tx.negotiations.get(n.id)
 
         await self.engine.transition(NEGOTIATION, find, Acknowledged(pending))
-        log.info("transfer request under %s taken as the acknowledgement of FINALIZED for %s",
-                 agreement_id, n.id)
+        log.info(
+            "transfer request under %s taken as the acknowledgement of FINALIZED for %s", agreement_id, n.id
+        )
         return await self._negotiation_of(agreement_id)
 
     async def get_transfer(self, pid: str, sender: str) -> dict[str, Any]:
@@ -355,20 +409,31 @@ class ControlPlane:
             row = await find_transfer(tx, pid, sender)
         return row_to_transfer(row).to_dsp().to_wire()
 
-    async def request_transfer(self, agreement_id: str, fmt: str,
-                               data_address: DataAddress | None = None,
-                               purpose: str | None = None,
-                               stated: Mapping[str, str] | None = None) -> xfer.Transfer:
+    async def request_transfer(
+        self,
+        agreement_id: str,
+        fmt: str,
+        data_address: DataAddress | None = None,
+        purpose: str | None = None,
+        stated: Mapping[str, str] | None = None,
+    ) -> xfer.Transfer:
         """Consumer: ask the provider of ``agreement_id`` for a transfer. A push without a
         ``data_address`` goes to this connector's own push endpoint, under a secret made for
         this transfer, with the facts the use states (``purpose``; ``stated``: application,
         event, location) for the provider's decision."""
         async with self.store.transaction(readonly=True) as tx:
             agreement = await tx.agreements.get(agreement_id)
-            negotiation = (await tx.negotiations.get(agreement.negotiation_id)
-                           if agreement is not None and agreement.negotiation_id else None)
-        if (agreement is None or negotiation is None or negotiation.role != "consumer"
-                or agreement.consumer_id != self.participant_id):
+            negotiation = (
+                await tx.negotiations.get(agreement.negotiation_id)
+                if agreement is not None and agreement.negotiation_id
+                else None
+            )
+        if (
+            agreement is None
+            or negotiation is None
+            or negotiation.role != "consumer"
+            or agreement.consumer_id != self.participant_id
+        ):
             raise NotFound(f"no agreement {agreement_id} of this consumer")
         if negotiation.state != neg.NegotiationState.FINALIZED.value:
             raise Conflict(f"agreement {agreement_id} is not finalized")
@@ -377,11 +442,15 @@ class ControlPlane:
             process_id = f"urn:uuid:{uuid.uuid4()}"
             facts = {**(stated or {}), **({"purpose": purpose} if purpose else {})}
             data_address = self.references.push_address(process_id, facts)
-        cmd = xfer.Request(agreement_id=agreement_id, format=fmt,
-                           provider_address=negotiation.counter_party_address or "",
-                           callback_address=self.dsp_url,
-                           provider_id=negotiation.counter_party_id or "",
-                           data_address=data_address, process_id=process_id)
+        cmd = xfer.Request(
+            agreement_id=agreement_id,
+            format=fmt,
+            provider_address=negotiation.counter_party_address or "",
+            callback_address=self.dsp_url,
+            provider_id=negotiation.counter_party_id or "",
+            data_address=data_address,
+            process_id=process_id,
+        )
         t = await self.engine.transition(TRANSFER, _new_process, cmd)
         return t.transfer
 
@@ -389,8 +458,9 @@ class ControlPlane:
         t = await self.engine.transition(TRANSFER, _existing(TRANSFER, transfer_id), command)
         return t.transfer
 
-    async def refresh_transfer_token(self, pid: str, refresh_token: str, sender: str,
-                                     attested: Claims | None = None) -> dict[str, Any]:
+    async def refresh_transfer_token(
+        self, pid: str, refresh_token: str, sender: str, attested: Claims | None = None
+    ) -> dict[str, Any]:
         """Provider: a new access token (and a new one-time refresh token) for a pull."""
         return await self.references.refresh_transfer_token(pid, refresh_token, sender, attested)
 
@@ -445,6 +515,7 @@ async def _new_process(tx: Transaction) -> None:
 
 def _existing(k: Kind[P, R, T, C], process_id: str) -> Find[R]:
     """A local command's process, by this side's id: 404 if there is none."""
+
     async def find(tx: Transaction) -> R:
         row = await k.rows(tx).get(process_id)
         if row is None:

@@ -33,9 +33,15 @@ class DataReferences:
     provider's signer of transfer tokens and where its data plane serves them (None: no pull
     transfers); ``push_url``: where providers push to this consumer (None: no push inbox)."""
 
-    def __init__(self, store: Store, client: Poster, *,
-                 transfer_tokens: TransferTokenIssuer | None = None,
-                 dataplane_url: str | None = None, push_url: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        client: Poster,
+        *,
+        transfer_tokens: TransferTokenIssuer | None = None,
+        dataplane_url: str | None = None,
+        push_url: str | None = None,
+    ) -> None:
         self.store = store
         self.client = client
         self.transfer_tokens = transfer_tokens
@@ -50,18 +56,26 @@ class DataReferences:
         """Provider: the endpoint data reference of a pull: the data plane URL and a transfer
         token bound to the agreement, the transfer and the consumer, with a refresh token."""
         assert self.transfer_tokens is not None and self.dataplane_url is not None
-        tokens = self.transfer_tokens.issue(agreement_id=t.agreement_id, transfer_id=t.id,
-                                            consumer_id=t.counter_party_id,
-                                            audience=self.dataplane_url, attested=peer)
-        return DataAddress.model_validate({
-            "@type": "DataAddress", "endpointType": HTTP_ENDPOINT,
-            "endpoint": f"{self.dataplane_url}/data/{t.id}",
-            "endpointProperties": [
-                _property("authorization", tokens.access_token),
-                _property("authType", "bearer"),
-                _property("expiresIn", str(tokens.expires_in)),
-                _property("refreshToken", tokens.refresh_token),
-            ]})
+        tokens = self.transfer_tokens.issue(
+            agreement_id=t.agreement_id,
+            transfer_id=t.id,
+            consumer_id=t.counter_party_id,
+            audience=self.dataplane_url,
+            attested=peer,
+        )
+        return DataAddress.model_validate(
+            {
+                "@type": "DataAddress",
+                "endpointType": HTTP_ENDPOINT,
+                "endpoint": f"{self.dataplane_url}/data/{t.id}",
+                "endpointProperties": [
+                    _property("authorization", tokens.access_token),
+                    _property("authType", "bearer"),
+                    _property("expiresIn", str(tokens.expires_in)),
+                    _property("refreshToken", tokens.refresh_token),
+                ],
+            }
+        )
 
     def push_address(self, process_id: str, facts: Mapping[str, str]) -> DataAddress:
         """Consumer: where the provider pushes a transfer, under a secret made for it, with the
@@ -71,12 +85,18 @@ class DataReferences:
         secret, _ = new_push_secret()
         props = [_property("authorization", secret), _property("authType", "bearer")]
         props.extend(_property(name, value) for name, value in sorted(facts.items()) if value)
-        return DataAddress.model_validate({
-            "@type": "DataAddress", "endpointType": HTTP_ENDPOINT,
-            "endpoint": f"{self.push_url}/{process_id}", "endpointProperties": props})
+        return DataAddress.model_validate(
+            {
+                "@type": "DataAddress",
+                "endpointType": HTTP_ENDPOINT,
+                "endpoint": f"{self.push_url}/{process_id}",
+                "endpointProperties": props,
+            }
+        )
 
-    async def refresh_transfer_token(self, pid: str, refresh_token: str, sender: str,
-                                     attested: Claims | None = None) -> dict[str, Any]:
+    async def refresh_transfer_token(
+        self, pid: str, refresh_token: str, sender: str, attested: Claims | None = None
+    ) -> dict[str, Any]:
         """Provider: a new access token (and a new one-time refresh token) for a pull."""
         if self.transfer_tokens is None:
             raise NotFound("this connector runs no data plane")
@@ -85,12 +105,14 @@ class DataReferences:
         if row.role != "provider" or not xfer.TransferState(row.state).is_running:
             raise Invalid(f"transfer {pid} is not running")
         try:
-            tokens = self.transfer_tokens.refresh(refresh_token, consumer_id=sender,
-                                                  attested=attested)
+            tokens = self.transfer_tokens.refresh(refresh_token, consumer_id=sender, attested=attested)
         except IdentityError as exc:
             raise Invalid(str(exc)) from exc
-        return {"authorization": tokens.access_token, "refreshToken": tokens.refresh_token,
-                "expiresIn": tokens.expires_in}
+        return {
+            "authorization": tokens.access_token,
+            "refreshToken": tokens.refresh_token,
+            "expiresIn": tokens.expires_in,
+        }
 
     async def refresh_pull_token(self, transfer_id: str) -> xfer.Transfer:
         """Consumer: exchange the pull's refresh token at the provider; keep the new tokens."""
@@ -100,23 +122,26 @@ class DataReferences:
             raise NotFound(f"no transfer {transfer_id} of this consumer")
         t = row_to_transfer(row)
         if t.state.is_ended:  # the provider would refuse it: say so here, without asking
-            raise Conflict(f"transfer {transfer_id} is {t.state.value}: its token is "
-                           "no longer refreshed")
+            raise Conflict(f"transfer {transfer_id} is {t.state.value}: its token is no longer refreshed")
         address = t.data_address
         refresh = address.property("refreshToken") if address else None
         if address is None or not refresh or not t.provider_pid:
             raise Conflict("this transfer has no refresh token")
-        d = await self.client.post(f"{t.counter_party_address.rstrip('/')}/transfers/"
-                                   f"{t.provider_pid}/token", {"refreshToken": refresh})
+        d = await self.client.post(
+            f"{t.counter_party_address.rstrip('/')}/transfers/{t.provider_pid}/token",
+            {"refreshToken": refresh},
+        )
         if not d.ok or not isinstance(d.body, dict):
             raise PeerRefused(f"the provider refused the refresh: {d.reason}")
         props = {p.name: p.value for p in address.endpoint_properties or ()}
-        props.update(authorization=str(d.body.get("authorization", "")),
-                     refreshToken=str(d.body.get("refreshToken", "")),
-                     expiresIn=str(d.body.get("expiresIn", "")))
-        fresh_address = DataAddress.model_validate({
-            **address.to_json(),
-            "endpointProperties": [_property(k, v) for k, v in props.items()]})
+        props.update(
+            authorization=str(d.body.get("authorization", "")),
+            refreshToken=str(d.body.get("refreshToken", "")),
+            expiresIn=str(d.body.get("expiresIn", "")),
+        )
+        fresh_address = DataAddress.model_validate(
+            {**address.to_json(), "endpointProperties": [_property(k, v) for k, v in props.items()]}
+        )
         async with self.store.transaction() as tx:
             fresh = await tx.transfers.get(transfer_id)
             assert fresh is not None

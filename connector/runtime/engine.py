@@ -200,31 +200,49 @@ class Kind(Generic[P, R, T, C]):
     keep: Callable[[Transaction, P, R | None, datetime], Awaitable[None]] | None = None
 
 
-def _negotiation_follow_ups(n: neg.Negotiation, now: datetime, inbound: Inbound,
-                            d: Decisions) -> list[neg.Command]:
-    return negotiation_follow_ups(n, offers=d.offers(), requester=inbound.requester, now=now,
-                                  participant_id=d.participant_id,
-                                  counter_offers=d.counter_offers, new_id=d.new_id)
+def _negotiation_follow_ups(
+    n: neg.Negotiation, now: datetime, inbound: Inbound, d: Decisions
+) -> list[neg.Command]:
+    return negotiation_follow_ups(
+        n,
+        offers=d.offers(),
+        requester=inbound.requester,
+        now=now,
+        participant_id=d.participant_id,
+        counter_offers=d.counter_offers,
+        new_id=d.new_id,
+    )
 
 
-def _transfer_follow_ups(t: xfer.Transfer, now: datetime, inbound: Inbound,
-                         d: Decisions) -> list[xfer.Command]:
+def _transfer_follow_ups(
+    t: xfer.Transfer, now: datetime, inbound: Inbound, d: Decisions
+) -> list[xfer.Command]:
     mint = d.pull_address
     return transfer_follow_ups(
-        t, pull_address=(lambda p: mint(p, inbound.peer)) if mint is not None else None,
-        push_enabled=d.push_enabled)
+        t,
+        pull_address=(lambda p: mint(p, inbound.peer)) if mint is not None else None,
+        push_enabled=d.push_enabled,
+    )
 
 
-async def _keep_agreement(tx: Transaction, n: neg.Negotiation, before: NegotiationRow | None,
-                          now: datetime) -> None:
+async def _keep_agreement(
+    tx: Transaction, n: neg.Negotiation, before: NegotiationRow | None, now: datetime
+) -> None:
     if n.agreement is None or (before is not None and before.agreement_id):
         return
     a = n.agreement
-    await tx.agreements.add(AgreementRow(
-        id=str(a["@id"]), provider_id=str(a.get("assigner", "")),
-        consumer_id=str(a.get("assignee", "")), target=str(a.get("target", "")),
-        policy=dict(a), signed_at=now, negotiation_id=n.id),
-        lock_target=n.role is Role.PROVIDER)  # a consumer's target is the provider's asset
+    await tx.agreements.add(
+        AgreementRow(
+            id=str(a["@id"]),
+            provider_id=str(a.get("assigner", "")),
+            consumer_id=str(a.get("assignee", "")),
+            target=str(a.get("target", "")),
+            policy=dict(a),
+            signed_at=now,
+            negotiation_id=n.id,
+        ),
+        lock_target=n.role is Role.PROVIDER,
+    )  # a consumer's target is the provider's asset
 
 
 def _negotiations(tx: Transaction) -> ProcessRows[NegotiationRow]:
@@ -239,14 +257,34 @@ NegotiationKind = Kind[neg.Negotiation, NegotiationRow, neg.Transition, neg.Comm
 TransferKind = Kind[xfer.Transfer, TransferRow, xfer.Transition, xfer.Command]
 
 NEGOTIATION: NegotiationKind = Kind(
-    "negotiation", _negotiations, neg.apply, negotiation_to_row, row_to_negotiation,
-    lambda t: t.negotiation, lambda t, n: replace(t, negotiation=n), neg.TABLE, neg.message_kind,
-    ContractNegotiation, _negotiation_follow_ups, lambda new, old, inbound: new, _keep_agreement)
+    "negotiation",
+    _negotiations,
+    neg.apply,
+    negotiation_to_row,
+    row_to_negotiation,
+    lambda t: t.negotiation,
+    lambda t, n: replace(t, negotiation=n),
+    neg.TABLE,
+    neg.message_kind,
+    ContractNegotiation,
+    _negotiation_follow_ups,
+    lambda new, old, inbound: new,
+    _keep_agreement,
+)
 TRANSFER: TransferKind = Kind(
-    "transfer", _transfers, xfer.apply, transfer_to_row, row_to_transfer,
-    lambda t: t.transfer, lambda t, p: replace(t, transfer=p), xfer.TABLE, xfer.message_kind,
-    TransferProcess, _transfer_follow_ups,
-    lambda new, old, inbound: with_peer_attested(new, old, inbound.peer))
+    "transfer",
+    _transfers,
+    xfer.apply,
+    transfer_to_row,
+    row_to_transfer,
+    lambda t: t.transfer,
+    lambda t, p: replace(t, transfer=p),
+    xfer.TABLE,
+    xfer.message_kind,
+    TransferProcess,
+    _transfer_follow_ups,
+    lambda new, old, inbound: with_peer_attested(new, old, inbound.peer),
+)
 
 
 @dataclass(frozen=True)
@@ -279,10 +317,17 @@ Find = Callable[[Transaction], Awaitable[R | None]]
 
 
 class ProcessEngine:
-    def __init__(self, store: Store, transport: Transport, decisions: Decisions, *,
-                 clock: Clock = utcnow, rng: random.Random | None = None,
-                 worker_id: str | None = None,
-                 after_commit: Sequence[AfterCommit] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        decisions: Decisions,
+        *,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+        worker_id: str | None = None,
+        after_commit: Sequence[AfterCommit] = (),
+    ) -> None:
         self.store = store
         self.transport = transport
         self.decisions = decisions
@@ -352,9 +397,14 @@ class ProcessEngine:
 
     # -------------------------------------------------------------- one transition, persisted
 
-    async def transition(self, k: Kind[P, R, T, C], find: Find[R], event: Event | C,
-                         inbound: Inbound = Inbound(),
-                         also: Callable[[Transaction], Awaitable[object]] | None = None) -> T:
+    async def transition(
+        self,
+        k: Kind[P, R, T, C],
+        find: Find[R],
+        event: Event | C,
+        inbound: Inbound = Inbound(),
+        also: Callable[[Transaction], Awaitable[object]] | None = None,
+    ) -> T:
         """Apply ``event`` to the process ``find`` loads, with the follow-ups this side takes on
         its own, and persist the result with the messages it causes in one transaction."""
         for attempt in range(TRANSITION_ATTEMPTS):
@@ -367,8 +417,11 @@ class ProcessEngine:
                     current = k.from_row(row) if row is not None else None
                     t = k.apply(current, event, now)
                     if t.duplicate:
-                        log.info("duplicate DSP message ignored for %s %s", k.name,
-                                 current.id if current else "(new)")
+                        log.info(
+                            "duplicate DSP message ignored for %s %s",
+                            k.name,
+                            current.id if current else "(new)",
+                        )
                         return t
                     final = k.process(t)
                     outgoing = list(t.outgoing)
@@ -388,12 +441,15 @@ class ProcessEngine:
                         await repo.save(new_row, expected_version=row.version)
                     if k.keep is not None:
                         await k.keep(tx, final, row, now)
-                    direct = await self._enqueue(tx, k.name, final.id, outgoing, now,
-                                                 fresh=row is None)
+                    direct = await self._enqueue(tx, k.name, final.id, outgoing, now, fresh=row is None)
                     assert isinstance(final, neg.Negotiation | xfer.Transfer)
-                    events = (self.webhooks.messages(
-                        k.name, current.state.value if current is not None else None, final,
-                        now) if self.webhooks is not None else [])
+                    events = (
+                        self.webhooks.messages(
+                            k.name, current.state.value if current is not None else None, final, now
+                        )
+                        if self.webhooks is not None
+                        else []
+                    )
                     for row_of_event in events:  # committed with the change, or not at all
                         await tx.outbox.add(row_of_event)
             except ConcurrentUpdate:
@@ -407,16 +463,24 @@ class ProcessEngine:
                 # outcome wakes the dispatcher (see _deliver)
                 self._queued_behind.add(final.id)
             assert isinstance(final, neg.Negotiation | xfer.Transfer)
-            done = Committed(k.name, final, current is None or current.state != final.state,
-                             queued, inbound.peer)
+            done = Committed(
+                k.name, final, current is None or current.state != final.state, queued, inbound.peer
+            )
             for hook in self.after_commit:
                 hook(done)
             return k.with_process(t, final)
         raise Busy(f"the {k.name} is busy; try again")
 
-    async def _enqueue(self, tx: Transaction, kind: str, process_id: str,
-                       outgoing: Sequence[Outgoing], now: datetime, *,
-                       fresh: bool) -> list[OutboxMessage]:
+    async def _enqueue(
+        self,
+        tx: Transaction,
+        kind: str,
+        process_id: str,
+        outgoing: Sequence[Outgoing],
+        now: datetime,
+        *,
+        fresh: bool,
+    ) -> list[OutboxMessage]:
         """Write the messages to the outbox; the first is claimed for direct delivery when
         nothing of the process is ahead of it. ``fresh``: the process is created in this
         transaction, under an id made for it, so no message of it can be in the outbox (of any
@@ -427,17 +491,29 @@ class ProcessEngine:
         direct: list[OutboxMessage] = []
         for i, out in enumerate(outgoing):
             m = OutboxMessage.new(
-                message_key=out.message_id, destination=out.url,
-                payload=out.message.to_wire(), now=now,
-                process_kind=kind, process_id=process_id)
-            if i == 0 and (fresh or not await tx.outbox.list(
-                    status=("pending", "in_flight"), process_kind=kind,
-                    process_id=process_id, limit=1)):
+                message_key=out.message_id,
+                destination=out.url,
+                payload=out.message.to_wire(),
+                now=now,
+                process_kind=kind,
+                process_id=process_id,
+            )
+            if i == 0 and (
+                fresh
+                or not await tx.outbox.list(
+                    status=("pending", "in_flight"), process_kind=kind, process_id=process_id, limit=1
+                )
+            ):
                 # Nothing of this process ahead of it: claim it in this commit and deliver it
                 # right after (no dispatcher round trip). A crash before delivery leaves it
                 # claimed; the lease or a restart recovers it.
-                m = replace(m, status="in_flight", claimed_by=self.worker_id,
-                            claimed_until=now + timedelta(seconds=LEASE_SECONDS), attempts=1)
+                m = replace(
+                    m,
+                    status="in_flight",
+                    claimed_by=self.worker_id,
+                    claimed_until=now + timedelta(seconds=LEASE_SECONDS),
+                    attempts=1,
+                )
                 direct.append(m)
             await tx.outbox.add(m)
         return direct
@@ -448,8 +524,9 @@ class ProcessEngine:
         if done.queued:
             self._wake.set()
 
-    async def wait_for(self, k: Kind[P, R, T, C], process_id: str, states: set[str],
-                       timeout: float) -> R | None:
+    async def wait_for(
+        self, k: Kind[P, R, T, C], process_id: str, states: set[str], timeout: float
+    ) -> R | None:
         """Wait until the process's state is one of ``states`` (or the timeout)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -467,8 +544,7 @@ class ProcessEngine:
                 if row is None or row.state in states or loop.time() >= deadline:
                     return row
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(),
-                                           min(WAIT_POLL, max(0.01, deadline - loop.time())))
+                    await asyncio.wait_for(ev.wait(), min(WAIT_POLL, max(0.01, deadline - loop.time())))
         finally:
             waiters.discard(ev)
             if not waiters and self._changed.get(process_id) is waiters:
@@ -532,8 +608,7 @@ class ProcessEngine:
         except StoreUnavailable as exc:
             # the outcome could not be kept: the message stays claimed and goes again when its
             # lease runs out (receivers de-duplicate)
-            log.warning("delivery of %s: %s; it goes again after its lease", m.message_key,
-                        exc.reason)
+            log.warning("delivery of %s: %s; it goes again after its lease", m.message_key, exc.reason)
         finally:
             if m.process_id in self._queued_behind:
                 self._queued_behind.discard(m.process_id)
@@ -557,8 +632,7 @@ class ProcessEngine:
             async def sent(tx: Transaction) -> None:
                 await tx.outbox.mark_sent(m.id, self.worker_id, now)
 
-            if k is None or not await self._outcome(k, m, Acknowledged(m.message_key, body),
-                                                    also=sent):
+            if k is None or not await self._outcome(k, m, Acknowledged(m.message_key, body), also=sent):
                 await self.store.mark_sent(m.id, self.worker_id, now)
             return
         exhausted = m.attempts >= MAX_ATTEMPTS  # attempts counts this one (set by the claim)
@@ -570,8 +644,7 @@ class ProcessEngine:
                 await self.store.mark_failed(m.id, self.worker_id, d.reason, None)
                 OUTBOX_DEAD.inc()
             if k is not None:
-                await self._outcome(k, m, DeliveryFailed(m.message_key, True, d.reason,
-                                                         probe.state))
+                await self._outcome(k, m, DeliveryFailed(m.message_key, True, d.reason, probe.state))
             return
         delay = next_backoff(m.attempts, BACKOFF_BASE, BACKOFF_CAP, self.rng)
         await self.store.mark_failed(m.id, self.worker_id, d.reason, now + timedelta(seconds=delay))
@@ -602,8 +675,13 @@ class ProcessEngine:
             return PeerProbe()
         return PeerProbe(body.state, taken=body.state == k.table.leads_to(sent))
 
-    async def _outcome(self, k: Kind[P, R, T, C], m: OutboxMessage, event: Event,
-                       also: Callable[[Transaction], Awaitable[object]] | None = None) -> bool:
+    async def _outcome(
+        self,
+        k: Kind[P, R, T, C],
+        m: OutboxMessage,
+        event: Event,
+        also: Callable[[Transaction], Awaitable[object]] | None = None,
+    ) -> bool:
         """Apply a delivery outcome to its process (with ``also`` in the same transaction);
         False if it could not be applied (then ``also`` did not run either)."""
         if m.process_id is None:
@@ -619,4 +697,3 @@ class ProcessEngine:
         except ProtocolError as exc:
             log.warning("outcome of %s for %s not applied: %s", m.message_key, pid, exc)
             return False
-

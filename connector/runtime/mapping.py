@@ -14,19 +14,29 @@ from connector.protocol.common import Role
 from connector.protocol.messages import DataAddress
 from connector.store.rows import NegotiationRow, TransferRow
 
-__all__ = ["negotiation_to_row", "row_to_negotiation", "row_to_transfer", "transfer_to_row",
-           "with_peer_attested"]
-
+__all__ = [
+    "negotiation_to_row",
+    "row_to_negotiation",
+    "row_to_transfer",
+    "transfer_to_row",
+    "with_peer_attested",
+]
 
 
 def negotiation_to_row(n: neg.Negotiation, version: int = 0) -> NegotiationRow:
     agreement_id = n.agreement.get("@id") if n.agreement else None
     return NegotiationRow(
-        id=n.id, role="provider" if n.role is Role.PROVIDER else "consumer",
-        state=n.state.value, created_at=n.created_at, updated_at=n.updated_at,
-        provider_pid=n.provider_pid, consumer_pid=n.consumer_pid,
-        counter_party_id=n.counter_party_id, counter_party_address=n.counter_party_address,
-        offer=dict(n.offer), agreement_id=str(agreement_id) if agreement_id else None,
+        id=n.id,
+        role="provider" if n.role is Role.PROVIDER else "consumer",
+        state=n.state.value,
+        created_at=n.created_at,
+        updated_at=n.updated_at,
+        provider_pid=n.provider_pid,
+        consumer_pid=n.consumer_pid,
+        counter_party_id=n.counter_party_id,
+        counter_party_address=n.counter_party_address,
+        offer=dict(n.offer),
+        agreement_id=str(agreement_id) if agreement_id else None,
         data={
             "agreement": dict(n.agreement) if n.agreement else None,
             "termination_reason": list(n.termination_reason),
@@ -45,11 +55,16 @@ def negotiation_to_row(n: neg.Negotiation, version: int = 0) -> NegotiationRow:
 def row_to_negotiation(row: NegotiationRow) -> neg.Negotiation:
     d = row.data
     return neg.Negotiation(
-        id=row.id, role=Role.PROVIDER if row.role == "provider" else Role.CONSUMER,
-        provider_pid=row.provider_pid, consumer_pid=row.consumer_pid,
-        state=neg.NegotiationState(row.state), counter_party_id=row.counter_party_id or "",
-        counter_party_address=row.counter_party_address or "", offer=row.offer or {},
-        created_at=row.created_at, updated_at=row.updated_at,
+        id=row.id,
+        role=Role.PROVIDER if row.role == "provider" else Role.CONSUMER,
+        provider_pid=row.provider_pid,
+        consumer_pid=row.consumer_pid,
+        state=neg.NegotiationState(row.state),
+        counter_party_id=row.counter_party_id or "",
+        counter_party_address=row.counter_party_address or "",
+        offer=row.offer or {},
+        created_at=row.created_at,
+        updated_at=row.updated_at,
         agreement=d.get("agreement"),
         termination_reason=tuple(d.get("termination_reason") or ()),
         termination_code=d.get("termination_code"),
@@ -64,10 +79,17 @@ def row_to_negotiation(row: NegotiationRow) -> neg.Negotiation:
 
 def transfer_to_row(t: xfer.Transfer, version: int = 0) -> TransferRow:
     return TransferRow(
-        id=t.id, role="provider" if t.role is Role.PROVIDER else "consumer", state=t.state.value,
-        created_at=t.created_at, updated_at=t.updated_at, agreement_id=t.agreement_id,
-        provider_pid=t.provider_pid, consumer_pid=t.consumer_pid, format=t.format,
-        counter_party_id=t.counter_party_id, counter_party_address=t.counter_party_address,
+        id=t.id,
+        role="provider" if t.role is Role.PROVIDER else "consumer",
+        state=t.state.value,
+        created_at=t.created_at,
+        updated_at=t.updated_at,
+        agreement_id=t.agreement_id,
+        provider_pid=t.provider_pid,
+        consumer_pid=t.consumer_pid,
+        format=t.format,
+        counter_party_id=t.counter_party_id,
+        counter_party_address=t.counter_party_address,
         data={
             "data_address": t.data_address.to_json() if t.data_address else None,
             "suspended_by": sorted(r.value for r in t.suspended_by),
@@ -86,8 +108,7 @@ def transfer_to_row(t: xfer.Transfer, version: int = 0) -> TransferRow:
     )
 
 
-def with_peer_attested(new: TransferRow, old: TransferRow | None,
-                       peer: Claims | None) -> TransferRow:
+def with_peer_attested(new: TransferRow, old: TransferRow | None, peer: Claims | None) -> TransferRow:
     """Keep with the transfer what the peer's latest DAT attested (``peer_attested``: the
     ``attested`` and ``attestedAt`` of transfer tokens), so decisions without a transfer token
     (the provider's pushes) read the same facts."""
@@ -101,11 +122,17 @@ def with_peer_attested(new: TransferRow, old: TransferRow | None,
 def row_to_transfer(row: TransferRow) -> xfer.Transfer:
     d = row.data
     return xfer.Transfer(
-        id=row.id, role=Role.PROVIDER if row.role == "provider" else Role.CONSUMER,
-        provider_pid=row.provider_pid, consumer_pid=row.consumer_pid,
-        state=xfer.TransferState(row.state), counter_party_id=row.counter_party_id or "",
-        counter_party_address=row.counter_party_address or "", agreement_id=row.agreement_id,
-        format=row.format or "", created_at=row.created_at, updated_at=row.updated_at,
+        id=row.id,
+        role=Role.PROVIDER if row.role == "provider" else Role.CONSUMER,
+        provider_pid=row.provider_pid,
+        consumer_pid=row.consumer_pid,
+        state=xfer.TransferState(row.state),
+        counter_party_id=row.counter_party_id or "",
+        counter_party_address=row.counter_party_address or "",
+        agreement_id=row.agreement_id,
+        format=row.format or "",
+        created_at=row.created_at,
+        updated_at=row.updated_at,
         data_address=DataAddress.parse(d["data_address"]) if d.get("data_address") else None,
         suspended_by=frozenset(Role(r) for r in d.get("suspended_by") or ()),
         suspension_reason=tuple(d.get("suspension_reason") or ()),

@@ -28,8 +28,15 @@ class Notices:
     """Takes in consumers' notices, checked against the data-space CA (``ca``; None: this
     connector takes no notices)."""
 
-    def __init__(self, store: Store, ca: x509.Certificate | None, *, participant_id: str,
-                 clock: Clock, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ca: x509.Certificate | None,
+        *,
+        participant_id: str,
+        clock: Clock,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.store = store
         self.ca = ca
         self.participant_id = participant_id
@@ -44,8 +51,13 @@ class Notices:
             raise NotFound("this connector takes no notices")
         token = body.get("notice") if isinstance(body, dict) else None
         try:
-            claims = verify_notice(token, ca=self.ca, sender=sender,  # type: ignore[arg-type]
-                                   audience=self.participant_id, now=self.clock())
+            claims = verify_notice(
+                token,  # type: ignore[arg-type]
+                ca=self.ca,
+                sender=sender,
+                audience=self.participant_id,
+                now=self.clock(),
+            )
         except NoticeError as exc:
             raise Invalid(str(exc)) from exc
         async with self.store.transaction(readonly=True) as tx:
@@ -53,20 +65,31 @@ class Notices:
         if agreement is None or agreement.consumer_id != sender:
             raise NotFound(f"no agreement {claims['agreementId']}")
         if self.audit is not None and claims["typ"] == NOTICE_TYP:
-            await self.audit.aappend("deletion-notice", {
-                "notice": token, "sha256": claims["sha256"], "deletedAt": claims["deletedAt"]},
-                agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
-                participant_id=sender)
+            await self.audit.aappend(
+                "deletion-notice",
+                {"notice": token, "sha256": claims["sha256"], "deletedAt": claims["deletedAt"]},
+                agreement_id=claims["agreementId"],
+                transfer_id=claims["transferId"],
+                participant_id=sender,
+            )
         counted: int | None = None
         if claims["typ"] != NOTICE_TYP:
             counted = await self.count_local_use(agreement)
         if self.audit is not None and claims["typ"] != NOTICE_TYP:
-            await self.audit.aappend("use-notice", {
-                "notice": token, "sha256": claims["sha256"], "usedAt": claims["usedAt"],
-                "useNumber": claims["useNumber"], "purpose": claims.get("purpose"),
-                "agreementUse": counted},
-                agreement_id=claims["agreementId"], transfer_id=claims["transferId"],
-                participant_id=sender)
+            await self.audit.aappend(
+                "use-notice",
+                {
+                    "notice": token,
+                    "sha256": claims["sha256"],
+                    "usedAt": claims["usedAt"],
+                    "useNumber": claims["useNumber"],
+                    "purpose": claims.get("purpose"),
+                    "agreementUse": counted,
+                },
+                agreement_id=claims["agreementId"],
+                transfer_id=claims["transferId"],
+                participant_id=sender,
+            )
         return {"received": True, "agreementId": claims["agreementId"], "agreementUse": counted}
 
     async def count_local_use(self, agreement: AgreementRow) -> int | None:
@@ -79,12 +102,21 @@ class Notices:
         if not policy.uses.counted:
             return None
         consume = self.consume_use or self.store.consume_use
-        allowed, count = await consume(agreement.id, agreement.consumer_id,
-                                       agreement.target, policy.uses.limit)
+        allowed, count = await consume(
+            agreement.id, agreement.consumer_id, agreement.target, policy.uses.limit
+        )
         if not allowed:  # the engine's own words for the count that is exhausted
-            said = policy.decider(DecisionRequest(
-                action=DATA_ACTION, now=self.clock(), assignee=agreement.consumer_id,
-                target=agreement.target, count=count, started_at=agreement.signed_at))
-            raise Forbidden(said.reason if not said.permit else
-                            f"the agreement's {policy.uses.limit} uses are used up")
+            said = policy.decider(
+                DecisionRequest(
+                    action=DATA_ACTION,
+                    now=self.clock(),
+                    assignee=agreement.consumer_id,
+                    target=agreement.target,
+                    count=count,
+                    started_at=agreement.signed_at,
+                )
+            )
+            raise Forbidden(
+                said.reason if not said.permit else f"the agreement's {policy.uses.limit} uses are used up"
+            )
         return count

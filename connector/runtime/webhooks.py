@@ -38,10 +38,15 @@ class Webhook:
 
 
 def _process_view(kind: str, p: neg.Negotiation | xfer.Transfer) -> dict[str, Any]:
-    view: dict[str, Any] = {"kind": kind, "id": p.id, "role": p.role.value.lower(),
-                            "state": p.wire_state.value, "internalState": p.state.value,
-                            "counterPartyId": p.counter_party_id,
-                            "terminationReason": list(p.termination_reason) or None}
+    view: dict[str, Any] = {
+        "kind": kind,
+        "id": p.id,
+        "role": p.role.value.lower(),
+        "state": p.wire_state.value,
+        "internalState": p.state.value,
+        "counterPartyId": p.counter_party_id,
+        "terminationReason": list(p.termination_reason) or None,
+    }
     if isinstance(p, xfer.Transfer):
         view["agreementId"] = p.agreement_id
     elif p.agreement is not None:
@@ -49,22 +54,41 @@ def _process_view(kind: str, p: neg.Negotiation | xfer.Transfer) -> dict[str, An
     return view
 
 
-def events_of(kind: str, before: str | None, process: neg.Negotiation | xfer.Transfer,
-              now: datetime) -> list[dict[str, Any]]:
+def events_of(
+    kind: str, before: str | None, process: neg.Negotiation | xfer.Transfer, now: datetime
+) -> list[dict[str, Any]]:
     """The events a committed transition makes: its process's new state, and for a negotiation
     that reached FINALIZED the agreement it signed. Pure."""
     if before == process.state.value:
         return []
     at = now.isoformat().replace("+00:00", "Z")
-    out = [{"type": f"{kind}.state", "occurredAt": at, "previousState": before,
-            "process": _process_view(kind, process)}]
-    if (isinstance(process, neg.Negotiation) and process.state is neg.NegotiationState.FINALIZED
-            and process.agreement is not None):
+    out = [
+        {
+            "type": f"{kind}.state",
+            "occurredAt": at,
+            "previousState": before,
+            "process": _process_view(kind, process),
+        }
+    ]
+    if (
+        isinstance(process, neg.Negotiation)
+        and process.state is neg.NegotiationState.FINALIZED
+        and process.agreement is not None
+    ):
         a = process.agreement
-        out.append({"type": "agreement.signed", "occurredAt": at,
-                    "agreement": {"id": str(a.get("@id")), "target": a.get("target"),
-                                  "assigner": a.get("assigner"), "assignee": a.get("assignee"),
-                                  "negotiationId": process.id}})
+        out.append(
+            {
+                "type": "agreement.signed",
+                "occurredAt": at,
+                "agreement": {
+                    "id": str(a.get("@id")),
+                    "target": a.get("target"),
+                    "assigner": a.get("assigner"),
+                    "assignee": a.get("assignee"),
+                    "negotiationId": process.id,
+                },
+            }
+        )
     return out
 
 
@@ -73,8 +97,9 @@ class Webhooks:
         self.hooks = tuple(hooks)
         self.sender = sender
 
-    def messages(self, kind: str, before: str | None, process: neg.Negotiation | xfer.Transfer,
-                 now: datetime) -> list[OutboxMessage]:
+    def messages(
+        self, kind: str, before: str | None, process: neg.Negotiation | xfer.Transfer, now: datetime
+    ) -> list[OutboxMessage]:
         """The outbox rows for every hook that takes these events."""
         rows = []
         for event in events_of(kind, before, process, now):
@@ -83,10 +108,16 @@ class Webhooks:
                 if family not in hook.events:
                     continue
                 event_id = f"urn:uuid:{uuid.uuid4()}"
-                rows.append(OutboxMessage.new(
-                    message_key=event_id, destination=hook.url, payload={**event, "id": event_id},
-                    now=now, process_kind=WEBHOOK_KIND,
-                    process_id=f"{WEBHOOK_KIND}:{hook.name}:{process.id}"))
+                rows.append(
+                    OutboxMessage.new(
+                        message_key=event_id,
+                        destination=hook.url,
+                        payload={**event, "id": event_id},
+                        now=now,
+                        process_kind=WEBHOOK_KIND,
+                        process_id=f"{WEBHOOK_KIND}:{hook.name}:{process.id}",
+                    )
+                )
         return rows
 
     async def deliver(self, m: OutboxMessage) -> Reply:

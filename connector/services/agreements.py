@@ -65,8 +65,11 @@ class Agreements:
         """An agreement this connector signed as the provider; `NotFound` otherwise."""
         async with self._cp.store.transaction(readonly=True) as tx:
             row = await tx.agreements.get(agreement_id)
-            negotiation = (await tx.negotiations.get(row.negotiation_id)
-                           if row is not None and row.negotiation_id else None)
+            negotiation = (
+                await tx.negotiations.get(row.negotiation_id)
+                if row is not None and row.negotiation_id
+                else None
+            )
         if row is None or negotiation is None or negotiation.role != "provider":
             raise NotFound(f"no agreement {agreement_id} of this provider")
         return row

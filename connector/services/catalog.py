@@ -40,8 +40,7 @@ def merge_pages(pages: list[dict[str, Any]]) -> dict[str, Any]:
             if not isinstance(nested, dict):
                 continue
             if catalogs and "@id" in nested and catalogs[-1].get("@id") == nested["@id"]:
-                catalogs[-1]["dataset"] = [*catalogs[-1].get("dataset", []),
-                                           *nested.get("dataset", [])]
+                catalogs[-1]["dataset"] = [*catalogs[-1].get("dataset", []), *nested.get("dataset", [])]
             else:
                 catalogs.append(dict(nested))
     if datasets:

@@ -56,8 +56,13 @@ class Unavailable(ServiceError):
 
 # the status the control plane (and the consumer's pull and vault code) chose -> the class
 BY_STATUS: dict[int, type[ServiceError]] = {
-    400: InvalidInput, 403: Forbidden, 404: NotFound, 409: Conflict, 410: Gone,
-    502: PeerFailed, 503: Unavailable,
+    400: InvalidInput,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    502: PeerFailed,
+    503: Unavailable,
 }
 
 
@@ -78,6 +83,15 @@ def translated() -> Iterator[None]:
 
 
 __all__ = [
-    "BY_STATUS", "Conflict", "Forbidden", "Gone", "InvalidInput", "NotFound", "PeerFailed",
-    "ServiceError", "Unavailable", "from_status", "translated",
+    "BY_STATUS",
+    "Conflict",
+    "Forbidden",
+    "Gone",
+    "InvalidInput",
+    "NotFound",
+    "PeerFailed",
+    "ServiceError",
+    "Unavailable",
+    "from_status",
+    "translated",
 ]

@@ -61,8 +61,9 @@ class NewPayment:
 
 
 class Payments:
-    def __init__(self, store: Store, held: HeldFacts, agreements: Agreements, clock: Clock,
-                 audit: AuditLog | None) -> None:
+    def __init__(
+        self, store: Store, held: HeldFacts, agreements: Agreements, clock: Clock, audit: AuditLog | None
+    ) -> None:
         self._store = store
         self._held = held
         self._agreements = agreements
@@ -71,8 +72,7 @@ class Payments:
 
     async def list(self, agreement_id: str | None, page: Page) -> list[Payment]:
         async with self._store.transaction(readonly=True) as tx:
-            return await tx.payments.list(agreement_id=agreement_id, limit=page.limit,
-                                          offset=page.offset)
+            return await tx.payments.list(agreement_id=agreement_id, limit=page.limit, offset=page.offset)
 
     async def record(self, p: NewPayment) -> Payment:
         """Record a payment under an agreement of this provider, and log it in the audit trail;
@@ -84,18 +84,31 @@ class Payments:
             raise InvalidInput(str(exc)) from exc
         agreement = await self._agreements.of_provider(p.agreement_id)
         now = self._clock()
-        payment = Payment(id=f"urn:payment:{uuid.uuid4()}", agreement_id=agreement.id,
-                          amount=amount, currency=currency,
-                          paid_at=p.paid_at.astimezone(UTC) if p.paid_at else now,
-                          recorded_at=now, reference=p.reference, receipt=p.receipt)
+        payment = Payment(
+            id=f"urn:payment:{uuid.uuid4()}",
+            agreement_id=agreement.id,
+            amount=amount,
+            currency=currency,
+            paid_at=p.paid_at.astimezone(UTC) if p.paid_at else now,
+            recorded_at=now,
+            reference=p.reference,
+            receipt=p.receipt,
+        )
         try:
             await self._held.record(payment)
         except ReferenceViolation as exc:  # the agreement went away meanwhile
             raise NotFound(f"no agreement {p.agreement_id} of this provider") from exc
         if self._audit is not None:
-            await self._audit.aappend("payment.recorded", {
-                "amount": format(payment.amount, "f"), "currency": currency,
-                "paidAt": iso_time(payment.paid_at), "reference": p.reference,
-                "payment": payment.id}, agreement_id=agreement.id,
-                participant_id=agreement.consumer_id)
+            await self._audit.aappend(
+                "payment.recorded",
+                {
+                    "amount": format(payment.amount, "f"),
+                    "currency": currency,
+                    "paidAt": iso_time(payment.paid_at),
+                    "reference": p.reference,
+                    "payment": payment.id,
+                },
+                agreement_id=agreement.id,
+                participant_id=agreement.consumer_id,
+            )
         return payment

@@ -36,8 +36,9 @@ def terms_on_the_wire(terms: dict[str, Any]) -> dict[str, Any]:
     try:
         wire = wire_rules(doc)
         with translated():
-            check_policy({"@id": "urn:uuid:terms", "@type": "Offer", **wire}, "Offer",
-                         target=False, where="terms")
+            check_policy(
+                {"@id": "urn:uuid:terms", "@type": "Offer", **wire}, "Offer", target=False, where="terms"
+            )
     except (PolicyError, ValueError) as exc:
         raise InvalidInput(f"the terms cannot be read: {exc}") from exc
     return wire
@@ -67,8 +68,10 @@ def pick_offer(catalog: dict[str, Any], offer_id: str, dataset_id: str | None) -
         return by_offer[0]
     if by_offer:
         datasets = ", ".join(sorted(str(o["target"]) for o in by_offer))
-        raise InvalidInput(f"offer {offer_id} covers several datasets ({datasets}): say which "
-                           "one (datasetId), or give the catalog's offer id")
+        raise InvalidInput(
+            f"offer {offer_id} covers several datasets ({datasets}): say which "
+            "one (datasetId), or give the catalog's offer id"
+        )
     raise NotFound(f"the peer offers no {offer_id} to this connector")
 
 
@@ -78,31 +81,38 @@ class Negotiations(Records[NegotiationRow]):
         self._cp = cp
         self._catalog = catalog
 
-    async def start(self, *, peer_url: str, offer_id: str, dataset_id: str | None = None,
-                    terms: dict[str, Any] | None = None) -> NegotiationRow:
+    async def start(
+        self,
+        *,
+        peer_url: str,
+        offer_id: str,
+        dataset_id: str | None = None,
+        terms: dict[str, Any] | None = None,
+    ) -> NegotiationRow:
         """Consumer: negotiate the peer's offer `offer_id`, or ask for `terms` (plain rules, a
         counter-offer) on its dataset `dataset_id`."""
         dsp = (await self._catalog.fetch_all(peer_url)).catalog  # the offer may be on any page
         if terms is not None:
-            offer = {"@id": offer_id, "@type": "Offer", "target": dataset_id,
-                     **terms_on_the_wire(terms)}
+            offer = {"@id": offer_id, "@type": "Offer", "target": dataset_id, **terms_on_the_wire(terms)}
         else:
             offer = pick_offer(dsp, offer_id, dataset_id)
         with translated():
             started = await self._cp.request_offer(
-                provider_url=peer_url.rstrip("/"), provider_id=str(dsp.get("participantId")),
-                offer=offer)
+                provider_url=peer_url.rstrip("/"), provider_id=str(dsp.get("participantId")), offer=offer
+            )
         return await self.get(started.id)
 
     async def list_in(self, state: str | None, page: Page) -> list[NegotiationRow]:
         """A page of negotiations, in DSP state `state` if given (selected before paging)."""
         wire = wire_state_query(state, neg.SENDING) if state is not None else None
         async with self.store.transaction(readonly=True) as tx:
-            return await tx.negotiations.list(wire_state=wire, newest_first=page.newest_first,
-                                              limit=page.limit, offset=page.offset)
+            return await tx.negotiations.list(
+                wire_state=wire, newest_first=page.newest_first, limit=page.limit, offset=page.offset
+            )
 
-    async def wait(self, negotiation_id: str, states: Collection[NegotiationState],
-                   timeout: float) -> NegotiationRow:
+    async def wait(
+        self, negotiation_id: str, states: Collection[NegotiationState], timeout: float
+    ) -> NegotiationRow:
         """The negotiation once its (internal) state is one of `states`, or at the timeout."""
         row = await self._cp.wait_for(negotiation_id, {s.value for s in states}, timeout)
         if row is None:
@@ -123,6 +133,10 @@ class Negotiations(Records[NegotiationRow]):
     async def counter_offer(self, negotiation_id: str, terms: dict[str, Any]) -> NegotiationRow:
         """Consumer: answer the provider's offer with other terms, for the same target."""
         current = (await self.get(negotiation_id)).offer or {}
-        offer = {"@id": f"urn:uuid:{uuid.uuid4()}", "@type": "Offer",
-                 "target": current.get("target"), **terms_on_the_wire(terms)}
+        offer = {
+            "@id": f"urn:uuid:{uuid.uuid4()}",
+            "@type": "Offer",
+            "target": current.get("target"),
+            **terms_on_the_wire(terms),
+        }
         return await self._command(negotiation_id, neg.CounterOffer(offer))

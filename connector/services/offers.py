@@ -17,17 +17,28 @@ class Offers(RemovableRecords[OfferRow]):
         self._clock = clock
         self._catalog_changed = catalog_changed
 
-    async def add(self, *, offer_id: str | None, asset_ids: Sequence[str], all_assets: bool,
-                  access_policy_id: str, contract_policy_id: str) -> OfferRow:
+    async def add(
+        self,
+        *,
+        offer_id: str | None,
+        asset_ids: Sequence[str],
+        all_assets: bool,
+        access_policy_id: str,
+        contract_policy_id: str,
+    ) -> OfferRow:
         """`InvalidInput` if a policy or a listed asset does not exist; `Conflict` if the id
         is taken."""
         assets = list(dict.fromkeys(reference(a, "asset") for a in asset_ids))
         access = reference(access_policy_id, "policy")
         contract = reference(contract_policy_id, "policy")
         selector = {"all": True} if all_assets else {"assetIds": assets}
-        row = OfferRow(id=fresh_id(offer_id, "offer"), access_policy_id=access,
-                       contract_policy_id=contract, created_at=self._clock(),
-                       asset_selector=selector)
+        row = OfferRow(
+            id=fresh_id(offer_id, "offer"),
+            access_policy_id=access,
+            contract_policy_id=contract,
+            created_at=self._clock(),
+            asset_selector=selector,
+        )
         async with self.store.transaction() as tx:
             for pid in (access, contract):
                 if await tx.policies.get(pid) is None:

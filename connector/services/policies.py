@@ -16,9 +16,13 @@ from connector.store import DuplicateKey, PolicyRow, Store
 from connector.wireformat import Clock
 
 
-def policy_document(policy_id: str, *, template: str | None = None,
-                    params: Mapping[str, str] | None = None,
-                    policy: dict[str, Any] | None = None) -> dict[str, Any]:
+def policy_document(
+    policy_id: str,
+    *,
+    template: str | None = None,
+    params: Mapping[str, str] | None = None,
+    policy: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A template filled, or plain rules / JSON-LD as the policy engine reads them
     (connector.odrl.plain: the one conversion, shared with `connector policy check`)."""
     if template is not None:
@@ -33,13 +37,17 @@ def policy_document(policy_id: str, *, template: str | None = None,
 
 class Policies(RemovableRecords[PolicyRow]):
     def __init__(self, store: Store, clock: Clock) -> None:
-        super().__init__(store, lambda tx: tx.policies, "policy",
-                         in_use="an offer still uses this policy")
+        super().__init__(store, lambda tx: tx.policies, "policy", in_use="an offer still uses this policy")
         self._clock = clock
 
-    async def add(self, *, policy_id: str | None, template: str | None = None,
-                  params: Mapping[str, str] | None = None,
-                  policy: dict[str, Any] | None = None) -> PolicyRow:
+    async def add(
+        self,
+        *,
+        policy_id: str | None,
+        template: str | None = None,
+        params: Mapping[str, str] | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> PolicyRow:
         """`InvalidInput` with every problem of an invalid policy; `Conflict` if the id is taken."""
         pid = fresh_id(policy_id, "policy")
         doc = policy_document(pid, template=template, params=params, policy=policy)

@@ -70,7 +70,8 @@ def wire_state_query(state: str, sending: Mapping[S, S]) -> WireStateQuery:
     return WireStateQuery(
         state=state,
         sending=frozenset(str(s.value) for s in sending),
-        reported_by=frozenset(str(s.value) for s, to in sending.items() if to.value == state))
+        reported_by=frozenset(str(s.value) for s, to in sending.items() if to.value == state),
+    )
 
 
 class Readable(Protocol[R]):
@@ -84,8 +85,7 @@ class Readable(Protocol[R]):
 class Records(Generic[R]):
     """Read one kind of stored record: one by id (`NotFound` "no such <noun>"), or a page."""
 
-    def __init__(self, store: Store, repository: Callable[[Transaction], Readable[R]],
-                 noun: str) -> None:
+    def __init__(self, store: Store, repository: Callable[[Transaction], Readable[R]], noun: str) -> None:
         self.store = store
         self._repository = repository
         self.noun = noun
@@ -109,8 +109,14 @@ class Removable(Readable[R], Protocol[R]):
 class RemovableRecords(Records[R]):
     """Records that can be deleted, unless other records still refer to them."""
 
-    def __init__(self, store: Store, repository: Callable[[Transaction], Removable[R]],
-                 noun: str, *, in_use: str = "it is still in use") -> None:
+    def __init__(
+        self,
+        store: Store,
+        repository: Callable[[Transaction], Removable[R]],
+        noun: str,
+        *,
+        in_use: str = "it is still in use",
+    ) -> None:
         super().__init__(store, repository, noun)
         self._removable = repository
         self._in_use = in_use
@@ -121,13 +127,24 @@ class RemovableRecords(Records[R]):
             async with self.store.transaction() as tx:
                 found = await self._removable(tx).delete(key)
         except StillReferenced as exc:
-            raise Conflict(f"cannot delete the {self.noun}: {exc}", [
-                f"{kind}: {i}" for kind, ids in exc.referrers.items() for i in ids]) from exc
+            raise Conflict(
+                f"cannot delete the {self.noun}: {exc}",
+                [f"{kind}: {i}" for kind, ids in exc.referrers.items() for i in ids],
+            ) from exc
         except ReferenceViolation as exc:
             raise Conflict(f"cannot delete the {self.noun}: {self._in_use}") from exc
         if not found:
             raise NotFound(f"no such {self.noun}")
 
 
-__all__ = ["Page", "Readable", "Records", "Removable", "RemovableRecords", "fresh_id", "iso_time",
-           "reference", "wire_state_query"]
+__all__ = [
+    "Page",
+    "Readable",
+    "Records",
+    "Removable",
+    "RemovableRecords",
+    "fresh_id",
+    "iso_time",
+    "reference",
+    "wire_state_query",
+]

@@ -32,15 +32,16 @@ class Transfers(Records[TransferRow]):
         """A page of transfers, in DSP state `state` if given (selected before paging)."""
         wire = wire_state_query(state, xfer.SENDING) if state is not None else None
         async with self.store.transaction(readonly=True) as tx:
-            return await tx.transfers.list(wire_state=wire, newest_first=page.newest_first,
-                                           limit=page.limit, offset=page.offset)
+            return await tx.transfers.list(
+                wire_state=wire, newest_first=page.newest_first, limit=page.limit, offset=page.offset
+            )
 
-    async def start(self, agreement_id: str, fmt: str, *, purpose: str | None,
-                    stated: Mapping[str, str]) -> TransferRow:
+    async def start(
+        self, agreement_id: str, fmt: str, *, purpose: str | None, stated: Mapping[str, str]
+    ) -> TransferRow:
         """Consumer: ask the agreement's provider for a transfer (pull or push)."""
         with translated():
-            started = await self._cp.request_transfer(agreement_id, fmt, purpose=purpose,
-                                                      stated=stated)
+            started = await self._cp.request_transfer(agreement_id, fmt, purpose=purpose, stated=stated)
         return await self.get(started.id)
 
     async def command(self, transfer_id: str, action: str, reason: str) -> TransferRow:

@@ -50,12 +50,20 @@ class Pulls:
         """`NotFound` if this connector runs no pulls (asked before a request is read)."""
         self._running()
 
-    async def start(self, transfer_id: str, *, out: str | None, purpose: str | None,
-                    complete: bool, stated: Mapping[str, str]) -> PullJob:
+    async def start(
+        self,
+        transfer_id: str,
+        *,
+        out: str | None,
+        purpose: str | None,
+        complete: bool,
+        stated: Mapping[str, str],
+    ) -> PullJob:
         downloads = self._running()
         with refusals():
-            return await downloads.start(transfer_id, out=out, purpose=purpose,
-                                         complete=complete, stated=stated)
+            return await downloads.start(
+                transfer_id, out=out, purpose=purpose, complete=complete, stated=stated
+            )
 
     async def status(self, transfer_id: str, wait: float) -> PullJob:
         """The pull's job, once it ended or after `wait` seconds."""
@@ -84,8 +92,7 @@ class Use:
 
 
 class Vault:
-    def __init__(self, cp: ControlPlane, local: LocalUse | None,
-                 export: VaultExport | None) -> None:
+    def __init__(self, cp: ControlPlane, local: LocalUse | None, export: VaultExport | None) -> None:
         self._cp = cp
         self._local = local
         self._export = export
@@ -112,8 +119,9 @@ class Vault:
                 item = await self._cp.register_local_copy(Path(path), transfer_id)
         except OSError as exc:  # missing, unreadable: the caller's path, not our fault
             raise InvalidInput(f"cannot register {path}: {exc.strerror or exc}") from exc
-        return LocalCopy(path=item.path, agreement_id=item.agreement_id,
-                         delete_at=item.delete_at, sha256=item.sha256)
+        return LocalCopy(
+            path=item.path, agreement_id=item.agreement_id, delete_at=item.delete_at, sha256=item.sha256
+        )
 
     async def items(self) -> list[dict[str, Any]]:
         local = self._use()

@@ -112,29 +112,48 @@ def _translate_integrity_error(error: sa.exc.IntegrityError) -> StoreError:
 
 # ------------------------------------------------------------------ storage faults
 
-_SQLITE_WRITABLE = ("that {path}, its -wal and -shm files and {dir} are writable by this user and "
-                    "the file system is mounted read-write")
+_SQLITE_WRITABLE = (
+    "that {path}, its -wal and -shm files and {dir} are writable by this user and "
+    "the file system is mounted read-write"
+)
 # SQLite primary result code -> (fault, what happened, what the operator checks)
 _SQLITE_FAULTS: dict[int, tuple[type[StoreUnavailable], str, str]] = {
-    sqlite3.SQLITE_FULL: (StoreFull, "the disk holding the database is full",
-                          "free space on the file system of {path}"),
+    sqlite3.SQLITE_FULL: (
+        StoreFull,
+        "the disk holding the database is full",
+        "free space on the file system of {path}",
+    ),
     sqlite3.SQLITE_READONLY: (StoreReadOnly, "the database is read-only", _SQLITE_WRITABLE),
     sqlite3.SQLITE_PERM: (StoreReadOnly, "access to the database is denied", _SQLITE_WRITABLE),
-    sqlite3.SQLITE_CANTOPEN: (StoreUnreachable, "the database file cannot be opened",
-                              "that {dir} exists and is writable by this user (SQLite keeps -wal "
-                              "and -shm files beside the database) and the file system is "
-                              "mounted read-write"),
-    sqlite3.SQLITE_IOERR: (StoreIOError, "a disk I/O error",
-                           "the disk and file system of {path} (kernel log)"),
-    sqlite3.SQLITE_BUSY: (StoreBusy, "the database is locked by another process",
-                          "which other process holds the write lock of {path}"),
-    sqlite3.SQLITE_LOCKED: (StoreBusy, "the database is locked",
-                            "which other process holds the write lock of {path}"),
+    sqlite3.SQLITE_CANTOPEN: (
+        StoreUnreachable,
+        "the database file cannot be opened",
+        "that {dir} exists and is writable by this user (SQLite keeps -wal "
+        "and -shm files beside the database) and the file system is "
+        "mounted read-write",
+    ),
+    sqlite3.SQLITE_IOERR: (
+        StoreIOError,
+        "a disk I/O error",
+        "the disk and file system of {path} (kernel log)",
+    ),
+    sqlite3.SQLITE_BUSY: (
+        StoreBusy,
+        "the database is locked by another process",
+        "which other process holds the write lock of {path}",
+    ),
+    sqlite3.SQLITE_LOCKED: (
+        StoreBusy,
+        "the database is locked",
+        "which other process holds the write lock of {path}",
+    ),
     sqlite3.SQLITE_NOMEM: (StoreBusy, "SQLite is out of memory", "the memory of this host"),
 }
 _PG_FULL = "free disk space on the database server"
-_PG_READONLY = ("default_transaction_read_only, whether the server is a standby, and the "
-                "database user's privileges on the schema")
+_PG_READONLY = (
+    "default_transaction_read_only, whether the server is a standby, and the "
+    "database user's privileges on the schema"
+)
 _PG_REACH = "that PostgreSQL runs there and accepts connections, and that the database and user exist"
 _PG_LOAD = "the database server's load and max_connections"
 # PostgreSQL SQLSTATE -> (fault, what happened, what the operator checks)
@@ -177,8 +196,10 @@ def classify(error: BaseException, *, url: sa.URL, readonly: bool = False) -> St
     result code or PostgreSQL SQLSTATE. `url` names the database in what the operator checks;
     `readonly`: the transaction was declared read-only, so a read-only refusal is our bug."""
     if isinstance(error, sa.exc.TimeoutError):  # the pool's checkout timeout
-        return StoreBusy("every database connection of this process is in use",
-                         check="long-running transactions and the load on this process")
+        return StoreBusy(
+            "every database connection of this process is in use",
+            check="long-running transactions and the load on this process",
+        )
     orig = _unwrap(error)
     if url.get_backend_name() == "sqlite":
         path = Path(url.database or "")
@@ -187,8 +208,9 @@ def classify(error: BaseException, *, url: sa.URL, readonly: bool = False) -> St
             return None
         kind, happened, check = found
         name = getattr(orig, "sqlite_errorname", "") or ""
-        return kind(f"{happened} ({name})" if name else happened,
-                    check=check.format(path=path, dir=path.parent))
+        return kind(
+            f"{happened} ({name})" if name else happened, check=check.format(path=path, dir=path.parent)
+        )
     server = f"the PostgreSQL server {_shown(url)}"
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if isinstance(state, str):
@@ -199,19 +221,21 @@ def classify(error: BaseException, *, url: sa.URL, readonly: bool = False) -> St
             kind, happened, check = found_pg
             return kind(f"{happened} (SQLSTATE {state})", check=f"{server}: {check}")
         if state.startswith("08"):  # connection exception
-            return StoreUnreachable(f"the connection to the database failed (SQLSTATE {state})",
-                                    check=f"{server}: {_PG_REACH}")
+            return StoreUnreachable(
+                f"the connection to the database failed (SQLSTATE {state})", check=f"{server}: {_PG_REACH}"
+            )
     if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
-        return StoreUnreachable("the connection to the database was lost",
-                                check=f"{server}: {_PG_REACH}")
+        return StoreUnreachable("the connection to the database was lost", check=f"{server}: {_PG_REACH}")
     return None
 
 
 def _unreachable(error: OSError, url: sa.URL) -> StoreUnavailable:
     """A socket error connecting to PostgreSQL (refused, unresolvable host, timeout)."""
     what = errno.errorcode.get(error.errno or 0, type(error).__name__)
-    return StoreUnreachable(f"the database server cannot be reached ({what})",
-                            check=f"the PostgreSQL server {_shown(url)}: {_PG_REACH}")
+    return StoreUnreachable(
+        f"the database server cannot be reached ({what})",
+        check=f"the PostgreSQL server {_shown(url)}: {_PG_REACH}",
+    )
 
 
 def _shown(url: sa.URL) -> str:
@@ -233,8 +257,9 @@ class InlineConnection:
     def __init__(self, connection: Connection) -> None:
         self.sync_connection = connection
 
-    async def execute(self, stmt: sa.Executable,
-                      params: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+    async def execute(
+        self, stmt: sa.Executable, params: Mapping[str, Any] | None = None
+    ) -> sa.CursorResult[Any]:
         return self.sync_connection.execute(stmt, params)
 
     async def exec_driver_sql(self, sql: str) -> sa.CursorResult[Any]:
@@ -247,8 +272,9 @@ class InlineConnection:
 class Transaction:
     """One unit of work: the repositories, all on one connection inside one transaction."""
 
-    def __init__(self, connection: AsyncConnection | InlineConnection, dialect: Dialect, *,
-                 readonly: bool = False) -> None:
+    def __init__(
+        self, connection: AsyncConnection | InlineConnection, dialect: Dialect, *, readonly: bool = False
+    ) -> None:
         self.connection = connection
         self.dialect: Dialect = dialect
         self.readonly = readonly
@@ -257,8 +283,9 @@ class Transaction:
         """An INSERT that supports `on_conflict_do_nothing/update` on either database."""
         return postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
 
-    async def execute(self, stmt: sa.Executable,
-                      params: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+    async def execute(
+        self, stmt: sa.Executable, params: Mapping[str, Any] | None = None
+    ) -> sa.CursorResult[Any]:
         """Run `stmt`, with `params` for its bound parameters (a statement built once and run
         with fresh values skips SQLAlchemy's per-call construction and cache-key walk)."""
         if self.readonly and isinstance(stmt, UpdateBase):
@@ -413,7 +440,8 @@ class Store:
             except OSError as error:
                 fault = from_os_error(error, "the store's directory", directory) or StoreUnreachable(
                     f"the store's directory cannot be made ({errno.errorcode.get(error.errno or 0, error)})",
-                    check=f"the path {directory}")
+                    check=f"the path {directory}",
+                )
                 raise fault from error
             engine: Any = sa.create_engine(
                 sa_url.set(drivername="sqlite+pysqlite"),
@@ -529,8 +557,7 @@ class Store:
                     sync_connection = sync_connection.execution_options(**{_READONLY: True})
                 transaction = await self._begin_inline(sync_connection)
                 with transaction:
-                    yield Transaction(InlineConnection(sync_connection), self.dialect,
-                                      readonly=readonly)
+                    yield Transaction(InlineConnection(sync_connection), self.dialect, readonly=readonly)
             return
         connected = False
         try:
@@ -577,7 +604,8 @@ class Store:
         if self.dialect != "postgresql" or self.schema is None:
             return
         exists = await tx.execute(
-            sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name").bindparams(name=self.schema))
+            sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name").bindparams(name=self.schema)
+        )
         if exists.first() is None:  # CREATE needs a privilege a pre-made schema spares us
             await tx.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
 
@@ -600,8 +628,9 @@ class Store:
 
             try:
                 version = int(await tx.connection.run_sync(apply))
-                await tx.execute(sa.update(schema_version).where(sa.false())
-                                 .values(version=schema_version.c.version))
+                await tx.execute(
+                    sa.update(schema_version).where(sa.false()).values(version=schema_version.c.version)
+                )
                 return version
             except _DRIVER_ERRORS as error:
                 fault = classify(error, url=self.engine.url)
@@ -640,22 +669,28 @@ class Store:
             return await tx.usage.consume(agreement_id, consumer_id, target, limit)
 
     async def reserve_uses(
-        self, agreement_id: str, consumer_id: str, target: str, limit: int, want: int,
-        *, divisor: int = 1,
+        self,
+        agreement_id: str,
+        consumer_id: str,
+        target: str,
+        limit: int,
+        want: int,
+        *,
+        divisor: int = 1,
     ) -> UseReservation:
         """Reserve up to `want` uses (at most `1/divisor` of those left, at least one) for a data
         plane replica to hand out; see `UsageRepository.reserve`."""
         async with self.transaction() as tx:
-            return await tx.usage.reserve(agreement_id, consumer_id, target, limit, want,
-                                          divisor=divisor)
+            return await tx.usage.reserve(agreement_id, consumer_id, target, limit, want, divisor=divisor)
 
     async def release_uses(self, agreement_id: str, consumer_id: str, target: str, n: int) -> int:
         """Give back `n` reserved uses that were never handed out; returns the counter after."""
         async with self.transaction() as tx:
             return await tx.usage.release(agreement_id, consumer_id, target, n)
 
-    async def add_receipt(self, transfer_id: str, chain: str, seq_from: int, seq_to: int,
-                          token: str, now: datetime) -> bool:
+    async def add_receipt(
+        self, transfer_id: str, chain: str, seq_from: int, seq_to: int, token: str, now: datetime
+    ) -> bool:
         async with self.transaction() as tx:
             return await tx.receipts.add(transfer_id, chain, seq_from, seq_to, token, now)
 

@@ -41,11 +41,11 @@ class StillReferenced(ReferenceViolation):
     referring row ("offer", "agreement") to (some of) their ids; ``more`` is True when there
     are more than listed."""
 
-    def __init__(self, kind: str, row_id: str, referrers: dict[str, tuple[str, ...]],
-                 more: bool = False) -> None:
+    def __init__(
+        self, kind: str, row_id: str, referrers: dict[str, tuple[str, ...]], more: bool = False
+    ) -> None:
         named = "; ".join(f"{k}s {', '.join(ids)}" for k, ids in referrers.items() if ids)
-        super().__init__(f"{kind} {row_id!r} is still referred to by {named}"
-                         f"{' and more' if more else ''}")
+        super().__init__(f"{kind} {row_id!r} is still referred to by {named}{' and more' if more else ''}")
         self.kind = kind
         self.row_id = row_id
         self.referrers = referrers

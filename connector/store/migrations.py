@@ -49,13 +49,12 @@ def _create_receipts(connection: Connection) -> None:
 
 
 def _usage_control(connection: Connection) -> None:
-    schema.metadata.create_all(connection, tables=[schema.held_facts, schema.payments],
-                               checkfirst=False)
+    schema.metadata.create_all(connection, tables=[schema.held_facts, schema.payments], checkfirst=False)
     agreements = schema.agreements
     for name in _LATER_COLUMNS["agreements"]:
         column = agreements.c[name]
         kind = column.type.compile(dialect=connection.dialect)
-        connection.execute(sa.text(f'ALTER TABLE agreements ADD COLUMN {name} {kind}'))
+        connection.execute(sa.text(f"ALTER TABLE agreements ADD COLUMN {name} {kind}"))
 
 
 def _create_vault_items(connection: Connection) -> None:

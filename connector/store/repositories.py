@@ -100,16 +100,18 @@ class _Repository:
             stmt = _BUILT[full] = build()
         return stmt
 
-    async def _execute(self, stmt: sa.Executable,
-                       params: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+    async def _execute(
+        self, stmt: sa.Executable, params: Mapping[str, Any] | None = None
+    ) -> sa.CursorResult[Any]:
         return await self._tx.execute(stmt, params)
 
     async def _count(self, table: sa.Table, where: Sequence[sa.ColumnElement[bool]] = ()) -> int:
         result = await self._execute(sa.select(sa.func.count()).select_from(table).where(*where))
         return int(result.scalar_one())
 
-    async def _referrers(self, id_column: sa.ColumnElement[Any], where: sa.ColumnElement[bool]
-                         ) -> tuple[tuple[str, ...], bool]:
+    async def _referrers(
+        self, id_column: sa.ColumnElement[Any], where: sa.ColumnElement[bool]
+    ) -> tuple[tuple[str, ...], bool]:
         """Up to REFERRERS_NAMED ids of the rows ``where`` selects, and whether there are more."""
         stmt = sa.select(id_column).where(where).order_by(id_column).limit(REFERRERS_NAMED + 1)
         ids = tuple(row[0] for row in await self._execute(stmt))
@@ -122,7 +124,8 @@ class _Repository:
         if self._tx.dialect == "postgresql":
             listed = selector.op("->", return_type=postgresql.JSONB)("assetIds")
             return listed.op("@>", return_type=sa.Boolean)(
-                sa.func.jsonb_build_array(sa.cast(asset_id, sa.Text)))
+                sa.func.jsonb_build_array(sa.cast(asset_id, sa.Text))
+            )
         each = sa.func.json_each(selector, "$.assetIds").table_valued("value")
         return sa.select(sa.literal(1)).select_from(each).where(each.c.value == asset_id).exists()
 
@@ -153,9 +156,16 @@ class ParticipantRepository(_Repository):
                 update["attributes"] = stmt.excluded.attributes
             return stmt.on_conflict_do_update(index_elements=[p.c.id], set_=update)
 
-        await self._execute(self._built(("touch", with_attributes), build), {
-            "id": participant_id, "address": address, "attributes": dict(attributes or {}),
-            "first_seen": now, "last_seen": now})
+        await self._execute(
+            self._built(("touch", with_attributes), build),
+            {
+                "id": participant_id,
+                "address": address,
+                "attributes": dict(attributes or {}),
+                "first_seen": now,
+                "last_seen": now,
+            },
+        )
 
     async def get(self, participant_id: str) -> ParticipantSeen | None:
         p = t.participants_seen
@@ -226,18 +236,26 @@ class AssetRepository(_Repository):
             return False
         offers, more_offers = await self._referrers(t.offers.c.id, self._offer_lists(asset_id))
         agreements, more_agreements = await self._referrers(
-            t.agreements.c.id, t.agreements.c.target == asset_id)
+            t.agreements.c.id, t.agreements.c.target == asset_id
+        )
         if offers or agreements:
-            raise StillReferenced("asset", asset_id, {"offer": offers, "agreement": agreements},
-                                  more_offers or more_agreements)
+            raise StillReferenced(
+                "asset", asset_id, {"offer": offers, "agreement": agreements}, more_offers or more_agreements
+            )
         return True
 
     async def lock(self, asset_ids: Sequence[str]) -> list[str]:
         """Those of ``asset_ids`` that exist, share-locked until the transaction ends (on
         PostgreSQL; SQLite's writer lock covers it): they cannot be deleted meanwhile."""
         a = t.assets
-        stmt = self._built(("lock",), lambda: sa.select(a.c.id).where(
-            a.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update(read=True))
+        stmt = self._built(
+            ("lock",),
+            lambda: (
+                sa.select(a.c.id)
+                .where(a.c.id.in_(sa.bindparam("ids", expanding=True)))
+                .with_for_update(read=True)
+            ),
+        )
         return [row[0] for row in await self._execute(stmt, {"ids": list(asset_ids)})]
 
     async def get(self, asset_id: str) -> AssetRow | None:
@@ -297,7 +315,8 @@ class PolicyRepository(_Repository):
         foreign keys keep a concurrent offer from slipping in between: `ReferenceViolation`)."""
         o, p = t.offers, t.policies
         offers, more = await self._referrers(
-            o.c.id, sa.or_(o.c.access_policy_id == policy_id, o.c.contract_policy_id == policy_id))
+            o.c.id, sa.or_(o.c.access_policy_id == policy_id, o.c.contract_policy_id == policy_id)
+        )
         if offers:
             raise StillReferenced("policy", policy_id, {"offer": offers}, more)
         return (await self._execute(sa.delete(p).where(p.c.id == policy_id))).rowcount == 1
@@ -416,8 +435,9 @@ class _ProcessRepository(_Repository, Generic[P]):
         """Insert at version 1; `DuplicateKey` if the id or (role, pid) exists."""
         stored = dataclasses.replace(row, version=1)
         c = self._table.c
-        stmt = self._built(("add",), lambda: self._insert(self._table).on_conflict_do_nothing()
-                           .returning(c.id))
+        stmt = self._built(
+            ("add",), lambda: self._insert(self._table).on_conflict_do_nothing().returning(c.id)
+        )
         result = await self._execute(stmt, _values(stored))
         if result.first() is None:
             raise DuplicateKey(f"{self._kind} {row.id!r} or its process id exists")
@@ -435,8 +455,12 @@ class _ProcessRepository(_Repository, Generic[P]):
         values["version"] = expected + 1
         values["match_id"] = row.id
         values["match_version"] = expected
-        stmt = self._built(("save",), lambda: sa.update(self._table).where(
-            c.id == sa.bindparam("match_id"), c.version == sa.bindparam("match_version")))
+        stmt = self._built(
+            ("save",),
+            lambda: sa.update(self._table).where(
+                c.id == sa.bindparam("match_id"), c.version == sa.bindparam("match_version")
+            ),
+        )
         result = await self._execute(stmt, values)
         if result.rowcount != 1:
             raise ConcurrentUpdate(self._kind, row.id, expected)
@@ -479,12 +503,15 @@ class _ProcessRepository(_Repository, Generic[P]):
         def build() -> sa.Select[Any]:
             provider = sa.and_(c.role == "provider", c.provider_pid == sa.bindparam("key"))
             consumer = sa.and_(c.role == "consumer", c.consumer_pid == sa.bindparam("key"))
-            stmt = (sa.select(self._table).where(sa.or_(provider, consumer))
-                    .order_by(sa.case((c.role == "provider", 0), else_=1)).limit(1))
+            stmt = (
+                sa.select(self._table)
+                .where(sa.or_(provider, consumer))
+                .order_by(sa.case((c.role == "provider", 0), else_=1))
+                .limit(1)
+            )
             return stmt.with_for_update() if for_update else stmt
 
-        row = (await self._execute(self._built(("get_by_pid", for_update), build),
-                                   {"key": pid})).first()
+        row = (await self._execute(self._built(("get_by_pid", for_update), build), {"key": pid})).first()
         return None if row is None else self._from(row)
 
     def _filters(
@@ -517,8 +544,9 @@ class _ProcessRepository(_Repository, Generic[P]):
             sa.and_(c.state.in_(list(q.reported_by)), acked.is_(None)),
         )
 
-    async def _list(self, where: list[sa.ColumnElement[bool]], limit: int | None, offset: int,
-                    newest_first: bool = False) -> list[P]:
+    async def _list(
+        self, where: list[sa.ColumnElement[bool]], limit: int | None, offset: int, newest_first: bool = False
+    ) -> list[P]:
         c = self._table.c
         order = (c.created_at.desc(), c.id.desc()) if newest_first else (c.created_at, c.id)
         stmt = _page(sa.select(self._table).where(*where).order_by(*order), limit, offset)
@@ -655,8 +683,10 @@ class AgreementRepository(_Repository):
         if lock_target:
             await AssetRepository(self._tx).lock([agreement.target])
         a = t.agreements
-        stmt = self._built(("add",), lambda: self._insert(a).on_conflict_do_nothing(
-            index_elements=[a.c.id]).returning(a.c.id))
+        stmt = self._built(
+            ("add",),
+            lambda: self._insert(a).on_conflict_do_nothing(index_elements=[a.c.id]).returning(a.c.id),
+        )
         result = await self._execute(stmt, _values(agreement))
         if result.first() is None:
             raise DuplicateKey(f"agreement {agreement.id!r} exists")
@@ -708,13 +738,15 @@ class AgreementRepository(_Repository):
             t.agreements, self._filters(consumer_id, provider_id, target, negotiation_id)
         )
 
-
     async def retire(self, agreement_id: str, reason: str, now: datetime) -> AgreementRow | None:
         """Mark the agreement retired at `now` with `reason`; a retired one keeps its first
         retirement. None if there is no such agreement."""
         a = t.agreements
-        await self._execute(sa.update(a).where(a.c.id == agreement_id, a.c.retired_at.is_(None))
-                            .values(retired_at=now, retired_reason=reason))
+        await self._execute(
+            sa.update(a)
+            .where(a.c.id == agreement_id, a.c.retired_at.is_(None))
+            .values(retired_at=now, retired_reason=reason)
+        )
         return await self.get(agreement_id)
 
 
@@ -725,11 +757,19 @@ class HeldFactRepository(_Repository):
     async def set(self, fact: HeldFact) -> HeldFact:
         """Set (replace) the fact named `fact.name`."""
         h = t.held_facts
-        values = {"name": fact.name, "fact_values": list(fact.values), "until": fact.until,
-                  "set_at": fact.set_at}
-        await self._execute(self._insert(h).values(values).on_conflict_do_update(
-            index_elements=[h.c.name],
-            set_={k: v for k, v in values.items() if k != "name"}))
+        values = {
+            "name": fact.name,
+            "fact_values": list(fact.values),
+            "until": fact.until,
+            "set_at": fact.set_at,
+        }
+        await self._execute(
+            self._insert(h)
+            .values(values)
+            .on_conflict_do_update(
+                index_elements=[h.c.name], set_={k: v for k, v in values.items() if k != "name"}
+            )
+        )
         return fact
 
     async def unset(self, name: str) -> bool:
@@ -744,8 +784,10 @@ class HeldFactRepository(_Repository):
         stmt = sa.select(h).order_by(h.c.name)
         if now is not None:
             stmt = stmt.where(sa.or_(h.c.until.is_(None), h.c.until > now))
-        return [HeldFact(name=r.name, values=tuple(r.fact_values), until=r.until, set_at=r.set_at)
-                for r in await self._execute(stmt)]
+        return [
+            HeldFact(name=r.name, values=tuple(r.fact_values), until=r.until, set_at=r.set_at)
+            for r in await self._execute(stmt)
+        ]
 
 
 # --------------------------------------------------------------------------- payments
@@ -757,23 +799,25 @@ class PaymentRepository(_Repository):
         unknown agreement."""
         p = t.payments
         values = {**_values(payment), "amount": str(payment.amount)}
-        result = await self._execute(self._insert(p).values(values)
-                                     .on_conflict_do_nothing(index_elements=[p.c.id])
-                                     .returning(p.c.id))
+        result = await self._execute(
+            self._insert(p).values(values).on_conflict_do_nothing(index_elements=[p.c.id]).returning(p.c.id)
+        )
         if result.first() is None:
             raise DuplicateKey(f"payment {payment.id!r} exists")
         return payment
 
-    async def list(self, *, agreement_id: str | None = None, limit: int | None = 500,
-                   offset: int = 0) -> list[Payment]:
+    async def list(
+        self, *, agreement_id: str | None = None, limit: int | None = 500, offset: int = 0
+    ) -> list[Payment]:
         """Payments in the order they were paid (all agreements' without `agreement_id`)."""
         p = t.payments
         stmt = sa.select(p)
         if agreement_id is not None:
             stmt = stmt.where(p.c.agreement_id == agreement_id)
         stmt = _page(stmt.order_by(p.c.paid_at, p.c.id), limit, offset)
-        return [Payment(**{**row._mapping, "amount": Decimal(row.amount)})
-                for row in await self._execute(stmt)]
+        return [
+            Payment(**{**row._mapping, "amount": Decimal(row.amount)}) for row in await self._execute(stmt)
+        ]
 
 
 # --------------------------------------------------------------------------- usage counting
@@ -805,8 +849,14 @@ class UsageRepository(_Repository):
         return UseResult(True, int(after))
 
     async def reserve(
-        self, agreement_id: str, consumer_id: str, target: str, limit: int, want: int,
-        *, divisor: int = 1,
+        self,
+        agreement_id: str,
+        consumer_id: str,
+        target: str,
+        limit: int,
+        want: int,
+        *,
+        divisor: int = 1,
     ) -> UseReservation:
         """Reserve a block of uses for one replica to hand out: the counter goes up by the number
         granted, never above `limit`.
@@ -832,8 +882,7 @@ class UsageRepository(_Repository):
                 granted = min(want, max(1, limit // divisor))
                 created = await self._execute(
                     self._insert(u)
-                    .values(agreement_id=agreement_id, consumer_id=consumer_id, target=target,
-                            count=granted)
+                    .values(agreement_id=agreement_id, consumer_id=consumer_id, target=target, count=granted)
                     .on_conflict_do_nothing(index_elements=[u.c.agreement_id, u.c.consumer_id, u.c.target])
                     .returning(count)
                 )
@@ -846,8 +895,10 @@ class UsageRepository(_Repository):
             granted = min(want, max(1, (limit - current) // divisor))
             after = (
                 await self._execute(
-                    sa.update(u).where(*key, count + granted <= limit)
-                    .values(count=count + granted).returning(count)
+                    sa.update(u)
+                    .where(*key, count + granted <= limit)
+                    .values(count=count + granted)
+                    .returning(count)
                 )
             ).scalar_one_or_none()
             if after is None:  # pragma: no cover - the row is locked since it was read
@@ -864,8 +915,7 @@ class UsageRepository(_Repository):
         after = (
             await self._execute(
                 sa.update(u)
-                .where(u.c.agreement_id == agreement_id, u.c.consumer_id == consumer_id,
-                       u.c.target == target)
+                .where(u.c.agreement_id == agreement_id, u.c.consumer_id == consumer_id, u.c.target == target)
                 .values(count=sa.case((count >= n, count - n), else_=0))
                 .returning(count)
             )
@@ -897,12 +947,19 @@ class ProcessedMessageRepository(_Repository):
 
     def _insert_new(self) -> sa.Executable:
         pm = t.processed_messages
-        return self._built(("insert",), lambda: self._insert(pm).on_conflict_do_nothing(
-            index_elements=[pm.c.message_key]).returning(pm.c.message_key))
+        return self._built(
+            ("insert",),
+            lambda: (
+                self._insert(pm)
+                .on_conflict_do_nothing(index_elements=[pm.c.message_key])
+                .returning(pm.c.message_key)
+            ),
+        )
 
     async def reserve(self, message_key: str, now: datetime) -> ProcessedMessage | None:
         result = await self._execute(
-            self._insert_new(), {"message_key": message_key, "response": None, "created_at": now})
+            self._insert_new(), {"message_key": message_key, "response": None, "created_at": now}
+        )
         if result.first() is not None:
             return None
         earlier = await self.get(message_key)
@@ -912,8 +969,9 @@ class ProcessedMessageRepository(_Repository):
 
     async def complete(self, message_key: str, response: Any) -> None:
         pm = t.processed_messages
-        stmt = self._built(("complete",), lambda: sa.update(pm).where(
-            pm.c.message_key == sa.bindparam("key")))
+        stmt = self._built(
+            ("complete",), lambda: sa.update(pm).where(pm.c.message_key == sa.bindparam("key"))
+        )
         result = await self._execute(stmt, {"key": message_key, "response": response})
         if result.rowcount != 1:
             raise NotFound(f"processed message {message_key!r} was not reserved")
@@ -921,7 +979,8 @@ class ProcessedMessageRepository(_Repository):
     async def record(self, message_key: str, response: Any, now: datetime) -> bool:
         """Reserve and complete at once; False if the key was already recorded."""
         result = await self._execute(
-            self._insert_new(), {"message_key": message_key, "response": response, "created_at": now})
+            self._insert_new(), {"message_key": message_key, "response": response, "created_at": now}
+        )
         return result.first() is not None
 
     async def get(self, message_key: str) -> ProcessedMessage | None:
@@ -962,10 +1021,14 @@ class OutboxRepository(_Repository):
             stmt = self._insert(o)
             if ordered:  # the next seq of the process, drawn in the INSERT itself
                 earlier = o.alias("earlier")
-                stmt = stmt.values(seq=sa.select(sa.func.coalesce(sa.func.max(earlier.c.seq), 0) + 1)
-                                   .where(earlier.c.process_kind == sa.bindparam("seq_kind"),
-                                          earlier.c.process_id == sa.bindparam("seq_process"))
-                                   .scalar_subquery())
+                stmt = stmt.values(
+                    seq=sa.select(sa.func.coalesce(sa.func.max(earlier.c.seq), 0) + 1)
+                    .where(
+                        earlier.c.process_kind == sa.bindparam("seq_kind"),
+                        earlier.c.process_id == sa.bindparam("seq_process"),
+                    )
+                    .scalar_subquery()
+                )
             return stmt.on_conflict_do_nothing(index_elements=[o.c.message_key]).returning(o.c.id)
 
         if ordered:
@@ -1039,16 +1102,29 @@ class OutboxRepository(_Repository):
     def _claimed(self) -> sa.Update:
         """An UPDATE of the message ``claim_id`` if ``claim_worker`` holds its claim."""
         o = t.outbox
-        return self._built(("claimed",), lambda: sa.update(o).where(
-            o.c.id == sa.bindparam("claim_id"), o.c.status == "in_flight",
-            o.c.claimed_by == sa.bindparam("claim_worker")))
+        return self._built(
+            ("claimed",),
+            lambda: sa.update(o).where(
+                o.c.id == sa.bindparam("claim_id"),
+                o.c.status == "in_flight",
+                o.c.claimed_by == sa.bindparam("claim_worker"),
+            ),
+        )
 
     async def mark_sent(self, message_id: str, worker_id: str, now: datetime) -> bool:
         """Record delivery. False if `worker_id` is not the current claimant (another worker
         re-claimed the message after this one's claim expired); nothing is changed then."""
-        result = await self._execute(self._claimed(), {
-            "claim_id": message_id, "claim_worker": worker_id,
-            "status": "sent", "sent_at": now, "claimed_until": None, "last_error": None})
+        result = await self._execute(
+            self._claimed(),
+            {
+                "claim_id": message_id,
+                "claim_worker": worker_id,
+                "status": "sent",
+                "sent_at": now,
+                "claimed_until": None,
+                "last_error": None,
+            },
+        )
         return result.rowcount == 1
 
     async def mark_failed(
@@ -1118,8 +1194,7 @@ class OutboxRepository(_Repository):
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError("limit and offset must not be negative")
         # one statement per shape of the filters (the runtime asks this per outgoing message)
-        shape = (statuses is not None, process_kind is not None, process_id is not None,
-                 limit is not None)
+        shape = (statuses is not None, process_kind is not None, process_id is not None, limit is not None)
 
         def build() -> sa.Select[Any]:
             stmt = sa.select(o)
@@ -1134,8 +1209,13 @@ class OutboxRepository(_Repository):
                 stmt = stmt.limit(sa.bindparam("page_limit", type_=sa.Integer))
             return stmt.offset(sa.bindparam("page_offset", type_=sa.Integer))
 
-        params = {"statuses": statuses, "kind": process_kind, "process": process_id,
-                  "page_limit": limit, "page_offset": offset}
+        params = {
+            "statuses": statuses,
+            "kind": process_kind,
+            "process": process_id,
+            "page_limit": limit,
+            "page_offset": offset,
+        }
         return [_outbox(row) for row in await self._execute(self._built(("list", *shape), build), params)]
 
     async def count_by_status(self) -> dict[OutboxStatus, int]:
@@ -1151,10 +1231,12 @@ class OutboxRepository(_Repository):
         o = t.outbox
 
         def build() -> sa.Select[Any]:
-            pending = (sa.select(sa.func.min(o.c.next_attempt_at))
-                       .where(o.c.status == "pending").scalar_subquery())
-            expiring = (sa.select(sa.func.min(o.c.claimed_until))
-                        .where(o.c.status == "in_flight").scalar_subquery())
+            pending = (
+                sa.select(sa.func.min(o.c.next_attempt_at)).where(o.c.status == "pending").scalar_subquery()
+            )
+            expiring = (
+                sa.select(sa.func.min(o.c.claimed_until)).where(o.c.status == "in_flight").scalar_subquery()
+            )
             return sa.select(pending.label("p"), expiring.label("e"))
 
         row = (await self._execute(self._built(("next_due_at",), build))).one()
@@ -1173,14 +1255,21 @@ class OutboxRepository(_Repository):
 class ReceiptRepository(_Repository):
     """Signed usage receipts by transfer and chain (one chain per provider process)."""
 
-    async def add(self, transfer_id: str, chain: str, seq_from: int, seq_to: int, token: str,
-                  now: datetime) -> bool:
+    async def add(
+        self, transfer_id: str, chain: str, seq_from: int, seq_to: int, token: str, now: datetime
+    ) -> bool:
         """Keep one receipt; False if that chain's receipt from ``seq_from`` is already kept."""
         r = t.receipts
         result = await self._execute(
             self._insert(r)
-            .values(transfer_id=transfer_id, chain=chain, seq_from=seq_from, seq_to=seq_to,
-                    token=token, created_at=now)
+            .values(
+                transfer_id=transfer_id,
+                chain=chain,
+                seq_from=seq_from,
+                seq_to=seq_to,
+                token=token,
+                created_at=now,
+            )
             .on_conflict_do_nothing(index_elements=[r.c.transfer_id, r.c.chain, r.c.seq_from])
             .returning(r.c.seq_from)
         )
@@ -1189,6 +1278,10 @@ class ReceiptRepository(_Repository):
     async def list(self, transfer_id: str, limit: int = 10_000) -> list[str]:
         """A transfer's receipts, each chain's in order."""
         r = t.receipts
-        stmt = (sa.select(r.c.token).where(r.c.transfer_id == transfer_id)
-                .order_by(r.c.chain, r.c.seq_from).limit(limit))
+        stmt = (
+            sa.select(r.c.token)
+            .where(r.c.transfer_id == transfer_id)
+            .order_by(r.c.chain, r.c.seq_from)
+            .limit(limit)
+        )
         return [row[0] for row in await self._execute(stmt)]

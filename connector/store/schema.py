@@ -306,5 +306,4 @@ V1_TABLES: tuple[sa.Table, ...] = (
     outbox,
 )
 
-APPLICATION_TABLES: tuple[sa.Table, ...] = (*V1_TABLES, receipts, held_facts, payments,
-                                             vault_items)
+APPLICATION_TABLES: tuple[sa.Table, ...] = (*V1_TABLES, receipts, held_facts, payments, vault_items)

@@ -41,33 +41,56 @@ class VaultRow:
 
 _COLUMNS = [f.name for f in dataclasses.fields(VaultRow)]
 # a copy registered again (the same agreement and path): a new file and duty, its uses kept
-_REFRESHED = ("path", "transfer_id", "provider_id", "provider_address", "sha256", "delete_at",
-              "registered_at", "deleted_at", "notice_sent")
+_REFRESHED = (
+    "path",
+    "transfer_id",
+    "provider_id",
+    "provider_address",
+    "sha256",
+    "delete_at",
+    "registered_at",
+    "deleted_at",
+    "notice_sent",
+)
 
 
 # INSERTs take their values from the row's parameters (one per column, named as the column)
 def _upsert(insert: Any) -> Any:
     stmt = insert(v)
-    return stmt.on_conflict_do_update(
-        index_elements=[v.c.id], set_={c: stmt.excluded[c] for c in _REFRESHED})
+    return stmt.on_conflict_do_update(index_elements=[v.c.id], set_={c: stmt.excluded[c] for c in _REFRESHED})
 
 
 _UPSERT = {"sqlite": _upsert(sqlite.insert), "postgresql": _upsert(postgresql.insert)}
-_INSERT_NEW = {"sqlite": sqlite.insert(v).on_conflict_do_nothing(index_elements=[v.c.id]),
-               "postgresql": postgresql.insert(v).on_conflict_do_nothing(index_elements=[v.c.id])}
+_INSERT_NEW = {
+    "sqlite": sqlite.insert(v).on_conflict_do_nothing(index_elements=[v.c.id]),
+    "postgresql": postgresql.insert(v).on_conflict_do_nothing(index_elements=[v.c.id]),
+}
 _GET = sa.select(v).where(v.c.id == sa.bindparam("item_id"))
 _LIST = sa.select(v).order_by(v.c.id)
-_DUE = (sa.select(v).where(v.c.notice_sent.is_(False), v.c.delete_at.is_not(None),
-                           v.c.delete_at <= sa.bindparam("now", type_=v.c.delete_at.type))
-        .order_by(v.c.delete_at, v.c.id))
-_MARK_DELETED = (sa.update(v).where(v.c.id == sa.bindparam("item_id"), v.c.deleted_at.is_(None))
-                 .values(deleted_at=sa.bindparam("at", type_=v.c.deleted_at.type)))
-_MARK_NOTICE_SENT = (sa.update(v).where(v.c.id == sa.bindparam("item_id"))
-                     .values(notice_sent=True))
-_ADD_USE = (sa.update(v).where(v.c.id == sa.bindparam("item_id"), v.c.deleted_at.is_(None))
-            .values(uses=v.c.uses + 1).returning(v.c.uses))
-_AGREEMENT_USES = (sa.select(sa.func.coalesce(sa.func.sum(v.c.uses), 0))
-                   .where(v.c.agreement_id == sa.bindparam("agreement_id")))
+_DUE = (
+    sa.select(v)
+    .where(
+        v.c.notice_sent.is_(False),
+        v.c.delete_at.is_not(None),
+        v.c.delete_at <= sa.bindparam("now", type_=v.c.delete_at.type),
+    )
+    .order_by(v.c.delete_at, v.c.id)
+)
+_MARK_DELETED = (
+    sa.update(v)
+    .where(v.c.id == sa.bindparam("item_id"), v.c.deleted_at.is_(None))
+    .values(deleted_at=sa.bindparam("at", type_=v.c.deleted_at.type))
+)
+_MARK_NOTICE_SENT = sa.update(v).where(v.c.id == sa.bindparam("item_id")).values(notice_sent=True)
+_ADD_USE = (
+    sa.update(v)
+    .where(v.c.id == sa.bindparam("item_id"), v.c.deleted_at.is_(None))
+    .values(uses=v.c.uses + 1)
+    .returning(v.c.uses)
+)
+_AGREEMENT_USES = sa.select(sa.func.coalesce(sa.func.sum(v.c.uses), 0)).where(
+    v.c.agreement_id == sa.bindparam("agreement_id")
+)
 
 
 def _row(mapping: Any) -> VaultRow:

@@ -42,28 +42,47 @@ def authority_ui(authority: Authority, sessions: Sessions | None = None) -> web.
         participants = authority.participants()
         state = authority.store.state()
         revoked = authority.revocations()
-        body = join([
-            tag("p", f"Issuer {authority.issuer}", class_="muted"),
-            tag("h2", f"Participants ({len(participants)})"),
-            table(["Id", "Name", "Attributes", "Registered", "Revoked"],
-                  [[ident(p["participant_id"]), p["name"],
-                    join(tag("div", f"{k}: {_value(v)}") for k, v in sorted(p["attributes"].items())),
-                    _when(p["registered_at"]),
-                    join([_when(p["revoked_at"]) or "", " ", p["revocation_reason"] or ""])]
-                   for p in participants]),
-            tag("h2", "Signing keys"),
-            table(["Key id", "Algorithm", "Status", "Created", "Retires"],
-                  [[ident(k.kid), k.alg, k.status, _when(k.created_at), _when(k.retire_at)]
-                   for k in state.keys]),
-            tag("h2", f"Revocations (list number {revoked['seq']})"),
-            table(["Participant", "Name", "Revoked at", "Reason"],
-                  [[ident(r["participant_id"]), r["name"], _when(r["revoked_at"]), r["reason"]]
-                   for r in revoked["revoked"]], empty="No participant is revoked."),
-        ])
+        body = join(
+            [
+                tag("p", f"Issuer {authority.issuer}", class_="muted"),
+                tag("h2", f"Participants ({len(participants)})"),
+                table(
+                    ["Id", "Name", "Attributes", "Registered", "Revoked"],
+                    [
+                        [
+                            ident(p["participant_id"]),
+                            p["name"],
+                            join(tag("div", f"{k}: {_value(v)}") for k, v in sorted(p["attributes"].items())),
+                            _when(p["registered_at"]),
+                            join([_when(p["revoked_at"]) or "", " ", p["revocation_reason"] or ""]),
+                        ]
+                        for p in participants
+                    ],
+                ),
+                tag("h2", "Signing keys"),
+                table(
+                    ["Key id", "Algorithm", "Status", "Created", "Retires"],
+                    [
+                        [ident(k.kid), k.alg, k.status, _when(k.created_at), _when(k.retire_at)]
+                        for k in state.keys
+                    ],
+                ),
+                tag("h2", f"Revocations (list number {revoked['seq']})"),
+                table(
+                    ["Participant", "Name", "Revoked at", "Reason"],
+                    [
+                        [ident(r["participant_id"]), r["name"], _when(r["revoked_at"]), r["reason"]]
+                        for r in revoked["revoked"]
+                    ],
+                    empty="No participant is revoked.",
+                ),
+            ]
+        )
         return site.render(request, TITLE, body)
 
     async def top(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(site.url("/"))
 
-    return ui_app(site, sessions or Sessions(admin), [web.get("", top), web.get("/", home)],
-                  secret_name="admin token")
+    return ui_app(
+        site, sessions or Sessions(admin), [web.get("", top), web.get("/", home)], secret_name="admin token"
+    )

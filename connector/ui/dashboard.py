@@ -71,12 +71,21 @@ AUDIT_SHOWN = 300  # the newest audit entries shown
 START_WAIT = 30.0  # seconds a one-click pull waits for the provider to start the transfer
 FINAL = ("FINALIZED", "TERMINATED")
 # the commands a transfer page offers, by the transfer's DSP state
-TRANSFER_ACTIONS = (("suspend", ("STARTED",)), ("resume", ("SUSPENDED",)),
-                    ("terminate", ("REQUESTED", "STARTED", "SUSPENDED")))
+TRANSFER_ACTIONS = (
+    ("suspend", ("STARTED",)),
+    ("resume", ("SUSPENDED",)),
+    ("terminate", ("REQUESTED", "STARTED", "SUSPENDED")),
+)
 ACCESS_TEMPLATE = "allow-usage"  # an offer made here: anyone may see it, the template's terms apply
-NAV = (("/", "Assets & offers"), ("/catalog", "Peer catalog"), ("/negotiations", "Negotiations"),
-       ("/agreements", "Agreements"), ("/transfers", "Transfers"), ("/vault", "Vault"),
-       ("/audit", "Audit trail"))
+NAV = (
+    ("/", "Assets & offers"),
+    ("/catalog", "Peer catalog"),
+    ("/negotiations", "Negotiations"),
+    ("/agreements", "Agreements"),
+    ("/transfers", "Transfers"),
+    ("/vault", "Vault"),
+    ("/audit", "Audit trail"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,23 +131,42 @@ def _text(posted: Any, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def dashboard_app(cp: ControlPlane, api_key: str, *, audit: AuditLog | None = None,
-                  downloads: Downloads | None = None, local: LocalUse | None = None,
-                  data_roots: DataRoots | None = None, title: str = "Connector",
-                  sessions: Sessions | None = None) -> web.Application:
+def dashboard_app(
+    cp: ControlPlane,
+    api_key: str,
+    *,
+    audit: AuditLog | None = None,
+    downloads: Downloads | None = None,
+    local: LocalUse | None = None,
+    data_roots: DataRoots | None = None,
+    title: str = "Connector",
+    sessions: Sessions | None = None,
+) -> web.Application:
     """The dashboard, to mount at ``/ui`` of the management app (`management_app(ui=...)`);
     `title`: the connector's (its self-description's)."""
     catalog = PeerCatalog(cp.client)
-    parts = Parts(cp=cp, assets=Assets(cp.store, cp.clock, data_roots or DataRoots(),
-                                       cp.catalog_changed),
-                  policies=Policies(cp.store, cp.clock),
-                  offers=Offers(cp.store, cp.clock, cp.catalog_changed), catalog=catalog,
-                  negotiations=Negotiations(cp, catalog), agreements=Agreements(cp),
-                  transfers=Transfers(cp), pulls=Pulls(downloads), vault=Vault(cp, local, None),
-                  timeline=Timeline(audit), audit=audit, pulls_run=downloads is not None)
+    parts = Parts(
+        cp=cp,
+        assets=Assets(cp.store, cp.clock, data_roots or DataRoots(), cp.catalog_changed),
+        policies=Policies(cp.store, cp.clock),
+        offers=Offers(cp.store, cp.clock, cp.catalog_changed),
+        catalog=catalog,
+        negotiations=Negotiations(cp, catalog),
+        agreements=Agreements(cp),
+        transfers=Transfers(cp),
+        pulls=Pulls(downloads),
+        vault=Vault(cp, local, None),
+        timeline=Timeline(audit),
+        audit=audit,
+        pulls_run=downloads is not None,
+    )
     site = Site(title, BASE, NAV)
-    return ui_app(site, sessions or Sessions(secret_checker(api_key)), _routes(site, parts),
-                  secret_name="management API key")
+    return ui_app(
+        site,
+        sessions or Sessions(secret_checker(api_key)),
+        _routes(site, parts),
+        secret_name="management API key",
+    )
 
 
 def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
@@ -149,40 +177,78 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         s = request[SESSION]
         assets = await parts.assets.list(Page(limit=LISTED))
         offers = await parts.offers.list(Page(limit=LISTED))
-        asset_rows = [[ident(a.id), a.title, ", ".join(a.keywords), a.content_type,
-                       a.data_address.get("path") or a.data_address.get("url"),
-                       form(url(f"/assets/{path_id(a.id)}/delete"), s, "", "Delete",
-                            inline=True, back=url("/"))] for a in assets]
+        asset_rows = [
+            [
+                ident(a.id),
+                a.title,
+                ", ".join(a.keywords),
+                a.content_type,
+                a.data_address.get("path") or a.data_address.get("url"),
+                form(url(f"/assets/{path_id(a.id)}/delete"), s, "", "Delete", inline=True, back=url("/")),
+            ]
+            for a in assets
+        ]
         offer_rows = []
         for o in offers:
             contract = await parts.policies.get(o.contract_policy_id)
             sel = o.asset_selector if isinstance(o.asset_selector, dict) else {}
-            offer_rows.append([
-                ident(o.id), "all assets" if sel.get("all") else ", ".join(sel.get("assetIds", [])),
-                terms(policy_words(contract.document())),
-                form(url(f"/offers/{path_id(o.id)}/delete"), s, "", "Delete", inline=True,
-                     back=url("/"))])
-        choose = tag("form", join([
-            select("Policy template", "template",
-                   [(t.name, f"{t.name}: {t.title}") for t in templates()], "n-times-usage"),
-            tag("button", "Next: its parameters", type="submit")]),
-            method="get", action=url("/offers/new"))
-        add_asset = form(url("/assets"), s, join([
-            field("Id", "id", placeholder="optional, e.g. weather"),
-            field("Title", "title"), field("Description", "description"),
-            field("Keywords", "keywords", hint="comma-separated"),
-            field("Content type", "contentType", placeholder="text/csv"),
-            field("File path", "path", required=True,
-                  hint="an absolute path inside one of the connector's data roots")]),
-            "Add the asset", back=url("/"), legend="Add an asset from a file")
-        body = join([
-            tag("p", f"Participant {parts.cp.participant_id}", class_="muted"),
-            tag("h2", f"Assets ({len(assets)})"),
-            table(["Id", "Title", "Keywords", "Content type", "Data", ""], asset_rows), add_asset,
-            tag("h2", f"Offers ({len(offers)})"),
-            table(["Id", "Assets", "Terms", ""], offer_rows),
-            tag("fieldset", join([tag("legend", "Offer assets under a policy template"), choose])),
-        ])
+            offer_rows.append(
+                [
+                    ident(o.id),
+                    "all assets" if sel.get("all") else ", ".join(sel.get("assetIds", [])),
+                    terms(policy_words(contract.document())),
+                    form(url(f"/offers/{path_id(o.id)}/delete"), s, "", "Delete", inline=True, back=url("/")),
+                ]
+            )
+        choose = tag(
+            "form",
+            join(
+                [
+                    select(
+                        "Policy template",
+                        "template",
+                        [(t.name, f"{t.name}: {t.title}") for t in templates()],
+                        "n-times-usage",
+                    ),
+                    tag("button", "Next: its parameters", type="submit"),
+                ]
+            ),
+            method="get",
+            action=url("/offers/new"),
+        )
+        add_asset = form(
+            url("/assets"),
+            s,
+            join(
+                [
+                    field("Id", "id", placeholder="optional, e.g. weather"),
+                    field("Title", "title"),
+                    field("Description", "description"),
+                    field("Keywords", "keywords", hint="comma-separated"),
+                    field("Content type", "contentType", placeholder="text/csv"),
+                    field(
+                        "File path",
+                        "path",
+                        required=True,
+                        hint="an absolute path inside one of the connector's data roots",
+                    ),
+                ]
+            ),
+            "Add the asset",
+            back=url("/"),
+            legend="Add an asset from a file",
+        )
+        body = join(
+            [
+                tag("p", f"Participant {parts.cp.participant_id}", class_="muted"),
+                tag("h2", f"Assets ({len(assets)})"),
+                table(["Id", "Title", "Keywords", "Content type", "Data", ""], asset_rows),
+                add_asset,
+                tag("h2", f"Offers ({len(offers)})"),
+                table(["Id", "Assets", "Terms", ""], offer_rows),
+                tag("fieldset", join([tag("legend", "Offer assets under a policy template"), choose])),
+            ]
+        )
         return site.render(request, "Assets & offers", body)
 
     async def add_asset(request: web.Request) -> web.StreamResponse:
@@ -192,11 +258,13 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         if problem is not None:
             raise InvalidInput(f"invalid file path: {problem}")
         row = await parts.assets.add(
-            asset_id=_text(posted, "id") or None, title=_text(posted, "title") or None,
+            asset_id=_text(posted, "id") or None,
+            title=_text(posted, "title") or None,
             description=_text(posted, "description") or None,
             keywords=[k.strip() for k in _text(posted, "keywords").split(",") if k.strip()],
             content_type=_text(posted, "contentType") or None,
-            data_address={"type": "file", "path": path})
+            data_address={"type": "file", "path": path},
+        )
         sessions_flash(request, f"Asset {row.id} added.")
         raise web.HTTPSeeOther(url("/"))
 
@@ -212,40 +280,68 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             words = policy_words(fill(t.name, example, policy_id="urn:uuid:example"))
         except TemplateError:
             words = []
-        params = [field(p.name, f"param.{p.name}", value=p.default, placeholder=p.example,
-                        required=p.required and p.default is None,
-                        hint=f"{p.type}{', required' if p.required else ''}: {p.description}")
-                  for p in t.parameters]
-        content = join([
-            hidden("template", t.name),
-            select("Asset", "asset", [("*", "all assets"),
-                                      *((a.id, f"{a.title or a.id} ({a.id})") for a in assets)],
-                   assets[0].id if assets else "*"),
-            field("Offer id", "id", placeholder="optional, e.g. weather-offer"), *params])
-        body = join([
-            tag("p", t.description), tag("p", f"IDS class: {t.ids_class or 'none'}", class_="muted"),
-            tag("p", "With the example values the terms read:"), terms(words),
-            form(url("/offers"), s, content, "Create the offer",
-                 back=f"{url('/offers/new')}?template={path_id(t.name)}",
-                 legend=f"Offer under “{t.title}”"),
-        ])
+        params = [
+            field(
+                p.name,
+                f"param.{p.name}",
+                value=p.default,
+                placeholder=p.example,
+                required=p.required and p.default is None,
+                hint=f"{p.type}{', required' if p.required else ''}: {p.description}",
+            )
+            for p in t.parameters
+        ]
+        content = join(
+            [
+                hidden("template", t.name),
+                select(
+                    "Asset",
+                    "asset",
+                    [("*", "all assets"), *((a.id, f"{a.title or a.id} ({a.id})") for a in assets)],
+                    assets[0].id if assets else "*",
+                ),
+                field("Offer id", "id", placeholder="optional, e.g. weather-offer"),
+                *params,
+            ]
+        )
+        body = join(
+            [
+                tag("p", t.description),
+                tag("p", f"IDS class: {t.ids_class or 'none'}", class_="muted"),
+                tag("p", "With the example values the terms read:"),
+                terms(words),
+                form(
+                    url("/offers"),
+                    s,
+                    content,
+                    "Create the offer",
+                    back=f"{url('/offers/new')}?template={path_id(t.name)}",
+                    legend=f"Offer under “{t.title}”",
+                ),
+            ]
+        )
         return site.render(request, f"New offer: {t.title}", body)
 
     async def add_offer(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
-        params = {k.removeprefix("param."): v.strip() for k, v in posted.items()
-                  if k.startswith("param.") and isinstance(v, str) and v.strip()}
+        params = {
+            k.removeprefix("param."): v.strip()
+            for k, v in posted.items()
+            if k.startswith("param.") and isinstance(v, str) and v.strip()
+        }
         asset = _text(posted, "asset")
-        contract = await parts.policies.add(policy_id=None, template=_text(posted, "template"),
-                                            params=params)
+        contract = await parts.policies.add(policy_id=None, template=_text(posted, "template"), params=params)
         made: list[str] = [contract.id]
         try:
             access = await parts.policies.add(policy_id=None, template=ACCESS_TEMPLATE)
             made.append(access.id)
             offer = await parts.offers.add(
-                offer_id=_text(posted, "id") or None, asset_ids=[asset] if asset != "*" else (),
-                all_assets=asset == "*", access_policy_id=access.id,
-                contract_policy_id=contract.id)
+                offer_id=_text(posted, "id") or None,
+                asset_ids=[asset] if asset != "*" else (),
+                all_assets=asset == "*",
+                access_policy_id=access.id,
+                contract_policy_id=contract.id,
+            )
         except ServiceError:
             for pid in made:  # the offer was not made: its policies go too
                 await parts.policies.delete(pid)
@@ -272,11 +368,24 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
     async def peer_catalog(request: web.Request) -> web.Response:
         s = request[SESSION]
         peer = request.query.get("peer", "").strip()
-        ask = tag("form", join([field("Peer's DSP URL", "peer", value=peer or None,
-                                      kind="url", required=True,
-                                      placeholder="https://provider.example/dsp"),
-                                tag("button", "Show its catalog", type="submit")]),
-                  method="get", action=url("/catalog"))
+        ask = tag(
+            "form",
+            join(
+                [
+                    field(
+                        "Peer's DSP URL",
+                        "peer",
+                        value=peer or None,
+                        kind="url",
+                        required=True,
+                        placeholder="https://provider.example/dsp",
+                    ),
+                    tag("button", "Show its catalog", type="submit"),
+                ]
+            ),
+            method="get",
+            action=url("/catalog"),
+        )
         if not peer:
             return site.render(request, "Peer catalog", ask)
         try:
@@ -288,20 +397,56 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         back = f"{url('/catalog')}?peer={path_id(peer)}"
         rows = []
         for d in view["datasets"]:
-            offers = join(tag("div", join([
-                terms(o["terms"]), form(url("/negotiations"), s, join([
-                    hidden("peer", peer), hidden("offer", o["id"]), hidden("dataset", d["id"])]),
-                    "Negotiate", back=back, inline=True)])) for o in d["offers"])
-            rows.append([join([tag("strong", d["title"] or d["id"]), Html("<br>"),
-                               ident(d["id"])]),
-                         d["description"], ", ".join(d["keywords"]),
-                         ", ".join(str(f) for f in d["formats"] if f), offers])
-        body = join([
-            ask, tag("p", f"{view['participantId']}: {len(view['datasets'])} datasets "
-                          f"({view['pages']} page(s) read)", class_="muted"),
-            table(["Dataset", "Description", "Keywords", "Formats", "Offers (terms in words)"],
-                  rows, empty="The peer offers this connector no dataset."),
-        ])
+            offers = join(
+                tag(
+                    "div",
+                    join(
+                        [
+                            terms(o["terms"]),
+                            form(
+                                url("/negotiations"),
+                                s,
+                                join(
+                                    [
+                                        hidden("peer", peer),
+                                        hidden("offer", o["id"]),
+                                        hidden("dataset", d["id"]),
+                                    ]
+                                ),
+                                "Negotiate",
+                                back=back,
+                                inline=True,
+                            ),
+                        ]
+                    ),
+                )
+                for o in d["offers"]
+            )
+            rows.append(
+                [
+                    join([tag("strong", d["title"] or d["id"]), Html("<br>"), ident(d["id"])]),
+                    d["description"],
+                    ", ".join(d["keywords"]),
+                    ", ".join(str(f) for f in d["formats"] if f),
+                    offers,
+                ]
+            )
+        body = join(
+            [
+                ask,
+                tag(
+                    "p",
+                    f"{view['participantId']}: {len(view['datasets'])} datasets "
+                    f"({view['pages']} page(s) read)",
+                    class_="muted",
+                ),
+                table(
+                    ["Dataset", "Description", "Keywords", "Formats", "Offers (terms in words)"],
+                    rows,
+                    empty="The peer offers this connector no dataset.",
+                ),
+            ]
+        )
         return site.render(request, "Peer catalog", body)
 
     async def negotiate(request: web.Request) -> web.StreamResponse:
@@ -311,21 +456,33 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             parse_url(peer, base=True)
         except OutboundRefused as exc:
             raise InvalidInput(f"peer URL: {exc.reason}") from exc
-        row = await parts.negotiations.start(peer_url=peer, offer_id=_text(posted, "offer"),
-                                             dataset_id=_text(posted, "dataset") or None)
+        row = await parts.negotiations.start(
+            peer_url=peer, offer_id=_text(posted, "offer"), dataset_id=_text(posted, "dataset") or None
+        )
         sessions_flash(request, f"Negotiation {row.id} started.")
         raise web.HTTPSeeOther(url(f"/negotiations/{path_id(row.id)}"))
 
     # ------------------------------------------------------------ negotiations
     async def negotiations(request: web.Request) -> web.Response:
-        rows = [negotiation_view(n) for n in await parts.negotiations.list_in(
-            None, Page(limit=LISTED, newest_first=True))]
-        body = table(["Id", "Role", "State", "Counter-party", "Dataset", "Agreement",
-                      "Termination reason"],
-                     [[tag("a", n["id"], href=url(f"/negotiations/{path_id(n['id'])}")),
-                       n["role"], n["state"], ident(n["counterPartyId"]),
-                       ident((n["offer"] or {}).get("target")), ident(n["agreementId"]),
-                       "; ".join(n["terminationReason"] or [])] for n in rows])
+        rows = [
+            negotiation_view(n)
+            for n in await parts.negotiations.list_in(None, Page(limit=LISTED, newest_first=True))
+        ]
+        body = table(
+            ["Id", "Role", "State", "Counter-party", "Dataset", "Agreement", "Termination reason"],
+            [
+                [
+                    tag("a", n["id"], href=url(f"/negotiations/{path_id(n['id'])}")),
+                    n["role"],
+                    n["state"],
+                    ident(n["counterPartyId"]),
+                    ident((n["offer"] or {}).get("target")),
+                    ident(n["agreementId"]),
+                    "; ".join(n["terminationReason"] or []),
+                ]
+                for n in rows
+            ],
+        )
         busy = any(n["state"] not in FINAL for n in rows)
         return site.render(request, "Negotiations", body, refresh=2 if busy else None)
 
@@ -333,30 +490,47 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         s = request[SESSION]
         n = negotiation_view(await parts.negotiations.get(request.match_info["id"]))
         ids = {n["id"], n["providerPid"], n["consumerPid"], n["agreementId"]} - {None}
-        steps = [[e.time, e.kind, _summary(e.data)] for e in await _entries(parts)
-                 if ids & set(e.ids.values())]
-        facts = table((), [
-            ["State", tag("strong", n["state"])], ["Role", n["role"]],
-            ["Counter-party", join([ident(n["counterPartyId"]), " at ",
-                                    n["counterPartyAddress"]])],
-            ["Dataset", ident((n["offer"] or {}).get("target"))],
-            ["Terms", terms(offer_in_words(n["offer"] or {}))],
-            ["Agreement", ident(n["agreementId"])],
-            ["Termination reason", "; ".join(n["terminationReason"] or [])],
-            ["Delivery problem", n["errorDetail"]],
-            ["Created", n["createdAt"]], ["Updated", n["updatedAt"]]])
-        end = "" if n["state"] in FINAL else form(
-            url(f"/negotiations/{path_id(n['id'])}/terminate"), s,
-            field("Reason", "reason", required=True), "Terminate",
-            back=url(f"/negotiations/{path_id(n['id'])}"), legend="Terminate the negotiation")
-        timeline = (table(["Time", "Event", "Details"], steps,
-                          empty="No audit entries for this negotiation yet.")
-                    if parts.audit is not None else
-                    tag("p", "This connector keeps no audit log: only the current state is known.",
-                        class_="muted"))
+        steps = [
+            [e.time, e.kind, _summary(e.data)] for e in await _entries(parts) if ids & set(e.ids.values())
+        ]
+        facts = table(
+            (),
+            [
+                ["State", tag("strong", n["state"])],
+                ["Role", n["role"]],
+                ["Counter-party", join([ident(n["counterPartyId"]), " at ", n["counterPartyAddress"]])],
+                ["Dataset", ident((n["offer"] or {}).get("target"))],
+                ["Terms", terms(offer_in_words(n["offer"] or {}))],
+                ["Agreement", ident(n["agreementId"])],
+                ["Termination reason", "; ".join(n["terminationReason"] or [])],
+                ["Delivery problem", n["errorDetail"]],
+                ["Created", n["createdAt"]],
+                ["Updated", n["updatedAt"]],
+            ],
+        )
+        end = (
+            ""
+            if n["state"] in FINAL
+            else form(
+                url(f"/negotiations/{path_id(n['id'])}/terminate"),
+                s,
+                field("Reason", "reason", required=True),
+                "Terminate",
+                back=url(f"/negotiations/{path_id(n['id'])}"),
+                legend="Terminate the negotiation",
+            )
+        )
+        timeline = (
+            table(["Time", "Event", "Details"], steps, empty="No audit entries for this negotiation yet.")
+            if parts.audit is not None
+            else tag(
+                "p", "This connector keeps no audit log: only the current state is known.", class_="muted"
+            )
+        )
         body = join([facts, tag("h2", "Timeline (audit log)"), timeline, end])
-        return site.render(request, f"Negotiation {n['id']}", body,
-                           refresh=2 if n["state"] not in FINAL else None)
+        return site.render(
+            request, f"Negotiation {n['id']}", body, refresh=2 if n["state"] not in FINAL else None
+        )
 
     async def terminate_negotiation(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -371,22 +545,38 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         for a in await parts.agreements.list(Page(limit=LISTED)):
             v = agreement_view(a)
             mine = v["consumerId"] == parts.cp.participant_id
-            pull = (form(url("/pull"), s, hidden("agreement", v["id"]), "Pull",
-                         back=url("/agreements"), inline=True)
-                    if mine and parts.pulls_run and v["status"] == "active" else "")
-            rows.append([ident(v["id"]), "consumer" if mine else "provider",
-                         ident(v["providerId"] if mine else v["consumerId"]), ident(v["target"]),
-                         terms(offer_in_words(v["policy"] or {})),
-                         join([v["status"], Html("<br>"), v["retiredReason"]]), v["signedAt"],
-                         pull])
-        body = table(["Id", "This connector is", "Counter-party", "Dataset", "Terms", "Status",
-                      "Signed", ""], rows)
+            pull = (
+                form(
+                    url("/pull"),
+                    s,
+                    hidden("agreement", v["id"]),
+                    "Pull",
+                    back=url("/agreements"),
+                    inline=True,
+                )
+                if mine and parts.pulls_run and v["status"] == "active"
+                else ""
+            )
+            rows.append(
+                [
+                    ident(v["id"]),
+                    "consumer" if mine else "provider",
+                    ident(v["providerId"] if mine else v["consumerId"]),
+                    ident(v["target"]),
+                    terms(offer_in_words(v["policy"] or {})),
+                    join([v["status"], Html("<br>"), v["retiredReason"]]),
+                    v["signedAt"],
+                    pull,
+                ]
+            )
+        body = table(
+            ["Id", "This connector is", "Counter-party", "Dataset", "Terms", "Status", "Signed", ""], rows
+        )
         return site.render(request, "Agreements", body)
 
     async def pull(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
-        t = await parts.transfers.start(_text(posted, "agreement"), "HttpData-PULL",
-                                        purpose=None, stated={})
+        t = await parts.transfers.start(_text(posted, "agreement"), "HttpData-PULL", purpose=None, stated={})
         state = transfer_view(t)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_WAIT
@@ -397,8 +587,11 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             reasons = "; ".join(state["terminationReason"] or []) or "no reason given"
             sessions_flash(request, f"Transfer {t.id} was terminated: {reasons}")
         elif state["state"] != "STARTED":
-            sessions_flash(request, f"Transfer {t.id} is still {state['state']}: "
-                                    f"{state['errorDetail'] or 'the provider has not started it'}")
+            sessions_flash(
+                request,
+                f"Transfer {t.id} is still {state['state']}: "
+                f"{state['errorDetail'] or 'the provider has not started it'}",
+            )
         else:
             await parts.pulls.start(t.id, out=None, purpose=None, complete=True, stated={})
             sessions_flash(request, f"Pulling transfer {t.id}.")
@@ -415,18 +608,44 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             busy = busy or (job is not None and job.state == "running")
             back = url("/transfers")
             actions: list[object] = [
-                form(url(f"/transfers/{path_id(t['id'])}/{action}"), s, "", action.capitalize(),
-                     back=back, inline=True)
-                for action, states in TRANSFER_ACTIONS if t["state"] in states]
-            if (t["role"] == "consumer" and t["state"] == "STARTED" and parts.pulls_run
-                    and t["format"] == "HttpData-PULL" and (job is None or job.state == "failed")):
-                actions.append(form(url(f"/transfers/{path_id(t['id'])}/pull"), s, "", "Pull",
-                                    back=back, inline=True))
-            rows.append([ident(t["id"]), t["role"], t["state"], ident(t["agreementId"]),
-                         t["format"],
-                         "; ".join([*(t["terminationReason"] or []),
-                                    *(f"suspended by {x}" for x in t["suspendedBy"] or [])]),
-                         _progress(job), join(actions, " ")])
+                form(
+                    url(f"/transfers/{path_id(t['id'])}/{action}"),
+                    s,
+                    "",
+                    action.capitalize(),
+                    back=back,
+                    inline=True,
+                )
+                for action, states in TRANSFER_ACTIONS
+                if t["state"] in states
+            ]
+            if (
+                t["role"] == "consumer"
+                and t["state"] == "STARTED"
+                and parts.pulls_run
+                and t["format"] == "HttpData-PULL"
+                and (job is None or job.state == "failed")
+            ):
+                actions.append(
+                    form(url(f"/transfers/{path_id(t['id'])}/pull"), s, "", "Pull", back=back, inline=True)
+                )
+            rows.append(
+                [
+                    ident(t["id"]),
+                    t["role"],
+                    t["state"],
+                    ident(t["agreementId"]),
+                    t["format"],
+                    "; ".join(
+                        [
+                            *(t["terminationReason"] or []),
+                            *(f"suspended by {x}" for x in t["suspendedBy"] or []),
+                        ]
+                    ),
+                    _progress(job),
+                    join(actions, " "),
+                ]
+            )
         body = table(["Id", "Role", "State", "Agreement", "Format", "Reason", "Pull", ""], rows)
         return site.render(request, "Transfers", body, refresh=2 if busy else None)
 
@@ -447,34 +666,79 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
     # ------------------------------------------------------------ vault and audit
     async def vault(request: web.Request) -> web.Response:
         items = await parts.vault.items()
-        body = table(["Id", "Agreement", "Provider", "Path", "SHA-256", "Registered", "Delete at",
-                      "Deleted", "Notice sent", "Local uses"],
-                     [[ident(i["id"]), ident(i["agreementId"]), ident(i["providerId"]),
-                       ident(i["path"]), ident(i["sha256"]), i["registeredAt"],
-                       i["deleteAt"] or "no delete duty", i["deletedAt"],
-                       "yes" if i["noticeSent"] else "no", i["uses"]] for i in items],
-                     empty="The vault holds no copy.")
+        body = table(
+            [
+                "Id",
+                "Agreement",
+                "Provider",
+                "Path",
+                "SHA-256",
+                "Registered",
+                "Delete at",
+                "Deleted",
+                "Notice sent",
+                "Local uses",
+            ],
+            [
+                [
+                    ident(i["id"]),
+                    ident(i["agreementId"]),
+                    ident(i["providerId"]),
+                    ident(i["path"]),
+                    ident(i["sha256"]),
+                    i["registeredAt"],
+                    i["deleteAt"] or "no delete duty",
+                    i["deletedAt"],
+                    "yes" if i["noticeSent"] else "no",
+                    i["uses"],
+                ]
+                for i in items
+            ],
+            empty="The vault holds no copy.",
+        )
         return site.render(request, "Vault", body)
 
     async def audit_trail(request: web.Request) -> web.Response:
         parts.timeline.check()
         entries = (await _entries(parts))[-AUDIT_SHOWN:]
         last = parts.verified.last
-        status = (tag("p", "Not verified since the connector started.", class_="muted")
-                  if last is None else
-                  tag("p", f"{last.report.summary()} (verified at {last.at})",
-                      class_="ok" if last.report.ok else "bad"))
-        body = join([
-            tag("h2", "Verification"), status,
-            form(url("/audit/verify"), request[SESSION], "", "Verify the chain now",
-                 back=url("/audit")),
-            tag("h2", f"Entries (the newest {len(entries)}, oldest first)"),
-            table(["Seq", "Time", "Event", "Ids", "Details"],
-                  [[e.seq, e.time, e.kind,
-                    tag("div", join(tag("div", join([k.removesuffix("_id"), " ", ident(v)]))
-                                    for k, v in sorted(e.ids.items())), class_="ids"),
-                    _summary(e.data)]
-                   for e in entries])])
+        status = (
+            tag("p", "Not verified since the connector started.", class_="muted")
+            if last is None
+            else tag(
+                "p",
+                f"{last.report.summary()} (verified at {last.at})",
+                class_="ok" if last.report.ok else "bad",
+            )
+        )
+        body = join(
+            [
+                tag("h2", "Verification"),
+                status,
+                form(url("/audit/verify"), request[SESSION], "", "Verify the chain now", back=url("/audit")),
+                tag("h2", f"Entries (the newest {len(entries)}, oldest first)"),
+                table(
+                    ["Seq", "Time", "Event", "Ids", "Details"],
+                    [
+                        [
+                            e.seq,
+                            e.time,
+                            e.kind,
+                            tag(
+                                "div",
+                                join(
+                                    tag("div", join([k.removesuffix("_id"), " ", ident(v)]))
+                                    for k, v in sorted(e.ids.items())
+                                ),
+                                class_="ids",
+                            ),
+                            _summary(e.data),
+                        ]
+                        for e in entries
+                    ],
+                ),
+            ]
+        )
         return site.render(request, "Audit trail", body)
 
     async def verify_audit(request: web.Request) -> web.StreamResponse:
@@ -489,18 +753,25 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         raise web.HTTPSeeOther(url("/"))
 
     return [
-        web.get("", top), web.get("/", home),
-        web.post("/assets", add_asset), web.post("/assets/{id}/delete", delete_asset),
-        web.get("/offers/new", new_offer), web.post("/offers", add_offer),
+        web.get("", top),
+        web.get("/", home),
+        web.post("/assets", add_asset),
+        web.post("/assets/{id}/delete", delete_asset),
+        web.get("/offers/new", new_offer),
+        web.post("/offers", add_offer),
         web.post("/offers/{id}/delete", delete_offer),
-        web.get("/catalog", peer_catalog), web.post("/negotiations", negotiate),
-        web.get("/negotiations", negotiations), web.get("/negotiations/{id}", negotiation),
+        web.get("/catalog", peer_catalog),
+        web.post("/negotiations", negotiate),
+        web.get("/negotiations", negotiations),
+        web.get("/negotiations/{id}", negotiation),
         web.post("/negotiations/{id}/terminate", terminate_negotiation),
-        web.get("/agreements", agreements), web.post("/pull", pull),
+        web.get("/agreements", agreements),
+        web.post("/pull", pull),
         web.get("/transfers", transfers),
         web.post("/transfers/{id}/pull", pull_started),
         web.post("/transfers/{id}/{action}", transfer_command),
-        web.get("/vault", vault), web.get("/audit", audit_trail),
+        web.get("/vault", vault),
+        web.get("/audit", audit_trail),
         web.post("/audit/verify", verify_audit),
     ]
 
@@ -515,7 +786,8 @@ async def _entries(parts: Parts) -> Sequence[Any]:
         return []
     timeline = parts.timeline
     return await asyncio.get_running_loop().run_in_executor(
-        None, lambda: timeline.entries((), None, Page(limit=10**9)))
+        None, lambda: timeline.entries((), None, Page(limit=10**9))
+    )
 
 
 async def _job(parts: Parts, transfer_id: str) -> PullJob | None:
@@ -535,8 +807,10 @@ def _progress(job: PullJob | None) -> Html:
         shown += [tag("progress", value=job.bytes, max=job.total), " "]
     shown.append(f"{job.bytes} of {job.total} bytes" if job.total else f"{job.bytes} bytes")
     if job.error:
-        shown += [Html("<br>"), tag("span", f"denied: {job.error}" if job.state == "failed"
-                                    else job.error, class_="bad")]
+        shown += [
+            Html("<br>"),
+            tag("span", f"denied: {job.error}" if job.state == "failed" else job.error, class_="bad"),
+        ]
     if job.vault_id:
         shown += [Html("<br>"), f"vault item {job.vault_id}"]
         if job.delete_at:

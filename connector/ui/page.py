@@ -31,7 +31,7 @@ UiHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -103,8 +103,7 @@ def tag(name: str, content: object = None, /, **attrs: object) -> Html:
     return Html(f"<{name}{''.join(shown)}>{esc(content)}</{name}>")
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *,
-          empty: str = "None yet.") -> Html:
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, empty: str = "None yet.") -> Html:
     body = [tag("tr", join(tag("td", c) for c in row)) for row in rows]
     if not body:
         return tag("p", empty, class_="muted")
@@ -120,11 +119,21 @@ def ident(value: object) -> Html:
     return tag("span", value, class_="id")
 
 
-def field(label: str, name: str, *, value: object = None, kind: str = "text",
-          placeholder: object = None, required: bool = False, hint: object = None) -> Html:
-    control = Html(f'<input type="{esc(kind)}" name="{esc(name)}"'
-                   f'{_attr("value", value)}{_attr("placeholder", placeholder)}'
-                   f'{" required" if required else ""}>')
+def field(
+    label: str,
+    name: str,
+    *,
+    value: object = None,
+    kind: str = "text",
+    placeholder: object = None,
+    required: bool = False,
+    hint: object = None,
+) -> Html:
+    control = Html(
+        f'<input type="{esc(kind)}" name="{esc(name)}"'
+        f"{_attr('value', value)}{_attr('placeholder', placeholder)}"
+        f"{' required' if required else ''}>"
+    )
     note = tag("span", hint, class_="muted") if hint else ""
     return tag("label", join([tag("span", label), control, " ", note]))
 
@@ -133,10 +142,8 @@ def _attr(name: str, value: object) -> str:
     return "" if value is None else f' {name}="{esc(value)}"'
 
 
-def select(label: str, name: str, options: Iterable[tuple[str, str]],
-           chosen: str | None = None) -> Html:
-    opts = join(tag("option", text, value=value, selected=value == chosen)
-                for value, text in options)
+def select(label: str, name: str, options: Iterable[tuple[str, str]], chosen: str | None = None) -> Html:
+    opts = join(tag("option", text, value=value, selected=value == chosen) for value, text in options)
     return tag("label", join([tag("span", label), tag("select", opts, name=name)]))
 
 
@@ -144,15 +151,28 @@ def hidden(name: str, value: object) -> Html:
     return Html(f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">')
 
 
-def form(action: str, session: Session, content: object, button: str, *,
-         back: str | None = None, inline: bool = False, legend: str | None = None) -> Html:
+def form(
+    action: str,
+    session: Session,
+    content: object,
+    button: str,
+    *,
+    back: str | None = None,
+    inline: bool = False,
+    legend: str | None = None,
+) -> Html:
     """A POST form with the session's CSRF token (and where to go back to after it)."""
-    inner = join([hidden("csrf", session.csrf), hidden("back", back) if back else "",
-                  content, tag("button", button, type="submit")])
+    inner = join(
+        [
+            hidden("csrf", session.csrf),
+            hidden("back", back) if back else "",
+            content,
+            tag("button", button, type="submit"),
+        ]
+    )
     if legend is not None:
         inner = tag("fieldset", join([tag("legend", legend), inner]))
-    return tag("form", inner, method="post", action=action,
-               class_="inline" if inline else None)
+    return tag("form", inner, method="post", action=action, class_="inline" if inline else None)
 
 
 def path_id(value: str) -> str:
@@ -171,17 +191,24 @@ class Site:
     def url(self, path: str = "/") -> str:
         return self.base + path
 
-    def render(self, request: web.Request, heading: str, body: object, *, status: int = 200,
-               refresh: int | None = None) -> web.Response:
+    def render(
+        self,
+        request: web.Request,
+        heading: str,
+        body: object,
+        *,
+        status: int = 200,
+        refresh: int | None = None,
+    ) -> web.Response:
         session = request.get(SESSION)
         links: list[object] = [tag("strong", self.title)]
         if session is not None:
             links += [tag("a", label, href=self.url(path)) for path, label in self.nav]
-            links.append(tag("span", form(self.url("/logout"), session, "", "Log out",
-                                          inline=True), class_="who"))
+            links.append(
+                tag("span", form(self.url("/logout"), session, "", "Log out", inline=True), class_="who")
+            )
         sessions: Sessions | None = request.config_dict.get(SESSIONS)
-        notes = (sessions.take_flash(session) if sessions is not None and session is not None
-                 else [])
+        notes = sessions.take_flash(session) if sessions is not None and session is not None else []
         meta = Html(f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else "")
         doc = Html(
             "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -189,9 +216,9 @@ class Site:
             f'<link rel="stylesheet" href="{esc(self.url("/style.css"))}"></head><body>'
             f"{tag('header', join(links))}<main>"
             f"{join(tag('div', n, class_='flash') for n in notes)}"
-            f"{tag('h1', heading)}{esc(body)}</main></body></html>")
-        return web.Response(text=doc.text, content_type="text/html", status=status,
-                            headers=HEADERS)
+            f"{tag('h1', heading)}{esc(body)}</main></body></html>"
+        )
+        return web.Response(text=doc.text, content_type="text/html", status=status, headers=HEADERS)
 
 
 SESSIONS: web.AppKey[Sessions] = web.AppKey("ui_sessions", Sessions)
@@ -205,8 +232,9 @@ def safe_back(value: object, site: Site) -> str:
     return site.url("/")
 
 
-def ui_app(site: Site, sessions: Sessions, routes: Sequence[web.RouteDef], *,
-           secret_name: str) -> web.Application:
+def ui_app(
+    site: Site, sessions: Sessions, routes: Sequence[web.RouteDef], *, secret_name: str
+) -> web.Application:
     """A dashboard as an aiohttp app to mount at ``site.base``: its login page (the secret is
     `secret_name`), logout, style sheet, and `routes` behind the gate."""
     public = {site.url("/login"), site.url("/style.css")}
@@ -222,20 +250,26 @@ def ui_app(site: Site, sessions: Sessions, routes: Sequence[web.RouteDef], *,
                 posted = await request.post()
                 token = posted.get("csrf")
                 if not csrf_ok(session, token if isinstance(token, str) else None):
-                    return site.render(request, "Refused", tag(
-                        "p", "The form's CSRF token is missing or wrong: reload the page and "
-                             "try again."), status=403)
+                    return site.render(
+                        request,
+                        "Refused",
+                        tag("p", "The form's CSRF token is missing or wrong: reload the page and try again."),
+                        status=403,
+                    )
                 try:
                     return await handler(request)
                 except (ServiceError, StoreUnavailable) as exc:
                     sessions.flash(session, _problem(exc))
-                    raise web.HTTPSeeOther(safe_back(posted.get("back"), site),
-                                           headers=HEADERS) from None
+                    raise web.HTTPSeeOther(safe_back(posted.get("back"), site), headers=HEADERS) from None
             try:
                 return await handler(request)
             except (ServiceError, StoreUnavailable) as exc:
-                return site.render(request, "Not possible", tag("p", _problem(exc)),
-                                   status=503 if isinstance(exc, StoreUnavailable) else 400)
+                return site.render(
+                    request,
+                    "Not possible",
+                    tag("p", _problem(exc)),
+                    status=503 if isinstance(exc, StoreUnavailable) else 400,
+                )
         return await handler(request)
 
     async def login_page(request: web.Request) -> web.Response:
@@ -245,8 +279,7 @@ def ui_app(site: Site, sessions: Sessions, routes: Sequence[web.RouteDef], *,
         posted = await request.post()
         secret = posted.get("secret")
         try:
-            session = sessions.login(secret if isinstance(secret, str) else "",
-                                     request.remote or "?")
+            session = sessions.login(secret if isinstance(secret, str) else "", request.remote or "?")
         except TooManyAttempts as exc:
             return _login(request, site, secret_name, str(exc), status=429)
         if session is None:
@@ -262,13 +295,19 @@ def ui_app(site: Site, sessions: Sessions, routes: Sequence[web.RouteDef], *,
         raise response
 
     async def style(request: web.Request) -> web.Response:
-        return web.Response(text=CSS, content_type="text/css",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(text=CSS, content_type="text/css", headers={"X-Content-Type-Options": "nosniff"})
 
     app = web.Application(middlewares=[gate])
     app[SESSIONS] = sessions
-    app.add_routes([web.get("/login", login_page), web.post("/login", login),
-                    web.post("/logout", logout), web.get("/style.css", style), *routes])
+    app.add_routes(
+        [
+            web.get("/login", login_page),
+            web.post("/login", login),
+            web.post("/logout", logout),
+            web.get("/style.css", style),
+            *routes,
+        ]
+    )
     return app
 
 
@@ -278,14 +317,34 @@ def _problem(exc: Exception) -> str:
     return f"the store is unavailable now, try again: {exc}"
 
 
-def _login(request: web.Request, site: Site, secret_name: str, problem: str | None = None,
-           status: int = 200) -> web.Response:
-    content = join([
-        tag("p", problem, class_="bad") if problem else "",
-        tag("form", join([
-            tag("label", join([tag("span", secret_name.capitalize()),
-                               Html('<input type="password" name="secret" autocomplete='
-                                    '"current-password" required autofocus>')])),
-            tag("button", "Log in", type="submit")]), method="post", action=site.url("/login")),
-    ])
+def _login(
+    request: web.Request, site: Site, secret_name: str, problem: str | None = None, status: int = 200
+) -> web.Response:
+    content = join(
+        [
+            tag("p", problem, class_="bad") if problem else "",
+            tag(
+                "form",
+                join(
+                    [
+                        tag(
+                            "label",
+                            join(
+                                [
+                                    tag("span", secret_name.capitalize()),
+                                    Html(
+                                        '<input type="password" name="secret" autocomplete='
+                                        '"current-password" required autofocus>'
+                                    ),
+                                ]
+                            ),
+                        ),
+                        tag("button", "Log in", type="submit"),
+                    ]
+                ),
+                method="post",
+                action=site.url("/login"),
+            ),
+        ]
+    )
     return site.render(request, "Log in", content, status=status)

@@ -78,8 +78,7 @@ class Sessions:
             oldest = next(iter(self._sessions))
             self._sessions.pop(oldest)
             self._flash.pop(oldest, None)
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32),
-                          now + self.lifetime)
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now + self.lifetime)
         self._sessions[session.sid] = session
         return session
 
@@ -116,11 +115,11 @@ def secret_checker(expected: str) -> Callable[[str], bool]:
     return lambda given: hmac.compare_digest(given.encode(), want)
 
 
-def set_cookie(response: web.StreamResponse, request: web.Request, session: Session,
-               path: str) -> None:
+def set_cookie(response: web.StreamResponse, request: web.Request, session: Session, path: str) -> None:
     # no max_age: a browser session cookie; the server ends it at `expires` anyway
-    response.set_cookie(COOKIE, session.sid, path=path, httponly=True, samesite="Strict",
-                        secure=request.secure)
+    response.set_cookie(
+        COOKIE, session.sid, path=path, httponly=True, samesite="Strict", secure=request.secure
+    )
 
 
 def clear_cookie(response: web.StreamResponse, path: str) -> None:

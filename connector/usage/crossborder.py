@@ -45,8 +45,9 @@ def provider_facts(own_attributes: Mapping[str, Any]) -> dict[str, tuple[str, ..
     return {T.PROVIDER_JURISDICTION: levels} if levels else {}
 
 
-def derived_facts(attested: Mapping[str, Any],
-                  held: Mapping[str, Iterable[Any]]) -> dict[str, tuple[str, ...]]:
+def derived_facts(
+    attested: Mapping[str, Any], held: Mapping[str, Iterable[Any]]
+) -> dict[str, tuple[str, ...]]:
     """``{dsf:exportStatus: (status,)}`` for a requester whose attested attributes are
     ``attested``, given the provider-held facts ``held`` (operand IRI -> values)."""
     try:
@@ -63,7 +64,9 @@ def derived_facts(attested: Mapping[str, Any],
 
 def _country(levels: Iterable[Any]) -> str | None:
     """The country among jurisdiction IRIs (``urn:jurisdiction:CN``), if exactly one."""
-    countries = {str(v)[len(JURISDICTION_URN):] for v in levels
-                 if str(v).startswith(JURISDICTION_URN)
-                 and len(str(v)) == len(JURISDICTION_URN) + 2}
+    countries = {
+        str(v)[len(JURISDICTION_URN) :]
+        for v in levels
+        if str(v).startswith(JURISDICTION_URN) and len(str(v)) == len(JURISDICTION_URN) + 2
+    }
     return countries.pop() if len(countries) == 1 else None

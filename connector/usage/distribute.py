@@ -89,9 +89,11 @@ def distribution_terms(policy: Policy) -> DistributionTerms:
     grants = tuple(r for r in policy.permissions if _action(r) == DISTRIBUTE)
     if not grants:
         granted = ", ".join(f"{T.short(_action(r))} ({r.label})" for r in policy.permissions)
-        reason = (f"distribute is not granted: {policy.label} grants "
-                  f"{granted or 'no permission'}, and a copy leaves the vault only under an "
-                  "explicit odrl:distribute permission")
+        reason = (
+            f"distribute is not granted: {policy.label} grants "
+            f"{granted or 'no permission'}, and a copy leaves the vault only under an "
+            "explicit odrl:distribute permission"
+        )
         return DistributionTerms(policy.id, False, reason, False, (), (), None, (), (), (), None)
     encrypt: list[str] = []
     nexts: list[str] = []
@@ -109,28 +111,42 @@ def distribution_terms(policy: Policy) -> DistributionTerms:
                 encrypts = True
             elif action == NEXT_POLICY:
                 nexts.append(duty.id)
-                named = (duty.targets[0].iri if duty.targets else None) or (
-                    _refined_target_policy(duty))
+                named = (duty.targets[0].iri if duty.targets else None) or (_refined_target_policy(duty))
                 if named is None:
                     unhandled.append(f"{duty.label} of {rule.label} names no policy to pass on")
                 elif next_policy not in (None, named):
-                    unhandled.append(f"{duty.label} of {rule.label} names a second next policy "
-                                     f"{T.short(named)}")
+                    unhandled.append(
+                        f"{duty.label} of {rule.label} names a second next policy {T.short(named)}"
+                    )
                 else:
                     next_policy = named
             elif action == LOG:
                 logs.append(duty.id)
             else:
                 unhandled.append(f"{duty.label} ({T.short(action or '?')}) of {rule.label}")
-        wanted = [v.py if v.py is not None else v.lexical
-                  for c in _atomic(rule.constraints) if c.left_operand == T.ARTIFACT_STATE
-                  for v in c.right if _is_encrypted_state(v.lexical)]
+        wanted = [
+            v.py if v.py is not None else v.lexical
+            for c in _atomic(rule.constraints)
+            if c.left_operand == T.ARTIFACT_STATE
+            for v in c.right
+            if _is_encrypted_state(v.lexical)
+        ]
         states.extend(wanted)
         every_encrypts = every_encrypts and (encrypts or bool(wanted))
     sub = replace(policy, permissions=grants, obligations=())
     return DistributionTerms(
-        policy.id, True, "", every_encrypts, tuple(encrypt), tuple(nexts), next_policy,
-        tuple(logs), tuple(unhandled), tuple(states[:1]), compile_policy(sub))
+        policy.id,
+        True,
+        "",
+        every_encrypts,
+        tuple(encrypt),
+        tuple(nexts),
+        next_policy,
+        tuple(logs),
+        tuple(unhandled),
+        tuple(states[:1]),
+        compile_policy(sub),
+    )
 
 
 def _is_encrypted_state(value: Any) -> bool:
@@ -138,38 +154,65 @@ def _is_encrypted_state(value: Any) -> bool:
     return text.rsplit("/", 1)[-1].rsplit("#", 1)[-1].upper() == ENCRYPTED_STATE
 
 
-def duty_states(terms: DistributionTerms, *, encrypted: bool,
-                next_policy_attached: bool) -> dict[str, str]:
+def duty_states(terms: DistributionTerms, *, encrypted: bool, next_policy_attached: bool) -> dict[str, str]:
     """The compliance state of each distribute duty that an export makes true or false."""
     states = {d: FULFILLED if encrypted else VIOLATED for d in terms.encrypt_duties}
-    states.update({d: FULFILLED if next_policy_attached else VIOLATED
-                   for d in terms.next_policy_duties})
+    states.update({d: FULFILLED if next_policy_attached else VIOLATED for d in terms.next_policy_duties})
     states.update({d: FULFILLED for d in terms.log_duties})
     return states
 
 
-def decide(terms: DistributionTerms, *, encrypted: bool, next_policy_attached: bool,
-           now: datetime, assignee: str | None, target: str | None, count: int = 0,
-           started_at: datetime | None = None,
-           context: Mapping[str, tuple[Any, ...]] | None = None) -> Decision:
+def decide(
+    terms: DistributionTerms,
+    *,
+    encrypted: bool,
+    next_policy_attached: bool,
+    now: datetime,
+    assignee: str | None,
+    target: str | None,
+    count: int = 0,
+    started_at: datetime | None = None,
+    context: Mapping[str, tuple[Any, ...]] | None = None,
+) -> Decision:
     """May the copy leave the vault so? ``count``: the agreement's earlier distributions."""
     if not terms.permitted or terms.decider is None:
         return Decision(False, terms.reason)
     if terms.unhandled:
-        return Decision(False, f"the agreement's duty {terms.unhandled[0]} cannot be fulfilled "
-                               "by this connector, so the copy does not leave the vault")
+        return Decision(
+            False,
+            f"the agreement's duty {terms.unhandled[0]} cannot be fulfilled "
+            "by this connector, so the copy does not leave the vault",
+        )
     facts = dict(context or {})
     if encrypted and terms.artifact_states:
         facts[T.ARTIFACT_STATE] = terms.artifact_states
-    decision = terms.decider(DecisionRequest(
-        action=DISTRIBUTE, now=now, assignee=assignee, target=target, count=count,
-        started_at=started_at, context=facts,
-        duties=duty_states(terms, encrypted=encrypted, next_policy_attached=next_policy_attached)))
+    decision = terms.decider(
+        DecisionRequest(
+            action=DISTRIBUTE,
+            now=now,
+            assignee=assignee,
+            target=target,
+            count=count,
+            started_at=started_at,
+            context=facts,
+            duties=duty_states(terms, encrypted=encrypted, next_policy_attached=next_policy_attached),
+        )
+    )
     if not decision.permit and not encrypted and terms.requires_encryption:
-        return Decision(False, "the agreement permits distribution only encrypted to a named "
-                               f"recipient (idsc:ENCRYPT): no unencrypted export ({decision.reason})")
+        return Decision(
+            False,
+            "the agreement permits distribution only encrypted to a named "
+            f"recipient (idsc:ENCRYPT): no unencrypted export ({decision.reason})",
+        )
     return decision
 
 
-__all__ = ["DISTRIBUTE", "ENCRYPT", "NEXT_POLICY", "DistributionTerms", "decide",
-           "distribution_terms", "duty_states"]
+__all__ = [
+    "DISTRIBUTE",
+    "ENCRYPT",
+    "NEXT_POLICY",
+    "DistributionTerms",
+    "decide",
+    "distribution_terms",
+    "duty_states",
+]

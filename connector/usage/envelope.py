@@ -83,12 +83,12 @@ MAX_SIGNATURE_BYTES = 64 * 1024
 SIGNATURE_TYP = "envelope-header+jwt"
 MIN_RSA_BITS = 2048
 TAG = 16
-_FIELDS = frozenset({"format", "enc", "alg", "chunkSize", "epk", "wrappedKey", "recipient",
-                     "plaintext"})
+_FIELDS = frozenset({"format", "enc", "alg", "chunkSize", "epk", "wrappedKey", "recipient", "plaintext"})
 
 RecipientKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
-RecipientPrivateKey = (ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-                       | rsa.RSAPrivateKey | x25519.X25519PrivateKey)
+RecipientPrivateKey = (
+    ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | x25519.X25519PrivateKey
+)
 
 
 class EnvelopeError(ValueError):
@@ -112,13 +112,16 @@ class Recipient:
     name: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"certificateSha256": self.certificate_sha256, "keySha256": self.key_sha256,
-                "participantId": self.participant_id, "name": self.name}
+        return {
+            "certificateSha256": self.certificate_sha256,
+            "keySha256": self.key_sha256,
+            "participantId": self.participant_id,
+            "name": self.name,
+        }
 
 
 def _spki_sha256(key: RecipientKey | x25519.X25519PublicKey) -> str:
-    der = key.public_bytes(serialization.Encoding.DER,
-                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
 
@@ -127,26 +130,31 @@ def load_certificate(pem: bytes | str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise RecipientRefused(f"the recipient certificate is not a PEM X.509 certificate: "
-                               f"{exc}") from exc
+        raise RecipientRefused(f"the recipient certificate is not a PEM X.509 certificate: {exc}") from exc
 
 
-def recipient_from_certificate(cert: x509.Certificate, ca: x509.Certificate,
-                               now: datetime, *, role: str = "recipient") -> Recipient:
+def recipient_from_certificate(
+    cert: x509.Certificate, ca: x509.Certificate, now: datetime, *, role: str = "recipient"
+) -> Recipient:
     """The recipient a certificate names, if the data-space CA issued it and it is valid now;
     RecipientRefused with the reason otherwise. (``role`` names it in the reasons.)"""
     if cert.issuer != ca.subject:
-        raise RecipientRefused(f"the {role} certificate is not issued by this data space's CA "
-                               f"(issuer {cert.issuer.rfc4514_string()!r})")
+        raise RecipientRefused(
+            f"the {role} certificate is not issued by this data space's CA "
+            f"(issuer {cert.issuer.rfc4514_string()!r})"
+        )
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
-        raise RecipientRefused(f"the {role} certificate is not issued by this data space's CA "
-                               "(its signature does not verify)") from exc
+        raise RecipientRefused(
+            f"the {role} certificate is not issued by this data space's CA (its signature does not verify)"
+        ) from exc
     if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
-        raise RecipientRefused(f"the {role} certificate is not valid now (valid "
-                               f"{cert.not_valid_before_utc.isoformat()} to "
-                               f"{cert.not_valid_after_utc.isoformat()})")
+        raise RecipientRefused(
+            f"the {role} certificate is not valid now (valid "
+            f"{cert.not_valid_before_utc.isoformat()} to "
+            f"{cert.not_valid_after_utc.isoformat()})"
+        )
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
@@ -154,14 +162,12 @@ def recipient_from_certificate(cert: x509.Certificate, ca: x509.Certificate,
     except ValueError as exc:  # a malformed extension
         raise RecipientRefused(f"the {role} certificate is malformed: {exc}") from exc
     if is_ca:
-        raise RecipientRefused(f"the {role} certificate is a CA certificate, not a "
-                               "participant's")
+        raise RecipientRefused(f"the {role} certificate is a CA certificate, not a participant's")
     try:
         pid = participant_id(cert)
         ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except (CertificateError, x509.ExtensionNotFound, ValueError) as exc:
-        raise RecipientRefused(f"the {role} certificate is not a participant certificate "
-                               f"({exc})") from exc
+        raise RecipientRefused(f"the {role} certificate is not a participant certificate ({exc})") from exc
     if not pid.endswith(":keyid:" + ":".join(f"{b:02X}" for b in ca_ski)):
         raise RecipientRefused(f"the {role} certificate's authority key id is not the CA's")
     try:
@@ -176,15 +182,18 @@ def recipient_from_certificate(cert: x509.Certificate, ca: x509.Certificate,
         alg = ALG_X25519
     elif isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
-            raise RecipientRefused(f"the recipient's RSA key has {key.key_size} bits; at least "
-                                   f"{MIN_RSA_BITS} are needed")
+            raise RecipientRefused(
+                f"the recipient's RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are needed"
+            )
         alg = ALG_RSA
     else:
-        raise RecipientRefused(f"a {type(key).__name__} recipient key cannot receive an "
-                               "envelope (P-256, Ed25519 or RSA)")
+        raise RecipientRefused(
+            f"a {type(key).__name__} recipient key cannot receive an envelope (P-256, Ed25519 or RSA)"
+        )
     der = cert.public_bytes(serialization.Encoding.DER)
-    return Recipient(cert, key, alg, hashlib.sha256(der).hexdigest(), _spki_sha256(key), pid,
-                     common_name(cert.subject))
+    return Recipient(
+        cert, key, alg, hashlib.sha256(der).hexdigest(), _spki_sha256(key), pid, common_name(cert.subject)
+    )
 
 
 # ------------------------------------------------------------------ Ed25519 -> X25519
@@ -205,8 +214,9 @@ def x25519_public_of(key: ed25519.Ed25519PublicKey) -> x25519.X25519PublicKey:
 def x25519_private_of(key: ed25519.Ed25519PrivateKey) -> x25519.X25519PrivateKey:
     """The X25519 scalar of an Ed25519 key: the first half of SHA-512 of its seed (clamped by
     X25519 itself)."""
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
+    seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
     return x25519.X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32])
 
 
@@ -231,8 +241,7 @@ def _hkdf(shared: bytes, epk: bytes, alg: str, key_sha256: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=epk, info=info).derive(shared)
 
 
-_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(),
-                     label=None)
+_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
 def _content_key(recipient: Recipient) -> tuple[bytes, dict[str, str]]:
@@ -243,13 +252,13 @@ def _content_key(recipient: Recipient) -> tuple[bytes, dict[str, str]]:
     if isinstance(recipient.key, ec.EllipticCurvePublicKey):
         eph = ec.generate_private_key(ec.SECP256R1())
         shared = eph.exchange(ec.ECDH(), recipient.key)
-        epk = eph.public_key().public_bytes(serialization.Encoding.X962,
-                                            serialization.PublicFormat.UncompressedPoint)
+        epk = eph.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
     else:
         xeph = x25519.X25519PrivateKey.generate()
         shared = xeph.exchange(x25519_public_of(recipient.key))
-        epk = xeph.public_key().public_bytes(serialization.Encoding.Raw,
-                                             serialization.PublicFormat.Raw)
+        epk = xeph.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return _hkdf(shared, epk, recipient.alg, recipient.key_sha256), {"epk": _b64(epk)}
 
 
@@ -262,9 +271,11 @@ def _open_key(header: Mapping[str, Any], key: RecipientPrivateKey) -> bytes:
     recipient = header.get("recipient") or {}
     wanted = recipient.get("keySha256") if isinstance(recipient, dict) else None
     if _spki_sha256(_public_of(key)) != wanted:
-        raise EnvelopeError("this envelope is for another key (recipient "
-                            f"{recipient.get('participantId') if isinstance(recipient, dict) else '?'}"
-                            ")")
+        raise EnvelopeError(
+            "this envelope is for another key (recipient "
+            f"{recipient.get('participantId') if isinstance(recipient, dict) else '?'}"
+            ")"
+        )
     try:
         if alg == ALG_RSA and isinstance(key, rsa.RSAPrivateKey):
             cek = key.decrypt(_unb64(header.get("wrappedKey"), "wrappedKey"), _OAEP)
@@ -279,8 +290,7 @@ def _open_key(header: Mapping[str, Any], key: RecipientPrivateKey) -> bytes:
             xkey = x25519_private_of(key) if isinstance(key, ed25519.Ed25519PrivateKey) else key
             shared = xkey.exchange(x25519.X25519PublicKey.from_public_bytes(epk))
         else:
-            raise EnvelopeError(f"the envelope's algorithm {alg!r} does not fit a "
-                                f"{type(key).__name__}")
+            raise EnvelopeError(f"the envelope's algorithm {alg!r} does not fit a {type(key).__name__}")
     except ValueError as exc:
         if isinstance(exc, EnvelopeError):
             raise
@@ -309,8 +319,7 @@ def _nonce(counter: int, final: bool) -> bytes:
 def _prefix(header: Mapping[str, Any]) -> tuple[bytes, bytes]:
     raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     if len(raw) > MAX_HEADER_BYTES:
-        raise EnvelopeError(f"the envelope header would be {len(raw)} bytes; at most "
-                            f"{MAX_HEADER_BYTES}")
+        raise EnvelopeError(f"the envelope header would be {len(raw)} bytes; at most {MAX_HEADER_BYTES}")
     prefix = MAGIC + struct.pack(">I", len(raw)) + raw
     return prefix, hashlib.sha256(MAGIC + raw).digest()
 
@@ -343,15 +352,24 @@ class Sender:
 
     def sign(self, header_sha256: bytes) -> bytes:
         der = self.certificate.public_bytes(serialization.Encoding.DER)
-        return jwt.encode({"headerSha256": header_sha256.hex()}, self.key.private_key,
-                          algorithm=self.key.alg,
-                          headers={"typ": SIGNATURE_TYP,
-                                   "x5c": [base64.b64encode(der).decode()]}).encode()
+        return jwt.encode(
+            {"headerSha256": header_sha256.hex()},
+            self.key.private_key,
+            algorithm=self.key.alg,
+            headers={"typ": SIGNATURE_TYP, "x5c": [base64.b64encode(der).decode()]},
+        ).encode()
 
 
-def seal(recipient: Recipient, source: Iterable[bytes], *, plaintext_sha256: str,
-         plaintext_size: int, fields: Mapping[str, Any], sender: Sender | None = None,
-         chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def seal(
+    recipient: Recipient,
+    source: Iterable[bytes],
+    *,
+    plaintext_sha256: str,
+    plaintext_size: int,
+    fields: Mapping[str, Any],
+    sender: Sender | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> Iterator[bytes]:
     """The envelope of ``source`` for ``recipient``, as it is produced: the prefix (magic,
     header and the ``sender``'s signature) first, then one record per chunk. ``fields``: the
     sender's header fields (not the format's own). The plaintext's SHA-256 and size go in the
@@ -363,9 +381,16 @@ def seal(recipient: Recipient, source: Iterable[bytes], *, plaintext_sha256: str
     if not 0 < chunk_size <= MAX_CHUNK_SIZE:
         raise EnvelopeError(f"chunk size must be 1 to {MAX_CHUNK_SIZE} bytes")
     cek, key_fields = _content_key(recipient)
-    header = {**fields, "format": FORMAT, "enc": ENC, "alg": recipient.alg,
-              "chunkSize": chunk_size, "recipient": recipient.to_json(), **key_fields,
-              "plaintext": {"sha256": plaintext_sha256, "size": plaintext_size}}
+    header = {
+        **fields,
+        "format": FORMAT,
+        "enc": ENC,
+        "alg": recipient.alg,
+        "chunkSize": chunk_size,
+        "recipient": recipient.to_json(),
+        **key_fields,
+        "plaintext": {"sha256": plaintext_sha256, "size": plaintext_size},
+    }
     prefix, aad = _prefix(header)
     signature = sender.sign(aad) if sender is not None else b""
     yield prefix + struct.pack(">I", len(signature)) + signature
@@ -376,18 +401,33 @@ def seal(recipient: Recipient, source: Iterable[bytes], *, plaintext_sha256: str
         digest.update(chunk)
         size += len(chunk)
         if final and (size != plaintext_size or digest.hexdigest() != plaintext_sha256):
-            raise EnvelopeError("the data is not the copy the header describes (size or "
-                                "SHA-256 differ); the envelope is incomplete")
+            raise EnvelopeError(
+                "the data is not the copy the header describes (size or "
+                "SHA-256 differ); the envelope is incomplete"
+            )
         sealed = aead.encrypt(_nonce(counter, final), chunk, aad)
         yield struct.pack(">I", len(sealed)) + sealed
 
 
-def encrypt(plaintext: bytes, recipient: Recipient, fields: Mapping[str, Any],
-            sender: Sender | None = None, chunk_size: int = CHUNK_SIZE) -> bytes:
+def encrypt(
+    plaintext: bytes,
+    recipient: Recipient,
+    fields: Mapping[str, Any],
+    sender: Sender | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> bytes:
     """The whole envelope of ``plaintext`` (for small data and tests; ``seal`` streams)."""
-    return b"".join(seal(recipient, [plaintext], plaintext_sha256=hashlib.sha256(plaintext)
-                         .hexdigest(), plaintext_size=len(plaintext), fields=fields,
-                         sender=sender, chunk_size=chunk_size))
+    return b"".join(
+        seal(
+            recipient,
+            [plaintext],
+            plaintext_sha256=hashlib.sha256(plaintext).hexdigest(),
+            plaintext_size=len(plaintext),
+            fields=fields,
+            sender=sender,
+            chunk_size=chunk_size,
+        )
+    )
 
 
 # ------------------------------------------------------------------ opening
@@ -429,15 +469,17 @@ def read_header(stream: BinaryIO) -> Head:
     chunk_size, plain = header.get("chunkSize"), header.get("plaintext")
     if type(chunk_size) is not int or not 0 < chunk_size <= MAX_CHUNK_SIZE:
         raise EnvelopeError("the envelope header's chunkSize is invalid")
-    if not (isinstance(plain, dict) and isinstance(plain.get("sha256"), str)
-            and type(plain.get("size")) is int and plain["size"] >= 0):
+    if not (
+        isinstance(plain, dict)
+        and isinstance(plain.get("sha256"), str)
+        and type(plain.get("size")) is int
+        and plain["size"] >= 0
+    ):
         raise EnvelopeError("the envelope header's plaintext size and sha256 are invalid")
     (m,) = struct.unpack(">I", _read_exact(stream, 4, "the signature length"))
     if m > MAX_SIGNATURE_BYTES:
-        raise EnvelopeError(f"the envelope's signature is {m} bytes; at most "
-                            f"{MAX_SIGNATURE_BYTES}")
-    return Head(header, hashlib.sha256(MAGIC + raw).digest(),
-                _read_exact(stream, m, "the signature"))
+        raise EnvelopeError(f"the envelope's signature is {m} bytes; at most {MAX_SIGNATURE_BYTES}")
+    return Head(header, hashlib.sha256(MAGIC + raw).digest(), _read_exact(stream, m, "the signature"))
 
 
 def verify_sender(head: Head, ca: x509.Certificate, now: datetime) -> str:
@@ -465,8 +507,9 @@ def verify_sender(head: Head, ca: x509.Certificate, now: datetime) -> str:
     if claims.get("headerSha256") != head.sha256.hex():
         raise EnvelopeError("the sender's signature is of another header")
     if who.participant_id != head.header.get("sender"):
-        raise EnvelopeError(f"the envelope is signed by {who.participant_id}, not by its "
-                            f"sender {head.header.get('sender')}")
+        raise EnvelopeError(
+            f"the envelope is signed by {who.participant_id}, not by its sender {head.header.get('sender')}"
+        )
     return who.participant_id
 
 
@@ -480,8 +523,13 @@ class Opened:
     chunks: Iterator[bytes]
 
 
-def open_envelope(stream: BinaryIO, key: RecipientPrivateKey, *,
-                  ca: x509.Certificate | None = None, now: datetime | None = None) -> Opened:
+def open_envelope(
+    stream: BinaryIO,
+    key: RecipientPrivateKey,
+    *,
+    ca: x509.Certificate | None = None,
+    now: datetime | None = None,
+) -> Opened:
     """Open an envelope with the recipient's key; with the data-space ``ca``, its sender's
     signature must verify too. The chunks' iterator raises EnvelopeError on any tampering,
     truncation, reordering or trailing data; the plaintext is complete and correct only when
@@ -503,8 +551,7 @@ def open_envelope(stream: BinaryIO, key: RecipientPrivateKey, *,
             length = stream.read(4)
             if not length:
                 raise EnvelopeError("the envelope is truncated: its final chunk is missing")
-            (n,) = struct.unpack(">I", length + _read_exact(stream, 4 - len(length),
-                                                             "a chunk length"))
+            (n,) = struct.unpack(">I", length + _read_exact(stream, 4 - len(length), "a chunk length"))
             if not TAG <= n <= chunk_size + TAG:
                 raise EnvelopeError(f"chunk {counter} has an invalid length {n}")
             sealed = _read_exact(stream, n, f"chunk {counter}")
@@ -516,8 +563,10 @@ def open_envelope(stream: BinaryIO, key: RecipientPrivateKey, *,
                     chunk = aead.decrypt(_nonce(counter, True), sealed, aad)
                     final = True
                 except InvalidTag:
-                    raise EnvelopeError(f"chunk {counter} does not verify (the header or the "
-                                        "data was changed, or chunks reordered)") from None
+                    raise EnvelopeError(
+                        f"chunk {counter} does not verify (the header or the "
+                        "data was changed, or chunks reordered)"
+                    ) from None
             if not final and len(chunk) != chunk_size:
                 raise EnvelopeError(f"chunk {counter} is not the last but is short")
             digest.update(chunk)
@@ -531,17 +580,43 @@ def open_envelope(stream: BinaryIO, key: RecipientPrivateKey, *,
                 yield chunk
                 return
             yield chunk
+
     return Opened(header, sender, chunks())
 
 
-def decrypt(envelope: bytes, key: RecipientPrivateKey, *, ca: x509.Certificate | None = None,
-            now: datetime | None = None) -> bytes:
+def decrypt(
+    envelope: bytes,
+    key: RecipientPrivateKey,
+    *,
+    ca: x509.Certificate | None = None,
+    now: datetime | None = None,
+) -> bytes:
     """The plaintext of a whole envelope, verified; EnvelopeError otherwise."""
     return b"".join(list(open_envelope(io.BytesIO(envelope), key, ca=ca, now=now).chunks))
 
 
-__all__ = ["ALG_P256", "ALG_RSA", "ALG_X25519", "CHUNK_SIZE", "FORMAT", "MAGIC", "EnvelopeError",
-           "Head", "Opened", "Recipient", "RecipientRefused", "Sender", "decrypt", "encrypt",
-           "load_certificate", "load_private_key", "open_envelope", "read_header",
-           "recipient_from_certificate", "seal", "verify_sender", "x25519_private_of",
-           "x25519_public_of"]
+__all__ = [
+    "ALG_P256",
+    "ALG_RSA",
+    "ALG_X25519",
+    "CHUNK_SIZE",
+    "FORMAT",
+    "MAGIC",
+    "EnvelopeError",
+    "Head",
+    "Opened",
+    "Recipient",
+    "RecipientRefused",
+    "Sender",
+    "decrypt",
+    "encrypt",
+    "load_certificate",
+    "load_private_key",
+    "open_envelope",
+    "read_header",
+    "recipient_from_certificate",
+    "seal",
+    "verify_sender",
+    "x25519_private_of",
+    "x25519_public_of",
+]

@@ -46,8 +46,10 @@ from connector.usage.pipeline import agreement_document
 DISTRIBUTED_KIND = "vault.distributed"
 DENIED_KIND = "vault.denied"
 READ_BLOCK = 1 << 20
-IRI_ONLY = ("the agreement names the next policy by its IRI only: the IRI is attached, the "
-            "recipient obtains the policy's document from the provider")
+IRI_ONLY = (
+    "the agreement names the next policy by its IRI only: the IRI is attached, the "
+    "recipient obtains the policy's document from the provider"
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,14 @@ class Export:
             yield from _read(self.path)
             return
         size = self.path.stat().st_size
-        yield from seal(self.recipient, _read(self.path), plaintext_sha256=self.item.sha256,
-                        plaintext_size=size, fields=self.fields, sender=self.sender)
+        yield from seal(
+            self.recipient,
+            _read(self.path),
+            plaintext_sha256=self.item.sha256,
+            plaintext_size=size,
+            fields=self.fields,
+            sender=self.sender,
+        )
 
 
 def _read(path: Path) -> Iterator[bytes]:
@@ -101,8 +109,10 @@ def embedded_next_policy(agreement: dict[str, Any], duty_id: str) -> dict[str, A
             action = duty.get("action")
             name = action.get("@id") if isinstance(action, dict) else action
             same = duty.get("@id") == duty_id or (
-                duty_id.startswith("_:") and isinstance(name, str)
-                and name.rsplit("/", 1)[-1].rsplit(":", 1)[-1] in ("nextPolicy", "NEXT_POLICY"))
+                duty_id.startswith("_:")
+                and isinstance(name, str)
+                and name.rsplit("/", 1)[-1].rsplit(":", 1)[-1] in ("nextPolicy", "NEXT_POLICY")
+            )
             target = duty.get("target")
             if same and isinstance(target, dict) and len(target) > 1:
                 return {"@context": agreement_document(agreement)["@context"], **target}
@@ -118,9 +128,17 @@ class VaultIndex(Protocol):
 class VaultExport:
     """The consumer connector's exports of vault copies."""
 
-    def __init__(self, *, store: Store, vault: VaultIndex, ca: x509.Certificate,
-                 audit: AuditLog | None, clock: Callable[[], datetime],
-                 participant_id: str, sender: Sender | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        vault: VaultIndex,
+        ca: x509.Certificate,
+        audit: AuditLog | None,
+        clock: Callable[[], datetime],
+        participant_id: str,
+        sender: Sender | None = None,
+    ) -> None:
         """``sender``: this connector's participant key and certificate, to sign envelopes."""
         self._store = store
         self._vault = vault
@@ -131,30 +149,32 @@ class VaultExport:
         self._sender = sender
         self._terms: dict[str, DistributionTerms] = {}
 
-    async def prepare(self, item_id: str, *, recipient_pem: str | None,
-                      plain: bool) -> Export:
+    async def prepare(self, item_id: str, *, recipient_pem: str | None, plain: bool) -> Export:
         """Decide one export; Denied with the status and reason when it may not happen."""
         item = await self._vault.get(item_id)
         if item is None:
             raise Denied(404, f"no vault item {item_id}")
         now = self._clock()
         if item.deleted_at or (item.delete_at and datetime.fromisoformat(item.delete_at) <= now):
-            raise Denied(410, f"the copy is deleted (due {item.delete_at}) under the "
-                              "agreement's delete duty")
+            raise Denied(410, f"the copy is deleted (due {item.delete_at}) under the agreement's delete duty")
         path = Path(item.path)
         if not path.is_file():
             raise Denied(410, "the copy is no longer on disk")
         if not plain and not recipient_pem:
-            raise Denied(400, "name the recipient by its certificate (recipientCertificate), or "
-                              "ask for a plain export if the agreement permits one")
+            raise Denied(
+                400,
+                "name the recipient by its certificate (recipientCertificate), or "
+                "ask for a plain export if the agreement permits one",
+            )
         async with self._store.transaction(readonly=True) as tx:
             agreement = await tx.agreements.get(item.agreement_id)
         if agreement is None:
             raise Denied(404, f"the agreement {item.agreement_id} is unknown here")
         duties = agreement_duties(agreement.policy, agreement.signed_at)
         if duties.deletion_due(now):  # read as local use reads it, whatever the index says
-            raise Denied(410, f"the copy is deleted (due {duties.delete_at}) under the "
-                              "agreement's delete duty")
+            raise Denied(
+                410, f"the copy is deleted (due {duties.delete_at}) under the agreement's delete duty"
+            )
         terms = self._terms.get(agreement.id)
         if terms is None:
             try:
@@ -167,8 +187,7 @@ class VaultExport:
         recipient = None
         if recipient_pem:
             try:
-                recipient = recipient_from_certificate(load_certificate(recipient_pem),
-                                                       self._ca, now)
+                recipient = recipient_from_certificate(load_certificate(recipient_pem), self._ca, now)
             except RecipientRefused as exc:
                 await self._log(DENIED_KIND, item, {"action": "distribute", "reason": str(exc)})
                 raise Denied(400, str(exc)) from exc
@@ -179,56 +198,80 @@ class VaultExport:
             if next_doc is None:
                 next_doc, note = {"@id": terms.next_policy}, IRI_ONLY
         encrypted = not plain
-        decision = decide(terms, encrypted=encrypted,
-                          # a plain copy carries nothing with it: no policy travels along
-                          next_policy_attached=encrypted and next_doc is not None,
-                          now=now, assignee=self._participant_id, target=agreement.target,
-                          count=await asyncio.to_thread(self._distributions, agreement.id),
-                          started_at=agreement.signed_at)
+        decision = decide(
+            terms,
+            encrypted=encrypted,
+            # a plain copy carries nothing with it: no policy travels along
+            next_policy_attached=encrypted and next_doc is not None,
+            now=now,
+            assignee=self._participant_id,
+            target=agreement.target,
+            count=await asyncio.to_thread(self._distributions, agreement.id),
+            started_at=agreement.signed_at,
+        )
         if not decision.permit:
             reason = decision.reason
             if plain and terms.requires_next_policy and not terms.requires_encryption:
-                reason += ("; the next policy travels only in an envelope: export to a "
-                           "recipient certificate")
-            await self._log(DENIED_KIND, item, {"action": "distribute", "reason": reason,
-                                                "encrypted": encrypted})
+                reason += "; the next policy travels only in an envelope: export to a recipient certificate"
+            await self._log(
+                DENIED_KIND, item, {"action": "distribute", "reason": reason, "encrypted": encrypted}
+            )
             raise Denied(403, reason)
         actual = await asyncio.to_thread(_sha256, path)
         if actual != item.sha256:
-            raise Denied(409, "the copy on disk is not the one registered in the vault "
-                              f"(sha256 {actual}, registered {item.sha256})")
+            raise Denied(
+                409,
+                "the copy on disk is not the one registered in the vault "
+                f"(sha256 {actual}, registered {item.sha256})",
+            )
         fields: dict[str, Any] = {
-            "agreementId": agreement.id, "provider": agreement.provider_id,
-            "sender": self._participant_id, "target": agreement.target,
-            "created": now.isoformat(), "nextPolicy": next_doc}
+            "agreementId": agreement.id,
+            "provider": agreement.provider_id,
+            "sender": self._participant_id,
+            "target": agreement.target,
+            "created": now.isoformat(),
+            "nextPolicy": next_doc,
+        }
         if note:
             fields["nextPolicyNote"] = note
-        await self._log(DISTRIBUTED_KIND, item, {
-            "encrypted": encrypted,
-            "recipient": recipient.to_json() if recipient else None,
-            "alg": recipient.alg if encrypted and recipient else None,
-            "nextPolicy": terms.next_policy if next_doc is not None else None,
-            "nextPolicyDocument": next_doc is not None and note is None,
-            "decision": decision.reason})
-        return Export(item, path, recipient if encrypted else None, fields, next_doc, note,
-                      self._sender)
+        await self._log(
+            DISTRIBUTED_KIND,
+            item,
+            {
+                "encrypted": encrypted,
+                "recipient": recipient.to_json() if recipient else None,
+                "alg": recipient.alg if encrypted and recipient else None,
+                "nextPolicy": terms.next_policy if next_doc is not None else None,
+                "nextPolicyDocument": next_doc is not None and note is None,
+                "decision": decision.reason,
+            },
+        )
+        return Export(item, path, recipient if encrypted else None, fields, next_doc, note, self._sender)
 
     def _distributions(self, agreement_id: str) -> int:
         """Exports already made under the agreement (for a count on distribute)."""
         if self._audit is None:
             return 0
-        return sum(1 for e in self._audit.entries()
-                   if e.kind == DISTRIBUTED_KIND and e.ids.get("agreement_id") == agreement_id)
+        return sum(
+            1
+            for e in self._audit.entries()
+            if e.kind == DISTRIBUTED_KIND and e.ids.get("agreement_id") == agreement_id
+        )
 
     async def _log(self, kind: str, item: VaultItem, data: dict[str, Any]) -> None:
         if self._audit is None:
             if kind == DENIED_KIND:
                 return
-            raise Denied(403, "a copy leaves the vault only with an audit entry, and this "
-                              "connector keeps no audit log")
-        await self._audit.aappend(kind, {"vaultId": item.id, "sha256": item.sha256, **data},
-                                  agreement_id=item.agreement_id, transfer_id=item.transfer_id,
-                                  participant_id=item.provider_id)
+            raise Denied(
+                403, "a copy leaves the vault only with an audit entry, and this connector keeps no audit log"
+            )
+        await self._audit.aappend(
+            kind,
+            {"vaultId": item.id, "sha256": item.sha256, **data},
+            agreement_id=item.agreement_id,
+            transfer_id=item.transfer_id,
+            participant_id=item.provider_id,
+        )
 
 
 __all__ = [

@@ -70,8 +70,9 @@ class HeldFacts:
     """The provider's held facts and payments, cached for ``ttl`` seconds (``clock``: a
     monotonic clock in seconds)."""
 
-    def __init__(self, store: Store, *, ttl: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, store: Store, *, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.ttl = ttl
         self.clock = clock
@@ -107,21 +108,21 @@ class HeldFacts:
         self._payments[agreement_id] = (self.clock() + self.ttl, rows)
         return rows
 
-    async def payment_check(self, agreement_id: str, policy: Policy, *, signed_at: datetime,
-                            now: datetime) -> PaymentCheck:
+    async def payment_check(
+        self, agreement_id: str, policy: Policy, *, signed_at: datetime, now: datetime
+    ) -> PaymentCheck:
         """The agreement's compensate duties at ``now`` against its recorded payments.
         ``policy`` must be the very ``Policy`` the decider was compiled from: a duty without an
         ``@id`` is a blank node, named anew by every parse. ``.duties`` goes to
         ``DecisionRequest.duties``; ``.reason`` is what a denial says."""
-        return check_payments(policy, await self.payments(agreement_id), now=now,
-                              agreement_start=signed_at)
+        return check_payments(policy, await self.payments(agreement_id), now=now, agreement_start=signed_at)
 
     # -- writes (through the store, invalidating this cache)
 
-    async def set(self, name: str, values: Sequence[Any], *, until: datetime | None,
-                  now: datetime) -> HeldFact:
-        fact = HeldFact(name=fact_name(name), values=fact_values(name, values), until=until,
-                        set_at=now)
+    async def set(
+        self, name: str, values: Sequence[Any], *, until: datetime | None, now: datetime
+    ) -> HeldFact:
+        fact = HeldFact(name=fact_name(name), values=fact_values(name, values), until=until, set_at=now)
         async with self.store.transaction() as tx:
             await tx.held_facts.set(fact)
         self._facts = None

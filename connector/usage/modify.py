@@ -92,7 +92,8 @@ class MalformedData(ModificationError):
 
 _WILD = object()
 _SEGMENT = re.compile(
-    r"\.(?P<name>[^.\[\]]+)|\[(?:(?P<star>\*)|(?P<index>[0-9]+)|'(?P<sq>[^']*)'|\"(?P<dq>[^\"]*)\")\]")
+    r"\.(?P<name>[^.\[\]]+)|\[(?:(?P<star>\*)|(?P<index>[0-9]+)|'(?P<sq>[^']*)'|\"(?P<dq>[^\"]*)\")\]"
+)
 
 Step = str | int | object  # a key, an index, or _WILD
 
@@ -118,14 +119,16 @@ class Selector:
             m = _SEGMENT.match(t, pos)
             if m is None:
                 raise UnperformableModification(
-                    f"{text!r} is not a path this connector reads ($.a.b, $['a'], $[*], $[0])")
+                    f"{text!r} is not a path this connector reads ($.a.b, $['a'], $[*], $[0])"
+                )
             if m.group("star") or m.group("name") == "*":
                 steps.append(_WILD)
             elif m.group("index") is not None:
                 steps.append(int(m.group("index")))
             else:
-                steps.append(next(g for g in (m.group("name"), m.group("sq"), m.group("dq"))
-                                  if g is not None))
+                steps.append(
+                    next(g for g in (m.group("name"), m.group("sq"), m.group("dq")) if g is not None)
+                )
             pos = m.end()
         if not steps:
             raise UnperformableModification(f"{text!r} names the whole document, not a field")
@@ -196,8 +199,7 @@ class Modification:
         kind = media_kind(media_type)
         columns = [op for op in self.operations if not isinstance(op, RegexReplace)]
         if kind == "csv":
-            return _CsvTransformer(self.operations, tab=_essence(media_type).endswith(
-                "tab-separated-values"))
+            return _CsvTransformer(self.operations, tab=_essence(media_type).endswith("tab-separated-values"))
         if kind == "json":
             return _JsonTransformer(self.operations, self.json_limit)
         if kind == "jsonl":
@@ -208,10 +210,13 @@ class Modification:
             return _LineTransformer(lambda line: _sub_all(patterns, line))
         if kind == "text":
             raise UnsupportedMediaType(
-                f"fields and columns cannot be modified in {shown} data (only CSV and JSON)")
+                f"fields and columns cannot be modified in {shown} data (only CSV and JSON)"
+            )
         if not _essence(media_type):
-            raise UnsupportedMediaType("the data's media type is not known (declare the "
-                                       "asset's contentType), so it cannot be modified")
+            raise UnsupportedMediaType(
+                "the data's media type is not known (declare the "
+                "asset's contentType), so it cannot be modified"
+            )
         raise UnsupportedMediaType(f"data of media type {shown} cannot be modified")
 
     def apply(self, data: bytes, media_type: str | None) -> bytes:
@@ -224,15 +229,25 @@ class Modification:
 
 MediaKind = Literal["csv", "json", "jsonl", "text", "other"]
 _KINDS: dict[str, MediaKind] = {
-    "text/csv": "csv", "application/csv": "csv", "text/tab-separated-values": "csv",
-    "application/json": "json", "text/json": "json",
-    "application/jsonl": "jsonl", "application/x-ndjson": "jsonl",
-    "application/x-jsonlines": "jsonl", "application/jsonlines": "jsonl",
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "text/tab-separated-values": "csv",
+    "application/json": "json",
+    "text/json": "json",
+    "application/jsonl": "jsonl",
+    "application/x-ndjson": "jsonl",
+    "application/x-jsonlines": "jsonl",
+    "application/jsonlines": "jsonl",
 }
 _EXTENSIONS = {
-    ".csv": "text/csv", ".tsv": "text/tab-separated-values", ".json": "application/json",
-    ".jsonl": "application/jsonl", ".ndjson": "application/x-ndjson", ".txt": "text/plain",
-    ".log": "text/plain", ".md": "text/markdown",
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".json": "application/json",
+    ".jsonl": "application/jsonl",
+    ".ndjson": "application/x-ndjson",
+    ".txt": "text/plain",
+    ".log": "text/plain",
+    ".md": "text/markdown",
 }
 GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
@@ -272,8 +287,7 @@ def choose_media_type(*candidates: str | None, name: str | None = None) -> str |
 # --------------------------------------------------------------------------- the policy
 
 
-def modification(policy: Policy, stage: Stage, *, json_limit: int = JSON_LIMIT
-                 ) -> Modification | None:
+def modification(policy: Policy, stage: Stage, *, json_limit: int = JSON_LIMIT) -> Modification | None:
     """What ``policy`` requires to be done to the data at ``stage``; None if nothing.
 
     Raises UnperformableModification when a duty of that stage asks for a modification this
@@ -295,8 +309,7 @@ def modification(policy: Policy, stage: Stage, *, json_limit: int = JSON_LIMIT
         # a string, so there the same terms are the duty's constraints (the modification's
         # parameters, never conditions: other constraints of the duty are left as they are)
         given = [c for a in actions for c in a.refinements]
-        given += [c for c in duty.constraints
-                  if isinstance(c, Constraint) and c.left_operand in _PARAMETERS]
+        given += [c for c in duty.constraints if isinstance(c, Constraint) and c.left_operand in _PARAMETERS]
         ops.extend(_operations(given, duty.label))
         duties.append(duty.id)
     if not duties:
@@ -304,8 +317,7 @@ def modification(policy: Policy, stage: Stage, *, json_limit: int = JSON_LIMIT
     return Modification(tuple(ops), tuple(duties), json_limit=json_limit)
 
 
-def planned(policy: Policy, stage: Stage, *, json_limit: int = JSON_LIMIT
-            ) -> Modification | None:
+def planned(policy: Policy, stage: Stage, *, json_limit: int = JSON_LIMIT) -> Modification | None:
     """``modification``, with an unperformable one as a Modification that refuses every
     start (for a caller that compiles once and refuses per request, with the reason)."""
     try:
@@ -331,7 +343,8 @@ def _texts(c: Constraint, where: str) -> list[str]:
     name = T.short(c.left_operand)
     if c.operator not in (T.EQ, T.IS_ANY_OF):
         raise UnperformableModification(
-            f"{where}: {name} {T.short(c.operator)} is not a modification (use eq)")
+            f"{where}: {name} {T.short(c.operator)} is not a modification (use eq)"
+        )
     if c.right_reference or not c.right:
         raise UnperformableModification(f"{where}: {name} has no value")
     return [v.lexical for v in c.right]
@@ -349,7 +362,8 @@ def _operations(refinements: Iterable[Any], where: str) -> list[Operation]:
             raise UnperformableModification(
                 f"{where}: {T.short(c.left_operand)} is not a modification this connector "
                 "performs (dsc:drop, dsc:hash, idsc:JSON_PATH with idsc:REPLACE_WITH, "
-                "dsc:pattern with dsc:replacement)")
+                "dsc:pattern with dsc:replacement)"
+            )
         given.setdefault(c.left_operand, []).extend(_texts(c, where))
     ops: list[Operation] = []
     ops += [Drop(Selector.parse(v)) for v in given.get(T.DROP, [])]
@@ -358,7 +372,8 @@ def _operations(refinements: Iterable[Any], where: str) -> list[Operation]:
     if paths or withs:
         if len(paths) != 1 or len(withs) != 1:
             raise UnperformableModification(
-                f"{where}: idsc:JSON_PATH and idsc:REPLACE_WITH go together, one value each")
+                f"{where}: idsc:JSON_PATH and idsc:REPLACE_WITH go together, one value each"
+            )
         ops.append(Replace(Selector.parse(paths[0]), withs[0]))
     patterns, replacements = given.get(T.PATTERN, []), given.get(T.REPLACEMENT, [])
     if replacements and not patterns:
@@ -370,18 +385,19 @@ def _operations(refinements: Iterable[Any], where: str) -> list[Operation]:
             compiled = re.compile(patterns[0])
         except re.error as exc:
             raise UnperformableModification(
-                f"{where}: dsc:pattern {patterns[0]!r} is not a regular expression: {exc}") from None
+                f"{where}: dsc:pattern {patterns[0]!r} is not a regular expression: {exc}"
+            ) from None
         replacement = replacements[0] if replacements else ""
         try:
             compiled.sub(replacement, "")  # a bad group reference fails here, not mid-stream
         except (re.error, IndexError) as exc:
-            raise UnperformableModification(
-                f"{where}: dsc:replacement {replacement!r}: {exc}") from None
+            raise UnperformableModification(f"{where}: dsc:replacement {replacement!r}: {exc}") from None
         ops.append(RegexReplace(compiled, replacement))
     if not ops:
         raise UnspecifiedModification(
             f"{where} says to modify the data but not how (give dsc:drop, dsc:hash, "
-            "idsc:JSON_PATH with idsc:REPLACE_WITH, or dsc:pattern)")
+            "idsc:JSON_PATH with idsc:REPLACE_WITH, or dsc:pattern)"
+        )
     return ops
 
 
@@ -438,7 +454,7 @@ class _LineTransformer:
             if last and not line:
                 break
             cr = "\r" if line.endswith("\r") else ""
-            out.append(self._line(line[:len(line) - len(cr)]) + cr + ("" if last else "\n"))
+            out.append(self._line(line[: len(line) - len(cr)]) + cr + ("" if last else "\n"))
         return "".join(out)
 
     def feed(self, chunk: bytes) -> bytes:
@@ -516,7 +532,8 @@ class _CsvTransformer:
             name = op.selector.column()
             if name is None:
                 raise UnsupportedMediaType(
-                    f"{op.selector.written!r} names no CSV column (give a header name)")
+                    f"{op.selector.written!r} names no CSV column (give a header name)"
+                )
             if name not in index:
                 raise MalformedData(f"the CSV has no column {name!r}")
             return index[name]
@@ -551,8 +568,7 @@ class _CsvTransformer:
         out = io.StringIO()
         writer = csv.writer(out, delimiter=self._delimiter, lineterminator=self._ending)
         try:
-            self._write_rows(csv.reader(io.StringIO(text, newline=""), delimiter=self._delimiter),
-                             writer)
+            self._write_rows(csv.reader(io.StringIO(text, newline=""), delimiter=self._delimiter), writer)
         except csv.Error as exc:
             raise MalformedData(f"the CSV cannot be read: {exc}") from None
         return self._trim(out.getvalue(), text, final)
@@ -575,7 +591,7 @@ class _CsvTransformer:
                 if self._patterns:
                     v = _sub_all(self._patterns, v)
                 out.append(v)
-            out.extend(_sub_all(self._patterns, v) for v in row[self._header_width:])
+            out.extend(_sub_all(self._patterns, v) for v in row[self._header_width :])
             writer.writerow(out)
 
     def _trim(self, written: str, text: str, final: bool) -> str:
@@ -636,8 +652,7 @@ def _first_record(text: str) -> str:
 
 
 def _json_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(
-        value, ensure_ascii=False, separators=(",", ":"))
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _matches(node: Any, steps: tuple[Step, ...]) -> Iterable[tuple[Any, Any]]:
@@ -646,8 +661,9 @@ def _matches(node: Any, steps: tuple[Step, ...]) -> Iterable[tuple[Any, Any]]:
         return
     step, rest = steps[0], steps[1:]
     if step is _WILD:
-        keys: Iterable[Any] = (range(len(node)) if isinstance(node, list)
-                               else list(node) if isinstance(node, dict) else ())
+        keys: Iterable[Any] = (
+            range(len(node)) if isinstance(node, list) else list(node) if isinstance(node, dict) else ()
+        )
     elif isinstance(step, int):
         keys = (step,) if isinstance(node, list) and step < len(node) else ()
     else:
@@ -721,7 +737,8 @@ class _JsonTransformer:
         self._size += len(chunk)
         if self._size > self._limit:
             raise UnsupportedMediaType(
-                f"JSON documents over {self._limit} bytes are not modified (send JSON Lines)")
+                f"JSON documents over {self._limit} bytes are not modified (send JSON Lines)"
+            )
         self._parts.append(chunk)
         return b""
 

@@ -71,8 +71,9 @@ def currency_iri(text: str) -> str:
         if any(c.isspace() for c in iri):
             raise PaymentError(f"currency {text!r} is not an IRI")
         return iri
-    raise PaymentError(f"unknown currency {text!r}: use an ISO 4217 code of "
-                       f"{', '.join(CURRENCIES)} or the currency's IRI")
+    raise PaymentError(
+        f"unknown currency {text!r}: use an ISO 4217 code of {', '.join(CURRENCIES)} or the currency's IRI"
+    )
 
 
 def currency_label(iri: str) -> str:
@@ -163,8 +164,7 @@ class _Malformed(Exception):
 def compensate_duties(policy: Policy) -> list[tuple[Rule, Window]]:
     """The compensate duties of the policy: each permission's (with the permission's window)
     and the policy's obligations (no window)."""
-    found = [(duty, rule_window(p)) for p in policy.permissions for duty in p.duties
-             if _compensates(duty)]
+    found = [(duty, rule_window(p)) for p in policy.permissions for duty in p.duties if _compensates(duty)]
     found += [(o, Window()) for o in policy.obligations if _compensates(o)]
     return found
 
@@ -210,8 +210,9 @@ def _duration(value: Value) -> Any:
     return parsed
 
 
-def check_payments(policy: Policy, payments: Sequence[Payment], *, now: datetime,
-                   agreement_start: datetime) -> PaymentCheck:
+def check_payments(
+    policy: Policy, payments: Sequence[Payment], *, now: datetime, agreement_start: datetime
+) -> PaymentCheck:
     """Each compensate duty of ``policy`` (an agreement) at ``now``, against the ``payments``
     recorded for it; ``agreement_start``: when it was signed (a rental without a start bound
     starts then). Payments paid after ``now`` do not count yet."""
@@ -221,8 +222,9 @@ def check_payments(policy: Policy, payments: Sequence[Payment], *, now: datetime
         try:
             terms = _terms(duty)
         except _Malformed as exc:
-            checks.append(DutyCheck(duty.id, duty.label, False,
-                                    f"{duty.label} cannot be checked: {exc} (fail closed)"))
+            checks.append(
+                DutyCheck(duty.id, duty.label, False, f"{duty.label} cannot be checked: {exc} (fail closed)")
+            )
             continue
         if terms.interval is None:
             checks.append(_once(duty, terms, paid))
@@ -231,8 +233,9 @@ def check_payments(policy: Policy, payments: Sequence[Payment], *, now: datetime
     return PaymentCheck(tuple(checks))
 
 
-def duty_states(policy: Policy, payments: Sequence[Payment], *, now: datetime,
-                agreement_start: datetime) -> tuple[dict[str, str], str | None]:
+def duty_states(
+    policy: Policy, payments: Sequence[Payment], *, now: datetime, agreement_start: datetime
+) -> tuple[dict[str, str], str | None]:
     """``check_payments`` as the decider takes it: duty id -> deontic state IRI, and the first
     unmet duty's reason (None: all met)."""
     result = check_payments(policy, payments, now=now, agreement_start=agreement_start)
@@ -263,8 +266,14 @@ def _once(duty: Rule, terms: _Terms, paid: Sequence[Payment]) -> DutyCheck:
     return DutyCheck(duty.id, duty.label, False, _unmet(what, terms, total, others))
 
 
-def _recurring(duty: Rule, terms: _Terms, paid: Sequence[Payment], window: Window,
-               now: datetime, agreement_start: datetime) -> DutyCheck:
+def _recurring(
+    duty: Rule,
+    terms: _Terms,
+    paid: Sequence[Payment],
+    window: Window,
+    now: datetime,
+    agreement_start: datetime,
+) -> DutyCheck:
     start = window.start or agreement_start
     every: Any = terms.interval  # a timedelta or a calendar duration
     if now < start:
@@ -279,8 +288,10 @@ def _recurring(duty: Rule, terms: _Terms, paid: Sequence[Payment], window: Windo
     if period < periods_paid:
         until = start + every * periods_paid
         return DutyCheck(duty.id, duty.label, True, f"paid until {_when(until)}")
-    what = (f"payment for the period from {_when(period_start)} not yet received "
-            f"({money(terms.price, terms.currency)} per period")
+    what = (
+        f"payment for the period from {_when(period_start)} not yet received "
+        f"({money(terms.price, terms.currency)} per period"
+    )
     if total > 0:
         what += f"; {money(total, terms.currency)} received"
     if others:
@@ -300,6 +311,18 @@ def _period(start: datetime, every: Any, now: datetime) -> int:
     return k
 
 
-__all__ = ["COMPENSATE", "CURRENCIES", "DutyCheck", "PaymentCheck", "PaymentError",
-           "check_payments", "compensate_duties", "currency_iri", "currency_label", "duty_states",
-           "format_amount", "money", "parse_amount"]
+__all__ = [
+    "COMPENSATE",
+    "CURRENCIES",
+    "DutyCheck",
+    "PaymentCheck",
+    "PaymentError",
+    "check_payments",
+    "compensate_duties",
+    "currency_iri",
+    "currency_label",
+    "duty_states",
+    "format_amount",
+    "money",
+    "parse_amount",
+]

@@ -36,8 +36,12 @@ DATA_ACTION = T.O + "read"
 DecideFn = Callable[[DecisionRequest], Decision]  # a compiled policy, or a composition of them
 
 # the request headers (data plane) and fields (management API) of the stated facts
-STATED_HEADERS = {"X-Purpose": T.PURPOSE, "X-Application": T.APPLICATION,
-                  "X-Event": T.O + "event", "X-Location": T.SPATIAL}
+STATED_HEADERS = {
+    "X-Purpose": T.PURPOSE,
+    "X-Application": T.APPLICATION,
+    "X-Event": T.O + "event",
+    "X-Location": T.SPATIAL,
+}
 
 
 def agreement_document(policy: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,12 +71,15 @@ def catalog_decider(contract_policy: Mapping[str, Any]) -> DecideFn:
 
 @lru_cache(maxsize=1024)
 def _catalog(text: str) -> DecideFn:
-    staged = residual(load_policy(agreement_document(json.loads(text))),
-                      lambda operand: operand in ATTESTED or operand in DERIVED)
+    staged = residual(
+        load_policy(agreement_document(json.loads(text))),
+        lambda operand: operand in ATTESTED or operand in DERIVED,
+    )
     decider = compile_policy(staged)
 
     def decide(req: DecisionRequest) -> Decision:
         return decider(replace(req, action=DATA_ACTION, count=0, started_at=None))
+
     return decide
 
 
@@ -84,15 +91,19 @@ def both(first: DecideFn | None, second: DecideFn) -> DecideFn:
     def decide(req: DecisionRequest) -> Decision:
         d = first(req)
         return d if not d.permit else second(req)
+
     return decide
 
 
-def request_facts(attested: Mapping[str, Any] | None = None, *,
-                  stated: Mapping[str, tuple[Any, ...]] | None = None,
-                  held: Mapping[str, tuple[Any, ...]] | None = None,
-                  own: Mapping[str, Any] | None = None,
-                  attested_facts: Mapping[str, tuple[Any, ...]] | None = None,
-                  derive: bool = True) -> dict[str, tuple[Any, ...]]:
+def request_facts(
+    attested: Mapping[str, Any] | None = None,
+    *,
+    stated: Mapping[str, tuple[Any, ...]] | None = None,
+    held: Mapping[str, tuple[Any, ...]] | None = None,
+    own: Mapping[str, Any] | None = None,
+    attested_facts: Mapping[str, tuple[Any, ...]] | None = None,
+    derive: bool = True,
+) -> dict[str, tuple[Any, ...]]:
     """One request's facts: operand IRI -> values.
 
     ``attested``: the requester's attributes as the authority states them (``securityProfile``,
@@ -127,8 +138,9 @@ class AttestedFacts:
         self._entries: dict[tuple[str, Any], dict[str, tuple[Any, ...]]] = {}
         self._max = max_entries
 
-    def __call__(self, token_id: str, attested_at: Any,
-                 attested: Mapping[str, Any] | None) -> dict[str, tuple[Any, ...]]:
+    def __call__(
+        self, token_id: str, attested_at: Any, attested: Mapping[str, Any] | None
+    ) -> dict[str, tuple[Any, ...]]:
         key = (token_id, attested_at)
         hit = self._entries.get(key)
         if hit is None:
@@ -148,10 +160,13 @@ def stated_from_headers(headers: Mapping[str, str]) -> dict[str, tuple[Any, ...]
     return context_facts(raw)
 
 
-def stated(*, purpose: str | Iterable[str] | None = None,
-           application: str | Iterable[str] | None = None,
-           event: str | Iterable[str] | None = None,
-           location: str | Iterable[str] | None = None) -> dict[str, tuple[Any, ...]]:
+def stated(
+    *,
+    purpose: str | Iterable[str] | None = None,
+    application: str | Iterable[str] | None = None,
+    event: str | Iterable[str] | None = None,
+    location: str | Iterable[str] | None = None,
+) -> dict[str, tuple[Any, ...]]:
     """The facts a request states by name (``--purpose``, ``--application``, ...): the
     engine's ``stated_facts``, the place of use named ``location`` as the CLI and API name it."""
     return stated_facts(purpose=purpose, application=application, event=event, spatial=location)
@@ -159,8 +174,12 @@ def stated(*, purpose: str | Iterable[str] | None = None,
 
 def headers_for(facts: Mapping[str, str | Iterable[str] | None]) -> dict[str, str]:
     """The data-plane request headers that state ``facts`` (name -> value(s)), for a client."""
-    names = {"purpose": "X-Purpose", "application": "X-Application", "event": "X-Event",
-             "location": "X-Location"}
+    names = {
+        "purpose": "X-Purpose",
+        "application": "X-Application",
+        "event": "X-Event",
+        "location": "X-Location",
+    }
     out: dict[str, str] = {}
     for name, value in facts.items():
         if value is None or name not in names:

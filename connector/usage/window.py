@@ -43,7 +43,8 @@ def rule_window(rule: Rule) -> Window:
             continue
         if c.operator in (T.GTEQ, T.GT) and (start is None or value > start):
             start = value
-        elif c.operator in (T.LTEQ, T.LT) and (end is None or value < end or (
-                value == end and c.operator == T.LT)):
+        elif c.operator in (T.LTEQ, T.LT) and (
+            end is None or value < end or (value == end and c.operator == T.LT)
+        ):
             end, inclusive = value, c.operator == T.LTEQ
     return Window(start, end, inclusive)

@@ -35,7 +35,10 @@ def pull(consumer: Connector, transfer: dict[str, Any]) -> tuple[int, bytes]:
 
     async def go() -> tuple[int, bytes]:
         token = transfer["endpointProperties"]["authorization"]
-        async with aiohttp.ClientSession() as http, http.get(
-                transfer["endpoint"], ssl=ssl, headers={"Authorization": f"Bearer {token}"}) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(transfer["endpoint"], ssl=ssl, headers={"Authorization": f"Bearer {token}"}) as r,
+        ):
             return r.status, await r.read()
+
     return asyncio.run(go())

@@ -86,8 +86,12 @@ _STRATEGIES: dict[str, st.SearchStrategy[Any]] = {}
 def from_schema(name: str) -> st.SearchStrategy[Any]:
     """Values valid against the official schema ``name`` (printable ASCII keeps it quick)."""
     if name not in _STRATEGIES:
-        _STRATEGIES[name] = build(resolved_schema(name), draft=jsonschema_rs.Draft201909, formats={},
-                                  alphabet=Alphabet(codec="ascii"))
+        _STRATEGIES[name] = build(
+            resolved_schema(name),
+            draft=jsonschema_rs.Draft201909,
+            formats={},
+            alphabet=Alphabet(codec="ascii"),
+        )
     return _STRATEGIES[name]
 
 
@@ -95,42 +99,95 @@ def from_schema(name: str) -> st.SearchStrategy[Any]:
 
 NEG, XFER = "negotiation", "transfer"
 C, P = "CONSUMER", "PROVIDER"
-NON_TERMINAL = {NEG: ("REQUESTED", "OFFERED", "ACCEPTED", "AGREED", "VERIFIED"),
-                XFER: ("REQUESTED", "STARTED", "SUSPENDED")}
+NON_TERMINAL = {
+    NEG: ("REQUESTED", "OFFERED", "ACCEPTED", "AGREED", "VERIFIED"),
+    XFER: ("REQUESTED", "STARTED", "SUSPENDED"),
+}
 SPEC: dict[str, dict[tuple[str, str], str]] = {
-    NEG: {("REQUESTED", "offer"): "OFFERED", ("REQUESTED", "agreement"): "AGREED",
-          ("OFFERED", "request"): "REQUESTED", ("OFFERED", "accepted"): "ACCEPTED",
-          ("ACCEPTED", "agreement"): "AGREED", ("AGREED", "verification"): "VERIFIED",
-          ("VERIFIED", "finalized"): "FINALIZED",
-          **{(s, "termination"): "TERMINATED" for s in NON_TERMINAL[NEG]}},
-    XFER: {("REQUESTED", "start"): "STARTED", ("STARTED", "suspension"): "SUSPENDED",
-           ("STARTED", "completion"): "COMPLETED", ("SUSPENDED", "start"): "STARTED",
-           **{(s, "termination"): "TERMINATED" for s in NON_TERMINAL[XFER]}},
+    NEG: {
+        ("REQUESTED", "offer"): "OFFERED",
+        ("REQUESTED", "agreement"): "AGREED",
+        ("OFFERED", "request"): "REQUESTED",
+        ("OFFERED", "accepted"): "ACCEPTED",
+        ("ACCEPTED", "agreement"): "AGREED",
+        ("AGREED", "verification"): "VERIFIED",
+        ("VERIFIED", "finalized"): "FINALIZED",
+        **{(s, "termination"): "TERMINATED" for s in NON_TERMINAL[NEG]},
+    },
+    XFER: {
+        ("REQUESTED", "start"): "STARTED",
+        ("STARTED", "suspension"): "SUSPENDED",
+        ("STARTED", "completion"): "COMPLETED",
+        ("SUSPENDED", "start"): "STARTED",
+        **{(s, "termination"): "TERMINATED" for s in NON_TERMINAL[XFER]},
+    },
 }
 TERMINAL = ("FINALIZED", "TERMINATED", "COMPLETED")
-SENT_BY = {"request": {C}, "offer": {P}, "accepted": {C}, "agreement": {P}, "verification": {C},
-           "finalized": {P}, "termination": {C, P}, "start": {C, P}, "suspension": {C, P},
-           "completion": {C, P}}
+SENT_BY = {
+    "request": {C},
+    "offer": {P},
+    "accepted": {C},
+    "agreement": {P},
+    "verification": {C},
+    "finalized": {P},
+    "termination": {C, P},
+    "start": {C, P},
+    "suspension": {C, P},
+    "completion": {C, P},
+}
 # internal sending state -> the DSP state its acknowledgement enters (what GET shows meanwhile)
-SENDING = {"REQUESTING": "REQUESTED", "OFFERING": "OFFERED", "ACCEPTING": "ACCEPTED",
-           "AGREEING": "AGREED", "VERIFYING": "VERIFIED", "FINALIZING": "FINALIZED",
-           "TERMINATING": "TERMINATED", "STARTING": "STARTED", "SUSPENDING": "SUSPENDED",
-           "COMPLETING": "COMPLETED"}
-KIND_OF = {"ContractRequestMessage": "request", "ContractOfferMessage": "offer",
-           "ContractAgreementMessage": "agreement", "ContractAgreementVerificationMessage": "verification",
-           "ContractNegotiationTerminationMessage": "termination", "TransferStartMessage": "start",
-           "TransferSuspensionMessage": "suspension", "TransferCompletionMessage": "completion",
-           "TransferTerminationMessage": "termination"}
-ACK_STATE = {"ContractAgreementMessage": "AGREED", "ContractNegotiationTerminationMessage": "TERMINATED",
-             "ContractOfferMessage": "OFFERED", "ContractRequestMessage": "REQUESTED",
-             "ContractAgreementVerificationMessage": "VERIFIED", "TransferStartMessage": "STARTED",
-             "TransferCompletionMessage": "COMPLETED", "TransferSuspensionMessage": "SUSPENDED",
-             "TransferTerminationMessage": "TERMINATED"}
+SENDING = {
+    "REQUESTING": "REQUESTED",
+    "OFFERING": "OFFERED",
+    "ACCEPTING": "ACCEPTED",
+    "AGREEING": "AGREED",
+    "VERIFYING": "VERIFIED",
+    "FINALIZING": "FINALIZED",
+    "TERMINATING": "TERMINATED",
+    "STARTING": "STARTED",
+    "SUSPENDING": "SUSPENDED",
+    "COMPLETING": "COMPLETED",
+}
+KIND_OF = {
+    "ContractRequestMessage": "request",
+    "ContractOfferMessage": "offer",
+    "ContractAgreementMessage": "agreement",
+    "ContractAgreementVerificationMessage": "verification",
+    "ContractNegotiationTerminationMessage": "termination",
+    "TransferStartMessage": "start",
+    "TransferSuspensionMessage": "suspension",
+    "TransferCompletionMessage": "completion",
+    "TransferTerminationMessage": "termination",
+}
+ACK_STATE = {
+    "ContractAgreementMessage": "AGREED",
+    "ContractNegotiationTerminationMessage": "TERMINATED",
+    "ContractOfferMessage": "OFFERED",
+    "ContractRequestMessage": "REQUESTED",
+    "ContractAgreementVerificationMessage": "VERIFIED",
+    "TransferStartMessage": "STARTED",
+    "TransferCompletionMessage": "COMPLETED",
+    "TransferSuspensionMessage": "SUSPENDED",
+    "TransferTerminationMessage": "TERMINATED",
+}
 
 
 # what a DSP message says (everything else, unknown keys and the @context, means nothing to it)
-CONTENT_KEYS = ("@type", "providerPid", "consumerPid", "offer", "agreement", "eventType", "code", "reason",
-                "dataAddress", "callbackAddress", "agreementId", "format", "filter")
+CONTENT_KEYS = (
+    "@type",
+    "providerPid",
+    "consumerPid",
+    "offer",
+    "agreement",
+    "eventType",
+    "code",
+    "reason",
+    "dataAddress",
+    "callbackAddress",
+    "agreementId",
+    "format",
+    "filter",
+)
 
 
 def content(body: dict[str, Any]) -> str:
@@ -158,13 +215,17 @@ class Endpoint:
 
     @property
     def error_schema(self) -> str:
-        return {"catalog": "catalog-error", NEG: "contract-negotiation-error",
-                XFER: "transfer-error"}[self.area]
+        return {"catalog": "catalog-error", NEG: "contract-negotiation-error", XFER: "transfer-error"}[
+            self.area
+        ]
 
     @property
     def ack_schema(self) -> str:
-        return {"catalog": "catalog/catalog-schema", NEG: "negotiation/contract-negotiation-schema",
-                XFER: "transfer/transfer-process-schema"}[self.area]
+        return {
+            "catalog": "catalog/catalog-schema",
+            NEG: "negotiation/contract-negotiation-schema",
+            XFER: "transfer/transfer-process-schema",
+        }[self.area]
 
 
 ENDPOINTS = (
@@ -173,22 +234,33 @@ ENDPOINTS = (
     Endpoint("negotiation-offer-new", "/negotiations/offers", "contract-offer-message", NEG),
     Endpoint("negotiation-request", "/negotiations/{pid}/request", "contract-request-message", NEG, NEG),
     Endpoint("negotiation-offer", "/negotiations/{pid}/offers", "contract-offer-message", NEG, NEG),
-    Endpoint("negotiation-event", "/negotiations/{pid}/events", "contract-negotiation-event-message",
-             NEG, NEG),
-    Endpoint("negotiation-agreement", "/negotiations/{pid}/agreement", "contract-agreement-message",
-             NEG, NEG),
-    Endpoint("negotiation-verification", "/negotiations/{pid}/agreement/verification",
-             "contract-agreement-verification-message", NEG, NEG),
-    Endpoint("negotiation-termination", "/negotiations/{pid}/termination",
-             "contract-negotiation-termination-message", NEG, NEG),
+    Endpoint(
+        "negotiation-event", "/negotiations/{pid}/events", "contract-negotiation-event-message", NEG, NEG
+    ),
+    Endpoint(
+        "negotiation-agreement", "/negotiations/{pid}/agreement", "contract-agreement-message", NEG, NEG
+    ),
+    Endpoint(
+        "negotiation-verification",
+        "/negotiations/{pid}/agreement/verification",
+        "contract-agreement-verification-message",
+        NEG,
+        NEG,
+    ),
+    Endpoint(
+        "negotiation-termination",
+        "/negotiations/{pid}/termination",
+        "contract-negotiation-termination-message",
+        NEG,
+        NEG,
+    ),
     Endpoint("transfer-request-new", "/transfers/request", "transfer-request-message", XFER),
     Endpoint("transfer-start", "/transfers/{pid}/start", "transfer-start-message", XFER, XFER),
-    Endpoint("transfer-completion", "/transfers/{pid}/completion", "transfer-completion-message",
-             XFER, XFER),
-    Endpoint("transfer-suspension", "/transfers/{pid}/suspension", "transfer-suspension-message",
-             XFER, XFER),
-    Endpoint("transfer-termination", "/transfers/{pid}/termination", "transfer-termination-message",
-             XFER, XFER),
+    Endpoint("transfer-completion", "/transfers/{pid}/completion", "transfer-completion-message", XFER, XFER),
+    Endpoint("transfer-suspension", "/transfers/{pid}/suspension", "transfer-suspension-message", XFER, XFER),
+    Endpoint(
+        "transfer-termination", "/transfers/{pid}/termination", "transfer-termination-message", XFER, XFER
+    ),
 )
 BY_NAME = {e.name: e for e in ENDPOINTS}
 
@@ -247,8 +319,13 @@ class FakePeer:
             return web.json_response(answer, status=status)
         area = "ContractNegotiation" if request.path.startswith("/negotiations") else "TransferProcess"
         state = ACK_STATE.get(body.get("@type"), body.get("eventType", "REQUESTED"))
-        ack = {"@context": CONTEXT, "@type": area, "providerPid": body.get("providerPid", ""),
-               "consumerPid": body.get("consumerPid", ""), "state": state}
+        ack = {
+            "@context": CONTEXT,
+            "@type": area,
+            "providerPid": body.get("providerPid", ""),
+            "consumerPid": body.get("consumerPid", ""),
+            "state": state,
+        }
         if request.path in ("/negotiations/request", "/transfers/request"):  # we are the provider
             ack["providerPid"] = f"urn:uuid:{uuid.uuid4()}"
             self.states[f"{request.path.rsplit('/', 1)[0]}/{ack['providerPid']}"] = ack
@@ -259,9 +336,16 @@ class FakePeer:
     async def _get(self, request: web.Request) -> web.Response:
         ack = self.states.get(request.path)
         if ack is None:
-            return web.json_response({"@context": CONTEXT, "@type": "ContractNegotiationError",
-                                      "providerPid": "", "consumerPid": "", "reason": ["unknown"]},
-                                     status=404)
+            return web.json_response(
+                {
+                    "@context": CONTEXT,
+                    "@type": "ContractNegotiationError",
+                    "providerPid": "",
+                    "consumerPid": "",
+                    "reason": ["unknown"],
+                },
+                status=404,
+            )
         return web.json_response(ack)
 
 
@@ -284,17 +368,21 @@ class Examiner:
 
     def token(self) -> str:
         if time.monotonic() - self._token_at > 60:
+
             async def fetch() -> str:
                 async with aiohttp.ClientSession() as session:
-                    client = await DatClient.discover(session, self.authority_url,
-                                                      ParticipantIdentity.load(self.directory))
+                    client = await DatClient.discover(
+                        session, self.authority_url, ParticipantIdentity.load(self.directory)
+                    )
                     return await client.token()
+
             self._token = asyncio.run(fetch())
             self._token_at = time.monotonic()
         return self._token
 
-    def send(self, method: str, path: str, body: bytes | None,
-             headers: list[tuple[str, str]] | None = None) -> tuple[int, Any]:
+    def send(
+        self, method: str, path: str, body: bytes | None, headers: list[tuple[str, str]] | None = None
+    ) -> tuple[int, Any]:
         """One request; ``headers`` replace the examiner's Authorization (they may repeat)."""
         sent = headers if headers is not None else [("Authorization", f"Bearer {self.token()}")]
         for attempt in range(2):
@@ -302,8 +390,11 @@ class Examiner:
                 self._conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
             try:
                 self._conn.putrequest(method, path, skip_accept_encoding=True)
-                for k, v in [*sent, ("Content-Type", "application/json"),
-                             ("Content-Length", str(len(body or b"")))]:
+                for k, v in [
+                    *sent,
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body or b""))),
+                ]:
                     self._conn.putheader(k, v)
                 self._conn.endheaders(body)
                 resp = self._conn.getresponse()
@@ -358,12 +449,23 @@ def start_space(root: Path, *, wire_schemas: Path | None = DSP_WIRE_SCHEMAS) -> 
     ds = DataSpace(root, tls=False, wire_schemas=wire_schemas)
     try:
         provider = ds.connector("dspprov", roles=("provider", "consumer"))
-        offer_asset(provider, asset_id="urn:asset:fuzz-a",
-                    contract={"template": "n-times-usage", "params": {"max": "5"}})
+        offer_asset(
+            provider,
+            asset_id="urn:asset:fuzz-a",
+            contract={"template": "n-times-usage", "params": {"max": "5"}},
+        )
         offer_asset(provider, asset_id="urn:asset:fuzz-b", contract={"template": "allow-usage", "params": {}})
         cli_here("init", root / "examiner", "--name", "Examiner")
-        reg = cli_here("authority", "register", ds.authority.directory, root / "examiner" / "participant.csr",
-                       "--role", "consumer", "--role", "provider")
+        reg = cli_here(
+            "authority",
+            "register",
+            ds.authority.directory,
+            root / "examiner" / "participant.csr",
+            "--role",
+            "consumer",
+            "--role",
+            "provider",
+        )
         peer = FakePeer().start()
     except BaseException:
         ds.close()
@@ -418,8 +520,12 @@ class Stats:
 
     @property
     def problems(self) -> list[str]:
-        return [*self.server_errors, *self.invalid_error_bodies, *self.state_changes_after_refusal,
-                *self.illegitimate_acceptances]
+        return [
+            *self.server_errors,
+            *self.invalid_error_bodies,
+            *self.state_changes_after_refusal,
+            *self.illegitimate_acceptances,
+        ]
 
 
 @dataclass
@@ -438,8 +544,10 @@ class Snapshot:
             mine, theirs = getattr(self, name), getattr(other, name)
             for key in sorted(set(mine) | set(theirs)):
                 if mine.get(key) != theirs.get(key):
-                    out.append(f"{name} {key}: {json.dumps(mine.get(key))[:300]} -> "
-                               f"{json.dumps(theirs.get(key))[:300]}")
+                    out.append(
+                        f"{name} {key}: {json.dumps(mine.get(key))[:300]} -> "
+                        f"{json.dumps(theirs.get(key))[:300]}"
+                    )
         return out
 
 
@@ -463,8 +571,9 @@ class Fuzzer:
         """Fetch the catalog; negotiate one agreement to FINALIZED and start one transfer under
         it (the examiner as consumer, the fake peer as its callback); open a few more processes
         in other states."""
-        status, cat = self.examiner.post("/catalog/request", {"@context": CONTEXT,
-                                                              "@type": "CatalogRequestMessage"})
+        status, cat = self.examiner.post(
+            "/catalog/request", {"@context": CONTEXT, "@type": "CatalogRequestMessage"}
+        )
         assert status == 200, cat
         for d in cat.get("dataset", []):
             for o in d.get("hasPolicy", []):
@@ -479,9 +588,16 @@ class Fuzzer:
         self.negotiate(looser)  # TERMINATED by the provider: the terms are looser than its offer
         self.transfer()  # STARTED
         started = self.transfer()
-        self.tell(started["id"], f"/transfers/{started['providerPid']}/suspension", {
-            "@context": CONTEXT, "@type": "TransferSuspensionMessage",
-            "providerPid": started["providerPid"], "consumerPid": started["consumerPid"]})
+        self.tell(
+            started["id"],
+            f"/transfers/{started['providerPid']}/suspension",
+            {
+                "@context": CONTEXT,
+                "@type": "TransferSuspensionMessage",
+                "providerPid": started["providerPid"],
+                "consumerPid": started["consumerPid"],
+            },
+        )
         self.quiesce()
 
     def tell(self, pid: str, path: str, body: dict[str, Any]) -> Any:
@@ -493,15 +609,29 @@ class Fuzzer:
 
     def negotiate(self, offer: dict[str, Any], *, finalize: bool = False) -> dict[str, Any]:
         cpid = f"urn:uuid:{uuid.uuid4()}"
-        status, ack = self.examiner.post("/negotiations/request", {
-            "@context": CONTEXT, "@type": "ContractRequestMessage", "consumerPid": cpid,
-            "offer": offer, "callbackAddress": self.peer.url})
+        status, ack = self.examiner.post(
+            "/negotiations/request",
+            {
+                "@context": CONTEXT,
+                "@type": "ContractRequestMessage",
+                "consumerPid": cpid,
+                "offer": offer,
+                "callbackAddress": self.peer.url,
+            },
+        )
         assert status == 201, ack
         self.quiesce()
         if finalize:
-            self.tell(ack["providerPid"], f"/negotiations/{ack['providerPid']}/agreement/verification", {
-                "@context": CONTEXT, "@type": "ContractAgreementVerificationMessage",
-                "providerPid": ack["providerPid"], "consumerPid": cpid})
+            self.tell(
+                ack["providerPid"],
+                f"/negotiations/{ack['providerPid']}/agreement/verification",
+                {
+                    "@context": CONTEXT,
+                    "@type": "ContractAgreementVerificationMessage",
+                    "providerPid": ack["providerPid"],
+                    "consumerPid": cpid,
+                },
+            )
             self.quiesce()
         view = self.snapshot().process(NEG, ack["providerPid"])
         assert view is not None
@@ -509,10 +639,17 @@ class Fuzzer:
         return view
 
     def transfer(self) -> dict[str, Any]:
-        status, ack = self.examiner.post("/transfers/request", {
-            "@context": CONTEXT, "@type": "TransferRequestMessage",
-            "consumerPid": f"urn:uuid:{uuid.uuid4()}", "agreementId": self.agreement_id,
-            "format": "HttpData-PULL", "callbackAddress": self.peer.url})
+        status, ack = self.examiner.post(
+            "/transfers/request",
+            {
+                "@context": CONTEXT,
+                "@type": "TransferRequestMessage",
+                "consumerPid": f"urn:uuid:{uuid.uuid4()}",
+                "agreementId": self.agreement_id,
+                "format": "HttpData-PULL",
+                "callbackAddress": self.peer.url,
+            },
+        )
         assert status == 201, ack
         self.quiesce()
         view = self.snapshot().process(XFER, ack["providerPid"])
@@ -531,17 +668,22 @@ class Fuzzer:
                 return out
 
     def snapshot(self) -> Snapshot:
-        return Snapshot({n["id"]: n for n in self._all("/api/negotiations")},
-                        {t["id"]: t for t in self._all("/api/transfers")},
-                        {a["id"]: a for a in self._all("/api/agreements")})
+        return Snapshot(
+            {n["id"]: n for n in self._all("/api/negotiations")},
+            {t["id"]: t for t in self._all("/api/transfers")},
+            {a["id"]: a for a in self._all("/api/agreements")},
+        )
 
     def quiesce(self, timeout: float = 20) -> Snapshot:
         """Wait until no process of the provider has a message of its own in flight."""
         deadline = time.monotonic() + timeout
         while True:
             snap = self.snapshot()
-            busy = [p for p in (*snap.negotiations.values(), *snap.transfers.values())
-                    if p["internalState"] in SENDING]
+            busy = [
+                p
+                for p in (*snap.negotiations.values(), *snap.transfers.values())
+                if p["internalState"] in SENDING
+            ]
             if not busy:
                 return snap
             if time.monotonic() > deadline:
@@ -566,8 +708,11 @@ class Fuzzer:
     def targets(self, kind: str, snap: Snapshot) -> list[dict[str, Any]]:
         """The provider's processes of ``kind`` whose counter-party is the examiner."""
         table = snap.negotiations if kind == NEG else snap.transfers
-        return [p for p in sorted(table.values(), key=lambda p: p["createdAt"])
-                if p["counterPartyId"] == self.examiner.participant_id]
+        return [
+            p
+            for p in sorted(table.values(), key=lambda p: p["createdAt"])
+            if p["counterPartyId"] == self.examiner.participant_id
+        ]
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -590,8 +735,9 @@ class Fuzzer:
                     body[key] = p[key]
             if "offer" in body:
                 body["offer"] = {**body["offer"], "target": p["offer"].get("target")}
-            taken = sorted(c for c in self.accepted.get(p["id"], ())
-                           if json.loads(c).get("@type") == body.get("@type"))
+            taken = sorted(
+                c for c in self.accepted.get(p["id"], ()) if json.loads(c).get("@type") == body.get("@type")
+            )
             if taken and pick % 8 == 5:  # again a message it took before (a re-delivery)
                 body = {"@context": CONTEXT, **json.loads(taken[pick % len(taken)])}
         if "callbackAddress" in body:
@@ -601,8 +747,11 @@ class Fuzzer:
             body["callbackAddress"] = self.peer.url
             offer = self.offers[pick % len(self.offers)]
             same = pick % 3 == 0  # the offer's own terms: agreed; else the generated ones
-            body["offer"] = {**(offer if same else body["offer"]), "@id": offer["@id"],
-                             "target": offer["target"]}
+            body["offer"] = {
+                **(offer if same else body["offer"]),
+                "@id": offer["@id"],
+                "target": offer["target"],
+            }
             if pick % 4 == 3:  # an offer id the provider does not know, for one of its datasets
                 body["offer"]["@id"] = f"urn:offer:unknown-{uuid.uuid4()}"
             body["consumerPid"] = f"urn:uuid:{uuid.uuid4()}"
@@ -614,8 +763,11 @@ class Fuzzer:
                 body["offer"] = {**offer, "@id": f"urn:uuid:{uuid.uuid4()}"}
             body["providerPid"] = f"urn:uuid:{uuid.uuid4()}"
         if m.endpoint.name == "transfer-request-new":
-            body.update(agreementId=self.agreement_id, consumerPid=f"urn:uuid:{uuid.uuid4()}",
-                        format=("HttpData-PULL", "HttpData-PUSH", "ftp")[pick % 3])
+            body.update(
+                agreementId=self.agreement_id,
+                consumerPid=f"urn:uuid:{uuid.uuid4()}",
+                format=("HttpData-PULL", "HttpData-PUSH", "ftp")[pick % 3],
+            )
             if body["format"] == "HttpData-PULL":
                 body.pop("dataAddress", None)
         return Message(m.endpoint, body, m.mode, pick, path, m.raw, m.headers, m.variant)
@@ -632,8 +784,11 @@ class Fuzzer:
             m = malform(m)
         path = m.path if "{pid}" not in m.path else m.path.format(pid=f"urn:uuid:{uuid.uuid4()}")
         raw = m.raw if m.raw is not None else json.dumps(m.body).encode()
-        headers = None if m.headers is None else [
-            (k, v.replace("{DAT}", self.examiner.token())) for k, v in m.headers]
+        headers = (
+            None
+            if m.headers is None
+            else [(k, v.replace("{DAT}", self.examiner.token())) for k, v in m.headers]
+        )
         status, answer = self.examiner.send("POST", path, raw, headers)
         ok = 200 <= status < 300
         after = self._settled = self.quiesce() if ok else self.snapshot()
@@ -665,8 +820,9 @@ class Fuzzer:
                 found.append(s.illegitimate_acceptances[-1])
         return found
 
-    def _illegitimate(self, m: Message, path: str, answer: Any, before: Snapshot,
-                      after: Snapshot) -> str | None:
+    def _illegitimate(
+        self, m: Message, path: str, answer: Any, before: Snapshot, after: Snapshot
+    ) -> str | None:
         """Why a 2xx answer to ``m`` breaks DSP (None: DSP allows it)."""
         e = m.endpoint
         if m.variant != "valid":
@@ -678,8 +834,10 @@ class Fuzzer:
             return f"the ACK body is not valid: {errors(answer, e.ack_schema)[:2]}"
         if e.area == "catalog":
             return None if before.diff(after) == [] else "a catalog request changed state"
-        created = {k: set(getattr(after, k)) - set(getattr(before, k))
-                   for k in ("negotiations", "transfers", "agreements")}
+        created = {
+            k: set(getattr(after, k)) - set(getattr(before, k))
+            for k in ("negotiations", "transfers", "agreements")
+        }
         if e.target is None:
             return self._creation(e, body, answer, before, after, created)
         pid = path.split("/")[2]
@@ -703,8 +861,12 @@ class Fuzzer:
         if to == wire and key in self.accepted.get(pid, set()):
             return None  # a re-delivery of what it took before (the same content), answered again
         # only the provider starts a requested transfer; a consumer resumes only its own suspension
-        allowed = {SPEC[e.target][(s, kind)] for s in sources if (s, kind) in SPEC[e.target]
-                   and not (e.target == XFER and kind == "start" and role == C and s == "REQUESTED")}
+        allowed = {
+            SPEC[e.target][(s, kind)]
+            for s in sources
+            if (s, kind) in SPEC[e.target]
+            and not (e.target == XFER and kind == "start" and role == C and s == "REQUESTED")
+        }
         if e.target == XFER and kind == "start" and role == C and P in (p.get("suspendedBy") or []):
             return "the consumer resumed a transfer the provider suspended"
         if to not in allowed:
@@ -712,13 +874,21 @@ class Fuzzer:
         self.accepted.setdefault(pid, set()).add(key)
         return None
 
-    def _creation(self, e: Endpoint, body: dict[str, Any], answer: Any, before: Snapshot,
-                  after: Snapshot, created: dict[str, set[str]]) -> str | None:
+    def _creation(
+        self,
+        e: Endpoint,
+        body: dict[str, Any],
+        answer: Any,
+        before: Snapshot,
+        after: Snapshot,
+        created: dict[str, set[str]],
+    ) -> str | None:
         mine = self.examiner.participant_id
         if e.name == "negotiation-request-new":
             offer = body.get("offer", {})
-            if not any(o["@id"] == offer.get("@id") and o["target"] == offer.get("target")
-                       for o in self.offers):
+            if not any(
+                o["@id"] == offer.get("@id") and o["target"] == offer.get("target") for o in self.offers
+            ):
                 return f"a negotiation was opened for offer {offer.get('@id')!r}, not in the catalog"
             pids = {(n["consumerPid"], n["counterPartyId"]) for n in before.negotiations.values()}
             if (body["consumerPid"], mine) in pids and not created["negotiations"]:
@@ -727,8 +897,11 @@ class Fuzzer:
                 return f"an initial request created {len(created['negotiations'])} negotiations"
             return None
         if e.name == "negotiation-offer-new":
-            return None if len(created["negotiations"]) <= 1 and not created["agreements"] else (
-                f"an initial offer created {created}")
+            return (
+                None
+                if len(created["negotiations"]) <= 1 and not created["agreements"]
+                else (f"an initial offer created {created}")
+            )
         if e.name == "transfer-request-new":
             if body.get("agreementId") != self.agreement_id:
                 return f"a transfer under agreement {body.get('agreementId')!r} of no one's"
@@ -749,9 +922,24 @@ def _deep(depth: int) -> bytes:
 
 # name -> what it does to a schema-valid body (or the raw bytes sent instead); every one is refused
 MALFORMATIONS = (
-    "wrong-type", "other-dsp-type", "missing-field", "wrong-field-type", "unknown-pid",
-    "huge-pid", "long-pid", "path-unsafe-pid", "huge-id", "not-json", "truncated-json", "bad-utf8",
-    "empty-body", "array-body", "scalar-body", "nan-in-field", "nested-in-field", "no-context",
+    "wrong-type",
+    "other-dsp-type",
+    "missing-field",
+    "wrong-field-type",
+    "unknown-pid",
+    "huge-pid",
+    "long-pid",
+    "path-unsafe-pid",
+    "huge-id",
+    "not-json",
+    "truncated-json",
+    "bad-utf8",
+    "empty-body",
+    "array-body",
+    "scalar-body",
+    "nan-in-field",
+    "nested-in-field",
+    "no-context",
     "two-authorizations",
 )
 
@@ -804,14 +992,24 @@ def official_message(endpoint: Endpoint) -> Message:
 
 def valid_messages(endpoint: Endpoint) -> st.SearchStrategy[Message]:
     """Schema-valid messages for ``endpoint``, sent as generated or aimed at real processes."""
-    return st.builds(Message.valid, st.just(endpoint), from_schema(endpoint.schema),
-                     st.integers(0, 3).map(bool), st.integers(0, 1 << 16))
+    return st.builds(
+        Message.valid,
+        st.just(endpoint),
+        from_schema(endpoint.schema),
+        st.integers(0, 3).map(bool),
+        st.integers(0, 1 << 16),
+    )
 
 
 def malformed_messages(endpoint: Endpoint) -> st.SearchStrategy[Message]:
     """Every malformation of a schema-valid message for ``endpoint``."""
-    return st.builds(Message.malformed, st.just(endpoint), from_schema(endpoint.schema),
-                     st.sampled_from(MALFORMATIONS), st.integers(0, 1 << 16))
+    return st.builds(
+        Message.malformed,
+        st.just(endpoint),
+        from_schema(endpoint.schema),
+        st.sampled_from(MALFORMATIONS),
+        st.integers(0, 1 << 16),
+    )
 
 
 def malform(m: Message) -> Message:
@@ -831,13 +1029,41 @@ def malform(m: Message) -> Message:
         others = [t for t in (*KIND_OF, "CatalogRequestMessage", "TransferProcess") if t != b.get("@type")]
         b["@type"] = others[pick % len(others)]
     elif how == "missing-field":
-        required = [k for k in ("@context", "@type", "consumerPid", "providerPid", "offer", "agreement",
-                                "agreementId", "format", "eventType") if k in b]
+        required = [
+            k
+            for k in (
+                "@context",
+                "@type",
+                "consumerPid",
+                "providerPid",
+                "offer",
+                "agreement",
+                "agreementId",
+                "format",
+                "eventType",
+            )
+            if k in b
+        ]
         b.pop(required[pick % len(required)])
     elif how == "wrong-field-type":
-        fields = [k for k in ("@type", "consumerPid", "providerPid", "offer", "agreement", "agreementId",
-                              "format", "eventType", "callbackAddress", "filter", "reason", "dataAddress")
-                  if k in b]
+        fields = [
+            k
+            for k in (
+                "@type",
+                "consumerPid",
+                "providerPid",
+                "offer",
+                "agreement",
+                "agreementId",
+                "format",
+                "eventType",
+                "callbackAddress",
+                "filter",
+                "reason",
+                "dataAddress",
+            )
+            if k in b
+        ]
         name = fields[pick % len(fields)]
         # a value of another JSON type; not null: in JSON-LD a null value is no value (absent)
         values: list[Any] = [[], {}, 12, True, 1.5, "text"]

@@ -26,8 +26,9 @@ def limits_toml(**limits: float) -> str:
     return "\n[limits]\n" + "".join(f"{k} = {v}\n" for k, v in limits.items())
 
 
-def connector_with_limits(ds: DataSpace, name: str, *, roles: tuple[str, ...] = ("provider", "consumer"),
-                          **limits: float) -> Connector:
+def connector_with_limits(
+    ds: DataSpace, name: str, *, roles: tuple[str, ...] = ("provider", "consumer"), **limits: float
+) -> Connector:
     c = ds.connector(name, roles=roles, start=False)
     with c.config.open("a", encoding="utf-8") as f:
         f.write(limits_toml(**limits))
@@ -41,9 +42,24 @@ def restart_authority_with_limits(ds: DataSpace, **limits: float) -> Path:
     f = ds.root / "authority-limits.toml"
     f.write_text(limits_toml(**limits))
     ds.authority.proc = subprocess.Popen(
-        [sys.executable, "-m", "connector", "authority", "serve", str(ds.authority.directory),
-         "--port", str(ds.authority.port), "--host", "127.0.0.1", "--limits", str(f)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=process_env())
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "authority",
+            "serve",
+            str(ds.authority.directory),
+            "--port",
+            str(ds.authority.port),
+            "--host",
+            "127.0.0.1",
+            "--limits",
+            str(f),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=process_env(),
+    )
     deadline = time.monotonic() + 30
     while True:
         assert ds.authority.proc.poll() is None, ds.authority.proc.stderr
@@ -65,17 +81,23 @@ def examiner_token(ds: DataSpace, name: str = "examiner") -> str:
         async with aiohttp.ClientSession() as http:
             client = await DatClient.discover(http, ds.authority.url, ParticipantIdentity.load(d))
             return await client.token()
+
     return asyncio.run(token())
 
 
-async def open_raw(port: int, ssl_context: ssl.SSLContext | None = None
-                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", port, ssl=ssl_context,
-                                         server_hostname="127.0.0.1" if ssl_context else None)
+async def open_raw(
+    port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ssl_context, server_hostname="127.0.0.1" if ssl_context else None
+    )
 
 
-async def raw_request(port: int, data: bytes, ssl_context: ssl.SSLContext | None = None,
-                      ) -> tuple[int, bytes]:
+async def raw_request(
+    port: int,
+    data: bytes,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[int, bytes]:
     """Send ``data`` as it is and read the answer to its end: (status, body)."""
     reader, writer = await open_raw(port, ssl_context)
     try:
@@ -88,10 +110,17 @@ async def raw_request(port: int, data: bytes, ssl_context: ssl.SSLContext | None
     return int(head.split(b" ", 2)[1]), body
 
 
-async def closed_by_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                           trickle: bytes = b"", every: float = 0.2, give_up: float = 60) -> bool:
+async def closed_by_server(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    trickle: bytes = b"",
+    every: float = 0.2,
+    give_up: float = 60,
+) -> bool:
     """Keep a connection as a slow client does (silent, or sending ``trickle`` a byte at a time)
     until the server closes it; False if it is still open after ``give_up`` seconds."""
+
     async def eof() -> None:
         while await reader.read(4096):
             pass
@@ -117,4 +146,3 @@ async def closed_by_server(reader: asyncio.StreamReader, writer: asyncio.StreamW
     finally:
         waiting.cancel()
         writer.close()
-

@@ -34,9 +34,16 @@ from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
 from connector.devspace import Connector, negotiate, offer_asset
 
 MAX_WAIT = 0.05
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance", "response_headers_conformance", "negative_data_rejection",
-          "use_after_free", "ensure_resource_availability")
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "negative_data_rejection",
+    "use_after_free",
+    "ensure_resource_availability",
+)
 
 # (operation label, a predicate on the case and the status it got, why): a finding that is not
 # this suite's to fix; ``why`` names the fix that owns it, and the exclusion goes when it is merged
@@ -64,8 +71,10 @@ def tracebacks(log: Iterable[str]) -> list[str]:
 # a traceback in a connector's log that another fix owns: (its exception line, the owner)
 KNOWN_TRACEBACKS: list[tuple[str, str]] = [
     # a provider's asset deleted while a transfer of it is STARTED: the data plane has no source
-    ("AttributeError: 'NoneType' object has no attribute 'open'",
-     "asset deleted under a STARTED transfer (assets fix: deletion integrity)"),
+    (
+        "AttributeError: 'NoneType' object has no attribute 'open'",
+        "asset deleted under a STARTED transfer (assets fix: deletion integrity)",
+    ),
 ]
 
 
@@ -76,8 +85,9 @@ def owner_of(traceback_line: str) -> str | None:
 def seed(provider: Connector, consumer: Connector) -> None:
     """Real resources on both sides, so that lists, ids and links reach real rows and views: an
     asset offered under two policies, a FINALIZED negotiation, a STARTED pull transfer."""
-    offer = offer_asset(provider, asset_id="urn:asset:fuzz-seed",
-                        contract={"template": "allow-usage", "params": {}})
+    offer = offer_asset(
+        provider, asset_id="urn:asset:fuzz-seed", contract={"template": "allow-usage", "params": {}}
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     status, t = consumer.api("POST", "/api/transfers", {"agreementId": n["agreementId"]})
@@ -129,22 +139,29 @@ class FuzzRun:
         self.seconds += other.seconds
 
     def report(self) -> str:
-        lines = [f"requests: {self.requests} in {self.seconds:.1f} s",
-                 "by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(self.by_status.items())),
-                 f"5xx: {self.server_errors}"
-                 + "".join(f"\n  {op} -> {s}: {n}" for (op, s), n in sorted(self.by_operation.items())
-                           if s >= 500),
-                 "seconds by phase: " + ", ".join(f"{p}: {t:.1f}" for p, t in self.phase_seconds.items()),
-                 f"undocumented statuses: {sum(self.undocumented.values())}"
-                 + "".join(f"\n  {op} -> {s}: {n}" for (op, s), n in sorted(self.undocumented.items())),
-                 "method probes (other methods on a path, 405 expected): "
-                 + ", ".join(f"{s}: {n}" for s, n in sorted(self.method_probes.items())),
-                 f"findings: {len(self.findings)}"]
-        lines += [f"  {f.operation} [{f.check}] {f.title} ({f.status}): {f.message}\n    {f.curl[:2000]}"
-                  for f in self.findings.values()]
+        lines = [
+            f"requests: {self.requests} in {self.seconds:.1f} s",
+            "by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(self.by_status.items())),
+            f"5xx: {self.server_errors}"
+            + "".join(
+                f"\n  {op} -> {s}: {n}" for (op, s), n in sorted(self.by_operation.items()) if s >= 500
+            ),
+            "seconds by phase: " + ", ".join(f"{p}: {t:.1f}" for p, t in self.phase_seconds.items()),
+            f"undocumented statuses: {sum(self.undocumented.values())}"
+            + "".join(f"\n  {op} -> {s}: {n}" for (op, s), n in sorted(self.undocumented.items())),
+            "method probes (other methods on a path, 405 expected): "
+            + ", ".join(f"{s}: {n}" for s, n in sorted(self.method_probes.items())),
+            f"findings: {len(self.findings)}",
+        ]
+        lines += [
+            f"  {f.operation} [{f.check}] {f.title} ({f.status}): {f.message}\n    {f.curl[:2000]}"
+            for f in self.findings.values()
+        ]
         if self.excluded:
-            lines.append("excluded (owned by another fix): "
-                         + ", ".join(f"{why}: {n}" for why, n in sorted(self.excluded.items())))
+            lines.append(
+                "excluded (owned by another fix): "
+                + ", ".join(f"{why}: {n}" for why, n in sorted(self.excluded.items()))
+            )
         lines += [f"engine error: {e}" for e in self.errors]
         return "\n".join(lines)
 
@@ -156,10 +173,19 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def fuzz(api_url: str, api_key: str, *, peer_url: str, sandbox: Path, max_examples: int,
-         seed: int | None = None,
-         stateful: bool = True, max_steps: int = 10, coverage: bool = True,
-         exclusions: Iterable[Exclusion] = ()) -> FuzzRun:
+def fuzz(
+    api_url: str,
+    api_key: str,
+    *,
+    peer_url: str,
+    sandbox: Path,
+    max_examples: int,
+    seed: int | None = None,
+    stateful: bool = True,
+    max_steps: int = 10,
+    coverage: bool = True,
+    exclusions: Iterable[Exclusion] = (),
+) -> FuzzRun:
     """One schemathesis run against the management API at ``api_url``."""
     exclusions = list(exclusions)
     sandbox.mkdir(parents=True, exist_ok=True)
@@ -167,20 +193,25 @@ def fuzz(api_url: str, api_key: str, *, peer_url: str, sandbox: Path, max_exampl
         "base-url": api_url,
         "headers": {"X-Api-Key": api_key},
         "generation": {"max-examples": max_examples, "database": "none", "mode": "all"},
-        "phases": {"examples": {"enabled": False}, "coverage": {"enabled": coverage},
-                   "stateful": {"enabled": stateful, "max-steps": max_steps}},
+        "phases": {
+            "examples": {"enabled": False},
+            "coverage": {"enabled": coverage},
+            "stateful": {"enabled": stateful, "max-steps": max_steps},
+        },
         "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
         "request-timeout": 30,
         "workers": 1,
     }
     if seed is not None:
         config["seed"] = seed
-    schema = schemathesis.openapi.from_url(api_url + "/api/openapi.json",
-                                           config=schemathesis.Config.from_dict(config))
+    schema = schemathesis.openapi.from_url(
+        api_url + "/api/openapi.json", config=schemathesis.Config.from_dict(config)
+    )
     loaded = list(schema.get_all_operations())
     operations = [r.ok() for r in loaded if isinstance(r, Ok)]
-    documented = {(op.method.upper(), op.path): {str(s) for s in op.responses.status_codes}
-                  for op in operations}
+    documented = {
+        (op.method.upper(), op.path): {str(s) for s in op.responses.status_codes} for op in operations
+    }
 
     def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         if context.operation is None or context.operation.schema is not schema:
@@ -222,8 +253,14 @@ def fuzz(api_url: str, api_key: str, *, peer_url: str, sandbox: Path, max_exampl
                 case = node.value
                 answered = recorder.interactions.get(case_id)
                 status = answered.response.status_code if answered and answered.response else None
-                why = next((w for label, match, w in exclusions
-                            if label == case.operation.label and match(case, status)), None)
+                why = next(
+                    (
+                        w
+                        for label, match, w in exclusions
+                        if label == case.operation.label and match(case, status)
+                    ),
+                    None,
+                )
                 if why is not None:
                     excluded_cases.add(case_id)
                     run.excluded[why] += 1
@@ -252,9 +289,17 @@ def fuzz(api_url: str, api_key: str, *, peer_url: str, sandbox: Path, max_exampl
                     status = getattr(failure, "status_code", None)
                     label = failure.operation or recorder.label
                     key = (label, check.name, status)
-                    run.findings.setdefault(key, Finding(
-                        label, check.name, failure.title, failure.message, status,
-                        info.steps[-1].curl if info.steps else ""))
+                    run.findings.setdefault(
+                        key,
+                        Finding(
+                            label,
+                            check.name,
+                            failure.title,
+                            failure.message,
+                            status,
+                            info.steps[-1].curl if info.steps else "",
+                        ),
+                    )
     finally:
         GLOBAL_HOOK_DISPATCHER.unregister(before_call)
     run.seconds = time.monotonic() - started

@@ -98,16 +98,18 @@ async def pg_role_fixture() -> AsyncIterator[PgRole]:
         pytest.skip(f"{PG_ENV} not set: PostgreSQL faults need a server")
     name = f"storage_{uuid.uuid4().hex[:12]}"
     admin_url = sa.make_url(server)
-    admin = await asyncpg.connect(admin_url.set(drivername="postgresql").render_as_string(
-        hide_password=False))
+    admin = await asyncpg.connect(
+        admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
     await admin.execute(f'CREATE ROLE "{name}" LOGIN')
     await admin.execute(f'CREATE SCHEMA "{name}" AUTHORIZATION "{name}"')
     url = admin_url.set(username=name, password=None).update_query_dict({"schema": name})
     try:
         yield PgRole(admin, name, name, url.render_as_string(hide_password=False))
     finally:
-        await admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            f"WHERE usename = '{name}'")
+        await admin.execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'"
+        )
         await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
         await admin.close()

@@ -37,14 +37,18 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Connector, 
 
 def test_what_is_in_use_is_not_deleted_and_pulls_go_on(pair: tuple[Connector, Connector]) -> None:
     provider, consumer = pair
-    offer = offer_asset(provider, asset_id="urn:asset:used", content=CONTENT, offer_id="urn:offer:o1",
-                        contract={"template": "n-times-usage", "params": {"max": "100"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:used",
+        content=CONTENT,
+        offer_id="urn:offer:o1",
+        contract={"template": "n-times-usage", "params": {"max": "100"}},
+    )
     (o,) = [o for o in provider.api("GET", "/api/offers")[1] if o["id"] == "urn:offer:o1"]
 
     # an asset an offer lists, a policy an offer uses
     status, err = provider.api("DELETE", "/api/assets/urn:asset:used")
-    assert status == 409 and "urn:offer:o1" in err["error"] and err["details"] == [
-        "offer: urn:offer:o1"], err
+    assert status == 409 and "urn:offer:o1" in err["error"] and err["details"] == ["offer: urn:offer:o1"], err
     for policy in (o["accessPolicyId"], o["contractPolicyId"]):
         status, err = provider.api("DELETE", f"/api/policies/{policy}")
         assert status == 409 and "urn:offer:o1" in err["error"], err
@@ -68,11 +72,14 @@ def test_what_is_in_use_is_not_deleted_and_pulls_go_on(pair: tuple[Connector, Co
     assert pull(consumer, t) == (200, CONTENT)
 
 
-def test_an_asset_gone_behind_the_connectors_back_is_a_410(
-        pair: tuple[Connector, Connector]) -> None:
+def test_an_asset_gone_behind_the_connectors_back_is_a_410(pair: tuple[Connector, Connector]) -> None:
     provider, consumer = pair
-    offer = offer_asset(provider, asset_id="urn:asset:doomed", content=CONTENT,
-                        contract={"template": "allow-usage", "params": {}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:doomed",
+        content=CONTENT,
+        contract={"template": "allow-usage", "params": {}},
+    )
     n = negotiate(consumer, provider, offer)
     t = start_transfer(consumer, n["agreementId"])
     assert pull(consumer, t) == (200, CONTENT)

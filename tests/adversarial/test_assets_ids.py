@@ -48,16 +48,55 @@ from dataspace_testlib import Connector, DataSpace, negotiate, offer_asset
 KEY = "k" * 24
 # the ids the issue saw accepted, and more of their kind
 BAD_IDS = [
-    "😀-asset", "../../etc/passwd", 'a"b<c>{d}', "", " ", "urn:", "urn:a b", "urn:a\tb",
-    "urn:a\nb", "urn:a\x00b", "urn:a\x7fb", "urn:a\x85b", "urn:a\u00a0b", "urn:a\u2028b",
-    "urn:a\u202eb", "urn:a\ue000b", "urn:a\ud800b", "urn:a\ufffeb", "urn:a%zzb", "urn:a%2",
-    "urn:a{b}", "urn:a|b", "urn:a\\b", "urn:a^b", "urn:a`b", "urn:a<b>", "1urn:x", "-x:y",
-    "odrl:use", "dcat:Dataset", "DCT:title", "xsd:string", "idsc:PURPOSE", "dspace:x",
-    "urn:x:" + "a" * MAX_ID_LENGTH, "weather/2024", ".hidden", "wetter-köln",
+    "😀-asset",
+    "../../etc/passwd",
+    'a"b<c>{d}',
+    "",
+    " ",
+    "urn:",
+    "urn:a b",
+    "urn:a\tb",
+    "urn:a\nb",
+    "urn:a\x00b",
+    "urn:a\x7fb",
+    "urn:a\x85b",
+    "urn:a\u00a0b",
+    "urn:a\u2028b",
+    "urn:a\u202eb",
+    "urn:a\ue000b",
+    "urn:a\ud800b",
+    "urn:a\ufffeb",
+    "urn:a%zzb",
+    "urn:a%2",
+    "urn:a{b}",
+    "urn:a|b",
+    "urn:a\\b",
+    "urn:a^b",
+    "urn:a`b",
+    "urn:a<b>",
+    "1urn:x",
+    "-x:y",
+    "odrl:use",
+    "dcat:Dataset",
+    "DCT:title",
+    "xsd:string",
+    "idsc:PURPOSE",
+    "dspace:x",
+    "urn:x:" + "a" * MAX_ID_LENGTH,
+    "weather/2024",
+    ".hidden",
+    "wetter-köln",
 ]
-ODD_IRIS = ["urn:x:a%20b", "https://example.org/a?b=c#d", "urn:x:wetter-köln",
-            "https://例え.jp/データ", "urn:x:😀", "http://[::1]:8080/a(b)*'!$&+,;=@~",
-            "tag:example.org,2026:a/b", "urn:x:" + "é" * (MAX_ID_LENGTH - 6)]
+ODD_IRIS = [
+    "urn:x:a%20b",
+    "https://example.org/a?b=c#d",
+    "urn:x:wetter-köln",
+    "https://例え.jp/データ",
+    "urn:x:😀",
+    "http://[::1]:8080/a(b)*'!$&+,;=@~",
+    "tag:example.org,2026:a/b",
+    "urn:x:" + "é" * (MAX_ID_LENGTH - 6),
+]
 
 
 # --------------------------------------------------------------------------- the rule
@@ -75,10 +114,14 @@ def test_odd_but_valid_iris_are_taken_as_they_are(value: str) -> None:
     assert resolve_id(value, "asset") == value
 
 
-@pytest.mark.parametrize(("name", "kind", "minted"), [
-    ("weather", "asset", "urn:asset:weather"), ("open-2026.v1_x~y", "policy",
-                                                 "urn:policy:open-2026.v1_x~y"),
-    ("7", "offer", "urn:offer:7")])
+@pytest.mark.parametrize(
+    ("name", "kind", "minted"),
+    [
+        ("weather", "asset", "urn:asset:weather"),
+        ("open-2026.v1_x~y", "policy", "urn:policy:open-2026.v1_x~y"),
+        ("7", "offer", "urn:offer:7"),
+    ],
+)
 def test_plain_names_are_minted(name: str, kind: Any, minted: str) -> None:
     assert resolve_id(name, kind) == minted
 
@@ -94,16 +137,23 @@ def test_reserved_schemes_cover_every_context_prefix() -> None:
 # --------------------------------------------------------------------------- no id breaks GET /
 
 _INFO = ConnectorInfo(
-    id="https://provider.example/", participant_id="3F:1A:keyid:D2:77", title="Provider",
-    description=None, curator="https://provider.example/org",
+    id="https://provider.example/",
+    participant_id="3F:1A:keyid:D2:77",
+    title="Provider",
+    description=None,
+    curator="https://provider.example/org",
     maintainer="https://provider.example/org",
     security_profile="https://w3id.org/idsa/code/BASE_SECURITY_PROFILE",
     public_key_pem=public_key_to_pem(generate_private_key("EdDSA").public_key()).decode(),
-    dsp_base_url="https://provider.example", self_description_url="https://provider.example/")
+    dsp_base_url="https://provider.example",
+    self_description_url="https://provider.example/",
+)
 _FORMATS = {TURTLE: "turtle", JSON_LD: "json-ld", N_TRIPLES: "nt"}
-_IDS = st.builds(lambda scheme, rest: f"{scheme}:{rest}",
-                 st.sampled_from(["urn", "https", "tag", "x-y.z+w", "HTTP"]),
-                 st.text(min_size=1, max_size=40)).filter(is_absolute_iri)
+_IDS = st.builds(
+    lambda scheme, rest: f"{scheme}:{rest}",
+    st.sampled_from(["urn", "https", "tag", "x-y.z+w", "HTTP"]),
+    st.text(min_size=1, max_size=40),
+).filter(is_absolute_iri)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -111,12 +161,15 @@ _IDS = st.builds(lambda scheme, rest: f"{scheme}:{rest}",
 def test_every_accepted_id_can_be_described_in_every_syntax(asset_id: str, offer_id: str) -> None:
     """The self-description as `GET /` builds it: dataset = asset id, offer = offer:asset."""
     offer = {"@id": f"{offer_id}:{asset_id}", "@type": "Offer", "permission": [{"action": "use"}]}
-    dataset = DatasetInfo(id=asset_id, title=asset_id, offers=[offer],
-                          distributions=[DistributionInfo("HttpData-PULL", _INFO.dsp_base_url)])
+    dataset = DatasetInfo(
+        id=asset_id,
+        title=asset_id,
+        offers=[offer],
+        distributions=[DistributionInfo("HttpData-PULL", _INFO.dsp_base_url)],
+    )
     graph = self_description_graph(_INFO, [dataset])
     for media_type in MEDIA_TYPES:
-        parsed = Graph().parse(data=serialize(graph, media_type).decode(),
-                               format=_FORMATS[media_type])
+        parsed = Graph().parse(data=serialize(graph, media_type).decode(), format=_FORMATS[media_type])
         assert any(str(s) == asset_id for s in parsed.subjects()), media_type
 
 
@@ -132,9 +185,12 @@ async def api(tmp_path: Path) -> AsyncIterator[TestClient]:
         raise RuntimeError("no peers in this test")
 
     async with aiohttp.ClientSession():
-        cp = ControlPlane(store, DspClient(no_token, ssl_context=None,
-                                    policy=OutboundPolicy.from_config([])),
-                          participant_id="urn:test:provider", dsp_url="http://127.0.0.1:9")
+        cp = ControlPlane(
+            store,
+            DspClient(no_token, ssl_context=None, policy=OutboundPolicy.from_config([])),
+            participant_id="urn:test:provider",
+            dsp_url="http://127.0.0.1:9",
+        )
         client = TestClient(TestServer(management_app(cp, KEY)))
         await client.start_server()
         client.session.headers["X-Api-Key"] = KEY
@@ -161,19 +217,26 @@ async def test_the_api_refuses_bad_ids_of_every_kind(api: TestClient) -> None:
         bodies = {
             "/api/assets": {"id": bad, "dataAddress": HTTP_ADDRESS},
             "/api/policies": {"id": bad, "template": "allow-usage", "params": {}},
-            "/api/offers": {"id": bad, "assetIds": ["urn:asset:ok"], "accessPolicyId": pol["id"],
-                            "contractPolicyId": pol["id"]},
+            "/api/offers": {
+                "id": bad,
+                "assetIds": ["urn:asset:ok"],
+                "accessPolicyId": pol["id"],
+                "contractPolicyId": pol["id"],
+            },
         }
         for path, body in bodies.items():
             status, err = await call(api, "POST", path, body)
             assert status == 400, (path, bad, err)
             # a NUL or a lone surrogate never reaches the id rule: the JSON loader refuses it
             # (connector.http.limits)
-            assert "absolute IRI" in err["error"] or (
-                err["error"].startswith("a JSON string contains")), err
+            assert "absolute IRI" in err["error"] or (err["error"].startswith("a JSON string contains")), err
         # as references too
-        status, err = await call(api, "POST", "/api/offers", {
-            "assetIds": [bad], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]})
+        status, err = await call(
+            api,
+            "POST",
+            "/api/offers",
+            {"assetIds": [bad], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]},
+        )
         assert status == 400, (bad, err)
     for path in ("/api/assets", "/api/policies", "/api/offers"):
         _, rows = await call(api, "GET", path)
@@ -185,12 +248,21 @@ async def test_the_api_refuses_bad_ids_of_every_kind(api: TestClient) -> None:
 async def test_the_api_mints_plain_names_and_resolves_references(api: TestClient) -> None:
     status, a = await call(api, "POST", "/api/assets", {"id": "weather", "dataAddress": HTTP_ADDRESS})
     assert status == 201 and a["id"] == "urn:asset:weather", a
-    status, p = await call(api, "POST", "/api/policies", {"id": "open", "template": "allow-usage",
-                                                          "params": {}})
+    status, p = await call(
+        api, "POST", "/api/policies", {"id": "open", "template": "allow-usage", "params": {}}
+    )
     assert status == 201 and p["id"] == "urn:policy:open" and p["policy"]["@id"] == "urn:policy:open"
-    status, o = await call(api, "POST", "/api/offers", {
-        "id": "weekly", "assetIds": ["weather", "urn:asset:weather"], "accessPolicyId": "open",
-        "contractPolicyId": "urn:policy:open"})
+    status, o = await call(
+        api,
+        "POST",
+        "/api/offers",
+        {
+            "id": "weekly",
+            "assetIds": ["weather", "urn:asset:weather"],
+            "accessPolicyId": "open",
+            "contractPolicyId": "urn:policy:open",
+        },
+    )
     assert status == 201, o
     assert o["id"] == "urn:offer:weekly" and o["assetIds"] == ["urn:asset:weather"]
     assert o["accessPolicyId"] == o["contractPolicyId"] == "urn:policy:open"
@@ -218,9 +290,15 @@ def self_description(provider: Connector, accept: str) -> tuple[int, bytes]:
 def test_odd_iris_are_described_catalogued_and_pulled(space: DataSpace) -> None:
     provider = space.connector("idprov", roles=("provider",))
     consumer = space.connector("idcons", roles=("consumer",))
-    offers = {iri: offer_asset(provider, asset_id=iri, content=f"data of {iri}\n".encode(),
-                               contract={"template": "allow-usage", "params": {}})
-              for iri in ODD_IRIS[:5]}
+    offers = {
+        iri: offer_asset(
+            provider,
+            asset_id=iri,
+            content=f"data of {iri}\n".encode(),
+            contract={"template": "allow-usage", "params": {}},
+        )
+        for iri in ODD_IRIS[:5]
+    }
     # the ids the issue saw break `GET /` are refused, nothing is stored
     for bad in ("😀-asset", "../../etc/passwd", 'a"b<c>{d}'):
         status, err = provider.api("POST", "/api/assets", {"id": bad, "dataAddress": HTTP_ADDRESS})

@@ -55,14 +55,21 @@ def layout(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "store.db").write_bytes(SECRET)
     (root / "ok.txt").write_bytes(b"ok\n")
     (root / "sub" / "inner.txt").write_bytes(b"inner\n")
-    return {"root": root, "participant": participant, "outside": outside,
-            "store": tmp_path / "store.db", "tmp": tmp_path}
+    return {
+        "root": root,
+        "participant": participant,
+        "outside": outside,
+        "store": tmp_path / "store.db",
+        "tmp": tmp_path,
+    }
 
 
 def roots_of(layout: dict[str, Path]) -> DataRoots:
-    return DataRoots.build([layout["root"]],
-                           protected_dirs={"the participant directory": layout["participant"]},
-                           protected_files={"the store": layout["store"]})
+    return DataRoots.build(
+        [layout["root"]],
+        protected_dirs={"the participant directory": layout["participant"]},
+        protected_files={"the store": layout["store"]},
+    )
 
 
 def refusal(roots: DataRoots, path: str) -> type[PathRefused]:
@@ -77,9 +84,16 @@ def refusal(roots: DataRoots, path: str) -> type[PathRefused]:
 def test_traversal_and_outside_paths_are_refused_naming_the_roots(layout: dict[str, Path]) -> None:
     roots = roots_of(layout)
     root = str(layout["root"])
-    for path in (f"{root}/../outside/secret.txt", f"{root}/sub/../../outside/secret.txt",
-                 f"{root}/./sub/../../participant/participant.key", "/etc/shadow",
-                 "//etc/passwd", f"//{layout['outside']}/secret.txt", f"{root}/..", f"{root}-x/a"):
+    for path in (
+        f"{root}/../outside/secret.txt",
+        f"{root}/sub/../../outside/secret.txt",
+        f"{root}/./sub/../../participant/participant.key",
+        "/etc/shadow",
+        "//etc/passwd",
+        f"//{layout['outside']}/secret.txt",
+        f"{root}/..",
+        f"{root}-x/a",
+    ):
         with pytest.raises(PathRefused) as caught:
             roots.admit(path)
         assert isinstance(caught.value, OutsideRoots | ProtectedPath), path
@@ -94,8 +108,7 @@ def test_traversal_and_outside_paths_are_refused_naming_the_roots(layout: dict[s
 
 def test_malformed_paths_are_refused(layout: dict[str, Path]) -> None:
     roots = roots_of(layout)
-    for path in ("ok.txt", "../outside/secret.txt", "", f"{layout['root']}/ok\x00.txt",
-                 "/" + "a" * 5000):
+    for path in ("ok.txt", "../outside/secret.txt", "", f"{layout['root']}/ok\x00.txt", "/" + "a" * 5000):
         assert refusal(roots, path) is BadPath, path
     assert refusal(roots, str(layout["root"])) is NotARegularFile
     assert refusal(roots, str(layout["root"] / "sub")) is NotARegularFile
@@ -146,8 +159,7 @@ def test_symlinks_and_links_out_of_the_root_are_refused(layout: dict[str, Path])
     assert refusal(roots, str(root / "hardlink-to-key")) is ProtectedPath
 
 
-def test_a_file_replaced_by_a_symlink_after_creation_is_refused_at_serve(
-        layout: dict[str, Path]) -> None:
+def test_a_file_replaced_by_a_symlink_after_creation_is_refused_at_serve(layout: dict[str, Path]) -> None:
     roots = roots_of(layout)
     path = layout["root"] / "sub" / "inner.txt"
     assert roots.admit(str(path)) == str(path)
@@ -168,7 +180,8 @@ def test_a_file_replaced_by_a_symlink_after_creation_is_refused_at_serve(
 
 @pytest.mark.parametrize("swap", ["file", "folder"])
 def test_a_symlink_swapped_in_between_resolution_and_open_is_not_followed(
-        layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
+    layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
     """The race itself: the path resolves inside the root, then (before the open) the file or
     a folder on its way becomes a symlink out of the root. The open must not follow it."""
     roots = roots_of(layout)
@@ -214,18 +227,22 @@ roots = {json.dumps(roots)}
     return config
 
 
-@pytest.mark.parametrize(("roots", "store", "expected"), [
-    (["."], None, "the participant directory"),            # contains it
-    (["participant"], None, "the participant directory"),  # is it
-    (["participant/data"], None, "the participant directory"),  # inside it
-    (["shared"], "sqlite:///shared/store.db", "the store"),
-    (["/"], None, "whole file system"),
-    (["/proc"], None, "/proc"),
-    (["/dev/shm"], None, "/dev"),
-    (["missing"], None, "not an existing directory"),
-])
+@pytest.mark.parametrize(
+    ("roots", "store", "expected"),
+    [
+        (["."], None, "the participant directory"),  # contains it
+        (["participant"], None, "the participant directory"),  # is it
+        (["participant/data"], None, "the participant directory"),  # inside it
+        (["shared"], "sqlite:///shared/store.db", "the store"),
+        (["/"], None, "whole file system"),
+        (["/proc"], None, "/proc"),
+        (["/dev/shm"], None, "/dev"),
+        (["missing"], None, "not an existing directory"),
+    ],
+)
 def test_roots_that_would_expose_secrets_are_refused_at_load(
-        tmp_path: Path, roots: list[str], store: str | None, expected: str) -> None:
+    tmp_path: Path, roots: list[str], store: str | None, expected: str
+) -> None:
     (tmp_path / "participant" / "data").mkdir(parents=True)
     (tmp_path / "shared").mkdir()
     with pytest.raises(ConfigError) as caught:
@@ -238,8 +255,11 @@ def test_a_root_containing_the_config_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "participant").mkdir()
     config = write_config(tmp_path, [])
     moved = tmp_path / "conf" / "connector.toml"
-    moved.write_text(config.read_text().replace('"participant"', f'"{tmp_path}/participant"')
-                     .replace("roots = []", 'roots = ["."]'))
+    moved.write_text(
+        config.read_text()
+        .replace('"participant"', f'"{tmp_path}/participant"')
+        .replace("roots = []", 'roots = ["."]')
+    )
     with pytest.raises(ConfigError, match="the config file"):
         load_config(moved)
 
@@ -264,8 +284,18 @@ def test_build_refuses_relative_roots() -> None:
 # --------------------------------------------------------------------------- real processes
 
 
-BEHIND_THE_API = ("key", "shadow", "environ", "store", "audit", "nul", "relative", "link-key",
-                  "link-shadow", "dotdot")
+BEHIND_THE_API = (
+    "key",
+    "shadow",
+    "environ",
+    "store",
+    "audit",
+    "nul",
+    "relative",
+    "link-key",
+    "link-shadow",
+    "dotdot",
+)
 
 
 async def _seed_behind_the_api(provider: Connector) -> None:
@@ -275,12 +305,17 @@ async def _seed_behind_the_api(provider: Connector) -> None:
     (data / "to-key").symlink_to(provider.directory / "participant.key")
     (data / "to-shadow").symlink_to("/etc/shadow")
     paths = {
-        "key": str(provider.directory / "participant.key"), "shadow": "/etc/shadow",
-        "environ": "/proc/self/environ", "store": str(provider.directory / "connector.db"),
+        "key": str(provider.directory / "participant.key"),
+        "shadow": "/etc/shadow",
+        "environ": "/proc/self/environ",
+        "store": str(provider.directory / "connector.db"),
         "audit": str(provider.directory / f"audit-{provider.name}.log"),
-        "nul": f"{data}/a\x00b", "relative": "participant.key", "link-key": str(data / "to-key"),
+        "nul": f"{data}/a\x00b",
+        "relative": "participant.key",
+        "link-key": str(data / "to-key"),
         "link-shadow": str(data / "to-shadow"),
-        "dotdot": f"{data}/../{provider.directory.name}/participant.key"}
+        "dotdot": f"{data}/../{provider.directory.name}/participant.key",
+    }
     assert set(paths) == set(BEHIND_THE_API)
     store = await Store.open(f"sqlite:///{provider.directory / 'connector.db'}")
     try:
@@ -288,15 +323,22 @@ async def _seed_behind_the_api(provider: Connector) -> None:
         now = datetime.now(UTC)
         doc = fill("allow-usage", {}, policy_id="urn:policy:open")
         async with store.transaction() as tx:
-            await tx.policies.add(PolicyRow(id="urn:policy:open", body=json.dumps(doc),
-                                            created_at=now))
+            await tx.policies.add(PolicyRow(id="urn:policy:open", body=json.dumps(doc), created_at=now))
             for name, path in paths.items():
-                await tx.assets.add(AssetRow(id=f"urn:asset:{name}", created_at=now,
-                                             data_address={"type": "file", "path": path}))
-            await tx.offers.add(OfferRow(
-                id="urn:offer:old", access_policy_id="urn:policy:open",
-                contract_policy_id="urn:policy:open", created_at=now,
-                asset_selector={"assetIds": [f"urn:asset:{n}" for n in paths]}))
+                await tx.assets.add(
+                    AssetRow(
+                        id=f"urn:asset:{name}", created_at=now, data_address={"type": "file", "path": path}
+                    )
+                )
+            await tx.offers.add(
+                OfferRow(
+                    id="urn:offer:old",
+                    access_policy_id="urn:policy:open",
+                    contract_policy_id="urn:policy:open",
+                    created_at=now,
+                    asset_selector={"assetIds": [f"urn:asset:{n}" for n in paths]},
+                )
+            )
     finally:
         await store.close()
 
@@ -321,8 +363,7 @@ def negotiate_all(consumer: Connector, provider: Connector, offers: list[str]) -
     """Negotiate several offers at once; their agreement ids."""
     started = []
     for offer in offers:
-        status, n = consumer.api("POST", "/api/negotiations",
-                                 {"peerUrl": provider.dsp_url, "offerId": offer})
+        status, n = consumer.api("POST", "/api/negotiations", {"peerUrl": provider.dsp_url, "offerId": offer})
         assert status == 201, n
         started.append(n["id"])
     finals = [wait_final(consumer, nid) for nid in started]
@@ -334,18 +375,27 @@ def negotiate_all(consumer: Connector, provider: Connector, offers: list[str]) -
 def test_the_api_refuses_files_outside_the_roots(pair: tuple[Connector, Connector]) -> None:
     provider, _ = pair
     before = provider.api("GET", "/api/assets?limit=500")[1]
-    for path in (str(provider.directory / "participant.key"), "/etc/shadow",
-                 "/proc/self/environ", str(provider.directory / "connector.db"),
-                 f"{provider.data_dir}/../{provider.directory.name}/participant.key"):
-        status, err = provider.api("POST", "/api/assets", {
-            "id": "urn:asset:x", "dataAddress": {"type": "file", "path": path}})
+    for path in (
+        str(provider.directory / "participant.key"),
+        "/etc/shadow",
+        "/proc/self/environ",
+        str(provider.directory / "connector.db"),
+        f"{provider.data_dir}/../{provider.directory.name}/participant.key",
+    ):
+        status, err = provider.api(
+            "POST", "/api/assets", {"id": "urn:asset:x", "dataAddress": {"type": "file", "path": path}}
+        )
         assert status == 400, (path, err)
         assert "never served" in err["error"] or str(provider.data_dir) in err["error"], err
-    status, err = provider.api("POST", "/api/assets", {
-        "id": "urn:asset:x", "dataAddress": {"type": "file", "path": f"{provider.data_dir}/a\x00b"}})
+    status, err = provider.api(
+        "POST",
+        "/api/assets",
+        {"id": "urn:asset:x", "dataAddress": {"type": "file", "path": f"{provider.data_dir}/a\x00b"}},
+    )
     assert status == 400 and "NUL" in str(err), err
-    status, err = provider.api("POST", "/api/assets", {
-        "id": "urn:asset:x", "dataAddress": {"type": "file", "path": "relative.csv"}})
+    status, err = provider.api(
+        "POST", "/api/assets", {"id": "urn:asset:x", "dataAddress": {"type": "file", "path": "relative.csv"}}
+    )
     assert status == 400 and "absolute" in str(err), err
     assert provider.api("GET", "/api/assets?limit=500")[1] == before
 
@@ -354,8 +404,9 @@ def test_the_api_refuses_files_outside_the_roots(pair: tuple[Connector, Connecto
 def test_the_data_plane_never_serves_outside_the_roots(pair: tuple[Connector, Connector]) -> None:
     provider, consumer = pair
     key = (provider.directory / "participant.key").read_bytes()
-    agreements = negotiate_all(consumer, provider,
-                               [f"urn:offer:old:urn:asset:{name}" for name in BEHIND_THE_API])
+    agreements = negotiate_all(
+        consumer, provider, [f"urn:offer:old:urn:asset:{name}" for name in BEHIND_THE_API]
+    )
     transfers = [start_transfer(consumer, a) for a in agreements]
     for name, t in zip(BEHIND_THE_API, transfers, strict=True):
         status, body = pull(consumer, t)
@@ -368,13 +419,17 @@ def test_the_data_plane_never_serves_outside_the_roots(pair: tuple[Connector, Co
 
 @pytest.mark.integration
 def test_a_served_file_swapped_for_a_symlink_is_refused_then_served_again(
-        pair: tuple[Connector, Connector]) -> None:
+    pair: tuple[Connector, Connector],
+) -> None:
     provider, consumer = pair
     big = b"x" * (1 << 17)  # over the small-file cache: every request opens the file
     contents = {"urn:asset:big": big, "urn:asset:small": b"small\n"}
-    offers = [offer_asset(provider, asset_id=asset_id, content=content,
-                          contract={"template": "allow-usage", "params": {}})
-              for asset_id, content in contents.items()]
+    offers = [
+        offer_asset(
+            provider, asset_id=asset_id, content=content, contract={"template": "allow-usage", "params": {}}
+        )
+        for asset_id, content in contents.items()
+    ]
     agreements = negotiate_all(consumer, provider, offers)
     key = (provider.directory / "participant.key").read_bytes()
     for (asset_id, content), agreement in zip(contents.items(), agreements, strict=True):

@@ -35,7 +35,8 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosSpace]:
 
 @pytest.mark.parametrize(("victim", "seed"), [("provider", 11), ("consumer", 12), ("authority", 13)])
 def test_a_kill_loses_nothing_duplicates_nothing_and_counts_exactly(
-        chaos: ChaosSpace, victim: str, seed: int) -> None:
+    chaos: ChaosSpace, victim: str, seed: int
+) -> None:
     report = run_once(chaos, victim, seed, CI)
     assert report.kill.at > 0, "the victim was not killed"
     assert report.ok, "\n".join([report.line(), *report.problems(), *report.notes])
@@ -43,7 +44,8 @@ def test_a_kill_loses_nothing_duplicates_nothing_and_counts_exactly(
 
 
 def test_an_authority_outage_longer_than_the_revocation_poll_delays_messages_never_fails_them(
-        chaos: ChaosSpace) -> None:
+    chaos: ChaosSpace,
+) -> None:
     """Defect: with the authority down longer than the revocation poll interval (2 s here), a
     DSP receiver answered every DAT with 404 (the DSP answer to an unauthenticated call), which
     the sender's outbox takes as permanent: the transfer completion below died, the consumer
@@ -52,15 +54,23 @@ def test_an_authority_outage_longer_than_the_revocation_poll_delays_messages_nev
     cfg = ChaosConfig(lanes=1, push=False)
     provider, consumer, _ = chaos.participants(cfg)
     try:
-        offer = offer_asset(provider, asset_id=ASSET_ID, content=b"x" * 1024, contract={
-            "template": "n-times-usage", "params": {"max": "5"}})
+        offer = offer_asset(
+            provider,
+            asset_id=ASSET_ID,
+            content=b"x" * 1024,
+            contract={"template": "n-times-usage", "params": {"max": "5"}},
+        )
         driver = Driver(provider, consumer, offer, cfg, b"x" * 1024, time.monotonic() + 60)
-        status, n = driver.call(consumer, "POST", "/api/negotiations",
-                                {"peerUrl": provider.dsp_url, "offerId": offer}, expect=(201,))
+        status, n = driver.call(
+            consumer,
+            "POST",
+            "/api/negotiations",
+            {"peerUrl": provider.dsp_url, "offerId": offer},
+            expect=(201,),
+        )
         assert status == 201, n
         agreement = driver.wait_negotiation(n["id"])["agreementId"]
-        status, t = driver.call(consumer, "POST", "/api/transfers", {"agreementId": agreement},
-                                expect=(201,))
+        status, t = driver.call(consumer, "POST", "/api/transfers", {"agreementId": agreement}, expect=(201,))
         assert status == 201, t
         assert driver.wait_transfer(t["id"], {"STARTED"})["internalState"] == "STARTED"
         authority = chaos.space.authority

@@ -54,10 +54,16 @@ async def consumer_peer() -> AsyncIterator[tuple[str, list[str]]]:
         if request.path.startswith("/negotiations/"):
             if body.get("eventType") == "FINALIZED":
                 return web.json_response({"error": "down"}, status=503)
-            return web.json_response(ContractNegotiation(
-                provider_pid=body["providerPid"], consumer_pid=CPID, state="AGREED").to_wire())
-        return web.json_response(TransferProcess(
-            provider_pid=body.get("providerPid", ""), consumer_pid=TPID, state="STARTED").to_wire())
+            return web.json_response(
+                ContractNegotiation(
+                    provider_pid=body["providerPid"], consumer_pid=CPID, state="AGREED"
+                ).to_wire()
+            )
+        return web.json_response(
+            TransferProcess(
+                provider_pid=body.get("providerPid", ""), consumer_pid=TPID, state="STARTED"
+            ).to_wire()
+        )
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
@@ -73,17 +79,30 @@ async def consumer_peer() -> AsyncIterator[tuple[str, list[str]]]:
 
 async def seed(store: Store, path: Path) -> None:
     now = datetime.now(UTC)
-    policy = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld",
-                           "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"],
-              "@type": "Offer", "@id": "urn:policy:open", "permission": [{"action": "use"}]}
+    policy = {
+        "@context": [
+            "https://w3id.org/dspace/2025/1/context.jsonld",
+            "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
+        ],
+        "@type": "Offer",
+        "@id": "urn:policy:open",
+        "permission": [{"action": "use"}],
+    }
     path.write_bytes(b"data")
     async with store.transaction() as tx:
         await tx.policies.add(PolicyRow(id="urn:policy:open", body=json.dumps(policy), created_at=now))
-        await tx.assets.add(AssetRow(id="urn:asset:a", created_at=now,
-                                     data_address={"type": "file", "path": str(path)}))
-        await tx.offers.add(OfferRow(id="urn:offer:o", access_policy_id="urn:policy:open",
-                                     contract_policy_id="urn:policy:open", created_at=now,
-                                     asset_selector={"assetIds": ["urn:asset:a"]}))
+        await tx.assets.add(
+            AssetRow(id="urn:asset:a", created_at=now, data_address={"type": "file", "path": str(path)})
+        )
+        await tx.offers.add(
+            OfferRow(
+                id="urn:offer:o",
+                access_policy_id="urn:policy:open",
+                contract_policy_id="urn:policy:open",
+                created_at=now,
+                asset_selector={"assetIds": ["urn:asset:a"]},
+            )
+        )
 
 
 async def state_of(store: Store, negotiation_id: str) -> Any:
@@ -108,35 +127,52 @@ async def test_a_transfer_request_before_the_finalized_ack_is_the_ack(tmp_path: 
         return "a DAT the stand-in consumer does not check"
 
     async with aiohttp.ClientSession(), consumer_peer() as (url, seen):
-        cp = ControlPlane(store, DspClient(dat, ssl_context=None,
-                                    policy=OutboundPolicy.from_config(["127.0.0.1"])),
-                          participant_id=PROVIDER, dsp_url="http://127.0.0.1:9",
-                          transfer_tokens=transfer_tokens(SigningKey.generate("EdDSA"), PROVIDER),
-                          dataplane_url="http://127.0.0.1:9/data")
+        cp = ControlPlane(
+            store,
+            DspClient(dat, ssl_context=None, policy=OutboundPolicy.from_config(["127.0.0.1"])),
+            participant_id=PROVIDER,
+            dsp_url="http://127.0.0.1:9",
+            transfer_tokens=transfer_tokens(SigningKey.generate("EdDSA"), PROVIDER),
+            dataplane_url="http://127.0.0.1:9/data",
+        )
         await cp.start()
         try:
             offer = dict((await cp.catalog()).offers[0].offer)
-            status, ack = await cp.negotiation_message(ContractRequestMessage(
-                consumer_pid=CPID, offer=offer, callback_address=url).to_wire(), CONSUMER, {}, None)
+            status, ack = await cp.negotiation_message(
+                ContractRequestMessage(consumer_pid=CPID, offer=offer, callback_address=url).to_wire(),
+                CONSUMER,
+                {},
+                None,
+            )
             assert status == 201, ack
             pid = ack["providerPid"]
 
             async def agreed() -> bool:
                 return (await state_of(store, pid)).state == "AGREED"
+
             await until(agreed)
-            await cp.negotiation_message(ContractAgreementVerificationMessage(
-                provider_pid=pid, consumer_pid=CPID).to_wire(), CONSUMER, {}, pid)
+            await cp.negotiation_message(
+                ContractAgreementVerificationMessage(provider_pid=pid, consumer_pid=CPID).to_wire(),
+                CONSUMER,
+                {},
+                pid,
+            )
 
             async def event_dropped() -> bool:
                 return any(p.endswith("/events") for p in seen)
+
             await until(event_dropped)
             row = await state_of(store, pid)
             assert row.state == "FINALIZING", row.state  # its acknowledgement is lost
 
             # the consumer, FINALIZED on its side, asks for a transfer under the agreement
-            status, process = await cp.transfer_message(TransferRequestMessage(
-                consumer_pid=TPID, agreement_id=row.agreement_id, format=PULL,
-                callback_address=url).to_wire(), CONSUMER, None)
+            status, process = await cp.transfer_message(
+                TransferRequestMessage(
+                    consumer_pid=TPID, agreement_id=row.agreement_id, format=PULL, callback_address=url
+                ).to_wire(),
+                CONSUMER,
+                None,
+            )
             assert status == 201, process
             assert (await state_of(store, pid)).state == "FINALIZED"
         finally:

@@ -32,14 +32,24 @@ from dsp_fuzzlib import (
 __all__ = ["dsp_space"]  # the session's data space (a fixture shared with test_dsp_rules)
 pytestmark = pytest.mark.integration
 # no shrinking: a failure names the message it sent, and a live server makes shrinking slow
-FAST = settings(deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.filter_too_much])
+FAST = settings(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 VALID_EXAMPLES = 5  # per endpoint, the CI budget (bench/fuzz_dsp.py runs many more)
 # endpoints where a consumer's schema-valid message, aimed at the examiner's processes, is taken
 # (the official example of each, aimed, is the explicit first case)
-REACHES_ACCEPTANCE = {"catalog-request", "negotiation-request-new", "negotiation-offer-new",
-                      "transfer-request-new", "negotiation-termination", "transfer-termination"}
+REACHES_ACCEPTANCE = {
+    "catalog-request",
+    "negotiation-request-new",
+    "negotiation-offer-new",
+    "transfer-request-new",
+    "negotiation-termination",
+    "transfer-termination",
+}
 
 
 @pytest.fixture
@@ -72,8 +82,11 @@ def test_every_malformation_is_refused_and_changes_nothing(fuzz: Fuzzer, endpoin
     @given(st.data())
     def run(data: st.DataObject) -> None:
         base = data.draw(malformed_messages(endpoint))
-        problems = [p for how in MALFORMATIONS
-                    for p in fuzz.check(Message.malformed(endpoint, base.body, how, base.pick))]
+        problems = [
+            p
+            for how in MALFORMATIONS
+            for p in fuzz.check(Message.malformed(endpoint, base.body, how, base.pick))
+        ]
         assert not problems, "\n".join(problems)
 
     run()

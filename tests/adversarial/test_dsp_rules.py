@@ -38,9 +38,13 @@ def space(dsp_space: DspSpace) -> DspSpace:
 
 
 def request_for(offer: dict[str, Any], peer_url: str, consumer_pid: str | None = None) -> dict[str, Any]:
-    return {"@context": CONTEXT, "@type": "ContractRequestMessage",
-            "consumerPid": consumer_pid or f"urn:uuid:{uuid.uuid4()}", "offer": offer,
-            "callbackAddress": peer_url}
+    return {
+        "@context": CONTEXT,
+        "@type": "ContractRequestMessage",
+        "consumerPid": consumer_pid or f"urn:uuid:{uuid.uuid4()}",
+        "offer": offer,
+        "callbackAddress": peer_url,
+    }
 
 
 def unchanged(space: DspSpace, before: Snapshot) -> None:
@@ -64,8 +68,10 @@ def test_an_initial_request_for_an_offer_the_provider_does_not_know_opens_nothin
     fz, ex = space.fuzzer, space.examiner
     known = fz.offers[0]
     before = fz.snapshot()
-    for offer in ({**known, "@id": "urn:offer:made-up"},  # the catalog's terms under another id
-                  {**known, "target": fz.offers[1]["target"]}):  # a known id for another dataset
+    for offer in (
+        {**known, "@id": "urn:offer:made-up"},  # the catalog's terms under another id
+        {**known, "target": fz.offers[1]["target"]},
+    ):  # a known id for another dataset
         status, err = ex.post("/negotiations/request", request_for(offer, space.peer.url))
         assert status == 400, err
         assert_valid(err, "contract-negotiation-error")
@@ -91,18 +97,33 @@ def test_a_terminal_process_refuses_every_message_even_a_repeated_one(space: Dsp
     fz.quiesce()
     before = fz.snapshot()
     for path, body in (
-            (f"/negotiations/{n['providerPid']}/agreement/verification",
-             {"@context": CONTEXT, "@type": "ContractAgreementVerificationMessage", **pids}),
-            (f"/negotiations/{n['providerPid']}/termination",
-             {"@context": CONTEXT, "@type": "ContractNegotiationTerminationMessage", **pids}),
-            (f"/negotiations/{n['providerPid']}/events",
-             {"@context": CONTEXT, "@type": "ContractNegotiationEventMessage", "eventType": "ACCEPTED",
-              **pids}),
-            (f"/transfers/{t['providerPid']}/completion", completion),
-            (f"/transfers/{t['providerPid']}/termination",
-             {"@context": CONTEXT, "@type": "TransferTerminationMessage", **tpids}),
-            (f"/transfers/{t['providerPid']}/suspension",
-             {"@context": CONTEXT, "@type": "TransferSuspensionMessage", **tpids})):
+        (
+            f"/negotiations/{n['providerPid']}/agreement/verification",
+            {"@context": CONTEXT, "@type": "ContractAgreementVerificationMessage", **pids},
+        ),
+        (
+            f"/negotiations/{n['providerPid']}/termination",
+            {"@context": CONTEXT, "@type": "ContractNegotiationTerminationMessage", **pids},
+        ),
+        (
+            f"/negotiations/{n['providerPid']}/events",
+            {
+                "@context": CONTEXT,
+                "@type": "ContractNegotiationEventMessage",
+                "eventType": "ACCEPTED",
+                **pids,
+            },
+        ),
+        (f"/transfers/{t['providerPid']}/completion", completion),
+        (
+            f"/transfers/{t['providerPid']}/termination",
+            {"@context": CONTEXT, "@type": "TransferTerminationMessage", **tpids},
+        ),
+        (
+            f"/transfers/{t['providerPid']}/suspension",
+            {"@context": CONTEXT, "@type": "TransferSuspensionMessage", **tpids},
+        ),
+    ):
         status, err = ex.post(path, body)
         assert status == 400, (path, err)
         area = "contract-negotiation-error" if path.startswith("/negotiations") else "transfer-error"
@@ -118,14 +139,31 @@ def test_a_refused_redelivery_of_a_finalization_settles_from_the_consumers_state
     fz, ex, peer = space.fuzzer, space.examiner, space.peer
     n = fz.negotiate(fz.offers[0])  # AGREED
     cpid, ppid = n["consumerPid"], n["providerPid"]
-    refused = {"@context": CONTEXT, "@type": "ContractNegotiationError", "providerPid": ppid,
-               "consumerPid": cpid, "code": "400", "reason": ["FINALIZED is a terminal state"]}
+    refused = {
+        "@context": CONTEXT,
+        "@type": "ContractNegotiationError",
+        "providerPid": ppid,
+        "consumerPid": cpid,
+        "code": "400",
+        "reason": ["FINALIZED is a terminal state"],
+    }
     peer.script[f"/negotiations/{cpid}/events"] = [(503, refused), (400, refused)]
-    peer.states[f"/negotiations/{cpid}"] = {"@context": CONTEXT, "@type": "ContractNegotiation",
-                                           "providerPid": ppid, "consumerPid": cpid, "state": "FINALIZED"}
-    status, _ = ex.post(f"/negotiations/{ppid}/agreement/verification", {
-        "@context": CONTEXT, "@type": "ContractAgreementVerificationMessage", "providerPid": ppid,
-        "consumerPid": cpid})
+    peer.states[f"/negotiations/{cpid}"] = {
+        "@context": CONTEXT,
+        "@type": "ContractNegotiation",
+        "providerPid": ppid,
+        "consumerPid": cpid,
+        "state": "FINALIZED",
+    }
+    status, _ = ex.post(
+        f"/negotiations/{ppid}/agreement/verification",
+        {
+            "@context": CONTEXT,
+            "@type": "ContractAgreementVerificationMessage",
+            "providerPid": ppid,
+            "consumerPid": cpid,
+        },
+    )
     assert status == 200
     done = wait_state(space, "negotiation", ppid, ("FINALIZED", "TERMINATED"))
     assert done is not None and done["internalState"] == "FINALIZED", done
@@ -137,14 +175,31 @@ def test_a_refusal_from_a_counter_party_elsewhere_still_terminates(space: DspSpa
     fz, ex, peer = space.fuzzer, space.examiner, space.peer
     n = fz.negotiate(fz.offers[0])
     cpid, ppid = n["consumerPid"], n["providerPid"]
-    refused = {"@context": CONTEXT, "@type": "ContractNegotiationError", "providerPid": ppid,
-               "consumerPid": cpid, "code": "400", "reason": ["no"]}
+    refused = {
+        "@context": CONTEXT,
+        "@type": "ContractNegotiationError",
+        "providerPid": ppid,
+        "consumerPid": cpid,
+        "code": "400",
+        "reason": ["no"],
+    }
     peer.script[f"/negotiations/{cpid}/events"] = [(400, refused)]
-    peer.states[f"/negotiations/{cpid}"] = {"@context": CONTEXT, "@type": "ContractNegotiation",
-                                           "providerPid": ppid, "consumerPid": cpid, "state": "VERIFIED"}
-    ex.post(f"/negotiations/{ppid}/agreement/verification", {
-        "@context": CONTEXT, "@type": "ContractAgreementVerificationMessage", "providerPid": ppid,
-        "consumerPid": cpid})
+    peer.states[f"/negotiations/{cpid}"] = {
+        "@context": CONTEXT,
+        "@type": "ContractNegotiation",
+        "providerPid": ppid,
+        "consumerPid": cpid,
+        "state": "VERIFIED",
+    }
+    ex.post(
+        f"/negotiations/{ppid}/agreement/verification",
+        {
+            "@context": CONTEXT,
+            "@type": "ContractAgreementVerificationMessage",
+            "providerPid": ppid,
+            "consumerPid": cpid,
+        },
+    )
     done = wait_state(space, "negotiation", ppid, ("FINALIZED", "TERMINATED"))
     assert done is not None and done["internalState"] == "TERMINATED", done
 
@@ -153,11 +208,22 @@ def test_a_refused_redelivery_of_a_completion_settles_from_the_consumers_state(s
     fz, peer, provider = space.fuzzer, space.peer, space.provider
     t = fz.transfer()
     cpid, ppid = t["consumerPid"], t["providerPid"]
-    refused = {"@context": CONTEXT, "@type": "TransferError", "providerPid": ppid, "consumerPid": cpid,
-               "code": "400", "reason": ["COMPLETED is a terminal state"]}
+    refused = {
+        "@context": CONTEXT,
+        "@type": "TransferError",
+        "providerPid": ppid,
+        "consumerPid": cpid,
+        "code": "400",
+        "reason": ["COMPLETED is a terminal state"],
+    }
     peer.script[f"/transfers/{cpid}/completion"] = [(503, refused), (400, refused)]
-    peer.states[f"/transfers/{cpid}"] = {"@context": CONTEXT, "@type": "TransferProcess",
-                                        "providerPid": ppid, "consumerPid": cpid, "state": "COMPLETED"}
+    peer.states[f"/transfers/{cpid}"] = {
+        "@context": CONTEXT,
+        "@type": "TransferProcess",
+        "providerPid": ppid,
+        "consumerPid": cpid,
+        "state": "COMPLETED",
+    }
     status, body = provider.api("POST", f"/api/transfers/{t['id']}/complete", {})
     assert status == 200, body
     done = wait_state(space, "transfer", ppid, ("COMPLETED", "TERMINATED"))
@@ -190,22 +256,27 @@ def test_exactly_one_authorization_header(space: DspSpace) -> None:
 
     async def provider_dat() -> str:
         async with aiohttp.ClientSession() as http:
-            client = await DatClient.discover(http, space.ds.authority.url,
-                                              ParticipantIdentity.load(provider.directory))
+            client = await DatClient.discover(
+                http, space.ds.authority.url, ParticipantIdentity.load(provider.directory)
+            )
             return await client.token()
 
     mine, theirs = ex.token(), asyncio.run(provider_dat())
     body = json.dumps({"@context": CONTEXT, "@type": "CatalogRequestMessage"}).encode()
     assert ex.send("POST", "/catalog/request", body)[0] == 200  # one: fine
     for pair in ((mine, "garbage"), ("garbage", mine), (mine, theirs), (theirs, mine), (mine, mine)):
-        status, err = ex.send("POST", "/catalog/request", body,
-                              [("Authorization", f"Bearer {token}") for token in pair])
+        status, err = ex.send(
+            "POST", "/catalog/request", body, [("Authorization", f"Bearer {token}") for token in pair]
+        )
         assert status == 404, (pair, err)  # as unauthenticated
         assert_valid(err, "catalog-error")
     before = space.fuzzer.snapshot()
-    status, err = ex.send("POST", "/negotiations/request",
-                          json.dumps(request_for(space.fuzzer.offers[0], space.peer.url)).encode(),
-                          [("Authorization", f"Bearer {mine}"), ("Authorization", "Bearer x")])
+    status, err = ex.send(
+        "POST",
+        "/negotiations/request",
+        json.dumps(request_for(space.fuzzer.offers[0], space.peer.url)).encode(),
+        [("Authorization", f"Bearer {mine}"), ("Authorization", "Bearer x")],
+    )
     assert status == 404
     assert_valid(err, "contract-negotiation-error")
     unchanged(space, before)
@@ -224,8 +295,10 @@ def test_exactly_one_api_key(space: DspSpace) -> None:
 # ----------------------------------------------------------------------------- process ids
 
 
-@pytest.mark.parametrize("pid", ["urn:uuid:" + "x" * 1_000_000, "urn:" + "a" * 253, "urn:a/b", "urn:a b",
-                                 "urn:a?b", "urn:{a}", ".."])
+@pytest.mark.parametrize(
+    "pid",
+    ["urn:uuid:" + "x" * 1_000_000, "urn:" + "a" * 253, "urn:a/b", "urn:a b", "urn:a?b", "urn:{a}", ".."],
+)
 def test_a_process_id_that_is_huge_or_unsafe_in_a_path_is_refused(space: DspSpace, pid: str) -> None:
     # issue 9: a consumerPid of 1,000,000 characters was accepted, stored and used in callbacks
     fz, ex = space.fuzzer, space.examiner
@@ -237,9 +310,17 @@ def test_a_process_id_that_is_huge_or_unsafe_in_a_path_is_refused(space: DspSpac
     # shorter over-long or unsafe ids by the process-id rule
     assert err["reason"][0].startswith(("ContractRequestMessage.consumerPid: ", "a JSON string is longer"))
     assert len(json.dumps(err)) < 2000
-    status, err = ex.post("/transfers/request", {
-        "@context": CONTEXT, "@type": "TransferRequestMessage", "consumerPid": pid,
-        "agreementId": fz.agreement_id, "format": "HttpData-PULL", "callbackAddress": space.peer.url})
+    status, err = ex.post(
+        "/transfers/request",
+        {
+            "@context": CONTEXT,
+            "@type": "TransferRequestMessage",
+            "consumerPid": pid,
+            "agreementId": fz.agreement_id,
+            "format": "HttpData-PULL",
+            "callbackAddress": space.peer.url,
+        },
+    )
     assert status == 400, err
     assert_valid(err, "transfer-error")
     unchanged(space, before)
@@ -264,25 +345,50 @@ def test_refreshing_the_token_of_an_ended_transfer_is_refused_here(space: DspSpa
     dataset, offer_id = "urn:asset:remote", f"urn:offer:remote-{uuid.uuid4()}"
     rules = {"permission": [{"action": "use"}]}
     service = {"@id": "urn:svc", "@type": "DataService", "endpointURL": peer.url}
-    peer.script["/catalog/request"] = [(200, {
-        "@context": CONTEXT, "@type": "Catalog", "@id": "urn:catalog:remote",
-        "participantId": ex.participant_id, "dataset": [{
-            "@id": dataset, "@type": "Dataset", "hasPolicy": [{"@id": offer_id, "@type": "Offer", **rules}],
-            "distribution": [{"@type": "Distribution", "format": "HttpData-PULL",
-                              "accessService": service}]}]})]
+    peer.script["/catalog/request"] = [
+        (
+            200,
+            {
+                "@context": CONTEXT,
+                "@type": "Catalog",
+                "@id": "urn:catalog:remote",
+                "participantId": ex.participant_id,
+                "dataset": [
+                    {
+                        "@id": dataset,
+                        "@type": "Dataset",
+                        "hasPolicy": [{"@id": offer_id, "@type": "Offer", **rules}],
+                        "distribution": [
+                            {"@type": "Distribution", "format": "HttpData-PULL", "accessService": service}
+                        ],
+                    }
+                ],
+            },
+        )
+    ]
     status, n = connector.api("POST", "/api/negotiations", {"peerUrl": peer.url, "offerId": offer_id})
     assert status == 201, n
     n = wait_state(space, "negotiation", n["id"], ("REQUESTED", "TERMINATED"))
     pids = {"providerPid": n["providerPid"], "consumerPid": n["consumerPid"]}
-    agreement = {"@id": f"urn:uuid:{uuid.uuid4()}", "@type": "Agreement", "target": dataset,
-                 "assigner": ex.participant_id, "assignee": connector.participant_id,
-                 "timestamp": "2026-01-01T00:00:00Z", **rules}
-    status, got = ex.post(f"/negotiations/{n['consumerPid']}/agreement", {
-        "@context": CONTEXT, "@type": "ContractAgreementMessage", **pids, "agreement": agreement})
+    agreement = {
+        "@id": f"urn:uuid:{uuid.uuid4()}",
+        "@type": "Agreement",
+        "target": dataset,
+        "assigner": ex.participant_id,
+        "assignee": connector.participant_id,
+        "timestamp": "2026-01-01T00:00:00Z",
+        **rules,
+    }
+    status, got = ex.post(
+        f"/negotiations/{n['consumerPid']}/agreement",
+        {"@context": CONTEXT, "@type": "ContractAgreementMessage", **pids, "agreement": agreement},
+    )
     assert status == 200, got
     assert wait_state(space, "negotiation", n["id"], ("VERIFIED",))["internalState"] == "VERIFIED"
-    status, got = ex.post(f"/negotiations/{n['consumerPid']}/events", {
-        "@context": CONTEXT, "@type": "ContractNegotiationEventMessage", "eventType": "FINALIZED", **pids})
+    status, got = ex.post(
+        f"/negotiations/{n['consumerPid']}/events",
+        {"@context": CONTEXT, "@type": "ContractNegotiationEventMessage", "eventType": "FINALIZED", **pids},
+    )
     assert status == 200, got
 
     def started_transfer() -> dict[str, Any]:
@@ -290,12 +396,23 @@ def test_refreshing_the_token_of_an_ended_transfer_is_refused_here(space: DspSpa
         assert status == 201, t
         t = wait_state(space, "transfer", t["id"], ("REQUESTED",))
         tpids = {"providerPid": t["providerPid"], "consumerPid": t["consumerPid"]}
-        status, got = ex.post(f"/transfers/{t['consumerPid']}/start", {
-            "@context": CONTEXT, "@type": "TransferStartMessage", **tpids, "dataAddress": {
-                "@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
-                "endpoint": f"{peer.url}/data", "endpointProperties": [
-                    {"@type": "EndpointProperty", "name": "authorization", "value": "token-1"},
-                    {"@type": "EndpointProperty", "name": "refreshToken", "value": "refresh-1"}]}})
+        status, got = ex.post(
+            f"/transfers/{t['consumerPid']}/start",
+            {
+                "@context": CONTEXT,
+                "@type": "TransferStartMessage",
+                **tpids,
+                "dataAddress": {
+                    "@type": "DataAddress",
+                    "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+                    "endpoint": f"{peer.url}/data",
+                    "endpointProperties": [
+                        {"@type": "EndpointProperty", "name": "authorization", "value": "token-1"},
+                        {"@type": "EndpointProperty", "name": "refreshToken", "value": "refresh-1"},
+                    ],
+                },
+            },
+        )
         assert status == 200, got
         return {**t, **tpids}
 

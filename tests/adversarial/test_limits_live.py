@@ -59,11 +59,12 @@ DSP_POSTS = [
     ("/catalog/request", "catalog-error-schema"),
     ("/negotiations/request", NEG_ERROR),
     ("/negotiations/offers", NEG_ERROR),
-    *((f"/negotiations/{PID}/{m}", NEG_ERROR) for m in (
-        "request", "offers", "events", "agreement", "agreement/verification", "termination")),
+    *(
+        (f"/negotiations/{PID}/{m}", NEG_ERROR)
+        for m in ("request", "offers", "events", "agreement", "agreement/verification", "termination")
+    ),
     ("/transfers/request", XFER_ERROR),
-    *((f"/transfers/{PID}/{m}", XFER_ERROR) for m in (
-        "start", "completion", "termination", "suspension")),
+    *((f"/transfers/{PID}/{m}", XFER_ERROR) for m in ("start", "completion", "termination", "suspension")),
     (f"/transfers/{PID}/token", None),  # not DSP: the pull's token refresh
     ("/notices", None),  # not DSP: deletion notices
 ]
@@ -96,9 +97,9 @@ def get(path: str, headers: str = "") -> bytes:
 def dat(c: Connector, authority_url: str) -> str:
     async def token() -> str:
         async with aiohttp.ClientSession() as http:
-            client = await DatClient.discover(http, authority_url,
-                                              ParticipantIdentity.load(c.directory))
+            client = await DatClient.discover(http, authority_url, ParticipantIdentity.load(c.directory))
             return await client.token()
+
     return asyncio.run(token())
 
 
@@ -111,36 +112,56 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Space]:
         c = connector_with_limits(ds, "lcons", roles=("consumer",), **LIMITS)
         d = p.directory
         ports = {
-            "dsp": Port(p.dsp_port, client_context(d / "ca.crt", d / "tls.crt", d / "tls.key"),
-                        get("/.well-known/dspace-version")),
-            "management": Port(p.mgmt_port, None,
-                               get("/api/assets", f"X-Api-Key: {p.api_key}\r\n")),
+            "dsp": Port(
+                p.dsp_port,
+                client_context(d / "ca.crt", d / "tls.crt", d / "tls.key"),
+                get("/.well-known/dspace-version"),
+            ),
+            "management": Port(p.mgmt_port, None, get("/api/assets", f"X-Api-Key: {p.api_key}\r\n")),
             "dataplane": Port(p.data_port, client_context(d / "ca.crt"), get("/keys")),
             "authority": Port(ds.authority.port, None, get("/health")),
         }
         cd = c.directory
-        yield Space(ds, p, c, dat(c, ds.authority.url),
-                    client_context(cd / "ca.crt", cd / "tls.crt", cd / "tls.key"), ports)
+        yield Space(
+            ds,
+            p,
+            c,
+            dat(c, ds.authority.url),
+            client_context(cd / "ca.crt", cd / "tls.crt", cd / "tls.key"),
+            ports,
+        )
     finally:
         ds.close()
 
 
 def dsp(space: Space, path: str, body: bytes | AsyncIterator[bytes]) -> tuple[int, Any]:
     async def go() -> tuple[int, Any]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http, \
-                http.post(space.provider.dsp_url + path, data=body, ssl=space.dsp_tls, headers={
-                    "Authorization": f"Bearer {space.token}",
-                    "Content-Type": "application/json"}) as r:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.post(
+                space.provider.dsp_url + path,
+                data=body,
+                ssl=space.dsp_tls,
+                headers={"Authorization": f"Bearer {space.token}", "Content-Type": "application/json"},
+            ) as r,
+        ):
             return r.status, await r.json(content_type=None)
+
     return asyncio.run(go())
 
 
 def api(c: Connector, path: str, body: bytes | AsyncIterator[bytes]) -> tuple[int, Any]:
     async def go() -> tuple[int, Any]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http, \
-                http.post(c.api_url + path, data=body, headers={
-                    "X-Api-Key": c.api_key, "Content-Type": "application/json"}) as r:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.post(
+                c.api_url + path,
+                data=body,
+                headers={"X-Api-Key": c.api_key, "Content-Type": "application/json"},
+            ) as r,
+        ):
             return r.status, await r.json(content_type=None)
+
     return asyncio.run(go())
 
 
@@ -182,7 +203,8 @@ def counts(c: Connector) -> dict[str, int]:
 
 @pytest.mark.parametrize(("path", "schema"), DSP_POSTS)
 def test_json_nested_10000_deep_on_every_dsp_post_is_a_400_with_the_dsp_error_body(
-        space: Space, path: str, schema: str | None) -> None:
+    space: Space, path: str, schema: str | None
+) -> None:
     status, body = dsp(space, path, DEEP)
     assert status == 400, body
     assert "limits.json_depth" in reason_of(body)
@@ -190,8 +212,7 @@ def test_json_nested_10000_deep_on_every_dsp_post_is_a_400_with_the_dsp_error_bo
         assert_valid(body, schema)
 
 
-def test_json_nested_10000_deep_on_every_management_post_is_a_4xx_with_a_reason(
-        space: Space) -> None:
+def test_json_nested_10000_deep_on_every_management_post_is_a_4xx_with_a_reason(space: Space) -> None:
     target = space.provider
     status, doc = target.api("GET", "/api/openapi.json")
     assert status == 200
@@ -208,17 +229,21 @@ def test_json_nested_10000_deep_on_every_management_post_is_a_4xx_with_a_reason(
 
 @pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"])
 def test_a_non_finite_number_in_a_policy_is_refused_and_nothing_is_stored(
-        space: Space, number: bytes) -> None:
+    space: Space, number: bytes
+) -> None:
     target = space.provider
     before = counts(target)
-    policy = (b'{"policy": {"permission": [{"action": "use", "constraint": [{"leftOperand": '
-              b'"count", "operator": "lteq", "rightOperand": ' + number + b"}]}]}}")
+    policy = (
+        b'{"policy": {"permission": [{"action": "use", "constraint": [{"leftOperand": '
+        b'"count", "operator": "lteq", "rightOperand": ' + number + b"}]}]}}"
+    )
     status, body = api(target, "/api/policies", policy)
     assert status == 400 and "finite" in body["error"], body
-    request = with_constraint(example("negotiation", "contract-request-message_initial", space),
-                              {"leftOperand": "count", "operator": "lteq", "rightOperand": 12345})
-    status, body = dsp(space, "/negotiations/request",
-                       json.dumps(request).encode().replace(b"12345", number))
+    request = with_constraint(
+        example("negotiation", "contract-request-message_initial", space),
+        {"leftOperand": "count", "operator": "lteq", "rightOperand": 12345},
+    )
+    status, body = dsp(space, "/negotiations/request", json.dumps(request).encode().replace(b"12345", number))
     assert status == 400 and "finite" in reason_of(body), body
     assert_valid(body, NEG_ERROR)
     assert counts(target) == before
@@ -230,8 +255,9 @@ def test_a_policy_with_and_nested_400_deep_is_refused_naming_the_limit(space: Sp
     deep = {"policy": {"permission": [{"action": "use", "constraint": [nested_and(400)]}]}}
     status, body = target.api("POST", "/api/policies", deep)
     assert status == 400 and "limits.json_depth" in body["error"], body
-    message = with_constraint(example("negotiation", "contract-request-message_initial", space),
-                              nested_and(400))
+    message = with_constraint(
+        example("negotiation", "contract-request-message_initial", space), nested_and(400)
+    )
     status, body = dsp(space, "/negotiations/request", json.dumps(message).encode())
     assert status == 400 and "limits.json_depth" in reason_of(body), body
     assert_valid(body, NEG_ERROR)
@@ -268,10 +294,14 @@ def test_oversized_bodies_are_413(space: Space) -> None:
     assert counts(target) == before
 
 
-@pytest.mark.parametrize("headers", [
-    b"X-Filler: " + b"a" * 9000 + b"\r\n",
-    b"".join(b"X-Filler-%d: 1\r\n" % i for i in range(101)),
-], ids=["one-long-header", "101-headers"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"X-Filler: " + b"a" * 9000 + b"\r\n",
+        b"".join(b"X-Filler-%d: 1\r\n" % i for i in range(101)),
+    ],
+    ids=["one-long-header", "101-headers"],
+)
 def test_oversized_headers_are_refused_on_every_port(space: Space, headers: bytes) -> None:
     for p in space.ports.values():
         request = p.normal.replace(b"Connection: close\r\n", headers + b"Connection: close\r\n")
@@ -285,7 +315,8 @@ def test_oversized_headers_are_refused_on_every_port(space: Space, headers: byte
 @pytest.mark.parametrize("value", ["abc", "nan", "NaN", "inf", "-inf", "-1", "1e3", "61", "0x1"])
 def test_a_negotiation_wait_with_a_bad_timeout_is_a_400(space: Space, value: str) -> None:
     status, body = space.consumer.api(
-        "GET", f"/api/negotiations/{PID}?waitFor=FINALIZED&timeout={value}", timeout=15)
+        "GET", f"/api/negotiations/{PID}?waitFor=FINALIZED&timeout={value}", timeout=15
+    )
     assert status == 400 and "timeout" in json.dumps(body), body
 
 
@@ -294,8 +325,16 @@ def test_bad_numbers_in_other_query_parameters_are_400(space: Space) -> None:
     for query in ("wait=nan", "wait=abc", "wait=-1", "wait=31", "wait=1&wait=2"):
         status, body = consumer.api("GET", f"/api/transfers/{PID}/pull?{query}", timeout=15)
         assert status == 400 and "wait" in json.dumps(body), (query, body)
-    for query in ("limit=abc", "limit=nan", "limit=0", "limit=501", "limit=1e2", "offset=-1",
-                  "offset=abc", "limit=5&limit=6"):
+    for query in (
+        "limit=abc",
+        "limit=nan",
+        "limit=0",
+        "limit=501",
+        "limit=1e2",
+        "offset=-1",
+        "offset=abc",
+        "limit=5&limit=6",
+    ):
         status, body = consumer.api("GET", f"/api/assets?{query}")
         assert status == 400 and query.split("=")[0] in json.dumps(body), (query, body)
     catalog = json.dumps(example("catalog", "catalog-request-message", space)).encode()
@@ -320,8 +359,9 @@ async def slow_clients(p: Port, n: int = SLOW_CLIENTS) -> list[Any]:
         # connects and sends nothing (over TLS: not even a handshake)
         keeps.append(closed_by_server(*await open_raw(p.port), give_up=GIVE_UP))
         # sends its headers a byte at a time
-        keeps.append(closed_by_server(*await open_raw(p.port, p.tls), trickle=PARTIAL_HEADERS,
-                                      give_up=GIVE_UP))
+        keeps.append(
+            closed_by_server(*await open_raw(p.port, p.tls), trickle=PARTIAL_HEADERS, give_up=GIVE_UP)
+        )
         # completes one request, keeps the connection and idles
         reader, writer = await open_raw(p.port, p.tls)
         writer.write(p.normal.replace(b"Connection: close", b"Connection: keep-alive"))
@@ -332,8 +372,7 @@ async def slow_clients(p: Port, n: int = SLOW_CLIENTS) -> list[Any]:
 
 
 @pytest.mark.parametrize("name", ["dsp", "management", "dataplane", "authority"])
-def test_slow_and_idle_connections_are_closed_while_other_clients_are_served(
-        space: Space, name: str) -> None:
+def test_slow_and_idle_connections_are_closed_while_other_clients_are_served(space: Space, name: str) -> None:
     p = space.ports[name]
 
     async def go() -> tuple[list[bool], list[int]]:
@@ -347,8 +386,10 @@ def test_slow_and_idle_connections_are_closed_while_other_clients_are_served(
 
 
 def partial_post(path: str, headers: str) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: 1000\r\n{headers}Connection: close\r\n\r\n").encode() + b'{"a": '
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 1000\r\n{headers}Connection: close\r\n\r\n"
+    ).encode() + b'{"a": '
 
 
 def admin_token(space: Space) -> str:
@@ -359,13 +400,20 @@ def test_bodies_that_do_not_arrive_in_time_get_408(space: Space) -> None:
     p = space.provider
 
     async def go() -> list[tuple[int, bytes]]:
-        return list(await asyncio.gather(
-            raw_request(p.mgmt_port, partial_post("/api/assets", f"X-Api-Key: {p.api_key}\r\n")),
-            raw_request(p.dsp_port, partial_post("/catalog/request",
-                                                 f"Authorization: Bearer {space.token}\r\n"),
-                        space.dsp_tls),
-            raw_request(space.ds.authority.port, partial_post(
-                "/admin/revocations", f"Authorization: Bearer {admin_token(space)}\r\n"))))
+        return list(
+            await asyncio.gather(
+                raw_request(p.mgmt_port, partial_post("/api/assets", f"X-Api-Key: {p.api_key}\r\n")),
+                raw_request(
+                    p.dsp_port,
+                    partial_post("/catalog/request", f"Authorization: Bearer {space.token}\r\n"),
+                    space.dsp_tls,
+                ),
+                raw_request(
+                    space.ds.authority.port,
+                    partial_post("/admin/revocations", f"Authorization: Bearer {admin_token(space)}\r\n"),
+                ),
+            )
+        )
 
     (mgmt, mgmt_body), (dsp_status, dsp_body), (auth, auth_body) = asyncio.run(go())
     assert mgmt == 408 and "limits.body_timeout" in json.loads(mgmt_body)["error"]
@@ -391,17 +439,24 @@ def stored_states(c: Connector) -> dict[str, dict[str, str]]:
         store = await Store.open(f"sqlite:///{c.directory / 'connector.db'}")
         try:
             async with store.transaction(readonly=True) as tx:
-                return {"negotiations": {r.id: r.state for r in await tx.negotiations.list(limit=None)},
-                        "transfers": {r.id: r.state for r in await tx.transfers.list(limit=None)}}
+                return {
+                    "negotiations": {r.id: r.state for r in await tx.negotiations.list(limit=None)},
+                    "transfers": {r.id: r.state for r in await tx.transfers.list(limit=None)},
+                }
         finally:
             await store.close()
+
     return asyncio.run(read())
 
 
 def test_sigterm_ends_every_process_within_the_grace_whatever_is_in_flight(space: Space) -> None:
     p, c = space.provider, space.consumer
-    offer = offer_asset(p, asset_id="urn:asset:limits-stream", content=CONTENT,
-                        contract={"template": "allow-usage", "params": {}})
+    offer = offer_asset(
+        p,
+        asset_id="urn:asset:limits-stream",
+        content=CONTENT,
+        contract={"template": "allow-usage", "params": {}},
+    )
     n = negotiate(c, p, offer)
     assert n["state"] == "FINALIZED", n
     status, t = c.api("POST", "/api/transfers", {"agreementId": n["agreementId"]})
@@ -423,9 +478,14 @@ def test_sigterm_ends_every_process_within_the_grace_whatever_is_in_flight(space
         # long waits: a FINALIZED negotiation never becomes TERMINATED
         for conn, nid in ((c, n["id"]), (p, provider_nid)):
             for _ in range(3):
-                work.append(raw_request(conn.mgmt_port, get(
-                    f"/api/negotiations/{nid}?waitFor=TERMINATED&timeout=60",
-                    key.format(conn.api_key))))
+                work.append(
+                    raw_request(
+                        conn.mgmt_port,
+                        get(
+                            f"/api/negotiations/{nid}?waitFor=TERMINATED&timeout=60", key.format(conn.api_key)
+                        ),
+                    )
+                )
         # a stream the client does not read
         reader, writer = await open_raw(p.data_port, space.ports["dataplane"].tls)
         path = t["endpoint"].split(str(p.data_port), 1)[1]
@@ -434,10 +494,13 @@ def test_sigterm_ends_every_process_within_the_grace_whatever_is_in_flight(space
         # slow bodies, trickled so that they stay within the body timeout's reach
         body = b'{"reason": "' + b" " * 200
         for port, request, tls in (
-                (c.mgmt_port, partial_post(f"/api/transfers/{t['id']}/suspend",
-                                           key.format(c.api_key)), None),
-                (space.ds.authority.port, partial_post(
-                    "/admin/revocations", f"Authorization: Bearer {admin_token(space)}\r\n"), None)):
+            (c.mgmt_port, partial_post(f"/api/transfers/{t['id']}/suspend", key.format(c.api_key)), None),
+            (
+                space.ds.authority.port,
+                partial_post("/admin/revocations", f"Authorization: Bearer {admin_token(space)}\r\n"),
+                None,
+            ),
+        ):
             r, w = await open_raw(port, tls)
             w.write(request)
             work.append(closed_by_server(r, w, trickle=body, every=0.05, give_up=GIVE_UP))
@@ -454,8 +517,8 @@ def test_sigterm_ends_every_process_within_the_grace_whatever_is_in_flight(space
                 return proc.wait(GRACE + 5)
             except subprocess.TimeoutExpired:
                 return None
-        codes = await asyncio.gather(*(asyncio.to_thread(exit_code, proc)
-                                       for proc in processes.values()))
+
+        codes = await asyncio.gather(*(asyncio.to_thread(exit_code, proc) for proc in processes.values()))
         writer.close()
         running.cancel()
         return dict(zip(processes, codes, strict=True))

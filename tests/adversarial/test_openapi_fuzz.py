@@ -27,9 +27,16 @@ def pair(space: DataSpace) -> tuple[Connector, Connector]:
 def test_management_api_fuzz(pair: tuple[Connector, Connector], role: str) -> None:
     provider, consumer = pair
     c, peer = (provider, consumer) if role == "provider" else (consumer, provider)
-    run = fuzz(c.api_url, c.api_key, peer_url=peer.dsp_url, sandbox=c.directory / "fuzz-files",
-               max_examples=EXAMPLES, seed=SEED,
-               max_steps=6, exclusions=EXCLUSIONS)
+    run = fuzz(
+        c.api_url,
+        c.api_key,
+        peer_url=peer.dsp_url,
+        sandbox=c.directory / "fuzz-files",
+        max_examples=EXAMPLES,
+        seed=SEED,
+        max_steps=6,
+        exclusions=EXCLUSIONS,
+    )
     report = run.report()
     print(report)
     assert run.requests > 500, report

@@ -40,8 +40,9 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connector]:
 def test_assets_with_any_id_are_read_listed_and_deleted(provider: Connector, asset_id: str) -> None:
     data = provider.data_dir / "ids.bin"
     data.write_bytes(b"x")
-    status, made = provider.api("POST", "/api/assets", {
-        "id": asset_id, "dataAddress": {"type": "file", "path": str(data)}})
+    status, made = provider.api(
+        "POST", "/api/assets", {"id": asset_id, "dataAddress": {"type": "file", "path": str(data)}}
+    )
     assert status == 201, made
     assert made["id"] == asset_id
     status, got = provider.api("GET", f"/api/assets/{seg(asset_id)}")
@@ -58,29 +59,48 @@ def test_assets_with_any_id_are_read_listed_and_deleted(provider: Connector, ass
 def test_policies_and_offers_with_iri_ids(provider: Connector) -> None:
     data = provider.data_dir / "ids.bin"
     data.write_bytes(b"x")
-    asset_id, policy_id, offer_id = ("https://example.com/assets/a%7B1%7D", "https://example.com/p/1?v=2",
-                                     "https://example.com/offers/ö/1#x")
-    assert provider.api("POST", "/api/assets", {
-        "id": asset_id, "dataAddress": {"type": "file", "path": str(data)}})[0] == 201
+    asset_id, policy_id, offer_id = (
+        "https://example.com/assets/a%7B1%7D",
+        "https://example.com/p/1?v=2",
+        "https://example.com/offers/ö/1#x",
+    )
+    assert (
+        provider.api(
+            "POST", "/api/assets", {"id": asset_id, "dataAddress": {"type": "file", "path": str(data)}}
+        )[0]
+        == 201
+    )
     status, p = provider.api("POST", "/api/policies", {"id": policy_id, "template": "allow-usage"})
     assert status == 201, p
-    status, o = provider.api("POST", "/api/offers", {"id": offer_id, "assetIds": [asset_id],
-                                                     "accessPolicyId": policy_id,
-                                                     "contractPolicyId": policy_id})
+    status, o = provider.api(
+        "POST",
+        "/api/offers",
+        {"id": offer_id, "assetIds": [asset_id], "accessPolicyId": policy_id, "contractPolicyId": policy_id},
+    )
     assert status == 201, o
     assert provider.api("GET", f"/api/policies/{seg(policy_id)}")[1]["id"] == policy_id
     assert provider.api("GET", f"/api/offers/{seg(offer_id)}")[1]["id"] == offer_id
     status, err = provider.api("DELETE", f"/api/policies/{seg(policy_id)}")
     assert status == 409, err
-    for path in (f"/api/offers/{seg(offer_id)}", f"/api/policies/{seg(policy_id)}",
-                 f"/api/assets/{seg(asset_id)}"):
+    for path in (
+        f"/api/offers/{seg(offer_id)}",
+        f"/api/policies/{seg(policy_id)}",
+        f"/api/assets/{seg(asset_id)}",
+    ):
         assert provider.api("DELETE", path)[0] == 204, path
         assert provider.api("GET", path)[0] == 404, path
 
 
-@pytest.mark.parametrize("path", [
-    "/api/agreements/{}", "/api/negotiations/{}", "/api/transfers/{}", "/api/transfers/{}/pull",
-    "/api/vault/{}"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/agreements/{}",
+        "/api/negotiations/{}",
+        "/api/transfers/{}",
+        "/api/transfers/{}/pull",
+        "/api/vault/{}",
+    ],
+)
 def test_process_routes_match_any_id(provider: Connector, path: str) -> None:
     for some_id in ROUTED_IDS:
         status, err = provider.api("GET", path.format(seg(some_id)))
@@ -90,8 +110,7 @@ def test_process_routes_match_any_id(provider: Connector, path: str) -> None:
 
 def test_commands_on_process_routes_match_any_id(provider: Connector) -> None:
     for some_id in ROUTED_IDS:
-        status, err = provider.api("POST", f"/api/negotiations/{seg(some_id)}/terminate",
-                                   {"reason": "r"})
+        status, err = provider.api("POST", f"/api/negotiations/{seg(some_id)}/terminate", {"reason": "r"})
         assert status == 404 and some_id in err["error"], err
         status, err = provider.api("POST", f"/api/transfers/{seg(some_id)}/suspend")
         assert status == 404 and some_id in err["error"], err

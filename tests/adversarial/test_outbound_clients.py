@@ -121,41 +121,78 @@ async def store(sqlite_store: Store) -> Store:
 
 
 async def test_pulls_refuse_forbidden_endpoints_and_redirects(
-        tmp_path: Path, store: Store, allowed: Allowed, recorders: tuple[Recorder, Recorder]) -> None:
+    tmp_path: Path, store: Store, allowed: Allowed, recorders: tuple[Recorder, Recorder]
+) -> None:
     r4, r6 = recorders
     ca = CertificateAuthority.create(generate_private_key("EdDSA"), "Test", now=time.time())
     (tmp_path / "ca.crt").write_text(certificate_pem(ca.certificate))
     dsp = DspClient(no_token, ssl_context=None, policy=POLICY)
     cp = ControlPlane(store, dsp, participant_id="urn:test:consumer", dsp_url=f"http://{ALLOWED_HOST}:9")
-    config = ConsumerConfig.load(ca_file=tmp_path / "ca.crt", vault_dir=tmp_path / "vault",
-                                 signing_key=SigningKey.from_private_key(generate_private_key("EdDSA")),
-                                 certificate=ca.certificate, outbound=POLICY)
+    config = ConsumerConfig.load(
+        ca_file=tmp_path / "ca.crt",
+        vault_dir=tmp_path / "vault",
+        signing_key=SigningKey.from_private_key(generate_private_key("EdDSA")),
+        certificate=ca.certificate,
+        outbound=POLICY,
+    )
     downloads = Downloads(cp, config, DutyRunner(cp, config, Vault(store)))
     allowed.location = f"http://localhost:{r4.port}/data"
     cases = [(name, f"{url}/data/x", why) for name, url, why in forbidden(r4, r6)]
-    cases.append(("redirect", f"http://{ALLOWED_HOST}:{allowed.port}/redirect",
-                  "the provider's data plane answered 302"))
+    cases.append(
+        (
+            "redirect",
+            f"http://{ALLOWED_HOST}:{allowed.port}/redirect",
+            "the provider's data plane answered 302",
+        )
+    )
     async with store.transaction() as tx:
-        await tx.agreements.add(AgreementRow(
-            id="urn:agreement:1", provider_id="urn:test:provider", consumer_id="urn:test:consumer",
-            target="urn:asset:1", signed_at=datetime.now(UTC),
-            policy={"@id": "urn:agreement:1", "@type": "Agreement", "target": "urn:asset:1",
-                    "assigner": "urn:test:provider", "assignee": "urn:test:consumer",
-                    "permission": [{"action": "use"}]}))
+        await tx.agreements.add(
+            AgreementRow(
+                id="urn:agreement:1",
+                provider_id="urn:test:provider",
+                consumer_id="urn:test:consumer",
+                target="urn:asset:1",
+                signed_at=datetime.now(UTC),
+                policy={
+                    "@id": "urn:agreement:1",
+                    "@type": "Agreement",
+                    "target": "urn:asset:1",
+                    "assigner": "urn:test:provider",
+                    "assignee": "urn:test:consumer",
+                    "permission": [{"action": "use"}],
+                },
+            )
+        )
     try:
         for name, endpoint, why in cases:
             transfer_id = f"urn:uuid:{uuid.uuid4()}"
             now = datetime.now(UTC)
             async with store.transaction() as tx:
-                await tx.transfers.add(TransferRow(
-                    id=transfer_id, role="consumer", state="STARTED", created_at=now, updated_at=now,
-                    agreement_id="urn:agreement:1", provider_pid=f"urn:uuid:{uuid.uuid4()}",
-                    consumer_pid=transfer_id, format=PULL, counter_party_id="urn:test:provider",
-                    counter_party_address=f"http://{ALLOWED_HOST}:9",
-                    data={"data_address": {
-                        "@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
-                        "endpoint": endpoint, "endpointProperties": [
-                            {"@type": "EndpointProperty", "name": "authorization", "value": "t"}]}}))
+                await tx.transfers.add(
+                    TransferRow(
+                        id=transfer_id,
+                        role="consumer",
+                        state="STARTED",
+                        created_at=now,
+                        updated_at=now,
+                        agreement_id="urn:agreement:1",
+                        provider_pid=f"urn:uuid:{uuid.uuid4()}",
+                        consumer_pid=transfer_id,
+                        format=PULL,
+                        counter_party_id="urn:test:provider",
+                        counter_party_address=f"http://{ALLOWED_HOST}:9",
+                        data={
+                            "data_address": {
+                                "@type": "DataAddress",
+                                "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+                                "endpoint": endpoint,
+                                "endpointProperties": [
+                                    {"@type": "EndpointProperty", "name": "authorization", "value": "t"}
+                                ],
+                            }
+                        },
+                    )
+                )
             await downloads.start(transfer_id, out=None, purpose=None, complete=False)
             job = await downloads.wait(transfer_id, 10)
             assert job is not None and job.state == "failed", (name, job)
@@ -196,19 +233,27 @@ async def test_an_upstream_connects_to_the_address_it_checked(allowed: Allowed, 
     assert dns.calls == 1 and allowed.hits == ["GET /data"] and rebound.connections == []
 
 
-async def test_a_push_connects_to_the_address_it_checked(tmp_path: Path, allowed: Allowed,
-                                                         rebound: Recorder) -> None:
+async def test_a_push_connects_to_the_address_it_checked(
+    tmp_path: Path, allowed: Allowed, rebound: Recorder
+) -> None:
     dns = Flip(ALLOWED_HOST, "127.0.0.2")
     upstream = HttpSource(f"http://{ALLOWED_HOST}:{allowed.port}/data", POLICY)
-    chain = ReceiptChain("urn:uuid:t", "urn:agreement:1", SigningKey.generate("EdDSA"),
-                         "urn:test:provider", interval=3600)
+    chain = ReceiptChain(
+        "urn:uuid:t", "urn:agreement:1", SigningKey.generate("EdDSA"), "urn:test:provider", interval=3600
+    )
 
     async def still_allowed() -> str | None:
         return None
 
-    result = await push(upstream, destination=f"http://rebind.example:{allowed.port}/push",
-                        authorization=None, policy=POLICY, chain=chain,
-                        still_allowed=still_allowed, resolve=dns)
+    result = await push(
+        upstream,
+        destination=f"http://rebind.example:{allowed.port}/push",
+        authorization=None,
+        policy=POLICY,
+        chain=chain,
+        still_allowed=still_allowed,
+        resolve=dns,
+    )
     assert result.ok, result.reason
     assert dns.calls == 1 and "PUT /push" in allowed.hits and rebound.connections == []
 
@@ -217,26 +262,36 @@ async def test_a_push_connects_to_the_address_it_checked(tmp_path: Path, allowed
 
 
 async def test_the_outbox_checks_again_when_it_sends_and_gives_up_at_once(
-        store: Store, allowed: Allowed, rebound: Recorder) -> None:
+    store: Store, allowed: Allowed, rebound: Recorder
+) -> None:
     """The management API checks the peer (the catalog is fetched from the allowed address);
     the name is rebound before the negotiation's first message is sent: that delivery is refused
     for good, with the reason, after one attempt, and nothing connects to the new address."""
     dns = Flip(ALLOWED_HOST, "127.0.0.2")
     peer = f"http://rebind.example:{allowed.port}"
     allowed.catalog = {
-        "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "Catalog",
-        "@id": "urn:catalog:1", "participantId": "urn:test:provider",
-        "dataset": [{"@id": "urn:asset:1", "@type": "Dataset", "hasPolicy": [
-            {"@id": "urn:offer:1", "@type": "Offer", "permission": [{"action": "use"}]}],
-            "distribution": [{"@type": "Distribution", "format": PULL, "accessService": "x"}]}]}
+        "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+        "@type": "Catalog",
+        "@id": "urn:catalog:1",
+        "participantId": "urn:test:provider",
+        "dataset": [
+            {
+                "@id": "urn:asset:1",
+                "@type": "Dataset",
+                "hasPolicy": [{"@id": "urn:offer:1", "@type": "Offer", "permission": [{"action": "use"}]}],
+                "distribution": [{"@type": "Distribution", "format": PULL, "accessService": "x"}],
+            }
+        ],
+    }
     dsp = DspClient(no_token, ssl_context=None, policy=POLICY, resolve=dns)
     cp = ControlPlane(store, dsp, participant_id="urn:test:consumer", dsp_url=f"http://{ALLOWED_HOST}:9")
     await cp.start()
     api = TestClient(TestServer(management_app(cp, KEY)))
     await api.start_server()
     try:
-        async with api.post("/api/negotiations", json={"peerUrl": peer, "offerId": "urn:offer:1"},
-                            headers={"X-Api-Key": KEY}) as r:
+        async with api.post(
+            "/api/negotiations", json={"peerUrl": peer, "offerId": "urn:offer:1"}, headers={"X-Api-Key": KEY}
+        ) as r:
             assert r.status == 201, await r.text()
             negotiation = await r.json()
         row = await cp.wait_for(negotiation["id"], {"TERMINATED"}, 10)

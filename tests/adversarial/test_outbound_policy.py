@@ -38,18 +38,35 @@ def fake_dns(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
 
 
 BLOCKED = [
-    ("127.0.0.1", "loopback"), ("127.8.9.10", "loopback"), ("::1", "loopback"),
-    ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
-    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("172.31.255.254", "private"),
-    ("192.168.1.1", "private"), ("fc00::1", "private"), ("fd12:3456::1", "private"),
-    ("0.0.0.0", "unspecified"), ("::", "unspecified"),
-    ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
-    ("240.0.0.1", "reserved"), ("100.64.0.1", "reserved"), ("192.0.2.10", "private"),
+    ("127.0.0.1", "loopback"),
+    ("127.8.9.10", "loopback"),
+    ("::1", "loopback"),
+    ("169.254.169.254", "link-local"),
+    ("fe80::1", "link-local"),
+    ("10.1.2.3", "private"),
+    ("172.16.0.1", "private"),
+    ("172.31.255.254", "private"),
+    ("192.168.1.1", "private"),
+    ("fc00::1", "private"),
+    ("fd12:3456::1", "private"),
+    ("0.0.0.0", "unspecified"),
+    ("::", "unspecified"),
+    ("224.0.0.1", "multicast"),
+    ("ff02::1", "multicast"),
+    ("240.0.0.1", "reserved"),
+    ("100.64.0.1", "reserved"),
+    ("192.0.2.10", "private"),
     # IPv6 addresses that embed an IPv4 one are judged by it
-    ("::ffff:127.0.0.1", "loopback"), ("::ffff:7f00:1", "loopback"), ("::ffff:10.0.0.1", "private"),
-    ("::ffff:169.254.169.254", "link-local"), ("2002:7f00:1::1", "loopback"),
-    ("2002:a00:1::1", "private"), ("64:ff9b::7f00:1", "loopback"), ("64:ff9b::a9fe:a9fe", "link-local"),
-    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"), ("::127.0.0.1", "reserved"),
+    ("::ffff:127.0.0.1", "loopback"),
+    ("::ffff:7f00:1", "loopback"),
+    ("::ffff:10.0.0.1", "private"),
+    ("::ffff:169.254.169.254", "link-local"),
+    ("2002:7f00:1::1", "loopback"),
+    ("2002:a00:1::1", "private"),
+    ("64:ff9b::7f00:1", "loopback"),
+    ("64:ff9b::a9fe:a9fe", "link-local"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+    ("::127.0.0.1", "reserved"),
 ]
 
 
@@ -59,16 +76,20 @@ async def test_blocked_addresses_refused_as_literals_and_via_dns(address: str, c
     with pytest.raises(AddressRefused, match=category):
         await check_url(f"http://{host}/x", DEFAULT)
     with pytest.raises(AddressRefused, match=category):
-        await check_url("https://api.example.com/x", DEFAULT,
-                        resolve=fake_dns({"api.example.com": ["93.184.216.34", address]}))
+        await check_url(
+            "https://api.example.com/x",
+            DEFAULT,
+            resolve=fake_dns({"api.example.com": ["93.184.216.34", address]}),
+        )
 
 
 @pytest.mark.parametrize(("address", "_category"), BLOCKED)
 async def test_allow_list_cidr_permits(address: str, _category: str) -> None:
     net = address + ("/128" if ":" in address else "/32")
     policy = OutboundPolicy.from_config([net])
-    target = await check_url("https://internal.corp/x", policy,
-                             resolve=fake_dns({"internal.corp": [address]}))
+    target = await check_url(
+        "https://internal.corp/x", policy, resolve=fake_dns({"internal.corp": [address]})
+    )
     assert target.addresses == (str(ipaddress.ip_address(address)),)
     assert target.allowed_by == "allow-list"
 
@@ -81,8 +102,17 @@ async def test_an_allowed_ipv4_address_does_not_allow_its_ipv6_forms() -> None:
             await check_url(f"http://{form}:8801/", policy)
 
 
-NUMERIC = ["2130706433", "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "127.1", "127.0.1",
-           "017700000001", "0x7f.1", "0177.1"]
+NUMERIC = [
+    "2130706433",
+    "0177.0.0.1",
+    "0x7f.0.0.1",
+    "0x7f000001",
+    "127.1",
+    "127.0.1",
+    "017700000001",
+    "0x7f.1",
+    "0177.1",
+]
 
 
 @pytest.mark.parametrize("host", NUMERIC)
@@ -91,8 +121,11 @@ async def test_numeric_ipv4_forms_are_refused_naming_the_address_they_stand_for(
     connected = socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)[0][4][0]
     assert connected == "127.0.0.1"
     for policy in (DEFAULT, OutboundPolicy.from_config(["127.0.0.0/8", host])):
-        with pytest.raises(InvalidUrl, match=r"IPv4 address 127\.0\.0\.1 \(loopback\) in a "
-                                             r"non-canonical form.*write it as 127\.0\.0\.1"):
+        with pytest.raises(
+            InvalidUrl,
+            match=r"IPv4 address 127\.0\.0\.1 \(loopback\) in a "
+            r"non-canonical form.*write it as 127\.0\.0\.1",
+        ):
             await check_url(f"http://{host}:8801/", policy)
 
 
@@ -124,23 +157,37 @@ async def test_allow_list_host_name_permits_its_addresses() -> None:
         await check_url("http://other.corp/", policy, resolve=dns)
 
 
-@pytest.mark.parametrize("entry", ["10.0.0.0/33", "not a host", "-bad.example", "a..b", "x" * 64,
-                                   "http://10.0.0.1/"])
+@pytest.mark.parametrize(
+    "entry", ["10.0.0.0/33", "not a host", "-bad.example", "a..b", "x" * 64, "http://10.0.0.1/"]
+)
 def test_allow_list_entries_that_are_nothing_are_an_error(entry: str) -> None:
     with pytest.raises(ValueError, match="neither an address, a CIDR nor a host name"):
         OutboundPolicy.from_config([entry])
 
 
 async def test_public_address_allowed() -> None:
-    target = await check_url("https://api.example.com/v1", DEFAULT,
-                             resolve=fake_dns({"api.example.com": ["93.184.216.34", "2606:2800:220:1::1"]}))
+    target = await check_url(
+        "https://api.example.com/v1",
+        DEFAULT,
+        resolve=fake_dns({"api.example.com": ["93.184.216.34", "2606:2800:220:1::1"]}),
+    )
     assert target.port == 443 and target.allowed_by == "public"
     assert target.addresses == ("93.184.216.34", "2606:2800:220:1::1")
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "file:", "ftp://example.com/x", "gopher://x/",
-                                 "data:text/plain,hi", "unix:///var/run/x.sock",
-                                 "javascript:alert(1)", "ws://example.com/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "file:",
+        "ftp://example.com/x",
+        "gopher://x/",
+        "data:text/plain,hi",
+        "unix:///var/run/x.sock",
+        "javascript:alert(1)",
+        "ws://example.com/",
+    ],
+)
 async def test_non_http_schemes_refused(url: str) -> None:
     with pytest.raises(SchemeRefused, match="scheme"):
         await check_url(url, DEFAULT)
@@ -205,15 +252,18 @@ async def test_only_a_name_that_does_not_resolve_is_worth_retrying() -> None:
 
 
 async def test_redirects_rechecked_and_bounded() -> None:
-    dns = fake_dns({"a.example": ["93.184.216.34"], "evil.example": ["10.0.0.5"],
-                    "localhost": ["127.0.0.1"]})
+    dns = fake_dns({"a.example": ["93.184.216.34"], "evil.example": ["10.0.0.5"], "localhost": ["127.0.0.1"]})
     start = await check_url("https://a.example/x", DEFAULT, resolve=dns)
     hop = await check_redirect(start, "/y?z=1", 1, DEFAULT, resolve=dns)
     assert str(hop.url) == "https://a.example/y?z=1"
-    for location, why in [("http://evil.example/", "private"), ("http://localhost:8801/", "loopback"),
-                          ("http://169.254.169.254/latest/meta-data", "link-local"),
-                          ("http://[::ffff:127.0.0.1]/", "loopback"),
-                          ("http://2130706433/", "non-canonical"), ("file:///etc/passwd", "scheme")]:
+    for location, why in [
+        ("http://evil.example/", "private"),
+        ("http://localhost:8801/", "loopback"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://[::ffff:127.0.0.1]/", "loopback"),
+        ("http://2130706433/", "non-canonical"),
+        ("file:///etc/passwd", "scheme"),
+    ]:
         with pytest.raises(RedirectRefused, match=f"redirect refused.*{why}"):
             await check_redirect(start, location, 1, DEFAULT, resolve=dns)
     with pytest.raises(RedirectRefused, match="too many redirects"):

@@ -21,8 +21,9 @@ ADMIN = "an admin token of the storage test"
 
 async def test_a_registration_on_a_full_disk_is_503_then_goes_through(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "disk", "1m") as disk:
-        store = AuthorityStore.initialize(disk / "authority", name="Storage space", alg="EdDSA",
-                                          now=time.time(), admin_token=ADMIN)
+        store = AuthorityStore.initialize(
+            disk / "authority", name="Storage space", alg="EdDSA", now=time.time(), admin_token=ADMIN
+        )
         authority = Authority(store, issuer="http://authority.test")
         csr = create_csr(generate_private_key("EdDSA"), "Late").public_bytes(Encoding.PEM).decode()
         headers = {"Authorization": f"Bearer {ADMIN}"}

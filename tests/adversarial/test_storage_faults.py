@@ -49,8 +49,10 @@ class Space:
 
 
 def _with_audit_log(c: Connector, path: Path) -> None:
-    lines = [f'audit_log = "{path}"' if line.startswith("audit_log =") else line
-             for line in c.config.read_text().splitlines()]
+    lines = [
+        f'audit_log = "{path}"' if line.startswith("audit_log =") else line
+        for line in c.config.read_text().splitlines()
+    ]
     c.config.write_text("\n".join(lines) + "\n")
 
 
@@ -60,18 +62,25 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Space]:
     with tmpfs(root / "store-disk") as store_disk, tmpfs(root / "audit-disk") as audit_disk:
         ds = DataSpace(root, tls=False)
         try:
-            provider = ds.connector("fprov", roles=("provider",),
-                                    store=f"sqlite:///{store_disk / 'provider.db'}", start=False)
+            provider = ds.connector(
+                "fprov", roles=("provider",), store=f"sqlite:///{store_disk / 'provider.db'}", start=False
+            )
             _with_audit_log(provider, audit_disk / "provider-audit.log")
             provider.start()
             consumer = ds.connector("fcons", roles=("consumer",), start=False)
             with tmpfs(consumer.directory / "vault") as vault_disk:
                 consumer.start()
                 cli("init", root / "examiner", "--name", "Examiner")
-                cli("authority", "register", ds.authority.directory,
-                    root / "examiner" / "participant.csr")
-                yield Space(ds, provider, consumer, store_disk, audit_disk, vault_disk,
-                            asyncio.run(_dat(ds, root / "examiner")))
+                cli("authority", "register", ds.authority.directory, root / "examiner" / "participant.csr")
+                yield Space(
+                    ds,
+                    provider,
+                    consumer,
+                    store_disk,
+                    audit_disk,
+                    vault_disk,
+                    asyncio.run(_dat(ds, root / "examiner")),
+                )
                 for c in (provider, consumer):
                     assert c.proc is not None and c.proc.poll() is None, f"{c.name} crashed"
                     assert not any("Traceback" in line for line in c.log), "\n".join(c.log[-40:])
@@ -88,9 +97,12 @@ async def _dat(ds: DataSpace, directory: Path) -> str:
 
 def http(method: str, url: str, *, token: str, body: Any = None) -> tuple[int, bytes, dict[str, str]]:
     async def go() -> tuple[int, bytes, dict[str, str]]:
-        async with aiohttp.ClientSession() as s, s.request(
-                method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as r,
+        ):
             return r.status, await r.read(), dict(r.headers)
+
     return asyncio.run(go())
 
 
@@ -100,8 +112,12 @@ def pull(t: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
 
 def agreed_transfer(space: Space, asset_id: str, uses: int = 100) -> dict[str, Any]:
     """A STARTED pull transfer of a fresh asset under an agreement of `uses` counted uses."""
-    offer = offer_asset(space.provider, asset_id=asset_id, content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": str(uses)}})
+    offer = offer_asset(
+        space.provider,
+        asset_id=asset_id,
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": str(uses)}},
+    )
     n = negotiate(space.consumer, space.provider, offer)
     assert n["state"] == "FINALIZED", n
     status, t = space.consumer.api("POST", "/api/transfers", {"agreementId": n["agreementId"]})
@@ -116,15 +132,24 @@ def agreed_transfer(space: Space, asset_id: str, uses: int = 100) -> dict[str, A
 
 def contract_request(space: Space, consumer_pid: str) -> dict[str, Any]:
     """A DSP contract request for an offer the provider's catalog shows this participant."""
-    status, raw, _ = http("POST", f"{space.provider.dsp_url}/catalog/request", token=space.dat,
-                          body={"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
-                                "@type": "CatalogRequestMessage"})
+    status, raw, _ = http(
+        "POST",
+        f"{space.provider.dsp_url}/catalog/request",
+        token=space.dat,
+        body={
+            "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+            "@type": "CatalogRequestMessage",
+        },
+    )
     assert status == 200, raw
     dataset = json.loads(raw)["dataset"][0]
-    return {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
-            "@type": "ContractRequestMessage", "consumerPid": consumer_pid,
-            "offer": {**dataset["hasPolicy"][0], "target": dataset["@id"]},
-            "callbackAddress": space.consumer.dsp_url}
+    return {
+        "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+        "@type": "ContractRequestMessage",
+        "consumerPid": consumer_pid,
+        "offer": {**dataset["hasPolicy"][0], "target": dataset["@id"]},
+        "callbackAddress": space.consumer.dsp_url,
+    }
 
 
 def assert_unavailable(status: int, headers: dict[str, str], reason: str, why: str) -> None:
@@ -149,8 +174,9 @@ def test_full_store_answers_503_everywhere_then_recovers(space: Space) -> None:
         assert_unavailable(status, headers, json.loads(raw)["error"], "SQLITE_FULL")
         assert CONTENT[:20] not in raw
         # DSP: the DSP error body of the area
-        status, raw, headers = http("POST", f"{provider.dsp_url}/negotiations/request",
-                                    token=space.dat, body=request)
+        status, raw, headers = http(
+            "POST", f"{provider.dsp_url}/negotiations/request", token=space.dat, body=request
+        )
         error = json.loads(raw)
         assert_unavailable(status, headers, " ".join(error["reason"]), "SQLITE_FULL")
         assert_valid(error, "contract-negotiation-error-schema")
@@ -161,8 +187,7 @@ def test_full_store_answers_503_everywhere_then_recovers(space: Space) -> None:
     assert status == 201, body
     status, raw, _ = pull(t)
     assert (status, raw) == (200, CONTENT)
-    status, raw, _ = http("POST", f"{provider.dsp_url}/negotiations/request", token=space.dat,
-                          body=request)
+    status, raw, _ = http("POST", f"{provider.dsp_url}/negotiations/request", token=space.dat, body=request)
     assert status == 201, raw
 
 
@@ -189,8 +214,7 @@ def test_no_data_leaves_while_a_receipt_cannot_be_logged(space: Space) -> None:
     status, raw, _ = pull(t)
     assert (status, raw) == (200, CONTENT)
     # every receipt the data plane handed out is in the provider's audit log, chain unbroken
-    status, raw, _ = http("GET", f"{t['endpoint']}/receipts",
-                          token=t["endpointProperties"]["authorization"])
+    status, raw, _ = http("GET", f"{t['endpoint']}/receipts", token=t["endpointProperties"]["authorization"])
     assert status == 200, raw
     handed_out = set(json.loads(raw)["receipts"])
     log_path = space.audit_disk / "provider-audit.log"

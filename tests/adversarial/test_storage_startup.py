@@ -25,7 +25,7 @@ def write_config(tmp_path: Path, store_url: str) -> Path:
     config = tmp_path / "connector.toml"
     config.write_text(f"""
 [connector]
-participant_dir = "{tmp_path / 'participant'}"
+participant_dir = "{tmp_path / "participant"}"
 authority_url = "http://127.0.0.1:{closed_port()}"
 public_url = "http://127.0.0.1:8801"
 
@@ -45,8 +45,13 @@ url = "{store_url}"
 
 def serve(tmp_path: Path, store_url: str) -> tuple[int, list[str]]:
     config = write_config(tmp_path, store_url)
-    done = subprocess.run([sys.executable, "-m", "connector", "serve", str(config)],
-                          capture_output=True, text=True, timeout=60, env=process_env())
+    done = subprocess.run(
+        [sys.executable, "-m", "connector", "serve", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=process_env(),
+    )
     return done.returncode, done.stderr.splitlines()
 
 
@@ -75,6 +80,7 @@ def migrated(url: str) -> None:
             await store.migrate()
         finally:
             await store.close()
+
     asyncio.run(go())
 
 
@@ -95,8 +101,7 @@ def test_a_store_on_a_read_only_file_system(tmp_path: Path) -> None:
 
 def test_a_url_that_is_no_database(tmp_path: Path) -> None:
     code, lines = serve(tmp_path, "mysql://somewhere/db")
-    assert_one_line(code, lines, "mysql://somewhere/db", "unsupported database URL scheme",
-                    "[store] url")
+    assert_one_line(code, lines, "mysql://somewhere/db", "unsupported database URL scheme", "[store] url")
 
 
 def test_postgresql_that_does_not_answer(tmp_path: Path) -> None:

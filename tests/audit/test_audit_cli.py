@@ -61,8 +61,9 @@ def test_verify_peer_receipts(make_log: MakeLog, tmp_path: Path) -> None:
     for i, r in enumerate(issued):
         provider.append("receipt", receipt_data(r.token), transfer_id="t1", agreement_id="a1")
         if i != 1:
-            consumer.append("receipt", receipt_data(r.token, r.responses), transfer_id="t1",
-                            agreement_id="a1")
+            consumer.append(
+                "receipt", receipt_data(r.token, r.responses), transfer_id="t1", agreement_id="a1"
+            )
     ccert = write_cert(tmp_path / "consumer.crt", consumer_key, "consumer")
     pcert = write_cert(tmp_path / "provider.crt", provider_key, "provider")
     args = ("verify", consumer.path, "--cert", ccert, "--peer-receipts", provider.path, "--peer-cert", pcert)
@@ -79,16 +80,21 @@ def test_verify_peer_receipts(make_log: MakeLog, tmp_path: Path) -> None:
     code, out, _ = run("verify", consumer.path, "--cert", ccert, "--peer-receipts", provider.path)
     assert code == 2 and "needs --peer-cert" in out + _
     # complete the consumer's log (late, out of order in time but a valid chain)
-    consumer.append("receipt", receipt_data(issued[1].token, issued[1].responses), transfer_id="t1",
-                    agreement_id="a1")
+    consumer.append(
+        "receipt", receipt_data(issued[1].token, issued[1].responses), transfer_id="t1", agreement_id="a1"
+    )
     code, out, _ = run(*args)
     assert code == 0 and out.splitlines()[-1] == "OK: 3 provider receipts match the consumer's log"
 
 
 def test_show(make_log: MakeLog, ed_key: PrivateKey) -> None:
     log = make_log(ed_key)
-    log.append("negotiation.finalized", {"offer": "o1", "counterparty": "did:web:example.com:provider"},
-               process_id="p1", agreement_id="a1")
+    log.append(
+        "negotiation.finalized",
+        {"offer": "o1", "counterparty": "did:web:example.com:provider"},
+        process_id="p1",
+        agreement_id="a1",
+    )
     log.append("transfer.started", {"format": "HttpData-PULL"}, transfer_id="t1", agreement_id="a1")
     log.append("deletion-notice", {"deleted": True, "bytes": 10}, transfer_id="t1")
     code, out, _ = run("show", log.path)

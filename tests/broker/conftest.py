@@ -25,8 +25,9 @@ def clock() -> Clock:
 @pytest.fixture
 async def broker(db_url: str, clock: Clock) -> AsyncIterator[Broker]:
     store = await Store.open(db_url)
-    b = Broker(store, SparqlIndex(max_rows=100, timeout=5.0),
-               BrokerSettings(validation="off", ttl=60.0), clock=clock)
+    b = Broker(
+        store, SparqlIndex(max_rows=100, timeout=5.0), BrokerSettings(validation="off", ttl=60.0), clock=clock
+    )
     await b.start()
     yield b
     await store.close()

@@ -55,7 +55,8 @@ def test_every_template_is_told_from_its_offer(name: str) -> None:
 def test_an_offer_of_no_template_is_custom() -> None:
     two = fill("n-times-usage", {"max": "3"})
     two["permission"][0]["constraint"].append(
-        {"leftOperand": "purpose", "operator": "eq", "rightOperand": "dpv:Research"})
+        {"leftOperand": "purpose", "operator": "eq", "rightOperand": "dpv:Research"}
+    )
     assert offer_template(two) == CUSTOM
     assert offer_template({"@type": "Offer"}) == CUSTOM
 
@@ -70,21 +71,30 @@ def test_backoff_grows_never_below_half_a_step_and_is_capped() -> None:
     assert backoff_delay(50, 2.0, 60.0, lambda: 1.0) == 60.0
 
 
-def _builder(n: int, participant: str = ALICE, base: str = A_URL,
-             prefix: str = "urn:ds:live") -> CatalogBuilder:
+def _builder(
+    n: int, participant: str = ALICE, base: str = A_URL, prefix: str = "urn:ds:live"
+) -> CatalogBuilder:
     items = []
     for i in range(n):
         did = f"{prefix}-{i:03d}"
         template = "n-times-usage" if i % 2 else "purpose-restricted"
         params = {"max": "5"} if i % 2 else {"purpose": "dpv:ScientificResearch"}
         offer = fill(template, params, policy_id=f"urn:uuid:offer-{i:03d}")
-        items.append(CatalogDataset(id=did, offers=(KnownOffer(offer, did),),
-                                    title=f"Live sensor feed {i}",
-                                    description="Particulate matter per minute",
-                                    keywords=("air", "sensor")))
-    return CatalogBuilder(catalog_id=f"{base}#catalog", participant_id=participant,
-                          service=DataService(id=f"{base}#dsp", endpoint_url=base),
-                          datasets=items)
+        items.append(
+            CatalogDataset(
+                id=did,
+                offers=(KnownOffer(offer, did),),
+                title=f"Live sensor feed {i}",
+                description="Particulate matter per minute",
+                keywords=("air", "sensor"),
+            )
+        )
+    return CatalogBuilder(
+        catalog_id=f"{base}#catalog",
+        participant_id=participant,
+        service=DataService(id=f"{base}#dsp", endpoint_url=base),
+        datasets=items,
+    )
 
 
 class BuilderPeer:
@@ -92,8 +102,13 @@ class BuilderPeer:
     answers each request for the broker, with its pages and Link headers (``builder``: alice's;
     ``others``: by DSP base URL)."""
 
-    def __init__(self, builder: CatalogBuilder | None, *, next_elsewhere: bool = False,
-                 others: dict[str, CatalogBuilder] | None = None) -> None:
+    def __init__(
+        self,
+        builder: CatalogBuilder | None,
+        *,
+        next_elsewhere: bool = False,
+        others: dict[str, CatalogBuilder] | None = None,
+    ) -> None:
         self.builder = builder
         self.others = others or {}
         self.next_elsewhere = next_elsewhere
@@ -108,9 +123,13 @@ class BuilderPeer:
             return Delivery(False, False, None, None, "ClientConnectorError: refused")
         query = parse_qs(urlsplit(url).query)
         here = f"{base}/catalog/request?pageSize={query['pageSize'][0]}"
-        page = builder.catalog(Requester.of(BROKER_ID), datetime.now(UTC),
-                               page_size=int(query["pageSize"][0]),
-                               cursor=query.get("cursor", [None])[0], base_url=here)
+        page = builder.catalog(
+            Requester.of(BROKER_ID),
+            datetime.now(UTC),
+            page_size=int(query["pageSize"][0]),
+            cursor=query.get("cursor", [None])[0],
+            base_url=here,
+        )
         # as a connector links its next page: the cursor only (the crawler keeps its pageSize)
         nxt = page.next_cursor and f"{base}/catalog/request?cursor={page.next_cursor}"
         if nxt and self.next_elsewhere:
@@ -122,15 +141,21 @@ class BuilderPeer:
 
 
 def crawler(broker: Broker, peer: BuilderPeer, clock: Clock, **settings: Any) -> Crawler:
-    return Crawler(broker.store, peer, CrawlSettings(**{"page_size": 4, **settings}),
-                   ttl=broker.settings.ttl, indexed=broker.reindex, clock=clock,
-                   rand=lambda: 0.5)
+    return Crawler(
+        broker.store,
+        peer,
+        CrawlSettings(**{"page_size": 4, **settings}),
+        ttl=broker.settings.ttl,
+        indexed=broker.reindex,
+        clock=clock,
+        rand=lambda: 0.5,
+    )
 
 
-async def test_crawl_indexes_every_page_for_search_filters_and_sparql(broker: Broker,
-                                                                       clock: Clock) -> None:
-    described = description(ALICE, A_URL, [
-        {"id": "urn:ds:live-000", "title": "Described feed", "keywords": ["described"]}])
+async def test_crawl_indexes_every_page_for_search_filters_and_sparql(broker: Broker, clock: Clock) -> None:
+    described = description(
+        ALICE, A_URL, [{"id": "urn:ds:live-000", "title": "Described feed", "keywords": ["described"]}]
+    )
     await broker.register(ALICE, described, TURTLE)
     peer = BuilderPeer(_builder(10))
     c = crawler(broker, peer, clock)
@@ -142,14 +167,14 @@ async def test_crawl_indexes_every_page_for_search_filters_and_sparql(broker: Br
     # the description's entry of a dataset the live catalog lists is left out of search
     assert (await broker.search(SearchQuery(text="described"))).total == 0
     n_times = await broker.search(SearchQuery(filters={"template": ["n-times-usage"]}, limit=50))
-    assert sorted(h.dataset_id for h in n_times.hits) == [f"urn:ds:live-{i:03d}"
-                                                           for i in range(1, 10, 2)]
+    assert sorted(h.dataset_id for h in n_times.hits) == [f"urn:ds:live-{i:03d}" for i in range(1, 10, 2)]
     status = (await broker.crawls())[0].view()
     assert (status["state"], status["datasets"], status["pages"]) == ("crawled", 10, 3)
     result = await broker.index.query(
         "PREFIX odrl: <http://www.w3.org/ns/odrl/2/> PREFIX dcat: <http://www.w3.org/ns/dcat#> "
         "SELECT (COUNT(DISTINCT ?d) AS ?n) WHERE { ?c a dcat:Catalog ; dcat:dataset ?d . "
-        "?d odrl:hasPolicy/odrl:permission/odrl:constraint/odrl:leftOperand odrl:count }")
+        "?d odrl:hasPolicy/odrl:permission/odrl:constraint/odrl:leftOperand odrl:count }"
+    )
     assert result.rows[0][0].value == "5"
     # not due again before the interval; due again after it
     assert await c.tick() == 0
@@ -185,8 +210,7 @@ async def test_a_failing_connector_backs_off(broker: Broker, clock: Clock) -> No
     assert status.failures == 5 and "refused" in (status.error or "")
     # re-registering does not cut a failing connector's backoff short
     clock.now -= 1
-    await broker.register(ALICE, description(ALICE, A_URL, [{"id": "urn:ds:x", "title": "X"}]),
-                          TURTLE)
+    await broker.register(ALICE, description(ALICE, A_URL, [{"id": "urn:ds:x", "title": "X"}]), TURTLE)
     assert await c.tick() == 0
 
 
@@ -205,12 +229,16 @@ def test_read_catalog_refuses_what_is_not_a_catalog() -> None:
     with pytest.raises(CrawlFailed, match="not a DSP catalog"):
         read_catalog([{"@type": "Dataset"}], participant=ALICE, max_datasets=10)
     with pytest.raises(CrawlFailed, match="more than 2 datasets"):
-        read_catalog([_builder(3).catalog(Requester.of(BROKER_ID), datetime.now(UTC)).wire],
-                     participant=ALICE, max_datasets=2)
+        read_catalog(
+            [_builder(3).catalog(Requester.of(BROKER_ID), datetime.now(UTC)).wire],
+            participant=ALICE,
+            max_datasets=2,
+        )
 
 
 async def test_the_catalog_of_catalogs_pages_through_every_crawled_catalog(
-        broker: Broker, clock: Clock) -> None:
+    broker: Broker, clock: Clock
+) -> None:
     bob, b_url = "BB:keyid:02", "https://bob.example/dsp"
     await broker.register(ALICE, description(ALICE, A_URL, []), TURTLE)
     await broker.register(bob, description(bob, b_url, []), TURTLE)
@@ -218,8 +246,13 @@ async def test_the_catalog_of_catalogs_pages_through_every_crawled_catalog(
     c = crawler(broker, peer, clock)
     await c.tick()
     await c.wait()
-    app = broker_app(broker, FixedTokens({"tok-carol": "CC:keyid:03"}), limits=DEFAULT_LIMITS,
-                     body_bytes=1 << 20, require_tls_binding=False)
+    app = broker_app(
+        broker,
+        FixedTokens({"tok-carol": "CC:keyid:03"}),
+        limits=DEFAULT_LIMITS,
+        body_bytes=1 << 20,
+        require_tls_binding=False,
+    )
     message = {"@context": [DSP_CONTEXT_URL], "@type": "CatalogRequestMessage"}
     found: list[tuple[str, str]] = []
     async with TestClient(TestServer(app)) as http:
@@ -233,15 +266,16 @@ async def test_the_catalog_of_catalogs_pages_through_every_crawled_catalog(
             assert resp.status == 200, await resp.text()
             body = await resp.json()
             assert_valid(body, "catalog")
-            found += [(cat["participantId"], d["@id"]) for cat in body["catalog"]
-                      for d in cat["dataset"]]
+            found += [(cat["participantId"], d["@id"]) for cat in body["catalog"] for d in cat["dataset"]]
             nxt = resp.links.get("next")
             url = str(nxt["url"].relative()) if nxt else None
             pages += 1
-        resp = await http.post("/catalog/request?cursor=bm9wZQ", json=message,
-                               headers={"Authorization": "Bearer tok-carol"})
+        resp = await http.post(
+            "/catalog/request?cursor=bm9wZQ", json=message, headers={"Authorization": "Bearer tok-carol"}
+        )
         assert resp.status == 400
         assert_valid(await resp.json(), "catalog-error")
     assert pages == 3
-    assert sorted(found) == sorted([(ALICE, f"urn:ds:live-{i:03d}") for i in range(4)]
-                                   + [(bob, f"urn:ds:bob-{i:03d}") for i in range(3)])
+    assert sorted(found) == sorted(
+        [(ALICE, f"urn:ds:live-{i:03d}") for i in range(4)] + [(bob, f"urn:ds:bob-{i:03d}") for i in range(3)]
+    )

@@ -25,8 +25,12 @@ from connector.identity.client import ParticipantIdentity
 
 ALICE, BOB = "AA:keyid:01", "BB:keyid:02"
 SHA = "ab" * 32
-PRODUCT = {"datasetId": "urn:ds:weather", "title": "Weather 2024", "license":
-           "https://creativecommons.org/licenses/by/4.0/", "contentSha256": SHA}
+PRODUCT = {
+    "datasetId": "urn:ds:weather",
+    "title": "Weather 2024",
+    "license": "https://creativecommons.org/licenses/by/4.0/",
+    "contentSha256": SHA,
+}
 
 
 def identity(ca: CertificateAuthority, name: str) -> ParticipantIdentity:
@@ -36,28 +40,35 @@ def identity(ca: CertificateAuthority, name: str) -> ParticipantIdentity:
 
 @pytest.fixture(scope="module")
 def ca() -> CertificateAuthority:
-    return CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                       now=time.time() - 60)
+    return CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test", now=time.time() - 60)
 
 
 @pytest.fixture
 async def http(broker: Broker, ca: CertificateAuthority) -> AsyncIterator[TestClient]:
     broker.signer = identity(ca, "broker")
-    app = broker_app(broker, FixedTokens({"tok-alice": ALICE, "tok-bob": BOB}),
-                     limits=DEFAULT_LIMITS, body_bytes=65536, require_tls_binding=False)
+    app = broker_app(
+        broker,
+        FixedTokens({"tok-alice": ALICE, "tok-bob": BOB}),
+        limits=DEFAULT_LIMITS,
+        body_bytes=65536,
+        require_tls_binding=False,
+    )
     async with TestClient(TestServer(app)) as client:
         yield client
 
 
 async def _product(http: TestClient, token: str, body: object) -> tuple[int, dict]:
-    resp = await http.post("/products", data=json.dumps(body),
-                           headers={"Authorization": f"Bearer {token}",
-                                    "Content-Type": "application/json"})
+    resp = await http.post(
+        "/products",
+        data=json.dumps(body),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     return resp.status, await resp.json()
 
 
 async def test_certificate_verifies_offline_and_duplicates_are_flagged(
-        http: TestClient, broker: Broker, ca: CertificateAuthority, clock: Clock) -> None:
+    http: TestClient, broker: Broker, ca: CertificateAuthority, clock: Clock
+) -> None:
     status, first = await _product(http, "tok-alice", PRODUCT)
     clock.now += 1
     assert status == 201 and first["duplicateOf"] == []
@@ -83,20 +94,26 @@ async def test_forged_certificates_are_refused(http: TestClient, ca: Certificate
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     claims["sub"] = BOB
-    forged = ".".join([header, base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()
-                       .rstrip("="), signature])
+    forged = ".".join(
+        [header, base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("="), signature]
+    )
     with pytest.raises(CertificateInvalid, match="signature"):
         verify_certificate(forged, ca.certificate)
-    other_ca = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Other",
-                                           now=time.time() - 60)
+    other_ca = CertificateAuthority.create(
+        ec.generate_private_key(ec.SECP256R1()), "Other", now=time.time() - 60
+    )
     with pytest.raises(CertificateInvalid, match="not issued by this data space"):
         verify_certificate(token, other_ca.certificate)
     # signed by a genuine participant of the data space that is not the issuer it names
     mallory = identity(ca, "mallory")
     der = base64.b64encode(mallory.certificate.public_bytes(serialization.Encoding.DER)).decode()
     claims["iss"] = "someone else"
-    fake = jwt.encode(claims, mallory.key.private_key, algorithm=mallory.key.alg,
-                      headers={"typ": "data-product-certificate+jwt", "x5c": [der]})
+    fake = jwt.encode(
+        claims,
+        mallory.key.private_key,
+        algorithm=mallory.key.alg,
+        headers={"typ": "data-product-certificate+jwt", "x5c": [der]},
+    )
     with pytest.raises(CertificateInvalid, match="signed by"):
         verify_certificate(fake, ca.certificate)
     for junk in ("", "a.b.c", "x" * 70000):
@@ -104,10 +121,17 @@ async def test_forged_certificates_are_refused(http: TestClient, ca: Certificate
             verify_certificate(junk, ca.certificate)
 
 
-@pytest.mark.parametrize("body", [
-    {}, {**PRODUCT, "contentSha256": "XYZ"}, {**PRODUCT, "extra": 1}, [], "x",
-    {**PRODUCT, "title": ""},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {**PRODUCT, "contentSha256": "XYZ"},
+        {**PRODUCT, "extra": 1},
+        [],
+        "x",
+        {**PRODUCT, "title": ""},
+    ],
+)
 async def test_bad_product_requests_are_400(http: TestClient, body: object) -> None:
     status, answer = await _product(http, "tok-alice", body)
     assert status == 400 and answer["error"]

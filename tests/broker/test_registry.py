@@ -19,12 +19,20 @@ from connector.store import Store
 
 ALICE, BOB = "AA:keyid:01", "BB:keyid:02"
 A_URL, B_URL = "https://alice.example/dsp", "https://bob.example/dsp"
-WEATHER = {"id": "urn:ds:weather", "title": "Weather observations",
-           "description": "Hourly temperature and rain, 2010-2024", "keywords": ["climate", "rain"],
-           "media_type": "text/csv"}
-TRAFFIC = {"id": "urn:ds:traffic", "title": "Traffic counts",
-           "description": "Vehicles per hour on motorways", "keywords": ["mobility"],
-           "media_type": "application/json"}
+WEATHER = {
+    "id": "urn:ds:weather",
+    "title": "Weather observations",
+    "description": "Hourly temperature and rain, 2010-2024",
+    "keywords": ["climate", "rain"],
+    "media_type": "text/csv",
+}
+TRAFFIC = {
+    "id": "urn:ds:traffic",
+    "title": "Traffic counts",
+    "description": "Vehicles per hour on motorways",
+    "keywords": ["mobility"],
+    "media_type": "application/json",
+}
 STATIONS = {"id": "urn:ds:stations", "title": "Weather stations", "keywords": ["climate"]}
 
 
@@ -39,16 +47,17 @@ async def test_register_then_find_by_keyword(broker: Broker) -> None:
     # whole words, or prefixes with *; several words all required; case-insensitive
     assert (await broker.search(SearchQuery(text="MOTORWAY"))).total == 0
     assert [h.dataset_id for h in (await broker.search(SearchQuery(text="MOTORWAY*"))).hits] == [
-        "urn:ds:traffic"]
+        "urn:ds:traffic"
+    ]
     assert (await broker.search(SearchQuery(text="weather mobility"))).total == 0
-    assert [h.dataset_id for h in (await broker.search(SearchQuery(text="rain"))).hits] == [
-        "urn:ds:weather"]
+    assert [h.dataset_id for h in (await broker.search(SearchQuery(text="rain"))).hits] == ["urn:ds:weather"]
 
 
 async def test_json_ld_registration_reads_the_same(broker: Broker) -> None:
     await broker.register(ALICE, description(ALICE, A_URL, [WEATHER], JSON_LD), JSON_LD)
     assert [h.title for h in (await broker.search(SearchQuery(text="hourly"))).hits] == [
-        "Weather observations"]
+        "Weather observations"
+    ]
 
 
 async def test_filters_and_paging(broker: Broker) -> None:
@@ -63,18 +72,28 @@ async def test_filters_and_paging(broker: Broker) -> None:
     rest = await broker.search(SearchQuery(limit=2, offset=2))
     assert len(rest.hits) == 1
     assert {h.dataset_id for h in everything.hits + rest.hits} == {
-        "urn:ds:weather", "urn:ds:traffic", "urn:ds:stations"}
+        "urn:ds:weather",
+        "urn:ds:traffic",
+        "urn:ds:stations",
+    }
     by_title = await broker.search(SearchQuery(sort="title"))
-    assert [h.title for h in by_title.hits] == [
-        "Traffic counts", "Weather observations", "Weather stations"]
+    assert [h.title for h in by_title.hits] == ["Traffic counts", "Weather observations", "Weather stations"]
     reverse = await broker.search(SearchQuery(sort="-title", limit=1))
     assert [h.title for h in reverse.hits] == ["Weather stations"]
 
 
 async def test_hostile_query_text_is_only_words(broker: Broker) -> None:
     await broker.register(ALICE, description(ALICE, A_URL, [WEATHER]), TURTLE)
-    for text in ['"', "weather' OR 1=1 --", "NEAR(weather rain)", "title:*", "') ; DROP TABLE x",
-                 "weather*", "&|!:()", "\x00"]:
+    for text in [
+        '"',
+        "weather' OR 1=1 --",
+        "NEAR(weather rain)",
+        "title:*",
+        "') ; DROP TABLE x",
+        "weather*",
+        "&|!:()",
+        "\x00",
+    ]:
         page = await broker.search(SearchQuery(text=text))
         assert page.total in (0, 1)
     assert (await broker.search(SearchQuery(text="weather' OR 1=1 --"))).total == 0
@@ -112,24 +131,35 @@ async def test_not_renewed_becomes_unavailable(broker: Broker, clock: Clock) -> 
     await broker.register(BOB, description(BOB, B_URL, [STATIONS]), TURTLE)
     clock.now += 45  # Alice's entry is 75 s old, the ttl 60 s
     assert [h.dataset_id for h in (await broker.search(SearchQuery(text="weather"))).hits] == [
-        "urn:ds:stations"]
+        "urn:ds:stations"
+    ]
     with_stale = await broker.search(SearchQuery(text="weather", include_unavailable=True))
     assert {(h.dataset_id, h.available) for h in with_stale.hits} == {
-        ("urn:ds:stations", True), ("urn:ds:weather", False)}
+        ("urn:ds:stations", True),
+        ("urn:ds:weather", False),
+    }
     views = {r.owner: r.view(clock.now, 60.0)["available"] for r in await broker.registrations()}
     assert views == {ALICE: False, BOB: True}
     await broker.register(ALICE, description(ALICE, A_URL, [WEATHER]), TURTLE)  # renewal
     assert (await broker.search(SearchQuery(text="weather"))).total == 2
 
 
-@pytest.mark.parametrize("body, problem", [
-    (b"<urn:a> <urn:b> <urn:c> .", "no connector"),
-    (b"@prefix ids: <https://w3id.org/idsa/core/> . <https://x.example/> a ids:BaseConnector .",
-     "no endpoint"),
-    (b"@prefix ids: <https://w3id.org/idsa/core/> . <https://x.example/> a ids:BaseConnector . "
-     b"<https://y.example/> a ids:TrustedConnector .", "2 connectors"),
-    (b"this is not turtle", "invalid Turtle"),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (b"<urn:a> <urn:b> <urn:c> .", "no connector"),
+        (
+            b"@prefix ids: <https://w3id.org/idsa/core/> . <https://x.example/> a ids:BaseConnector .",
+            "no endpoint",
+        ),
+        (
+            b"@prefix ids: <https://w3id.org/idsa/core/> . <https://x.example/> a ids:BaseConnector . "
+            b"<https://y.example/> a ids:TrustedConnector .",
+            "2 connectors",
+        ),
+        (b"this is not turtle", "invalid Turtle"),
+    ],
+)
 async def test_what_cannot_be_indexed_is_refused(broker: Broker, body: bytes, problem: str) -> None:
     with pytest.raises(DescriptionRefused) as refused:
         await broker.register(ALICE, body, TURTLE)
@@ -137,13 +167,18 @@ async def test_what_cannot_be_indexed_is_refused(broker: Broker, body: bytes, pr
 
 
 async def test_sparql_follows_registrations(broker: Broker) -> None:
-    query = ("PREFIX dct: <http://purl.org/dc/terms/> PREFIX dcat: <http://www.w3.org/ns/dcat#> "
-             "SELECT ?d ?t WHERE { ?d a dcat:Dataset ; dct:title ?t } ORDER BY ?d")
+    query = (
+        "PREFIX dct: <http://purl.org/dc/terms/> PREFIX dcat: <http://www.w3.org/ns/dcat#> "
+        "SELECT ?d ?t WHERE { ?d a dcat:Dataset ; dct:title ?t } ORDER BY ?d"
+    )
     await broker.register(ALICE, description(ALICE, A_URL, [WEATHER, TRAFFIC]), TURTLE)
     reg = (await broker.register(BOB, description(BOB, B_URL, [STATIONS]), TURTLE)).registration
     result = await broker.index.query(query)
     assert [str(r[0].value) for r in result.rows if r[0] is not None] == [
-        "urn:ds:stations", "urn:ds:traffic", "urn:ds:weather"]
+        "urn:ds:stations",
+        "urn:ds:traffic",
+        "urn:ds:weather",
+    ]
     body = json.loads(serialize_result(result, "application/sparql-results+json"))
     assert body["head"]["vars"] == ["d", "t"] and len(body["results"]["bindings"]) == 3
     await broker.unregister(BOB, reg.id)
@@ -189,12 +224,15 @@ async def test_ids_shape_validation(broker: Broker, mode: str) -> None:
     done = await checked.register(ALICE, description(ALICE, A_URL, [WEATHER]), TURTLE)
     assert done.registration.violations == ()
     # a connector without the model versions and security profile the shapes require
-    sloppy = (b"@prefix ids: <https://w3id.org/idsa/core/> .\n"
-              b"@prefix dspace: <https://w3id.org/dspace/2025/1/> .\n"
-              b"<https://bob.example/> a ids:BaseConnector ; dspace:participantId \"" + BOB.encode()
-              + b"\" ; ids:hasDefaultEndpoint <https://bob.example/#dsp> .\n"
-              b"<https://bob.example/#dsp> a ids:ConnectorEndpoint ; "
-              b"ids:accessURL <https://bob.example/dsp> .\n")
+    sloppy = (
+        b"@prefix ids: <https://w3id.org/idsa/core/> .\n"
+        b"@prefix dspace: <https://w3id.org/dspace/2025/1/> .\n"
+        b'<https://bob.example/> a ids:BaseConnector ; dspace:participantId "'
+        + BOB.encode()
+        + b'" ; ids:hasDefaultEndpoint <https://bob.example/#dsp> .\n'
+        b"<https://bob.example/#dsp> a ids:ConnectorEndpoint ; "
+        b"ids:accessURL <https://bob.example/dsp> .\n"
+    )
     if mode == "strict":
         with pytest.raises(DescriptionRefused) as refused:
             await checked.register(BOB, sloppy, TURTLE)
@@ -209,18 +247,19 @@ async def test_ids_shape_validation(broker: Broker, mode: str) -> None:
 async def test_a_plain_string_key_value_is_coerced(broker: Broker) -> None:
     body = description(ALICE, A_URL, [WEATHER]) + (
         b"\n<https://alice.example/dsp/> <https://w3id.org/idsa/core/publicKey> <urn:key> .\n"
-        b"<urn:key> <https://w3id.org/idsa/core/keyValue> \"QUJD\" .\n"
-        b"<urn:key2> <https://w3id.org/idsa/core/keyValue> \"not base64!\" .\n")
+        b'<urn:key> <https://w3id.org/idsa/core/keyValue> "QUJD" .\n'
+        b'<urn:key2> <https://w3id.org/idsa/core/keyValue> "not base64!" .\n'
+    )
     done = await broker.register(ALICE, body, TURTLE)
     assert done.coerced == ("urn:key: ids:keyValue typed xsd:base64Binary",)
     result = await broker.index.query(
-        "SELECT ?v WHERE { <urn:key> <https://w3id.org/idsa/core/keyValue> ?v }")
+        "SELECT ?v WHERE { <urn:key> <https://w3id.org/idsa/core/keyValue> ?v }"
+    )
     value = result.rows[0][0]
     assert value is not None and value.datatype.value.endswith("#base64Binary")  # type: ignore[union-attr]
 
 
-async def test_replicas_on_one_store_answer_the_same(broker: Broker, clock: Clock,
-                                                     db_url: str) -> None:
+async def test_replicas_on_one_store_answer_the_same(broker: Broker, clock: Clock, db_url: str) -> None:
     """Two brokers on one database (replicas): each sees the other's registrations in search at
     once and in SPARQL after a sync; a removal reaches the other's index too."""
     other_store = await Store.open(db_url)
@@ -231,7 +270,9 @@ async def test_replicas_on_one_store_answer_the_same(broker: Broker, clock: Cloc
         await other.register(BOB, description(BOB, B_URL, [STATIONS]), TURTLE)
         for b in (broker, other):
             assert {h.dataset_id for h in (await b.search(SearchQuery(text="weather"))).hits} == {
-                "urn:ds:weather", "urn:ds:stations"}
+                "urn:ds:weather",
+                "urn:ds:stations",
+            }
         ask = "ASK { <urn:ds:weather> ?p ?o }"
         assert not (await other.index.query(ask)).boolean
         clock.now += 1

@@ -43,27 +43,53 @@ PROVIDER, PROVIDER_URL = "urn:test:provider", "https://provider.example/dsp"
 CONSUMER = "urn:test:consumer"
 O = "http://www.w3.org/ns/odrl/2/"
 
-ACTIONS = {"delete": "delete", "odrl:delete": "odrl:delete", "iri": O + "delete",
-           "idsc:DELETE": "idsc:DELETE", "idsc:DELETE node": {"@id": "idsc:DELETE"}}
+ACTIONS = {
+    "delete": "delete",
+    "odrl:delete": "odrl:delete",
+    "iri": O + "delete",
+    "idsc:DELETE": "idsc:DELETE",
+    "idsc:DELETE node": {"@id": "idsc:DELETE"},
+}
 TIMES = {
-    "dateTime": ({"leftOperand": "dateTime", "operator": "gteq",
-                  "rightOperand": "2026-11-24T00:00:00Z"}, AT),
-    "dateTime typed": ({"leftOperand": "odrl:dateTime", "operator": "odrl:eq",
-                        "rightOperand": {"@value": "2026-11-24T00:00:00Z",
-                                         "@type": "xsd:dateTime"}}, AT),
-    "elapsedTime": ({"leftOperand": "elapsedTime", "operator": "gteq",
-                     "rightOperand": {"@value": "P2D", "@type": "xsd:duration"}}, NOW + DELAY),
-    "idsc:DELAY": ({"leftOperand": "idsc:DELAY", "operator": "idsc:DURATION_EQ",
-                    "rightOperand": {"@value": "P2D", "@type": "xsd:duration"}}, NOW + DELAY),
+    "dateTime": ({"leftOperand": "dateTime", "operator": "gteq", "rightOperand": "2026-11-24T00:00:00Z"}, AT),
+    "dateTime typed": (
+        {
+            "leftOperand": "odrl:dateTime",
+            "operator": "odrl:eq",
+            "rightOperand": {"@value": "2026-11-24T00:00:00Z", "@type": "xsd:dateTime"},
+        },
+        AT,
+    ),
+    "elapsedTime": (
+        {
+            "leftOperand": "elapsedTime",
+            "operator": "gteq",
+            "rightOperand": {"@value": "P2D", "@type": "xsd:duration"},
+        },
+        NOW + DELAY,
+    ),
+    "idsc:DELAY": (
+        {
+            "leftOperand": "idsc:DELAY",
+            "operator": "idsc:DURATION_EQ",
+            "rightOperand": {"@value": "P2D", "@type": "xsd:duration"},
+        },
+        NOW + DELAY,
+    ),
 }
 
 
 def compact(action: Any, constraint: dict[str, Any], placement: str) -> dict[str, Any]:
     """An agreement as the store keeps it, its delete duty where ``placement`` says."""
     duty = {"action": action, "constraint": [constraint]}
-    doc: dict[str, Any] = {"@id": "urn:agreement:x", "@type": "Agreement", "target": "urn:asset:x",
-                           "assigner": PROVIDER, "assignee": CONSUMER,
-                           "permission": [{"action": "use"}]}
+    doc: dict[str, Any] = {
+        "@id": "urn:agreement:x",
+        "@type": "Agreement",
+        "target": "urn:asset:x",
+        "assigner": PROVIDER,
+        "assignee": CONSUMER,
+        "permission": [{"action": "use"}],
+    }
     if placement == "duty":
         doc["permission"][0]["duty"] = [duty]
     else:
@@ -76,20 +102,28 @@ def ids_document(name: str) -> dict[str, Any]:
 
 
 CASES: list[Any] = [
-    pytest.param(compact(action, constraint, placement), due,
-                 id=f"{name}-{placement}-{form}")
+    pytest.param(compact(action, constraint, placement), due, id=f"{name}-{placement}-{form}")
     for name, action in ACTIONS.items()
     for placement in ("duty", "obligation")
     for form, (constraint, due) in TIMES.items()
 ]
 # IDS-G: ids:postDuty with the action idsc:DELETE, delayed (idsc:DELAY) or at a time
 CASES += [
-    pytest.param(ids_document("pc12-idsg-use-and-delete-after.json"), NOW + timedelta(days=7),
-                 id="idsg-postDuty-idsc:DELETE-delay"),
-    pytest.param(ids_document("pc12-ids-use-and-delete-after.json"),
-                 datetime(2027, 1, 1, tzinfo=UTC), id="ids-postDuty-idsc:DELETE-dateTime"),
-    pytest.param(ids_document("pc12-odrl-use-and-delete-after.json"),
-                 datetime(2027, 1, 1, tzinfo=UTC), id="odrl-document-delete"),
+    pytest.param(
+        ids_document("pc12-idsg-use-and-delete-after.json"),
+        NOW + timedelta(days=7),
+        id="idsg-postDuty-idsc:DELETE-delay",
+    ),
+    pytest.param(
+        ids_document("pc12-ids-use-and-delete-after.json"),
+        datetime(2027, 1, 1, tzinfo=UTC),
+        id="ids-postDuty-idsc:DELETE-dateTime",
+    ),
+    pytest.param(
+        ids_document("pc12-odrl-use-and-delete-after.json"),
+        datetime(2027, 1, 1, tzinfo=UTC),
+        id="odrl-document-delete",
+    ),
 ]
 
 
@@ -102,35 +136,99 @@ def test_every_spelling_schedules_the_deletion(policy: dict[str, Any], due: date
 
 
 def test_use_duties_of_an_agreement() -> None:
-    d = agreement_duties({"permission": [{"action": "use", "duty": [
-        {"action": "idsc:LOG"}, {"action": "inform", "informedParty": {"@id": "https://p.example"}},
-        {"action": "delete", "constraint": []}]}]})
+    d = agreement_duties(
+        {
+            "permission": [
+                {
+                    "action": "use",
+                    "duty": [
+                        {"action": "idsc:LOG"},
+                        {"action": "inform", "informedParty": {"@id": "https://p.example"}},
+                        {"action": "delete", "constraint": []},
+                    ],
+                }
+            ]
+        }
+    )
     assert d.log and d.inform == ("https://p.example",) and d.unhandled == ()
     assert d.has_delete and d.delete_at is None  # a delete duty with no time schedules nothing
     # IDS's notify is inform; no informed party named: the provider is told
     d = agreement_duties({"permission": [{"action": "use", "duty": [{"action": "idsc:NOTIFY"}]}]})
     assert d.inform == ("",) and not d.log
     # what the connector cannot fulfil stops local use (fail closed), obligations included
-    d = agreement_duties({"permission": [{"action": "use", "duty": [{"action": "anonymize"}]}],
-                          "obligation": [{"action": "compensate"}]})
+    d = agreement_duties(
+        {
+            "permission": [{"action": "use", "duty": [{"action": "anonymize"}]}],
+            "obligation": [{"action": "compensate"}],
+        }
+    )
     assert d.unhandled == ("anonymize", "compensate")
     # a distribute permission's duties bind an export, not a local read; its delete duty still
     # deletes the copy
-    d = agreement_duties({"permission": [
-        {"action": "use"},
-        {"action": "distribute", "duty": [{"action": "idsc:ENCRYPT"}, {
-            "action": "delete", "constraint": [{"leftOperand": "dateTime", "operator": "gteq",
-                                                "rightOperand": "2026-11-24T00:00:00Z"}]}]}]})
+    d = agreement_duties(
+        {
+            "permission": [
+                {"action": "use"},
+                {
+                    "action": "distribute",
+                    "duty": [
+                        {"action": "idsc:ENCRYPT"},
+                        {
+                            "action": "delete",
+                            "constraint": [
+                                {
+                                    "leftOperand": "dateTime",
+                                    "operator": "gteq",
+                                    "rightOperand": "2026-11-24T00:00:00Z",
+                                }
+                            ],
+                        },
+                    ],
+                },
+            ]
+        }
+    )
     assert d.unhandled == () and d.delete_at == AT
 
 
 def test_delete_after_from_datetime_and_elapsed_time() -> None:
-    dt = {"permission": [{"duty": [{"action": "delete", "constraint": [
-        {"leftOperand": "dateTime", "operator": "gteq", "rightOperand": "2026-12-01T00:00:00Z"}]}]}]}
+    dt = {
+        "permission": [
+            {
+                "duty": [
+                    {
+                        "action": "delete",
+                        "constraint": [
+                            {
+                                "leftOperand": "dateTime",
+                                "operator": "gteq",
+                                "rightOperand": "2026-12-01T00:00:00Z",
+                            }
+                        ],
+                    }
+                ]
+            }
+        ]
+    }
     assert delete_after(dt, NOW) == datetime(2026, 12, 1, tzinfo=UTC)
-    el = {"permission": [{"duty": [{"action": "delete", "constraint": [
-        {"leftOperand": "elapsedTime", "operator": "gteq",
-         "rightOperand": {"@value": "P2D", "@type": "xsd:duration"}}]}]}]}
+    el = {
+        "permission": [
+            {
+                "duty": [
+                    {
+                        "action": "delete",
+                        "constraint": [
+                            {
+                                "leftOperand": "elapsedTime",
+                                "operator": "gteq",
+                                "rightOperand": {"@value": "P2D", "@type": "xsd:duration"},
+                            }
+                        ],
+                    }
+                ]
+            }
+        ]
+    }
     assert delete_after(el, NOW) == NOW + timedelta(days=2)
     assert delete_after({"permission": [{"action": "use"}]}, NOW) is None
 
@@ -182,8 +280,12 @@ def space(tmp_path: Path) -> dict[str, Any]:
     key = generate_private_key("EdDSA")
     cert = ca.sign_csr(create_csr(key, "Consumer"), now=NOW.timestamp())
     (tmp_path / "ca.crt").write_text(certificate_pem(ca.certificate))
-    config = ConsumerConfig.load(ca_file=tmp_path / "ca.crt", vault_dir=tmp_path / "vault",
-                                 signing_key=SigningKey.from_private_key(key), certificate=cert)
+    config = ConsumerConfig.load(
+        ca_file=tmp_path / "ca.crt",
+        vault_dir=tmp_path / "vault",
+        signing_key=SigningKey.from_private_key(key),
+        certificate=cert,
+    )
     audit = AuditLog.open(tmp_path / "audit.log", key, cert.public_key(), lambda: NOW.timestamp())  # type: ignore[arg-type]
     return {"ca": ca, "config": config, "audit": audit, "pid": participant_id(cert)}
 
@@ -192,21 +294,36 @@ async def hold(store: Store, policy: dict[str, Any], tmp_path: Path, n: int = 1)
     """An agreement, a consumer transfer under it and its copy on disk; the transfer id."""
     agreement_id, transfer_id = f"urn:agreement:{n}", f"urn:transfer:{n}"
     async with store.transaction() as tx:
-        await tx.agreements.add(AgreementRow(id=agreement_id, provider_id=PROVIDER,
-                                             consumer_id=CONSUMER, target="urn:asset:x",
-                                             policy=policy, signed_at=NOW))
-        await tx.transfers.add(TransferRow(id=transfer_id, role="consumer", state="COMPLETED",
-                                           created_at=NOW, updated_at=NOW,
-                                           agreement_id=agreement_id, counter_party_id=PROVIDER,
-                                           counter_party_address=PROVIDER_URL))
+        await tx.agreements.add(
+            AgreementRow(
+                id=agreement_id,
+                provider_id=PROVIDER,
+                consumer_id=CONSUMER,
+                target="urn:asset:x",
+                policy=policy,
+                signed_at=NOW,
+            )
+        )
+        await tx.transfers.add(
+            TransferRow(
+                id=transfer_id,
+                role="consumer",
+                state="COMPLETED",
+                created_at=NOW,
+                updated_at=NOW,
+                agreement_id=agreement_id,
+                counter_party_id=PROVIDER,
+                counter_party_address=PROVIDER_URL,
+            )
+        )
     (tmp_path / f"copy-{n}.csv").write_text("a,b\n1,2\n")
     return transfer_id
 
 
 @pytest.mark.parametrize(("policy", "due"), CASES)
-async def test_deleted_when_due_and_not_used_after(store: Store, space: dict[str, Any],
-                                                   tmp_path: Path, policy: dict[str, Any],
-                                                   due: datetime) -> None:
+async def test_deleted_when_due_and_not_used_after(
+    store: Store, space: dict[str, Any], tmp_path: Path, policy: dict[str, Any], due: datetime
+) -> None:
     provider = Provider()
     cp = Consumer(store, space["audit"], provider)
     vault = Vault(store)
@@ -236,8 +353,9 @@ async def test_deleted_when_due_and_not_used_after(store: Store, space: dict[str
     [(url, notice)] = provider.notices
     assert url == f"{PROVIDER_URL}/notices"
     if due < datetime.now(UTC):  # pyjwt checks iat against the wall clock
-        claims = verify_notice(notice, ca=space["ca"].certificate, sender=space["pid"],
-                               audience=PROVIDER, now=due)
+        claims = verify_notice(
+            notice, ca=space["ca"].certificate, sender=space["pid"], audience=PROVIDER, now=due
+        )
         assert claims["typ"] == NOTICE_TYP
     else:
         claims = jwt.decode(notice, options={"verify_signature": False})
@@ -253,17 +371,23 @@ async def test_deleted_when_due_and_not_used_after(store: Store, space: dict[str
 
 
 async def test_a_copy_registered_before_the_duty_was_read_is_not_used_when_due(
-        store: Store, space: dict[str, Any], tmp_path: Path) -> None:
+    store: Store, space: dict[str, Any], tmp_path: Path
+) -> None:
     """An index row without a deletion time (an older version's reading missed idsc:DELETE or
     the obligation): local use still reads the agreement's duties and refuses once due."""
     policy = compact("idsc:DELETE", TIMES["dateTime"][0], "obligation")
     cp = Consumer(store, space["audit"], Provider())
     vault = Vault(store)
     transfer_id = await hold(store, policy, tmp_path)
-    item = await vault.register(tmp_path / "copy-1.csv", agreement_id="urn:agreement:1",
-                                duties=agreement_duties({"permission": [{"action": "use"}]}),
-                                transfer_id=transfer_id, provider_id=PROVIDER,
-                                provider_address=PROVIDER_URL, now=NOW)
+    item = await vault.register(
+        tmp_path / "copy-1.csv",
+        agreement_id="urn:agreement:1",
+        duties=agreement_duties({"permission": [{"action": "use"}]}),
+        transfer_id=transfer_id,
+        provider_id=PROVIDER,
+        provider_address=PROVIDER_URL,
+        now=NOW,
+    )
     assert item.delete_at is None
     cp.now = AT
     with pytest.raises(Denied) as refused:
@@ -272,17 +396,30 @@ async def test_a_copy_registered_before_the_duty_was_read_is_not_used_when_due(
 
 
 async def test_the_consumer_side_imports_old_records_on_start(
-        store: Store, space: dict[str, Any], tmp_path: Path) -> None:
+    store: Store, space: dict[str, Any], tmp_path: Path
+) -> None:
     records = tmp_path / "vault-records"
     records.mkdir()
     transfer_id = await hold(store, compact("delete", TIMES["dateTime"][0], "duty"), tmp_path)
     path = str((tmp_path / "copy-1.csv").resolve())
     vid = item_id("urn:agreement:1", path)
-    (records / f"{vid}.json").write_text(json.dumps({
-        "path": path, "agreement_id": "urn:agreement:1", "transfer_id": transfer_id,
-        "provider_id": PROVIDER, "provider_address": PROVIDER_URL, "sha256": "ab" * 32,
-        "delete_at": AT.isoformat(), "registered_at": NOW.isoformat(), "deleted_at": None,
-        "notice_sent": False, "uses": 0}))
+    (records / f"{vid}.json").write_text(
+        json.dumps(
+            {
+                "path": path,
+                "agreement_id": "urn:agreement:1",
+                "transfer_id": transfer_id,
+                "provider_id": PROVIDER,
+                "provider_address": PROVIDER_URL,
+                "sha256": "ab" * 32,
+                "delete_at": AT.isoformat(),
+                "registered_at": NOW.isoformat(),
+                "deleted_at": None,
+                "notice_sent": False,
+                "uses": 0,
+            }
+        )
+    )
     cp = Consumer(store, space["audit"], Provider(), now=AT)
     side = ConsumerSide(cp, replace(space["config"], records_dir=records))
     await side.start()

@@ -26,17 +26,25 @@ def space(tmp_path: Path) -> dict:
     ca = CertificateAuthority.create(generate_private_key("ES256"), "Space", now=NOW.timestamp())
     other = CertificateAuthority.create(generate_private_key("ES256"), "Other", now=NOW.timestamp())
     key, cert, pid = member(ca, "Consumer")
-    item = VaultItem(path=str(tmp_path / "copy.csv"), agreement_id="urn:a", transfer_id="urn:t",
-                     provider_id="PROVIDER", provider_address="x", sha256="ab" * 32,
-                     delete_at="2026-11-24T00:00:00+00:00", registered_at=NOW.isoformat(),
-                     id="0" * 24)
+    item = VaultItem(
+        path=str(tmp_path / "copy.csv"),
+        agreement_id="urn:a",
+        transfer_id="urn:t",
+        provider_id="PROVIDER",
+        provider_address="x",
+        sha256="ab" * 32,
+        delete_at="2026-11-24T00:00:00+00:00",
+        registered_at=NOW.isoformat(),
+        id="0" * 24,
+    )
     return {"ca": ca, "other": other, "key": key, "cert": cert, "pid": pid, "item": item}
 
 
 def test_a_genuine_notice_verifies(space: dict) -> None:
     token = sign_notice(space["key"], space["cert"], space["item"], NOW)
-    claims = verify_notice(token, ca=space["ca"].certificate, sender=space["pid"],
-                           audience="PROVIDER", now=NOW)
+    claims = verify_notice(
+        token, ca=space["ca"].certificate, sender=space["pid"], audience="PROVIDER", now=NOW
+    )
     assert claims["agreementId"] == "urn:a" and claims["sha256"] == space["item"].sha256
 
 
@@ -46,8 +54,7 @@ def test_forged_or_misdirected_notices_are_refused(space: dict) -> None:
     with pytest.raises(NoticeError, match="not the caller's"):
         verify_notice(token, ca=ca, sender="AA:keyid:BB", audience="PROVIDER", now=NOW)
     with pytest.raises(NoticeError, match="not issued by this data space"):
-        verify_notice(token, ca=space["other"].certificate, sender=space["pid"],
-                      audience="PROVIDER", now=NOW)
+        verify_notice(token, ca=space["other"].certificate, sender=space["pid"], audience="PROVIDER", now=NOW)
     with pytest.raises(NoticeError, match="does not verify"):
         verify_notice(token, ca=ca, sender=space["pid"], audience="SOMEONE-ELSE", now=NOW)
     # another member's key under the consumer's certificate

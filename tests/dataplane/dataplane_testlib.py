@@ -37,9 +37,15 @@ def iso(ts: float) -> dict[str, str]:
 
 
 def agreement_doc(constraints: list[dict[str, Any]], uid: str = "urn:agreement:1") -> dict[str, Any]:
-    return {"@context": CTX, "@type": "Agreement", "uid": uid, "target": TARGET,
-            "assigner": PROVIDER, "assignee": CONSUMER,
-            "permission": [{"action": "use", "target": TARGET, "constraint": constraints}]}
+    return {
+        "@context": CTX,
+        "@type": "Agreement",
+        "uid": uid,
+        "target": TARGET,
+        "assigner": PROVIDER,
+        "assignee": CONSUMER,
+        "permission": [{"action": "use", "target": TARGET, "constraint": constraints}],
+    }
 
 
 def count_lteq(n: int) -> dict[str, Any]:
@@ -56,24 +62,42 @@ class Provider:
 
     def __post_init__(self) -> None:
         n = iter(range(1, 1_000_000))
-        self.issuer = TransferTokenIssuer(self.key, PROVIDER, replay=ReplayCache(), clock=self.clock,
-                                          new_id=lambda: f"jti-{next(n)}")
-        self.verifier = TransferTokenVerifier({self.key.kid: self.issuer.verification_key},
-                                              provider_id=PROVIDER, audience=PLANE, clock=self.clock,
-                                              cache_claims=False)
+        self.issuer = TransferTokenIssuer(
+            self.key, PROVIDER, replay=ReplayCache(), clock=self.clock, new_id=lambda: f"jti-{next(n)}"
+        )
+        self.verifier = TransferTokenVerifier(
+            {self.key.kid: self.issuer.verification_key},
+            provider_id=PROVIDER,
+            audience=PLANE,
+            clock=self.clock,
+            cache_claims=False,
+        )
         self.cache = TokenCache(self.verifier, clock=self.clock)
 
-    def token(self, transfer_id: str = "t1", agreement_id: str = "urn:agreement:1",
-              consumer: str = CONSUMER) -> str:
-        return self.issuer.issue(agreement_id=agreement_id, transfer_id=transfer_id,
-                                 consumer_id=consumer, audience=PLANE).access_token
+    def token(
+        self, transfer_id: str = "t1", agreement_id: str = "urn:agreement:1", consumer: str = CONSUMER
+    ) -> str:
+        return self.issuer.issue(
+            agreement_id=agreement_id, transfer_id=transfer_id, consumer_id=consumer, audience=PLANE
+        ).access_token
 
 
-def transfer(policy: dict[str, Any], *, state: str = "STARTED", source: Any = None,
-             transfer_id: str = "t1", agreement_id: str = "urn:agreement:1") -> TransferView:
-    return TransferView(transfer_id=transfer_id, agreement_id=agreement_id, consumer_id=CONSUMER,
-                        state=state, agreement=AgreementPolicy.compile(agreement_id, TARGET, policy),
-                        source=source)
+def transfer(
+    policy: dict[str, Any],
+    *,
+    state: str = "STARTED",
+    source: Any = None,
+    transfer_id: str = "t1",
+    agreement_id: str = "urn:agreement:1",
+) -> TransferView:
+    return TransferView(
+        transfer_id=transfer_id,
+        agreement_id=agreement_id,
+        consumer_id=CONSUMER,
+        state=state,
+        agreement=AgreementPolicy.compile(agreement_id, TARGET, policy),
+        source=source,
+    )
 
 
 def unlimited_counter() -> Callable[..., Any]:

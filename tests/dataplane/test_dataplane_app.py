@@ -43,13 +43,23 @@ class Plane:
         async def lookup(transfer_id: str) -> TransferView | None:
             return self.views.get(transfer_id)
 
-        self.app = create_app(verifier=provider.cache, lookup=lookup, consume=consume,
-                              receipts=self.book, clock=provider.clock, run_ticker=False)
+        self.app = create_app(
+            verifier=provider.cache,
+            lookup=lookup,
+            consume=consume,
+            receipts=self.book,
+            clock=provider.clock,
+            run_ticker=False,
+        )
 
     def verifier(self, transfer_id: str = "t1") -> ReceiptVerifier:
         k = self.p.key
-        return ReceiptVerifier(VerificationKey(kid=k.kid, alg=k.alg, key=k.public_key),
-                               transfer_id=transfer_id, agreement_id="urn:agreement:1", issuer=PROVIDER)
+        return ReceiptVerifier(
+            VerificationKey(kid=k.kid, alg=k.alg, key=k.public_key),
+            transfer_id=transfer_id,
+            agreement_id="urn:agreement:1",
+            issuer=PROVIDER,
+        )
 
 
 @pytest.fixture
@@ -68,8 +78,9 @@ async def test_streams_and_receipts_cover_every_response(tmp_path: Path, store: 
     data = os.urandom(300_000)
     path.write_bytes(data)
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([count_lteq(5)]), source=file_source(path))},
-                  store.consume_use)
+    plane = Plane(
+        p, {"t1": transfer(agreement_doc([count_lteq(5)]), source=file_source(path))}, store.consume_use
+    )
     client = await client_for(plane)
     try:
         auth = {"Authorization": "Bearer " + p.token()}
@@ -111,14 +122,22 @@ async def test_auth_errors_and_denies(tmp_path: Path) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"hello")
     p = Provider()
-    views = {"t1": transfer(agreement_doc([]), source=file_source(path)),
-             "t3": transfer(agreement_doc([]), source=file_source(path), state="SUSPENDED", transfer_id="t3")}
+    views = {
+        "t1": transfer(agreement_doc([]), source=file_source(path)),
+        "t3": transfer(agreement_doc([]), source=file_source(path), state="SUSPENDED", transfer_id="t3"),
+    }
     plane = Plane(p, views, _no_count)
     client = await client_for(plane)
     try:
-        for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"},
-                        {"Authorization": "Bearer not.a.token"}, {"Authorization": "Bearer " + "a" * 5000},
-                        {"Authorization": "Bearer ..."}, {"Authorization": "Bearer \u00e9.\u00e9.\u00e9"}):
+        for headers in (
+            {},
+            {"Authorization": "Basic abc"},
+            {"Authorization": "Bearer"},
+            {"Authorization": "Bearer not.a.token"},
+            {"Authorization": "Bearer " + "a" * 5000},
+            {"Authorization": "Bearer ..."},
+            {"Authorization": "Bearer \u00e9.\u00e9.\u00e9"},
+        ):
             r = await client.get("/data/t1", headers=headers)
             assert r.status == 401, headers
             assert "error" in await r.json()
@@ -147,8 +166,9 @@ async def test_concurrent_requests_through_the_app_count_exactly(tmp_path: Path,
     path = tmp_path / "d.bin"
     path.write_bytes(b"payload")
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([count_lteq(10)]), source=file_source(path))},
-                  store.consume_use)
+    plane = Plane(
+        p, {"t1": transfer(agreement_doc([count_lteq(10)]), source=file_source(path))}, store.consume_use
+    )
     client = await client_for(plane)
     try:
         auth = {"Authorization": "Bearer " + p.token()}
@@ -162,13 +182,20 @@ async def test_concurrent_requests_through_the_app_count_exactly(tmp_path: Path,
 
 
 async def test_reserved_uses_through_the_app_count_exactly_and_go_back_on_shutdown(
-        tmp_path: Path, store: Store) -> None:
+    tmp_path: Path, store: Store
+) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"payload")
     p = Provider()
-    views = {"t1": transfer(agreement_doc([count_lteq(10)]), source=file_source(path)),
-             "t2": transfer(agreement_doc([count_lteq(1000)], uid="urn:agreement:2"),
-                            source=file_source(path), transfer_id="t2", agreement_id="urn:agreement:2")}
+    views = {
+        "t1": transfer(agreement_doc([count_lteq(10)]), source=file_source(path)),
+        "t2": transfer(
+            agreement_doc([count_lteq(1000)], uid="urn:agreement:2"),
+            source=file_source(path),
+            transfer_id="t2",
+            agreement_id="urn:agreement:2",
+        ),
+    }
     uses = UseReservations(store)
     plane = Plane(p, views, uses)
     client = await client_for(plane)
@@ -202,8 +229,12 @@ async def test_small_file_from_memory_with_ranges_and_receipts(tmp_path: Path) -
     try:
         auth = {"Authorization": "Bearer " + p.token()}
         v = plane.verifier()
-        for headers, status, body in (({}, 200, data), ({"Range": "bytes=100-199"}, 206, data[100:200]),
-                                      ({"Range": "bytes=-1"}, 206, data[-1:]), ({}, 200, data)):
+        for headers, status, body in (
+            ({}, 200, data),
+            ({"Range": "bytes=100-199"}, 206, data[100:200]),
+            ({"Range": "bytes=-1"}, 206, data[-1:]),
+            ({}, 200, data),
+        ):
             r = await client.get("/data/t1", headers={**auth, **headers})
             assert r.status == status and await r.read() == body
             assert r.headers["Content-Length"] == str(len(body)) and r.headers["Accept-Ranges"] == "bytes"
@@ -270,8 +301,10 @@ async def test_64_mib_streamed_in_bounded_memory(tmp_path: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rss_delta_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
-        print(f"64 MiB streamed: tracemalloc peak {peak / 2**20:.2f} MiB, "
-              f"maxrss delta {rss_delta_kib / 1024:.1f} MiB")
+        print(
+            f"64 MiB streamed: tracemalloc peak {peak / 2**20:.2f} MiB, "
+            f"maxrss delta {rss_delta_kib / 1024:.1f} MiB"
+        )
         assert r.status == 200 and n == size and got.digest() == h.digest()
         assert peak < 16 * 1024 * 1024
         assert rss_delta_kib < 16 * 1024
@@ -316,8 +349,9 @@ async def test_a_window_closing_mid_stream_cuts_the_stream_off(tmp_path: Path) -
     from connector.dataplane.sources import SourceResponse
 
     p = Provider()
-    window = agreement_doc([{"leftOperand": "dateTime", "operator": "lt",
-                             "rightOperand": iso(p.clock() + 10)}])
+    window = agreement_doc(
+        [{"leftOperand": "dateTime", "operator": "lt", "rightOperand": iso(p.clock() + 10)}]
+    )
     chunk = b"w" * 65536
     sent = 0
 
@@ -332,6 +366,7 @@ async def test_a_window_closing_mid_stream_cuts_the_stream_off(tmp_path: Path) -
                         p.clock.advance(30)
                     sent += 1
                     yield chunk
+
             return SourceResponse(200, {"Content-Length": str(10 * len(chunk))}, chunks())
 
     plane = Plane(p, {"t1": transfer(window, source=Ticking())}, _no_count)
@@ -372,7 +407,7 @@ async def test_large_files_go_out_with_sendfile_and_their_receipts_hold(tmp_path
             body = await r.read()
             bodies.append(body)
             v.add_body(int(r.headers["X-Receipt-Seq"]), body)
-        assert bodies[0] == bodies[1] == first and bodies[2] == first[5:2 * SENDFILE_MIN + 5]
+        assert bodies[0] == bodies[1] == first and bodies[2] == first[5 : 2 * SENDFILE_MIN + 5]
         os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # another version
         with path.open("r+b") as f:
             f.write(b"changed!")
@@ -405,7 +440,8 @@ def modified_csv(rows: int) -> tuple[bytes, bytes]:
 
 @pytest.mark.parametrize("rows", [3, 40_000])  # from memory; from disk with sendfile regions
 async def test_modified_in_transit_whole_body_no_ranges_receipt_over_the_bytes_sent(
-        tmp_path: Path, rows: int) -> None:
+    tmp_path: Path, rows: int
+) -> None:
     path = tmp_path / "people.csv"
     data, expected = modified_csv(rows)
     path.write_bytes(data)
@@ -435,12 +471,22 @@ async def test_data_that_cannot_be_modified_is_refused_never_sent(tmp_path: Path
     p = Provider()
     (tmp_path / "blob.bin").write_bytes(b"id,email\n1,a@b\n")
     (tmp_path / "other.csv").write_bytes(b"id,phone\n1,555\n")
-    views = {"t1": transfer(agreement_doc([count_lteq(100)]), source=ModifiedSource(
-                 file_source(tmp_path / "blob.bin"), MODIFY)),
-             "t2": transfer(agreement_doc([count_lteq(100)]), transfer_id="t2", source=ModifiedSource(
-                 file_source(tmp_path / "other.csv"), MODIFY)),
-             "t3": transfer(agreement_doc([count_lteq(100)]), transfer_id="t3", source=ModifiedSource(
-                 file_source(tmp_path / "other.csv"), Modification((), refusal="no way")))}
+    views = {
+        "t1": transfer(
+            agreement_doc([count_lteq(100)]),
+            source=ModifiedSource(file_source(tmp_path / "blob.bin"), MODIFY),
+        ),
+        "t2": transfer(
+            agreement_doc([count_lteq(100)]),
+            transfer_id="t2",
+            source=ModifiedSource(file_source(tmp_path / "other.csv"), MODIFY),
+        ),
+        "t3": transfer(
+            agreement_doc([count_lteq(100)]),
+            transfer_id="t3",
+            source=ModifiedSource(file_source(tmp_path / "other.csv"), Modification((), refusal="no way")),
+        ),
+    }
     counted: list[str] = []
 
     async def count(agreement_id: str, *args: Any) -> tuple[bool, int]:
@@ -450,11 +496,16 @@ async def test_data_that_cannot_be_modified_is_refused_never_sent(tmp_path: Path
     plane = Plane(p, views, count)
     client = await client_for(plane)
     try:
-        for tid, reason in (("t1", "the data's media type is not known (declare the asset's "
-                                    "contentType), so it cannot be modified"),
-                            ("t2", "the CSV has no column 'email'"), ("t3", "no way")):
-            r = await client.get(f"/data/{tid}",
-                                 headers={"Authorization": "Bearer " + p.token(tid)})
+        for tid, reason in (
+            (
+                "t1",
+                "the data's media type is not known (declare the asset's "
+                "contentType), so it cannot be modified",
+            ),
+            ("t2", "the CSV has no column 'email'"),
+            ("t3", "no way"),
+        ):
+            r = await client.get(f"/data/{tid}", headers={"Authorization": "Bearer " + p.token(tid)})
             assert r.status == 403
             assert (await r.json())["error"] == f"{REFUSED}: {reason}"
         assert len(counted) == 2  # a refusal that depends on no data costs no use
@@ -467,8 +518,15 @@ async def test_a_modification_failing_mid_stream_cuts_the_response_off(tmp_path:
     data, expected = modified_csv(40_000)
     path.write_bytes(data + b'1,"\xff",x\r\n')  # not UTF-8, far past the first chunk
     p = Provider()
-    plane = Plane(p, {"t1": transfer(agreement_doc([]), source=ModifiedSource(
-        file_source(path, chunk_size=64 * 1024), MODIFY))}, _no_count)
+    plane = Plane(
+        p,
+        {
+            "t1": transfer(
+                agreement_doc([]), source=ModifiedSource(file_source(path, chunk_size=64 * 1024), MODIFY)
+            )
+        },
+        _no_count,
+    )
     client = await client_for(plane)
     try:
         r = await client.get("/data/t1", headers={"Authorization": "Bearer " + p.token()})

@@ -30,8 +30,9 @@ async def test_100_concurrent_requests_against_10_uses(store: Store) -> None:
     p = Provider()
     claims = await _claims(p)
     view = transfer(agreement_doc([count_lteq(10)]))
-    results = await asyncio.gather(*(
-        decide(claims, view, now=NOW, consume=store.consume_use) for _ in range(100)))
+    results = await asyncio.gather(
+        *(decide(claims, view, now=NOW, consume=store.consume_use) for _ in range(100))
+    )
     permits = [r for r in results if r.permit]
     denies = [r for r in results if not r.permit]
     assert len(permits) == 10 and len(denies) == 90
@@ -43,28 +44,33 @@ async def test_100_concurrent_requests_against_10_uses(store: Store) -> None:
 async def test_denied_requests_do_not_burn_uses(store: Store) -> None:
     p = Provider()
     claims = await _claims(p)
-    doc = agreement_doc([count_lteq(3), {"leftOperand": "purpose", "operator": "eq",
-                                         "rightOperand": {"@id": "ex:research"}}])
+    doc = agreement_doc(
+        [count_lteq(3), {"leftOperand": "purpose", "operator": "eq", "rightOperand": {"@id": "ex:research"}}]
+    )
     view = transfer(doc)
     for _ in range(5):
-        d = await decide(claims, view, now=NOW, circumstances=_stating("urn:ex:ads"),
-                         consume=store.consume_use)
+        d = await decide(
+            claims, view, now=NOW, circumstances=_stating("urn:ex:ads"), consume=store.consume_use
+        )
         assert not d.permit
     suspended = transfer(doc, state="SUSPENDED")
-    assert not await decide(claims, suspended, now=NOW, circumstances=_stating("urn:ex:research"),
-                            consume=store.consume_use)
+    assert not await decide(
+        claims, suspended, now=NOW, circumstances=_stating("urn:ex:research"), consume=store.consume_use
+    )
     assert await store.get_use_count("urn:agreement:1", CONSUMER, "urn:asset:weather") == 0
-    ok = [await decide(claims, view, now=NOW, circumstances=_stating("urn:ex:research"),
-                       consume=store.consume_use)
-          for _ in range(4)]
+    ok = [
+        await decide(
+            claims, view, now=NOW, circumstances=_stating("urn:ex:research"), consume=store.consume_use
+        )
+        for _ in range(4)
+    ]
     assert [d.permit for d in ok] == [True, True, True, False]
 
 
 @pytest.mark.parametrize("state", ["SUSPENDED", "TERMINATED", "COMPLETED", "REQUESTED", "SUSPENDING"])
 async def test_transfer_not_started_denied(state: str) -> None:
     p = Provider()
-    d = await decide(await _claims(p), transfer(agreement_doc([]), state=state), now=NOW,
-                     consume=_never)
+    d = await decide(await _claims(p), transfer(agreement_doc([]), state=state), now=NOW, consume=_never)
     assert not d.permit and state in d.reason
 
 
@@ -74,10 +80,12 @@ async def _never(*args: Any) -> tuple[bool, int]:
 
 async def test_time_window_closed_denied() -> None:
     p = Provider()
-    doc = agreement_doc([
-        {"leftOperand": "dateTime", "operator": "gteq", "rightOperand": iso(T0 - 86400)},
-        {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": iso(T0 + 3600)},
-    ])
+    doc = agreement_doc(
+        [
+            {"leftOperand": "dateTime", "operator": "gteq", "rightOperand": iso(T0 - 86400)},
+            {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": iso(T0 + 3600)},
+        ]
+    )
     claims = await _claims(p)
     view = transfer(doc)
     assert (await decide(claims, view, now=NOW, consume=_never)).permit
@@ -87,8 +95,9 @@ async def test_time_window_closed_denied() -> None:
 
 async def test_purpose_mismatch_denied_with_engine_reason() -> None:
     p = Provider()
-    doc = agreement_doc([{"leftOperand": "purpose", "operator": "eq",
-                          "rightOperand": {"@id": "ex:research"}}])
+    doc = agreement_doc(
+        [{"leftOperand": "purpose", "operator": "eq", "rightOperand": {"@id": "ex:research"}}]
+    )
     view = transfer(doc)
     claims = await _claims(p)
     engine = view.agreement.decider
@@ -96,13 +105,22 @@ async def test_purpose_mismatch_denied_with_engine_reason() -> None:
     assert not d.permit
     from connector.odrl import terms as T
     from connector.odrl.compile import DecisionRequest
-    expected = engine(DecisionRequest(action=T.O + "use", now=NOW, assignee=CONSUMER,
-                                      target="urn:asset:weather", context={T.PURPOSE: ("urn:ex:ads",)}))
+
+    expected = engine(
+        DecisionRequest(
+            action=T.O + "use",
+            now=NOW,
+            assignee=CONSUMER,
+            target="urn:asset:weather",
+            context={T.PURPOSE: ("urn:ex:ads",)},
+        )
+    )
     assert d.reason == expected.reason and "purpose" in d.reason
     none = await decide(claims, view, now=NOW, consume=_never)
     assert not none.permit
-    assert (await decide(claims, view, now=NOW, circumstances=_stating("urn:ex:research"),
-                         consume=_never)).permit
+    assert (
+        await decide(claims, view, now=NOW, circumstances=_stating("urn:ex:research"), consume=_never)
+    ).permit
 
 
 async def test_token_must_be_bound_to_transfer_and_consumer() -> None:
@@ -120,13 +138,25 @@ def test_use_limit_extraction() -> None:
     assert lim(count_lteq(10)) == (True, 10)
     assert lim({"leftOperand": "count", "operator": "lt", "rightOperand": 10}) == (True, 9)
     assert lim(count_lteq(10), count_lteq(4)) == (True, 4)
-    assert lim({"and": [count_lteq(7), {"leftOperand": "purpose", "operator": "eq",
-                                        "rightOperand": {"@id": "ex:r"}}]}) == (True, 7)
+    assert lim(
+        {
+            "and": [
+                count_lteq(7),
+                {"leftOperand": "purpose", "operator": "eq", "rightOperand": {"@id": "ex:r"}},
+            ]
+        }
+    ) == (True, 7)
     assert lim() == (False, None)
     assert use_limit(agreement_doc([count_lteq(2)])) == (True, 2)  # straight from Agreement JSON
-    for bad in ({"leftOperand": "count", "operator": "gt", "rightOperand": 1},
-                {"or": [count_lteq(2), {"leftOperand": "purpose", "operator": "eq",
-                                        "rightOperand": {"@id": "ex:r"}}]}):
+    for bad in (
+        {"leftOperand": "count", "operator": "gt", "rightOperand": 1},
+        {
+            "or": [
+                count_lteq(2),
+                {"leftOperand": "purpose", "operator": "eq", "rightOperand": {"@id": "ex:r"}},
+            ]
+        },
+    ):
         with pytest.raises(UnenforceableCount):
             lim(bad)
 

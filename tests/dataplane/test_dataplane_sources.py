@@ -36,27 +36,32 @@ def file_source(path: Path, *args: Any, **kwargs: Any) -> FileSource:
     return FileSource(path, *args, roots=DataRoots.build([path.parent]), **kwargs)
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    (None, None),
-    ("bytes=0-9", ByteRange(0, 9)),
-    ("bytes=10-", ByteRange(10, 99)),
-    ("bytes=-10", ByteRange(90, 99)),
-    ("bytes=-1000", ByteRange(0, 99)),
-    ("bytes=90-1000", ByteRange(90, 99)),
-    ("bytes=99-99", ByteRange(99, 99)),
-    ("BYTES = 5 - 6", ByteRange(5, 6)),
-    ("bytes=9-3", None),  # invalid: ignored, whole body
-    ("bytes=0-1,5-6", None),  # multi-range: ignored
-    ("items=0-1", None),
-    ("bytes=-", None),
-    ("bytes=abc", None),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("bytes=0-9", ByteRange(0, 9)),
+        ("bytes=10-", ByteRange(10, 99)),
+        ("bytes=-10", ByteRange(90, 99)),
+        ("bytes=-1000", ByteRange(0, 99)),
+        ("bytes=90-1000", ByteRange(90, 99)),
+        ("bytes=99-99", ByteRange(99, 99)),
+        ("BYTES = 5 - 6", ByteRange(5, 6)),
+        ("bytes=9-3", None),  # invalid: ignored, whole body
+        ("bytes=0-1,5-6", None),  # multi-range: ignored
+        ("items=0-1", None),
+        ("bytes=-", None),
+        ("bytes=abc", None),
+    ],
+)
 def test_parse_range(header: str | None, expected: ByteRange | None) -> None:
     assert parse_range(header, 100) == expected
 
 
-@pytest.mark.parametrize(("header", "size"), [("bytes=100-", 100), ("bytes=100-200", 100),
-                                              ("bytes=-0", 100), ("bytes=0-", 0), ("bytes=-5", 0)])
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [("bytes=100-", 100), ("bytes=100-200", 100), ("bytes=-0", 100), ("bytes=0-", 0), ("bytes=-5", 0)],
+)
 def test_parse_range_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable):
         parse_range(header, size)
@@ -84,13 +89,17 @@ async def test_file_source_whole_and_ranges(data_file: Path) -> None:
     assert whole.status == 200 and whole.headers["Content-Length"] == str(size)
     assert whole.headers["Accept-Ranges"] == "bytes" and "ETag" in whole.headers
     assert await body_of(whole) == data
-    for header, (a, b) in [("bytes=1000-250999", (1000, 250999)), ("bytes=1000000-", (1000000, size - 1)),
-                           ("bytes=-123", (size - 123, size - 1)), ("bytes=0-0", (0, 0))]:
+    for header, (a, b) in [
+        ("bytes=1000-250999", (1000, 250999)),
+        ("bytes=1000000-", (1000000, size - 1)),
+        ("bytes=-123", (size - 123, size - 1)),
+        ("bytes=0-0", (0, 0)),
+    ]:
         r = await src.open(header)
         assert r.status == 206, header
         assert r.headers["Content-Range"] == f"bytes {a}-{b}/{size}"
         assert r.headers["Content-Length"] == str(b - a + 1)
-        assert await body_of(r) == data[a:b + 1]
+        assert await body_of(r) == data[a : b + 1]
     bad = await src.open(f"bytes={size}-")
     assert bad.status == 416 and bad.headers["Content-Range"] == f"bytes */{size}"
     assert await body_of(bad) == b""
@@ -133,8 +142,12 @@ async def test_small_file_served_from_memory_with_ranges(tmp_path: Path, cache: 
     whole = await src.open(None)
     assert (whole.status, whole.body, await body_of(whole)) == (200, data, data)
     st = path.stat()
-    assert whole.headers == {"Content-Type": "text/plain", "Accept-Ranges": "bytes",
-                             "ETag": f'"{st.st_mtime_ns:x}-{st.st_size:x}"', "Content-Length": "200"}
+    assert whole.headers == {
+        "Content-Type": "text/plain",
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{st.st_mtime_ns:x}-{st.st_size:x}"',
+        "Content-Length": "200",
+    }
     # the same headers as the streaming path gives
     assert (await file_source(path, "text/plain", cache=None).open(None)).headers == whole.headers
     part = await src.open("bytes=10-19")
@@ -145,8 +158,9 @@ async def test_small_file_served_from_memory_with_ranges(tmp_path: Path, cache: 
     assert cache.loads == 1 and len(cache) == 1 and cache.bytes == 200
 
 
-async def test_changed_file_is_served_fresh_after_revalidation(tmp_path: Path, cache: SmallFileCache,
-                                                               clock: Clock) -> None:
+async def test_changed_file_is_served_fresh_after_revalidation(
+    tmp_path: Path, cache: SmallFileCache, clock: Clock
+) -> None:
     path = tmp_path / "small.bin"
     write_at(path, b"a" * 100, time.time() - 60)
     src = file_source(path, cache=cache)
@@ -214,8 +228,13 @@ async def upstream() -> AsyncIterator[TestServer]:
         state["seen_headers"].append(dict(request.headers))  # type: ignore[union-attr]
         if request.headers.get("X-Api-Key") != SECRET:
             return web.Response(status=401, text=f"need key; got {request.headers.get('X-Api-Key')}")
-        headers = {"Set-Cookie": "sess=internal", "X-Internal-Node": "db-7", "ETag": '"v1"',
-                   "WWW-Authenticate": "Basic realm=internal", "Content-Type": "text/csv"}
+        headers = {
+            "Set-Cookie": "sess=internal",
+            "X-Internal-Node": "db-7",
+            "ETag": '"v1"',
+            "WWW-Authenticate": "Basic realm=internal",
+            "Content-Type": "text/csv",
+        }
         if "Range" in request.headers:
             return web.Response(status=206, body=b"bc", headers={**headers, "Content-Range": "bytes 1-2/4"})
         return web.Response(body=b"a,b\n1,2\n", headers=headers)
@@ -247,8 +266,15 @@ async def upstream() -> AsyncIterator[TestServer]:
         raise web.HTTPFound("/loop")
 
     app = web.Application()
-    for path, handler in [("/data", data), ("/big", big), ("/slow", slow), ("/fail", fail),
-                          ("/to-private", to_private), ("/to-same", to_same), ("/loop", loop_redirect)]:
+    for path, handler in [
+        ("/data", data),
+        ("/big", big),
+        ("/slow", slow),
+        ("/fail", fail),
+        ("/to-private", to_private),
+        ("/to-same", to_same),
+        ("/loop", loop_redirect),
+    ]:
         app.router.add_get(path, handler)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -49,8 +49,7 @@ async def test_pep_counts_exactly_through_reservations(store: Store) -> None:
     claims = await p.cache.cached_verify(p.token())
     view = transfer(agreement_doc([count_lteq(10)]))
     uses = UseReservations(store)
-    results = await asyncio.gather(*(
-        decide(claims, view, now=NOW, consume=uses) for _ in range(100)))
+    results = await asyncio.gather(*(decide(claims, view, now=NOW, consume=uses) for _ in range(100)))
     permits = [r for r in results if r.permit]
     assert sorted(r.count_after for r in permits) == list(range(1, 11))  # type: ignore[type-var]
     denies = [r for r in results if not r.permit]
@@ -95,8 +94,7 @@ async def test_two_replicas_with_idle_uses_never_over_grant(open_store: OpenStor
     assert not results[-1][0] and results[-1][1] == 1000
     clock.advance(1.5)
     assert await a.release_idle() == 15
-    assert [await b(*KEY, 1000) for _ in range(16)] == [(True, 986 + i) for i in range(15)] + [
-        (False, 1000)]
+    assert [await b(*KEY, 1000) for _ in range(16)] == [(True, 986 + i) for i in range(15)] + [(False, 1000)]
     assert await stores[0].get_use_count(*KEY) == 1000
 
 
@@ -159,15 +157,17 @@ class SpyStore:
         self.fail = 0
         self.asked = 0  # reservations started (a gated one counts before it is granted)
 
-    async def consume_use(self, agreement_id: str, consumer_id: str, target: str,
-                          limit: int | None) -> UseResult:
+    async def consume_use(
+        self, agreement_id: str, consumer_id: str, target: str, limit: int | None
+    ) -> UseResult:
         if limit is not None and self.count >= limit:
             return UseResult(False, self.count)
         self.count += 1
         return UseResult(True, self.count)
 
-    async def reserve_uses(self, agreement_id: str, consumer_id: str, target: str, limit: int,
-                           want: int, *, divisor: int = 1) -> UseReservation:
+    async def reserve_uses(
+        self, agreement_id: str, consumer_id: str, target: str, limit: int, want: int, *, divisor: int = 1
+    ) -> UseReservation:
         self.asked += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -305,9 +305,15 @@ REPLICA = textwrap.dedent("""
 async def test_two_processes_never_over_grant(db_url: str, store: Store) -> None:
     """Replicas in separate processes on the same database: permits add up to the limit."""
     limit, requests = 300, 400
-    procs = [subprocess.Popen([sys.executable, "-c", REPLICA, db_url, str(limit), str(requests)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", REPLICA, db_url, str(limit), str(requests)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
@@ -325,4 +331,3 @@ async def test_two_processes_never_over_grant(db_url: str, store: Store) -> None
     # each process wanted more than the limit, so both drained their blocks: exactly the limit
     assert sum(len(p) for p in permits) == limit
     assert await store.get_use_count("ag", "c", "t") == limit
-

@@ -82,8 +82,15 @@ class LoopbackServer:
 class Consumer:
     """A running receiver mounted at /push, with the consumer's receipt verification."""
 
-    def __init__(self, root: Path, provider_key: SigningKey, *, max_bytes: int | None = None,
-                 refuse: str | None = None, handler_cancellation: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        provider_key: SigningKey,
+        *,
+        max_bytes: int | None = None,
+        refuse: str | None = None,
+        handler_cancellation: bool = False,
+    ) -> None:
         self.secret, digest = new_push_secret()
         self.target = PushTarget(CONSUMER_PID, digest, root / "inbox" / "data.bin")
         self.key = VerificationKey(kid=provider_key.kid, alg=provider_key.alg, key=provider_key.public_key)
@@ -108,9 +115,13 @@ class Consumer:
     async def resolve(self, transfer_id: str) -> PushTarget | None:
         return self.target if transfer_id == CONSUMER_PID else None
 
-    async def on_receipts(self, target: PushTarget, receipts: list[str],
-                          responses: list[tuple[int, int, bytes]],
-                          failed: list[tuple[int, int, bytes]]) -> str | None:
+    async def on_receipts(
+        self,
+        target: PushTarget,
+        receipts: list[str],
+        responses: list[tuple[int, int, bytes]],
+        failed: list[tuple[int, int, bytes]],
+    ) -> str | None:
         if self.refuse is not None:
             return self.refuse
         v = ReceiptVerifier(self.key, transfer_id=PROVIDER_PID, agreement_id=AGREEMENT, issuer=PROVIDER)
@@ -177,8 +188,9 @@ async def consumer(tmp_path: Path, key: SigningKey) -> AsyncIterator[Consumer]:
 
 
 @pytest.fixture
-async def consumer_either(tmp_path: Path, key: SigningKey,
-                          handler_cancellation: bool) -> AsyncIterator[Consumer]:
+async def consumer_either(
+    tmp_path: Path, key: SigningKey, handler_cancellation: bool
+) -> AsyncIterator[Consumer]:
     """A consumer under both of aiohttp's ways of treating a handler whose client went away."""
     c = Consumer(tmp_path, key, handler_cancellation=handler_cancellation)
     await c.server.start()
@@ -188,11 +200,18 @@ async def consumer_either(tmp_path: Path, key: SigningKey,
         await c.server.close()
 
 
-async def run_push(source: Any, consumer: Consumer, chain: ReceiptChain, clock: FakeClock,
-                   **kw: Any) -> PushResult:
-    args: dict[str, Any] = {"destination": consumer.url, "authorization": f"Bearer {consumer.secret}",
-                            "policy": LOOPBACK_OK, "chain": chain, "still_allowed": allowed,
-                            "clock": clock, **kw}
+async def run_push(
+    source: Any, consumer: Consumer, chain: ReceiptChain, clock: FakeClock, **kw: Any
+) -> PushResult:
+    args: dict[str, Any] = {
+        "destination": consumer.url,
+        "authorization": f"Bearer {consumer.secret}",
+        "policy": LOOPBACK_OK,
+        "chain": chain,
+        "still_allowed": allowed,
+        "clock": clock,
+        **kw,
+    }
     return await push(source, **args)
 
 
@@ -256,13 +275,19 @@ async def start_app(handler: Callable[[web.Request], Awaitable[web.StreamRespons
 # --- push -> receiver ---------------------------------------------------------------------
 
 
-async def test_push_file_delivers_and_receipts_verify(tmp_path: Path, consumer: Consumer,
-                                                      chain: ReceiptChain, clock: FakeClock) -> None:
+async def test_push_file_delivers_and_receipts_verify(
+    tmp_path: Path, consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     data = write_random(tmp_path / "src.bin", 3 * 1024 * 1024 + 17)
     r = await run_push(file_source(tmp_path / "src.bin"), consumer, chain, clock, content_type="text/csv")
     assert r.ok, r.reason
     assert (r.status, r.bytes, r.sha256, r.seq, r.reason) == (
-        200, len(data), hashlib.sha256(data).hexdigest(), 1, "")
+        200,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        1,
+        "",
+    )
     assert consumer.target.path.read_bytes() == data
     assert leftovers(consumer.target.path.parent) == ["data.bin"]  # no temp file left behind
     assert consumer.recorded == {1: (len(data), hashlib.sha256(data).digest())}
@@ -283,8 +308,9 @@ async def test_push_file_delivers_and_receipts_verify(tmp_path: Path, consumer: 
     assert consumer.coverage[-1] == Coverage(seq_to=2, bytes=len(data) + len(data2), receipts=2)
 
 
-async def test_push_without_content_length_is_chunked(consumer: Consumer, chain: ReceiptChain,
-                                                      clock: FakeClock) -> None:
+async def test_push_without_content_length_is_chunked(
+    consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     chunks = [os.urandom(n) for n in (1, 70_000, 0, 300_000, 5)]
     r = await run_push(MemorySource(chunks, length=None), consumer, chain, clock)
     assert r.ok, r.reason
@@ -295,8 +321,9 @@ async def test_push_without_content_length_is_chunked(consumer: Consumer, chain:
     assert consumer.coverage[0].bytes == len(data)
 
 
-async def test_push_64_mib_in_bounded_memory(tmp_path: Path, consumer: Consumer, chain: ReceiptChain,
-                                             clock: FakeClock) -> None:
+async def test_push_64_mib_in_bounded_memory(
+    tmp_path: Path, consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     path = tmp_path / "big.bin"
     size = 64 * 1024 * 1024
     h = hashlib.sha256()
@@ -323,8 +350,9 @@ async def test_push_64_mib_in_bounded_memory(tmp_path: Path, consumer: Consumer,
 # --- SSRF, redirects ----------------------------------------------------------------------
 
 
-async def test_loopback_destination_refused_without_allow_list(consumer: Consumer, chain: ReceiptChain,
-                                                               clock: FakeClock) -> None:
+async def test_loopback_destination_refused_without_allow_list(
+    consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     src = MemorySource([b"x"])
     r = await run_push(src, consumer, chain, clock, policy=OutboundPolicy())
     assert not r.ok and r.status is None and r.reason.startswith("destination refused")
@@ -333,21 +361,36 @@ async def test_loopback_destination_refused_without_allow_list(consumer: Consume
     assert (r.seq, r.bytes, chain.next_seq, r.receipts) == (0, 0, 1, [])
 
 
-@pytest.mark.parametrize("destination", [
-    "http://169.254.169.254/latest/meta-data/", "http://[::1]/x", "http://10.0.0.7/x",
-    "http://[::ffff:127.0.0.1]/x", "file:///etc/passwd", "http://user:pw@example.org/x",
-])
+@pytest.mark.parametrize(
+    "destination",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x",
+        "http://10.0.0.7/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "file:///etc/passwd",
+        "http://user:pw@example.org/x",
+    ],
+)
 async def test_internal_destinations_refused(destination: str, chain: ReceiptChain, clock: FakeClock) -> None:
     src = MemorySource([b"x"])
-    r = await push(src, destination=destination, authorization="Bearer s", policy=LOOPBACK_OK,
-                   chain=chain, still_allowed=allowed, clock=clock)
+    r = await push(
+        src,
+        destination=destination,
+        authorization="Bearer s",
+        policy=LOOPBACK_OK,
+        chain=chain,
+        still_allowed=allowed,
+        clock=clock,
+    )
     assert not r.ok and r.reason.startswith("destination refused") and src.opened == 0
     if "169.254" in destination:
         assert "link-local" in r.reason
 
 
-async def test_names_are_checked_and_pinned(consumer: Consumer, chain: ReceiptChain,
-                                             clock: FakeClock) -> None:
+async def test_names_are_checked_and_pinned(
+    consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     lookups: list[str] = []
 
     async def resolve(host: str, port: int) -> list[str]:
@@ -356,13 +399,27 @@ async def test_names_are_checked_and_pinned(consumer: Consumer, chain: ReceiptCh
 
     port = consumer.server.port
     destination = f"http://consumer.test:{port}/push/{CONSUMER_PID}"
-    r = await run_push(MemorySource([b"data"]), consumer, chain, clock, destination=destination,
-                       policy=OutboundPolicy(), resolve=resolve)
+    r = await run_push(
+        MemorySource([b"data"]),
+        consumer,
+        chain,
+        clock,
+        destination=destination,
+        policy=OutboundPolicy(),
+        resolve=resolve,
+    )
     assert not r.ok and "consumer.test resolves to 127.0.0.1, a loopback address" in r.reason
     assert consumer.requests == []
     lookups.clear()
-    r = await run_push(MemorySource([b"data"]), consumer, chain, clock, destination=destination,
-                       policy=OutboundPolicy.from_config(["consumer.test"]), resolve=resolve)
+    r = await run_push(
+        MemorySource([b"data"]),
+        consumer,
+        chain,
+        clock,
+        destination=destination,
+        policy=OutboundPolicy.from_config(["consumer.test"]),
+        resolve=resolve,
+    )
     assert r.ok, r.reason
     assert lookups == ["consumer.test"]  # checked once; the PUT and the receipts went to the pinned address
     assert [m for m, _, _ in consumer.requests] == ["PUT", "POST"]
@@ -374,8 +431,9 @@ async def test_redirect_not_followed(consumer: Consumer, chain: ReceiptChain, cl
 
     server = await start_app(redirect)
     try:
-        r = await run_push(MemorySource([b"secret data"]), consumer, chain, clock,
-                           destination=str(server.make_url("/in/1")))
+        r = await run_push(
+            MemorySource([b"secret data"]), consumer, chain, clock, destination=str(server.make_url("/in/1"))
+        )
     finally:
         await server.close()
     assert not r.ok and r.status == 302
@@ -388,9 +446,9 @@ async def test_redirect_not_followed(consumer: Consumer, chain: ReceiptChain, cl
 
 
 @pytest.mark.parametrize("announce", [True, False])
-async def test_still_allowed_cuts_the_upload_off(tmp_path: Path, consumer_either: Consumer,
-                                                 chain: ReceiptChain, clock: FakeClock,
-                                                 announce: bool) -> None:
+async def test_still_allowed_cuts_the_upload_off(
+    tmp_path: Path, consumer_either: Consumer, chain: ReceiptChain, clock: FakeClock, announce: bool
+) -> None:
     consumer = consumer_either
     data = write_random(tmp_path / "src.bin", 4 * 1024 * 1024)
     calls = 0
@@ -407,7 +465,7 @@ async def test_still_allowed_cuts_the_upload_off(tmp_path: Path, consumer_either
     chunk = 64 * 1024
     source: Any = file_source(tmp_path / "src.bin", chunk_size=chunk)
     if not announce:  # the chunked case: the destination must not see a complete body either
-        source = MemorySource([data[i:i + chunk] for i in range(0, len(data), chunk)], length=None)
+        source = MemorySource([data[i : i + chunk] for i in range(0, len(data), chunk)], length=None)
     r = await run_push(source, consumer, chain, clock, still_allowed=still_allowed)
     assert not r.ok and r.reason == "the transfer is SUSPENDED"
     assert r.bytes == chunk and r.sha256 == hashlib.sha256(data[:chunk]).hexdigest()
@@ -421,8 +479,13 @@ async def test_still_allowed_cuts_the_upload_off(tmp_path: Path, consumer_either
     # the chain over it (without it, the receipts cannot be verified)
     again = await run_push(file_source(tmp_path / "src.bin", chunk_size=chunk), consumer, chain, clock)
     assert not again.ok and "refused the receipts" in again.reason and "not received" in again.reason
-    third = await run_push(file_source(tmp_path / "src.bin", chunk_size=chunk), consumer, chain, clock,
-                           failed=[(r.seq, r.bytes, r.sha256)])
+    third = await run_push(
+        file_source(tmp_path / "src.bin", chunk_size=chunk),
+        consumer,
+        chain,
+        clock,
+        failed=[(r.seq, r.bytes, r.sha256)],
+    )
     assert third.ok, third.reason
     assert consumer.target.path.read_bytes() == data and consumer.coverage[-1].seq_to == 3
 
@@ -439,8 +502,9 @@ async def test_destination_error_status(consumer: Consumer, chain: ReceiptChain,
 
     server = await start_app(failing)
     try:
-        r = await run_push(MemorySource([b"a" * 1000]), consumer, chain, clock,
-                           destination=str(server.make_url("/in/1")))
+        r = await run_push(
+            MemorySource([b"a" * 1000]), consumer, chain, clock, destination=str(server.make_url("/in/1"))
+        )
     finally:
         await server.close()
     assert not r.ok and r.status == 500
@@ -449,8 +513,9 @@ async def test_destination_error_status(consumer: Consumer, chain: ReceiptChain,
     assert posts == 0 and chain.chained_to == 1 and r.bytes == 1000
 
 
-async def test_receipts_refused(tmp_path: Path, key: SigningKey, chain: ReceiptChain,
-                                clock: FakeClock) -> None:
+async def test_receipts_refused(
+    tmp_path: Path, key: SigningKey, chain: ReceiptChain, clock: FakeClock
+) -> None:
     c = Consumer(tmp_path, key, refuse="chain head mismatch at response 1")
     await c.server.start()
     try:
@@ -463,8 +528,9 @@ async def test_receipts_refused(tmp_path: Path, key: SigningKey, chain: ReceiptC
     assert c.target.path.read_bytes() == b"payload"  # the data arrived; the evidence was refused
 
 
-async def test_destination_refusing_early(tmp_path: Path, key: SigningKey, chain: ReceiptChain,
-                                         clock: FakeClock) -> None:
+async def test_destination_refusing_early(
+    tmp_path: Path, key: SigningKey, chain: ReceiptChain, clock: FakeClock
+) -> None:
     """The receiver answers 413 before the body is sent: the push stops and says so."""
     c = Consumer(tmp_path, key, max_bytes=1000)
     await c.server.start()
@@ -485,8 +551,15 @@ async def test_unreachable_destination(chain: ReceiptChain, clock: FakeClock) ->
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
-    r = await push(MemorySource([b"x" * 10]), destination=f"http://127.0.0.1:{port}/in",
-                   authorization=None, policy=LOOPBACK_OK, chain=chain, still_allowed=allowed, clock=clock)
+    r = await push(
+        MemorySource([b"x" * 10]),
+        destination=f"http://127.0.0.1:{port}/in",
+        authorization=None,
+        policy=LOOPBACK_OK,
+        chain=chain,
+        still_allowed=allowed,
+        clock=clock,
+    )
     assert not r.ok and r.status is None and "unreachable" in r.reason
     assert chain.chained_to == r.seq == 1 and r.bytes == 0
 
@@ -502,9 +575,16 @@ async def test_stalled_destination_times_out(chain: ReceiptChain, clock: FakeClo
     port = server.sockets[0].getsockname()[1]
     try:
         t0 = time.monotonic()
-        r = await push(RepeatSource(b"\0" * 256 * 1024, 1024), destination=f"http://127.0.0.1:{port}/in",
-                       authorization=None, policy=LOOPBACK_OK, chain=chain, still_allowed=allowed,
-                       clock=clock, read_timeout=0.5)
+        r = await push(
+            RepeatSource(b"\0" * 256 * 1024, 1024),
+            destination=f"http://127.0.0.1:{port}/in",
+            authorization=None,
+            policy=LOOPBACK_OK,
+            chain=chain,
+            still_allowed=allowed,
+            clock=clock,
+            read_timeout=0.5,
+        )
         elapsed = time.monotonic() - t0
     finally:
         for w in hold:
@@ -515,8 +595,9 @@ async def test_stalled_destination_times_out(chain: ReceiptChain, clock: FakeClo
     assert 0 < r.bytes < 256 * 1024 * 1024 and chain.chained_to == 1
 
 
-async def test_source_error_and_short_source(consumer: Consumer, chain: ReceiptChain,
-                                             clock: FakeClock) -> None:
+async def test_source_error_and_short_source(
+    consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     src = ErrorSource()
     r = await run_push(src, consumer, chain, clock)
     assert not r.ok and r.reason == "the data is not available" and src.opened == 1
@@ -549,8 +630,9 @@ async def test_source_failing_midway(consumer: Consumer, chain: ReceiptChain, cl
     assert consumer.recorded == {}
 
 
-async def test_empty_source_and_bad_authorization(tmp_path: Path, consumer: Consumer, chain: ReceiptChain,
-                                                  clock: FakeClock) -> None:
+async def test_empty_source_and_bad_authorization(
+    tmp_path: Path, consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     (tmp_path / "empty.bin").write_bytes(b"")
     r = await run_push(file_source(tmp_path / "empty.bin"), consumer, chain, clock)
     assert r.ok, r.reason
@@ -570,9 +652,17 @@ async def test_cancelled_push_still_completes_the_chain(chain: ReceiptChain, clo
 
     server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    task = asyncio.create_task(push(
-        RepeatSource(b"\0" * 256 * 1024, 1024), destination=f"http://127.0.0.1:{port}/in",
-        authorization=None, policy=LOOPBACK_OK, chain=chain, still_allowed=allowed, clock=clock))
+    task = asyncio.create_task(
+        push(
+            RepeatSource(b"\0" * 256 * 1024, 1024),
+            destination=f"http://127.0.0.1:{port}/in",
+            authorization=None,
+            policy=LOOPBACK_OK,
+            chain=chain,
+            still_allowed=allowed,
+            clock=clock,
+        )
+    )
     try:
         await wait_until(lambda: bool(hold))
         await asyncio.sleep(0.1)
@@ -596,16 +686,23 @@ async def test_receiver_auth_and_headers(consumer: Consumer) -> None:
     good = {**consumer.auth, "X-Receipt-Seq": "1"}
     async with aiohttp.ClientSession() as s:
         bodies = set()
-        for headers, u in [({"X-Receipt-Seq": "1", "Authorization": "Bearer wrong"}, url),
-                           (good, url.replace(CONSUMER_PID, "someone-else")),
-                           ({"X-Receipt-Seq": "1", "Authorization": "Bearer wrong"},
-                            url.replace(CONSUMER_PID, "someone-else"))]:
+        for headers, u in [
+            ({"X-Receipt-Seq": "1", "Authorization": "Bearer wrong"}, url),
+            (good, url.replace(CONSUMER_PID, "someone-else")),
+            (
+                {"X-Receipt-Seq": "1", "Authorization": "Bearer wrong"},
+                url.replace(CONSUMER_PID, "someone-else"),
+            ),
+        ]:
             async with s.put(u, data=b"x", headers=headers) as r:
                 assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
                 bodies.add((await r.json())["error"])
         assert bodies == {"unknown transfer or invalid token"}  # indistinguishable
-        for headers in ({"X-Receipt-Seq": "1"}, {"X-Receipt-Seq": "1", "Authorization": "Basic abc"},
-                        {"X-Receipt-Seq": "1", "Authorization": "Bearer "}):
+        for headers in (
+            {"X-Receipt-Seq": "1"},
+            {"X-Receipt-Seq": "1", "Authorization": "Basic abc"},
+            {"X-Receipt-Seq": "1", "Authorization": "Bearer "},
+        ):
             async with s.put(url, data=b"x", headers=headers) as r:
                 assert r.status == 401
         for seq in (None, "", "0", "-1", "abc", "1.5", "١", "9" * 30):
@@ -636,6 +733,7 @@ async def test_receiver_max_bytes(tmp_path: Path, key: SigningKey) -> None:
             headers = {**c.auth, "X-Receipt-Seq": "1"}
             async with s.put(c.url, data=b"x" * 1001, headers=headers) as r:
                 assert r.status == 413
+
             async def chunked() -> AsyncIterator[bytes]:
                 for _ in range(20):
                     yield b"y" * 100
@@ -651,22 +749,31 @@ async def test_receiver_max_bytes(tmp_path: Path, key: SigningKey) -> None:
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-async def test_receiver_truncated_upload_leaves_nothing(consumer_either: Consumer, chunked: bool,
-                                                        handler_cancellation: bool,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+async def test_receiver_truncated_upload_leaves_nothing(
+    consumer_either: Consumer, chunked: bool, handler_cancellation: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     consumer = consumer_either
     caplog.set_level("INFO", logger="connector.dataplane.receiver")
     host, port = "127.0.0.1", consumer.server.port
     _, writer = await asyncio.open_connection(host, port)
     framing = "Transfer-Encoding: chunked" if chunked else "Content-Length: 1000000"
-    writer.write((f"PUT /push/{CONSUMER_PID} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                  f"Authorization: Bearer {consumer.secret}\r\nX-Receipt-Seq: 1\r\n"
-                  f"{framing}\r\n\r\n").encode())
+    writer.write(
+        (
+            f"PUT /push/{CONSUMER_PID} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {consumer.secret}\r\nX-Receipt-Seq: 1\r\n"
+            f"{framing}\r\n\r\n"
+        ).encode()
+    )
     part = os.urandom(600_000)
     writer.write(b"%x\r\n" % len(part) + part + b"\r\n" if chunked else part)
     await writer.drain()
-    await wait_until(lambda: any(p.name.endswith(".part") for p in consumer.target.path.parent.glob("*"))
-                     if consumer.target.path.parent.exists() else False)
+    await wait_until(
+        lambda: (
+            any(p.name.endswith(".part") for p in consumer.target.path.parent.glob("*"))
+            if consumer.target.path.parent.exists()
+            else False
+        )
+    )
     writer.close()  # before the body is complete
     await writer.wait_closed()
     await consumer.idle()
@@ -684,8 +791,16 @@ async def test_receiver_receipts_endpoint(consumer: Consumer, chain: ReceiptChai
             assert r.status == 200
         async with s.post(url, json={"receipts": []}, headers={"Authorization": "Bearer nope"}) as r:
             assert r.status == 401
-        for body in (b"not json", b"[1]", b'{"receipts": "x"}', b'{"receipts": [1]}', b'{"receipts": [""]}',
-                     b"{}", b"\xff\xfe", b"[" * 100_000):
+        for body in (
+            b"not json",
+            b"[1]",
+            b'{"receipts": "x"}',
+            b'{"receipts": [1]}',
+            b'{"receipts": [""]}',
+            b"{}",
+            b"\xff\xfe",
+            b"[" * 100_000,
+        ):
             async with s.post(url, data=body, headers=consumer.auth) as r:
                 assert r.status == 400, body[:20]
                 assert "error" in await r.json()
@@ -695,7 +810,7 @@ async def test_receiver_receipts_endpoint(consumer: Consumer, chain: ReceiptChai
 
         async def chunked() -> AsyncIterator[bytes]:
             for i in range(0, len(huge), 65536):
-                yield huge[i:i + 65536]
+                yield huge[i : i + 65536]
 
         async with s.post(url, data=chunked(), headers=consumer.auth) as r:
             assert r.status == 413  # as it streams in
@@ -720,8 +835,9 @@ def test_new_push_secret() -> None:
     assert a != b and len(a) >= 40 and ha == hashlib.sha256(a.encode()).hexdigest()
 
 
-async def test_each_provider_process_pushes_on_its_own_chain(tmp_path: Path, consumer: Consumer,
-                                                           key: SigningKey, clock: FakeClock) -> None:
+async def test_each_provider_process_pushes_on_its_own_chain(
+    tmp_path: Path, consumer: Consumer, key: SigningKey, clock: FakeClock
+) -> None:
     """Two provider processes (or one, restarted) push in one transfer: each names its chain, so
     both start at response 1 and both sets of receipts verify."""
     data = write_random(tmp_path / "src.bin", 200_000)
@@ -735,8 +851,9 @@ async def test_each_provider_process_pushes_on_its_own_chain(tmp_path: Path, con
     assert consumer.target.path.read_bytes() == data
 
 
-async def test_push_of_data_modified_in_transit(tmp_path: Path, consumer: Consumer,
-                                                chain: ReceiptChain, clock: FakeClock) -> None:
+async def test_push_of_data_modified_in_transit(
+    tmp_path: Path, consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     """A push goes through the same ModifiedSource as a pull: the consumer gets the modified
     bytes, chunked, with their media type, and the receipt covers exactly them; data that
     cannot be modified is not pushed at all."""
@@ -744,8 +861,7 @@ async def test_push_of_data_modified_in_transit(tmp_path: Path, consumer: Consum
     (tmp_path / "people.csv").write_text("id,name,email\n" + "".join(rows), encoding="utf-8")
     m = Modification((Drop(Selector.parse("email")), Replace(Selector.parse("name"), "-")))
     expected = ("id,name\n" + "".join(f"{i},-\n" for i in range(30_000))).encode()
-    r = await run_push(ModifiedSource(file_source(tmp_path / "people.csv"), m), consumer, chain,
-                       clock)
+    r = await run_push(ModifiedSource(file_source(tmp_path / "people.csv"), m), consumer, chain, clock)
     assert r.ok, r.reason
     assert consumer.target.path.read_bytes() == expected
     assert (r.bytes, r.sha256) == (len(expected), hashlib.sha256(expected).hexdigest())
@@ -754,18 +870,17 @@ async def test_push_of_data_modified_in_transit(tmp_path: Path, consumer: Consum
     assert "Content-Length" not in put and put["Content-Type"] == "text/csv"
 
     (tmp_path / "people.bin").write_bytes(b"id,email\n1,x\n")
-    refused = await run_push(ModifiedSource(file_source(tmp_path / "people.bin"), m), consumer,
-                             chain, clock)
+    refused = await run_push(ModifiedSource(file_source(tmp_path / "people.bin"), m), consumer, chain, clock)
     assert not refused.ok and refused.seq == 0 and refused.reason.startswith(REFUSED)
 
 
 async def test_receiver_modifies_a_copy_at_rest_before_it_reaches_the_disk(
-        tmp_path: Path, consumer: Consumer, chain: ReceiptChain, clock: FakeClock) -> None:
+    tmp_path: Path, consumer: Consumer, chain: ReceiptChain, clock: FakeClock
+) -> None:
     """The consumer's duty to modify at rest: the receiver writes the modified bytes; the
     receipts still cover the bytes as they came; what cannot be modified leaves no file."""
     m = Modification((Replace(Selector.parse("$[*].email"), "hidden"),))
-    consumer.target = PushTarget(CONSUMER_PID, consumer.target.token_sha256,
-                                 consumer.target.path, m)
+    consumer.target = PushTarget(CONSUMER_PID, consumer.target.token_sha256, consumer.target.path, m)
     sent = json.dumps([{"email": f"p{i}@x.org", "n": "é"} for i in range(20_000)]).encode()
     (tmp_path / "people.json").write_bytes(sent)
     r = await run_push(file_source(tmp_path / "people.json"), consumer, chain, clock)

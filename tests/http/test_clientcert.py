@@ -37,10 +37,16 @@ def _certificate(name: str) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     der = cert.public_bytes(serialization.Encoding.DER)
     return cert.public_bytes(serialization.Encoding.PEM).decode(), hashlib.sha256(der).hexdigest()
 
@@ -67,16 +73,19 @@ def test_an_empty_header_is_no_certificate() -> None:
     assert certificate_sha256_from_header("   ") is None
 
 
-@pytest.mark.parametrize(("value", "reason"), [
-    ("garbage", "no PEM certificate"),
-    (quote("-----BEGIN CERTIFICATE-----\nzz\n", safe=""), "no PEM certificate"),
-    (quote(ALICE_PEM + MALLORY_PEM, safe=""), "more than one certificate"),
-    (quote("junk" + ALICE_PEM, safe=""), "text besides"),
-    ("-----BEGIN CERTIFICATE----- QUJD= -----END CERTIFICATE-----", "not an X.509"),
-    ("-----BEGIN CERTIFICATE----- QUJ -----END CERTIFICATE-----", "not valid base64"),
-    ("%ff%fe" + quote(ALICE_PEM, safe=""), "not UTF-8"),
-    ("x" * (MAX_HEADER_CHARS + 1), "longer than"),
-])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("garbage", "no PEM certificate"),
+        (quote("-----BEGIN CERTIFICATE-----\nzz\n", safe=""), "no PEM certificate"),
+        (quote(ALICE_PEM + MALLORY_PEM, safe=""), "more than one certificate"),
+        (quote("junk" + ALICE_PEM, safe=""), "text besides"),
+        ("-----BEGIN CERTIFICATE----- QUJD= -----END CERTIFICATE-----", "not an X.509"),
+        ("-----BEGIN CERTIFICATE----- QUJ -----END CERTIFICATE-----", "not valid base64"),
+        ("%ff%fe" + quote(ALICE_PEM, safe=""), "not UTF-8"),
+        ("x" * (MAX_HEADER_CHARS + 1), "longer than"),
+    ],
+)
 def test_a_malformed_header_is_refused_with_the_reason(value: str, reason: str) -> None:
     with pytest.raises(CertificateHeaderError, match=reason):
         certificate_sha256_from_header(value)
@@ -84,7 +93,10 @@ def test_a_malformed_header_is_refused_with_the_reason(value: str, reason: str) 
 
 def test_trusted_proxies_are_addresses_or_cidrs() -> None:
     assert [str(n) for n in parse_networks(["10.0.0.0/8", "127.0.0.1", "::1"])] == [
-        "10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+        "10.0.0.0/8",
+        "127.0.0.1/32",
+        "::1/128",
+    ]
     with pytest.raises(ValueError, match=r"proxy\.example"):
         parse_networks(["proxy.example"])
 
@@ -96,6 +108,7 @@ def test_trusted_proxies_are_addresses_or_cidrs() -> None:
 async def seen() -> AsyncIterator[str]:
     """A loopback server that answers with what each configured ClientCertificates makes of
     the request (?mode=...&trusted=...&bound=...)."""
+
     async def handle(request: web.Request) -> web.Response:
         q = request.query
         certs = ClientCertificates.of(q["mode"], trusted_proxies=q.getall("trusted", []))  # type: ignore[arg-type]
@@ -104,35 +117,51 @@ async def seen() -> AsyncIterator[str]:
             why = certs.binding_problem(request, q.getall("bound", []))
         except CertificateHeaderError as exc:
             return web.json_response({"error": str(exc)}, status=401)
-        return web.json_response({"sha256": presented.sha256, "source": presented.source,
-                                  "binding": why, "trusted": certs.trusts(request)})
+        return web.json_response(
+            {
+                "sha256": presented.sha256,
+                "source": presented.source,
+                "binding": why,
+                "trusted": certs.trusts(request),
+            }
+        )
 
     app = web.Application()
     app.router.add_get("/", handle)
     # header values beyond the default 8190 bytes ([limits] header_field_bytes may allow them):
     # the certificate header's own cap is what refuses an oversized one
-    limits = replace(DEFAULT_LIMITS, header_field_bytes=4 * MAX_HEADER_CHARS,
-                     header_line_bytes=4 * MAX_HEADER_CHARS)
+    limits = replace(
+        DEFAULT_LIMITS, header_field_bytes=4 * MAX_HEADER_CHARS, header_line_bytes=4 * MAX_HEADER_CHARS
+    )
     listening = await start_site(app, "127.0.0.1", 0, limits=limits)
     yield listening.url
     await listening.runner.cleanup()
 
 
-async def _ask(url: str, params: list[tuple[str, str]],
-               headers: list[tuple[str, str]] | None = None, source: str = "127.0.0.1",
-               ) -> tuple[int, dict[str, object]]:
+async def _ask(
+    url: str,
+    params: list[tuple[str, str]],
+    headers: list[tuple[str, str]] | None = None,
+    source: str = "127.0.0.1",
+) -> tuple[int, dict[str, object]]:
     """GET with ``headers`` (repeats kept) from the local address ``source``."""
     connector = aiohttp.TCPConnector(local_addr=(source, 0))
-    async with aiohttp.ClientSession(connector=connector) as session, session.get(
-            url + "/", params=params, headers=CIMultiDict(headers or [])) as resp:
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(url + "/", params=params, headers=CIMultiDict(headers or [])) as resp,
+    ):
         return resp.status, await resp.json()
 
 
 async def test_the_header_from_a_trusted_proxy_is_taken(seen: str) -> None:
     proxy = [("mode", "proxy"), ("trusted", "127.0.0.0/30"), ("bound", ALICE_SHA)]
     status, out = await _ask(seen, proxy, [(HEADER, quote(ALICE_PEM, safe=""))])
-    assert status == 200 and out == {"sha256": ALICE_SHA, "source": "header", "binding": None,
-                                     "trusted": True}
+    assert status == 200 and out == {
+        "sha256": ALICE_SHA,
+        "source": "header",
+        "binding": None,
+        "trusted": True,
+    }
     status, out = await _ask(seen, proxy, [(HEADER, quote(MALLORY_PEM, safe=""))])
     assert status == 200 and out["sha256"] == MALLORY_SHA and "not the one" in str(out["binding"])
     # the proxy saw no certificate: the binding is not checked (as tls_mode = "server")
@@ -141,13 +170,12 @@ async def test_the_header_from_a_trusted_proxy_is_taken(seen: str) -> None:
 
 
 async def test_the_header_from_anyone_else_is_ignored_and_logged(
-        seen: str, caplog: pytest.LogCaptureFixture) -> None:
+    seen: str, caplog: pytest.LogCaptureFixture
+) -> None:
     proxy = [("mode", "proxy"), ("trusted", "127.0.0.1"), ("bound", ALICE_SHA)]
     with caplog.at_level(logging.WARNING, logger="connector.http.clientcert"):
-        status, out = await _ask(seen, proxy, [(HEADER, quote(MALLORY_PEM, safe=""))],
-                                 source="127.0.0.2")
-    assert status == 200 and out == {"sha256": None, "source": "none", "binding": None,
-                                     "trusted": False}
+        status, out = await _ask(seen, proxy, [(HEADER, quote(MALLORY_PEM, safe=""))], source="127.0.0.2")
+    assert status == 200 and out == {"sha256": None, "source": "none", "binding": None, "trusted": False}
     assert "ignored: not one of [dsp] trusted_proxies" in caplog.text
     # garbage from an untrusted peer is ignored too: nothing from it is read
     status, out = await _ask(seen, proxy, [(HEADER, "garbage")], source="127.0.0.2")
@@ -171,8 +199,9 @@ async def test_a_trusted_proxys_bad_header_is_refused(seen: str) -> None:
 async def test_the_header_counts_only_in_proxy_mode(seen: str) -> None:
     header = [(HEADER, quote(ALICE_PEM, safe=""))]
     for mode in ("server", "none", "mutual"):
-        status, out = await _ask(seen, [("mode", mode), ("trusted", "127.0.0.1"),
-                                        ("bound", ALICE_SHA)], header)
+        status, out = await _ask(
+            seen, [("mode", mode), ("trusted", "127.0.0.1"), ("bound", ALICE_SHA)], header
+        )
         assert status == 200 and out["sha256"] is None and out["source"] == "none", mode
         # without TLS no certificate: only "mutual" refuses a bound DAT without one
         assert (out["binding"] is not None) is (mode == "mutual"), (mode, out)

@@ -19,8 +19,7 @@ async def test_a_401_is_retried_once_with_a_fresh_dat() -> None:
         token = request.headers["Authorization"].removeprefix("Bearer ")
         seen.append(token)
         if token.startswith("stale"):
-            return web.json_response({"code": "401", "reason": ["a fresh token is needed"]},
-                                     status=401)
+            return web.json_response({"code": "401", "reason": ["a fresh token is needed"]}, status=401)
         if token == "refused":
             return web.json_response({"code": "404", "reason": ["not found"]}, status=404)
         return web.json_response({"ok": token})

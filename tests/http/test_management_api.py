@@ -62,16 +62,30 @@ async def test_requires_the_api_key(api: TestClient) -> None:
 
 
 async def test_asset_secrets_are_stored_but_never_echoed(api: TestClient) -> None:
-    status, a = await call(api, "POST", "/api/assets", {
-        "id": "urn:asset:1", "title": "one",
-        "dataAddress": {"type": "http", "url": "https://internal.example/data",
-                        "headers": {"Authorization": "Bearer s3cr3t"}}})
+    status, a = await call(
+        api,
+        "POST",
+        "/api/assets",
+        {
+            "id": "urn:asset:1",
+            "title": "one",
+            "dataAddress": {
+                "type": "http",
+                "url": "https://internal.example/data",
+                "headers": {"Authorization": "Bearer s3cr3t"},
+            },
+        },
+    )
     assert status == 201, a
     assert "s3cr3t" not in str(a)
     status, got = await call(api, "GET", "/api/assets/urn:asset:1")
     assert status == 200 and "s3cr3t" not in str(got)
-    status, _ = await call(api, "POST", "/api/assets", {"id": "urn:asset:1", "dataAddress": {
-        "type": "http", "url": "https://internal.example/other"}})
+    status, _ = await call(
+        api,
+        "POST",
+        "/api/assets",
+        {"id": "urn:asset:1", "dataAddress": {"type": "http", "url": "https://internal.example/other"}},
+    )
     assert status == 409
     status, listed = await call(api, "GET", "/api/assets")
     assert [x["id"] for x in listed] == ["urn:asset:1"]
@@ -79,15 +93,18 @@ async def test_asset_secrets_are_stored_but_never_echoed(api: TestClient) -> Non
     assert (await call(api, "GET", "/api/assets/urn:asset:1"))[0] == 404
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ({"dataAddress": {"type": "ftp"}}, "does not match any of the expected tags: 'file', 'http'"),
-    ({"dataAddress": {"type": "file"}}, "dataAddress.file.path: Field required"),
-    ({"dataAddress": {"type": "http", "url": "gopher://x"}}, "dataAddress.http.url"),
-    ({"dataAddress": {"type": "http", "url": "https://"}}, "dataAddress.http.url"),
-    ({"dataAddress": {"type": "file", "path": "/x", "url": "https://x"}}, "dataAddress.file.url"),
-    ({"title": "no address"}, "dataAddress"),
-    ({"dataAddress": {"type": "file", "path": "/x"}, "surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"dataAddress": {"type": "ftp"}}, "does not match any of the expected tags: 'file', 'http'"),
+        ({"dataAddress": {"type": "file"}}, "dataAddress.file.path: Field required"),
+        ({"dataAddress": {"type": "http", "url": "gopher://x"}}, "dataAddress.http.url"),
+        ({"dataAddress": {"type": "http", "url": "https://"}}, "dataAddress.http.url"),
+        ({"dataAddress": {"type": "file", "path": "/x", "url": "https://x"}}, "dataAddress.file.url"),
+        ({"title": "no address"}, "dataAddress"),
+        ({"dataAddress": {"type": "file", "path": "/x"}, "surprise": 1}, "surprise"),
+    ],
+)
 async def test_bad_assets_are_refused_with_the_field(api: TestClient, body: dict, expected: str) -> None:
     status, err = await call(api, "POST", "/api/assets", body)
     assert status == 400
@@ -95,23 +112,56 @@ async def test_bad_assets_are_refused_with_the_field(api: TestClient, body: dict
 
 
 async def test_policies_are_validated_on_input(api: TestClient) -> None:
-    status, p = await call(api, "POST", "/api/policies",
-                           {"template": "n-times-usage", "params": {"max": "3"}})
+    status, p = await call(
+        api, "POST", "/api/policies", {"template": "n-times-usage", "params": {"max": "3"}}
+    )
     assert status == 201, p
-    status, p2 = await call(api, "POST", "/api/policies", {"policy": {"permission": [
-        {"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "eq",
-                                          "rightOperand": "dpv:ResearchAndDevelopment"}]}]}})
+    status, p2 = await call(
+        api,
+        "POST",
+        "/api/policies",
+        {
+            "policy": {
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [
+                            {
+                                "leftOperand": "purpose",
+                                "operator": "eq",
+                                "rightOperand": "dpv:ResearchAndDevelopment",
+                            }
+                        ],
+                    }
+                ]
+            }
+        },
+    )
     assert status == 201, p2
     assert p2["policy"]["permission"][0]["constraint"][0]["rightOperand"] == {
-        "@id": "https://w3id.org/dpv#ResearchAndDevelopment"}
-    status, err = await call(api, "POST", "/api/policies", {"policy": {"permission": [
-        {"action": "frobnicate", "constraint": [{"leftOperand": "mood", "operator": "eq",
-                                                 "rightOperand": "happy"}]}]}})
+        "@id": "https://w3id.org/dpv#ResearchAndDevelopment"
+    }
+    status, err = await call(
+        api,
+        "POST",
+        "/api/policies",
+        {
+            "policy": {
+                "permission": [
+                    {
+                        "action": "frobnicate",
+                        "constraint": [{"leftOperand": "mood", "operator": "eq", "rightOperand": "happy"}],
+                    }
+                ]
+            }
+        },
+    )
     assert status == 400
     details = " ".join(err["details"])
     assert "unknown action" in details and "unknown left operand" in details
-    status, err = await call(api, "POST", "/api/policies", {"template": "n-times-usage",
-                                                            "params": {"max": "many"}})
+    status, err = await call(
+        api, "POST", "/api/policies", {"template": "n-times-usage", "params": {"max": "many"}}
+    )
     assert status == 400 and "max" in err["error"]
     status, err = await call(api, "POST", "/api/policies", {"template": "x", "policy": {}})
     assert status == 400
@@ -119,14 +169,26 @@ async def test_policies_are_validated_on_input(api: TestClient) -> None:
 
 async def test_offers_need_existing_policies_and_assets(api: TestClient) -> None:
     _, pol = await call(api, "POST", "/api/policies", {"template": "allow-usage", "params": {}})
-    status, err = await call(api, "POST", "/api/offers", {
-        "assetIds": ["urn:asset:none"], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]})
+    status, err = await call(
+        api,
+        "POST",
+        "/api/offers",
+        {"assetIds": ["urn:asset:none"], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]},
+    )
     assert status == 400 and "urn:asset:none" in err["error"]
-    status, err = await call(api, "POST", "/api/offers", {
-        "allAssets": True, "accessPolicyId": "urn:policy:none", "contractPolicyId": pol["id"]})
+    status, err = await call(
+        api,
+        "POST",
+        "/api/offers",
+        {"allAssets": True, "accessPolicyId": "urn:policy:none", "contractPolicyId": pol["id"]},
+    )
     assert status == 400 and "urn:policy:none" in err["error"]
-    status, offer = await call(api, "POST", "/api/offers", {
-        "allAssets": True, "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]})
+    status, offer = await call(
+        api,
+        "POST",
+        "/api/offers",
+        {"allAssets": True, "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]},
+    )
     assert status == 201
     status, err = await call(api, "DELETE", f"/api/policies/{pol['id']}")
     assert status == 409 and "offer" in err["error"]
@@ -154,8 +216,7 @@ async def openapi(api: TestClient) -> dict[str, Any]:
 
 
 def schema_of(doc: dict[str, Any], name: str) -> Draft202012Validator:
-    return Draft202012Validator({"$ref": f"#/components/schemas/{name}",
-                                 "components": doc["components"]})
+    return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
 
 
 async def test_the_document_lists_every_route_and_status(api: TestClient) -> None:
@@ -187,7 +248,8 @@ async def test_the_document_lists_every_route_and_status(api: TestClient) -> Non
                     assert set(response["content"]) == {"application/json", "text/plain"}
                 if int(status) >= 400:
                     assert response["content"]["application/json"]["schema"] == {
-                        "$ref": "#/components/schemas/ErrorBody"}
+                        "$ref": "#/components/schemas/ErrorBody"
+                    }
     ops = doc["paths"]
     assert set(ops["/api/assets/{id}"]["delete"]["responses"]) >= {"204", "404", "409"}
     assert "502" in ops["/api/catalog"]["post"]["responses"]
@@ -200,25 +262,41 @@ async def test_the_document_lists_every_route_and_status(api: TestClient) -> Non
     assert (params["limit"]["schema"]["minimum"], params["limit"]["schema"]["maximum"]) == (1, 500)
 
 
-@pytest.mark.parametrize(("body", "accepted"), [
-    ({"dataAddress": {"type": "file"}}, False),
-    ({"dataAddress": {"type": "file", "path": ""}}, False),
-    ({"dataAddress": {"type": "http"}}, False),
-    ({"dataAddress": {"type": "http", "url": "ftp://x/y"}}, False),
-    ({"dataAddress": {"type": "http", "path": "/x"}}, False),
-    ({"dataAddress": {"type": "file", "path": "/x", "headers": {}}}, False),
-    ({"dataAddress": {"type": "s3", "path": "/x"}}, False),
-    ({"dataAddress": {"type": "file", "path": "{data}/data.csv"}}, True),
-    ({"dataAddress": {"type": "http", "url": "https://upstream.example/x",
-                      "headers": {"Authorization": "Bearer t"}}}, True),
-])
-async def test_the_asset_schema_refuses_what_the_server_refuses(api: TestClient, body: dict[str, Any],
-                                                                accepted: bool) -> None:
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        ({"dataAddress": {"type": "file"}}, False),
+        ({"dataAddress": {"type": "file", "path": ""}}, False),
+        ({"dataAddress": {"type": "http"}}, False),
+        ({"dataAddress": {"type": "http", "url": "ftp://x/y"}}, False),
+        ({"dataAddress": {"type": "http", "path": "/x"}}, False),
+        ({"dataAddress": {"type": "file", "path": "/x", "headers": {}}}, False),
+        ({"dataAddress": {"type": "s3", "path": "/x"}}, False),
+        ({"dataAddress": {"type": "file", "path": "{data}/data.csv"}}, True),
+        (
+            {
+                "dataAddress": {
+                    "type": "http",
+                    "url": "https://upstream.example/x",
+                    "headers": {"Authorization": "Bearer t"},
+                }
+            },
+            True,
+        ),
+    ],
+)
+async def test_the_asset_schema_refuses_what_the_server_refuses(
+    api: TestClient, body: dict[str, Any], accepted: bool
+) -> None:
     """issue 9: the document accepted a file data address without a path."""
     doc = await openapi(api)
     if "{data}" in body["dataAddress"].get("path", ""):  # a file inside the data root
-        body = {"dataAddress": {**body["dataAddress"], "path": body["dataAddress"]["path"].replace(
-            "{data}", str(api.app["data_dir"]))}}
+        body = {
+            "dataAddress": {
+                **body["dataAddress"],
+                "path": body["dataAddress"]["path"].replace("{data}", str(api.app["data_dir"])),
+            }
+        }
     assert schema_of(doc, "AssetIn").is_valid(body) is accepted
     status, _ = await call(api, "POST", "/api/assets", body)
     assert (status == 201) is accepted
@@ -227,28 +305,46 @@ async def test_the_asset_schema_refuses_what_the_server_refuses(api: TestClient,
 async def test_answers_match_their_view_models(api: TestClient) -> None:
     _, pol = await call(api, "POST", "/api/policies", {"template": "allow-usage", "params": {}})
     PolicyView.model_validate(pol)
-    _, asset = await call(api, "POST", "/api/assets", {
-        "id": "urn:asset:v", "dataAddress": {"type": "file", "path": str(api.app["data_dir"] / "data.csv")}})
+    _, asset = await call(
+        api,
+        "POST",
+        "/api/assets",
+        {"id": "urn:asset:v", "dataAddress": {"type": "file", "path": str(api.app["data_dir"] / "data.csv")}},
+    )
     AssetView.model_validate(asset)
-    _, offer = await call(api, "POST", "/api/offers", {
-        "assetIds": ["urn:asset:v"], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]})
+    _, offer = await call(
+        api,
+        "POST",
+        "/api/offers",
+        {"assetIds": ["urn:asset:v"], "accessPolicyId": pol["id"], "contractPolicyId": pol["id"]},
+    )
     OfferView.model_validate(offer)
     doc = await openapi(api)
     for name, value in (("PolicyView", pol), ("AssetView", asset), ("OfferView", offer)):
         assert schema_of(doc, name).is_valid(value), name
 
 
-@pytest.mark.parametrize("query", [
-    "limit=0", "limit=501", "limit=abc", "offset=-1", "offset=1e3", "limit=99999999999999999999"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=501", "limit=abc", "offset=-1", "offset=1e3", "limit=99999999999999999999"]
+)
 async def test_paging_is_checked(api: TestClient, query: str) -> None:
     status, err = await call(api, "GET", f"/api/assets?{query}")
     assert status == 400 and err["error"] == "invalid query", err
 
 
-@pytest.mark.parametrize("query", [
-    "waitFor=FINALIZED&timeout=abc", "waitFor=FINALIZED&timeout=nan", "waitFor=FINALIZED&timeout=inf",
-    "waitFor=FINALIZED&timeout=61", "waitFor=FINALIZED&timeout=-1", "waitFor=DONE", "waitFor=",
-    "waitFor=FINALIZED,"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "waitFor=FINALIZED&timeout=abc",
+        "waitFor=FINALIZED&timeout=nan",
+        "waitFor=FINALIZED&timeout=inf",
+        "waitFor=FINALIZED&timeout=61",
+        "waitFor=FINALIZED&timeout=-1",
+        "waitFor=DONE",
+        "waitFor=",
+        "waitFor=FINALIZED,",
+    ],
+)
 async def test_a_wait_is_checked(api: TestClient, query: str) -> None:
     """issue 9: `timeout=abc` was a 500 and `timeout=nan` a hang."""
     status, err = await call(api, "GET", f"/api/negotiations/urn:x?{query}")

@@ -23,8 +23,10 @@ async def test_requests_are_counted_by_route_pattern_and_status() -> None:
 
     app = observe.count_requests(web.Application(), "test")
     app.router.add_get("/items/{id}", item)
-    app.router.add_get("/metrics", next(op for op in observe.operations(observe.Readiness({}), None)
-                                        if op.path == "/metrics").handler)
+    app.router.add_get(
+        "/metrics",
+        next(op for op in observe.operations(observe.Readiness({}), None) if op.path == "/metrics").handler,
+    )
     labels = {"app": "test", "route": "/items/{id}"}
     before_ok = _sample("connector_http_requests_total", {**labels, "status": "200"})
     before_404 = _sample("connector_http_requests_total", {**labels, "status": "404"})
@@ -56,4 +58,6 @@ async def test_readiness_names_each_failed_check() -> None:
         raise RuntimeError("the authority answers 502")
 
     assert await observe.Readiness({"store": fine, "authority": broken}).run() == {
-        "store": "ok", "authority": "the authority answers 502"}
+        "store": "ok",
+        "authority": "the authority answers 502",
+    }

@@ -67,9 +67,7 @@ class Env:
     revocation_fetch: Counter
     new_id: Callable[[], str] = field(default_factory=ids)
 
-    def participant(
-        self, name: str, alg: Algorithm = "EdDSA", **attributes: Any
-    ) -> ParticipantIdentity:
+    def participant(self, name: str, alg: Algorithm = "EdDSA", **attributes: Any) -> ParticipantIdentity:
         key = generate_private_key(alg)
         record = register_participant(
             self.store,

@@ -70,8 +70,9 @@ def test_participant_iri_round_trips(pid: str) -> None:
     assert participant_id_from_iri(iri) == pid
 
 
-@pytest.mark.parametrize("iri", ["urn:participant:", "urn:group:x", "urn:participant:a%3Ab",
-                                 "urn:participant:%zz"])
+@pytest.mark.parametrize(
+    "iri", ["urn:participant:", "urn:group:x", "urn:participant:a%3Ab", "urn:participant:%zz"]
+)
 def test_participant_iri_refuses_other_and_non_canonical_forms(iri: str) -> None:
     with pytest.raises(AttestationError):
         participant_id_from_iri(iri)
@@ -82,25 +83,26 @@ def test_participant_iri_refuses_other_and_non_canonical_forms(iri: str) -> None
 
 def test_jurisdiction_levels() -> None:
     j = Jurisdiction(country="CN", subdivision="CN-SH", zone="lingang")
-    assert j.iris() == ("urn:jurisdiction:CN", "urn:jurisdiction:CN-SH",
-                        "urn:jurisdiction:CN-SH:lingang")
-    assert Jurisdiction(country="DE", zone="urn:zone:x").iris() == (
-        "urn:jurisdiction:DE", "urn:zone:x")
+    assert j.iris() == ("urn:jurisdiction:CN", "urn:jurisdiction:CN-SH", "urn:jurisdiction:CN-SH:lingang")
+    assert Jurisdiction(country="DE", zone="urn:zone:x").iris() == ("urn:jurisdiction:DE", "urn:zone:x")
 
 
-@pytest.mark.parametrize("bad", [
-    {"jurisdiction": {"country": "XX"}},
-    {"jurisdiction": {"country": "cn"}},
-    {"jurisdiction": {"country": "CN", "subdivision": "DE-BY"}},
-    {"jurisdiction": {"country": "CN", "subdivision": "Shanghai"}},
-    {"jurisdiction": {"country": "CN", "zone": "Pilot Zone"}},
-    {"jurisdiction": {"subdivision": "CN-SH"}},
-    {"jurisdiction": {"country": "CN", "city": "x"}},
-    {"certifications": ["not an iri"]},
-    {"certifications": ["urn:a:1", "urn:a:1"]},
-    {"groups": ["Partners"]},
-    {"groups": ["a", "a"]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"jurisdiction": {"country": "XX"}},
+        {"jurisdiction": {"country": "cn"}},
+        {"jurisdiction": {"country": "CN", "subdivision": "DE-BY"}},
+        {"jurisdiction": {"country": "CN", "subdivision": "Shanghai"}},
+        {"jurisdiction": {"country": "CN", "zone": "Pilot Zone"}},
+        {"jurisdiction": {"subdivision": "CN-SH"}},
+        {"jurisdiction": {"country": "CN", "city": "x"}},
+        {"certifications": ["not an iri"]},
+        {"certifications": ["urn:a:1", "urn:a:1"]},
+        {"groups": ["Partners"]},
+        {"groups": ["a", "a"]},
+    ],
+)
 def test_malformed_attributes_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         ParticipantAttributes.model_validate(bad)
@@ -108,8 +110,12 @@ def test_malformed_attributes_are_refused(bad: dict[str, Any]) -> None:
 
 async def test_dat_carries_jurisdiction_certifications_groups_and_iri(env: Env) -> None:
     create_group(env.store, "partners", now=env.clock())
-    carol = env.participant("Carol", jurisdiction={"country": "CN", "subdivision": "CN-SH"},
-                            certifications=["urn:assessment:2026-001"], groups=["partners"])
+    carol = env.participant(
+        "Carol",
+        jurisdiction={"country": "CN", "subdivision": "CN-SH"},
+        certifications=["urn:assessment:2026-001"],
+        groups=["partners"],
+    )
     dat = env.dat(carol)
     payload = jose.unverified_payload(dat, "DAT")
     assert payload["jurisdiction"] == {"country": "CN", "subdivision": "CN-SH"}
@@ -127,8 +133,18 @@ async def test_dat_carries_jurisdiction_certifications_groups_and_iri(env: Env) 
 
 
 def _payload(**extra: Any) -> dict[str, Any]:
-    base = {"iss": "i", "sub": PID, "aud": "a", "iat": 1, "nbf": 1, "exp": 2, "jti": "j",
-            "securityProfile": "idsc:BASE_SECURITY_PROFILE", "membership": True, "roles": []}
+    base = {
+        "iss": "i",
+        "sub": PID,
+        "aud": "a",
+        "iat": 1,
+        "nbf": 1,
+        "exp": 2,
+        "jti": "j",
+        "securityProfile": "idsc:BASE_SECURITY_PROFILE",
+        "membership": True,
+        "roles": [],
+    }
     base.update(extra)
     return base
 
@@ -139,12 +155,19 @@ def test_tokens_without_the_new_claims_still_read() -> None:
     assert claims.attributes["certifications"] == () and claims.attributes["jurisdiction"] is None
 
 
-@pytest.mark.parametrize("bad", [
-    {"jurisdiction": "CN"}, {"jurisdiction": {"country": "ZZ"}},
-    {"certifications": [1]}, {"certifications": ["no iri"]}, {"groups": ["UPPER"]},
-    {"groups": "x y"}, {"participantIri": "urn:participant:someone-else"},
-    {"referringConnector": 5},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"jurisdiction": "CN"},
+        {"jurisdiction": {"country": "ZZ"}},
+        {"certifications": [1]},
+        {"certifications": ["no iri"]},
+        {"groups": ["UPPER"]},
+        {"groups": "x y"},
+        {"participantIri": "urn:participant:someone-else"},
+        {"referringConnector": 5},
+    ],
+)
 def test_malformed_claims_refuse_the_dat(bad: dict[str, Any]) -> None:
     with pytest.raises(InvalidToken):
         dat_claims(_payload(**bad), None)
@@ -158,8 +181,9 @@ async def test_changed_jurisdiction_makes_older_dats_stale_within_the_poll(env: 
     old = env.dat(env.bob)
     assert (await verifier.verify(old)).attributes["jurisdiction"] is None  # cached now
     env.clock.advance(0.5)
-    record = update_attributes(env.store, env.bob.participant_id,
-                               {"jurisdiction": {"country": "DE"}}, now=env.clock())
+    record = update_attributes(
+        env.store, env.bob.participant_id, {"jurisdiction": {"country": "DE"}}, now=env.clock()
+    )
     changed = record.attributes_changed_at
     assert changed is not None and changed >= env.clock() and changed == int(changed)
     listed = jose.unverified_payload(env.authority.revocation_list(), "list")
@@ -182,23 +206,20 @@ async def test_changed_jurisdiction_makes_older_dats_stale_within_the_poll(env: 
 async def test_a_change_within_the_same_second_still_gets_a_usable_dat(env: Env) -> None:
     verifier = env.verifier(revocation_poll_interval=60)
     env.clock.advance(0.25)
-    update_attributes(env.store, env.bob.participant_id, {"certifications": ["urn:a:1"]},
-                      now=env.clock())
+    update_attributes(env.store, env.bob.participant_id, {"certifications": ["urn:a:1"]}, now=env.clock())
     claims = await verifier.verify(env.dat(env.bob))  # iat is the change's second, not before
     assert claims.attributes["certifications"] == ("urn:a:1",)
 
 
 def test_no_change_no_change_time(env: Env) -> None:
     seq = env.store.state().revocation_seq
-    record = update_attributes(env.store, env.bob.participant_id, {"roles": ["consumer"]},
-                               now=env.clock())
+    record = update_attributes(env.store, env.bob.participant_id, {"roles": ["consumer"]}, now=env.clock())
     assert record.attributes_changed_at is None and env.store.state().revocation_seq == seq
 
 
 def test_old_changes_leave_the_list(env: Env) -> None:
     update_attributes(env.store, env.bob.participant_id, {"groups": []}, now=env.clock())
-    update_attributes(env.store, env.bob.participant_id, {"certifications": ["urn:a:1"]},
-                      now=env.clock())
+    update_attributes(env.store, env.bob.participant_id, {"certifications": ["urn:a:1"]}, now=env.clock())
     assert jose.unverified_payload(env.authority.revocation_list(), "l")["changed"]
     env.clock.advance(3600 + 31)  # no DAT issued before the change is alive any more
     assert jose.unverified_payload(env.authority.revocation_list(), "l")["changed"] == {}
@@ -208,11 +229,11 @@ def test_update_refusals(env: Env) -> None:
     with pytest.raises(NotFound):
         update_attributes(env.store, "nobody", {"groups": []}, now=env.clock())
     with pytest.raises(NotFound, match="no group"):
-        update_attributes(env.store, env.bob.participant_id, {"groups": ["ghosts"]},
-                          now=env.clock())
+        update_attributes(env.store, env.bob.participant_id, {"groups": ["ghosts"]}, now=env.clock())
     with pytest.raises(ValidationError):
-        update_attributes(env.store, env.bob.participant_id,
-                          {"jurisdiction": {"country": "QQ"}}, now=env.clock())
+        update_attributes(
+            env.store, env.bob.participant_id, {"jurisdiction": {"country": "QQ"}}, now=env.clock()
+        )
     assert env.store.state().participants[env.bob.participant_id].attributes_changed_at is None
 
 
@@ -249,9 +270,18 @@ async def test_revocation_list_with_malformed_changes_fails_closed(env: Env) -> 
 
     async def forged() -> str:
         now = int(env.clock())
-        return jose.encode({"iss": "http://authority.test", "iat": now, "exp": now + 60,
-                            "seq": 0, "revoked": [], "changed": {"x": "yesterday"}},
-                           key, typ=jose.REVOCATION_LIST_TYP)
+        return jose.encode(
+            {
+                "iss": "http://authority.test",
+                "iat": now,
+                "exp": now + 60,
+                "seq": 0,
+                "revoked": [],
+                "changed": {"x": "yesterday"},
+            },
+            key,
+            typ=jose.REVOCATION_LIST_TYP,
+        )
 
     env.revocation_fetch._fetch = forged
     verifier = env.verifier(revocation_poll_interval=60)
@@ -272,12 +302,16 @@ async def test_admin_api_attributes_and_groups(client: TestClient, env: Env) -> 
     pid = env.bob.participant_id
     r = await client.post("/admin/groups", json={"name": "partners"}, headers=ADMIN)
     assert r.status == 201
-    r = await client.post("/admin/groups/partners/members", json={"participant_id": pid},
-                          headers=ADMIN)
+    r = await client.post("/admin/groups/partners/members", json={"participant_id": pid}, headers=ADMIN)
     assert r.status == 200 and (await r.json())["attributes"]["groups"] == ["partners"]
-    r = await client.patch(f"/admin/participants/{pid}/attributes", headers=ADMIN, json={
-        "jurisdiction": {"country": "CN", "subdivision": "CN-SH", "zone": "lingang"},
-        "certifications": ["urn:assessment:1"]})
+    r = await client.patch(
+        f"/admin/participants/{pid}/attributes",
+        headers=ADMIN,
+        json={
+            "jurisdiction": {"country": "CN", "subdivision": "CN-SH", "zone": "lingang"},
+            "certifications": ["urn:assessment:1"],
+        },
+    )
     body = await r.json()
     assert r.status == 200, body
     assert body["attributes"]["jurisdiction"]["zone"] == "lingang"
@@ -290,11 +324,11 @@ async def test_admin_api_attributes_and_groups(client: TestClient, env: Env) -> 
     r = await client.delete("/admin/groups/partners", headers=ADMIN)
     assert (await r.json()) == {"deleted": "partners", "left": []}
     # refusals: a clear 4xx with the reason, nothing changed
-    r = await client.patch(f"/admin/participants/{pid}/attributes", headers=ADMIN,
-                           json={"jurisdiction": {"country": "XX"}})
+    r = await client.patch(
+        f"/admin/participants/{pid}/attributes", headers=ADMIN, json={"jurisdiction": {"country": "XX"}}
+    )
     assert r.status == 400 and "ISO 3166-1" in (await r.json())["error_description"]
-    r = await client.patch(f"/admin/participants/{pid}/attributes", headers=ADMIN,
-                           json={"colour": "red"})
+    r = await client.patch(f"/admin/participants/{pid}/attributes", headers=ADMIN, json={"colour": "red"})
     assert r.status == 400
     r = await client.patch("/admin/participants/nobody/attributes", headers=ADMIN, json={})
     assert r.status == 404
@@ -316,16 +350,24 @@ def test_cli_attributes_and_groups(env: Env) -> None:
 
     run("group", "create", directory, "partners")
     assert run("group", "add", directory, "partners", pid)["groups"] == ["partners"]
-    view = run("attributes", directory, pid, "--country", "CN", "--subdivision", "CN-SH",
-               "--certification", "urn:assessment:1")
+    view = run(
+        "attributes",
+        directory,
+        pid,
+        "--country",
+        "CN",
+        "--subdivision",
+        "CN-SH",
+        "--certification",
+        "urn:assessment:1",
+    )
     assert view["attributes"]["jurisdiction"] == {"country": "CN", "subdivision": "CN-SH"}
     assert view["attributes"]["groups"] == ["partners"]
     assert "--country" in run("attributes", directory, pid, "--zone", "x", ok=False)
     assert "ISO 3166-1" in run("attributes", directory, pid, "--country", "XX", ok=False)
     assert run("group", "list", directory)[0]["members"] == [pid]
     assert run("group", "remove", directory, "partners", pid)["groups"] == []
-    assert run("attributes", directory, pid, "--no-jurisdiction")["attributes"].get(
-        "jurisdiction") is None
+    assert run("attributes", directory, pid, "--no-jurisdiction")["attributes"].get("jurisdiction") is None
     assert "no group" in run("group", "delete", directory, "ghosts", ok=False)
 
 
@@ -333,23 +375,36 @@ def test_cli_attributes_and_groups(env: Env) -> None:
 
 
 async def test_transfer_token_carries_the_attested_snapshot(env: Env) -> None:
-    update_attributes(env.store, env.bob.participant_id,
-                      {"jurisdiction": {"country": "DE"}, "certifications": ["urn:a:1"]},
-                      now=env.clock())
+    update_attributes(
+        env.store,
+        env.bob.participant_id,
+        {"jurisdiction": {"country": "DE"}, "certifications": ["urn:a:1"]},
+        now=env.clock(),
+    )
     env.clock.advance(1)
     consumer = await env.verifier().verify(env.dat(env.bob))
-    issuer = TransferTokenIssuer(env.current_signing_key(), env.alice.participant_id,
-                                 replay=ReplayCache(), clock=env.clock)
-    tokens = issuer.issue(agreement_id="a", transfer_id="t", consumer_id=consumer.subject,
-                          audience="https://dp", attested=consumer)
+    issuer = TransferTokenIssuer(
+        env.current_signing_key(), env.alice.participant_id, replay=ReplayCache(), clock=env.clock
+    )
+    tokens = issuer.issue(
+        agreement_id="a",
+        transfer_id="t",
+        consumer_id=consumer.subject,
+        audience="https://dp",
+        attested=consumer,
+    )
     payload = jose.unverified_payload(tokens.access_token, "t")
     assert payload["attested"] == attested_snapshot(consumer)
     assert "scopes" not in payload["attested"] and "transportCertsSha256" not in payload["attested"]
     assert payload["attestedAt"] == int(consumer.issued_at)
     revocations = RevocationStatus.static()
-    verifier = TransferTokenVerifier({issuer.verification_key.kid or "": issuer.verification_key},
-                                     provider_id=env.alice.participant_id, audience="https://dp",
-                                     clock=env.clock, revocations=revocations)
+    verifier = TransferTokenVerifier(
+        {issuer.verification_key.kid or "": issuer.verification_key},
+        provider_id=env.alice.participant_id,
+        audience="https://dp",
+        clock=env.clock,
+        revocations=revocations,
+    )
     claims = await verifier.verify(tokens.access_token)
     assert dict(claims.attributes["attested"]["jurisdiction"]) == {"country": "DE"}
     assert claims.attributes["attested"]["certifications"] == ("urn:a:1",)
@@ -364,17 +419,33 @@ async def test_transfer_token_carries_the_attested_snapshot(env: Env) -> None:
     with pytest.raises(AttributesChanged):
         await verifier.verify(tokens.access_token)
     with pytest.raises(ValueError):
-        issuer.issue(agreement_id="a", transfer_id="t", consumer_id="someone else",
-                     audience="https://dp", attested=consumer)
+        issuer.issue(
+            agreement_id="a",
+            transfer_id="t",
+            consumer_id="someone else",
+            audience="https://dp",
+            attested=consumer,
+        )
 
 
 def test_transfer_claims_refuse_a_malformed_snapshot() -> None:
-    base = {"iss": "p", "sub": PID, "aud": "dp", "iat": 1, "nbf": 1, "exp": 2, "jti": "j",
-            "agreementId": "a", "transferId": "t"}
+    base = {
+        "iss": "p",
+        "sub": PID,
+        "aud": "dp",
+        "iat": 1,
+        "nbf": 1,
+        "exp": 2,
+        "jti": "j",
+        "agreementId": "a",
+        "transferId": "t",
+    }
     assert "attested" not in transfer_claims(base, None).attributes  # older tokens
-    for bad in ({"attested": [], "attestedAt": 1},
-                {"attested": {"securityProfile": "x", "groups": ["UP"]}, "attestedAt": 1},
-                {"attested": {"securityProfile": "x"}, "attestedAt": "now"}):
+    for bad in (
+        {"attested": [], "attestedAt": 1},
+        {"attested": {"securityProfile": "x", "groups": ["UP"]}, "attestedAt": 1},
+        {"attested": {"securityProfile": "x"}, "attestedAt": "now"},
+    ):
         with pytest.raises(InvalidToken):
             transfer_claims({**base, **bad}, None)
 
@@ -388,8 +459,14 @@ async def test_dat_client_drops_a_dat_older_than_its_change(env: Env) -> None:
         return env.authority.issue_token(TokenRequest.model_validate(form)).model_dump()
 
     changed: list[float] = []
-    client = DatClient(env.bob, audience=ISSUER, transport=transport, clock=env.clock,
-                       new_id=env.new_id, changed_at=lambda: changed[0] if changed else None)
+    client = DatClient(
+        env.bob,
+        audience=ISSUER,
+        transport=transport,
+        clock=env.clock,
+        new_id=env.new_id,
+        changed_at=lambda: changed[0] if changed else None,
+    )
     first = await client.token()
     assert await client.token() == first and client.requests == 1
     env.clock.advance(2)

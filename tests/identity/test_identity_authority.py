@@ -73,17 +73,13 @@ async def test_token_endpoint_issues_verifiable_dat(client: TestClient, env: Env
 async def test_verifier_over_http(client: TestClient, env: Env) -> None:  # type: ignore[type-arg]
     token = env.dat(env.alice)
     async with aiohttp.ClientSession() as session:
-        verifier = await DatVerifier.from_authority(
-            session, str(client.make_url("/")), clock=env.clock
-        )
+        verifier = await DatVerifier.from_authority(session, str(client.make_url("/")), clock=env.clock)
         # the metadata names the public issuer URL, so point the fetchers at the test server
         assert verifier.settings.issuer == ISSUER
         from connector.identity.verify import HttpFetcher
 
         verifier.jwks._fetch = HttpFetcher(session, str(client.make_url("/.well-known/jwks.json")))
-        verifier.revocations._fetch = HttpFetcher(
-            session, str(client.make_url("/revocations")), text=True
-        )
+        verifier.revocations._fetch = HttpFetcher(session, str(client.make_url("/revocations")), text=True)
         claims = await verifier.verify(token)
     assert claims.subject == env.alice.participant_id
 
@@ -195,6 +191,4 @@ def test_init_refuses_existing_directory(env: Env, tmp_path: Path) -> None:
     from connector.identity.store import StoreError
 
     with pytest.raises(StoreError, match="already holds"):
-        AuthorityStore.initialize(
-            env.store.directory, name="X", alg="EdDSA", now=0, admin_token="t"
-        )
+        AuthorityStore.initialize(env.store.directory, name="X", alg="EdDSA", now=0, admin_token="t")

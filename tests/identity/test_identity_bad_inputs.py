@@ -199,9 +199,7 @@ def snapshot(ctx: Ctx) -> tuple[Any, ...]:
 
 
 def other_ca_certificate(ctx: Ctx, name: str = "Mallory") -> bytes:
-    other = CertificateAuthority.create(
-        generate_private_key("EdDSA"), "Test Space", now=ctx.env.clock()
-    )
+    other = CertificateAuthority.create(generate_private_key("EdDSA"), "Test Space", now=ctx.env.clock())
     cert = other.sign_csr(create_csr(generate_private_key("EdDSA"), name), now=ctx.env.clock())
     return cert.public_bytes(Encoding.PEM)
 
@@ -221,18 +219,14 @@ def self_signed(ctx: Ctx) -> bytes:
         .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
         .not_valid_after(dt.datetime(2040, 1, 1, tzinfo=dt.UTC))
         .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(key, None)
     )
     return cert.public_bytes(Encoding.PEM)
 
 
 def tampered_csr(ctx: Ctx) -> bytes:
-    der = bytearray(
-        create_csr(generate_private_key("EdDSA"), "Tampered").public_bytes(Encoding.DER)
-    )
+    der = bytearray(create_csr(generate_private_key("EdDSA"), "Tampered").public_bytes(Encoding.DER))
     der[-3] ^= 0x01
     csr = x509.load_der_x509_csr(bytes(der))
     return csr.public_bytes(Encoding.PEM)
@@ -240,9 +234,7 @@ def tampered_csr(ctx: Ctx) -> bytes:
 
 def expired_cert_of_this_ca(ctx: Ctx) -> bytes:
     long_ago = ctx.env.clock() - 2 * 365 * 86400
-    cert = ctx.env.store.ca.sign_csr(
-        create_csr(generate_private_key("EdDSA"), "Oldtimer"), now=long_ago
-    )
+    cert = ctx.env.store.ca.sign_csr(create_csr(generate_private_key("EdDSA"), "Oldtimer"), now=long_ago)
     return cert.public_bytes(Encoding.PEM)
 
 
@@ -853,9 +845,7 @@ TRANSFER_CASES = [
         lambda c: flip(c.transfer.access_token, -20),
         "signature verification failed",
     ),
-    Bad(
-        "refresh-with-access-token", "refresh", lambda c: c.transfer.access_token, "unexpected typ"
-    ),
+    Bad("refresh-with-access-token", "refresh", lambda c: c.transfer.access_token, "unexpected typ"),
     Bad("refresh-replayed", "refresh", used_refresh_token, "replayed"),
     Bad(
         "refresh-by-other-consumer",
@@ -909,9 +899,7 @@ async def _submit(ctx: Ctx, case: Bad, data: Any) -> str:
     """Submit `data`; return the refusal's description (fails the test if accepted)."""
     env = ctx.env
     if case.target in ("dat", "one_time", "transfer"):
-        verifier = {"dat": ctx.verifier, "one_time": ctx.one_time, "transfer": ctx.dataplane}[
-            case.target
-        ]
+        verifier = {"dat": ctx.verifier, "one_time": ctx.one_time, "transfer": ctx.dataplane}[case.target]
         with pytest.raises(InvalidToken) as info:
             await verifier.verify(data)
         return info.value.description
@@ -928,9 +916,7 @@ async def _submit(ctx: Ctx, case: Bad, data: Any) -> str:
         if case.target == "token":
             if isinstance(data, tuple):
                 content_type, body = data
-                resp = await client.post(
-                    "/token", data=body, headers={"Content-Type": content_type}
-                )
+                resp = await client.post("/token", data=body, headers={"Content-Type": content_type})
             else:
                 resp = await client.post("/token", data=data)
         else:

@@ -39,9 +39,7 @@ class AuthorityTransport:
         return response.model_dump()
 
 
-def client(
-    env: Env, transport: AuthorityTransport, who: ParticipantIdentity | None = None
-) -> DatClient:
+def client(env: Env, transport: AuthorityTransport, who: ParticipantIdentity | None = None) -> DatClient:
     return DatClient(
         who or env.alice,
         audience=ISSUER,

@@ -111,9 +111,7 @@ def authority(tmp_path: Path) -> Iterator[AuthorityProcess]:
         process.stop()
 
 
-async def test_two_participants_over_a_real_authority(
-    authority: AuthorityProcess, tmp_path: Path
-) -> None:
+async def test_two_participants_over_a_real_authority(authority: AuthorityProcess, tmp_path: Path) -> None:
     auth = authority.directory
     # Alice joins before the authority runs (CLI), Bob while it runs (admin API).
     cli("init", tmp_path / "alice", "--name", "Alice")
@@ -193,9 +191,7 @@ async def test_two_participants_over_a_real_authority(
             await at_alice.verify(bob_dat)
         assert (await at_alice.verify(new_alice_dat)).subject == alice.participant_id
 
-        async with http.post(
-            f"{authority.url}/token", data={"grant_type": "client_credentials"}
-        ) as resp:
+        async with http.post(f"{authority.url}/token", data={"grant_type": "client_credentials"}) as resp:
             assert resp.status == 401
             assert (await resp.json())["error"] == "invalid_client"
 

@@ -34,11 +34,25 @@ def space(tmp_path: Path) -> dict[str, Path | str]:
     run("authority", "init", tmp_path / "auth", "--name", "TLS space")
     out = {"auth": tmp_path / "auth"}
     for name in ("alice", "bob"):
-        run("init", tmp_path / name, "--name", name.capitalize(), "--tls-host", "127.0.0.1",
-            "--tls-host", "localhost")
+        run(
+            "init",
+            tmp_path / name,
+            "--name",
+            name.capitalize(),
+            "--tls-host",
+            "127.0.0.1",
+            "--tls-host",
+            "localhost",
+        )
         reg = run("authority", "register", tmp_path / "auth", tmp_path / name / "participant.csr")
-        tls = run("authority", "issue-tls", tmp_path / "auth", tmp_path / name / "tls.csr",
-                  "--participant", reg["participant_id"])
+        tls = run(
+            "authority",
+            "issue-tls",
+            tmp_path / "auth",
+            tmp_path / name / "tls.csr",
+            "--participant",
+            reg["participant_id"],
+        )
         out[name] = tmp_path / name
         out[name + "_pid"] = reg["participant_id"]
         out[name + "_sha"] = tls["sha256"]
@@ -60,16 +74,42 @@ def test_tls_certificate_names_the_hosts_and_is_bound_in_the_registry(space: dic
 def test_issue_tls_refuses_bad_requests(space: dict, tmp_path: Path) -> None:
     runner = CliRunner()
     # the identity CSR has no subjectAltName: not a TLS request
-    res = runner.invoke(main, ["authority", "issue-tls", str(space["auth"]),
-                               str(space["alice"] / "participant.csr"),
-                               "--participant", space["alice_pid"]])
+    res = runner.invoke(
+        main,
+        [
+            "authority",
+            "issue-tls",
+            str(space["auth"]),
+            str(space["alice"] / "participant.csr"),
+            "--participant",
+            space["alice_pid"],
+        ],
+    )
     assert res.exit_code != 0 and "subjectAltName" in res.output
     # Bob's TLS CSR for Alice's participant id: the name does not match
-    res = runner.invoke(main, ["authority", "issue-tls", str(space["auth"]),
-                               str(space["bob"] / "tls.csr"), "--participant", space["alice_pid"]])
+    res = runner.invoke(
+        main,
+        [
+            "authority",
+            "issue-tls",
+            str(space["auth"]),
+            str(space["bob"] / "tls.csr"),
+            "--participant",
+            space["alice_pid"],
+        ],
+    )
     assert res.exit_code != 0 and "common name" in res.output
-    res = runner.invoke(main, ["authority", "issue-tls", str(space["auth"]),
-                               str(space["bob"] / "tls.csr"), "--participant", "AA:keyid:BB"])
+    res = runner.invoke(
+        main,
+        [
+            "authority",
+            "issue-tls",
+            str(space["auth"]),
+            str(space["bob"] / "tls.csr"),
+            "--participant",
+            "AA:keyid:BB",
+        ],
+    )
     assert res.exit_code != 0 and "no participant" in res.output
 
 
@@ -86,8 +126,14 @@ async def test_mutual_tls_with_the_data_space_ca(space: dict) -> None:
     app.router.add_get("/", hello)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(
-        space["alice"] / "tls.crt", space["alice"] / "tls.key", ca, require_client_cert=True))
+    site = web.TCPSite(
+        runner,
+        "127.0.0.1",
+        0,
+        ssl_context=server_context(
+            space["alice"] / "tls.crt", space["alice"] / "tls.key", ca, require_client_cert=True
+        ),
+    )
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
@@ -104,8 +150,7 @@ async def test_mutual_tls_with_the_data_space_ca(space: dict) -> None:
                     pass
             # a client that does not trust the data-space CA refuses the server
             with pytest.raises(aiohttp.ClientError):
-                async with http.get(f"https://127.0.0.1:{port}/",
-                                    ssl=ssl.create_default_context()):
+                async with http.get(f"https://127.0.0.1:{port}/", ssl=ssl.create_default_context()):
                     pass
     finally:
         await runner.cleanup()

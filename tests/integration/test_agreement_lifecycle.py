@@ -22,8 +22,7 @@ CONTENT = b"day,temp\n1,20\n2,21\n"
 
 @pytest.fixture(scope="module")
 def pair(space: DataSpace) -> tuple[Connector, Connector]:
-    return (space.connector("lprov", roles=("provider",)),
-            space.connector("lcons", roles=("consumer",)))
+    return (space.connector("lprov", roles=("provider",)), space.connector("lcons", roles=("consumer",)))
 
 
 def wait_for(c: Connector, path: str, done: Any, timeout: float = 20) -> Any:
@@ -42,16 +41,23 @@ def pull(consumer: Connector, t: dict[str, Any]) -> tuple[int, bytes]:
 
     async def go() -> tuple[int, bytes]:
         token = t["endpointProperties"]["authorization"]
-        async with aiohttp.ClientSession() as http, http.get(
-                t["endpoint"], ssl=ssl, headers={"Authorization": f"Bearer {token}"}) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(t["endpoint"], ssl=ssl, headers={"Authorization": f"Bearer {token}"}) as r,
+        ):
             return r.status, await r.read()
+
     return asyncio.run(go())
 
 
 def test_retire_terminates_and_refuses_with_the_reason(pair: tuple[Connector, Connector]) -> None:
     provider, consumer = pair
-    offer = offer_asset(provider, asset_id="urn:asset:retired", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "100"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:retired",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "100"}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     agreement_id = n["agreementId"]
@@ -61,8 +67,9 @@ def test_retire_terminates_and_refuses_with_the_reason(pair: tuple[Connector, Co
     assert t["state"] == "STARTED", t
     assert pull(consumer, t) == (200, CONTENT)
 
-    out = cli("agreement", "retire", "--config", provider.config, agreement_id,
-              "--reason", "licence withdrawn")
+    out = cli(
+        "agreement", "retire", "--config", provider.config, agreement_id, "--reason", "licence withdrawn"
+    )
     assert out.strip() == f"retired: agreement {agreement_id} (licence withdrawn)"
     why = f"agreement {agreement_id} retired: licence withdrawn"
 
@@ -93,17 +100,30 @@ def test_retire_terminates_and_refuses_with_the_reason(pair: tuple[Connector, Co
 
 def test_held_facts_through_the_cli(pair: tuple[Connector, Connector]) -> None:
     provider, _ = pair
-    out = cli("facts", "set", "--config", provider.config, "idsc:STATE", "idsc:ACTIVE",
-              "urn:state:audited", "--until", "2099-01-01T00:00:00Z")
-    assert out.strip() == ("https://w3id.org/idsa/code/STATE = https://w3id.org/idsa/code/ACTIVE, "
-                           "urn:state:audited (until 2099-01-01T00:00:00Z)")
+    out = cli(
+        "facts",
+        "set",
+        "--config",
+        provider.config,
+        "idsc:STATE",
+        "idsc:ACTIVE",
+        "urn:state:audited",
+        "--until",
+        "2099-01-01T00:00:00Z",
+    )
+    assert out.strip() == (
+        "https://w3id.org/idsa/code/STATE = https://w3id.org/idsa/code/ACTIVE, "
+        "urn:state:audited (until 2099-01-01T00:00:00Z)"
+    )
     cli("facts", "set", "--config", provider.config, "event", "urn:event:fair")
     listed = cli("facts", "list", "--config", provider.config, "--json")
     assert {f["name"]: f["values"] for f in listed} == {
         "https://w3id.org/idsa/code/STATE": ["https://w3id.org/idsa/code/ACTIVE", "urn:state:audited"],
-        "http://www.w3.org/ns/odrl/2/event": ["urn:event:fair"]}
+        "http://www.w3.org/ns/odrl/2/event": ["urn:event:fair"],
+    }
     assert cli("facts", "unset", "--config", provider.config, "odrl:event").strip() == "unset odrl:event"
     assert [f["name"] for f in cli("facts", "list", "--config", provider.config, "--json")] == [
-        "https://w3id.org/idsa/code/STATE"]
+        "https://w3id.org/idsa/code/STATE"
+    ]
     with pytest.raises(RuntimeError, match="did you mean idsc:STATE"):
         cli("facts", "set", "--config", provider.config, "state", "x")

@@ -39,31 +39,49 @@ from connector.identity.participants import participant_iri
 pytestmark = pytest.mark.integration
 
 
-
-
-
-
 def catalog_with(c: Connector, provider: Connector, dat: str) -> tuple[int, Any]:
     """POST /catalog/request to the provider with ``dat``, over mutual TLS as ``c``."""
     d = c.directory
     ssl = client_context(d / "ca.crt", d / "tls.crt", d / "tls.key")
 
     async def go() -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.post(
-                provider.dsp_url + "/catalog/request", ssl=ssl,
-                json={"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
-                      "@type": "CatalogRequestMessage"},
-                headers={"Authorization": f"Bearer {dat}"}) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                provider.dsp_url + "/catalog/request",
+                ssl=ssl,
+                json={
+                    "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+                    "@type": "CatalogRequestMessage",
+                },
+                headers={"Authorization": f"Bearer {dat}"},
+            ) as r,
+        ):
             return r.status, await r.json(content_type=None)
+
     return asyncio.run(go())
 
 
-
-
 def export_report(c: Connector, fmt: str, *extra: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "connector", "audit", "export-report", "--config",
-                        str(c.config), "--format", fmt, *extra], capture_output=True, text=True,
-                       timeout=60, check=False, env=process_env())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "audit",
+            "export-report",
+            "--config",
+            str(c.config),
+            "--format",
+            fmt,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=process_env(),
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -73,18 +91,30 @@ def test_attested_jurisdictions_changes_and_the_export_report(space: DataSpace) 
     consumer = space.connector("xcons", roles=("consumer",), start=False)
     # the operator attests jurisdictions and a group through the admin API
     assert admin(space, "POST", "/admin/groups", {"name": "partners"})[0] == 201
-    status, view = admin(space, "POST", "/admin/groups/partners/members",
-                         {"participant_id": consumer.participant_id})
+    status, view = admin(
+        space, "POST", "/admin/groups/partners/members", {"participant_id": consumer.participant_id}
+    )
     assert status == 200, view
-    status, view = admin(space, "PATCH", f"/admin/participants/{provider.participant_id}/attributes",
-                         {"jurisdiction": {"country": "CN", "subdivision": "CN-SH"}})
+    status, view = admin(
+        space,
+        "PATCH",
+        f"/admin/participants/{provider.participant_id}/attributes",
+        {"jurisdiction": {"country": "CN", "subdivision": "CN-SH"}},
+    )
     assert status == 200, view
-    status, view = admin(space, "PATCH", f"/admin/participants/{consumer.participant_id}/attributes",
-                         {"jurisdiction": {"country": "DE"},
-                          "certifications": ["urn:assessment:2026-001"]})
+    status, view = admin(
+        space,
+        "PATCH",
+        f"/admin/participants/{consumer.participant_id}/attributes",
+        {"jurisdiction": {"country": "DE"}, "certifications": ["urn:assessment:2026-001"]},
+    )
     assert status == 200, view
-    status, view = admin(space, "PATCH", f"/admin/participants/{consumer.participant_id}/attributes",
-                         {"jurisdiction": {"country": "XX"}})
+    status, view = admin(
+        space,
+        "PATCH",
+        f"/admin/participants/{consumer.participant_id}/attributes",
+        {"jurisdiction": {"country": "XX"}},
+    )
     assert status == 400 and "ISO 3166-1" in view["error_description"]
     provider.start()
     consumer.start()
@@ -98,8 +128,7 @@ def test_attested_jurisdictions_changes_and_the_export_report(space: DataSpace) 
     assert claims["participantIri"] == participant_iri(consumer.participant_id)
 
     # a cross-border pull: the transfer token carries the consumer's attested snapshot
-    offer = offer_asset(provider, asset_id="urn:asset:x1",
-                        contract={"template": "allow-usage", "params": {}})
+    offer = offer_asset(provider, asset_id="urn:asset:x1", contract={"template": "allow-usage", "params": {}})
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", (n, provider.log[-20:])
     status, t = consumer.api("POST", "/api/transfers", {"agreementId": n["agreementId"]})
@@ -112,11 +141,18 @@ def test_attested_jurisdictions_changes_and_the_export_report(space: DataSpace) 
     assert "scopes" not in access["attested"] and isinstance(access["attestedAt"], int)
 
     # the catalog decides access policies on the attested facts (dsf:group, dsf:jurisdiction)
-    offer_asset(provider, asset_id="urn:asset:partners", contract={"template": "allow-usage"},
-                access={"template": "group-restricted", "params": {"group": "urn:group:partners"}})
-    offer_asset(provider, asset_id="urn:asset:cn-only", contract={"template": "allow-usage"},
-                access={"template": "jurisdiction-restricted",
-                        "params": {"jurisdiction": "urn:jurisdiction:CN"}})
+    offer_asset(
+        provider,
+        asset_id="urn:asset:partners",
+        contract={"template": "allow-usage"},
+        access={"template": "group-restricted", "params": {"group": "urn:group:partners"}},
+    )
+    offer_asset(
+        provider,
+        asset_id="urn:asset:cn-only",
+        contract={"template": "allow-usage"},
+        access={"template": "jurisdiction-restricted", "params": {"jurisdiction": "urn:jurisdiction:CN"}},
+    )
     status, cat = consumer.api("POST", "/api/catalog", {"peerUrl": provider.dsp_url})
     assert status == 200, cat
     shown = {d["id"] for d in cat["datasets"]}
@@ -124,8 +160,12 @@ def test_attested_jurisdictions_changes_and_the_export_report(space: DataSpace) 
 
     # the old DAT works until the jurisdiction changes at the authority ...
     assert catalog_with(consumer, provider, old_dat)[0] == 200
-    status, view = admin(space, "PATCH", f"/admin/participants/{consumer.participant_id}/attributes",
-                         {"jurisdiction": {"country": "FR"}})
+    status, view = admin(
+        space,
+        "PATCH",
+        f"/admin/participants/{consumer.participant_id}/attributes",
+        {"jurisdiction": {"country": "FR"}},
+    )
     assert status == 200 and view["attributes_changed_at"], view
     # ... then the provider refuses it once its revocation poll (2 s) comes round
     deadline = time.monotonic() + 30
@@ -149,17 +189,20 @@ def test_attested_jurisdictions_changes_and_the_export_report(space: DataSpace) 
     ssl = client_context(d / "ca.crt")
 
     async def pull(token: str) -> int:
-        async with aiohttp.ClientSession() as http, http.get(
-                t2["endpoint"], ssl=ssl, headers={"Authorization": f"Bearer {token}"}) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(t2["endpoint"], ssl=ssl, headers={"Authorization": f"Bearer {token}"}) as r,
+        ):
             await r.read()
             return r.status
+
     assert asyncio.run(pull(t2["endpointProperties"]["authorization"])) == 200
 
     # both audit trails name both jurisdictions; the export report lists the transfer
     rows = list(csv.DictReader(io.StringIO(export_report(provider, "csv"))))
-    assert [(r["agreement_id"], r["role"], r["provider_jurisdiction"],
-             r["consumer_jurisdiction"]) for r in rows] == [
-        (n["agreementId"], "provider", "CN-SH", "DE")]
+    assert [
+        (r["agreement_id"], r["role"], r["provider_jurisdiction"], r["consumer_jurisdiction"]) for r in rows
+    ] == [(n["agreementId"], "provider", "CN-SH", "DE")]
     status, on_provider = provider.api("GET", f"/api/transfers/{rows[0]['transfer_id']}")
     assert status == 200 and on_provider["agreementId"] == n["agreementId"], on_provider
     report = json.loads(export_report(consumer, "json"))
@@ -167,7 +210,9 @@ def test_attested_jurisdictions_changes_and_the_export_report(space: DataSpace) 
     assert agreement["agreement_id"] == n["agreementId"]
     [row] = agreement["transfers"]
     assert row["transfer_id"] == t["id"] and row["role"] == "consumer"
-    assert row["jurisdictions"] == {"provider": {"country": "CN", "subdivision": "CN-SH"},
-                                    "consumer": {"country": "DE"}}
+    assert row["jurisdictions"] == {
+        "provider": {"country": "CN", "subdivision": "CN-SH"},
+        "consumer": {"country": "DE"},
+    }
     none = json.loads(export_report(consumer, "json", "--agreement", "urn:uuid:other"))
     assert none == {"agreements": []}

@@ -25,8 +25,13 @@ PURPOSE = "https://w3id.org/dpv#AcademicResearch"
 
 
 def connector_cli(*args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "connector", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=process_env())
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=process_env(),
+    )
 
 
 def audit_kinds(c: Connector, kind: str) -> list[dict[str, Any]]:
@@ -37,23 +42,34 @@ def audit_kinds(c: Connector, kind: str) -> list[dict[str, Any]]:
 
 def verify_receipts(consumer: Connector, provider: Connector) -> subprocess.CompletedProcess[str]:
     return connector_cli(
-        "audit", "verify", consumer.directory / f"audit-{consumer.name}.log",
-        "--cert", consumer.directory / "participant.crt",
-        "--peer-receipts", provider.directory / f"audit-{provider.name}.log",
-        "--peer-cert", provider.directory / "participant.crt")
+        "audit",
+        "verify",
+        consumer.directory / f"audit-{consumer.name}.log",
+        "--cert",
+        consumer.directory / "participant.crt",
+        "--peer-receipts",
+        provider.directory / f"audit-{provider.name}.log",
+        "--peer-cert",
+        provider.directory / "participant.crt",
+    )
 
 
 def test_pull_receipts_are_in_both_logs_and_cross_check(space: DataSpace, tmp_path: Path) -> None:
     provider = space.connector("rprov", roles=("provider",))
     consumer = space.connector("rcons", roles=("consumer",))
-    offer = offer_asset(provider, asset_id="urn:asset:receipted", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "5"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:receipted",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "5"}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     for i in range(2):
         out = tmp_path / f"copy{i}.csv"
-        r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config,
-                          "--out", out)
+        r = connector_cli(
+            "pull", provider.dsp_url, n["agreementId"], "--config", consumer.config, "--out", out
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         assert out.read_bytes() == CONTENT
         assert "receipts verified: 1 signed receipt(s) cover 1 response(s)" in r.stdout, r.stdout
@@ -77,8 +93,12 @@ def test_pull_receipts_are_in_both_logs_and_cross_check(space: DataSpace, tmp_pa
 def test_purpose_is_decided_at_the_data_plane(space: DataSpace, tmp_path: Path) -> None:
     provider = space.connector("pprov", roles=("provider",))
     consumer = space.connector("pcons", roles=("consumer",))
-    offer = offer_asset(provider, asset_id="urn:asset:research", content=CONTENT,
-                        contract={"template": "purpose-restricted", "params": {"purpose": PURPOSE}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:research",
+        content=CONTENT,
+        contract={"template": "purpose-restricted", "params": {"purpose": PURPOSE}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     t = start(consumer, n["agreementId"])
@@ -88,12 +108,30 @@ def test_purpose_is_decided_at_the_data_plane(space: DataSpace, tmp_path: Path) 
     assert status == 403 and b"purpose" in body, body
     status, body, _ = pull(consumer, t, {"X-Purpose": PURPOSE})
     assert status == 200 and body == CONTENT
-    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config,
-                      "--out", tmp_path / "wrong.csv", "--purpose", "https://w3id.org/dpv#Marketing")
+    r = connector_cli(
+        "pull",
+        provider.dsp_url,
+        n["agreementId"],
+        "--config",
+        consumer.config,
+        "--out",
+        tmp_path / "wrong.csv",
+        "--purpose",
+        "https://w3id.org/dpv#Marketing",
+    )
     assert r.returncode == 1 and "403" in r.stderr and "purpose" in r.stderr, r.stdout + r.stderr
     assert not (tmp_path / "wrong.csv").exists()
-    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config,
-                      "--out", tmp_path / "right.csv", "--purpose", PURPOSE)
+    r = connector_cli(
+        "pull",
+        provider.dsp_url,
+        n["agreementId"],
+        "--config",
+        consumer.config,
+        "--out",
+        tmp_path / "right.csv",
+        "--purpose",
+        PURPOSE,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "right.csv").read_bytes() == CONTENT
 
@@ -101,11 +139,20 @@ def test_purpose_is_decided_at_the_data_plane(space: DataSpace, tmp_path: Path) 
 def test_local_use_is_governed_logged_and_reported_to_the_provider(space: DataSpace) -> None:
     provider = space.connector("lprov", roles=("provider",))
     consumer = space.connector("lcons", roles=("consumer",))
-    policy = {"policy": {"permission": [{
-        "action": "use",
-        "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 3}],
-        "duty": [{"action": "inform", "informedParty": {"@id": provider.dsp_url}},
-                 {"action": "idsc:LOG"}]}]}}
+    policy = {
+        "policy": {
+            "permission": [
+                {
+                    "action": "use",
+                    "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 3}],
+                    "duty": [
+                        {"action": "inform", "informedParty": {"@id": provider.dsp_url}},
+                        {"action": "idsc:LOG"},
+                    ],
+                }
+            ]
+        }
+    }
     offer = offer_asset(provider, asset_id="urn:asset:local", content=CONTENT, contract=policy)
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
@@ -142,9 +189,12 @@ def test_local_use_is_governed_logged_and_reported_to_the_provider(space: DataSp
 def test_no_use_notice_no_local_use(space: DataSpace) -> None:
     provider = space.connector("nprov", roles=("provider",))
     consumer = space.connector("ncons", roles=("consumer",))
-    offer = offer_asset(provider, asset_id="urn:asset:informed", content=CONTENT,
-                        contract={"template": "remote-notification",
-                                  "params": {"informedParty": provider.dsp_url}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:informed",
+        content=CONTENT,
+        contract={"template": "remote-notification", "params": {"informedParty": provider.dsp_url}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config)
@@ -172,28 +222,37 @@ def test_a_pull_cut_off_mid_stream_and_pulled_again(space: DataSpace, tmp_path: 
     try:
         provider = space.connector("cutprov", roles=("provider",), upstream_allow=("127.0.0.1",))
         consumer = space.connector("cutcons", roles=("consumer",))
-        status, _ = provider.api("POST", "/api/assets", {
-            "id": "urn:asset:slowpull", "title": "slow readings",
-            "dataAddress": {"type": "http", "url": f"http://127.0.0.1:{upstream.port}/readings"}})
+        status, _ = provider.api(
+            "POST",
+            "/api/assets",
+            {
+                "id": "urn:asset:slowpull",
+                "title": "slow readings",
+                "dataAddress": {"type": "http", "url": f"http://127.0.0.1:{upstream.port}/readings"},
+            },
+        )
         assert status == 201
         _, acc = provider.api("POST", "/api/policies", {"template": "allow-usage", "params": {}})
-        _, con = provider.api("POST", "/api/policies", {"template": "n-times-usage",
-                                                          "params": {"max": "5"}})
-        _, off = provider.api("POST", "/api/offers", {"assetIds": ["urn:asset:slowpull"],
-                                                      "accessPolicyId": acc["id"],
-                                                      "contractPolicyId": con["id"]})
+        _, con = provider.api("POST", "/api/policies", {"template": "n-times-usage", "params": {"max": "5"}})
+        _, off = provider.api(
+            "POST",
+            "/api/offers",
+            {"assetIds": ["urn:asset:slowpull"], "accessPolicyId": acc["id"], "contractPolicyId": con["id"]},
+        )
         n = negotiate(consumer, provider, f"{off['id']}:urn:asset:slowpull")
         t = start(consumer, n["agreementId"])
         out = tmp_path / "slow.csv"
-        status, job = consumer.api("POST", f"/api/transfers/{t['id']}/pull",
-                                   {"out": str(out), "complete": False})
+        status, job = consumer.api(
+            "POST", f"/api/transfers/{t['id']}/pull", {"out": str(out), "complete": False}
+        )
         assert status == 202, job
         deadline = time.monotonic() + 10
         while job["bytes"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
             _, job = consumer.api("GET", f"/api/transfers/{t['id']}/pull")
-        status, _ = provider.api("POST", f"/api/transfers/{t['providerPid']}/suspend",
-                                 {"reason": "maintenance"})
+        status, _ = provider.api(
+            "POST", f"/api/transfers/{t['providerPid']}/suspend", {"reason": "maintenance"}
+        )
         assert status == 200
         _, job = consumer.api("GET", f"/api/transfers/{t['id']}/pull?wait=20")
         assert job["state"] == "failed" and "stopped after" in job["error"], job
@@ -220,14 +279,20 @@ def test_a_pull_cut_off_mid_stream_and_pulled_again(space: DataSpace, tmp_path: 
         upstream.stop()
 
 
-def test_a_consumer_pulls_from_no_private_address_it_has_not_allowed(space: DataSpace,
-                                                                     tmp_path: Path) -> None:
+def test_a_consumer_pulls_from_no_private_address_it_has_not_allowed(
+    space: DataSpace, tmp_path: Path
+) -> None:
     provider = space.connector("ssrfprov", roles=("provider",))
     consumer = space.connector("ssrfcons", roles=("consumer",), pull_allow=False)
-    offer = offer_asset(provider, asset_id="urn:asset:elsewhere", content=CONTENT,
-                        contract={"template": "allow-usage", "params": {}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:elsewhere",
+        content=CONTENT,
+        contract={"template": "allow-usage", "params": {}},
+    )
     n = negotiate(consumer, provider, offer)
-    r = connector_cli("pull", provider.dsp_url, n["agreementId"], "--config", consumer.config,
-                      "--out", tmp_path / "x.csv")
+    r = connector_cli(
+        "pull", provider.dsp_url, n["agreementId"], "--config", consumer.config, "--out", tmp_path / "x.csv"
+    )
     assert r.returncode == 1 and "refused" in r.stderr and "loopback" in r.stderr, r.stderr
     assert not (tmp_path / "x.csv").exists()

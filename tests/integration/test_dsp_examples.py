@@ -41,8 +41,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DataSpace,
 
     async def token() -> str:
         async with aiohttp.ClientSession() as http:
-            client = await DatClient.discover(http, ds.authority.url,
-                                              ParticipantIdentity.load(root / "examiner"))
+            client = await DatClient.discover(
+                http, ds.authority.url, ParticipantIdentity.load(root / "examiner")
+            )
             return await client.token()
 
     try:
@@ -56,10 +57,14 @@ def call(setup: tuple, method: str, path: str, body: Any = None) -> tuple[int, A
     _, connector, token = setup
 
     async def go() -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.request(
-                method, connector.dsp_url + path, json=body,
-                headers={"Authorization": f"Bearer {token}"}) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                method, connector.dsp_url + path, json=body, headers={"Authorization": f"Bearer {token}"}
+            ) as r,
+        ):
             return r.status, await r.json(content_type=None)
+
     return asyncio.run(go())
 
 
@@ -77,19 +82,22 @@ def test_initial_request_for_an_offer_the_provider_does_not_know_is_refused(setu
     # message": the example's offer is none of this provider's, so no negotiation is opened
     _, connector, _ = setup
     before = connector.api("GET", "/api/negotiations?limit=500")[1]
-    status, err = call(setup, "POST", "/negotiations/request",
-                       example("negotiation", "contract-request-message_initial"))
+    status, err = call(
+        setup, "POST", "/negotiations/request", example("negotiation", "contract-request-message_initial")
+    )
     assert status == 400, err
     assert_valid(err, "contract-negotiation-error-schema")
     assert "is not an offer of this provider" in " ".join(err["reason"])
     assert connector.api("GET", "/api/negotiations?limit=500")[1] == before
 
 
-def test_initial_request_is_taken_idempotently_then_the_state_refuses_a_verification(
-        setup: tuple) -> None:
+def test_initial_request_is_taken_idempotently_then_the_state_refuses_a_verification(setup: tuple) -> None:
     _, connector, _ = setup
-    offer_id = offer_asset(connector, asset_id="urn:asset:examples",
-                           contract={"template": "n-times-usage", "params": {"max": "3"}})
+    offer_id = offer_asset(
+        connector,
+        asset_id="urn:asset:examples",
+        contract={"template": "n-times-usage", "params": {"max": "3"}},
+    )
     initial = example("negotiation", "contract-request-message_initial")
     initial["offer"].update({"@id": offer_id, "target": "urn:asset:examples"})
     status, first = call(setup, "POST", "/negotiations/request", initial)
@@ -110,20 +118,33 @@ def test_initial_request_is_taken_idempotently_then_the_state_refuses_a_verifica
     assert_valid(err, "contract-negotiation-error-schema")
 
 
-@pytest.mark.parametrize(("name", "path"), [
-    ("contract-request-message", "/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/request"),
-    ("contract-negotiation-event-message",
-     "/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/events"),
-    ("contract-agreement-verification-message",
-     "/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/agreement/verification"),
-    ("contract-negotiation-termination-message",
-     "/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/termination"),
-    ("contract-offer-message", "/negotiations/urn:uuid:32541fe6-c580-409e-85a8-8a9a32fbe833/offers"),
-    ("contract-agreement-message",
-     "/negotiations/urn:uuid:32541fe6-c580-409e-85a8-8a9a32fbe833/agreement"),
-    ("contract-agreement-message-full",
-     "/negotiations/urn:uuid:32541fe6-c580-409e-85a8-8a9a32fbe833/agreement"),
-])
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("contract-request-message", "/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/request"),
+        (
+            "contract-negotiation-event-message",
+            "/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/events",
+        ),
+        (
+            "contract-agreement-verification-message",
+            "/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/agreement/verification",
+        ),
+        (
+            "contract-negotiation-termination-message",
+            "/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/termination",
+        ),
+        ("contract-offer-message", "/negotiations/urn:uuid:32541fe6-c580-409e-85a8-8a9a32fbe833/offers"),
+        (
+            "contract-agreement-message",
+            "/negotiations/urn:uuid:32541fe6-c580-409e-85a8-8a9a32fbe833/agreement",
+        ),
+        (
+            "contract-agreement-message-full",
+            "/negotiations/urn:uuid:32541fe6-c580-409e-85a8-8a9a32fbe833/agreement",
+        ),
+    ],
+)
 def test_messages_for_unknown_processes_get_404(setup: tuple, name: str, path: str) -> None:
     status, err = call(setup, "POST", path, example("negotiation", name))
     assert status == 404, err
@@ -131,16 +152,18 @@ def test_messages_for_unknown_processes_get_404(setup: tuple, name: str, path: s
 
 
 def test_provider_initiated_offer_is_taken_by_the_consumer_callback(setup: tuple) -> None:
-    status, body = call(setup, "POST", "/negotiations/offers",
-                        example("negotiation", "contract-offer-message_initial"))
+    status, body = call(
+        setup, "POST", "/negotiations/offers", example("negotiation", "contract-offer-message_initial")
+    )
     assert status == 201, body
     assert_valid(body, "contract-negotiation-schema")
     assert body["state"] == "OFFERED"
 
 
 def test_a_message_at_the_wrong_endpoint_or_malformed_is_400(setup: tuple) -> None:
-    status, err = call(setup, "POST", "/negotiations/request",
-                       example("negotiation", "contract-negotiation-event-message"))
+    status, err = call(
+        setup, "POST", "/negotiations/request", example("negotiation", "contract-negotiation-event-message")
+    )
     assert status == 400 and "@type" in json.dumps(err)
     status, err = call(setup, "POST", "/negotiations/request", {"@type": "ContractRequestMessage"})
     assert status == 400

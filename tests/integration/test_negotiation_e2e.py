@@ -22,8 +22,11 @@ pytestmark = pytest.mark.integration
 def test_negotiate_to_finalized_over_tls(space: DataSpace) -> None:
     provider = space.connector("provider", roles=("provider",))
     consumer = space.connector("consumer", roles=("consumer",))
-    offer_id = offer_asset(provider, asset_id="urn:asset:weather",
-                           contract={"template": "n-times-usage", "params": {"max": "10"}})
+    offer_id = offer_asset(
+        provider,
+        asset_id="urn:asset:weather",
+        contract={"template": "n-times-usage", "params": {"max": "10"}},
+    )
     status, cat = consumer.api("POST", "/api/catalog", {"peerUrl": provider.dsp_url})
     assert status == 200, cat
     assert [d["id"] for d in cat["datasets"]] == ["urn:asset:weather"]
@@ -39,9 +42,10 @@ def test_negotiate_to_finalized_over_tls(space: DataSpace) -> None:
 
 def _health_ready_and_metrics(c: Connector) -> None:
     """/health and /ready answer without the key; /metrics wants it and shows what happened."""
-    for path, expected in (("/health", {"status": "live"}),
-                           ("/ready", {"status": "ready", "checks": {
-                               "store": "ok", "authority": "ok", "dat": "ok"}})):
+    for path, expected in (
+        ("/health", {"status": "live"}),
+        ("/ready", {"status": "ready", "checks": {"store": "ok", "authority": "ok", "dat": "ok"}}),
+    ):
         with urllib.request.urlopen(c.api_url + path, timeout=10) as resp:
             assert json.loads(resp.read()) == expected
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -53,8 +57,10 @@ def _health_ready_and_metrics(c: Connector) -> None:
         text = resp.read().decode()
     lines = text.splitlines()
     # the provider took the consumer's request on its DSP port, by route pattern
-    assert any(line.startswith('connector_http_requests_total{app="dsp",route="/negotiations/request"'
-                               ',status="201"}') for line in lines), text
+    assert any(
+        line.startswith('connector_http_requests_total{app="dsp",route="/negotiations/request",status="201"}')
+        for line in lines
+    ), text
     assert 'connector_transitions_total{kind="negotiation",state="FINALIZED"}' in text
     assert 'connector_processes{kind="negotiation",state="FINALIZED"}' in text
     assert "connector_store_transaction_seconds_count" in text
@@ -76,17 +82,44 @@ def test_cli_wrappers_and_self_description(space: DataSpace, tmp_path: Path) -> 
     consumer = space.connector("clicons", roles=("consumer",))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "connector", *args], capture_output=True,
-                              text=True, timeout=120, check=False, env=process_env())
+        return subprocess.run(
+            [sys.executable, "-m", "connector", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=process_env(),
+        )
 
     data = provider.data_dir / "weather.csv"  # inside its data root ([assets] roots)
     data.write_text("day,temp\n1,12\n")
-    r = run("asset", "add", "--config", str(provider.config), "--id", "urn:asset:cli",
-            "--file", str(data), "--title", "CLI weather")
+    r = run(
+        "asset",
+        "add",
+        "--config",
+        str(provider.config),
+        "--id",
+        "urn:asset:cli",
+        "--file",
+        str(data),
+        "--title",
+        "CLI weather",
+    )
     assert r.returncode == 0, r.stderr
-    r = run("offer", "add", "--config", str(provider.config), "--id", "urn:offer:cli",
-            "--asset", "urn:asset:cli", "--contract-template", "n-times-usage",
-            "--contract-set", "max=5")
+    r = run(
+        "offer",
+        "add",
+        "--config",
+        str(provider.config),
+        "--id",
+        "urn:offer:cli",
+        "--asset",
+        "urn:asset:cli",
+        "--contract-template",
+        "n-times-usage",
+        "--contract-set",
+        "max=5",
+    )
     assert r.returncode == 0, r.stderr
     r = run("catalog", provider.dsp_url, "--config", str(consumer.config), "--json")
     assert r.returncode == 0, r.stderr
@@ -101,8 +134,7 @@ def test_cli_wrappers_and_self_description(space: DataSpace, tmp_path: Path) -> 
     # the id `offer add` printed names the same offer (its one dataset)
     r = run("negotiate", provider.dsp_url, "urn:offer:cli", "--config", str(consumer.config))
     assert r.returncode == 0 and r.stdout.startswith("FINALIZED"), r.stdout + r.stderr
-    r = run("negotiate", provider.dsp_url, "urn:offer:cli:urn:asset:cli", "--config",
-            str(consumer.config))
+    r = run("negotiate", provider.dsp_url, "urn:offer:cli:urn:asset:cli", "--config", str(consumer.config))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("FINALIZED") and "agreement urn:uuid:" in r.stdout
     r = run("negotiate", provider.dsp_url, "urn:offer:none", "--config", str(consumer.config))
@@ -113,12 +145,17 @@ def test_cli_wrappers_and_self_description(space: DataSpace, tmp_path: Path) -> 
     ssl = client_context(d / "ca.crt", d / "tls.crt", d / "tls.key")
 
     async def get(accept: str) -> tuple[int, str, str]:
-        async with aiohttp.ClientSession() as http, http.get(
-                provider.dsp_url + "/", headers={"Accept": accept}, ssl=ssl) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(provider.dsp_url + "/", headers={"Accept": accept}, ssl=ssl) as resp,
+        ):
             return resp.status, resp.content_type, await resp.text()
 
-    for accept, fmt in (("text/turtle", "turtle"), ("application/ld+json", None),
-                        ("application/n-triples", "nt")):
+    for accept, fmt in (
+        ("text/turtle", "turtle"),
+        ("application/ld+json", None),
+        ("application/n-triples", "nt"),
+    ):
         status, ctype, body = asyncio.run(get(accept))
         assert status == 200 and ctype == accept
         if fmt:
@@ -135,16 +172,31 @@ def test_a_catalog_of_200_datasets_is_read_whole(space: DataSpace) -> None:
     data = provider.data_dir / "d.csv"
     data.write_text("a\n1\n")
     for i in range(200):
-        status, body = provider.api("POST", "/api/assets", {
-            "id": f"urn:asset:d{i:03d}", "title": f"Dataset {i}", "keywords": ["series", f"k{i}"],
-            "dataAddress": {"type": "file", "path": str(data)}})
+        status, body = provider.api(
+            "POST",
+            "/api/assets",
+            {
+                "id": f"urn:asset:d{i:03d}",
+                "title": f"Dataset {i}",
+                "keywords": ["series", f"k{i}"],
+                "dataAddress": {"type": "file", "path": str(data)},
+            },
+        )
         assert status == 201, body
-    status, policy = provider.api("POST", "/api/policies", {
-        "template": "n-times-usage", "params": {"max": "3"}})
+    status, policy = provider.api(
+        "POST", "/api/policies", {"template": "n-times-usage", "params": {"max": "3"}}
+    )
     assert status == 201, policy
-    status, offer = provider.api("POST", "/api/offers", {
-        "id": "urn:offer:all", "allAssets": True, "accessPolicyId": policy["id"],
-        "contractPolicyId": policy["id"]})
+    status, offer = provider.api(
+        "POST",
+        "/api/offers",
+        {
+            "id": "urn:offer:all",
+            "allAssets": True,
+            "accessPolicyId": policy["id"],
+            "contractPolicyId": policy["id"],
+        },
+    )
     assert status == 201, offer
     status, cat = consumer.api("POST", "/api/catalog", {"peerUrl": provider.dsp_url})
     assert status == 200, cat
@@ -162,14 +214,20 @@ def test_cli_lists_shows_and_deletes_every_resource(space: DataSpace) -> None:
     for agreements, transfers and the vault; refusals exit 1 with the API's reason."""
     provider = space.connector("crudprov", roles=("provider",))
     consumer = space.connector("crudcons", roles=("consumer",))
-    offer_id = offer_asset(provider, asset_id="urn:asset:crud",
-                           contract={"template": "n-times-usage", "params": {"max": "2"}})
+    offer_id = offer_asset(
+        provider, asset_id="urn:asset:crud", contract={"template": "n-times-usage", "params": {"max": "2"}}
+    )
     n = negotiate(consumer, provider, offer_id)
     assert n["state"] == "FINALIZED", n
 
     def run(*args: str, ok: bool = True) -> str:
-        r = subprocess.run([sys.executable, "-m", "connector", *args], capture_output=True,
-                           text=True, timeout=60, env=process_env())
+        r = subprocess.run(
+            [sys.executable, "-m", "connector", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=process_env(),
+        )
         assert (r.returncode == 0) is ok, r.stdout + r.stderr
         return r.stdout + r.stderr
 
@@ -189,16 +247,18 @@ def test_cli_lists_shows_and_deletes_every_resource(space: DataSpace) -> None:
     assert "409" in run("policy", "delete", policies[0]["id"], *prov, ok=False)
     assert "FINALIZED" not in run("agreement", "list", *cons)  # a table of agreements
     assert n["agreementId"] in run("agreement", "list", *cons)
-    assert [a["id"] for a in json.loads(run("agreement", "list", *prov, "--json"))] == [
-        n["agreementId"]]
+    assert [a["id"] for a in json.loads(run("agreement", "list", *prov, "--json"))] == [n["agreementId"]]
     assert run("transfer", "list", *cons).strip() == "(none)"
     assert json.loads(run("vault", "list", *cons, "--json")) == []
     # withdraw the offer: then the asset's only tie is the agreement (still 409); a new asset
     # without offers goes
     assert "deleted offer" in run("offer", "delete", offers[0]["id"], *prov)
     assert json.loads(run("offer", "list", *prov, "--json")) == []
-    status, _ = provider.api("POST", "/api/assets", {
-        "id": "urn:asset:loose", "dataAddress": {"type": "http", "url": "https://example.org/x"}})
+    status, _ = provider.api(
+        "POST",
+        "/api/assets",
+        {"id": "urn:asset:loose", "dataAddress": {"type": "http", "url": "https://example.org/x"}},
+    )
     assert status == 201
     assert "deleted asset urn:asset:loose" in run("asset", "delete", "urn:asset:loose", *prov)
     assert "404" in run("asset", "show", "urn:asset:loose", *prov, ok=False)
@@ -211,18 +271,30 @@ def test_assets_and_offers_from_a_file_in_one_call(space: DataSpace, tmp_path: P
     provider = space.connector("bulkprov", roles=("provider",))
     data = provider.data_dir / "bulk.csv"
     data.write_text("a\n1\n")
-    assets = [{"id": f"urn:asset:bulk{i:02d}", "title": f"Bulk {i}", "file": str(data),
-               "keywords": ["bulk"]} for i in range(60)]
+    assets = [
+        {"id": f"urn:asset:bulk{i:02d}", "title": f"Bulk {i}", "file": str(data), "keywords": ["bulk"]}
+        for i in range(60)
+    ]
     (tmp_path / "assets.json").write_text(json.dumps(assets))
-    offers = [{"id": f"urn:offer:bulk{i:02d}", "assets": [f"urn:asset:bulk{i:02d}"],
-               "contractTemplate": "n-times-usage", "contractParams": {"max": "2"}}
-              for i in range(60)]
+    offers = [
+        {
+            "id": f"urn:offer:bulk{i:02d}",
+            "assets": [f"urn:asset:bulk{i:02d}"],
+            "contractTemplate": "n-times-usage",
+            "contractParams": {"max": "2"},
+        }
+        for i in range(60)
+    ]
     (tmp_path / "offers.jsonl").write_text("\n".join(json.dumps(o) for o in offers))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "connector", *args, "--config",
-                               str(provider.config)], capture_output=True, text=True,
-                              timeout=120, env=process_env())
+        return subprocess.run(
+            [sys.executable, "-m", "connector", *args, "--config", str(provider.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=process_env(),
+        )
 
     r = run("asset", "add", "--from", str(tmp_path / "assets.json"))
     assert r.returncode == 0, r.stderr
@@ -233,9 +305,11 @@ def test_assets_and_offers_from_a_file_in_one_call(space: DataSpace, tmp_path: P
     status, listed = provider.api("GET", "/api/assets?limit=500")
     assert status == 200 and len(listed) == 60 and listed[0]["keywords"] == ["bulk"]
     # the second item clashes with the first: stop there, say which, keep the first
-    clash = [{"id": "urn:asset:new1", "url": "https://example.org/a"},
-             {"id": "urn:asset:new1", "url": "https://example.org/b"},
-             {"id": "urn:asset:new2", "url": "https://example.org/c"}]
+    clash = [
+        {"id": "urn:asset:new1", "url": "https://example.org/a"},
+        {"id": "urn:asset:new1", "url": "https://example.org/b"},
+        {"id": "urn:asset:new2", "url": "https://example.org/c"},
+    ]
     (tmp_path / "clash.json").write_text(json.dumps(clash))
     r = run("asset", "add", "--from", str(tmp_path / "clash.json"))
     assert r.returncode == 1 and "item 1 refused (1 added before it)" in r.stderr, r.stderr

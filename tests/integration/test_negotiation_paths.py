@@ -42,19 +42,37 @@ def test_plain_http_negotiation_finalizes(pair: tuple) -> None:
 
 def test_ineligible_consumer_sees_nothing_and_is_terminated_with_a_reason(pair: tuple) -> None:
     provider, consumer = pair
-    offer_asset(provider, asset_id="urn:asset:secret", contract=N_TIMES_10,
-                access={"template": "security-level-restricted",
-                        "params": {"securityLevel": "idsc:TRUST_SECURITY_PROFILE"}},
-                offer_id="urn:offer:trusted-only")
+    offer_asset(
+        provider,
+        asset_id="urn:asset:secret",
+        contract=N_TIMES_10,
+        access={
+            "template": "security-level-restricted",
+            "params": {"securityLevel": "idsc:TRUST_SECURITY_PROFILE"},
+        },
+        offer_id="urn:offer:trusted-only",
+    )
     status, cat = consumer.api("POST", "/api/catalog", {"peerUrl": provider.dsp_url})
     assert status == 200
     assert "urn:asset:secret" not in [d["id"] for d in cat["datasets"]]
     # asking directly for the hidden offer's terms
-    status, n = consumer.api("POST", "/api/negotiations", {
-        "peerUrl": provider.dsp_url, "offerId": "urn:offer:trusted-only:urn:asset:secret",
-        "datasetId": "urn:asset:secret",
-        "terms": {"permission": [{"action": "use", "constraint": [
-            {"leftOperand": "count", "operator": "lteq", "rightOperand": 10}]}]}})
+    status, n = consumer.api(
+        "POST",
+        "/api/negotiations",
+        {
+            "peerUrl": provider.dsp_url,
+            "offerId": "urn:offer:trusted-only:urn:asset:secret",
+            "datasetId": "urn:asset:secret",
+            "terms": {
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 10}],
+                    }
+                ]
+            },
+        },
+    )
     assert status == 201, n
     final = wait_final(consumer, n["id"])
     assert final["state"] == "TERMINATED"
@@ -62,18 +80,34 @@ def test_ineligible_consumer_sees_nothing_and_is_terminated_with_a_reason(pair: 
     assert "not available to" in reason and "SECURITY_LEVEL" in reason, reason
 
 
-@pytest.mark.parametrize(("limit", "state", "why"), [
-    (5, "FINALIZED", None),
-    (20, "TERMINATED", "not at least as strict"),
-])
+@pytest.mark.parametrize(
+    ("limit", "state", "why"),
+    [
+        (5, "FINALIZED", None),
+        (20, "TERMINATED", "not at least as strict"),
+    ],
+)
 def test_consumer_counter_offer(pair: tuple, limit: int, state: str, why: str | None) -> None:
     provider, consumer = pair
     asset = f"urn:asset:counter-{limit}"
     offer_asset(provider, asset_id=asset, contract=N_TIMES_10, offer_id=f"urn:offer:c{limit}")
-    status, n = consumer.api("POST", "/api/negotiations", {
-        "peerUrl": provider.dsp_url, "offerId": f"urn:offer:c{limit}:{asset}", "datasetId": asset,
-        "terms": {"permission": [{"action": "use", "constraint": [
-            {"leftOperand": "count", "operator": "lteq", "rightOperand": limit}]}]}})
+    status, n = consumer.api(
+        "POST",
+        "/api/negotiations",
+        {
+            "peerUrl": provider.dsp_url,
+            "offerId": f"urn:offer:c{limit}:{asset}",
+            "datasetId": asset,
+            "terms": {
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": limit}],
+                    }
+                ]
+            },
+        },
+    )
     assert status == 201, n
     final = wait_final(consumer, n["id"])
     assert final["state"] == state, final
@@ -91,17 +125,23 @@ def test_unauthenticated_dsp_calls_get_404(pair: tuple) -> None:
     import urllib.request
 
     provider, _ = pair
-    body = json.dumps({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
-                       "@type": "CatalogRequestMessage"}).encode()
-    for headers in ({}, {"Authorization": "Bearer not.a.token"},
-                    {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}):
-        req = urllib.request.Request(provider.dsp_url + "/catalog/request", data=body,
-                                     headers={"Content-Type": "application/json", **headers})
+    body = json.dumps(
+        {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage"}
+    ).encode()
+    for headers in (
+        {},
+        {"Authorization": "Bearer not.a.token"},
+        {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."},
+    ):
+        req = urllib.request.Request(
+            provider.dsp_url + "/catalog/request",
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+        )
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=5)
         assert err.value.code == 404
-    with urllib.request.urlopen(provider.dsp_url + "/.well-known/dspace-version",
-                                timeout=5) as resp:
+    with urllib.request.urlopen(provider.dsp_url + "/.well-known/dspace-version", timeout=5) as resp:
         assert json.loads(resp.read())["protocolVersions"][0]["version"] == "2025-1"
 
 
@@ -113,8 +153,7 @@ def test_kill_9_and_restart_completes_every_negotiation(space: DataSpace) -> Non
     started = []
     for round_ in range(4):
         victim = provider if round_ % 2 == 0 else consumer
-        status, n = consumer.api("POST", "/api/negotiations",
-                                 {"peerUrl": provider.dsp_url, "offerId": offer})
+        status, n = consumer.api("POST", "/api/negotiations", {"peerUrl": provider.dsp_url, "offerId": offer})
         assert status == 201, n
         started.append(n["id"])
         time.sleep(rng.uniform(0.0, 0.05))
@@ -150,8 +189,9 @@ def test_two_replicas_on_postgresql_never_send_a_message_twice(space: DataSpace)
     try:
         offer = offer_asset(a, asset_id="urn:asset:replicated", contract=N_TIMES_10)
         with ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(
-                lambda i: negotiate(consumer, a if i % 2 else b, offer, timeout=60), range(16)))
+            results = list(
+                pool.map(lambda i: negotiate(consumer, a if i % 2 else b, offer, timeout=60), range(16))
+            )
         assert all(r["state"] == "FINALIZED" for r in results), results
         # each message went out once: no side saw a duplicate, and every outbox row of the shared
         # store was claimed and sent by exactly one replica
@@ -204,11 +244,24 @@ def test_provider_counter_offer_accepted_by_the_consumer(space: DataSpace) -> No
     provider = space.connector("offerprov", roles=("provider",), counter_offers="offer")
     consumer = space.connector("offercons", roles=("consumer",))
     offer_asset(provider, asset_id="urn:asset:co", contract=N_TIMES_10, offer_id="urn:offer:co")
-    looser = {"permission": [{"action": "use", "constraint": [
-        {"leftOperand": "count", "operator": "lteq", "rightOperand": 50}]}]}
-    status, n = consumer.api("POST", "/api/negotiations", {
-        "peerUrl": provider.dsp_url, "offerId": "urn:offer:co:urn:asset:co",
-        "datasetId": "urn:asset:co", "terms": looser})
+    looser = {
+        "permission": [
+            {
+                "action": "use",
+                "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 50}],
+            }
+        ]
+    }
+    status, n = consumer.api(
+        "POST",
+        "/api/negotiations",
+        {
+            "peerUrl": provider.dsp_url,
+            "offerId": "urn:offer:co:urn:asset:co",
+            "datasetId": "urn:asset:co",
+            "terms": looser,
+        },
+    )
     assert status == 201, n
     offered = _wait_state(consumer, n["id"], "OFFERED,TERMINATED")
     assert offered["state"] == "OFFERED", offered
@@ -227,16 +280,31 @@ def test_consumer_answers_a_provider_offer_with_other_terms(space: DataSpace) ->
     provider = space.connector("offerprov2", roles=("provider",), counter_offers="offer")
     consumer = space.connector("offercons2", roles=("consumer",))
     offer_asset(provider, asset_id="urn:asset:co2", contract=N_TIMES_10, offer_id="urn:offer:co2")
-    status, n = consumer.api("POST", "/api/negotiations", {
-        "peerUrl": provider.dsp_url, "offerId": "urn:offer:co2:urn:asset:co2",
-        "datasetId": "urn:asset:co2", "terms": {"permission": [{"action": "use", "constraint": [
-            {"leftOperand": "count", "operator": "lteq", "rightOperand": 99}]}]}})
+    status, n = consumer.api(
+        "POST",
+        "/api/negotiations",
+        {
+            "peerUrl": provider.dsp_url,
+            "offerId": "urn:offer:co2:urn:asset:co2",
+            "datasetId": "urn:asset:co2",
+            "terms": {
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 99}],
+                    }
+                ]
+            },
+        },
+    )
     assert status == 201, n
     assert _wait_state(consumer, n["id"], "OFFERED,TERMINATED")["state"] == "OFFERED"
-    stricter = {"permission": [{"action": "use", "constraint": [
-        {"leftOperand": "count", "operator": "lteq", "rightOperand": 4}]}]}
-    status, answered = consumer.api("POST", f"/api/negotiations/{n['id']}/counter-offer",
-                                    {"terms": stricter})
+    stricter = {
+        "permission": [
+            {"action": "use", "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 4}]}
+        ]
+    }
+    status, answered = consumer.api("POST", f"/api/negotiations/{n['id']}/counter-offer", {"terms": stricter})
     assert status == 200, answered
     final = wait_final(consumer, n["id"])
     assert final["state"] == "FINALIZED", final  # 4 uses is at least as strict as 10
@@ -245,13 +313,25 @@ def test_consumer_answers_a_provider_offer_with_other_terms(space: DataSpace) ->
 def test_reject_rule_agrees_to_exact_offers_only(space: DataSpace) -> None:
     provider = space.connector("rejprov", roles=("provider",), counter_offers="reject")
     consumer = space.connector("rejcons", roles=("consumer",))
-    offer = offer_asset(provider, asset_id="urn:asset:rej", contract=N_TIMES_10,
-                        offer_id="urn:offer:rej")
+    offer = offer_asset(provider, asset_id="urn:asset:rej", contract=N_TIMES_10, offer_id="urn:offer:rej")
     assert negotiate(consumer, provider, offer)["state"] == "FINALIZED"
-    status, n = consumer.api("POST", "/api/negotiations", {
-        "peerUrl": provider.dsp_url, "offerId": offer, "datasetId": "urn:asset:rej",
-        "terms": {"permission": [{"action": "use", "constraint": [
-            {"leftOperand": "count", "operator": "lteq", "rightOperand": 2}]}]}})
+    status, n = consumer.api(
+        "POST",
+        "/api/negotiations",
+        {
+            "peerUrl": provider.dsp_url,
+            "offerId": offer,
+            "datasetId": "urn:asset:rej",
+            "terms": {
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 2}],
+                    }
+                ]
+            },
+        },
+    )
     assert status == 201, n
     final = wait_final(consumer, n["id"])
     assert final["state"] == "TERMINATED"

@@ -26,8 +26,9 @@ CONTENT = b"ts,reading\n" + b"".join(f"{i},{i * 13 % 997}\n".encode() for i in r
 
 
 def request_push(consumer: Connector, agreement_id: str, **extra: Any) -> dict[str, Any]:
-    status, t = consumer.api("POST", "/api/transfers",
-                             {"agreementId": agreement_id, "format": "HttpData-PUSH", **extra})
+    status, t = consumer.api(
+        "POST", "/api/transfers", {"agreementId": agreement_id, "format": "HttpData-PUSH", **extra}
+    )
     assert status == 201, t
     return t
 
@@ -41,8 +42,12 @@ def vault_item(consumer: Connector, agreement_id: str) -> dict[str, Any] | None:
 def test_push_delivers_into_the_vault_with_receipts_both_logs_hold(space: DataSpace) -> None:
     provider = space.connector("pushprov", roles=("provider",))
     consumer = space.connector("pushcons", roles=("consumer",))
-    offer = offer_asset(provider, asset_id="urn:asset:pushed", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "1"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:pushed",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "1"}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     t = request_push(consumer, n["agreementId"])
@@ -52,12 +57,26 @@ def test_push_delivers_into_the_vault_with_receipts_both_logs_hold(space: DataSp
     assert item is not None and Path(item["path"]).read_bytes() == CONTENT
     status, pt = provider.api("GET", f"/api/transfers/{done['providerPid']}")
     assert status == 200 and pt["state"] == "COMPLETED", pt
-    r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify",
-                        consumer.directory / f"audit-{consumer.name}.log",
-                        "--cert", consumer.directory / "participant.crt",
-                        "--peer-receipts", provider.directory / f"audit-{provider.name}.log",
-                        "--peer-cert", provider.directory / "participant.crt"],
-                       capture_output=True, text=True, timeout=60, env=process_env())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "audit",
+            "verify",
+            consumer.directory / f"audit-{consumer.name}.log",
+            "--cert",
+            consumer.directory / "participant.crt",
+            "--peer-receipts",
+            provider.directory / f"audit-{provider.name}.log",
+            "--peer-cert",
+            provider.directory / "participant.crt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=process_env(),
+    )
     assert r.returncode == 0 and "OK: 1 provider receipts match" in r.stdout, r.stdout + r.stderr
     # the agreement's single use is spent: a second push is refused with the engine's reason
     t2 = request_push(consumer, n["agreementId"])
@@ -69,8 +88,12 @@ def test_push_delivers_into_the_vault_with_receipts_both_logs_hold(space: DataSp
 def test_push_to_a_private_address_is_refused_unless_allowed(space: DataSpace) -> None:
     provider = space.connector("strictprov", roles=("provider",), push_allow=False)
     consumer = space.connector("strictcons", roles=("consumer",))
-    offer = offer_asset(provider, asset_id="urn:asset:guarded", content=CONTENT,
-                        contract={"template": "allow-usage", "params": {}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:guarded",
+        content=CONTENT,
+        contract={"template": "allow-usage", "params": {}},
+    )
     n = negotiate(consumer, provider, offer)
     t = request_push(consumer, n["agreementId"])
     done = wait_transfer(consumer, t["id"], {"COMPLETED", "TERMINATED"}, timeout=30)
@@ -94,12 +117,13 @@ class SlowUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
-        response = web.StreamResponse(headers={"Content-Type": "text/csv",
-                                               "Content-Length": str(len(CONTENT))})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/csv", "Content-Length": str(len(CONTENT))}
+        )
         await response.prepare(request)
         step = len(CONTENT) // 40 + 1
         for i in range(0, len(CONTENT), step):
-            await response.write(CONTENT[i:i + step])
+            await response.write(CONTENT[i : i + step])
             await asyncio.sleep(0.05)
         await response.write_eof()
         return response
@@ -123,16 +147,23 @@ def test_a_consumer_suspension_cuts_the_push_off_and_its_resume_pushes_again(spa
     try:
         provider = space.connector("slowprov", roles=("provider",), upstream_allow=("127.0.0.1",))
         consumer = space.connector("slowcons", roles=("consumer",))
-        status, _ = provider.api("POST", "/api/assets", {
-            "id": "urn:asset:slow", "title": "slow readings",
-            "dataAddress": {"type": "http", "url": f"http://127.0.0.1:{upstream.port}/readings"}})
+        status, _ = provider.api(
+            "POST",
+            "/api/assets",
+            {
+                "id": "urn:asset:slow",
+                "title": "slow readings",
+                "dataAddress": {"type": "http", "url": f"http://127.0.0.1:{upstream.port}/readings"},
+            },
+        )
         assert status == 201
         _, acc = provider.api("POST", "/api/policies", {"template": "allow-usage", "params": {}})
-        _, con = provider.api("POST", "/api/policies", {"template": "n-times-usage",
-                                                          "params": {"max": "5"}})
-        _, off = provider.api("POST", "/api/offers", {"assetIds": ["urn:asset:slow"],
-                                                      "accessPolicyId": acc["id"],
-                                                      "contractPolicyId": con["id"]})
+        _, con = provider.api("POST", "/api/policies", {"template": "n-times-usage", "params": {"max": "5"}})
+        _, off = provider.api(
+            "POST",
+            "/api/offers",
+            {"assetIds": ["urn:asset:slow"], "accessPolicyId": acc["id"], "contractPolicyId": con["id"]},
+        )
         n = negotiate(consumer, provider, f"{off['id']}:urn:asset:slow")
         assert n["state"] == "FINALIZED", n
         t = request_push(consumer, n["agreementId"])
@@ -143,9 +174,13 @@ def test_a_consumer_suspension_cuts_the_push_off_and_its_resume_pushes_again(spa
         time.sleep(0.4)  # the push is under way
         status, st = consumer.api("POST", f"/api/transfers/{t['id']}/suspend", {"reason": "pause"})
         assert status == 200, st
-        pt = wait_transfer(provider, t["providerPid"] if t.get("providerPid") else
-                           wait_transfer(consumer, t["id"], {"SUSPENDED"})["providerPid"],
-                           {"SUSPENDED"})
+        pt = wait_transfer(
+            provider,
+            t["providerPid"]
+            if t.get("providerPid")
+            else wait_transfer(consumer, t["id"], {"SUSPENDED"})["providerPid"],
+            {"SUSPENDED"},
+        )
         assert pt["state"] == "SUSPENDED", pt
         time.sleep(2.5)  # the cut-off push would have ended by now
         assert vault_item(consumer, n["agreementId"]) is None  # nothing half-delivered was kept
@@ -165,8 +200,13 @@ def test_a_consumer_suspension_cuts_the_push_off_and_its_resume_pushes_again(spa
 
 
 def cli_run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "connector", *map(str, args)],
-                          capture_output=True, text=True, timeout=120, env=process_env())
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=process_env(),
+    )
 
 
 def test_push_from_the_cli_states_the_purpose_and_either_side_ends_transfers(space: DataSpace) -> None:
@@ -175,8 +215,12 @@ def test_push_from_the_cli_states_the_purpose_and_either_side_ends_transfers(spa
     provider = space.connector("cliprov", roles=("provider",))
     consumer = space.connector("clicons", roles=("consumer",))
     purpose = "https://w3id.org/dpv#AcademicResearch"
-    offer = offer_asset(provider, asset_id="urn:asset:purposeful", content=CONTENT,
-                        contract={"template": "purpose-restricted", "params": {"purpose": purpose}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:purposeful",
+        content=CONTENT,
+        contract={"template": "purpose-restricted", "params": {"purpose": purpose}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     r = cli_run("transfer", "push", n["agreementId"], "--config", consumer.config)
@@ -186,8 +230,9 @@ def test_push_from_the_cli_states_the_purpose_and_either_side_ends_transfers(spa
     # the provider terminates a pull from its CLI: the consumer's token stops working
     t = start(consumer, n["agreementId"])
     assert pull(consumer, t, {"X-Purpose": purpose})[0] == 200
-    r = cli_run("transfer", "terminate", t["providerPid"], "--config", provider.config,
-                "--reason", "contract ended")
+    r = cli_run(
+        "transfer", "terminate", t["providerPid"], "--config", provider.config, "--reason", "contract ended"
+    )
     assert r.returncode == 0 and r.stdout.startswith("TERMINAT"), r.stdout + r.stderr
     assert pull(consumer, t, {"X-Purpose": purpose})[0] == 403
     assert wait_transfer(consumer, t["id"], {"TERMINATED"})["terminationReason"] == ["contract ended"]

@@ -27,11 +27,8 @@ CONTENT = b"station,temp\n" + b"".join(f"s{i},{i % 40}\n".encode() for i in rang
 DPV = "https://w3id.org/dpv#"
 
 
-
-
 def attest(space: DataSpace, c: Connector, **attributes: Any) -> None:
-    status, view = admin(space, "PATCH", f"/admin/participants/{c.participant_id}/attributes",
-                         attributes)
+    status, view = admin(space, "PATCH", f"/admin/participants/{c.participant_id}/attributes", attributes)
     assert status == 200, view
 
 
@@ -53,14 +50,15 @@ def cons(space: DataSpace) -> Connector:
 
 @pytest.fixture(scope="module")
 def trusted(space: DataSpace) -> Connector:
-    c = space.connector("trusted", roles=("provider", "consumer"),
-                        profile="idsc:TRUST_PLUS_SECURITY_PROFILE", start=False)
+    c = space.connector(
+        "trusted", roles=("provider", "consumer"), profile="idsc:TRUST_PLUS_SECURITY_PROFILE", start=False
+    )
     assert admin(space, "POST", "/admin/groups", {"name": "partners"})[0] == 201
-    status, view = admin(space, "POST", "/admin/groups/partners/members",
-                         {"participant_id": c.participant_id})
+    status, view = admin(
+        space, "POST", "/admin/groups/partners/members", {"participant_id": c.participant_id}
+    )
     assert status == 200, view
-    attest(space, c, jurisdiction={"country": "CN", "subdivision": "CN-SH"},
-           referringConnector=c.dsp_url)
+    attest(space, c, jurisdiction={"country": "CN", "subdivision": "CN-SH"}, referringConnector=c.dsp_url)
     c.start()
     return c
 
@@ -71,8 +69,9 @@ def trusted(space: DataSpace) -> Connector:
 def offer(prov: Connector, template: str, **params: str) -> str:
     """The template offered for a fresh asset; the catalog offer id."""
     name = f"urn:asset:{template}-{time.monotonic_ns()}"
-    return offer_asset(prov, asset_id=name, content=CONTENT,
-                       contract={"template": template, "params": params})
+    return offer_asset(
+        prov, asset_id=name, content=CONTENT, contract={"template": template, "params": params}
+    )
 
 
 def catalog_ids(consumer: Connector, prov: Connector) -> set[str]:
@@ -91,18 +90,23 @@ def refused(consumer: Connector, prov: Connector, offer_id: str, *words: str) ->
     """Not in the consumer's catalog, and a request for it sent anyway (by its id, with terms
     of the consumer's own) is terminated by the provider with the reason."""
     assert offer_id not in catalog_ids(consumer, prov)
-    dataset = offer_id[offer_id.index(":urn:asset:") + 1:]
-    status, n = consumer.api("POST", "/api/negotiations", {
-        "peerUrl": prov.dsp_url, "offerId": offer_id, "datasetId": dataset,
-        "terms": {"permission": [{"action": "use"}]}})
+    dataset = offer_id[offer_id.index(":urn:asset:") + 1 :]
+    status, n = consumer.api(
+        "POST",
+        "/api/negotiations",
+        {
+            "peerUrl": prov.dsp_url,
+            "offerId": offer_id,
+            "datasetId": dataset,
+            "terms": {"permission": [{"action": "use"}]},
+        },
+    )
     assert status == 201, n
     n = wait_final(consumer, n["id"])
     assert n["state"] == "TERMINATED", n
     reason = json.dumps(n.get("terminationReason") or n)
     for w in words:
         assert w in reason, reason
-
-
 
 
 def pull(consumer: Connector, agreement_id: str, **stated: str) -> dict[str, Any]:
@@ -146,8 +150,9 @@ def read(consumer: Connector, vault_id: str, **stated: str) -> tuple[int, Any]:
     from urllib.parse import urlencode
 
     query = "?" + urlencode(stated) if stated else ""
-    req = urllib.request.Request(f"{consumer.api_url}/api/vault/{vault_id}/data{query}",
-                                 headers={"X-Api-Key": consumer.api_key})
+    req = urllib.request.Request(
+        f"{consumer.api_url}/api/vault/{vault_id}/data{query}", headers={"X-Api-Key": consumer.api_key}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.read()
@@ -174,7 +179,8 @@ def test_allow_usage_to_everyone(prov: Connector, cons: Connector) -> None:
 
 
 def test_allow_usage_to_a_participant_named_by_its_id(
-        prov: Connector, cons: Connector, trusted: Connector) -> None:
+    prov: Connector, cons: Connector, trusted: Connector
+) -> None:
     # a participant id (SKI:keyid:AKI) is not an IRI: the template writes its urn:participant:
     # form, and every point matches the requester in that form
     o = offer(prov, "allow-usage", assignee=cons.participant_id)
@@ -183,7 +189,8 @@ def test_allow_usage_to_a_participant_named_by_its_id(
 
 
 def test_role_restricted_at_catalog_negotiation_and_data_plane(
-        prov: Connector, cons: Connector, trusted: Connector) -> None:
+    prov: Connector, cons: Connector, trusted: Connector
+) -> None:
     o = offer(prov, "role-restricted", role="dsc:Provider")
     refused(cons, prov, o, "role")
     assert o in catalog_ids(trusted, prov)
@@ -191,20 +198,23 @@ def test_role_restricted_at_catalog_negotiation_and_data_plane(
 
 
 def test_security_level_is_at_least_the_level_named(
-        prov: Connector, cons: Connector, trusted: Connector) -> None:
+    prov: Connector, cons: Connector, trusted: Connector
+) -> None:
     o = offer(prov, "security-level-restricted", securityLevel="idsc:TRUST_SECURITY_PROFILE")
     refused(cons, prov, o, "SECURITY_LEVEL")
     pulled(trusted, agreed(trusted, prov, o))  # TRUST_PLUS is at least TRUST
 
 
 def test_prohibit_access_leaves_the_catalog_and_a_direct_request_is_terminated(
-        prov: Connector, cons: Connector) -> None:
+    prov: Connector, cons: Connector
+) -> None:
     o = offer(prov, "prohibit-access")
     refused(cons, prov, o, "prohibit")
 
 
 def test_connector_restricted_to_the_attested_connector(
-        prov: Connector, cons: Connector, trusted: Connector) -> None:
+    prov: Connector, cons: Connector, trusted: Connector
+) -> None:
     o = offer(prov, "connector-restricted", connector=trusted.dsp_url)
     refused(cons, prov, o, "systemDevice")
     pulled(trusted, agreed(trusted, prov, o))
@@ -221,8 +231,10 @@ def test_only_within_jurisdictions(prov: Connector, cons: Connector, trusted: Co
     refused(trusted, prov, o, "jurisdiction")
     pulled(cons, agreed(cons, prov, o))
     # a country covers its subdivisions: CN admits the participant attested in CN-SH
-    pulled(trusted, agreed(trusted, prov, offer(prov, "jurisdiction-restricted",
-                                                jurisdiction="urn:jurisdiction:CN")))
+    pulled(
+        trusted,
+        agreed(trusted, prov, offer(prov, "jurisdiction-restricted", jurisdiction="urn:jurisdiction:CN")),
+    )
 
 
 def test_never_to_a_jurisdiction(prov: Connector, cons: Connector, trusted: Connector) -> None:
@@ -232,14 +244,16 @@ def test_never_to_a_jurisdiction(prov: Connector, cons: Connector, trusted: Conn
 
 
 def test_export_needs_a_registered_assessment(
-        space: DataSpace, prov: Connector, cons: Connector, trusted: Connector) -> None:
+    space: DataSpace, prov: Connector, cons: Connector, trusted: Connector
+) -> None:
     o = offer(prov, "export-assessment")
     pulled(cons, agreed(cons, prov, o))  # domestic: DE to DE
     refused(trusted, prov, o, "exportStatus")  # CN: an export, not assessed
     # the consumer carries an assessment reference; the provider registers it
     attest(space, trusted, certifications=["urn:assessment:cn-2026-7"])
-    status, fact = prov.api("PUT", "/api/facts/dsf:registeredAssessment",
-                            {"values": ["urn:assessment:cn-2026-7"]})
+    status, fact = prov.api(
+        "PUT", "/api/facts/dsf:registeredAssessment", {"values": ["urn:assessment:cn-2026-7"]}
+    )
     assert status in (200, 201), fact
     try:
         deadline = time.monotonic() + 20  # the change reaches the connectors within their poll
@@ -293,11 +307,21 @@ def test_event_restricted(prov: Connector, cons: Connector) -> None:
 
 def test_interval_restricted(prov: Connector, cons: Connector) -> None:
     now = datetime.now(UTC)
-    a = agreed(cons, prov, offer(prov, "interval-restricted", start=iso(now - timedelta(days=1)),
-                                 end=iso(now + timedelta(days=1))))
+    a = agreed(
+        cons,
+        prov,
+        offer(
+            prov, "interval-restricted", start=iso(now - timedelta(days=1)), end=iso(now + timedelta(days=1))
+        ),
+    )
     pulled(cons, a)
-    past = agreed(cons, prov, offer(prov, "interval-restricted", start=iso(now - timedelta(days=9)),
-                                    end=iso(now - timedelta(days=8))))
+    past = agreed(
+        cons,
+        prov,
+        offer(
+            prov, "interval-restricted", start=iso(now - timedelta(days=9)), end=iso(now - timedelta(days=8))
+        ),
+    )
     denied(cons, past, "dateTime")
 
 
@@ -371,8 +395,7 @@ def test_perpetual_sale_needs_the_payment_before_use(prov: Connector, cons: Conn
 
 def test_rental_stops_at_the_end_of_the_paid_period(prov: Connector, cons: Connector) -> None:
     start = datetime.now(UTC) - timedelta(seconds=1)
-    a = agreed(cons, prov, offer(prov, "rental", price="5", paymentInterval="PT4S",
-                                 start=iso(start)))
+    a = agreed(cons, prov, offer(prov, "rental", price="5", paymentInterval="PT4S", start=iso(start)))
     denied(cons, a, "not yet received")
     status, paid = prov.api("POST", "/api/payments", {"agreement": a, "amount": "5", "currency": "EUR"})
     assert status == 201, paid
@@ -414,7 +437,8 @@ def test_a_retired_agreement_serves_no_more(prov: Connector, cons: Connector) ->
 
 
 def test_a_changed_jurisdiction_loses_access_within_the_poll_interval(
-        space: DataSpace, prov: Connector, cons: Connector) -> None:
+    space: DataSpace, prov: Connector, cons: Connector
+) -> None:
     a = agreed(cons, prov, offer(prov, "jurisdiction-restricted", jurisdiction="urn:jurisdiction:DE"))
     pulled(cons, a)
     attest(space, cons, jurisdiction={"country": "FR"})
@@ -433,7 +457,8 @@ def test_a_changed_jurisdiction_loses_access_within_the_poll_interval(
 
 
 def test_every_template_offered_at_once_catalog_and_self_description(
-        space: DataSpace, tmp_path: Path) -> None:
+    space: DataSpace, tmp_path: Path
+) -> None:
     import ssl
     import urllib.request
 
@@ -446,16 +471,23 @@ def test_every_template_offered_at_once_catalog_and_self_description(
     buyer = space.connector("buyer", roles=("consumer",))
     for t in templates():
         params = {p.name: p.example for p in t.parameters if p.required}
-        offer_asset(shop, asset_id=f"urn:asset:all-{t.name}", content=CONTENT,
-                    contract={"template": t.name, "params": params})
+        offer_asset(
+            shop,
+            asset_id=f"urn:asset:all-{t.name}",
+            content=CONTENT,
+            contract={"template": t.name, "params": params},
+        )
     status, cat = buyer.api("POST", "/api/catalog", {"peerUrl": shop.dsp_url})
     assert status == 200, cat
     shown = {d["id"] for d in cat["datasets"]}
     assert "urn:asset:all-allow-usage" in shown and "urn:asset:all-prohibit-access" not in shown
     ctx = ssl.create_default_context(cafile=str(shop.directory / "ca.crt"))
     conformance = Path(__file__).resolve().parents[3] / "shared" / "conformance"
-    for media_type, fmt in (("text/turtle", "turtle"), ("application/ld+json", "json-ld"),
-                            ("application/n-triples", "nt")):
+    for media_type, fmt in (
+        ("text/turtle", "turtle"),
+        ("application/ld+json", "json-ld"),
+        ("application/n-triples", "nt"),
+    ):
         req = urllib.request.Request(shop.dsp_url + "/", headers={"Accept": media_type})
         with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
             assert r.status == 200

@@ -22,10 +22,10 @@ from connector.http.tls import client_context
 from connector.initconfig import attested_security_profile, check
 
 pytestmark = pytest.mark.integration
-CATALOG_REQUEST = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
-                   "@type": "CatalogRequestMessage"}
-
-
+CATALOG_REQUEST = {
+    "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+    "@type": "CatalogRequestMessage",
+}
 
 
 def _tls(space: DataSpace, cert_of: DevConnector | None) -> ssl.SSLContext:
@@ -36,18 +36,30 @@ def _tls(space: DataSpace, cert_of: DevConnector | None) -> ssl.SSLContext:
     return client_context(ca, cert_of.directory / "tls.crt", cert_of.directory / "tls.key")
 
 
-def _catalog(url: str, dat: str | None, *, ssl_context: ssl.SSLContext | None = None,
-             headers: dict[str, str] | None = None,
-             source: str | None = None) -> tuple[int, str]:
+def _catalog(
+    url: str,
+    dat: str | None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+    source: str | None = None,
+) -> tuple[int, str]:
     """POST /catalog/request: (status, body); from the local address ``source`` if given."""
+
     async def post() -> tuple[int, str]:
-        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else False,
-                                         local_addr=(source, 0) if source else None)
+        connector = aiohttp.TCPConnector(
+            ssl=ssl_context if ssl_context is not None else False, local_addr=(source, 0) if source else None
+        )
         async with aiohttp.ClientSession(connector=connector) as session:
             sent = {**(headers or {}), **({"Authorization": f"Bearer {dat}"} if dat else {})}
-            async with session.post(f"{url}/catalog/request", json=CATALOG_REQUEST,
-                                    headers=sent, timeout=aiohttp.ClientTimeout(total=20)) as r:
+            async with session.post(
+                f"{url}/catalog/request",
+                json=CATALOG_REQUEST,
+                headers=sent,
+                timeout=aiohttp.ClientTimeout(total=20),
+            ) as r:
                 return r.status, await r.text()
+
     return asyncio.run(post())
 
 
@@ -59,12 +71,12 @@ def _escaped_pem(c: DevConnector) -> str:
 @pytest.fixture(scope="module")
 def peers(space: DataSpace) -> dict[str, Connector]:
     """Alice and Mallory: participants with TLS certificates; their connectors never run."""
-    return {name: space.connector(name, roles=("consumer",), start=False)
-            for name in ("alice", "mallory")}
+    return {name: space.connector(name, roles=("consumer",), start=False) for name in ("alice", "mallory")}
 
 
 def test_server_mode_serves_a_peer_without_a_client_certificate(
-        space: DataSpace, peers: dict[str, Connector]) -> None:
+    space: DataSpace, peers: dict[str, Connector]
+) -> None:
     srv = space.connector("srv", roles=("provider",), tls_mode="server")
     dat = fresh_dat(space, peers["alice"])
     status, body = _catalog(srv.dsp_url, dat, ssl_context=_tls(space, None))
@@ -79,7 +91,8 @@ def test_server_mode_serves_a_peer_without_a_client_certificate(
 
 
 def test_mutual_mode_refuses_a_peer_without_a_client_certificate_at_the_handshake(
-        space: DataSpace, peers: dict[str, Connector]) -> None:
+    space: DataSpace, peers: dict[str, Connector]
+) -> None:
     mtls = space.connector("mtls", roles=("provider",), tls_mode="mutual")
     dat = fresh_dat(space, peers["alice"])
     with pytest.raises(aiohttp.ClientError):
@@ -89,10 +102,10 @@ def test_mutual_mode_refuses_a_peer_without_a_client_certificate_at_the_handshak
 
 
 def test_proxy_mode_takes_the_certificate_header_only_from_trusted_proxies(
-        space: DataSpace, peers: dict[str, Connector]) -> None:
+    space: DataSpace, peers: dict[str, Connector]
+) -> None:
     # the proxy is 127.0.0.1; 127.0.0.2 (also loopback) is anyone else on the way
-    prx = space.connector("prx", roles=("provider",), tls_mode="proxy",
-                          trusted_proxies=("127.0.0.1/32",))
+    prx = space.connector("prx", roles=("provider",), tls_mode="proxy", trusted_proxies=("127.0.0.1/32",))
     assert prx.dsp_url.startswith("https://")  # the public URL: the proxy's
     plain = prx.dsp_address
     assert plain.startswith("http://")
@@ -104,8 +117,9 @@ def test_proxy_mode_takes_the_certificate_header_only_from_trusted_proxies(
     assert _catalog(plain, dat, headers={header: alice}, source="127.0.0.1")[0] == 200
     assert _catalog(plain, dat, headers={header: mallory}, source="127.0.0.1")[0] == 404
     assert _catalog(plain, dat, source="127.0.0.1")[0] == 200  # the proxy saw no certificate
-    status, body = _catalog(plain, dat, headers={header: "-----BEGIN%20CERTIFICATE-----%0Azz"},
-                            source="127.0.0.1")
+    status, body = _catalog(
+        plain, dat, headers={header: "-----BEGIN%20CERTIFICATE-----%0Azz"}, source="127.0.0.1"
+    )
     assert status == 401 and "no PEM certificate" in body, body
 
     # from anyone else: the header is ignored (and logged), as if no certificate was presented
@@ -117,8 +131,11 @@ def test_proxy_mode_takes_the_certificate_header_only_from_trusted_proxies(
 def test_two_connectors_in_server_mode_negotiate(space: DataSpace) -> None:
     provider = space.connector("sprov", roles=("provider",), tls_mode="server")
     consumer = space.connector("scons", roles=("consumer",), tls_mode="server")
-    offer = offer_asset(provider, asset_id="urn:asset:server-mode",
-                        contract={"template": "n-times-usage", "params": {"max": "3"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:server-mode",
+        contract={"template": "n-times-usage", "params": {"max": "3"}},
+    )
     final = negotiate(consumer, provider, offer)
     assert final["state"] == "FINALIZED", (final, consumer.log[-20:], provider.log[-20:])
     status, agreements = provider.api("GET", "/api/agreements")
@@ -126,22 +143,27 @@ def test_two_connectors_in_server_mode_negotiate(space: DataSpace) -> None:
     assert agreements[0]["consumerId"] == consumer.participant_id
 
 
-
-def test_config_check_holds_the_mode_against_the_attested_security_profile(
-        space: DataSpace) -> None:
+def test_config_check_holds_the_mode_against_the_attested_security_profile(space: DataSpace) -> None:
     """`connector config check` asks the authority for the connector's DAT: a TRUST profile
     asks for mutual TLS, so "server" is weaker than the data space asks; BASE is not."""
-    trusted = space.connector("trusty", roles=("provider",), tls_mode="server", start=False,
-                              profile="idsc:TRUST_SECURITY_PROFILE")
+    trusted = space.connector(
+        "trusty", roles=("provider",), tls_mode="server", start=False, profile="idsc:TRUST_SECURITY_PROFILE"
+    )
     assert attested_security_profile(load_config(trusted.config)) == "idsc:TRUST_SECURITY_PROFILE"
     findings = check(trusted.config, ask_authority=True)
     assert not [f for f in findings if f.level == "error"], findings
     asked = [f.text for f in findings if "weaker than the data space asks" in f.text]
     assert len(asked) == 1 and "idsc:TRUST_SECURITY_PROFILE" in asked[0]
     base = space.connector("basic", roles=("provider",), tls_mode="server", start=False)
-    assert not [f for f in check(base.config, ask_authority=True)
-                if "weaker than the data space asks" in f.text]
+    assert not [
+        f for f in check(base.config, ask_authority=True) if "weaker than the data space asks" in f.text
+    ]
     # the authority out of reach: no DAT, the rule cannot be applied (and nothing breaks)
-    offline = load_config(base.config).model_copy(update={"connector": load_config(
-        base.config).connector.model_copy(update={"authority_url": "http://127.0.0.1:9"})})
+    offline = load_config(base.config).model_copy(
+        update={
+            "connector": load_config(base.config).connector.model_copy(
+                update={"authority_url": "http://127.0.0.1:9"}
+            )
+        }
+    )
     assert attested_security_profile(offline, timeout=2) is None

@@ -21,14 +21,12 @@ CONTENT = b"day,temp\n" + b"".join(f"{i},{i % 30}\n".encode() for i in range(500
 
 @pytest.fixture(scope="module")
 def pair(space: DataSpace) -> tuple[Connector, Connector]:
-    return (space.connector("tprov", roles=("provider",)),
-            space.connector("tcons", roles=("consumer",)))
+    return (space.connector("tprov", roles=("provider",)), space.connector("tcons", roles=("consumer",)))
 
 
-
-
-def pull(consumer: Connector, t: dict[str, Any], headers: dict[str, str] | None = None
-         ) -> tuple[int, bytes, dict[str, str]]:
+def pull(
+    consumer: Connector, t: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
     d = consumer.directory
     from connector.http.tls import client_context
 
@@ -36,10 +34,14 @@ def pull(consumer: Connector, t: dict[str, Any], headers: dict[str, str] | None 
 
     async def go() -> tuple[int, bytes, dict[str, str]]:
         token = t["endpointProperties"]["authorization"]
-        async with aiohttp.ClientSession() as http, http.get(
-                t["endpoint"], ssl=ssl,
-                headers={"Authorization": f"Bearer {token}", **(headers or {})}) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                t["endpoint"], ssl=ssl, headers={"Authorization": f"Bearer {token}", **(headers or {})}
+            ) as r,
+        ):
             return r.status, await r.read(), dict(r.headers)
+
     return asyncio.run(go())
 
 
@@ -53,8 +55,12 @@ def start(consumer: Connector, agreement_id: str) -> dict[str, Any]:
 
 def test_pull_with_the_token_counts_every_use(pair: tuple[Connector, Connector]) -> None:
     provider, consumer = pair
-    offer = offer_asset(provider, asset_id="urn:asset:t1", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "3"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:t1",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "3"}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     t = start(consumer, n["agreementId"])
@@ -71,15 +77,18 @@ def test_pull_with_the_token_counts_every_use(pair: tuple[Connector, Connector])
 
 def test_range_suspend_resume_terminate(pair: tuple[Connector, Connector]) -> None:
     provider, consumer = pair
-    offer = offer_asset(provider, asset_id="urn:asset:t2", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "100"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:t2",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "100"}},
+    )
     n = negotiate(consumer, provider, offer)
     t = start(consumer, n["agreementId"])
     status, body, _ = pull(consumer, t, {"Range": "bytes=0-8"})
     assert status == 206 and body == CONTENT[:9]
     # the provider suspends: the next request is denied, whatever the token says
-    status, pt = provider.api("POST", f"/api/transfers/{t['providerPid']}/suspend",
-                              {"reason": "maintenance"})
+    status, pt = provider.api("POST", f"/api/transfers/{t['providerPid']}/suspend", {"reason": "maintenance"})
     assert status == 200, pt
     assert wait_transfer(consumer, t["id"], {"SUSPENDED"})["state"] == "SUSPENDED"
     status, body, _ = pull(consumer, t)
@@ -106,10 +115,15 @@ def test_a_transfer_needs_a_finalized_agreement_of_the_caller(pair: tuple[Connec
 
 
 def test_a_bad_token_is_401_and_a_token_for_another_transfer_is_refused(
-        pair: tuple[Connector, Connector]) -> None:
+    pair: tuple[Connector, Connector],
+) -> None:
     provider, consumer = pair
-    offer = offer_asset(provider, asset_id="urn:asset:t3", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "5"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:t3",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "5"}},
+    )
     a = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
     b = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
     forged = {**a, "endpointProperties": {**a["endpointProperties"], "authorization": "x.y.z"}}
@@ -120,7 +134,8 @@ def test_a_bad_token_is_401_and_a_token_for_another_transfer_is_refused(
 
 
 def test_audit_trail_of_both_parties_verifies_and_tampering_is_located(
-        pair: tuple[Connector, Connector], tmp_path: Path) -> None:
+    pair: tuple[Connector, Connector], tmp_path: Path
+) -> None:
     import json
     import subprocess
 
@@ -128,8 +143,12 @@ def test_audit_trail_of_both_parties_verifies_and_tampering_is_located(
 
     provider, consumer = pair
     # this test's own transfer, started and suspended (tests may run apart, in other workers)
-    offer = offer_asset(provider, asset_id="urn:asset:audited", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "5"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:audited",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "5"}},
+    )
     t = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
     status, _ = provider.api("POST", f"/api/transfers/{t['providerPid']}/suspend", {"reason": "x"})
     assert status == 200
@@ -148,9 +167,22 @@ def test_audit_trail_of_both_parties_verifies_and_tampering_is_located(
     assert status == 200 and rows and all(r["kind"] == "negotiation.finalized" for r in rows)
     for c in (provider, consumer):
         log = c.directory / f"audit-{c.name}.log"
-        r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify", str(log),
-                            "--cert", str(c.directory / "participant.crt")],
-                           capture_output=True, text=True, timeout=60, env=process_env())
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "audit",
+                "verify",
+                str(log),
+                "--cert",
+                str(c.directory / "participant.crt"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=process_env(),
+        )
         assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout + r.stderr
     # a tampered copy: one entry's state rewritten
     log = provider.directory / f"audit-{provider.name}.log"
@@ -160,26 +192,60 @@ def test_audit_trail_of_both_parties_verifies_and_tampering_is_located(
     lines[2] = json.dumps(entry)
     copy = tmp_path / "tampered.log"
     copy.write_text("\n".join(lines) + "\n")
-    r = subprocess.run([sys.executable, "-m", "connector", "audit", "verify", str(copy),
-                        "--cert", str(provider.directory / "participant.crt"), "--no-head"],
-                       capture_output=True, text=True, timeout=60, env=process_env())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "audit",
+            "verify",
+            str(copy),
+            "--cert",
+            str(provider.directory / "participant.crt"),
+            "--no-head",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=process_env(),
+    )
     assert r.returncode == 1 and "line 3" in (r.stdout + r.stderr), r.stdout + r.stderr
 
 
 def test_connector_pull_downloads_verifies_receipts_and_refreshes(
-        pair: tuple[Connector, Connector], tmp_path: Path) -> None:
+    pair: tuple[Connector, Connector], tmp_path: Path
+) -> None:
     import subprocess
 
     from connector.devspace import process_env
 
     provider, consumer = pair
-    offer = offer_asset(provider, asset_id="urn:asset:cli-pull", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "10"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:cli-pull",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "10"}},
+    )
     n = negotiate(consumer, provider, offer)
     out = tmp_path / "pulled.csv"
-    r = subprocess.run([sys.executable, "-m", "connector", "pull", provider.dsp_url,
-                        n["agreementId"], "--config", str(consumer.config), "--out", str(out)],
-                       capture_output=True, text=True, timeout=120, env=process_env())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "pull",
+            provider.dsp_url,
+            n["agreementId"],
+            "--config",
+            str(consumer.config),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=process_env(),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert out.read_bytes() == CONTENT
     assert "receipts verified: 1 signed receipt(s) cover 1 response(s)" in r.stdout
@@ -194,7 +260,8 @@ def test_connector_pull_downloads_verifies_receipts_and_refreshes(
 
 
 def test_delete_after_duty_deletes_the_copy_and_the_provider_gets_the_signed_notice(
-        pair: tuple[Connector, Connector], tmp_path: Path) -> None:
+    pair: tuple[Connector, Connector], tmp_path: Path
+) -> None:
     import subprocess
     from datetime import UTC, datetime, timedelta
 
@@ -203,15 +270,33 @@ def test_delete_after_duty_deletes_the_copy_and_the_provider_gets_the_signed_not
     provider, consumer = pair
     # 10 s: negotiation and pull must fit before it, on a loaded machine too
     delete_at = (datetime.now(UTC) + timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    offer = offer_asset(provider, asset_id="urn:asset:ephemeral", content=CONTENT,
-                        contract={"template": "use-and-delete-after",
-                                  "params": {"deleteAt": delete_at}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:ephemeral",
+        content=CONTENT,
+        contract={"template": "use-and-delete-after", "params": {"deleteAt": delete_at}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     out = tmp_path / "ephemeral.csv"
-    r = subprocess.run([sys.executable, "-m", "connector", "pull", provider.dsp_url,
-                        n["agreementId"], "--config", str(consumer.config), "--out", str(out)],
-                       capture_output=True, text=True, timeout=120, env=process_env())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "pull",
+            provider.dsp_url,
+            n["agreementId"],
+            "--config",
+            str(consumer.config),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=process_env(),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "delete duty" in r.stdout and out.read_bytes() == CONTENT
     deadline = time.monotonic() + 30
@@ -228,8 +313,12 @@ def test_delete_after_duty_deletes_the_copy_and_the_provider_gets_the_signed_not
 def test_a_suspension_cuts_a_running_stream_off(pair: tuple[Connector, Connector], tmp_path: Path) -> None:
     provider, consumer = pair
     big = b"z" * (48 << 20)
-    offer = offer_asset(provider, asset_id="urn:asset:long", content=big,
-                        contract={"template": "n-times-usage", "params": {"max": "5"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:long",
+        content=big,
+        contract={"template": "n-times-usage", "params": {"max": "5"}},
+    )
     t = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
     from connector.http.tls import client_context
 
@@ -238,13 +327,12 @@ def test_a_suspension_cuts_a_running_stream_off(pair: tuple[Connector, Connector
     async def slow_read() -> int:
         got = 0
         headers = {"Authorization": f"Bearer {t['endpointProperties']['authorization']}"}
-        async with aiohttp.ClientSession() as http, http.get(t["endpoint"], ssl=ssl,
-                                                             headers=headers) as r:
+        async with aiohttp.ClientSession() as http, http.get(t["endpoint"], ssl=ssl, headers=headers) as r:
             assert r.status == 200
             # the provider suspends while the body is still being sent
             status, _ = await asyncio.to_thread(
-                provider.api, "POST", f"/api/transfers/{t['providerPid']}/suspend",
-                {"reason": "stop now"})
+                provider.api, "POST", f"/api/transfers/{t['providerPid']}/suspend", {"reason": "stop now"}
+            )
             assert status == 200
             try:
                 async for chunk in r.content.iter_chunked(1 << 20):
@@ -260,7 +348,8 @@ def test_a_suspension_cuts_a_running_stream_off(pair: tuple[Connector, Connector
 
 
 def test_expired_token_is_refreshed_by_pull_and_a_closed_window_denies(
-        space: DataSpace, tmp_path: Path) -> None:
+    space: DataSpace, tmp_path: Path
+) -> None:
     import subprocess
     from datetime import UTC, datetime, timedelta
 
@@ -270,9 +359,12 @@ def test_expired_token_is_refreshed_by_pull_and_a_closed_window_denies(
     consumer = space.connector("shortcons", roles=("consumer",))
     end = (datetime.now(UTC) + timedelta(seconds=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
     start_at = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    offer = offer_asset(provider, asset_id="urn:asset:window", content=CONTENT,
-                        contract={"template": "interval-restricted",
-                                  "params": {"start": start_at, "end": end}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:window",
+        content=CONTENT,
+        contract={"template": "interval-restricted", "params": {"start": start_at, "end": end}},
+    )
     n = negotiate(consumer, provider, offer)
     assert n["state"] == "FINALIZED", n
     t = start(consumer, n["agreementId"])
@@ -281,9 +373,24 @@ def test_expired_token_is_refreshed_by_pull_and_a_closed_window_denies(
     assert status == 401 and b"expired" in body, body
     # connector pull refreshes on the 401 and gets the data
     out = tmp_path / "refreshed.csv"
-    r = subprocess.run([sys.executable, "-m", "connector", "pull", provider.dsp_url,
-                        n["agreementId"], "--config", str(consumer.config), "--out", str(out)],
-                       capture_output=True, text=True, timeout=120, env=process_env())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "pull",
+            provider.dsp_url,
+            n["agreementId"],
+            "--config",
+            str(consumer.config),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=process_env(),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert out.read_bytes() == CONTENT
     # when the agreement's window closes, access stops without anyone acting
@@ -302,8 +409,12 @@ def test_a_revoked_consumer_can_no_longer_pull(space: DataSpace) -> None:
 
     provider = space.connector("revprov", roles=("provider",))
     consumer = space.connector("revcons", roles=("consumer",))
-    offer = offer_asset(provider, asset_id="urn:asset:rev", content=CONTENT,
-                        contract={"template": "n-times-usage", "params": {"max": "50"}})
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:rev",
+        content=CONTENT,
+        contract={"template": "n-times-usage", "params": {"max": "50"}},
+    )
     t = start(consumer, negotiate(consumer, provider, offer)["agreementId"])
     assert pull(consumer, t)[0] == 200  # the token is now in the data plane's cache
     cli("authority", "revoke", space.authority.directory, consumer.participant_id)

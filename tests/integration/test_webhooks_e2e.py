@@ -60,19 +60,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def test_a_negotiation_is_told_to_the_webhook_signed_in_order_and_retried(
-        space: DataSpace, tmp_path: Path) -> None:
+    space: DataSpace, tmp_path: Path
+) -> None:
     receiver = Receiver()
     try:
         provider = space.connector("hookprov", roles=("provider",), start=False)
         secret = tmp_path / "hook.key"
         secret.write_bytes(SECRET)
         with provider.config.open("a") as f:
-            f.write(f'\n[[webhooks]]\nurl = "{receiver.url}"\nsecret_file = "{secret}"\n'
-                    f'events = ["negotiation", "agreement"]\nallow = ["127.0.0.1"]\n')
+            f.write(
+                f'\n[[webhooks]]\nurl = "{receiver.url}"\nsecret_file = "{secret}"\n'
+                f'events = ["negotiation", "agreement"]\nallow = ["127.0.0.1"]\n'
+            )
         provider.start()
         consumer = space.connector("hookcons", roles=("consumer",))
-        offer = offer_asset(provider, asset_id="urn:asset:hooked",
-                            contract={"template": "n-times-usage", "params": {"max": "1"}})
+        offer = offer_asset(
+            provider,
+            asset_id="urn:asset:hooked",
+            contract={"template": "n-times-usage", "params": {"max": "1"}},
+        )
         n = negotiate(consumer, provider, offer)
         assert n["state"] == "FINALIZED"
 
@@ -80,8 +86,7 @@ def test_a_negotiation_is_told_to_the_webhook_signed_in_order_and_retried(
             return [json.loads(body) for _, body in receiver.got]
 
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(
-                e["type"] == "agreement.signed" for e in events()):
+        while time.monotonic() < deadline and not any(e["type"] == "agreement.signed" for e in events()):
             time.sleep(0.1)
         got = events()
         for headers, body in receiver.got:  # every delivery signed with the hook's key
@@ -91,8 +96,7 @@ def test_a_negotiation_is_told_to_the_webhook_signed_in_order_and_retried(
         # the 503 was retried: the first event arrived twice, with one delivery id
         assert got[0]["id"] == got[1]["id"]
         unique = {e["id"]: e for e in got}
-        states = [e["process"]["internalState"] for e in unique.values()
-                  if e["type"] == "negotiation.state"]
+        states = [e["process"]["internalState"] for e in unique.values() if e["type"] == "negotiation.state"]
         assert states[-1] == "FINALIZED" and len(states) == len(set(states))  # in order, once
         signed = [e for e in unique.values() if e["type"] == "agreement.signed"]
         assert [e["agreement"]["id"] for e in signed] == [n["agreementId"]]
@@ -103,8 +107,9 @@ def test_a_negotiation_is_told_to_the_webhook_signed_in_order_and_retried(
 
 def test_a_webhook_at_a_refused_address_is_never_connected_to() -> None:
     async def send() -> Any:
-        client = WebhookClient(OutboundPolicy.from_config([]), {"http://127.0.0.1:9/x": SECRET},
-                               clock=time.time)
+        client = WebhookClient(
+            OutboundPolicy.from_config([]), {"http://127.0.0.1:9/x": SECRET}, clock=time.time
+        )
         try:
             return await client.send("http://127.0.0.1:9/x", {"type": "t"}, "urn:uuid:1")
         finally:

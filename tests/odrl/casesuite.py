@@ -51,12 +51,19 @@ MANIFEST_HEADER = ["test_case", "policy", "request", "sotw", "title"]
 
 POLICY_TYPES = frozenset(
     {
-        ODRL.Policy, ODRL.Set, ODRL.Offer, ODRL.Agreement, ODRL.Privacy, ODRL.Ticket,
-        ODRL.Assertion, IDS.ContractOffer, IDS.ContractAgreement, IDS.ContractRequest,
+        ODRL.Policy,
+        ODRL.Set,
+        ODRL.Offer,
+        ODRL.Agreement,
+        ODRL.Privacy,
+        ODRL.Ticket,
+        ODRL.Assertion,
+        IDS.ContractOffer,
+        IDS.ContractAgreement,
+        IDS.ContractRequest,
     }
 )
-PREMISE_TYPES = (REPORT.TargetReport, REPORT.PartyReport, REPORT.ActionReport,
-                 REPORT.ConstraintReport)
+PREMISE_TYPES = (REPORT.TargetReport, REPORT.PartyReport, REPORT.ActionReport, REPORT.ConstraintReport)
 DECIDING_RULE_REPORT_TYPES = (REPORT.PermissionReport, REPORT.ProhibitionReport)
 
 Evaluator = Callable[[Path, Path, Path], tuple[Graph, bool]]
@@ -140,8 +147,7 @@ def reachable_subgraph(graph: Graph, start: Node) -> Graph:
 def _one(graph: Graph, s: Node, p: Node, what: str) -> Node:
     values = list(graph.objects(s, p))
     if len(values) != 1:
-        raise CaseFormatError(f"{what}: expected exactly one {_short(p)} on {_short(s)}, "
-                              f"found {len(values)}")
+        raise CaseFormatError(f"{what}: expected exactly one {_short(p)} on {_short(s)}, found {len(values)}")
     return values[0]
 
 
@@ -219,8 +225,12 @@ def request_node(graph: Graph, where: str = "request") -> URIRef:
 def check_case_files(case: Case) -> list[str]:
     """Consistency of one case's files with its test-case description. Empty list = fine."""
     problems: list[str] = []
-    for label, path in (("test case", case.test_case), ("policy", case.policy),
-                        ("request", case.request), ("sotw", case.sotw)):
+    for label, path in (
+        ("test case", case.test_case),
+        ("policy", case.policy),
+        ("request", case.request),
+        ("sotw", case.sotw),
+    ):
         if not path.is_file():
             problems.append(f"{label} file missing: {path}")
     if problems:
@@ -267,7 +277,7 @@ def _short(term: object) -> str:
         text = str(term)
         for prefix, ns in _PREFIXES:
             if text.startswith(ns):
-                return prefix + text[len(ns):]
+                return prefix + text[len(ns) :]
         return f"<{text}>"
     if isinstance(term, Literal):
         return repr(str(term)) if term.datatype is None else f'"{term}"^^{_short(term.datatype)}'
@@ -278,7 +288,7 @@ def _short(term: object) -> str:
 
 def _state(term: object) -> str:
     if isinstance(term, URIRef) and str(term).startswith(str(REPORT)):
-        return str(term)[len(str(REPORT)):]
+        return str(term)[len(str(REPORT)) :]
     return _short(term)
 
 
@@ -332,8 +342,10 @@ def describe_constraint(policy: Graph | None, constraint: Node) -> str:
     for op in (ODRL["and"], ODRL["or"], ODRL.xone, ODRL.andSequence):
         if (constraint, op, None) in policy:
             return f"{label} ({_short(op).removeprefix('odrl:')}(...))"
-    for lo, oper, ro in ((ODRL.leftOperand, ODRL.operator, ODRL.rightOperand),
-                         (IDS.leftOperand, IDS.operator, IDS.rightOperand)):
+    for lo, oper, ro in (
+        (ODRL.leftOperand, ODRL.operator, ODRL.rightOperand),
+        (IDS.leftOperand, IDS.operator, IDS.rightOperand),
+    ):
         left = policy.value(constraint, lo)
         if left is None:
             continue
@@ -405,7 +417,10 @@ def expected_decision(expected: ExpectedReport, derive: bool = True) -> tuple[bo
         return None, "none"
     g = expected.graph
     permit = (rrs[0], RDF.type, REPORT.PermissionReport) in g and (
-        rrs[0], REPORT.activationState, REPORT.Active) in g
+        rrs[0],
+        REPORT.activationState,
+        REPORT.Active,
+    ) in g
     return permit, "derived from the single rule report"
 
 
@@ -413,13 +428,13 @@ def _find_policy_report(got: Graph, expected: ExpectedReport) -> tuple[Node | No
     cands = sorted(got.subjects(RDF.type, REPORT.PolicyReport), key=str)
     if len(cands) > 1:
         want = _single(expected.graph, expected.node, REPORT.policyRequest)
-        narrowed = [c for c in cands if want is not None and
-                    (c, REPORT.policyRequest, want) in got]
+        narrowed = [c for c in cands if want is not None and (c, REPORT.policyRequest, want) in got]
         if len(narrowed) == 1:
             return narrowed[0], ""
     if len(cands) != 1:
-        return None, (f"evaluated graph must hold one report:PolicyReport (for the request), "
-                      f"found {len(cands)}")
+        return None, (
+            f"evaluated graph must hold one report:PolicyReport (for the request), found {len(cands)}"
+        )
     return cands[0], ""
 
 
@@ -512,8 +527,7 @@ def compare(
         if got_decision is None:
             cmp.decision.append(f"engine gave no decision; expected {_verdict(want)} ({source})")
         elif bool(got_decision) != want:
-            cmp.decision.append(f"expected {_verdict(want)} ({source}), "
-                                f"got {_verdict(bool(got_decision))}")
+            cmp.decision.append(f"expected {_verdict(want)} ({source}), got {_verdict(bool(got_decision))}")
 
     if check_isomorphism:
         cmp.isomorphic = reports_isomorphic(eg, got)
@@ -526,8 +540,9 @@ def compare(
     for prop in (REPORT.policy, REPORT.policyRequest):
         ev, gv = _values(eg, enode, prop), _values(got, gnode, prop)
         if ev != gv:
-            cmp.header.append(f"PolicyReport {_short(prop)}: expected {_show_values(ev)}, "
-                              f"got {_show_values(gv)}")
+            cmp.header.append(
+                f"PolicyReport {_short(prop)}: expected {_show_values(ev)}, got {_show_values(gv)}"
+            )
 
     # rule reports by rule IRI
     got_by_rule: dict[Node, list[Node]] = {}
@@ -536,8 +551,7 @@ def compare(
             continue
         rules = _values(got, rr, REPORT.rule)
         if len(rules) != 1:
-            cmp.metric1.append(f"evaluated rule report {_short(rr)} has "
-                               f"{len(rules)} report:rule values")
+            cmp.metric1.append(f"evaluated rule report {_short(rr)} has {len(rules)} report:rule values")
             continue
         got_by_rule.setdefault(rules[0], []).append(rr)
 
@@ -564,14 +578,18 @@ def compare(
         for prop in (REPORT.activationState, REPORT.attemptState, REPORT.ruleRequest):
             ev, gv = _values(eg, err, prop), _values(got, grr, prop)
             if ev != gv:
-                cmp.metric1.append(f"{where}: {_short(prop).removeprefix('report:')} "
-                                   f"expected {_show_values(ev)}, got {_show_values(gv)}")
+                cmp.metric1.append(
+                    f"{where}: {_short(prop).removeprefix('report:')} "
+                    f"expected {_show_values(ev)}, got {_show_values(gv)}"
+                )
         cmp.metric2.extend(_compare_premises(eg, err, got, grr, where, policy))
 
     for rule, grrs in sorted(got_by_rule.items(), key=lambda kv: str(kv[0])):
         if rule not in expected_rules:
-            cmp.metric1.append(f"unexpected evaluated rule report(s) for rule {_short(rule)}: "
-                               f"{', '.join(_short(r) for r in grrs)}")
+            cmp.metric1.append(
+                f"unexpected evaluated rule report(s) for rule {_short(rule)}: "
+                f"{', '.join(_short(r) for r in grrs)}"
+            )
     return cmp
 
 
@@ -594,12 +612,16 @@ def _compare_premises(
     got_nodes = premise_reports(got, grr)
     for n in exp_nodes:
         if _premise_type(eg, n) is None:
-            out.append(f"{where}: expected premise report {_short(n)} has no single "
-                       f"Target/Party/Action/ConstraintReport type (defective expected report)")
+            out.append(
+                f"{where}: expected premise report {_short(n)} has no single "
+                f"Target/Party/Action/ConstraintReport type (defective expected report)"
+            )
     if len(exp_nodes) != len(got_nodes):
-        out.append(f"{where}: number of premise reports expected {len(exp_nodes)} "
-                   f"({_type_breakdown(eg, exp_nodes)}), got {len(got_nodes)} "
-                   f"({_type_breakdown(got, got_nodes)})")
+        out.append(
+            f"{where}: number of premise reports expected {len(exp_nodes)} "
+            f"({_type_breakdown(eg, exp_nodes)}), got {len(got_nodes)} "
+            f"({_type_breakdown(got, got_nodes)})"
+        )
 
     got_constraint: dict[Node, list[Node]] = {}
     got_typed: dict[Node, list[Node]] = {}
@@ -619,8 +641,10 @@ def _compare_premises(
         if t == REPORT.ConstraintReport:
             c = _single(eg, n, REPORT.constraint)
             if c is None:
-                out.append(f"{where}: expected ConstraintReport {_short(n)} has no single "
-                           f"report:constraint (defective expected report)")
+                out.append(
+                    f"{where}: expected ConstraintReport {_short(n)} has no single "
+                    f"report:constraint (defective expected report)"
+                )
                 continue
             label = f"ConstraintReport for {describe_constraint(policy, c)}"
             matches = got_constraint.get(c, [])
@@ -635,8 +659,9 @@ def _compare_premises(
             continue
         have = _values(got, matches[0], REPORT.satisfactionState)
         if want != have:
-            out.append(f"{where}: {label}: satisfactionState expected {_show_values(want)}, "
-                       f"got {_show_values(have)}")
+            out.append(
+                f"{where}: {label}: satisfactionState expected {_show_values(want)}, got {_show_values(have)}"
+            )
     return out
 
 

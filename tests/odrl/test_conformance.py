@@ -85,8 +85,7 @@ def _evaluated(case: cs.Case) -> tuple[Graph, bool]:
 @pytest.mark.parametrize("case", CASE_PARAMS)
 def test_conformance(case: cs.Case) -> None:
     report, decision = _evaluated(case)
-    cmp = cs.compare(cs.load_expected(case), report, decision,
-                     policy=cs.parse_turtle(case.policy))
+    cmp = cs.compare(cs.load_expected(case), report, decision, policy=cs.parse_turtle(case.policy))
     metric = _metric(case)
     assert cmp.ok(metric), (
         f"{case.suite}/{case.name}: {case.title}\n"
@@ -95,8 +94,7 @@ def test_conformance(case: cs.Case) -> None:
     )
 
 
-def test_metric3_isomorphism_information(capsys: pytest.CaptureFixture[str],
-                                         record_property) -> None:
+def test_metric3_isomorphism_information(capsys: pytest.CaptureFixture[str], record_property) -> None:
     """Informational: how many evaluated reports are isomorphic to the expected ones. Never fails
     on the count (the expected reports carry optional triples inconsistently)."""
     try:
@@ -116,7 +114,8 @@ def test_metric3_isomorphism_information(capsys: pytest.CaptureFixture[str],
         cmp = cs.compare(cs.load_expected(case), report, decision, check_isomorphism=True)
         tally[0] += bool(cmp.isomorphic)
     line = "ODRL metric 3 (RDF isomorphism, informational): " + ", ".join(
-        f"{suite} {ok}/{total}" for suite, (ok, total) in per_suite.items())
+        f"{suite} {ok}/{total}" for suite, (ok, total) in per_suite.items()
+    )
     if errors:
         line += f"; {len(errors)} cases not evaluated"
     record_property("metric3", line)
@@ -127,13 +126,29 @@ def test_metric3_isomorphism_information(capsys: pytest.CaptureFixture[str],
 def test_cli_decision_line() -> None:
     """The CLI prints the report on stdout and PERMIT/DENY on stderr (one permit, one deny case)."""
     picks = {c.name: c for c in ALL_CASES if c.suite == "own"}
-    for name, want in (("testcase-101-count-lteq-4-done", "PERMIT"),
-                       ("testcase-102-count-lteq-5-done", "DENY")):
+    for name, want in (
+        ("testcase-101-count-lteq-4-done", "PERMIT"),
+        ("testcase-102-count-lteq-5-done", "DENY"),
+    ):
         case = picks[name]
         proc = subprocess.run(
-            [sys.executable, "-m", "connector", "policy", "evaluate", "--policy", str(case.policy),
-             "--request", str(case.request), "--sotw", str(case.sotw)],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "policy",
+                "evaluate",
+                "--policy",
+                str(case.policy),
+                "--request",
+                str(case.request),
+                "--sotw",
+                str(case.sotw),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert proc.returncode == (0 if want == "PERMIT" else 1), proc.stderr
         words = re.findall(r"\b(PERMIT|DENY)\b", proc.stderr)
@@ -154,8 +169,9 @@ def test_case_files_consistent(case: cs.Case) -> None:
 def test_harness_expected_report_matches_itself(case: cs.Case) -> None:
     expected = cs.load_expected(case)
     decision, _ = cs.expected_decision(expected)
-    cmp = cs.compare(expected, expected.graph, decision, policy=cs.parse_turtle(case.policy),
-                     check_isomorphism=True)
+    cmp = cs.compare(
+        expected, expected.graph, decision, policy=cs.parse_turtle(case.policy), check_isomorphism=True
+    )
     assert cmp.ok(_metric(case)), cmp.summary(_metric(case))
     assert cmp.isomorphic
 
@@ -187,8 +203,9 @@ def _own(name: str) -> tuple[cs.Case, cs.ExpectedReport]:
 
 
 def _rule_report(exp: cs.ExpectedReport, kind: URIRef):
-    return next(rr for rr in exp.graph.objects(exp.node, cs.REPORT.ruleReport)
-                if (rr, RDF.type, kind) in exp.graph)
+    return next(
+        rr for rr in exp.graph.objects(exp.node, cs.REPORT.ruleReport) if (rr, RDF.type, kind) in exp.graph
+    )
 
 
 def test_harness_flipped_activation_state_fails_metric1() -> None:
@@ -227,8 +244,7 @@ def test_harness_flipped_refinement_under_action_fails_metric2() -> None:
     got = _copy(exp.graph)
     action = next(got.subjects(RDF.type, cs.REPORT.ActionReport))
     refinement = got.value(action, cs.REPORT.premiseReport)
-    _flip(got, refinement, cs.REPORT.satisfactionState, cs.REPORT.Satisfied,
-          cs.REPORT.Unsatisfied)
+    _flip(got, refinement, cs.REPORT.satisfactionState, cs.REPORT.Satisfied, cs.REPORT.Unsatisfied)
     cmp = cs.compare(exp, got, False)
     assert cmp.passes(1) and not cmp.passes(2)
     assert "ConstraintReport for" in cmp.summary()
@@ -272,13 +288,21 @@ def test_harness_accepts_blank_node_reports() -> None:
     _, exp = _own("testcase-137-nested-or-and-satisfied")
     from rdflib import BNode
 
-    keep = {exp.graph.value(rr, cs.REPORT.rule)
-            for rr in exp.graph.objects(exp.node, cs.REPORT.ruleReport)}
+    keep = {exp.graph.value(rr, cs.REPORT.rule) for rr in exp.graph.objects(exp.node, cs.REPORT.ruleReport)}
     mapping: dict = {}
     got = Graph()
     for s, p, o in exp.graph:
-        if p in (cs.REPORT.rule, cs.REPORT.constraint, cs.REPORT.policy,
-                 cs.REPORT.policyRequest, cs.REPORT.ruleRequest) or o in keep:
+        if (
+            p
+            in (
+                cs.REPORT.rule,
+                cs.REPORT.constraint,
+                cs.REPORT.policy,
+                cs.REPORT.policyRequest,
+                cs.REPORT.ruleRequest,
+            )
+            or o in keep
+        ):
             new_o = o
         else:
             new_o = mapping.setdefault(o, BNode()) if str(o).startswith("urn:uuid:") else o
@@ -319,8 +343,9 @@ def test_own_case_follows_conventions(case: cs.Case) -> None:
             constraint = g.value(premise, cs.REPORT.constraint)
             if constraint is not None:
                 assert (constraint, None, None) in pol_graph, f"unknown constraint {constraint}"
-    for node in set(g.subjects()) | {o for o in g.objects() if isinstance(o, URIRef)
-                                     and (o, None, None) in g}:
+    for node in set(g.subjects()) | {
+        o for o in g.objects() if isinstance(o, URIRef) and (o, None, None) in g
+    }:
         assert str(node).startswith("urn:uuid:"), node
 
 

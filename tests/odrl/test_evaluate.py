@@ -19,9 +19,15 @@ NOW = "2026-06-01T12:00:00Z"
 
 
 def policy(*permissions: dict, prohibitions: tuple[dict, ...] = (), **extra: Any) -> Any:
-    doc = {"@context": [ODRL_CTX, {"dpv": "https://w3id.org/dpv#", "ex": "http://ex.org/"}],
-           "@type": "Agreement", "uid": "urn:policy:1", "target": "urn:asset:x",
-           "assignee": "urn:party:bob", "permission": list(permissions), **extra}
+    doc = {
+        "@context": [ODRL_CTX, {"dpv": "https://w3id.org/dpv#", "ex": "http://ex.org/"}],
+        "@type": "Agreement",
+        "uid": "urn:policy:1",
+        "target": "urn:asset:x",
+        "assignee": "urn:party:bob",
+        "permission": list(permissions),
+        **extra,
+    }
     if prohibitions:
         doc["prohibition"] = list(prohibitions)
     return load_policy(doc)
@@ -50,6 +56,7 @@ def iri(x: str) -> dict:
 
 # ---------------------------------------------------------------- count and time
 
+
 @pytest.mark.parametrize(("done", "permit"), [(0, True), (4, True), (5, False), (50, False)])
 def test_count_lteq_allows_exactly_n_uses(done: int, permit: bool) -> None:
     pol = policy({"action": "use", "constraint": [c("count", "lteq", 5)]})
@@ -59,33 +66,45 @@ def test_count_lteq_allows_exactly_n_uses(done: int, permit: bool) -> None:
         assert f"use number {done + 1} ({done} completed)" in rep.explanation
 
 
-@pytest.mark.parametrize(("started", "permit"), [
-    ("2026-05-31T12:00:01Z", True), ("2026-05-31T12:00:00Z", True),
-    ("2026-05-31T11:59:59Z", False)])
+@pytest.mark.parametrize(
+    ("started", "permit"),
+    [("2026-05-31T12:00:01Z", True), ("2026-05-31T12:00:00Z", True), ("2026-05-31T11:59:59Z", False)],
+)
 def test_elapsed_time_since_usage_start(started: str, permit: bool) -> None:
-    pol = policy({"action": "use", "constraint": [
-        c("elapsedTime", "lteq", {"@value": "P1D", "@type": "xsd:duration"})]})
+    pol = policy(
+        {
+            "action": "use",
+            "constraint": [c("elapsedTime", "lteq", {"@value": "P1D", "@type": "xsd:duration"})],
+        }
+    )
     assert run(pol, world={"startedAt": started}).permit is permit
 
 
 def test_elapsed_time_without_start_denies_with_reason() -> None:
-    pol = policy({"action": "use", "constraint": [
-        c("elapsedTime", "lteq", {"@value": "PT1H", "@type": "xsd:duration"})]})
+    pol = policy(
+        {
+            "action": "use",
+            "constraint": [c("elapsedTime", "lteq", {"@value": "PT1H", "@type": "xsd:duration"})],
+        }
+    )
     rep = run(pol)
     assert not rep.permit and "start of the usage period is not known" in rep.explanation
 
 
 def test_datetime_window() -> None:
-    window = {"and": [c("dateTime", "gteq", {"@value": "2026-01-01T00:00:00Z",
-                                               "@type": "xsd:dateTime"}),
-                      c("dateTime", "lt", {"@value": "2027-01-01T00:00:00Z",
-                                           "@type": "xsd:dateTime"})]}
+    window = {
+        "and": [
+            c("dateTime", "gteq", {"@value": "2026-01-01T00:00:00Z", "@type": "xsd:dateTime"}),
+            c("dateTime", "lt", {"@value": "2027-01-01T00:00:00Z", "@type": "xsd:dateTime"}),
+        ]
+    }
     pol = policy({"action": "use", "constraint": [window]})
     assert run(pol).permit
     assert not run(pol, world={"now": "2027-01-01T00:00:00Z"}).permit
 
 
 # ---------------------------------------------------------------- purpose, spatial, sets
+
 
 def test_purpose_eq_and_mismatch_reason() -> None:
     pol = policy({"action": "use", "constraint": [c("purpose", "eq", iri("dpv:ResearchAndDevelopment"))]})
@@ -114,9 +133,19 @@ def test_spatial_is_part_of_follows_part_of_transitively() -> None:
 
 def test_set_operators() -> None:
     def with_op(op: str) -> Any:
-        return policy({"action": "use", "constraint": [
-            {"leftOperand": "purpose", "operator": op,
-             "rightOperand": [iri("urn:p:a"), iri("urn:p:b")]}]})
+        return policy(
+            {
+                "action": "use",
+                "constraint": [
+                    {
+                        "leftOperand": "purpose",
+                        "operator": op,
+                        "rightOperand": [iri("urn:p:a"), iri("urn:p:b")],
+                    }
+                ],
+            }
+        )
+
     assert run(with_op("isAnyOf"), purpose="urn:p:a").permit
     assert not run(with_op("isAnyOf"), purpose="urn:p:c").permit
     assert run(with_op("isNoneOf"), purpose="urn:p:c").permit
@@ -126,8 +155,14 @@ def test_set_operators() -> None:
 
 
 def test_xone_requires_exactly_one() -> None:
-    pol = policy({"action": "use", "constraint": [{"xone": [
-        c("purpose", "eq", iri("urn:p:a")), c("recipient", "eq", iri("urn:party:carol"))]}]})
+    pol = policy(
+        {
+            "action": "use",
+            "constraint": [
+                {"xone": [c("purpose", "eq", iri("urn:p:a")), c("recipient", "eq", iri("urn:party:carol"))]}
+            ],
+        }
+    )
     assert run(pol, purpose="urn:p:a", recipient="urn:party:dave").permit
     both = run(pol, purpose="urn:p:a", recipient="urn:party:carol")
     assert not both.permit and "exactly one required" in explain_text(both)
@@ -140,6 +175,7 @@ def test_incomparable_values_deny_with_reason() -> None:
 
 
 # ---------------------------------------------------------------- actions, refinements
+
 
 def test_action_hierarchy_use_covers_read_not_sell() -> None:
     pol = policy({"action": "use"})
@@ -160,8 +196,16 @@ def test_unknown_action_denies_even_on_exact_match() -> None:
 
 
 def test_action_refinement_is_nested_under_the_action_report() -> None:
-    pol = policy({"action": [{"rdf:value": iri("odrl:use"), "refinement": [
-        c("purpose", "eq", iri("urn:p:a"), uid="urn:ref:1")]}]})
+    pol = policy(
+        {
+            "action": [
+                {
+                    "rdf:value": iri("odrl:use"),
+                    "refinement": [c("purpose", "eq", iri("urn:p:a"), uid="urn:ref:1")],
+                }
+            ]
+        }
+    )
     ok = run(pol, purpose="urn:p:a")
     assert ok.permit
     bad = run(pol, purpose="urn:p:b")
@@ -173,16 +217,24 @@ def test_action_refinement_is_nested_under_the_action_report() -> None:
 
 # ---------------------------------------------------------------- rules, conflicts, duties
 
+
 def test_prohibition_alone_denies() -> None:
-    pol = load_policy({"@context": ODRL_CTX, "@type": "Set", "uid": "urn:p",
-                       "prohibition": [{"action": "use", "target": "urn:asset:x"}]})
+    pol = load_policy(
+        {
+            "@context": ODRL_CTX,
+            "@type": "Set",
+            "uid": "urn:p",
+            "prohibition": [{"action": "use", "target": "urn:asset:x"}],
+        }
+    )
     rep = run(pol)
     assert not rep.permit and rep.rules[0].active
     assert "grants no permission" in rep.explanation
 
 
-@pytest.mark.parametrize(("strategy", "permit"), [
-    ("perm", True), ("prohibit", False), ("invalid", False), (None, False)])
+@pytest.mark.parametrize(
+    ("strategy", "permit"), [("perm", True), ("prohibit", False), ("invalid", False), (None, False)]
+)
 def test_conflict_strategies(strategy: str | None, permit: bool) -> None:
     extra = {"conflict": strategy} if strategy else {}
     pol = policy({"action": "use"}, prohibitions=({"action": "read"},), **extra)
@@ -195,41 +247,53 @@ def test_static_conflict_voids_policy_even_when_prohibition_does_not_match() -> 
     pol = policy({"action": "use"}, prohibitions=({"action": "distribute"},))
     rep = run(pol, action="read")
     assert not rep.permit and "conflict in every state of the world" in rep.explanation
-    pol_perm = policy({"action": "use"}, prohibitions=({"action": "distribute"},),
-                      conflict="perm")
+    pol_perm = policy({"action": "use"}, prohibitions=({"action": "distribute"},), conflict="perm")
     assert run(pol_perm, action="read").permit
     pol_prohibit = replace(pol_perm, conflict=T.PROHIBIT)
     assert not run(pol_prohibit, action="distribute").permit
 
 
 def test_constrained_prohibition_is_not_a_static_conflict() -> None:
-    pol = policy({"action": "use"}, prohibitions=(
-        {"action": "distribute", "constraint": [c("spatial", "eq", iri("urn:geo:US"))]},))
+    pol = policy(
+        {"action": "use"},
+        prohibitions=({"action": "distribute", "constraint": [c("spatial", "eq", iri("urn:geo:US"))]},),
+    )
     assert run(pol, action="read").permit
     assert not run(pol, action="distribute", spatial="urn:geo:US").permit
 
 
 def test_violated_duty_blocks_unless_consequences_fulfilled() -> None:
-    pol = policy({"action": "use", "duty": [{"uid": "urn:duty:pay", "action": "compensate",
-                                             "consequence": [{"uid": "urn:duty:fine",
-                                                              "action": "compensate"}]}]})
+    pol = policy(
+        {
+            "action": "use",
+            "duty": [
+                {
+                    "uid": "urn:duty:pay",
+                    "action": "compensate",
+                    "consequence": [{"uid": "urn:duty:fine", "action": "compensate"}],
+                }
+            ],
+        }
+    )
     assert run(pol).permit  # pending duty does not block
     rep = run(pol, world={"duties": {"urn:duty:pay": "Violated"}})
     assert not rep.permit and "is violated" in rep.explanation
-    remedied = run(pol, world={"duties": {"urn:duty:pay": "Violated",
-                                          "urn:duty:fine": "Fulfilled"}})
+    remedied = run(pol, world={"duties": {"urn:duty:pay": "Violated", "urn:duty:fine": "Fulfilled"}})
     assert remedied.permit
 
 
 def test_obligations_and_remedies_are_reported() -> None:
-    doc = {"@context": ODRL_CTX, "@type": "Agreement", "uid": "urn:p", "target": "urn:asset:x",
-           "assignee": "urn:party:bob",
-           "permission": [{"action": "use"}],
-           "prohibition": [{"action": "distribute", "remedy": [
-               {"uid": "urn:duty:delete", "action": "delete"}]}],
-           "obligation": [{"uid": "urn:duty:report", "action": "inform"}]}
-    rep = run(load_policy(doc), world={"duties": {"urn:duty:report": "Violated"}},
-              action="read")
+    doc = {
+        "@context": ODRL_CTX,
+        "@type": "Agreement",
+        "uid": "urn:p",
+        "target": "urn:asset:x",
+        "assignee": "urn:party:bob",
+        "permission": [{"action": "use"}],
+        "prohibition": [{"action": "distribute", "remedy": [{"uid": "urn:duty:delete", "action": "delete"}]}],
+        "obligation": [{"uid": "urn:duty:report", "action": "inform"}],
+    }
+    rep = run(load_policy(doc), world={"duties": {"urn:duty:report": "Violated"}}, action="read")
     # the prohibition is constrained-free and overlaps use: a static conflict under invalid
     assert not rep.permit
     assert rep.obligations[0].rule == "urn:duty:report"
@@ -239,9 +303,17 @@ def test_obligations_and_remedies_are_reported() -> None:
 
 
 def test_ids_operands_read_requester_facts() -> None:
-    doc = {"@context": [ODRL_CTX, {"idsc": "https://w3id.org/idsa/code/"}], "@type": "Offer",
-           "uid": "urn:p", "permission": [{"action": "use", "constraint": [
-               c("idsc:SECURITY_LEVEL", "eq", iri("idsc:TRUST_SECURITY_PROFILE"))]}]}
+    doc = {
+        "@context": [ODRL_CTX, {"idsc": "https://w3id.org/idsa/code/"}],
+        "@type": "Offer",
+        "uid": "urn:p",
+        "permission": [
+            {
+                "action": "use",
+                "constraint": [c("idsc:SECURITY_LEVEL", "eq", iri("idsc:TRUST_SECURITY_PROFILE"))],
+            }
+        ],
+    }
     pol = load_policy(doc)
     trusted = {"facts": {"idsc:SECURITY_LEVEL": "idsc:TRUST_SECURITY_PROFILE"}}
     assert run(pol, world=trusted).permit
@@ -255,8 +327,7 @@ def test_unknown_left_operand_denies() -> None:
 
 
 def test_report_graph_uses_the_compliance_report_vocabulary() -> None:
-    pol = policy({"uid": "urn:perm:1", "action": "use",
-                  "constraint": [c("count", "lt", 3, uid="urn:c:1")]})
+    pol = policy({"uid": "urn:perm:1", "action": "use", "constraint": [c("count", "lt", 3, uid="urn:c:1")]})
     g = report_graph(run(pol, world={"count": 7}))
     (rr,) = g.subjects(REPORT.rule, None)
     assert (rr, REPORT.activationState, REPORT.Inactive) in g
@@ -268,8 +339,12 @@ def test_report_graph_uses_the_compliance_report_vocabulary() -> None:
 
 
 def test_facts_accept_ids_and_deprecated_operand_names() -> None:
-    doc = {"@context": ODRL_CTX, "@type": "Offer", "uid": "urn:p", "permission": [
-        {"action": "use", "constraint": [c("systemDevice", "eq", iri("urn:connector:1"))]}]}
+    doc = {
+        "@context": ODRL_CTX,
+        "@type": "Offer",
+        "uid": "urn:p",
+        "permission": [{"action": "use", "constraint": [c("systemDevice", "eq", iri("urn:connector:1"))]}],
+    }
     pol = load_policy(doc)
     for key in ("idsc:SYSTEM", "odrl:system", "systemDevice"):
         assert run(pol, world={"facts": {key: "urn:connector:1"}}).permit, key
@@ -284,12 +359,26 @@ def test_direct_turtle_writer_gives_the_same_triples_as_the_graph() -> None:
 
     from connector.odrl.report import report_turtle
 
-    pol = policy({"uid": "urn:perm:1", "action": [{"rdf:value": iri("odrl:use"), "refinement": [
-        c("purpose", "eq", iri("urn:p:a"), uid="urn:ref:1")]}],
-                  "duty": [{"uid": "urn:duty:1", "action": "compensate"}],
-                  "constraint": [{"or": [c("count", "lt", 3, uid="urn:c:1"),
-                                         c("dateTime", "lt", {"@value": "2030-01-01T00:00:00Z",
-                                                              "@type": "xsd:dateTime"})]}]})
+    pol = policy(
+        {
+            "uid": "urn:perm:1",
+            "action": [
+                {
+                    "rdf:value": iri("odrl:use"),
+                    "refinement": [c("purpose", "eq", iri("urn:p:a"), uid="urn:ref:1")],
+                }
+            ],
+            "duty": [{"uid": "urn:duty:1", "action": "compensate"}],
+            "constraint": [
+                {
+                    "or": [
+                        c("count", "lt", 3, uid="urn:c:1"),
+                        c("dateTime", "lt", {"@value": "2030-01-01T00:00:00Z", "@type": "xsd:dateTime"}),
+                    ]
+                }
+            ],
+        }
+    )
     rep = run(pol, purpose="urn:p:a", world={"count": 7})
     ids_a, ids_b = itertools.count(), itertools.count()
     text = report_turtle(rep, lambda: f"urn:r:{next(ids_a)}")
@@ -300,16 +389,34 @@ def test_direct_turtle_writer_gives_the_same_triples_as_the_graph() -> None:
 
 
 def test_party_and_asset_collection_refinements_are_nested_and_evaluated() -> None:
-    doc = {"@context": [ODRL_CTX], "@type": "Set", "uid": "urn:p", "permission": [{
-        "action": "use",
-        "assignee": {"@type": "PartyCollection", "source": "urn:group:partners",
-                     "refinement": [c("recipient", "eq", iri("urn:party:carol"), uid="urn:r:1")]},
-        "target": {"@type": "AssetCollection", "source": "urn:set:weather",
-                   "refinement": [c("spatial", "isPartOf", iri("urn:geo:EU"), uid="urn:r:2")]},
-    }]}
+    doc = {
+        "@context": [ODRL_CTX],
+        "@type": "Set",
+        "uid": "urn:p",
+        "permission": [
+            {
+                "action": "use",
+                "assignee": {
+                    "@type": "PartyCollection",
+                    "source": "urn:group:partners",
+                    "refinement": [c("recipient", "eq", iri("urn:party:carol"), uid="urn:r:1")],
+                },
+                "target": {
+                    "@type": "AssetCollection",
+                    "source": "urn:set:weather",
+                    "refinement": [c("spatial", "isPartOf", iri("urn:geo:EU"), uid="urn:r:2")],
+                },
+            }
+        ],
+    }
     pol = load_policy(doc)
-    world = {"partOf": {"urn:party:bob": ["urn:group:partners"],
-                        "urn:asset:x": ["urn:set:weather"], "urn:geo:BE": ["urn:geo:EU"]}}
+    world = {
+        "partOf": {
+            "urn:party:bob": ["urn:group:partners"],
+            "urn:asset:x": ["urn:set:weather"],
+            "urn:geo:BE": ["urn:geo:EU"],
+        }
+    }
     ok = run(pol, recipient="urn:party:carol", spatial="urn:geo:BE", world=world)
     assert ok.permit, ok.explanation
     party = next(p for p in ok.rules[0].premises if p.kind == "Party")

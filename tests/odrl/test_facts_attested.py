@@ -27,11 +27,19 @@ from connector.usage.crossborder import (
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 PID = "0A:1B:keyid:2C:3D"
-SHANGHAI = {"jurisdiction": {"country": "CN", "subdivision": "CN-SH", "zone": "lingang"},
-            "certifications": ("urn:assessment:2026-7",), "groups": ("partners", "suppliers"),
-            "participantIri": participant_iri(PID), "securityProfile": "idsc:BASE_SECURITY_PROFILE"}
-BERLIN = {"jurisdiction": {"country": "DE", "subdivision": "DE-BE"}, "certifications": (),
-          "groups": (), "participantIri": participant_iri("11:22:keyid:33:44")}
+SHANGHAI = {
+    "jurisdiction": {"country": "CN", "subdivision": "CN-SH", "zone": "lingang"},
+    "certifications": ("urn:assessment:2026-7",),
+    "groups": ("partners", "suppliers"),
+    "participantIri": participant_iri(PID),
+    "securityProfile": "idsc:BASE_SECURITY_PROFILE",
+}
+BERLIN = {
+    "jurisdiction": {"country": "DE", "subdivision": "DE-BE"},
+    "certifications": (),
+    "groups": (),
+    "participantIri": participant_iri("11:22:keyid:33:44"),
+}
 NOWHERE: dict[str, Any] = {"groups": ()}
 
 
@@ -58,42 +66,52 @@ def test_the_vocabulary_file_defines_every_operand() -> None:
 
 def test_fact_values_of_attested_attributes() -> None:
     facts = fact_values(SHANGHAI)
-    assert facts[T.JURISDICTION] == ("urn:jurisdiction:CN", "urn:jurisdiction:CN-SH",
-                                     "urn:jurisdiction:CN-SH:lingang")
+    assert facts[T.JURISDICTION] == (
+        "urn:jurisdiction:CN",
+        "urn:jurisdiction:CN-SH",
+        "urn:jurisdiction:CN-SH:lingang",
+    )
     assert facts[T.CERTIFICATION] == ("urn:assessment:2026-7",)
     assert facts[T.GROUP] == ("urn:group:partners", "urn:group:suppliers")
     assert facts[T.PARTICIPANT] == (participant_iri(PID),)
     none = fact_values(NOWHERE)
     assert not {T.JURISDICTION, T.CERTIFICATION, T.GROUP, T.PARTICIPANT} & set(none)
     # malformed values (not from a verified token) are left out: an absent fact denies
-    odd = fact_values({"jurisdiction": {"country": "XX"}, "groups": ["Bad Name", "ok"],
-                       "certifications": "urn:x:1"})
+    odd = fact_values(
+        {"jurisdiction": {"country": "XX"}, "groups": ["Bad Name", "ok"], "certifications": "urn:x:1"}
+    )
     assert T.JURISDICTION not in odd and odd[T.GROUP] == ("urn:group:ok",)
     assert T.CERTIFICATION not in odd
 
 
-HELD_CN = {**provider_facts({"jurisdiction": {"country": "CN", "subdivision": "CN-BJ"}}),
-           T.REGISTERED_ASSESSMENT: ("urn:assessment:2026-7",)}
+HELD_CN = {
+    **provider_facts({"jurisdiction": {"country": "CN", "subdivision": "CN-BJ"}}),
+    T.REGISTERED_ASSESSMENT: ("urn:assessment:2026-7",),
+}
 
 
-@pytest.mark.parametrize(("attested", "held", "status"), [
-    (SHANGHAI, HELD_CN, DOMESTIC),  # another subdivision, same country: no border
-    (BERLIN, HELD_CN, UNASSESSED_EXPORT),
-    ({**BERLIN, "certifications": ("urn:assessment:2026-7",)}, HELD_CN, ASSESSED_EXPORT),
-    ({**BERLIN, "certifications": ("urn:assessment:other",)}, HELD_CN, UNASSESSED_EXPORT),
-    (NOWHERE, HELD_CN, UNASSESSED_EXPORT),  # unknown counts as abroad
-    ({"certifications": ("urn:assessment:2026-7",)}, HELD_CN, ASSESSED_EXPORT),
-    (SHANGHAI, {}, UNASSESSED_EXPORT),  # the provider's country unknown: an export
-    (SHANGHAI, {T.REGISTERED_ASSESSMENT: ("urn:assessment:2026-7",)}, ASSESSED_EXPORT),
-    (BERLIN, {T.PROVIDER_JURISDICTION: ("urn:jurisdiction:DE",)}, DOMESTIC),
-])
+@pytest.mark.parametrize(
+    ("attested", "held", "status"),
+    [
+        (SHANGHAI, HELD_CN, DOMESTIC),  # another subdivision, same country: no border
+        (BERLIN, HELD_CN, UNASSESSED_EXPORT),
+        ({**BERLIN, "certifications": ("urn:assessment:2026-7",)}, HELD_CN, ASSESSED_EXPORT),
+        ({**BERLIN, "certifications": ("urn:assessment:other",)}, HELD_CN, UNASSESSED_EXPORT),
+        (NOWHERE, HELD_CN, UNASSESSED_EXPORT),  # unknown counts as abroad
+        ({"certifications": ("urn:assessment:2026-7",)}, HELD_CN, ASSESSED_EXPORT),
+        (SHANGHAI, {}, UNASSESSED_EXPORT),  # the provider's country unknown: an export
+        (SHANGHAI, {T.REGISTERED_ASSESSMENT: ("urn:assessment:2026-7",)}, ASSESSED_EXPORT),
+        (BERLIN, {T.PROVIDER_JURISDICTION: ("urn:jurisdiction:DE",)}, DOMESTIC),
+    ],
+)
 def test_derived_export_status(attested: Any, held: Any, status: str) -> None:
     assert derived_facts(attested, held) == {T.EXPORT_STATUS: (status,)}
 
 
 def test_provider_facts() -> None:
     assert provider_facts({"jurisdiction": {"country": "DE"}}) == {
-        T.PROVIDER_JURISDICTION: ("urn:jurisdiction:DE",)}
+        T.PROVIDER_JURISDICTION: ("urn:jurisdiction:DE",)
+    }
     assert provider_facts({}) == {}
 
 
@@ -117,30 +135,43 @@ def _facts(attested: dict[str, Any], held: dict[str, Any] | None = None) -> dict
     return {**fact_values(attested), **held, **derived_facts(attested, held)}
 
 
-@pytest.mark.parametrize(("template", "params", "attested", "permit"), [
-    ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN"}, SHANGHAI, True),
-    ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN-SH"}, SHANGHAI, True),
-    ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN"}, BERLIN, False),
-    ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN",
-                                 "jurisdiction2": "urn:jurisdiction:DE"}, BERLIN, True),
-    ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN"}, NOWHERE, False),
-    ("jurisdiction-excluded", {"jurisdiction": "urn:jurisdiction:CN"}, SHANGHAI, False),
-    ("jurisdiction-excluded", {"jurisdiction": "urn:jurisdiction:CN"}, BERLIN, True),
-    ("jurisdiction-excluded", {"jurisdiction": "urn:jurisdiction:US",
-                               "jurisdiction2": "urn:jurisdiction:DE"}, BERLIN, False),
-    ("jurisdiction-excluded", {"jurisdiction": "urn:jurisdiction:CN"}, NOWHERE, False),
-    ("group-restricted", {"group": "urn:group:partners"}, SHANGHAI, True),
-    ("group-restricted", {"group": "urn:group:partners"}, BERLIN, False),
-])
-def test_templates_decide_on_attested_attributes(template: str, params: dict[str, str],
-                                                 attested: dict[str, Any], permit: bool) -> None:
+@pytest.mark.parametrize(
+    ("template", "params", "attested", "permit"),
+    [
+        ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN"}, SHANGHAI, True),
+        ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN-SH"}, SHANGHAI, True),
+        ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN"}, BERLIN, False),
+        (
+            "jurisdiction-restricted",
+            {"jurisdiction": "urn:jurisdiction:CN", "jurisdiction2": "urn:jurisdiction:DE"},
+            BERLIN,
+            True,
+        ),
+        ("jurisdiction-restricted", {"jurisdiction": "urn:jurisdiction:CN"}, NOWHERE, False),
+        ("jurisdiction-excluded", {"jurisdiction": "urn:jurisdiction:CN"}, SHANGHAI, False),
+        ("jurisdiction-excluded", {"jurisdiction": "urn:jurisdiction:CN"}, BERLIN, True),
+        (
+            "jurisdiction-excluded",
+            {"jurisdiction": "urn:jurisdiction:US", "jurisdiction2": "urn:jurisdiction:DE"},
+            BERLIN,
+            False,
+        ),
+        ("jurisdiction-excluded", {"jurisdiction": "urn:jurisdiction:CN"}, NOWHERE, False),
+        ("group-restricted", {"group": "urn:group:partners"}, SHANGHAI, True),
+        ("group-restricted", {"group": "urn:group:partners"}, BERLIN, False),
+    ],
+)
+def test_templates_decide_on_attested_attributes(
+    template: str, params: dict[str, str], attested: dict[str, Any], permit: bool
+) -> None:
     doc = fill(template, params, policy_id="urn:uuid:p", assigner="urn:participant:provider")
     assert _decide(doc, _facts(attested)) == (permit, permit)
 
 
-@pytest.mark.parametrize(("attested", "permit"), [
-    (SHANGHAI, True), (BERLIN, False),
-    ({**BERLIN, "certifications": ("urn:assessment:2026-7",)}, True)])
+@pytest.mark.parametrize(
+    ("attested", "permit"),
+    [(SHANGHAI, True), (BERLIN, False), ({**BERLIN, "certifications": ("urn:assessment:2026-7",)}, True)],
+)
 def test_export_assessment_with_registered_references(attested: Any, permit: bool) -> None:
     doc = fill("export-assessment", {}, policy_id="urn:uuid:p")
     assert _decide(doc, _facts(attested, HELD_CN)) == (permit, permit)
@@ -155,5 +186,4 @@ def test_allow_usage_assignee_takes_a_participant_id() -> None:
     assert iri["permission"][0]["assignee"] == participant_iri(PID)
     decide = compile_policy(policy)
     assert decide(DecisionRequest(action=T.USE, now=NOW, assignee=participant_iri(PID))).permit
-    assert not decide(DecisionRequest(action=T.USE, now=NOW,
-                                      assignee=participant_iri("99:keyid:88"))).permit
+    assert not decide(DecisionRequest(action=T.USE, now=NOW, assignee=participant_iri("99:keyid:88"))).permit

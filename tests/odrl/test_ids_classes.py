@@ -35,10 +35,16 @@ EVENT = "https://provider.example/event/trade-fair-2026"
 NOW = "2026-06-01T12:00:00Z"
 
 
-def _request(action: str = "use", assignee: str = CONSUMER, world: dict[str, Any] | None = None,
-             **extra: Any) -> dict[str, Any]:
-    return {"action": action, "assignee": assignee, "target": ARTIFACT, **extra,
-            "world": {"now": NOW, **(world or {})}}
+def _request(
+    action: str = "use", assignee: str = CONSUMER, world: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "assignee": assignee,
+        "target": ARTIFACT,
+        **extra,
+        "world": {"now": NOW, **(world or {})},
+    }
 
 
 def _violated(n: int) -> dict[str, Any]:
@@ -49,22 +55,39 @@ def _violated(n: int) -> dict[str, Any]:
 DECISIONS: dict[int, tuple[dict[str, Any] | None, dict[str, Any]]] = {
     0: (None, _request()),
     1: (_request(), _request(assignee=STRANGER)),
-    2: (_request(world={"facts": {"idsc:CONNECTOR": CONSUMER}}),
-        _request(world={"facts": {"idsc:SYSTEM": STRANGER}})),
-    3: (_request("display", context={"idsc:APPLICATION": APP}),
-        _request("display", context={"dsc:application": "https://consumer.example/app/other"})),
-    4: (_request("display", world={"facts": {"dsc:role": "dsc:Consumer", "idsc:USER": "urn:user:alice"},
-                                   "partOf": {"urn:user:alice": [GROUP]}}),
-        _request("display", world={"facts": {"dsc:role": "dsc:Provider", "idsc:USER": "urn:user:bob"}})),
+    2: (
+        _request(world={"facts": {"idsc:CONNECTOR": CONSUMER}}),
+        _request(world={"facts": {"idsc:SYSTEM": STRANGER}}),
+    ),
+    3: (
+        _request("display", context={"idsc:APPLICATION": APP}),
+        _request("display", context={"dsc:application": "https://consumer.example/app/other"}),
+    ),
+    4: (
+        _request(
+            "display",
+            world={
+                "facts": {"dsc:role": "dsc:Consumer", "idsc:USER": "urn:user:alice"},
+                "partOf": {"urn:user:alice": [GROUP]},
+            },
+        ),
+        _request("display", world={"facts": {"dsc:role": "dsc:Provider", "idsc:USER": "urn:user:bob"}}),
+    ),
     5: (_request(spatial=DE), _request(spatial=FR)),
     6: (_request(purpose="dpv:ScientificResearch"), _request(purpose="dpv:Marketing")),
-    7: (_request(context={"event": EVENT}),
-        _request(context={"event": "https://provider.example/event/other"})),
-    8: (_request(world={"facts": {"idsc:SECURITY_LEVEL": "idsc:TRUST_SECURITY_PROFILE"}}),
-        _request(world={"facts": {"idsc:SECURITY_LEVEL": "idsc:BASE_SECURITY_PROFILE"}})),
+    7: (
+        _request(context={"event": EVENT}),
+        _request(context={"event": "https://provider.example/event/other"}),
+    ),
+    8: (
+        _request(world={"facts": {"idsc:SECURITY_LEVEL": "idsc:TRUST_SECURITY_PROFILE"}}),
+        _request(world={"facts": {"idsc:SECURITY_LEVEL": "idsc:BASE_SECURITY_PROFILE"}}),
+    ),
     9: (_request(), _request(world={"now": "2027-06-01T00:00:00Z"})),
-    10: (_request(world={"startedAt": "2026-05-20T00:00:00Z"}),
-         _request(world={"startedAt": "2026-04-01T00:00:00Z"})),
+    10: (
+        _request(world={"startedAt": "2026-05-20T00:00:00Z"}),
+        _request(world={"startedAt": "2026-04-01T00:00:00Z"}),
+    ),
     11: (_request(world={"count": 4}), _request(world={"count": 5})),
     12: (_request(), _request(world={"now": "2027-06-01T00:00:00Z"})),
     13: (_request(), _request(world=_violated(13))),
@@ -72,30 +95,44 @@ DECISIONS: dict[int, tuple[dict[str, Any] | None, dict[str, Any]]] = {
     15: (_request(), _request(world=_violated(15))),
     16: (_request(), _request(world=_violated(16))),
     17: (_request("distribute"), _request("use")),
-    18: (_request("distribute", world={"facts": {"idsc:ARTIFACT_STATE": "idsc:ENCRYPTED"}}),
-         _request("distribute", world=_violated(18))),
+    18: (
+        _request("distribute", world={"facts": {"idsc:ARTIFACT_STATE": "idsc:ENCRYPTED"}}),
+        _request("distribute", world=_violated(18)),
+    ),
     19: (_request(world={"facts": {"idsc:PAY_AMOUNT": "500.00"}}), _request(world=_violated(19))),
-    20: (_request(world={"facts": {"idsc:STATE": "https://provider.example/state/contract-active",
-                                   "idsc:PAYMENT": "100"}}),
-         _request(world={"facts": {"idsc:STATE": "https://provider.example/state/contract-terminated"},
-                         **_violated(20)})),
-    21: (_request(world={"facts": {"idsc:STATE": "https://consumer.example/state/firewall-active"}}),
-         _request()),
+    20: (
+        _request(
+            world={
+                "facts": {
+                    "idsc:STATE": "https://provider.example/state/contract-active",
+                    "idsc:PAYMENT": "100",
+                }
+            }
+        ),
+        _request(
+            world={
+                "facts": {"idsc:STATE": "https://provider.example/state/contract-terminated"},
+                **_violated(20),
+            }
+        ),
+    ),
+    21: (
+        _request(world={"facts": {"idsc:STATE": "https://consumer.example/state/firewall-active"}}),
+        _request(),
+    ),
 }
 
 MALFORMED = {
     "count-not-a-number": "idsc:COUNT: right operand 'five' is not a valid xsd:double",
     "pay-amount-placeholder": "idsc:PAY_AMOUNT: right operand '?fee' is not a valid xsd:double",
-    "connector-placeholder": "idsc:CONNECTOR: right operand '?connector1URI' is not a valid "
-                             "absolute IRI",
+    "connector-placeholder": "idsc:CONNECTOR: right operand '?connector1URI' is not a valid absolute IRI",
     "date-time-not-a-date": "idsc:DATE_TIME: right operand '2026-02-30T11:43:00Z' is not a valid "
-                            "xsd:dateTime",
-    "elapsed-time-not-a-duration": "idsc:ELAPSED_TIME: right operand '30 days' is not a valid "
-                                   "xsd:duration",
+    "xsd:dateTime",
+    "elapsed-time-not-a-duration": "idsc:ELAPSED_TIME: right operand '30 days' is not a valid xsd:duration",
     "unknown-left-operand": "constraint 1: unknown left operand idsc:MOOD",
     "unknown-operator": "constraint 1: unknown operator idsc:RESEMBLES",
     "unknown-action": "permission 1 (https://w3id.org/idsa/autogen/permission/pc01): unknown "
-                      "action idsc:FROBNICATE",
+    "action idsc:FROBNICATE",
     "constraint-without-operator": "constraint 1: missing operator",
     "no-rule": "has no permission, prohibition or obligation",
     "trailing-comma": "malformed JSON at line 27",
@@ -144,25 +181,43 @@ def test_a_literal_that_is_not_a_number_prints_no_traceback(tmp_path: Path) -> N
     text = (HERE / "malformed" / "count-not-a-number.json").read_text()
     bad = tmp_path / "bad.json"
     bad.write_text(text.replace('"xsd:double"', '"http://www.w3.org/2001/XMLSchema#double"'))
-    proc = subprocess.run([sys.executable, "-m", "connector", "policy", "check", str(bad)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "connector", "policy", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "Failed to convert" not in proc.stderr
     assert proc.stdout.count("\n") == 1 and "'five' is not a valid xsd:double" in proc.stdout
 
 
 def _decision_request(request: Request, world: World) -> DecisionRequest:
-    context = {k: tuple(v.lexical if v.is_iri else (v.py if v.py is not None else v.lexical)
-                        for v in vs) for k, vs in {**world.facts, **request.context}.items()}
+    context = {
+        k: tuple(v.lexical if v.is_iri else (v.py if v.py is not None else v.lexical) for v in vs)
+        for k, vs in {**world.facts, **request.context}.items()
+    }
     return DecisionRequest(
-        action=request.action, now=world.now, assignee=request.assignee, target=request.target,
-        count=world.counts.get((None, None), 0), started_at=world.usage_started.get((None, None)),
-        context=context, duties={k: s.deontic for k, s in world.duty_states.items()},
-        part_of=world.part_of, types=world.types)
+        action=request.action,
+        now=world.now,
+        assignee=request.assignee,
+        target=request.target,
+        count=world.counts.get((None, None), 0),
+        started_at=world.usage_started.get((None, None)),
+        context=context,
+        duties={k: s.deontic for k, s in world.duty_states.items()},
+        part_of=world.part_of,
+        types=world.types,
+    )
 
 
-CASES = [(f, expect) for f in VALID for expect in ("permit", "deny")
-         if not (expect == "permit" and DECISIONS[_class(f)][0] is None)]
+CASES = [
+    (f, expect)
+    for f in VALID
+    for expect in ("permit", "deny")
+    if not (expect == "permit" and DECISIONS[_class(f)][0] is None)
+]
 
 
 @pytest.mark.parametrize(("path", "expect"), CASES, ids=lambda x: x.stem if isinstance(x, Path) else x)
@@ -192,19 +247,19 @@ def test_compact_rule_with_two_actions_becomes_two_atomic_rules() -> None:
     request, world = request_from_json(_request("print", context={"idsc:APPLICATION": APP}))
     report = evaluate(policy, request, world)
     assert not report.permit
-    assert "permission 1.1 of agreement https://provider.example/policy/pc03 does not apply" \
+    assert (
+        "permission 1.1 of agreement https://provider.example/policy/pc03 does not apply"
         in report.explanation
+    )
     assert "permission 1.2 of agreement" in report.explanation
 
 
 def test_compact_rule_with_two_assignees_and_duties_copied() -> None:
     policy = load_policy(HERE / "pc01-odrl-allow-data-usage.json", strict=True)
-    assert {r.assignees[0].iri for r in policy.permissions} == {
-        CONSUMER, "https://partner.example/connector"}
+    assert {r.assignees[0].iri for r in policy.permissions} == {CONSUMER, "https://partner.example/connector"}
     rental = load_policy(HERE / "pc20-odrl-rental.json", strict=True)
     assert len(rental.permissions) == 2
-    assert all(r.duties[0].id == "urn:duty:pc20" and len(r.constraints) == 2
-               for r in rental.permissions)
+    assert all(r.duties[0].id == "urn:duty:pc20" and len(r.constraints) == 2 for r in rental.permissions)
 
 
 def test_compact_rule_in_turtle_and_ids_form() -> None:
@@ -221,21 +276,28 @@ def test_compact_rule_in_turtle_and_ids_form() -> None:
     odrl = policy_from_graph(g, "urn:p", strict=True)
     assert len(odrl.permissions) == 4  # 2 actions x 2 targets
     assert {(r.actions[0].iri, r.targets[0].iri) for r in odrl.permissions} == {
-        (T.O + a, t) for a in ("read", "print") for t in ("urn:x", "urn:y")}
-    assert sorted(r.label for r in odrl.permissions) == [
-        f"permission 1.{i} (urn:r)" for i in range(1, 5)]
+        (T.O + a, t) for a in ("read", "print") for t in ("urn:x", "urn:y")
+    }
+    assert sorted(r.label for r in odrl.permissions) == [f"permission 1.{i} (urn:r)" for i in range(1, 5)]
     ids = policy_from_graph(g, "urn:c", strict=True)
     assert {r.actions[0].iri for r in ids.permissions} == {T.O + "read", T.O + "distribute"}
 
 
 def test_ids_g_operands_mean_what_the_templates_operands_mean() -> None:
     expected = {
-        "idsc:CONNECTOR": T.O + "systemDevice", "idsc:SYSTEM_DEVICE": T.O + "systemDevice",
-        "idsc:ROLE": T.ROLE, "idsc:APPLICATION": T.APPLICATION, "idsc:DATE_TIME": T.DATE_TIME,
-        "idsc:PAYMENT": T.O + "payAmount", "idsc:RECIPIENT": T.RECIPIENT,
-        "idsc:ARTIFACT_STATE": T.ARTIFACT_STATE, "idsc:LOG_LEVEL": T.LOG_LEVEL,
-        "idsc:NOTIFICATION_LEVEL": T.NOTIFICATION_LEVEL, "idsc:TARGET_POLICY": T.TARGET_POLICY,
-        "idsc:JSON_PATH": T.JSON_PATH, "idsc:REPLACE_WITH": T.REPLACE_WITH,
+        "idsc:CONNECTOR": T.O + "systemDevice",
+        "idsc:SYSTEM_DEVICE": T.O + "systemDevice",
+        "idsc:ROLE": T.ROLE,
+        "idsc:APPLICATION": T.APPLICATION,
+        "idsc:DATE_TIME": T.DATE_TIME,
+        "idsc:PAYMENT": T.O + "payAmount",
+        "idsc:RECIPIENT": T.RECIPIENT,
+        "idsc:ARTIFACT_STATE": T.ARTIFACT_STATE,
+        "idsc:LOG_LEVEL": T.LOG_LEVEL,
+        "idsc:NOTIFICATION_LEVEL": T.NOTIFICATION_LEVEL,
+        "idsc:TARGET_POLICY": T.TARGET_POLICY,
+        "idsc:JSON_PATH": T.JSON_PATH,
+        "idsc:REPLACE_WITH": T.REPLACE_WITH,
     }
     vocab = T.vocabulary()
     for written, canonical in expected.items():

@@ -20,15 +20,28 @@ PROFILE = "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"
 def dsp_offer(permission: dict, **extra: object) -> dict:
     # A policy outside a DSP message: the DSP context plus the ODRL profile it imports
     # inside messages.
-    return {"@context": [DSP, PROFILE], "@type": "Offer", "@id": "urn:offer:1", "target": "urn:asset:x",
-            "permission": [permission], **extra}
+    return {
+        "@context": [DSP, PROFILE],
+        "@type": "Offer",
+        "@id": "urn:offer:1",
+        "target": "urn:asset:x",
+        "permission": [permission],
+        **extra,
+    }
 
 
 def test_dsp_compacted_offer_bare_words_resolve_to_odrl() -> None:
-    pol = load_policy(dsp_offer({"action": "use", "constraint": [
-        {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": "2023-12-31T06:00Z"},
-        {"leftOperand": "purpose", "operator": "neq", "rightOperand": {"@id": "urn:p:ads"}},
-    ]}))
+    pol = load_policy(
+        dsp_offer(
+            {
+                "action": "use",
+                "constraint": [
+                    {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": "2023-12-31T06:00Z"},
+                    {"leftOperand": "purpose", "operator": "neq", "rightOperand": {"@id": "urn:p:ads"}},
+                ],
+            }
+        )
+    )
     assert pol.type == O + "Offer"
     (perm,) = pol.permissions
     assert perm.actions[0].iri == O + "use"
@@ -44,8 +57,7 @@ def test_dsp_compacted_offer_bare_words_resolve_to_odrl() -> None:
 def test_policy_inside_a_dsp_message_is_found(conformance: Path) -> None:
     from connector.odrl.parse import jsonld_to_graph
 
-    doc = json.loads((conformance / "dsp/examples/negotiation/contract-request-message.json")
-                     .read_text())
+    doc = json.loads((conformance / "dsp/examples/negotiation/contract-request-message.json").read_text())
     pol = policy_from_graph(jsonld_to_graph(doc))
     assert pol.id == doc["offer"]["@id"]
     c = pol.permissions[0].constraints[0]
@@ -69,9 +81,20 @@ def test_every_official_dsp_example_policy_parses(conformance: Path) -> None:
 
 
 def test_odrl_context_with_neq_erratum_is_read_as_neq() -> None:
-    doc = {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "uid": "urn:p",
-           "permission": [{"target": "urn:x", "action": "use", "constraint": [
-               {"leftOperand": "purpose", "operator": "neq", "rightOperand": {"@id": "urn:a"}}]}]}
+    doc = {
+        "@context": "http://www.w3.org/ns/odrl.jsonld",
+        "@type": "Set",
+        "uid": "urn:p",
+        "permission": [
+            {
+                "target": "urn:x",
+                "action": "use",
+                "constraint": [
+                    {"leftOperand": "purpose", "operator": "neq", "rightOperand": {"@id": "urn:a"}}
+                ],
+            }
+        ],
+    }
     c = load_policy(doc).permissions[0].constraints[0]
     assert isinstance(c, Constraint) and c.operator == O + "neq"
 
@@ -83,10 +106,21 @@ def test_turtle_and_jsonld_give_the_same_model() -> None:
     <urn:r> odrl:target <urn:x> ; odrl:action odrl:read ; odrl:constraint <urn:c> .
     <urn:c> odrl:leftOperand odrl:count ; odrl:operator odrl:lteq ; odrl:rightOperand 5 .
     """
-    doc = {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "uid": "urn:p",
-           "permission": [{"uid": "urn:r", "target": "urn:x", "action": "read",
-                           "constraint": [{"uid": "urn:c", "leftOperand": "count",
-                                           "operator": "lteq", "rightOperand": 5}]}]}
+    doc = {
+        "@context": "http://www.w3.org/ns/odrl.jsonld",
+        "@type": "Set",
+        "uid": "urn:p",
+        "permission": [
+            {
+                "uid": "urn:r",
+                "target": "urn:x",
+                "action": "read",
+                "constraint": [
+                    {"uid": "urn:c", "leftOperand": "count", "operator": "lteq", "rightOperand": 5}
+                ],
+            }
+        ],
+    }
     assert load_policy(ttl) == load_policy(doc)
 
 
@@ -127,10 +161,16 @@ def test_ids_infomodel_contract_is_understood() -> None:
 
 
 def test_compact_policy_properties_are_inherited() -> None:
-    doc = {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Agreement", "uid": "urn:p",
-           "target": "urn:x", "assigner": "urn:prov", "assignee": "urn:cons",
-           "permission": [{"action": "read"}, {"action": "print", "target": "urn:y"}],
-           "prohibition": [{"action": "distribute"}]}
+    doc = {
+        "@context": "http://www.w3.org/ns/odrl.jsonld",
+        "@type": "Agreement",
+        "uid": "urn:p",
+        "target": "urn:x",
+        "assigner": "urn:prov",
+        "assignee": "urn:cons",
+        "permission": [{"action": "read"}, {"action": "print", "target": "urn:y"}],
+        "prohibition": [{"action": "distribute"}],
+    }
     pol = load_policy(doc)
     by_action = {r.actions[0].iri: r for r in pol.permissions}
     assert by_action[O + "read"].targets[0].iri == "urn:x"
@@ -159,31 +199,63 @@ PREFIX = "@prefix odrl: <http://www.w3.org/ns/odrl/2/> .\n"
 BAD = [
     ("malformed JSON", '{"@type": "Set", ', "malformed JSON at line 1"),
     ("malformed Turtle", PREFIX + "<urn:p> a odrl:Set ; odrl:permission [ .", "malformed Turtle"),
-    ("remote context", '{"@context": "https://attacker.example/ctx", "@type": "Set"}',
-     "refusing to load remote document"),
+    (
+        "remote context",
+        '{"@context": "https://attacker.example/ctx", "@type": "Set"}',
+        "refusing to load remote document",
+    ),
     ("invalid JSON-LD", '{"@context": {"@version": 2.5}, "@type": "x"}', "invalid JSON-LD"),
     ("no policy", PREFIX + "<urn:a> <urn:b> <urn:c> .", "no ODRL policy found"),
-    ("two policies", PREFIX + "<urn:a> a odrl:Set ; odrl:permission [ odrl:action odrl:use ].\n"
-     "<urn:b> a odrl:Set ; odrl:permission [ odrl:action odrl:use ].", "2 policies found"),
+    (
+        "two policies",
+        PREFIX + "<urn:a> a odrl:Set ; odrl:permission [ odrl:action odrl:use ].\n"
+        "<urn:b> a odrl:Set ; odrl:permission [ odrl:action odrl:use ].",
+        "2 policies found",
+    ),
     ("empty policy", PREFIX + "<urn:a> a odrl:Set .", "no permission, prohibition"),
-    ("constraint without operator", PREFIX + "<urn:a> a odrl:Set ; odrl:permission [ "
-     "odrl:action odrl:use ; odrl:constraint [ odrl:leftOperand odrl:count ; "
-     "odrl:rightOperand 1 ] ].", "missing operator"),
-    ("constraint without right operand", PREFIX + "<urn:a> a odrl:Set ; odrl:permission [ "
-     "odrl:action odrl:use ; odrl:constraint [ odrl:leftOperand odrl:count ; "
-     "odrl:operator odrl:lt ] ].", "missing rightOperand"),
-    ("cyclic inheritFrom", PREFIX + "<urn:a> a odrl:Set ; odrl:inheritFrom <urn:b> ; "
-     "odrl:permission [ odrl:action odrl:use ].\n<urn:b> a odrl:Set ; odrl:inheritFrom <urn:a> ;"
-     " odrl:permission [ odrl:action odrl:use ].", "cyclic inheritFrom"),
-    ("self inheritFrom", PREFIX + "<urn:a> a odrl:Set ; odrl:inheritFrom <urn:a> ; "
-     "odrl:permission [ odrl:action odrl:use ].", "cyclic inheritFrom"),
-    ("unavailable parent", PREFIX + "<urn:a> a odrl:Set ; odrl:inheritFrom <https://x.example/p>"
-     " ; odrl:permission [ odrl:action odrl:use ].", "parent policy not available"),
-    ("action literal", PREFIX + '<urn:a> a odrl:Set ; odrl:permission [ odrl:action "use" ].',
-     "is a literal"),
+    (
+        "constraint without operator",
+        PREFIX + "<urn:a> a odrl:Set ; odrl:permission [ "
+        "odrl:action odrl:use ; odrl:constraint [ odrl:leftOperand odrl:count ; "
+        "odrl:rightOperand 1 ] ].",
+        "missing operator",
+    ),
+    (
+        "constraint without right operand",
+        PREFIX + "<urn:a> a odrl:Set ; odrl:permission [ "
+        "odrl:action odrl:use ; odrl:constraint [ odrl:leftOperand odrl:count ; "
+        "odrl:operator odrl:lt ] ].",
+        "missing rightOperand",
+    ),
+    (
+        "cyclic inheritFrom",
+        PREFIX + "<urn:a> a odrl:Set ; odrl:inheritFrom <urn:b> ; "
+        "odrl:permission [ odrl:action odrl:use ].\n<urn:b> a odrl:Set ; odrl:inheritFrom <urn:a> ;"
+        " odrl:permission [ odrl:action odrl:use ].",
+        "cyclic inheritFrom",
+    ),
+    (
+        "self inheritFrom",
+        PREFIX + "<urn:a> a odrl:Set ; odrl:inheritFrom <urn:a> ; odrl:permission [ odrl:action odrl:use ].",
+        "cyclic inheritFrom",
+    ),
+    (
+        "unavailable parent",
+        PREFIX + "<urn:a> a odrl:Set ; odrl:inheritFrom <https://x.example/p>"
+        " ; odrl:permission [ odrl:action odrl:use ].",
+        "parent policy not available",
+    ),
+    (
+        "action literal",
+        PREFIX + '<urn:a> a odrl:Set ; odrl:permission [ odrl:action "use" ].',
+        "is a literal",
+    ),
     ("not UTF-8", b'{"@type": "\xff\xfe"}', "not UTF-8"),
-    ("unknown conflict term", PREFIX + "<urn:a> a odrl:Set ; odrl:conflict odrl:maybe ; "
-     "odrl:permission [ odrl:action odrl:use ].", "unknown conflict strategy"),
+    (
+        "unknown conflict term",
+        PREFIX + "<urn:a> a odrl:Set ; odrl:conflict odrl:maybe ; odrl:permission [ odrl:action odrl:use ].",
+        "unknown conflict strategy",
+    ),
 ]
 
 
@@ -196,20 +268,25 @@ def test_bad_input_gets_a_clear_error(name: str, text: str | bytes, expected: st
 
 def test_deep_logical_nesting_is_refused_quickly() -> None:
     depth = 200
-    lines = [PREFIX, "<urn:p> a odrl:Set ; odrl:permission [ odrl:action odrl:use ; "
-                     "odrl:constraint <urn:c0> ] ."]
+    lines = [
+        PREFIX,
+        "<urn:p> a odrl:Set ; odrl:permission [ odrl:action odrl:use ; odrl:constraint <urn:c0> ] .",
+    ]
     for i in range(depth):
         lines.append(f"<urn:c{i}> odrl:and <urn:c{i + 1}> .")
-    lines.append(f"<urn:c{depth}> odrl:leftOperand odrl:count ; odrl:operator odrl:lt ; "
-                 "odrl:rightOperand 1 .")
+    lines.append(
+        f"<urn:c{depth}> odrl:leftOperand odrl:count ; odrl:operator odrl:lt ; odrl:rightOperand 1 ."
+    )
     with pytest.raises(PolicyError) as err:
         load_policy("\n".join(lines))
     assert "nested deeper than" in str(err.value)
 
 
 def test_self_referencing_logical_constraint_terminates() -> None:
-    ttl = PREFIX + ("<urn:p> a odrl:Set ; odrl:permission [ odrl:action odrl:use ; "
-                    "odrl:constraint <urn:c> ] .\n<urn:c> odrl:or <urn:c> .")
+    ttl = PREFIX + (
+        "<urn:p> a odrl:Set ; odrl:permission [ odrl:action odrl:use ; "
+        "odrl:constraint <urn:c> ] .\n<urn:c> odrl:or <urn:c> ."
+    )
     with pytest.raises(PolicyError, match="nested deeper than"):
         load_policy(ttl)
 
@@ -223,10 +300,12 @@ def test_ten_megabyte_policy_is_refused_fast() -> None:
 
 
 def test_strict_mode_reports_unknown_terms_with_locations() -> None:
-    ttl = PREFIX + ("<urn:p> a odrl:Set ; odrl:permission <urn:r> .\n"
-                    "<urn:r> odrl:action <urn:act:frobnicate> ; odrl:constraint <urn:c> .\n"
-                    "<urn:c> odrl:leftOperand <urn:op:mood> ; odrl:operator odrl:resembles ; "
-                    'odrl:rightOperand "x" .')
+    ttl = PREFIX + (
+        "<urn:p> a odrl:Set ; odrl:permission <urn:r> .\n"
+        "<urn:r> odrl:action <urn:act:frobnicate> ; odrl:constraint <urn:c> .\n"
+        "<urn:c> odrl:leftOperand <urn:op:mood> ; odrl:operator odrl:resembles ; "
+        'odrl:rightOperand "x" .'
+    )
     load_policy(ttl)  # lenient: kept, and denied at evaluation
     with pytest.raises(PolicyError) as err:
         load_policy(ttl, strict=True)
@@ -237,24 +316,28 @@ def test_strict_mode_reports_unknown_terms_with_locations() -> None:
 
 
 def test_bad_datetime_right_operand_is_located() -> None:
-    ttl = PREFIX + ("<urn:p> a odrl:Set ; odrl:permission <urn:r> .\n"
-                    "<urn:r> odrl:action odrl:use ; odrl:constraint <urn:c> .\n"
-                    '<urn:c> odrl:leftOperand odrl:dateTime ; odrl:operator odrl:lt ; '
-                    'odrl:rightOperand "next tuesday" .')
-    with pytest.raises(PolicyError,
-                       match=r"constraint 1 \(urn:c\): odrl:dateTime: right operand 'next tuesday'"):
+    ttl = PREFIX + (
+        "<urn:p> a odrl:Set ; odrl:permission <urn:r> .\n"
+        "<urn:r> odrl:action odrl:use ; odrl:constraint <urn:c> .\n"
+        "<urn:c> odrl:leftOperand odrl:dateTime ; odrl:operator odrl:lt ; "
+        'odrl:rightOperand "next tuesday" .'
+    )
+    with pytest.raises(
+        PolicyError, match=r"constraint 1 \(urn:c\): odrl:dateTime: right operand 'next tuesday'"
+    ):
         load_policy(ttl, strict=True)
 
 
 def test_dsp_context_alone_gives_a_helpful_error() -> None:
-    doc = {"@context": [DSP], "@type": "Offer", "@id": "urn:o",
-           "permission": [{"action": "use"}]}
+    doc = {"@context": [DSP], "@type": "Offer", "@id": "urn:o", "permission": [{"action": "use"}]}
     with pytest.raises(PolicyError, match="not defined by the document's @context"):
         load_policy(doc)
 
 
 def test_a_lone_request_parses_as_a_policy() -> None:
-    ttl = PREFIX + ("<urn:req> a odrl:Request ; odrl:permission [ odrl:assignee <urn:alice> ; "
-                    "odrl:action odrl:read ; odrl:target <urn:x> ] .")
+    ttl = PREFIX + (
+        "<urn:req> a odrl:Request ; odrl:permission [ odrl:assignee <urn:alice> ; "
+        "odrl:action odrl:read ; odrl:target <urn:x> ] ."
+    )
     pol = load_policy(ttl)
     assert pol.type == O + "Request" and pol.permissions[0].assignees[0].iri == "urn:alice"

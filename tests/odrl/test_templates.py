@@ -29,16 +29,37 @@ from connector.odrl.templates import (
 )
 
 EXPECTED_NAMES = {
-    "allow-usage", "connector-restricted", "application-restricted", "role-restricted",
-    "location-restricted", "purpose-restricted", "event-restricted",
-    "security-level-restricted", "interval-restricted", "duration-restricted", "n-times-usage",
-    "use-and-delete-after", "modify-in-transit", "modify-at-rest", "local-logging",
-    "remote-notification", "attach-policy-for-third-party", "distribute-only-if-encrypted",
-    "perpetual-sale", "rental", "state-restricted", "prohibit-access",
+    "allow-usage",
+    "connector-restricted",
+    "application-restricted",
+    "role-restricted",
+    "location-restricted",
+    "purpose-restricted",
+    "event-restricted",
+    "security-level-restricted",
+    "interval-restricted",
+    "duration-restricted",
+    "n-times-usage",
+    "use-and-delete-after",
+    "modify-in-transit",
+    "modify-at-rest",
+    "local-logging",
+    "remote-notification",
+    "attach-policy-for-third-party",
+    "distribute-only-if-encrypted",
+    "perpetual-sale",
+    "rental",
+    "state-restricted",
+    "prohibit-access",
 }
 # Templates of this connector's data spaces with no IDS usage policy class.
-NO_IDS_CLASS = {"prohibit-access", "jurisdiction-restricted", "jurisdiction-excluded",
-                "export-assessment", "group-restricted"}
+NO_IDS_CLASS = {
+    "prohibit-access",
+    "jurisdiction-restricted",
+    "jurisdiction-excluded",
+    "export-assessment",
+    "group-restricted",
+}
 EXPECTED_NAMES |= NO_IDS_CLASS
 POLICY_ID = "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e"
 TARGET = "urn:asset:weather-2026"
@@ -124,10 +145,14 @@ def test_readme_lists_the_template(t: Template) -> None:
 
 @pytest.mark.parametrize("t", ALL, ids=lambda t: t.name)
 @pytest.mark.parametrize("target", [TARGET, None])
-def test_parameter_examples_fill_into_a_strictly_valid_policy(t: Template,
-                                                               target: str | None) -> None:
-    doc = fill(t.name, {p.name: p.example for p in t.parameters}, policy_id=POLICY_ID,
-               target=target, assigner=ASSIGNER)
+def test_parameter_examples_fill_into_a_strictly_valid_policy(t: Template, target: str | None) -> None:
+    doc = fill(
+        t.name,
+        {p.name: p.example for p in t.parameters},
+        policy_id=POLICY_ID,
+        target=target,
+        assigner=ASSIGNER,
+    )
     assert "{{" not in json.dumps(doc)
     policy = load_policy(doc, strict=True)
     assert policy.id == POLICY_ID
@@ -151,8 +176,9 @@ def test_example_decision(case: tuple[Template, Any], target: str | None) -> Non
 def test_a_request_for_another_asset_is_denied() -> None:
     t = get_template("allow-usage")
     doc = fill(t.name, {}, target=TARGET)
-    request, world = request_from_json({"action": "use", "target": "urn:asset:other",
-                                        "world": {"now": "2026-01-01T00:00:00Z"}})
+    request, world = request_from_json(
+        {"action": "use", "target": "urn:asset:other", "world": {"now": "2026-01-01T00:00:00Z"}}
+    )
     assert not evaluate(load_policy(doc, strict=True), request, world).permit
 
 
@@ -172,9 +198,16 @@ def test_rule_ids_stay_valid_when_the_policy_id_has_a_fragment() -> None:
 
 
 def test_typed_values() -> None:
-    doc = fill("rental", {"price": "200.50", "start": "2026-01-01", "end":
-                          "2026-12-31T23:59:59+01:00", "paymentInterval": "P7D"},
-               policy_id=POLICY_ID)
+    doc = fill(
+        "rental",
+        {
+            "price": "200.50",
+            "start": "2026-01-01",
+            "end": "2026-12-31T23:59:59+01:00",
+            "paymentInterval": "P7D",
+        },
+        policy_id=POLICY_ID,
+    )
     perm = doc["permission"][0]
     start, end = (c["rightOperand"] for c in perm["constraint"])
     assert start == {"@value": "2026-01-01T00:00:00Z", "@type": XSD + "dateTime"}
@@ -184,8 +217,7 @@ def test_typed_values() -> None:
     assert pay["odrl:unit"] == {"@id": "http://dbpedia.org/resource/Euro"}  # the default
     assert interval["rightOperand"] == {"@value": "P7D", "@type": XSD + "duration"}
     n = fill("n-times-usage", {"max": "007"})
-    assert n["permission"][0]["constraint"][0]["rightOperand"] == {
-        "@value": "7", "@type": XSD + "integer"}
+    assert n["permission"][0]["constraint"][0]["rightOperand"] == {"@value": "7", "@type": XSD + "integer"}
 
 
 def test_iri_values_expand_prefixes_and_are_node_references() -> None:
@@ -207,8 +239,9 @@ def test_unset_optional_parameter_removes_what_it_fills() -> None:
 
 
 def test_reserved_values_may_come_with_the_parameters() -> None:
-    doc = fill("n-times-usage", {"max": "3", "target": "urn:asset:1", "policyId": POLICY_ID,
-                                 "assigner": ASSIGNER})
+    doc = fill(
+        "n-times-usage", {"max": "3", "target": "urn:asset:1", "policyId": POLICY_ID, "assigner": ASSIGNER}
+    )
     assert (doc["@id"], doc["target"], doc["assigner"]) == (POLICY_ID, "urn:asset:1", ASSIGNER)
     with pytest.raises(TemplateError, match="target is given twice"):
         fill("n-times-usage", {"max": "3", "target": "urn:asset:1"}, target="urn:asset:2")
@@ -228,16 +261,14 @@ def test_filled_offers_are_valid_dsp_offers(t: Template) -> None:
     resources = []
     for f in DSP_SCHEMAS.rglob("*.json"):
         # upstream quirk: some $refs lack the "/" after "#"
-        schema = json.loads(f.read_text(encoding="utf-8").replace("#definitions/",
-                                                                   "#/definitions/"))
+        schema = json.loads(f.read_text(encoding="utf-8").replace("#definitions/", "#/definitions/"))
         resources.append((schema["$id"], referencing.Resource.from_contents(schema)))
     registry = referencing.Registry().with_resources(resources)
     base = "https://w3id.org/dspace/2025/1/negotiation/contract-schema.json#/definitions/"
     values = {p.name: p.example for p in t.parameters}
     # in a negotiation message the offer names its target; in a catalog it must not
     for definition, target in (("MessageOffer", TARGET), ("Offer", None)):
-        validator = jsonschema.Draft201909Validator({"$ref": base + definition},
-                                                    registry=registry)
+        validator = jsonschema.Draft201909Validator({"$ref": base + definition}, registry=registry)
         doc = fill(t.name, values, target=target, assigner=ASSIGNER)
         errors = [e.message for e in validator.iter_errors(doc)]
         assert not errors, errors
@@ -289,8 +320,7 @@ def test_missing_required_parameter() -> None:
         ("purpose-restricted", "purpose", "dpv:"),
     ],
 )
-def test_bad_values_are_refused_naming_the_parameter(template: str, key: str,
-                                                     value: str) -> None:
+def test_bad_values_are_refused_naming_the_parameter(template: str, key: str, value: str) -> None:
     t = get_template(template)
     values = {p.name: p.example for p in t.parameters if p.required}
     values[key] = value
@@ -336,17 +366,38 @@ def own_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 
 def _write(folder: Path, stem: str, changes: dict[str, Any] | None = None) -> None:
     doc: dict[str, Any] = {
-        "name": stem, "title": "Path restricted", "idsClass": None,
-        "description": "Permits use of one field.", "enforcedAt": ["dataPlane"],
-        "parameters": [{"name": "path", "type": "string", "required": True,
-                        "description": "A JsonPath.", "example": "$.name"}],
+        "name": stem,
+        "title": "Path restricted",
+        "idsClass": None,
+        "description": "Permits use of one field.",
+        "enforcedAt": ["dataPlane"],
+        "parameters": [
+            {
+                "name": "path",
+                "type": "string",
+                "required": True,
+                "description": "A JsonPath.",
+                "example": "$.name",
+            }
+        ],
         "policy": {
-            "@context": ["https://w3id.org/dspace/2025/1/context.jsonld",
-                         "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
-                         {"idsc": "https://w3id.org/idsa/code/"}],
-            "@type": "Offer", "@id": "{{policyId}}", "target": "{{target}}",
-            "permission": [{"action": "use", "constraint": [
-                {"leftOperand": "idsc:PATH", "operator": "eq", "rightOperand": "{{path}}"}]}]},
+            "@context": [
+                "https://w3id.org/dspace/2025/1/context.jsonld",
+                "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
+                {"idsc": "https://w3id.org/idsa/code/"},
+            ],
+            "@type": "Offer",
+            "@id": "{{policyId}}",
+            "target": "{{target}}",
+            "permission": [
+                {
+                    "action": "use",
+                    "constraint": [
+                        {"leftOperand": "idsc:PATH", "operator": "eq", "rightOperand": "{{path}}"}
+                    ],
+                }
+            ],
+        },
         "examples": [],
     }
     doc.update(changes or {})
@@ -356,8 +407,12 @@ def _write(folder: Path, stem: str, changes: dict[str, Any] | None = None) -> No
 def test_injection_into_a_string_parameter_stays_one_string(own_templates: Path) -> None:
     _write(own_templates, "path-restricted")
     doc = fill("path-restricted", {"path": INJECTION}, policy_id=POLICY_ID)
-    assert doc["permission"] == [{"action": "use", "constraint": [
-        {"leftOperand": "idsc:PATH", "operator": "eq", "rightOperand": INJECTION}]}]
+    assert doc["permission"] == [
+        {
+            "action": "use",
+            "constraint": [{"leftOperand": "idsc:PATH", "operator": "eq", "rightOperand": INJECTION}],
+        }
+    ]
     policy = load_policy(doc, strict=True)
     assert len(policy.permissions) == 1
     assert policy.permissions[0].constraints[0].right[0].lexical == INJECTION  # type: ignore[union-attr]
@@ -380,31 +435,83 @@ def test_any_text_is_one_string_or_a_refused_iri(value: str) -> None:
     ("changes", "message"),
     [
         ({"name": "other"}, "must be the kebab-case file name"),
-        ({"parameters": [{"name": "path", "type": "text", "required": True,
-                          "description": "d", "example": "x"}]}, "type must be one of"),
-        ({"parameters": [{"name": "target", "type": "iri", "required": True,
-                          "description": "d", "example": "urn:x"}]}, "reserved"),
-        ({"parameters": [{"name": "path", "type": "integer", "required": True,
-                          "description": "d", "example": "x"}]}, "is not a whole number"),
-        ({"parameters": [{"name": "path", "type": "string", "required": True,
-                          "description": "d", "example": "x", "default": "y"}]},
-         "a required parameter has no default"),
+        (
+            {
+                "parameters": [
+                    {"name": "path", "type": "text", "required": True, "description": "d", "example": "x"}
+                ]
+            },
+            "type must be one of",
+        ),
+        (
+            {
+                "parameters": [
+                    {
+                        "name": "target",
+                        "type": "iri",
+                        "required": True,
+                        "description": "d",
+                        "example": "urn:x",
+                    }
+                ]
+            },
+            "reserved",
+        ),
+        (
+            {
+                "parameters": [
+                    {"name": "path", "type": "integer", "required": True, "description": "d", "example": "x"}
+                ]
+            },
+            "is not a whole number",
+        ),
+        (
+            {
+                "parameters": [
+                    {
+                        "name": "path",
+                        "type": "string",
+                        "required": True,
+                        "description": "d",
+                        "example": "x",
+                        "default": "y",
+                    }
+                ]
+            },
+            "a required parameter has no default",
+        ),
         ({"parameters": []}, "names no parameter"),
-        ({"parameters": [{"name": "path", "type": "string", "required": True,
-                          "description": "d", "example": "x"},
-                         {"name": "unused", "type": "string", "required": True,
-                          "description": "d", "example": "x"}]}, "never used"),
+        (
+            {
+                "parameters": [
+                    {"name": "path", "type": "string", "required": True, "description": "d", "example": "x"},
+                    {
+                        "name": "unused",
+                        "type": "string",
+                        "required": True,
+                        "description": "d",
+                        "example": "x",
+                    },
+                ]
+            },
+            "never used",
+        ),
         ({"policy": {"@id": "urn:policy:{{path}}"}}, "must be the whole string"),
         ({"policy": {"@id": "{{path}}", "permission": []}}, "where an IRI is expected"),
-        ({"examples": [{"name": "e", "expect": "allow", "params": {}, "request": {}}]},
-         "expect must be permit or deny"),
-        ({"examples": [{"name": "e", "expect": "deny", "params": {"nope": "1"},
-                        "request": {}}]}, "unknown parameters nope"),
+        (
+            {"examples": [{"name": "e", "expect": "allow", "params": {}, "request": {}}]},
+            "expect must be permit or deny",
+        ),
+        (
+            {"examples": [{"name": "e", "expect": "deny", "params": {"nope": "1"}, "request": {}}]},
+            "unknown parameters nope",
+        ),
         ({"extra": 1}, "unknown keys extra"),
     ],
 )
-def test_broken_template_files_are_reported(own_templates: Path, changes: dict[str, Any],
-                                            message: str) -> None:
+def test_broken_template_files_are_reported(
+    own_templates: Path, changes: dict[str, Any], message: str
+) -> None:
     _write(own_templates, "broken", changes)
     with pytest.raises(TemplateError, match=re.escape(message)):
         templates()
@@ -426,7 +533,10 @@ def test_readme_says_where_each_template_is_enforced() -> None:
         "data plane only": ("dataPlane",),
         "consumer local use only": ("consumerLocalUse",),
         "data plane, consumer local use and distribution": (
-            "dataPlane", "consumerLocalUse", "consumerDistribution"),
+            "dataPlane",
+            "consumerLocalUse",
+            "consumerDistribution",
+        ),
     }
     seen = set()
     for row in rows:

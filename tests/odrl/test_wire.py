@@ -20,8 +20,7 @@ NAMES = [t.name for t in templates()]
 
 def _filled(name: str) -> dict:
     t = next(x for x in templates() if x.name == name)
-    return fill(name, {p.name: p.example for p in t.parameters if p.required},
-                policy_id="urn:uuid:policy-1")
+    return fill(name, {p.name: p.example for p in t.parameters if p.required}, policy_id="urn:uuid:policy-1")
 
 
 def _shape(p: Policy) -> list:
@@ -30,16 +29,21 @@ def _shape(p: Policy) -> list:
             return (x.operator, [c(o) for o in x.operands])
         return (x.left_operand, x.operator, sorted(v.lexical for v in x.right))  # type: ignore[attr-defined]
 
-    return [(r.kind, sorted(a.iri for a in r.actions), [c(x) for x in r.constraints],
-             [(sorted(a.iri for a in d.actions), [c(x) for x in d.constraints]) for d in r.duties])
-            for r in (*p.permissions, *p.prohibitions, *p.obligations)]
+    return [
+        (
+            r.kind,
+            sorted(a.iri for a in r.actions),
+            [c(x) for x in r.constraints],
+            [(sorted(a.iri for a in d.actions), [c(x) for x in d.constraints]) for d in r.duties],
+        )
+        for r in (*p.permissions, *p.prohibitions, *p.obligations)
+    ]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_wire_form_is_the_same_policy_read_with_the_dsp_contexts_alone(name: str) -> None:
     stored = _filled(name)
-    wire = {"@context": WIRE_CONTEXT, "@id": "urn:uuid:policy-1", "@type": "Offer",
-            **wire_rules(stored)}
+    wire = {"@context": WIRE_CONTEXT, "@id": "urn:uuid:policy-1", "@type": "Offer", **wire_rules(stored)}
     assert _shape(load_policy(wire)) == _shape(load_policy(stored))
 
 

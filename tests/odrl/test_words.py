@@ -27,17 +27,39 @@ def test_the_usual_terms() -> None:
     def words(rules: dict) -> list[str]:
         return offer_in_words(rules)
 
-    assert words({"permission": [{"action": "use", "constraint": [
-        {"leftOperand": "count", "operator": "lteq", "rightOperand": 3},
-        {"leftOperand": "dateTime", "operator": "lt",
-         "rightOperand": {"@value": "2027-01-31T00:00:00Z", "@type": "xsd:dateTime"}},
-        {"leftOperand": "purpose", "operator": "eq",
-         "rightOperand": {"@id": "dpv:ScientificResearch"}}]}]}) == [
-        "use, at most 3 times, until 2027-01-31T00:00:00+00:00, for ScientificResearch"]
+    assert words(
+        {
+            "permission": [
+                {
+                    "action": "use",
+                    "constraint": [
+                        {"leftOperand": "count", "operator": "lteq", "rightOperand": 3},
+                        {
+                            "leftOperand": "dateTime",
+                            "operator": "lt",
+                            "rightOperand": {"@value": "2027-01-31T00:00:00Z", "@type": "xsd:dateTime"},
+                        },
+                        {
+                            "leftOperand": "purpose",
+                            "operator": "eq",
+                            "rightOperand": {"@id": "dpv:ScientificResearch"},
+                        },
+                    ],
+                }
+            ]
+        }
+    ) == ["use, at most 3 times, until 2027-01-31T00:00:00+00:00, for ScientificResearch"]
     # the IDS spelling of the same count reads the same
-    assert words({"permission": [{"action": "idsc:USE", "constraint": [
-        {"leftOperand": "idsc:COUNT", "operator": "idsc:LTEQ", "rightOperand": 3}]}]}) == [
-        "use, at most 3 times"]
+    assert words(
+        {
+            "permission": [
+                {
+                    "action": "idsc:USE",
+                    "constraint": [{"leftOperand": "idsc:COUNT", "operator": "idsc:LTEQ", "rightOperand": 3}],
+                }
+            ]
+        }
+    ) == ["use, at most 3 times"]
     assert words({"prohibition": [{"action": "distribute"}]}) == ["never distribute"]
 
 

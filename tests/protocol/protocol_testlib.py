@@ -20,21 +20,26 @@ PROVIDER_URL, CALLBACK_URL = "https://provider.example/dsp", "https://consumer.e
 DATASET = "urn:uuid:3dd1add8-4d2d-569e-d634-8394a8836a88"
 
 SCHEMA_OF: dict[type, str] = {
-    m.CatalogRequestMessage: "catalog-request-message", m.DatasetRequestMessage: "dataset-request-message",
-    m.Catalog: "catalog/catalog-schema", m.Dataset: "catalog/dataset-schema",
+    m.CatalogRequestMessage: "catalog-request-message",
+    m.DatasetRequestMessage: "dataset-request-message",
+    m.Catalog: "catalog/catalog-schema",
+    m.Dataset: "catalog/dataset-schema",
     m.CatalogError: "catalog-error",
-    m.ContractRequestMessage: "contract-request-message", m.ContractOfferMessage: "contract-offer-message",
+    m.ContractRequestMessage: "contract-request-message",
+    m.ContractOfferMessage: "contract-offer-message",
     m.ContractAgreementMessage: "contract-agreement-message",
     m.ContractAgreementVerificationMessage: "contract-agreement-verification-message",
     m.ContractNegotiationEventMessage: "contract-negotiation-event-message",
     m.ContractNegotiationTerminationMessage: "contract-negotiation-termination-message",
     m.ContractNegotiation: "negotiation/contract-negotiation-schema",
     m.ContractNegotiationError: "contract-negotiation-error",
-    m.TransferRequestMessage: "transfer-request-message", m.TransferStartMessage: "transfer-start-message",
+    m.TransferRequestMessage: "transfer-request-message",
+    m.TransferStartMessage: "transfer-start-message",
     m.TransferSuspensionMessage: "transfer-suspension-message",
     m.TransferCompletionMessage: "transfer-completion-message",
     m.TransferTerminationMessage: "transfer-termination-message",
-    m.TransferProcess: "transfer-process", m.TransferError: "transfer-error",
+    m.TransferProcess: "transfer-process",
+    m.TransferError: "transfer-error",
     m.VersionResponse: "protocol-version",
 }
 
@@ -57,8 +62,13 @@ def ids(prefix: str = "id") -> Callable[[], str]:
     return lambda: f"urn:uuid:{prefix}-{next(counter):04d}"
 
 
-def offer(offer_id: str = "urn:uuid:offer-1", *, target: str | None = DATASET,
-          constraints: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+def offer(
+    offer_id: str = "urn:uuid:offer-1",
+    *,
+    target: str | None = DATASET,
+    constraints: list[dict[str, Any]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     rule: dict[str, Any] = {"action": "use"}
     if constraints:
         rule["constraint"] = constraints
@@ -68,11 +78,23 @@ def offer(offer_id: str = "urn:uuid:offer-1", *, target: str | None = DATASET,
     return o
 
 
-def agreement_for(o: dict[str, Any], *, assignee: str = CONSUMER, assigner: str = PROVIDER,
-                  agreement_id: str = "urn:uuid:agreement-1") -> dict[str, Any]:
+def agreement_for(
+    o: dict[str, Any],
+    *,
+    assignee: str = CONSUMER,
+    assigner: str = PROVIDER,
+    agreement_id: str = "urn:uuid:agreement-1",
+) -> dict[str, Any]:
     rules: dict[str, Any] = {k: o[k] for k in ("permission", "prohibition", "obligation") if k in o}
-    return {"@id": agreement_id, "@type": "Agreement", "target": o["target"], "assigner": assigner,
-            "assignee": assignee, "timestamp": "2025-03-01T12:00:00Z", **rules}
+    return {
+        "@id": agreement_id,
+        "@type": "Agreement",
+        "target": o["target"],
+        "assigner": assigner,
+        "assignee": assignee,
+        "timestamp": "2025-03-01T12:00:00Z",
+        **rules,
+    }
 
 
 # ----------------------------------------------------------------------------- an in-memory network
@@ -152,12 +174,15 @@ class Network:
         own_pid = getattr(msg, "provider_pid" if receiver is Role.PROVIDER else "consumer_pid", None)
         kind = self.m.kind_of(msg)
         # the edge finds the process by the pid in the URL (by the sender's pid for an initial one)
-        found = before if before is not None and (
-            kind.endswith("initial") or own_pid == before.id) else None
+        found = before if before is not None and (kind.endswith("initial") or own_pid == before.id) else None
         sender_id = PROVIDER if f.sender is Role.PROVIDER else CONSUMER
         try:
-            t = self.m.apply(found, Received(msg, sender_id, self.m.agreement, self.m.offer), NOW,
-                             new_id=self.new_id[receiver])
+            t = self.m.apply(
+                found,
+                Received(msg, sender_id, self.m.agreement, self.m.offer),
+                NOW,
+                new_id=self.new_id[receiver],
+            )
         except ProtocolError as e:
             assert e.status in (400, 404)
             self.trace.append(f"{receiver.value} refuses {kind}: {e.reasons[0]}")
@@ -175,10 +200,14 @@ class Network:
             return
         # a message taken in is a DSP transition from the receiver's state (or the one its own
         # unacknowledged message leads to)
-        sources = {found.state} if found.state not in self.m.target else {
-            self.m.target[found.state], found.acked_state}
+        sources = (
+            {found.state}
+            if found.state not in self.m.target
+            else {self.m.target[found.state], found.acked_state}
+        )
         assert any(self.m.spec.get((s, kind)) is after.state for s in sources if s is not None), (
-            f"{receiver.value} took {kind} in {found.state} -> {after.state}")
+            f"{receiver.value} took {kind} in {found.state} -> {after.state}"
+        )
         assert self.m.guard(found, kind, f.sender), f"{receiver.value} took {kind} against its guard"
 
     def resolve(self, pick: int, ack: bool) -> None:
@@ -193,9 +222,16 @@ class Network:
         peer = self.sides[f.sender.other]
         mine = self.sides[f.sender]
         named = f.refused and peer is not None and mine is not None and mine.peer_pid == peer.id
-        ev = Acknowledged(f.out.message_id, f.ok_bodies[0]) if ack else DeliveryFailed(
-            f.out.message_id, True, "refused or undeliverable",
-            peer_state=peer.wire_state.value if named else None)
+        ev = (
+            Acknowledged(f.out.message_id, f.ok_bodies[0])
+            if ack
+            else DeliveryFailed(
+                f.out.message_id,
+                True,
+                "refused or undeliverable",
+                peer_state=peer.wire_state.value if named else None,
+            )
+        )
         self.apply(f.sender, ev)
         self.trace.append(f"{f.sender.value} {'ack' if ack else 'failed'} -> {self.sides[f.sender].state}")
 

@@ -35,13 +35,35 @@ class Counting:
         return self.decider(req)
 
 
-MEMBERS_ONLY = Counting(compile_policy(load_policy({
-    "@context": DSP, "@type": "Set", "@id": "urn:access:members",
-    "permission": [{"action": "use", "constraint": [
-        {"leftOperand": MEMBER, "operator": "eq", "rightOperand": "gold"}]}]})))
-ONLY_CONSUMER = Counting(compile_policy(load_policy({
-    "@context": DSP, "@type": "Set", "@id": "urn:access:consumer",
-    "permission": [{"action": "use", "assignee": CONSUMER}]})))
+MEMBERS_ONLY = Counting(
+    compile_policy(
+        load_policy(
+            {
+                "@context": DSP,
+                "@type": "Set",
+                "@id": "urn:access:members",
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [{"leftOperand": MEMBER, "operator": "eq", "rightOperand": "gold"}],
+                    }
+                ],
+            }
+        )
+    )
+)
+ONLY_CONSUMER = Counting(
+    compile_policy(
+        load_policy(
+            {
+                "@context": DSP,
+                "@type": "Set",
+                "@id": "urn:access:consumer",
+                "permission": [{"action": "use", "assignee": CONSUMER}],
+            }
+        )
+    )
+)
 
 GOLD = Requester.of(CONSUMER, {MEMBER: "gold"})
 STRANGER = Requester.of("did:web:stranger.example")
@@ -49,23 +71,36 @@ STRANGER = Requester.of("did:web:stranger.example")
 
 def dataset(i: int, access: Any = None, **extra: Any) -> CatalogDataset:
     did = f"urn:uuid:dataset-{i:02d}"
-    return CatalogDataset(id=did, offers=(KnownOffer(offer(f"urn:uuid:offer-{i:02d}", target=None), did,
-                                                     access),), **extra)
+    return CatalogDataset(
+        id=did, offers=(KnownOffer(offer(f"urn:uuid:offer-{i:02d}", target=None), did, access),), **extra
+    )
 
 
 def builder(datasets: list[CatalogDataset]) -> CatalogBuilder:
-    return CatalogBuilder(catalog_id="urn:uuid:catalog-1", participant_id=PROVIDER, service=SERVICE,
-                          services=[PUSH_SERVICE], datasets=datasets)
+    return CatalogBuilder(
+        catalog_id="urn:uuid:catalog-1",
+        participant_id=PROVIDER,
+        service=SERVICE,
+        services=[PUSH_SERVICE],
+        datasets=datasets,
+    )
 
 
 DATASETS = [
     dataset(0, title="Weather", description="Hourly observations", keywords=("weather", "open")),
-    dataset(1, MEMBERS_ONLY, distributions=(CatalogDistribution(m.PULL),
-                                            CatalogDistribution(m.PUSH, "urn:uuid:service-push"))),
+    dataset(
+        1,
+        MEMBERS_ONLY,
+        distributions=(CatalogDistribution(m.PULL), CatalogDistribution(m.PUSH, "urn:uuid:service-push")),
+    ),
     dataset(2, ONLY_CONSUMER),
-    CatalogDataset(id="urn:uuid:dataset-03", offers=(
-        KnownOffer(offer("urn:uuid:offer-03a", target=None), "urn:uuid:dataset-03", MEMBERS_ONLY),
-        KnownOffer(offer("urn:uuid:offer-03b", target="urn:uuid:dataset-03"), "urn:uuid:dataset-03"))),
+    CatalogDataset(
+        id="urn:uuid:dataset-03",
+        offers=(
+            KnownOffer(offer("urn:uuid:offer-03a", target=None), "urn:uuid:dataset-03", MEMBERS_ONLY),
+            KnownOffer(offer("urn:uuid:offer-03b", target="urn:uuid:dataset-03"), "urn:uuid:dataset-03"),
+        ),
+    ),
 ]
 
 
@@ -81,8 +116,9 @@ def test_each_requester_sees_the_offers_its_access_policies_permit() -> None:
     assert wire["participantId"] == PROVIDER
     d0 = wire["dataset"][0]
     assert d0["dct:title"] == "Weather" and d0["dcat:keyword"] == ["weather", "open"]
-    assert d0["distribution"] == [{"@type": "Distribution", "format": "HttpData-PULL",
-                                   "accessService": "urn:uuid:service-1"}]
+    assert d0["distribution"] == [
+        {"@type": "Distribution", "format": "HttpData-PULL", "accessService": "urn:uuid:service-1"}
+    ]
     assert [s["@id"] for s in wire["service"]] == ["urn:uuid:service-1", "urn:uuid:service-push"]
     assert all("target" not in o for d in wire["dataset"] for o in d["hasPolicy"])
 
@@ -93,8 +129,11 @@ def test_each_requester_sees_the_offers_its_access_policies_permit() -> None:
     assert [s.id for s in seen.service or []] == ["urn:uuid:service-1"]
 
     not_member = Requester.of(CONSUMER, {MEMBER: "silver"})
-    assert ids_of(b.catalog(not_member, NOW).catalog) == ["urn:uuid:dataset-00", "urn:uuid:dataset-02",
-                                                          "urn:uuid:dataset-03"]
+    assert ids_of(b.catalog(not_member, NOW).catalog) == [
+        "urn:uuid:dataset-00",
+        "urn:uuid:dataset-02",
+        "urn:uuid:dataset-03",
+    ]
 
 
 def test_an_empty_catalog_is_still_valid() -> None:
@@ -110,7 +149,10 @@ def test_single_dataset_response() -> None:
     wire = assert_wire_valid(ds)  # valid against dataset-schema.json
     assert wire["@context"] == ["https://w3id.org/dspace/2025/1/context.jsonld"]
     assert wire["distribution"][1]["accessService"] == {
-        "@id": "urn:uuid:service-push", "@type": "DataService", "endpointURL": "https://push.example/dsp"}
+        "@id": "urn:uuid:service-push",
+        "@type": "DataService",
+        "endpointURL": "https://push.example/dsp",
+    }
     for missing in ("urn:uuid:dataset-01", "urn:uuid:nope"):  # hidden and unknown look the same
         with pytest.raises(ProtocolError) as exc:
             b.dataset(missing, STRANGER, NOW)
@@ -137,12 +179,13 @@ def test_pagination_forward_and_back() -> None:
     assert [x for ids, _ in got for x in ids] == visible
     first, second, last = (p for _, p in got)
     assert first.previous_cursor is None and first.links == [
-        f'<{BASE}?cursor={first.next_cursor}>; rel="next"']
+        f'<{BASE}?cursor={first.next_cursor}>; rel="next"'
+    ]
     assert len(second.links) == 2 and second.links[1].endswith('; rel="previous"')
     assert last.next_cursor is None and last.links[0].endswith('rel="previous"')
     # back from the last page
     link = last.links[0]
-    cursor = parse_qs(urlparse(link[1:link.index(">")]).query)["cursor"][0]
+    cursor = parse_qs(urlparse(link[1 : link.index(">")]).query)["cursor"][0]
     back = b.catalog(STRANGER, NOW, page_size=5, cursor=cursor)
     assert ids_of(back.catalog) == got[1][0]
     assert back.next_cursor is not None and back.previous_cursor is not None
@@ -154,8 +197,10 @@ def test_pagination_forward_and_back() -> None:
 def test_pages_stay_stable_when_datasets_change() -> None:
     datasets = [dataset(i) for i in range(10)]
     page = builder(datasets).catalog(STRANGER, NOW, page_size=4)
-    inserted = CatalogDataset(id="urn:uuid:dataset-00a", offers=(
-        KnownOffer(offer("urn:uuid:offer-00a", target=None), "urn:uuid:dataset-00a"),))
+    inserted = CatalogDataset(
+        id="urn:uuid:dataset-00a",
+        offers=(KnownOffer(offer("urn:uuid:offer-00a", target=None), "urn:uuid:dataset-00a"),),
+    )
     changed = builder([dataset(i) for i in range(1, 10)] + [inserted])  # one removed, one added before
     nxt = changed.catalog(STRANGER, NOW, page_size=4, cursor=page.next_cursor)
     assert ids_of(nxt.catalog)[0] == "urn:uuid:dataset-04"
@@ -176,8 +221,10 @@ def test_a_request_costs_one_compiled_decision_per_offer_and_no_rdf(monkeypatch:
 
     def no_rdf(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("RDF / JSON-LD work while answering a catalog request")
+
     import connector.odrl.parse as parse_module
     import connector.protocol.messages as messages_module
+
     monkeypatch.setattr(parse_module, "jsonld_to_graph", no_rdf)
     monkeypatch.setattr(messages_module, "jsonld_to_graph", no_rdf)
     before = MEMBERS_ONLY.calls, ONLY_CONSUMER.calls

@@ -17,9 +17,12 @@ from connector.protocol.errors import ProtocolError
 from connector.protocol.ids import MAX_IRI_LENGTH, MAX_PROCESS_ID_LENGTH
 
 EXAMPLE_MODELS: dict[str, type[m.DspModel]] = {
-    "catalog/catalog-error": m.CatalogError, "catalog/catalog-request-message": m.CatalogRequestMessage,
-    "catalog/catalog": m.Catalog, "catalog/dataset-request-message": m.DatasetRequestMessage,
-    "catalog/dataset": m.Dataset, "catalog/nested-catalog": m.Catalog,
+    "catalog/catalog-error": m.CatalogError,
+    "catalog/catalog-request-message": m.CatalogRequestMessage,
+    "catalog/catalog": m.Catalog,
+    "catalog/dataset-request-message": m.DatasetRequestMessage,
+    "catalog/dataset": m.Dataset,
+    "catalog/nested-catalog": m.Catalog,
     "common/protocol-version": m.VersionResponse,
     "negotiation/contract-agreement-message-full": m.ContractAgreementMessage,
     "negotiation/contract-agreement-message": m.ContractAgreementMessage,
@@ -33,7 +36,8 @@ EXAMPLE_MODELS: dict[str, type[m.DspModel]] = {
     "negotiation/contract-request-message": m.ContractRequestMessage,
     "negotiation/contract-request-message_initial": m.ContractRequestMessage,
     "transfer/transfer-completion-message": m.TransferCompletionMessage,
-    "transfer/transfer-error": m.TransferError, "transfer/transfer-process": m.TransferProcess,
+    "transfer/transfer-error": m.TransferError,
+    "transfer/transfer-process": m.TransferProcess,
     "transfer/transfer-request-message": m.TransferRequestMessage,
     "transfer/transfer-start-message": m.TransferStartMessage,
     "transfer/transfer-suspension-message": m.TransferSuspensionMessage,
@@ -44,8 +48,10 @@ EXAMPLE_MODELS: dict[str, type[m.DspModel]] = {
 def test_every_official_example_is_covered() -> None:
     on_disk = {p.relative_to(EXAMPLES).as_posix().removesuffix(".json") for p in EXAMPLES.rglob("*.json")}
     # the DID service entries are DID documents' parts, not DSP messages
-    assert on_disk - set(EXAMPLE_MODELS) == {"common/catalogservice-did-service",
-                                             "common/dataservice-did-service"}
+    assert on_disk - set(EXAMPLE_MODELS) == {
+        "common/catalogservice-did-service",
+        "common/dataservice-did-service",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_MODELS))
@@ -85,31 +91,41 @@ def _set(path: str, value: Any) -> Any:
             del node[last]
         else:
             node[last] = value
+
     return change
 
 
-REQ, OFFER, AGR = ("negotiation/contract-request-message", "negotiation/contract-offer-message",
-                   "negotiation/contract-agreement-message")
+REQ, OFFER, AGR = (
+    "negotiation/contract-request-message",
+    "negotiation/contract-offer-message",
+    "negotiation/contract-agreement-message",
+)
 BAD_INPUT = [
     (bad(REQ, _set("@type", "dspace:ContractRequestMessage")), "@type: expected the compacted term"),
-    (bad(REQ, _set("@type", "https://w3id.org/dspace/2025/1/ContractRequestMessage")),
-     "@type: expected the compacted term"),
+    (
+        bad(REQ, _set("@type", "https://w3id.org/dspace/2025/1/ContractRequestMessage")),
+        "@type: expected the compacted term",
+    ),
     (bad(REQ, _set("@type", "ContractOfferMessage")), "@type: Input should be 'ContractRequestMessage'"),
     (bad(REQ, _set("@context", KeyError)), "@context: must be an array"),
     (bad(REQ, _set("@context", ["https://w3id.org/dspace/2024/1/context.json"])), "@context"),
     (bad(REQ, _set("consumerPid", KeyError)), "ContractRequestMessage.consumerPid: Field required"),
     (bad(REQ, _set("consumerPid", 42)), "consumerPid: Input should be a valid string"),
     (bad(REQ, _set("callbackAddress", "https://c.example")), "exactly one of providerPid"),
-    (bad("negotiation/contract-request-message_initial", _set("callbackAddress", KeyError)),
-     "exactly one of providerPid"),
+    (
+        bad("negotiation/contract-request-message_initial", _set("callbackAddress", KeyError)),
+        "exactly one of providerPid",
+    ),
     (bad(REQ, _set("offer/target", KeyError)), "offer: target: required"),
     (bad(REQ, _set("offer/@id", KeyError)), "offer: @id: required"),
     (bad(REQ, _set("offer/@type", "Agreement")), "offer: @type: must be 'Offer'"),
     (bad(REQ, _set("offer/permission", [])), "offer: permission: must be a non-empty array"),
     (bad(REQ, _set("offer/permission/0/action", KeyError)), "offer: permission[0].action: required"),
     (bad(REQ, _set("offer/permission/0/target", "urn:x")), "rules must not name a target"),
-    (bad(REQ, _set("offer/permission/0/constraint/0/operator", "lessThan")),
-     "permission[0].constraint[0].operator: 'lessThan' is not an ODRL operator"),
+    (
+        bad(REQ, _set("offer/permission/0/constraint/0/operator", "lessThan")),
+        "permission[0].constraint[0].operator: 'lessThan' is not an ODRL operator",
+    ),
     (bad(REQ, _set("offer/permission/0/constraint/0/rightOperand", 5)), "rightOperand: must be a string"),
     (bad(REQ, _set("offer/permission/0/constraint/0/and", [])), "either logical"),
     (bad(REQ, _set("offer/permission/0/constraint/0/leftOperand", KeyError)), "missing leftOperand"),
@@ -117,22 +133,32 @@ BAD_INPUT = [
     (bad(AGR, _set("agreement/timestamp", KeyError)), "agreement: timestamp: required"),
     (bad(AGR, _set("agreement/timestamp", "yesterday")), "agreement: timestamp: required"),
     (bad(AGR, _set("agreement/assignee", KeyError)), "agreement: assignee: required"),
-    (bad("negotiation/contract-negotiation-event-message", _set("eventType", "dspace:ACCEPTED")),
-     "eventType: Input should be 'ACCEPTED' or 'FINALIZED'"),
+    (
+        bad("negotiation/contract-negotiation-event-message", _set("eventType", "dspace:ACCEPTED")),
+        "eventType: Input should be 'ACCEPTED' or 'FINALIZED'",
+    ),
     (bad("negotiation/contract-negotiation", _set("state", "REQUESTING")), "state: Input should be"),
-    (bad("negotiation/contract-negotiation-termination-message", _set("reason", [])),
-     "TerminationMessage.reason: must be a non-empty array"),
+    (
+        bad("negotiation/contract-negotiation-termination-message", _set("reason", [])),
+        "TerminationMessage.reason: must be a non-empty array",
+    ),
     (bad("catalog/dataset", _set("hasPolicy/0/target", "urn:x")), "must not name a target"),
     (bad("catalog/dataset", _set("distribution", [])), "distribution: must be a non-empty array"),
     (bad("catalog/catalog", _set("participantId", KeyError)), "participantId: required on the root"),
     (bad("catalog/catalog", _set("hasPolicy", [])), "a catalog has no hasPolicy"),
     (bad("catalog/dataset-request-message", _set("dataset", KeyError)), "dataset: Field required"),
-    (bad("transfer/transfer-request-message", _set("dataAddress/endpointProperties", [])),
-     "dataAddress.endpointProperties: must be omitted or a non-empty array"),
-    (bad("transfer/transfer-request-message", _set("dataAddress/@type", "Address")),
-     "dataAddress.@type: Input should be 'DataAddress'"),
-    (bad("transfer/transfer-start-message", _set("dataAddress/endpointProperties/0/value", 7)),
-     "dataAddress.endpointProperties.0.value: Input should be a valid string"),
+    (
+        bad("transfer/transfer-request-message", _set("dataAddress/endpointProperties", [])),
+        "dataAddress.endpointProperties: must be omitted or a non-empty array",
+    ),
+    (
+        bad("transfer/transfer-request-message", _set("dataAddress/@type", "Address")),
+        "dataAddress.@type: Input should be 'DataAddress'",
+    ),
+    (
+        bad("transfer/transfer-start-message", _set("dataAddress/endpointProperties/0/value", 7)),
+        "dataAddress.endpointProperties.0.value: Input should be a valid string",
+    ),
     (bad("common/protocol-version", _set("protocolVersions", [])), "must list at least one version"),
 ]
 
@@ -192,8 +218,9 @@ def test_standalone_policy_for_a_catalog_offer() -> None:
 def test_version_response_and_nested_models() -> None:
     v = m.VersionResponse(protocol_versions=[m.Version(version="2025-1", path="/dsp", service_id="svc")])
     wire = assert_wire_valid(v)
-    assert wire == {"protocolVersions": [{"version": "2025-1", "path": "/dsp", "binding": "HTTPS",
-                                          "serviceId": "svc"}]}
+    assert wire == {
+        "protocolVersions": [{"version": "2025-1", "path": "/dsp", "binding": "HTTPS", "serviceId": "svc"}]
+    }
     da = m.DataAddress(endpoint_type="https://w3id.org/idsa/v4.1/HTTP", endpoint="https://x.example")
     assert "@context" not in da.to_wire()
     assert_valid(da.to_wire(), "data-address")
@@ -208,18 +235,41 @@ def _verification(**pids: str) -> dict[str, Any]:
     return {"@context": list(m.CONTEXT), "@type": "ContractAgreementVerificationMessage", **PIDS, **pids}
 
 
-@pytest.mark.parametrize("pid", [
-    "x" * (MAX_PROCESS_ID_LENGTH + 1), "x" * 1_000_000, "", "a/b", "a?b", "a#b", "a%2Fb", "a b", "a{b}",
-    "é", "..", ".", "a\nb", "a\\b"])
+@pytest.mark.parametrize(
+    "pid",
+    [
+        "x" * (MAX_PROCESS_ID_LENGTH + 1),
+        "x" * 1_000_000,
+        "",
+        "a/b",
+        "a?b",
+        "a#b",
+        "a%2Fb",
+        "a b",
+        "a{b}",
+        "é",
+        "..",
+        ".",
+        "a\nb",
+        "a\\b",
+    ],
+)
 def test_a_process_id_is_short_and_safe_in_a_url_path(pid: str) -> None:
     for name in ("consumerPid", "providerPid"):
         with pytest.raises(ProtocolError) as exc:
             m.ContractAgreementVerificationMessage.parse(_verification(**{name: pid}))
         assert exc.value.status == 400 and exc.value.reasons[0].startswith(
-            f"ContractAgreementVerificationMessage.{name}: ")
+            f"ContractAgreementVerificationMessage.{name}: "
+        )
         assert len(exc.value.reasons[0]) < 300  # the reason does not echo a huge id
-    request = {"@context": list(m.CONTEXT), "@type": "TransferRequestMessage", "consumerPid": pid,
-               "agreementId": "urn:uuid:a", "format": m.PULL, "callbackAddress": "https://c.example/cb"}
+    request = {
+        "@context": list(m.CONTEXT),
+        "@type": "TransferRequestMessage",
+        "consumerPid": pid,
+        "agreementId": "urn:uuid:a",
+        "format": m.PULL,
+        "callbackAddress": "https://c.example/cb",
+    }
     with pytest.raises(ProtocolError, match="consumerPid"):
         m.TransferRequestMessage.parse(request)
 
@@ -233,8 +283,14 @@ def test_process_ids_of_the_path_segment_alphabet_are_taken() -> None:
 
 def test_other_identifiers_are_bounded() -> None:
     huge = "urn:x:" + "y" * MAX_IRI_LENGTH
-    body = {"@context": list(m.CONTEXT), "@type": "TransferRequestMessage", "consumerPid": "urn:uuid:c",
-            "agreementId": huge, "format": m.PULL, "callbackAddress": "https://c.example/cb"}
+    body = {
+        "@context": list(m.CONTEXT),
+        "@type": "TransferRequestMessage",
+        "consumerPid": "urn:uuid:c",
+        "agreementId": huge,
+        "format": m.PULL,
+        "callbackAddress": "https://c.example/cb",
+    }
     with pytest.raises(ProtocolError, match=r"TransferRequestMessage\.agreementId: longer than"):
         m.TransferRequestMessage.parse(body)
     for key in ("@id", "target"):
@@ -243,13 +299,20 @@ def test_other_identifiers_are_bounded() -> None:
         with pytest.raises(ProtocolError, match=rf"ContractRequestMessage\.offer\.{key}: longer than"):
             m.ContractRequestMessage.parse(req)
     with pytest.raises(ProtocolError, match=r"DatasetRequestMessage\.dataset"):
-        m.DatasetRequestMessage.parse({"@context": list(m.CONTEXT), "@type": "DatasetRequestMessage",
-                                       "dataset": huge})
+        m.DatasetRequestMessage.parse(
+            {"@context": list(m.CONTEXT), "@type": "DatasetRequestMessage", "dataset": huge}
+        )
 
 
 def test_an_error_body_may_leave_a_process_id_empty() -> None:
-    body = {"@context": list(m.CONTEXT), "@type": "ContractNegotiationError", "providerPid": "",
-            "consumerPid": "urn:uuid:cp", "code": "400", "reason": ["x"]}
+    body = {
+        "@context": list(m.CONTEXT),
+        "@type": "ContractNegotiationError",
+        "providerPid": "",
+        "consumerPid": "urn:uuid:cp",
+        "code": "400",
+        "reason": ["x"],
+    }
     assert m.ContractNegotiationError.parse(body).provider_pid == ""
     with pytest.raises(ProtocolError):
         m.ContractNegotiationError.parse({**body, "consumerPid": "a/b"})

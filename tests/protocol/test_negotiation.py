@@ -31,35 +31,69 @@ KNOWN = OfferCheck(True, "a catalog offer")  # the edge's check of an initial re
 
 # The DSP 2025-1 table, written out independently of the module: (from, kind) -> to.
 SPEC: dict[tuple[S | None, str], S] = {
-    (None, "request-initial"): S.REQUESTED, (None, "offer-initial"): S.OFFERED,
-    (S.REQUESTED, "offer"): S.OFFERED, (S.REQUESTED, "agreement"): S.AGREED,
-    (S.OFFERED, "request"): S.REQUESTED, (S.OFFERED, "accepted"): S.ACCEPTED,
-    (S.ACCEPTED, "agreement"): S.AGREED, (S.AGREED, "verification"): S.VERIFIED,
+    (None, "request-initial"): S.REQUESTED,
+    (None, "offer-initial"): S.OFFERED,
+    (S.REQUESTED, "offer"): S.OFFERED,
+    (S.REQUESTED, "agreement"): S.AGREED,
+    (S.OFFERED, "request"): S.REQUESTED,
+    (S.OFFERED, "accepted"): S.ACCEPTED,
+    (S.ACCEPTED, "agreement"): S.AGREED,
+    (S.AGREED, "verification"): S.VERIFIED,
     (S.VERIFIED, "finalized"): S.FINALIZED,
-    **{(s, "termination"): S.TERMINATED for s in (S.REQUESTED, S.OFFERED, S.ACCEPTED, S.AGREED,
-                                                   S.VERIFIED)},
+    **{(s, "termination"): S.TERMINATED for s in (S.REQUESTED, S.OFFERED, S.ACCEPTED, S.AGREED, S.VERIFIED)},
 }
-SENT_BY = {"request-initial": {C}, "request": {C}, "offer-initial": {P}, "offer": {P}, "accepted": {C},
-           "agreement": {P}, "verification": {C}, "finalized": {P}, "termination": {C, P}}
-TARGET = {S.REQUESTING: S.REQUESTED, S.OFFERING: S.OFFERED, S.ACCEPTING: S.ACCEPTED, S.AGREEING: S.AGREED,
-          S.VERIFYING: S.VERIFIED, S.FINALIZING: S.FINALIZED, S.TERMINATING: S.TERMINATED}
-MESSAGE_OF = {"request": m.ContractRequestMessage, "offer": m.ContractOfferMessage,
-              "accepted": m.ContractNegotiationEventMessage, "agreement": m.ContractAgreementMessage,
-              "verification": m.ContractAgreementVerificationMessage,
-              "finalized": m.ContractNegotiationEventMessage,
-              "termination": m.ContractNegotiationTerminationMessage}
+SENT_BY = {
+    "request-initial": {C},
+    "request": {C},
+    "offer-initial": {P},
+    "offer": {P},
+    "accepted": {C},
+    "agreement": {P},
+    "verification": {C},
+    "finalized": {P},
+    "termination": {C, P},
+}
+TARGET = {
+    S.REQUESTING: S.REQUESTED,
+    S.OFFERING: S.OFFERED,
+    S.ACCEPTING: S.ACCEPTED,
+    S.AGREEING: S.AGREED,
+    S.VERIFYING: S.VERIFIED,
+    S.FINALIZING: S.FINALIZED,
+    S.TERMINATING: S.TERMINATED,
+}
+MESSAGE_OF = {
+    "request": m.ContractRequestMessage,
+    "offer": m.ContractOfferMessage,
+    "accepted": m.ContractNegotiationEventMessage,
+    "agreement": m.ContractAgreementMessage,
+    "verification": m.ContractAgreementVerificationMessage,
+    "finalized": m.ContractNegotiationEventMessage,
+    "termination": m.ContractNegotiationTerminationMessage,
+}
 NON_TERMINAL = [S.REQUESTED, S.OFFERED, S.ACCEPTED, S.AGREED, S.VERIFIED]
 WIRE = [*NON_TERMINAL, S.FINALIZED, S.TERMINATED]
 
 # every (state, last acknowledged state, in doubt) a process of each role can be in
 REACHABLE: dict[Role, list[tuple[S, S | None, bool]]] = {
-    P: [(s, s, False) for s in WIRE] + [
-        (S.OFFERING, None, False), (S.OFFERING, S.REQUESTED, False), (S.AGREEING, S.REQUESTED, False),
-        (S.AGREEING, S.ACCEPTED, False), (S.FINALIZING, S.VERIFIED, False),
-        (S.TERMINATING, S.VERIFIED, True)] + [(S.TERMINATING, s, False) for s in NON_TERMINAL],
-    C: [(s, s, False) for s in WIRE] + [
-        (S.REQUESTING, None, False), (S.REQUESTING, S.OFFERED, False), (S.ACCEPTING, S.OFFERED, False),
-        (S.VERIFYING, S.AGREED, False)] + [(S.TERMINATING, s, False) for s in NON_TERMINAL],
+    P: [(s, s, False) for s in WIRE]
+    + [
+        (S.OFFERING, None, False),
+        (S.OFFERING, S.REQUESTED, False),
+        (S.AGREEING, S.REQUESTED, False),
+        (S.AGREEING, S.ACCEPTED, False),
+        (S.FINALIZING, S.VERIFIED, False),
+        (S.TERMINATING, S.VERIFIED, True),
+    ]
+    + [(S.TERMINATING, s, False) for s in NON_TERMINAL],
+    C: [(s, s, False) for s in WIRE]
+    + [
+        (S.REQUESTING, None, False),
+        (S.REQUESTING, S.OFFERED, False),
+        (S.ACCEPTING, S.OFFERED, False),
+        (S.VERIFYING, S.AGREED, False),
+    ]
+    + [(S.TERMINATING, s, False) for s in NON_TERMINAL],
 }
 
 
@@ -72,8 +106,9 @@ def step(n: N.Negotiation | None, event: Any, new_id: Any = None) -> N.Transitio
     t = N.apply(n, event, NOW, new_id=new_id or ids())
     for out in t.outgoing:
         assert_wire_valid(out.message)
-        assert out.url.startswith(("https://provider.example/dsp/negotiations/",
-                                   "https://consumer.example/callback/negotiations/"))
+        assert out.url.startswith(
+            ("https://provider.example/dsp/negotiations/", "https://consumer.example/callback/negotiations/")
+        )
     if t.response is not None:
         assert_wire_valid(t.response.body)
     return t
@@ -83,15 +118,23 @@ def make(role: Role, state: S, acked: S | None, in_doubt: bool = False) -> N.Neg
     initial = acked is None
     o = offer()
     return N.Negotiation(
-        id="urn:uuid:pp" if role is P else "urn:uuid:cp", role=role,
+        id="urn:uuid:pp" if role is P else "urn:uuid:cp",
+        role=role,
         provider_pid=None if initial and role is C else "urn:uuid:pp",
         consumer_pid=None if initial and role is P else "urn:uuid:cp",
-        state=state, counter_party_id=CONSUMER if role is P else PROVIDER,
-        counter_party_address=CALLBACK_URL if role is P else PROVIDER_URL, offer=o,
-        agreement=agreement_for(o) if state in (S.AGREED, S.VERIFYING, S.VERIFIED, S.FINALIZING,
-                                                S.FINALIZED) else None,
-        created_at=NOW, updated_at=NOW, acked_state=acked, in_doubt=in_doubt,
-        pending_message_id="urn:uuid:pending" if state in TARGET and not in_doubt else None)
+        state=state,
+        counter_party_id=CONSUMER if role is P else PROVIDER,
+        counter_party_address=CALLBACK_URL if role is P else PROVIDER_URL,
+        offer=o,
+        agreement=agreement_for(o)
+        if state in (S.AGREED, S.VERIFYING, S.VERIFIED, S.FINALIZING, S.FINALIZED)
+        else None,
+        created_at=NOW,
+        updated_at=NOW,
+        acked_state=acked,
+        in_doubt=in_doubt,
+        pending_message_id="urn:uuid:pending" if state in TARGET and not in_doubt else None,
+    )
 
 
 def inbound(kind: str, pp: str = "urn:uuid:pp", cp: str = "urn:uuid:cp") -> m.DspModel:
@@ -110,8 +153,9 @@ def inbound(kind: str, pp: str = "urn:uuid:pp", cp: str = "urn:uuid:cp") -> m.Ds
     if kind == "verification":
         return m.ContractAgreementVerificationMessage(**pids)
     if kind in ("accepted", "finalized"):
-        return m.ContractNegotiationEventMessage(**pids, event_type="ACCEPTED" if kind == "accepted"
-                                                 else "FINALIZED")
+        return m.ContractNegotiationEventMessage(
+            **pids, event_type="ACCEPTED" if kind == "accepted" else "FINALIZED"
+        )
     return m.ContractNegotiationTerminationMessage(**pids, code="X", reason=["no longer needed"])
 
 
@@ -143,18 +187,26 @@ COMMANDS: dict[str, tuple[set[Role], set[S], S, type]] = {
 
 
 def command(name: str) -> Any:
-    return {"CounterOffer": N.CounterOffer(offer("urn:uuid:c2")), "Accept": N.Accept(), "Verify": N.Verify(),
-            "Offer": N.Offer(offer("urn:uuid:o2")), "Agree": N.Agree(agreement_for(offer())),
-            "Finalize": N.Finalize(), "Terminate": N.Terminate("changed my mind", "USER"),
-            "Request": N.Request(offer(), PROVIDER_URL, CALLBACK_URL, PROVIDER)}[name]
+    return {
+        "CounterOffer": N.CounterOffer(offer("urn:uuid:c2")),
+        "Accept": N.Accept(),
+        "Verify": N.Verify(),
+        "Offer": N.Offer(offer("urn:uuid:o2")),
+        "Agree": N.Agree(agreement_for(offer())),
+        "Finalize": N.Finalize(),
+        "Terminate": N.Terminate("changed my mind", "USER"),
+        "Request": N.Request(offer(), PROVIDER_URL, CALLBACK_URL, PROVIDER),
+    }[name]
 
 
 # ----------------------------------------------------------------------------- the full table
 
 
-@pytest.mark.parametrize(("role", "state", "acked", "in_doubt"),
-                         [(r, *c) for r in (P, C) for c in REACHABLE[r]],
-                         ids=lambda x: getattr(x, "value", str(x)))
+@pytest.mark.parametrize(
+    ("role", "state", "acked", "in_doubt"),
+    [(r, *c) for r in (P, C) for c in REACHABLE[r]],
+    ids=lambda x: getattr(x, "value", str(x)),
+)
 def test_every_event_in_every_state(role: Role, state: S, acked: S | None, in_doubt: bool) -> None:
     n = make(role, state, acked, in_doubt)
     problems: list[str] = []
@@ -192,14 +244,20 @@ def test_every_event_in_every_state(role: Role, state: S, acked: S | None, in_do
         check(f"{name}: -> {t.negotiation.state}", t.negotiation.state is sending)
         check(f"{name}: sends {t.outgoing}", [type(o.message) for o in t.outgoing] == [msg_type])
         check(f"{name}: wire state", t.negotiation.wire_state is state)
-    can_terminate = acked is not None and state not in (S.FINALIZED, S.TERMINATED, S.TERMINATING,
-                                                         S.FINALIZING)
+    can_terminate = acked is not None and state not in (
+        S.FINALIZED,
+        S.TERMINATED,
+        S.TERMINATING,
+        S.FINALIZING,
+    )
     try:
         t = step(n, command("Terminate"))
         check("Terminate: allowed", can_terminate)
         check("Terminate: -> TERMINATING", t.negotiation.state is S.TERMINATING)
-        check("Terminate: sends", [type(o.message) for o in t.outgoing] == [
-            m.ContractNegotiationTerminationMessage])
+        check(
+            "Terminate: sends",
+            [type(o.message) for o in t.outgoing] == [m.ContractNegotiationTerminationMessage],
+        )
     except ProtocolError as e:
         check(f"Terminate: refused ({e.status})", not can_terminate and e.status == 409)
     with pytest.raises(ProtocolError) as exc:
@@ -208,22 +266,31 @@ def test_every_event_in_every_state(role: Role, state: S, acked: S | None, in_do
 
     # outbox outcomes
     pending = n.pending_message_id
-    for ev in (Acknowledged("urn:uuid:other"), DeliveryFailed("urn:uuid:other", True),
-               DeliveryFailed(pending or "x", False)):
+    for ev in (
+        Acknowledged("urn:uuid:other"),
+        DeliveryFailed("urn:uuid:other", True),
+        DeliveryFailed(pending or "x", False),
+    ):
         check(f"{ev}: changes nothing", step(n, ev).negotiation == n)
     if pending is None:
         check("ack without pending", step(n, Acknowledged("urn:uuid:pending")).negotiation == n)
     else:
         t = step(n, Acknowledged(pending))
-        check("ack enters the DSP state", t.negotiation.state is TARGET[state]
-              and t.negotiation.wire_state is TARGET[state] and t.negotiation.pending_message_id is None)
+        check(
+            "ack enters the DSP state",
+            t.negotiation.state is TARGET[state]
+            and t.negotiation.wire_state is TARGET[state]
+            and t.negotiation.pending_message_id is None,
+        )
         t = step(n, DeliveryFailed(pending, True))
         if state is S.TERMINATING or acked is None:
             check(f"failed -> {t.negotiation.state}", t.negotiation.state is S.TERMINATED and not t.outgoing)
         else:
             check(f"failed -> {t.negotiation.state}", t.negotiation.state is S.TERMINATING)
-            check("failed: terminates", [type(o.message) for o in t.outgoing] == [
-                m.ContractNegotiationTerminationMessage])
+            check(
+                "failed: terminates",
+                [type(o.message) for o in t.outgoing] == [m.ContractNegotiationTerminationMessage],
+            )
             check("failed: in doubt after a finalization", t.negotiation.in_doubt is (state is S.FINALIZING))
     assert not problems, f"{role.value} in {state.value} (acked {acked}): " + "; ".join(problems)
 
@@ -265,9 +332,11 @@ class Pair:
         t = step(self.side(role), cmd, self.new_id)
         self.set(role, t.negotiation)
         for out in t.outgoing:
-            r = step(self.side(role.other), Received(out.message, PROVIDER if role is P else CONSUMER,
-                                                     offer=KNOWN),
-                     self.new_id)
+            r = step(
+                self.side(role.other),
+                Received(out.message, PROVIDER if role is P else CONSUMER, offer=KNOWN),
+                self.new_id,
+            )
             self.set(role.other, r.negotiation)
             assert r.response is not None
             current = self.side(role)
@@ -292,13 +361,21 @@ def test_consumer_initiated_happy_path() -> None:
 
 def test_provider_initiated_with_counter_offers() -> None:
     pair = Pair()
-    pair.do(P, N.Offer(offer(), consumer_address=CALLBACK_URL, callback_address=PROVIDER_URL,
-                       consumer_id=CONSUMER))
+    pair.do(
+        P,
+        N.Offer(offer(), consumer_address=CALLBACK_URL, callback_address=PROVIDER_URL, consumer_id=CONSUMER),
+    )
     assert pair.p is not None and pair.c is not None
     assert (pair.p.state, pair.c.state) == (S.OFFERED, S.OFFERED)
     assert pair.p.consumer_pid == pair.c.id  # learned from the 201
-    pair.do(C, N.CounterOffer(offer("urn:uuid:c1", constraints=[
-        {"leftOperand": "count", "operator": "lteq", "rightOperand": "3"}])))
+    pair.do(
+        C,
+        N.CounterOffer(
+            offer(
+                "urn:uuid:c1", constraints=[{"leftOperand": "count", "operator": "lteq", "rightOperand": "3"}]
+            )
+        ),
+    )
     assert (pair.p.state, pair.c.state) == (S.REQUESTED, S.REQUESTED)
     assert pair.p.offer["@id"] == "urn:uuid:c1"
     pair.do(P, N.Offer(offer("urn:uuid:o2")))
@@ -342,8 +419,9 @@ def test_retried_initial_request_returns_the_same_201_and_creates_nothing() -> N
     again = step(first.negotiation, Received(m.ContractRequestMessage.parse(msg.to_wire()), CONSUMER))
     assert again.duplicate and again.negotiation == first.negotiation and not again.outgoing
     assert again.response == first.response
-    other = m.ContractRequestMessage(consumer_pid="urn:uuid:cp", offer=offer("urn:uuid:x"),
-                                     callback_address=CALLBACK_URL)
+    other = m.ContractRequestMessage(
+        consumer_pid="urn:uuid:cp", offer=offer("urn:uuid:x"), callback_address=CALLBACK_URL
+    )
     with pytest.raises(ProtocolError) as exc:
         step(first.negotiation, Received(other, CONSUMER))
     assert exc.value.status == 400 and "already exists" in exc.value.reasons[0]
@@ -371,8 +449,12 @@ def test_a_terminal_negotiation_refuses_every_message_even_one_it_took_before() 
     verified = step(make(P, S.AGREED, S.AGREED), Received(verification, CONSUMER)).negotiation
     assert step(verified, Received(verification, CONSUMER)).duplicate  # not terminal: 200 again
     finalized = replace(verified, state=S.FINALIZED, acked_state=S.FINALIZED)
-    for n in (finalized, make(P, S.TERMINATED, S.TERMINATED), make(C, S.TERMINATED, S.TERMINATED),
-              make(C, S.FINALIZED, S.FINALIZED)):
+    for n in (
+        finalized,
+        make(P, S.TERMINATED, S.TERMINATED),
+        make(C, S.TERMINATED, S.TERMINATED),
+        make(C, S.FINALIZED, S.FINALIZED),
+    ):
         sender = CONSUMER if n.role is P else PROVIDER
         for kind in SENT_BY:
             if n.role.other not in SENT_BY[kind]:
@@ -536,27 +618,45 @@ def test_an_initial_request_for_an_offer_the_provider_does_not_know_creates_noth
 def test_an_offer_in_a_negotiation_is_for_its_dataset() -> None:
     other = offer("urn:uuid:c9", target="urn:uuid:another-dataset")
     with pytest.raises(ProtocolError) as exc:
-        step(make(P, S.OFFERED, S.OFFERED), Received(
-            m.ContractRequestMessage(provider_pid="urn:uuid:pp", consumer_pid="urn:uuid:cp", offer=other),
-            CONSUMER))
+        step(
+            make(P, S.OFFERED, S.OFFERED),
+            Received(
+                m.ContractRequestMessage(provider_pid="urn:uuid:pp", consumer_pid="urn:uuid:cp", offer=other),
+                CONSUMER,
+            ),
+        )
     assert exc.value.status == 400 and "is for" in exc.value.reasons[0]
     with pytest.raises(ProtocolError):
-        step(make(C, S.REQUESTED, S.REQUESTED), Received(
-            m.ContractOfferMessage(provider_pid="urn:uuid:pp", consumer_pid="urn:uuid:cp", offer=other),
-            PROVIDER))
+        step(
+            make(C, S.REQUESTED, S.REQUESTED),
+            Received(
+                m.ContractOfferMessage(provider_pid="urn:uuid:pp", consumer_pid="urn:uuid:cp", offer=other),
+                PROVIDER,
+            ),
+        )
     # a counter-request with a new offer id of the consumer's (a Consumer Offer) is taken
-    mine = offer("urn:uuid:consumer-offer-1", constraints=[
-        {"leftOperand": "count", "operator": "lteq", "rightOperand": "3"}])
+    mine = offer(
+        "urn:uuid:consumer-offer-1",
+        constraints=[{"leftOperand": "count", "operator": "lteq", "rightOperand": "3"}],
+    )
     counter = m.ContractRequestMessage(provider_pid="urn:uuid:pp", consumer_pid="urn:uuid:cp", offer=mine)
     t = step(make(P, S.OFFERED, S.OFFERED), Received(counter, CONSUMER))
     assert t.negotiation.state is S.REQUESTED and t.negotiation.offer["@id"] == "urn:uuid:consumer-offer-1"
 
 
-@pytest.mark.parametrize(("role", "state", "acked"), [
-    (C, S.VERIFYING, S.AGREED), (P, S.FINALIZING, S.VERIFIED), (C, S.TERMINATING, S.AGREED),
-    (P, S.AGREEING, S.REQUESTED), (C, S.ACCEPTING, S.OFFERED)])
+@pytest.mark.parametrize(
+    ("role", "state", "acked"),
+    [
+        (C, S.VERIFYING, S.AGREED),
+        (P, S.FINALIZING, S.VERIFIED),
+        (C, S.TERMINATING, S.AGREED),
+        (P, S.AGREEING, S.REQUESTED),
+        (C, S.ACCEPTING, S.OFFERED),
+    ],
+)
 def test_a_refusal_from_a_counter_party_already_there_is_the_acknowledgement(
-        role: Role, state: S, acked: S) -> None:
+    role: Role, state: S, acked: S
+) -> None:
     n = make(role, state, acked)
     refused = DeliveryFailed("urn:uuid:pending", True, "400 terminal", peer_state=TARGET[state].value)
     t = step(n, refused)
@@ -578,8 +678,9 @@ def test_a_termination_in_doubt_refused_by_a_finalized_consumer_ends_finalized()
     assert n.termination_reason == () and n.agreement is not None
     # not in doubt: a FINALIZED counter-party does not make a termination a finalization
     plain = step(make(P, S.VERIFIED, S.VERIFIED), N.Terminate("stop"), ids("r"))
-    after = step(plain.negotiation, DeliveryFailed(plain.outgoing[0].message_id, True, "400",
-                                                    peer_state="FINALIZED")).negotiation
+    after = step(
+        plain.negotiation, DeliveryFailed(plain.outgoing[0].message_id, True, "400", peer_state="FINALIZED")
+    ).negotiation
     assert after.state is S.TERMINATED
 
 

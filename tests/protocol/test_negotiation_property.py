@@ -26,14 +26,24 @@ from connector.protocol.negotiation import NegotiationState as S
 
 P, C = Role.PROVIDER, Role.CONSUMER
 SPEC: dict[tuple[S, str], S] = {
-    (S.REQUESTED, "offer"): S.OFFERED, (S.REQUESTED, "agreement"): S.AGREED,
-    (S.OFFERED, "request"): S.REQUESTED, (S.OFFERED, "accepted"): S.ACCEPTED,
-    (S.ACCEPTED, "agreement"): S.AGREED, (S.AGREED, "verification"): S.VERIFIED,
+    (S.REQUESTED, "offer"): S.OFFERED,
+    (S.REQUESTED, "agreement"): S.AGREED,
+    (S.OFFERED, "request"): S.REQUESTED,
+    (S.OFFERED, "accepted"): S.ACCEPTED,
+    (S.ACCEPTED, "agreement"): S.AGREED,
+    (S.AGREED, "verification"): S.VERIFIED,
     (S.VERIFIED, "finalized"): S.FINALIZED,
     **{(s, "termination"): S.TERMINATED for s in (S.REQUESTED, S.OFFERED, S.ACCEPTED, S.AGREED, S.VERIFIED)},
 }
-TARGET = {S.REQUESTING: S.REQUESTED, S.OFFERING: S.OFFERED, S.ACCEPTING: S.ACCEPTED, S.AGREEING: S.AGREED,
-          S.VERIFYING: S.VERIFIED, S.FINALIZING: S.FINALIZED, S.TERMINATING: S.TERMINATED}
+TARGET = {
+    S.REQUESTING: S.REQUESTED,
+    S.OFFERING: S.OFFERED,
+    S.ACCEPTING: S.ACCEPTED,
+    S.AGREEING: S.AGREED,
+    S.VERIFYING: S.VERIFIED,
+    S.FINALIZING: S.FINALIZED,
+    S.TERMINATING: S.TERMINATED,
+}
 TERMINAL = (S.FINALIZED, S.TERMINATED)
 
 
@@ -48,8 +58,9 @@ def commands(net: Network, role: Role, pick: int) -> list[Any]:
             natural[S.REQUESTED] = natural[S.ACCEPTED] = N.Agree(agreement_for(dict(n.offer)))
         options: list[Any] = [N.Offer(o), N.Agree(agreement_for(dict(n.offer) if n else o)), N.Finalize()]
         if opening:
-            return [N.Offer(o, consumer_address=CALLBACK_URL, callback_address=PROVIDER_URL,
-                            consumer_id=CONSUMER)]
+            return [
+                N.Offer(o, consumer_address=CALLBACK_URL, callback_address=PROVIDER_URL, consumer_id=CONSUMER)
+            ]
     else:
         natural = {S.OFFERED: N.Accept(), S.AGREED: N.Verify()}
         options = [N.CounterOffer(o), N.Accept(), N.Verify()]
@@ -62,8 +73,15 @@ def commands(net: Network, role: Role, pick: int) -> list[Any]:
     return options
 
 
-MACHINE = Machine(apply=N.apply, kind_of=N.message_kind, spec=SPEC, target=TARGET, terminal=TERMINAL,
-                  commands=commands, offer=OfferCheck(True, "a catalog offer"))
+MACHINE = Machine(
+    apply=N.apply,
+    kind_of=N.message_kind,
+    spec=SPEC,
+    target=TARGET,
+    terminal=TERMINAL,
+    commands=commands,
+    offer=OfferCheck(True, "a catalog offer"),
+)
 ACTIONS = st.lists(st.tuples(st.sampled_from("ppccddddddaaaf"), st.integers(0, 255)), max_size=60)
 
 
@@ -77,8 +95,9 @@ def test_random_schedules_never_disagree(consumer_opens: bool, actions: list[tup
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.booleans(), st.lists(st.tuples(st.sampled_from("pc"), st.integers(0, 255)), max_size=30))
-def test_reliable_network_keeps_both_sides_in_step(consumer_opens: bool,
-                                                   actions: list[tuple[str, int]]) -> None:
+def test_reliable_network_keeps_both_sides_in_step(
+    consumer_opens: bool, actions: list[tuple[str, int]]
+) -> None:
     net = Network(MACHINE)
     net.command(C if consumer_opens else P, 1)
     net.drain()

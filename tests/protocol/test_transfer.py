@@ -29,26 +29,48 @@ from connector.protocol.transfer import TransferState as S
 P, C = Role.PROVIDER, Role.CONSUMER
 AGREEMENT_ID = "urn:uuid:agreement-1"
 OK = AgreementCheck(True, "finalized")
-EDR = m.DataAddress(endpoint_type="https://w3id.org/idsa/v4.1/HTTP", endpoint="https://provider.example/data",
-                    endpoint_properties=[m.EndpointProperty(name="authorization", value="token-1"),
-                                         m.EndpointProperty(name="authType", value="bearer")])
+EDR = m.DataAddress(
+    endpoint_type="https://w3id.org/idsa/v4.1/HTTP",
+    endpoint="https://provider.example/data",
+    endpoint_properties=[
+        m.EndpointProperty(name="authorization", value="token-1"),
+        m.EndpointProperty(name="authType", value="bearer"),
+    ],
+)
 SINK = m.DataAddress(endpoint_type="https://w3id.org/idsa/v4.1/HTTP", endpoint="https://consumer.example/in")
 
 SPEC: dict[tuple[S, str], S] = {
-    (S.REQUESTED, "start"): S.STARTED, (S.STARTED, "suspension"): S.SUSPENDED,
-    (S.STARTED, "completion"): S.COMPLETED, (S.SUSPENDED, "start"): S.STARTED,
+    (S.REQUESTED, "start"): S.STARTED,
+    (S.STARTED, "suspension"): S.SUSPENDED,
+    (S.STARTED, "completion"): S.COMPLETED,
+    (S.SUSPENDED, "start"): S.STARTED,
     **{(s, "termination"): S.TERMINATED for s in (S.REQUESTED, S.STARTED, S.SUSPENDED)},
 }
-SENT_BY = {"request-initial": {C}, "start": {P, C}, "suspension": {P, C}, "completion": {P, C},
-           "termination": {P, C}}
-TARGET = {S.REQUESTING: S.REQUESTED, S.STARTING: S.STARTED, S.SUSPENDING: S.SUSPENDED,
-          S.COMPLETING: S.COMPLETED, S.TERMINATING: S.TERMINATED}
+SENT_BY = {
+    "request-initial": {C},
+    "start": {P, C},
+    "suspension": {P, C},
+    "completion": {P, C},
+    "termination": {P, C},
+}
+TARGET = {
+    S.REQUESTING: S.REQUESTED,
+    S.STARTING: S.STARTED,
+    S.SUSPENDING: S.SUSPENDED,
+    S.COMPLETING: S.COMPLETED,
+    S.TERMINATING: S.TERMINATED,
+}
 NON_TERMINAL = [S.REQUESTED, S.STARTED, S.SUSPENDED]
 WIRE = [*NON_TERMINAL, S.COMPLETED, S.TERMINATED]
 REACHABLE: dict[Role, list[tuple[S, S | None, bool]]] = {
-    r: [(s, s, False) for s in WIRE] + [  # type: ignore[misc]
-        (S.STARTING, S.SUSPENDED, False), (S.SUSPENDING, S.STARTED, False), (S.COMPLETING, S.STARTED, False),
-        (S.TERMINATING, S.STARTED, True)] + [(S.TERMINATING, s, False) for s in NON_TERMINAL]
+    r: [(s, s, False) for s in WIRE]
+    + [  # type: ignore[misc]
+        (S.STARTING, S.SUSPENDED, False),
+        (S.SUSPENDING, S.STARTED, False),
+        (S.COMPLETING, S.STARTED, False),
+        (S.TERMINATING, S.STARTED, True),
+    ]
+    + [(S.TERMINATING, s, False) for s in NON_TERMINAL]
     for r in (P, C)
 }
 REACHABLE[P].append((S.STARTING, S.REQUESTED, False))
@@ -69,26 +91,42 @@ def step(t: X.Transfer | None, event: Any, new_id: Any = None) -> X.Transition:
     return tr
 
 
-def make(role: Role, state: S, acked: S | None, in_doubt: bool = False, fmt: str = m.PULL,
-         suspended_by: frozenset[Role] | None = None) -> X.Transfer:
+def make(
+    role: Role,
+    state: S,
+    acked: S | None,
+    in_doubt: bool = False,
+    fmt: str = m.PULL,
+    suspended_by: frozenset[Role] | None = None,
+) -> X.Transfer:
     initial = acked is None
     if suspended_by is None:  # suspended by the consumer: either side may resume
         suspended_by = frozenset({C}) if S.SUSPENDED in (state, acked) else frozenset()
     return X.Transfer(
-        id="urn:uuid:pp" if role is P else "urn:uuid:cp", role=role,
-        provider_pid=None if initial else "urn:uuid:pp", consumer_pid="urn:uuid:cp", state=state,
+        id="urn:uuid:pp" if role is P else "urn:uuid:cp",
+        role=role,
+        provider_pid=None if initial else "urn:uuid:pp",
+        consumer_pid="urn:uuid:cp",
+        state=state,
         counter_party_id=CONSUMER if role is P else PROVIDER,
-        counter_party_address=CALLBACK_URL if role is P else PROVIDER_URL, agreement_id=AGREEMENT_ID,
-        format=fmt, created_at=NOW, updated_at=NOW, acked_state=acked, in_doubt=in_doubt,
+        counter_party_address=CALLBACK_URL if role is P else PROVIDER_URL,
+        agreement_id=AGREEMENT_ID,
+        format=fmt,
+        created_at=NOW,
+        updated_at=NOW,
+        acked_state=acked,
+        in_doubt=in_doubt,
         suspended_by=suspended_by,
-        pending_message_id="urn:uuid:pending" if state in TARGET and not in_doubt else None)
+        pending_message_id="urn:uuid:pending" if state in TARGET and not in_doubt else None,
+    )
 
 
 def inbound(kind: str, receiver: Role, pp: str = "urn:uuid:pp", cp: str = "urn:uuid:cp") -> m.DspModel:
     pids: dict[str, Any] = {"provider_pid": pp, "consumer_pid": cp}
     if kind == "request-initial":
-        return m.TransferRequestMessage(consumer_pid=cp, agreement_id=AGREEMENT_ID, format=m.PULL,
-                                        callback_address=CALLBACK_URL)
+        return m.TransferRequestMessage(
+            consumer_pid=cp, agreement_id=AGREEMENT_ID, format=m.PULL, callback_address=CALLBACK_URL
+        )
     if kind == "start":
         return m.TransferStartMessage(**pids, data_address=EDR if receiver is C else None)
     if kind == "suspension":
@@ -111,16 +149,24 @@ def expected_inbound(role: Role, state: S, acked: S | None, kind: str) -> S | in
     if target not in (S.COMPLETED, S.TERMINATED) and (target, kind) in SPEC:
         return SPEC[(target, kind)]
     to = SPEC.get((acked, kind)) if acked is not None else None
-    if to is not None and rank(to) >= rank(target) and not (role is P and kind == "start" and acked is
-                                                                S.REQUESTED):
+    if (
+        to is not None
+        and rank(to) >= rank(target)
+        and not (role is P and kind == "start" and acked is S.REQUESTED)
+    ):
         return to
     return 400
 
 
 def command(name: str, role: Role) -> Any:
-    return {"Start": X.Start(EDR), "Resume": X.Resume(), "Suspend": X.Suspend("pause", "P1"),
-            "Complete": X.Complete(), "Terminate": X.Terminate("stop", "T1"),
-            "Request": X.Request(AGREEMENT_ID, m.PULL, PROVIDER_URL, CALLBACK_URL, PROVIDER)}[name]
+    return {
+        "Start": X.Start(EDR),
+        "Resume": X.Resume(),
+        "Suspend": X.Suspend("pause", "P1"),
+        "Complete": X.Complete(),
+        "Terminate": X.Terminate("stop", "T1"),
+        "Request": X.Request(AGREEMENT_ID, m.PULL, PROVIDER_URL, CALLBACK_URL, PROVIDER),
+    }[name]
 
 
 COMMANDS: dict[str, tuple[set[Role], set[S], S, type]] = {
@@ -131,9 +177,11 @@ COMMANDS: dict[str, tuple[set[Role], set[S], S, type]] = {
 }
 
 
-@pytest.mark.parametrize(("role", "state", "acked", "in_doubt"),
-                         [(r, *c) for r in (P, C) for c in REACHABLE[r]],
-                         ids=lambda x: getattr(x, "value", str(x)))
+@pytest.mark.parametrize(
+    ("role", "state", "acked", "in_doubt"),
+    [(r, *c) for r in (P, C) for c in REACHABLE[r]],
+    ids=lambda x: getattr(x, "value", str(x)),
+)
 def test_every_event_in_every_state(role: Role, state: S, acked: S | None, in_doubt: bool) -> None:
     t = make(role, state, acked, in_doubt)
     problems: list[str] = []
@@ -168,8 +216,12 @@ def test_every_event_in_every_state(role: Role, state: S, acked: S | None, in_do
         check(f"{name}: -> {tr.transfer.state}", tr.transfer.state is sending)
         check(f"{name}: sends", [type(o.message) for o in tr.outgoing] == [msg_type])
         check(f"{name}: wire state", tr.transfer.wire_state is state)
-    can_terminate = acked is not None and state not in (S.COMPLETED, S.TERMINATED, S.TERMINATING,
-                                                         S.COMPLETING)
+    can_terminate = acked is not None and state not in (
+        S.COMPLETED,
+        S.TERMINATED,
+        S.TERMINATING,
+        S.COMPLETING,
+    )
     try:
         tr = step(t, command("Terminate", role))
         check("Terminate: allowed", can_terminate)
@@ -181,13 +233,18 @@ def test_every_event_in_every_state(role: Role, state: S, acked: S | None, in_do
     check("Request on an existing transfer", exc.value.status == 409)
 
     pending = t.pending_message_id
-    for ev in (Acknowledged("urn:uuid:other"), DeliveryFailed("urn:uuid:other", True),
-               DeliveryFailed(pending or "x", False)):
+    for ev in (
+        Acknowledged("urn:uuid:other"),
+        DeliveryFailed("urn:uuid:other", True),
+        DeliveryFailed(pending or "x", False),
+    ):
         check(f"{ev}: changes nothing", step(t, ev).transfer == t)
     if pending is not None:
         tr = step(t, Acknowledged(pending))
-        check("ack enters the DSP state",
-              tr.transfer.state is TARGET[state] and tr.transfer.pending_message_id is None)
+        check(
+            "ack enters the DSP state",
+            tr.transfer.state is TARGET[state] and tr.transfer.pending_message_id is None,
+        )
         tr = step(t, DeliveryFailed(pending, True))
         got = tr.transfer.state
         if state is S.TERMINATING or acked is None:
@@ -197,8 +254,9 @@ def test_every_event_in_every_state(role: Role, state: S, acked: S | None, in_do
         else:
             check(f"failed -> {got}", got is S.TERMINATING)
             check("failed: in doubt after a completion", tr.transfer.in_doubt is (state is S.COMPLETING))
-            check("failed: terminates",
-                  [type(o.message) for o in tr.outgoing] == [m.TransferTerminationMessage])
+            check(
+                "failed: terminates", [type(o.message) for o in tr.outgoing] == [m.TransferTerminationMessage]
+            )
     assert not problems, f"{role.value} in {state.value} (acked {acked}): " + "; ".join(problems)
 
 
@@ -215,8 +273,11 @@ class Pair:
         tr = step(self.sides[role], cmd, self.new_id)
         self.sides[role] = tr.transfer
         for out in tr.outgoing:
-            r = step(self.sides[role.other], Received(out.message, PROVIDER if role is P else CONSUMER,
-                                                      self.check), self.new_id)
+            r = step(
+                self.sides[role.other],
+                Received(out.message, PROVIDER if role is P else CONSUMER, self.check),
+                self.new_id,
+            )
             self.sides[role.other] = r.transfer
             assert r.response is not None
             self.sides[role] = step(self.sides[role], Acknowledged(out.message_id, r.response.body)).transfer
@@ -278,8 +339,9 @@ def test_request_checks() -> None:
         with pytest.raises(ProtocolError, match=text) as exc:
             step(None, Received(req, CONSUMER, check))
         assert exc.value.status == 400
-    pushy = m.TransferRequestMessage(consumer_pid="urn:uuid:cp", agreement_id=AGREEMENT_ID, format=m.PUSH,
-                                     callback_address=CALLBACK_URL)
+    pushy = m.TransferRequestMessage(
+        consumer_pid="urn:uuid:cp", agreement_id=AGREEMENT_ID, format=m.PUSH, callback_address=CALLBACK_URL
+    )
     with pytest.raises(ProtocolError, match="needs a dataAddress"):
         step(None, Received(pushy, CONSUMER, OK))
     odd = pushy.model_copy(update={"format": "example:HTTP_PUSH"})
@@ -380,14 +442,23 @@ def test_unknown_transfer_is_404_and_errors_validate() -> None:
 # ----------------------------------------------------------------------------- agreement check
 
 
-def finalized(state: N.NegotiationState = N.NegotiationState.FINALIZED, assignee: str = CONSUMER
-              ) -> N.Negotiation:
+def finalized(
+    state: N.NegotiationState = N.NegotiationState.FINALIZED, assignee: str = CONSUMER
+) -> N.Negotiation:
     o = offer()
     return N.Negotiation(
-        id="urn:uuid:np", role=P, provider_pid="urn:uuid:np", consumer_pid="urn:uuid:nc", state=state,
-        counter_party_id=CONSUMER, counter_party_address=CALLBACK_URL, offer=o,
-        agreement=agreement_for(o, assignee=assignee, agreement_id=AGREEMENT_ID), created_at=NOW,
-        updated_at=NOW)
+        id="urn:uuid:np",
+        role=P,
+        provider_pid="urn:uuid:np",
+        consumer_pid="urn:uuid:nc",
+        state=state,
+        counter_party_id=CONSUMER,
+        counter_party_address=CALLBACK_URL,
+        offer=o,
+        agreement=agreement_for(o, assignee=assignee, agreement_id=AGREEMENT_ID),
+        created_at=NOW,
+        updated_at=NOW,
+    )
 
 
 def test_check_agreement() -> None:
@@ -413,8 +484,12 @@ def test_a_terminal_transfer_refuses_every_message_even_one_it_took_before() -> 
     completion = inbound("completion", P)
     completed = step(make(P, S.STARTED, S.STARTED), Received(completion, CONSUMER)).transfer
     assert completed.state is S.COMPLETED
-    for t in (completed, make(P, S.TERMINATED, S.TERMINATED), make(C, S.COMPLETED, S.COMPLETED),
-              make(C, S.TERMINATED, S.TERMINATED)):
+    for t in (
+        completed,
+        make(P, S.TERMINATED, S.TERMINATED),
+        make(C, S.COMPLETED, S.COMPLETED),
+        make(C, S.TERMINATED, S.TERMINATED),
+    ):
         sender = CONSUMER if t.role is P else PROVIDER
         for kind in ("start", "suspension", "completion", "termination"):
             with pytest.raises(ProtocolError) as exc:
@@ -424,11 +499,20 @@ def test_a_terminal_transfer_refuses_every_message_even_one_it_took_before() -> 
             assert_wire_valid(t.error_body(exc.value))
 
 
-@pytest.mark.parametrize(("role", "state", "acked"), [
-    (C, S.COMPLETING, S.STARTED), (P, S.COMPLETING, S.STARTED), (C, S.TERMINATING, S.STARTED),
-    (P, S.STARTING, S.REQUESTED), (C, S.SUSPENDING, S.STARTED), (C, S.STARTING, S.SUSPENDED)])
+@pytest.mark.parametrize(
+    ("role", "state", "acked"),
+    [
+        (C, S.COMPLETING, S.STARTED),
+        (P, S.COMPLETING, S.STARTED),
+        (C, S.TERMINATING, S.STARTED),
+        (P, S.STARTING, S.REQUESTED),
+        (C, S.SUSPENDING, S.STARTED),
+        (C, S.STARTING, S.SUSPENDED),
+    ],
+)
 def test_a_refusal_from_a_counter_party_already_there_is_the_acknowledgement(
-        role: Role, state: S, acked: S) -> None:
+    role: Role, state: S, acked: S
+) -> None:
     t = make(role, state, acked)
     done = step(t, DeliveryFailed("urn:uuid:pending", True, "400 terminal", peer_state=TARGET[state].value))
     assert done.transfer.state is TARGET[state] and done.transfer.pending_message_id is None
@@ -441,10 +525,15 @@ def test_a_refusal_from_a_counter_party_already_there_is_the_acknowledgement(
 def test_a_termination_in_doubt_refused_by_a_completed_counter_party_ends_completed() -> None:
     p = step(make(P, S.STARTED, S.STARTED), X.Complete(), ids("p"))
     doubt = step(p.transfer, DeliveryFailed(p.outgoing[0].message_id, True), ids("q"))
-    done = step(doubt.transfer, DeliveryFailed(doubt.outgoing[0].message_id, True, "400",
-                                               peer_state="COMPLETED")).transfer
+    done = step(
+        doubt.transfer, DeliveryFailed(doubt.outgoing[0].message_id, True, "400", peer_state="COMPLETED")
+    ).transfer
     assert (done.state, done.wire_state, done.in_doubt, done.termination_reason) == (
-        S.COMPLETED, S.COMPLETED, False, ())
+        S.COMPLETED,
+        S.COMPLETED,
+        False,
+        (),
+    )
 
 
 def test_ended_transfers() -> None:

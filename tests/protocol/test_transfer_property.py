@@ -17,15 +17,25 @@ from connector.protocol.transfer import TransferState as S
 
 P, C = Role.PROVIDER, Role.CONSUMER
 SPEC: dict[tuple[S, str], S] = {
-    (S.REQUESTED, "start"): S.STARTED, (S.STARTED, "suspension"): S.SUSPENDED,
-    (S.STARTED, "completion"): S.COMPLETED, (S.SUSPENDED, "start"): S.STARTED,
+    (S.REQUESTED, "start"): S.STARTED,
+    (S.STARTED, "suspension"): S.SUSPENDED,
+    (S.STARTED, "completion"): S.COMPLETED,
+    (S.SUSPENDED, "start"): S.STARTED,
     **{(s, "termination"): S.TERMINATED for s in (S.REQUESTED, S.STARTED, S.SUSPENDED)},
 }
-TARGET = {S.REQUESTING: S.REQUESTED, S.STARTING: S.STARTED, S.SUSPENDING: S.SUSPENDED,
-          S.COMPLETING: S.COMPLETED, S.TERMINATING: S.TERMINATED}
+TARGET = {
+    S.REQUESTING: S.REQUESTED,
+    S.STARTING: S.STARTED,
+    S.SUSPENDING: S.SUSPENDED,
+    S.COMPLETING: S.COMPLETED,
+    S.TERMINATING: S.TERMINATED,
+}
 TERMINAL = (S.COMPLETED, S.TERMINATED)
-EDR = m.DataAddress(endpoint_type="https://w3id.org/idsa/v4.1/HTTP", endpoint="https://provider.example/data",
-                    endpoint_properties=[m.EndpointProperty(name="authorization", value="token")])
+EDR = m.DataAddress(
+    endpoint_type="https://w3id.org/idsa/v4.1/HTTP",
+    endpoint="https://provider.example/data",
+    endpoint_properties=[m.EndpointProperty(name="authorization", value="token")],
+)
 
 
 def commands(net: Network, role: Role, pick: int) -> list[Any]:
@@ -49,8 +59,16 @@ def guard(before: X.Transfer, kind: str, sender: Role) -> bool:
     return not (kind == "start" and sender is C and P in before.suspended_by)
 
 
-MACHINE = Machine(apply=X.apply, kind_of=X.message_kind, spec=SPEC, target=TARGET, terminal=TERMINAL,
-                  commands=commands, agreement=AgreementCheck(True, "finalized"), guard=guard)
+MACHINE = Machine(
+    apply=X.apply,
+    kind_of=X.message_kind,
+    spec=SPEC,
+    target=TARGET,
+    terminal=TERMINAL,
+    commands=commands,
+    agreement=AgreementCheck(True, "finalized"),
+    guard=guard,
+)
 ACTIONS = st.lists(st.tuples(st.sampled_from("ppccddddddaaaf"), st.integers(0, 255)), max_size=60)
 
 

@@ -19,8 +19,11 @@ def test_off_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_flags_an_invalid_message_and_passes_the_examples(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(wirecheck.ENV, str(DSP / "schemas"))
-    bad = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
-           "@type": "ContractRequestMessage", "consumerPid": "urn:uuid:1"}
+    bad = {
+        "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+        "@type": "ContractRequestMessage",
+        "consumerPid": "urn:uuid:1",
+    }
     assert wirecheck.check(bad, "sent")
     for f in sorted((DSP / "examples").rglob("*.json")):
         if f.parent.name == "common":

@@ -16,16 +16,27 @@ from connector.runtime.auditing import ProcessAudit
 from connector.runtime.engine import Committed
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-STATES = [neg.NegotiationState.REQUESTED, neg.NegotiationState.AGREED,
-          neg.NegotiationState.VERIFIED, neg.NegotiationState.FINALIZED]
+STATES = [
+    neg.NegotiationState.REQUESTED,
+    neg.NegotiationState.AGREED,
+    neg.NegotiationState.VERIFIED,
+    neg.NegotiationState.FINALIZED,
+]
 
 
 def negotiation(i: int, state: neg.NegotiationState) -> neg.Negotiation:
     return neg.Negotiation(
-        id=f"urn:uuid:n{i}", role=Role.PROVIDER, provider_pid=f"urn:uuid:n{i}",
-        consumer_pid=f"urn:uuid:c{i}", state=state, counter_party_id="urn:test:consumer",
-        counter_party_address="https://consumer.test/dsp", offer={}, created_at=NOW,
-        updated_at=NOW)
+        id=f"urn:uuid:n{i}",
+        role=Role.PROVIDER,
+        provider_pid=f"urn:uuid:n{i}",
+        consumer_pid=f"urn:uuid:c{i}",
+        state=state,
+        counter_party_id="urn:test:consumer",
+        counter_party_address="https://consumer.test/dsp",
+        offer={},
+        created_at=NOW,
+        updated_at=NOW,
+    )
 
 
 async def no_claims() -> Claims | None:
@@ -44,8 +55,11 @@ async def test_transitions_are_audited_in_commit_order_with_one_batch_write(tmp_
 
     log.append_many = counted  # type: ignore[method-assign]
     hook = ProcessAudit(log, no_claims)
-    committed = [Committed("negotiation", negotiation(i, state), changed=True, queued=False)
-                 for i in range(5) for state in STATES]
+    committed = [
+        Committed("negotiation", negotiation(i, state), changed=True, queued=False)
+        for i in range(5)
+        for state in STATES
+    ]
     unchanged = Committed("negotiation", negotiation(9, STATES[0]), changed=False, queued=False)
     for done in committed[:7]:  # committed one after another, before the writer runs
         hook(done)
@@ -56,7 +70,8 @@ async def test_transitions_are_audited_in_commit_order_with_one_batch_write(tmp_
     try:
         entries = list(log.entries())
         assert [(e.kind, e.process_id) for e in entries] == [
-            (f"negotiation.{d.process.state.value.lower()}", d.process.id) for d in committed]
+            (f"negotiation.{d.process.state.value.lower()}", d.process.id) for d in committed
+        ]
         assert batches == [len(committed)]  # one write for the whole batch
         assert log.verify().problem is None
     finally:

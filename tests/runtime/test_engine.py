@@ -89,7 +89,7 @@ class Network:
             return Reply(False, False, None, "ClientConnectorError: connection refused")
         sender = self.parties[sender_url][0]
         cp = self.parties[base][1]
-        path = url[len(base):]
+        path = url[len(base) :]
         parts = path.strip("/").split("/")
         pid = parts[1] if len(parts) > 2 or method == "GET" else None
         try:
@@ -124,8 +124,7 @@ class FakeTransport:
         n = self.network
         if method == "POST":
             n.sent[self.own_url] = n.sent.get(self.own_url, 0) + 1
-        when = n.crash.pop((self.own_url, n.sent.get(self.own_url, 0)), None) \
-            if method == "POST" else None
+        when = n.crash.pop((self.own_url, n.sent.get(self.own_url, 0)), None) if method == "POST" else None
         if when == "before":
             raise Crash
         reply = await n.handle(self.own_url, method, url, payload)
@@ -140,9 +139,15 @@ class FakeTransport:
         return await self.request("POST", url, payload)
 
 
-OPEN = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld",
-                     "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"],
-        "@type": "Offer", "@id": "urn:policy:open", "permission": [{"action": "use"}]}
+OPEN = {
+    "@context": [
+        "https://w3id.org/dspace/2025/1/context.jsonld",
+        "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
+    ],
+    "@type": "Offer",
+    "@id": "urn:policy:open",
+    "permission": [{"action": "use"}],
+}
 
 
 @dataclass
@@ -159,9 +164,16 @@ class Space:
         store = await Store.open(f"sqlite:///{self.tmp / (participant_id.rsplit(':', 1)[1] + '.db')}")
         await store.migrate()
         self.stores.append(store)
-        cp = ControlPlane(store, self.net.client(url), participant_id=participant_id,  # type: ignore[arg-type]
-                          dsp_url=url, clock=self.clock, rng=random.Random(SEED),
-                          worker_id=f"worker:{participant_id}", **options)
+        cp = ControlPlane(
+            store,
+            self.net.client(url),
+            participant_id=participant_id,  # type: ignore[arg-type]
+            dsp_url=url,
+            clock=self.clock,
+            rng=random.Random(SEED),
+            worker_id=f"worker:{participant_id}",
+            **options,
+        )
         await cp.engine.start(dispatch=False)
         self.net.parties[url] = (participant_id, cp)
         self.net.dead.discard(url)
@@ -196,9 +208,13 @@ class Space:
             waiting = [m for cp in self.cps.values() for m in await outbox(cp, "pending", "in_flight")]
             if not waiting:
                 return
-            self.clock.now = max(self.clock.now, min(
-                m.claimed_until if m.status == "in_flight" and m.claimed_until else m.next_attempt_at
-                for m in waiting))
+            self.clock.now = max(
+                self.clock.now,
+                min(
+                    m.claimed_until if m.status == "in_flight" and m.claimed_until else m.next_attempt_at
+                    for m in waiting
+                ),
+            )
         raise AssertionError("the outbox never drained")
 
 
@@ -223,11 +239,20 @@ async def space(tmp_path: Path) -> AsyncIterator[Space]:
     provider = await s.party(P_URL, PROVIDER)
     async with provider.store.transaction() as tx:
         await tx.policies.add(PolicyRow(id="urn:policy:open", body=json.dumps(OPEN), created_at=START))
-        await tx.assets.add(AssetRow(id="urn:asset:a", created_at=START,
-                                     data_address={"type": "file", "path": str(tmp_path / "a")}))
-        await tx.offers.add(OfferRow(id="urn:offer:o", access_policy_id="urn:policy:open",
-                                     contract_policy_id="urn:policy:open", created_at=START,
-                                     asset_selector={"assetIds": ["urn:asset:a"]}))
+        await tx.assets.add(
+            AssetRow(
+                id="urn:asset:a", created_at=START, data_address={"type": "file", "path": str(tmp_path / "a")}
+            )
+        )
+        await tx.offers.add(
+            OfferRow(
+                id="urn:offer:o",
+                access_policy_id="urn:policy:open",
+                contract_policy_id="urn:policy:open",
+                created_at=START,
+                asset_selector={"assetIds": ["urn:asset:a"]},
+            )
+        )
     await s.party(C_URL, CONSUMER)
     try:
         yield s
@@ -265,8 +290,12 @@ def kinds(log: list[tuple[str, str, Any]]) -> list[str]:
     return [type(parse_message(payload)).__name__ for _, _, payload in log]
 
 
-FLOW = ["ContractRequestMessage", "ContractAgreementMessage",
-        "ContractAgreementVerificationMessage", "ContractNegotiationEventMessage"]
+FLOW = [
+    "ContractRequestMessage",
+    "ContractAgreementMessage",
+    "ContractAgreementVerificationMessage",
+    "ContractNegotiationEventMessage",
+]
 
 
 async def test_a_negotiation_reaches_finalized_on_both_sides(space: Space) -> None:
@@ -282,7 +311,8 @@ async def test_a_negotiation_reaches_finalized_on_both_sides(space: Space) -> No
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize(("side", "nth"), [(C_URL, 1), (C_URL, 2), (P_URL, 1), (P_URL, 2)])
 async def test_a_crash_at_any_delivery_loses_and_duplicates_nothing(
-        space: Space, side: str, nth: int, when: str) -> None:
+    space: Space, side: str, nth: int, when: str
+) -> None:
     """The sender dies at its nth delivery: before the message left (committed, claimed, not
     sent), or after the peer took it (its answer lost). A new engine on the same file takes
     its claims back and the negotiation still ends FINALIZED once on both sides."""
@@ -313,8 +343,7 @@ async def test_duplicate_and_out_of_order_deliveries_change_nothing(space: Space
     await start_negotiation(space)
     await space.drain()
     await assert_finalized_once(space)
-    before = {url: [(r.state, r.version) for r in await negotiations(cp)]
-              for url, cp in space.cps.items()}
+    before = {url: [(r.state, r.version) for r in await negotiations(cp)] for url, cp in space.cps.items()}
     delivered = list(space.net.log)
     outcomes = []
     for sender, url, payload in reversed(delivered):  # every message again, last first
@@ -323,8 +352,9 @@ async def test_duplicate_and_out_of_order_deliveries_change_nothing(space: Space
         outcomes.append(reply.status)
     await space.drain()
     assert all(status is not None and status < 500 for status in outcomes), outcomes
-    assert {url: [(r.state, r.version) for r in await negotiations(cp)]
-            for url, cp in space.cps.items()} == before
+    assert {
+        url: [(r.state, r.version) for r in await negotiations(cp)] for url, cp in space.cps.items()
+    } == before
     await assert_finalized_once(space)
 
 
@@ -394,8 +424,12 @@ async def test_a_pull_starts_with_a_data_address_minted_by_the_provider(space: S
     a data address (its data plane URL and a transfer token); the transfer listeners hear of
     every state change on both sides."""
     await space.crash(P_URL)  # the provider, now with a data plane
-    provider = await space.party(P_URL, PROVIDER, dataplane_url="https://provider.test/public",
-                                 transfer_tokens=transfer_tokens(SigningKey.generate("EdDSA"), PROVIDER))
+    provider = await space.party(
+        P_URL,
+        PROVIDER,
+        dataplane_url="https://provider.test/public",
+        transfer_tokens=transfer_tokens(SigningKey.generate("EdDSA"), PROVIDER),
+    )
     heard: dict[str, list[str]] = {P_URL: [], C_URL: []}
     for url, cp in space.cps.items():
         cp.transfer_listeners.append(heard[url].append)
@@ -417,7 +451,8 @@ async def test_a_pull_starts_with_a_data_address_minted_by_the_provider(space: S
 
 
 async def test_wait_for_wakes_on_a_commit_between_its_read_and_its_wait(
-        space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
+    space: Space, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A state change committed while the waiter's read is still finishing (its COMMIT awaits)
     wakes the waiter: it does not sleep out its poll interval (made an hour here, so a missed
     wake-up shows as the waiter hanging), and it leaves no wake-up event behind."""
@@ -448,7 +483,8 @@ async def test_wait_for_wakes_on_a_commit_between_its_read_and_its_wait(
 
 
 async def test_an_idle_dispatcher_polls_read_only_and_claims_what_comes_due(
-        space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
+    space: Space, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Between commits the dispatcher asks (in a read-only transaction) when the earliest
     message is due, and runs its claiming write transaction only once one is due."""
     monkeypatch.setattr(engine_module, "POLL", 0.01)
@@ -482,6 +518,5 @@ async def test_an_idle_dispatcher_polls_read_only_and_claims_what_comes_due(
     await asyncio.wait_for(reads.wait(), 20)
     assert claims == [0]  # the first round (work left from before a start), then reads only
     space.clock.now = waiting.next_attempt_at
-    row = await asyncio.wait_for(consumer.wait_for(nid, {"AGREED", "VERIFIED", "FINALIZED"}, 3600),
-                                 20)
+    row = await asyncio.wait_for(consumer.wait_for(nid, {"AGREED", "VERIFIED", "FINALIZED"}, 3600), 20)
     assert row is not None and claims[:2] == [0, 1]  # claimed once due, without a wake-up

@@ -33,8 +33,15 @@ async def store(sqlite_store: Store) -> Store:
 
 
 def test_every_error_class_has_one_status() -> None:
-    classes = {e.InvalidInput: 400, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409, e.Gone: 410,
-               e.PeerFailed: 502, e.Unavailable: 503}
+    classes = {
+        e.InvalidInput: 400,
+        e.Forbidden: 403,
+        e.NotFound: 404,
+        e.Conflict: 409,
+        e.Gone: 410,
+        e.PeerFailed: 502,
+        e.Unavailable: 503,
+    }
     assert classes == SERVICE_STATUS
     for kind, status in classes.items():
         fault = service_fault(kind("why", ["one", "two"]))
@@ -50,9 +57,19 @@ def test_a_subclass_answers_as_its_base() -> None:
     assert service_fault(e.ServiceError("unclassified")).status == 400
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (400, e.InvalidInput), (403, e.Forbidden), (404, e.NotFound), (409, e.Conflict), (502, e.PeerFailed),
-    (503, e.Unavailable), (422, e.InvalidInput), (500, e.Unavailable)])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, e.InvalidInput),
+        (403, e.Forbidden),
+        (404, e.NotFound),
+        (409, e.Conflict),
+        (502, e.PeerFailed),
+        (503, e.Unavailable),
+        (422, e.InvalidInput),
+        (500, e.Unavailable),
+    ],
+)
 def test_control_plane_refusals_become_typed(status: int, kind: type[e.ServiceError]) -> None:
     with pytest.raises(kind) as raised, e.translated():
         raise ProtocolError(status, str(status), ["first", "second"])
@@ -60,8 +77,10 @@ def test_control_plane_refusals_become_typed(status: int, kind: type[e.ServiceEr
     assert isinstance(raised.value.__cause__, ProtocolError)
 
 
-@pytest.mark.parametrize(("status", "kind"), [(403, e.Forbidden), (404, e.NotFound), (410, e.Gone),
-                                              (409, e.Conflict), (503, e.Unavailable)])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(403, e.Forbidden), (404, e.NotFound), (410, e.Gone), (409, e.Conflict), (503, e.Unavailable)],
+)
 def test_vault_refusals_become_typed(status: int, kind: type[e.ServiceError]) -> None:
     with pytest.raises(kind, match="the copy"), refusals():
         raise Denied(status, "the copy says no")
@@ -86,9 +105,17 @@ def test_wire_state_query_from_the_protocol_table() -> None:
 async def test_policies_refuse_invalid_ones_with_every_problem(store: Store) -> None:
     policies = Policies(store, lambda: NOW)
     with pytest.raises(e.InvalidInput) as bad:
-        await policies.add(policy_id="p", policy={"permission": [
-            {"action": "use", "constraint": [{"leftOperand": "nonsense", "operator": "eq",
-                                              "rightOperand": "x"}]}]})
+        await policies.add(
+            policy_id="p",
+            policy={
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [{"leftOperand": "nonsense", "operator": "eq", "rightOperand": "x"}],
+                    }
+                ]
+            },
+        )
     assert bad.value.reason == "invalid policy" and bad.value.details
     with pytest.raises(e.InvalidInput):
         await policies.add(policy_id="p", template="no-such-template")
@@ -106,18 +133,28 @@ async def test_offers_check_what_they_refer_to_and_refresh_the_catalog(store: St
     offers = Offers(store, lambda: NOW, lambda: changed.append(1))
     policies = Policies(store, lambda: NOW)
     with pytest.raises(e.InvalidInput, match="no policy urn:policy:p"):
-        await offers.add(offer_id="o", asset_ids=(), all_assets=True, access_policy_id="p",
-                         contract_policy_id="p")
+        await offers.add(
+            offer_id="o", asset_ids=(), all_assets=True, access_policy_id="p", contract_policy_id="p"
+        )
     await policies.add(policy_id="p", policy=USE)
     with pytest.raises(e.InvalidInput, match="no asset urn:asset:a"):
-        await offers.add(offer_id="o", asset_ids=["a"], all_assets=False, access_policy_id="p",
-                         contract_policy_id="p")
+        await offers.add(
+            offer_id="o", asset_ids=["a"], all_assets=False, access_policy_id="p", contract_policy_id="p"
+        )
     assert changed == []
     async with store.transaction() as tx:
-        await tx.assets.add(AssetRow(id="urn:asset:a", created_at=NOW,
-                                     data_address={"type": "http", "url": "https://x.example/"}))
-    row = await offers.add(offer_id="o", asset_ids=["a", "urn:asset:a"], all_assets=False,
-                           access_policy_id="p", contract_policy_id="urn:policy:p")
+        await tx.assets.add(
+            AssetRow(
+                id="urn:asset:a", created_at=NOW, data_address={"type": "http", "url": "https://x.example/"}
+            )
+        )
+    row = await offers.add(
+        offer_id="o",
+        asset_ids=["a", "urn:asset:a"],
+        all_assets=False,
+        access_policy_id="p",
+        contract_policy_id="urn:policy:p",
+    )
     assert row.asset_selector == {"assetIds": ["urn:asset:a"]} and changed == [1]
     with pytest.raises(e.Conflict) as in_use:
         await policies.delete("urn:policy:p")
@@ -134,10 +171,16 @@ async def test_offers_check_what_they_refer_to_and_refresh_the_catalog(store: St
 # ------------------------------------------------------------------ negotiations
 
 
-CATALOG = {"participantId": "urn:test:provider", "dataset": [
-    {"@id": "urn:asset:a", "hasPolicy": [{"@id": "urn:offer:1", "permission": []}]},
-    {"@id": "urn:asset:b", "hasPolicy": [{"@id": "urn:offer:1", "permission": [{"action": "use"}]},
-                                         {"@id": "urn:offer:2"}]}]}
+CATALOG = {
+    "participantId": "urn:test:provider",
+    "dataset": [
+        {"@id": "urn:asset:a", "hasPolicy": [{"@id": "urn:offer:1", "permission": []}]},
+        {
+            "@id": "urn:asset:b",
+            "hasPolicy": [{"@id": "urn:offer:1", "permission": [{"action": "use"}]}, {"@id": "urn:offer:2"}],
+        },
+    ],
+}
 
 
 def test_an_offer_is_picked_with_its_dataset_as_target() -> None:
@@ -154,22 +197,38 @@ def test_terms_go_on_the_wire_or_are_refused_with_reasons() -> None:
     wire = terms_on_the_wire({"permission": [{"action": "use"}], "ignored": 1})
     assert "ignored" not in wire and wire["permission"]
     with pytest.raises(e.InvalidInput) as bad:
-        terms_on_the_wire({"permission": [{"action": "use", "constraint": [
-            {"leftOperand": "nonsense", "operator": "eq", "rightOperand": "x"}]}]})
+        terms_on_the_wire(
+            {
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [{"leftOperand": "nonsense", "operator": "eq", "rightOperand": "x"}],
+                    }
+                ]
+            }
+        )
     assert bad.value.reason == "the terms cannot be read" and bad.value.details
 
 
 # a connector's catalog: the provider's offer urn:offer:w over two assets, urn:offer:s over one
-SHOWN = {"participantId": "urn:test:provider", "dataset": [
-    {"@id": "urn:asset:a", "hasPolicy": [{"@id": "urn:offer:w:urn:asset:a"},
-                                         {"@id": "urn:offer:s:urn:asset:a"}]},
-    {"@id": "urn:asset:b", "hasPolicy": [{"@id": "urn:offer:w:urn:asset:b"}]}]}
+SHOWN = {
+    "participantId": "urn:test:provider",
+    "dataset": [
+        {
+            "@id": "urn:asset:a",
+            "hasPolicy": [{"@id": "urn:offer:w:urn:asset:a"}, {"@id": "urn:offer:s:urn:asset:a"}],
+        },
+        {"@id": "urn:asset:b", "hasPolicy": [{"@id": "urn:offer:w:urn:asset:b"}]},
+    ],
+}
 
 
 def test_the_id_offer_add_printed_picks_the_catalog_offer() -> None:
     # one dataset under the provider's offer: that one
-    assert pick_offer(SHOWN, "urn:offer:s", None) == {"@id": "urn:offer:s:urn:asset:a",
-                                                      "target": "urn:asset:a"}
+    assert pick_offer(SHOWN, "urn:offer:s", None) == {
+        "@id": "urn:offer:s:urn:asset:a",
+        "target": "urn:asset:a",
+    }
     # several: the dataset decides, or the refusal names the choices
     assert pick_offer(SHOWN, "urn:offer:w", "urn:asset:b")["@id"] == "urn:offer:w:urn:asset:b"
     with pytest.raises(e.InvalidInput, match="urn:asset:a, urn:asset:b"):

@@ -27,29 +27,40 @@ EVENT = "http://www.w3.org/ns/odrl/2/event"
 
 
 def agreement(agreement_id: str = "urn:agreement:1") -> AgreementRow:
-    return AgreementRow(id=agreement_id, provider_id="p", consumer_id="c", target="urn:asset:x",
-                        policy={"@id": agreement_id}, signed_at=NOW)
+    return AgreementRow(
+        id=agreement_id,
+        provider_id="p",
+        consumer_id="c",
+        target="urn:asset:x",
+        policy={"@id": agreement_id},
+        signed_at=NOW,
+    )
 
 
-def payment(n: int, amount: str, agreement_id: str = "urn:agreement:1",
-            paid: int = 0) -> Payment:
-    return Payment(id=f"urn:payment:{n}", agreement_id=agreement_id, amount=Decimal(amount),
-                   currency=EUR, paid_at=NOW + timedelta(hours=paid), recorded_at=NOW,
-                   reference=f"inv-{n}")
+def payment(n: int, amount: str, agreement_id: str = "urn:agreement:1", paid: int = 0) -> Payment:
+    return Payment(
+        id=f"urn:payment:{n}",
+        agreement_id=agreement_id,
+        amount=Decimal(amount),
+        currency=EUR,
+        paid_at=NOW + timedelta(hours=paid),
+        recorded_at=NOW,
+        reference=f"inv-{n}",
+    )
 
 
 async def test_held_facts_set_replace_unset_and_expiry(store: Store) -> None:
     later = NOW + timedelta(days=1)
     async with store.transaction() as tx:
         await tx.held_facts.set(HeldFact(name=STATE, values=("urn:s:a", 3), set_at=NOW))
-        await tx.held_facts.set(HeldFact(name=EVENT, values=("urn:e:fair",), set_at=NOW,
-                                         until=later))
+        await tx.held_facts.set(HeldFact(name=EVENT, values=("urn:e:fair",), set_at=NOW, until=later))
     async with store.transaction() as tx:
         await tx.held_facts.set(HeldFact(name=STATE, values=("urn:s:b",), set_at=later))
     async with store.transaction(readonly=True) as tx:
         assert await tx.held_facts.list(NOW) == [
             HeldFact(name=EVENT, values=("urn:e:fair",), set_at=NOW, until=later),
-            HeldFact(name=STATE, values=("urn:s:b",), set_at=later)]
+            HeldFact(name=STATE, values=("urn:s:b",), set_at=later),
+        ]
         assert [f.name for f in await tx.held_facts.list(later)] == [STATE]
         assert len(await tx.held_facts.list()) == 2
     async with store.transaction() as tx:
@@ -101,15 +112,17 @@ async def test_retire_once(store: Store) -> None:
         assert (await tx.agreements.list())[0].retired_reason == "contract ended"
 
 
-async def test_upgrade_from_version_2_keeps_agreements(open_store: OpenStore,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_upgrade_from_version_2_keeps_agreements(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = await open_store()
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
     monkeypatch.setattr(migrations, "LATEST", 2)
     assert await store.migrate() == 2
     async with store.transaction() as tx:
-        columns = {c["name"] for c in await tx.connection.run_sync(
-            lambda c: sa.inspect(c).get_columns("agreements"))}
+        columns = {
+            c["name"] for c in await tx.connection.run_sync(lambda c: sa.inspect(c).get_columns("agreements"))
+        }
         assert "retired_at" not in columns
         values = {c: getattr(agreement(), c) for c in columns}
         await tx.execute(sa.insert(tables.agreements).values(values))

@@ -42,19 +42,34 @@ def transfer_states() -> list[tuple[T, T | None]]:
 def a_transfer(i: int, state: T, acked: T | None) -> TransferRow:
     # created in a shuffled order (i * 37 mod 250), with ties every 50: the id breaks them
     created = NOW + timedelta(seconds=(i * 37) % TRANSFERS // 5)
-    return transfer_to_row(xfer.Transfer(
-        id=f"urn:uuid:t-{i:03d}", role=Role.PROVIDER, provider_pid=f"urn:uuid:t-{i:03d}",
-        consumer_pid=f"urn:uuid:c-{i:03d}", state=state, counter_party_id="consumer-1",
-        counter_party_address="https://consumer/dsp", agreement_id="urn:agreement:1",
-        format="HttpData-PULL", created_at=created, updated_at=created, acked_state=acked))
+    return transfer_to_row(
+        xfer.Transfer(
+            id=f"urn:uuid:t-{i:03d}",
+            role=Role.PROVIDER,
+            provider_pid=f"urn:uuid:t-{i:03d}",
+            consumer_pid=f"urn:uuid:c-{i:03d}",
+            state=state,
+            counter_party_id="consumer-1",
+            counter_party_address="https://consumer/dsp",
+            agreement_id="urn:agreement:1",
+            format="HttpData-PULL",
+            created_at=created,
+            updated_at=created,
+            acked_state=acked,
+        )
+    )
 
 
 async def pages(store: Store, state: T, newest_first: bool) -> list[list[TransferRow]]:
     out: list[list[TransferRow]] = []
     for offset in itertools.count(0, PAGE):
         async with store.transaction(readonly=True) as tx:
-            page = await tx.transfers.list(wire_state=wire_state_query(state.value, xfer.SENDING),
-                                           newest_first=newest_first, limit=PAGE, offset=offset)
+            page = await tx.transfers.list(
+                wire_state=wire_state_query(state.value, xfer.SENDING),
+                newest_first=newest_first,
+                limit=PAGE,
+                offset=offset,
+            )
         if not page:
             return out
         out.append(page)
@@ -68,9 +83,17 @@ def newest_first(rows: Sequence[TransferRow]) -> list[str]:
 async def test_transfers_by_wire_state_across_pages_newest_first(store: Store) -> None:
     combos = transfer_states()
     async with store.transaction() as tx:
-        await tx.agreements.add(AgreementRow(
-            id="urn:agreement:1", negotiation_id=None, provider_id="provider-1",
-            consumer_id="consumer-1", target="asset-1", policy={"@type": "Agreement"}, signed_at=NOW))
+        await tx.agreements.add(
+            AgreementRow(
+                id="urn:agreement:1",
+                negotiation_id=None,
+                provider_id="provider-1",
+                consumer_id="consumer-1",
+                target="asset-1",
+                policy={"@type": "Agreement"},
+                signed_at=NOW,
+            )
+        )
         for i in range(TRANSFERS):
             await tx.transfers.add(a_transfer(i, *combos[i % len(combos)]))
         stored = await tx.transfers.list(limit=None)
@@ -92,13 +115,22 @@ async def test_transfers_by_wire_state_across_pages_newest_first(store: Store) -
 async def test_filters_apply_before_the_page(store: Store) -> None:
     """A page of STARTED transfers is full although most transfers are in other states."""
     async with store.transaction() as tx:
-        await tx.agreements.add(AgreementRow(
-            id="urn:agreement:1", negotiation_id=None, provider_id="provider-1",
-            consumer_id="consumer-1", target="asset-1", policy={"@type": "Agreement"}, signed_at=NOW))
+        await tx.agreements.add(
+            AgreementRow(
+                id="urn:agreement:1",
+                negotiation_id=None,
+                provider_id="provider-1",
+                consumer_id="consumer-1",
+                target="asset-1",
+                policy={"@type": "Agreement"},
+                signed_at=NOW,
+            )
+        )
         for i in range(60):
             await tx.transfers.add(a_transfer(i, T.STARTED if i % 10 == 0 else T.REQUESTED, None))
-        started = await tx.transfers.list(wire_state=wire_state_query("STARTED", xfer.SENDING),
-                                          newest_first=True, limit=5)
+        started = await tx.transfers.list(
+            wire_state=wire_state_query("STARTED", xfer.SENDING), newest_first=True, limit=5
+        )
         oldest = await tx.transfers.list(limit=5)
     assert len(started) == 5 and {r.state for r in started} == {"STARTED"}
     assert [r.created_at for r in started] == sorted((r.created_at for r in started), reverse=True)
@@ -109,22 +141,39 @@ async def test_negotiations_by_wire_state(store: Store) -> None:
     """An AGREEING negotiation whose agreement is not yet acknowledged reports REQUESTED (the
     state acknowledged last), or AGREED before anything was acknowledged."""
     rows = [
-        (N.REQUESTED, None), (N.AGREEING, N.REQUESTED), (N.AGREEING, None), (N.AGREED, None),
-        (N.TERMINATING, N.OFFERED), (N.FINALIZED, None),
+        (N.REQUESTED, None),
+        (N.AGREEING, N.REQUESTED),
+        (N.AGREEING, None),
+        (N.AGREED, None),
+        (N.TERMINATING, N.OFFERED),
+        (N.FINALIZED, None),
     ]
     async with store.transaction() as tx:
         for i, (state, acked) in enumerate(rows):
             created = NOW + timedelta(minutes=i)
-            await tx.negotiations.add(negotiation_to_row(neg.Negotiation(
-                id=f"urn:uuid:n-{i}", role=Role.PROVIDER, provider_pid=f"urn:uuid:n-{i}",
-                consumer_pid=f"urn:uuid:c-{i}", state=state, counter_party_id="consumer-1",
-                counter_party_address="https://consumer/dsp", offer={"@id": "o"},
-                created_at=created, updated_at=created, acked_state=acked)))
+            await tx.negotiations.add(
+                negotiation_to_row(
+                    neg.Negotiation(
+                        id=f"urn:uuid:n-{i}",
+                        role=Role.PROVIDER,
+                        provider_pid=f"urn:uuid:n-{i}",
+                        consumer_pid=f"urn:uuid:c-{i}",
+                        state=state,
+                        counter_party_id="consumer-1",
+                        counter_party_address="https://consumer/dsp",
+                        offer={"@id": "o"},
+                        created_at=created,
+                        updated_at=created,
+                        acked_state=acked,
+                    )
+                )
+            )
     found: dict[str, list[str]] = {}
     async with store.transaction(readonly=True) as tx:
         for s in neg.WIRE_STATES:
-            listed = await tx.negotiations.list(wire_state=wire_state_query(s.value, neg.SENDING),
-                                                newest_first=True, limit=None)
+            listed = await tx.negotiations.list(
+                wire_state=wire_state_query(s.value, neg.SENDING), newest_first=True, limit=None
+            )
             assert all(row_to_negotiation(r).wire_state is s for r in listed)
             found[s.value] = [r.id for r in listed]
     assert found["REQUESTED"] == ["urn:uuid:n-1", "urn:uuid:n-0"]

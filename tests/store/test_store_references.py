@@ -26,21 +26,38 @@ def asset(asset_id: str) -> AssetRow:
 
 
 def offer(offer_id: str, selector: dict[str, object], policy: str = "urn:policy:p") -> OfferRow:
-    return OfferRow(id=offer_id, asset_selector=selector, access_policy_id=policy,
-                    contract_policy_id=policy, created_at=NOW)
+    return OfferRow(
+        id=offer_id,
+        asset_selector=selector,
+        access_policy_id=policy,
+        contract_policy_id=policy,
+        created_at=NOW,
+    )
 
 
 def agreement(agreement_id: str, target: str) -> AgreementRow:
-    return AgreementRow(id=agreement_id, negotiation_id=None, provider_id="p", consumer_id="c",
-                        target=target, policy={"@type": "Agreement"}, signed_at=NOW)
+    return AgreementRow(
+        id=agreement_id,
+        negotiation_id=None,
+        provider_id="p",
+        consumer_id="c",
+        target=target,
+        policy={"@type": "Agreement"},
+        signed_at=NOW,
+    )
 
 
 async def seed(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.policies.add(PolicyRow(id="urn:policy:p", body="{}", created_at=NOW))
         await tx.policies.add(PolicyRow(id="urn:policy:free", body="{}", created_at=NOW))
-        for a in ("urn:asset:listed", "urn:asset:agreed", "urn:asset:free", "urn:asset:listed2",
-                  "urn:asset:a%20b"):
+        for a in (
+            "urn:asset:listed",
+            "urn:asset:agreed",
+            "urn:asset:free",
+            "urn:asset:listed2",
+            "urn:asset:a%20b",
+        ):
             await tx.assets.add(asset(a))
         await tx.offers.add(offer("urn:offer:one", {"assetIds": ["urn:asset:x", "urn:asset:listed"]}))
         await tx.offers.add(offer("urn:offer:two", {"assetIds": ["urn:asset:listed"]}))
@@ -86,7 +103,11 @@ async def test_a_policy_used_by_an_offer_is_not_deleted(store: Store) -> None:
         async with store.transaction() as tx:
             await tx.policies.delete("urn:policy:p")
     assert caught.value.referrers["offer"] == (
-        "urn:offer:all", "urn:offer:near", "urn:offer:one", "urn:offer:two")
+        "urn:offer:all",
+        "urn:offer:near",
+        "urn:offer:one",
+        "urn:offer:two",
+    )
     async with store.transaction() as tx:
         assert await tx.policies.get("urn:policy:p") is not None
         assert await tx.policies.delete("urn:policy:free") is True
@@ -104,7 +125,8 @@ async def test_many_referrers_are_named_up_to_a_bound(store: Store) -> None:
 
 
 async def test_a_delete_racing_a_new_offer_never_leaves_the_offer_without_its_asset(
-        store: Store, open_store: object) -> None:
+    store: Store, open_store: object
+) -> None:
     """Two stores (two connection pools, as two replicas): an offer added while its asset is
     being deleted (share-locking it first, as the management API does) either holds the delete
     back or finds the asset gone; never do both commit."""

@@ -77,9 +77,9 @@ async def test_concurrent_reservations_across_two_stores_are_exact(open_store: O
     """Two replicas (separate pools) reserving at once: the grants add up to the limit exactly."""
     stores = [await open_store(), await open_store()]
     await stores[0].migrate()
-    results = await asyncio.gather(*(
-        stores[i % 2].reserve_uses("ag", "c", "t", 500, 1 + i % 7, divisor=1 + i % 3)
-        for i in range(300)))
+    results = await asyncio.gather(
+        *(stores[i % 2].reserve_uses("ag", "c", "t", 500, 1 + i % 7, divisor=1 + i % 3) for i in range(300))
+    )
     assert sum(r.granted for r in results) == 500
     assert all(0 <= r.count_after <= 500 for r in results)
     # each grant is a distinct range of use numbers: together exactly 1..500

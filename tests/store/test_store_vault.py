@@ -11,11 +11,20 @@ from connector.store import Store
 from connector.store.vault import VaultRow
 
 
-def row(item_id: str, *, agreement: str = "urn:a", due_in: timedelta | None = None,
-        path: str = "/v/f") -> VaultRow:
-    return VaultRow(id=item_id, path=path, agreement_id=agreement, transfer_id="urn:t",
-                    provider_id="P", provider_address="https://p.example/dsp", sha256="00" * 32,
-                    delete_at=NOW + due_in if due_in is not None else None, registered_at=NOW)
+def row(
+    item_id: str, *, agreement: str = "urn:a", due_in: timedelta | None = None, path: str = "/v/f"
+) -> VaultRow:
+    return VaultRow(
+        id=item_id,
+        path=path,
+        agreement_id=agreement,
+        transfer_id="urn:t",
+        provider_id="P",
+        provider_address="https://p.example/dsp",
+        sha256="00" * 32,
+        delete_at=NOW + due_in if due_in is not None else None,
+        registered_at=NOW,
+    )
 
 
 async def test_vault_rows_due_deleted_and_used(store: Store) -> None:
@@ -27,8 +36,7 @@ async def test_vault_rows_due_deleted_and_used(store: Store) -> None:
     async with store.transaction(readonly=True) as tx:
         assert await tx.vault.due(NOW) == []
         assert [r.id for r in await tx.vault.due(NOW + timedelta(hours=1))] == ["a" * 24, "d" * 24]
-        assert [r.id for r in await tx.vault.due(NOW + timedelta(days=1))] == [
-            "a" * 24, "d" * 24, "b" * 24]
+        assert [r.id for r in await tx.vault.due(NOW + timedelta(days=1))] == ["a" * 24, "d" * 24, "b" * 24]
         assert [r.id for r in await tx.vault.all()] == ["a" * 24, "b" * 24, "c" * 24, "d" * 24]
         got = await tx.vault.get("a" * 24)
         assert got == row("a" * 24, due_in=timedelta(hours=1))

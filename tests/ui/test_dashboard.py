@@ -51,8 +51,9 @@ async def ui(tmp_path: Path, sqlite_store: Store) -> AsyncIterator[TestClient]:
     data.mkdir()
     (data / "data.csv").write_text("a,b\n")
     roots = DataRoots.build([data])
-    client = TestClient(TestServer(management_app(cp, KEY, data_roots=roots,
-                                                  ui=dashboard_app(cp, KEY, data_roots=roots))))
+    client = TestClient(
+        TestServer(management_app(cp, KEY, data_roots=roots, ui=dashboard_app(cp, KEY, data_roots=roots)))
+    )
     await client.start_server()
     try:
         yield client
@@ -137,9 +138,16 @@ async def test_a_form_without_its_csrf_token_is_refused(ui: TestClient, tmp_path
 
 async def test_a_hostile_title_renders_escaped(ui: TestClient, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    async with ui.post("/api/assets", headers={"X-Api-Key": KEY}, json={
-            "id": "evil", "title": HOSTILE, "keywords": ['"><img src=x onerror=alert(1)>'],
-            "dataAddress": {"type": "file", "path": str(data_dir / "data.csv")}}) as r:
+    async with ui.post(
+        "/api/assets",
+        headers={"X-Api-Key": KEY},
+        json={
+            "id": "evil",
+            "title": HOSTILE,
+            "keywords": ['"><img src=x onerror=alert(1)>'],
+            "dataAddress": {"type": "file", "path": str(data_dir / "data.csv")},
+        },
+    ) as r:
         assert r.status == 201
     assert await login(ui) == 303
     home = await page(ui, "/ui/")
@@ -154,14 +162,22 @@ async def test_an_offer_from_a_template_with_its_terms_in_words(ui: TestClient, 
     data_dir = tmp_path / "data"
     assert await login(ui) == 303
     token = csrf_of(await page(ui, "/ui/"))
-    async with ui.post("/ui/assets", data={"csrf": token, "id": "weather",
-                                           "path": str(data_dir / "data.csv")}) as r:
+    async with ui.post(
+        "/ui/assets", data={"csrf": token, "id": "weather", "path": str(data_dir / "data.csv")}
+    ) as r:
         assert r.status == 200
     new = await page(ui, "/ui/offers/new?template=n-times-usage")
     assert 'name="param.max"' in new
-    async with ui.post("/ui/offers", data={
-            "csrf": token, "template": "n-times-usage", "asset": "urn:asset:weather",
-            "id": "weather-offer", "param.max": "3"}) as r:
+    async with ui.post(
+        "/ui/offers",
+        data={
+            "csrf": token,
+            "template": "n-times-usage",
+            "asset": "urn:asset:weather",
+            "id": "weather-offer",
+            "param.max": "3",
+        },
+    ) as r:
         assert r.status == 200
         home = await r.text()
     assert "Offer urn:offer:weather-offer created" in home
@@ -171,15 +187,15 @@ async def test_an_offer_from_a_template_with_its_terms_in_words(ui: TestClient, 
     # a bad parameter: the form says why, and no policy is left behind
     async with ui.get("/api/policies", headers={"X-Api-Key": KEY}) as r:
         before = len(await r.json())
-    async with ui.post("/ui/offers", data={
-            "csrf": token, "template": "n-times-usage", "asset": "urn:asset:nothing",
-            "param.max": "3"}) as r:
+    async with ui.post(
+        "/ui/offers",
+        data={"csrf": token, "template": "n-times-usage", "asset": "urn:asset:nothing", "param.max": "3"},
+    ) as r:
         assert "no asset urn:asset:nothing" in await r.text()
     async with ui.get("/api/policies", headers={"X-Api-Key": KEY}) as r:
         assert len(await r.json()) == before
     # withdrawn with its policies
-    async with ui.post("/ui/offers/urn%3Aoffer%3Aweather-offer/delete",
-                       data={"csrf": token}) as r:
+    async with ui.post("/ui/offers/urn%3Aoffer%3Aweather-offer/delete", data={"csrf": token}) as r:
         assert "withdrawn" in await r.text()
     async with ui.get("/api/policies", headers={"X-Api-Key": KEY}) as r:
         assert await r.json() == []
@@ -221,13 +237,15 @@ def test_markup_escapes_every_value() -> None:
     assert esc(HOSTILE) == "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"
     assert esc(None) == ""
     assert str(tag("a", HOSTILE, href='"><x')) == (
-        '<a href="&quot;&gt;&lt;x">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</a>')
+        '<a href="&quot;&gt;&lt;x">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</a>'
+    )
 
 
 async def test_the_authority_page_wants_the_admin_token(tmp_path: Path) -> None:
     token = "admin-" + "t" * 30
-    store = AuthorityStore.initialize(tmp_path / "authority", name="UI space", alg="EdDSA",
-                                      now=time.time(), admin_token=token)
+    store = AuthorityStore.initialize(
+        tmp_path / "authority", name="UI space", alg="EdDSA", now=time.time(), admin_token=token
+    )
     authority = Authority(store, issuer="http://127.0.0.1:9")
     app = create_app(authority)
     app.add_subapp("/ui", authority_ui(authority))
@@ -250,8 +268,9 @@ async def test_the_authority_page_wants_the_admin_token(tmp_path: Path) -> None:
 def test_the_cookie_is_secure_over_tls(tls: bool) -> None:
     session = Sessions(secret_checker("right")).login("right", "a")
     assert session is not None
-    request = make_mocked_request("POST", "/ui/login",
-                                  sslcontext=ssl.create_default_context() if tls else None)
+    request = make_mocked_request(
+        "POST", "/ui/login", sslcontext=ssl.create_default_context() if tls else None
+    )
     response = web.Response()
     set_cookie(response, request, session, "/ui")
     morsel = response.cookies[COOKIE]

@@ -26,15 +26,18 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WAIT_MS = 60_000  # a negotiation or a pull over the loopback data space (polled, not timed)
 
 if not Path(CHROMIUM).is_file():
-    pytest.skip(f"no Chromium binary at {CHROMIUM} (Debian: apt-get install chromium; "
-                ".ci/run installs it)", allow_module_level=True)
+    pytest.skip(
+        f"no Chromium binary at {CHROMIUM} (Debian: apt-get install chromium; .ci/run installs it)",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         try:
             yield b
         finally:
@@ -114,8 +117,9 @@ def test_offer_negotiate_pull_and_the_denied_pull(space: DataSpace, browser: Bro
     expect(cons.locator("h1")).to_have_text("Transfers")
     denied = cons.locator("tbody tr").first
     expect(denied).to_contain_text("failed", timeout=WAIT_MS)
-    expect(denied).to_contain_text(re.compile(
-        r"denied: the provider's data plane answered 403: .*count: this would be use number 2"))
+    expect(denied).to_contain_text(
+        re.compile(r"denied: the provider's data plane answered 403: .*count: this would be use number 2")
+    )
     shot(cons, "consumer-transfers")
 
     # the vault and its duties, the audit trail verified
@@ -130,8 +134,9 @@ def test_offer_negotiate_pull_and_the_denied_pull(space: DataSpace, browser: Bro
     # the authority's page: participants, keys, revocations, behind its admin token
     admin = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
     admin.goto(space.authority.url + "/ui/")
-    admin.fill("input[name=secret]",
-               (space.authority.directory / AuthorityStore.ADMIN_TOKEN).read_text().strip())
+    admin.fill(
+        "input[name=secret]", (space.authority.directory / AuthorityStore.ADMIN_TOKEN).read_text().strip()
+    )
     admin.get_by_role("button", name="Log in").click()
     expect(admin.locator("h1")).to_have_text("Data space authority")
     expect(admin.locator("main")).to_contain_text(provider.participant_id)
@@ -145,14 +150,24 @@ def test_the_catalog_page_shows_all_200_datasets(space: DataSpace, browser: Brow
     data = provider.data_dir / "item.csv"
     data.write_text("x\n1\n")
     for i in range(200):
-        status, body = provider.api("POST", "/api/assets", {
-            "id": f"item-{i:03d}", "title": f"Item {i:03d}", "keywords": ["bulk"],
-            "dataAddress": {"type": "file", "path": str(data)}})
+        status, body = provider.api(
+            "POST",
+            "/api/assets",
+            {
+                "id": f"item-{i:03d}",
+                "title": f"Item {i:03d}",
+                "keywords": ["bulk"],
+                "dataAddress": {"type": "file", "path": str(data)},
+            },
+        )
         assert status == 201, body
     status, policy = provider.api("POST", "/api/policies", {"template": "allow-usage"})
     assert status == 201, policy
-    status, offer = provider.api("POST", "/api/offers", {
-        "allAssets": True, "accessPolicyId": policy["id"], "contractPolicyId": policy["id"]})
+    status, offer = provider.api(
+        "POST",
+        "/api/offers",
+        {"allAssets": True, "accessPolicyId": policy["id"], "contractPolicyId": policy["id"]},
+    )
     assert status == 201, offer
 
     cons = logged_in(browser, consumer)

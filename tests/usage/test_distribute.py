@@ -32,12 +32,14 @@ FIELDS = {"agreementId": "urn:agreement:1", "provider": "AA:keyid:BB"}
 
 @pytest.fixture(scope="module")
 def ca() -> CertificateAuthority:
-    return CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                       now=ISSUED)
+    return CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test", now=ISSUED)
 
 
-def participant(ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
-                name: str = "recipient") -> x509.Certificate:
+def participant(
+    ca: CertificateAuthority,
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
+    name: str = "recipient",
+) -> x509.Certificate:
     return ca.sign_csr(create_csr(key, name), now=ISSUED)
 
 
@@ -45,17 +47,24 @@ def rsa_certificate(ca: CertificateAuthority, key: rsa.RSAPrivateKey) -> x509.Ce
     """An RSA participant certificate (this data space's CA issues none; another CA's tooling
     could, and the envelope accepts it when it chains to the CA)."""
     public = key.public_key()
-    return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rsa recipient")]))
-            .issuer_name(ca.certificate.subject).public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - dt.timedelta(minutes=1))
-            .not_valid_after(NOW + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                x509.SubjectKeyIdentifier(ca.key_identifier)), critical=False)
-            .sign(ca.key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rsa recipient")]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=1))
+        .not_valid_after(NOW + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                x509.SubjectKeyIdentifier(ca.key_identifier)
+            ),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,53 +96,64 @@ def test_the_recipient_key_opens_the_envelope(pair: str, request: pytest.Fixture
     assert E.decrypt(env, key) == DATA
     header = E.read_header(io.BytesIO(env)).header
     assert header["alg"] == recipient.alg
-    assert header["recipient"]["certificateSha256"] == hashlib.sha256(
-        recipient.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert (
+        header["recipient"]["certificateSha256"]
+        == hashlib.sha256(recipient.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+    )
     assert header["plaintext"] == {"sha256": hashlib.sha256(DATA).hexdigest(), "size": len(DATA)}
     assert header["agreementId"] == "urn:agreement:1"
 
 
 def test_empty_data_and_exact_chunks_round_trip(
-        ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
+    ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient],
+) -> None:
     key, recipient = ec_pair
     for data in (b"", b"x" * 64, b"y" * 128):
         assert E.decrypt(E.encrypt(data, recipient, FIELDS, chunk_size=64), key) == data
 
 
-def test_another_key_cannot_open_it(ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient],
-                                    rsa_pair: tuple[rsa.RSAPrivateKey, E.Recipient]) -> None:
+def test_another_key_cannot_open_it(
+    ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient], rsa_pair: tuple[rsa.RSAPrivateKey, E.Recipient]
+) -> None:
     env = E.encrypt(DATA, ec_pair[1], FIELDS)
-    for wrong in (ec.generate_private_key(ec.SECP256R1()), rsa_pair[0],
-                  ed25519.Ed25519PrivateKey.generate()):
+    for wrong in (ec.generate_private_key(ec.SECP256R1()), rsa_pair[0], ed25519.Ed25519PrivateKey.generate()):
         with pytest.raises(E.EnvelopeError, match="for another key"):
             E.decrypt(env, wrong)
 
 
 def _parts(env: bytes) -> tuple[bytes, dict[str, object], list[bytes]]:
     """prefix (magic, header, signature), header, records (each with its length field)."""
-    n = struct.unpack(">I", env[len(E.MAGIC):len(E.MAGIC) + 4])[0]
+    n = struct.unpack(">I", env[len(E.MAGIC) : len(E.MAGIC) + 4])[0]
     end = len(E.MAGIC) + 4 + n
-    header = json.loads(env[len(E.MAGIC) + 4:end])
-    end += 4 + struct.unpack(">I", env[end:end + 4])[0]
+    header = json.loads(env[len(E.MAGIC) + 4 : end])
+    end += 4 + struct.unpack(">I", env[end : end + 4])[0]
     records, i = [], end
     while i < len(env):
-        m = struct.unpack(">I", env[i:i + 4])[0]
-        records.append(env[i:i + 4 + m])
+        m = struct.unpack(">I", env[i : i + 4])[0]
+        records.append(env[i : i + 4 + m])
         i += 4 + m
     return env[:end], header, records
 
 
 def _with_header(header: dict[str, object], records: list[bytes], signature: bytes = b"") -> bytes:
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    return (E.MAGIC + struct.pack(">I", len(raw)) + raw + struct.pack(">I", len(signature))
-            + signature + b"".join(records))
+    return (
+        E.MAGIC
+        + struct.pack(">I", len(raw))
+        + raw
+        + struct.pack(">I", len(signature))
+        + signature
+        + b"".join(records)
+    )
 
 
 def test_a_changed_header_is_detected(ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
     key, recipient = ec_pair
     _, header, records = _parts(E.encrypt(DATA, recipient, {**FIELDS, "nextPolicy": None}))
-    for change in ({"agreementId": "urn:agreement:other"},
-                   {"nextPolicy": {"@id": "https://evil.example/anything-goes"}}):
+    for change in (
+        {"agreementId": "urn:agreement:other"},
+        {"nextPolicy": {"@id": "https://evil.example/anything-goes"}},
+    ):
         with pytest.raises(E.EnvelopeError, match="chunk 0 does not verify"):
             E.decrypt(_with_header({**header, **change}, records), key)
     # the plaintext's claimed hash: every chunk fails first (the header is authenticated)
@@ -143,7 +163,8 @@ def test_a_changed_header_is_detected(ec_pair: tuple[ec.EllipticCurvePrivateKey,
 
 
 def test_changed_reordered_or_truncated_ciphertext_is_detected(
-        rsa_pair: tuple[rsa.RSAPrivateKey, E.Recipient]) -> None:
+    rsa_pair: tuple[rsa.RSAPrivateKey, E.Recipient],
+) -> None:
     key, recipient = rsa_pair
     env = E.encrypt(DATA, recipient, FIELDS)
     prefix, _, records = _parts(env)
@@ -171,7 +192,8 @@ def test_changed_reordered_or_truncated_ciphertext_is_detected(
 
 
 def test_streamed_opening_releases_nothing_unverified(
-        ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
+    ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient],
+) -> None:
     key, recipient = ec_pair
     env = E.encrypt(DATA, recipient, FIELDS)
     prefix, _, records = _parts(env)
@@ -180,27 +202,32 @@ def test_streamed_opening_releases_nothing_unverified(
     with pytest.raises(E.EnvelopeError, match="final chunk is missing"):
         for c in opened.chunks:
             got.append(c)
-    assert b"".join(got) == DATA[:len(got) * E.CHUNK_SIZE]  # only verified chunks came out
+    assert b"".join(got) == DATA[: len(got) * E.CHUNK_SIZE]  # only verified chunks came out
 
 
 def test_the_sender_cannot_seal_other_data_than_the_header_says(
-        ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
+    ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient],
+) -> None:
     _, recipient = ec_pair
-    sealing = E.seal(recipient, [DATA], plaintext_sha256=hashlib.sha256(b"other").hexdigest(),
-                     plaintext_size=len(DATA), fields=FIELDS)
+    sealing = E.seal(
+        recipient,
+        [DATA],
+        plaintext_sha256=hashlib.sha256(b"other").hexdigest(),
+        plaintext_size=len(DATA),
+        fields=FIELDS,
+    )
     with pytest.raises(E.EnvelopeError, match="not the copy the header describes"):
         list(sealing)
 
 
-def test_only_certificates_of_the_data_space_ca_are_recipients(
-        ca: CertificateAuthority) -> None:
+def test_only_certificates_of_the_data_space_ca_are_recipients(ca: CertificateAuthority) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    foreign = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                          now=ISSUED)  # same name, another key
+    foreign = CertificateAuthority.create(
+        ec.generate_private_key(ec.SECP256R1()), "Test", now=ISSUED
+    )  # same name, another key
     with pytest.raises(E.RecipientRefused, match="not issued by this data space's CA"):
         E.recipient_from_certificate(participant(foreign, key), ca.certificate, NOW)
-    other = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Elsewhere",
-                                        now=ISSUED)
+    other = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Elsewhere", now=ISSUED)
     with pytest.raises(E.RecipientRefused, match="not issued by this data space's CA"):
         E.recipient_from_certificate(participant(other, key), ca.certificate, NOW)
     with pytest.raises(E.RecipientRefused, match="CA certificate"):
@@ -231,8 +258,14 @@ def terms_of(name: str, params: dict[str, str]) -> tuple[object, str]:
 
 
 def ask(terms: object, *, encrypted: bool, attached: bool = True) -> object:
-    return decide(terms, encrypted=encrypted, next_policy_attached=attached, now=NOW,  # type: ignore[arg-type]
-                  assignee="urn:consumer", target="urn:asset:x")
+    return decide(
+        terms,
+        encrypted=encrypted,
+        next_policy_attached=attached,
+        now=NOW,  # type: ignore[arg-type]
+        assignee="urn:consumer",
+        target="urn:asset:x",
+    )
 
 
 def test_distribute_only_if_encrypted() -> None:
@@ -267,36 +300,64 @@ def test_use_alone_does_not_grant_distribution() -> None:
 
 
 def test_duties_and_constraints_on_distribute_are_kept() -> None:
-    base = {"@context": ["https://w3id.org/dspace/2025/1/context.jsonld",
-                         "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
-                         {"idsc": T.IDSC_NS}],
-            "@type": "Agreement", "@id": "urn:agreement:k", "target": "urn:asset:x",
-            "assigner": "urn:provider", "assignee": "urn:consumer"}
+    base = {
+        "@context": [
+            "https://w3id.org/dspace/2025/1/context.jsonld",
+            "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
+            {"idsc": T.IDSC_NS},
+        ],
+        "@type": "Agreement",
+        "@id": "urn:agreement:k",
+        "target": "urn:asset:x",
+        "assigner": "urn:provider",
+        "assignee": "urn:consumer",
+    }
     # a duty nobody fulfils on export: refused, never ignored
     pay = {**base, "permission": [{"action": "distribute", "duty": [{"action": "compensate"}]}]}
     t = distribution_terms(load_policy(pay))
     assert t.permitted and t.unhandled
     assert "cannot be fulfilled" in ask(t, encrypted=True).reason
     # a time window on distribution: the engine decides it
-    late = {**base, "permission": [{"action": "distribute", "constraint": [
-        {"leftOperand": "dateTime", "operator": "lt", "rightOperand":
-         {"@value": "2020-01-01T00:00:00Z", "@type": "xsd:dateTime"}}]}]}
+    late = {
+        **base,
+        "permission": [
+            {
+                "action": "distribute",
+                "constraint": [
+                    {
+                        "leftOperand": "dateTime",
+                        "operator": "lt",
+                        "rightOperand": {"@value": "2020-01-01T00:00:00Z", "@type": "xsd:dateTime"},
+                    }
+                ],
+            }
+        ],
+    }
     d = ask(distribution_terms(load_policy(late)), encrypted=True)
     assert not d.permit and "dateTime" in d.reason
     # a prohibition of distribution wins over use
-    banned = {**base, "permission": [{"action": "use"}],
-              "prohibition": [{"action": "distribute"}]}
+    banned = {**base, "permission": [{"action": "use"}], "prohibition": [{"action": "distribute"}]}
     assert not ask(distribution_terms(load_policy(banned)), encrypted=True).permit
     # IDS-G's form of "only if encrypted": the artifact state constraint
-    state = {**base, "permission": [{"action": "idsc:DISTRIBUTE", "constraint": [
-        {"leftOperand": "idsc:ARTIFACT_STATE", "operator": "eq", "rightOperand": "ENCRYPTED"}]}]}
+    state = {
+        **base,
+        "permission": [
+            {
+                "action": "idsc:DISTRIBUTE",
+                "constraint": [
+                    {"leftOperand": "idsc:ARTIFACT_STATE", "operator": "eq", "rightOperand": "ENCRYPTED"}
+                ],
+            }
+        ],
+    }
     t = distribution_terms(load_policy(state))
     assert t.requires_encryption
     assert ask(t, encrypted=True).permit and not ask(t, encrypted=False).permit
 
 
 def test_the_senders_signature_vouches_for_the_envelope(
-        ca: CertificateAuthority, ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]) -> None:
+    ca: CertificateAuthority, ec_pair: tuple[ec.EllipticCurvePrivateKey, E.Recipient]
+) -> None:
     key, recipient = ec_pair
     me = ed25519.Ed25519PrivateKey.generate()
     my_cert = participant(ca, me, "consumer")
@@ -306,7 +367,7 @@ def test_the_senders_signature_vouches_for_the_envelope(
     opened = E.open_envelope(io.BytesIO(env), key, ca=ca.certificate, now=NOW)
     assert opened.sender == me_id and b"".join(opened.chunks) == DATA
     prefix, header, records = _parts(env)
-    signature = prefix[prefix.index(b"eyJ"):]
+    signature = prefix[prefix.index(b"eyJ") :]
     # unsigned, or signed for another header, or by someone who is not the header's sender
     unsigned = E.encrypt(DATA, recipient, {**FIELDS, "sender": me_id})
     with pytest.raises(E.EnvelopeError, match="not signed"):
@@ -318,15 +379,16 @@ def test_the_senders_signature_vouches_for_the_envelope(
     claimed = E.encrypt(DATA, recipient, {**FIELDS, "sender": "AA:keyid:BB"}, sender=sender)
     with pytest.raises(E.EnvelopeError, match="not by its sender AA:keyid:BB"):
         E.decrypt(claimed, key, ca=ca.certificate, now=NOW)
-    foreign = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                          now=ISSUED)
+    foreign = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test", now=ISSUED)
     with pytest.raises(E.EnvelopeError, match="sender certificate is not issued"):
         E.decrypt(env, key, ca=foreign.certificate, now=NOW)
 
 
 def test_distribute_duties_do_not_bind_local_reads() -> None:
-    for name, params in (("distribute-only-if-encrypted", {}),
-                         ("attach-policy-for-third-party", {"nextPolicy": "https://x.example/p"})):
+    for name, params in (
+        ("distribute-only-if-encrypted", {}),
+        ("attach-policy-for-third-party", {"nextPolicy": "https://x.example/p"}),
+    ):
         doc = fill(name, params, target="urn:asset:x", assigner="urn:provider")
         assert agreement_duties({k: v for k, v in doc.items() if k != "@context"}).unhandled == ()
     compensate = {"permission": [{"action": "use", "duty": [{"action": "compensate"}]}]}

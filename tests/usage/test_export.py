@@ -50,28 +50,50 @@ async def world(tmp_path: Path) -> AsyncIterator[SimpleNamespace]:
     store = await Store.open(f"sqlite:///{tmp_path / 'connector.db'}")
     await store.migrate()
     vault = Vault(store)
-    export = VaultExport(store=store, vault=vault, ca=ca.certificate, audit=audit,
-                         clock=lambda: NOW, participant_id=participant_id(my_cert),
-                         sender=E.Sender(SigningKey.from_private_key(me), my_cert))
+    export = VaultExport(
+        store=store,
+        vault=vault,
+        ca=ca.certificate,
+        audit=audit,
+        clock=lambda: NOW,
+        participant_id=participant_id(my_cert),
+        sender=E.Sender(SigningKey.from_private_key(me), my_cert),
+    )
 
-    async def copy(agreement_id: str, template: str, params: dict[str, str] | None = None,
-                   policy: dict[str, Any] | None = None) -> str:
+    async def copy(
+        agreement_id: str,
+        template: str,
+        params: dict[str, str] | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> str:
         doc = policy or fill(template, params or {}, target="urn:asset:x", assigner="urn:p")
         kept = stored(doc, agreement_id, participant_id(my_cert))
         async with store.transaction() as tx:
-            await tx.agreements.add(AgreementRow(
-                id=agreement_id, provider_id="urn:p", consumer_id="urn:consumer",
-                target="urn:asset:x", policy=kept, signed_at=NOW))
+            await tx.agreements.add(
+                AgreementRow(
+                    id=agreement_id,
+                    provider_id="urn:p",
+                    consumer_id="urn:consumer",
+                    target="urn:asset:x",
+                    policy=kept,
+                    signed_at=NOW,
+                )
+            )
         f = tmp_path / f"{agreement_id.rsplit(':', 1)[-1]}.csv"
         f.write_bytes(DATA)
-        item = await vault.register(f, agreement_id=agreement_id,
-                                    duties=agreement_duties(kept, NOW), transfer_id="t1",
-                                    provider_id="urn:p", provider_address="https://p", now=NOW)
+        item = await vault.register(
+            f,
+            agreement_id=agreement_id,
+            duties=agreement_duties(kept, NOW),
+            transfer_id="t1",
+            provider_id="urn:p",
+            provider_address="https://p",
+            now=NOW,
+        )
         return item.id
 
     bob_pem = bob_cert.public_bytes(serialization.Encoding.PEM).decode()
-    yield SimpleNamespace(export=export, audit=audit, copy=copy, bob=bob, bob_pem=bob_pem,
-                          ca=ca, vault=vault)
+    yield SimpleNamespace(export=export, audit=audit, copy=copy, bob=bob, bob_pem=bob_pem, ca=ca, vault=vault)
     await store.close()
 
 
@@ -95,8 +117,7 @@ async def test_an_encrypted_only_copy_leaves_encrypted_and_logged(world: SimpleN
     out = await world.export.prepare(item, recipient_pem=world.bob_pem, plain=False)
     header, data = opened(out, world.bob)
     assert data == DATA
-    signed = E.open_envelope(io.BytesIO(b"".join(out.stream())), world.bob,
-                             ca=world.ca.certificate, now=NOW)
+    signed = E.open_envelope(io.BytesIO(b"".join(out.stream())), world.bob, ca=world.ca.certificate, now=NOW)
     assert signed.sender == header["sender"] and b"".join(signed.chunks) == DATA
     assert header["agreementId"] == "urn:a:enc" and header["provider"] == "urn:p"
     assert header["nextPolicy"] is None
@@ -112,11 +133,17 @@ async def test_the_next_policy_goes_with_the_copy(world: SimpleNamespace) -> Non
     header, _ = opened(out, world.bob)
     assert header["nextPolicy"] == {"@id": THIRD} and header["nextPolicyNote"] == IRI_ONLY
     # embedded in the agreement: the whole document travels
-    doc = fill("attach-policy-for-third-party", {"nextPolicy": THIRD}, target="urn:asset:x",
-               assigner="urn:p")
-    embedded = {"@id": THIRD, "@type": "Set",
-                "permission": [{"action": "use", "constraint": [
-                    {"leftOperand": "purpose", "operator": "eq", "rightOperand": "urn:purpose:x"}]}]}
+    doc = fill("attach-policy-for-third-party", {"nextPolicy": THIRD}, target="urn:asset:x", assigner="urn:p")
+    embedded = {
+        "@id": THIRD,
+        "@type": "Set",
+        "permission": [
+            {
+                "action": "use",
+                "constraint": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": "urn:purpose:x"}],
+            }
+        ],
+    }
     doc["permission"][1]["duty"][0]["target"] = embedded
     item = await world.copy("urn:a:doc", "", policy=doc)
     out = await world.export.prepare(item, recipient_pem=world.bob_pem, plain=False)
@@ -131,18 +158,19 @@ async def test_the_next_policy_goes_with_the_copy(world: SimpleNamespace) -> Non
     assert [d["nextPolicyDocument"] for d in kinds(world, "vault.distributed")] == [False, True]
 
 
-async def test_use_grants_no_distribution_and_strangers_are_no_recipients(
-        world: SimpleNamespace) -> None:
+async def test_use_grants_no_distribution_and_strangers_are_no_recipients(world: SimpleNamespace) -> None:
     item = await world.copy("urn:a:n", "n-times-usage", {"max": "3"})
     with pytest.raises(Denied) as denied:
         await world.export.prepare(item, recipient_pem=world.bob_pem, plain=False)
     assert denied.value.status == 403
     assert denied.value.reason.startswith("distribute is not granted")
     enc = await world.copy("urn:a:enc2", "distribute-only-if-encrypted")
-    other = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test",
-                                        now=ISSUED)
-    stranger = other.sign_csr(create_csr(ec.generate_private_key(ec.SECP256R1()), "bob"),
-                              now=ISSUED).public_bytes(serialization.Encoding.PEM).decode()
+    other = CertificateAuthority.create(ec.generate_private_key(ec.SECP256R1()), "Test", now=ISSUED)
+    stranger = (
+        other.sign_csr(create_csr(ec.generate_private_key(ec.SECP256R1()), "bob"), now=ISSUED)
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
     with pytest.raises(Denied) as refused:
         await world.export.prepare(enc, recipient_pem=stranger, plain=False)
     assert refused.value.status == 400 and "not issued by this data space's CA" in refused.value.reason
@@ -161,9 +189,14 @@ async def test_a_changed_copy_does_not_leave(world: SimpleNamespace) -> None:
 
 
 async def test_a_plain_copy_leaves_where_the_agreement_permits_it(world: SimpleNamespace) -> None:
-    doc = {"@context": POLICY_CONTEXT, "@type": "Offer", "@id": "urn:offer:plain",
-           "target": "urn:asset:x", "assigner": "urn:p",
-           "permission": [{"action": "use"}, {"action": "distribute"}]}
+    doc = {
+        "@context": POLICY_CONTEXT,
+        "@type": "Offer",
+        "@id": "urn:offer:plain",
+        "target": "urn:asset:x",
+        "assigner": "urn:p",
+        "permission": [{"action": "use"}, {"action": "distribute"}],
+    }
     item = await world.copy("urn:a:plain", "", policy=doc)
     out = await world.export.prepare(item, recipient_pem=None, plain=True)
     assert not out.encrypted and b"".join(out.stream()) == DATA
@@ -173,11 +206,21 @@ async def test_a_plain_copy_leaves_where_the_agreement_permits_it(world: SimpleN
 
 async def test_a_copy_whose_delete_obligation_is_due_does_not_leave(world: SimpleNamespace) -> None:
     past = (NOW - dt.timedelta(minutes=1)).isoformat()
-    doc = {"@context": POLICY_CONTEXT, "@type": "Offer", "@id": "urn:offer:gone",
-           "target": "urn:asset:x", "assigner": "urn:p",
-           "permission": [{"action": "use"}, {"action": "distribute"}],
-           "obligation": [{"action": "idsc:DELETE", "assigner": "urn:p", "constraint": [
-               {"leftOperand": "dateTime", "operator": "gteq", "rightOperand": past}]}]}
+    doc = {
+        "@context": POLICY_CONTEXT,
+        "@type": "Offer",
+        "@id": "urn:offer:gone",
+        "target": "urn:asset:x",
+        "assigner": "urn:p",
+        "permission": [{"action": "use"}, {"action": "distribute"}],
+        "obligation": [
+            {
+                "action": "idsc:DELETE",
+                "assigner": "urn:p",
+                "constraint": [{"leftOperand": "dateTime", "operator": "gteq", "rightOperand": past}],
+            }
+        ],
+    }
     item = await world.copy("urn:a:gone", "", policy=doc)
     with pytest.raises(Denied) as gone:
         await world.export.prepare(item, recipient_pem=None, plain=True)

@@ -40,10 +40,17 @@ async def store(tmp_path: Path) -> Store:
     return s
 
 
-@pytest.mark.parametrize(("name", "iri"), [
-    ("idsc:STATE", STATE), (STATE, STATE), ("odrl:event", EVENT), ("event", EVENT),
-    ("idsc:EVENT", EVENT), ("idsc:ARTIFACT_STATE", T.IDSC_NS + "ARTIFACT_STATE"),
-])
+@pytest.mark.parametrize(
+    ("name", "iri"),
+    [
+        ("idsc:STATE", STATE),
+        (STATE, STATE),
+        ("odrl:event", EVENT),
+        ("event", EVENT),
+        ("idsc:EVENT", EVENT),
+        ("idsc:ARTIFACT_STATE", T.IDSC_NS + "ARTIFACT_STATE"),
+    ],
+)
 def test_fact_names_are_the_engines_operand_iris(name: str, iri: str) -> None:
     assert fact_name(name) == iri
 
@@ -54,8 +61,10 @@ async def test_set_list_unset_with_curies_expanded(store: Store) -> None:
     assert await held.facts(NOW) == {}
     await held.set("idsc:STATE", ["idsc:ACTIVE"], until=None, now=NOW)
     await held.set("event", ["urn:event:fair", "urn:event:sale"], until=None, now=NOW)
-    assert await held.facts(NOW) == {STATE: (T.IDSC_NS + "ACTIVE",),
-                                     EVENT: ("urn:event:fair", "urn:event:sale")}
+    assert await held.facts(NOW) == {
+        STATE: (T.IDSC_NS + "ACTIVE",),
+        EVENT: ("urn:event:fair", "urn:event:sale"),
+    }
     assert await held.unset("odrl:event") is True
     assert await held.unset("odrl:event") is False
     assert await held.facts(NOW) == {STATE: (T.IDSC_NS + "ACTIVE",)}
@@ -95,14 +104,25 @@ async def test_the_cache_lives_ttl_seconds_and_local_writes_invalidate_it(store:
 
 async def test_facts_feed_the_decider(store: Store) -> None:
     held = HeldFacts(store)
-    policy = load_policy(policy_document({"permission": [{"action": "use", "constraint": [
-        {"leftOperand": "idsc:STATE", "operator": "eq", "rightOperand": "idsc:ACTIVE"}]}]},
-        "urn:policy:state"))
+    policy = load_policy(
+        policy_document(
+            {
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [
+                            {"leftOperand": "idsc:STATE", "operator": "eq", "rightOperand": "idsc:ACTIVE"}
+                        ],
+                    }
+                ]
+            },
+            "urn:policy:state",
+        )
+    )
     decide = compile_policy(policy)
 
     async def permit() -> bool:
-        return decide(DecisionRequest(action=T.O + "use", now=NOW,
-                                      context=await held.facts(NOW))).permit
+        return decide(DecisionRequest(action=T.O + "use", now=NOW, context=await held.facts(NOW))).permit
 
     assert await permit() is False
     await held.set("idsc:STATE", ["idsc:ACTIVE"], until=None, now=NOW)
@@ -125,11 +145,25 @@ async def test_payments_are_cached_per_agreement(store: Store) -> None:
     held = HeldFacts(store, ttl=1.0, clock=ticks)
     other = HeldFacts(store, ttl=1.0, clock=ticks)
     async with store.transaction() as tx:
-        await tx.agreements.add(AgreementRow(id="urn:agreement:1", provider_id="p", consumer_id="c",
-                                             target="urn:asset:x", policy={}, signed_at=NOW))
+        await tx.agreements.add(
+            AgreementRow(
+                id="urn:agreement:1",
+                provider_id="p",
+                consumer_id="c",
+                target="urn:asset:x",
+                policy={},
+                signed_at=NOW,
+            )
+        )
     assert await other.payments("urn:agreement:1") == ()
-    p = Payment(id="urn:payment:1", agreement_id="urn:agreement:1", amount=Decimal("10.50"),
-                currency="http://dbpedia.org/resource/Euro", paid_at=NOW, recorded_at=NOW)
+    p = Payment(
+        id="urn:payment:1",
+        agreement_id="urn:agreement:1",
+        amount=Decimal("10.50"),
+        currency="http://dbpedia.org/resource/Euro",
+        paid_at=NOW,
+        recorded_at=NOW,
+    )
     await held.record(p)
     assert await held.payments("urn:agreement:1") == (p,)
     assert await other.payments("urn:agreement:1") == ()
@@ -139,16 +173,38 @@ async def test_payments_are_cached_per_agreement(store: Store) -> None:
 
 async def test_payment_check_reads_the_recorded_payments(store: Store) -> None:
     held = HeldFacts(store)
-    policy = load_policy(fill("perpetual-sale", {"price": "10"}, policy_id="urn:agreement:1",
-                              target="urn:asset:x", assigner="urn:participant:p"))
+    policy = load_policy(
+        fill(
+            "perpetual-sale",
+            {"price": "10"},
+            policy_id="urn:agreement:1",
+            target="urn:asset:x",
+            assigner="urn:participant:p",
+        )
+    )
     async with store.transaction() as tx:
-        await tx.agreements.add(AgreementRow(id="urn:agreement:1", provider_id="p", consumer_id="c",
-                                             target="urn:asset:x", policy={}, signed_at=NOW))
+        await tx.agreements.add(
+            AgreementRow(
+                id="urn:agreement:1",
+                provider_id="p",
+                consumer_id="c",
+                target="urn:asset:x",
+                policy={},
+                signed_at=NOW,
+            )
+        )
     check = await held.payment_check("urn:agreement:1", policy, signed_at=NOW, now=NOW)
     assert check.reason == "payment of 10 EUR not yet received"
-    await held.record(Payment(id="urn:payment:1", agreement_id="urn:agreement:1",
-                              amount=Decimal("10"), currency="http://dbpedia.org/resource/Euro",
-                              paid_at=NOW, recorded_at=NOW))
+    await held.record(
+        Payment(
+            id="urn:payment:1",
+            agreement_id="urn:agreement:1",
+            amount=Decimal("10"),
+            currency="http://dbpedia.org/resource/Euro",
+            paid_at=NOW,
+            recorded_at=NOW,
+        )
+    )
     check = await held.payment_check("urn:agreement:1", policy, signed_at=NOW, now=NOW)
     assert check.duties == {"urn:agreement:1#payment": FULFILLED} and check.reason is None
 
@@ -160,8 +216,11 @@ def _rental(end: str | None) -> Policy:
     params = {"price": "200", "start": "2027-01-01T00:00:00Z"}
     if end:
         params["end"] = end
-    return load_policy(fill("rental", params, policy_id="urn:agreement:1", target="urn:asset:x",
-                            assigner="urn:participant:p"))
+    return load_policy(
+        fill(
+            "rental", params, policy_id="urn:agreement:1", target="urn:asset:x", assigner="urn:participant:p"
+        )
+    )
 
 
 def test_status_active_retired_expired() -> None:
@@ -180,11 +239,21 @@ def test_status_open_ended_never_expires() -> None:
 
 
 def test_status_expires_only_when_every_permission_has_ended() -> None:
-    doc = {"permission": [
-        {"action": "use", "constraint": [{"leftOperand": "dateTime", "operator": "lt",
-                                          "rightOperand": {"@value": "2027-01-01T00:00:00Z",
-                                                           "@type": XSD_NS + "dateTime"}}]},
-        {"action": "read"}]}
+    doc = {
+        "permission": [
+            {
+                "action": "use",
+                "constraint": [
+                    {
+                        "leftOperand": "dateTime",
+                        "operator": "lt",
+                        "rightOperand": {"@value": "2027-01-01T00:00:00Z", "@type": XSD_NS + "dateTime"},
+                    }
+                ],
+            },
+            {"action": "read"},
+        ]
+    }
     policy = load_policy(policy_document(doc, "urn:agreement:4"))
     assert agreement_status(policy, None, NOW) == "active"
     only_first = load_policy(policy_document({"permission": doc["permission"][:1]}, "urn:agreement:5"))
@@ -194,4 +263,5 @@ def test_status_expires_only_when_every_permission_has_ended() -> None:
 
 def test_retirement_reason() -> None:
     assert retirement_reason("urn:agreement:1", "contract ended") == (
-        "agreement urn:agreement:1 retired: contract ended")
+        "agreement urn:agreement:1 retired: contract ended"
+    )

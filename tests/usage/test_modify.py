@@ -31,8 +31,10 @@ from connector.usage.modify import (
     planned,
 )
 
-CONTEXT = ["https://w3id.org/dspace/2025/1/context.jsonld",
-           "https://w3id.org/dspace/2025/1/odrl-profile.jsonld"]
+CONTEXT = [
+    "https://w3id.org/dspace/2025/1/context.jsonld",
+    "https://w3id.org/dspace/2025/1/odrl-profile.jsonld",
+]
 PROVIDER, CONSUMER = "https://provider.example/p", "https://consumer.example/c"
 IDS_CLASSES = Path(__file__).resolve().parent.parent / "odrl" / "ids-classes"
 
@@ -44,8 +46,7 @@ def sha(text: str) -> str:
 def agreement(template: str, **params: str) -> dict[str, object]:
     """A template filled and made an agreement as the provider stores it (its own context
     dropped: the stored agreement is read with the DSP context only)."""
-    doc = fill(template, params, policy_id="urn:agreement:1", target="urn:asset:a",
-               assigner=PROVIDER)
+    doc = fill(template, params, policy_id="urn:agreement:1", target="urn:asset:a", assigner=PROVIDER)
     doc.pop("@context")
     return {"@context": CONTEXT, **doc, "@type": "Agreement", "assignee": CONSUMER}
 
@@ -81,8 +82,11 @@ def test_transit_template_without_assigner_still_names_the_provider() -> None:
 
 
 def test_rest_template_is_done_by_the_consumer_only() -> None:
-    policy = load_policy(agreement("modify-at-rest", replace="$[*].email", replaceWith="hidden",
-                                   pattern="[0-9]", replacement="#"))
+    policy = load_policy(
+        agreement(
+            "modify-at-rest", replace="$[*].email", replaceWith="hidden", pattern="[0-9]", replacement="#"
+        )
+    )
     m = modification(policy, "rest")
     assert m is not None and modification(policy, "transit") is None
     assert m.operations[0] == Replace(Selector.parse("$[*].email"), "hidden")
@@ -100,16 +104,18 @@ def test_a_duty_that_names_no_modification_is_refused() -> None:
         refusing.start("text/csv")
 
 
-@pytest.mark.parametrize("params, reason", [
-    ({"replace": "$.a"}, "go together"),
-    ({"replaceWith": "x"}, "go together"),
-    ({"replacement": "x"}, "without dsc:pattern"),
-    ({"pattern": "(unclosed"}, "not a regular expression"),
-    ({"pattern": "a", "replacement": r"\9"}, "replacement"),
-    ({"drop": "$.a..b"}, "not a path"),
-])
-def test_what_cannot_be_performed_is_refused_with_the_reason(params: dict[str, str],
-                                                              reason: str) -> None:
+@pytest.mark.parametrize(
+    "params, reason",
+    [
+        ({"replace": "$.a"}, "go together"),
+        ({"replaceWith": "x"}, "go together"),
+        ({"replacement": "x"}, "without dsc:pattern"),
+        ({"pattern": "(unclosed"}, "not a regular expression"),
+        ({"pattern": "a", "replacement": r"\9"}, "replacement"),
+        ({"drop": "$.a..b"}, "not a path"),
+    ],
+)
+def test_what_cannot_be_performed_is_refused_with_the_reason(params: dict[str, str], reason: str) -> None:
     policy = load_policy(agreement("modify-at-rest", **params))
     with pytest.raises(UnperformableModification, match=re.escape(reason)):
         modification(policy, "rest")
@@ -134,28 +140,32 @@ def test_other_duties_are_no_modification() -> None:
 
 # --------------------------------------------------------------------------- CSV
 
-CSV_OPS = Modification((Drop(Selector.parse("email")), Hash(Selector.parse("$[*].name")),
-                        Replace(Selector.parse("city"), "X")))
+CSV_OPS = Modification(
+    (Drop(Selector.parse("email")), Hash(Selector.parse("$[*].name")), Replace(Selector.parse("city"), "X"))
+)
 
 
 def test_csv_drops_hashes_and_replaces_columns_exactly() -> None:
-    data = ('id,name,email,city\r\n'
-            '1,"Müller, Anna",anna@example.org,Köln\r\n'
-            '2,"Bob ""B""\r\nSmith",bob@example.org,Berlin\r\n').encode()
-    expected = ('id,name,city\r\n'
-                f'1,{sha("Müller, Anna")},X\r\n'
-                f'2,{sha(chr(10).join(["Bob " + chr(34) + "B" + chr(34) + chr(13), "Smith"]))},X\r\n'
-                ).encode()
+    data = (
+        "id,name,email,city\r\n"
+        '1,"Müller, Anna",anna@example.org,Köln\r\n'
+        '2,"Bob ""B""\r\nSmith",bob@example.org,Berlin\r\n'
+    ).encode()
+    expected = (
+        "id,name,city\r\n"
+        f"1,{sha('Müller, Anna')},X\r\n"
+        f"2,{sha(chr(10).join(['Bob ' + chr(34) + 'B' + chr(34) + chr(13), 'Smith']))},X\r\n"
+    ).encode()
     assert CSV_OPS.apply(data, "text/csv; charset=utf-8") == expected
 
 
 def test_csv_keeps_the_header_lines_dialect_and_a_missing_last_newline() -> None:
     data = b"id;name;email;city\n1;Ann;a@x;Rome\n2;Bo;b@y;Oslo"
-    assert CSV_OPS.apply(data, "text/csv") == (
-        f"id;name;city\n1;{sha('Ann')};X\n2;{sha('Bo')};X").encode()
+    assert CSV_OPS.apply(data, "text/csv") == (f"id;name;city\n1;{sha('Ann')};X\n2;{sha('Bo')};X").encode()
     tsv = b"id\tname\temail\tcity\n1\tAnn\ta@x\tRome\n"
-    assert CSV_OPS.apply(tsv, "text/tab-separated-values") == (
-        f"id\tname\tcity\n1\t{sha('Ann')}\tX\n").encode()
+    assert (
+        CSV_OPS.apply(tsv, "text/tab-separated-values") == (f"id\tname\tcity\n1\t{sha('Ann')}\tX\n").encode()
+    )
 
 
 def test_csv_chunk_boundary_inside_a_quoted_field_and_a_multibyte_character() -> None:
@@ -163,10 +173,9 @@ def test_csv_chunk_boundary_inside_a_quoted_field_and_a_multibyte_character() ->
     whole = CSV_OPS.apply(data, "text/csv")
     inside_quote = data.index(b"Line")
     inside_char = data.index("ë".encode()) + 1  # between the two bytes of ë
-    for cuts in ([inside_quote], [inside_char], [inside_char, inside_quote],
-                 list(range(1, len(data)))):
+    for cuts in ([inside_quote], [inside_char], [inside_char, inside_quote], list(range(1, len(data)))):
         assert chunked(CSV_OPS, data, "text/csv", cuts) == whole
-    assert whole == f'id,name,city\n1,{sha("Zoë" + chr(10) + "Line, two")},X\n'.encode()
+    assert whole == f"id,name,city\n1,{sha('Zoë' + chr(10) + 'Line, two')},X\n".encode()
 
 
 def test_csv_without_the_named_column_is_refused() -> None:
@@ -190,15 +199,25 @@ def test_a_column_path_that_is_no_column_is_refused() -> None:
 
 
 def test_json_document_paths() -> None:
-    m = Modification((Drop(Selector.parse("$.items[*].email")), Hash(Selector.parse("$.owner.name")),
-                      Replace(Selector.parse("$['the id']"), "?"),
-                      RegexReplace(re.compile("v[0-9]+"), "vN")))
-    doc = {"the id": 7, "owner": {"name": "Zoë", "x": 1},
-           "items": [{"email": "a@x", "n": "v1"}, {"n": "v22"}]}
+    m = Modification(
+        (
+            Drop(Selector.parse("$.items[*].email")),
+            Hash(Selector.parse("$.owner.name")),
+            Replace(Selector.parse("$['the id']"), "?"),
+            RegexReplace(re.compile("v[0-9]+"), "vN"),
+        )
+    )
+    doc = {
+        "the id": 7,
+        "owner": {"name": "Zoë", "x": 1},
+        "items": [{"email": "a@x", "n": "v1"}, {"n": "v22"}],
+    }
     out = m.apply(json.dumps(doc).encode() + b"\n", "application/json")
     name = sha("Zoë")
-    assert out == ('{"the id":"?","owner":{"name":"' + name + '","x":1},'
-                   '"items":[{"n":"vN"},{"n":"vN"}]}\n').encode()
+    assert (
+        out
+        == ('{"the id":"?","owner":{"name":"' + name + '","x":1},"items":[{"n":"vN"},{"n":"vN"}]}\n').encode()
+    )
 
 
 def test_json_hash_of_a_value_that_is_not_a_string_is_of_its_json_text() -> None:
@@ -236,9 +255,11 @@ def test_text_regex_line_by_line() -> None:
 
 def test_columns_in_plain_text_binary_and_unknown_types_are_refused() -> None:
     m = Modification((Drop(Selector.parse("a")),))
-    for media_type, reason in (("text/plain", "cannot be modified in text/plain"),
-                               ("application/octet-stream", "media type application/octet-stream"),
-                               (None, "media type is not known")):
+    for media_type, reason in (
+        ("text/plain", "cannot be modified in text/plain"),
+        ("application/octet-stream", "media type application/octet-stream"),
+        (None, "media type is not known"),
+    ):
         with pytest.raises(UnsupportedMediaType, match=re.escape(reason)):
             m.start(media_type)
 
@@ -260,8 +281,10 @@ _field = st.text(alphabet=st.sampled_from(list('ab,"\n\r é€😀;')), max_size
 
 
 @settings(max_examples=150, deadline=None)
-@given(rows=st.lists(st.lists(_field, min_size=3, max_size=3), max_size=6),
-       cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=12))
+@given(
+    rows=st.lists(st.lists(_field, min_size=3, max_size=3), max_size=6),
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=12),
+)
 def test_csv_output_does_not_depend_on_the_chunking(rows: list[list[str]], cuts: list[int]) -> None:
     import csv
     import io
@@ -279,8 +302,10 @@ def test_csv_output_does_not_depend_on_the_chunking(rows: list[list[str]], cuts:
 
 
 @settings(max_examples=100, deadline=None)
-@given(lines=st.lists(st.text(max_size=12), max_size=6),
-       cuts=st.lists(st.integers(min_value=1, max_value=300), max_size=10))
+@given(
+    lines=st.lists(st.text(max_size=12), max_size=6),
+    cuts=st.lists(st.integers(min_value=1, max_value=300), max_size=10),
+)
 def test_text_and_json_lines_do_not_depend_on_the_chunking(lines: list[str], cuts: list[int]) -> None:
     text_m = Modification((RegexReplace(re.compile("[aeiou]"), "*"),))
     data = "\n".join(lines).encode()
