@@ -56,16 +56,12 @@ class _Off:
         pass
 
 
-def Counter(*args: Any, **kw: Any) -> Any:  # a factory standing for the class
-    return _Counter(*args, **kw) if ENABLED else _Off()
+def _or_off(cls: Any) -> Any:
+    """The instrument class, or (metrics off) a factory of no-op instruments."""
+    return cls if ENABLED else (lambda *args, **kw: _Off())
 
 
-def Gauge(*args: Any, **kw: Any) -> Any:
-    return _Gauge(*args, **kw) if ENABLED else _Off()
-
-
-def Histogram(*args: Any, **kw: Any) -> Any:
-    return _Histogram(*args, **kw) if ENABLED else _Off()
+Counter, Gauge, Histogram = _or_off(_Counter), _or_off(_Gauge), _or_off(_Histogram)
 
 
 HTTP_REQUESTS = Counter(

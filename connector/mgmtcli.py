@@ -135,6 +135,14 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[Column]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
 
 
+def _listing(rows: list[dict[str, Any]], columns: Sequence[Column], as_json: bool) -> None:
+    """A listing as the API's JSON (``--json``) or as a table for people."""
+    if as_json:
+        _print(rows)
+    else:
+        _table(rows, columns)
+
+
 def _json_option(fn: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(fn)
 
@@ -199,10 +207,7 @@ def resource_commands(
             rows += page
             if len(page) < PAGE:
                 break
-        if as_json:
-            _print(rows)
-        else:
-            _table(rows, columns)
+        _listing(rows, columns, as_json)
 
     if show:
 
@@ -701,10 +706,7 @@ def transfer_list(
     """Transfers, newest first (the 200 newest)."""
     query = {"order": "newest", "limit": "200", **({"state": state} if state else {})}
     rows = _api(config, api, api_key).call("GET", f"/api/transfers?{urlencode(query)}")
-    if as_json:
-        _print(rows)
-        return
-    _table(
+    _listing(
         rows,
         [
             ("ID", lambda r: r["id"]),
@@ -714,6 +716,7 @@ def transfer_list(
             ("AGREEMENT", lambda r: r.get("agreementId")),
             ("UPDATED", lambda r: r.get("updatedAt")),
         ],
+        as_json,
     )
 
 
@@ -803,10 +806,7 @@ def vault() -> None:
 def vault_list(config: str | None, api: str | None, api_key: str | None, as_json: bool) -> None:
     """The local copies, with their agreements, delete dates and local use counts."""
     rows = _api(config, api, api_key).call("GET", "/api/vault")
-    if as_json:
-        _print(rows)
-        return
-    _table(
+    _listing(
         rows,
         [
             ("ID", lambda r: r["id"]),
@@ -816,6 +816,7 @@ def vault_list(config: str | None, api: str | None, api_key: str | None, as_json
             ("USES", lambda r: r.get("uses")),
             ("PATH", lambda r: r.get("path")),
         ],
+        as_json,
     )
 
 

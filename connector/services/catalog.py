@@ -62,12 +62,6 @@ class PeerCatalog:
             raise PeerFailed(f"the peer's catalog could not be read: {d.reason}")
         return d
 
-    async def fetch(self, peer_url: str) -> dict[str, Any]:
-        """The peer's DSP catalog (its first page); `InvalidInput` if the outbound policy
-        refuses its address, `PeerFailed` if it cannot be reached or answers no catalog."""
-        body: dict[str, Any] = (await self._page(peer_url.rstrip("/") + "/catalog/request")).body
-        return body
-
     async def fetch_all(self, peer_url: str) -> WholeCatalog:
         """Every page of the peer's catalog as one (`PeerFailed` beyond ``MAX_PAGES`` or for a
         next page at another endpoint: not followed)."""
