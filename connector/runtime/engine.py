@@ -457,14 +457,20 @@ class ProcessEngine:
                 continue
             for m in direct:
                 self.spawn(self._deliver(m))
-            queued = len(outgoing) > len(direct) or bool(events)
+            queued = len(outgoing) > len(direct)
             if queued:
                 # queued behind a message of the process still in flight: its delivery
                 # outcome wakes the dispatcher (see _deliver)
                 self._queued_behind.add(final.id)
             assert isinstance(final, neg.Negotiation | xfer.Transfer)
+            # webhook events wait for the dispatcher too (they are their own processes in the
+            # outbox, so nothing of this process waits behind them)
             done = Committed(
-                k.name, final, current is None or current.state != final.state, queued, inbound.peer
+                k.name,
+                final,
+                current is None or current.state != final.state,
+                queued or bool(events),
+                inbound.peer,
             )
             for hook in self.after_commit:
                 hook(done)

@@ -11,6 +11,7 @@ the connector, the requests carry its DAT and go through its outbound-address po
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,18 +63,24 @@ class PeerCatalog:
             raise PeerFailed(f"the peer's catalog could not be read: {d.reason}")
         return d
 
-    async def fetch_all(self, peer_url: str) -> WholeCatalog:
-        """Every page of the peer's catalog as one (`PeerFailed` beyond ``MAX_PAGES`` or for a
-        next page at another endpoint: not followed)."""
+    async def pages(self, peer_url: str) -> AsyncIterator[dict[str, Any]]:
+        """The peer's catalog page by page, as they are read (a caller that found what it
+        looks for stops reading); `PeerFailed` beyond ``MAX_PAGES`` or for a next page at
+        another endpoint (not followed)."""
         first = peer_url.rstrip("/") + "/catalog/request"
         url: str | None = first
-        pages: list[dict[str, Any]] = []
+        read = 0
         while url is not None:
-            if len(pages) >= MAX_PAGES:
+            if read >= MAX_PAGES:
                 raise PeerFailed(f"the peer's catalog has more than {MAX_PAGES} pages")
             d = await self._page(url)
-            pages.append(d.body)
+            read += 1
+            yield d.body
             url = d.next_url
             if url is not None and not same_endpoint(url, first):
                 raise PeerFailed("the peer's next catalog page is at another endpoint: not followed")
+
+    async def fetch_all(self, peer_url: str) -> WholeCatalog:
+        """Every page of the peer's catalog as one."""
+        pages = [page async for page in self.pages(peer_url)]
         return WholeCatalog(len(pages), merge_pages(pages))

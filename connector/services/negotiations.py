@@ -16,7 +16,7 @@ from connector.protocol import negotiation as neg
 from connector.protocol.messages import check_policy
 from connector.protocol.negotiation import NegotiationState
 from connector.runtime import ControlPlane, policy_problems
-from connector.services.catalog import PeerCatalog
+from connector.services.catalog import PeerCatalog, merge_pages
 from connector.services.errors import InvalidInput, NotFound, translated
 from connector.services.records import Page, Records, wire_state_query
 from connector.store import NegotiationRow
@@ -75,6 +75,16 @@ def pick_offer(catalog: dict[str, Any], offer_id: str, dataset_id: str | None) -
     raise NotFound(f"the peer offers no {offer_id} to this connector")
 
 
+def _names_offer(page: dict[str, Any], offer_id: str, dataset_id: str | None) -> bool:
+    """Whether a catalog page holds the offer under its catalog id (of dataset `dataset_id`)."""
+    return any(
+        isinstance(o, dict) and o.get("@id") == offer_id
+        for d in page.get("dataset") or []
+        if isinstance(d, dict) and (not dataset_id or d.get("@id") == dataset_id)
+        for o in d.get("hasPolicy") or []
+    )
+
+
 class Negotiations(Records[NegotiationRow]):
     def __init__(self, cp: ControlPlane, catalog: PeerCatalog) -> None:
         super().__init__(cp.store, lambda tx: tx.negotiations, "negotiation")
@@ -91,7 +101,14 @@ class Negotiations(Records[NegotiationRow]):
     ) -> NegotiationRow:
         """Consumer: negotiate the peer's offer `offer_id`, or ask for `terms` (plain rules, a
         counter-offer) on its dataset `dataset_id`."""
-        dsp = (await self._catalog.fetch_all(peer_url)).catalog  # the offer may be on any page
+        # the offer may be on any page: read them until its catalog id shows (terms need only
+        # the first page's participant; the provider's own offer id needs them all)
+        read: list[dict[str, Any]] = []
+        async for page in self._catalog.pages(peer_url):
+            read.append(page)
+            if terms is not None or _names_offer(page, offer_id, dataset_id):
+                break
+        dsp = merge_pages(read)
         if terms is not None:
             offer = {"@id": offer_id, "@type": "Offer", "target": dataset_id, **terms_on_the_wire(terms)}
         else:
