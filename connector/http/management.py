@@ -41,7 +41,6 @@ from connector.audit.log import AuditLog
 from connector.audit.timeline import to_view
 from connector.consumer import Downloads, LocalUse
 from connector.faults import StoreUnavailable
-from connector.http import dataspace
 from connector.http.errors import service_fault, storage_fault
 from connector.http.limits import (
     DEFAULT_LIMITS,
@@ -83,6 +82,7 @@ from connector.http.views import (
     TransferWireState,
     VaultCopyView,
     VaultItemView,
+    WholeCatalogView,
 )
 from connector.ids import ID_RULE
 from connector.odrl.parse import PolicyError
@@ -824,6 +824,11 @@ def management_app(
         whole = await peer_catalog_service.fetch_all(c.peer_url)  # every page
         return _json({**catalog_view(whole.catalog, whole.pages), "dsp": whole.catalog})
 
+    async def peer_catalog_all(request: web.Request) -> web.Response:
+        """The pages as one DSP catalog (of a broker: the whole data space)."""
+        whole = await peer_catalog_service.fetch_all(body_of(request, CatalogIn).peer_url)
+        return _json({"pages": whole.pages, "dsp": whole.catalog})
+
     async def start_negotiation(request: web.Request) -> web.Response:
         n = body_of(request, NegotiationIn)
         row = await negotiation_service.start(
@@ -1133,7 +1138,17 @@ def management_app(
             response=CatalogView,
             errors={502: PEER_FAILED},
         ),
-        dataspace.operation(peer_catalog_service),  # every page of a peer's catalog as one
+        Operation(
+            "POST",
+            "/api/catalog/all",
+            peer_catalog_all,
+            "peerCatalogAll",
+            "Every page of a peer's catalog as one (of a broker: the whole data space)",
+            "catalog",
+            body=CatalogIn,
+            response=WholeCatalogView,
+            errors={502: PEER_FAILED},
+        ),
         # negotiations
         Operation(
             "POST",

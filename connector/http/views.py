@@ -169,6 +169,11 @@ class CatalogView(_View):
     dsp: dict[str, Any] = Field(description="the catalog as the peer sent it, its pages as one (DSP JSON-LD)")
 
 
+class WholeCatalogView(_View):
+    pages: int = Field(description="the peer's catalog pages read")
+    dsp: dict[str, Any] = Field(description="the pages as one catalog (DSP JSON-LD)")
+
+
 class PullJobView(_View):
     transfer_id: str = Field(alias="transferId")
     agreement_id: str = Field(alias="agreementId")
