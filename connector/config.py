@@ -54,7 +54,9 @@ shutdown_grace = 10.0            # s from SIGTERM to exit: requests in flight fi
 JSON bodies with `NaN`, `Infinity` or a number beyond the double range are refused (400) whatever
 the limits. The authority reads the same `[limits]` section from the file given to
 `connector authority serve --limits`.
-Relative paths are relative to the config file's folder.
+Relative paths are relative to the config file's folder. String values may name environment
+variables: ``${NAME}`` (required), ``${NAME:-default}``, ``$$`` for a literal ``$``; a value
+that is one variable may stand for a number (``port = "${DSP_PORT:-8801}"``): connector.tomlenv.
 
 ``[dsp] tls_mode`` (connector.http.clientcert decides, once, where a request's client certificate
 comes from): ``"mutual"`` (default) TLS on the data-space CA with a client certificate required,
@@ -87,7 +89,6 @@ a CIDR nor a host name are a configuration error.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,6 +103,7 @@ from connector.http.clientcert import (
 )
 from connector.http.limits import DEFAULT_LIMITS, Limits
 from connector.http.outbound import validate_allow_list
+from connector.tomlenv import TomlEnvError, read_toml
 
 
 class ConfigError(ValueError):
@@ -594,13 +596,12 @@ class Config(_Section):
 
 
 def _read_toml(p: Path) -> dict[str, Any]:
-    """The TOML file ``p`` as a dict; ConfigError with the reason if it cannot be read."""
+    """The TOML file ``p`` as a dict, its ``${VARIABLES}`` expanded (connector.tomlenv);
+    ConfigError with the reason if it cannot be read."""
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+        return read_toml(p)
+    except TomlEnvError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def load_config(path: str | Path) -> Config:

@@ -102,7 +102,8 @@ def render(values: Mapping[str, Mapping[str, Any]], notes: Mapping[str, str] | N
     notes = notes or {}
     lines = [
         "# The connector's configuration (connector.config): every key with its default.",
-        "# Relative paths are relative to this file's folder. Check it with",
+        "# Relative paths are relative to this file's folder. A string value may name environment",
+        '# variables: "${NAME}", "${NAME:-default}" ("$$" is a literal "$"). Check it with',
         "# `connector config check connector.toml`; run it with `connector serve connector.toml`.",
     ]
     for section in SECTIONS:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from urllib.parse import urlencode
 import click
 
 from connector.logs import LogFormat, log_options
+from connector.tomlenv import TomlEnvError, read_toml
 
 # Commands that only call the management API import nothing heavy (no pydantic, aiohttp,
 # SQLAlchemy): they start in well under 150 ms. `serve` and the peer-URL check import what they
@@ -35,9 +35,9 @@ def _management(path: str) -> tuple[str, str]:
     without the whole config model (`connector config check` validates the whole file)."""
     p = Path(path)
     try:
-        m = tomllib.loads(p.read_text(encoding="utf-8")).get("management", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise click.ClickException(f"{p}: {exc}") from exc
+        m = read_toml(p).get("management", {})
+    except TomlEnvError as exc:
+        raise click.ClickException(str(exc)) from exc
     host, port = m.get("host", "127.0.0.1"), m.get("port", 8802)
     key = m.get("api_key")
     if key is None and isinstance(m.get("api_key_file"), str):

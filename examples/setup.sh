@@ -1,22 +1,49 @@
 #!/bin/sh
-# One-shot set-up of the compose data space (examples/compose.yaml runs it before the others):
-# the authority's CA and keys, and each participant's keys, certified by the authority. Runs
-# once: a second start finds the authority's directory and does nothing.
+# One-shot set-up of the example data space: the authority's CA and keys, and each
+# participant's keys, certified by the authority; each connector's management API key; the
+# configs of this folder copied beside them. The same script runs in the containers
+# (compose.yaml's `setup` service: volumes at /space, /provider, /consumer, /broker) and on one
+# machine (run.sh). What differs is in the environment, with the containers' values as defaults:
+#   EXAMPLE_ROOT        where the folders go (default: / , the containers' volumes)
+#   AUTHORITY_URL       the authority's URL (http://authority:8700)
+#   PROVIDER_HOST, CONSUMER_HOST, BROKER_HOST   the names peers reach each at, and their TLS
+#                       certificates' names (provider, consumer, broker)
+#   PROVIDER_DSP_PORT, CONSUMER_DSP_PORT, BROKER_PORT   (8801, 8811, 8804)
+# The configs are copied at every start, so an edit here takes effect on the next start; the
+# keys and certificates are created once (a second start finds the authority's folder).
 set -eu
-if [ -f /space/authority.json ]; then
-    echo "the data space exists already"
+here=$(cd "$(dirname "$0")" && pwd)
+root=${EXAMPLE_ROOT:-}
+authority_url=${AUTHORITY_URL:-http://authority:8700}
+provider_host=${PROVIDER_HOST:-provider}
+consumer_host=${CONSUMER_HOST:-consumer}
+broker_host=${BROKER_HOST:-broker}
+
+mkdir -p "$root/provider/data" "$root/consumer" "$root/broker"
+cp "$here/provider/connector.toml" "$root/provider/connector.toml"
+cp "$here/consumer/connector.toml" "$root/consumer/connector.toml"
+cp "$here/broker/broker.toml" "$root/broker/broker.toml"
+for role in provider consumer; do
+    if [ ! -s "$root/$role/management.key" ]; then
+        (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > "$root/$role/management.key")
+    fi
+done
+
+if [ -f "$root/space/authority.json" ]; then
+    echo "the data space exists already: configs updated"
     exit 0
 fi
-connector authority init /space --name compose-space --issuer http://authority:8700
-connector init /provider/participant --name Provider --tls-host provider
-connector authority register /space /provider/participant/participant.csr \
-    --tls-csr /provider/participant/tls.csr --role provider --connector-url https://provider:8801
-connector init /consumer/participant --name Consumer --tls-host consumer
-connector authority register /space /consumer/participant/participant.csr \
-    --tls-csr /consumer/participant/tls.csr --role consumer --connector-url https://consumer:8811
-connector init /broker/participant --name Broker --tls-host broker
-connector authority register /space /broker/participant/participant.csr \
-    --tls-csr /broker/participant/tls.csr --role broker
-# the provider's data folder ([assets] roots), beside its participant directory
-mkdir -p /provider/data
+connector authority init "$root/space" --name example-space --issuer "$authority_url"
+connector init "$root/provider/participant" --name Provider --tls-host "$provider_host"
+connector authority register "$root/space" "$root/provider/participant/participant.csr" \
+    --tls-csr "$root/provider/participant/tls.csr" --role provider \
+    --connector-url "https://$provider_host:${PROVIDER_DSP_PORT:-8801}"
+connector init "$root/consumer/participant" --name Consumer --tls-host "$consumer_host"
+connector authority register "$root/space" "$root/consumer/participant/participant.csr" \
+    --tls-csr "$root/consumer/participant/tls.csr" --role consumer \
+    --connector-url "https://$consumer_host:${CONSUMER_DSP_PORT:-8811}"
+connector init "$root/broker/participant" --name Broker --tls-host "$broker_host"
+connector authority register "$root/space" "$root/broker/participant/participant.csr" \
+    --tls-csr "$root/broker/participant/tls.csr" --role broker \
+    --connector-url "https://$broker_host:${BROKER_PORT:-8804}"
 echo "the data space is set up"

@@ -2,13 +2,14 @@
 service mounts is valid against the config models (connector.config, connector.broker.config),
 every port it serves is exposed or published, every path it names lies on a mounted volume,
 and every command the compose file and examples/setup.sh run is a real `connector` command
-with real options."""
+with real options. The configs are read as the containers read them: their ``${VARIABLES}``
+unset, so every default applies (tests/integration/test_examples_space.py runs the same files
+on loopback with the variables set)."""
 
 from __future__ import annotations
 
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 from connector.broker.config import BrokerConfig
 from connector.cli import main
 from connector.config import Config
+from connector.tomlenv import read_toml
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -74,10 +76,12 @@ def published(service: dict[str, Any]) -> set[int]:
     return ports
 
 
-def config_of(service: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
-    container = next(t for t in mounts(service) if t.endswith(name))
-    source = mounts(service)[container]
-    return container, tomllib.loads((EXAMPLES / source).read_text())
+def config_of(service: dict[str, Any], name: str) -> tuple[str, Path, dict[str, Any]]:
+    """(where the service reads its config, that folder, the config as the container reads
+    it): setup.sh copies ``examples/SERVICE/NAME`` into the service's volume."""
+    container = next(a for a in command_of(service) if a.endswith(name))
+    role = container.strip("/").split("/")[0]
+    return container, Path(container).parent, read_toml(EXAMPLES / role / name, env={})
 
 
 @pytest.mark.parametrize("name", [n for n, s in SERVICES.items() if s.get("command")])
@@ -93,26 +97,36 @@ def test_the_setup_script_runs_real_commands() -> None:
         check_command(shlex.split(line)[1:])
     # what it creates is where the services look
     for service in ("provider", "consumer", "broker"):
-        assert f"/{service}/participant" in script
+        assert f'"$root/{service}/participant"' in script
+        assert on_a_mount(f"/{service}", SERVICES["setup"])
+    # the configs it copies into the volumes are the ones the services read
+    configs = (("provider", "connector.toml"), ("consumer", "connector.toml"), ("broker", "broker.toml"))
+    for service, name in configs:
+        assert f'cp "$here/{service}/{name}" "$root/{service}/{name}"' in script
+        assert config_of(SERVICES[service], name)[0] == f"/{service}/{name}"
+    assert mounts(SERVICES["setup"])["/examples"] == "./"
+    # and the management keys the configs name
+    assert '"$root/$role/management.key"' in script
 
 
 @pytest.mark.parametrize("name", ["provider", "consumer"])
 def test_connector_configs_are_valid_and_served_as_configured(name: str) -> None:
     service = SERVICES[name]
-    container, data = config_of(service, "connector.toml")
+    container, base, data = config_of(service, "connector.toml")
     assert command_of(service)[:2] == ["serve", container]
-    config = Config.model_validate({**data, "base_dir": "/"})
-    assert on_a_mount(str(config.connector.participant_dir), service)
+    config = Config.model_validate({**data, "base_dir": base})
+    assert on_a_mount(str(config.participant_dir), service)
     for root in config.assets.roots:
-        assert on_a_mount(str(root), service), root
+        assert on_a_mount(str(config.path(root)), service), root
     ports = {config.dsp.port, config.management.port}
     if config.dataplane.enabled:
         ports.add(config.dataplane.port)
     assert ports <= published(service), (ports, published(service))
     # the management API only on the host's loopback
     assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", []))
-    key = str(config.management.api_key_file)
-    assert key.startswith("/run/secrets/") and key.rsplit("/", 1)[1] in service["secrets"]
+    assert config.management.api_key_file is not None
+    key = config.path(config.management.api_key_file)
+    assert key == Path(f"/{name}/management.key") and on_a_mount(str(key), service)
     # the authority and store it names are services of the file
     assert re.match(r"https?://authority:8700$", config.connector.authority_url)
     if config.store.url:
@@ -125,7 +139,7 @@ def test_connector_configs_are_valid_and_served_as_configured(name: str) -> None
 
 def test_one_connector_is_on_postgresql() -> None:
     stores = [
-        config_of(SERVICES[n], "connector.toml")[1].get("store", {}).get("url", "sqlite")
+        config_of(SERVICES[n], "connector.toml")[2].get("store", {}).get("url", "sqlite")
         for n in ("provider", "consumer")
     ]
     assert any(str(s).startswith("postgresql://") for s in stores)
@@ -133,10 +147,10 @@ def test_one_connector_is_on_postgresql() -> None:
 
 def test_the_broker_config_is_valid_and_served() -> None:
     service = SERVICES["broker"]
-    container, data = config_of(service, "broker.toml")
+    container, base, data = config_of(service, "broker.toml")
     assert command_of(service)[:3] == ["broker", "serve", container]
-    config = BrokerConfig.model_validate({**data, "base_dir": "/"})
-    assert on_a_mount(str(config.broker.participant_dir), service)
+    config = BrokerConfig.model_validate({**data, "base_dir": base})
+    assert on_a_mount(str(config.path(config.broker.participant_dir)), service)
     assert config.broker.port in published(service)
 
 

@@ -474,7 +474,7 @@ def create_app(authority: Authority, limits: Limits = DEFAULT_LIMITS) -> web.App
         )
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "issuer": authority.issuer})
+        return web.json_response({"status": "live", "issuer": authority.issuer})
 
     async def admin_body(request: web.Request, model: type[BaseModel]) -> Any:
         authority.check_admin(one_header(request, "Authorization") or None)
