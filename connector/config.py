@@ -466,8 +466,9 @@ class WebhookSection(_Section):
         "(X-Connector-Signature), at least 16 bytes"
     )
     allow: list[str] = _d(
-        "private or loopback addresses (CIDRs, host names) the webhooks may reach, as every "
-        "other outbound call (the entries of all webhooks apply to all of them)",
+        "private or loopback addresses (CIDRs, host names) this webhook may reach, as every "
+        "other outbound call; its own: another webhook's entries do not apply to it; empty: "
+        "public addresses only",
         default_factory=list,
     )
 
