@@ -64,9 +64,11 @@ and a DAT bound to certificates (``transportCertsSha256``) refused without one o
 ``"server"`` TLS with an optional client certificate (peers such as EDC): the DAT is still
 required, its binding checked only where a certificate is presented (one that does not match is
 refused); ``"proxy"`` plain HTTP on a private or loopback address (a public or unspecified one is
-refused) behind a TLS-terminating proxy, the certificate taken from ``client_cert_header``
-(URL-escaped PEM, nginx's ``$ssl_client_escaped_cert``) only from ``trusted_proxies``, binding as
-``"server"``, ``connector.public_url`` the proxy's https URL; ``"none"`` plain HTTP for loopback
+refused) behind a TLS-terminating proxy, the certificate taken from ``client_cert_header`` only
+from ``trusted_proxies`` in the format ``client_cert_format`` (``"pem"``, the default: URL-escaped
+PEM, nginx's ``$ssl_client_escaped_cert``; ``"envoy-xfcc"``: Envoy's ``x-forwarded-client-cert``,
+its last element's ``Cert`` and/or ``Hash``; ``"auto"``: either, told apart per request), binding
+as ``"server"``, ``connector.public_url`` the proxy's https URL; ``"none"`` plain HTTP for loopback
 tests. The older ``plain_http = true`` means ``"none"``, ``mutual_tls = false`` ``"server"``;
 setting them with a different ``tls_mode`` is a configuration error.
 
@@ -97,6 +99,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connector.assets import DataRoots, RootRefused
 from connector.http.clientcert import (
     HEADER_NAME,
+    CertFormat,
     ClientCertificates,
     TlsMode,
     parse_networks,
@@ -171,10 +174,19 @@ class DspSection(_Section):
         default="mutual",
     )
     client_cert_header: str = _d(
-        'tls_mode = "proxy": the header in which the proxy passes the client certificate, as '
-        "URL-escaped PEM (nginx: proxy_set_header X-Forwarded-Client-Cert "
-        "$ssl_client_escaped_cert); taken only from trusted_proxies",
+        'tls_mode = "proxy": the header in which the proxy passes the client certificate, in '
+        "the format client_cert_format; taken only from trusted_proxies",
         default="X-Forwarded-Client-Cert",
+    )
+    client_cert_format: CertFormat = _d(
+        'tls_mode = "proxy": the format of client_cert_header. "pem": the certificate as '
+        "URL-escaped PEM (nginx: proxy_set_header X-Forwarded-Client-Cert "
+        '$ssl_client_escaped_cert). "envoy-xfcc": Envoy\'s x-forwarded-client-cert '
+        "(forward_client_cert_details SANITIZE_SET or APPEND_FORWARD): only its last element, "
+        "the one the proxy added, is read; its Cert (a Hash beside it must match) or else its "
+        'Hash is the certificate. "auto": Envoy\'s where the value starts with Key=, else PEM. '
+        "A value that cannot be read is refused (401), never guessed from",
+        default="pem",
     )
     trusted_proxies: list[str] = _d(
         'tls_mode = "proxy": the addresses (CIDRs or IP addresses) of the proxies whose '
@@ -243,7 +255,10 @@ class DspSection(_Section):
     def client_certificates(self) -> ClientCertificates:
         """Where DSP requests' client certificates come from (connector.http.clientcert)."""
         return ClientCertificates.of(
-            self.tls_mode, header=self.client_cert_header, trusted_proxies=self.trusted_proxies
+            self.tls_mode,
+            header=self.client_cert_header,
+            trusted_proxies=self.trusted_proxies,
+            format=self.client_cert_format,
         )
 
 
@@ -468,8 +483,9 @@ class WebhookSection(_Section):
         "(X-Connector-Signature), at least 16 bytes"
     )
     allow: list[str] = _d(
-        "private or loopback addresses (CIDRs, host names) the webhooks may reach, as every "
-        "other outbound call (the entries of all webhooks apply to all of them)",
+        "private or loopback addresses (CIDRs, host names) this webhook may reach, as every "
+        "other outbound call; its own: another webhook's entries do not apply to it; empty: "
+        "public addresses only",
         default_factory=list,
     )
 

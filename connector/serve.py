@@ -44,7 +44,7 @@ from connector.http.management import management_app
 from connector.http.observe import Readiness, count_requests, operations
 from connector.http.outbound import OutboundPolicy
 from connector.http.tls import client_context, server_context
-from connector.http.webhooks import WebhookClient
+from connector.http.webhooks import WebhookClient, WebhookTarget
 from connector.identity.client import DatClient, ParticipantIdentity
 from connector.identity.tokens import Claims
 from connector.identity.verify import DatVerifier
@@ -457,20 +457,20 @@ async def run(
 
 
 def _webhooks(config: Config) -> Webhooks | None:
-    """The configured webhooks (connector.runtime.webhooks), signing with their keys and
-    reaching only what the outbound policy allows (their ``allow`` entries)."""
+    """The configured webhooks (connector.runtime.webhooks), each signing with its key and
+    reaching only what the outbound policy allows it (its own ``allow`` entries)."""
     if not config.webhooks:
         return None
     secrets = config.webhook_secrets()
-    allow = sorted({a for hook in config.webhooks for a in hook.allow})
+    hooks = [Webhook(f"h{i}", hook.url, frozenset(hook.events)) for i, hook in enumerate(config.webhooks)]
     client = WebhookClient(
-        OutboundPolicy.from_config(allow),
-        {hook.url: key for hook, key in zip(config.webhooks, secrets, strict=True)},
+        {  # each hook reaches what its own allow list names (and public addresses), no more
+            h.name: WebhookTarget(hook.url, key, OutboundPolicy.from_config(hook.allow))
+            for h, hook, key in zip(hooks, config.webhooks, secrets, strict=True)
+        },
         clock=time.time,
     )
-    return Webhooks(
-        [Webhook(f"h{i}", hook.url, frozenset(hook.events)) for i, hook in enumerate(config.webhooks)], client
-    )
+    return Webhooks(hooks, client)
 
 
 def _readiness(store: Store, session: aiohttp.ClientSession, authority: str, dat: DatClient) -> Readiness:

@@ -81,6 +81,14 @@ def test_proxy_mode_binds_private_and_loopback_addresses(host: str) -> None:
     assert [str(n) for n in certs.trusted_proxies] == ["10.0.0.0/8", "fd00::/8"]
 
 
+def test_the_certificate_header_format_reaches_the_client_certificates() -> None:
+    assert _config(tls_mode="proxy", host="10.0.0.2").dsp.client_certificates().format == "pem"  # as before
+    certs = _config(
+        tls_mode="proxy", host="10.0.0.2", client_cert_format="envoy-xfcc"
+    ).dsp.client_certificates()
+    assert certs.format == "envoy-xfcc" and certs.header == "X-Forwarded-Client-Cert"
+
+
 def test_proxy_mode_keeps_the_public_url_https() -> None:
     with pytest.raises(ValidationError, match="public_url must be the proxy's https URL"):
         _config(public_url="http://c.example", tls_mode="proxy")
@@ -93,6 +101,7 @@ def test_proxy_mode_keeps_the_public_url_https() -> None:
         ({"trusted_proxies": ["10.0.0.0/33"]}, "neither an IP address nor a CIDR"),
         ({"client_cert_header": "X Client: Cert"}, "not an HTTP header name"),
         ({"tls_mode": "optional"}, "tls_mode"),
+        ({"client_cert_format": "xfcc"}, "client_cert_format"),
     ],
 )
 def test_bad_values_are_refused(dsp: dict[str, Any], reason: str) -> None:

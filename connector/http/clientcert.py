@@ -15,11 +15,28 @@ The modes (``[dsp] tls_mode``, connector.config):
             Binding then as in ``server``.
 ``none``    plain HTTP for loopback tests (the old ``plain_http = true``): no certificate.
 
-The header holds one certificate as URL-escaped PEM, as nginx's ``$ssl_client_escaped_cert``
-writes it (``-----BEGIN%20CERTIFICATE-----%0AMIIB...``); the PEM with its line breaks folded into
-spaces or tabs is accepted too. A header from a trusted proxy that is repeated, oversized or does
-not hold exactly one certificate is refused (`CertificateHeaderError`: a 401 with the reason).
-An empty or absent header means the proxy saw no client certificate.
+The header's format is ``client_cert_format``:
+
+``pem``         (the default) one certificate as URL-escaped PEM, as nginx's
+                ``$ssl_client_escaped_cert`` writes it (``-----BEGIN%20CERTIFICATE-----%0AMIIB...``);
+                the PEM with its line breaks folded into spaces or tabs is accepted too.
+``envoy-xfcc``  Envoy's ``x-forwarded-client-cert``: comma-separated elements, one per proxy hop,
+                each of ``;``-separated ``Key=value`` pairs (keys case-insensitive; a value with
+                ``,`` ``;`` or ``=`` double-quoted, a ``"`` in it as ``\"``). Only the LAST element
+                is read: the one the nearest proxy (the trusted one) appended for the client it
+                saw; the elements before it are other hops' (with ``forward_client_cert_details``
+                APPEND_FORWARD possibly the client's own words) and are never believed. Of that
+                element: ``Cert`` (URL-escaped PEM) gives the certificate, and a ``Hash`` beside it
+                must be its DER's SHA-256; without ``Cert`` the ``Hash`` (Envoy's SHA-256 of the
+                client certificate's DER, what a DAT's binding names) is the certificate's digest;
+                with neither (``By``, ``Subject``, ``URI``, ``DNS`` only) no certificate is presented.
+``auto``        per request: Envoy's format where the value starts with ``Key=``, else PEM.
+
+A header from a trusted proxy that is repeated, oversized or cannot be read (not exactly one
+certificate; in Envoy's format also unbalanced quotes, text after a quoted value, an empty
+element, two ``Cert`` or two ``Hash`` keys, a ``Hash`` that is not a hex SHA-256 or not the one of
+its ``Cert``) is refused (`CertificateHeaderError`: a 401 with the reason, logged), never guessed
+from and never a 500. An empty or absent header means the proxy saw no client certificate.
 """
 
 from __future__ import annotations
@@ -43,9 +60,18 @@ from connector.http.tls import check_transport_binding, peer_certificate_sha256
 log = logging.getLogger(__name__)
 
 TlsMode = Literal["mutual", "server", "proxy", "none"]
+CertFormat = Literal["pem", "envoy-xfcc", "auto"]
 MAX_HEADER_CHARS = 16384  # one URL-escaped certificate (a chain or garbage is larger)
+# Envoy's header: a Cert and a Chain (the Cert again and its CAs) of the nearest hop, and the
+# elements of the hops before it
+MAX_XFCC_CHARS = 4 * MAX_HEADER_CHARS
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(?P<body>[A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
+_XFCC_KEY = re.compile(r"[ \t]*([A-Za-z][A-Za-z0-9_-]*)=")
+_XFCC_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"[ \t]*', re.DOTALL)
+_XFCC_BARE = re.compile(r'([^,;"]*)')
+_XFCC_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -101,6 +127,91 @@ def certificate_sha256_from_header(value: str) -> str | None:
     return hashlib.sha256(der).hexdigest()
 
 
+def xfcc_elements(value: str) -> list[list[tuple[str, str]]]:
+    """Envoy's ``x-forwarded-client-cert`` value as its elements (one per proxy hop, in order),
+    each a list of (key in lower case, value unquoted); CertificateHeaderError if it is not one."""
+    if len(value) > MAX_XFCC_CHARS:
+        raise CertificateHeaderError(
+            f"the client certificate header is longer than {MAX_XFCC_CHARS} characters"
+        )
+    elements: list[list[tuple[str, str]]] = []
+    pairs: list[tuple[str, str]] = []
+    i, n = 0, len(value)
+    while True:
+        key = _XFCC_KEY.match(value, i)
+        if key is None:
+            raise CertificateHeaderError(
+                f"the client certificate header (Envoy's format) has no Key=value at character {i}"
+            )
+        i = key.end()
+        quoted = _XFCC_QUOTED.match(value, i)
+        if quoted is not None:
+            text = _XFCC_ESCAPE.sub(r"\1", quoted[1])
+            i = quoted.end()
+        elif value.startswith('"', i):
+            raise CertificateHeaderError(
+                f"the client certificate header (Envoy's format): the quoted {key[1]} value is not closed"
+            )
+        else:
+            bare = _XFCC_BARE.match(value, i)
+            assert bare is not None  # matches the empty string
+            text = bare[1].strip()
+            i = bare.end()
+        pairs.append((key[1].lower(), text))
+        if i == n:
+            elements.append(pairs)
+            return elements
+        if value[i] == ",":
+            elements.append(pairs)
+            pairs = []
+        elif value[i] != ";":  # a quote in a bare value, or text after a quoted one
+            raise CertificateHeaderError(
+                f"the client certificate header (Envoy's format) has {value[i]!r} after the "
+                f"{key[1]} value where ';', ',' or its end belongs"
+            )
+        i += 1
+
+
+def certificate_sha256_from_xfcc(value: str) -> str | None:
+    """SHA-256 (hex) of the client certificate in the last element of Envoy's
+    ``x-forwarded-client-cert`` (the one the nearest proxy added for its client): its ``Cert``'s
+    DER (a ``Hash`` beside it must agree), else its ``Hash``; None for an empty value or an
+    element with neither; CertificateHeaderError for anything else."""
+    if not value.strip():
+        return None
+    current = xfcc_elements(value)[-1]
+    certs = [v for k, v in current if k == "cert"]
+    hashes = [v for k, v in current if k == "hash"]
+    if len(certs) > 1 or len(hashes) > 1:
+        which = "Cert" if len(certs) > 1 else "Hash"
+        raise CertificateHeaderError(f"the client certificate header's element has more than one {which}")
+    digest = hashes[0] if hashes else None
+    if digest is not None and not _SHA256_HEX.fullmatch(digest):
+        raise CertificateHeaderError("the client certificate header's Hash is not a hex SHA-256")
+    if not certs:
+        if digest is None:
+            log.info("the client certificate header's element has no Cert and no Hash: no certificate")
+        return digest.lower() if digest is not None else None
+    if not certs[0].strip():
+        raise CertificateHeaderError("the client certificate header's Cert is empty")
+    try:
+        sha = certificate_sha256_from_header(certs[0])
+    except CertificateHeaderError as exc:
+        raise CertificateHeaderError(f"Cert: {exc}") from exc
+    if digest is not None and digest.lower() != sha:
+        raise CertificateHeaderError("the client certificate header's Hash is not the SHA-256 of its Cert")
+    return sha
+
+
+def certificate_sha256(value: str, fmt: CertFormat = "pem") -> str | None:
+    """SHA-256 (hex) of the certificate in a trusted proxy's header value in the format ``fmt``
+    ("auto": Envoy's where the value starts with ``Key=``, else PEM); None for no certificate;
+    CertificateHeaderError if it cannot be read."""
+    if fmt == "envoy-xfcc" or (fmt == "auto" and _XFCC_KEY.match(value.lstrip())):
+        return certificate_sha256_from_xfcc(value)
+    return certificate_sha256_from_header(value)
+
+
 def _peer_address(request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     if not isinstance(peer, tuple) or not peer:
@@ -129,12 +240,18 @@ class ClientCertificates:
     mode: TlsMode
     header: str = "X-Forwarded-Client-Cert"
     trusted_proxies: tuple[Network, ...] = ()
+    format: CertFormat = "pem"
 
     @classmethod
     def of(
-        cls, mode: TlsMode, *, header: str = "X-Forwarded-Client-Cert", trusted_proxies: Sequence[str] = ()
+        cls,
+        mode: TlsMode,
+        *,
+        header: str = "X-Forwarded-Client-Cert",
+        trusted_proxies: Sequence[str] = (),
+        format: CertFormat = "pem",
     ) -> ClientCertificates:
-        return cls(mode, header, parse_networks(trusted_proxies))
+        return cls(mode, header, parse_networks(trusted_proxies), format)
 
     def trusts(self, request: web.Request) -> bool:
         """Whether the request's peer address is one of the trusted proxies."""
@@ -163,7 +280,7 @@ class ClientCertificates:
             return Presented(None, "none")
         if len(values) > 1:
             raise CertificateHeaderError(f"the {self.header} header is given {len(values)} times")
-        sha = certificate_sha256_from_header(values[0])
+        sha = certificate_sha256(values[0], self.format)
         return Presented(sha, "header" if sha else "none")
 
     def binding_problem(self, request: web.Request, bound: Sequence[str]) -> str | None:

@@ -9,10 +9,15 @@ Each delivery is an HTTP POST of the event's JSON with
   webhook's secret: the receiver recomputes it, compares in constant time, and refuses an old
   ``t`` (a replay).
 
-The destination goes through the same outbound-address policy as every other call
-(connector.http.outbound: ``[[webhooks]] allow`` names the private addresses a hook may reach);
-https is verified against the system's CAs; redirects are not followed; a 4xx is final, a 5xx
-or a network error is retried by the outbox with backoff.
+Each hook has its own outbound-address policy (connector.http.outbound, built from its own
+``[[webhooks]] allow``), its own pinning resolver and its own connection pool: a delivery is sent
+as the hook its outbox row names, checked against that hook's policy only, so one hook's allowed
+private address is never reachable through another hook's URL (nor through a kept-alive
+connection another hook opened). The URL is checked and its addresses pinned right before each
+delivery (a DNS answer that changes after the check is never used); https is verified against
+the system's CAs. Redirects are not followed (an event goes to its configured URL or nowhere): a
+3xx is final, as is a 4xx (but 408 and 429) and a destination the policy refuses; a 5xx, 408,
+429 or a network error is retried by the outbox with backoff.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -59,60 +65,92 @@ def verify_signature(
     return hmac.compare_digest(signature(secret, t, body), header)
 
 
-class WebhookClient:
-    """POSTs signed events to the hooks' URLs through one outbound policy."""
+@dataclass(frozen=True)
+class WebhookTarget:
+    """One configured hook as the client sends to it: its URL, HMAC key and address policy."""
 
-    def __init__(
-        self,
-        policy: OutboundPolicy,
-        secrets: Mapping[str, bytes],
-        *,
-        clock: Callable[[], float],
-        timeout: float = 10.0,
-        resolve: Resolve | None = None,
-    ) -> None:
-        self._policy = policy
-        self._secrets = dict(secrets)  # destination URL -> its HMAC secret
-        self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._resolve = resolve
-        self._resolver = GuardedResolver(policy, resolve=resolve)
+    url: str
+    secret: bytes
+    policy: OutboundPolicy
+
+
+class _Route:
+    """A hook's own resolver and session: what it pinned and connected to is never another's."""
+
+    def __init__(self, target: WebhookTarget, resolve: Resolve | None) -> None:
+        self.target = target
+        self.resolver = GuardedResolver(target.policy, resolve=resolve)
         self._session: aiohttp.ClientSession | None = None
 
-    def _http(self) -> aiohttp.ClientSession:
+    def http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = guarded_session(self._resolver)
+            self._session = guarded_session(self.resolver)
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    async def send(self, url: str, event: Mapping[str, Any], delivery_id: str) -> Delivery:
-        secret = self._secrets.get(url)
-        if secret is None:  # a hook removed from the config since: nothing to sign with
+
+class WebhookClient:
+    """POSTs signed events to the hooks' URLs, each hook through its own outbound policy."""
+
+    def __init__(
+        self,
+        hooks: Mapping[str, WebhookTarget],
+        *,
+        clock: Callable[[], float],
+        timeout: float = 10.0,
+        resolve: Resolve | None = None,
+    ) -> None:
+        self._routes = {name: _Route(target, resolve) for name, target in hooks.items()}
+        self._clock = clock
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._resolve = resolve
+
+    async def close(self) -> None:
+        for route in self._routes.values():
+            await route.close()
+
+    def _route(self, hook: str, url: str) -> _Route | None:
+        """The hook a row was written for: by its name, its URL unchanged since; else (the
+        hooks were reordered in the config) the one hook of that URL, if exactly one."""
+        route = self._routes.get(hook)
+        if route is not None and route.target.url == url:
+            return route
+        same = [r for r in self._routes.values() if r.target.url == url]
+        return same[0] if len(same) == 1 else None
+
+    async def send(self, hook: str, url: str, event: Mapping[str, Any], delivery_id: str) -> Delivery:
+        route = self._route(hook, url)
+        if route is None:  # a hook removed from the config since: nothing to sign with
             return Delivery(False, True, None, None, "no webhook of this URL is configured")
+        policy = route.target.policy
         try:
-            target = await check_url(url, self._policy, resolve=self._resolve)
+            target = await check_url(url, policy, resolve=self._resolve)
         except OutboundRefused as exc:
             return Delivery(
                 False, exc.permanent, None, None, f"destination refused: {exc.reason}", refused=exc.permanent
             )
-        self._resolver.pin(target)
+        route.resolver.pin(target)
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
         headers = {
             "Content-Type": "application/json",
             EVENT_HEADER: str(event.get("type")),
             DELIVERY_HEADER: delivery_id,
-            SIGNATURE_HEADER: signature(secret, int(self._clock()), body),
+            SIGNATURE_HEADER: signature(route.target.secret, int(self._clock()), body),
         }
         try:
-            async with self._http().post(
+            async with route.http().post(
                 target.url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
                 await resp.read()
                 if 200 <= resp.status < 300:
                     return Delivery(True, False, resp.status, None, "")
+                if 300 <= resp.status < 400:
+                    return Delivery(
+                        False, True, resp.status, None, f"{resp.status}: redirects are not followed"
+                    )
                 final = 400 <= resp.status < 500 and resp.status not in (408, 429)
                 return Delivery(False, final, resp.status, None, f"{resp.status} {resp.reason or ''}".strip())
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -4,9 +4,11 @@ The engine asks `Webhooks.messages` inside the transaction that commits a state 
 events are written to the outbox with the change itself (never an event for a change that did
 not commit, never a change without its events); the outbox dispatcher delivers them with its
 retries and backoff through a `WebhookSender` (connector.http.webhooks: signed, through the
-outbound-address policy). Events of one process are delivered in order (the outbox orders the
-messages of a process; a hook's events are their own process ``webhook:<hook>:<process id>``,
-so a slow hook never holds up DSP messages or another hook).
+hook's own outbound-address policy). Events of one process are delivered in order (the outbox
+orders the messages of a process; a hook's events are their own process
+``webhook:<hook>:<process id>``, so a slow hook never holds up DSP messages or another hook).
+The hook's name in that process id is what the delivery is sent as: its key and its ``allow``
+list are that hook's, never another's.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ EVENT_KINDS = frozenset({"negotiation", "transfer", "agreement"})
 
 
 class WebhookSender(Protocol):
-    async def send(self, url: str, event: Mapping[str, Any], delivery_id: str) -> Reply: ...
+    async def send(self, hook: str, url: str, event: Mapping[str, Any], delivery_id: str) -> Reply:
+        """Deliver ``event`` to ``url`` as the hook named ``hook`` (its key, its allow list)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -121,4 +125,11 @@ class Webhooks:
         return rows
 
     async def deliver(self, m: OutboxMessage) -> Reply:
-        return await self.sender.send(m.destination, m.payload, m.message_key)
+        return await self.sender.send(hook_of(m), m.destination, m.payload, m.message_key)
+
+
+def hook_of(m: OutboxMessage) -> str:
+    """The name of the hook an event row was written for (its process ``webhook:<hook>:<id>``);
+    "" for a row that names none (no configured hook has that name: it is refused)."""
+    kind, _, rest = (m.process_id or "").partition(":")
+    return rest.partition(":")[0] if kind == WEBHOOK_KIND else ""

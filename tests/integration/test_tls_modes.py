@@ -1,7 +1,8 @@
 """The DSP TLS modes (`[dsp] tls_mode`, connector.http.clientcert) on real connector processes:
 a peer without a data-space client certificate (as EDC) in "server" mode, the handshake refusal
-in "mutual" mode, the client certificate from a trusted proxy's header in "proxy" mode, and a
-whole negotiation between two connectors in "server" mode.
+in "mutual" mode, the client certificate from a trusted proxy's header in "proxy" mode (nginx's
+URL-escaped PEM and Envoy's x-forwarded-client-cert, told apart by client_cert_format = "auto"),
+and a whole negotiation between two connectors in "server" mode.
 
 Every participant's DAT is bound to its TLS certificate (`authority issue-tls`): Alice presents
 hers, Mallory's certificate (also from the data-space CA) is the wrong one for Alice's DAT."""
@@ -9,11 +10,14 @@ hers, Mallory's certificate (also from the data-space CA) is the wrong one for A
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 from urllib.parse import quote
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from dataspace_testlib import Connector, DataSpace, fresh_dat, negotiate, offer_asset
 
 from connector.config import load_config
@@ -68,6 +72,17 @@ def _escaped_pem(c: DevConnector) -> str:
     return quote((c.directory / "tls.crt").read_text(), safe="")
 
 
+def _xfcc(c: DevConnector, *, cert: bool = True, digest_of: DevConnector | None = None) -> str:
+    """The XFCC element Envoy appends for a client presenting ``c``'s TLS certificate."""
+    pem = (c.directory / "tls.crt").read_text()
+    of = (digest_of or c).directory / "tls.crt"
+    der = x509.load_pem_x509_certificate(of.read_bytes()).public_bytes(serialization.Encoding.DER)
+    element = f"By=spiffe://proxy.example/edge;Hash={hashlib.sha256(der).hexdigest()}"
+    if cert:
+        element += f';Cert="{quote(pem, safe="")}"'
+    return element + f';Subject="CN={c.name},O=Data Space";URI=spiffe://{c.name}'
+
+
 @pytest.fixture(scope="module")
 def peers(space: DataSpace) -> dict[str, Connector]:
     """Alice and Mallory: participants with TLS certificates; their connectors never run."""
@@ -105,7 +120,15 @@ def test_proxy_mode_takes_the_certificate_header_only_from_trusted_proxies(
     space: DataSpace, peers: dict[str, Connector]
 ) -> None:
     # the proxy is 127.0.0.1; 127.0.0.2 (also loopback) is anyone else on the way
-    prx = space.connector("prx", roles=("provider",), tls_mode="proxy", trusted_proxies=("127.0.0.1/32",))
+    prx = space.connector(
+        "prx", roles=("provider",), tls_mode="proxy", trusted_proxies=("127.0.0.1/32",), start=False
+    )
+    text = prx.config.read_text()
+    prx.config.write_text(
+        text.replace('tls_mode = "proxy"\n', 'tls_mode = "proxy"\nclient_cert_format = "auto"\n')
+    )
+    assert load_config(prx.config).dsp.client_cert_format == "auto"
+    prx.start()
     assert prx.dsp_url.startswith("https://")  # the public URL: the proxy's
     plain = prx.dsp_address
     assert plain.startswith("http://")
@@ -126,6 +149,23 @@ def test_proxy_mode_takes_the_certificate_header_only_from_trusted_proxies(
     assert _catalog(plain, dat, headers={header: mallory}, source="127.0.0.2")[0] == 200
     assert any("ignored: not one of [dsp] trusted_proxies" in line for line in prx.log)
     assert _catalog(plain, None, headers={header: alice}, source="127.0.0.2")[0] == 404
+
+    # Envoy's format from the trusted proxy: the last element's Cert (and Hash) bind the DAT
+    a, m = peers["alice"], peers["mallory"]
+    assert _catalog(plain, dat, headers={header: _xfcc(a)}, source="127.0.0.1")[0] == 200
+    assert _catalog(plain, dat, headers={header: _xfcc(m)}, source="127.0.0.1")[0] == 404
+    assert _catalog(plain, dat, headers={header: _xfcc(a, cert=False)}, source="127.0.0.1")[0] == 200
+    assert _catalog(plain, dat, headers={header: _xfcc(m, cert=False)}, source="127.0.0.1")[0] == 404
+    # an earlier hop's (or the client's own) element is not the client's certificate
+    both = f"{_xfcc(a)},{_xfcc(m)}"
+    assert _catalog(plain, dat, headers={header: both}, source="127.0.0.1")[0] == 404
+    status, body = _catalog(plain, dat, headers={header: _xfcc(a, digest_of=m)}, source="127.0.0.1")
+    assert status == 401 and "not the SHA-256 of its Cert" in body, body
+    status, body = _catalog(plain, dat, headers={header: _xfcc(a) + ';Cert="x"'}, source="127.0.0.1")
+    assert status == 401 and "more than one Cert" in body, body
+    # Envoy's format from anyone else: ignored, well-formed or not
+    assert _catalog(plain, dat, headers={header: _xfcc(m)}, source="127.0.0.2")[0] == 200
+    assert _catalog(plain, dat, headers={header: 'By=x;Cert="'}, source="127.0.0.2")[0] == 200
 
 
 def test_two_connectors_in_server_mode_negotiate(space: DataSpace) -> None:
