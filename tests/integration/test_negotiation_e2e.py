@@ -205,6 +205,16 @@ def test_a_catalog_of_200_datasets_is_read_whole(space: DataSpace) -> None:
     last = next(d for d in cat["datasets"] if d["id"] == "urn:asset:d199")
     assert last["title"] == "Dataset 199" and last["keywords"] == ["series", "k199"]
     assert last["offers"][0]["terms"] == ["use, at most 3 times"]
+    # the consumer's CLI: the whole catalog as JSON, and every dataset in the words view
+    cli = [sys.executable, "-m", "connector", "catalog", provider.dsp_url, "--config", str(consumer.config)]
+    shown = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=120, env=process_env())
+    assert shown.returncode == 0, shown.stderr
+    listed = json.loads(shown.stdout)
+    assert sorted(d["id"] for d in listed["datasets"]) == [f"urn:asset:d{i:03d}" for i in range(200)]
+    words = subprocess.run(cli, capture_output=True, text=True, timeout=120, env=process_env())
+    assert words.returncode == 0, words.stderr
+    assert all(f"Dataset {i}" in words.stdout for i in range(200))
+    assert words.stdout.count("use, at most 3 times") == 200
     n = negotiate(consumer, provider, last["offers"][0]["id"])
     assert n["state"] == "FINALIZED", n
 
