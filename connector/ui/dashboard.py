@@ -63,7 +63,7 @@ from connector.ui.page import (
     terms,
     ui_app,
 )
-from connector.ui.session import Sessions, secret_checker
+from connector.ui.session import Sessions, StoreSessions, secret_checker
 
 BASE = "/ui"
 LISTED = 500  # rows a list page shows at most (newest first where the service can order)
@@ -143,7 +143,8 @@ def dashboard_app(
     sessions: Sessions | None = None,
 ) -> web.Application:
     """The dashboard, to mount at ``/ui`` of the management app (`management_app(ui=...)`);
-    `title`: the connector's (its self-description's)."""
+    `title`: the connector's (its self-description's). Its sessions are in the connector's
+    store (shared by the replicas) unless `sessions` says otherwise."""
     catalog = PeerCatalog(cp.client)
     parts = Parts(
         cp=cp,
@@ -163,7 +164,7 @@ def dashboard_app(
     site = Site(title, BASE, NAV)
     return ui_app(
         site,
-        sessions or Sessions(secret_checker(api_key)),
+        sessions or Sessions(secret_checker(api_key), StoreSessions(cp.store)),
         _routes(site, parts),
         secret_name="management API key",
     )
@@ -249,7 +250,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 tag("fieldset", join([tag("legend", "Offer assets under a policy template"), choose])),
             ]
         )
-        return site.render(request, "Assets & offers", body)
+        return await site.render(request, "Assets & offers", body)
 
     async def add_asset(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -265,7 +266,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             content_type=_text(posted, "contentType") or None,
             data_address={"type": "file", "path": path},
         )
-        sessions_flash(request, f"Asset {row.id} added.")
+        await flash(request, f"Asset {row.id} added.")
         raise web.HTTPSeeOther(url("/"))
 
     async def new_offer(request: web.Request) -> web.Response:
@@ -320,7 +321,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ),
             ]
         )
-        return site.render(request, f"New offer: {t.title}", body)
+        return await site.render(request, f"New offer: {t.title}", body)
 
     async def add_offer(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -347,12 +348,12 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 await parts.policies.delete(pid)
             raise
         words = "; ".join(policy_words(contract.document()))
-        sessions_flash(request, f"Offer {offer.id} created: {words}")
+        await flash(request, f"Offer {offer.id} created: {words}")
         raise web.HTTPSeeOther(url("/"))
 
     async def delete_asset(request: web.Request) -> web.StreamResponse:
         await parts.assets.delete(request.match_info["id"])
-        sessions_flash(request, f"Asset {request.match_info['id']} deleted.")
+        await flash(request, f"Asset {request.match_info['id']} deleted.")
         raise web.HTTPSeeOther(url("/"))
 
     async def delete_offer(request: web.Request) -> web.StreamResponse:
@@ -361,7 +362,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         for pid in {offer.contract_policy_id, offer.access_policy_id}:
             with contextlib.suppress(ServiceError):  # unless another offer still uses it
                 await parts.policies.delete(pid)
-        sessions_flash(request, f"Offer {offer.id} withdrawn.")
+        await flash(request, f"Offer {offer.id} withdrawn.")
         raise web.HTTPSeeOther(url("/"))
 
     # ------------------------------------------------------------ a peer's catalog
@@ -387,7 +388,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             action=url("/catalog"),
         )
         if not peer:
-            return site.render(request, "Peer catalog", ask)
+            return await site.render(request, "Peer catalog", ask)
         try:
             parse_url(peer, base=True)
         except OutboundRefused as exc:
@@ -447,7 +448,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ),
             ]
         )
-        return site.render(request, "Peer catalog", body)
+        return await site.render(request, "Peer catalog", body)
 
     async def negotiate(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -459,7 +460,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         row = await parts.negotiations.start(
             peer_url=peer, offer_id=_text(posted, "offer"), dataset_id=_text(posted, "dataset") or None
         )
-        sessions_flash(request, f"Negotiation {row.id} started.")
+        await flash(request, f"Negotiation {row.id} started.")
         raise web.HTTPSeeOther(url(f"/negotiations/{path_id(row.id)}"))
 
     # ------------------------------------------------------------ negotiations
@@ -484,7 +485,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             ],
         )
         busy = any(n["state"] not in FINAL for n in rows)
-        return site.render(request, "Negotiations", body, refresh=2 if busy else None)
+        return await site.render(request, "Negotiations", body, refresh=2 if busy else None)
 
     async def negotiation(request: web.Request) -> web.Response:
         s = request[SESSION]
@@ -528,7 +529,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             )
         )
         body = join([facts, tag("h2", "Timeline (audit log)"), timeline, end])
-        return site.render(
+        return await site.render(
             request, f"Negotiation {n['id']}", body, refresh=2 if n["state"] not in FINAL else None
         )
 
@@ -572,7 +573,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         body = table(
             ["Id", "This connector is", "Counter-party", "Dataset", "Terms", "Status", "Signed", ""], rows
         )
-        return site.render(request, "Agreements", body)
+        return await site.render(request, "Agreements", body)
 
     async def pull(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -585,16 +586,16 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             state = transfer_view(await parts.transfers.get(t.id))
         if state["state"] == "TERMINATED":
             reasons = "; ".join(state["terminationReason"] or []) or "no reason given"
-            sessions_flash(request, f"Transfer {t.id} was terminated: {reasons}")
+            await flash(request, f"Transfer {t.id} was terminated: {reasons}")
         elif state["state"] != "STARTED":
-            sessions_flash(
+            await flash(
                 request,
                 f"Transfer {t.id} is still {state['state']}: "
                 f"{state['errorDetail'] or 'the provider has not started it'}",
             )
         else:
             await parts.pulls.start(t.id, out=None, purpose=None, complete=True, stated={})
-            sessions_flash(request, f"Pulling transfer {t.id}.")
+            await flash(request, f"Pulling transfer {t.id}.")
         raise web.HTTPSeeOther(url("/transfers"))
 
     # ------------------------------------------------------------ transfers
@@ -647,20 +648,20 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ]
             )
         body = table(["Id", "Role", "State", "Agreement", "Format", "Reason", "Pull", ""], rows)
-        return site.render(request, "Transfers", body, refresh=2 if busy else None)
+        return await site.render(request, "Transfers", body, refresh=2 if busy else None)
 
     async def transfer_command(request: web.Request) -> web.StreamResponse:
         tid, action = request.match_info["id"], request.match_info["action"]
         if action not in COMMANDS:
             raise NotFound(f"no transfer command {action}")
         await parts.transfers.command(tid, action, "by operator (dashboard)")
-        sessions_flash(request, f"Transfer {tid}: {action} asked.")
+        await flash(request, f"Transfer {tid}: {action} asked.")
         raise web.HTTPSeeOther(url("/transfers"))
 
     async def pull_started(request: web.Request) -> web.StreamResponse:
         tid = request.match_info["id"]
         await parts.pulls.start(tid, out=None, purpose=None, complete=True, stated={})
-        sessions_flash(request, f"Pulling transfer {tid}.")
+        await flash(request, f"Pulling transfer {tid}.")
         raise web.HTTPSeeOther(url("/transfers"))
 
     # ------------------------------------------------------------ vault and audit
@@ -696,7 +697,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             ],
             empty="The vault holds no copy.",
         )
-        return site.render(request, "Vault", body)
+        return await site.render(request, "Vault", body)
 
     async def audit_trail(request: web.Request) -> web.Response:
         parts.timeline.check()
@@ -739,7 +740,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ),
             ]
         )
-        return site.render(request, "Audit trail", body)
+        return await site.render(request, "Audit trail", body)
 
     async def verify_audit(request: web.Request) -> web.StreamResponse:
         """The whole chain checked (off the event loop; appends wait for it, so on demand)."""
@@ -776,8 +777,9 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
     ]
 
 
-def sessions_flash(request: web.Request, message: str) -> None:
-    request.config_dict[SESSIONS].flash(request[SESSION], message)
+async def flash(request: web.Request, message: str) -> None:
+    """A message for the session's next page."""
+    await request.config_dict[SESSIONS].flash(request[SESSION], message)
 
 
 async def _entries(parts: Parts) -> Sequence[Any]:

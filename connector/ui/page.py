@@ -7,6 +7,7 @@ under way (a pull) reloads itself with a meta refresh.
 
 from __future__ import annotations
 
+import contextlib
 import html
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -191,7 +192,7 @@ class Site:
     def url(self, path: str = "/") -> str:
         return self.base + path
 
-    def render(
+    async def render(
         self,
         request: web.Request,
         heading: str,
@@ -208,7 +209,10 @@ class Site:
                 tag("span", form(self.url("/logout"), session, "", "Log out", inline=True), class_="who")
             )
         sessions: Sessions | None = request.config_dict.get(SESSIONS)
-        notes = sessions.take_flash(session) if sessions is not None and session is not None else []
+        notes: list[str] = []
+        if sessions is not None and session is not None:
+            with contextlib.suppress(StoreUnavailable):  # the page still shows; the notes wait
+                notes = await sessions.take_flash(session)
         meta = Html(f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else "")
         doc = Html(
             "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -241,55 +245,59 @@ def ui_app(
 
     @web.middleware
     async def gate(request: web.Request, handler: UiHandler) -> web.StreamResponse:
-        if request.path not in public:
-            session = sessions.get(request.cookies.get(COOKIE))
-            if session is None:
-                raise web.HTTPSeeOther(site.url("/login"), headers=HEADERS)
-            request[SESSION] = session
-            if request.method == "POST":
-                posted = await request.post()
-                token = posted.get("csrf")
-                if not csrf_ok(session, token if isinstance(token, str) else None):
-                    return site.render(
-                        request,
-                        "Refused",
-                        tag("p", "The form's CSRF token is missing or wrong: reload the page and try again."),
-                        status=403,
-                    )
-                try:
-                    return await handler(request)
-                except (ServiceError, StoreUnavailable) as exc:
-                    sessions.flash(session, _problem(exc))
-                    raise web.HTTPSeeOther(safe_back(posted.get("back"), site), headers=HEADERS) from None
+        if request.path in public:
+            return await handler(request)
+        try:
+            session = await sessions.get(request.cookies.get(COOKIE))
+        except StoreUnavailable as exc:
+            return await _unavailable(request, site, exc)
+        if session is None:
+            raise web.HTTPSeeOther(site.url("/login"), headers=HEADERS)
+        request[SESSION] = session
+        if request.method != "POST":
             try:
                 return await handler(request)
             except (ServiceError, StoreUnavailable) as exc:
-                return site.render(
-                    request,
-                    "Not possible",
-                    tag("p", _problem(exc)),
-                    status=503 if isinstance(exc, StoreUnavailable) else 400,
-                )
-        return await handler(request)
+                status = 503 if isinstance(exc, StoreUnavailable) else 400
+                return await site.render(request, "Not possible", tag("p", _problem(exc)), status=status)
+        posted = await request.post()
+        token = posted.get("csrf")
+        if not csrf_ok(session, token if isinstance(token, str) else None):
+            return await site.render(
+                request,
+                "Refused",
+                tag("p", "The form's CSRF token is missing or wrong: reload the page and try again."),
+                status=403,
+            )
+        try:
+            return await handler(request)
+        except (ServiceError, StoreUnavailable) as exc:
+            try:
+                await sessions.flash(session, _problem(exc))
+            except StoreUnavailable as down:
+                return await _unavailable(request, site, down)
+            raise web.HTTPSeeOther(safe_back(posted.get("back"), site), headers=HEADERS) from None
 
     async def login_page(request: web.Request) -> web.Response:
-        return _login(request, site, secret_name)
+        return await _login(request, site, secret_name)
 
     async def login(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
         secret = posted.get("secret")
         try:
-            session = sessions.login(secret if isinstance(secret, str) else "", request.remote or "?")
+            session = await sessions.login(secret if isinstance(secret, str) else "", request.remote or "?")
         except TooManyAttempts as exc:
-            return _login(request, site, secret_name, str(exc), status=429)
+            return await _login(request, site, secret_name, str(exc), status=429)
+        except StoreUnavailable as exc:
+            return await _login(request, site, secret_name, _problem(exc), status=503)
         if session is None:
-            return _login(request, site, secret_name, f"Wrong {secret_name}.", status=401)
+            return await _login(request, site, secret_name, f"Wrong {secret_name}.", status=401)
         response = web.HTTPSeeOther(site.url("/"), headers=HEADERS)
         set_cookie(response, request, session, site.base)
         raise response
 
     async def logout(request: web.Request) -> web.StreamResponse:
-        sessions.logout(request[SESSION].sid)
+        await sessions.logout(request[SESSION])
         response = web.HTTPSeeOther(site.url("/login"), headers=HEADERS)
         clear_cookie(response, site.base)
         raise response
@@ -317,7 +325,11 @@ def _problem(exc: Exception) -> str:
     return f"the store is unavailable now, try again: {exc}"
 
 
-def _login(
+async def _unavailable(request: web.Request, site: Site, exc: StoreUnavailable) -> web.Response:
+    return await site.render(request, "Not possible", tag("p", _problem(exc)), status=503)
+
+
+async def _login(
     request: web.Request, site: Site, secret_name: str, problem: str | None = None, status: int = 200
 ) -> web.Response:
     content = join(
@@ -347,4 +359,4 @@ def _login(
             ),
         ]
     )
-    return site.render(request, "Log in", content, status=status)
+    return await site.render(request, "Log in", content, status=status)

@@ -215,22 +215,22 @@ async def test_failed_logins_are_rate_limited(ui: TestClient) -> None:
         assert r.status == 303
 
 
-def test_sessions_expire_and_the_limit_lifts_after_its_window() -> None:
+async def test_sessions_expire_and_the_limit_lifts_after_its_window() -> None:
     now = [1000.0]
     sessions = Sessions(secret_checker("right"), clock=lambda: now[0], lifetime=60)
-    s = sessions.login("right", "a")
-    assert s is not None and sessions.get(s.sid) == s
+    s = await sessions.login("right", "a")
+    assert s is not None and await sessions.get(s.sid) == s
     assert s.csrf != s.sid and "right" not in (s.sid + s.csrf)
     now[0] += 61
-    assert sessions.get(s.sid) is None
+    assert await sessions.get(s.sid) is None
     for _ in range(MAX_FAILURES):
-        assert sessions.login("wrong", "b") is None
+        assert await sessions.login("wrong", "b") is None
     with pytest.raises(TooManyAttempts):
-        sessions.login("right", "b")
-    assert sessions.login("right", "c") is not None  # another address is not held back
+        await sessions.login("right", "b")
+    assert await sessions.login("right", "c") is not None  # another address is not held back
     now[0] += WINDOW
-    assert sessions.login("right", "b") is not None
-    assert sessions.login("", "d") is None
+    assert await sessions.login("right", "b") is not None
+    assert await sessions.login("", "d") is None
 
 
 def test_markup_escapes_every_value() -> None:
@@ -265,8 +265,8 @@ async def test_the_authority_page_wants_the_admin_token(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tls", [False, True])
-def test_the_cookie_is_secure_over_tls(tls: bool) -> None:
-    session = Sessions(secret_checker("right")).login("right", "a")
+async def test_the_cookie_is_secure_over_tls(tls: bool) -> None:
+    session = await Sessions(secret_checker("right")).login("right", "a")
     assert session is not None
     request = make_mocked_request(
         "POST", "/ui/login", sslcontext=ssl.create_default_context() if tls else None
