@@ -3,9 +3,11 @@
 management API key (connector.ui.session).
 
 Pages: own assets and offers (an offer made from a policy template, its terms in words), a
-peer's catalog (every page; negotiate with one click), negotiations with their timeline,
-agreements (pull with one click), transfers (suspend, resume, terminate; a pull's progress),
-the vault and its duties, the audit trail and its verification.
+peer's catalog (every page; negotiate with one click), negotiations with their timeline (a
+provider's offer accepted, or answered with other terms), agreements (pull, or ask for a push
+into the vault, with one click; a provider retires one with its reason), transfers (suspend,
+resume, terminate; a pull's progress), the vault and its duties, the audit trail and its
+verification.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from connector.http.outbound import OutboundRefused, parse_url
 from connector.odrl.plain import POLICY_CONTEXT
 from connector.odrl.templates import TemplateError, fill, get_template, templates
 from connector.odrl.words import offer_in_words
+from connector.protocol.messages import PULL, PUSH
 from connector.runtime import ControlPlane
 from connector.services.agreements import Agreements
 from connector.services.assets import Assets
 from connector.services.audit import Timeline
 from connector.services.catalog import PeerCatalog
 from connector.services.errors import InvalidInput, NotFound, ServiceError
-from connector.services.negotiations import Negotiations
+from connector.services.negotiations import RULES, Negotiations
 from connector.services.offers import Offers
 from connector.services.policies import Policies
 from connector.services.records import Page, iso_time
@@ -58,18 +61,21 @@ from connector.ui.page import (
     join,
     path_id,
     select,
+    small_input,
     table,
     tag,
     terms,
+    text_area,
     ui_app,
 )
-from connector.ui.session import Sessions, StoreSessions, secret_checker
+from connector.ui.session import Session, Sessions, StoreSessions, secret_checker
 
 BASE = "/ui"
 LISTED = 500  # rows a list page shows at most (newest first where the service can order)
 AUDIT_SHOWN = 300  # the newest audit entries shown
 START_WAIT = 30.0  # seconds a one-click pull waits for the provider to start the transfer
 FINAL = ("FINALIZED", "TERMINATED")
+OFFERED = "OFFERED"  # a provider's offer, waiting for the consumer's answer
 # the commands a transfer page offers, by the transfer's DSP state
 TRANSFER_ACTIONS = (
     ("suspend", ("STARTED",)),
@@ -509,6 +515,11 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ["Updated", n["updatedAt"]],
             ],
         )
+        answer = (
+            _answer_forms(url(f"/negotiations/{path_id(n['id'])}"), s)
+            if n["role"] == "consumer" and n["internalState"] == OFFERED
+            else ""
+        )
         end = (
             ""
             if n["state"] in FINAL
@@ -528,10 +539,23 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 "p", "This connector keeps no audit log: only the current state is known.", class_="muted"
             )
         )
-        body = join([facts, tag("h2", "Timeline (audit log)"), timeline, end])
-        return await site.render(
-            request, f"Negotiation {n['id']}", body, refresh=2 if n["state"] not in FINAL else None
-        )
+        body = join([facts, answer, tag("h2", "Timeline (audit log)"), timeline, end])
+        # reloaded while the peer is at work, not while the page waits for this operator's answer
+        waiting = n["state"] not in FINAL and not answer
+        return await site.render(request, f"Negotiation {n['id']}", body, refresh=2 if waiting else None)
+
+    async def accept_offer(request: web.Request) -> web.StreamResponse:
+        nid = request.match_info["id"]
+        await parts.negotiations.accept(nid)
+        await flash(request, f"Negotiation {nid}: the provider's offer accepted.")
+        raise web.HTTPSeeOther(url(f"/negotiations/{path_id(nid)}"))
+
+    async def counter_offer(request: web.Request) -> web.StreamResponse:
+        posted = await request.post()
+        nid = request.match_info["id"]
+        await parts.negotiations.counter_offer(nid, _plain_rules(_text(posted, "terms")))
+        await flash(request, f"Negotiation {nid}: other terms sent to the provider.")
+        raise web.HTTPSeeOther(url(f"/negotiations/{path_id(nid)}"))
 
     async def terminate_negotiation(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -546,18 +570,25 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         for a in await parts.agreements.list(Page(limit=LISTED)):
             v = agreement_view(a)
             mine = v["consumerId"] == parts.cp.participant_id
-            pull = (
-                form(
-                    url("/pull"),
-                    s,
-                    hidden("agreement", v["id"]),
-                    "Pull",
-                    back=url("/agreements"),
-                    inline=True,
+            back = url("/agreements")
+            actions: list[object] = []
+            if mine and parts.pulls_run and v["status"] == "active":
+                # the consumer's side runs: it pulls, and takes pushes into its vault
+                actions += [
+                    form(url("/pull"), s, hidden("agreement", v["id"]), "Pull", back=back, inline=True),
+                    form(url("/push"), s, hidden("agreement", v["id"]), "Push", back=back, inline=True),
+                ]
+            if not mine and v["status"] == "active":
+                actions.append(
+                    form(
+                        url(f"/agreements/{path_id(v['id'])}/retire"),
+                        s,
+                        small_input("reason", "reason to retire", required=True),
+                        "Retire",
+                        back=back,
+                        inline=True,
+                    )
                 )
-                if mine and parts.pulls_run and v["status"] == "active"
-                else ""
-            )
             rows.append(
                 [
                     ident(v["id"]),
@@ -567,7 +598,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                     terms(offer_in_words(v["policy"] or {})),
                     join([v["status"], Html("<br>"), v["retiredReason"]]),
                     v["signedAt"],
-                    pull,
+                    join(actions, " "),
                 ]
             )
         body = table(
@@ -575,9 +606,31 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         )
         return await site.render(request, "Agreements", body)
 
+    async def retire(request: web.Request) -> web.StreamResponse:
+        posted = await request.post()
+        aid = request.match_info["id"]
+        reason = _text(posted, "reason")
+        if not reason:
+            raise InvalidInput("give the reason to retire the agreement")
+        await parts.agreements.retire(aid, reason)
+        await flash(request, f"Agreement {aid} retired: {reason}")
+        raise web.HTTPSeeOther(url("/agreements"))
+
+    async def push(request: web.Request) -> web.StreamResponse:
+        """Consumer: ask the provider to push into this connector's push endpoint (the copy
+        lands in the vault under the agreement's duties)."""
+        posted = await request.post()
+        t = transfer_view(
+            await parts.transfers.start(_text(posted, "agreement"), PUSH, purpose=None, stated={})
+        )
+        await flash(
+            request, f"Transfer {t['id']}: a push asked of the provider, into this connector's vault."
+        )
+        raise web.HTTPSeeOther(url("/transfers"))
+
     async def pull(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
-        t = await parts.transfers.start(_text(posted, "agreement"), "HttpData-PULL", purpose=None, stated={})
+        t = await parts.transfers.start(_text(posted, "agreement"), PULL, purpose=None, stated={})
         state = transfer_view(t)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_WAIT
@@ -606,7 +659,13 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         for row in await parts.transfers.list_in(None, Page(limit=LISTED, newest_first=True)):
             t = transfer_view(row)
             job = await _job(parts, t["id"]) if t["role"] == "consumer" else None
-            busy = busy or (job is not None and job.state == "running")
+            busy = (
+                busy
+                or (job is not None and job.state == "running")
+                or (
+                    t["role"] == "consumer" and t["format"] == PUSH and t["state"] in ("REQUESTED", "STARTED")
+                )
+            )
             back = url("/transfers")
             actions: list[object] = [
                 form(
@@ -624,7 +683,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 t["role"] == "consumer"
                 and t["state"] == "STARTED"
                 and parts.pulls_run
-                and t["format"] == "HttpData-PULL"
+                and t["format"] == PULL
                 and (job is None or job.state == "failed")
             ):
                 actions.append(
@@ -766,8 +825,12 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         web.get("/negotiations", negotiations),
         web.get("/negotiations/{id}", negotiation),
         web.post("/negotiations/{id}/terminate", terminate_negotiation),
+        web.post("/negotiations/{id}/accept", accept_offer),
+        web.post("/negotiations/{id}/counter-offer", counter_offer),
         web.get("/agreements", agreements),
+        web.post("/agreements/{id}/retire", retire),
         web.post("/pull", pull),
+        web.post("/push", push),
         web.get("/transfers", transfers),
         web.post("/transfers/{id}/pull", pull_started),
         web.post("/transfers/{id}/{action}", transfer_command),
@@ -818,6 +881,49 @@ def _progress(job: PullJob | None) -> Html:
         if job.delete_at:
             shown.append(f", deleted at {job.delete_at}")
     return join(shown)
+
+
+COUNTER_EXAMPLE = json.dumps(
+    {
+        "permission": [
+            {"action": "use", "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 5}]}
+        ]
+    }
+)
+
+
+def _answer_forms(page: str, s: Session) -> Html:
+    """A consumer's answers to the provider's offer: accept it, or ask for other terms."""
+    return join(
+        [
+            tag("h2", "The provider offers these terms: your answer"),
+            form(f"{page}/accept", s, "", "Accept the offer", back=page),
+            form(
+                f"{page}/counter-offer",
+                s,
+                text_area(
+                    "Terms (plain ODRL rules, JSON)",
+                    "terms",
+                    placeholder=COUNTER_EXAMPLE,
+                    hint="permission, prohibition and obligation rules, as the management API takes them",
+                ),
+                "Send these terms",
+                back=page,
+                legend="Answer with other terms",
+            ),
+        ]
+    )
+
+
+def _plain_rules(text: str) -> dict[str, Any]:
+    """Terms typed in the counter-offer form: a JSON object of plain ODRL rules."""
+    try:
+        rules = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"the terms are not JSON: {exc}") from exc
+    if not isinstance(rules, dict) or not any(k in rules for k in RULES):
+        raise InvalidInput("the terms need a permission, prohibition or obligation (a JSON object)")
+    return rules
 
 
 def _summary(data: Any) -> Html:

@@ -59,6 +59,8 @@ div.ids{min-width:24rem}
 fieldset{background:#fff;border:1px solid #d5dce5;margin:.6rem 0}
 label{display:block;margin:.3rem 0}label span{display:inline-block;min-width:11rem}
 input[type=text],input[type=password],input[type=url],select{width:28rem;max-width:95%}
+input.small{width:10rem}
+textarea{width:40rem;max-width:95%;font-family:monospace}
 button{cursor:pointer}
 .flash{background:#fff6d5;border:1px solid #e5c94f;padding:.5rem;margin:.5rem 0}
 .ok{color:#1b6e2d;font-weight:600}.bad{color:#a31515;font-weight:600}
@@ -137,6 +139,22 @@ def field(
     )
     note = tag("span", hint, class_="muted") if hint else ""
     return tag("label", join([tag("span", label), control, " ", note]))
+
+
+def text_area(
+    label: str, name: str, *, placeholder: object = None, rows: int = 8, hint: object = None
+) -> Html:
+    control = tag("textarea", "", name=name, rows=rows, placeholder=placeholder, required=True)
+    note = tag("span", hint, class_="muted") if hint else ""
+    return tag("label", join([tag("span", label), Html("<br>"), control, " ", note]))
+
+
+def small_input(name: str, placeholder: str, *, required: bool = False) -> Html:
+    """A text input without a label of its own (in a table row's form), named by `placeholder`."""
+    return Html(
+        f'<input type="text" name="{esc(name)}" placeholder="{esc(placeholder)}"'
+        f' aria-label="{esc(placeholder)}" class="small"{" required" if required else ""}>'
+    )
 
 
 def _attr(name: str, value: object) -> str:

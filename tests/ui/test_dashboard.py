@@ -25,7 +25,7 @@ from connector.runtime import ControlPlane
 from connector.store import Store
 from connector.ui.authority import authority_ui
 from connector.ui.dashboard import dashboard_app
-from connector.ui.page import esc, tag
+from connector.ui.page import esc, path_id, tag
 from connector.ui.session import (
     COOKIE,
     MAX_FAILURES,
@@ -276,3 +276,46 @@ async def test_the_cookie_is_secure_over_tls(tls: bool) -> None:
     morsel = response.cookies[COOKIE]
     assert morsel.value == session.sid and morsel["httponly"] and morsel["samesite"] == "Strict"
     assert bool(morsel["secure"]) is tls
+
+
+async def test_push_retire_and_answers_refused_with_their_reason_escaped(ui: TestClient) -> None:
+    """The dashboard's actions on what does not exist: each a message with the service's
+    reason (the value escaped), never an error page."""
+    assert await login(ui) == 303
+    token = csrf_of(await page(ui, "/ui/agreements"))
+    hostile = path_id(HOSTILE)
+    cases = [
+        ("/ui/push", {"agreement": HOSTILE}, "/ui/agreements", "no agreement"),
+        (f"/ui/agreements/{hostile}/retire", {"reason": "ended"}, "/ui/agreements", "no agreement"),
+        (f"/ui/agreements/{hostile}/retire", {"reason": " "}, "/ui/agreements", "give the reason"),
+        (f"/ui/negotiations/{hostile}/accept", {}, "/ui/negotiations", "no negotiation"),
+        (
+            f"/ui/negotiations/{hostile}/counter-offer",
+            {"terms": "{not json"},
+            "/ui/negotiations",
+            "the terms are not JSON",
+        ),
+        (
+            f"/ui/negotiations/{hostile}/counter-offer",
+            {"terms": '["permission"]'},
+            "/ui/negotiations",
+            "need a permission, prohibition or obligation",
+        ),
+        (
+            f"/ui/negotiations/{hostile}/counter-offer",
+            {"terms": '{"permission": [{"action": "use"}]}'},
+            "/ui/negotiations",
+            "no such negotiation",
+        ),
+    ]
+    for path, data, back, reason in cases:
+        async with ui.post(
+            URL(path, encoded=True), data={**data, "csrf": token, "back": back}, allow_redirects=False
+        ) as r:
+            assert r.status == 303 and r.headers["Location"] == back, (path, r.status)
+        shown = await page(ui, back)
+        assert reason in shown, (path, shown[shown.find("<main>") : shown.find("<h1>")])
+        assert HOSTILE not in shown and "<script>" not in shown
+    # without the CSRF token nothing is asked
+    async with ui.post("/ui/push", data={"agreement": "urn:a"}, allow_redirects=False) as r:
+        assert r.status == 403

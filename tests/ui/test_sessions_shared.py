@@ -9,6 +9,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from connector.http.outbound import OutboundPolicy
 from connector.runtime import ControlPlane
 from connector.store import Store
 from connector.store.schema import ui_sessions
+from connector.store.ui_sessions import UiSessionRow
 from connector.ui.dashboard import dashboard_app
 from connector.ui.session import COOKIE, LIFETIME, MAX_FLASH, Sessions, StoreSessions, secret_checker
 
@@ -205,3 +207,14 @@ async def test_store_sessions_keep_a_bounded_number_of_messages(store: Store) ->
     assert await sessions.get(s.sid) is None
     await sessions.flash(s, "to nobody")  # a session that has ended keeps no message
     assert await sessions.take_flash(s) == []
+
+
+async def test_prune_keeps_the_sessions_that_end_last(store: Store) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with store.transaction() as tx:
+        for i in range(5):
+            await tx.ui_sessions.add(UiSessionRow(f"k{i}", "c", start + timedelta(hours=i + 1), start))
+    async with store.transaction() as tx:
+        assert await tx.ui_sessions.prune(start + timedelta(hours=1), keep=2) == 3  # k0 ended, k1, k2 beyond
+    async with store.transaction(readonly=True) as tx:
+        assert [await tx.ui_sessions.get(f"k{i}") is not None for i in range(5)] == [False] * 3 + [True] * 2
