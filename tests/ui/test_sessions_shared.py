@@ -5,6 +5,7 @@ on both; the table holds the hash of the session id, never the id; expired rows 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from connector.http.client import DspClient
 from connector.http.management import management_app
 from connector.http.outbound import OutboundPolicy
 from connector.runtime import ControlPlane
-from connector.store import Store
+from connector.store import Store, StoreUnreachable
 from connector.store.schema import ui_sessions
 from connector.store.ui_sessions import UiSessionRow
 from connector.ui.dashboard import dashboard_app
@@ -218,3 +219,24 @@ async def test_prune_keeps_the_sessions_that_end_last(store: Store) -> None:
         assert await tx.ui_sessions.prune(start + timedelta(hours=1), keep=2) == 3  # k0 ended, k1, k2 beyond
     async with store.transaction(readonly=True) as tx:
         assert [await tx.ui_sessions.get(f"k{i}") is not None for i in range(5)] == [False] * 3 + [True] * 2
+
+
+async def test_a_store_outage_is_a_page_that_says_so(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions unreadable (the database down): a 503 page with the reason, never a 500; a
+    login says so too."""
+    a = await replica()
+    sid = await login(a)
+
+    @contextlib.asynccontextmanager
+    async def down(*, readonly: bool = False) -> AsyncIterator[None]:
+        raise StoreUnreachable("the database server is down")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(a.store, "transaction", down)
+    status, text = await home(a, sid)
+    assert status == 503 and "<h1>Not possible</h1>" in text and "the database server is down" in text
+    async with a.client.post("/ui/login", data={"secret": KEY}, allow_redirects=False) as r:
+        assert r.status == 503 and "<h1>Log in</h1>" in (text := await r.text())
+        assert "the database server is down" in text
