@@ -81,6 +81,7 @@ from connector.store.rows import (
     UseResult,
 )
 from connector.store.schema import schema_version
+from connector.store.ui_sessions import UiSessionRepository
 from connector.store.vault import VaultRepository
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -360,6 +361,10 @@ class Transaction:
     @cached_property
     def vault(self) -> VaultRepository:
         return VaultRepository(self)
+
+    @cached_property
+    def ui_sessions(self) -> UiSessionRepository:
+        return UiSessionRepository(self)
 
 
 def _parse_url(url: str, schema: str | None) -> tuple[sa.URL, Dialect, str | None]:

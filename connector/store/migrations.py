@@ -61,11 +61,16 @@ def _create_vault_items(connection: Connection) -> None:
     schema.metadata.create_all(connection, tables=[schema.vault_items], checkfirst=False)
 
 
+def _create_ui_sessions(connection: Connection) -> None:
+    schema.metadata.create_all(connection, tables=[schema.ui_sessions], checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("create the tables", _create_tables),
     ("usage receipts, shared by the data plane's replicas", _create_receipts),
     ("provider-held facts, payments, retired agreements", _usage_control),
     ("the consumer's vault index", _create_vault_items),
+    ("the dashboard's sessions, shared by the replicas", _create_ui_sessions),
 )
 LATEST = len(MIGRATIONS)
 

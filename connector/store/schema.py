@@ -292,6 +292,20 @@ vault_items = sa.Table(
     sa.Index(None, "agreement_id"),
 )
 
+# The dashboard's sessions (connector.ui.session), shared by a connector's replicas: a login on
+# one is known on the next, and a restart keeps it. `id_hash` is the SHA-256 of the cookie's
+# random id (the id itself is never stored); `flash`: the messages its next page shows.
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("id_hash", sa.Text, primary_key=True),
+    sa.Column("csrf", sa.Text, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("flash", JSON_TYPE, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "expires_at"),
+)
+
 # The tables migration 1 creates (frozen: later tables come with their own migration).
 V1_TABLES: tuple[sa.Table, ...] = (
     participants_seen,
@@ -306,4 +320,11 @@ V1_TABLES: tuple[sa.Table, ...] = (
     outbox,
 )
 
-APPLICATION_TABLES: tuple[sa.Table, ...] = (*V1_TABLES, receipts, held_facts, payments, vault_items)
+APPLICATION_TABLES: tuple[sa.Table, ...] = (
+    *V1_TABLES,
+    receipts,
+    held_facts,
+    payments,
+    vault_items,
+    ui_sessions,
+)

@@ -78,7 +78,7 @@ def authority_ui(authority: Authority, sessions: Sessions | None = None) -> web.
                 ),
             ]
         )
-        return site.render(request, TITLE, body)
+        return await site.render(request, TITLE, body)
 
     async def top(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(site.url("/"))

@@ -3,9 +3,11 @@
 management API key (connector.ui.session).
 
 Pages: own assets and offers (an offer made from a policy template, its terms in words), a
-peer's catalog (every page; negotiate with one click), negotiations with their timeline,
-agreements (pull with one click), transfers (suspend, resume, terminate; a pull's progress),
-the vault and its duties, the audit trail and its verification.
+peer's catalog (every page; negotiate with one click), negotiations with their timeline (a
+provider's offer accepted, or answered with other terms), agreements (pull, or ask for a push
+into the vault, with one click; a provider retires one with its reason), transfers (suspend,
+resume, terminate; a pull's progress), the vault and its duties, the audit trail and its
+verification.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from connector.http.outbound import OutboundRefused, parse_url
 from connector.odrl.plain import POLICY_CONTEXT
 from connector.odrl.templates import TemplateError, fill, get_template, templates
 from connector.odrl.words import offer_in_words
+from connector.protocol.messages import PULL, PUSH
 from connector.runtime import ControlPlane
 from connector.services.agreements import Agreements
 from connector.services.assets import Assets
 from connector.services.audit import Timeline
 from connector.services.catalog import PeerCatalog
 from connector.services.errors import InvalidInput, NotFound, ServiceError
-from connector.services.negotiations import Negotiations
+from connector.services.negotiations import RULES, Negotiations
 from connector.services.offers import Offers
 from connector.services.policies import Policies
 from connector.services.records import Page, iso_time
@@ -58,18 +61,21 @@ from connector.ui.page import (
     join,
     path_id,
     select,
+    small_input,
     table,
     tag,
     terms,
+    text_area,
     ui_app,
 )
-from connector.ui.session import Sessions, secret_checker
+from connector.ui.session import Session, Sessions, StoreSessions, secret_checker
 
 BASE = "/ui"
 LISTED = 500  # rows a list page shows at most (newest first where the service can order)
 AUDIT_SHOWN = 300  # the newest audit entries shown
 START_WAIT = 30.0  # seconds a one-click pull waits for the provider to start the transfer
 FINAL = ("FINALIZED", "TERMINATED")
+OFFERED = "OFFERED"  # a provider's offer, waiting for the consumer's answer
 # the commands a transfer page offers, by the transfer's DSP state
 TRANSFER_ACTIONS = (
     ("suspend", ("STARTED",)),
@@ -143,7 +149,8 @@ def dashboard_app(
     sessions: Sessions | None = None,
 ) -> web.Application:
     """The dashboard, to mount at ``/ui`` of the management app (`management_app(ui=...)`);
-    `title`: the connector's (its self-description's)."""
+    `title`: the connector's (its self-description's). Its sessions are in the connector's
+    store (shared by the replicas) unless `sessions` says otherwise."""
     catalog = PeerCatalog(cp.client)
     parts = Parts(
         cp=cp,
@@ -163,7 +170,7 @@ def dashboard_app(
     site = Site(title, BASE, NAV)
     return ui_app(
         site,
-        sessions or Sessions(secret_checker(api_key)),
+        sessions or Sessions(secret_checker(api_key), StoreSessions(cp.store)),
         _routes(site, parts),
         secret_name="management API key",
     )
@@ -249,7 +256,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 tag("fieldset", join([tag("legend", "Offer assets under a policy template"), choose])),
             ]
         )
-        return site.render(request, "Assets & offers", body)
+        return await site.render(request, "Assets & offers", body)
 
     async def add_asset(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -265,7 +272,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             content_type=_text(posted, "contentType") or None,
             data_address={"type": "file", "path": path},
         )
-        sessions_flash(request, f"Asset {row.id} added.")
+        await flash(request, f"Asset {row.id} added.")
         raise web.HTTPSeeOther(url("/"))
 
     async def new_offer(request: web.Request) -> web.Response:
@@ -320,7 +327,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ),
             ]
         )
-        return site.render(request, f"New offer: {t.title}", body)
+        return await site.render(request, f"New offer: {t.title}", body)
 
     async def add_offer(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -347,12 +354,12 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 await parts.policies.delete(pid)
             raise
         words = "; ".join(policy_words(contract.document()))
-        sessions_flash(request, f"Offer {offer.id} created: {words}")
+        await flash(request, f"Offer {offer.id} created: {words}")
         raise web.HTTPSeeOther(url("/"))
 
     async def delete_asset(request: web.Request) -> web.StreamResponse:
         await parts.assets.delete(request.match_info["id"])
-        sessions_flash(request, f"Asset {request.match_info['id']} deleted.")
+        await flash(request, f"Asset {request.match_info['id']} deleted.")
         raise web.HTTPSeeOther(url("/"))
 
     async def delete_offer(request: web.Request) -> web.StreamResponse:
@@ -361,7 +368,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         for pid in {offer.contract_policy_id, offer.access_policy_id}:
             with contextlib.suppress(ServiceError):  # unless another offer still uses it
                 await parts.policies.delete(pid)
-        sessions_flash(request, f"Offer {offer.id} withdrawn.")
+        await flash(request, f"Offer {offer.id} withdrawn.")
         raise web.HTTPSeeOther(url("/"))
 
     # ------------------------------------------------------------ a peer's catalog
@@ -387,7 +394,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             action=url("/catalog"),
         )
         if not peer:
-            return site.render(request, "Peer catalog", ask)
+            return await site.render(request, "Peer catalog", ask)
         try:
             parse_url(peer, base=True)
         except OutboundRefused as exc:
@@ -447,7 +454,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ),
             ]
         )
-        return site.render(request, "Peer catalog", body)
+        return await site.render(request, "Peer catalog", body)
 
     async def negotiate(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -459,7 +466,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         row = await parts.negotiations.start(
             peer_url=peer, offer_id=_text(posted, "offer"), dataset_id=_text(posted, "dataset") or None
         )
-        sessions_flash(request, f"Negotiation {row.id} started.")
+        await flash(request, f"Negotiation {row.id} started.")
         raise web.HTTPSeeOther(url(f"/negotiations/{path_id(row.id)}"))
 
     # ------------------------------------------------------------ negotiations
@@ -484,7 +491,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             ],
         )
         busy = any(n["state"] not in FINAL for n in rows)
-        return site.render(request, "Negotiations", body, refresh=2 if busy else None)
+        return await site.render(request, "Negotiations", body, refresh=2 if busy else None)
 
     async def negotiation(request: web.Request) -> web.Response:
         s = request[SESSION]
@@ -508,6 +515,11 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ["Updated", n["updatedAt"]],
             ],
         )
+        answer = (
+            _answer_forms(url(f"/negotiations/{path_id(n['id'])}"), s)
+            if n["role"] == "consumer" and n["internalState"] == OFFERED
+            else ""
+        )
         end = (
             ""
             if n["state"] in FINAL
@@ -527,10 +539,23 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 "p", "This connector keeps no audit log: only the current state is known.", class_="muted"
             )
         )
-        body = join([facts, tag("h2", "Timeline (audit log)"), timeline, end])
-        return site.render(
-            request, f"Negotiation {n['id']}", body, refresh=2 if n["state"] not in FINAL else None
-        )
+        body = join([facts, answer, tag("h2", "Timeline (audit log)"), timeline, end])
+        # reloaded while the peer is at work, not while the page waits for this operator's answer
+        waiting = n["state"] not in FINAL and not answer
+        return await site.render(request, f"Negotiation {n['id']}", body, refresh=2 if waiting else None)
+
+    async def accept_offer(request: web.Request) -> web.StreamResponse:
+        nid = request.match_info["id"]
+        await parts.negotiations.accept(nid)
+        await flash(request, f"Negotiation {nid}: the provider's offer accepted.")
+        raise web.HTTPSeeOther(url(f"/negotiations/{path_id(nid)}"))
+
+    async def counter_offer(request: web.Request) -> web.StreamResponse:
+        posted = await request.post()
+        nid = request.match_info["id"]
+        await parts.negotiations.counter_offer(nid, _plain_rules(_text(posted, "terms")))
+        await flash(request, f"Negotiation {nid}: other terms sent to the provider.")
+        raise web.HTTPSeeOther(url(f"/negotiations/{path_id(nid)}"))
 
     async def terminate_negotiation(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
@@ -545,18 +570,25 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         for a in await parts.agreements.list(Page(limit=LISTED)):
             v = agreement_view(a)
             mine = v["consumerId"] == parts.cp.participant_id
-            pull = (
-                form(
-                    url("/pull"),
-                    s,
-                    hidden("agreement", v["id"]),
-                    "Pull",
-                    back=url("/agreements"),
-                    inline=True,
+            back = url("/agreements")
+            actions: list[object] = []
+            if mine and parts.pulls_run and v["status"] == "active":
+                # the consumer's side runs: it pulls, and takes pushes into its vault
+                actions += [
+                    form(url("/pull"), s, hidden("agreement", v["id"]), "Pull", back=back, inline=True),
+                    form(url("/push"), s, hidden("agreement", v["id"]), "Push", back=back, inline=True),
+                ]
+            if not mine and v["status"] == "active":
+                actions.append(
+                    form(
+                        url(f"/agreements/{path_id(v['id'])}/retire"),
+                        s,
+                        small_input("reason", "reason to retire", required=True),
+                        "Retire",
+                        back=back,
+                        inline=True,
+                    )
                 )
-                if mine and parts.pulls_run and v["status"] == "active"
-                else ""
-            )
             rows.append(
                 [
                     ident(v["id"]),
@@ -566,17 +598,39 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                     terms(offer_in_words(v["policy"] or {})),
                     join([v["status"], Html("<br>"), v["retiredReason"]]),
                     v["signedAt"],
-                    pull,
+                    join(actions, " "),
                 ]
             )
         body = table(
             ["Id", "This connector is", "Counter-party", "Dataset", "Terms", "Status", "Signed", ""], rows
         )
-        return site.render(request, "Agreements", body)
+        return await site.render(request, "Agreements", body)
+
+    async def retire(request: web.Request) -> web.StreamResponse:
+        posted = await request.post()
+        aid = request.match_info["id"]
+        reason = _text(posted, "reason")
+        if not reason:
+            raise InvalidInput("give the reason to retire the agreement")
+        await parts.agreements.retire(aid, reason)
+        await flash(request, f"Agreement {aid} retired: {reason}")
+        raise web.HTTPSeeOther(url("/agreements"))
+
+    async def push(request: web.Request) -> web.StreamResponse:
+        """Consumer: ask the provider to push into this connector's push endpoint (the copy
+        lands in the vault under the agreement's duties)."""
+        posted = await request.post()
+        t = transfer_view(
+            await parts.transfers.start(_text(posted, "agreement"), PUSH, purpose=None, stated={})
+        )
+        await flash(
+            request, f"Transfer {t['id']}: a push asked of the provider, into this connector's vault."
+        )
+        raise web.HTTPSeeOther(url("/transfers"))
 
     async def pull(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
-        t = await parts.transfers.start(_text(posted, "agreement"), "HttpData-PULL", purpose=None, stated={})
+        t = await parts.transfers.start(_text(posted, "agreement"), PULL, purpose=None, stated={})
         state = transfer_view(t)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_WAIT
@@ -585,16 +639,16 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             state = transfer_view(await parts.transfers.get(t.id))
         if state["state"] == "TERMINATED":
             reasons = "; ".join(state["terminationReason"] or []) or "no reason given"
-            sessions_flash(request, f"Transfer {t.id} was terminated: {reasons}")
+            await flash(request, f"Transfer {t.id} was terminated: {reasons}")
         elif state["state"] != "STARTED":
-            sessions_flash(
+            await flash(
                 request,
                 f"Transfer {t.id} is still {state['state']}: "
                 f"{state['errorDetail'] or 'the provider has not started it'}",
             )
         else:
             await parts.pulls.start(t.id, out=None, purpose=None, complete=True, stated={})
-            sessions_flash(request, f"Pulling transfer {t.id}.")
+            await flash(request, f"Pulling transfer {t.id}.")
         raise web.HTTPSeeOther(url("/transfers"))
 
     # ------------------------------------------------------------ transfers
@@ -605,7 +659,13 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         for row in await parts.transfers.list_in(None, Page(limit=LISTED, newest_first=True)):
             t = transfer_view(row)
             job = await _job(parts, t["id"]) if t["role"] == "consumer" else None
-            busy = busy or (job is not None and job.state == "running")
+            busy = (
+                busy
+                or (job is not None and job.state == "running")
+                or (
+                    t["role"] == "consumer" and t["format"] == PUSH and t["state"] in ("REQUESTED", "STARTED")
+                )
+            )
             back = url("/transfers")
             actions: list[object] = [
                 form(
@@ -623,7 +683,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 t["role"] == "consumer"
                 and t["state"] == "STARTED"
                 and parts.pulls_run
-                and t["format"] == "HttpData-PULL"
+                and t["format"] == PULL
                 and (job is None or job.state == "failed")
             ):
                 actions.append(
@@ -647,20 +707,20 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ]
             )
         body = table(["Id", "Role", "State", "Agreement", "Format", "Reason", "Pull", ""], rows)
-        return site.render(request, "Transfers", body, refresh=2 if busy else None)
+        return await site.render(request, "Transfers", body, refresh=2 if busy else None)
 
     async def transfer_command(request: web.Request) -> web.StreamResponse:
         tid, action = request.match_info["id"], request.match_info["action"]
         if action not in COMMANDS:
             raise NotFound(f"no transfer command {action}")
         await parts.transfers.command(tid, action, "by operator (dashboard)")
-        sessions_flash(request, f"Transfer {tid}: {action} asked.")
+        await flash(request, f"Transfer {tid}: {action} asked.")
         raise web.HTTPSeeOther(url("/transfers"))
 
     async def pull_started(request: web.Request) -> web.StreamResponse:
         tid = request.match_info["id"]
         await parts.pulls.start(tid, out=None, purpose=None, complete=True, stated={})
-        sessions_flash(request, f"Pulling transfer {tid}.")
+        await flash(request, f"Pulling transfer {tid}.")
         raise web.HTTPSeeOther(url("/transfers"))
 
     # ------------------------------------------------------------ vault and audit
@@ -696,7 +756,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
             ],
             empty="The vault holds no copy.",
         )
-        return site.render(request, "Vault", body)
+        return await site.render(request, "Vault", body)
 
     async def audit_trail(request: web.Request) -> web.Response:
         parts.timeline.check()
@@ -739,7 +799,7 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
                 ),
             ]
         )
-        return site.render(request, "Audit trail", body)
+        return await site.render(request, "Audit trail", body)
 
     async def verify_audit(request: web.Request) -> web.StreamResponse:
         """The whole chain checked (off the event loop; appends wait for it, so on demand)."""
@@ -765,8 +825,12 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
         web.get("/negotiations", negotiations),
         web.get("/negotiations/{id}", negotiation),
         web.post("/negotiations/{id}/terminate", terminate_negotiation),
+        web.post("/negotiations/{id}/accept", accept_offer),
+        web.post("/negotiations/{id}/counter-offer", counter_offer),
         web.get("/agreements", agreements),
+        web.post("/agreements/{id}/retire", retire),
         web.post("/pull", pull),
+        web.post("/push", push),
         web.get("/transfers", transfers),
         web.post("/transfers/{id}/pull", pull_started),
         web.post("/transfers/{id}/{action}", transfer_command),
@@ -776,8 +840,9 @@ def _routes(site: Site, parts: Parts) -> list[web.RouteDef]:
     ]
 
 
-def sessions_flash(request: web.Request, message: str) -> None:
-    request.config_dict[SESSIONS].flash(request[SESSION], message)
+async def flash(request: web.Request, message: str) -> None:
+    """A message for the session's next page."""
+    await request.config_dict[SESSIONS].flash(request[SESSION], message)
 
 
 async def _entries(parts: Parts) -> Sequence[Any]:
@@ -816,6 +881,49 @@ def _progress(job: PullJob | None) -> Html:
         if job.delete_at:
             shown.append(f", deleted at {job.delete_at}")
     return join(shown)
+
+
+COUNTER_EXAMPLE = json.dumps(
+    {
+        "permission": [
+            {"action": "use", "constraint": [{"leftOperand": "count", "operator": "lteq", "rightOperand": 5}]}
+        ]
+    }
+)
+
+
+def _answer_forms(page: str, s: Session) -> Html:
+    """A consumer's answers to the provider's offer: accept it, or ask for other terms."""
+    return join(
+        [
+            tag("h2", "The provider offers these terms: your answer"),
+            form(f"{page}/accept", s, "", "Accept the offer", back=page),
+            form(
+                f"{page}/counter-offer",
+                s,
+                text_area(
+                    "Terms (plain ODRL rules, JSON)",
+                    "terms",
+                    placeholder=COUNTER_EXAMPLE,
+                    hint="permission, prohibition and obligation rules, as the management API takes them",
+                ),
+                "Send these terms",
+                back=page,
+                legend="Answer with other terms",
+            ),
+        ]
+    )
+
+
+def _plain_rules(text: str) -> dict[str, Any]:
+    """Terms typed in the counter-offer form: a JSON object of plain ODRL rules."""
+    try:
+        rules = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"the terms are not JSON: {exc}") from exc
+    if not isinstance(rules, dict) or not any(k in rules for k in RULES):
+        raise InvalidInput("the terms need a permission, prohibition or obligation (a JSON object)")
+    return rules
 
 
 def _summary(data: Any) -> Html:

@@ -7,6 +7,7 @@ under way (a pull) reloads itself with a meta refresh.
 
 from __future__ import annotations
 
+import contextlib
 import html
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ div.ids{min-width:24rem}
 fieldset{background:#fff;border:1px solid #d5dce5;margin:.6rem 0}
 label{display:block;margin:.3rem 0}label span{display:inline-block;min-width:11rem}
 input[type=text],input[type=password],input[type=url],select{width:28rem;max-width:95%}
+input.small{width:10rem}
+textarea{width:40rem;max-width:95%;font-family:monospace}
 button{cursor:pointer}
 .flash{background:#fff6d5;border:1px solid #e5c94f;padding:.5rem;margin:.5rem 0}
 .ok{color:#1b6e2d;font-weight:600}.bad{color:#a31515;font-weight:600}
@@ -138,6 +141,22 @@ def field(
     return tag("label", join([tag("span", label), control, " ", note]))
 
 
+def text_area(
+    label: str, name: str, *, placeholder: object = None, rows: int = 8, hint: object = None
+) -> Html:
+    control = tag("textarea", "", name=name, rows=rows, placeholder=placeholder, required=True)
+    note = tag("span", hint, class_="muted") if hint else ""
+    return tag("label", join([tag("span", label), Html("<br>"), control, " ", note]))
+
+
+def small_input(name: str, placeholder: str, *, required: bool = False) -> Html:
+    """A text input without a label of its own (in a table row's form), named by `placeholder`."""
+    return Html(
+        f'<input type="text" name="{esc(name)}" placeholder="{esc(placeholder)}"'
+        f' aria-label="{esc(placeholder)}" class="small"{" required" if required else ""}>'
+    )
+
+
 def _attr(name: str, value: object) -> str:
     return "" if value is None else f' {name}="{esc(value)}"'
 
@@ -191,7 +210,7 @@ class Site:
     def url(self, path: str = "/") -> str:
         return self.base + path
 
-    def render(
+    async def render(
         self,
         request: web.Request,
         heading: str,
@@ -208,7 +227,10 @@ class Site:
                 tag("span", form(self.url("/logout"), session, "", "Log out", inline=True), class_="who")
             )
         sessions: Sessions | None = request.config_dict.get(SESSIONS)
-        notes = sessions.take_flash(session) if sessions is not None and session is not None else []
+        notes: list[str] = []
+        if sessions is not None and session is not None:
+            with contextlib.suppress(StoreUnavailable):  # the page still shows; the notes wait
+                notes = await sessions.take_flash(session)
         meta = Html(f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else "")
         doc = Html(
             "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -241,55 +263,59 @@ def ui_app(
 
     @web.middleware
     async def gate(request: web.Request, handler: UiHandler) -> web.StreamResponse:
-        if request.path not in public:
-            session = sessions.get(request.cookies.get(COOKIE))
-            if session is None:
-                raise web.HTTPSeeOther(site.url("/login"), headers=HEADERS)
-            request[SESSION] = session
-            if request.method == "POST":
-                posted = await request.post()
-                token = posted.get("csrf")
-                if not csrf_ok(session, token if isinstance(token, str) else None):
-                    return site.render(
-                        request,
-                        "Refused",
-                        tag("p", "The form's CSRF token is missing or wrong: reload the page and try again."),
-                        status=403,
-                    )
-                try:
-                    return await handler(request)
-                except (ServiceError, StoreUnavailable) as exc:
-                    sessions.flash(session, _problem(exc))
-                    raise web.HTTPSeeOther(safe_back(posted.get("back"), site), headers=HEADERS) from None
+        if request.path in public:
+            return await handler(request)
+        try:
+            session = await sessions.get(request.cookies.get(COOKIE))
+        except StoreUnavailable as exc:
+            return await _unavailable(request, site, exc)
+        if session is None:
+            raise web.HTTPSeeOther(site.url("/login"), headers=HEADERS)
+        request[SESSION] = session
+        if request.method != "POST":
             try:
                 return await handler(request)
             except (ServiceError, StoreUnavailable) as exc:
-                return site.render(
-                    request,
-                    "Not possible",
-                    tag("p", _problem(exc)),
-                    status=503 if isinstance(exc, StoreUnavailable) else 400,
-                )
-        return await handler(request)
+                status = 503 if isinstance(exc, StoreUnavailable) else 400
+                return await site.render(request, "Not possible", tag("p", _problem(exc)), status=status)
+        posted = await request.post()
+        token = posted.get("csrf")
+        if not csrf_ok(session, token if isinstance(token, str) else None):
+            return await site.render(
+                request,
+                "Refused",
+                tag("p", "The form's CSRF token is missing or wrong: reload the page and try again."),
+                status=403,
+            )
+        try:
+            return await handler(request)
+        except (ServiceError, StoreUnavailable) as exc:
+            try:
+                await sessions.flash(session, _problem(exc))
+            except StoreUnavailable as down:
+                return await _unavailable(request, site, down)
+            raise web.HTTPSeeOther(safe_back(posted.get("back"), site), headers=HEADERS) from None
 
     async def login_page(request: web.Request) -> web.Response:
-        return _login(request, site, secret_name)
+        return await _login(request, site, secret_name)
 
     async def login(request: web.Request) -> web.StreamResponse:
         posted = await request.post()
         secret = posted.get("secret")
         try:
-            session = sessions.login(secret if isinstance(secret, str) else "", request.remote or "?")
+            session = await sessions.login(secret if isinstance(secret, str) else "", request.remote or "?")
         except TooManyAttempts as exc:
-            return _login(request, site, secret_name, str(exc), status=429)
+            return await _login(request, site, secret_name, str(exc), status=429)
+        except StoreUnavailable as exc:
+            return await _login(request, site, secret_name, _problem(exc), status=503)
         if session is None:
-            return _login(request, site, secret_name, f"Wrong {secret_name}.", status=401)
+            return await _login(request, site, secret_name, f"Wrong {secret_name}.", status=401)
         response = web.HTTPSeeOther(site.url("/"), headers=HEADERS)
         set_cookie(response, request, session, site.base)
         raise response
 
     async def logout(request: web.Request) -> web.StreamResponse:
-        sessions.logout(request[SESSION].sid)
+        await sessions.logout(request[SESSION])
         response = web.HTTPSeeOther(site.url("/login"), headers=HEADERS)
         clear_cookie(response, site.base)
         raise response
@@ -317,7 +343,11 @@ def _problem(exc: Exception) -> str:
     return f"the store is unavailable now, try again: {exc}"
 
 
-def _login(
+async def _unavailable(request: web.Request, site: Site, exc: StoreUnavailable) -> web.Response:
+    return await site.render(request, "Not possible", tag("p", _problem(exc)), status=503)
+
+
+async def _login(
     request: web.Request, site: Site, secret_name: str, problem: str | None = None, status: int = 200
 ) -> web.Response:
     content = join(
@@ -347,4 +377,4 @@ def _login(
             ),
         ]
     )
-    return site.render(request, "Log in", content, status=status)
+    return await site.render(request, "Log in", content, status=status)

@@ -1,6 +1,18 @@
-"""The dashboard's sessions: logged in with a secret (the management API key, or the authority's
-admin token), kept as a random id in process memory; a CSRF token per session; failed logins
-rate-limited per client address.
+"""The dashboards' sessions: logged in with a secret (the management API key, or the authority's
+admin token), a random id in a cookie, a CSRF token per session, messages shown once on the
+session's next page; failed logins rate-limited per client address.
+
+One `Sessions` holds the rules; where the sessions live is its backend:
+
+* `StoreSessions`: the connector's store (table ``ui_sessions``, connector.store.ui_sessions),
+  so that a connector's replicas behind a load balancer share them (a login on one is known on
+  the next, a logout ends it on all, a restart keeps it). The row holds the SHA-256 of the id,
+  never the id; the messages shown once are in the row too, as a form posted to one replica
+  is usually followed by its page from another.
+* `MemorySessions`: one process's memory (the authority, which has no such store).
+
+The rate limit on failed logins stays per process on either backend: behind a load balancer
+an address gets `MAX_FAILURES` tries per replica within `WINDOW`.
 
 The cookie is HttpOnly, SameSite=Strict, scoped to ``/ui``, and Secure when the page is served
 over TLS. The secret itself is never stored in the session nor rendered.
@@ -8,17 +20,24 @@ over TLS. The secret itself is never stored in the session nor rendered.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 
 from aiohttp import web
 
+from connector.store import Store
+from connector.store.ui_sessions import UiSessionRow
+
 COOKIE = "connector_ui"
 LIFETIME = 8 * 3600.0  # seconds a session lives after login
-MAX_SESSIONS = 1000  # the oldest are dropped beyond this
+MAX_SESSIONS = 1000  # the ones ending first are dropped beyond this
+MAX_FLASH = 20  # messages kept for a session's next page (the oldest dropped first)
 MAX_FAILURES = 5  # failed logins from one address within WINDOW, then refused until it passes
 WINDOW = 60.0
 MAX_CLIENTS = 10_000  # addresses remembered for the rate limit (the oldest forgotten first)
@@ -26,7 +45,16 @@ MAX_CLIENTS = 10_000  # addresses remembered for the rate limit (the oldest forg
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    sid: str
+    sid: str  # the cookie's value: kept by the browser, only its hash by a backend
+    csrf: str
+    expires: float  # seconds since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A session as a backend keeps it: under the hash of its id."""
+
+    key: str
     csrf: str
     expires: float
 
@@ -39,6 +67,102 @@ class TooManyAttempts(Exception):
         self.retry_after = retry_after
 
 
+class SessionBackend(Protocol):
+    """Where sessions live, each under `session_key` of its id."""
+
+    async def add(self, kept: Kept, now: float) -> None:
+        """Keep a new session, dropping the ended ones (and the ones ending first beyond
+        `MAX_SESSIONS`)."""
+
+    async def find(self, key: str) -> Kept | None: ...
+
+    async def remove(self, key: str) -> None: ...
+
+    async def add_flash(self, key: str, message: str) -> None: ...
+
+    async def take_flash(self, key: str) -> list[str]: ...
+
+
+def session_key(sid: str) -> str:
+    """What a backend keys a session by: the SHA-256 of its id (the id is 256 random bits, so
+    an unsalted fast hash is enough; a leaked table opens no session)."""
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+@dataclass
+class MemorySessions:
+    """Sessions in this process's memory."""
+
+    _kept: dict[str, Kept] = field(default_factory=dict)
+    _flash: dict[str, list[str]] = field(default_factory=dict)
+
+    async def add(self, kept: Kept, now: float) -> None:
+        for key in [k for k, s in self._kept.items() if s.expires <= now]:
+            await self.remove(key)
+        while len(self._kept) >= MAX_SESSIONS:
+            await self.remove(min(self._kept.values(), key=lambda s: s.expires).key)
+        self._kept[kept.key] = kept
+
+    async def find(self, key: str) -> Kept | None:
+        return self._kept.get(key)
+
+    async def remove(self, key: str) -> None:
+        self._kept.pop(key, None)
+        self._flash.pop(key, None)
+
+    async def add_flash(self, key: str, message: str) -> None:
+        if key in self._kept:
+            self._flash[key] = [*self._flash.get(key, []), message][-MAX_FLASH:]
+
+    async def take_flash(self, key: str) -> list[str]:
+        return self._flash.pop(key, [])
+
+
+def _time(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+@dataclass
+class StoreSessions:
+    """Sessions in the connector's store, shared by its replicas."""
+
+    store: Store
+
+    async def add(self, kept: Kept, now: float) -> None:
+        row = UiSessionRow(kept.key, kept.csrf, _time(kept.expires), _time(now))
+        async with self.store.transaction() as tx:
+            await tx.ui_sessions.prune(_time(now), MAX_SESSIONS - 1)
+            await tx.ui_sessions.add(row)
+
+    async def find(self, key: str) -> Kept | None:
+        async with self.store.transaction(readonly=True) as tx:
+            row = await tx.ui_sessions.get(key)
+        return None if row is None else Kept(key, row.csrf, row.expires_at.timestamp())
+
+    async def remove(self, key: str) -> None:
+        async with self.store.transaction() as tx:
+            await tx.ui_sessions.delete(key)
+
+    async def add_flash(self, key: str, message: str) -> None:
+        async with self.store.transaction() as tx:
+            row = await tx.ui_sessions.get(key, for_update=True)
+            if row is not None:
+                await tx.ui_sessions.set_flash(key, (*row.flash, message)[-MAX_FLASH:])
+
+    async def take_flash(self, key: str) -> list[str]:
+        # a read first: most pages have no message, and a read takes no writer lock
+        async with self.store.transaction(readonly=True) as tx:
+            row = await tx.ui_sessions.get(key)
+        if row is None or not row.flash:
+            return []
+        async with self.store.transaction() as tx:
+            row = await tx.ui_sessions.get(key, for_update=True)
+            if row is None or not row.flash:
+                return []
+            await tx.ui_sessions.set_flash(key, ())
+        return list(row.flash)
+
+
 @dataclass
 class _Failures:
     first: float
@@ -47,16 +171,16 @@ class _Failures:
 
 @dataclass
 class Sessions:
-    """Sessions of one process. `check` says whether a secret is the right one (in constant time)."""
+    """The dashboards' session rules over a `backend`. `check` says whether a secret is the
+    right one (in constant time); `clock`: seconds since the epoch."""
 
     check: Callable[[str], bool]
-    clock: Callable[[], float] = time.monotonic
+    backend: SessionBackend = field(default_factory=MemorySessions)
+    clock: Callable[[], float] = time.time
     lifetime: float = LIFETIME
-    _sessions: dict[str, Session] = field(default_factory=dict)
     _failures: dict[str, _Failures] = field(default_factory=dict)
-    _flash: dict[str, list[str]] = field(default_factory=dict)
 
-    def login(self, secret: str, client: str) -> Session | None:
+    async def login(self, secret: str, client: str) -> Session | None:
         """A new session if `secret` is right; None if not; `TooManyAttempts` while `client`
         has failed too often (the secret is then not even checked)."""
         now = self.clock()
@@ -74,35 +198,32 @@ class Sessions:
             failures.count += 1
             return None
         self._failures.pop(client, None)
-        if len(self._sessions) >= MAX_SESSIONS:
-            oldest = next(iter(self._sessions))
-            self._sessions.pop(oldest)
-            self._flash.pop(oldest, None)
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now + self.lifetime)
-        self._sessions[session.sid] = session
+        await self.backend.add(Kept(session_key(session.sid), session.csrf, session.expires), now)
         return session
 
-    def get(self, sid: str | None) -> Session | None:
+    async def get(self, sid: str | None) -> Session | None:
+        """The live session of a cookie's id (an ended one is removed)."""
         if not sid:
             return None
-        session = self._sessions.get(sid)
-        if session is None:
+        key = session_key(sid)
+        kept = await self.backend.find(key)
+        if kept is None:
             return None
-        if self.clock() >= session.expires:
-            self.logout(sid)
+        if self.clock() >= kept.expires:
+            await self.backend.remove(key)
             return None
-        return session
+        return Session(sid, kept.csrf, kept.expires)
 
-    def logout(self, sid: str) -> None:
-        self._sessions.pop(sid, None)
-        self._flash.pop(sid, None)
+    async def logout(self, session: Session) -> None:
+        await self.backend.remove(session_key(session.sid))
 
-    def flash(self, session: Session, message: str) -> None:
+    async def flash(self, session: Session, message: str) -> None:
         """A message shown once, on the session's next page."""
-        self._flash.setdefault(session.sid, []).append(message)
+        await self.backend.add_flash(session_key(session.sid), message)
 
-    def take_flash(self, session: Session) -> list[str]:
-        return self._flash.pop(session.sid, [])
+    async def take_flash(self, session: Session) -> list[str]:
+        return await self.backend.take_flash(session_key(session.sid))
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:

@@ -25,7 +25,7 @@ from connector.runtime import ControlPlane
 from connector.store import Store
 from connector.ui.authority import authority_ui
 from connector.ui.dashboard import dashboard_app
-from connector.ui.page import esc, tag
+from connector.ui.page import esc, path_id, tag
 from connector.ui.session import (
     COOKIE,
     MAX_FAILURES,
@@ -215,22 +215,22 @@ async def test_failed_logins_are_rate_limited(ui: TestClient) -> None:
         assert r.status == 303
 
 
-def test_sessions_expire_and_the_limit_lifts_after_its_window() -> None:
+async def test_sessions_expire_and_the_limit_lifts_after_its_window() -> None:
     now = [1000.0]
     sessions = Sessions(secret_checker("right"), clock=lambda: now[0], lifetime=60)
-    s = sessions.login("right", "a")
-    assert s is not None and sessions.get(s.sid) == s
+    s = await sessions.login("right", "a")
+    assert s is not None and await sessions.get(s.sid) == s
     assert s.csrf != s.sid and "right" not in (s.sid + s.csrf)
     now[0] += 61
-    assert sessions.get(s.sid) is None
+    assert await sessions.get(s.sid) is None
     for _ in range(MAX_FAILURES):
-        assert sessions.login("wrong", "b") is None
+        assert await sessions.login("wrong", "b") is None
     with pytest.raises(TooManyAttempts):
-        sessions.login("right", "b")
-    assert sessions.login("right", "c") is not None  # another address is not held back
+        await sessions.login("right", "b")
+    assert await sessions.login("right", "c") is not None  # another address is not held back
     now[0] += WINDOW
-    assert sessions.login("right", "b") is not None
-    assert sessions.login("", "d") is None
+    assert await sessions.login("right", "b") is not None
+    assert await sessions.login("", "d") is None
 
 
 def test_markup_escapes_every_value() -> None:
@@ -265,8 +265,8 @@ async def test_the_authority_page_wants_the_admin_token(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tls", [False, True])
-def test_the_cookie_is_secure_over_tls(tls: bool) -> None:
-    session = Sessions(secret_checker("right")).login("right", "a")
+async def test_the_cookie_is_secure_over_tls(tls: bool) -> None:
+    session = await Sessions(secret_checker("right")).login("right", "a")
     assert session is not None
     request = make_mocked_request(
         "POST", "/ui/login", sslcontext=ssl.create_default_context() if tls else None
@@ -276,3 +276,46 @@ def test_the_cookie_is_secure_over_tls(tls: bool) -> None:
     morsel = response.cookies[COOKIE]
     assert morsel.value == session.sid and morsel["httponly"] and morsel["samesite"] == "Strict"
     assert bool(morsel["secure"]) is tls
+
+
+async def test_push_retire_and_answers_refused_with_their_reason_escaped(ui: TestClient) -> None:
+    """The dashboard's actions on what does not exist: each a message with the service's
+    reason (the value escaped), never an error page."""
+    assert await login(ui) == 303
+    token = csrf_of(await page(ui, "/ui/agreements"))
+    hostile = path_id(HOSTILE)
+    cases = [
+        ("/ui/push", {"agreement": HOSTILE}, "/ui/agreements", "no agreement"),
+        (f"/ui/agreements/{hostile}/retire", {"reason": "ended"}, "/ui/agreements", "no agreement"),
+        (f"/ui/agreements/{hostile}/retire", {"reason": " "}, "/ui/agreements", "give the reason"),
+        (f"/ui/negotiations/{hostile}/accept", {}, "/ui/negotiations", "no negotiation"),
+        (
+            f"/ui/negotiations/{hostile}/counter-offer",
+            {"terms": "{not json"},
+            "/ui/negotiations",
+            "the terms are not JSON",
+        ),
+        (
+            f"/ui/negotiations/{hostile}/counter-offer",
+            {"terms": '["permission"]'},
+            "/ui/negotiations",
+            "need a permission, prohibition or obligation",
+        ),
+        (
+            f"/ui/negotiations/{hostile}/counter-offer",
+            {"terms": '{"permission": [{"action": "use"}]}'},
+            "/ui/negotiations",
+            "no such negotiation",
+        ),
+    ]
+    for path, data, back, reason in cases:
+        async with ui.post(
+            URL(path, encoded=True), data={**data, "csrf": token, "back": back}, allow_redirects=False
+        ) as r:
+            assert r.status == 303 and r.headers["Location"] == back, (path, r.status)
+        shown = await page(ui, back)
+        assert reason in shown, (path, shown[shown.find("<main>") : shown.find("<h1>")])
+        assert HOSTILE not in shown and "<script>" not in shown
+    # without the CSRF token nothing is asked
+    async with ui.post("/ui/push", data={"agreement": "urn:a"}, allow_redirects=False) as r:
+        assert r.status == 403

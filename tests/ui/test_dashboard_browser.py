@@ -2,11 +2,14 @@
 downloaded one) driven by Playwright against a real data space (authority, provider, consumer
 as processes over mutual TLS). The provider offers a file under a template, the consumer finds
 it in the provider's catalog, negotiates with one click, pulls, and sees its next pull denied
-with the reason; a provider's 200 datasets all show on the catalog page; the authority's page
-lists the participants. The screenshots README shows are taken here (docs/screenshots/)."""
+with the reason; a provider's 200 datasets all show on the catalog page; a consumer answers a
+provider's offer with other terms and asks for a push into its vault, the provider retires the
+agreement and the next push is refused with the reason; the authority's page lists the
+participants. The screenshots README shows are taken here (docs/screenshots/)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from connector.devspace import Connector, DataSpace
+from connector.devspace import Connector, DataSpace, offer_asset
 from connector.identity.store import AuthorityStore
 
 pytestmark = pytest.mark.integration
@@ -180,3 +183,85 @@ def test_the_catalog_page_shows_all_200_datasets(space: DataSpace, browser: Brow
     for i in (0, 49, 50, 199):  # across the provider's pages of 50
         expect(rows.filter(has_text=f"urn:asset:item-{i:03d}")).to_have_count(1)
     shot(cons, "consumer-catalog-200", full_page=False)
+
+
+def test_answer_an_offer_push_and_retire(space: DataSpace, browser: Browser) -> None:
+    """The consumer answers a provider's offer with other terms, asks for a push into its
+    vault; the provider retires the agreement with its reason; the next push is refused with
+    it."""
+    provider = space.connector("uipush", roles=("provider",), counter_offers="offer")
+    consumer = space.connector("uipushcons", roles=("consumer",))
+    offer = offer_asset(
+        provider,
+        asset_id="urn:asset:readings",
+        contract={"template": "n-times-usage", "params": {"max": "10"}},
+        content=b"ts,reading\n1,7\n2,9\n",
+        offer_id="urn:offer:readings",
+    )
+
+    # the consumer asks for looser terms; this provider answers with its own offer
+    def at_most(n: int) -> dict[str, object]:
+        rule = {"leftOperand": "count", "operator": "lteq", "rightOperand": n}
+        return {"permission": [{"action": "use", "constraint": [rule]}]}
+
+    status, n = consumer.api(
+        "POST",
+        "/api/negotiations",
+        {
+            "peerUrl": provider.dsp_url,
+            "offerId": offer,
+            "datasetId": "urn:asset:readings",
+            "terms": at_most(50),
+        },
+    )
+    assert status == 201, n
+
+    # ... answered in the dashboard with stricter terms
+    cons = logged_in(browser, consumer)
+    cons.get_by_role("link", name="Negotiations").click()
+    cons.get_by_role("link", name=n["id"]).click()
+    send = cons.get_by_role("button", name="Send these terms")
+    expect(send).to_be_visible(timeout=WAIT_MS)  # the page reloads until the provider's offer is in
+    expect(cons.locator("table").first).to_contain_text("OFFERED")
+    shot(cons, "consumer-counter-offer")
+    cons.fill("textarea[name=terms]", "{not json")
+    send.click()
+    expect(cons.locator(".flash")).to_contain_text("the terms are not JSON")
+    cons.fill("textarea[name=terms]", json.dumps(at_most(4)))
+    cons.get_by_role("button", name="Send these terms").click()
+    expect(cons.locator(".flash")).to_contain_text("other terms sent to the provider")
+    expect(cons.locator("table").first).to_contain_text("FINALIZED", timeout=WAIT_MS)
+
+    # a push into the vault
+    cons.get_by_role("link", name="Agreements").click()
+    agreement = cons.locator("tbody tr", has_text="urn:asset:readings")
+    expect(agreement).to_contain_text("at most 4 times")
+    agreement.get_by_role("button", name="Push").click()
+    expect(cons.locator("h1")).to_have_text("Transfers")
+    expect(cons.locator(".flash")).to_contain_text("a push asked of the provider")
+    pushed = cons.locator("tbody tr").first
+    expect(pushed).to_contain_text("HttpData-PUSH")
+    expect(pushed).to_contain_text("COMPLETED", timeout=WAIT_MS)  # the page reloads meanwhile
+    cons.get_by_role("link", name="Vault").click()
+    expect(cons.locator("tbody tr")).to_have_count(1)
+
+    # the provider retires the agreement, with a reason (shown as text, not markup)
+    prov = logged_in(browser, provider)
+    prov.get_by_role("link", name="Agreements").click()
+    row = prov.locator("tbody tr", has_text="urn:asset:readings")
+    shot(prov, "provider-agreements", full_page=False)
+    row.get_by_role("button", name="Retire").click()  # no reason: the browser asks for one
+    expect(prov.locator("h1")).to_have_text("Agreements")
+    row.locator("input[name=reason]").fill("licence <withdrawn>")
+    row.get_by_role("button", name="Retire").click()
+    expect(prov.locator(".flash")).to_contain_text("retired: licence <withdrawn>")
+    row = prov.locator("tbody tr", has_text="urn:asset:readings")
+    expect(row).to_contain_text("retired")
+    expect(row.get_by_role("button", name="Retire")).to_have_count(0)
+
+    # the consumer's next push is refused by the provider, with the reason
+    cons.get_by_role("link", name="Agreements").click()
+    cons.locator("tbody tr", has_text="urn:asset:readings").get_by_role("button", name="Push").click()
+    refused = cons.locator("tbody tr").first
+    expect(refused).to_contain_text("TERMINATED", timeout=WAIT_MS)
+    expect(refused).to_contain_text("retired: licence <withdrawn>")
