@@ -52,7 +52,7 @@ from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_r
 from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
 from connector.faults import StoreUnavailable
 from connector.http import dsp
-from connector.http.clientcert import ClientCertificates
+from connector.http.clientcert import CertificateHeaderError, ClientCertificates
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     LIMITS,
@@ -139,7 +139,11 @@ async def _subject(request: web.Request) -> str:
         )
     claims: Claims = await request.app[VERIFIER].verify(header[7:].strip())
     bound = claims.attributes.get("transportCertsSha256") or ()
-    why = request.app[CLIENT_CERTS].binding_problem(request, list(bound))
+    try:
+        why = request.app[CLIENT_CERTS].binding_problem(request, list(bound))
+    except CertificateHeaderError as exc:  # a trusted proxy's unreadable header: never guessed
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        raise web.HTTPUnauthorized(reason=str(exc)) from exc
     if why:
         raise web.HTTPUnauthorized(reason=why)
     return claims.subject

@@ -11,8 +11,8 @@ maintainer = "https://example.org/"   # in its self-description (IRIs)
 public_url = "https://broker.example"   # its IRI (default: the scheme and Host of the request)
 host = "127.0.0.1"
 port = 8804
-tls_mode = "server"              # "mutual" | "server" | "proxy" | "none": as a connector's
-                                 # [dsp] tls_mode (see below)
+tls_mode = "mutual"              # "mutual" | "server" | "proxy" | "none": as a connector's
+                                 # [dsp] tls_mode (see below); "server" for anonymous searches
 client_cert_header = "X-Forwarded-Client-Cert"  # "proxy": the proxy's certificate header
 trusted_proxies = []             # "proxy": CIDRs whose certificate header is believed
 metrics_key_file = "metrics.key" # GET /metrics needs this key (Authorization: Bearer, or
@@ -52,17 +52,20 @@ Relative paths are relative to the config file's folder.
 ``tls_mode`` has the meaning of a connector's ``[dsp] tls_mode`` (connector.config; one
 `ClientCertificates` decides, connector.http.clientcert) for every route that takes a DAT
 (``POST /registrations``, ``DELETE /registrations/{id}``, ``POST /products``, the DSP
-``/catalog/request``): ``"mutual"`` TLS with a client certificate required at the handshake and
-a bound DAT refused without one of its certificates; ``"server"`` (the default: searches,
-SPARQL and the page are public, and clients such as browsers and `connector search` present no
-certificate) TLS with an optional client certificate, a DAT's binding checked only where one
-is presented; ``"proxy"`` plain HTTP on a private or loopback ``host`` (a public or unspecified
-one is refused) behind a TLS-terminating proxy, the certificate from ``client_cert_header`` of
-``trusted_proxies`` only, binding as ``"server"``, ``public_url`` the proxy's https URL;
-``"none"`` plain HTTP for loopback tests. The broker's crawls use TLS with its certificate in
-every mode but ``"none"``. The older ``plain_http = true`` means ``"none"``, ``mutual_tls =
-true`` ``"mutual"``, ``mutual_tls = false`` (or ``plain_http = false`` alone, as the broker
-defaulted to) ``"server"``; with a different ``tls_mode`` they are a configuration error.
+``/catalog/request``): ``"mutual"`` (the default, as a connector's) TLS with a client
+certificate required at the handshake, from every client, and a bound DAT refused without one
+of its certificates; ``"server"`` TLS with an optional client certificate, a DAT's binding
+checked only where one is presented (a stolen DAT is usable without its holder's certificate),
+for a broker whose searches, SPARQL and page are open to clients without a data-space
+certificate (browsers, `connector search --ca`, a load balancer's /health); ``"proxy"`` plain
+HTTP on a private or loopback ``host`` (a public or unspecified one is refused) behind a
+TLS-terminating proxy, the certificate from ``client_cert_header`` of ``trusted_proxies`` only,
+binding as ``"server"``, ``public_url`` the proxy's https URL; ``"none"`` plain HTTP for
+loopback tests. The broker's crawls use TLS with its certificate in
+every mode but ``"none"``. The older keys keep what they meant at the broker: ``plain_http =
+true`` is ``"none"``, ``mutual_tls = true`` ``"mutual"``, ``mutual_tls = false`` and
+``plain_http = false`` alone (the broker's old mutual_tls defaulted to false) ``"server"``; with
+a different ``tls_mode`` they are a configuration error.
 
 ``GET /metrics`` (Prometheus text, connector.broker.metrics) is served only with
 ``metrics_key_file`` (a key of at least 16 characters): a scrape sends ``Authorization: Bearer
@@ -106,7 +109,7 @@ class BrokerSection(_Section):
     public_url: str | None = None  # default: the scheme and Host of each request
     host: str = "127.0.0.1"
     port: int = Field(default=8804, ge=0, le=65535)
-    tls_mode: TlsMode = "server"
+    tls_mode: TlsMode = "mutual"
     client_cert_header: str = "X-Forwarded-Client-Cert"
     trusted_proxies: list[str] = Field(default_factory=list, max_length=256)
     plain_http: bool | None = None  # deprecated: true is tls_mode = "none"

@@ -44,7 +44,7 @@ def _load(tmp_path: Path, **broker: Any) -> BrokerConfig:
 @pytest.mark.parametrize(
     ("broker", "mode"),
     [
-        ({}, "server"),  # the broker's old default: TLS, a client certificate optional
+        ({}, "mutual"),  # as a connector's
         ({"tls_mode": "mutual"}, "mutual"),
         ({"tls_mode": "server"}, "server"),
         ({"tls_mode": "none"}, "none"),
@@ -163,11 +163,12 @@ def _findings(path: Path, profile: str | None = None) -> set[tuple[str, str]]:
 
 def test_config_check_of_a_broker_file(tmp_path: Path) -> None:
     assert is_broker_config(_write(tmp_path))
-    assert _findings(_write(tmp_path, tls_mode="mutual")) == {("broker.participant_dir", "warning")}
+    assert _findings(_write(tmp_path)) == {("broker.participant_dir", "warning")}
     for f in ("participant.key", "participant.crt"):
         (tmp_path / "participant" / f).touch()
-    assert _findings(_write(tmp_path, tls_mode="mutual")) == set()
-    assert _findings(_write(tmp_path)) == {("broker.tls_mode", "warning")}  # "server", the default
+    assert _findings(_write(tmp_path)) == set()  # "mutual", the default
+    assert _findings(_write(tmp_path, tls_mode="server")) == {("broker.tls_mode", "warning")}
+    assert _findings(_write(tmp_path, mutual_tls=False)) == {("broker.tls_mode", "warning")}
     assert _findings(_write(tmp_path, plain_http=True)) == {("broker.plain_http", "warning")}
     assert _findings(_write(tmp_path, tls_mode="proxy", public_url="https://b.example")) == {
         ("broker.tls_mode", "warning"),
