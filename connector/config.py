@@ -211,34 +211,22 @@ class DspSection(_Section):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, v: list[str]) -> list[str]:
-        parse_networks(v)
-        return v
+        return trusted_proxy_list(v)
 
     @field_validator("client_cert_header")
     @classmethod
     def _header_name(cls, v: str) -> str:
-        if not HEADER_NAME.fullmatch(v):
-            raise ValueError(f"{v!r} is not an HTTP header name")
-        return v
+        return header_name(v)
 
     @model_validator(mode="after")
     def _one_mode(self) -> DspSection:
-        legacy = legacy_tls_mode(self.plain_http, self.mutual_tls)
-        if legacy is not None:
-            if "tls_mode" in self.model_fields_set and self.tls_mode != legacy:
-                raise ValueError(
-                    f"tls_mode = {self.tls_mode!r} contradicts the older plain_http = "
-                    f"{_flag(self.plain_http)}, mutual_tls = {_flag(self.mutual_tls)} (which mean "
-                    f"tls_mode = {legacy!r}): remove plain_http and mutual_tls"
-                )
-            self.tls_mode = legacy
-        if self.tls_mode == "proxy":
-            why = _not_private(self.host)
-            if why:
-                raise ValueError(
-                    f'tls_mode = "proxy" serves plain HTTP: host must be a private or '
-                    f"loopback address, and {why}"
-                )
+        self.tls_mode = settled_tls_mode(
+            self.tls_mode,
+            given="tls_mode" in self.model_fields_set,
+            plain_http=self.plain_http,
+            mutual_tls=self.mutual_tls,
+            host=self.host,
+        )
         return self
 
     @property
@@ -262,15 +250,60 @@ class DspSection(_Section):
         )
 
 
-def legacy_tls_mode(plain_http: bool | None, mutual_tls: bool | None) -> TlsMode | None:
-    """The tls_mode the older keys mean; None when neither is set."""
+def legacy_tls_mode(
+    plain_http: bool | None, mutual_tls: bool | None, *, mutual_tls_default: bool = True
+) -> TlsMode | None:
+    """The tls_mode the older keys mean; None when neither is set. ``mutual_tls_default``: what
+    an unset mutual_tls meant beside a plain_http = false (the connector's true, the broker's
+    false)."""
     if plain_http:
         return "none"
-    if mutual_tls is False:
-        return "server"
-    if mutual_tls or plain_http is False:
-        return "mutual"
-    return None
+    if plain_http is None and mutual_tls is None:
+        return None
+    return "mutual" if (mutual_tls_default if mutual_tls is None else mutual_tls) else "server"
+
+
+def settled_tls_mode(
+    tls_mode: TlsMode,
+    *,
+    given: bool,
+    plain_http: bool | None,
+    mutual_tls: bool | None,
+    host: str,
+    mutual_tls_default: bool = True,
+) -> TlsMode:
+    """The mode a section's ``tls_mode`` (``given``: set in the file) and older keys mean, for
+    a server listening on ``host`` ([dsp], the broker's [broker]); ValueError for older keys
+    that contradict tls_mode, or proxy mode on an address a public network reaches."""
+    legacy = legacy_tls_mode(plain_http, mutual_tls, mutual_tls_default=mutual_tls_default)
+    if legacy is not None:
+        if given and tls_mode != legacy:
+            raise ValueError(
+                f"tls_mode = {tls_mode!r} contradicts the older plain_http = "
+                f"{_flag(plain_http)}, mutual_tls = {_flag(mutual_tls)} (which mean "
+                f"tls_mode = {legacy!r}): remove plain_http and mutual_tls"
+            )
+        tls_mode = legacy
+    if tls_mode == "proxy":
+        why = _not_private(host)
+        if why:
+            raise ValueError(
+                f'tls_mode = "proxy" serves plain HTTP: host must be a private or loopback address, and {why}'
+            )
+    return tls_mode
+
+
+def trusted_proxy_list(v: list[str]) -> list[str]:
+    """``trusted_proxies`` checked (CIDRs or addresses; ValueError naming a bad entry)."""
+    parse_networks(v)
+    return v
+
+
+def header_name(v: str) -> str:
+    """``client_cert_header`` checked (an HTTP field name)."""
+    if not HEADER_NAME.fullmatch(v):
+        raise ValueError(f"{v!r} is not an HTTP header name")
+    return v
 
 
 def _flag(v: bool | None) -> str:

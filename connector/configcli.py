@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from connector.broker.check import check_broker, is_broker_config
 from connector.config import ConfigError
 from connector.identity.cli import init as identity_init
 from connector.identity.errors import IdentityError
@@ -111,14 +112,19 @@ def config() -> None:
     "--security-profile",
     default=None,
     metavar="PROFILE",
-    help="Hold [dsp] tls_mode against this profile (idsc:TRUST_SECURITY_PROFILE and "
-    "idsc:TRUST_PLUS_SECURITY_PROFILE ask for mutual TLS). Default: the one the "
-    "authority attests in this connector's DAT, when it can be reached.",
+    help="Hold [dsp] tls_mode (a broker's [broker] tls_mode) against this profile "
+    "(idsc:TRUST_SECURITY_PROFILE and idsc:TRUST_PLUS_SECURITY_PROFILE ask for mutual TLS). "
+    "Default: the one the authority attests in this connector's DAT, when it can be "
+    "reached (a broker's: none).",
 )
 def config_check(config_file: str, as_json: bool, security_profile: str | None) -> None:
-    """Explain what is missing or wrong in CONFIG_FILE. Exit 0: it can be served (warnings
-    name weaker settings); 1: errors."""
-    findings = check(Path(config_file), security_profile=security_profile, ask_authority=True)
+    """Explain what is missing or wrong in CONFIG_FILE (a connector's or a broker's). Exit 0:
+    it can be served (warnings name weaker settings); 1: errors."""
+    path = Path(config_file)
+    if is_broker_config(path):
+        findings = check_broker(path, security_profile=security_profile)
+    else:
+        findings = check(path, security_profile=security_profile, ask_authority=True)
     if as_json:
         click.echo(json.dumps([f.__dict__ for f in findings], indent=1))
     else:

@@ -24,7 +24,7 @@ import textwrap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import jwt
@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from connector.config import Config, ConfigError, WebhookSection, load_config
+from connector.http.clientcert import TlsMode
 from connector.identity.client import DatClient, ParticipantIdentity, init_participant
 
 log = logging.getLogger(__name__)
@@ -258,33 +259,42 @@ WEAKER = {
 }
 
 
-def _tls_mode(config: Config, profile: str | None) -> Iterator[Finding]:
+class TlsKeys(Protocol):
+    """The TLS mode's keys of a section ([dsp], the broker's [broker])."""
+
+    tls_mode: TlsMode
+    plain_http: bool | None
+    trusted_proxies: list[str]
+    client_cert_header: str
+
+
+def tls_mode_findings(section: TlsKeys, name: str, profile: str | None) -> Iterator[Finding]:
     """A mode weaker than mutual TLS: its consequence; weaker than the data space asks (the
     authority attests a TRUST profile, whose connectors authenticate mutually on the
-    transport): said so; proxy mode that trusts no proxy."""
-    dsp = config.dsp
-    key = "dsp.plain_http" if dsp.tls_mode == "none" and dsp.plain_http else "dsp.tls_mode"
-    if dsp.tls_mode in WEAKER:
-        yield Finding("warning", key, WEAKER[dsp.tls_mode])
-    if profile in TRUSTED_PROFILES and dsp.tls_mode != "mutual":
+    transport): said so; proxy mode that trusts no proxy. ``name``: the section's."""
+    mode = section.tls_mode
+    key = f"{name}.plain_http" if mode == "none" and section.plain_http else f"{name}.tls_mode"
+    if mode in WEAKER:
+        yield Finding("warning", key, WEAKER[mode])
+    if profile in TRUSTED_PROFILES and mode != "mutual":
         yield Finding(
             "warning",
-            "dsp.tls_mode",
+            f"{name}.tls_mode",
             f"the authority attests {profile} for this connector, and that profile "
-            f"asks for mutual TLS on the data-space CA: tls_mode = {dsp.tls_mode!r} "
+            f"asks for mutual TLS on the data-space CA: tls_mode = {mode!r} "
             "is weaker than the data space asks",
         )
-    if dsp.tls_mode == "proxy" and not dsp.trusted_proxies:
+    if mode == "proxy" and not section.trusted_proxies:
         yield Finding(
             "warning",
-            "dsp.trusted_proxies",
-            f"no proxy is trusted: {dsp.client_cert_header} is never read, every peer "
+            f"{name}.trusted_proxies",
+            f"no proxy is trusted: {section.client_cert_header} is never read, every peer "
             "counts as presenting no certificate and no DAT's binding is checked",
         )
 
 
 def _security(config: Config, profile: str | None = None) -> Iterator[Finding]:
-    yield from _tls_mode(config, profile)
+    yield from tls_mode_findings(config.dsp, "dsp", profile)
     if not is_loopback(config.management.host):
         yield Finding(
             "warning",

@@ -21,7 +21,11 @@ Routes:
   errors): a catalog of the crawled catalogs, paged (connector.broker.catalogs);
 * ``POST /products`` (a DAT; ``{"datasetId", "title", "license", "contentSha256"}``): 201 with
   the data product's signed certificate and earlier registrations of the same content by others
-  (connector.broker.products); ``GET /products/{id}``: the certificate.
+  (connector.broker.products); ``GET /products/{id}``: the certificate;
+* ``GET /metrics``: Prometheus metrics, only with a configured key (connector.broker.metrics).
+
+Where a DAT is taken, its certificate binding is checked as the ``tls_mode`` says (one
+`ClientCertificates`, connector.http.clientcert, as at a connector's DSP port).
 
 Every refusal is ``{"error": reason}`` (registrations refused as not indexable add
 ``"problems"``), never a 500 for bad input.
@@ -40,6 +44,7 @@ from pydantic import ValidationError
 
 from connector.broker import catalogs
 from connector.broker.description import FILTER_KINDS, JSONLD_TYPES, DescriptionRefused
+from connector.broker.metrics import SEARCHES, metrics_route
 from connector.broker.pages import broker_graph, html_page
 from connector.broker.products import ProductIn
 from connector.broker.service import Broker, NotYours, ProductsOff
@@ -47,7 +52,7 @@ from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_r
 from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
 from connector.faults import StoreUnavailable
 from connector.http import dsp
-from connector.http.clientcert import ClientCertificates
+from connector.http.clientcert import CertificateHeaderError, ClientCertificates
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     LIMITS,
@@ -134,7 +139,11 @@ async def _subject(request: web.Request) -> str:
         )
     claims: Claims = await request.app[VERIFIER].verify(header[7:].strip())
     bound = claims.attributes.get("transportCertsSha256") or ()
-    why = request.app[CLIENT_CERTS].binding_problem(request, list(bound))
+    try:
+        why = request.app[CLIENT_CERTS].binding_problem(request, list(bound))
+    except CertificateHeaderError as exc:  # a trusted proxy's unreadable header: never guessed
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        raise web.HTTPUnauthorized(reason=str(exc)) from exc
     if why:
         raise web.HTTPUnauthorized(reason=why)
     return claims.subject
@@ -222,6 +231,7 @@ def search_query(params: Any) -> SearchQuery:
 async def search(request: web.Request) -> web.Response:
     query = search_query(request.query)
     page = await request.app[BROKER].search(query)
+    SEARCHES.labels("search").inc()
     return web.json_response(
         {
             "total": page.total,
@@ -272,6 +282,7 @@ async def _sparql_text(request: web.Request) -> str:
 async def sparql(request: web.Request) -> web.Response:
     text = await _sparql_text(request)
     result = await request.app[BROKER].index.query(text)
+    SEARCHES.labels("sparql").inc()
     media = negotiate_result(request.headers.get("Accept"), result.kind)
     if media is None:
         return _error(406, f"cannot answer a {result.kind} result in the accepted media types")
@@ -331,6 +342,7 @@ async def catalog_request(request: web.Request) -> web.Response:
     after = catalogs.read_cursor(request.query.get("cursor"))
     broker: Broker = request.config_dict[BROKER]
     entries = await broker.crawled_page(after, page_size + 1)
+    SEARCHES.labels("catalog").inc()
     public = _public_url(request)
     about: About = request.config_dict[ABOUT]
     wire = catalogs.catalog_of_catalogs(
@@ -363,7 +375,10 @@ async def root(request: web.Request) -> web.Response:
     accept = request.headers.get("Accept")
     if _wants_html(accept):
         query = request.query.get("q", "")[:1000]
-        found = await broker.search(SearchQuery(text=query, limit=50)) if query else None
+        found = None
+        if query:
+            found = await broker.search(SearchQuery(text=query, limit=50))
+            SEARCHES.labels("page").inc()
         page = html_page(
             about.title, await broker.registrations(), broker.clock(), broker.settings.ttl, query, found
         )
@@ -396,17 +411,18 @@ def broker_app(
     *,
     limits: Limits,
     body_bytes: int,
-    require_tls_binding: bool,
+    client_certs: ClientCertificates,
     about: About | None = None,
+    metrics_key: str | None = None,
 ) -> web.Application:
+    """The broker's routes; ``client_certs``: where a request's client certificate comes from
+    ([broker] tls_mode); ``metrics_key``: GET /metrics behind it (None: no such route)."""
     app = web.Application(middlewares=[errors], client_max_size=body_bytes)
     app[BROKER] = broker
     app[VERIFIER] = verifier
     app[LIMITS] = limits
     app[BODY_BYTES] = body_bytes
-    # strict binding over TLS, as "mutual"; "none": plain HTTP, no certificate to check
-    certs = ClientCertificates("mutual" if require_tls_binding else "none")
-    app[CLIENT_CERTS] = certs
+    app[CLIENT_CERTS] = client_certs
     app[ABOUT] = about or About()
     app.router.add_get("/", root)
     app.router.add_post("/registrations", register)
@@ -419,9 +435,11 @@ def broker_app(
     app.router.add_post("/products", register_product)
     app.router.add_get("/products/{id}", get_product)
     app.router.add_get("/crawls", list_crawls)
+    if metrics_key is not None:
+        app.router.add_routes([metrics_route(metrics_key, broker.availability)])
     # DSP, as a connector serves it: DAT (and its TLS binding) checked, DSP error bodies
     catalog = web.Application(
-        middlewares=[dsp.errors, dsp.auth_middleware(verifier, client_certs=certs)],
+        middlewares=[dsp.errors, dsp.auth_middleware(verifier, client_certs=client_certs)],
         client_max_size=body_bytes,
     )
     catalog[LIMITS] = limits

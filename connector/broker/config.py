@@ -11,8 +11,12 @@ maintainer = "https://example.org/"   # in its self-description (IRIs)
 public_url = "https://broker.example"   # its IRI (default: the scheme and Host of the request)
 host = "127.0.0.1"
 port = 8804
-plain_http = false               # true: no TLS (loopback tests only)
-mutual_tls = false               # true: every client presents a data-space certificate
+tls_mode = "mutual"              # "mutual" | "server" | "proxy" | "none": as a connector's
+                                 # [dsp] tls_mode (see below); "server" for anonymous searches
+client_cert_header = "X-Forwarded-Client-Cert"  # "proxy": the proxy's certificate header
+trusted_proxies = []             # "proxy": CIDRs whose certificate header is believed
+metrics_key_file = "metrics.key" # GET /metrics needs this key (Authorization: Bearer, or
+                                 # X-Api-Key); unset: /metrics answers 404
 validation = "lenient"           # IDS shapes: "lenient" indexes and lists violations,
                                  # "strict" refuses non-conforming descriptions, "off"
 ttl = 300                        # s: an entry not renewed within this is unavailable
@@ -44,6 +48,30 @@ url = "postgresql://..."         # participant directory), PostgreSQL for replic
 [limits]                         # as a connector's (connector.config)
 ```
 Relative paths are relative to the config file's folder.
+
+``tls_mode`` has the meaning of a connector's ``[dsp] tls_mode`` (connector.config; one
+`ClientCertificates` decides, connector.http.clientcert) for every route that takes a DAT
+(``POST /registrations``, ``DELETE /registrations/{id}``, ``POST /products``, the DSP
+``/catalog/request``): ``"mutual"`` (the default, as a connector's) TLS with a client
+certificate required at the handshake, from every client, and a bound DAT refused without one
+of its certificates; ``"server"`` TLS with an optional client certificate, a DAT's binding
+checked only where one is presented (a stolen DAT is usable without its holder's certificate),
+for a broker whose searches, SPARQL and page are open to clients without a data-space
+certificate (browsers, `connector search --ca`, a load balancer's /health); ``"proxy"`` plain
+HTTP on a private or loopback ``host`` (a public or unspecified one is refused) behind a
+TLS-terminating proxy, the certificate from ``client_cert_header`` of ``trusted_proxies`` only,
+binding as ``"server"``, ``public_url`` the proxy's https URL; ``"none"`` plain HTTP for
+loopback tests. The broker's crawls use TLS with its certificate in
+every mode but ``"none"``. The older keys keep what they meant at the broker: ``plain_http =
+true`` is ``"none"``, ``mutual_tls = true`` ``"mutual"``, ``mutual_tls = false`` and
+``plain_http = false`` alone (the broker's old mutual_tls defaulted to false) ``"server"``; with
+a different ``tls_mode`` they are a configuration error.
+
+``GET /metrics`` (Prometheus text, connector.broker.metrics) is served only with
+``metrics_key_file`` (a key of at least 16 characters): a scrape sends ``Authorization: Bearer
+KEY`` (Prometheus: ``authorization.credentials_file``) or ``X-Api-Key: KEY``; none: 401, a wrong
+one: 403. Without ``metrics_key_file`` the route does not exist (404): the broker's port is
+public, its metrics never are by default.
 """
 
 from __future__ import annotations
@@ -52,10 +80,22 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from connector.config import ConfigError, LimitsSection, StoreSection, _read_toml, _Section
+from connector.config import (
+    ConfigError,
+    LimitsSection,
+    StoreSection,
+    _read_toml,
+    _Section,
+    header_name,
+    settled_tls_mode,
+    trusted_proxy_list,
+)
+from connector.http.clientcert import ClientCertificates, TlsMode
 from connector.http.outbound import validate_allow_list
+
+MIN_KEY_CHARS = 16
 
 __all__ = ["BrokerConfig", "BrokerSection", "load_broker_config"]
 
@@ -69,8 +109,12 @@ class BrokerSection(_Section):
     public_url: str | None = None  # default: the scheme and Host of each request
     host: str = "127.0.0.1"
     port: int = Field(default=8804, ge=0, le=65535)
-    plain_http: bool = False
-    mutual_tls: bool = False
+    tls_mode: TlsMode = "mutual"
+    client_cert_header: str = "X-Forwarded-Client-Cert"
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=256)
+    plain_http: bool | None = None  # deprecated: true is tls_mode = "none"
+    mutual_tls: bool | None = None  # deprecated: true is tls_mode = "mutual", false "server"
+    metrics_key_file: Path | None = None  # unset: no /metrics (404)
     validation: Literal["off", "lenient", "strict"] = "lenient"
     ttl: float = Field(default=300.0, gt=0, le=86400 * 30)
     max_body_bytes: int = Field(default=4 << 20, ge=1024, le=1 << 30)
@@ -102,6 +146,51 @@ class BrokerSection(_Section):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return v.rstrip("/") if v else v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        return trusted_proxy_list(v)
+
+    @field_validator("client_cert_header")
+    @classmethod
+    def _header_name(cls, v: str) -> str:
+        return header_name(v)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> BrokerSection:
+        # the broker's old mutual_tls defaulted to false: plain_http = false alone is "server"
+        self.tls_mode = settled_tls_mode(
+            self.tls_mode,
+            given="tls_mode" in self.model_fields_set,
+            plain_http=self.plain_http,
+            mutual_tls=self.mutual_tls,
+            host=self.host,
+            mutual_tls_default=False,
+        )
+        if self.tls_mode == "proxy" and not (self.public_url or "").startswith("https://"):
+            raise ValueError(
+                'tls_mode = "proxy": public_url must be the proxy\'s https URL (clients reach '
+                "the broker over TLS at the proxy; the broker itself sees plain HTTP)"
+            )
+        return self
+
+    @property
+    def serves_tls(self) -> bool:
+        """Whether the broker's port itself speaks TLS (not behind a proxy, not a loopback test)."""
+        return self.tls_mode in ("mutual", "server")
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the broker has TLS files: its crawls use TLS with its certificate (every
+        mode but "none")."""
+        return self.tls_mode != "none"
+
+    def client_certificates(self) -> ClientCertificates:
+        """Where requests' client certificates come from (connector.http.clientcert)."""
+        return ClientCertificates.of(
+            self.tls_mode, header=self.client_cert_header, trusted_proxies=self.trusted_proxies
+        )
 
 
 class BrokerConfig(_Section):
@@ -136,6 +225,22 @@ class BrokerConfig(_Section):
         d = self.broker.infomodel_dir
         return None if d is None else self.path(d)
 
+    def metrics_key(self) -> str | None:
+        """The key /metrics asks for; None: no /metrics. ConfigError when the file cannot be
+        read or holds a key shorter than 16 characters (never served without one)."""
+        if self.broker.metrics_key_file is None:
+            return None
+        path = self.path(self.broker.metrics_key_file)
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"broker.metrics_key_file: cannot read {path}: {exc}") from exc
+        if len(key) < MIN_KEY_CHARS:
+            raise ConfigError(
+                f"broker.metrics_key_file: the key in {path} is shorter than {MIN_KEY_CHARS} characters"
+            )
+        return key
+
 
 def load_broker_config(path: str | Path) -> BrokerConfig:
     p = Path(path)
@@ -145,15 +250,19 @@ def load_broker_config(path: str | Path) -> BrokerConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{p}: {problems}") from exc
-    if not config.broker.plain_http:
+    if config.broker.uses_tls:
         missing = [str(f) for f in config.tls_files if not f.is_file()]
         if missing:
             raise ConfigError(
-                f"{p}: the broker serves over TLS but {', '.join(missing)} is "
-                "missing (as for a connector: `connector init --tls-host`, "
+                f"{p}: broker.tls_mode = {config.broker.tls_mode!r} uses TLS but {', '.join(missing)} "
+                "is missing (as for a connector: `connector init --tls-host`, "
                 "`connector authority issue-tls`, the CA as ca.crt), or set "
-                "broker.plain_http = true for a loopback test"
+                'broker.tls_mode = "none" for a loopback test'
             )
+    try:
+        config.metrics_key()
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
     if config.broker.validation != "off":
         from connector.selfdescription import infomodel_dir
 

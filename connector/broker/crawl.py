@@ -38,6 +38,7 @@ from rdflib import RDF
 
 from connector.broker import store as regstore
 from connector.broker.description import MAX_TEXT, DatasetEntry
+from connector.broker.metrics import CRAWLS
 from connector.broker.templates import offer_template
 from connector.http.client import Delivery
 from connector.http.outbound import same_endpoint
@@ -416,6 +417,7 @@ class Crawler:
                         failures=failures,
                         next_at=self.clock() + delay,
                     )
+                    CRAWLS.labels("failed").inc()
                     return
                 triples = await asyncio.to_thread(
                     catalog_triples, crawled, f"urn:connector-broker:catalog:{due.registration_id}"
@@ -438,8 +440,12 @@ class Crawler:
                         len(crawled.entries),
                         crawled.pages,
                     )
+                    CRAWLS.labels("crawled").inc()
                     await self.indexed(due.registration_id)
+                else:
+                    CRAWLS.labels("dropped").inc()
         except (StoreUnavailable, StoreError) as exc:
+            CRAWLS.labels("unstored").inc()
             log.warning("the crawl of %s cannot be stored: %s", due.endpoint, exc)
 
     async def fetch(self, endpoint: str, participant: str) -> Crawled:

@@ -1,4 +1,7 @@
-"""`connector broker serve CONFIG`: one broker process."""
+"""`connector broker serve CONFIG`: one broker process. Its port follows ``[broker] tls_mode``
+(connector.broker.config): TLS with a required ("mutual") or optional ("server") client
+certificate, plain HTTP behind a TLS-terminating proxy on a private address ("proxy", the client
+certificate from the trusted proxy's header) or for loopback tests ("none")."""
 
 from __future__ import annotations
 
@@ -95,9 +98,9 @@ async def _crawler(config: BrokerConfig, broker: Broker, session: aiohttp.Client
     client = DspClient(
         dat.token,
         renew=dat.renew,
-        ssl_context=None if b.plain_http else client_context(ca, cert, key),
+        ssl_context=client_context(ca, cert, key) if b.uses_tls else None,
         policy=OutboundPolicy.from_config(
-            b.peer_allow, schemes=("http", "https") if b.plain_http else ("https",)
+            b.peer_allow, schemes=("https",) if b.uses_tls else ("http", "https")
         ),
         timeout=b.crawl_timeout,
     )
@@ -160,13 +163,18 @@ async def run(
             verifier,
             limits=limits,
             body_bytes=b.max_body_bytes,
-            require_tls_binding=not b.plain_http,
+            client_certs=b.client_certificates(),
             about=about,
+            metrics_key=config.metrics_key(),
         )
         app.add_routes(health_routes(Readiness({"store": store.ping})))
         count_requests(app, "broker")
         cert, key, ca = config.tls_files
-        ssl_ctx = None if b.plain_http else server_context(cert, key, ca, require_client_cert=b.mutual_tls)
+        ssl_ctx = (
+            server_context(cert, key, ca, require_client_cert=b.tls_mode == "mutual")
+            if b.serves_tls
+            else None
+        )
         listening = await start_site(app, b.host, b.port, limits=limits, ssl_context=ssl_ctx)
         (ready or (lambda s: print(s, flush=True)))(
             f"broker ready url={listening.url} store={shown} registrations="

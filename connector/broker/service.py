@@ -201,6 +201,10 @@ class Broker:
     async def registrations(self) -> list[Registration]:
         return await regstore.list_registrations(self.store)
 
+    async def availability(self) -> tuple[int, int]:
+        """(available, unavailable) registrations now."""
+        return await regstore.count_registrations(self.store, now=self.clock(), ttl=self.settings.ttl)
+
     async def search(self, query: SearchQuery) -> SearchPage:
         return await regstore.search(self.store, query, now=self.clock(), ttl=self.settings.ttl)
 

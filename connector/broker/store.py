@@ -277,6 +277,18 @@ async def list_registrations(store: Store) -> list[Registration]:
         return [_registration(r, r.n) for r in (await tx.execute(stmt)).all()]
 
 
+async def count_registrations(store: Store, *, now: float, ttl: float) -> tuple[int, int]:
+    """(available, unavailable) registrations: renewed within ``ttl`` of ``now``, or not."""
+    fresh = registrations.c.renewed_at >= now - ttl
+    stmt = sa.select(
+        sa.func.sum(sa.case((fresh, 1), else_=0)).label("available"),
+        sa.func.sum(sa.case((fresh, 0), else_=1)).label("unavailable"),
+    )
+    async with store.transaction(readonly=True) as tx:
+        row = (await tx.execute(stmt)).one()
+    return int(row.available or 0), int(row.unavailable or 0)
+
+
 async def all_ntriples(store: Store) -> list[tuple[str, str]]:
     """(registration id, N-Triples) of every registration (its description and its crawled
     catalog), for the SPARQL index."""

@@ -28,6 +28,7 @@ from connector.broker.service import Broker
 from connector.broker.store import SearchQuery
 from connector.broker.templates import CUSTOM, offer_template
 from connector.http.client import Delivery
+from connector.http.clientcert import ClientCertificates
 from connector.http.limits import DEFAULT_LIMITS
 from connector.odrl.templates import fill, templates
 from connector.protocol.catalog import CatalogBuilder, CatalogDataset
@@ -251,7 +252,7 @@ async def test_the_catalog_of_catalogs_pages_through_every_crawled_catalog(
         FixedTokens({"tok-carol": "CC:keyid:03"}),
         limits=DEFAULT_LIMITS,
         body_bytes=1 << 20,
-        require_tls_binding=False,
+        client_certs=ClientCertificates("none"),
     )
     message = {"@context": [DSP_CONTEXT_URL], "@type": "CatalogRequestMessage"}
     found: list[tuple[str, str]] = []

@@ -15,6 +15,7 @@ from rdflib import RDF, Graph
 
 from connector.broker.app import broker_app
 from connector.broker.service import Broker
+from connector.http.clientcert import ClientCertificates
 from connector.http.limits import DEFAULT_LIMITS
 from connector.selfdescription import validate_ids
 from connector.vocab import IDS
@@ -40,7 +41,11 @@ def auth(token: str, **headers: str) -> dict[str, str]:
 @pytest.fixture
 async def http(broker: Broker) -> AsyncIterator[TestClient]:
     app = broker_app(
-        broker, FixedTokens(TOKENS), limits=DEFAULT_LIMITS, body_bytes=BODY_BYTES, require_tls_binding=False
+        broker,
+        FixedTokens(TOKENS),
+        limits=DEFAULT_LIMITS,
+        body_bytes=BODY_BYTES,
+        client_certs=ClientCertificates("none"),
     )
     async with TestClient(TestServer(app)) as client:
         yield client

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from connector.broker.app import broker_app
 from connector.broker.products import CertificateInvalid, verify_certificate
 from connector.broker.service import Broker
+from connector.http.clientcert import ClientCertificates
 from connector.http.limits import DEFAULT_LIMITS
 from connector.identity.ca import CertificateAuthority, create_csr
 from connector.identity.client import ParticipantIdentity
@@ -51,7 +52,7 @@ async def http(broker: Broker, ca: CertificateAuthority) -> AsyncIterator[TestCl
         FixedTokens({"tok-alice": ALICE, "tok-bob": BOB}),
         limits=DEFAULT_LIMITS,
         body_bytes=65536,
-        require_tls_binding=False,
+        client_certs=ClientCertificates("none"),
     )
     async with TestClient(TestServer(app)) as client:
         yield client
