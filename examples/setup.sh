@@ -1,7 +1,7 @@
 #!/bin/sh
 # One-shot set-up of the example data space: the authority's CA and keys, and each
-# participant's keys, certified by the authority; each connector's management API key; the
-# configs of this folder copied beside them. The same script runs in the containers
+# participant's keys, certified by the authority; each connector's management API key and the
+# broker's metrics key; the configs of this folder copied beside them. The same script runs in the containers
 # (compose.yaml's `setup` service: volumes at /space, /provider, /consumer, /broker) and on one
 # machine (run.sh). What differs is in the environment, with the containers' values as defaults:
 #   EXAMPLE_ROOT        where the folders go (default: / , the containers' volumes)
@@ -23,9 +23,10 @@ mkdir -p "$root/provider/data" "$root/consumer" "$root/broker"
 cp "$here/provider/connector.toml" "$root/provider/connector.toml"
 cp "$here/consumer/connector.toml" "$root/consumer/connector.toml"
 cp "$here/broker/broker.toml" "$root/broker/broker.toml"
-for role in provider consumer; do
-    if [ ! -s "$root/$role/management.key" ]; then
-        (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > "$root/$role/management.key")
+# the connectors' management API keys and the broker's metrics key: 24 random bytes in hex
+for key in provider/management.key consumer/management.key broker/metrics.key; do
+    if [ ! -s "$root/$key" ]; then
+        (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > "$root/$key")
     fi
 done
 

@@ -106,7 +106,8 @@ def test_the_setup_script_runs_real_commands() -> None:
         assert config_of(SERVICES[service], name)[0] == f"/{service}/{name}"
     assert mounts(SERVICES["setup"])["/examples"] == "./"
     # and the management keys the configs name
-    assert '"$root/$role/management.key"' in script
+    for key in ("provider/management.key", "consumer/management.key", "broker/metrics.key"):
+        assert key in script
 
 
 @pytest.mark.parametrize("name", ["provider", "consumer"])
@@ -152,6 +153,9 @@ def test_the_broker_config_is_valid_and_served() -> None:
     config = BrokerConfig.model_validate({**data, "base_dir": base})
     assert on_a_mount(str(config.path(config.broker.participant_dir)), service)
     assert config.broker.port in published(service)
+    assert config.broker.tls_mode == "mutual"
+    assert config.broker.metrics_key_file is not None
+    assert on_a_mount(str(config.path(config.broker.metrics_key_file)), service)
 
 
 def test_the_authority_serves_what_the_connectors_name() -> None:

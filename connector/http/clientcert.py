@@ -271,7 +271,7 @@ class ClientCertificates:
             return Presented(None, "none")
         if not self.trusts(request):
             log.warning(
-                "DSP %s %s: %s header from %s ignored: not one of [dsp] trusted_proxies",
+                "DSP %s %s: %s header from %s ignored: not one of the trusted_proxies",
                 request.method,
                 request.path,
                 self.header,

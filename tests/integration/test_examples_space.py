@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -257,6 +258,25 @@ def test_offer_find_negotiate_pull_and_be_denied(example: Example) -> None:
         "no data-plane requests counted"
     )
     assert example.get("PROVIDER_MGMT_PORT", "/metrics")[0] == 401  # behind the key
+
+
+def test_the_broker_serves_its_metrics_with_its_key_over_mutual_tls(example: Example) -> None:
+    participant = example.root / "consumer" / "participant"
+    tls = ssl.create_default_context(cafile=str(participant / "ca.crt"))
+    tls.load_cert_chain(participant / "tls.crt", participant / "tls.key")
+    url = f"https://127.0.0.1:{example.port('BROKER_PORT')}/metrics"
+    key = (example.root / "broker" / "metrics.key").read_text().strip()
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=10, context=tls) as response:
+        names = {f.name for f in text_string_to_metric_families(response.read().decode())}
+    assert "connector_http_requests" in names, names
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10, context=tls)
+    assert refused.value.code == 401
+    # without a data-space certificate the broker does not even complete the handshake
+    anonymous = ssl.create_default_context(cafile=str(participant / "ca.crt"))
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(request, timeout=10, context=anonymous).read()
 
 
 def test_the_consumer_store_is_the_configured_one(example: Example) -> None:
