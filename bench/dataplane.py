@@ -10,7 +10,7 @@ so the governed path and the baseline pay the same transport.
 3. the latency of 1 KiB requests sent one at a time on one connection (no queueing), governed
    vs bare: p50, p99 and the added latency the data plane costs.
 
-Run: python bench/dataplane.py [--size-mib 1024] [--seconds 10] [--rounds 2]
+Run: python bench/dataplane.py [--size-mib 1024] [--seconds 10] [--rounds 2] [--metrics | --metrics-only]
 """
 
 from __future__ import annotations
@@ -217,7 +217,13 @@ def main() -> None:
         help="also: 1 KiB governed requests with metrics on against a provider with "
         "CONNECTOR_METRICS=off (same run), and what /metrics shows after",
     )
+    ap.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="only the metrics on vs off comparison (implies --metrics; the other measurements skipped)",
+    )
     args = ap.parse_args()
+    args.metrics = args.metrics or args.metrics_only
     print(
         f"# bench/dataplane.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  python "
         f"{platform.python_version()}  cores={os.cpu_count()}  file={args.size_mib} MiB"
@@ -273,6 +279,11 @@ def main() -> None:
             assert provider.proc is not None
             pid = provider.proc.pid
 
+            bare_kib: Target = (f"http://127.0.0.1:{port}/kib", {}, bare.pid)
+            gov_kib: Target = (edrs["urn:asset:kib"]["endpoint"], auth["urn:asset:kib"], pid)
+            if args.metrics_only:
+                metrics_on_off(ds, provider, consumer, kib, gov_kib, args)
+                return
             print(f"\n## Large pull ({args.rounds} alternating rounds per side)")
             rss_before = rss_mib(pid)
             pulls: dict[str, list[tuple[int, float]]] = {"bare": [], "governed": []}
@@ -296,8 +307,6 @@ def main() -> None:
             )
 
             print(f"\n## 1 KiB requests, 32 connections ({args.rounds} alternating rounds)")
-            bare_kib: Target = (f"http://127.0.0.1:{port}/kib", {}, bare.pid)
-            gov_kib: Target = (edrs["urn:asset:kib"]["endpoint"], auth["urn:asset:kib"], pid)
             b, g = compare(bare_kib, gov_kib, args.seconds, 32, args.rounds)
             print(
                 f"bare handler:   {b['rps']:8.0f} req/s  p50 {b['p50']:6.2f} ms  p99 {b['p99']:6.2f} ms"

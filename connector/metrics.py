@@ -1,6 +1,7 @@
-"""Prometheus metrics of one process (prometheus-client), served on the management port at
-``/metrics`` (connector.http.observe). Imports nothing of the connector or of aiohttp, so
-any layer (the store, the data plane) may count.
+"""Prometheus metrics of one process (our own lock-free instruments, exported through
+prometheus-client), served on the management port at ``/metrics`` (connector.http.observe).
+Imports nothing of the connector or of aiohttp, so any layer (the store, the data plane) may
+count.
 
 One registry per process; every instrument is defined here, so the names are in one place:
 
@@ -24,26 +25,275 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client import Counter as _Counter
-from prometheus_client import Gauge as _Gauge
-from prometheus_client import Histogram as _Histogram
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 # CONNECTOR_METRICS=off: every instrument a no-op (what the metrics cost is measured against
 # it: bench/dataplane.py --metrics); /metrics then answers an empty registry
 ENABLED = os.environ.get("CONNECTOR_METRICS", "on").lower() != "off"
 
+# The instruments are our own, not prometheus-client's: prometheus-client takes a lock on every
+# inc() and observe() and walks a histogram's buckets one by one, which on the data plane's
+# 1 KiB requests cost several per cent of the request rate (bench/dataplane.py --metrics). Ours
+# are plain attributes updated in place (a histogram: one bisect, one list slot), exported at
+# scrape time by one prometheus-client collector per registry, in the same text format. They
+# are updated only on the event loop's thread (the connector counts nothing in a worker thread;
+# store transactions observe their time in the coroutine, after the thread's work): `x += 1`
+# is not atomic across threads, so an instrument updated from a worker thread would need a lock.
+
+
+class _CounterChild:
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value: float = 0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        self.value += amount
+
+
+class _GaugeChild:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float = 0
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+
+class _HistogramChild:
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds  # the upper bounds, +Inf last
+        self.counts = [0] * len(bounds)  # observations in each bucket alone (not cumulative)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value ("le")
+        self.sum += value
+
+
+class _Family:
+    """An instrument with its children by label values (one child of no labels when it has
+    none, so ``BYTES_SERVED.inc(n)`` works like prometheus-client's)."""
+
+    __slots__ = ("_children", "_only", "documentation", "labelnames", "name")
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        *,
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._only: Any = None if self.labelnames else self._add(())
+        if registry is not None:
+            _collector(registry).add(self)
+
+    def _new_child(self) -> Any:
+        raise NotImplementedError
+
+    def _add(self, values: tuple[str, ...]) -> Any:
+        child = self._children[values] = self._new_child()
+        return child
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        """The child of these label values (created on first use); look it up once and keep
+        it where a path counts often."""
+        if named:
+            if values:
+                raise ValueError("label values either by position or by name, not both")
+            if set(named) != set(self.labelnames):
+                raise ValueError(f"{self.name}: labels are {self.labelnames}")
+            values = tuple(named[n] for n in self.labelnames)
+        if len(values) != len(self.labelnames) or not self.labelnames:
+            raise ValueError(f"{self.name}: labels are {self.labelnames}, got {values}")
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        return child if child is not None else self._add(key)
+
+    def clear(self) -> None:
+        """Forget every child (a labelled instrument)."""
+        if self.labelnames:
+            self._children.clear()
+
+    def _single(self) -> Any:
+        if self._only is None:
+            raise ValueError(f"{self.name} has labels: call labels() first")
+        return self._only
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def describe(self) -> Metric:
+        return self._family()
+
+    def collect(self) -> Metric:
+        family = self._family()
+        for values, child in list(self._children.items()):  # a snapshot: a child may be added meanwhile
+            self._export(family, list(values), child)
+        return family
+
+    def _export(self, family: Any, values: list[str], child: Any) -> None:
+        raise NotImplementedError
+
+
+class CounterFamily(_Family):
+    __slots__ = ()
+
+    def _new_child(self) -> _CounterChild:
+        return _CounterChild()
+
+    def inc(self, amount: float = 1) -> None:
+        self._single().inc(amount)
+
+    def _family(self) -> Metric:
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def _export(self, family: Any, values: list[str], child: Any) -> None:
+        family.add_metric(values, child.value, created=child.created)
+
+
+class GaugeFamily(_Family):
+    __slots__ = ()
+
+    def _new_child(self) -> _GaugeChild:
+        return _GaugeChild()
+
+    def set(self, value: float) -> None:
+        self._single().set(value)
+
+    def inc(self, amount: float = 1) -> None:
+        self._single().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self._single().dec(amount)
+
+    def _family(self) -> Metric:
+        return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def _export(self, family: Any, values: list[str], child: Any) -> None:
+        family.add_metric(values, child.value)
+
+
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+class HistogramFamily(_Family):
+    __slots__ = ("_les", "bounds")
+
+    def __init__(self, *args: Any, buckets: Sequence[float] = DEFAULT_BUCKETS, **kw: Any) -> None:
+        """As a family's (name, documentation, labelnames, registry), and the buckets' upper
+        bounds (+Inf added)."""
+        bounds = sorted(float(b) for b in buckets)
+        if bounds != [float(b) for b in buckets]:
+            raise ValueError("histogram buckets must be in increasing order")
+        if not bounds or bounds[-1] != float("inf"):
+            bounds.append(float("inf"))
+        self.bounds = tuple(bounds)
+        self._les = [floatToGoString(b) for b in self.bounds]
+        super().__init__(*args, **kw)
+
+    def _new_child(self) -> _HistogramChild:
+        return _HistogramChild(self.bounds)
+
+    def observe(self, value: float) -> None:
+        self._single().observe(value)
+
+    def _family(self) -> Metric:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def _export(self, family: Any, values: list[str], child: Any) -> None:
+        cumulative, total = [], 0
+        for le, n in zip(self._les, child.counts, strict=True):
+            total += n
+            cumulative.append((le, total))
+        family.add_metric(values, cumulative, child.sum)
+        family.samples.append(
+            Sample(self.name + "_created", dict(zip(self.labelnames, values, strict=True)), child.created)
+        )
+
+
+class _Instruments(Collector):
+    """Every instrument of one registry, exported at scrape time (one collector, registered
+    again when an instrument is added so the registry knows every name)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.families: list[_Family] = []
+
+    def add(self, family: _Family) -> None:
+        if any(f.name == family.name for f in self.families):
+            raise ValueError(f"duplicated metric: {family.name}")
+        if self.families:
+            self.registry.unregister(self)
+        self.families.append(family)
+        try:
+            self.registry.register(self)  # refuses a name another collector of the registry has
+        except ValueError:
+            self.families.pop()
+            if self.families:
+                self.registry.register(self)
+            raise
+
+    def describe(self) -> list[Metric]:
+        return [f.describe() for f in self.families]
+
+    def collect(self) -> list[Metric]:
+        return [f.collect() for f in self.families]
+
+
+_COLLECTORS: dict[int, _Instruments] = {}
+
+
+def _collector(registry: CollectorRegistry) -> _Instruments:
+    found = _COLLECTORS.get(id(registry))
+    if found is None or found.registry is not registry:
+        found = _COLLECTORS[id(registry)] = _Instruments(registry)
+    return found
+
 
 class _Off:
     """An instrument that counts nothing (metrics off)."""
 
-    def labels(self, *values: str) -> _Off:
+    def labels(self, *values: str, **named: str) -> _Off:
         return self
 
     def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
         pass
 
     def observe(self, value: float) -> None:
@@ -61,7 +311,7 @@ def _or_off(cls: Any) -> Any:
     return cls if ENABLED else (lambda *args, **kw: _Off())
 
 
-Counter, Gauge, Histogram = _or_off(_Counter), _or_off(_Gauge), _or_off(_Histogram)
+Counter, Gauge, Histogram = _or_off(CounterFamily), _or_off(GaugeFamily), _or_off(HistogramFamily)
 
 
 HTTP_REQUESTS = Counter(

@@ -39,14 +39,19 @@ def http_middleware(app_name: str) -> Middleware:
     """An aiohttp middleware counting every request of ``app_name`` by route and status (the
     route's pattern, never the raw path: ids would make the label set unbounded)."""
 
-    # the label children, looked up once (a labels() call takes a lock and builds a key: on
-    # the data plane's 1 KiB requests that was measurable, bench/dataplane.py --metrics)
+    # the label children, looked up once (a labels() call builds a key: on the data plane's
+    # 1 KiB requests that was measurable, bench/dataplane.py --metrics). What a request costs
+    # here: this coroutine (a middleware layer), two clock reads, one dict lookup, one counter
+    # increment, one histogram observation, about 1 us in all (the instruments are plain
+    # attributes, connector.metrics); counting inside the handlers instead would save the
+    # layer, about 0.3 us, for a count every handler would have to get right.
     seconds = HTTP_SECONDS.labels(app_name)
     counters: dict[tuple[object, int], Any] = {}
+    clock = time.perf_counter
 
     @web.middleware
     async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
-        t0 = time.perf_counter()
+        t0 = clock()
         status = 500
         try:
             response = await handler(request)
@@ -62,7 +67,7 @@ def http_middleware(app_name: str) -> Middleware:
                 route = resource.canonical if resource is not None else "unmatched"
                 counter = counters[(resource, status)] = HTTP_REQUESTS.labels(app_name, route, str(status))
             counter.inc()
-            seconds.observe(time.perf_counter() - t0)
+            seconds.observe(clock() - t0)
 
     return count
 
