@@ -168,6 +168,7 @@ def create_app(
                 body=body, status=src.status, headers={**src.headers, **_seq_headers(chain, seq)}
             )
         finally:
+            BYTES_SERVED.inc(len(body))
             chain.complete(seq, len(body), hashlib.sha256(body).digest(), clock())
 
     circumstances_of = circumstances or token_and_headers

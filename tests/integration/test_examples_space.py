@@ -257,6 +257,8 @@ def test_offer_find_negotiate_pull_and_be_denied(example: Example) -> None:
     assert any(s.labels.get("app") == "dataplane" for s in families["connector_http_requests"].samples), (
         "no data-plane requests counted"
     )
+    served = sum(s.value for s in families["connector_bytes_served"].samples if s.name.endswith("_total"))
+    assert served == 2 * len("station,lat\nbonn,50.7\n"), served  # the two permitted pulls
     assert example.get("PROVIDER_MGMT_PORT", "/metrics")[0] == 401  # behind the key
 
 
