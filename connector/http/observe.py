@@ -35,9 +35,13 @@ Check = Callable[[], Awaitable[None]]  # raises (any exception) with the reason 
 CHECK_TIMEOUT = 3.0
 
 
-def http_middleware(app_name: str) -> Middleware:
+def http_middleware(
+    app_name: str, requests: Any = HTTP_REQUESTS, histogram: Any = HTTP_SECONDS
+) -> Middleware:
     """An aiohttp middleware counting every request of ``app_name`` by route and status (the
-    route's pattern, never the raw path: ids would make the label set unbounded)."""
+    route's pattern, never the raw path: ids would make the label set unbounded). ``requests``
+    and ``histogram``: other instruments of the same labels (bench/metrics_cost.py measures
+    this middleware on prometheus-client's own)."""
 
     # the label children, looked up once (a labels() call builds a key: on the data plane's
     # 1 KiB requests that was measurable, bench/dataplane.py --metrics). What a request costs
@@ -45,7 +49,7 @@ def http_middleware(app_name: str) -> Middleware:
     # increment, one histogram observation, about 1 us in all (the instruments are plain
     # attributes, connector.metrics); counting inside the handlers instead would save the
     # layer, about 0.3 us, for a count every handler would have to get right.
-    seconds = HTTP_SECONDS.labels(app_name)
+    seconds = histogram.labels(app_name)
     counters: dict[tuple[object, int], Any] = {}
     clock = time.perf_counter
 
@@ -65,7 +69,7 @@ def http_middleware(app_name: str) -> Middleware:
             counter = counters.get((resource, status))
             if counter is None:
                 route = resource.canonical if resource is not None else "unmatched"
-                counter = counters[(resource, status)] = HTTP_REQUESTS.labels(app_name, route, str(status))
+                counter = counters[(resource, status)] = requests.labels(app_name, route, str(status))
             counter.inc()
             seconds.observe(clock() - t0)
 
