@@ -19,14 +19,13 @@ the key the route is not added at all (404): metrics are never public by default
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
-from connector.http.limits import one_header
+from connector.http.limits import one_header, same_secret
 from connector.metrics import REGISTRY, Counter, Gauge
 
 SEARCHES = Counter("connector_broker_searches", "searches answered, by kind", ["kind"], registry=REGISTRY)
@@ -69,7 +68,7 @@ def metrics_route(key: str, registrations: Counts) -> web.RouteDef:
                 reason="the metrics key is required: Authorization: Bearer <key> (or X-Api-Key)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not hmac.compare_digest(given.encode(), expected):
+        if not same_secret(given, expected):
             raise web.HTTPForbidden(reason="wrong metrics key")
         available, unavailable = await registrations()
         REGISTRATIONS.labels("available").set(available)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -523,3 +524,10 @@ def one_header(request: web.Request, name: str) -> str:
     this edge reads would decide who the caller is, so the request counts as carrying none."""
     values = request.headers.getall(name, [])
     return values[0] if len(values) == 1 else ""
+
+
+def same_secret(given: str, expected: bytes) -> bool:
+    """Whether a presented credential is ``expected``, in constant time. Any text a header can
+    hold compares (bytes that were not UTF-8 are kept as they came, never an error); an empty
+    one never matches. Every key check of the HTTP edges goes through it."""
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected)

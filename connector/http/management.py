@@ -18,7 +18,6 @@ are stored but never echoed back.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal, TypeVar
@@ -50,6 +49,7 @@ from connector.http.limits import (
     load_json,
     one_header,
     read_body,
+    same_secret,
 )
 from connector.http.outbound import OutboundRefused, parse_url
 from connector.http.routes import (
@@ -1488,10 +1488,9 @@ def management_app(
         try:
             if ui is not None and ui in request.match_info.apps:
                 return await handler(request)  # the dashboard's own session check
-            if request.path not in public:
-                given = one_header(request, "X-Api-Key").encode()  # two keys: refused
-                if not given or not hmac.compare_digest(given, key):
-                    raise ApiError(401, "missing or wrong X-Api-Key")
+            # two keys: refused (one_header gives "", which never matches)
+            if request.path not in public and not same_secret(one_header(request, "X-Api-Key"), key):
+                raise ApiError(401, "missing or wrong X-Api-Key")
             with translated():  # a control-plane ProtocolError no service translated: typed
                 return await handler(request)
         except ApiError as exc:

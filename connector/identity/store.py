@@ -210,7 +210,7 @@ class StoreError(IdentityError):
 
 
 def admin_token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class AuthorityStore:

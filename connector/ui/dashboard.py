@@ -170,7 +170,7 @@ def dashboard_app(
     site = Site(title, BASE, NAV)
     return ui_app(
         site,
-        sessions or Sessions(secret_checker(api_key), StoreSessions(cp.store)),
+        sessions or Sessions(secret_checker(api_key), StoreSessions(cp.store), pepper=api_key.encode()),
         _routes(site, parts),
         secret_name="management API key",
     )

@@ -6,9 +6,10 @@ One `Sessions` holds the rules; where the sessions live is its backend:
 
 * `StoreSessions`: the connector's store (table ``ui_sessions``, connector.store.ui_sessions),
   so that a connector's replicas behind a load balancer share them (a login on one is known on
-  the next, a logout ends it on all, a restart keeps it). The row holds the SHA-256 of the id,
-  never the id; the messages shown once are in the row too, as a form posted to one replica
-  is usually followed by its page from another.
+  the next, a logout ends it on all, a restart keeps it). The row holds the HMAC-SHA256 of the
+  id under the management API key, never the id (a new key ends every session); the messages
+  shown once are in the row too, as a form posted to one replica is usually followed by its
+  page from another.
 * `MemorySessions`: one process's memory (the authority, which has no such store).
 
 The rate limit on failed logins stays per process on either backend: behind a load balancer
@@ -83,10 +84,12 @@ class SessionBackend(Protocol):
     async def take_flash(self, key: str) -> list[str]: ...
 
 
-def session_key(sid: str) -> str:
-    """What a backend keys a session by: the SHA-256 of its id (the id is 256 random bits, so
-    an unsalted fast hash is enough; a leaked table opens no session)."""
-    return hashlib.sha256(sid.encode()).hexdigest()
+def session_key(sid: str, pepper: bytes = b"") -> str:
+    """What a backend keys a session by: HMAC-SHA256 of its id under ``pepper`` (the secret
+    logged in with: a new management API key leaves every older session's row unreachable,
+    on every replica). The id is 256 random bits, so a leaked table opens no session. Bytes a
+    cookie cannot hold (non-UTF-8) are kept as they came (surrogateescape), never an error."""
+    return hmac.new(pepper, sid.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
 
 @dataclass
@@ -176,9 +179,13 @@ class Sessions:
 
     check: Callable[[str], bool]
     backend: SessionBackend = field(default_factory=MemorySessions)
+    pepper: bytes = b""  # keys the sessions' rows (session_key): the secret logged in with
     clock: Callable[[], float] = time.time
     lifetime: float = LIFETIME
     _failures: dict[str, _Failures] = field(default_factory=dict)
+
+    def _key(self, sid: str) -> str:
+        return session_key(sid, self.pepper)
 
     async def login(self, secret: str, client: str) -> Session | None:
         """A new session if `secret` is right; None if not; `TooManyAttempts` while `client`
@@ -199,14 +206,14 @@ class Sessions:
             return None
         self._failures.pop(client, None)
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now + self.lifetime)
-        await self.backend.add(Kept(session_key(session.sid), session.csrf, session.expires), now)
+        await self.backend.add(Kept(self._key(session.sid), session.csrf, session.expires), now)
         return session
 
     async def get(self, sid: str | None) -> Session | None:
         """The live session of a cookie's id (an ended one is removed)."""
         if not sid:
             return None
-        key = session_key(sid)
+        key = self._key(sid)
         kept = await self.backend.find(key)
         if kept is None:
             return None
@@ -216,24 +223,26 @@ class Sessions:
         return Session(sid, kept.csrf, kept.expires)
 
     async def logout(self, session: Session) -> None:
-        await self.backend.remove(session_key(session.sid))
+        await self.backend.remove(self._key(session.sid))
 
     async def flash(self, session: Session, message: str) -> None:
         """A message shown once, on the session's next page."""
-        await self.backend.add_flash(session_key(session.sid), message)
+        await self.backend.add_flash(self._key(session.sid), message)
 
     async def take_flash(self, session: Session) -> list[str]:
-        return await self.backend.take_flash(session_key(session.sid))
+        return await self.backend.take_flash(self._key(session.sid))
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:
-    return bool(given) and hmac.compare_digest(session.csrf.encode(), str(given).encode())
+    return bool(given) and hmac.compare_digest(
+        session.csrf.encode(), str(given).encode("utf-8", "surrogateescape")
+    )
 
 
 def secret_checker(expected: str) -> Callable[[str], bool]:
     """A `Sessions.check` comparing with `expected` in constant time."""
     want = expected.encode()
-    return lambda given: hmac.compare_digest(given.encode(), want)
+    return lambda given: hmac.compare_digest(given.encode("utf-8", "surrogateescape"), want)
 
 
 def set_cookie(response: web.StreamResponse, request: web.Request, session: Session, path: str) -> None:

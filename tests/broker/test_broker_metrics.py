@@ -109,3 +109,21 @@ async def test_registrations_by_availability_at_scrape_time(
     assert (_gauge(text, "available"), _gauge(text, "unavailable")) == (1, 1)
     assert 'connector_http_requests_total{app="broker",route="/registrations",status="201"}' in text
     assert "connector_broker_searches_total" in text
+
+
+async def raw_status(client: TestClient, head: bytes) -> int:
+    """The status of a request written byte for byte (headers that are not UTF-8)."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(head + b"Host: x\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("header", [b"X-Api-Key: \xff\xfe\x80", b"Authorization: Bearer \xff\xfe\x80"])
+async def test_a_key_of_any_bytes_is_refused_never_an_error(http: TestClient, header: bytes) -> None:
+    assert await raw_status(http, b"GET /metrics HTTP/1.1\r\n" + header + b"\r\n") == 403

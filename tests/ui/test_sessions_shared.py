@@ -1,12 +1,15 @@
 """The dashboard's sessions in the connector's store, shared by its replicas, on SQLite and on
 PostgreSQL: two app instances over one database (two stores, two connection pools, as two
 replicas behind a load balancer) take each other's sessions; a logout on one ends the session
-on both; the table holds the hash of the session id, never the id; expired rows go."""
+on both; the table holds the HMAC of the session id under the key, never the id; a new key
+ends every session; expired rows go."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import hmac
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +34,11 @@ from connector.ui.session import COOKIE, LIFETIME, MAX_FLASH, Sessions, StoreSes
 KEY = "the-management-key-" + "s" * 12
 
 Clock = list[float]
+
+
+def keyed(sid: str) -> str:
+    """A session's row key: HMAC-SHA256 of its id under the management key."""
+    return hmac.new(KEY.encode(), sid.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,9 @@ async def replica(open_store: OpenStore, clock: Clock, tmp_path: Path) -> AsyncI
         dsp = DspClient(no_peers, ssl_context=None, policy=OutboundPolicy())
         clients_dsp.append(dsp)
         cp = ControlPlane(store, dsp, participant_id="urn:test:replicas", dsp_url="http://127.0.0.1:9")
-        sessions = Sessions(secret_checker(KEY), StoreSessions(store), clock=lambda: clock[0])
+        sessions = Sessions(
+            secret_checker(KEY), StoreSessions(store), pepper=KEY.encode(), clock=lambda: clock[0]
+        )
         app = management_app(cp, KEY, ui=dashboard_app(cp, KEY, sessions=sessions))
         client = TestClient(TestServer(app))
         await client.start_server()
@@ -149,7 +159,7 @@ async def test_the_table_holds_the_hash_of_the_id_never_the_id(replica: Replica)
     a = await replica()
     sids = [await login(a), await login(a)]
     kept = await rows(a)
-    assert sorted(r["id_hash"] for r in kept) == sorted(hashlib.sha256(s.encode()).hexdigest() for s in sids)
+    assert sorted(r["id_hash"] for r in kept) == sorted(keyed(s) for s in sids)
     dump = repr(kept)
     for sid in sids:
         assert sid not in dump
@@ -186,12 +196,12 @@ async def test_sessions_expire_and_ended_rows_are_pruned(replica: Replica, clock
     # the first has ended: refused on either replica, and its row removed when found
     assert (await home(a, old))[0] == 303
     assert (await home(b, old))[0] == 303
-    assert [r["id_hash"] for r in await rows(a)] == [hashlib.sha256(fresh.encode()).hexdigest()]
+    assert [r["id_hash"] for r in await rows(a)] == [keyed(fresh)]
     assert (await home(a, fresh))[0] == 200
     # an ended session nobody asks for again goes at the next login
     clock[0] += LIFETIME
     newest = await login(a)
-    assert [r["id_hash"] for r in await rows(b)] == [hashlib.sha256(newest.encode()).hexdigest()]
+    assert [r["id_hash"] for r in await rows(b)] == [keyed(newest)]
 
 
 async def test_store_sessions_keep_a_bounded_number_of_messages(store: Store) -> None:
@@ -240,3 +250,45 @@ async def test_a_store_outage_is_a_page_that_says_so(
     async with a.client.post("/ui/login", data={"secret": KEY}, allow_redirects=False) as r:
         assert r.status == 503 and "<h1>Log in</h1>" in (text := await r.text())
         assert "the database server is down" in text
+
+
+async def test_a_new_management_key_ends_every_session(store: Store) -> None:
+    """Rows are keyed under the key logged in with: after the key changes (a leaked key
+    replaced, every replica restarted with the new one), no older session is found."""
+    await store.migrate()
+    old = Sessions(secret_checker(KEY), StoreSessions(store), pepper=KEY.encode())
+    session = await old.login(KEY, "10.0.0.1")
+    assert session is not None and await old.get(session.sid) is not None
+    new_key = "another-management-key-" + "n" * 12
+    new = Sessions(secret_checker(new_key), StoreSessions(store), pepper=new_key.encode())
+    assert await new.get(session.sid) is None
+    assert await new.login(KEY, "10.0.0.1") is None  # nor does the old key log in
+
+
+async def test_a_cookie_of_any_bytes_is_no_session_never_an_error(store: Store) -> None:
+    await store.migrate()
+    sessions = Sessions(secret_checker(KEY), StoreSessions(store), pepper=KEY.encode())
+    for sid in ("\udcff\udcfe", "é" * 40, "x" * 5000, "; path=/"):
+        assert await sessions.get(sid) is None
+    assert await sessions.login("\udcffkey", "10.0.0.2") is None
+
+
+async def test_headers_of_any_bytes_are_refused_never_an_error(replica: Replica) -> None:
+    """A cookie or an API key that is not UTF-8: the login page and a 401, never a 500."""
+    node = await replica()
+    client = node.client
+
+    async def status(head: bytes) -> int:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        try:
+            writer.write(head + b"Host: x\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            return int((await reader.readline()).split()[1])
+        finally:
+            writer.close()
+
+    assert await status(b"GET /api/assets HTTP/1.1\r\nX-Api-Key: \xff\xfe\x80\r\n") == 401
+    assert await status(b"GET /ui/ HTTP/1.1\r\nCookie: " + COOKIE.encode() + b"=\xff\xfe\x80\r\n") in (
+        200,
+        303,
+    )
