@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from broker_testlib import FixedTokens, description
 from conftest import Clock
 from prometheus_client.parser import text_string_to_metric_families
+from raw_http import raw_status
 
 from connector import metrics
 from connector.broker.app import broker_app
@@ -109,19 +110,6 @@ async def test_registrations_by_availability_at_scrape_time(
     assert (_gauge(text, "available"), _gauge(text, "unavailable")) == (1, 1)
     assert 'connector_http_requests_total{app="broker",route="/registrations",status="201"}' in text
     assert "connector_broker_searches_total" in text
-
-
-async def raw_status(client: TestClient, head: bytes) -> int:
-    """The status of a request written byte for byte (headers that are not UTF-8)."""
-    import asyncio
-
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(head + b"Host: x\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        return int((await reader.readline()).split()[1])
-    finally:
-        writer.close()
 
 
 @pytest.mark.parametrize("header", [b"X-Api-Key: \xff\xfe\x80", b"Authorization: Bearer \xff\xfe\x80"])

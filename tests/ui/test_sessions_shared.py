@@ -6,7 +6,6 @@ ends every session; expired rows go."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -20,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 from db_testlib import OpenStore
+from raw_http import raw_status
 
 from connector.http.client import DspClient
 from connector.http.management import management_app
@@ -278,17 +278,10 @@ async def test_headers_of_any_bytes_are_refused_never_an_error(replica: Replica)
     node = await replica()
     client = node.client
 
-    async def status(head: bytes) -> int:
-        reader, writer = await asyncio.open_connection(client.host, client.port)
-        try:
-            writer.write(head + b"Host: x\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            return int((await reader.readline()).split()[1])
-        finally:
-            writer.close()
-
-    assert await status(b"GET /api/assets HTTP/1.1\r\nX-Api-Key: \xff\xfe\x80\r\n") == 401
-    assert await status(b"GET /ui/ HTTP/1.1\r\nCookie: " + COOKIE.encode() + b"=\xff\xfe\x80\r\n") in (
+    assert await raw_status(client, b"GET /api/assets HTTP/1.1\r\nX-Api-Key: \xff\xfe\x80\r\n") == 401
+    assert await raw_status(
+        client, b"GET /ui/ HTTP/1.1\r\nCookie: " + COOKIE.encode() + b"=\xff\xfe\x80\r\n"
+    ) in (
         200,
         303,
     )
