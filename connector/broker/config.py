@@ -14,6 +14,7 @@ port = 8804
 tls_mode = "mutual"              # "mutual" | "server" | "proxy" | "none": as a connector's
                                  # [dsp] tls_mode (see below); "server" for anonymous searches
 client_cert_header = "X-Forwarded-Client-Cert"  # "proxy": the proxy's certificate header
+client_cert_format = "pem"       # "proxy": "pem" (nginx), "envoy-xfcc" or "auto" (a connector's)
 trusted_proxies = []             # "proxy": CIDRs whose certificate header is believed
 metrics_key_file = "metrics.key" # GET /metrics needs this key (Authorization: Bearer, or
                                  # X-Api-Key); unset: /metrics answers 404
@@ -92,7 +93,7 @@ from connector.config import (
     settled_tls_mode,
     trusted_proxy_list,
 )
-from connector.http.clientcert import ClientCertificates, TlsMode
+from connector.http.clientcert import CertFormat, ClientCertificates, TlsMode
 from connector.http.outbound import validate_allow_list
 
 MIN_KEY_CHARS = 16
@@ -111,6 +112,7 @@ class BrokerSection(_Section):
     port: int = Field(default=8804, ge=0, le=65535)
     tls_mode: TlsMode = "mutual"
     client_cert_header: str = "X-Forwarded-Client-Cert"
+    client_cert_format: CertFormat = "pem"  # as a connector's [dsp] client_cert_format
     trusted_proxies: list[str] = Field(default_factory=list, max_length=256)
     plain_http: bool | None = None  # deprecated: true is tls_mode = "none"
     mutual_tls: bool | None = None  # deprecated: true is tls_mode = "mutual", false "server"
@@ -189,7 +191,10 @@ class BrokerSection(_Section):
     def client_certificates(self) -> ClientCertificates:
         """Where requests' client certificates come from (connector.http.clientcert)."""
         return ClientCertificates.of(
-            self.tls_mode, header=self.client_cert_header, trusted_proxies=self.trusted_proxies
+            self.tls_mode,
+            header=self.client_cert_header,
+            trusted_proxies=self.trusted_proxies,
+            format=self.client_cert_format,
         )
 
 

@@ -22,7 +22,7 @@ import pytest
 from dataspace_testlib import Connector, DataSpace, fresh_dat
 from prometheus_client.parser import text_string_to_metric_families
 from test_broker_e2e import BrokerProcess, eventually, provider
-from test_tls_modes import CATALOG_REQUEST, _escaped_pem, _tls
+from test_tls_modes import CATALOG_REQUEST, _escaped_pem, _tls, _xfcc
 
 pytestmark = pytest.mark.integration
 HEADER = "X-Forwarded-Client-Cert"
@@ -142,7 +142,10 @@ def test_proxy_mode_takes_the_certificate_header_only_from_trusted_proxies(
     space: DataSpace, peers: dict[str, Connector]
 ) -> None:
     # the proxy is 127.0.0.1; 127.0.0.2 (also loopback) is anyone else on the way
-    settings = 'tls_mode = "proxy"\ntrusted_proxies = ["127.0.0.1/32"]\npublic_url = "https://broker.example"'
+    settings = (
+        'tls_mode = "proxy"\ntrusted_proxies = ["127.0.0.1/32"]\npublic_url = "https://broker.example"\n'
+        'client_cert_format = "auto"'
+    )
     for prx in _broker(space, "b-proxy", settings, scheme="http"):
         dat = fresh_dat(space, peers["alice"])
         alice, mallory = _escaped_pem(peers["alice"]), _escaped_pem(peers["mallory"])
@@ -160,6 +163,13 @@ def test_proxy_mode_takes_the_certificate_header_only_from_trusted_proxies(
             prx, dat, headers={HEADER: "-----BEGIN%20CERTIFICATE-----%0Azz"}, source="127.0.0.1"
         )
         assert status == 401 and "no PEM certificate" in body, body
+
+        # Envoy's x-forwarded-client-cert from the trusted proxy (client_cert_format = "auto")
+        assert _own_route(prx, dat, headers={HEADER: _xfcc(peers["alice"])}, source="127.0.0.1")[0] == 404
+        status, body = _own_route(prx, dat, headers={HEADER: _xfcc(peers["mallory"])}, source="127.0.0.1")
+        assert status == 401 and "not the one its token is bound to" in body, body
+        forged = _xfcc(peers["mallory"], digest_of=peers["alice"])  # a Hash that is not the Cert's
+        assert _own_route(prx, dat, headers={HEADER: forged}, source="127.0.0.1")[0] == 401
 
         # from anyone else: the header is ignored (and logged), as if no certificate was presented
         assert _own_route(prx, dat, headers={HEADER: mallory}, source="127.0.0.2")[0] == 404
