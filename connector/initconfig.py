@@ -78,9 +78,11 @@ def _toml(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, Path):
-        return json.dumps(str(value))
+        return _toml(str(value))
     if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+        # a TOML basic string (JSON's escapes are TOML's) whose "$" stays a "$" when the
+        # config is read (connector.tomlenv expands "${NAME}" and reads "$$" as "$")
+        return json.dumps(value.replace("$", "$$"))
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     raise TypeError(f"no TOML form for {type(value).__name__}")

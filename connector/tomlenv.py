@@ -5,7 +5,8 @@ In any string value (also inside lists and tables, never in keys):
 
 * ``${NAME}``: the variable's value; unset (or empty) is an error naming the key and the
   variable, so a forgotten variable never becomes an empty address or path;
-* ``${NAME:-default}``: the value, or ``default`` when the variable is unset or empty;
+* ``${NAME:-default}``: the value, or ``default`` when the variable is unset or empty (a
+  default is taken as written: a ``$`` in it is an error);
 * ``$$``: a literal ``$``. A ``$`` followed by anything else is an error (a typo such as
   ``$NAME`` or ``${NAME`` would otherwise pass through silently).
 
@@ -51,6 +52,8 @@ def expand(text: str, env: Mapping[str, str], where: str) -> str:
         if value:
             return value
         if default is not None:
+            if "$" in default:  # no nested variables, no escapes: a default is taken as written
+                raise TomlEnvError(f"{where}: the default of ${{{name}:-...}} may not contain '$'")
             return default
         raise TomlEnvError(f"{where}: the environment variable {name} is not set (and has no :-default)")
 

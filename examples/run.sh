@@ -26,7 +26,7 @@ export EXAMPLE_ROOT AUTHORITY_URL LISTEN_HOST PROVIDER_HOST CONSUMER_HOST BROKER
 sh "$here/setup.sh"
 cd "$EXAMPLE_ROOT"
 pids=""
-trap 'kill $pids 2>/dev/null; wait' EXIT
+trap 'kill $pids 2>/dev/null || :; wait' EXIT
 trap 'exit 0' INT TERM
 connector authority serve space --host 127.0.0.1 --port "$AUTHORITY_PORT" --issuer "$AUTHORITY_URL" \
     > authority.log 2>&1 &
@@ -39,6 +39,14 @@ connector serve consumer/connector.toml > consumer.log 2>&1 &
 pids="$pids $!"
 connector status provider/connector.toml --wait 120 > /dev/null
 connector status consumer/connector.toml --wait 120 > /dev/null
+# the connectors' readiness asked the authority; every process still runs (one that could not
+# bind its port, the broker's say, has exited by now)
+for pid in $pids; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "a process stopped while starting: see $EXAMPLE_ROOT/*.log" >&2
+        exit 1
+    fi
+done
 echo "ready: the dashboards are"
 echo "  provider  http://127.0.0.1:${PROVIDER_MGMT_PORT:-8802}/ui  (key: $EXAMPLE_ROOT/provider/management.key)"
 echo "  consumer  http://127.0.0.1:${CONSUMER_MGMT_PORT:-8812}/ui  (key: $EXAMPLE_ROOT/consumer/management.key)"

@@ -30,10 +30,17 @@ for key in provider/management.key consumer/management.key broker/metrics.key; d
     fi
 done
 
-if [ -f "$root/space/authority.json" ]; then
+# done once: the marker is the last thing written, so a set-up that failed half-way starts
+# over (in a fresh authority folder) at the next start
+if [ -f "$root/space/.set-up" ]; then
     echo "the data space exists already: configs updated"
     exit 0
 fi
+for d in "$root/space" "$root/provider/participant" "$root/consumer/participant" "$root/broker/participant"; do
+    if [ -d "$d" ]; then
+        find "$d" -mindepth 1 -delete   # the contents only: /space is a volume's mount point
+    fi
+done
 connector authority init "$root/space" --name example-space --issuer "$authority_url"
 connector init "$root/provider/participant" --name Provider --tls-host "$provider_host"
 connector authority register "$root/space" "$root/provider/participant/participant.csr" \
@@ -47,4 +54,5 @@ connector init "$root/broker/participant" --name Broker --tls-host "$broker_host
 connector authority register "$root/space" "$root/broker/participant/participant.csr" \
     --tls-csr "$root/broker/participant/tls.csr" --role broker \
     --connector-url "https://$broker_host:${BROKER_PORT:-8804}"
+touch "$root/space/.set-up"
 echo "the data space is set up"

@@ -41,6 +41,8 @@ def test_expand(text: str, want: str) -> None:
         ("${HOST", "must start"),
         ("${1BAD}", "must start"),
         ("cost $", "must start"),
+        ("${MISSING:-${HOST}}", "may not contain"),
+        ("${MISSING:-a$$b}", "may not contain"),
     ],
 )
 def test_expand_refuses(text: str, fragment: str) -> None:
@@ -88,3 +90,12 @@ def test_config_ports_from_variables(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("T_DSP_PORT")
     with pytest.raises(ConfigError, match="T_DSP_PORT is not set"):
         load_config(f)
+
+
+def test_init_writes_a_dollar_that_reads_back_as_written(tmp_path: Path) -> None:
+    """`connector init --name 'Price$Co'`: the config it writes loads, with the name intact."""
+    from connector.initconfig import _toml
+
+    f = tmp_path / "c.toml"
+    f.write_text(f"title = {_toml('Price$Co ${NOT_A_VARIABLE} $$')}\n")
+    assert read_toml(f, {}) == {"title": "Price$Co ${NOT_A_VARIABLE} $$"}

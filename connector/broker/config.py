@@ -72,7 +72,8 @@ a different ``tls_mode`` they are a configuration error.
 ``metrics_key_file`` (a key of at least 16 characters): a scrape sends ``Authorization: Bearer
 KEY`` (Prometheus: ``authorization.credentials_file``) or ``X-Api-Key: KEY``; none: 401, a wrong
 one: 403. Without ``metrics_key_file`` the route does not exist (404): the broker's port is
-public, its metrics never are by default.
+public, its metrics never are by default. In ``"mutual"`` mode (the default) a scrape also
+presents a data-space client certificate (Prometheus: ``tls_config``), as every client does.
 """
 
 from __future__ import annotations

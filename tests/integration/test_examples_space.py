@@ -8,13 +8,16 @@ everything it started. With CONNECTOR_TEST_PG the consumer runs on PostgreSQL, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import queue
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -51,6 +54,7 @@ class Example:
     env: dict[str, str]
     proc: subprocess.Popen[str]
     pg_schema: str | None
+    lines: queue.Queue[str] | None = None  # run.sh's output, read by a thread
 
     def port(self, name: str) -> int:
         return int(self.env[name])
@@ -144,15 +148,20 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
     env.setdefault("CONSUMER_STORE_URL", f"sqlite:///{root}/consumer/connector.db")
     example = Example(root, env, proc, schema)
     try:
-        output = []
-        deadline = time.monotonic() + 180
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            if line.startswith("ready:") or time.monotonic() > deadline:
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = proc.stdout
+        assert stdout is not None
+        threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+        output: list[str] = []
+        deadline = time.monotonic() + 300  # bounded even if run.sh goes silent
+        while not (output and output[-1].startswith("ready:")) and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                output.append(lines.get(timeout=1))
+            if proc.poll() is not None and lines.empty():
                 break
         logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in root.glob("*.log"))
         assert output and output[-1].startswith("ready:"), "".join(output) + logs
+        example.lines = lines
         yield example
     finally:
         if proc.poll() is None:
@@ -302,14 +311,61 @@ def test_the_consumer_store_is_the_configured_one(example: Example) -> None:
     assert not (example.root / "consumer" / "connector.db").exists()
 
 
-def test_run_sh_stops_what_it_started(example: Example) -> None:
-    """Last in the module: SIGTERM to the script alone stops the four processes."""
+def test_run_sh_stops_what_it_started_even_when_one_stopped_before(example: Example) -> None:
+    """Last in the module: with the broker gone already (a crash), SIGTERM to the script alone
+    stops the other three, and the script exits 0."""
     ports = [example.port(p) for p in PORTS]
+    broker = subprocess.run(
+        ["pgrep", "-P", str(example.proc.pid), "-f", "broker serve"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    pids = broker.stdout.split()
+    assert len(pids) == 1, broker
+    os.kill(int(pids[0]), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _free(example.port("BROKER_PORT")) is False and time.monotonic() < deadline:
+        time.sleep(0.2)
     example.proc.send_signal(signal.SIGTERM)
-    example.proc.wait(timeout=60)
+    assert example.proc.wait(timeout=60) == 0
     deadline = time.monotonic() + 30
     busy = ports
     while busy and time.monotonic() < deadline:
         busy = [p for p in ports if not _free(p)]
         time.sleep(0.2)
     assert not busy, f"still listening after run.sh stopped: {busy}"
+
+
+def test_a_set_up_that_failed_half_way_is_done_again(tmp_path: Path) -> None:
+    """setup.sh's marker is written last: an authority folder left by a failed first start is
+    not taken for a finished set-up; a finished one is kept."""
+    root = tmp_path / "space"
+    (root / "space").mkdir(parents=True)
+    (root / "space" / "authority.json").write_text("{}")  # what a failed first start leaves
+    env = {
+        **process_env(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "EXAMPLE_ROOT": str(root),
+        "AUTHORITY_URL": "http://127.0.0.1:8700",
+    }
+
+    def setup() -> str:
+        done = subprocess.run(
+            ["sh", str(EXAMPLES / "setup.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    assert "the data space is set up" in setup()
+    for role in ("provider", "consumer", "broker"):
+        assert (root / role / "participant" / "participant.crt").is_file(), role
+    crt = (root / "broker" / "participant" / "participant.crt").read_bytes()
+    assert "exists already" in setup()
+    assert (root / "broker" / "participant" / "participant.crt").read_bytes() == crt
+    assert (root / "broker" / "metrics.key").stat().st_mode & 0o077 == 0
