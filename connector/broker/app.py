@@ -52,7 +52,7 @@ from connector.broker.sparql import SparqlRefused, negotiate_result, serialize_r
 from connector.broker.store import SORTS, OwnedByAnother, SearchQuery
 from connector.faults import StoreUnavailable
 from connector.http import dsp
-from connector.http.clientcert import CertificateHeaderError, ClientCertificates
+from connector.http.clientcert import BindingRefused, CertificateHeaderError, ClientCertificates, bound_claims
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     LIMITS,
@@ -65,7 +65,6 @@ from connector.http.limits import (
     read_json,
 )
 from connector.identity.errors import IdentityError
-from connector.identity.tokens import Claims
 from connector.identity.verify import Verifier
 from connector.protocol.errors import ProtocolError
 from connector.protocol.messages import CatalogRequestMessage
@@ -137,15 +136,15 @@ async def _subject(request: web.Request) -> str:
         raise web.HTTPUnauthorized(
             reason="a DAT is required: Authorization: Bearer <DAT>", headers={"WWW-Authenticate": "Bearer"}
         )
-    claims: Claims = await request.app[VERIFIER].verify(header[7:].strip())
-    bound = claims.attributes.get("transportCertsSha256") or ()
-    try:
-        why = request.app[CLIENT_CERTS].binding_problem(request, list(bound))
+    try:  # IdentityError: answered by the error middleware
+        claims = await bound_claims(
+            request.app[VERIFIER], request.app[CLIENT_CERTS], request, header[7:].strip()
+        )
     except CertificateHeaderError as exc:  # a trusted proxy's unreadable header: never guessed
         log.warning("%s %s: %s", request.method, request.path, exc)
         raise web.HTTPUnauthorized(reason=str(exc)) from exc
-    if why:
-        raise web.HTTPUnauthorized(reason=why)
+    except BindingRefused as exc:
+        raise web.HTTPUnauthorized(reason=exc.reason) from exc
     return claims.subject
 
 

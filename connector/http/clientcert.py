@@ -56,6 +56,8 @@ from aiohttp import web
 from cryptography import x509
 
 from connector.http.tls import check_transport_binding, peer_certificate_sha256
+from connector.identity.tokens import Claims
+from connector.identity.verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -292,3 +294,25 @@ class ClientCertificates:
         if presented.sha256 is None and self.mode != "mutual":
             return None
         return check_transport_binding(bound, presented.sha256)
+
+
+class BindingRefused(Exception):
+    """A valid DAT presented without the certificate it is bound to (the reason in words)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def bound_claims(
+    verifier: Verifier, certificates: ClientCertificates, request: web.Request, token: str
+) -> Claims:
+    """A request's DAT verified and its certificate binding checked, for every edge that takes
+    a DAT (the DSP endpoints, the broker): the claims, or IdentityError (the verifier),
+    CertificateHeaderError (a trusted proxy's unreadable header) or BindingRefused. Each edge
+    answers these in its own protocol's words; the checks are these, everywhere."""
+    claims = await verifier.verify(token)
+    why = certificates.binding_problem(request, list(claims.attributes.get("transportCertsSha256") or ()))
+    if why:
+        raise BindingRefused(why)
+    return claims

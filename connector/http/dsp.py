@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from connector.faults import StoreUnavailable
-from connector.http.clientcert import CertificateHeaderError, ClientCertificates
+from connector.http.clientcert import BindingRefused, CertificateHeaderError, ClientCertificates, bound_claims
 from connector.http.errors import storage_fault
 from connector.http.limits import (
     DEFAULT_LIMITS,
@@ -141,21 +141,18 @@ def auth_middleware(verifier: Verifier, *, client_certs: ClientCertificates) -> 
             )
             return _not_found(request)
         try:
-            claims: Claims = await verifier.verify(token)
+            claims = await bound_claims(verifier, client_certs, request, token)
         except IdentityError as exc:
             log.info("DSP %s %s: DAT refused: %s", request.method, request.path, exc)
             if isinstance(exc, AttributesChanged):
                 return _stale(request, exc)
             # transient (e.g. the revocation list cannot be refreshed): the sender retries
             return _unavailable(request) if exc.status == 503 else _not_found(request)
-        bound = claims.attributes.get("transportCertsSha256") or ()
-        try:
-            why = client_certs.binding_problem(request, list(bound))
         except CertificateHeaderError as exc:
             log.warning("DSP %s %s: %s", request.method, request.path, exc)
             return _bad_certificate_header(request, str(exc))
-        if why:
-            log.info("DSP %s %s: %s", request.method, request.path, why)
+        except BindingRefused as exc:
+            log.info("DSP %s %s: %s", request.method, request.path, exc.reason)
             return _not_found(request)
         request["claims"] = claims
         return await handler(request)
