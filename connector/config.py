@@ -92,7 +92,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -155,7 +155,68 @@ class ConnectorSection(_Section):
         return v.rstrip("/")
 
 
-class DspSection(_Section):
+class _TlsSection(_Section):
+    """What a section with TLS keys (``tls_mode``, ``client_cert_header``,
+    ``client_cert_format``, ``trusted_proxies`` and the older ``plain_http`` / ``mutual_tls``)
+    validates and derives: the connector's ``[dsp]`` and the broker's ``[broker]``. The fields
+    stay in each section (their order and descriptions are its own)."""
+
+    # what an unset mutual_tls meant beside plain_http = false (the broker's old default: false)
+    MUTUAL_TLS_DEFAULT: ClassVar[bool] = True
+
+    if TYPE_CHECKING:
+        host: str
+        tls_mode: TlsMode
+        client_cert_header: str
+        client_cert_format: CertFormat
+        trusted_proxies: list[str]
+        plain_http: bool | None
+        mutual_tls: bool | None
+
+    @field_validator("trusted_proxies", check_fields=False)
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        return trusted_proxy_list(v)
+
+    @field_validator("client_cert_header", check_fields=False)
+    @classmethod
+    def _header_name(cls, v: str) -> str:
+        return header_name(v)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Self:
+        self.tls_mode = settled_tls_mode(
+            self.tls_mode,
+            given="tls_mode" in self.model_fields_set,
+            plain_http=self.plain_http,
+            mutual_tls=self.mutual_tls,
+            host=self.host,
+            mutual_tls_default=self.MUTUAL_TLS_DEFAULT,
+        )
+        return self
+
+    @property
+    def serves_tls(self) -> bool:
+        """Whether the port itself speaks TLS (not behind a proxy, not a loopback test)."""
+        return self.tls_mode in ("mutual", "server")
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the process has TLS files: its outbound calls use TLS with its certificate
+        (every mode but "none")."""
+        return self.tls_mode != "none"
+
+    def client_certificates(self) -> ClientCertificates:
+        """Where requests' client certificates come from (connector.http.clientcert)."""
+        return ClientCertificates.of(
+            self.tls_mode,
+            header=self.client_cert_header,
+            trusted_proxies=self.trusted_proxies,
+            format=self.client_cert_format,
+        )
+
+
+class DspSection(_TlsSection):
     host: str = _d(
         'the address the DSP endpoints listen on; with tls_mode = "proxy" a '
         "private or loopback IP address (a public one is refused)",
@@ -207,47 +268,6 @@ class DspSection(_Section):
     @classmethod
     def _allow_list(cls, v: list[str]) -> list[str]:
         return validate_allow_list(v)
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _proxies(cls, v: list[str]) -> list[str]:
-        return trusted_proxy_list(v)
-
-    @field_validator("client_cert_header")
-    @classmethod
-    def _header_name(cls, v: str) -> str:
-        return header_name(v)
-
-    @model_validator(mode="after")
-    def _one_mode(self) -> DspSection:
-        self.tls_mode = settled_tls_mode(
-            self.tls_mode,
-            given="tls_mode" in self.model_fields_set,
-            plain_http=self.plain_http,
-            mutual_tls=self.mutual_tls,
-            host=self.host,
-        )
-        return self
-
-    @property
-    def serves_tls(self) -> bool:
-        """Whether the DSP port itself speaks TLS (not behind a proxy, not a loopback test)."""
-        return self.tls_mode in ("mutual", "server")
-
-    @property
-    def uses_tls(self) -> bool:
-        """Whether the connector has TLS files: its calls to peers and its data plane use TLS
-        (every mode but "none")."""
-        return self.tls_mode != "none"
-
-    def client_certificates(self) -> ClientCertificates:
-        """Where DSP requests' client certificates come from (connector.http.clientcert)."""
-        return ClientCertificates.of(
-            self.tls_mode,
-            header=self.client_cert_header,
-            trusted_proxies=self.trusted_proxies,
-            format=self.client_cert_format,
-        )
 
 
 def legacy_tls_mode(

@@ -90,11 +90,9 @@ from connector.config import (
     StoreSection,
     _read_toml,
     _Section,
-    header_name,
-    settled_tls_mode,
-    trusted_proxy_list,
+    _TlsSection,
 )
-from connector.http.clientcert import CertFormat, ClientCertificates, TlsMode
+from connector.http.clientcert import CertFormat, TlsMode
 from connector.http.outbound import validate_allow_list
 
 MIN_KEY_CHARS = 16
@@ -102,7 +100,9 @@ MIN_KEY_CHARS = 16
 __all__ = ["BrokerConfig", "BrokerSection", "load_broker_config"]
 
 
-class BrokerSection(_Section):
+class BrokerSection(_TlsSection):
+    MUTUAL_TLS_DEFAULT = False  # the broker's old mutual_tls defaulted to false
+
     participant_dir: Path
     authority_url: str
     title: str = Field(default="Data space broker", min_length=1, max_length=200)
@@ -150,53 +150,14 @@ class BrokerSection(_Section):
             raise ValueError("must be an http(s) URL")
         return v.rstrip("/") if v else v
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _proxies(cls, v: list[str]) -> list[str]:
-        return trusted_proxy_list(v)
-
-    @field_validator("client_cert_header")
-    @classmethod
-    def _header_name(cls, v: str) -> str:
-        return header_name(v)
-
     @model_validator(mode="after")
-    def _one_mode(self) -> BrokerSection:
-        # the broker's old mutual_tls defaulted to false: plain_http = false alone is "server"
-        self.tls_mode = settled_tls_mode(
-            self.tls_mode,
-            given="tls_mode" in self.model_fields_set,
-            plain_http=self.plain_http,
-            mutual_tls=self.mutual_tls,
-            host=self.host,
-            mutual_tls_default=False,
-        )
+    def _proxy_url(self) -> BrokerSection:
         if self.tls_mode == "proxy" and not (self.public_url or "").startswith("https://"):
             raise ValueError(
                 'tls_mode = "proxy": public_url must be the proxy\'s https URL (clients reach '
                 "the broker over TLS at the proxy; the broker itself sees plain HTTP)"
             )
         return self
-
-    @property
-    def serves_tls(self) -> bool:
-        """Whether the broker's port itself speaks TLS (not behind a proxy, not a loopback test)."""
-        return self.tls_mode in ("mutual", "server")
-
-    @property
-    def uses_tls(self) -> bool:
-        """Whether the broker has TLS files: its crawls use TLS with its certificate (every
-        mode but "none")."""
-        return self.tls_mode != "none"
-
-    def client_certificates(self) -> ClientCertificates:
-        """Where requests' client certificates come from (connector.http.clientcert)."""
-        return ClientCertificates.of(
-            self.tls_mode,
-            header=self.client_cert_header,
-            trusted_proxies=self.trusted_proxies,
-            format=self.client_cert_format,
-        )
 
 
 class BrokerConfig(_Section):
