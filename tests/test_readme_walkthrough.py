@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from connector.devspace import process_env
+from connector.devspace import port_is_free, process_env
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PORTS = (8700, 8801, 8802, 8803, 8811, 8812, 8813)
@@ -27,20 +26,10 @@ def walkthrough_blocks() -> list[str]:
     return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     blocks = walkthrough_blocks()
     assert len(blocks) >= 6
-    busy = [p for p in PORTS if not _free(p)]
+    busy = [p for p in PORTS if not port_is_free(p)]
     if busy:
         pytest.skip(f"the walkthrough's fixed ports {busy} are in use on this machine")
     bin_dir = Path(sys.executable).parent

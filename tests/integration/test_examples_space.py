@@ -13,7 +13,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.devspace import free_port, process_env
+from connector.devspace import free_port, port_is_free, process_env
 from tests.db_testlib import PG_ENV, asyncpg_dsn
 
 pytestmark = pytest.mark.integration
@@ -98,16 +97,6 @@ def _pg_schema(server: str, create: bool, schema: str) -> None:
             await conn.close()
 
     asyncio.run(go())
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -325,14 +314,14 @@ def test_run_sh_stops_what_it_started_even_when_one_stopped_before(example: Exam
     assert len(pids) == 1, broker
     os.kill(int(pids[0]), signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while _free(example.port("BROKER_PORT")) is False and time.monotonic() < deadline:
+    while port_is_free(example.port("BROKER_PORT")) is False and time.monotonic() < deadline:
         time.sleep(0.2)
     example.proc.send_signal(signal.SIGTERM)
     assert example.proc.wait(timeout=60) == 0
     deadline = time.monotonic() + 30
     busy = ports
     while busy and time.monotonic() < deadline:
-        busy = [p for p in ports if not _free(p)]
+        busy = [p for p in ports if not port_is_free(p)]
         time.sleep(0.2)
     assert not busy, f"still listening after run.sh stopped: {busy}"
 
